@@ -1,0 +1,53 @@
+# limen — two commands do everything: `make run` and `make test`. See README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+LIMEN := $(BIN)/limen
+HOST ?= 127.0.0.1
+PORT ?= 8080
+export LIMEN_ISO_DIR ?= /var/lib/limen/isos
+PYTEST_ARGS ?=
+
+.PHONY: install host venv web run demo-vm test test-unit lint bench bench-smoke clean
+
+install: host venv web
+
+host:
+	@bash scripts/setup-host.sh
+
+# The venv is rebuilt only when the lock file or pyproject changes.
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+	@$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
+	@$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+web:
+	@if [ -f web/package-lock.json ]; then \
+	  if [ ! -d web/node_modules ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then \
+	    (cd web && npm ci --no-audit --no-fund --loglevel=error); \
+	  fi; \
+	fi
+
+demo-vm: install
+	@$(LIMEN) vm show demo >/dev/null 2>&1 || $(LIMEN) vm create demo --vcpus 1 --memory 128 --iso limen-grub-demo.iso >/dev/null
+	@echo "demo VM 'demo' is defined (boots the GRUB demo ISO)"
+
+run: demo-vm
+	@echo "limen: open http://$(HOST):$(PORT)/ (API docs: http://$(HOST):$(PORT)/api/docs); stop with Ctrl-C"
+	@$(LIMEN) serve --host $(HOST) --port $(PORT)
+
+test: install
+	@$(BIN)/pytest -q $(PYTEST_ARGS)
+
+test-unit: venv
+	@$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
+
+lint: venv
+	@$(BIN)/ruff check src tests
+	@$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) web/node_modules .pytest_cache .mypy_cache .ruff_cache test-artifacts

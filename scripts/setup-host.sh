@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Brings a Debian 12 host to the state limen needs: system packages, a configured libvirtd that runs
+# without systemd, and the demo boot ISO. Every step checks before it acts, so reruns are cheap and safe.
+set -euo pipefail
+
+ISO_DIR=${LIMEN_ISO_DIR:-/var/lib/limen/isos}
+APT_PACKAGES=(
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
+  libvirt-dev pkg-config
+  grub-pc-bin grub-common xorriso mtools grub-rescue-pc
+  chromium
+)
+
+log() { printf '[setup] %s\n' "$*"; }
+
+install_packages() {
+  local missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  if ((${#missing[@]})); then
+    log "installing: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+ensure_qemu_user() {
+  getent group libvirt-qemu >/dev/null || groupadd --system libvirt-qemu
+  getent passwd libvirt-qemu >/dev/null || useradd --system -g libvirt-qemu -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
+  mkdir -p /var/log/libvirt/qemu /var/lib/libvirt/qemu /var/lib/libvirt/images /run/libvirt
+}
+
+# Sets one `key = value` line in qemu.conf, replacing an existing (possibly commented) line.
+set_qemu_conf() {
+  local key=$1 value=$2 conf=/etc/libvirt/qemu.conf
+  touch "$conf"
+  if grep -qE "^[# ]*${key}[[:space:]]*=" "$conf"; then
+    grep -qxF "${key} = ${value}" "$conf" || sed -i -E "s|^[# ]*${key}[[:space:]]*=.*|${key} = ${value}|" "$conf"
+  else
+    printf '%s = %s\n' "$key" "$value" >>"$conf"
+  fi
+}
+
+configure_libvirt() {
+  # Without systemd there are no cgroups to delegate and no virtlogd; run QEMU as root without a
+  # security driver, which is what a single-host test machine needs.
+  set_qemu_conf user '"root"'
+  set_qemu_conf group '"root"'
+  set_qemu_conf security_driver '"none"'
+  set_qemu_conf cgroup_controllers '[ ]'
+  set_qemu_conf stdio_handler '"file"'
+}
+
+libvirtd_answers() { timeout 10 virsh -c qemu:///system version >/dev/null 2>&1; }
+
+start_libvirtd() {
+  if libvirtd_answers; then return; fi
+  if pgrep -x libvirtd >/dev/null; then
+    log "libvirtd runs but does not answer; restarting it"
+    pkill -x libvirtd || true
+    sleep 1
+  fi
+  rm -f /run/libvirtd.pid
+  log "starting libvirtd"
+  libvirtd --daemon
+  for _ in $(seq 1 60); do
+    libvirtd_answers && return
+    sleep 0.5
+  done
+  echo "libvirtd did not answer within 30 s; see /var/log/libvirt" >&2
+  exit 1
+}
+
+build_demo_iso() {
+  mkdir -p "$ISO_DIR"
+  local iso="$ISO_DIR/limen-grub-demo.iso"
+  if [[ ! -s $iso ]]; then
+    log "building the demo GRUB ISO at $iso"
+    local tree
+    tree=$(mktemp -d)
+    mkdir -p "$tree/boot/grub"
+    printf 'set timeout=-1\n' >"$tree/boot/grub/grub.cfg"
+    grub-mkrescue -o "$iso.tmp" "$tree" >/dev/null 2>&1
+    mv "$iso.tmp" "$iso"
+    rm -rf "$tree"
+  fi
+  # The ISOs Debian's packages ship sit beside it, so users see every bootable image in one place.
+  local shipped=/usr/lib/grub-rescue/grub-rescue-cdrom.iso
+  [[ -e $shipped && ! -e $ISO_DIR/grub-rescue-cdrom.iso ]] && ln -s "$shipped" "$ISO_DIR/grub-rescue-cdrom.iso"
+  return 0
+}
+
+install_packages
+ensure_qemu_user
+configure_libvirt
+start_libvirtd
+build_demo_iso
+log "host ready (libvirt: qemu:///system, ISO dir: $ISO_DIR)"

@@ -1,0 +1,43 @@
+"""The ASGI application: routes, error handlers, and the lifespan that opens and closes libvirt."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from limen.api import health, isos, vms
+from limen.api.errors import install_error_handlers
+from limen.hypervisor import Hypervisor
+from limen.settings import Settings
+
+
+def create_app(settings: Settings, hypervisor: Hypervisor | None = None) -> FastAPI:
+    """Builds the app. ``hypervisor`` defaults to one over ``settings.libvirt_uri``, opened at start-up."""
+    hv = hypervisor or Hypervisor(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await hv.open()
+        try:
+            yield
+        finally:
+            await hv.close()
+
+    app = FastAPI(
+        title="limen",
+        summary="A VM manager over libvirt whose browser console never hangs",
+        version="0.1.0",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.hypervisor = hv
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(vms.router)
+    app.include_router(isos.router)
+    return app

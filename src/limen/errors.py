@@ -1,0 +1,174 @@
+"""The one exception root of limen and the table of stable error codes.
+
+Every failure a user can see is a :class:`LimenError` carrying an :class:`ErrorCode`. The code decides,
+in one place, the HTTP status of a REST answer, the WebSocket close code of a console session, the
+short title and the user-facing message (what the user can do about it). Callers add only the
+technical ``details``; nobody invents a message or a status of their own.
+
+::
+
+    LimenError                      code: ErrorCode, details: str
+    ├── HypervisorUnavailable       libvirt is down, or a call passed its timeout
+    └── ValidationFailed            bad input; carries the offending field
+
+The JSON body of every error, REST or WebSocket, has the seed's fields::
+
+    {"error": title, "code": CODE, "details": technical detail, "message": what the user can do}
+
+Close codes (console WebSocket) are grouped by cause: 40xx request, 41xx VM state, 42xx VNC,
+43xx hypervisor, 44xx session, 45xx access, 49xx limen itself. The close reason is the code string.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorSpec:
+    http_status: int
+    close_code: int
+    title: str
+    message: str
+
+
+class ErrorCode(Enum):
+    """Stable error codes. The names are a public contract: add codes, never rename them."""
+
+    # -- request ------------------------------------------------------------------------------------
+    INVALID_REQUEST = ErrorSpec(
+        400, 4000, "Invalid request", "Check the request against the API documentation at /api/docs."
+    )
+    INVALID_VM_ID = ErrorSpec(
+        400, 4001, "Invalid VM ID", "Use the VM's UUID or its name as shown in the VM list."
+    )
+    VALIDATION_ERROR = ErrorSpec(
+        422, 4002, "Invalid input", "Correct the field named in the details and submit again."
+    )
+    NOT_FOUND = ErrorSpec(404, 4003, "Not found", "Check the address; the API is documented at /api/docs.")
+    VM_NOT_FOUND = ErrorSpec(
+        404, 4004, "VM not found", "The VM does not exist (it may have been deleted). Reload the VM list."
+    )
+    ISO_NOT_FOUND = ErrorSpec(
+        422, 4005, "ISO not found", "Pick an ISO from the list of available ISOs (GET /api/isos)."
+    )
+    METHOD_NOT_ALLOWED = ErrorSpec(
+        405, 4006, "Method not allowed", "Use the HTTP method the API documentation gives for this address."
+    )
+    VM_ALREADY_EXISTS = ErrorSpec(
+        409, 4007, "VM already exists", "Choose another name, or delete the existing VM first."
+    )
+    # -- VM state -----------------------------------------------------------------------------------
+    VM_NOT_RUNNING = ErrorSpec(
+        409, 4100, "VM is not running", "Start the VM, then open the console again."
+    )
+    VM_START_FAILED = ErrorSpec(
+        409, 4101, "Failed to start VM", "Check the VM's configuration and the hypervisor log, then retry."
+    )
+    VM_STOPPED = ErrorSpec(
+        409, 4102, "VM stopped", "The VM stopped or crashed. Start it again and reconnect."
+    )
+    VM_OPERATION_FAILED = ErrorSpec(
+        409, 4103, "VM operation failed", "The hypervisor refused the operation in the VM's current state."
+    )
+    VM_ALREADY_RUNNING = ErrorSpec(409, 4104, "VM is already running", "Nothing to do: the VM runs.")
+    # -- VNC ----------------------------------------------------------------------------------------
+    VNC_NOT_CONFIGURED = ErrorSpec(
+        409,
+        4200,
+        "VNC is not configured",
+        "The VM has no VNC graphics device. Add <graphics type='vnc' autoport='yes'/> to it and restart.",
+    )
+    VNC_PORT_ERROR = ErrorSpec(
+        503,
+        4201,
+        "Failed to get VNC port",
+        "VNC port not available yet. Please wait a moment and try again.",
+    )
+    VNC_CONNECTION_FAILED = ErrorSpec(
+        502,
+        4202,
+        "Failed to connect to VNC server",
+        "The VM's VNC server did not accept the connection. Check that the VM runs, then retry.",
+    )
+    VNC_HANDSHAKE_FAILED = ErrorSpec(
+        502,
+        4203,
+        "VNC handshake failed",
+        "The VNC server did not answer as a VNC server should. Restart the VM, then retry.",
+    )
+    # -- hypervisor ---------------------------------------------------------------------------------
+    HYPERVISOR_UNAVAILABLE = ErrorSpec(
+        503,
+        4300,
+        "Hypervisor unavailable",
+        "limen cannot reach libvirt. Check that libvirtd runs and answers (virsh list), then retry.",
+    )
+    # -- session ------------------------------------------------------------------------------------
+    SLOW_CLIENT = ErrorSpec(
+        408, 4400, "Client too slow", "The browser stopped reading the console stream. Reconnect."
+    )
+    IDLE_TIMEOUT = ErrorSpec(
+        408, 4401, "Console idle", "The console was closed after a period without input. Reconnect."
+    )
+    SERVER_SHUTDOWN = ErrorSpec(
+        503, 4402, "Server shutting down", "limen is restarting. Reconnect in a few seconds."
+    )
+    SESSION_TERMINATED = ErrorSpec(
+        409, 4403, "Session terminated", "An administrator ended this console session."
+    )
+    # -- limen itself -------------------------------------------------------------------------------
+    INTERNAL_ERROR = ErrorSpec(
+        500, 4900, "Internal error", "Something unexpected failed in limen. Retry; if it persists, see the log."
+    )
+
+    @property
+    def http_status(self) -> int:
+        return self.value.http_status
+
+    @property
+    def close_code(self) -> int:
+        return self.value.close_code
+
+    @property
+    def title(self) -> str:
+        return self.value.title
+
+    @property
+    def user_message(self) -> str:
+        return self.value.message
+
+
+class LimenError(Exception):
+    """Root of every error limen reports. ``details`` is the technical detail; never put secrets in it."""
+
+    def __init__(self, code: ErrorCode, details: str = "", *, title: str | None = None) -> None:
+        super().__init__(f"{code.name}: {details}" if details else code.name)
+        self.code = code
+        self.details = details
+        self.title = title or code.title
+
+    def to_dict(self) -> dict[str, Any]:
+        """The seed's error fields, in the seed's order."""
+        return {
+            "error": self.title,
+            "code": self.code.name,
+            "details": self.details,
+            "message": self.code.user_message,
+        }
+
+
+class HypervisorUnavailable(LimenError):
+    def __init__(self, details: str) -> None:
+        super().__init__(ErrorCode.HYPERVISOR_UNAVAILABLE, details)
+
+
+class ValidationFailed(LimenError):
+    def __init__(self, field: str, details: str) -> None:
+        super().__init__(ErrorCode.VALIDATION_ERROR, f"{field}: {details}")
+        self.field = field
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "field": self.field}

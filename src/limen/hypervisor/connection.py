@@ -1,0 +1,172 @@
+"""The libvirt connection: every blocking call in a worker thread, bounded by a timeout, errors typed.
+
+libvirt's Python binding blocks. Each call goes to a small thread pool and is awaited with
+``settings.libvirt_timeout``; a call past it raises :class:`HypervisorUnavailable` and the connection is
+dropped, so the next call opens a fresh one (that is how limen recovers when libvirtd comes back).
+A hung call keeps its thread until libvirt gives up on it (keepalive), which is why the pool is small
+but not tiny, and why no caller ever waits on it without a bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import libvirt
+
+from limen.errors import ErrorCode, HypervisorUnavailable, LimenError
+
+T = TypeVar("T")
+log = logging.getLogger("limen.hypervisor")
+
+# libvirt errors that mean "the daemon or the connection is gone", not "this request was wrong".
+_CONNECTION_ERRORS = frozenset(
+    {
+        libvirt.VIR_ERR_NO_CONNECT,
+        libvirt.VIR_ERR_INVALID_CONN,
+        libvirt.VIR_ERR_SYSTEM_ERROR,
+        libvirt.VIR_ERR_RPC,
+        libvirt.VIR_ERR_AUTH_FAILED,
+        libvirt.VIR_ERR_AUTH_UNAVAILABLE,
+        libvirt.VIR_ERR_AUTH_CANCELLED,
+        getattr(libvirt, "VIR_ERR_NO_SERVER", -1),
+        getattr(libvirt, "VIR_ERR_AGENT_UNRESPONSIVE", -1),
+    }
+)
+_NOT_FOUND_ERRORS = frozenset({libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_STORAGE_VOL})
+_OPERATION_INVALID = frozenset({libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_OPERATION_DENIED})
+
+
+def _silence_libvirt_stderr() -> None:
+    """libvirt prints every error to stderr by default; limen reports them itself."""
+
+    def ignore(_ctx: object, _err: object) -> None:
+        return None
+
+    libvirt.registerErrorHandler(ignore, None)
+
+
+_silence_libvirt_stderr()
+
+
+def is_connection_error(exc: libvirt.libvirtError) -> bool:
+    return exc.get_error_code() in _CONNECTION_ERRORS
+
+
+def classify(exc: libvirt.libvirtError, *, when: str) -> LimenError:
+    """Maps a libvirt error to limen's typed errors. ``when`` names the operation, for the details."""
+    code = exc.get_error_code()
+    message = exc.get_error_message() or str(exc)
+    details = f"{when}: {message}"
+    if code in _CONNECTION_ERRORS:
+        return HypervisorUnavailable(details)
+    if code in _NOT_FOUND_ERRORS:
+        return LimenError(ErrorCode.VM_NOT_FOUND, details)
+    if code == libvirt.VIR_ERR_DOM_EXIST:
+        return LimenError(ErrorCode.VM_ALREADY_EXISTS, details)
+    if code in _OPERATION_INVALID:
+        return LimenError(ErrorCode.VM_OPERATION_FAILED, details)
+    if code in (libvirt.VIR_ERR_XML_ERROR, libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_CONFIG_UNSUPPORTED):
+        return LimenError(ErrorCode.INVALID_REQUEST, details)
+    return LimenError(ErrorCode.VM_OPERATION_FAILED, details)
+
+
+class LibvirtConnection:
+    """One lazily opened libvirt connection, shared by every caller, re-opened after it breaks."""
+
+    def __init__(self, uri: str, timeout: float, *, max_threads: int = 8) -> None:
+        self.uri = uri
+        self.timeout = timeout
+        self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="libvirt")
+        self._conn: libvirt.virConnect | None = None
+        self._lock = threading.Lock()
+        self._on_open: list[Callable[[libvirt.virConnect], None]] = []
+        self._closed = False
+
+    def on_open(self, callback: Callable[[libvirt.virConnect], None]) -> None:
+        """Runs ``callback`` (in a worker thread) on every newly opened connection, e.g. to register events."""
+        self._on_open.append(callback)
+
+    def _connection(self) -> libvirt.virConnect:
+        """Returns the open connection, opening it first if needed. Runs in a worker thread."""
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    if self._conn.isAlive() == 1:
+                        return self._conn
+                except libvirt.libvirtError:
+                    pass
+                self._drop_locked()
+            conn = libvirt.open(self.uri)
+            if conn is None:  # older bindings return None instead of raising
+                raise libvirt.libvirtError(f"cannot open {self.uri}")
+            # Keepalive makes libvirt itself notice a dead daemon, which ends calls stuck on it.
+            # It needs an event loop implementation; without one libvirt refuses and that is fine.
+            try:
+                conn.setKeepAlive(5, 3)
+            except libvirt.libvirtError:
+                pass
+            for callback in self._on_open:
+                callback(conn)
+            self._conn = conn
+            log.info("libvirt connection opened", extra={"event": "libvirt_open", "uri": self.uri})
+            return conn
+
+    def _drop_locked(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except libvirt.libvirtError:
+                pass
+
+    def drop(self) -> None:
+        """Forgets the current connection so the next call opens a new one. Never blocks for long."""
+        # A hung call may hold the lock; dropping without it only loses a reference, which is safe.
+        acquired = self._lock.acquire(timeout=0.1)
+        try:
+            self._conn = None
+        finally:
+            if acquired:
+                self._lock.release()
+
+    async def call(self, operation: str, func: Callable[[libvirt.virConnect], T], *,
+                   timeout: float | None = None) -> T:
+        """Runs ``func(conn)`` in a worker thread within the timeout; libvirt errors become LimenErrors."""
+        if self._closed:
+            raise HypervisorUnavailable(f"{operation}: limen is shutting down")
+        loop = asyncio.get_running_loop()
+
+        def run() -> T:
+            conn = self._connection()
+            return func(conn)
+
+        limit = self.timeout if timeout is None else timeout
+        future = loop.run_in_executor(self._executor, run)
+        try:
+            return await asyncio.wait_for(future, limit)
+        except TimeoutError:
+            self.drop()
+            raise HypervisorUnavailable(
+                f"{operation}: no answer from libvirt at {self.uri} within {limit:g} s"
+            ) from None
+        except libvirt.libvirtError as exc:
+            if is_connection_error(exc):
+                self.drop()
+            raise classify(exc, when=operation) from None
+
+    async def close(self) -> None:
+        self._closed = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            loop = asyncio.get_running_loop()
+            try:
+                await asyncio.wait_for(loop.run_in_executor(self._executor, conn.close), 2)
+            except (TimeoutError, libvirt.libvirtError):
+                pass
+        self._executor.shutdown(wait=False, cancel_futures=True)
+

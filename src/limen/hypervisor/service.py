@@ -1,0 +1,399 @@
+"""The hypervisor as limen sees it: VMs read from libvirt on every call, and the operations on them.
+
+libvirt is the one source of truth. Nothing here caches a VM's state; every answer is read fresh.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import uuid as uuid_module
+from datetime import UTC, datetime
+from pathlib import Path
+
+import libvirt
+
+from limen.errors import ErrorCode, LimenError, ValidationFailed
+from limen.hypervisor import storage
+from limen.hypervisor.connection import LibvirtConnection
+from limen.hypervisor.domain_xml import DomainPlan, build_domain_xml, parse_domain_xml
+from limen.hypervisor.events import LifecycleHub, VmWatch, ensure_event_thread
+from limen.hypervisor.models import Disk, DiskDevice, Vm, VmSpec, VmState
+from limen.isos import resolve_iso
+from limen.settings import Settings
+
+VM_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+MIN_MEMORY_MIB = 32
+MAX_DISK_GIB = 2048
+BOOT_DEVICES = ("cdrom", "hd")
+
+_STATE_BY_LIBVIRT = {
+    libvirt.VIR_DOMAIN_NOSTATE: VmState.UNKNOWN,
+    libvirt.VIR_DOMAIN_RUNNING: VmState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: VmState.RUNNING,  # running, waiting on a resource
+    libvirt.VIR_DOMAIN_PAUSED: VmState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: VmState.SHUTTING_DOWN,
+    libvirt.VIR_DOMAIN_SHUTOFF: VmState.STOPPED,
+    libvirt.VIR_DOMAIN_CRASHED: VmState.CRASHED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: VmState.SUSPENDED,
+}
+
+
+def parse_vm_id(ident: str) -> tuple[str, str]:
+    """('uuid', canonical uuid) or ('name', name); anything else is INVALID_VM_ID."""
+    try:
+        return "uuid", str(uuid_module.UUID(ident))
+    except ValueError:
+        pass
+    if VM_NAME_PATTERN.fullmatch(ident):
+        return "name", ident
+    raise LimenError(ErrorCode.INVALID_VM_ID, f"{ident[:80]!r} is neither a UUID nor a valid VM name")
+
+
+def detect_virt_type() -> str:
+    """'kvm' when /dev/kvm can be opened for use, else 'qemu' (TCG)."""
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return "qemu"
+    os.close(fd)
+    return "kvm"
+
+
+def _lookup(conn: libvirt.virConnect, ident: str) -> libvirt.virDomain:
+    kind, value = parse_vm_id(ident)
+    try:
+        if kind == "uuid":
+            return conn.lookupByUUIDString(value)
+        return conn.lookupByName(value)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            raise LimenError(ErrorCode.VM_NOT_FOUND, f"no VM with {kind} {value!r}") from None
+        raise
+
+
+def _uptime_seconds(uri: str, name: str, state: VmState) -> float | None:
+    """When QEMU runs on this host, the age of its pid file is the time since the VM started."""
+    if state is not VmState.RUNNING or not uri.startswith("qemu:///"):
+        return None
+    pid_file = Path("/run/libvirt/qemu") / f"{name}.pid"
+    try:
+        started = pid_file.stat().st_mtime
+    except OSError:
+        return None
+    return max(0.0, datetime.now(UTC).timestamp() - started)
+
+
+class Hypervisor:
+    """VM operations over one libvirt connection. Every method is async and bounded in time."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.connection = LibvirtConnection(settings.libvirt_uri, settings.libvirt_timeout)
+        self.events = LifecycleHub()
+        self.connection.on_open(self.events.register_on)
+
+    async def open(self) -> None:
+        """Starts libvirt's event thread and connects. Does not fail if libvirt is down."""
+        ensure_event_thread()
+        try:
+            await self.connection.call("connect", lambda conn: None)
+        except LimenError:
+            pass  # reported by the first real call, and by /readyz
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+    def watch(self, uuid: str) -> VmWatch:
+        """Lifecycle events of one VM; use as ``with hypervisor.watch(uuid) as watch:``."""
+        return self.events.watch(uuid)
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def _snapshot(self, dom: libvirt.virDomain) -> Vm:
+        state_code, _reason = dom.state()
+        state = _STATE_BY_LIBVIRT.get(state_code, VmState.UNKNOWN)
+        parsed = parse_domain_xml(dom.XMLDesc(0))
+        disks = []
+        conn = dom.connect()
+        for disk in parsed.disks:
+            capacity = None
+            if disk.device is DiskDevice.DISK and disk.path:
+                volume = storage.volume_at(conn, disk.path)
+                if volume is not None:
+                    try:
+                        capacity = int(volume.info()[1])
+                    except libvirt.libvirtError:
+                        capacity = None
+            disks.append(Disk(device=disk.device, target=disk.target, path=disk.path, capacity_bytes=capacity))
+        name = dom.name()
+        try:
+            autostart = bool(dom.autostart())
+        except libvirt.libvirtError:
+            autostart = False
+        return Vm(
+            uuid=dom.UUIDString(),
+            name=name,
+            state=state,
+            vcpus=parsed.vcpus,
+            memory_mib=parsed.memory_mib,
+            disks=tuple(disks),
+            boot_order=parsed.boot_order,
+            vnc=parsed.vnc,
+            created_at=parsed.created_at,
+            uptime_seconds=_uptime_seconds(self.settings.libvirt_uri, name, state),
+            autostart=autostart,
+            owner=parsed.owner,
+        )
+
+    async def list_vms(self) -> list[Vm]:
+        def run(conn: libvirt.virConnect) -> list[Vm]:
+            vms = []
+            for dom in conn.listAllDomains(0):
+                try:
+                    vms.append(self._snapshot(dom))
+                except libvirt.libvirtError as exc:
+                    # A domain undefined while we read it is simply gone from the list.
+                    if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                        raise
+            return sorted(vms, key=lambda vm: vm.name)
+
+        return await self.connection.call("list VMs", run)
+
+    async def get_vm(self, ident: str) -> Vm:
+        parse_vm_id(ident)  # INVALID_VM_ID before any libvirt call
+        return await self.connection.call(f"get VM {ident}", lambda conn: self._snapshot(_lookup(conn, ident)))
+
+    async def host_info(self) -> tuple[int, int]:
+        """(CPUs, memory MiB) of the hypervisor host."""
+
+        def run(conn: libvirt.virConnect) -> tuple[int, int]:
+            info = conn.getInfo()
+            return int(info[2]), int(info[1])
+
+        return await self.connection.call("host info", run)
+
+    # -- creating and deleting ---------------------------------------------------------------------
+
+    def _virt_type(self) -> str:
+        if self.settings.virt_type == "auto":
+            return detect_virt_type()
+        return self.settings.virt_type
+
+    async def validate_spec(self, spec: VmSpec) -> Path | None:
+        """Checks ``spec`` against the rules and this host's limits; returns the ISO path if any."""
+        if not VM_NAME_PATTERN.fullmatch(spec.name):
+            raise ValidationFailed(
+                "name", "must start with a letter or digit and hold only letters, digits, '_', '.', '-' "
+                "(at most 63 characters)"
+            )
+        host_cpus, host_memory_mib = await self.host_info()
+        if not 1 <= spec.vcpus <= host_cpus:
+            raise ValidationFailed("vcpus", f"must be between 1 and {host_cpus} (this host's CPUs)")
+        if not MIN_MEMORY_MIB <= spec.memory_mib <= host_memory_mib:
+            raise ValidationFailed(
+                "memory_mib", f"must be between {MIN_MEMORY_MIB} and {host_memory_mib} MiB (this host's memory)"
+            )
+        if spec.disk_gib is not None and not 1 <= spec.disk_gib <= MAX_DISK_GIB:
+            raise ValidationFailed("disk_gib", f"must be between 1 and {MAX_DISK_GIB} GiB")
+        for device in spec.boot_order:
+            if device not in BOOT_DEVICES:
+                raise ValidationFailed("boot_order", f"{device!r} is not one of {', '.join(BOOT_DEVICES)}")
+        if len(set(spec.boot_order)) != len(spec.boot_order):
+            raise ValidationFailed("boot_order", "names a device twice")
+        if spec.iso is None:
+            return None
+        try:
+            return resolve_iso(self.settings.iso_dir, spec.iso)
+        except LimenError as exc:
+            raise ValidationFailed("iso", exc.details.removeprefix("iso: ")) from None
+
+    async def create_vm(self, spec: VmSpec) -> Vm:
+        """Creates (defines) a VM. Atomic for the caller: on any failure no domain and no volume remain."""
+        iso_path = await self.validate_spec(spec)
+        boot_order = spec.boot_order or (("cdrom", "hd") if iso_path else ("hd",))
+        cancelled = threading.Event()
+
+        def run(conn: libvirt.virConnect) -> Vm:
+            try:
+                conn.lookupByName(spec.name)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
+            else:
+                raise LimenError(ErrorCode.VM_ALREADY_EXISTS, f"a VM named {spec.name!r} exists")
+
+            volume: libvirt.virStorageVol | None = None
+            domain: libvirt.virDomain | None = None
+            try:
+                disk_path = None
+                if spec.disk_gib is not None:
+                    pool = storage.ensure_pool(conn, self.settings.storage_pool, self.settings.pool_dir)
+                    volume_name = storage.disk_volume_name(spec.name)
+                    try:
+                        pool.storageVolLookupByName(volume_name)
+                    except libvirt.libvirtError:
+                        pass
+                    else:
+                        raise LimenError(
+                            ErrorCode.VM_ALREADY_EXISTS,
+                            f"a disk volume {volume_name!r} already exists in pool {self.settings.storage_pool!r}",
+                        )
+                    volume = pool.createXML(storage.volume_xml(volume_name, spec.disk_gib), 0)
+                    disk_path = volume.path()
+                plan = DomainPlan(
+                    name=spec.name,
+                    virt_type=self._virt_type(),
+                    vcpus=spec.vcpus,
+                    memory_mib=spec.memory_mib,
+                    vnc_listen=self.settings.vnc_listen,
+                    created_at=datetime.now(UTC).replace(microsecond=0),
+                    disk_path=disk_path,
+                    iso_path=str(iso_path) if iso_path else None,
+                    boot_order=boot_order,
+                )
+                domain = conn.defineXML(build_domain_xml(plan))
+                if cancelled.is_set():  # the caller gave up waiting: it was told this failed
+                    raise LimenError(ErrorCode.HYPERVISOR_UNAVAILABLE, "create timed out")
+                return self._snapshot(domain)
+            except BaseException:
+                if domain is not None:
+                    try:
+                        domain.undefine()
+                    except libvirt.libvirtError:
+                        pass
+                if volume is not None:
+                    try:
+                        volume.delete(0)
+                    except libvirt.libvirtError:
+                        pass
+                raise
+
+        try:
+            # Creating a pool and a volume is slower than a lookup; allow it more than one call's time.
+            return await self.connection.call(
+                f"create VM {spec.name}", run, timeout=self.settings.libvirt_timeout * 3
+            )
+        except LimenError as exc:
+            if exc.code is ErrorCode.HYPERVISOR_UNAVAILABLE:
+                cancelled.set()
+            raise
+
+    async def delete_vm(self, ident: str, *, delete_disks: bool = False) -> list[str]:
+        """Stops (if needed) and undefines the VM; with ``delete_disks`` also deletes its pool volumes.
+
+        Returns the paths of the volumes deleted. ISOs are never deleted.
+        """
+
+        def run(conn: libvirt.virConnect) -> list[str]:
+            dom = _lookup(conn, ident)
+            if dom.isActive():
+                dom.destroy()
+            parsed = parse_domain_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            flags = (
+                libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+            )
+            try:
+                dom.undefineFlags(flags)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG):
+                    raise
+                dom.undefine()
+            deleted = []
+            if delete_disks:
+                for disk in parsed.disks:
+                    if disk.device is not DiskDevice.DISK or not disk.path:
+                        continue
+                    volume = storage.volume_at(conn, disk.path)
+                    if volume is not None:
+                        volume.delete(0)
+                        deleted.append(disk.path)
+            return deleted
+
+        return await self.connection.call(f"delete VM {ident}", run, timeout=self.settings.libvirt_timeout * 2)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start_vm(self, ident: str) -> Vm:
+        """Starts a stopped VM; returns once libvirt reports it running."""
+
+        def run(conn: libvirt.virConnect) -> Vm:
+            dom = _lookup(conn, ident)
+            if dom.isActive():
+                raise LimenError(ErrorCode.VM_ALREADY_RUNNING, f"VM {dom.name()!r} is already running")
+            try:
+                dom.create()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN,
+                                            libvirt.VIR_ERR_RPC):
+                    raise
+                raise LimenError(
+                    ErrorCode.VM_START_FAILED, exc.get_error_message() or str(exc)
+                ) from None
+            return self._snapshot(dom)
+
+        return await self.connection.call(
+            f"start VM {ident}", run, timeout=self.settings.console_start_vm_timeout
+        )
+
+    async def stop_vm(self, ident: str, *, force: bool = False) -> Vm:
+        """ACPI shutdown (the guest decides when), or with ``force`` an immediate power-off."""
+
+        def run(conn: libvirt.virConnect) -> Vm:
+            dom = _lookup(conn, ident)
+            if not dom.isActive():
+                raise LimenError(ErrorCode.VM_NOT_RUNNING, f"VM {dom.name()!r} is not running")
+            if force:
+                dom.destroy()
+            else:
+                dom.shutdown()
+            return self._snapshot(dom)
+
+        return await self.connection.call(f"stop VM {ident}", run)
+
+    async def reboot_vm(self, ident: str, *, force: bool = False) -> Vm:
+        """ACPI reboot, or with ``force`` a hardware reset (for guests that ignore ACPI, like GRUB)."""
+
+        def run(conn: libvirt.virConnect) -> Vm:
+            dom = _lookup(conn, ident)
+            if not dom.isActive():
+                raise LimenError(ErrorCode.VM_NOT_RUNNING, f"VM {dom.name()!r} is not running")
+            if force:
+                dom.reset(0)
+            else:
+                dom.reboot(0)
+            return self._snapshot(dom)
+
+        return await self.connection.call(f"reboot VM {ident}", run)
+
+    async def screenshot(self, ident: str) -> tuple[str, bytes]:
+        """(mime type, image bytes) of the VM's screen, via libvirt's screenshot call."""
+
+        def run(conn: libvirt.virConnect) -> tuple[str, bytes]:
+            dom = _lookup(conn, ident)
+            if not dom.isActive():
+                raise LimenError(ErrorCode.VM_NOT_RUNNING, f"VM {dom.name()!r} is not running")
+            stream = conn.newStream(0)
+            try:
+                mime = dom.screenshot(stream, 0, 0)
+                chunks = []
+                while True:
+                    chunk = stream.recv(256 * 1024)
+                    if chunk in (-2, None):
+                        continue
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                stream.finish()
+            except BaseException:
+                try:
+                    stream.abort()
+                except libvirt.libvirtError:
+                    pass
+                raise
+            return str(mime), b"".join(chunks)
+
+        return await self.connection.call(f"screenshot VM {ident}", run)

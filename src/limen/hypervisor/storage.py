@@ -1,0 +1,55 @@
+"""limen's libvirt storage pool and the qcow2 volumes of VM disks. Functions run in a worker thread."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import libvirt
+
+
+def pool_xml(name: str, directory: Path) -> str:
+    pool = ET.Element("pool", type="dir")
+    ET.SubElement(pool, "name").text = name
+    ET.SubElement(ET.SubElement(pool, "target"), "path").text = str(directory)
+    return ET.tostring(pool, encoding="unicode")
+
+
+def volume_xml(name: str, capacity_gib: int) -> str:
+    volume = ET.Element("volume")
+    ET.SubElement(volume, "name").text = name
+    ET.SubElement(volume, "capacity", unit="GiB").text = str(capacity_gib)
+    target = ET.SubElement(volume, "target")
+    ET.SubElement(target, "format", type="qcow2")
+    return ET.tostring(volume, encoding="unicode")
+
+
+def ensure_pool(conn: libvirt.virConnect, name: str, directory: Path) -> libvirt.virStoragePool:
+    """The pool named ``name``, defined, built and started first if it is not yet."""
+    try:
+        pool = conn.storagePoolLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
+            raise
+        pool = conn.storagePoolDefineXML(pool_xml(name, directory), 0)
+        pool.build(0)
+        pool.setAutostart(1)
+    if not pool.isActive():
+        try:
+            pool.build(0)  # recreates the directory if someone removed it
+        except libvirt.libvirtError:
+            pass
+        pool.create(0)
+    return pool
+
+
+def disk_volume_name(vm_name: str) -> str:
+    return f"{vm_name}-disk0.qcow2"
+
+
+def volume_at(conn: libvirt.virConnect, path: str) -> libvirt.virStorageVol | None:
+    """The pool volume at ``path``, or None when no pool holds that file."""
+    try:
+        return conn.storageVolLookupByPath(path)
+    except libvirt.libvirtError:
+        return None

@@ -1,0 +1,71 @@
+"""Logging: JSON lines to ``<log_dir>/limen.log`` (rotated by size) and readable lines on a terminal.
+
+Code logs with the standard library and passes structured fields in ``extra`` (always an ``event``
+name); this module turns each record into one JSON object with those fields.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from limen.settings import Settings
+
+LOG_FILE_NAME = "limen.log"
+_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {key: value for key, value in record.__dict__.items() if key not in _STANDARD_ATTRS}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        entry.update(record_fields(record))
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class ConsoleFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(f"{key}={value}" for key, value in record_fields(record).items())
+        stamp = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        line = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        return f"{line}  {fields}" if fields else line
+
+
+def configure_logging(settings: Settings, *, max_bytes: int = 10 * 2**20, backups: int = 5) -> Path | None:
+    """Installs limen's handlers on the ``limen`` logger. Returns the log file path, if writable."""
+    logger = logging.getLogger("limen")
+    logger.setLevel(settings.log_level.upper())
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    log_file: Path | None = settings.log_dir / LOG_FILE_NAME
+    try:
+        settings.log_dir.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.handlers.RotatingFileHandler(
+            settings.log_dir / LOG_FILE_NAME, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+        )
+        file_handler.setFormatter(JsonFormatter())
+        logger.addHandler(file_handler)
+    except OSError as exc:
+        print(f"limen: cannot write logs to {log_file}: {exc}", file=sys.stderr)
+        log_file = None
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(ConsoleFormatter() if sys.stderr.isatty() else JsonFormatter())
+    logger.addHandler(stream)
+    return log_file

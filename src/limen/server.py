@@ -1,0 +1,67 @@
+"""Runs the app under uvicorn, and ends console sessions properly when the server stops."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import socket
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from limen.settings import Settings
+
+log = logging.getLogger("limen.server")
+
+
+def raise_fd_limit() -> int:
+    """Raises the soft open-files limit to the hard one: each console session holds two sockets."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+    return soft
+
+
+class LimenServer(uvicorn.Server):
+    """uvicorn's server, but console sessions are closed with SERVER_SHUTDOWN before sockets go."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        app: Any = self.config.loaded_app
+        # uvicorn wraps the app in middleware; find limen's FastAPI app underneath.
+        while app is not None and not isinstance(app, FastAPI):
+            app = getattr(app, "app", None)
+        sessions = getattr(app.state, "console_sessions", None) if app is not None else None
+        if sessions is not None:
+            try:
+                await asyncio.wait_for(sessions.close_all(), timeout=5)
+            except TimeoutError:
+                log.warning("console sessions did not close within 5 s", extra={"event": "shutdown_slow"})
+        await super().shutdown(sockets)
+
+
+def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        # The websockets implementation applies backpressure (send waits for the socket to drain),
+        # which the console's write deadline depends on.
+        "ws": "websockets",
+        "ws_ping_interval": None,  # the console sends its own pings
+        "ws_ping_timeout": None,
+        "ws_max_size": 1 << 20,
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": 5,
+        "server_header": False,
+    }
+    options.update(overrides)
+    return uvicorn.Config(app, **options)
+
+
+def serve(app: FastAPI, settings: Settings) -> None:
+    raise_fd_limit()
+    server = LimenServer(uvicorn_config(app, settings))
+    server.run()

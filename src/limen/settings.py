@@ -1,0 +1,139 @@
+"""The one typed settings object, built once at start-up and passed down explicitly.
+
+Sources, strongest first: CLI flags (``overrides``), ``LIMEN_*`` environment variables, an optional TOML
+file (``--config``, or ``LIMEN_CONFIG``) whose keys are the field names below, then the defaults.
+Nothing reads the environment after :func:`load_settings` returns.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "LIMEN_"
+
+VirtType = Literal["auto", "kvm", "qemu"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    # -- where things are ----------------------------------------------------------------------------
+    libvirt_uri: str = "qemu:///system"
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    data_dir: Path = Path("/var/lib/limen")
+    log_dir: Path = Path("/var/log/limen")
+    iso_dir: Path = Path("/var/lib/limen/isos")
+    storage_pool: str = Field("limen", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    # Where the storage pool keeps its volumes; defaults to <data_dir>/pool.
+    storage_pool_dir: Path | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # -- new VMs -------------------------------------------------------------------------------------
+    vnc_listen: str = "127.0.0.1"
+    # auto: KVM when /dev/kvm can be opened, else TCG (libvirt type 'qemu').
+    virt_type: VirtType = "auto"
+
+    # -- libvirt -------------------------------------------------------------------------------------
+    libvirt_timeout: float = Field(5.0, gt=0, le=120, description="Bound on every libvirt call, seconds")
+
+    # -- console -------------------------------------------------------------------------------------
+    console_auto_start: bool = True
+    console_write_timeout: float = Field(5.0, gt=0, le=60, description="Deadline on every WebSocket write")
+    console_check_vm_timeout: float = Field(3.0, gt=0, le=60)
+    console_start_vm_timeout: float = Field(8.0, gt=0, le=120)
+    console_get_port_timeout: float = Field(3.0, gt=0, le=60)
+    console_connect_timeout: float = Field(3.0, gt=0, le=60)
+    console_banner_timeout: float = Field(3.0, gt=0, le=60)
+    console_ping_interval: float = Field(20.0, ge=0, le=3600, description="0 turns pings off")
+    console_idle_timeout: float = Field(0.0, ge=0, description="0 turns the idle timeout off")
+    console_idle_warning: float = Field(60.0, ge=0, description="Seconds before the idle close to warn")
+
+    @field_validator("host", "vnc_listen", "libvirt_uri")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _derive_pool_dir(self) -> Settings:
+        if self.storage_pool_dir is None:
+            object.__setattr__(self, "storage_pool_dir", self.data_dir / "pool")
+        return self
+
+    @property
+    def pool_dir(self) -> Path:
+        assert self.storage_pool_dir is not None  # set by _derive_pool_dir
+        return self.storage_pool_dir
+
+    @property
+    def console_handshake_bound(self) -> float:
+        """Worst case from the upgrade to the verdict frame, were every stage to use all its time."""
+        return (
+            self.console_check_vm_timeout
+            + self.console_start_vm_timeout
+            + self.console_get_port_timeout
+            + self.console_connect_timeout
+            + self.console_banner_timeout
+        )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("toml_file"):
+            sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+
+class SettingsError(Exception):
+    """Invalid configuration; ``str()`` names each offending key the way the user set it."""
+
+
+def _describe(error: dict[str, Any]) -> str:
+    field = ".".join(str(part) for part in error["loc"]) or "(config)"
+    env_name = f"{ENV_PREFIX}{field.upper()}"
+    return f"{env_name} ({field}): {error['msg']}"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Builds the settings once. ``overrides`` are CLI flags; ``None`` values mean 'not given'.
+
+    ``config_file`` defaults to ``$LIMEN_CONFIG`` when that is set.
+    """
+    given = {key: value for key, value in overrides.items() if value is not None}
+    if config_file is None and os.environ.get(f"{ENV_PREFIX}CONFIG"):
+        config_file = Path(os.environ[f"{ENV_PREFIX}CONFIG"])
+    settings_cls: type[Settings] = Settings
+    if config_file is not None:
+        if not config_file.is_file():
+            raise SettingsError(f"--config ({config_file}): no such file")
+
+        class SettingsFromFile(Settings):
+            model_config = SettingsConfigDict(toml_file=config_file)
+
+        settings_cls = SettingsFromFile
+    try:
+        return settings_cls(**given)
+    except ValidationError as exc:
+        lines = [_describe(dict(error)) for error in exc.errors()]
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    except (OSError, ValueError) as exc:  # unreadable or malformed TOML
+        raise SettingsError(f"invalid configuration file {config_file}: {exc}") from None

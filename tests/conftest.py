@@ -1,0 +1,109 @@
+"""Fixtures shared by every test: settings on temporary dirs, hypervisors, test VM names, servers."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from limen.api.app import create_app
+from limen.hypervisor import Hypervisor
+from limen.settings import Settings, load_settings
+from tests.support.libvirt_cleanup import remove_domain
+from tests.support.server import LimenProcess
+
+QEMU_URI = "qemu:///system"
+TEST_DRIVER_URI = "test:///default"
+ISO_DIR = Path(os.environ.get("LIMEN_ISO_DIR", "/var/lib/limen/isos"))
+DEMO_ISO = "limen-grub-demo.iso"
+# Tests keep their volumes in a pool of their own, away from the user's.
+TEST_POOL = "limen-test"
+TEST_POOL_DIR = Path("/var/lib/limen/test-pool")
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        base: dict[str, Any] = {
+            "libvirt_uri": TEST_DRIVER_URI,
+            "data_dir": tmp_path / "data",
+            "log_dir": tmp_path / "log",
+            "iso_dir": ISO_DIR,
+            "storage_pool": TEST_POOL,
+            "storage_pool_dir": TEST_POOL_DIR,
+            "virt_type": "qemu",
+        }
+        return load_settings(None, **{**base, **overrides})
+
+    return make
+
+
+@pytest.fixture
+def vm_names() -> Iterator[Callable[[], str]]:
+    """Makes unique ``limen-test-…`` names; every VM of those names is removed after the test."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"limen-test-{uuid.uuid4().hex[:10]}"
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        remove_domain(QEMU_URI, name)
+
+
+@pytest.fixture
+async def test_hypervisor(make_settings: Callable[..., Settings]) -> AsyncIterator[Hypervisor]:
+    hypervisor = Hypervisor(make_settings())
+    await hypervisor.open()
+    yield hypervisor
+    await hypervisor.close()
+
+
+@pytest.fixture
+async def qemu_hypervisor(make_settings: Callable[..., Settings]) -> AsyncIterator[Hypervisor]:
+    hypervisor = Hypervisor(make_settings(libvirt_uri=QEMU_URI))
+    await hypervisor.open()
+    yield hypervisor
+    await hypervisor.close()
+
+
+@asynccontextmanager
+async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to the app in-process, with its lifespan (libvirt open/close) running."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://limen.test") as client:
+            yield client
+
+
+@pytest.fixture
+def limen_server(tmp_path: Path) -> Iterator[Callable[..., LimenProcess]]:
+    """Starts real ``limen serve`` processes (env overrides as keyword arguments); stops them after."""
+    started: list[LimenProcess] = []
+
+    def start(**env: str) -> LimenProcess:
+        base = {
+            "LIMEN_LIBVIRT_URI": QEMU_URI,
+            "LIMEN_ISO_DIR": str(ISO_DIR),
+            "LIMEN_DATA_DIR": str(tmp_path / "data"),
+            "LIMEN_LOG_DIR": str(tmp_path / "log"),
+            "LIMEN_STORAGE_POOL": TEST_POOL,
+            "LIMEN_STORAGE_POOL_DIR": str(TEST_POOL_DIR),
+            "LIMEN_VIRT_TYPE": "qemu",
+        }
+        process = LimenProcess({**base, **env}, tmp_path / f"serve-{len(started)}.log")
+        started.append(process)
+        return process.start()
+
+    yield start
+    for process in started:
+        process.stop()

@@ -1,0 +1,70 @@
+"""A real ``limen serve`` process for tests, started and stopped by the test that needs it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+from tests.support.net import free_port
+
+LIMEN_BIN = Path(sys.executable).parent / "limen"
+
+
+class LimenProcess:
+    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._env = {**os.environ, **env}
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, timeout: float = 20.0) -> LimenProcess:
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [str(LIMEN_BIN), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=self._env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"limen serve exited with {self._proc.returncode}: {self.output()}")
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"limen serve did not answer within {timeout} s: {self.output()}")
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self, *, timeout: float = 10.0) -> int | None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        return proc.returncode
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid

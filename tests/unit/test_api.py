@@ -1,0 +1,138 @@
+"""The REST API in-process over libvirt's test driver: shapes, validation, errors, never a 5xx."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from limen.settings import Settings
+from tests.conftest import DEMO_ISO, app_client
+
+ERROR_FIELDS = {"error", "code", "details", "message"}
+
+
+@pytest.fixture
+async def client(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client(make_settings()) as client:
+        yield client
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert set(body) >= ERROR_FIELDS
+    assert body["code"] == code
+    assert body["message"]
+    return body
+
+
+async def test_healthz_and_openapi(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    spec = (await client.get("/api/openapi.json")).json()
+    assert "/api/vms/{vm_id}/start" in spec["paths"]
+    assert (await client.get("/api/docs")).status_code == 200
+
+
+async def test_create_show_act_delete(client: httpx.AsyncClient) -> None:
+    created = await client.post(
+        "/api/vms", json={"name": "api-1", "vcpus": 1, "memory_mib": 64, "disk_gib": 1, "iso": DEMO_ISO}
+    )
+    assert created.status_code == 201, created.text
+    vm = created.json()
+    assert vm["state"] == "stopped" and vm["iso"].endswith(DEMO_ISO)
+    assert vm["vnc"] == {"host": "127.0.0.1", "port": None}
+    assert (await client.get(f"/api/vms/{vm['uuid']}")).json()["name"] == "api-1"
+    assert "api-1" in [v["name"] for v in (await client.get("/api/vms")).json()]
+
+    assert (await client.post("/api/vms/api-1/start")).json()["state"] == "running"
+    assert_error(await client.post("/api/vms/api-1/start"), 409, "VM_ALREADY_RUNNING")
+    assert (await client.post("/api/vms/api-1/reboot?force=true")).status_code == 200
+    assert (await client.post("/api/vms/api-1/stop?force=true")).json()["state"] == "stopped"
+    assert_error(await client.post("/api/vms/api-1/stop"), 409, "VM_NOT_RUNNING")
+    assert_error(await client.post("/api/vms/api-1/reboot"), 409, "VM_NOT_RUNNING")
+
+    deleted = (await client.delete("/api/vms/api-1?delete_disks=true")).json()
+    assert deleted["deleted"] == "api-1" and len(deleted["deleted_volumes"]) == 1
+    assert_error(await client.get("/api/vms/api-1"), 404, "VM_NOT_FOUND")
+
+
+async def test_duplicate_name(client: httpx.AsyncClient) -> None:
+    assert_error(await client.post("/api/vms", json={"name": "test", "memory_mib": 64}), 409, "VM_ALREADY_EXISTS")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "has space"}, "name"),
+        ({"name": "_leading"}, "name"),
+        ({"name": "n" * 64}, "name"),
+        ({"name": "ok", "vcpus": 0}, "vcpus"),
+        ({"name": "ok", "vcpus": 100000}, "vcpus"),
+        ({"name": "ok", "vcpus": "two"}, "vcpus"),
+        ({"name": "ok", "memory_mib": 16}, "memory_mib"),
+        ({"name": "ok", "memory_mib": 10**12}, "memory_mib"),
+        ({"name": "ok", "memory_mib": 64.5}, "memory_mib"),
+        ({"name": "ok", "disk_gib": 0}, "disk_gib"),
+        ({"name": "ok", "disk_gib": 4096}, "disk_gib"),
+        ({"name": "ok", "iso": "../../../etc/passwd"}, "iso"),
+        ({"name": "ok", "iso": "/etc/passwd"}, "iso"),
+        ({"name": "ok", "iso": "missing.iso"}, "iso"),
+        ({"name": "ok", "boot_order": ["network"]}, "boot_order"),
+        ({"name": "ok", "colour": "blue"}, "colour"),
+        ({}, "name"),
+        ({"name": None}, "name"),
+    ],
+)
+async def test_every_validation_rule(client: httpx.AsyncClient, body: dict[str, Any], field: str) -> None:
+    error = assert_error(await client.post("/api/vms", json=body), 422, "VALIDATION_ERROR")
+    assert error["field"] == field
+    names = [vm["name"] for vm in (await client.get("/api/vms")).json()]
+    assert names == ["test"]  # nothing half-created
+
+
+async def test_unknown_and_invalid_ids(client: httpx.AsyncClient) -> None:
+    for method, path in [("GET", ""), ("DELETE", ""), ("POST", "/start"), ("POST", "/stop"), ("POST", "/reboot")]:
+        assert_error(await client.request(method, f"/api/vms/missing{path}"), 404, "VM_NOT_FOUND")
+        assert_error(
+            await client.request(method, f"/api/vms/00000000-0000-0000-0000-000000000001{path}"), 404, "VM_NOT_FOUND"
+        )
+        assert_error(await client.request(method, f"/api/vms/bad%20id{path}"), 400, "INVALID_VM_ID")
+
+
+async def test_routing_errors_are_json(client: httpx.AsyncClient) -> None:
+    assert_error(await client.get("/api/nothing"), 404, "NOT_FOUND")
+    assert_error(await client.put("/api/vms"), 405, "METHOD_NOT_ALLOWED")
+    assert_error(
+        await client.post("/api/vms", content=b"{not json", headers={"content-type": "application/json"}),
+        400, "INVALID_REQUEST",
+    )
+
+
+async def test_isos_are_listed(client: httpx.AsyncClient) -> None:
+    names = [iso["name"] for iso in (await client.get("/api/isos")).json()]
+    assert DEMO_ISO in names
+
+
+STRANGE_VALUES: list[Any] = [
+    None, True, -1, 0, 2**63, -(2**63), 1e308, 1.5, "", " ", "\x00", "é" * 300,
+    "'; DROP TABLE vms; --", "<script>alert(1)</script>", "../" * 20, [], {}, [1, 2], {"a": {"b": []}},
+]
+
+
+@pytest.mark.parametrize("value", STRANGE_VALUES, ids=range(len(STRANGE_VALUES)))
+async def test_no_input_yields_a_server_error(client: httpx.AsyncClient, value: Any) -> None:
+    for field in ("name", "vcpus", "memory_mib", "disk_gib", "iso", "boot_order"):
+        body = {"name": "fuzz", "memory_mib": 64, field: value}
+        response = await client.post("/api/vms", json=body)
+        assert response.status_code < 500, (field, value, response.text)
+        if response.status_code == 201:
+            await client.delete("/api/vms/fuzz?delete_disks=true")
+    for path in ("/api/vms/", "/api/vms/%2e%2e", "/api/vms/" + "x" * 5000, "/api/vms/%ff%fe", "/api/vms/a?force=x"):
+        for method in ("GET", "POST", "DELETE"):
+            response = await client.request(method, path)
+            assert response.status_code < 500, (method, path, response.text)
+    response = await client.post("/api/vms/test/stop?force=notabool")
+    assert_error(response, 422, "VALIDATION_ERROR")

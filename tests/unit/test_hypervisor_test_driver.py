@@ -1,0 +1,172 @@
+"""The hypervisor layer against libvirt's in-process test driver (no daemon)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import libvirt
+import pytest
+
+from limen.errors import ErrorCode, LimenError, ValidationFailed
+from limen.hypervisor import Hypervisor, LifecycleKind, VmSpec, VmState, VmWatch, parse_vm_id
+from limen.settings import Settings
+from tests.conftest import DEMO_ISO
+
+TEST_DOMAIN_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"
+
+
+async def _until(watch: VmWatch, kind: LifecycleKind) -> None:
+    while await watch.next_event() is not kind:
+        pass
+
+
+async def test_lists_the_test_drivers_domain(test_hypervisor: Hypervisor) -> None:
+    vms = await test_hypervisor.list_vms()
+    assert [(vm.name, vm.state) for vm in vms] == [("test", VmState.RUNNING)]
+
+
+async def test_get_by_uuid_and_by_name_agree(test_hypervisor: Hypervisor) -> None:
+    by_name = await test_hypervisor.get_vm("test")
+    by_uuid = await test_hypervisor.get_vm(TEST_DOMAIN_UUID.upper())
+    assert by_name == by_uuid
+    assert by_name.uuid == TEST_DOMAIN_UUID
+
+
+@pytest.mark.parametrize("ident", ["", " ", "a/b", "-x", "x" * 64, "../etc", "名前"])
+async def test_invalid_ids_are_refused_before_libvirt(test_hypervisor: Hypervisor, ident: str) -> None:
+    with pytest.raises(LimenError) as caught:
+        await test_hypervisor.get_vm(ident)
+    assert caught.value.code is ErrorCode.INVALID_VM_ID
+
+
+async def test_unknown_vm(test_hypervisor: Hypervisor) -> None:
+    for ident in ("nope", "00000000-0000-0000-0000-000000000000"):
+        with pytest.raises(LimenError) as caught:
+            await test_hypervisor.get_vm(ident)
+        assert caught.value.code is ErrorCode.VM_NOT_FOUND
+
+
+def test_parse_vm_id() -> None:
+    assert parse_vm_id("web-1") == ("name", "web-1")
+    assert parse_vm_id(TEST_DOMAIN_UUID.replace("-", "")) == ("uuid", TEST_DOMAIN_UUID)
+
+
+async def test_lifecycle_create_start_stop_reboot_delete(test_hypervisor: Hypervisor) -> None:
+    hv = test_hypervisor
+    vm = await hv.create_vm(VmSpec(name="unit-1", vcpus=2, memory_mib=64, disk_gib=1, iso=DEMO_ISO))
+    assert vm.state is VmState.STOPPED
+    assert (vm.vcpus, vm.memory_mib, vm.boot_order) == (2, 64, ("cdrom", "hd"))
+    assert vm.iso_path and vm.iso_path.endswith(DEMO_ISO)
+    assert vm.vnc is not None and vm.vnc.port is None
+    assert vm.created_at is not None
+    disk = next(d for d in vm.disks if d.device.value == "disk")
+    assert disk.capacity_bytes == 2**30
+
+    with hv.watch(vm.uuid) as watch:
+        assert (await hv.start_vm("unit-1")).state is VmState.RUNNING
+        await asyncio.wait_for(_until(watch, LifecycleKind.STARTED), 5)
+        with pytest.raises(LimenError) as caught:
+            await hv.start_vm("unit-1")
+        assert caught.value.code is ErrorCode.VM_ALREADY_RUNNING
+        await hv.reboot_vm("unit-1", force=True)
+        assert (await hv.stop_vm("unit-1", force=True)).state is VmState.STOPPED
+        await asyncio.wait_for(watch.ended.wait(), 5)
+    for action in (hv.stop_vm, hv.reboot_vm):
+        with pytest.raises(LimenError) as caught:
+            await action("unit-1")
+        assert caught.value.code is ErrorCode.VM_NOT_RUNNING
+
+    deleted = await hv.delete_vm(vm.uuid, delete_disks=True)
+    assert deleted == [disk.path]
+    with pytest.raises(LimenError):
+        await hv.get_vm(vm.uuid)
+
+
+async def test_delete_keeps_disks_unless_asked(test_hypervisor: Hypervisor) -> None:
+    vm = await test_hypervisor.create_vm(VmSpec(name="unit-keep", memory_mib=64, disk_gib=1))
+    assert await test_hypervisor.delete_vm("unit-keep") == []
+    path = vm.disks[0].path
+    # The volume outlives the VM; remove it here so that the shared test driver stays clean.
+    await test_hypervisor.connection.call("delete volume", lambda conn: conn.storageVolLookupByPath(path).delete(0))
+
+
+async def test_delete_running_vm_stops_it_first(test_hypervisor: Hypervisor) -> None:
+    await test_hypervisor.create_vm(VmSpec(name="unit-run", memory_mib=64))
+    await test_hypervisor.start_vm("unit-run")
+    await test_hypervisor.delete_vm("unit-run")
+    assert [vm.name for vm in await test_hypervisor.list_vms()] == ["test"]
+
+
+async def test_duplicate_name_is_a_conflict(test_hypervisor: Hypervisor) -> None:
+    with pytest.raises(LimenError) as caught:
+        await test_hypervisor.create_vm(VmSpec(name="test", memory_mib=64))
+    assert caught.value.code is ErrorCode.VM_ALREADY_EXISTS
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        (VmSpec(name="bad name"), "name"),
+        (VmSpec(name="-dash"), "name"),
+        (VmSpec(name="x" * 64), "name"),
+        (VmSpec(name="ok", vcpus=0), "vcpus"),
+        (VmSpec(name="ok", vcpus=10_000), "vcpus"),
+        (VmSpec(name="ok", memory_mib=31), "memory_mib"),
+        (VmSpec(name="ok", memory_mib=10**9), "memory_mib"),
+        (VmSpec(name="ok", disk_gib=0), "disk_gib"),
+        (VmSpec(name="ok", disk_gib=2049), "disk_gib"),
+        (VmSpec(name="ok", iso="../../etc/passwd"), "iso"),
+        (VmSpec(name="ok", iso="absent.iso"), "iso"),
+        (VmSpec(name="ok", boot_order=("floppy",)), "boot_order"),
+        (VmSpec(name="ok", boot_order=("hd", "hd")), "boot_order"),
+    ],
+)
+async def test_validation_names_the_field(test_hypervisor: Hypervisor, spec: VmSpec, field: str) -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        await test_hypervisor.create_vm(spec)
+    assert caught.value.field == field
+    assert [vm.name for vm in await test_hypervisor.list_vms()] == ["test"]
+
+
+async def test_failed_create_leaves_no_domain_and_no_volume(
+    test_hypervisor: Hypervisor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """define fails after the volume was made: the volume must go too."""
+
+    def broken_xml(_plan: object) -> str:
+        return "<domain type='qemu'><name>half</name></domain-broken>"
+
+    monkeypatch.setattr("limen.hypervisor.service.build_domain_xml", broken_xml)
+    with pytest.raises(LimenError):
+        await test_hypervisor.create_vm(VmSpec(name="half", memory_mib=64, disk_gib=1))
+    volumes = await test_hypervisor.connection.call(
+        "list volumes",
+        lambda conn: conn.storagePoolLookupByName(test_hypervisor.settings.storage_pool).listVolumes(),
+    )
+    assert "half-disk0.qcow2" not in volumes
+    assert [vm.name for vm in await test_hypervisor.list_vms()] == ["test"]
+
+
+async def test_start_failure_is_typed(test_hypervisor: Hypervisor, monkeypatch: pytest.MonkeyPatch) -> None:
+    await test_hypervisor.create_vm(VmSpec(name="unit-fail", memory_mib=64))
+
+    def refuse(_self: libvirt.virDomain, *_args: object) -> int:
+        raise libvirt.libvirtError("internal error: process exited while connecting to monitor")
+
+    monkeypatch.setattr(libvirt.virDomain, "create", refuse)
+    with pytest.raises(LimenError) as caught:
+        await test_hypervisor.start_vm("unit-fail")
+    assert caught.value.code is ErrorCode.VM_START_FAILED
+    assert "monitor" in caught.value.details
+
+
+async def test_unreachable_libvirt_is_hypervisor_unavailable(make_settings: Callable[..., Settings]) -> None:
+    hv = Hypervisor(make_settings(libvirt_uri="qemu+unix:///system?socket=/nonexistent/limen.sock"))
+    await hv.open()
+    try:
+        with pytest.raises(LimenError) as caught:
+            await hv.list_vms()
+        assert caught.value.code is ErrorCode.HYPERVISOR_UNAVAILABLE
+    finally:
+        await hv.close()

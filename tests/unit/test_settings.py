@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from limen.settings import SettingsError, load_settings
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LIMEN_CONFIG", raising=False)
+    for key in ("LIMEN_LIBVIRT_URI", "LIMEN_HOST", "LIMEN_PORT", "LIMEN_LOG_DIR", "LIMEN_ISO_DIR", "LIMEN_DATA_DIR"):
+        monkeypatch.delenv(key, raising=False)
+    settings = load_settings()
+    assert settings.libvirt_uri == "qemu:///system"
+    assert (settings.host, settings.port) == ("127.0.0.1", 8080)
+    assert settings.log_dir == Path("/var/log/limen")
+    assert settings.console_write_timeout == 5.0
+    assert settings.pool_dir == settings.data_dir / "pool"
+    assert settings.console_handshake_bound <= 20.0
+
+
+def test_precedence_cli_over_env_over_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "limen.toml"
+    config.write_text('port = 9001\nhost = "0.0.0.0"\nlibvirt_uri = "test:///default"\n')
+    monkeypatch.setenv("LIMEN_HOST", "127.0.0.2")
+    settings = load_settings(config, port=None)
+    assert settings.port == 9001  # from the file
+    assert settings.host == "127.0.0.2"  # env beats file
+    assert settings.libvirt_uri == "test:///default"
+    assert load_settings(config, port=9002).port == 9002  # flag beats both
+
+
+def test_config_file_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "limen.toml"
+    config.write_text("port = 9003\n")
+    monkeypatch.setenv("LIMEN_CONFIG", str(config))
+    assert load_settings().port == 9003
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "named"),
+    [
+        ("LIMEN_PORT", "0", "LIMEN_PORT"),
+        ("LIMEN_PORT", "http", "LIMEN_PORT"),
+        ("LIMEN_CONSOLE_WRITE_TIMEOUT", "-1", "LIMEN_CONSOLE_WRITE_TIMEOUT"),
+        ("LIMEN_VIRT_TYPE", "xen", "LIMEN_VIRT_TYPE"),
+        ("LIMEN_LIBVIRT_URI", " ", "LIMEN_LIBVIRT_URI"),
+        ("LIMEN_CONSOLE_AUTO_START", "maybe", "LIMEN_CONSOLE_AUTO_START"),
+    ],
+)
+def test_invalid_value_names_the_key(monkeypatch: pytest.MonkeyPatch, env: str, value: str, named: str) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert named in str(caught.value)
+
+
+def test_unknown_key_in_file_is_named(tmp_path: Path) -> None:
+    config = tmp_path / "limen.toml"
+    config.write_text("prot = 1\n")
+    with pytest.raises(SettingsError, match="prot"):
+        load_settings(config)
+
+
+def test_malformed_or_missing_file(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("port = [")
+    with pytest.raises(SettingsError, match=r"broken\.toml"):
+        load_settings(broken)
+    with pytest.raises(SettingsError, match="no such file"):
+        load_settings(tmp_path / "absent.toml")
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings(port=8081)
+    with pytest.raises(ValueError, match="frozen"):
+        settings.port = 1  # type: ignore[misc]
