@@ -119,6 +119,13 @@ class ErrorCode(Enum):
     SESSION_TERMINATED = ErrorSpec(
         409, 4403, "Session terminated", "An administrator ended this console session."
     )
+    # -- access -------------------------------------------------------------------------------------
+    UNAUTHORIZED = ErrorSpec(
+        401, 4501, "Not signed in", "Sign in (or send a valid API token), then retry."
+    )
+    FORBIDDEN = ErrorSpec(
+        403, 4503, "Not allowed", "Your account may not do this. Ask an administrator for access."
+    )
     # -- limen itself -------------------------------------------------------------------------------
     INTERNAL_ERROR = ErrorSpec(
         500, 4900, "Internal error", "Something unexpected failed in limen. Retry; if it persists, see the log."

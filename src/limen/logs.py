@@ -46,6 +46,19 @@ class ConsoleFormatter(logging.Formatter):
         return f"{line}  {fields}" if fields else line
 
 
+class RequestIdFilter(logging.Filter):
+    """Adds the current HTTP request's id to every record logged while serving it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            from limen.api.middleware import current_request_id
+
+            request_id = current_request_id()
+            if request_id is not None:
+                record.request_id = request_id
+        return True
+
+
 def configure_logging(settings: Settings, *, max_bytes: int = 10 * 2**20, backups: int = 5) -> Path | None:
     """Installs limen's handlers on the ``limen`` logger. Returns the log file path, if writable."""
     logger = logging.getLogger("limen")
@@ -61,11 +74,14 @@ def configure_logging(settings: Settings, *, max_bytes: int = 10 * 2**20, backup
             settings.log_dir / LOG_FILE_NAME, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
         )
         file_handler.setFormatter(JsonFormatter())
+        # On the handlers: a logger's own filters do not see records of its child loggers.
+        file_handler.addFilter(RequestIdFilter())
         logger.addHandler(file_handler)
     except OSError as exc:
         print(f"limen: cannot write logs to {log_file}: {exc}", file=sys.stderr)
         log_file = None
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(ConsoleFormatter() if sys.stderr.isatty() else JsonFormatter())
+    stream.addFilter(RequestIdFilter())
     logger.addHandler(stream)
     return log_file

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     # Where the storage pool keeps its volumes; defaults to <data_dir>/pool.
     storage_pool_dir: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # With a token, /metrics wants "Authorization: Bearer <token>"; without one it answers loopback only.
+    metrics_token: SecretStr | None = None
 
     # -- new VMs -------------------------------------------------------------------------------------
     vnc_listen: str = "127.0.0.1"

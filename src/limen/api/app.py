@@ -9,13 +9,17 @@ from fastapi import FastAPI
 
 from limen.api import health, isos, vms
 from limen.api.errors import install_error_handlers
+from limen.api.middleware import RequestContextMiddleware
 from limen.hypervisor import Hypervisor
+from limen.metrics import Metrics
 from limen.settings import Settings
 
 
 def create_app(settings: Settings, hypervisor: Hypervisor | None = None) -> FastAPI:
     """Builds the app. ``hypervisor`` defaults to one over ``settings.libvirt_uri``, opened at start-up."""
     hv = hypervisor or Hypervisor(settings)
+    metrics = Metrics()
+    hv.connection.observers.append(metrics.observe_libvirt_call)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -36,6 +40,8 @@ def create_app(settings: Settings, hypervisor: Hypervisor | None = None) -> Fast
     )
     app.state.settings = settings
     app.state.hypervisor = hv
+    app.state.metrics = metrics
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(vms.router)

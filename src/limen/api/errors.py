@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from limen.api.middleware import current_request_id
 from limen.errors import ErrorCode, LimenError
 
 log = logging.getLogger("limen.api")
 
 
-def error_response(error: LimenError) -> JSONResponse:
-    return JSONResponse(error.to_dict(), status_code=error.code.http_status)
+def with_request_id(body: dict[str, Any]) -> dict[str, Any]:
+    request_id = current_request_id()
+    if request_id is not None:
+        body["details"] = f"{body['details']} [request_id={request_id}]".lstrip()
+        body["request_id"] = request_id
+    return body
+
+
+def error_response(error: LimenError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(with_request_id(error.to_dict()), status_code=error.code.http_status, headers=headers)
 
 
 async def _limen_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -39,7 +49,7 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     details = "; ".join(f"{_location(e.get('loc', ()))}: {e.get('msg', '')}" for e in errors)
     body = LimenError(ErrorCode.VALIDATION_ERROR, details).to_dict()
     body["field"] = field
-    return JSONResponse(body, status_code=ErrorCode.VALIDATION_ERROR.http_status)
+    return JSONResponse(with_request_id(body), status_code=ErrorCode.VALIDATION_ERROR.http_status)
 
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -47,7 +57,7 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(exc.status_code)
     if code is None:
         code = ErrorCode.INVALID_REQUEST if exc.status_code < 500 else ErrorCode.INTERNAL_ERROR
-        body = LimenError(code, str(exc.detail)).to_dict()
+        body = with_request_id(LimenError(code, str(exc.detail)).to_dict())
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
     return error_response(LimenError(code, str(exc.detail)))
 

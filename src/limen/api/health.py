@@ -1,14 +1,59 @@
-"""Liveness: the process answers."""
+"""Liveness, readiness and metrics."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import hmac
+import ipaddress
 
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from limen.api.deps import HypervisorDep, SettingsDep
 from limen.api.schemas import Health
+from limen.errors import ErrorCode, LimenError
+from limen.metrics import Metrics
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=Health)
 async def healthz() -> Health:
+    """The process answers."""
     return Health(status="ok")
+
+
+@router.get("/readyz", responses={503: {"description": "A check failed; `failing` names it"}})
+async def readyz(hypervisor: HypervisorDep) -> JSONResponse:
+    """Ready to serve: libvirt answers within its timeout."""
+    checks: dict[str, str] = {}
+    try:
+        await hypervisor.host_info()
+        checks["libvirt"] = "ok"
+    except LimenError as exc:
+        checks["libvirt"] = f"{exc.code.name}: {exc.details}"
+    failing = [name for name, result in checks.items() if result != "ok"]
+    body = {"status": "failing" if failing else "ok", "failing": failing, "checks": checks}
+    return JSONResponse(body, status_code=503 if failing else 200)
+
+
+def _is_loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request, settings: SettingsDep) -> Response:
+    """Prometheus metrics. Bearer token when configured, otherwise loopback clients only."""
+    if settings.metrics_token is not None:
+        expected = f"Bearer {settings.metrics_token.get_secret_value()}"
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise LimenError(
+                ErrorCode.UNAUTHORIZED, "/metrics needs 'Authorization: Bearer <LIMEN_METRICS_TOKEN>'"
+            )
+    elif not _is_loopback(request.client.host if request.client else None):
+        raise LimenError(ErrorCode.FORBIDDEN, "/metrics answers loopback clients only unless LIMEN_METRICS_TOKEN is set")
+    registry: Metrics = request.app.state.metrics
+    return Response(registry.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

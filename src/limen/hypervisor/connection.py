@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -85,6 +86,8 @@ class LibvirtConnection:
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
         self._on_open: list[Callable[[libvirt.virConnect], None]] = []
+        # Told of every call: (operation, seconds, error code name or None). Used for metrics.
+        self.observers: list[Callable[[str, float, str | None], None]] = []
         self._closed = False
 
     def on_open(self, callback: Callable[[libvirt.virConnect], None]) -> None:
@@ -135,8 +138,24 @@ class LibvirtConnection:
                 self._lock.release()
 
     async def call(self, operation: str, func: Callable[[libvirt.virConnect], T], *,
-                   timeout: float | None = None) -> T:
-        """Runs ``func(conn)`` in a worker thread within the timeout; libvirt errors become LimenErrors."""
+                   subject: str = "", timeout: float | None = None) -> T:
+        """Runs ``func(conn)`` in a worker thread within the timeout; libvirt errors become LimenErrors.
+
+        ``operation`` is a stable name (``get_vm``), ``subject`` what it acts on; both go in error details.
+        """
+        began = time.monotonic()
+        failure: str | None = None
+        try:
+            return await self._call(f"{operation} {subject}".strip(), func, timeout)
+        except LimenError as exc:
+            failure = exc.code.name
+            raise
+        finally:
+            elapsed = time.monotonic() - began
+            for observe in self.observers:
+                observe(operation, elapsed, failure)
+
+    async def _call(self, operation: str, func: Callable[[libvirt.virConnect], T], timeout: float | None) -> T:
         if self._closed:
             raise HypervisorUnavailable(f"{operation}: limen is shutting down")
         loop = asyncio.get_running_loop()

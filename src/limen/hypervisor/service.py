@@ -159,11 +159,13 @@ class Hypervisor:
                         raise
             return sorted(vms, key=lambda vm: vm.name)
 
-        return await self.connection.call("list VMs", run)
+        return await self.connection.call("list_vms", run)
 
     async def get_vm(self, ident: str) -> Vm:
         parse_vm_id(ident)  # INVALID_VM_ID before any libvirt call
-        return await self.connection.call(f"get VM {ident}", lambda conn: self._snapshot(_lookup(conn, ident)))
+        return await self.connection.call(
+            "get_vm", lambda conn: self._snapshot(_lookup(conn, ident)), subject=ident
+        )
 
     async def host_info(self) -> tuple[int, int]:
         """(CPUs, memory MiB) of the hypervisor host."""
@@ -172,7 +174,7 @@ class Hypervisor:
             info = conn.getInfo()
             return int(info[2]), int(info[1])
 
-        return await self.connection.call("host info", run)
+        return await self.connection.call("host_info", run)
 
     # -- creating and deleting ---------------------------------------------------------------------
 
@@ -273,7 +275,7 @@ class Hypervisor:
         try:
             # Creating a pool and a volume is slower than a lookup; allow it more than one call's time.
             return await self.connection.call(
-                f"create VM {spec.name}", run, timeout=self.settings.libvirt_timeout * 3
+                "create_vm", run, subject=spec.name, timeout=self.settings.libvirt_timeout * 3
             )
         except LimenError as exc:
             if exc.code is ErrorCode.HYPERVISOR_UNAVAILABLE:
@@ -313,7 +315,9 @@ class Hypervisor:
                         deleted.append(disk.path)
             return deleted
 
-        return await self.connection.call(f"delete VM {ident}", run, timeout=self.settings.libvirt_timeout * 2)
+        return await self.connection.call(
+            "delete_vm", run, subject=ident, timeout=self.settings.libvirt_timeout * 2
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -336,7 +340,7 @@ class Hypervisor:
             return self._snapshot(dom)
 
         return await self.connection.call(
-            f"start VM {ident}", run, timeout=self.settings.console_start_vm_timeout
+            "start_vm", run, subject=ident, timeout=self.settings.console_start_vm_timeout
         )
 
     async def stop_vm(self, ident: str, *, force: bool = False) -> Vm:
@@ -352,7 +356,7 @@ class Hypervisor:
                 dom.shutdown()
             return self._snapshot(dom)
 
-        return await self.connection.call(f"stop VM {ident}", run)
+        return await self.connection.call("stop_vm", run, subject=ident)
 
     async def reboot_vm(self, ident: str, *, force: bool = False) -> Vm:
         """ACPI reboot, or with ``force`` a hardware reset (for guests that ignore ACPI, like GRUB)."""
@@ -367,7 +371,7 @@ class Hypervisor:
                 dom.reboot(0)
             return self._snapshot(dom)
 
-        return await self.connection.call(f"reboot VM {ident}", run)
+        return await self.connection.call("reboot_vm", run, subject=ident)
 
     async def screenshot(self, ident: str) -> tuple[str, bytes]:
         """(mime type, image bytes) of the VM's screen, via libvirt's screenshot call."""
@@ -396,4 +400,4 @@ class Hypervisor:
                 raise
             return str(mime), b"".join(chunks)
 
-        return await self.connection.call(f"screenshot VM {ident}", run)
+        return await self.connection.call("screenshot", run, subject=ident)

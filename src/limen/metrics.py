@@ -1,0 +1,61 @@
+"""Prometheus metrics, one registry per app so that several apps in one process never collide.
+
+Console code records with the helpers below; nothing here runs per proxied frame: byte counts are
+added once per session (at its end) and, for long sessions, every few seconds by the pump.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0)
+FIRST_FRAME_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+CALL_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.console_sessions_active = Gauge(
+            "limen_console_sessions_active", "Console sessions in the proxy stage now", registry=r
+        )
+        self.console_attempts = Counter(
+            "limen_console_attempts_total", "Console attempts by result: OK or the error code",
+            ["result"], registry=r,
+        )
+        self.console_stage_seconds = Histogram(
+            "limen_console_stage_seconds", "Duration of each console handshake stage", ["stage"],
+            buckets=STAGE_BUCKETS, registry=r,
+        )
+        self.console_first_status_seconds = Histogram(
+            "limen_console_first_status_seconds", "Time from the WebSocket upgrade to the first status frame",
+            buckets=FIRST_FRAME_BUCKETS, registry=r,
+        )
+        self.console_bytes = Counter(
+            "limen_console_bytes_total", "Bytes proxied, by direction (to_client: VNC to browser)",
+            ["direction"], registry=r,
+        )
+        self.console_sessions_ended = Counter(
+            "limen_console_sessions_ended_total", "Console sessions ended, by reason", ["reason"], registry=r
+        )
+        self.libvirt_call_seconds = Histogram(
+            "limen_libvirt_call_seconds", "libvirt call latency by operation", ["operation"],
+            buckets=CALL_BUCKETS, registry=r,
+        )
+        self.libvirt_call_failures = Counter(
+            "limen_libvirt_call_failures_total", "Failed libvirt calls by operation and error code",
+            ["operation", "code"], registry=r,
+        )
+        self.http_requests = Counter(
+            "limen_http_requests_total", "HTTP requests by route template, method and status",
+            ["route", "method", "status"], registry=r,
+        )
+
+    def observe_libvirt_call(self, operation: str, seconds: float, failure: str | None) -> None:
+        self.libvirt_call_seconds.labels(operation).observe(seconds)
+        if failure is not None:
+            self.libvirt_call_failures.labels(operation, failure).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

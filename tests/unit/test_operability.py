@@ -1,0 +1,108 @@
+"""Request ids, readiness and metrics of the HTTP side (in-process, test driver)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from limen.logs import configure_logging
+from limen.settings import Settings
+from tests.conftest import app_client
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text format (0 when absent); labels in any order."""
+    for line in text.splitlines():
+        head, _, value = line.rpartition(" ")
+        metric, _, label_text = head.partition("{")
+        if metric != name:
+            continue
+        found = dict(part.split("=", 1) for part in label_text.rstrip("}").split(",") if part)
+        if {key: val.strip('"') for key, val in found.items()} == labels:
+            return float(value)
+    return 0.0
+
+
+async def test_request_id_is_echoed_generated_and_put_in_error_details(
+    make_settings: Callable[..., Settings],
+) -> None:
+    async with app_client(make_settings()) as client:
+        given = await client.get("/api/vms/missing", headers={"X-Request-ID": "abc-123"})
+        assert given.headers["x-request-id"] == "abc-123"
+        assert given.json()["details"].endswith("[request_id=abc-123]")
+        made = await client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
+        assert made.headers["x-request-id"] != "bad id with spaces"
+        assert len(made.headers["x-request-id"]) == 32
+
+
+async def test_request_id_appears_in_log_lines(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    settings = make_settings(log_dir=tmp_path / "logs")
+    log_file = configure_logging(settings)
+    assert log_file is not None
+    try:
+        async with app_client(settings) as client:
+            await client.post("/api/vms", json={"name": "logged-1", "memory_mib": 64}, headers={"X-Request-ID": "r-42"})
+            await client.delete("/api/vms/logged-1")
+        lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+        created = [line for line in lines if line.get("event") == "vm_create"]
+        assert created
+        assert created[0]["request_id"] == "r-42"
+        assert created[0]["vm_name"] == "logged-1"
+    finally:
+        logger = logging.getLogger("limen")
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+
+
+async def test_readyz_names_the_failing_check(make_settings: Callable[..., Settings]) -> None:
+    async with app_client(make_settings()) as client:
+        ok = await client.get("/readyz")
+        assert ok.status_code == 200
+        assert ok.json() == {"status": "ok", "failing": [], "checks": {"libvirt": "ok"}}
+    broken = make_settings(libvirt_uri="qemu+unix:///system?socket=/nonexistent/sock", libvirt_timeout=1)
+    async with app_client(broken) as client:
+        failing = await client.get("/readyz")
+        assert failing.status_code == 503
+        assert failing.json()["failing"] == ["libvirt"]
+        assert failing.json()["checks"]["libvirt"].startswith("HYPERVISOR_UNAVAILABLE")
+        assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_metrics_count_http_requests_and_libvirt_calls(make_settings: Callable[..., Settings]) -> None:
+    async with app_client(make_settings()) as client:
+        await client.get("/api/vms")
+        await client.get("/api/vms/missing")
+        text = (await client.get("/metrics")).text
+    assert _sample(text, "limen_http_requests_total", route="/api/vms", method="GET", status="200") == 1
+    assert _sample(text, "limen_http_requests_total", route="/api/vms/{vm_id}", method="GET", status="404") == 1
+    assert _sample(text, "limen_libvirt_call_seconds_count", operation="list_vms") >= 1
+    assert _sample(text, "limen_libvirt_call_failures_total", operation="get_vm", code="VM_NOT_FOUND") == 1
+
+
+@pytest.mark.parametrize(("header", "status"), [(None, 401), ("Bearer wrong", 401), ("Bearer s3cret", 200)])
+async def test_metrics_token(make_settings: Callable[..., Settings], header: str | None, status: int) -> None:
+    async with app_client(make_settings(metrics_token="s3cret")) as client:
+        headers = {"Authorization": header} if header else {}
+        response = await client.get("/metrics", headers=headers)
+        assert response.status_code == status
+        if status == 401:
+            assert response.json()["code"] == "UNAUTHORIZED"
+            assert "s3cret" not in response.text
+
+
+async def test_metrics_refuse_remote_clients_without_a_token(make_settings: Callable[..., Settings]) -> None:
+    from limen.api.app import create_app
+
+    app = create_app(make_settings())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("192.0.2.10", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://limen.test") as client:
+            response = await client.get("/metrics")
+    assert response.status_code == 403
+    assert response.json()["code"] == "FORBIDDEN"
