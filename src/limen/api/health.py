@@ -54,6 +54,8 @@ async def metrics(request: Request, settings: SettingsDep) -> Response:
                 ErrorCode.UNAUTHORIZED, "/metrics needs 'Authorization: Bearer <LIMEN_METRICS_TOKEN>'"
             )
     elif not _is_loopback(request.client.host if request.client else None):
-        raise LimenError(ErrorCode.FORBIDDEN, "/metrics answers loopback clients only unless LIMEN_METRICS_TOKEN is set")
+        raise LimenError(
+            ErrorCode.FORBIDDEN, "/metrics answers loopback clients only unless LIMEN_METRICS_TOKEN is set"
+        )
     registry: Metrics = request.app.state.metrics
     return Response(registry.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
