@@ -227,6 +227,37 @@ def iso_list(ctx: typer.Context) -> None:
         typer.echo(_table(rows, ["NAME", "SIZE"]) if rows else f"no ISOs in {settings.iso_dir}")
 
 
+@app.command()
+def doctor(
+    ctx: typer.Context,
+    vm_id: Annotated[str | None, typer.Argument(help="UUID or name; without it, check the host")] = None,
+    server: Annotated[str | None, typer.Option(help="URL of the running limen server")] = None,
+    timeout: Annotated[float, typer.Option(help="Bound on the whole run, seconds")] = 60.0,
+) -> None:
+    """Walk the checks a person would run by hand, in order, with a fix for each failure."""
+    from limen import doctor as checks
+
+    state = _state(ctx)
+    settings = state.settings()
+    show_progress = not state.as_json and sys.stderr.isatty()
+
+    def progress(name: str) -> None:
+        if show_progress:
+            sys.stderr.write(f"\r\033[K… {name}")
+            sys.stderr.flush()
+
+    results = asyncio.run(
+        checks.diagnose(
+            settings, vm_id, server_url=server or checks.default_server_url(settings),
+            timeout=timeout, progress=progress,
+        )
+    )
+    if show_progress:
+        sys.stderr.write("\r\033[K")
+    typer.echo(checks.render_json(results) if state.as_json else checks.render_table(results))
+    raise typer.Exit(0 if checks.all_passed(results) else 1)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     try:
         app(args=list(argv) if argv is not None else None, standalone_mode=True)

@@ -1,0 +1,411 @@
+"""``limen doctor``: the checks a person would otherwise run by hand, in order, each with its fix.
+
+For a VM: settings and log dir → libvirt → VM exists → running → VNC graphics → VNC port (as
+``virsh vncdisplay``) → TCP connect (as ``telnet localhost 5900``) → RFB banner and security types →
+a console WebSocket through the running limen server → the VM's last console errors in the log.
+Without a VM: the host (libvirt, QEMU, KVM or TCG, the listen port, disk space).
+
+A check that cannot run because an earlier one failed is reported as skipped, never as passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import websockets
+
+from limen.errors import LimenError
+from limen.hypervisor import Hypervisor, Vm, VmState
+from limen.hypervisor.service import detect_virt_type
+from limen.logs import LOG_FILE_NAME
+from limen.settings import Settings
+
+PROXY_STATUS = "VNC connection established, starting proxy..."
+MIN_FREE_BYTES = 1 << 30
+
+
+class Outcome(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    SKIP = "skip"
+    INFO = "info"
+
+
+@dataclass
+class CheckResult:
+    name: str
+    outcome: Outcome
+    detail: str
+    seconds: float = 0.0
+    fix: str = ""
+
+    @property
+    def mark(self) -> str:
+        return {"pass": "✓", "fail": "✗", "skip": "-", "info": "i"}[self.outcome.value]
+
+
+class CheckFailed(Exception):
+    def __init__(self, detail: str, fix: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.fix = fix
+
+
+@dataclass
+class Context:
+    settings: Settings
+    hypervisor: Hypervisor
+    vm_id: str | None
+    server_url: str
+    vm: Vm | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Check = tuple[str, Callable[[Context], Awaitable[str]]]
+
+
+async def check_settings(ctx: Context) -> str:
+    log_dir = ctx.settings.log_dir
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        probe = log_dir / ".limen-doctor"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise CheckFailed(
+            f"log dir {log_dir} is not writable: {exc.strerror}",
+            f"create it and make it writable (mkdir -p {log_dir}), or set LIMEN_LOG_DIR",
+        ) from None
+    return f"settings valid; log dir {log_dir} writable"
+
+
+async def check_libvirt(ctx: Context) -> str:
+    try:
+        cpus, memory = await ctx.hypervisor.host_info()
+    except LimenError as exc:
+        raise CheckFailed(
+            exc.details,
+            f"start libvirtd (libvirtd --daemon, or systemctl start libvirtd) and check "
+            f"`virsh -c {ctx.settings.libvirt_uri} list`; or fix LIMEN_LIBVIRT_URI",
+        ) from None
+    return f"{ctx.settings.libvirt_uri} answers ({cpus} CPUs, {memory} MiB)"
+
+
+async def check_vm_exists(ctx: Context) -> str:
+    assert ctx.vm_id is not None
+    try:
+        ctx.vm = await ctx.hypervisor.get_vm(ctx.vm_id)
+    except LimenError as exc:
+        raise CheckFailed(exc.details, "list the VMs with `limen vm list` and use a name or UUID from it") from None
+    return f"{ctx.vm.name} ({ctx.vm.uuid})"
+
+
+async def check_vm_running(ctx: Context) -> str:
+    assert ctx.vm is not None
+    if ctx.vm.state is not VmState.RUNNING:
+        raise CheckFailed(
+            f"the VM is {ctx.vm.state.value}",
+            f"start it: `limen vm start {ctx.vm.name}` (or open the console with auto-start on)",
+        )
+    return "running"
+
+
+async def check_vnc_configured(ctx: Context) -> str:
+    assert ctx.vm is not None
+    if ctx.vm.vnc is None:
+        raise CheckFailed(
+            "the VM has no VNC graphics device",
+            "add to its <devices> (virsh edit NAME): <graphics type='vnc' port='-1' autoport='yes' "
+            "listen='127.0.0.1'/>, then restart the VM",
+        )
+    return f"VNC graphics, listening on {ctx.vm.vnc.host}"
+
+
+async def check_vnc_port(ctx: Context) -> str:
+    assert ctx.vm is not None
+    assert ctx.vm.vnc is not None
+    if ctx.vm.vnc.port is None:
+        raise CheckFailed(
+            "libvirt reports no VNC port (autoport not assigned)",
+            "wait a moment after start; if it persists, restart the VM; `virsh vncdisplay NAME` should show :N",
+        )
+    return f"{ctx.vm.vnc.host}:{ctx.vm.vnc.port} (display :{ctx.vm.vnc.port - 5900})"
+
+
+async def check_tcp(ctx: Context) -> str:
+    assert ctx.vm is not None
+    assert ctx.vm.vnc is not None
+    assert ctx.vm.vnc.port is not None
+    host, port = ctx.vm.vnc.host, ctx.vm.vnc.port
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port), ctx.settings.console_connect_timeout
+        )
+    except (OSError, TimeoutError) as exc:
+        raise CheckFailed(
+            f"cannot connect to {host}:{port}: {exc or 'timed out'}",
+            "check that QEMU runs and listens there (ss -ltnp | grep qemu) and that no firewall blocks it",
+        ) from None
+    ctx.extra["vnc_stream"] = (reader, writer)
+    return f"TCP connection to {host}:{port} accepted"
+
+
+async def check_rfb(ctx: Context) -> str:
+    reader, writer = ctx.extra.pop("vnc_stream")
+    try:
+        try:
+            banner = await asyncio.wait_for(reader.readexactly(12), ctx.settings.console_banner_timeout)
+        except (asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
+            raise CheckFailed(
+                f"no RFB banner within {ctx.settings.console_banner_timeout:g} s ({type(exc).__name__})",
+                "the port is not a VNC server, or it hangs: restart the VM",
+            ) from None
+        if not (banner.startswith(b"RFB ") and banner.endswith(b"\n")):
+            raise CheckFailed(f"not an RFB banner: {banner!r}", "the port belongs to something else; restart the VM")
+        version = banner[4:11].decode("ascii", "replace")
+        writer.write(b"RFB 003.008\n")
+        await writer.drain()
+        count = (await asyncio.wait_for(reader.readexactly(1), 2))[0]
+        if count == 0:
+            length = struct.unpack(">I", await asyncio.wait_for(reader.readexactly(4), 2))[0]
+            reason = (await asyncio.wait_for(reader.readexactly(min(length, 1024)), 2)).decode(errors="replace")
+            raise CheckFailed(f"server refused the handshake: {reason}", "check the VM's VNC password settings")
+        types = list(await asyncio.wait_for(reader.readexactly(count), 2))
+        names = {1: "None", 2: "VNC auth", 19: "VeNCrypt", 16: "Tight"}
+        return f"RFB {version}; security types: {', '.join(names.get(t, str(t)) for t in types)}"
+    finally:
+        writer.close()
+
+
+async def check_console_websocket(ctx: Context) -> str:
+    assert ctx.vm is not None
+    url = f"{ctx.server_url.rstrip('/')}/api/vms/{ctx.vm.uuid}/console".replace("http", "ws", 1)
+    statuses: list[str] = []
+    bound = ctx.settings.console_handshake_bound + 2
+    try:
+        async with asyncio.timeout(bound):
+            async with websockets.connect(url, open_timeout=5, close_timeout=1, max_size=None) as ws:
+                async for frame in ws:
+                    if isinstance(frame, bytes):
+                        raise CheckFailed("binary data before the last status frame", "upgrade limen")
+                    message = json.loads(frame)
+                    if message.get("type") == "error":
+                        raise CheckFailed(
+                            f"{message.get('code')}: {message.get('details')}", str(message.get("message", ""))
+                        )
+                    statuses.append(str(message.get("message")))
+                    if message.get("message") == PROXY_STATUS:
+                        return f"reached the proxy stage through {url} ({len(statuses)} status frames)"
+    except TimeoutError:
+        raise CheckFailed(f"no verdict within {bound:g} s at {url}", "see limen's log for this session") from None
+    except (OSError, websockets.WebSocketException) as exc:
+        raise CheckFailed(
+            f"cannot open {url}: {exc}",
+            "start the server (`limen serve`) or pass --server with its URL",
+        ) from None
+    raise CheckFailed(f"the server closed after {statuses}", "see limen's log for this session")
+
+
+def _console_errors(log_dir: Path, vm: Vm, limit: int = 5) -> list[dict[str, Any]]:
+    """The last console error lines about ``vm`` in limen's JSON log (rotated files included)."""
+    found: list[dict[str, Any]] = []
+    files = sorted(log_dir.glob(f"{LOG_FILE_NAME}*"), key=lambda p: p.stat().st_mtime)
+    for path in files:
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if '"code"' not in line:
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("vm_uuid") != vm.uuid and entry.get("vm_name") != vm.name:
+                continue
+            if entry.get("code") and entry.get("code") != "OK" and str(entry.get("event", "")).startswith("console"):
+                found.append(entry)
+    return found[-limit:]
+
+
+async def check_console_log(ctx: Context) -> str:
+    assert ctx.vm is not None
+    errors = _console_errors(ctx.settings.log_dir, ctx.vm)
+    ctx.extra["console_errors"] = errors
+    if not errors:
+        return f"no console errors for this VM in {ctx.settings.log_dir / LOG_FILE_NAME}"
+    summary = "; ".join(f"{e.get('ts', '?')} {e.get('code')}" for e in errors)
+    return f"last console errors: {summary}"
+
+
+async def check_qemu(ctx: Context) -> str:
+    def capabilities(conn: Any) -> str:
+        return str(conn.getCapabilities())
+
+    caps = await ctx.hypervisor.connection.call("capabilities", capabilities)
+    if "<domain type='qemu'" not in caps and "<domain type=\"qemu\"" not in caps:
+        raise CheckFailed("libvirt offers no QEMU domain type", "install qemu-system-x86 and restart libvirtd")
+    emulator = shutil.which("qemu-system-x86_64")
+    return f"QEMU available{f' ({emulator})' if emulator else ''}"
+
+
+async def check_acceleration(ctx: Context) -> str:
+    kind = detect_virt_type()
+    configured = ctx.settings.virt_type
+    if kind == "kvm":
+        return f"KVM usable (/dev/kvm); new VMs use {'kvm' if configured == 'auto' else configured}"
+    if configured == "kvm":
+        raise CheckFailed("LIMEN_VIRT_TYPE=kvm but /dev/kvm cannot be opened", "set LIMEN_VIRT_TYPE=auto or qemu")
+    return "no usable /dev/kvm: new VMs use TCG (software emulation, slower)"
+
+
+async def check_listen_port(ctx: Context) -> str:
+    host, port = ctx.settings.host, ctx.settings.port
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1)
+        in_use = sock.connect_ex((host, port)) == 0
+    if not in_use:
+        return f"{host}:{port} is free for `limen serve`"
+    try:
+        async with asyncio.timeout(2):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(f"GET /healthz HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+            await writer.drain()
+            answer = await reader.read(4096)
+            writer.close()
+    except (OSError, TimeoutError):
+        answer = b""
+    if b'"status":"ok"' in answer:
+        return f"limen already serves on {host}:{port}"
+    raise CheckFailed(f"{host}:{port} is taken by another program", "set LIMEN_PORT or stop that program")
+
+
+async def check_disk_space(ctx: Context) -> str:
+    path = ctx.settings.data_dir
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    free = shutil.disk_usage(path).free
+    if free < MIN_FREE_BYTES:
+        raise CheckFailed(f"only {free / 2**30:.2f} GiB free under {path}", "free disk space for VM disks")
+    return f"{free / 2**30:.1f} GiB free under {path}"
+
+
+VM_CHECKS: list[Check] = [
+    ("settings and log dir", check_settings),
+    ("libvirt reachable", check_libvirt),
+    ("VM exists", check_vm_exists),
+    ("VM running", check_vm_running),
+    ("VNC graphics configured", check_vnc_configured),
+    ("VNC port assigned", check_vnc_port),
+    ("TCP connect to VNC", check_tcp),
+    ("RFB banner", check_rfb),
+    ("console WebSocket", check_console_websocket),
+    ("console errors in log", check_console_log),
+]
+
+HOST_CHECKS: list[Check] = [
+    ("settings and log dir", check_settings),
+    ("libvirt reachable", check_libvirt),
+    ("QEMU", check_qemu),
+    ("acceleration", check_acceleration),
+    ("listen port", check_listen_port),
+    ("disk space", check_disk_space),
+]
+
+# Checks that still tell something when an earlier check failed.
+_INDEPENDENT = {"console errors in log", "acceleration", "listen port", "disk space", "settings and log dir"}
+
+
+async def run_checks(
+    checks: Iterable[Check], ctx: Context, *, deadline: float,
+    progress: Callable[[str], None] | None = None,
+) -> list[CheckResult]:
+    results: list[CheckResult] = []
+    blocked_by: str | None = None
+    for name, check in checks:
+        needs_vm_before = name == "console errors in log" and ctx.vm is None
+        if (blocked_by is not None and name not in _INDEPENDENT) or needs_vm_before:
+            results.append(CheckResult(name, Outcome.SKIP, f"needs '{blocked_by or 'VM exists'}' to pass"))
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            results.append(CheckResult(name, Outcome.SKIP, "the --timeout ran out before this check"))
+            blocked_by = blocked_by or "--timeout"
+            continue
+        if progress is not None:
+            progress(name)
+        began = time.monotonic()
+        try:
+            async with asyncio.timeout(remaining):
+                detail = await check(ctx)
+            outcome = Outcome.PASS
+            if name == "console errors in log" and ctx.extra.get("console_errors"):
+                outcome = Outcome.INFO
+            results.append(CheckResult(name, outcome, detail, time.monotonic() - began))
+        except CheckFailed as exc:
+            results.append(CheckResult(name, Outcome.FAIL, exc.detail, time.monotonic() - began, exc.fix))
+            blocked_by = blocked_by or name
+        except TimeoutError:
+            results.append(CheckResult(name, Outcome.FAIL, "the --timeout ran out during this check",
+                                       time.monotonic() - began, "raise --timeout, or see why this check hangs"))
+            blocked_by = blocked_by or name
+        except LimenError as exc:
+            results.append(CheckResult(name, Outcome.FAIL, f"{exc.code.name}: {exc.details}",
+                                       time.monotonic() - began, exc.code.user_message))
+            blocked_by = blocked_by or name
+    leftover = ctx.extra.pop("vnc_stream", None)
+    if leftover is not None:
+        leftover[1].close()
+    return results
+
+
+async def diagnose(settings: Settings, vm_id: str | None, *, server_url: str, timeout: float,
+                   progress: Callable[[str], None] | None = None) -> list[CheckResult]:
+    hypervisor = Hypervisor(settings)
+    await hypervisor.open()
+    try:
+        ctx = Context(settings=settings, hypervisor=hypervisor, vm_id=vm_id, server_url=server_url)
+        checks = VM_CHECKS if vm_id is not None else HOST_CHECKS
+        return await run_checks(checks, ctx, deadline=time.monotonic() + timeout, progress=progress)
+    finally:
+        await hypervisor.close()
+
+
+def all_passed(results: list[CheckResult]) -> bool:
+    """Past errors in the log are information, not a failure of the VM's console now."""
+    return all(result.outcome in (Outcome.PASS, Outcome.INFO) for result in results)
+
+
+def render_table(results: list[CheckResult]) -> str:
+    width = max(len(result.name) for result in results)
+    lines = []
+    for number, result in enumerate(results, 1):
+        timing = " " * 10 if result.outcome is Outcome.SKIP else f"{result.seconds * 1000:7.1f} ms"
+        lines.append(f"{number:>2}. {result.mark} {result.name.ljust(width)}  {timing}  {result.detail}")
+        if result.fix:
+            lines.append(f"{'':>5}{'':{width}}   fix: {result.fix}")
+    return "\n".join(lines)
+
+
+def render_json(results: list[CheckResult]) -> str:
+    return json.dumps(
+        {"ok": all_passed(results), "checks": [{**asdict(r), "outcome": r.outcome.value} for r in results]},
+        indent=2,
+    )
+
+
+def default_server_url(settings: Settings) -> str:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    return os.environ.get("LIMEN_SERVER_URL", f"http://{host}:{settings.port}")
