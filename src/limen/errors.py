@@ -126,6 +126,35 @@ class ErrorCode(Enum):
     FORBIDDEN = ErrorSpec(
         403, 4503, "Not allowed", "Your account may not do this. Ask an administrator for access."
     )
+    INVALID_CREDENTIALS = ErrorSpec(
+        401, 4500, "Sign-in failed", "The user name or the password is wrong. Check both and try again."
+    )
+    TICKET_EXPIRED = ErrorSpec(
+        401, 4504, "Console ticket expired", "Console tickets last a few seconds. Open the console again."
+    )
+    TICKET_USED = ErrorSpec(
+        401, 4505, "Console ticket already used", "A ticket opens one console only. Open the console again."
+    )
+    ORIGIN_NOT_ALLOWED = ErrorSpec(
+        403,
+        4506,
+        "Origin not allowed",
+        "Open limen from its own address, or ask the administrator to add this site to LIMEN_ALLOWED_ORIGINS.",
+    )
+    CSRF_FAILED = ErrorSpec(
+        403, 4507, "Missing security token", "Reload the page and try again; scripts should use an API token."
+    )
+    TOO_MANY_ATTEMPTS = ErrorSpec(
+        429, 4508, "Too many sign-in attempts", "Wait for the time given in Retry-After, then sign in again."
+    )
+    USER_ALREADY_EXISTS = ErrorSpec(409, 4509, "User already exists", "Choose another user name.")
+    USER_NOT_FOUND = ErrorSpec(404, 4510, "User not found", "Check the user name against the list of users.")
+    TOKEN_NOT_FOUND = ErrorSpec(
+        404, 4511, "API token not found", "Check the token's id against the list of your API tokens."
+    )
+    CONSOLE_SESSION_NOT_FOUND = ErrorSpec(
+        404, 4512, "Console session not found", "The session has ended or never existed. Reload the list."
+    )
     # -- limen itself -------------------------------------------------------------------------------
     INTERNAL_ERROR = ErrorSpec(
         500, 4900, "Internal error", "Something unexpected failed in limen. Retry; if it persists, see the log."

@@ -7,13 +7,16 @@ Nothing reads the environment after :func:`load_settings` returns.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -61,6 +64,25 @@ class Settings(BaseSettings):
     console_idle_timeout: float = Field(0.0, ge=0, description="0 turns the idle timeout off")
     console_idle_warning: float = Field(60.0, ge=0, description="Seconds before the idle close to warn")
 
+    # -- access --------------------------------------------------------------------------------------
+    # SQLAlchemy URL of limen's database (users, tokens, sessions, audit); defaults to
+    # sqlite:///<data_dir>/limen.db. It may hold a password: never log it (see database_url_redacted).
+    database_url: str | None = None
+    # None keeps console tickets in this process; a redis:// URL shares them between limen instances.
+    redis_url: str | None = None
+    console_ticket_ttl: float = Field(30.0, gt=0, le=3600, description="Seconds a console ticket is valid")
+    session_ttl: float = Field(12 * 3600.0, gt=0, le=90 * 86400, description="Seconds a browser sign-in lasts")
+    # Origins (scheme://host[:port]) allowed to open the console and to send cookie-authenticated
+    # requests; empty means only the server's own origin. Comma-separated in the environment.
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    # Proxies (CIDRs) whose X-Forwarded-For / X-Forwarded-Proto are believed. Comma-separated.
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    login_max_failures_per_user: int = Field(5, ge=1, le=1000)
+    login_max_failures_per_address: int = Field(20, ge=1, le=100000)
+    login_failure_window: float = Field(300.0, gt=0, le=86400, description="Seconds failed sign-ins count")
+    # auto: the session cookie is Secure when the request came over HTTPS (directly or via a trusted proxy).
+    cookie_secure: Literal["auto", "always", "never"] = "auto"
+
     @field_validator("host", "vnc_listen", "libvirt_uri")
     @classmethod
     def _not_blank(cls, value: str) -> str:
@@ -68,11 +90,47 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty")
         return value
 
+    @field_validator("allowed_origins", "trusted_proxies", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        origins = []
+        for origin in value:
+            parts = urlsplit(origin.strip().rstrip("/"))
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+                raise ValueError(f"{origin!r} is not an origin like https://limen.example.org[:port]")
+            origins.append(f"{parts.scheme}://{parts.netloc.lower()}")
+        return tuple(origins)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        networks = []
+        for network in value:
+            try:
+                networks.append(str(ipaddress.ip_network(network, strict=False)))
+            except ValueError:
+                raise ValueError(f"{network!r} is not an address or a CIDR like 10.0.0.0/8") from None
+        return tuple(networks)
+
     @model_validator(mode="after")
     def _derive_pool_dir(self) -> Settings:
         if self.storage_pool_dir is None:
             object.__setattr__(self, "storage_pool_dir", self.data_dir / "pool")
+        if self.database_url is None:
+            object.__setattr__(self, "database_url", f"sqlite:///{self.data_dir / 'limen.db'}")
         return self
+
+    @property
+    def db_url(self) -> str:
+        assert self.database_url is not None  # set by _derive_pool_dir
+        return self.database_url
 
     @property
     def pool_dir(self) -> Path:

@@ -1,0 +1,150 @@
+"""Signing in and out, who am I, and API tokens.
+
+``POST /api/login`` sets the ``limen_session`` cookie and returns the CSRF token the page must send
+(``X-CSRF-Token``) with every state-changing request. Failed sign-ins are counted per user name and per
+client address; the answer never says whether the user exists.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from limen.api.errors import error_response
+from limen.api.schemas import ErrorBody
+from limen.auth.browser_sessions import COOKIE_NAME
+from limen.auth.deps import AccessDep, CurrentUser
+from limen.auth.principal import AuthMethod, require_admin
+from limen.auth.ratelimit import TooManyAttempts
+from limen.auth.tokens import TokenInfo
+from limen.db.models import Role
+from limen.errors import ErrorCode, LimenError
+
+log = logging.getLogger("limen.auth")
+
+router = APIRouter(prefix="/api", tags=["access"])
+_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 403, 404, 422, 429)}
+
+
+class LoginBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=256)
+    password: str = Field(max_length=1024, json_schema_extra={"format": "password"})
+
+
+class MeOut(BaseModel):
+    name: str
+    role: Role
+    auth: AuthMethod = Field(description="How this request was authenticated")
+    csrf_token: str | None = Field(
+        None, description="Send as X-CSRF-Token with state-changing requests (cookie sign-ins only)"
+    )
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="What the token is for, e.g. 'backup script'")
+    user: str | None = Field(None, description="Admins only: make the token for this user (default: yourself)")
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    owner: str
+    prefix: str = Field(description="The secret's first characters, to tell tokens apart")
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, token: TokenInfo) -> TokenOut:
+        return cls(id=token.id, name=token.name, owner=token.owner, prefix=token.prefix,
+                   created_at=token.created_at, last_used_at=token.last_used_at, revoked_at=token.revoked_at)
+
+
+class TokenCreated(TokenOut):
+    secret: str = Field(description="Shown this once: send it as 'Authorization: Bearer <secret>'")
+
+
+@router.post("/login", response_model=MeOut, responses=_ERRORS)
+async def login(body: LoginBody, request: Request, response: Response, access: AccessDep) -> Any:
+    address = access.client_address(request)
+    access.check_origin(request)
+    try:
+        access.login_limiter.check(body.name, address)
+    except TooManyAttempts as exc:
+        log.warning("sign-in locked", extra={"event": "login_locked", "client": address})
+        return error_response(exc, headers={"Retry-After": str(exc.retry_after)})
+    principal = await access.users.authenticate(body.name, body.password)
+    if principal is None:
+        access.login_limiter.failed(body.name, address)
+        # The name is not logged: people type passwords into it.
+        log.warning("sign-in failed", extra={"event": "login_failed", "client": address})
+        raise LimenError(ErrorCode.INVALID_CREDENTIALS, "no enabled user has this name and password")
+    access.login_limiter.succeeded(body.name)
+    session = await access.sessions.create(principal.name)
+    response.set_cookie(
+        COOKIE_NAME, session.cookie, max_age=int(access.settings.session_ttl), path="/", httponly=True,
+        samesite="strict", secure=access.cookie_secure(request),
+    )
+    log.info("signed in", extra={"event": "login", "user": principal.name, "client": address})
+    return MeOut(name=principal.name, role=principal.role, auth=AuthMethod.COOKIE, csrf_token=session.csrf_token)
+
+
+@router.post("/logout", status_code=204, responses=_ERRORS)
+async def logout(request: Request, principal: CurrentUser, access: AccessDep) -> Response:
+    """Ends this browser session (a no-op for API tokens: revoke those instead)."""
+    response = Response(status_code=204)
+    cookie = request.cookies.get(COOKIE_NAME)
+    if principal.method is AuthMethod.COOKIE and cookie:
+        await access.sessions.end(cookie)
+        response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict",
+                               secure=access.cookie_secure(request))
+        log.info("signed out", extra={"event": "logout", "user": principal.name})
+    return response
+
+
+@router.get("/me", response_model=MeOut, responses=_ERRORS)
+async def me(principal: CurrentUser) -> MeOut:
+    return MeOut(name=principal.name, role=principal.role, auth=principal.method, csrf_token=principal.csrf_token)
+
+
+@router.get("/tokens", response_model=list[TokenOut], responses=_ERRORS)
+async def list_tokens(
+    principal: CurrentUser,
+    access: AccessDep,
+    all_users: bool = Query(False, alias="all", description="Admins only: every user's tokens"),
+) -> list[TokenOut]:
+    if all_users:
+        require_admin(principal)
+    tokens = await access.tokens.list_all(None if all_users else principal.name)
+    return [TokenOut.of(token) for token in tokens]
+
+
+@router.post("/tokens", response_model=TokenCreated, status_code=201, responses=_ERRORS)
+async def create_token(body: TokenCreate, principal: CurrentUser, access: AccessDep) -> JSONResponse:
+    owner = principal.name
+    if body.user is not None and body.user != principal.name:
+        require_admin(principal)
+        owner = body.user
+    made = await access.tokens.create(owner, body.name)
+    log.info("API token created", extra={"event": "token_create", "user": principal.name, "owner": owner,
+                                         "token_id": made.info.id})
+    created = TokenCreated(**TokenOut.of(made.info).model_dump(), secret=made.secret)
+    # Never cached anywhere: the secret is in this body only.
+    return JSONResponse(created.model_dump(mode="json"), status_code=201, headers={"Cache-Control": "no-store"})
+
+
+@router.delete("/tokens/{token_id}", response_model=TokenOut, responses=_ERRORS)
+async def revoke_token(token_id: int, principal: CurrentUser, access: AccessDep) -> TokenOut:
+    """Revokes one of your tokens (admins: anyone's). A revoked token is refused from then on."""
+    token = await access.tokens.revoke(token_id, principal)
+    log.info("API token revoked", extra={"event": "token_revoke", "user": principal.name, "token_id": token_id})
+    return TokenOut.of(token)

@@ -1,0 +1,119 @@
+"""Users (admins only) and VM ownership.
+
+An owner is kept in the VM's libvirt metadata; ``PUT /api/vms/{id}/owner`` changes it.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from limen.api.deps import HypervisorDep
+from limen.api.schemas import ErrorBody, VmOut
+from limen.auth.deps import AccessDep, AdminUser
+from limen.auth.users import UserInfo
+from limen.db.models import Role
+from limen.errors import ErrorCode, LimenError
+from limen.hypervisor.ownership import set_owner
+
+log = logging.getLogger("limen.auth")
+
+router = APIRouter(tags=["access"])
+_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 403, 404, 409, 422)}
+
+
+class UserOut(BaseModel):
+    name: str
+    role: Role
+    created_at: datetime
+    disabled: bool
+
+    @classmethod
+    def of(cls, user: UserInfo) -> UserOut:
+        return cls(name=user.name, role=user.role, created_at=user.created_at, disabled=user.disabled)
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Any text of 1–64 characters, without control characters")
+    password: str = Field(description="At least 8 characters", json_schema_extra={"format": "password"})
+    role: Role = Role.USER
+
+
+class RoleChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role
+
+
+class DisabledChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    disabled: bool
+
+
+class OwnerChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    owner: str | None = Field(description="A user's name; null for no owner (only admins then see the VM)")
+
+
+async def _keep_an_admin(access: AccessDep, name: str) -> None:
+    admins = [user for user in await access.users.list_all() if user.role is Role.ADMIN and not user.disabled]
+    if [user.name for user in admins] == [name]:
+        raise LimenError(ErrorCode.FORBIDDEN, "that would leave limen without an enabled administrator")
+
+
+@router.get("/api/users", response_model=list[UserOut], responses=_ERRORS)
+async def list_users(_admin: AdminUser, access: AccessDep) -> list[UserOut]:
+    return [UserOut.of(user) for user in await access.users.list_all()]
+
+
+@router.post("/api/users", response_model=UserOut, status_code=201, responses=_ERRORS)
+async def create_user(body: UserCreate, admin: AdminUser, access: AccessDep) -> UserOut:
+    user = await access.users.create(body.name, body.password, body.role)
+    log.info("user created", extra={"event": "user_create", "user": admin.name, "created": user.name,
+                                    "role": user.role.value})
+    return UserOut.of(user)
+
+
+@router.put("/api/users/{name:path}/role", response_model=UserOut, responses=_ERRORS)
+async def set_role(name: str, body: RoleChange, admin: AdminUser, access: AccessDep) -> UserOut:
+    if body.role is not Role.ADMIN:
+        await _keep_an_admin(access, name)
+    user = await access.users.set_role(name, body.role)
+    log.info("role changed", extra={"event": "user_role", "user": admin.name, "target": name, "role": body.role.value})
+    return UserOut.of(user)
+
+
+@router.put("/api/users/{name:path}/disabled", response_model=UserOut, responses=_ERRORS)
+async def set_disabled(name: str, body: DisabledChange, admin: AdminUser, access: AccessDep) -> UserOut:
+    """A disabled user cannot sign in; their sessions and tokens stop working at once."""
+    if body.disabled:
+        await _keep_an_admin(access, name)
+    user = await access.users.set_disabled(name, body.disabled)
+    if body.disabled:
+        await access.sessions.end_all_of(name)
+    log.info("user disabled" if body.disabled else "user enabled",
+             extra={"event": "user_disabled", "user": admin.name, "target": name, "disabled": body.disabled})
+    return UserOut.of(user)
+
+
+@router.put("/api/vms/{vm_id}/owner", response_model=VmOut, responses=_ERRORS)
+async def set_vm_owner(
+    vm_id: str, body: OwnerChange, admin: AdminUser, access: AccessDep, hypervisor: HypervisorDep
+) -> VmOut:
+    async with access.audit.recording(admin.name, "set_owner", vm_id) as target:
+        target.details = f"owner={body.owner!r}"[:200]
+        if body.owner is not None:
+            await access.users.get(body.owner)  # USER_NOT_FOUND for a typo
+        vm = await hypervisor.get_vm(vm_id)
+        target.vm_name, target.vm_uuid = vm.name, vm.uuid
+        vm = await set_owner(hypervisor, vm.uuid, body.owner)
+    log.info("VM owner set", extra={"event": "vm_owner", "user": admin.name, "vm_uuid": vm.uuid, "owner": body.owner})
+    return VmOut.of(vm)

@@ -1,0 +1,90 @@
+"""Everything access control needs, built once from the settings and kept at ``app.state.access``.
+
+Call :meth:`Access.start` before serving (it migrates the database and checks the ticket store) and
+:meth:`Access.close` after.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from argon2 import PasswordHasher
+from starlette.requests import HTTPConnection
+
+from limen.audit import AuditLog
+from limen.auth import http
+from limen.auth.browser_sessions import BrowserSessions
+from limen.auth.clock import Clock, system_clock
+from limen.auth.passwords import Passwords
+from limen.auth.ratelimit import LoginRateLimiter
+from limen.auth.tickets import TicketStore, make_ticket_store
+from limen.auth.tokens import Tokens
+from limen.auth.users import Users
+from limen.db import Database
+from limen.settings import Settings
+
+log = logging.getLogger("limen.auth")
+
+
+class Access:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock = system_clock,
+        tickets: TicketStore | None = None,
+        hasher: PasswordHasher | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.db = Database(settings.db_url)
+        self.passwords = Passwords(hasher)
+        self.users = Users(self.db, self.passwords, clock)
+        self.tokens = Tokens(self.db, clock)
+        self.sessions = BrowserSessions(self.db, clock, settings.session_ttl)
+        self.login_limiter = LoginRateLimiter(
+            max_per_user=settings.login_max_failures_per_user,
+            max_per_address=settings.login_max_failures_per_address,
+            window=settings.login_failure_window,
+            clock=clock,
+        )
+        self.tickets = tickets or make_ticket_store(settings.redis_url, settings.console_ticket_ttl, clock)
+        self.audit = AuditLog(self.db, clock)
+        self.trusted_proxies = http.parse_networks(settings.trusted_proxies)
+        self.started = False
+
+    async def start(self) -> None:
+        """Migrates the database and checks the ticket store; a no-op once done."""
+        if self.started:
+            return
+        await self.db.migrate_async()
+        await self.tickets.check()
+        self.started = True
+        log.info("access control ready", extra={
+            "event": "access_ready", "database": self.db.redacted_url,
+            "ticket_store": "redis" if self.settings.redis_url else "memory",
+        })
+
+    async def close(self) -> None:
+        await self.tickets.close()
+        self.db.close()
+        self.started = False
+
+    # -- facts about a request ---------------------------------------------------------------------
+
+    def client_address(self, conn: HTTPConnection) -> str:
+        peer = conn.client.host if conn.client else None
+        return http.client_address(peer, conn.headers.get("x-forwarded-for"), self.trusted_proxies)
+
+    def is_https(self, conn: HTTPConnection) -> bool:
+        peer = conn.client.host if conn.client else None
+        return http.is_https(conn.url.scheme, peer, conn.headers.get("x-forwarded-proto"), self.trusted_proxies)
+
+    def check_origin(self, conn: HTTPConnection) -> None:
+        """ORIGIN_NOT_ALLOWED unless the request's Origin (if any) is allowed; see :func:`http.check_origin`."""
+        own = http.own_origin(self.is_https(conn), conn.headers.get("host"))
+        http.check_origin(conn.headers.get("origin"), own=own, allowed=self.settings.allowed_origins)
+
+    def cookie_secure(self, conn: HTTPConnection) -> bool:
+        mode = self.settings.cookie_secure
+        return mode == "always" or (mode == "auto" and self.is_https(conn))

@@ -1,0 +1,98 @@
+"""Browser sign-ins: the ``limen_session`` cookie and the CSRF token that goes with it.
+
+The cookie's value is a random secret; the database keeps only its SHA-256, so a copy of the database
+signs nobody in. The cookie is HttpOnly and SameSite=Strict, and Secure when the page came over HTTPS.
+Each session has its own CSRF token, given to the page by the sign-in answer and ``GET /api/me``; every
+state-changing request authenticated by the cookie must send it back in ``X-CSRF-Token``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from limen.auth.clock import Clock, utc_now
+from limen.auth.principal import AuthMethod, Principal
+from limen.auth.users import find_user
+from limen.db import Database
+from limen.db.models import BrowserSession, Role, User
+
+COOKIE_NAME = "limen_session"
+CSRF_HEADER = "X-CSRF-Token"
+_MAX_COOKIE_LENGTH = 200
+
+
+def _hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class NewSession:
+    cookie: str = field(repr=False)
+    csrf_token: str = field(repr=False)
+    expires_at: datetime
+
+
+class BrowserSessions:
+    def __init__(self, db: Database, clock: Clock, ttl_seconds: float) -> None:
+        self.db = db
+        self.clock = clock
+        self.ttl = timedelta(seconds=ttl_seconds)
+
+    async def create(self, user_name: str) -> NewSession:
+        """A new session for ``user_name`` (who has just proven who they are). Also drops expired ones."""
+        cookie = secrets.token_urlsafe(32)
+        csrf_token = secrets.token_urlsafe(32)
+        now = utc_now(self.clock)
+
+        def run(session: Session) -> NewSession:
+            session.execute(delete(BrowserSession).where(BrowserSession.expires_at <= now))
+            user = find_user(session, user_name)
+            assert user is not None, "create() is called right after the user signed in"
+            row = BrowserSession(id_hash=_hash(cookie), user_id=user.id, csrf_token=csrf_token, created_at=now,
+                                 expires_at=now + self.ttl)
+            session.add(row)
+            return NewSession(cookie=cookie, csrf_token=csrf_token, expires_at=row.expires_at)
+
+        return await self.db.run(run)
+
+    async def resolve(self, cookie: str) -> Principal | None:
+        """The signed-in user (with the session's CSRF token), or None if the session is unknown or over."""
+        if not cookie or len(cookie) > _MAX_COOKIE_LENGTH:
+            return None
+        key = _hash(cookie)
+        now = utc_now(self.clock)
+
+        def run(session: Session) -> Principal | None:
+            row = session.execute(
+                select(BrowserSession, User).join(User, BrowserSession.user_id == User.id)
+                .where(BrowserSession.id_hash == key)
+            ).first()
+            if row is None:
+                return None
+            browser_session, user = row
+            if browser_session.expires_at <= now or user.disabled:
+                return None
+            return Principal(name=user.name, role=Role(user.role), method=AuthMethod.COOKIE,
+                             csrf_token=browser_session.csrf_token)
+
+        return await self.db.run(run)
+
+    async def end(self, cookie: str) -> None:
+        key = _hash(cookie)
+        await self.db.run(lambda session: session.execute(delete(BrowserSession).where(BrowserSession.id_hash == key)))
+
+    async def end_all_of(self, user_name: str) -> None:
+        """Signs the user out everywhere (after a password change, or when disabled)."""
+
+        def run(session: Session) -> None:
+            user = find_user(session, user_name)
+            if user is not None:
+                session.execute(delete(BrowserSession).where(BrowserSession.user_id == user.id))
+
+        await self.db.run(run)

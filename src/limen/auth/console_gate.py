@@ -1,0 +1,75 @@
+"""What the console WebSocket must pass before it proxies a byte: Origin, then credentials, then the VM.
+
+The endpoint accepts the upgrade first (so a refusal is a proper error frame and close code, never a bare
+1006), then calls :func:`admit_console`. Order, and what each step can refuse with::
+
+    1. Origin allowed                          ORIGIN_NOT_ALLOWED
+    2. some credential present: ?ticket=, the session cookie, or Authorization: Bearer
+                                               UNAUTHORIZED
+    3. cookie or bearer valid                  UNAUTHORIZED
+    4. the VM exists                           VM_NOT_FOUND (an unknown ticket is FORBIDDEN instead,
+                                               so a made-up ticket learns nothing about VM names)
+    5. ticket redeemed for this VM             FORBIDDEN, TICKET_USED, TICKET_EXPIRED
+    6. the user (still) exists, is enabled and may access the VM
+                                               FORBIDDEN
+
+A ticket wins over a cookie: the page asked for it for exactly this console. No secret ever appears in
+an error's details.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import HTTPConnection
+
+from limen.auth.access import Access
+from limen.auth.browser_sessions import COOKIE_NAME
+from limen.auth.deps import authenticate
+from limen.auth.principal import AuthMethod, Principal, require_vm_access
+from limen.auth.tickets import TicketForAnotherVm
+from limen.errors import ErrorCode, LimenError
+from limen.hypervisor.models import Vm
+
+TICKET_PARAMETER = "ticket"
+
+
+def _bearer(conn: HTTPConnection) -> str | None:
+    scheme, _, credentials = conn.headers.get("authorization", "").partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
+
+
+async def admit_console(access: Access, conn: HTTPConnection, find_vm: Callable[[], Awaitable[Vm]]) -> tuple[
+    Principal, Vm
+]:
+    """Runs the checks above; returns who opens the console of which VM. ``find_vm`` looks the VM up
+    (bounded in time by the caller's stage deadline) and raises VM_NOT_FOUND if it does not exist."""
+    access.check_origin(conn)
+    ticket = conn.query_params.get(TICKET_PARAMETER)
+    cookie = conn.cookies.get(COOKIE_NAME)
+    bearer = _bearer(conn)
+    if not ticket and not cookie and not bearer:
+        raise LimenError(ErrorCode.UNAUTHORIZED, "no console ticket, session cookie or API token")
+
+    if not ticket:
+        principal = await authenticate(access, bearer=bearer, cookie=cookie)
+        vm = await find_vm()
+        require_vm_access(principal, vm.name, vm.owner)
+        return principal, vm
+
+    try:
+        vm = await find_vm()
+    except LimenError as exc:
+        if exc.code is not ErrorCode.VM_NOT_FOUND:
+            raise
+        try:
+            await access.tickets.redeem(ticket, "")  # spends it; unknown/used/expired say so
+        except TicketForAnotherVm:
+            raise exc from None  # a genuine ticket, for a VM that is gone
+        raise  # unreachable: redeem("") never succeeds
+    user = await access.tickets.redeem(ticket, vm.uuid)
+    holder = await access.users.principal(user, AuthMethod.TICKET)
+    if holder is None:
+        raise LimenError(ErrorCode.FORBIDDEN, "the ticket's user no longer exists or is disabled")
+    require_vm_access(holder, vm.name, vm.owner)
+    return holder, vm

@@ -1,0 +1,108 @@
+"""What a request tells about where it came from: its Origin, the client's address, and HTTPS.
+
+Proxies are believed only when the peer is one of ``trusted_proxies``: then ``X-Forwarded-For`` is read
+from the right, skipping trusted hops, and the first address that is not a trusted proxy is the client
+(anything to the left of it could have been written by the client itself). ``X-Forwarded-Proto`` is read
+from a trusted peer only. limen runs uvicorn with its own proxy-header handling off, so these functions
+see the real peer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from urllib.parse import urlsplit
+
+from limen.errors import ErrorCode, LimenError
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_HTTP_SCHEME = {"ws": "http", "wss": "https"}
+
+
+def parse_networks(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
+
+
+def _address(text: str) -> IPAddress | None:
+    text = text.strip()
+    if text.startswith("[") and "]" in text:  # [v6]:port
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:  # v4:port
+        text = text.split(":", 1)[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _trusted(address: IPAddress | None, networks: Sequence[IPNetwork]) -> bool:
+    return address is not None and any(address in network for network in networks)
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequence[IPNetwork]) -> str:
+    """The client's IP address as text; ``peer`` is the socket's, ``forwarded_for`` the header's value."""
+    if not peer:
+        return "unknown"
+    current = _address(peer)
+    if current is None:
+        return peer[:64]
+    if not forwarded_for or not _trusted(current, trusted):
+        return str(current)
+    for hop in reversed(forwarded_for.split(",")):
+        address = _address(hop)
+        if address is None:
+            break  # garbage: the trusted hop that received it is the best we know
+        current = address
+        if not _trusted(current, trusted):
+            break
+    return str(current)
+
+
+def is_https(scheme: str, peer: str | None, forwarded_proto: str | None, trusted: Sequence[IPNetwork]) -> bool:
+    if scheme in ("https", "wss"):
+        return True
+    if forwarded_proto and _trusted(_address(peer or ""), trusted):
+        return forwarded_proto.split(",")[0].strip().lower() == "https"
+    return False
+
+
+def normalize_origin(origin: str) -> str | None:
+    """``scheme://host[:port]`` in lower case with default ports dropped; None if it is not an origin."""
+    try:
+        parts = urlsplit(origin.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = _HTTP_SCHEME.get(parts.scheme.lower(), parts.scheme.lower())
+    if scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        return None
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    if port is not None and port != _DEFAULT_PORTS[scheme]:
+        return f"{scheme}://{host}:{port}"
+    return f"{scheme}://{host}"
+
+
+def own_origin(https: bool, host_header: str | None) -> str | None:
+    """The origin a browser shows for a page this server served under ``Host: host_header``."""
+    if not host_header:
+        return None
+    return normalize_origin(f"{'https' if https else 'http'}://{host_header}")
+
+
+def check_origin(origin: str | None, *, own: str | None, allowed: Sequence[str]) -> None:
+    """ORIGIN_NOT_ALLOWED unless ``origin`` is allowed: one of ``allowed`` or, when that is empty, ``own``.
+
+    A missing Origin passes: browsers always send one on WebSocket upgrades and on cross-site writes,
+    so its absence means a non-browser client, which has no ambient cookie to abuse.
+    """
+    if origin is None:
+        return
+    normalized = normalize_origin(origin)
+    permitted = {normalize_origin(item) for item in allowed} if allowed else {own}
+    if normalized is None or normalized not in permitted:
+        shown = origin[:100].encode("unicode_escape").decode()
+        raise LimenError(ErrorCode.ORIGIN_NOT_ALLOWED, f"origin {shown!r} is not allowed")

@@ -1,0 +1,26 @@
+"""Names people choose (user names, token names): any text, kept exactly, shown as text.
+
+A name is normalised to Unicode NFC (so two names that look the same are the same name), must not be
+empty, must not start or end with white space, and must hold no control or format characters (so a name
+cannot hide text, break a log line or reorder what is shown around it). Quotes, ``<``, ``;`` and every
+other printable character are allowed: the database binds parameters and the UI renders text.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+from limen.errors import ValidationFailed
+
+
+def clean_name(field: str, value: str, max_length: int) -> str:
+    name = unicodedata.normalize("NFC", value)
+    if not name:
+        raise ValidationFailed(field, "must not be empty")
+    if len(name) > max_length:
+        raise ValidationFailed(field, f"must be at most {max_length} characters")
+    if name != name.strip():
+        raise ValidationFailed(field, "must not start or end with white space")
+    if any(unicodedata.category(char)[0] == "C" for char in name):
+        raise ValidationFailed(field, "must not contain control or invisible formatting characters")
+    return name

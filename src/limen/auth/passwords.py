@@ -1,0 +1,54 @@
+"""Password hashing with argon2id (argon2-cffi's defaults), and the rules a new password must meet."""
+
+from __future__ import annotations
+
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from limen.errors import ValidationFailed
+
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1024  # argon2 would take any length; a bound keeps requests small
+
+
+def validate_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValidationFailed("password", f"must be at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise ValidationFailed("password", f"must be at most {MAX_PASSWORD_LENGTH} characters")
+
+
+def generate_password() -> str:
+    """A random password for ``limen user ensure-admin``: 24 URL-safe characters (144 bits)."""
+    return secrets.token_urlsafe(18)
+
+
+class Passwords:
+    """Hashes and verifies. Both are CPU work of ~0.1 s: call them from a worker thread."""
+
+    def __init__(self, hasher: PasswordHasher | None = None) -> None:
+        self._hasher = hasher or PasswordHasher()
+        self._dummy_hash: str | None = None
+
+    def hash(self, password: str) -> str:
+        return self._hasher.hash(password)
+
+    def verify(self, password_hash: str, password: str) -> bool:
+        try:
+            return self._hasher.verify(password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def verify_nobody(self, password: str) -> None:
+        """Spends the time of a real verify, so an unknown user name cannot be told by the answer's delay."""
+        if self._dummy_hash is None:
+            self._dummy_hash = self._hasher.hash(secrets.token_hex(16))
+        self.verify(self._dummy_hash, password)
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        try:
+            return self._hasher.check_needs_rehash(password_hash)
+        except InvalidHashError:
+            return False

@@ -1,0 +1,43 @@
+"""Who is asking, and the one rule of ownership."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from limen.db.models import Role as Role
+from limen.errors import ErrorCode, LimenError
+
+
+class AuthMethod(StrEnum):
+    COOKIE = "cookie"  # a browser session; state-changing requests must carry its CSRF token
+    TOKEN = "token"  # Authorization: Bearer limen_…
+    TICKET = "ticket"  # a one-time console ticket
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    name: str
+    role: Role
+    method: AuthMethod
+    # The browser session's CSRF token (cookie sign-ins only); kept out of repr so it is never logged.
+    csrf_token: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+    def may_access(self, vm_owner: str | None) -> bool:
+        """Admins reach every VM; users only the VMs whose owner is them (never an unowned VM)."""
+        return self.is_admin or (vm_owner is not None and vm_owner == self.name)
+
+
+def require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise LimenError(ErrorCode.FORBIDDEN, "administrators only")
+
+
+def require_vm_access(principal: Principal, vm_name: str, vm_owner: str | None) -> None:
+    """FORBIDDEN unless ``principal`` may see and act on the VM."""
+    if not principal.may_access(vm_owner):
+        raise LimenError(ErrorCode.FORBIDDEN, f"VM {vm_name!r} belongs to another user")

@@ -1,0 +1,155 @@
+"""Users and roles, in the database. Sign-in answers never tell whether a user exists."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import anyio.to_thread
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from limen.auth.clock import Clock, utc_now
+from limen.auth.names import clean_name
+from limen.auth.passwords import Passwords, validate_password
+from limen.auth.principal import AuthMethod, Principal
+from limen.db import Database
+from limen.db.models import NAME_MAX, Role, User
+from limen.errors import ErrorCode, LimenError
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    name: str
+    role: Role
+    created_at: datetime
+    disabled: bool
+
+    @classmethod
+    def of(cls, user: User) -> UserInfo:
+        return cls(name=user.name, role=Role(user.role), created_at=user.created_at, disabled=user.disabled)
+
+
+def clean_user_name(name: str) -> str:
+    return clean_name("name", name, NAME_MAX)
+
+
+def find_user(session: Session, name: str) -> User | None:
+    return session.scalar(select(User).where(User.name == name))
+
+
+def _require_user(session: Session, name: str) -> User:
+    user = find_user(session, name)
+    if user is None:
+        raise LimenError(ErrorCode.USER_NOT_FOUND, f"no user named {name!r}")
+    return user
+
+
+class Users:
+    """The user directory. Every method is async; database and hashing work run in worker threads."""
+
+    def __init__(self, db: Database, passwords: Passwords, clock: Clock) -> None:
+        self.db = db
+        self.passwords = passwords
+        self.clock = clock
+
+    async def create(self, name: str, password: str, role: Role = Role.USER) -> UserInfo:
+        name = clean_user_name(name)
+        validate_password(password)
+        password_hash = await anyio.to_thread.run_sync(self.passwords.hash, password)
+        return await self.db.run(lambda session: self._insert(session, name, password_hash, role))
+
+    def create_sync(self, name: str, password: str, role: Role = Role.USER) -> UserInfo:
+        """For the command line, which has no event loop."""
+        name = clean_user_name(name)
+        validate_password(password)
+        password_hash = self.passwords.hash(password)
+        return self.db.run_sync(lambda session: self._insert(session, name, password_hash, role))
+
+    def _insert(self, session: Session, name: str, password_hash: str, role: Role) -> UserInfo:
+        if find_user(session, name) is not None:
+            raise LimenError(ErrorCode.USER_ALREADY_EXISTS, f"a user named {name!r} exists")
+        user = User(name=name, password_hash=password_hash, role=role.value, created_at=utc_now(self.clock),
+                    disabled=False)
+        session.add(user)
+        try:
+            session.flush()
+        except IntegrityError:  # created by someone else since the check above
+            raise LimenError(ErrorCode.USER_ALREADY_EXISTS, f"a user named {name!r} exists") from None
+        return UserInfo.of(user)
+
+    async def list_all(self) -> list[UserInfo]:
+        return await self.db.run(self.list_in)
+
+    @staticmethod
+    def list_in(session: Session) -> list[UserInfo]:
+        return [UserInfo.of(user) for user in session.scalars(select(User).order_by(User.name))]
+
+    async def get(self, name: str) -> UserInfo:
+        return await self.db.run(lambda session: UserInfo.of(_require_user(session, name)))
+
+    @staticmethod
+    def _set_role(session: Session, name: str, role: Role) -> UserInfo:
+        user = _require_user(session, name)
+        user.role = role.value
+        return UserInfo.of(user)
+
+    async def set_role(self, name: str, role: Role) -> UserInfo:
+        return await self.db.run(lambda session: self._set_role(session, name, role))
+
+    def set_role_sync(self, name: str, role: Role) -> UserInfo:
+        return self.db.run_sync(lambda session: self._set_role(session, name, role))
+
+    async def set_disabled(self, name: str, disabled: bool) -> UserInfo:
+        def run(session: Session) -> UserInfo:
+            user = _require_user(session, name)
+            user.disabled = disabled
+            return UserInfo.of(user)
+
+        return await self.db.run(run)
+
+    def set_password_sync(self, name: str, password: str) -> None:
+        validate_password(password)
+        password_hash = self.passwords.hash(password)
+
+        def run(session: Session) -> None:
+            _require_user(session, name).password_hash = password_hash
+
+        self.db.run_sync(run)
+
+    @staticmethod
+    def admin_exists_in(session: Session) -> bool:
+        count = session.scalar(
+            select(func.count()).select_from(User).where(User.role == Role.ADMIN.value, User.disabled.is_(False))
+        )
+        return bool(count)
+
+    async def principal(self, name: str, method: AuthMethod) -> Principal | None:
+        """The user as a principal now (its current role), or None if it is gone or disabled."""
+
+        def run(session: Session) -> Principal | None:
+            user = find_user(session, name)
+            if user is None or user.disabled:
+                return None
+            return Principal(name=user.name, role=Role(user.role), method=method)
+
+        return await self.db.run(run)
+
+    async def authenticate(self, name: str, password: str) -> Principal | None:
+        """The user if ``password`` is theirs and the account is enabled; else None, after the same work."""
+
+        def run(session: Session) -> Principal | None:
+            user = find_user(session, name)
+            if user is None or user.disabled:
+                self.passwords.verify_nobody(password)
+                return None
+            if not self.passwords.verify(user.password_hash, password):
+                return None
+            if self.passwords.needs_rehash(user.password_hash):
+                user.password_hash = self.passwords.hash(password)
+            return Principal(name=user.name, role=Role(user.role), method=AuthMethod.COOKIE)
+
+        if len(password) > 1024 or len(name) > 4 * NAME_MAX:
+            return None  # no sane account has these; do not spend argon2 time on them
+        return await self.db.run(run)

@@ -1,0 +1,205 @@
+"""``limen user …`` and ``limen token …``: users, roles and API tokens from the command line.
+
+Mounted by :mod:`limen.cli` (``app.add_typer(user_app, name="user")`` and the same for ``token_app``);
+``ctx.obj`` is its CliState, whose ``settings()`` gives the one Settings object. There is no default
+password anywhere: ``user create`` prompts (or reads ``--password-stdin``), and ``user ensure-admin``
+makes the first administrator with a random password that it prints once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Protocol, TypeVar
+
+import typer
+
+from limen.auth.clock import system_clock
+from limen.auth.passwords import Passwords, generate_password
+from limen.auth.tokens import TokenInfo, Tokens
+from limen.auth.users import UserInfo, Users
+from limen.db import Database
+from limen.db.models import Role
+from limen.errors import LimenError
+from limen.settings import Settings
+
+T = TypeVar("T")
+
+user_app = typer.Typer(help="Users and their roles (admin: everything; user: own VMs only).", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens for scripts (Authorization: Bearer …).", no_args_is_help=True)
+
+FIRST_ADMIN = "admin"
+
+
+class _CliState(Protocol):
+    as_json: bool
+
+    def settings(self, **more: Any) -> Settings: ...
+
+
+class _Directory:
+    """The database, migrated, with the user and token services over it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.db = Database(settings.db_url)
+        self.db.migrate()
+        self.users = Users(self.db, Passwords(), system_clock)
+        self.tokens = Tokens(self.db, system_clock)
+
+
+def _state(ctx: typer.Context) -> _CliState:
+    state: _CliState = ctx.obj
+    return state
+
+
+def _run(ctx: typer.Context, work: Callable[[_Directory], T]) -> T:
+    directory = _Directory(_state(ctx).settings())
+    try:
+        return work(directory)
+    except LimenError as exc:
+        typer.echo(f"limen: {exc.title}: {exc.details}\n  {exc.code.user_message} [{exc.code.name}]", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        directory.db.close()
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return password
+
+
+def _table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=False)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [headers, *rows]
+    )
+
+
+def _user_dict(user: UserInfo) -> dict[str, Any]:
+    return {"name": user.name, "role": user.role.value, "created_at": user.created_at.isoformat(),
+            "disabled": user.disabled}
+
+
+def _token_dict(token: TokenInfo) -> dict[str, Any]:
+    return {
+        "id": token.id, "name": token.name, "owner": token.owner, "prefix": token.prefix,
+        "created_at": token.created_at.isoformat(),
+        "last_used_at": token.last_used_at.isoformat() if token.last_used_at else None,
+        "revoked_at": token.revoked_at.isoformat() if token.revoked_at else None,
+    }
+
+
+PasswordStdin = Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input")]
+
+
+@user_app.command("create")
+def user_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="User name")],
+    admin: Annotated[bool, typer.Option("--admin", help="Make an administrator")] = False,
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Create a user (prompts for the password unless --password-stdin)."""
+    password = _read_password(password_stdin)
+    role = Role.ADMIN if admin else Role.USER
+    user = _run(ctx, lambda d: d.users.create_sync(name, password, role))
+    typer.echo(json.dumps(_user_dict(user)) if _state(ctx).as_json else f"created {user.role.value} {user.name!r}")
+
+
+@user_app.command("list")
+def user_list(ctx: typer.Context) -> None:
+    """List users."""
+    users = _run(ctx, lambda d: d.db.run_sync(Users.list_in))
+    if _state(ctx).as_json:
+        typer.echo(json.dumps([_user_dict(user) for user in users], indent=2, ensure_ascii=False))
+        return
+    rows = [[u.name, u.role.value, "disabled" if u.disabled else "", u.created_at.isoformat()] for u in users]
+    typer.echo(_table(rows, ["NAME", "ROLE", "STATUS", "CREATED"]) if rows else "no users")
+
+
+@user_app.command("passwd")
+def user_passwd(
+    ctx: typer.Context, name: Annotated[str, typer.Argument(help="User name")], password_stdin: PasswordStdin = False
+) -> None:
+    """Set a user's password."""
+    password = _read_password(password_stdin)
+    _run(ctx, lambda d: d.users.set_password_sync(name, password))
+    typer.echo(f"password of {name!r} changed")
+
+
+@user_app.command("set-role")
+def user_set_role(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="User name")],
+    role: Annotated[Role, typer.Argument(help="admin or user")],
+) -> None:
+    """Make a user an administrator, or a plain user."""
+    _run(ctx, lambda d: d.users.set_role_sync(name, role))
+    typer.echo(f"{name!r} is now {role.value}")
+
+
+@user_app.command("ensure-admin")
+def user_ensure_admin(ctx: typer.Context) -> None:
+    """If no administrator exists, create 'admin' with a random password and print it (once)."""
+    password = generate_password()
+
+    def run(directory: _Directory) -> UserInfo | None:
+        if directory.db.run_sync(Users.admin_exists_in):
+            return None
+        return directory.users.create_sync(FIRST_ADMIN, password, Role.ADMIN)
+
+    created = _run(ctx, run)
+    if created is None:
+        typer.echo("an administrator exists; nothing to do", err=True)
+        return
+    if _state(ctx).as_json:
+        typer.echo(json.dumps({"name": created.name, "password": password}))
+        return
+    typer.echo(f"created administrator {created.name!r} with password: {password}\n"
+               f"  (shown this once; change it with `limen user passwd {created.name}`)")
+
+
+@token_app.command("create")
+def token_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="What the token is for")],
+    user: Annotated[str, typer.Option("--user", help="The user the token acts as")],
+) -> None:
+    """Create an API token and print its secret (shown this once)."""
+    made = _run(ctx, lambda d: d.tokens.create_sync(user, name))
+    if _state(ctx).as_json:
+        typer.echo(json.dumps({**_token_dict(made.info), "secret": made.secret}, ensure_ascii=False))
+        return
+    typer.echo(made.secret)
+    typer.echo(f"token {made.info.id} {made.info.name!r} for {made.info.owner!r}: the secret above is shown once; "
+               "send it as 'Authorization: Bearer <secret>'", err=True)
+
+
+@token_app.command("list")
+def token_list(
+    ctx: typer.Context,
+    user: Annotated[str | None, typer.Option("--user", help="Only this user's tokens")] = None,
+) -> None:
+    """List API tokens (never their secrets)."""
+    tokens = _run(ctx, lambda d: d.db.run_sync(lambda session: Tokens.list_in(session, user)))
+    if _state(ctx).as_json:
+        typer.echo(json.dumps([_token_dict(token) for token in tokens], indent=2, ensure_ascii=False))
+        return
+    rows = [
+        [str(t.id), t.name, t.owner, t.prefix + "…", t.created_at.isoformat(),
+         t.last_used_at.isoformat() if t.last_used_at else "-", "revoked" if t.revoked_at else "active"]
+        for t in tokens
+    ]
+    typer.echo(_table(rows, ["ID", "NAME", "USER", "PREFIX", "CREATED", "LAST USED", "STATUS"]) if rows
+               else "no API tokens")
+
+
+@token_app.command("revoke")
+def token_revoke(ctx: typer.Context, token_id: Annotated[int, typer.Argument(help="The token's id")]) -> None:
+    """Revoke an API token; it is refused from then on."""
+    token = _run(ctx, lambda d: d.db.run_sync(lambda session: d.tokens.revoke_in(session, token_id, None)))
+    typer.echo(f"revoked token {token.id} {token.name!r} of {token.owner!r}")

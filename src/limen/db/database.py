@@ -1,0 +1,83 @@
+"""The database handle: one engine, schema migrations at start-up, and transactions off the event loop.
+
+SQLAlchemy here is synchronous. Async code calls :meth:`Database.run`, which runs the work in a worker
+thread inside one transaction, so a slow disk or a remote PostgreSQL never blocks the event loop.
+The code is dialect-neutral: SQLite by default (a file in the data dir), PostgreSQL by URL.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+T = TypeVar("T")
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers do not wait for the writer
+        cursor.execute("PRAGMA busy_timeout=5000")
+    finally:
+        cursor.close()
+
+
+class Database:
+    """Owns the engine. Call :meth:`migrate` (or ``await migrate_async()``) once before anything else."""
+
+    def __init__(self, url: str) -> None:
+        self.url: URL = make_url(url)
+        connect_args: dict[str, Any] = {}
+        if self.url.get_backend_name() == "sqlite":
+            if self.url.database and self.url.database != ":memory:":
+                Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+            connect_args = {"check_same_thread": False}
+        self.engine: Engine = create_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
+        if self.url.get_backend_name() == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def redacted_url(self) -> str:
+        """The URL without its password, for logs and messages."""
+        return self.url.render_as_string(hide_password=True)
+
+    def migrate(self) -> None:
+        """Brings the schema to the newest revision (Alembic ``upgrade head``); a no-op when it is there."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    async def migrate_async(self) -> None:
+        await anyio.to_thread.run_sync(self.migrate)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session in one transaction: committed when the block ends, rolled back if it raises."""
+        with self._sessions.begin() as session:
+            yield session
+
+    def run_sync(self, work: Callable[[Session], T]) -> T:
+        with self.transaction() as session:
+            return work(session)
+
+    async def run(self, work: Callable[[Session], T]) -> T:
+        """Runs ``work(session)`` in a worker thread, in one transaction."""
+        return await anyio.to_thread.run_sync(functools.partial(self.run_sync, work))
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,120 @@
+"""limen's own tables: users and their credentials, and the audit trail.
+
+VMs are not here: libvirt is their one source of truth (a VM's owner lives in its domain metadata).
+Audit rows keep the user's *name*, not a foreign key, so that they outlive the user they name.
+Every timestamp is timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Integer, String, TypeDecorator
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAME_MAX = 64
+TOKEN_NAME_MAX = 100
+CODE_MAX = 40
+
+
+class Role(StrEnum):
+    ADMIN = "admin"  # sees and does everything
+    USER = "user"  # sees and acts on the VMs it owns
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every dialect (SQLite stores none, and returns naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint("role IN ('admin', 'user')", name="ck_users_role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_MAX), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default=Role.USER.value)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ApiToken(Base):
+    """A script's credential. Only the SHA-256 of the secret is kept; ``prefix`` lets people tell tokens apart."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(TOKEN_NAME_MAX))
+    prefix: Mapped[str] = mapped_column(String(16))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class BrowserSession(Base):
+    """A signed-in browser. The cookie's value is the secret; only its SHA-256 is the key here."""
+
+    __tablename__ = "browser_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # Not a credential on its own: it is only checked together with the cookie.
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+
+
+class ConsoleSessionRecord(Base):
+    """One console session: who opened which VM's console, from where, for how long, how much traffic."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # the console session's own id
+    user_name: Mapped[str] = mapped_column(String(NAME_MAX), index=True)
+    vm_uuid: Mapped[str] = mapped_column(String(36), index=True)
+    vm_name: Mapped[str] = mapped_column(String(NAME_MAX))
+    client_address: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    bytes_to_client: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_from_client: Mapped[int] = mapped_column(BigInteger, default=0)
+    end_code: Mapped[str | None] = mapped_column(String(CODE_MAX), nullable=True)  # "OK" or an ErrorCode name
+    terminated_by: Mapped[str | None] = mapped_column(String(NAME_MAX), nullable=True)
+
+
+class VmAction(Base):
+    """A VM action (create, start, stop, reboot, delete, set owner) and who asked for it."""
+
+    __tablename__ = "vm_actions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(NAME_MAX), index=True)
+    vm_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    vm_name: Mapped[str] = mapped_column(String(NAME_MAX))
+    action: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    result_code: Mapped[str] = mapped_column(String(CODE_MAX))  # "OK" or an ErrorCode name
+    details: Mapped[str] = mapped_column(String(200), default="")

@@ -1,0 +1,148 @@
+"""Helpers for access-control tests: a settable clock, a cheap password hasher, an app with access
+control over libvirt's test driver, sign-in, and a redis-server of the test's own."""
+
+from __future__ import annotations
+
+import inspect
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from argon2 import PasswordHasher, profiles
+from fastapi import FastAPI
+
+from limen.api.access import install_access
+from limen.api.app import create_app
+from limen.auth.access import Access
+from limen.auth.passwords import Passwords
+from limen.auth.tickets import TicketStore
+from limen.auth.tokens import Tokens
+from limen.auth.users import Users, find_user
+from limen.db import Database, Role
+from limen.settings import Settings
+from tests.support.net import free_port
+
+# Tests hash many passwords; the production parameters cost ~0.15 s each.
+CHEAP_HASHER = PasswordHasher.from_parameters(profiles.CHEAPEST)
+BASE_URL = "http://limen.test"
+
+
+class FakeClock:
+    """Epoch seconds that move only when told to."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def make_access(settings: Settings, clock: FakeClock | None = None, tickets: TicketStore | None = None) -> Access:
+    return Access(settings, clock=clock or FakeClock(), tickets=tickets, hasher=CHEAP_HASHER)
+
+
+def build_app(settings: Settings, access: Access) -> FastAPI:
+    """``create_app`` with ``access``: passed in once create_app takes it, installed here until then."""
+    if "access" in inspect.signature(create_app).parameters:
+        app: FastAPI = create_app(settings, access=access)  # type: ignore[call-arg]
+        return app
+    app = create_app(settings)
+    install_access(app, access)
+    return app
+
+
+@asynccontextmanager
+async def access_client(settings: Settings, access: Access) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
+    """An in-process client of the whole app (lifespan running, access control started)."""
+    app = build_app(settings, access)
+    async with app.router.lifespan_context(app):
+        await access.start()
+        try:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+                yield client, app
+        finally:
+            await access.close()
+
+
+async def sign_in(client: httpx.AsyncClient, name: str, password: str, **headers: str) -> str:
+    """Signs the client in (its cookie jar keeps the session); returns the CSRF token."""
+    response = await client.post("/api/login", json={"name": name, "password": password}, headers=headers)
+    assert response.status_code == 200, response.text
+    csrf: str = response.json()["csrf_token"]
+    return csrf
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert {"error", "code", "details", "message"} <= set(body)
+    assert body["code"] == code, body
+    return body
+
+
+@contextmanager
+def redis_server(tmp_path: Path) -> Iterator[str]:
+    """A redis-server on a free loopback port, without persistence; yields its URL, stops it after."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise AssertionError("redis-server is not installed: run `make install` (apt-get install redis-server)")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path), "--logfile", str(tmp_path / "redis.log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"redis-server did not start on port {port}")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+TEST_ADMIN = "test-admin"
+
+
+async def admin_token(access: Access) -> str:
+    """An API token of an admin (created on first use) on a started ``access``."""
+    if TEST_ADMIN not in [user.name for user in await access.users.list_all()]:
+        await access.users.create(TEST_ADMIN, "test-admin-password", Role.ADMIN)
+    return (await access.tokens.create(TEST_ADMIN, "tests")).secret
+
+
+def provision_admin_token(database_url: str) -> str:
+    """The same for a ``limen serve`` process not started yet: writes straight into its database."""
+    db = Database(database_url)
+    try:
+        db.migrate()
+        users = Users(db, Passwords(CHEAP_HASHER), time.time)
+        if db.run_sync(lambda session: find_user(session, TEST_ADMIN)) is None:
+            users.create_sync(TEST_ADMIN, "test-admin-password", Role.ADMIN)
+        return Tokens(db, time.time).create_sync(TEST_ADMIN, "tests").secret
+    finally:
+        db.close()

@@ -1,0 +1,421 @@
+"""Access control through the HTTP API, in-process over libvirt's test driver (its VM is named 'test').
+
+Each test signs users in with real cookies, CSRF tokens and API tokens, as a browser or a script would.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from limen.auth.access import Access
+from limen.db import Role
+from limen.hypervisor.ownership import set_owner
+from limen.logs import JsonFormatter
+from limen.settings import Settings
+from tests.support.access import FakeClock, access_client, assert_error, make_access, sign_in
+
+ADMIN, ALICE, BOB = "root-admin", "alice", "bob"
+PASSWORD = {ADMIN: "admin-password-1", ALICE: "alice-password-1", BOB: "bob-password-1"}
+NASTY = "O'Brien \"q\" <script>alert(1)</script>; DROP TABLE users;-- Ωμ🐧"
+
+
+class World:
+    def __init__(self, client: httpx.AsyncClient, app: FastAPI, access: Access, clock: FakeClock) -> None:
+        self.client = client
+        self.app = app
+        self.access = access
+        self.clock = clock
+
+    def other_client(self) -> httpx.AsyncClient:
+        """A second browser: its own cookie jar."""
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url=str(self.client.base_url))
+
+    async def token(self, user: str) -> dict[str, str]:
+        made = await self.access.tokens.create(user, f"{user}'s script")
+        return {"Authorization": f"Bearer {made.secret}"}
+
+
+@pytest.fixture
+async def world(make_settings: Callable[..., Settings]) -> AsyncIterator[World]:
+    settings = make_settings(login_max_failures_per_user=3, login_max_failures_per_address=6,
+                             login_failure_window=60, trusted_proxies="127.0.0.0/8")
+    clock = FakeClock()
+    access = make_access(settings, clock)
+    async with access_client(settings, access) as (client, app):
+        await access.users.create(ADMIN, PASSWORD[ADMIN], Role.ADMIN)
+        await access.users.create(ALICE, PASSWORD[ALICE])
+        await access.users.create(BOB, PASSWORD[BOB])
+        # test:///default is one shared driver per process: start from an unowned VM 'test'.
+        await set_owner(app.state.hypervisor, "test", None)
+        yield World(client, app, access, clock)
+
+
+# -- anonymous --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/me"), ("POST", "/api/logout"), ("GET", "/api/tokens"), ("POST", "/api/tokens"),
+        ("DELETE", "/api/tokens/1"), ("GET", "/api/users"), ("POST", "/api/users"),
+        ("PUT", "/api/users/alice/role"), ("PUT", "/api/vms/test/owner"), ("POST", "/api/vms/test/console-ticket"),
+        ("POST", "/api/vms/no-such-vm/console-ticket"), ("GET", "/api/console-sessions"),
+        ("DELETE", "/api/console-sessions/x"), ("GET", "/api/vm-actions"),
+    ],
+)
+async def test_anonymous_requests_are_unauthorized(world: World, method: str, path: str) -> None:
+    body = assert_error(await world.client.request(method, path, json={}), 401, "UNAUTHORIZED")
+    assert body["message"] == "Sign in (or send a valid API token), then retry."
+
+
+@pytest.mark.parametrize("header", ["Bearer limen_made-up-token-000000000000000", "Bearer ", "Basic YTpi", "Bearer x"])
+async def test_bad_bearer_is_unauthorized(world: World, header: str) -> None:
+    assert_error(await world.client.get("/api/me", headers={"Authorization": header}), 401, "UNAUTHORIZED")
+
+
+# -- sign-in ----------------------------------------------------------------------------------------------
+
+
+async def test_sign_in_sets_a_strict_http_only_cookie_and_returns_a_csrf_token(world: World) -> None:
+    response = await world.client.post("/api/login", json={"name": ALICE, "password": PASSWORD[ALICE]})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["name"] == ALICE and body["role"] == "user" and body["auth"] == "cookie" and body["csrf_token"]
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith("limen_session=")
+    attributes = {part.strip().lower() for part in cookie.split(";")}
+    assert {"httponly", "samesite=strict", "path=/"} <= attributes
+    assert "secure" not in attributes  # plain http
+    me = (await world.client.get("/api/me")).json()
+    assert me == {"name": ALICE, "role": "user", "auth": "cookie", "csrf_token": body["csrf_token"]}
+
+
+async def test_cookie_is_secure_over_https_from_a_trusted_proxy(world: World) -> None:
+    response = await world.client.post(
+        "/api/login", json={"name": ALICE, "password": PASSWORD[ALICE]},
+        headers={"X-Forwarded-Proto": "https", "Origin": "https://limen.test"},
+    )
+    assert response.status_code == 200, response.text
+    assert "secure" in response.headers["set-cookie"].lower()
+
+
+async def test_wrong_password_and_unknown_user_get_the_same_answer(world: World) -> None:
+    wrong = assert_error(await world.client.post("/api/login", json={"name": ALICE, "password": "nope-nope"}),
+                         401, "INVALID_CREDENTIALS")
+    unknown = assert_error(await world.client.post("/api/login", json={"name": "zed", "password": "nope-nope"}),
+                           401, "INVALID_CREDENTIALS")
+    for body in (wrong, unknown):
+        body.pop("request_id", None)
+        body["details"] = body["details"].split(" [request_id=")[0]
+    assert wrong == unknown
+    assert "set-cookie" not in (await world.client.post("/api/login", json={"name": "zed", "password": "x"})).headers
+
+
+async def test_sign_in_from_a_foreign_origin_is_refused(world: World) -> None:
+    response = await world.client.post("/api/login", json={"name": ALICE, "password": PASSWORD[ALICE]},
+                                       headers={"Origin": "https://evil.example"})
+    assert_error(response, 403, "ORIGIN_NOT_ALLOWED")
+
+
+async def test_sign_out_ends_the_session(world: World) -> None:
+    csrf = await sign_in(world.client, ALICE, PASSWORD[ALICE])
+    cookie = world.client.cookies.get("limen_session")
+    assert_error(await world.client.post("/api/logout"), 403, "CSRF_FAILED")
+    assert (await world.client.post("/api/logout", headers={"X-CSRF-Token": csrf})).status_code == 204
+    assert_error(await world.client.get("/api/me"), 401, "UNAUTHORIZED")
+    # The old cookie, replayed, is dead too.
+    async with world.other_client() as replay:
+        replay.cookies.set("limen_session", cookie or "", domain="limen.test")
+        body = assert_error(await replay.get("/api/me"), 401, "UNAUTHORIZED")
+        assert body["details"].startswith("the session has expired or was signed out")
+
+
+async def test_session_expires(world: World) -> None:
+    await sign_in(world.client, ALICE, PASSWORD[ALICE])
+    world.clock.advance(world.access.settings.session_ttl + 1)
+    assert_error(await world.client.get("/api/me"), 401, "UNAUTHORIZED")
+
+
+# -- rate limit -------------------------------------------------------------------------------------------
+
+
+async def test_failed_sign_ins_lock_the_user_even_with_the_right_password(world: World) -> None:
+    for _ in range(3):
+        await world.client.post("/api/login", json={"name": ALICE, "password": "wrong-password"})
+    locked = await world.client.post("/api/login", json={"name": ALICE, "password": PASSWORD[ALICE]})
+    body = assert_error(locked, 429, "TOO_MANY_ATTEMPTS")
+    assert 1 <= int(locked.headers["Retry-After"]) <= 60
+    assert ALICE not in body["details"]
+    # A made-up user is locked the same way: the answers do not tell who exists.
+    for _ in range(3):
+        await world.client.post("/api/login", json={"name": "zed", "password": "wrong-password"},
+                                headers={"X-Forwarded-For": "192.0.2.50"})
+    assert_error(await world.client.post("/api/login", json={"name": "zed", "password": "x"},
+                                         headers={"X-Forwarded-For": "192.0.2.51"}), 429, "TOO_MANY_ATTEMPTS")
+    await sign_in(world.client, BOB, PASSWORD[BOB], **{"X-Forwarded-For": "192.0.2.52"})
+    world.clock.advance(61)
+    await sign_in(world.client, ALICE, PASSWORD[ALICE])
+
+
+async def test_failed_sign_ins_lock_the_address(world: World) -> None:
+    elsewhere = {"X-Forwarded-For": "198.51.100.7"}  # believed: the peer is a trusted proxy
+    for index in range(6):
+        await world.client.post("/api/login", json={"name": f"guess{index}", "password": "wrong"}, headers=elsewhere)
+    assert_error(await world.client.post("/api/login", json={"name": BOB, "password": PASSWORD[BOB]},
+                                         headers=elsewhere), 429, "TOO_MANY_ATTEMPTS")
+    await sign_in(world.client, BOB, PASSWORD[BOB])  # from the proxy's own address
+
+
+# -- CSRF -------------------------------------------------------------------------------------------------
+
+
+async def test_cookie_writes_need_the_csrf_token(world: World) -> None:
+    csrf = await sign_in(world.client, ALICE, PASSWORD[ALICE])
+    assert (await world.client.get("/api/tokens")).status_code == 200  # reads need none
+    assert_error(await world.client.post("/api/tokens", json={"name": "t"}), 403, "CSRF_FAILED")
+    assert_error(await world.client.post("/api/tokens", json={"name": "t"}, headers={"X-CSRF-Token": "forged"}),
+                 403, "CSRF_FAILED")
+    assert_error(await world.client.post("/api/tokens", json={"name": "t"},
+                                         headers={"X-CSRF-Token": csrf, "Origin": "https://evil.example"}),
+                 403, "ORIGIN_NOT_ALLOWED")
+    made = await world.client.post("/api/tokens", json={"name": "t"},
+                                   headers={"X-CSRF-Token": csrf, "Origin": "http://limen.test"})
+    assert made.status_code == 201, made.text
+
+
+async def test_another_sessions_csrf_token_does_not_count(world: World) -> None:
+    await sign_in(world.client, ALICE, PASSWORD[ALICE])
+    async with world.other_client() as other:
+        other_csrf = await sign_in(other, ALICE, PASSWORD[ALICE])
+    assert_error(await world.client.post("/api/tokens", json={"name": "t"}, headers={"X-CSRF-Token": other_csrf}),
+                 403, "CSRF_FAILED")
+
+
+async def test_bearer_requests_need_no_csrf_token(world: World) -> None:
+    response = await world.client.post("/api/tokens", json={"name": "t"}, headers=await world.token(ALICE))
+    assert response.status_code == 201, response.text
+
+
+# -- API tokens -------------------------------------------------------------------------------------------
+
+
+async def test_tokens_are_listed_without_secrets_and_revoked_tokens_are_refused(world: World) -> None:
+    auth = await world.token(ALICE)
+    made = await world.client.post("/api/tokens", json={"name": NASTY}, headers=auth)
+    assert made.status_code == 201 and made.headers["cache-control"] == "no-store"
+    secret = made.json()["secret"]
+    assert secret.startswith("limen_") and made.json()["name"] == NASTY
+    listed = await world.client.get("/api/tokens", headers=auth)
+    assert secret not in listed.text and "secret" not in listed.text
+    entry = next(t for t in listed.json() if t["id"] == made.json()["id"])
+    assert entry["name"] == NASTY and secret.startswith(entry["prefix"]) and entry["owner"] == ALICE
+
+    new_auth = {"Authorization": f"Bearer {secret}"}
+    assert (await world.client.get("/api/me", headers=new_auth)).json()["auth"] == "token"
+    revoked = await world.client.delete(f"/api/tokens/{made.json()['id']}", headers=auth)
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"]
+    assert_error(await world.client.get("/api/me", headers=new_auth), 401, "UNAUTHORIZED")
+    assert (await world.client.get("/api/me", headers=auth)).status_code == 200
+
+
+async def test_users_cannot_see_or_revoke_each_others_tokens(world: World) -> None:
+    alice, bob = await world.token(ALICE), await world.token(BOB)
+    alice_ids = [t["id"] for t in (await world.client.get("/api/tokens", headers=alice)).json()]
+    assert all(t["owner"] == BOB for t in (await world.client.get("/api/tokens", headers=bob)).json())
+    assert_error(await world.client.get("/api/tokens?all=true", headers=bob), 403, "FORBIDDEN")
+    assert_error(await world.client.delete(f"/api/tokens/{alice_ids[0]}", headers=bob), 404, "TOKEN_NOT_FOUND")
+    assert_error(await world.client.post("/api/tokens", json={"name": "x", "user": ALICE}, headers=bob),
+                 403, "FORBIDDEN")
+    admin = await world.token(ADMIN)
+    owners = {t["owner"] for t in (await world.client.get("/api/tokens?all=true", headers=admin)).json()}
+    assert owners == {ADMIN, ALICE, BOB}
+    made = await world.client.post("/api/tokens", json={"name": "for alice", "user": ALICE}, headers=admin)
+    assert made.status_code == 201 and made.json()["owner"] == ALICE
+
+
+async def test_disabling_a_user_stops_their_session_and_tokens(world: World) -> None:
+    alice = await world.token(ALICE)
+    await sign_in(world.client, ALICE, PASSWORD[ALICE])
+    admin = await world.token(ADMIN)
+    disabled = await world.client.put(f"/api/users/{ALICE}/disabled", json={"disabled": True}, headers=admin)
+    assert disabled.status_code == 200 and disabled.json()["disabled"] is True
+    assert_error(await world.client.get("/api/me"), 401, "UNAUTHORIZED")
+    assert_error(await world.client.get("/api/me", headers=alice), 401, "UNAUTHORIZED")
+    assert_error(await world.client.post("/api/login", json={"name": ALICE, "password": PASSWORD[ALICE]}),
+                 401, "INVALID_CREDENTIALS")
+
+
+# -- users, roles, owners ---------------------------------------------------------------------------------
+
+
+async def test_only_admins_manage_users(world: World) -> None:
+    bob, admin = await world.token(BOB), await world.token(ADMIN)
+    assert_error(await world.client.get("/api/users", headers=bob), 403, "FORBIDDEN")
+    assert_error(await world.client.post("/api/users", json={"name": "x", "password": "long-enough"}, headers=bob),
+                 403, "FORBIDDEN")
+    assert_error(await world.client.put(f"/api/users/{BOB}/role", json={"role": "admin"}, headers=bob),
+                 403, "FORBIDDEN")
+    made = await world.client.post("/api/users", json={"name": NASTY, "password": "long-enough"}, headers=admin)
+    assert made.status_code == 201, made.text
+    assert made.json()["name"] == NASTY and made.json()["role"] == "user"
+    assert NASTY in [u["name"] for u in (await world.client.get("/api/users", headers=admin)).json()]
+    assert_error(await world.client.post("/api/users", json={"name": NASTY, "password": "long-enough"},
+                                         headers=admin), 409, "USER_ALREADY_EXISTS")
+    promoted = await world.client.put(f"/api/users/{httpx.URL(path=NASTY).raw_path.decode()}/role",
+                                      json={"role": "admin"}, headers=admin)
+    assert promoted.status_code == 200 and promoted.json() == {**made.json(), "role": "admin"}
+    await sign_in(world.client, NASTY, "long-enough")
+    assert (await world.client.get("/api/me")).json()["name"] == NASTY
+    assert_error(await world.client.put("/api/users/nobody/role", json={"role": "user"}, headers=admin),
+                 404, "USER_NOT_FOUND")
+
+
+async def test_the_last_admin_cannot_be_demoted_or_disabled(world: World) -> None:
+    admin = await world.token(ADMIN)
+    assert_error(await world.client.put(f"/api/users/{ADMIN}/role", json={"role": "user"}, headers=admin),
+                 403, "FORBIDDEN")
+    assert_error(await world.client.put(f"/api/users/{ADMIN}/disabled", json={"disabled": True}, headers=admin),
+                 403, "FORBIDDEN")
+
+
+async def test_admin_assigns_owners_and_the_action_is_audited(world: World) -> None:
+    admin, alice, bob = await world.token(ADMIN), await world.token(ALICE), await world.token(BOB)
+    assert_error(await world.client.put("/api/vms/test/owner", json={"owner": ALICE}, headers=alice),
+                 403, "FORBIDDEN")
+    assert_error(await world.client.put("/api/vms/test/owner", json={"owner": "nobody"}, headers=admin),
+                 404, "USER_NOT_FOUND")
+    owned = await world.client.put("/api/vms/test/owner", json={"owner": ALICE}, headers=admin)
+    assert owned.status_code == 200, owned.text
+    assert owned.json()["name"] == "test"
+    actions = (await world.client.get("/api/vm-actions", headers=admin)).json()
+    assert [(a["user"], a["action"], a["vm_name"], a["result_code"]) for a in actions[:2]] == [
+        (ADMIN, "set_owner", "test", "OK"), (ADMIN, "set_owner", "test", "USER_NOT_FOUND")
+    ]
+    assert (await world.client.get("/api/vm-actions", headers=bob)).json() == []
+
+
+# -- console tickets --------------------------------------------------------------------------------------
+
+
+async def give_test_vm_to(world: World, owner: str) -> str:
+    response = await world.client.put("/api/vms/test/owner", json={"owner": owner}, headers=await world.token(ADMIN))
+    assert response.status_code == 200, response.text
+    uuid: str = response.json()["uuid"]
+    return uuid
+
+
+async def test_console_tickets_only_for_vms_the_user_may_access(world: World) -> None:
+    vm_uuid = await give_test_vm_to(world, ALICE)
+    alice, bob, admin = await world.token(ALICE), await world.token(BOB), await world.token(ADMIN)
+    issued = await world.client.post("/api/vms/test/console-ticket", headers=alice)
+    assert issued.status_code == 200, issued.text
+    assert issued.headers["cache-control"] == "no-store"
+    body = issued.json()
+    assert body["expires_in"] == 30 and body["vm_uuid"] == vm_uuid and len(body["ticket"]) >= 40
+    assert await world.access.tickets.redeem(body["ticket"], vm_uuid) == ALICE
+    assert_error(await world.client.post("/api/vms/test/console-ticket", headers=bob), 403, "FORBIDDEN")
+    assert (await world.client.post(f"/api/vms/{vm_uuid}/console-ticket", headers=admin)).status_code == 200
+    assert_error(await world.client.post("/api/vms/no-such-vm/console-ticket", headers=bob), 404, "VM_NOT_FOUND")
+
+
+async def test_unowned_vms_are_for_admins_only(world: World) -> None:
+    assert_error(await world.client.post("/api/vms/test/console-ticket", headers=await world.token(ALICE)),
+                 403, "FORBIDDEN")
+
+
+async def test_ticket_request_from_a_browser_needs_csrf(world: World) -> None:
+    await give_test_vm_to(world, ALICE)
+    csrf = await sign_in(world.client, ALICE, PASSWORD[ALICE])
+    assert_error(await world.client.post("/api/vms/test/console-ticket"), 403, "CSRF_FAILED")
+    response = await world.client.post("/api/vms/test/console-ticket", headers={"X-CSRF-Token": csrf})
+    assert response.status_code == 200
+
+
+# -- console-session audit --------------------------------------------------------------------------------
+
+
+class FakeRegistry:
+    def __init__(self) -> None:
+        self.terminated: list[str] = []
+
+    def terminate(self, session_id: str) -> bool:
+        self.terminated.append(session_id)
+        return True
+
+
+async def test_console_sessions_are_listed_per_role_and_admins_end_them(world: World) -> None:
+    audit = world.access.audit
+    await audit.console_started("s-alice", user=ALICE, vm_uuid="u1", vm_name="test", client_address="192.0.2.1")
+    await audit.console_started("s-bob", user=BOB, vm_uuid="u2", vm_name="other", client_address="192.0.2.2")
+    await audit.console_ended("s-bob", bytes_to_client=1000, bytes_from_client=20, end_code="OK")
+    alice, admin = await world.token(ALICE), await world.token(ADMIN)
+    assert [s["id"] for s in (await world.client.get("/api/console-sessions", headers=alice)).json()] == ["s-alice"]
+    everyone = (await world.client.get("/api/console-sessions", headers=admin)).json()
+    assert {s["id"] for s in everyone} == {"s-alice", "s-bob"}
+    bob_row = next(s for s in everyone if s["id"] == "s-bob")
+    assert (bob_row["bytes_to_client"], bob_row["bytes_from_client"], bob_row["end_code"], bob_row["live"]) == (
+        1000, 20, "OK", False)
+    live = (await world.client.get("/api/console-sessions?live=true", headers=admin)).json()
+    assert [s["id"] for s in live] == ["s-alice"]
+
+    registry = FakeRegistry()
+    world.app.state.console_sessions = registry
+    assert_error(await world.client.delete("/api/console-sessions/s-alice", headers=alice), 403, "FORBIDDEN")
+    ended = await world.client.delete("/api/console-sessions/s-alice", headers=admin)
+    assert ended.status_code == 202, ended.text
+    assert ended.json()["ending"] is True and ended.json()["session"]["terminated_by"] == ADMIN
+    assert registry.terminated == ["s-alice"]
+    assert_error(await world.client.delete("/api/console-sessions/s-bob", headers=admin),
+                 404, "CONSOLE_SESSION_NOT_FOUND")
+    assert_error(await world.client.delete("/api/console-sessions/nope", headers=admin),
+                 404, "CONSOLE_SESSION_NOT_FOUND")
+
+
+# -- secrets never logged ---------------------------------------------------------------------------------
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self.setFormatter(JsonFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+async def test_secrets_never_reach_the_log(world: World) -> None:
+    handler = Collect()
+    loggers = [logging.getLogger(), logging.getLogger("limen")]
+    saved = [(logger, logger.level) for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    secrets: list[str] = [PASSWORD[ALICE], PASSWORD[ADMIN]]
+    try:
+        await give_test_vm_to(world, ALICE)
+        csrf = await sign_in(world.client, ALICE, PASSWORD[ALICE])
+        secrets += [csrf, world.client.cookies.get("limen_session") or "missing"]
+        # A password typed into the name field must not be logged either.
+        await world.client.post("/api/login", json={"name": PASSWORD[ALICE], "password": PASSWORD[ALICE]})
+        made = await world.client.post("/api/tokens", json={"name": "t"}, headers={"X-CSRF-Token": csrf})
+        secrets.append(made.json()["secret"])
+        ticket = (await world.client.post("/api/vms/test/console-ticket", headers={"X-CSRF-Token": csrf})).json()
+        secrets.append(ticket["ticket"])
+        await world.client.get("/api/me", headers={"Authorization": f"Bearer {made.json()['secret']}x"})
+        await world.client.post("/api/users", json={"name": "u", "password": "p"},
+                                headers={"Authorization": f"Bearer {made.json()['secret']}"})
+        await world.client.post("/api/logout", headers={"X-CSRF-Token": csrf})
+    finally:
+        for logger, level in saved:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+    text = "\n".join(handler.lines)
+    assert "signed in" in text and "console ticket issued" in text  # the log was captured
+    for secret in secrets:
+        assert secret not in text

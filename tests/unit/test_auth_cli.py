@@ -1,0 +1,103 @@
+"""``limen user …`` and ``limen token …`` against a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from limen.auth.access import Access
+from limen.cli import CliState
+from limen.cli_users import token_app, user_app
+from limen.settings import load_settings
+
+NASTY = "O'Brien \"q\" <script>alert(1)</script>; DROP TABLE users;-- Ωμ🐧"
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def options(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+        ctx.obj = CliState(None, {"data_dir": tmp_path / "data", "libvirt_uri": "test:///default"}, as_json)
+
+    app.add_typer(user_app, name="user")
+    app.add_typer(token_app, name="token")
+    return app
+
+
+def run(cli: typer.Typer, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args), input=stdin)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def authenticate(tmp_path: Path, name: str, password: str) -> bool:
+    async def check() -> bool:
+        access = Access(load_settings(None, data_dir=tmp_path / "data"))
+        await access.start()
+        try:
+            return await access.users.authenticate(name, password) is not None
+        finally:
+            await access.close()
+
+    return asyncio.run(check())
+
+
+def test_create_list_and_duplicate(cli: typer.Typer, tmp_path: Path) -> None:
+    assert run(cli, "user", "create", NASTY, "--password-stdin", stdin="pw-from-stdin\n")[0] == 0
+    code, out, _ = run(cli, "user", "create", "root", "--admin", stdin="prompted-pw\nprompted-pw\n")
+    assert code == 0 and "created admin 'root'" in out
+    assert "prompted-pw" not in out
+    code, _, err = run(cli, "user", "create", "root", "--password-stdin", stdin="another-pw\n")
+    assert code == 1 and "USER_ALREADY_EXISTS" in err
+    code, out, _ = run(cli, "--json", "user", "list")
+    assert code == 0
+    assert [(u["name"], u["role"]) for u in json.loads(out)] == sorted([(NASTY, "user"), ("root", "admin")])
+    assert authenticate(tmp_path, NASTY, "pw-from-stdin")
+    assert authenticate(tmp_path, "root", "prompted-pw")
+
+
+def test_short_password_is_refused(cli: typer.Typer) -> None:
+    code, _, err = run(cli, "user", "create", "alice", "--password-stdin", stdin="short\n")
+    assert code == 1 and "at least 8" in err and "short" not in err.replace("at least", "")
+
+
+def test_ensure_admin_prints_a_password_once(cli: typer.Typer, tmp_path: Path) -> None:
+    code, out, _ = run(cli, "--json", "user", "ensure-admin")
+    assert code == 0
+    first = json.loads(out)
+    assert first["name"] == "admin" and len(first["password"]) >= 20
+    assert authenticate(tmp_path, "admin", first["password"])
+    code, out, err = run(cli, "user", "ensure-admin")
+    assert code == 0 and out == "" and "nothing to do" in err
+    code, _, _ = run(cli, "user", "passwd", "admin", "--password-stdin", stdin="a-new-password\n")
+    assert code == 0 and authenticate(tmp_path, "admin", "a-new-password")
+
+
+def test_ensure_admin_creates_one_only_when_none_is_enabled(cli: typer.Typer) -> None:
+    run(cli, "user", "create", "alice", "--password-stdin", stdin="alice-password\n")
+    code, out, _ = run(cli, "user", "ensure-admin")
+    assert code == 0 and "created administrator 'admin' with password: " in out
+    assert run(cli, "user", "set-role", "alice", "admin")[0] == 0
+    assert run(cli, "user", "set-role", "nobody", "admin")[0] == 1
+
+
+def test_tokens(cli: typer.Typer, tmp_path: Path) -> None:
+    run(cli, "user", "create", "alice", "--password-stdin", stdin="alice-password\n")
+    code, out, err = run(cli, "token", "create", NASTY, "--user", "alice")
+    assert code == 0
+    secret = out.strip()
+    assert secret.startswith("limen_") and "shown once" in err
+    code, out, _ = run(cli, "--json", "token", "list")
+    [listed] = json.loads(out)
+    assert listed["name"] == NASTY and listed["owner"] == "alice" and secret not in out
+    assert listed["revoked_at"] is None
+    assert run(cli, "token", "revoke", str(listed["id"]))[0] == 0
+    assert json.loads(run(cli, "--json", "token", "list", "--user", "alice")[1])[0]["revoked_at"]
+    assert run(cli, "token", "revoke", "999")[0] == 1
+    assert run(cli, "token", "create", "x", "--user", "nobody")[0] == 1

@@ -1,0 +1,142 @@
+"""What the console WebSocket checks before proxying: Origin, credentials, ticket, ownership.
+
+Driven with a WebSocket scope and no socket: :func:`admit_console` needs only the connection's headers,
+query and peer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from urllib.parse import urlencode
+
+import pytest
+from starlette.requests import HTTPConnection
+
+from limen.auth.access import Access
+from limen.auth.console_gate import admit_console
+from limen.auth.principal import AuthMethod
+from limen.db import Role
+from limen.errors import ErrorCode, LimenError
+from limen.hypervisor import Hypervisor
+from limen.hypervisor.models import Vm
+from limen.hypervisor.ownership import set_owner
+from limen.settings import Settings
+from tests.support.access import FakeClock, make_access
+
+
+class Gate:
+    def __init__(self, access: Access, hypervisor: Hypervisor, clock: FakeClock) -> None:
+        self.access = access
+        self.hypervisor = hypervisor
+        self.clock = clock
+
+    def connection(
+        self, *, ticket: str | None = None, cookie: str | None = None, bearer: str | None = None,
+        origin: str | None = "http://limen.test",
+    ) -> HTTPConnection:
+        headers = [(b"host", b"limen.test")]
+        if origin is not None:
+            headers.append((b"origin", origin.encode()))
+        if cookie is not None:
+            headers.append((b"cookie", f"limen_session={cookie}".encode()))
+        if bearer is not None:
+            headers.append((b"authorization", f"Bearer {bearer}".encode()))
+        query = urlencode({"ticket": ticket}) if ticket is not None else ""
+        return HTTPConnection({
+            "type": "websocket", "scheme": "ws", "path": "/api/vms/test/console", "query_string": query.encode(),
+            "headers": headers, "client": ("127.0.0.1", 50000), "server": ("limen.test", 80),
+        })
+
+    async def admit(self, vm_id: str = "test", **credentials: str | None) -> tuple[str, AuthMethod, Vm]:
+        principal, vm = await admit_console(self.access, self.connection(**credentials),
+                                            lambda: self.hypervisor.get_vm(vm_id))
+        return principal.name, principal.method, vm
+
+    async def refused(self, vm_id: str = "test", **credentials: str | None) -> ErrorCode:
+        with pytest.raises(LimenError) as caught:
+            await self.admit(vm_id, **credentials)
+        for key in ("ticket", "cookie", "bearer"):
+            secret = credentials.get(key)
+            if secret:
+                assert secret not in str(caught.value)
+        return caught.value.code
+
+
+@pytest.fixture
+async def gate(make_settings: Callable[..., Settings], test_hypervisor: Hypervisor) -> AsyncIterator[Gate]:
+    clock = FakeClock()
+    access = make_access(make_settings(), clock)
+    await access.start()
+    await access.users.create("alice", "alice-password")
+    await access.users.create("bob", "bob-password")
+    await access.users.create("root", "root-password", Role.ADMIN)
+    await set_owner(test_hypervisor, "test", "alice")
+    yield Gate(access, test_hypervisor, clock)
+    await set_owner(test_hypervisor, "test", None)
+    await access.close()
+
+
+async def test_a_ticket_admits_once(gate: Gate) -> None:
+    vm = await gate.hypervisor.get_vm("test")
+    ticket = await gate.access.tickets.issue("alice", vm.uuid)
+    assert await gate.admit(ticket=ticket) == ("alice", AuthMethod.TICKET, vm)
+    assert await gate.refused(ticket=ticket) is ErrorCode.TICKET_USED
+
+
+async def test_an_expired_ticket(gate: Gate) -> None:
+    vm = await gate.hypervisor.get_vm("test")
+    ticket = await gate.access.tickets.issue("alice", vm.uuid)
+    gate.clock.advance(31)
+    assert await gate.refused(ticket=ticket) is ErrorCode.TICKET_EXPIRED
+
+
+async def test_a_ticket_for_another_vm(gate: Gate) -> None:
+    ticket = await gate.access.tickets.issue("alice", "00000000-0000-0000-0000-000000000001")
+    assert await gate.refused(ticket=ticket) is ErrorCode.FORBIDDEN
+
+
+async def test_a_ticket_of_a_user_who_lost_the_vm(gate: Gate) -> None:
+    vm = await gate.hypervisor.get_vm("test")
+    ticket = await gate.access.tickets.issue("alice", vm.uuid)
+    await set_owner(gate.hypervisor, "test", "bob")
+    assert await gate.refused(ticket=ticket) is ErrorCode.FORBIDDEN
+
+
+async def test_a_made_up_ticket_tells_nothing_about_vm_names(gate: Gate) -> None:
+    assert await gate.refused(ticket="x" * 43) is ErrorCode.FORBIDDEN
+    assert await gate.refused("no-such-vm", ticket="x" * 43) is ErrorCode.FORBIDDEN
+
+
+async def test_a_genuine_ticket_for_a_vanished_vm_says_so(gate: Gate) -> None:
+    ticket = await gate.access.tickets.issue("alice", "00000000-0000-0000-0000-000000000001")
+    assert await gate.refused("no-such-vm", ticket=ticket) is ErrorCode.VM_NOT_FOUND
+
+
+async def test_no_credentials(gate: Gate) -> None:
+    assert await gate.refused() is ErrorCode.UNAUTHORIZED
+    assert await gate.refused(cookie="made-up-cookie-value") is ErrorCode.UNAUTHORIZED
+    assert await gate.refused(bearer="limen_made-up-token-0000000000000000") is ErrorCode.UNAUTHORIZED
+
+
+async def test_foreign_origin_is_refused_before_anything_else(gate: Gate) -> None:
+    vm = await gate.hypervisor.get_vm("test")
+    ticket = await gate.access.tickets.issue("alice", vm.uuid)
+    assert await gate.refused(ticket=ticket, origin="https://evil.example") is ErrorCode.ORIGIN_NOT_ALLOWED
+    assert await gate.admit(ticket=ticket) == ("alice", AuthMethod.TICKET, vm)  # not spent by the refusal
+
+
+async def test_session_cookie_and_token_follow_ownership(gate: Gate) -> None:
+    alice = await gate.access.sessions.create("alice")
+    bob = await gate.access.sessions.create("bob")
+    root = await gate.access.tokens.create("root", "script")
+    assert (await gate.admit(cookie=alice.cookie))[:2] == ("alice", AuthMethod.COOKIE)
+    assert await gate.refused(cookie=bob.cookie) is ErrorCode.FORBIDDEN
+    assert (await gate.admit(bearer=root.secret))[:2] == ("root", AuthMethod.TOKEN)
+    assert (await gate.admit(origin=None, cookie=alice.cookie))[0] == "alice"  # no Origin: not a browser
+
+
+async def test_a_ticket_beats_a_cookie(gate: Gate) -> None:
+    vm = await gate.hypervisor.get_vm("test")
+    bob = await gate.access.sessions.create("bob")
+    ticket = await gate.access.tickets.issue("alice", vm.uuid)
+    assert (await gate.admit(ticket=ticket, cookie=bob.cookie))[0] == "alice"
