@@ -9,6 +9,7 @@ APT_PACKAGES=(
   libvirt-dev pkg-config
   grub-pc-bin grub-common xorriso mtools grub-rescue-pc
   chromium
+  redis-server
 )
 
 log() { printf '[setup] %s\n' "$*"; }
