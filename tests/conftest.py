@@ -18,6 +18,8 @@ from limen.settings import Settings, load_settings
 from tests.support.libvirt_cleanup import remove_domain
 from tests.support.server import LimenProcess
 
+pytest_plugins = ["tests.support.console_fixtures"]
+
 QEMU_URI = "qemu:///system"
 TEST_DRIVER_URI = "test:///default"
 ISO_DIR = Path(os.environ.get("LIMEN_ISO_DIR", "/var/lib/limen/isos"))

@@ -11,6 +11,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from limen.console.ws_protocol import uvicorn_ws_options
 from limen.settings import Settings
 
 log = logging.getLogger("limen.server")
@@ -46,12 +47,7 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicor
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
-        # The websockets implementation applies backpressure (send waits for the socket to drain),
-        # which the console's write deadline depends on.
-        "ws": "websockets",
-        "ws_ping_interval": None,  # the console sends its own pings
-        "ws_ping_timeout": None,
-        "ws_max_size": 1 << 20,
+        **uvicorn_ws_options(settings),
         "log_config": None,
         "access_log": False,
         "timeout_graceful_shutdown": 5,

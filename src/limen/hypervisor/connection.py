@@ -10,6 +10,7 @@ but not tiny, and why no caller ever waits on it without a bound.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -85,13 +86,19 @@ class LibvirtConnection:
         self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="libvirt")
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
-        self._on_open: list[Callable[[libvirt.virConnect], None]] = []
+        self._on_open: list[Callable[[libvirt.virConnect], Callable[[], None] | None]] = []
+        # Undo what the on_open callbacks did to the current connection (e.g. event callbacks), so that
+        # closing it really releases its socket.
+        self._cleanups: list[Callable[[], None]] = []
         # Told of every call: (operation, seconds, error code name or None). Used for metrics.
         self.observers: list[Callable[[str, float, str | None], None]] = []
         self._closed = False
 
-    def on_open(self, callback: Callable[[libvirt.virConnect], None]) -> None:
-        """Runs ``callback`` (in a worker thread) on every newly opened connection, e.g. to register events."""
+    def on_open(self, callback: Callable[[libvirt.virConnect], Callable[[], None] | None]) -> None:
+        """Runs ``callback`` (in a worker thread) on every newly opened connection, e.g. to register events.
+
+        It may return a function that undoes its work; that runs before the connection is closed.
+        """
         self._on_open.append(callback)
 
     def _connection(self) -> libvirt.virConnect:
@@ -113,8 +120,7 @@ class LibvirtConnection:
                 conn.setKeepAlive(5, 3)
             except libvirt.libvirtError:
                 pass
-            for callback in self._on_open:
-                callback(conn)
+            self._cleanups = [cleanup for callback in self._on_open if (cleanup := callback(conn)) is not None]
             self._conn = conn
             log.info("libvirt connection opened", extra={"event": "libvirt_open", "uri": self.uri})
             return conn
@@ -122,10 +128,15 @@ class LibvirtConnection:
     def _drop_locked(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
-                conn.close()
-            except libvirt.libvirtError:
-                pass
+            self._release(conn)
+
+    def _release(self, conn: libvirt.virConnect) -> None:
+        cleanups, self._cleanups = self._cleanups, []
+        for cleanup in cleanups:
+            with contextlib.suppress(libvirt.libvirtError):
+                cleanup()
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
 
     def drop(self) -> None:
         """Forgets the current connection so the next call opens a new one. Never blocks for long."""
@@ -183,9 +194,7 @@ class LibvirtConnection:
         conn, self._conn = self._conn, None
         if conn is not None:
             loop = asyncio.get_running_loop()
-            try:
-                await asyncio.wait_for(loop.run_in_executor(self._executor, conn.close), 2)
-            except (TimeoutError, libvirt.libvirtError):
-                pass
+            with contextlib.suppress(TimeoutError, libvirt.libvirtError):
+                await asyncio.wait_for(loop.run_in_executor(self._executor, self._release, conn), 2)
         self._executor.shutdown(wait=False, cancel_futures=True)
 

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -144,8 +145,11 @@ class LifecycleHub:
         for watch in targets:
             watch.deliver(kind)
 
-    def register_on(self, conn: libvirt.virConnect) -> None:
-        """Subscribes to every domain's lifecycle events on ``conn``. Needs a registered event loop."""
+    def register_on(self, conn: libvirt.virConnect) -> Callable[[], None] | None:
+        """Subscribes to every domain's lifecycle events on ``conn``; returns how to unsubscribe.
+
+        Needs the event thread. A connection with a callback still registered is never really closed.
+        """
 
         def on_lifecycle(_conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
             kind = lifecycle_kind(event, detail)
@@ -154,6 +158,8 @@ class LifecycleHub:
             self.publish(uuid, kind)
 
         try:
-            conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_lifecycle, None)
+            callback_id = conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_lifecycle, None)
         except libvirt.libvirtError as exc:
             log.warning("lifecycle events unavailable: %s", exc, extra={"event": "libvirt_events_unavailable"})
+            return None
+        return lambda: conn.domainEventDeregisterAny(callback_id)

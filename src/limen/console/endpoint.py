@@ -1,0 +1,78 @@
+"""The console WebSocket routes: accept, hand the socket to a :class:`ConsoleSession`, nothing more.
+
+``GET /api/vms/{vm_id}/console`` (``vm_id``: UUID or name) and ``/vnc/{vm_id}``, the path of the
+original system, are the same endpoint. The subprotocol ``binary`` is echoed when offered, never
+required (noVNC offers none). ``?notices=1`` asks for text notices during the proxy stage.
+
+The app provides ``app.state.settings``, ``app.state.hypervisor`` and ``app.state.console_sessions``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+
+from limen.console.session import ConsoleSession, HypervisorLike
+from limen.console.sessions import ConsoleSessions
+from limen.settings import Settings
+
+router = APIRouter()
+
+BINARY_SUBPROTOCOL = "binary"
+
+
+class StarletteChannel:
+    """Adapts Starlette's WebSocket to :class:`limen.console.session.ClientChannel`."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self._ws = websocket
+        self._gone = False
+
+    async def send_text(self, text: str) -> None:
+        await self._ws.send({"type": "websocket.send", "text": text})
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self._ws.send({"type": "websocket.send", "bytes": data})
+
+    async def receive(self) -> bytes | str | None:
+        if self._gone:
+            return None
+        message = await self._ws.receive()
+        if message["type"] == "websocket.disconnect":
+            self._gone = True
+            return None
+        data: bytes | None = message.get("bytes")
+        if data is not None:
+            return data
+        text: str | None = message.get("text")
+        return text or ""
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._ws.close(code, reason)
+
+
+def sessions_of(state: Any) -> ConsoleSessions:
+    """The app's session registry (``create_app`` makes it)."""
+    sessions = state.console_sessions
+    assert isinstance(sessions, ConsoleSessions)
+    return sessions
+
+
+@router.websocket("/api/vms/{vm_id}/console")
+@router.websocket("/vnc/{vm_id}")
+async def console(websocket: WebSocket, vm_id: str) -> None:
+    offered = websocket.scope.get("subprotocols") or []
+    await websocket.accept(subprotocol=BINARY_SUBPROTOCOL if BINARY_SUBPROTOCOL in offered else None)
+    state = websocket.app.state
+    settings: Settings = state.settings
+    hypervisor: HypervisorLike = state.hypervisor
+    session = ConsoleSession(
+        ident=vm_id,
+        client=StarletteChannel(websocket),
+        hypervisor=hypervisor,
+        settings=settings,
+        notices=websocket.query_params.get("notices") == "1",
+    )
+    with sessions_of(state).track(session):
+        await session.run()

@@ -1,0 +1,77 @@
+"""The RFB banner check, fed bytes by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from limen.console.rfb import BANNER_LENGTH, BannerReader, BannerStatus, is_banner, protocol_version
+
+
+@pytest.mark.parametrize("banner", [b"RFB 003.003\n", b"RFB 003.007\n", b"RFB 003.008\n", b"RFB 003.889\n"])
+def test_valid_banners(banner: bytes) -> None:
+    reader = BannerReader()
+    verdict = reader.feed(banner)
+    assert verdict.status is BannerStatus.VALID and verdict.data == banner
+    assert reader.wanted() == 0
+    assert is_banner(banner)
+
+
+def test_a_banner_in_pieces() -> None:
+    reader = BannerReader()
+    banner = b"RFB 003.008\n"
+    for index, value in enumerate(banner):
+        assert reader.wanted() == BANNER_LENGTH - index
+        verdict = reader.feed(bytes([value]))
+    assert verdict.status is BannerStatus.VALID and verdict.data == banner
+
+
+@pytest.mark.parametrize(
+    ("data", "seen"),
+    [
+        (b"HTTP/1.1 400 Bad Request\r\n", 1),
+        (b"SSH-2.0-Open", 1),
+        (b"RFB 03.008\n\n", 6),
+        (b"RFB 003,008\n", 8),
+        (b"RFB 003.008\r", 12),
+        (b"rfb 003.008\n", 1),
+        (b"\x00\x00\x00\x00", 1),
+    ],
+)
+def test_garbage_is_refused_on_its_first_wrong_byte(data: bytes, seen: int) -> None:
+    reader = BannerReader()
+    verdict = reader.feed(data[: reader.wanted()])
+    assert verdict.status is BannerStatus.INVALID
+    assert "expected an RFB banner" in verdict.reason
+    assert len(verdict.data) >= seen
+    assert reader.wanted() == 0
+
+
+def test_early_close() -> None:
+    reader = BannerReader()
+    assert reader.eof().reason == "the server closed the connection before sending anything"
+    partial = BannerReader()
+    partial.feed(b"RFB 00")
+    verdict = partial.eof()
+    assert verdict.status is BannerStatus.INVALID and "after b'RFB 00'" in verdict.reason
+
+
+def test_reader_never_takes_more_than_the_banner() -> None:
+    reader = BannerReader()
+    with pytest.raises(ValueError, match="wanted at most 12"):
+        reader.feed(b"RFB 003.008\nextra")
+    reader.feed(b"RFB 003.008\n")
+    with pytest.raises(RuntimeError):
+        reader.feed(b"x")
+
+
+def test_reason_shows_untrusted_bytes_safely() -> None:
+    reader = BannerReader()
+    verdict = reader.feed(b'\n"\\\xff\x00' + b"z" * 7)
+    assert verdict.status is BannerStatus.INVALID
+    assert verdict.reason.isprintable()
+
+
+def test_protocol_version() -> None:
+    assert protocol_version(b"RFB 003.008\n") == (3, 8)
+    with pytest.raises(ValueError, match="not an RFB banner"):
+        protocol_version(b"RFB 3.8\n")
