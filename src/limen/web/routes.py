@@ -1,0 +1,114 @@
+"""Pages, the screenshot endpoint, the error-code table for scripts, and the static files.
+
+Pages are static HTML; their scripts read the VM id from the address and talk to the REST API and
+the console WebSocket. noVNC comes from ``web/node_modules/@novnc/novnc`` (``npm ci`` in ``web/``,
+run by ``make install``), served from limen itself so the UI works offline.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from limen.errors import ErrorCode, LimenError
+from limen.settings import Settings
+from limen.web.screenshots import ScreenshotCache
+
+log = logging.getLogger("limen.web")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+# src/limen/web/routes.py -> the repository root, where `make install` runs `npm ci` in web/.
+REPO_NOVNC_DIR = Path(__file__).resolve().parents[3] / "web" / "node_modules" / "@novnc" / "novnc"
+NOVNC_URL = "/static/novnc"
+SCREENSHOT_TTL = 3.0
+_NO_CACHE = {"Cache-Control": "no-cache"}
+
+router = APIRouter()
+
+
+def _page(name: str) -> FileResponse:
+    return FileResponse(STATIC_DIR / name, media_type="text/html", headers=_NO_CACHE)
+
+
+@router.get("/", include_in_schema=False)
+async def vm_list_page() -> FileResponse:
+    return _page("index.html")
+
+
+@router.get("/vms/new", include_in_schema=False)
+async def create_vm_page() -> FileResponse:
+    return _page("new.html")
+
+
+@router.get("/vms/{vm_id}", include_in_schema=False)
+async def vm_console_page(vm_id: str) -> FileResponse:
+    return _page("console.html")
+
+
+@router.get("/console/{vm_id}", include_in_schema=False)
+async def console_page(vm_id: str) -> FileResponse:
+    return _page("console.html")
+
+
+@router.get(
+    "/api/vms/{vm_id}/screenshot",
+    tags=["vms"],
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "The VM's screen as PNG"}},
+)
+async def vm_screenshot(
+    vm_id: str,
+    request: Request,
+    max_width: int | None = Query(None, ge=16, le=8192, description="Shrink wider screens to at most this"),
+) -> Response:
+    """The VM's screen as PNG, at most a few seconds old. 409 VM_NOT_RUNNING when the VM is not running."""
+    cache: ScreenshotCache = request.app.state.screenshots
+    png = await cache.get(vm_id, max_width)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/api/error-codes", tags=["errors"])
+async def error_codes() -> dict[str, dict[str, Any]]:
+    """Every stable error code with its title, user message, HTTP status and WebSocket close code."""
+    return {
+        code.name: {
+            "title": code.title,
+            "message": code.user_message,
+            "http_status": code.http_status,
+            "close_code": code.close_code,
+        }
+        for code in ErrorCode
+    }
+
+
+def novnc_dir(settings: Settings) -> Path:
+    """Where noVNC's ``core/`` and ``vendor/`` are: the ``novnc_dir`` setting, else the repository's."""
+    configured = getattr(settings, "novnc_dir", None)
+    return Path(configured) if configured else REPO_NOVNC_DIR
+
+
+def install_web(app: FastAPI, settings: Settings) -> None:
+    """Adds the UI to ``app``: pages, screenshots, error codes, noVNC and the UI's own static files."""
+    hypervisor = app.state.hypervisor
+    app.state.screenshots = ScreenshotCache(hypervisor.screenshot, ttl=SCREENSHOT_TTL)
+    app.include_router(router)
+    novnc = novnc_dir(settings)
+    if (novnc / "core" / "rfb.js").is_file():
+        app.mount(NOVNC_URL, StaticFiles(directory=novnc), name="novnc")
+    else:
+        log.warning(
+            "noVNC not found; the console page cannot show screens until `make install` runs npm ci",
+            extra={"event": "novnc_missing", "path": str(novnc)},
+        )
+        missing = LimenError(ErrorCode.INTERNAL_ERROR, f"noVNC is not installed at {novnc}; run `make install`")
+
+        async def novnc_missing(path: str) -> JSONResponse:
+            return JSONResponse(missing.to_dict(), status_code=503)
+
+        app.add_api_route(NOVNC_URL + "/{path:path}", novnc_missing, include_in_schema=False)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -1,0 +1,553 @@
+// The console page: the stage list while the console opens, noVNC once it is open, and a clear panel
+// for every way it can fail or end. Query parameters: ?watchdog=SECONDS (default 10).
+
+import { api, ApiError, loadErrorCodes } from "./api.js";
+import { errorBox, formatMs, h, spinner, stateBadge } from "./dom.js";
+import { ConsoleConnection, consoleUrl, DEFAULT_WATCHDOG_MS, Phase } from "./console-client.js";
+
+const NOVNC = "/static/novnc";
+const VM_REFRESH_MS = 5000;
+const NOVNC_LOAD_MS = 20000;
+// Session ends worth reconnecting to by themselves; others (VM stopped, user, idle) wait for the user.
+const TRANSIENT_CODES = new Set([
+  "SERVER_SHUTDOWN", "SLOW_CLIENT", "HYPERVISOR_UNAVAILABLE", "CONNECTION_LOST", "CONNECTION_FAILED",
+  "WATCHDOG_TIMEOUT",
+]);
+const TRANSIENT_CLOSE_CODES = new Set([1001, 1006, 1011, 1012, 1013]);
+const BACKOFF_SECONDS = [1, 2, 4, 8, 15, 30];
+const STAGE_NAMES = {
+  check_vm: "checking the VM",
+  start_vm: "starting the VM",
+  get_port: "getting the VNC port",
+  connect: "connecting to the VNC server",
+  read_banner: "reading the VNC server's banner",
+  proxy: "starting the screen",
+};
+const KEY_RETURN = 0xff0d;
+const KEY_TAB = 0xff09;
+
+const vmId = decodeURIComponent(window.location.pathname.replace(/\/+$/, "").split("/").pop() || "");
+const params = new URLSearchParams(window.location.search);
+const watchdogMs = parseWatchdog(params.get("watchdog"));
+
+const ui = {
+  body: document.body,
+  name: document.getElementById("vm-name"),
+  state: document.getElementById("vm-state"),
+  status: document.getElementById("conn-status"),
+  screen: document.getElementById("screen"),
+  screenWrap: document.getElementById("screen-wrap"),
+  overlay: document.getElementById("overlay"),
+  title: document.getElementById("panel-title"),
+  sub: document.getElementById("panel-sub"),
+  stages: document.getElementById("stages"),
+  extra: document.getElementById("panel-extra"),
+  cad: document.getElementById("btn-cad"),
+  paste: document.getElementById("btn-paste"),
+  scale: document.getElementById("btn-scale"),
+  fullscreen: document.getElementById("btn-fullscreen"),
+  connect: document.getElementById("btn-connect"),
+  pasteDialog: document.getElementById("paste-dialog"),
+  pasteForm: document.getElementById("paste-form"),
+  pasteText: document.getElementById("paste-text"),
+  pasteCancel: document.getElementById("paste-cancel"),
+};
+
+let RFB = null;
+let keysyms = null;
+let errorCodes = {};
+let connection = null;
+let rfb = null;
+let attempt = 0; // consecutive automatic reconnects
+let backoffTimer = null;
+let elapsedTicker = null;
+let typing = null;
+let vmName = vmId;
+
+function parseWatchdog(value) {
+  const seconds = Number.parseFloat(value ?? "");
+  if (!Number.isFinite(seconds) || seconds <= 0) return DEFAULT_WATCHDOG_MS;
+  return Math.min(Math.max(seconds, 0.5), 600) * 1000;
+}
+
+function setState(state, text, tone = "") {
+  ui.body.dataset.consoleState = state;
+  ui.status.className = `conn-status ${tone}`.trim();
+  ui.status.replaceChildren(...(tone === "busy" ? [spinner(), text] : [text]));
+}
+
+function setConnected(connected) {
+  ui.cad.disabled = !connected;
+  ui.paste.disabled = !connected;
+}
+
+function setConnectButton(open) {
+  ui.connect.textContent = open ? "Disconnect" : "Connect";
+  ui.connect.dataset.action = open ? "disconnect" : "connect";
+}
+
+/** The server's title and message for a code it named without them (close frames carry only the code). */
+function describe(err) {
+  const known = errorCodes[err.code] || {};
+  return {
+    ...err,
+    error: err.error || known.title || "Console closed",
+    message: err.message || known.message || "Reconnect to open the console again.",
+  };
+}
+
+// -- the stage list --------------------------------------------------------------------------------
+
+function currentStage() {
+  return ui.stages.querySelector(".stage.current");
+}
+
+function finishStage(item, outcome) {
+  if (!item) return;
+  item.classList.remove("current");
+  item.classList.add(outcome);
+  item.querySelector(".icon").replaceChildren(outcome === "done" ? "✓" : "✕");
+  item.querySelector(".icon").setAttribute("aria-label", outcome === "done" ? "done" : "failed");
+}
+
+function addStage(message, elapsedMs, { source = "server", stage = null } = {}) {
+  finishStage(currentStage(), "done");
+  const item = h(
+    "li",
+    { class: `stage current ${source}`, dataset: { source, stage: stage || "" } },
+    h("span", { class: "icon", role: "img", "aria-label": "in progress" }, spinner()),
+    h("span", { class: "msg", text: message }),
+    h("span", { class: "time", text: elapsedMs === null ? "" : `+${formatMs(elapsedMs)}` }),
+  );
+  ui.stages.append(item);
+  return item;
+}
+
+function startTicker() {
+  stopTicker();
+  const started = performance.now();
+  const seconds = watchdogMs / 1000;
+  const tick = () => {
+    ui.sub.textContent = `${formatMs(performance.now() - started)} elapsed · gives up after ${seconds} s without an answer`;
+  };
+  tick();
+  elapsedTicker = setInterval(tick, 200);
+}
+
+function stopTicker() {
+  if (elapsedTicker !== null) clearInterval(elapsedTicker);
+  elapsedTicker = null;
+}
+
+// -- connecting ------------------------------------------------------------------------------------
+
+function showOverlay(title) {
+  ui.overlay.hidden = false;
+  ui.title.textContent = title;
+}
+
+function connect() {
+  cancelBackoff();
+  teardown();
+  ui.stages.replaceChildren();
+  ui.extra.replaceChildren();
+  showOverlay(attempt > 0 ? `Reconnecting (attempt ${attempt})` : "Opening console");
+  setState("connecting", "Connecting…", "busy");
+  setConnected(false);
+  setConnectButton(true);
+  startTicker();
+  addStage("Opening the console connection...", null, { source: "client" });
+  connection = new ConsoleConnection({ url: consoleUrl(vmId), watchdogMs, onEvent: onConnectionEvent });
+  connection.open();
+}
+
+function onConnectionEvent(event) {
+  switch (event.kind) {
+    case "opened": {
+      const item = currentStage();
+      if (item) item.querySelector(".time").textContent = `+${formatMs(event.elapsedMs)}`;
+      finishStage(item, "done");
+      setState("handshake", "Checking the VM…", "busy");
+      break;
+    }
+    case "status":
+      addStage(event.message, event.elapsedMs, { stage: event.stage });
+      setState("handshake", event.message, "busy");
+      if (event.stage === "get_port") refreshVm(); // after a start, the header's state is stale
+      break;
+    case "handoff":
+      handOff(event.socket); // synchronously: the next frame is VNC and noVNC must be listening
+      break;
+    case "error":
+      onFailure(event);
+      break;
+    case "ended":
+      onEnded(event);
+      break;
+    default:
+      break;
+  }
+}
+
+function handOff(socket) {
+  rfb = new RFB(ui.screen, socket, { shared: true });
+  rfb.scaleViewport = ui.scale.getAttribute("aria-pressed") === "true";
+  rfb.clipViewport = false;
+  rfb.focusOnClick = true;
+  rfb.background = "#14171b";
+  const session = rfb;
+  rfb.addEventListener("connect", () => {
+    if (session !== rfb) return;
+    connection.markVncReady();
+    attempt = 0;
+    stopTicker();
+    finishStage(currentStage(), "done");
+    ui.overlay.hidden = true;
+    setState("connected", "Connected", "ok");
+    setConnected(true);
+    rfb.focus({ preventScroll: true });
+    refreshVm();
+  });
+  rfb.addEventListener("securityfailure", (e) => {
+    if (session !== rfb) return;
+    const reason = e.detail && e.detail.reason ? e.detail.reason : `status ${e.detail && e.detail.status}`;
+    connection.fail({
+      error: "VNC security handshake failed", code: "VNC_SECURITY_FAILED", details: String(reason),
+      message: "The VM's VNC server refused the connection. Check its VNC settings, then retry.",
+      source: "client",
+    });
+  });
+  rfb.addEventListener("credentialsrequired", () => {
+    if (session !== rfb) return;
+    connection.fail({
+      error: "VNC password required", code: "VNC_AUTH_REQUIRED",
+      details: "the VM's VNC server asks for credentials; limen's VMs use none",
+      message: "Remove the password from the VM's VNC graphics, restart it, then retry.", source: "client",
+    });
+  });
+  setState("handshake", "Starting the screen…", "busy");
+}
+
+function teardown() {
+  stopTyping();
+  if (rfb) {
+    const old = rfb;
+    rfb = null;
+    try {
+      old.disconnect();
+    } catch {
+      /* already disconnected */
+    }
+  }
+}
+
+function onFailure(err) {
+  teardown();
+  stopTicker();
+  const item = currentStage();
+  finishStage(item, "failed");
+  for (const other of ui.stages.querySelectorAll(".stage.current")) finishStage(other, "failed");
+  const full = describe(err);
+  showOverlay(attempt > 0 ? "Reconnecting to the console" : "The console could not open");
+  ui.sub.textContent = full.stage ? `Failed at: ${STAGE_NAMES[full.stage] || full.stage} (stage ${full.stage}).` : "";
+  setState("failed", full.error, "bad");
+  setConnected(false);
+  setConnectButton(false);
+  ui.extra.replaceChildren(errorBox(full, { actions: recoveryActions(full.code, "Retry") }));
+  if (attempt > 0 && TRANSIENT_CODES.has(full.code)) scheduleReconnect();
+  focusPanelAction();
+}
+
+function onEnded(event) {
+  if (event.byUser) {
+    teardown();
+    stopTicker();
+    showOverlay("Disconnected");
+    ui.stages.replaceChildren();
+    ui.sub.textContent = "You closed the console. The VM keeps running.";
+    setState("ended", "Disconnected");
+    setConnected(false);
+    setConnectButton(false);
+    ui.extra.replaceChildren(h("div", { class: "error-actions" }, primaryButton("Connect", connect)));
+    focusPanelAction();
+    return;
+  }
+  if (!event.vncReady) {
+    // Closed after the hand-off but before the screen showed: a failure of the VNC handshake.
+    const code = /^[A-Z][A-Z0-9_]+$/.test(event.reason) ? event.reason : "VNC_SESSION_FAILED";
+    onFailure({
+      code,
+      error: code === "VNC_SESSION_FAILED" ? "VNC session failed" : null,
+      message: code === "VNC_SESSION_FAILED" ? "The VNC session closed before the screen showed. Retry." : null,
+      details: `WebSocket closed with code ${event.closeCode}${event.reason ? ` (${event.reason})` : ""} during the VNC handshake`,
+      stage: "proxy",
+    });
+    return;
+  }
+  teardown();
+  const code = /^[A-Z][A-Z0-9_]+$/.test(event.reason) ? event.reason
+    : TRANSIENT_CLOSE_CODES.has(event.closeCode) ? "CONNECTION_LOST" : "SESSION_CLOSED";
+  const fallback = code === "CONNECTION_LOST"
+    ? { error: "Connection lost", message: "The connection to limen dropped. Reconnect." }
+    : code === "SESSION_CLOSED" ? { error: "Console closed", message: "The console session ended. Reconnect." }
+      : {};
+  const full = describe({
+    code,
+    ...fallback,
+    details: `WebSocket closed with code ${event.closeCode}${event.reason ? ` (${event.reason})` : ""}`,
+  });
+  showOverlay("Console session ended");
+  ui.stages.replaceChildren();
+  ui.sub.textContent = "";
+  setState("ended", full.error, "bad");
+  setConnected(false);
+  setConnectButton(false);
+  ui.extra.replaceChildren(
+    errorBox(full, { actions: recoveryActions(code, "Reconnect"), extraClass: "ended" }),
+  );
+  refreshVm();
+  if (TRANSIENT_CODES.has(code) || TRANSIENT_CLOSE_CODES.has(event.closeCode)) scheduleReconnect();
+  focusPanelAction();
+}
+
+function primaryButton(label, onClick) {
+  return h("button", { class: "btn primary", type: "button", onclick: onClick, text: label });
+}
+
+function recoveryActions(code, retryLabel) {
+  const actions = [primaryButton(retryLabel, () => {
+    attempt = 0;
+    connect();
+  })];
+  if (code === "VM_NOT_RUNNING" || code === "VM_STOPPED") {
+    actions.push(h("button", { class: "btn", type: "button", onclick: startAndConnect, text: "Start VM and connect" }));
+  }
+  actions.push(h("a", { class: "btn", href: "/", text: "Back to VMs" }));
+  return actions;
+}
+
+function focusPanelAction() {
+  const button = ui.extra.querySelector(".btn.primary");
+  if (button) button.focus({ preventScroll: true });
+}
+
+async function startAndConnect(event) {
+  const button = event.currentTarget;
+  button.disabled = true;
+  button.replaceChildren(spinner(), "Starting VM…");
+  try {
+    await api("POST", `/api/vms/${encodeURIComponent(vmId)}/start`);
+  } catch (exc) {
+    if (!(exc instanceof ApiError) || exc.code !== "VM_ALREADY_RUNNING") {
+      const box = exc instanceof ApiError ? exc.body : { error: "Failed to start VM", code: "CLIENT_ERROR", details: String(exc) };
+      ui.extra.replaceChildren(errorBox(box, { actions: recoveryActions("VM_NOT_RUNNING", "Retry") }));
+      return;
+    }
+  }
+  attempt = 0;
+  connect();
+}
+
+// -- reconnecting with visible backoff -------------------------------------------------------------
+
+function scheduleReconnect() {
+  cancelBackoff();
+  if (attempt >= BACKOFF_SECONDS.length) {
+    ui.extra.append(h("p", { class: "backoff", text: `Gave up reconnecting after ${attempt} attempts.` }));
+    return;
+  }
+  let remaining = BACKOFF_SECONDS[attempt];
+  attempt += 1;
+  const text = h("span", {});
+  const line = h(
+    "div",
+    { class: "backoff", role: "status", "aria-live": "polite" },
+    text,
+    h("button", { class: "btn small", type: "button", onclick: () => connect(), text: "Reconnect now" }),
+    h("button", { class: "btn small", type: "button", onclick: () => { cancelBackoff(); line.remove(); }, text: "Cancel" }),
+  );
+  const render = () => {
+    text.textContent = `Reconnecting in ${remaining} s (attempt ${attempt} of ${BACKOFF_SECONDS.length})…`;
+  };
+  render();
+  ui.extra.append(line);
+  backoffTimer = setInterval(() => {
+    remaining -= 1;
+    if (remaining <= 0) {
+      connect();
+    } else {
+      render();
+    }
+  }, 1000);
+}
+
+function cancelBackoff() {
+  if (backoffTimer !== null) clearInterval(backoffTimer);
+  backoffTimer = null;
+}
+
+// -- toolbar ---------------------------------------------------------------------------------------
+
+function onConnectButton() {
+  if (ui.connect.dataset.action === "disconnect") {
+    cancelBackoff();
+    if (connection) connection.close();
+  } else {
+    attempt = 0;
+    connect();
+  }
+}
+
+function toggleScale() {
+  const on = ui.scale.getAttribute("aria-pressed") !== "true";
+  ui.scale.setAttribute("aria-pressed", String(on));
+  ui.screen.classList.toggle("native", !on);
+  try {
+    localStorage.setItem("limen.console.scale", on ? "1" : "0");
+  } catch {
+    /* storage may be off */
+  }
+  if (rfb) rfb.scaleViewport = on;
+}
+
+async function toggleFullscreen() {
+  try {
+    if (document.fullscreenElement) await document.exitFullscreen();
+    else await ui.screenWrap.requestFullscreen();
+  } catch (exc) {
+    setState(ui.body.dataset.consoleState, `Fullscreen not available: ${exc.message || exc}`, "bad");
+  }
+}
+
+function keysymOf(char) {
+  if (char === "\n") return KEY_RETURN;
+  if (char === "\t") return KEY_TAB;
+  const code = char.codePointAt(0);
+  if (code < 0x20 || code === 0x7f) return null;
+  return keysyms.lookup(code);
+}
+
+function stopTyping() {
+  if (typing !== null) clearTimeout(typing);
+  typing = null;
+}
+
+/** Types ``text`` into the VM a few keys at a time so the guest's keyboard buffer keeps up. */
+function typeText(text) {
+  stopTyping();
+  const chars = [...text.replace(/\r\n?/g, "\n")];
+  let index = 0;
+  const step = () => {
+    if (!rfb) return;
+    for (let n = 0; n < 8 && index < chars.length; n += 1, index += 1) {
+      const keysym = keysymOf(chars[index]);
+      if (keysym !== null) rfb.sendKey(keysym, undefined);
+    }
+    if (index < chars.length) {
+      setState("connected", `Typing ${index} of ${chars.length} characters…`, "busy");
+      typing = setTimeout(step, 25);
+    } else {
+      typing = null;
+      setState("connected", "Connected", "ok");
+      rfb.focus({ preventScroll: true });
+    }
+  };
+  step();
+}
+
+/** Tells whether keys go to the VM: only while the screen has the focus. */
+function wireFocusHint() {
+  ui.screen.addEventListener("focusin", () => {
+    if (ui.body.dataset.consoleState === "connected" && typing === null) {
+      setState("connected", "Connected · keys go to the VM", "ok");
+    }
+  });
+  ui.screen.addEventListener("focusout", () => {
+    if (ui.body.dataset.consoleState === "connected" && typing === null) {
+      setState("connected", "Connected · click the screen to type", "ok");
+    }
+  });
+}
+
+function wireToolbar() {
+  ui.connect.addEventListener("click", onConnectButton);
+  ui.scale.addEventListener("click", toggleScale);
+  ui.fullscreen.addEventListener("click", toggleFullscreen);
+  document.addEventListener("fullscreenchange", () => {
+    ui.fullscreen.setAttribute("aria-pressed", String(Boolean(document.fullscreenElement)));
+  });
+  ui.cad.addEventListener("click", () => {
+    if (!rfb) return;
+    rfb.sendCtrlAltDel();
+    rfb.focus({ preventScroll: true });
+  });
+  ui.paste.addEventListener("click", () => {
+    ui.pasteDialog.showModal();
+    ui.pasteText.focus();
+  });
+  ui.pasteCancel.addEventListener("click", () => ui.pasteDialog.close());
+  ui.pasteForm.addEventListener("submit", () => {
+    const text = ui.pasteText.value;
+    if (text && rfb) typeText(text);
+  });
+  let savedScale = null;
+  try {
+    savedScale = localStorage.getItem("limen.console.scale");
+  } catch {
+    savedScale = null;
+  }
+  if (savedScale === "0") toggleScale();
+  window.addEventListener("pagehide", () => {
+    cancelBackoff();
+    if (connection && connection.phase !== Phase.ENDED && connection.phase !== Phase.FAILED) connection.close();
+  });
+}
+
+// -- the VM header ---------------------------------------------------------------------------------
+
+async function refreshVm() {
+  try {
+    const vm = await api("GET", `/api/vms/${encodeURIComponent(vmId)}`, undefined, { timeoutMs: 8000 });
+    vmName = vm.name;
+    ui.name.textContent = vm.name;
+    ui.state.replaceChildren(stateBadge(vm.state));
+    document.title = `${vm.name} — console — limen`;
+  } catch {
+    ui.name.textContent = vmName; // keep the last known state: the console panel tells what failed
+  }
+}
+
+// -- start -----------------------------------------------------------------------------------------
+
+async function main() {
+  ui.name.textContent = vmId || "Console";
+  wireToolbar();
+  wireFocusHint();
+  refreshVm();
+  setInterval(refreshVm, VM_REFRESH_MS);
+  const codes = loadErrorCodes();
+  try {
+    // Bounded like everything else: a script that never arrives must not leave the page "Loading…".
+    const loaded = Promise.all([import(`${NOVNC}/core/rfb.js`), import(`${NOVNC}/core/input/keysymdef.js`)]);
+    const late = new Promise((_, reject) => {
+      setTimeout(() => reject(new Error(`not loaded within ${NOVNC_LOAD_MS / 1000} s`)), NOVNC_LOAD_MS);
+    });
+    const [rfbModule, keysymModule] = await Promise.race([loaded, late]);
+    RFB = rfbModule.default;
+    keysyms = keysymModule.default;
+  } catch (exc) {
+    errorCodes = await codes;
+    ui.stages.replaceChildren();
+    onFailure({
+      error: "noVNC is not installed",
+      code: "NOVNC_MISSING",
+      details: `loading ${NOVNC}/core/rfb.js failed: ${exc}`,
+      message: "Run `make install` (it runs npm ci in web/) and restart limen, then reload this page.",
+    });
+    return;
+  }
+  errorCodes = await codes;
+  connect();
+}
+
+main();

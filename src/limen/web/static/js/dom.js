@@ -1,0 +1,94 @@
+// DOM helpers. Everything the server sends is inserted as text (text nodes, textContent), never as HTML.
+
+/**
+ * Builds an element. props: class, text, dataset, on<event> handlers, other keys as attributes
+ * (true → empty attribute; false/null/undefined → left out). Children: nodes or strings (as text).
+ */
+export function h(tag, props = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(props || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") el.className = value;
+    else if (key === "text") el.textContent = String(value);
+    else if (key === "dataset") Object.assign(el.dataset, value);
+    else if (key.startsWith("on") && typeof value === "function") el.addEventListener(key.slice(2), value);
+    else el.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : String(child));
+  }
+  return el;
+}
+
+export function spinner(label) {
+  return h("span", { class: "spinner", role: label ? "img" : null, "aria-label": label || null,
+                     "aria-hidden": label ? null : "true" });
+}
+
+export const STATE_LABELS = {
+  running: "Running",
+  stopped: "Stopped",
+  paused: "Paused",
+  shutting_down: "Shutting down",
+  crashed: "Crashed",
+  suspended: "Suspended",
+  unknown: "Unknown",
+};
+
+export function stateBadge(state) {
+  const known = Object.hasOwn(STATE_LABELS, state) ? state : "unknown";
+  return h("span", { class: `badge ${known}`, dataset: { state: known }, text: STATE_LABELS[known] });
+}
+
+export function formatMemory(mib) {
+  if (mib >= 1024 && mib % 1024 === 0) return `${mib / 1024} GiB`;
+  if (mib >= 1024) return `${(mib / 1024).toFixed(1)} GiB`;
+  return `${mib} MiB`;
+}
+
+export function formatBytes(bytes) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${value >= 10 || unit === 0 ? Math.round(value) : value.toFixed(1)} ${units[unit]}`;
+}
+
+export function formatDuration(seconds) {
+  if (seconds === null || seconds === undefined) return "—";
+  const s = Math.floor(seconds);
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min`;
+  const hours = Math.floor(m / 60);
+  if (hours < 48) return `${hours} h ${m % 60} min`;
+  return `${Math.floor(hours / 24)} d ${hours % 24} h`;
+}
+
+export function formatMs(ms) {
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  return `${(ms / 1000).toFixed(ms < 10000 ? 1 : 0)} s`;
+}
+
+/**
+ * A box showing an error the way every page does: title, what to do, the code, details collapsed.
+ * err: {error, message, code, details}. actions: buttons (nodes) to put under it.
+ */
+export function errorBox(err, { actions = [], extraClass = "" } = {}) {
+  const details = err.details ? String(err.details) : "";
+  return h(
+    "div",
+    { class: `error-box ${extraClass}`.trim(), role: "alert", dataset: { code: err.code || "" } },
+    h("div", { class: "error-title", text: err.error || "Error" }),
+    err.message ? h("p", { class: "error-message", text: err.message }) : null,
+    h("div", { class: "error-code" }, "Code: ", h("code", { text: err.code || "UNKNOWN" })),
+    details
+      ? h("details", {}, h("summary", { text: "Technical details" }), h("pre", { text: details }))
+      : null,
+    actions.length ? h("div", { class: "error-actions" }, ...actions) : null,
+  );
+}

@@ -1,0 +1,118 @@
+// The create form: the API validates; its 4xx answers are shown next to the field they name.
+
+import { api, ApiError } from "./api.js";
+import { errorBox, formatBytes, h, spinner } from "./dom.js";
+
+const FIELDS = ["name", "vcpus", "memory_mib", "disk_gib", "iso", "boot_order"];
+// Errors that name no field but belong to one.
+const FIELD_OF_CODE = { VM_ALREADY_EXISTS: "name", ISO_NOT_FOUND: "iso" };
+
+const form = document.getElementById("create-form");
+const submit = document.getElementById("submit");
+const formError = document.getElementById("form-error");
+const formStatus = document.getElementById("form-status");
+const isoSelect = document.getElementById("iso");
+
+function input(field) {
+  return document.getElementById(field);
+}
+
+function clearErrors() {
+  formError.replaceChildren();
+  for (const field of FIELDS) {
+    input(field).removeAttribute("aria-invalid");
+    const slot = document.getElementById(`${field}-error`);
+    slot.hidden = true;
+    slot.textContent = "";
+  }
+}
+
+/** A number when the text is one, else the text itself, so the API names the mistake. */
+function numberOrText(value) {
+  const trimmed = value.trim();
+  if (trimmed === "") return undefined;
+  const number = Number(trimmed);
+  return Number.isInteger(number) ? number : trimmed;
+}
+
+function body() {
+  const result = { name: input("name").value.trim() };
+  for (const field of ["vcpus", "memory_mib"]) {
+    const value = numberOrText(input(field).value);
+    if (value !== undefined) result[field] = value;
+  }
+  const disk = numberOrText(input("disk_gib").value);
+  result.disk_gib = disk === undefined ? null : disk;
+  result.iso = isoSelect.value || null;
+  const boot = input("boot_order").value;
+  result.boot_order = boot ? boot.split(",") : [];
+  return result;
+}
+
+/** The API's details read "field: problem" (or "a; b"); show the part about this field. */
+function fieldMessage(field, details) {
+  const parts = String(details || "").split("; ");
+  const mine = parts.find((part) => part.startsWith(`${field}: `) || part.startsWith(`${field}.`)) || parts[0] || "";
+  return mine.replace(/^[\w.]+: /, "").replace(/\s*\[request_id=[^\]]*\]$/, "");
+}
+
+function showError(exc) {
+  const body = exc instanceof ApiError ? exc.body
+    : { error: "Create failed", code: "CLIENT_ERROR", details: String(exc), message: "Reload the page and retry." };
+  const field = exc instanceof ApiError ? (exc.field || FIELD_OF_CODE[exc.code] || null) : null;
+  const root = field ? field.split(".")[0] : null;
+  if (root && FIELDS.includes(root)) {
+    const slot = document.getElementById(`${root}-error`);
+    slot.textContent = fieldMessage(root, body.details) || body.error;
+    slot.hidden = false;
+    const control = input(root);
+    control.setAttribute("aria-invalid", "true");
+    control.focus();
+    formError.replaceChildren(h("div", { class: "notice error" }, errorBox(body)));
+  } else {
+    formError.replaceChildren(h("div", { class: "notice error" }, errorBox(body)));
+    formError.scrollIntoView({ block: "nearest" });
+  }
+}
+
+async function onSubmit(event) {
+  event.preventDefault();
+  clearErrors();
+  submit.disabled = true;
+  submit.replaceChildren(spinner(), "Creating…");
+  formStatus.textContent = "";
+  try {
+    const vm = await api("POST", "/api/vms", body());
+    formStatus.textContent = `Created ${vm.name}. Opening its console…`;
+    window.location.assign(`/vms/${encodeURIComponent(vm.uuid)}`);
+  } catch (exc) {
+    showError(exc);
+    formStatus.textContent = "Not created: see the message above the form.";
+  } finally {
+    submit.disabled = false;
+    submit.replaceChildren("Create VM");
+  }
+}
+
+async function loadIsos() {
+  try {
+    const isos = await api("GET", "/api/isos", undefined, { timeoutMs: 10000 });
+    const options = [h("option", { value: "", text: "None (boot from disk)" })];
+    for (const iso of isos) {
+      options.push(h("option", { value: iso.name, text: `${iso.name} (${formatBytes(iso.size_bytes)})` }));
+    }
+    isoSelect.replaceChildren(...options);
+    const demo = isos.find((iso) => iso.name === "limen-grub-demo.iso");
+    if (demo) isoSelect.value = demo.name;
+  } catch (exc) {
+    isoSelect.replaceChildren(h("option", { value: "", text: "None (the ISO list is unavailable)" }));
+    const slot = document.getElementById("iso-error");
+    slot.textContent = exc instanceof ApiError
+      ? `Cannot list ISOs: ${exc.error} — ${exc.userMessage} (${exc.code})` : `Cannot list ISOs: ${exc}`;
+    slot.hidden = false;
+  }
+}
+
+form.addEventListener("submit", onSubmit);
+loadIsos();
+input("name").focus();

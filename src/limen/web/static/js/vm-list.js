@@ -1,0 +1,360 @@
+// The VM list: a table refreshed in place every few seconds, actions with progress and their result or
+// error, a delete dialog, and a small screenshot of each running VM.
+
+import { api, ApiError } from "./api.js";
+import { errorBox, formatDuration, formatMemory, h, spinner, STATE_LABELS, stateBadge } from "./dom.js";
+
+const REFRESH_MS = 2000;
+const SCREENSHOT_MS = 5000;
+const THUMB_WIDTH = 480; // the browser scales it down further, smoothly
+const RESULT_SHOWN_MS = 5000;
+const ACTIVE_STATES = new Set(["running", "paused", "shutting_down", "suspended"]);
+
+const ACTIONS = {
+  start: { label: "Start", busy: "Starting…", done: "Started", method: "POST", path: "start" },
+  stop: { label: "Stop", busy: "Requesting shutdown…", done: "Shutdown requested (the guest decides when)",
+          method: "POST", path: "stop" },
+  "force-stop": { label: "Force stop", busy: "Powering off…", done: "Powered off", method: "POST",
+                  path: "stop?force=true" },
+  reboot: { label: "Reboot", busy: "Requesting reboot…", done: "Reboot requested", method: "POST", path: "reboot" },
+  reset: { label: "Force reset", busy: "Resetting…", done: "Reset", method: "POST", path: "reboot?force=true" },
+  delete: { label: "Delete…", busy: "Deleting…", done: "Deleted", method: "DELETE", path: "" },
+};
+
+const ui = {
+  rows: document.getElementById("vm-rows"),
+  table: document.getElementById("vm-table"),
+  empty: document.getElementById("empty"),
+  note: document.getElementById("refresh-note"),
+  loadError: document.getElementById("load-error"),
+  toast: document.getElementById("toast"),
+  dialog: document.getElementById("delete-dialog"),
+  dialogText: document.getElementById("delete-text"),
+  dialogDisks: document.getElementById("delete-disks"),
+  dialogDiskList: document.getElementById("delete-disk-list"),
+  dialogCancel: document.getElementById("delete-cancel"),
+  dialogForm: document.getElementById("delete-form"),
+};
+
+/** uuid → row: {vm, tr, cells, buttons, status, pending, shotLoading, resultTimer} */
+const rows = new Map();
+let refreshTimer = null;
+let deleteTarget = null;
+
+// -- rows ------------------------------------------------------------------------------------------
+
+function actionButton(row, action, extraClass = "") {
+  return h("button", {
+    class: `btn small ${extraClass}`.trim(),
+    type: "button",
+    dataset: { action },
+    onclick: () => onAction(row, action),
+    text: ACTIONS[action].label,
+  });
+}
+
+function createRow(vm) {
+  const row = { vm: null, pending: null, shotLoading: false, resultTimer: null, hasShot: false };
+  const link = `/vms/${encodeURIComponent(vm.uuid)}`;
+  row.thumb = h("a", { class: "thumb", href: link });
+  row.nameLink = h("a", { href: link });
+  row.uuid = h("span", { class: "uuid mono" });
+  row.cells = {
+    state: h("td", { "data-label": "State" }),
+    vcpus: h("td", { class: "num", "data-label": "vCPUs" }),
+    memory: h("td", { class: "num", "data-label": "Memory" }),
+    vnc: h("td", { class: "num", "data-label": "VNC port" }),
+    uptime: h("td", { class: "num", "data-label": "Uptime" }),
+  };
+  row.console = h("a", { class: "btn small primary", href: link, dataset: { action: "console" }, text: "Console" });
+  row.buttons = {
+    start: actionButton(row, "start"),
+    stop: actionButton(row, "stop"),
+    reboot: actionButton(row, "reboot"),
+    "force-stop": actionButton(row, "force-stop"),
+    reset: actionButton(row, "reset"),
+    delete: actionButton(row, "delete", "danger"),
+  };
+  row.moreSummary = h("summary", { class: "btn small", text: "More ▾" });
+  row.more = h(
+    "details",
+    { class: "more" },
+    row.moreSummary,
+    h("div", { class: "more-menu" }, row.buttons["force-stop"], row.buttons.reset, row.buttons.delete),
+  );
+  row.status = h("div", { class: "row-status", "aria-live": "polite" });
+  row.tr = h(
+    "tr",
+    { dataset: { uuid: vm.uuid } },
+    h("td", { class: "cell-thumb", "data-label": "Screen" }, row.thumb),
+    h("td", { class: "vm-name", "data-label": "Name" }, row.nameLink, row.uuid),
+    row.cells.state,
+    row.cells.vcpus,
+    row.cells.memory,
+    row.cells.vnc,
+    row.cells.uptime,
+    h(
+      "td",
+      { class: "cell-actions", "data-label": "Actions" },
+      h("div", { class: "actions" }, row.console, row.buttons.start, row.buttons.stop, row.buttons.reboot, row.more),
+      row.status,
+    ),
+  );
+  updateRow(row, vm);
+  return row;
+}
+
+function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
+function updateRow(row, vm) {
+  const previous = row.vm;
+  row.vm = vm;
+  row.tr.dataset.vmName = vm.name;
+  row.tr.dataset.state = vm.state;
+  setText(row.nameLink, vm.name);
+  setText(row.uuid, vm.uuid);
+  if (!previous || previous.state !== vm.state || !row.cells.state.firstChild) {
+    row.cells.state.replaceChildren(stateBadge(vm.state));
+  }
+  setText(row.cells.vcpus, String(vm.vcpus));
+  setText(row.cells.memory, formatMemory(vm.memory_mib));
+  const port = vm.vnc ? (vm.vnc.port ?? "—") : "none";
+  setText(row.cells.vnc, String(port));
+  row.cells.vnc.title = vm.vnc ? `VNC on ${vm.vnc.host}` : "This VM has no VNC graphics";
+  setText(row.cells.uptime, formatDuration(vm.uptime_seconds));
+  row.thumb.setAttribute("aria-label", `Open the console of ${vm.name}`);
+  row.moreSummary.setAttribute("aria-label", `More actions for ${vm.name}`);
+  row.console.setAttribute("aria-label", `Open the console of ${vm.name}`);
+  for (const [action, button] of Object.entries(row.buttons)) {
+    button.setAttribute("aria-label", `${ACTIONS[action].label.replace("…", "")} ${vm.name}`);
+  }
+  const active = ACTIVE_STATES.has(vm.state);
+  row.buttons.start.hidden = active;
+  row.buttons.stop.hidden = !active;
+  applyEnabled(row);
+  if (!active) {
+    if (row.hasShot || !row.thumb.firstChild || previous?.state !== vm.state) showThumbPlaceholder(row);
+  } else if (!previous || !ACTIVE_STATES.has(previous.state)) {
+    showThumbPlaceholder(row, "Loading…");
+    loadScreenshot(row);
+  }
+}
+
+function applyEnabled(row) {
+  const active = ACTIVE_STATES.has(row.vm.state);
+  const busy = row.pending !== null;
+  row.buttons.start.disabled = busy || active;
+  row.buttons.stop.disabled = busy || !active || row.vm.state === "shutting_down";
+  row.buttons.reboot.disabled = busy || row.vm.state !== "running";
+  row.buttons["force-stop"].disabled = busy || !active;
+  row.buttons.reset.disabled = busy || row.vm.state !== "running";
+  row.buttons.delete.disabled = busy;
+  row.moreSummary.classList.toggle("disabled", busy);
+}
+
+function render(vms) {
+  const seen = new Set();
+  let index = 0;
+  for (const vm of vms) {
+    seen.add(vm.uuid);
+    let row = rows.get(vm.uuid);
+    if (row) {
+      updateRow(row, vm);
+    } else {
+      row = createRow(vm);
+      rows.set(vm.uuid, row);
+    }
+    // Move a row only when it is out of place, so focus and open menus survive refreshes.
+    if (ui.rows.children[index] !== row.tr) ui.rows.insertBefore(row.tr, ui.rows.children[index] || null);
+    index += 1;
+  }
+  for (const [uuid, row] of rows) {
+    if (!seen.has(uuid) && row.pending === null) {
+      row.tr.remove();
+      rows.delete(uuid);
+    }
+  }
+  ui.empty.hidden = vms.length > 0;
+  ui.table.hidden = vms.length === 0;
+}
+
+// -- screenshots -----------------------------------------------------------------------------------
+
+function showThumbPlaceholder(row, text = null) {
+  row.hasShot = false;
+  const label = text ?? (STATE_LABELS[row.vm.state] || "No picture");
+  row.thumb.replaceChildren(h("span", { text: label }));
+}
+
+function loadScreenshot(row) {
+  if (row.shotLoading || !ACTIVE_STATES.has(row.vm.state)) return;
+  row.shotLoading = true;
+  const vm = row.vm;
+  const img = new Image();
+  img.alt = `Screen of ${vm.name}`;
+  img.decoding = "async";
+  img.onload = () => {
+    row.shotLoading = false;
+    if (!ACTIVE_STATES.has(row.vm.state)) return;
+    row.thumb.replaceChildren(img);
+    row.hasShot = true;
+  };
+  img.onerror = () => {
+    row.shotLoading = false;
+    if (!row.hasShot && ACTIVE_STATES.has(row.vm.state)) showThumbPlaceholder(row, "No picture yet");
+  };
+  img.src = `/api/vms/${encodeURIComponent(vm.uuid)}/screenshot?max_width=${THUMB_WIDTH}&t=${Date.now()}`;
+}
+
+function refreshScreenshots() {
+  if (document.visibilityState === "visible") {
+    for (const row of rows.values()) loadScreenshot(row);
+  }
+}
+
+// -- actions ---------------------------------------------------------------------------------------
+
+function setRowStatus(row, ...children) {
+  clearTimeout(row.resultTimer);
+  row.status.className = "row-status";
+  row.status.replaceChildren(...children);
+}
+
+function onAction(row, action) {
+  row.more.open = false;
+  if (action === "delete") {
+    openDeleteDialog(row);
+    return;
+  }
+  runAction(row, action);
+}
+
+async function runAction(row, action, { deleteDisks = false } = {}) {
+  const spec = ACTIONS[action];
+  const vm = row.vm;
+  row.pending = action;
+  applyEnabled(row);
+  setRowStatus(row, spinner(), spec.busy);
+  row.tr.dataset.pending = action;
+  const base = `/api/vms/${encodeURIComponent(vm.uuid)}`;
+  const path = action === "delete" ? `${base}?delete_disks=${deleteDisks}` : `${base}/${spec.path}`;
+  try {
+    const result = await api(spec.method, path);
+    row.pending = null;
+    delete row.tr.dataset.pending;
+    if (action === "delete") {
+      const volumes = result && result.deleted_volumes ? result.deleted_volumes.length : 0;
+      announce(`Deleted ${vm.name}${volumes ? ` and ${volumes} disk volume${volumes > 1 ? "s" : ""}` : ""}.`);
+      row.tr.remove();
+      rows.delete(vm.uuid);
+      ui.empty.hidden = rows.size > 0;
+      ui.table.hidden = rows.size === 0;
+    } else {
+      if (result && result.uuid) updateRow(row, result);
+      applyEnabled(row);
+      setRowStatus(row, `✓ ${spec.done}`);
+      row.status.classList.add("ok");
+      row.resultTimer = setTimeout(() => row.status.replaceChildren(), RESULT_SHOWN_MS);
+    }
+  } catch (exc) {
+    row.pending = null;
+    delete row.tr.dataset.pending;
+    applyEnabled(row);
+    const body = exc instanceof ApiError ? exc.body
+      : { error: `${spec.label} failed`, code: "CLIENT_ERROR", details: String(exc), message: "Reload the page." };
+    const dismiss = h("button", {
+      class: "btn small dismiss", type: "button", text: "Dismiss",
+      "aria-label": `Dismiss the error of ${vm.name}`, onclick: () => row.status.replaceChildren(),
+    });
+    setRowStatus(row, errorBox({ ...body, error: `${spec.label.replace("…", "")} ${vm.name}: ${body.error}` },
+                               { actions: [dismiss] }));
+  }
+  scheduleRefresh(0);
+}
+
+function announce(text) {
+  ui.toast.textContent = text;
+  ui.note.textContent = text;
+}
+
+function openDeleteDialog(row) {
+  deleteTarget = row;
+  const vm = row.vm;
+  ui.dialogText.replaceChildren("Delete the VM ", h("strong", { text: vm.name }), "? This cannot be undone.",
+    ACTIVE_STATES.has(vm.state) ? " It is running and will be powered off first." : "");
+  const disks = (vm.disks || []).filter((d) => d.device === "disk" && d.path);
+  ui.dialogDisks.checked = false;
+  ui.dialogDisks.disabled = disks.length === 0;
+  ui.dialogDiskList.textContent = disks.length === 0 ? "(this VM has no disks)"
+    : `(${disks.map((d) => d.path).join(", ")})`;
+  ui.dialog.returnValue = "";
+  ui.dialog.showModal();
+  ui.dialogCancel.focus();
+}
+
+function wireDialog() {
+  ui.dialogCancel.addEventListener("click", () => ui.dialog.close("cancel"));
+  ui.dialog.addEventListener("close", () => {
+    const row = deleteTarget;
+    deleteTarget = null;
+    if (row && ui.dialog.returnValue === "delete") {
+      runAction(row, "delete", { deleteDisks: ui.dialogDisks.checked });
+    } else if (row) {
+      row.moreSummary.focus();
+    }
+  });
+}
+
+// -- refreshing ------------------------------------------------------------------------------------
+
+function scheduleRefresh(delay = REFRESH_MS) {
+  clearTimeout(refreshTimer);
+  refreshTimer = setTimeout(refresh, delay);
+}
+
+async function refresh() {
+  try {
+    const vms = await api("GET", "/api/vms", undefined, { timeoutMs: 10000 });
+    render(vms);
+    ui.loadError.replaceChildren();
+    ui.note.textContent = `${vms.length} VM${vms.length === 1 ? "" : "s"} · updated ${new Date().toLocaleTimeString()} · refreshes every ${REFRESH_MS / 1000} s`;
+  } catch (exc) {
+    const body = exc instanceof ApiError ? exc.body
+      : { error: "Cannot load the VM list", code: "CLIENT_ERROR", details: String(exc), message: "" };
+    ui.loadError.replaceChildren(h("div", { class: "notice error" }, errorBox({
+      ...body,
+      error: `Cannot load the VM list: ${body.error}`,
+      message: `${body.message || ""} Retrying every ${REFRESH_MS / 1000} s.`.trim(),
+    })));
+    ui.note.textContent = "Not updated: see the error above";
+  } finally {
+    scheduleRefresh();
+  }
+}
+
+function closeMenusOnOutsideClick(event) {
+  for (const row of rows.values()) {
+    if (row.more.open && !row.more.contains(event.target)) row.more.open = false;
+  }
+}
+
+function closeMenusOnEscape(event) {
+  if (event.key !== "Escape") return;
+  for (const row of rows.values()) {
+    if (row.more.open) {
+      row.more.open = false;
+      row.moreSummary.focus();
+    }
+  }
+}
+
+wireDialog();
+document.addEventListener("click", closeMenusOnOutsideClick);
+document.addEventListener("keydown", closeMenusOnEscape);
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") scheduleRefresh(0);
+});
+setInterval(refreshScreenshots, SCREENSHOT_MS);
+refresh();

@@ -1,0 +1,76 @@
+"""Fixtures of the browser tests: Debian's Chromium driven by Playwright; helpers are in helpers.py.
+
+Screenshots go to ``test-artifacts/`` at the repository root (ignored by git); a failing test leaves a
+``FAILED-…`` screenshot of each of its pages there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Error, Page, ViewportSize, sync_playwright
+
+from tests.e2e.helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, DESKTOP, save_screenshot
+
+
+# Module scope: Playwright's sync API keeps an event loop running in this thread while it is open,
+# which would stop the asyncio tests of other modules from starting their own.
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail("the browser tests need Debian's chromium at /usr/bin/chromium (make install)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def new_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Callable[..., Page]]:
+    """Opens pages in fresh contexts; fails the test on any uncaught script error in them."""
+    contexts = []
+    script_errors: list[str] = []
+
+    def open_page(viewport: ViewportSize | None = None) -> Page:
+        context = browser.new_context(viewport=viewport or DESKTOP)
+        context.set_default_timeout(15_000)
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda exc: script_errors.append(f"{page.url}: {exc}"))
+
+        def on_console(message: ConsoleMessage) -> None:
+            if message.type == "error" and "Failed to load resource" not in message.text:
+                script_errors.append(f"{page.url}: console error: {message.text}")
+
+        page.on("console", on_console)
+        return page
+
+    yield open_page
+    failed = getattr(request.node, "rep_call", None)
+    for index, context in enumerate(contexts):
+        if failed is not None and failed.failed:
+            for number, page in enumerate(context.pages):
+                try:
+                    save_screenshot(page, f"FAILED-{request.node.name}-{index}-{number}")
+                except Error:
+                    pass
+        context.close()
+    assert not [e for e in script_errors if "WebSocket" not in e], script_errors
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_artifacts() -> None:
+    if ARTIFACTS.exists():
+        for old in ARTIFACTS.glob("*.png"):
+            old.unlink()
+    else:
+        ARTIFACTS.mkdir()

@@ -1,0 +1,74 @@
+"""Helpers of the browser tests: artifacts, pixel counting, misbehaving listeners, limen processes."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from playwright.sync_api import Page, ViewportSize
+
+from tests.conftest import ISO_DIR, QEMU_URI, TEST_POOL, TEST_POOL_DIR
+from tests.support.server import LimenProcess
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+# No downloaded browser: Debian's, without the background traffic this closed network refuses.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 390, "height": 844}
+
+# Counts the pixels of noVNC's canvas that differ from its most common colour (the background).
+COUNT_DRAWN_PIXELS = """() => {
+  const canvas = document.querySelector('#screen canvas');
+  if (!canvas || !canvas.width || !canvas.height) return -1;
+  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  const counts = new Map();
+  for (let i = 0; i < data.length; i += 4) {
+    const key = (data[i] << 16) | (data[i + 1] << 8) | data[i + 2];
+    counts.set(key, (counts.get(key) || 0) + 1);
+  }
+  let background = 0;
+  let most = 0;
+  for (const [key, n] of counts) if (n > most) { most = n; background = key; }
+  return data.length / 4 - most;
+}"""
+
+
+def save_screenshot(page: Page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+def silent_listener() -> socket.socket:
+    """A TCP listener on a free loopback port that completes handshakes and never says a byte."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    return sock
+
+
+def limen_env(data: Path, **more: str) -> dict[str, str]:
+    return {
+        "LIMEN_LIBVIRT_URI": QEMU_URI,
+        "LIMEN_ISO_DIR": str(ISO_DIR),
+        "LIMEN_DATA_DIR": str(data / "data"),
+        "LIMEN_LOG_DIR": str(data / "log"),
+        "LIMEN_STORAGE_POOL": TEST_POOL,
+        "LIMEN_STORAGE_POOL_DIR": str(TEST_POOL_DIR),
+        "LIMEN_VIRT_TYPE": "qemu",
+        **more,
+    }
+
+
+def start_limen(tmp: Path, **env: str) -> LimenProcess:
+    tmp.mkdir(parents=True, exist_ok=True)
+    return LimenProcess(limen_env(tmp, **env), tmp / "serve.log").start()

@@ -1,0 +1,252 @@
+// The console page's connection state machine, driven with a fake socket and a hand-turned clock.
+// Run: node --test web/tests/   (tests/unit/test_web_js.py runs it under pytest)
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import {
+  ConsoleConnection,
+  consoleUrl,
+  errorFromClose,
+  LAST_STATUS_MESSAGE,
+  Phase,
+} from "../../src/limen/web/static/js/console-client.js";
+
+class FakeSocket extends EventTarget {
+  constructor(url) {
+    super();
+    this.url = url;
+    this.readyState = 0;
+    this.binaryType = "blob";
+    this.closedWith = null;
+  }
+
+  close(code, reason) {
+    this.closedWith = { code, reason };
+    this.readyState = 2;
+  }
+
+  // -- what the server does --
+  serverOpens() {
+    this.readyState = 1;
+    this.dispatchEvent(new Event("open"));
+  }
+
+  serverSends(data) {
+    this.dispatchEvent(Object.assign(new Event("message"), { data }));
+  }
+
+  serverStatus(message, extra = {}) {
+    this.serverSends(JSON.stringify({ type: "status", message, ...extra }));
+  }
+
+  serverCloses(code, reason = "") {
+    this.readyState = 3;
+    this.dispatchEvent(Object.assign(new Event("close"), { code, reason, wasClean: code !== 1006 }));
+  }
+}
+
+class Timers {
+  constructor() {
+    this.now = 0;
+    this.pending = new Map();
+    this.next = 1;
+  }
+
+  set = (fn, ms) => {
+    const id = this.next++;
+    this.pending.set(id, { fn, at: this.now + ms });
+    return id;
+  };
+
+  clear = (id) => {
+    this.pending.delete(id);
+  };
+
+  advance(ms) {
+    this.now += ms;
+    for (const [id, timer] of [...this.pending]) {
+      if (timer.at <= this.now) {
+        this.pending.delete(id);
+        timer.fn();
+      }
+    }
+  }
+}
+
+function connection({ watchdogMs = 10000 } = {}) {
+  const timers = new Timers();
+  const events = [];
+  let socket = null;
+  const conn = new ConsoleConnection({
+    url: "ws://limen.test/api/vms/vm-1/console",
+    watchdogMs,
+    onEvent: (event) => events.push(event),
+    createSocket: (url) => {
+      socket = new FakeSocket(url);
+      return socket;
+    },
+    now: () => timers.now,
+    setTimer: timers.set,
+    clearTimer: timers.clear,
+  });
+  conn.open();
+  return { conn, timers, events, socket, kinds: () => events.map((e) => e.kind) };
+}
+
+const STATUSES = [
+  ["Connected, checking VM status...", "check_vm"],
+  ["Getting VNC port...", "get_port"],
+  ["Connecting to VNC server on port 5900...", "connect"],
+  [LAST_STATUS_MESSAGE, "proxy"],
+];
+
+test("status frames, then the hand-off inside the last status frame's handler", () => {
+  const { conn, events, socket, kinds } = connection();
+  assert.equal(socket.binaryType, "arraybuffer");
+  socket.serverOpens();
+  let handedOffBeforeNextFrame = false;
+  for (const [index, [message, stage]] of STATUSES.entries()) {
+    socket.serverStatus(message, { stage, elapsed_ms: index * 10 });
+    if (stage === "proxy") handedOffBeforeNextFrame = kinds().includes("handoff");
+  }
+  assert.ok(handedOffBeforeNextFrame);
+  assert.deepEqual(kinds(), ["opened", "status", "status", "status", "status", "handoff"]);
+  assert.deepEqual(events.filter((e) => e.kind === "status").map((e) => e.message), STATUSES.map(([m]) => m));
+  assert.deepEqual(events.filter((e) => e.kind === "status").map((e) => e.elapsedMs), [0, 10, 20, 30]);
+  assert.equal(events.at(-1).socket, socket);
+  assert.equal(conn.phase, Phase.PROXY);
+  socket.serverSends(new ArrayBuffer(12)); // VNC bytes are noVNC's business
+  assert.equal(kinds().length, 6);
+});
+
+test("the last status is recognised by its stage too", () => {
+  const { socket, kinds } = connection();
+  socket.serverOpens();
+  socket.serverStatus("Proxy ready", { stage: "proxy" });
+  assert.deepEqual(kinds(), ["opened", "status", "handoff"]);
+});
+
+test("an error frame is reported once with the server's fields, and the close after it is ignored", () => {
+  const { events, socket, kinds } = connection();
+  socket.serverOpens();
+  socket.serverStatus(STATUSES[0][0]);
+  socket.serverSends(JSON.stringify({
+    type: "error", error: "VM is not running", code: "VM_NOT_RUNNING", details: "VM 'a\"b' is shut off",
+    message: "Start the VM, then open the console again.", stage: "check_vm",
+  }));
+  socket.serverCloses(4100, "VM_NOT_RUNNING");
+  assert.deepEqual(kinds(), ["opened", "status", "error"]);
+  const error = events.at(-1);
+  assert.equal(error.code, "VM_NOT_RUNNING");
+  assert.equal(error.error, "VM is not running");
+  assert.equal(error.details, "VM 'a\"b' is shut off");
+  assert.equal(error.stage, "check_vm");
+  assert.equal(error.source, "server");
+  assert.equal(socket.closedWith, null, "the server closes, not the page");
+});
+
+test("a close with a code as reason and no error frame names that code", () => {
+  const { events, socket } = connection();
+  socket.serverOpens();
+  socket.serverCloses(4402, "SERVER_SHUTDOWN");
+  assert.equal(events.at(-1).kind, "error");
+  assert.equal(events.at(-1).code, "SERVER_SHUTDOWN");
+  assert.equal(events.at(-1).error, null); // the page fills title and message from /api/error-codes
+});
+
+test("a failed upgrade and a dropped handshake are told apart", () => {
+  const refused = connection();
+  refused.socket.serverCloses(1006);
+  assert.equal(refused.events.at(-1).code, "CONNECTION_FAILED");
+  const dropped = connection();
+  dropped.socket.serverOpens();
+  dropped.socket.serverCloses(1006);
+  assert.equal(dropped.events.at(-1).code, "CONNECTION_LOST");
+  assert.equal(errorFromClose(1011, "not a code", Phase.HANDSHAKE).code, "CONNECTION_LOST");
+});
+
+test("binary data or a non-JSON text before the last status is a protocol error", () => {
+  for (const data of [new ArrayBuffer(4), "RFB 003.008\n", "[1, 2]", "null"]) {
+    const { events, socket } = connection();
+    socket.serverOpens();
+    socket.serverSends(data);
+    assert.equal(events.at(-1).kind, "error");
+    assert.equal(events.at(-1).code, "PROTOCOL_ERROR", String(data));
+    assert.deepEqual(socket.closedWith, { code: 4000, reason: "CLIENT_ABORT" });
+  }
+});
+
+test("the watchdog trips when the upgrade never completes", () => {
+  const { events, socket, timers, conn } = connection({ watchdogMs: 2000 });
+  timers.advance(1999);
+  assert.equal(events.length, 0);
+  timers.advance(1);
+  assert.equal(events.at(-1).code, "WATCHDOG_TIMEOUT");
+  assert.equal(events.at(-1).waitedFor, Phase.CONNECTING);
+  assert.match(events.at(-1).details, /WebSocket upgrade/);
+  assert.equal(conn.phase, Phase.FAILED);
+  assert.ok(socket.closedWith);
+  socket.serverCloses(1006);
+  assert.equal(events.length, 1, "the close after the watchdog adds nothing");
+});
+
+test("every frame rewinds the watchdog; silence between stages trips it", () => {
+  const { events, socket, timers } = connection({ watchdogMs: 10000 });
+  socket.serverOpens();
+  for (const [message] of STATUSES.slice(0, 3)) {
+    timers.advance(9000);
+    socket.serverStatus(message);
+  }
+  assert.ok(!events.some((e) => e.kind === "error"));
+  timers.advance(10000);
+  assert.equal(events.at(-1).code, "WATCHDOG_TIMEOUT");
+  assert.match(events.at(-1).details, /Connecting to VNC server on port 5900/);
+});
+
+test("after the hand-off the watchdog waits for noVNC, then stops", () => {
+  const stuck = connection({ watchdogMs: 3000 });
+  stuck.socket.serverOpens();
+  for (const [message, stage] of STATUSES) stuck.socket.serverStatus(message, { stage });
+  stuck.timers.advance(3000);
+  assert.equal(stuck.events.at(-1).code, "WATCHDOG_TIMEOUT");
+  assert.equal(stuck.events.at(-1).waitedFor, Phase.PROXY);
+
+  const live = connection({ watchdogMs: 3000 });
+  live.socket.serverOpens();
+  for (const [message, stage] of STATUSES) live.socket.serverStatus(message, { stage });
+  live.conn.markVncReady();
+  live.timers.advance(60000);
+  assert.ok(!live.events.some((e) => e.kind === "error"));
+});
+
+test("a session that ends after the hand-off reports the close code and reason", () => {
+  const { events, socket, conn } = connection();
+  socket.serverOpens();
+  for (const [message, stage] of STATUSES) socket.serverStatus(message, { stage });
+  conn.markVncReady();
+  socket.serverCloses(4102, "VM_STOPPED");
+  const ended = events.at(-1);
+  assert.equal(ended.kind, "ended");
+  assert.equal(ended.closeCode, 4102);
+  assert.equal(ended.reason, "VM_STOPPED");
+  assert.equal(ended.byUser, false);
+  assert.equal(ended.vncReady, true);
+});
+
+test("the user's disconnect is reported once", () => {
+  const { events, socket, conn } = connection();
+  socket.serverOpens();
+  conn.close();
+  assert.deepEqual(socket.closedWith, { code: 1000, reason: "USER_DISCONNECT" });
+  socket.serverCloses(1000, "USER_DISCONNECT");
+  assert.deepEqual(events.map((e) => e.kind), ["opened", "ended"]);
+  assert.equal(events.at(-1).byUser, true);
+});
+
+test("the console address follows the page's scheme and escapes the VM id", () => {
+  assert.equal(consoleUrl("a b/c", { protocol: "https:", host: "limen.example:8443" }),
+               "wss://limen.example:8443/api/vms/a%20b%2Fc/console");
+  assert.equal(consoleUrl("web-1", { protocol: "http:", host: "127.0.0.1:8080" }),
+               "ws://127.0.0.1:8080/api/vms/web-1/console");
+});
