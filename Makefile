@@ -46,8 +46,12 @@ test-unit: venv
 	@$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
 
 lint: venv
-	@$(BIN)/ruff check src tests
+	@$(BIN)/ruff check src tests bench
 	@$(BIN)/mypy
+
+# The full benchmark: raw TCP, websockify and limen side by side (minutes). `make test` runs its smoke.
+bench: install
+	@$(BIN)/python -m bench.run --out bench/out/results.json
 
 clean:
 	rm -rf $(VENV) web/node_modules .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -1,0 +1,538 @@
+"""The console benchmark: raw TCP, websockify and limen against the same fake VNC server, in one run.
+
+``python -m bench.run`` (or ``python bench/run.py``) measures, for each system: set-up time (and, for
+limen, time to the first status frame), throughput of 1 and of 8 streams, the proxy's CPU seconds per GB,
+small round trips, and the most concurrent idle sessions held (each one checked to still answer) with
+the proxy's memory per session. It prints a table and writes JSON (``--out``). ``--smoke`` is a
+seconds-long run with tiny sizes, for tests. Every process it starts is stopped when it ends, also on
+an exception or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.systems import (
+    FakeVnc,
+    Limen,
+    Process,
+    Processes,
+    StartError,
+    start_fake_vnc,
+    start_limen,
+    start_pump,
+    start_websockify,
+)
+
+SYSTEMS = ("raw", "websockify", "limen")
+# Prototypes, measured only when asked for (--systems): the raw asyncio-Protocol pump, on uvloop and on
+# the standard loop. They show the ceiling of a Python proxy; they are not limen.
+PROTOTYPES = ("pump", "pump-asyncio")
+# limen's app with one thing swapped (bench/limen_variant.py): name → (WebSocket layer, loop).
+LIMEN_VARIANTS = {
+    "limen-console": ("console", "uvloop"),
+    "limen-console-asyncio": ("console", "asyncio"),
+    "limen-websockets": ("websockets", "uvloop"),
+    "limen-sansio": ("websockets-sansio", "uvloop"),
+    "limen-wsproto": ("wsproto", "uvloop"),
+    # An experiment: the console's VNC StreamReader swapped for one that hands chunks back whole.
+    "limen-chunk-reader": ("console+chunk-reader", "uvloop"),
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    setup_count: int = 200
+    rtt_count: int = 2000
+    rtt_warmup: int = 100
+    stream_seconds: float = 5.0
+    stream_warmup: float = 1.0
+    parallel_streams: int = 8
+    idle_levels: tuple[int, ...] = (1000, 5000, 9000)
+    sessions_per_worker: int = 3000
+    parallel_setups: int = 32  # per worker
+    session_timeout: float = 10.0
+
+
+FULL = Plan()
+SMOKE = Plan(setup_count=5, rtt_count=20, rtt_warmup=5, stream_seconds=0.5, stream_warmup=0.2,
+             parallel_streams=2, idle_levels=(20,), parallel_setups=10, session_timeout=5.0)
+
+
+class MeasureError(Exception):
+    pass
+
+
+# -- the systems under test -------------------------------------------------------------------------
+
+
+class System:
+    """A way to reach the fake server's modes, and the process group to charge CPU and memory to."""
+
+    name = ""
+    status_frames = False
+
+    def url(self, mode: str) -> str:
+        raise NotImplementedError
+
+    def pgid(self, mode: str) -> int:
+        return 0
+
+    def fresh(self, mode: str) -> None:
+        """Restarts the proxy serving ``mode``, so a memory figure starts from a clean process."""
+
+    def close(self) -> None:
+        pass
+
+
+class Raw(System):
+    name = "raw"
+
+    def __init__(self, fake: FakeVnc) -> None:
+        self.fake = fake
+
+    def url(self, mode: str) -> str:
+        return f"tcp://127.0.0.1:{self.fake.ports[mode]}"
+
+
+class Websockify(System):
+    """One websockify per mode (it proxies to one target), each in its default forking mode."""
+
+    name = "websockify"
+
+    def __init__(self, processes: Processes, fake: FakeVnc) -> None:
+        self.processes = processes
+        self.fake = fake
+        self.instances: dict[str, tuple[Process, int]] = {}
+
+    def _instance(self, mode: str) -> tuple[Process, int]:
+        if mode not in self.instances:
+            self.instances[mode] = start_websockify(self.processes, self.fake.ports[mode], f"websockify-{mode}")
+        return self.instances[mode]
+
+    def url(self, mode: str) -> str:
+        return f"ws://127.0.0.1:{self._instance(mode)[1]}/"
+
+    def pgid(self, mode: str) -> int:
+        return self._instance(mode)[0].pid
+
+    def fresh(self, mode: str) -> None:
+        if mode in self.instances:
+            self.processes.stop(self.instances.pop(mode)[0])
+
+    def close(self) -> None:
+        for mode in list(self.instances):
+            self.fresh(mode)
+
+
+class Pump(System):
+    """The ``ws_pump`` prototype, one instance per mode."""
+
+    def __init__(self, processes: Processes, fake: FakeVnc, *, uvloop: bool) -> None:
+        self.name = "pump" if uvloop else "pump-asyncio"
+        self.processes = processes
+        self.fake = fake
+        self.uvloop = uvloop
+        self.instances: dict[str, tuple[Process, int]] = {}
+
+    def _instance(self, mode: str) -> tuple[Process, int]:
+        if mode not in self.instances:
+            self.instances[mode] = start_pump(self.processes, self.fake.ports[mode], f"{self.name}-{mode}",
+                                              uvloop=self.uvloop)
+        return self.instances[mode]
+
+    def url(self, mode: str) -> str:
+        return f"ws://127.0.0.1:{self._instance(mode)[1]}/"
+
+    def pgid(self, mode: str) -> int:
+        return self._instance(mode)[0].pid
+
+    def fresh(self, mode: str) -> None:
+        if mode in self.instances:
+            self.processes.stop(self.instances.pop(mode)[0])
+
+    def close(self) -> None:
+        for mode in list(self.instances):
+            self.fresh(mode)
+
+
+class LimenSystem(System):
+    """``limen serve`` over libvirt's test driver; one process serves every mode's domain."""
+
+    name = "limen"
+    status_frames = True
+
+    def __init__(self, processes: Processes, fake: FakeVnc, work_dir: Path, name: str = "limen") -> None:
+        self.name = name
+        self.processes = processes
+        self.fake = fake
+        self.work_dir = work_dir
+        self.variant = LIMEN_VARIANTS.get(name)
+        self.limen: Limen | None = None
+
+    def _server(self) -> Limen:
+        if self.limen is None:
+            self.limen = start_limen(self.processes, self.fake.ports, self.work_dir / self.name, self.name,
+                                     self.variant)
+        return self.limen
+
+    def url(self, mode: str) -> str:
+        return self._server().console_url(mode)
+
+    def pgid(self, mode: str) -> int:
+        return self._server().process.pid
+
+    def fresh(self, mode: str) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.limen is not None:
+            self.processes.stop(self.limen.process)
+            self.limen = None
+
+
+# -- measurements -----------------------------------------------------------------------------------
+
+
+def load_client(processes: Processes, name: str, args: list[str], timeout: float) -> dict[str, Any]:
+    process = processes.start(name, [sys.executable, "-m", "bench.load_client", *args], stdout_pipe=True)
+    try:
+        output, _ = process.popen.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise MeasureError(f"{name}: no result within {timeout:g} s") from None
+    finally:
+        processes.stop(process)
+    lines = [line for line in output.splitlines() if line.strip()]
+    if process.popen.returncode != 0 or not lines:
+        raise MeasureError(f"{name} failed (exit {process.popen.returncode}):\n{process.log_tail(8)}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def measure_system(system: System, processes: Processes, plan: Plan, fake: FakeVnc) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+
+    def target(mode: str) -> list[str]:
+        args = ["--target", system.url(mode), "--timeout", str(plan.session_timeout)]
+        return [*args, "--status-frames"] if system.status_frames else args
+
+    def attempt(key: str, run: Callable[[], Any]) -> None:
+        try:
+            results[key] = run()
+        except (MeasureError, StartError) as exc:
+            results[key] = {"error": str(exc)}
+        print(f"  {system.name:<10} {key:<10} {_brief(results[key])}", flush=True)
+
+    name = system.name
+    attempt("setup", lambda: load_client(
+        processes, f"client-{name}-setup", ["setup", *target("idle"), "--count", str(plan.setup_count)],
+        timeout=60 + plan.setup_count * plan.session_timeout))
+    attempt("rtt", lambda: load_client(
+        processes, f"client-{name}-rtt",
+        ["rtt", *target("echo-update"), "--count", str(plan.rtt_count), "--warmup", str(plan.rtt_warmup)],
+        timeout=120))
+    for streams in (1, plan.parallel_streams):
+        attempt(f"stream_{streams}", lambda streams=streams: load_client(  # type: ignore[misc]
+            processes, f"client-{name}-stream{streams}",
+            ["stream", *target("stream"), "--streams", str(streams), "--seconds", str(plan.stream_seconds),
+             "--warmup", str(plan.stream_warmup), "--proxy-pgid", str(system.pgid("stream")),
+             "--server-pid", str(fake.process.pid)],
+            timeout=60 + plan.stream_seconds + plan.stream_warmup))
+    levels: list[dict[str, Any]] = []
+    for sessions in plan.idle_levels:
+        system.fresh("echo-update")
+        workers = max(1, math.ceil(sessions / plan.sessions_per_worker))
+        key = f"idle_{sessions}"
+        attempt(key, lambda sessions=sessions, workers=workers: load_client(  # type: ignore[misc]
+            processes, f"client-{name}-idle{sessions}",
+            ["idle", *target("echo-update"), "--sessions", str(sessions), "--workers", str(workers),
+             "--parallel", str(plan.parallel_setups), "--proxy-pgid", str(system.pgid("echo-update"))],
+            timeout=900))
+        levels.append(results.pop(key))
+        if levels[-1].get("held", 0) < sessions:
+            break  # the next level would only fail further
+    results["idle"] = levels
+    system.close()
+    return results
+
+
+def _brief(result: Any) -> str:
+    if isinstance(result, dict) and "error" in result:
+        return "ERROR " + str(result["error"]).splitlines()[0]
+    text = json.dumps(result)
+    return text if len(text) < 160 else text[:157] + "..."
+
+
+# -- summary ----------------------------------------------------------------------------------------
+
+
+def _get(data: Any, *path: Any) -> Any:
+    for key in path:
+        if isinstance(data, dict):
+            data = data.get(key)
+        elif isinstance(data, list) and isinstance(key, int) and -len(data) <= key < len(data):
+            data = data[key]
+        else:
+            return None
+    return data
+
+
+def largest_held(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The idle level with the most sessions held (opened and answering)."""
+    levels = result.get("idle") or []
+    ok = [level for level in levels if "held" in level]
+    return max(ok, key=lambda level: level["held"]) if ok else None
+
+
+def summarize(systems: dict[str, dict[str, Any]], plan: Plan) -> list[tuple[str, dict[str, str]]]:
+    """Rows of the table: (metric, {system: cell})."""
+
+    def fmt(value: Any, digits: int = 2) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.{digits}f}"
+        return str(value)
+
+    def pair(result: dict[str, Any], *path: str, digits: int = 2) -> str:
+        section = _get(result, *path)
+        if not isinstance(section, dict):
+            return "-"
+        return f"{fmt(section.get('p50'), digits)} / {fmt(section.get('p99'), digits)}"
+
+    rows: list[tuple[str, dict[str, str]]] = []
+
+    def row(label: str, cell: Callable[[dict[str, Any]], str]) -> None:
+        cells = {}
+        for name, result in systems.items():
+            try:
+                cells[name] = cell(result)
+            except (TypeError, KeyError, ValueError):
+                cells[name] = "-"
+        rows.append((label, cells))
+
+    row("setup p50 / p99 (ms)", lambda r: pair(r, "setup", "setup_ms"))
+    row("first status p50 / p99 (ms)", lambda r: pair(r, "setup", "first_status_ms", digits=3))
+    row("1 stream (GB/s)", lambda r: fmt(_get(r, "stream_1", "gb_per_s")))
+    streams = plan.parallel_streams
+    row(f"{streams} streams (GB/s)", lambda r: fmt(_get(r, f"stream_{streams}", "gb_per_s")))
+    row("proxy CPU s/GB, 1 stream", lambda r: fmt(_get(r, "stream_1", "proxy_cpu_s_per_gb")))
+    row(f"proxy CPU s/GB, {streams} streams", lambda r: fmt(_get(r, f"stream_{streams}", "proxy_cpu_s_per_gb")))
+    row("round trip p50 / p99 (ms)", lambda r: pair(r, "rtt", "rtt_ms", digits=3))
+
+    def held(result: dict[str, Any]) -> str:
+        best = largest_held(result)
+        if best is None:
+            return "-"
+        tried = max(level["sessions"] for level in result["idle"])
+        return f"{best['held']} of {tried}"
+
+    row("idle sessions held", held)
+
+    def memory(result: dict[str, Any]) -> str:
+        best = largest_held(result)
+        if best is None or best.get("rss_per_session_kb") is None:
+            return "-"
+        return f"{best['rss_per_session_kb']:.0f} / {best['pss_per_session_kb']:.0f}"
+
+    row("RSS / PSS per session (KB)", memory)
+    return rows
+
+
+def check_targets(systems: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Issue 5's targets for limen, each with the measured value and whether it is met."""
+    # The real ``limen serve``; failing that, the first limen variant measured.
+    limen_names = ["limen", *(name for name in systems if name in LIMEN_VARIANTS)]
+    limen_name = next((name for name in limen_names if name in systems), "limen")
+    limen, websockify = systems.get(limen_name) or {}, systems.get("websockify") or {}
+    checks: dict[str, dict[str, Any]] = {"system": {"value": limen_name, "target": "", "met": None}}
+
+    def check(name: str, value: Any, goal: str, met: Callable[[Any], bool]) -> None:
+        checks[name] = {"value": value, "target": goal, "met": None if value is None else bool(met(value))}
+
+    def ratio(a: Any, b: Any) -> float | None:
+        return round(a / b, 3) if isinstance(a, int | float) and isinstance(b, int | float) and b else None
+
+    check("setup_p50_ms", _get(limen, "setup", "setup_ms", "p50"), "<= 3 ms", lambda v: v <= 3)
+    check("first_status_p99_ms", _get(limen, "setup", "first_status_ms", "p99"), "<= 2 ms", lambda v: v <= 2)
+    check("stream_1_vs_websockify",
+          ratio(_get(limen, "stream_1", "gb_per_s"), _get(websockify, "stream_1", "gb_per_s")),
+          ">= 1.5x", lambda v: v >= 1.5)
+    check("cpu_per_gb_vs_websockify",
+          ratio(_get(limen, "stream_1", "proxy_cpu_s_per_gb"), _get(websockify, "stream_1", "proxy_cpu_s_per_gb")),
+          "<= 0.5x", lambda v: v <= 0.5)
+    check("rtt_p50_vs_websockify",
+          ratio(_get(limen, "rtt", "rtt_ms", "p50"), _get(websockify, "rtt", "rtt_ms", "p50")),
+          "<= 1.0x", lambda v: v <= 1.0)
+    best = largest_held(limen)
+    check("idle_sessions_held", None if best is None else best["held"], ">= 9000", lambda v: v >= 9000)
+    check("rss_per_session_kb", None if best is None else best.get("rss_per_session_kb"), "<= 64 KB",
+          lambda v: v <= 64)
+    return checks
+
+
+def render_table(rows: list[tuple[str, dict[str, str]]], names: list[str]) -> str:
+    headers = ["", *names]
+    table = [[label, *(cells.get(name, "-") for name in names)] for label, cells in rows]
+    widths = [max(len(str(line[column])) for line in [headers, *table]) for column in range(len(headers))]
+    lines = []
+    for index, line in enumerate([headers, *table]):
+        lines.append("  ".join(str(cell).ljust(width) if column == 0 else str(cell).rjust(width)
+                               for column, (cell, width) in enumerate(zip(line, widths, strict=True))).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def render_targets(checks: dict[str, dict[str, Any]]) -> str:
+    marks = {True: "met", False: "NOT met", None: "not measured"}
+    lines = [f"  (measured on: {checks['system']['value']})"]
+    lines += [f"  {name:<26} {check['value']!s:>10}  target {check['target']:<9} {marks[check['met']]}"
+              for name, check in checks.items() if name != "system"]
+    return "\n".join(lines)
+
+
+# -- machine ----------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    def cpu_model() -> str:
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+        return platform.processor()
+
+    def mem_total_gib() -> float | None:
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path("/proc/meminfo").read_text().splitlines():
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 2**20, 1)
+        return None
+
+    def version(package: str) -> str | None:
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "nproc": os.cpu_count(),
+        "cpu": cpu_model(),
+        "memory_gib": mem_total_gib(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "fd_limit": resource.getrlimit(resource.RLIMIT_NOFILE),
+        "packages": {name: version(name) for name in ("websockify", "websockets", "uvicorn", "uvloop", "starlette")},
+    }
+
+
+# -- entry ------------------------------------------------------------------------------------------
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+@contextlib.contextmanager
+def work_directory(keep: Path | None) -> Iterator[Path]:
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        yield keep
+        return
+    with tempfile.TemporaryDirectory(prefix="limen-bench-") as temporary:
+        yield Path(temporary)
+
+
+def run(plan: Plan, names: list[str], out: Path | None, work: Path | None = None) -> dict[str, Any]:
+    raise_fd_limit()
+    results: dict[str, Any] = {"machine": machine(), "plan": asdict(plan), "systems": {}}
+    with work_directory(work) as work_dir, Processes(work_dir / "logs") as processes:
+        fake = start_fake_vnc(processes)
+        for name in names:
+            print(f"measuring {name}", flush=True)
+            system: System
+            if name == "raw":
+                system = Raw(fake)
+            elif name == "websockify":
+                system = Websockify(processes, fake)
+            elif name in PROTOTYPES:
+                system = Pump(processes, fake, uvloop=name == "pump")
+            else:
+                system = LimenSystem(processes, fake, work_dir, name)
+            try:
+                results["systems"][name] = measure_system(system, processes, plan, fake)
+            except StartError as exc:
+                results["systems"][name] = {"error": str(exc)}
+                print(f"  {name}: ERROR {exc}", flush=True)
+            finally:
+                system.close()
+        started = processes.history
+    results["processes"] = [{"name": name, "pid": pid} for name, pid in started]
+    rows = summarize(results["systems"], plan)
+    results["table"] = {label: cells for label, cells in rows}
+    results["targets"] = check_targets(results["systems"])
+    print()
+    print(render_table(rows, names))
+    print("\nlimen against issue 5's targets:")
+    print(render_targets(results["targets"]))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nwrote {out}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="a seconds-long run with tiny sizes")
+    parser.add_argument("--out", type=Path, default=Path("bench/out/results.json"))
+    parser.add_argument("--systems", default=",".join(SYSTEMS),
+                        help="comma-separated, of raw,websockify,limen; prototypes pump,pump-asyncio; "
+                             "limen variants " + ",".join(LIMEN_VARIANTS))
+    parser.add_argument("--levels", help="idle session counts to try, comma-separated (default 1000,5000,9000)")
+    parser.add_argument("--seconds", type=float, help="stream measurement window")
+    parser.add_argument("--work-dir", type=Path, help="keep logs and limen's files here (default: a temp dir)")
+    args = parser.parse_args(argv)
+    plan = SMOKE if args.smoke else FULL
+    overrides: dict[str, Any] = {}
+    if args.levels:
+        overrides["idle_levels"] = tuple(int(level) for level in args.levels.split(","))
+    if args.seconds:
+        overrides["stream_seconds"] = args.seconds
+    if overrides:
+        plan = Plan(**{**asdict(plan), **overrides})
+    names = [name.strip() for name in args.systems.split(",") if name.strip()]
+    unknown = set(names) - set(SYSTEMS) - set(PROTOTYPES) - set(LIMEN_VARIANTS)
+    if unknown:
+        parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
+    try:
+        run(plan, names, args.out, args.work_dir)
+    except KeyboardInterrupt:
+        print("interrupted; every process started was stopped", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The benchmark's smoke run (``python -m bench.run --smoke``), so ``make bench`` cannot rot.
+
+Asserts only that every system produced figures, that every session answered, and that nothing the run
+started is left running; timings are never asserted (this machine is shared and has two cores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SYSTEMS = ("raw", "websockify", "limen")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != b"Z"
+
+
+@pytest.mark.timeout(150)
+def test_bench_smoke_measures_every_system(tmp_path: Path) -> None:
+    pytest.importorskip("websockify", reason="websockify is a bench dependency (requirements.lock)")
+    out = tmp_path / "results.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out), "--work-dir", str(tmp_path / "work")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=140,
+    )
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
+    results = json.loads(out.read_text())
+    streams = results["plan"]["parallel_streams"]
+
+    for name in SYSTEMS:
+        system = results["systems"][name]
+        assert "error" not in system, (name, system)
+        setup = system["setup"]
+        assert setup["ok"] == setup["count"] > 0, (name, setup)
+        assert setup["setup_ms"]["p50"] is not None
+        if name == "limen":
+            assert setup["first_status_ms"]["p50"] is not None
+        assert system["rtt"]["count"] > 0, (name, system["rtt"])
+        for key in ("stream_1", f"stream_{streams}"):
+            stream = system[key]
+            assert "error" not in stream, (name, key, stream)
+            assert stream["bytes"] > 0 and stream["updates"] > 0 and stream["streams_failed"] == 0, (name, key)
+            if name != "raw":
+                assert stream["proxy_cpu_s_per_gb"] is not None
+        level = system["idle"][-1]
+        assert level["opened"] == level["answered"] == level["held"] == level["sessions"], (name, level)
+        if name != "raw":
+            assert level["rss_per_session_kb"] is not None
+
+    assert set(results["targets"]) >= {"setup_p50_ms", "idle_sessions_held", "rss_per_session_kb"}
+    leftovers = [p for p in results["processes"] if _alive(p["pid"])]
+    assert not leftovers, leftovers
