@@ -1,0 +1,164 @@
+"""`limen doctor`: each check passes on a healthy setup and fails, with its fix, on the real fault."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from limen.doctor import Outcome, all_passed, diagnose, render_table
+from limen.settings import Settings
+from tests.conftest import QEMU_URI
+from tests.support.console import FakeDomain, driver_uri, running_console
+from tests.support.fake_vnc import GarbageServer, RfbServer, SilentServer, refused_port
+
+pytestmark = pytest.mark.integration
+LIMEN = str(Path(sys.executable).parent / "limen")
+UNUSED_SERVER = "http://127.0.0.1:9"  # discard port: nothing answers
+
+
+def outcomes(results: list) -> dict[str, Outcome]:  # type: ignore[type-arg]
+    return {result.name: result.outcome for result in results}
+
+
+def failed(results: list) -> tuple[str, str, str]:  # type: ignore[type-arg]
+    failure = next(result for result in results if result.outcome is Outcome.FAIL)
+    return failure.name, failure.detail, failure.fix
+
+
+async def _diagnose(settings: Settings, vm: str | None, server: str = UNUSED_SERVER) -> list:  # type: ignore[type-arg]
+    return await diagnose(settings, vm, server_url=server, timeout=20)
+
+
+async def test_healthy_vm_passes_every_check(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    async with RfbServer() as vnc:
+        settings = make_settings(libvirt_uri=driver_uri(tmp_path, [FakeDomain("good", vnc.port)]))
+        async with running_console(settings) as console:
+            results = await _diagnose(settings, "good", f"http://127.0.0.1:{console.port}")
+    assert all_passed(results), render_table(results)
+    by_name = {result.name: result for result in results}
+    assert "security types: None" in by_name["RFB banner"].detail
+    assert "proxy stage" in by_name["console WebSocket"].detail
+    assert f"127.0.0.1:{vnc.port}" in by_name["VNC port assigned"].detail
+
+
+async def test_unreachable_libvirt(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(libvirt_uri="qemu+unix:///system?socket=/nonexistent/libvirt-sock", libvirt_timeout=2)
+    results = await _diagnose(settings, "anything")
+    name, _detail, fix = failed(results)
+    assert name == "libvirt reachable"
+    assert "libvirtd" in fix
+    assert outcomes(results)["VM exists"] is Outcome.SKIP
+    assert not all_passed(results)
+
+
+@pytest.mark.parametrize(
+    ("domain", "failing", "fix_says"),
+    [
+        (FakeDomain("stopped", 5999, running=False), "VM running", "limen vm start stopped"),
+        (FakeDomain("nographics", None), "VNC graphics configured", "<graphics type='vnc'"),
+        (FakeDomain("noport", "auto"), "VNC port assigned", "vncdisplay"),
+    ],
+)
+async def test_vm_faults(
+    make_settings: Callable[..., Settings], tmp_path: Path, domain: FakeDomain, failing: str, fix_says: str
+) -> None:
+    settings = make_settings(libvirt_uri=driver_uri(tmp_path, [domain]))
+    results = await _diagnose(settings, domain.name)
+    name, _detail, fix = failed(results)
+    assert name == failing
+    assert fix_says in fix
+
+
+async def test_missing_vm(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    settings = make_settings(libvirt_uri=driver_uri(tmp_path, []))
+    name, _detail, fix = failed(await _diagnose(settings, "ghost"))
+    assert name == "VM exists"
+    assert "limen vm list" in fix
+
+
+async def test_refused_port(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    settings = make_settings(libvirt_uri=driver_uri(tmp_path, [FakeDomain("refused", refused_port())]))
+    name, detail, _fix = failed(await _diagnose(settings, "refused"))
+    assert name == "TCP connect to VNC"
+    assert "cannot connect" in detail
+
+
+@pytest.mark.parametrize("server_class", [SilentServer, GarbageServer])
+async def test_not_a_vnc_server(
+    make_settings: Callable[..., Settings], tmp_path: Path, server_class: type[SilentServer]
+) -> None:
+    async with server_class() as peer:
+        settings = make_settings(
+            libvirt_uri=driver_uri(tmp_path, [FakeDomain("mute", peer.port)]), console_banner_timeout=0.5
+        )
+        results = await _diagnose(settings, "mute")
+    name, _detail, fix = failed(results)
+    assert name == "RFB banner"
+    assert "restart the VM" in fix
+
+
+async def test_no_server_running(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    async with RfbServer() as vnc:
+        settings = make_settings(libvirt_uri=driver_uri(tmp_path, [FakeDomain("alone", vnc.port)]))
+        name, _detail, fix = failed(await _diagnose(settings, "alone"))
+    assert name == "console WebSocket"
+    assert "limen serve" in fix
+
+
+async def test_console_error_from_the_server_is_named(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """The VNC server goes silent for the proxy (not for doctor's own check): the WebSocket check names it."""
+    async with RfbServer() as vnc, SilentServer() as mute:
+        seen_by_doctor = FakeDomain("split", vnc.port)
+        seen_by_server = FakeDomain("split", mute.port, uuid=seen_by_doctor.uuid)
+        doctor_settings = make_settings(libvirt_uri=driver_uri(tmp_path, [seen_by_doctor]))
+        server_settings = make_settings(
+            libvirt_uri=driver_uri(tmp_path, [seen_by_server]), console_banner_timeout=0.5
+        )
+        async with running_console(server_settings) as console:
+            name, detail, fix = failed(await _diagnose(doctor_settings, "split", f"http://127.0.0.1:{console.port}"))
+    assert name == "console WebSocket"
+    assert detail.startswith("VNC_HANDSHAKE_FAILED")
+    assert fix
+
+
+async def test_last_console_errors_come_from_the_log(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    domain = FakeDomain("logged", "auto")
+    settings = make_settings(libvirt_uri=driver_uri(tmp_path, [domain]))
+    settings.log_dir.mkdir(parents=True)
+    lines = [
+        {"ts": "2026-01-01T00:00:00", "event": "console_end", "vm_uuid": domain.uuid, "code": "VNC_PORT_ERROR"},
+        {"ts": "2026-01-01T00:00:01", "event": "console_end", "vm_uuid": "other", "code": "VM_NOT_FOUND"},
+        {"ts": "2026-01-01T00:00:02", "event": "console_end", "vm_uuid": domain.uuid, "code": "OK"},
+    ]
+    (settings.log_dir / "limen.log").write_text("".join(json.dumps(line) + "\n" for line in lines) + "not json\n")
+    results = await _diagnose(settings, "logged")
+    log_check = next(result for result in results if result.name == "console errors in log")
+    assert log_check.outcome is Outcome.INFO
+    assert "VNC_PORT_ERROR" in log_check.detail
+    assert "VM_NOT_FOUND" not in log_check.detail
+
+
+def test_cli_host_checks_json_and_exit_codes(tmp_path: Path) -> None:
+    env = {**os.environ, "LIMEN_LIBVIRT_URI": QEMU_URI, "LIMEN_LOG_DIR": str(tmp_path / "log"),
+           "LIMEN_DATA_DIR": str(tmp_path)}
+    healthy = subprocess.run([LIMEN, "--json", "doctor"], env=env, capture_output=True, text=True, timeout=60,
+                             check=False)
+    report = json.loads(healthy.stdout)
+    assert healthy.returncode == 0, healthy.stdout
+    assert report["ok"] is True
+    assert [check["name"] for check in report["checks"]][:2] == ["settings and log dir", "libvirt reachable"]
+
+    broken = subprocess.run(
+        [LIMEN, "doctor", "--timeout", "10"],
+        env={**env, "LIMEN_LIBVIRT_URI": "qemu+unix:///system?socket=/nonexistent/sock"},
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert broken.returncode == 1
+    assert "✗ libvirt reachable" in broken.stdout
+    assert "fix:" in broken.stdout
