@@ -10,9 +10,12 @@ from fastapi import FastAPI
 from limen.api import health, isos, vms
 from limen.api.errors import install_error_handlers
 from limen.api.middleware import RequestContextMiddleware
+from limen.console.endpoint import router as console_router
+from limen.console.sessions import ConsoleSessions
 from limen.hypervisor import Hypervisor
 from limen.metrics import Metrics
 from limen.settings import Settings
+from limen.web import install_web
 
 
 def create_app(settings: Settings, hypervisor: Hypervisor | None = None) -> FastAPI:
@@ -41,9 +44,12 @@ def create_app(settings: Settings, hypervisor: Hypervisor | None = None) -> Fast
     app.state.settings = settings
     app.state.hypervisor = hv
     app.state.metrics = metrics
+    app.state.console_sessions = ConsoleSessions()
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(vms.router)
     app.include_router(isos.router)
+    app.include_router(console_router)
+    install_web(app, settings)  # last: it mounts /static
     return app
