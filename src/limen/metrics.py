@@ -1,10 +1,12 @@
 """Prometheus metrics, one registry per app so that several apps in one process never collide.
 
-Console code records with the helpers below; nothing here runs per proxied frame: byte counts are
-added once per session (at its end) and, for long sessions, every few seconds by the pump.
+Console sessions report their milestones to :class:`ConsoleMetrics`; nothing here runs per proxied
+frame: byte counts are added once per session, at its end.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -57,5 +59,36 @@ class Metrics:
         if failure is not None:
             self.libvirt_call_failures.labels(operation, failure).inc()
 
+    def console_observer(self) -> ConsoleMetrics:
+        return ConsoleMetrics(self)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class ConsoleMetrics:
+    """Records one console session's milestones (a ``SessionObserver`` of ``limen.console.session``)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def first_status_sent(self, session: Any, seconds: float) -> None:
+        self.metrics.console_first_status_seconds.observe(seconds)
+
+    def stage_ended(self, session: Any, stage: Any, seconds: float) -> None:
+        self.metrics.console_stage_seconds.labels(str(stage.value)).observe(seconds)
+
+    def proxy_started(self, session: Any) -> None:
+        self.metrics.console_attempts.labels("OK").inc()
+        self.metrics.console_sessions_active.inc()
+
+    def session_ended(self, session: Any) -> None:
+        m = self.metrics
+        reason = session.end_reason or "unknown"
+        if session.reached_proxy:
+            m.console_sessions_active.dec()
+        else:
+            m.console_attempts.labels(reason).inc()
+        m.console_sessions_ended.labels(reason).inc()
+        m.console_bytes.labels("to_client").inc(session.traffic.to_client)
+        m.console_bytes.labels("to_vnc").inc(session.traffic.to_vnc)

@@ -73,6 +73,7 @@ async def console(websocket: WebSocket, vm_id: str) -> None:
         hypervisor=hypervisor,
         settings=settings,
         notices=websocket.query_params.get("notices") == "1",
+        observers=[state.metrics.console_observer()],
     )
     with sessions_of(state).track(session):
         await session.run()

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 import uuid as uuid_module
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
@@ -97,6 +97,18 @@ class HypervisorLike(Protocol):
 # -- internal signals ------------------------------------------------------------------------------
 
 
+class SessionObserver(Protocol):
+    """Told of a session's milestones (metrics, audit). Calls are cheap and never per frame."""
+
+    def first_status_sent(self, session: ConsoleSession, seconds: float) -> None: ...
+
+    def stage_ended(self, session: ConsoleSession, stage: Stage, seconds: float) -> None: ...
+
+    def proxy_started(self, session: ConsoleSession) -> None: ...
+
+    def session_ended(self, session: ConsoleSession) -> None: ...
+
+
 class _ClientGone(Exception):
     """A write to the client failed because it is not there any more."""
 
@@ -135,8 +147,12 @@ class ConsoleSession:
         notices: bool = False,
         clock: Callable[[], float] = time.monotonic,
         session_id: str | None = None,
+        observers: Sequence[SessionObserver] = (),
     ) -> None:
         self.id = session_id or uuid_module.uuid4().hex[:12]
+        self._observers = tuple(observers)
+        self._stage_began = clock()
+        self.reached_proxy = False
         self.ident = ident
         self.settings = settings
         self._client = client
@@ -186,6 +202,8 @@ class ConsoleSession:
         finally:
             await self._release()
             self._log_end()
+            for observer in self._observers:
+                observer.session_ended(self)
             self.finished.set()
 
     # -- the race ------------------------------------------------------------------------------------
@@ -195,6 +213,8 @@ class ConsoleSession:
         first = await self._guard(self._apply(self.machine.start()))
         if first is not None:
             return first
+        for observer in self._observers:
+            observer.first_status_sent(self, self._clock() - self._stage_began)
         self._log_stage()
         runners: list[Coroutine[Any, Any, Any]] = [
             self._requested(),  # first in the list: wins ties, so a shutdown is reported as such
@@ -285,6 +305,9 @@ class ConsoleSession:
         self.traffic.to_client += len(banner)
         self.traffic.last_input = self._clock()
         self._proxy_ready.set()
+        self.reached_proxy = True
+        for observer in self._observers:
+            observer.proxy_started(self)
         # PROXY, VNC → client, until the VNC server closes
         await vnc_to_client(reader, self._send_binary, self.traffic, read_size=READ_SIZE)
         raise await self._why_vnc_closed()
@@ -295,7 +318,7 @@ class ConsoleSession:
         if not self.machine.live:
             raise _MachineEnded(actions)
         if self.machine.stage is not before:
-            self._log_stage()
+            self._stage_changed(before)
         await self._apply(actions)
 
     async def _in_stage(self, work: Awaitable[T], *, in_libvirt: bool) -> T:
@@ -489,6 +512,14 @@ class ConsoleSession:
         }
         fields.update(more)
         return fields
+
+    def _stage_changed(self, previous: Stage | None) -> None:
+        now = self._clock()
+        if previous is not None:
+            for observer in self._observers:
+                observer.stage_ended(self, previous, now - self._stage_began)
+        self._stage_began = now
+        self._log_stage()
 
     def _log_stage(self) -> None:
         stage = self.machine.stage
