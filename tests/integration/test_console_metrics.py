@@ -10,10 +10,18 @@ import httpx
 import pytest
 
 from limen.settings import Settings
-from tests.support.console import ConsoleServer, ConsoleTranscript, FakeDomain, client, driver_uri, read_console
-from tests.support.console import read_frames, running_console
+from tests.support.console import (
+    ConsoleServer,
+    ConsoleTranscript,
+    FakeDomain,
+    client,
+    driver_uri,
+    read_console,
+    read_frames,
+    running_console,
+)
 from tests.support.fake_vnc import RfbServer, SilentServer
-from tests.unit.test_operability import _sample
+from tests.support.prometheus import sample as _sample
 
 pytestmark = pytest.mark.integration
 

@@ -13,19 +13,7 @@ import pytest
 from limen.logs import configure_logging
 from limen.settings import Settings
 from tests.conftest import app_client
-
-
-def _sample(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in Prometheus text format (0 when absent); labels in any order."""
-    for line in text.splitlines():
-        head, _, value = line.rpartition(" ")
-        metric, _, label_text = head.partition("{")
-        if metric != name:
-            continue
-        found = dict(part.split("=", 1) for part in label_text.rstrip("}").split(",") if part)
-        if {key: val.strip('"') for key, val in found.items()} == labels:
-            return float(value)
-    return 0.0
+from tests.support.prometheus import sample as _sample
 
 
 async def test_request_id_is_echoed_generated_and_put_in_error_details(
