@@ -59,7 +59,7 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-def configure_logging(settings: Settings, *, max_bytes: int = 10 * 2**20, backups: int = 5) -> Path | None:
+def configure_logging(settings: Settings) -> Path | None:
     """Installs limen's handlers on the ``limen`` logger. Returns the log file path, if writable."""
     logger = logging.getLogger("limen")
     logger.setLevel(settings.log_level.upper())
@@ -71,7 +71,10 @@ def configure_logging(settings: Settings, *, max_bytes: int = 10 * 2**20, backup
     try:
         settings.log_dir.mkdir(parents=True, exist_ok=True)
         file_handler = logging.handlers.RotatingFileHandler(
-            settings.log_dir / LOG_FILE_NAME, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+            settings.log_dir / LOG_FILE_NAME,
+            maxBytes=settings.log_max_bytes,
+            backupCount=settings.log_backups,
+            encoding="utf-8",
         )
         file_handler.setFormatter(JsonFormatter())
         # On the handlers: a logger's own filters do not see records of its child loggers.

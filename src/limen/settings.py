@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     # Where the storage pool keeps its volumes; defaults to <data_dir>/pool.
     storage_pool_dir: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_max_bytes: int = Field(10 * 2**20, ge=4096, description="Size at which limen.log is rotated")
+    log_backups: int = Field(5, ge=0, le=100, description="Rotated log files kept")
     # With a token, /metrics wants "Authorization: Bearer <token>"; without one it answers loopback only.
     metrics_token: SecretStr | None = None
 

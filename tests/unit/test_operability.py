@@ -94,3 +94,25 @@ async def test_metrics_refuse_remote_clients_without_a_token(make_settings: Call
             response = await client.get("/metrics")
     assert response.status_code == 403
     assert response.json()["code"] == "FORBIDDEN"
+
+
+def test_log_file_rotates_by_size_and_keeps_the_configured_count(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(log_dir=tmp_path / "logs", log_max_bytes=4096, log_backups=2)
+    configure_logging(settings)
+    try:
+        log = logging.getLogger("limen.test")
+        for number in range(200):
+            log.info("line %d", number, extra={"event": "filler", "payload": "x" * 100})
+        files = sorted(path.name for path in (tmp_path / "logs").iterdir())
+        assert files == ["limen.log", "limen.log.1", "limen.log.2"]
+        assert all(path.stat().st_size <= 4096 + 512 for path in (tmp_path / "logs").iterdir())
+        last = json.loads((tmp_path / "logs" / "limen.log").read_text().splitlines()[-1])
+        assert last["msg"] == "line 199"
+        assert last["payload"] == "x" * 100
+    finally:
+        logger = logging.getLogger("limen")
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
