@@ -15,6 +15,7 @@ from fastapi import APIRouter, WebSocket
 
 from limen.console.session import ConsoleSession, HypervisorLike
 from limen.console.sessions import ConsoleSessions
+from limen.console.splice import SPLICE_EXTENSION, SpliceFn
 from limen.settings import Settings
 
 router = APIRouter()
@@ -28,6 +29,9 @@ class StarletteChannel:
     def __init__(self, websocket: WebSocket) -> None:
         self._ws = websocket
         self._gone = False
+        # The fast path of the proxy stage, when the server offers it (limen's own uvicorn protocol).
+        offered = (websocket.scope.get("extensions") or {}).get(SPLICE_EXTENSION) or {}
+        self.splice: SpliceFn | None = offered.get("splice")
 
     async def send_text(self, text: str) -> None:
         await self._ws.send({"type": "websocket.send", "text": text})

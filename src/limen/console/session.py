@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 from limen.console import messages
 from limen.console.pump import Traffic, client_to_vnc, vnc_to_client
+from limen.console.splice import SpliceEnd, SpliceFn
 from limen.console.stages import (
     Action,
     BannerReceived,
@@ -46,7 +47,7 @@ from limen.console.stages import (
     VmStarted,
     VncConnected,
 )
-from limen.console.upstream import READ_SIZE, open_vnc, read_banner
+from limen.console.upstream import READ_SIZE, VncReader, open_vnc, read_banner
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm
 from limen.settings import Settings
@@ -175,6 +176,8 @@ class ConsoleSession:
         self._watch_cm: AbstractContextManager[Any] | None = None
         self._watch_open = asyncio.Event()
         self._vnc_writer: asyncio.StreamWriter | None = None
+        self._held_input: bytes | None = None  # a client message that came before the proxy stage
+        self._spliced = False  # the proxy stage runs in the WebSocket protocol (the fast path)
 
     # -- public ---------------------------------------------------------------------------------------
 
@@ -309,7 +312,30 @@ class ConsoleSession:
         for observer in self._observers:
             observer.proxy_started(self)
         # PROXY, VNC → client, until the VNC server closes
-        await vnc_to_client(reader, self._send_binary, self.traffic, read_size=READ_SIZE)
+        await self._proxy(reader)
+
+    async def _proxy(self, reader: VncReader) -> None:
+        """The proxy stage until it ends: spliced when the WebSocket server offers it, else two tasks."""
+        splice: SpliceFn | None = getattr(self._client, "splice", None)
+        writer = self._vnc_writer
+        if splice is None or writer is None or not reader.may_hand_over():
+            await vnc_to_client(reader, self._send_binary, self.traffic, read_size=READ_SIZE)
+            raise await self._why_vnc_closed()
+        # Bytes the VNC server sent after its banner already: the read returns them without waiting, so
+        # nothing else runs between _proxy_ready and the splice (the client reader sees _spliced on waking).
+        unread = await reader.read(reader.unread) if reader.unread else b""
+        held, self._held_input = self._held_input, None
+        self._spliced = True
+        pump = splice(writer.transport, self.traffic, initial=[held] if held is not None else [], unread=unread,
+                      write_timeout=self.settings.console_write_timeout, clock=self._clock)
+        try:
+            outcome = await pump.ended
+        finally:
+            pump.stop()
+        if isinstance(outcome, LimenError):
+            raise outcome
+        if outcome is SpliceEnd.CLIENT_GONE:
+            raise _ClientGone()
         raise await self._why_vnc_closed()
 
     async def _advance(self, event: Event) -> None:
@@ -384,7 +410,6 @@ class ConsoleSession:
 
     async def _read_client(self) -> None:
         """Until the proxy stage, only notices the client leaving; then forwards client → VNC."""
-        first: bytes | None = None
         while not self._proxy_ready.is_set():
             message = await self._client.receive()
             if message is None:
@@ -392,10 +417,17 @@ class ConsoleSession:
             if isinstance(message, bytes) and message:
                 # An RFB client waits for the banner before it speaks, so this is rare; hold the message
                 # and stop reading (backpressure) until there is a VNC server to give it to.
-                first = message
+                self._held_input = message
                 await self._proxy_ready.wait()
+        if self._spliced:
+            # The WebSocket protocol hands the client's messages to the VNC server itself now; only the
+            # client's leaving still comes this way.
+            while await self._client.receive() is not None:
+                pass
+            raise _ClientGone()
         writer = self._vnc_writer
         assert writer is not None
+        first, self._held_input = self._held_input, None
         pending = [first] if first is not None else []
 
         async def receive() -> bytes | None:

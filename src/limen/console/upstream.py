@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Iterable
+from typing import SupportsIndex, cast
 
 from limen.console.rfb import BannerReader, BannerStatus
 from limen.errors import ErrorCode, LimenError
@@ -35,14 +37,46 @@ def _tune(sock: socket.socket) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
-async def open_vnc(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+class VncReader(asyncio.StreamReader):
+    """A StreamReader that knows how much it holds, so that its transport can be handed over losslessly.
+
+    Used with ``read`` only (all the console does).
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit=limit)
+        self.unread = 0  # bytes fed and not yet read
+        self.eof_fed = False
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        self.unread += len(cast(bytes, data))  # the transport feeds bytes
+        super().feed_data(data)
+
+    def feed_eof(self) -> None:
+        self.eof_fed = True
+        super().feed_eof()
+
+    async def read(self, n: int = -1) -> bytes:
+        data = await super().read(n)
+        self.unread -= len(data)
+        return data
+
+    def may_hand_over(self) -> bool:
+        """No EOF, no error: once its ``unread`` bytes are read, the transport may get another protocol."""
+        return not self.eof_fed and self.exception() is None
+
+
+async def open_vnc(host: str, port: int) -> tuple[VncReader, asyncio.StreamWriter]:
     """Connects to ``host:port``; refused or unreachable becomes VNC_CONNECTION_FAILED."""
+    loop = asyncio.get_running_loop()
+    reader = VncReader(READ_SIZE)
     try:
-        reader, writer = await asyncio.open_connection(host, port, limit=READ_SIZE)
+        transport, protocol = await loop.create_connection(lambda: asyncio.StreamReaderProtocol(reader), host, port)
     except OSError as exc:
         # asyncio's message is "Connect call failed (...)"; the errno says what actually happened.
         reason = os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
         raise LimenError(ErrorCode.VNC_CONNECTION_FAILED, f"cannot connect to {host}:{port}: {reason}") from None
+    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
     sock = writer.get_extra_info("socket")
     if sock is not None:
         try:

@@ -7,15 +7,28 @@ stay forever. This protocol aborts the transport when it is still open ``CLOSE_G
 the application has returned (or after a keepalive ping went unanswered), so a session's resources
 are freed whatever the client does. A client that reads gets its close frame long before that.
 
+It also offers the console's fast path, the ``limen.splice`` ASGI extension
+(``scope["extensions"]["limen.splice"]["splice"]``, a :class:`limen.console.splice.SpliceFn`): the
+session hands it the VNC transport once the handshake is done, and from then on the bytes move between
+the two transports in protocol callbacks (:mod:`limen.console.splice`). Pings, the close handshake and
+ASGI sends (notices, the close frame) keep working as before; only binary messages from the client
+bypass the ASGI queue. ASGI servers without the extension get the task-based pump (``pump.py``).
+
 Use with ``uvicorn.Config(..., **uvicorn_ws_options(settings))``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame
+from websockets.http11 import Request
 
+from limen.console.pump import Traffic
+from limen.console.splice import SPLICE_EXTENSION, Splice
 from limen.settings import Settings
 
 # Time a client gets, once the app is done with its connection, to read what is left and the close.
@@ -24,6 +37,9 @@ CLOSE_GRACE = 2.0
 
 class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's ``websockets-sansio`` protocol whose connections end within CLOSE_GRACE of the app."""
+
+    _splice: Splice | None = None
+    _splice_read_paused = False
 
     def _abort_if_open(self) -> None:
         if not self.disconnected and self.transport is not None:
@@ -48,6 +64,100 @@ class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
     def keepalive_timeout(self) -> None:
         super().keepalive_timeout()
         self._bound_close()
+
+    # -- the splice (the console's proxy stage) -------------------------------------------------------
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        # The app's task was created but has not run yet: the scope can still be completed.
+        if self.response.status_code == 101:
+            self.scope["extensions"][SPLICE_EXTENSION] = {"splice": self.splice}
+
+    def splice(
+        self,
+        vnc: asyncio.BaseTransport,
+        traffic: Traffic,
+        *,
+        initial: Sequence[bytes] = (),
+        unread: bytes = b"",
+        write_timeout: float,
+        clock: Callable[[], float],
+    ) -> Splice:
+        """From now on, moves bytes between this WebSocket and ``vnc`` (see :mod:`limen.console.splice`).
+
+        ``initial``: the client's binary messages the app holds already. Messages still in the ASGI queue
+        go to the VNC server after them, in order; a disconnect stays queued for the app. ``unread``: what
+        the VNC server sent that the app has read but not forwarded; it goes to the client first.
+        """
+        splice = Splice(self, cast(asyncio.Transport, vnc), traffic,
+                        write_timeout=write_timeout, clock=clock, loop=self.loop)
+        pending = list(initial)
+        kept: list[Any] = []
+        while not self.queue.empty():
+            message = self.queue.get_nowait()
+            if message["type"] == "websocket.receive":
+                data = message.get("bytes")
+                if data is not None:
+                    pending.append(data)
+                # text carries nothing for a VNC server: dropped, as the task-based pump does
+            else:
+                kept.append(message)
+        for message in kept:
+            self.queue.put_nowait(message)
+        self._splice = splice
+        splice.ended.add_done_callback(self._splice_ended)
+        splice.start(pending, client_full=not self.writable.is_set(), unread=unread)
+        if self.read_paused and not kept:  # the queue is empty now: read the client again
+            self.read_paused = False
+            if not self._splice_read_paused and not self.transport.is_closing():
+                self.transport.resume_reading()
+        if self.disconnected or self.close_sent:
+            splice.client_gone()
+        return splice
+
+    def _splice_ended(self, _: object) -> None:
+        self._splice = None
+
+    def splice_pause_reading(self) -> None:
+        if not self._splice_read_paused:
+            self._splice_read_paused = True
+            if not self.read_paused and not self.transport.is_closing():
+                self.transport.pause_reading()
+
+    def splice_resume_reading(self) -> None:
+        if self._splice_read_paused:
+            self._splice_read_paused = False
+            if not self.read_paused and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def send_receive_event_to_app(self) -> None:
+        splice = self._splice
+        if splice is None or self.close_sent:
+            super().send_receive_event_to_app()
+            return
+        frames, self.frames = self.frames, []
+        if self.curr_msg_data_type == "bytes":
+            splice.to_vnc(frames[0] if len(frames) == 1 else b"".join(frames))
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._splice is not None:
+            self._splice.client_full()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._splice is not None:
+            self._splice.client_drained()
+
+    def handle_close(self, event: Frame) -> None:
+        super().handle_close(event)
+        if self._splice is not None:
+            self._splice.client_gone()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._splice is not None:
+            self._splice.client_gone()
+        super().connection_lost(exc)
 
 
 def uvicorn_ws_options(settings: Settings) -> dict[str, Any]:
