@@ -36,6 +36,7 @@ demo-vm: install
 	@echo "demo VM 'demo' is defined (boots the GRUB demo ISO)"
 
 run: demo-vm
+	@$(LIMEN) user ensure-admin
 	@echo "limen: open http://$(HOST):$(PORT)/ (API docs: http://$(HOST):$(PORT)/api/docs); stop with Ctrl-C"
 	@$(LIMEN) serve --host $(HOST) --port $(PORT)
 

@@ -147,8 +147,12 @@ class WsConnection(Connection):
 
     @classmethod
     async def open(cls, url: str) -> WsConnection:
+        # limen's console needs a user: the bench's limen servers make an admin token and export it as
+        # LIMEN_TOKEN before the load clients start (bench.systems.start_limen); other systems ignore it.
+        token = os.environ.get("LIMEN_TOKEN")
         ws = await connect(
             url,
+            additional_headers={"Authorization": f"Bearer {token}"} if token else None,
             compression=None,
             max_size=None,
             ping_interval=None,

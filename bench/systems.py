@@ -247,6 +247,24 @@ class Limen:
         return f"ws://127.0.0.1:{self.port}/api/vms/{DOMAIN_UUIDS[mode]}/console"
 
 
+def provision_token(data_dir: Path) -> str:
+    """An admin and an API token in the limen database under ``data_dir`` (what ``limen user create`` and
+    ``limen token create`` do); returns the token's secret."""
+    from limen.auth.passwords import Passwords, generate_password
+    from limen.auth.tokens import Tokens
+    from limen.auth.users import Users, find_user
+    from limen.db import Database, Role
+
+    db = Database(f"sqlite:///{data_dir / 'limen.db'}")
+    try:
+        db.migrate()
+        if db.run_sync(lambda session: find_user(session, "bench")) is None:
+            Users(db, Passwords(), time.time).create_sync("bench", generate_password(), Role.ADMIN)
+        return Tokens(db, time.time).create_sync("bench", "bench").secret
+    finally:
+        db.close()
+
+
 def start_limen(processes: Processes, vnc_ports: dict[str, int], work_dir: Path, name: str = "limen",
                 variant: tuple[str, str] | None = None) -> Limen:
     """``limen serve`` over libvirt's test driver, whose domains point at the fake VNC server.
@@ -265,6 +283,8 @@ def start_limen(processes: Processes, vnc_ports: dict[str, int], work_dir: Path,
         "LIMEN_ISO_DIR": str(work_dir / "isos"),
     }
     (work_dir / "isos").mkdir(exist_ok=True)
+    # The console needs a user; load clients started from here on send this token (bench.load_client).
+    os.environ["LIMEN_TOKEN"] = provision_token(work_dir / "data")
     executable = VENV_BIN / "limen"
     if variant is not None:
         ws, _, patch = variant[0].partition("+")

@@ -15,6 +15,7 @@ import pytest
 from limen.api.app import create_app
 from limen.hypervisor import Hypervisor
 from limen.settings import Settings, load_settings
+from tests.support.access import admin_token, provision_admin_token
 from tests.support.libvirt_cleanup import remove_domain
 from tests.support.server import LimenProcess
 
@@ -79,11 +80,13 @@ async def qemu_hypervisor(make_settings: Callable[..., Settings]) -> AsyncIterat
 
 @asynccontextmanager
 async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client talking to the app in-process, with its lifespan (libvirt open/close) running."""
+    """An HTTP client talking to the app in-process, with its lifespan (libvirt open/close) running,
+    signed in as an admin (an API token in every request)."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
+        headers = {"Authorization": f"Bearer {await admin_token(app.state.access)}"}
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://limen.test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://limen.test", headers=headers) as client:
             yield client
 
 
@@ -103,6 +106,9 @@ def limen_server(tmp_path: Path) -> Iterator[Callable[..., LimenProcess]]:
             "LIMEN_VIRT_TYPE": "qemu",
         }
         process = LimenProcess({**base, **env}, tmp_path / f"serve-{len(started)}.log")
+        # Every request to the server needs a user: tests act as an admin with an API token.
+        database_url = env.get("LIMEN_DATABASE_URL") or f"sqlite:///{base['LIMEN_DATA_DIR']}/limen.db"
+        process.auth_headers = {"Authorization": f"Bearer {provision_admin_token(database_url)}"}
         started.append(process)
         return process.start()
 

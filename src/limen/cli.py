@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from limen.api.schemas import VmOut
+from limen.cli_users import token_app, user_app
 from limen.errors import LimenError
 from limen.hypervisor import Hypervisor, VmSpec
 from limen.isos import list_isos
@@ -29,6 +30,8 @@ vm_app = typer.Typer(help="Create, list and control VMs.", no_args_is_help=True)
 iso_app = typer.Typer(help="Boot images in the ISO directory.", no_args_is_help=True)
 app.add_typer(vm_app, name="vm")
 app.add_typer(iso_app, name="iso")
+app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")
 
 
 class CliState:
@@ -163,10 +166,12 @@ def vm_create(
     disk: Annotated[int | None, typer.Option(help="New qcow2 disk, GiB")] = None,
     iso: Annotated[str | None, typer.Option(help="ISO file name in the ISO directory")] = None,
     boot: Annotated[list[str] | None, typer.Option(help="Boot device, in order (cdrom, hd); repeatable")] = None,
+    owner: Annotated[str | None, typer.Option(help="limen user who owns the VM (default: none, admins only)")] = None,
 ) -> None:
     """Create (define) a VM; it starts stopped."""
     state = _state(ctx)
-    spec = VmSpec(name=name, vcpus=vcpus, memory_mib=memory, disk_gib=disk, iso=iso, boot_order=tuple(boot or ()))
+    spec = VmSpec(name=name, vcpus=vcpus, memory_mib=memory, disk_gib=disk, iso=iso, boot_order=tuple(boot or ()),
+                  owner=owner)
     _print_vm(state, VmOut.of(_run(state.settings(), lambda hv: hv.create_vm(spec))))
 
 
@@ -233,6 +238,10 @@ def doctor(
     vm_id: Annotated[str | None, typer.Argument(help="UUID or name; without it, check the host")] = None,
     server: Annotated[str | None, typer.Option(help="URL of the running limen server")] = None,
     timeout: Annotated[float, typer.Option(help="Bound on the whole run, seconds")] = 60.0,
+    token: Annotated[str | None, typer.Option(
+        envvar="LIMEN_TOKEN", show_envvar=True,
+        help="API token; the console check asks the server for a console ticket with it",
+    )] = None,
 ) -> None:
     """Walk the checks a person would run by hand, in order, with a fix for each failure."""
     from limen import doctor as checks
@@ -249,7 +258,7 @@ def doctor(
     results = asyncio.run(
         checks.diagnose(
             settings, vm_id, server_url=server or checks.default_server_url(settings),
-            timeout=timeout, progress=progress,
+            timeout=timeout, progress=progress, token=token,
         )
     )
     if show_progress:

@@ -6,6 +6,12 @@ a console WebSocket through the running limen server → the VM's last console e
 Without a VM: the host (libvirt, QEMU, KVM or TCG, the listen port, disk space).
 
 A check that cannot run because an earlier one failed is reported as skipped, never as passed.
+
+The console WebSocket check signs in like the browser does: with an API token (``--token`` or
+``LIMEN_TOKEN``; make one with ``limen token create doctor --user ADMIN``) it asks the server for a
+one-time console ticket and opens ``?ticket=``. Without a token it opens the console anonymously, and
+the server's UNAUTHORIZED becomes the check's failure, with that fix. The token and the ticket never
+appear in the check's output.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import shutil
 import socket
 import struct
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -68,6 +76,7 @@ class Context:
     hypervisor: Hypervisor
     vm_id: str | None
     server_url: str
+    token: str | None = None  # an API token for the server (the console check asks for a ticket with it)
     vm: Vm | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -188,25 +197,58 @@ async def check_rfb(ctx: Context) -> str:
         writer.close()
 
 
+TOKEN_FIX = "pass an API token: --token or LIMEN_TOKEN (make one with `limen token create doctor --user ADMIN`)"
+
+
+def _request_ticket(server_url: str, vm_uuid: str, token: str, timeout: float) -> str:
+    """``POST /api/vms/{uuid}/console-ticket`` with the token; the ticket. CheckFailed on refusal."""
+    request = urllib.request.Request(
+        f"{server_url.rstrip('/')}/api/vms/{vm_uuid}/console-ticket", method="POST", data=b"",
+        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            ticket: str = json.loads(response.read())["ticket"]
+            return ticket
+    except urllib.error.HTTPError as exc:
+        try:
+            body = json.loads(exc.read())
+        except ValueError:
+            body = {}
+        code = body.get("code", f"HTTP {exc.code}")
+        fix = TOKEN_FIX if exc.code == 401 else str(body.get("message", "see limen's log"))
+        raise CheckFailed(f"the server refused a console ticket: {code}: {body.get('details', '')}", fix) from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckFailed(
+            f"cannot ask {server_url} for a console ticket: {type(exc).__name__}",
+            "start the server (`limen serve`) or pass --server with its URL",
+        ) from None
+
+
 async def check_console_websocket(ctx: Context) -> str:
     assert ctx.vm is not None
     url = f"{ctx.server_url.rstrip('/')}/api/vms/{ctx.vm.uuid}/console".replace("http", "ws", 1)
     statuses: list[str] = []
     bound = ctx.settings.console_handshake_bound + 2
+    how = "anonymously (no --token)"
+    target = url
+    if ctx.token:
+        ticket = await asyncio.to_thread(_request_ticket, ctx.server_url, ctx.vm.uuid, ctx.token, 5.0)
+        target, how = f"{url}?ticket={ticket}", "with a console ticket"
     try:
         async with asyncio.timeout(bound):
-            async with websockets.connect(url, open_timeout=5, close_timeout=1, max_size=None) as ws:
+            async with websockets.connect(target, open_timeout=5, close_timeout=1, max_size=None) as ws:
                 async for frame in ws:
                     if isinstance(frame, bytes):
                         raise CheckFailed("binary data before the last status frame", "upgrade limen")
                     message = json.loads(frame)
                     if message.get("type") == "error":
-                        raise CheckFailed(
-                            f"{message.get('code')}: {message.get('details')}", str(message.get("message", ""))
-                        )
+                        code = message.get("code")
+                        fix = TOKEN_FIX if code == "UNAUTHORIZED" else str(message.get("message", ""))
+                        raise CheckFailed(f"{code}: {message.get('details')} (opened {how})", fix)
                     statuses.append(str(message.get("message")))
                     if message.get("message") == PROXY_STATUS:
-                        return f"reached the proxy stage through {url} ({len(statuses)} status frames)"
+                        return f"reached the proxy stage through {url} {how} ({len(statuses)} status frames)"
     except TimeoutError:
         raise CheckFailed(f"no verdict within {bound:g} s at {url}", "see limen's log for this session") from None
     except (OSError, websockets.WebSocketException) as exc:
@@ -372,11 +414,11 @@ async def run_checks(
 
 
 async def diagnose(settings: Settings, vm_id: str | None, *, server_url: str, timeout: float,
-                   progress: Callable[[str], None] | None = None) -> list[CheckResult]:
+                   progress: Callable[[str], None] | None = None, token: str | None = None) -> list[CheckResult]:
     hypervisor = Hypervisor(settings)
     await hypervisor.open()
     try:
-        ctx = Context(settings=settings, hypervisor=hypervisor, vm_id=vm_id, server_url=server_url)
+        ctx = Context(settings=settings, hypervisor=hypervisor, vm_id=vm_id, server_url=server_url, token=token)
         checks = VM_CHECKS if vm_id is not None else HOST_CHECKS
         return await run_checks(checks, ctx, deadline=time.monotonic() + timeout, progress=progress)
     finally:

@@ -52,6 +52,8 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicor
         "access_log": False,
         "timeout_graceful_shutdown": 5,
         "server_header": False,
+        # limen reads X-Forwarded-* itself, from LIMEN_TRUSTED_PROXIES only (limen.auth.http).
+        "proxy_headers": False,
     }
     options.update(overrides)
     return uvicorn.Config(app, **options)

@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Error, Page, ViewportSize, sync_playwright
 
-from tests.e2e.helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, DESKTOP, save_screenshot
+from tests.e2e.helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, DESKTOP, save_screenshot, sign_in
+from tests.support.server import LimenProcess
 
 
 # Module scope: Playwright's sync API keeps an event loop running in this thread while it is open,
@@ -57,6 +58,17 @@ def new_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Calla
                     pass
         context.close()
     assert not [e for e in script_errors if "WebSocket" not in e], script_errors
+
+
+@pytest.fixture
+def signed_in_page(new_page: Callable[..., Page]) -> Callable[..., Page]:
+    """A new page signed in to ``server`` through its login page (as the tests' admin, or ``name`` /
+    ``password``): ``signed_in_page(server)``."""
+
+    def open_signed_in(server: LimenProcess, viewport: ViewportSize | None = None, **who: str) -> Page:
+        return sign_in(new_page(viewport), server.base_url, **who)
+
+    return open_signed_in
 
 
 @pytest.hookimpl(hookwrapper=True)

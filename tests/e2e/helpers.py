@@ -8,6 +8,7 @@ from pathlib import Path
 from playwright.sync_api import Page, ViewportSize
 
 from tests.conftest import ISO_DIR, QEMU_URI, TEST_POOL, TEST_POOL_DIR
+from tests.support.access import TEST_ADMIN, TEST_ADMIN_PASSWORD, provision_admin_token
 from tests.support.server import LimenProcess
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -70,5 +71,21 @@ def limen_env(data: Path, **more: str) -> dict[str, str]:
 
 
 def start_limen(tmp: Path, **env: str) -> LimenProcess:
+    """A ``limen serve`` with an admin (TEST_ADMIN / TEST_ADMIN_PASSWORD) whose API token is in
+    ``auth_headers`` (for httpx); pages sign in through the login page (:func:`sign_in`)."""
     tmp.mkdir(parents=True, exist_ok=True)
-    return LimenProcess(limen_env(tmp, **env), tmp / "serve.log").start()
+    process = LimenProcess(limen_env(tmp, **env), tmp / "serve.log")
+    database_url = env.get("LIMEN_DATABASE_URL") or f"sqlite:///{tmp / 'data' / 'limen.db'}"
+    process.auth_headers = {"Authorization": f"Bearer {provision_admin_token(database_url)}"}
+    return process.start()
+
+
+def sign_in(page: Page, base_url: str, name: str = TEST_ADMIN, password: str = TEST_ADMIN_PASSWORD,
+            next_path: str = "/") -> Page:
+    """Signs ``page`` in through the login page, then waits for the page it returns to."""
+    page.goto(f"{base_url}/login?next={next_path}")
+    page.fill("#login-name", name)
+    page.fill("#login-password", password)
+    page.click("#login-submit")
+    page.wait_for_url(f"{base_url}{next_path}")
+    return page

@@ -60,9 +60,9 @@ def failed_panel(page: Page, code: str, *, timeout: float) -> None:
 
 
 def test_stopped_vm_with_auto_start_off_shows_vm_not_running(
-    driver_server: LimenProcess, new_page: Callable[..., Page]
+    driver_server: LimenProcess, signed_in_page: Callable[..., Page]
 ) -> None:
-    page = new_page()
+    page = signed_in_page(driver_server)
     page.goto(f"{driver_server.base_url}/vms/limen-test-stopped")
     failed_panel(page, "VM_NOT_RUNNING", timeout=10)
     box = page.locator("#panel-extra .error-box")
@@ -83,9 +83,9 @@ def test_stopped_vm_with_auto_start_off_shows_vm_not_running(
 
 
 def test_silent_vnc_server_shows_vnc_handshake_failed_within_the_bound(
-    driver_server: LimenProcess, new_page: Callable[..., Page]
+    driver_server: LimenProcess, signed_in_page: Callable[..., Page]
 ) -> None:
-    page = new_page()
+    page = signed_in_page(driver_server)
     started = time.monotonic()
     page.goto(f"{driver_server.base_url}/vms/limen-test-silent-vnc")
     failed_panel(page, "VNC_HANDSHAKE_FAILED", timeout=BANNER_TIMEOUT + 5)
@@ -110,9 +110,9 @@ def driver_server_port(page: Page) -> str:
 class StallingProxy:
     """Serves limen's pages from its own port, but never answers a WebSocket upgrade (holds it open)."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, auth_headers: dict[str, str]) -> None:
         release = self.release = threading.Event()
-        client = self.client = httpx.Client(base_url=upstream, timeout=10)
+        client = self.client = httpx.Client(base_url=upstream, timeout=10, headers=auth_headers)
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -120,7 +120,13 @@ class StallingProxy:
                     release.wait(30)  # the upgrade request is read; no answer ever comes
                     self.close_connection = True
                     return
-                answer = client.get(self.path)
+                self._forward("GET")
+
+            def do_POST(self) -> None:  # the console ticket
+                self._forward("POST")
+
+            def _forward(self, method: str) -> None:
+                answer = client.request(method, self.path)
                 self.send_response(answer.status_code)
                 for header in ("content-type", "cache-control"):
                     if header in answer.headers:
@@ -150,10 +156,10 @@ class StallingProxy:
 
 
 def test_server_that_never_answers_the_upgrade_trips_the_watchdog(
-    driver_server: LimenProcess, new_page: Callable[..., Page]
+    driver_server: LimenProcess, signed_in_page: Callable[..., Page]
 ) -> None:
-    with StallingProxy(driver_server.base_url) as proxy:
-        page = new_page()
+    with StallingProxy(driver_server.base_url, driver_server.auth_headers) as proxy:
+        page = signed_in_page(driver_server)  # the proxy adds a token to what it forwards
         page.goto(f"{proxy.origin}/vms/limen-test-silent-vnc?watchdog={WATCHDOG_SECONDS}")
         page.wait_for_selector('body[data-console-state="connecting"]')
         started = time.monotonic()

@@ -38,7 +38,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimenProcess]:
 
 @pytest.fixture
 def api(server: LimenProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.base_url, timeout=20) as client:
+    with httpx.Client(base_url=server.base_url, timeout=20, headers=server.auth_headers) as client:
         yield client
 
 
@@ -97,10 +97,10 @@ def create_through_form(page: Page, base_url: str, name: str) -> None:
 
 
 def test_create_start_console_type_and_vm_stopped(
-    server: LimenProcess, api: httpx.Client, new_page: Callable[..., Page], vm_name: Callable[[], str]
+    server: LimenProcess, api: httpx.Client, signed_in_page: Callable[..., Page], vm_name: Callable[[], str]
 ) -> None:
     name = vm_name()
-    page = new_page()
+    page = signed_in_page(server)
     create_through_form(page, server.base_url, name)
 
     # After create the page goes to the VM's console, which starts the VM (auto-start is on).
@@ -154,7 +154,7 @@ def test_create_start_console_type_and_vm_stopped(
     scale.click()
 
     # The list shows the VM running, with a screenshot of its screen.
-    listing = new_page()
+    listing = signed_in_page(server)
     listing.goto(server.base_url)
     row = listing.locator(f'tr[data-vm-name="{name}"]')
     expect(row.locator(".badge")).to_have_text("Running")
@@ -190,13 +190,13 @@ def test_create_start_console_type_and_vm_stopped(
 
 
 def test_list_actions_show_progress_results_and_errors(
-    server: LimenProcess, api: httpx.Client, new_page: Callable[..., Page], vm_name: Callable[[], str]
+    server: LimenProcess, api: httpx.Client, signed_in_page: Callable[..., Page], vm_name: Callable[[], str]
 ) -> None:
     name = vm_name()
     created = api.post("/api/vms", json={"name": name, "memory_mib": 128, "iso": DEMO_ISO, "disk_gib": 1})
     assert created.status_code == 201, created.text
     disk = next(d["path"] for d in created.json()["disks"] if d["device"] == "disk")
-    page = new_page()
+    page = signed_in_page(server)
     page.goto(server.base_url)
     row = page.locator(f'tr[data-vm-name="{name}"]')
     expect(row.locator(".badge")).to_have_text("Stopped")
@@ -247,9 +247,9 @@ def test_list_actions_show_progress_results_and_errors(
 
 
 def test_form_shows_the_apis_validation_messages_inline(
-    server: LimenProcess, api: httpx.Client, new_page: Callable[..., Page], vm_name: Callable[[], str]
+    server: LimenProcess, api: httpx.Client, signed_in_page: Callable[..., Page], vm_name: Callable[[], str]
 ) -> None:
-    page = new_page()
+    page = signed_in_page(server)
     page.goto(f"{server.base_url}/vms/new")
 
     page.get_by_label("Name", exact=True).fill("bad name!")
@@ -293,15 +293,15 @@ def test_screenshot_of_a_stopped_vm_is_a_409_error(
 
 
 def test_server_restart_ends_the_session_and_the_page_reconnects_with_backoff(
-    tmp_path: Path, new_page: Callable[..., Page], vm_name: Callable[[], str]
+    tmp_path: Path, signed_in_page: Callable[..., Page], vm_name: Callable[[], str]
 ) -> None:
     own = start_limen(tmp_path / "restarting")
     try:
         name = vm_name()
-        with httpx.Client(base_url=own.base_url, timeout=20) as client:
+        with httpx.Client(base_url=own.base_url, timeout=20, headers=own.auth_headers) as client:
             created = client.post("/api/vms", json={"name": name, "memory_mib": 128, "iso": DEMO_ISO})
             assert created.status_code == 201, created.text
-        page = new_page()
+        page = signed_in_page(own)
         page.goto(f"{own.base_url}/vms/{name}")
         page.wait_for_selector('body[data-console-state="connected"]', timeout=30_000)
 

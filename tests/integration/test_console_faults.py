@@ -379,15 +379,16 @@ async def test_first_status_frame_comes_at_once(
     assert max(gaps) < 0.05, gaps
 
 
-def raw_upgrade(port: int, path: str) -> socket.socket:
+def raw_upgrade(port: int, path: str, headers: dict[str, str]) -> socket.socket:
     """A WebSocket client that upgrades, then never reads again (tiny receive buffer)."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n".encode()
     )
     return sock
 
@@ -396,7 +397,7 @@ async def test_client_that_never_reads_is_dropped_and_everything_freed(
     tmp_path: Path, fast_settings: Callable[..., Settings], console_log: Records
 ) -> None:
     async with with_peer(tmp_path, fast_settings, StreamServer(send_bytes=256 * 2**20)) as (_, server):
-        sock = raw_upgrade(server.port, "/api/vms/vm/console")
+        sock = raw_upgrade(server.port, "/api/vms/vm/console", server.auth_headers)
         try:
             started = time.monotonic()
             while not console_log.events("console_end"):
@@ -531,7 +532,7 @@ def read_upgrade_response(sock: socket.socket) -> bytes:
 async def test_pings_keep_an_idle_session_alive(tmp_path: Path, fast_settings: Callable[..., Settings]) -> None:
     async with with_peer(tmp_path, fast_settings, SilentServer(), console_ping_interval=0.2,
                          console_banner_timeout=5.0) as (_, server):
-        sock = raw_upgrade(server.port, "/api/vms/vm/console")
+        sock = raw_upgrade(server.port, "/api/vms/vm/console", server.auth_headers)
         try:
             sock.settimeout(3)
             assert (await asyncio.to_thread(read_upgrade_response, sock)).startswith(b"HTTP/1.1 101")
@@ -553,7 +554,7 @@ async def test_a_client_that_does_not_answer_pings_is_dropped(
 ) -> None:
     async with with_peer(tmp_path, fast_settings, SilentServer(), console_ping_interval=0.2,
                          console_banner_timeout=5.0) as (_, server):
-        sock = raw_upgrade(server.port, "/api/vms/vm/console")
+        sock = raw_upgrade(server.port, "/api/vms/vm/console", server.auth_headers)
         try:
             started = time.monotonic()
             await server.wait_idle(timeout=3)

@@ -132,15 +132,16 @@ async def test_other_servers_get_the_task_pump(
     assert end["bytes_to_client"] == len(BANNER) + DOWN and end["bytes_to_vnc"] == UP
 
 
-def raw_upgrade(port: int) -> socket.socket:
+def raw_upgrade(port: int, headers: dict[str, str]) -> socket.socket:
     """A WebSocket client that upgrades, then never reads (tiny receive buffer)."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
         f"GET /api/vms/vm/console HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n".encode()
     )
     return sock
 
@@ -156,7 +157,7 @@ async def test_a_browser_that_stops_reading_holds_at_most_a_high_water_mark_and_
         settings = make_settings(libvirt_uri=driver_uri(tmp_path, [FakeDomain("vm", vnc.port)]),
                                  console_write_timeout=2.0)
         async with console(settings) as server:
-            sock = raw_upgrade(server.port)
+            sock = raw_upgrade(server.port, server.auth_headers)
             try:
                 deadline = time.monotonic() + 10
                 while not splices:

@@ -14,7 +14,7 @@ import pytest
 from limen.doctor import Outcome, all_passed, diagnose, render_table
 from limen.settings import Settings
 from tests.conftest import QEMU_URI
-from tests.support.console import FakeDomain, driver_uri, running_console
+from tests.support.console import ConsoleServer, FakeDomain, driver_uri, running_console
 from tests.support.fake_vnc import GarbageServer, RfbServer, SilentServer, refused_port
 
 pytestmark = pytest.mark.integration
@@ -31,20 +31,48 @@ def failed(results: list) -> tuple[str, str, str]:  # type: ignore[type-arg]
     return failure.name, failure.detail, failure.fix
 
 
-async def _diagnose(settings: Settings, vm: str | None, server: str = UNUSED_SERVER) -> list:  # type: ignore[type-arg]
-    return await diagnose(settings, vm, server_url=server, timeout=20)
+async def _diagnose(settings: Settings, vm: str | None, server: str = UNUSED_SERVER,  # type: ignore[type-arg]
+                    token: str | None = None) -> list:
+    return await diagnose(settings, vm, server_url=server, timeout=20, token=token)
+
+
+def token_of(console: ConsoleServer) -> str:
+    return console.auth_headers["Authorization"].removeprefix("Bearer ")
 
 
 async def test_healthy_vm_passes_every_check(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     async with RfbServer() as vnc:
         settings = make_settings(libvirt_uri=driver_uri(tmp_path, [FakeDomain("good", vnc.port)]))
         async with running_console(settings) as console:
-            results = await _diagnose(settings, "good", f"http://127.0.0.1:{console.port}")
+            results = await _diagnose(settings, "good", f"http://127.0.0.1:{console.port}", token_of(console))
     assert all_passed(results), render_table(results)
     by_name = {result.name: result for result in results}
     assert "security types: None" in by_name["RFB banner"].detail
     assert "proxy stage" in by_name["console WebSocket"].detail
+    assert "with a console ticket" in by_name["console WebSocket"].detail
     assert f"127.0.0.1:{vnc.port}" in by_name["VNC port assigned"].detail
+    assert token_of(console) not in render_table(results)
+
+
+async def test_console_check_without_or_with_a_bad_token(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """Auth is on: anonymously the server says UNAUTHORIZED; a revoked token gets no ticket. Both say how to
+    pass a token, and neither shows a secret."""
+    async with RfbServer() as vnc:
+        settings = make_settings(libvirt_uri=driver_uri(tmp_path, [FakeDomain("guarded", vnc.port)]))
+        async with running_console(settings) as console:
+            server = f"http://127.0.0.1:{console.port}"
+            name, detail, fix = failed(await _diagnose(settings, "guarded", server))
+            assert (name, detail.split(":")[0]) == ("console WebSocket", "UNAUTHORIZED")
+            assert "--token" in fix and "LIMEN_TOKEN" in fix
+
+            made = await console.access.tokens.create("test-admin", "doctor")
+            await console.access.tokens.revoke(made.info.id, None)
+            name, detail, fix = failed(await _diagnose(settings, "guarded", server, made.secret))
+            assert name == "console WebSocket"
+            assert "refused a console ticket: UNAUTHORIZED" in detail
+            assert "--token" in fix and made.secret not in detail
 
 
 async def test_unreachable_libvirt(make_settings: Callable[..., Settings]) -> None:
@@ -121,7 +149,8 @@ async def test_console_error_from_the_server_is_named(make_settings: Callable[..
             libvirt_uri=driver_uri(tmp_path, [seen_by_server]), console_banner_timeout=0.5
         )
         async with running_console(server_settings) as console:
-            name, detail, fix = failed(await _diagnose(doctor_settings, "split", f"http://127.0.0.1:{console.port}"))
+            name, detail, fix = failed(await _diagnose(doctor_settings, "split", f"http://127.0.0.1:{console.port}",
+                                                       token_of(console)))
     assert name == "console WebSocket"
     assert detail.startswith("VNC_HANDSHAKE_FAILED")
     assert fix

@@ -30,7 +30,7 @@ def test_create_start_vnc_stop_delete_through_the_api(
 ) -> None:
     server = limen_server()
     name = vm_names()
-    with httpx.Client(base_url=server.base_url, timeout=30) as api:
+    with httpx.Client(base_url=server.base_url, timeout=30, headers=server.auth_headers) as api:
         created = api.post("/api/vms", json={"name": name, "memory_mib": 64, "disk_gib": 1, "iso": DEMO_ISO})
         assert created.status_code == 201, created.text
         vm = created.json()

@@ -126,12 +126,13 @@ def redis_server(tmp_path: Path) -> Iterator[str]:
 
 
 TEST_ADMIN = "test-admin"
+TEST_ADMIN_PASSWORD = "test-admin-password"
 
 
 async def admin_token(access: Access) -> str:
     """An API token of an admin (created on first use) on a started ``access``."""
     if TEST_ADMIN not in [user.name for user in await access.users.list_all()]:
-        await access.users.create(TEST_ADMIN, "test-admin-password", Role.ADMIN)
+        await access.users.create(TEST_ADMIN, TEST_ADMIN_PASSWORD, Role.ADMIN)
     return (await access.tokens.create(TEST_ADMIN, "tests")).secret
 
 
@@ -142,7 +143,20 @@ def provision_admin_token(database_url: str) -> str:
         db.migrate()
         users = Users(db, Passwords(CHEAP_HASHER), time.time)
         if db.run_sync(lambda session: find_user(session, TEST_ADMIN)) is None:
-            users.create_sync(TEST_ADMIN, "test-admin-password", Role.ADMIN)
+            users.create_sync(TEST_ADMIN, TEST_ADMIN_PASSWORD, Role.ADMIN)
         return Tokens(db, time.time).create_sync(TEST_ADMIN, "tests").secret
+    finally:
+        db.close()
+
+
+def provision_user(database_url: str, name: str, password: str, role: Role = Role.USER) -> str:
+    """A user (created if missing) and a new API token of theirs, straight into a server's database;
+    returns the token's secret."""
+    db = Database(database_url)
+    try:
+        db.migrate()
+        if db.run_sync(lambda session: find_user(session, name)) is None:
+            Users(db, Passwords(CHEAP_HASHER), time.time).create_sync(name, password, role)
+        return Tokens(db, time.time).create_sync(name, "tests").secret
     finally:
         db.close()

@@ -4,6 +4,10 @@
 * :class:`ConsoleServer` runs the app under uvicorn (limen's WebSocket protocol and shutdown) on a free
   port, in the running loop, and checks on exit that no session, connection or task is left.
 * :func:`read_console` collects what a client receives until the close frame, with timings.
+
+Every console needs credentials now. A ConsoleServer makes an admin with an API token when it starts;
+:func:`client` and :func:`read_console` send that token (``Authorization: Bearer``) to any ConsoleServer
+URL unless the caller passes ``additional_headers`` itself (``{}`` for an anonymous client).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 from fastapi import FastAPI
@@ -26,12 +31,14 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from limen.api.app import create_app
+from limen.auth.access import Access
 from limen.console.endpoint import sessions_of
 from limen.console.sessions import ConsoleSessions
 from limen.console.ws_protocol import uvicorn_ws_options
 from limen.hypervisor import Hypervisor
 from limen.server import LimenServer
 from limen.settings import Settings
+from tests.support.access import admin_token, make_access
 
 CONSOLE_PATH = "/api/vms/{vm_id}/console"
 
@@ -94,16 +101,22 @@ def describe_fds(fds: set[int]) -> dict[int, str]:
     return found
 
 
-def console_app(settings: Settings, hypervisor: Hypervisor | None = None) -> FastAPI:
-    return create_app(settings, hypervisor)
+def console_app(settings: Settings, hypervisor: Hypervisor | None = None, access: Access | None = None) -> FastAPI:
+    return create_app(settings, hypervisor, access)
+
+
+# "127.0.0.1:port" of each running ConsoleServer → its admin's Authorization header.
+_SERVER_AUTH: dict[str, dict[str, str]] = {}
 
 
 class ConsoleServer:
     """The app under uvicorn on a free loopback port, in the running loop."""
 
-    def __init__(self, settings: Settings, hypervisor: Hypervisor | None = None) -> None:
+    def __init__(self, settings: Settings, hypervisor: Hypervisor | None = None, access: Access | None = None) -> None:
         self.settings = settings
-        self.app = console_app(settings, hypervisor)
+        self.access = access or make_access(settings)
+        self.app = console_app(settings, hypervisor, self.access)
+        self.auth_headers: dict[str, str] = {}
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on",
             timeout_graceful_shutdown=5, **uvicorn_ws_options(settings),
@@ -136,12 +149,15 @@ class ConsoleServer:
                 raise RuntimeError("uvicorn did not start within 10 s")
             await asyncio.sleep(0.01)
         self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.auth_headers = {"Authorization": f"Bearer {await admin_token(self.access)}"}
+        _SERVER_AUTH[f"127.0.0.1:{self.port}"] = self.auth_headers
         return self
 
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is None:
             return
+        _SERVER_AUTH.pop(f"127.0.0.1:{self.port}", None)
         self.server.should_exit = True
         await asyncio.wait_for(task, 20)
 
@@ -212,6 +228,9 @@ def client(url: str, **kwargs: Any) -> Any:
     """A websockets client without compression or a size limit (what a test needs)."""
     options: dict[str, Any] = {"compression": None, "max_size": None, "open_timeout": 5, "close_timeout": 2,
                                "ping_interval": None}
+    netloc = urlsplit(url).netloc
+    if netloc in _SERVER_AUTH:
+        options["additional_headers"] = _SERVER_AUTH[netloc]
     options.update(kwargs)
     return connect(url, **options)
 

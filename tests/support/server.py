@@ -25,6 +25,8 @@ class LimenProcess:
         self.log_path = log_path
         self._env = {**os.environ, **env}
         self._proc: subprocess.Popen[bytes] | None = None
+        # Set by the limen_server fixture: an admin's "Authorization: Bearer …" for API requests.
+        self.auth_headers: dict[str, str] = {}
 
     def start(self, *, timeout: float = 20.0) -> LimenProcess:
         with self.log_path.open("ab") as log:

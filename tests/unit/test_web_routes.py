@@ -14,6 +14,7 @@ from limen.api.app import create_app
 from limen.errors import ErrorCode
 from limen.settings import Settings
 from limen.web.routes import REPO_NOVNC_DIR, install_web
+from tests.support.access import admin_token
 
 
 def web_app(settings: Settings) -> FastAPI:
@@ -27,8 +28,9 @@ def web_app(settings: Settings) -> FastAPI:
 async def client_for(settings_or_app: Settings | FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     app = settings_or_app if isinstance(settings_or_app, FastAPI) else web_app(settings_or_app)
     async with app.router.lifespan_context(app):
+        headers = {"Authorization": f"Bearer {await admin_token(app.state.access)}"}  # pages need none; the API does
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://limen.test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://limen.test", headers=headers) as client:
             yield client
 
 

@@ -1,4 +1,9 @@
-"""The ASGI application: routes, error handlers, and the lifespan that opens and closes libvirt."""
+"""The ASGI application: routes, error handlers, access control, and the lifespan that opens and closes
+libvirt and the access database.
+
+Every route needs a signed-in user except ``/healthz``, ``/readyz``, ``/metrics`` (its own token rule),
+``/api/login``, ``/api/error-codes``, the pages and the static files (the pages ask the API, which
+answers 401, and the scripts then go to ``/login``)."""
 
 from __future__ import annotations
 
@@ -8,8 +13,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from limen.api import health, isos, vms
+from limen.api.access import install_access
 from limen.api.errors import install_error_handlers
 from limen.api.middleware import RequestContextMiddleware
+from limen.auth.access import Access
 from limen.console.endpoint import router as console_router
 from limen.console.sessions import ConsoleSessions
 from limen.hypervisor import Hypervisor
@@ -18,19 +25,27 @@ from limen.settings import Settings
 from limen.web import install_web
 
 
-def create_app(settings: Settings, hypervisor: Hypervisor | None = None) -> FastAPI:
-    """Builds the app. ``hypervisor`` defaults to one over ``settings.libvirt_uri``, opened at start-up."""
+def create_app(
+    settings: Settings, hypervisor: Hypervisor | None = None, access: Access | None = None
+) -> FastAPI:
+    """Builds the app. ``hypervisor`` defaults to one over ``settings.libvirt_uri``, opened at start-up;
+    ``access`` (users, tokens, tickets, audit) to one over ``settings.db_url``, migrated at start-up."""
     hv = hypervisor or Hypervisor(settings)
+    guard = access or Access(settings)
     metrics = Metrics()
     hv.connection.observers.append(metrics.observe_libvirt_call)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await hv.open()
+        await guard.start()  # a database that cannot be migrated stops limen here, before it serves
         try:
-            yield
+            await hv.open()
+            try:
+                yield
+            finally:
+                await hv.close()
         finally:
-            await hv.close()
+            await guard.close()
 
     app = FastAPI(
         title="limen",
@@ -51,5 +66,6 @@ def create_app(settings: Settings, hypervisor: Hypervisor | None = None) -> Fast
     app.include_router(vms.router)
     app.include_router(isos.router)
     app.include_router(console_router)
+    install_access(app, guard)
     install_web(app, settings)  # last: it mounts /static
     return app

@@ -57,6 +57,7 @@ class VmOut(BaseModel):
     created_at: datetime | None
     uptime_seconds: float | None
     autostart: bool
+    owner: str | None = Field(None, description="The limen user who owns the VM; none: only admins see it")
 
     @classmethod
     def of(cls, vm: Vm) -> VmOut:
@@ -76,6 +77,7 @@ class VmOut(BaseModel):
             created_at=vm.created_at,
             uptime_seconds=round(vm.uptime_seconds, 1) if vm.uptime_seconds is not None else None,
             autostart=vm.autostart,
+            owner=vm.owner,
         )
 
 

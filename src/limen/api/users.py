@@ -77,7 +77,7 @@ async def list_users(_admin: AdminUser, access: AccessDep) -> list[UserOut]:
 @router.post("/api/users", response_model=UserOut, status_code=201, responses=_ERRORS)
 async def create_user(body: UserCreate, admin: AdminUser, access: AccessDep) -> UserOut:
     user = await access.users.create(body.name, body.password, body.role)
-    log.info("user created", extra={"event": "user_create", "user": admin.name, "created": user.name,
+    log.info("user created", extra={"event": "user_create", "user": admin.name, "new_user": user.name,
                                     "role": user.role.value})
     return UserOut.of(user)
 

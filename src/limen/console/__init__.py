@@ -3,6 +3,8 @@
 In the order a console opens:
 
 * ``endpoint.py``    the WebSocket routes; accept, then hand over to a session
+* ``admission.py``   who may open it (Origin, ticket / cookie / token, owner), checked in check_vm, and
+                     the session's audit row
 * ``session.py``     one session's I/O: the stages' work, the proxy, the watches, the final frames
 * ``stages.py``      the pure stage machine: stages, transitions, deadlines, which frame goes out when
 * ``messages.py``    the JSON text frames (the seed's exact texts and error fields)
@@ -33,7 +35,8 @@ code (``limen.errors``) and whose reason is the code's name:
     4001 INVALID_VM_ID  4004 VM_NOT_FOUND  4100 VM_NOT_RUNNING  4101 VM_START_FAILED  4102 VM_STOPPED
     4200 VNC_NOT_CONFIGURED  4201 VNC_PORT_ERROR  4202 VNC_CONNECTION_FAILED  4203 VNC_HANDSHAKE_FAILED
     4300 HYPERVISOR_UNAVAILABLE  4400 SLOW_CLIENT  4401 IDLE_TIMEOUT  4402 SERVER_SHUTDOWN
-    4403 SESSION_TERMINATED  4900 INTERNAL_ERROR
+    4403 SESSION_TERMINATED  4501 UNAUTHORIZED  4503 FORBIDDEN  4504 TICKET_EXPIRED  4505 TICKET_USED
+    4506 ORIGIN_NOT_ALLOWED  4900 INTERNAL_ERROR
 
 Which error a stage's timeout becomes: check_vm → HYPERVISOR_UNAVAILABLE, start_vm → VM_START_FAILED,
 get_port → VNC_PORT_ERROR (HYPERVISOR_UNAVAILABLE if a libvirt call was the one hanging), connect →

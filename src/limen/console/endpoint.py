@@ -1,18 +1,26 @@
 """The console WebSocket routes: accept, hand the socket to a :class:`ConsoleSession`, nothing more.
 
+The upgrade is always accepted; who may open the console is decided inside the session's check_vm
+stage by a :class:`~limen.console.admission.ConsoleAdmission` (Origin, ``?ticket=`` / session cookie /
+bearer token, the VM's owner), so a refusal is an error frame and a close code like any other.
+
 ``GET /api/vms/{vm_id}/console`` (``vm_id``: UUID or name) and ``/vnc/{vm_id}``, the path of the
 original system, are the same endpoint. The subprotocol ``binary`` is echoed when offered, never
 required (noVNC offers none). ``?notices=1`` asks for text notices during the proxy stage.
 
-The app provides ``app.state.settings``, ``app.state.hypervisor`` and ``app.state.console_sessions``.
+The app provides ``app.state.settings``, ``app.state.hypervisor``, ``app.state.access`` and
+``app.state.console_sessions``.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
 
+from limen.auth.access import Access
+from limen.console.admission import ConsoleAdmission
 from limen.console.session import ConsoleSession, HypervisorLike
 from limen.console.sessions import ConsoleSessions
 from limen.console.splice import SPLICE_EXTENSION, SpliceFn
@@ -71,13 +79,19 @@ async def console(websocket: WebSocket, vm_id: str) -> None:
     state = websocket.app.state
     settings: Settings = state.settings
     hypervisor: HypervisorLike = state.hypervisor
+    access: Access = state.access
+    session_id = uuid.uuid4().hex
+    admission = ConsoleAdmission(access, websocket, session_id)
     session = ConsoleSession(
         ident=vm_id,
         client=StarletteChannel(websocket),
         hypervisor=hypervisor,
         settings=settings,
         notices=websocket.query_params.get("notices") == "1",
-        observers=[state.metrics.console_observer()],
+        session_id=session_id,
+        observers=[state.metrics.console_observer(), admission],
+        admission=admission,
     )
     with sessions_of(state).track(session):
         await session.run()
+    await admission.recorded()

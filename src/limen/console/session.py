@@ -110,6 +110,15 @@ class SessionObserver(Protocol):
     def session_ended(self, session: ConsoleSession) -> None: ...
 
 
+class Admission(Protocol):
+    """Decides who may open this console (Origin, credentials, ownership), as the first step of the
+    check_vm stage, after the first status frame. It looks the VM up by awaiting ``find_vm`` and returns
+    it; it refuses by raising a LimenError (UNAUTHORIZED, FORBIDDEN, ...), which ends the session like
+    any other failure of the stage. Bounded by the stage's deadline."""
+
+    async def __call__(self, find_vm: Callable[[], Awaitable[Vm]]) -> Vm: ...
+
+
 class _ClientGone(Exception):
     """A write to the client failed because it is not there any more."""
 
@@ -149,8 +158,10 @@ class ConsoleSession:
         clock: Callable[[], float] = time.monotonic,
         session_id: str | None = None,
         observers: Sequence[SessionObserver] = (),
+        admission: Admission | None = None,
     ) -> None:
         self.id = session_id or uuid_module.uuid4().hex[:12]
+        self._admission = admission
         self._observers = tuple(observers)
         self._stage_began = clock()
         self.reached_proxy = False
@@ -268,8 +279,12 @@ class ConsoleSession:
     # -- the stages ------------------------------------------------------------------------------------
 
     async def _work(self) -> None:
-        # CHECK_VM
-        vm = await self._in_stage(self._hv.get_vm(self.ident), in_libvirt=True)
+        # CHECK_VM: who is asking (when an admission is set), and the VM
+        def find_vm() -> Awaitable[Vm]:
+            return self._hv.get_vm(self.ident)
+
+        looked_up = self._admission(find_vm) if self._admission is not None else find_vm()
+        vm = await self._in_stage(looked_up, in_libvirt=True)
         self.vm = vm
         if vm.vnc is None:
             raise LimenError(ErrorCode.VNC_NOT_CONFIGURED, f"VM {vm.name!r} has no VNC graphics device")

@@ -1,8 +1,9 @@
 """The registry of live console sessions, kept at ``app.state.console_sessions``.
 
 It exists so that something outside a session can end it: server shutdown (:meth:`close_all`, called
-before uvicorn closes its sockets, so every client gets SERVER_SHUTDOWN in its close frame) and, later,
-an administrator. Tests use it to check that no session is left behind.
+before uvicorn closes its sockets, so every client gets SERVER_SHUTDOWN in its close frame) and an
+administrator (:meth:`terminate`, behind ``DELETE /api/console-sessions/{id}``: SESSION_TERMINATED).
+Tests use it to check that no session is left behind.
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ class ConsoleSessions:
 
     def get(self, session_id: str) -> ConsoleSession | None:
         return self._sessions.get(session_id)
+
+    def terminate(self, session_id: str, details: str = "an administrator ended the session") -> bool:
+        """Ends the live session ``session_id`` with SESSION_TERMINATED (its client gets the close code and
+        reason, and the error frame when it asked for notices); False if no such session is live here."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            return False
+        session.request_end(LimenError(ErrorCode.SESSION_TERMINATED, details))
+        return True
 
     @contextmanager
     def track(self, session: ConsoleSession) -> Iterator[ConsoleSession]:

@@ -31,6 +31,7 @@ class DomainPlan:
     disk_path: str | None = None
     iso_path: str | None = None
     boot_order: tuple[str, ...] = ("hd",)
+    owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,8 @@ def build_domain_xml(plan: DomainPlan) -> str:
     ET.SubElement(domain, "name").text = plan.name
     metadata = ET.SubElement(ET.SubElement(domain, "metadata"), f"{{{METADATA_NS}}}vm")
     ET.SubElement(metadata, f"{{{METADATA_NS}}}created").text = plan.created_at.isoformat()
+    if plan.owner:
+        ET.SubElement(metadata, f"{{{METADATA_NS}}}owner").text = plan.owner
     ET.SubElement(domain, "memory", unit="MiB").text = str(plan.memory_mib)
     ET.SubElement(domain, "vcpu").text = str(plan.vcpus)
 

@@ -100,3 +100,4 @@ class VmSpec:
     disk_gib: int | None = None
     iso: str | None = None  # a file name inside the ISO dir
     boot_order: tuple[str, ...] = ()  # "cdrom", "hd"; default: cdrom first when an ISO is given
+    owner: str | None = None  # a limen user name, kept in the domain's <metadata>

@@ -254,6 +254,7 @@ class Hypervisor:
                     disk_path=disk_path,
                     iso_path=str(iso_path) if iso_path else None,
                     boot_order=boot_order,
+                    owner=spec.owner,
                 )
                 domain = conn.defineXML(build_domain_xml(plan))
                 if cancelled.is_set():  # the caller gave up waiting: it was told this failed

@@ -1,5 +1,8 @@
 """Pages, the screenshot endpoint, the error-code table for scripts, and the static files.
 
+Pages and static files need no sign-in (they hold no data); the API they call does, and the scripts
+send the browser to ``/login`` when it answers 401. The screenshot needs a user who may see the VM.
+
 Pages are static HTML; their scripts read the VM id from the address and talk to the REST API and
 the console WebSocket. noVNC comes from ``web/node_modules/@novnc/novnc`` (``npm ci`` in ``web/``,
 run by ``make install``), served from limen itself so the UI works offline.
@@ -15,6 +18,7 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from limen.auth.deps import AccessibleVm
 from limen.errors import ErrorCode, LimenError
 from limen.settings import Settings
 from limen.web.screenshots import ScreenshotCache
@@ -40,6 +44,16 @@ async def vm_list_page() -> FileResponse:
     return _page("index.html")
 
 
+@router.get("/login", include_in_schema=False)
+async def login_page() -> FileResponse:
+    return _page("login.html")
+
+
+@router.get("/audit", include_in_schema=False)
+async def audit_page() -> FileResponse:
+    return _page("audit.html")
+
+
 @router.get("/vms/new", include_in_schema=False)
 async def create_vm_page() -> FileResponse:
     return _page("new.html")
@@ -62,13 +76,13 @@ async def console_page(vm_id: str) -> FileResponse:
     responses={200: {"content": {"image/png": {}}, "description": "The VM's screen as PNG"}},
 )
 async def vm_screenshot(
-    vm_id: str,
+    vm: AccessibleVm,
     request: Request,
     max_width: int | None = Query(None, ge=16, le=8192, description="Shrink wider screens to at most this"),
 ) -> Response:
     """The VM's screen as PNG, at most a few seconds old. 409 VM_NOT_RUNNING when the VM is not running."""
     cache: ScreenshotCache = request.app.state.screenshots
-    png = await cache.get(vm_id, max_width)
+    png = await cache.get(vm.uuid, max_width)
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 

@@ -1,7 +1,44 @@
 // The REST API as the pages use it: JSON in, JSON out, and every failure as an ApiError with the
 // server's fields (error, code, details, message, field) — or limen-side ones when there is no answer.
+//
+// Access: the browser signs in with the limen_session cookie (HttpOnly, sent by the browser itself).
+// Every state-changing request carries the session's CSRF token in X-CSRF-Token — added here, and only
+// here. A 401 anywhere but the sign-in itself sends the page to /login?next=<this page>.
 
 const DEFAULT_TIMEOUT_MS = 30000;
+const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
+export const CSRF_HEADER = "X-CSRF-Token";
+const LOGIN_PATH = "/api/login";
+
+let me = null; // GET /api/me, once per page: {name, role, auth, csrf_token}
+
+/** Where /login should send the user back to: this page, if it is one of ours. */
+export function loginUrl(location = window.location) {
+  const next = `${location.pathname}${location.search}`;
+  return next.startsWith("/") && !next.startsWith("//") && !next.startsWith("/login")
+    ? `/login?next=${encodeURIComponent(next)}` : "/login";
+}
+
+function toLogin() {
+  window.location.assign(loginUrl());
+}
+
+/** Who is signed in (cached for the page). Goes to /login when nobody is. */
+export async function currentUser() {
+  if (me === null) me = await api("GET", "/api/me");
+  return me;
+}
+
+/** Forgets the cached user (after signing in or out). */
+export function forgetUser() {
+  me = null;
+}
+
+async function csrfHeaders(method, path) {
+  if (SAFE_METHODS.has(method) || path === LOGIN_PATH) return {};
+  const user = await currentUser();
+  return user && user.csrf_token ? { [CSRF_HEADER]: user.csrf_token } : {};
+}
 
 export class ApiError extends Error {
   constructor(status, body) {
@@ -25,11 +62,13 @@ export async function api(method, path, body = undefined, { timeoutMs = DEFAULT_
   const timer = setTimeout(() => controller.abort(), timeoutMs);
   let response;
   let text;
+  const csrf = await csrfHeaders(method, path);
   try {
     response = await fetch(path, {
       method,
-      headers: body === undefined ? { Accept: "application/json" }
-        : { Accept: "application/json", "Content-Type": "application/json" },
+      credentials: "same-origin",
+      headers: body === undefined ? { Accept: "application/json", ...csrf }
+        : { Accept: "application/json", "Content-Type": "application/json", ...csrf },
       body: body === undefined ? undefined : JSON.stringify(body),
       signal: controller.signal,
     });
@@ -52,6 +91,10 @@ export async function api(method, path, body = undefined, { timeoutMs = DEFAULT_
     data = null;
   }
   if (!response.ok) {
+    if (response.status === 401 && path !== LOGIN_PATH) {
+      forgetUser();
+      toLogin();
+    }
     if (data && typeof data === "object" && data.code) throw new ApiError(response.status, data);
     throw new ApiError(response.status, {
       error: `HTTP ${response.status}`,

@@ -1,5 +1,7 @@
 // The console page: the stage list while the console opens, noVNC once it is open, and a clear panel
 // for every way it can fail or end. Query parameters: ?watchdog=SECONDS (default 10).
+// Each connection first asks for a one-time console ticket (POST /api/vms/{id}/console-ticket) and opens
+// the WebSocket with ?ticket=; the ticket is never shown or stored.
 
 import { api, ApiError, loadErrorCodes } from "./api.js";
 import { errorBox, formatMs, h, spinner, stateBadge } from "./dom.js";
@@ -63,6 +65,7 @@ let backoffTimer = null;
 let elapsedTicker = null;
 let typing = null;
 let vmName = vmId;
+let connectGeneration = 0; // a newer connect() makes an older one's pending ticket request moot
 
 function parseWatchdog(value) {
   const seconds = Number.parseFloat(value ?? "");
@@ -146,7 +149,7 @@ function showOverlay(title) {
   ui.title.textContent = title;
 }
 
-function connect() {
+async function connect() {
   cancelBackoff();
   teardown();
   ui.stages.replaceChildren();
@@ -157,8 +160,33 @@ function connect() {
   setConnectButton(true);
   startTicker();
   addStage("Opening the console connection...", null, { source: "client" });
-  connection = new ConsoleConnection({ url: consoleUrl(vmId), watchdogMs, onEvent: onConnectionEvent });
+  const generation = ++connectGeneration;
+  let ticket;
+  try {
+    ticket = await api("POST", `/api/vms/${encodeURIComponent(vmId)}/console-ticket`, undefined,
+                       { timeoutMs: watchdogMs });
+  } catch (exc) {
+    if (generation !== connectGeneration) return;
+    onFailure(ticketFailure(exc));
+    return;
+  }
+  if (generation !== connectGeneration) return;
+  const url = `${consoleUrl(vmId)}?ticket=${encodeURIComponent(ticket.ticket)}`;
+  connection = new ConsoleConnection({ url, watchdogMs, onEvent: onConnectionEvent });
   connection.open();
+}
+
+/** Why no console ticket came: limen unreachable is CONNECTION_FAILED, as for the WebSocket itself. */
+function ticketFailure(exc) {
+  if (exc instanceof ApiError && exc.status === 0) {
+    return {
+      error: "Cannot connect to limen", code: "CONNECTION_FAILED", details: `console ticket: ${exc.details}`,
+      message: "The console could not be opened. Check that limen runs and is reachable, then retry.",
+      source: "client",
+    };
+  }
+  if (exc instanceof ApiError) return { ...exc.body, source: "client" };
+  return { error: "Cannot get a console ticket", code: "CLIENT_ERROR", details: String(exc), source: "client" };
 }
 
 function onConnectionEvent(event) {

@@ -2,6 +2,7 @@
 
 import { api, ApiError } from "./api.js";
 import { errorBox, formatBytes, h, spinner } from "./dom.js";
+import { mountUserMenu } from "./session.js";
 
 const FIELDS = ["name", "vcpus", "memory_mib", "disk_gib", "iso", "boot_order"];
 // Errors that name no field but belong to one.
@@ -114,5 +115,6 @@ async function loadIsos() {
 }
 
 form.addEventListener("submit", onSubmit);
+mountUserMenu();
 loadIsos();
 input("name").focus();

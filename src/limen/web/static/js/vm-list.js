@@ -3,6 +3,7 @@
 
 import { api, ApiError } from "./api.js";
 import { errorBox, formatDuration, formatMemory, h, spinner, STATE_LABELS, stateBadge } from "./dom.js";
+import { mountUserMenu } from "./session.js";
 
 const REFRESH_MS = 2000;
 const SCREENSHOT_MS = 5000;
@@ -357,4 +358,5 @@ document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "visible") scheduleRefresh(0);
 });
 setInterval(refreshScreenshots, SCREENSHOT_MS);
+mountUserMenu();
 refresh();

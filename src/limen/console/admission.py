@@ -1,0 +1,99 @@
+"""Who may open a console, and the audit trail of the sessions that were let in.
+
+:class:`ConsoleAdmission` is the session's :class:`~limen.console.session.Admission`: in the check_vm
+stage, after the first status frame, it runs :func:`limen.auth.console_gate.admit_console` (Origin, then
+the ticket, the session cookie or the bearer token, then the VM's owner) and, once the session is let in,
+writes its audit row (user, VM, client address). A refusal is a LimenError like any other failure of the
+stage: the client gets the error frame and the close code, never a bare 1006.
+
+It is also a :class:`~limen.console.session.SessionObserver`: when the session ends it records the end
+(bytes each way, end code: ``OK`` when the client closed, else the error code's name). The write runs
+in a task; the endpoint awaits :meth:`ConsoleAdmission.recorded` before it returns, so the row is
+complete when the WebSocket handler is done.
+
+Nothing here logs the query string or any credential: the ticket travels in ``?ticket=``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import HTTPConnection
+
+from limen.audit import OK
+from limen.auth.access import Access
+from limen.auth.console_gate import admit_console
+from limen.auth.principal import Principal
+from limen.console.session import ConsoleSession
+from limen.console.stages import Stage
+from limen.hypervisor.models import Vm
+
+log = logging.getLogger("limen.console")
+
+CLIENT_CLOSED = "client_closed"
+
+
+class ConsoleAdmission:
+    def __init__(self, access: Access, conn: HTTPConnection, session_id: str) -> None:
+        self.access = access
+        self.conn = conn
+        self.session_id = session_id
+        self.client_address = access.client_address(conn)
+        self.principal: Principal | None = None
+        self.vm: Vm | None = None
+        self._started = False
+        self._end: asyncio.Task[None] | None = None
+
+    # -- Admission --------------------------------------------------------------------------------------
+
+    async def __call__(self, find_vm: Callable[[], Awaitable[Vm]]) -> Vm:
+        principal, vm = await admit_console(self.access, self.conn, find_vm)
+        self.principal, self.vm = principal, vm
+        await self.access.audit.console_started(
+            self.session_id, user=principal.name, vm_uuid=vm.uuid, vm_name=vm.name,
+            client_address=self.client_address,
+        )
+        self._started = True
+        log.info("vnc console admitted", extra={
+            "event": "console_admitted", "session": self.session_id, "user": principal.name,
+            "auth": principal.method.value, "vm_uuid": vm.uuid, "vm_name": vm.name, "client": self.client_address,
+        })
+        return vm
+
+    # -- SessionObserver ----------------------------------------------------------------------------------
+
+    def first_status_sent(self, session: ConsoleSession, seconds: float) -> None:
+        return None
+
+    def stage_ended(self, session: ConsoleSession, stage: Stage, seconds: float) -> None:
+        return None
+
+    def proxy_started(self, session: ConsoleSession) -> None:
+        return None
+
+    def session_ended(self, session: ConsoleSession) -> None:
+        if not self._started or self._end is not None:
+            return
+        reason = session.end_reason or CLIENT_CLOSED
+        self._end = asyncio.get_running_loop().create_task(self._record_end(
+            bytes_to_client=session.traffic.to_client, bytes_from_client=session.traffic.to_vnc,
+            end_code=OK if reason == CLIENT_CLOSED else reason,
+        ))
+
+    async def _record_end(self, *, bytes_to_client: int, bytes_from_client: int, end_code: str) -> None:
+        try:
+            await self.access.audit.console_ended(
+                self.session_id, bytes_to_client=bytes_to_client, bytes_from_client=bytes_from_client,
+                end_code=end_code,
+            )
+        except Exception:  # the session is over either way; the log keeps its figures
+            log.exception("could not record the end of a console session", extra={
+                "event": "audit_write_failed", "session": self.session_id, "end_code": end_code,
+            })
+
+    async def recorded(self) -> None:
+        """Until the end of the session is written (no-op if it was never admitted)."""
+        if self._end is not None:
+            await asyncio.shield(self._end)

@@ -1,0 +1,93 @@
+// The audit page: console sessions (admins: everyone's, with "End session" on live ones; users: their
+// own) and VM actions, refreshed every few seconds. Every value from the server is shown as text.
+
+import { api, ApiError } from "./api.js";
+import { errorBox, formatBytes, h } from "./dom.js";
+import { mountUserMenu } from "./session.js";
+
+const REFRESH_MS = 3000;
+const ui = {
+  note: document.getElementById("audit-note"),
+  error: document.getElementById("audit-error"),
+  toast: document.getElementById("audit-toast"),
+  sessions: document.getElementById("session-rows"),
+  actions: document.getElementById("action-rows"),
+};
+let user = null;
+
+function when(value) {
+  return value ? new Date(value).toLocaleString() : "—";
+}
+
+function sessionRow(session) {
+  const end = session.live
+    ? h("span", { class: "badge running", text: "live" })
+    : h("code", { text: session.end_code || "—" });
+  const actions = [];
+  if (session.live && user && user.role === "admin") {
+    actions.push(h("button", {
+      class: "btn small danger", type: "button", dataset: { action: "terminate" },
+      onclick: (event) => terminate(session, event.currentTarget), text: "End session",
+    }));
+  }
+  return h(
+    "tr", { dataset: { session: session.id, live: String(session.live) } },
+    h("td", { text: session.user }),
+    h("td", { class: "vm-name", text: session.vm_name, title: session.vm_uuid }),
+    h("td", { text: session.client_address }),
+    h("td", { text: when(session.started_at) }),
+    h("td", { text: when(session.ended_at) }),
+    h("td", { class: "num", text: formatBytes(session.bytes_to_client) }),
+    h("td", { class: "num", text: formatBytes(session.bytes_from_client) }),
+    h("td", { class: "end-code" }, end, session.terminated_by ? ` (ended by ${session.terminated_by})` : ""),
+    h("td", {}, ...actions),
+  );
+}
+
+function actionRow(action) {
+  return h(
+    "tr", { dataset: { action: action.action } },
+    h("td", { text: when(action.at) }),
+    h("td", { text: action.user }),
+    h("td", { text: action.action }),
+    h("td", { class: "vm-name", text: action.vm_name, title: action.vm_uuid || "" }),
+    h("td", {}, h("code", { text: action.result_code })),
+    h("td", { text: action.details }),
+  );
+}
+
+async function terminate(session, button) {
+  button.disabled = true;
+  try {
+    await api("DELETE", `/api/console-sessions/${encodeURIComponent(session.id)}`);
+    ui.toast.textContent = `Ending the console session of ${session.user} on ${session.vm_name}.`;
+  } catch (exc) {
+    const box = exc instanceof ApiError ? exc.body : { error: "Failed", code: "CLIENT_ERROR", details: String(exc) };
+    ui.error.replaceChildren(errorBox(box));
+  }
+  await refresh();
+}
+
+async function refresh() {
+  try {
+    const [sessions, actions] = await Promise.all([
+      api("GET", "/api/console-sessions?limit=100"), api("GET", "/api/vm-actions?limit=100"),
+    ]);
+    ui.sessions.replaceChildren(...sessions.map(sessionRow));
+    ui.actions.replaceChildren(...actions.map(actionRow));
+    ui.error.replaceChildren();
+    const whose = user && user.role === "admin" ? "everyone's" : "yours";
+    ui.note.textContent = `${sessions.length} sessions (${whose}), updated ${new Date().toLocaleTimeString()}`;
+  } catch (exc) {
+    const box = exc instanceof ApiError ? exc.body : { error: "Failed", code: "CLIENT_ERROR", details: String(exc) };
+    ui.error.replaceChildren(errorBox(box));
+  }
+}
+
+async function main() {
+  user = await mountUserMenu();
+  await refresh();
+  setInterval(refresh, REFRESH_MS);
+}
+
+main();

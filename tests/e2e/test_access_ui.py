@@ -1,0 +1,109 @@
+"""Signing in and the audit page in real Chromium, with a user whose name is made of quotes, markup, SQL
+and unicode: it is stored as given and shown as text everywhere, and no script of it runs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from tests.conftest import QEMU_URI
+from tests.e2e.helpers import save_screenshot, sign_in, start_limen
+from tests.support.libvirt_cleanup import remove_domain
+from tests.support.server import LimenProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+NASTY = "\"'><script>window.__pwned=1</script>'; DROP TABLE users;-- Ünï 🙂"
+PASSWORD = "a nasty user's password"
+NOT_RUN = "() => window.__pwned === undefined && !document.querySelector('main script, header script')"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimenProcess]:
+    # Without auto-start the console ends at VM_NOT_RUNNING, after the access checks: a real audit row
+    # without booting a VM.
+    process = start_limen(tmp_path_factory.mktemp("limen-access-ui"), LIMEN_CONSOLE_AUTO_START="false")
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def nasty_vm(server: LimenProcess) -> Iterator[str]:
+    """A stopped VM owned by the user NASTY (created, with an API token of theirs in ``.token``)."""
+    name = f"limen-test-{uuid.uuid4().hex[:10]}"
+    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=20) as admin:
+        made = admin.post("/api/users", json={"name": NASTY, "password": PASSWORD})
+        assert made.status_code in (201, 409), made.text
+        assert admin.post("/api/vms", json={"name": name, "memory_mib": 64}).status_code == 201
+        assert admin.put(f"/api/vms/{name}/owner", json={"owner": NASTY}).status_code == 200
+    try:
+        yield name
+    finally:
+        remove_domain(QEMU_URI, name)
+
+
+def nasty_token(server: LimenProcess) -> str:
+    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=20) as admin:
+        made = admin.post("/api/tokens", json={"name": NASTY, "user": NASTY})
+        assert made.status_code == 201, made.text
+        secret: str = made.json()["secret"]
+        return secret
+
+
+def test_unsigned_pages_go_to_login_and_back(server: LimenProcess, new_page: Callable[..., Page]) -> None:
+    page = new_page()
+    page.goto(f"{server.base_url}/vms/new")
+    page.wait_for_url(f"{server.base_url}/login?next=%2Fvms%2Fnew")
+    page.fill("#login-name", "test-admin")
+    page.fill("#login-password", "wrong password")
+    page.click("#login-submit")
+    expect(page.locator("#login-error .error-box")).to_have_attribute("data-code", "INVALID_CREDENTIALS")
+    save_screenshot(page, "login-failed-1280")
+    sign_in(page, server.base_url, next_path="/vms/new")
+    expect(page.locator("#user-name")).to_have_text("test-admin")
+    page.click("#sign-out")
+    page.wait_for_url(f"{server.base_url}/login")
+    page.goto(f"{server.base_url}/")
+    page.wait_for_url(f"{server.base_url}/login?next=%2F")
+
+
+def test_names_full_of_markup_sql_and_unicode_are_shown_as_text(
+    server: LimenProcess, new_page: Callable[..., Page], nasty_vm: str, tmp_path: Path
+) -> None:
+    # The nasty user opens their console: admitted, audited, then VM_NOT_RUNNING (auto-start is off).
+    with connect(f"{server.ws_url}/api/vms/{nasty_vm}/console",
+                 additional_headers={"Authorization": f"Bearer {nasty_token(server)}"}) as ws:
+        frames = []
+        with contextlib.suppress(ConnectionClosed):
+            for frame in ws:
+                frames.append(json.loads(frame))
+    assert frames[-1]["code"] == "VM_NOT_RUNNING"
+
+    # They sign in with their name as typed, and see it, and their VM, as text.
+    own = sign_in(new_page(), server.base_url, name=NASTY, password=PASSWORD)
+    expect(own.locator("#user-name")).to_have_text(NASTY)
+    expect(own.locator(f'tr[data-vm-name="{nasty_vm}"]')).to_have_count(1)
+    assert own.evaluate(NOT_RUN)
+    own.goto(f"{server.base_url}/audit")
+    expect(own.locator("#session-rows tr")).to_have_count(1)
+    expect(own.locator("#session-rows tr td").first).to_have_text(NASTY)
+
+    # The admin's audit page: the session and the owner change, with the name as text.
+    page = sign_in(new_page(), server.base_url, next_path="/audit")
+    row = page.locator("#session-rows tr", has_text=nasty_vm).first
+    expect(row.locator("td").first).to_have_text(NASTY)
+    expect(row.locator(".end-code code")).to_have_text("VM_NOT_RUNNING")
+    action = page.locator('#action-rows tr[data-action="set_owner"]', has_text=nasty_vm).first
+    expect(action.locator("td").last).to_have_text(f"owner={NASTY!r}")
+    assert page.evaluate(NOT_RUN)
+    assert page.locator("#session-rows script, #action-rows script").count() == 0
+    save_screenshot(page, "audit-nasty-names-1280")

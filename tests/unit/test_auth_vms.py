@@ -1,0 +1,98 @@
+"""Two users on one server each see and act on only their own VMs; admins on all; every action audited.
+
+In-process over libvirt's test driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+
+from limen.db import Role
+from limen.settings import Settings
+from tests.support.access import access_client, assert_error, make_access
+
+PASSWORD = "a-long-password"
+
+
+class Users:
+    def __init__(self, client: httpx.AsyncClient, headers: dict[str, dict[str, str]]) -> None:
+        self.client = client
+        self.headers = headers
+
+    async def as_(self, user: str, method: str, path: str, **kwargs: object) -> httpx.Response:
+        return await self.client.request(method, path, headers=self.headers[user], **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def users(make_settings: Callable[..., Settings]) -> AsyncIterator[Users]:
+    settings = make_settings()
+    access = make_access(settings)
+    async with access_client(settings, access) as (client, _app):
+        headers = {}
+        for name, role in (("root", Role.ADMIN), ("alice", Role.USER), ("bob", Role.USER)):
+            await access.users.create(name, PASSWORD, role)
+            headers[name] = {"Authorization": f"Bearer {(await access.tokens.create(name, 'tests')).secret}"}
+        yield Users(client, headers)
+
+
+async def test_each_user_sees_and_acts_on_only_their_own_vms(users: Users) -> None:
+    name = f"auth-{uuid.uuid4().hex[:8]}"
+    created = await users.as_("alice", "POST", "/api/vms", json={"name": name, "memory_mib": 64})
+    assert created.status_code == 201, created.text
+    vm_uuid = created.json()["uuid"]
+    assert created.json()["owner"] == "alice"
+    try:
+        assert name in [vm["name"] for vm in (await users.as_("alice", "GET", "/api/vms")).json()]
+        assert name not in [vm["name"] for vm in (await users.as_("bob", "GET", "/api/vms")).json()]
+        assert "test" not in [vm["name"] for vm in (await users.as_("alice", "GET", "/api/vms")).json()]  # unowned
+        assert {name, "test"} <= {vm["name"] for vm in (await users.as_("root", "GET", "/api/vms")).json()}
+
+        for method, path in (("GET", ""), ("POST", "/start"), ("POST", "/stop"), ("POST", "/reboot"),
+                             ("DELETE", ""), ("POST", "/console-ticket")):
+            for ident in (name, vm_uuid):
+                assert_error(await users.as_("bob", method, f"/api/vms/{ident}{path}"), 403, "FORBIDDEN")
+        assert (await users.as_("alice", "POST", f"/api/vms/{name}/start")).json()["state"] == "running"
+        assert (await users.as_("root", "POST", f"/api/vms/{vm_uuid}/stop?force=true")).json()["state"] == "stopped"
+        assert_error(await users.as_("alice", "POST", f"/api/vms/{name}/stop"), 409, "VM_NOT_RUNNING")
+    finally:
+        assert (await users.as_("alice", "DELETE", f"/api/vms/{name}")).status_code == 200
+
+    actions = [(a["user"], a["action"], a["result_code"], a["vm_uuid"])
+               for a in (await users.as_("root", "GET", "/api/vm-actions")).json()]
+    assert actions[:5] == [
+        ("alice", "delete", "OK", vm_uuid), ("alice", "stop", "VM_NOT_RUNNING", vm_uuid),
+        ("root", "stop", "OK", vm_uuid), ("alice", "start", "OK", vm_uuid), ("alice", "create", "OK", vm_uuid),
+    ]
+    assert {a["user"] for a in (await users.as_("alice", "GET", "/api/vm-actions")).json()} == {"alice"}
+
+
+async def test_anonymous_vm_routes_are_unauthorized(users: Users) -> None:
+    for method, path in (("GET", "/api/vms"), ("POST", "/api/vms"), ("GET", "/api/vms/test"),
+                         ("POST", "/api/vms/test/start"), ("DELETE", "/api/vms/test")):
+        assert_error(await users.client.request(method, path), 401, "UNAUTHORIZED")
+
+
+async def test_admin_gives_a_vm_to_a_user(users: Users) -> None:
+    assert_error(await users.as_("bob", "GET", "/api/vms/test"), 403, "FORBIDDEN")
+    given = await users.as_("root", "PUT", "/api/vms/test/owner", json={"owner": "bob"})
+    assert given.status_code == 200
+    try:
+        assert (await users.as_("bob", "GET", "/api/vms/test")).json()["name"] == "test"
+        assert "test" in [vm["name"] for vm in (await users.as_("bob", "GET", "/api/vms")).json()]
+    finally:
+        await users.as_("root", "PUT", "/api/vms/test/owner", json={"owner": None})
+
+
+async def test_access_routes_log_at_info_without_clashing_with_log_record_fields(
+    users: Users, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A log field named like a LogRecord attribute ("created", "name", …) fails only when INFO is on."""
+    caplog.set_level(logging.INFO, logger="limen")
+    created = await users.as_("root", "POST", "/api/users", json={"name": "carol", "password": PASSWORD})
+    assert created.status_code == 201, created.text
+    assert any(getattr(record, "new_user", None) == "carol" for record in caplog.records)
