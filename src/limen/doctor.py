@@ -3,7 +3,7 @@
 For a VM: settings and log dir → libvirt → VM exists → running → VNC graphics → VNC port (as
 ``virsh vncdisplay``) → TCP connect (as ``telnet localhost 5900``) → RFB banner and security types →
 a console WebSocket through the running limen server → the VM's last console errors in the log.
-Without a VM: the host (libvirt, QEMU, KVM or TCG, the listen port, disk space).
+Without a VM: the host (libvirt, QEMU, KVM or TCG, the listen port, disk space, the database).
 
 A check that cannot run because an earlier one failed is reported as skipped, never as passed.
 
@@ -344,6 +344,29 @@ async def check_disk_space(ctx: Context) -> str:
     return f"{free / 2**30:.1f} GiB free under {path}"
 
 
+async def check_database(ctx: Context) -> str:
+    from limen.db.database import Database
+
+    database: Database | None = None
+    try:
+        database = Database(ctx.settings.db_url)
+        await database.ping(ctx.settings.libvirt_timeout)
+    except TimeoutError:
+        raise CheckFailed(
+            f"the database did not answer within {ctx.settings.libvirt_timeout:g} s",
+            "check that the database server runs and LIMEN_DATABASE_URL points at it",
+        ) from None
+    except Exception as exc:  # any driver error: the database cannot be used
+        raise CheckFailed(
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+            "fix LIMEN_DATABASE_URL (SQLite: its directory must exist and be writable)",
+        ) from None
+    finally:
+        if database is not None:
+            database.close()
+    return f"{database.redacted_url} answers"
+
+
 VM_CHECKS: list[Check] = [
     ("settings and log dir", check_settings),
     ("libvirt reachable", check_libvirt),
@@ -364,10 +387,12 @@ HOST_CHECKS: list[Check] = [
     ("acceleration", check_acceleration),
     ("listen port", check_listen_port),
     ("disk space", check_disk_space),
+    ("database", check_database),
 ]
 
 # Checks that still tell something when an earlier check failed.
-_INDEPENDENT = {"console errors in log", "acceleration", "listen port", "disk space", "settings and log dir"}
+_INDEPENDENT = {"console errors in log", "acceleration", "listen port", "disk space", "settings and log dir",
+                "database"}
 
 
 async def run_checks(

@@ -183,6 +183,19 @@ def test_cli_host_checks_json_and_exit_codes(tmp_path: Path) -> None:
     assert report["ok"] is True
     assert [check["name"] for check in report["checks"]][:2] == ["settings and log dir", "libvirt reachable"]
 
+    assert "database" in [check["name"] for check in report["checks"]]
+
+    not_a_dir = tmp_path / "plain-file"
+    not_a_dir.write_text("")
+    no_database = subprocess.run(
+        [LIMEN, "--json", "doctor"], env={**env, "LIMEN_DATABASE_URL": f"sqlite:///{not_a_dir}/limen.db"},
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert no_database.returncode == 1
+    failing = [check for check in json.loads(no_database.stdout)["checks"] if check["outcome"] == "fail"]
+    assert [check["name"] for check in failing] == ["database"]
+    assert "LIMEN_DATABASE_URL" in failing[0]["fix"]
+
     broken = subprocess.run(
         [LIMEN, "doctor", "--timeout", "10"],
         env={**env, "LIMEN_LIBVIRT_URI": "qemu+unix:///system?socket=/nonexistent/sock"},

@@ -52,7 +52,7 @@ async def test_readyz_names_the_failing_check(make_settings: Callable[..., Setti
     async with app_client(make_settings()) as client:
         ok = await client.get("/readyz")
         assert ok.status_code == 200
-        assert ok.json() == {"status": "ok", "failing": [], "checks": {"libvirt": "ok"}}
+        assert ok.json() == {"status": "ok", "failing": [], "checks": {"libvirt": "ok", "database": "ok"}}
     broken = make_settings(libvirt_uri="qemu+unix:///system?socket=/nonexistent/sock", libvirt_timeout=1)
     async with app_client(broken) as client:
         failing = await client.get("/readyz")
@@ -60,6 +60,24 @@ async def test_readyz_names_the_failing_check(make_settings: Callable[..., Setti
         assert failing.json()["failing"] == ["libvirt"]
         assert failing.json()["checks"]["libvirt"].startswith("HYPERVISOR_UNAVAILABLE")
         assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_readyz_fails_when_the_database_goes_away(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    database_dir = tmp_path / "db"
+    async with app_client(make_settings(database_url=f"sqlite:///{database_dir}/limen.db")) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        # The database's directory disappears and a plain file takes its name: SQLite cannot open it.
+        client_app = client._transport.app  # type: ignore[attr-defined]
+        client_app.state.access.db.engine.dispose()
+        database_dir.rename(tmp_path / "db-moved")
+        database_dir.write_text("not a directory")
+        failing = await client.get("/readyz")
+    assert failing.status_code == 503
+    assert failing.json()["failing"] == ["database"]
+    assert failing.json()["checks"]["libvirt"] == "ok"
+    assert "OperationalError" in failing.json()["checks"]["database"]
 
 
 async def test_metrics_count_http_requests_and_libvirt_calls(make_settings: Callable[..., Settings]) -> None:

@@ -23,14 +23,22 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", responses={503: {"description": "A check failed; `failing` names it"}})
-async def readyz(hypervisor: HypervisorDep) -> JSONResponse:
-    """Ready to serve: libvirt answers within its timeout."""
+async def readyz(request: Request, hypervisor: HypervisorDep, settings: SettingsDep) -> JSONResponse:
+    """Ready to serve: libvirt and the database answer within their timeouts."""
     checks: dict[str, str] = {}
     try:
         await hypervisor.host_info()
         checks["libvirt"] = "ok"
     except LimenError as exc:
         checks["libvirt"] = f"{exc.code.name}: {exc.details}"
+    access = request.app.state.access
+    try:
+        await access.db.ping(settings.libvirt_timeout)
+        checks["database"] = "ok"
+    except TimeoutError:
+        checks["database"] = f"no answer from {access.db.redacted_url} within {settings.libvirt_timeout:g} s"
+    except Exception as exc:  # any driver error means: not ready
+        checks["database"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     failing = [name for name, result in checks.items() if result != "ok"]
     body = {"status": "failing" if failing else "ok", "failing": failing, "checks": checks}
     return JSONResponse(body, status_code=503 if failing else 200)

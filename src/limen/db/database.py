@@ -7,6 +7,7 @@ The code is dialect-neutral: SQLite by default (a file in the data dir), Postgre
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 import anyio.to_thread
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -78,6 +79,15 @@ class Database:
     async def run(self, work: Callable[[Session], T]) -> T:
         """Runs ``work(session)`` in a worker thread, in one transaction."""
         return await anyio.to_thread.run_sync(functools.partial(self.run_sync, work))
+
+    async def ping(self, timeout: float) -> None:
+        """Raises if the database does not answer ``SELECT 1`` within ``timeout`` seconds."""
+
+        def select_one() -> None:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+
+        await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, select_one), timeout)
 
     def close(self) -> None:
         self.engine.dispose()
