@@ -7,7 +7,7 @@ ISO_DIR=${LIMEN_ISO_DIR:-/var/lib/limen/isos}
 APT_PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
   libvirt-dev pkg-config
-  grub-pc-bin grub-common xorriso mtools grub-rescue-pc
+  grub-pc-bin grub-common xorriso mtools grub-rescue-pc memtest86+
   chromium
   redis-server
 )
@@ -87,8 +87,10 @@ build_demo_iso() {
     rm -rf "$tree"
   fi
   # The ISOs Debian's packages ship sit beside it, so users see every bootable image in one place.
-  local shipped=/usr/lib/grub-rescue/grub-rescue-cdrom.iso
-  [[ -e $shipped && ! -e $ISO_DIR/grub-rescue-cdrom.iso ]] && ln -s "$shipped" "$ISO_DIR/grub-rescue-cdrom.iso"
+  local shipped
+  for shipped in /usr/lib/grub-rescue/grub-rescue-cdrom.iso /usr/lib/memtest86+/memtest86+x64.iso; do
+    [[ -e $shipped && ! -e $ISO_DIR/$(basename "$shipped") ]] && ln -s "$shipped" "$ISO_DIR/$(basename "$shipped")"
+  done
   return 0
 }
 
