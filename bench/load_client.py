@@ -3,6 +3,9 @@
 A target is ``tcp://HOST:PORT`` (RFB straight to the VNC server: the raw baseline) or
 ``ws://HOST:PORT/PATH`` (a WebSocket proxy). With ``--status-frames`` (limen) the client first reads
 the JSON status frames until "VNC connection established, starting proxy...", as the browser does.
+With ``--tickets`` (limen) each session first gets a one-time ticket (``POST …/console-ticket`` with the
+bearer token in ``LIMEN_TOKEN``) and opens ``…/console?ticket=``, as the browser does; the ticket's time
+is reported on its own and not counted in the set-up.
 Then, over either transport: the RFB 3.8 handshake (version, security None, ClientInit, ServerInit).
 
 Commands, each printing one JSON object on its last stdout line:
@@ -63,6 +66,7 @@ class SessionError(Exception):
 class Target:
     url: str
     status_frames: bool = False
+    tickets: bool = False  # fetch a one-time console ticket before each WebSocket, as limen's page does
 
     @property
     def is_raw(self) -> bool:
@@ -146,10 +150,11 @@ class WsConnection(Connection):
         self._ws = ws
 
     @classmethod
-    async def open(cls, url: str) -> WsConnection:
+    async def open(cls, url: str, *, bearer: bool = True) -> WsConnection:
         # limen's console needs a user: the bench's limen servers make an admin token and export it as
         # LIMEN_TOKEN before the load clients start (bench.systems.start_limen); other systems ignore it.
-        token = os.environ.get("LIMEN_TOKEN")
+        # With tickets the URL carries ?ticket= and no header is sent, as from a browser.
+        token = os.environ.get("LIMEN_TOKEN") if bearer else None
         ws = await connect(
             url,
             additional_headers={"Authorization": f"Bearer {token}"} if token else None,
@@ -218,6 +223,47 @@ class WsConnection(Connection):
         return transport
 
 
+class TicketClient:
+    """``POST /api/vms/{id}/console-ticket`` with the bench's bearer token, over kept-alive HTTP/1.1
+    connections (a browser's fetch reuses its connection too). One pool per process."""
+
+    def __init__(self) -> None:
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def fetch(self, console_url: str) -> tuple[str, float]:
+        """The console URL with ``?ticket=``, and how long the ticket took (ms)."""
+        parts = urlsplit(console_url)
+        path = parts.path.rstrip("/") + "-ticket"
+        token = os.environ.get("LIMEN_TOKEN", "")
+        request = (f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: Bearer {token}\r\n"
+                   "Content-Length: 0\r\n\r\n").encode()
+        started = time.perf_counter()
+        reader, writer = self._idle.pop() if self._idle else await asyncio.open_connection(
+            parts.hostname or "127.0.0.1", parts.port or 80)
+        try:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            body = await reader.readexactly(length)
+        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
+            writer.close()
+            raise SessionError("ticket_failed", f"{type(exc).__name__}: {exc}") from None
+        if status != 200:
+            writer.close()
+            raise SessionError("ticket_failed", f"HTTP {status}: {body[:200]!r}")
+        self._idle.append((reader, writer))
+        ticket = json.loads(body)["ticket"]
+        return f"{console_url}?ticket={ticket}", (time.perf_counter() - started) * 1000
+
+
+TICKETS = TicketClient()
+
+
 @dataclass
 class ServerInit:
     width: int
@@ -255,6 +301,7 @@ class Session:
     server_init: ServerInit
     started_at: float  # before the TCP connect
     ready_at: float  # ServerInit received
+    ticket_ms: float | None = None  # the console ticket's request, before started_at (not in setup_ms)
 
     @property
     def setup_ms(self) -> float:
@@ -267,15 +314,18 @@ class Session:
 
 
 async def open_session(target: Target, read_size: int = READ_SIZE) -> Session:
-    """Connect (and upgrade), read the status frames if any, do the RFB handshake."""
+    """(Fetch a ticket,) connect (and upgrade), read the status frames if any, do the RFB handshake."""
+    url, ticket_ms = target.url, None
+    if target.tickets:
+        url, ticket_ms = await TICKETS.fetch(target.url)
     started = time.perf_counter()
-    parts = urlsplit(target.url)
+    parts = urlsplit(url)
     connection: Connection
     try:
         if target.is_raw:
             connection = await RawConnection.open(parts.hostname or "127.0.0.1", parts.port or 5900, read_size)
         else:
-            connection = await WsConnection.open(target.url)
+            connection = await WsConnection.open(url, bearer=not target.tickets)
     except (OSError, WebSocketException) as exc:
         raise SessionError("connect_failed", f"{type(exc).__name__}: {exc}") from None
     try:
@@ -289,7 +339,7 @@ async def open_session(target: Target, read_size: int = READ_SIZE) -> Session:
     except BaseException:
         await connection.close(abort=True)
         raise
-    return Session(connection, server_init, started, time.perf_counter())
+    return Session(connection, server_init, started, time.perf_counter(), ticket_ms)
 
 
 async def ask_small_update(session: Session, parser: rfb.UpdateParser) -> None:
@@ -453,6 +503,7 @@ def masked_frame(opcode: int, payload: bytes) -> bytes:
 async def measure_setup(target: Target, count: int, timeout: float) -> dict[str, Any]:
     setup: list[float] = []
     first_status: list[float] = []
+    tickets: list[float] = []
     failures = Failures()
     for _ in range(count):
         try:
@@ -464,6 +515,8 @@ async def measure_setup(target: Target, count: int, timeout: float) -> dict[str,
         setup.append(session.setup_ms)
         if session.first_status_ms is not None:
             first_status.append(session.first_status_ms)
+        if session.ticket_ms is not None:
+            tickets.append(session.ticket_ms)
         await session.connection.close()
     return {
         "count": count,
@@ -471,6 +524,7 @@ async def measure_setup(target: Target, count: int, timeout: float) -> dict[str,
         "failures": failures.as_dict(),
         "setup_ms": percentiles(setup),
         "first_status_ms": percentiles(first_status) if first_status else None,
+        "ticket_ms": percentiles(tickets) if tickets else None,
     }
 
 
@@ -657,6 +711,8 @@ class WorkerSet:
                    "--parallel", str(parallel), "--timeout", str(timeout)]
         if target.status_frames:
             command.append("--status-frames")
+        if target.tickets:
+            command.append("--tickets")
         env = {**os.environ, "PYTHONPATH": _repo_root() + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self.processes = [
             subprocess.Popen([*command, "--sessions", str(count)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -775,6 +831,8 @@ def main(argv: list[str] | None = None) -> None:
         sub = commands.add_parser(name)
         sub.add_argument("--target", required=True, help="tcp://HOST:PORT or ws://HOST:PORT/PATH")
         sub.add_argument("--status-frames", action="store_true", help="read limen's status frames first")
+        sub.add_argument("--tickets", action="store_true",
+                         help="POST …/console-ticket (bearer LIMEN_TOKEN) before each WebSocket, open it with ?ticket=")
         sub.add_argument("--timeout", type=float, default=10.0, help="bound on one session's set-up, seconds")
         return sub
 
@@ -800,7 +858,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     raise_fd_limit()
-    target = Target(args.target, args.status_frames)
+    target = Target(args.target, args.status_frames, args.tickets)
     run: Callable[[], Awaitable[Any]]
     if args.command == "setup":
         run = lambda: measure_setup(target, args.count, args.timeout)  # noqa: E731

@@ -232,7 +232,7 @@ def measure_system(system: System, processes: Processes, plan: Plan, fake: FakeV
 
     def target(mode: str) -> list[str]:
         args = ["--target", system.url(mode), "--timeout", str(plan.session_timeout)]
-        return [*args, "--status-frames"] if system.status_frames else args
+        return [*args, "--status-frames", "--tickets"] if system.status_frames else args
 
     def attempt(key: str, run: Callable[[], Any]) -> None:
         try:
@@ -331,6 +331,7 @@ def summarize(systems: dict[str, dict[str, Any]], plan: Plan) -> list[tuple[str,
 
     row("setup p50 / p99 (ms)", lambda r: pair(r, "setup", "setup_ms"))
     row("first status p50 / p99 (ms)", lambda r: pair(r, "setup", "first_status_ms", digits=3))
+    row("console ticket p50 / p99 (ms, before set-up)", lambda r: pair(r, "setup", "ticket_ms", digits=2))
     row("1 stream (GB/s)", lambda r: fmt(_get(r, "stream_1", "gb_per_s")))
     streams = plan.parallel_streams
     row(f"{streams} streams (GB/s)", lambda r: fmt(_get(r, f"stream_{streams}", "gb_per_s")))
