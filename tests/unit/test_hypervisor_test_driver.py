@@ -33,18 +33,29 @@ async def test_get_by_uuid_and_by_name_agree(test_hypervisor: Hypervisor) -> Non
     assert by_name.uuid == TEST_DOMAIN_UUID
 
 
+async def test_console_vm_agrees_with_get_vm_on_what_a_console_needs(test_hypervisor: Hypervisor) -> None:
+    full = await test_hypervisor.get_vm("test")
+    for ident in ("test", TEST_DOMAIN_UUID):
+        light = await test_hypervisor.console_vm(ident)
+        assert (light.uuid, light.name, light.state, light.is_active, light.vnc, light.owner) == (
+            full.uuid, full.name, full.state, full.is_active, full.vnc, full.owner)
+        assert light.disks == ()
+
+
 @pytest.mark.parametrize("ident", ["", " ", "a/b", "-x", "x" * 64, "../etc", "名前"])
 async def test_invalid_ids_are_refused_before_libvirt(test_hypervisor: Hypervisor, ident: str) -> None:
-    with pytest.raises(LimenError) as caught:
-        await test_hypervisor.get_vm(ident)
-    assert caught.value.code is ErrorCode.INVALID_VM_ID
+    for read in (test_hypervisor.get_vm, test_hypervisor.console_vm):
+        with pytest.raises(LimenError) as caught:
+            await read(ident)
+        assert caught.value.code is ErrorCode.INVALID_VM_ID
 
 
 async def test_unknown_vm(test_hypervisor: Hypervisor) -> None:
     for ident in ("nope", "00000000-0000-0000-0000-000000000000"):
-        with pytest.raises(LimenError) as caught:
-            await test_hypervisor.get_vm(ident)
-        assert caught.value.code is ErrorCode.VM_NOT_FOUND
+        for read in (test_hypervisor.get_vm, test_hypervisor.console_vm):
+            with pytest.raises(LimenError) as caught:
+                await read(ident)
+            assert caught.value.code is ErrorCode.VM_NOT_FOUND
 
 
 def test_parse_vm_id() -> None:

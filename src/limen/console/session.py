@@ -90,6 +90,10 @@ class HypervisorLike(Protocol):
 
     async def get_vm(self, ident: str) -> Vm: ...
 
+    async def console_vm(self, ident: str) -> Vm:
+        """Like get_vm, with only what a console needs (state, VNC endpoint, owner), read from libvirt now."""
+        ...
+
     async def start_vm(self, ident: str) -> Vm: ...
 
     def watch(self, uuid: str) -> AbstractContextManager[Any]: ...
@@ -281,7 +285,7 @@ class ConsoleSession:
     async def _work(self) -> None:
         # CHECK_VM: who is asking (when an admission is set), and the VM
         def find_vm() -> Awaitable[Vm]:
-            return self._hv.get_vm(self.ident)
+            return self._hv.console_vm(self.ident)
 
         looked_up = self._admission(find_vm) if self._admission is not None else find_vm()
         vm = await self._in_stage(looked_up, in_libvirt=True)
@@ -298,7 +302,7 @@ class ConsoleSession:
             except LimenError as exc:
                 if exc.code is not ErrorCode.VM_ALREADY_RUNNING:  # someone else started it: fine
                     raise
-                vm = await self._in_stage(self._hv.get_vm(vm.uuid), in_libvirt=True)
+                vm = await self._in_stage(self._hv.console_vm(vm.uuid), in_libvirt=True)
             self.vm = vm
             await self._advance(VmStarted())
         # GET_PORT. Watch from here on: the VM runs now, so an ending event means it stopped under us.
@@ -308,7 +312,7 @@ class ConsoleSession:
                 raise LimenError(ErrorCode.VNC_NOT_CONFIGURED, f"VM {vm.name!r} has no VNC graphics device")
             await self._advance(PortPending())
             await self._in_stage(asyncio.sleep(PORT_POLL_INTERVAL), in_libvirt=False)
-            vm = await self._in_stage(self._hv.get_vm(vm.uuid), in_libvirt=True)
+            vm = await self._in_stage(self._hv.console_vm(vm.uuid), in_libvirt=True)
             self.vm = vm
         assert vm.vnc is not None and vm.vnc.port is not None  # the loop's exit condition
         host, port = vm.vnc.host, vm.vnc.port
@@ -393,7 +397,7 @@ class ConsoleSession:
             assert self.vm is not None
             while True:
                 with contextlib.suppress(LimenError):
-                    if not (await self._hv.get_vm(self.vm.uuid)).is_active:
+                    if not (await self._hv.console_vm(self.vm.uuid)).is_active:
                         return
                 await asyncio.sleep(VNC_EOF_POLL)
 

@@ -167,6 +167,26 @@ class Hypervisor:
             "get_vm", lambda conn: self._snapshot(_lookup(conn, ident)), subject=ident
         )
 
+    async def console_vm(self, ident: str) -> Vm:
+        """What a console needs of the VM, read from libvirt now (no cache): identity, state, VNC endpoint
+        and owner. One lookup, ``state()`` and the live XML, as :meth:`get_vm`; none of its per-disk volume
+        lookups, autostart or uptime, so ``disks`` is empty and ``autostart``/``uptime_seconds`` are unset.
+        """
+        parse_vm_id(ident)  # INVALID_VM_ID before any libvirt call
+
+        def run(conn: libvirt.virConnect) -> Vm:
+            dom = _lookup(conn, ident)
+            state_code, _reason = dom.state()
+            parsed = parse_domain_xml(dom.XMLDesc(0))
+            return Vm(
+                uuid=dom.UUIDString(), name=dom.name(), state=_STATE_BY_LIBVIRT.get(state_code, VmState.UNKNOWN),
+                vcpus=parsed.vcpus, memory_mib=parsed.memory_mib, boot_order=parsed.boot_order, vnc=parsed.vnc,
+                created_at=parsed.created_at, owner=parsed.owner,
+            )
+
+        # Same operation name as get_vm: the metrics and logs count it as the read it is.
+        return await self.connection.call("get_vm", run, subject=ident)
+
     async def host_info(self) -> tuple[int, int]:
         """(CPUs, memory MiB) of the hypervisor host."""
 
