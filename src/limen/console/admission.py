@@ -6,6 +6,10 @@ the ticket, the session cookie or the bearer token, then the VM's owner) and, on
 writes its audit row (user, VM, client address). A refusal is a LimenError like any other failure of the
 stage: the client gets the error frame and the close code, never a bare 1006.
 
+The audit row's insert runs in a task started at admission, so the console's set-up does not wait for
+the database; it is never skipped: the end's update awaits the insert first, and if the insert fails
+the session is ended (INTERNAL_ERROR), so no console runs without its row for longer than one write.
+
 It is also a :class:`~limen.console.session.SessionObserver`: when the session ends it records the end
 (bytes each way, end code: ``OK`` when the client closed, else the error code's name). The write runs
 in a task; the endpoint awaits :meth:`ConsoleAdmission.recorded` before it returns, so the row is
@@ -17,6 +21,7 @@ Nothing here logs the query string or any credential: the ticket travels in ``?t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -28,6 +33,7 @@ from limen.auth.console_gate import admit_console
 from limen.auth.principal import Principal
 from limen.console.session import ConsoleSession
 from limen.console.stages import Stage
+from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm
 
 log = logging.getLogger("limen.console")
@@ -44,17 +50,16 @@ class ConsoleAdmission:
         self.principal: Principal | None = None
         self.vm: Vm | None = None
         self._started = False
+        self._start: asyncio.Task[None] | None = None
         self._end: asyncio.Task[None] | None = None
+        self.session: ConsoleSession | None = None  # the session to end if its audit row cannot be written
 
     # -- Admission --------------------------------------------------------------------------------------
 
     async def __call__(self, find_vm: Callable[[], Awaitable[Vm]]) -> Vm:
         principal, vm = await admit_console(self.access, self.conn, find_vm)
         self.principal, self.vm = principal, vm
-        await self.access.audit.console_started(
-            self.session_id, user=principal.name, vm_uuid=vm.uuid, vm_name=vm.name,
-            client_address=self.client_address,
-        )
+        self._start = asyncio.get_running_loop().create_task(self._record_start(principal, vm))
         self._started = True
         log.info("vnc console admitted", extra={
             "event": "console_admitted", "session": self.session_id, "user": principal.name,
@@ -82,7 +87,28 @@ class ConsoleAdmission:
             end_code=OK if reason == CLIENT_CLOSED else reason,
         ))
 
+    async def _record_start(self, principal: Principal, vm: Vm) -> None:
+        try:
+            await self.access.audit.console_started(
+                self.session_id, user=principal.name, vm_uuid=vm.uuid, vm_name=vm.name,
+                client_address=self.client_address,
+            )
+        except Exception as exc:
+            log.exception("could not record a console session; ending it", extra={
+                "event": "audit_write_failed", "session": self.session_id, "user": principal.name,
+                "vm_uuid": vm.uuid,
+            })
+            if self.session is not None:
+                self.session.request_end(LimenError(
+                    ErrorCode.INTERNAL_ERROR, f"the console session could not be audited ({type(exc).__name__})"))
+            raise
+
     async def _record_end(self, *, bytes_to_client: int, bytes_from_client: int, end_code: str) -> None:
+        if self._start is not None:
+            try:
+                await asyncio.shield(self._start)
+            except Exception:
+                return  # no row to complete; _record_start logged it
         try:
             await self.access.audit.console_ended(
                 self.session_id, bytes_to_client=bytes_to_client, bytes_from_client=bytes_from_client,
@@ -97,3 +123,6 @@ class ConsoleAdmission:
         """Until the end of the session is written (no-op if it was never admitted)."""
         if self._end is not None:
             await asyncio.shield(self._end)
+        elif self._start is not None:  # the session ended before its observers heard of it
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._start)

@@ -1,0 +1,102 @@
+"""ConsoleAdmission's audit row: written off the set-up path, never skipped, the end after the start."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from limen.auth.principal import AuthMethod, Principal
+from limen.console import admission as admission_module
+from limen.console.admission import ConsoleAdmission
+from limen.db import Role
+from limen.errors import ErrorCode, LimenError
+from limen.hypervisor.models import Vm, VmState
+
+VM = Vm(uuid="1ce0be4c-0000-4000-8000-00000000000a", name="vm", state=VmState.RUNNING, vcpus=1, memory_mib=64)
+ALICE = Principal(name="alice", role=Role.USER, method=AuthMethod.TICKET)
+
+
+class FakeAudit:
+    def __init__(self, *, fail: bool = False) -> None:
+        self.fail = fail
+        self.release = asyncio.Event()
+        self.calls: list[str] = []
+
+    async def console_started(self, session_id: str, **fields: Any) -> None:
+        await self.release.wait()
+        if self.fail:
+            raise RuntimeError("database is locked")
+        self.calls.append("started")
+
+    async def console_ended(self, session_id: str, **fields: Any) -> None:
+        self.calls.append(f"ended {fields['end_code']}")
+
+
+class FakeSession:
+    def __init__(self) -> None:
+        self.end_requests: list[LimenError] = []
+        self.end_reason: str | None = None
+        self.traffic = SimpleNamespace(to_client=12, to_vnc=0)
+
+    def request_end(self, error: LimenError) -> None:
+        self.end_requests.append(error)
+
+
+def admitted(monkeypatch: pytest.MonkeyPatch, audit: FakeAudit) -> tuple[ConsoleAdmission, FakeSession]:
+    async def admit(access: Any, conn: Any, find_vm: Any) -> tuple[Principal, Vm]:
+        return ALICE, await find_vm()
+
+    monkeypatch.setattr(admission_module, "admit_console", admit)
+    access = SimpleNamespace(audit=audit, client_address=lambda conn: "127.0.0.1")
+    gate = ConsoleAdmission(access, SimpleNamespace(), "s1")  # type: ignore[arg-type]
+    session = FakeSession()
+    gate.session = session  # type: ignore[assignment]
+    return gate, session
+
+
+async def find_vm() -> Vm:
+    return VM
+
+
+async def test_admission_does_not_wait_for_the_audit_insert_and_the_end_follows_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    audit = FakeAudit()
+    gate, session = admitted(monkeypatch, audit)
+    assert await asyncio.wait_for(gate(find_vm), 1) is VM  # the insert is still blocked
+    assert audit.calls == []
+    gate.session_ended(session)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert audit.calls == []  # the end waits for the start
+    audit.release.set()
+    await asyncio.wait_for(gate.recorded(), 1)
+    assert audit.calls == ["started", "ended OK"]
+    assert session.end_requests == []
+
+
+async def test_a_failed_audit_insert_ends_the_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    audit = FakeAudit(fail=True)
+    gate, session = admitted(monkeypatch, audit)
+    await gate(find_vm)
+    audit.release.set()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert [error.code for error in session.end_requests] == [ErrorCode.INTERNAL_ERROR]
+    gate.session_ended(session)  # type: ignore[arg-type]
+    await asyncio.wait_for(gate.recorded(), 1)
+    assert audit.calls == []  # no end for a row that was never written, and no exception escapes
+
+
+async def test_recorded_waits_for_the_insert_even_without_an_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    audit = FakeAudit()
+    gate, _ = admitted(monkeypatch, audit)
+    await gate(find_vm)
+    waiting = asyncio.ensure_future(gate.recorded())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    audit.release.set()
+    await asyncio.wait_for(waiting, 1)
+    assert audit.calls == ["started"]
