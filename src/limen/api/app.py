@@ -17,6 +17,7 @@ from limen.api.access import install_access
 from limen.api.errors import install_error_handlers
 from limen.api.middleware import RequestContextMiddleware
 from limen.auth.access import Access
+from limen.console.endpoint import ConsoleRoute
 from limen.console.endpoint import router as console_router
 from limen.console.sessions import ConsoleSessions
 from limen.hypervisor import Hypervisor
@@ -61,6 +62,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.console_sessions = ConsoleSessions()
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(ConsoleRoute)  # outermost of ours: the console's WebSocket skips the router
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(vms.router)
