@@ -238,11 +238,22 @@ class TicketClient:
         request = (f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: Bearer {token}\r\n"
                    "Content-Length: 0\r\n\r\n").encode()
         started = time.perf_counter()
-        reader, writer = self._idle.pop() if self._idle else await asyncio.open_connection(
+        reused = bool(self._idle)
+        reader, writer = self._idle.pop() if reused else await asyncio.open_connection(
             parts.hostname or "127.0.0.1", parts.port or 80)
         try:
             writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (ConnectionError, asyncio.IncompleteReadError):
+                if not reused:
+                    raise
+                # The server closed the kept-alive connection while it sat idle: a browser retries on a
+                # new one, and so does this.
+                writer.close()
+                reader, writer = await asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 80)
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
             status = int(head.split(b" ", 2)[1])
             length = 0
             for line in head.split(b"\r\n")[1:]:
