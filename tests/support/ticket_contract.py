@@ -73,3 +73,20 @@ class TicketStoreContract:
     async def test_names_are_kept_exactly(self, store: TicketStore) -> None:
         name = "O'Brien\"; DROP TABLE users;-- <script>alert(1)</script> Ωμέγα 🐧"
         assert await store.redeem(await store.issue(name, VM_A), VM_A) == name
+
+    async def test_peek_names_the_user_without_spending_the_ticket(self, store: TicketStore) -> None:
+        ticket = await store.issue("alice", VM_A)
+        assert await store.peek(ticket) == "alice"
+        assert await store.peek(ticket) == "alice"
+        assert await store.redeem(ticket, VM_A) == "alice"  # still unspent after the peeks
+        assert await store.peek(ticket) is None  # spent
+
+    async def test_peek_sees_nothing_in_expired_unknown_or_malformed_tickets(
+        self, store: TicketStore, clock: FakeClock
+    ) -> None:
+        ticket = await store.issue("alice", VM_A)
+        clock.advance(TTL + 1)
+        assert await store.peek(ticket) is None
+        assert await refused(store, ticket, VM_A) is ErrorCode.TICKET_EXPIRED  # the peek changed nothing
+        for made_up in ("", "x", "A" * 43, "é" * 43, "A" * 5000):
+            assert await store.peek(made_up) is None

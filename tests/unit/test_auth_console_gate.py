@@ -6,6 +6,7 @@ query and peer.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlencode
 
@@ -14,7 +15,7 @@ from starlette.requests import HTTPConnection
 
 from limen.auth.access import Access
 from limen.auth.console_gate import admit_console
-from limen.auth.principal import AuthMethod
+from limen.auth.principal import AuthMethod, Principal
 from limen.db import Role
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor
@@ -140,3 +141,47 @@ async def test_a_ticket_beats_a_cookie(gate: Gate) -> None:
     bob = await gate.access.sessions.create("bob")
     ticket = await gate.access.tickets.issue("alice", vm.uuid)
     assert (await gate.admit(ticket=ticket, cookie=bob.cookie))[0] == "alice"
+
+
+async def test_a_tickets_user_is_looked_up_while_the_vm_is_read(gate: Gate) -> None:
+    # find_vm does not return until the user's lookup has begun: both run at once.
+    vm = await gate.hypervisor.get_vm("test")
+    ticket = await gate.access.tickets.issue("alice", vm.uuid)
+    looking_up = asyncio.Event()
+    users = gate.access.users
+    principal = users.principal
+
+    async def watched_principal(name: str, method: AuthMethod) -> Principal | None:
+        looking_up.set()
+        return await principal(name, method)
+
+    async def find_vm() -> Vm:
+        await asyncio.wait_for(looking_up.wait(), 5)
+        return vm
+
+    users.principal = watched_principal  # type: ignore[method-assign]
+    try:
+        found, _ = await admit_console(gate.access, gate.connection(ticket=ticket), find_vm)
+    finally:
+        del users.principal  # type: ignore[method-assign]
+    assert (found.name, found.method) == ("alice", AuthMethod.TICKET)
+
+
+async def test_the_early_lookup_never_changes_the_verdict(gate: Gate) -> None:
+    vm = await gate.hypervisor.get_vm("test")
+    # A disabled user: refused after the redemption, as before (the ticket is spent).
+    ticket = await gate.access.tickets.issue("alice", vm.uuid)
+    await gate.access.users.set_disabled("alice", True)
+    assert await gate.refused(ticket=ticket) is ErrorCode.FORBIDDEN
+    await gate.access.users.set_disabled("alice", False)
+    assert await gate.refused(ticket=ticket) is ErrorCode.TICKET_USED
+    # A VM that cannot be read: that error, and the ticket is not spent by the early lookup.
+    ticket = await gate.access.tickets.issue("alice", vm.uuid)
+
+    async def unavailable() -> Vm:
+        raise LimenError(ErrorCode.HYPERVISOR_UNAVAILABLE, "no answer")
+
+    with pytest.raises(LimenError) as caught:
+        await admit_console(gate.access, gate.connection(ticket=ticket), unavailable)
+    assert caught.value.code is ErrorCode.HYPERVISOR_UNAVAILABLE
+    assert await gate.admit(ticket=ticket) == ("alice", AuthMethod.TICKET, vm)

@@ -13,13 +13,19 @@ The endpoint accepts the upgrade first (so a refusal is a proper error frame and
     6. the user (still) exists, is enabled and may access the VM
                                                FORBIDDEN
 
+With a ticket, the user it names (a :meth:`~limen.auth.tickets.TicketStore.peek`, which spends nothing)
+is looked up while the VM is read, so the two worker-thread waits overlap; the verdicts and their order
+stay as above: the user's state is that read beside the VM, and only the redemption decides whose it is.
+
 A ticket wins over a cookie: the page asked for it for exactly this console. No secret ever appears in
 an error's details.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.requests import HTTPConnection
 
@@ -57,19 +63,43 @@ async def admit_console(access: Access, conn: HTTPConnection, find_vm: Callable[
         require_vm_access(principal, vm.name, vm.owner)
         return principal, vm
 
+    # The user is looked up while the VM is read (two worker threads at once instead of one after the
+    # other), for the user the ticket names now; only the redemption below decides, in the order above.
+    early = asyncio.get_running_loop().create_task(_holder_of(access, ticket))
     try:
-        vm = await find_vm()
-    except LimenError as exc:
-        if exc.code is not ErrorCode.VM_NOT_FOUND:
-            raise
         try:
-            await access.tickets.redeem(ticket, "")  # spends it; unknown/used/expired say so
-        except TicketForAnotherVm:
-            raise exc from None  # a genuine ticket, for a VM that is gone
-        raise  # unreachable: redeem("") never succeeds
-    user = await access.tickets.redeem(ticket, vm.uuid)
-    holder = await access.users.principal(user, AuthMethod.TICKET)
+            vm = await find_vm()
+        except LimenError as exc:
+            if exc.code is not ErrorCode.VM_NOT_FOUND:
+                raise
+            try:
+                await access.tickets.redeem(ticket, "")  # spends it; unknown/used/expired say so
+            except TicketForAnotherVm:
+                raise exc from None  # a genuine ticket, for a VM that is gone
+            raise  # unreachable: redeem("") never succeeds
+        user = await access.tickets.redeem(ticket, vm.uuid)
+        peeked, holder = await early
+        if peeked != user:  # the peek saw nothing (or, in theory, another user): look the user up now
+            holder = await access.users.principal(user, AuthMethod.TICKET)
+    finally:
+        _drop(early)
     if holder is None:
         raise LimenError(ErrorCode.FORBIDDEN, "the ticket's user no longer exists or is disabled")
     require_vm_access(holder, vm.name, vm.owner)
     return holder, vm
+
+
+async def _holder_of(access: Access, ticket: str) -> tuple[str | None, Principal | None]:
+    """(the user the ticket names now, that user as a principal now); (None, None) if the peek saw none."""
+    user = await access.tickets.peek(ticket)
+    if user is None:
+        return None, None
+    return user, await access.users.principal(user, AuthMethod.TICKET)
+
+
+def _drop(task: asyncio.Task[Any]) -> None:
+    """Cancels the early lookup if it is still running; marks an exception of it as seen."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()

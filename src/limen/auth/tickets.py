@@ -66,6 +66,12 @@ class TicketStore(Protocol):
         """The user the ticket was issued to; raises as the module docstring says. Spends the ticket."""
         ...
 
+    async def peek(self, ticket: str) -> str | None:
+        """The user of a ticket that could still be redeemed (known, unspent, unexpired), without spending
+        it; None otherwise, and on any failure. A hint only (the console looks the user up while it reads
+        the VM): :meth:`redeem` alone decides."""
+        ...
+
     async def check(self) -> None:
         """Raises if the store cannot be reached (at start-up and for readiness)."""
         ...
@@ -131,6 +137,14 @@ class MemoryTicketStore:
         entry.used = True
         return _judge(entry.user, entry.vm_uuid, entry.expires_at, vm_uuid, now)
 
+    async def peek(self, ticket: str) -> str | None:
+        if not _TICKET_SHAPE.fullmatch(ticket):
+            return None
+        entry = self._entries.get(_key(ticket))
+        if entry is None or entry.used or self.clock() >= entry.expires_at:
+            return None
+        return entry.user
+
     async def check(self) -> None:
         return None
 
@@ -195,6 +209,21 @@ class RedisTicketStore:
             raise LimenError(ErrorCode.TICKET_USED, "the console ticket was already used")
         entry = json.loads(text)
         return _judge(str(entry["user"]), str(entry["vm"]), float(entry["expires_at"]), vm_uuid, self.clock())
+
+    async def peek(self, ticket: str) -> str | None:
+        if not _TICKET_SHAPE.fullmatch(ticket):
+            return None
+        try:
+            async with self._errors("peek"):
+                raw = await self._redis.get(self._keys(ticket)[0])
+            if raw is None:
+                return None
+            entry = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+            if self.clock() >= float(entry["expires_at"]):
+                return None
+            return str(entry["user"])
+        except (LimenError, ValueError, KeyError, TypeError):
+            return None  # a hint only: redeem reports what is wrong
 
     async def check(self) -> None:
         async with self._errors("ping"):
