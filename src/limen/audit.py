@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from limen.auth.clock import Clock, utc_now
@@ -27,6 +27,7 @@ log = logging.getLogger("limen.audit")
 OK = "OK"
 DEFAULT_LIMIT = 200
 MAX_LIMIT = 1000
+_INSERT_CONSOLE_SESSION = insert(ConsoleSessionRecord)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +94,12 @@ class AuditLog:
     async def console_started(
         self, session_id: str, *, user: str, vm_uuid: str, vm_name: str, client_address: str
     ) -> None:
-        row = ConsoleSessionRecord(
-            id=session_id, user_name=user[:NAME_MAX], vm_uuid=vm_uuid, vm_name=vm_name[:NAME_MAX],
-            client_address=client_address[:64], started_at=utc_now(self.clock), bytes_to_client=0,
-            bytes_from_client=0,
-        )
-        await self.db.run(lambda session: session.add(row))
+        # A Core INSERT, not a session's add: it runs while the console sets up (Database.execute).
+        await self.db.execute(_INSERT_CONSOLE_SESSION, {
+            "id": session_id, "user_name": user[:NAME_MAX], "vm_uuid": vm_uuid, "vm_name": vm_name[:NAME_MAX],
+            "client_address": client_address[:64], "started_at": utc_now(self.clock), "bytes_to_client": 0,
+            "bytes_from_client": 0,
+        })
 
     async def console_ended(
         self, session_id: str, *, bytes_to_client: int, bytes_from_client: int, end_code: str
@@ -111,7 +112,7 @@ class AuditLog:
             .values(ended_at=now, bytes_to_client=bytes_to_client, bytes_from_client=bytes_from_client,
                     end_code=end_code[:CODE_MAX])
         )
-        await self.db.run(lambda session: session.execute(statement))
+        await self.db.execute(statement)
 
     async def console_session(self, session_id: str) -> ConsoleSessionInfo | None:
         def run(session: Session) -> ConsoleSessionInfo | None:
