@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import anyio.to_thread
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,6 +37,9 @@ def clean_user_name(name: str) -> str:
 
 def find_user(session: Session, name: str) -> User | None:
     return session.scalar(select(User).where(User.name == name))
+
+
+_PRINCIPAL_OF = select(User.name, User.role, User.disabled).where(User.name == bindparam("name"))
 
 
 def _require_user(session: Session, name: str) -> User:
@@ -128,13 +131,11 @@ class Users:
     async def principal(self, name: str, method: AuthMethod) -> Principal | None:
         """The user as a principal now (its current role), or None if it is gone or disabled."""
 
-        def run(session: Session) -> Principal | None:
-            user = find_user(session, name)
-            if user is None or user.disabled:
-                return None
-            return Principal(name=user.name, role=Role(user.role), method=method)
-
-        return await self.db.run(run)
+        # Core, not the ORM: this runs on every console's set-up (Database.fetch_one).
+        row = await self.db.fetch_one(_PRINCIPAL_OF, {"name": name})
+        if row is None or row.disabled:
+            return None
+        return Principal(name=row.name, role=Role(row.role), method=method)
 
     async def authenticate(self, name: str, password: str) -> Principal | None:
         """The user if ``password`` is theirs and the account is enabled; else None, after the same work."""
