@@ -24,8 +24,10 @@ class FakeAudit:
         self.fail = fail
         self.release = asyncio.Event()
         self.calls: list[str] = []
+        self.inserting = asyncio.Event()  # console_started was called
 
     async def console_started(self, session_id: str, **fields: Any) -> None:
+        self.inserting.set()
         await self.release.wait()
         if self.fail:
             raise RuntimeError("database is locked")
@@ -82,6 +84,7 @@ async def test_a_failed_audit_insert_ends_the_session(monkeypatch: pytest.Monkey
     gate, session = admitted(monkeypatch, audit)
     await gate(find_vm)
     audit.release.set()
+    await asyncio.wait_for(audit.inserting.wait(), 1)  # after the delay, the session still running
     for _ in range(10):
         await asyncio.sleep(0)
     assert [error.code for error in session.end_requests] == [ErrorCode.INTERNAL_ERROR]
@@ -100,3 +103,60 @@ async def test_recorded_waits_for_the_insert_even_without_an_end(monkeypatch: py
     audit.release.set()
     await asyncio.wait_for(waiting, 1)
     assert audit.calls == ["started"]
+
+
+async def test_the_insert_starts_after_the_delay_while_the_session_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    audit = FakeAudit()
+    audit.release.set()
+    gate, session = admitted(monkeypatch, audit)
+    await gate(find_vm)
+    await asyncio.sleep(0)
+    assert not audit.inserting.is_set()  # not while the set-up's first frames and the RFB exchange run
+    await asyncio.wait_for(audit.inserting.wait(), 1)  # the session has not ended: the delay started it
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert audit.calls == ["started"]
+    gate.session_ended(session)  # type: ignore[arg-type]
+    await asyncio.wait_for(gate.recorded(), 1)
+    assert audit.calls == ["started", "ended OK"]
+    assert session.end_requests == []
+
+
+async def test_a_session_ending_within_the_delay_gets_its_row_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(admission_module, "AUDIT_START_DELAY", 60.0)  # the end comes long before the timer
+    audit = FakeAudit()
+    gate, session = admitted(monkeypatch, audit)
+    await gate(find_vm)
+    await asyncio.sleep(0)
+    assert not audit.inserting.is_set()
+    session.end_reason = "VNC_CONNECTION_FAILED"
+    gate.session_ended(session)  # type: ignore[arg-type]
+    await asyncio.wait_for(audit.inserting.wait(), 1)  # started by the end, not by the timer
+    assert audit.calls == []  # the end's update waits for the insert
+    audit.release.set()
+    await asyncio.wait_for(gate.recorded(), 1)
+    assert audit.calls == ["started", "ended VNC_CONNECTION_FAILED"]
+
+
+async def test_recorded_starts_a_pending_insert(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(admission_module, "AUDIT_START_DELAY", 60.0)
+    audit = FakeAudit()
+    audit.release.set()
+    gate, _ = admitted(monkeypatch, audit)
+    await gate(find_vm)
+    await asyncio.wait_for(gate.recorded(), 1)  # never heard of the end: the row is still written
+    assert audit.calls == ["started"]
+
+
+async def test_a_failed_insert_started_by_the_end_is_logged_and_the_end_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(admission_module, "AUDIT_START_DELAY", 60.0)
+    audit = FakeAudit(fail=True)
+    audit.release.set()
+    gate, session = admitted(monkeypatch, audit)
+    await gate(find_vm)
+    gate.session_ended(session)  # type: ignore[arg-type]
+    await asyncio.wait_for(gate.recorded(), 1)
+    assert audit.calls == []
+    assert [error.code for error in session.end_requests] == [ErrorCode.INTERNAL_ERROR]  # harmless once ended

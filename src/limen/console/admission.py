@@ -6,9 +6,12 @@ the ticket, the session cookie or the bearer token, then the VM's owner) and, on
 writes its audit row (user, VM, client address). A refusal is a LimenError like any other failure of the
 stage: the client gets the error frame and the close code, never a bare 1006.
 
-The audit row's insert runs in a task started at admission, so the console's set-up does not wait for
-the database; it is never skipped: the end's update awaits the insert first, and if the insert fails
-the session is ended (INTERNAL_ERROR), so no console runs without its row for longer than one write.
+The audit row's insert runs in a task started ``AUDIT_START_DELAY`` after admission, so the console's
+set-up neither waits for the database nor shares the GIL with the insert while the status frames and
+the RFB exchange run (measured: the insert's CPU, right after admission, slowed that exchange). It is
+never skipped: a session that ends before the delay starts it at once, the end's update awaits the
+insert first, and if the insert fails the session is ended (INTERNAL_ERROR), so no console runs without
+its row for longer than the delay plus one write.
 
 It is also a :class:`~limen.console.session.SessionObserver`: when the session ends it records the end
 (bytes each way, end code: ``OK`` when the client closed, else the error code's name). The write runs
@@ -40,6 +43,9 @@ log = logging.getLogger("limen.console")
 
 CLIENT_CLOSED = "client_closed"
 
+# From admission to the audit row's insert (seconds); see the module docstring.
+AUDIT_START_DELAY = 0.005
+
 
 class ConsoleAdmission:
     def __init__(self, access: Access, conn: HTTPConnection, session_id: str) -> None:
@@ -51,6 +57,7 @@ class ConsoleAdmission:
         self.vm: Vm | None = None
         self._started = False
         self._start: asyncio.Task[None] | None = None
+        self._start_timer: asyncio.TimerHandle | None = None
         self._end: asyncio.Task[None] | None = None
         self.session: ConsoleSession | None = None  # the session to end if its audit row cannot be written
 
@@ -59,8 +66,8 @@ class ConsoleAdmission:
     async def __call__(self, find_vm: Callable[[], Awaitable[Vm]]) -> Vm:
         principal, vm = await admit_console(self.access, self.conn, find_vm)
         self.principal, self.vm = principal, vm
-        self._start = asyncio.get_running_loop().create_task(self._record_start(principal, vm))
         self._started = True
+        self._start_timer = asyncio.get_running_loop().call_later(AUDIT_START_DELAY, self._begin_record_start)
         log.info("vnc console admitted", extra={
             "event": "console_admitted", "session": self.session_id, "user": principal.name,
             "auth": principal.method.value, "vm_uuid": vm.uuid, "vm_name": vm.name, "client": self.client_address,
@@ -81,11 +88,20 @@ class ConsoleAdmission:
     def session_ended(self, session: ConsoleSession) -> None:
         if not self._started or self._end is not None:
             return
+        self._begin_record_start()  # a session that ended within the delay: its row now, before the end's
         reason = session.end_reason or CLIENT_CLOSED
         self._end = asyncio.get_running_loop().create_task(self._record_end(
             bytes_to_client=session.traffic.to_client, bytes_from_client=session.traffic.to_vnc,
             end_code=OK if reason == CLIENT_CLOSED else reason,
         ))
+
+    def _begin_record_start(self) -> None:
+        """Starts the audit row's insert, once (the delay's timer, or the session's end if that is first)."""
+        if self._start_timer is not None:
+            self._start_timer.cancel()
+            self._start_timer = None
+        if self._start is None and self.principal is not None and self.vm is not None:
+            self._start = asyncio.get_running_loop().create_task(self._record_start(self.principal, self.vm))
 
     async def _record_start(self, principal: Principal, vm: Vm) -> None:
         try:
@@ -123,6 +139,9 @@ class ConsoleAdmission:
         """Until the end of the session is written (no-op if it was never admitted)."""
         if self._end is not None:
             await asyncio.shield(self._end)
-        elif self._start is not None:  # the session ended before its observers heard of it
+            return
+        if self._started:
+            self._begin_record_start()
+        if self._start is not None:  # the session ended before its observers heard of it
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._start)
