@@ -15,10 +15,10 @@ from typing import Any, Protocol
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from limen.api.schemas import ErrorBody
-from limen.audit import DEFAULT_LIMIT, MAX_LIMIT, ConsoleSessionInfo, VmActionInfo
+from limen.audit import DEFAULT_LIMIT, MAX_LIMIT
 from limen.auth.deps import AccessDep, AdminUser, CurrentUser
 from limen.errors import ErrorCode, LimenError
 
@@ -36,6 +36,8 @@ class ConsoleTerminator(Protocol):
 
 
 class ConsoleSessionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
     user: str
     vm_uuid: str
@@ -49,14 +51,6 @@ class ConsoleSessionOut(BaseModel):
     end_code: str | None = Field(description="OK, or the error code the session ended with")
     terminated_by: str | None
 
-    @classmethod
-    def of(cls, info: ConsoleSessionInfo) -> ConsoleSessionOut:
-        return cls(
-            id=info.id, user=info.user, vm_uuid=info.vm_uuid, vm_name=info.vm_name,
-            client_address=info.client_address, started_at=info.started_at, ended_at=info.ended_at,
-            live=info.live, bytes_to_client=info.bytes_to_client, bytes_from_client=info.bytes_from_client,
-            end_code=info.end_code, terminated_by=info.terminated_by,
-        )
 
 
 class TerminationOut(BaseModel):
@@ -65,6 +59,8 @@ class TerminationOut(BaseModel):
 
 
 class VmActionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     user: str
     vm_uuid: str | None
@@ -74,10 +70,6 @@ class VmActionOut(BaseModel):
     result_code: str
     details: str
 
-    @classmethod
-    def of(cls, info: VmActionInfo) -> VmActionOut:
-        return cls(id=info.id, user=info.user, vm_uuid=info.vm_uuid, vm_name=info.vm_name, action=info.action,
-                   at=info.at, result_code=info.result_code, details=info.details)
 
 
 @router.get("/api/console-sessions", response_model=list[ConsoleSessionOut], responses=_ERRORS)
@@ -91,7 +83,7 @@ async def list_console_sessions(
     sessions = await access.audit.console_sessions(
         user=None if principal.is_admin else principal.name, live_only=live, limit=limit
     )
-    return [ConsoleSessionOut.of(info) for info in sessions]
+    return [ConsoleSessionOut.model_validate(info) for info in sessions]
 
 
 @router.delete("/api/console-sessions/{session_id}", response_model=TerminationOut, status_code=202,
@@ -111,7 +103,7 @@ async def terminate_console_session(
     log.info("console session termination requested", extra={
         "event": "console_terminate", "user": admin.name, "session_id": session_id, "ending": ending,
     })
-    body = TerminationOut(session=ConsoleSessionOut.of(info), ending=ending)
+    body = TerminationOut(session=ConsoleSessionOut.model_validate(info), ending=ending)
     return JSONResponse(body.model_dump(mode="json"), status_code=202)
 
 
@@ -123,4 +115,4 @@ async def list_vm_actions(
 ) -> list[VmActionOut]:
     """Newest first. Admins see every action; users see the actions they did."""
     actions = await access.audit.vm_actions(user=None if principal.is_admin else principal.name, limit=limit)
-    return [VmActionOut.of(info) for info in actions]
+    return [VmActionOut.model_validate(info) for info in actions]
