@@ -487,7 +487,7 @@ function typeText(text) {
 function wireFocusHint() {
   ui.screen.addEventListener("focusin", () => {
     if (ui.body.dataset.consoleState === "connected" && typing === null) {
-      setState("connected", "Connected · keys go to the VM · Ctrl+Alt+Shift leaves", "ok");
+      setState("connected", "Connected · keys go to the VM", "ok");
     }
   });
   ui.screen.addEventListener("focusout", () => {
@@ -495,25 +495,6 @@ function wireFocusHint() {
       setState("connected", "Connected · click the screen to type", "ok");
     }
   });
-}
-
-/**
- * While the VM screen has the focus noVNC sends it every key, Tab included, so a keyboard user needs a way
- * out: pressing Ctrl, Alt and Shift together moves the focus to the toolbar. Listening on window in the
- * capture phase sees the key before noVNC does. noVNC has already sent Ctrl and Alt down to the VM and
- * releases held keys only when the window loses focus, so it is told so: otherwise the VM would keep
- * them held and read every later key (a paste, say) as a Ctrl+Alt chord.
- */
-function wireLeaveScreen() {
-  window.addEventListener("keydown", (event) => {
-    const chord = event.ctrlKey && event.altKey && event.shiftKey && ["Control", "Alt", "Shift"].includes(event.key);
-    if (!chord || !ui.screen.contains(document.activeElement)) return;
-    event.preventDefault();
-    event.stopImmediatePropagation();
-    window.dispatchEvent(new Event("blur"));
-    const target = [ui.cad, ui.paste, ui.scale].find((button) => !button.disabled) || ui.connect;
-    target.focus();
-  }, true);
 }
 
 function wireToolbar() {
@@ -570,7 +551,6 @@ async function main() {
   ui.name.textContent = vmId || "Console";
   wireToolbar();
   wireFocusHint();
-  wireLeaveScreen();
   refreshVm();
   setInterval(refreshVm, VM_REFRESH_MS);
   const codes = loadErrorCodes();
