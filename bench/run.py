@@ -113,19 +113,20 @@ class Raw(System):
         return f"tcp://127.0.0.1:{self.fake.ports[mode]}"
 
 
-class Websockify(System):
-    """One websockify per mode (it proxies to one target), each in its default forking mode."""
-
-    name = "websockify"
+class PerModeProxy(System):
+    """A proxy that serves one target, so one process per fake-server mode, started on first use."""
 
     def __init__(self, processes: Processes, fake: FakeVnc) -> None:
         self.processes = processes
         self.fake = fake
         self.instances: dict[str, tuple[Process, int]] = {}
 
+    def start(self, mode: str) -> tuple[Process, int]:
+        raise NotImplementedError
+
     def _instance(self, mode: str) -> tuple[Process, int]:
         if mode not in self.instances:
-            self.instances[mode] = start_websockify(self.processes, self.fake.ports[mode], f"websockify-{mode}")
+            self.instances[mode] = self.start(mode)
         return self.instances[mode]
 
     def url(self, mode: str) -> str:
@@ -143,35 +144,25 @@ class Websockify(System):
             self.fresh(mode)
 
 
-class Pump(System):
-    """The ``ws_pump`` prototype, one instance per mode."""
+class Websockify(PerModeProxy):
+    """websockify in its default forking mode."""
+
+    name = "websockify"
+
+    def start(self, mode: str) -> tuple[Process, int]:
+        return start_websockify(self.processes, self.fake.ports[mode], f"websockify-{mode}")
+
+
+class Pump(PerModeProxy):
+    """The ``ws_pump`` prototype."""
 
     def __init__(self, processes: Processes, fake: FakeVnc, *, uvloop: bool) -> None:
+        super().__init__(processes, fake)
         self.name = "pump" if uvloop else "pump-asyncio"
-        self.processes = processes
-        self.fake = fake
         self.uvloop = uvloop
-        self.instances: dict[str, tuple[Process, int]] = {}
 
-    def _instance(self, mode: str) -> tuple[Process, int]:
-        if mode not in self.instances:
-            self.instances[mode] = start_pump(self.processes, self.fake.ports[mode], f"{self.name}-{mode}",
-                                              uvloop=self.uvloop)
-        return self.instances[mode]
-
-    def url(self, mode: str) -> str:
-        return f"ws://127.0.0.1:{self._instance(mode)[1]}/"
-
-    def pgid(self, mode: str) -> int:
-        return self._instance(mode)[0].pid
-
-    def fresh(self, mode: str) -> None:
-        if mode in self.instances:
-            self.processes.stop(self.instances.pop(mode)[0])
-
-    def close(self) -> None:
-        for mode in list(self.instances):
-            self.fresh(mode)
+    def start(self, mode: str) -> tuple[Process, int]:
+        return start_pump(self.processes, self.fake.ports[mode], f"{self.name}-{mode}", uvloop=self.uvloop)
 
 
 class LimenSystem(System):

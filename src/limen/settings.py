@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_max_bytes: int = Field(10 * 2**20, ge=4096, description="Size at which limen.log is rotated")
     log_backups: int = Field(5, ge=0, le=100, description="Rotated log files kept")
+    # noVNC's package (core/, vendor/); None: the repository's web/node_modules/@novnc/novnc.
+    novnc_dir: Path | None = None
     # With a token, /metrics wants "Authorization: Bearer <token>"; without one it answers loopback only.
     metrics_token: SecretStr | None = None
 

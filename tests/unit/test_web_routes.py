@@ -48,8 +48,7 @@ async def test_static_files_and_novnc_are_served(make_settings: Callable[..., Se
         assert (await client.get("/static/js/console-page.js")).status_code == 200
         assert (await client.get("/static/css/limen.css")).status_code == 200
         novnc = await client.get("/static/novnc/core/rfb.js")
-    if not (REPO_NOVNC_DIR / "core" / "rfb.js").is_file():
-        pytest.skip("noVNC is not installed (make install runs npm ci in web/)")
+    assert (REPO_NOVNC_DIR / "core" / "rfb.js").is_file(), "noVNC is missing: make install runs npm ci in web/"
     assert novnc.status_code == 200
     assert "javascript" in novnc.headers["content-type"]
 
@@ -57,11 +56,7 @@ async def test_static_files_and_novnc_are_served(make_settings: Callable[..., Se
 async def test_missing_novnc_is_a_json_error_not_a_hang(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    if "novnc_dir" in Settings.model_fields:
-        settings = make_settings(novnc_dir=tmp_path / "nowhere")
-    else:  # until the setting exists: install_web reads it with getattr
-        settings = make_settings()
-        object.__setattr__(settings, "novnc_dir", tmp_path / "nowhere")
+    settings = make_settings(novnc_dir=tmp_path / "nowhere")
     async with client_for(settings) as client:
         response = await client.get("/static/novnc/core/rfb.js")
     assert response.status_code == 503

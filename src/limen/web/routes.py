@@ -102,8 +102,7 @@ async def error_codes() -> dict[str, dict[str, Any]]:
 
 def novnc_dir(settings: Settings) -> Path:
     """Where noVNC's ``core/`` and ``vendor/`` are: the ``novnc_dir`` setting, else the repository's."""
-    configured = getattr(settings, "novnc_dir", None)
-    return Path(configured) if configured else REPO_NOVNC_DIR
+    return settings.novnc_dir or REPO_NOVNC_DIR
 
 
 def install_web(app: FastAPI, settings: Settings) -> None:
