@@ -60,6 +60,27 @@ class ErrorCode(Enum):
     VM_ALREADY_EXISTS = ErrorSpec(
         409, 4007, "VM already exists", "Choose another name, or delete the existing VM first."
     )
+    PAYLOAD_TOO_LARGE = ErrorSpec(
+        413, 4008, "Request too large", "Send a smaller request body; the limit is given in the details."
+    )
+    REQUEST_TIMEOUT = ErrorSpec(
+        408, 4009, "Request too slow", "The request did not arrive in time. Retry over a better connection."
+    )
+    HOST_NOT_ALLOWED = ErrorSpec(
+        400, 4010, "Unknown host name", "Open limen by the address its administrator configured (LIMEN_PUBLIC_URL)."
+    )
+    DISK_NOT_FOUND = ErrorSpec(
+        404, 4011, "Disk not found", "Use a disk target shown on the VM's details page (for example vda)."
+    )
+    DISK_SHRINK_REFUSED = ErrorSpec(
+        409, 4012, "Disks cannot shrink", "Give a size larger than the disk's current capacity."
+    )
+    ISO_IN_USE = ErrorSpec(
+        409, 4013, "ISO in use", "Eject it from the VMs named in the details, then delete it again."
+    )
+    ISO_ALREADY_EXISTS = ErrorSpec(
+        409, 4014, "ISO already exists", "Choose another file name, or delete the existing ISO first."
+    )
     # -- VM state -----------------------------------------------------------------------------------
     VM_NOT_RUNNING = ErrorSpec(
         409, 4100, "VM is not running", "Start the VM, then open the console again."
@@ -74,6 +95,12 @@ class ErrorCode(Enum):
         409, 4103, "VM operation failed", "The hypervisor refused the operation in the VM's current state."
     )
     VM_ALREADY_RUNNING = ErrorSpec(409, 4104, "VM is already running", "Nothing to do: the VM runs.")
+    MEDIA_LOCKED = ErrorSpec(
+        409, 4105, "CD tray locked", "The guest has locked its CD tray. Eject the disc inside the guest, or force it."
+    )
+    VM_MUST_BE_STOPPED = ErrorSpec(
+        409, 4106, "VM must be stopped", "Stop the VM, make the change, then start it again."
+    )
     # -- VNC ----------------------------------------------------------------------------------------
     VNC_NOT_CONFIGURED = ErrorSpec(
         409,
@@ -119,6 +146,9 @@ class ErrorCode(Enum):
     SESSION_TERMINATED = ErrorSpec(
         409, 4403, "Session terminated", "An administrator ended this console session."
     )
+    SERVER_LOST = ErrorSpec(
+        503, 4404, "Server lost", "The limen server that held this console stopped unexpectedly. Open it again."
+    )
     # -- access -------------------------------------------------------------------------------------
     UNAUTHORIZED = ErrorSpec(
         401, 4501, "Not signed in", "Sign in (or send a valid API token), then retry."
@@ -154,6 +184,13 @@ class ErrorCode(Enum):
     )
     CONSOLE_SESSION_NOT_FOUND = ErrorSpec(
         404, 4512, "Console session not found", "The session has ended or never existed. Reload the list."
+    )
+    ACCESS_REVOKED = ErrorSpec(
+        403,
+        4513,
+        "Access revoked",
+        "Your access to this VM was withdrawn (account, token, sign-in or owner changed). Sign in again or ask an "
+        "administrator.",
     )
     # -- limen itself -------------------------------------------------------------------------------
     INTERNAL_ERROR = ErrorSpec(

@@ -24,3 +24,9 @@ def clean_name(field: str, value: str, max_length: int) -> str:
     if any(unicodedata.category(char)[0] == "C" for char in name):
         raise ValidationFailed(field, "must not contain control or invisible formatting characters")
     return name
+
+
+def name_key(name: str) -> str:
+    """What makes two names the same name: ``Sec`` and ``sec`` are one user. Kept in ``users.name_key``
+    (unique), so the database itself refuses a second spelling, whoever inserts it."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from limen.auth.clock import Clock, utc_now
-from limen.auth.names import clean_name
+from limen.auth.names import clean_name, name_key
 from limen.auth.passwords import Passwords, validate_password
 from limen.auth.principal import AuthMethod, Principal
 from limen.db import Database
@@ -37,6 +37,11 @@ def clean_user_name(name: str) -> str:
 
 def find_user(session: Session, name: str) -> User | None:
     return session.scalar(select(User).where(User.name == name))
+
+
+def find_user_by_key(session: Session, name: str) -> User | None:
+    """The user whose name is ``name`` regardless of case (``Sec`` finds ``sec``)."""
+    return session.scalar(select(User).where(User.name_key == name_key(name)))
 
 
 _PRINCIPAL_OF = select(User.name, User.role, User.disabled).where(User.name == bindparam("name"))
@@ -71,10 +76,11 @@ class Users:
         return self.db.run_sync(lambda session: self._insert(session, name, password_hash, role))
 
     def _insert(self, session: Session, name: str, password_hash: str, role: Role) -> UserInfo:
-        if find_user(session, name) is not None:
-            raise LimenError(ErrorCode.USER_ALREADY_EXISTS, f"a user named {name!r} exists")
-        user = User(name=name, password_hash=password_hash, role=role.value, created_at=utc_now(self.clock),
-                    disabled=False)
+        existing = find_user_by_key(session, name)
+        if existing is not None:
+            raise LimenError(ErrorCode.USER_ALREADY_EXISTS, f"a user named {existing.name!r} exists")
+        user = User(name=name, name_key=name_key(name), password_hash=password_hash, role=role.value,
+                    created_at=utc_now(self.clock), disabled=False)
         session.add(user)
         try:
             session.flush()

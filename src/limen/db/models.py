@@ -10,7 +10,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Integer, String, TypeDecorator
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    TypeDecorator,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -53,6 +63,8 @@ class User(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME_MAX), unique=True)
+    # The name case-folded (limen.auth.names.name_key): unique, so "Sec" beside "sec" is refused.
+    name_key: Mapped[str] = mapped_column(String(256), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default=Role.USER.value)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
@@ -103,6 +115,37 @@ class ConsoleSessionRecord(Base):
     bytes_from_client: Mapped[int] = mapped_column(BigInteger, default=0)
     end_code: Mapped[str | None] = mapped_column(String(CODE_MAX), nullable=True)  # "OK" or an ErrorCode name
     terminated_by: Mapped[str | None] = mapped_column(String(NAME_MAX), nullable=True)
+    # The limen instance that holds the session (LimenInstance.id): a crashed instance's rows are closed.
+    instance_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    # Which credential opened it ("token:<id>", "session:<hash prefix>"), so revoking that one finds it.
+    credential: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    end_details: Mapped[str | None] = mapped_column(String(200), nullable=True)  # why it ended, in words
+
+
+class LimenInstance(Base):
+    """A running (or once running) ``limen serve`` process; ``heartbeat_at`` says it is still alive."""
+
+    __tablename__ = "limen_instances"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    stopped_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class LoginThrottle(Base):
+    """Failed sign-ins of one throttle key (a user at an address, or an address), shared by every instance
+    on this database when no Redis is configured. Times are seconds since the epoch."""
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    in_flight: Mapped[int] = mapped_column(Integer)  # attempts reserved and not yet decided
+    blocked_until: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
 
 
 class VmAction(Base):
@@ -118,3 +161,6 @@ class VmAction(Base):
     at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     result_code: Mapped[str] = mapped_column(String(CODE_MAX))  # "OK" or an ErrorCode name
     details: Mapped[str] = mapped_column(String(200), default="")
+    # Set while the action runs (result_code "STARTED"): which instance does it, so a crash can be cleaned up.
+    instance_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
