@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -52,7 +51,7 @@ async def test_keys_hold_no_names_share_a_slot_and_expire(redis_url: str) -> Non
     try:
         for _ in range(USER_LIMIT):
             await fail(store, "alice-secret-name", NOW)
-        names = sorted(client.keys("limen-test-keys:*"))
+        names = sorted(name for name in client.keys("limen-test-keys:*") if isinstance(name, bytes))
         assert len(names) == 2 and all(b"alice" not in name for name in names)
         assert all(name.startswith(b"limen-test-keys:throttle:{192.0.2.1}:") for name in names)
         for name in names:

@@ -3,7 +3,7 @@ connections at once, and pruning."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from tests.support.throttle_contract import NOW, POLICY, USER_LIMIT, ThrottleSto
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> AsyncIterator[Database]:
+def database(tmp_path: Path) -> Iterator[Database]:
     db = Database(f"sqlite:///{tmp_path / 'limen.db'}")
     db.migrate()
     yield db
