@@ -11,9 +11,10 @@ admitted or refused *before* its password is evaluated::
 
 Deciding an admitted attempt turns its reservation into a failure (``failed``) or gives it back
 (``released``). The failure that reaches the limit blocks the key for ``block_seconds``; each further
-one doubles the block, up to ``block_max_seconds``. Reservations older than ``in_flight_ttl`` are dropped
-(their process died mid-attempt), and a key is forgotten ``forget_after`` seconds after its last change
-or the end of its block, whichever is later.
+one doubles the block, up to ``block_max_seconds``. Reservations are dropped once the key has not
+changed for ``in_flight_ttl`` (their process died mid-attempt; one count per key cannot tell them
+apart), and a key is forgotten ``forget_after`` seconds after its last change or the end of its block,
+whichever is later.
 
 The Redis store runs these same rules in Lua (``throttle_store.py``); a contract test holds the two equal.
 """
