@@ -145,3 +145,31 @@ def test_two_instances_share_the_counts_in_redis(limen_server: Callable[..., Lim
         for server in servers:
             assert login(server, address, PASSWORD).status_code == 200
             assert login(server, address, PASSWORD).status_code == 200
+
+
+async def wrong_bursts(servers: list[LimenProcess], address: str, each: int) -> list[int]:
+    """``each`` wrong passwords to every server at once; their statuses."""
+    clients = [httpx.AsyncClient(base_url=server.base_url, limits=httpx.Limits(max_connections=each), timeout=60)
+               for server in servers]
+    try:
+        responses = await asyncio.gather(*(
+            client.post("/api/login", json={"name": USER, "password": f"wrong {index}"},
+                        headers={"X-Forwarded-For": address})
+            for client in clients for index in range(each)
+        ))
+        return [response.status_code for response in responses]
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+def test_two_instances_on_one_database_share_the_counts(limen_server: Callable[..., LimenProcess]) -> None:
+    # Both serve the fixture's one SQLite file: two processes, each with its own threads, race for it.
+    servers = [limen_server(**TRUSTED), limen_server(**TRUSTED)]
+    make_user(servers[0])
+    statuses = asyncio.run(wrong_bursts(servers, "203.0.113.90", 30))
+    assert statuses.count(401) == 5, statuses
+    assert statuses.count(429) == 55, statuses
+    for server in servers:
+        refusal(login(server, "203.0.113.90", PASSWORD))
+        assert login(server, "203.0.113.91", PASSWORD).status_code == 200
