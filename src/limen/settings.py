@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     login_failure_window: float = Field(
         300.0, gt=0, le=86400, description="Seconds after the last failure or block that failures are forgotten"
     )
+    # An attempt's place is given back if it is not decided in this time (its process died mid-attempt).
+    login_attempt_timeout: float = Field(60.0, ge=1, le=3600, description="Seconds an undecided attempt holds")
     # auto: the session cookie is Secure when the request came over HTTPS (directly or via a trusted proxy).
     cookie_secure: Literal["auto", "always", "never"] = "auto"
 

@@ -173,3 +173,40 @@ def test_two_instances_on_one_database_share_the_counts(limen_server: Callable[.
     for server in servers:
         refusal(login(server, "203.0.113.90", PASSWORD))
         assert login(server, "203.0.113.91", PASSWORD).status_code == 200
+
+
+# Reserves every place of USER at an address through the real limiter, then dies by SIGKILL before
+# deciding any: what a limen process killed mid-attempt leaves behind.
+_DIE_MID_ATTEMPT = """
+import asyncio, os, signal, sys
+from limen.auth.access import Access
+from limen.settings import load_settings
+
+async def main():
+    access = Access(load_settings(None))
+    await access.start()
+    for _ in range(access.settings.login_max_failures_per_user):
+        await access.login_limiter.begin(sys.argv[1], sys.argv[2])
+    os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main())
+"""
+
+
+def test_places_of_a_process_killed_mid_attempt_are_given_back(
+    limen_server: Callable[..., LimenProcess], tmp_path: Path
+) -> None:
+    env = {**TRUSTED, "LIMEN_LOGIN_ATTEMPT_TIMEOUT": "3"}
+    server = limen_server(**env)
+    make_user(server)
+    address = "203.0.113.44"
+    killed = subprocess.run(
+        [str(LIMEN_BIN.parent / "python"), "-c", _DIE_MID_ATTEMPT, USER, address],
+        env={**os.environ, **env, "LIMEN_DATA_DIR": str(tmp_path / "data"), "LIMEN_LOG_DIR": str(tmp_path / "log")},
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert killed.returncode == -9, killed.stderr
+    refusal(login(server, address, PASSWORD))  # the dead attempts still hold every place
+    assert login(server, "203.0.113.45", PASSWORD).status_code == 200  # elsewhere: not held at all
+    time.sleep(3.5)
+    assert login(server, address, PASSWORD).status_code == 200

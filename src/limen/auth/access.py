@@ -33,6 +33,7 @@ def login_throttle_policy(settings: Settings) -> ThrottlePolicy:
         block_seconds=settings.login_block_seconds,
         block_max_seconds=max(settings.login_block_seconds, settings.login_block_max_seconds),
         forget_after=settings.login_failure_window,
+        in_flight_ttl=settings.login_attempt_timeout,
     )
 
 

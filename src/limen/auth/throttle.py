@@ -31,7 +31,7 @@ class ThrottlePolicy:
     block_max_seconds: float
     forget_after: float
     # An attempt takes well under a second (one argon2 verify); a reservation this old belongs to a
-    # process that died mid-attempt, and must not hold the key forever.
+    # process that died mid-attempt, and must not hold the key forever (LIMEN_LOGIN_ATTEMPT_TIMEOUT).
     in_flight_ttl: float = 60.0
 
     def block_for(self, failures: int, limit: int) -> float:
