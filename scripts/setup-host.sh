@@ -10,6 +10,7 @@ APT_PACKAGES=(
   grub-pc-bin grub-common xorriso mtools grub-rescue-pc memtest86+
   chromium
   redis-server
+  postgresql
 )
 
 log() { printf '[setup] %s\n' "$*"; }

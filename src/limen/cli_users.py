@@ -8,6 +8,7 @@ makes the first administrator with a random password that it prints once.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -15,13 +16,15 @@ from typing import Annotated, Any, Protocol, TypeVar
 
 import typer
 
+from limen.auth.access import login_throttle_policy
 from limen.auth.clock import system_clock
 from limen.auth.passwords import Passwords, generate_password
+from limen.auth.throttle_store import make_throttle_store
 from limen.auth.tokens import TokenInfo, Tokens
-from limen.auth.users import UserInfo, Users
+from limen.auth.users import UserInfo, Users, find_user_by_key
 from limen.db import Database
 from limen.db.models import Role
-from limen.errors import LimenError
+from limen.errors import ErrorCode, LimenError
 from limen.settings import Settings
 
 T = TypeVar("T")
@@ -42,6 +45,7 @@ class _Directory:
     """The database, migrated, with the user and token services over it."""
 
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.db = Database(settings.db_url)
         self.db.migrate()
         self.users = Users(self.db, Passwords(), system_clock)
@@ -140,6 +144,33 @@ def user_set_role(
     """Make a user an administrator, or a plain user."""
     _run(ctx, lambda d: d.users.set_role_sync(name, role))
     typer.echo(f"{name!r} is now {role.value}")
+
+
+@user_app.command("unlock")
+def user_unlock(ctx: typer.Context, name: Annotated[str, typer.Argument(help="User name")]) -> None:
+    """Lift the user's sign-in blocks at every address (in Redis when LIMEN_REDIS_URL is set)."""
+
+    def run(directory: _Directory) -> tuple[str, int]:
+        found = directory.db.run_sync(lambda session: find_user_by_key(session, name))
+        if found is None:
+            raise LimenError(ErrorCode.USER_NOT_FOUND, f"no user named {name!r}")
+        user = UserInfo.of(found)
+        settings = directory.settings
+        store = make_throttle_store(settings.redis_url, directory.db, login_throttle_policy(settings))
+
+        async def clear() -> int:
+            try:
+                return await store.clear_user(user.name)
+            finally:
+                await store.close()
+
+        return user.name, asyncio.run(clear())
+
+    user_name, cleared = _run(ctx, run)
+    if _state(ctx).as_json:
+        typer.echo(json.dumps({"name": user_name, "cleared": cleared}, ensure_ascii=False))
+        return
+    typer.echo(f"unlocked {user_name!r} (forgot failed sign-ins from {cleared} address(es))")
 
 
 @user_app.command("ensure-admin")

@@ -175,7 +175,11 @@ class ErrorCode(Enum):
         403, 4507, "Missing security token", "Reload the page and try again; scripts should use an API token."
     )
     TOO_MANY_ATTEMPTS = ErrorSpec(
-        429, 4508, "Too many sign-in attempts", "Wait for the time given in Retry-After, then sign in again."
+        429,
+        4508,
+        "Too many sign-in attempts",
+        "Wait for the time given (retry_after, in seconds), then sign in again; an administrator can lift the "
+        "block with `limen user unlock NAME`.",
     )
     USER_ALREADY_EXISTS = ErrorSpec(409, 4509, "User already exists", "Choose another user name.")
     USER_NOT_FOUND = ErrorSpec(404, 4510, "User not found", "Check the user name against the list of users.")

@@ -81,9 +81,17 @@ class Settings(BaseSettings):
     allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
     # Proxies (CIDRs) whose X-Forwarded-For / X-Forwarded-Proto are believed. Comma-separated.
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
-    login_max_failures_per_user: int = Field(5, ge=1, le=1000)
-    login_max_failures_per_address: int = Field(20, ge=1, le=100000)
-    login_failure_window: float = Field(300.0, gt=0, le=86400, description="Seconds failed sign-ins count")
+    # Sign-in throttle (limen.auth.ratelimit): failures of one user name at one address, and of one address
+    # (an IPv6 address's /64), before sign-in is blocked there; each failure past the limit doubles the block.
+    login_max_failures_per_user: int = Field(5, ge=1, le=1000, description="Per user name at one address")
+    login_max_failures_per_address: int = Field(20, ge=1, le=100000, description="Per address, all names")
+    login_block_seconds: float = Field(60.0, gt=0, le=86400, description="First block, at the limit")
+    login_block_max_seconds: float = Field(3600.0, gt=0, le=7 * 86400, description="Longest block")
+    login_failure_window: float = Field(
+        300.0, gt=0, le=86400, description="Seconds after the last failure or block that failures are forgotten"
+    )
+    # An attempt's place is given back if it is not decided in this time (its process died mid-attempt).
+    login_attempt_timeout: float = Field(60.0, ge=1, le=3600, description="Seconds an undecided attempt holds")
     # auto: the session cookie is Secure when the request came over HTTPS (directly or via a trusted proxy).
     cookie_secure: Literal["auto", "always", "never"] = "auto"
 

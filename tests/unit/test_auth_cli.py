@@ -11,6 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from limen.auth.access import Access
+from limen.auth.ratelimit import TooManyAttempts
 from limen.cli import CliState
 from limen.cli_users import token_app, user_app
 from limen.settings import load_settings
@@ -101,3 +102,38 @@ def test_tokens(cli: typer.Typer, tmp_path: Path) -> None:
     assert json.loads(run(cli, "--json", "token", "list", "--user", "alice")[1])[0]["revoked_at"]
     assert run(cli, "token", "revoke", "999")[0] == 1
     assert run(cli, "token", "create", "x", "--user", "nobody")[0] == 1
+
+
+def test_unlock_lifts_a_users_sign_in_blocks(cli: typer.Typer, tmp_path: Path) -> None:
+    run(cli, "user", "create", NASTY, "--password-stdin", stdin="nasty-password\n")
+
+    async def fail_from(address: str) -> None:
+        access = Access(load_settings(None, data_dir=tmp_path / "data"))
+        await access.start()
+        try:
+            for _ in range(access.settings.login_max_failures_per_user):
+                await (await access.login_limiter.begin(NASTY.upper(), address)).failed()
+            with pytest.raises(TooManyAttempts):
+                await access.login_limiter.begin(NASTY, address)
+        finally:
+            await access.close()
+
+    asyncio.run(fail_from("192.0.2.1"))
+    asyncio.run(fail_from("2001:db8::1"))
+    code, out, _ = run(cli, "--json", "user", "unlock", NASTY.lower())  # case-blind, as names are
+    assert code == 0 and json.loads(out) == {"name": NASTY, "cleared": 2}
+
+    async def admitted_from(address: str) -> None:
+        access = Access(load_settings(None, data_dir=tmp_path / "data"))
+        await access.start()
+        try:
+            await (await access.login_limiter.begin(NASTY, address)).succeeded()
+        finally:
+            await access.close()
+
+    asyncio.run(admitted_from("192.0.2.1"))
+    asyncio.run(admitted_from("2001:db8::1"))
+    code, out, _ = run(cli, "user", "unlock", NASTY)
+    assert code == 0 and "from 0 address(es)" in out
+    code, _, err = run(cli, "user", "unlock", "nobody")
+    assert code == 1 and "USER_NOT_FOUND" in err

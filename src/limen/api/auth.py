@@ -1,8 +1,8 @@
 """Signing in and out, who am I, and API tokens.
 
 ``POST /api/login`` sets the ``limen_session`` cookie and returns the CSRF token the page must send
-(``X-CSRF-Token``) with every state-changing request. Failed sign-ins are counted per user name and per
-client address; the answer never says whether the user exists.
+(``X-CSRF-Token``) with every state-changing request. Attempts are throttled per user name at the client
+address and per address (:mod:`limen.auth.ratelimit`); the answer never says whether the user exists.
 """
 
 from __future__ import annotations
@@ -78,17 +78,22 @@ async def login(body: LoginBody, request: Request, response: Response, access: A
     address = access.client_address(request)
     access.check_origin(request)
     try:
-        access.login_limiter.check(body.name, address)
+        attempt = await access.login_limiter.begin(body.name, address)
     except TooManyAttempts as exc:
-        log.warning("sign-in locked", extra={"event": "login_locked", "client": address})
+        log.warning("sign-in refused: too many attempts",
+                    extra={"event": "login_throttled", "client": address, "retry_after": exc.retry_after})
         return error_response(exc, headers={"Retry-After": str(exc.retry_after)})
-    principal = await access.users.authenticate(body.name, body.password)
+    try:
+        principal = await access.users.authenticate(body.name, body.password)
+    except BaseException:
+        await attempt.abandoned()
+        raise
     if principal is None:
-        access.login_limiter.failed(body.name, address)
+        await attempt.failed()
         # The name is not logged: people type passwords into it.
         log.warning("sign-in failed", extra={"event": "login_failed", "client": address})
         raise LimenError(ErrorCode.INVALID_CREDENTIALS, "no enabled user has this name and password")
-    access.login_limiter.succeeded(body.name)
+    await attempt.succeeded()
     session = await access.sessions.create(principal.name)
     response.set_cookie(
         COOKIE_NAME, session.cookie, max_age=int(access.settings.session_ttl), path="/", httponly=True,

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from limen.api.deps import HypervisorDep
 from limen.api.schemas import ErrorBody, VmOut
 from limen.auth.deps import AccessDep, AdminUser
-from limen.auth.users import UserInfo
+from limen.auth.users import UserInfo, find_user_by_key
 from limen.db.models import Role
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.ownership import set_owner
@@ -55,6 +55,11 @@ class DisabledChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     disabled: bool
+
+
+class UnlockOut(BaseModel):
+    name: str
+    cleared: int = Field(description="Throttle keys forgotten: one per address the user name failed from")
 
 
 class OwnerChange(BaseModel):
@@ -102,6 +107,18 @@ async def set_disabled(name: str, body: DisabledChange, admin: AdminUser, access
     log.info("user disabled" if body.disabled else "user enabled",
              extra={"event": "user_disabled", "user": admin.name, "target": name, "disabled": body.disabled})
     return UserOut.of(user)
+
+
+@router.post("/api/users/{name:path}/unlock", response_model=UnlockOut, responses=_ERRORS)
+async def unlock_user(name: str, admin: AdminUser, access: AccessDep) -> UnlockOut:
+    """Lifts every sign-in block of the user (at every address) and forgets their failed attempts."""
+    user = await access.db.run(lambda session: find_user_by_key(session, name))
+    if user is None:
+        raise LimenError(ErrorCode.USER_NOT_FOUND, f"no user named {name!r}")
+    cleared = await access.login_limiter.unlock(user.name)
+    log.info("user unlocked", extra={"event": "user_unlock", "user": admin.name, "target": user.name,
+                                     "cleared": cleared})
+    return UnlockOut(name=user.name, cleared=cleared)
 
 
 @router.put("/api/vms/{vm_id}/owner", response_model=VmOut, responses=_ERRORS)

@@ -6,7 +6,9 @@
     users.py             users and roles in the database
     tokens.py            API tokens for scripts ("limen_…", only a hash kept, revocable)
     browser_sessions.py  the ``limen_session`` cookie and its CSRF token
-    ratelimit.py         failed sign-ins, counted per user name and per client address
+    ratelimit.py         sign-in attempts, reserved per user name at an address and per address
+    throttle.py          the rules of one throttle key: places, failures, doubling blocks (pure)
+    throttle_store.py    where throttle counts live: Redis (Lua) or the database (login_throttle)
     tickets.py           one-time console tickets: TicketStore, in memory or in Redis
     http.py              Origin checks, the client's address behind trusted proxies, HTTPS detection
     access.py            Access: all of the above, built once from the settings (app.state.access)

@@ -17,6 +17,8 @@ from limen.auth.browser_sessions import BrowserSessions
 from limen.auth.clock import Clock, system_clock
 from limen.auth.passwords import Passwords
 from limen.auth.ratelimit import LoginRateLimiter
+from limen.auth.throttle import ThrottlePolicy
+from limen.auth.throttle_store import make_throttle_store
 from limen.auth.tickets import TicketStore, make_ticket_store
 from limen.auth.tokens import Tokens
 from limen.auth.users import Users
@@ -24,6 +26,15 @@ from limen.db import Database
 from limen.settings import Settings
 
 log = logging.getLogger("limen.auth")
+
+
+def login_throttle_policy(settings: Settings) -> ThrottlePolicy:
+    return ThrottlePolicy(
+        block_seconds=settings.login_block_seconds,
+        block_max_seconds=max(settings.login_block_seconds, settings.login_block_max_seconds),
+        forget_after=settings.login_failure_window,
+        in_flight_ttl=settings.login_attempt_timeout,
+    )
 
 
 class Access:
@@ -43,9 +54,9 @@ class Access:
         self.tokens = Tokens(self.db, clock)
         self.sessions = BrowserSessions(self.db, clock, settings.session_ttl)
         self.login_limiter = LoginRateLimiter(
+            make_throttle_store(settings.redis_url, self.db, login_throttle_policy(settings)),
             max_per_user=settings.login_max_failures_per_user,
             max_per_address=settings.login_max_failures_per_address,
-            window=settings.login_failure_window,
             clock=clock,
         )
         self.tickets = tickets or make_ticket_store(settings.redis_url, settings.console_ticket_ttl, clock)
@@ -59,14 +70,17 @@ class Access:
             return
         await self.db.migrate_async()
         await self.tickets.check()
+        await self.login_limiter.check()
         self.started = True
         log.info("access control ready", extra={
             "event": "access_ready", "database": self.db.redacted_url,
             "ticket_store": "redis" if self.settings.redis_url else "memory",
+            "login_throttle_store": "redis" if self.settings.redis_url else "database",
         })
 
     async def close(self) -> None:
         await self.tickets.close()
+        await self.login_limiter.close()
         self.db.close()
         self.started = False
 

@@ -1,100 +1,102 @@
-"""Failed sign-ins, counted per user name and per client address over a sliding window.
+"""Sign-in attempts, throttled per user name at a client address and per client address.
 
-When either count reaches its limit, sign-in is refused (TOO_MANY_ATTEMPTS, 429 with ``Retry-After``)
-until the oldest failure in the window ages out, whatever the password: a correct password does not
-get through a lock. The user name is counted as typed, whether or not such a user exists, so the answers
-tell nothing about which users exist. Counts live in this process (several limen instances each count
-their own), and the table is bounded so a flood of names cannot exhaust memory.
+Every attempt is reserved on two keys before its password is evaluated: the user name (as typed,
+case-blind, whether or not such a user exists) at the address, and the address. Use it so::
+
+    attempt = await limiter.begin(name, address)    # TooManyAttempts (429) at once when either key is full
+    ... check the password ...
+    await attempt.succeeded()  /  await attempt.failed()  /  await attempt.abandoned()
+
+A correct password clears its user-at-address key and gives the address its place back (it does not
+clear the address: one good account must not reset an address that guesses others). A wrong one counts
+on both keys; past a key's limit each failure doubles its block (:mod:`limen.auth.throttle`). Failures
+at one address never block the same user at another, so nobody can lock someone else out from afar;
+an address that guesses at many names is blocked as a whole. The counts live in a
+:class:`~limen.auth.throttle_store.ThrottleStore` shared by every instance, and an administrator clears
+a user's keys with ``limen user unlock NAME`` or ``POST /api/users/{name}/unlock``.
 """
 
 from __future__ import annotations
 
-import math
-import unicodedata
-from collections import deque
+from typing import Any
+
+import anyio
 
 from limen.auth.clock import Clock
+from limen.auth.throttle import whole_seconds
+from limen.auth.throttle_store import ThrottleKey, ThrottleStore, throttle_address, user_hash
 from limen.errors import ErrorCode, LimenError
-
-MAX_TRACKED_KEYS = 50_000
 
 
 class TooManyAttempts(LimenError):
+    """Sign-in refused for ``retry_after`` seconds; the JSON body carries them as ``retry_after`` too."""
+
     def __init__(self, retry_after: int) -> None:
-        super().__init__(ErrorCode.TOO_MANY_ATTEMPTS, f"sign-in is locked for {retry_after} s")
+        super().__init__(ErrorCode.TOO_MANY_ATTEMPTS, f"sign-in is refused for {retry_after} s")
         self.retry_after = retry_after
 
-
-class _Window:
-    """Failure times per key, oldest first, each key holding at most ``limit`` of them."""
-
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit = limit
-        self.window = window
-        self._failures: dict[str, deque[float]] = {}
-
-    def _recent(self, key: str, now: float) -> deque[float] | None:
-        times = self._failures.get(key)
-        if times is None:
-            return None
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        if not times:
-            del self._failures[key]
-            return None
-        return times
-
-    def retry_after(self, key: str, now: float) -> float | None:
-        times = self._recent(key, now)
-        if times is None or len(times) < self.limit:
-            return None
-        return times[0] + self.window - now
-
-    def add(self, key: str, now: float) -> None:
-        times = self._recent(key, now)
-        if times is None:
-            if len(self._failures) >= MAX_TRACKED_KEYS:
-                self._evict(now)
-            times = self._failures[key] = deque(maxlen=self.limit)
-        times.append(now)
-
-    def clear(self, key: str) -> None:
-        self._failures.pop(key, None)
-
-    def _evict(self, now: float) -> None:
-        for key in list(self._failures):
-            self._recent(key, now)
-        while len(self._failures) >= MAX_TRACKED_KEYS:  # all still fresh: forget the oldest-tracked
-            del self._failures[next(iter(self._failures))]
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "retry_after": self.retry_after}
 
 
-def _user_key(name: str) -> str:
-    return unicodedata.normalize("NFC", name).casefold()[:256]
+class LoginAttempt:
+    """One reserved attempt: call exactly one of :meth:`succeeded`, :meth:`failed`, :meth:`abandoned`."""
+
+    def __init__(self, limiter: LoginRateLimiter, user_key: ThrottleKey, address_key: ThrottleKey) -> None:
+        self._limiter = limiter
+        self._user_key = user_key
+        self._address_key = address_key
+        self._decided = False
+
+    async def _decide(self, succeeded: bool | None) -> None:
+        if self._decided:
+            return
+        self._decided = True
+        store, now = self._limiter.store, self._limiter.clock()
+        # Shielded: a request cancelled now (its client went away) must still settle its reservation.
+        with anyio.CancelScope(shield=True):
+            if succeeded is None:
+                await store.succeed([self._user_key, self._address_key], [], now)
+            elif succeeded:
+                await store.succeed([self._address_key], [self._user_key], now)
+            else:
+                await store.fail([self._user_key, self._address_key], now)
+
+    async def succeeded(self) -> None:
+        await self._decide(True)
+
+    async def failed(self) -> None:
+        await self._decide(False)
+
+    async def abandoned(self) -> None:
+        """The password was never judged (an error on the way): give the places back, count nothing."""
+        await self._decide(None)
 
 
 class LoginRateLimiter:
-    def __init__(self, *, max_per_user: int, max_per_address: int, window: float, clock: Clock) -> None:
-        self._users = _Window(max_per_user, window)
-        self._addresses = _Window(max_per_address, window)
+    def __init__(self, store: ThrottleStore, *, max_per_user: int, max_per_address: int, clock: Clock) -> None:
+        self.store = store
+        self.max_per_user = max_per_user
+        self.max_per_address = max_per_address
         self.clock = clock
 
-    def check(self, user_name: str, address: str) -> None:
-        """Raises :class:`TooManyAttempts` while the user name or the address is locked."""
-        now = self.clock()
-        waits = [
-            wait for wait in (self._users.retry_after(_user_key(user_name), now),
-                              self._addresses.retry_after(address, now))
-            if wait is not None
-        ]
-        if waits:
-            raise TooManyAttempts(max(1, math.ceil(max(waits))))
+    async def begin(self, user_name: str, address: str) -> LoginAttempt:
+        """Reserves an attempt of ``user_name`` from ``address``; raises :class:`TooManyAttempts` instead
+        when either key has no free place (then nothing is reserved and nothing is counted)."""
+        where = throttle_address(address)
+        user_key = ThrottleKey(where, user_hash(user_name), self.max_per_user)
+        address_key = ThrottleKey(where, None, self.max_per_address)
+        wait = await self.store.reserve([user_key, address_key], self.clock())
+        if wait is not None:
+            raise TooManyAttempts(whole_seconds(wait))
+        return LoginAttempt(self, user_key, address_key)
 
-    def failed(self, user_name: str, address: str) -> None:
-        now = self.clock()
-        self._users.add(_user_key(user_name), now)
-        self._addresses.add(address, now)
+    async def unlock(self, user_name: str) -> int:
+        """Forgets the user's failures at every address; returns how many keys there were."""
+        return await self.store.clear_user(user_name)
 
-    def succeeded(self, user_name: str) -> None:
-        """A correct sign-in clears the user's count (not the address's: one good account must not
-        reset the count of an address that is guessing others)."""
-        self._users.clear(_user_key(user_name))
+    async def check(self) -> None:
+        await self.store.check()
+
+    async def close(self) -> None:
+        await self.store.close()

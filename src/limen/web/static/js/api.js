@@ -49,6 +49,8 @@ export class ApiError extends Error {
     this.details = body.details || "";
     this.userMessage = body.message || "";
     this.field = body.field || null;
+    // TOO_MANY_ATTEMPTS: seconds until the server takes another attempt (also its Retry-After header).
+    this.retryAfter = Number.isFinite(body.retry_after) ? body.retry_after : null;
   }
 
   /** The seed's fields, for errorBox(). */
