@@ -89,6 +89,13 @@ class VmDeleted(BaseModel):
 class IsoOut(BaseModel):
     name: str
     size_bytes: int
+    modified: datetime = Field(description="When the image was last written")
+    sha256: str | None = Field(description="Hex SHA-256 of the image; null until computed (images copied "
+                               "into the ISO directory by hand get theirs in the background)")
+
+
+class IsoDeleted(BaseModel):
+    deleted: str
 
 
 class Health(BaseModel):
