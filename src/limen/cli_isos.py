@@ -17,14 +17,8 @@ from typing import Annotated, Any, Protocol, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from rich.progress import BarColumn, DownloadColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
 from limen.api.schemas import IsoOut
 from limen.errors import LimenError
@@ -81,6 +75,14 @@ def iso_list(ctx: typer.Context) -> None:
         typer.echo(_table(rows, ["NAME", "SIZE", "MODIFIED", "SHA256"]) if rows else f"no ISOs in {settings.iso_dir}")
 
 
+class _BinaryRateColumn(ProgressColumn):
+    """The rate in MiB/s, matching the MiB of the byte counts (rich's own column counts in MB)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("?" if speed is None else f"{speed / 2**20:.1f} MiB/s", style="progress.data.speed")
+
+
 def _copy(source: Path, upload: IsoUpload, advance: Callable[[int], None]) -> None:
     with source.open("rb") as file:
         while chunk := file.read(READ_CHUNK):
@@ -118,7 +120,7 @@ def iso_upload(
         with IsoUpload(settings.iso_dir, target_name, settings.max_iso_bytes) as upload:
             if sys.stderr.isatty():
                 columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
-                           TransferSpeedColumn(), TimeRemainingColumn())
+                           _BinaryRateColumn(), TimeRemainingColumn())
                 with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
                     task = progress.add_task(target_name, total=total)
                     _copy(file, upload, lambda count: progress.advance(task, count))

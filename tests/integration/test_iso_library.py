@@ -3,10 +3,14 @@ refused uploads that leave nothing, deleting refused while a VM on the real libv
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import pty
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,9 +19,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from limen.hypervisor import Hypervisor, VmSpec
+from limen.settings import Settings
+from tests.conftest import QEMU_URI
 from tests.support.server import LimenProcess
 
 pytestmark = pytest.mark.integration
+LIMEN = str(Path(sys.executable).parent / "limen")
 
 GIB = 2**30
 MIB = 2**20
@@ -310,3 +318,66 @@ def test_delete_is_refused_while_a_vm_holds_the_image(
     (iso_dir / "link.iso").symlink_to(target)
     assert client.delete("/api/isos/link.iso").status_code == 200
     assert not (iso_dir / "link.iso").is_symlink() and target.read_bytes() == b"packaged"
+
+
+# -- the command line ---------------------------------------------------------------------------------
+
+def test_cli_upload_shows_a_progress_bar_on_a_terminal(iso_dir: Path, tmp_path: Path) -> None:
+    source = tmp_path / "tty.iso"
+    with source.open("wb") as file:
+        file.truncate(200 * MIB)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([LIMEN, "--iso-dir", str(iso_dir), "iso", "upload", str(source)],
+                            stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            piece = os.read(master, 65536)
+        except OSError:  # the terminal's other end closed
+            break
+        if not piece:
+            break
+        shown += piece
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    assert proc.stdout is not None and proc.stdout.read().startswith(b"uploaded tty.iso: 209715200 bytes")
+    screen = shown.decode(errors="replace")
+    assert "\u2501" in screen and "/200.0 MiB" in screen and "MiB/s" in screen  # bar, bytes, rate
+    assert "0:00:0" in screen  # time left
+
+
+def test_cli_upload_interrupted_leaves_nothing(iso_dir: Path, tmp_path: Path) -> None:
+    source = tmp_path / "interrupted.iso"
+    with source.open("wb") as file:
+        file.truncate(8 * GIB)
+    proc = subprocess.Popen([LIMEN, "--iso-dir", str(iso_dir), "iso", "upload", str(source)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert wait_until(lambda: any(path.stat().st_size for path in iso_dir.glob(".*.upload-*")), 20)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert b"cancelled; nothing was kept" in err
+    assert everything_in(iso_dir) == []
+
+
+async def test_cli_delete_is_refused_while_a_vm_holds_the_image(
+    make_settings: Callable[..., Settings], iso_dir: Path, vm_names: Callable[[], str]
+) -> None:
+    (iso_dir / "held.iso").write_bytes(b"\0" * 4096)
+    hypervisor = Hypervisor(make_settings(libvirt_uri=QEMU_URI, iso_dir=iso_dir))
+    await hypervisor.open()
+    name = vm_names()
+    try:
+        await hypervisor.create_vm(VmSpec(name=name, memory_mib=64, iso="held.iso"))
+        command = [LIMEN, "--iso-dir", str(iso_dir), "--libvirt-uri", QEMU_URI, "iso", "delete", "held.iso"]
+        refused = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 1
+        assert "[ISO_IN_USE]" in refused.stderr and name in refused.stderr
+        assert (iso_dir / "held.iso").exists()
+        await hypervisor.delete_vm(name)
+        deleted = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60)
+        assert deleted.returncode == 0, deleted.stderr
+        assert everything_in(iso_dir) == []
+    finally:
+        await hypervisor.close()
