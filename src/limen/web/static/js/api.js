@@ -49,6 +49,7 @@ export class ApiError extends Error {
     this.details = body.details || "";
     this.userMessage = body.message || "";
     this.field = body.field || null;
+    this.vms = Array.isArray(body.vms) ? body.vms : null; // ISO_IN_USE: the VMs holding the image
   }
 
   /** The seed's fields, for errorBox(). */
@@ -57,7 +58,8 @@ export class ApiError extends Error {
   }
 }
 
-export async function api(method, path, body = undefined, { timeoutMs = DEFAULT_TIMEOUT_MS } = {}) {
+/** onResponse(response): called with the fetch Response of a successful answer (to read its headers). */
+export async function api(method, path, body = undefined, { timeoutMs = DEFAULT_TIMEOUT_MS, onResponse = null } = {}) {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), timeoutMs);
   let response;
@@ -103,6 +105,7 @@ export async function api(method, path, body = undefined, { timeoutMs = DEFAULT_
       message: "Retry; if it persists, see the limen log.",
     });
   }
+  if (onResponse) onResponse(response);
   return data;
 }
 
