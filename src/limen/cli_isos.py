@@ -51,8 +51,7 @@ def _failed(exc: LimenError) -> typer.Exit:
 
 
 def _out(image: IsoImage) -> dict[str, Any]:
-    return IsoOut(name=image.name, size_bytes=image.size_bytes, modified=image.modified,
-                  sha256=image.sha256).model_dump(mode="json")
+    return IsoOut.of(image).model_dump(mode="json")
 
 
 def _table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:

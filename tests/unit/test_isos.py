@@ -20,6 +20,7 @@ from limen.isos import (
     sweep_stale_temp_files,
     vms_using,
 )
+from limen.isos.background import BackgroundChecksums
 from limen.isos.checksums import checksum_path, hash_file, read_checksum, write_checksum
 
 
@@ -196,3 +197,29 @@ def test_delete_refuses_held_and_unknown_images_and_removes_links_only(iso_dir: 
     delete_iso(iso_dir, "dangling.iso", [])
     assert target.read_bytes() == b"packaged"
     assert sorted(p.name for p in iso_dir.iterdir()) == ["notes.txt"]
+
+
+# -- background checksums -----------------------------------------------------------------------------
+
+async def test_missing_checksums_are_computed_once_per_version(iso_dir: Path) -> None:
+    checksums = BackgroundChecksums()
+    checksums.request(list_isos(iso_dir))
+    await checksums.wait_idle()
+    await checksums.close()
+    image = iso_dir / "boot.iso"
+    assert {iso.name: iso.sha256 for iso in list_isos(iso_dir)} == {"boot.iso": hashlib.sha256(b"x" * 10).hexdigest()}
+
+    checksums = BackgroundChecksums()
+    checksum_path(image).unlink()
+    checksums.request(list_isos(iso_dir))
+    checksums.request(list_isos(iso_dir))  # already queued: not twice
+    assert checksums._queue == [image]
+    await checksums.close()
+
+
+async def test_closing_stops_the_work(iso_dir: Path) -> None:
+    checksums = BackgroundChecksums()
+    await checksums.close()
+    checksums.request(list_isos(iso_dir))  # after close: nothing starts
+    assert checksums._queue == []
+    assert list_isos(iso_dir)[0].sha256 is None

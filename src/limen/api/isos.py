@@ -23,7 +23,6 @@ from limen.api.schemas import ErrorBody, IsoDeleted, IsoOut
 from limen.auth.deps import AdminUser, CurrentUser
 from limen.errors import ErrorCode, LimenError
 from limen.isos import (
-    IsoImage,
     IsoUpload,
     check_new_name,
     check_room,
@@ -66,10 +65,6 @@ async def start_iso_library(settings: Settings, checksums: BackgroundChecksums) 
     checksums.request(await asyncio.to_thread(list_isos, settings.iso_dir))
 
 
-def iso_out(image: IsoImage) -> IsoOut:
-    return IsoOut(name=image.name, size_bytes=image.size_bytes, modified=image.modified, sha256=image.sha256)
-
-
 @router.get("", response_model=list[IsoOut], responses=_ERRORS)
 async def get_isos(
     _user: CurrentUser, settings: SettingsDep, checksums: ChecksumsDep, response: Response
@@ -78,7 +73,7 @@ async def get_isos(
     images = await asyncio.to_thread(list_isos, settings.iso_dir)
     checksums.request(images)
     response.headers[MAX_ISO_BYTES_HEADER] = str(settings.max_iso_bytes)
-    return [iso_out(image) for image in images]
+    return [IsoOut.of(image) for image in images]
 
 
 class _ClientGone(Exception):
@@ -165,7 +160,7 @@ async def upload_iso(
         return error_response(exc, headers=None if body_done else {"Connection": "close"})
     log.info("ISO uploaded", extra={"event": "iso_upload", "iso": image.name, "size_bytes": image.size_bytes,
                                     "sha256": image.sha256, "user": principal.name})
-    return iso_out(image)
+    return IsoOut.of(image)
 
 
 @router.delete("/{name}", response_model=IsoDeleted, responses=_ERRORS)

@@ -57,6 +57,11 @@ class BackgroundChecksums:
         write_checksum(path, digest)
         log.info("ISO checksum computed", extra={"event": "iso_checksum", "iso": path.name})
 
+    async def wait_idle(self) -> None:
+        """Returns when the queue is done."""
+        while self._task is not None and not self._task.done():
+            await asyncio.gather(self._task, return_exceptions=True)
+
     async def close(self) -> None:
         self._stop.set()
         if self._task is not None:
