@@ -181,6 +181,17 @@ def test_leftovers_of_a_killed_server_are_swept_at_start(
     assert everything_in(iso_dir) == []
 
 
+def test_a_server_stopped_mid_upload_leaves_no_file(
+    limen_server: Callable[..., LimenProcess], iso_dir: Path
+) -> None:
+    server = limen_server(LIMEN_ISO_DIR=str(iso_dir))
+    sock = start_partial_upload(server, "stopped.iso", declared=256 * MIB, send=4 * MIB)
+    assert wait_until(lambda: any(path.stat().st_size for path in iso_dir.glob(".*.upload-*")), 10)
+    server.stop(timeout=20)  # SIGTERM: the graceful shutdown gives up on the upload after 5 s
+    sock.close()
+    assert everything_in(iso_dir) == []
+
+
 def test_a_stalled_upload_times_out_and_leaves_no_file(
     limen_server: Callable[..., LimenProcess], iso_dir: Path
 ) -> None:
