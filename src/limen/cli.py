@@ -16,10 +16,10 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from limen.api.schemas import VmOut
+from limen.cli_isos import iso_app
 from limen.cli_users import token_app, user_app
 from limen.errors import LimenError
 from limen.hypervisor import Hypervisor, VmSpec
-from limen.isos import list_isos
 from limen.settings import Settings, SettingsError, load_settings
 
 T = TypeVar("T")
@@ -27,7 +27,6 @@ T = TypeVar("T")
 app = typer.Typer(help="limen: a VM manager over libvirt whose browser console never hangs.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 vm_app = typer.Typer(help="Create, list and control VMs.", no_args_is_help=True)
-iso_app = typer.Typer(help="Boot images in the ISO directory.", no_args_is_help=True)
 app.add_typer(vm_app, name="vm")
 app.add_typer(iso_app, name="iso")
 app.add_typer(user_app, name="user")
@@ -217,19 +216,6 @@ def vm_delete(
         typer.echo(json.dumps({"deleted": vm_id, "deleted_volumes": volumes}))
     else:
         typer.echo(f"deleted {vm_id}" + (f" and {', '.join(volumes)}" if volumes else ""))
-
-
-@iso_app.command("list")
-def iso_list(ctx: typer.Context) -> None:
-    """List the boot images in the ISO directory."""
-    state = _state(ctx)
-    settings = state.settings()
-    isos = list_isos(settings.iso_dir)
-    if state.as_json:
-        typer.echo(json.dumps([{"name": i.name, "size_bytes": i.size_bytes} for i in isos], indent=2))
-    else:
-        rows = [[i.name, f"{i.size_bytes / 2**20:.1f} MiB"] for i in isos]
-        typer.echo(_table(rows, ["NAME", "SIZE"]) if rows else f"no ISOs in {settings.iso_dir}")
 
 
 @app.command()

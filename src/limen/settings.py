@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("/var/lib/limen")
     log_dir: Path = Path("/var/log/limen")
     iso_dir: Path = Path("/var/lib/limen/isos")
+    max_iso_bytes: int = Field(16 * 2**30, ge=1, description="Largest ISO an upload may bring")
+    # An upload that sends nothing for this long is dropped (its temp file deleted).
+    iso_upload_idle_timeout: float = Field(60.0, gt=0, le=3600)
     storage_pool: str = Field("limen", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     # Where the storage pool keeps its volumes; defaults to <data_dir>/pool.
     storage_pool_dir: Path | None = None

@@ -1,11 +1,27 @@
 from __future__ import annotations
 
+import hashlib
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from limen.errors import ErrorCode, LimenError
-from limen.isos import list_isos, resolve_iso
+from limen.errors import ErrorCode, LimenError, ValidationFailed
+from limen.isos import (
+    IsoInUse,
+    IsoUpload,
+    check_new_name,
+    check_room,
+    delete_iso,
+    list_isos,
+    name_problem,
+    resolve_iso,
+    sweep_stale_temp_files,
+    vms_using,
+)
+from limen.isos.background import BackgroundChecksums
+from limen.isos.checksums import checksum_path, hash_file, read_checksum, write_checksum
 
 
 @pytest.fixture
@@ -18,7 +34,7 @@ def iso_dir(tmp_path: Path) -> Path:
 
 
 def test_lists_only_images(iso_dir: Path) -> None:
-    assert [(iso.name, iso.size_bytes) for iso in list_isos(iso_dir)] == [("boot.iso", 10)]
+    assert [(iso.name, iso.size_bytes, iso.sha256) for iso in list_isos(iso_dir)] == [("boot.iso", 10, None)]
     assert list_isos(iso_dir / "absent") == []
 
 
@@ -33,3 +49,177 @@ def test_refuses_anything_else(iso_dir: Path, name: str) -> None:
     with pytest.raises(LimenError) as caught:
         resolve_iso(iso_dir, name)
     assert caught.value.code is ErrorCode.ISO_NOT_FOUND
+
+
+# -- names --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["debian-12.iso", "Ünï 🙂.IMG", "a.b-c_d.iso", "n" * 196 + ".iso"])
+def test_accepts_plain_image_names(name: str) -> None:
+    assert name_problem(name) is None
+    check_new_name(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["", ".", "..", "../x.iso", "a/b.iso", ".hidden.iso", "x.txt", "x.iso.upload-1", "a\x00.iso",
+             "tab\t.iso", "n" * 197 + ".iso", "é" * 99 + ".iso"],
+)
+def test_refuses_paths_hidden_long_and_foreign_names(name: str) -> None:
+    assert name_problem(name) is not None
+    with pytest.raises(ValidationFailed) as caught:
+        check_new_name(name)
+    assert caught.value.field == "name"
+
+
+def test_listing_hides_limens_own_files_and_dangling_links(iso_dir: Path) -> None:
+    (iso_dir / ".boot.iso.sha256").write_text("junk")
+    (iso_dir / ".x.iso.upload-abc").write_bytes(b"partial")
+    (iso_dir / "gone.iso").symlink_to(iso_dir / "nowhere.iso")
+    assert [iso.name for iso in list_isos(iso_dir)] == ["boot.iso"]
+
+
+# -- uploads ------------------------------------------------------------------------------------------
+
+def test_an_upload_appears_complete_with_its_checksum(iso_dir: Path) -> None:
+    with IsoUpload(iso_dir, "new.iso", max_bytes=100) as upload:
+        upload.write(b"abc")
+        assert not (iso_dir / "new.iso").exists()  # invisible until complete
+        assert [iso.name for iso in list_isos(iso_dir)] == ["boot.iso"]
+        upload.write(b"def")
+        image = upload.commit()
+    assert image.sha256 == hashlib.sha256(b"abcdef").hexdigest() and image.size_bytes == 6
+    assert (iso_dir / "new.iso").read_bytes() == b"abcdef"
+    assert {iso.name: iso.sha256 for iso in list_isos(iso_dir)}["new.iso"] == image.sha256
+    assert sorted(p.name for p in iso_dir.iterdir()) == [".new.iso.sha256", "boot.iso", "new.iso", "notes.txt"]
+
+
+def test_leaving_an_upload_unfinished_deletes_it(iso_dir: Path) -> None:
+    def interrupted() -> None:
+        with IsoUpload(iso_dir, "new.iso", max_bytes=100) as upload:
+            upload.write(b"abc")
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted()
+    assert sorted(p.name for p in iso_dir.iterdir()) == ["boot.iso", "notes.txt"]
+
+
+def test_an_upload_past_the_limit_is_refused(iso_dir: Path) -> None:
+    with IsoUpload(iso_dir, "new.iso", max_bytes=5) as upload:
+        upload.write(b"12345")
+        with pytest.raises(LimenError) as caught:
+            upload.write(b"6")
+    assert caught.value.code is ErrorCode.PAYLOAD_TOO_LARGE
+    assert sorted(p.name for p in iso_dir.iterdir()) == ["boot.iso", "notes.txt"]
+    with pytest.raises(LimenError) as declared:
+        check_room(iso_dir, 6, max_bytes=5)
+    assert declared.value.code is ErrorCode.PAYLOAD_TOO_LARGE
+    with pytest.raises(LimenError) as no_room:
+        check_room(iso_dir / "not-yet", 2**62, max_bytes=2**63)
+    assert "free" in no_room.value.details
+
+
+def test_an_existing_name_is_never_replaced(iso_dir: Path) -> None:
+    with pytest.raises(LimenError) as at_start:
+        IsoUpload(iso_dir, "boot.iso", max_bytes=100)
+    assert at_start.value.code is ErrorCode.ISO_ALREADY_EXISTS
+    with IsoUpload(iso_dir, "late.iso", max_bytes=100) as upload:
+        upload.write(b"mine")
+        (iso_dir / "late.iso").write_bytes(b"theirs")  # another upload finished first
+        with pytest.raises(LimenError) as at_commit:
+            upload.commit()
+    assert at_commit.value.code is ErrorCode.ISO_ALREADY_EXISTS
+    assert (iso_dir / "late.iso").read_bytes() == b"theirs"
+    assert not list(iso_dir.glob(".*"))
+
+
+# -- temp files and checksums -------------------------------------------------------------------------
+
+def test_the_sweep_spares_live_uploads_and_fresh_empty_files(iso_dir: Path) -> None:
+    live = IsoUpload(iso_dir, "live.iso", max_bytes=100)
+    live.write(b"data")
+    stale = iso_dir / ".dead.iso.upload-123"
+    stale.write_bytes(b"left by a killed process")
+    fresh = iso_dir / ".new.iso.upload-456"
+    fresh.touch()
+    assert sweep_stale_temp_files(iso_dir) == [stale]
+    assert live.temp.exists() and fresh.exists()
+    assert sweep_stale_temp_files(iso_dir, now=time.time() + 60) == [fresh]
+    live.abort()
+    assert sorted(p.name for p in iso_dir.iterdir()) == ["boot.iso", "notes.txt"]
+
+
+def test_a_checksum_of_a_changed_image_is_stale(iso_dir: Path) -> None:
+    image = iso_dir / "boot.iso"
+    write_checksum(image, "a" * 64)
+    assert read_checksum(image, image.stat()) == "a" * 64
+    image.write_bytes(b"y" * 11)
+    assert read_checksum(image, image.stat()) is None
+    checksum_path(image).write_text("garbage")
+    assert read_checksum(image, image.stat()) is None
+    assert hash_file(image) == hashlib.sha256(b"y" * 11).hexdigest()
+    stop = threading.Event()
+    stop.set()
+    assert hash_file(image, stop) is None
+
+
+# -- which VMs use an image, deleting -----------------------------------------------------------------
+
+def test_vms_using_an_image(iso_dir: Path, tmp_path: Path) -> None:
+    image = iso_dir / "boot.iso"
+    (tmp_path / "alias").symlink_to(iso_dir)
+    target = tmp_path / "packaged.iso"
+    target.write_bytes(b"packaged")
+    link = iso_dir / "link.iso"
+    link.symlink_to(target)
+    cdroms = [("by-path", str(image)), ("by-alias", str(tmp_path / "alias" / "boot.iso")),
+              ("by-link", str(link)), ("by-target", str(target)), ("other", "/nowhere.iso")]
+    assert vms_using(image, cdroms) == ["by-alias", "by-path"]
+    assert vms_using(link, cdroms) == ["by-link"]  # naming the target directly does not hold the link
+
+
+def test_delete_refuses_held_and_unknown_images_and_removes_links_only(iso_dir: Path, tmp_path: Path) -> None:
+    image = iso_dir / "boot.iso"
+    write_checksum(image, "b" * 64)
+    with pytest.raises(IsoInUse) as held:
+        delete_iso(iso_dir, "boot.iso", [("vm-b", str(image)), ("vm-a", str(image))])
+    assert held.value.code is ErrorCode.ISO_IN_USE and held.value.to_dict()["vms"] == ["vm-a", "vm-b"]
+    delete_iso(iso_dir, "boot.iso", [])
+    assert not image.exists() and not checksum_path(image).exists()
+    for name in ("boot.iso", "../secret.iso", "notes.txt"):
+        with pytest.raises(LimenError) as unknown:
+            delete_iso(iso_dir, name, [])
+        assert unknown.value.code is ErrorCode.ISO_NOT_FOUND
+    target = tmp_path / "packaged.iso"
+    target.write_bytes(b"packaged")
+    (iso_dir / "link.iso").symlink_to(target)
+    (iso_dir / "dangling.iso").symlink_to(tmp_path / "gone.iso")
+    delete_iso(iso_dir, "link.iso", [])
+    delete_iso(iso_dir, "dangling.iso", [])
+    assert target.read_bytes() == b"packaged"
+    assert sorted(p.name for p in iso_dir.iterdir()) == ["notes.txt"]
+
+
+# -- background checksums -----------------------------------------------------------------------------
+
+async def test_missing_checksums_are_computed_once_per_version(iso_dir: Path) -> None:
+    checksums = BackgroundChecksums()
+    checksums.request(list_isos(iso_dir))
+    await checksums.wait_idle()
+    await checksums.close()
+    image = iso_dir / "boot.iso"
+    assert {iso.name: iso.sha256 for iso in list_isos(iso_dir)} == {"boot.iso": hashlib.sha256(b"x" * 10).hexdigest()}
+
+    checksums = BackgroundChecksums()
+    checksum_path(image).unlink()
+    checksums.request(list_isos(iso_dir))
+    checksums.request(list_isos(iso_dir))  # already queued: not twice
+    assert checksums._queue == [image]
+    await checksums.close()
+
+
+async def test_closing_stops_the_work(iso_dir: Path) -> None:
+    checksums = BackgroundChecksums()
+    await checksums.close()
+    checksums.request(list_isos(iso_dir))  # after close: nothing starts
+    assert checksums._queue == []
+    assert list_isos(iso_dir)[0].sha256 is None

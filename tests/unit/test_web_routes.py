@@ -34,7 +34,7 @@ async def client_for(settings_or_app: Settings | FastAPI) -> AsyncIterator[httpx
             yield client
 
 
-@pytest.mark.parametrize("path", ["/", "/vms/new", "/vms/test", "/console/test"])
+@pytest.mark.parametrize("path", ["/", "/vms/new", "/isos", "/vms/test", "/console/test"])
 async def test_pages_are_html(make_settings: Callable[..., Settings], path: str) -> None:
     async with client_for(make_settings()) as client:
         response = await client.get(path)

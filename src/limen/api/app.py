@@ -15,12 +15,14 @@ from fastapi import FastAPI
 from limen.api import health, isos, vms
 from limen.api.access import install_access
 from limen.api.errors import install_error_handlers
+from limen.api.isos import start_iso_library
 from limen.api.middleware import RequestContextMiddleware
 from limen.auth.access import Access
 from limen.console.endpoint import ConsoleRoute
 from limen.console.endpoint import router as console_router
 from limen.console.sessions import ConsoleSessions
 from limen.hypervisor import Hypervisor
+from limen.isos.background import BackgroundChecksums
 from limen.metrics import Metrics
 from limen.settings import Settings
 from limen.web import install_web
@@ -34,6 +36,7 @@ def create_app(
     hv = hypervisor or Hypervisor(settings)
     guard = access or Access(settings)
     metrics = Metrics()
+    iso_checksums = BackgroundChecksums()
     hv.connection.observers.append(metrics.observe_libvirt_call)
 
     @asynccontextmanager
@@ -42,8 +45,10 @@ def create_app(
         try:
             await hv.open()
             try:
+                await start_iso_library(settings, iso_checksums)
                 yield
             finally:
+                await iso_checksums.close()
                 await hv.close()
         finally:
             await guard.close()
@@ -61,6 +66,7 @@ def create_app(
     app.state.hypervisor = hv
     app.state.metrics = metrics
     app.state.console_sessions = ConsoleSessions()
+    app.state.iso_checksums = iso_checksums
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(ConsoleRoute)  # outermost of ours: the console's WebSocket skips the router
     install_error_handlers(app)

@@ -1,17 +1,173 @@
-"""REST route listing the boot images of the ISO directory (any signed-in user)."""
+"""REST routes of the ISO library: list (any signed-in user), upload and delete (admins).
+
+An upload is ``POST /api/isos?name=NAME`` with the raw image as the body (not multipart). The body is
+read as it arrives and written to a temp file in a worker thread, a batch at a time, so memory stays
+at about two batches whatever the size; the image appears under its name only once complete (see
+:mod:`limen.isos.upload`). A client that drops, stalls for ``iso_upload_idle_timeout`` or passes
+``max_iso_bytes`` leaves nothing behind. Refusals sent before the whole body arrived close the
+connection, so the server does not go on reading an upload it has refused.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import logging
+from typing import Annotated, Any
 
-from limen.api.deps import SettingsDep
-from limen.api.schemas import IsoOut
-from limen.auth.deps import CurrentUser
-from limen.isos import list_isos
+from fastapi import APIRouter, Depends, Query, Request, Response
+from starlette.types import Message
+
+from limen.api.deps import HypervisorDep, SettingsDep
+from limen.api.errors import error_response
+from limen.api.schemas import ErrorBody, IsoDeleted, IsoOut
+from limen.auth.deps import AdminUser, CurrentUser
+from limen.errors import ErrorCode, LimenError
+from limen.isos import (
+    IsoUpload,
+    check_new_name,
+    check_room,
+    delete_iso,
+    list_isos,
+    sweep_stale_temp_files,
+)
+from limen.isos.background import BackgroundChecksums
+from limen.isos.upload import too_large
+from limen.settings import Settings
+
+log = logging.getLogger("limen.api")
 
 router = APIRouter(prefix="/api/isos", tags=["isos"])
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in (400, 401, 403, 408, 409, 413, 422)
+}
+# Written to disk this many bytes at a time (one batch writes while the next one arrives).
+WRITE_BATCH = 1 << 20
+MAX_ISO_BYTES_HEADER = "X-Limen-Max-Iso-Bytes"
+# Status recorded (never delivered) for an upload whose client went away: nginx's "client closed request".
+CLIENT_CLOSED_REQUEST = 499
+_FORM_TYPES = ("multipart/", "application/x-www-form-urlencoded")
 
 
-@router.get("", response_model=list[IsoOut])
-async def get_isos(_user: CurrentUser, settings: SettingsDep) -> list[IsoOut]:
-    return [IsoOut(name=iso.name, size_bytes=iso.size_bytes) for iso in list_isos(settings.iso_dir)]
+def _checksums(request: Request) -> BackgroundChecksums:
+    checksums: BackgroundChecksums = request.app.state.iso_checksums
+    return checksums
+
+
+ChecksumsDep = Annotated[BackgroundChecksums, Depends(_checksums)]
+
+
+async def start_iso_library(settings: Settings, checksums: BackgroundChecksums) -> None:
+    """At start-up: deletes the temp files of uploads a killed limen left, and queues missing checksums."""
+    removed = await asyncio.to_thread(sweep_stale_temp_files, settings.iso_dir)
+    if removed:
+        log.info("stale ISO upload files removed", extra={"event": "iso_temp_swept",
+                                                         "files": [path.name for path in removed]})
+    checksums.request(await asyncio.to_thread(list_isos, settings.iso_dir))
+
+
+@router.get("", response_model=list[IsoOut], responses=_ERRORS)
+async def get_isos(
+    _user: CurrentUser, settings: SettingsDep, checksums: ChecksumsDep, response: Response
+) -> list[IsoOut]:
+    """Every image, with its SHA-256 once known. The ``X-Limen-Max-Iso-Bytes`` header gives the upload limit."""
+    images = await asyncio.to_thread(list_isos, settings.iso_dir)
+    checksums.request(images)
+    response.headers[MAX_ISO_BYTES_HEADER] = str(settings.max_iso_bytes)
+    return [IsoOut.of(image) for image in images]
+
+
+class _ClientGone(Exception):
+    """The client closed the connection before the whole body arrived."""
+
+
+async def _receive_into(upload: IsoUpload, request: Request, idle_timeout: float) -> None:
+    """Reads the body into ``upload``: batches go to a worker thread while the next one arrives."""
+    writing: asyncio.Future[None] | None = None
+    batch = bytearray()
+    received = 0
+    try:
+        more = True
+        while more:
+            try:
+                message: Message = await asyncio.wait_for(request.receive(), idle_timeout)
+            except TimeoutError:
+                raise LimenError(
+                    ErrorCode.REQUEST_TIMEOUT, f"no data for {idle_timeout:g} s after {received} bytes"
+                ) from None
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk: bytes = message.get("body", b"")
+            more = bool(message.get("more_body", False))
+            received += len(chunk)
+            if received > upload.max_bytes:
+                raise too_large(upload.max_bytes)
+            batch += chunk
+            if len(batch) >= WRITE_BATCH or not more:
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(asyncio.to_thread(upload.write, bytes(batch)))
+                batch.clear()
+        if writing is not None:
+            await writing
+    finally:
+        if writing is not None and not writing.done():
+            await asyncio.wait([writing])  # the temp file is deleted only after its last write
+
+
+def _declared_length(request: Request) -> int | None:
+    value = request.headers.get("content-length")
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise LimenError(ErrorCode.INVALID_REQUEST, f"Content-Length {value!r} is not a number")
+    return int(value)
+
+
+@router.post(
+    "", response_model=IsoOut, status_code=201, responses=_ERRORS,
+    openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {
+        "schema": {"type": "string", "format": "binary"}}}}},
+)
+async def upload_iso(
+    request: Request,
+    principal: AdminUser,
+    settings: SettingsDep,
+    name: str = Query(description="File name of the new image: NAME.iso or NAME.img, no path"),
+) -> Response | IsoOut:
+    """Admins: the raw image as the body (``curl --data-binary @FILE``); answers its name, size and
+    SHA-256. Refused at once when Content-Length is over ``LIMEN_MAX_ISO_BYTES`` or the name is taken."""
+    body_done = False
+    try:
+        check_new_name(name)
+        content_type = request.headers.get("content-type", "").lower()
+        if content_type.startswith(_FORM_TYPES):
+            raise LimenError(ErrorCode.INVALID_REQUEST, f"send the image as the raw body, not as {content_type}")
+        declared = _declared_length(request)
+        if declared is not None:
+            await asyncio.to_thread(check_room, settings.iso_dir, declared, settings.max_iso_bytes)
+        upload = await asyncio.to_thread(IsoUpload, settings.iso_dir, name, settings.max_iso_bytes)
+        with upload:
+            await _receive_into(upload, request, settings.iso_upload_idle_timeout)
+            body_done = True
+            image = await asyncio.to_thread(upload.commit)
+    except _ClientGone:
+        log.warning("ISO upload dropped by the client", extra={"event": "iso_upload_dropped", "iso": name,
+                                                                "user": principal.name})
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    except LimenError as exc:
+        log.info("ISO upload refused", extra={"event": "iso_upload_refused", "iso": name, "code": exc.code.name,
+                                              "user": principal.name})
+        return error_response(exc, headers=None if body_done else {"Connection": "close"})
+    log.info("ISO uploaded", extra={"event": "iso_upload", "iso": image.name, "size_bytes": image.size_bytes,
+                                    "sha256": image.sha256, "user": principal.name})
+    return IsoOut.of(image)
+
+
+@router.delete("/{name}", response_model=IsoDeleted, responses=_ERRORS)
+async def remove_iso(name: str, principal: AdminUser, settings: SettingsDep, hypervisor: HypervisorDep) -> IsoDeleted:
+    """Admins. Refused with ISO_IN_USE (the answer's ``vms`` names them) while a VM's CD-ROM holds the
+    image; a link is removed, never its target."""
+    cdroms = await hypervisor.cdrom_sources()
+    await asyncio.to_thread(delete_iso, settings.iso_dir, name, cdroms)
+    log.info("ISO deleted", extra={"event": "iso_delete", "iso": name, "user": principal.name})
+    return IsoDeleted(deleted=name)

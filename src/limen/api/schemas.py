@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from limen.hypervisor.models import Vm, VmState
+from limen.isos import IsoImage
 
 
 class ErrorBody(BaseModel):
@@ -89,6 +90,17 @@ class VmDeleted(BaseModel):
 class IsoOut(BaseModel):
     name: str
     size_bytes: int
+    modified: datetime = Field(description="When the image was last written")
+    sha256: str | None = Field(description="Hex SHA-256 of the image; null until computed (images copied "
+                               "into the ISO directory by hand get theirs in the background)")
+
+    @classmethod
+    def of(cls, image: IsoImage) -> IsoOut:
+        return cls(name=image.name, size_bytes=image.size_bytes, modified=image.modified, sha256=image.sha256)
+
+
+class IsoDeleted(BaseModel):
+    deleted: str
 
 
 class Health(BaseModel):

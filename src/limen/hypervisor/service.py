@@ -161,6 +161,31 @@ class Hypervisor:
 
         return await self.connection.call("list_vms", run)
 
+    async def cdrom_sources(self) -> list[tuple[str, str]]:
+        """(VM name, file) of every CD-ROM of every VM, in its running and in its saved configuration
+        (a disc changed in a running VM may still be the one its next boot wants)."""
+
+        def run(conn: libvirt.virConnect) -> list[tuple[str, str]]:
+            sources: set[tuple[str, str]] = set()
+            for dom in conn.listAllDomains(0):
+                try:
+                    configs = [dom.XMLDesc(0)]
+                    if dom.isActive() and dom.isPersistent():
+                        configs.append(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                    name = dom.name()
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                        raise
+                    continue  # undefined while we read it
+                for xml in configs:
+                    sources.update(
+                        (name, disk.path) for disk in parse_domain_xml(xml).disks
+                        if disk.device is DiskDevice.CDROM and disk.path
+                    )
+            return sorted(sources)
+
+        return await self.connection.call("cdrom_sources", run)
+
     async def get_vm(self, ident: str) -> Vm:
         parse_vm_id(ident)  # INVALID_VM_ID before any libvirt call
         return await self.connection.call(

@@ -54,6 +54,11 @@ async def audit_page() -> FileResponse:
     return _page("audit.html")
 
 
+@router.get("/isos", include_in_schema=False)
+async def iso_library_page() -> FileResponse:
+    return _page("isos.html")
+
+
 @router.get("/vms/new", include_in_schema=False)
 async def create_vm_page() -> FileResponse:
     return _page("new.html")

@@ -51,6 +51,7 @@ export class ApiError extends Error {
     this.field = body.field || null;
     // TOO_MANY_ATTEMPTS: seconds until the server takes another attempt (also its Retry-After header).
     this.retryAfter = Number.isFinite(body.retry_after) ? body.retry_after : null;
+    this.vms = Array.isArray(body.vms) ? body.vms : null; // ISO_IN_USE: the VMs holding the image
   }
 
   /** The seed's fields, for errorBox(). */
@@ -59,7 +60,8 @@ export class ApiError extends Error {
   }
 }
 
-export async function api(method, path, body = undefined, { timeoutMs = DEFAULT_TIMEOUT_MS } = {}) {
+/** onResponse(response): called with the fetch Response of a successful answer (to read its headers). */
+export async function api(method, path, body = undefined, { timeoutMs = DEFAULT_TIMEOUT_MS, onResponse = null } = {}) {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), timeoutMs);
   let response;
@@ -105,6 +107,7 @@ export async function api(method, path, body = undefined, { timeoutMs = DEFAULT_
       message: "Retry; if it persists, see the limen log.",
     });
   }
+  if (onResponse) onResponse(response);
   return data;
 }
 

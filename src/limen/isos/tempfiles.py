@@ -1,0 +1,63 @@
+"""limen's temporary files in the ISO directory: ``.NAME.upload-<random>``, locked while in use.
+
+Whoever writes one holds an exclusive ``flock`` on it for as long as it lives, so a sweep can tell the
+leftovers of a killed process (lock free) from the work of a live one (an upload running in another
+limen, or in ``limen iso upload``). The lock dies with its process; no stale-lock files are needed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import time
+from pathlib import Path
+
+TEMP_MARK = ".upload-"
+# A file this fresh and still empty may have been created by a live process that has not yet locked it.
+_GRACE_SECONDS = 10.0
+
+
+def exclusive_temp_file(target: Path) -> tuple[Path, int]:
+    """A new, empty, locked temp file beside ``target`` (hidden, never listed): its path and descriptor."""
+    while True:
+        temp = target.with_name(f".{target.name}{TEMP_MARK}{secrets.token_hex(6)}")
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            continue
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a brand-new file: nobody else holds it
+        return temp, fd
+
+
+def is_temp_name(name: str) -> bool:
+    return name.startswith(".") and TEMP_MARK in name
+
+
+def sweep_stale_temp_files(directory: Path, *, now: float | None = None) -> list[Path]:
+    """Deletes the temp files in ``directory`` that no live process holds; returns them."""
+    removed: list[Path] = []
+    if not directory.is_dir():
+        return removed
+    now = time.time() if now is None else now
+    for entry in directory.iterdir():
+        if not is_temp_name(entry.name):
+            continue
+        try:
+            fd = os.open(entry, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # held: an upload in progress
+        try:
+            info = os.fstat(fd)
+            if info.st_size == 0 and now - info.st_mtime < _GRACE_SECONDS:
+                continue
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+        finally:
+            os.close(fd)
+    return removed

@@ -1,0 +1,136 @@
+"""Writing a new ISO: streamed into a hidden temp file, hashed as it grows, published atomically.
+
+::
+
+    with IsoUpload(iso_dir, "debian.iso", max_bytes) as upload:   # VALIDATION_ERROR, ISO_ALREADY_EXISTS
+        for chunk in source:
+            upload.write(chunk)                                   # PAYLOAD_TOO_LARGE past max_bytes
+        image = upload.commit()                                   # ISO_ALREADY_EXISTS if it appeared
+    # leaving the block without commit() (an error, a dropped client, Ctrl-C) deletes the temp file
+
+The image appears under its name only complete and synced (``os.link`` of the temp file, which never
+replaces an existing file), so nobody ever sees half an ISO. The memory used is the chunk being written.
+Methods may be called from any thread, one at a time; :meth:`abort` may race a :meth:`write` (it waits).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import threading
+from pathlib import Path
+from types import TracebackType
+
+from limen.errors import ErrorCode, LimenError
+from limen.isos.checksums import write_checksum
+from limen.isos.library import IsoImage, check_new_name, list_image
+from limen.isos.tempfiles import exclusive_temp_file
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def already_exists(name: str) -> LimenError:
+    return LimenError(ErrorCode.ISO_ALREADY_EXISTS, f"an ISO named {name!r} exists")
+
+
+def too_large(max_bytes: int) -> LimenError:
+    return LimenError(ErrorCode.PAYLOAD_TOO_LARGE, f"ISOs may be at most {max_bytes} bytes (LIMEN_MAX_ISO_BYTES)")
+
+
+def check_room(iso_dir: Path, size: int, max_bytes: int) -> None:
+    """PAYLOAD_TOO_LARGE when an upload of ``size`` bytes is over the limit or cannot fit on the disk."""
+    if size > max_bytes:
+        raise too_large(max_bytes)
+    existing = iso_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # the directory is made by the upload; its disk is its parent's
+    free = shutil.disk_usage(existing).free
+    if size > free:
+        raise LimenError(ErrorCode.PAYLOAD_TOO_LARGE, f"the ISO directory's disk has {free} bytes free, not {size}")
+
+
+class IsoUpload:
+    def __init__(self, iso_dir: Path, name: str, max_bytes: int) -> None:
+        check_new_name(name)
+        self.name = name
+        self.max_bytes = max_bytes
+        self.target = iso_dir / name
+        if os.path.lexists(self.target):
+            raise already_exists(name)
+        iso_dir.mkdir(parents=True, exist_ok=True)
+        self.temp, self._fd = exclusive_temp_file(self.target)
+        self.size = 0
+        self._digest = hashlib.sha256()
+        self._lock = threading.Lock()
+        self._done = False
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            if self._done:
+                raise LimenError(ErrorCode.INTERNAL_ERROR, "write to a finished ISO upload")
+            if self.size + len(data) > self.max_bytes:
+                raise too_large(self.max_bytes)
+            self._digest.update(data)
+            view = memoryview(data)
+            try:
+                while view:
+                    written = os.write(self._fd, view)
+                    view = view[written:]
+            except OSError as exc:
+                if exc.errno in _DISK_FULL:
+                    raise LimenError(
+                        ErrorCode.PAYLOAD_TOO_LARGE, f"the ISO directory's disk is full after {self.size} bytes"
+                    ) from None
+                raise
+            self.size += len(data)
+
+    def commit(self) -> IsoImage:
+        """Syncs the file and publishes it under its name; ISO_ALREADY_EXISTS if that name was taken
+        meanwhile (the upload is then discarded)."""
+        with self._lock:
+            if self._done:
+                raise LimenError(ErrorCode.INTERNAL_ERROR, "commit of a finished ISO upload")
+            os.fsync(self._fd)
+            try:
+                os.link(self.temp, self.target)  # unlike rename, never replaces an existing file
+            except FileExistsError:
+                self._discard()
+                raise already_exists(self.name) from None
+            self._discard()
+            digest = self._digest.hexdigest()
+            write_checksum(self.target, digest)
+            _sync_directory(self.target.parent)
+        image = list_image(self.target)
+        assert image is not None  # just created
+        return image
+
+    def abort(self) -> None:
+        """Deletes the temp file (no-op after commit or a previous abort)."""
+        with self._lock:
+            if not self._done:
+                self._discard()
+
+    def _discard(self) -> None:
+        self._done = True
+        try:
+            self.temp.unlink(missing_ok=True)
+        finally:
+            os.close(self._fd)
+
+    def __enter__(self) -> IsoUpload:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.abort()
+
+
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

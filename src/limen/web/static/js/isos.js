@@ -1,0 +1,253 @@
+// The ISO library page: the images with size, date and SHA-256; admins upload (XMLHttpRequest, for its
+// upload progress: bytes, rate, time left, Cancel) and delete. Every value from the server is shown as text.
+
+import { api, ApiError, CSRF_HEADER, currentUser, loginUrl } from "./api.js";
+import { errorBox, formatBytes, h } from "./dom.js";
+import { mountUserMenu } from "./session.js";
+import { RateMeter, uploadFigures } from "./upload-progress.js";
+
+const PENDING_CHECKSUM_REFRESH_MS = 4000;
+const MAX_HEADER = "X-Limen-Max-Iso-Bytes";
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  note: $("iso-note"),
+  error: $("iso-error"),
+  toast: $("iso-toast"),
+  rows: $("iso-rows"),
+  empty: $("iso-empty"),
+  actionsHead: $("iso-actions-head"),
+  form: $("upload-form"),
+  file: $("upload-file"),
+  limit: $("upload-limit"),
+  name: $("upload-name"),
+  nameError: $("upload-name-error"),
+  progress: $("upload-progress"),
+  bar: $("upload-bar"),
+  figures: $("upload-figures"),
+  result: $("upload-result"),
+  start: $("upload-start"),
+  cancel: $("upload-cancel"),
+  dialog: $("iso-delete-dialog"),
+  dialogText: $("iso-delete-text"),
+  dialogCancel: $("iso-delete-cancel"),
+};
+
+let user = null;
+let isos = [];
+let maxBytes = null;
+let upload = null; // {xhr, meter, name, total} while one runs
+let refreshTimer = null;
+let deleting = null;
+
+function isAdmin() {
+  return user !== null && user.role === "admin";
+}
+
+function asBox(exc) {
+  return exc instanceof ApiError ? exc.body : { error: "Failed", code: "CLIENT_ERROR", details: String(exc) };
+}
+
+/** An error the way this page shows it; ISO_IN_USE names the VMs in plain sight, not only in the details. */
+function problem(error, vms = null) {
+  const box = vms && vms.length ? { ...error, message: `${error.message} In use by: ${vms.join(", ")}.` } : error;
+  return errorBox(box, { extraClass: "notice error" });
+}
+
+// -- the list ---------------------------------------------------------------------------------------
+
+function isoRow(iso) {
+  const checksum = iso.sha256
+    ? h("code", { class: "sha", text: iso.sha256 })
+    : h("span", { class: "refresh-note", text: "computing…" });
+  const actions = isAdmin()
+    ? h("td", { class: "cell-actions" }, h("button", {
+      class: "btn small danger", type: "button", dataset: { action: "delete" },
+      "aria-label": `Delete ${iso.name}`, onclick: () => askDelete(iso), text: "Delete",
+    }))
+    : null;
+  return h(
+    "tr", { dataset: { iso: iso.name } },
+    h("td", { class: "vm-name iso-name", text: iso.name }),
+    h("td", { class: "num", "data-label": "Size", text: formatBytes(iso.size_bytes), title: `${iso.size_bytes} bytes` }),
+    h("td", { "data-label": "Modified", text: new Date(iso.modified).toLocaleString() }),
+    h("td", { class: "cell-sha", "data-label": "SHA-256" }, checksum),
+    actions,
+  );
+}
+
+async function refresh() {
+  clearTimeout(refreshTimer);
+  try {
+    isos = await api("GET", "/api/isos", undefined, {
+      onResponse: (response) => {
+        const limit = Number(response.headers.get(MAX_HEADER));
+        maxBytes = Number.isFinite(limit) && limit > 0 ? limit : null;
+      },
+    });
+  } catch (exc) {
+    ui.error.replaceChildren(problem(asBox(exc)));
+    return;
+  }
+  ui.rows.replaceChildren(...isos.map(isoRow));
+  ui.empty.hidden = isos.length > 0;
+  const total = isos.reduce((sum, iso) => sum + iso.size_bytes, 0);
+  ui.note.textContent = `${isos.length} ${isos.length === 1 ? "image" : "images"}, ${formatBytes(total)}`;
+  if (maxBytes !== null) ui.limit.textContent = `At most ${formatBytes(maxBytes)}.`;
+  if (isos.some((iso) => !iso.sha256)) refreshTimer = setTimeout(refresh, PENDING_CHECKSUM_REFRESH_MS);
+}
+
+// -- deleting ---------------------------------------------------------------------------------------
+
+function askDelete(iso) {
+  deleting = iso.name;
+  ui.dialogText.replaceChildren("Delete ", h("strong", { text: iso.name }), " from the ISO library? ",
+    "VMs that boot from it are not changed; limen refuses while one holds it.");
+  ui.dialog.returnValue = "";
+  ui.dialog.showModal();
+  ui.dialogCancel.focus();
+}
+
+async function deleteIso(name) {
+  ui.error.replaceChildren();
+  try {
+    await api("DELETE", `/api/isos/${encodeURIComponent(name)}`);
+    ui.toast.textContent = `Deleted ${name}.`;
+    ui.result.replaceChildren(h("div", { class: "notice ok", text: `Deleted ${name}.` }));
+  } catch (exc) {
+    ui.error.replaceChildren(problem(asBox(exc), exc instanceof ApiError ? exc.vms : null));
+    ui.error.scrollIntoView({ block: "nearest" });
+  }
+  await refresh();
+}
+
+// -- uploading --------------------------------------------------------------------------------------
+
+function setUploading(running) {
+  ui.file.disabled = running;
+  ui.name.disabled = running;
+  ui.start.disabled = running;
+  ui.cancel.hidden = !running;
+  ui.progress.hidden = !running;
+}
+
+function showNameError(text) {
+  ui.nameError.textContent = text || "";
+  ui.nameError.hidden = !text;
+  if (text) ui.name.setAttribute("aria-invalid", "true");
+  else ui.name.removeAttribute("aria-invalid");
+}
+
+function showProgress(loaded, total) {
+  upload.meter.sample(loaded);
+  const figures = uploadFigures(loaded, total, upload.meter.rate);
+  ui.bar.value = figures.percent;
+  ui.figures.textContent = loaded >= total ? `${formatBytes(total)} sent · the server is saving it…` : figures.text;
+}
+
+function finish(status, text) {
+  const done = upload;
+  upload = null;
+  setUploading(false);
+  let body = null;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    body = null;
+  }
+  if (status === 201 && body) {
+    ui.result.replaceChildren(h("div", { class: "notice ok", role: "status" },
+      h("div", {}, "Uploaded ", h("strong", { text: body.name }), ` (${formatBytes(body.size_bytes)}).`),
+      h("div", { class: "sha-line" }, "SHA-256: ", h("code", { class: "sha", text: body.sha256 }))));
+    ui.form.reset();
+    refresh();
+    return;
+  }
+  if (status === 401) {
+    window.location.assign(loginUrl());
+    return;
+  }
+  const error = body && body.code ? body : {
+    error: status ? `HTTP ${status}` : "The upload was interrupted",
+    code: status ? `HTTP_${status}` : "NETWORK_ERROR",
+    details: `POST /api/isos?name=${done.name}: ${(text || "no answer").slice(0, 300)}`,
+    message: "Check that limen runs and that this computer can reach it, then retry.",
+  };
+  if (error.code === "VALIDATION_ERROR" && error.field === "name") showNameError(error.details);
+  ui.result.replaceChildren(problem(error));
+}
+
+function startUpload(file, name) {
+  const xhr = new XMLHttpRequest();
+  upload = { xhr, meter: new RateMeter(), name, total: file.size };
+  xhr.open("POST", `/api/isos?name=${encodeURIComponent(name)}`);
+  xhr.setRequestHeader("Accept", "application/json");
+  xhr.setRequestHeader("Content-Type", "application/octet-stream");
+  if (user.csrf_token) xhr.setRequestHeader(CSRF_HEADER, user.csrf_token);
+  xhr.upload.addEventListener("progress", (event) => showProgress(event.loaded, event.total || file.size));
+  xhr.addEventListener("load", () => finish(xhr.status, xhr.responseText));
+  xhr.addEventListener("error", () => finish(0, ""));
+  xhr.addEventListener("abort", () => {
+    upload = null;
+    setUploading(false);
+    ui.result.replaceChildren(h("div", {
+      class: "notice info", role: "status", text: `Upload of ${name} cancelled; nothing was kept.`,
+    }));
+  });
+  ui.result.replaceChildren();
+  setUploading(true);
+  showProgress(0, file.size);
+  xhr.send(file);
+}
+
+function onSubmit(event) {
+  event.preventDefault();
+  if (upload) return;
+  showNameError("");
+  const file = ui.file.files[0];
+  if (!file) {
+    ui.result.replaceChildren(problem({ error: "No file chosen", code: "VALIDATION_ERROR",
+                                        message: "Choose an .iso or .img file to upload.", details: "" }));
+    return;
+  }
+  const name = ui.name.value.trim() || file.name;
+  if (isos.some((iso) => iso.name === name)) {
+    showNameError(`An ISO named ${name} exists; choose another name or delete it first.`);
+    return;
+  }
+  if (maxBytes !== null && file.size > maxBytes) {
+    ui.result.replaceChildren(problem({
+      error: "File too large", code: "PAYLOAD_TOO_LARGE",
+      message: `ISOs may be at most ${formatBytes(maxBytes)} (LIMEN_MAX_ISO_BYTES).`,
+      details: `${file.name}: ${file.size} bytes`,
+    }));
+    return;
+  }
+  startUpload(file, name);
+}
+
+async function main() {
+  user = await mountUserMenu();
+  if (user === null) return;
+  user = await currentUser();
+  ui.form.hidden = !isAdmin();
+  ui.actionsHead.hidden = !isAdmin();
+  ui.form.addEventListener("submit", onSubmit);
+  ui.file.addEventListener("change", () => {
+    const file = ui.file.files[0];
+    if (file) ui.name.value = file.name;
+    showNameError("");
+  });
+  ui.cancel.addEventListener("click", () => upload && upload.xhr.abort());
+  ui.dialogCancel.addEventListener("click", () => ui.dialog.close("cancel"));
+  ui.dialog.addEventListener("close", () => {
+    if (ui.dialog.returnValue === "delete" && deleting) deleteIso(deleting);
+    deleting = null;
+  });
+  window.addEventListener("beforeunload", (event) => {
+    if (upload) event.preventDefault(); // leaving would cancel the upload
+  });
+  await refresh();
+}
+
+main();

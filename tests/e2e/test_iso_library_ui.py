@@ -1,0 +1,143 @@
+"""The ISO library page in real Chromium: an upload with its progress bar (bytes, rate, time left), a
+cancelled upload that leaves nothing, deleting (refused while a VM holds the image), and the page as a
+plain user sees it, on a desktop and at 390 px."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.e2e.helpers import PHONE, save_screenshot, sign_in, start_limen
+from tests.support.server import LimenProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+MIB = 2**20
+VIEWER = "iso-viewer"
+VIEWER_PASSWORD = "a viewer's long password"
+
+
+@pytest.fixture(scope="module")
+def iso_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("e2e-isos")
+    (directory / "installer.iso").write_bytes(b"\x11" * (3 * MIB))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, iso_dir: Path) -> Iterator[LimenProcess]:
+    process = start_limen(tmp_path_factory.mktemp("limen-iso-ui"), LIMEN_ISO_DIR=str(iso_dir))
+    with httpx.Client(base_url=process.base_url, headers=process.auth_headers, timeout=20) as admin:
+        made = admin.post("/api/users", json={"name": VIEWER, "password": VIEWER_PASSWORD})
+        assert made.status_code == 201, made.text
+    yield process
+    process.stop()
+
+
+def throttle_uploads(page: Page, bytes_per_second: int) -> None:
+    """Chromium's network emulation: uploads from this page go at most this fast."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions", {
+        "offline": False, "latency": 20, "downloadThroughput": -1, "uploadThroughput": bytes_per_second,
+    })
+
+
+def temp_files(directory: Path) -> list[str]:
+    return [name for name in os.listdir(directory) if ".upload-" in name]
+
+
+def test_upload_with_progress_then_cancel_another(
+    server: LimenProcess, new_page: Callable[..., Page], iso_dir: Path, tmp_path: Path
+) -> None:
+    page = sign_in(new_page(), server.base_url, next_path="/isos")
+    expect(page.locator("tr[data-iso='installer.iso']")).to_be_visible()
+    expect(page.locator("#upload-limit")).to_have_text("At most 16 GiB.")
+    throttle_uploads(page, 1_500_000)
+
+    source = tmp_path / "debian-netinst.iso"
+    source.write_bytes(os.urandom(6 * MIB))
+    page.set_input_files("#upload-file", str(source))
+    expect(page.locator("#upload-name")).to_have_value("debian-netinst.iso")
+    page.click("#upload-start")
+    expect(page.locator("#upload-cancel")).to_be_visible()
+    expect(page.locator("#upload-figures")).to_contain_text("MiB/s", timeout=10_000)
+    expect(page.locator("#upload-figures")).to_contain_text("left")
+    assert page.locator("#upload-bar").evaluate("bar => bar.value") > 0
+    save_screenshot(page, "isos-uploading-1280")
+    done = page.locator("#upload-result .notice.ok")
+    expect(done).to_contain_text("Uploaded debian-netinst.iso", timeout=30_000)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    expect(done.locator("code.sha")).to_have_text(digest)
+    expect(page.locator("tr[data-iso='debian-netinst.iso'] code.sha")).to_have_text(digest)
+    save_screenshot(page, "isos-uploaded-1280")
+    assert (iso_dir / "debian-netinst.iso").read_bytes() == source.read_bytes()
+
+    big = tmp_path / "too-slow.iso"
+    big.write_bytes(os.urandom(24 * MIB))
+    page.set_input_files("#upload-file", str(big))
+    page.click("#upload-start")
+    expect(page.locator("#upload-figures")).to_contain_text("MiB/s", timeout=10_000)
+    assert temp_files(iso_dir), "the upload should be under way on the server"
+    page.click("#upload-cancel")
+    expect(page.locator("#upload-result .notice")).to_have_text("Upload of too-slow.iso cancelled; nothing was kept.")
+    save_screenshot(page, "isos-cancelled-1280")
+    deadline = time.monotonic() + 3
+    while temp_files(iso_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert temp_files(iso_dir) == []
+    assert not (iso_dir / "too-slow.iso").exists()
+    expect(page.locator("tr[data-iso='too-slow.iso']")).to_have_count(0)
+
+
+def test_delete_refused_while_a_vm_holds_the_image(
+    server: LimenProcess, new_page: Callable[..., Page], iso_dir: Path, vm_names: Callable[[], str]
+) -> None:
+    (iso_dir / "held.iso").write_bytes(b"\0" * 4096)
+    (iso_dir / "spare.iso").write_bytes(b"\1" * 4096)
+    vm = vm_names()
+    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=20) as admin:
+        made = admin.post("/api/vms", json={"name": vm, "memory_mib": 64, "iso": "held.iso"})
+        assert made.status_code == 201, made.text
+    page = sign_in(new_page(), server.base_url, next_path="/isos")
+
+    page.click("tr[data-iso='held.iso'] [data-action='delete']")
+    expect(page.locator("#iso-delete-dialog")).to_be_visible()
+    page.click("#iso-delete-confirm")
+    refusal = page.locator("#iso-error .error-box")
+    expect(refusal).to_have_attribute("data-code", "ISO_IN_USE")
+    expect(refusal).to_contain_text(f"then delete it again. In use by: {vm}.")
+    refusal.locator("summary").click()
+    expect(refusal.locator("pre")).to_contain_text(vm)
+    save_screenshot(page, "isos-delete-refused-1280")
+    assert (iso_dir / "held.iso").exists()
+
+    page.click("tr[data-iso='spare.iso'] [data-action='delete']")
+    page.click("#iso-delete-confirm")
+    expect(page.locator("tr[data-iso='spare.iso']")).to_have_count(0)
+    assert not (iso_dir / "spare.iso").exists()
+
+
+def test_the_page_at_390_px_for_admins_and_users(server: LimenProcess, new_page: Callable[..., Page]) -> None:
+    admin = sign_in(new_page(PHONE), server.base_url, next_path="/isos")
+    expect(admin.locator("#upload-form")).to_be_visible()
+    expect(admin.locator("tr[data-iso='installer.iso'] code.sha")).to_have_text(
+        hashlib.sha256(b"\x11" * (3 * MIB)).hexdigest(), timeout=15_000  # computed in the background
+    )
+    save_screenshot(admin, "isos-admin-390")
+    assert admin.evaluate("document.documentElement.scrollWidth") <= 390
+
+    viewer = sign_in(new_page(PHONE), server.base_url, name=VIEWER, password=VIEWER_PASSWORD, next_path="/isos")
+    expect(viewer.locator("tr[data-iso='installer.iso']")).to_be_visible()
+    expect(viewer.locator("#upload-form")).to_be_hidden()
+    expect(viewer.locator("[data-action='delete']")).to_have_count(0)
+    save_screenshot(viewer, "isos-user-390")
+    viewer.click("nav a[href='/']")
+    viewer.wait_for_url(f"{server.base_url}/")
