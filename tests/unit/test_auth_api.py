@@ -318,14 +318,14 @@ async def test_console_tickets_only_for_vms_the_user_may_access(world: World) ->
     body = issued.json()
     assert body["expires_in"] == 30 and body["vm_uuid"] == vm_uuid and len(body["ticket"]) >= 40
     assert await world.access.tickets.redeem(body["ticket"], vm_uuid) == ALICE
-    assert_error(await world.client.post("/api/vms/test/console-ticket", headers=bob), 403, "FORBIDDEN")
+    assert_error(await world.client.post("/api/vms/test/console-ticket", headers=bob), 404, "VM_NOT_FOUND")
     assert (await world.client.post(f"/api/vms/{vm_uuid}/console-ticket", headers=admin)).status_code == 200
     assert_error(await world.client.post("/api/vms/no-such-vm/console-ticket", headers=bob), 404, "VM_NOT_FOUND")
 
 
 async def test_unowned_vms_are_for_admins_only(world: World) -> None:
     assert_error(await world.client.post("/api/vms/test/console-ticket", headers=await world.token(ALICE)),
-                 403, "FORBIDDEN")
+                 404, "VM_NOT_FOUND")
 
 
 async def test_ticket_request_from_a_browser_needs_csrf(world: World) -> None:
