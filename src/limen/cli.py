@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from limen.cli_users import token_app, user_app
 from limen.errors import LimenError
 from limen.hypervisor import Hypervisor, VmSpec
 from limen.isos import list_isos
+from limen.private_files import private_dir
 from limen.settings import Settings, SettingsError, load_settings
 
 T = TypeVar("T")
@@ -124,6 +126,19 @@ def _print_vm(state: CliState, vm: VmOut) -> None:
     typer.echo("\n".join(f"{key.ljust(width)}  {value}" for key, value in fields))
 
 
+def _private_data_dir(settings: Settings) -> None:
+    """The data dir holds the database: 0700, tightened (and logged) if it is looser."""
+    try:
+        change = private_dir(settings.data_dir)
+    except OSError as exc:  # the database's own checks say more when it is opened
+        logging.getLogger("limen.cli").warning("cannot make the data dir private", extra={
+            "event": "data_dir_unusable", "path": str(settings.data_dir), "error": str(exc)})
+        return
+    if change is not None:
+        logging.getLogger("limen.cli").warning("data dir was readable by others; made owner-only",
+                                               extra=change.log_fields())
+
+
 @app.command()
 def serve(
     ctx: typer.Context,
@@ -137,6 +152,7 @@ def serve(
 
     settings = _state(ctx).settings(host=host, port=port)
     log_file = configure_logging(settings)
+    _private_data_dir(settings)
     typer.echo(f"limen serving on http://{settings.host}:{settings.port}/ (libvirt {settings.libvirt_uri}"
                f"{', log ' + str(log_file) if log_file else ''}); Ctrl-C stops it", err=True)
     run_server(create_app(settings), settings)
