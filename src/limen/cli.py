@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from limen.api.schemas import VmOut
-from limen.cli_users import token_app, user_app
+from limen.cli_users import run_directory, token_app, user_app
 from limen.errors import LimenError
 from limen.hypervisor import Hypervisor, VmSpec
 from limen.isos import list_isos
@@ -186,6 +186,9 @@ def vm_create(
 ) -> None:
     """Create (define) a VM; it starts stopped."""
     state = _state(ctx)
+    if owner is not None:  # USER_NOT_FOUND for a typo; any case finds the user, the VM keeps its name as kept
+        typed = owner
+        owner = run_directory(state.settings(), lambda directory: directory.users.get_sync(typed)).name
     spec = VmSpec(name=name, vcpus=vcpus, memory_mib=memory, disk_gib=disk, iso=iso, boot_order=tuple(boot or ()),
                   owner=owner)
     _print_vm(state, VmOut.of(_run(state.settings(), lambda hv: hv.create_vm(spec))))

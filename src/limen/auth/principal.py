@@ -29,7 +29,8 @@ class Principal:
         return self.role is Role.ADMIN
 
     def may_access(self, vm_owner: str | None) -> bool:
-        """Admins reach every VM; users only the VMs whose owner is them (never an unowned VM)."""
+        """Admins reach every VM; users only the VMs whose owner is them (never an unowned VM). Owners are
+        written as the user's name is kept (the API and the command line look the typed name up first)."""
         return self.is_admin or (vm_owner is not None and vm_owner == self.name)
 
 
