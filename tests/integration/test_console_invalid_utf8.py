@@ -7,11 +7,7 @@ such a frame at all.
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import os
 import socket
-import struct
 import threading
 from collections.abc import Iterator
 
@@ -20,11 +16,11 @@ import pytest
 from tests.support.access import provision_admin_token
 from tests.support.console import FakeDomain, driver_uri
 from tests.support.fake_vnc import BANNER
+from tests.support.raw_ws import BINARY, CONTINUATION, TEXT, RawConsole, masked_frame
 from tests.support.server import LimenProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-TEXT, BINARY, CLOSE = 0x1, 0x2, 0x8
 INVALID_UTF8 = b"caf\xc3(\xff\xfe"  # a broken two-byte sequence, then bytes UTF-8 never uses
 
 
@@ -55,62 +51,6 @@ class EchoVnc:
                 pass
 
 
-def masked_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
-    mask = os.urandom(4)
-    length = len(payload)
-    header = bytes([(0x80 if fin else 0) | opcode])
-    if length < 126:
-        header += bytes([0x80 | length])
-    elif length < 1 << 16:
-        header += bytes([0x80 | 126]) + struct.pack("!H", length)
-    else:
-        header += bytes([0x80 | 127]) + struct.pack("!Q", length)
-    return header + mask + bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
-
-
-class RawConsole:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, server: LimenProcess, path: str, headers: dict[str, str]) -> RawConsole:
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        key = base64.b64encode(os.urandom(16)).decode()
-        lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{server.port}", "Upgrade: websocket",
-                 "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13",
-                 *(f"{name}: {value}" for name, value in headers.items())]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-        response = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        assert response.startswith(b"HTTP/1.1 101"), response
-        return cls(reader, writer)
-
-    async def frame(self) -> tuple[int, bytes]:
-        first, second = await self.reader.readexactly(2)
-        length = second & 0x7F
-        if length == 126:
-            (length,) = struct.unpack("!H", await self.reader.readexactly(2))
-        elif length == 127:
-            (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
-        return first & 0x0F, await self.reader.readexactly(length)
-
-    async def until(self, opcode: int) -> bytes:
-        while True:
-            got, payload = await asyncio.wait_for(self.frame(), 15)
-            if got == opcode:
-                return payload
-
-    async def close_code(self) -> int:
-        payload = await self.until(CLOSE)
-        code: int = struct.unpack("!H", payload[:2])[0]
-        return code
-
-    def send(self, frame: bytes) -> None:
-        self.writer.write(frame)
-
-    def close(self) -> None:
-        self.writer.transport.abort()
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LimenProcess, dict[str, str]]]:
     tmp = tmp_path_factory.mktemp("invalid-utf8")
@@ -129,7 +69,7 @@ async def test_invalid_utf8_before_the_proxy_stage_closes_with_1007(
     served: tuple[LimenProcess, dict[str, str]]
 ) -> None:
     server, headers = served
-    console = await RawConsole.open(server, "/api/vms/vm/console", headers)
+    console = await RawConsole.open(server.port, "/api/vms/vm/console", headers)
     try:
         await console.until(TEXT)  # the first status frame: the session runs
         console.send(masked_frame(TEXT, INVALID_UTF8))
@@ -143,14 +83,14 @@ async def test_invalid_utf8_in_the_proxy_stage_closes_with_1007(
     served: tuple[LimenProcess, dict[str, str]], fragmented: bool
 ) -> None:
     server, headers = served
-    console = await RawConsole.open(server, "/api/vms/vm/console", headers)
+    console = await RawConsole.open(server.port, "/api/vms/vm/console", headers)
     try:
         assert await console.until(BINARY) == BANNER  # the proxy stage (the splice) runs
         console.send(masked_frame(BINARY, b"ping"))
         assert await console.until(BINARY) == b"ping"  # the echo: bytes flow both ways
         if fragmented:  # a two-byte sequence begun in the first fragment and broken in the second
             console.send(masked_frame(TEXT, b"caf" + b"\xc3", fin=False))
-            console.send(masked_frame(0x0, b"(", fin=True))
+            console.send(masked_frame(CONTINUATION, b"(", fin=True))
         else:
             console.send(masked_frame(TEXT, INVALID_UTF8))
         assert await console.close_code() == 1007
@@ -162,11 +102,11 @@ async def test_valid_text_in_the_proxy_stage_is_ignored(served: tuple[LimenProce
     """The control: well-formed text (even split inside a character) carries nothing for VNC, and the
     session goes on."""
     server, headers = served
-    console = await RawConsole.open(server, "/api/vms/vm/console", headers)
+    console = await RawConsole.open(server.port, "/api/vms/vm/console", headers)
     try:
         assert await console.until(BINARY) == BANNER
         console.send(masked_frame(TEXT, "café".encode()[:4], fin=False))
-        console.send(masked_frame(0x0, "café".encode()[4:], fin=True))
+        console.send(masked_frame(CONTINUATION, "café".encode()[4:], fin=True))
         console.send(masked_frame(BINARY, b"still here"))
         assert await console.until(BINARY) == b"still here"
     finally:

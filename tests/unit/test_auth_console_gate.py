@@ -70,7 +70,7 @@ class Gate:
 @pytest.fixture
 async def gate(make_settings: Callable[..., Settings], test_hypervisor: Hypervisor) -> AsyncIterator[Gate]:
     clock = FakeClock()
-    access = make_access(make_settings(), clock)
+    access = make_access(make_settings(public_url="http://limen.test"), clock)
     await access.start()
     await access.users.create("alice", "alice-password")
     await access.users.create("bob", "bob-password")

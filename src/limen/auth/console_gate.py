@@ -3,6 +3,7 @@
 The endpoint accepts the upgrade first (so a refusal is a proper error frame and close code, never a bare
 1006), then calls :func:`admit_console`. Order, and what each step can refuse with::
 
+    0. Host names this server                  HOST_NOT_ALLOWED (only checked beyond loopback)
     1. Origin allowed                          ORIGIN_NOT_ALLOWED
     2. some credential present: ?ticket=, the session cookie, or Authorization: Bearer
                                                UNAUTHORIZED
@@ -53,6 +54,7 @@ async def admit_console(access: Access, conn: HTTPConnection, find_vm: Callable[
 ]:
     """Runs the checks above; returns who opens the console of which VM. ``find_vm`` looks the VM up
     (bounded in time by the caller's stage deadline) and raises VM_NOT_FOUND if it does not exist."""
+    access.check_host(conn)
     access.check_origin(conn)
     ticket = conn.query_params.get(TICKET_PARAMETER)
     cookie = conn.cookies.get(COOKIE_NAME)
