@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -17,9 +18,10 @@ import typer
 
 from limen.api.schemas import VmOut
 from limen.cli_isos import iso_app
-from limen.cli_users import token_app, user_app
+from limen.cli_users import run_directory, token_app, user_app
 from limen.errors import LimenError
 from limen.hypervisor import Hypervisor, VmSpec
+from limen.private_files import private_dir
 from limen.settings import Settings, SettingsError, load_settings
 
 T = TypeVar("T")
@@ -123,6 +125,19 @@ def _print_vm(state: CliState, vm: VmOut) -> None:
     typer.echo("\n".join(f"{key.ljust(width)}  {value}" for key, value in fields))
 
 
+def _private_data_dir(settings: Settings) -> None:
+    """The data dir holds the database: 0700, tightened (and logged) if it is looser."""
+    try:
+        change = private_dir(settings.data_dir)
+    except OSError as exc:  # the database's own checks say more when it is opened
+        logging.getLogger("limen.cli").warning("cannot make the data dir private", extra={
+            "event": "data_dir_unusable", "path": str(settings.data_dir), "error": str(exc)})
+        return
+    if change is not None:
+        logging.getLogger("limen.cli").warning("data dir was readable by others; made owner-only",
+                                               extra=change.log_fields())
+
+
 @app.command()
 def serve(
     ctx: typer.Context,
@@ -136,6 +151,7 @@ def serve(
 
     settings = _state(ctx).settings(host=host, port=port)
     log_file = configure_logging(settings)
+    _private_data_dir(settings)
     typer.echo(f"limen serving on http://{settings.host}:{settings.port}/ (libvirt {settings.libvirt_uri}"
                f"{', log ' + str(log_file) if log_file else ''}); Ctrl-C stops it", err=True)
     run_server(create_app(settings), settings)
@@ -169,6 +185,9 @@ def vm_create(
 ) -> None:
     """Create (define) a VM; it starts stopped."""
     state = _state(ctx)
+    if owner is not None:  # USER_NOT_FOUND for a typo; any case finds the user, the VM keeps its name as kept
+        typed = owner
+        owner = run_directory(state.settings(), lambda directory: directory.users.get_sync(typed)).name
     spec = VmSpec(name=name, vcpus=vcpus, memory_mib=memory, disk_gib=disk, iso=iso, boot_order=tuple(boot or ()),
                   owner=owner)
     _print_vm(state, VmOut.of(_run(state.settings(), lambda hv: hv.create_vm(spec))))

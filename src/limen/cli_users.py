@@ -58,7 +58,12 @@ def _state(ctx: typer.Context) -> _CliState:
 
 
 def _run(ctx: typer.Context, work: Callable[[_Directory], T]) -> T:
-    directory = _Directory(_state(ctx).settings())
+    return run_directory(_state(ctx).settings(), work)
+
+
+def run_directory(settings: Settings, work: Callable[[_Directory], T]) -> T:
+    """``work`` on the users and tokens of ``settings``' database; a LimenError is printed, exit code 1."""
+    directory = _Directory(settings)
     try:
         return work(directory)
     except LimenError as exc:
@@ -142,8 +147,8 @@ def user_set_role(
     role: Annotated[Role, typer.Argument(help="admin or user")],
 ) -> None:
     """Make a user an administrator, or a plain user."""
-    _run(ctx, lambda d: d.users.set_role_sync(name, role))
-    typer.echo(f"{name!r} is now {role.value}")
+    user = _run(ctx, lambda d: d.users.set_role_sync(name, role))
+    typer.echo(f"{user.name!r} is now {role.value}")
 
 
 @user_app.command("unlock")

@@ -37,6 +37,7 @@ from limen.errors import LimenError
 from limen.hypervisor import Hypervisor, Vm, VmState
 from limen.hypervisor.service import detect_virt_type
 from limen.logs import LOG_FILE_NAME
+from limen.private_files import PRIVATE_DIR_MODE
 from limen.settings import Settings
 
 PROXY_STATUS = "VNC connection established, starting proxy..."
@@ -87,7 +88,7 @@ Check = tuple[str, Callable[[Context], Awaitable[str]]]
 async def check_settings(ctx: Context) -> str:
     log_dir = ctx.settings.log_dir
     try:
-        log_dir.mkdir(parents=True, exist_ok=True)
+        log_dir.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)  # as limen serve makes it
         probe = log_dir / ".limen-doctor"
         probe.write_text("ok")
         probe.unlink()

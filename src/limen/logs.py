@@ -1,7 +1,8 @@
 """Logging: JSON lines to ``<log_dir>/limen.log`` (rotated by size) and readable lines on a terminal.
 
 Without a terminal (a service), the file is the only copy; stderr gets JSON only if the file cannot be
-written.
+written. The log dir is ``0700`` and every log file, rotated ones too, ``0600`` (:mod:`limen.private_files`):
+the lines name users, clients and VMs.
 
 Code logs with the standard library and passes structured fields in ``extra`` (always an ``event``
 name); this module turns each record into one JSON object with those fields.
@@ -9,6 +10,7 @@ name); this module turns each record into one JSON object with those fields.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import logging.handlers
@@ -17,9 +19,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from limen.private_files import Tightened, open_private_append, private_dir, private_file
 from limen.settings import Settings
 
 LOG_FILE_NAME = "limen.log"
+log = logging.getLogger("limen.logs")
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
@@ -71,6 +75,10 @@ class RotatingJsonLines(logging.handlers.RotatingFileHandler):
         super().__init__(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
         self._written = path.stat().st_size if path.exists() else 0
 
+    def _open(self) -> io.TextIOWrapper:
+        # The base opens with the process's umask; a new log file (also after each rollover) is 0600.
+        return open_private_append(Path(self.baseFilename), self.encoding or "utf-8")
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = self.format(record) + "\n"
@@ -95,8 +103,10 @@ def configure_logging(settings: Settings) -> Path | None:
         logger.removeHandler(handler)
         handler.close()
     log_file: Path | None = settings.log_dir / LOG_FILE_NAME
+    tightened: list[Tightened] = []
     try:
-        settings.log_dir.mkdir(parents=True, exist_ok=True)
+        tightened += filter(None, [private_dir(settings.log_dir)])
+        tightened += filter(None, map(private_file, sorted(settings.log_dir.glob(f"{LOG_FILE_NAME}*"))))
         file_handler = RotatingJsonLines(
             settings.log_dir / LOG_FILE_NAME, max_bytes=settings.log_max_bytes, backups=settings.log_backups
         )
@@ -113,4 +123,6 @@ def configure_logging(settings: Settings) -> Path | None:
         stream.setFormatter(ConsoleFormatter() if sys.stderr.isatty() else JsonFormatter())
         stream.addFilter(RequestIdFilter())
         logger.addHandler(stream)
+    for change in tightened:
+        log.warning("log file or directory was readable by others; made owner-only", extra=change.log_fields())
     return log_file

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -25,6 +26,7 @@ from pydantic_settings import (
 ENV_PREFIX = "LIMEN_"
 
 VirtType = Literal["auto", "kvm", "qemu"]
+_HOST_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*\.?$")
 
 
 class Settings(BaseSettings):
@@ -79,6 +81,12 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     console_ticket_ttl: float = Field(30.0, gt=0, le=3600, description="Seconds a console ticket is valid")
     session_ttl: float = Field(12 * 3600.0, gt=0, le=90 * 86400, description="Seconds a browser sign-in lasts")
+    # The address users open, e.g. https://limen.example:8443 (a reverse proxy's, if one is in front):
+    # the server's own origin and a host name it answers to. None: both come from host and port.
+    public_url: str | None = None
+    # More host names (or addresses) limen answers to when it listens beyond loopback; "*" for any.
+    # Comma-separated in the environment.
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     # Origins (scheme://host[:port]) allowed to open the console and to send cookie-authenticated
     # requests; empty means only the server's own origin. Comma-separated in the environment.
     allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
@@ -105,7 +113,7 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty")
         return value
 
-    @field_validator("allowed_origins", "trusted_proxies", mode="before")
+    @field_validator("allowed_origins", "trusted_proxies", "allowed_hosts", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -122,6 +130,42 @@ class Settings(BaseSettings):
                 raise ValueError(f"{origin!r} is not an origin like https://limen.example.org[:port]")
             origins.append(f"{parts.scheme}://{parts.netloc.lower()}")
         return tuple(origins)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        """Kept as its origin: scheme://host[:port] in lower case, default ports dropped."""
+        if value is None:
+            return None
+        shape = "is not an address like https://limen.example[:port]"
+        try:
+            parts = urlsplit(value.strip())
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"{value!r} {shape}") from None
+        if (parts.scheme.lower() not in ("http", "https") or not parts.hostname or parts.path not in ("", "/")
+                or parts.query or parts.fragment or parts.username or parts.password):
+            raise ValueError(f"{value!r} {shape}")
+        scheme, host = parts.scheme.lower(), parts.hostname.lower()
+        host = f"[{host}]" if ":" in host else host
+        if port is None or port == {"http": 80, "https": 443}[scheme]:
+            return f"{scheme}://{host}"
+        return f"{scheme}://{host}:{port}"
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        hosts = []
+        for host in value:
+            name = host.strip().lower()
+            bare = name[1:-1] if name.startswith("[") and name.endswith("]") else name
+            if name != "*" and not _HOST_NAME.fullmatch(bare):
+                try:
+                    ipaddress.ip_address(bare)
+                except ValueError:
+                    raise ValueError(f"{host!r} is not a host name or address (no scheme, no port)") from None
+            hosts.append(name)
+        return tuple(hosts)
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -193,12 +193,13 @@ async def test_anonymous_console_is_refused_with_a_frame_and_a_close_code(world:
 
 
 async def test_a_user_cannot_open_another_users_console(world: World) -> None:
+    # Refused exactly as a VM that does not exist would be: nothing says that it exists, or whose it is.
     refused = await read_console(world.url("alice-vm"), additional_headers=world.headers("bob"))
-    assert_refused(refused, "FORBIDDEN", 4503)
+    assert_refused(refused, "VM_NOT_FOUND", 4004)
     assert_refused(await read_console(world.url(world.vms["alice-vm"]), additional_headers=world.headers("bob")),
-                   "FORBIDDEN", 4503)
+                   "VM_NOT_FOUND", 4004)
     async with world.api("bob") as api:
-        assert (await api.post("/api/vms/alice-vm/console-ticket")).json()["code"] == "FORBIDDEN"
+        assert (await api.post("/api/vms/alice-vm/console-ticket")).json()["code"] == "VM_NOT_FOUND"
         assert [vm["name"] for vm in (await api.get("/api/vms")).json()] == ["bob-vm"]
     # Her own console, with her token: the proxy stage.
     ws = await open_proxy(world.url("alice-vm"), additional_headers=world.headers("alice"))
@@ -219,17 +220,18 @@ async def test_a_ticket_expires(any_world: World) -> None:
 
 
 async def test_a_ticket_is_for_its_vm_and_its_user_only(any_world: World) -> None:
-    # Another VM, even one its user may open: refused, and the ticket is spent.
+    # Another VM: refused (as a missing VM, since alice may not see bob-vm), and the ticket is spent.
     ticket = await any_world.ticket("alice", "alice-vm")
-    assert_refused(await read_console(any_world.url("bob-vm", f"ticket={ticket}")), "FORBIDDEN", 4503)
+    assert_refused(await read_console(any_world.url("bob-vm", f"ticket={ticket}")), "VM_NOT_FOUND", 4004)
     assert_refused(await read_console(any_world.url("alice-vm", f"ticket={ticket}")), "TICKET_USED", 4505)
-    # Its user lost the VM between asking and using: refused (the ticket is alice's, whoever holds it).
+    # Its user lost the VM between asking and using: refused as a VM she cannot see (the ticket is alice's,
+    # whoever holds it).
     ticket = await any_world.ticket("alice", "alice-vm")
     async with any_world.api(TEST_ADMIN) as api:
         assert (await api.put("/api/vms/alice-vm/owner", json={"owner": "bob"})).status_code == 200
         try:
             assert_refused(await read_console(any_world.url("alice-vm", f"ticket={ticket}"),
-                                              additional_headers=any_world.headers("bob")), "FORBIDDEN", 4503)
+                                              additional_headers=any_world.headers("bob")), "VM_NOT_FOUND", 4004)
         finally:
             assert (await api.put("/api/vms/alice-vm/owner", json={"owner": "alice"})).status_code == 200
     # Made-up tickets: refused without telling anything.
@@ -335,7 +337,7 @@ async def test_a_browser_session_opens_the_console_and_no_secret_reaches_the_log
     ws = await open_proxy(world.url("alice-vm"), additional_headers=headers, origin=world.server.base_url)
     await ws.close()
     assert_refused(await read_console(world.url("bob-vm"), additional_headers=headers,
-                                      origin=world.server.base_url), "FORBIDDEN", 4503)
+                                      origin=world.server.base_url), "VM_NOT_FOUND", 4004)
     refused_ticket = "y" * 43
     world.secrets.add(refused_ticket)
     assert_refused(await read_console(world.url("alice-vm", f"ticket={refused_ticket}")), "FORBIDDEN", 4503)

@@ -18,7 +18,8 @@ LIMEN_BIN = Path(sys.executable).parent / "limen"
 
 
 class LimenProcess:
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(self, env: Mapping[str, str], log_path: Path, *, listen: str = "127.0.0.1") -> None:
+        self.listen = listen  # --host; the tests connect over loopback whatever it is
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
@@ -31,7 +32,7 @@ class LimenProcess:
     def start(self, *, timeout: float = 20.0) -> LimenProcess:
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
-                [str(LIMEN_BIN), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                [str(LIMEN_BIN), "serve", "--host", self.listen, "--port", str(self.port)],
                 env=self._env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         deadline = time.monotonic() + timeout

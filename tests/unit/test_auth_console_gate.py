@@ -33,7 +33,7 @@ class Gate:
 
     def connection(
         self, *, ticket: str | None = None, cookie: str | None = None, bearer: str | None = None,
-        origin: str | None = "http://limen.test",
+        origin: str | None = "http://limen.test", vm_id: str = "test",
     ) -> HTTPConnection:
         headers = [(b"host", b"limen.test")]
         if origin is not None:
@@ -44,29 +44,33 @@ class Gate:
             headers.append((b"authorization", f"Bearer {bearer}".encode()))
         query = urlencode({"ticket": ticket}) if ticket is not None else ""
         return HTTPConnection({
-            "type": "websocket", "scheme": "ws", "path": "/api/vms/test/console", "query_string": query.encode(),
+            "type": "websocket", "scheme": "ws", "path": f"/api/vms/{vm_id}/console", "query_string": query.encode(),
             "headers": headers, "client": ("127.0.0.1", 50000), "server": ("limen.test", 80),
+            "path_params": {"vm_id": vm_id},
         })
 
     async def admit(self, vm_id: str = "test", **credentials: str | None) -> tuple[str, AuthMethod, Vm]:
-        principal, vm = await admit_console(self.access, self.connection(**credentials),
+        principal, vm = await admit_console(self.access, self.connection(vm_id=vm_id, **credentials),
                                             lambda: self.hypervisor.get_vm(vm_id))
         return principal.name, principal.method, vm
 
-    async def refused(self, vm_id: str = "test", **credentials: str | None) -> ErrorCode:
+    async def refusal(self, vm_id: str = "test", **credentials: str | None) -> LimenError:
         with pytest.raises(LimenError) as caught:
             await self.admit(vm_id, **credentials)
         for key in ("ticket", "cookie", "bearer"):
             secret = credentials.get(key)
             if secret:
                 assert secret not in str(caught.value)
-        return caught.value.code
+        return caught.value
+
+    async def refused(self, vm_id: str = "test", **credentials: str | None) -> ErrorCode:
+        return (await self.refusal(vm_id, **credentials)).code
 
 
 @pytest.fixture
 async def gate(make_settings: Callable[..., Settings], test_hypervisor: Hypervisor) -> AsyncIterator[Gate]:
     clock = FakeClock()
-    access = make_access(make_settings(), clock)
+    access = make_access(make_settings(public_url="http://limen.test"), clock)
     await access.start()
     await access.users.create("alice", "alice-password")
     await access.users.create("bob", "bob-password")
@@ -100,7 +104,7 @@ async def test_a_ticket_of_a_user_who_lost_the_vm(gate: Gate) -> None:
     vm = await gate.hypervisor.get_vm("test")
     ticket = await gate.access.tickets.issue("alice", vm.uuid)
     await set_owner(gate.hypervisor, "test", "bob")
-    assert await gate.refused(ticket=ticket) is ErrorCode.FORBIDDEN
+    assert await gate.refused(ticket=ticket) is ErrorCode.VM_NOT_FOUND  # now a VM she cannot see
 
 
 async def test_a_made_up_ticket_tells_nothing_about_vm_names(gate: Gate) -> None:
@@ -131,7 +135,7 @@ async def test_session_cookie_and_token_follow_ownership(gate: Gate) -> None:
     bob = await gate.access.sessions.create("bob")
     root = await gate.access.tokens.create("root", "script")
     assert (await gate.admit(cookie=alice.cookie))[:2] == ("alice", AuthMethod.COOKIE)
-    assert await gate.refused(cookie=bob.cookie) is ErrorCode.FORBIDDEN
+    assert await gate.refused(cookie=bob.cookie) is ErrorCode.VM_NOT_FOUND
     assert (await gate.admit(bearer=root.secret))[:2] == ("root", AuthMethod.TOKEN)
     assert (await gate.admit(origin=None, cookie=alice.cookie))[0] == "alice"  # no Origin: not a browser
 
@@ -185,3 +189,26 @@ async def test_the_early_lookup_never_changes_the_verdict(gate: Gate) -> None:
         await admit_console(gate.access, gate.connection(ticket=ticket), unavailable)
     assert caught.value.code is ErrorCode.HYPERVISOR_UNAVAILABLE
     assert await gate.admit(ticket=ticket) == ("alice", AuthMethod.TICKET, vm)
+
+
+async def test_a_vm_one_may_not_see_is_refused_exactly_like_a_missing_one(gate: Gate) -> None:
+    """Whether by cookie, token or a genuine ticket for another VM, by name or by UUID: the same error."""
+    vm = await gate.hypervisor.get_vm("test")  # alice's
+    missing_uuid = "00000000-0000-0000-0000-0000000000ff"
+    bob = await gate.access.sessions.create("bob")
+    bob_token = await gate.access.tokens.create("bob", "script")
+    for hidden, missing in (("test", "no-such-vm"), (vm.uuid, missing_uuid)):
+        credentials: list[dict[str, str | None]] = [{"cookie": bob.cookie}, {"bearer": bob_token.secret}]
+        for given in credentials:
+            shown = (await gate.refusal(hidden, **given)).to_dict()
+            absent = (await gate.refusal(missing, **given)).to_dict()
+            assert shown["code"] == "VM_NOT_FOUND"
+            assert shown == {**absent, "details": absent["details"].replace(missing, hidden)}
+        # bob's genuine ticket for a VM of his own, tried on alice's VM and on a missing one
+        hidden_ticket = await gate.access.tickets.issue("bob", "00000000-0000-0000-0000-000000000002")
+        missing_ticket = await gate.access.tickets.issue("bob", "00000000-0000-0000-0000-000000000002")
+        shown = (await gate.refusal(hidden, ticket=hidden_ticket)).to_dict()
+        absent = (await gate.refusal(missing, ticket=missing_ticket)).to_dict()
+        assert shown["code"] == "VM_NOT_FOUND"
+        assert shown == {**absent, "details": absent["details"].replace(missing, hidden)}
+        assert "alice" not in str(shown)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from limen.auth.http import check_origin, client_address, is_https, normalize_origin, own_origin, parse_networks
+from limen.auth.http import check_origin, client_address, is_https, normalize_origin, parse_networks
 from limen.auth.names import clean_name
 from limen.errors import ErrorCode, LimenError, ValidationFailed
 
@@ -61,8 +61,9 @@ def test_normalize_origin(origin: str, expected: str | None) -> None:
 
 
 def test_own_origin_is_allowed_by_default_and_others_are_not() -> None:
-    own = own_origin(False, "127.0.0.1:8080")
+    own = {"http://127.0.0.1:8080", "http://localhost:8080"}
     check_origin("http://127.0.0.1:8080", own=own, allowed=())
+    check_origin("http://LOCALHOST:8080/", own=own, allowed=())
     check_origin(None, own=own, allowed=())  # non-browser client
     for foreign in ("http://evil.example", "https://127.0.0.1:8080", "http://127.0.0.1:8081", "null"):
         with pytest.raises(LimenError) as caught:
@@ -71,7 +72,7 @@ def test_own_origin_is_allowed_by_default_and_others_are_not() -> None:
 
 
 def test_configured_origins_replace_the_default() -> None:
-    own = own_origin(True, "limen.internal")
+    own = {"https://limen.internal"}
     check_origin("https://console.example.org", own=own, allowed=("https://console.example.org",))
     with pytest.raises(LimenError):
         check_origin("https://limen.internal", own=own, allowed=("https://console.example.org",))

@@ -55,7 +55,7 @@ async def test_each_user_sees_and_acts_on_only_their_own_vms(users: Users) -> No
         for method, path in (("GET", ""), ("POST", "/start"), ("POST", "/stop"), ("POST", "/reboot"),
                              ("DELETE", ""), ("POST", "/console-ticket")):
             for ident in (name, vm_uuid):
-                assert_error(await users.as_("bob", method, f"/api/vms/{ident}{path}"), 403, "FORBIDDEN")
+                assert_error(await users.as_("bob", method, f"/api/vms/{ident}{path}"), 404, "VM_NOT_FOUND")
         assert (await users.as_("alice", "POST", f"/api/vms/{name}/start")).json()["state"] == "running"
         assert (await users.as_("root", "POST", f"/api/vms/{vm_uuid}/stop?force=true")).json()["state"] == "stopped"
         assert_error(await users.as_("alice", "POST", f"/api/vms/{name}/stop"), 409, "VM_NOT_RUNNING")
@@ -78,7 +78,7 @@ async def test_anonymous_vm_routes_are_unauthorized(users: Users) -> None:
 
 
 async def test_admin_gives_a_vm_to_a_user(users: Users) -> None:
-    assert_error(await users.as_("bob", "GET", "/api/vms/test"), 403, "FORBIDDEN")
+    assert_error(await users.as_("bob", "GET", "/api/vms/test"), 404, "VM_NOT_FOUND")
     given = await users.as_("root", "PUT", "/api/vms/test/owner", json={"owner": "bob"})
     assert given.status_code == 200
     try:

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from limen.api import health, isos, vms
 from limen.api.access import install_access
 from limen.api.errors import install_error_handlers
+from limen.api.hosts import HostCheck
 from limen.api.isos import start_iso_library
 from limen.api.middleware import RequestContextMiddleware
 from limen.auth.access import Access
@@ -67,6 +68,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.console_sessions = ConsoleSessions()
     app.state.iso_checksums = iso_checksums
+    app.add_middleware(HostCheck, site=guard.site)  # inside the request context: its errors carry the id
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(ConsoleRoute)  # outermost of ours: the console's WebSocket skips the router
     install_error_handlers(app)

@@ -19,6 +19,7 @@ from limen.api.errors import error_response
 from limen.api.schemas import ErrorBody
 from limen.auth.browser_sessions import COOKIE_NAME
 from limen.auth.deps import AccessDep, CurrentUser
+from limen.auth.names import name_key
 from limen.auth.principal import AuthMethod, require_admin
 from limen.auth.ratelimit import TooManyAttempts
 from limen.auth.tokens import TokenInfo
@@ -136,7 +137,7 @@ async def list_tokens(
 @router.post("/tokens", response_model=TokenCreated, status_code=201, responses=_ERRORS)
 async def create_token(body: TokenCreate, principal: CurrentUser, access: AccessDep) -> JSONResponse:
     owner = principal.name
-    if body.user is not None and body.user != principal.name:
+    if body.user is not None and name_key(body.user) != name_key(principal.name):
         require_admin(principal)
         owner = body.user
     made = await access.tokens.create(owner, body.name)

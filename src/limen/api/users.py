@@ -89,6 +89,7 @@ async def create_user(body: UserCreate, admin: AdminUser, access: AccessDep) -> 
 
 @router.put("/api/users/{name:path}/role", response_model=UserOut, responses=_ERRORS)
 async def set_role(name: str, body: RoleChange, admin: AdminUser, access: AccessDep) -> UserOut:
+    name = (await access.users.get(name)).name  # any case finds the user; the checks below use its name
     if body.role is not Role.ADMIN:
         await _keep_an_admin(access, name)
     user = await access.users.set_role(name, body.role)
@@ -99,6 +100,7 @@ async def set_role(name: str, body: RoleChange, admin: AdminUser, access: Access
 @router.put("/api/users/{name:path}/disabled", response_model=UserOut, responses=_ERRORS)
 async def set_disabled(name: str, body: DisabledChange, admin: AdminUser, access: AccessDep) -> UserOut:
     """A disabled user cannot sign in; their sessions and tokens stop working at once."""
+    name = (await access.users.get(name)).name  # any case finds the user; the checks below use its name
     if body.disabled:
         await _keep_an_admin(access, name)
     user = await access.users.set_disabled(name, body.disabled)
@@ -127,10 +129,10 @@ async def set_vm_owner(
 ) -> VmOut:
     async with access.audit.recording(admin.name, "set_owner", vm_id) as target:
         target.details = f"owner={body.owner!r}"[:200]
-        if body.owner is not None:
-            await access.users.get(body.owner)  # USER_NOT_FOUND for a typo
+        # USER_NOT_FOUND for a typo; any case finds the user, and the VM keeps the user's name as kept.
+        owner = None if body.owner is None else (await access.users.get(body.owner)).name
         vm = await hypervisor.get_vm(vm_id)
         target.vm_name, target.vm_uuid = vm.name, vm.uuid
-        vm = await set_owner(hypervisor, vm.uuid, body.owner)
-    log.info("VM owner set", extra={"event": "vm_owner", "user": admin.name, "vm_uuid": vm.uuid, "owner": body.owner})
+        vm = await set_owner(hypervisor, vm.uuid, owner)
+    log.info("VM owner set", extra={"event": "vm_owner", "user": admin.name, "vm_uuid": vm.uuid, "owner": owner})
     return VmOut.of(vm)

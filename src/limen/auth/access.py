@@ -17,6 +17,7 @@ from limen.auth.browser_sessions import BrowserSessions
 from limen.auth.clock import Clock, system_clock
 from limen.auth.passwords import Passwords
 from limen.auth.ratelimit import LoginRateLimiter
+from limen.auth.site import Site
 from limen.auth.throttle import ThrottlePolicy
 from limen.auth.throttle_store import make_throttle_store
 from limen.auth.tickets import TicketStore, make_ticket_store
@@ -62,6 +63,7 @@ class Access:
         self.tickets = tickets or make_ticket_store(settings.redis_url, settings.console_ticket_ttl, clock)
         self.audit = AuditLog(self.db, clock)
         self.trusted_proxies = http.parse_networks(settings.trusted_proxies)
+        self.site = Site.of(settings)
         self.started = False
 
     async def start(self) -> None:
@@ -76,7 +78,12 @@ class Access:
             "event": "access_ready", "database": self.db.redacted_url,
             "ticket_store": "redis" if self.settings.redis_url else "memory",
             "login_throttle_store": "redis" if self.settings.redis_url else "database",
+            "own_origins": sorted(self.site.origins), "host_check": self.site.hosts is not None,
         })
+        if self.site.hosts is not None and self.settings.public_url is None:
+            log.warning("limen listens beyond loopback without LIMEN_PUBLIC_URL: it answers only to the listen "
+                        "address's names; set LIMEN_PUBLIC_URL to the address users open", extra={
+                            "event": "public_url_missing", "hosts": sorted(self.site.hosts)})
 
     async def close(self) -> None:
         await self.tickets.close()
@@ -94,10 +101,13 @@ class Access:
         peer = conn.client.host if conn.client else None
         return http.is_https(conn.url.scheme, peer, conn.headers.get("x-forwarded-proto"), self.trusted_proxies)
 
+    def check_host(self, conn: HTTPConnection) -> None:
+        """HOST_NOT_ALLOWED unless the request's Host names this server; see :class:`Site`."""
+        self.site.check_host(conn.headers.get("host"))
+
     def check_origin(self, conn: HTTPConnection) -> None:
         """ORIGIN_NOT_ALLOWED unless the request's Origin (if any) is allowed; see :func:`http.check_origin`."""
-        own = http.own_origin(self.is_https(conn), conn.headers.get("host"))
-        http.check_origin(conn.headers.get("origin"), own=own, allowed=self.settings.allowed_origins)
+        http.check_origin(conn.headers.get("origin"), own=self.site.origins, allowed=self.settings.allowed_origins)
 
     def cookie_secure(self, conn: HTTPConnection) -> bool:
         mode = self.settings.cookie_secure

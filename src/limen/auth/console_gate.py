@@ -3,15 +3,18 @@
 The endpoint accepts the upgrade first (so a refusal is a proper error frame and close code, never a bare
 1006), then calls :func:`admit_console`. Order, and what each step can refuse with::
 
+    0. Host names this server                  HOST_NOT_ALLOWED (only checked beyond loopback)
     1. Origin allowed                          ORIGIN_NOT_ALLOWED
     2. some credential present: ?ticket=, the session cookie, or Authorization: Bearer
                                                UNAUTHORIZED
     3. cookie or bearer valid                  UNAUTHORIZED
     4. the VM exists                           VM_NOT_FOUND (an unknown ticket is FORBIDDEN instead,
                                                so a made-up ticket learns nothing about VM names)
-    5. ticket redeemed for this VM             FORBIDDEN, TICKET_USED, TICKET_EXPIRED
-    6. the user (still) exists, is enabled and may access the VM
-                                               FORBIDDEN
+    5. ticket redeemed for this VM             FORBIDDEN, TICKET_USED, TICKET_EXPIRED; a genuine ticket
+                                               for another VM gets VM_NOT_FOUND when its user may not
+                                               see this one (as for a VM that does not exist)
+    6. the user (still) exists and is enabled  FORBIDDEN
+    7. the user may access the VM              VM_NOT_FOUND, exactly as for a VM that does not exist
 
 With a ticket, the user it names (a :meth:`~limen.auth.tickets.TicketStore.peek`, which spends nothing)
 is looked up while the VM is read, so the two worker-thread waits overlap; the verdicts and their order
@@ -36,6 +39,7 @@ from limen.auth.principal import AuthMethod, Principal, require_vm_access
 from limen.auth.tickets import TicketForAnotherVm
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm
+from limen.hypervisor.service import vm_not_found
 
 TICKET_PARAMETER = "ticket"
 
@@ -50,6 +54,7 @@ async def admit_console(access: Access, conn: HTTPConnection, find_vm: Callable[
 ]:
     """Runs the checks above; returns who opens the console of which VM. ``find_vm`` looks the VM up
     (bounded in time by the caller's stage deadline) and raises VM_NOT_FOUND if it does not exist."""
+    access.check_host(conn)
     access.check_origin(conn)
     ticket = conn.query_params.get(TICKET_PARAMETER)
     cookie = conn.cookies.get(COOKIE_NAME)
@@ -60,7 +65,7 @@ async def admit_console(access: Access, conn: HTTPConnection, find_vm: Callable[
     if not ticket:
         principal = await authenticate(access, bearer=bearer, cookie=cookie)
         vm = await find_vm()
-        require_vm_access(principal, vm.name, vm.owner)
+        require_vm_access(principal, _requested(conn, vm), vm.owner)
         return principal, vm
 
     # The user is looked up while the VM is read (two worker threads at once instead of one after the
@@ -77,7 +82,14 @@ async def admit_console(access: Access, conn: HTTPConnection, find_vm: Callable[
             except TicketForAnotherVm:
                 raise exc from None  # a genuine ticket, for a VM that is gone
             raise  # unreachable: redeem("") never succeeds
-        user = await access.tickets.redeem(ticket, vm.uuid)
+        try:
+            user = await access.tickets.redeem(ticket, vm.uuid)
+        except TicketForAnotherVm:
+            # A missing VM answers VM_NOT_FOUND to a genuine ticket (above); a VM its user may not see too.
+            _, holder = await early
+            if holder is None or not holder.may_access(vm.owner):
+                raise vm_not_found(_requested(conn, vm)) from None
+            raise
         peeked, holder = await early
         if peeked != user:  # the peek saw nothing (or, in theory, another user): look the user up now
             holder = await access.users.principal(user, AuthMethod.TICKET)
@@ -85,8 +97,14 @@ async def admit_console(access: Access, conn: HTTPConnection, find_vm: Callable[
         _drop(early)
     if holder is None:
         raise LimenError(ErrorCode.FORBIDDEN, "the ticket's user no longer exists or is disabled")
-    require_vm_access(holder, vm.name, vm.owner)
+    require_vm_access(holder, _requested(conn, vm), vm.owner)
     return holder, vm
+
+
+def _requested(conn: HTTPConnection, vm: Vm) -> str:
+    """The VM's UUID or name as the console's path gave it (the endpoint's ``vm_id``)."""
+    vm_id: str = conn.path_params.get("vm_id") or vm.name
+    return vm_id
 
 
 async def _holder_of(access: Access, ticket: str) -> tuple[str | None, Principal | None]:

@@ -5,8 +5,9 @@
                   carry the session's CSRF token in ``X-CSRF-Token`` (CSRF_FAILED); bearer requests are
                   exempt (a browser never adds that header by itself).
 ``AdminUser``     the same, and an admin (FORBIDDEN otherwise).
-``AccessibleVm``  for routes with a ``{vm_id}`` path parameter: the VM, if the principal may act on it
-                  (VM_NOT_FOUND, FORBIDDEN). Act on ``vm.uuid`` afterwards, not on the name.
+``AccessibleVm``  for routes with a ``{vm_id}`` path parameter: the VM, if the principal may act on it;
+                  VM_NOT_FOUND otherwise, the same answer whether the VM is missing or someone else's.
+                  Act on ``vm.uuid`` afterwards, not on the name.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ AdminUser = Annotated[Principal, Depends(_admin_user)]
 
 async def _accessible_vm(vm_id: str, principal: CurrentUser, hypervisor: HypervisorDep) -> Vm:
     vm = await hypervisor.get_vm(vm_id)
-    require_vm_access(principal, vm.name, vm.owner)
+    require_vm_access(principal, vm_id, vm.owner)
     return vm
 
 

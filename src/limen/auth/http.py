@@ -10,7 +10,7 @@ see the real peer.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from urllib.parse import urlsplit
 
 from limen.errors import ErrorCode, LimenError
@@ -86,15 +86,10 @@ def normalize_origin(origin: str) -> str | None:
     return f"{scheme}://{host}"
 
 
-def own_origin(https: bool, host_header: str | None) -> str | None:
-    """The origin a browser shows for a page this server served under ``Host: host_header``."""
-    if not host_header:
-        return None
-    return normalize_origin(f"{'https' if https else 'http'}://{host_header}")
-
-
-def check_origin(origin: str | None, *, own: str | None, allowed: Sequence[str]) -> None:
-    """ORIGIN_NOT_ALLOWED unless ``origin`` is allowed: one of ``allowed`` or, when that is empty, ``own``.
+def check_origin(origin: str | None, *, own: Collection[str], allowed: Sequence[str]) -> None:
+    """ORIGIN_NOT_ALLOWED unless ``origin`` is allowed: one of ``allowed`` or, when that is empty, one of
+    ``own`` (the server's own origins, from its settings: :class:`limen.auth.site.Site`; never from the
+    request's Host header, which the client writes).
 
     A missing Origin passes: browsers always send one on WebSocket upgrades and on cross-site writes,
     so its absence means a non-browser client, which has no ambient cookie to abuse.
@@ -102,7 +97,7 @@ def check_origin(origin: str | None, *, own: str | None, allowed: Sequence[str])
     if origin is None:
         return
     normalized = normalize_origin(origin)
-    permitted = {normalize_origin(item) for item in allowed} if allowed else {own}
+    permitted = {normalize_origin(item) for item in allowed} if allowed else set(own)
     if normalized is None or normalized not in permitted:
         shown = origin[:100].encode("unicode_escape").decode()
         raise LimenError(ErrorCode.ORIGIN_NOT_ALLOWED, f"origin {shown!r} is not allowed")

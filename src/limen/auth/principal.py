@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from limen.db.models import Role as Role
 from limen.errors import ErrorCode, LimenError
+from limen.hypervisor.service import vm_not_found
 
 
 class AuthMethod(StrEnum):
@@ -28,7 +29,8 @@ class Principal:
         return self.role is Role.ADMIN
 
     def may_access(self, vm_owner: str | None) -> bool:
-        """Admins reach every VM; users only the VMs whose owner is them (never an unowned VM)."""
+        """Admins reach every VM; users only the VMs whose owner is them (never an unowned VM). Owners are
+        written as the user's name is kept (the API and the command line look the typed name up first)."""
         return self.is_admin or (vm_owner is not None and vm_owner == self.name)
 
 
@@ -37,7 +39,9 @@ def require_admin(principal: Principal) -> None:
         raise LimenError(ErrorCode.FORBIDDEN, "administrators only")
 
 
-def require_vm_access(principal: Principal, vm_name: str, vm_owner: str | None) -> None:
-    """FORBIDDEN unless ``principal`` may see and act on the VM."""
+def require_vm_access(principal: Principal, vm_id: str, vm_owner: str | None) -> None:
+    """Unless ``principal`` may see and act on the VM: VM_NOT_FOUND, the very error a VM that does not
+    exist gets (``vm_id`` is the UUID or name as the request gave it), so that whether a VM one may not
+    see exists, and whose it is, cannot be learned by asking for it."""
     if not principal.may_access(vm_owner):
-        raise LimenError(ErrorCode.FORBIDDEN, f"VM {vm_name!r} belongs to another user")
+        raise vm_not_found(vm_id)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from limen.auth.clock import Clock, utc_now
 from limen.auth.names import clean_name
 from limen.auth.principal import AuthMethod, Principal
-from limen.auth.users import find_user
+from limen.auth.users import lookup_user
 from limen.db import Database
 from limen.db.models import TOKEN_NAME_MAX, ApiToken, Role, User
 from limen.errors import ErrorCode, LimenError
@@ -69,7 +69,7 @@ class Tokens:
 
     def _create(self, session: Session, owner: str, name: str) -> NewToken:
         name = clean_name("name", name, TOKEN_NAME_MAX)
-        user = find_user(session, owner)
+        user = lookup_user(session, owner)
         if user is None:
             raise LimenError(ErrorCode.USER_NOT_FOUND, f"no user named {owner!r}")
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -91,7 +91,10 @@ class Tokens:
     def list_in(session: Session, owner: str | None = None) -> list[TokenInfo]:
         query = select(ApiToken, User.name).join(User, ApiToken.user_id == User.id).order_by(ApiToken.id)
         if owner is not None:
-            query = query.where(User.name == owner)
+            user = lookup_user(session, owner)  # any case finds the user
+            if user is None:
+                return []
+            query = query.where(User.id == user.id)
         return [_info(token, user_name) for token, user_name in session.execute(query)]
 
     async def list_all(self, owner: str | None = None) -> list[TokenInfo]:

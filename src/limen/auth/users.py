@@ -1,4 +1,10 @@
-"""Users and roles, in the database. Sign-in answers never tell whether a user exists."""
+"""Users and roles, in the database. Sign-in answers never tell whether a user exists.
+
+A user's name is kept as it was first written (``Sec``) and is unique regardless of case (``users.name_key``):
+there is no second ``sec``. Sign-in and every lookup by name (admins' role, disable and password changes,
+tokens made for a user, VM owners) find the user whatever the case typed, and carry on with the name as
+kept, so sessions, tokens and owners always name the one spelling.
+"""
 
 from __future__ import annotations
 
@@ -44,11 +50,18 @@ def find_user_by_key(session: Session, name: str) -> User | None:
     return session.scalar(select(User).where(User.name_key == name_key(name)))
 
 
+def lookup_user(session: Session, name: str) -> User | None:
+    """The user a typed ``name`` means: the one kept with exactly that name, else the one whose name it is
+    in another case. (Only a database upgraded from before case-blind names can hold two spellings of
+    one name; there the exact spelling reaches each of them.)"""
+    return find_user(session, name) or find_user_by_key(session, name)
+
+
 _PRINCIPAL_OF = select(User.name, User.role, User.disabled).where(User.name == bindparam("name"))
 
 
 def _require_user(session: Session, name: str) -> User:
-    user = find_user(session, name)
+    user = lookup_user(session, name)
     if user is None:
         raise LimenError(ErrorCode.USER_NOT_FOUND, f"no user named {name!r}")
     return user
@@ -96,7 +109,11 @@ class Users:
         return [UserInfo.of(user) for user in session.scalars(select(User).order_by(User.name))]
 
     async def get(self, name: str) -> UserInfo:
+        """The user named ``name`` in any case (USER_NOT_FOUND otherwise), with the name as kept."""
         return await self.db.run(lambda session: UserInfo.of(_require_user(session, name)))
+
+    def get_sync(self, name: str) -> UserInfo:
+        return self.db.run_sync(lambda session: UserInfo.of(_require_user(session, name)))
 
     @staticmethod
     def _set_role(session: Session, name: str, role: Role) -> UserInfo:
@@ -147,7 +164,7 @@ class Users:
         """The user if ``password`` is theirs and the account is enabled; else None, after the same work."""
 
         def run(session: Session) -> Principal | None:
-            user = find_user(session, name)
+            user = lookup_user(session, name)
             if user is None or user.disabled:
                 self.passwords.verify_nobody(password)
                 return None

@@ -12,7 +12,10 @@ It also offers the console's fast path, the ``limen.splice`` ASGI extension
 session hands it the VNC transport once the handshake is done, and from then on the bytes move between
 the two transports in protocol callbacks (:mod:`limen.console.splice`). Pings, the close handshake and
 ASGI sends (notices, the close frame) keep working as before; only binary messages from the client
-bypass the ASGI queue. ASGI servers without the extension get the task-based pump (``pump.py``).
+bypass the ASGI queue. Text messages are dropped there, as the task-based pump drops them, once checked
+to be UTF-8: one that is not closes the connection with 1007, as uvicorn does before the splice.
+ASGI servers without the extension get the task-based pump (``pump.py``); they hand text over decoded,
+having checked it themselves.
 
 Use with ``uvicorn.Config(..., **uvicorn_ws_options(settings))``.
 """
@@ -33,6 +36,8 @@ from limen.settings import Settings
 
 # Time a client gets, once the app is done with its connection, to read what is left and the close.
 CLOSE_GRACE = 2.0
+# RFC 6455 7.4.1: a text message that is not UTF-8.
+INVALID_FRAME_PAYLOAD_DATA = 1007
 
 
 class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -136,8 +141,17 @@ class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
             super().send_receive_event_to_app()
             return
         frames, self.frames = self.frames, []
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
         if self.curr_msg_data_type == "bytes":
-            splice.to_vnc(frames[0] if len(frames) == 1 else b"".join(frames))
+            splice.to_vnc(data)
+            return
+        # Text carries nothing for a VNC server and is dropped, but it must be UTF-8 like any text
+        # message: otherwise the connection fails with 1007, as uvicorn does outside the splice.
+        try:
+            data.decode()
+        except UnicodeDecodeError:
+            self.conn.send_close(INVALID_FRAME_PAYLOAD_DATA)
+            self.handle_parser_exception()
 
     def pause_writing(self) -> None:
         super().pause_writing()

@@ -3,12 +3,17 @@
 SQLAlchemy here is synchronous. Async code calls :meth:`Database.run`, which runs the work in a worker
 thread inside one transaction, so a slow disk or a remote PostgreSQL never blocks the event loop.
 The code is dialect-neutral: SQLite by default (a file in the data dir), PostgreSQL by URL.
+
+A SQLite file holds password, token and session hashes: it is created ``0600`` before SQLite opens it
+(SQLite gives its ``-wal`` and ``-shm`` files the database's mode), a missing directory for it ``0700``,
+and an existing file, ``-wal`` or ``-shm`` with looser modes is tightened (and logged).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +27,11 @@ from sqlalchemy.engine import URL, Engine, Row, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
 
+from limen.private_files import Tightened, create_private_file, private_dir, private_file
+
 T = TypeVar("T")
+log = logging.getLogger("limen.db")
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
@@ -36,6 +45,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def _private_sqlite_file(path: Path) -> None:
+    """The database file (and its companions) owner-only before SQLite opens it; see the module docstring."""
+    changes: list[Tightened | None] = []
+    if not path.parent.exists():
+        changes.append(private_dir(path.parent))  # a directory of limen's own; an existing one is left alone
+    changes.append(create_private_file(path))
+    changes += [private_file(path.with_name(path.name + suffix)) for suffix in SQLITE_COMPANIONS]
+    for change in filter(None, changes):
+        log.warning("database file was readable by others; made owner-only", extra=change.log_fields())
+
+
 class Database:
     """Owns the engine. Call :meth:`migrate` (or ``await migrate_async()``) once before anything else."""
 
@@ -44,7 +64,7 @@ class Database:
         connect_args: dict[str, Any] = {}
         if self.url.get_backend_name() == "sqlite":
             if self.url.database and self.url.database != ":memory:":
-                Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+                _private_sqlite_file(Path(self.url.database))
             connect_args = {"check_same_thread": False}
         self.engine: Engine = create_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
         if self.url.get_backend_name() == "sqlite":

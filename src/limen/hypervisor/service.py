@@ -51,6 +51,13 @@ def parse_vm_id(ident: str) -> tuple[str, str]:
     raise LimenError(ErrorCode.INVALID_VM_ID, f"{ident[:80]!r} is neither a UUID nor a valid VM name")
 
 
+def vm_not_found(ident: str) -> LimenError:
+    """VM_NOT_FOUND for ``ident`` as the request gave it (a UUID or a name). Also what a VM the asker may
+    not see answers (:func:`limen.auth.principal.require_vm_access`): one message for both, byte for byte."""
+    kind, value = parse_vm_id(ident)
+    return LimenError(ErrorCode.VM_NOT_FOUND, f"no VM with {kind} {value!r}")
+
+
 def detect_virt_type() -> str:
     """'kvm' when /dev/kvm can be opened for use, else 'qemu' (TCG)."""
     try:
@@ -69,7 +76,7 @@ def _lookup(conn: libvirt.virConnect, ident: str) -> libvirt.virDomain:
         return conn.lookupByName(value)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            raise LimenError(ErrorCode.VM_NOT_FOUND, f"no VM with {kind} {value!r}") from None
+            raise vm_not_found(ident) from None
         raise
 
 

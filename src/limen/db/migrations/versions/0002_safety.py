@@ -22,6 +22,9 @@ depends_on = None
 UTC_TIME = sa.DateTime(timezone=True)
 
 
+_COLLISION_SEPARATOR = "\u2063"  # INVISIBLE SEPARATOR (category Cf)
+
+
 def _name_key(name: str) -> str:
     # Kept equal to limen.auth.names.name_key; a migration must not import the code it migrates.
     return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
@@ -54,8 +57,16 @@ def upgrade() -> None:
     users = sa.table("users", sa.column("id", sa.Integer()), sa.column("name", sa.String()),
                      sa.column("name_key", sa.String()))
     connection = op.get_bind()
-    for user_id, name in connection.execute(sa.select(users.c.id, users.c.name)).all():
-        connection.execute(users.update().where(users.c.id == user_id).values(name_key=_name_key(name)))
+    taken: set[str] = set()
+    for user_id, name in connection.execute(sa.select(users.c.id, users.c.name).order_by(users.c.id)).all():
+        key = _name_key(name)
+        if key in taken:
+            # Two spellings from before (``Sec`` and ``sec``): the older keeps the name in any case; this
+            # one is kept too (no account is lost), reachable by its exact name only. The separator is a
+            # format character, which no user name may contain, so no new name can ever take this key.
+            key = f"{key}{_COLLISION_SEPARATOR}{user_id}"
+        taken.add(key)
+        connection.execute(users.update().where(users.c.id == user_id).values(name_key=key))
     with op.batch_alter_table("users") as batch:
         batch.alter_column("name_key", existing_type=sa.String(256), nullable=False)
         batch.create_unique_constraint("uq_users_name_key", ["name_key"])

@@ -1,0 +1,76 @@
+"""Files only limen's own user may read: the database, the logs, and the directories that hold them.
+
+The database holds password hashes, token hashes and session keys; the logs hold user names, client
+addresses and VM names. Directories are made ``0700`` and files ``0600`` (``umask`` can only take bits
+away from those); ones that already exist with looser modes, from an older limen or a hand-made
+set-up, are tightened, and each tightening is returned as a :class:`Tightened` for the caller to log.
+Group and other bits are what "looser" means: the owner's own bits are left as they are on files.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+_GROUP_AND_OTHER = 0o077
+
+
+@dataclass(frozen=True, slots=True)
+class Tightened:
+    path: Path
+    was: int
+    now: int
+
+    def log_fields(self) -> dict[str, str]:
+        return {"event": "file_mode_tightened", "path": str(self.path), "was": f"{self.was:04o}",
+                "now": f"{self.now:04o}"}
+
+
+def _tighten(path: Path, target: int) -> Tightened | None:
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return None
+    if not mode & _GROUP_AND_OTHER:
+        return None
+    now = (mode & ~_GROUP_AND_OTHER) | target
+    path.chmod(now)
+    return Tightened(path, mode, now)
+
+
+def private_dir(path: Path) -> Tightened | None:
+    """Makes ``path`` (and missing parents) if it does not exist, ``0700``; tightens it if it is looser."""
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    return _tighten(path, PRIVATE_DIR_MODE)
+
+
+def private_file(path: Path) -> Tightened | None:
+    """Tightens an existing file to owner-only; None if it is private already or does not exist."""
+    return _tighten(path, 0)
+
+
+def create_private_file(path: Path) -> Tightened | None:
+    """Creates ``path`` empty and ``0600`` unless it exists; tightens it if it exists and is looser."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE_MODE))
+    except FileExistsError:
+        return private_file(path)
+    return None
+
+
+def open_private_append(path: Path, encoding: str) -> io.TextIOWrapper:
+    """``open(path, "a")``, but a new file is ``0600`` from its first byte, and an existing one is tightened."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode & _GROUP_AND_OTHER:
+            os.fchmod(fd, mode & ~_GROUP_AND_OTHER)
+        return open(fd, "a", encoding=encoding)  # the handler owns and closes it
+    except BaseException:
+        os.close(fd)
+        raise
