@@ -12,6 +12,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from limen.console.ws_protocol import uvicorn_ws_options
+from limen.http_protocol import uvicorn_http_options
 from limen.settings import Settings
 
 log = logging.getLogger("limen.server")
@@ -47,6 +48,7 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicor
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
+        **uvicorn_http_options(settings),
         **uvicorn_ws_options(settings),
         "log_config": None,
         "access_log": False,

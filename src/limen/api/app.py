@@ -14,6 +14,8 @@ from fastapi import FastAPI
 
 from limen.api import health, isos, vms
 from limen.api.access import install_access
+from limen.api.authenticate_first import AuthenticateFirst
+from limen.api.body_limit import BodyLimit
 from limen.api.errors import install_error_handlers
 from limen.api.middleware import RequestContextMiddleware
 from limen.auth.access import Access
@@ -61,6 +63,10 @@ def create_app(
     app.state.hypervisor = hv
     app.state.metrics = metrics
     app.state.console_sessions = ConsoleSessions()
+    # Innermost first. A request meets: the console's shortcut, its request id, the body limit, then
+    # authentication of requests with a body (before anything reads it), then the routes.
+    app.add_middleware(AuthenticateFirst)
+    app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(ConsoleRoute)  # outermost of ours: the console's WebSocket skips the router
     install_error_handlers(app)
