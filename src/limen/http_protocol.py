@@ -26,6 +26,7 @@ import asyncio
 import http
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.flow_control import FlowControl
@@ -79,6 +80,8 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with request-reading deadlines; see the module docstring."""
 
     read_timeout = 10.0  # set from the settings by uvicorn_http_options
+    # Told the error code of every request dropped here (limen.metrics counts them).
+    drop_observers: tuple[Callable[[str], None], ...] = ()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -132,6 +135,8 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
 
     def _drop(self, error: LimenError, *, answer: bool) -> None:
         self._cancel_timer()
+        for observe in self.drop_observers:
+            observe(error.code.name)
         if answer and self._nothing_answered():
             self.transport.write(error_answer(error))
         self.reading.request_done()
@@ -206,13 +211,15 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
         super().handle_websocket_upgrade()
 
 
-def uvicorn_http_options(settings: Settings) -> dict[str, Any]:
-    """The uvicorn.Config options for limen's HTTP protocol."""
+def uvicorn_http_options(settings: Settings, on_drop: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The uvicorn.Config options for limen's HTTP protocol; ``on_drop`` is told the error code of every
+    request it drops."""
     missing = [name for name in _HOOKS if not callable(getattr(HttpToolsProtocol, name, None))]
     if missing:
         raise RuntimeError(f"this uvicorn's HttpToolsProtocol lacks {missing}: limen is written for uvicorn 0.54")
 
     class ConfiguredHttpProtocol(DeadlineHttpProtocol):
         read_timeout = settings.request_read_timeout
+        drop_observers = () if on_drop is None else (on_drop,)
 
     return {"http": ConfiguredHttpProtocol}

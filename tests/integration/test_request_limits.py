@@ -337,6 +337,9 @@ def test_500_slow_clients_are_dropped_within_the_deadline_while_others_are_serve
         assert len(probe.latencies) >= 10
         assert max(probe.latencies) < 1.0, f"{probe.url}: slowest answer {max(probe.latencies):.2f} s"
 
+    metrics = httpx.get(f"{server.base_url}/metrics", timeout=5).text
+    assert 'limen_http_requests_dropped_total{code="REQUEST_TIMEOUT"} 500.0' in metrics
+
     # Every socket of the attack is gone. (The database's connection pool may have grown to serve the
     # authenticated clients at once; it is bounded by its own size, and no other descriptor stays.)
     deadline = time.monotonic() + 10

@@ -98,12 +98,18 @@ Connect = Callable[..., tuple[DeadlineHttpProtocol, FakeTransport]]
 
 
 @pytest.fixture
-def connect(make_settings: Callable[..., Settings]) -> Connect:
+def drops() -> list[str]:
+    """The error codes of the requests the protocol dropped, as the metrics are told them."""
+    return []
+
+
+@pytest.fixture
+def connect(make_settings: Callable[..., Settings], drops: list[str]) -> Connect:
     settings = make_settings(request_read_timeout=TIMEOUT)
 
     def make(app: App) -> tuple[DeadlineHttpProtocol, FakeTransport]:
         config = uvicorn.Config(app, lifespan="off", log_config=None, proxy_headers=False,
-                                **uvicorn_http_options(settings), **uvicorn_ws_options(settings))
+                                **uvicorn_http_options(settings, on_drop=drops.append), **uvicorn_ws_options(settings))
         config.load()
         protocol_class = config.http_protocol_class
         assert issubclass(protocol_class, DeadlineHttpProtocol) and protocol_class.read_timeout == TIMEOUT
@@ -122,12 +128,13 @@ async def settle(seconds: float = 0.0) -> None:
         await asyncio.sleep(0)
 
 
-async def test_a_connection_that_sends_nothing_is_closed_without_an_answer(connect: Connect) -> None:
+async def test_a_connection_that_sends_nothing_is_closed_without_an_answer(connect: Connect, drops: list[str]) -> None:
     _, transport = connect(App())
     await settle(TIMEOUT / 2)
     assert not transport.closed
     await settle(TIMEOUT)
     assert transport.closed and transport.written == b""
+    assert drops == ["REQUEST_TIMEOUT"]
 
 
 async def test_a_head_that_trickles_gets_408_and_the_close(connect: Connect) -> None:
@@ -169,7 +176,7 @@ async def test_a_body_that_stalls_gets_408_and_the_app_stops_waiting(connect: Co
     assert status == 408 and "body" in body["details"]
 
 
-async def test_a_body_that_keeps_coming_is_read_however_long_it_takes(connect: Connect) -> None:
+async def test_a_body_that_keeps_coming_is_read_however_long_it_takes(connect: Connect, drops: list[str]) -> None:
     app = App()
     protocol, transport = connect(app)
     steps = 12
@@ -180,6 +187,7 @@ async def test_a_body_that_keeps_coming_is_read_however_long_it_takes(connect: C
         protocol.data_received(b"x" * BODY_PROGRESS_BYTES)
     await settle(TIMEOUT / 2)
     assert transport.answer() == (200, b"ok") and app.body == size and not transport.closed
+    assert drops == []
 
 
 async def test_no_deadline_while_the_server_does_not_read(connect: Connect) -> None:
@@ -200,7 +208,7 @@ async def test_no_deadline_while_the_server_does_not_read(connect: Connect) -> N
     assert transport.answer() == (200, b"ok") and app.body == size
 
 
-async def test_a_head_over_its_size_gets_413(connect: Connect) -> None:
+async def test_a_head_over_its_size_gets_413(connect: Connect, drops: list[str]) -> None:
     protocol, transport = connect(App())
     protocol.data_received(b"GET /x HTTP/1.1\r\nHost: limen\r\n")
     for _ in range(MAX_HEAD_BYTES // 8192 + 2):
@@ -211,6 +219,7 @@ async def test_a_head_over_its_size_gets_413(connect: Connect) -> None:
     assert transport.closed
     status, body = transport.answer()
     assert status == 413 and body["code"] == "PAYLOAD_TOO_LARGE" and str(MAX_HEAD_BYTES) in body["details"]
+    assert drops == ["PAYLOAD_TOO_LARGE"]
 
 
 async def test_a_websocket_upgrade_leaves_the_deadlines_behind(connect: Connect) -> None:
