@@ -41,6 +41,9 @@ log = logging.getLogger("limen.http")
 # Request line and headers, in bytes. Browsers send a few KiB; 64 KiB is what common proxies accept.
 MAX_HEAD_BYTES = 64 * 1024
 
+# Set in the scope of a request dropped while the application had it: the status its client got.
+DROPPED_STATUS_SCOPE_KEY = "limen.dropped_status"
+
 # The parts of uvicorn's protocol this one hooks into.
 _HOOKS = (
     "connection_made", "connection_lost", "data_received", "on_message_begin", "on_headers_complete",
@@ -143,9 +146,10 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             # What connection_lost would do, now: the application stops waiting for the body, and what it
-            # still sends goes nowhere.
+            # still sends goes nowhere; the request's metrics count it with the status it really got.
             cycle.disconnected = True
             cycle.message_event.set()
+            cycle.scope[DROPPED_STATUS_SCOPE_KEY] = error.code.http_status  # type: ignore[literal-required]
         if self.transport.get_write_buffer_size():
             self.transport.abort()  # a client that does not read either: nothing to wait for
         else:

@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 from uvicorn.server import ServerState
 
 from limen.console.ws_protocol import uvicorn_ws_options
-from limen.http_protocol import MAX_HEAD_BYTES, DeadlineHttpProtocol, uvicorn_http_options
+from limen.http_protocol import DROPPED_STATUS_SCOPE_KEY, MAX_HEAD_BYTES, DeadlineHttpProtocol, uvicorn_http_options
 from limen.request_reading import BODY_PROGRESS_BYTES
 from limen.settings import Settings
 
@@ -73,8 +73,10 @@ class App:
         self.read_delay = read_delay
         self.saw_disconnect = False
         self.body = 0
+        self.scope: Scope = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope = scope
         if scope["type"] == "websocket":
             await receive()  # connect
             await send({"type": "websocket.accept"})
@@ -174,6 +176,7 @@ async def test_a_body_that_stalls_gets_408_and_the_app_stops_waiting(connect: Co
     assert transport.closed and app.saw_disconnect
     status, body = transport.answer()
     assert status == 408 and "body" in body["details"]
+    assert app.scope[DROPPED_STATUS_SCOPE_KEY] == 408  # for the request's metrics
 
 
 async def test_a_body_that_keeps_coming_is_read_however_long_it_takes(connect: Connect, drops: list[str]) -> None:
