@@ -303,6 +303,8 @@ def test_500_slow_clients_are_dropped_within_the_deadline_while_others_are_serve
         clients.append(SlowClient(kind, head, trickle))
     baseline_targets = fd_targets(server.pid)
     baseline_sockets = sockets(server.pid)
+    reset_peak_rss(server.pid)
+    rss_before = rss(server.pid)
     probes = [Probe(f"{server.base_url}/healthz", {}), Probe(f"{server.base_url}/api/vms", server.auth_headers)]
     stop = threading.Event()
     threads = [threading.Thread(target=probe.run, args=(stop,)) for probe in probes]
@@ -336,6 +338,9 @@ def test_500_slow_clients_are_dropped_within_the_deadline_while_others_are_serve
         assert not probe.failures, probe.failures[:3]
         assert len(probe.latencies) >= 10
         assert max(probe.latencies) < 1.0, f"{probe.url}: slowest answer {max(probe.latencies):.2f} s"
+
+    growth = peak_rss(server.pid) - rss_before
+    assert growth < RSS_GROWTH_BOUND, f"peak RSS grew by {growth / MiB:.1f} MiB during the attack"
 
     metrics = httpx.get(f"{server.base_url}/metrics", timeout=5).text
     assert 'limen_http_requests_dropped_total{code="REQUEST_TIMEOUT"} 500.0' in metrics
