@@ -61,7 +61,7 @@ class ErrorCode(Enum):
         409, 4007, "VM already exists", "Choose another name, or delete the existing VM first."
     )
     PAYLOAD_TOO_LARGE = ErrorSpec(
-        413, 4008, "Request too large", "Send a smaller request body; the limit is given in the details."
+        413, 4008, "Request too large", "Send a smaller request (body or headers); the limit is given in the details."
     )
     REQUEST_TIMEOUT = ErrorSpec(
         408, 4009, "Request too slow", "The request did not arrive in time. Retry over a better connection."

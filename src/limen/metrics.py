@@ -53,11 +53,18 @@ class Metrics:
             "limen_http_requests_total", "HTTP requests by route template, method and status",
             ["route", "method", "status"], registry=r,
         )
+        self.http_requests_dropped = Counter(
+            "limen_http_requests_dropped_total",
+            "Requests dropped while being read (too slow, head too large), by error code", ["code"], registry=r,
+        )
 
     def observe_libvirt_call(self, operation: str, seconds: float, failure: str | None) -> None:
         self.libvirt_call_seconds.labels(operation).observe(seconds)
         if failure is not None:
             self.libvirt_call_failures.labels(operation, failure).inc()
+
+    def observe_dropped_request(self, code: str) -> None:
+        self.http_requests_dropped.labels(code).inc()
 
     def console_observer(self) -> ConsoleMetrics:
         return ConsoleMetrics(self)

@@ -12,6 +12,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from limen.console.ws_protocol import uvicorn_ws_options
+from limen.http_protocol import uvicorn_http_options
+from limen.metrics import Metrics
 from limen.settings import Settings
 
 log = logging.getLogger("limen.server")
@@ -44,9 +46,11 @@ class LimenServer(uvicorn.Server):
 
 
 def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    metrics: Metrics = app.state.metrics
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
+        **uvicorn_http_options(settings, on_drop=metrics.observe_dropped_request),
         **uvicorn_ws_options(settings),
         "log_config": None,
         "access_log": False,

@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     # With a token, /metrics wants "Authorization: Bearer <token>"; without one it answers loopback only.
     metrics_token: SecretStr | None = None
 
+    # -- requests ------------------------------------------------------------------------------------
+    # POST /api/isos streams to disk under its own limit (limen.api.body_limit.UNLIMITED_BODY_ROUTES).
+    max_body_bytes: int = Field(2**20, ge=1024, le=2**31, description="Largest request body accepted, bytes")
+    request_read_timeout: float = Field(
+        10.0, gt=0, le=300, description="Seconds a request's line and headers may take, or its body may stall"
+    )
+
     # -- new VMs -------------------------------------------------------------------------------------
     vnc_listen: str = "127.0.0.1"
     # auto: KVM when /dev/kvm can be opened, else TCG (libvirt type 'qemu').

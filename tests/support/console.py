@@ -1,7 +1,7 @@
 """Running the console for real in a test: libvirt's test driver, uvicorn in the test's loop, a client.
 
 * `node_xml` writes a test-driver node whose domains point their VNC graphics at fake servers.
-* :class:`ConsoleServer` runs the app under uvicorn (limen's WebSocket protocol and shutdown) on a free
+* :class:`ConsoleServer` runs the app under uvicorn (limen's HTTP and WebSocket protocols and shutdown) on a free
   port, in the running loop, and checks on exit that no session, connection or task is left.
 * :func:`read_console` collects what a client receives until the close frame, with timings.
 
@@ -35,6 +35,7 @@ from limen.auth.access import Access
 from limen.console.endpoint import sessions_of
 from limen.console.sessions import ConsoleSessions
 from limen.console.ws_protocol import uvicorn_ws_options
+from limen.http_protocol import uvicorn_http_options
 from limen.hypervisor import Hypervisor
 from limen.server import LimenServer
 from limen.settings import Settings
@@ -119,7 +120,7 @@ class ConsoleServer:
         self.auth_headers: dict[str, str] = {}
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on",
-            timeout_graceful_shutdown=5, **uvicorn_ws_options(settings),
+            timeout_graceful_shutdown=5, **uvicorn_http_options(settings), **uvicorn_ws_options(settings),
         )
         self.server = LimenServer(config)
         self._task: asyncio.Task[None] | None = None

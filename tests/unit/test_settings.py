@@ -18,6 +18,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.console_write_timeout == 5.0
     assert settings.pool_dir == settings.data_dir / "pool"
     assert settings.console_handshake_bound <= 20.0
+    assert settings.max_body_bytes == 2**20 and settings.request_read_timeout == 10.0
 
 
 def test_precedence_cli_over_env_over_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,3 +77,13 @@ def test_settings_are_frozen() -> None:
     settings = load_settings(port=8081)
     with pytest.raises(ValueError, match="frozen"):
         settings.port = 1  # type: ignore[misc]
+
+
+def test_request_bounds_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIMEN_MAX_BODY_BYTES", "65536")
+    monkeypatch.setenv("LIMEN_REQUEST_READ_TIMEOUT", "2.5")
+    settings = load_settings()
+    assert (settings.max_body_bytes, settings.request_read_timeout) == (65536, 2.5)
+    monkeypatch.setenv("LIMEN_MAX_BODY_BYTES", "0")
+    with pytest.raises(SettingsError, match="LIMEN_MAX_BODY_BYTES"):
+        load_settings()

@@ -14,6 +14,8 @@ from fastapi import FastAPI
 
 from limen.api import health, isos, vms
 from limen.api.access import install_access
+from limen.api.authenticate_first import AuthenticateFirst
+from limen.api.body_limit import BodyLimit
 from limen.api.errors import install_error_handlers
 from limen.api.hosts import HostCheck
 from limen.api.isos import start_iso_library
@@ -68,6 +70,10 @@ def create_app(
     app.state.metrics = metrics
     app.state.console_sessions = ConsoleSessions()
     app.state.iso_checksums = iso_checksums
+    # Innermost first. A request meets: the console's shortcut, its request id, the Host check, the body
+    # limit, then authentication of requests with a body (before anything reads it), then the routes.
+    app.add_middleware(AuthenticateFirst)
+    app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(HostCheck, site=guard.site)  # inside the request context: its errors carry the id
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(ConsoleRoute)  # outermost of ours: the console's WebSocket skips the router

@@ -12,6 +12,7 @@ from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from limen.http_protocol import DROPPED_STATUS_SCOPE_KEY
 from limen.metrics import Metrics
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -50,6 +51,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
+            status = scope.get(DROPPED_STATUS_SCOPE_KEY, status)  # what the client got, not the app's answer
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             self.metrics.http_requests.labels(template, scope["method"], str(status)).inc()

@@ -16,6 +16,7 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
@@ -52,14 +53,34 @@ async def authenticate(access: Access, *, bearer: str | None, cookie: str | None
     raise LimenError(ErrorCode.UNAUTHORIZED, "no session cookie and no API token")
 
 
-def check_csrf(access: Access, request: Request, principal: Principal) -> None:
+def check_csrf(access: Access, conn: HTTPConnection, principal: Principal) -> None:
     """For a cookie-authenticated request that changes state: Origin allowed and the CSRF token sent."""
-    if principal.csrf_token is None or request.method in SAFE_METHODS:
+    if principal.csrf_token is None or conn.scope["method"] in SAFE_METHODS:
         return
-    access.check_origin(request)
-    sent = request.headers.get(CSRF_HEADER, "")
+    access.check_origin(conn)
+    sent = conn.headers.get(CSRF_HEADER, "")
     if not hmac.compare_digest(sent.encode(), principal.csrf_token.encode()):
         raise LimenError(ErrorCode.CSRF_FAILED, f"the {CSRF_HEADER} header is missing or wrong")
+
+
+def bearer_secret(conn: HTTPConnection) -> str | None:
+    """The secret of ``Authorization: Bearer <secret>``, read as the ``HTTPBearer`` scheme reads it."""
+    scheme, _, secret = conn.headers.get("authorization", "").partition(" ")
+    secret = secret.strip()
+    return secret if scheme.lower() == "bearer" and secret else None
+
+
+async def authenticate_request(access: Access, conn: HTTPConnection) -> Principal:
+    """The request's principal (bearer secret or session cookie), CSRF-checked; UNAUTHORIZED or
+    CSRF_FAILED otherwise. Looks at the headers only: the body is never touched."""
+    principal = await authenticate(access, bearer=bearer_secret(conn), cookie=conn.cookies.get(COOKIE_NAME))
+    check_csrf(access, conn, principal)
+    return principal
+
+
+# The principal of a request, once authenticated: by limen.api.authenticate_first before the body is read,
+# or by the CurrentUser dependency. Whoever comes second takes it from there instead of authenticating again.
+PRINCIPAL_SCOPE_KEY = "limen.principal"
 
 
 def _access(request: Request) -> Access:
@@ -72,16 +93,25 @@ AccessDep = Annotated[Access, Depends(_access)]
 async def _current_user(
     request: Request,
     access: AccessDep,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    cookie: Annotated[str | None, Depends(_cookie)],
+    # These two only declare the credentials in the OpenAPI schema; authenticate_request reads the same
+    # headers, so that limen.api.authenticate_first and this dependency decide alike.
+    _bearer_credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    _cookie_credentials: Annotated[str | None, Depends(_cookie)],
 ) -> Principal:
-    principal = await authenticate(access, bearer=bearer.credentials if bearer else None, cookie=cookie)
-    check_csrf(access, request, principal)
+    principal: Principal | None = request.scope.get(PRINCIPAL_SCOPE_KEY)
+    if principal is None:
+        principal = await authenticate_request(access, request)
+        request.scope[PRINCIPAL_SCOPE_KEY] = principal
     request.state.principal = principal
     return principal
 
 
 CurrentUser = Annotated[Principal, Depends(_current_user)]
+
+
+def needs_user(dependant: Dependant) -> bool:
+    """Whether a route's dependencies include :data:`CurrentUser` (directly or through another one)."""
+    return dependant.call is _current_user or any(needs_user(sub) for sub in dependant.dependencies)
 
 
 async def _admin_user(principal: CurrentUser) -> Principal:

@@ -1,0 +1,98 @@
+"""Request bodies are bounded: over ``max_body_bytes`` the answer is 413 PAYLOAD_TOO_LARGE, and the body
+is never buffered whole.
+
+* A declared ``Content-Length`` over the limit is refused at once; not a byte of the body is read.
+* A body without one (``Transfer-Encoding: chunked``) is counted as the application receives it. As
+  soon as the count passes the limit, the 413 goes out, the application is told the client has gone
+  (``http.disconnect``) and whatever it still sends is dropped.
+
+Either way the 413 carries ``Connection: close``: the rest of the body is never read, so the connection
+cannot carry another request. (Should an application have started its answer before the limit passed,
+nothing can be sent; it just gets the disconnect.)
+
+The one exemption, written only here: :data:`UNLIMITED_BODY_ROUTES`.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from limen.api.errors import error_response
+from limen.errors import ErrorCode, LimenError
+
+# (method, path) whose bodies this middleware leaves alone. POST /api/isos streams an ISO to disk and
+# bounds it with its own setting (LIMEN_MAX_ISO_BYTES); it is authenticated before a byte is read like
+# every route that needs a user (limen.api.authenticate_first).
+UNLIMITED_BODY_ROUTES: frozenset[tuple[str, str]] = frozenset({("POST", "/api/isos")})
+
+CLOSE_CONNECTION = {"Connection": "close"}
+
+
+def declared_length(scope: Scope) -> int | None:
+    """The request's ``Content-Length``, or None when it has none (or one the server let through unparsed)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+def has_unsized_body(scope: Scope) -> bool:
+    """Whether a body follows without a declared length (HTTP/1.1 frames it with Transfer-Encoding)."""
+    return any(name == b"transfer-encoding" for name, _ in scope["headers"])
+
+
+def too_large(limit: int) -> LimenError:
+    return LimenError(
+        ErrorCode.PAYLOAD_TOO_LARGE, f"the request body is larger than {limit} bytes (LIMEN_MAX_BODY_BYTES)"
+    )
+
+
+class BodyLimit:
+    """Pure ASGI middleware; see the module docstring."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.limit = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (scope["method"], scope["path"]) in UNLIMITED_BODY_ROUTES:
+            await self.app(scope, receive, send)
+            return
+        length = declared_length(scope)
+        if length is not None and length > self.limit:
+            await error_response(too_large(self.limit), headers=CLOSE_CONNECTION)(scope, receive, send)
+            return
+        if length is not None or not has_unsized_body(scope):
+            # The server delivers exactly Content-Length bytes (or none): nothing to count.
+            await self.app(scope, receive, send)
+            return
+        await self._counting(scope, receive, send)
+
+    async def _counting(self, scope: Scope, receive: Receive, send: Send) -> None:
+        received = 0
+        refused = False
+        response_started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    refused = True
+                    if not response_started:
+                        await error_response(too_large(self.limit), headers=CLOSE_CONNECTION)(scope, receive, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal response_started
+            if refused:
+                return  # the 413 went out instead
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        await self.app(scope, counted_receive, guarded_send)

@@ -1,0 +1,229 @@
+"""The uvicorn HTTP protocol limen runs: uvicorn's httptools one, plus deadlines on reading a request.
+
+Why: uvicorn has no timeout for reading a request's line, headers or body, and no bound on the size of
+its headers. A client that opens a connection and sends a byte every few seconds (slowloris) would hold
+its socket, a protocol object and a task forever, and a few hundred such clients would exhaust the
+server; one that sends megabytes of header would grow it without end.
+
+This protocol follows each connection with a :class:`limen.request_reading.RequestReading` (the rules
+are there) and drops a client that is past its deadline: with a 408 REQUEST_TIMEOUT (the JSON error)
+when some of the request came and nothing has been answered on the connection yet, else by just
+closing. Request line and headers over ``MAX_HEAD_BYTES`` get 413 PAYLOAD_TOO_LARGE and the close. The
+application, if it was waiting for the body, sees ``http.disconnect``. Nothing of a dropped connection
+stays: its one timer is cancelled with it.
+
+Kept-alive connections waiting for their next request keep uvicorn's own ``timeout_keep_alive``. A
+WebSocket upgrade is subject to the header deadline like any request; once the headers are in, the
+connection goes to the WebSocket protocol (``limen.console.ws_protocol``) with no deadline of ours.
+
+Written for uvicorn 0.54 (pinned in requirements.lock); :func:`uvicorn_http_options` checks at start
+that the hooks it overrides still exist. Use with ``uvicorn.Config(..., **uvicorn_http_options(settings))``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from limen.errors import ErrorCode, LimenError
+from limen.request_reading import ReadPhase, RequestReading
+from limen.settings import Settings
+
+log = logging.getLogger("limen.http")
+
+# Request line and headers, in bytes. Browsers send a few KiB; 64 KiB is what common proxies accept.
+MAX_HEAD_BYTES = 64 * 1024
+
+# Set in the scope of a request dropped while the application had it: the status its client got.
+DROPPED_STATUS_SCOPE_KEY = "limen.dropped_status"
+
+# The parts of uvicorn's protocol this one hooks into.
+_HOOKS = (
+    "connection_made", "connection_lost", "data_received", "on_message_begin", "on_headers_complete",
+    "on_body", "on_message_complete", "handle_websocket_upgrade",
+)
+
+
+def error_answer(error: LimenError) -> bytes:
+    """A whole HTTP/1.1 response carrying ``error`` as the JSON error, closing the connection."""
+    body = json.dumps(error.to_dict()).encode()
+    status = error.code.http_status
+    return (
+        f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode() + body
+
+
+class _ReportingFlowControl(FlowControl):
+    """uvicorn's flow control, telling the protocol when the server stops and starts reading."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: DeadlineHttpProtocol) -> None:
+        super().__init__(transport)
+        self._protocol = protocol
+
+    def pause_reading(self) -> None:
+        if not self.read_paused:
+            self._protocol.reading.reading_paused()
+        super().pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused:
+            self._protocol.reading_resumed()
+        super().resume_reading()
+
+
+class DeadlineHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with request-reading deadlines; see the module docstring."""
+
+    read_timeout = 10.0  # set from the settings by uvicorn_http_options
+    # Told the error code of every request dropped here (limen.metrics counts them).
+    drop_observers: tuple[Callable[[str], None], ...] = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reading = RequestReading(self.read_timeout, MAX_HEAD_BYTES)
+        self._timer: asyncio.TimerHandle | None = None
+        self._messages_begun = 0
+
+    # -- the deadline's timer: set when the deadline comes nearer, re-checked when it fires -------------
+
+    def _schedule(self) -> None:
+        deadline = self.reading.deadline
+        if deadline is None:
+            self._cancel_timer()
+        elif self._timer is None or self._timer.when() > deadline:
+            self._cancel_timer()
+            self._timer = self.loop.call_at(deadline, self._deadline_reached)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _deadline_reached(self) -> None:
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        if not self.reading.overdue(self.loop.time()):
+            self._schedule()  # the client made progress since the timer was set
+            return
+        phase = self.reading.phase
+        log.info("request too slow", extra={
+            "event": "request_too_slow", "phase": phase.value, "client": self.client[0] if self.client else None,
+        })
+        what = "body made no progress" if phase is ReadPhase.BODY else "line and headers were not complete"
+        error = LimenError(
+            ErrorCode.REQUEST_TIMEOUT,
+            f"the request's {what} within {self.read_timeout:g} s (LIMEN_REQUEST_READ_TIMEOUT)",
+        )
+        self._drop(error, answer=self._messages_begun > 0)  # a connection that never sent a byte is just closed
+
+    def _nothing_answered(self) -> bool:
+        """Whether an answer may still be written: no response is under way or queued on the connection."""
+        if self.pipeline:
+            return False
+        cycle = self.cycle
+        if cycle is None:
+            return True
+        if self.reading.phase is ReadPhase.BODY:
+            return not cycle.response_started
+        return cycle.response_complete
+
+    def _drop(self, error: LimenError, *, answer: bool) -> None:
+        self._cancel_timer()
+        for observe in self.drop_observers:
+            observe(error.code.name)
+        if answer and self._nothing_answered():
+            self.transport.write(error_answer(error))
+        self.reading.request_done()
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # What connection_lost would do, now: the application stops waiting for the body, and what it
+            # still sends goes nowhere; the request's metrics count it with the status it really got.
+            cycle.disconnected = True
+            cycle.message_event.set()
+            cycle.scope[DROPPED_STATUS_SCOPE_KEY] = error.code.http_status  # type: ignore[literal-required]
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()  # a client that does not read either: nothing to wait for
+        else:
+            self.transport.close()
+
+    def reading_resumed(self) -> None:
+        self.reading.reading_resumed(self.loop.time())
+        self._schedule()
+
+    # -- uvicorn's hooks -------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.flow = _ReportingFlowControl(transport, self)
+        self.reading.request_started(self.loop.time())
+        self._schedule()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        begun = self._messages_begun
+        super().data_received(data)
+        # Bytes that came while one request's head was being read (a chunk in which a request began may
+        # hold the end of the one before: it is not counted, so at most one chunk more is held).
+        if (
+            self.reading.phase is ReadPhase.HEAD
+            and begun == self._messages_begun
+            and not self.reading.head_received(len(data))
+            and not self.transport.is_closing()
+        ):
+            log.info("request head too large", extra={
+                "event": "request_head_too_large", "client": self.client[0] if self.client else None,
+            })
+            self._drop(LimenError(
+                ErrorCode.PAYLOAD_TOO_LARGE, f"the request line and headers are larger than {MAX_HEAD_BYTES} bytes"
+            ), answer=True)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._messages_begun += 1
+        self.reading.request_started(self.loop.time())
+        self._schedule()
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self.reading.head_done(self.loop.time())
+        self._schedule()
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self.reading.body_received(len(body), self.loop.time())
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self.reading.request_done()
+        self._schedule()
+
+    def handle_websocket_upgrade(self) -> None:
+        self.reading.request_done()
+        self._cancel_timer()
+        super().handle_websocket_upgrade()
+
+
+def uvicorn_http_options(settings: Settings, on_drop: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The uvicorn.Config options for limen's HTTP protocol; ``on_drop`` is told the error code of every
+    request it drops."""
+    missing = [name for name in _HOOKS if not callable(getattr(HttpToolsProtocol, name, None))]
+    if missing:
+        raise RuntimeError(f"this uvicorn's HttpToolsProtocol lacks {missing}: limen is written for uvicorn 0.54")
+
+    class ConfiguredHttpProtocol(DeadlineHttpProtocol):
+        read_timeout = settings.request_read_timeout
+        drop_observers = () if on_drop is None else (on_drop,)
+
+    return {"http": ConfiguredHttpProtocol}

@@ -1,0 +1,94 @@
+"""How long a client may take to send a request: the rules, with no socket and no clock of their own.
+
+One :class:`RequestReading` per connection follows what the server has read of the current request and
+says by when the rest must have come (``deadline``), in loop time given by the caller:
+
+    phase     entered when                                 the client must, within ``timeout``
+    WAITING   the request was read whole                   nothing: uvicorn's keep-alive timeout rules
+    HEAD      the connection opened, or the next           finish the request line and headers, in all
+              request's first byte arrived                 (and send no more than ``max_head_bytes``)
+    BODY      the headers were complete                    send ``BODY_PROGRESS_BYTES`` more (or the rest);
+                                                           each time it has, it gets ``timeout`` again
+
+While the server itself stops reading (flow control: the application has not taken what came, or a
+pipelined request waits its turn), there is no deadline; when reading resumes, the current phase's
+clock starts again. So only a client that is slow is dropped, never one the server keeps waiting.
+
+A header or body trickling in a byte every few seconds (slowloris) is past its deadline ``timeout``
+after it started; an upload that keeps coming, however long, never is.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+# Bytes of body a client must send within each timeout: 16 KiB per 10 s is 1.6 KB/s, which any real
+# client passes and a trickle of a byte every few seconds does not.
+BODY_PROGRESS_BYTES = 16 * 1024
+
+
+class ReadPhase(Enum):
+    WAITING = "waiting"
+    HEAD = "head"
+    BODY = "body"
+
+
+class RequestReading:
+    def __init__(self, timeout: float, max_head_bytes: int, *, body_progress_bytes: int = BODY_PROGRESS_BYTES):
+        self.timeout = timeout
+        self.max_head_bytes = max_head_bytes
+        self.body_progress_bytes = body_progress_bytes
+        self.phase = ReadPhase.WAITING
+        self.paused = False
+        self.head_bytes = 0
+        self._clock_start = 0.0  # when the current phase's clock (re)started
+        self._unprogressed = 0  # body bytes since the body's clock last restarted
+
+    @property
+    def deadline(self) -> float | None:
+        """Loop time by which the client must have made the progress its phase asks; None: no deadline."""
+        if self.phase is ReadPhase.WAITING or self.paused:
+            return None
+        return self._clock_start + self.timeout
+
+    def overdue(self, now: float) -> bool:
+        deadline = self.deadline
+        return deadline is not None and now >= deadline
+
+    # -- events ----------------------------------------------------------------------------------------
+
+    def request_started(self, now: float) -> None:
+        """The connection opened, or a byte of its next request arrived; a no-op while reading one."""
+        if self.phase is ReadPhase.WAITING:
+            self.phase = ReadPhase.HEAD
+            self.head_bytes = 0
+            self._clock_start = now
+
+    def head_received(self, size: int) -> bool:
+        """``size`` more bytes of request line and headers; False once they are more than allowed."""
+        self.head_bytes += size
+        return self.head_bytes <= self.max_head_bytes
+
+    def head_done(self, now: float) -> None:
+        self.phase = ReadPhase.BODY
+        self._clock_start = now
+        self._unprogressed = 0
+
+    def body_received(self, size: int, now: float) -> None:
+        self._unprogressed += size
+        if self._unprogressed >= self.body_progress_bytes:
+            self._unprogressed = 0
+            self._clock_start = now
+
+    def request_done(self) -> None:
+        """The request was read whole (or the connection was handed over to another protocol)."""
+        self.phase = ReadPhase.WAITING
+
+    def reading_paused(self) -> None:
+        self.paused = True
+
+    def reading_resumed(self, now: float) -> None:
+        if self.paused:
+            self.paused = False
+            self._clock_start = now
+            self._unprogressed = 0

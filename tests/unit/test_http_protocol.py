@@ -1,0 +1,238 @@
+"""limen's uvicorn HTTP protocol without sockets: bytes in through ``data_received``, a fake transport
+records what goes out. Deadlines are a tenth of a second here; the defaults are in test_settings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import uvicorn
+from starlette.types import Receive, Scope, Send
+from uvicorn.server import ServerState
+
+from limen.console.ws_protocol import uvicorn_ws_options
+from limen.http_protocol import DROPPED_STATUS_SCOPE_KEY, MAX_HEAD_BYTES, DeadlineHttpProtocol, uvicorn_http_options
+from limen.request_reading import BODY_PROGRESS_BYTES
+from limen.settings import Settings
+
+TIMEOUT = 0.1
+GET = b"GET /x HTTP/1.1\r\nHost: limen\r\n\r\n"
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closed = False
+        self.reading = True
+        self.protocol: asyncio.Protocol | None = None
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8080)}.get(name, default)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            assert self.protocol is not None
+            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol  # type: ignore[assignment]
+
+    def answer(self) -> tuple[int, Any]:
+        head, _, body = bytes(self.written).partition(b"\r\n\r\n")
+        status = int(head.split(b" ")[1])
+        return status, json.loads(body) if body.startswith(b"{") else body
+
+
+class App:
+    """Reads the whole body (after ``read_delay``), then answers 200 with its size."""
+
+    def __init__(self, read_delay: float = 0.0) -> None:
+        self.read_delay = read_delay
+        self.saw_disconnect = False
+        self.body = 0
+        self.scope: Scope = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope = scope
+        if scope["type"] == "websocket":
+            await receive()  # connect
+            await send({"type": "websocket.accept"})
+            while (await receive())["type"] != "websocket.disconnect":
+                pass
+            return
+        await asyncio.sleep(self.read_delay)
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.saw_disconnect = True
+                return
+            self.body += len(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+Connect = Callable[..., tuple[DeadlineHttpProtocol, FakeTransport]]
+
+
+@pytest.fixture
+def drops() -> list[str]:
+    """The error codes of the requests the protocol dropped, as the metrics are told them."""
+    return []
+
+
+@pytest.fixture
+def connect(make_settings: Callable[..., Settings], drops: list[str]) -> Connect:
+    settings = make_settings(request_read_timeout=TIMEOUT)
+
+    def make(app: App) -> tuple[DeadlineHttpProtocol, FakeTransport]:
+        config = uvicorn.Config(app, lifespan="off", log_config=None, proxy_headers=False,
+                                **uvicorn_http_options(settings, on_drop=drops.append), **uvicorn_ws_options(settings))
+        config.load()
+        protocol_class = config.http_protocol_class
+        assert issubclass(protocol_class, DeadlineHttpProtocol) and protocol_class.read_timeout == TIMEOUT
+        protocol = protocol_class(config=config, server_state=ServerState(), app_state={})
+        transport = FakeTransport()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        return protocol, transport
+
+    return make
+
+
+async def settle(seconds: float = 0.0) -> None:
+    await asyncio.sleep(seconds)
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_connection_that_sends_nothing_is_closed_without_an_answer(connect: Connect, drops: list[str]) -> None:
+    _, transport = connect(App())
+    await settle(TIMEOUT / 2)
+    assert not transport.closed
+    await settle(TIMEOUT)
+    assert transport.closed and transport.written == b""
+    assert drops == ["REQUEST_TIMEOUT"]
+
+
+async def test_a_head_that_trickles_gets_408_and_the_close(connect: Connect) -> None:
+    protocol, transport = connect(App())
+    for byte in GET[:-4]:  # everything but the end of the headers, a byte at a time
+        protocol.data_received(bytes([byte]))
+        await settle(TIMEOUT / 40)
+        if transport.closed:
+            break
+    await settle(TIMEOUT)
+    assert transport.closed
+    status, body = transport.answer()
+    assert status == 408 and body["code"] == "REQUEST_TIMEOUT" and "LIMEN_REQUEST_READ_TIMEOUT" in body["details"]
+    assert b"connection: close" in transport.written
+
+
+async def test_a_request_in_time_is_answered_and_its_kept_alive_connection_keeps_uvicorns_timeout(
+    connect: Connect,
+) -> None:
+    protocol, transport = connect(App())
+    protocol.data_received(GET)
+    await settle(TIMEOUT * 3)
+    assert transport.answer() == (200, b"ok") and not transport.closed
+    # The next request's deadline runs from its first byte, not from the connection.
+    protocol.data_received(b"GET /x HT")
+    await settle(TIMEOUT * 1.5)
+    assert transport.closed and transport.answer()[0] == 200  # dropped, but the 200 was the only answer
+
+
+async def test_a_body_that_stalls_gets_408_and_the_app_stops_waiting(connect: Connect) -> None:
+    app = App()
+    protocol, transport = connect(app)
+    protocol.data_received(b"POST /x HTTP/1.1\r\nHost: limen\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+    await settle(TIMEOUT / 2)
+    protocol.data_received(b"x")  # a trickle buys no time
+    await settle(TIMEOUT)
+    assert transport.closed and app.saw_disconnect
+    status, body = transport.answer()
+    assert status == 408 and "body" in body["details"]
+    assert app.scope[DROPPED_STATUS_SCOPE_KEY] == 408  # for the request's metrics
+
+
+async def test_a_body_that_keeps_coming_is_read_however_long_it_takes(connect: Connect, drops: list[str]) -> None:
+    app = App()
+    protocol, transport = connect(app)
+    steps = 12
+    size = BODY_PROGRESS_BYTES * steps
+    protocol.data_received(b"POST /x HTTP/1.1\r\nHost: limen\r\nContent-Length: %d\r\n\r\n" % size)
+    for _ in range(steps):  # 12 × 0.03 s: longer than the timeout in all
+        await settle(TIMEOUT * 0.3)
+        protocol.data_received(b"x" * BODY_PROGRESS_BYTES)
+    await settle(TIMEOUT / 2)
+    assert transport.answer() == (200, b"ok") and app.body == size and not transport.closed
+    assert drops == []
+
+
+async def test_no_deadline_while_the_server_does_not_read(connect: Connect) -> None:
+    app = App(read_delay=TIMEOUT * 4)  # an app busy elsewhere before it reads the body
+    protocol, transport = connect(app)
+    size = 200_000
+    protocol.data_received(b"POST /x HTTP/1.1\r\nHost: limen\r\nContent-Length: %d\r\n\r\n" % size + b"x" * 100_000)
+    assert not transport.reading  # uvicorn stopped reading: more than its high-water mark is waiting
+    await settle(TIMEOUT * 3)
+    assert not transport.closed
+    for _ in range(100):  # the app reads: reading resumes, and the client has its full time again
+        if transport.reading:
+            break
+        await asyncio.sleep(TIMEOUT / 20)
+    assert transport.reading and not transport.closed
+    protocol.data_received(b"x" * 100_000)
+    await settle(TIMEOUT / 2)
+    assert transport.answer() == (200, b"ok") and app.body == size
+
+
+async def test_a_head_over_its_size_gets_413(connect: Connect, drops: list[str]) -> None:
+    protocol, transport = connect(App())
+    protocol.data_received(b"GET /x HTTP/1.1\r\nHost: limen\r\n")
+    for _ in range(MAX_HEAD_BYTES // 8192 + 2):
+        if transport.closed:
+            break
+        protocol.data_received(b"X-Filler: " + b"a" * 8180 + b"\r\n")
+    await settle()
+    assert transport.closed
+    status, body = transport.answer()
+    assert status == 413 and body["code"] == "PAYLOAD_TOO_LARGE" and str(MAX_HEAD_BYTES) in body["details"]
+    assert drops == ["PAYLOAD_TOO_LARGE"]
+
+
+async def test_a_websocket_upgrade_leaves_the_deadlines_behind(connect: Connect) -> None:
+    protocol, transport = connect(App())
+    protocol.data_received(
+        b"GET /ws HTTP/1.1\r\nHost: limen\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    await settle(TIMEOUT * 3)
+    assert transport.protocol is not protocol and not transport.closed
+    assert transport.written.startswith(b"HTTP/1.1 101")
+    transport.close()
+    await settle()
