@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from limen.api import health, isos, vms
+from limen.api import health, isos, vm_disks, vm_media, vms
 from limen.api.access import install_access
 from limen.api.errors import install_error_handlers
 from limen.api.middleware import RequestContextMiddleware
@@ -66,6 +66,8 @@ def create_app(
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(vms.router)
+    app.include_router(vm_media.router)
+    app.include_router(vm_disks.router)
     app.include_router(isos.router)
     app.include_router(console_router)
     install_access(app, guard)
