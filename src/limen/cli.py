@@ -282,7 +282,7 @@ def vm_set(
     _print_vm(state, VmOut.of(edited.vm))
 
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([A-Za-z]*)\s*$")
+_SIZE = re.compile(r"^ *([0-9]{1,20}) *([A-Za-z]{0,3}) *$")
 _SIZE_UNITS = {"": 2**30, "b": 1, "k": 2**10, "kib": 2**10, "m": 2**20, "mib": 2**20, "g": 2**30, "gib": 2**30,
                "t": 2**40, "tib": 2**40}
 
