@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
+import libvirt
 import pytest
 
 from limen.errors import ErrorCode, LimenError
@@ -165,3 +166,18 @@ async def test_resize_refusals(test_hypervisor: Hypervisor, vm_name: str) -> Non
         assert await _code(resize_disk(test_hypervisor, vm_name, target, 2**31)) is ErrorCode.DISK_NOT_FOUND
     for size in (0, -1, 2**30 + 1, 2049 * 2**30):
         assert await _code(resize_disk(test_hypervisor, vm_name, "vda", size)) is ErrorCode.VALIDATION_ERROR
+
+
+async def test_a_failing_rename_undoes_the_rest_of_the_edit(
+    test_hypervisor: Hypervisor, vm_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(_dom: libvirt.virDomain, _name: str, _flags: int = 0) -> int:
+        raise libvirt.libvirtError("rename refused for the test")
+
+    monkeypatch.setattr(libvirt.virDomain, "rename", refuse)
+    with pytest.raises(LimenError) as caught:
+        await edit_vm(test_hypervisor, vm_name, VmEdit(name="another-name", vcpus=2, boot_order=("hd",),
+                                                        autostart=True))
+    assert caught.value.code is ErrorCode.VM_OPERATION_FAILED
+    vm = await test_hypervisor.get_vm(vm_name)
+    assert (vm.name, vm.vcpus, vm.boot_order, vm.autostart) == (vm_name, 1, ("cdrom", "hd"), False)
