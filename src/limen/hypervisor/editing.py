@@ -19,13 +19,17 @@ other's read-modify-write of the definition.
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import libvirt
+import libvirt_qemu
 
 from limen.errors import ErrorCode, LimenError, ValidationFailed
 from limen.hypervisor import storage
@@ -42,13 +46,22 @@ from limen.hypervisor.models import DiskDevice, Vm
 from limen.hypervisor.service import MAX_DISK_GIB, Hypervisor, _lookup, check_boot_order, check_name, parse_vm_id
 from limen.isos import resolve_iso
 
+log = logging.getLogger("limen.hypervisor")
+
 MAX_DISK_BYTES = MAX_DISK_GIB * 2**30
 SECTOR_BYTES = 512
 # libvirt itself waits up to 5 s for a guest to open its tray before it gives up on a CD change.
 LIBVIRT_TRAY_WAIT = 5.0
 # What libvirt and QEMU say when a guest holds its tray shut: QEMU's "Device '…' is locked and force was
 # not specified" and libvirt's "timed out waiting to open tray of '…'" / "Unable to eject media".
-_TRAY_LOCKED_WORDS = ("is locked", "tray", "unable to eject")
+_TRAY_LOCKED_WORDS = ("is locked", "waiting to open tray", "unable to eject")
+# libvirt learns where the tray is from QEMU's events. A guest's firmware that closes an open tray while
+# it boots from the disc does so unseen by libvirt (libvirt 9.0, QEMU 7.2): libvirt goes on believing the
+# tray open, skips opening it for the next change, and QEMU answers "Tray of device '…' is not open".
+# A short retry covers an event still on its way; after that limen opens the tray itself through QEMU's
+# monitor, which puts the two in step again, and repeats the change once.
+_TRAY_STATE_LAG = "is not open"
+_TRAY_RETRY_PAUSES = (0.05, 0.15)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +135,20 @@ def _change_disc(dom: libvirt.virDomain, cdrom: ET.Element, iso_path: str | None
     flags = _active_flags(active)
     if force:
         flags |= libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE
+    drive = with_disc(cdrom, iso_path)
     try:
-        dom.updateDeviceFlags(with_disc(cdrom, iso_path), flags)
+        for pause in (*_TRAY_RETRY_PAUSES, None):
+            try:
+                dom.updateDeviceFlags(drive, flags)
+                return
+            except libvirt.libvirtError as exc:
+                if not active or _TRAY_STATE_LAG not in (exc.get_error_message() or ""):
+                    raise
+                if pause is None:
+                    _open_tray_through_qemu(dom, cdrom, force=force)
+                    dom.updateDeviceFlags(drive, flags)
+                    return
+            time.sleep(pause)
     except libvirt.libvirtError as exc:
         if active and _tray_locked(exc):
             raise LimenError(
@@ -132,6 +157,20 @@ def _change_disc(dom: libvirt.virDomain, cdrom: ET.Element, iso_path: str | None
                 "Eject the disc inside the guest, or repeat with force",
             ) from None
         raise
+
+
+def _open_tray_through_qemu(dom: libvirt.virDomain, cdrom: ET.Element, *, force: bool) -> None:
+    """Opens the drive's tray with QEMU's ``blockdev-open-tray`` (libvirt marks the domain as touched by a
+    monitor command; harmless). A tray the guest locked stays shut unless ``force``: QEMU says "is
+    locked", which the caller reports as MEDIA_LOCKED."""
+    alias = cdrom.find("alias")
+    if alias is None or not alias.get("name"):
+        raise libvirt.libvirtError("the CD-ROM drive has no alias to open its tray by")
+    log.warning("libvirt's CD tray state is stale; opening the tray through QEMU",
+                extra={"event": "cd_tray_resync", "vm_name": dom.name(), "device": alias.get("name")})
+    command = {"execute": "blockdev-open-tray", "arguments": {"id": alias.get("name"), "force": force}}
+    libvirt_qemu.qemuMonitorCommand(dom, json.dumps(command), 0)
+    time.sleep(0.1)  # for libvirt to handle the tray-opened event
 
 
 def _current_xml(dom: libvirt.virDomain, active: bool) -> str:
