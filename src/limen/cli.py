@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -16,11 +17,11 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from limen.api.schemas import VmOut
+from limen.api.schemas import MediaOut, VmOut
 from limen.cli_isos import iso_app
 from limen.cli_users import run_directory, token_app, user_app
 from limen.errors import LimenError
-from limen.hypervisor import Hypervisor, VmSpec
+from limen.hypervisor import Hypervisor, VmSpec, editing
 from limen.private_files import private_dir
 from limen.settings import Settings, SettingsError, load_settings
 
@@ -114,13 +115,23 @@ def _print_vm(state: CliState, vm: VmOut) -> None:
         typer.echo(json.dumps(vm.model_dump(mode="json"), indent=2))
         return
     vnc = "none" if vm.vnc is None else f"{vm.vnc.host}:{vm.vnc.port if vm.vnc.port else '(not assigned)'}"
+    cdrom = "none" if vm.cdrom is None else f"{vm.cdrom.target}: {vm.cdrom.iso or 'empty'}"
     fields = [
         ("name", vm.name), ("uuid", vm.uuid), ("state", vm.state.value), ("vcpus", str(vm.vcpus)),
-        ("memory", f"{vm.memory_mib} MiB"), ("vnc", vnc), ("iso", vm.iso or "-"),
-        ("boot order", ", ".join(vm.boot_order) or "-"),
+        ("memory", f"{vm.memory_mib} MiB"), ("vnc", vnc), ("iso", vm.iso or "-"), ("cd-rom", cdrom),
+        ("boot order", ", ".join(vm.boot_order) or "-"), ("autostart", "yes" if vm.autostart else "no"),
         ("created", vm.created_at.isoformat() if vm.created_at else "-"),
     ]
-    fields += [(f"disk {d.target}", f"{d.path} ({d.device})") for d in vm.disks]
+    fields += [
+        (f"disk {d.target}", f"{d.path} ({d.device}"
+         + (f", {d.capacity_bytes / 2**30:g} GiB" if d.capacity_bytes is not None else "") + ")")
+        for d in vm.disks
+    ]
+    if vm.pending_restart:
+        waiting = ", ".join(
+            f"{key} {', '.join(value) if isinstance(value, list) else value}" for key, value in vm.pending.items()
+        )
+        fields.append(("pending restart", f"{waiting} (at the next start)"))
     width = max(len(key) for key, _ in fields)
     typer.echo("\n".join(f"{key.ljust(width)}  {value}" for key, value in fields))
 
@@ -235,6 +246,102 @@ def vm_delete(
         typer.echo(json.dumps({"deleted": vm_id, "deleted_volumes": volumes}))
     else:
         typer.echo(f"deleted {vm_id}" + (f" and {', '.join(volumes)}" if volumes else ""))
+
+
+@vm_app.command("media")
+def vm_media(
+    ctx: typer.Context,
+    vm_id: Annotated[str, typer.Argument(help="UUID or name")],
+    iso: Annotated[str | None, typer.Argument(help="ISO file name to insert; without it, show the CD")] = None,
+    eject: Annotated[bool, typer.Option("--eject", help="Eject the CD")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Open the tray even when the guest has locked it")] = False,
+) -> None:
+    """Show, insert or change (ISO), or eject (--eject) a VM's CD; running VMs change at once."""
+    state = _state(ctx)
+    if iso is not None and eject:
+        raise typer.BadParameter("give an ISO or --eject, not both")
+    if iso is None and not eject:
+        media = MediaOut.of(_run(state.settings(), lambda hv: hv.get_vm(vm_id)))
+    else:
+        edited = _run(state.settings(), lambda hv: editing.change_media(hv, vm_id, iso, force=force))
+        media = MediaOut.of(edited.vm)
+    if state.as_json:
+        typer.echo(media.model_dump_json())
+    elif media.target is None:
+        typer.echo("no CD-ROM drive")
+    else:
+        typer.echo(f"{media.target}: {media.iso or 'empty'}")
+
+
+@vm_app.command("set")
+def vm_set(
+    ctx: typer.Context,
+    vm_id: Annotated[str, typer.Argument(help="UUID or name")],
+    vcpus: Annotated[int | None, typer.Option(help="Virtual CPUs")] = None,
+    memory: Annotated[int | None, typer.Option(help="Memory, MiB")] = None,
+    boot: Annotated[list[str] | None, typer.Option(
+        help="Boot device, in order (cdrom, hd); repeatable or comma-separated")] = None,
+    autostart: Annotated[bool | None, typer.Option("--autostart/--no-autostart",
+                                                   help="Start with the host")] = None,
+    name: Annotated[str | None, typer.Option(help="New name (the VM must be stopped)")] = None,
+) -> None:
+    """Change a VM's vCPUs, memory, boot order, autostart or name.
+
+    On a running VM, vCPUs, memory and boot order apply at its next start (shown as pending restart).
+    """
+    state = _state(ctx)
+    boot_order = tuple(part.strip() for item in boot for part in item.split(",") if part.strip()) if boot else None
+    edit = editing.VmEdit(name=name, vcpus=vcpus, memory_mib=memory, boot_order=boot_order, autostart=autostart)
+    if edit == editing.VmEdit():
+        raise typer.BadParameter("give at least one of --vcpus, --memory, --boot, --autostart, --name")
+    edited = _run(state.settings(), lambda hv: editing.edit_vm(hv, vm_id, edit))
+    if not state.as_json:
+        typer.echo(f"{edited.summary}\n", err=True)
+    _print_vm(state, VmOut.of(edited.vm))
+
+
+_SIZE = re.compile(r"^ *([0-9]{1,20}) *([A-Za-z]{0,3}) *$")
+_SIZE_UNITS = {"": 2**30, "b": 1, "k": 2**10, "kib": 2**10, "m": 2**20, "mib": 2**20, "g": 2**30, "gib": 2**30,
+               "t": 2**40, "tib": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes of a size such as ``20`` (GiB), ``20G``, ``20GiB``, ``512M``, ``1T`` or ``21474836480B``."""
+    match = _SIZE.fullmatch(text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _SIZE_UNITS:
+        raise typer.BadParameter(f"{text!r} is not a size: a whole number of GiB, or with a unit (M, G, T, B)")
+    return int(match.group(1)) * _SIZE_UNITS[unit]
+
+
+@vm_app.command("resize-disk")
+def vm_resize_disk(
+    ctx: typer.Context,
+    vm_id: Annotated[str, typer.Argument(help="UUID or name")],
+    target: Annotated[str, typer.Argument(help="The disk's target, e.g. vda")],
+    size: Annotated[str, typer.Argument(help="New size: GiB, or with a unit (512M, 20G, 1T, …B)")],
+) -> None:
+    """Grow a disk (never shrink), running or stopped."""
+    state = _state(ctx)
+    size_bytes = parse_size(size)
+    resized = _run(state.settings(), lambda hv: editing.resize_disk(hv, vm_id, target, size_bytes))
+    if not state.as_json:
+        typer.echo(f"{resized.target}: {resized.old_bytes} → {resized.new_bytes} bytes\n", err=True)
+    _print_vm(state, VmOut.of(resized.vm))
+
+
+@vm_app.command("finish-install")
+def vm_finish_install(
+    ctx: typer.Context,
+    vm_id: Annotated[str, typer.Argument(help="UUID or name")],
+    force: Annotated[bool, typer.Option("--force", help="Open the tray even when the guest has locked it")] = False,
+) -> None:
+    """Eject the CD and boot from disk only (on a running VM the boot order applies at its next start)."""
+    state = _state(ctx)
+    edited = _run(state.settings(), lambda hv: editing.finish_install(hv, vm_id, force=force))
+    if not state.as_json:
+        typer.echo(f"{edited.summary}\n", err=True)
+    _print_vm(state, VmOut.of(edited.vm))
 
 
 @app.command()

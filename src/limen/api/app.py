@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from limen.api import health, isos, vms
+from limen.api import health, isos, vm_disks, vm_media, vms
 from limen.api.access import install_access
 from limen.api.authenticate_first import AuthenticateFirst
 from limen.api.body_limit import BodyLimit
@@ -80,6 +80,8 @@ def create_app(
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(vms.router)
+    app.include_router(vm_media.router)
+    app.include_router(vm_disks.router)
     app.include_router(isos.router)
     app.include_router(console_router)
     install_access(app, guard)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from limen.hypervisor.models import Vm, VmState
+from limen.hypervisor.models import Disk, Vm, VmState
 from limen.isos import IsoImage
 
 
@@ -33,11 +34,95 @@ class VmCreate(BaseModel):
     )
 
 
+class VmPatch(BaseModel):
+    """Any of these; a field left out stays as it is. On a running VM, vcpus, memory_mib and boot_order
+    wait for the next start (``pending_restart``); a rename needs a stopped VM."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, description="New name (VM stopped): the create rules; the owner and disks stay")
+    vcpus: int | None = Field(None, description="1 to the host's CPU count")
+    memory_mib: int | None = Field(None, description="32 MiB to the host's memory")
+    boot_order: list[str] | None = Field(None, description="Devices to boot from, in order: 'cdrom', 'hd'",
+                                         examples=[["hd"]])
+    autostart: bool | None = Field(None, description="Start the VM when the host starts; applies at once")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls_and_not_empty(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            if not data:
+                raise ValueError("give at least one of name, vcpus, memory_mib, boot_order, autostart")
+            nulls = sorted(key for key, value in data.items() if value is None)
+            if nulls:
+                raise ValueError(f"{', '.join(nulls)}: null is not a value; leave the field out instead")
+        return data
+
+
+class MediaIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    iso: str | None = Field(description="File name of an ISO in the ISO directory; null ejects the disc",
+                            max_length=255, examples=["limen-grub-demo.iso"])
+    force: bool = Field(False, description="Open the tray even when the guest has locked it")
+
+
+class MediaOut(BaseModel):
+    target: str | None = Field(description="The CD-ROM drive (e.g. hdc); null when the VM has none")
+    iso: str | None = Field(description="The ISO in it; null when empty")
+
+    @classmethod
+    def of(cls, vm: Vm) -> MediaOut:
+        cdrom = vm.cdrom
+        return cls(target=cdrom.target if cdrom else None, iso=cdrom.file_name if cdrom else None)
+
+
+class DiskResize(BaseModel):
+    """Exactly one of the two. The new size must be larger than the disk's capacity (equal is refused)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    size_gib: int | None = Field(None, description="New size in GiB (2^30 bytes), up to 2048")
+    size_bytes: int | None = Field(None, description="New size in bytes, a multiple of 512, up to 2 TiB")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DiskResize:
+        if (self.size_gib is None) == (self.size_bytes is None):
+            raise ValueError("give exactly one of size_gib and size_bytes")
+        return self
+
+    @property
+    def bytes(self) -> int:
+        return self.size_bytes if self.size_bytes is not None else int(self.size_gib or 0) * 2**30
+
+    @property
+    def field(self) -> str:
+        return "size_bytes" if self.size_bytes is not None else "size_gib"
+
+
 class DiskOut(BaseModel):
     device: str
     target: str
     path: str | None
     capacity_bytes: int | None
+    allocation_bytes: int | None = Field(description="Bytes the volume takes on the host; null outside a pool")
+    bus: str | None
+
+    @classmethod
+    def of(cls, disk: Disk) -> DiskOut:
+        return cls(device=disk.device.value, target=disk.target, path=disk.path, capacity_bytes=disk.capacity_bytes,
+                   allocation_bytes=disk.allocation_bytes, bus=disk.bus)
+
+
+class CdromOut(BaseModel):
+    target: str
+    iso: str | None = Field(description="File name of the ISO in the drive; null when empty")
+
+
+class NicOut(BaseModel):
+    mac: str | None
+    source: str | None = Field(description="The network, bridge or host device it is plugged into")
+    model: str | None
 
 
 class VncOut(BaseModel):
@@ -59,6 +144,16 @@ class VmOut(BaseModel):
     uptime_seconds: float | None
     autostart: bool
     owner: str | None = Field(None, description="The limen user who owns the VM; none: only admins see it")
+    cdrom: CdromOut | None = Field(None, description="The CD-ROM drive; null when the VM has none")
+    nics: list[NicOut] = Field(default_factory=list)
+    pending_restart: bool = Field(
+        False, description="The VM runs with settings older than its definition; they apply at its next start"
+    )
+    pending: dict[str, int | list[str]] = Field(
+        default_factory=dict,
+        description="What waits for the next start: those of vcpus, memory_mib, boot_order whose new value "
+        "differs from the running one",
+    )
 
     @classmethod
     def of(cls, vm: Vm) -> VmOut:
@@ -68,10 +163,7 @@ class VmOut(BaseModel):
             state=vm.state,
             vcpus=vm.vcpus,
             memory_mib=vm.memory_mib,
-            disks=[
-                DiskOut(device=d.device.value, target=d.target, path=d.path, capacity_bytes=d.capacity_bytes)
-                for d in vm.disks
-            ],
+            disks=[DiskOut.of(disk) for disk in vm.disks],
             boot_order=list(vm.boot_order),
             iso=vm.iso_path,
             vnc=VncOut(host=vm.vnc.host, port=vm.vnc.port) if vm.vnc else None,
@@ -79,6 +171,10 @@ class VmOut(BaseModel):
             uptime_seconds=round(vm.uptime_seconds, 1) if vm.uptime_seconds is not None else None,
             autostart=vm.autostart,
             owner=vm.owner,
+            cdrom=CdromOut(target=vm.cdrom.target, iso=vm.cdrom.file_name) if vm.cdrom else None,
+            nics=[NicOut(mac=nic.mac, source=nic.source, model=nic.model) for nic in vm.nics],
+            pending_restart=vm.pending_restart,
+            pending=vm.pending.as_dict(),
         )
 
 

@@ -1,4 +1,4 @@
-"""REST routes for VMs: list, create, show, delete, and the lifecycle actions.
+"""REST routes for VMs: list, create, show, change, delete, and the lifecycle actions.
 
 Every route needs a signed-in user. Admins see and act on every VM; users only on the VMs they own
 (the owner is kept in the VM's libvirt metadata). Every action is recorded with who did it.
@@ -12,9 +12,10 @@ from typing import Any
 from fastapi import APIRouter, Query
 
 from limen.api.deps import HypervisorDep
-from limen.api.schemas import ErrorBody, VmCreate, VmDeleted, VmOut
+from limen.api.schemas import ErrorBody, VmCreate, VmDeleted, VmOut, VmPatch
 from limen.auth.deps import AccessDep, AccessibleVm, CurrentUser
 from limen.hypervisor import VmSpec
+from limen.hypervisor.editing import VmEdit, edit_vm
 
 log = logging.getLogger("limen.api")
 
@@ -55,6 +56,30 @@ async def create_vm(body: VmCreate, principal: CurrentUser, access: AccessDep, h
 @router.get("/{vm_id}", response_model=VmOut, responses=_ERRORS)
 async def get_vm(vm: AccessibleVm) -> VmOut:
     return VmOut.of(vm)
+
+
+@router.patch("/{vm_id}", response_model=VmOut, responses=_ERRORS)
+async def patch_vm(
+    body: VmPatch, vm: AccessibleVm, principal: CurrentUser, access: AccessDep, hypervisor: HypervisorDep
+) -> VmOut:
+    """Change any of name, vcpus, memory_mib, boot_order, autostart.
+
+    On a running VM, vcpus, memory_mib and boot_order go into its definition and apply at its next start:
+    the answer shows them under ``pending`` with ``pending_restart: true``. A rename needs a stopped VM
+    (VM_MUST_BE_STOPPED). ``autostart`` applies at once.
+    """
+    edit = VmEdit(
+        name=body.name, vcpus=body.vcpus, memory_mib=body.memory_mib,
+        boot_order=tuple(body.boot_order) if body.boot_order is not None else None, autostart=body.autostart,
+    )
+    async with access.audit.recording(principal.name, "edit", vm.name) as target:
+        target.vm_uuid = vm.uuid
+        target.details = body.model_dump_json(exclude_unset=True)[:200]
+        edited = await edit_vm(hypervisor, vm.uuid, edit)
+        target.details = edited.summary
+    log.info("VM changed", extra={"event": "vm_edit", "vm_uuid": vm.uuid, "vm_name": edited.vm.name,
+                                  "changes": list(edited.changes), "user": principal.name})
+    return VmOut.of(edited.vm)
 
 
 @router.delete("/{vm_id}", response_model=VmDeleted, responses=_ERRORS)

@@ -10,12 +10,14 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import datetime
 
-from limen.hypervisor.models import Disk, DiskDevice, VncEndpoint
+from limen.hypervisor.models import Disk, DiskDevice, Nic, VncEndpoint
 
 METADATA_NS = "https://limen.invalid/xmlns/vm/1"
 METADATA_PREFIX = "limen"
 
 _WILDCARD_TO_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+# Serialized documents (new ones, and edited ones sent back to libvirt) keep the "limen:" prefix.
+ET.register_namespace(METADATA_PREFIX, METADATA_NS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,7 @@ class ParsedDomain:
     vnc: VncEndpoint | None
     created_at: datetime | None
     owner: str | None
+    nics: tuple[Nic, ...] = ()
 
 
 def build_domain_xml(plan: DomainPlan) -> str:
@@ -158,8 +161,32 @@ def _disks(devices: ET.Element | None) -> tuple[Disk, ...]:
         if source is not None:
             path = source.get("file") or source.get("dev") or source.get("volume")
         target = disk.find("target")
-        disks.append(Disk(device=device, target=target.get("dev", "") if target is not None else "", path=path))
+        disks.append(Disk(
+            device=device,
+            target=target.get("dev", "") if target is not None else "",
+            path=path,
+            bus=target.get("bus") if target is not None else None,
+        ))
     return tuple(disks)
+
+
+def _nics(devices: ET.Element | None) -> tuple[Nic, ...]:
+    if devices is None:
+        return ()
+    nics = []
+    for interface in devices.findall("interface"):
+        mac = interface.find("mac")
+        source = interface.find("source")
+        model = interface.find("model")
+        source_name = None
+        if source is not None:
+            source_name = source.get("network") or source.get("bridge") or source.get("dev")
+        nics.append(Nic(
+            mac=mac.get("address") if mac is not None else None,
+            source=source_name,
+            model=model.get("type") if model is not None else None,
+        ))
+    return tuple(nics)
 
 
 def parse_domain_xml(xml: str) -> ParsedDomain:
@@ -189,4 +216,5 @@ def parse_domain_xml(xml: str) -> ParsedDomain:
         vnc=_vnc(devices),
         created_at=created_at,
         owner=owner,
+        nics=_nics(devices),
     )

@@ -29,6 +29,47 @@ class Disk:
     path: str | None
     # Bytes as libvirt reports them for volumes in a pool; None for files outside any pool.
     capacity_bytes: int | None = None
+    # Bytes the volume takes on the host (a qcow2 file grows as the guest writes); None as above.
+    allocation_bytes: int | None = None
+    bus: str | None = None  # "virtio", "ide", "sata", "scsi", …
+
+    @property
+    def file_name(self) -> str | None:
+        """The last part of ``path``: for a CD-ROM, the ISO's name as the ISO directory lists it."""
+        return self.path.rsplit("/", 1)[-1] if self.path else None
+
+
+@dataclass(frozen=True, slots=True)
+class Nic:
+    mac: str | None
+    source: str | None  # the network, bridge or host device it is plugged into
+    model: str | None  # "virtio", "e1000", …
+
+
+@dataclass(frozen=True, slots=True)
+class PendingChanges:
+    """Hardware settings of a running VM's persistent definition that differ from the running ones.
+
+    They take effect when the VM is next started (a reboot inside the guest keeps the QEMU process and so
+    the running settings). A field is None when it is not pending.
+    """
+
+    vcpus: int | None = None
+    memory_mib: int | None = None
+    boot_order: tuple[str, ...] | None = None
+
+    def __bool__(self) -> bool:
+        return any(value is not None for value in (self.vcpus, self.memory_mib, self.boot_order))
+
+    def as_dict(self) -> dict[str, int | list[str]]:
+        fields: dict[str, int | list[str]] = {}
+        if self.vcpus is not None:
+            fields["vcpus"] = self.vcpus
+        if self.memory_mib is not None:
+            fields["memory_mib"] = self.memory_mib
+        if self.boot_order is not None:
+            fields["boot_order"] = list(self.boot_order)
+        return fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +100,22 @@ class Vm:
     uptime_seconds: float | None = None
     autostart: bool = False
     owner: str | None = None
+    nics: tuple[Nic, ...] = ()
+    pending: PendingChanges = PendingChanges()
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_active(self) -> bool:
         return self.state in (VmState.RUNNING, VmState.PAUSED, VmState.SHUTTING_DOWN, VmState.SUSPENDED)
+
+    @property
+    def pending_restart(self) -> bool:
+        return bool(self.pending)
+
+    @property
+    def cdrom(self) -> Disk | None:
+        """The VM's (first) CD-ROM drive, with or without a disc; None when it has no such drive."""
+        return next((disk for disk in self.disks if disk.device is DiskDevice.CDROM), None)
 
     @property
     def iso_path(self) -> str | None:

@@ -17,9 +17,9 @@ import libvirt
 from limen.errors import ErrorCode, LimenError, ValidationFailed
 from limen.hypervisor import storage
 from limen.hypervisor.connection import LibvirtConnection
-from limen.hypervisor.domain_xml import DomainPlan, build_domain_xml, parse_domain_xml
+from limen.hypervisor.domain_xml import DomainPlan, ParsedDomain, build_domain_xml, parse_domain_xml
 from limen.hypervisor.events import LifecycleHub, VmWatch, ensure_event_thread
-from limen.hypervisor.models import Disk, DiskDevice, Vm, VmSpec, VmState
+from limen.hypervisor.models import Disk, DiskDevice, PendingChanges, Vm, VmSpec, VmState
 from limen.isos import resolve_iso
 from limen.settings import Settings
 
@@ -66,6 +66,31 @@ def detect_virt_type() -> str:
         return "qemu"
     os.close(fd)
     return "kvm"
+
+
+def check_name(name: str, field: str = "name") -> None:
+    if not VM_NAME_PATTERN.fullmatch(name):
+        raise ValidationFailed(
+            field, "must start with a letter or digit and hold only letters, digits, '_', '.', '-' "
+            "(at most 63 characters)"
+        )
+
+
+def check_boot_order(boot_order: tuple[str, ...]) -> None:
+    for device in boot_order:
+        if device not in BOOT_DEVICES:
+            raise ValidationFailed("boot_order", f"{device!r} is not one of {', '.join(BOOT_DEVICES)}")
+    if len(set(boot_order)) != len(boot_order):
+        raise ValidationFailed("boot_order", "names a device twice")
+
+
+def pending_changes(live: ParsedDomain, persistent: ParsedDomain) -> PendingChanges:
+    """What a running VM's persistent definition changes once it restarts (see :class:`PendingChanges`)."""
+    return PendingChanges(
+        vcpus=persistent.vcpus if persistent.vcpus != live.vcpus else None,
+        memory_mib=persistent.memory_mib if persistent.memory_mib != live.memory_mib else None,
+        boot_order=persistent.boot_order if persistent.boot_order != live.boot_order else None,
+    )
 
 
 def _lookup(conn: libvirt.virConnect, ident: str) -> libvirt.virDomain:
@@ -122,18 +147,22 @@ class Hypervisor:
         state_code, _reason = dom.state()
         state = _STATE_BY_LIBVIRT.get(state_code, VmState.UNKNOWN)
         parsed = parse_domain_xml(dom.XMLDesc(0))
+        pending = PendingChanges()
+        if dom.isActive() and dom.isPersistent():
+            pending = pending_changes(parsed, parse_domain_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))
         disks = []
         conn = dom.connect()
         for disk in parsed.disks:
-            capacity = None
+            capacity = allocation = None
             if disk.device is DiskDevice.DISK and disk.path:
                 volume = storage.volume_at(conn, disk.path)
                 if volume is not None:
                     try:
-                        capacity = int(volume.info()[1])
+                        _kind, capacity, allocation = (int(value) for value in volume.info())
                     except libvirt.libvirtError:
-                        capacity = None
-            disks.append(Disk(device=disk.device, target=disk.target, path=disk.path, capacity_bytes=capacity))
+                        capacity = allocation = None
+            disks.append(Disk(device=disk.device, target=disk.target, path=disk.path, capacity_bytes=capacity,
+                              allocation_bytes=allocation, bus=disk.bus))
         name = dom.name()
         try:
             autostart = bool(dom.autostart())
@@ -152,6 +181,8 @@ class Hypervisor:
             uptime_seconds=_uptime_seconds(self.settings.libvirt_uri, name, state),
             autostart=autostart,
             owner=parsed.owner,
+            nics=parsed.nics,
+            pending=pending,
         )
 
     async def list_vms(self) -> list[Vm]:
@@ -235,27 +266,25 @@ class Hypervisor:
             return detect_virt_type()
         return self.settings.virt_type
 
-    async def validate_spec(self, spec: VmSpec) -> Path | None:
-        """Checks ``spec`` against the rules and this host's limits; returns the ISO path if any."""
-        if not VM_NAME_PATTERN.fullmatch(spec.name):
-            raise ValidationFailed(
-                "name", "must start with a letter or digit and hold only letters, digits, '_', '.', '-' "
-                "(at most 63 characters)"
-            )
+    async def check_hardware(self, *, vcpus: int | None = None, memory_mib: int | None = None) -> None:
+        """VALIDATION_ERROR unless the vCPUs and memory given fit this host (None: not checked)."""
+        if vcpus is None and memory_mib is None:
+            return
         host_cpus, host_memory_mib = await self.host_info()
-        if not 1 <= spec.vcpus <= host_cpus:
+        if vcpus is not None and not 1 <= vcpus <= host_cpus:
             raise ValidationFailed("vcpus", f"must be between 1 and {host_cpus} (this host's CPUs)")
-        if not MIN_MEMORY_MIB <= spec.memory_mib <= host_memory_mib:
+        if memory_mib is not None and not MIN_MEMORY_MIB <= memory_mib <= host_memory_mib:
             raise ValidationFailed(
                 "memory_mib", f"must be between {MIN_MEMORY_MIB} and {host_memory_mib} MiB (this host's memory)"
             )
+
+    async def validate_spec(self, spec: VmSpec) -> Path | None:
+        """Checks ``spec`` against the rules and this host's limits; returns the ISO path if any."""
+        check_name(spec.name)
+        await self.check_hardware(vcpus=spec.vcpus, memory_mib=spec.memory_mib)
         if spec.disk_gib is not None and not 1 <= spec.disk_gib <= MAX_DISK_GIB:
             raise ValidationFailed("disk_gib", f"must be between 1 and {MAX_DISK_GIB} GiB")
-        for device in spec.boot_order:
-            if device not in BOOT_DEVICES:
-                raise ValidationFailed("boot_order", f"{device!r} is not one of {', '.join(BOOT_DEVICES)}")
-        if len(set(spec.boot_order)) != len(spec.boot_order):
-            raise ValidationFailed("boot_order", "names a device twice")
+        check_boot_order(spec.boot_order)
         if spec.iso is None:
             return None
         try:

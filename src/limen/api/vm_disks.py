@@ -1,0 +1,46 @@
+"""REST routes for a VM's disks: growing one.
+
+Authorised as every VM route (owners and admins, ``AccessibleVm``) and recorded in the audit trail.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter
+
+from limen.api.deps import HypervisorDep
+from limen.api.schemas import DiskResize, ErrorBody, VmOut
+from limen.auth.deps import AccessDep, AccessibleVm, CurrentUser
+from limen.hypervisor.editing import check_disk_size, resize_disk
+
+log = logging.getLogger("limen.api")
+
+router = APIRouter(prefix="/api/vms", tags=["vms"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 422, 503)
+}
+
+
+@router.post("/{vm_id}/disks/{target}/resize", response_model=VmOut, responses=_ERRORS)
+async def post_resize_disk(
+    target: str, body: DiskResize, vm: AccessibleVm, principal: CurrentUser, access: AccessDep,
+    hypervisor: HypervisorDep,
+) -> VmOut:
+    """Grow the disk ``target`` (e.g. vda) to ``size_gib`` or ``size_bytes``, running or stopped.
+
+    Disks never shrink: a size not larger than the current capacity is DISK_SHRINK_REFUSED. A running
+    guest sees the new size at once (its partitions and file systems are its own to grow).
+    """
+    async with access.audit.recording(principal.name, "resize-disk", vm.name) as target_row:
+        target_row.vm_uuid = vm.uuid
+        target_row.details = f"{target[:40]} to {body.bytes} bytes"
+        check_disk_size(body.bytes, body.field)  # named after the field sent
+        resized = await resize_disk(hypervisor, vm.uuid, target, body.bytes)
+        target_row.details = f"{resized.target} {resized.old_bytes} → {resized.new_bytes} bytes"
+    log.info("VM disk resized", extra={"event": "vm_resize_disk", "vm_uuid": vm.uuid, "vm_name": vm.name,
+                                       "disk": resized.target, "old_bytes": resized.old_bytes,
+                                       "new_bytes": resized.new_bytes, "user": principal.name})
+    return VmOut.of(resized.vm)

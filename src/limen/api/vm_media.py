@@ -1,0 +1,73 @@
+"""REST routes for a VM's CD: what is in the drive, changing it, and finishing an installation.
+
+Authorised as every VM route (owners and admins, ``AccessibleVm``) and recorded in the audit trail.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Query
+
+from limen.api.deps import HypervisorDep
+from limen.api.schemas import ErrorBody, MediaIn, MediaOut, VmOut
+from limen.auth.deps import AccessDep, AccessibleVm, CurrentUser
+from limen.hypervisor.editing import change_media, finish_install
+
+log = logging.getLogger("limen.api")
+
+router = APIRouter(prefix="/api/vms", tags=["vms"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 422, 503)
+}
+
+
+@router.get("/{vm_id}/media", response_model=MediaOut, responses=_ERRORS)
+async def get_media(vm: AccessibleVm) -> MediaOut:
+    """The CD-ROM drive and the ISO in it (``target`` null: the VM has no drive)."""
+    return MediaOut.of(vm)
+
+
+@router.put("/{vm_id}/media", response_model=MediaOut, responses=_ERRORS)
+async def put_media(
+    body: MediaIn, vm: AccessibleVm, principal: CurrentUser, access: AccessDep, hypervisor: HypervisorDep
+) -> MediaOut:
+    """Insert or change the CD (``{"iso": "name.iso"}``) or eject it (``{"iso": null}``), running or stopped.
+
+    A running VM's disc changes at once (no restart). A VM without a CD-ROM drive gets one while
+    stopped (VM_MUST_BE_STOPPED while running). ISO_NOT_FOUND for an unknown ISO; MEDIA_LOCKED when the
+    guest has locked its tray (eject it inside the guest, or send ``"force": true``).
+    """
+    async with access.audit.recording(principal.name, "media", vm.name) as target:
+        target.vm_uuid = vm.uuid
+        target.details = f"iso={body.iso!r} force={body.force}"[:200]
+        edited = await change_media(hypervisor, vm.uuid, body.iso, force=body.force)
+        target.details = edited.summary
+    log.info("VM media changed", extra={"event": "vm_media", "vm_uuid": vm.uuid, "vm_name": vm.name,
+                                        "changes": list(edited.changes), "user": principal.name})
+    return MediaOut.of(edited.vm)
+
+
+@router.post("/{vm_id}/finish-install", response_model=VmOut, responses=_ERRORS)
+async def post_finish_install(
+    vm: AccessibleVm,
+    principal: CurrentUser,
+    access: AccessDep,
+    hypervisor: HypervisorDep,
+    force: bool = Query(False, description="Open the tray even when the guest has locked it"),
+) -> VmOut:
+    """Eject the CD and boot from disk (``boot_order: ["hd"]``), in one action.
+
+    On a running VM the CD leaves at once and the boot order applies at the next start (``pending``).
+    DISK_NOT_FOUND when the VM has no disk to boot from.
+    """
+    async with access.audit.recording(principal.name, "finish-install", vm.name) as target:
+        target.vm_uuid, target.details = vm.uuid, f"force={force}"
+        edited = await finish_install(hypervisor, vm.uuid, force=force)
+        target.details = edited.summary
+    log.info("VM installation finished", extra={"event": "vm_finish_install", "vm_uuid": vm.uuid,
+                                                "vm_name": vm.name, "changes": list(edited.changes),
+                                                "user": principal.name})
+    return VmOut.of(edited.vm)

@@ -1,0 +1,185 @@
+"""The VM editing routes in-process over libvirt's test driver: who may call them, bad input in the one
+JSON error schema, refusals, pending changes in the answers, and the audit trail. What needs real QEMU
+(CD changes, growing disks) is in tests/integration/test_vm_edit.py."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from limen.db import Role
+from limen.settings import Settings
+from tests.conftest import DEMO_ISO
+from tests.support.access import access_client, assert_error, make_access
+
+PASSWORD = "a-long-password"
+
+
+class Users:
+    def __init__(self, client: httpx.AsyncClient, headers: dict[str, dict[str, str]]) -> None:
+        self.client = client
+        self.headers = headers
+
+    async def as_(self, user: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.client.request(method, path, headers=self.headers[user], **kwargs)
+
+
+@pytest.fixture
+async def users(make_settings: Callable[..., Settings]) -> AsyncIterator[Users]:
+    settings = make_settings()
+    access = make_access(settings)
+    async with access_client(settings, access) as (client, _app):
+        headers = {}
+        for name, role in (("root", Role.ADMIN), ("alice", Role.USER), ("bob", Role.USER)):
+            await access.users.create(name, PASSWORD, role)
+            headers[name] = {"Authorization": f"Bearer {(await access.tokens.create(name, 'tests')).secret}"}
+        yield Users(client, headers)
+
+
+@pytest.fixture
+async def alices_vm(users: Users) -> AsyncIterator[str]:
+    name = f"api-{uuid.uuid4().hex[:8]}"
+    created = await users.as_("alice", "POST", "/api/vms",
+                              json={"name": name, "memory_mib": 64, "disk_gib": 1, "iso": DEMO_ISO})
+    assert created.status_code == 201, created.text
+    yield name
+    for vm in (await users.as_("root", "GET", "/api/vms")).json():
+        if vm["name"].startswith(name):
+            await users.as_("root", "DELETE", f"/api/vms/{vm['uuid']}")
+
+
+EDIT_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
+    ("PATCH", "", {"vcpus": 2}),
+    ("GET", "/media", None),
+    ("PUT", "/media", {"iso": None}),
+    ("POST", "/finish-install", None),
+    ("POST", "/disks/vda/resize", {"size_gib": 2}),
+]
+
+
+async def test_only_owners_and_admins(users: Users, alices_vm: str) -> None:
+    for method, path, body in EDIT_ROUTES:
+        assert_error(await users.as_("bob", method, f"/api/vms/{alices_vm}{path}", json=body), 403, "FORBIDDEN")
+        assert_error(await users.client.request(method, f"/api/vms/{alices_vm}{path}", json=body),
+                     401, "UNAUTHORIZED")
+        assert_error(await users.as_("root", method, f"/api/vms/no-such-vm{path}", json=body), 404, "VM_NOT_FOUND")
+    assert (await users.as_("bob", "GET", f"/api/vms/{alices_vm}")).status_code == 403
+    vm = (await users.as_("alice", "GET", f"/api/vms/{alices_vm}")).json()
+    assert vm["vcpus"] == 1  # bob changed nothing
+    assert (await users.as_("alice", "PATCH", f"/api/vms/{alices_vm}", json={"vcpus": 2})).json()["vcpus"] == 2
+    assert (await users.as_("root", "PATCH", f"/api/vms/{alices_vm}", json={"vcpus": 1})).json()["vcpus"] == 1
+
+
+async def test_vm_answer_has_the_details_page_fields(users: Users, alices_vm: str) -> None:
+    vm = (await users.as_("alice", "GET", f"/api/vms/{alices_vm}")).json()
+    assert vm["cdrom"] == {"target": "hdc", "iso": DEMO_ISO}
+    assert vm["nics"] == []
+    assert (vm["pending_restart"], vm["pending"]) == (False, {})
+    disk = next(d for d in vm["disks"] if d["device"] == "disk")
+    assert (disk["bus"], disk["capacity_bytes"]) == ("virtio", 2**30)
+    assert isinstance(disk["allocation_bytes"], int)
+    assert next(d for d in vm["disks"] if d["device"] == "cdrom")["bus"] == "ide"
+    assert (await users.as_("alice", "GET", f"/api/vms/{alices_vm}/media")).json() == {"target": "hdc", "iso": DEMO_ISO}
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({}, "body"), ({"vcpus": None}, "body"), ({"colour": "red"}, "colour"), ({"vcpus": "many"}, "vcpus"),
+    ({"vcpus": 0}, "vcpus"), ({"memory_mib": 1}, "memory_mib"), ({"boot_order": ["net"]}, "boot_order"),
+    ({"boot_order": []}, "boot_order"), ({"boot_order": "hd"}, "boot_order"), ({"name": "bad name"}, "name"),
+    ({"name": "x" * 64}, "name"), ({"autostart": "perhaps"}, "autostart"), ({"name": "Ωμέγα"}, "name"),
+])
+async def test_patch_bad_input(users: Users, alices_vm: str, body: dict[str, Any], field: str) -> None:
+    error = assert_error(await users.as_("alice", "PATCH", f"/api/vms/{alices_vm}", json=body), 422,
+                         "VALIDATION_ERROR")
+    assert error["field"] == field
+
+
+async def test_patch_running_vm_shows_pending_restart(users: Users, alices_vm: str) -> None:
+    assert (await users.as_("alice", "POST", f"/api/vms/{alices_vm}/start")).status_code == 200
+    answer = await users.as_("alice", "PATCH", f"/api/vms/{alices_vm}",
+                             json={"vcpus": 2, "boot_order": ["hd"], "autostart": True})
+    assert answer.status_code == 200, answer.text
+    for vm in (answer.json(), (await users.as_("alice", "GET", f"/api/vms/{alices_vm}")).json()):
+        assert (vm["vcpus"], vm["boot_order"], vm["autostart"]) == (1, ["cdrom", "hd"], True)
+        assert vm["pending_restart"] is True
+        assert vm["pending"] == {"vcpus": 2, "boot_order": ["hd"]}
+    error = assert_error(await users.as_("alice", "PATCH", f"/api/vms/{alices_vm}", json={"name": "renamed"}),
+                         409, "VM_MUST_BE_STOPPED")
+    assert "stop" in error["message"].lower()
+    assert (await users.as_("alice", "POST", f"/api/vms/{alices_vm}/stop?force=true")).status_code == 200
+    assert (await users.as_("alice", "POST", f"/api/vms/{alices_vm}/start")).status_code == 200
+    vm = (await users.as_("alice", "GET", f"/api/vms/{alices_vm}")).json()
+    assert (vm["vcpus"], vm["boot_order"], vm["pending_restart"], vm["pending"]) == (2, ["hd"], False, {})
+
+
+async def test_rename_through_the_api(users: Users, alices_vm: str) -> None:
+    assert_error(await users.as_("alice", "PATCH", f"/api/vms/{alices_vm}", json={"name": "test"}),
+                 409, "VM_ALREADY_EXISTS")
+    renamed = await users.as_("alice", "PATCH", f"/api/vms/{alices_vm}", json={"name": f"{alices_vm}-2"})
+    assert renamed.status_code == 200, renamed.text
+    assert (renamed.json()["name"], renamed.json()["owner"]) == (f"{alices_vm}-2", "alice")
+    assert (await users.as_("alice", "GET", f"/api/vms/{alices_vm}-2")).status_code == 200
+    assert_error(await users.as_("alice", "GET", f"/api/vms/{alices_vm}"), 404, "VM_NOT_FOUND")
+
+
+@pytest.mark.parametrize(("body", "status", "code"), [
+    ({}, 422, "VALIDATION_ERROR"), ({"iso": 5}, 422, "VALIDATION_ERROR"),
+    ({"iso": None, "force": "yes please"}, 422, "VALIDATION_ERROR"), ({"iso": "x" * 300}, 422, "VALIDATION_ERROR"),
+    ({"iso": "missing.iso"}, 422, "ISO_NOT_FOUND"), ({"iso": "../../etc/passwd"}, 422, "ISO_NOT_FOUND"),
+    ({"iso": "ÄÖ ü.iso"}, 422, "ISO_NOT_FOUND"),
+])
+async def test_media_bad_input(users: Users, alices_vm: str, body: dict[str, Any], status: int, code: str) -> None:
+    assert_error(await users.as_("alice", "PUT", f"/api/vms/{alices_vm}/media", json=body), status, code)
+
+
+@pytest.mark.parametrize(("target", "body", "status", "code"), [
+    ("vda", {}, 422, "VALIDATION_ERROR"), ("vda", {"size_gib": 2, "size_bytes": 2**31}, 422, "VALIDATION_ERROR"),
+    ("vda", {"size_gib": 0}, 422, "VALIDATION_ERROR"), ("vda", {"size_gib": 4096}, 422, "VALIDATION_ERROR"),
+    ("vda", {"size_bytes": 2**31 + 1}, 422, "VALIDATION_ERROR"), ("vda", {"size_gib": "big"}, 422, "VALIDATION_ERROR"),
+    ("vda", {"size_gib": 1}, 409, "DISK_SHRINK_REFUSED"), ("vda", {"size_bytes": 2**29}, 409, "DISK_SHRINK_REFUSED"),
+    ("vdb", {"size_gib": 2}, 404, "DISK_NOT_FOUND"), ("hdc", {"size_gib": 2}, 404, "DISK_NOT_FOUND"),
+    ("ωω", {"size_gib": 2}, 404, "DISK_NOT_FOUND"),
+])
+async def test_resize_refusals(
+    users: Users, alices_vm: str, target: str, body: dict[str, Any], status: int, code: str
+) -> None:
+    assert_error(await users.as_("alice", "POST", f"/api/vms/{alices_vm}/disks/{target}/resize", json=body),
+                 status, code)
+
+
+async def test_finish_install_needs_a_disk(users: Users) -> None:
+    name = f"api-{uuid.uuid4().hex[:8]}"
+    assert (await users.as_("alice", "POST", "/api/vms", json={"name": name, "memory_mib": 64})).status_code == 201
+    try:
+        assert_error(await users.as_("alice", "POST", f"/api/vms/{name}/finish-install"), 404, "DISK_NOT_FOUND")
+        media = await users.as_("alice", "GET", f"/api/vms/{name}/media")
+        assert media.json() == {"target": None, "iso": None}
+        assert (await users.as_("alice", "POST", f"/api/vms/{name}/start")).status_code == 200
+        assert_error(await users.as_("alice", "PUT", f"/api/vms/{name}/media", json={"iso": DEMO_ISO}),
+                     409, "VM_MUST_BE_STOPPED")
+    finally:
+        await users.as_("alice", "DELETE", f"/api/vms/{name}")
+
+
+async def test_every_action_is_audited_with_what_changed(users: Users, alices_vm: str) -> None:
+    await users.as_("alice", "PATCH", f"/api/vms/{alices_vm}", json={"vcpus": 2, "autostart": True})
+    await users.as_("alice", "PUT", f"/api/vms/{alices_vm}/media", json={"iso": "missing.iso"})
+    await users.as_("alice", "POST", f"/api/vms/{alices_vm}/disks/vda/resize", json={"size_gib": 1})
+    await users.as_("alice", "POST", f"/api/vms/{alices_vm}/disks/vdq/resize", json={"size_gib": 2})
+    await users.as_("bob", "PATCH", f"/api/vms/{alices_vm}", json={"vcpus": 1})  # refused before any action
+    await users.as_("alice", "POST", f"/api/vms/{alices_vm}/start")
+    await users.as_("alice", "PATCH", f"/api/vms/{alices_vm}", json={"name": "elsewhere"})
+    actions = [(a["user"], a["action"], a["result_code"], a["details"])
+               for a in (await users.as_("root", "GET", "/api/vm-actions")).json() if a["vm_name"] == alices_vm]
+    assert actions[:6] == [
+        ("alice", "edit", "VM_MUST_BE_STOPPED", '{"name":"elsewhere"}'),
+        ("alice", "start", "OK", ""),
+        ("alice", "resize-disk", "DISK_NOT_FOUND", f"vdq to {2 * 2**30} bytes"),
+        ("alice", "resize-disk", "DISK_SHRINK_REFUSED", f"vda to {2**30} bytes"),
+        ("alice", "media", "ISO_NOT_FOUND", "iso='missing.iso' force=False"),
+        ("alice", "edit", "OK", "vcpus 1 → 2; autostart false → true"),
+    ]
