@@ -17,6 +17,7 @@ from limen.api.access import install_access
 from limen.api.errors import install_error_handlers
 from limen.api.middleware import RequestContextMiddleware
 from limen.auth.access import Access
+from limen.auth.revocation import CurrentRights
 from limen.console.endpoint import ConsoleRoute
 from limen.console.endpoint import router as console_router
 from limen.console.sessions import ConsoleSessions
@@ -60,7 +61,9 @@ def create_app(
     app.state.settings = settings
     app.state.hypervisor = hv
     app.state.metrics = metrics
-    app.state.console_sessions = ConsoleSessions()
+    console_sessions = ConsoleSessions(CurrentRights(guard.users, hv.console_vm))
+    guard.revocations.subscribe(console_sessions.revoke)  # revocations, from here or another instance
+    app.state.console_sessions = console_sessions
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(ConsoleRoute)  # outermost of ours: the console's WebSocket skips the router
     install_error_handlers(app)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import HTTPConnection
@@ -77,14 +78,16 @@ async def admit_console(access: Access, conn: HTTPConnection, find_vm: Callable[
             except TicketForAnotherVm:
                 raise exc from None  # a genuine ticket, for a VM that is gone
             raise  # unreachable: redeem("") never succeeds
-        user = await access.tickets.redeem(ticket, vm.uuid)
+        redeemed = await access.tickets.redeem(ticket, vm.uuid)
         peeked, holder = await early
-        if peeked != user:  # the peek saw nothing (or, in theory, another user): look the user up now
-            holder = await access.users.principal(user, AuthMethod.TICKET)
+        if peeked != redeemed.user:  # the peek saw nothing (or, in theory, another user): look it up now
+            holder = await access.users.principal(redeemed.user, AuthMethod.TICKET)
     finally:
         _drop(early)
     if holder is None:
         raise LimenError(ErrorCode.FORBIDDEN, "the ticket's user no longer exists or is disabled")
+    # The console is the ticket's, but it was opened on the strength of whatever asked for the ticket.
+    holder = replace(holder, credential=redeemed.credential)
     require_vm_access(holder, vm.name, vm.owner)
     return holder, vm
 
