@@ -26,7 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from limen.db import Role
 from tests.conftest import DEMO_ISO
 from tests.support.access import provision_user, redis_server
-from tests.support.console import ConsoleTranscript, read_frames
+from tests.support.console import ConsoleTranscript, read_console, read_frames
 from tests.support.server import LimenProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -334,6 +334,7 @@ async def test_a_revoked_token_ends_what_it_opened_and_what_its_tickets_opened(w
         lambda: ticket_console(world, "bobs", revoked),
         lambda: world.open("bobs", token=kept),
     )
+    unused_ticket = await world.ticket("bobs", token=revoked)
     token_id = token_id_of(world, revoked)
     async with world.api(kept) as api:  # bob revokes it himself, with his other token
         since = await changed(api.delete(f"/api/tokens/{token_id}"), by_token, by_ticket)
@@ -341,6 +342,11 @@ async def test_a_revoked_token_ends_what_it_opened_and_what_its_tickets_opened(w
         await ends_with_access_revoked(console, since)
         await audited(world, console, credential=f"token:{token_id}", because=f"API token {token_id} revoked by 'bob'")
     await still_streams(by_other_token)
+    # A ticket the token asked for before it was revoked opens nothing now.
+    late = await read_console(world.url("bobs", f"notices=1&ticket={unused_ticket}"), timeout=20)
+    (error,) = late.errors
+    assert error["code"] == "ACCESS_REVOKED" and error["details"] == f"API token {token_id} revoked by 'bob'"
+    assert (late.close_code, late.close_reason) == (4513, "ACCESS_REVOKED")
 
 
 async def test_signing_out_ends_the_consoles_that_browser_opened(world: World) -> None:

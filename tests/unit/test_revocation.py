@@ -223,15 +223,47 @@ async def test_a_revocation_during_a_consoles_checks_ends_it_when_it_is_admitted
         assert session.code is ErrorCode.ACCESS_REVOKED
 
 
-async def test_revocations_from_before_a_console_began_do_not_touch_it() -> None:
+async def test_user_and_vm_revocations_from_before_a_console_began_do_not_touch_it() -> None:
+    """Its own checks read the rights after them."""
     clock = Clock()
-    registry = ConsoleSessions(FakeRights(), clock=clock)
-    registry.revoke(Revocation.credential_revoked("token:7", "API token 7 revoked"))
+    rights = FakeRights()
+    registry = ConsoleSessions(rights, clock=clock)
+    registry.revoke(Revocation.user_changed("bob", "user 'bob' is no longer an administrator"))
+    registry.revoke(Revocation.vm_changed(VM_A, "VM 'a' given to 'dave'"))
+    registry.revoke(Revocation.session_ended("s1", "an earlier session of the same id"))
     clock.now += 1
     session = FakeSession("s1")
     with registry.track(session):  # type: ignore[arg-type]
         registry.admitted(BOB_ON_A)
-        assert session.code is None
+        await settled()
+        assert session.code is None and rights.asked == []
+
+
+async def test_a_ticket_asked_for_by_a_credential_revoked_since_opens_nothing() -> None:
+    """The ticket was issued, then its token revoked (or its browser signed out), then the ticket used:
+    the console is admitted on the ticket and ended at once, as long as the ticket could live."""
+    clock = Clock()
+    registry = ConsoleSessions(FakeRights(), clock=clock, remember=60)
+    registry.revoke(Revocation.credential_revoked("token:7", "API token 7 revoked"))
+    clock.now += 55
+    session = FakeSession("s1")
+    with registry.track(session):  # type: ignore[arg-type]
+        registry.admitted(BOB_ON_A)
+        assert session.code is ErrorCode.ACCESS_REVOKED
+    clock.now += 10  # past what is remembered: forgotten with the next revocation
+    registry.revoke(Revocation.credential_revoked("token:99", "API token 99 revoked"))
+    later = FakeSession("s1")
+    with registry.track(later):  # type: ignore[arg-type]
+        registry.admitted(BOB_ON_A)
+        assert later.code is None
+
+
+async def test_what_is_remembered_is_bounded() -> None:
+    clock = Clock()
+    registry = ConsoleSessions(FakeRights(), clock=clock)
+    for number in range(5000):
+        registry.revoke(Revocation.credential_revoked(f"token:{number}", "revoked"))
+    assert len(registry._recent) <= 1000
 
 
 async def test_an_administrator_ends_a_session_even_before_it_is_admitted() -> None:

@@ -61,7 +61,10 @@ def create_app(
     app.state.settings = settings
     app.state.hypervisor = hv
     app.state.metrics = metrics
-    console_sessions = ConsoleSessions(CurrentRights(guard.users, hv.console_vm))
+    # Remembers revocations as long as a console ticket lives: a ticket asked for by a since-revoked
+    # credential must not open a console.
+    console_sessions = ConsoleSessions(CurrentRights(guard.users, hv.console_vm),
+                                       remember=settings.console_ticket_ttl + 5)
     guard.revocations.subscribe(console_sessions.revoke)  # revocations, from here or another instance
     app.state.console_sessions = console_sessions
     app.add_middleware(RequestContextMiddleware, metrics=metrics)

@@ -8,8 +8,11 @@ use it to check that no session is left behind.
 
 Revocation only ever looks at admitted sessions: the admission tells the registry who holds a session
 (:meth:`admitted`) once its checks have passed. A revocation that arrives while a session's checks are
-running could miss it, so the registry remembers the revocations of the last :data:`RECENT_SECONDS` and
-judges a newly admitted session against those that came since the session began. Where a revocation asks
+running could miss it, so the registry remembers the revocations of the last ``remember`` seconds and
+judges a newly admitted session against those that came since the session began, and against every
+remembered credential revocation: a console ticket names the credential that asked for it, which may have
+been revoked (a token, a sign-out) between the ticket's issue and its use, and a revoked credential stays
+revoked. ``remember`` must therefore cover a ticket's lifetime. Where a revocation asks
 for it (a user's or a VM's rights changed), the user's right to the VM is read again (:class:`Rights`) in
 a task; nothing here runs per frame.
 """
@@ -29,13 +32,22 @@ from limen.errors import ErrorCode, LimenError
 
 log = logging.getLogger("limen.console")
 
-# How long a revocation is kept to judge sessions admitted after it arrived; well beyond the check_vm stage.
+# How long a revocation is kept to judge sessions admitted after it arrived (at least): well beyond the
+# check_vm stage, and as long as a console ticket lives by default.
 RECENT_SECONDS = 30.0
 RECENT_MAX = 1000
+# Revocations that stay true for good: a session admitted any time after one is judged against it.
+_LASTING = frozenset({Scope.CREDENTIAL, Scope.VM_DELETED})
 
 
 class ConsoleSessions:
-    def __init__(self, rights: Rights | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rights: Rights | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        remember: float = RECENT_SECONDS,
+    ) -> None:
         self._sessions: dict[str, ConsoleSession] = {}
         self._began: dict[str, float] = {}
         self._holders: dict[str, LiveConsole] = {}
@@ -43,6 +55,7 @@ class ConsoleSessions:
         self._rechecks: set[asyncio.Task[None]] = set()
         self.rights = rights
         self.clock = clock
+        self.remember = max(remember, RECENT_SECONDS)
         self.closing: LimenError | None = None  # set by close_all; later sessions end at once with it
 
     def __len__(self) -> int:
@@ -90,14 +103,14 @@ class ConsoleSessions:
         self._holders[console.session_id] = console
         began = self._began.get(console.session_id, self.clock())
         for received, revocation in list(self._recent):
-            if received >= began:
+            if received >= began or revocation.scope in _LASTING:
                 self._judge(revocation, [console])
 
     def revoke(self, revocation: Revocation) -> None:
         """Ends the live sessions ``revocation`` takes the right from (a bus handler: returns at once)."""
         now = self.clock()
         recent = self._recent
-        while recent and recent[0][0] < now - RECENT_SECONDS:
+        while recent and recent[0][0] < now - self.remember:
             recent.popleft()
         recent.append((now, revocation))
         if revocation.scope is Scope.SESSION:
