@@ -29,7 +29,9 @@ log = logging.getLogger("limen.auth")
 Handler = Callable[[Revocation], None]
 
 STREAM_LENGTH = 1000  # entries the stream keeps (approximately): what a reconnecting subscriber can catch up on
-READ_BLOCK_MS = 1000  # one XREAD waits at most this long, so closing never waits on Redis
+# One XREAD waits at most this long. redis-py lets a command it has sent finish before a cancellation takes
+# effect (so the connection is never left mid-reply); closing waits for it, so keep it short.
+READ_BLOCK_MS = 250
 RECONNECT_DELAY = 0.5
 
 
@@ -92,6 +94,7 @@ class RedisRevocationBus(LocalRevocationBus):
         self._redis: Any = redis.asyncio.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self._last_id = "0-0"
         self._reader: asyncio.Task[None] | None = None
+        self._closing = False
 
     async def start(self) -> None:
         """Notes where the stream is now (older entries are not this instance's business) and starts reading."""
@@ -124,7 +127,7 @@ class RedisRevocationBus(LocalRevocationBus):
         import redis.exceptions
 
         failing = False
-        while True:
+        while not self._closing:
             try:
                 answer = await self._redis.xread({self.key: self._last_id}, block=READ_BLOCK_MS, count=100)
             except (redis.exceptions.RedisError, OSError) as exc:
@@ -154,11 +157,12 @@ class RedisRevocationBus(LocalRevocationBus):
         self.deliver(revocation)
 
     async def close(self) -> None:
+        self._closing = True  # the reader may see its cancellation as a Redis error; it stops all the same
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+                await asyncio.wait_for(reader, READ_BLOCK_MS / 1000 + 1)
         await self._redis.aclose()
 
 
