@@ -13,6 +13,7 @@ holds.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from limen.db import Role
 from tests.conftest import DEMO_ISO
 from tests.support.access import provision_user, redis_server
 from tests.support.console import ConsoleTranscript, read_console, read_frames
-from tests.support.server import LimenProcess
+from tests.support.server import LIMEN_BIN, LimenProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -157,8 +158,9 @@ async def error_frame_after(console: Console, since: float) -> float:
     return time.monotonic() - since
 
 
-async def ends_with_access_revoked(console: Console, since: float) -> float:
-    """Reads the error frame and the close frame, then until the connection is gone; asserts both;
+async def ends_with_access_revoked(console: Console, since: float, *, made_after: float = 0.0) -> float:
+    """Reads the error frame and the close frame, then until the connection is gone; asserts both, and
+    that the close frame came within the bound of the change (made ``made_after`` seconds after ``since``);
     returns the seconds from ``since`` to the close frame."""
     took = await (console.watcher if console.watcher is not None else error_frame_after(console, since))
     await asyncio.wait_for(read_frames(console.ws, console.transcript, since), 10)
@@ -166,7 +168,7 @@ async def ends_with_access_revoked(console: Console, since: float) -> float:
     assert (error["code"], error["stage"]) == ("ACCESS_REVOKED", "proxy"), error
     assert error["message"].startswith("Your access to this VM was withdrawn")
     assert (console.transcript.close_code, console.transcript.close_reason) == (4513, "ACCESS_REVOKED")
-    assert took < BOUND + SLACK, f"the console ended {took:.2f} s after the change"
+    assert took - made_after < BOUND + SLACK, f"the console ended {took - made_after:.2f} s after the change"
     return took
 
 
@@ -396,12 +398,14 @@ async def test_a_change_on_one_instance_ends_a_console_held_by_another(
     limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str], tmp_path: Path
 ) -> None:
     """Two servers on one SQLite database and one redis-server: bob's consoles are held by B; the admin
-    disables bob on A, and ends carol's session (held by B) from A."""
+    disables bob on A, ends carol's session (held by B) from A, and revokes carol's other token with the
+    command line."""
     with redis_server(tmp_path) as redis_url:
         database_url = f"sqlite:///{tmp_path / 'data' / 'limen.db'}"
         a = limen_server(LIMEN_REDIS_URL=redis_url)
         b = limen_server(LIMEN_REDIS_URL=redis_url, LIMEN_LOG_DIR=str(tmp_path / "log-b"))
         tokens = provision(database_url)
+        carols_script = provision_user(database_url, "carol", PASSWORDS["carol"])
         vms = await make_vms(a, {"bobs": vm_names(), "spare": vm_names()}, {"bobs": "bob", "spare": "carol"})
         on_a = World(a, database_url, vms, tokens)
         on_b = World(b, database_url, vms, tokens)
@@ -415,6 +419,7 @@ async def test_a_change_on_one_instance_ends_a_console_held_by_another(
                 lambda: on_b.open("spare", token=tokens["carol"]),
                 lambda: on_b.open("spare", token=admin_token(on_b)),
             )
+            (by_script,) = await open_all(on_b, lambda: on_b.open("spare", token=carols_script))
             async with on_a.admin() as api:
                 since = await changed(api.put("/api/users/bob/disabled", json={"disabled": True}), bobs, by_ticket)
             for console in (bobs, by_ticket):
@@ -431,6 +436,23 @@ async def test_a_change_on_one_instance_ends_a_console_held_by_another(
             assert (carols.transcript.close_code, carols.transcript.close_reason) == (4403, "SESSION_TERMINATED")
             row = await on_a.row(carols.session_id)
             assert (row["end_code"], row["terminated_by"]) == ("SESSION_TERMINATED", "test-admin")
+
+            # `limen token revoke` on this machine, with the same database and Redis: B's console ends.
+            token_id = token_id_of(on_a, carols_script)
+            since = time.monotonic()
+            by_script.watcher = asyncio.create_task(error_frame_after(by_script, since))
+            command = await asyncio.create_subprocess_exec(
+                str(LIMEN_BIN), "token", "revoke", str(token_id),
+                env={**os.environ, "LIMEN_DATA_DIR": str(tmp_path / "data"), "LIMEN_REDIS_URL": redis_url,
+                     "LIMEN_LOG_DIR": str(tmp_path / "log-cli")},
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            _, err = await command.communicate()
+            assert command.returncode == 0, err
+            exited = time.monotonic() - since  # the revocation goes out just before the command exits
+            await ends_with_access_revoked(by_script, since, made_after=exited)
+            await audited(on_a, by_script, credential=f"token:{token_id}",
+                          because=f"API token {token_id} revoked from the command line")
+            await still_streams(admins)
         finally:
             for console in on_a.consoles + on_b.consoles:
                 await console.ws.close()
