@@ -351,6 +351,31 @@ async def test_a_revoked_token_ends_what_it_opened_and_what_its_tickets_opened(w
     assert (late.close_code, late.close_reason) == (4513, "ACCESS_REVOKED")
 
 
+async def test_consoles_opening_while_their_token_is_revoked_do_not_survive(world: World) -> None:
+    """Consoles opened with a token just before, while and just after it is revoked: each one is refused
+    (UNAUTHORIZED) or ends with ACCESS_REVOKED; none keeps streaming, whatever stage it was in."""
+    token = provision_user(world.database_url, "bob", PASSWORDS["bob"])
+    token_id = token_id_of(world, token)
+    url = world.url("bobs")
+
+    async def attempt(delay: float) -> ConsoleTranscript:
+        await asyncio.sleep(delay)
+        transcript = ConsoleTranscript()
+        async with connect(url, additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=10,
+                           close_timeout=2, ping_interval=None, max_size=None) as ws:
+            await asyncio.wait_for(read_frames(ws, transcript, time.monotonic()), 15)
+        return transcript
+
+    attempts = [asyncio.create_task(attempt(0.03 * number)) for number in range(12)]
+    await asyncio.sleep(0.15)
+    async with world.api(token) as api:
+        assert (await api.delete(f"/api/tokens/{token_id}")).status_code == 200
+    outcomes = await asyncio.gather(*attempts)
+    ends = sorted((t.close_code, t.close_reason) for t in outcomes)
+    # Which of the two each one gets depends on the machine's timing; that none streams on does not.
+    assert set(ends) <= {(4501, "UNAUTHORIZED"), (4513, "ACCESS_REVOKED")}, ends
+
+
 async def test_signing_out_ends_the_consoles_that_browser_opened(world: World) -> None:
     first_cookie, first_csrf = await world.sign_in("bob")
     second_cookie, _ = await world.sign_in("bob")
