@@ -49,6 +49,9 @@ class Scope(StrEnum):
 
 # The scopes whose consoles are re-checked against the rights of now, instead of ended outright.
 RECHECKED = frozenset({Scope.USER, Scope.VM})
+# The scopes that stay true for good (a revoked credential, a deleted VM never come back): they also concern
+# consoles admitted after them, e.g. with a ticket asked for by the credential before it was revoked.
+LASTING = frozenset({Scope.CREDENTIAL, Scope.VM_DELETED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,10 @@ class Revocation:
     @property
     def needs_recheck(self) -> bool:
         return self.scope in RECHECKED
+
+    @property
+    def lasting(self) -> bool:
+        return self.scope in LASTING
 
     def concerns(self, console: LiveConsole) -> bool:
         """Whether ``console`` is one this revocation may end (before any re-check)."""

@@ -12,9 +12,9 @@ running could miss it, so the registry remembers the revocations of the last ``r
 judges a newly admitted session against those that came since the session began, and against every
 remembered credential revocation: a console ticket names the credential that asked for it, which may have
 been revoked (a token, a sign-out) between the ticket's issue and its use, and a revoked credential stays
-revoked. ``remember`` must therefore cover a ticket's lifetime. Where a revocation asks
-for it (a user's or a VM's rights changed), the user's right to the VM is read again (:class:`Rights`) in
-a task; nothing here runs per frame.
+revoked. ``remember`` must therefore cover a ticket's lifetime. Where a revocation asks for it (a user's
+or a VM's rights changed), the user's right to the VM is read again (:class:`Rights`) in a task; nothing
+here runs per frame.
 """
 
 from __future__ import annotations
@@ -36,8 +36,6 @@ log = logging.getLogger("limen.console")
 # check_vm stage, and as long as a console ticket lives by default.
 RECENT_SECONDS = 30.0
 RECENT_MAX = 1000
-# Revocations that stay true for good: a session admitted any time after one is judged against it.
-_LASTING = frozenset({Scope.CREDENTIAL, Scope.VM_DELETED})
 
 
 class ConsoleSessions:
@@ -70,15 +68,6 @@ class ConsoleSessions:
     def holder(self, session_id: str) -> LiveConsole | None:
         return self._holders.get(session_id)
 
-    def terminate(self, session_id: str, details: str = "an administrator ended the session") -> bool:
-        """Ends the live session ``session_id`` with SESSION_TERMINATED (its client gets the close code and
-        reason, and the error frame when it asked for notices); False if no such session is live here."""
-        session = self._sessions.get(session_id)
-        if session is None:
-            return False
-        session.request_end(LimenError(ErrorCode.SESSION_TERMINATED, details))
-        return True
-
     @contextmanager
     def track(self, session: ConsoleSession) -> Iterator[ConsoleSession]:
         """Registers ``session`` for the duration of the ``with`` block."""
@@ -103,7 +92,7 @@ class ConsoleSessions:
         self._holders[console.session_id] = console
         began = self._began.get(console.session_id, self.clock())
         for received, revocation in list(self._recent):
-            if received >= began or revocation.scope in _LASTING:
+            if received >= began or revocation.lasting:
                 self._judge(revocation, [console])
 
     def revoke(self, revocation: Revocation) -> None:
