@@ -28,6 +28,8 @@ OK = "OK"
 DEFAULT_LIMIT = 200
 MAX_LIMIT = 1000
 _INSERT_CONSOLE_SESSION = insert(ConsoleSessionRecord)
+CREDENTIAL_MAX = 80
+DETAILS_MAX = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,8 @@ class ConsoleSessionInfo:
     bytes_from_client: int
     end_code: str | None
     terminated_by: str | None
+    credential: str | None
+    end_details: str | None
 
     @property
     def live(self) -> bool:
@@ -54,7 +58,7 @@ class ConsoleSessionInfo:
             id=row.id, user=row.user_name, vm_uuid=row.vm_uuid, vm_name=row.vm_name,
             client_address=row.client_address, started_at=row.started_at, ended_at=row.ended_at,
             bytes_to_client=row.bytes_to_client, bytes_from_client=row.bytes_from_client, end_code=row.end_code,
-            terminated_by=row.terminated_by,
+            terminated_by=row.terminated_by, credential=row.credential, end_details=row.end_details,
         )
 
 
@@ -92,25 +96,28 @@ class AuditLog:
     # -- console sessions --------------------------------------------------------------------------
 
     async def console_started(
-        self, session_id: str, *, user: str, vm_uuid: str, vm_name: str, client_address: str
+        self, session_id: str, *, user: str, vm_uuid: str, vm_name: str, client_address: str,
+        credential: str | None = None,
     ) -> None:
         # A Core INSERT, not a session's add: it runs while the console sets up (Database.execute).
         await self.db.execute(_INSERT_CONSOLE_SESSION, {
             "id": session_id, "user_name": user[:NAME_MAX], "vm_uuid": vm_uuid, "vm_name": vm_name[:NAME_MAX],
             "client_address": client_address[:64], "started_at": utc_now(self.clock), "bytes_to_client": 0,
-            "bytes_from_client": 0,
+            "bytes_from_client": 0, "credential": credential[:CREDENTIAL_MAX] if credential else None,
         })
 
     async def console_ended(
-        self, session_id: str, *, bytes_to_client: int, bytes_from_client: int, end_code: str
+        self, session_id: str, *, bytes_to_client: int, bytes_from_client: int, end_code: str,
+        end_details: str | None = None,
     ) -> None:
-        """Records the end once; later calls for the same session change nothing."""
+        """Records the end once (``end_details``: why, in words); later calls for the same session change
+        nothing."""
         now = utc_now(self.clock)
         statement = (
             update(ConsoleSessionRecord)
             .where(ConsoleSessionRecord.id == session_id, ConsoleSessionRecord.ended_at.is_(None))
             .values(ended_at=now, bytes_to_client=bytes_to_client, bytes_from_client=bytes_from_client,
-                    end_code=end_code[:CODE_MAX])
+                    end_code=end_code[:CODE_MAX], end_details=end_details[:DETAILS_MAX] if end_details else None)
         )
         await self.db.execute(statement)
 

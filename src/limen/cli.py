@@ -18,6 +18,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from limen.api.schemas import MediaOut, VmOut
+from limen.auth.revocation import Revocation
+from limen.auth.revocation_bus import publish_from_command_line
 from limen.cli_isos import iso_app
 from limen.cli_users import run_directory, token_app, user_app
 from limen.errors import LimenError
@@ -241,7 +243,16 @@ def vm_delete(
 ) -> None:
     """Delete a VM (stopping it first if it runs)."""
     state = _state(ctx)
-    volumes = _run(state.settings(), lambda hv: hv.delete_vm(vm_id, delete_disks=delete_disks))
+    settings = state.settings()
+
+    async def delete(hv: Hypervisor) -> list[str]:
+        vm = await hv.get_vm(vm_id)
+        # Running servers end its consoles first (when they share a Redis with this command).
+        publish_from_command_line(settings.redis_url, Revocation.vm_deleted(
+            vm.uuid, f"VM {vm.name!r} deleted from the command line"))
+        return await hv.delete_vm(vm.uuid, delete_disks=delete_disks)
+
+    volumes = _run(settings, delete)
     if state.as_json:
         typer.echo(json.dumps({"deleted": vm_id, "deleted_volumes": volumes}))
     else:

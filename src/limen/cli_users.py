@@ -4,6 +4,10 @@ Mounted by :mod:`limen.cli` (``app.add_typer(user_app, name="user")`` and the sa
 ``ctx.obj`` is its CliState, whose ``settings()`` gives the one Settings object. There is no default
 password anywhere: ``user create`` prompts (or reads ``--password-stdin``), and ``user ensure-admin``
 makes the first administrator with a random password that it prints once.
+
+Changes that take away the right to a console (``user set-role NAME user``, ``user delete``, ``token
+revoke``) are told to running servers through Redis when ``LIMEN_REDIS_URL`` is set, so their live consoles
+end; without Redis a running server learns of them only when a console is opened next.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ import typer
 from limen.auth.access import login_throttle_policy
 from limen.auth.clock import system_clock
 from limen.auth.passwords import Passwords, generate_password
+from limen.auth.principal import token_credential
+from limen.auth.revocation import Revocation
+from limen.auth.revocation_bus import publish_from_command_line
 from limen.auth.throttle_store import make_throttle_store
 from limen.auth.tokens import TokenInfo, Tokens
 from limen.auth.users import UserInfo, Users, find_user_by_key
@@ -71,6 +78,11 @@ def run_directory(settings: Settings, work: Callable[[_Directory], T]) -> T:
         raise typer.Exit(1) from None
     finally:
         directory.db.close()
+
+
+def _tell_servers(directory: _Directory, revocation: Revocation) -> None:
+    """Ends the consoles the change took the right from, on running servers that share this Redis."""
+    publish_from_command_line(directory.settings.redis_url, revocation)
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -147,8 +159,15 @@ def user_set_role(
     role: Annotated[Role, typer.Argument(help="admin or user")],
 ) -> None:
     """Make a user an administrator, or a plain user."""
-    user = _run(ctx, lambda d: d.users.set_role_sync(name, role))
-    typer.echo(f"{user.name!r} is now {role.value}")
+    def run(directory: _Directory) -> str:
+        user = directory.users.set_role_sync(name, role)
+        if role is not Role.ADMIN:
+            _tell_servers(directory, Revocation.user_changed(
+                user.name, f"user {user.name!r} is no longer an administrator (changed from the command line)"))
+        return user.name
+
+    user_name = _run(ctx, run)
+    typer.echo(f"{user_name!r} is now {role.value}")
 
 
 @user_app.command("unlock")
@@ -176,6 +195,21 @@ def user_unlock(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Us
         typer.echo(json.dumps({"name": user_name, "cleared": cleared}, ensure_ascii=False))
         return
     typer.echo(f"unlocked {user_name!r} (forgot failed sign-ins from {cleared} address(es))")
+
+
+@user_app.command("delete")
+def user_delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="User name")]) -> None:
+    """Delete a user with their API tokens and sign-ins (the audit keeps their name). The last enabled
+    administrator cannot be deleted."""
+
+    def run(directory: _Directory) -> UserInfo:
+        user = directory.db.run_sync(lambda session: Users.delete_in(session, name, by=None))
+        _tell_servers(directory, Revocation.user_changed(
+            user.name, f"user {user.name!r} deleted from the command line"))
+        return user
+
+    user = _run(ctx, run)
+    typer.echo(json.dumps(_user_dict(user)) if _state(ctx).as_json else f"deleted {user.role.value} {user.name!r}")
 
 
 @user_app.command("ensure-admin")
@@ -237,5 +271,11 @@ def token_list(
 @token_app.command("revoke")
 def token_revoke(ctx: typer.Context, token_id: Annotated[int, typer.Argument(help="The token's id")]) -> None:
     """Revoke an API token; it is refused from then on."""
-    token = _run(ctx, lambda d: d.db.run_sync(lambda session: d.tokens.revoke_in(session, token_id, None)))
+    def run(directory: _Directory) -> TokenInfo:
+        token = directory.db.run_sync(lambda session: directory.tokens.revoke_in(session, token_id, None))
+        _tell_servers(directory, Revocation.credential_revoked(
+            token_credential(token.id), f"API token {token.id} revoked from the command line"))
+        return token
+
+    token = _run(ctx, run)
     typer.echo(f"revoked token {token.id} {token.name!r} of {token.owner!r}")

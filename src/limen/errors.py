@@ -193,8 +193,8 @@ class ErrorCode(Enum):
         403,
         4513,
         "Access revoked",
-        "Your access to this VM was withdrawn (account, token, sign-in or owner changed). Sign in again or ask an "
-        "administrator.",
+        "Your access to this VM was withdrawn (account, role, token, sign-in or owner changed, or the VM was "
+        "deleted). Sign in again or ask an administrator.",
     )
     # -- limen itself -------------------------------------------------------------------------------
     INTERNAL_ERROR = ErrorSpec(

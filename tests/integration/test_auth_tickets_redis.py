@@ -43,7 +43,7 @@ async def test_two_instances_share_tickets(redis_url: str, clock: FakeClock) -> 
     first, second = RedisTicketStore(redis_url, TTL, clock), RedisTicketStore(redis_url, TTL, clock)
     try:
         ticket = await first.issue("alice", VM_A)
-        assert await second.redeem(ticket, VM_A) == "alice"
+        assert (await second.redeem(ticket, VM_A)).user == "alice"
         with pytest.raises(LimenError) as caught:
             await first.redeem(ticket, VM_A)
         assert caught.value.code is ErrorCode.TICKET_USED

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from limen.auth.tickets import RETAIN_SECONDS, TicketStore
+from limen.auth.tickets import RETAIN_SECONDS, TicketHolder, TicketStore
 from limen.errors import ErrorCode, LimenError
 from tests.support.access import FakeClock
 
@@ -28,7 +28,7 @@ class TicketStoreContract:
     async def test_a_ticket_opens_its_vm_once(self, store: TicketStore) -> None:
         ticket = await store.issue("alice", VM_A)
         assert len(ticket) >= 40 and store.ttl == TTL
-        assert await store.redeem(ticket, VM_A) == "alice"
+        assert (await store.redeem(ticket, VM_A)).user == "alice"
         assert await refused(store, ticket, VM_A) is ErrorCode.TICKET_USED
 
     async def test_tickets_are_distinct(self, store: TicketStore) -> None:
@@ -41,7 +41,7 @@ class TicketStoreContract:
         fresh = await store.issue("alice", VM_A)
         clock.advance(1)
         assert await refused(store, ticket, VM_A) is ErrorCode.TICKET_EXPIRED
-        assert await store.redeem(fresh, VM_A) == "alice"
+        assert (await store.redeem(fresh, VM_A)).user == "alice"
 
     async def test_an_expired_ticket_is_spent_too(self, store: TicketStore, clock: FakeClock) -> None:
         ticket = await store.issue("alice", VM_A)
@@ -67,18 +67,27 @@ class TicketStoreContract:
     async def test_concurrent_redemption_has_one_winner(self, store: TicketStore) -> None:
         ticket = await store.issue("alice", VM_A)
         results = await asyncio.gather(*(store.redeem(ticket, VM_A) for _ in range(10)), return_exceptions=True)
-        assert results.count("alice") == 1
+        assert [r.user for r in results if isinstance(r, TicketHolder)] == ["alice"]
         assert {r.code for r in results if isinstance(r, LimenError)} == {ErrorCode.TICKET_USED}
+
+    async def test_the_credential_that_asked_is_kept_with_the_user(self, store: TicketStore) -> None:
+        """So that revoking it ends the console the ticket opened (limen.auth.revocation)."""
+        by_token = await store.issue("alice", VM_A, "token:12")
+        by_browser = await store.issue("alice", VM_A, "session:0123456789abcdef")
+        anonymous = await store.issue("alice", VM_A)
+        assert await store.redeem(by_token, VM_A) == TicketHolder("alice", "token:12")
+        assert await store.redeem(by_browser, VM_A) == TicketHolder("alice", "session:0123456789abcdef")
+        assert await store.redeem(anonymous, VM_A) == TicketHolder("alice", None)
 
     async def test_names_are_kept_exactly(self, store: TicketStore) -> None:
         name = "O'Brien\"; DROP TABLE users;-- <script>alert(1)</script> Ωμέγα 🐧"
-        assert await store.redeem(await store.issue(name, VM_A), VM_A) == name
+        assert (await store.redeem(await store.issue(name, VM_A), VM_A)).user == name
 
     async def test_peek_names_the_user_without_spending_the_ticket(self, store: TicketStore) -> None:
         ticket = await store.issue("alice", VM_A)
         assert await store.peek(ticket) == "alice"
         assert await store.peek(ticket) == "alice"
-        assert await store.redeem(ticket, VM_A) == "alice"  # still unspent after the peeks
+        assert (await store.redeem(ticket, VM_A)).user == "alice"  # still unspent after the peeks
         assert await store.peek(ticket) is None  # spent
 
     async def test_peek_sees_nothing_in_expired_unknown_or_malformed_tickets(

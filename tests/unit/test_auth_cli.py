@@ -137,3 +137,18 @@ def test_unlock_lifts_a_users_sign_in_blocks(cli: typer.Typer, tmp_path: Path) -
     assert code == 0 and "from 0 address(es)" in out
     code, _, err = run(cli, "user", "unlock", "nobody")
     assert code == 1 and "USER_NOT_FOUND" in err
+
+
+def test_delete_a_user_but_never_the_last_enabled_admin(cli: typer.Typer, tmp_path: Path) -> None:
+    assert run(cli, "user", "create", "root", "--admin", "--password-stdin", stdin="root-password\n")[0] == 0
+    assert run(cli, "user", "create", NASTY, "--password-stdin", stdin="nasty-password\n")[0] == 0
+    assert run(cli, "token", "create", "script", "--user", NASTY)[0] == 0
+    code, out, _ = run(cli, "user", "delete", NASTY)
+    assert code == 0 and f"deleted user {NASTY!r}" in out
+    assert not authenticate(tmp_path, NASTY, "nasty-password")
+    assert json.loads(run(cli, "--json", "token", "list")[1]) == []  # its tokens went with it
+    code, _, err = run(cli, "user", "delete", "root")
+    assert code == 1 and "FORBIDDEN" in err and "last enabled administrator" in err
+    code, _, err = run(cli, "user", "delete", "nobody")
+    assert code == 1 and "USER_NOT_FOUND" in err
+    assert authenticate(tmp_path, "root", "root-password")

@@ -42,6 +42,7 @@ class FakeSession:
         self.end_requests: list[LimenError] = []
         self.end_reason: str | None = None
         self.traffic = SimpleNamespace(to_client=12, to_vnc=0)
+        self.machine = SimpleNamespace(error=None)
 
     def request_end(self, error: LimenError) -> None:
         self.end_requests.append(error)

@@ -21,6 +21,7 @@ from limen.api.hosts import HostCheck
 from limen.api.isos import start_iso_library
 from limen.api.middleware import RequestContextMiddleware
 from limen.auth.access import Access
+from limen.auth.revocation import CurrentRights
 from limen.console.endpoint import ConsoleRoute
 from limen.console.endpoint import router as console_router
 from limen.console.sessions import ConsoleSessions
@@ -68,7 +69,12 @@ def create_app(
     app.state.settings = settings
     app.state.hypervisor = hv
     app.state.metrics = metrics
-    app.state.console_sessions = ConsoleSessions()
+    # Remembers revocations as long as a console ticket lives: a ticket asked for by a since-revoked
+    # credential must not open a console.
+    console_sessions = ConsoleSessions(CurrentRights(guard.users, hv.console_vm),
+                                       remember=settings.console_ticket_ttl + 5)
+    guard.revocations.subscribe(console_sessions.revoke)  # revocations, from here or another instance
+    app.state.console_sessions = console_sessions
     app.state.iso_checksums = iso_checksums
     # Innermost first. A request meets: the console's shortcut, its request id, the Host check, the body
     # limit, then authentication of requests with a body (before anything reads it), then the routes.

@@ -1,17 +1,15 @@
 """The audit trail over HTTP: console sessions (admins: everyone's; users: their own), ending a live
 session (admins), and VM actions.
 
-Ending a session is asked of the console registry at ``app.state.console_sessions``: its
-``terminate(session_id)`` makes the session close with SESSION_TERMINATED and returns (or resolves to)
-whether the session was live in this process.
+Ending a session is published on the revocation bus (:mod:`limen.auth.revocation`), so whichever limen
+instance holds the session ends it with SESSION_TERMINATED (across instances when they share a Redis).
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
@@ -20,19 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from limen.api.schemas import ErrorBody
 from limen.audit import DEFAULT_LIMIT, MAX_LIMIT
 from limen.auth.deps import AccessDep, AdminUser, CurrentUser
+from limen.auth.revocation import Revocation
+from limen.console.sessions import ConsoleSessions
 from limen.errors import ErrorCode, LimenError
 
 log = logging.getLogger("limen.audit")
 
 router = APIRouter(tags=["audit"])
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 403, 404)}
-
-
-class ConsoleTerminator(Protocol):
-    def terminate(self, session_id: str) -> Any:
-        """Ends the live session ``session_id`` with SESSION_TERMINATED; True (or an awaitable of it)
-        if it was live in this process."""
-        ...
 
 
 class ConsoleSessionOut(BaseModel):
@@ -49,13 +42,18 @@ class ConsoleSessionOut(BaseModel):
     bytes_to_client: int
     bytes_from_client: int
     end_code: str | None = Field(description="OK, or the error code the session ended with")
+    end_details: str | None = Field(None, description="Why it ended, in words (e.g. \"API token 12 revoked\")")
     terminated_by: str | None
+    credential: str | None = Field(
+        None, description="What opened it: token:<id>, or session:<first 16 hex digits of the sign-in's hash>"
+    )
 
 
 
 class TerminationOut(BaseModel):
     session: ConsoleSessionOut
-    ending: bool = Field(description="True if the session was live in this limen process and is now ending")
+    ending: bool = Field(description="True if the session was live in this limen process and is now ending; "
+                         "an instance that shares this one's Redis ends it too if it holds it")
 
 
 class VmActionOut(BaseModel):
@@ -95,11 +93,10 @@ async def terminate_console_session(
     info = await access.audit.termination_requested(session_id, admin.name)
     if info is None:
         raise LimenError(ErrorCode.CONSOLE_SESSION_NOT_FOUND, f"no live console session {session_id[:40]!r}")
-    registry: ConsoleTerminator | None = getattr(request.app.state, "console_sessions", None)
-    ending = False
-    if registry is not None:
-        result = registry.terminate(session_id)
-        ending = bool(await result) if inspect.isawaitable(result) else bool(result)
+    registry: ConsoleSessions | None = getattr(request.app.state, "console_sessions", None)
+    ending = registry is not None and registry.get(session_id) is not None
+    await access.revocations.publish(Revocation.session_ended(
+        session_id, f"an administrator ({admin.name!r}) ended the session"))
     log.info("console session termination requested", extra={
         "event": "console_terminate", "user": admin.name, "session_id": session_id, "ending": ending,
     })

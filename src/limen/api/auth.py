@@ -20,8 +20,9 @@ from limen.api.schemas import ErrorBody
 from limen.auth.browser_sessions import COOKIE_NAME
 from limen.auth.deps import AccessDep, CurrentUser
 from limen.auth.names import name_key
-from limen.auth.principal import AuthMethod, require_admin
+from limen.auth.principal import AuthMethod, require_admin, token_credential
 from limen.auth.ratelimit import TooManyAttempts
+from limen.auth.revocation import Revocation
 from limen.auth.tokens import TokenInfo
 from limen.db.models import Role
 from limen.errors import ErrorCode, LimenError
@@ -106,11 +107,13 @@ async def login(body: LoginBody, request: Request, response: Response, access: A
 
 @router.post("/logout", status_code=204, responses=_ERRORS)
 async def logout(request: Request, principal: CurrentUser, access: AccessDep) -> Response:
-    """Ends this browser session (a no-op for API tokens: revoke those instead)."""
+    """Ends this browser session, and the consoles opened with it (a no-op for API tokens: revoke those)."""
     response = Response(status_code=204)
     cookie = request.cookies.get(COOKIE_NAME)
     if principal.method is AuthMethod.COOKIE and cookie:
         await access.sessions.end(cookie)
+        await access.revocations.publish(Revocation.credential_revoked(
+            access.sessions.credential_of(cookie), f"user {principal.name!r} signed out"))
         response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict",
                                secure=access.cookie_secure(request))
         log.info("signed out", extra={"event": "logout", "user": principal.name})
@@ -150,7 +153,10 @@ async def create_token(body: TokenCreate, principal: CurrentUser, access: Access
 
 @router.delete("/tokens/{token_id}", response_model=TokenOut, responses=_ERRORS)
 async def revoke_token(token_id: int, principal: CurrentUser, access: AccessDep) -> TokenOut:
-    """Revokes one of your tokens (admins: anyone's). A revoked token is refused from then on."""
+    """Revokes one of your tokens (admins: anyone's). A revoked token is refused from then on, and the
+    consoles opened with it (or with a ticket it asked for) end."""
     token = await access.tokens.revoke(token_id, principal)
+    await access.revocations.publish(Revocation.credential_revoked(
+        token_credential(token.id), f"API token {token.id} revoked by {principal.name!r}"))
     log.info("API token revoked", extra={"event": "token_revoke", "user": principal.name, "token_id": token_id})
     return TokenOut.of(token)

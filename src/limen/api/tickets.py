@@ -30,7 +30,7 @@ class TicketOut(BaseModel):
 
 @router.post("/api/vms/{vm_id}/console-ticket", response_model=TicketOut, responses=_ERRORS)
 async def console_ticket(vm: AccessibleVm, principal: CurrentUser, access: AccessDep) -> JSONResponse:
-    ticket = await access.tickets.issue(principal.name, vm.uuid)
+    ticket = await access.tickets.issue(principal.name, vm.uuid, principal.credential)
     log.info("console ticket issued", extra={"event": "console_ticket", "user": principal.name, "vm_uuid": vm.uuid})
     body = TicketOut(ticket=ticket, expires_in=access.tickets.ttl, vm_uuid=vm.uuid)
     return JSONResponse(body.model_dump(), headers={"Cache-Control": "no-store"})

@@ -1,6 +1,8 @@
 """Users (admins only) and VM ownership.
 
-An owner is kept in the VM's libvirt metadata; ``PUT /api/vms/{id}/owner`` changes it.
+An owner is kept in the VM's libvirt metadata; ``PUT /api/vms/{id}/owner`` changes it. Every change that
+can take away the right to a console (a user disabled, deleted or demoted, a VM given to someone else) is
+published as a revocation once made, and live consoles that lost their right end (ACCESS_REVOKED).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from limen.api.deps import HypervisorDep
 from limen.api.schemas import ErrorBody, VmOut
 from limen.auth.deps import AccessDep, AdminUser
+from limen.auth.revocation import Revocation
 from limen.auth.users import UserInfo, find_user_by_key
 from limen.db.models import Role
 from limen.errors import ErrorCode, LimenError
@@ -93,6 +96,9 @@ async def set_role(name: str, body: RoleChange, admin: AdminUser, access: Access
     if body.role is not Role.ADMIN:
         await _keep_an_admin(access, name)
     user = await access.users.set_role(name, body.role)
+    if body.role is not Role.ADMIN:
+        await access.revocations.publish(Revocation.user_changed(
+            user.name, f"user {user.name!r} is no longer an administrator (changed by {admin.name!r})"))
     log.info("role changed", extra={"event": "user_role", "user": admin.name, "target": name, "role": body.role.value})
     return UserOut.of(user)
 
@@ -106,6 +112,8 @@ async def set_disabled(name: str, body: DisabledChange, admin: AdminUser, access
     user = await access.users.set_disabled(name, body.disabled)
     if body.disabled:
         await access.sessions.end_all_of(name)
+        await access.revocations.publish(Revocation.user_changed(user.name,
+                                                                 f"user {user.name!r} disabled by {admin.name!r}"))
     log.info("user disabled" if body.disabled else "user enabled",
              extra={"event": "user_disabled", "user": admin.name, "target": name, "disabled": body.disabled})
     return UserOut.of(user)
@@ -123,6 +131,18 @@ async def unlock_user(name: str, admin: AdminUser, access: AccessDep) -> UnlockO
     return UnlockOut(name=user.name, cleared=cleared)
 
 
+@router.delete("/api/users/{name:path}", response_model=UserOut, responses=_ERRORS)
+async def delete_user(name: str, admin: AdminUser, access: AccessDep) -> UserOut:
+    """Deletes a user, their API tokens and sign-ins; their live consoles end (ACCESS_REVOKED). Audit rows
+    keep their name. Deleting yourself or the last enabled administrator is refused (FORBIDDEN). VMs they
+    owned keep the name as owner, so only administrators reach them until they are given to someone."""
+    user = await access.users.delete(name, by=admin.name)
+    await access.revocations.publish(
+        Revocation.user_changed(user.name, f"user {user.name!r} deleted by {admin.name!r}"))
+    log.info("user deleted", extra={"event": "user_delete", "user": admin.name, "target": user.name})
+    return UserOut.of(user)
+
+
 @router.put("/api/vms/{vm_id}/owner", response_model=VmOut, responses=_ERRORS)
 async def set_vm_owner(
     vm_id: str, body: OwnerChange, admin: AdminUser, access: AccessDep, hypervisor: HypervisorDep
@@ -134,5 +154,7 @@ async def set_vm_owner(
         vm = await hypervisor.get_vm(vm_id)
         target.vm_name, target.vm_uuid = vm.name, vm.uuid
         vm = await set_owner(hypervisor, vm.uuid, owner)
+    given = f"VM {vm.name!r} given to {owner!r}" if owner is not None else f"VM {vm.name!r} has no owner now"
+    await access.revocations.publish(Revocation.vm_changed(vm.uuid, f"{given} (by {admin.name!r})"))
     log.info("VM owner set", extra={"event": "vm_owner", "user": admin.name, "vm_uuid": vm.uuid, "owner": owner})
     return VmOut.of(vm)

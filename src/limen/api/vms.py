@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from limen.api.deps import HypervisorDep
 from limen.api.schemas import ErrorBody, VmCreate, VmDeleted, VmOut, VmPatch
 from limen.auth.deps import AccessDep, AccessibleVm, CurrentUser
+from limen.auth.revocation import Revocation
+from limen.console.endpoint import sessions_of
 from limen.hypervisor import VmSpec
 from limen.hypervisor.editing import VmEdit, edit_vm
 
@@ -58,6 +60,10 @@ async def get_vm(vm: AccessibleVm) -> VmOut:
     return VmOut.of(vm)
 
 
+# How long a deletion waits for this instance's consoles of the VM to end before it destroys the VM.
+CONSOLES_END_WAIT = 1.0
+
+
 @router.patch("/{vm_id}", response_model=VmOut, responses=_ERRORS)
 async def patch_vm(
     body: VmPatch, vm: AccessibleVm, principal: CurrentUser, access: AccessDep, hypervisor: HypervisorDep
@@ -85,6 +91,7 @@ async def patch_vm(
 @router.delete("/{vm_id}", response_model=VmDeleted, responses=_ERRORS)
 async def delete_vm(
     vm_id: str,
+    request: Request,
     vm: AccessibleVm,
     principal: CurrentUser,
     access: AccessDep,
@@ -93,6 +100,10 @@ async def delete_vm(
 ) -> VmDeleted:
     async with access.audit.recording(principal.name, "delete", vm.name) as target:
         target.vm_uuid, target.details = vm.uuid, f"delete_disks={delete_disks}"
+        # Its consoles end with ACCESS_REVOKED, saying why, before the VM goes (not VM_STOPPED after).
+        await access.revocations.publish(
+            Revocation.vm_deleted(vm.uuid, f"VM {vm.name!r} deleted by {principal.name!r}"))
+        await sessions_of(request.app.state).wait_ended(vm.uuid, CONSOLES_END_WAIT)
         volumes = await hypervisor.delete_vm(vm.uuid, delete_disks=delete_disks)
     log.info("VM deleted", extra={"event": "vm_delete", "vm_uuid": vm.uuid, "vm_name": vm.name,
                                   "volumes": volumes, "user": principal.name})

@@ -1,7 +1,7 @@
 """Everything access control needs, built once from the settings and kept at ``app.state.access``.
 
-Call :meth:`Access.start` before serving (it migrates the database and checks the ticket store) and
-:meth:`Access.close` after.
+Call :meth:`Access.start` before serving (it migrates the database, checks the ticket store and starts
+the revocation bus) and :meth:`Access.close` after.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from limen.auth.browser_sessions import BrowserSessions
 from limen.auth.clock import Clock, system_clock
 from limen.auth.passwords import Passwords
 from limen.auth.ratelimit import LoginRateLimiter
+from limen.auth.revocation_bus import RevocationBus, make_revocation_bus
 from limen.auth.site import Site
 from limen.auth.throttle import ThrottlePolicy
 from limen.auth.throttle_store import make_throttle_store
@@ -46,6 +47,7 @@ class Access:
         clock: Clock = system_clock,
         tickets: TicketStore | None = None,
         hasher: PasswordHasher | None = None,
+        revocations: RevocationBus | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -62,6 +64,9 @@ class Access:
         )
         self.tickets = tickets or make_ticket_store(settings.redis_url, settings.console_ticket_ttl, clock)
         self.audit = AuditLog(self.db, clock)
+        # Changes that take away a console's right are published here; each instance's console registry
+        # subscribes (limen.console.sessions). Across instances through Redis when LIMEN_REDIS_URL is set.
+        self.revocations: RevocationBus = revocations or make_revocation_bus(settings.redis_url)
         self.trusted_proxies = http.parse_networks(settings.trusted_proxies)
         self.site = Site.of(settings)
         self.started = False
@@ -73,6 +78,7 @@ class Access:
         await self.db.migrate_async()
         await self.tickets.check()
         await self.login_limiter.check()
+        await self.revocations.start()
         self.started = True
         log.info("access control ready", extra={
             "event": "access_ready", "database": self.db.redacted_url,
@@ -86,6 +92,7 @@ class Access:
                             "event": "public_url_missing", "hosts": sorted(self.site.hosts)})
 
     async def close(self) -> None:
+        await self.revocations.close()
         await self.tickets.close()
         await self.login_limiter.close()
         self.db.close()

@@ -17,7 +17,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from limen.auth.clock import Clock, utc_now
-from limen.auth.principal import AuthMethod, Principal
+from limen.auth.principal import AuthMethod, Principal, browser_credential
 from limen.auth.users import find_user
 from limen.db import Database
 from limen.db.models import BrowserSession, Role, User
@@ -79,9 +79,14 @@ class BrowserSessions:
             if browser_session.expires_at <= now or user.disabled:
                 return None
             return Principal(name=user.name, role=Role(user.role), method=AuthMethod.COOKIE,
-                             csrf_token=browser_session.csrf_token)
+                             csrf_token=browser_session.csrf_token, credential=browser_credential(key))
 
         return await self.db.run(run)
+
+    @staticmethod
+    def credential_of(cookie: str) -> str:
+        """The credential name of the session behind ``cookie`` (see :func:`browser_credential`)."""
+        return browser_credential(_hash(cookie))
 
     async def end(self, cookie: str) -> None:
         key = _hash(cookie)

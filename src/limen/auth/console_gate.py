@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import HTTPConnection
@@ -83,7 +84,7 @@ async def admit_console(access: Access, conn: HTTPConnection, find_vm: Callable[
                 raise exc from None  # a genuine ticket, for a VM that is gone
             raise  # unreachable: redeem("") never succeeds
         try:
-            user = await access.tickets.redeem(ticket, vm.uuid)
+            redeemed = await access.tickets.redeem(ticket, vm.uuid)
         except TicketForAnotherVm:
             # A missing VM answers VM_NOT_FOUND to a genuine ticket (above); a VM its user may not see too.
             _, holder = await early
@@ -91,12 +92,14 @@ async def admit_console(access: Access, conn: HTTPConnection, find_vm: Callable[
                 raise vm_not_found(_requested(conn, vm)) from None
             raise
         peeked, holder = await early
-        if peeked != user:  # the peek saw nothing (or, in theory, another user): look the user up now
-            holder = await access.users.principal(user, AuthMethod.TICKET)
+        if peeked != redeemed.user:  # the peek saw nothing (or, in theory, another user): look it up now
+            holder = await access.users.principal(redeemed.user, AuthMethod.TICKET)
     finally:
         _drop(early)
     if holder is None:
         raise LimenError(ErrorCode.FORBIDDEN, "the ticket's user no longer exists or is disabled")
+    # The console is the ticket's, but it was opened on the strength of whatever asked for the ticket.
+    holder = replace(holder, credential=redeemed.credential)
     require_vm_access(holder, _requested(conn, vm), vm.owner)
     return holder, vm
 

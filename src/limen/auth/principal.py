@@ -23,6 +23,9 @@ class Principal:
     method: AuthMethod
     # The browser session's CSRF token (cookie sign-ins only); kept out of repr so it is never logged.
     csrf_token: str | None = field(default=None, repr=False, compare=False)
+    # Which credential this request came with (see token_credential / browser_credential; for a ticket, the
+    # credential that asked for it), so that revoking that credential finds what it opened. Not a secret.
+    credential: str | None = field(default=None, compare=False)
 
     @property
     def is_admin(self) -> bool:
@@ -32,6 +35,20 @@ class Principal:
         """Admins reach every VM; users only the VMs whose owner is them (never an unowned VM). Owners are
         written as the user's name is kept (the API and the command line look the typed name up first)."""
         return self.is_admin or (vm_owner is not None and vm_owner == self.name)
+
+
+def token_credential(token_id: int) -> str:
+    """How an API token is named as a credential: ``token:<id>``."""
+    return f"token:{token_id}"
+
+
+BROWSER_CREDENTIAL_HASH_CHARS = 16
+
+
+def browser_credential(id_hash: str) -> str:
+    """How a browser session is named as a credential: ``session:`` and the first 16 hex characters of the
+    SHA-256 the database keeps of its cookie (enough to tell sessions apart, useless to sign in with)."""
+    return f"session:{id_hash[:BROWSER_CREDENTIAL_HASH_CHARS]}"
 
 
 def require_admin(principal: Principal) -> None:

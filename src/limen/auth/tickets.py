@@ -8,7 +8,10 @@ redeeming is atomic, so of two concurrent attempts exactly one wins. Redeeming d
     already redeemed               TICKET_USED
     past its expiry                TICKET_EXPIRED   (the ticket is spent all the same)
     issued for another VM          FORBIDDEN        (spent all the same: a ticket is tried once)
-    otherwise                      the user it was issued to
+    otherwise                      the user it was issued to, and the credential that asked for it
+
+A ticket keeps the credential of the request that minted it (``token:<id>``, ``session:<hash prefix>``),
+so a console opened with the ticket ends when that credential is revoked (:mod:`limen.auth.revocation`).
 
 Redeemed and expired tickets are remembered for :data:`RETAIN_SECONDS` so the answer can say which it
 was. Stores key tickets by their SHA-256, so a store's contents cannot be replayed as tickets.
@@ -52,18 +55,27 @@ def new_ticket() -> str:
     return secrets.token_urlsafe(32)
 
 
+@dataclass(frozen=True, slots=True)
+class TicketHolder:
+    """Whom a redeemed ticket was issued to, and the credential of the request that asked for it."""
+
+    user: str
+    credential: str | None = None
+
+
 class TicketStore(Protocol):
     """Where tickets live between issue and redemption. Implementations must redeem atomically."""
 
     @property
     def ttl(self) -> float: ...
 
-    async def issue(self, user: str, vm_uuid: str) -> str:
-        """A new ticket for ``user`` to open the console of ``vm_uuid``, valid for ``ttl`` seconds."""
+    async def issue(self, user: str, vm_uuid: str, credential: str | None = None) -> str:
+        """A new ticket for ``user`` to open the console of ``vm_uuid``, valid for ``ttl`` seconds;
+        ``credential`` names what the asking request was authenticated with."""
         ...
 
-    async def redeem(self, ticket: str, vm_uuid: str) -> str:
-        """The user the ticket was issued to; raises as the module docstring says. Spends the ticket."""
+    async def redeem(self, ticket: str, vm_uuid: str) -> TicketHolder:
+        """Whom the ticket was issued to; raises as the module docstring says. Spends the ticket."""
         ...
 
     async def peek(self, ticket: str) -> str | None:
@@ -84,15 +96,16 @@ class _Entry:
     user: str
     vm_uuid: str
     expires_at: float
+    credential: str | None = None
     used: bool = False
 
 
-def _judge(user: str, vm_uuid: str, expires_at: float, wanted_vm: str, now: float) -> str:
+def _judge(holder: TicketHolder, vm_uuid: str, expires_at: float, wanted_vm: str, now: float) -> TicketHolder:
     if now >= expires_at:
         raise LimenError(ErrorCode.TICKET_EXPIRED, "the console ticket expired")
     if vm_uuid != wanted_vm:
         raise TicketForAnotherVm()
-    return user
+    return holder
 
 
 class MemoryTicketStore:
@@ -117,14 +130,15 @@ class MemoryTicketStore:
                 return
             del entries[key]
 
-    async def issue(self, user: str, vm_uuid: str) -> str:
+    async def issue(self, user: str, vm_uuid: str, credential: str | None = None) -> str:
         now = self.clock()
         self._purge(now)
         ticket = new_ticket()
-        self._entries[_key(ticket)] = _Entry(user=user, vm_uuid=vm_uuid, expires_at=now + self._ttl)
+        self._entries[_key(ticket)] = _Entry(user=user, vm_uuid=vm_uuid, expires_at=now + self._ttl,
+                                             credential=credential)
         return ticket
 
-    async def redeem(self, ticket: str, vm_uuid: str) -> str:
+    async def redeem(self, ticket: str, vm_uuid: str) -> TicketHolder:
         # No await between the lookup and marking it used: atomic on the event loop.
         if not _TICKET_SHAPE.fullmatch(ticket):
             raise _unknown()
@@ -135,7 +149,7 @@ class MemoryTicketStore:
         if entry.used:
             raise LimenError(ErrorCode.TICKET_USED, "the console ticket was already used")
         entry.used = True
-        return _judge(entry.user, entry.vm_uuid, entry.expires_at, vm_uuid, now)
+        return _judge(TicketHolder(entry.user, entry.credential), entry.vm_uuid, entry.expires_at, vm_uuid, now)
 
     async def peek(self, ticket: str) -> str | None:
         if not _TICKET_SHAPE.fullmatch(ticket):
@@ -189,15 +203,15 @@ class RedisTicketStore:
         key = _key(ticket)
         return [f"{self.namespace}:ticket:{{{key}}}", f"{self.namespace}:ticket-used:{{{key}}}"]
 
-    async def issue(self, user: str, vm_uuid: str) -> str:
+    async def issue(self, user: str, vm_uuid: str, credential: str | None = None) -> str:
         ticket = new_ticket()
         expires_at = self.clock() + self._ttl
-        value = json.dumps({"user": user, "vm": vm_uuid, "expires_at": expires_at})
+        value = json.dumps({"user": user, "vm": vm_uuid, "expires_at": expires_at, "credential": credential})
         async with self._errors("issue"):
             await self._redis.set(self._keys(ticket)[0], value, px=int((self._ttl + RETAIN_SECONDS) * 1000))
         return ticket
 
-    async def redeem(self, ticket: str, vm_uuid: str) -> str:
+    async def redeem(self, ticket: str, vm_uuid: str) -> TicketHolder:
         if not _TICKET_SHAPE.fullmatch(ticket):
             raise _unknown()
         async with self._errors("redeem"):
@@ -208,7 +222,9 @@ class RedisTicketStore:
         if text == "!used":
             raise LimenError(ErrorCode.TICKET_USED, "the console ticket was already used")
         entry = json.loads(text)
-        return _judge(str(entry["user"]), str(entry["vm"]), float(entry["expires_at"]), vm_uuid, self.clock())
+        credential = entry.get("credential")
+        holder = TicketHolder(str(entry["user"]), str(credential) if credential is not None else None)
+        return _judge(holder, str(entry["vm"]), float(entry["expires_at"]), vm_uuid, self.clock())
 
     async def peek(self, ticket: str) -> str | None:
         if not _TICKET_SHAPE.fullmatch(ticket):

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from limen.auth.clock import Clock, utc_now
 from limen.auth.names import clean_name
-from limen.auth.principal import AuthMethod, Principal
+from limen.auth.principal import AuthMethod, Principal, token_credential
 from limen.auth.users import lookup_user
 from limen.db import Database
 from limen.db.models import TOKEN_NAME_MAX, ApiToken, Role, User
@@ -135,6 +135,7 @@ class Tokens:
                 return None
             if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
                 token.last_used_at = now
-            return Principal(name=user.name, role=Role(user.role), method=AuthMethod.TOKEN)
+            return Principal(name=user.name, role=Role(user.role), method=AuthMethod.TOKEN,
+                             credential=token_credential(token.id))
 
         return await self.db.run(run)

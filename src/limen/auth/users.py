@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import anyio.to_thread
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -21,7 +21,7 @@ from limen.auth.names import clean_name, name_key
 from limen.auth.passwords import Passwords, validate_password
 from limen.auth.principal import AuthMethod, Principal
 from limen.db import Database
-from limen.db.models import NAME_MAX, Role, User
+from limen.db.models import NAME_MAX, ApiToken, BrowserSession, Role, User
 from limen.errors import ErrorCode, LimenError
 
 
@@ -134,6 +134,30 @@ class Users:
             return UserInfo.of(user)
 
         return await self.db.run(run)
+
+    @staticmethod
+    def delete_in(session: Session, name: str, *, by: str | None) -> UserInfo:
+        """Deletes the user with their API tokens and sign-ins (audit rows keep their name). ``by`` None is
+        the command line. Refuses (FORBIDDEN) deleting yourself or the last enabled administrator; the
+        count is taken in the deleting transaction."""
+        user = _require_user(session, name)
+        if by is not None and by == user.name:
+            raise LimenError(ErrorCode.FORBIDDEN, "you cannot delete yourself; ask another administrator")
+        if user.role == Role.ADMIN.value and not user.disabled:
+            others = session.scalar(select(func.count()).select_from(User).where(
+                User.role == Role.ADMIN.value, User.disabled.is_(False), User.id != user.id))
+            if not others:
+                raise LimenError(ErrorCode.FORBIDDEN,
+                                 f"{user.name!r} is the last enabled administrator; make another one first")
+        info = UserInfo.of(user)
+        # Explicitly, not only by ON DELETE CASCADE: a database without foreign keys enforced keeps nothing.
+        session.execute(delete(ApiToken).where(ApiToken.user_id == user.id))
+        session.execute(delete(BrowserSession).where(BrowserSession.user_id == user.id))
+        session.delete(user)
+        return info
+
+    async def delete(self, name: str, *, by: str | None) -> UserInfo:
+        return await self.db.run(lambda session: self.delete_in(session, name, by=by))
 
     def set_password_sync(self, name: str, password: str) -> None:
         validate_password(password)

@@ -13,8 +13,13 @@ never skipped: a session that ends before the delay starts it at once, the end's
 insert first, and if the insert fails the session is ended (INTERNAL_ERROR), so no console runs without
 its row for longer than the delay plus one write.
 
+Once the session is let in it tells ``on_admitted`` (the console registry) who holds it, with which
+credential, on which VM, so that revocation can find it (:mod:`limen.auth.revocation`); the audit row keeps
+the credential's name (``token:<id>``, ``session:<hash prefix>``; never a secret) too.
+
 It is also a :class:`~limen.console.session.SessionObserver`: when the session ends it records the end
-(bytes each way, end code: ``OK`` when the client closed, else the error code's name). The write runs
+(bytes each way, end code: ``OK`` when the client closed, else the error code's name, and the error's
+details as the words that say why). The write runs
 in a task; the endpoint awaits :meth:`ConsoleAdmission.recorded` before it returns, so the row is
 complete when the WebSocket handler is done.
 
@@ -34,6 +39,7 @@ from limen.audit import OK
 from limen.auth.access import Access
 from limen.auth.console_gate import admit_console
 from limen.auth.principal import Principal
+from limen.auth.revocation import LiveConsole
 from limen.console.session import ConsoleSession
 from limen.console.stages import Stage
 from limen.errors import ErrorCode, LimenError
@@ -48,8 +54,15 @@ AUDIT_START_DELAY = 0.005
 
 
 class ConsoleAdmission:
-    def __init__(self, access: Access, conn: HTTPConnection, session_id: str) -> None:
+    def __init__(
+        self,
+        access: Access,
+        conn: HTTPConnection,
+        session_id: str,
+        on_admitted: Callable[[LiveConsole], None] | None = None,
+    ) -> None:
         self.access = access
+        self.on_admitted = on_admitted
         self.conn = conn
         self.session_id = session_id
         self.client_address = access.client_address(conn)
@@ -70,8 +83,12 @@ class ConsoleAdmission:
         self._start_timer = asyncio.get_running_loop().call_later(AUDIT_START_DELAY, self._begin_record_start)
         log.info("vnc console admitted", extra={
             "event": "console_admitted", "session": self.session_id, "user": principal.name,
-            "auth": principal.method.value, "vm_uuid": vm.uuid, "vm_name": vm.name, "client": self.client_address,
+            "auth": principal.method.value, "credential": principal.credential, "vm_uuid": vm.uuid,
+            "vm_name": vm.name, "client": self.client_address,
         })
+        if self.on_admitted is not None:
+            self.on_admitted(LiveConsole(session_id=self.session_id, user=principal.name, vm_uuid=vm.uuid,
+                                         credential=principal.credential))
         return vm
 
     # -- SessionObserver ----------------------------------------------------------------------------------
@@ -90,9 +107,11 @@ class ConsoleAdmission:
             return
         self._begin_record_start()  # a session that ended within the delay: its row now, before the end's
         reason = session.end_reason or CLIENT_CLOSED
+        error = session.machine.error
         self._end = asyncio.get_running_loop().create_task(self._record_end(
             bytes_to_client=session.traffic.to_client, bytes_from_client=session.traffic.to_vnc,
             end_code=OK if reason == CLIENT_CLOSED else reason,
+            end_details=error.details if error is not None else None,
         ))
 
     def _begin_record_start(self) -> None:
@@ -107,7 +126,7 @@ class ConsoleAdmission:
         try:
             await self.access.audit.console_started(
                 self.session_id, user=principal.name, vm_uuid=vm.uuid, vm_name=vm.name,
-                client_address=self.client_address,
+                client_address=self.client_address, credential=principal.credential,
             )
         except Exception as exc:
             log.exception("could not record a console session; ending it", extra={
@@ -119,7 +138,9 @@ class ConsoleAdmission:
                     ErrorCode.INTERNAL_ERROR, f"the console session could not be audited ({type(exc).__name__})"))
             raise
 
-    async def _record_end(self, *, bytes_to_client: int, bytes_from_client: int, end_code: str) -> None:
+    async def _record_end(
+        self, *, bytes_to_client: int, bytes_from_client: int, end_code: str, end_details: str | None
+    ) -> None:
         if self._start is not None:
             try:
                 await asyncio.shield(self._start)
@@ -128,7 +149,7 @@ class ConsoleAdmission:
         try:
             await self.access.audit.console_ended(
                 self.session_id, bytes_to_client=bytes_to_client, bytes_from_client=bytes_from_client,
-                end_code=end_code,
+                end_code=end_code, end_details=end_details,
             )
         except Exception:  # the session is over either way; the log keeps its figures
             log.exception("could not record the end of a console session", extra={

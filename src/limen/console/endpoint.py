@@ -88,7 +88,8 @@ async def console(websocket: WebSocket, vm_id: str) -> None:
     hypervisor: HypervisorLike = state.hypervisor
     access: Access = state.access
     session_id = uuid.uuid4().hex
-    admission = ConsoleAdmission(access, websocket, session_id)
+    registry = sessions_of(state)
+    admission = ConsoleAdmission(access, websocket, session_id, on_admitted=registry.admitted)
     session = ConsoleSession(
         ident=vm_id,
         client=StarletteChannel(websocket),
@@ -100,7 +101,7 @@ async def console(websocket: WebSocket, vm_id: str) -> None:
         admission=admission,
     )
     admission.session = session
-    with sessions_of(state).track(session):
+    with registry.track(session):
         await session.run()
     await admission.recorded()
 

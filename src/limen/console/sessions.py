@@ -1,24 +1,59 @@
 """The registry of live console sessions, kept at ``app.state.console_sessions``.
 
 It exists so that something outside a session can end it: server shutdown (:meth:`close_all`, called
-before uvicorn closes its sockets, so every client gets SERVER_SHUTDOWN in its close frame) and an
-administrator (:meth:`terminate`, behind ``DELETE /api/console-sessions/{id}``: SESSION_TERMINATED).
-Tests use it to check that no session is left behind.
+before uvicorn closes its sockets, so every client gets SERVER_SHUTDOWN in its close frame), and
+revocation (:meth:`revoke`, subscribed to the revocation bus: a user disabled, deleted or demoted, a VM
+given away or deleted, a token revoked, a browser signed out, an administrator's "End session"). Tests
+use it to check that no session is left behind.
+
+Revocation only ever looks at admitted sessions: the admission tells the registry who holds a session
+(:meth:`admitted`) once its checks have passed. A revocation that arrives while a session's checks are
+running could miss it, so the registry remembers the revocations of the last ``remember`` seconds and
+judges a newly admitted session against those that came since the session began, and against every
+remembered credential revocation: a console ticket names the credential that asked for it, which may have
+been revoked (a token, a sign-out) between the ticket's issue and its use, and a revoked credential stays
+revoked. ``remember`` must therefore cover a ticket's lifetime. Where a revocation asks for it (a user's
+or a VM's rights changed), the user's right to the VM is read again (:class:`Rights`) in a task; nothing
+here runs per frame.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
+from limen.auth.revocation import LiveConsole, Revocation, Rights, Scope, verdict
 from limen.console.session import ConsoleSession
 from limen.errors import ErrorCode, LimenError
 
+log = logging.getLogger("limen.console")
+
+# How long a revocation is kept to judge sessions admitted after it arrived (at least): well beyond the
+# check_vm stage, and as long as a console ticket lives by default.
+RECENT_SECONDS = 30.0
+RECENT_MAX = 1000
+
 
 class ConsoleSessions:
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        rights: Rights | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        remember: float = RECENT_SECONDS,
+    ) -> None:
         self._sessions: dict[str, ConsoleSession] = {}
+        self._began: dict[str, float] = {}
+        self._holders: dict[str, LiveConsole] = {}
+        self._recent: deque[tuple[float, Revocation]] = deque(maxlen=RECENT_MAX)
+        self._rechecks: set[asyncio.Task[None]] = set()
+        self.rights = rights
+        self.clock = clock
+        self.remember = max(remember, RECENT_SECONDS)
         self.closing: LimenError | None = None  # set by close_all; later sessions end at once with it
 
     def __len__(self) -> int:
@@ -30,25 +65,111 @@ class ConsoleSessions:
     def get(self, session_id: str) -> ConsoleSession | None:
         return self._sessions.get(session_id)
 
-    def terminate(self, session_id: str, details: str = "an administrator ended the session") -> bool:
-        """Ends the live session ``session_id`` with SESSION_TERMINATED (its client gets the close code and
-        reason, and the error frame when it asked for notices); False if no such session is live here."""
-        session = self._sessions.get(session_id)
-        if session is None:
-            return False
-        session.request_end(LimenError(ErrorCode.SESSION_TERMINATED, details))
-        return True
+    def holder(self, session_id: str) -> LiveConsole | None:
+        return self._holders.get(session_id)
 
     @contextmanager
     def track(self, session: ConsoleSession) -> Iterator[ConsoleSession]:
         """Registers ``session`` for the duration of the ``with`` block."""
         self._sessions[session.id] = session
+        self._began[session.id] = self.clock()
         if self.closing is not None:
             session.request_end(self.closing)
         try:
             yield session
         finally:
             self._sessions.pop(session.id, None)
+            self._began.pop(session.id, None)
+            self._holders.pop(session.id, None)
+
+    # -- revocation ---------------------------------------------------------------------------------------
+
+    def admitted(self, console: LiveConsole) -> None:
+        """The session ``console.session_id`` passed its access checks; judges it against the revocations
+        that arrived since it began (its checks may have read the rights from before them)."""
+        if console.session_id not in self._sessions:
+            return
+        self._holders[console.session_id] = console
+        began = self._began.get(console.session_id, self.clock())
+        for received, revocation in list(self._recent):
+            if received >= began or revocation.lasting:
+                self._judge(revocation, [console])
+
+    def revoke(self, revocation: Revocation) -> None:
+        """Ends the live sessions ``revocation`` takes the right from (a bus handler: returns at once)."""
+        now = self.clock()
+        recent = self._recent
+        while recent and recent[0][0] < now - self.remember:
+            recent.popleft()
+        recent.append((now, revocation))
+        if revocation.scope is Scope.SESSION:
+            # An administrator may end a session whose checks are still running: no holder needed.
+            session = self._sessions.get(revocation.subject)
+            if session is not None:
+                self._end(session, revocation.error(), revocation)
+            return
+        self._judge(revocation, list(self._holders.values()))
+
+    def _judge(self, revocation: Revocation, consoles: Iterable[LiveConsole]) -> None:
+        concerned = [console for console in consoles if revocation.concerns(console)]
+        if not concerned:
+            return
+        if not revocation.needs_recheck:
+            for console in concerned:
+                self._end_console(console, verdict(revocation, console), revocation)
+            return
+        task = asyncio.get_running_loop().create_task(self._recheck(revocation, concerned))
+        self._rechecks.add(task)
+        task.add_done_callback(self._rechecks.discard)
+
+    async def _recheck(self, revocation: Revocation, consoles: list[LiveConsole]) -> None:
+        pairs = sorted({(console.user, console.vm_uuid) for console in consoles})
+        answers = await asyncio.gather(*(self._may_access(user, vm_uuid) for user, vm_uuid in pairs))
+        allowed = dict(zip(pairs, answers, strict=True))
+        for console in consoles:
+            self._end_console(console, verdict(revocation, console, allowed[(console.user, console.vm_uuid)]),
+                              revocation)
+
+    async def _may_access(self, user: str, vm_uuid: str) -> bool | None:
+        if self.rights is None:
+            return None
+        try:
+            return await self.rights.may_access(user, vm_uuid)
+        except Exception as exc:  # cannot tell: the console ends (see verdict)
+            log.warning("could not re-check a console's access (%s); ending it", type(exc).__name__,
+                        extra={"event": "revocation_recheck_failed", "user": user, "vm_uuid": vm_uuid})
+            return None
+
+    def _end_console(self, console: LiveConsole, error: LimenError | None, revocation: Revocation) -> None:
+        session = self._sessions.get(console.session_id)
+        if error is not None and session is not None:
+            self._end(session, error, revocation)
+
+    @staticmethod
+    def _end(session: ConsoleSession, error: LimenError, revocation: Revocation) -> None:
+        log.info("console session ended by revocation: %s", revocation.reason, extra={
+            "event": "console_revoked", "session": session.id, "scope": revocation.scope.value,
+            "code": error.code.name,
+        })
+        session.request_end(error)
+
+    async def wait_ended(self, vm_uuid: str, timeout: float) -> None:
+        """Until no admitted session of ``vm_uuid`` is left here, or ``timeout`` has passed."""
+        sessions = [self._sessions[console.session_id] for console in self._holders.values()
+                    if console.vm_uuid == vm_uuid and console.session_id in self._sessions]
+        await self._wait_finished(sessions, timeout)
+
+    @staticmethod
+    async def _wait_finished(sessions: list[ConsoleSession], timeout: float | None) -> None:
+        waiters = [asyncio.create_task(session.finished.wait()) for session in sessions]
+        if not waiters:
+            return
+        try:
+            await asyncio.wait(waiters, timeout=timeout)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
 
     async def close_all(
         self,
@@ -62,15 +183,10 @@ class ConsoleSessions:
         Sessions opened afterwards end at once with the same code. Returns how many were ended.
         """
         self.closing = LimenError(code, details)
+        for task in list(self._rechecks):
+            task.cancel()
         sessions = list(self._sessions.values())
         for session in sessions:
             session.request_end(self.closing)
-        waiters = [asyncio.create_task(session.finished.wait()) for session in sessions]
-        if waiters:
-            try:
-                await asyncio.wait(waiters, timeout=timeout)
-            finally:
-                for waiter in waiters:
-                    waiter.cancel()
-                await asyncio.gather(*waiters, return_exceptions=True)
+        await self._wait_finished(sessions, timeout)
         return len(sessions)

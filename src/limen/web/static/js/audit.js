@@ -22,7 +22,7 @@ function when(value) {
 function sessionRow(session) {
   const end = session.live
     ? h("span", { class: "badge running", text: "live" })
-    : h("code", { text: session.end_code || "—" });
+    : h("code", { text: session.end_code || "—", title: session.end_details || "" });
   const actions = [];
   if (session.live && user && user.role === "admin") {
     actions.push(h("button", {
@@ -39,7 +39,9 @@ function sessionRow(session) {
     h("td", { text: when(session.ended_at) }),
     h("td", { class: "num", text: formatBytes(session.bytes_to_client) }),
     h("td", { class: "num", text: formatBytes(session.bytes_from_client) }),
-    h("td", { class: "end-code" }, end, session.terminated_by ? ` (ended by ${session.terminated_by})` : ""),
+    h("td", { class: "end-code" }, end, session.terminated_by ? ` (ended by ${session.terminated_by})` : "",
+      // Why it ended, in words (e.g. "API token 12 revoked by 'root'"), when the server says.
+      session.end_details ? h("div", { class: "end-details", text: session.end_details }) : ""),
     h("td", {}, ...actions),
   );
 }

@@ -1,0 +1,200 @@
+"""How a :class:`~limen.auth.revocation.Revocation` reaches every live console: a small publish/subscribe bus.
+
+:class:`LocalRevocationBus` delivers in this process only (one limen instance). :class:`RedisRevocationBus`
+(chosen when ``LIMEN_REDIS_URL`` is set) delivers here at once, and through a Redis stream to every other
+instance on the same Redis: each instance reads the stream from where it was when it started, so a change
+made on one instance ends consoles held by another, and a subscriber whose connection drops picks up,
+when it is back, what it missed (the stream keeps its last :data:`STREAM_LENGTH` entries). An instance
+skips its own entries (it delivered them already). :func:`publish_from_command_line` lets ``limen user
+delete`` and the like tell running servers, when they share a Redis.
+
+Handlers run on the event loop and must return at once (the console registry schedules any work it needs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from limen.auth.revocation import Revocation
+from limen.errors import ErrorCode, LimenError
+
+log = logging.getLogger("limen.auth")
+
+Handler = Callable[[Revocation], None]
+
+STREAM_LENGTH = 1000  # entries the stream keeps (approximately): what a reconnecting subscriber can catch up on
+# One XREAD waits at most this long. redis-py lets a command it has sent finish before a cancellation takes
+# effect (so the connection is never left mid-reply); closing waits for it, so keep it short.
+READ_BLOCK_MS = 250
+RECONNECT_DELAY = 0.5
+
+
+def stream_key(namespace: str) -> str:
+    return f"{namespace}:revocations"
+
+
+class RevocationBus(Protocol):
+    def subscribe(self, handler: Handler) -> None:
+        """``handler`` is called with every revocation published from now on, here or elsewhere."""
+        ...
+
+    async def publish(self, revocation: Revocation) -> None:
+        """Delivers here at once, and to the other instances; never raises (a failure is logged)."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class LocalRevocationBus:
+    """Revocations within this process."""
+
+    def __init__(self) -> None:
+        self._handlers: list[Handler] = []
+
+    def subscribe(self, handler: Handler) -> None:
+        self._handlers.append(handler)
+
+    def deliver(self, revocation: Revocation) -> None:
+        for handler in list(self._handlers):
+            try:
+                handler(revocation)
+            except Exception:  # one broken subscriber must not keep the revocation from the others
+                log.exception("a revocation handler failed", extra={"event": "revocation_handler_failed"})
+
+    async def publish(self, revocation: Revocation) -> None:
+        log.info("access revoked: %s", revocation.reason, extra={
+            "event": "revocation", "scope": revocation.scope.value, "subject": revocation.subject,
+        })
+        self.deliver(revocation)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisRevocationBus(LocalRevocationBus):
+    """Revocations shared through the Redis stream ``<namespace>:revocations``."""
+
+    def __init__(self, url: str, *, namespace: str = "limen") -> None:
+        super().__init__()
+        import redis.asyncio
+
+        self.key = stream_key(namespace)
+        self.origin = uuid.uuid4().hex  # this instance, so it can skip its own entries
+        self._redis: Any = redis.asyncio.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._last_id = "0-0"
+        self._reader: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def start(self) -> None:
+        """Notes where the stream is now (older entries are not this instance's business) and starts reading."""
+        if self._reader is not None:
+            return
+        import redis.exceptions
+
+        try:
+            newest = await self._redis.xrevrange(self.key, count=1)
+        except redis.exceptions.RedisError as exc:
+            raise _redis_failed("start", exc) from None
+        if newest:
+            self._last_id = _text(newest[0][0])
+        self._reader = asyncio.get_running_loop().create_task(self._read(), name="limen-revocations")
+
+    async def publish(self, revocation: Revocation) -> None:
+        await super().publish(revocation)
+        import redis.exceptions
+
+        entry = {"origin": self.origin, "revocation": revocation.to_json()}
+        try:
+            await self._redis.xadd(self.key, {"data": json.dumps(entry)}, maxlen=STREAM_LENGTH, approximate=True)
+        except redis.exceptions.RedisError as exc:
+            # The change itself is made and this instance's consoles have been told; the others cannot be.
+            log.error("could not tell other limen instances of a revocation (Redis %s): %s",
+                      type(exc).__name__, revocation.reason,
+                      extra={"event": "revocation_publish_failed", "scope": revocation.scope.value})
+
+    async def _read(self) -> None:
+        import redis.exceptions
+
+        failing = False
+        while not self._closing:
+            try:
+                answer = await self._redis.xread({self.key: self._last_id}, block=READ_BLOCK_MS, count=100)
+            except (redis.exceptions.RedisError, OSError) as exc:
+                if not failing:
+                    log.warning("revocations from other instances cannot be read (Redis %s); retrying",
+                                type(exc).__name__, extra={"event": "revocation_read_failed"})
+                failing = True
+                await asyncio.sleep(RECONNECT_DELAY)
+                continue
+            if failing:
+                log.info("reading revocations from other instances again", extra={"event": "revocation_read_ok"})
+                failing = False
+            for _stream, entries in answer or []:
+                for entry_id, fields in entries:
+                    self._last_id = _text(entry_id)
+                    self._receive(fields)
+
+    def _receive(self, fields: dict[Any, Any]) -> None:
+        try:
+            entry = json.loads(_text(fields.get(b"data") or fields.get("data") or b""))
+            if entry.get("origin") == self.origin:
+                return
+            revocation = Revocation.from_json(entry["revocation"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("ignored a malformed revocation entry", extra={"event": "revocation_malformed"})
+            return
+        self.deliver(revocation)
+
+    async def close(self) -> None:
+        self._closing = True  # the reader may see its cancellation as a Redis error; it stops all the same
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(reader, READ_BLOCK_MS / 1000 + 1)
+        await self._redis.aclose()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _redis_failed(operation: str, exc: Exception) -> LimenError:
+    # The exception's text can hold the URL, and so a password: name its type only.
+    return LimenError(ErrorCode.INTERNAL_ERROR, f"revocation bus (Redis) {operation} failed: {type(exc).__name__}")
+
+
+def make_revocation_bus(redis_url: str | None) -> LocalRevocationBus:
+    return RedisRevocationBus(redis_url) if redis_url else LocalRevocationBus()
+
+
+def publish_from_command_line(redis_url: str | None, revocation: Revocation, *, namespace: str = "limen") -> bool:
+    """Tells running limen instances of a change made by the command line; False without a Redis (then only
+    consoles opened later are refused) or if Redis cannot be reached (logged)."""
+    if not redis_url:
+        return False
+    import redis
+    import redis.exceptions
+
+    client: Any = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        entry = {"origin": "cli", "revocation": revocation.to_json()}
+        client.xadd(stream_key(namespace), {"data": json.dumps(entry)}, maxlen=STREAM_LENGTH, approximate=True)
+        return True
+    except redis.exceptions.RedisError as exc:
+        log.error("could not tell running limen instances of a revocation (Redis %s)", type(exc).__name__,
+                  extra={"event": "revocation_publish_failed"})
+        return False
+    finally:
+        client.close()
