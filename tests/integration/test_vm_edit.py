@@ -347,8 +347,8 @@ def test_rename_and_access_of_a_plain_user(
                                    ("PUT", "/media", {"iso": None}), ("POST", "/finish-install", None),
                                    ("POST", "/disks/vda/resize", {"size_gib": 2})):
             assert_error(httpx.request(method, f"{server.base_url}/api/vms/{name}{path}", json=body, headers=bob),
-                         403, "FORBIDDEN")
-            assert_error(as_alice.request(method, f"/api/vms/{other}{path}", json=body), 403, "FORBIDDEN")
+                         404, "VM_NOT_FOUND")
+            assert_error(as_alice.request(method, f"/api/vms/{other}{path}", json=body), 404, "VM_NOT_FOUND")
         assert _cd_source(name) is not None  # bob ejected nothing
 
         _started(as_alice, name)
