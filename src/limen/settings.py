@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     login_max_failures_per_user: int = Field(5, ge=1, le=1000)
     login_max_failures_per_address: int = Field(20, ge=1, le=100000)
     login_failure_window: float = Field(300.0, gt=0, le=86400, description="Seconds failed sign-ins count")
+    # Seconds between this instance's heartbeats (and sweeps for lost ones); an instance whose heartbeat is
+    # older than three of them is gone. Every instance on one database should use the same value.
+    instance_heartbeat: float = Field(5.0, gt=0, le=3600, description="Seconds between instance heartbeats")
     # auto: the session cookie is Secure when the request came over HTTPS (directly or via a trusted proxy).
     cookie_secure: Literal["auto", "always", "never"] = "auto"
 

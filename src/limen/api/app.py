@@ -22,6 +22,7 @@ from limen.console.endpoint import router as console_router
 from limen.console.sessions import ConsoleSessions
 from limen.hypervisor import Hypervisor
 from limen.metrics import Metrics
+from limen.recovery import Recovery
 from limen.settings import Settings
 from limen.web import install_web
 
@@ -35,6 +36,7 @@ def create_app(
     guard = access or Access(settings)
     metrics = Metrics()
     hv.connection.observers.append(metrics.observe_libvirt_call)
+    recovery = Recovery(guard.instances, guard.audit, hv)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -42,7 +44,11 @@ def create_app(
         try:
             await hv.open()
             try:
-                yield
+                await recovery.start()  # this instance's heartbeat; what lost instances held is closed
+                try:
+                    yield
+                finally:
+                    await recovery.stop()
             finally:
                 await hv.close()
         finally:
@@ -60,6 +66,7 @@ def create_app(
     app.state.settings = settings
     app.state.hypervisor = hv
     app.state.metrics = metrics
+    app.state.recovery = recovery
     app.state.console_sessions = ConsoleSessions()
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(ConsoleRoute)  # outermost of ours: the console's WebSocket skips the router

@@ -3,7 +3,8 @@ session (admins), and VM actions.
 
 Ending a session is asked of the console registry at ``app.state.console_sessions``: its
 ``terminate(session_id)`` makes the session close with SESSION_TERMINATED and returns (or resolves to)
-whether the session was live in this process.
+whether the session was live in this process. A row that is live but that no live limen instance holds
+(its server died) is closed at once with SERVER_LOST (:meth:`limen.recovery.Recovery.close_if_lost`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from limen.api.schemas import ErrorBody
 from limen.audit import DEFAULT_LIMIT, MAX_LIMIT
 from limen.auth.deps import AccessDep, AdminUser, CurrentUser
 from limen.errors import ErrorCode, LimenError
+from limen.recovery import Recovery
 
 log = logging.getLogger("limen.audit")
 
@@ -49,13 +51,15 @@ class ConsoleSessionOut(BaseModel):
     bytes_to_client: int
     bytes_from_client: int
     end_code: str | None = Field(description="OK, or the error code the session ended with")
+    end_details: str | None = Field(None, description="Why it ended, in words (e.g. which server was lost)")
     terminated_by: str | None
-
 
 
 class TerminationOut(BaseModel):
     session: ConsoleSessionOut
     ending: bool = Field(description="True if the session was live in this limen process and is now ending")
+    closed: bool = Field(False, description="True if no live limen instance held the session (its server "
+                                            "died): its record was closed at once with SERVER_LOST")
 
 
 class VmActionOut(BaseModel):
@@ -67,9 +71,9 @@ class VmActionOut(BaseModel):
     vm_name: str
     action: str
     at: datetime
-    result_code: str
+    result_code: str = Field(description="OK, an error code, or STARTED while the action runs")
     details: str
-
+    finished_at: datetime | None = Field(None, description="None while the action runs")
 
 
 @router.get("/api/console-sessions", response_model=list[ConsoleSessionOut], responses=_ERRORS)
@@ -96,14 +100,19 @@ async def terminate_console_session(
     if info is None:
         raise LimenError(ErrorCode.CONSOLE_SESSION_NOT_FOUND, f"no live console session {session_id[:40]!r}")
     registry: ConsoleTerminator | None = getattr(request.app.state, "console_sessions", None)
-    ending = False
+    ending = closed = False
     if registry is not None:
         result = registry.terminate(session_id)
         ending = bool(await result) if inspect.isawaitable(result) else bool(result)
+    recovery: Recovery | None = getattr(request.app.state, "recovery", None)
+    if not ending and recovery is not None and await recovery.close_if_lost(session_id):
+        closed = True
+        info = await access.audit.console_session(session_id) or info
     log.info("console session termination requested", extra={
         "event": "console_terminate", "user": admin.name, "session_id": session_id, "ending": ending,
+        "closed": closed,
     })
-    body = TerminationOut(session=ConsoleSessionOut.model_validate(info), ending=ending)
+    body = TerminationOut(session=ConsoleSessionOut.model_validate(info), ending=ending, closed=closed)
     return JSONResponse(body.model_dump(mode="json"), status_code=202)
 
 

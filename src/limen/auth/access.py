@@ -21,6 +21,7 @@ from limen.auth.tickets import TicketStore, make_ticket_store
 from limen.auth.tokens import Tokens
 from limen.auth.users import Users
 from limen.db import Database
+from limen.instances import InstanceRegistry
 from limen.settings import Settings
 
 log = logging.getLogger("limen.auth")
@@ -49,7 +50,9 @@ class Access:
             clock=clock,
         )
         self.tickets = tickets or make_ticket_store(settings.redis_url, settings.console_ticket_ttl, clock)
-        self.audit = AuditLog(self.db, clock)
+        # This process among the instances on the database; limen.recovery registers it when serving.
+        self.instances = InstanceRegistry(self.db, clock, settings.instance_heartbeat)
+        self.audit = AuditLog(self.db, clock, instance_id=self.instances.id)
         self.trusted_proxies = http.parse_networks(settings.trusted_proxies)
         self.started = False
 

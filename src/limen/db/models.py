@@ -17,9 +17,11 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -133,6 +135,9 @@ class LimenInstance(Base):
     started_at: Mapped[datetime] = mapped_column(UtcDateTime())
     heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     stopped_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # Which process on which boot of which host (limen.instances.ProcessIdentity.key): lets an instance on
+    # the same host and PID namespace tell at once that this one's process is gone.
+    process_key: Mapped[str | None] = mapped_column(String(160), nullable=True)
 
 
 class LoginThrottle(Base):
@@ -152,6 +157,12 @@ class VmAction(Base):
     """A VM action (create, start, stop, reboot, delete, set owner) and who asked for it."""
 
     __tablename__ = "vm_actions"
+    # One pending create per VM name, across every instance: what a lost create left behind is its own.
+    __table_args__ = (
+        Index("uq_vm_actions_pending_create", "vm_name", unique=True,
+              sqlite_where=text("action = 'create' AND finished_at IS NULL"),
+              postgresql_where=text("action = 'create' AND finished_at IS NULL")),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_name: Mapped[str] = mapped_column(String(NAME_MAX), index=True)
