@@ -105,6 +105,11 @@ class ConsoleSessionRecord(Base):
     """One console session: who opened which VM's console, from where, for how long, how much traffic."""
 
     __tablename__ = "console_sessions"
+    # Sweeps for sessions of lost instances (limen.recovery) read the live rows only.
+    __table_args__ = (
+        Index("ix_console_sessions_live", "instance_id", sqlite_where=text("ended_at IS NULL"),
+              postgresql_where=text("ended_at IS NULL")),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)  # the console session's own id
     user_name: Mapped[str] = mapped_column(String(NAME_MAX), index=True)
@@ -162,6 +167,8 @@ class VmAction(Base):
         Index("uq_vm_actions_pending_create", "vm_name", unique=True,
               sqlite_where=text("action = 'create' AND finished_at IS NULL"),
               postgresql_where=text("action = 'create' AND finished_at IS NULL")),
+        Index("ix_vm_actions_pending", "instance_id", sqlite_where=text("finished_at IS NULL"),
+              postgresql_where=text("finished_at IS NULL")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
