@@ -31,7 +31,7 @@ from typing import NoReturn
 from limen.audit import OK, AuditLog, VmActionInfo
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor, VmSpec
-from limen.hypervisor.leftovers import remove_create_leftovers
+from limen.hypervisor.leftovers import CreateMark, remove_create_leftovers
 from limen.instances import Census, InstanceInfo, InstanceRegistry
 
 log = logging.getLogger("limen.recovery")
@@ -52,8 +52,13 @@ class CreateIntent:
     """A create's pending row; the block sets ``vm_uuid`` once the VM is defined."""
 
     action_id: int
-    token: str
+    mark: CreateMark
     vm_uuid: str | None = None
+
+    @property
+    def token(self) -> str:
+        """For :meth:`Hypervisor.create_vm`: the domain's metadata carries it."""
+        return self.mark.token
 
 
 @dataclass(slots=True)
@@ -152,8 +157,10 @@ class Recovery:
                 return False  # completed or claimed meanwhile
             removed: list[str] = []
             if action.action == "create":
+                mark = CreateMark.parse(action.details)
                 try:
-                    removed = await remove_create_leftovers(self.hypervisor, action.vm_name, action.details)
+                    if mark is not None:  # else written by no create of this code: nothing is provably its
+                        removed = await remove_create_leftovers(self.hypervisor, action.vm_name, mark)
                 except LimenError as exc:
                     log.warning("could not remove what a lost create left; it stays pending", extra={
                         "event": "create_leftovers_kept", "action_id": action.id, "vm_name": action.vm_name,
@@ -216,12 +223,12 @@ class Recovery:
             await self.hypervisor.validate_spec(spec)  # the name is sane before anything is asked about it
             await self._clear_lost_create(spec.name)
             await self.hypervisor.check_name_free(spec.name, with_disk=spec.disk_gib is not None)
-            token = uuid.uuid4().hex
+            mark = CreateMark(token=uuid.uuid4().hex, with_disk=spec.disk_gib is not None)
             action_id = await self.audit.action_started(user=user, action="create", vm_name=spec.name,
-                                                        details=token)
+                                                        details=mark.as_details())
         except LimenError as exc:
             await self._refused(user, spec.name, exc)
-        return CreateIntent(action_id=action_id, token=token)
+        return CreateIntent(action_id=action_id, mark=mark)
 
     async def _refused(self, user: str, vm_name: str, exc: LimenError) -> NoReturn:
         with contextlib.suppress(Exception):  # the refusal matters more to the caller than its record
@@ -234,7 +241,7 @@ class Recovery:
         complete the row (else it stays pending for the next sweep or retry)."""
         result = exc.code.name if isinstance(exc, LimenError) else "INTERNAL_ERROR"
         try:
-            removed = await remove_create_leftovers(self.hypervisor, vm_name, intent.token)
+            removed = await remove_create_leftovers(self.hypervisor, vm_name, intent.mark)
             await self.audit.action_finished(
                 intent.action_id, result_code=result, details=f"removed {', '.join(removed)}" if removed else "")
         except Exception:
@@ -255,7 +262,7 @@ class Recovery:
 
     async def _undo(self, intent: CreateIntent, vm_name: str) -> None:
         try:
-            await remove_create_leftovers(self.hypervisor, vm_name, intent.token)
+            await remove_create_leftovers(self.hypervisor, vm_name, intent.mark)
         except LimenError:  # the row is still pending (or already failed): a later sweep or retry finishes
             log.exception("could not undo a create", extra={"event": "create_undo_failed", "vm_name": vm_name})
 

@@ -108,6 +108,11 @@ async def test_consoles_of_a_killed_server_are_closed_when_it_restarts(
         assert closed["live"] is False and closed["ended_at"] is not None
         assert closed["end_code"] == "SERVER_LOST"
         assert "was lost" in closed["end_details"] and "its process ended" in closed["end_details"], closed
+    # The killed instance was marked stopped by the sweep; the restarted one marks itself on a clean stop.
+    server.stop()
+    with sqlite3.connect(tmp_path / "data" / "limen.db") as db:
+        stopped = [row[0] for row in db.execute("SELECT stopped_at FROM limen_instances")]
+    assert len(stopped) == 2 and all(stopped), stopped
     assert integrity(tmp_path / "data") == "ok"
 
 

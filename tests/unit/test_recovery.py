@@ -21,7 +21,7 @@ from limen.audit import AuditLog
 from limen.db import Database
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor, VmSpec
-from limen.hypervisor.leftovers import remove_create_leftovers
+from limen.hypervisor.leftovers import CreateMark, remove_create_leftovers
 from limen.hypervisor.storage import disk_volume_name, ensure_pool, volume_xml
 from limen.instances import InstanceInfo, InstanceRegistry, ProcessIdentity, process_gone, process_key, why_gone
 from limen.recovery import Recovery, SweepReport
@@ -29,6 +29,8 @@ from limen.settings import Settings
 from tests.support.access import FakeClock
 
 HEARTBEAT = 5.0
+BARE = CreateMark("b" * 32, with_disk=True)
+DEFINED = CreateMark("d" * 32, with_disk=True)
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 
@@ -307,10 +309,11 @@ async def test_a_lost_creates_volume_and_its_own_domain_are_removed_and_the_row_
     await lost.registry.register()
     await survivor.registry.register()
     bare, defined = f"bare-{uuid.uuid4().hex[:8]}", f"defined-{uuid.uuid4().hex[:8]}"
-    bare_id = await lost.audit.action_started(user="u", action="create", vm_name=bare, details="t-bare")
-    defined_id = await lost.audit.action_started(user="u", action="create", vm_name=defined, details="t-def")
+    bare_id = await lost.audit.action_started(user="u", action="create", vm_name=bare, details=BARE.as_details())
+    defined_id = await lost.audit.action_started(user="u", action="create", vm_name=defined,
+                                                 details=DEFINED.as_details())
     bare_path = leave_half_a_create(hypervisor, bare, None, domain=False)
-    defined_path = leave_half_a_create(hypervisor, defined, "t-def", domain=True)
+    defined_path = leave_half_a_create(hypervisor, defined, DEFINED.token, domain=True)
 
     clock.advance(HEARTBEAT * 3 + 1)
     await survivor.registry.heartbeat()
@@ -327,15 +330,27 @@ async def test_leftovers_never_take_a_domain_that_is_not_the_creates_nor_a_volum
     _, _, hypervisor = world
     name = f"other-{uuid.uuid4().hex[:8]}"
     path = leave_half_a_create(hypervisor, name, "someone-elses-token", domain=True)
-    assert await remove_create_leftovers(hypervisor, name, "the-lost-creates-token") == []
+    assert await remove_create_leftovers(hypervisor, name, DEFINED) == []
     assert domain_present(hypervisor, name) and volume_present(hypervisor, path)
     # Running, even with the token: in use, kept.
     conn = libvirt.open(hypervisor.settings.libvirt_uri)
     running = f"running-{uuid.uuid4().hex[:8]}"
-    running_path = leave_half_a_create(hypervisor, running, "tok", domain=True)
+    running_path = leave_half_a_create(hypervisor, running, DEFINED.token, domain=True)
     conn.lookupByName(running).create()
-    assert await remove_create_leftovers(hypervisor, running, "tok") == []
+    assert await remove_create_leftovers(hypervisor, running, DEFINED) == []
     assert volume_present(hypervisor, running_path)
+    # A create without a disk never takes a volume of its name: that is a disk kept from an earlier VM.
+    kept = f"kept-{uuid.uuid4().hex[:8]}"
+    kept_path = leave_half_a_create(hypervisor, kept, None, domain=False)
+    assert await remove_create_leftovers(hypervisor, kept, CreateMark(DEFINED.token, with_disk=False)) == []
+    assert volume_present(hypervisor, kept_path)
+
+
+def test_create_marks_round_trip_and_nothing_else_parses() -> None:
+    assert CreateMark.parse(DEFINED.as_details()) == DEFINED
+    assert CreateMark.parse(CreateMark("0" * 32, False).as_details()) == CreateMark("0" * 32, False)
+    for details in ("", "tok", f"token={DEFINED.token} disk=maybe", f"token={DEFINED.token[:-1]} disk=yes"):
+        assert CreateMark.parse(details) is None
 
 
 async def test_a_failed_row_is_retried_by_the_next_sweep_when_libvirt_could_not_clean(world: World) -> None:
@@ -344,7 +359,7 @@ async def test_a_failed_row_is_retried_by_the_next_sweep_when_libvirt_could_not_
     await lost.registry.register()
     await survivor.registry.register()
     name = f"later-{uuid.uuid4().hex[:8]}"
-    action_id = await lost.audit.action_started(user="u", action="create", vm_name=name, details="tok")
+    action_id = await lost.audit.action_started(user="u", action="create", vm_name=name, details=BARE.as_details())
     path = leave_half_a_create(hypervisor, name, None, domain=False)
     clock.advance(HEARTBEAT * 3 + 1)
     await survivor.registry.heartbeat()
@@ -366,7 +381,7 @@ async def test_a_retry_of_the_name_clears_a_lost_create_and_proceeds(world: Worl
     await lost.registry.register()
     await survivor.registry.register()
     name = f"retry-{uuid.uuid4().hex[:8]}"
-    lost_id = await lost.audit.action_started(user="u", action="create", vm_name=name, details="tok")
+    lost_id = await lost.audit.action_started(user="u", action="create", vm_name=name, details=BARE.as_details())
     leave_half_a_create(hypervisor, name, None, domain=False)
     spec = VmSpec(name=name, memory_mib=64, disk_gib=1)
 
@@ -392,7 +407,7 @@ async def test_own_create_is_left_alone_while_it_runs_and_recovered_once_it_does
     me = node()
     await me.registry.register()
     name = f"own-{uuid.uuid4().hex[:8]}"
-    action_id = await me.audit.action_started(user="u", action="create", vm_name=name, details="tok")
+    action_id = await me.audit.action_started(user="u", action="create", vm_name=name, details=BARE.as_details())
     path = leave_half_a_create(hypervisor, name, None, domain=False)
     me.recovery._creating.add(name)  # its request runs in this process
     assert await me.recovery.sweep() == SweepReport()
