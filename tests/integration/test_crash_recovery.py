@@ -22,7 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tests.conftest import DEMO_ISO, QEMU_URI, TEST_POOL_DIR
 from tests.support.console import ConsoleTranscript, read_frames
-from tests.support.libvirt_cleanup import domain_exists, volume_exists
+from tests.support.libvirt_cleanup import domain_exists, remove_domain, volume_exists
 from tests.support.server import LimenProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -47,17 +47,19 @@ def actions_of(server: LimenProcess, name: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def leftover_volumes(vm_names: Callable[[], str]) -> Iterator[Callable[[], str]]:
-    """Names as ``vm_names``; a volume of theirs still in the test pool after the test is removed (and the
-    test has failed by then: a crash must leave none)."""
+def leftover_volumes(vm_names: Callable[[], str]) -> Iterator[Callable[..., str]]:
+    """Names as ``vm_names`` (padded to ``length``); their VMs and any volume of theirs still in the test
+    pool are removed after the test (and the test has failed by then: a crash must leave none)."""
     made: list[str] = []
 
-    def make() -> str:
-        made.append(vm_names())
+    def make(length: int = 0) -> str:
+        name = vm_names()
+        made.append(name + ("-" + "x" * (length - len(name) - 1) if length > len(name) else ""))
         return made[-1]
 
     yield make
     for name in made:
+        remove_domain(QEMU_URI, name)
         (TEST_POOL_DIR / f"{name}-disk0.qcow2").unlink(missing_ok=True)
 
 
@@ -179,10 +181,10 @@ def _post_ignoring_the_crash(server: LimenProcess, body: dict[str, Any]) -> Call
 
 
 def test_create_killed_after_its_volume_is_undone_on_restart(
-    limen_server: Callable[..., LimenProcess], leftover_volumes: Callable[[], str], tmp_path: Path
+    limen_server: Callable[..., LimenProcess], leftover_volumes: Callable[..., str], tmp_path: Path
 ) -> None:
     server = limen_server()
-    name = leftover_volumes()
+    name = leftover_volumes(length=63)  # the longest name there is
     volume = TEST_POOL_DIR / f"{name}-disk0.qcow2"
     body = {"name": name, "memory_mib": 64, "disk_gib": 1, "iso": DEMO_ISO}
 
@@ -206,7 +208,7 @@ def test_create_killed_after_its_volume_is_undone_on_restart(
 
 
 def test_retrying_the_name_of_a_create_killed_on_another_server_clears_it_at_once(
-    limen_server: Callable[..., LimenProcess], leftover_volumes: Callable[[], str], tmp_path: Path
+    limen_server: Callable[..., LimenProcess], leftover_volumes: Callable[..., str], tmp_path: Path
 ) -> None:
     """No restart: a second server on the same database gets the retry. Its periodic sweep is an hour
     away, so what clears the lost create is the retry itself."""
@@ -229,4 +231,33 @@ def test_retrying_the_name_of_a_create_killed_on_another_server_clears_it_at_onc
     assert disk == str(volume) and volume_exists(QEMU_URI, disk)
     results = [row["result_code"] for row in actions_of(survivor, name)]
     assert results == ["OK", "SERVER_LOST"], results
+    assert integrity(tmp_path / "data") == "ok"
+
+
+def test_parallel_creates_of_one_name_on_two_servers_make_one_vm(
+    limen_server: Callable[..., LimenProcess], leftover_volumes: Callable[..., str], tmp_path: Path
+) -> None:
+    first, second = limen_server(), limen_server()
+    name = leftover_volumes()
+    body = {"name": name, "memory_mib": 64, "disk_gib": 1}
+    answers: list[httpx.Response] = []
+    start = threading.Barrier(6)
+
+    def post(server: LimenProcess) -> None:
+        with api(server) as client:
+            start.wait()
+            answers.append(client.post("/api/vms", json=body))
+
+    threads = [threading.Thread(target=post, args=(server,)) for server in (first, second) * 3]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [201, 409, 409, 409, 409, 409], [answer.text for answer in answers]
+    assert {answer.json()["code"] for answer in answers if answer.status_code == 409} == {"VM_ALREADY_EXISTS"}
+    results = sorted(row["result_code"] for row in actions_of(first, name))
+    assert results == ["OK"] + ["VM_ALREADY_EXISTS"] * 5, results
+    assert all(row["finished_at"] for row in actions_of(first, name))
+    assert domain_exists(QEMU_URI, name) and (TEST_POOL_DIR / f"{name}-disk0.qcow2").exists()
     assert integrity(tmp_path / "data") == "ok"
