@@ -203,6 +203,10 @@ class Recovery:
         :meth:`Hypervisor.create_vm`. Failures before the block (invalid spec, the name is taken, a create
         of it runs) are recorded as completed failed actions and raised."""
         vm_name = spec.name
+        try:
+            await self.hypervisor.validate_spec(spec)  # the name is sane before anything is asked about it
+        except LimenError as exc:
+            await self._refused(user, vm_name, exc)
         if vm_name in self._creating:
             await self._refused(user, vm_name, LimenError(
                 ErrorCode.VM_ALREADY_EXISTS, f"a VM named {vm_name!r} is being created right now"))
@@ -220,7 +224,6 @@ class Recovery:
 
     async def _begin(self, user: str, spec: VmSpec) -> CreateIntent:
         try:
-            await self.hypervisor.validate_spec(spec)  # the name is sane before anything is asked about it
             await self._clear_lost_create(spec.name)
             await self.hypervisor.check_name_free(spec.name, with_disk=spec.disk_gib is not None)
             mark = CreateMark(token=uuid.uuid4().hex, with_disk=spec.disk_gib is not None)

@@ -6,6 +6,7 @@ test driver (for what a lost create left behind).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -415,3 +416,18 @@ async def test_own_create_is_left_alone_while_it_runs_and_recovered_once_it_does
     me.recovery._creating.discard(name)  # the request ended without completing the row
     assert (await me.recovery.sweep()).failed_actions == (action_id,)
     assert not volume_present(hypervisor, path)
+
+
+async def test_parallel_creates_of_an_invalid_name_are_all_told_what_is_wrong(world: World) -> None:
+    node, _, _ = world
+    me = node()
+    await me.registry.register()
+
+    async def create() -> ErrorCode:
+        with pytest.raises(LimenError) as caught:
+            async with me.recovery.creating("u", VmSpec(name="bad name!", memory_mib=64)):
+                pass
+        return caught.value.code
+
+    assert await asyncio.gather(create(), create(), create()) == [ErrorCode.VALIDATION_ERROR] * 3
+    assert {row.result_code for row in await me.audit.vm_actions()} == {"VALIDATION_ERROR"}
