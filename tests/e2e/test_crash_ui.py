@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -48,6 +49,14 @@ def running_vm(servers: tuple[LimenProcess, LimenProcess]) -> Iterator[str]:
         remove_domain(QEMU_URI, name)
 
 
+def live_row(server: LimenProcess, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=10) as api:
+        while not api.get("/api/console-sessions?live=true").json():
+            assert time.monotonic() < deadline, "the console's audit row never appeared"
+            time.sleep(0.05)
+
+
 def test_end_session_on_a_dead_servers_console_closes_it_and_says_so(
     servers: tuple[LimenProcess, LimenProcess], running_vm: str, new_page: Callable[..., Page]
 ) -> None:
@@ -57,6 +66,7 @@ def test_end_session_on_a_dead_servers_console_closes_it_and_says_so(
         while isinstance(frame := ws.recv(timeout=30), str):
             statuses.append(json.loads(frame)["message"])
         assert statuses[-1] == PROXY_STATUS and frame.startswith(b"RFB")
+        live_row(survivor)  # written a moment after admission; kill once it is there
         doomed.kill(signal.SIGKILL)
 
     page = sign_in(new_page(), survivor.base_url, next_path="/audit")
