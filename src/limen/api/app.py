@@ -1,5 +1,5 @@
 """The ASGI application: routes, error handlers, access control, and the lifespan that opens and closes
-libvirt and the access database.
+libvirt and the access database and runs this instance's crash recovery (:mod:`limen.recovery`).
 
 Every route needs a signed-in user except ``/healthz``, ``/readyz``, ``/metrics`` (its own token rule),
 ``/api/login``, ``/api/error-codes``, the pages and the static files (the pages ask the API, which
