@@ -429,5 +429,5 @@ async def test_parallel_creates_of_an_invalid_name_are_all_told_what_is_wrong(wo
                 pass
         return caught.value.code
 
-    assert await asyncio.gather(create(), create(), create()) == [ErrorCode.VALIDATION_ERROR] * 3
+    assert list(await asyncio.gather(create(), create(), create())) == [ErrorCode.VALIDATION_ERROR] * 3
     assert {row.result_code for row in await me.audit.vm_actions()} == {"VALIDATION_ERROR"}
