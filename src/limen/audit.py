@@ -2,29 +2,38 @@
 
 Console sessions: :meth:`AuditLog.console_started` when a session has passed its access checks,
 :meth:`AuditLog.console_ended` exactly once when it ends (bytes each way, end code: ``OK`` or an
-:class:`~limen.errors.ErrorCode` name). VM actions: :meth:`AuditLog.vm_action`, or the
-:meth:`AuditLog.recording` context manager that records the outcome of the block, failure included.
+:class:`~limen.errors.ErrorCode` name). VM actions: :meth:`AuditLog.recording`, a context manager that
+writes the action's row *before* the work (result ``STARTED``, the instance doing it, no ``finished_at``)
+and completes it with the outcome of the block, failure included; :meth:`AuditLog.vm_action` records
+an action done at once.
+
+Rows carry the id of the limen instance that wrote them (``instance_id``), so that what a crashed
+instance held can be found and closed (:mod:`limen.recovery`): its live console rows are ended with
+``SERVER_LOST`` and its pending actions completed as failed with the same code.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from limen.auth.clock import Clock, utc_now
 from limen.db import Database
-from limen.db.models import CODE_MAX, NAME_MAX, ConsoleSessionRecord, VmAction
-from limen.errors import LimenError
+from limen.db.models import CODE_MAX, NAME_MAX, ConsoleSessionRecord, LimenInstance, VmAction
+from limen.errors import ErrorCode, LimenError
 
 log = logging.getLogger("limen.audit")
 
 OK = "OK"
+STARTED = "STARTED"  # the result of an action whose row was written before its work, until it completes
+DETAILS_MAX = 200
 DEFAULT_LIMIT = 200
 MAX_LIMIT = 1000
 _INSERT_CONSOLE_SESSION = insert(ConsoleSessionRecord)
@@ -47,6 +56,7 @@ class ConsoleSessionInfo:
     terminated_by: str | None
     credential: str | None
     end_details: str | None
+    instance_id: str | None = None
 
     @property
     def live(self) -> bool:
@@ -59,6 +69,7 @@ class ConsoleSessionInfo:
             client_address=row.client_address, started_at=row.started_at, ended_at=row.ended_at,
             bytes_to_client=row.bytes_to_client, bytes_from_client=row.bytes_from_client, end_code=row.end_code,
             terminated_by=row.terminated_by, credential=row.credential, end_details=row.end_details,
+            instance_id=row.instance_id,
         )
 
 
@@ -72,26 +83,42 @@ class VmActionInfo:
     at: datetime
     result_code: str
     details: str
+    finished_at: datetime | None = None
+    instance_id: str | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.finished_at is None
 
     @classmethod
     def of(cls, row: VmAction) -> VmActionInfo:
         return cls(id=row.id, user=row.user_name, vm_uuid=row.vm_uuid, vm_name=row.vm_name, action=row.action,
-                   at=row.at, result_code=row.result_code, details=row.details)
+                   at=row.at, result_code=row.result_code, details=row.details, finished_at=row.finished_at,
+                   instance_id=row.instance_id)
 
 
 @dataclass(slots=True)
 class ActionTarget:
-    """What :meth:`AuditLog.recording` will write; the block fills in the VM once it knows it."""
+    """What :meth:`AuditLog.recording` will write; the block fills in the VM once it knows it.
+    ``action_id`` is the row written before the block (its result ``STARTED`` until the block ends)."""
 
     vm_name: str
+    action_id: int = 0
     vm_uuid: str | None = None
     details: str = ""
 
 
+def _held_by_no_live_instance(column: InstrumentedAttribute[str | None], gone: frozenset[str]) -> ColumnElement[bool]:
+    """Rows whose instance is stopped, was found gone, or is not recorded (rows from before instances)."""
+    stopped = select(LimenInstance.id).where(LimenInstance.stopped_at.is_not(None))
+    return or_(column.is_(None), column.in_(stopped), column.in_(sorted(gone)))
+
+
 class AuditLog:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, instance_id: str | None = None) -> None:
         self.db = db
         self.clock = clock
+        self.instance_id = instance_id  # written into every row this instance holds while it runs
 
     # -- console sessions --------------------------------------------------------------------------
 
@@ -104,6 +131,7 @@ class AuditLog:
             "id": session_id, "user_name": user[:NAME_MAX], "vm_uuid": vm_uuid, "vm_name": vm_name[:NAME_MAX],
             "client_address": client_address[:64], "started_at": utc_now(self.clock), "bytes_to_client": 0,
             "bytes_from_client": 0, "credential": credential[:CREDENTIAL_MAX] if credential else None,
+            "instance_id": self.instance_id,
         })
 
     async def console_ended(
@@ -158,16 +186,60 @@ class AuditLog:
     async def vm_action(
         self, *, user: str, action: str, vm_name: str, vm_uuid: str | None, result_code: str, details: str = ""
     ) -> None:
+        """Records an action that is already over (it was refused, or had nothing to undo)."""
+        now = utc_now(self.clock)
         row = VmAction(
             user_name=user[:NAME_MAX], vm_uuid=vm_uuid, vm_name=vm_name[:NAME_MAX], action=action[:16],
-            at=utc_now(self.clock), result_code=result_code[:CODE_MAX], details=details[:200],
+            at=now, result_code=result_code[:CODE_MAX], details=details[:DETAILS_MAX], finished_at=now,
         )
         await self.db.run(lambda session: session.add(row))
 
+    async def action_started(
+        self, *, user: str, action: str, vm_name: str, vm_uuid: str | None = None, details: str = ""
+    ) -> int:
+        """Writes the row of an action about to run (``STARTED``, held by this instance); returns its id.
+
+        Raises VM_ALREADY_EXISTS for a create of a name another create is pending for (one at a time per
+        name, across instances), and lets other database errors through: no work without its row."""
+        row = VmAction(
+            user_name=user[:NAME_MAX], vm_uuid=vm_uuid, vm_name=vm_name[:NAME_MAX], action=action[:16],
+            at=utc_now(self.clock), result_code=STARTED, details=details[:DETAILS_MAX], instance_id=self.instance_id,
+        )
+
+        def run(session: Session) -> int:
+            session.add(row)
+            session.flush()
+            return row.id
+
+        try:
+            return await self.db.run(run)
+        except IntegrityError:
+            raise LimenError(ErrorCode.VM_ALREADY_EXISTS,
+                             f"a VM named {vm_name!r} is being created right now") from None
+
+    async def action_finished(
+        self, action_id: int, *, result_code: str, vm_uuid: str | None = None, details: str | None = None
+    ) -> bool:
+        """Completes a pending action; False if it was no longer pending (a sweep completed it first)."""
+        values: dict[str, object] = {"result_code": result_code[:CODE_MAX], "finished_at": utc_now(self.clock)}
+        if vm_uuid is not None:
+            values["vm_uuid"] = vm_uuid
+        if details is not None:
+            values["details"] = details[:DETAILS_MAX]
+
+        def run(session: Session) -> bool:
+            result = session.execute(
+                update(VmAction).where(VmAction.id == action_id, VmAction.finished_at.is_(None)).values(**values))
+            return bool(getattr(result, "rowcount", 0))
+
+        return await self.db.run(run)
+
     @asynccontextmanager
     async def recording(self, user: str, action: str, vm_name: str) -> AsyncIterator[ActionTarget]:
-        """Records ``action`` when the block ends: ``OK``, or the LimenError's code (INTERNAL_ERROR else)."""
+        """Writes the action's row before the block (``STARTED``; if that fails, the block does not run)
+        and completes it when the block ends: ``OK``, or the LimenError's code (INTERNAL_ERROR else)."""
         target = ActionTarget(vm_name=vm_name)
+        target.action_id = await self.action_started(user=user, action=action, vm_name=vm_name)
         result = "INTERNAL_ERROR"
         try:
             yield target
@@ -177,11 +249,86 @@ class AuditLog:
             raise
         finally:
             try:
-                await self.vm_action(user=user, action=action, vm_name=target.vm_name, vm_uuid=target.vm_uuid,
-                                     result_code=result, details=target.details)
+                await self.action_finished(target.action_id, result_code=result, vm_uuid=target.vm_uuid,
+                                           details=target.details)
             except Exception:  # the action's own outcome matters more to the caller than its record
                 log.exception("could not record a VM action", extra={"event": "audit_write_failed",
                                                                      "action": action, "result": result})
+
+    # -- what lost instances held ------------------------------------------------------------------
+
+    async def close_lost_console_sessions(
+        self, gone: frozenset[str], describe: Callable[[str | None], str]
+    ) -> list[str]:
+        """Ends, with SERVER_LOST, every live console row that no live instance holds (its instance stopped,
+        is in ``gone``, or is not recorded); ``describe(instance_id)`` says why in ``end_details``.
+        Returns the ids of the rows closed."""
+        now = utc_now(self.clock)
+        query = select(ConsoleSessionRecord).where(
+            ConsoleSessionRecord.ended_at.is_(None),
+            _held_by_no_live_instance(ConsoleSessionRecord.instance_id, gone))
+
+        def run(session: Session) -> list[str]:
+            closed = []
+            for row in session.scalars(query):
+                row.ended_at, row.end_code = now, ErrorCode.SERVER_LOST.name
+                row.end_details = describe(row.instance_id)[:DETAILS_MAX]
+                closed.append(row.id)
+            return closed
+
+        return await self.db.run(run)
+
+    async def close_console_session_if_lost(
+        self, session_id: str, gone: frozenset[str], describe: Callable[[str | None], str]
+    ) -> ConsoleSessionInfo | None:
+        """Ends the live row ``session_id`` with SERVER_LOST if no live instance holds it (as
+        :meth:`close_lost_console_sessions`); returns the row as closed, or None if it is not live or a
+        live instance holds it."""
+        now = utc_now(self.clock)
+        query = select(ConsoleSessionRecord).where(
+            ConsoleSessionRecord.id == session_id, ConsoleSessionRecord.ended_at.is_(None),
+            _held_by_no_live_instance(ConsoleSessionRecord.instance_id, gone))
+
+        def run(session: Session) -> ConsoleSessionInfo | None:
+            row = session.scalars(query).first()
+            if row is None:
+                return None
+            row.ended_at, row.end_code = now, ErrorCode.SERVER_LOST.name
+            row.end_details = describe(row.instance_id)[:DETAILS_MAX]
+            return ConsoleSessionInfo.of(row)
+
+        return await self.db.run(run)
+
+    async def lost_actions(self, gone: frozenset[str], *, own_creates: bool = False) -> list[VmActionInfo]:
+        """Pending actions no live instance holds (as :meth:`close_lost_console_sessions`), oldest first;
+        with ``own_creates`` also the pending creates this instance holds (the caller knows which of those
+        still run)."""
+        lost = _held_by_no_live_instance(VmAction.instance_id, gone)
+        if own_creates and self.instance_id is not None:
+            lost = or_(lost, (VmAction.instance_id == self.instance_id) & (VmAction.action == "create"))
+        query = select(VmAction).where(VmAction.finished_at.is_(None), lost).order_by(VmAction.id)
+        return await self.db.run(lambda session: [VmActionInfo.of(row) for row in session.scalars(query)])
+
+    async def pending_creates(self, vm_name: str) -> list[VmActionInfo]:
+        """The pending create of ``vm_name`` (at most one: see :meth:`action_started`), as a list."""
+        query = select(VmAction).where(VmAction.finished_at.is_(None), VmAction.action == "create",
+                                       VmAction.vm_name == vm_name[:NAME_MAX])
+        return await self.db.run(lambda session: [VmActionInfo.of(row) for row in session.scalars(query)])
+
+    async def claim_action(self, action: VmActionInfo) -> bool:
+        """Makes this instance the holder of a lost pending action, so that only one instance cleans it up
+        and, should this one die meanwhile, the next sweep finds it again. False if it is no longer pending
+        or someone else claimed it first."""
+        holder = (VmAction.instance_id.is_(None) if action.instance_id is None
+                  else VmAction.instance_id == action.instance_id)
+
+        def run(session: Session) -> bool:
+            result = session.execute(update(VmAction).where(
+                VmAction.id == action.id, VmAction.finished_at.is_(None), holder,
+            ).values(instance_id=self.instance_id))
+            return bool(getattr(result, "rowcount", 0))
+
+        return await self.db.run(run)
 
     async def vm_actions(self, *, user: str | None = None, limit: int = DEFAULT_LIMIT) -> list[VmActionInfo]:
         query = select(VmAction).order_by(VmAction.at.desc(), VmAction.id.desc())

@@ -147,7 +147,9 @@ class ErrorCode(Enum):
         409, 4403, "Session terminated", "An administrator ended this console session."
     )
     SERVER_LOST = ErrorSpec(
-        503, 4404, "Server lost", "The limen server that held this console stopped unexpectedly. Open it again."
+        503, 4404, "Server lost",
+        "The limen server that held this console or ran this action stopped unexpectedly. "
+        "Open the console again, or retry the action."
     )
     # -- access -------------------------------------------------------------------------------------
     UNAUTHORIZED = ErrorSpec(

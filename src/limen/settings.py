@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     )
     # An attempt's place is given back if it is not decided in this time (its process died mid-attempt).
     login_attempt_timeout: float = Field(60.0, ge=1, le=3600, description="Seconds an undecided attempt holds")
+    # Seconds between this instance's heartbeats (and sweeps for lost ones); an instance whose heartbeat is
+    # older than three of them is gone. Every instance on one database should use the same value.
+    instance_heartbeat: float = Field(5.0, gt=0, le=3600, description="Seconds between instance heartbeats")
     # auto: the session cookie is Secure when the request came over HTTPS (directly or via a trusted proxy).
     cookie_secure: Literal["auto", "always", "never"] = "auto"
 

@@ -67,6 +67,14 @@ class LimenProcess:
                 proc.wait()
         return proc.returncode
 
+    def kill(self, sig: signal.Signals = signal.SIGKILL) -> int:
+        """Sends ``sig`` to the server process alone (no clean shutdown for SIGKILL) and waits for it to end;
+        :meth:`start` then starts a new one on the same port, data and log."""
+        proc, self._proc = self._proc, None
+        assert proc is not None, "the server is not running"
+        proc.send_signal(sig)
+        return proc.wait(timeout=30)
+
     @property
     def pid(self) -> int:
         assert self._proc is not None

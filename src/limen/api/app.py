@@ -1,5 +1,5 @@
 """The ASGI application: routes, error handlers, access control, and the lifespan that opens and closes
-libvirt and the access database.
+libvirt and the access database and runs this instance's crash recovery (:mod:`limen.recovery`).
 
 Every route needs a signed-in user except ``/healthz``, ``/readyz``, ``/metrics`` (its own token rule),
 ``/api/login``, ``/api/error-codes``, the pages and the static files (the pages ask the API, which
@@ -28,6 +28,7 @@ from limen.console.sessions import ConsoleSessions
 from limen.hypervisor import Hypervisor
 from limen.isos.background import BackgroundChecksums
 from limen.metrics import Metrics
+from limen.recovery import Recovery
 from limen.settings import Settings
 from limen.web import install_web
 
@@ -42,6 +43,7 @@ def create_app(
     metrics = Metrics()
     iso_checksums = BackgroundChecksums()
     hv.connection.observers.append(metrics.observe_libvirt_call)
+    recovery = Recovery(guard.instances, guard.audit, hv)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,7 +52,11 @@ def create_app(
             await hv.open()
             try:
                 await start_iso_library(settings, iso_checksums)
-                yield
+                await recovery.start()  # this instance's heartbeat; what lost instances held is closed
+                try:
+                    yield
+                finally:
+                    await recovery.stop()
             finally:
                 await iso_checksums.close()
                 await hv.close()
@@ -69,6 +75,7 @@ def create_app(
     app.state.settings = settings
     app.state.hypervisor = hv
     app.state.metrics = metrics
+    app.state.recovery = recovery
     # Remembers revocations as long as a console ticket lives: a ticket asked for by a since-revoked
     # credential must not open a console.
     console_sessions = ConsoleSessions(CurrentRights(guard.users, hv.console_vm),

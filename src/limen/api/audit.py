@@ -3,6 +3,8 @@ session (admins), and VM actions.
 
 Ending a session is published on the revocation bus (:mod:`limen.auth.revocation`), so whichever limen
 instance holds the session ends it with SESSION_TERMINATED (across instances when they share a Redis).
+A row that is live but that no live limen instance holds (its server died) is closed at once with
+SERVER_LOST instead (:meth:`limen.recovery.Recovery.close_if_lost`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from limen.auth.deps import AccessDep, AdminUser, CurrentUser
 from limen.auth.revocation import Revocation
 from limen.console.sessions import ConsoleSessions
 from limen.errors import ErrorCode, LimenError
+from limen.recovery import Recovery
 
 log = logging.getLogger("limen.audit")
 
@@ -49,11 +52,12 @@ class ConsoleSessionOut(BaseModel):
     )
 
 
-
 class TerminationOut(BaseModel):
     session: ConsoleSessionOut
     ending: bool = Field(description="True if the session was live in this limen process and is now ending; "
                          "an instance that shares this one's Redis ends it too if it holds it")
+    closed: bool = Field(False, description="True if no live limen instance held the session (its server "
+                                            "died): its record was closed at once with SERVER_LOST")
 
 
 class VmActionOut(BaseModel):
@@ -65,9 +69,9 @@ class VmActionOut(BaseModel):
     vm_name: str
     action: str
     at: datetime
-    result_code: str
+    result_code: str = Field(description="OK, an error code, or STARTED while the action runs")
     details: str
-
+    finished_at: datetime | None = Field(None, description="None while the action runs")
 
 
 @router.get("/api/console-sessions", response_model=list[ConsoleSessionOut], responses=_ERRORS)
@@ -95,12 +99,19 @@ async def terminate_console_session(
         raise LimenError(ErrorCode.CONSOLE_SESSION_NOT_FOUND, f"no live console session {session_id[:40]!r}")
     registry: ConsoleSessions | None = getattr(request.app.state, "console_sessions", None)
     ending = registry is not None and registry.get(session_id) is not None
-    await access.revocations.publish(Revocation.session_ended(
-        session_id, f"an administrator ({admin.name!r}) ended the session"))
+    closed = False
+    recovery: Recovery | None = getattr(request.app.state, "recovery", None)
+    if not ending and recovery is not None and await recovery.close_if_lost(session_id):
+        closed = True
+        info = await access.audit.console_session(session_id) or info
+    else:  # held here or by another live instance: whichever holds it ends it
+        await access.revocations.publish(Revocation.session_ended(
+            session_id, f"an administrator ({admin.name!r}) ended the session"))
     log.info("console session termination requested", extra={
         "event": "console_terminate", "user": admin.name, "session_id": session_id, "ending": ending,
+        "closed": closed,
     })
-    body = TerminationOut(session=ConsoleSessionOut.model_validate(info), ending=ending)
+    body = TerminationOut(session=ConsoleSessionOut.model_validate(info), ending=ending, closed=closed)
     return JSONResponse(body.model_dump(mode="json"), status_code=202)
 
 

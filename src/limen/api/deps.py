@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from limen.hypervisor import Hypervisor
+from limen.recovery import Recovery
 from limen.settings import Settings
 
 
@@ -20,5 +21,11 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
+def _recovery(request: Request) -> Recovery:
+    recovery: Recovery = request.app.state.recovery
+    return recovery
+
+
+RecoveryDep = Annotated[Recovery, Depends(_recovery)]
 HypervisorDep = Annotated[Hypervisor, Depends(_hypervisor)]
 SettingsDep = Annotated[Settings, Depends(_settings)]

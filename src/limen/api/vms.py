@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
-from limen.api.deps import HypervisorDep
+from limen.api.deps import HypervisorDep, RecoveryDep
 from limen.api.schemas import ErrorBody, VmCreate, VmDeleted, VmOut, VmPatch
 from limen.auth.deps import AccessDep, AccessibleVm, CurrentUser
 from limen.auth.revocation import Revocation
@@ -36,8 +36,11 @@ async def list_vms(principal: CurrentUser, hypervisor: HypervisorDep) -> list[Vm
 
 
 @router.post("", response_model=VmOut, status_code=201, responses=_ERRORS)
-async def create_vm(body: VmCreate, principal: CurrentUser, access: AccessDep, hypervisor: HypervisorDep) -> VmOut:
-    """The new VM is owned by the user who creates it."""
+async def create_vm(
+    body: VmCreate, principal: CurrentUser, hypervisor: HypervisorDep, recovery: RecoveryDep
+) -> VmOut:
+    """The new VM is owned by the user who creates it. Its audit row is written before any libvirt work,
+    so that a create lost with its server is undone later (or on a retry of the name)."""
     spec = VmSpec(
         name=body.name,
         vcpus=body.vcpus,
@@ -47,9 +50,9 @@ async def create_vm(body: VmCreate, principal: CurrentUser, access: AccessDep, h
         boot_order=tuple(body.boot_order),
         owner=principal.name,
     )
-    async with access.audit.recording(principal.name, "create", body.name) as target:
-        vm = await hypervisor.create_vm(spec)
-        target.vm_uuid = vm.uuid
+    async with recovery.creating(principal.name, spec) as intent:
+        vm = await hypervisor.create_vm(spec, create_token=intent.token)
+        intent.vm_uuid = vm.uuid
     log.info("VM created", extra={"event": "vm_create", "vm_uuid": vm.uuid, "vm_name": vm.name,
                                   "user": principal.name})
     return VmOut.of(vm)

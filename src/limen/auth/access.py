@@ -25,6 +25,7 @@ from limen.auth.tickets import TicketStore, make_ticket_store
 from limen.auth.tokens import Tokens
 from limen.auth.users import Users
 from limen.db import Database
+from limen.instances import InstanceRegistry
 from limen.settings import Settings
 
 log = logging.getLogger("limen.auth")
@@ -63,7 +64,9 @@ class Access:
             clock=clock,
         )
         self.tickets = tickets or make_ticket_store(settings.redis_url, settings.console_ticket_ttl, clock)
-        self.audit = AuditLog(self.db, clock)
+        # This process among the instances on the database; limen.recovery registers it when serving.
+        self.instances = InstanceRegistry(self.db, clock, settings.instance_heartbeat)
+        self.audit = AuditLog(self.db, clock, instance_id=self.instances.id)
         # Changes that take away a console's right are published here; each instance's console registry
         # subscribes (limen.console.sessions). Across instances through Redis when LIMEN_REDIS_URL is set.
         self.revocations: RevocationBus = revocations or make_revocation_bus(settings.redis_url)

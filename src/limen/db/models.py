@@ -17,9 +17,11 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -103,6 +105,11 @@ class ConsoleSessionRecord(Base):
     """One console session: who opened which VM's console, from where, for how long, how much traffic."""
 
     __tablename__ = "console_sessions"
+    # Sweeps for sessions of lost instances (limen.recovery) read the live rows only.
+    __table_args__ = (
+        Index("ix_console_sessions_live", "instance_id", sqlite_where=text("ended_at IS NULL"),
+              postgresql_where=text("ended_at IS NULL")),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)  # the console session's own id
     user_name: Mapped[str] = mapped_column(String(NAME_MAX), index=True)
@@ -133,6 +140,9 @@ class LimenInstance(Base):
     started_at: Mapped[datetime] = mapped_column(UtcDateTime())
     heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     stopped_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # Which process on which boot of which host (limen.instances.ProcessIdentity.key): lets an instance on
+    # the same host and PID namespace tell at once that this one's process is gone.
+    process_key: Mapped[str | None] = mapped_column(String(160), nullable=True)
 
 
 class LoginThrottle(Base):
@@ -152,6 +162,14 @@ class VmAction(Base):
     """A VM action (create, start, stop, reboot, delete, set owner) and who asked for it."""
 
     __tablename__ = "vm_actions"
+    # One pending create per VM name, across every instance: what a lost create left behind is its own.
+    __table_args__ = (
+        Index("uq_vm_actions_pending_create", "vm_name", unique=True,
+              sqlite_where=text("action = 'create' AND finished_at IS NULL"),
+              postgresql_where=text("action = 'create' AND finished_at IS NULL")),
+        Index("ix_vm_actions_pending", "instance_id", sqlite_where=text("finished_at IS NULL"),
+              postgresql_where=text("finished_at IS NULL")),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_name: Mapped[str] = mapped_column(String(NAME_MAX), index=True)

@@ -34,6 +34,9 @@ class DomainPlan:
     iso_path: str | None = None
     boot_order: tuple[str, ...] = ("hd",)
     owner: str | None = None
+    # The token of the pending create that defines this domain (see limen.recovery): it proves, should
+    # that create be lost, that the domain is the one it made. Setting the owner later drops it.
+    create_token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,7 @@ class ParsedDomain:
     created_at: datetime | None
     owner: str | None
     nics: tuple[Nic, ...] = ()
+    create_token: str | None = None
 
 
 def build_domain_xml(plan: DomainPlan) -> str:
@@ -55,6 +59,8 @@ def build_domain_xml(plan: DomainPlan) -> str:
     ET.SubElement(metadata, f"{{{METADATA_NS}}}created").text = plan.created_at.isoformat()
     if plan.owner:
         ET.SubElement(metadata, f"{{{METADATA_NS}}}owner").text = plan.owner
+    if plan.create_token:
+        ET.SubElement(metadata, f"{{{METADATA_NS}}}create").text = plan.create_token
     ET.SubElement(domain, "memory", unit="MiB").text = str(plan.memory_mib)
     ET.SubElement(domain, "vcpu").text = str(plan.vcpus)
 
@@ -198,6 +204,7 @@ def parse_domain_xml(xml: str) -> ParsedDomain:
     )
     created_at: datetime | None = None
     owner: str | None = None
+    create_token: str | None = None
     meta = domain.find(f"metadata/{{{METADATA_NS}}}vm")
     if meta is not None:
         created = meta.findtext(f"{{{METADATA_NS}}}created")
@@ -207,6 +214,7 @@ def parse_domain_xml(xml: str) -> ParsedDomain:
             except ValueError:
                 created_at = None
         owner = meta.findtext(f"{{{METADATA_NS}}}owner") or None
+        create_token = meta.findtext(f"{{{METADATA_NS}}}create") or None
     devices = domain.find("devices")
     return ParsedDomain(
         vcpus=int((vcpu.text if vcpu is not None else None) or 1),
@@ -217,4 +225,5 @@ def parse_domain_xml(xml: str) -> ParsedDomain:
         created_at=created_at,
         owner=owner,
         nics=_nics(devices),
+        create_token=create_token,
     )

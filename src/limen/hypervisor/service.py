@@ -5,6 +5,7 @@ libvirt is the one source of truth. Nothing here caches a VM's state; every answ
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -292,37 +293,58 @@ class Hypervisor:
         except LimenError as exc:
             raise ValidationFailed("iso", exc.details.removeprefix("iso: ")) from None
 
-    async def create_vm(self, spec: VmSpec) -> Vm:
-        """Creates (defines) a VM. Atomic for the caller: on any failure no domain and no volume remain."""
+    @staticmethod
+    def _refuse_taken_name(conn: libvirt.virConnect, name: str) -> None:
+        """VM_ALREADY_EXISTS if a domain is named ``name``."""
+        try:
+            conn.lookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+        else:
+            raise LimenError(ErrorCode.VM_ALREADY_EXISTS, f"a VM named {name!r} exists")
+
+    def _refuse_taken_volume(self, conn: libvirt.virConnect, name: str) -> None:
+        """VM_ALREADY_EXISTS if the disk volume a VM named ``name`` would get exists."""
+        volume_name = storage.disk_volume_name(name)
+        if storage.find_volume(conn, self.settings.storage_pool, volume_name) is not None:
+            raise LimenError(
+                ErrorCode.VM_ALREADY_EXISTS,
+                f"a disk volume {volume_name!r} already exists in pool {self.settings.storage_pool!r}",
+            )
+
+    async def check_name_free(self, name: str, *, with_disk: bool = True) -> None:
+        """VM_ALREADY_EXISTS if a VM of that name exists or (``with_disk``) its disk volume's name is taken.
+        :meth:`create_vm` checks the same again; asking first lets a caller record its intent knowing that
+        whatever appears under the name afterwards is its own work."""
+        await self.connection.call(
+            "check_name", functools.partial(self._refuse_name_and_volume, name=name, with_disk=with_disk),
+            subject=name)
+
+    def _refuse_name_and_volume(self, conn: libvirt.virConnect, *, name: str, with_disk: bool) -> None:
+        self._refuse_taken_name(conn, name)
+        if with_disk:
+            self._refuse_taken_volume(conn, name)
+
+    async def create_vm(self, spec: VmSpec, *, create_token: str | None = None) -> Vm:
+        """Creates (defines) a VM. Atomic for the caller: on any failure no domain and no volume remain.
+
+        ``create_token`` goes into the domain's metadata, so that a create lost with its server is
+        recognised afterwards (:mod:`limen.hypervisor.leftovers`)."""
         iso_path = await self.validate_spec(spec)
         boot_order = spec.boot_order or (("cdrom", "hd") if iso_path else ("hd",))
         cancelled = threading.Event()
 
         def run(conn: libvirt.virConnect) -> Vm:
-            try:
-                conn.lookupByName(spec.name)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                    raise
-            else:
-                raise LimenError(ErrorCode.VM_ALREADY_EXISTS, f"a VM named {spec.name!r} exists")
-
+            self._refuse_taken_name(conn, spec.name)
             volume: libvirt.virStorageVol | None = None
             domain: libvirt.virDomain | None = None
             try:
                 disk_path = None
                 if spec.disk_gib is not None:
                     pool = storage.ensure_pool(conn, self.settings.storage_pool, self.settings.pool_dir)
+                    self._refuse_taken_volume(conn, spec.name)
                     volume_name = storage.disk_volume_name(spec.name)
-                    try:
-                        pool.storageVolLookupByName(volume_name)
-                    except libvirt.libvirtError:
-                        pass
-                    else:
-                        raise LimenError(
-                            ErrorCode.VM_ALREADY_EXISTS,
-                            f"a disk volume {volume_name!r} already exists in pool {self.settings.storage_pool!r}",
-                        )
                     volume = pool.createXML(storage.volume_xml(volume_name, spec.disk_gib), 0)
                     disk_path = volume.path()
                 plan = DomainPlan(
@@ -336,6 +358,7 @@ class Hypervisor:
                     iso_path=str(iso_path) if iso_path else None,
                     boot_order=boot_order,
                     owner=spec.owner,
+                    create_token=create_token,
                 )
                 domain = conn.defineXML(build_domain_xml(plan))
                 if cancelled.is_set():  # the caller gave up waiting: it was told this failed

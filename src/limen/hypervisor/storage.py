@@ -53,3 +53,17 @@ def volume_at(conn: libvirt.virConnect, path: str) -> libvirt.virStorageVol | No
         return conn.storageVolLookupByPath(path)
     except libvirt.libvirtError:
         return None
+
+
+def find_volume(conn: libvirt.virConnect, pool_name: str, volume_name: str) -> libvirt.virStorageVol | None:
+    """The volume ``volume_name`` of the pool ``pool_name``, or None when the pool or the volume is missing
+    (or the pool is not running, in which case it holds nothing limen could use)."""
+    try:
+        pool = conn.storagePoolLookupByName(pool_name)
+        if not pool.isActive():
+            return None
+        return pool.storageVolLookupByName(volume_name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() in (libvirt.VIR_ERR_NO_STORAGE_POOL, libvirt.VIR_ERR_NO_STORAGE_VOL):
+            return None
+        raise

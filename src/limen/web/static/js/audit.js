@@ -61,8 +61,10 @@ function actionRow(action) {
 async function terminate(session, button) {
   button.disabled = true;
   try {
-    await api("DELETE", `/api/console-sessions/${encodeURIComponent(session.id)}`);
-    ui.toast.textContent = `Ending the console session of ${session.user} on ${session.vm_name}.`;
+    const result = await api("DELETE", `/api/console-sessions/${encodeURIComponent(session.id)}`);
+    ui.toast.textContent = result && result.closed
+      ? `The server that held the console session of ${session.user} on ${session.vm_name} was lost: its record is closed.`
+      : `Ending the console session of ${session.user} on ${session.vm_name}.`;
   } catch (exc) {
     const box = exc instanceof ApiError ? exc.body : { error: "Failed", code: "CLIENT_ERROR", details: String(exc) };
     ui.error.replaceChildren(errorBox(box));

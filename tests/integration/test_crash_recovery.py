@@ -1,0 +1,263 @@
+"""Fault injection: ``kill -9`` of a real ``limen serve`` with live consoles and in the middle of a create,
+then a restart on the same data dir (real libvirtd and QEMU, real SQLite).
+
+After each: no console row is left live, no volume is left without its domain, the VM name can be used
+again, and ``PRAGMA integrity_check`` on the database says ``ok``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests.conftest import DEMO_ISO, QEMU_URI, TEST_POOL_DIR
+from tests.support.console import ConsoleTranscript, read_frames
+from tests.support.libvirt_cleanup import domain_exists, remove_domain, volume_exists
+from tests.support.server import LimenProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+PROXY_STATUS = "VNC connection established, starting proxy..."
+CONSOLES = 3
+
+
+def integrity(data_dir: Path) -> str:
+    with sqlite3.connect(data_dir / "limen.db") as db:
+        return str(db.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def api(server: LimenProcess) -> httpx.Client:
+    return httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=60)
+
+
+def actions_of(server: LimenProcess, name: str) -> list[dict[str, Any]]:
+    with api(server) as client:
+        rows: list[dict[str, Any]] = client.get("/api/vm-actions").json()
+    return [row for row in rows if row["vm_name"] == name]
+
+
+@pytest.fixture
+def leftover_volumes(vm_names: Callable[[], str]) -> Iterator[Callable[..., str]]:
+    """Names as ``vm_names`` (padded to ``length``); their VMs and any volume of theirs still in the test
+    pool are removed after the test (and the test has failed by then: a crash must leave none)."""
+    made: list[str] = []
+
+    def make(length: int = 0) -> str:
+        name = vm_names()
+        made.append(name + ("-" + "x" * (length - len(name) - 1) if length > len(name) else ""))
+        return made[-1]
+
+    yield make
+    for name in made:
+        remove_domain(QEMU_URI, name)
+        (TEST_POOL_DIR / f"{name}-disk0.qcow2").unlink(missing_ok=True)
+
+
+async def open_console(server: LimenProcess, vm: str) -> ClientConnection:
+    ws = await connect(f"{server.ws_url}/api/vms/{vm}/console", additional_headers=server.auth_headers,
+                       open_timeout=10, close_timeout=2, ping_interval=None, max_size=None)
+    transcript = ConsoleTranscript()
+    await asyncio.wait_for(read_frames(ws, transcript, time.monotonic(), until_binary=1), 30)
+    assert transcript.statuses[-1] == PROXY_STATUS, transcript
+    return ws
+
+
+async def live_rows(server: LimenProcess, *, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The live console rows, once there are ``count`` (their insert follows admission by a moment)."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=server.base_url, headers=server.auth_headers, timeout=10) as client:
+        while True:
+            rows: list[dict[str, Any]] = (await client.get("/api/console-sessions?live=true")).json()
+            if len(rows) == count or time.monotonic() > deadline:
+                return rows
+            await asyncio.sleep(0.05)
+
+
+async def test_consoles_of_a_killed_server_are_closed_when_it_restarts(
+    limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str], tmp_path: Path
+) -> None:
+    server = limen_server()
+    name = vm_names()
+    with api(server) as client:
+        created = client.post("/api/vms", json={"name": name, "memory_mib": 64, "iso": DEMO_ISO})
+        assert created.status_code == 201, created.text
+        assert client.post(f"/api/vms/{name}/start").status_code == 200
+    consoles = [await open_console(server, name) for _ in range(CONSOLES)]
+    held = await live_rows(server, count=CONSOLES)
+    assert len(held) == CONSOLES, held
+
+    server.kill(signal.SIGKILL)
+    for ws in consoles:
+        await ws.close()
+    assert integrity(tmp_path / "data") == "ok"
+
+    server.start()
+    with api(server) as client:
+        assert client.get("/api/console-sessions?live=true").json() == []
+        rows = {row["id"]: row for row in client.get("/api/console-sessions").json()}
+    for row in held:
+        closed = rows[row["id"]]
+        assert closed["live"] is False and closed["ended_at"] is not None
+        assert closed["end_code"] == "SERVER_LOST"
+        assert "was lost" in closed["end_details"] and "its process ended" in closed["end_details"], closed
+    # The killed instance was marked stopped by the sweep; the restarted one marks itself on a clean stop.
+    server.stop()
+    with sqlite3.connect(tmp_path / "data" / "limen.db") as db:
+        stopped = [row[0] for row in db.execute("SELECT stopped_at FROM limen_instances")]
+    assert len(stopped) == 2 and all(stopped), stopped
+    assert integrity(tmp_path / "data") == "ok"
+
+
+async def test_end_session_closes_a_row_that_a_dead_instance_held(
+    limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str], tmp_path: Path
+) -> None:
+    """Two servers on one database; one dies with a console open. "End session" on the other closes the
+    dead one's row at once (without waiting for a sweep: heartbeats are an hour apart here)."""
+    data = {"LIMEN_INSTANCE_HEARTBEAT": "3600"}
+    doomed = limen_server(**data)
+    survivor = limen_server(**data)
+    name = vm_names()
+    with api(doomed) as client:
+        assert client.post("/api/vms", json={"name": name, "memory_mib": 64, "iso": DEMO_ISO}).status_code == 201
+        assert client.post(f"/api/vms/{name}/start").status_code == 200
+    ws = await open_console(doomed, name)
+    (row,) = await live_rows(doomed, count=1)
+
+    with api(survivor) as client:
+        # While its server lives, the row is live and another instance does not close it.
+        ended = client.delete(f"/api/console-sessions/{row['id']}")
+        assert ended.status_code == 202, ended.text
+        assert ended.json()["ending"] is False and ended.json()["closed"] is False
+        assert ended.json()["session"]["live"] is True
+
+        doomed.kill(signal.SIGKILL)
+        await ws.close()
+        assert [r["id"] for r in client.get("/api/console-sessions?live=true").json()] == [row["id"]]
+        ended = client.delete(f"/api/console-sessions/{row['id']}")
+        assert ended.status_code == 202, ended.text
+        body = ended.json()
+        assert body["closed"] is True and body["ending"] is False
+        assert body["session"]["live"] is False and body["session"]["end_code"] == "SERVER_LOST"
+        assert body["session"]["terminated_by"] == "test-admin"
+        assert client.get("/api/console-sessions?live=true").json() == []
+        again = client.delete(f"/api/console-sessions/{row['id']}")
+        assert again.status_code == 404 and again.json()["code"] == "CONSOLE_SESSION_NOT_FOUND"
+    assert integrity(tmp_path / "data") == "ok"
+
+
+def _kill_when_the_volume_appears(server: LimenProcess, volume: Path, create: Callable[[], None]) -> bool:
+    """Starts ``create`` in a thread and kills the server the moment ``volume`` exists; returns whether
+    the domain had already been defined then."""
+    thread = threading.Thread(target=create, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not volume.exists():
+        assert time.monotonic() < deadline, f"{volume} never appeared: {server.output()}"
+        time.sleep(0.0005)
+    server.kill(signal.SIGKILL)
+    thread.join(timeout=30)
+    return domain_exists(QEMU_URI, volume.name.removesuffix("-disk0.qcow2"))
+
+
+def _post_ignoring_the_crash(server: LimenProcess, body: dict[str, Any]) -> Callable[[], None]:
+    def post() -> None:
+        try:
+            with api(server) as client:
+                client.post("/api/vms", json=body)
+        except httpx.HTTPError:
+            pass  # the server died under it: that is the point
+
+    return post
+
+
+def test_create_killed_after_its_volume_is_undone_on_restart(
+    limen_server: Callable[..., LimenProcess], leftover_volumes: Callable[..., str], tmp_path: Path
+) -> None:
+    server = limen_server()
+    name = leftover_volumes(length=63)  # the longest name there is
+    volume = TEST_POOL_DIR / f"{name}-disk0.qcow2"
+    body = {"name": name, "memory_mib": 64, "disk_gib": 1, "iso": DEMO_ISO}
+
+    domain_defined = _kill_when_the_volume_appears(server, volume, _post_ignoring_the_crash(server, body))
+    assert not domain_defined, "the kill came after the domain was defined: the window was missed"
+    assert volume.exists(), "the volume the killed create made"
+    assert integrity(tmp_path / "data") == "ok"
+
+    server.start()  # its first sweep runs before it answers
+    assert not volume.exists() and not volume_exists(QEMU_URI, str(volume))
+    (lost,) = actions_of(server, name)
+    assert lost["action"] == "create" and lost["result_code"] == "SERVER_LOST", lost
+    assert lost["finished_at"] is not None and f"volume {volume}" in lost["details"], lost
+
+    with api(server) as client:
+        again = client.post("/api/vms", json=body)
+        assert again.status_code == 201, again.text
+    assert domain_exists(QEMU_URI, name) and volume.exists()
+    assert [row["result_code"] for row in actions_of(server, name)] == ["OK", "SERVER_LOST"]
+    assert integrity(tmp_path / "data") == "ok"
+
+
+def test_retrying_the_name_of_a_create_killed_on_another_server_clears_it_at_once(
+    limen_server: Callable[..., LimenProcess], leftover_volumes: Callable[..., str], tmp_path: Path
+) -> None:
+    """No restart: a second server on the same database gets the retry. Its periodic sweep is an hour
+    away, so what clears the lost create is the retry itself."""
+    data = {"LIMEN_INSTANCE_HEARTBEAT": "3600"}
+    doomed = limen_server(**data)
+    survivor = limen_server(**data)
+    name = leftover_volumes()
+    volume = TEST_POOL_DIR / f"{name}-disk0.qcow2"
+    body = {"name": name, "memory_mib": 64, "disk_gib": 1, "iso": DEMO_ISO}
+
+    assert not _kill_when_the_volume_appears(doomed, volume, _post_ignoring_the_crash(doomed, body))
+    assert volume.exists()
+    (pending,) = actions_of(survivor, name)
+    assert pending["result_code"] == "STARTED" and pending["finished_at"] is None, pending
+
+    with api(survivor) as client:
+        again = client.post("/api/vms", json=body)
+        assert again.status_code == 201, again.text
+        disk = next(d["path"] for d in again.json()["disks"] if d["device"] == "disk")
+    assert disk == str(volume) and volume_exists(QEMU_URI, disk)
+    results = [row["result_code"] for row in actions_of(survivor, name)]
+    assert results == ["OK", "SERVER_LOST"], results
+    assert integrity(tmp_path / "data") == "ok"
+
+
+def test_parallel_creates_of_one_name_on_two_servers_make_one_vm(
+    limen_server: Callable[..., LimenProcess], leftover_volumes: Callable[..., str], tmp_path: Path
+) -> None:
+    first, second = limen_server(), limen_server()
+    name = leftover_volumes()
+    body = {"name": name, "memory_mib": 64, "disk_gib": 1}
+    answers: list[httpx.Response] = []
+    start = threading.Barrier(6)
+
+    def post(server: LimenProcess) -> None:
+        with api(server) as client:
+            start.wait()
+            answers.append(client.post("/api/vms", json=body))
+
+    threads = [threading.Thread(target=post, args=(server,)) for server in (first, second) * 3]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [201, 409, 409, 409, 409, 409], [answer.text for answer in answers]
+    assert {answer.json()["code"] for answer in answers if answer.status_code == 409} == {"VM_ALREADY_EXISTS"}
+    results = sorted(row["result_code"] for row in actions_of(first, name))
+    assert results == ["OK"] + ["VM_ALREADY_EXISTS"] * 5, results
+    assert all(row["finished_at"] for row in actions_of(first, name))
+    assert domain_exists(QEMU_URI, name) and (TEST_POOL_DIR / f"{name}-disk0.qcow2").exists()
+    assert integrity(tmp_path / "data") == "ok"
