@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from limen.api import health, isos, vms
+from limen.api import events, health, isos, vms
 from limen.api.access import install_access
 from limen.api.errors import install_error_handlers
 from limen.api.middleware import RequestContextMiddleware
@@ -67,6 +67,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(vms.router)
     app.include_router(isos.router)
+    app.include_router(events.router)
     app.include_router(console_router)
     install_access(app, guard)
     install_web(app, settings)  # last: it mounts /static
