@@ -42,8 +42,18 @@ SEND_TIMEOUT = 10.0  # a client that takes longer to accept one event is dropped
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 403, 503)}
 
 
-def _vm_event(event: VmEvent, cursor: str) -> ServerSentEvent:
-    return ServerSentEvent(data=json.dumps(event.payload()), event="vm", id=cursor)
+def may_see(principal: Principal, event: VmEvent) -> bool:
+    """The VM's owner and admins see its events; so does its former owner, once, to learn it is gone."""
+    return principal.may_access(event.vm.owner) or (
+        event.former_owner is not None and principal.may_access(event.former_owner)
+    )
+
+
+def _vm_event(principal: Principal, event: VmEvent, cursor: str) -> ServerSentEvent:
+    payload = event.payload()
+    if not principal.may_access(event.vm.owner):  # its former owner: the VM left them; to whom is not theirs
+        payload.update(type="changed", owner=None, state=None)
+    return ServerSentEvent(data=json.dumps(payload), event="vm", id=cursor)
 
 
 async def _still_allowed(request: Request, access: Any, principal: Principal) -> bool:
@@ -60,11 +70,11 @@ async def _still_allowed(request: Request, access: Any, principal: Principal) ->
 async def _stream(request: Request, access: Any, principal: Principal, feed: VmFeed, last_event_id: str | None,
                   keepalive: float) -> AsyncIterator[ServerSentEvent]:
     # Subscribed here, not in the route: a response that never starts streaming then holds no subscription.
-    with feed.subscribe(lambda event: principal.may_access(event.vm.owner), last_event_id) as subscription:
+    with feed.subscribe(lambda event: may_see(principal, event), last_event_id) as subscription:
         if subscription.resync:
             yield ServerSentEvent(data="{}", event="resync", id=subscription.cursor, retry=RETRY_MS)
         for missed in subscription.replay:
-            yield _vm_event(missed, feed.cursor_of(missed.seq))
+            yield _vm_event(principal, missed, feed.cursor_of(missed.seq))
         yield ServerSentEvent(data=json.dumps({"user": principal.name}), event="ready", id=subscription.cursor,
                               retry=RETRY_MS)
         while True:
@@ -80,7 +90,7 @@ async def _stream(request: Request, access: Any, principal: Principal, feed: VmF
                                                                           "user": principal.name})
                     return
                 continue
-            yield _vm_event(event, feed.cursor_of(event.seq))
+            yield _vm_event(principal, event, feed.cursor_of(event.seq))
 
 
 @router.get(

@@ -184,7 +184,8 @@ MAX_PENDING_EVENTS = 4096
 
 
 class FeedSource:
-    """Publishes libvirt's domain events to ``feed``: lifecycle, CD tray changes, devices added or removed.
+    """Publishes libvirt's domain events to ``feed``: lifecycle, CD tray changes, devices added or removed,
+    metadata (the owner) changed.
 
     ``describe`` reads a domain's facts (name, state, owner); it runs in this source's reader thread and
     must not raise for a domain that has gone (state None). Register with
@@ -230,12 +231,15 @@ class FeedSource:
                         self._remember(self._describe(dom))
                     continue
                 facts = self._describe(target)
+                former_owner = None
                 if facts.state is None:  # gone: tell its owner, whom only our memory still knows
                     facts = VmFacts(facts.uuid, facts.name, None, self._owners.pop(facts.uuid, None))
                 else:
+                    if facts.uuid in self._owners and self._owners[facts.uuid] != facts.owner:
+                        former_owner = self._owners[facts.uuid]
                     self._remember(facts)
                 assert event_type is not None
-                self._feed.publish(event_type, facts)
+                self._feed.publish(event_type, facts, former_owner=former_owner)
             except Exception as exc:  # a broken connection must not end the reader
                 log.warning("cannot read a VM for its event: %s", exc, extra={"event": "vm_feed_read_failed"})
 
@@ -255,10 +259,14 @@ class FeedSource:
         def on_device(_conn: Any, dom: Any, _dev: Any, _opaque: Any) -> None:
             self._enqueue(("event", dom, VmEventType.CHANGED))
 
+        def on_metadata(_conn: Any, dom: Any, _type: int, _uri: Any, _opaque: Any) -> None:
+            self._enqueue(("event", dom, VmEventType.CHANGED))  # e.g. its owner changed
+
         callbacks = [
             (libvirt.VIR_DOMAIN_EVENT_ID_TRAY_CHANGE, on_tray),
             (libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED, on_device),
             (libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, on_device),
+            (libvirt.VIR_DOMAIN_EVENT_ID_METADATA_CHANGE, on_metadata),
         ]
         registered: list[int] = []
         for event_id, callback in callbacks:

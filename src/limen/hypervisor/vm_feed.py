@@ -82,6 +82,8 @@ class VmEvent:
     type: VmEventType
     vm: VmFacts
     at: datetime
+    # The owner before this change, when it changed: they must learn that the VM left them.
+    former_owner: str | None = None
 
     def payload(self) -> dict[str, Any]:
         """The event as the API sends it (the SSE ``data`` field, as JSON)."""
@@ -201,11 +203,11 @@ class VmFeed:
             return None
         return int(seq)
 
-    def publish(self, event_type: VmEventType, vm: VmFacts) -> VmEvent:
+    def publish(self, event_type: VmEventType, vm: VmFacts, *, former_owner: str | None = None) -> VmEvent:
         """Records an event and hands it to every subscription that accepts it. Any thread."""
         with self._lock:
             self._seq += 1
-            event = VmEvent(seq=self._seq, type=event_type, vm=vm, at=datetime.now(UTC))
+            event = VmEvent(seq=self._seq, type=event_type, vm=vm, at=datetime.now(UTC), former_owner=former_owner)
             self._ring.append(event)
             # Offered under the lock so that every subscription sees events in sequence order.
             for subscription in self._subscribers:
