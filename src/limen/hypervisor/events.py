@@ -232,8 +232,10 @@ class FeedSource:
                     continue
                 facts = self._describe(target)
                 former_owner = None
-                if facts.state is None:  # gone: tell its owner, whom only our memory still knows
-                    facts = VmFacts(facts.uuid, facts.name, None, self._owners.pop(facts.uuid, None))
+                if facts.state is None:
+                    # Gone: tell its owner, whom only our memory still knows. Kept, not popped: the events
+                    # read after it went (stopped, then undefined) all need it; the memory is bounded.
+                    facts = VmFacts(facts.uuid, facts.name, None, self._owners.get(facts.uuid))
                 else:
                     if facts.uuid in self._owners and self._owners[facts.uuid] != facts.owner:
                         former_owner = self._owners[facts.uuid]
