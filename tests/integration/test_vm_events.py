@@ -93,13 +93,25 @@ def test_a_virsh_state_change_reaches_an_sse_client_within_1_s(
     assert all(delay < PUSH_BOUND + SLACK for delay in delays.values()), delays
 
 
-def test_a_keepalive_comment_arrives(
+def open_streams_metric(server: LimenProcess) -> float:
+    text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
+    return float(next(line.split()[1] for line in text.splitlines()
+                      if line.startswith("limen_event_streams_active ")))
+
+
+def test_a_keepalive_comment_arrives_and_a_closed_stream_is_released(
     limen_server: Callable[..., LimenProcess], streams: list[SseStream]
 ) -> None:
     server = limen_server(LIMEN_EVENTS_KEEPALIVE=KEEPALIVE)
     stream = open_stream(server, server.auth_headers, streams)
     _at, comment = stream.comments.get(timeout=5)
     assert comment == "keep-alive"
+    assert open_streams_metric(server) == 1
+    stream.close()  # the client goes away without a word
+    deadline = time.monotonic() + 5
+    while open_streams_metric(server) != 0:
+        assert time.monotonic() < deadline, "the server still holds the closed stream's subscription"
+        time.sleep(0.1)
 
 
 def test_a_plain_users_stream_does_not_carry_another_users_vm(

@@ -35,6 +35,7 @@ def create_app(
     guard = access or Access(settings)
     metrics = Metrics()
     hv.connection.observers.append(metrics.observe_libvirt_call)
+    metrics.event_streams_active.set_function(lambda: hv.feed.subscriber_count)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
