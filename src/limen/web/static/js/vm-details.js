@@ -186,24 +186,33 @@ function renderMedia() {
   if (![...ui.bootSelect.options].some((o) => o.value === key) && key) {
     ui.bootSelect.append(h("option", { value: key, text: order.map((d) => BOOT_LABELS[d] || d).join(", then ") }));
   }
-  if (document.activeElement !== ui.bootSelect) ui.bootSelect.value = key;
+  // Set the choices only when the VM's own values changed: a live update must not undo the user's pick.
+  if (ui.bootSelect.dataset.shown !== key) {
+    ui.bootSelect.value = key;
+    ui.bootSelect.dataset.shown = key;
+  }
   ui.finishInstall.hidden = !(iso && order[0] === "cdrom");
   ui.mediaEject.disabled = !iso || busy !== null;
   ui.mediaInsert.disabled = !hasCdrom || busy !== null;
 }
 
 function fillIsoSelect(current) {
-  if (document.activeElement === ui.isoSelect) return;
   const names = (isos || []).map((i) => i.name);
   if (current && !names.includes(current)) names.unshift(current);
   const want = [h("option", { value: "", text: names.length ? "Choose an ISO…" : "No ISOs available" }),
                 ...names.map((n) => h("option", { value: n, text: n }))];
   const signature = names.join("\n");
-  if (ui.isoSelect.dataset.signature !== signature) {
+  const rebuilt = ui.isoSelect.dataset.signature !== signature;
+  if (rebuilt) {
     ui.isoSelect.replaceChildren(...want);
     ui.isoSelect.dataset.signature = signature;
   }
-  ui.isoSelect.value = current && names.includes(current) ? current : "";
+  // As for the boot order: the user's pick stands until the VM's own medium changes.
+  const shown = current || "";
+  if (rebuilt || ui.isoSelect.dataset.shown !== shown) {
+    ui.isoSelect.value = current && names.includes(current) ? current : "";
+    ui.isoSelect.dataset.shown = shown;
+  }
 }
 
 function renderSettings(previous) {
