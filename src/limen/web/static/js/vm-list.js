@@ -9,6 +9,8 @@ import { POLL_MS, VmEvents } from "./vm-events.js";
 
 const REFRESH_MS = POLL_MS;
 const EVENT_REFRESH_MS = 100; // a burst of events (start = resumed + started) becomes one reload
+// On a busy host changes never stop: reload the whole list at most this often (badges change at once).
+const MIN_EVENT_REFRESH_GAP_MS = 1000;
 const SCREENSHOT_MS = 5000;
 const THUMB_WIDTH = 480; // the browser scales it down further, smoothly
 const RESULT_SHOWN_MS = 5000;
@@ -46,6 +48,7 @@ let refreshTimer = null;
 let deleteTarget = null;
 let events = null;
 let lastUpdated = null;
+let lastRefreshAt = 0;
 
 // -- rows ------------------------------------------------------------------------------------------
 
@@ -330,6 +333,7 @@ function describeUpdates() {
 async function refresh() {
   clearTimeout(refreshTimer);
   refreshTimer = null;
+  lastRefreshAt = Date.now();
   try {
     const vms = await api("GET", "/api/vms", undefined, { timeoutMs: 10000 });
     render(vms);
@@ -355,7 +359,9 @@ function onVmEvent(change) {
   if (row && change.state && row.vm.state !== change.state && row.pending === null) {
     updateRow(row, { ...row.vm, state: change.state, uptime_seconds: null });
   }
-  if (refreshTimer === null) scheduleRefresh(EVENT_REFRESH_MS);
+  if (refreshTimer === null) {
+    scheduleRefresh(Math.max(EVENT_REFRESH_MS, lastRefreshAt + MIN_EVENT_REFRESH_GAP_MS - Date.now()));
+  }
 }
 
 function onStreamStatus(live) {
