@@ -69,6 +69,7 @@ let busy = null;
 let isos = null;
 let events = null;
 let reloadTimer = null;
+let lastEventAt = 0;
 let shotLoading = false;
 let confirmAction = null;
 let resizeTarget = null;
@@ -533,9 +534,12 @@ function scheduleReload(delay) {
 async function reload() {
   reloadTimer = null;
   if (gone) return;
+  const askedAt = Date.now();
   try {
     const current = await api("GET", apiPath(), undefined, { timeoutMs: 10000 });
-    render(current);
+    if (gone) return;
+    // Older than the last pushed change: keep its state (the reload that change scheduled brings the rest).
+    render(lastEventAt > askedAt ? { ...current, state: vm.state } : current);
     ui.loadError.replaceChildren();
     describeUpdates();
   } catch (exc) {
@@ -591,7 +595,10 @@ function onVmEvent(change) {
     markGone();
     return;
   }
-  if (change.state && change.state !== vm.state && busy === null) render({ ...vm, state: change.state });
+  if (change.state && busy === null) {
+    lastEventAt = Date.now();
+    if (change.state !== vm.state) render({ ...vm, state: change.state });
+  }
   scheduleReload(EVENT_RELOAD_MS);
 }
 

@@ -63,7 +63,7 @@ function actionButton(row, action, extraClass = "") {
 }
 
 function createRow(vm) {
-  const row = { vm: null, pending: null, shotLoading: false, resultTimer: null, hasShot: false };
+  const row = { vm: null, pending: null, shotLoading: false, resultTimer: null, hasShot: false, eventAt: 0 };
   const link = `/vms/${encodeURIComponent(vm.uuid)}`;
   row.thumb = h("a", { class: "thumb", href: link });
   row.nameLink = h("a", { href: link, dataset: { role: "details" } });
@@ -164,14 +164,16 @@ function applyEnabled(row) {
   row.moreSummary.classList.toggle("disabled", busy);
 }
 
-function render(vms) {
+function render(vms, askedAt = Date.now()) {
   const seen = new Set();
   let index = 0;
   for (const vm of vms) {
     seen.add(vm.uuid);
     let row = rows.get(vm.uuid);
     if (row) {
-      updateRow(row, vm);
+      // An answer asked for before the row's last pushed change is older than it: keep the pushed state
+      // (the reload that change scheduled brings the rest).
+      updateRow(row, row.eventAt > askedAt ? { ...vm, state: row.vm.state } : vm);
     } else {
       row = createRow(vm);
       rows.set(vm.uuid, row);
@@ -334,9 +336,10 @@ async function refresh() {
   clearTimeout(refreshTimer);
   refreshTimer = null;
   lastRefreshAt = Date.now();
+  const askedAt = lastRefreshAt;
   try {
     const vms = await api("GET", "/api/vms", undefined, { timeoutMs: 10000 });
-    render(vms);
+    render(vms, askedAt);
     ui.loadError.replaceChildren();
     lastUpdated = { count: vms.length, at: new Date().toLocaleTimeString() };
     describeUpdates();
@@ -356,8 +359,9 @@ async function refresh() {
 /** A change pushed by limen: its new state shows at once, the rest of the row with the reload. */
 function onVmEvent(change) {
   const row = rows.get(change.uuid);
-  if (row && change.state && row.vm.state !== change.state && row.pending === null) {
-    updateRow(row, { ...row.vm, state: change.state, uptime_seconds: null });
+  if (row && change.state && row.pending === null) {
+    row.eventAt = Date.now();
+    if (row.vm.state !== change.state) updateRow(row, { ...row.vm, state: change.state, uptime_seconds: null });
   }
   if (refreshTimer === null) {
     scheduleRefresh(Math.max(EVENT_REFRESH_MS, lastRefreshAt + MIN_EVENT_REFRESH_GAP_MS - Date.now()));
