@@ -10,8 +10,9 @@ principal may see (``may_access(owner)``), in this order:
 3. each change as ``event: vm`` with ``id:`` and JSON ``data`` (``type``, ``uuid``, ``name``, ``state``,
    ``owner``, ``at``), and a ``: keep-alive`` comment every ``events_keepalive`` seconds.
 
-At each keep-alive the principal is checked again: a revoked token, an ended sign-in or a disabled user
-ends the stream (the browser's reconnection then gets 401). A reader that falls behind is dropped, and the
+Every ``events_keepalive`` seconds, changes flowing or not, the credential is checked again: a revoked
+token, an ended sign-in, a disabled user or a changed role ends the stream (the browser's reconnection then
+gets 401, or a stream filtered for the new role). A reader that falls behind is dropped, and the
 stream ends when limen shuts down.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -27,6 +29,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from limen.api.deps import HypervisorDep, SettingsDep
 from limen.api.schemas import ErrorBody
+from limen.auth.access import Access
 from limen.auth.browser_sessions import COOKIE_NAME
 from limen.auth.deps import AccessDep, CurrentUser, authenticate
 from limen.auth.principal import Principal
@@ -56,7 +59,7 @@ def _vm_event(principal: Principal, event: VmEvent, cursor: str) -> ServerSentEv
     return ServerSentEvent(data=json.dumps(payload), event="vm", id=cursor)
 
 
-async def _still_allowed(request: Request, access: Any, principal: Principal) -> bool:
+async def _still_allowed(request: Request, access: Access, principal: Principal) -> bool:
     """Whether the credential that opened the stream still signs in the same user with the same role."""
     authorization = request.headers.get("authorization", "")
     bearer = authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
@@ -67,7 +70,7 @@ async def _still_allowed(request: Request, access: Any, principal: Principal) ->
     return now.name == principal.name and now.role is principal.role
 
 
-async def _stream(request: Request, access: Any, principal: Principal, feed: VmFeed, last_event_id: str | None,
+async def _stream(request: Request, access: Access, principal: Principal, feed: VmFeed, last_event_id: str | None,
                   keepalive: float) -> AsyncIterator[ServerSentEvent]:
     # Subscribed here, not in the route: a response that never starts streaming then holds no subscription.
     with feed.subscribe(lambda event: may_see(principal, event), last_event_id) as subscription:
@@ -77,20 +80,24 @@ async def _stream(request: Request, access: Any, principal: Principal, feed: VmF
             yield _vm_event(principal, missed, feed.cursor_of(missed.seq))
         yield ServerSentEvent(data=json.dumps({"user": principal.name}), event="ready", id=subscription.cursor,
                               retry=RETRY_MS)
+        checked_at = time.monotonic()
         while True:
-            try:
-                event = await subscription.next_event(keepalive)
-            except SubscriptionEnded as ended:
-                log.info("event stream ended", extra={"event": "events_end", "user": principal.name,
-                                                      "reason": ended.reason})
-                return
-            if event is None:
+            # Access is checked every `keepalive` seconds whether changes flow or not: a busy host must not
+            # keep a revoked stream open.
+            if time.monotonic() - checked_at >= keepalive:
                 if not await _still_allowed(request, access, principal):
                     log.info("event stream ended: access revoked", extra={"event": "events_revoked",
                                                                           "user": principal.name})
                     return
-                continue
-            yield _vm_event(principal, event, feed.cursor_of(event.seq))
+                checked_at = time.monotonic()
+            try:
+                event = await subscription.next_event(max(0.01, checked_at + keepalive - time.monotonic()))
+            except SubscriptionEnded as ended:
+                log.info("event stream ended", extra={"event": "events_end", "user": principal.name,
+                                                      "reason": ended.reason})
+                return
+            if event is not None:
+                yield _vm_event(principal, event, feed.cursor_of(event.seq))
 
 
 @router.get(
