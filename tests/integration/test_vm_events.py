@@ -248,3 +248,26 @@ def test_a_vm_given_to_another_user_reaches_both_the_new_and_the_former_owner(
     assert next_vm_event(bobs, vm["uuid"], "started").json["owner"] == "bob"
     with pytest.raises(TimeoutError):
         alices.next(1.0, event="vm")  # hers no longer
+
+
+def test_many_streams_at_once_all_get_the_change(
+    limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str], streams: list[SseStream]
+) -> None:
+    server = limen_server(LIMEN_EVENTS_KEEPALIVE=KEEPALIVE)
+    vm = create_vm(server, vm_names(), server.auth_headers)
+    many = [open_stream(server, server.auth_headers, streams) for _ in range(40)]
+    for stream in many:
+        stream.next(event="ready")
+    virsh("start", vm["name"])
+    done = time.monotonic()
+    delays = [next_vm_event(stream, vm["uuid"], "started").received_at - done for stream in many]
+    print(f"40 streams: slowest {max(delays):.3f} s after virsh returned")
+    assert max(delays) < PUSH_BOUND + SLACK
+
+
+def test_an_oversized_last_event_id_is_a_json_error(limen_server: Callable[..., LimenProcess]) -> None:
+    server = limen_server()
+    answer = httpx.get(f"{server.base_url}/api/events", timeout=10,
+                       headers={**server.auth_headers, "Last-Event-ID": "x" * 10_000})
+    assert answer.status_code == 422
+    assert answer.json()["code"] == "VALIDATION_ERROR"
