@@ -330,9 +330,13 @@ class AuditLog:
 
         return await self.db.run(run)
 
-    async def vm_actions(self, *, user: str | None = None, limit: int = DEFAULT_LIMIT) -> list[VmActionInfo]:
+    async def vm_actions(self, *, user: str | None = None, vm: str | None = None,
+                         limit: int = DEFAULT_LIMIT) -> list[VmActionInfo]:
+        """Newest first; ``user`` keeps one user's actions, ``vm`` one VM's (its UUID or its name)."""
         query = select(VmAction).order_by(VmAction.at.desc(), VmAction.id.desc())
         if user is not None:
             query = query.where(VmAction.user_name == user)
+        if vm is not None:
+            query = query.where(or_(VmAction.vm_uuid == vm, VmAction.vm_name == vm))
         query = query.limit(max(1, min(limit, MAX_LIMIT)))
         return await self.db.run(lambda session: [VmActionInfo.of(row) for row in session.scalars(query)])

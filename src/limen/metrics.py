@@ -49,6 +49,9 @@ class Metrics:
             "limen_libvirt_call_failures_total", "Failed libvirt calls by operation and error code",
             ["operation", "code"], registry=r,
         )
+        self.event_streams_active = Gauge(
+            "limen_event_streams_active", "Open GET /api/events streams", registry=r
+        )
         self.http_requests = Counter(
             "limen_http_requests_total", "HTTP requests by route template, method and status",
             ["route", "method", "status"], registry=r,

@@ -29,13 +29,17 @@ def raise_fd_limit() -> int:
 
 
 class LimenServer(uvicorn.Server):
-    """uvicorn's server, but console sessions are closed with SERVER_SHUTDOWN before sockets go."""
+    """uvicorn's server, but event streams end and console sessions are closed with SERVER_SHUTDOWN before
+    sockets go (uvicorn would otherwise wait on them for its whole graceful-shutdown time)."""
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         app: Any = self.config.loaded_app
         # uvicorn wraps the app in middleware; find limen's FastAPI app underneath.
         while app is not None and not isinstance(app, FastAPI):
             app = getattr(app, "app", None)
+        hypervisor = getattr(app.state, "hypervisor", None) if app is not None else None
+        if hypervisor is not None:
+            hypervisor.feed.close()  # ends every event stream now, so uvicorn need not wait on them
         sessions = getattr(app.state, "console_sessions", None) if app is not None else None
         if sessions is not None:
             try:

@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     console_idle_timeout: float = Field(0.0, ge=0, description="0 turns the idle timeout off")
     console_idle_warning: float = Field(60.0, ge=0, description="Seconds before the idle close to warn")
 
+    # -- event stream (GET /api/events) ----------------------------------------------------------------
+    events_keepalive: float = Field(
+        15.0, gt=0, le=3600, description="Seconds between keep-alive comments; access is re-checked as often"
+    )
+
     # -- access --------------------------------------------------------------------------------------
     # SQLAlchemy URL of limen's database (users, tokens, sessions, audit); defaults to
     # sqlite:///<data_dir>/limen.db. It may hold a password: never log it (see database_url_redacted).

@@ -63,7 +63,7 @@ def test_stopped_vm_with_auto_start_off_shows_vm_not_running(
     driver_server: LimenProcess, signed_in_page: Callable[..., Page]
 ) -> None:
     page = signed_in_page(driver_server)
-    page.goto(f"{driver_server.base_url}/vms/limen-test-stopped")
+    page.goto(f"{driver_server.base_url}/vms/limen-test-stopped/console")
     failed_panel(page, "VM_NOT_RUNNING", timeout=10)
     box = page.locator("#panel-extra .error-box")
     expect(box.locator(".error-title")).to_have_text("VM is not running")
@@ -87,7 +87,7 @@ def test_silent_vnc_server_shows_vnc_handshake_failed_within_the_bound(
 ) -> None:
     page = signed_in_page(driver_server)
     started = time.monotonic()
-    page.goto(f"{driver_server.base_url}/vms/limen-test-silent-vnc")
+    page.goto(f"{driver_server.base_url}/vms/limen-test-silent-vnc/console")
     failed_panel(page, "VNC_HANDSHAKE_FAILED", timeout=BANNER_TIMEOUT + 5)
     elapsed = time.monotonic() - started
     assert elapsed < BANNER_TIMEOUT + 2.5, elapsed
@@ -160,7 +160,7 @@ def test_server_that_never_answers_the_upgrade_trips_the_watchdog(
 ) -> None:
     with StallingProxy(driver_server.base_url, driver_server.auth_headers) as proxy:
         page = signed_in_page(driver_server)  # the proxy adds a token to what it forwards
-        page.goto(f"{proxy.origin}/vms/limen-test-silent-vnc?watchdog={WATCHDOG_SECONDS}")
+        page.goto(f"{proxy.origin}/vms/limen-test-silent-vnc/console?watchdog={WATCHDOG_SECONDS}")
         page.wait_for_selector('body[data-console-state="connecting"]')
         started = time.monotonic()
         failed_panel(page, "WATCHDOG_TIMEOUT", timeout=WATCHDOG_SECONDS + 5)

@@ -103,8 +103,12 @@ def test_create_start_console_type_and_vm_stopped(
     page = signed_in_page(server)
     create_through_form(page, server.base_url, name)
 
-    # After create the page goes to the VM's console, which starts the VM (auto-start is on).
+    # After create the page goes to the VM's details, which never start it. Its console does (auto-start is
+    # on); the details page's "Start and open console" is tested in test_vm_details_ui.py.
     page.wait_for_url(UUID_PATH)
+    expect(page.locator("#vm-state .badge")).to_have_text("Stopped")
+    assert api.get(f"/api/vms/{name}").json()["state"] == "stopped"
+    page.goto(f"{page.url}/console")
     page.wait_for_selector('body[data-console-state="connected"]', timeout=30_000)
     assert_messages(stage_messages(page), STATUS_MESSAGES)
     vm = api.get(f"/api/vms/{name}").json()
@@ -302,7 +306,7 @@ def test_server_restart_ends_the_session_and_the_page_reconnects_with_backoff(
             created = client.post("/api/vms", json={"name": name, "memory_mib": 128, "iso": DEMO_ISO})
             assert created.status_code == 201, created.text
         page = signed_in_page(own)
-        page.goto(f"{own.base_url}/vms/{name}")
+        page.goto(f"{own.base_url}/vms/{name}/console")
         page.wait_for_selector('body[data-console-state="connected"]', timeout=30_000)
 
         own.stop()  # limen closes every console with SERVER_SHUTDOWN before it exits

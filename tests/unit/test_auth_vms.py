@@ -96,3 +96,22 @@ async def test_access_routes_log_at_info_without_clashing_with_log_record_fields
     created = await users.as_("root", "POST", "/api/users", json={"name": "carol", "password": PASSWORD})
     assert created.status_code == 201, created.text
     assert any(getattr(record, "new_user", None) == "carol" for record in caplog.records)
+
+
+async def test_vm_actions_filtered_by_one_vm(users: Users) -> None:
+    names = [f"auth-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    uuids = []
+    for name in names:
+        created = await users.as_("alice", "POST", "/api/vms", json={"name": name, "memory_mib": 64})
+        uuids.append(created.json()["uuid"])
+    try:
+        await users.as_("alice", "POST", f"/api/vms/{names[0]}/start")
+        by_uuid = (await users.as_("alice", "GET", f"/api/vm-actions?vm={uuids[0]}")).json()
+        assert [(a["action"], a["vm_name"]) for a in by_uuid] == [("start", names[0]), ("create", names[0])]
+        by_name = (await users.as_("root", "GET", f"/api/vm-actions?vm={names[1]}")).json()
+        assert [(a["action"], a["vm_uuid"]) for a in by_name] == [("create", uuids[1])]
+        assert (await users.as_("bob", "GET", f"/api/vm-actions?vm={uuids[0]}")).json() == []
+        assert_error(await users.as_("alice", "GET", "/api/vm-actions?vm=" + "x" * 65), 422, "VALIDATION_ERROR")
+    finally:
+        for name in names:
+            await users.as_("alice", "DELETE", f"/api/vms/{name}")

@@ -10,6 +10,7 @@ import pytest
 
 from limen.errors import ErrorCode, LimenError, ValidationFailed
 from limen.hypervisor import Hypervisor, LifecycleKind, VmSpec, VmState, VmWatch, parse_vm_id
+from limen.hypervisor.vm_feed import Subscription, VmEvent, VmEventType
 from limen.settings import Settings
 from tests.conftest import DEMO_ISO
 
@@ -181,3 +182,33 @@ async def test_unreachable_libvirt_is_hypervisor_unavailable(make_settings: Call
         assert caught.value.code is ErrorCode.HYPERVISOR_UNAVAILABLE
     finally:
         await hv.close()
+
+
+async def _next_feed_event(subscription: Subscription, uuid: str, event_type: VmEventType) -> VmEvent:
+    while True:
+        event = await subscription.next_event(5.0)
+        assert event is not None, f"no {event_type} event"
+        if event.vm.uuid == uuid and event.type is event_type:
+            return event
+
+
+async def test_the_feed_carries_libvirts_events_with_name_state_and_owner(test_hypervisor: Hypervisor) -> None:
+    with test_hypervisor.feed.subscribe(lambda event: True) as subscription:
+        vm = await test_hypervisor.create_vm(VmSpec(name="feed-vm", memory_mib=64, owner="alice"))
+        defined = await _next_feed_event(subscription, vm.uuid, VmEventType.DEFINED)
+        assert (defined.vm.name, defined.vm.state, defined.vm.owner) == ("feed-vm", VmState.STOPPED, "alice")
+        await test_hypervisor.start_vm(vm.uuid)
+        started = await _next_feed_event(subscription, vm.uuid, VmEventType.STARTED)
+        assert started.vm.state is VmState.RUNNING
+        await test_hypervisor.delete_vm(vm.uuid)
+        # Gone from libvirt with its metadata: the owner comes from what the feed saw of it before.
+        undefined = await _next_feed_event(subscription, vm.uuid, VmEventType.UNDEFINED)
+        assert (undefined.vm.name, undefined.vm.state, undefined.vm.owner) == ("feed-vm", None, "alice")
+
+
+async def test_announce_publishes_what_libvirt_does_not(test_hypervisor: Hypervisor) -> None:
+    with test_hypervisor.feed.subscribe(lambda event: True) as subscription:
+        await test_hypervisor.announce("test", VmEventType.MEDIA_CHANGED)
+        event = await _next_feed_event(subscription, TEST_DOMAIN_UUID, VmEventType.MEDIA_CHANGED)
+        await test_hypervisor.announce("no-such-vm", VmEventType.MEDIA_CHANGED)  # logged, not raised
+    assert event.vm.state is VmState.RUNNING

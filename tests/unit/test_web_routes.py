@@ -34,13 +34,38 @@ async def client_for(settings_or_app: Settings | FastAPI) -> AsyncIterator[httpx
             yield client
 
 
-@pytest.mark.parametrize("path", ["/", "/vms/new", "/isos", "/vms/test", "/console/test"])
-async def test_pages_are_html(make_settings: Callable[..., Settings], path: str) -> None:
+@pytest.mark.parametrize(("path", "script"), [
+    ("/", "vm-list.js"), ("/vms/new", "vm-create.js"), ("/isos", "isos.js"), ("/vms/test", "vm-details.js"),
+    ("/vms/test/console", "console-page.js"),
+])
+async def test_pages_are_html(make_settings: Callable[..., Settings], path: str, script: str) -> None:
     async with client_for(make_settings()) as client:
         response = await client.get(path)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert "<!doctype html>" in response.text
+    assert f"/static/js/{script}" in response.text
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("/console/test", "/vms/test/console"),
+    ("/console/test?watchdog=3", "/vms/test/console?watchdog=3"),
+    ("/console/a%3Fb%20c", "/vms/a%3Fb%20c/console"),
+])
+async def test_the_old_console_address_redirects_to_the_new_one(
+    make_settings: Callable[..., Settings], old: str, new: str
+) -> None:
+    async with client_for(make_settings()) as client:
+        response = await client.get(old)
+    assert response.status_code == 308
+    assert response.headers["location"] == new
+
+
+async def test_opening_the_details_page_does_not_start_the_vm(make_settings: Callable[..., Settings]) -> None:
+    async with client_for(make_settings()) as client:
+        assert (await client.post("/api/vms/test/stop", params={"force": "true"})).status_code == 200
+        assert (await client.get("/vms/test")).status_code == 200
+        assert (await client.get("/api/vms/test")).json()["state"] == "stopped"
 
 
 async def test_static_files_and_novnc_are_served(make_settings: Callable[..., Settings]) -> None:

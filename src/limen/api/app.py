@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from limen.api import health, isos, vm_disks, vm_media, vms
+from limen.api import events, health, isos, vm_disks, vm_media, vms
 from limen.api.access import install_access
 from limen.api.authenticate_first import AuthenticateFirst
 from limen.api.body_limit import BodyLimit
@@ -44,6 +44,7 @@ def create_app(
     iso_checksums = BackgroundChecksums()
     hv.connection.observers.append(metrics.observe_libvirt_call)
     recovery = Recovery(guard.instances, guard.audit, hv)
+    metrics.event_streams_active.set_function(lambda: hv.feed.subscriber_count)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -96,6 +97,7 @@ def create_app(
     app.include_router(vm_media.router)
     app.include_router(vm_disks.router)
     app.include_router(isos.router)
+    app.include_router(events.router)
     app.include_router(console_router)
     install_access(app, guard)
     install_web(app, settings)  # last: it mounts /static

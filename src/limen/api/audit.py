@@ -120,7 +120,9 @@ async def list_vm_actions(
     principal: CurrentUser,
     access: AccessDep,
     limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
+    vm: str | None = Query(None, min_length=1, max_length=64, description="Only this VM's actions (UUID or name)"),
 ) -> list[VmActionOut]:
     """Newest first. Admins see every action; users see the actions they did."""
-    actions = await access.audit.vm_actions(user=None if principal.is_admin else principal.name, limit=limit)
+    actions = await access.audit.vm_actions(user=None if principal.is_admin else principal.name, vm=vm,
+                                            limit=limit)
     return [VmActionOut.model_validate(info) for info in actions]

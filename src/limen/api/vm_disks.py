@@ -14,6 +14,7 @@ from limen.api.deps import HypervisorDep
 from limen.api.schemas import DiskResize, ErrorBody, VmOut
 from limen.auth.deps import AccessDep, AccessibleVm, CurrentUser
 from limen.hypervisor.editing import check_disk_size, resize_disk
+from limen.hypervisor.vm_feed import VmEventType
 
 log = logging.getLogger("limen.api")
 
@@ -40,6 +41,7 @@ async def post_resize_disk(
         check_disk_size(body.bytes, body.field)  # named after the field sent
         resized = await resize_disk(hypervisor, vm.uuid, target, body.bytes)
         target_row.details = f"{resized.target} {resized.old_bytes} → {resized.new_bytes} bytes"
+    await hypervisor.announce(vm.uuid, VmEventType.CHANGED)  # a volume's new size is no domain event
     log.info("VM disk resized", extra={"event": "vm_resize_disk", "vm_uuid": vm.uuid, "vm_name": vm.name,
                                        "disk": resized.target, "old_bytes": resized.old_bytes,
                                        "new_bytes": resized.new_bytes, "user": principal.name})

@@ -14,6 +14,7 @@ from limen.api.deps import HypervisorDep
 from limen.api.schemas import ErrorBody, MediaIn, MediaOut, VmOut
 from limen.auth.deps import AccessDep, AccessibleVm, CurrentUser
 from limen.hypervisor.editing import change_media, finish_install
+from limen.hypervisor.vm_feed import VmEventType
 
 log = logging.getLogger("limen.api")
 
@@ -45,6 +46,8 @@ async def put_media(
         target.details = f"iso={body.iso!r} force={body.force}"[:200]
         edited = await change_media(hypervisor, vm.uuid, body.iso, force=body.force)
         target.details = edited.summary
+    # libvirt announces no change of a stopped VM's CD: the event stream hears of it from here.
+    await hypervisor.announce(vm.uuid, VmEventType.MEDIA_CHANGED)
     log.info("VM media changed", extra={"event": "vm_media", "vm_uuid": vm.uuid, "vm_name": vm.name,
                                         "changes": list(edited.changes), "user": principal.name})
     return MediaOut.of(edited.vm)
@@ -67,6 +70,7 @@ async def post_finish_install(
         target.vm_uuid, target.details = vm.uuid, f"force={force}"
         edited = await finish_install(hypervisor, vm.uuid, force=force)
         target.details = edited.summary
+    await hypervisor.announce(vm.uuid, VmEventType.MEDIA_CHANGED)
     log.info("VM installation finished", extra={"event": "vm_finish_install", "vm_uuid": vm.uuid,
                                                 "vm_name": vm.name, "changes": list(edited.changes),
                                                 "user": principal.name})

@@ -6,14 +6,20 @@ rather than binding it to an asyncio loop with libvirtaio: libvirt's callbacks t
 never block) the server's loop, and every asyncio loop in the process, the server's, the CLI's, each
 test's, receives events alike. Each event is fanned out to the :class:`VmWatch` objects of that VM,
 each handing it to its own loop with ``call_soon_threadsafe``.
+
+:class:`FeedSource` turns the same callbacks (plus CD tray and device events) into events of the
+process-wide :class:`~limen.hypervisor.vm_feed.VmFeed`. It reads each VM's name, state and owner in a
+thread of its own, never in libvirt's event thread: a libvirt call there would hold up every other event
+and the connection's keepalive behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -21,6 +27,7 @@ from typing import Any
 import libvirt
 
 from limen.hypervisor.models import LifecycleKind
+from limen.hypervisor.vm_feed import VmEventType, VmFacts, VmFeed, event_type_of
 
 log = logging.getLogger("limen.hypervisor")
 
@@ -118,6 +125,9 @@ class LifecycleHub:
     def __init__(self) -> None:
         self._watches: dict[str, set[VmWatch]] = defaultdict(set)
         self._lock = threading.Lock()
+        # Also told of every event, in libvirt's event thread: (domain, kind). libvirt takes one lifecycle
+        # callback per connection from the Python binding, so other listeners hang off this one.
+        self.listeners: list[Callable[[Any, LifecycleKind], None]] = []
 
     def add(self, watch: VmWatch) -> None:
         with self._lock:
@@ -156,6 +166,8 @@ class LifecycleHub:
             uuid = dom.UUIDString()
             log.debug("lifecycle event", extra={"event": "vm_lifecycle", "vm_uuid": uuid, "kind": kind.value})
             self.publish(uuid, kind)
+            for listener in self.listeners:
+                listener(dom, kind)
 
         try:
             callback_id = conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_lifecycle, None)
@@ -163,3 +175,119 @@ class LifecycleHub:
             log.warning("lifecycle events unavailable: %s", exc, extra={"event": "libvirt_events_unavailable"})
             return None
         return lambda: conn.domainEventDeregisterAny(callback_id)
+
+
+# Owners remembered for VMs seen, so that an "undefined" event (the VM and its metadata are gone by then)
+# still reaches the user who owned it. Bounded: the oldest entries go first.
+MAX_REMEMBERED_OWNERS = 10000
+MAX_PENDING_EVENTS = 4096
+
+
+class FeedSource:
+    """Publishes libvirt's domain events to ``feed``: lifecycle, CD tray changes, devices added or removed,
+    metadata (the owner) changed.
+
+    ``describe`` reads a domain's facts (name, state, owner); it runs in this source's reader thread and
+    must not raise for a domain that has gone (state None). Register with
+    ``connection.on_open(source.register_on)`` and add :meth:`on_lifecycle` to the
+    :class:`LifecycleHub`'s listeners; :meth:`stop` ends the reader thread.
+    """
+
+    def __init__(self, feed: VmFeed, describe: Callable[[libvirt.virDomain], VmFacts]) -> None:
+        self._feed = feed
+        self._describe = describe
+        self._pending: queue.Queue[tuple[str, Any, VmEventType | None] | None] = queue.Queue(MAX_PENDING_EVENTS)
+        self._owners: OrderedDict[str, str | None] = OrderedDict()
+        self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()
+
+    def _ensure_reader(self) -> None:
+        with self._thread_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._read_forever, name="limen-vm-feed", daemon=True)
+                self._thread.start()
+
+    def _enqueue(self, job: tuple[str, Any, VmEventType | None]) -> None:
+        try:
+            self._pending.put_nowait(job)
+        except queue.Full:  # libvirt stalls: drop rather than grow; readers resync from the list
+            log.warning("VM event dropped: the reader is behind", extra={"event": "vm_feed_overflow"})
+
+    def _remember(self, facts: VmFacts) -> None:
+        self._owners[facts.uuid] = facts.owner
+        self._owners.move_to_end(facts.uuid)
+        while len(self._owners) > MAX_REMEMBERED_OWNERS:
+            self._owners.popitem(last=False)
+
+    def _read_forever(self) -> None:
+        while True:
+            job = self._pending.get()
+            if job is None:
+                return
+            kind, target, event_type = job
+            try:
+                if kind == "prime":
+                    for dom in target.listAllDomains(0):
+                        self._remember(self._describe(dom))
+                    continue
+                facts = self._describe(target)
+                former_owner = None
+                if facts.state is None:
+                    # Gone: tell its owner, whom only our memory still knows. Kept, not popped: the events
+                    # read after it went (stopped, then undefined) all need it; the memory is bounded.
+                    facts = VmFacts(facts.uuid, facts.name, None, self._owners.get(facts.uuid))
+                else:
+                    if facts.uuid in self._owners and self._owners[facts.uuid] != facts.owner:
+                        former_owner = self._owners[facts.uuid]
+                    self._remember(facts)
+                assert event_type is not None
+                self._feed.publish(event_type, facts, former_owner=former_owner)
+            except Exception as exc:  # a broken connection must not end the reader
+                log.warning("cannot read a VM for its event: %s", exc, extra={"event": "vm_feed_read_failed"})
+
+    def on_lifecycle(self, dom: Any, kind: LifecycleKind) -> None:
+        """A lifecycle event from libvirt's event thread (via the LifecycleHub)."""
+        self._enqueue(("event", dom, event_type_of(kind)))
+
+    def register_on(self, conn: libvirt.virConnect) -> Callable[[], None] | None:
+        """Subscribes to every domain's tray and device events on ``conn``; returns how to unsubscribe.
+        Needs the event thread."""
+        self._ensure_reader()
+        self._enqueue(("prime", conn, None))
+
+        def on_tray(_conn: Any, dom: Any, _dev: Any, _reason: int, _opaque: Any) -> None:
+            self._enqueue(("event", dom, VmEventType.MEDIA_CHANGED))
+
+        def on_device(_conn: Any, dom: Any, _dev: Any, _opaque: Any) -> None:
+            self._enqueue(("event", dom, VmEventType.CHANGED))
+
+        def on_metadata(_conn: Any, dom: Any, _type: int, _uri: Any, _opaque: Any) -> None:
+            self._enqueue(("event", dom, VmEventType.CHANGED))  # e.g. its owner changed
+
+        callbacks = [
+            (libvirt.VIR_DOMAIN_EVENT_ID_TRAY_CHANGE, on_tray),
+            (libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED, on_device),
+            (libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, on_device),
+            (libvirt.VIR_DOMAIN_EVENT_ID_METADATA_CHANGE, on_metadata),
+        ]
+        registered: list[int] = []
+        for event_id, callback in callbacks:
+            try:
+                registered.append(conn.domainEventRegisterAny(None, event_id, callback, None))
+            except libvirt.libvirtError as exc:
+                log.warning("VM events unavailable: %s", exc, extra={"event": "libvirt_events_unavailable"})
+
+        def unregister() -> None:
+            for callback_id in registered:
+                try:
+                    conn.domainEventDeregisterAny(callback_id)
+                except libvirt.libvirtError:
+                    pass
+
+        return unregister
+
+    def stop(self) -> None:
+        try:
+            self._pending.put_nowait(None)
+        except queue.Full:
+            pass  # a daemon thread: it ends with the process

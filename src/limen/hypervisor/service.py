@@ -6,6 +6,7 @@ libvirt is the one source of truth. Nothing here caches a VM's state; every answ
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import threading
@@ -19,8 +20,9 @@ from limen.errors import ErrorCode, LimenError, ValidationFailed
 from limen.hypervisor import storage
 from limen.hypervisor.connection import LibvirtConnection
 from limen.hypervisor.domain_xml import DomainPlan, ParsedDomain, build_domain_xml, parse_domain_xml
-from limen.hypervisor.events import LifecycleHub, VmWatch, ensure_event_thread
+from limen.hypervisor.events import FeedSource, LifecycleHub, VmWatch, ensure_event_thread
 from limen.hypervisor.models import Disk, DiskDevice, PendingChanges, Vm, VmSpec, VmState
+from limen.hypervisor.vm_feed import VmEventType, VmFacts, VmFeed
 from limen.isos import resolve_iso
 from limen.settings import Settings
 
@@ -28,6 +30,7 @@ VM_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 MIN_MEMORY_MIB = 32
 MAX_DISK_GIB = 2048
 BOOT_DEVICES = ("cdrom", "hd")
+log = logging.getLogger("limen.hypervisor")
 
 _STATE_BY_LIBVIRT = {
     libvirt.VIR_DOMAIN_NOSTATE: VmState.UNKNOWN,
@@ -118,6 +121,19 @@ def _uptime_seconds(uri: str, name: str, state: VmState) -> float | None:
     return max(0.0, datetime.now(UTC).timestamp() - started)
 
 
+def describe_domain(dom: libvirt.virDomain) -> VmFacts:
+    """Name, state and owner of ``dom`` now; state None when the domain no longer exists."""
+    uuid, name = dom.UUIDString(), dom.name()  # both kept by the binding: no call to libvirtd
+    try:
+        state_code, _reason = dom.state()
+        owner = parse_domain_xml(dom.XMLDesc(0)).owner
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+            raise
+        return VmFacts(uuid=uuid, name=name, state=None, owner=None)
+    return VmFacts(uuid=uuid, name=name, state=_STATE_BY_LIBVIRT.get(state_code, VmState.UNKNOWN), owner=owner)
+
+
 class Hypervisor:
     """VM operations over one libvirt connection. Every method is async and bounded in time."""
 
@@ -126,6 +142,11 @@ class Hypervisor:
         self.connection = LibvirtConnection(settings.libvirt_uri, settings.libvirt_timeout)
         self.events = LifecycleHub()
         self.connection.on_open(self.events.register_on)
+        # Every VM change, for the API's event stream; routes publish what libvirt does not announce.
+        self.feed = VmFeed()
+        self._feed_source = FeedSource(self.feed, describe_domain)
+        self.connection.on_open(self._feed_source.register_on)
+        self.events.listeners.append(self._feed_source.on_lifecycle)
 
     async def open(self) -> None:
         """Starts libvirt's event thread and connects. Does not fail if libvirt is down."""
@@ -136,7 +157,24 @@ class Hypervisor:
             pass  # reported by the first real call, and by /readyz
 
     async def close(self) -> None:
+        self.feed.close()
+        self._feed_source.stop()
         await self.connection.close()
+
+    async def announce(self, ident: str, event_type: VmEventType) -> None:
+        """Publishes ``event_type`` for the VM to :attr:`feed`, with its name, state and owner read now.
+
+        For changes libvirt does not announce itself (CD media of a stopped VM). Never raises: a failed
+        read loses only the announcement, and the clients' next full reload shows the change anyway.
+        """
+        try:
+            facts = await self.connection.call(
+                "get_vm", lambda conn: describe_domain(_lookup(conn, ident)), subject=ident
+            )
+        except LimenError as exc:
+            log.warning("cannot announce a VM change: %s", exc, extra={"event": "vm_feed_announce_failed"})
+            return
+        self.feed.publish(event_type, facts)
 
     def watch(self, uuid: str) -> VmWatch:
         """Lifecycle events of one VM; use as ``with hypervisor.watch(uuid) as watch:``."""

@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from limen.auth.deps import AccessibleVm
@@ -65,13 +66,23 @@ async def create_vm_page() -> FileResponse:
 
 
 @router.get("/vms/{vm_id}", include_in_schema=False)
-async def vm_console_page(vm_id: str) -> FileResponse:
+async def vm_details_page(vm_id: str) -> FileResponse:
+    """The VM's details and actions. Opening it never starts the VM (only its Start buttons do)."""
+    return _page("vm.html")
+
+
+@router.get("/vms/{vm_id}/console", include_in_schema=False)
+async def console_page(vm_id: str) -> FileResponse:
     return _page("console.html")
 
 
 @router.get("/console/{vm_id}", include_in_schema=False)
-async def console_page(vm_id: str) -> FileResponse:
-    return _page("console.html")
+async def old_console_address(vm_id: str, request: Request) -> RedirectResponse:
+    """The console's address before it moved under the VM's details; bookmarks keep working."""
+    target = f"/vms/{quote(vm_id, safe='')}/console"
+    if request.url.query:
+        target += f"?{request.url.query}"
+    return RedirectResponse(target, status_code=308)
 
 
 @router.get(

@@ -28,8 +28,15 @@ const STAGE_NAMES = {
 const KEY_RETURN = 0xff0d;
 const KEY_TAB = 0xff09;
 
-const vmId = decodeURIComponent(window.location.pathname.replace(/\/+$/, "").split("/").pop() || "");
+// The console lives at /vms/{id}/console (/console/{id}, its old address, redirects there).
+const vmId = decodeURIComponent((window.location.pathname.match(/^\/vms\/([^/]+)\/console\/?$/) || [])[1] || "");
 const params = new URLSearchParams(window.location.search);
+const backLink = document.querySelector(".console-bar .back");
+if (backLink && vmId) {
+  backLink.href = `/vms/${encodeURIComponent(vmId)}`;
+  backLink.textContent = "← Details";
+  backLink.setAttribute("aria-label", "Back to the VM's details");
+}
 const watchdogMs = parseWatchdog(params.get("watchdog"));
 
 const ui = {

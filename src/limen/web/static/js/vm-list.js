@@ -1,11 +1,16 @@
-// The VM list: a table refreshed in place every few seconds, actions with progress and their result or
-// error, a delete dialog, and a small screenshot of each running VM.
+// The VM list: a table updated in place when limen pushes a change (GET /api/events; polled every 2 s
+// only while that stream is down), actions with progress and their result or error, a delete dialog,
+// and a small screenshot of each running VM. A VM's name opens its details page, Console its console.
 
 import { api, ApiError } from "./api.js";
 import { errorBox, formatDuration, formatMemory, h, spinner, STATE_LABELS, stateBadge } from "./dom.js";
 import { mountUserMenu } from "./session.js";
+import { POLL_MS, VmEvents } from "./vm-events.js";
 
-const REFRESH_MS = 2000;
+const REFRESH_MS = POLL_MS;
+const EVENT_REFRESH_MS = 100; // a burst of events (start = resumed + started) becomes one reload
+// On a busy host changes never stop: reload the whole list at most this often (badges change at once).
+const MIN_EVENT_REFRESH_GAP_MS = 1000;
 const SCREENSHOT_MS = 5000;
 const THUMB_WIDTH = 480; // the browser scales it down further, smoothly
 const RESULT_SHOWN_MS = 5000;
@@ -41,6 +46,9 @@ const ui = {
 const rows = new Map();
 let refreshTimer = null;
 let deleteTarget = null;
+let events = null;
+let lastUpdated = null;
+let lastRefreshAt = 0;
 
 // -- rows ------------------------------------------------------------------------------------------
 
@@ -55,10 +63,10 @@ function actionButton(row, action, extraClass = "") {
 }
 
 function createRow(vm) {
-  const row = { vm: null, pending: null, shotLoading: false, resultTimer: null, hasShot: false };
+  const row = { vm: null, pending: null, shotLoading: false, resultTimer: null, hasShot: false, eventAt: 0 };
   const link = `/vms/${encodeURIComponent(vm.uuid)}`;
   row.thumb = h("a", { class: "thumb", href: link });
-  row.nameLink = h("a", { href: link });
+  row.nameLink = h("a", { href: link, dataset: { role: "details" } });
   row.uuid = h("span", { class: "uuid mono" });
   row.cells = {
     state: h("td", { "data-label": "State" }),
@@ -67,7 +75,8 @@ function createRow(vm) {
     vnc: h("td", { class: "num", "data-label": "VNC port" }),
     uptime: h("td", { class: "num", "data-label": "Uptime" }),
   };
-  row.console = h("a", { class: "btn small primary", href: link, dataset: { action: "console" }, text: "Console" });
+  row.console = h("a", { class: "btn small primary", href: `${link}/console`, dataset: { action: "console" },
+                         text: "Console" });
   row.buttons = {
     start: actionButton(row, "start"),
     stop: actionButton(row, "stop"),
@@ -125,7 +134,7 @@ function updateRow(row, vm) {
   setText(row.cells.vnc, String(port));
   row.cells.vnc.title = vm.vnc ? `VNC on ${vm.vnc.host}` : "This VM has no VNC graphics";
   setText(row.cells.uptime, formatDuration(vm.uptime_seconds));
-  row.thumb.setAttribute("aria-label", `Open the console of ${vm.name}`);
+  row.thumb.setAttribute("aria-label", `Open the details of ${vm.name}`);
   row.moreSummary.setAttribute("aria-label", `More actions for ${vm.name}`);
   row.console.setAttribute("aria-label", `Open the console of ${vm.name}`);
   for (const [action, button] of Object.entries(row.buttons)) {
@@ -155,14 +164,16 @@ function applyEnabled(row) {
   row.moreSummary.classList.toggle("disabled", busy);
 }
 
-function render(vms) {
+function render(vms, askedAt = Date.now()) {
   const seen = new Set();
   let index = 0;
   for (const vm of vms) {
     seen.add(vm.uuid);
     let row = rows.get(vm.uuid);
     if (row) {
-      updateRow(row, vm);
+      // An answer asked for before the row's last pushed change is older than it: keep the pushed state
+      // (the reload that change scheduled brings the rest).
+      updateRow(row, row.eventAt > askedAt ? { ...vm, state: row.vm.state } : vm);
     } else {
       row = createRow(vm);
       rows.set(vm.uuid, row);
@@ -315,12 +326,23 @@ function scheduleRefresh(delay = REFRESH_MS) {
   refreshTimer = setTimeout(refresh, delay);
 }
 
+function describeUpdates() {
+  if (lastUpdated === null) return;
+  const how = events && events.live ? "live" : `polling every ${REFRESH_MS / 1000} s (live updates reconnecting)`;
+  ui.note.textContent = `${lastUpdated.count} VM${lastUpdated.count === 1 ? "" : "s"} · updated ${lastUpdated.at} · ${how}`;
+}
+
 async function refresh() {
+  clearTimeout(refreshTimer);
+  refreshTimer = null;
+  lastRefreshAt = Date.now();
+  const askedAt = lastRefreshAt;
   try {
     const vms = await api("GET", "/api/vms", undefined, { timeoutMs: 10000 });
-    render(vms);
+    render(vms, askedAt);
     ui.loadError.replaceChildren();
-    ui.note.textContent = `${vms.length} VM${vms.length === 1 ? "" : "s"} · updated ${new Date().toLocaleTimeString()} · refreshes every ${REFRESH_MS / 1000} s`;
+    lastUpdated = { count: vms.length, at: new Date().toLocaleTimeString() };
+    describeUpdates();
   } catch (exc) {
     const body = exc instanceof ApiError ? exc.body
       : { error: "Cannot load the VM list", code: "CLIENT_ERROR", details: String(exc), message: "" };
@@ -330,9 +352,25 @@ async function refresh() {
       message: `${body.message || ""} Retrying every ${REFRESH_MS / 1000} s.`.trim(),
     })));
     ui.note.textContent = "Not updated: see the error above";
-  } finally {
-    scheduleRefresh();
+    if (events && events.live) scheduleRefresh(); // while polling, the next poll retries anyway
   }
+}
+
+/** A change pushed by limen: its new state shows at once, the rest of the row with the reload. */
+function onVmEvent(change) {
+  const row = rows.get(change.uuid);
+  if (row && change.state && row.pending === null) {
+    row.eventAt = Date.now();
+    if (row.vm.state !== change.state) updateRow(row, { ...row.vm, state: change.state, uptime_seconds: null });
+  }
+  if (refreshTimer === null) {
+    scheduleRefresh(Math.max(EVENT_REFRESH_MS, lastRefreshAt + MIN_EVENT_REFRESH_GAP_MS - Date.now()));
+  }
+}
+
+function onStreamStatus(live) {
+  document.body.dataset.events = live ? "live" : "polling";
+  describeUpdates();
 }
 
 function closeMenusOnOutsideClick(event) {
@@ -359,4 +397,6 @@ document.addEventListener("visibilitychange", () => {
 });
 setInterval(refreshScreenshots, SCREENSHOT_MS);
 mountUserMenu();
+document.body.dataset.events = "polling";
 refresh();
+events = new VmEvents({ reload: () => scheduleRefresh(0), onEvent: onVmEvent, onStatus: onStreamStatus }).start();

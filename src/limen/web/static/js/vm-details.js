@@ -1,0 +1,621 @@
+// A VM's details page (/vms/{id}): state, facts, disks, CD-ROM, boot order, network, a live screenshot,
+// its recent actions, and every action. Opening the page never starts the VM: it only reads
+// (GET /api/vms/{id}, /api/vm-actions?vm=, /api/isos, the screenshot); only Start and "Start and open
+// console" start it. Force stop, force reset and delete ask first, naming the VM. The page follows the
+// VM through GET /api/events (polling every 2 s only while that stream is down).
+//
+// Fields the server may not send yet (allocation, bus, cdrom, nics, pending_restart) show as "—".
+
+import { api, ApiError } from "./api.js";
+import { errorBox, formatBytes, formatDuration, formatMemory, h, spinner, stateBadge } from "./dom.js";
+import { mountUserMenu } from "./session.js";
+import { VmEvents } from "./vm-events.js";
+
+const SCREENSHOT_MS = 3000;
+const SCREEN_WIDTH = 800;
+const ACTIONS_SHOWN = 15;
+const RESULT_SHOWN_MS = 5000;
+const EVENT_RELOAD_MS = 100;
+const ACTIVE_STATES = new Set(["running", "paused", "shutting_down", "suspended"]);
+const BOOT_LABELS = { cdrom: "CD-ROM", hd: "disk" };
+
+const ACTIONS = {
+  start: { label: "Start", busy: "Starting…", done: "Started", method: "POST", path: "start" },
+  "start-console": { label: "Start and open console", busy: "Starting…", done: "Started", method: "POST",
+                     path: "start" },
+  stop: { label: "Stop", busy: "Requesting shutdown…", done: "Shutdown requested (the guest decides when)",
+          method: "POST", path: "stop" },
+  "force-stop": {
+    label: "Force stop…", busy: "Powering off…", done: "Powered off", method: "POST", path: "stop?force=true",
+    confirm: { title: "Force stop", verb: "Force stop",
+               text: "Power off at once, like pulling the plug? Whatever the guest has not saved is lost." },
+  },
+  reboot: { label: "Reboot", busy: "Requesting reboot…", done: "Reboot requested", method: "POST", path: "reboot" },
+  reset: {
+    label: "Force reset…", busy: "Resetting…", done: "Reset", method: "POST", path: "reboot?force=true",
+    confirm: { title: "Force reset", verb: "Force reset",
+               text: "Reset at once, like pressing the reset button? Whatever the guest has not saved is lost." },
+  },
+  delete: {
+    label: "Delete…", busy: "Deleting…", done: "Deleted", method: "DELETE", path: "",
+    confirm: { title: "Delete VM", verb: "Delete VM", text: "Delete it? This cannot be undone." },
+  },
+};
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  name: $("vm-name"), state: $("vm-state"), liveNote: $("live-note"), loadError: $("load-error"),
+  pending: $("pending-notice"), actions: $("vm-actions"), actionStatus: $("action-status"),
+  screenBox: $("screen-box"), screenNote: $("screen-note"), facts: $("facts"),
+  isoSelect: $("iso-select"), mediaInsert: $("media-insert"), mediaEject: $("media-eject"),
+  mediaCurrent: $("media-current"), bootSelect: $("boot-select"), bootSave: $("boot-save"),
+  bootCurrent: $("boot-current"), finishInstall: $("finish-install"), finishInstallBtn: $("finish-install-btn"),
+  mediaStatus: $("media-status"), settingsForm: $("settings-form"), setName: $("set-name"),
+  setVcpus: $("set-vcpus"), setMemory: $("set-memory"), setAutostart: $("set-autostart"),
+  settingsStatus: $("settings-status"), diskRows: $("disk-rows"), diskTable: $("disk-table"),
+  noDisks: $("no-disks"), diskStatus: $("disk-status"), nics: $("nics"), actionRows: $("action-rows"),
+  actionTable: $("action-table"), noActions: $("no-actions"),
+  confirm: $("confirm-dialog"), confirmTitle: $("confirm-title"), confirmText: $("confirm-text"),
+  confirmDisksRow: $("confirm-disks-row"), confirmDisks: $("confirm-disks"),
+  confirmDiskList: $("confirm-disk-list"), confirmOk: $("confirm-ok"), confirmCancel: $("confirm-cancel"),
+  resize: $("resize-dialog"), resizeText: $("resize-text"), resizeSize: $("resize-size"),
+  resizeError: $("resize-error"), resizeCancel: $("resize-cancel"),
+};
+
+const vmId = decodeURIComponent(window.location.pathname.replace(/\/+$/, "").split("/").pop() || "");
+let vm = null;
+let gone = false;
+let busy = null;
+let isos = null;
+let events = null;
+let reloadTimer = null;
+let lastEventAt = 0;
+let shotLoading = false;
+let confirmAction = null;
+let resizeTarget = null;
+let settingsShownFor = null;
+const buttons = {};
+
+// -- helpers ---------------------------------------------------------------------------------------
+
+const apiPath = (suffix = "") => `/api/vms/${encodeURIComponent(vm ? vm.uuid : vmId)}${suffix}`;
+const dash = (value) => (value === null || value === undefined || value === "" ? "—" : String(value));
+const baseName = (path) => (path ? String(path).split("/").pop() : null);
+
+function bodyOf(exc, what) {
+  return exc instanceof ApiError ? exc.body
+    : { error: `${what} failed`, code: "CLIENT_ERROR", details: String(exc), message: "Reload the page." };
+}
+
+function showStatus(el, kind, ...children) {
+  clearTimeout(el.resultTimer);
+  el.className = `row-status ${kind || ""}`.trim();
+  el.replaceChildren(...children);
+  if (kind === "ok") el.resultTimer = setTimeout(() => el.replaceChildren(), RESULT_SHOWN_MS);
+}
+
+function showError(el, exc, what, actions = []) {
+  const body = bodyOf(exc, what);
+  const dismiss = h("button", { class: "btn small dismiss", type: "button", text: "Dismiss",
+                                onclick: () => el.replaceChildren() });
+  showStatus(el, "", errorBox({ ...body, error: `${what}: ${body.error}` }, { actions: [...actions, dismiss] }));
+}
+
+/** Runs a request with progress in ``el``; resolves to its result, or null after showing its error. */
+async function request(el, what, busyText, method, path, body) {
+  showStatus(el, "", spinner(), busyText);
+  try {
+    const result = await api(method, path, body);
+    return result ?? {};
+  } catch (exc) {
+    showError(el, exc, what);
+    return null;
+  }
+}
+
+// -- rendering -------------------------------------------------------------------------------------
+
+function fact(label, value, extra = {}) {
+  return [h("dt", { text: label }), h("dd", { ...extra, text: value })];
+}
+
+function cdromIso(current) {
+  if (current.cdrom !== undefined) return current.cdrom ? current.cdrom.iso : null;
+  return baseName(current.iso);
+}
+
+function render(current) {
+  const previous = vm;
+  vm = current;
+  document.title = `${vm.name} — limen`;
+  ui.name.textContent = vm.name;
+  ui.name.title = vm.name;
+  document.body.dataset.state = vm.state;
+  if (!previous || previous.state !== vm.state || !ui.state.firstChild) ui.state.replaceChildren(stateBadge(vm.state));
+  const active = ACTIVE_STATES.has(vm.state);
+  const vnc = vm.vnc ? (vm.vnc.port ?? "not assigned yet") : "no VNC graphics";
+  ui.facts.replaceChildren(
+    ...fact("State", vm.state.replace("_", " ")),
+    ...fact("Uptime", formatDuration(vm.uptime_seconds)),
+    ...fact("Owner", vm.owner ?? "— (unowned: admins only)"),
+    ...fact("vCPUs", String(vm.vcpus)),
+    ...fact("Memory", formatMemory(vm.memory_mib)),
+    ...fact("VNC port", String(vnc)),
+    ...fact("Autostart", vm.autostart ? "yes" : "no"),
+    ...fact("Created", vm.created_at ? new Date(vm.created_at).toLocaleString() : "—"),
+    ...fact("UUID", vm.uuid, { class: "mono uuid-value" }),
+  );
+  renderPending();
+  renderMedia();
+  renderSettings(previous);
+  renderDisks();
+  renderNics();
+  applyEnabled();
+  ui.screenBox.href = `/vms/${encodeURIComponent(vm.uuid)}/console`;
+  ui.screenBox.setAttribute("aria-label", `Open the console of ${vm.name}`);
+  if (!active) {
+    showScreenPlaceholder(vm.state === "stopped" ? "Stopped: no picture" : "No picture");
+  } else if (!previous || !ACTIVE_STATES.has(previous.state)) {
+    showScreenPlaceholder("Loading…");
+    loadScreenshot();
+  }
+}
+
+function renderPending() {
+  const pending = vm.pending_restart === true;
+  ui.pending.hidden = !pending;
+  if (pending) {
+    const what = vm.pending && typeof vm.pending === "object"
+      ? Object.entries(vm.pending).map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(", ") : v}`).join("; ") : "";
+    ui.pending.replaceChildren(h("strong", { text: "Restart pending. " }),
+      `Changes take effect when the VM next starts${what ? ` (${what})` : ""}.`);
+  }
+}
+
+function renderMedia() {
+  const iso = cdromIso(vm);
+  const hasCdrom = vm.cdrom !== undefined ? vm.cdrom !== null || (vm.disks || []).some((d) => d.device === "cdrom")
+    : (vm.disks || []).some((d) => d.device === "cdrom");
+  ui.mediaCurrent.textContent = !hasCdrom ? "This VM has no CD-ROM drive."
+    : iso ? `Inserted: ${iso}` : "Empty (no disc).";
+  ui.mediaCurrent.dataset.iso = iso || "";
+  fillIsoSelect(iso);
+  const order = vm.boot_order || [];
+  ui.bootCurrent.textContent = order.length ? `Now: ${order.map((d) => BOOT_LABELS[d] || d).join(", then ")}`
+    : "Now: —";
+  const key = order.join(",");
+  if (![...ui.bootSelect.options].some((o) => o.value === key) && key) {
+    ui.bootSelect.append(h("option", { value: key, text: order.map((d) => BOOT_LABELS[d] || d).join(", then ") }));
+  }
+  // Set the choices only when the VM's own values changed: a live update must not undo the user's pick.
+  if (ui.bootSelect.dataset.shown !== key) {
+    ui.bootSelect.value = key;
+    ui.bootSelect.dataset.shown = key;
+  }
+  ui.finishInstall.hidden = !(iso && order[0] === "cdrom");
+  ui.mediaEject.disabled = !iso || busy !== null;
+  ui.mediaInsert.disabled = !hasCdrom || busy !== null;
+}
+
+function fillIsoSelect(current) {
+  const names = (isos || []).map((i) => i.name);
+  if (current && !names.includes(current)) names.unshift(current);
+  const want = [h("option", { value: "", text: names.length ? "Choose an ISO…" : "No ISOs available" }),
+                ...names.map((n) => h("option", { value: n, text: n }))];
+  const signature = names.join("\n");
+  const rebuilt = ui.isoSelect.dataset.signature !== signature;
+  if (rebuilt) {
+    ui.isoSelect.replaceChildren(...want);
+    ui.isoSelect.dataset.signature = signature;
+  }
+  // As for the boot order: the user's pick stands until the VM's own medium changes.
+  const shown = current || "";
+  if (rebuilt || ui.isoSelect.dataset.shown !== shown) {
+    ui.isoSelect.value = current && names.includes(current) ? current : "";
+    ui.isoSelect.dataset.shown = shown;
+  }
+}
+
+function renderSettings(previous) {
+  // Refill the form only when the VM's values changed, so a half-typed edit survives a live update.
+  const values = `${vm.name}|${vm.vcpus}|${vm.memory_mib}|${vm.autostart}`;
+  if (settingsShownFor === values && previous) return;
+  settingsShownFor = values;
+  ui.setName.value = vm.name;
+  ui.setVcpus.value = String(vm.vcpus);
+  ui.setMemory.value = String(vm.memory_mib);
+  ui.setAutostart.checked = Boolean(vm.autostart);
+}
+
+function renderDisks() {
+  const disks = (vm.disks || []).filter((d) => d.device === "disk");
+  ui.noDisks.hidden = disks.length > 0;
+  ui.diskTable.hidden = disks.length === 0;
+  ui.diskRows.replaceChildren(...disks.map((disk) => h(
+    "tr", { dataset: { target: disk.target } },
+    h("td", { class: "mono", "data-label": "Target", text: disk.target }),
+    h("td", { "data-label": "Bus", text: dash(disk.bus) }),
+    h("td", { class: "mono path", "data-label": "Path", text: dash(disk.path) }),
+    h("td", { class: "num", "data-label": "Capacity",
+              text: disk.capacity_bytes == null ? "—" : formatBytes(disk.capacity_bytes) }),
+    h("td", { class: "num", "data-label": "Allocated",
+              text: disk.allocation_bytes == null ? "—" : formatBytes(disk.allocation_bytes) }),
+    h("td", { class: "cell-actions" }, h("button", {
+      class: "btn small", type: "button", text: "Resize…", "aria-label": `Resize disk ${disk.target}`,
+      disabled: busy !== null, onclick: () => openResize(disk),
+    })),
+  )));
+}
+
+function renderNics() {
+  if (vm.nics === undefined) {
+    ui.nics.replaceChildren(h("p", { class: "refresh-note", text: "Network interfaces: —" }));
+    return;
+  }
+  if (!vm.nics.length) {
+    ui.nics.replaceChildren(h("p", { class: "refresh-note", text: "This VM has no network interfaces." }));
+    return;
+  }
+  ui.nics.replaceChildren(h("div", { class: "table-scroll" }, h(
+    "table", { class: "vm-table detail-table" },
+    h("thead", {}, h("tr", {}, ...["MAC", "Source", "Model"].map((t) => h("th", { scope: "col", text: t })))),
+    h("tbody", {}, ...vm.nics.map((nic) => h("tr", {},
+      h("td", { class: "mono", "data-label": "MAC", text: dash(nic.mac) }),
+      h("td", { "data-label": "Source", text: dash(nic.source) }),
+      h("td", { "data-label": "Model", text: dash(nic.model) }),
+    ))),
+  )));
+}
+
+function renderActions(actions) {
+  ui.noActions.hidden = actions.length > 0;
+  ui.actionTable.hidden = actions.length === 0;
+  ui.actionRows.replaceChildren(...actions.map((a) => h(
+    "tr", {},
+    h("td", { class: "num", "data-label": "When", text: new Date(a.at).toLocaleString() }),
+    h("td", { "data-label": "Who", text: a.user }),
+    h("td", { "data-label": "Action", text: a.action }),
+    h("td", { "data-label": "Result" }, h("span", { class: a.result_code === "OK" ? "result-ok" : "result-bad",
+                                                      text: a.result_code })),
+    h("td", { class: "action-details", "data-label": "Details", text: a.details || "" }),
+  )));
+}
+
+// -- actions ---------------------------------------------------------------------------------------
+
+function buildActionButtons() {
+  for (const [action, spec] of Object.entries(ACTIONS)) {
+    const extra = action === "delete" || spec.confirm ? "danger" : action === "start-console" ? "primary" : "";
+    buttons[action] = h("button", { class: `btn ${extra}`.trim(), type: "button", dataset: { action },
+                                    text: spec.label, onclick: () => onAction(action) });
+  }
+  buttons.console = h("a", { class: "btn", href: "#", dataset: { action: "console" }, text: "Console" });
+  ui.actions.replaceChildren(
+    buttons.start, buttons["start-console"], buttons.console, buttons.stop, buttons.reboot,
+    h("span", { class: "action-gap", "aria-hidden": "true" }),
+    buttons["force-stop"], buttons.reset, buttons.delete,
+  );
+}
+
+function applyEnabled() {
+  if (!vm) return;
+  const active = ACTIVE_STATES.has(vm.state);
+  const blocked = busy !== null || gone;
+  buttons.start.disabled = blocked || active;
+  buttons["start-console"].hidden = active;
+  buttons["start-console"].disabled = blocked;
+  buttons.stop.disabled = blocked || !active || vm.state === "shutting_down";
+  buttons.reboot.disabled = blocked || vm.state !== "running";
+  buttons["force-stop"].disabled = blocked || !active;
+  buttons.reset.disabled = blocked || vm.state !== "running";
+  buttons.delete.disabled = blocked;
+  buttons.console.href = `/vms/${encodeURIComponent(vm.uuid)}/console`;
+  buttons.console.classList.toggle("primary", active);
+  buttons.console.toggleAttribute("aria-disabled", gone);
+  for (const [action, button] of Object.entries(buttons)) {
+    const label = action === "console" ? "Console" : ACTIONS[action].label.replace("…", "");
+    button.setAttribute("aria-label", `${label} ${vm.name}`);
+  }
+  for (const control of [ui.isoSelect, ui.bootSelect, ui.bootSave, ui.finishInstallBtn, ...ui.settingsForm.elements]) {
+    control.disabled = blocked;
+  }
+}
+
+function onAction(action) {
+  if (ACTIONS[action].confirm) openConfirm(action);
+  else runAction(action);
+}
+
+async function runAction(action, { deleteDisks = false } = {}) {
+  const spec = ACTIONS[action];
+  if (action === "start-console" && ACTIVE_STATES.has(vm.state)) {
+    window.location.assign(`/vms/${encodeURIComponent(vm.uuid)}/console`);
+    return;
+  }
+  busy = action;
+  document.body.dataset.pending = action;
+  applyEnabled();
+  const path = action === "delete" ? apiPath(`?delete_disks=${deleteDisks}`) : apiPath(`/${spec.path}`);
+  const result = await request(ui.actionStatus, `${spec.label.replace("…", "")} ${vm.name}`, spec.busy,
+                               spec.method, path);
+  busy = null;
+  delete document.body.dataset.pending;
+  if (result === null) {
+    applyEnabled();
+    return;
+  }
+  if (action === "delete") {
+    window.location.assign("/");
+    return;
+  }
+  if (action === "start-console") {
+    window.location.assign(`/vms/${encodeURIComponent(vm.uuid)}/console`);
+    return;
+  }
+  if (result.uuid) render(result);
+  applyEnabled();
+  showStatus(ui.actionStatus, "ok", `✓ ${spec.done}`);
+  scheduleReload(0);
+}
+
+function openConfirm(action) {
+  const spec = ACTIONS[action];
+  confirmAction = action;
+  ui.confirmTitle.textContent = `${spec.confirm.title}?`;
+  ui.confirmText.replaceChildren(h("strong", { class: "vm-ref", text: vm.name }), h("br"), spec.confirm.text,
+    action === "delete" && ACTIVE_STATES.has(vm.state) ? " It is running and will be powered off first." : "");
+  ui.confirmOk.textContent = spec.confirm.verb;
+  ui.confirmOk.setAttribute("aria-label", `${spec.confirm.verb} ${vm.name}`);
+  const isDelete = action === "delete";
+  ui.confirmDisksRow.hidden = !isDelete;
+  if (isDelete) {
+    const disks = (vm.disks || []).filter((d) => d.device === "disk" && d.path);
+    ui.confirmDisks.checked = false;
+    ui.confirmDisks.disabled = disks.length === 0;
+    ui.confirmDiskList.textContent = disks.length === 0 ? "(this VM has no disks)"
+      : `(${disks.map((d) => d.path).join(", ")})`;
+  }
+  ui.confirm.returnValue = "";
+  ui.confirm.showModal();
+  ui.confirmCancel.focus();
+}
+
+function wireConfirm() {
+  ui.confirmCancel.addEventListener("click", () => ui.confirm.close("cancel"));
+  ui.confirm.addEventListener("close", () => {
+    const action = confirmAction;
+    confirmAction = null;
+    if (action && ui.confirm.returnValue === "confirm") {
+      runAction(action, { deleteDisks: ui.confirmDisks.checked });
+    } else if (action) {
+      buttons[action].focus();
+    }
+  });
+}
+
+// -- media, boot order, settings, disks (PUT /media, PATCH, finish-install, resize) ------------------
+
+async function changeMedia(iso, force = false) {
+  const what = iso ? `Insert ${iso}` : "Eject the CD";
+  showStatus(ui.mediaStatus, "", spinner(), iso ? `Inserting ${iso}…` : "Ejecting…");
+  try {
+    const result = await api("PUT", apiPath("/media"), { iso, force });
+    if (result && result.uuid) render(result);
+    showStatus(ui.mediaStatus, "ok", iso ? `✓ ${iso} inserted` : "✓ Ejected");
+    scheduleReload(0);
+  } catch (exc) {
+    const actions = exc instanceof ApiError && exc.code === "MEDIA_LOCKED" ? [h("button", {
+      class: "btn small danger", type: "button", text: "Force it", onclick: () => changeMedia(iso, true),
+    })] : [];
+    showError(ui.mediaStatus, exc, what, actions);
+  }
+}
+
+async function patchVm(statusEl, what, body) {
+  const result = await request(statusEl, what, "Saving…", "PATCH", apiPath(), body);
+  if (result === null) return false;
+  if (result.uuid) render(result);
+  showStatus(statusEl, "ok", "✓ Saved");
+  scheduleReload(0);
+  return true;
+}
+
+function wireForms() {
+  ui.mediaInsert.addEventListener("click", () => {
+    if (!ui.isoSelect.value) {
+      showStatus(ui.mediaStatus, "", "Choose an ISO to insert first.");
+      ui.isoSelect.focus();
+      return;
+    }
+    changeMedia(ui.isoSelect.value);
+  });
+  ui.mediaEject.addEventListener("click", () => changeMedia(null));
+  ui.bootSave.addEventListener("click", () => {
+    patchVm(ui.mediaStatus, "Change the boot order", { boot_order: ui.bootSelect.value.split(",") });
+  });
+  ui.finishInstallBtn.addEventListener("click", async () => {
+    const result = await request(ui.mediaStatus, "Finish install", "Ejecting and booting from disk…", "POST",
+                                 apiPath("/finish-install"));
+    if (result === null) return;
+    if (result.uuid) render(result);
+    showStatus(ui.mediaStatus, "ok", "✓ Install finished: the VM boots from its disk");
+    scheduleReload(0);
+  });
+  ui.settingsForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const body = {};
+    const name = ui.setName.value.trim();
+    const vcpus = Number(ui.setVcpus.value);
+    const memory = Number(ui.setMemory.value);
+    if (name !== vm.name) body.name = name;
+    if (vcpus !== vm.vcpus) body.vcpus = vcpus;
+    if (memory !== vm.memory_mib) body.memory_mib = memory;
+    if (ui.setAutostart.checked !== Boolean(vm.autostart)) body.autostart = ui.setAutostart.checked;
+    if (Object.keys(body).length === 0) {
+      showStatus(ui.settingsStatus, "", "Nothing changed.");
+      return;
+    }
+    settingsShownFor = null;
+    patchVm(ui.settingsStatus, `Save the settings of ${vm.name}`, body);
+  });
+  ui.resizeCancel.addEventListener("click", () => ui.resize.close("cancel"));
+  ui.resize.addEventListener("close", async () => {
+    const disk = resizeTarget;
+    resizeTarget = null;
+    if (!disk || ui.resize.returnValue !== "resize") return;
+    const size = Number(ui.resizeSize.value);
+    const result = await request(ui.diskStatus, `Resize ${disk.target}`, `Resizing ${disk.target}…`, "POST",
+                                 apiPath(`/disks/${encodeURIComponent(disk.target)}/resize`), { size_gib: size });
+    if (result === null) return;
+    if (result.uuid) render(result);
+    showStatus(ui.diskStatus, "ok", `✓ ${disk.target} is now ${size} GiB`);
+    scheduleReload(0);
+  });
+  ui.resize.querySelector("form").addEventListener("submit", (event) => {
+    const size = Number(ui.resizeSize.value);
+    if (!Number.isInteger(size) || size < 1) {
+      event.preventDefault();
+      ui.resizeError.textContent = "Give a whole number of GiB, at least 1.";
+      ui.resizeSize.setAttribute("aria-invalid", "true");
+    }
+  });
+}
+
+function openResize(disk) {
+  resizeTarget = disk;
+  const gib = disk.capacity_bytes ? Math.ceil(disk.capacity_bytes / 2 ** 30) : 1;
+  ui.resizeText.replaceChildren("Disk ", h("strong", { class: "mono", text: disk.target }), " of ",
+    h("strong", { class: "vm-ref", text: vm.name }),
+    disk.capacity_bytes ? `, now ${formatBytes(disk.capacity_bytes)}. Disks can only grow.` : ". Disks can only grow.");
+  ui.resizeSize.value = String(gib + 1);
+  ui.resizeSize.min = String(gib);
+  ui.resizeError.textContent = "";
+  ui.resizeSize.removeAttribute("aria-invalid");
+  ui.resize.returnValue = "";
+  ui.resize.showModal();
+  ui.resizeSize.focus();
+}
+
+// -- screenshot ------------------------------------------------------------------------------------
+
+function showScreenPlaceholder(text) {
+  ui.screenBox.replaceChildren(h("span", { text }));
+  ui.screenNote.textContent = "";
+  ui.screenBox.dataset.shot = "none";
+}
+
+function loadScreenshot() {
+  if (shotLoading || !vm || !ACTIVE_STATES.has(vm.state) || document.visibilityState !== "visible") return;
+  shotLoading = true;
+  const img = new Image();
+  img.alt = `Screen of ${vm.name}`;
+  img.decoding = "async";
+  img.onload = () => {
+    shotLoading = false;
+    if (!ACTIVE_STATES.has(vm.state)) return;
+    ui.screenBox.replaceChildren(img);
+    ui.screenBox.dataset.shot = "loaded";
+    ui.screenNote.textContent = `Screen at ${new Date().toLocaleTimeString()} · click to open the console`;
+  };
+  img.onerror = () => {
+    shotLoading = false;
+    if (ui.screenBox.dataset.shot !== "loaded" && ACTIVE_STATES.has(vm.state)) showScreenPlaceholder("No picture yet");
+  };
+  img.src = `${apiPath("/screenshot")}?max_width=${SCREEN_WIDTH}&t=${Date.now()}`;
+}
+
+// -- loading ---------------------------------------------------------------------------------------
+
+function scheduleReload(delay) {
+  clearTimeout(reloadTimer);
+  reloadTimer = setTimeout(reload, delay);
+}
+
+async function reload() {
+  reloadTimer = null;
+  if (gone) return;
+  const askedAt = Date.now();
+  try {
+    const current = await api("GET", apiPath(), undefined, { timeoutMs: 10000 });
+    if (gone) return;
+    // Older than the last pushed change: keep its state (the reload that change scheduled brings the rest).
+    render(lastEventAt > askedAt ? { ...current, state: vm.state } : current);
+    ui.loadError.replaceChildren();
+    describeUpdates();
+  } catch (exc) {
+    if (exc instanceof ApiError && exc.code === "VM_NOT_FOUND" && vm) {
+      markGone();
+      return;
+    }
+    const body = bodyOf(exc, "Loading the VM");
+    ui.loadError.replaceChildren(h("div", { class: "notice error" }, errorBox({
+      ...body, error: `Cannot load the VM: ${body.error}`,
+    }, { actions: [h("a", { class: "btn small", href: "/", text: "Back to the VM list" })] })));
+    if (!vm) ui.name.textContent = vmId;
+  }
+  loadActions();
+}
+
+async function loadActions() {
+  if (!vm) return;
+  try {
+    const actions = await api("GET", `/api/vm-actions?vm=${encodeURIComponent(vm.uuid)}&limit=${ACTIONS_SHOWN}`);
+    renderActions(actions);
+  } catch {
+    /* the audit trail is secondary here: the audit page shows its errors */
+  }
+}
+
+async function loadIsos() {
+  try {
+    isos = await api("GET", "/api/isos");
+  } catch {
+    isos = [];
+  }
+  if (vm) renderMedia();
+}
+
+function markGone() {
+  gone = true;
+  document.body.dataset.state = "deleted";
+  ui.state.replaceChildren(h("span", { class: "badge crashed", text: "Deleted" }));
+  ui.loadError.replaceChildren(h("div", { class: "notice error", role: "alert" },
+    h("strong", { text: "This VM was deleted. " }), h("a", { href: "/", text: "Back to the VM list" })));
+  showScreenPlaceholder("Deleted");
+  applyEnabled();
+}
+
+function describeUpdates() {
+  ui.liveNote.textContent = events && events.live ? "· live" : "· refreshing every 2 s";
+}
+
+function onVmEvent(change) {
+  if (!vm || change.uuid !== vm.uuid) return;
+  if (change.type === "undefined") {
+    markGone();
+    return;
+  }
+  if (change.state && busy === null) {
+    lastEventAt = Date.now();
+    if (change.state !== vm.state) render({ ...vm, state: change.state });
+  }
+  scheduleReload(EVENT_RELOAD_MS);
+}
+
+buildActionButtons();
+wireConfirm();
+wireForms();
+mountUserMenu();
+reload().then(loadIsos);
+events = new VmEvents({
+  reload: () => scheduleReload(0),
+  onEvent: onVmEvent,
+  onStatus: (live) => {
+    document.body.dataset.events = live ? "live" : "polling";
+    describeUpdates();
+  },
+}).start();
+setInterval(loadScreenshot, SCREENSHOT_MS);
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") scheduleReload(0);
+});

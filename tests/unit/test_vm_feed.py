@@ -1,0 +1,124 @@
+"""The VM feed without libvirt: order, replay by cursor, resync, per-reader filter, bounds, shutdown."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from limen.hypervisor.models import VmState
+from limen.hypervisor.vm_feed import Subscription, SubscriptionEnded, VmEvent, VmEventType, VmFacts, VmFeed
+
+
+def facts(name: str, owner: str | None = "alice", state: VmState | None = VmState.RUNNING) -> VmFacts:
+    return VmFacts(uuid=f"uuid-{name}", name=name, state=state, owner=owner)
+
+
+def everything(_event: VmEvent) -> bool:
+    return True
+
+
+async def drain(subscription: Subscription, count: int) -> list[VmEvent]:
+    got = []
+    for _ in range(count):
+        event = await subscription.next_event(1.0)
+        assert event is not None
+        got.append(event)
+    return got
+
+
+async def test_events_arrive_in_order_with_increasing_cursors() -> None:
+    feed = VmFeed()
+    with feed.subscribe(everything) as subscription:
+        feed.publish(VmEventType.STARTED, facts("a"))
+        feed.publish(VmEventType.STOPPED, facts("a", state=VmState.STOPPED))
+        first, second = await drain(subscription, 2)
+    assert (first.type, second.type) == (VmEventType.STARTED, VmEventType.STOPPED)
+    assert second.seq == first.seq + 1
+    assert second.payload() == {"type": "stopped", "uuid": "uuid-a", "name": "a", "state": "stopped",
+                                "owner": "alice", "at": second.at.isoformat()}
+    assert feed.subscriber_count == 0
+
+
+async def test_publishing_from_other_threads_keeps_one_order_for_every_reader() -> None:
+    feed = VmFeed(queue_size=1000)
+    with feed.subscribe(everything) as one, feed.subscribe(everything) as two:
+        threads = [threading.Thread(target=lambda: [feed.publish(VmEventType.CHANGED, facts("x"))
+                                                     for _ in range(100)]) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        seen_one = [event.seq for event in await drain(one, 400)]
+        seen_two = [event.seq for event in await drain(two, 400)]
+    assert seen_one == seen_two == sorted(seen_one) == list(range(1, 401))
+
+
+async def test_a_reader_sees_only_what_it_may() -> None:
+    feed = VmFeed()
+    with feed.subscribe(lambda event: event.vm.owner == "bob") as bob:
+        feed.publish(VmEventType.STARTED, facts("alices"))
+        feed.publish(VmEventType.STARTED, facts("unowned", owner=None))
+        feed.publish(VmEventType.STARTED, facts("bobs", owner="bob"))
+        (only,) = await drain(bob, 1)
+        assert await bob.next_event(0.05) is None
+    assert only.vm.name == "bobs"
+
+
+async def test_a_cursor_replays_what_came_after_it_even_filtered() -> None:
+    feed = VmFeed()
+    with feed.subscribe(everything) as first:
+        cursor = first.cursor
+    feed.publish(VmEventType.STARTED, facts("a"))
+    feed.publish(VmEventType.STARTED, facts("b", owner="bob"))
+    feed.publish(VmEventType.STOPPED, facts("a"))
+    with feed.subscribe(lambda event: event.vm.owner == "alice", cursor) as again:
+        assert not again.resync
+        assert [(e.type, e.vm.name) for e in again.replay] == [(VmEventType.STARTED, "a"), (VmEventType.STOPPED, "a")]
+        assert again.cursor == feed.cursor_of(3)
+        feed.publish(VmEventType.UNDEFINED, facts("a", state=None))
+        (live,) = await drain(again, 1)  # nothing replayed comes twice
+    assert live.type is VmEventType.UNDEFINED
+
+
+@pytest.mark.parametrize("cursor", ["0123abcd-1", "garbage", "", "-5", "x" * 60])
+async def test_a_cursor_from_another_process_or_unreadable_asks_to_resync(cursor: str) -> None:
+    feed = VmFeed()
+    feed.publish(VmEventType.STARTED, facts("a"))
+    with feed.subscribe(everything, cursor) as subscription:
+        assert subscription.resync and subscription.replay == []
+
+
+async def test_a_cursor_older_than_the_ring_or_from_the_future_asks_to_resync() -> None:
+    feed = VmFeed(ring_size=3)
+    for _ in range(5):
+        feed.publish(VmEventType.CHANGED, facts("a"))
+    with feed.subscribe(everything, feed.cursor_of(1)) as too_old:
+        assert too_old.resync
+    with feed.subscribe(everything, feed.cursor_of(2)) as just_kept:  # 3, 4, 5 are still in the ring
+        assert not just_kept.resync and [e.seq for e in just_kept.replay] == [3, 4, 5]
+    with feed.subscribe(everything, feed.cursor_of(9)) as future:
+        assert future.resync
+
+
+async def test_a_reader_that_falls_behind_is_dropped_not_buffered() -> None:
+    feed = VmFeed(queue_size=4)
+    with feed.subscribe(everything) as slow:
+        for _ in range(50):
+            feed.publish(VmEventType.CHANGED, facts("a"))
+        received = await drain(slow, 4)
+        with pytest.raises(SubscriptionEnded, match="behind"):
+            await slow.next_event(1.0)
+    assert [event.seq for event in received] == [1, 2, 3, 4]
+
+
+async def test_closing_the_feed_ends_every_reader_and_later_ones_at_once() -> None:
+    feed = VmFeed()
+    with feed.subscribe(everything) as reader:
+        feed.close()
+        with pytest.raises(SubscriptionEnded, match="shutting down"):
+            await reader.next_event(1.0)
+        with pytest.raises(SubscriptionEnded):  # and stays ended
+            await reader.next_event(1.0)
+    with feed.subscribe(everything) as late, pytest.raises(SubscriptionEnded):
+        await late.next_event(1.0)
