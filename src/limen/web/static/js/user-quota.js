@@ -1,81 +1,73 @@
-// A user's quota as the users page edits it, read from whatever GET /api/users/{name}/quota answers:
-// its numeric limits (top level, or under "limits") become fields, null or empty meaning "no limit";
-// what is in use (under "usage" or "used", same keys) is shown beside each. The page feature-detects the
-// route, so this module assumes no more of the quota's shape than that.
+// A user's quota as the users page edits it (GET/PUT /api/users/{name}/quota, administrators). The GET
+// answers {limits, usage, override, …}: per resource (vms, vcpus, memory_mib, disk_gib) the limit that
+// applies, what the user's VMs use, and the administrator's override (null: the default applies). The
+// form edits the overrides, an empty field meaning "the default"; the PUT sends them flat, every one.
+// Resources the server adds later appear by themselves (any number-or-null key of "override").
 
 import { h } from "./dom.js";
 
 const LABELS = {
-  vms: "VMs", max_vms: "VMs",
-  vcpus: "vCPUs", max_vcpus: "vCPUs",
-  memory_mib: "Memory (MiB)", max_memory_mib: "Memory (MiB)",
-  disk_gib: "Disk (GiB)", max_disk_gib: "Disk (GiB)",
-  running_vms: "Running VMs", max_running_vms: "Running VMs",
+  vms: "VMs",
+  vcpus: "vCPUs of running VMs",
+  memory_mib: "Memory of running VMs (MiB)",
+  disk_gib: "Disk (GiB)",
 };
 
 function isObject(value) {
   return value !== null && typeof value === "object" && !Array.isArray(value);
 }
 
-/** The object holding the limits, and whether it sits under "limits". */
-function limitsOf(quota) {
-  return isObject(quota) && isObject(quota.limits) ? { limits: quota.limits, nested: true }
-    : { limits: isObject(quota) ? quota : {}, nested: false };
-}
-
-function usageOf(quota) {
-  if (!isObject(quota)) return {};
-  if (isObject(quota.usage)) return quota.usage;
-  return isObject(quota.used) ? quota.used : {};
+function part(quota, key) {
+  return isObject(quota) && isObject(quota[key]) ? quota[key] : {};
 }
 
 export function quotaLabel(key) {
-  return LABELS[key] || key.replace(/^max_/, "").replaceAll("_", " ");
+  return LABELS[key] || key.replaceAll("_", " ");
 }
 
-/** [key, limit] of every limit: numbers, or null for none. */
-export function quotaLimits(quota) {
-  return Object.entries(limitsOf(quota).limits).filter(([, value]) => value === null || typeof value === "number");
+function amount(value) {
+  if (value === null || value === undefined) return "no limit";
+  return Number.isInteger(value) ? String(value) : value.toFixed(1);
 }
 
-/** One line for a table cell: "VMs 3 · vCPUs no limit". */
-export function quotaSummary(quota) {
-  const limits = quotaLimits(quota);
-  if (!limits.length) return "—";
-  return limits.map(([key, value]) => `${quotaLabel(key)} ${value === null ? "no limit" : value}`).join(" · ");
+/** [key, override] of every resource an administrator can set: a number, or null for the default. */
+export function quotaOverrides(quota) {
+  const source = isObject(quota) && isObject(quota.override) ? quota.override : part(quota, "limits");
+  return Object.entries(source).filter(([, value]) => value === null || typeof value === "number");
 }
 
-/** The form's fields (inputs named by key). */
+/** The form's fields (inputs named by resource), with what applies now and what is in use. */
 export function quotaFields(quota) {
-  const usage = usageOf(quota);
-  return quotaLimits(quota).map(([key, value]) => {
+  const limits = part(quota, "limits");
+  const usage = part(quota, "usage");
+  return quotaOverrides(quota).map(([key, value]) => {
     const id = `quota-${key}`;
-    const used = usage[key];
+    const facts = [`Applies now: ${amount(limits[key])}.`];
+    if (typeof usage[key] === "number") facts.push(`In use: ${amount(usage[key])}.`);
     return h(
       "div", { class: "field" },
       h("label", { for: id, text: quotaLabel(key) }),
       h("input", { id, name: key, type: "number", min: "0", step: "1", inputmode: "numeric",
-                   value: value === null ? "" : String(value), placeholder: "no limit",
+                   value: value === null ? "" : String(value), placeholder: "the default",
                    "aria-describedby": `${id}-hint` }),
-      h("div", { class: "hint", id: `${id}-hint`,
-                 text: `Empty: no limit.${typeof used === "number" ? ` In use: ${used}.` : ""}` }),
+      h("div", { class: "hint", id: `${id}-hint`, text: facts.join(" ") }),
     );
   });
 }
 
-/** The PUT body from the form, in the shape the GET answered; throws on a value that is not a whole number. */
+/** The PUT body from the form; throws a RangeError naming the field whose value is not a whole number. */
 export function quotaBody(form, quota) {
-  const values = {};
-  for (const [key] of quotaLimits(quota)) {
+  const body = {};
+  for (const [key] of quotaOverrides(quota)) {
     const input = form.elements.namedItem(key);
     const text = input ? input.value.trim() : "";
     if (text === "") {
-      values[key] = null;
+      body[key] = null;
       continue;
     }
     const number = Number(text);
     if (!Number.isInteger(number) || number < 0) throw new RangeError(`${quotaLabel(key)}: a whole number ≥ 0, or empty`);
-    values[key] = number;
+    body[key] = number;
   }
-  return limitsOf(quota).nested ? { limits: values } : values;
+  return body;
 }

@@ -8,7 +8,7 @@
 import { api, ApiError } from "./api.js";
 import { errorBox, h, spinner } from "./dom.js";
 import { mountUserMenu } from "./session.js";
-import { quotaBody, quotaFields, quotaSummary } from "./user-quota.js";
+import { quotaBody, quotaFields } from "./user-quota.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -17,7 +17,6 @@ const ui = {
   toast: $("users-toast"),
   admin: $("users-admin"),
   rows: $("user-rows"),
-  quotaHead: $("quota-head"),
   form: $("create-form"),
   name: $("new-name"),
   nameError: $("new-name-error"),
@@ -119,20 +118,17 @@ function actionsCell(user) {
 }
 
 function userRow(user) {
-  const hasQuota = Object.hasOwn(user, "quota");
   return h(
     "tr", { dataset: { user: user.name, role: user.role, disabled: String(user.disabled) } },
     nameCell(user),
     roleCell(user),
     stateBadges(user),
     h("td", { "data-label": "Created", text: new Date(user.created_at).toLocaleString() }),
-    hasQuota ? h("td", { "data-label": "Quota", class: "quota-cell", text: quotaSummary(user.quota) }) : null,
     actionsCell(user),
   );
 }
 
 function render() {
-  ui.quotaHead.hidden = !users.some((user) => Object.hasOwn(user, "quota"));
   ui.rows.replaceChildren(...users.map(userRow));
   const admins = users.filter((user) => user.role === "admin" && !user.disabled).length;
   const waiting = users.filter((user) => user.approved === false).length;
@@ -289,7 +285,8 @@ async function openQuota(user) {
   notes.delete(user.name);
   render();
   editingQuota = { user, quota };
-  ui.quotaText.replaceChildren("Limits of", h("strong", { class: "dialog-name", text: user.name }));
+  ui.quotaText.replaceChildren(h("strong", { class: "dialog-name", text: user.name }),
+    "An empty field gives the user the default limit again.");
   const fields = quotaFields(quota);
   ui.quotaFields.replaceChildren(...(fields.length ? fields
     : [h("p", { class: "refresh-note", text: "This quota has no limits to set." })]));
