@@ -60,6 +60,17 @@ async def iso_library_page() -> FileResponse:
     return _page("isos.html")
 
 
+@router.get("/users", include_in_schema=False)
+async def users_page() -> FileResponse:
+    """Administrators manage users here; to others the page says it is not theirs (the API answers 403)."""
+    return _page("users.html")
+
+
+@router.get("/tokens", include_in_schema=False)
+async def tokens_page() -> FileResponse:
+    return _page("tokens.html")
+
+
 @router.get("/vms/new", include_in_schema=False)
 async def create_vm_page() -> FileResponse:
     return _page("new.html")

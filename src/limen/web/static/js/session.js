@@ -26,7 +26,7 @@ export async function mountUserMenu() {
   const slot = document.getElementById("user-menu");
   if (slot) {
     slot.replaceChildren(
-      h("span", { class: "user-name", id: "user-name", text: user.name }),
+      h("span", { class: "user-name", id: "user-name", title: user.name, text: user.name }),
       h("span", { class: "user-role", text: user.role }),
       h("button", { class: "btn small", type: "button", id: "sign-out", onclick: signOut, text: "Sign out" }),
     );

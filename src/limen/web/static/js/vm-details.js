@@ -10,6 +10,7 @@ import { api, ApiError } from "./api.js";
 import { errorBox, formatBytes, formatDuration, formatMemory, h, spinner, stateBadge } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { VmEvents } from "./vm-events.js";
+import { OwnerControl } from "./vm-owner.js";
 
 const SCREENSHOT_MS = 3000;
 const SCREEN_WIDTH = 800;
@@ -75,6 +76,7 @@ let confirmAction = null;
 let resizeTarget = null;
 let settingsShownFor = null;
 const buttons = {};
+const owner = new OwnerControl($("owner-control"), { onChanged: (changed) => render(changed) });
 
 // -- helpers ---------------------------------------------------------------------------------------
 
@@ -145,6 +147,7 @@ function render(current) {
     ...fact("Created", vm.created_at ? new Date(vm.created_at).toLocaleString() : "—"),
     ...fact("UUID", vm.uuid, { class: "mono uuid-value" }),
   );
+  owner.show(vm);
   renderPending();
   renderMedia();
   renderSettings(previous);
@@ -605,7 +608,7 @@ function onVmEvent(change) {
 buildActionButtons();
 wireConfirm();
 wireForms();
-mountUserMenu();
+mountUserMenu().then((user) => owner.mount(user));
 reload().then(loadIsos);
 events = new VmEvents({
   reload: () => scheduleReload(0),

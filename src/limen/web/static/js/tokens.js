@@ -1,0 +1,220 @@
+// The API tokens page (/tokens, every user): your tokens with prefix, created, last used and revoked;
+// create one (its secret shown once, in a panel with Copy and a warning); revoke after a dialog naming it.
+// Administrators can list everyone's ("Every user's tokens", GET /api/tokens?all=true). Every value from
+// the server is shown as text; the secret lives only in the panel's field until "I have copied it".
+
+import { api, ApiError } from "./api.js";
+import { errorBox, h, spinner } from "./dom.js";
+import { mountUserMenu } from "./session.js";
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  note: $("tokens-note"),
+  error: $("tokens-error"),
+  toast: $("tokens-toast"),
+  allRow: $("all-toggle-row"),
+  all: $("all-toggle"),
+  form: $("token-form"),
+  name: $("token-name"),
+  nameError: $("token-name-error"),
+  create: $("token-create"),
+  result: $("token-result"),
+  panel: $("secret-panel"),
+  panelName: $("secret-token-name"),
+  secret: $("secret-value"),
+  copy: $("secret-copy"),
+  copyStatus: $("secret-copy-status"),
+  done: $("secret-done"),
+  rows: $("token-rows"),
+  empty: $("token-empty"),
+  ownerHead: $("owner-head"),
+  dialog: $("revoke-dialog"),
+  dialogText: $("revoke-text"),
+  dialogCancel: $("revoke-cancel"),
+};
+
+let me = null;
+let tokens = [];
+let revoking = null;
+
+function asBox(exc, what) {
+  return exc instanceof ApiError ? exc.body
+    : { error: `${what} failed`, code: "CLIENT_ERROR", details: String(exc), message: "Reload the page." };
+}
+
+const when = (value) => (value ? new Date(value).toLocaleString() : "—");
+const showingAll = () => ui.all.checked && me && me.role === "admin";
+
+// -- the list ---------------------------------------------------------------------------------------
+
+function tokenRow(token) {
+  const revoked = token.revoked_at !== null;
+  const state = revoked
+    ? h("span", { class: "badge crashed", dataset: { state: "revoked" }, text: "Revoked", title: when(token.revoked_at) })
+    : h("span", { class: "badge running", dataset: { state: "active" }, text: "Active" });
+  const actions = revoked ? h("span", { class: "refresh-note", text: `revoked ${when(token.revoked_at)}` })
+    : h("button", { class: "btn small danger", type: "button", dataset: { action: "revoke" },
+                    "aria-label": `Revoke the token ${token.name}`, onclick: () => askRevoke(token), text: "Revoke…" });
+  return h(
+    "tr", { dataset: { token: String(token.id), revoked: String(revoked) } },
+    h("td", { class: "token-name-cell" }, h("span", { class: "user-ref", tabindex: "0", title: token.name, text: token.name })),
+    showingAll() ? h("td", { "data-label": "User", class: "token-owner" },
+      h("span", { class: "user-ref", tabindex: "0", title: token.owner, text: token.owner })) : null,
+    h("td", { "data-label": "Prefix" }, h("code", { text: `${token.prefix}…` })),
+    h("td", { "data-label": "Created", text: when(token.created_at) }),
+    h("td", { "data-label": "Last used", text: token.last_used_at ? when(token.last_used_at) : "never" }),
+    h("td", { "data-label": "State" }, state),
+    h("td", { class: "cell-actions" }, actions),
+  );
+}
+
+async function refresh() {
+  try {
+    tokens = await api("GET", showingAll() ? "/api/tokens?all=true" : "/api/tokens");
+  } catch (exc) {
+    ui.error.replaceChildren(errorBox(asBox(exc, "Loading the tokens"), {
+      extraClass: "notice error",
+      actions: [h("button", { class: "btn small", type: "button", onclick: refresh, text: "Retry" })],
+    }));
+    ui.note.textContent = "Cannot load the tokens";
+    return;
+  }
+  ui.error.replaceChildren();
+  ui.ownerHead.hidden = !showingAll();
+  // Newest first: the one just made is at the top.
+  ui.rows.replaceChildren(...[...tokens].reverse().map(tokenRow));
+  ui.empty.hidden = tokens.length > 0;
+  const active = tokens.filter((token) => token.revoked_at === null).length;
+  const count = `${tokens.length} ${tokens.length === 1 ? "token" : "tokens"}`;
+  ui.note.textContent = `${count} (${showingAll() ? "every user's" : "yours"}), ${active} active`;
+}
+
+// -- create and the secret ------------------------------------------------------------------------
+
+function showSecret(made) {
+  ui.panelName.textContent = `“${made.name}”`;
+  ui.secret.value = made.secret;
+  ui.copyStatus.replaceChildren();
+  ui.copyStatus.className = "row-status";
+  ui.panel.hidden = false;
+  ui.panel.scrollIntoView({ block: "nearest" });
+  ui.copy.focus();
+}
+
+function hideSecret() {
+  ui.secret.value = "";
+  ui.panel.hidden = true;
+  ui.name.focus();
+}
+
+/** Copies the secret: the Clipboard API where the page may use it (HTTPS or this machine), else the
+ * browser's copy command on the selected text; if both fail, the text stays selected for Ctrl+C. */
+async function copySecret() {
+  const secret = ui.secret.value;
+  let copied = false;
+  if (navigator.clipboard && window.isSecureContext) {
+    try {
+      await navigator.clipboard.writeText(secret);
+      copied = true;
+    } catch {
+      copied = false;
+    }
+  }
+  ui.secret.focus();
+  ui.secret.select();
+  if (!copied) {
+    try {
+      copied = document.execCommand("copy");
+    } catch {
+      copied = false;
+    }
+  }
+  ui.copyStatus.className = `row-status ${copied ? "ok" : ""}`.trim();
+  ui.copyStatus.textContent = copied ? "Copied to the clipboard."
+    : "The browser did not let the page copy: the secret is selected, press Ctrl+C (⌘C) to copy it.";
+  ui.copyStatus.dataset.copied = String(copied);
+}
+
+function wireCreate() {
+  ui.form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    ui.nameError.hidden = true;
+    ui.name.setAttribute("aria-invalid", "false");
+    ui.result.replaceChildren();
+    const name = ui.name.value.trim();
+    if (!name) {
+      ui.nameError.textContent = "Say what the token is for.";
+      ui.nameError.hidden = false;
+      ui.name.setAttribute("aria-invalid", "true");
+      ui.name.focus();
+      return;
+    }
+    ui.create.disabled = true;
+    ui.result.replaceChildren(h("div", { class: "row-status" }, spinner(), "Creating…"));
+    try {
+      const made = await api("POST", "/api/tokens", { name });
+      ui.result.replaceChildren();
+      ui.form.reset();
+      showSecret(made);
+      ui.toast.textContent = `Token ${made.name} created; copy its secret now.`;
+      await refresh();
+    } catch (exc) {
+      ui.result.replaceChildren();
+      if (exc instanceof ApiError && exc.field === "name") {
+        ui.nameError.textContent = String(exc.details || exc.error)
+          .replace(/\s*\[request_id=[^\]]*\]$/, "").replace(/^[\w.]+: /, "");
+        ui.nameError.hidden = false;
+        ui.name.setAttribute("aria-invalid", "true");
+      } else {
+        ui.result.replaceChildren(errorBox(asBox(exc, "Creating the token"), { extraClass: "notice error" }));
+      }
+    } finally {
+      ui.create.disabled = false;
+    }
+  });
+  ui.copy.addEventListener("click", copySecret);
+  ui.done.addEventListener("click", hideSecret);
+}
+
+// -- revoke ----------------------------------------------------------------------------------------
+
+function askRevoke(token) {
+  revoking = token;
+  const whose = me && token.owner !== me.name ? ["User: ", h("strong", { class: "vm-ref", text: token.owner }), ". "] : [];
+  ui.dialogText.replaceChildren(
+    "Revoke this token?", h("strong", { class: "dialog-name", text: token.name }),
+    ...whose, "Prefix ", h("code", { text: `${token.prefix}…` }), ". ",
+    "Scripts using it are refused from now on, and consoles opened with it end. This cannot be undone.",
+  );
+  ui.dialog.showModal();
+}
+
+function wireRevoke() {
+  ui.dialogCancel.addEventListener("click", () => ui.dialog.close("cancel"));
+  ui.dialog.addEventListener("close", async () => {
+    const token = revoking;
+    revoking = null;
+    if (!token || ui.dialog.returnValue !== "revoke") return;
+    ui.dialog.returnValue = "";
+    try {
+      await api("DELETE", `/api/tokens/${encodeURIComponent(token.id)}`);
+      ui.toast.textContent = `Token ${token.name} revoked.`;
+    } catch (exc) {
+      ui.error.replaceChildren(errorBox(asBox(exc, "Revoking the token"), { extraClass: "notice error" }));
+      return;
+    }
+    await refresh();
+  });
+}
+
+async function main() {
+  me = await mountUserMenu();
+  if (!me) return;
+  ui.allRow.hidden = me.role !== "admin";
+  ui.all.addEventListener("change", refresh);
+  wireCreate();
+  wireRevoke();
+  await refresh();
+}
+
+main();

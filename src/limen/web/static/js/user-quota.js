@@ -1,0 +1,73 @@
+// A user's quota as the users page edits it (GET/PUT /api/users/{name}/quota, administrators). The GET
+// answers {limits, usage, override, …}: per resource (vms, vcpus, memory_mib, disk_gib) the limit that
+// applies, what the user's VMs use, and the administrator's override (null: the default applies). The
+// form edits the overrides, an empty field meaning "the default"; the PUT sends them flat, every one.
+// Resources the server adds later appear by themselves (any number-or-null key of "override").
+
+import { h } from "./dom.js";
+
+const LABELS = {
+  vms: "VMs",
+  vcpus: "vCPUs of running VMs",
+  memory_mib: "Memory of running VMs (MiB)",
+  disk_gib: "Disk (GiB)",
+};
+
+function isObject(value) {
+  return value !== null && typeof value === "object" && !Array.isArray(value);
+}
+
+function part(quota, key) {
+  return isObject(quota) && isObject(quota[key]) ? quota[key] : {};
+}
+
+export function quotaLabel(key) {
+  return LABELS[key] || key.replaceAll("_", " ");
+}
+
+function amount(value) {
+  if (value === null || value === undefined) return "no limit";
+  return Number.isInteger(value) ? String(value) : value.toFixed(1);
+}
+
+/** [key, override] of every resource an administrator can set: a number, or null for the default. */
+export function quotaOverrides(quota) {
+  const source = isObject(quota) && isObject(quota.override) ? quota.override : part(quota, "limits");
+  return Object.entries(source).filter(([, value]) => value === null || typeof value === "number");
+}
+
+/** The form's fields (inputs named by resource), with what applies now and what is in use. */
+export function quotaFields(quota) {
+  const limits = part(quota, "limits");
+  const usage = part(quota, "usage");
+  return quotaOverrides(quota).map(([key, value]) => {
+    const id = `quota-${key}`;
+    const facts = [`Applies now: ${amount(limits[key])}.`];
+    if (typeof usage[key] === "number") facts.push(`In use: ${amount(usage[key])}.`);
+    return h(
+      "div", { class: "field" },
+      h("label", { for: id, text: quotaLabel(key) }),
+      h("input", { id, name: key, type: "number", min: "0", step: "1", inputmode: "numeric",
+                   value: value === null ? "" : String(value), placeholder: "the default",
+                   "aria-describedby": `${id}-hint` }),
+      h("div", { class: "hint", id: `${id}-hint`, text: facts.join(" ") }),
+    );
+  });
+}
+
+/** The PUT body from the form; throws a RangeError naming the field whose value is not a whole number. */
+export function quotaBody(form, quota) {
+  const body = {};
+  for (const [key] of quotaOverrides(quota)) {
+    const input = form.elements.namedItem(key);
+    const text = input ? input.value.trim() : "";
+    if (text === "") {
+      body[key] = null;
+      continue;
+    }
+    const number = Number(text);
+    if (!Number.isInteger(number) || number < 0) throw new RangeError(`${quotaLabel(key)}: a whole number ≥ 0, or empty`);
+    body[key] = number;
+  }
+  return body;
+}

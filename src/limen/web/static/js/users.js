@@ -1,0 +1,395 @@
+// The users page (/users, administrators): every user with role, state and creation time; create a user
+// with a password; change a role; disable and enable; lift sign-in blocks (unlock); delete after a
+// dialog naming the user. Approval and quotas appear only where the server has them: "Approve" when
+// user objects carry "approved", "Quota…" when GET /api/users/{name}/quota answers (a 404 or 405 from
+// that route hides it). Users who are not administrators get a 403 from the API, and the page says so.
+// Every value from the server is shown as text.
+
+import { api, ApiError } from "./api.js";
+import { errorBox, h, spinner } from "./dom.js";
+import { mountUserMenu } from "./session.js";
+import { quotaBody, quotaFields } from "./user-quota.js";
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  note: $("users-note"),
+  error: $("users-error"),
+  toast: $("users-toast"),
+  admin: $("users-admin"),
+  rows: $("user-rows"),
+  form: $("create-form"),
+  name: $("new-name"),
+  nameError: $("new-name-error"),
+  password: $("new-password"),
+  passwordError: $("new-password-error"),
+  role: $("new-role"),
+  createResult: $("create-result"),
+  createSubmit: $("create-submit"),
+  deleteDialog: $("delete-dialog"),
+  deleteText: $("delete-text"),
+  deleteCancel: $("delete-cancel"),
+  quotaDialog: $("quota-dialog"),
+  quotaForm: $("quota-form"),
+  quotaText: $("quota-text"),
+  quotaFields: $("quota-fields"),
+  quotaError: $("quota-error"),
+  quotaCancel: $("quota-cancel"),
+};
+
+let me = null;
+let users = [];
+let quotaRoute = false; // GET /api/users/{name}/quota answers
+let deleting = null;
+let editingQuota = null; // {user, quota}
+const notes = new Map(); // user name -> {kind, text}: the last result shown in the user's row
+
+const userPath = (name, suffix = "") => `/api/users/${encodeURIComponent(name)}${suffix}`;
+
+function asBox(exc, what) {
+  return exc instanceof ApiError ? exc.body
+    : { error: `${what} failed`, code: "CLIENT_ERROR", details: String(exc), message: "Reload the page." };
+}
+
+/** A route the server does not have (yet) answers 404 NOT_FOUND or 405; a missing user is USER_NOT_FOUND. */
+function isMissingRoute(exc) {
+  return exc instanceof ApiError && (exc.status === 405 || (exc.status === 404 && exc.code !== "USER_NOT_FOUND"));
+}
+
+const plural = (count, noun) => `${count} ${noun}${count === 1 ? "" : "s"}`;
+
+function announce(text) {
+  ui.toast.textContent = text;
+}
+
+// -- the list ---------------------------------------------------------------------------------------
+
+function nameCell(user) {
+  const self = me && user.name === me.name;
+  // A name can be 64 characters without a space: it is cut with "…"; hover or focus shows all of it.
+  return h("td", { class: "user-name-cell" },
+    h("span", { class: "user-ref", tabindex: "0", title: user.name, text: user.name }),
+    self ? h("span", { class: "you-tag", text: "you" }) : null);
+}
+
+function stateBadges(user) {
+  const badges = [user.disabled
+    ? h("span", { class: "badge crashed", dataset: { state: "disabled" }, text: "Disabled" })
+    : h("span", { class: "badge running", dataset: { state: "enabled" }, text: "Enabled" })];
+  if (user.approved === false) {
+    badges.push(h("span", { class: "badge paused", dataset: { state: "awaiting-approval" }, text: "Awaiting approval" }));
+  }
+  return h("td", { class: "user-state", "data-label": "State" }, ...badges);
+}
+
+function roleCell(user) {
+  const select = h("select", { class: "role-select", "aria-label": `Role of ${user.name}`, dataset: { action: "role" } },
+    h("option", { value: "user", text: "user", selected: user.role === "user" }),
+    h("option", { value: "admin", text: "admin", selected: user.role === "admin" }));
+  select.addEventListener("change", () => change(user, "role", `Role changed to ${select.value}.`,
+    "PUT", userPath(user.name, "/role"), { role: select.value }));
+  return h("td", { "data-label": "Role" }, select);
+}
+
+function button(action, text, label, onclick, extra = "") {
+  return h("button", { class: `btn small ${extra}`.trim(), type: "button", dataset: { action },
+                       "aria-label": label, onclick, text });
+}
+
+function actionsCell(user) {
+  const buttons = [
+    user.disabled
+      ? button("enable", "Enable", `Enable ${user.name}`, () => change(user, "enable", "Enabled: they can sign in again.",
+        "PUT", userPath(user.name, "/disabled"), { disabled: false }))
+      : button("disable", "Disable", `Disable ${user.name}`, () => change(user, "disable",
+        "Disabled: their sign-ins and tokens stopped working.",
+        "PUT", userPath(user.name, "/disabled"), { disabled: true })),
+    button("unlock", "Unlock sign-in", `Unlock the sign-in of ${user.name}`, () => unlock(user)),
+  ];
+  if (user.approved === false) {
+    buttons.unshift(button("approve", "Approve", `Approve ${user.name}`, () => approve(user), "primary"));
+  }
+  if (quotaRoute) buttons.push(button("quota", "Quota…", `Quota of ${user.name}`, () => openQuota(user)));
+  buttons.push(button("delete", "Delete…", `Delete ${user.name}`, () => askDelete(user), "danger"));
+  const note = notes.get(user.name);
+  const status = h("div", { class: `row-status ${note ? note.kind : ""}`.trim(), dataset: { status: user.name } });
+  if (note && note.kind === "error") status.append(errorBox(note.body));
+  else if (note) status.textContent = note.text;
+  return h("td", { class: "cell-actions" }, h("div", { class: "actions" }, ...buttons), status);
+}
+
+function userRow(user) {
+  return h(
+    "tr", { dataset: { user: user.name, role: user.role, disabled: String(user.disabled) } },
+    nameCell(user),
+    roleCell(user),
+    stateBadges(user),
+    h("td", { "data-label": "Created", text: new Date(user.created_at).toLocaleString() }),
+    actionsCell(user),
+  );
+}
+
+function render() {
+  ui.rows.replaceChildren(...users.map(userRow));
+  const admins = users.filter((user) => user.role === "admin" && !user.disabled).length;
+  const waiting = users.filter((user) => user.approved === false).length;
+  ui.note.textContent = `${plural(users.length, "user")}, ${plural(admins, "enabled administrator")}`
+    + (waiting ? `, ${waiting} awaiting approval` : "");
+}
+
+async function refresh() {
+  try {
+    users = await api("GET", "/api/users");
+  } catch (exc) {
+    showLoadError(exc);
+    return;
+  }
+  ui.error.replaceChildren();
+  ui.admin.hidden = false;
+  render();
+}
+
+function showLoadError(exc) {
+  ui.admin.hidden = true;
+  if (exc instanceof ApiError && exc.status === 403) {
+    ui.note.textContent = "Administrators only";
+    ui.error.replaceChildren(h("div", { class: "notice info", role: "alert", dataset: { code: exc.code } },
+      h("strong", { text: "Only administrators manage users. " }),
+      "Your own API tokens are on the ",
+      h("a", { href: "/tokens", text: "Tokens" }), " page."));
+    return;
+  }
+  ui.note.textContent = "Cannot load the users";
+  ui.error.replaceChildren(errorBox(asBox(exc, "Loading the users"), {
+    extraClass: "notice error",
+    actions: [h("button", { class: "btn small", type: "button", onclick: refresh, text: "Retry" })],
+  }));
+}
+
+// -- changes ----------------------------------------------------------------------------------------
+
+function rowOf(name) {
+  return [...ui.rows.children].find((row) => row.dataset.user === name) || null;
+}
+
+function setRowBusy(name, text) {
+  const row = rowOf(name);
+  if (!row) return;
+  for (const control of row.querySelectorAll("button, select")) control.disabled = true;
+  const status = row.querySelector(".row-status");
+  status.className = "row-status";
+  status.replaceChildren(spinner(), text);
+}
+
+/** Runs one change of ``user``, notes its result in the user's row and reloads the list. */
+async function change(user, what, done, method, path, body) {
+  setRowBusy(user.name, "Saving…");
+  try {
+    await api(method, path, body);
+    notes.set(user.name, { kind: "ok", text: done });
+    announce(`${user.name}: ${done}`);
+  } catch (exc) {
+    const box = asBox(exc, what);
+    notes.set(user.name, { kind: "error", body: box });
+    announce(`${box.error}: ${box.details || ""}`);
+  }
+  await refresh();
+}
+
+async function unlock(user) {
+  setRowBusy(user.name, "Unlocking…");
+  try {
+    const result = await api("POST", userPath(user.name, "/unlock"));
+    const text = result.cleared
+      ? `Sign-in unlocked (${result.cleared} ${result.cleared === 1 ? "block" : "blocks"} lifted).`
+      : "Sign-in unlocked (nothing was blocking it).";
+    notes.set(user.name, { kind: "ok", text });
+    announce(`${user.name}: ${text}`);
+  } catch (exc) {
+    notes.set(user.name, { kind: "error", body: asBox(exc, "Unlock") });
+  }
+  await refresh();
+}
+
+async function approve(user) {
+  setRowBusy(user.name, "Approving…");
+  try {
+    await api("PUT", userPath(user.name, "/approved"), { approved: true });
+    notes.set(user.name, { kind: "ok", text: "Approved." });
+    announce(`${user.name} is approved.`);
+  } catch (exc) {
+    if (isMissingRoute(exc)) {
+      notes.set(user.name, { kind: "ok", text: "This limen cannot approve users." });
+      users = users.map((other) => ({ ...other, approved: undefined }));
+    } else {
+      notes.set(user.name, { kind: "error", body: asBox(exc, "Approve") });
+    }
+  }
+  await refresh();
+}
+
+// -- delete ------------------------------------------------------------------------------------------
+
+function askDelete(user) {
+  deleting = user;
+  ui.deleteText.replaceChildren(
+    "Delete this user?", h("strong", { class: "dialog-name", text: user.name }),
+    "Their API tokens and sign-ins are deleted with them and their consoles end. VMs they own keep the name "
+      + "as owner, so only administrators reach them until they are given to someone. This cannot be undone.",
+  );
+  ui.deleteDialog.showModal();
+}
+
+function wireDelete() {
+  ui.deleteCancel.addEventListener("click", () => ui.deleteDialog.close("cancel"));
+  ui.deleteDialog.addEventListener("close", async () => {
+    const user = deleting;
+    deleting = null;
+    if (!user || ui.deleteDialog.returnValue !== "delete") return;
+    ui.deleteDialog.returnValue = "";
+    setRowBusy(user.name, "Deleting…");
+    try {
+      await api("DELETE", userPath(user.name));
+      notes.delete(user.name);
+      announce(`${user.name} was deleted.`);
+    } catch (exc) {
+      notes.set(user.name, { kind: "error", body: asBox(exc, "Delete") });
+    }
+    await refresh();
+  });
+}
+
+// -- quota -------------------------------------------------------------------------------------------
+
+/** Whether this limen has quotas: asks for the signed-in administrator's own. */
+async function detectQuotaRoute() {
+  try {
+    await api("GET", userPath(me.name, "/quota"));
+    return true;
+  } catch (exc) {
+    return !isMissingRoute(exc) && exc instanceof ApiError && exc.status !== 0 && exc.status < 500
+      && exc.status !== 403;
+  }
+}
+
+async function openQuota(user) {
+  setRowBusy(user.name, "Loading the quota…");
+  let quota;
+  try {
+    quota = await api("GET", userPath(user.name, "/quota"));
+  } catch (exc) {
+    if (isMissingRoute(exc)) quotaRoute = false;
+    else notes.set(user.name, { kind: "error", body: asBox(exc, "Loading the quota") });
+    await refresh();
+    return;
+  }
+  notes.delete(user.name);
+  render();
+  editingQuota = { user, quota };
+  ui.quotaText.replaceChildren(h("strong", { class: "dialog-name", text: user.name }),
+    "An empty field gives the user the default limit again.");
+  const fields = quotaFields(quota);
+  ui.quotaFields.replaceChildren(...(fields.length ? fields
+    : [h("p", { class: "refresh-note", text: "This quota has no limits to set." })]));
+  ui.quotaError.replaceChildren();
+  ui.quotaDialog.showModal();
+}
+
+function wireQuota() {
+  ui.quotaCancel.addEventListener("click", () => ui.quotaDialog.close("cancel"));
+  ui.quotaForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const { user, quota } = editingQuota;
+    let body;
+    try {
+      body = quotaBody(ui.quotaForm, quota);
+    } catch (exc) {
+      ui.quotaError.replaceChildren(h("div", { class: "field-error", role: "alert", text: exc.message }));
+      return;
+    }
+    ui.quotaError.replaceChildren(h("div", { class: "row-status" }, spinner(), "Saving…"));
+    try {
+      await api("PUT", userPath(user.name, "/quota"), body);
+    } catch (exc) {
+      ui.quotaError.replaceChildren(errorBox(asBox(exc, "Saving the quota"), { extraClass: "notice error" }));
+      return;
+    }
+    ui.quotaDialog.close("saved");
+    notes.set(user.name, { kind: "ok", text: "Quota saved." });
+    announce(`Quota of ${user.name} saved.`);
+    await refresh();
+  });
+}
+
+// -- create ------------------------------------------------------------------------------------------
+
+/** What an error says about one field: its details without "field: " or the request id. */
+function aboutField(exc) {
+  if (exc.code === "USER_ALREADY_EXISTS") return "This name is taken: a name is one name in any case (Bob is bob).";
+  const text = String(exc.details || "").replace(/\s*\[request_id=[^\]]*\]$/, "").replace(/^[\w.]+: /, "");
+  return text || exc.error;
+}
+
+function fieldError(input, slot, text) {
+  input.setAttribute("aria-invalid", text ? "true" : "false");
+  slot.hidden = !text;
+  slot.textContent = text || "";
+}
+
+function wireCreate() {
+  ui.form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    fieldError(ui.name, ui.nameError, "");
+    fieldError(ui.password, ui.passwordError, "");
+    ui.createResult.replaceChildren();
+    const name = ui.name.value;
+    if (!name.trim()) {
+      fieldError(ui.name, ui.nameError, "Give the user a name.");
+      ui.name.focus();
+      return;
+    }
+    if (ui.password.value.length < 8) {
+      fieldError(ui.password, ui.passwordError, "At least 8 characters.");
+      ui.password.focus();
+      return;
+    }
+    ui.createSubmit.disabled = true;
+    ui.createResult.replaceChildren(h("div", { class: "row-status" }, spinner(), "Creating…"));
+    try {
+      const made = await api("POST", "/api/users", { name, password: ui.password.value, role: ui.role.value });
+      ui.form.reset();
+      const text = `${made.name} was created (${made.role}).`;
+      ui.createResult.replaceChildren(h("div", { class: "row-status ok", text }));
+      notes.set(made.name, { kind: "ok", text: "Created." });
+      announce(text);
+      await refresh();
+    } catch (exc) {
+      ui.createResult.replaceChildren();
+      const box = asBox(exc, "Creating the user");
+      const field = exc instanceof ApiError ? String(exc.field || "") : "";
+      if (field.includes("password")) {
+        fieldError(ui.password, ui.passwordError, aboutField(exc));
+      } else if (field.includes("name") || (exc instanceof ApiError && exc.code === "USER_ALREADY_EXISTS")) {
+        fieldError(ui.name, ui.nameError, aboutField(exc));
+      } else {
+        ui.createResult.replaceChildren(errorBox(box, { extraClass: "notice error" }));
+      }
+    } finally {
+      ui.createSubmit.disabled = false;
+    }
+  });
+}
+
+async function main() {
+  me = await mountUserMenu();
+  if (!me) return;
+  wireCreate();
+  wireDelete();
+  wireQuota();
+  if (me.role === "admin") quotaRoute = await detectQuotaRoute();
+  await refresh();
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible" && !ui.deleteDialog.open && !ui.quotaDialog.open) refresh();
+  });
+}
+
+main();

@@ -1,0 +1,115 @@
+// The "Owner" control of a VM's details page, for administrators: a select of the users (or none) and
+// Save, which calls PUT /api/vms/{id}/owner. Others see the owner only as a fact. Self-contained: the
+// page gives it a slot, tells it the signed-in user once and every VM it shows; it reports the VM the
+// server answers after a change.
+
+import { api, ApiError } from "./api.js";
+import { errorBox, h, spinner } from "./dom.js";
+
+const NONE = "";
+const RESULT_SHOWN_MS = 5000;
+
+export class OwnerControl {
+  /** slot: the element to fill; onChanged(vm): called with the VM after its owner changed. */
+  constructor(slot, { onChanged = () => {} } = {}) {
+    this.slot = slot;
+    this.onChanged = onChanged;
+    this.vm = null;
+    this.users = null;
+    this.saving = false;
+    this.select = h("select", { id: "owner-select", "aria-describedby": "owner-status" });
+    this.save = h("button", { class: "btn", type: "button", id: "owner-save", text: "Set owner",
+                              onclick: () => this.apply() });
+    this.status = h("div", { class: "row-status", id: "owner-status", "aria-live": "polite" });
+    this.select.addEventListener("change", () => this.updateButton());
+  }
+
+  /** Shows the control if ``user`` is an administrator (it loads the users then). */
+  async mount(user) {
+    if (!this.slot || !user || user.role !== "admin") return;
+    this.slot.replaceChildren(
+      h("div", { class: "field owner-field" },
+        h("label", { for: "owner-select", text: "Change owner" }),
+        h("div", { class: "inline-controls" }, this.select, this.save)),
+      this.status,
+    );
+    this.slot.hidden = false;
+    try {
+      this.users = await api("GET", "/api/users");
+    } catch (exc) {
+      this.users = [];
+      this.showError(exc, "Loading the users");
+    }
+    this.fill();
+  }
+
+  /** The VM the page shows now; the select follows it unless the administrator is choosing. */
+  show(vm) {
+    const choosing = this.vm !== null && this.select.value !== this.current();
+    this.vm = vm;
+    if (choosing) this.updateButton();
+    else this.fill();
+  }
+
+  current() {
+    return this.vm && this.vm.owner ? this.vm.owner : NONE;
+  }
+
+  fill() {
+    if (!this.vm || this.users === null || this.saving) return;
+    const names = this.users.map((user) => user.name);
+    const owner = this.current();
+    const options = [h("option", { value: NONE, text: "— none (administrators only)" })];
+    // An owner that is no longer a user (deleted) stays choosable, and says so.
+    if (owner !== NONE && !names.includes(owner)) {
+      options.push(h("option", { value: owner, text: `${owner} (no such user)` }));
+    }
+    for (const user of this.users) {
+      const notes = [user.role === "admin" ? "admin" : "", user.disabled ? "disabled" : ""].filter(Boolean);
+      options.push(h("option", { value: user.name, text: notes.length ? `${user.name} (${notes.join(", ")})` : user.name }));
+    }
+    this.select.replaceChildren(...options);
+    this.select.value = owner;
+    this.updateButton();
+  }
+
+  updateButton() {
+    this.save.disabled = this.saving || !this.vm || this.select.value === this.current();
+  }
+
+  showError(exc, what) {
+    const body = exc instanceof ApiError ? exc.body
+      : { error: `${what} failed`, code: "CLIENT_ERROR", details: String(exc), message: "Reload the page." };
+    clearTimeout(this.statusTimer);
+    this.status.className = "row-status";
+    this.status.replaceChildren(errorBox({ ...body, error: `${what}: ${body.error}` }));
+  }
+
+  async apply() {
+    if (!this.vm) return;
+    const chosen = this.select.value;
+    this.saving = true;
+    this.updateButton();
+    this.select.disabled = true;
+    clearTimeout(this.statusTimer);
+    this.status.className = "row-status";
+    this.status.replaceChildren(spinner(), "Setting the owner…");
+    try {
+      const vm = await api("PUT", `/api/vms/${encodeURIComponent(this.vm.uuid)}/owner`,
+        { owner: chosen === NONE ? null : chosen });
+      this.saving = false;
+      this.vm = vm;
+      this.status.className = "row-status ok";
+      this.status.textContent = vm.owner ? `${vm.owner} owns this VM now.` : "This VM has no owner now: administrators only.";
+      this.statusTimer = setTimeout(() => this.status.replaceChildren(), RESULT_SHOWN_MS);
+      this.fill();
+      this.onChanged(vm);
+    } catch (exc) {
+      this.saving = false;
+      this.showError(exc, "Setting the owner");
+    } finally {
+      this.select.disabled = false;
+      this.updateButton();
+    }
+  }
+}
