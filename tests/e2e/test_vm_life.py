@@ -18,7 +18,7 @@ from playwright.sync_api import Page, expect
 
 from tests.conftest import DEMO_ISO, QEMU_URI
 from tests.e2e.helpers import ARTIFACTS, COUNT_DRAWN_PIXELS, DESKTOP, PHONE, save_screenshot, start_limen
-from tests.support.libvirt_cleanup import domain_exists
+from tests.support.libvirt_cleanup import domain_exists, volume_exists
 from tests.support.server import LimenProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -95,13 +95,16 @@ def shoot(page: Page, name: str, *, full: bool = True) -> None:
     page.set_viewport_size(DESKTOP)
 
 
-def confirm_dialog(page: Page, name: str, button: str, verb: str, shot: str) -> None:
-    """Opens the confirmation of ``button``, checks it names the VM, screenshots it at both widths, confirms."""
+def confirm_dialog(page: Page, name: str, button: str, verb: str, shot: str, *, with_disks: bool = False) -> None:
+    """Opens the confirmation of ``button``, checks it names the VM, screenshots it at both widths, confirms
+    (``with_disks``: ticking "Also delete its disk volumes" first)."""
     page.get_by_role("button", name=f"{button} {name}").click()
     dialog = page.locator("#confirm-dialog")
     expect(dialog).to_be_visible()
     expect(dialog.locator(".vm-ref")).to_have_text(name)
     shoot(page, shot, full=False)
+    if with_disks:
+        dialog.get_by_label("Also delete its disk volumes", exact=False).check()
     dialog.get_by_role("button", name=f"{verb} {name}").click()
     expect(dialog).to_be_hidden()
 
@@ -171,16 +174,27 @@ def test_a_vms_whole_life_in_the_ui(
     page.locator("#boot-save").click()
     expect(media).to_contain_text("Saved")
     pending = page.locator("#pending-notice")
-    expect(pending).to_be_visible()
-    expect(pending).to_contain_text("Restart pending")
+    expect(pending).to_have_text(
+        "Restart pending. Changes take effect when the VM next starts (boot order: disk only).")
+    boot_now = page.locator("#boot-current")
+    expect(boot_now).to_have_text("Now: CD-ROM, then disk · from the next start: disk only")
+    # Opened afresh, the page shows the order the VM is defined with, and still offers to finish the install
+    # (the CD is in, and the running VM boots from it).
+    page.reload()
+    page.wait_for_selector('body[data-events="live"]', timeout=15_000)
+    expect(boot_now).to_have_text("Now: CD-ROM, then disk · from the next start: disk only")
+    expect(page.get_by_label("Boot order")).to_have_value("hd")
     page.get_by_role("button", name="Finish install").click()
-    expect(media).to_contain_text("Install finished")
+    expect(media).to_have_text("✓ Install finished: CD ejected; the VM boots from its disk from its next start")
     expect(page.locator("#media-current")).to_have_text("Empty (no disc).")
     expect(pending).to_be_visible()
     after_install = vm_json(api, name)
     assert after_install["pending_restart"] is True, after_install
     assert after_install["pending"] == {"boot_order": ["hd"]}, after_install
     shoot(page, "vm-life-details-restart-pending")
+    page.set_viewport_size(PHONE)  # rows become cards: an empty cell shows no lone "Details:" label
+    expect(page.locator("#action-rows tr", has_text="create").locator("td.action-details")).to_be_hidden()
+    page.set_viewport_size(DESKTOP)
 
     # Restart: force stop (confirmed), then start. SeaBIOS finds nothing to boot on the empty disk.
     confirm_dialog(page, name, "Force stop", "Force stop", "vm-life-confirm-force-stop")
@@ -188,15 +202,23 @@ def test_a_vms_whole_life_in_the_ui(
     page.get_by_role("button", name=f"Start {name}", exact=True).click()
     expect(state).to_have_text("Running")
     expect(pending).to_be_hidden()
+    expect(boot_now).to_have_text("Now: disk")
+    expect(page.locator("#finish-install")).to_be_hidden()
     seabios = wait_for_screen_text(name, "No bootable device")
     print("SeaBIOS's screen:\n" + seabios)
     assert "grub>" not in seabios
     assert "Booting from DVD/CD" not in seabios and "Booting from Hard Disk" in seabios, seabios
-    page.wait_for_selector('#screen-box[data-shot="loaded"]', timeout=20_000)
-    # The details page's picture is refreshed every 3 s: wait for one taken after SeaBIOS gave up.
-    note = page.locator("#screen-note").text_content()
-    page.wait_for_function("note => document.getElementById('screen-note').textContent !== note", arg=note,
-                           timeout=15_000)
+    # The details page's picture is refreshed every 3 s: wait for one asked for after SeaBIOS gave up.
+    page.wait_for_function(
+        "after => { const img = document.querySelector('#screen-box[data-shot=\"loaded\"] img');"
+        " return img && Number(new URL(img.src).searchParams.get('t')) > after; }",
+        arg=time.time() * 1000, timeout=20_000,
+    )
+    # The uptime counts on between reloads (nothing reloads the page of a VM that just sits there).
+    page.wait_for_function(
+        "() => { const m = /^(\\d+) s$/.exec(document.getElementById('fact-uptime').textContent);"
+        " return m && Number(m[1]) >= 3; }", timeout=15_000,
+    )
     save_screenshot(page, "vm-life-details-no-bootable-disk-1280")
 
     # Force reset asks first too; the VM goes on running, still with nothing to boot.
@@ -220,9 +242,24 @@ def test_a_vms_whole_life_in_the_ui(
     shoot(page, "vm-life-details-resized")
 
     # Deleted, with its disk, after the confirmation: back to the list, the VM gone.
-    confirm_dialog(page, name, "Delete", "Delete VM", "vm-life-confirm-delete")
+    confirm_dialog(page, name, "Delete", "Delete VM", "vm-life-confirm-delete", with_disks=True)
     page.wait_for_url(f"{server.base_url}/")
-    deadline = time.monotonic() + 30
-    while domain_exists(QEMU_URI, name) and time.monotonic() < deadline:
-        time.sleep(0.2)
     assert not domain_exists(QEMU_URI, name)
+    assert not volume_exists(QEMU_URI, str(disk["path"]))
+
+
+def test_finish_install_is_offered_only_to_a_vm_with_a_disk(
+    server: LimenProcess, api: httpx.Client, signed_in_page: Callable[..., Page], vm_names: Callable[[], str]
+) -> None:
+    """Finishing an install boots from the disk: a VM without one (a live CD) is not offered it, the API
+    would refuse it with DISK_NOT_FOUND."""
+    name = vm_names()
+    created = api.post("/api/vms", json={"name": name, "memory_mib": 128, "iso": DEMO_ISO})
+    assert created.status_code == 201, created.text
+    assert api.post(f"/api/vms/{name}/finish-install").json()["code"] == "DISK_NOT_FOUND"
+    page = signed_in_page(server)
+    page.goto(f"{server.base_url}/vms/{name}")
+    page.wait_for_selector('body[data-events="live"]', timeout=15_000)
+    expect(page.locator("#media-current")).to_have_text(f"Inserted: {DEMO_ISO}")
+    expect(page.locator("#no-disks")).to_be_visible()
+    expect(page.locator("#finish-install")).to_be_hidden()
