@@ -52,6 +52,7 @@ const ui = {
   isoSelect: $("iso-select"), mediaInsert: $("media-insert"), mediaEject: $("media-eject"),
   mediaCurrent: $("media-current"), bootSelect: $("boot-select"), bootSave: $("boot-save"),
   bootCurrent: $("boot-current"), finishInstall: $("finish-install"), finishInstallBtn: $("finish-install-btn"),
+  finishInstallText: $("finish-install-text"),
   mediaStatus: $("media-status"), settingsForm: $("settings-form"), setName: $("set-name"),
   setVcpus: $("set-vcpus"), setMemory: $("set-memory"), setAutostart: $("set-autostart"),
   settingsStatus: $("settings-status"), diskRows: $("disk-rows"), diskTable: $("disk-table"),
@@ -98,15 +99,17 @@ function describePending(pending) {
   const words = {
     vcpus: (v) => `vCPUs: ${v}`,
     memory_mib: (v) => `memory: ${formatMemory(v)}`,
-    boot_order: (v) => `boot order: ${bootChoiceLabel(v).toLowerCase()}`,
+    boot_order: (v) => `boot order: ${bootChoiceLabel(v)}`,
   };
   return Object.entries(pending || {}).map(([key, value]) => (words[key] ? words[key](value)
     : `${key}: ${Array.isArray(value) ? value.join(", ") : value}`)).join("; ");
 }
 
+/** The boot order as the select names it, for the middle of a sentence: "disk only", "CD-ROM, then disk". */
 function bootChoiceLabel(order) {
   const option = [...ui.bootSelect.options].find((o) => o.value === order.join(","));
-  return option ? option.textContent : bootLabel(order);
+  const text = option ? option.textContent : bootLabel(order);
+  return /^[A-Z][a-z]/.test(text) ? text[0].toLowerCase() + text.slice(1) : text;
 }
 
 function bodyOf(exc, what) {
@@ -211,8 +214,8 @@ function renderMedia() {
   const order = vm.boot_order || [];
   const next = nextBootOrder(vm);
   const key = next.join(",");
-  ui.bootCurrent.textContent = (order.length ? `Now: ${bootLabel(order)}` : "Now: —")
-    + (key !== order.join(",") ? ` · from the next start: ${bootChoiceLabel(next).toLowerCase()}` : "");
+  ui.bootCurrent.textContent = (order.length ? `Now: ${bootChoiceLabel(order)}` : "Now: —")
+    + (key !== order.join(",") ? ` · from the next start: ${bootChoiceLabel(next)}` : "");
   if (![...ui.bootSelect.options].some((o) => o.value === key) && key) {
     ui.bootSelect.append(h("option", { value: key, text: bootLabel(next) }));
   }
@@ -225,6 +228,9 @@ function renderMedia() {
   // boots (now or next time) from it, and only when there is a disk to boot (else DISK_NOT_FOUND).
   const hasDisk = (vm.disks || []).some((d) => d.device === "disk");
   ui.finishInstall.hidden = !(iso && hasDisk && (order[0] === "cdrom" || next[0] === "cdrom"));
+  ui.finishInstallText.textContent = next[0] === "cdrom"
+    ? "The VM boots from its CD first. When the operating system is installed, eject the CD and boot from the disk."
+    : "The VM runs from its CD until it next starts. Finish the install to eject the CD now.";
   ui.mediaEject.disabled = !iso || busy !== null;
   ui.mediaInsert.disabled = !hasCdrom || busy !== null;
 }
