@@ -16,6 +16,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
+from limen.web.routes import SCREENSHOT_TTL
 from tests.conftest import DEMO_ISO, QEMU_URI
 from tests.e2e.helpers import ARTIFACTS, COUNT_DRAWN_PIXELS, DESKTOP, PHONE, save_screenshot, start_limen
 from tests.support.libvirt_cleanup import domain_exists, volume_exists
@@ -212,11 +213,12 @@ def test_a_vms_whole_life_in_the_ui(
     print("SeaBIOS's screen:\n" + seabios)
     assert "grub>" not in seabios
     assert "Booting from DVD/CD" not in seabios and "Booting from Hard Disk" in seabios, seabios
-    # The details page's picture is refreshed every 3 s: wait for one asked for after SeaBIOS gave up.
+    # The details page asks for a picture every 3 s, and limen keeps each 3 s (SCREENSHOT_TTL): wait for one
+    # asked for more than that after SeaBIOS gave up.
     page.wait_for_function(
         "after => { const img = document.querySelector('#screen-box[data-shot=\"loaded\"] img');"
         " return img && Number(new URL(img.src).searchParams.get('t')) > after; }",
-        arg=time.time() * 1000, timeout=20_000,
+        arg=(time.time() + SCREENSHOT_TTL) * 1000, timeout=20_000,
     )
     # The uptime counts on between reloads (nothing reloads the page of a VM that just sits there).
     page.wait_for_function(
