@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -141,3 +142,24 @@ def test_the_page_at_390_px_for_admins_and_users(server: LimenProcess, new_page:
     save_screenshot(viewer, "isos-user-390")
     viewer.click("nav a[href='/']")
     viewer.wait_for_url(f"{server.base_url}/")
+
+
+def test_upload_progress_at_390_px(server: LimenProcess, new_page: Callable[..., Page], iso_dir: Path,
+                                   tmp_path: Path) -> None:
+    page = sign_in(new_page(PHONE), server.base_url, next_path="/isos")
+    throttle_uploads(page, 1_000_000)
+    source = tmp_path / "phone-upload.iso"
+    source.write_bytes(os.urandom(8 * MIB))
+    page.set_input_files("#upload-file", str(source))
+    page.click("#upload-start")
+    expect(page.locator("#upload-figures")).to_contain_text(re.compile(r"iB/s · \d+ s left"), timeout=10_000)
+    expect(page.locator("#upload-cancel")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], "wider than a phone"
+    for part in ("#upload-bar", "#upload-figures", "#upload-cancel"):
+        box = page.locator(part).bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (part, box)
+    page.locator("#upload-bar").scroll_into_view_if_needed()
+    save_screenshot(page, "isos-uploading-390")
+    page.click("#upload-cancel")
+    expect(page.locator("#upload-result .notice")).to_contain_text("cancelled")
+    assert not (iso_dir / "phone-upload.iso").exists()

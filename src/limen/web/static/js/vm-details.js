@@ -4,7 +4,8 @@
 // console" start it. Force stop, force reset and delete ask first, naming the VM. The page follows the
 // VM through GET /api/events (polling every 2 s only while that stream is down).
 //
-// Fields the server may not send yet (allocation, bus, cdrom, nics, pending_restart) show as "—".
+// Fields the server may not send yet (allocation, bus, cdrom, nics, pending_restart) show as "—". A running
+// VM's boot order and settings may be older than its definition: the definition's wait in `pending`.
 
 import { api, ApiError } from "./api.js";
 import { errorBox, formatBytes, formatDuration, formatMemory, h, spinner, stateBadge } from "./dom.js";
@@ -19,6 +20,7 @@ const RESULT_SHOWN_MS = 5000;
 const EVENT_RELOAD_MS = 100;
 const ACTIVE_STATES = new Set(["running", "paused", "shutting_down", "suspended"]);
 const BOOT_LABELS = { cdrom: "CD-ROM", hd: "disk" };
+const UPTIME_TICK_MS = 1000;
 
 const ACTIONS = {
   start: { label: "Start", busy: "Starting…", done: "Started", method: "POST", path: "start" },
@@ -51,6 +53,7 @@ const ui = {
   isoSelect: $("iso-select"), mediaInsert: $("media-insert"), mediaEject: $("media-eject"),
   mediaCurrent: $("media-current"), bootSelect: $("boot-select"), bootSave: $("boot-save"),
   bootCurrent: $("boot-current"), finishInstall: $("finish-install"), finishInstallBtn: $("finish-install-btn"),
+  finishInstallText: $("finish-install-text"),
   mediaStatus: $("media-status"), settingsForm: $("settings-form"), setName: $("set-name"),
   setVcpus: $("set-vcpus"), setMemory: $("set-memory"), setAutostart: $("set-autostart"),
   settingsStatus: $("settings-status"), diskRows: $("disk-rows"), diskTable: $("disk-table"),
@@ -75,6 +78,8 @@ let shotLoading = false;
 let confirmAction = null;
 let resizeTarget = null;
 let settingsShownFor = null;
+// The uptime the server last reported and when: the Overview counts on from there between reloads.
+let uptimeSince = null;
 const buttons = {};
 const owner = new OwnerControl($("owner-control"), { onChanged: (changed) => render(changed) });
 
@@ -83,6 +88,31 @@ const owner = new OwnerControl($("owner-control"), { onChanged: (changed) => ren
 const apiPath = (suffix = "") => `/api/vms/${encodeURIComponent(vm ? vm.uuid : vmId)}${suffix}`;
 const dash = (value) => (value === null || value === undefined || value === "" ? "—" : String(value));
 const baseName = (path) => (path ? String(path).split("/").pop() : null);
+const bootLabel = (order) => order.map((d) => BOOT_LABELS[d] || d).join(", then ");
+
+/** The boot order the VM starts with next time: its definition's, which waits in ``pending`` while it runs. */
+function nextBootOrder(current) {
+  const waiting = current.pending && current.pending.boot_order;
+  return Array.isArray(waiting) ? waiting : current.boot_order || [];
+}
+
+/** What waits for the next start, in words: "boot order: disk only; memory: 512 MiB". */
+function describePending(pending) {
+  const words = {
+    vcpus: (v) => `vCPUs: ${v}`,
+    memory_mib: (v) => `memory: ${formatMemory(v)}`,
+    boot_order: (v) => `boot order: ${bootChoiceLabel(v)}`,
+  };
+  return Object.entries(pending || {}).map(([key, value]) => (words[key] ? words[key](value)
+    : `${key}: ${Array.isArray(value) ? value.join(", ") : value}`)).join("; ");
+}
+
+/** The boot order as the select names it, for the middle of a sentence: "disk only", "CD-ROM, then disk". */
+function bootChoiceLabel(order) {
+  const option = [...ui.bootSelect.options].find((o) => o.value === order.join(","));
+  const text = option ? option.textContent : bootLabel(order);
+  return /^[A-Z][a-z]/.test(text) ? text[0].toLowerCase() + text.slice(1) : text;
+}
 
 function bodyOf(exc, what) {
   return exc instanceof ApiError ? exc.body
@@ -138,7 +168,7 @@ function render(current) {
   const vnc = vm.vnc ? (vm.vnc.port ?? "not assigned yet") : "no VNC graphics";
   ui.facts.replaceChildren(
     ...fact("State", vm.state.replace("_", " ")),
-    ...fact("Uptime", formatDuration(vm.uptime_seconds)),
+    ...fact("Uptime", formatDuration(vm.uptime_seconds), { id: "fact-uptime" }),
     ...fact("Owner", vm.owner ?? "— (unowned: admins only)"),
     ...fact("vCPUs", String(vm.vcpus)),
     ...fact("Memory", formatMemory(vm.memory_mib)),
@@ -148,6 +178,7 @@ function render(current) {
     ...fact("UUID", vm.uuid, { class: "mono uuid-value" }),
   );
   owner.show(vm);
+  uptimeSince = active && vm.uptime_seconds != null ? { seconds: vm.uptime_seconds, at: Date.now() } : null;
   renderPending();
   renderMedia();
   renderSettings(previous);
@@ -168,8 +199,7 @@ function renderPending() {
   const pending = vm.pending_restart === true;
   ui.pending.hidden = !pending;
   if (pending) {
-    const what = vm.pending && typeof vm.pending === "object"
-      ? Object.entries(vm.pending).map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(", ") : v}`).join("; ") : "";
+    const what = vm.pending && typeof vm.pending === "object" ? describePending(vm.pending) : "";
     ui.pending.replaceChildren(h("strong", { text: "Restart pending. " }),
       `Changes take effect when the VM next starts${what ? ` (${what})` : ""}.`);
   }
@@ -183,19 +213,27 @@ function renderMedia() {
     : iso ? `Inserted: ${iso}` : "Empty (no disc).";
   ui.mediaCurrent.dataset.iso = iso || "";
   fillIsoSelect(iso);
+  // The select shows (and sets) the definition's order; a running VM may still run with an older one.
   const order = vm.boot_order || [];
-  ui.bootCurrent.textContent = order.length ? `Now: ${order.map((d) => BOOT_LABELS[d] || d).join(", then ")}`
-    : "Now: —";
-  const key = order.join(",");
+  const next = nextBootOrder(vm);
+  const key = next.join(",");
+  ui.bootCurrent.textContent = (order.length ? `Now: ${bootChoiceLabel(order)}` : "Now: —")
+    + (key !== order.join(",") ? ` · from the next start: ${bootChoiceLabel(next)}` : "");
   if (![...ui.bootSelect.options].some((o) => o.value === key) && key) {
-    ui.bootSelect.append(h("option", { value: key, text: order.map((d) => BOOT_LABELS[d] || d).join(", then ") }));
+    ui.bootSelect.append(h("option", { value: key, text: bootLabel(next) }));
   }
   // Set the choices only when the VM's own values changed: a live update must not undo the user's pick.
   if (ui.bootSelect.dataset.shown !== key) {
     ui.bootSelect.value = key;
     ui.bootSelect.dataset.shown = key;
   }
-  ui.finishInstall.hidden = !(iso && order[0] === "cdrom");
+  // Finishing the install ejects the CD and boots from the disk: offered while a CD is in and the VM still
+  // boots (now or next time) from it, and only when there is a disk to boot (else DISK_NOT_FOUND).
+  const hasDisk = (vm.disks || []).some((d) => d.device === "disk");
+  ui.finishInstall.hidden = !(iso && hasDisk && (order[0] === "cdrom" || next[0] === "cdrom"));
+  ui.finishInstallText.textContent = next[0] === "cdrom"
+    ? "The VM boots from its CD first. When the operating system is installed, eject the CD and boot from the disk."
+    : "The VM runs from its CD until it next starts. Finish the install to eject the CD now.";
   ui.mediaEject.disabled = !iso || busy !== null;
   ui.mediaInsert.disabled = !hasCdrom || busy !== null;
 }
@@ -441,7 +479,9 @@ function wireForms() {
                                  apiPath("/finish-install"));
     if (result === null) return;
     if (result.uuid) render(result);
-    showStatus(ui.mediaStatus, "ok", "✓ Install finished: the VM boots from its disk");
+    showStatus(ui.mediaStatus, "ok", result.pending_restart
+      ? "✓ Install finished: CD ejected; the VM boots from its disk from its next start"
+      : "✓ Install finished: the VM boots from its disk");
     scheduleReload(0);
   });
   ui.settingsForm.addEventListener("submit", (event) => {
@@ -619,6 +659,10 @@ events = new VmEvents({
   },
 }).start();
 setInterval(loadScreenshot, SCREENSHOT_MS);
+setInterval(() => {
+  const shown = document.getElementById("fact-uptime");
+  if (uptimeSince && shown) shown.textContent = formatDuration(uptimeSince.seconds + (Date.now() - uptimeSince.at) / 1000);
+}, UPTIME_TICK_MS);
 document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "visible") scheduleReload(0);
 });
