@@ -20,7 +20,7 @@ def page_paths(**values: str) -> list[str]:
     paths = [
         route.path
         for route in router.routes
-        if isinstance(route, APIRoute) and not route.include_in_schema and "GET" in route.methods
+        if isinstance(route, APIRoute) and not route.include_in_schema and "GET" in (route.methods or ())
     ]
     paths.append(API_DOCS_URL)
     return [_PARAMETER.sub(lambda match: values.get(match.group(1), "1"), path) for path in paths]

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from playwright.sync_api import Page, Request, ViewportSize, expect
+from playwright.sync_api import Page, ViewportSize, expect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.conftest import DEMO_ISO, QEMU_URI
-from tests.e2e.helpers import DESKTOP, PHONE, save_screenshot, sign_in, start_limen
+from tests.e2e.helpers import DESKTOP, PHONE, save_screenshot, start_limen
 from tests.e2e.pages import page_paths
 from tests.support.access import TEST_ADMIN
 from tests.support.libvirt_cleanup import remove_domain
@@ -66,11 +66,11 @@ def long_names(server: LimenProcess) -> Iterator[LongNames]:
         assert admin.put(f"/api/vms/{vm}/owner", json={"owner": user}).status_code == 200
         token = admin.post("/api/tokens", json={"name": "layouts", "user": user}).json()["secret"]
     try:
-        with connect(f"{server.ws_url}/api/vms/{vm}/console",
-                     additional_headers={"Authorization": f"Bearer {token}"}) as ws:
-            with contextlib.suppress(ConnectionClosed):
-                for _ in ws:
-                    pass
+        console = connect(f"{server.ws_url}/api/vms/{vm}/console",
+                          additional_headers={"Authorization": f"Bearer {token}"})
+        with console as ws, contextlib.suppress(ConnectionClosed):
+            for _ in ws:
+                pass
         yield LongNames(vm=vm, vm_uuid=str(created.json()["uuid"]), user=user)
     finally:
         remove_domain(QEMU_URI, vm)
@@ -218,7 +218,8 @@ def test_the_focus_ring_shows_on_the_dark_top_bar(server: LimenProcess, signed_i
                                " return [s.outlineStyle, s.outlineWidth, s.outlineColor]; }")
         style, ring_width, color = ring
         assert style != "none" and float(ring_width.removesuffix("px")) >= 2, ring
-        rgb = tuple(int(part) for part in color[color.index("(") + 1:color.index(")")].split(",")[:3])
+        red, green, blue = (int(part) for part in color[color.index("(") + 1:color.index(")")].split(",")[:3])
+        rgb = (red, green, blue)
         assert contrast(rgb, TOP_BAR) >= 3, f"{link}: focus ring {color} on the bar: {contrast(rgb, TOP_BAR):.1f}:1"
     save_screenshot(page, "layout-topbar-focus-1280")
 

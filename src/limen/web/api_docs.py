@@ -44,7 +44,8 @@ def install_api_docs(app: FastAPI, settings: Settings) -> None:
             "Swagger UI not found; /api/docs answers 503 until `make install` runs npm ci",
             extra={"event": "swagger_ui_missing", "path": str(directory)},
         )
-        missing = LimenError(ErrorCode.INTERNAL_ERROR, f"Swagger UI is not installed at {directory}; run `make install`")
+        missing = LimenError(ErrorCode.INTERNAL_ERROR,
+                             f"Swagger UI is not installed at {directory}; run `make install`")
 
         async def api_docs_missing() -> Response:
             return JSONResponse(missing.to_dict(), status_code=503)
