@@ -12,8 +12,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from limen.errors import ErrorCode, LimenError
 from limen.settings import Settings
@@ -26,6 +25,10 @@ SWAGGER_UI_URL = "/static/swagger-ui"
 REPO_SWAGGER_UI_DIR = Path(__file__).resolve().parents[3] / "web" / "node_modules" / "swagger-ui-dist"
 # No call to validator.swagger.io (Swagger UI's default): nothing on the page leaves the server.
 SWAGGER_UI_PARAMETERS = {"validatorUrl": None, "deepLinking": True, "defaultModelsExpandDepth": 0}
+# Only what the page uses: the package's own index.html would load the Petstore example from the Internet.
+SWAGGER_UI_FILES = frozenset(
+    {"swagger-ui-bundle.js", "swagger-ui.css", "swagger-ui-bundle.js.map", "swagger-ui.css.map"}
+)
 
 
 def swagger_ui_dir(settings: Settings) -> Path:
@@ -34,7 +37,7 @@ def swagger_ui_dir(settings: Settings) -> Path:
 
 
 def install_api_docs(app: FastAPI, settings: Settings) -> None:
-    """Serves Swagger UI's files under ``/static/swagger-ui`` and the page at ``/api/docs``.
+    """Serves the page at ``/api/docs`` and the Swagger UI files it uses under ``/static/swagger-ui``.
 
     Call before ``/static`` is mounted (a mount answers every path below it). Without Swagger UI's
     files the page answers 503 with the one error schema, naming the fix, instead of a blank page."""
@@ -52,7 +55,13 @@ def install_api_docs(app: FastAPI, settings: Settings) -> None:
 
         app.add_api_route(API_DOCS_URL, api_docs_missing, include_in_schema=False)
         return
-    app.mount(SWAGGER_UI_URL, StaticFiles(directory=directory), name="swagger-ui")
+
+    async def swagger_ui_file(name: str) -> FileResponse:
+        if name not in SWAGGER_UI_FILES:
+            raise LimenError(ErrorCode.NOT_FOUND, f"{SWAGGER_UI_URL}/{name} is not one of Swagger UI's files")
+        return FileResponse(directory / name)
+
+    app.add_api_route(SWAGGER_UI_URL + "/{name}", swagger_ui_file, include_in_schema=False)
     openapi_url = app.openapi_url or "/api/openapi.json"
 
     async def api_docs() -> HTMLResponse:
