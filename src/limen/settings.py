@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     log_backups: int = Field(5, ge=0, le=100, description="Rotated log files kept")
     # noVNC's package (core/, vendor/); None: the repository's web/node_modules/@novnc/novnc.
     novnc_dir: Path | None = None
+    # Swagger UI's package (swagger-ui-bundle.js, swagger-ui.css) for /api/docs; None: the repository's
+    # web/node_modules/swagger-ui-dist.
+    swagger_ui_dir: Path | None = None
     # With a token, /metrics wants "Authorization: Bearer <token>"; without one it answers loopback only.
     metrics_token: SecretStr | None = None
 

@@ -69,7 +69,7 @@ def create_app(
         summary="A VM manager over libvirt whose browser console never hangs",
         version="0.1.0",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # /api/docs is limen.web.api_docs: Swagger UI from limen's own files, not a CDN
         redoc_url=None,
         lifespan=lifespan,
     )

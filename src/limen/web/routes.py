@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from limen.auth.deps import AccessibleVm
 from limen.errors import ErrorCode, LimenError
 from limen.settings import Settings
+from limen.web.api_docs import install_api_docs
 from limen.web.screenshots import ScreenshotCache
 
 log = logging.getLogger("limen.web")
@@ -133,7 +134,8 @@ def novnc_dir(settings: Settings) -> Path:
 
 
 def install_web(app: FastAPI, settings: Settings) -> None:
-    """Adds the UI to ``app``: pages, screenshots, error codes, noVNC and the UI's own static files."""
+    """Adds the UI to ``app``: pages, screenshots, error codes, noVNC, the API docs and the UI's own
+    static files."""
     hypervisor = app.state.hypervisor
     app.state.screenshots = ScreenshotCache(hypervisor.screenshot, ttl=SCREENSHOT_TTL)
     app.include_router(router)
@@ -151,4 +153,5 @@ def install_web(app: FastAPI, settings: Settings) -> None:
             return JSONResponse(missing.to_dict(), status_code=503)
 
         app.add_api_route(NOVNC_URL + "/{path:path}", novnc_missing, include_in_schema=False)
+    install_api_docs(app, settings)  # before /static: it mounts /static/swagger-ui
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -19,6 +19,13 @@ function when(value) {
   return value ? new Date(value).toLocaleString() : "—";
 }
 
+/** A user or VM name, cut short with an ellipsis when long (63 characters fit no column); the whole
+ * name (and the VM's UUID) on hover, and on screen while the row holds the focus. */
+function clipped(name, uuid) {
+  const text = name || "—";
+  return h("span", { class: "clip", title: uuid ? `${text} (${uuid})` : text, text });
+}
+
 function sessionRow(session) {
   const end = session.live
     ? h("span", { class: "badge running", text: "live" })
@@ -32,29 +39,29 @@ function sessionRow(session) {
   }
   return h(
     "tr", { dataset: { session: session.id, live: String(session.live) } },
-    h("td", { text: session.user }),
-    h("td", { class: "vm-name", text: session.vm_name, title: session.vm_uuid }),
-    h("td", { text: session.client_address }),
-    h("td", { text: when(session.started_at) }),
-    h("td", { text: when(session.ended_at) }),
-    h("td", { class: "num", text: formatBytes(session.bytes_to_client) }),
-    h("td", { class: "num", text: formatBytes(session.bytes_from_client) }),
-    h("td", { class: "end-code" }, end, session.terminated_by ? ` (ended by ${session.terminated_by})` : "",
+    h("td", { "data-label": "User" }, clipped(session.user)),
+    h("td", { class: "vm-name", "data-label": "VM" }, clipped(session.vm_name, session.vm_uuid)),
+    h("td", { "data-label": "Client", text: session.client_address }),
+    h("td", { "data-label": "Started", text: when(session.started_at) }),
+    h("td", { "data-label": "Ended", text: when(session.ended_at) }),
+    h("td", { class: "num", "data-label": "To browser", text: formatBytes(session.bytes_to_client) }),
+    h("td", { class: "num", "data-label": "From browser", text: formatBytes(session.bytes_from_client) }),
+    h("td", { class: "end-code", "data-label": "End" }, end, session.terminated_by ? ` (ended by ${session.terminated_by})` : "",
       // Why it ended, in words (e.g. "API token 12 revoked by 'root'"), when the server says.
       session.end_details ? h("div", { class: "end-details", text: session.end_details }) : ""),
-    h("td", {}, ...actions),
+    h("td", { class: "cell-actions", "data-label": "Actions" }, ...actions),
   );
 }
 
 function actionRow(action) {
   return h(
     "tr", { dataset: { action: action.action } },
-    h("td", { text: when(action.at) }),
-    h("td", { text: action.user }),
-    h("td", { text: action.action }),
-    h("td", { class: "vm-name", text: action.vm_name, title: action.vm_uuid || "" }),
-    h("td", {}, h("code", { text: action.result_code })),
-    h("td", { text: action.details }),
+    h("td", { "data-label": "When", text: when(action.at) }),
+    h("td", { "data-label": "User" }, clipped(action.user)),
+    h("td", { "data-label": "Action", text: action.action }),
+    h("td", { class: "vm-name", "data-label": "VM" }, clipped(action.vm_name, action.vm_uuid)),
+    h("td", { "data-label": "Result" }, h("code", { text: action.result_code })),
+    h("td", { "data-label": "Details", text: action.details }),
   );
 }
 

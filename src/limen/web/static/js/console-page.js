@@ -6,9 +6,9 @@
 import { api, ApiError, loadErrorCodes } from "./api.js";
 import { errorBox, formatMs, h, spinner, stateBadge } from "./dom.js";
 import { ConsoleConnection, consoleUrl, DEFAULT_WATCHDOG_MS, Phase } from "./console-client.js";
+import { VmEvents } from "./vm-events.js";
 
 const NOVNC = "/static/novnc";
-const VM_REFRESH_MS = 5000;
 const NOVNC_LOAD_MS = 20000;
 // Session ends worth reconnecting to by themselves; others (VM stopped, user, idle) wait for the user.
 const TRANSIENT_CODES = new Set([
@@ -72,6 +72,7 @@ let backoffTimer = null;
 let elapsedTicker = null;
 let typing = null;
 let vmName = vmId;
+let vmUuid = null; // known once the VM has been read: events name VMs by UUID
 let connectGeneration = 0; // a newer connect() makes an older one's pending ticket request moot
 
 function parseWatchdog(value) {
@@ -544,12 +545,22 @@ async function refreshVm() {
   try {
     const vm = await api("GET", `/api/vms/${encodeURIComponent(vmId)}`, undefined, { timeoutMs: 8000 });
     vmName = vm.name;
+    vmUuid = vm.uuid;
     ui.name.textContent = vm.name;
+    ui.name.title = vm.name; // a long name is cut short in the bar
     ui.state.replaceChildren(stateBadge(vm.state));
     document.title = `${vm.name} — console — limen`;
   } catch {
     ui.name.textContent = vmName; // keep the last known state: the console panel tells what failed
   }
+}
+
+/** The badge follows the VM as libvirt reports it (a `virsh destroy` included), not the console's own
+ * connection: "Connected" beside "Stopped" would contradict itself. */
+function onVmEvent(change) {
+  if (!vmUuid || change.uuid !== vmUuid) return;
+  if (change.state) ui.state.replaceChildren(stateBadge(change.state));
+  else refreshVm();
 }
 
 // -- start -----------------------------------------------------------------------------------------
@@ -558,8 +569,9 @@ async function main() {
   ui.name.textContent = vmId || "Console";
   wireToolbar();
   wireFocusHint();
+  // One read now, then the VM's changes as they happen (GET /api/events; polled only while it is down).
   refreshVm();
-  setInterval(refreshVm, VM_REFRESH_MS);
+  new VmEvents({ reload: refreshVm, onEvent: onVmEvent }).start();
   const codes = loadErrorCodes();
   try {
     // Bounded like everything else: a script that never arrives must not leave the page "Loading…".

@@ -1,4 +1,5 @@
-// Who is signed in, shown in the top bar of every page, with "Sign out".
+// Who is signed in, shown in the top bar of every page ("admin · administrator"), with a link to the API
+// docs and "Sign out".
 
 import { api, currentUser, forgetUser } from "./api.js";
 import { h } from "./dom.js";
@@ -14,8 +15,16 @@ export async function signOut() {
   window.location.assign("/login");
 }
 
-/** Fills #user-menu with the user's name, role and a sign-out button; resolves to the user, or to null
- * when nobody is signed in (the page is on its way to /login) or limen cannot be reached. */
+const ROLE_NAMES = { admin: "administrator", user: "user" };
+
+/** The role in words, as the header shows it. */
+export function roleName(role) {
+  return Object.hasOwn(ROLE_NAMES, role) ? ROLE_NAMES[role] : String(role);
+}
+
+/** Fills #user-menu with the user's name and role, the API docs link and a sign-out button; resolves to
+ * the user, or to null when nobody is signed in (the page is on its way to /login) or limen cannot be
+ * reached. */
 export async function mountUserMenu() {
   let user;
   try {
@@ -26,8 +35,11 @@ export async function mountUserMenu() {
   const slot = document.getElementById("user-menu");
   if (slot) {
     slot.replaceChildren(
-      h("span", { class: "user-name", id: "user-name", title: user.name, text: user.name }),
-      h("span", { class: "user-role", text: user.role }),
+      // A long name is cut short on screen; the title shows it whole on hover, screen readers read it whole.
+      h("span", { class: "user-who", id: "user-who", title: `${user.name} · ${roleName(user.role)}` },
+        h("span", { class: "user-name", id: "user-name", text: user.name }),
+        h("span", { class: "user-role", text: ` · ${roleName(user.role)}` })),
+      h("a", { class: "user-link", href: "/api/docs", text: "API docs" }),
       h("button", { class: "btn small", type: "button", id: "sign-out", onclick: signOut, text: "Sign out" }),
     );
   }

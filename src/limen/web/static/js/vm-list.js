@@ -66,7 +66,7 @@ function createRow(vm) {
   const row = { vm: null, pending: null, shotLoading: false, resultTimer: null, hasShot: false, eventAt: 0 };
   const link = `/vms/${encodeURIComponent(vm.uuid)}`;
   row.thumb = h("a", { class: "thumb", href: link });
-  row.nameLink = h("a", { href: link, dataset: { role: "details" } });
+  row.nameLink = h("a", { class: "clip", href: link, dataset: { role: "details" } }); // long names: CSS
   row.uuid = h("span", { class: "uuid mono" });
   row.cells = {
     state: h("td", { "data-label": "State" }),
@@ -124,6 +124,7 @@ function updateRow(row, vm) {
   row.tr.dataset.vmName = vm.name;
   row.tr.dataset.state = vm.state;
   setText(row.nameLink, vm.name);
+  row.nameLink.title = vm.name; // cut short on screen when long: whole on hover (and on focus, by CSS)
   setText(row.uuid, vm.uuid);
   if (!previous || previous.state !== vm.state || !row.cells.state.firstChild) {
     row.cells.state.replaceChildren(stateBadge(vm.state));
@@ -294,7 +295,7 @@ function announce(text) {
 function openDeleteDialog(row) {
   deleteTarget = row;
   const vm = row.vm;
-  ui.dialogText.replaceChildren("Delete the VM ", h("strong", { text: vm.name }), "? This cannot be undone.",
+  ui.dialogText.replaceChildren("Delete the VM ", h("strong", { class: "vm-ref", text: vm.name }), "? This cannot be undone.",
     ACTIVE_STATES.has(vm.state) ? " It is running and will be powered off first." : "");
   const disks = (vm.disks || []).filter((d) => d.device === "disk" && d.path);
   ui.dialogDisks.checked = false;

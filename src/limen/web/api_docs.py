@@ -1,0 +1,77 @@
+"""``/api/docs``: Swagger UI from limen's own files, so the API's documentation works offline.
+
+FastAPI's built-in page loads Swagger UI from a CDN (a blank page without Internet); this one is the
+same page with every URL local. Swagger UI comes from ``web/node_modules/swagger-ui-dist`` (``npm ci``
+in ``web/``, run by ``make install``), or the ``swagger_ui_dir`` setting.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+
+from limen.errors import ErrorCode, LimenError
+from limen.settings import Settings
+
+log = logging.getLogger("limen.web")
+
+API_DOCS_URL = "/api/docs"
+SWAGGER_UI_URL = "/static/swagger-ui"
+# src/limen/web/api_docs.py -> the repository root, where `make install` runs `npm ci` in web/.
+REPO_SWAGGER_UI_DIR = Path(__file__).resolve().parents[3] / "web" / "node_modules" / "swagger-ui-dist"
+# No call to validator.swagger.io (Swagger UI's default): nothing on the page leaves the server.
+SWAGGER_UI_PARAMETERS = {"validatorUrl": None, "deepLinking": True, "defaultModelsExpandDepth": 0}
+# Only what the page uses: the package's own index.html would load the Petstore example from the Internet.
+SWAGGER_UI_FILES = frozenset(
+    {"swagger-ui-bundle.js", "swagger-ui.css", "swagger-ui-bundle.js.map", "swagger-ui.css.map"}
+)
+
+
+def swagger_ui_dir(settings: Settings) -> Path:
+    """Where Swagger UI's ``swagger-ui-bundle.js`` is: the ``swagger_ui_dir`` setting, else the repository's."""
+    return settings.swagger_ui_dir or REPO_SWAGGER_UI_DIR
+
+
+def install_api_docs(app: FastAPI, settings: Settings) -> None:
+    """Serves the page at ``/api/docs`` and the Swagger UI files it uses under ``/static/swagger-ui``.
+
+    Call before ``/static`` is mounted (a mount answers every path below it). Without Swagger UI's
+    files the page answers 503 with the one error schema, naming the fix, instead of a blank page."""
+    directory = swagger_ui_dir(settings)
+    if not (directory / "swagger-ui-bundle.js").is_file():
+        log.warning(
+            "Swagger UI not found; /api/docs answers 503 until `make install` runs npm ci",
+            extra={"event": "swagger_ui_missing", "path": str(directory)},
+        )
+        missing = LimenError(ErrorCode.INTERNAL_ERROR,
+                             f"Swagger UI is not installed at {directory}; run `make install`")
+
+        async def api_docs_missing() -> Response:
+            return JSONResponse(missing.to_dict(), status_code=503)
+
+        app.add_api_route(API_DOCS_URL, api_docs_missing, include_in_schema=False)
+        return
+
+    async def swagger_ui_file(name: str) -> FileResponse:
+        if name not in SWAGGER_UI_FILES:
+            raise LimenError(ErrorCode.NOT_FOUND, f"{SWAGGER_UI_URL}/{name} is not one of Swagger UI's files")
+        return FileResponse(directory / name)
+
+    app.add_api_route(SWAGGER_UI_URL + "/{name}", swagger_ui_file, include_in_schema=False)
+    openapi_url = app.openapi_url or "/api/openapi.json"
+
+    async def api_docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} — API",
+            swagger_js_url=f"{SWAGGER_UI_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{SWAGGER_UI_URL}/swagger-ui.css",
+            swagger_favicon_url="/static/img/limen.svg",
+            swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
+        )
+
+    app.add_api_route(API_DOCS_URL, api_docs, include_in_schema=False, response_class=HTMLResponse)
