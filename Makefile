@@ -27,7 +27,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 web:
 	@if [ -f web/package-lock.json ]; then \
 	  if [ ! -d web/node_modules ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then \
-	    (cd web && npm ci --no-audit --no-fund --loglevel=error); \
+	    (cd web && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error); \
 	  fi; \
 	fi
 
