@@ -85,6 +85,12 @@ class Settings(BaseSettings):
         15.0, gt=0, le=3600, description="Seconds between keep-alive comments; access is re-checked as often"
     )
 
+    # -- resource figures (GET /api/vms/{id}/stats, /api/host/stats, /metrics) -------------------------
+    stats_interval: float = Field(
+        5.0, ge=0, le=3600, description="Seconds between samples of every running VM's CPU, memory, disk and "
+        "network; 0 turns sampling off"
+    )
+
     # -- access --------------------------------------------------------------------------------------
     # SQLAlchemy URL of limen's database (users, tokens, sessions, audit); defaults to
     # sqlite:///<data_dir>/limen.db. It may hold a password: never log it (see database_url_redacted).
@@ -126,6 +132,13 @@ class Settings(BaseSettings):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be empty")
+        return value
+
+    @field_validator("stats_interval")
+    @classmethod
+    def _stats_interval(cls, value: float) -> float:
+        if 0 < value < 0.5:
+            raise ValueError("must be 0 (off) or at least 0.5 seconds")
         return value
 
     @field_validator("allowed_origins", "trusted_proxies", "allowed_hosts", mode="before")
