@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     log_backups: int = Field(5, ge=0, le=100, description="Rotated log files kept")
     # noVNC's package (core/, vendor/); None: the repository's web/node_modules/@novnc/novnc.
     novnc_dir: Path | None = None
+    # uPlot's dist/ (the charts of the VM details page); None: the repository's web/node_modules/uplot/dist.
+    uplot_dir: Path | None = None
     # With a token, /metrics wants "Authorization: Bearer <token>"; without one it answers loopback only.
     metrics_token: SecretStr | None = None
 
