@@ -147,10 +147,10 @@ def measure_memory() -> dict[str, Any]:
 class _NoConnection:
     """Stands in for a connection in the memory run: the reader's libvirt calls find nothing."""
 
-    def getAllDomainStats(self, *_args: Any) -> list[Any]:  # noqa: N802 (libvirt's name)
+    def getAllDomainStats(self, *_args: Any) -> list[Any]:
         return []
 
-    def getCPUStats(self, *_args: Any) -> dict[str, int]:  # noqa: N802
+    def getCPUStats(self, *_args: Any) -> dict[str, int]:
         return {"idle": 0}
 
 

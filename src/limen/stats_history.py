@@ -4,8 +4,9 @@ libvirt, no clock of its own (every call is given the time), so it is tested wit
 A VM's history is two rings of :data:`FIELDS` (float32 values, float64 times), allocated in full when the VM
 is first seen, so its memory is fixed: ``(FINE_POINTS + COARSE_POINTS) * (8 + 4 * len(FIELDS))`` bytes
 (:func:`bytes_per_vm`: 95,040 bytes, about 93 KiB, for 720 fine and 1440 coarse points) plus about 4 KB
-of bookkeeping (measured: 98,900 bytes a VM in all). A VM that stops keeps its history for :data:`STOPPED_RETENTION` seconds,
-and at most :data:`MAX_VMS` histories are kept (the longest-stopped go first), so the whole is bounded.
+of bookkeeping (measured: 98,900 bytes a VM in all). A VM that stops keeps its history for
+:data:`STOPPED_RETENTION` seconds, and at most :data:`MAX_VMS` histories are kept (the longest-stopped go
+first), so the whole is bounded.
 
 Rates come from two readings of monotonic counters: ``(counter now - counter before) / seconds between``.
 A counter that went backwards (the VM restarted) or a first reading gives no rate (NaN; ``null`` in JSON).

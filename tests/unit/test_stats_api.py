@@ -169,3 +169,11 @@ def test_bad_interval_is_refused(make_settings: Callable[..., Settings], value: 
     from limen.settings import SettingsError
     with pytest.raises(SettingsError, match="LIMEN_STATS_INTERVAL"):
         make_settings(stats_interval=value)
+
+
+async def test_the_details_page_gets_its_charting_library(users: Users) -> None:
+    script = await users.client.get("/static/uplot/uPlot.esm.js")
+    assert script.status_code == 200 and "export" in script.text
+    assert (await users.client.get("/static/uplot/uPlot.min.css")).status_code == 200
+    page = (await users.client.get("/vms/some-vm")).text
+    assert 'id="resource-graphs"' in page and "/static/js/vm-graphs.js" in page

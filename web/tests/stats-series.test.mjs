@@ -41,6 +41,7 @@ test("bad answers change nothing", () => {
 
 test("figures read as people say them", () => {
   assert.equal(formatPercent(null), "—");
+  assert.equal(formatPercent(0), "0 %");
   assert.equal(formatPercent(3.14159), "3.1 %");
   assert.equal(formatPercent(57.6), "58 %");
   assert.equal(formatSize(96 * 2 ** 20), "96 MiB");

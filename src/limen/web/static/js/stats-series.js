@@ -61,7 +61,7 @@ export class SeriesWindow {
 
 export function formatPercent(value) {
   if (value === null || value === undefined || Number.isNaN(value)) return "—";
-  return `${value >= 10 ? Math.round(value) : value.toFixed(1)} %`;
+  return `${value >= 10 || value === 0 ? Math.round(value) : value.toFixed(1)} %`;
 }
 
 export function formatSize(bytes) {

@@ -9,22 +9,29 @@ const WINDOW_SECONDS = 3600;
 const MIN_POLL_MS = 1000;
 const RETRY_MS = 10000;
 const CHART_HEIGHT = 150;
+// Ticks on byte scales at binary steps (32 MiB, 64 MiB… rather than 48 MiB, 95 MiB).
+const BYTE_INCRS = [];
+for (let power = 0; power <= 50; power += 10) {
+  for (const m of [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]) BYTE_INCRS.push(m * 2 ** power);
+}
+// An empty rate graph still shows a scale (0 to 1 KiB/s) rather than fractions of a byte.
+const MIN_RATE_TOP = 1024;
 
 const GRAPHS = [
   { id: "cpu", title: "CPU", unit: formatPercent, range: [0, 100],
     lines: [{ field: "cpu_vcpu_percent", label: "of its vCPUs", stroke: "#2458d6", fill: "rgb(36 88 214 / 12%)" }] },
-  { id: "memory", title: "Memory", unit: formatSize,
+  { id: "memory", title: "Memory", unit: formatSize, bytes: true,
     lines: [
       { field: "memory_bytes", label: "assigned", stroke: "#8a94a0", dash: [4, 4] },
       { field: "rss_bytes", label: "host RSS", stroke: "#7b3fc4" },
       { field: "memory_used_bytes", label: "used by guest", stroke: "#1f8a4c" },
     ] },
-  { id: "disk", title: "Disk", unit: formatRate,
+  { id: "disk", title: "Disk", unit: formatRate, bytes: true, minTop: MIN_RATE_TOP,
     lines: [
       { field: "disk_read_bps", label: "read", stroke: "#2458d6" },
       { field: "disk_write_bps", label: "write", stroke: "#c26a00" },
     ] },
-  { id: "net", title: "Network", unit: formatRate,
+  { id: "net", title: "Network", unit: formatRate, bytes: true, minTop: MIN_RATE_TOP,
     lines: [
       { field: "net_rx_bps", label: "received", stroke: "#1f8a4c" },
       { field: "net_tx_bps", label: "sent", stroke: "#c62f2f" },
@@ -66,17 +73,22 @@ function buildGraph(graph) {
     height: CHART_HEIGHT,
     legend: { show: true, live: false },
     cursor: { y: false, points: { size: 5 } },
-    scales: { x: { time: true }, y: graph.range ? { range: graph.range } : { range: (_u, _min, max) => [0, Math.max(max || 0, 1)] } },
+    scales: {
+      x: { time: true },
+      y: { range: graph.range ?? ((_u, _min, max) => [0, Math.max(max || 0, graph.minTop || 1) * 1.1]) },
+    },
     axes: [
       { stroke: "#5b6470", grid: { stroke: "#eceff2" }, ticks: { stroke: "#d8dde3" } },
-      { stroke: "#5b6470", grid: { stroke: "#eceff2" }, ticks: { stroke: "#d8dde3" }, size: 70,
-        values: (_u, ticks) => ticks.map((v) => graph.unit(v)) },
+      { stroke: "#5b6470", grid: { stroke: "#eceff2" }, ticks: { stroke: "#d8dde3" }, size: 76,
+        incrs: graph.bytes ? BYTE_INCRS : undefined, values: (_u, ticks) => ticks.map((v) => graph.unit(v)) },
     ],
     series: [
       {},
       ...graph.lines.map((line) => ({
         label: line.label, stroke: line.stroke, fill: line.fill, dash: line.dash, width: 1.5,
-        spanGaps: false, points: { show: false }, value: (_u, v) => graph.unit(v),
+        // A gauge (memory) is drawn across a sample that lacked it (libvirt does not wait for a VM busy with
+        // a job, e.g. a screenshot); a rate's gap stays a gap.
+        spanGaps: graph.id === "memory", points: { show: false }, value: (_u, v) => graph.unit(v),
       })),
     ],
   };
