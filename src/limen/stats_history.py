@@ -8,15 +8,17 @@ of bookkeeping (measured: 98,900 bytes a VM in all). A VM that stops keeps its h
 :data:`STOPPED_RETENTION` seconds, and at most :data:`MAX_VMS` histories are kept (the longest-stopped go
 first), so the whole is bounded.
 
-Rates come from two readings of monotonic counters: ``(counter now - counter before) / seconds between``.
-A counter that went backwards (the VM restarted) or a first reading gives no rate (NaN; ``null`` in JSON).
+Rates come from two readings of monotonic counters: ``(counter now - counter before) / seconds between``,
+each counter against its own last reading: libvirt leaves out what a VM busy with a job (a screenshot)
+cannot answer at once, and the rate after such a gap spans it. A counter that went backwards (the VM
+restarted) or a first reading gives no rate (NaN; ``null`` in JSON).
 """
 
 from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 # The series kept per VM, in the order of the rings' columns.
@@ -37,6 +39,10 @@ COARSE_STEP = 60.0       # seconds per coarse point
 STOPPED_RETENTION = 600.0  # seconds a stopped (or vanished) VM's history is kept
 MAX_VMS = 2048
 NAN = float("nan")
+# The monotonic counters of a Reading, whose rates are figures.
+COUNTERS = ("cpu_time_ns", "disk_read_bytes", "disk_write_bytes", "net_rx_bytes", "net_tx_bytes")
+# A counter's last reading, as (value, wall time).
+Known = Mapping[str, tuple[int, float]]
 
 
 def bytes_per_vm(fine_points: int = FINE_POINTS, coarse_points: int = COARSE_POINTS) -> int:
@@ -73,10 +79,26 @@ def _kib(value: int | None) -> float:
     return NAN if value is None else value * 1024.0
 
 
-def sample_values(before: Reading | None, now: Reading, seconds: float) -> tuple[float, ...]:
-    """The :data:`FIELDS` of ``now``, rates taken against ``before`` (``seconds`` of wall time earlier)."""
-    prior = before if before is not None else Reading(now.uuid, now.name, now.vcpus, None)
-    cpu_cores = rate(prior.cpu_time_ns, now.cpu_time_ns, seconds) / 1e9  # NaN propagates
+def known_counters(reading: Reading, at: float, known: Known | None = None) -> dict[str, tuple[int, float]]:
+    """``known`` updated with the counters ``reading`` (taken at ``at``) has."""
+    updated = dict(known or {})
+    for counter in COUNTERS:
+        value = getattr(reading, counter)
+        if value is not None:
+            updated[counter] = (value, at)
+    return updated
+
+
+def sample_values(known: Known, now: Reading, at: float) -> tuple[float, ...]:
+    """The :data:`FIELDS` of ``now`` (read at ``at``), each rate against its counter's reading in ``known``."""
+
+    def per_second(counter: str) -> float:
+        before = known.get(counter)
+        if before is None:
+            return NAN
+        return rate(before[0], getattr(now, counter), at - before[1])
+
+    cpu_cores = per_second("cpu_time_ns") / 1e9  # NaN propagates
     cpu_percent = cpu_cores * 100.0
     cpu_vcpu_percent = cpu_percent / now.vcpus if now.vcpus > 0 else NAN
     used = NAN
@@ -88,10 +110,10 @@ def sample_values(before: Reading | None, now: Reading, seconds: float) -> tuple
         _kib(now.memory_kib),
         used,
         _kib(now.rss_kib),
-        rate(prior.disk_read_bytes, now.disk_read_bytes, seconds),
-        rate(prior.disk_write_bytes, now.disk_write_bytes, seconds),
-        rate(prior.net_rx_bytes, now.net_rx_bytes, seconds),
-        rate(prior.net_tx_bytes, now.net_tx_bytes, seconds),
+        per_second("disk_read_bytes"),
+        per_second("disk_write_bytes"),
+        per_second("net_rx_bytes"),
+        per_second("net_tx_bytes"),
     )
 
 
@@ -167,15 +189,14 @@ class VmHistory:
         self.coarse_step = coarse_step
         self.running = False
         self.last_seen = 0.0  # wall time of the last reading
-        self._last: Reading | None = None
+        self._known: Known = {}
         self._average = _Average()
 
     def record(self, reading: Reading, at: float) -> None:
-        before = self._last if self.running else None  # a VM that was stopped starts its rates afresh
-        seconds = at - self.last_seen if before is not None else 0.0
-        values = sample_values(before, reading, seconds)
-        self.name, self.vcpus, self.running, self.last_seen, self._last = (
-            reading.name, reading.vcpus, True, at, reading)
+        known = self._known if self.running else {}  # a VM that was stopped starts its rates afresh
+        values = sample_values(known, reading, at)
+        self._known = known_counters(reading, at, known)
+        self.name, self.vcpus, self.running, self.last_seen = reading.name, reading.vcpus, True, at
         self.fine.append(at, values)
         step = math.floor(at / self.coarse_step) * self.coarse_step
         if self._average.step is not None and step != self._average.step:

@@ -16,6 +16,7 @@ from limen.stats_history import (
     Ring,
     StatsHistory,
     bytes_per_vm,
+    known_counters,
     rate,
     sample_values,
 )
@@ -44,7 +45,8 @@ def test_rate_needs_two_readings_time_between_and_no_reset() -> None:
 
 def test_cpu_percent_of_one_core_and_of_the_vcpus() -> None:
     # 7.5 s of CPU in 5 s: one and a half cores busy; of 2 vCPUs, 75 %.
-    got = figures(sample_values(reading(10.0), reading(17.5, rd=5000, wr=10_000, rx=2500, tx=50), 5.0))
+    known = known_counters(reading(10.0), 100.0)
+    got = figures(sample_values(known, reading(17.5, rd=5000, wr=10_000, rx=2500, tx=50), 105.0))
     assert got["cpu_percent"] == 150.0
     assert got["cpu_vcpu_percent"] == 75.0
     assert (got["disk_read_bps"], got["disk_write_bps"], got["net_rx_bps"], got["net_tx_bps"]) == (
@@ -55,15 +57,28 @@ def test_cpu_percent_of_one_core_and_of_the_vcpus() -> None:
 
 
 def test_first_reading_has_figures_but_no_rates() -> None:
-    got = figures(sample_values(None, reading(10.0), 0.0))
+    got = figures(sample_values({}, reading(10.0), 100.0))
     assert math.isnan(got["cpu_percent"]) and math.isnan(got["disk_read_bps"])
     assert got["memory_bytes"] == 2**30
 
 
 def test_missing_guest_figures_stay_unknown() -> None:
     bare = Reading("u", "vm", 0, None)
-    got = figures(sample_values(bare, bare, 5.0))
+    got = figures(sample_values(known_counters(bare, 100.0), bare, 105.0))
     assert all(math.isnan(value) for value in got.values())
+
+
+def test_a_rate_after_a_reading_without_the_counter_spans_the_gap() -> None:
+    history = StatsHistory()
+    history.record([reading(0.0, rd=0)], at=100.0)
+    busy = Reading("u-1", "vm", 2, 1_000_000_000)  # a VM busy with a job: no disk figures this round
+    history.record([busy], at=105.0)
+    history.record([reading(2.0, rd=10_000)], at=110.0)
+    vm = history.get("u-1")
+    assert vm is not None
+    series = vm.fine.since(0)
+    assert series["disk_read_bps"] == [None, None, 1000.0]  # 10,000 bytes over the 10 s since its last reading
+    assert series["cpu_percent"] == [None, 20.0, 20.0]
 
 
 def test_ring_keeps_the_last_points_in_order() -> None:
