@@ -85,7 +85,11 @@ class StatsSampler:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while True:
-            await self.sample_once()
+            try:
+                await self.sample_once()
+            except Exception:  # a bug in one round must not end sampling for the life of the server
+                self.failures += 1
+                log.exception("resource sampling round failed", extra={"event": "stats_sample_failed"})
             next_at += self.interval
             # A round that overran (a slow libvirt) skips the ticks it missed rather than bursting.
             now = loop.time()
