@@ -6,6 +6,7 @@ only a VM's state; figures with values are recorded into the history directly wh
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -177,3 +178,19 @@ async def test_the_details_page_gets_its_charting_library(users: Users) -> None:
     assert (await users.client.get("/static/uplot/uPlot.min.css")).status_code == 200
     page = (await users.client.get("/vms/some-vm")).text
     assert 'id="resource-graphs"' in page and "/static/js/vm-graphs.js" in page
+
+
+async def test_auto_resolution_turns_coarse_when_since_is_older_than_the_fine_buffer(
+        users: Users, alices_vm: dict[str, Any]) -> None:
+    start = 4_000_000.0
+    for i in range(800):  # more than the 720 fine points: the oldest are gone from the fine buffer
+        users.sampler.history.record([counters(alices_vm, i * 0.5, 0)], at=start + i * 5)
+    path = f"/api/vms/{alices_vm['uuid']}/stats"
+    old = (await users.get("alice", path, params={"since": start})).json()
+    assert (old["resolution"], old["step"]) == ("coarse", 60.0)
+    times = old["series"]["t"]
+    assert old["series"]["cpu_percent"][-1] == 10.0  # one-minute averages of 10 %
+    assert all(later - earlier == 60.0 for earlier, later in itertools.pairwise(times))
+    assert times[0] - 60 <= start and start + 799 * 5 - 60 < times[-1] <= start + 799 * 5
+    recent = (await users.get("alice", path, params={"since": start + 799 * 5 - 60})).json()
+    assert recent["resolution"] == "fine" and len(recent["series"]["t"]) == 12
