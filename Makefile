@@ -9,7 +9,7 @@ PORT ?= 8080
 export LIMEN_ISO_DIR ?= /var/lib/limen/isos
 PYTEST_ARGS ?=
 
-.PHONY: install host venv web run demo-vm test test-unit lint bench bench-smoke clean
+.PHONY: install host venv web run demo-vm test test-unit lint bench bench-stats bench-smoke clean
 
 install: host venv web
 
@@ -53,6 +53,10 @@ lint: venv
 # The full benchmark: raw TCP, websockify and limen side by side (minutes). `make test` runs its smoke.
 bench: install
 	@$(BIN)/python -m bench.run --out bench/out/results.json
+
+# The resource sampler with 50 running VMs (libvirt's test driver): CPU % of one core, memory per VM (~4 min).
+bench-stats: venv
+	@$(BIN)/python -m bench.stats_sampler --out bench/out/stats_sampler.json
 
 clean:
 	rm -rf $(VENV) web/node_modules .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -6,9 +6,15 @@ frame: byte counts are added once per session, at its end.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from limen.stats_history import FIELDS, StatsHistory
 
 STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0)
 FIRST_FRAME_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
@@ -61,6 +67,10 @@ class Metrics:
             "Requests dropped while being read (too slow, head too large), by error code", ["code"], registry=r,
         )
 
+    def watch_vm_stats(self, history: StatsHistory) -> None:
+        """Publishes every running VM's latest figures (see :class:`VmStatsCollector`)."""
+        self.registry.register(VmStatsCollector(history))
+
     def observe_libvirt_call(self, operation: str, seconds: float, failure: str | None) -> None:
         self.libvirt_call_seconds.labels(operation).observe(seconds)
         if failure is not None:
@@ -102,3 +112,46 @@ class ConsoleMetrics:
         m.console_sessions_ended.labels(reason).inc()
         m.console_bytes.labels("to_client").inc(session.traffic.to_client)
         m.console_bytes.labels("to_vnc").inc(session.traffic.to_vnc)
+
+
+# Each figure of limen.stats_history.FIELDS as a gauge: (metric name, help).
+VM_GAUGES = {
+    "cpu_percent": ("limen_vm_cpu_percent", "VM CPU use, % of one host core, over the last sampling interval"),
+    "cpu_vcpu_percent": ("limen_vm_cpu_vcpu_percent", "VM CPU use, % of its vCPUs together"),
+    "memory_bytes": ("limen_vm_memory_bytes", "Memory the VM has now (balloon current)"),
+    "memory_used_bytes": ("limen_vm_memory_used_bytes", "Memory the guest uses, when its balloon driver says"),
+    "rss_bytes": ("limen_vm_rss_bytes", "Host memory held by the VM's process"),
+    "disk_read_bps": ("limen_vm_disk_read_bytes_per_second", "VM disk reads, all disks"),
+    "disk_write_bps": ("limen_vm_disk_write_bytes_per_second", "VM disk writes, all disks"),
+    "net_rx_bps": ("limen_vm_network_receive_bytes_per_second", "VM network received, all interfaces"),
+    "net_tx_bps": ("limen_vm_network_transmit_bytes_per_second", "VM network sent, all interfaces"),
+}
+assert tuple(VM_GAUGES) == FIELDS
+
+
+class VmStatsCollector(Collector):
+    """The latest sample of every running VM, read at scrape time, labelled by ``vm_uuid`` and ``vm_name``
+    only: a VM that stops or goes away is simply not there at the next scrape."""
+
+    def __init__(self, history: StatsHistory) -> None:
+        self.history = history
+
+    def describe(self) -> list[Metric]:
+        return []  # unchecked collector: its series come and go with the VMs
+
+    def collect(self) -> Iterator[Metric]:
+        families = {field: GaugeMetricFamily(name, text, labels=["vm_uuid", "vm_name"])
+                    for field, (name, text) in VM_GAUGES.items()}
+        running = GaugeMetricFamily("limen_vms_sampled", "Running VMs in the last resource sample")
+        count = 0
+        for vm in self.history.running():
+            point = vm.fine.latest()
+            if point is None:
+                continue
+            count += 1
+            for field, value in zip(FIELDS, point[1], strict=True):
+                if not math.isnan(value):
+                    families[field].add_metric([vm.uuid, vm.name], value)
+        running.add_metric([], count)
+        yield running
+        yield from families.values()

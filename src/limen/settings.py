@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     # Swagger UI's package (swagger-ui-bundle.js, swagger-ui.css) for /api/docs; None: the repository's
     # web/node_modules/swagger-ui-dist.
     swagger_ui_dir: Path | None = None
+    # uPlot's dist/ (the charts of the VM details page); None: the repository's web/node_modules/uplot/dist.
+    uplot_dir: Path | None = None
     # With a token, /metrics wants "Authorization: Bearer <token>"; without one it answers loopback only.
     metrics_token: SecretStr | None = None
 
@@ -86,6 +88,12 @@ class Settings(BaseSettings):
     # -- event stream (GET /api/events) ----------------------------------------------------------------
     events_keepalive: float = Field(
         15.0, gt=0, le=3600, description="Seconds between keep-alive comments; access is re-checked as often"
+    )
+
+    # -- resource figures (GET /api/vms/{id}/stats, /api/host/stats, /metrics) -------------------------
+    stats_interval: float = Field(
+        5.0, ge=0, le=3600, description="Seconds between samples of every running VM's CPU, memory, disk and "
+        "network; 0 turns sampling off"
     )
 
     # -- access --------------------------------------------------------------------------------------
@@ -129,6 +137,13 @@ class Settings(BaseSettings):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be empty")
+        return value
+
+    @field_validator("stats_interval")
+    @classmethod
+    def _stats_interval(cls, value: float) -> float:
+        if 0 < value < 0.5:
+            raise ValueError("must be 0 (off) or at least 0.5 seconds")
         return value
 
     @field_validator("allowed_origins", "trusted_proxies", "allowed_hosts", mode="before")

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 REQUEST_ID = "same-request-id-for-both"
 ROUTES = (
     ("GET", ""), ("DELETE", "?delete_disks=true"), ("POST", "/start"), ("POST", "/stop?force=true"),
-    ("POST", "/reboot"), ("POST", "/console-ticket"), ("GET", "/screenshot"), ("PUT", "/owner"),
+    ("POST", "/reboot"), ("POST", "/console-ticket"), ("GET", "/screenshot"), ("PUT", "/owner"), ("GET", "/stats"),
 )
 
 

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from limen.api import events, health, isos, vm_disks, vm_media, vms
+from limen.api import events, health, isos, stats, vm_disks, vm_media, vms
 from limen.api.access import install_access
 from limen.api.authenticate_first import AuthenticateFirst
 from limen.api.body_limit import BodyLimit
@@ -30,6 +30,7 @@ from limen.isos.background import BackgroundChecksums
 from limen.metrics import Metrics
 from limen.recovery import Recovery
 from limen.settings import Settings
+from limen.stats_sampler import StatsSampler
 from limen.web import install_web
 
 
@@ -45,6 +46,8 @@ def create_app(
     hv.connection.observers.append(metrics.observe_libvirt_call)
     recovery = Recovery(guard.instances, guard.audit, hv)
     metrics.event_streams_active.set_function(lambda: hv.feed.subscriber_count)
+    sampler = StatsSampler(hv.connection, settings.stats_interval)
+    metrics.watch_vm_stats(sampler.history)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -54,9 +57,11 @@ def create_app(
             try:
                 await start_iso_library(settings, iso_checksums)
                 await recovery.start()  # this instance's heartbeat; what lost instances held is closed
+                sampler.start()
                 try:
                     yield
                 finally:
+                    await sampler.stop()
                     await recovery.stop()
             finally:
                 await iso_checksums.close()
@@ -77,6 +82,7 @@ def create_app(
     app.state.hypervisor = hv
     app.state.metrics = metrics
     app.state.recovery = recovery
+    app.state.stats_sampler = sampler
     # Remembers revocations as long as a console ticket lives: a ticket asked for by a since-revoked
     # credential must not open a console.
     console_sessions = ConsoleSessions(CurrentRights(guard.users, hv.console_vm),
@@ -98,6 +104,7 @@ def create_app(
     app.include_router(vm_disks.router)
     app.include_router(isos.router)
     app.include_router(events.router)
+    app.include_router(stats.router)
     app.include_router(console_router)
     install_access(app, guard)
     install_web(app, settings)  # last: it mounts /static

@@ -4,8 +4,9 @@ Pages and static files need no sign-in (they hold no data); the API they call do
 send the browser to ``/login`` when it answers 401. The screenshot needs a user who may see the VM.
 
 Pages are static HTML; their scripts read the VM id from the address and talk to the REST API and
-the console WebSocket. noVNC comes from ``web/node_modules/@novnc/novnc`` (``npm ci`` in ``web/``,
-run by ``make install``), served from limen itself so the UI works offline.
+the console WebSocket. noVNC comes from ``web/node_modules/@novnc/novnc`` and uPlot (the resource graphs)
+from ``web/node_modules/uplot/dist`` (``npm ci`` in ``web/``, run by ``make install``), served from limen
+itself so the UI works offline.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 # src/limen/web/routes.py -> the repository root, where `make install` runs `npm ci` in web/.
 REPO_NOVNC_DIR = Path(__file__).resolve().parents[3] / "web" / "node_modules" / "@novnc" / "novnc"
 NOVNC_URL = "/static/novnc"
+REPO_UPLOT_DIR = Path(__file__).resolve().parents[3] / "web" / "node_modules" / "uplot" / "dist"
+UPLOT_URL = "/static/uplot"
 SCREENSHOT_TTL = 3.0
 _NO_CACHE = {"Cache-Control": "no-cache"}
 
@@ -133,6 +136,11 @@ def novnc_dir(settings: Settings) -> Path:
     return settings.novnc_dir or REPO_NOVNC_DIR
 
 
+def uplot_dir(settings: Settings) -> Path:
+    """Where uPlot's ``uPlot.esm.js`` and ``uPlot.min.css`` are: the ``uplot_dir`` setting, else the repository's."""
+    return settings.uplot_dir or REPO_UPLOT_DIR
+
+
 def install_web(app: FastAPI, settings: Settings) -> None:
     """Adds the UI to ``app``: pages, screenshots, error codes, noVNC, the API docs and the UI's own
     static files."""
@@ -153,5 +161,11 @@ def install_web(app: FastAPI, settings: Settings) -> None:
             return JSONResponse(missing.to_dict(), status_code=503)
 
         app.add_api_route(NOVNC_URL + "/{path:path}", novnc_missing, include_in_schema=False)
+    uplot = uplot_dir(settings)
+    if (uplot / "uPlot.esm.js").is_file():
+        app.mount(UPLOT_URL, StaticFiles(directory=uplot), name="uplot")
+    else:  # the pages still work; the details page says its graphs are missing
+        log.warning("uPlot not found; the VM details page cannot draw graphs until `make install` runs npm ci",
+                    extra={"event": "uplot_missing", "path": str(uplot)})
     install_api_docs(app, settings)  # before /static: it mounts /static/swagger-ui
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

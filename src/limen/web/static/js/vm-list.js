@@ -1,10 +1,12 @@
 // The VM list: a table updated in place when limen pushes a change (GET /api/events; polled every 2 s
 // only while that stream is down), actions with progress and their result or error, a delete dialog,
-// and a small screenshot of each running VM. A VM's name opens its details page, Console its console.
+// and a small screenshot of each running VM with its CPU % and memory (GET /api/stats/vms, every
+// sampling interval). A VM's name opens its details page, Console its console.
 
 import { api, ApiError } from "./api.js";
 import { errorBox, formatDuration, formatMemory, h, spinner, STATE_LABELS, stateBadge } from "./dom.js";
 import { mountUserMenu } from "./session.js";
+import { formatPercent, formatSize } from "./stats-series.js";
 import { POLL_MS, VmEvents } from "./vm-events.js";
 
 const REFRESH_MS = POLL_MS;
@@ -49,6 +51,8 @@ let deleteTarget = null;
 let events = null;
 let lastUpdated = null;
 let lastRefreshAt = 0;
+let figuresTimer = null;
+const FIGURES_RETRY_MS = 30000;
 
 // -- rows ------------------------------------------------------------------------------------------
 
@@ -68,8 +72,10 @@ function createRow(vm) {
   row.thumb = h("a", { class: "thumb", href: link });
   row.nameLink = h("a", { class: "clip", href: link, dataset: { role: "details" } }); // long names: CSS
   row.uuid = h("span", { class: "uuid mono" });
+  row.badge = h("span");
+  row.figures = h("span", { class: "vm-figures" });
   row.cells = {
-    state: h("td", { "data-label": "State" }),
+    state: h("td", { "data-label": "State" }, row.badge, row.figures),
     vcpus: h("td", { class: "num", "data-label": "vCPUs" }),
     memory: h("td", { class: "num", "data-label": "Memory" }),
     vnc: h("td", { class: "num", "data-label": "VNC port" }),
@@ -126,9 +132,10 @@ function updateRow(row, vm) {
   setText(row.nameLink, vm.name);
   row.nameLink.title = vm.name; // cut short on screen when long: whole on hover (and on focus, by CSS)
   setText(row.uuid, vm.uuid);
-  if (!previous || previous.state !== vm.state || !row.cells.state.firstChild) {
-    row.cells.state.replaceChildren(stateBadge(vm.state));
+  if (!previous || previous.state !== vm.state || !row.badge.firstChild) {
+    row.badge.replaceChildren(stateBadge(vm.state));
   }
+  if (!ACTIVE_STATES.has(vm.state)) showFigures(row, null);
   setText(row.cells.vcpus, String(vm.vcpus));
   setText(row.cells.memory, formatMemory(vm.memory_mib));
   const port = vm.vnc ? (vm.vnc.port ?? "—") : "none";
@@ -320,6 +327,31 @@ function wireDialog() {
   });
 }
 
+// -- CPU and memory figures ------------------------------------------------------------------------
+
+function showFigures(row, latest) {
+  const cpu = latest ? latest.cpu_vcpu_percent : null;
+  const memory = latest ? (latest.memory_used_bytes ?? latest.rss_bytes) : null;
+  const text = cpu === null && memory === null ? "" : `CPU ${formatPercent(cpu)} · ${formatSize(memory)}`;
+  setText(row.figures, text);
+  row.figures.title = text ? "CPU: % of its vCPUs; memory: used by the guest, else held by its process" : "";
+}
+
+async function refreshFigures() {
+  clearTimeout(figuresTimer);
+  let delay = FIGURES_RETRY_MS;
+  if (document.visibilityState === "visible") {
+    try {
+      const body = await api("GET", "/api/stats/vms", undefined, { timeoutMs: 10000 });
+      for (const [uuid, row] of rows) showFigures(row, ACTIVE_STATES.has(row.vm.state) ? body.vms[uuid] : null);
+      if (body.enabled) delay = Math.max(1000, body.interval * 1000);
+    } catch {
+      // The figures are extras: the list's own error handling speaks for the server.
+    }
+  }
+  figuresTimer = setTimeout(refreshFigures, delay);
+}
+
 // -- refreshing ------------------------------------------------------------------------------------
 
 function scheduleRefresh(delay = REFRESH_MS) {
@@ -394,10 +426,12 @@ wireDialog();
 document.addEventListener("click", closeMenusOnOutsideClick);
 document.addEventListener("keydown", closeMenusOnEscape);
 document.addEventListener("visibilitychange", () => {
-  if (document.visibilityState === "visible") scheduleRefresh(0);
+  if (document.visibilityState !== "visible") return;
+  scheduleRefresh(0);
+  refreshFigures();
 });
 setInterval(refreshScreenshots, SCREENSHOT_MS);
 mountUserMenu();
 document.body.dataset.events = "polling";
-refresh();
+refresh().then(refreshFigures);
 events = new VmEvents({ reload: () => scheduleRefresh(0), onEvent: onVmEvent, onStatus: onStreamStatus }).start();

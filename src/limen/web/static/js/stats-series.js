@@ -1,0 +1,82 @@
+// Resource series on the page: the points of GET /api/vms/{id}/stats kept for a time window, merged as new
+// answers arrive (each asks only for what is newer than the last point held), and how figures are written.
+// Pure: no DOM, no fetch; tested with node --test (web/tests/stats-series.test.mjs).
+
+export const FIELDS = [
+  "cpu_percent", "cpu_vcpu_percent", "memory_bytes", "memory_used_bytes", "rss_bytes",
+  "disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps",
+];
+
+export class SeriesWindow {
+  // windowSeconds: how far back from the newest point to keep (older points are dropped).
+  constructor(windowSeconds) {
+    this.windowSeconds = windowSeconds;
+    this.clear();
+  }
+
+  clear() {
+    this.t = [];
+    this.columns = Object.fromEntries(FIELDS.map((name) => [name, []]));
+  }
+
+  // The `since` to ask with: the newest point held, or 0 (everything the server has) before anything is
+  // held; the server's clock decides, not this browser's.
+  since() {
+    return this.t.length ? this.t[this.t.length - 1] : 0;
+  }
+
+  // Adds the points of an answer's `series` newer than those held, then trims to the window.
+  merge(series) {
+    const times = series && Array.isArray(series.t) ? series.t : [];
+    const last = this.t.length ? this.t[this.t.length - 1] : -Infinity;
+    times.forEach((t, i) => {
+      if (!(t > last)) return;
+      this.t.push(t);
+      for (const name of FIELDS) {
+        const column = series[name];
+        this.columns[name].push(column && column[i] !== undefined ? column[i] : null);
+      }
+    });
+    if (!this.t.length) return;
+    const oldest = this.t[this.t.length - 1] - this.windowSeconds;
+    let drop = 0;
+    while (drop < this.t.length && this.t[drop] < oldest) drop += 1;
+    if (drop) {
+      this.t.splice(0, drop);
+      for (const name of FIELDS) this.columns[name].splice(0, drop);
+    }
+  }
+
+  // uPlot's data: [times, ...columns] for the fields asked.
+  data(fields) {
+    return [this.t, ...fields.map((name) => this.columns[name])];
+  }
+
+  latest(name) {
+    const column = this.columns[name];
+    for (let i = column.length - 1; i >= 0; i -= 1) if (column[i] !== null) return column[i];
+    return null;
+  }
+}
+
+export function formatPercent(value) {
+  if (value === null || value === undefined || Number.isNaN(value)) return "—";
+  return `${value >= 10 || value === 0 ? Math.round(value) : value.toFixed(1)} %`;
+}
+
+export function formatSize(bytes) {
+  if (bytes === null || bytes === undefined || Number.isNaN(bytes)) return "—";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = Math.max(0, bytes);
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${value >= 10 || unit === 0 ? Math.round(value) : value.toFixed(1)} ${units[unit]}`;
+}
+
+export function formatRate(bytesPerSecond) {
+  const size = formatSize(bytesPerSecond);
+  return size === "—" ? size : `${size}/s`;
+}

@@ -1,0 +1,180 @@
+// The VM details page's resource graphs: CPU %, memory, disk and network of the last hour, drawn with uPlot
+// (served from /static/uplot) and updated live: GET /api/vms/{id}/stats?since=<newest point held> every
+// sampling interval while the page is visible. Self-contained: it owns the #resource-graphs section.
+
+import { api, ApiError } from "./api.js";
+import { formatPercent, formatRate, formatSize, SeriesWindow } from "./stats-series.js";
+
+const WINDOW_SECONDS = 3600;
+const MIN_POLL_MS = 1000;
+const RETRY_MS = 10000;
+const CHART_HEIGHT = 150;
+// Ticks on byte scales at binary steps (32 MiB, 64 MiB… rather than 48 MiB, 95 MiB).
+const BYTE_INCRS = [];
+for (let power = 0; power <= 50; power += 10) {
+  for (const m of [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]) BYTE_INCRS.push(m * 2 ** power);
+}
+// An empty rate graph still shows a scale (0 to 1 KiB/s) rather than fractions of a byte.
+const MIN_RATE_TOP = 1024;
+
+const GRAPHS = [
+  { id: "cpu", title: "CPU", unit: formatPercent, range: [0, 100],
+    lines: [{ field: "cpu_vcpu_percent", label: "of its vCPUs", stroke: "#2458d6", fill: "rgb(36 88 214 / 12%)" }] },
+  { id: "memory", title: "Memory", unit: formatSize, bytes: true,
+    lines: [
+      { field: "memory_bytes", label: "assigned", stroke: "#8a94a0", dash: [4, 4] },
+      { field: "rss_bytes", label: "host RSS", stroke: "#7b3fc4" },
+      { field: "memory_used_bytes", label: "used by guest", stroke: "#1f8a4c" },
+    ] },
+  { id: "disk", title: "Disk", unit: formatRate, bytes: true, minTop: MIN_RATE_TOP,
+    lines: [
+      { field: "disk_read_bps", label: "read", stroke: "#2458d6" },
+      { field: "disk_write_bps", label: "write", stroke: "#c26a00" },
+    ] },
+  { id: "net", title: "Network", unit: formatRate, bytes: true, minTop: MIN_RATE_TOP,
+    lines: [
+      { field: "net_rx_bps", label: "received", stroke: "#1f8a4c" },
+      { field: "net_tx_bps", label: "sent", stroke: "#c62f2f" },
+    ] },
+];
+
+const section = document.getElementById("resource-graphs");
+const note = document.getElementById("graphs-note");
+const vmId = decodeURIComponent(window.location.pathname.replace(/\/+$/, "").split("/").pop() || "");
+const series = new SeriesWindow(WINDOW_SECONDS);
+const charts = new Map();
+let uPlot = null;
+let timer = null;
+let polling = false;
+let pollMs = 5000;
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function chartWidth(box) {
+  return Math.max(200, Math.floor(box.getBoundingClientRect().width));
+}
+
+function buildGraph(graph) {
+  const card = el("figure", "graph");
+  card.dataset.graph = graph.id;
+  const head = el("figcaption", "graph-head");
+  const title = el("span", "graph-title", graph.title);
+  const figure = el("span", "graph-figure mono", "—");
+  head.append(title, figure);
+  const box = el("div", "graph-box");
+  card.append(head, box);
+  const opts = {
+    width: 400,
+    height: CHART_HEIGHT,
+    legend: { show: true, live: false },
+    cursor: { y: false, points: { size: 5 } },
+    scales: {
+      x: { time: true },
+      y: { range: graph.range ?? ((_u, _min, max) => [0, Math.max(max || 0, graph.minTop || 1) * 1.1]) },
+    },
+    axes: [
+      { stroke: "#5b6470", grid: { stroke: "#eceff2" }, ticks: { stroke: "#d8dde3" } },
+      { stroke: "#5b6470", grid: { stroke: "#eceff2" }, ticks: { stroke: "#d8dde3" }, size: 76,
+        incrs: graph.bytes ? BYTE_INCRS : undefined, values: (_u, ticks) => ticks.map((v) => graph.unit(v)) },
+    ],
+    series: [
+      {},
+      ...graph.lines.map((line) => ({
+        label: line.label, stroke: line.stroke, fill: line.fill, dash: line.dash, width: 1.5,
+        // A gauge (memory) is drawn across a sample that lacked it (libvirt does not wait for a VM busy with
+        // a job, e.g. a screenshot); a rate's gap stays a gap.
+        spanGaps: graph.id === "memory", points: { show: false }, value: (_u, v) => graph.unit(v),
+      })),
+    ],
+  };
+  return { graph, card, box, figure, opts, plot: null };
+}
+
+function figureText(graph) {
+  const parts = graph.lines
+    .map((line) => [line.label, series.latest(line.field)])
+    .filter(([, value]) => value !== null)
+    .map(([label, value]) => `${graph.unit(value)} ${label}`);
+  return parts.length ? parts.join(" · ") : "—";
+}
+
+function draw() {
+  for (const chart of charts.values()) {
+    const data = series.data(chart.graph.lines.map((line) => line.field));
+    if (chart.plot === null) {
+      chart.opts.width = chartWidth(chart.box);
+      chart.plot = new uPlot(chart.opts, data, chart.box);
+    } else {
+      chart.plot.setData(data);
+    }
+    chart.figure.textContent = figureText(chart.graph);
+  }
+}
+
+function describe(body) {
+  if (!body.enabled) return "Resource sampling is off on this server (LIMEN_STATS_INTERVAL=0).";
+  const every = `sampled every ${body.interval} s, last hour`;
+  if (!body.running) return series.t.length ? `Not running: the last samples before it stopped (${every}).`
+    : "Not running: graphs appear once the VM runs.";
+  return `Live, ${every}.`;
+}
+
+async function poll() {
+  clearTimeout(timer);
+  timer = null;
+  if (document.visibilityState !== "visible" || polling) return; // resumed by visibilitychange
+  polling = true;
+  let delay = pollMs;
+  try {
+    const since = series.since();
+    const body = await api("GET", `/api/vms/${encodeURIComponent(vmId)}/stats?since=${since}&resolution=fine`);
+    series.merge(body.series);
+    pollMs = Math.max(MIN_POLL_MS, (body.interval || 5) * 1000);
+    delay = body.enabled ? pollMs : RETRY_MS * 6;
+    section.dataset.running = String(Boolean(body.running));
+    section.dataset.points = String(series.t.length);
+    draw();
+    note.textContent = describe(body);
+  } catch (exc) {
+    delay = RETRY_MS;
+    const text = exc instanceof ApiError ? `${exc.body.error}: ${exc.body.message || exc.body.details || ""}` : String(exc);
+    note.textContent = `Cannot load the resource figures (${text.trim()}); retrying every ${RETRY_MS / 1000} s.`;
+  } finally {
+    polling = false;
+  }
+  timer = setTimeout(poll, delay);
+}
+
+function resize() {
+  for (const chart of charts.values()) {
+    if (chart.plot) chart.plot.setSize({ width: chartWidth(chart.box), height: CHART_HEIGHT });
+  }
+}
+
+async function start() {
+  if (!section) return;
+  try {
+    uPlot = (await import("/static/uplot/uPlot.esm.js")).default;
+  } catch (exc) {
+    note.textContent = "The graphs cannot be drawn: uPlot is not installed on the server (make install).";
+    return;
+  }
+  const grid = document.getElementById("graphs");
+  for (const graph of GRAPHS) {
+    const chart = buildGraph(graph);
+    charts.set(graph.id, chart);
+    grid.append(chart.card);
+  }
+  new ResizeObserver(() => resize()).observe(grid);
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible" && timer === null) poll();
+  });
+  poll();
+}
+
+start();

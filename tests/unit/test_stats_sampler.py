@@ -1,0 +1,70 @@
+"""The sampler's loop over libvirt's test driver: it samples every interval until stopped, a failed read
+loses only its round (the history stays), and an interval of 0 starts nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import libvirt
+
+from limen.hypervisor.connection import LibvirtConnection
+from limen.stats_history import Reading
+from limen.stats_sampler import Round, StatsSampler, read_round
+
+TEST_DRIVER = "test:///default"
+
+
+async def test_samples_every_interval_until_stopped() -> None:
+    connection = LibvirtConnection(TEST_DRIVER, 5.0)
+    clock = itertools.count(1000.0, 0.05)
+    sampler = StatsSampler(connection, 0.05, clock=lambda: next(clock))
+    try:
+        sampler.start()
+        for _ in range(100):
+            if sampler.history.rounds >= 3:
+                break
+            await asyncio.sleep(0.02)
+        await sampler.stop()
+        rounds = sampler.history.rounds
+        assert rounds >= 3
+        assert [vm.name for vm in sampler.history.running()] == ["test"]  # the driver's running domain
+        await asyncio.sleep(0.15)
+        assert sampler.history.rounds == rounds  # stopped means stopped
+    finally:
+        await connection.close()
+
+
+async def test_a_failed_read_loses_only_its_round() -> None:
+    connection = LibvirtConnection(TEST_DRIVER, 5.0)
+    failing = [False]
+
+    def read(conn: libvirt.virConnect) -> Round:
+        if failing[0]:
+            raise libvirt.libvirtError("libvirtd went away")
+        real = read_round(conn)
+        return Round([Reading(r.uuid, r.name, 1, 10**9) for r in real.readings], real.host_cpu)
+
+    sampler = StatsSampler(connection, 5.0, read=read)
+    try:
+        await sampler.sample_once()
+        failing[0] = True
+        await sampler.sample_once()
+        assert sampler.failures == 1
+        assert sampler.history.rounds == 1 and len(sampler.history.running()) == 1
+        failing[0] = False
+        await sampler.sample_once()
+        assert sampler.history.rounds == 2
+    finally:
+        await connection.close()
+
+
+async def test_interval_zero_starts_nothing() -> None:
+    connection = LibvirtConnection(TEST_DRIVER, 5.0)
+    sampler = StatsSampler(connection, 0)
+    sampler.start()
+    assert not sampler.enabled
+    await asyncio.sleep(0.05)
+    assert sampler.history.rounds == 0
+    await sampler.stop()
+    await connection.close()

@@ -1,0 +1,52 @@
+// The details page's resource series: merging answers of GET /api/vms/{id}/stats, the time window, and
+// how figures read. Run: node --test web/tests/   (tests/unit/test_web_js.py runs it under pytest)
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { formatPercent, formatRate, formatSize, SeriesWindow } from "../../src/limen/web/static/js/stats-series.js";
+
+function answer(times, cpu) {
+  return { t: times, cpu_percent: cpu, cpu_vcpu_percent: cpu.map((v) => (v === null ? null : v / 2)) };
+}
+
+test("answers are merged once, in order, and missing columns read as null", () => {
+  const series = new SeriesWindow(3600);
+  assert.equal(series.since(), 0);
+  series.merge(answer([100, 105], [null, 40]));
+  series.merge(answer([105, 110], [40, 60])); // 105 again: an overlapping answer adds nothing twice
+  assert.deepEqual(series.t, [100, 105, 110]);
+  assert.deepEqual(series.columns.cpu_percent, [null, 40, 60]);
+  assert.deepEqual(series.columns.cpu_vcpu_percent, [null, 20, 30]);
+  assert.deepEqual(series.columns.net_rx_bps, [null, null, null]);
+  assert.equal(series.since(), 110);
+  assert.equal(series.latest("cpu_percent"), 60);
+  assert.equal(series.latest("net_rx_bps"), null);
+  assert.deepEqual(series.data(["cpu_percent"]), [[100, 105, 110], [null, 40, 60]]);
+});
+
+test("points older than the window are dropped", () => {
+  const series = new SeriesWindow(10);
+  series.merge(answer([0, 5, 10, 15, 20], [1, 2, 3, 4, 5]));
+  assert.deepEqual(series.t, [10, 15, 20]);
+  assert.deepEqual(series.columns.cpu_percent, [3, 4, 5]);
+});
+
+test("bad answers change nothing", () => {
+  const series = new SeriesWindow(10);
+  series.merge(undefined);
+  series.merge({ t: "nonsense" });
+  assert.deepEqual(series.t, []);
+});
+
+test("figures read as people say them", () => {
+  assert.equal(formatPercent(null), "—");
+  assert.equal(formatPercent(0), "0 %");
+  assert.equal(formatPercent(3.14159), "3.1 %");
+  assert.equal(formatPercent(57.6), "58 %");
+  assert.equal(formatSize(96 * 2 ** 20), "96 MiB");
+  assert.equal(formatSize(1.5 * 2 ** 30), "1.5 GiB");
+  assert.equal(formatRate(2048), "2.0 KiB/s");
+  assert.equal(formatRate(0), "0 B/s");
+  assert.equal(formatRate(null), "—");
+});
