@@ -245,7 +245,9 @@ def test_paste_as_typing_arrives_exact_and_refuses_what_no_key_types(
 
 
 def focused_id(page: Page) -> str:
-    value: str = page.evaluate("() => document.activeElement ? document.activeElement.id || document.activeElement.tagName : ''")
+    value: str = page.evaluate(
+        "() => document.activeElement ? document.activeElement.id || document.activeElement.tagName : ''"
+    )
     return value
 
 
