@@ -142,7 +142,14 @@ def serial_vm(serial_iso: Path, vm_names: Callable[[], str], tmp_path: Path,
 
 
 def open_console(page: Page, server: LimenProcess, vm: SerialVm) -> None:
+    """Opens the VM's console. The libvirtd these tests share with parallel suites sometimes answers too
+    late (HYPERVISOR_UNAVAILABLE, the page's Retry): these tests are about the keyboard, so they retry
+    that once, as a person would; any other failure fails the test."""
     page.goto(f"{server.base_url}/vms/{vm.name}/console")
+    page.wait_for_selector('body[data-console-state="connected"], body[data-console-state="failed"]',
+                           timeout=30_000)
+    if page.locator('#panel-extra .error-box[data-code="HYPERVISOR_UNAVAILABLE"]').count():
+        page.get_by_role("button", name="Retry", exact=True).click()
     page.wait_for_selector('body[data-console-state="connected"]', timeout=30_000)
 
 
@@ -210,7 +217,7 @@ def test_paste_as_typing_arrives_exact_and_refuses_what_no_key_types(
     short = ["Hi!", f"AZ az 09 {SHIFTED} `-=[]\\;,./"]
     paste(page, "".join(f"echo '{p}'\n" for p in short))
     assert_echoed(serial_vm, short, before=before, timeout=60)
-    expect(page.locator("#conn-status")).to_have_text(re.compile(r"Typed \d+ characters|Connected"))
+    expect(page.locator("#conn-status")).to_contain_text("Connected")
 
     # Characters no US key types are refused before anything is typed, and named.
     prompts = serial_vm.prompts()

@@ -514,7 +514,7 @@ async function typeText(keys) {
     if (typing === job) typing = null;
   }
   if (session !== rfb) return;
-  setState("connected", `Typed ${keys.length} characters`, "ok");
+  setState("connected", `Connected · typed ${keys.length} characters`, "ok");
   ui.body.dataset.typed = String(Number(ui.body.dataset.typed || "0") + 1);
   rfb.focus({ preventScroll: true });
 }
