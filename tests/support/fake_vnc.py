@@ -1,7 +1,9 @@
 """VNC peers for tests, well-behaved and not: real TCP servers on free loopback ports.
 
 * :class:`RfbServer`     an RFB 3.8 server, security None, a small framebuffer; answers every
-                         FramebufferUpdateRequest with a Raw FramebufferUpdate.
+                         FramebufferUpdateRequest with a Raw FramebufferUpdate (after
+                         ``update_interval`` seconds); can send a ServerCutText (``server_cut_text``)
+                         and records the ClientCutText it gets (``cut_texts``).
 * :class:`SilentServer`  accepts and never sends a byte.
 * :class:`GarbageServer` sends something that is not a banner.
 * :class:`StreamServer`  sends a banner, then ``send_bytes`` of deterministic data, while hashing all it
@@ -124,8 +126,11 @@ class RfbServer(FakeVncServer):
     # 32 bpp, depth 24, little endian, true colour, max 255 each, shifts 16/8/0.
     PIXEL_FORMAT = struct.pack("!BBBBHHHBBB3x", 32, 24, 0, 1, 255, 255, 255, 16, 8, 0)
 
-    def __init__(self) -> None:
+    def __init__(self, *, server_cut_text: bytes | None = None, update_interval: float = 0.0) -> None:
         super().__init__()
+        self.server_cut_text = server_cut_text  # sent (Latin-1, as RFB says) after the first update
+        self.update_interval = update_interval  # a pause before each update, so a browser does not spin
+        self.cut_texts: list[bytes] = []
         self.updates_sent = 0
         self.key_events: list[tuple[bool, int]] = []
         self.pointer_events: list[tuple[int, int, int]] = []
@@ -151,10 +156,14 @@ class RfbServer(FakeVncServer):
                 await reader.readexactly(4 * count)
             elif kind == 3:  # FramebufferUpdateRequest
                 await reader.readexactly(9)
+                if self.update_interval:
+                    await asyncio.sleep(self.update_interval)
                 frame += 1
                 pixels = bytes([frame % 256, 0x40, 0x80, 0]) * (self.WIDTH * self.HEIGHT)
                 writer.write(struct.pack("!BxH", 0, 1)
                              + struct.pack("!HHHHi", 0, 0, self.WIDTH, self.HEIGHT, 0) + pixels)
+                if self.server_cut_text is not None and self.updates_sent == 0:
+                    writer.write(struct.pack("!B3xI", 3, len(self.server_cut_text)) + self.server_cut_text)
                 await writer.drain()
                 self.updates_sent += 1
             elif kind == 4:  # KeyEvent
@@ -165,7 +174,7 @@ class RfbServer(FakeVncServer):
                 self.pointer_events.append((mask, x, y))
             elif kind == 6:  # ClientCutText
                 (length,) = struct.unpack("!3xI", await reader.readexactly(7))
-                await reader.readexactly(length)
+                self.cut_texts.append(await reader.readexactly(length))
             else:
                 return  # unknown message: a real server would drop the client too
 

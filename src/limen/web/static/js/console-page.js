@@ -6,6 +6,9 @@
 import { api, ApiError, loadErrorCodes } from "./api.js";
 import { errorBox, formatMs, h, spinner, stateBadge } from "./dom.js";
 import { ConsoleConnection, consoleUrl, DEFAULT_WATCHDOG_MS, Phase } from "./console-client.js";
+import { comboEvents, isLeaveChord, LEAVE_CHORD_LABEL, SEND_KEYS } from "./key-combos.js";
+import { typeKeys, TypingCancelled } from "./typing-pacer.js";
+import { planTyping, refusalMessage } from "./us-keyboard.js";
 import { VmEvents } from "./vm-events.js";
 
 const NOVNC = "/static/novnc";
@@ -25,8 +28,6 @@ const STAGE_NAMES = {
   read_banner: "reading the VNC server's banner",
   proxy: "starting the screen",
 };
-const KEY_RETURN = 0xff0d;
-const KEY_TAB = 0xff09;
 
 // The console lives at /vms/{id}/console (/console/{id}, its old address, redirects there).
 const vmId = decodeURIComponent((window.location.pathname.match(/^\/vms\/([^/]+)\/console\/?$/) || [])[1] || "");
@@ -51,7 +52,10 @@ const ui = {
   sub: document.getElementById("panel-sub"),
   stages: document.getElementById("stages"),
   extra: document.getElementById("panel-extra"),
-  cad: document.getElementById("btn-cad"),
+  keys: document.getElementById("btn-keys"),
+  keysMenu: document.getElementById("keys-menu"),
+  clipboard: document.getElementById("btn-clipboard"),
+  leaveHint: document.getElementById("leave-hint"),
   paste: document.getElementById("btn-paste"),
   scale: document.getElementById("btn-scale"),
   fullscreen: document.getElementById("btn-fullscreen"),
@@ -60,17 +64,27 @@ const ui = {
   pasteForm: document.getElementById("paste-form"),
   pasteText: document.getElementById("paste-text"),
   pasteCancel: document.getElementById("paste-cancel"),
+  pasteError: document.getElementById("paste-error"),
+  clipDialog: document.getElementById("clipboard-dialog"),
+  clipFromVm: document.getElementById("clip-from-vm"),
+  clipCopy: document.getElementById("clip-copy"),
+  clipCopyStatus: document.getElementById("clip-copy-status"),
+  clipToVm: document.getElementById("clip-to-vm"),
+  clipSend: document.getElementById("clip-send"),
+  clipSendStatus: document.getElementById("clip-send-status"),
+  clipClose: document.getElementById("clip-close"),
 };
 
 let RFB = null;
-let keysyms = null;
 let errorCodes = {};
 let connection = null;
 let rfb = null;
 let attempt = 0; // consecutive automatic reconnects
 let backoffTimer = null;
 let elapsedTicker = null;
-let typing = null;
+let typing = null; // the paste being typed: { cancelled }
+let vncSocket = null; // the WebSocket noVNC speaks over: its bufferedAmount paces typing
+let vncMessages = 0; // messages from the VNC server so far: a screen change tells typing the guest keeps up
 let vmName = vmId;
 let vmUuid = null; // known once the VM has been read: events name VMs by UUID
 let connectGeneration = 0; // a newer connect() makes an older one's pending ticket request moot
@@ -88,8 +102,10 @@ function setState(state, text, tone = "") {
 }
 
 function setConnected(connected) {
-  ui.cad.disabled = !connected;
+  ui.keys.disabled = !connected;
   ui.paste.disabled = !connected;
+  ui.clipboard.disabled = !connected;
+  if (!connected) closeKeysMenu(false);
 }
 
 function setConnectButton(open) {
@@ -226,6 +242,8 @@ function onConnectionEvent(event) {
 }
 
 function handOff(socket) {
+  vncSocket = socket;
+  socket.addEventListener("message", () => { vncMessages += 1; });
   rfb = new RFB(ui.screen, socket, { shared: true });
   rfb.scaleViewport = ui.scale.getAttribute("aria-pressed") === "true";
   rfb.clipViewport = false;
@@ -243,6 +261,10 @@ function handOff(socket) {
     setConnected(true);
     rfb.focus({ preventScroll: true });
     refreshVm();
+  });
+  rfb.addEventListener("clipboard", (e) => {
+    if (session !== rfb) return;
+    showVmClipboard(String(e.detail && e.detail.text || ""));
   });
   rfb.addEventListener("securityfailure", (e) => {
     if (session !== rfb) return;
@@ -266,6 +288,7 @@ function handOff(socket) {
 
 function teardown() {
   stopTyping();
+  vncSocket = null;
   if (rfb) {
     const old = rfb;
     rfb = null;
@@ -455,52 +478,215 @@ async function toggleFullscreen() {
   }
 }
 
-function keysymOf(char) {
-  if (char === "\n") return KEY_RETURN;
-  if (char === "\t") return KEY_TAB;
-  const code = char.codePointAt(0);
-  if (code < 0x20 || code === 0x7f) return null;
-  return keysyms.lookup(code);
-}
-
 function stopTyping() {
-  if (typing !== null) clearTimeout(typing);
+  if (typing !== null) typing.cancelled = true;
   typing = null;
 }
 
-/** Types ``text`` into the VM a few keys at a time so the guest's keyboard buffer keeps up. */
-function typeText(text) {
+/**
+ * Types planned keys into the VM one character at a time (typing-pacer.js says why and how fast), with
+ * Shift pressed and released around shifted characters. A newer paste or a disconnect stops it.
+ */
+async function typeText(keys) {
   stopTyping();
-  const chars = [...text.replace(/\r\n?/g, "\n")];
-  let index = 0;
-  const step = () => {
+  const job = { cancelled: false };
+  typing = job;
+  const session = rfb;
+  const socket = vncSocket;
+  try {
+    await typeKeys(keys, {
+      send: (keysym, code, down) => session.sendKey(keysym, code, down),
+      pending: () => (socket ? socket.bufferedAmount : 0),
+      screenUpdates: () => vncMessages,
+      sleep: (ms) => new Promise((resolve) => { setTimeout(resolve, ms); }),
+      now: () => performance.now(),
+      cancelled: () => job.cancelled || session !== rfb,
+      onProgress: (done, total) => {
+        if (done % 10 === 0 || done === total) {
+          setState("connected", `Typing ${done} of ${total} characters…`, "busy");
+        }
+      },
+    });
+  } catch (exc) {
+    if (exc instanceof TypingCancelled) return;
+    if (session === rfb) setState("connected", `Typing stopped: ${exc.message || exc}`, "bad");
+    return;
+  } finally {
+    if (typing === job) typing = null;
+  }
+  if (session !== rfb) return;
+  setState("connected", `Connected · typed ${keys.length} characters`, "ok");
+  ui.body.dataset.typed = String(Number(ui.body.dataset.typed || "0") + 1);
+  rfb.focus({ preventScroll: true });
+}
+
+function onPasteSubmit(event) {
+  event.preventDefault();
+  const { keys, refused } = planTyping(ui.pasteText.value);
+  if (refused.length > 0) {
+    ui.pasteError.textContent = refusalMessage(refused);
+    ui.pasteError.hidden = false;
+    ui.pasteText.setAttribute("aria-invalid", "true");
+    ui.pasteText.focus();
+    return;
+  }
+  ui.pasteError.hidden = true;
+  ui.pasteText.removeAttribute("aria-invalid");
+  ui.pasteDialog.close();
+  if (keys.length > 0 && rfb) typeText(keys);
+}
+
+// -- leaving the screen with the keyboard ----------------------------------------------------------
+
+function screenHasFocus() {
+  return ui.screen.contains(document.activeElement) && document.activeElement !== ui.screen;
+}
+
+/**
+ * Leaves the screen: releases every key noVNC holds down in the VM, then moves the focus to the toolbar.
+ * noVNC releases them on the window's blur event; the chord's own last key never reached it (this runs
+ * in the capture phase, before noVNC's listener), so no modifier stays pressed in the guest.
+ */
+function leaveConsole() {
+  window.dispatchEvent(new Event("blur"));
+  if (rfb) rfb.blur();
+  const target = ui.keys.disabled ? ui.scale : ui.keys;
+  target.focus();
+  setState("connected", "Left the screen · Tab to the screen to type into the VM", "ok");
+}
+
+function wireLeaveChord() {
+  document.addEventListener("keydown", (event) => {
+    if (!rfb || !screenHasFocus() || !isLeaveChord(event)) return;
+    event.preventDefault();
+    event.stopImmediatePropagation();
+    leaveConsole();
+  }, true);
+  // The screen itself is in the tab order; reaching it hands the focus to noVNC's canvas.
+  ui.screen.addEventListener("focus", () => {
+    if (rfb) rfb.focus({ preventScroll: true });
+  });
+}
+
+// -- send keys menu --------------------------------------------------------------------------------
+
+function menuItems() {
+  return [...ui.keysMenu.querySelectorAll('[role="menuitem"]')];
+}
+
+function openKeysMenu() {
+  ui.keysMenu.hidden = false;
+  ui.keys.setAttribute("aria-expanded", "true");
+  menuItems()[0].focus();
+}
+
+function closeKeysMenu(returnFocus = true) {
+  if (ui.keysMenu.hidden) return;
+  ui.keysMenu.hidden = true;
+  ui.keys.setAttribute("aria-expanded", "false");
+  if (returnFocus) ui.keys.focus();
+}
+
+function sendCombo(combo) {
+  closeKeysMenu(false);
+  if (!rfb) return;
+  for (const [keysym, code, down] of comboEvents(combo)) rfb.sendKey(keysym, code, down);
+  setState("connected", `Sent ${combo.label}`, "ok");
+  rfb.focus({ preventScroll: true });
+}
+
+function wireKeysMenu() {
+  ui.keysMenu.replaceChildren(...SEND_KEYS.map((combo) => h(
+    "li",
+    { role: "none" },
+    h("button", {
+      type: "button", role: "menuitem", tabindex: "-1", class: "menu-item", dataset: { combo: combo.id },
+      text: combo.label, onclick: () => sendCombo(combo),
+    }),
+  )));
+  ui.keys.addEventListener("click", () => {
+    if (ui.keysMenu.hidden) openKeysMenu();
+    else closeKeysMenu();
+  });
+  ui.keys.addEventListener("keydown", (event) => {
+    if (event.key === "ArrowDown" && ui.keysMenu.hidden) {
+      event.preventDefault();
+      openKeysMenu();
+    }
+  });
+  ui.keysMenu.addEventListener("keydown", (event) => {
+    const items = menuItems();
+    const index = items.indexOf(document.activeElement);
+    const moves = { ArrowDown: index + 1, ArrowUp: index - 1, Home: 0, End: items.length - 1 };
+    if (event.key in moves) {
+      event.preventDefault();
+      items[(moves[event.key] + items.length) % items.length].focus();
+    } else if (event.key === "Escape") {
+      event.preventDefault();
+      closeKeysMenu();
+    } else if (event.key === "Tab") {
+      closeKeysMenu(false);
+    }
+  });
+  document.addEventListener("click", (event) => {
+    if (!ui.keysMenu.hidden && !ui.keysMenu.parentElement.contains(event.target)) closeKeysMenu(false);
+  });
+}
+
+// -- clipboard -------------------------------------------------------------------------------------
+
+function showVmClipboard(text) {
+  ui.clipFromVm.value = text;
+  ui.clipCopy.disabled = text === "";
+  ui.clipCopyStatus.textContent = "";
+  ui.clipboard.classList.toggle("has-news", !ui.clipDialog.open && text !== "");
+  ui.clipboard.textContent = ui.clipboard.classList.contains("has-news") ? "Clipboard •" : "Clipboard";
+}
+
+async function copyVmClipboard() {
+  const text = ui.clipFromVm.value;
+  try {
+    await navigator.clipboard.writeText(text);
+    ui.clipCopyStatus.textContent = "Copied.";
+    return;
+  } catch {
+    /* no clipboard API (plain http) or refused: fall back to the selection */
+  }
+  ui.clipFromVm.focus();
+  ui.clipFromVm.select();
+  const copied = document.execCommand && document.execCommand("copy");
+  ui.clipCopyStatus.textContent = copied ? "Copied." : "The browser refused: the text is selected, press Ctrl+C.";
+}
+
+function wireClipboard() {
+  ui.clipboard.addEventListener("click", () => {
+    ui.clipboard.classList.remove("has-news");
+    ui.clipboard.textContent = "Clipboard";
+    ui.clipSendStatus.textContent = "";
+    ui.clipDialog.showModal();
+    (ui.clipFromVm.value ? ui.clipCopy : ui.clipToVm).focus();
+  });
+  ui.clipCopy.addEventListener("click", copyVmClipboard);
+  ui.clipSend.addEventListener("click", () => {
     if (!rfb) return;
-    for (let n = 0; n < 8 && index < chars.length; n += 1, index += 1) {
-      const keysym = keysymOf(chars[index]);
-      if (keysym !== null) rfb.sendKey(keysym, undefined);
-    }
-    if (index < chars.length) {
-      setState("connected", `Typing ${index} of ${chars.length} characters…`, "busy");
-      typing = setTimeout(step, 25);
-    } else {
-      typing = null;
-      setState("connected", "Connected", "ok");
-      rfb.focus({ preventScroll: true });
-    }
-  };
-  step();
+    rfb.clipboardPasteFrom(ui.clipToVm.value);
+    ui.clipSendStatus.textContent = `Sent ${[...ui.clipToVm.value].length} characters to the VM's clipboard.`;
+  });
+  ui.clipClose.addEventListener("click", () => ui.clipDialog.close());
 }
 
 /** Tells whether keys go to the VM: only while the screen has the focus. */
 function wireFocusHint() {
   ui.screen.addEventListener("focusin", () => {
+    ui.leaveHint.hidden = !rfb;
     if (ui.body.dataset.consoleState === "connected" && typing === null) {
-      setState("connected", "Connected · keys go to the VM", "ok");
+      setState("connected", `Connected · keys go to the VM · ${LEAVE_CHORD_LABEL} leaves`, "ok");
     }
   });
   ui.screen.addEventListener("focusout", () => {
+    ui.leaveHint.hidden = true;
     if (ui.body.dataset.consoleState === "connected" && typing === null) {
-      setState("connected", "Connected · click the screen to type", "ok");
+      setState("connected", "Connected · click or Tab to the screen to type", "ok");
     }
   });
 }
@@ -512,20 +698,17 @@ function wireToolbar() {
   document.addEventListener("fullscreenchange", () => {
     ui.fullscreen.setAttribute("aria-pressed", String(Boolean(document.fullscreenElement)));
   });
-  ui.cad.addEventListener("click", () => {
-    if (!rfb) return;
-    rfb.sendCtrlAltDel();
-    rfb.focus({ preventScroll: true });
-  });
   ui.paste.addEventListener("click", () => {
+    ui.pasteError.hidden = true;
+    ui.pasteText.removeAttribute("aria-invalid");
     ui.pasteDialog.showModal();
     ui.pasteText.focus();
   });
   ui.pasteCancel.addEventListener("click", () => ui.pasteDialog.close());
-  ui.pasteForm.addEventListener("submit", () => {
-    const text = ui.pasteText.value;
-    if (text && rfb) typeText(text);
-  });
+  ui.pasteForm.addEventListener("submit", onPasteSubmit);
+  wireKeysMenu();
+  wireClipboard();
+  wireLeaveChord();
   let savedScale = null;
   try {
     savedScale = localStorage.getItem("limen.console.scale");
@@ -575,13 +758,12 @@ async function main() {
   const codes = loadErrorCodes();
   try {
     // Bounded like everything else: a script that never arrives must not leave the page "Loading…".
-    const loaded = Promise.all([import(`${NOVNC}/core/rfb.js`), import(`${NOVNC}/core/input/keysymdef.js`)]);
+    const loaded = import(`${NOVNC}/core/rfb.js`);
     const late = new Promise((_, reject) => {
       setTimeout(() => reject(new Error(`not loaded within ${NOVNC_LOAD_MS / 1000} s`)), NOVNC_LOAD_MS);
     });
-    const [rfbModule, keysymModule] = await Promise.race([loaded, late]);
+    const rfbModule = await Promise.race([loaded, late]);
     RFB = rfbModule.default;
-    keysyms = keysymModule.default;
   } catch (exc) {
     errorCodes = await codes;
     ui.stages.replaceChildren();
