@@ -6,18 +6,21 @@ Every route needs a signed-in user. Admins see and act on every VM; users only o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
 from limen.api.deps import HypervisorDep, RecoveryDep
+from limen.api.quota import QuotaDep, new_vm_footprint, quota_for_edit, quota_for_start
 from limen.api.schemas import ErrorBody, VmCreate, VmDeleted, VmOut, VmPatch
 from limen.auth.deps import AccessDep, AccessibleVm, CurrentUser
 from limen.auth.revocation import Revocation
 from limen.console.endpoint import sessions_of
 from limen.hypervisor import VmSpec
 from limen.hypervisor.editing import VmEdit, edit_vm
+from limen.quota import QuotaExceeded
 
 log = logging.getLogger("limen.api")
 
@@ -37,10 +40,13 @@ async def list_vms(principal: CurrentUser, hypervisor: HypervisorDep) -> list[Vm
 
 @router.post("", response_model=VmOut, status_code=201, responses=_ERRORS)
 async def create_vm(
-    body: VmCreate, principal: CurrentUser, hypervisor: HypervisorDep, recovery: RecoveryDep
+    body: VmCreate, principal: CurrentUser, hypervisor: HypervisorDep, recovery: RecoveryDep, quota: QuotaDep,
+    access: AccessDep,
 ) -> VmOut:
     """The new VM is owned by the user who creates it. Its audit row is written before any libvirt work,
-    so that a create lost with its server is undone later (or on a retry of the name)."""
+    so that a create lost with its server is undone later (or on a retry of the name).
+
+    Checked against the creator's quota and the system-wide one first, atomically (QUOTA_EXCEEDED)."""
     spec = VmSpec(
         name=body.name,
         vcpus=body.vcpus,
@@ -50,9 +56,18 @@ async def create_vm(
         boot_order=tuple(body.boot_order),
         owner=principal.name,
     )
-    async with recovery.creating(principal.name, spec) as intent:
-        vm = await hypervisor.create_vm(spec, create_token=intent.token)
-        intent.vm_uuid = vm.uuid
+    footprint = new_vm_footprint(spec.name, principal.name, vcpus=spec.vcpus, memory_mib=spec.memory_mib,
+                                 disk_gib=spec.disk_gib)
+    try:
+        async with (quota.reserving(footprint, hypervisor.list_vms, must_fit_alone=True),
+                    recovery.creating(principal.name, spec) as intent):
+            vm = await hypervisor.create_vm(spec, create_token=intent.token)
+            intent.vm_uuid = vm.uuid
+    except QuotaExceeded as exc:  # only the check raises it: nothing was made
+        with contextlib.suppress(Exception):
+            await access.audit.vm_action(user=principal.name, action="create", vm_name=spec.name, vm_uuid=None,
+                                         result_code=exc.code.name, details=exc.details)
+        raise
     log.info("VM created", extra={"event": "vm_create", "vm_uuid": vm.uuid, "vm_name": vm.name,
                                   "user": principal.name})
     return VmOut.of(vm)
@@ -69,13 +84,15 @@ CONSOLES_END_WAIT = 1.0
 
 @router.patch("/{vm_id}", response_model=VmOut, responses=_ERRORS)
 async def patch_vm(
-    body: VmPatch, vm: AccessibleVm, principal: CurrentUser, access: AccessDep, hypervisor: HypervisorDep
+    body: VmPatch, vm: AccessibleVm, principal: CurrentUser, access: AccessDep, hypervisor: HypervisorDep,
+    quota: QuotaDep,
 ) -> VmOut:
     """Change any of name, vcpus, memory_mib, boot_order, autostart.
 
     On a running VM, vcpus, memory_mib and boot_order go into its definition and apply at its next start:
     the answer shows them under ``pending`` with ``pending_restart: true``. A rename needs a stopped VM
-    (VM_MUST_BE_STOPPED). ``autostart`` applies at once.
+    (VM_MUST_BE_STOPPED). ``autostart`` applies at once. More vCPUs or memory are checked against the
+    quota (QUOTA_EXCEEDED): a running VM's count at once, a stopped VM's must fit on their own.
     """
     edit = VmEdit(
         name=body.name, vcpus=body.vcpus, memory_mib=body.memory_mib,
@@ -84,7 +101,8 @@ async def patch_vm(
     async with access.audit.recording(principal.name, "edit", vm.name) as target:
         target.vm_uuid = vm.uuid
         target.details = body.model_dump_json(exclude_unset=True)[:200]
-        edited = await edit_vm(hypervisor, vm.uuid, edit)
+        async with quota_for_edit(quota, hypervisor, principal, vm, vcpus=body.vcpus, memory_mib=body.memory_mib):
+            edited = await edit_vm(hypervisor, vm.uuid, edit)
         target.details = edited.summary
     log.info("VM changed", extra={"event": "vm_edit", "vm_uuid": vm.uuid, "vm_name": edited.vm.name,
                                   "changes": list(edited.changes), "user": principal.name})
@@ -114,10 +132,14 @@ async def delete_vm(
 
 
 @router.post("/{vm_id}/start", response_model=VmOut, responses=_ERRORS)
-async def start_vm(vm: AccessibleVm, principal: CurrentUser, access: AccessDep, hypervisor: HypervisorDep) -> VmOut:
+async def start_vm(
+    vm: AccessibleVm, principal: CurrentUser, access: AccessDep, hypervisor: HypervisorDep, quota: QuotaDep
+) -> VmOut:
+    """Checked against the quota on running vCPUs and memory first (QUOTA_EXCEEDED)."""
     async with access.audit.recording(principal.name, "start", vm.name) as target:
         target.vm_uuid = vm.uuid
-        vm = await hypervisor.start_vm(vm.uuid)
+        async with quota_for_start(quota, hypervisor, principal, vm):
+            vm = await hypervisor.start_vm(vm.uuid)
     log.info("VM started", extra={"event": "vm_start", "vm_uuid": vm.uuid, "vm_name": vm.name,
                                   "user": principal.name})
     return VmOut.of(vm)
