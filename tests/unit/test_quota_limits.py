@@ -43,8 +43,8 @@ def test_only_increases_past_the_limit_are_refused() -> None:
     assert refused.value.to_dict()["quota"] == {"scope": "user 'bob'", "resource": "vms", "limit": 1, "usage": 1,
                                                 "requested": 1, "free": 1}
     assert refused.value.to_dict()["code"] == "QUOTA_EXCEEDED"
-    assert "user 'bob' quota on VMs: limit 1, in use 1, this needs 1 more; free 1 (delete a VM)" \
-        == refused.value.details
+    assert refused.value.details \
+        == "user 'bob' quota on VMs: limit 1, in use 1, this needs 1 more; free 1 (delete a VM)"
 
 
 def test_disk_is_compared_in_gib_with_fractions() -> None:
@@ -55,8 +55,10 @@ def test_disk_is_compared_in_gib_with_fractions() -> None:
 
 def test_a_vm_that_could_never_start_is_refused_alone() -> None:
     check_alone(Limits(vcpus=2, memory_mib=256), Footprint("a", "bob", False, 2, 256, 0), scope="s")
-    with pytest.raises(QuotaExceeded):
-        check_alone(Limits(memory_mib=256), Footprint("a", "bob", False, 1, 257, 0), scope="s")
+    with pytest.raises(QuotaExceeded) as refused:
+        check_alone(Limits(memory_mib=256), Footprint("a", "bob", False, 1, 257, 0), scope="user 'bob'")
+    assert refused.value.details == ("user 'bob' quota on memory (MiB): limit 256; a VM with 257 could never start "
+                                     "within it (give it at most 256)")
 
 
 def test_admin_limits_fall_back_only_where_unset() -> None:

@@ -61,7 +61,7 @@ async def test_approval_mode_waits_for_an_administrator(make_settings: Callable[
 
 
 async def test_plain_users_may_not_approve(make_settings: Callable[..., Settings]) -> None:
-    async with world(make_settings, "open") as (client, access, _admin):
+    async with world(make_settings, "open") as (client, _access, _admin):
         made = await client.post("/api/register", json={"name": "mallory", "password": PASSWORD})
         assert made.json() == {"name": "mallory", "approved": True}
         await client.post("/api/register", json={"name": "trent", "password": PASSWORD})

@@ -120,12 +120,13 @@ def _rounded(value: float) -> float:
 class QuotaExceeded(LimenError):
     """A change would take ``resource`` past ``limit``; the body says by how much and what to free."""
 
-    def __init__(self, *, scope: str, resource: str, limit: int, usage: float, requested: float) -> None:
+    def __init__(self, *, scope: str, resource: str, limit: int, usage: float, requested: float,
+                 details: str | None = None) -> None:
         over = usage + requested - limit
         self.quota = {"scope": scope, "resource": resource, "limit": limit, "usage": _rounded(usage),
                       "requested": _rounded(requested), "free": _rounded(over)}
         name = _NAMES[resource]
-        super().__init__(ErrorCode.QUOTA_EXCEEDED, (
+        super().__init__(ErrorCode.QUOTA_EXCEEDED, details or (
             f"{scope} quota on {name}: limit {limit}, in use {_rounded(usage)}, this needs {_rounded(requested)} "
             f"more; free {_rounded(over)} ({_HOW_TO_FREE[resource]})"))
 
@@ -157,6 +158,8 @@ def check_alone(limits: Limits, vm: Footprint, *, scope: str) -> None:
     alone = Usage.of([vm.started()])
     for resource in ("vcpus", "memory_mib"):
         limit = limits.of(resource)
-        if limit is not None and alone.of_resource(resource) > limit:
-            raise QuotaExceeded(scope=scope, resource=resource, limit=limit, usage=0,
-                                requested=alone.of_resource(resource))
+        needed = alone.of_resource(resource)
+        if limit is not None and needed > limit:
+            raise QuotaExceeded(scope=scope, resource=resource, limit=limit, usage=0, requested=needed, details=(
+                f"{scope} quota on {_NAMES[resource]}: limit {limit}; a VM with {_rounded(needed)} could never "
+                f"start within it (give it at most {limit})"))
