@@ -40,6 +40,8 @@ def _ledger(request: Request) -> QuotaLedger:
     return ledger
 
 
+INT32_MAX = 2**31 - 1  # the database's INTEGER on PostgreSQL
+
 QuotaDep = Annotated[QuotaLedger, Depends(_ledger)]
 
 
@@ -77,10 +79,10 @@ class QuotaOverride(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    vms: int | None = Field(None, ge=0, le=1_000_000)
-    vcpus: int | None = Field(None, ge=0, le=1_000_000)
-    memory_mib: int | None = Field(None, ge=0, le=2**40)
-    disk_gib: int | None = Field(None, ge=0, le=2**30)
+    vms: int | None = Field(None, ge=0, le=INT32_MAX)
+    vcpus: int | None = Field(None, ge=0, le=INT32_MAX)
+    memory_mib: int | None = Field(None, ge=0, le=INT32_MAX)
+    disk_gib: int | None = Field(None, ge=0, le=INT32_MAX)
 
 
 class UserQuotaOut(QuotaOut):

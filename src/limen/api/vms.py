@@ -6,7 +6,6 @@ Every route needs a signed-in user. Admins see and act on every VM; users only o
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any
 
@@ -20,7 +19,6 @@ from limen.auth.revocation import Revocation
 from limen.console.endpoint import sessions_of
 from limen.hypervisor import VmSpec
 from limen.hypervisor.editing import VmEdit, edit_vm
-from limen.quota import QuotaExceeded
 
 log = logging.getLogger("limen.api")
 
@@ -41,7 +39,6 @@ async def list_vms(principal: CurrentUser, hypervisor: HypervisorDep) -> list[Vm
 @router.post("", response_model=VmOut, status_code=201, responses=_ERRORS)
 async def create_vm(
     body: VmCreate, principal: CurrentUser, hypervisor: HypervisorDep, recovery: RecoveryDep, quota: QuotaDep,
-    access: AccessDep,
 ) -> VmOut:
     """The new VM is owned by the user who creates it. Its audit row is written before any libvirt work,
     so that a create lost with its server is undone later (or on a retry of the name).
@@ -58,16 +55,11 @@ async def create_vm(
     )
     footprint = new_vm_footprint(spec.name, principal.name, vcpus=spec.vcpus, memory_mib=spec.memory_mib,
                                  disk_gib=spec.disk_gib)
-    try:
-        async with (quota.reserving(footprint, hypervisor.list_vms, must_fit_alone=True),
-                    recovery.creating(principal.name, spec) as intent):
-            vm = await hypervisor.create_vm(spec, create_token=intent.token)
-            intent.vm_uuid = vm.uuid
-    except QuotaExceeded as exc:  # only the check raises it: nothing was made
-        with contextlib.suppress(Exception):
-            await access.audit.vm_action(user=principal.name, action="create", vm_name=spec.name, vm_uuid=None,
-                                         result_code=exc.code.name, details=exc.details)
-        raise
+    # Inside the create's record: the spec is validated first, and a refusal is recorded as its outcome.
+    async with (recovery.creating(principal.name, spec) as intent,
+                quota.reserving(footprint, hypervisor.list_vms, must_fit_alone=True)):
+        vm = await hypervisor.create_vm(spec, create_token=intent.token)
+        intent.vm_uuid = vm.uuid
     log.info("VM created", extra={"event": "vm_create", "vm_uuid": vm.uuid, "vm_name": vm.name,
                                   "user": principal.name})
     return VmOut.of(vm)
@@ -101,6 +93,8 @@ async def patch_vm(
     async with access.audit.recording(principal.name, "edit", vm.name) as target:
         target.vm_uuid = vm.uuid
         target.details = body.model_dump_json(exclude_unset=True)[:200]
+        if body.vcpus is not None or body.memory_mib is not None:  # sane numbers before the quota counts them
+            await hypervisor.check_hardware(vcpus=body.vcpus, memory_mib=body.memory_mib)
         async with quota_for_edit(quota, hypervisor, principal, vm, vcpus=body.vcpus, memory_mib=body.memory_mib):
             edited = await edit_vm(hypervisor, vm.uuid, edit)
         target.details = edited.summary
