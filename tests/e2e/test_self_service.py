@@ -61,28 +61,28 @@ def test_sign_up_approval_and_creating_within_the_quota(
         users = {row["name"]: row for row in admin.get("/api/users").json()}
         assert users[user]["approved"] is False and users[user]["role"] == "user"
         assert admin.put(f"/api/users/{user}/approved", json={"approved": True}).status_code == 200
-        quota = admin.put(f"/api/users/{user}/quota", json={"vms": 2, "vcpus": 2, "memory_mib": 512})
+        quota = admin.put(f"/api/users/{user}/quota", json={"vms": 2, "vcpus": 1, "memory_mib": 512})
         assert quota.status_code == 200, quota.text
 
     sign_in(page, server.base_url, user, PASSWORD, next_path="/vms/new")
     expect(page.locator("#quota [data-resource='vms']")).to_contain_text("0 of 2")
-    expect(page.locator("#vcpus-quota")).to_contain_text("At most 2")
-    assert page.locator("#vcpus").get_attribute("max") == "2"
+    expect(page.locator("#vcpus-quota")).to_contain_text("At most 1")
+    assert page.locator("#vcpus").get_attribute("max") == "1"
     first, second = vm_names(), vm_names()
     create_in_form(page, first, 1)
     page.wait_for_url(VM_PAGE)
 
-    # Beyond the quota: a VM with 3 vCPUs could never start. The form says why, at the field.
+    # Beyond the quota: a VM with 2 vCPUs could never start. The form says why, at the field.
     page.goto(f"{server.base_url}/vms/new")
     expect(page.locator("#quota [data-resource='vms']")).to_contain_text("1 of 2")
     page.fill("#name", second)
-    page.evaluate("document.getElementById('vcpus').value = '3'")  # past the input's max, as a user could
+    page.evaluate("document.getElementById('vcpus').value = '2'")  # past the input's max, as a user could
     page.fill("#memory_mib", "128")
     page.select_option("#iso", "")
     page.click("#submit")
     expect(page.locator("#form-error")).to_contain_text("Quota exceeded")
     expect(page.locator("#vcpus-error")).to_have_text(
-        f"user '{user}' quota on vCPUs: limit 2; a VM with 3 could never start within it (give it at most 2)")
+        f"user '{user}' quota on vCPUs: limit 1; a VM with 2 could never start within it (give it at most 1)")
     expect(page.locator("#vcpus")).to_have_attribute("aria-invalid", "true")
     save_screenshot(page, "create-quota-refused-1280")
 
