@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.console import read_console
 from tests.support.server import LimenProcess
 
 pytestmark = pytest.mark.integration
@@ -153,3 +154,21 @@ def test_start_edit_and_disk_growth_are_checked(
     usage = api.get("/api/quota").json()["usage"]
     assert usage == {"vms": 2, "vcpus": 1, "memory_mib": 32, "disk_gib": 2}
     api.post(f"/api/vms/{small}/stop", params={"force": "true"})
+
+
+def test_the_consoles_auto_start_is_checked_too(
+    limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str]
+) -> None:
+    server = limen_server()
+    headers = new_user(server, {"vcpus": 1})
+    api = httpx.Client(base_url=server.base_url, headers=headers, timeout=60)
+    running, stopped = vm_names(), vm_names()
+    for name in (running, stopped):
+        assert api.post("/api/vms", json={"name": name, "vcpus": 1, "memory_mib": 64}).status_code == 201
+    assert api.post(f"/api/vms/{running}/start").status_code == 200
+    ticket = api.post(f"/api/vms/{stopped}/console-ticket").json()["ticket"]
+    transcript = asyncio.run(read_console(f"{server.ws_url}/api/vms/{stopped}/console?ticket={ticket}&notices=1"))
+    assert (transcript.close_code, transcript.close_reason) == (4520, "QUOTA_EXCEEDED"), transcript
+    assert transcript.errors[0]["stage"] == "start_vm" and "quota on vCPUs" in transcript.errors[0]["details"]
+    assert api.get(f"/api/vms/{stopped}").json()["state"] == "stopped"
+    api.post(f"/api/vms/{running}/stop", params={"force": "true"})

@@ -27,6 +27,7 @@ from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.models import DiskDevice, Vm
 from limen.quota import Footprint, Limits, QuotaLedger, QuotaReport
+from limen.quota.ledger import owner_limited
 from limen.quota.limits import GIB
 
 log = logging.getLogger("limen.api")
@@ -123,11 +124,6 @@ async def put_user_quota(name: str, body: QuotaOverride, admin: AdminUser, acces
 
 
 # -- the guard around VM changes ---------------------------------------------------------------------
-
-
-def owner_limited(principal: Principal, vm_owner: str | None) -> bool:
-    """An administrator acting on someone else's VM is bound by the system-wide limits only."""
-    return not principal.is_admin or vm_owner == principal.name
 
 
 @asynccontextmanager

@@ -31,6 +31,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from limen.auth.clock import Clock, utc_now
+from limen.auth.principal import Principal
 from limen.auth.users import lookup_user
 from limen.db import Database
 from limen.db.models import QuotaLock, QuotaReservation, Role, UserQuota
@@ -174,6 +175,11 @@ class QuotaLedger:
         """Forgets reservations of instances that no longer run (their changes ended with them)."""
         await self.db.run(lambda session: session.execute(
             delete(QuotaReservation).where(QuotaReservation.instance_id.not_in(live))))
+
+
+def owner_limited(principal: Principal, vm_owner: str | None) -> bool:
+    """An administrator acting on someone else's VM is bound by the system-wide limits only."""
+    return not principal.is_admin or vm_owner == principal.name
 
 
 def limits_from(values: dict[str, int | None]) -> Limits:
