@@ -8,13 +8,19 @@ count toward it; its VMs have ``vm_names`` names and are removed after the test.
 from __future__ import annotations
 
 import asyncio
+import signal
+import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.conftest import TEST_POOL_DIR
 from tests.support.console import read_console
 from tests.support.server import LimenProcess
 
@@ -172,3 +178,39 @@ def test_the_consoles_auto_start_is_checked_too(
     assert transcript.errors[0]["stage"] == "start_vm" and "quota on vCPUs" in transcript.errors[0]["details"]
     assert api.get(f"/api/vms/{stopped}").json()["state"] == "stopped"
     api.post(f"/api/vms/{running}/stop", params={"force": "true"})
+
+
+def test_a_create_killed_mid_way_gives_its_slot_back_at_the_restart(
+    limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str], tmp_path: Path
+) -> None:
+    server = limen_server()
+    headers = new_user(server, {"vms": 1})
+    doomed, later = vm_names(), vm_names()
+    volume = TEST_POOL_DIR / f"{doomed}-disk0.qcow2"
+
+    def post() -> None:
+        try:
+            httpx.post(f"{server.base_url}/api/vms", json={"name": doomed, "memory_mib": 64, "disk_gib": 1},
+                       headers=headers, timeout=30)
+        except httpx.HTTPError:
+            pass  # the server died under it: that is the point
+
+    try:
+        thread = threading.Thread(target=post, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not volume.exists():  # the reservation is in the database by then
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.0005)
+        server.kill(signal.SIGKILL)
+        thread.join(timeout=30)
+        with sqlite3.connect(tmp_path / "data" / "limen.db") as db:
+            assert db.execute("SELECT vm_name FROM quota_reservations").fetchall() == [(doomed,)]
+        server.start()  # its first sweep runs before it answers: the dead instance's reservation goes
+        with sqlite3.connect(tmp_path / "data" / "limen.db") as db:
+            assert db.execute("SELECT count(*) FROM quota_reservations").fetchone() == (0,)
+        made = httpx.post(f"{server.base_url}/api/vms", json={"name": later, "memory_mib": 64}, headers=headers,
+                          timeout=30)
+        assert made.status_code == 201, made.text
+    finally:
+        volume.unlink(missing_ok=True)
