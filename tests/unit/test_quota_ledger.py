@@ -5,13 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
 
 from limen.audit import AuditLog
 from limen.auth.passwords import Passwords
 from limen.auth.users import Users
 from limen.db import Database
+from limen.db.database import MIGRATIONS_DIR
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.models import Vm, VmState
 from limen.instances import InstanceRegistry, ProcessIdentity
@@ -79,3 +84,22 @@ async def test_a_reservation_counts_until_done_and_a_lost_instances_go_at_the_sw
     async with ledger.reserving(new_vm("two"), list_vms):
         pass
     db.close()
+
+
+def test_users_from_before_are_approved_and_the_lock_row_exists(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'limen.db'}")
+    try:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        with db.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0003_m2_crash")
+            connection.execute(text(
+                "INSERT INTO users (name, name_key, password_hash, role, created_at, disabled) "
+                "VALUES ('old', 'old', 'x', 'user', :now, 0)"), {"now": datetime.now(UTC)})
+        db.migrate()
+        with db.engine.connect() as connection:
+            assert connection.execute(text("SELECT approved FROM users")).scalar() == 1
+            assert connection.execute(text("SELECT id, generation FROM quota_lock")).all() == [(1, 0)]
+    finally:
+        db.close()
