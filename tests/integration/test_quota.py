@@ -20,6 +20,10 @@ from typing import Any
 import httpx
 import pytest
 
+from limen.db import Database
+from limen.hypervisor.models import Vm
+from limen.quota import Footprint, QuotaLedger
+from limen.settings import Settings
 from tests.conftest import TEST_POOL_DIR
 from tests.support.console import read_console
 from tests.support.server import LimenProcess
@@ -83,9 +87,7 @@ def test_twenty_parallel_creates_with_room_for_three_make_exactly_three(
     # Deleting one frees its slot.
     deleted = httpx.delete(f"{server.base_url}/api/vms/{listed[0]['name']}", headers=headers, timeout=30)
     assert deleted.status_code == 200, deleted.text
-    again = httpx.post(f"{server.base_url}/api/vms", json={"name": names[-1] if names[-1] not in
-                                                          {vm["name"] for vm in listed} else names[0],
-                                                          "vcpus": 1, "memory_mib": 64},
+    again = httpx.post(f"{server.base_url}/api/vms", json={"name": vm_names(), "vcpus": 1, "memory_mib": 64},
                        headers=headers, timeout=30)
     assert again.status_code == 201, again.text
 
@@ -214,3 +216,28 @@ def test_a_create_killed_mid_way_gives_its_slot_back_at_the_restart(
         assert made.status_code == 201, made.text
     finally:
         volume.unlink(missing_ok=True)
+
+
+async def test_a_check_waits_past_sqlites_busy_timeout_for_its_turn(make_settings: Callable[..., Settings]) -> None:
+    """Another process holding the write lock longer than SQLite's busy timeout (5 s) delays the check; it
+    does not fail it."""
+    settings = make_settings()
+    db = Database(settings.db_url)
+    db.migrate()
+    ledger = QuotaLedger(db, settings, time.time, instance_id="i")
+
+    async def no_vms() -> list[Vm]:
+        return []
+
+    holder = sqlite3.connect(str(settings.data_dir / "limen.db"), isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(6.5, holder.rollback)
+    release.start()
+    started = time.monotonic()
+    try:
+        async with ledger.reserving(Footprint("vm", None, False, 1, 64, 0), no_vms):
+            assert time.monotonic() - started >= 6
+    finally:
+        release.join()
+        holder.close()
+        db.close()

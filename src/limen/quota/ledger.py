@@ -28,6 +28,7 @@ from typing import Any
 import anyio
 import anyio.from_thread
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from limen.auth.clock import Clock, utc_now
@@ -35,9 +36,12 @@ from limen.auth.principal import Principal
 from limen.auth.users import lookup_user
 from limen.db import Database
 from limen.db.models import QuotaLock, QuotaReservation, Role, UserQuota
+from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm
 from limen.quota.limits import RESOURCES, Footprint, Limits, Usage, check, check_alone, with_change
 from limen.settings import Settings
+
+LOCK_WAIT = 30.0  # seconds a quota check may wait for its turn
 
 VmLister = Callable[[], Coroutine[Any, Any, list[Vm]]]
 
@@ -135,8 +139,8 @@ class QuotaLedger:
         """Checks ``change`` (what its VM will use, owner included) atomically and holds its reservation
         for the block. ``must_fit_alone``: also refuse a VM that could never start within the limits.
         ``owner_limited`` False: only the system-wide limits (an administrator acting on another's VM)."""
-        reservation_id = await self.db.run(lambda session: self._reserve(
-            session, change, list_vms, must_fit_alone=must_fit_alone, owner_limited=owner_limited))
+        reservation_id = await self._reserve_waiting(change, list_vms, must_fit_alone=must_fit_alone,
+                                                     owner_limited=owner_limited)
         try:
             yield
         finally:
@@ -145,6 +149,20 @@ class QuotaLedger:
                 # it only ever counts what is already in libvirt, never twice.
                 await self.db.run(lambda session: session.execute(
                     delete(QuotaReservation).where(QuotaReservation.id == reservation_id)))
+
+    async def _reserve_waiting(self, change: Footprint, list_vms: VmLister, *, must_fit_alone: bool,
+                               owner_limited: bool) -> int:
+        """SQLite gives up waiting for its write lock after its busy timeout (5 s); with many checks queued
+        on a loaded host that can pass, so the check is tried again, up to ``LOCK_WAIT`` seconds in all."""
+        deadline = anyio.current_time() + LOCK_WAIT
+        while True:
+            try:
+                return await self.db.run(lambda session: self._reserve(
+                    session, change, list_vms, must_fit_alone=must_fit_alone, owner_limited=owner_limited))
+            except OperationalError as exc:
+                if "locked" not in str(exc.orig) or anyio.current_time() > deadline:
+                    raise LimenError(ErrorCode.INTERNAL_ERROR,
+                                     f"the quota check could not lock the database: {exc.orig}") from None
 
     def _reserve(self, session: Session, change: Footprint, list_vms: VmLister, *, must_fit_alone: bool,
                  owner_limited: bool) -> int:
