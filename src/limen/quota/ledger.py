@@ -38,7 +38,7 @@ from limen.db import Database
 from limen.db.models import QuotaLock, QuotaReservation, Role, UserQuota
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm
-from limen.quota.limits import RESOURCES, Footprint, Limits, Usage, check, check_alone, with_change
+from limen.quota.limits import Footprint, Limits, Usage, check, check_alone, with_change
 from limen.settings import Settings
 
 LOCK_WAIT = 30.0  # seconds a quota check may wait for its turn
@@ -198,7 +198,3 @@ class QuotaLedger:
 def owner_limited(principal: Principal, vm_owner: str | None) -> bool:
     """An administrator acting on someone else's VM is bound by the system-wide limits only."""
     return not principal.is_admin or vm_owner == principal.name
-
-
-def limits_from(values: dict[str, int | None]) -> Limits:
-    return Limits(**{resource: values.get(resource) for resource in RESOURCES})
