@@ -198,6 +198,19 @@ class ErrorCode(Enum):
         "Your access to this VM was withdrawn (account, role, token, sign-in or owner changed, or the VM was "
         "deleted). Sign in again or ask an administrator.",
     )
+    QUOTA_EXCEEDED = ErrorSpec(
+        409,
+        4520,
+        "Quota exceeded",
+        "Free what the details name (delete or stop a VM, or give it less), or ask an administrator for a "
+        "larger quota.",
+    )
+    ACCOUNT_PENDING = ErrorSpec(
+        403, 4521, "Account awaiting approval", "An administrator has not approved this account yet. Try again later."
+    )
+    REGISTRATION_CLOSED = ErrorSpec(
+        403, 4522, "Registration closed", "This limen does not take sign-ups. Ask an administrator for an account."
+    )
     # -- limen itself -------------------------------------------------------------------------------
     INTERNAL_ERROR = ErrorSpec(
         500, 4900, "Internal error", "Something unexpected failed in limen. Retry; if it persists, see the log."

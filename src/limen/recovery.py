@@ -6,6 +6,7 @@ instance and sweeps (:meth:`Recovery.sweep`): every instance found gone (:mod:`l
 stopped, then what no live instance holds is closed:
 
 - live console rows → ended now with ``SERVER_LOST``, ``end_details`` naming the lost instance;
+- quota reservations (:mod:`limen.quota.ledger`) of instances not alive → dropped;
 - pending VM actions → completed as failed with ``SERVER_LOST``; a create only once what it left in
   libvirt is removed (:mod:`limen.hypervisor.leftovers`). Until then it stays pending, and the next sweep
   tries again.
@@ -33,6 +34,7 @@ from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor, VmSpec
 from limen.hypervisor.leftovers import CreateMark, remove_create_leftovers
 from limen.instances import Census, InstanceInfo, InstanceRegistry
+from limen.quota import QuotaLedger
 
 log = logging.getLogger("limen.recovery")
 
@@ -77,8 +79,10 @@ class _Lost:
 
 
 class Recovery:
-    def __init__(self, registry: InstanceRegistry, audit: AuditLog, hypervisor: Hypervisor) -> None:
+    def __init__(self, registry: InstanceRegistry, audit: AuditLog, hypervisor: Hypervisor, *,
+                 quota: QuotaLedger | None = None) -> None:
         self.registry = registry
+        self.quota = quota
         self.audit = audit
         self.hypervisor = hypervisor
         self._creating: set[str] = set()  # names whose create runs in this process
@@ -138,6 +142,8 @@ class Recovery:
         for instance_id in lost.gone:
             await self.registry.mark_lost(instance_id)
         gone = frozenset(lost.gone)
+        if self.quota is not None:  # quota reservations of changes that ended with their instance
+            await self.quota.drop_reservations_except(census.live)
         closed = await self.audit.close_lost_console_sessions(gone, lost.describe)
         failed: list[int] = []
         pending: list[int] = []

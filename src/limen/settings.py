@@ -129,6 +129,19 @@ class Settings(BaseSettings):
     # Seconds between this instance's heartbeats (and sweeps for lost ones); an instance whose heartbeat is
     # older than three of them is gone. Every instance on one database should use the same value.
     instance_heartbeat: float = Field(5.0, gt=0, le=3600, description="Seconds between instance heartbeats")
+    # Self-registration (POST /api/register): off; approval (new accounts wait for an administrator); open.
+    registration: Literal["off", "approval", "open"] = "off"
+    # Per-user quotas of plain users (an administrator's per-user override wins; admins have none unless
+    # set for them). None: unlimited. vCPUs and memory bound what the user's running VMs use.
+    quota_vms: int | None = Field(None, ge=0, description="VMs a user may own")
+    quota_vcpus: int | None = Field(None, ge=0, description="vCPUs a user's running VMs may use")
+    quota_memory_mib: int | None = Field(None, ge=0, description="MiB a user's running VMs may use")
+    quota_disk_gib: int | None = Field(None, ge=0, description="GiB of disks a user's VMs may have")
+    # The same over every VM in libvirt, whoever owns it (admins included).
+    quota_total_vms: int | None = Field(None, ge=0)
+    quota_total_vcpus: int | None = Field(None, ge=0)
+    quota_total_memory_mib: int | None = Field(None, ge=0)
+    quota_total_disk_gib: int | None = Field(None, ge=0)
     # auto: the session cookie is Secure when the request came over HTTPS (directly or via a trusted proxy).
     cookie_secure: Literal["auto", "always", "never"] = "auto"
 

@@ -2,8 +2,8 @@
 libvirt and the access database and runs this instance's crash recovery (:mod:`limen.recovery`).
 
 Every route needs a signed-in user except ``/healthz``, ``/readyz``, ``/metrics`` (its own token rule),
-``/api/login``, ``/api/error-codes``, the pages and the static files (the pages ask the API, which
-answers 401, and the scripts then go to ``/login``)."""
+``/api/login``, ``/api/register``, ``/api/registration``, ``/api/error-codes``, the pages and the static
+files (the pages ask the API, which answers 401, and the scripts then go to ``/login``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from limen.api import events, health, isos, stats, vm_disks, vm_media, vms
+from limen.api import events, health, isos, quota, registration, stats, vm_disks, vm_media, vms
 from limen.api.access import install_access
 from limen.api.authenticate_first import AuthenticateFirst
 from limen.api.body_limit import BodyLimit
@@ -28,6 +28,7 @@ from limen.console.sessions import ConsoleSessions
 from limen.hypervisor import Hypervisor
 from limen.isos.background import BackgroundChecksums
 from limen.metrics import Metrics
+from limen.quota import QuotaLedger
 from limen.recovery import Recovery
 from limen.settings import Settings
 from limen.stats_sampler import StatsSampler
@@ -44,7 +45,8 @@ def create_app(
     metrics = Metrics()
     iso_checksums = BackgroundChecksums()
     hv.connection.observers.append(metrics.observe_libvirt_call)
-    recovery = Recovery(guard.instances, guard.audit, hv)
+    quota_ledger = QuotaLedger(guard.db, settings, guard.clock, instance_id=guard.instances.id)
+    recovery = Recovery(guard.instances, guard.audit, hv, quota=quota_ledger)
     metrics.event_streams_active.set_function(lambda: hv.feed.subscriber_count)
     sampler = StatsSampler(hv.connection, settings.stats_interval)
     metrics.watch_vm_stats(sampler.history)
@@ -83,6 +85,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.recovery = recovery
     app.state.stats_sampler = sampler
+    app.state.quota = quota_ledger
     # Remembers revocations as long as a console ticket lives: a ticket asked for by a since-revoked
     # credential must not open a console.
     console_sessions = ConsoleSessions(CurrentRights(guard.users, hv.console_vm),
@@ -105,6 +108,8 @@ def create_app(
     app.include_router(isos.router)
     app.include_router(events.router)
     app.include_router(stats.router)
+    app.include_router(quota.router)
+    app.include_router(registration.router)
     app.include_router(console_router)
     install_access(app, guard)
     install_web(app, settings)  # last: it mounts /static

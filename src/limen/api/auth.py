@@ -24,6 +24,7 @@ from limen.auth.principal import AuthMethod, require_admin, token_credential
 from limen.auth.ratelimit import TooManyAttempts
 from limen.auth.revocation import Revocation
 from limen.auth.tokens import TokenInfo
+from limen.auth.users import AccountPending
 from limen.db.models import Role
 from limen.errors import ErrorCode, LimenError
 
@@ -87,6 +88,10 @@ async def login(body: LoginBody, request: Request, response: Response, access: A
         return error_response(exc, headers={"Retry-After": str(exc.retry_after)})
     try:
         principal = await access.users.authenticate(body.name, body.password)
+    except AccountPending:
+        await attempt.succeeded()  # the right password: told only now, so guessers learn nothing
+        log.info("sign-in of an account awaiting approval", extra={"event": "login_pending", "client": address})
+        raise
     except BaseException:
         await attempt.abandoned()
         raise

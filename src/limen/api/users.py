@@ -34,10 +34,12 @@ class UserOut(BaseModel):
     role: Role
     created_at: datetime
     disabled: bool
+    approved: bool = Field(description="False while a self-registered account waits for an administrator")
 
     @classmethod
     def of(cls, user: UserInfo) -> UserOut:
-        return cls(name=user.name, role=user.role, created_at=user.created_at, disabled=user.disabled)
+        return cls(name=user.name, role=user.role, created_at=user.created_at, disabled=user.disabled,
+                   approved=user.approved)
 
 
 class UserCreate(BaseModel):
@@ -58,6 +60,12 @@ class DisabledChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     disabled: bool
+
+
+class ApprovedChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    approved: bool
 
 
 class UnlockOut(BaseModel):
@@ -116,6 +124,23 @@ async def set_disabled(name: str, body: DisabledChange, admin: AdminUser, access
                                                                  f"user {user.name!r} disabled by {admin.name!r}"))
     log.info("user disabled" if body.disabled else "user enabled",
              extra={"event": "user_disabled", "user": admin.name, "target": name, "disabled": body.disabled})
+    return UserOut.of(user)
+
+
+@router.put("/api/users/{name:path}/approved", response_model=UserOut, responses=_ERRORS)
+async def set_approved(name: str, body: ApprovedChange, admin: AdminUser, access: AccessDep) -> UserOut:
+    """Approves a self-registered account (it can sign in from then on), or withdraws the approval: then
+    the account's sign-ins end, its tokens stop working and its consoles end, as when disabled."""
+    name = (await access.users.get(name)).name
+    if not body.approved:
+        await _keep_an_admin(access, name)
+    user = await access.users.set_approved(name, body.approved)
+    if not body.approved:
+        await access.sessions.end_all_of(name)
+        await access.revocations.publish(Revocation.user_changed(
+            user.name, f"approval of user {user.name!r} withdrawn by {admin.name!r}"))
+    log.info("user approved" if body.approved else "user approval withdrawn",
+             extra={"event": "user_approved", "user": admin.name, "target": name, "approved": body.approved})
     return UserOut.of(user)
 
 

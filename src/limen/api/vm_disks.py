@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from limen.api.deps import HypervisorDep
+from limen.api.quota import QuotaDep, quota_for_disk_growth
 from limen.api.schemas import DiskResize, ErrorBody, VmOut
 from limen.auth.deps import AccessDep, AccessibleVm, CurrentUser
 from limen.hypervisor.editing import check_disk_size, resize_disk
@@ -28,18 +29,20 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 @router.post("/{vm_id}/disks/{target}/resize", response_model=VmOut, responses=_ERRORS)
 async def post_resize_disk(
     target: str, body: DiskResize, vm: AccessibleVm, principal: CurrentUser, access: AccessDep,
-    hypervisor: HypervisorDep,
+    hypervisor: HypervisorDep, quota: QuotaDep,
 ) -> VmOut:
     """Grow the disk ``target`` (e.g. vda) to ``size_gib`` or ``size_bytes``, running or stopped.
 
     Disks never shrink: a size not larger than the current capacity is DISK_SHRINK_REFUSED. A running
-    guest sees the new size at once (its partitions and file systems are its own to grow).
+    guest sees the new size at once (its partitions and file systems are its own to grow). The growth is
+    checked against the disk quota first (QUOTA_EXCEEDED).
     """
     async with access.audit.recording(principal.name, "resize-disk", vm.name) as target_row:
         target_row.vm_uuid = vm.uuid
         target_row.details = f"{target[:40]} to {body.bytes} bytes"
         check_disk_size(body.bytes, body.field)  # named after the field sent
-        resized = await resize_disk(hypervisor, vm.uuid, target, body.bytes)
+        async with quota_for_disk_growth(quota, hypervisor, principal, vm, target=target, new_bytes=body.bytes):
+            resized = await resize_disk(hypervisor, vm.uuid, target, body.bytes)
         target_row.details = f"{resized.target} {resized.old_bytes} → {resized.new_bytes} bytes"
     await hypervisor.announce(vm.uuid, VmEventType.CHANGED)  # a volume's new size is no domain event
     log.info("VM disk resized", extra={"event": "vm_resize_disk", "vm_uuid": vm.uuid, "vm_name": vm.name,

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 
 from limen.api.deps import HypervisorDep, RecoveryDep
+from limen.api.quota import QuotaDep, new_vm_footprint, quota_for_edit, quota_for_start
 from limen.api.schemas import ErrorBody, VmCreate, VmDeleted, VmOut, VmPatch
 from limen.auth.deps import AccessDep, AccessibleVm, CurrentUser
 from limen.auth.revocation import Revocation
@@ -37,10 +38,12 @@ async def list_vms(principal: CurrentUser, hypervisor: HypervisorDep) -> list[Vm
 
 @router.post("", response_model=VmOut, status_code=201, responses=_ERRORS)
 async def create_vm(
-    body: VmCreate, principal: CurrentUser, hypervisor: HypervisorDep, recovery: RecoveryDep
+    body: VmCreate, principal: CurrentUser, hypervisor: HypervisorDep, recovery: RecoveryDep, quota: QuotaDep,
 ) -> VmOut:
     """The new VM is owned by the user who creates it. Its audit row is written before any libvirt work,
-    so that a create lost with its server is undone later (or on a retry of the name)."""
+    so that a create lost with its server is undone later (or on a retry of the name).
+
+    Checked against the creator's quota and the system-wide one first, atomically (QUOTA_EXCEEDED)."""
     spec = VmSpec(
         name=body.name,
         vcpus=body.vcpus,
@@ -50,7 +53,11 @@ async def create_vm(
         boot_order=tuple(body.boot_order),
         owner=principal.name,
     )
-    async with recovery.creating(principal.name, spec) as intent:
+    footprint = new_vm_footprint(spec.name, principal.name, vcpus=spec.vcpus, memory_mib=spec.memory_mib,
+                                 disk_gib=spec.disk_gib)
+    # Inside the create's record: the spec is validated first, and a refusal is recorded as its outcome.
+    async with (recovery.creating(principal.name, spec) as intent,
+                quota.reserving(footprint, hypervisor.list_vms, must_fit_alone=True)):
         vm = await hypervisor.create_vm(spec, create_token=intent.token)
         intent.vm_uuid = vm.uuid
     log.info("VM created", extra={"event": "vm_create", "vm_uuid": vm.uuid, "vm_name": vm.name,
@@ -69,13 +76,15 @@ CONSOLES_END_WAIT = 1.0
 
 @router.patch("/{vm_id}", response_model=VmOut, responses=_ERRORS)
 async def patch_vm(
-    body: VmPatch, vm: AccessibleVm, principal: CurrentUser, access: AccessDep, hypervisor: HypervisorDep
+    body: VmPatch, vm: AccessibleVm, principal: CurrentUser, access: AccessDep, hypervisor: HypervisorDep,
+    quota: QuotaDep,
 ) -> VmOut:
     """Change any of name, vcpus, memory_mib, boot_order, autostart.
 
     On a running VM, vcpus, memory_mib and boot_order go into its definition and apply at its next start:
     the answer shows them under ``pending`` with ``pending_restart: true``. A rename needs a stopped VM
-    (VM_MUST_BE_STOPPED). ``autostart`` applies at once.
+    (VM_MUST_BE_STOPPED). ``autostart`` applies at once. More vCPUs or memory are checked against the
+    quota (QUOTA_EXCEEDED): a running VM's count at once, a stopped VM's must fit on their own.
     """
     edit = VmEdit(
         name=body.name, vcpus=body.vcpus, memory_mib=body.memory_mib,
@@ -84,7 +93,10 @@ async def patch_vm(
     async with access.audit.recording(principal.name, "edit", vm.name) as target:
         target.vm_uuid = vm.uuid
         target.details = body.model_dump_json(exclude_unset=True)[:200]
-        edited = await edit_vm(hypervisor, vm.uuid, edit)
+        if body.vcpus is not None or body.memory_mib is not None:  # sane numbers before the quota counts them
+            await hypervisor.check_hardware(vcpus=body.vcpus, memory_mib=body.memory_mib)
+        async with quota_for_edit(quota, hypervisor, principal, vm, vcpus=body.vcpus, memory_mib=body.memory_mib):
+            edited = await edit_vm(hypervisor, vm.uuid, edit)
         target.details = edited.summary
     log.info("VM changed", extra={"event": "vm_edit", "vm_uuid": vm.uuid, "vm_name": edited.vm.name,
                                   "changes": list(edited.changes), "user": principal.name})
@@ -114,10 +126,14 @@ async def delete_vm(
 
 
 @router.post("/{vm_id}/start", response_model=VmOut, responses=_ERRORS)
-async def start_vm(vm: AccessibleVm, principal: CurrentUser, access: AccessDep, hypervisor: HypervisorDep) -> VmOut:
+async def start_vm(
+    vm: AccessibleVm, principal: CurrentUser, access: AccessDep, hypervisor: HypervisorDep, quota: QuotaDep
+) -> VmOut:
+    """Checked against the quota on running vCPUs and memory first (QUOTA_EXCEEDED)."""
     async with access.audit.recording(principal.name, "start", vm.name) as target:
         target.vm_uuid = vm.uuid
-        vm = await hypervisor.start_vm(vm.uuid)
+        async with quota_for_start(quota, hypervisor, principal, vm):
+            vm = await hypervisor.start_vm(vm.uuid)
     log.info("VM started", extra={"event": "vm_start", "vm_uuid": vm.uuid, "vm_name": vm.name,
                                   "user": principal.name})
     return VmOut.of(vm)

@@ -76,7 +76,7 @@ class BrowserSessions:
             if row is None:
                 return None
             browser_session, user = row
-            if browser_session.expires_at <= now or user.disabled:
+            if browser_session.expires_at <= now or user.disabled or not user.approved:
                 return None
             return Principal(name=user.name, role=Role(user.role), method=AuthMethod.COOKIE,
                              csrf_token=browser_session.csrf_token, credential=browser_credential(key))

@@ -131,7 +131,7 @@ class Tokens:
             if row is None:
                 return None
             token, user = row
-            if token.revoked_at is not None or user.disabled:
+            if token.revoked_at is not None or user.disabled or not user.approved:
                 return None
             if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
                 token.last_used_at = now

@@ -31,10 +31,12 @@ class UserInfo:
     role: Role
     created_at: datetime
     disabled: bool
+    approved: bool = True
 
     @classmethod
     def of(cls, user: User) -> UserInfo:
-        return cls(name=user.name, role=Role(user.role), created_at=user.created_at, disabled=user.disabled)
+        return cls(name=user.name, role=Role(user.role), created_at=user.created_at, disabled=user.disabled,
+                   approved=user.approved)
 
 
 def clean_user_name(name: str) -> str:
@@ -57,7 +59,7 @@ def lookup_user(session: Session, name: str) -> User | None:
     return find_user(session, name) or find_user_by_key(session, name)
 
 
-_PRINCIPAL_OF = select(User.name, User.role, User.disabled).where(User.name == bindparam("name"))
+_PRINCIPAL_OF = select(User.name, User.role, User.disabled, User.approved).where(User.name == bindparam("name"))
 
 
 def _require_user(session: Session, name: str) -> User:
@@ -65,6 +67,11 @@ def _require_user(session: Session, name: str) -> User:
     if user is None:
         raise LimenError(ErrorCode.USER_NOT_FOUND, f"no user named {name!r}")
     return user
+
+
+class AccountPending(LimenError):
+    def __init__(self, name: str) -> None:
+        super().__init__(ErrorCode.ACCOUNT_PENDING, f"the account {name!r} waits for an administrator's approval")
 
 
 class Users:
@@ -75,11 +82,12 @@ class Users:
         self.passwords = passwords
         self.clock = clock
 
-    async def create(self, name: str, password: str, role: Role = Role.USER) -> UserInfo:
+    async def create(self, name: str, password: str, role: Role = Role.USER, *, approved: bool = True) -> UserInfo:
+        """``approved`` False: a self-registered account that cannot sign in until an administrator approves it."""
         name = clean_user_name(name)
         validate_password(password)
         password_hash = await anyio.to_thread.run_sync(self.passwords.hash, password)
-        return await self.db.run(lambda session: self._insert(session, name, password_hash, role))
+        return await self.db.run(lambda session: self._insert(session, name, password_hash, role, approved))
 
     def create_sync(self, name: str, password: str, role: Role = Role.USER) -> UserInfo:
         """For the command line, which has no event loop."""
@@ -88,12 +96,13 @@ class Users:
         password_hash = self.passwords.hash(password)
         return self.db.run_sync(lambda session: self._insert(session, name, password_hash, role))
 
-    def _insert(self, session: Session, name: str, password_hash: str, role: Role) -> UserInfo:
+    def _insert(self, session: Session, name: str, password_hash: str, role: Role,
+                approved: bool = True) -> UserInfo:
         existing = find_user_by_key(session, name)
         if existing is not None:
             raise LimenError(ErrorCode.USER_ALREADY_EXISTS, f"a user named {existing.name!r} exists")
         user = User(name=name, name_key=name_key(name), password_hash=password_hash, role=role.value,
-                    created_at=utc_now(self.clock), disabled=False)
+                    created_at=utc_now(self.clock), disabled=False, approved=approved)
         session.add(user)
         try:
             session.flush()
@@ -131,6 +140,14 @@ class Users:
         def run(session: Session) -> UserInfo:
             user = _require_user(session, name)
             user.disabled = disabled
+            return UserInfo.of(user)
+
+        return await self.db.run(run)
+
+    async def set_approved(self, name: str, approved: bool) -> UserInfo:
+        def run(session: Session) -> UserInfo:
+            user = _require_user(session, name)
+            user.approved = approved
             return UserInfo.of(user)
 
         return await self.db.run(run)
@@ -176,16 +193,17 @@ class Users:
         return bool(count)
 
     async def principal(self, name: str, method: AuthMethod) -> Principal | None:
-        """The user as a principal now (its current role), or None if it is gone or disabled."""
+        """The user as a principal now (its current role), or None if it is gone, disabled or not approved."""
 
         # Core, not the ORM: this runs on every console's set-up (Database.fetch_one).
         row = await self.db.fetch_one(_PRINCIPAL_OF, {"name": name})
-        if row is None or row.disabled:
+        if row is None or row.disabled or not row.approved:
             return None
         return Principal(name=row.name, role=Role(row.role), method=method)
 
     async def authenticate(self, name: str, password: str) -> Principal | None:
-        """The user if ``password`` is theirs and the account is enabled; else None, after the same work."""
+        """The user if ``password`` is theirs and the account is enabled; else None, after the same work.
+        An account awaiting approval raises ACCOUNT_PENDING, but only once the password proved it is theirs."""
 
         def run(session: Session) -> Principal | None:
             user = lookup_user(session, name)
@@ -196,6 +214,8 @@ class Users:
                 return None
             if self.passwords.needs_rehash(user.password_hash):
                 user.password_hash = self.passwords.hash(password)
+            if not user.approved:
+                raise AccountPending(user.name)
             return Principal(name=user.name, role=Role(user.role), method=AuthMethod.COOKIE)
 
         if len(password) > 1024 or len(name) > 4 * NAME_MAX:

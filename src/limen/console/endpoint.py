@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from contextlib import AbstractContextManager
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
@@ -31,6 +32,11 @@ from limen.console.admission import ConsoleAdmission
 from limen.console.session import ConsoleSession, HypervisorLike
 from limen.console.sessions import ConsoleSessions
 from limen.console.splice import SPLICE_EXTENSION, SpliceFn
+from limen.errors import ErrorCode, LimenError
+from limen.hypervisor import Hypervisor
+from limen.hypervisor.models import Vm
+from limen.quota import Footprint, QuotaLedger
+from limen.quota.ledger import owner_limited
 from limen.settings import Settings
 
 router = APIRouter()
@@ -71,6 +77,34 @@ class StarletteChannel:
         await self._ws.close(code, reason)
 
 
+class QuotaCheckedStarts:
+    """The hypervisor as a console uses it, its auto-start of a stopped VM checked against the quota as
+    ``POST /api/vms/{id}/start`` is (QUOTA_EXCEEDED ends the console; the VM stays stopped)."""
+
+    def __init__(self, hypervisor: Hypervisor, quota: QuotaLedger, admission: ConsoleAdmission) -> None:
+        self._hv = hypervisor
+        self._quota = quota
+        self._admission = admission
+
+    async def get_vm(self, ident: str) -> Vm:
+        return await self._hv.get_vm(ident)
+
+    async def console_vm(self, ident: str) -> Vm:
+        return await self._hv.console_vm(ident)
+
+    def watch(self, uuid: str) -> AbstractContextManager[Any]:
+        return self._hv.watch(uuid)
+
+    async def start_vm(self, ident: str) -> Vm:
+        principal = self._admission.principal
+        if principal is None:  # not admitted: the session never gets here
+            raise LimenError(ErrorCode.FORBIDDEN, "the console was not admitted")
+        vm = await self._hv.get_vm(ident)  # the whole VM: its footprint, not only what a console needs
+        async with self._quota.reserving(Footprint.of_vm(vm).started(), self._hv.list_vms,
+                                         owner_limited=owner_limited(principal, vm.owner)):
+            return await self._hv.start_vm(ident)
+
+
 def sessions_of(state: Any) -> ConsoleSessions:
     """The app's session registry (``create_app`` makes it)."""
     sessions = state.console_sessions
@@ -90,10 +124,11 @@ async def console(websocket: WebSocket, vm_id: str) -> None:
     session_id = uuid.uuid4().hex
     registry = sessions_of(state)
     admission = ConsoleAdmission(access, websocket, session_id, on_admitted=registry.admitted)
+    quota: QuotaLedger | None = getattr(state, "quota", None)  # create_app makes one
     session = ConsoleSession(
         ident=vm_id,
         client=StarletteChannel(websocket),
-        hypervisor=hypervisor,
+        hypervisor=QuotaCheckedStarts(state.hypervisor, quota, admission) if quota is not None else hypervisor,
         settings=settings,
         notices=websocket.query_params.get("notices") == "1",
         session_id=session_id,

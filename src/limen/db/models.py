@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     TypeDecorator,
     text,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -71,6 +72,8 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16), default=Role.USER.value)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # False while a self-registered account waits for an administrator (LIMEN_REGISTRATION=approval).
+    approved: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
 
 class ApiToken(Base):
@@ -182,3 +185,44 @@ class VmAction(Base):
     # Set while the action runs (result_code "STARTED"): which instance does it, so a crash can be cleaned up.
     instance_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class UserQuota(Base):
+    """An administrator's per-user quota override; a null column falls back to the LIMEN_QUOTA_* default
+    (for plain users) or no limit (for administrators)."""
+
+    __tablename__ = "user_quotas"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    max_vms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_vcpus: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_memory_mib: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_disk_gib: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class QuotaLock(Base):
+    """One row; every quota check updates it first, so checks run one at a time across every limen
+    instance on the database (a row lock on PostgreSQL, the write lock on SQLite)."""
+
+    __tablename__ = "quota_lock"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class QuotaReservation(Base):
+    """What a change that passed its quota check will make a VM use, until the change is done (then libvirt
+    shows it) or failed. Checks count it with what libvirt shows, so parallel changes cannot both pass."""
+
+    __tablename__ = "quota_reservations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_name: Mapped[str | None] = mapped_column(String(NAME_MAX), nullable=True)  # the VM's owner
+    vm_name: Mapped[str] = mapped_column(String(NAME_MAX))
+    running: Mapped[bool] = mapped_column(Boolean)
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    disk_bytes: Mapped[int] = mapped_column(BigInteger)
+    # The instance making the change: a lost instance's reservations are dropped (limen.recovery).
+    instance_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -9,6 +9,8 @@ const DEFAULT_TIMEOUT_MS = 30000;
 const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
 export const CSRF_HEADER = "X-CSRF-Token";
 const LOGIN_PATH = "/api/login";
+// Asked by people not signed in: no CSRF token (there is no session), and a 401 is theirs to show.
+const ANONYMOUS_PATHS = new Set([LOGIN_PATH, "/api/register"]);
 
 let me = null; // GET /api/me, once per page: {name, role, auth, csrf_token}
 
@@ -35,7 +37,7 @@ export function forgetUser() {
 }
 
 async function csrfHeaders(method, path) {
-  if (SAFE_METHODS.has(method) || path === LOGIN_PATH) return {};
+  if (SAFE_METHODS.has(method) || ANONYMOUS_PATHS.has(path)) return {};
   const user = await currentUser();
   return user && user.csrf_token ? { [CSRF_HEADER]: user.csrf_token } : {};
 }
@@ -52,6 +54,8 @@ export class ApiError extends Error {
     // TOO_MANY_ATTEMPTS: seconds until the server takes another attempt (also its Retry-After header).
     this.retryAfter = Number.isFinite(body.retry_after) ? body.retry_after : null;
     this.vms = Array.isArray(body.vms) ? body.vms : null; // ISO_IN_USE: the VMs holding the image
+    // QUOTA_EXCEEDED: {scope, resource, limit, usage, requested, free}
+    this.quota = body.quota && typeof body.quota === "object" ? body.quota : null;
   }
 
   /** The seed's fields, for errorBox(). */
@@ -95,7 +99,7 @@ export async function api(method, path, body = undefined, { timeoutMs = DEFAULT_
     data = null;
   }
   if (!response.ok) {
-    if (response.status === 401 && path !== LOGIN_PATH) {
+    if (response.status === 401 && !ANONYMOUS_PATHS.has(path)) {
       forgetUser();
       toLogin();
     }

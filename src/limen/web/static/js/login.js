@@ -1,9 +1,11 @@
 // The sign-in page: name and password → POST /api/login (sets the session cookie) → back to ?next=.
 // When sign-in is throttled (429 TOO_MANY_ATTEMPTS), the page shows the server's real wait, counts it
-// down, and keeps the button off until it has passed.
+// down, and keeps the button off until it has passed. When self-registration is on (GET /api/registration),
+// "Create an account" opens a second form (POST /api/register); with approval, it says the account waits
+// for an administrator, and signing in before that shows ACCOUNT_PENDING's message.
 
 import { api, ApiError, forgetUser } from "./api.js";
-import { errorBox, spinner } from "./dom.js";
+import { errorBox, h, spinner } from "./dom.js";
 import { countDown, formatWait } from "./wait.js";
 
 const form = document.getElementById("login-form");
@@ -70,7 +72,67 @@ async function onSubmit(event) {
   if (wait) wait();
 }
 
+// -- signing up -------------------------------------------------------------------------------------
+
+const signupForm = document.getElementById("signup-form");
+const signupOffer = document.getElementById("signup-offer");
+const signupError = document.getElementById("signup-error");
+const signupSubmit = document.getElementById("signup-submit");
+let registrationMode = "off";
+
+function showSignup(show) {
+  signupForm.hidden = !show;
+  form.hidden = show;
+  (show ? document.getElementById("signup-name") : nameInput).focus();
+}
+
+async function onSignup(event) {
+  event.preventDefault();
+  signupError.replaceChildren();
+  signupSubmit.disabled = true;
+  signupSubmit.replaceChildren(spinner(), "Creating…");
+  const name = document.getElementById("signup-name").value;
+  try {
+    const made = await api("POST", "/api/register", { name, password: document.getElementById("signup-password").value });
+    showSignup(false);
+    nameInput.value = made.name;
+    errorSlot.replaceChildren(h("div", { class: "notice ok", role: "status", id: "signup-done" }, made.approved
+      ? `Account ${made.name} created. Sign in with your password.`
+      : `Account ${made.name} created. An administrator must approve it before you can sign in.`));
+    passwordInput.focus();
+  } catch (exc) {
+    signupError.replaceChildren(errorBox(exc instanceof ApiError ? exc.body
+      : { error: "Sign-up failed", code: "CLIENT_ERROR", details: String(exc), message: "Retry." }));
+  } finally {
+    signupSubmit.disabled = false;
+    signupSubmit.textContent = "Create account";
+  }
+}
+
+async function offerSignup() {
+  try {
+    registrationMode = (await api("GET", "/api/registration", undefined, { timeoutMs: 10000 })).mode;
+  } catch {
+    return; // no offer: signing in still works
+  }
+  if (registrationMode === "off") return;
+  document.getElementById("signup-mode").textContent = registrationMode === "approval"
+    ? "An administrator approves new accounts before they can sign in." : "You can sign in as soon as it is made.";
+  signupOffer.hidden = false;
+  document.getElementById("signup-link").addEventListener("click", (event) => {
+    event.preventDefault();
+    showSignup(true);
+  });
+  document.getElementById("signin-link").addEventListener("click", (event) => {
+    event.preventDefault();
+    showSignup(false);
+  });
+  signupForm.addEventListener("submit", onSignup);
+  if (window.location.hash === "#signup") showSignup(true);
+}
+
 if (form) {
   form.addEventListener("submit", onSubmit);
   nameInput.focus();
+  offerSignup();
 }

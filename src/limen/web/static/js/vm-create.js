@@ -1,7 +1,10 @@
 // The create form: the API validates; its 4xx answers are shown next to the field they name.
+// The user's quota (GET /api/quota) shows as bars; choices beyond it are capped or disabled, saying why,
+// and a QUOTA_EXCEEDED answer (the quota changed meanwhile) is shown at the resource's field.
 
 import { api, ApiError } from "./api.js";
 import { errorBox, formatBytes, h, spinner } from "./dom.js";
+import { headroom, showQuota } from "./quota.js";
 import { mountUserMenu } from "./session.js";
 
 const FIELDS = ["name", "vcpus", "memory_mib", "disk_gib", "iso", "boot_order"];
@@ -60,11 +63,14 @@ function fieldMessage(field, details) {
 function showError(exc) {
   const body = exc instanceof ApiError ? exc.body
     : { error: "Create failed", code: "CLIENT_ERROR", details: String(exc), message: "Reload the page and retry." };
-  const field = exc instanceof ApiError ? (exc.field || FIELD_OF_CODE[exc.code] || null) : null;
+  const quotaField = exc instanceof ApiError && exc.quota && exc.quota.resource !== "vms"
+    ? exc.quota.resource : null;
+  const field = exc instanceof ApiError ? (exc.field || quotaField || FIELD_OF_CODE[exc.code] || null) : null;
   const root = field ? field.split(".")[0] : null;
   if (root && FIELDS.includes(root)) {
     const slot = document.getElementById(`${root}-error`);
-    slot.textContent = fieldMessage(root, body.details) || body.error;
+    slot.textContent = quotaField ? body.details.replace(/\s*\[request_id=[^\]]*\]$/, "")
+      : (fieldMessage(root, body.details) || body.error);
     slot.hidden = false;
     const control = input(root);
     control.setAttribute("aria-invalid", "true");
@@ -89,9 +95,67 @@ async function onSubmit(event) {
   } catch (exc) {
     showError(exc);
     formStatus.textContent = "Not created: see the message above the form.";
+    if (exc instanceof ApiError && exc.code === "QUOTA_EXCEEDED") loadQuota(); // the bars as they are now
   } finally {
-    submit.disabled = false;
+    submit.disabled = vmsFull;
     submit.replaceChildren("Create VM");
+  }
+}
+
+let vmsFull = false; // no VM may be made: the quota's VM count is reached
+
+function capField(field, max, reason) {
+  const control = input(field);
+  const note = document.getElementById(`${field}-quota`);
+  if (max === null) {
+    control.removeAttribute("max");
+    control.disabled = false;
+    note.hidden = true;
+    return;
+  }
+  note.textContent = reason;
+  note.hidden = false;
+  if (max < Number(control.min || 1)) {
+    control.value = "";
+    control.disabled = true;
+  } else {
+    control.disabled = false;
+    control.max = String(max);
+    if (Number(control.value) > max) control.value = String(max);
+  }
+}
+
+/** Caps and disables what the quota cannot give; a VM's vCPUs and memory must fit the limit of running
+ * ones (else it could never start), its disk what is left. */
+export function applyQuota(quota) {
+  showQuota(document.getElementById("quota"), quota);
+  const room = headroom(quota);
+  const vcpus = room.vcpus;
+  capField("vcpus", vcpus ? vcpus.limit : null,
+    vcpus ? `At most ${vcpus.limit}: ${vcpus.scope} quota of running vCPUs (${vcpus.usage} in use).` : "");
+  const memory = room.memory_mib;
+  capField("memory_mib", memory ? memory.limit : null,
+    memory ? `At most ${memory.limit} MiB: ${memory.scope} quota of running memory (${memory.usage} MiB in use).` : "");
+  const disk = room.disk_gib;
+  const diskLeft = disk ? Math.floor(disk.left) : null;
+  capField("disk_gib", diskLeft, !disk ? "" : diskLeft >= 1
+    ? `At most ${diskLeft} GiB: ${disk.scope} disk quota (${disk.usage} of ${disk.limit} GiB in use).`
+    : `No disk: ${disk.scope} disk quota is used up (${disk.usage} of ${disk.limit} GiB). Delete a VM with its disks.`);
+  const vms = room.vms;
+  vmsFull = Boolean(vms && vms.left < 1);
+  const note = document.getElementById("quota-note");
+  note.hidden = !vmsFull;
+  note.textContent = vmsFull
+    ? `You cannot create a VM: ${vms.scope} quota allows ${vms.limit} VMs and ${vms.usage} exist. Delete one first.`
+    : "";
+  submit.disabled = vmsFull;
+}
+
+async function loadQuota() {
+  try {
+    applyQuota(await api("GET", "/api/quota", undefined, { timeoutMs: 10000 }));
+  } catch {
+    // without it the form still works: the API checks the quota anyway
   }
 }
 
@@ -117,4 +181,5 @@ async function loadIsos() {
 form.addEventListener("submit", onSubmit);
 mountUserMenu();
 loadIsos();
+loadQuota();
 input("name").focus();

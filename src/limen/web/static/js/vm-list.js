@@ -5,6 +5,7 @@
 
 import { api, ApiError } from "./api.js";
 import { errorBox, formatDuration, formatMemory, h, spinner, STATE_LABELS, stateBadge } from "./dom.js";
+import { showQuota } from "./quota.js";
 import { mountUserMenu } from "./session.js";
 import { formatPercent, formatSize } from "./stats-series.js";
 import { POLL_MS, VmEvents } from "./vm-events.js";
@@ -365,6 +366,15 @@ function describeUpdates() {
   ui.note.textContent = `${lastUpdated.count} VM${lastUpdated.count === 1 ? "" : "s"} · updated ${lastUpdated.at} · ${how}`;
 }
 
+/** The usage bars follow the list; a quota that cannot be read leaves the last bars shown. */
+async function refreshQuota() {
+  try {
+    showQuota(document.getElementById("quota"), await api("GET", "/api/quota", undefined, { timeoutMs: 10000 }));
+  } catch {
+    // the list's own error says what is wrong
+  }
+}
+
 async function refresh() {
   clearTimeout(refreshTimer);
   refreshTimer = null;
@@ -374,6 +384,7 @@ async function refresh() {
     const vms = await api("GET", "/api/vms", undefined, { timeoutMs: 10000 });
     render(vms, askedAt);
     ui.loadError.replaceChildren();
+    refreshQuota();
     lastUpdated = { count: vms.length, at: new Date().toLocaleTimeString() };
     describeUpdates();
   } catch (exc) {

@@ -1,0 +1,52 @@
+"""The quota routes in-process over libvirt's test driver: who may read and set what, defaults, bad input."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from limen.hypervisor.ownership import set_owner
+from limen.settings import Settings
+from tests.support.access import access_client, admin_token, assert_error, make_access
+
+
+async def test_limits_defaults_and_overrides(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(quota_vms=2, quota_vcpus=4, quota_total_disk_gib=100)
+    access = make_access(settings)
+    async with access_client(settings, access) as (client, app):
+        admin = {"Authorization": f"Bearer {await admin_token(access)}"}
+        await access.users.create("Ada", "ada's long password")
+        ada = {"Authorization": f"Bearer {(await access.tokens.create('Ada', 'tests')).secret}"}
+        await set_owner(app.state.hypervisor, "test", "Ada")  # the test driver's running VM, 2 vCPUs
+        try:
+            mine = (await client.get("/api/quota", headers=ada)).json()
+            assert mine["user"] == "Ada"
+            assert mine["limits"] == {"vms": 2, "vcpus": 4, "memory_mib": None, "disk_gib": None}
+            assert mine["usage"]["vms"] == 1 and mine["usage"]["vcpus"] == 2
+            assert mine["system"]["limits"]["disk_gib"] == 100
+            # Administrators have no per-user limits unless set for them.
+            own = (await client.get("/api/quota", headers=admin)).json()
+            assert own["limits"] == {"vms": None, "vcpus": None, "memory_mib": None, "disk_gib": None}
+
+            put = await client.put("/api/users/ADA/quota", json={"vms": 5}, headers=admin)
+            assert put.status_code == 200, put.text
+            assert put.json()["user"] == "Ada"
+            assert put.json()["override"] == {"vms": 5, "vcpus": None, "memory_mib": None, "disk_gib": None}
+            assert put.json()["limits"]["vms"] == 5 and put.json()["limits"]["vcpus"] == 4  # default kept
+            assert (await client.get("/api/users/ada/quota", headers=admin)).json()["limits"]["vms"] == 5
+
+            assert_error(await client.put("/api/users/Ada/quota", json={"vms": 9}, headers=ada), 403, "FORBIDDEN")
+            assert_error(await client.get("/api/users/Ada/quota", headers=ada), 403, "FORBIDDEN")
+            assert_error(await client.put("/api/users/nobody/quota", json={}, headers=admin), 404, "USER_NOT_FOUND")
+            for bad in ({"vms": -1}, {"vcpus": 2**40}, {"disk_gib": "many"}, {"cpus": 1}):
+                assert_error(await client.put("/api/users/Ada/quota", json=bad, headers=admin), 422,
+                             "VALIDATION_ERROR")
+            # Beyond the host, never a server error (the quota is not asked about nonsense).
+            assert_error(await client.patch("/api/vms/test", json={"vcpus": 2**63}, headers=ada), 422,
+                         "VALIDATION_ERROR")
+            # Ada's running VM with 2 vCPUs: growing it to 8 at its next start does not fit 4.
+            body = assert_error(await client.patch("/api/vms/test", json={"vcpus": 8}, headers=ada), 409,
+                                "QUOTA_EXCEEDED")
+            assert body["quota"]["resource"] == "vcpus" and body["quota"]["limit"] == 4
+            assert (await client.get("/api/vms/test", headers=ada)).json()["vcpus"] == 2  # nothing changed
+        finally:
+            await set_owner(app.state.hypervisor, "test", None)
