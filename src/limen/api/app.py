@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from limen.api import events, health, isos, vm_disks, vm_media, vms
+from limen.api import events, health, isos, operations, vm_disks, vm_media, vm_snapshots, vms
 from limen.api.access import install_access
 from limen.api.authenticate_first import AuthenticateFirst
 from limen.api.body_limit import BodyLimit
@@ -96,6 +96,8 @@ def create_app(
     app.include_router(vms.router)
     app.include_router(vm_media.router)
     app.include_router(vm_disks.router)
+    app.include_router(vm_snapshots.router)
+    app.include_router(operations.router)
     app.include_router(isos.router)
     app.include_router(events.router)
     app.include_router(console_router)
