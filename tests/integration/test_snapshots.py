@@ -239,6 +239,12 @@ def test_snapshots_form_a_tree_and_deleting_one_keeps_its_children(
     assert "c" not in subprocess.run(["qemu-img", "snapshot", "-l", _disk_path(api, name)], capture_output=True,
                                      text=True, check=True).stdout.split()
 
+    # A renamed VM keeps its snapshots.
+    renamed = vm_names()
+    assert api.patch(f"/api/vms/{name}", json={"name": renamed}).status_code == 200
+    assert [s["name"] for s in api.get(f"/api/vms/{renamed}/snapshots").json()] == ["a", "b", "d"]
+    assert api.post(f"/api/vms/{renamed}/snapshots/b/revert").status_code == 200
+
 
 def test_refusals_are_json_errors(api: httpx.Client, vm_names: Callable[[], str], server: LimenProcess,
                                   tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ progress goes to the event stream (``snapshot_progress``, ``snapshot_done``) and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import AsyncExitStack
 from datetime import datetime
@@ -100,7 +101,11 @@ async def post_snapshot(
 
         async def work(operation: Operation) -> None:
             async with handover[0]:
-                await _take(hypervisor, operation, body)
+                try:
+                    await _take(hypervisor, operation, body)
+                except asyncio.CancelledError:  # limen stops: say so, in the audit row and the operation
+                    raise LimenError(ErrorCode.SERVER_SHUTDOWN, "limen stopped while the snapshot was being taken; "
+                                     "the VM's snapshot list shows whether libvirt finished it") from None
 
         operation = operations.start(
             kind="snapshot", vm_uuid=vm.uuid, vm_name=vm.name, vm_owner=vm.owner, user=principal.name,
