@@ -2,8 +2,8 @@
 
 Mounted under ``limen vm`` by :mod:`limen.cli`; ``ctx.obj`` is its CliState. The commands talk to libvirt
 on the host through the same code as the REST API (:mod:`limen.hypervisor.snapshots`). ``create`` waits
-for the snapshot, with a spinner and libvirt's progress on a terminal: a running VM's memory is saved
-with it, which takes seconds.
+for the snapshot, with a spinner and libvirt's progress (and the time taken) on a terminal: a running VM's
+memory is saved with it, which takes seconds.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Protocol, TypeVar
 
@@ -33,6 +34,7 @@ from limen.settings import Settings
 
 T = TypeVar("T")
 
+SPINNER_TICK = 0.5
 snapshot_app = typer.Typer(help="A VM's snapshots (disks, and a running VM's memory).", no_args_is_help=True)
 
 VmArgument = Annotated[str, typer.Argument(help="UUID or name of the VM")]
@@ -105,14 +107,16 @@ def snapshot_create(
     async def take(hv: Hypervisor) -> SnapshotOut:
         vm = await hv.get_vm(vm_id)
         await check_can_take(hv, vm.uuid, name, description)
-        if not spinning:
-            return SnapshotOut.of(await take_snapshot(hv, vm.uuid, name, description))
-        label = f"Taking snapshot {name!r} of {vm.name}" + (" (memory included)" if vm.state.value == "running" else "")
-        with Console(stderr=True).status(label) as status:
-            async def progressed(percent: int | None) -> None:
-                status.update(label if percent is None else f"{label}: {percent}%")
-
-            return SnapshotOut.of(await take_snapshot(hv, vm.uuid, name, description, on_progress=progressed))
+        taking = asyncio.ensure_future(take_snapshot(hv, vm.uuid, name, description))
+        if spinning:  # libvirt gives no progress figure for it: the time it has taken so far
+            memory = " with its memory" if vm.state.value == "running" else ""
+            label = f"Taking snapshot {name!r} of {vm.name}{memory}"
+            began = time.monotonic()
+            with Console(stderr=True).status(label) as status:
+                while not taking.done():
+                    await asyncio.wait({taking}, timeout=SPINNER_TICK)
+                    status.update(f"{label} ({time.monotonic() - began:.0f} s)")
+        return SnapshotOut.of(await taking)
 
     snap = _run(state.settings(), take)
     if state.as_json:

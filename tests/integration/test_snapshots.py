@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -72,6 +73,7 @@ def _wait_operation(api: httpx.Client, operation: dict[str, Any], timeout: float
 def _snapshot(api: httpx.Client, vm: str, name: str, description: str = "") -> dict[str, Any]:
     started = api.post(f"/api/vms/{vm}/snapshots", json={"name": name, "description": description})
     assert started.status_code == 202, started.text
+    assert started.json()["state"] == "running"  # the answer does not wait for the work
     done = _wait_operation(api, started.json())
     assert done["state"] == "done", done
     return done
@@ -205,13 +207,14 @@ def test_a_stopped_vms_disk_comes_back(api: httpx.Client, vm_names: Callable[[],
     written = _qemu_io(path, "write -P 0xab 0 64k")
     assert written.returncode == 0, written.stderr
 
-    _snapshot(api, name, "pattern")
+    _snapshot(api, name, "pattern", "naïve — 日本語\nsecond line")
     assert _qemu_io(path, "write -P 0xcd 0 64k").returncode == 0
     assert "Pattern verification failed" in _qemu_io(path, "read -P 0xab 0 64k").stdout
 
     reverted = api.post(f"/api/vms/{name}/snapshots/pattern/revert")
     assert reverted.status_code == 200, reverted.text
     assert reverted.json()["vm_state"] == "shutoff" and not reverted.json()["with_memory"]
+    assert reverted.json()["description"] == "naïve — 日本語\nsecond line"
     read = _qemu_io(path, "read -P 0xab 0 64k")
     assert read.returncode == 0 and "Pattern verification failed" not in read.stdout, read.stdout
     assert api.get(f"/api/vms/{name}").json()["state"] == "stopped"
@@ -335,12 +338,53 @@ def test_parallel_snapshots_of_one_vm(api: httpx.Client, vm_names: Callable[[], 
     assert [s["name"] for s in api.get(f"/api/vms/{name}/snapshots").json()] == ["same"]
 
 
+def test_a_snapshot_in_progress_holds_other_changes_of_its_vm(
+    api: httpx.Client, vm_names: Callable[[], str], domain: Callable[[str], _Domain]
+) -> None:
+    """QEMU stopped (SIGSTOP) holds ``savevm`` as a long memory save would: the request answers at once, the
+    operation runs, and every other snapshot change and the VM's deletion are refused until it ends."""
+    name = vm_names()
+    _create(api, name, disk_gib=1, iso=DEMO_ISO)
+    assert api.post(f"/api/vms/{name}/start").status_code == 200
+    domain(name).wait_still()
+    _snapshot(api, name, "earlier")
+    qemu = int(Path(f"/run/libvirt/qemu/{name}.pid").read_text())
+    os.kill(qemu, signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        started = api.post(f"/api/vms/{name}/snapshots", json={"name": "slow"})
+        assert started.status_code == 202, started.text
+        assert time.monotonic() - began < 5  # not a request that hangs (a generous bound for a busy host)
+        operation = started.json()
+        time.sleep(1)
+        polled = api.get(f"/api/operations/{operation['id']}").json()
+        assert (polled["state"], polled["progress"], polled["finished_at"]) == ("running", None, None)
+        for refused in (api.post(f"/api/vms/{name}/snapshots", json={"name": "other"}),
+                        api.post(f"/api/vms/{name}/snapshots/earlier/revert"),
+                        api.delete(f"/api/vms/{name}/snapshots/earlier"),
+                        api.delete(f"/api/vms/{name}")):
+            error = assert_error(refused, 409, "SNAPSHOT_IN_PROGRESS")
+            assert operation["id"] in error["details"]
+    finally:
+        os.kill(qemu, signal.SIGCONT)
+    assert _wait_operation(api, operation)["state"] == "done"
+    assert [s["name"] for s in api.get(f"/api/vms/{name}/snapshots").json()] == ["earlier", "slow"]
+    actions = [(a["action"], a["result_code"], a["details"]) for a in api.get("/api/vm-actions").json()
+               if a["vm_name"] == name]
+    assert actions[0] == ("snapshot", "OK", "slow")  # written when it began, completed when it ended
+
+
 def test_deleting_a_vm_deletes_its_snapshots(api: httpx.Client, vm_names: Callable[[], str]) -> None:
     name = vm_names()
     _create(api, name, disk_gib=1, iso=DEMO_ISO)
     _snapshot(api, name, "stopped")
     assert api.post(f"/api/vms/{name}/start").status_code == 200
     _snapshot(api, name, "running")
+    # Across states: to the stopped VM's snapshot the VM stops, to the running one's it runs again.
+    assert api.post(f"/api/vms/{name}/snapshots/stopped/revert").status_code == 200
+    assert api.get(f"/api/vms/{name}").json()["state"] == "stopped"
+    assert api.post(f"/api/vms/{name}/snapshots/running/revert").status_code == 200
+    assert api.get(f"/api/vms/{name}").json()["state"] == "running"
     path = _disk_path(api, name)
     deleted = api.delete(f"/api/vms/{name}")  # the disk stays: the snapshots inside it go
     assert deleted.status_code == 200, deleted.text

@@ -1,5 +1,5 @@
 """The pure parts of snapshots: the XML limen sends and reads, which VMs can have snapshots, the tree order,
-job progress, and the registry of background operations."""
+and the registry of background operations."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from limen.hypervisor.snapshots import (
     SnapshotInfo,
     check_description,
     check_snapshot_name,
-    job_percent,
     parse_snapshot_xml,
     snapshot_xml,
     tree_order,
@@ -112,13 +111,6 @@ def test_a_deep_chain_does_not_recurse() -> None:
     assert ordered[-1] == (1999, chain[-1])
 
 
-def test_job_percent_from_libvirts_statistics() -> None:
-    assert job_percent({"type": 0}) is None
-    assert job_percent({"memory_total": 200, "memory_processed": 50}) == 25
-    assert job_percent({"memory_total": 0, "memory_processed": 0, "data_total": 10, "data_processed": 10}) == 100
-    assert job_percent({"disk_total": 10, "disk_processed": 20}) == 100
-
-
 class _Clock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -137,14 +129,12 @@ async def test_an_operation_runs_reports_progress_and_ends() -> None:
     release = asyncio.Event()
 
     async def work(operation: Operation) -> None:
-        assert operation.report_progress(40)
-        assert not operation.report_progress(40)  # no change, no announcement
         await release.wait()
 
     operation = _start(operations, work)
     assert operation.payload()["state"] == "running" and operation.progress is None
     await asyncio.sleep(0)
-    assert operations.get(operation.id) is operation and operation.progress == 40
+    assert operations.get(operation.id) is operation and operation.state is OperationState.RUNNING
     with pytest.raises(LimenError) as busy:
         _start(operations, work)
     assert busy.value.code is ErrorCode.SNAPSHOT_IN_PROGRESS and operation.id in busy.value.details
@@ -154,7 +144,6 @@ async def test_an_operation_runs_reports_progress_and_ends() -> None:
     done = operation.payload()
     assert (done["state"], done["progress"], done["error"]) == ("done", 100, None)
     assert other.state is OperationState.DONE and operation.payload()["finished_at"] is not None
-    assert not operation.report_progress(50)
 
 
 async def test_a_failed_operation_carries_its_error_body() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from limen.api.deps import HypervisorDep
@@ -40,6 +40,19 @@ class OperationOut(BaseModel):
     @classmethod
     def of(cls, operation: Operation) -> OperationOut:
         return cls.model_validate(operation.payload())
+
+
+async def _refuse_busy_vm(vm_id: str, principal: CurrentUser, hypervisor: HypervisorDep) -> None:
+    """SNAPSHOT_IN_PROGRESS, before the VM is read, for a VM a snapshot is being taken of. While libvirt
+    takes it, reading the VM may wait as long (libvirt holds the domain for it), so asking first keeps
+    these requests from waiting for nothing. Only who may see the VM learns of it: to others it is
+    missing, as the route answers them."""
+    running = hypervisor.operations.running_for_ident(vm_id)
+    if running is not None and (principal.name == running.user or principal.may_access(running.vm_owner)):
+        hypervisor.operations.check_idle(running.vm_uuid, running.vm_name, ErrorCode.SNAPSHOT_IN_PROGRESS)
+
+
+RefuseBusyVm = Depends(_refuse_busy_vm)
 
 
 @router.get("/{operation_id}", response_model=OperationOut, responses=_ERRORS)

@@ -19,7 +19,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from limen.api.deps import HypervisorDep
-from limen.api.operations import OperationOut
+from limen.api.operations import OperationOut, RefuseBusyVm
 from limen.api.schemas import ErrorBody
 from limen.auth.deps import AccessDep, AccessibleVm, CurrentUser
 from limen.errors import ErrorCode, LimenError
@@ -79,7 +79,8 @@ async def get_snapshots(vm: AccessibleVm, hypervisor: HypervisorDep) -> list[Sna
     return [SnapshotOut.of(snap) for snap in await list_snapshots(hypervisor, vm.uuid)]
 
 
-@router.post("/{vm_id}/snapshots", response_model=OperationOut, status_code=202, responses=_ERRORS)
+@router.post("/{vm_id}/snapshots", response_model=OperationOut, status_code=202, responses=_ERRORS,
+    dependencies=[RefuseBusyVm])
 async def post_snapshot(
     body: SnapshotIn, vm: AccessibleVm, principal: CurrentUser, access: AccessDep, hypervisor: HypervisorDep,
 ) -> OperationOut:
@@ -118,15 +119,10 @@ async def post_snapshot(
 
 
 async def _take(hypervisor: Hypervisor, operation: Operation, body: SnapshotIn) -> None:
-    """The operation's work: takes the snapshot, announcing progress and the end on the event stream."""
-
-    async def progressed(percent: int | None) -> None:
-        if operation.report_progress(percent):
-            await hypervisor.announce(operation.vm_uuid, VmEventType.SNAPSHOT_PROGRESS, operation=operation.payload())
-
+    """The operation's work: takes the snapshot, announcing its start and its end on the event stream."""
+    await hypervisor.announce(operation.vm_uuid, VmEventType.SNAPSHOT_PROGRESS, operation=operation.payload())
     try:
-        snap = await take_snapshot(hypervisor, operation.vm_uuid, body.name, body.description,
-                                   on_progress=progressed)
+        snap = await take_snapshot(hypervisor, operation.vm_uuid, body.name, body.description)
     except LimenError as exc:
         failed = {**operation.payload(), "state": "failed", "error": exc.to_dict()}
         await hypervisor.announce(operation.vm_uuid, VmEventType.SNAPSHOT_DONE, operation=failed)
@@ -141,7 +137,8 @@ async def _take(hypervisor: Hypervisor, operation: Operation, body: SnapshotIn) 
                                          "user": operation.user})
 
 
-@router.post("/{vm_id}/snapshots/{name}/revert", response_model=SnapshotOut, responses=_ERRORS)
+@router.post("/{vm_id}/snapshots/{name}/revert", response_model=SnapshotOut, responses=_ERRORS,
+    dependencies=[RefuseBusyVm])
 async def post_revert(
     name: str, vm: AccessibleVm, principal: CurrentUser, access: AccessDep, hypervisor: HypervisorDep,
 ) -> SnapshotOut:
@@ -158,7 +155,8 @@ async def post_revert(
     return SnapshotOut.of(snap)
 
 
-@router.delete("/{vm_id}/snapshots/{name}", response_model=SnapshotDeleted, responses=_ERRORS)
+@router.delete("/{vm_id}/snapshots/{name}", response_model=SnapshotDeleted, responses=_ERRORS,
+    dependencies=[RefuseBusyVm])
 async def delete_one_snapshot(
     name: str, vm: AccessibleVm, principal: CurrentUser, access: AccessDep, hypervisor: HypervisorDep,
 ) -> SnapshotDeleted:

@@ -50,7 +50,8 @@ _NEXT_STATES = {
 
 @dataclass(slots=True)
 class Operation:
-    """One background operation. ``progress`` is 0–100, or None while the hypervisor gives no figure."""
+    """One background operation. ``progress`` is 0–100, or None while the hypervisor gives no figure (for a
+    snapshot it gives none: None until done, then 100)."""
 
     id: str
     kind: str  # "snapshot"
@@ -75,16 +76,6 @@ class Operation:
         self.finished_monotonic = now
         if state is OperationState.DONE:
             self.progress = 100
-
-    def report_progress(self, percent: int | None) -> bool:
-        """Records ``percent`` (clamped to 0–99 while running: 100 means done); True if it changed."""
-        if self.state is not OperationState.RUNNING or percent is None:
-            return False
-        clamped = max(0, min(99, percent))
-        if clamped == self.progress:
-            return False
-        self.progress = clamped
-        return True
 
     def payload(self) -> dict[str, Any]:
         """The operation as the API sends it."""
@@ -121,6 +112,12 @@ class Operations:
     def running_for(self, vm_uuid: str) -> Operation | None:
         return next((op for op in self._operations.values()
                      if op.vm_uuid == vm_uuid and op.state is OperationState.RUNNING), None)
+
+    def running_for_ident(self, ident: str) -> Operation | None:
+        """The running operation of the VM named, or of that UUID (as a request gives it), if any."""
+        folded = ident.lower()
+        return next((op for op in self._operations.values() if op.state is OperationState.RUNNING
+                     and (op.vm_name == ident or op.vm_uuid == folded)), None)
 
     def check_idle(self, vm_uuid: str, vm_name: str, busy: ErrorCode) -> None:
         """``busy`` while an operation of the VM runs."""

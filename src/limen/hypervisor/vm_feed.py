@@ -44,7 +44,7 @@ class VmEventType(StrEnum):
     RESUMED = "resumed"
     MEDIA_CHANGED = "media_changed"  # a CD inserted or ejected
     CHANGED = "changed"  # anything else libvirt reports (devices, shutdown in progress): re-read the VM
-    SNAPSHOT_PROGRESS = "snapshot_progress"  # a snapshot being taken moved on; the event has "operation"
+    SNAPSHOT_PROGRESS = "snapshot_progress"  # a snapshot is being taken (started, or moved on): see "operation"
     SNAPSHOT_DONE = "snapshot_done"  # a snapshot was taken or failed ("operation": its state and error)
     SNAPSHOTS_CHANGED = "snapshots_changed"  # a snapshot was deleted or reverted to: re-read the list
 
