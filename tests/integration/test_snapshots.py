@@ -374,6 +374,38 @@ def test_a_snapshot_in_progress_holds_other_changes_of_its_vm(
     assert actions[0] == ("snapshot", "OK", "slow")  # written when it began, completed when it ended
 
 
+def test_a_server_killed_while_it_takes_a_snapshot(
+    limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str], domain: Callable[[str], _Domain]
+) -> None:
+    """kill -9 mid-snapshot: libvirt finishes the snapshot; the next server knows nothing of the operation
+    (OPERATION_NOT_FOUND), lists the snapshot, and its audit row ends as SERVER_LOST."""
+    first = limen_server()
+    with httpx.Client(base_url=first.base_url, timeout=60, headers=first.auth_headers) as api:
+        name = vm_names()
+        _create(api, name, disk_gib=1, iso=DEMO_ISO)
+        assert api.post(f"/api/vms/{name}/start").status_code == 200
+        domain(name).wait_still()
+        qemu = int(Path(f"/run/libvirt/qemu/{name}.pid").read_text())
+        os.kill(qemu, signal.SIGSTOP)
+        try:
+            started = api.post(f"/api/vms/{name}/snapshots", json={"name": "orphan"})
+            assert started.status_code == 202, started.text
+            time.sleep(0.5)
+            first.kill()
+        finally:
+            os.kill(qemu, signal.SIGCONT)
+    second = limen_server()
+    with httpx.Client(base_url=second.base_url, timeout=60, headers=second.auth_headers) as api:
+        assert_error(api.get(f"/api/operations/{started.json()['id']}"), 404, "OPERATION_NOT_FOUND")
+        deadline = time.monotonic() + 30
+        while [s["name"] for s in api.get(f"/api/vms/{name}/snapshots").json()] != ["orphan"]:
+            assert time.monotonic() < deadline, "libvirt did not finish the snapshot"
+            time.sleep(0.2)
+        row = next(a for a in api.get("/api/vm-actions").json() if a["vm_name"] == name and a["action"] == "snapshot")
+        assert row["result_code"] == "SERVER_LOST", row
+        assert api.post(f"/api/vms/{name}/snapshots/orphan/revert").status_code == 200  # a snapshot like any
+
+
 def test_deleting_a_vm_deletes_its_snapshots(api: httpx.Client, vm_names: Callable[[], str]) -> None:
     name = vm_names()
     _create(api, name, disk_gib=1, iso=DEMO_ISO)
