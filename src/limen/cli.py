@@ -21,6 +21,7 @@ from limen.api.schemas import MediaOut, VmOut
 from limen.auth.revocation import Revocation
 from limen.auth.revocation_bus import publish_from_command_line
 from limen.cli_isos import iso_app
+from limen.cli_snapshots import snapshot_app
 from limen.cli_users import run_directory, token_app, user_app
 from limen.errors import LimenError
 from limen.hypervisor import Hypervisor, VmSpec, editing
@@ -33,6 +34,7 @@ app = typer.Typer(help="limen: a VM manager over libvirt whose browser console n
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 vm_app = typer.Typer(help="Create, list and control VMs.", no_args_is_help=True)
 app.add_typer(vm_app, name="vm")
+vm_app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(iso_app, name="iso")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")

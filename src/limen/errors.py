@@ -81,6 +81,17 @@ class ErrorCode(Enum):
     ISO_ALREADY_EXISTS = ErrorSpec(
         409, 4014, "ISO already exists", "Choose another file name, or delete the existing ISO first."
     )
+    SNAPSHOT_NOT_FOUND = ErrorSpec(
+        404, 4020, "Snapshot not found",
+        "Use a snapshot name from the VM's list of snapshots (it may have been deleted).",
+    )
+    SNAPSHOT_ALREADY_EXISTS = ErrorSpec(
+        409, 4021, "Snapshot already exists", "Choose another snapshot name, or delete the existing snapshot first."
+    )
+    OPERATION_NOT_FOUND = ErrorSpec(
+        404, 4022, "Operation not found",
+        "The operation is unknown, finished too long ago, or ran on another limen server. Reload the VM.",
+    )
     # -- VM state -----------------------------------------------------------------------------------
     VM_NOT_RUNNING = ErrorSpec(
         409, 4100, "VM is not running", "Start the VM, then open the console again."
@@ -100,6 +111,15 @@ class ErrorCode(Enum):
     )
     VM_MUST_BE_STOPPED = ErrorSpec(
         409, 4106, "VM must be stopped", "Stop the VM, make the change, then start it again."
+    )
+    SNAPSHOT_UNSUPPORTED = ErrorSpec(
+        409, 4120, "Snapshots not supported for this VM",
+        "Snapshots need every disk of the VM in qcow2 format. Convert raw disks (qemu-img convert -O qcow2) "
+        "with the VM stopped, or back up its disk files instead.",
+    )
+    SNAPSHOT_IN_PROGRESS = ErrorSpec(
+        409, 4121, "Snapshot in progress",
+        "A snapshot of this VM is being taken. Wait until it is done (see the operation), then retry.",
     )
     # -- VNC ----------------------------------------------------------------------------------------
     VNC_NOT_CONFIGURED = ErrorSpec(

@@ -25,6 +25,7 @@ REQUEST_ID = "same-request-id-for-both"
 ROUTES = (
     ("GET", ""), ("DELETE", "?delete_disks=true"), ("POST", "/start"), ("POST", "/stop?force=true"),
     ("POST", "/reboot"), ("POST", "/console-ticket"), ("GET", "/screenshot"), ("PUT", "/owner"), ("GET", "/stats"),
+    ("GET", "/snapshots"), ("POST", "/snapshots"), ("POST", "/snapshots/s1/revert"), ("DELETE", "/snapshots/s1"),
 )
 
 
@@ -61,7 +62,7 @@ def hidden(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hidden]:
 
 
 def _answer(api: httpx.Client, method: str, vm_id: str, suffix: str) -> httpx.Response:
-    body = {"owner": "bob"} if suffix == "/owner" else None
+    body = {"owner": "bob"} if suffix == "/owner" else {"name": "s1"} if suffix == "/snapshots" else None
     return api.request(method, f"/api/vms/{vm_id}{suffix}", json=body)
 
 

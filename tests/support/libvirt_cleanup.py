@@ -27,8 +27,10 @@ def remove_domain(uri: str, name: str) -> None:
                 ]
             with contextlib.suppress(libvirt.libvirtError):
                 dom.destroy()
+            # A plain undefine refuses a domain with snapshots (or a saved state): take their metadata along.
             with contextlib.suppress(libvirt.libvirtError):
-                dom.undefine()
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                                  | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
         for path in paths:
             with contextlib.suppress(libvirt.libvirtError):
                 conn.storageVolLookupByPath(path).delete(0)

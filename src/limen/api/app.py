@@ -12,7 +12,19 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from limen.api import events, health, isos, quota, registration, stats, vm_disks, vm_media, vms
+from limen.api import (
+    events,
+    health,
+    isos,
+    operations,
+    quota,
+    registration,
+    stats,
+    vm_disks,
+    vm_media,
+    vm_snapshots,
+    vms,
+)
 from limen.api.access import install_access
 from limen.api.authenticate_first import AuthenticateFirst
 from limen.api.body_limit import BodyLimit
@@ -105,6 +117,8 @@ def create_app(
     app.include_router(vms.router)
     app.include_router(vm_media.router)
     app.include_router(vm_disks.router)
+    app.include_router(vm_snapshots.router)
+    app.include_router(operations.router)
     app.include_router(isos.router)
     app.include_router(events.router)
     app.include_router(stats.router)

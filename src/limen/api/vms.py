@@ -12,11 +12,13 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 
 from limen.api.deps import HypervisorDep, RecoveryDep
+from limen.api.operations import RefuseBusyVm
 from limen.api.quota import QuotaDep, new_vm_footprint, quota_for_edit, quota_for_start
 from limen.api.schemas import ErrorBody, VmCreate, VmDeleted, VmOut, VmPatch
 from limen.auth.deps import AccessDep, AccessibleVm, CurrentUser
 from limen.auth.revocation import Revocation
 from limen.console.endpoint import sessions_of
+from limen.errors import ErrorCode
 from limen.hypervisor import VmSpec
 from limen.hypervisor.editing import VmEdit, edit_vm
 
@@ -103,7 +105,7 @@ async def patch_vm(
     return VmOut.of(edited.vm)
 
 
-@router.delete("/{vm_id}", response_model=VmDeleted, responses=_ERRORS)
+@router.delete("/{vm_id}", response_model=VmDeleted, responses=_ERRORS, dependencies=[RefuseBusyVm])
 async def delete_vm(
     vm_id: str,
     request: Request,
@@ -115,6 +117,7 @@ async def delete_vm(
 ) -> VmDeleted:
     async with access.audit.recording(principal.name, "delete", vm.name) as target:
         target.vm_uuid, target.details = vm.uuid, f"delete_disks={delete_disks}"
+        hypervisor.operations.check_idle(vm.uuid, vm.name, ErrorCode.SNAPSHOT_IN_PROGRESS)
         # Its consoles end with ACCESS_REVOKED, saying why, before the VM goes (not VM_STOPPED after).
         await access.revocations.publish(
             Revocation.vm_deleted(vm.uuid, f"VM {vm.name!r} deleted by {principal.name!r}"))

@@ -13,6 +13,7 @@ import threading
 import uuid as uuid_module
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import libvirt
 
@@ -22,6 +23,7 @@ from limen.hypervisor.connection import LibvirtConnection
 from limen.hypervisor.domain_xml import DomainPlan, ParsedDomain, build_domain_xml, parse_domain_xml
 from limen.hypervisor.events import FeedSource, LifecycleHub, VmWatch, ensure_event_thread
 from limen.hypervisor.models import Disk, DiskDevice, PendingChanges, Vm, VmSpec, VmState
+from limen.hypervisor.operations import Operations
 from limen.hypervisor.vm_feed import VmEventType, VmFacts, VmFeed
 from limen.isos import resolve_iso
 from limen.settings import Settings
@@ -121,6 +123,17 @@ def _uptime_seconds(uri: str, name: str, state: VmState) -> float | None:
     return max(0.0, datetime.now(UTC).timestamp() - started)
 
 
+def _delete_snapshots(conn: libvirt.virConnect, *, ident: str) -> None:
+    """Stops the VM (a snapshot is deleted from a stopped VM's files without QEMU) and deletes every
+    snapshot, its data in the disk files included."""
+    dom = _lookup(conn, ident)
+    roots = dom.listAllSnapshots(libvirt.VIR_DOMAIN_SNAPSHOT_LIST_ROOTS)
+    if roots and dom.isActive():
+        dom.destroy()
+    for root in roots:
+        root.delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN)
+
+
 def describe_domain(dom: libvirt.virDomain) -> VmFacts:
     """Name, state and owner of ``dom`` now; state None when the domain no longer exists."""
     uuid, name = dom.UUIDString(), dom.name()  # both kept by the binding: no call to libvirtd
@@ -147,6 +160,8 @@ class Hypervisor:
         self._feed_source = FeedSource(self.feed, describe_domain)
         self.connection.on_open(self._feed_source.register_on)
         self.events.listeners.append(self._feed_source.on_lifecycle)
+        # Long operations (snapshots of running VMs) in the background, polled by id.
+        self.operations = Operations()
 
     async def open(self) -> None:
         """Starts libvirt's event thread and connects. Does not fail if libvirt is down."""
@@ -157,11 +172,12 @@ class Hypervisor:
             pass  # reported by the first real call, and by /readyz
 
     async def close(self) -> None:
+        await self.operations.close()
         self.feed.close()
         self._feed_source.stop()
         await self.connection.close()
 
-    async def announce(self, ident: str, event_type: VmEventType) -> None:
+    async def announce(self, ident: str, event_type: VmEventType, *, operation: dict[str, Any] | None = None) -> None:
         """Publishes ``event_type`` for the VM to :attr:`feed`, with its name, state and owner read now.
 
         For changes libvirt does not announce itself (CD media of a stopped VM). Never raises: a failed
@@ -174,7 +190,7 @@ class Hypervisor:
         except LimenError as exc:
             log.warning("cannot announce a VM change: %s", exc, extra={"event": "vm_feed_announce_failed"})
             return
-        self.feed.publish(event_type, facts)
+        self.feed.publish(event_type, facts, operation=operation)
 
     def watch(self, uuid: str) -> VmWatch:
         """Lifecycle events of one VM; use as ``with hypervisor.watch(uuid) as watch:``."""
@@ -428,8 +444,13 @@ class Hypervisor:
     async def delete_vm(self, ident: str, *, delete_disks: bool = False) -> list[str]:
         """Stops (if needed) and undefines the VM; with ``delete_disks`` also deletes its pool volumes.
 
-        Returns the paths of the volumes deleted. ISOs are never deleted.
+        Its snapshots go with it: kept disks lose the snapshots stored inside them first (that can take a
+        while, so it is a call of its own), deleted disks take theirs along. Returns the paths of the
+        volumes deleted. ISOs are never deleted.
         """
+        if not delete_disks:
+            await self.connection.call("delete_vm_snapshots", functools.partial(_delete_snapshots, ident=ident),
+                                       subject=ident, timeout=self.settings.libvirt_timeout * 24)
 
         def run(conn: libvirt.virConnect) -> list[str]:
             dom = _lookup(conn, ident)

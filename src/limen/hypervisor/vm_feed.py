@@ -44,6 +44,9 @@ class VmEventType(StrEnum):
     RESUMED = "resumed"
     MEDIA_CHANGED = "media_changed"  # a CD inserted or ejected
     CHANGED = "changed"  # anything else libvirt reports (devices, shutdown in progress): re-read the VM
+    SNAPSHOT_PROGRESS = "snapshot_progress"  # a snapshot is being taken (started, or moved on): see "operation"
+    SNAPSHOT_DONE = "snapshot_done"  # a snapshot was taken or failed ("operation": its state and error)
+    SNAPSHOTS_CHANGED = "snapshots_changed"  # a snapshot was deleted or reverted to: re-read the list
 
 
 _TYPE_BY_LIFECYCLE = {
@@ -84,10 +87,12 @@ class VmEvent:
     at: datetime
     # The owner before this change, when it changed: they must learn that the VM left them.
     former_owner: str | None = None
+    # A background operation's state (limen.hypervisor.operations), for the snapshot events.
+    operation: dict[str, Any] | None = None
 
     def payload(self) -> dict[str, Any]:
         """The event as the API sends it (the SSE ``data`` field, as JSON)."""
-        return {
+        body: dict[str, Any] = {
             "type": self.type.value,
             "uuid": self.vm.uuid,
             "name": self.vm.name,
@@ -95,6 +100,9 @@ class VmEvent:
             "owner": self.vm.owner,
             "at": self.at.isoformat(),
         }
+        if self.operation is not None:
+            body["operation"] = self.operation
+        return body
 
 
 class SubscriptionEnded(Exception):
@@ -203,11 +211,13 @@ class VmFeed:
             return None
         return int(seq)
 
-    def publish(self, event_type: VmEventType, vm: VmFacts, *, former_owner: str | None = None) -> VmEvent:
+    def publish(self, event_type: VmEventType, vm: VmFacts, *, former_owner: str | None = None,
+                operation: dict[str, Any] | None = None) -> VmEvent:
         """Records an event and hands it to every subscription that accepts it. Any thread."""
         with self._lock:
             self._seq += 1
-            event = VmEvent(seq=self._seq, type=event_type, vm=vm, at=datetime.now(UTC), former_owner=former_owner)
+            event = VmEvent(seq=self._seq, type=event_type, vm=vm, at=datetime.now(UTC), former_owner=former_owner,
+                            operation=operation)
             self._ring.append(event)
             # Offered under the lock so that every subscription sees events in sequence order.
             for subscription in self._subscribers:

@@ -12,6 +12,7 @@ import { errorBox, formatBytes, formatDuration, formatMemory, h, spinner, stateB
 import { mountUserMenu } from "./session.js";
 import { VmEvents } from "./vm-events.js";
 import { OwnerControl } from "./vm-owner.js";
+import { mountSnapshots } from "./vm-snapshots.js";
 
 const SCREENSHOT_MS = 3000;
 const SCREEN_WIDTH = 800;
@@ -82,6 +83,7 @@ let settingsShownFor = null;
 let uptimeSince = null;
 const buttons = {};
 const owner = new OwnerControl($("owner-control"), { onChanged: (changed) => render(changed) });
+const snapshots = mountSnapshots(); // its own section: tree, take, revert, delete
 
 // -- helpers ---------------------------------------------------------------------------------------
 
@@ -184,6 +186,7 @@ function render(current) {
   renderSettings(previous);
   renderDisks();
   renderNics();
+  snapshots.show(vm);
   applyEnabled();
   ui.screenBox.href = `/vms/${encodeURIComponent(vm.uuid)}/console`;
   ui.screenBox.setAttribute("aria-label", `Open the console of ${vm.name}`);
@@ -404,7 +407,9 @@ function openConfirm(action) {
   confirmAction = action;
   ui.confirmTitle.textContent = `${spec.confirm.title}?`;
   ui.confirmText.replaceChildren(h("strong", { class: "vm-ref", text: vm.name }), h("br"), spec.confirm.text,
-    action === "delete" && ACTIVE_STATES.has(vm.state) ? " It is running and will be powered off first." : "");
+    action === "delete" && ACTIVE_STATES.has(vm.state) ? " It is running and will be powered off first." : "",
+    action === "delete" && snapshots.count() > 0
+      ? ` Its ${snapshots.count() === 1 ? "snapshot is" : `${snapshots.count()} snapshots are`} deleted with it.` : "");
   ui.confirmOk.textContent = spec.confirm.verb;
   ui.confirmOk.setAttribute("aria-label", `${spec.confirm.verb} ${vm.name}`);
   const isDelete = action === "delete";
@@ -634,6 +639,7 @@ function describeUpdates() {
 
 function onVmEvent(change) {
   if (!vm || change.uuid !== vm.uuid) return;
+  snapshots.onEvent(change);
   if (change.type === "undefined") {
     markGone();
     return;

@@ -1,0 +1,63 @@
+"""REST route for background operations (a snapshot being taken): ``GET /api/operations/{id}``.
+
+An operation is seen by admins, by who started it and by the owner of its VM; to anyone else, as to a
+request for an id this server does not know (another server's, or long finished), it is
+OPERATION_NOT_FOUND.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+
+from limen.api.deps import HypervisorDep
+from limen.api.schemas import ErrorBody
+from limen.auth.deps import CurrentUser
+from limen.errors import ErrorCode, LimenError
+from limen.hypervisor.operations import Operation
+
+router = APIRouter(prefix="/api/operations", tags=["operations"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 404)}
+
+
+class OperationOut(BaseModel):
+    id: str
+    kind: str = Field(description="What runs: snapshot")
+    vm_uuid: str
+    vm_name: str
+    subject: str = Field(description="What it makes or acts on: the snapshot's name")
+    user: str = Field(description="Who started it")
+    state: str = Field(description="running, done or failed")
+    progress: int | None = Field(description="0–100; null while the hypervisor gives no figure")
+    error: ErrorBody | None = Field(description="Why it failed (the usual error body); null otherwise")
+    started_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, operation: Operation) -> OperationOut:
+        return cls.model_validate(operation.payload())
+
+
+async def _refuse_busy_vm(vm_id: str, principal: CurrentUser, hypervisor: HypervisorDep) -> None:
+    """SNAPSHOT_IN_PROGRESS, before the VM is read, for a VM a snapshot is being taken of. While libvirt
+    takes it, reading the VM may wait as long (libvirt holds the domain for it), so asking first keeps
+    these requests from waiting for nothing. Only who may see the VM learns of it: to others it is
+    missing, as the route answers them."""
+    running = hypervisor.operations.running_for_ident(vm_id)
+    if running is not None and (principal.name == running.user or principal.may_access(running.vm_owner)):
+        hypervisor.operations.check_idle(running.vm_uuid, running.vm_name, ErrorCode.SNAPSHOT_IN_PROGRESS)
+
+
+RefuseBusyVm = Depends(_refuse_busy_vm)
+
+
+@router.get("/{operation_id}", response_model=OperationOut, responses=_ERRORS)
+async def get_operation(operation_id: str, principal: CurrentUser, hypervisor: HypervisorDep) -> OperationOut:
+    operation = hypervisor.operations.get(operation_id)
+    if operation is None or not (principal.name == operation.user or principal.may_access(operation.vm_owner)):
+        raise LimenError(ErrorCode.OPERATION_NOT_FOUND, f"no operation {operation_id[:40]!r} on this server")
+    return OperationOut.of(operation)

@@ -1,0 +1,155 @@
+"""``limen vm snapshot …``: list, create, revert and delete a VM's snapshots.
+
+Mounted under ``limen vm`` by :mod:`limen.cli`; ``ctx.obj`` is its CliState. The commands talk to libvirt
+on the host through the same code as the REST API (:mod:`limen.hypervisor.snapshots`). ``create`` waits
+for the snapshot, with a spinner and libvirt's progress (and the time taken) on a terminal: a running VM's
+memory is saved with it, which takes seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Protocol, TypeVar
+
+import typer
+from rich.console import Console
+
+from limen.api.vm_snapshots import SnapshotOut
+from limen.errors import LimenError
+from limen.hypervisor import Hypervisor
+from limen.hypervisor.snapshots import (
+    SnapshotInfo,
+    check_can_take,
+    delete_snapshot,
+    list_snapshots,
+    revert_snapshot,
+    take_snapshot,
+    tree_order,
+)
+from limen.settings import Settings
+
+T = TypeVar("T")
+
+SPINNER_TICK = 0.5
+snapshot_app = typer.Typer(help="A VM's snapshots (disks, and a running VM's memory).", no_args_is_help=True)
+
+VmArgument = Annotated[str, typer.Argument(help="UUID or name of the VM")]
+NameArgument = Annotated[str, typer.Argument(help="Snapshot name")]
+
+
+class _CliState(Protocol):
+    as_json: bool
+
+    def settings(self, **more: Any) -> Settings: ...
+
+
+def _state(ctx: typer.Context) -> _CliState:
+    state: _CliState = ctx.obj
+    return state
+
+
+def _run(settings: Settings, operation: Callable[[Hypervisor], Awaitable[T]]) -> T:
+    async def run() -> T:
+        hypervisor = Hypervisor(settings)
+        await hypervisor.open()
+        try:
+            return await operation(hypervisor)
+        finally:
+            await hypervisor.close()
+
+    try:
+        return asyncio.run(run())
+    except LimenError as exc:
+        typer.echo(f"limen: {exc.title}: {exc.details}\n  {exc.code.user_message} [{exc.code.name}]", err=True)
+        raise typer.Exit(1) from None
+
+
+def _describe(snap: SnapshotOut) -> str:
+    kind = "with memory" if snap.with_memory else snap.vm_state
+    return f"{snap.name} ({kind}, {snap.created_at:%Y-%m-%d %H:%M:%S})"
+
+
+@snapshot_app.command("list")
+def snapshot_list(ctx: typer.Context, vm_id: VmArgument) -> None:
+    """List the VM's snapshots as a tree (children indented under their parent; * the current one)."""
+    state = _state(ctx)
+
+    async def read(hv: Hypervisor) -> list[SnapshotInfo]:
+        vm = await hv.get_vm(vm_id)
+        return await list_snapshots(hv, vm.uuid)
+
+    snapshots = _run(state.settings(), read)
+    if state.as_json:
+        typer.echo(json.dumps([SnapshotOut.of(snap).model_dump(mode="json") for snap in snapshots], indent=2))
+        return
+    if not snapshots:
+        typer.echo(f"{vm_id} has no snapshots")
+        return
+    for depth, info in tree_order(snapshots):
+        snap = SnapshotOut.of(info)
+        line = f"{'*' if snap.current else ' '} {'  ' * depth}{_describe(snap)}"
+        typer.echo(f"{line}  {snap.description}" if snap.description else line)
+
+
+@snapshot_app.command("create")
+def snapshot_create(
+    ctx: typer.Context, vm_id: VmArgument, name: NameArgument,
+    description: Annotated[str, typer.Option(help="Free text kept with the snapshot")] = "",
+) -> None:
+    """Take a snapshot (a running VM's memory included: a revert resumes it there)."""
+    state = _state(ctx)
+    spinning = sys.stderr.isatty() and not state.as_json
+
+    async def take(hv: Hypervisor) -> SnapshotOut:
+        vm = await hv.get_vm(vm_id)
+        await check_can_take(hv, vm.uuid, name, description)
+        taking = asyncio.ensure_future(take_snapshot(hv, vm.uuid, name, description))
+        if spinning:  # libvirt gives no progress figure for it: the time it has taken so far
+            memory = " with its memory" if vm.state.value == "running" else ""
+            label = f"Taking snapshot {name!r} of {vm.name}{memory}"
+            began = time.monotonic()
+            with Console(stderr=True).status(label) as status:
+                while not taking.done():
+                    await asyncio.wait({taking}, timeout=SPINNER_TICK)
+                    status.update(f"{label} ({time.monotonic() - began:.0f} s)")
+        return SnapshotOut.of(await taking)
+
+    snap = _run(state.settings(), take)
+    if state.as_json:
+        typer.echo(json.dumps(snap.model_dump(mode="json")))
+    else:
+        typer.echo(f"snapshot {_describe(snap)} of {vm_id} taken")
+
+
+@snapshot_app.command("revert")
+def snapshot_revert(ctx: typer.Context, vm_id: VmArgument, name: NameArgument) -> None:
+    """Bring the VM back to the snapshot (what it did since is lost)."""
+    state = _state(ctx)
+
+    async def revert(hv: Hypervisor) -> SnapshotOut:
+        vm = await hv.get_vm(vm_id)
+        return SnapshotOut.of(await revert_snapshot(hv, vm.uuid, name))
+
+    snap = _run(state.settings(), revert)
+    if state.as_json:
+        typer.echo(json.dumps(snap.model_dump(mode="json")))
+    else:
+        after = "running from that moment" if snap.with_memory else f"as it was ({snap.vm_state})"
+        typer.echo(f"{vm_id} reverted to {snap.name}: {after}")
+
+
+@snapshot_app.command("delete")
+def snapshot_delete(ctx: typer.Context, vm_id: VmArgument, name: NameArgument) -> None:
+    """Delete a snapshot (its children stay, under its parent)."""
+    state = _state(ctx)
+
+    async def delete(hv: Hypervisor) -> None:
+        vm = await hv.get_vm(vm_id)
+        await delete_snapshot(hv, vm.uuid, name)
+
+    _run(state.settings(), delete)
+    typer.echo(json.dumps({"deleted": name}) if state.as_json else f"snapshot {name} of {vm_id} deleted")

@@ -1,0 +1,186 @@
+"""Long VM operations that run in the background: an id to poll, a state, progress, and the outcome.
+
+A request that would take seconds (a snapshot of a running VM saves its memory) answers at once with an
+:class:`Operation`; the work goes on in an asyncio task of this process. ``GET /api/operations/{id}``
+reads it, and the work announces its progress on the VM change feed. The registry is per process and
+bounded: finished operations are kept for :data:`KEEP_FINISHED_SECONDS` (at most :data:`KEEP_FINISHED`
+of them), so memory stays bounded however many are started. At most one operation per VM runs at a
+time (:meth:`Operations.start` refuses a second one with the code it is given), which also keeps two
+requests from racing on one VM between their checks and their work.
+
+States, as a table (anything else is a bug)::
+
+    running ──► done
+        └─────► failed      (error: the JSON error body of the LimenError it failed with)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from limen.errors import ErrorCode, LimenError
+
+log = logging.getLogger("limen.hypervisor")
+
+KEEP_FINISHED = 256
+KEEP_FINISHED_SECONDS = 600.0
+
+
+class OperationState(StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+_NEXT_STATES = {
+    OperationState.RUNNING: frozenset({OperationState.DONE, OperationState.FAILED}),
+    OperationState.DONE: frozenset[OperationState](),
+    OperationState.FAILED: frozenset[OperationState](),
+}
+
+
+@dataclass(slots=True)
+class Operation:
+    """One background operation. ``progress`` is 0–100, or None while the hypervisor gives no figure (for a
+    snapshot it gives none: None until done, then 100)."""
+
+    id: str
+    kind: str  # "snapshot"
+    vm_uuid: str
+    vm_name: str
+    vm_owner: str | None  # who may see it besides admins (and whoever started it)
+    user: str  # who started it
+    subject: str  # what it makes or acts on (the snapshot's name)
+    started_at: datetime
+    state: OperationState = OperationState.RUNNING
+    progress: int | None = None
+    error: dict[str, Any] | None = None
+    finished_at: datetime | None = None
+    finished_monotonic: float | None = field(default=None, repr=False)
+
+    def move_to(self, state: OperationState, now: float) -> None:
+        """Ends the operation; ``now`` is the registry's clock (when it may be forgotten)."""
+        if state not in _NEXT_STATES[self.state]:
+            raise RuntimeError(f"operation {self.id}: {self.state} → {state} is not a transition")
+        self.state = state
+        self.finished_at = datetime.now(UTC)
+        self.finished_monotonic = now
+        if state is OperationState.DONE:
+            self.progress = 100
+
+    def payload(self) -> dict[str, Any]:
+        """The operation as the API sends it."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "vm_uuid": self.vm_uuid,
+            "vm_name": self.vm_name,
+            "subject": self.subject,
+            "user": self.user,
+            "state": self.state.value,
+            "progress": self.progress,
+            "error": self.error,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+        }
+
+
+Work = Callable[[Operation], Awaitable[None]]
+
+
+class Operations:
+    """The background operations of this process. Use from the event loop only."""
+
+    def __init__(self, *, keep_finished: int = KEEP_FINISHED, keep_seconds: float = KEEP_FINISHED_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._operations: OrderedDict[str, Operation] = OrderedDict()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._keep_finished = keep_finished
+        self._keep_seconds = keep_seconds
+        self._clock = clock
+        self._closed = False
+
+    def running_for(self, vm_uuid: str) -> Operation | None:
+        return next((op for op in self._operations.values()
+                     if op.vm_uuid == vm_uuid and op.state is OperationState.RUNNING), None)
+
+    def running_for_ident(self, ident: str) -> Operation | None:
+        """The running operation of the VM named, or of that UUID (as a request gives it), if any."""
+        folded = ident.lower()
+        return next((op for op in self._operations.values() if op.state is OperationState.RUNNING
+                     and (op.vm_name == ident or op.vm_uuid == folded)), None)
+
+    def check_idle(self, vm_uuid: str, vm_name: str, busy: ErrorCode) -> None:
+        """``busy`` while an operation of the VM runs."""
+        running = self.running_for(vm_uuid)
+        if running is not None:
+            raise LimenError(busy, f"operation {running.id} ({running.kind} {running.subject!r}) still runs "
+                                   f"on VM {vm_name!r}")
+
+    def get(self, operation_id: str) -> Operation | None:
+        self._forget_old()
+        return self._operations.get(operation_id)
+
+    def start(self, *, kind: str, vm_uuid: str, vm_name: str, vm_owner: str | None, user: str, subject: str,
+              work: Work, busy: ErrorCode) -> Operation:
+        """Runs ``work(operation)`` in a task and returns the operation at once.
+
+        ``busy`` is the error when an operation of the VM still runs. ``work`` ends the operation by
+        returning (done) or raising (failed: a LimenError's body; anything else is INTERNAL_ERROR).
+        """
+        if self._closed:
+            raise LimenError(ErrorCode.SERVER_SHUTDOWN, "limen is shutting down")
+        self.check_idle(vm_uuid, vm_name, busy)
+        self._forget_old()
+        operation = Operation(id=secrets.token_hex(8), kind=kind, vm_uuid=vm_uuid, vm_name=vm_name,
+                              vm_owner=vm_owner, user=user, subject=subject, started_at=datetime.now(UTC))
+        self._operations[operation.id] = operation
+        task = asyncio.create_task(self._run(operation, work), name=f"operation-{operation.id}")
+        self._tasks[operation.id] = task
+        task.add_done_callback(lambda _task: self._tasks.pop(operation.id, None))
+        return operation
+
+    async def _run(self, operation: Operation, work: Work) -> None:
+        try:
+            await work(operation)
+        except LimenError as exc:
+            operation.error = exc.to_dict()
+            operation.move_to(OperationState.FAILED, self._clock())
+        except asyncio.CancelledError:
+            operation.error = LimenError(ErrorCode.SERVER_SHUTDOWN, "limen stopped before it ended").to_dict()
+            operation.move_to(OperationState.FAILED, self._clock())
+            raise
+        except Exception as exc:  # a bug: the operation says so instead of hanging in "running"
+            log.exception("operation %s failed", operation.id, extra={"event": "operation_failed"})
+            operation.error = LimenError(ErrorCode.INTERNAL_ERROR, type(exc).__name__).to_dict()
+            operation.move_to(OperationState.FAILED, self._clock())
+        else:
+            operation.move_to(OperationState.DONE, self._clock())
+
+    def _forget_old(self) -> None:
+        now = self._clock()
+        finished = [op for op in self._operations.values() if op.finished_monotonic is not None]
+        excess = len(finished) - self._keep_finished
+        for op in finished:  # oldest first: the dict keeps the order they started in
+            assert op.finished_monotonic is not None
+            if excess > 0 or now - op.finished_monotonic > self._keep_seconds:
+                del self._operations[op.id]
+                excess -= 1
+
+    async def close(self) -> None:
+        """Cancels what still runs (the hypervisor may finish a call already made) and waits for it."""
+        self._closed = True
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)

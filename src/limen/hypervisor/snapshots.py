@@ -1,0 +1,223 @@
+"""VM snapshots: internal qcow2 snapshots through libvirt, with the memory state of a running VM.
+
+A snapshot lives inside the VM's qcow2 disk files (QEMU's ``savevm``; for a stopped VM ``qemu-img
+snapshot``), and libvirt keeps its metadata: name, description, parent, the VM's state and definition.
+A running VM's snapshot holds its memory too, so a revert resumes it exactly where it was; a stopped
+VM's snapshot is disks only, and reverting to it leaves the VM stopped.
+
+The limits are QEMU's: internal snapshots need every disk in qcow2 (a raw disk cannot hold one:
+SNAPSHOT_UNSUPPORTED, with the advice to convert it), and a VM without a disk has nowhere to keep
+one. Read-only CD-ROMs are left out of the snapshot (libvirt marks them ``snapshot='no'``).
+
+Every libvirt call is bounded like the rest (:mod:`limen.hypervisor.connection`); taking a snapshot of a
+running VM and reverting to one copy memory and get bounds of their own (:data:`TAKE_TIMEOUT`,
+:data:`REVERT_TIMEOUT`); the API runs the taking in the background (:mod:`limen.hypervisor.operations`).
+The parts that need no libvirt (XML in and out, the disk check, the tree order) are plain functions.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import libvirt
+
+from limen.errors import ErrorCode, LimenError, ValidationFailed
+from limen.hypervisor.service import Hypervisor, _lookup, check_name
+
+DESCRIPTION_MAX = 1000
+# Saving or loading a running VM's memory takes about a second per few hundred MiB on a busy disk.
+TAKE_TIMEOUT = 600.0
+REVERT_TIMEOUT = 300.0
+_NO_SNAPSHOT = getattr(libvirt, "VIR_ERR_NO_DOMAIN_SNAPSHOT", 72)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    name: str
+    description: str
+    parent: str | None
+    created_at: datetime
+    vm_state: str  # the VM's state when it was taken, as libvirt says it: running, shutoff, paused, …
+    with_memory: bool  # a running VM's memory is in it: a revert resumes the VM
+    current: bool  # the snapshot the VM was last reverted to or taken from
+
+
+def check_snapshot_name(name: str) -> None:
+    """Snapshot names follow the VM name rule (VALIDATION_ERROR on ``name``)."""
+    check_name(name, "name")
+
+
+def check_description(description: str) -> None:
+    if len(description) > DESCRIPTION_MAX:
+        raise ValidationFailed("description", f"at most {DESCRIPTION_MAX} characters")
+    if any(ord(char) < 32 and char not in "\n\t" for char in description):
+        raise ValidationFailed("description", "must not hold control characters")
+
+
+def snapshot_xml(name: str, description: str) -> str:
+    """The ``<domainsnapshot>`` that asks libvirt for a snapshot; libvirt picks internal snapshots of every
+    qcow2 disk and, for a running VM, of its memory."""
+    root = ET.Element("domainsnapshot")
+    ET.SubElement(root, "name").text = name
+    if description:
+        ET.SubElement(root, "description").text = description
+    return ET.tostring(root, encoding="unicode")
+
+
+def parse_snapshot_xml(xml: str, *, current: bool = False) -> SnapshotInfo:
+    root = ET.fromstring(xml)
+    created = int(root.findtext("creationTime") or "0")
+    memory = root.find("memory")
+    return SnapshotInfo(
+        name=root.findtext("name") or "",
+        description=root.findtext("description") or "",
+        parent=root.findtext("parent/name"),
+        created_at=datetime.fromtimestamp(created, UTC),
+        vm_state=root.findtext("state") or "unknown",
+        with_memory=memory is not None and memory.get("snapshot") == "internal",
+        current=current,
+    )
+
+
+def unsupported_reason(domain_xml: str) -> str | None:
+    """Why the VM cannot have internal snapshots, or None when it can (every disk is qcow2)."""
+    disks = [disk for disk in ET.fromstring(domain_xml).iterfind("devices/disk") if disk.get("device") == "disk"]
+    if not disks:
+        return "the VM has no disk to keep a snapshot in"
+    for disk in disks:
+        driver = disk.find("driver")
+        fmt = driver.get("type") if driver is not None else None
+        target = disk.find("target")
+        dev = target.get("dev") if target is not None else "?"
+        if fmt != "qcow2":
+            return f"disk {dev} is {fmt or 'of unknown format'}, not qcow2: QEMU keeps internal snapshots " \
+                   "in qcow2 files only"
+    return None
+
+
+def tree_order(snapshots: list[SnapshotInfo]) -> list[tuple[int, SnapshotInfo]]:
+    """(depth, snapshot) depth first, the oldest first among siblings: the order a tree is drawn in.
+    A snapshot whose parent is not in the list is a root."""
+    names = {snap.name for snap in snapshots}
+    children: dict[str | None, list[SnapshotInfo]] = {}
+    for snap in snapshots:
+        parent = snap.parent if snap.parent in names else None
+        children.setdefault(parent, []).append(snap)
+    for siblings in children.values():
+        siblings.sort(key=lambda snap: (snap.created_at, snap.name))
+    ordered: list[tuple[int, SnapshotInfo]] = []
+    stack = [(0, snap) for snap in reversed(children.get(None, []))]
+    while stack:
+        depth, snap = stack.pop()
+        ordered.append((depth, snap))
+        stack.extend((depth + 1, child) for child in reversed(children.get(snap.name, [])))
+    return ordered
+
+
+def _find(dom: libvirt.virDomain, name: str) -> libvirt.virDomainSnapshot:
+    try:
+        return dom.snapshotLookupByName(name, 0)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == _NO_SNAPSHOT:
+            raise LimenError(ErrorCode.SNAPSHOT_NOT_FOUND,
+                             f"VM {dom.name()!r} has no snapshot named {name[:80]!r}") from None
+        raise
+
+
+def _exists(dom: libvirt.virDomain, name: str) -> bool:
+    try:
+        _find(dom, name)
+    except LimenError:
+        return False
+    return True
+
+
+def _info(snap: libvirt.virDomainSnapshot) -> SnapshotInfo:
+    try:
+        current = bool(snap.isCurrent(0))
+    except libvirt.libvirtError:
+        current = False
+    return parse_snapshot_xml(snap.getXMLDesc(0), current=current)
+
+
+def _refuse_unsupported(dom: libvirt.virDomain) -> None:
+    reason = unsupported_reason(dom.XMLDesc(0))
+    if reason is not None:
+        raise LimenError(ErrorCode.SNAPSHOT_UNSUPPORTED, f"VM {dom.name()!r}: {reason}")
+
+
+async def list_snapshots(hypervisor: Hypervisor, vm_uuid: str) -> list[SnapshotInfo]:
+    """The VM's snapshots, in tree order (see :func:`tree_order`)."""
+
+    def run(conn: libvirt.virConnect) -> list[SnapshotInfo]:
+        infos = []
+        for snap in _lookup(conn, vm_uuid).listAllSnapshots(0):
+            try:
+                infos.append(_info(snap))
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != _NO_SNAPSHOT:  # deleted while we read: gone from the list
+                    raise
+        return [snap for _depth, snap in tree_order(infos)]
+
+    return await hypervisor.connection.call("list_snapshots", run, subject=vm_uuid)
+
+
+async def check_can_take(hypervisor: Hypervisor, vm_uuid: str, name: str, description: str) -> None:
+    """Everything :func:`take_snapshot` would refuse, asked before it runs in the background: the name and
+    description, a name taken (SNAPSHOT_ALREADY_EXISTS), a disk QEMU cannot snapshot (SNAPSHOT_UNSUPPORTED)."""
+    check_snapshot_name(name)
+    check_description(description)
+
+    def run(conn: libvirt.virConnect) -> None:
+        dom = _lookup(conn, vm_uuid)
+        _refuse_unsupported(dom)
+        if _exists(dom, name):
+            raise LimenError(ErrorCode.SNAPSHOT_ALREADY_EXISTS, f"VM {dom.name()!r} has a snapshot named {name!r}")
+
+    await hypervisor.connection.call("check_snapshot", run, subject=vm_uuid)
+
+
+async def take_snapshot(hypervisor: Hypervisor, vm_uuid: str, name: str, description: str) -> SnapshotInfo:
+    """Takes the snapshot, checking again what :func:`check_can_take` checked.
+
+    No progress figure: libvirt (9.0) holds the VM's job lock for the whole internal snapshot, so a job query
+    (``virDomainGetJobStats``) waits for its end instead of answering, and QEMU's ``savevm`` reports none.
+    """
+    check_snapshot_name(name)
+    check_description(description)
+
+    def run(conn: libvirt.virConnect) -> SnapshotInfo:
+        dom = _lookup(conn, vm_uuid)
+        _refuse_unsupported(dom)
+        if _exists(dom, name):
+            raise LimenError(ErrorCode.SNAPSHOT_ALREADY_EXISTS, f"VM {dom.name()!r} has a snapshot named {name!r}")
+        snap = dom.snapshotCreateXML(snapshot_xml(name, description), libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC)
+        return _info(snap)
+
+    return await hypervisor.connection.call("take_snapshot", run, subject=f"{vm_uuid} {name}", timeout=TAKE_TIMEOUT)
+
+
+async def revert_snapshot(hypervisor: Hypervisor, vm_uuid: str, name: str) -> SnapshotInfo:
+    """Brings the VM back to the snapshot: disks, and for a snapshot of a running VM its memory (the VM
+    runs on from there); a snapshot of a stopped VM leaves it stopped."""
+
+    def run(conn: libvirt.virConnect) -> SnapshotInfo:
+        dom = _lookup(conn, vm_uuid)
+        snap = _find(dom, name)
+        dom.revertToSnapshot(snap, 0)
+        return _info(snap)
+
+    return await hypervisor.connection.call("revert_snapshot", run, subject=f"{vm_uuid} {name}",
+                                            timeout=REVERT_TIMEOUT)
+
+
+async def delete_snapshot(hypervisor: Hypervisor, vm_uuid: str, name: str) -> None:
+    """Deletes one snapshot (its data in the disks too); its children become its parent's."""
+
+    def run(conn: libvirt.virConnect) -> None:
+        _find(_lookup(conn, vm_uuid), name).delete(0)
+
+    await hypervisor.connection.call("delete_snapshot", run, subject=f"{vm_uuid} {name}",
+                                     timeout=REVERT_TIMEOUT)

@@ -1,0 +1,118 @@
+"""The Snapshots section of the VM details page, in Chromium against a real ``limen serve`` and a real QEMU
+VM: take snapshots (progress, then the tree), revert and delete after confirmations that name the snapshot
+and the VM, a refused name shown at its field, and the VM's delete confirmation saying its snapshots go too."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.conftest import DEMO_ISO, QEMU_URI
+from tests.e2e.helpers import PHONE, save_screenshot, start_limen
+from tests.support.libvirt_cleanup import remove_domain
+from tests.support.server import LimenProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimenProcess]:
+    process = start_limen(Path(tmp_path_factory.mktemp("limen-snapshots")))
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def api(server: LimenProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url, timeout=60, headers=server.auth_headers) as client:
+        yield client
+
+
+@pytest.fixture
+def vm_name() -> Iterator[str]:
+    name = f"limen-test-{uuid.uuid4().hex[:10]}"
+    yield name
+    remove_domain(QEMU_URI, name)
+
+
+def _take(page: Page, name: str, description: str = "") -> None:
+    page.locator("#snapshot-name").fill(name)
+    page.locator("#snapshot-description").fill(description)
+    page.get_by_role("button", name="Take snapshot").click()
+    expect(page.locator("#snapshot-status")).to_contain_text(f"Snapshot {name} taken", timeout=60_000)
+    expect(page.locator(f'#snapshot-tree li[data-snapshot="{name}"]')).to_be_visible()
+
+
+def test_snapshots_section_take_revert_delete(
+    server: LimenProcess, api: httpx.Client, signed_in_page: Callable[..., Page], vm_name: str
+) -> None:
+    created = api.post("/api/vms", json={"name": vm_name, "memory_mib": 64, "disk_gib": 1, "iso": DEMO_ISO})
+    assert created.status_code == 201, created.text
+    assert api.post(f"/api/vms/{vm_name}/start").status_code == 200
+    page = signed_in_page(server)
+    page.goto(f"{server.base_url}/vms/{vm_name}")
+    page.wait_for_selector('body[data-events="live"]', timeout=10_000)
+    expect(page.locator("#no-snapshots")).to_be_visible()
+
+    page.locator("#snapshot-name").fill("bad name")
+    page.get_by_role("button", name="Take snapshot").click()
+    expect(page.locator("#snapshot-name-error")).to_contain_text("letters, digits")
+    expect(page.locator("#snapshot-name")).to_have_attribute("aria-invalid", "true")
+
+    _take(page, "base", "the GRUB prompt")
+    _take(page, "second")
+    api.post(f"/api/vms/{vm_name}/snapshots/base/revert").raise_for_status()
+    _take(page, "branch", "taken after a revert to base")
+    tree = page.locator("#snapshot-tree")
+    expect(tree.locator('li[data-snapshot="base"] > ul > li')).to_have_count(2)  # second and branch, under base
+    expect(tree.locator('li[data-snapshot="branch"]')).to_have_class("current")
+    expect(tree.locator('li[data-snapshot="base"] .snapshot-kind').first).to_have_text("with memory")
+
+    page.locator("#snapshot-name").fill("base")  # taken: the error in the schema's words, the tree unchanged
+    page.get_by_role("button", name="Take snapshot").click()
+    expect(page.locator("#snapshot-status")).to_contain_text("Snapshot already exists")
+    expect(tree.locator("li")).to_have_count(3)
+    page.get_by_role("button", name="Dismiss").click()
+    save_screenshot(page, "vm-snapshots-tree-1280")
+    page.locator("#snapshots").screenshot(path=str(Path(save_screenshot(page, "vm-snapshots-page-1280")).parent
+                                                   / "vm-snapshots-section-1280.png"))
+
+    dialog = page.locator("#snapshot-dialog")
+    page.get_by_role("button", name=f"Revert {vm_name} to snapshot second").click()
+    expect(dialog).to_be_visible()
+    expect(dialog.locator(".vm-ref")).to_have_text(vm_name)
+    expect(dialog.locator(".snapshot-ref")).to_have_text("second")
+    expect(dialog).to_contain_text("running from that moment")
+    save_screenshot(page, "vm-snapshots-confirm-revert-1280")
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_be_hidden()
+    assert not next(s for s in api.get(f"/api/vms/{vm_name}/snapshots").json() if s["name"] == "second")["current"]
+
+    page.get_by_role("button", name=f"Revert {vm_name} to snapshot second").click()
+    dialog.get_by_role("button", name="Revert").click()
+    expect(page.locator("#snapshot-status")).to_contain_text("Reverted to second")
+    expect(tree.locator('li[data-snapshot="second"]')).to_have_class("current")
+
+    page.get_by_role("button", name="Delete snapshot branch").click()
+    expect(dialog.locator(".snapshot-ref")).to_have_text("branch")
+    dialog.get_by_role("button", name="Delete snapshot").click()
+    expect(page.locator("#snapshot-status")).to_contain_text("Snapshot branch deleted")
+    expect(tree.locator("li")).to_have_count(2)
+    assert [s["name"] for s in api.get(f"/api/vms/{vm_name}/snapshots").json()] == ["base", "second"]
+    actions = [a["action"] for a in api.get("/api/vm-actions", params={"vm": vm_name}).json()]
+    assert actions[:2] == ["snapshot-delete", "revert"]
+
+    page.get_by_role("button", name=f"Delete {vm_name}").click()
+    expect(page.locator("#confirm-dialog")).to_contain_text("Its 2 snapshots are deleted with it.")
+    page.set_viewport_size(PHONE)
+    page.wait_for_timeout(300)
+    save_screenshot(page, "vm-snapshots-confirm-vm-delete-phone")
+    page.locator("#confirm-dialog").get_by_role("button", name="Cancel").click()
+    page.locator("#snapshots").scroll_into_view_if_needed()
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], "the page is wider than a phone"
+    save_screenshot(page, "vm-snapshots-phone")

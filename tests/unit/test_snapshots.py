@@ -1,0 +1,204 @@
+"""The pure parts of snapshots: the XML limen sends and reads, which VMs can have snapshots, the tree order,
+and the registry of background operations."""
+
+from __future__ import annotations
+
+import asyncio
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+
+import pytest
+
+from limen.errors import ErrorCode, LimenError, ValidationFailed
+from limen.hypervisor.operations import Operation, Operations, OperationState
+from limen.hypervisor.snapshots import (
+    SnapshotInfo,
+    check_description,
+    check_snapshot_name,
+    parse_snapshot_xml,
+    snapshot_xml,
+    tree_order,
+    unsupported_reason,
+)
+from limen.hypervisor.vm_feed import VmEventType, VmFacts, VmFeed
+
+LIBVIRT_SNAPSHOT = """<domainsnapshot>
+  <name>at-prompt</name>
+  <description>grub&gt; echo before</description>
+  <state>running</state>
+  <parent><name>base</name></parent>
+  <creationTime>1796120816</creationTime>
+  <memory snapshot='internal'/>
+  <disks><disk name='vda' snapshot='internal'/><disk name='hdc' snapshot='no'/></disks>
+  <domain type='qemu'><name>web</name></domain>
+</domainsnapshot>"""
+
+
+def test_a_snapshot_as_libvirt_describes_it() -> None:
+    snap = parse_snapshot_xml(LIBVIRT_SNAPSHOT, current=True)
+    assert snap == SnapshotInfo(name="at-prompt", description="grub> echo before", parent="base",
+                                created_at=datetime.fromtimestamp(1796120816, UTC), vm_state="running",
+                                with_memory=True, current=True)
+
+
+def test_a_stopped_vms_snapshot_has_no_memory_and_a_root_no_parent() -> None:
+    snap = parse_snapshot_xml("<domainsnapshot><name>s</name><state>shutoff</state>"
+                              "<creationTime>5</creationTime><memory snapshot='no'/></domainsnapshot>")
+    assert (snap.parent, snap.with_memory, snap.vm_state, snap.description) == (None, False, "shutoff", "")
+
+
+def test_the_request_escapes_what_it_carries() -> None:
+    xml = snapshot_xml("s1", "<b>&'\"é\nline")
+    root = ET.fromstring(xml)
+    assert (root.tag, root.findtext("name"), root.findtext("description")) == ("domainsnapshot", "s1",
+                                                                               "<b>&'\"é\nline")
+    assert ET.fromstring(snapshot_xml("s2", "")).find("description") is None
+
+
+@pytest.mark.parametrize("name", ["", "-a", ".a", "a b", "a/b", "é", "x" * 64, "a\n"])
+def test_names_follow_the_vm_name_rule(name: str) -> None:
+    with pytest.raises(ValidationFailed) as raised:
+        check_snapshot_name(name)
+    assert raised.value.field == "name"
+
+
+def test_good_names_and_descriptions_pass() -> None:
+    for name in ("a", "before-upgrade", "v1.2_3", "x" * 63):
+        check_snapshot_name(name)
+    check_description("two\nlines\tand ünïcode " * 10)
+
+
+@pytest.mark.parametrize("description", ["x" * 1001, "bell\a", "nul\0"])
+def test_descriptions_are_bounded_and_printable(description: str) -> None:
+    with pytest.raises(ValidationFailed) as raised:
+        check_description(description)
+    assert raised.value.field == "description"
+
+
+def _domain(*disks: tuple[str, str, str | None]) -> str:
+    parts = []
+    for device, target, fmt in disks:
+        driver = f"<driver name='qemu' type='{fmt}'/>" if fmt else ""
+        parts.append(f"<disk type='file' device='{device}'>{driver}<target dev='{target}'/></disk>")
+    return f"<domain><devices>{''.join(parts)}</devices></domain>"
+
+
+def test_every_disk_must_be_qcow2_and_cdroms_do_not_count() -> None:
+    assert unsupported_reason(_domain(("disk", "vda", "qcow2"), ("cdrom", "hdc", "raw"))) is None
+    assert unsupported_reason(_domain(("disk", "vda", "qcow2"), ("disk", "vdb", "qcow2"))) is None
+    reason = unsupported_reason(_domain(("disk", "vda", "qcow2"), ("disk", "vdb", "raw")))
+    assert reason is not None and "vdb is raw" in reason
+    assert "unknown format" in (unsupported_reason(_domain(("disk", "vda", None))) or "")
+    assert "no disk" in (unsupported_reason(_domain(("cdrom", "hdc", "raw"))) or "")
+
+
+def _snap(name: str, parent: str | None, at: int) -> SnapshotInfo:
+    return SnapshotInfo(name=name, description="", parent=parent, created_at=datetime.fromtimestamp(at, UTC),
+                        vm_state="shutoff", with_memory=False, current=False)
+
+
+def test_tree_order_is_depth_first_oldest_sibling_first() -> None:
+    snaps = [_snap("d", "c", 4), _snap("b", "a", 2), _snap("c", "a", 3), _snap("a", None, 1), _snap("e", None, 5),
+             _snap("orphan", "gone", 0)]
+    assert [(depth, snap.name) for depth, snap in tree_order(snaps)] == [
+        (0, "orphan"), (0, "a"), (1, "b"), (1, "c"), (2, "d"), (0, "e")]
+    assert tree_order([]) == []
+
+
+def test_a_deep_chain_does_not_recurse() -> None:
+    chain = [_snap(f"s{i}", f"s{i - 1}" if i else None, i) for i in range(2000)]
+    ordered = tree_order(list(reversed(chain)))
+    assert ordered[-1] == (1999, chain[-1])
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _start(operations: Operations, work: object, vm: str = "u1") -> Operation:
+    return operations.start(kind="snapshot", vm_uuid=vm, vm_name=f"vm-{vm}", vm_owner="alice", user="alice",
+                            subject="s", work=work, busy=ErrorCode.SNAPSHOT_IN_PROGRESS)  # type: ignore[arg-type]
+
+
+async def test_an_operation_runs_reports_progress_and_ends() -> None:
+    operations = Operations()
+    release = asyncio.Event()
+
+    async def work(operation: Operation) -> None:
+        await release.wait()
+
+    operation = _start(operations, work)
+    assert operation.payload()["state"] == "running" and operation.progress is None
+    await asyncio.sleep(0)
+    assert operations.get(operation.id) is operation and operation.state is OperationState.RUNNING
+    with pytest.raises(LimenError) as busy:
+        _start(operations, work)
+    assert busy.value.code is ErrorCode.SNAPSHOT_IN_PROGRESS and operation.id in busy.value.details
+    other = _start(operations, work, vm="u2")  # another VM is not held up
+    release.set()
+    await asyncio.sleep(0.01)
+    done = operation.payload()
+    assert (done["state"], done["progress"], done["error"]) == ("done", 100, None)
+    assert other.state is OperationState.DONE and operation.payload()["finished_at"] is not None
+
+
+async def test_a_failed_operation_carries_its_error_body() -> None:
+    operations = Operations()
+
+    async def refused(operation: Operation) -> None:
+        raise LimenError(ErrorCode.SNAPSHOT_UNSUPPORTED, "vda is raw")
+
+    async def buggy(operation: Operation) -> None:
+        raise KeyError("bug")
+
+    failed = _start(operations, refused)
+    await asyncio.sleep(0)
+    assert failed.state is OperationState.FAILED and failed.error is not None
+    assert failed.error["code"] == "SNAPSHOT_UNSUPPORTED" and set(failed.error) >= {"error", "details", "message"}
+    crashed = _start(operations, buggy)
+    await asyncio.sleep(0)
+    assert crashed.error is not None and crashed.error["code"] == "INTERNAL_ERROR"
+    with pytest.raises(RuntimeError):
+        crashed.move_to(OperationState.DONE, 0.0)  # an ended operation stays ended
+
+
+async def test_finished_operations_are_forgotten_and_bounded() -> None:
+    clock = _Clock()
+    operations = Operations(keep_finished=3, keep_seconds=60, clock=clock)
+
+    async def quick(operation: Operation) -> None:
+        return None
+
+    started = [_start(operations, quick, vm=f"u{i}") for i in range(5)]
+    await asyncio.sleep(0)
+    assert [operations.get(op.id) is not None for op in started] == [False, False, True, True, True]
+    clock.now = 61
+    assert all(operations.get(op.id) is None for op in started)
+
+
+async def test_close_ends_what_runs_as_failed_and_refuses_more() -> None:
+    operations = Operations()
+
+    async def forever(operation: Operation) -> None:
+        await asyncio.Event().wait()
+
+    operation = _start(operations, forever)
+    await asyncio.sleep(0)
+    await operations.close()
+    assert operation.state is OperationState.FAILED and operation.error is not None
+    assert operation.error["code"] == "SERVER_SHUTDOWN"
+    with pytest.raises(LimenError) as refused:
+        _start(operations, forever)
+    assert refused.value.code is ErrorCode.SERVER_SHUTDOWN
+
+
+def test_feed_events_carry_the_operation() -> None:
+    feed = VmFeed()
+    facts = VmFacts(uuid="u", name="web", state=None, owner="alice")
+    event = feed.publish(VmEventType.SNAPSHOT_DONE, facts, operation={"id": "x", "state": "done"})
+    assert event.payload()["type"] == "snapshot_done" and event.payload()["operation"] == {"id": "x", "state": "done"}
+    assert "operation" not in feed.publish(VmEventType.CHANGED, facts).payload()
