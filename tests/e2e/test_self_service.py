@@ -142,6 +142,7 @@ def test_approved_in_the_users_page_then_a_real_vm_within_quota_with_live_graphs
 
     # The admin approves in the /users page, in a browser context of their own.
     admin = sign_in(new_page(), server.base_url, next_path="/users")
+    expect(admin.locator('nav a[href="/users"]')).to_be_visible()
     row = admin.locator(f'tr[data-user="{user}"]')
     expect(row.locator('[data-state="awaiting-approval"]')).to_have_text("Awaiting approval")
     approve = row.locator('button[data-action="approve"]')
@@ -162,6 +163,8 @@ def test_approved_in_the_users_page_then_a_real_vm_within_quota_with_live_graphs
     # The user signs in (no pending message now) and creates a real VM from the demo ISO within the quota.
     sign_in(page, server.base_url, user, PASSWORD, next_path="/vms/new")
     expect(page.locator("#quota [data-resource='vms']")).to_contain_text("0 of 2")
+    expect(page.locator("#user-name")).to_have_text(user)
+    expect(page.locator('nav a[href="/users"]')).to_be_hidden()  # an administrators' page
     expect(page.locator("#iso")).to_have_value(DEMO_ISO)
     first, refused = vm_names(), vm_names()
     page.fill("#name", first)
