@@ -12,18 +12,22 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.helpers import PHONE, save_screenshot, sign_in, start_limen
+from tests.conftest import DEMO_ISO
+from tests.e2e.helpers import DESKTOP, PHONE, save_screenshot, sign_in, start_limen
 from tests.support.server import LimenProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 PASSWORD = "zoë's long password"
 VM_PAGE = re.compile(r"/vms/[0-9a-f-]{36}$")  # a created VM's details page
+GRAPH_POINTS = "Number(document.querySelector('#resource-graphs').dataset.points)"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimenProcess]:
-    process = start_limen(tmp_path_factory.mktemp("limen-self-service"), LIMEN_REGISTRATION="approval")
+    # qemu:///system (start_limen's URI) and a 1 s sampler: the last test watches a real VM's graphs grow.
+    process = start_limen(tmp_path_factory.mktemp("limen-self-service"), LIMEN_REGISTRATION="approval",
+                          LIMEN_STATS_INTERVAL="1")
     yield process
     process.stop()
 
@@ -109,3 +113,101 @@ def test_sign_up_approval_and_creating_within_the_quota(
     phone.goto(f"{server.base_url}/login")
     expect(phone.locator("#signup-offer")).to_be_visible()
     save_screenshot(phone, "signup-offer-390")
+
+
+def screenshots(page: Page, name: str) -> None:
+    """The page as it is, at 1280 px and at 390 px wide (the same state, resized)."""
+    save_screenshot(page, f"{name}-1280")
+    page.set_viewport_size(PHONE)
+    save_screenshot(page, f"{name}-390")
+    page.set_viewport_size(DESKTOP)
+
+
+def test_approved_in_the_users_page_then_a_real_vm_within_quota_with_live_graphs(
+    server: LimenProcess, new_page: Callable[..., Page], vm_names: Callable[[], str]
+) -> None:
+    user = f"Zoë-{uuid.uuid4().hex[:6]}"
+    page = new_page()
+    page.goto(f"{server.base_url}/login")
+    page.click("#signup-link")
+    page.fill("#signup-name", user)
+    page.fill("#signup-password", PASSWORD)
+    screenshots(page, "e2e12-signup-form")
+    page.click("#signup-submit")
+    expect(page.locator("#signup-done")).to_contain_text("An administrator must approve it")
+    page.fill("#login-password", PASSWORD)
+    page.click("#login-submit")
+    expect(page.locator("#login-error")).to_contain_text("ACCOUNT_PENDING")
+    screenshots(page, "e2e12-pending")
+
+    # The admin approves in the /users page, in a browser context of their own.
+    admin = sign_in(new_page(), server.base_url, next_path="/users")
+    expect(admin.locator('nav a[href="/users"]')).to_be_visible()
+    row = admin.locator(f'tr[data-user="{user}"]')
+    expect(row.locator('[data-state="awaiting-approval"]')).to_have_text("Awaiting approval")
+    approve = row.locator('button[data-action="approve"]')
+    expect(approve).to_be_visible()
+    row.scroll_into_view_if_needed()
+    screenshots(admin, "e2e12-users-approve")
+    approve.click()
+    expect(admin.locator(f'[data-status="{user}"]')).to_have_text("Approved.")
+    expect(row.locator('[data-state="awaiting-approval"]')).to_have_count(0)
+    expect(row.locator('button[data-action="approve"]')).to_have_count(0)
+    expect(row.locator('[data-state="enabled"]')).to_be_visible()
+    screenshots(admin, "e2e12-users-approved")
+    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=20) as api:
+        assert {listed["name"]: listed for listed in api.get("/api/users").json()}[user]["approved"] is True
+        quota = api.put(f"/api/users/{user}/quota", json={"vms": 2, "vcpus": 1, "memory_mib": 512})
+        assert quota.status_code == 200, quota.text
+
+    # The user signs in (no pending message now) and creates a real VM from the demo ISO within the quota.
+    sign_in(page, server.base_url, user, PASSWORD, next_path="/vms/new")
+    expect(page.locator("#quota [data-resource='vms']")).to_contain_text("0 of 2")
+    expect(page.locator("#user-name")).to_have_text(user)
+    expect(page.locator('nav a[href="/users"]')).to_be_hidden()  # an administrators' page
+    expect(page.locator("#iso")).to_have_value(DEMO_ISO)
+    first, refused = vm_names(), vm_names()
+    page.fill("#name", first)
+    page.fill("#vcpus", "1")
+    page.fill("#memory_mib", "128")
+    page.click("#submit")
+    page.wait_for_url(VM_PAGE)
+    details = page.url
+
+    # Beyond the quota (512 MiB of memory, 128 in use): refused, with the message in the form.
+    page.goto(f"{server.base_url}/vms/new")
+    expect(page.locator("#quota [data-resource='vms']")).to_contain_text("1 of 2")
+    page.fill("#name", refused)
+    page.fill("#vcpus", "1")
+    page.fill("#memory_mib", "1024")
+    with page.expect_response(lambda response: response.url.endswith("/api/quota")):  # the refresh after it
+        page.click("#submit")
+    expect(page.locator("#form-error")).to_contain_text("Quota exceeded")
+    expect(page.locator("#form-error")).to_contain_text("QUOTA_EXCEEDED")
+    expect(page.locator("#memory_mib")).to_have_attribute("aria-invalid", "true")
+    # The bars are refreshed after the refusal; the refused value stays, as the message at it names it.
+    expect(page.locator("#memory_mib")).to_have_value("1024")
+    # The bars are drawn on a desktop too (an unclosed @media once left them unstyled above 760 px).
+    track = page.locator("#quota [data-resource='memory_mib'] .quota-track").bounding_box()
+    assert track is not None and track["height"] > 0, track
+    screenshots(page, "e2e12-create-refused")
+
+    # The user starts the VM from its details page and watches the CPU graph grow while it boots.
+    page.goto(details)
+    expect(page.locator('#resource-graphs[data-running="false"]')).to_have_count(1)
+    page.click('button[data-action="start"]')
+    page.wait_for_selector('#resource-graphs[data-running="true"]', timeout=30_000)
+    expect(page.locator('.graph[data-graph="cpu"] canvas')).to_have_count(1)
+    page.wait_for_function(f"() => {GRAPH_POINTS} >= 2", timeout=30_000)
+    before = int(page.locator("#resource-graphs").get_attribute("data-points") or 0)
+    page.wait_for_function(f"() => {GRAPH_POINTS} >= {before + 2}", timeout=30_000)
+    expect(page.locator('.graph[data-graph="cpu"] .graph-figure')).to_contain_text("%")
+    expect(page.locator("#graphs-note")).to_contain_text("Live")
+    # Two graphs a row on a desktop, as the stylesheet lays them out.
+    cpu = page.locator('.graph[data-graph="cpu"]').bounding_box()
+    memory = page.locator('.graph[data-graph="memory"]').bounding_box()
+    assert cpu is not None and memory is not None and cpu["y"] == memory["y"] and cpu["x"] < memory["x"]
+    page.locator("#resource-graphs").scroll_into_view_if_needed()
+    screenshots(page, "e2e12-graphs")
+    overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, overflow

@@ -43,5 +43,7 @@ export async function mountUserMenu() {
       h("button", { class: "btn small", type: "button", id: "sign-out", onclick: signOut, text: "Sign out" }),
     );
   }
+  // Users are for administrators: others would only find a page saying so behind the link.
+  for (const link of document.querySelectorAll('nav a[href="/users"]')) link.hidden = user.role !== "admin";
   return user;
 }

@@ -95,7 +95,8 @@ async function onSubmit(event) {
   } catch (exc) {
     showError(exc);
     formStatus.textContent = "Not created: see the message above the form.";
-    if (exc instanceof ApiError && exc.code === "QUOTA_EXCEEDED") loadQuota(); // the bars as they are now
+    // The bars as they are now; the refused value stays in its field, as the message at it names it.
+    if (exc instanceof ApiError && exc.code === "QUOTA_EXCEEDED") loadQuota({ keepValues: true });
   } finally {
     submit.disabled = vmsFull;
     submit.replaceChildren("Create VM");
@@ -104,7 +105,7 @@ async function onSubmit(event) {
 
 let vmsFull = false; // no VM may be made: the quota's VM count is reached
 
-function capField(field, max, reason) {
+function capField(field, max, reason, keepValue) {
   const control = input(field);
   const note = document.getElementById(`${field}-quota`);
   if (max === null) {
@@ -121,26 +122,30 @@ function capField(field, max, reason) {
   } else {
     control.disabled = false;
     control.max = String(max);
-    if (Number(control.value) > max) control.value = String(max);
+    if (!keepValue && Number(control.value) > max) control.value = String(max);
   }
 }
 
 /** Caps and disables what the quota cannot give; a VM's vCPUs and memory must fit the limit of running
- * ones (else it could never start), its disk what is left. */
-export function applyQuota(quota) {
+ * ones (else it could never start), its disk what is left. With ``keepValues`` (after a refusal) a value
+ * above its cap stays, so the field still shows what the message at it speaks of. */
+export function applyQuota(quota, { keepValues = false } = {}) {
   showQuota(document.getElementById("quota"), quota);
   const room = headroom(quota);
   const vcpus = room.vcpus;
   capField("vcpus", vcpus ? vcpus.limit : null,
-    vcpus ? `At most ${vcpus.limit}: ${vcpus.scope} quota of running vCPUs (${vcpus.usage} in use).` : "");
+    vcpus ? `At most ${vcpus.limit}: ${vcpus.scope} quota of running vCPUs (${vcpus.usage} in use).` : "",
+    keepValues);
   const memory = room.memory_mib;
   capField("memory_mib", memory ? memory.limit : null,
-    memory ? `At most ${memory.limit} MiB: ${memory.scope} quota of running memory (${memory.usage} MiB in use).` : "");
+    memory ? `At most ${memory.limit} MiB: ${memory.scope} quota of running memory (${memory.usage} MiB in use).` : "",
+    keepValues);
   const disk = room.disk_gib;
   const diskLeft = disk ? Math.floor(disk.left) : null;
   capField("disk_gib", diskLeft, !disk ? "" : diskLeft >= 1
     ? `At most ${diskLeft} GiB: ${disk.scope} disk quota (${disk.usage} of ${disk.limit} GiB in use).`
-    : `No disk: ${disk.scope} disk quota is used up (${disk.usage} of ${disk.limit} GiB). Delete a VM with its disks.`);
+    : `No disk: ${disk.scope} disk quota is used up (${disk.usage} of ${disk.limit} GiB). Delete a VM with its disks.`,
+    keepValues);
   const vms = room.vms;
   vmsFull = Boolean(vms && vms.left < 1);
   const note = document.getElementById("quota-note");
@@ -151,9 +156,9 @@ export function applyQuota(quota) {
   submit.disabled = vmsFull;
 }
 
-async function loadQuota() {
+async function loadQuota(options) {
   try {
-    applyQuota(await api("GET", "/api/quota", undefined, { timeoutMs: 10000 }));
+    applyQuota(await api("GET", "/api/quota", undefined, { timeoutMs: 10000 }), options);
   } catch {
     // without it the form still works: the API checks the quota anyway
   }

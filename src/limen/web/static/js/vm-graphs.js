@@ -14,6 +14,9 @@ const BYTE_INCRS = [];
 for (let power = 0; power <= 50; power += 10) {
   for (const m of [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]) BYTE_INCRS.push(m * 2 ** power);
 }
+// Time ticks at whole seconds or more: samples are a second apart at the finest, and in the first seconds
+// of a graph uPlot would otherwise label half-seconds (":45.000 :45.500").
+const TIME_INCRS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
 // An empty rate graph still shows a scale (0 to 1 KiB/s) rather than fractions of a byte.
 const MIN_RATE_TOP = 1024;
 
@@ -78,7 +81,7 @@ function buildGraph(graph) {
       y: { range: graph.range ?? ((_u, _min, max) => [0, Math.max(max || 0, graph.minTop || 1) * 1.1]) },
     },
     axes: [
-      { stroke: "#5b6470", grid: { stroke: "#eceff2" }, ticks: { stroke: "#d8dde3" } },
+      { stroke: "#5b6470", grid: { stroke: "#eceff2" }, ticks: { stroke: "#d8dde3" }, incrs: TIME_INCRS },
       { stroke: "#5b6470", grid: { stroke: "#eceff2" }, ticks: { stroke: "#d8dde3" }, size: 76,
         incrs: graph.bytes ? BYTE_INCRS : undefined, values: (_u, ticks) => ticks.map((v) => graph.unit(v)) },
     ],
