@@ -37,7 +37,7 @@ export async function mountUserMenu() {
     slot.replaceChildren(
       // A long name is cut short on screen; the title shows it whole on hover, screen readers read it whole.
       h("span", { class: "user-who", id: "user-who", title: `${user.name} · ${roleName(user.role)}` },
-        h("span", { class: "user-name", id: "user-name", text: user.name }),
+        h("span", { class: "user-name", id: "user-name", title: user.name, text: user.name }),
         h("span", { class: "user-role", text: ` · ${roleName(user.role)}` })),
       h("a", { class: "user-link", href: "/api/docs", text: "API docs" }),
       h("button", { class: "btn small", type: "button", id: "sign-out", onclick: signOut, text: "Sign out" }),
