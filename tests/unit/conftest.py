@@ -1,0 +1,74 @@
+"""What keeps ``tests/unit`` fast: every test here gets, without asking,
+
+- a cheap argon2 hasher wherever limen would use its production one (``Passwords()`` with no hasher:
+  ``create_app`` without ``access=``, the CLI, ``Access(settings)``). Production parameters cost ~0.15 s of
+  CPU a hash, and an app-client test hashes at least once (its admin). The production defaults stay as they
+  are: only the name ``PasswordHasher`` in ``limen.auth.passwords`` is replaced, for unit tests only.
+- an already migrated schema for every new SQLite file: the migrations run once per session into a
+  template, and ``Database.migrate`` on a new, empty file copies the template's bytes into it (~1 ms against
+  ~60 ms for Alembic). A file that is not empty (a test that builds an older revision first, or a database
+  in use) is migrated by Alembic as before, so the migrations themselves stay tested.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from argon2 import PasswordHasher
+
+import limen.auth.passwords
+from limen.db import Database
+from tests.support.access import CHEAP_HASHER
+
+
+def _cheap_hasher() -> PasswordHasher:
+    return CHEAP_HASHER
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashing() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(limen.auth.passwords, "PasswordHasher", _cheap_hasher)
+        yield
+
+
+def _new_sqlite_file(database: Database) -> Path | None:
+    """The database's file when it is SQLite and nothing has been written to it yet; else None."""
+    if database.url.get_backend_name() != "sqlite" or database.url.database in (None, "", ":memory:"):
+        return None
+    path = Path(database.url.database)
+    if not path.exists() or path.stat().st_size != 0:
+        return None
+    companions = [path.with_name(path.name + suffix) for suffix in ("-wal", "-journal")]
+    if any(companion.exists() and companion.stat().st_size != 0 for companion in companions):
+        return None
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def migrated_template_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    template = tmp_path_factory.mktemp("template-db") / "limen.db"
+    alembic_migrate = Database.migrate
+    database = Database(f"sqlite:///{template}")
+    try:
+        alembic_migrate(database)
+    finally:
+        database.close()  # the last connection's close checkpoints the WAL into the file
+    assert not template.with_name("limen.db-wal").exists(), "the template's WAL was not checkpointed"
+    template_bytes = template.read_bytes()
+
+    def migrate(self: Database) -> None:
+        path = _new_sqlite_file(self)
+        if path is None:
+            alembic_migrate(self)
+            return
+        self.engine.dispose()  # no connection may have seen the empty file
+        with path.open("r+b") as file:  # writing into the file keeps its owner-only mode
+            file.write(template_bytes)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Database, "migrate", migrate)
+        yield template
+
