@@ -1,10 +1,11 @@
-"""What keeps ``tests/unit`` fast: every test here gets, without asking,
+"""What keeps ``tests/unit`` fast: every test here gets, without asking (package-scoped, so nothing of it
+leaks into tests/integration or tests/e2e when one run takes them all),
 
 - a cheap argon2 hasher wherever limen would use its production one (``Passwords()`` with no hasher:
   ``create_app`` without ``access=``, the CLI, ``Access(settings)``). Production parameters cost ~0.15 s of
   CPU a hash, and an app-client test hashes at least once (its admin). The production defaults stay as they
   are: only the name ``PasswordHasher`` in ``limen.auth.passwords`` is replaced, for unit tests only.
-- an already migrated schema for every new SQLite file: the migrations run once per session into a
+- an already migrated schema for every new SQLite file: the migrations run once into a
   template, and ``Database.migrate`` on a new, empty file copies the template's bytes into it (~1 ms against
   ~60 ms for Alembic). A file that is not empty (a test that builds an older revision first, or a database
   in use) is migrated by Alembic as before, so the migrations themselves stay tested.
@@ -32,7 +33,7 @@ def _cheap_hasher() -> PasswordHasher:
     return CHEAP_HASHER
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def cheap_password_hashing() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(limen.auth.passwords, "PasswordHasher", _cheap_hasher)
@@ -52,7 +53,7 @@ def _new_sqlite_file(database: Database) -> Path | None:
     return path
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def migrated_template_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     template = tmp_path_factory.mktemp("template-db") / "limen.db"
     alembic_migrate = Database.migrate
@@ -103,11 +104,11 @@ def _frozen(value: Any, keep: list[Any]) -> Any:
     return (type(value), value)
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def shared_fastapi_type_adapters() -> Iterator[None]:
     """FastAPI builds a pydantic ``TypeAdapter`` for every parameter and response of every route of every
     app, on the app's first request, and nearly every test here makes an app of its own. The adapters of
-    equal annotations are equal, so the session builds each one once."""
+    equal annotations are equal, so tests/unit builds each one once."""
     built: dict[Any, TypeAdapter[Any]] = {}
     keep: list[Any] = []
 
