@@ -1,0 +1,123 @@
+"""What keeps ``tests/unit`` fast: every test here gets, without asking (package-scoped, so nothing of it
+leaks into tests/integration or tests/e2e when one run takes them all),
+
+- a cheap argon2 hasher wherever limen would use its production one (``Passwords()`` with no hasher:
+  ``create_app`` without ``access=``, the CLI, ``Access(settings)``). Production parameters cost ~0.15 s of
+  CPU a hash, and an app-client test hashes at least once (its admin). The production defaults stay as they
+  are: only the name ``PasswordHasher`` in ``limen.auth.passwords`` is replaced, for unit tests only.
+- an already migrated schema for every new SQLite file: the migrations run once into a
+  template, and ``Database.migrate`` on a new, empty file copies the template's bytes into it (~1 ms against
+  ~60 ms for Alembic). A file that is not empty (a test that builds an older revision first, or a database
+  in use) is migrated by Alembic as before, so the migrations themselves stay tested.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fastapi._compat.v2
+import pytest
+from argon2 import PasswordHasher
+from pydantic import TypeAdapter
+from pydantic.fields import FieldInfo
+
+import limen.auth.passwords
+from limen.db import Database
+from tests.support.access import CHEAP_HASHER
+
+
+def _cheap_hasher() -> PasswordHasher:
+    return CHEAP_HASHER
+
+
+@pytest.fixture(scope="package", autouse=True)
+def cheap_password_hashing() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(limen.auth.passwords, "PasswordHasher", _cheap_hasher)
+        yield
+
+
+def _new_sqlite_file(database: Database) -> Path | None:
+    """The database's file when it is SQLite and nothing has been written to it yet; else None."""
+    if database.url.get_backend_name() != "sqlite" or database.url.database in (None, "", ":memory:"):
+        return None
+    path = Path(database.url.database)
+    if not path.exists() or path.stat().st_size != 0:
+        return None
+    companions = [path.with_name(path.name + suffix) for suffix in ("-wal", "-journal")]
+    if any(companion.exists() and companion.stat().st_size != 0 for companion in companions):
+        return None
+    return path
+
+
+@pytest.fixture(scope="package", autouse=True)
+def migrated_template_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    template = tmp_path_factory.mktemp("template-db") / "limen.db"
+    alembic_migrate = Database.migrate
+    database = Database(f"sqlite:///{template}")
+    try:
+        alembic_migrate(database)
+    finally:
+        database.close()  # the last connection's close checkpoints the WAL into the file
+    assert not template.with_name("limen.db-wal").exists(), "the template's WAL was not checkpointed"
+    template_bytes = template.read_bytes()
+
+    def migrate(self: Database) -> None:
+        path = _new_sqlite_file(self)
+        if path is None:
+            alembic_migrate(self)
+            return
+        self.engine.dispose()  # no connection may have seen the empty file
+        with path.open("r+b") as file:  # writing into the file keeps its owner-only mode
+            file.write(template_bytes)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Database, "migrate", migrate)
+        yield template
+
+
+
+def _frozen(value: Any, keep: list[Any]) -> Any:
+    """``value`` as a hashable key that is equal only for values that build the same adapter: types and
+    other hashable values as themselves, pydantic's ``FieldInfo`` by the settings it was given, containers
+    item by item, anything else by identity (kept alive in ``keep``, so its id is not reused)."""
+    if isinstance(value, FieldInfo):
+        return ("FieldInfo", _frozen(value.annotation, keep),
+                tuple(sorted((name, _frozen(item, keep)) for name, item in value._attributes_set.items())),
+                tuple(_frozen(item, keep) for item in value.metadata))
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_frozen(item, keep) for item in value))
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted((repr(key), _frozen(item, keep)) for key, item in value.items())))
+    origin = typing.get_origin(value)
+    if origin is not None:
+        return ("generic", _frozen(origin, keep), tuple(_frozen(item, keep) for item in typing.get_args(value)),
+                tuple(_frozen(item, keep) for item in getattr(value, "__metadata__", ())))
+    try:
+        hash(value)
+    except TypeError:
+        keep.append(value)
+        return ("id", id(value))
+    return (type(value), value)
+
+
+@pytest.fixture(scope="package", autouse=True)
+def shared_fastapi_type_adapters() -> Iterator[None]:
+    """FastAPI builds a pydantic ``TypeAdapter`` for every parameter and response of every route of every
+    app, on the app's first request, and nearly every test here makes an app of its own. The adapters of
+    equal annotations are equal, so tests/unit builds each one once."""
+    built: dict[Any, TypeAdapter[Any]] = {}
+    keep: list[Any] = []
+
+    def type_adapter(annotation: Any, *, config: Any = None) -> TypeAdapter[Any]:
+        key = (_frozen(annotation, keep), _frozen(config, keep))
+        if key not in built:
+            built[key] = TypeAdapter(annotation, config=config)
+        return built[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fastapi._compat.v2, "TypeAdapter", type_adapter)
+        yield
