@@ -13,16 +13,11 @@ leaks into tests/integration or tests/e2e when one run takes them all),
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import fastapi._compat.v2
 import pytest
 from argon2 import PasswordHasher
-from pydantic import TypeAdapter
-from pydantic.fields import FieldInfo
 
 import limen.auth.passwords
 from limen.db import Database
@@ -77,47 +72,3 @@ def migrated_template_database(tmp_path_factory: pytest.TempPathFactory) -> Iter
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Database, "migrate", migrate)
         yield template
-
-
-
-def _frozen(value: Any, keep: list[Any]) -> Any:
-    """``value`` as a hashable key that is equal only for values that build the same adapter: types and
-    other hashable values as themselves, pydantic's ``FieldInfo`` by the settings it was given, containers
-    item by item, anything else by identity (kept alive in ``keep``, so its id is not reused)."""
-    if isinstance(value, FieldInfo):
-        return ("FieldInfo", _frozen(value.annotation, keep),
-                tuple(sorted((name, _frozen(item, keep)) for name, item in value._attributes_set.items())),
-                tuple(_frozen(item, keep) for item in value.metadata))
-    if isinstance(value, (list, tuple)):
-        return (type(value).__name__, tuple(_frozen(item, keep) for item in value))
-    if isinstance(value, dict):
-        return ("dict", tuple(sorted((repr(key), _frozen(item, keep)) for key, item in value.items())))
-    origin = typing.get_origin(value)
-    if origin is not None:
-        return ("generic", _frozen(origin, keep), tuple(_frozen(item, keep) for item in typing.get_args(value)),
-                tuple(_frozen(item, keep) for item in getattr(value, "__metadata__", ())))
-    try:
-        hash(value)
-    except TypeError:
-        keep.append(value)
-        return ("id", id(value))
-    return (type(value), value)
-
-
-@pytest.fixture(scope="package", autouse=True)
-def shared_fastapi_type_adapters() -> Iterator[None]:
-    """FastAPI builds a pydantic ``TypeAdapter`` for every parameter and response of every route of every
-    app, on the app's first request, and nearly every test here makes an app of its own. The adapters of
-    equal annotations are equal, so tests/unit builds each one once."""
-    built: dict[Any, TypeAdapter[Any]] = {}
-    keep: list[Any] = []
-
-    def type_adapter(annotation: Any, *, config: Any = None) -> TypeAdapter[Any]:
-        key = (_frozen(annotation, keep), _frozen(config, keep))
-        if key not in built:
-            built[key] = TypeAdapter(annotation, config=config)
-        return built[key]
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fastapi._compat.v2, "TypeAdapter", type_adapter)
-        yield
