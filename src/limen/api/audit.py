@@ -76,16 +76,28 @@ class VmActionOut(BaseModel):
 
 @router.get("/api/console-sessions", response_model=list[ConsoleSessionOut], responses=_ERRORS)
 async def list_console_sessions(
+    request: Request,
     principal: CurrentUser,
     access: AccessDep,
     live: bool = Query(False, description="Only sessions that have not ended"),
     limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
 ) -> list[ConsoleSessionOut]:
-    """Newest first. Admins see every session; users see their own."""
+    """Newest first. Admins see every session; users see their own.
+
+    A live session's row holds its bytes only once it ends; for sessions live in this limen process the
+    answer shows the bytes so far (a session another instance holds shows 0 until it ends)."""
     sessions = await access.audit.console_sessions(
         user=None if principal.is_admin else principal.name, live_only=live, limit=limit
     )
-    return [ConsoleSessionOut.model_validate(info) for info in sessions]
+    registry: ConsoleSessions | None = getattr(request.app.state, "console_sessions", None)
+    answer = []
+    for info in sessions:
+        out = ConsoleSessionOut.model_validate(info)
+        so_far = registry.bytes_so_far(info.id) if registry is not None and info.live else None
+        if so_far is not None:
+            out.bytes_to_client, out.bytes_from_client = so_far
+        answer.append(out)
+    return answer
 
 
 @router.delete("/api/console-sessions/{session_id}", response_model=TerminationOut, status_code=202,

@@ -68,6 +68,14 @@ class ConsoleSessions:
     def holder(self, session_id: str) -> LiveConsole | None:
         return self._holders.get(session_id)
 
+    def bytes_so_far(self, session_id: str) -> tuple[int, int] | None:
+        """(to the client, from the client) of a session live here, None if it is not: its audit row
+        learns its bytes only when it ends, so the audit API overlays these on live rows."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            return None
+        return session.traffic.to_client, session.traffic.to_vnc
+
     @contextmanager
     def track(self, session: ConsoleSession) -> Iterator[ConsoleSession]:
         """Registers ``session`` for the duration of the ``with`` block."""

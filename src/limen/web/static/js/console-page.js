@@ -533,6 +533,9 @@ function onPasteSubmit(event) {
   ui.pasteError.hidden = true;
   ui.pasteText.removeAttribute("aria-invalid");
   ui.pasteDialog.close();
+  // Closing the dialog hands the focus back to "Paste as typing"; the keys the person presses next (while
+  // the text is typed, and after) belong to the VM's screen.
+  if (rfb) rfb.focus({ preventScroll: true });
   if (keys.length > 0 && rfb) typeText(keys);
 }
 

@@ -13,6 +13,8 @@ import { mountUserMenu } from "./session.js";
 import { VmEvents } from "./vm-events.js";
 import { OwnerControl } from "./vm-owner.js";
 import { mountSnapshots } from "./vm-snapshots.js";
+import { STOP_FOLLOW_UP_MS, stillRunningText } from "./stop-follow-up.js";
+import { NO_CONSOLE_PLACEHOLDER, NO_CONSOLE_REASON, showConsoleLink } from "./vm-graphics.js";
 
 const SCREENSHOT_MS = 3000;
 const SCREEN_WIDTH = 800;
@@ -81,6 +83,7 @@ let resizeTarget = null;
 let settingsShownFor = null;
 // The uptime the server last reported and when: the Overview counts on from there between reloads.
 let uptimeSince = null;
+let stopFollowUpTimer = null;
 const buttons = {};
 const owner = new OwnerControl($("owner-control"), { onChanged: (changed) => render(changed) });
 const snapshots = mountSnapshots(); // its own section: tree, take, revert, delete
@@ -188,9 +191,13 @@ function render(current) {
   renderNics();
   snapshots.show(vm);
   applyEnabled();
-  ui.screenBox.href = `/vms/${encodeURIComponent(vm.uuid)}/console`;
-  ui.screenBox.setAttribute("aria-label", `Open the console of ${vm.name}`);
-  if (!active) {
+  showConsoleLink(ui.screenBox, vm, `/vms/${encodeURIComponent(vm.uuid)}/console`);
+  ui.screenBox.removeAttribute("aria-disabled"); // the box is no button: only its link goes
+  ui.screenBox.setAttribute("aria-label", vm.vnc ? `Open the console of ${vm.name}` : NO_CONSOLE_REASON);
+  if (!vm.vnc) {
+    showScreenPlaceholder(NO_CONSOLE_PLACEHOLDER);
+    ui.screenBox.dataset.shot = "no-graphics";
+  } else if (!active) {
     showScreenPlaceholder(vm.state === "stopped" ? "Stopped: no picture" : "No picture");
   } else if (!previous || !ACTIVE_STATES.has(previous.state)) {
     showScreenPlaceholder("Loading…");
@@ -347,15 +354,16 @@ function applyEnabled() {
   const blocked = busy !== null || gone;
   buttons.start.disabled = blocked || active;
   buttons["start-console"].hidden = active;
-  buttons["start-console"].disabled = blocked;
+  buttons["start-console"].disabled = blocked || !vm.vnc;
+  buttons["start-console"].title = vm.vnc ? "" : NO_CONSOLE_REASON;
   buttons.stop.disabled = blocked || !active || vm.state === "shutting_down";
   buttons.reboot.disabled = blocked || vm.state !== "running";
   buttons["force-stop"].disabled = blocked || !active;
   buttons.reset.disabled = blocked || vm.state !== "running";
   buttons.delete.disabled = blocked;
-  buttons.console.href = `/vms/${encodeURIComponent(vm.uuid)}/console`;
-  buttons.console.classList.toggle("primary", active);
-  buttons.console.toggleAttribute("aria-disabled", gone);
+  showConsoleLink(buttons.console, vm, `/vms/${encodeURIComponent(vm.uuid)}/console`);
+  buttons.console.classList.toggle("primary", active && Boolean(vm.vnc));
+  if (gone) buttons.console.setAttribute("aria-disabled", "true");
   for (const [action, button] of Object.entries(buttons)) {
     const label = action === "console" ? "Console" : ACTIONS[action].label.replace("…", "");
     button.setAttribute("aria-label", `${label} ${vm.name}`);
@@ -376,6 +384,7 @@ async function runAction(action, { deleteDisks = false } = {}) {
     window.location.assign(`/vms/${encodeURIComponent(vm.uuid)}/console`);
     return;
   }
+  clearTimeout(stopFollowUpTimer);
   busy = action;
   document.body.dataset.pending = action;
   applyEnabled();
@@ -399,7 +408,29 @@ async function runAction(action, { deleteDisks = false } = {}) {
   if (result.uuid) render(result);
   applyEnabled();
   showStatus(ui.actionStatus, "ok", `✓ ${spec.done}`);
+  if (action === "stop") stopFollowUpTimer = setTimeout(followUpStop, STOP_FOLLOW_UP_MS);
   scheduleReload(0);
+}
+
+/** A guest may ignore the ACPI shutdown Stop asks for (GRUB does): if the VM still runs a while later, say
+ * so and offer Force stop (through its confirmation). */
+async function followUpStop() {
+  let current;
+  try {
+    current = await api("GET", apiPath());
+  } catch {
+    return; // gone or unreachable: the page's own reload says so
+  }
+  if (busy !== null || gone || !ACTIVE_STATES.has(current.state)) return;
+  render(current);
+  const force = h("button", {
+    class: "btn small danger", type: "button", dataset: { action: "follow-up-force-stop" }, text: "Force stop…",
+    "aria-label": `Force stop ${current.name}`, onclick: () => onAction("force-stop"),
+  });
+  const dismiss = h("button", { class: "btn small", type: "button", text: "Dismiss",
+                                onclick: () => ui.actionStatus.replaceChildren() });
+  showStatus(ui.actionStatus, "warn", h("span", { class: "follow-up", dataset: { followUp: "stop" } },
+                                        stillRunningText(STOP_FOLLOW_UP_MS), force, dismiss));
 }
 
 function openConfirm(action) {
@@ -553,7 +584,7 @@ function showScreenPlaceholder(text) {
 }
 
 function loadScreenshot() {
-  if (shotLoading || !vm || !ACTIVE_STATES.has(vm.state) || document.visibilityState !== "visible") return;
+  if (shotLoading || !vm || !vm.vnc || !ACTIVE_STATES.has(vm.state) || document.visibilityState !== "visible") return;
   shotLoading = true;
   const img = new Image();
   img.alt = `Screen of ${vm.name}`;

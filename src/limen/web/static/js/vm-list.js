@@ -8,7 +8,9 @@ import { errorBox, formatDuration, formatMemory, h, spinner, STATE_LABELS, state
 import { showQuota } from "./quota.js";
 import { mountUserMenu } from "./session.js";
 import { formatPercent, formatSize } from "./stats-series.js";
+import { STOP_FOLLOW_UP_MS, stillRunningText } from "./stop-follow-up.js";
 import { POLL_MS, VmEvents } from "./vm-events.js";
+import { NO_CONSOLE_PLACEHOLDER, showConsoleLink } from "./vm-graphics.js";
 
 const REFRESH_MS = POLL_MS;
 const EVENT_REFRESH_MS = 100; // a burst of events (start = resumed + started) becomes one reload
@@ -68,7 +70,8 @@ function actionButton(row, action, extraClass = "") {
 }
 
 function createRow(vm) {
-  const row = { vm: null, pending: null, shotLoading: false, resultTimer: null, hasShot: false, eventAt: 0 };
+  const row = { vm: null, pending: null, shotLoading: false, resultTimer: null, followUpTimer: null, hasShot: false,
+                eventAt: 0 };
   const link = `/vms/${encodeURIComponent(vm.uuid)}`;
   row.thumb = h("a", { class: "thumb", href: link });
   row.nameLink = h("a", { class: "clip", href: link, dataset: { role: "details" } }); // long names: CSS
@@ -82,8 +85,7 @@ function createRow(vm) {
     vnc: h("td", { class: "num", "data-label": "VNC port" }),
     uptime: h("td", { class: "num", "data-label": "Uptime" }),
   };
-  row.console = h("a", { class: "btn small primary", href: `${link}/console`, dataset: { action: "console" },
-                         text: "Console" });
+  row.console = h("a", { class: "btn small primary", dataset: { action: "console" }, text: "Console" });
   row.buttons = {
     start: actionButton(row, "start"),
     stop: actionButton(row, "stop"),
@@ -152,8 +154,11 @@ function updateRow(row, vm) {
   const active = ACTIVE_STATES.has(vm.state);
   row.buttons.start.hidden = active;
   row.buttons.stop.hidden = !active;
+  showConsoleLink(row.console, vm, `/vms/${encodeURIComponent(vm.uuid)}/console`);
   applyEnabled(row);
-  if (!active) {
+  if (!vm.vnc) {
+    if (!previous || previous.vnc || !row.thumb.firstChild) showThumbPlaceholder(row, NO_CONSOLE_PLACEHOLDER);
+  } else if (!active) {
     if (row.hasShot || !row.thumb.firstChild || previous?.state !== vm.state) showThumbPlaceholder(row);
   } else if (!previous || !ACTIVE_STATES.has(previous.state)) {
     showThumbPlaceholder(row, "Loading…");
@@ -210,7 +215,7 @@ function showThumbPlaceholder(row, text = null) {
 }
 
 function loadScreenshot(row) {
-  if (row.shotLoading || !ACTIVE_STATES.has(row.vm.state)) return;
+  if (row.shotLoading || !ACTIVE_STATES.has(row.vm.state) || !row.vm.vnc) return;
   row.shotLoading = true;
   const vm = row.vm;
   const img = new Image();
@@ -255,6 +260,7 @@ function onAction(row, action) {
 async function runAction(row, action, { deleteDisks = false } = {}) {
   const spec = ACTIONS[action];
   const vm = row.vm;
+  clearTimeout(row.followUpTimer);
   row.pending = action;
   applyEnabled(row);
   setRowStatus(row, spinner(), spec.busy);
@@ -278,6 +284,7 @@ async function runAction(row, action, { deleteDisks = false } = {}) {
       setRowStatus(row, `✓ ${spec.done}`);
       row.status.classList.add("ok");
       row.resultTimer = setTimeout(() => row.status.replaceChildren(), RESULT_SHOWN_MS);
+      if (action === "stop") row.followUpTimer = setTimeout(() => followUpStop(row), STOP_FOLLOW_UP_MS);
     }
   } catch (exc) {
     row.pending = null;
@@ -293,6 +300,30 @@ async function runAction(row, action, { deleteDisks = false } = {}) {
                                { actions: [dismiss] }));
   }
   scheduleRefresh(0);
+}
+
+/** A guest may ignore the ACPI shutdown Stop asks for (GRUB does): if the VM still runs a while later, say
+ * so and offer Force stop. */
+async function followUpStop(row) {
+  let vm;
+  try {
+    vm = await api("GET", `/api/vms/${encodeURIComponent(row.vm.uuid)}`);
+  } catch {
+    return; // gone or unreachable: the list's own refresh says so
+  }
+  if (!rows.has(vm.uuid) || row.pending !== null || !ACTIVE_STATES.has(vm.state)) return;
+  updateRow(row, vm);
+  const force = h("button", {
+    class: "btn small danger", type: "button", dataset: { action: "follow-up-force-stop" }, text: "Force stop",
+    "aria-label": `Force stop ${vm.name}`, onclick: () => onAction(row, "force-stop"),
+  });
+  const dismiss = h("button", {
+    class: "btn small", type: "button", text: "Dismiss", "aria-label": `Dismiss the note on ${vm.name}`,
+    onclick: () => row.status.replaceChildren(),
+  });
+  setRowStatus(row, h("span", { class: "follow-up", dataset: { followUp: "stop" } },
+                      stillRunningText(STOP_FOLLOW_UP_MS), force, dismiss));
+  row.status.classList.add("warn");
 }
 
 function announce(text) {
