@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import libvirt
 import pytest
 from fastapi import FastAPI
 
@@ -66,6 +67,7 @@ async def test_opening_the_details_page_does_not_start_the_vm(make_settings: Cal
         assert (await client.post("/api/vms/test/stop", params={"force": "true"})).status_code == 200
         assert (await client.get("/vms/test")).status_code == 200
         assert (await client.get("/api/vms/test")).json()["state"] == "stopped"
+    _test_domain_running()
 
 
 async def test_static_files_and_novnc_are_served(make_settings: Callable[..., Settings]) -> None:
@@ -88,7 +90,19 @@ async def test_missing_novnc_is_a_json_error_not_a_hang(
     assert "make install" in response.json()["details"]
 
 
+def _test_domain_running() -> None:
+    """test:///default is one driver per process; an earlier test may have left its domain stopped."""
+    conn = libvirt.open("test:///default")
+    try:
+        domain = conn.lookupByName("test")
+        if not domain.isActive():
+            domain.create()
+    finally:
+        conn.close()
+
+
 async def test_screenshot_of_a_running_vm_is_a_png(make_settings: Callable[..., Settings]) -> None:
+    _test_domain_running()
     async with client_for(make_settings()) as client:
         response = await client.get("/api/vms/test/screenshot")  # the test driver's running domain
         assert response.status_code == 200
@@ -98,6 +112,7 @@ async def test_screenshot_of_a_running_vm_is_a_png(make_settings: Callable[..., 
 
 
 async def test_screenshot_errors_are_the_apis_json_errors(make_settings: Callable[..., Settings]) -> None:
+    _test_domain_running()
     async with client_for(make_settings()) as client:
         assert (await client.post("/api/vms/test/stop", params={"force": "true"})).status_code == 200
         stopped = await client.get("/api/vms/test/screenshot")
