@@ -23,6 +23,7 @@ from limen.hypervisor.stats import HostCpuTimes, host_cpu_percent, read_host_cpu
 from limen.stats_history import Reading, StatsHistory
 
 log = logging.getLogger("limen.stats")
+STOP_WAIT = 5.0  # seconds shutdown waits for a sampling round (see StatsSampler.stop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +67,15 @@ class StatsSampler:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # A round blocked in libvirt holds its worker thread, which cancelling cannot interrupt: shutdown
+            # waits a bounded time for it and leaves the thread to finish on its own.
+            done, _ = await asyncio.wait({task}, timeout=STOP_WAIT)
+            if not done:
+                log.warning("resource sampling did not stop within %s s", STOP_WAIT,
+                            extra={"event": "stats_stop_slow"})
+            elif not task.cancelled():
+                with contextlib.suppress(Exception):
+                    task.result()
 
     async def sample_once(self) -> None:
         """One round: read and record. A libvirt failure is logged and counted, never raised."""
