@@ -29,8 +29,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from limen.auth.access import Access
 from limen.console.admission import ConsoleAdmission
-from limen.console.session import ConsoleSession, HypervisorLike
-from limen.console.sessions import ConsoleSessions
+from limen.console.driver import ConsoleSession, HypervisorLike
+from limen.console.registry import ConsoleSessions
 from limen.console.splice import SPLICE_EXTENSION, SpliceFn
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor
@@ -45,7 +45,7 @@ BINARY_SUBPROTOCOL = "binary"
 
 
 class StarletteChannel:
-    """Adapts Starlette's WebSocket to :class:`limen.console.session.ClientChannel`."""
+    """Adapts Starlette's WebSocket to :class:`limen.console.driver.ClientChannel`."""
 
     def __init__(self, websocket: WebSocket) -> None:
         self._ws = websocket

@@ -1,16 +1,20 @@
-"""One console session: the I/O around the pure stage machine (``stages.py``).
+"""One console session's I/O: a generic driver around the pure machine (``handshake.py``).
 
-:meth:`ConsoleSession.run` sends the first status frame before anything else, then runs, side by side:
+:meth:`ConsoleSession.run` sends the machine's first status frame before anything else, then runs,
+side by side:
 
-* the work: each stage in order (libvirt, TCP connect, banner), then the VNC → client direction;
+* the handshake: ``await`` the machine's pending effect within the stage's deadline, hand the result
+  back (``machine.receive``), carry out what comes back, until the machine ends;
 * the client reader: the client → VNC direction (held until the proxy stage), and the client's leaving;
-* the VM watch: a lifecycle event that ends the VM ends the session with VM_STOPPED;
+* the VM watch (once the machine asks for it): a lifecycle event that ends the VM;
 * the idle watch (when an idle timeout is set), and :meth:`ConsoleSession.request_end` (shutdown, admin).
 
-The first of them to finish decides how the session ends; the others are cancelled, then the machine's
-final frames (error frame, close) are sent, each within the write deadline, and everything is released.
-Every wait is bounded: libvirt calls and VNC I/O by the stage deadline, WebSocket writes by
-``settings.console_write_timeout``, the proxy by the peers (backpressure) and the optional idle timeout.
+Every one of them reports what happened to the machine as a :class:`~limen.console.handshake.Result`;
+the machine alone decides whether and how that ends the session (the first ending it receives counts).
+Once it has ended, the others are cancelled, the machine's final frames (error frame, close) are sent,
+each within the write deadline, and everything is released. Every wait is bounded: effects by the
+stage deadline, WebSocket writes by ``settings.console_write_timeout``, the proxy by the peers
+(backpressure) and the optional idle timeout.
 """
 
 from __future__ import annotations
@@ -22,44 +26,48 @@ import time
 import uuid as uuid_module
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from limen.console import messages
-from limen.console.pump import Traffic, client_to_vnc, vnc_to_client
-from limen.console.splice import SpliceEnd, SpliceFn
-from limen.console.stages import (
+from limen.console.handshake import (
     Action,
-    BannerReceived,
+    BannerRead,
     ClientLeft,
     Close,
-    ConsoleHandshake,
-    Event,
-    Failed,
-    PortAssigned,
-    PortPending,
+    ConnectVnc,
+    Effect,
+    EffectFailed,
+    EndRequested,
+    ExplainVncClose,
+    LookUpVm,
+    OpenWatch,
+    Pause,
+    Paused,
+    ReadBanner,
+    Result,
+    RunProxy,
     SendBinary,
     SendText,
-    Stage,
-    StageTimeouts,
+    StartVm,
     TimedOut,
-    VmIsRunning,
-    VmIsStopped,
+    VmEnded,
+    VmFound,
     VmStarted,
+    VncClosed,
+    VncCloseExplained,
     VncConnected,
+    VncHandshake,
 )
-from limen.console.upstream import READ_SIZE, VncReader, open_vnc, read_banner
+from limen.console.pump import Traffic, client_to_vnc, vnc_to_client
+from limen.console.splice import SpliceEnd, SpliceFn
+from limen.console.upstream import VNC_READ_SIZE, VncReader, open_vnc, read_banner
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm
 from limen.settings import Settings
 
 log = logging.getLogger("limen.console")
 
-T = TypeVar("T")
-
-# How often GET_PORT asks libvirt again while no port is assigned.
-PORT_POLL_INTERVAL = 0.1
-# After the VNC server closed: how long to wait for the VM to be reported stopped, and how often to ask.
-VNC_EOF_GRACE = 3.0
+# How often, after the VNC server closed, to ask libvirt whether the VM is still active.
 VNC_EOF_POLL = 0.25
 
 
@@ -99,15 +107,12 @@ class HypervisorLike(Protocol):
     def watch(self, uuid: str) -> AbstractContextManager[Any]: ...
 
 
-# -- internal signals ------------------------------------------------------------------------------
-
-
 class SessionObserver(Protocol):
     """Told of a session's milestones (metrics, audit). Calls are cheap and never per frame."""
 
     def first_status_sent(self, session: ConsoleSession, seconds: float) -> None: ...
 
-    def stage_ended(self, session: ConsoleSession, stage: Stage, seconds: float) -> None: ...
+    def stage_ended(self, session: ConsoleSession, stage: str, seconds: float) -> None: ...
 
     def proxy_started(self, session: ConsoleSession) -> None: ...
 
@@ -125,27 +130,6 @@ class Admission(Protocol):
 
 class _ClientGone(Exception):
     """A write to the client failed because it is not there any more."""
-
-
-class _StageTimeout(Exception):
-    def __init__(self, in_libvirt: bool) -> None:
-        super().__init__("stage deadline passed")
-        self.in_libvirt = in_libvirt
-
-
-class _MachineEnded(Exception):
-    """The machine ended itself while handling an event (e.g. VM stopped and auto-start off)."""
-
-    def __init__(self, actions: list[Action]) -> None:
-        super().__init__("session ended by the stage machine")
-        self.actions = actions
-
-
-class _Verdict(Event):
-    """Private to this module: an ending the machine already decided; carries its final actions."""
-
-    def __init__(self, actions: list[Action]) -> None:
-        self.actions = actions
 
 
 class ConsoleSession:
@@ -167,56 +151,68 @@ class ConsoleSession:
         self.id = session_id or uuid_module.uuid4().hex[:12]
         self._admission = admission
         self._observers = tuple(observers)
-        self._stage_began = clock()
+        self._created = clock()
+        self._stage_began = self._created
+        self._stages_seen = 0  # entries of machine.history already logged and told to the observers
         self.reached_proxy = False
         self.ident = ident
         self.settings = settings
         self._client = client
         self._hv = hypervisor
         self._clock = clock
-        self.machine = ConsoleHandshake(
-            timeouts=StageTimeouts.from_settings(settings),
-            auto_start=settings.console_auto_start,
-            clock=clock,
-            notices=notices,
-        )
+        self.machine = VncHandshake(ident=ident, settings=settings, clock=clock, notices=notices)
         self.traffic = Traffic()
-        self.vm: Vm | None = None
         self.end_reason: str | None = None  # the error code's name, or "client_closed"
         self.finished = asyncio.Event()
-        self._end_request: LimenError | None = None
-        self._end_requested = asyncio.Event()
+        self._final: list[Action] | None = None  # the machine's last actions, once it has ended
+        self._ended = asyncio.Event()
+        self._early_end: LimenError | None = None  # an end requested before the first frame went out
         self._proxy_ready = asyncio.Event()
         self._watch: Any = None
         self._watch_cm: AbstractContextManager[Any] | None = None
         self._watch_open = asyncio.Event()
+        self._vnc_reader: VncReader | None = None
         self._vnc_writer: asyncio.StreamWriter | None = None
         self._held_input: bytes | None = None  # a client message that came before the proxy stage
         self._spliced = False  # the proxy stage runs in the WebSocket protocol (the fast path)
+        self._effects: dict[type[Effect], Callable[[Any], Awaitable[Result]]] = {
+            LookUpVm: self._look_up_vm,
+            StartVm: self._start_vm,
+            Pause: self._pause,
+            ConnectVnc: self._connect_vnc,
+            ReadBanner: self._read_banner,
+            RunProxy: self._run_proxy,
+            ExplainVncClose: self._explain_vnc_close,
+        }
 
     # -- public ---------------------------------------------------------------------------------------
 
     @property
-    def stage(self) -> Stage | None:
+    def stage(self) -> str | None:
         return self.machine.stage
+
+    @property
+    def vm(self) -> Vm | None:
+        return self.machine.vm
 
     def request_end(self, error: LimenError) -> None:
         """Ends the session from outside (server shutdown, an administrator). Returns at once."""
-        if self._end_request is None:
-            self._end_request = error
-        self._end_requested.set()
+        if self.machine.live:
+            self._feed(EndRequested(error))
+        elif self.machine.stage is None and self._early_end is None:
+            self._early_end = error  # told to the machine right after the first frame
 
     async def run(self) -> None:
         try:
-            verdict = await self._serve()
-            actions = verdict.actions if isinstance(verdict, _Verdict) else self.machine.handle(verdict)
-            await self._finish(actions)
+            await self._serve()
+            await self._finish(self._final or [])
         except Exception:  # a bug; the session still ends cleanly and the client still gets a close
             log.exception("vnc console failed unexpectedly", extra=self._fields("console_internal_error"))
             if self.machine.live:
                 error = LimenError(ErrorCode.INTERNAL_ERROR, "unexpected failure in the console")
+                self._feed(EffectFailed(error))
                 with contextlib.suppress(Exception):
-                    await self._finish(self.machine.handle(Failed(error)))
+                    await self._finish(self._final or [])
         finally:
             await self._release()
             self._log_end()
@@ -224,122 +220,121 @@ class ConsoleSession:
                 observer.session_ended(self)
             self.finished.set()
 
-    # -- the race ------------------------------------------------------------------------------------
+    # -- the machine ------------------------------------------------------------------------------------
 
-    async def _serve(self) -> Event:
+    def _feed(self, result: Result) -> list[Action]:
+        """Hands ``result`` to the machine. When that ends the session, its final actions are kept for
+        :meth:`run` (and nothing is returned); otherwise the actions to carry out now."""
+        actions = self.machine.receive(result)
+        self._note_stages()
+        if not self.machine.live:
+            if self._final is None:
+                self._final = actions
+                self._ended.set()
+            return []
+        return actions
+
+    async def _serve(self) -> None:
         # The first frame goes out before any libvirt call: the browser learns at once that it is through.
-        first = await self._guard(self._apply(self.machine.start()))
-        if first is not None:
-            return first
+        first = self.machine.start()
+        self._note_stages()
+        effect = await self._guard(self._apply(first))
+        if not self.machine.live:
+            return
         for observer in self._observers:
-            observer.first_status_sent(self, self._clock() - self._stage_began)
-        self._log_stage()
-        runners: list[Coroutine[Any, Any, Any]] = [
-            self._requested(),  # first in the list: wins ties, so a shutdown is reported as such
-            self._work(),
-            self._vm_ended(),
-            self._read_client(),
-        ]
+            observer.first_status_sent(self, self._clock() - self._created)
+        if self._early_end is not None:
+            self._feed(EndRequested(self._early_end))
+            return
+        assert isinstance(effect, Effect)
+        runners: list[Coroutine[Any, Any, Any]] = [self._handshake(effect), self._vm_ended(), self._read_client()]
         if self.settings.console_idle_timeout > 0:
             runners.append(self._idle_watch())
         tasks = [asyncio.create_task(self._guard(runner), name=f"console-{self.id}-{i}")
                  for i, runner in enumerate(runners)]
+        ended = asyncio.create_task(self._ended.wait())
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            pending: set[asyncio.Task[Any]] = {*tasks, ended}
+            while not self._ended.is_set() and len(pending) > 1:
+                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in tasks:
+            for task in (*tasks, ended):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for task in tasks:
-            if task.done() and not task.cancelled() and task.exception() is None:
-                outcome = task.result()
-                if outcome is not None:
-                    return outcome
-        # Every runner was cancelled at once: only happens when run() itself is being cancelled.
-        return Failed(LimenError(ErrorCode.INTERNAL_ERROR, "the console was cancelled"))
+            await asyncio.gather(*tasks, ended, return_exceptions=True)
+        if self.machine.live:  # every runner returned without an ending: a bug in one of them
+            self._feed(EffectFailed(LimenError(ErrorCode.INTERNAL_ERROR, "the console's work ended early")))
 
-    async def _guard(self, work: Awaitable[Any]) -> Event | None:
-        """Runs one runner; turns how it ended into the machine's event (None: returned normally)."""
+    async def _guard(self, work: Awaitable[Any]) -> Any:
+        """Runs one runner; how it ended, when that was not normally, goes to the machine as a result."""
         try:
-            await work
-        except _MachineEnded as exc:
-            return _Verdict(exc.actions)
-        except _StageTimeout as exc:
-            return TimedOut(in_libvirt=exc.in_libvirt)
+            outcome = await work
         except _ClientGone:
-            return ClientLeft()
+            outcome = ClientLeft()
         except LimenError as exc:
-            return Failed(exc)
+            outcome = EffectFailed(exc)
         except Exception as exc:
             log.exception("vnc console step failed", extra=self._fields("console_internal_error"))
-            return Failed(LimenError(ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
-        return None
+            outcome = EffectFailed(LimenError(ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
+        if isinstance(outcome, Result):
+            self._feed(outcome)
+            return None
+        return outcome
 
-    async def _requested(self) -> None:
-        await self._end_requested.wait()
-        assert self._end_request is not None
-        raise self._end_request
+    async def _handshake(self, effect: Effect | None) -> None:
+        """Effects out, results in, until the machine asks for nothing more (it has ended)."""
+        while effect is not None:
+            result = await self._perform(effect)
+            effect = await self._apply(self._feed(result))
 
-    # -- the stages ------------------------------------------------------------------------------------
+    async def _perform(self, effect: Effect) -> Result:
+        """One effect within what is left of the current stage; its failure or timeout as a result."""
+        run = self._effects[type(effect)]
+        try:
+            async with asyncio.timeout(self.machine.remaining()):
+                return await run(effect)
+        except TimeoutError:
+            return TimedOut()
+        except LimenError as exc:
+            return EffectFailed(exc)
 
-    async def _work(self) -> None:
-        # CHECK_VM: who is asking (when an admission is set), and the VM
+    # -- the effects ------------------------------------------------------------------------------------
+
+    async def _look_up_vm(self, effect: LookUpVm) -> Result:
         def find_vm() -> Awaitable[Vm]:
-            return self._hv.console_vm(self.ident)
+            return self._hv.console_vm(effect.ident)
 
-        looked_up = self._admission(find_vm) if self._admission is not None else find_vm()
-        vm = await self._in_stage(looked_up, in_libvirt=True)
-        self.vm = vm
-        if vm.vnc is None:
-            raise LimenError(ErrorCode.VNC_NOT_CONFIGURED, f"VM {vm.name!r} has no VNC graphics device")
-        if vm.is_active:
-            await self._advance(VmIsRunning())
-        else:
-            await self._advance(VmIsStopped(vm.name))
-            # START_VM
-            try:
-                vm = await self._in_stage(self._hv.start_vm(vm.uuid), in_libvirt=False)
-            except LimenError as exc:
-                if exc.code is not ErrorCode.VM_ALREADY_RUNNING:  # someone else started it: fine
-                    raise
-                vm = await self._in_stage(self._hv.console_vm(vm.uuid), in_libvirt=True)
-            self.vm = vm
-            await self._advance(VmStarted())
-        # GET_PORT. Watch from here on: the VM runs now, so an ending event means it stopped under us.
-        self._open_watch(vm.uuid)
-        while vm.vnc is None or vm.vnc.port is None:
-            if vm.vnc is None:
-                raise LimenError(ErrorCode.VNC_NOT_CONFIGURED, f"VM {vm.name!r} has no VNC graphics device")
-            await self._advance(PortPending())
-            await self._in_stage(asyncio.sleep(PORT_POLL_INTERVAL), in_libvirt=False)
-            vm = await self._in_stage(self._hv.console_vm(vm.uuid), in_libvirt=True)
-            self.vm = vm
-        assert vm.vnc is not None and vm.vnc.port is not None  # the loop's exit condition
-        host, port = vm.vnc.host, vm.vnc.port
-        await self._advance(PortAssigned(host, port))
-        # CONNECT
-        where = f"{host}:{port}"
-        reader, self._vnc_writer = await self._in_stage(open_vnc(host, port), in_libvirt=False)
-        await self._advance(VncConnected())
-        # READ_BANNER
-        banner = await self._in_stage(read_banner(reader, where), in_libvirt=False)
-        await self._advance(BannerReceived(banner))  # sends the last status frame, then the banner
-        self.traffic.to_client += len(banner)
+        if effect.admit and self._admission is not None:
+            return VmFound(await self._admission(find_vm))
+        return VmFound(await find_vm())
+
+    async def _start_vm(self, effect: StartVm) -> Result:
+        return VmStarted(await self._hv.start_vm(effect.uuid))
+
+    async def _pause(self, effect: Pause) -> Result:
+        await asyncio.sleep(effect.seconds)
+        return Paused()
+
+    async def _connect_vnc(self, effect: ConnectVnc) -> Result:
+        self._vnc_reader, self._vnc_writer = await open_vnc(effect.host, effect.port)
+        return VncConnected()
+
+    async def _read_banner(self, effect: ReadBanner) -> Result:
+        assert self._vnc_reader is not None
+        return BannerRead(await read_banner(self._vnc_reader, effect.where))
+
+    async def _run_proxy(self, effect: RunProxy) -> Result:
+        """The proxy stage until it ends: spliced when the WebSocket server offers it, else two tasks."""
+        reader, writer = self._vnc_reader, self._vnc_writer
+        assert reader is not None
         self.traffic.last_input = self._clock()
         self._proxy_ready.set()
         self.reached_proxy = True
         for observer in self._observers:
             observer.proxy_started(self)
-        # PROXY, VNC → client, until the VNC server closes
-        await self._proxy(reader)
-
-    async def _proxy(self, reader: VncReader) -> None:
-        """The proxy stage until it ends: spliced when the WebSocket server offers it, else two tasks."""
         splice: SpliceFn | None = getattr(self._client, "splice", None)
-        writer = self._vnc_writer
         if splice is None or writer is None or not reader.may_hand_over():
-            await vnc_to_client(reader, self._send_binary, self.traffic, read_size=READ_SIZE)
-            raise await self._why_vnc_closed()
+            await vnc_to_client(reader, self._send_binary, self.traffic, read_size=VNC_READ_SIZE)
+            return VncClosed()
         # Bytes the VNC server sent after its banner already: the read returns them without waiting, so
         # nothing else runs between _proxy_ready and the splice (the client reader sees _spliced on waking).
         unread = await reader.read(reader.unread) if reader.unread else b""
@@ -354,25 +349,39 @@ class ConsoleSession:
         if isinstance(outcome, LimenError):
             raise outcome
         if outcome is SpliceEnd.CLIENT_GONE:
-            raise _ClientGone()
-        raise await self._why_vnc_closed()
+            return ClientLeft()
+        return VncClosed()
 
-    async def _advance(self, event: Event) -> None:
-        before = self.machine.stage
-        actions = self.machine.handle(event)
-        if not self.machine.live:
-            raise _MachineEnded(actions)
-        if self.machine.stage is not before:
-            self._stage_changed(before)
-        await self._apply(actions)
+    async def _explain_vnc_close(self, effect: ExplainVncClose) -> Result:
+        """Waits, up to ``effect.grace``, for the lifecycle event or for libvirt to report the VM inactive.
 
-    async def _in_stage(self, work: Awaitable[T], *, in_libvirt: bool) -> T:
-        """Awaits ``work`` within what is left of the current stage."""
+        QEMU closes its sockets as it exits, before libvirt has finished with the domain (with TCG that
+        can take seconds), so the VM may still look active for a while after its VNC server closed.
+        """
+        uuid = effect.uuid
+
+        async def vm_inactive(uuid: str) -> None:
+            while True:
+                with contextlib.suppress(LimenError):
+                    if not (await self._hv.console_vm(uuid)).is_active:
+                        return
+                await asyncio.sleep(VNC_EOF_POLL)
+
+        waits: list[Awaitable[Any]] = []
+        if self._watch is not None:
+            waits.append(self._watch.ended.wait())
+        if uuid is not None:
+            waits.append(vm_inactive(uuid))
+        if not waits:
+            return VncCloseExplained(vm_stopped=False)
+        tasks = [asyncio.ensure_future(wait) for wait in waits]
         try:
-            async with asyncio.timeout(self.machine.remaining()):
-                return await work
-        except TimeoutError:
-            raise _StageTimeout(in_libvirt) from None
+            done, _ = await asyncio.wait(tasks, timeout=effect.grace, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return VncCloseExplained(vm_stopped=bool(done))
 
     def _open_watch(self, vm_uuid: str) -> None:
         if self._watch_cm is not None:
@@ -382,57 +391,20 @@ class ConsoleSession:
         self._watch_cm = cm
         self._watch_open.set()
 
-    async def _why_vnc_closed(self) -> LimenError:
-        """The VNC server closed its side. Usually because the VM stopped; tell that apart.
-
-        QEMU closes its sockets as it exits, before libvirt has finished with the domain (with TCG that
-        can take seconds), so wait, up to VNC_EOF_GRACE, for the lifecycle event or for libvirt to
-        report the VM inactive, whichever comes first.
-        """
-        vm_name = self.vm.name if self.vm else self.ident
-        stopped = LimenError(ErrorCode.VM_STOPPED, f"VM {vm_name!r} stopped; its VNC server closed the connection")
-        closed = LimenError(ErrorCode.VNC_CONNECTION_FAILED, "the VNC server closed the connection")
-
-        async def vm_inactive() -> None:
-            assert self.vm is not None
-            while True:
-                with contextlib.suppress(LimenError):
-                    if not (await self._hv.console_vm(self.vm.uuid)).is_active:
-                        return
-                await asyncio.sleep(VNC_EOF_POLL)
-
-        waits: list[Awaitable[Any]] = []
-        if self._watch is not None:
-            waits.append(self._watch.ended.wait())
-        if self.vm is not None:
-            waits.append(vm_inactive())
-        if not waits:
-            return closed
-        tasks = [asyncio.ensure_future(wait) for wait in waits]
-        try:
-            done, _ = await asyncio.wait(tasks, timeout=VNC_EOF_GRACE, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        return stopped if done else closed
-
     # -- the other runners ------------------------------------------------------------------------------
 
-    async def _vm_ended(self) -> None:
+    async def _vm_ended(self) -> Result:
         await self._watch_open.wait()
         await self._watch.ended.wait()
-        vm_name = self.vm.name if self.vm else self.ident
         last = getattr(self._watch, "last", None)
-        how = getattr(last, "value", "stopped")
-        raise LimenError(ErrorCode.VM_STOPPED, f"VM {vm_name!r} {how} (libvirt lifecycle event)")
+        return VmEnded(str(getattr(last, "value", "stopped")))
 
-    async def _read_client(self) -> None:
+    async def _read_client(self) -> Result:
         """Until the proxy stage, only notices the client leaving; then forwards client → VNC."""
         while not self._proxy_ready.is_set():
             message = await self._client.receive()
             if message is None:
-                raise _ClientGone()
+                return ClientLeft()
             if isinstance(message, bytes) and message:
                 # An RFB client waits for the banner before it speaks, so this is rare; hold the message
                 # and stop reading (backpressure) until there is a VNC server to give it to.
@@ -443,7 +415,7 @@ class ConsoleSession:
             # client's leaving still comes this way.
             while await self._client.receive() is not None:
                 pass
-            raise _ClientGone()
+            return ClientLeft()
         writer = self._vnc_writer
         assert writer is not None
         first, self._held_input = self._held_input, None
@@ -460,9 +432,9 @@ class ConsoleSession:
 
         await client_to_vnc(receive, writer, self.traffic, clock=self._clock,
                             write_timeout=self.settings.console_write_timeout)
-        raise _ClientGone()
+        return ClientLeft()
 
-    async def _idle_watch(self) -> None:
+    async def _idle_watch(self) -> Result:
         await self._proxy_ready.wait()
         timeout = self.settings.console_idle_timeout
         warning = min(self.settings.console_idle_warning, timeout)
@@ -470,7 +442,7 @@ class ConsoleSession:
         while True:
             idle = self._clock() - self.traffic.last_input
             if idle >= timeout:
-                raise LimenError(ErrorCode.IDLE_TIMEOUT, f"no input from the browser for {timeout:g} s")
+                return EndRequested(LimenError(ErrorCode.IDLE_TIMEOUT, f"no input from the browser for {timeout:g} s"))
             warn_at = timeout - warning
             if warning > 0 and idle >= warn_at and warned_for != self.traffic.last_input:
                 warned_for = self.traffic.last_input
@@ -479,16 +451,23 @@ class ConsoleSession:
             next_check = warn_at if warning > 0 and idle < warn_at else timeout
             await asyncio.sleep(max(0.05, next_check - idle))
 
-    # -- writing to the client ------------------------------------------------------------------------
+    # -- carrying out actions -------------------------------------------------------------------------
 
-    async def _apply(self, actions: list[Action]) -> None:
+    async def _apply(self, actions: list[Action]) -> Effect | None:
+        """Sends the frames and runs the commands, in order; returns the effect to perform, if any."""
         for action in actions:
             if isinstance(action, SendText):
                 await self._write(self._client.send_text(action.text))
             elif isinstance(action, SendBinary):
                 await self._write(self._client.send_bytes(action.data))
+                self.traffic.to_client += len(action.data)
             elif isinstance(action, Close):
                 await self._write(self._client.close(action.code, action.reason))
+            elif isinstance(action, OpenWatch):
+                self._open_watch(action.uuid)
+            elif isinstance(action, Effect):
+                return action
+        return None
 
     async def _send_binary(self, data: bytes) -> None:
         await self._write(self._client.send_bytes(data))
@@ -527,6 +506,7 @@ class ConsoleSession:
                 write_failed = True
 
     async def _release(self) -> None:
+        self._vnc_reader = None
         writer, self._vnc_writer = self._vnc_writer, None
         if writer is not None:
             if writer.transport.get_write_buffer_size():
@@ -546,7 +526,7 @@ class ConsoleSession:
     # -- logs -------------------------------------------------------------------------------------------
 
     def _fields(self, event: str, **more: Any) -> dict[str, Any]:
-        vm = self.vm
+        vm = self.machine.vm
         port = vm.vnc.port if vm is not None and vm.vnc is not None else None
         stage = self.machine.ended_in or self.machine.stage
         fields: dict[str, Any] = {
@@ -556,7 +536,7 @@ class ConsoleSession:
             "vm_uuid": vm.uuid if vm else None,
             "vm_name": vm.name if vm else None,
             "port": self.machine.port or port,
-            "stage": stage.value if stage is not None else None,
+            "stage": stage,
             "elapsed_ms": self.machine.elapsed_ms() if stage is not None else 0,
             "bytes_to_client": self.traffic.to_client,
             "bytes_to_vnc": self.traffic.to_vnc,
@@ -564,18 +544,19 @@ class ConsoleSession:
         fields.update(more)
         return fields
 
-    def _stage_changed(self, previous: Stage | None) -> None:
-        now = self._clock()
-        if previous is not None:
-            for observer in self._observers:
-                observer.stage_ended(self, previous, now - self._stage_began)
-        self._stage_began = now
-        self._log_stage()
-
-    def _log_stage(self) -> None:
-        stage = self.machine.stage
-        if stage is not None and stage is not Stage.ENDED:
-            log.info("vnc console stage %s", stage.value, extra=self._fields("console_stage"))
+    def _note_stages(self) -> None:
+        """Logs the stages the machine entered since the last call and tells the observers how long the
+        ones before them took."""
+        history = self.machine.history
+        for index in range(max(self._stages_seen, 0), len(history)):
+            stage, _ = history[index]
+            now = self._clock()
+            if index > 0:
+                for observer in self._observers:
+                    observer.stage_ended(self, history[index - 1][0], now - self._stage_began)
+            self._stage_began = now
+            log.info("vnc console stage %s", stage, extra=self._fields("console_stage", stage=stage))
+        self._stages_seen = len(history)
 
     def _log_error(self, error: LimenError) -> None:
         log.warning("vnc console error %s: %s", error.code.name, error.details,

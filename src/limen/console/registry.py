@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from limen.auth.revocation import LiveConsole, Revocation, Rights, Scope, verdict
-from limen.console.session import ConsoleSession
+from limen.console.driver import ConsoleSession
 from limen.errors import ErrorCode, LimenError
 
 log = logging.getLogger("limen.console")
