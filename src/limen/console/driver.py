@@ -107,6 +107,13 @@ class HypervisorLike(Protocol):
     def watch(self, uuid: str) -> AbstractContextManager[Any]: ...
 
 
+class UpstreamOpener(Protocol):
+    """Opens the connection to a VM's VNC server (:func:`limen.console.upstream.open_vnc`); refusals raise
+    a LimenError. Tests pass one that needs no socket."""
+
+    async def __call__(self, host: str, port: int) -> tuple[VncReader, asyncio.StreamWriter]: ...
+
+
 class SessionObserver(Protocol):
     """Told of a session's milestones (metrics, audit). Calls are cheap and never per frame."""
 
@@ -147,9 +154,11 @@ class ConsoleSession:
         session_id: str | None = None,
         observers: Sequence[SessionObserver] = (),
         admission: Admission | None = None,
+        open_upstream: UpstreamOpener = open_vnc,
     ) -> None:
         self.id = session_id or uuid_module.uuid4().hex[:12]
         self._admission = admission
+        self._open_upstream = open_upstream
         self._observers = tuple(observers)
         self._created = clock()
         self._stage_began = self._created
@@ -315,7 +324,7 @@ class ConsoleSession:
         return Paused()
 
     async def _connect_vnc(self, effect: ConnectVnc) -> Result:
-        self._vnc_reader, self._vnc_writer = await open_vnc(effect.host, effect.port)
+        self._vnc_reader, self._vnc_writer = await self._open_upstream(effect.host, effect.port)
         return VncConnected()
 
     async def _read_banner(self, effect: ReadBanner) -> Result:
