@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import cast
 
-from limen.console.driver import ConsoleSession
 from limen.console.pump import Traffic
 from limen.console.registry import ConsoleSessions
+from limen.console.vnc_session import ConsoleSession
 from limen.errors import LimenError
 
 

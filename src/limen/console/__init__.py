@@ -5,9 +5,13 @@ In the order a console opens:
 * ``endpoint.py``     the WebSocket routes; accept, then hand over to a session
 * ``admission.py``    who may open it (Origin, ticket / cookie / token, owner), checked in check_vm, and
                       the session's audit row
-* ``driver.py``       one session's I/O (:class:`ConsoleSession`): performs the machine's effects, feeds
-                      back their results, runs the side watches, sends the final frames
-* ``handshake.py``    the pure machine (:class:`VncHandshake`): effects out, results in; every decision
+* ``vnc_session.py``  a VNC console session (:class:`ConsoleSession`): how each of the machine's effects is
+                      performed (libvirt look-up and start, TCP connect, banner read, proxy)
+* ``driver.py``       the generic driver of any console kind (:class:`ConsoleDriver`): runs the pending
+                      effect within the stage deadline, feeds back its result, runs the side watches
+                      (VM lifecycle, idle, client leaving, end requests), sends the final frames
+* ``handshake.py``    the pure machines: :class:`StageMachine` (stages, deadlines, frames, endings, for any
+                      kind) and :class:`VncHandshake` (effects out, results in; every VNC decision)
 * ``stage_table.py``  what each stage is, declared once: name, label, status text, deadline setting,
                       timeout codes and details (the README's table and ``GET /api/console-stages`` come
                       from it)

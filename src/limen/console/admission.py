@@ -40,7 +40,7 @@ from limen.auth.access import Access
 from limen.auth.console_gate import admit_console
 from limen.auth.principal import Principal
 from limen.auth.revocation import LiveConsole
-from limen.console.driver import ConsoleSession
+from limen.console.driver import ConsoleDriver
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm
 
@@ -71,7 +71,7 @@ class ConsoleAdmission:
         self._start: asyncio.Task[None] | None = None
         self._start_timer: asyncio.TimerHandle | None = None
         self._end: asyncio.Task[None] | None = None
-        self.session: ConsoleSession | None = None  # the session to end if its audit row cannot be written
+        self.session: ConsoleDriver | None = None  # the session to end if its audit row cannot be written
 
     # -- Admission --------------------------------------------------------------------------------------
 
@@ -92,16 +92,16 @@ class ConsoleAdmission:
 
     # -- SessionObserver ----------------------------------------------------------------------------------
 
-    def first_status_sent(self, session: ConsoleSession, seconds: float) -> None:
+    def first_status_sent(self, session: ConsoleDriver, seconds: float) -> None:
         return None
 
-    def stage_ended(self, session: ConsoleSession, stage: str, seconds: float) -> None:
+    def stage_ended(self, session: ConsoleDriver, stage: str, seconds: float) -> None:
         return None
 
-    def proxy_started(self, session: ConsoleSession) -> None:
+    def proxy_started(self, session: ConsoleDriver) -> None:
         return None
 
-    def session_ended(self, session: ConsoleSession) -> None:
+    def session_ended(self, session: ConsoleDriver) -> None:
         if not self._started or self._end is not None:
             return
         self._begin_record_start()  # a session that ended within the delay: its row now, before the end's

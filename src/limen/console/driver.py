@@ -1,20 +1,24 @@
-"""One console session's I/O: a generic driver around the pure machine (``handshake.py``).
+"""The generic console driver: the I/O around any console kind's pure machine (``handshake.py``).
 
-:meth:`ConsoleSession.run` sends the machine's first status frame before anything else, then runs,
+:meth:`ConsoleDriver.run` sends the machine's first status frame before anything else, then runs,
 side by side:
 
 * the handshake: ``await`` the machine's pending effect within the stage's deadline, hand the result
   back (``machine.receive``), carry out what comes back, until the machine ends;
-* the client reader: the client → VNC direction (held until the proxy stage), and the client's leaving;
-* the VM watch (once the machine asks for it): a lifecycle event that ends the VM;
-* the idle watch (when an idle timeout is set), and :meth:`ConsoleSession.request_end` (shutdown, admin).
+* the kind's client reader (:meth:`ConsoleDriver._read_client`): the client → VM direction once the
+  stream runs, and the client's leaving;
+* the VM watch (once the machine asks for it with :class:`OpenWatch`): a lifecycle event that ends the VM;
+* the idle watch (when an idle timeout is set), and :meth:`ConsoleDriver.request_end` (shutdown, admin).
 
 Every one of them reports what happened to the machine as a :class:`~limen.console.handshake.Result`;
 the machine alone decides whether and how that ends the session (the first ending it receives counts).
 Once it has ended, the others are cancelled, the machine's final frames (error frame, close) are sent,
 each within the write deadline, and everything is released. Every wait is bounded: effects by the
-stage deadline, WebSocket writes by ``settings.console_write_timeout``, the proxy by the peers
+stage deadline, WebSocket writes by ``settings.console_write_timeout``, the stream by the peers
 (backpressure) and the optional idle timeout.
+
+A console kind subclasses :class:`ConsoleDriver` with how to perform each of its effects
+(``_effects``), its client reader and what to release (``vnc_session.py`` for VNC).
 """
 
 from __future__ import annotations
@@ -31,47 +35,28 @@ from typing import Any, Protocol
 from limen.console import messages
 from limen.console.handshake import (
     Action,
-    BannerRead,
     ClientLeft,
     Close,
-    ConnectVnc,
     Effect,
     EffectFailed,
     EndRequested,
-    ExplainVncClose,
-    LookUpVm,
     OpenWatch,
-    Pause,
-    Paused,
-    ReadBanner,
     Result,
-    RunProxy,
     SendBinary,
     SendText,
-    StartVm,
+    StageMachine,
     TimedOut,
     VmEnded,
-    VmFound,
-    VmStarted,
-    VncClosed,
-    VncCloseExplained,
-    VncConnected,
-    VncHandshake,
 )
-from limen.console.pump import Traffic, client_to_vnc, vnc_to_client
-from limen.console.splice import SpliceEnd, SpliceFn
-from limen.console.upstream import VNC_READ_SIZE, VncReader, open_vnc, read_banner
+from limen.console.pump import Traffic
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm
 from limen.settings import Settings
 
 log = logging.getLogger("limen.console")
 
-# How often, after the VNC server closed, to ask libvirt whether the VM is still active.
-VNC_EOF_POLL = 0.25
 
-
-# -- what the session needs from its surroundings --------------------------------------------------
+# -- what a session needs from its surroundings ----------------------------------------------------
 
 
 class ClientChannel(Protocol):
@@ -107,23 +92,16 @@ class HypervisorLike(Protocol):
     def watch(self, uuid: str) -> AbstractContextManager[Any]: ...
 
 
-class UpstreamOpener(Protocol):
-    """Opens the connection to a VM's VNC server (:func:`limen.console.upstream.open_vnc`); refusals raise
-    a LimenError. Tests pass one that needs no socket."""
-
-    async def __call__(self, host: str, port: int) -> tuple[VncReader, asyncio.StreamWriter]: ...
-
-
 class SessionObserver(Protocol):
     """Told of a session's milestones (metrics, audit). Calls are cheap and never per frame."""
 
-    def first_status_sent(self, session: ConsoleSession, seconds: float) -> None: ...
+    def first_status_sent(self, session: ConsoleDriver, seconds: float) -> None: ...
 
-    def stage_ended(self, session: ConsoleSession, stage: str, seconds: float) -> None: ...
+    def stage_ended(self, session: ConsoleDriver, stage: str, seconds: float) -> None: ...
 
-    def proxy_started(self, session: ConsoleSession) -> None: ...
+    def proxy_started(self, session: ConsoleDriver) -> None: ...
 
-    def session_ended(self, session: ConsoleSession) -> None: ...
+    def session_ended(self, session: ConsoleDriver) -> None: ...
 
 
 class Admission(Protocol):
@@ -139,70 +117,53 @@ class _ClientGone(Exception):
     """A write to the client failed because it is not there any more."""
 
 
-class ConsoleSession:
-    """Serve one accepted console WebSocket. Create, then ``await run()`` once; it never raises."""
+class ConsoleDriver:
+    """Serve one accepted console WebSocket with ``machine``. Create, then ``await run()`` once; it never
+    raises. ``log_label`` starts every log line (``grep -i vnc`` finds the VNC console's)."""
+
+    log_label = "console"
 
     def __init__(
         self,
         *,
+        machine: StageMachine,
         ident: str,
         client: ClientChannel,
         hypervisor: HypervisorLike,
         settings: Settings,
-        notices: bool = False,
         clock: Callable[[], float] = time.monotonic,
         session_id: str | None = None,
         observers: Sequence[SessionObserver] = (),
-        admission: Admission | None = None,
-        open_upstream: UpstreamOpener = open_vnc,
     ) -> None:
         self.id = session_id or uuid_module.uuid4().hex[:12]
-        self._admission = admission
-        self._open_upstream = open_upstream
-        self._observers = tuple(observers)
-        self._created = clock()
-        self._stage_began = self._created
-        self._stages_seen = 0  # entries of machine.history already logged and told to the observers
-        self.reached_proxy = False
+        self.machine = machine
         self.ident = ident
         self.settings = settings
         self._client = client
         self._hv = hypervisor
         self._clock = clock
-        self.machine = VncHandshake(ident=ident, settings=settings, clock=clock, notices=notices)
+        self._observers = tuple(observers)
+        self._created = clock()
+        self._stage_began = self._created
+        self._stages_seen = 0  # entries of machine.history already logged and told to the observers
+        self.reached_proxy = False  # the last stage (the stream) began
         self.traffic = Traffic()
         self.end_reason: str | None = None  # the error code's name, or "client_closed"
         self.finished = asyncio.Event()
         self._final: list[Action] | None = None  # the machine's last actions, once it has ended
         self._ended = asyncio.Event()
         self._early_end: LimenError | None = None  # an end requested before the first frame went out
-        self._proxy_ready = asyncio.Event()
+        self._proxy_ready = asyncio.Event()  # set by the kind when its stream starts
         self._watch: Any = None
         self._watch_cm: AbstractContextManager[Any] | None = None
         self._watch_open = asyncio.Event()
-        self._vnc_reader: VncReader | None = None
-        self._vnc_writer: asyncio.StreamWriter | None = None
-        self._held_input: bytes | None = None  # a client message that came before the proxy stage
-        self._spliced = False  # the proxy stage runs in the WebSocket protocol (the fast path)
-        self._effects: dict[type[Effect], Callable[[Any], Awaitable[Result]]] = {
-            LookUpVm: self._look_up_vm,
-            StartVm: self._start_vm,
-            Pause: self._pause,
-            ConnectVnc: self._connect_vnc,
-            ReadBanner: self._read_banner,
-            RunProxy: self._run_proxy,
-            ExplainVncClose: self._explain_vnc_close,
-        }
+        self._effects: dict[type[Effect], Callable[[Any], Awaitable[Result]]] = {}
 
     # -- public ---------------------------------------------------------------------------------------
 
     @property
     def stage(self) -> str | None:
         return self.machine.stage
-
-    @property
-    def vm(self) -> Vm | None:
-        return self.machine.vm
 
     def request_end(self, error: LimenError) -> None:
         """Ends the session from outside (server shutdown, an administrator). Returns at once."""
@@ -216,7 +177,7 @@ class ConsoleSession:
             await self._serve()
             await self._finish(self._final or [])
         except Exception:  # a bug; the session still ends cleanly and the client still gets a close
-            log.exception("vnc console failed unexpectedly", extra=self._fields("console_internal_error"))
+            log.exception("%s failed unexpectedly", self.log_label, extra=self._fields("console_internal_error"))
             if self.machine.live:
                 error = LimenError(ErrorCode.INTERNAL_ERROR, "unexpected failure in the console")
                 self._feed(EffectFailed(error))
@@ -228,6 +189,19 @@ class ConsoleSession:
             for observer in self._observers:
                 observer.session_ended(self)
             self.finished.set()
+
+    # -- what a kind provides ---------------------------------------------------------------------------
+
+    async def _read_client(self) -> Result:
+        """Reads the client until it leaves (ClientLeft), forwarding its input once the stream runs."""
+        raise NotImplementedError
+
+    async def _release_kind(self) -> None:
+        """Releases the kind's own resources (its connection to the VM)."""
+
+    def _kind_fields(self) -> dict[str, Any]:
+        """The kind's fields in every log line (VM, port, ...)."""
+        return {}
 
     # -- the machine ------------------------------------------------------------------------------------
 
@@ -282,7 +256,7 @@ class ConsoleSession:
         except LimenError as exc:
             outcome = EffectFailed(exc)
         except Exception as exc:
-            log.exception("vnc console step failed", extra=self._fields("console_internal_error"))
+            log.exception("%s step failed", self.log_label, extra=self._fields("console_internal_error"))
             outcome = EffectFailed(LimenError(ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
         if isinstance(outcome, Result):
             self._feed(outcome)
@@ -306,91 +280,7 @@ class ConsoleSession:
         except LimenError as exc:
             return EffectFailed(exc)
 
-    # -- the effects ------------------------------------------------------------------------------------
-
-    async def _look_up_vm(self, effect: LookUpVm) -> Result:
-        def find_vm() -> Awaitable[Vm]:
-            return self._hv.console_vm(effect.ident)
-
-        if effect.admit and self._admission is not None:
-            return VmFound(await self._admission(find_vm))
-        return VmFound(await find_vm())
-
-    async def _start_vm(self, effect: StartVm) -> Result:
-        return VmStarted(await self._hv.start_vm(effect.uuid))
-
-    async def _pause(self, effect: Pause) -> Result:
-        await asyncio.sleep(effect.seconds)
-        return Paused()
-
-    async def _connect_vnc(self, effect: ConnectVnc) -> Result:
-        self._vnc_reader, self._vnc_writer = await self._open_upstream(effect.host, effect.port)
-        return VncConnected()
-
-    async def _read_banner(self, effect: ReadBanner) -> Result:
-        assert self._vnc_reader is not None
-        return BannerRead(await read_banner(self._vnc_reader, effect.where))
-
-    async def _run_proxy(self, effect: RunProxy) -> Result:
-        """The proxy stage until it ends: spliced when the WebSocket server offers it, else two tasks."""
-        reader, writer = self._vnc_reader, self._vnc_writer
-        assert reader is not None
-        self.traffic.last_input = self._clock()
-        self._proxy_ready.set()
-        self.reached_proxy = True
-        for observer in self._observers:
-            observer.proxy_started(self)
-        splice: SpliceFn | None = getattr(self._client, "splice", None)
-        if splice is None or writer is None or not reader.may_hand_over():
-            await vnc_to_client(reader, self._send_binary, self.traffic, read_size=VNC_READ_SIZE)
-            return VncClosed()
-        # Bytes the VNC server sent after its banner already: the read returns them without waiting, so
-        # nothing else runs between _proxy_ready and the splice (the client reader sees _spliced on waking).
-        unread = await reader.read(reader.unread) if reader.unread else b""
-        held, self._held_input = self._held_input, None
-        self._spliced = True
-        pump = splice(writer.transport, self.traffic, initial=[held] if held is not None else [], unread=unread,
-                      write_timeout=self.settings.console_write_timeout, clock=self._clock)
-        try:
-            outcome = await pump.ended
-        finally:
-            pump.stop()
-        if isinstance(outcome, LimenError):
-            raise outcome
-        if outcome is SpliceEnd.CLIENT_GONE:
-            return ClientLeft()
-        return VncClosed()
-
-    async def _explain_vnc_close(self, effect: ExplainVncClose) -> Result:
-        """Waits, up to ``effect.grace``, for the lifecycle event or for libvirt to report the VM inactive.
-
-        QEMU closes its sockets as it exits, before libvirt has finished with the domain (with TCG that
-        can take seconds), so the VM may still look active for a while after its VNC server closed.
-        """
-        uuid = effect.uuid
-
-        async def vm_inactive(uuid: str) -> None:
-            while True:
-                with contextlib.suppress(LimenError):
-                    if not (await self._hv.console_vm(uuid)).is_active:
-                        return
-                await asyncio.sleep(VNC_EOF_POLL)
-
-        waits: list[Awaitable[Any]] = []
-        if self._watch is not None:
-            waits.append(self._watch.ended.wait())
-        if uuid is not None:
-            waits.append(vm_inactive(uuid))
-        if not waits:
-            return VncCloseExplained(vm_stopped=False)
-        tasks = [asyncio.ensure_future(wait) for wait in waits]
-        try:
-            done, _ = await asyncio.wait(tasks, timeout=effect.grace, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        return VncCloseExplained(vm_stopped=bool(done))
+    # -- the VM watch and the idle watch ----------------------------------------------------------------
 
     def _open_watch(self, vm_uuid: str) -> None:
         if self._watch_cm is not None:
@@ -400,48 +290,11 @@ class ConsoleSession:
         self._watch_cm = cm
         self._watch_open.set()
 
-    # -- the other runners ------------------------------------------------------------------------------
-
     async def _vm_ended(self) -> Result:
         await self._watch_open.wait()
         await self._watch.ended.wait()
         last = getattr(self._watch, "last", None)
         return VmEnded(str(getattr(last, "value", "stopped")))
-
-    async def _read_client(self) -> Result:
-        """Until the proxy stage, only notices the client leaving; then forwards client → VNC."""
-        while not self._proxy_ready.is_set():
-            message = await self._client.receive()
-            if message is None:
-                return ClientLeft()
-            if isinstance(message, bytes) and message:
-                # An RFB client waits for the banner before it speaks, so this is rare; hold the message
-                # and stop reading (backpressure) until there is a VNC server to give it to.
-                self._held_input = message
-                await self._proxy_ready.wait()
-        if self._spliced:
-            # The WebSocket protocol hands the client's messages to the VNC server itself now; only the
-            # client's leaving still comes this way.
-            while await self._client.receive() is not None:
-                pass
-            return ClientLeft()
-        writer = self._vnc_writer
-        assert writer is not None
-        first, self._held_input = self._held_input, None
-        pending = [first] if first is not None else []
-
-        async def receive() -> bytes | None:
-            while True:
-                if pending:
-                    return pending.pop()
-                message = await self._client.receive()
-                if message is None or isinstance(message, bytes):
-                    return message
-                # Text carries nothing for the VNC server (noVNC sends binary only): drop it.
-
-        await client_to_vnc(receive, writer, self.traffic, clock=self._clock,
-                            write_timeout=self.settings.console_write_timeout)
-        return ClientLeft()
 
     async def _idle_watch(self) -> Result:
         await self._proxy_ready.wait()
@@ -515,18 +368,8 @@ class ConsoleSession:
                 write_failed = True
 
     async def _release(self) -> None:
-        self._vnc_reader = None
-        writer, self._vnc_writer = self._vnc_writer, None
-        if writer is not None:
-            if writer.transport.get_write_buffer_size():
-                writer.transport.abort()  # the VNC server does not read; nothing to wait for
-            else:
-                writer.close()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1.0):
-                    await writer.wait_closed()
-            if not writer.transport.is_closing():
-                writer.transport.abort()
+        with contextlib.suppress(Exception):
+            await self._release_kind()
         cm, self._watch_cm = self._watch_cm, None
         if cm is not None:
             with contextlib.suppress(Exception):
@@ -535,16 +378,12 @@ class ConsoleSession:
     # -- logs -------------------------------------------------------------------------------------------
 
     def _fields(self, event: str, **more: Any) -> dict[str, Any]:
-        vm = self.machine.vm
-        port = vm.vnc.port if vm is not None and vm.vnc is not None else None
         stage = self.machine.ended_in or self.machine.stage
         fields: dict[str, Any] = {
             "event": event,
             "session": self.id,
             "vm": self.ident,
-            "vm_uuid": vm.uuid if vm else None,
-            "vm_name": vm.name if vm else None,
-            "port": self.machine.port or port,
+            **self._kind_fields(),
             "stage": stage,
             "elapsed_ms": self.machine.elapsed_ms() if stage is not None else 0,
             "bytes_to_client": self.traffic.to_client,
@@ -564,15 +403,15 @@ class ConsoleSession:
                 for observer in self._observers:
                     observer.stage_ended(self, history[index - 1][0], now - self._stage_began)
             self._stage_began = now
-            log.info("vnc console stage %s", stage, extra=self._fields("console_stage", stage=stage))
+            log.info("%s stage %s", self.log_label, stage, extra=self._fields("console_stage", stage=stage))
         self._stages_seen = len(history)
 
     def _log_error(self, error: LimenError) -> None:
-        log.warning("vnc console error %s: %s", error.code.name, error.details,
+        log.warning("%s error %s: %s", self.log_label, error.code.name, error.details,
                     extra=self._fields("console_error", code=error.code.name, details=error.details))
 
     def _log_end(self) -> None:
         error = self.machine.error
         self.end_reason = error.code.name if error is not None else "client_closed"
-        log.info("vnc console session ended: %s", self.end_reason,
+        log.info("%s session ended: %s", self.log_label, self.end_reason,
                  extra=self._fields("console_end", reason=self.end_reason))

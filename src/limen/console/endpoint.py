@@ -29,9 +29,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from limen.auth.access import Access
 from limen.console.admission import ConsoleAdmission
-from limen.console.driver import ConsoleSession, HypervisorLike
+from limen.console.driver import HypervisorLike
 from limen.console.registry import ConsoleSessions
 from limen.console.splice import SPLICE_EXTENSION, SpliceFn
+from limen.console.vnc_session import ConsoleSession
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.models import Vm

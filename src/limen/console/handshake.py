@@ -297,6 +297,10 @@ class StageMachine:
 
     # -- for subclasses ---------------------------------------------------------------------------------
 
+    def start(self) -> list[Action]:
+        """The first status frame and the first effect; call once, right after the WebSocket upgrade."""
+        raise NotImplementedError
+
     def _advance(self, pending: Effect | None, result: Result) -> list[Action]:
         raise NotImplementedError
 

@@ -1,4 +1,4 @@
-"""The console driver with fakes behind its Protocol interfaces: no socket, no libvirt, milliseconds.
+"""A VNC console session (the generic driver with the VNC effects) with fakes behind its Protocol interfaces:
 
 Each test runs a whole :class:`ConsoleSession` against a fake client channel, a fake hypervisor, a fake
 admission and a fake VNC connection (a real ``VncReader`` fed by the test, over a transport that records
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from limen.console.driver import ConsoleSession
 from limen.console.upstream import VNC_READ_SIZE, VncReader
+from limen.console.vnc_session import ConsoleSession
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm, VmState, VncEndpoint
 from limen.settings import Settings
