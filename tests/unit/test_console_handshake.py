@@ -27,6 +27,7 @@ from limen.console.handshake import (
     RunProxy,
     SendBinary,
     SendText,
+    StageMachine,
     StartVm,
     TimedOut,
     VmEnded,
@@ -37,7 +38,7 @@ from limen.console.handshake import (
     VncConnected,
     VncHandshake,
 )
-from limen.console.stage_table import VncStage
+from limen.console.stage_table import StageList, StageSpec, VncStage
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm, VmState, VncEndpoint
 from limen.settings import Settings
@@ -400,3 +401,51 @@ def test_only_libvirt_calls_are_marked_as_such() -> None:
     assert LookUpVm("x").libvirt_call
     for effect in (StartVm("x"), Pause(1), ConnectVnc("h", 1), ReadBanner("h:1"), RunProxy(), ExplainVncClose("x")):
         assert not effect.libvirt_call, effect
+
+
+# -- the generic part on another stage list (how a second console kind plugs in) -------------------------
+
+SERIAL_LIKE = StageList("serial-like", (
+    StageSpec(name="check_vm", label="checking the VM", status="Connected, checking VM status...",
+              deadline_setting="console_check_vm_timeout", timeout_code=ErrorCode.HYPERVISOR_UNAVAILABLE,
+              libvirt_timeout_code=ErrorCode.HYPERVISOR_UNAVAILABLE, timeout_detail="libvirt: {limit:g} s"),
+    StageSpec(name="open_port", label="opening the serial port", status="Opening the serial port...",
+              deadline_setting="console_connect_timeout", timeout_code=ErrorCode.VNC_CONNECTION_FAILED,
+              timeout_detail="no serial port within {limit:g} s"),
+    StageSpec(name="stream", label="the serial console", status="Serial console connected", deadline_setting=None),
+))
+
+
+class SerialLike(StageMachine):
+    """A second kind in a dozen lines: its stage list, and what each result leads to."""
+
+    def start(self) -> list[Action]:
+        return self._begin() + self._await(LookUpVm("web"))
+
+    def _advance(self, pending: Effect | None, result: Result) -> list[Action]:
+        if isinstance(result, VmFound):
+            return self._enter("open_port") + self._await(Pause(0))
+        if isinstance(result, Paused) and self.stage == "open_port":
+            return self._enter("stream") + self._await(RunProxy())
+        raise IllegalTransition(type(result).__name__)
+
+
+def test_the_generic_machine_runs_any_stage_list() -> None:
+    clock = FakeClock()
+    m = SerialLike(stages=SERIAL_LIKE, settings=SETTINGS, clock=clock)
+    actions = m.start() + m.receive(VmFound(RUNNING)) + m.receive(Paused())
+    assert [f["message"] for f in texts(actions)] == [
+        "Connected, checking VM status...", "Opening the serial port...", "Serial console connected"]
+    assert m.in_last_stage and m.remaining() is None
+    assert m.receive(VmEnded()) == [Close(4102, "VM_STOPPED")]  # the last stage: close frame only
+
+
+def test_the_generic_machine_times_out_with_the_lists_codes_and_details() -> None:
+    clock = FakeClock()
+    m = SerialLike(stages=SERIAL_LIKE, settings=SETTINGS, clock=clock)
+    m.start()
+    m.receive(VmFound(RUNNING))
+    assert m.remaining() == pytest.approx(4)  # console_connect_timeout in SETTINGS
+    (frame,) = texts(m.receive(TimedOut()))
+    assert (frame["code"], frame["stage"], frame["details"]) == (
+        "VNC_CONNECTION_FAILED", "open_port", "no serial port within 4 s")

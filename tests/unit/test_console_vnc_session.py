@@ -1,4 +1,5 @@
-"""A VNC console session (the generic driver with the VNC effects) with fakes behind its Protocol interfaces:
+"""A VNC console session (the generic driver with the VNC effects) with fakes behind its Protocol
+interfaces: no socket, no libvirt, milliseconds.
 
 Each test runs a whole :class:`ConsoleSession` against a fake client channel, a fake hypervisor, a fake
 admission and a fake VNC connection (a real ``VncReader`` fed by the test, over a transport that records
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from limen.console.driver import ConsoleDriver
 from limen.console.upstream import VNC_READ_SIZE, VncReader
 from limen.console.vnc_session import ConsoleSession
 from limen.errors import ErrorCode, LimenError
@@ -187,16 +189,16 @@ class Recorder:
     def __init__(self) -> None:
         self.events: list[tuple[str, Any]] = []
 
-    def first_status_sent(self, session: ConsoleSession, seconds: float) -> None:
+    def first_status_sent(self, session: ConsoleDriver, seconds: float) -> None:
         self.events.append(("first_status", None))
 
-    def stage_ended(self, session: ConsoleSession, stage: str, seconds: float) -> None:
+    def stage_ended(self, session: ConsoleDriver, stage: str, seconds: float) -> None:
         self.events.append(("stage_ended", stage))
 
-    def proxy_started(self, session: ConsoleSession) -> None:
+    def proxy_started(self, session: ConsoleDriver) -> None:
         self.events.append(("proxy_started", None))
 
-    def session_ended(self, session: ConsoleSession) -> None:
+    def session_ended(self, session: ConsoleDriver) -> None:
         self.events.append(("session_ended", session.end_reason))
 
 
