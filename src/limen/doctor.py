@@ -33,6 +33,9 @@ from typing import Any
 
 import websockets
 
+from limen.console.rfb import protocol_version
+from limen.console.stage_table import VNC_STAGES, VncStage
+from limen.console.upstream import open_vnc, read_banner
 from limen.errors import LimenError
 from limen.hypervisor import Hypervisor, Vm, VmState
 from limen.hypervisor.service import detect_virt_type
@@ -40,7 +43,6 @@ from limen.logs import LOG_FILE_NAME
 from limen.private_files import PRIVATE_DIR_MODE
 from limen.settings import Settings
 
-PROXY_STATUS = "VNC connection established, starting proxy..."
 MIN_FREE_BYTES = 1 << 30
 
 
@@ -158,42 +160,49 @@ async def check_tcp(ctx: Context) -> str:
     assert ctx.vm.vnc is not None
     assert ctx.vm.vnc.port is not None
     host, port = ctx.vm.vnc.host, ctx.vm.vnc.port
+    fix = "check that QEMU runs and listens there (ss -ltnp | grep qemu) and that no firewall blocks it"
+    limit = VNC_STAGES[VncStage.CONNECT].deadline(ctx.settings) or 0.0
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port), ctx.settings.console_connect_timeout
-        )
-    except (OSError, TimeoutError) as exc:
-        raise CheckFailed(
-            f"cannot connect to {host}:{port}: {exc or 'timed out'}",
-            "check that QEMU runs and listens there (ss -ltnp | grep qemu) and that no firewall blocks it",
-        ) from None
+        async with asyncio.timeout(limit):
+            reader, writer = await open_vnc(host, port)  # the console's own connect
+    except TimeoutError:
+        raise CheckFailed(f"cannot connect to {host}:{port}: no answer within {limit:g} s", fix) from None
+    except LimenError as exc:
+        raise CheckFailed(exc.details, fix) from None
     ctx.extra["vnc_stream"] = (reader, writer)
     return f"TCP connection to {host}:{port} accepted"
 
 
 async def check_rfb(ctx: Context) -> str:
     reader, writer = ctx.extra.pop("vnc_stream")
+    assert ctx.vm is not None and ctx.vm.vnc is not None
+    where = f"{ctx.vm.vnc.host}:{ctx.vm.vnc.port}"
+    limit = VNC_STAGES[VncStage.READ_BANNER].deadline(ctx.settings) or 0.0
     try:
         try:
-            banner = await asyncio.wait_for(reader.readexactly(12), ctx.settings.console_banner_timeout)
+            async with asyncio.timeout(limit):
+                banner = await read_banner(reader, where)  # the console's own banner check
+        except TimeoutError:
+            raise CheckFailed(f"no RFB banner within {limit:g} s",
+                              "the port is not a VNC server, or it hangs: restart the VM") from None
+        except LimenError as exc:
+            raise CheckFailed(exc.details, "the port belongs to something else, or it hangs: restart the VM") from None
+        major, minor = protocol_version(banner)
+        # Past the banner the console only relays; the doctor goes one step further, to the security types.
+        try:
+            writer.write(b"RFB 003.008\n")
+            await writer.drain()
+            count = (await asyncio.wait_for(reader.readexactly(1), 2))[0]
+            if count == 0:
+                length = struct.unpack(">I", await asyncio.wait_for(reader.readexactly(4), 2))[0]
+                reason = (await asyncio.wait_for(reader.readexactly(min(length, 1024)), 2)).decode(errors="replace")
+                raise CheckFailed(f"server refused the handshake: {reason}", "check the VM's VNC password settings")
+            types = list(await asyncio.wait_for(reader.readexactly(count), 2))
         except (asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
-            raise CheckFailed(
-                f"no RFB banner within {ctx.settings.console_banner_timeout:g} s ({type(exc).__name__})",
-                "the port is not a VNC server, or it hangs: restart the VM",
-            ) from None
-        if not (banner.startswith(b"RFB ") and banner.endswith(b"\n")):
-            raise CheckFailed(f"not an RFB banner: {banner!r}", "the port belongs to something else; restart the VM")
-        version = banner[4:11].decode("ascii", "replace")
-        writer.write(b"RFB 003.008\n")
-        await writer.drain()
-        count = (await asyncio.wait_for(reader.readexactly(1), 2))[0]
-        if count == 0:
-            length = struct.unpack(">I", await asyncio.wait_for(reader.readexactly(4), 2))[0]
-            reason = (await asyncio.wait_for(reader.readexactly(min(length, 1024)), 2)).decode(errors="replace")
-            raise CheckFailed(f"server refused the handshake: {reason}", "check the VM's VNC password settings")
-        types = list(await asyncio.wait_for(reader.readexactly(count), 2))
+            raise CheckFailed(f"no security types after the banner ({type(exc).__name__})",
+                              "the VNC server hangs: restart the VM") from None
         names = {1: "None", 2: "VNC auth", 19: "VeNCrypt", 16: "Tight"}
-        return f"RFB {version}; security types: {', '.join(names.get(t, str(t)) for t in types)}"
+        return f"RFB {major:03d}.{minor:03d}; security types: {', '.join(names.get(t, str(t)) for t in types)}"
     finally:
         writer.close()
 
@@ -230,7 +239,7 @@ async def check_console_websocket(ctx: Context) -> str:
     assert ctx.vm is not None
     url = f"{ctx.server_url.rstrip('/')}/api/vms/{ctx.vm.uuid}/console".replace("http", "ws", 1)
     statuses: list[str] = []
-    bound = ctx.settings.console_handshake_bound + 2
+    bound = VNC_STAGES.worst_case(ctx.settings) + 2
     how = "anonymously (no --token)"
     target = url
     if ctx.token:
@@ -248,7 +257,7 @@ async def check_console_websocket(ctx: Context) -> str:
                         fix = TOKEN_FIX if code == "UNAUTHORIZED" else str(message.get("message", ""))
                         raise CheckFailed(f"{code}: {message.get('details')} (opened {how})", fix)
                     statuses.append(str(message.get("message")))
-                    if message.get("message") == PROXY_STATUS:
+                    if message.get("message") == VNC_STAGES[VncStage.PROXY].status:
                         return f"reached the proxy stage through {url} {how} ({len(statuses)} status frames)"
     except TimeoutError:
         raise CheckFailed(f"no verdict within {bound:g} s at {url}", "see limen's log for this session") from None

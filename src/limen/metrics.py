@@ -87,7 +87,7 @@ class Metrics:
 
 
 class ConsoleMetrics:
-    """Records one console session's milestones (a ``SessionObserver`` of ``limen.console.session``)."""
+    """Records one console session's milestones (a ``SessionObserver`` of ``limen.console.driver``)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -95,8 +95,8 @@ class ConsoleMetrics:
     def first_status_sent(self, session: Any, seconds: float) -> None:
         self.metrics.console_first_status_seconds.observe(seconds)
 
-    def stage_ended(self, session: Any, stage: Any, seconds: float) -> None:
-        self.metrics.console_stage_seconds.labels(str(stage.value)).observe(seconds)
+    def stage_ended(self, session: Any, stage: str, seconds: float) -> None:
+        self.metrics.console_stage_seconds.labels(stage).observe(seconds)
 
     def proxy_started(self, session: Any) -> None:
         self.metrics.console_attempts.labels("OK").inc()

@@ -242,17 +242,6 @@ class Settings(BaseSettings):
         assert self.storage_pool_dir is not None  # set by _derive_pool_dir
         return self.storage_pool_dir
 
-    @property
-    def console_handshake_bound(self) -> float:
-        """Worst case from the upgrade to the verdict frame, were every stage to use all its time."""
-        return (
-            self.console_check_vm_timeout
-            + self.console_start_vm_timeout
-            + self.console_get_port_timeout
-            + self.console_connect_timeout
-            + self.console_banner_timeout
-        )
-
     @classmethod
     def settings_customise_sources(
         cls,

@@ -69,6 +69,8 @@ def test_stopped_vm_with_auto_start_off_shows_vm_not_running(
     expect(box.locator(".error-title")).to_have_text("VM is not running")
     expect(box.locator(".error-message")).to_have_text("Start the VM, then open the console again.")
     expect(page.locator("#stages .stage.failed .msg")).to_have_text("Connected, checking VM status...")
+    # The stage's label comes from the server's stage table (GET /api/console-stages), not a copy in the page.
+    expect(page.locator("#panel-sub")).to_have_text("Failed at: checking the VM (stage check_vm).")
     expect(page.get_by_role("button", name="Start VM and connect")).to_be_visible()
     expect(page.locator("#conn-status")).to_have_text("VM is not running")
     save_screenshot(page, "console-vm-not-running-1280")
@@ -92,6 +94,7 @@ def test_silent_vnc_server_shows_vnc_handshake_failed_within_the_bound(
     elapsed = time.monotonic() - started
     assert elapsed < BANNER_TIMEOUT + 2.5, elapsed
     expect(page.locator("#panel-extra .error-title")).to_have_text("VNC handshake failed")
+    expect(page.locator("#panel-sub")).to_have_text("Failed at: reading the VNC server's banner (stage read_banner).")
     expect(page.locator("#stages .stage.failed .msg")).to_have_text(
         f"Connecting to VNC server on port {driver_server_port(page)}..."
     )

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 import libvirt
 import pytest
 
+from limen.console.stage_table import VNC_STAGES
 from limen.errors import ErrorCode
 from limen.hypervisor import Hypervisor, Vm, VmSpec
 from limen.settings import Settings
@@ -79,7 +80,7 @@ async def test_stopped_vm_auto_starts_then_streams(
         ESTABLISHED,
     ]
     assert [frame["stage"] for frame in t.texts] == ["check_vm", "start_vm", "get_port", "connect", "proxy"]
-    assert established < qemu_console.settings.console_handshake_bound
+    assert established < VNC_STAGES.worst_case(qemu_console.settings)
     elapsed = [frame["elapsed_ms"] for frame in t.texts]
     assert elapsed == sorted(elapsed)
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from limen.console import ws_protocol
-from limen.console.splice import HEADER_ROOM, READ_SIZE, Splice
+from limen.console.splice import HEADER_ROOM, SPLICE_READ_SIZE, Splice
 from limen.console.ws_protocol import BoundedCloseWebSocketProtocol
 from limen.settings import Settings
 from tests.support.console import (
@@ -173,7 +173,7 @@ async def test_a_browser_that_stops_reading_holds_at_most_a_high_water_mark_and_
             finally:
                 sock.close()
     assert end["reason"] == "SLOW_CLIENT" and end["stage"] == "proxy"
-    assert largest <= max(high, 64 * 1024) + READ_SIZE + HEADER_ROOM
+    assert largest <= max(high, 64 * 1024) + SPLICE_READ_SIZE + HEADER_ROOM
     assert end["bytes_to_client"] < 32 * 2**20  # socket buffers and one read, not the 512 MB on offer
 
 

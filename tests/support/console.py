@@ -33,7 +33,7 @@ from websockets.exceptions import ConnectionClosed
 from limen.api.app import create_app
 from limen.auth.access import Access
 from limen.console.endpoint import sessions_of
-from limen.console.sessions import ConsoleSessions
+from limen.console.registry import ConsoleSessions
 from limen.console.ws_protocol import uvicorn_ws_options
 from limen.http_protocol import uvicorn_http_options
 from limen.hypervisor import Hypervisor

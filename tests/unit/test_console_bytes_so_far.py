@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import cast
 
 from limen.console.pump import Traffic
-from limen.console.session import ConsoleSession
-from limen.console.sessions import ConsoleSessions
+from limen.console.registry import ConsoleSessions
+from limen.console.vnc_session import ConsoleSession
 from limen.errors import LimenError
 
 

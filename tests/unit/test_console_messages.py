@@ -11,7 +11,7 @@ from limen.errors import ErrorCode, LimenError
 
 
 def test_status_frame_starts_with_the_seeds_exact_bytes() -> None:
-    frame = messages.status_frame(messages.STATUS_CHECKING_VM, stage="check_vm", elapsed_ms=0)
+    frame = messages.status_frame("Connected, checking VM status...", stage="check_vm", elapsed_ms=0)
     assert frame == '{"type":"status","message":"Connected, checking VM status...","stage":"check_vm","elapsed_ms":0}'
     assert frame.startswith('{"type":"status","message":"Connected, checking VM status..."')
 

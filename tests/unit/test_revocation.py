@@ -11,7 +11,7 @@ import pytest
 from limen.auth.principal import AuthMethod, Principal
 from limen.auth.revocation import CurrentRights, LiveConsole, Revocation, Scope, verdict
 from limen.auth.revocation_bus import LocalRevocationBus
-from limen.console.sessions import ConsoleSessions
+from limen.console.registry import ConsoleSessions
 from limen.db import Role
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm, VmState

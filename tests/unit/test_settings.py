@@ -17,7 +17,6 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.log_dir == Path("/var/log/limen")
     assert settings.console_write_timeout == 5.0
     assert settings.pool_dir == settings.data_dir / "pool"
-    assert settings.console_handshake_bound <= 20.0
     assert settings.max_body_bytes == 2**20 and settings.request_read_timeout == 10.0
 
 

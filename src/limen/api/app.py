@@ -2,8 +2,8 @@
 libvirt and the access database and runs this instance's crash recovery (:mod:`limen.recovery`).
 
 Every route needs a signed-in user except ``/healthz``, ``/readyz``, ``/metrics`` (its own token rule),
-``/api/login``, ``/api/register``, ``/api/registration``, ``/api/error-codes``, the pages and the static
-files (the pages ask the API, which answers 401, and the scripts then go to ``/login``)."""
+``/api/login``, ``/api/register``, ``/api/registration``, ``/api/error-codes``, ``/api/console-stages``,
+the pages and the static files (the pages ask the API, which answers 401, and the scripts then go to ``/login``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from limen.api import (
+    console_stages,
     events,
     health,
     isos,
@@ -36,7 +37,7 @@ from limen.auth.access import Access
 from limen.auth.revocation import CurrentRights
 from limen.console.endpoint import ConsoleRoute
 from limen.console.endpoint import router as console_router
-from limen.console.sessions import ConsoleSessions
+from limen.console.registry import ConsoleSessions
 from limen.hypervisor import Hypervisor
 from limen.isos.background import BackgroundChecksums
 from limen.metrics import Metrics
@@ -125,6 +126,7 @@ def create_app(
     app.include_router(quota.router)
     app.include_router(registration.router)
     app.include_router(console_router)
+    app.include_router(console_stages.router)
     install_access(app, guard)
     install_web(app, settings)  # last: it mounts /static
     return app

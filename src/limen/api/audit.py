@@ -21,7 +21,7 @@ from limen.api.schemas import ErrorBody
 from limen.audit import DEFAULT_LIMIT, MAX_LIMIT
 from limen.auth.deps import AccessDep, AdminUser, CurrentUser
 from limen.auth.revocation import Revocation
-from limen.console.sessions import ConsoleSessions
+from limen.console.registry import ConsoleSessions
 from limen.errors import ErrorCode, LimenError
 from limen.recovery import Recovery
 

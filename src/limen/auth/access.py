@@ -68,7 +68,7 @@ class Access:
         self.instances = InstanceRegistry(self.db, clock, settings.instance_heartbeat)
         self.audit = AuditLog(self.db, clock, instance_id=self.instances.id)
         # Changes that take away a console's right are published here; each instance's console registry
-        # subscribes (limen.console.sessions). Across instances through Redis when LIMEN_REDIS_URL is set.
+        # subscribes (limen.console.registry). Across instances through Redis when LIMEN_REDIS_URL is set.
         self.revocations: RevocationBus = revocations or make_revocation_bus(settings.redis_url)
         self.trusted_proxies = http.parse_networks(settings.trusted_proxies)
         self.site = Site.of(settings)

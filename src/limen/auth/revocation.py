@@ -18,7 +18,7 @@ the session's audit row). Five scopes, and which live consoles each one ends::
 two scopes that need it, whether the user may still open the VM now (:class:`Rights`), give the error to
 end the console with, or None. The places that change rights publish revocations on a bus
 (:mod:`limen.auth.revocation_bus`); each instance's console registry evaluates every one against its
-own live consoles (:class:`limen.console.sessions.ConsoleSessions`).
+own live consoles (:class:`limen.console.registry.ConsoleSessions`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Who may open a console, and the audit trail of the sessions that were let in.
 
-:class:`ConsoleAdmission` is the session's :class:`~limen.console.session.Admission`: in the check_vm
+:class:`ConsoleAdmission` is the session's :class:`~limen.console.driver.Admission`: in the check_vm
 stage, after the first status frame, it runs :func:`limen.auth.console_gate.admit_console` (Origin, then
 the ticket, the session cookie or the bearer token, then the VM's owner) and, once the session is let in,
 writes its audit row (user, VM, client address). A refusal is a LimenError like any other failure of the
@@ -17,7 +17,7 @@ Once the session is let in it tells ``on_admitted`` (the console registry) who h
 credential, on which VM, so that revocation can find it (:mod:`limen.auth.revocation`); the audit row keeps
 the credential's name (``token:<id>``, ``session:<hash prefix>``; never a secret) too.
 
-It is also a :class:`~limen.console.session.SessionObserver`: when the session ends it records the end
+It is also a :class:`~limen.console.driver.SessionObserver`: when the session ends it records the end
 (bytes each way, end code: ``OK`` when the client closed, else the error code's name, and the error's
 details as the words that say why). The write runs
 in a task; the endpoint awaits :meth:`ConsoleAdmission.recorded` before it returns, so the row is
@@ -40,8 +40,7 @@ from limen.auth.access import Access
 from limen.auth.console_gate import admit_console
 from limen.auth.principal import Principal
 from limen.auth.revocation import LiveConsole
-from limen.console.session import ConsoleSession
-from limen.console.stages import Stage
+from limen.console.driver import ConsoleDriver
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm
 
@@ -72,7 +71,7 @@ class ConsoleAdmission:
         self._start: asyncio.Task[None] | None = None
         self._start_timer: asyncio.TimerHandle | None = None
         self._end: asyncio.Task[None] | None = None
-        self.session: ConsoleSession | None = None  # the session to end if its audit row cannot be written
+        self.session: ConsoleDriver | None = None  # the session to end if its audit row cannot be written
 
     # -- Admission --------------------------------------------------------------------------------------
 
@@ -93,16 +92,16 @@ class ConsoleAdmission:
 
     # -- SessionObserver ----------------------------------------------------------------------------------
 
-    def first_status_sent(self, session: ConsoleSession, seconds: float) -> None:
+    def first_status_sent(self, session: ConsoleDriver, seconds: float) -> None:
         return None
 
-    def stage_ended(self, session: ConsoleSession, stage: Stage, seconds: float) -> None:
+    def stage_ended(self, session: ConsoleDriver, stage: str, seconds: float) -> None:
         return None
 
-    def proxy_started(self, session: ConsoleSession) -> None:
+    def proxy_started(self, session: ConsoleDriver) -> None:
         return None
 
-    def session_ended(self, session: ConsoleSession) -> None:
+    def session_ended(self, session: ConsoleDriver) -> None:
         if not self._started or self._end is not None:
             return
         self._begin_record_start()  # a session that ended within the delay: its row now, before the end's

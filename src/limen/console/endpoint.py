@@ -29,9 +29,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from limen.auth.access import Access
 from limen.console.admission import ConsoleAdmission
-from limen.console.session import ConsoleSession, HypervisorLike
-from limen.console.sessions import ConsoleSessions
+from limen.console.driver import HypervisorLike
+from limen.console.registry import ConsoleSessions
 from limen.console.splice import SPLICE_EXTENSION, SpliceFn
+from limen.console.vnc_session import ConsoleSession
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.models import Vm
@@ -45,7 +46,7 @@ BINARY_SUBPROTOCOL = "binary"
 
 
 class StarletteChannel:
-    """Adapts Starlette's WebSocket to :class:`limen.console.session.ClientChannel`."""
+    """Adapts Starlette's WebSocket to :class:`limen.console.driver.ClientChannel`."""
 
     def __init__(self, websocket: WebSocket) -> None:
         self._ws = websocket

@@ -13,6 +13,8 @@ The seed's wire format, byte for byte: compact JSON, keys in this order::
 Details come from libvirt, sockets and peers, so they may hold quotes, backslashes, newlines,
 control characters, non-ASCII text or even lone surrogates; the encoder keeps every frame valid JSON
 and valid UTF-8 (lone surrogates become U+FFFD).
+
+The status texts themselves are declared with their stages, in ``stage_table.py``.
 """
 
 from __future__ import annotations
@@ -21,12 +23,6 @@ import json
 from typing import Any, Final
 
 from limen.errors import LimenError
-
-STATUS_CHECKING_VM: Final = "Connected, checking VM status..."
-STATUS_STARTING_VM: Final = "Starting VM..."
-STATUS_GETTING_PORT: Final = "Getting VNC port..."
-STATUS_CONNECTING: Final = "Connecting to VNC server on port {port}..."
-STATUS_ESTABLISHED: Final = "VNC connection established, starting proxy..."
 
 NOTICE_IDLE_WARNING: Final = "IDLE_WARNING"
 
@@ -42,10 +38,6 @@ def encode(frame: dict[str, Any]) -> str:
     """Compact JSON, keys in insertion order, non-ASCII kept as is (a text frame is UTF-8 anyway)."""
     return json.dumps({key: _clean(value) for key, value in frame.items()}, separators=(",", ":"),
                       ensure_ascii=False)
-
-
-def connecting_text(port: int) -> str:
-    return STATUS_CONNECTING.format(port=port)
 
 
 def status_frame(message: str, *, stage: str, elapsed_ms: int) -> str:

@@ -4,7 +4,7 @@ After the last status frame and the banner, a session whose WebSocket server off
 uvicorn protocol, :mod:`limen.console.ws_protocol`, through the ``limen.splice`` ASGI extension) hands
 its VNC transport to a :class:`Splice`, which becomes that transport's protocol:
 
-* VNC → browser: the VNC transport reads (up to :data:`READ_SIZE`) straight into a buffer shared by
+* VNC → browser: the VNC transport reads (up to :data:`SPLICE_READ_SIZE`) straight into a buffer shared by
   every session of the loop, just after :data:`HEADER_ROOM` free bytes; the WebSocket frame header is
   written into the bytes just before the payload and the frame leaves in one ``transport.write`` of a
   memoryview: no copy, no task, no coroutine. A transport that could not send it all may keep a
@@ -39,7 +39,7 @@ SPLICE_EXTENSION = "limen.splice"
 # The longest header of a server frame: 2 bytes + an 8-byte length (server frames carry no mask).
 HEADER_ROOM = 10
 # Bytes per read from the VNC server (see bench/RESULTS.md for 256 KiB against 1 MiB).
-READ_SIZE = 1 << 20
+SPLICE_READ_SIZE = 1 << 20
 
 _OPCODE_BINARY_FIN = 0x82
 _HEADER_16 = struct.Struct("!BBH")
@@ -67,7 +67,7 @@ def write_binary_header(buffer: bytearray, nbytes: int) -> int:
 class ReadBuffer:
     """The buffer the VNC side of every splice of one thread reads into (one read at a time)."""
 
-    def __init__(self, read_size: int = READ_SIZE) -> None:
+    def __init__(self, read_size: int = SPLICE_READ_SIZE) -> None:
         self.read_size = read_size
         self.renewals = 0
         self.buffer = bytearray(HEADER_ROOM + read_size)

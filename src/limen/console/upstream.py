@@ -17,7 +17,7 @@ from limen.errors import ErrorCode, LimenError
 
 # Bytes per read on the VNC side; also the StreamReader's limit, which bounds its buffer to about
 # twice this before asyncio stops reading the socket (backpressure toward QEMU).
-READ_SIZE = 256 * 1024
+VNC_READ_SIZE = 256 * 1024
 
 # TCP keepalive: notice a VNC peer that vanished without a FIN within about a minute.
 _KEEPALIVE_IDLE = 30
@@ -69,7 +69,7 @@ class VncReader(asyncio.StreamReader):
 async def open_vnc(host: str, port: int) -> tuple[VncReader, asyncio.StreamWriter]:
     """Connects to ``host:port``; refused or unreachable becomes VNC_CONNECTION_FAILED."""
     loop = asyncio.get_running_loop()
-    reader = VncReader(READ_SIZE)
+    reader = VncReader(VNC_READ_SIZE)
     try:
         transport, protocol = await loop.create_connection(lambda: asyncio.StreamReaderProtocol(reader), host, port)
     except OSError as exc:

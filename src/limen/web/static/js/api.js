@@ -128,3 +128,18 @@ export async function loadErrorCodes() {
   }
   return errorCodes;
 }
+
+let consoleStages = null;
+
+/** The server's console stage table (GET /api/console-stages: each kind's stages in order, with their
+ * labels, status texts, deadlines and codes), fetched once; {} when unavailable. */
+export async function loadConsoleStages() {
+  if (consoleStages === null) {
+    try {
+      consoleStages = await api("GET", "/api/console-stages", undefined, { timeoutMs: 5000 });
+    } catch {
+      return {};
+    }
+  }
+  return consoleStages;
+}

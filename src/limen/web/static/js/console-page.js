@@ -3,7 +3,7 @@
 // Each connection first asks for a one-time console ticket (POST /api/vms/{id}/console-ticket) and opens
 // the WebSocket with ?ticket=; the ticket is never shown or stored.
 
-import { api, ApiError, loadErrorCodes } from "./api.js";
+import { api, ApiError, loadConsoleStages, loadErrorCodes } from "./api.js";
 import { errorBox, formatMs, h, spinner, stateBadge } from "./dom.js";
 import { ConsoleConnection, consoleUrl, DEFAULT_WATCHDOG_MS, Phase } from "./console-client.js";
 import { comboEvents, isLeaveChord, LEAVE_CHORD_LABEL, SEND_KEYS } from "./key-combos.js";
@@ -20,14 +20,8 @@ const TRANSIENT_CODES = new Set([
 ]);
 const TRANSIENT_CLOSE_CODES = new Set([1001, 1006, 1011, 1012, 1013]);
 const BACKOFF_SECONDS = [1, 2, 4, 8, 15, 30];
-const STAGE_NAMES = {
-  check_vm: "checking the VM",
-  start_vm: "starting the VM",
-  get_port: "getting the VNC port",
-  connect: "connecting to the VNC server",
-  read_banner: "reading the VNC server's banner",
-  proxy: "starting the screen",
-};
+// Stage name → what the page calls it ("Failed at: …"), from the server's stage table (GET /api/console-stages).
+let stageLabels = {};
 
 // The console lives at /vms/{id}/console (/console/{id}, its old address, redirects there).
 const vmId = decodeURIComponent((window.location.pathname.match(/^\/vms\/([^/]+)\/console\/?$/) || [])[1] || "");
@@ -308,7 +302,7 @@ function onFailure(err) {
   for (const other of ui.stages.querySelectorAll(".stage.current")) finishStage(other, "failed");
   const full = describe(err);
   showOverlay(attempt > 0 ? "Reconnecting to the console" : "The console could not open");
-  ui.sub.textContent = full.stage ? `Failed at: ${STAGE_NAMES[full.stage] || full.stage} (stage ${full.stage}).` : "";
+  ui.sub.textContent = full.stage ? `Failed at: ${stageLabels[full.stage] || full.stage} (stage ${full.stage}).` : "";
   setState("failed", full.error, "bad");
   setConnected(false);
   setConnectButton(false);
@@ -759,6 +753,9 @@ async function main() {
   refreshVm();
   new VmEvents({ reload: refreshVm, onEvent: onVmEvent }).start();
   const codes = loadErrorCodes();
+  const stages = loadConsoleStages().then((kinds) => {
+    stageLabels = Object.fromEntries(((kinds.vnc || {}).stages || []).map((stage) => [stage.name, stage.label]));
+  });
   try {
     // Bounded like everything else: a script that never arrives must not leave the page "Loading…".
     const loaded = import(`${NOVNC}/core/rfb.js`);
@@ -769,6 +766,7 @@ async function main() {
     RFB = rfbModule.default;
   } catch (exc) {
     errorCodes = await codes;
+    await stages;
     ui.stages.replaceChildren();
     onFailure({
       error: "noVNC is not installed",
@@ -779,6 +777,7 @@ async function main() {
     return;
   }
   errorCodes = await codes;
+  await stages;
   connect();
 }
 

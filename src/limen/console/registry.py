@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from limen.auth.revocation import LiveConsole, Revocation, Rights, Scope, verdict
-from limen.console.session import ConsoleSession
+from limen.console.driver import ConsoleDriver
 from limen.errors import ErrorCode, LimenError
 
 log = logging.getLogger("limen.console")
@@ -46,7 +46,7 @@ class ConsoleSessions:
         clock: Callable[[], float] = time.monotonic,
         remember: float = RECENT_SECONDS,
     ) -> None:
-        self._sessions: dict[str, ConsoleSession] = {}
+        self._sessions: dict[str, ConsoleDriver] = {}
         self._began: dict[str, float] = {}
         self._holders: dict[str, LiveConsole] = {}
         self._recent: deque[tuple[float, Revocation]] = deque(maxlen=RECENT_MAX)
@@ -59,10 +59,10 @@ class ConsoleSessions:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def __iter__(self) -> Iterator[ConsoleSession]:
+    def __iter__(self) -> Iterator[ConsoleDriver]:
         return iter(list(self._sessions.values()))
 
-    def get(self, session_id: str) -> ConsoleSession | None:
+    def get(self, session_id: str) -> ConsoleDriver | None:
         return self._sessions.get(session_id)
 
     def holder(self, session_id: str) -> LiveConsole | None:
@@ -77,7 +77,7 @@ class ConsoleSessions:
         return session.traffic.to_client, session.traffic.to_vnc
 
     @contextmanager
-    def track(self, session: ConsoleSession) -> Iterator[ConsoleSession]:
+    def track(self, session: ConsoleDriver) -> Iterator[ConsoleDriver]:
         """Registers ``session`` for the duration of the ``with`` block."""
         self._sessions[session.id] = session
         self._began[session.id] = self.clock()
@@ -154,7 +154,7 @@ class ConsoleSessions:
             self._end(session, error, revocation)
 
     @staticmethod
-    def _end(session: ConsoleSession, error: LimenError, revocation: Revocation) -> None:
+    def _end(session: ConsoleDriver, error: LimenError, revocation: Revocation) -> None:
         log.info("console session ended by revocation: %s", revocation.reason, extra={
             "event": "console_revoked", "session": session.id, "scope": revocation.scope.value,
             "code": error.code.name,
@@ -168,7 +168,7 @@ class ConsoleSessions:
         await self._wait_finished(sessions, timeout)
 
     @staticmethod
-    async def _wait_finished(sessions: list[ConsoleSession], timeout: float | None) -> None:
+    async def _wait_finished(sessions: list[ConsoleDriver], timeout: float | None) -> None:
         waiters = [asyncio.create_task(session.finished.wait()) for session in sessions]
         if not waiters:
             return

@@ -1,0 +1,26 @@
+"""``GET /api/console-stages``: every console kind's stages, as the stage table declares them.
+
+Each kind (``vnc``) lists its stages in order, each with its name, its label for people, the text of its
+status frame (``{port}`` filled in on the wire), its deadline in seconds under the settings in force (null:
+none) and the setting that holds it, and the codes a timeout becomes; plus the worst case from the upgrade
+to a verdict. Public like ``/api/error-codes``: the console page reads it before anyone is signed in to
+a console, and it holds nothing but the console's own documentation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from limen.console.stage_table import CONSOLE_KINDS
+from limen.settings import Settings
+
+router = APIRouter()
+
+
+@router.get("/api/console-stages", tags=["console"])
+async def console_stages(request: Request) -> dict[str, Any]:
+    """Every console kind's stages: name, label, status text, deadline seconds and setting, timeout codes."""
+    settings: Settings = request.app.state.settings
+    return {kind: stages.describe(settings) for kind, stages in CONSOLE_KINDS.items()}

@@ -1,0 +1,417 @@
+"""The generic console driver: the I/O around any console kind's pure machine (``handshake.py``).
+
+:meth:`ConsoleDriver.run` sends the machine's first status frame before anything else, then runs,
+side by side:
+
+* the handshake: ``await`` the machine's pending effect within the stage's deadline, hand the result
+  back (``machine.receive``), carry out what comes back, until the machine ends;
+* the kind's client reader (:meth:`ConsoleDriver._read_client`): the client → VM direction once the
+  stream runs, and the client's leaving;
+* the VM watch (once the machine asks for it with :class:`OpenWatch`): a lifecycle event that ends the VM;
+* the idle watch (when an idle timeout is set), and :meth:`ConsoleDriver.request_end` (shutdown, admin).
+
+Every one of them reports what happened to the machine as a :class:`~limen.console.handshake.Result`;
+the machine alone decides whether and how that ends the session (the first ending it receives counts).
+Once it has ended, the others are cancelled, the machine's final frames (error frame, close) are sent,
+each within the write deadline, and everything is released. Every wait is bounded: effects by the
+stage deadline, WebSocket writes by ``settings.console_write_timeout``, the stream by the peers
+(backpressure) and the optional idle timeout.
+
+A console kind subclasses :class:`ConsoleDriver` with how to perform each of its effects
+(``_effects``), its client reader and what to release (``vnc_session.py`` for VNC).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid as uuid_module
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from limen.console import messages
+from limen.console.handshake import (
+    Action,
+    ClientLeft,
+    Close,
+    Effect,
+    EffectFailed,
+    EndRequested,
+    OpenWatch,
+    Result,
+    SendBinary,
+    SendText,
+    StageMachine,
+    TimedOut,
+    VmEnded,
+)
+from limen.console.pump import Traffic
+from limen.errors import ErrorCode, LimenError
+from limen.hypervisor.models import Vm
+from limen.settings import Settings
+
+log = logging.getLogger("limen.console")
+
+
+# -- what a session needs from its surroundings ----------------------------------------------------
+
+
+class ClientChannel(Protocol):
+    """The browser's WebSocket, already accepted. Methods raise on a closed connection."""
+
+    async def send_text(self, text: str) -> None: ...
+
+    async def send_bytes(self, data: bytes) -> None: ...
+
+    async def receive(self) -> bytes | str | None:
+        """The next message; None once the client has gone."""
+        ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class VmWatchLike(Protocol):
+    @property
+    def ended(self) -> asyncio.Event: ...
+
+
+class HypervisorLike(Protocol):
+    """The part of :class:`limen.hypervisor.Hypervisor` a console uses."""
+
+    async def get_vm(self, ident: str) -> Vm: ...
+
+    async def console_vm(self, ident: str) -> Vm:
+        """Like get_vm, with only what a console needs (state, VNC endpoint, owner), read from libvirt now."""
+        ...
+
+    async def start_vm(self, ident: str) -> Vm: ...
+
+    def watch(self, uuid: str) -> AbstractContextManager[Any]: ...
+
+
+class SessionObserver(Protocol):
+    """Told of a session's milestones (metrics, audit). Calls are cheap and never per frame."""
+
+    def first_status_sent(self, session: ConsoleDriver, seconds: float) -> None: ...
+
+    def stage_ended(self, session: ConsoleDriver, stage: str, seconds: float) -> None: ...
+
+    def proxy_started(self, session: ConsoleDriver) -> None: ...
+
+    def session_ended(self, session: ConsoleDriver) -> None: ...
+
+
+class Admission(Protocol):
+    """Decides who may open this console (Origin, credentials, ownership), as the first step of the
+    check_vm stage, after the first status frame. It looks the VM up by awaiting ``find_vm`` and returns
+    it; it refuses by raising a LimenError (UNAUTHORIZED, FORBIDDEN, ...), which ends the session like
+    any other failure of the stage. Bounded by the stage's deadline."""
+
+    async def __call__(self, find_vm: Callable[[], Awaitable[Vm]]) -> Vm: ...
+
+
+class _ClientGone(Exception):
+    """A write to the client failed because it is not there any more."""
+
+
+class ConsoleDriver:
+    """Serve one accepted console WebSocket with ``machine``. Create, then ``await run()`` once; it never
+    raises. ``log_label`` starts every log line (``grep -i vnc`` finds the VNC console's)."""
+
+    log_label = "console"
+
+    def __init__(
+        self,
+        *,
+        machine: StageMachine,
+        ident: str,
+        client: ClientChannel,
+        hypervisor: HypervisorLike,
+        settings: Settings,
+        clock: Callable[[], float] = time.monotonic,
+        session_id: str | None = None,
+        observers: Sequence[SessionObserver] = (),
+    ) -> None:
+        self.id = session_id or uuid_module.uuid4().hex[:12]
+        self.machine = machine
+        self.ident = ident
+        self.settings = settings
+        self._client = client
+        self._hv = hypervisor
+        self._clock = clock
+        self._observers = tuple(observers)
+        self._created = clock()
+        self._stage_began = self._created
+        self._stages_seen = 0  # entries of machine.history already logged and told to the observers
+        self.reached_proxy = False  # the last stage (the stream) began
+        self.traffic = Traffic()
+        self.end_reason: str | None = None  # the error code's name, or "client_closed"
+        self.finished = asyncio.Event()
+        self._final: list[Action] | None = None  # the machine's last actions, once it has ended
+        self._ended = asyncio.Event()
+        self._early_end: LimenError | None = None  # an end requested before the first frame went out
+        self._proxy_ready = asyncio.Event()  # set by the kind when its stream starts
+        self._watch: Any = None
+        self._watch_cm: AbstractContextManager[Any] | None = None
+        self._watch_open = asyncio.Event()
+        self._effects: dict[type[Effect], Callable[[Any], Awaitable[Result]]] = {}
+
+    # -- public ---------------------------------------------------------------------------------------
+
+    @property
+    def stage(self) -> str | None:
+        return self.machine.stage
+
+    def request_end(self, error: LimenError) -> None:
+        """Ends the session from outside (server shutdown, an administrator). Returns at once."""
+        if self.machine.live:
+            self._feed(EndRequested(error))
+        elif self.machine.stage is None and self._early_end is None:
+            self._early_end = error  # told to the machine right after the first frame
+
+    async def run(self) -> None:
+        try:
+            await self._serve()
+            await self._finish(self._final or [])
+        except Exception:  # a bug; the session still ends cleanly and the client still gets a close
+            log.exception("%s failed unexpectedly", self.log_label, extra=self._fields("console_internal_error"))
+            if self.machine.live:
+                error = LimenError(ErrorCode.INTERNAL_ERROR, "unexpected failure in the console")
+                self._feed(EffectFailed(error))
+                with contextlib.suppress(Exception):
+                    await self._finish(self._final or [])
+        finally:
+            await self._release()
+            self._log_end()
+            for observer in self._observers:
+                observer.session_ended(self)
+            self.finished.set()
+
+    # -- what a kind provides ---------------------------------------------------------------------------
+
+    async def _read_client(self) -> Result:
+        """Reads the client until it leaves (ClientLeft), forwarding its input once the stream runs."""
+        raise NotImplementedError
+
+    async def _release_kind(self) -> None:
+        """Releases the kind's own resources (its connection to the VM)."""
+
+    def _kind_fields(self) -> dict[str, Any]:
+        """The kind's fields in every log line (VM, port, ...)."""
+        return {}
+
+    # -- the machine ------------------------------------------------------------------------------------
+
+    def _feed(self, result: Result) -> list[Action]:
+        """Hands ``result`` to the machine. When that ends the session, its final actions are kept for
+        :meth:`run` (and nothing is returned); otherwise the actions to carry out now."""
+        actions = self.machine.receive(result)
+        self._note_stages()
+        if not self.machine.live:
+            if self._final is None:
+                self._final = actions
+                self._ended.set()
+            return []
+        return actions
+
+    async def _serve(self) -> None:
+        # The first frame goes out before any libvirt call: the browser learns at once that it is through.
+        first = self.machine.start()
+        self._note_stages()
+        effect = await self._guard(self._apply(first))
+        if not self.machine.live:
+            return
+        for observer in self._observers:
+            observer.first_status_sent(self, self._clock() - self._created)
+        if self._early_end is not None:
+            self._feed(EndRequested(self._early_end))
+            return
+        assert isinstance(effect, Effect)
+        runners: list[Coroutine[Any, Any, Any]] = [self._handshake(effect), self._vm_ended(), self._read_client()]
+        if self.settings.console_idle_timeout > 0:
+            runners.append(self._idle_watch())
+        tasks = [asyncio.create_task(self._guard(runner), name=f"console-{self.id}-{i}")
+                 for i, runner in enumerate(runners)]
+        ended = asyncio.create_task(self._ended.wait())
+        try:
+            pending: set[asyncio.Task[Any]] = {*tasks, ended}
+            while not self._ended.is_set() and len(pending) > 1:
+                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (*tasks, ended):
+                task.cancel()
+            await asyncio.gather(*tasks, ended, return_exceptions=True)
+        if self.machine.live:  # every runner returned without an ending: a bug in one of them
+            self._feed(EffectFailed(LimenError(ErrorCode.INTERNAL_ERROR, "the console's work ended early")))
+
+    async def _guard(self, work: Awaitable[Any]) -> Any:
+        """Runs one runner; how it ended, when that was not normally, goes to the machine as a result."""
+        try:
+            outcome = await work
+        except _ClientGone:
+            outcome = ClientLeft()
+        except LimenError as exc:
+            outcome = EffectFailed(exc)
+        except Exception as exc:
+            log.exception("%s step failed", self.log_label, extra=self._fields("console_internal_error"))
+            outcome = EffectFailed(LimenError(ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
+        if isinstance(outcome, Result):
+            self._feed(outcome)
+            return None
+        return outcome
+
+    async def _handshake(self, effect: Effect | None) -> None:
+        """Effects out, results in, until the machine asks for nothing more (it has ended)."""
+        while effect is not None:
+            result = await self._perform(effect)
+            effect = await self._apply(self._feed(result))
+
+    async def _perform(self, effect: Effect) -> Result:
+        """One effect within what is left of the current stage; its failure or timeout as a result."""
+        run = self._effects[type(effect)]
+        try:
+            async with asyncio.timeout(self.machine.remaining()):
+                return await run(effect)
+        except TimeoutError:
+            return TimedOut()
+        except LimenError as exc:
+            return EffectFailed(exc)
+
+    # -- the VM watch and the idle watch ----------------------------------------------------------------
+
+    def _open_watch(self, vm_uuid: str) -> None:
+        if self._watch_cm is not None:
+            return
+        cm = self._hv.watch(vm_uuid)
+        self._watch = cm.__enter__()
+        self._watch_cm = cm
+        self._watch_open.set()
+
+    async def _vm_ended(self) -> Result:
+        await self._watch_open.wait()
+        await self._watch.ended.wait()
+        last = getattr(self._watch, "last", None)
+        return VmEnded(str(getattr(last, "value", "stopped")))
+
+    async def _idle_watch(self) -> Result:
+        await self._proxy_ready.wait()
+        timeout = self.settings.console_idle_timeout
+        warning = min(self.settings.console_idle_warning, timeout)
+        warned_for: float | None = None  # the last_input the warning was about
+        while True:
+            idle = self._clock() - self.traffic.last_input
+            if idle >= timeout:
+                return EndRequested(LimenError(ErrorCode.IDLE_TIMEOUT, f"no input from the browser for {timeout:g} s"))
+            warn_at = timeout - warning
+            if warning > 0 and idle >= warn_at and warned_for != self.traffic.last_input:
+                warned_for = self.traffic.last_input
+                await self._apply(self.machine.notice(messages.NOTICE_IDLE_WARNING,
+                                                      messages.idle_warning_text(round(timeout - idle, 1))))
+            next_check = warn_at if warning > 0 and idle < warn_at else timeout
+            await asyncio.sleep(max(0.05, next_check - idle))
+
+    # -- carrying out actions -------------------------------------------------------------------------
+
+    async def _apply(self, actions: list[Action]) -> Effect | None:
+        """Sends the frames and runs the commands, in order; returns the effect to perform, if any."""
+        for action in actions:
+            if isinstance(action, SendText):
+                await self._write(self._client.send_text(action.text))
+            elif isinstance(action, SendBinary):
+                await self._write(self._client.send_bytes(action.data))
+                self.traffic.to_client += len(action.data)
+            elif isinstance(action, Close):
+                await self._write(self._client.close(action.code, action.reason))
+            elif isinstance(action, OpenWatch):
+                self._open_watch(action.uuid)
+            elif isinstance(action, Effect):
+                return action
+        return None
+
+    async def _send_binary(self, data: bytes) -> None:
+        await self._write(self._client.send_bytes(data))
+
+    async def _write(self, write: Awaitable[None]) -> None:
+        """One WebSocket write within the write deadline: SLOW_CLIENT past it, _ClientGone if it fails."""
+        limit = self.settings.console_write_timeout
+        try:
+            async with asyncio.timeout(limit):
+                await write
+        except TimeoutError:
+            raise LimenError(
+                ErrorCode.SLOW_CLIENT, f"a WebSocket write did not complete within {limit:g} s"
+            ) from None
+        except LimenError:
+            raise
+        except Exception as exc:
+            raise _ClientGone() from exc
+
+    async def _finish(self, actions: list[Action]) -> None:
+        """The final frames. A failed send skips the remaining sends; the close is still tried."""
+        if self.machine.error is not None:
+            self._log_error(self.machine.error)
+        client_gone = False
+        write_failed = False
+        for action in actions:
+            if client_gone:
+                break
+            if isinstance(action, SendText | SendBinary) and write_failed:
+                continue
+            try:
+                await self._apply([action])
+            except _ClientGone:
+                client_gone = True
+            except LimenError:  # SLOW_CLIENT on the error frame itself
+                write_failed = True
+
+    async def _release(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._release_kind()
+        cm, self._watch_cm = self._watch_cm, None
+        if cm is not None:
+            with contextlib.suppress(Exception):
+                cm.__exit__(None, None, None)
+
+    # -- logs -------------------------------------------------------------------------------------------
+
+    def _fields(self, event: str, **more: Any) -> dict[str, Any]:
+        stage = self.machine.ended_in or self.machine.stage
+        fields: dict[str, Any] = {
+            "event": event,
+            "session": self.id,
+            "vm": self.ident,
+            **self._kind_fields(),
+            "stage": stage,
+            "elapsed_ms": self.machine.elapsed_ms() if stage is not None else 0,
+            "bytes_to_client": self.traffic.to_client,
+            "bytes_to_vnc": self.traffic.to_vnc,
+        }
+        fields.update(more)
+        return fields
+
+    def _note_stages(self) -> None:
+        """Logs the stages the machine entered since the last call and tells the observers how long the
+        ones before them took."""
+        history = self.machine.history
+        for index in range(max(self._stages_seen, 0), len(history)):
+            stage, _ = history[index]
+            now = self._clock()
+            if index > 0:
+                for observer in self._observers:
+                    observer.stage_ended(self, history[index - 1][0], now - self._stage_began)
+            self._stage_began = now
+            log.info("%s stage %s", self.log_label, stage, extra=self._fields("console_stage", stage=stage))
+        self._stages_seen = len(history)
+
+    def _log_error(self, error: LimenError) -> None:
+        log.warning("%s error %s: %s", self.log_label, error.code.name, error.details,
+                    extra=self._fields("console_error", code=error.code.name, details=error.details))
+
+    def _log_end(self) -> None:
+        error = self.machine.error
+        self.end_reason = error.code.name if error is not None else "client_closed"
+        log.info("%s session ended: %s", self.log_label, self.end_reason,
+                 extra=self._fields("console_end", reason=self.end_reason))
