@@ -17,9 +17,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from limen.api.deps import AccessDep, AdminUser, CurrentUser
 from limen.api.schemas import ErrorBody
 from limen.audit import DEFAULT_LIMIT, MAX_LIMIT
-from limen.auth.deps import AccessDep, AdminUser, CurrentUser
 from limen.auth.revocation import Revocation
 from limen.console.sessions import ConsoleSessions
 from limen.errors import ErrorCode, LimenError

@@ -17,10 +17,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.types import Message
 
-from limen.api.deps import HypervisorDep, SettingsDep
+from limen.api.deps import AdminUser, CurrentUser, HypervisorDep, SettingsDep
 from limen.api.errors import error_response
 from limen.api.schemas import ErrorBody, IsoDeleted, IsoOut
-from limen.auth.deps import AdminUser, CurrentUser
 from limen.errors import ErrorCode, LimenError
 from limen.isos import (
     IsoUpload,

@@ -18,9 +18,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from limen.api.deps import HypervisorDep
+from limen.api.deps import AccessDep, AdminUser, CurrentUser, HypervisorDep
 from limen.api.schemas import ErrorBody
-from limen.auth.deps import AccessDep, AdminUser, CurrentUser
 from limen.auth.principal import Principal
 from limen.auth.users import lookup_user
 from limen.errors import ErrorCode, LimenError

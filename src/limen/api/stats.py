@@ -10,9 +10,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from limen.api.deps import HypervisorDep, SettingsDep
+from limen.api.deps import AccessibleVm, CurrentUser, HypervisorDep, SettingsDep
 from limen.api.schemas import ErrorBody
-from limen.auth.deps import AccessibleVm, CurrentUser
 from limen.hypervisor.stats import read_host
 from limen.stats_history import FIELDS, VmHistory
 from limen.stats_sampler import StatsSampler

@@ -11,11 +11,10 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
-from limen.api.deps import HypervisorDep, RecoveryDep
+from limen.api.deps import AccessDep, AccessibleVm, CurrentUser, HypervisorDep, RecoveryDep
 from limen.api.operations import RefuseBusyVm
 from limen.api.quota import QuotaDep, new_vm_footprint, quota_for_edit, quota_for_start
 from limen.api.schemas import ErrorBody, VmCreate, VmDeleted, VmOut, VmPatch
-from limen.auth.deps import AccessDep, AccessibleVm, CurrentUser
 from limen.auth.revocation import Revocation
 from limen.console.endpoint import sessions_of
 from limen.errors import ErrorCode

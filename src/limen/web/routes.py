@@ -20,7 +20,7 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from limen.auth.deps import AccessibleVm
+from limen.api.deps import AccessibleVm
 from limen.errors import ErrorCode, LimenError
 from limen.settings import Settings
 from limen.web.api_docs import install_api_docs
