@@ -8,10 +8,10 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from limen.api import audit, auth, tickets, users
+from limen.api.router_inclusion import include_routes
 from limen.auth.access import Access
 
 
 def install_access(app: FastAPI, access: Access) -> None:
     app.state.access = access
-    for router in (auth.router, users.router, tickets.router, audit.router):
-        app.include_router(router)
+    include_routes(app, auth.router, users.router, tickets.router, audit.router)

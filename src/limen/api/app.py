@@ -32,6 +32,7 @@ from limen.api.errors import install_error_handlers
 from limen.api.hosts import HostCheck
 from limen.api.isos import start_iso_library
 from limen.api.middleware import RequestContextMiddleware
+from limen.api.router_inclusion import include_routes
 from limen.auth.access import Access
 from limen.auth.revocation import CurrentRights
 from limen.console.endpoint import ConsoleRoute
@@ -113,18 +114,21 @@ def create_app(
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(ConsoleRoute)  # outermost of ours: the console's WebSocket skips the router
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(vms.router)
-    app.include_router(vm_media.router)
-    app.include_router(vm_disks.router)
-    app.include_router(vm_snapshots.router)
-    app.include_router(operations.router)
-    app.include_router(isos.router)
-    app.include_router(events.router)
-    app.include_router(stats.router)
-    app.include_router(quota.router)
-    app.include_router(registration.router)
-    app.include_router(console_router)
+    include_routes(
+        app,
+        health.router,
+        vms.router,
+        vm_media.router,
+        vm_disks.router,
+        vm_snapshots.router,
+        operations.router,
+        isos.router,
+        events.router,
+        stats.router,
+        quota.router,
+        registration.router,
+        console_router,
+    )
     install_access(app, guard)
     install_web(app, settings)  # last: it mounts /static
     return app

@@ -21,6 +21,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 
 from limen.api.deps import AccessibleVm
+from limen.api.router_inclusion import include_routes
 from limen.errors import ErrorCode, LimenError
 from limen.settings import Settings
 from limen.web.api_docs import install_api_docs
@@ -146,7 +147,7 @@ def install_web(app: FastAPI, settings: Settings) -> None:
     static files."""
     hypervisor = app.state.hypervisor
     app.state.screenshots = ScreenshotCache(hypervisor.screenshot, ttl=SCREENSHOT_TTL)
-    app.include_router(router)
+    include_routes(app, router)
     novnc = novnc_dir(settings)
     if (novnc / "core" / "rfb.js").is_file():
         app.mount(NOVNC_URL, StaticFiles(directory=novnc), name="novnc")
