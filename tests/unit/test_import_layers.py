@@ -12,6 +12,7 @@ to be placed in ``LAYERS`` before this test passes, which is the moment to decid
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
@@ -111,6 +112,7 @@ def unit_cycles(edges: Iterable[tuple[str, str]]) -> list[list[str]]:
     return cycles
 
 
+@functools.cache
 def limen_imports() -> dict[str, set[str]]:
     paths = {module_name(path): path for path in sorted(SOURCE_ROOT.rglob("*.py"))}
     return {
