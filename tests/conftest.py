@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from limen.api.app import create_app
+from limen.api.services import services_of
 from limen.hypervisor import Hypervisor
 from limen.settings import Settings, load_settings
 from tests.support.access import admin_token, provision_admin_token
@@ -84,7 +85,7 @@ async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     signed in as an admin (an API token in every request)."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        headers = {"Authorization": f"Bearer {await admin_token(app.state.access)}"}
+        headers = {"Authorization": f"Bearer {await admin_token(services_of(app).access)}"}
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://limen.test", headers=headers) as client:
             yield client

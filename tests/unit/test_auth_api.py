@@ -13,6 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from limen.api.services import services_of
 from limen.auth.access import Access
 from limen.auth.revocation import Revocation, Scope
 from limen.db import Role
@@ -54,7 +55,7 @@ async def world(make_settings: Callable[..., Settings]) -> AsyncIterator[World]:
         await access.users.create(ALICE, PASSWORD[ALICE])
         await access.users.create(BOB, PASSWORD[BOB])
         # test:///default is one shared driver per process: start from an unowned VM 'test'.
-        await set_owner(app.state.hypervisor, "test", None)
+        await set_owner(services_of(app).hypervisor, "test", None)
         yield World(client, app, access, clock)
 
 

@@ -33,6 +33,7 @@ from limen.api.hosts import HostCheck
 from limen.api.isos import start_iso_library
 from limen.api.middleware import RequestContextMiddleware
 from limen.api.router_inclusion import include_routes
+from limen.api.services import Services
 from limen.auth.access import Access
 from limen.auth.revocation import CurrentRights
 from limen.console.endpoint import ConsoleRoute
@@ -45,7 +46,8 @@ from limen.quota import QuotaLedger
 from limen.recovery import Recovery
 from limen.settings import Settings
 from limen.stats_sampler import StatsSampler
-from limen.web import install_web
+from limen.web.routes import SCREENSHOT_TTL, install_web
+from limen.web.screenshots import ScreenshotCache
 
 
 def create_app(
@@ -93,19 +95,23 @@ def create_app(
         redoc_url=None,
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.hypervisor = hv
-    app.state.metrics = metrics
-    app.state.recovery = recovery
-    app.state.stats_sampler = sampler
-    app.state.quota = quota_ledger
     # Remembers revocations as long as a console ticket lives: a ticket asked for by a since-revoked
     # credential must not open a console.
     console_sessions = ConsoleSessions(CurrentRights(guard.users, hv.console_vm),
                                        remember=settings.console_ticket_ttl + 5)
     guard.revocations.subscribe(console_sessions.revoke)  # revocations, from here or another instance
-    app.state.console_sessions = console_sessions
-    app.state.iso_checksums = iso_checksums
+    app.state.services = Services(
+        settings=settings,
+        hypervisor=hv,
+        access=guard,
+        metrics=metrics,
+        recovery=recovery,
+        quota=quota_ledger,
+        stats_sampler=sampler,
+        console_sessions=console_sessions,
+        iso_checksums=iso_checksums,
+        screenshots=ScreenshotCache(hv.screenshot, ttl=SCREENSHOT_TTL),
+    )
     # Innermost first. A request meets: the console's shortcut, its request id, the Host check, the body
     # limit, then authentication of requests with a body (before anything reads it), then the routes.
     app.add_middleware(AuthenticateFirst)
@@ -129,6 +135,6 @@ def create_app(
         registration.router,
         console_router,
     )
-    install_access(app, guard)
+    install_access(app)
     install_web(app, settings)  # last: it mounts /static
     return app

@@ -1,4 +1,5 @@
-"""The FastAPI dependencies: the objects the app was built with, and access control.
+"""The FastAPI dependencies: the services the app was built with (:mod:`limen.api.services`), and access
+control.
 
 ``CurrentUser``   the signed-in principal (cookie or ``Authorization: Bearer``, see
                   :mod:`limen.auth.credentials`); UNAUTHORIZED or CSRF_FAILED otherwise.
@@ -17,6 +18,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
+from limen.api.services import Services, services_of
 from limen.auth.access import Access
 from limen.auth.browser_sessions import COOKIE_NAME
 from limen.auth.credentials import authenticate_request
@@ -27,19 +29,23 @@ from limen.recovery import Recovery
 from limen.settings import Settings
 
 
-def _hypervisor(request: Request) -> Hypervisor:
-    hypervisor: Hypervisor = request.app.state.hypervisor
-    return hypervisor
+def _services(request: Request) -> Services:
+    return services_of(request)
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+ServicesDep = Annotated[Services, Depends(_services)]
 
 
-def _recovery(request: Request) -> Recovery:
-    recovery: Recovery = request.app.state.recovery
-    return recovery
+def _hypervisor(services: ServicesDep) -> Hypervisor:
+    return services.hypervisor
+
+
+def _settings(services: ServicesDep) -> Settings:
+    return services.settings
+
+
+def _recovery(services: ServicesDep) -> Recovery:
+    return services.recovery
 
 
 RecoveryDep = Annotated[Recovery, Depends(_recovery)]
@@ -51,8 +57,7 @@ _cookie = APIKeyCookie(name=COOKIE_NAME, auto_error=False, description="Set by P
 
 
 def access_of(conn: HTTPConnection) -> Access:
-    access: Access = conn.app.state.access
-    return access
+    return services_of(conn).access
 
 
 # The principal of a request, once authenticated: by limen.api.authenticate_first before the body is read,
@@ -60,8 +65,8 @@ def access_of(conn: HTTPConnection) -> Access:
 PRINCIPAL_SCOPE_KEY = "limen.principal"
 
 
-def _access(request: Request) -> Access:
-    return access_of(request)
+def _access(services: ServicesDep) -> Access:
+    return services.access
 
 
 AccessDep = Annotated[Access, Depends(_access)]

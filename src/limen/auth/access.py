@@ -1,4 +1,4 @@
-"""Everything access control needs, built once from the settings and kept at ``app.state.access``.
+"""Everything access control needs, built once from the settings (an app keeps it in its services).
 
 Call :meth:`Access.start` before serving (it migrates the database, checks the ticket store and starts
 the revocation bus) and :meth:`Access.close` after.
