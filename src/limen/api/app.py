@@ -28,7 +28,7 @@ from limen.api import (
 from limen.api.access import install_access
 from limen.api.authenticate_first import AuthenticateFirst
 from limen.api.body_limit import BodyLimit
-from limen.api.errors import install_error_handlers
+from limen.api.error_responses import install_error_handlers
 from limen.api.hosts import HostCheck
 from limen.api.isos import start_iso_library
 from limen.api.middleware import RequestContextMiddleware

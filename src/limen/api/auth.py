@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from limen.api.deps import AccessDep, CurrentUser
-from limen.api.errors import error_response
+from limen.api.error_responses import error_response
 from limen.api.schemas import ErrorBody
 from limen.auth.browser_sessions import COOKIE_NAME
 from limen.auth.names import name_key

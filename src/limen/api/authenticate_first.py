@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from limen.api.body_limit import CLOSE_CONNECTION, declared_length, has_unsized_body
 from limen.api.deps import PRINCIPAL_SCOPE_KEY, access_of, needs_user
-from limen.api.errors import error_response
+from limen.api.error_responses import error_response
 from limen.auth.credentials import authenticate_request
 from limen.errors import LimenError
 

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.types import Message
 
 from limen.api.deps import AdminUser, CurrentUser, HypervisorDep, SettingsDep
-from limen.api.errors import error_response
+from limen.api.error_responses import error_response
 from limen.api.schemas import ErrorBody, IsoDeleted, IsoOut
 from limen.api.services import services_of
 from limen.errors import ErrorCode, LimenError

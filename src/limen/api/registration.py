@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from limen.api.deps import AccessDep
-from limen.api.errors import error_response
+from limen.api.error_responses import error_response
 from limen.api.schemas import ErrorBody
 from limen.auth.ratelimit import TooManyAttempts
 from limen.errors import ErrorCode, LimenError
