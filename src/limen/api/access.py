@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from limen.api import audit, auth, tickets, users
+from limen.api import audit_log, auth, tickets, users
 from limen.api.router_inclusion import include_routes
 
 
 def install_access(app: FastAPI) -> None:
-    include_routes(app, auth.router, users.router, tickets.router, audit.router)
+    include_routes(app, auth.router, users.router, tickets.router, audit_log.router)
