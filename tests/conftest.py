@@ -31,19 +31,24 @@ TEST_POOL = "limen-test"
 TEST_POOL_DIR = Path("/var/lib/limen/test-pool")
 
 
+def settings_in(directory: Path, **overrides: Any) -> Settings:
+    """Settings for tests: libvirt's test driver, data and logs under ``directory``."""
+    base: dict[str, Any] = {
+        "libvirt_uri": TEST_DRIVER_URI,
+        "data_dir": directory / "data",
+        "log_dir": directory / "log",
+        "iso_dir": ISO_DIR,
+        "storage_pool": TEST_POOL,
+        "storage_pool_dir": TEST_POOL_DIR,
+        "virt_type": "qemu",
+    }
+    return load_settings(None, **{**base, **overrides})
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
-        base: dict[str, Any] = {
-            "libvirt_uri": TEST_DRIVER_URI,
-            "data_dir": tmp_path / "data",
-            "log_dir": tmp_path / "log",
-            "iso_dir": ISO_DIR,
-            "storage_pool": TEST_POOL,
-            "storage_pool_dir": TEST_POOL_DIR,
-            "virt_type": "qemu",
-        }
-        return load_settings(None, **{**base, **overrides})
+        return settings_in(tmp_path, **overrides)
 
     return make
 
