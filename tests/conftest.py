@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from limen.api.app import create_app
+from limen.api.services import services_of
 from limen.hypervisor import Hypervisor
 from limen.settings import Settings, load_settings
 from tests.support.access import admin_token, provision_admin_token
@@ -30,19 +31,24 @@ TEST_POOL = "limen-test"
 TEST_POOL_DIR = Path("/var/lib/limen/test-pool")
 
 
+def settings_in(directory: Path, **overrides: Any) -> Settings:
+    """Settings for tests: libvirt's test driver, data and logs under ``directory``."""
+    base: dict[str, Any] = {
+        "libvirt_uri": TEST_DRIVER_URI,
+        "data_dir": directory / "data",
+        "log_dir": directory / "log",
+        "iso_dir": ISO_DIR,
+        "storage_pool": TEST_POOL,
+        "storage_pool_dir": TEST_POOL_DIR,
+        "virt_type": "qemu",
+    }
+    return load_settings(None, **{**base, **overrides})
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
-        base: dict[str, Any] = {
-            "libvirt_uri": TEST_DRIVER_URI,
-            "data_dir": tmp_path / "data",
-            "log_dir": tmp_path / "log",
-            "iso_dir": ISO_DIR,
-            "storage_pool": TEST_POOL,
-            "storage_pool_dir": TEST_POOL_DIR,
-            "virt_type": "qemu",
-        }
-        return load_settings(None, **{**base, **overrides})
+        return settings_in(tmp_path, **overrides)
 
     return make
 
@@ -84,7 +90,7 @@ async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     signed in as an admin (an API token in every request)."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        headers = {"Authorization": f"Bearer {await admin_token(app.state.access)}"}
+        headers = {"Authorization": f"Bearer {await admin_token(services_of(app).access)}"}
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://limen.test", headers=headers) as client:
             yield client

@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from limen.auth.clock import Clock, utc_now
+from limen.clock import Clock, utc_now
 from limen.db import Database
 from limen.db.models import CODE_MAX, NAME_MAX, ConsoleSessionRecord, LimenInstance, VmAction
 from limen.errors import ErrorCode, LimenError

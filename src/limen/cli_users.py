@@ -21,7 +21,6 @@ from typing import Annotated, Any, Protocol, TypeVar
 import typer
 
 from limen.auth.access import login_throttle_policy
-from limen.auth.clock import system_clock
 from limen.auth.passwords import Passwords, generate_password
 from limen.auth.principal import token_credential
 from limen.auth.revocation import Revocation
@@ -29,6 +28,7 @@ from limen.auth.revocation_bus import publish_from_command_line
 from limen.auth.throttle_store import make_throttle_store
 from limen.auth.tokens import TokenInfo, Tokens
 from limen.auth.users import UserInfo, Users, find_user_by_key
+from limen.clock import system_clock
 from limen.db import Database
 from limen.db.models import Role
 from limen.errors import ErrorCode, LimenError

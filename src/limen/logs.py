@@ -15,6 +15,7 @@ import json
 import logging
 import logging.handlers
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,13 +54,20 @@ class ConsoleFormatter(logging.Formatter):
         return f"{line}  {fields}" if fields else line
 
 
+# The id of the HTTP request being served (set by limen.api.middleware), so that every line logged while
+# serving it carries the id the client got back in X-Request-ID.
+request_id_var: ContextVar[str | None] = ContextVar("limen_request_id", default=None)
+
+
+def current_request_id() -> str | None:
+    return request_id_var.get()
+
+
 class RequestIdFilter(logging.Filter):
     """Adds the current HTTP request's id to every record logged while serving it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
-            from limen.api.middleware import current_request_id
-
             request_id = current_request_id()
             if request_id is not None:
                 record.request_id = request_id

@@ -11,9 +11,9 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from limen.api.services import services_of
 from limen.console.ws_protocol import uvicorn_ws_options
 from limen.http_protocol import uvicorn_http_options
-from limen.metrics import Metrics
 from limen.settings import Settings
 
 log = logging.getLogger("limen.server")
@@ -37,20 +37,18 @@ class LimenServer(uvicorn.Server):
         # uvicorn wraps the app in middleware; find limen's FastAPI app underneath.
         while app is not None and not isinstance(app, FastAPI):
             app = getattr(app, "app", None)
-        hypervisor = getattr(app.state, "hypervisor", None) if app is not None else None
-        if hypervisor is not None:
-            hypervisor.feed.close()  # ends every event stream now, so uvicorn need not wait on them
-        sessions = getattr(app.state, "console_sessions", None) if app is not None else None
-        if sessions is not None:
+        services = services_of(app) if app is not None else None
+        if services is not None:
+            services.hypervisor.feed.close()  # ends every event stream now, so uvicorn need not wait on them
             try:
-                await asyncio.wait_for(sessions.close_all(), timeout=5)
+                await asyncio.wait_for(services.console_sessions.close_all(), timeout=5)
             except TimeoutError:
                 log.warning("console sessions did not close within 5 s", extra={"event": "shutdown_slow"})
         await super().shutdown(sockets)
 
 
 def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn.Config:
-    metrics: Metrics = app.state.metrics
+    metrics = services_of(app).metrics
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,

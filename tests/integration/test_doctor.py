@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,8 +32,8 @@ def failed(results: list) -> tuple[str, str, str]:  # type: ignore[type-arg]
     return failure.name, failure.detail, failure.fix
 
 
-async def _diagnose(settings: Settings, vm: str | None, server: str = UNUSED_SERVER,  # type: ignore[type-arg]
-                    token: str | None = None) -> list:
+async def _diagnose(settings: Settings, vm: str | None, server: str = UNUSED_SERVER,
+                    token: str | None = None) -> list[Any]:
     return await diagnose(settings, vm, server_url=server, timeout=20, token=token)
 
 

@@ -3,7 +3,6 @@ control over libvirt's test driver, sign-in, and a redis-server of the test's ow
 
 from __future__ import annotations
 
-import inspect
 import shutil
 import socket
 import subprocess
@@ -17,7 +16,6 @@ import httpx
 from argon2 import PasswordHasher, profiles
 from fastapi import FastAPI
 
-from limen.api.access import install_access
 from limen.api.app import create_app
 from limen.auth.access import Access
 from limen.auth.passwords import Passwords
@@ -51,13 +49,8 @@ def make_access(settings: Settings, clock: FakeClock | None = None, tickets: Tic
 
 
 def build_app(settings: Settings, access: Access) -> FastAPI:
-    """``create_app`` with ``access``: passed in once create_app takes it, installed here until then."""
-    if "access" in inspect.signature(create_app).parameters:
-        app: FastAPI = create_app(settings, access=access)  # type: ignore[call-arg]
-        return app
-    app = create_app(settings)
-    install_access(app, access)
-    return app
+    """``create_app`` with ``access``."""
+    return create_app(settings, access=access)
 
 
 @asynccontextmanager

@@ -31,8 +31,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from limen.api.app import create_app
+from limen.api.services import services_of
 from limen.auth.access import Access
-from limen.console.endpoint import sessions_of
 from limen.console.registry import ConsoleSessions
 from limen.console.ws_protocol import uvicorn_ws_options
 from limen.http_protocol import uvicorn_http_options
@@ -128,12 +128,11 @@ class ConsoleServer:
 
     @property
     def sessions(self) -> ConsoleSessions:
-        return sessions_of(self.app.state)
+        return services_of(self.app).console_sessions
 
     @property
     def hypervisor(self) -> Hypervisor:
-        hv: Hypervisor = self.app.state.hypervisor
-        return hv
+        return services_of(self.app).hypervisor
 
     def url(self, vm_id: str, *, alias: bool = False, query: str = "") -> str:
         path = f"/vnc/{vm_id}" if alias else CONSOLE_PATH.format(vm_id=vm_id)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from limen.settings import Settings
-from tests.conftest import DEMO_ISO, app_client
+from tests.conftest import DEMO_ISO, app_client, settings_in
 
 ERROR_FIELDS = {"error", "code", "details", "message"}
 
@@ -17,6 +17,13 @@ ERROR_FIELDS = {"error", "code", "details", "message"}
 @pytest.fixture
 async def client(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
     async with app_client(make_settings()) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+async def refusing_client(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[httpx.AsyncClient]:
+    """One app for the tests that only send input it must refuse: each checks that nothing stays."""
+    async with app_client(settings_in(tmp_path_factory.mktemp("api"))) as client:
         yield client
 
 
@@ -86,7 +93,8 @@ async def test_duplicate_name(client: httpx.AsyncClient) -> None:
         ({"name": None}, "name"),
     ],
 )
-async def test_every_validation_rule(client: httpx.AsyncClient, body: dict[str, Any], field: str) -> None:
+async def test_every_validation_rule(refusing_client: httpx.AsyncClient, body: dict[str, Any], field: str) -> None:
+    client = refusing_client
     error = assert_error(await client.post("/api/vms", json=body), 422, "VALIDATION_ERROR")
     assert error["field"] == field
     names = [vm["name"] for vm in (await client.get("/api/vms")).json()]
@@ -123,7 +131,8 @@ STRANGE_VALUES: list[Any] = [
 
 
 @pytest.mark.parametrize("value", STRANGE_VALUES, ids=range(len(STRANGE_VALUES)))
-async def test_no_input_yields_a_server_error(client: httpx.AsyncClient, value: Any) -> None:
+async def test_no_input_yields_a_server_error(refusing_client: httpx.AsyncClient, value: Any) -> None:
+    client = refusing_client
     for field in ("name", "vcpus", "memory_mib", "disk_gib", "iso", "boot_order"):
         body = {"name": "fuzz", "memory_mib": 64, field: value}
         response = await client.post("/api/vms", json=body)

@@ -8,11 +8,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from limen.api.services import services_of
 from limen.auth.access import Access
 from limen.auth.revocation import Revocation, Scope
 from limen.db import Role
@@ -20,6 +22,7 @@ from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.ownership import set_owner
 from limen.logs import JsonFormatter
 from limen.settings import Settings
+from tests.conftest import settings_in
 from tests.support.access import FakeClock, access_client, assert_error, make_access, sign_in
 
 ADMIN, ALICE, BOB = "root-admin", "alice", "bob"
@@ -43,10 +46,14 @@ class World:
         return {"Authorization": f"Bearer {made.secret}"}
 
 
-@pytest.fixture
-async def world(make_settings: Callable[..., Settings]) -> AsyncIterator[World]:
-    settings = make_settings(login_max_failures_per_user=3, login_max_failures_per_address=6,
-                             login_failure_window=60, trusted_proxies="127.0.0.0/8", public_url="http://limen.test")
+WORLD_SETTINGS = {
+    "login_max_failures_per_user": 3, "login_max_failures_per_address": 6, "login_failure_window": 60,
+    "trusted_proxies": "127.0.0.0/8", "public_url": "http://limen.test",
+}
+
+
+@asynccontextmanager
+async def world_in(settings: Settings) -> AsyncIterator[World]:
     clock = FakeClock()
     access = make_access(settings, clock)
     async with access_client(settings, access) as (client, app):
@@ -54,8 +61,21 @@ async def world(make_settings: Callable[..., Settings]) -> AsyncIterator[World]:
         await access.users.create(ALICE, PASSWORD[ALICE])
         await access.users.create(BOB, PASSWORD[BOB])
         # test:///default is one shared driver per process: start from an unowned VM 'test'.
-        await set_owner(app.state.hypervisor, "test", None)
+        await set_owner(services_of(app).hypervisor, "test", None)
         yield World(client, app, access, clock)
+
+
+@pytest.fixture
+async def world(make_settings: Callable[..., Settings]) -> AsyncIterator[World]:
+    async with world_in(make_settings(**WORLD_SETTINGS)) as world:
+        yield world
+
+
+@pytest.fixture(scope="module")
+async def refusing_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    """One world for the tests whose requests carry no valid credential: each is refused, nothing changes."""
+    async with world_in(settings_in(tmp_path_factory.mktemp("auth-api"), **WORLD_SETTINGS)) as world:
+        yield world
 
 
 # -- anonymous --------------------------------------------------------------------------------------------
@@ -71,14 +91,14 @@ async def world(make_settings: Callable[..., Settings]) -> AsyncIterator[World]:
         ("DELETE", "/api/console-sessions/x"), ("GET", "/api/vm-actions"),
     ],
 )
-async def test_anonymous_requests_are_unauthorized(world: World, method: str, path: str) -> None:
-    body = assert_error(await world.client.request(method, path, json={}), 401, "UNAUTHORIZED")
+async def test_anonymous_requests_are_unauthorized(refusing_world: World, method: str, path: str) -> None:
+    body = assert_error(await refusing_world.client.request(method, path, json={}), 401, "UNAUTHORIZED")
     assert body["message"] == "Sign in (or send a valid API token), then retry."
 
 
 @pytest.mark.parametrize("header", ["Bearer limen_made-up-token-000000000000000", "Bearer ", "Basic YTpi", "Bearer x"])
-async def test_bad_bearer_is_unauthorized(world: World, header: str) -> None:
-    assert_error(await world.client.get("/api/me", headers={"Authorization": header}), 401, "UNAUTHORIZED")
+async def test_bad_bearer_is_unauthorized(refusing_world: World, header: str) -> None:
+    assert_error(await refusing_world.client.get("/api/me", headers={"Authorization": header}), 401, "UNAUTHORIZED")
 
 
 # -- sign-in ----------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from limen.api.services import services_of
 from limen.logs import configure_logging
 from limen.settings import Settings
 from tests.conftest import app_client
@@ -70,7 +71,7 @@ async def test_readyz_fails_when_the_database_goes_away(
         assert (await client.get("/readyz")).status_code == 200
         # The database's directory disappears and a plain file takes its name: SQLite cannot open it.
         client_app = client._transport.app  # type: ignore[attr-defined]
-        client_app.state.access.db.engine.dispose()
+        services_of(client_app).access.db.engine.dispose()
         database_dir.rename(tmp_path / "db-moved")
         database_dir.write_text("not a directory")
         failing = await client.get("/readyz")

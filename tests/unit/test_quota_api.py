@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from limen.api.services import services_of
 from limen.hypervisor.ownership import set_owner
 from limen.settings import Settings
 from tests.support.access import access_client, admin_token, assert_error, make_access
@@ -16,7 +17,7 @@ async def test_limits_defaults_and_overrides(make_settings: Callable[..., Settin
         admin = {"Authorization": f"Bearer {await admin_token(access)}"}
         await access.users.create("Ada", "ada's long password")
         ada = {"Authorization": f"Bearer {(await access.tokens.create('Ada', 'tests')).secret}"}
-        await set_owner(app.state.hypervisor, "test", "Ada")  # the test driver's running VM, 2 vCPUs
+        await set_owner(services_of(app).hypervisor, "test", "Ada")  # the test driver's running VM, 2 vCPUs
         try:
             mine = (await client.get("/api/quota", headers=ada)).json()
             assert mine["user"] == "Ada"
@@ -49,4 +50,4 @@ async def test_limits_defaults_and_overrides(make_settings: Callable[..., Settin
             assert body["quota"]["resource"] == "vcpus" and body["quota"]["limit"] == 4
             assert (await client.get("/api/vms/test", headers=ada)).json()["vcpus"] == 2  # nothing changed
         finally:
-            await set_owner(app.state.hypervisor, "test", None)
+            await set_owner(services_of(app).hypervisor, "test", None)

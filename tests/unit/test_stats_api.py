@@ -16,6 +16,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from limen.api.services import services_of
 from limen.db import Role
 from limen.settings import Settings
 from limen.stats_history import Reading
@@ -34,7 +35,7 @@ class Users:
 
     @property
     def sampler(self) -> StatsSampler:
-        sampler: StatsSampler = self.app.state.stats_sampler
+        sampler: StatsSampler = services_of(self.app).stats_sampler
         return sampler
 
     async def get(self, user: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -159,7 +160,7 @@ async def test_sampling_off(make_settings: Callable[..., Settings]) -> None:
     async with access_client(settings, access) as (client, app):
         await access.users.create("root", PASSWORD, Role.ADMIN)
         headers = {"Authorization": f"Bearer {(await access.tokens.create('root', 'tests')).secret}"}
-        assert app.state.stats_sampler.enabled is False
+        assert services_of(app).stats_sampler.enabled is False
         body = (await client.get("/api/vms/test/stats", headers=headers)).json()
         assert (body["enabled"], body["series"]["t"]) == (False, [])
         assert (await client.get("/api/host/stats", headers=headers)).json()["cpu_percent"] is None

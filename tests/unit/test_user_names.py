@@ -20,6 +20,7 @@ from alembic.config import Config
 from sqlalchemy import text
 from typer.testing import CliRunner
 
+from limen.api.services import services_of
 from limen.auth.access import Access
 from limen.cli import CliState
 from limen.cli import app as cli_app
@@ -52,9 +53,9 @@ async def world(make_settings: Callable[..., Settings]) -> AsyncIterator[World]:
     async with access_client(settings, access) as (client, app):
         await access.users.create(ADMIN, PASSWORD, Role.ADMIN)
         admin = {"Authorization": f"Bearer {(await access.tokens.create(ADMIN, 'tests')).secret}"}
-        await set_owner(app.state.hypervisor, "test", None)
+        await set_owner(services_of(app).hypervisor, "test", None)
         yield World(client, access, admin)
-        await set_owner(app.state.hypervisor, "test", None)
+        await set_owner(services_of(app).hypervisor, "test", None)
 
 
 @pytest.mark.parametrize(("first", "second"), [("sec", "Sec"), ("Sec", "SEC"), ("Straße", "STRASSE"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -13,7 +14,7 @@ import pytest
 
 from limen.db import Role
 from limen.settings import Settings
-from tests.conftest import DEMO_ISO
+from tests.conftest import DEMO_ISO, settings_in
 from tests.support.access import access_client, assert_error, make_access
 
 PASSWORD = "a-long-password"
@@ -28,9 +29,8 @@ class Users:
         return await self.client.request(method, path, headers=self.headers[user], **kwargs)
 
 
-@pytest.fixture
-async def users(make_settings: Callable[..., Settings]) -> AsyncIterator[Users]:
-    settings = make_settings()
+@asynccontextmanager
+async def users_of(settings: Settings) -> AsyncIterator[Users]:
     access = make_access(settings)
     async with access_client(settings, access) as (client, _app):
         headers = {}
@@ -40,8 +40,8 @@ async def users(make_settings: Callable[..., Settings]) -> AsyncIterator[Users]:
         yield Users(client, headers)
 
 
-@pytest.fixture
-async def alices_vm(users: Users) -> AsyncIterator[str]:
+@asynccontextmanager
+async def vm_of_alice(users: Users) -> AsyncIterator[str]:
     name = f"api-{uuid.uuid4().hex[:8]}"
     created = await users.as_("alice", "POST", "/api/vms",
                               json={"name": name, "memory_mib": 64, "disk_gib": 1, "iso": DEMO_ISO})
@@ -50,6 +50,31 @@ async def alices_vm(users: Users) -> AsyncIterator[str]:
     for vm in (await users.as_("root", "GET", "/api/vms")).json():
         if vm["name"].startswith(name):
             await users.as_("root", "DELETE", f"/api/vms/{vm['uuid']}")
+
+
+@pytest.fixture
+async def users(make_settings: Callable[..., Settings]) -> AsyncIterator[Users]:
+    async with users_of(make_settings()) as users:
+        yield users
+
+
+@pytest.fixture
+async def alices_vm(users: Users) -> AsyncIterator[str]:
+    async with vm_of_alice(users) as name:
+        yield name
+
+
+@pytest.fixture(scope="module")
+async def refusing_users(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Users]:
+    """One app for the tests whose requests must all be refused (a refusal changes nothing)."""
+    async with users_of(settings_in(tmp_path_factory.mktemp("vm-edit"))) as users:
+        yield users
+
+
+@pytest.fixture(scope="module")
+async def refusing_vm(refusing_users: Users) -> AsyncIterator[str]:
+    async with vm_of_alice(refusing_users) as name:
+        yield name
 
 
 EDIT_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
@@ -92,8 +117,8 @@ async def test_vm_answer_has_the_details_page_fields(users: Users, alices_vm: st
     ({"boot_order": []}, "boot_order"), ({"boot_order": "hd"}, "boot_order"), ({"name": "bad name"}, "name"),
     ({"name": "x" * 64}, "name"), ({"autostart": "perhaps"}, "autostart"), ({"name": "Ωμέγα"}, "name"),
 ])
-async def test_patch_bad_input(users: Users, alices_vm: str, body: dict[str, Any], field: str) -> None:
-    error = assert_error(await users.as_("alice", "PATCH", f"/api/vms/{alices_vm}", json=body), 422,
+async def test_patch_bad_input(refusing_users: Users, refusing_vm: str, body: dict[str, Any], field: str) -> None:
+    error = assert_error(await refusing_users.as_("alice", "PATCH", f"/api/vms/{refusing_vm}", json=body), 422,
                          "VALIDATION_ERROR")
     assert error["field"] == field
 
@@ -132,8 +157,10 @@ async def test_rename_through_the_api(users: Users, alices_vm: str) -> None:
     ({"iso": "missing.iso"}, 422, "ISO_NOT_FOUND"), ({"iso": "../../etc/passwd"}, 422, "ISO_NOT_FOUND"),
     ({"iso": "ÄÖ ü.iso"}, 422, "ISO_NOT_FOUND"),
 ])
-async def test_media_bad_input(users: Users, alices_vm: str, body: dict[str, Any], status: int, code: str) -> None:
-    assert_error(await users.as_("alice", "PUT", f"/api/vms/{alices_vm}/media", json=body), status, code)
+async def test_media_bad_input(
+    refusing_users: Users, refusing_vm: str, body: dict[str, Any], status: int, code: str
+) -> None:
+    assert_error(await refusing_users.as_("alice", "PUT", f"/api/vms/{refusing_vm}/media", json=body), status, code)
 
 
 @pytest.mark.parametrize(("target", "body", "status", "code"), [
@@ -145,10 +172,10 @@ async def test_media_bad_input(users: Users, alices_vm: str, body: dict[str, Any
     ("ωω", {"size_gib": 2}, 404, "DISK_NOT_FOUND"),
 ])
 async def test_resize_refusals(
-    users: Users, alices_vm: str, target: str, body: dict[str, Any], status: int, code: str
+    refusing_users: Users, refusing_vm: str, target: str, body: dict[str, Any], status: int, code: str
 ) -> None:
-    assert_error(await users.as_("alice", "POST", f"/api/vms/{alices_vm}/disks/{target}/resize", json=body),
-                 status, code)
+    path = f"/api/vms/{refusing_vm}/disks/{target}/resize"
+    assert_error(await refusing_users.as_("alice", "POST", path, json=body), status, code)
 
 
 async def test_finish_install_needs_a_disk(users: Users) -> None:

@@ -12,24 +12,23 @@ import pytest
 from fastapi import FastAPI
 
 from limen.api.app import create_app
+from limen.api.services import services_of
 from limen.errors import ErrorCode
 from limen.settings import Settings
-from limen.web.routes import REPO_NOVNC_DIR, install_web
+from limen.web.routes import REPO_NOVNC_DIR
 from tests.support.access import admin_token
 
 
 def web_app(settings: Settings) -> FastAPI:
-    app = create_app(settings)
-    if not getattr(app.state, "screenshots", None):  # until create_app installs the UI itself
-        install_web(app, settings)
-    return app
+    return create_app(settings)
 
 
 @asynccontextmanager
 async def client_for(settings_or_app: Settings | FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     app = settings_or_app if isinstance(settings_or_app, FastAPI) else web_app(settings_or_app)
     async with app.router.lifespan_context(app):
-        headers = {"Authorization": f"Bearer {await admin_token(app.state.access)}"}  # pages need none; the API does
+        # The pages need no credentials; the API does.
+        headers = {"Authorization": f"Bearer {await admin_token(services_of(app).access)}"}
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://limen.test", headers=headers) as client:
             yield client

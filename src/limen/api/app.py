@@ -29,10 +29,12 @@ from limen.api import (
 from limen.api.access import install_access
 from limen.api.authenticate_first import AuthenticateFirst
 from limen.api.body_limit import BodyLimit
-from limen.api.errors import install_error_handlers
+from limen.api.error_responses import install_error_handlers
 from limen.api.hosts import HostCheck
 from limen.api.isos import start_iso_library
 from limen.api.middleware import RequestContextMiddleware
+from limen.api.router_inclusion import include_routes
+from limen.api.services import Services
 from limen.auth.access import Access
 from limen.auth.revocation import CurrentRights
 from limen.console.endpoint import ConsoleRoute
@@ -45,7 +47,8 @@ from limen.quota import QuotaLedger
 from limen.recovery import Recovery
 from limen.settings import Settings
 from limen.stats_sampler import StatsSampler
-from limen.web import install_web
+from limen.web.routes import SCREENSHOT_TTL, install_web
+from limen.web.screenshots import ScreenshotCache
 
 
 def create_app(
@@ -93,19 +96,23 @@ def create_app(
         redoc_url=None,
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.hypervisor = hv
-    app.state.metrics = metrics
-    app.state.recovery = recovery
-    app.state.stats_sampler = sampler
-    app.state.quota = quota_ledger
     # Remembers revocations as long as a console ticket lives: a ticket asked for by a since-revoked
     # credential must not open a console.
     console_sessions = ConsoleSessions(CurrentRights(guard.users, hv.console_vm),
                                        remember=settings.console_ticket_ttl + 5)
     guard.revocations.subscribe(console_sessions.revoke)  # revocations, from here or another instance
-    app.state.console_sessions = console_sessions
-    app.state.iso_checksums = iso_checksums
+    app.state.services = Services(
+        settings=settings,
+        hypervisor=hv,
+        access=guard,
+        metrics=metrics,
+        recovery=recovery,
+        quota=quota_ledger,
+        stats_sampler=sampler,
+        console_sessions=console_sessions,
+        iso_checksums=iso_checksums,
+        screenshots=ScreenshotCache(hv.screenshot, ttl=SCREENSHOT_TTL),
+    )
     # Innermost first. A request meets: the console's shortcut, its request id, the Host check, the body
     # limit, then authentication of requests with a body (before anything reads it), then the routes.
     app.add_middleware(AuthenticateFirst)
@@ -114,19 +121,22 @@ def create_app(
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(ConsoleRoute)  # outermost of ours: the console's WebSocket skips the router
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(vms.router)
-    app.include_router(vm_media.router)
-    app.include_router(vm_disks.router)
-    app.include_router(vm_snapshots.router)
-    app.include_router(operations.router)
-    app.include_router(isos.router)
-    app.include_router(events.router)
-    app.include_router(stats.router)
-    app.include_router(quota.router)
-    app.include_router(registration.router)
-    app.include_router(console_router)
-    app.include_router(console_stages.router)
-    install_access(app, guard)
+    include_routes(
+        app,
+        health.router,
+        vms.router,
+        vm_media.router,
+        vm_disks.router,
+        vm_snapshots.router,
+        operations.router,
+        isos.router,
+        events.router,
+        stats.router,
+        quota.router,
+        registration.router,
+        console_router,
+        console_stages.router,
+    )
+    install_access(app)
     install_web(app, settings)  # last: it mounts /static
     return app

@@ -15,10 +15,10 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from limen.api.errors import error_response
+from limen.api.deps import AccessDep, CurrentUser
+from limen.api.error_responses import error_response
 from limen.api.schemas import ErrorBody
 from limen.auth.browser_sessions import COOKIE_NAME
-from limen.auth.deps import AccessDep, CurrentUser
 from limen.auth.names import name_key
 from limen.auth.principal import AuthMethod, require_admin, token_credential
 from limen.auth.ratelimit import TooManyAttempts

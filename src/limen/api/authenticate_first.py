@@ -4,7 +4,7 @@ FastAPI reads and parses a route's body before it resolves the route's dependenc
 ``CurrentUser`` dependency alone an anonymous client makes limen read and parse whatever it sends. This
 middleware stands between the route and the body: when the application first asks for the body of a
 request, the router has picked its route (``scope["route"]``); if that route depends on ``CurrentUser``
-(:func:`limen.auth.deps.needs_user`) and nobody has authenticated the request yet, it is authenticated
+(:func:`limen.api.deps.needs_user`) and nobody has authenticated the request yet, it is authenticated
 from its headers there and then (credential, then CSRF for cookie requests). A refusal is the usual
 JSON error with ``Connection: close``; the application is told the client has gone (``http.disconnect``)
 and what it still sends is dropped, so not a byte of the body is read. An accepted principal is left
@@ -22,8 +22,9 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from limen.api.body_limit import CLOSE_CONNECTION, declared_length, has_unsized_body
-from limen.api.errors import error_response
-from limen.auth.deps import PRINCIPAL_SCOPE_KEY, access_of, authenticate_request, needs_user
+from limen.api.deps import PRINCIPAL_SCOPE_KEY, access_of, needs_user
+from limen.api.error_responses import error_response
+from limen.auth.credentials import authenticate_request
 from limen.errors import LimenError
 
 

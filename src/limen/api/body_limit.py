@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from limen.api.errors import error_response
+from limen.api.error_responses import error_response
 from limen.errors import ErrorCode, LimenError
 
 # (method, path) whose bodies this middleware leaves alone. POST /api/isos streams an ISO to disk and

@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from limen.api.services import services_of
 from limen.console.stage_table import CONSOLE_KINDS
 from limen.settings import Settings
 
@@ -22,5 +23,5 @@ router = APIRouter()
 @router.get("/api/console-stages", tags=["console"])
 async def console_stages(request: Request) -> dict[str, Any]:
     """Every console kind's stages: name, label, status text, deadline seconds and setting, timeout codes."""
-    settings: Settings = request.app.state.settings
+    settings: Settings = services_of(request).settings
     return {kind: stages.describe(settings) for kind, stages in CONSOLE_KINDS.items()}

@@ -27,11 +27,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from limen.api.deps import HypervisorDep, SettingsDep
+from limen.api.deps import AccessDep, CurrentUser, HypervisorDep, SettingsDep
 from limen.api.schemas import ErrorBody
 from limen.auth.access import Access
 from limen.auth.browser_sessions import COOKIE_NAME
-from limen.auth.deps import AccessDep, CurrentUser, authenticate
+from limen.auth.credentials import authenticate
 from limen.auth.principal import Principal
 from limen.errors import LimenError
 from limen.hypervisor.vm_feed import SubscriptionEnded, VmEvent, VmFeed

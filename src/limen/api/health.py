@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from limen.api.deps import HypervisorDep, SettingsDep
 from limen.api.schemas import Health
+from limen.api.services import services_of
 from limen.errors import ErrorCode, LimenError
 from limen.metrics import Metrics
 
@@ -31,7 +32,7 @@ async def readyz(request: Request, hypervisor: HypervisorDep, settings: Settings
         checks["libvirt"] = "ok"
     except LimenError as exc:
         checks["libvirt"] = f"{exc.code.name}: {exc.details}"
-    access = request.app.state.access
+    access = services_of(request).access
     try:
         await access.db.ping(settings.libvirt_timeout)
         checks["database"] = "ok"
@@ -65,5 +66,5 @@ async def metrics(request: Request, settings: SettingsDep) -> Response:
         raise LimenError(
             ErrorCode.FORBIDDEN, "/metrics answers loopback clients only unless LIMEN_METRICS_TOKEN is set"
         )
-    registry: Metrics = request.app.state.metrics
+    registry: Metrics = services_of(request).metrics
     return Response(registry.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from limen.api.errors import error_response
+from limen.api.error_responses import error_response
 from limen.auth.site import Site
 from limen.errors import LimenError
 

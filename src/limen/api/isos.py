@@ -17,10 +17,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.types import Message
 
-from limen.api.deps import HypervisorDep, SettingsDep
-from limen.api.errors import error_response
+from limen.api.deps import AdminUser, CurrentUser, HypervisorDep, SettingsDep
+from limen.api.error_responses import error_response
 from limen.api.schemas import ErrorBody, IsoDeleted, IsoOut
-from limen.auth.deps import AdminUser, CurrentUser
+from limen.api.services import services_of
 from limen.errors import ErrorCode, LimenError
 from limen.isos import (
     IsoUpload,
@@ -49,7 +49,7 @@ _FORM_TYPES = ("multipart/", "application/x-www-form-urlencoded")
 
 
 def _checksums(request: Request) -> BackgroundChecksums:
-    checksums: BackgroundChecksums = request.app.state.iso_checksums
+    checksums: BackgroundChecksums = services_of(request).iso_checksums
     return checksums
 
 

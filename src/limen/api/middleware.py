@@ -8,20 +8,15 @@ from __future__ import annotations
 
 import re
 import uuid
-from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from limen.http_protocol import DROPPED_STATUS_SCOPE_KEY
+from limen.logs import request_id_var
 from limen.metrics import Metrics
 
 REQUEST_ID_HEADER = b"x-request-id"
 _SANE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
-request_id_var: ContextVar[str | None] = ContextVar("limen_request_id", default=None)
-
-
-def current_request_id() -> str | None:
-    return request_id_var.get()
 
 
 class RequestContextMiddleware:

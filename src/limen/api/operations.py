@@ -13,9 +13,8 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from limen.api.deps import HypervisorDep
+from limen.api.deps import CurrentUser, HypervisorDep
 from limen.api.schemas import ErrorBody
-from limen.auth.deps import CurrentUser
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.operations import Operation
 

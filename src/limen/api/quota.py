@@ -18,9 +18,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from limen.api.deps import HypervisorDep
+from limen.api.deps import AccessDep, AdminUser, CurrentUser, HypervisorDep
 from limen.api.schemas import ErrorBody
-from limen.auth.deps import AccessDep, AdminUser, CurrentUser
+from limen.api.services import services_of
 from limen.auth.principal import Principal
 from limen.auth.users import lookup_user
 from limen.errors import ErrorCode, LimenError
@@ -37,7 +37,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for sta
 
 
 def _ledger(request: Request) -> QuotaLedger:
-    ledger: QuotaLedger = request.app.state.quota
+    ledger: QuotaLedger = services_of(request).quota
     return ledger
 
 

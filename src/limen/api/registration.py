@@ -17,9 +17,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from limen.api.errors import error_response
+from limen.api.deps import AccessDep
+from limen.api.error_responses import error_response
 from limen.api.schemas import ErrorBody
-from limen.auth.deps import AccessDep
 from limen.auth.ratelimit import TooManyAttempts
 from limen.errors import ErrorCode, LimenError
 

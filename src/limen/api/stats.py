@@ -10,9 +10,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from limen.api.deps import HypervisorDep, SettingsDep
+from limen.api.deps import AccessibleVm, CurrentUser, HypervisorDep, SettingsDep
 from limen.api.schemas import ErrorBody
-from limen.auth.deps import AccessibleVm, CurrentUser
+from limen.api.services import services_of
 from limen.hypervisor.stats import read_host
 from limen.stats_history import FIELDS, VmHistory
 from limen.stats_sampler import StatsSampler
@@ -24,7 +24,7 @@ Resolution = Literal["auto", "fine", "coarse"]
 
 
 def _sampler(request: Request) -> StatsSampler:
-    sampler: StatsSampler = request.app.state.stats_sampler
+    sampler: StatsSampler = services_of(request).stats_sampler
     return sampler
 
 

@@ -13,8 +13,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from limen.api.deps import AccessDep, AccessibleVm, CurrentUser
 from limen.api.schemas import ErrorBody
-from limen.auth.deps import AccessDep, AccessibleVm, CurrentUser
 
 log = logging.getLogger("limen.auth")
 

@@ -14,9 +14,8 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from limen.api.deps import HypervisorDep
+from limen.api.deps import AccessDep, AdminUser, HypervisorDep
 from limen.api.schemas import ErrorBody, VmOut
-from limen.auth.deps import AccessDep, AdminUser
 from limen.auth.revocation import Revocation
 from limen.auth.users import UserInfo, find_user_by_key
 from limen.db.models import Role

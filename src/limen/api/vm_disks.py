@@ -10,10 +10,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from limen.api.deps import HypervisorDep
+from limen.api.deps import AccessDep, AccessibleVm, CurrentUser, HypervisorDep
 from limen.api.quota import QuotaDep, quota_for_disk_growth
 from limen.api.schemas import DiskResize, ErrorBody, VmOut
-from limen.auth.deps import AccessDep, AccessibleVm, CurrentUser
 from limen.hypervisor.editing import check_disk_size, resize_disk
 from limen.hypervisor.vm_feed import VmEventType
 

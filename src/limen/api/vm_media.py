@@ -10,9 +10,8 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
-from limen.api.deps import HypervisorDep
+from limen.api.deps import AccessDep, AccessibleVm, CurrentUser, HypervisorDep
 from limen.api.schemas import ErrorBody, MediaIn, MediaOut, VmOut
-from limen.auth.deps import AccessDep, AccessibleVm, CurrentUser
 from limen.hypervisor.editing import change_media, finish_install
 from limen.hypervisor.vm_feed import VmEventType
 

@@ -18,10 +18,9 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from limen.api.deps import HypervisorDep
+from limen.api.deps import AccessDep, AccessibleVm, CurrentUser, HypervisorDep
 from limen.api.operations import OperationOut, RefuseBusyVm
 from limen.api.schemas import ErrorBody
-from limen.auth.deps import AccessDep, AccessibleVm, CurrentUser
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.operations import Operation

@@ -11,13 +11,12 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
-from limen.api.deps import HypervisorDep, RecoveryDep
+from limen.api.deps import AccessDep, AccessibleVm, CurrentUser, HypervisorDep, RecoveryDep
 from limen.api.operations import RefuseBusyVm
 from limen.api.quota import QuotaDep, new_vm_footprint, quota_for_edit, quota_for_start
 from limen.api.schemas import ErrorBody, VmCreate, VmDeleted, VmOut, VmPatch
-from limen.auth.deps import AccessDep, AccessibleVm, CurrentUser
+from limen.api.services import services_of
 from limen.auth.revocation import Revocation
-from limen.console.endpoint import sessions_of
 from limen.errors import ErrorCode
 from limen.hypervisor import VmSpec
 from limen.hypervisor.editing import VmEdit, edit_vm
@@ -121,7 +120,7 @@ async def delete_vm(
         # Its consoles end with ACCESS_REVOKED, saying why, before the VM goes (not VM_STOPPED after).
         await access.revocations.publish(
             Revocation.vm_deleted(vm.uuid, f"VM {vm.name!r} deleted by {principal.name!r}"))
-        await sessions_of(request.app.state).wait_ended(vm.uuid, CONSOLES_END_WAIT)
+        await services_of(request).console_sessions.wait_ended(vm.uuid, CONSOLES_END_WAIT)
         volumes = await hypervisor.delete_vm(vm.uuid, delete_disks=delete_disks)
     log.info("VM deleted", extra={"event": "vm_delete", "vm_uuid": vm.uuid, "vm_name": vm.name,
                                   "volumes": volumes, "user": principal.name})

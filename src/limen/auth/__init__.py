@@ -12,7 +12,7 @@
     tickets.py           one-time console tickets: TicketStore, in memory or in Redis
     http.py              Origin checks, the client's address behind trusted proxies, HTTPS detection
     site.py              where limen is reached: its own origins and the Host names it answers to
-    access.py            Access: all of the above, built once from the settings (app.state.access)
+    access.py            Access: all of the above, built once from the settings (an app's services hold it)
     deps.py              FastAPI dependencies: CurrentUser, AdminUser, AccessibleVm
     console_gate.py      what the console WebSocket calls before it proxies anything
 

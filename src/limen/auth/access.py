@@ -1,4 +1,4 @@
-"""Everything access control needs, built once from the settings and kept at ``app.state.access``.
+"""Everything access control needs, built once from the settings (an app keeps it in its services).
 
 Call :meth:`Access.start` before serving (it migrates the database, checks the ticket store and starts
 the revocation bus) and :meth:`Access.close` after.
@@ -14,7 +14,6 @@ from starlette.requests import HTTPConnection
 from limen.audit import AuditLog
 from limen.auth import http
 from limen.auth.browser_sessions import BrowserSessions
-from limen.auth.clock import Clock, system_clock
 from limen.auth.passwords import Passwords
 from limen.auth.ratelimit import LoginRateLimiter
 from limen.auth.revocation_bus import RevocationBus, make_revocation_bus
@@ -24,6 +23,7 @@ from limen.auth.throttle_store import make_throttle_store
 from limen.auth.tickets import TicketStore, make_ticket_store
 from limen.auth.tokens import Tokens
 from limen.auth.users import Users
+from limen.clock import Clock, system_clock
 from limen.db import Database
 from limen.instances import InstanceRegistry
 from limen.settings import Settings

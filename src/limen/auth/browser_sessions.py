@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from limen.auth.clock import Clock, utc_now
 from limen.auth.principal import AuthMethod, Principal, browser_credential
 from limen.auth.users import find_user
+from limen.clock import Clock, utc_now
 from limen.db import Database
 from limen.db.models import BrowserSession, Role, User
 

@@ -35,7 +35,7 @@ from starlette.requests import HTTPConnection
 
 from limen.auth.access import Access
 from limen.auth.browser_sessions import COOKIE_NAME
-from limen.auth.deps import authenticate
+from limen.auth.credentials import authenticate
 from limen.auth.principal import AuthMethod, Principal, require_vm_access
 from limen.auth.tickets import TicketForAnotherVm
 from limen.errors import ErrorCode, LimenError

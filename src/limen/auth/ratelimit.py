@@ -22,9 +22,9 @@ from typing import Any
 
 import anyio
 
-from limen.auth.clock import Clock
 from limen.auth.throttle import whole_seconds
 from limen.auth.throttle_store import ThrottleKey, ThrottleStore, throttle_address, user_hash
+from limen.clock import Clock
 from limen.errors import ErrorCode, LimenError
 
 

@@ -29,7 +29,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from limen.auth.clock import Clock
+from limen.clock import Clock
 from limen.errors import ErrorCode, LimenError
 
 RETAIN_SECONDS = 600.0

@@ -16,10 +16,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from limen.auth.clock import Clock, utc_now
 from limen.auth.names import clean_name
 from limen.auth.principal import AuthMethod, Principal, token_credential
 from limen.auth.users import lookup_user
+from limen.clock import Clock, utc_now
 from limen.db import Database
 from limen.db.models import TOKEN_NAME_MAX, ApiToken, Role, User
 from limen.errors import ErrorCode, LimenError

@@ -16,10 +16,10 @@ from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from limen.auth.clock import Clock, utc_now
 from limen.auth.names import clean_name, name_key
 from limen.auth.passwords import Passwords, validate_password
 from limen.auth.principal import AuthMethod, Principal
+from limen.clock import Clock, utc_now
 from limen.db import Database
 from limen.db.models import NAME_MAX, ApiToken, BrowserSession, Role, User
 from limen.errors import ErrorCode, LimenError

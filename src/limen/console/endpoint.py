@@ -13,8 +13,8 @@ straight to :func:`console`, past the router and the exception/exit-stack layers
 a sixth of the set-up's samples); anything else, and every HTTP request, goes down the stack as before.
 The router keeps the same routes, so an app without the middleware behaves the same, only slower.
 
-The app provides ``app.state.settings``, ``app.state.hypervisor``, ``app.state.access`` and
-``app.state.console_sessions``.
+The app provides what :class:`ConsoleServices` names at ``app.state.services`` (``create_app``'s
+:class:`limen.api.services.Services` has it all).
 """
 
 from __future__ import annotations
@@ -22,20 +22,21 @@ from __future__ import annotations
 import re
 import uuid
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import APIRouter, WebSocket
+from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from limen.auth.access import Access
 from limen.console.admission import ConsoleAdmission
-from limen.console.driver import HypervisorLike
 from limen.console.registry import ConsoleSessions
 from limen.console.splice import SPLICE_EXTENSION, SpliceFn
 from limen.console.vnc_session import ConsoleSession
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.models import Vm
+from limen.metrics import Metrics
 from limen.quota import Footprint, QuotaLedger
 from limen.quota.ledger import owner_limited
 from limen.settings import Settings
@@ -106,11 +107,26 @@ class QuotaCheckedStarts:
             return await self._hv.start_vm(ident)
 
 
-def sessions_of(state: Any) -> ConsoleSessions:
-    """The app's session registry (``create_app`` makes it)."""
-    sessions = state.console_sessions
-    assert isinstance(sessions, ConsoleSessions)
-    return sessions
+class ConsoleServices(Protocol):
+    """What the console endpoint uses of the services its app was built with."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def hypervisor(self) -> Hypervisor: ...
+    @property
+    def access(self) -> Access: ...
+    @property
+    def quota(self) -> QuotaLedger: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def console_sessions(self) -> ConsoleSessions: ...
+
+
+def console_services(app: Starlette) -> ConsoleServices:
+    services: ConsoleServices = app.state.services
+    return services
 
 
 @router.websocket("/api/vms/{vm_id}/console")
@@ -118,22 +134,18 @@ def sessions_of(state: Any) -> ConsoleSessions:
 async def console(websocket: WebSocket, vm_id: str) -> None:
     offered = websocket.scope.get("subprotocols") or []
     await websocket.accept(subprotocol=BINARY_SUBPROTOCOL if BINARY_SUBPROTOCOL in offered else None)
-    state = websocket.app.state
-    settings: Settings = state.settings
-    hypervisor: HypervisorLike = state.hypervisor
-    access: Access = state.access
+    services = console_services(websocket.app)
     session_id = uuid.uuid4().hex
-    registry = sessions_of(state)
-    admission = ConsoleAdmission(access, websocket, session_id, on_admitted=registry.admitted)
-    quota: QuotaLedger | None = getattr(state, "quota", None)  # create_app makes one
+    registry = services.console_sessions
+    admission = ConsoleAdmission(services.access, websocket, session_id, on_admitted=registry.admitted)
     session = ConsoleSession(
         ident=vm_id,
         client=StarletteChannel(websocket),
-        hypervisor=QuotaCheckedStarts(state.hypervisor, quota, admission) if quota is not None else hypervisor,
-        settings=settings,
+        hypervisor=QuotaCheckedStarts(services.hypervisor, services.quota, admission),
+        settings=services.settings,
         notices=websocket.query_params.get("notices") == "1",
         session_id=session_id,
-        observers=[state.metrics.console_observer(), admission],
+        observers=[services.metrics.console_observer(), admission],
         admission=admission,
     )
     admission.session = session

@@ -1,4 +1,4 @@
-"""The registry of live console sessions, kept at ``app.state.console_sessions``.
+"""The registry of live console sessions, one per app, in its services (:mod:`limen.api.services`).
 
 It exists so that something outside a session can end it: server shutdown (:meth:`close_all`, called
 before uvicorn closes its sockets, so every client gets SERVER_SHUTDOWN in its close frame), and

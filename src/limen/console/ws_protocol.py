@@ -17,12 +17,21 @@ to be UTF-8: one that is not closes the connection with 1007, as uvicorn does be
 ASGI servers without the extension get the task-based pump (``pump.py``); they hand text over decoded,
 having checked it themselves.
 
+The splice reaches into uvicorn's protocol (its ASGI queue, its frame buffer, its flow-control flags), which
+uvicorn does not promise to keep: pyproject pins the uvicorn versions it was written for, and
+:func:`uvicorn_ws_options` checks at start that every attribute it uses is there. If one is missing, limen
+logs which, and serves with :class:`NoSpliceWebSocketProtocol`: the console then moves bytes with the task
+pump, slower but relying on nothing private.
+
 Use with ``uvicorn.Config(..., **uvicorn_ws_options(settings))``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -34,6 +43,8 @@ from limen.console.pump import Traffic
 from limen.console.splice import SPLICE_EXTENSION, Splice
 from limen.settings import Settings
 
+log = logging.getLogger("limen.console")
+
 # Time a client gets, once the app is done with its connection, to read what is left and the close.
 CLOSE_GRACE = 2.0
 # RFC 6455 7.4.1: a text message that is not UTF-8.
@@ -43,6 +54,8 @@ INVALID_FRAME_PAYLOAD_DATA = 1007
 class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's ``websockets-sansio`` protocol whose connections end within CLOSE_GRACE of the app."""
 
+    # Whether handle_connect offers the limen.splice extension (see NoSpliceWebSocketProtocol).
+    offers_splice = True
     _splice: Splice | None = None
     _splice_read_paused = False
 
@@ -75,7 +88,7 @@ class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         # The app's task was created but has not run yet: the scope can still be completed.
-        if self.response.status_code == 101:
+        if self.offers_splice and self.response.status_code == 101:
             self.scope["extensions"][SPLICE_EXTENSION] = {"splice": self.splice}
 
     def splice(
@@ -174,11 +187,66 @@ class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
         super().connection_lost(exc)
 
 
+class NoSpliceWebSocketProtocol(BoundedCloseWebSocketProtocol):
+    """The bounded close without the splice, for a uvicorn that lacks what the splice relies on: the
+    console's proxy stage runs as the task pump. Every splice override passes through to uvicorn while no
+    splice is made."""
+
+    offers_splice = False
+
+
+# What the splice and the bounded close use of uvicorn's WebSocketsSansIOProtocol, beyond the asyncio
+# Protocol interface: the methods they override or call, and the attributes uvicorn sets on its instances.
+UVICORN_METHODS = (
+    "run_asgi", "send_500_response", "keepalive_timeout", "handle_connect", "send_receive_event_to_app",
+    "pause_writing", "resume_writing", "handle_close", "connection_lost", "handle_parser_exception",
+)
+UVICORN_ATTRIBUTES = (
+    "loop", "transport", "disconnected", "close_sent", "queue", "read_paused", "writable", "frames",
+    "curr_msg_data_type", "conn", "response", "scope",
+)
+
+
+def missing_uvicorn_parts(protocol: type | None = None) -> list[str]:
+    """The methods and instance attributes of UVICORN_METHODS/UVICORN_ATTRIBUTES that ``protocol`` (by
+    default uvicorn's WebSocketsSansIOProtocol) lacks.
+
+    Instance attributes exist only once a connection is made, so they are looked up in the source of the
+    class and its bases other than asyncio's (``self.name =`` or ``self.name: T =``); a class whose source
+    cannot be read lacks them all."""
+    protocol = protocol or WebSocketsSansIOProtocol
+    missing = [name for name in UVICORN_METHODS if not callable(getattr(protocol, name, None))]
+    assigned: set[str] = set()
+    for cls in protocol.__mro__:
+        if cls.__module__ == "builtins" or cls.__module__.startswith("asyncio"):
+            continue
+        try:
+            source = inspect.getsource(cls)
+        except (OSError, TypeError):
+            continue
+        assigned.update(re.findall(r"\bself\.(\w+)\s*(?::[^=\n]*)?=(?!=)", source))
+    missing += [name for name in UVICORN_ATTRIBUTES if name not in assigned]
+    return missing
+
+
+def websocket_protocol() -> type[BoundedCloseWebSocketProtocol]:
+    """The protocol class limen serves WebSockets with: the splicing one if this uvicorn has all it uses."""
+    missing = missing_uvicorn_parts()
+    if not missing:
+        return BoundedCloseWebSocketProtocol
+    log.warning(
+        "uvicorn's websockets-sansio protocol lacks what the console's splice uses (%s); consoles use the "
+        "slower task pump. Install the uvicorn version pinned in requirements.lock.", ", ".join(missing),
+        extra={"event": "console_splice_unavailable", "missing": missing},
+    )
+    return NoSpliceWebSocketProtocol
+
+
 def uvicorn_ws_options(settings: Settings) -> dict[str, Any]:
     """The uvicorn.Config options the console depends on."""
     ping = settings.console_ping_interval or None
     return {
-        "ws": BoundedCloseWebSocketProtocol,
+        "ws": websocket_protocol(),
         # Protocol-level pings keep idle sessions alive through proxies; an unanswered one drops the peer.
         "ws_ping_interval": ping,
         "ws_ping_timeout": ping,

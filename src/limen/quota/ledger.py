@@ -31,9 +31,9 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from limen.auth.clock import Clock, utc_now
 from limen.auth.principal import Principal
 from limen.auth.users import lookup_user
+from limen.clock import Clock, utc_now
 from limen.db import Database
 from limen.db.models import QuotaLock, QuotaReservation, Role, UserQuota
 from limen.errors import ErrorCode, LimenError

@@ -1,8 +1,6 @@
 """The browser UI: pages, scripts and styles served by limen itself (no CDN, no bundler).
 
-``install_web(app, settings)`` adds the pages, the screenshot endpoint and the static files to an app.
+``limen.web.routes.install_web(app, settings)`` adds the pages, the screenshot endpoint and the static files
+to an app. This package file imports nothing, so that :mod:`limen.api.services` can name the screenshot
+cache without loading the pages' routes (which use :mod:`limen.api.deps`).
 """
-
-from limen.web.routes import install_web, router
-
-__all__ = ["install_web", "router"]

@@ -20,11 +20,12 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from limen.auth.deps import AccessibleVm
+from limen.api.deps import AccessibleVm
+from limen.api.router_inclusion import include_routes
+from limen.api.services import services_of
 from limen.errors import ErrorCode, LimenError
 from limen.settings import Settings
 from limen.web.api_docs import install_api_docs
-from limen.web.screenshots import ScreenshotCache
 
 log = logging.getLogger("limen.web")
 
@@ -112,8 +113,7 @@ async def vm_screenshot(
     max_width: int | None = Query(None, ge=16, le=8192, description="Shrink wider screens to at most this"),
 ) -> Response:
     """The VM's screen as PNG, at most a few seconds old. 409 VM_NOT_RUNNING when the VM is not running."""
-    cache: ScreenshotCache = request.app.state.screenshots
-    png = await cache.get(vm.uuid, max_width)
+    png = await services_of(request).screenshots.get(vm.uuid, max_width)
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
@@ -144,9 +144,7 @@ def uplot_dir(settings: Settings) -> Path:
 def install_web(app: FastAPI, settings: Settings) -> None:
     """Adds the UI to ``app``: pages, screenshots, error codes, noVNC, the API docs and the UI's own
     static files."""
-    hypervisor = app.state.hypervisor
-    app.state.screenshots = ScreenshotCache(hypervisor.screenshot, ttl=SCREENSHOT_TTL)
-    app.include_router(router)
+    include_routes(app, router)
     novnc = novnc_dir(settings)
     if (novnc / "core" / "rfb.js").is_file():
         app.mount(NOVNC_URL, StaticFiles(directory=novnc), name="novnc")

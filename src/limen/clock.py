@@ -1,4 +1,4 @@
-"""Time as the access code sees it: injectable, so expiry is tested without sleeping."""
+"""Time as limen's access code and audit trail see it: injectable, so expiry is tested without sleeping."""
 
 from __future__ import annotations
 

@@ -17,13 +17,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from limen.api.deps import AccessDep, AdminUser, CurrentUser
 from limen.api.schemas import ErrorBody
+from limen.api.services import services_of
 from limen.audit import DEFAULT_LIMIT, MAX_LIMIT
-from limen.auth.deps import AccessDep, AdminUser, CurrentUser
 from limen.auth.revocation import Revocation
-from limen.console.registry import ConsoleSessions
 from limen.errors import ErrorCode, LimenError
-from limen.recovery import Recovery
 
 log = logging.getLogger("limen.audit")
 
@@ -89,11 +88,11 @@ async def list_console_sessions(
     sessions = await access.audit.console_sessions(
         user=None if principal.is_admin else principal.name, live_only=live, limit=limit
     )
-    registry: ConsoleSessions | None = getattr(request.app.state, "console_sessions", None)
+    registry = services_of(request).console_sessions
     answer = []
     for info in sessions:
         out = ConsoleSessionOut.model_validate(info)
-        so_far = registry.bytes_so_far(info.id) if registry is not None and info.live else None
+        so_far = registry.bytes_so_far(info.id) if info.live else None
         if so_far is not None:
             out.bytes_to_client, out.bytes_from_client = so_far
         answer.append(out)
@@ -109,11 +108,10 @@ async def terminate_console_session(
     info = await access.audit.termination_requested(session_id, admin.name)
     if info is None:
         raise LimenError(ErrorCode.CONSOLE_SESSION_NOT_FOUND, f"no live console session {session_id[:40]!r}")
-    registry: ConsoleSessions | None = getattr(request.app.state, "console_sessions", None)
-    ending = registry is not None and registry.get(session_id) is not None
+    services = services_of(request)
+    ending = services.console_sessions.get(session_id) is not None
     closed = False
-    recovery: Recovery | None = getattr(request.app.state, "recovery", None)
-    if not ending and recovery is not None and await recovery.close_if_lost(session_id):
+    if not ending and await services.recovery.close_if_lost(session_id):
         closed = True
         info = await access.audit.console_session(session_id) or info
     else:  # held here or by another live instance: whichever holds it ends it

@@ -11,8 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from limen.api.middleware import current_request_id
 from limen.errors import ErrorCode, LimenError
+from limen.logs import current_request_id
 
 log = logging.getLogger("limen.api")
 
