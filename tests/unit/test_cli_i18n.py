@@ -51,14 +51,14 @@ def test_vm_list_and_show_in_korean(tmp_path: Path) -> None:
 
 
 def test_errors_in_korean_keep_the_code_and_details(tmp_path: Path) -> None:
-    code, out, err = run(tmp_path, KOREAN, "vm", "show", "no-such-vm")
+    code, _out, err = run(tmp_path, KOREAN, "vm", "show", "no-such-vm")
     assert code == 1
     assert err.startswith("limen: 가상 머신을 찾을 수 없음: ")
     assert "no-such-vm" in err and "[VM_NOT_FOUND]" in err and "가상 머신 목록을 새로 고치세요" in err
-    code, out, err = run(tmp_path, KOREAN, "vm", "show", "이름-한글")
+    code, _out, err = run(tmp_path, KOREAN, "vm", "show", "이름-한글")
     assert err.startswith("limen: 잘못된 가상 머신 ID: '이름-한글' is neither")  # details stay as they came
     assert "[INVALID_VM_ID]" in err
-    code, out, err = run(tmp_path, ENGLISH, "vm", "show", "no-such-vm")
+    code, _out, err = run(tmp_path, ENGLISH, "vm", "show", "no-such-vm")
     assert err.startswith("limen: VM not found: ") and "Reload the VM list. [VM_NOT_FOUND]" in err
 
 
