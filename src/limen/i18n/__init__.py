@@ -72,8 +72,10 @@ def catalogue(lang: str) -> Mapping[str, str]:
 
 @cache
 def catalogue_json(lang: str) -> str:
-    """The catalogue as JSON safe inside a ``<script type="application/json">`` element."""
-    text = json.dumps(dict(catalogue(lang)), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    """The catalogue the browser needs (not the command line's ``cli.*``) as JSON safe inside a
+    ``<script type="application/json">`` element."""
+    texts = {key: text for key, text in catalogue(lang).items() if not key.startswith("cli.")}
+    text = json.dumps(texts, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 

@@ -72,10 +72,12 @@ export function formatMs(ms) {
 
 /**
  * A box showing an error the way every page does: title, what to do, the code, details collapsed.
- * err: {error, message, code, details}. actions: buttons (nodes) to put under it.
+ * err: {error, message, code, details}, its title and message shown in the page's language (by code).
+ * actions: buttons (nodes) to put under it.
  */
-export function errorBox(shown, { actions = [], extraClass = "" } = {}) {
-  const err = localizedError(shown); // by its code: the server's texts are English
+export function errorBox(shown, { actions = [], extraClass = "", localize = true } = {}) {
+  // By its code: the server's texts are English. localize: false for texts the caller translated itself.
+  const err = localize ? localizedError(shown) : shown;
   const details = err.details ? String(err.details) : "";
   return h(
     "div",
