@@ -98,7 +98,7 @@ async function refresh() {
   ui.rows.replaceChildren(...isos.map(isoRow));
   ui.empty.hidden = isos.length > 0;
   const total = isos.reduce((sum, iso) => sum + iso.size_bytes, 0);
-  ui.note.textContent = `${isos.length} ${isos.length === 1 ? "image" : "images"}, ${formatBytes(total)}`;
+  ui.note.textContent = t(isos.length === 1 ? "isos.note_one" : "isos.note", { count: isos.length, size: formatBytes(total) });
   if (maxBytes !== null) ui.limit.textContent = t("isos.at_most", { size: formatBytes(maxBytes) });
   if (isos.some((iso) => !iso.sha256)) refreshTimer = setTimeout(refresh, PENDING_CHECKSUM_REFRESH_MS);
 }
