@@ -88,6 +88,13 @@ export function formatTime(value) {
   return Number.isNaN(date.getTime()) ? String(value) : timeFormat.format(date);
 }
 
+const clockFormat = new Intl.DateTimeFormat(lang, { hour: "numeric", minute: "2-digit" });
+
+/** Hours and minutes only (graph axes): "1:05 PM", "오후 1:05". */
+export function formatClock(value) {
+  return clockFormat.format(value instanceof Date ? value : new Date(value));
+}
+
 /** A number with the page's language's digit grouping. */
 export function formatNumber(value, options = undefined) {
   return options ? new Intl.NumberFormat(lang, options).format(value) : numberFormat.format(value);

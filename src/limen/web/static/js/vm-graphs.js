@@ -4,7 +4,7 @@
 
 import { api, ApiError } from "./api.js";
 import { formatPercent, formatRate, formatSize, SeriesWindow } from "./stats-series.js";
-import { t } from "./i18n.js";
+import { formatClock, t } from "./i18n.js";
 
 const WINDOW_SECONDS = 3600;
 const MIN_POLL_MS = 1000;
@@ -82,7 +82,9 @@ function buildGraph(graph) {
       y: { range: graph.range ?? ((_u, _min, max) => [0, Math.max(max || 0, graph.minTop || 1) * 1.1]) },
     },
     axes: [
-      { stroke: "#5b6470", grid: { stroke: "#eceff2" }, ticks: { stroke: "#d8dde3" }, incrs: TIME_INCRS },
+      // Times as the page's language writes them (uPlot's own labels are English: "1:05pm").
+      { stroke: "#5b6470", grid: { stroke: "#eceff2" }, ticks: { stroke: "#d8dde3" }, incrs: TIME_INCRS, space: 64,
+        values: (_u, ticks) => ticks.map((seconds) => formatClock(seconds * 1000)) },
       { stroke: "#5b6470", grid: { stroke: "#eceff2" }, ticks: { stroke: "#d8dde3" }, size: 76,
         incrs: graph.bytes ? BYTE_INCRS : undefined, values: (_u, ticks) => ticks.map((v) => graph.unit(v)) },
     ],
