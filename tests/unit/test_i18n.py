@@ -232,3 +232,15 @@ async def test_changing_the_language_needs_the_csrf_token_and_a_user(world: Worl
                                  base_url=str(world.client.base_url)) as script:
         answer = await script.patch("/api/me", json={"language": "en"}, headers=headers)
     assert answer.status_code == 200 and answer.json()["language"] == "en"
+
+
+def test_stage_texts_match_the_console_table() -> None:
+    """The English status texts the page falls back on are the frames' own (the seed's, byte for byte);
+    every stage has a name and every status a Korean text."""
+    from limen.console.stages import STATUS_TEXTS, Stage
+
+    for stage in Stage:
+        assert f"stage.{stage.value}" in catalogue("ko"), stage
+    for stage, text in STATUS_TEXTS.items():
+        assert catalogue("en")[f"stage_status.{stage.value}"] == text
+        assert HANGUL.search(catalogue("ko")[f"stage_status.{stage.value}"])
