@@ -9,6 +9,7 @@ APT_PACKAGES=(
   libvirt-dev pkg-config
   grub-pc-bin grub-common xorriso mtools grub-rescue-pc memtest86+
   chromium
+  fonts-noto-cjk  # Korean in the UI: screenshots and headless Chromium need a CJK font
   redis-server
   postgresql
 )

@@ -21,10 +21,12 @@ from limen.api.schemas import MediaOut, VmOut
 from limen.auth.revocation import Revocation
 from limen.auth.revocation_bus import publish_from_command_line
 from limen.cli_isos import iso_app
+from limen.cli_output import error_text, say, table
 from limen.cli_snapshots import snapshot_app
 from limen.cli_users import run_directory, token_app, user_app
 from limen.errors import LimenError
 from limen.hypervisor import Hypervisor, VmSpec, editing
+from limen.i18n import display_width, pad
 from limen.private_files import private_dir
 from limen.settings import Settings, SettingsError, load_settings
 
@@ -91,15 +93,9 @@ def _run(settings: Settings, operation: Callable[[Hypervisor], Awaitable[T]]) ->
     try:
         return asyncio.run(run())
     except LimenError as exc:
-        typer.echo(f"limen: {exc.title}: {exc.details}\n  {exc.code.user_message} [{exc.code.name}]", err=True)
+        typer.echo(error_text(exc), err=True)
         raise typer.Exit(1) from None
 
-
-def _table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-             for row in [headers, *rows]]
-    return "\n".join(lines)
 
 
 def _print_vms(state: CliState, vms: list[VmOut]) -> None:
@@ -107,27 +103,31 @@ def _print_vms(state: CliState, vms: list[VmOut]) -> None:
         typer.echo(json.dumps([vm.model_dump(mode="json") for vm in vms], indent=2))
         return
     rows = [
-        [vm.name, vm.state.value, str(vm.vcpus), f"{vm.memory_mib} MiB",
+        [vm.name, say(f"cli.state.{vm.state.value}"), str(vm.vcpus), f"{vm.memory_mib} MiB",
          str(vm.vnc.port) if vm.vnc and vm.vnc.port else "-", vm.uuid]
         for vm in vms
     ]
-    typer.echo(_table(rows, ["NAME", "STATE", "VCPUS", "MEMORY", "VNC", "UUID"]))
+    typer.echo(table(rows, ["cli.col.name", "cli.col.state", "cli.col.vcpus", "cli.col.memory", "cli.col.vnc",
+                            "cli.col.uuid"]))
 
 
 def _print_vm(state: CliState, vm: VmOut) -> None:
     if state.as_json:
         typer.echo(json.dumps(vm.model_dump(mode="json"), indent=2))
         return
-    vnc = "none" if vm.vnc is None else f"{vm.vnc.host}:{vm.vnc.port if vm.vnc.port else '(not assigned)'}"
-    cdrom = "none" if vm.cdrom is None else f"{vm.cdrom.target}: {vm.cdrom.iso or 'empty'}"
+    vnc = say("cli.none") if vm.vnc is None else f"{vm.vnc.host}:{vm.vnc.port or say('cli.not_assigned')}"
+    cdrom = say("cli.none") if vm.cdrom is None else f"{vm.cdrom.target}: {vm.cdrom.iso or say('cli.empty')}"
     fields = [
-        ("name", vm.name), ("uuid", vm.uuid), ("state", vm.state.value), ("vcpus", str(vm.vcpus)),
-        ("memory", f"{vm.memory_mib} MiB"), ("vnc", vnc), ("iso", vm.iso or "-"), ("cd-rom", cdrom),
-        ("boot order", ", ".join(vm.boot_order) or "-"), ("autostart", "yes" if vm.autostart else "no"),
-        ("created", vm.created_at.isoformat() if vm.created_at else "-"),
+        (say("cli.field.name"), vm.name), (say("cli.field.uuid"), vm.uuid),
+        (say("cli.field.state"), say(f"cli.state.{vm.state.value}")), (say("cli.field.vcpus"), str(vm.vcpus)),
+        (say("cli.field.memory"), f"{vm.memory_mib} MiB"), (say("cli.field.vnc"), vnc),
+        (say("cli.field.iso"), vm.iso or "-"), (say("cli.field.cdrom"), cdrom),
+        (say("cli.field.boot_order"), ", ".join(vm.boot_order) or "-"),
+        (say("cli.field.autostart"), say("cli.yes") if vm.autostart else say("cli.no")),
+        (say("cli.field.created"), vm.created_at.isoformat() if vm.created_at else "-"),
     ]
     fields += [
-        (f"disk {d.target}", f"{d.path} ({d.device}"
+        (say("cli.field.disk", target=d.target), f"{d.path} ({d.device}"
          + (f", {d.capacity_bytes / 2**30:g} GiB" if d.capacity_bytes is not None else "") + ")")
         for d in vm.disks
     ]
@@ -135,9 +135,9 @@ def _print_vm(state: CliState, vm: VmOut) -> None:
         waiting = ", ".join(
             f"{key} {', '.join(value) if isinstance(value, list) else value}" for key, value in vm.pending.items()
         )
-        fields.append(("pending restart", f"{waiting} (at the next start)"))
-    width = max(len(key) for key, _ in fields)
-    typer.echo("\n".join(f"{key.ljust(width)}  {value}" for key, value in fields))
+        fields.append((say("cli.field.pending_restart"), say("cli.pending_at_next_start", waiting=waiting)))
+    width = max(display_width(key) for key, _ in fields)
+    typer.echo("\n".join(f"{pad(key, width)}  {value}" for key, value in fields))
 
 
 def _private_data_dir(settings: Settings) -> None:
@@ -167,8 +167,8 @@ def serve(
     settings = _state(ctx).settings(host=host, port=port)
     log_file = configure_logging(settings)
     _private_data_dir(settings)
-    typer.echo(f"limen serving on http://{settings.host}:{settings.port}/ (libvirt {settings.libvirt_uri}"
-               f"{', log ' + str(log_file) if log_file else ''}); Ctrl-C stops it", err=True)
+    typer.echo(say("cli.serving", url=f"http://{settings.host}:{settings.port}/", uri=settings.libvirt_uri,
+                   log=say("cli.serving_log", path=log_file) if log_file else ""), err=True)
     run_server(create_app(settings), settings)
 
 
@@ -258,7 +258,8 @@ def vm_delete(
     if state.as_json:
         typer.echo(json.dumps({"deleted": vm_id, "deleted_volumes": volumes}))
     else:
-        typer.echo(f"deleted {vm_id}" + (f" and {', '.join(volumes)}" if volumes else ""))
+        typer.echo(say("cli.deleted_vm_and", vm=vm_id, volumes=", ".join(volumes)) if volumes
+                   else say("cli.deleted_vm", vm=vm_id))
 
 
 @vm_app.command("media")
@@ -281,9 +282,9 @@ def vm_media(
     if state.as_json:
         typer.echo(media.model_dump_json())
     elif media.target is None:
-        typer.echo("no CD-ROM drive")
+        typer.echo(say("cli.no_cdrom"))
     else:
-        typer.echo(f"{media.target}: {media.iso or 'empty'}")
+        typer.echo(say("cli.media", target=media.target, iso=media.iso or say("cli.empty")))
 
 
 @vm_app.command("set")

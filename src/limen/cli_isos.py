@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Protocol, TypeVar
 
@@ -21,6 +21,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, ProgressColumn, T
 from rich.text import Text
 
 from limen.api.schemas import IsoOut
+from limen.cli_output import error_text, say, table
 from limen.errors import LimenError
 from limen.hypervisor import Hypervisor
 from limen.isos import IsoImage, IsoUpload, check_room, delete_iso, list_isos
@@ -46,18 +47,13 @@ def _state(ctx: typer.Context) -> _CliState:
 
 
 def _failed(exc: LimenError) -> typer.Exit:
-    typer.echo(f"limen: {exc.title}: {exc.details}\n  {exc.code.user_message} [{exc.code.name}]", err=True)
+    typer.echo(error_text(exc), err=True)
     return typer.Exit(1)
 
 
 def _out(image: IsoImage) -> dict[str, Any]:
     return IsoOut.of(image).model_dump(mode="json")
 
-
-def _table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
-    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-                     for row in [headers, *rows])
 
 
 @iso_app.command("list")
@@ -71,7 +67,8 @@ def iso_list(ctx: typer.Context) -> None:
     else:
         rows = [[i.name, f"{i.size_bytes / 2**20:.1f} MiB", i.modified.strftime("%Y-%m-%d %H:%M"),
                  i.sha256[:16] if i.sha256 else "-"] for i in isos]
-        typer.echo(_table(rows, ["NAME", "SIZE", "MODIFIED", "SHA256"]) if rows else f"no ISOs in {settings.iso_dir}")
+        typer.echo(table(rows, ["cli.col.name", "cli.col.size", "cli.col.modified", "cli.col.sha256"]) if rows
+                   else say("cli.no_isos", dir=settings.iso_dir))
 
 
 class _BinaryRateColumn(ProgressColumn):
@@ -137,7 +134,7 @@ def iso_upload(
     if state.as_json:
         typer.echo(json.dumps(_out(image), indent=2))
     else:
-        typer.echo(f"uploaded {image.name}: {image.size_bytes} bytes, sha256 {image.sha256}")
+        typer.echo(say("cli.iso_uploaded", name=image.name, size=image.size_bytes, sha256=image.sha256))
 
 
 @iso_app.command("delete")
@@ -161,4 +158,4 @@ def iso_delete(
         delete_iso(settings.iso_dir, name, asyncio.run(cdrom_sources()))
     except LimenError as exc:
         raise _failed(exc) from None
-    typer.echo(json.dumps({"deleted": name}) if state.as_json else f"deleted {name}")
+    typer.echo(json.dumps({"deleted": name}) if state.as_json else say("cli.iso_deleted", name=name))

@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from limen.api.vm_snapshots import SnapshotOut
+from limen.cli_output import error_text, say
 from limen.errors import LimenError
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.snapshots import (
@@ -64,7 +65,7 @@ def _run(settings: Settings, operation: Callable[[Hypervisor], Awaitable[T]]) ->
     try:
         return asyncio.run(run())
     except LimenError as exc:
-        typer.echo(f"limen: {exc.title}: {exc.details}\n  {exc.code.user_message} [{exc.code.name}]", err=True)
+        typer.echo(error_text(exc), err=True)
         raise typer.Exit(1) from None
 
 
@@ -87,7 +88,7 @@ def snapshot_list(ctx: typer.Context, vm_id: VmArgument) -> None:
         typer.echo(json.dumps([SnapshotOut.of(snap).model_dump(mode="json") for snap in snapshots], indent=2))
         return
     if not snapshots:
-        typer.echo(f"{vm_id} has no snapshots")
+        typer.echo(say("cli.no_snapshots", vm=vm_id))
         return
     for depth, info in tree_order(snapshots):
         snap = SnapshotOut.of(info)
@@ -122,7 +123,7 @@ def snapshot_create(
     if state.as_json:
         typer.echo(json.dumps(snap.model_dump(mode="json")))
     else:
-        typer.echo(f"snapshot {_describe(snap)} of {vm_id} taken")
+        typer.echo(say("cli.snapshot_taken", snapshot=_describe(snap), vm=vm_id))
 
 
 @snapshot_app.command("revert")
@@ -138,8 +139,8 @@ def snapshot_revert(ctx: typer.Context, vm_id: VmArgument, name: NameArgument) -
     if state.as_json:
         typer.echo(json.dumps(snap.model_dump(mode="json")))
     else:
-        after = "running from that moment" if snap.with_memory else f"as it was ({snap.vm_state})"
-        typer.echo(f"{vm_id} reverted to {snap.name}: {after}")
+        after = say("cli.revert.running") if snap.with_memory else say("cli.revert.as_was", state=snap.vm_state)
+        typer.echo(say("cli.snapshot_reverted", vm=vm_id, snapshot=snap.name, after=after))
 
 
 @snapshot_app.command("delete")
@@ -152,4 +153,4 @@ def snapshot_delete(ctx: typer.Context, vm_id: VmArgument, name: NameArgument) -
         await delete_snapshot(hv, vm.uuid, name)
 
     _run(state.settings(), delete)
-    typer.echo(json.dumps({"deleted": name}) if state.as_json else f"snapshot {name} of {vm_id} deleted")
+    typer.echo(json.dumps({"deleted": name}) if state.as_json else say("cli.snapshot_deleted", snapshot=name, vm=vm_id))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Annotated, Any, Protocol, TypeVar
 
 import typer
@@ -28,6 +28,7 @@ from limen.auth.revocation_bus import publish_from_command_line
 from limen.auth.throttle_store import make_throttle_store
 from limen.auth.tokens import TokenInfo, Tokens
 from limen.auth.users import UserInfo, Users, find_user_by_key
+from limen.cli_output import error_text, say, table
 from limen.clock import system_clock
 from limen.db import Database
 from limen.db.models import Role
@@ -74,7 +75,7 @@ def run_directory(settings: Settings, work: Callable[[_Directory], T]) -> T:
     try:
         return work(directory)
     except LimenError as exc:
-        typer.echo(f"limen: {exc.title}: {exc.details}\n  {exc.code.user_message} [{exc.code.name}]", err=True)
+        typer.echo(error_text(exc), err=True)
         raise typer.Exit(1) from None
     finally:
         directory.db.close()
@@ -91,13 +92,6 @@ def _read_password(from_stdin: bool) -> str:
     password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     return password
 
-
-def _table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=False)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [headers, *rows]
-    )
 
 
 def _user_dict(user: UserInfo) -> dict[str, Any]:
@@ -128,7 +122,8 @@ def user_create(
     password = _read_password(password_stdin)
     role = Role.ADMIN if admin else Role.USER
     user = _run(ctx, lambda d: d.users.create_sync(name, password, role))
-    typer.echo(json.dumps(_user_dict(user)) if _state(ctx).as_json else f"created {user.role.value} {user.name!r}")
+    typer.echo(json.dumps(_user_dict(user)) if _state(ctx).as_json
+               else say("cli.user_created", role=user.role.value, name=repr(user.name)))
 
 
 @user_app.command("list")
@@ -138,8 +133,10 @@ def user_list(ctx: typer.Context) -> None:
     if _state(ctx).as_json:
         typer.echo(json.dumps([_user_dict(user) for user in users], indent=2, ensure_ascii=False))
         return
-    rows = [[u.name, u.role.value, "disabled" if u.disabled else "", u.created_at.isoformat()] for u in users]
-    typer.echo(_table(rows, ["NAME", "ROLE", "STATUS", "CREATED"]) if rows else "no users")
+    rows = [[u.name, u.role.value, say("cli.user.disabled") if u.disabled else "", u.created_at.isoformat()]
+            for u in users]
+    typer.echo(table(rows, ["cli.col.name", "cli.col.role", "cli.col.status", "cli.col.created"]) if rows
+               else say("cli.no_users"))
 
 
 @user_app.command("passwd")
@@ -149,7 +146,7 @@ def user_passwd(
     """Set a user's password."""
     password = _read_password(password_stdin)
     _run(ctx, lambda d: d.users.set_password_sync(name, password))
-    typer.echo(f"password of {name!r} changed")
+    typer.echo(say("cli.password_changed", name=repr(name)))
 
 
 @user_app.command("set-role")
@@ -167,7 +164,7 @@ def user_set_role(
         return user.name
 
     user_name = _run(ctx, run)
-    typer.echo(f"{user_name!r} is now {role.value}")
+    typer.echo(say("cli.role_changed", name=repr(user_name), role=role.value))
 
 
 @user_app.command("unlock")
@@ -209,7 +206,8 @@ def user_delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Us
         return user
 
     user = _run(ctx, run)
-    typer.echo(json.dumps(_user_dict(user)) if _state(ctx).as_json else f"deleted {user.role.value} {user.name!r}")
+    typer.echo(json.dumps(_user_dict(user)) if _state(ctx).as_json
+               else say("cli.user_deleted", role=user.role.value, name=repr(user.name)))
 
 
 @user_app.command("ensure-admin")
@@ -261,11 +259,12 @@ def token_list(
         return
     rows = [
         [str(t.id), t.name, t.owner, t.prefix + "…", t.created_at.isoformat(),
-         t.last_used_at.isoformat() if t.last_used_at else "-", "revoked" if t.revoked_at else "active"]
+         t.last_used_at.isoformat() if t.last_used_at else "-",
+         say("cli.token.revoked") if t.revoked_at else say("cli.token.active")]
         for t in tokens
     ]
-    typer.echo(_table(rows, ["ID", "NAME", "USER", "PREFIX", "CREATED", "LAST USED", "STATUS"]) if rows
-               else "no API tokens")
+    typer.echo(table(rows, ["cli.col.id", "cli.col.name", "cli.col.user", "cli.col.prefix", "cli.col.created",
+                            "cli.col.last_used", "cli.col.status"]) if rows else say("cli.no_tokens"))
 
 
 @token_app.command("revoke")
@@ -278,4 +277,4 @@ def token_revoke(ctx: typer.Context, token_id: Annotated[int, typer.Argument(hel
         return token
 
     token = _run(ctx, run)
-    typer.echo(f"revoked token {token.id} {token.name!r} of {token.owner!r}")
+    typer.echo(say("cli.token_revoked", id=token.id, name=repr(token.name), owner=repr(token.owner)))

@@ -115,7 +115,7 @@ async def test_sign_in_sets_a_strict_http_only_cookie_and_returns_a_csrf_token(w
     assert {"httponly", "samesite=strict", "path=/"} <= attributes
     assert "secure" not in attributes  # plain http
     me = (await world.client.get("/api/me")).json()
-    assert me == {"name": ALICE, "role": "user", "auth": "cookie", "csrf_token": body["csrf_token"]}
+    assert me == {"name": ALICE, "role": "user", "auth": "cookie", "csrf_token": body["csrf_token"], "language": None}
 
 
 async def test_cookie_is_secure_over_https_from_a_trusted_proxy(world: World) -> None:

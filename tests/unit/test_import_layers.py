@@ -27,13 +27,13 @@ SOURCE_ROOT = Path(limen.__file__).parent
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("base", frozenset({
         "limen", "clock", "errors", "settings", "private_files", "logs", "isos", "stats_history", "metrics",
-        "request_reading", "http_protocol",
+        "request_reading", "http_protocol", "i18n",
     })),
     ("hypervisor/db", frozenset({"hypervisor", "db", "audit", "instances", "stats_sampler"})),
     ("auth", frozenset({"auth", "quota", "recovery"})),
     ("console", frozenset({"console"})),
     ("api/web", frozenset({"api", "web"})),
-    ("cli", frozenset({"api.app", "cli", "cli_isos", "cli_snapshots", "cli_users", "doctor", "server"})),
+    ("cli", frozenset({"api.app", "cli", "cli_isos", "cli_output", "cli_snapshots", "cli_users", "doctor", "server"})),
 )
 LAYER_OF = {unit: rank for rank, (_, units) in enumerate(LAYERS) for unit in units}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -27,6 +27,7 @@ from limen.auth.tokens import TokenInfo
 from limen.auth.users import AccountPending
 from limen.db.models import Role
 from limen.errors import ErrorCode, LimenError
+from limen.i18n import LANGUAGE_COOKIE, LANGUAGE_COOKIE_MAX_AGE
 
 log = logging.getLogger("limen.auth")
 
@@ -47,6 +48,17 @@ class MeOut(BaseModel):
     auth: AuthMethod = Field(description="How this request was authenticated")
     csrf_token: str | None = Field(
         None, description="Send as X-CSRF-Token with state-changing requests (cookie sign-ins only)"
+    )
+    language: str | None = Field(
+        None, description="The UI language the user chose (ko or en); null: the browser's Accept-Language decides"
+    )
+
+
+class MeChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    language: Literal["ko", "en"] | None = Field(
+        description="The UI language to remember for this user (ko or en); null forgets the choice"
     )
 
 
@@ -106,8 +118,18 @@ async def login(body: LoginBody, request: Request, response: Response, access: A
         COOKIE_NAME, session.cookie, max_age=int(access.settings.session_ttl), path="/", httponly=True,
         samesite="strict", secure=access.cookie_secure(request),
     )
+    language = await access.users.language(principal.name)
+    if language is not None:  # the pages render in it from now on, in this browser too
+        _remember_language(response, request, access, language)
     log.info("signed in", extra={"event": "login", "user": principal.name, "client": address})
-    return MeOut(name=principal.name, role=principal.role, auth=AuthMethod.COOKIE, csrf_token=session.csrf_token)
+    return MeOut(name=principal.name, role=principal.role, auth=AuthMethod.COOKIE, csrf_token=session.csrf_token,
+                 language=language)
+
+
+def _remember_language(response: Response, request: Request, access: AccessDep, language: str) -> None:
+    """The language cookie the page routes read. Not HttpOnly: signed-out pages set it from script."""
+    response.set_cookie(LANGUAGE_COOKIE, language, max_age=LANGUAGE_COOKIE_MAX_AGE, path="/", samesite="lax",
+                        secure=access.cookie_secure(request))
 
 
 @router.post("/logout", status_code=204, responses=_ERRORS)
@@ -126,8 +148,26 @@ async def logout(request: Request, principal: CurrentUser, access: AccessDep) ->
 
 
 @router.get("/me", response_model=MeOut, responses=_ERRORS)
-async def me(principal: CurrentUser) -> MeOut:
-    return MeOut(name=principal.name, role=principal.role, auth=principal.method, csrf_token=principal.csrf_token)
+async def me(principal: CurrentUser, access: AccessDep) -> MeOut:
+    language = await access.users.language(principal.name)
+    return MeOut(name=principal.name, role=principal.role, auth=principal.method, csrf_token=principal.csrf_token,
+                 language=language)
+
+
+@router.patch("/me", response_model=MeOut, responses=_ERRORS)
+async def change_me(body: MeChange, principal: CurrentUser, request: Request, response: Response,
+                    access: AccessDep) -> MeOut:
+    """Remembers the user's UI language (the language menu on every page), here and in every browser
+    they sign in from; this browser's pages follow at once (the response sets the language cookie)."""
+    await access.users.set_language(principal.name, body.language)
+    if body.language is None:
+        response.delete_cookie(LANGUAGE_COOKIE, path="/", samesite="lax", secure=access.cookie_secure(request))
+    else:
+        _remember_language(response, request, access, body.language)
+    log.info("language changed", extra={"event": "language_changed", "user": principal.name,
+                                        "language": body.language})
+    return MeOut(name=principal.name, role=principal.role, auth=principal.method, csrf_token=principal.csrf_token,
+                 language=body.language)
 
 
 @router.get("/tokens", response_model=list[TokenOut], responses=_ERRORS)

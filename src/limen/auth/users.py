@@ -144,6 +144,17 @@ class Users:
 
         return await self.db.run(run)
 
+    async def language(self, name: str) -> str | None:
+        """The UI language ``name`` chose, or None (the browser's); USER_NOT_FOUND for no such user."""
+        return await self.db.run(lambda session: _require_user(session, name).language)
+
+    async def set_language(self, name: str, language: str | None) -> None:
+        """Keeps ``language`` (validated by the caller) as ``name``'s UI language; None forgets the choice."""
+        def run(session: Session) -> None:
+            _require_user(session, name).language = language
+
+        await self.db.run(run)
+
     async def set_approved(self, name: str, approved: bool) -> UserInfo:
         def run(session: Session) -> UserInfo:
             user = _require_user(session, name)

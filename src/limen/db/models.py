@@ -74,6 +74,8 @@ class User(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     # False while a self-registered account waits for an administrator (LIMEN_REGISTRATION=approval).
     approved: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # The UI's language the user chose (limen.i18n.LANGUAGE_CODES); NULL: the browser's Accept-Language.
+    language: Mapped[str | None] = mapped_column(String(8), nullable=True, default=None)
 
 
 class ApiToken(Base):

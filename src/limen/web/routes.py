@@ -3,8 +3,10 @@
 Pages and static files need no sign-in (they hold no data); the API they call does, and the scripts
 send the browser to ``/login`` when it answers 401. The screenshot needs a user who may see the VM.
 
-Pages are static HTML; their scripts read the VM id from the address and talk to the REST API and
-the console WebSocket. noVNC comes from ``web/node_modules/@novnc/novnc`` and uPlot (the resource graphs)
+Pages are Jinja2 templates on one base layout (``templates/base.html``: head, navigation, language
+menu), rendered in the request's language (:func:`page_language`) with that language's catalogue embedded
+for their scripts; they hold no data. Their scripts read the VM id from the address and talk to the REST
+API and the console WebSocket. noVNC comes from ``web/node_modules/@novnc/novnc`` and uPlot (the resource graphs)
 from ``web/node_modules/uplot/dist`` (``npm ci`` in ``web/``, run by ``make install``), served from limen
 itself so the UI works offline.
 """
@@ -17,19 +19,22 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from limen.api.deps import AccessibleVm
 from limen.api.router_inclusion import include_routes
 from limen.api.services import services_of
 from limen.errors import ErrorCode, LimenError
+from limen.i18n import LANGUAGE_COOKIE, LANGUAGES, catalogue_json, language_of, negotiate, translate
 from limen.settings import Settings
 from limen.web.api_docs import install_api_docs
 
 log = logging.getLogger("limen.web")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 # src/limen/web/routes.py -> the repository root, where `make install` runs `npm ci` in web/.
 REPO_NOVNC_DIR = Path(__file__).resolve().parents[3] / "web" / "node_modules" / "@novnc" / "novnc"
 NOVNC_URL = "/static/novnc"
@@ -41,55 +46,83 @@ _NO_CACHE = {"Cache-Control": "no-cache"}
 router = APIRouter()
 
 
-def _page(name: str) -> FileResponse:
-    return FileResponse(STATIC_DIR / name, media_type="text/html", headers=_NO_CACHE)
+# The main navigation of every page but the console and sign-in: (address, catalogue key).
+NAV_LINKS: tuple[tuple[str, str], ...] = (
+    ("/", "nav.vms"), ("/vms/new", "nav.new_vm"), ("/isos", "nav.isos"), ("/audit", "nav.audit"),
+    ("/users", "nav.users"), ("/tokens", "nav.tokens"),
+)
+templates = Environment(
+    loader=FileSystemLoader(TEMPLATE_DIR), autoescape=select_autoescape(default=True), undefined=StrictUndefined,
+    trim_blocks=False, lstrip_blocks=False,
+)
+
+
+def page_language(request: Request) -> str:
+    """The language cookie (the menu, or the signed-in user's choice), else the browser's Accept-Language."""
+    return language_of(request.cookies.get(LANGUAGE_COOKIE)) or negotiate(request.headers.get("accept-language"))
+
+
+def _page(request: Request, name: str, *, scripts: tuple[str, ...], nav: str | None = None) -> HTMLResponse:
+    """Renders ``templates/<name>`` in the request's language. ``nav`` is the navigation entry of this page
+    (None: no navigation, as on the sign-in page)."""
+    lang = page_language(request)
+
+    def t(key: str, **params: object) -> str:
+        return translate(lang, key, **params)
+
+    html = templates.get_template(name).render(
+        lang=lang, t=t, languages=LANGUAGES, catalogue_json=catalogue_json(lang), scripts=scripts,
+        nav=nav, nav_links=NAV_LINKS,
+    )
+    headers = {**_NO_CACHE, "Content-Language": lang, "Vary": "Cookie, Accept-Language"}
+    return HTMLResponse(html, headers=headers)
 
 
 @router.get("/", include_in_schema=False)
-async def vm_list_page() -> FileResponse:
-    return _page("index.html")
+async def vm_list_page(request: Request) -> HTMLResponse:
+    return _page(request, "index.html", scripts=("vm-list.js",), nav="/")
 
 
 @router.get("/login", include_in_schema=False)
-async def login_page() -> FileResponse:
-    return _page("login.html")
+async def login_page(request: Request) -> HTMLResponse:
+    return _page(request, "login.html", scripts=("login.js",))
 
 
 @router.get("/audit", include_in_schema=False)
-async def audit_page() -> FileResponse:
-    return _page("audit.html")
+async def audit_page(request: Request) -> HTMLResponse:
+    return _page(request, "audit.html", scripts=("audit.js",), nav="/audit")
 
 
 @router.get("/isos", include_in_schema=False)
-async def iso_library_page() -> FileResponse:
-    return _page("isos.html")
+async def iso_library_page(request: Request) -> HTMLResponse:
+    return _page(request, "isos.html", scripts=("isos.js",), nav="/isos")
 
 
 @router.get("/users", include_in_schema=False)
-async def users_page() -> FileResponse:
+async def users_page(request: Request) -> HTMLResponse:
     """Administrators manage users here; to others the page says it is not theirs (the API answers 403)."""
-    return _page("users.html")
+    return _page(request, "users.html", scripts=("users.js",), nav="/users")
 
 
 @router.get("/tokens", include_in_schema=False)
-async def tokens_page() -> FileResponse:
-    return _page("tokens.html")
+async def tokens_page(request: Request) -> HTMLResponse:
+    return _page(request, "tokens.html", scripts=("tokens.js",), nav="/tokens")
 
 
 @router.get("/vms/new", include_in_schema=False)
-async def create_vm_page() -> FileResponse:
-    return _page("new.html")
+async def create_vm_page(request: Request) -> HTMLResponse:
+    return _page(request, "new.html", scripts=("vm-create.js",), nav="/vms/new")
 
 
 @router.get("/vms/{vm_id}", include_in_schema=False)
-async def vm_details_page(vm_id: str) -> FileResponse:
+async def vm_details_page(vm_id: str, request: Request) -> HTMLResponse:
     """The VM's details and actions. Opening it never starts the VM (only its Start buttons do)."""
-    return _page("vm.html")
+    return _page(request, "vm.html", scripts=("vm-details.js", "vm-graphs.js"), nav="")
 
 
 @router.get("/vms/{vm_id}/console", include_in_schema=False)
-async def console_page(vm_id: str) -> FileResponse:
-    return _page("console.html")
+async def console_page(vm_id: str, request: Request) -> HTMLResponse:
+    return _page(request, "console.html", scripts=("console-page.js",))
 
 
 @router.get("/console/{vm_id}", include_in_schema=False)

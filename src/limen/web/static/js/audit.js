@@ -4,6 +4,7 @@
 import { api, ApiError } from "./api.js";
 import { errorBox, formatBytes, h } from "./dom.js";
 import { mountUserMenu } from "./session.js";
+import { formatDateTime, formatNumber, formatTime, t } from "./i18n.js";
 
 const REFRESH_MS = 3000;
 const ui = {
@@ -16,7 +17,7 @@ const ui = {
 let user = null;
 
 function when(value) {
-  return value ? new Date(value).toLocaleString() : "—";
+  return formatDateTime(value);
 }
 
 /** A user or VM name, cut short with an ellipsis when long (63 characters fit no column); the whole
@@ -28,40 +29,40 @@ function clipped(name, uuid) {
 
 function sessionRow(session) {
   const end = session.live
-    ? h("span", { class: "badge running", text: "live" })
+    ? h("span", { class: "badge running", text: t("audit.live") })
     : h("code", { text: session.end_code || "—", title: session.end_details || "" });
   const actions = [];
   if (session.live && user && user.role === "admin") {
     actions.push(h("button", {
       class: "btn small danger", type: "button", dataset: { action: "terminate" },
-      onclick: (event) => terminate(session, event.currentTarget), text: "End session",
+      onclick: (event) => terminate(session, event.currentTarget), text: t("audit.end_session"),
     }));
   }
   return h(
     "tr", { dataset: { session: session.id, live: String(session.live) } },
-    h("td", { "data-label": "User" }, clipped(session.user)),
+    h("td", { "data-label": t("col.user") }, clipped(session.user)),
     h("td", { class: "vm-name", "data-label": "VM" }, clipped(session.vm_name, session.vm_uuid)),
-    h("td", { "data-label": "Client", text: session.client_address }),
-    h("td", { "data-label": "Started", text: when(session.started_at) }),
-    h("td", { "data-label": "Ended", text: when(session.ended_at) }),
-    h("td", { class: "num", "data-label": "To browser", text: formatBytes(session.bytes_to_client) }),
-    h("td", { class: "num", "data-label": "From browser", text: formatBytes(session.bytes_from_client) }),
-    h("td", { class: "end-code", "data-label": "End" }, end, session.terminated_by ? ` (ended by ${session.terminated_by})` : "",
+    h("td", { "data-label": t("col.client"), text: session.client_address }),
+    h("td", { "data-label": t("col.started"), text: when(session.started_at) }),
+    h("td", { "data-label": t("col.ended"), text: when(session.ended_at) }),
+    h("td", { class: "num", "data-label": t("col.to_browser"), text: formatBytes(session.bytes_to_client) }),
+    h("td", { class: "num", "data-label": t("col.from_browser"), text: formatBytes(session.bytes_from_client) }),
+    h("td", { class: "end-code", "data-label": t("col.end") }, end, session.terminated_by ? t("audit.ended_by", { user: session.terminated_by }) : "",
       // Why it ended, in words (e.g. "API token 12 revoked by 'root'"), when the server says.
       session.end_details ? h("div", { class: "end-details", text: session.end_details }) : ""),
-    h("td", { class: "cell-actions", "data-label": "Actions" }, ...actions),
+    h("td", { class: "cell-actions", "data-label": t("col.actions") }, ...actions),
   );
 }
 
 function actionRow(action) {
   return h(
     "tr", { dataset: { action: action.action } },
-    h("td", { "data-label": "When", text: when(action.at) }),
-    h("td", { "data-label": "User" }, clipped(action.user)),
-    h("td", { "data-label": "Action", text: action.action }),
+    h("td", { "data-label": t("col.when"), text: when(action.at) }),
+    h("td", { "data-label": t("col.user") }, clipped(action.user)),
+    h("td", { "data-label": t("col.action"), text: action.action }),
     h("td", { class: "vm-name", "data-label": "VM" }, clipped(action.vm_name, action.vm_uuid)),
-    h("td", { "data-label": "Result" }, h("code", { text: action.result_code })),
-    h("td", { "data-label": "Details", text: action.details }),
+    h("td", { "data-label": t("col.result") }, h("code", { text: action.result_code })),
+    h("td", { "data-label": t("col.details"), text: action.details }),
   );
 }
 
@@ -70,8 +71,8 @@ async function terminate(session, button) {
   try {
     const result = await api("DELETE", `/api/console-sessions/${encodeURIComponent(session.id)}`);
     ui.toast.textContent = result && result.closed
-      ? `The server that held the console session of ${session.user} on ${session.vm_name} was lost: its record is closed.`
-      : `Ending the console session of ${session.user} on ${session.vm_name}.`;
+      ? t("audit.server_lost", { user: session.user, vm: session.vm_name })
+      : t("audit.ending", { user: session.user, vm: session.vm_name });
   } catch (exc) {
     const box = exc instanceof ApiError ? exc.body : { error: "Failed", code: "CLIENT_ERROR", details: String(exc) };
     ui.error.replaceChildren(errorBox(box));
@@ -87,8 +88,8 @@ async function refresh() {
     ui.sessions.replaceChildren(...sessions.map(sessionRow));
     ui.actions.replaceChildren(...actions.map(actionRow));
     ui.error.replaceChildren();
-    const whose = user && user.role === "admin" ? "everyone's" : "yours";
-    ui.note.textContent = `${sessions.length} sessions (${whose}), updated ${new Date().toLocaleTimeString()}`;
+    const whose = user && user.role === "admin" ? "audit.note_everyone" : "audit.note_yours";
+    ui.note.textContent = t(whose, { count: formatNumber(sessions.length), at: formatTime(new Date()) });
   } catch (exc) {
     const box = exc instanceof ApiError ? exc.body : { error: "Failed", code: "CLIENT_ERROR", details: String(exc) };
     ui.error.replaceChildren(errorBox(box));

@@ -5,6 +5,7 @@
 
 import { api, ApiError, loadConsoleStages, loadErrorCodes } from "./api.js";
 import { errorBox, formatMs, h, spinner, stateBadge } from "./dom.js";
+import { localizedError, stageName, stageStatus, t } from "./i18n.js";
 import { ConsoleConnection, consoleUrl, DEFAULT_WATCHDOG_MS, Phase } from "./console-client.js";
 import { comboEvents, isLeaveChord, LEAVE_CHORD_LABEL, SEND_KEYS } from "./key-combos.js";
 import { typeKeys, TypingCancelled } from "./typing-pacer.js";
@@ -29,8 +30,8 @@ const params = new URLSearchParams(window.location.search);
 const backLink = document.querySelector(".console-bar .back");
 if (backLink && vmId) {
   backLink.href = `/vms/${encodeURIComponent(vmId)}`;
-  backLink.textContent = "← Details";
-  backLink.setAttribute("aria-label", "Back to the VM's details");
+  backLink.textContent = t("console.back_details");
+  backLink.setAttribute("aria-label", t("console.back_details_label"));
 }
 const watchdogMs = parseWatchdog(params.get("watchdog"));
 
@@ -103,7 +104,7 @@ function setConnected(connected) {
 }
 
 function setConnectButton(open) {
-  ui.connect.textContent = open ? "Disconnect" : "Connect";
+  ui.connect.textContent = open ? t("console.disconnect") : t("console.connect");
   ui.connect.dataset.action = open ? "disconnect" : "connect";
 }
 
@@ -128,7 +129,7 @@ function finishStage(item, outcome) {
   item.classList.remove("current");
   item.classList.add(outcome);
   item.querySelector(".icon").replaceChildren(outcome === "done" ? "✓" : "✕");
-  item.querySelector(".icon").setAttribute("aria-label", outcome === "done" ? "done" : "failed");
+  item.querySelector(".icon").setAttribute("aria-label", outcome === "done" ? t("console.stage.done") : t("console.stage.failed"));
 }
 
 function addStage(message, elapsedMs, { source = "server", stage = null } = {}) {
@@ -136,7 +137,7 @@ function addStage(message, elapsedMs, { source = "server", stage = null } = {}) 
   const item = h(
     "li",
     { class: `stage current ${source}`, dataset: { source, stage: stage || "" } },
-    h("span", { class: "icon", role: "img", "aria-label": "in progress" }, spinner()),
+    h("span", { class: "icon", role: "img", "aria-label": t("console.stage.in_progress") }, spinner()),
     h("span", { class: "msg", text: message }),
     h("span", { class: "time", text: elapsedMs === null ? "" : `+${formatMs(elapsedMs)}` }),
   );
@@ -149,7 +150,7 @@ function startTicker() {
   const started = performance.now();
   const seconds = watchdogMs / 1000;
   const tick = () => {
-    ui.sub.textContent = `${formatMs(performance.now() - started)} elapsed · gives up after ${seconds} s without an answer`;
+    ui.sub.textContent = t("console.elapsed", { elapsed: formatMs(performance.now() - started), seconds });
   };
   tick();
   elapsedTicker = setInterval(tick, 200);
@@ -172,12 +173,12 @@ async function connect() {
   teardown();
   ui.stages.replaceChildren();
   ui.extra.replaceChildren();
-  showOverlay(attempt > 0 ? `Reconnecting (attempt ${attempt})` : "Opening console");
-  setState("connecting", "Connecting…", "busy");
+  showOverlay(attempt > 0 ? t("console.reconnecting_attempt", { attempt }) : t("console.opening"));
+  setState("connecting", t("console.state.connecting"), "busy");
   setConnected(false);
   setConnectButton(true);
   startTicker();
-  addStage("Opening the console connection...", null, { source: "client" });
+  addStage(t("console.stage.client_open"), null, { source: "client" });
   const generation = ++connectGeneration;
   let ticket;
   try {
@@ -213,12 +214,13 @@ function onConnectionEvent(event) {
       const item = currentStage();
       if (item) item.querySelector(".time").textContent = `+${formatMs(event.elapsedMs)}`;
       finishStage(item, "done");
-      setState("handshake", "Checking the VM…", "busy");
+      setState("handshake", t("console.state.checking"), "busy");
       break;
     }
     case "status":
-      addStage(event.message, event.elapsedMs, { stage: event.stage });
-      setState("handshake", event.message, "busy");
+      // The frame's text is English (the seed's, byte for byte); the page shows it in its language.
+      addStage(stageStatus(event.stage, event.message), event.elapsedMs, { stage: event.stage });
+      setState("handshake", stageStatus(event.stage, event.message), "busy");
       if (event.stage === "get_port") refreshVm(); // after a start, the header's state is stale
       break;
     case "handoff":
@@ -251,7 +253,7 @@ function handOff(socket) {
     stopTicker();
     finishStage(currentStage(), "done");
     ui.overlay.hidden = true;
-    setState("connected", "Connected", "ok");
+    setState("connected", t("console.state.connected"), "ok");
     setConnected(true);
     rfb.focus({ preventScroll: true });
     refreshVm();
@@ -277,7 +279,7 @@ function handOff(socket) {
       message: "Remove the password from the VM's VNC graphics, restart it, then retry.", source: "client",
     });
   });
-  setState("handshake", "Starting the screen…", "busy");
+  setState("handshake", t("console.state.starting_screen"), "busy");
 }
 
 function teardown() {
@@ -301,12 +303,12 @@ function onFailure(err) {
   finishStage(item, "failed");
   for (const other of ui.stages.querySelectorAll(".stage.current")) finishStage(other, "failed");
   const full = describe(err);
-  showOverlay(attempt > 0 ? "Reconnecting to the console" : "The console could not open");
-  ui.sub.textContent = full.stage ? `Failed at: ${stageLabels[full.stage] || full.stage} (stage ${full.stage}).` : "";
-  setState("failed", full.error, "bad");
+  showOverlay(attempt > 0 ? t("console.reconnecting_title") : t("console.failed_title"));
+  ui.sub.textContent = full.stage ? t("console.failed_at", { stage_name: stageName(full.stage, stageLabels[full.stage]), stage: full.stage }) : "";
+  setState("failed", localizedError(full).error, "bad");
   setConnected(false);
   setConnectButton(false);
-  ui.extra.replaceChildren(errorBox(full, { actions: recoveryActions(full.code, "Retry") }));
+  ui.extra.replaceChildren(errorBox(full, { actions: recoveryActions(full.code, t("console.retry")) }));
   if (attempt > 0 && TRANSIENT_CODES.has(full.code)) scheduleReconnect();
   focusPanelAction();
 }
@@ -315,13 +317,13 @@ function onEnded(event) {
   if (event.byUser) {
     teardown();
     stopTicker();
-    showOverlay("Disconnected");
+    showOverlay(t("console.state.disconnected"));
     ui.stages.replaceChildren();
-    ui.sub.textContent = "You closed the console. The VM keeps running.";
-    setState("ended", "Disconnected");
+    ui.sub.textContent = t("console.closed_by_user");
+    setState("ended", t("console.state.disconnected"));
     setConnected(false);
     setConnectButton(false);
-    ui.extra.replaceChildren(h("div", { class: "error-actions" }, primaryButton("Connect", connect)));
+    ui.extra.replaceChildren(h("div", { class: "error-actions" }, primaryButton(t("console.connect"), connect)));
     focusPanelAction();
     return;
   }
@@ -349,14 +351,14 @@ function onEnded(event) {
     ...fallback,
     details: `WebSocket closed with code ${event.closeCode}${event.reason ? ` (${event.reason})` : ""}`,
   });
-  showOverlay("Console session ended");
+  showOverlay(t("console.ended_title"));
   ui.stages.replaceChildren();
   ui.sub.textContent = "";
-  setState("ended", full.error, "bad");
+  setState("ended", localizedError(full).error, "bad");
   setConnected(false);
   setConnectButton(false);
   ui.extra.replaceChildren(
-    errorBox(full, { actions: recoveryActions(code, "Reconnect"), extraClass: "ended" }),
+    errorBox(full, { actions: recoveryActions(code, t("console.reconnect")), extraClass: "ended" }),
   );
   refreshVm();
   if (TRANSIENT_CODES.has(code) || TRANSIENT_CLOSE_CODES.has(event.closeCode)) scheduleReconnect();
@@ -373,9 +375,9 @@ function recoveryActions(code, retryLabel) {
     connect();
   })];
   if (code === "VM_NOT_RUNNING" || code === "VM_STOPPED") {
-    actions.push(h("button", { class: "btn", type: "button", onclick: startAndConnect, text: "Start VM and connect" }));
+    actions.push(h("button", { class: "btn", type: "button", onclick: startAndConnect, text: t("console.start_and_connect") }));
   }
-  actions.push(h("a", { class: "btn", href: "/", text: "Back to VMs" }));
+  actions.push(h("a", { class: "btn", href: "/", text: t("console.back_to_vms") }));
   return actions;
 }
 
@@ -387,13 +389,13 @@ function focusPanelAction() {
 async function startAndConnect(event) {
   const button = event.currentTarget;
   button.disabled = true;
-  button.replaceChildren(spinner(), "Starting VM…");
+  button.replaceChildren(spinner(), t("console.starting_vm"));
   try {
     await api("POST", `/api/vms/${encodeURIComponent(vmId)}/start`);
   } catch (exc) {
     if (!(exc instanceof ApiError) || exc.code !== "VM_ALREADY_RUNNING") {
       const box = exc instanceof ApiError ? exc.body : { error: "Failed to start VM", code: "CLIENT_ERROR", details: String(exc) };
-      ui.extra.replaceChildren(errorBox(box, { actions: recoveryActions("VM_NOT_RUNNING", "Retry") }));
+      ui.extra.replaceChildren(errorBox(box, { actions: recoveryActions("VM_NOT_RUNNING", t("console.retry")) }));
       return;
     }
   }
@@ -406,7 +408,7 @@ async function startAndConnect(event) {
 function scheduleReconnect() {
   cancelBackoff();
   if (attempt >= BACKOFF_SECONDS.length) {
-    ui.extra.append(h("p", { class: "backoff", text: `Gave up reconnecting after ${attempt} attempts.` }));
+    ui.extra.append(h("p", { class: "backoff", text: t("console.gave_up", { attempts: attempt }) }));
     return;
   }
   let remaining = BACKOFF_SECONDS[attempt];
@@ -416,11 +418,11 @@ function scheduleReconnect() {
     "div",
     { class: "backoff", role: "status", "aria-live": "polite" },
     text,
-    h("button", { class: "btn small", type: "button", onclick: () => connect(), text: "Reconnect now" }),
-    h("button", { class: "btn small", type: "button", onclick: () => { cancelBackoff(); line.remove(); }, text: "Cancel" }),
+    h("button", { class: "btn small", type: "button", onclick: () => connect(), text: t("console.reconnect_now") }),
+    h("button", { class: "btn small", type: "button", onclick: () => { cancelBackoff(); line.remove(); }, text: t("common.cancel") }),
   );
   const render = () => {
-    text.textContent = `Reconnecting in ${remaining} s (attempt ${attempt} of ${BACKOFF_SECONDS.length})…`;
+    text.textContent = t("console.reconnecting_in", { seconds: remaining, attempt, total: BACKOFF_SECONDS.length });
   };
   render();
   ui.extra.append(line);
@@ -468,7 +470,7 @@ async function toggleFullscreen() {
     if (document.fullscreenElement) await document.exitFullscreen();
     else await ui.screenWrap.requestFullscreen();
   } catch (exc) {
-    setState(ui.body.dataset.consoleState, `Fullscreen not available: ${exc.message || exc}`, "bad");
+    setState(ui.body.dataset.consoleState, t("console.fullscreen_unavailable", { reason: exc.message || exc }), "bad");
   }
 }
 
@@ -497,19 +499,19 @@ async function typeText(keys) {
       cancelled: () => job.cancelled || session !== rfb,
       onProgress: (done, total) => {
         if (done % 10 === 0 || done === total) {
-          setState("connected", `Typing ${done} of ${total} characters…`, "busy");
+          setState("connected", t("console.typing_progress", { done, total }), "busy");
         }
       },
     });
   } catch (exc) {
     if (exc instanceof TypingCancelled) return;
-    if (session === rfb) setState("connected", `Typing stopped: ${exc.message || exc}`, "bad");
+    if (session === rfb) setState("connected", t("console.typing_stopped", { reason: exc.message || exc }), "bad");
     return;
   } finally {
     if (typing === job) typing = null;
   }
   if (session !== rfb) return;
-  setState("connected", `Connected · typed ${keys.length} characters`, "ok");
+  setState("connected", t("console.typed", { count: keys.length }), "ok");
   ui.body.dataset.typed = String(Number(ui.body.dataset.typed || "0") + 1);
   rfb.focus({ preventScroll: true });
 }
@@ -549,7 +551,7 @@ function leaveConsole() {
   if (rfb) rfb.blur();
   const target = ui.keys.disabled ? ui.scale : ui.keys;
   target.focus();
-  setState("connected", "Left the screen · Tab to the screen to type into the VM", "ok");
+  setState("connected", t("console.left_screen"), "ok");
 }
 
 function wireLeaveChord() {
@@ -588,7 +590,7 @@ function sendCombo(combo) {
   closeKeysMenu(false);
   if (!rfb) return;
   for (const [keysym, code, down] of comboEvents(combo)) rfb.sendKey(keysym, code, down);
-  setState("connected", `Sent ${combo.label}`, "ok");
+  setState("connected", t("console.sent_combo", { combo: combo.label }), "ok");
   rfb.focus({ preventScroll: true });
 }
 
@@ -637,14 +639,14 @@ function showVmClipboard(text) {
   ui.clipCopy.disabled = text === "";
   ui.clipCopyStatus.textContent = "";
   ui.clipboard.classList.toggle("has-news", !ui.clipDialog.open && text !== "");
-  ui.clipboard.textContent = ui.clipboard.classList.contains("has-news") ? "Clipboard •" : "Clipboard";
+  ui.clipboard.textContent = ui.clipboard.classList.contains("has-news") ? t("console.clipboard_news") : t("console.clipboard");
 }
 
 async function copyVmClipboard() {
   const text = ui.clipFromVm.value;
   try {
     await navigator.clipboard.writeText(text);
-    ui.clipCopyStatus.textContent = "Copied.";
+    ui.clipCopyStatus.textContent = t("console.copied");
     return;
   } catch {
     /* no clipboard API (plain http) or refused: fall back to the selection */
@@ -652,13 +654,13 @@ async function copyVmClipboard() {
   ui.clipFromVm.focus();
   ui.clipFromVm.select();
   const copied = document.execCommand && document.execCommand("copy");
-  ui.clipCopyStatus.textContent = copied ? "Copied." : "The browser refused: the text is selected, press Ctrl+C.";
+  ui.clipCopyStatus.textContent = copied ? t("console.copied") : t("console.copy_refused");
 }
 
 function wireClipboard() {
   ui.clipboard.addEventListener("click", () => {
     ui.clipboard.classList.remove("has-news");
-    ui.clipboard.textContent = "Clipboard";
+    ui.clipboard.textContent = t("console.clipboard");
     ui.clipSendStatus.textContent = "";
     ui.clipDialog.showModal();
     (ui.clipFromVm.value ? ui.clipCopy : ui.clipToVm).focus();
@@ -667,7 +669,7 @@ function wireClipboard() {
   ui.clipSend.addEventListener("click", () => {
     if (!rfb) return;
     rfb.clipboardPasteFrom(ui.clipToVm.value);
-    ui.clipSendStatus.textContent = `Sent ${[...ui.clipToVm.value].length} characters to the VM's clipboard.`;
+    ui.clipSendStatus.textContent = t("console.clip_sent", { count: [...ui.clipToVm.value].length });
   });
   ui.clipClose.addEventListener("click", () => ui.clipDialog.close());
 }
@@ -677,13 +679,13 @@ function wireFocusHint() {
   ui.screen.addEventListener("focusin", () => {
     ui.leaveHint.hidden = !rfb;
     if (ui.body.dataset.consoleState === "connected" && typing === null) {
-      setState("connected", `Connected · keys go to the VM · ${LEAVE_CHORD_LABEL} leaves`, "ok");
+      setState("connected", t("console.focused", { chord: LEAVE_CHORD_LABEL }), "ok");
     }
   });
   ui.screen.addEventListener("focusout", () => {
     ui.leaveHint.hidden = true;
     if (ui.body.dataset.consoleState === "connected" && typing === null) {
-      setState("connected", "Connected · click or Tab to the screen to type", "ok");
+      setState("connected", t("console.unfocused"), "ok");
     }
   });
 }
@@ -746,7 +748,7 @@ function onVmEvent(change) {
 // -- start -----------------------------------------------------------------------------------------
 
 async function main() {
-  ui.name.textContent = vmId || "Console";
+  ui.name.textContent = vmId || t("console.title");
   wireToolbar();
   wireFocusHint();
   // One read now, then the VM's changes as they happen (GET /api/events; polled only while it is down).

@@ -1,5 +1,7 @@
 // DOM helpers. Everything the server sends is inserted as text (text nodes, textContent), never as HTML.
 
+import { localizedError, t } from "./i18n.js";
+
 /**
  * Builds an element. props: class, text, dataset, on<event> handlers, other keys as attributes
  * (true → empty attribute; false/null/undefined → left out). Children: nodes or strings (as text).
@@ -26,15 +28,9 @@ export function spinner(label) {
                      "aria-hidden": label ? null : "true" });
 }
 
-export const STATE_LABELS = {
-  running: "Running",
-  stopped: "Stopped",
-  paused: "Paused",
-  shutting_down: "Shutting down",
-  crashed: "Crashed",
-  suspended: "Suspended",
-  unknown: "Unknown",
-};
+const STATES = ["running", "stopped", "paused", "shutting_down", "crashed", "suspended", "unknown"];
+/** Each VM state in words, in the page's language. */
+export const STATE_LABELS = Object.fromEntries(STATES.map((state) => [state, t(`state.${state}`)]));
 
 export function stateBadge(state) {
   const known = Object.hasOwn(STATE_LABELS, state) ? state : "unknown";
@@ -61,12 +57,12 @@ export function formatBytes(bytes) {
 export function formatDuration(seconds) {
   if (seconds === null || seconds === undefined) return "—";
   const s = Math.floor(seconds);
-  if (s < 60) return `${s} s`;
+  if (s < 60) return t("duration.s", { s });
   const m = Math.floor(s / 60);
-  if (m < 60) return `${m} min`;
+  if (m < 60) return t("duration.min", { m });
   const hours = Math.floor(m / 60);
-  if (hours < 48) return `${hours} h ${m % 60} min`;
-  return `${Math.floor(hours / 24)} d ${hours % 24} h`;
+  if (hours < 48) return t("duration.h_min", { h: hours, m: m % 60 });
+  return t("duration.d_h", { d: Math.floor(hours / 24), h: hours % 24 });
 }
 
 export function formatMs(ms) {
@@ -76,18 +72,21 @@ export function formatMs(ms) {
 
 /**
  * A box showing an error the way every page does: title, what to do, the code, details collapsed.
- * err: {error, message, code, details}. actions: buttons (nodes) to put under it.
+ * err: {error, message, code, details}, its title and message shown in the page's language (by code).
+ * actions: buttons (nodes) to put under it.
  */
-export function errorBox(err, { actions = [], extraClass = "" } = {}) {
+export function errorBox(shown, { actions = [], extraClass = "", localize = true } = {}) {
+  // By its code: the server's texts are English. localize: false for texts the caller translated itself.
+  const err = localize ? localizedError(shown) : shown;
   const details = err.details ? String(err.details) : "";
   return h(
     "div",
     { class: `error-box ${extraClass}`.trim(), role: "alert", dataset: { code: err.code || "" } },
-    h("div", { class: "error-title", text: err.error || "Error" }),
+    h("div", { class: "error-title", text: err.error || t("error.box.fallback_title") }),
     err.message ? h("p", { class: "error-message", text: err.message }) : null,
-    h("div", { class: "error-code" }, "Code: ", h("code", { text: err.code || "UNKNOWN" })),
+    h("div", { class: "error-code" }, t("error.box.code"), h("code", { text: err.code || "UNKNOWN" })),
     details
-      ? h("details", {}, h("summary", { text: "Technical details" }), h("pre", { text: details }))
+      ? h("details", {}, h("summary", { text: t("error.box.details") }), h("pre", { text: details }))
       : null,
     actions.length ? h("div", { class: "error-actions" }, ...actions) : null,
   );

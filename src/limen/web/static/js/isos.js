@@ -5,6 +5,7 @@ import { api, ApiError, CSRF_HEADER, currentUser, loginUrl } from "./api.js";
 import { errorBox, formatBytes, h } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { RateMeter, uploadFigures } from "./upload-progress.js";
+import { formatDateTime, formatNumber, localizedError, t } from "./i18n.js";
 
 const PENDING_CHECKSUM_REFRESH_MS = 4000;
 const MAX_HEADER = "X-Limen-Max-Iso-Bytes";
@@ -45,13 +46,16 @@ function isAdmin() {
 }
 
 function asBox(exc) {
-  return exc instanceof ApiError ? exc.body : { error: "Failed", code: "CLIENT_ERROR", details: String(exc) };
+  return exc instanceof ApiError ? exc.body : { error: t("error.CLIENT_ERROR.title"), code: "CLIENT_ERROR", details: String(exc) };
 }
 
 /** An error the way this page shows it; ISO_IN_USE names the VMs in plain sight, not only in the details. */
-function problem(error, vms = null) {
-  const box = vms && vms.length ? { ...error, message: `${error.message} In use by: ${vms.join(", ")}.` } : error;
-  return errorBox(box, { extraClass: "notice error" });
+/** localize: false for errors this page wrote in the page's language already. */
+function problem(error, vms = null, { localize = true } = {}) {
+  const shown = localize ? localizedError(error) : error;
+  const box = vms && vms.length ? { ...shown, message: t("isos.in_use_by", { message: shown.message, vms: vms.join(", ") }) }
+    : shown;
+  return errorBox(box, { extraClass: "notice error", localize: false });
 }
 
 // -- the list ---------------------------------------------------------------------------------------
@@ -59,18 +63,20 @@ function problem(error, vms = null) {
 function isoRow(iso) {
   const checksum = iso.sha256
     ? h("code", { class: "sha", text: iso.sha256 })
-    : h("span", { class: "refresh-note", text: "computing…" });
+    : h("span", { class: "refresh-note", text: t("isos.computing") });
   const actions = isAdmin()
     ? h("td", { class: "cell-actions" }, h("button", {
       class: "btn small danger", type: "button", dataset: { action: "delete" },
-      "aria-label": `Delete ${iso.name}`, onclick: () => askDelete(iso), text: "Delete",
+      "aria-label": t("list.action_label", { action: t("users.delete_verb"), name: iso.name }), onclick: () => askDelete(iso),
+      text: t("users.delete_verb"),
     }))
     : null;
   return h(
     "tr", { dataset: { iso: iso.name } },
     h("td", { class: "vm-name iso-name", text: iso.name }),
-    h("td", { class: "num", "data-label": "Size", text: formatBytes(iso.size_bytes), title: `${iso.size_bytes} bytes` }),
-    h("td", { "data-label": "Modified", text: new Date(iso.modified).toLocaleString() }),
+    h("td", { class: "num", "data-label": t("col.size"), text: formatBytes(iso.size_bytes),
+              title: t("isos.bytes", { count: formatNumber(iso.size_bytes) }) }),
+    h("td", { "data-label": t("col.modified"), text: formatDateTime(iso.modified) }),
     h("td", { class: "cell-sha", "data-label": "SHA-256" }, checksum),
     actions,
   );
@@ -92,8 +98,8 @@ async function refresh() {
   ui.rows.replaceChildren(...isos.map(isoRow));
   ui.empty.hidden = isos.length > 0;
   const total = isos.reduce((sum, iso) => sum + iso.size_bytes, 0);
-  ui.note.textContent = `${isos.length} ${isos.length === 1 ? "image" : "images"}, ${formatBytes(total)}`;
-  if (maxBytes !== null) ui.limit.textContent = `At most ${formatBytes(maxBytes)}.`;
+  ui.note.textContent = t(isos.length === 1 ? "isos.note_one" : "isos.note", { count: isos.length, size: formatBytes(total) });
+  if (maxBytes !== null) ui.limit.textContent = t("isos.at_most", { size: formatBytes(maxBytes) });
   if (isos.some((iso) => !iso.sha256)) refreshTimer = setTimeout(refresh, PENDING_CHECKSUM_REFRESH_MS);
 }
 
@@ -101,8 +107,8 @@ async function refresh() {
 
 function askDelete(iso) {
   deleting = iso.name;
-  ui.dialogText.replaceChildren("Delete ", h("strong", { text: iso.name }), " from the ISO library? ",
-    "VMs that boot from it are not changed; limen refuses while one holds it.");
+  ui.dialogText.replaceChildren(t("isos.delete_q_1"), h("strong", { text: iso.name }), t("isos.delete_q_2"),
+    t("isos.delete_effect"));
   ui.dialog.returnValue = "";
   ui.dialog.showModal();
   ui.dialogCancel.focus();
@@ -142,7 +148,7 @@ function showProgress(loaded, total) {
   upload.meter.sample(loaded);
   const figures = uploadFigures(loaded, total, upload.meter.rate);
   ui.bar.value = figures.percent;
-  ui.figures.textContent = loaded >= total ? `${formatBytes(total)} sent · the server is saving it…` : figures.text;
+  ui.figures.textContent = loaded >= total ? t("isos.saving", { size: formatBytes(total) }) : figures.text;
 }
 
 function finish(status, text) {
@@ -168,10 +174,10 @@ function finish(status, text) {
     return;
   }
   const error = body && body.code ? body : {
-    error: status ? `HTTP ${status}` : "The upload was interrupted",
+    error: status ? `HTTP ${status}` : t("isos.interrupted"),
     code: status ? `HTTP_${status}` : "NETWORK_ERROR",
     details: `POST /api/isos?name=${done.name}: ${(text || "no answer").slice(0, 300)}`,
-    message: "Check that limen runs and that this computer can reach it, then retry.",
+    message: t("isos.check_limen"),
   };
   if (error.code === "VALIDATION_ERROR" && error.field === "name") showNameError(error.details);
   ui.result.replaceChildren(problem(error));
@@ -191,7 +197,7 @@ function startUpload(file, name) {
     upload = null;
     setUploading(false);
     ui.result.replaceChildren(h("div", {
-      class: "notice info", role: "status", text: `Upload of ${name} cancelled; nothing was kept.`,
+      class: "notice info", role: "status", text: t("isos.cancelled", { name }),
     }));
   });
   ui.result.replaceChildren();
@@ -206,21 +212,21 @@ function onSubmit(event) {
   showNameError("");
   const file = ui.file.files[0];
   if (!file) {
-    ui.result.replaceChildren(problem({ error: "No file chosen", code: "VALIDATION_ERROR",
-                                        message: "Choose an .iso or .img file to upload.", details: "" }));
+    ui.result.replaceChildren(problem({ error: t("isos.no_file"), code: "VALIDATION_ERROR",
+                                        message: t("isos.choose_file"), details: "" }, null, { localize: false }));
     return;
   }
   const name = ui.name.value.trim() || file.name;
   if (isos.some((iso) => iso.name === name)) {
-    showNameError(`An ISO named ${name} exists; choose another name or delete it first.`);
+    showNameError(t("isos.name_taken", { name }));
     return;
   }
   if (maxBytes !== null && file.size > maxBytes) {
     ui.result.replaceChildren(problem({
-      error: "File too large", code: "PAYLOAD_TOO_LARGE",
-      message: `ISOs may be at most ${formatBytes(maxBytes)} (LIMEN_MAX_ISO_BYTES).`,
+      error: t("isos.too_large"), code: "PAYLOAD_TOO_LARGE",
+      message: t("isos.too_large_message", { size: formatBytes(maxBytes) }),
       details: `${file.name}: ${file.size} bytes`,
-    }));
+    }, null, { localize: false }));
     return;
   }
   startUpload(file, name);

@@ -7,6 +7,7 @@
 import { api, ApiError, forgetUser } from "./api.js";
 import { errorBox, h, spinner } from "./dom.js";
 import { countDown, formatWait } from "./wait.js";
+import { t } from "./i18n.js";
 
 const form = document.getElementById("login-form");
 const nameInput = document.getElementById("login-name");
@@ -34,7 +35,7 @@ function waitOut(box, seconds) {
   if (!line.isConnected) box.querySelector(".error-title").after(line);
   submit.disabled = true;
   waiting = countDown(seconds, {
-    onTick: (left) => { line.textContent = `Try again in ${formatWait(left)}.`; },
+    onTick: (left) => { line.textContent = t("login.try_again_in", { wait: formatWait(left) }); },
     onEnd: () => {
       waiting = null;
       submit.disabled = false;
@@ -49,7 +50,7 @@ async function onSubmit(event) {
   if (waiting) return;
   errorSlot.replaceChildren();
   submit.disabled = true;
-  submit.replaceChildren(spinner(), "Signing in…");
+  submit.replaceChildren(spinner(), t("login.signing_in"));
   let wait = null;
   try {
     await api("POST", "/api/login", { name: nameInput.value, password: passwordInput.value });
@@ -67,7 +68,7 @@ async function onSubmit(event) {
     passwordInput.focus();
   } finally {
     submit.disabled = false;
-    submit.textContent = "Sign in";
+    submit.textContent = t("login.submit");
   }
   if (wait) wait();
 }
@@ -90,22 +91,22 @@ async function onSignup(event) {
   event.preventDefault();
   signupError.replaceChildren();
   signupSubmit.disabled = true;
-  signupSubmit.replaceChildren(spinner(), "Creating…");
+  signupSubmit.replaceChildren(spinner(), t("common.creating"));
   const name = document.getElementById("signup-name").value;
   try {
     const made = await api("POST", "/api/register", { name, password: document.getElementById("signup-password").value });
     showSignup(false);
     nameInput.value = made.name;
     errorSlot.replaceChildren(h("div", { class: "notice ok", role: "status", id: "signup-done" }, made.approved
-      ? `Account ${made.name} created. Sign in with your password.`
-      : `Account ${made.name} created. An administrator must approve it before you can sign in.`));
+      ? t("login.created", { name: made.name })
+      : t("login.created_pending", { name: made.name })));
     passwordInput.focus();
   } catch (exc) {
     signupError.replaceChildren(errorBox(exc instanceof ApiError ? exc.body
       : { error: "Sign-up failed", code: "CLIENT_ERROR", details: String(exc), message: "Retry." }));
   } finally {
     signupSubmit.disabled = false;
-    signupSubmit.textContent = "Create account";
+    signupSubmit.textContent = t("login.create_account");
   }
 }
 
@@ -117,7 +118,7 @@ async function offerSignup() {
   }
   if (registrationMode === "off") return;
   document.getElementById("signup-mode").textContent = registrationMode === "approval"
-    ? "An administrator approves new accounts before they can sign in." : "You can sign in as soon as it is made.";
+    ? t("login.mode_approval") : t("login.mode_open");
   signupOffer.hidden = false;
   document.getElementById("signup-link").addEventListener("click", (event) => {
     event.preventDefault();

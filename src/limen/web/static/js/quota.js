@@ -2,13 +2,19 @@
 // GET /api/quota answers {user, limits, usage, system: {limits, usage}}; a null limit is no limit.
 
 import { h } from "./dom.js";
+import { t } from "./i18n.js";
 
 export const RESOURCES = [
-  { key: "vms", label: "VMs", unit: "" },
-  { key: "vcpus", label: "vCPUs running", unit: "" },
-  { key: "memory_mib", label: "Memory running", unit: " MiB" },
-  { key: "disk_gib", label: "Disk", unit: " GiB" },
+  { key: "vms", label: t("quota.vms"), unit: "" },
+  { key: "vcpus", label: t("quota.vcpus"), unit: "" },
+  { key: "memory_mib", label: t("quota.memory"), unit: " MiB" },
+  { key: "disk_gib", label: t("quota.disk"), unit: " GiB" },
 ];
+
+/** "your" / "the system-wide" (headroom's scopes) in the page's language. */
+export function scopeName(scope) {
+  return scope === "your" ? t("quota.scope_your") : t("quota.scope_system");
+}
 
 /** Per resource, the tighter of the user's and the system-wide limit, with what is left under it. */
 export function headroom(quota) {
@@ -40,12 +46,12 @@ export function quotaBars(quota) {
     if (!entry) continue;
     const share = entry.limit > 0 ? Math.min(1, entry.usage / entry.limit) : 1;
     const level = share >= 1 ? "full" : share >= 0.8 ? "high" : "ok";
-    const text = `${entry.usage}${unit} of ${entry.limit}${unit}`;
+    const text = t("quota.of", { usage: `${entry.usage}${unit}`, limit: `${entry.limit}${unit}` });
     bars.push(h("div", { class: `quota-bar ${level}`, "data-resource": key },
       h("div", { class: "quota-label" }, h("span", { text: label }), h("span", { class: "quota-value", text })),
       h("div", {
         class: "quota-track", role: "meter", "aria-label": `${label}: ${text}${entry.scope === "your" ? ""
-          : " (system-wide)"}`, "aria-valuemin": "0", "aria-valuemax": String(entry.limit),
+          : t("quota.system_wide_suffix")}`, "aria-valuemin": "0", "aria-valuemax": String(entry.limit),
         "aria-valuenow": String(entry.usage),
       }, h("div", { class: "quota-fill", style: `width: ${Math.round(share * 100)}%` }))));
   }

@@ -3,6 +3,8 @@
 
 import { api, currentUser, forgetUser } from "./api.js";
 import { h } from "./dom.js";
+import { lang, t } from "./i18n.js";
+import { rememberInBrowser } from "./language-menu.js";
 
 /** Ends the browser session and goes to the sign-in page. */
 export async function signOut() {
@@ -15,7 +17,7 @@ export async function signOut() {
   window.location.assign("/login");
 }
 
-const ROLE_NAMES = { admin: "administrator", user: "user" };
+const ROLE_NAMES = { admin: t("role.admin"), user: t("role.user") };
 
 /** The role in words, as the header shows it. */
 export function roleName(role) {
@@ -32,6 +34,7 @@ export async function mountUserMenu() {
   } catch {
     return null;
   }
+  followUserLanguage(user);
   const slot = document.getElementById("user-menu");
   if (slot) {
     slot.replaceChildren(
@@ -39,11 +42,23 @@ export async function mountUserMenu() {
       h("span", { class: "user-who", id: "user-who", title: `${user.name} · ${roleName(user.role)}` },
         h("span", { class: "user-name", id: "user-name", title: user.name, text: user.name }),
         h("span", { class: "user-role", text: ` · ${roleName(user.role)}` })),
-      h("a", { class: "user-link", href: "/api/docs", text: "API docs" }),
-      h("button", { class: "btn small", type: "button", id: "sign-out", onclick: signOut, text: "Sign out" }),
+      h("a", { class: "user-link", href: "/api/docs", text: t("menu.api_docs") }),
+      h("button", { class: "btn small", type: "button", id: "sign-out", onclick: signOut, text: t("menu.sign_out") }),
     );
   }
   // Users are for administrators: others would only find a page saying so behind the link.
   for (const link of document.querySelectorAll('nav a[href="/users"]')) link.hidden = user.role !== "admin";
   return user;
+}
+
+/** The user's language wins over this browser's: a page that came in another language (the cookie was
+ * cleared, or the choice was made in another browser) reloads in the user's. Once per page load: a browser
+ * that refuses cookies would otherwise reload for ever. */
+function followUserLanguage(user) {
+  if (!user.language || user.language === lang) return;
+  const key = `limen-language-followed:${window.location.pathname}`;
+  if (window.sessionStorage.getItem(key) === user.language) return;
+  window.sessionStorage.setItem(key, user.language);
+  rememberInBrowser(user.language);
+  window.location.reload();
 }

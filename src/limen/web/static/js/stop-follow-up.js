@@ -2,6 +2,8 @@
 // details page look again this long after a Stop and, if the VM still runs, offer Force stop. A test
 // shortens the wait with ?stop_follow_up=<seconds> in the page's address (not a server setting).
 
+import { t } from "./i18n.js";
+
 const DEFAULT_SECONDS = 30;
 const MAX_SECONDS = 3600;
 
@@ -14,5 +16,5 @@ export const STOP_FOLLOW_UP_MS = followUpSeconds() * 1000;
 
 /** "Still running after 30 s — force stop?" */
 export function stillRunningText(ms = STOP_FOLLOW_UP_MS) {
-  return `Still running after ${Math.round(ms / 1000)} s — force stop?`;
+  return t("list.still_running", { seconds: Math.round(ms / 1000) });
 }

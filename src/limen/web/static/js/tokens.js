@@ -6,6 +6,7 @@
 import { api, ApiError } from "./api.js";
 import { errorBox, h, spinner } from "./dom.js";
 import { mountUserMenu } from "./session.js";
+import { formatDateTime, formatNumber, t } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -39,10 +40,10 @@ let revoking = null;
 
 function asBox(exc, what) {
   return exc instanceof ApiError ? exc.body
-    : { error: `${what} failed`, code: "CLIENT_ERROR", details: String(exc), message: "Reload the page." };
+    : { error: t("details.failed", { what }), code: "CLIENT_ERROR", details: String(exc), message: t("details.reload") };
 }
 
-const when = (value) => (value ? new Date(value).toLocaleString() : "—");
+const when = (value) => formatDateTime(value);
 const showingAll = () => ui.all.checked && me && me.role === "admin";
 
 // -- the list ---------------------------------------------------------------------------------------
@@ -50,20 +51,21 @@ const showingAll = () => ui.all.checked && me && me.role === "admin";
 function tokenRow(token) {
   const revoked = token.revoked_at !== null;
   const state = revoked
-    ? h("span", { class: "badge crashed", dataset: { state: "revoked" }, text: "Revoked", title: when(token.revoked_at) })
-    : h("span", { class: "badge running", dataset: { state: "active" }, text: "Active" });
+    ? h("span", { class: "badge crashed", dataset: { state: "revoked" }, text: t("tokens.revoked"), title: when(token.revoked_at) })
+    : h("span", { class: "badge running", dataset: { state: "active" }, text: t("tokens.active") });
   const actions = revoked ? h("span", { class: "refresh-note", text: `revoked ${when(token.revoked_at)}` })
     : h("button", { class: "btn small danger", type: "button", dataset: { action: "revoke" },
-                    "aria-label": `Revoke the token ${token.name}`, onclick: () => askRevoke(token), text: "Revoke…" });
+                    "aria-label": t("tokens.revoke_label", { name: token.name }), onclick: () => askRevoke(token),
+                    text: t("tokens.revoke_button") });
   return h(
     "tr", { dataset: { token: String(token.id), revoked: String(revoked) } },
     h("td", { class: "token-name-cell" }, h("span", { class: "user-ref", tabindex: "0", title: token.name, text: token.name })),
-    showingAll() ? h("td", { "data-label": "User", class: "token-owner" },
+    showingAll() ? h("td", { "data-label": t("col.user"), class: "token-owner" },
       h("span", { class: "user-ref", tabindex: "0", title: token.owner, text: token.owner })) : null,
-    h("td", { "data-label": "Prefix" }, h("code", { text: `${token.prefix}…` })),
-    h("td", { "data-label": "Created", text: when(token.created_at) }),
-    h("td", { "data-label": "Last used", text: token.last_used_at ? when(token.last_used_at) : "never" }),
-    h("td", { "data-label": "State" }, state),
+    h("td", { "data-label": t("col.prefix") }, h("code", { text: `${token.prefix}…` })),
+    h("td", { "data-label": t("col.created"), text: when(token.created_at) }),
+    h("td", { "data-label": t("col.last_used"), text: token.last_used_at ? when(token.last_used_at) : t("tokens.never") }),
+    h("td", { "data-label": t("col.state") }, state),
     h("td", { class: "cell-actions" }, actions),
   );
 }
@@ -72,11 +74,11 @@ async function refresh() {
   try {
     tokens = await api("GET", showingAll() ? "/api/tokens?all=true" : "/api/tokens");
   } catch (exc) {
-    ui.error.replaceChildren(errorBox(asBox(exc, "Loading the tokens"), {
+    ui.error.replaceChildren(errorBox(asBox(exc, t("tokens.loading")), {
       extraClass: "notice error",
-      actions: [h("button", { class: "btn small", type: "button", onclick: refresh, text: "Retry" })],
+      actions: [h("button", { class: "btn small", type: "button", onclick: refresh, text: t("console.retry") })],
     }));
-    ui.note.textContent = "Cannot load the tokens";
+    ui.note.textContent = t("tokens.cannot_load");
     return;
   }
   ui.error.replaceChildren();
@@ -85,8 +87,9 @@ async function refresh() {
   ui.rows.replaceChildren(...[...tokens].reverse().map(tokenRow));
   ui.empty.hidden = tokens.length > 0;
   const active = tokens.filter((token) => token.revoked_at === null).length;
-  const count = `${tokens.length} ${tokens.length === 1 ? "token" : "tokens"}`;
-  ui.note.textContent = `${count} (${showingAll() ? "every user's" : "yours"}), ${active} active`;
+  const note = tokens.length === 1 ? "one" : "many";
+  ui.note.textContent = t(`tokens.note_${showingAll() ? "all" : "yours"}_${note}`,
+                          { count: formatNumber(tokens.length), active: formatNumber(active) });
 }
 
 // -- create and the secret ------------------------------------------------------------------------
@@ -130,8 +133,7 @@ async function copySecret() {
     }
   }
   ui.copyStatus.className = `row-status ${copied ? "ok" : ""}`.trim();
-  ui.copyStatus.textContent = copied ? "Copied to the clipboard."
-    : "The browser did not let the page copy: the secret is selected, press Ctrl+C (⌘C) to copy it.";
+  ui.copyStatus.textContent = copied ? t("tokens.copied") : t("tokens.copy_refused");
   ui.copyStatus.dataset.copied = String(copied);
 }
 
@@ -143,20 +145,20 @@ function wireCreate() {
     ui.result.replaceChildren();
     const name = ui.name.value.trim();
     if (!name) {
-      ui.nameError.textContent = "Say what the token is for.";
+      ui.nameError.textContent = t("tokens.name_missing");
       ui.nameError.hidden = false;
       ui.name.setAttribute("aria-invalid", "true");
       ui.name.focus();
       return;
     }
     ui.create.disabled = true;
-    ui.result.replaceChildren(h("div", { class: "row-status" }, spinner(), "Creating…"));
+    ui.result.replaceChildren(h("div", { class: "row-status" }, spinner(), t("common.creating")));
     try {
       const made = await api("POST", "/api/tokens", { name });
       ui.result.replaceChildren();
       ui.form.reset();
       showSecret(made);
-      ui.toast.textContent = `Token ${made.name} created; copy its secret now.`;
+      ui.toast.textContent = t("tokens.created", { name: made.name });
       await refresh();
     } catch (exc) {
       ui.result.replaceChildren();
@@ -166,7 +168,7 @@ function wireCreate() {
         ui.nameError.hidden = false;
         ui.name.setAttribute("aria-invalid", "true");
       } else {
-        ui.result.replaceChildren(errorBox(asBox(exc, "Creating the token"), { extraClass: "notice error" }));
+        ui.result.replaceChildren(errorBox(asBox(exc, t("tokens.creating")), { extraClass: "notice error" }));
       }
     } finally {
       ui.create.disabled = false;
@@ -180,11 +182,12 @@ function wireCreate() {
 
 function askRevoke(token) {
   revoking = token;
-  const whose = me && token.owner !== me.name ? ["User: ", h("strong", { class: "vm-ref", text: token.owner }), ". "] : [];
+  const whose = me && token.owner !== me.name
+    ? [t("tokens.dialog_user"), h("strong", { class: "vm-ref", text: token.owner }), ". "] : [];
   ui.dialogText.replaceChildren(
-    "Revoke this token?", h("strong", { class: "dialog-name", text: token.name }),
-    ...whose, "Prefix ", h("code", { text: `${token.prefix}…` }), ". ",
-    "Scripts using it are refused from now on, and consoles opened with it end. This cannot be undone.",
+    t("tokens.revoke_q"), h("strong", { class: "dialog-name", text: token.name }),
+    ...whose, t("tokens.dialog_prefix"), h("code", { text: `${token.prefix}…` }), ". ",
+    t("tokens.revoke_effect"),
   );
   ui.dialog.showModal();
 }
@@ -200,7 +203,7 @@ function wireRevoke() {
       await api("DELETE", `/api/tokens/${encodeURIComponent(token.id)}`);
       ui.toast.textContent = `Token ${token.name} revoked.`;
     } catch (exc) {
-      ui.error.replaceChildren(errorBox(asBox(exc, "Revoking the token"), { extraClass: "notice error" }));
+      ui.error.replaceChildren(errorBox(asBox(exc, t("tokens.revoking")), { extraClass: "notice error" }));
       return;
     }
     await refresh();

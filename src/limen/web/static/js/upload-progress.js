@@ -2,6 +2,7 @@
 // Pure: the clock is passed in, so node's test runner can drive it (web/tests/upload-progress.test.mjs).
 
 import { formatBytes } from "./dom.js";
+import { t } from "./i18n.js";
 
 const WINDOW_MS = 3000;
 
@@ -34,20 +35,21 @@ export class RateMeter {
 export function formatTimeLeft(seconds) {
   if (seconds === null || !Number.isFinite(seconds)) return "—";
   const s = Math.max(0, Math.ceil(seconds));
-  if (s < 60) return `${s} s`;
+  if (s < 60) return t("duration.s", { s });
   const m = Math.floor(s / 60);
-  if (m < 60) return `${m} min ${s % 60} s`;
-  return `${Math.floor(m / 60)} h ${m % 60} min`;
+  if (m < 60) return t("duration.min_s", { m, s: s % 60 });
+  return t("duration.h_min", { h: Math.floor(m / 60), m: m % 60 });
 }
 
 /** {percent, text} of an upload: "12 MiB of 40 MiB · 5.1 MiB/s · 6 s left". */
 export function uploadFigures(loaded, total, rate) {
   const percent = total > 0 ? Math.min(100, (loaded / total) * 100) : 0;
   const left = rate && rate > 0 ? (total - loaded) / rate : null;
-  const speed = rate === null ? "measuring…" : `${formatBytes(rate)}/s`;
+  const speed = rate === null ? t("upload.measuring") : `${formatBytes(rate)}/s`;
   return {
     percent,
-    text: `${formatBytes(loaded)} of ${formatBytes(total)} (${Math.floor(percent)}%) · ${speed} · `
-      + `${left === null ? "time left unknown" : `${formatTimeLeft(left)} left`}`,
+    text: t("upload.figures", { loaded: formatBytes(loaded), total: formatBytes(total), percent: Math.floor(percent),
+                                speed, left: left === null ? t("upload.left_unknown")
+                                  : t("upload.left", { time: formatTimeLeft(left) }) }),
   };
 }

@@ -5,6 +5,8 @@
 // characters) is refused: typing it would silently drop it or type something else.
 // Pure: no DOM, no noVNC; tested with node --test (web/tests/us-keyboard.test.mjs).
 
+import { t } from "./i18n.js";
+
 export const KEYSYM = Object.freeze({
   BackSpace: 0xff08, Tab: 0xff09, Return: 0xff0d, Escape: 0xff1b, Delete: 0xffff, Print: 0xff61,
   F1: 0xffbe, Shift_L: 0xffe1, Control_L: 0xffe3, Alt_L: 0xffe9, Super_L: 0xffeb,
@@ -69,10 +71,8 @@ export function planTyping(text) {
 /** The message that refuses a paste, naming (up to ``limit`` of) the characters no key produces. */
 export function refusalMessage(refused, limit = 12) {
   const named = refused.slice(0, limit).map(describeChar).join(", ");
-  const more = refused.length > limit ? ` and ${refused.length - limit} more` : "";
-  const noun = refused.length === 1 ? "character" : "characters";
-  return `Nothing was typed: ${refused.length} ${noun} cannot be typed on a US keyboard: ${named}${more}. `
-    + "Remove them, or use “Send to VM clipboard” for text the guest can take from its clipboard.";
+  const more = refused.length > limit ? t("paste.refused_more", { count: refused.length - limit }) : "";
+  return t(refused.length === 1 ? "paste.refused_one" : "paste.refused", { count: refused.length, named, more });
 }
 
 /** The key events for one planned key: ``[keysym, code, down]`` each, Shift around a shifted key. */

@@ -5,12 +5,13 @@
 // Resources the server adds later appear by themselves (any number-or-null key of "override").
 
 import { h } from "./dom.js";
+import { t } from "./i18n.js";
 
 const LABELS = {
-  vms: "VMs",
-  vcpus: "vCPUs of running VMs",
-  memory_mib: "Memory of running VMs (MiB)",
-  disk_gib: "Disk (GiB)",
+  vms: t("quota.vms"),
+  vcpus: t("userquota.vcpus"),
+  memory_mib: t("userquota.memory"),
+  disk_gib: t("field.disk_gib"),
 };
 
 function isObject(value) {
@@ -26,7 +27,7 @@ export function quotaLabel(key) {
 }
 
 function amount(value) {
-  if (value === null || value === undefined) return "no limit";
+  if (value === null || value === undefined) return t("userquota.no_limit");
   return Number.isInteger(value) ? String(value) : value.toFixed(1);
 }
 
@@ -42,8 +43,8 @@ export function quotaFields(quota) {
   const usage = part(quota, "usage");
   return quotaOverrides(quota).map(([key, value]) => {
     const id = `quota-${key}`;
-    const facts = [`Applies now: ${amount(limits[key])}.`];
-    if (typeof usage[key] === "number") facts.push(`In use: ${amount(usage[key])}.`);
+    const facts = [t("userquota.applies", { amount: amount(limits[key]) })];
+    if (typeof usage[key] === "number") facts.push(t("userquota.in_use", { amount: amount(usage[key]) }));
     return h(
       "div", { class: "field" },
       h("label", { for: id, text: quotaLabel(key) }),
@@ -66,7 +67,7 @@ export function quotaBody(form, quota) {
       continue;
     }
     const number = Number(text);
-    if (!Number.isInteger(number) || number < 0) throw new RangeError(`${quotaLabel(key)}: a whole number ≥ 0, or empty`);
+    if (!Number.isInteger(number) || number < 0) throw new RangeError(t("userquota.invalid", { label: quotaLabel(key) }));
     body[key] = number;
   }
   return body;

@@ -9,6 +9,7 @@ import { api, ApiError } from "./api.js";
 import { errorBox, h, spinner } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { quotaBody, quotaFields } from "./user-quota.js";
+import { formatDateTime, t } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -47,7 +48,7 @@ const userPath = (name, suffix = "") => `/api/users/${encodeURIComponent(name)}$
 
 function asBox(exc, what) {
   return exc instanceof ApiError ? exc.body
-    : { error: `${what} failed`, code: "CLIENT_ERROR", details: String(exc), message: "Reload the page." };
+    : { error: t("details.failed", { what }), code: "CLIENT_ERROR", details: String(exc), message: t("details.reload") };
 }
 
 /** A route the server does not have (yet) answers 404 NOT_FOUND or 405; a missing user is USER_NOT_FOUND. */
@@ -55,7 +56,6 @@ function isMissingRoute(exc) {
   return exc instanceof ApiError && (exc.status === 405 || (exc.status === 404 && exc.code !== "USER_NOT_FOUND"));
 }
 
-const plural = (count, noun) => `${count} ${noun}${count === 1 ? "" : "s"}`;
 
 function announce(text) {
   ui.toast.textContent = text;
@@ -68,26 +68,26 @@ function nameCell(user) {
   // A name can be 64 characters without a space: it is cut with "…"; hover or focus shows all of it.
   return h("td", { class: "user-name-cell" },
     h("span", { class: "user-ref", tabindex: "0", title: user.name, text: user.name }),
-    self ? h("span", { class: "you-tag", text: "you" }) : null);
+    self ? h("span", { class: "you-tag", text: t("users.you") }) : null);
 }
 
 function stateBadges(user) {
   const badges = [user.disabled
-    ? h("span", { class: "badge crashed", dataset: { state: "disabled" }, text: "Disabled" })
-    : h("span", { class: "badge running", dataset: { state: "enabled" }, text: "Enabled" })];
+    ? h("span", { class: "badge crashed", dataset: { state: "disabled" }, text: t("users.disabled") })
+    : h("span", { class: "badge running", dataset: { state: "enabled" }, text: t("users.enabled") })];
   if (user.approved === false) {
-    badges.push(h("span", { class: "badge paused", dataset: { state: "awaiting-approval" }, text: "Awaiting approval" }));
+    badges.push(h("span", { class: "badge paused", dataset: { state: "awaiting-approval" }, text: t("users.awaiting") }));
   }
-  return h("td", { class: "user-state", "data-label": "State" }, ...badges);
+  return h("td", { class: "user-state", "data-label": t("col.state") }, ...badges);
 }
 
 function roleCell(user) {
-  const select = h("select", { class: "role-select", "aria-label": `Role of ${user.name}`, dataset: { action: "role" } },
+  const select = h("select", { class: "role-select", "aria-label": t("users.role_of", { name: user.name }), dataset: { action: "role" } },
     h("option", { value: "user", text: "user", selected: user.role === "user" }),
     h("option", { value: "admin", text: "admin", selected: user.role === "admin" }));
-  select.addEventListener("change", () => change(user, "role", `Role changed to ${select.value}.`,
+  select.addEventListener("change", () => change(user, "role", t("users.role_changed", { role: select.value }),
     "PUT", userPath(user.name, "/role"), { role: select.value }));
-  return h("td", { "data-label": "Role" }, select);
+  return h("td", { "data-label": t("col.role") }, select);
 }
 
 function button(action, text, label, onclick, extra = "") {
@@ -98,18 +98,19 @@ function button(action, text, label, onclick, extra = "") {
 function actionsCell(user) {
   const buttons = [
     user.disabled
-      ? button("enable", "Enable", `Enable ${user.name}`, () => change(user, "enable", "Enabled: they can sign in again.",
+      ? button("enable", t("users.enable"), t("list.action_label", { action: t("users.enable"), name: user.name }),
+        () => change(user, "enable", t("users.enabled_note"),
         "PUT", userPath(user.name, "/disabled"), { disabled: false }))
-      : button("disable", "Disable", `Disable ${user.name}`, () => change(user, "disable",
-        "Disabled: their sign-ins and tokens stopped working.",
+      : button("disable", t("users.disable"), t("list.action_label", { action: t("users.disable"), name: user.name }),
+        () => change(user, "disable", t("users.disabled_note"),
         "PUT", userPath(user.name, "/disabled"), { disabled: true })),
-    button("unlock", "Unlock sign-in", `Unlock the sign-in of ${user.name}`, () => unlock(user)),
+    button("unlock", t("users.unlock"), t("users.unlock_label", { name: user.name }), () => unlock(user)),
   ];
   if (user.approved === false) {
-    buttons.unshift(button("approve", "Approve", `Approve ${user.name}`, () => approve(user), "primary"));
+    buttons.unshift(button("approve", t("users.approve"), t("list.action_label", { action: t("users.approve"), name: user.name }), () => approve(user), "primary"));
   }
-  if (quotaRoute) buttons.push(button("quota", "Quota…", `Quota of ${user.name}`, () => openQuota(user)));
-  buttons.push(button("delete", "Delete…", `Delete ${user.name}`, () => askDelete(user), "danger"));
+  if (quotaRoute) buttons.push(button("quota", t("users.quota_button"), t("users.quota_of", { name: user.name }), () => openQuota(user)));
+  buttons.push(button("delete", t("action.delete.label"), t("list.action_label", { action: t("users.delete_verb"), name: user.name }), () => askDelete(user), "danger"));
   const note = notes.get(user.name);
   const status = h("div", { class: `row-status ${note ? note.kind : ""}`.trim(), dataset: { status: user.name } });
   if (note && note.kind === "error") status.append(errorBox(note.body));
@@ -123,7 +124,7 @@ function userRow(user) {
     nameCell(user),
     roleCell(user),
     stateBadges(user),
-    h("td", { "data-label": "Created", text: new Date(user.created_at).toLocaleString() }),
+    h("td", { "data-label": t("col.created"), text: formatDateTime(user.created_at) }),
     actionsCell(user),
   );
 }
@@ -132,8 +133,9 @@ function render() {
   ui.rows.replaceChildren(...users.map(userRow));
   const admins = users.filter((user) => user.role === "admin" && !user.disabled).length;
   const waiting = users.filter((user) => user.approved === false).length;
-  ui.note.textContent = `${plural(users.length, "user")}, ${plural(admins, "enabled administrator")}`
-    + (waiting ? `, ${waiting} awaiting approval` : "");
+  ui.note.textContent = t(users.length === 1 ? "users.note_one" : "users.note", { count: users.length })
+    + t(admins === 1 ? "users.note_admin_one" : "users.note_admins", { count: admins })
+    + (waiting ? t("users.note_waiting", { count: waiting }) : "");
 }
 
 async function refresh() {
@@ -151,17 +153,17 @@ async function refresh() {
 function showLoadError(exc) {
   ui.admin.hidden = true;
   if (exc instanceof ApiError && exc.status === 403) {
-    ui.note.textContent = "Administrators only";
+    ui.note.textContent = t("users.admins_only");
     ui.error.replaceChildren(h("div", { class: "notice info", role: "alert", dataset: { code: exc.code } },
-      h("strong", { text: "Only administrators manage users. " }),
-      "Your own API tokens are on the ",
-      h("a", { href: "/tokens", text: "Tokens" }), " page."));
+      h("strong", { text: t("users.only_admins") }),
+      t("users.tokens_before"),
+      h("a", { href: "/tokens", text: t("nav.tokens") }), t("users.tokens_after")));
     return;
   }
-  ui.note.textContent = "Cannot load the users";
-  ui.error.replaceChildren(errorBox(asBox(exc, "Loading the users"), {
+  ui.note.textContent = t("users.cannot_load");
+  ui.error.replaceChildren(errorBox(asBox(exc, t("owner.loading_users")), {
     extraClass: "notice error",
-    actions: [h("button", { class: "btn small", type: "button", onclick: refresh, text: "Retry" })],
+    actions: [h("button", { class: "btn small", type: "button", onclick: refresh, text: t("console.retry") })],
   }));
 }
 
@@ -182,7 +184,7 @@ function setRowBusy(name, text) {
 
 /** Runs one change of ``user``, notes its result in the user's row and reloads the list. */
 async function change(user, what, done, method, path, body) {
-  setRowBusy(user.name, "Saving…");
+  setRowBusy(user.name, t("details.saving"));
   try {
     await api(method, path, body);
     notes.set(user.name, { kind: "ok", text: done });
@@ -196,32 +198,32 @@ async function change(user, what, done, method, path, body) {
 }
 
 async function unlock(user) {
-  setRowBusy(user.name, "Unlocking…");
+  setRowBusy(user.name, t("users.unlocking"));
   try {
     const result = await api("POST", userPath(user.name, "/unlock"));
     const text = result.cleared
-      ? `Sign-in unlocked (${result.cleared} ${result.cleared === 1 ? "block" : "blocks"} lifted).`
-      : "Sign-in unlocked (nothing was blocking it).";
+      ? t(result.cleared === 1 ? "users.unlocked_one" : "users.unlocked", { count: result.cleared })
+      : t("users.unlocked_none");
     notes.set(user.name, { kind: "ok", text });
     announce(`${user.name}: ${text}`);
   } catch (exc) {
-    notes.set(user.name, { kind: "error", body: asBox(exc, "Unlock") });
+    notes.set(user.name, { kind: "error", body: asBox(exc, t("users.unlock")) });
   }
   await refresh();
 }
 
 async function approve(user) {
-  setRowBusy(user.name, "Approving…");
+  setRowBusy(user.name, t("users.approving"));
   try {
     await api("PUT", userPath(user.name, "/approved"), { approved: true });
-    notes.set(user.name, { kind: "ok", text: "Approved." });
-    announce(`${user.name} is approved.`);
+    notes.set(user.name, { kind: "ok", text: t("users.approved") });
+    announce(t("users.approved_name", { name: user.name }));
   } catch (exc) {
     if (isMissingRoute(exc)) {
-      notes.set(user.name, { kind: "ok", text: "This limen cannot approve users." });
+      notes.set(user.name, { kind: "ok", text: t("users.cannot_approve") });
       users = users.map((other) => ({ ...other, approved: undefined }));
     } else {
-      notes.set(user.name, { kind: "error", body: asBox(exc, "Approve") });
+      notes.set(user.name, { kind: "error", body: asBox(exc, t("users.approve")) });
     }
   }
   await refresh();
@@ -232,9 +234,8 @@ async function approve(user) {
 function askDelete(user) {
   deleting = user;
   ui.deleteText.replaceChildren(
-    "Delete this user?", h("strong", { class: "dialog-name", text: user.name }),
-    "Their API tokens and sign-ins are deleted with them and their consoles end. VMs they own keep the name "
-      + "as owner, so only administrators reach them until they are given to someone. This cannot be undone.",
+    t("users.delete_q"), h("strong", { class: "dialog-name", text: user.name }),
+    t("users.delete_effect"),
   );
   ui.deleteDialog.showModal();
 }
@@ -246,13 +247,13 @@ function wireDelete() {
     deleting = null;
     if (!user || ui.deleteDialog.returnValue !== "delete") return;
     ui.deleteDialog.returnValue = "";
-    setRowBusy(user.name, "Deleting…");
+    setRowBusy(user.name, t("action.delete.busy"));
     try {
       await api("DELETE", userPath(user.name));
       notes.delete(user.name);
-      announce(`${user.name} was deleted.`);
+      announce(t("users.deleted", { name: user.name }));
     } catch (exc) {
-      notes.set(user.name, { kind: "error", body: asBox(exc, "Delete") });
+      notes.set(user.name, { kind: "error", body: asBox(exc, t("users.delete_verb")) });
     }
     await refresh();
   });
@@ -272,13 +273,13 @@ async function detectQuotaRoute() {
 }
 
 async function openQuota(user) {
-  setRowBusy(user.name, "Loading the quota…");
+  setRowBusy(user.name, t("users.loading_quota"));
   let quota;
   try {
     quota = await api("GET", userPath(user.name, "/quota"));
   } catch (exc) {
     if (isMissingRoute(exc)) quotaRoute = false;
-    else notes.set(user.name, { kind: "error", body: asBox(exc, "Loading the quota") });
+    else notes.set(user.name, { kind: "error", body: asBox(exc, t("users.loading_quota_what")) });
     await refresh();
     return;
   }
@@ -286,10 +287,10 @@ async function openQuota(user) {
   render();
   editingQuota = { user, quota };
   ui.quotaText.replaceChildren(h("strong", { class: "dialog-name", text: user.name }),
-    "An empty field gives the user the default limit again.");
+    t("users.quota_hint"));
   const fields = quotaFields(quota);
   ui.quotaFields.replaceChildren(...(fields.length ? fields
-    : [h("p", { class: "refresh-note", text: "This quota has no limits to set." })]));
+    : [h("p", { class: "refresh-note", text: t("users.quota_none") })]));
   ui.quotaError.replaceChildren();
   ui.quotaDialog.showModal();
 }
@@ -306,16 +307,16 @@ function wireQuota() {
       ui.quotaError.replaceChildren(h("div", { class: "field-error", role: "alert", text: exc.message }));
       return;
     }
-    ui.quotaError.replaceChildren(h("div", { class: "row-status" }, spinner(), "Saving…"));
+    ui.quotaError.replaceChildren(h("div", { class: "row-status" }, spinner(), t("details.saving")));
     try {
       await api("PUT", userPath(user.name, "/quota"), body);
     } catch (exc) {
-      ui.quotaError.replaceChildren(errorBox(asBox(exc, "Saving the quota"), { extraClass: "notice error" }));
+      ui.quotaError.replaceChildren(errorBox(asBox(exc, t("users.saving_quota")), { extraClass: "notice error" }));
       return;
     }
     ui.quotaDialog.close("saved");
-    notes.set(user.name, { kind: "ok", text: "Quota saved." });
-    announce(`Quota of ${user.name} saved.`);
+    notes.set(user.name, { kind: "ok", text: t("users.quota_saved") });
+    announce(t("users.quota_saved_name", { name: user.name }));
     await refresh();
   });
 }
@@ -343,28 +344,28 @@ function wireCreate() {
     ui.createResult.replaceChildren();
     const name = ui.name.value;
     if (!name.trim()) {
-      fieldError(ui.name, ui.nameError, "Give the user a name.");
+      fieldError(ui.name, ui.nameError, t("users.name_missing"));
       ui.name.focus();
       return;
     }
     if (ui.password.value.length < 8) {
-      fieldError(ui.password, ui.passwordError, "At least 8 characters.");
+      fieldError(ui.password, ui.passwordError, t("password.min_hint"));
       ui.password.focus();
       return;
     }
     ui.createSubmit.disabled = true;
-    ui.createResult.replaceChildren(h("div", { class: "row-status" }, spinner(), "Creating…"));
+    ui.createResult.replaceChildren(h("div", { class: "row-status" }, spinner(), t("common.creating")));
     try {
       const made = await api("POST", "/api/users", { name, password: ui.password.value, role: ui.role.value });
       ui.form.reset();
-      const text = `${made.name} was created (${made.role}).`;
+      const text = t("users.created_name", { name: made.name, role: made.role });
       ui.createResult.replaceChildren(h("div", { class: "row-status ok", text }));
-      notes.set(made.name, { kind: "ok", text: "Created." });
+      notes.set(made.name, { kind: "ok", text: t("users.created") });
       announce(text);
       await refresh();
     } catch (exc) {
       ui.createResult.replaceChildren();
-      const box = asBox(exc, "Creating the user");
+      const box = asBox(exc, t("users.creating"));
       const field = exc instanceof ApiError ? String(exc.field || "") : "";
       if (field.includes("password")) {
         fieldError(ui.password, ui.passwordError, aboutField(exc));

@@ -4,8 +4,9 @@
 
 import { api, ApiError } from "./api.js";
 import { errorBox, formatBytes, h, spinner } from "./dom.js";
-import { headroom, showQuota } from "./quota.js";
+import { headroom, scopeName, showQuota } from "./quota.js";
 import { mountUserMenu } from "./session.js";
+import { localizedError, t } from "./i18n.js";
 
 const FIELDS = ["name", "vcpus", "memory_mib", "disk_gib", "iso", "boot_order"];
 // Errors that name no field but belong to one.
@@ -86,20 +87,20 @@ async function onSubmit(event) {
   event.preventDefault();
   clearErrors();
   submit.disabled = true;
-  submit.replaceChildren(spinner(), "Creating…");
+  submit.replaceChildren(spinner(), t("common.creating"));
   formStatus.textContent = "";
   try {
     const vm = await api("POST", "/api/vms", body());
-    formStatus.textContent = `Created ${vm.name}. Opening its console…`;
+    formStatus.textContent = t("new.created", { name: vm.name });
     window.location.assign(`/vms/${encodeURIComponent(vm.uuid)}`);
   } catch (exc) {
     showError(exc);
-    formStatus.textContent = "Not created: see the message above the form.";
+    formStatus.textContent = t("new.not_created");
     // The bars as they are now; the refused value stays in its field, as the message at it names it.
     if (exc instanceof ApiError && exc.code === "QUOTA_EXCEEDED") loadQuota({ keepValues: true });
   } finally {
     submit.disabled = vmsFull;
-    submit.replaceChildren("Create VM");
+    submit.replaceChildren(t("new.create"));
   }
 }
 
@@ -134,24 +135,24 @@ export function applyQuota(quota, { keepValues = false } = {}) {
   const room = headroom(quota);
   const vcpus = room.vcpus;
   capField("vcpus", vcpus ? vcpus.limit : null,
-    vcpus ? `At most ${vcpus.limit}: ${vcpus.scope} quota of running vCPUs (${vcpus.usage} in use).` : "",
+    vcpus ? t("new.cap_vcpus", { limit: vcpus.limit, scope: scopeName(vcpus.scope), usage: vcpus.usage }) : "",
     keepValues);
   const memory = room.memory_mib;
   capField("memory_mib", memory ? memory.limit : null,
-    memory ? `At most ${memory.limit} MiB: ${memory.scope} quota of running memory (${memory.usage} MiB in use).` : "",
+    memory ? t("new.cap_memory", { limit: memory.limit, scope: scopeName(memory.scope), usage: memory.usage }) : "",
     keepValues);
   const disk = room.disk_gib;
   const diskLeft = disk ? Math.floor(disk.left) : null;
   capField("disk_gib", diskLeft, !disk ? "" : diskLeft >= 1
-    ? `At most ${diskLeft} GiB: ${disk.scope} disk quota (${disk.usage} of ${disk.limit} GiB in use).`
-    : `No disk: ${disk.scope} disk quota is used up (${disk.usage} of ${disk.limit} GiB). Delete a VM with its disks.`,
+    ? t("new.cap_disk", { left: diskLeft, scope: scopeName(disk.scope), usage: disk.usage, limit: disk.limit })
+    : t("new.no_disk_left", { scope: scopeName(disk.scope), usage: disk.usage, limit: disk.limit }),
     keepValues);
   const vms = room.vms;
   vmsFull = Boolean(vms && vms.left < 1);
   const note = document.getElementById("quota-note");
   note.hidden = !vmsFull;
   note.textContent = vmsFull
-    ? `You cannot create a VM: ${vms.scope} quota allows ${vms.limit} VMs and ${vms.usage} exist. Delete one first.`
+    ? t("new.vms_full", { scope: scopeName(vms.scope), limit: vms.limit, usage: vms.usage })
     : "";
   submit.disabled = vmsFull;
 }
@@ -167,7 +168,7 @@ async function loadQuota(options) {
 async function loadIsos() {
   try {
     const isos = await api("GET", "/api/isos", undefined, { timeoutMs: 10000 });
-    const options = [h("option", { value: "", text: "None (boot from disk)" })];
+    const options = [h("option", { value: "", text: t("new.iso_none") })];
     for (const iso of isos) {
       options.push(h("option", { value: iso.name, text: `${iso.name} (${formatBytes(iso.size_bytes)})` }));
     }
@@ -175,10 +176,11 @@ async function loadIsos() {
     const demo = isos.find((iso) => iso.name === "limen-grub-demo.iso");
     if (demo) isoSelect.value = demo.name;
   } catch (exc) {
-    isoSelect.replaceChildren(h("option", { value: "", text: "None (the ISO list is unavailable)" }));
+    isoSelect.replaceChildren(h("option", { value: "", text: t("new.iso_unavailable") }));
     const slot = document.getElementById("iso-error");
     slot.textContent = exc instanceof ApiError
-      ? `Cannot list ISOs: ${exc.error} — ${exc.userMessage} (${exc.code})` : `Cannot list ISOs: ${exc}`;
+      ? t("new.iso_list_failed", { reason: `${localizedError(exc.body).error} — ${localizedError(exc.body).message} (${exc.code})` })
+      : t("new.iso_list_failed", { reason: String(exc) });
     slot.hidden = false;
   }
 }

@@ -8,13 +8,14 @@
 // VM's boot order and settings may be older than its definition: the definition's wait in `pending`.
 
 import { api, ApiError } from "./api.js";
-import { errorBox, formatBytes, formatDuration, formatMemory, h, spinner, stateBadge } from "./dom.js";
+import { errorBox, formatBytes, formatDuration, formatMemory, h, spinner, STATE_LABELS, stateBadge } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { VmEvents } from "./vm-events.js";
 import { OwnerControl } from "./vm-owner.js";
 import { mountSnapshots } from "./vm-snapshots.js";
 import { STOP_FOLLOW_UP_MS, stillRunningText } from "./stop-follow-up.js";
 import { NO_CONSOLE_PLACEHOLDER, NO_CONSOLE_REASON, showConsoleLink } from "./vm-graphics.js";
+import { formatDateTime, formatTime, lang, localizedError, t } from "./i18n.js";
 
 const SCREENSHOT_MS = 3000;
 const SCREEN_WIDTH = 800;
@@ -22,30 +23,29 @@ const ACTIONS_SHOWN = 15;
 const RESULT_SHOWN_MS = 5000;
 const EVENT_RELOAD_MS = 100;
 const ACTIVE_STATES = new Set(["running", "paused", "shutting_down", "suspended"]);
-const BOOT_LABELS = { cdrom: "CD-ROM", hd: "disk" };
+const BOOT_LABELS = { cdrom: "CD-ROM", hd: t("details.boot_disk") };
 const UPTIME_TICK_MS = 1000;
 
+// Texts from the catalogue (action.<name>.*, details.confirm.*); the same words as on the VM list.
+function action(name, wire, { label = null, confirm = null } = {}) {
+  return {
+    ...wire, label: label || t(`action.${name}.label`), busy: t(`action.${name}.busy`), done: t(`action.${name}.done`),
+    confirm: confirm && {
+      title: t(`details.confirm.${confirm}.title`), verb: t(`details.confirm.${confirm}.title`),
+      text: t(`details.confirm.${confirm}.text`),
+    },
+  };
+}
 const ACTIONS = {
-  start: { label: "Start", busy: "Starting…", done: "Started", method: "POST", path: "start" },
-  "start-console": { label: "Start and open console", busy: "Starting…", done: "Started", method: "POST",
-                     path: "start" },
-  stop: { label: "Stop", busy: "Requesting shutdown…", done: "Shutdown requested (the guest decides when)",
-          method: "POST", path: "stop" },
-  "force-stop": {
-    label: "Force stop…", busy: "Powering off…", done: "Powered off", method: "POST", path: "stop?force=true",
-    confirm: { title: "Force stop", verb: "Force stop",
-               text: "Power off at once, like pulling the plug? Whatever the guest has not saved is lost." },
-  },
-  reboot: { label: "Reboot", busy: "Requesting reboot…", done: "Reboot requested", method: "POST", path: "reboot" },
-  reset: {
-    label: "Force reset…", busy: "Resetting…", done: "Reset", method: "POST", path: "reboot?force=true",
-    confirm: { title: "Force reset", verb: "Force reset",
-               text: "Reset at once, like pressing the reset button? Whatever the guest has not saved is lost." },
-  },
-  delete: {
-    label: "Delete…", busy: "Deleting…", done: "Deleted", method: "DELETE", path: "",
-    confirm: { title: "Delete VM", verb: "Delete VM", text: "Delete it? This cannot be undone." },
-  },
+  start: action("start", { method: "POST", path: "start" }),
+  "start-console": action("start", { method: "POST", path: "start" }, { label: t("details.start_console") }),
+  stop: action("stop", { method: "POST", path: "stop" }),
+  "force-stop": action("force_stop", { method: "POST", path: "stop?force=true" },
+                       { label: t("details.force_stop_label"), confirm: "force_stop" }),
+  reboot: action("reboot", { method: "POST", path: "reboot" }),
+  reset: action("reset", { method: "POST", path: "reboot?force=true" },
+                { label: t("details.force_reset_label"), confirm: "reset" }),
+  delete: action("delete", { method: "DELETE", path: "" }, { confirm: "delete" }),
 };
 
 const $ = (id) => document.getElementById(id);
@@ -104,9 +104,9 @@ function nextBootOrder(current) {
 /** What waits for the next start, in words: "boot order: disk only; memory: 512 MiB". */
 function describePending(pending) {
   const words = {
-    vcpus: (v) => `vCPUs: ${v}`,
-    memory_mib: (v) => `memory: ${formatMemory(v)}`,
-    boot_order: (v) => `boot order: ${bootChoiceLabel(v)}`,
+    vcpus: (v) => t("details.pending_vcpus", { value: v }),
+    memory_mib: (v) => t("details.pending_memory", { value: formatMemory(v) }),
+    boot_order: (v) => t("details.pending_boot", { value: bootChoiceLabel(v) }),
   };
   return Object.entries(pending || {}).map(([key, value]) => (words[key] ? words[key](value)
     : `${key}: ${Array.isArray(value) ? value.join(", ") : value}`)).join("; ");
@@ -116,12 +116,12 @@ function describePending(pending) {
 function bootChoiceLabel(order) {
   const option = [...ui.bootSelect.options].find((o) => o.value === order.join(","));
   const text = option ? option.textContent : bootLabel(order);
-  return /^[A-Z][a-z]/.test(text) ? text[0].toLowerCase() + text.slice(1) : text;
+  return lang === "en" && /^[A-Z][a-z]/.test(text) ? text[0].toLowerCase() + text.slice(1) : text;
 }
 
 function bodyOf(exc, what) {
   return exc instanceof ApiError ? exc.body
-    : { error: `${what} failed`, code: "CLIENT_ERROR", details: String(exc), message: "Reload the page." };
+    : { error: t("details.failed", { what }), code: "CLIENT_ERROR", details: String(exc), message: t("details.reload") };
 }
 
 function showStatus(el, kind, ...children) {
@@ -133,9 +133,11 @@ function showStatus(el, kind, ...children) {
 
 function showError(el, exc, what, actions = []) {
   const body = bodyOf(exc, what);
-  const dismiss = h("button", { class: "btn small dismiss", type: "button", text: "Dismiss",
+  const dismiss = h("button", { class: "btn small dismiss", type: "button", text: t("list.dismiss"),
                                 onclick: () => el.replaceChildren() });
-  showStatus(el, "", errorBox({ ...body, error: `${what}: ${body.error}` }, { actions: [...actions, dismiss] }));
+  const shown = localizedError(body);
+  showStatus(el, "", errorBox({ ...shown, error: `${what}: ${shown.error}` },
+                              { actions: [...actions, dismiss], localize: false }));
 }
 
 /** Runs a request with progress in ``el``; resolves to its result, or null after showing its error. */
@@ -170,16 +172,16 @@ function render(current) {
   document.body.dataset.state = vm.state;
   if (!previous || previous.state !== vm.state || !ui.state.firstChild) ui.state.replaceChildren(stateBadge(vm.state));
   const active = ACTIVE_STATES.has(vm.state);
-  const vnc = vm.vnc ? (vm.vnc.port ?? "not assigned yet") : "no VNC graphics";
+  const vnc = vm.vnc ? (vm.vnc.port ?? t("details.vnc_unassigned")) : t("details.vnc_none");
   ui.facts.replaceChildren(
-    ...fact("State", vm.state.replace("_", " ")),
-    ...fact("Uptime", formatDuration(vm.uptime_seconds), { id: "fact-uptime" }),
-    ...fact("Owner", vm.owner ?? "— (unowned: admins only)"),
-    ...fact("vCPUs", String(vm.vcpus)),
-    ...fact("Memory", formatMemory(vm.memory_mib)),
-    ...fact("VNC port", String(vnc)),
-    ...fact("Autostart", vm.autostart ? "yes" : "no"),
-    ...fact("Created", vm.created_at ? new Date(vm.created_at).toLocaleString() : "—"),
+    ...fact(t("col.state"), lang === "en" ? vm.state.replace("_", " ") : (STATE_LABELS[vm.state] || vm.state)),
+    ...fact(t("col.uptime"), formatDuration(vm.uptime_seconds), { id: "fact-uptime" }),
+    ...fact(t("details.owner"), vm.owner ?? t("details.unowned")),
+    ...fact(t("col.vcpus"), String(vm.vcpus)),
+    ...fact(t("col.memory"), formatMemory(vm.memory_mib)),
+    ...fact(t("col.vnc_port"), String(vnc)),
+    ...fact(t("details.autostart"), vm.autostart ? t("details.yes") : t("details.no")),
+    ...fact(t("col.created"), formatDateTime(vm.created_at)),
     ...fact("UUID", vm.uuid, { class: "mono uuid-value" }),
   );
   owner.show(vm);
@@ -193,14 +195,14 @@ function render(current) {
   applyEnabled();
   showConsoleLink(ui.screenBox, vm, `/vms/${encodeURIComponent(vm.uuid)}/console`);
   ui.screenBox.removeAttribute("aria-disabled"); // the box is no button: only its link goes
-  ui.screenBox.setAttribute("aria-label", vm.vnc ? `Open the console of ${vm.name}` : NO_CONSOLE_REASON);
+  ui.screenBox.setAttribute("aria-label", vm.vnc ? t("list.open_console", { name: vm.name }) : NO_CONSOLE_REASON);
   if (!vm.vnc) {
     showScreenPlaceholder(NO_CONSOLE_PLACEHOLDER);
     ui.screenBox.dataset.shot = "no-graphics";
   } else if (!active) {
-    showScreenPlaceholder(vm.state === "stopped" ? "Stopped: no picture" : "No picture");
+    showScreenPlaceholder(vm.state === "stopped" ? t("details.stopped_no_picture") : t("vm.no_picture"));
   } else if (!previous || !ACTIVE_STATES.has(previous.state)) {
-    showScreenPlaceholder("Loading…");
+    showScreenPlaceholder(t("common.loading"));
     loadScreenshot();
   }
 }
@@ -210,8 +212,8 @@ function renderPending() {
   ui.pending.hidden = !pending;
   if (pending) {
     const what = vm.pending && typeof vm.pending === "object" ? describePending(vm.pending) : "";
-    ui.pending.replaceChildren(h("strong", { text: "Restart pending. " }),
-      `Changes take effect when the VM next starts${what ? ` (${what})` : ""}.`);
+    ui.pending.replaceChildren(h("strong", { text: t("details.restart_pending") }),
+      what ? t("details.pending_what", { what }) : t("details.pending"));
   }
 }
 
@@ -219,16 +221,16 @@ function renderMedia() {
   const iso = cdromIso(vm);
   const hasCdrom = vm.cdrom !== undefined ? vm.cdrom !== null || (vm.disks || []).some((d) => d.device === "cdrom")
     : (vm.disks || []).some((d) => d.device === "cdrom");
-  ui.mediaCurrent.textContent = !hasCdrom ? "This VM has no CD-ROM drive."
-    : iso ? `Inserted: ${iso}` : "Empty (no disc).";
+  ui.mediaCurrent.textContent = !hasCdrom ? t("details.no_cdrom")
+    : iso ? t("details.inserted", { iso }) : t("details.cd_empty");
   ui.mediaCurrent.dataset.iso = iso || "";
   fillIsoSelect(iso);
   // The select shows (and sets) the definition's order; a running VM may still run with an older one.
   const order = vm.boot_order || [];
   const next = nextBootOrder(vm);
   const key = next.join(",");
-  ui.bootCurrent.textContent = (order.length ? `Now: ${bootChoiceLabel(order)}` : "Now: —")
-    + (key !== order.join(",") ? ` · from the next start: ${bootChoiceLabel(next)}` : "");
+  ui.bootCurrent.textContent = t("details.boot_now", { order: order.length ? bootChoiceLabel(order) : "—" })
+    + (key !== order.join(",") ? t("details.boot_next", { order: bootChoiceLabel(next) }) : "");
   if (![...ui.bootSelect.options].some((o) => o.value === key) && key) {
     ui.bootSelect.append(h("option", { value: key, text: bootLabel(next) }));
   }
@@ -242,8 +244,7 @@ function renderMedia() {
   const hasDisk = (vm.disks || []).some((d) => d.device === "disk");
   ui.finishInstall.hidden = !(iso && hasDisk && (order[0] === "cdrom" || next[0] === "cdrom"));
   ui.finishInstallText.textContent = next[0] === "cdrom"
-    ? "The VM boots from its CD first. When the operating system is installed, eject the CD and boot from the disk."
-    : "The VM runs from its CD until it next starts. Finish the install to eject the CD now.";
+    ? t("vm.finish_install_text") : t("details.runs_from_cd");
   ui.mediaEject.disabled = !iso || busy !== null;
   ui.mediaInsert.disabled = !hasCdrom || busy !== null;
 }
@@ -251,7 +252,7 @@ function renderMedia() {
 function fillIsoSelect(current) {
   const names = (isos || []).map((i) => i.name);
   if (current && !names.includes(current)) names.unshift(current);
-  const want = [h("option", { value: "", text: names.length ? "Choose an ISO…" : "No ISOs available" }),
+  const want = [h("option", { value: "", text: names.length ? t("details.choose_iso") : t("details.no_isos") }),
                 ...names.map((n) => h("option", { value: n, text: n }))];
   const signature = names.join("\n");
   const rebuilt = ui.isoSelect.dataset.signature !== signature;
@@ -284,15 +285,15 @@ function renderDisks() {
   ui.diskTable.hidden = disks.length === 0;
   ui.diskRows.replaceChildren(...disks.map((disk) => h(
     "tr", { dataset: { target: disk.target } },
-    h("td", { class: "mono", "data-label": "Target", text: disk.target }),
-    h("td", { "data-label": "Bus", text: dash(disk.bus) }),
-    h("td", { class: "mono path", "data-label": "Path", text: dash(disk.path) }),
-    h("td", { class: "num", "data-label": "Capacity",
+    h("td", { class: "mono", "data-label": t("col.target"), text: disk.target }),
+    h("td", { "data-label": t("col.bus"), text: dash(disk.bus) }),
+    h("td", { class: "mono path", "data-label": t("col.path"), text: dash(disk.path) }),
+    h("td", { class: "num", "data-label": t("col.capacity"),
               text: disk.capacity_bytes == null ? "—" : formatBytes(disk.capacity_bytes) }),
-    h("td", { class: "num", "data-label": "Allocated",
+    h("td", { class: "num", "data-label": t("col.allocated"),
               text: disk.allocation_bytes == null ? "—" : formatBytes(disk.allocation_bytes) }),
     h("td", { class: "cell-actions" }, h("button", {
-      class: "btn small", type: "button", text: "Resize…", "aria-label": `Resize disk ${disk.target}`,
+      class: "btn small", type: "button", text: t("details.resize_button"), "aria-label": t("details.resize_label", { target: disk.target }),
       disabled: busy !== null, onclick: () => openResize(disk),
     })),
   )));
@@ -300,20 +301,20 @@ function renderDisks() {
 
 function renderNics() {
   if (vm.nics === undefined) {
-    ui.nics.replaceChildren(h("p", { class: "refresh-note", text: "Network interfaces: —" }));
+    ui.nics.replaceChildren(h("p", { class: "refresh-note", text: t("details.nics_unknown") }));
     return;
   }
   if (!vm.nics.length) {
-    ui.nics.replaceChildren(h("p", { class: "refresh-note", text: "This VM has no network interfaces." }));
+    ui.nics.replaceChildren(h("p", { class: "refresh-note", text: t("details.no_nics") }));
     return;
   }
   ui.nics.replaceChildren(h("div", { class: "table-scroll" }, h(
     "table", { class: "vm-table detail-table" },
-    h("thead", {}, h("tr", {}, ...["MAC", "Source", "Model"].map((t) => h("th", { scope: "col", text: t })))),
+    h("thead", {}, h("tr", {}, ...["MAC", t("details.nic_source"), t("details.nic_model")].map((text) => h("th", { scope: "col", text })))),
     h("tbody", {}, ...vm.nics.map((nic) => h("tr", {},
       h("td", { class: "mono", "data-label": "MAC", text: dash(nic.mac) }),
-      h("td", { "data-label": "Source", text: dash(nic.source) }),
-      h("td", { "data-label": "Model", text: dash(nic.model) }),
+      h("td", { "data-label": t("details.nic_source"), text: dash(nic.source) }),
+      h("td", { "data-label": t("details.nic_model"), text: dash(nic.model) }),
     ))),
   )));
 }
@@ -323,12 +324,12 @@ function renderActions(actions) {
   ui.actionTable.hidden = actions.length === 0;
   ui.actionRows.replaceChildren(...actions.map((a) => h(
     "tr", {},
-    h("td", { class: "num", "data-label": "When", text: new Date(a.at).toLocaleString() }),
-    h("td", { "data-label": "Who", text: a.user }),
-    h("td", { "data-label": "Action", text: a.action }),
+    h("td", { class: "num", "data-label": t("col.when"), text: formatDateTime(a.at) }),
+    h("td", { "data-label": t("col.who"), text: a.user }),
+    h("td", { "data-label": t("col.action"), text: a.action }),
     h("td", { "data-label": "Result" }, h("span", { class: a.result_code === "OK" ? "result-ok" : "result-bad",
                                                       text: a.result_code })),
-    h("td", { class: "action-details", "data-label": "Details", text: a.details || "" }),
+    h("td", { class: "action-details", "data-label": t("col.details"), text: a.details || "" }),
   )));
 }
 
@@ -340,7 +341,7 @@ function buildActionButtons() {
     buttons[action] = h("button", { class: `btn ${extra}`.trim(), type: "button", dataset: { action },
                                     text: spec.label, onclick: () => onAction(action) });
   }
-  buttons.console = h("a", { class: "btn", href: "#", dataset: { action: "console" }, text: "Console" });
+  buttons.console = h("a", { class: "btn", href: "#", dataset: { action: "console" }, text: t("console.title") });
   ui.actions.replaceChildren(
     buttons.start, buttons["start-console"], buttons.console, buttons.stop, buttons.reboot,
     h("span", { class: "action-gap", "aria-hidden": "true" }),
@@ -424,10 +425,10 @@ async function followUpStop() {
   if (busy !== null || gone || !ACTIVE_STATES.has(current.state)) return;
   render(current);
   const force = h("button", {
-    class: "btn small danger", type: "button", dataset: { action: "follow-up-force-stop" }, text: "Force stop…",
-    "aria-label": `Force stop ${current.name}`, onclick: () => onAction("force-stop"),
+    class: "btn small danger", type: "button", dataset: { action: "follow-up-force-stop" }, text: t("details.force_stop_label"),
+    "aria-label": t("list.action_label", { action: t("action.force_stop.label"), name: current.name }), onclick: () => onAction("force-stop"),
   });
-  const dismiss = h("button", { class: "btn small", type: "button", text: "Dismiss",
+  const dismiss = h("button", { class: "btn small", type: "button", text: t("list.dismiss"),
                                 onclick: () => ui.actionStatus.replaceChildren() });
   showStatus(ui.actionStatus, "warn", h("span", { class: "follow-up", dataset: { followUp: "stop" } },
                                         stillRunningText(STOP_FOLLOW_UP_MS), force, dismiss));
@@ -436,13 +437,13 @@ async function followUpStop() {
 function openConfirm(action) {
   const spec = ACTIONS[action];
   confirmAction = action;
-  ui.confirmTitle.textContent = `${spec.confirm.title}?`;
+  ui.confirmTitle.textContent = t("details.confirm_q", { title: spec.confirm.title });
   ui.confirmText.replaceChildren(h("strong", { class: "vm-ref", text: vm.name }), h("br"), spec.confirm.text,
-    action === "delete" && ACTIVE_STATES.has(vm.state) ? " It is running and will be powered off first." : "",
+    action === "delete" && ACTIVE_STATES.has(vm.state) ? t("list.delete_running") : "",
     action === "delete" && snapshots.count() > 0
-      ? ` Its ${snapshots.count() === 1 ? "snapshot is" : `${snapshots.count()} snapshots are`} deleted with it.` : "");
+      ? t(snapshots.count() === 1 ? "details.snapshot_goes" : "details.snapshots_go", { count: snapshots.count() }) : "");
   ui.confirmOk.textContent = spec.confirm.verb;
-  ui.confirmOk.setAttribute("aria-label", `${spec.confirm.verb} ${vm.name}`);
+  ui.confirmOk.setAttribute("aria-label", t("list.action_label", { action: spec.confirm.verb, name: vm.name }));
   const isDelete = action === "delete";
   ui.confirmDisksRow.hidden = !isDelete;
   if (isDelete) {
@@ -474,25 +475,25 @@ function wireConfirm() {
 
 async function changeMedia(iso, force = false) {
   const what = iso ? `Insert ${iso}` : "Eject the CD";
-  showStatus(ui.mediaStatus, "", spinner(), iso ? `Inserting ${iso}…` : "Ejecting…");
+  showStatus(ui.mediaStatus, "", spinner(), iso ? t("details.inserting", { iso }) : t("details.ejecting"));
   try {
     const result = await api("PUT", apiPath("/media"), { iso, force });
     if (result && result.uuid) render(result);
-    showStatus(ui.mediaStatus, "ok", iso ? `✓ ${iso} inserted` : "✓ Ejected");
+    showStatus(ui.mediaStatus, "ok", iso ? t("details.inserted_ok", { iso }) : t("details.ejected_ok"));
     scheduleReload(0);
   } catch (exc) {
     const actions = exc instanceof ApiError && exc.code === "MEDIA_LOCKED" ? [h("button", {
-      class: "btn small danger", type: "button", text: "Force it", onclick: () => changeMedia(iso, true),
+      class: "btn small danger", type: "button", text: t("details.force_it"), onclick: () => changeMedia(iso, true),
     })] : [];
     showError(ui.mediaStatus, exc, what, actions);
   }
 }
 
 async function patchVm(statusEl, what, body) {
-  const result = await request(statusEl, what, "Saving…", "PATCH", apiPath(), body);
+  const result = await request(statusEl, what, t("details.saving"), "PATCH", apiPath(), body);
   if (result === null) return false;
   if (result.uuid) render(result);
-  showStatus(statusEl, "ok", "✓ Saved");
+  showStatus(statusEl, "ok", t("details.saved"));
   scheduleReload(0);
   return true;
 }
@@ -500,7 +501,7 @@ async function patchVm(statusEl, what, body) {
 function wireForms() {
   ui.mediaInsert.addEventListener("click", () => {
     if (!ui.isoSelect.value) {
-      showStatus(ui.mediaStatus, "", "Choose an ISO to insert first.");
+      showStatus(ui.mediaStatus, "", t("details.choose_iso_first"));
       ui.isoSelect.focus();
       return;
     }
@@ -508,16 +509,15 @@ function wireForms() {
   });
   ui.mediaEject.addEventListener("click", () => changeMedia(null));
   ui.bootSave.addEventListener("click", () => {
-    patchVm(ui.mediaStatus, "Change the boot order", { boot_order: ui.bootSelect.value.split(",") });
+    patchVm(ui.mediaStatus, t("details.change_boot"), { boot_order: ui.bootSelect.value.split(",") });
   });
   ui.finishInstallBtn.addEventListener("click", async () => {
-    const result = await request(ui.mediaStatus, "Finish install", "Ejecting and booting from disk…", "POST",
+    const result = await request(ui.mediaStatus, t("vm.finish_install"), t("details.finishing"), "POST",
                                  apiPath("/finish-install"));
     if (result === null) return;
     if (result.uuid) render(result);
     showStatus(ui.mediaStatus, "ok", result.pending_restart
-      ? "✓ Install finished: CD ejected; the VM boots from its disk from its next start"
-      : "✓ Install finished: the VM boots from its disk");
+      ? t("details.finished_next_start") : t("details.finished"));
     scheduleReload(0);
   });
   ui.settingsForm.addEventListener("submit", (event) => {
@@ -531,11 +531,11 @@ function wireForms() {
     if (memory !== vm.memory_mib) body.memory_mib = memory;
     if (ui.setAutostart.checked !== Boolean(vm.autostart)) body.autostart = ui.setAutostart.checked;
     if (Object.keys(body).length === 0) {
-      showStatus(ui.settingsStatus, "", "Nothing changed.");
+      showStatus(ui.settingsStatus, "", t("details.nothing_changed"));
       return;
     }
     settingsShownFor = null;
-    patchVm(ui.settingsStatus, `Save the settings of ${vm.name}`, body);
+    patchVm(ui.settingsStatus, t("details.save_settings_of", { name: vm.name }), body);
   });
   ui.resizeCancel.addEventListener("click", () => ui.resize.close("cancel"));
   ui.resize.addEventListener("close", async () => {
@@ -547,14 +547,14 @@ function wireForms() {
                                  apiPath(`/disks/${encodeURIComponent(disk.target)}/resize`), { size_gib: size });
     if (result === null) return;
     if (result.uuid) render(result);
-    showStatus(ui.diskStatus, "ok", `✓ ${disk.target} is now ${size} GiB`);
+    showStatus(ui.diskStatus, "ok", t("details.resized", { target: disk.target, size }));
     scheduleReload(0);
   });
   ui.resize.querySelector("form").addEventListener("submit", (event) => {
     const size = Number(ui.resizeSize.value);
     if (!Number.isInteger(size) || size < 1) {
       event.preventDefault();
-      ui.resizeError.textContent = "Give a whole number of GiB, at least 1.";
+      ui.resizeError.textContent = t("details.resize_invalid");
       ui.resizeSize.setAttribute("aria-invalid", "true");
     }
   });
@@ -563,9 +563,9 @@ function wireForms() {
 function openResize(disk) {
   resizeTarget = disk;
   const gib = disk.capacity_bytes ? Math.ceil(disk.capacity_bytes / 2 ** 30) : 1;
-  ui.resizeText.replaceChildren("Disk ", h("strong", { class: "mono", text: disk.target }), " of ",
-    h("strong", { class: "vm-ref", text: vm.name }),
-    disk.capacity_bytes ? `, now ${formatBytes(disk.capacity_bytes)}. Disks can only grow.` : ". Disks can only grow.");
+  ui.resizeText.replaceChildren(t("details.resize_disk_before"), h("strong", { class: "mono", text: disk.target }),
+    t("details.resize_disk_of"), h("strong", { class: "vm-ref", text: vm.name }),
+    disk.capacity_bytes ? t("details.resize_now", { size: formatBytes(disk.capacity_bytes) }) : t("details.resize_grow"));
   ui.resizeSize.value = String(gib + 1);
   ui.resizeSize.min = String(gib);
   ui.resizeError.textContent = "";
@@ -587,18 +587,18 @@ function loadScreenshot() {
   if (shotLoading || !vm || !vm.vnc || !ACTIVE_STATES.has(vm.state) || document.visibilityState !== "visible") return;
   shotLoading = true;
   const img = new Image();
-  img.alt = `Screen of ${vm.name}`;
+  img.alt = t("list.screen_of", { name: vm.name });
   img.decoding = "async";
   img.onload = () => {
     shotLoading = false;
     if (!ACTIVE_STATES.has(vm.state)) return;
     ui.screenBox.replaceChildren(img);
     ui.screenBox.dataset.shot = "loaded";
-    ui.screenNote.textContent = `Screen at ${new Date().toLocaleTimeString()} · click to open the console`;
+    ui.screenNote.textContent = t("details.screen_at", { at: formatTime(new Date()) });
   };
   img.onerror = () => {
     shotLoading = false;
-    if (ui.screenBox.dataset.shot !== "loaded" && ACTIVE_STATES.has(vm.state)) showScreenPlaceholder("No picture yet");
+    if (ui.screenBox.dataset.shot !== "loaded" && ACTIVE_STATES.has(vm.state)) showScreenPlaceholder(t("list.no_picture_yet"));
   };
   img.src = `${apiPath("/screenshot")}?max_width=${SCREEN_WIDTH}&t=${Date.now()}`;
 }
@@ -628,8 +628,8 @@ async function reload() {
     }
     const body = bodyOf(exc, "Loading the VM");
     ui.loadError.replaceChildren(h("div", { class: "notice error" }, errorBox({
-      ...body, error: `Cannot load the VM: ${body.error}`,
-    }, { actions: [h("a", { class: "btn small", href: "/", text: "Back to the VM list" })] })));
+      ...localizedError(body), error: t("details.cannot_load", { error: localizedError(body).error }),
+    }, { localize: false, actions: [h("a", { class: "btn small", href: "/", text: t("details.back_to_list") })] })));
     if (!vm) ui.name.textContent = vmId;
   }
   loadActions();
@@ -657,15 +657,15 @@ async function loadIsos() {
 function markGone() {
   gone = true;
   document.body.dataset.state = "deleted";
-  ui.state.replaceChildren(h("span", { class: "badge crashed", text: "Deleted" }));
+  ui.state.replaceChildren(h("span", { class: "badge crashed", text: t("details.deleted") }));
   ui.loadError.replaceChildren(h("div", { class: "notice error", role: "alert" },
-    h("strong", { text: "This VM was deleted. " }), h("a", { href: "/", text: "Back to the VM list" })));
-  showScreenPlaceholder("Deleted");
+    h("strong", { text: t("details.was_deleted") }), h("a", { href: "/", text: t("details.back_to_list") })));
+  showScreenPlaceholder(t("details.deleted"));
   applyEnabled();
 }
 
 function describeUpdates() {
-  ui.liveNote.textContent = events && events.live ? "· live" : "· refreshing every 2 s";
+  ui.liveNote.textContent = events && events.live ? t("details.live") : t("details.refreshing");
 }
 
 function onVmEvent(change) {

@@ -2,8 +2,10 @@
 // Console links are disabled with the reason, and its screen shows a placeholder that says so instead of
 // waiting for a picture that never comes.
 
-export const NO_CONSOLE_REASON = "This VM has no graphical console";
-export const NO_CONSOLE_PLACEHOLDER = "No graphical console";
+import { t } from "./i18n.js";
+
+export const NO_CONSOLE_REASON = t("list.no_console_reason");
+export const NO_CONSOLE_PLACEHOLDER = t("list.no_console");
 
 /** Points ``link`` (an <a class="btn">) at ``href``, or disables it with the reason when ``vm`` has no
  * graphics (an <a> without href is neither followed nor focused). */

@@ -4,6 +4,7 @@
 
 import { api, ApiError } from "./api.js";
 import { formatPercent, formatRate, formatSize, SeriesWindow } from "./stats-series.js";
+import { formatClock, t } from "./i18n.js";
 
 const WINDOW_SECONDS = 3600;
 const MIN_POLL_MS = 1000;
@@ -22,22 +23,22 @@ const MIN_RATE_TOP = 1024;
 
 const GRAPHS = [
   { id: "cpu", title: "CPU", unit: formatPercent, range: [0, 100],
-    lines: [{ field: "cpu_vcpu_percent", label: "of its vCPUs", stroke: "#2458d6", fill: "rgb(36 88 214 / 12%)" }] },
-  { id: "memory", title: "Memory", unit: formatSize, bytes: true,
+    lines: [{ field: "cpu_vcpu_percent", label: t("graphs.of_vcpus"), stroke: "#2458d6", fill: "rgb(36 88 214 / 12%)" }] },
+  { id: "memory", title: t("col.memory"), unit: formatSize, bytes: true,
     lines: [
-      { field: "memory_bytes", label: "assigned", stroke: "#8a94a0", dash: [4, 4] },
-      { field: "rss_bytes", label: "host RSS", stroke: "#7b3fc4" },
-      { field: "memory_used_bytes", label: "used by guest", stroke: "#1f8a4c" },
+      { field: "memory_bytes", label: t("graphs.assigned"), stroke: "#8a94a0", dash: [4, 4] },
+      { field: "rss_bytes", label: t("graphs.host_rss"), stroke: "#7b3fc4" },
+      { field: "memory_used_bytes", label: t("graphs.used_by_guest"), stroke: "#1f8a4c" },
     ] },
-  { id: "disk", title: "Disk", unit: formatRate, bytes: true, minTop: MIN_RATE_TOP,
+  { id: "disk", title: t("quota.disk"), unit: formatRate, bytes: true, minTop: MIN_RATE_TOP,
     lines: [
-      { field: "disk_read_bps", label: "read", stroke: "#2458d6" },
-      { field: "disk_write_bps", label: "write", stroke: "#c26a00" },
+      { field: "disk_read_bps", label: t("graphs.read"), stroke: "#2458d6" },
+      { field: "disk_write_bps", label: t("graphs.write"), stroke: "#c26a00" },
     ] },
-  { id: "net", title: "Network", unit: formatRate, bytes: true, minTop: MIN_RATE_TOP,
+  { id: "net", title: t("vm.network"), unit: formatRate, bytes: true, minTop: MIN_RATE_TOP,
     lines: [
-      { field: "net_rx_bps", label: "received", stroke: "#1f8a4c" },
-      { field: "net_tx_bps", label: "sent", stroke: "#c62f2f" },
+      { field: "net_rx_bps", label: t("graphs.received"), stroke: "#1f8a4c" },
+      { field: "net_tx_bps", label: t("graphs.sent"), stroke: "#c62f2f" },
     ] },
 ];
 
@@ -81,7 +82,9 @@ function buildGraph(graph) {
       y: { range: graph.range ?? ((_u, _min, max) => [0, Math.max(max || 0, graph.minTop || 1) * 1.1]) },
     },
     axes: [
-      { stroke: "#5b6470", grid: { stroke: "#eceff2" }, ticks: { stroke: "#d8dde3" }, incrs: TIME_INCRS },
+      // Times as the page's language writes them (uPlot's own labels are English: "1:05pm").
+      { stroke: "#5b6470", grid: { stroke: "#eceff2" }, ticks: { stroke: "#d8dde3" }, incrs: TIME_INCRS, space: 64,
+        values: (_u, ticks) => ticks.map((seconds) => formatClock(seconds * 1000)) },
       { stroke: "#5b6470", grid: { stroke: "#eceff2" }, ticks: { stroke: "#d8dde3" }, size: 76,
         incrs: graph.bytes ? BYTE_INCRS : undefined, values: (_u, ticks) => ticks.map((v) => graph.unit(v)) },
     ],
@@ -120,11 +123,10 @@ function draw() {
 }
 
 function describe(body) {
-  if (!body.enabled) return "Resource sampling is off on this server (LIMEN_STATS_INTERVAL=0).";
-  const every = `sampled every ${body.interval} s, last hour`;
-  if (!body.running) return series.t.length ? `Not running: the last samples before it stopped (${every}).`
-    : "Not running: graphs appear once the VM runs.";
-  return `Live, ${every}.`;
+  if (!body.enabled) return t("graphs.off");
+  const every = t("graphs.every", { seconds: body.interval });
+  if (!body.running) return series.t.length ? t("graphs.stopped_last", { every }) : t("graphs.not_running");
+  return t("graphs.live", { every });
 }
 
 async function poll() {
@@ -146,7 +148,7 @@ async function poll() {
   } catch (exc) {
     delay = RETRY_MS;
     const text = exc instanceof ApiError ? `${exc.body.error}: ${exc.body.message || exc.body.details || ""}` : String(exc);
-    note.textContent = `Cannot load the resource figures (${text.trim()}); retrying every ${RETRY_MS / 1000} s.`;
+    note.textContent = t("graphs.cannot_load", { reason: text.trim(), seconds: RETRY_MS / 1000 });
   } finally {
     polling = false;
   }
@@ -164,7 +166,7 @@ async function start() {
   try {
     uPlot = (await import("/static/uplot/uPlot.esm.js")).default;
   } catch (exc) {
-    note.textContent = "The graphs cannot be drawn: uPlot is not installed on the server (make install).";
+    note.textContent = t("graphs.no_uplot");
     return;
   }
   const grid = document.getElementById("graphs");

@@ -11,6 +11,8 @@ import { formatPercent, formatSize } from "./stats-series.js";
 import { STOP_FOLLOW_UP_MS, stillRunningText } from "./stop-follow-up.js";
 import { POLL_MS, VmEvents } from "./vm-events.js";
 import { NO_CONSOLE_PLACEHOLDER, showConsoleLink } from "./vm-graphics.js";
+import { formatTime, localizedError, t } from "./i18n.js";
+
 
 const REFRESH_MS = POLL_MS;
 const EVENT_REFRESH_MS = 100; // a burst of events (start = resumed + started) becomes one reload
@@ -21,16 +23,19 @@ const THUMB_WIDTH = 480; // the browser scales it down further, smoothly
 const RESULT_SHOWN_MS = 5000;
 const ACTIVE_STATES = new Set(["running", "paused", "shutting_down", "suspended"]);
 
-const ACTIONS = {
-  start: { label: "Start", busy: "Starting…", done: "Started", method: "POST", path: "start" },
-  stop: { label: "Stop", busy: "Requesting shutdown…", done: "Shutdown requested (the guest decides when)",
-          method: "POST", path: "stop" },
-  "force-stop": { label: "Force stop", busy: "Powering off…", done: "Powered off", method: "POST",
-                  path: "stop?force=true" },
-  reboot: { label: "Reboot", busy: "Requesting reboot…", done: "Reboot requested", method: "POST", path: "reboot" },
-  reset: { label: "Force reset", busy: "Resetting…", done: "Reset", method: "POST", path: "reboot?force=true" },
-  delete: { label: "Delete…", busy: "Deleting…", done: "Deleted", method: "DELETE", path: "" },
+// Labels from the catalogue: action.<name>.label / .busy / .done.
+const ACTION_WIRE = {
+  start: { method: "POST", path: "start" },
+  stop: { method: "POST", path: "stop" },
+  "force-stop": { method: "POST", path: "stop?force=true", key: "force_stop" },
+  reboot: { method: "POST", path: "reboot" },
+  reset: { method: "POST", path: "reboot?force=true" },
+  delete: { method: "DELETE", path: "" },
 };
+const ACTIONS = Object.fromEntries(Object.entries(ACTION_WIRE).map(([name, wire]) => {
+  const key = `action.${wire.key || name}`;
+  return [name, { ...wire, label: t(`${key}.label`), busy: t(`${key}.busy`), done: t(`${key}.done`) }];
+}));
 
 const ui = {
   rows: document.getElementById("vm-rows"),
@@ -79,13 +84,13 @@ function createRow(vm) {
   row.badge = h("span");
   row.figures = h("span", { class: "vm-figures" });
   row.cells = {
-    state: h("td", { "data-label": "State" }, row.badge, row.figures),
+    state: h("td", { "data-label": t("col.state") }, row.badge, row.figures),
     vcpus: h("td", { class: "num", "data-label": "vCPUs" }),
-    memory: h("td", { class: "num", "data-label": "Memory" }),
-    vnc: h("td", { class: "num", "data-label": "VNC port" }),
-    uptime: h("td", { class: "num", "data-label": "Uptime" }),
+    memory: h("td", { class: "num", "data-label": t("col.memory") }),
+    vnc: h("td", { class: "num", "data-label": t("col.vnc_port") }),
+    uptime: h("td", { class: "num", "data-label": t("col.uptime") }),
   };
-  row.console = h("a", { class: "btn small primary", dataset: { action: "console" }, text: "Console" });
+  row.console = h("a", { class: "btn small primary", dataset: { action: "console" }, text: t("console.title") });
   row.buttons = {
     start: actionButton(row, "start"),
     stop: actionButton(row, "stop"),
@@ -94,7 +99,7 @@ function createRow(vm) {
     reset: actionButton(row, "reset"),
     delete: actionButton(row, "delete", "danger"),
   };
-  row.moreSummary = h("summary", { class: "btn small", text: "More ▾" });
+  row.moreSummary = h("summary", { class: "btn small", text: t("list.more") });
   row.more = h(
     "details",
     { class: "more" },
@@ -105,8 +110,8 @@ function createRow(vm) {
   row.tr = h(
     "tr",
     { dataset: { uuid: vm.uuid } },
-    h("td", { class: "cell-thumb", "data-label": "Screen" }, row.thumb),
-    h("td", { class: "vm-name", "data-label": "Name" }, row.nameLink, row.uuid),
+    h("td", { class: "cell-thumb", "data-label": t("col.screen") }, row.thumb),
+    h("td", { class: "vm-name", "data-label": t("col.name") }, row.nameLink, row.uuid),
     row.cells.state,
     row.cells.vcpus,
     row.cells.memory,
@@ -114,7 +119,7 @@ function createRow(vm) {
     row.cells.uptime,
     h(
       "td",
-      { class: "cell-actions", "data-label": "Actions" },
+      { class: "cell-actions", "data-label": t("col.actions") },
       h("div", { class: "actions" }, row.console, row.buttons.start, row.buttons.stop, row.buttons.reboot, row.more),
       row.status,
     ),
@@ -141,15 +146,15 @@ function updateRow(row, vm) {
   if (!ACTIVE_STATES.has(vm.state)) showFigures(row, null);
   setText(row.cells.vcpus, String(vm.vcpus));
   setText(row.cells.memory, formatMemory(vm.memory_mib));
-  const port = vm.vnc ? (vm.vnc.port ?? "—") : "none";
+  const port = vm.vnc ? (vm.vnc.port ?? "—") : t("list.vnc_none");
   setText(row.cells.vnc, String(port));
-  row.cells.vnc.title = vm.vnc ? `VNC on ${vm.vnc.host}` : "This VM has no VNC graphics";
+  row.cells.vnc.title = vm.vnc ? t("list.vnc_on", { host: vm.vnc.host }) : t("list.no_vnc");
   setText(row.cells.uptime, formatDuration(vm.uptime_seconds));
-  row.thumb.setAttribute("aria-label", `Open the details of ${vm.name}`);
-  row.moreSummary.setAttribute("aria-label", `More actions for ${vm.name}`);
-  row.console.setAttribute("aria-label", `Open the console of ${vm.name}`);
+  row.thumb.setAttribute("aria-label", t("list.open_details", { name: vm.name }));
+  row.moreSummary.setAttribute("aria-label", t("list.more_for", { name: vm.name }));
+  row.console.setAttribute("aria-label", t("list.open_console", { name: vm.name }));
   for (const [action, button] of Object.entries(row.buttons)) {
-    button.setAttribute("aria-label", `${ACTIONS[action].label.replace("…", "")} ${vm.name}`);
+    button.setAttribute("aria-label", t("list.action_label", { action: ACTIONS[action].label.replace("…", ""), name: vm.name }));
   }
   const active = ACTIVE_STATES.has(vm.state);
   row.buttons.start.hidden = active;
@@ -161,7 +166,7 @@ function updateRow(row, vm) {
   } else if (!active) {
     if (row.hasShot || !row.thumb.firstChild || previous?.state !== vm.state) showThumbPlaceholder(row);
   } else if (!previous || !ACTIVE_STATES.has(previous.state)) {
-    showThumbPlaceholder(row, "Loading…");
+    showThumbPlaceholder(row, t("common.loading"));
     loadScreenshot(row);
   }
 }
@@ -210,7 +215,7 @@ function render(vms, askedAt = Date.now()) {
 
 function showThumbPlaceholder(row, text = null) {
   row.hasShot = false;
-  const label = text ?? (STATE_LABELS[row.vm.state] || "No picture");
+  const label = text ?? (STATE_LABELS[row.vm.state] || t("vm.no_picture"));
   row.thumb.replaceChildren(h("span", { text: label }));
 }
 
@@ -219,7 +224,7 @@ function loadScreenshot(row) {
   row.shotLoading = true;
   const vm = row.vm;
   const img = new Image();
-  img.alt = `Screen of ${vm.name}`;
+  img.alt = t("list.screen_of", { name: vm.name });
   img.decoding = "async";
   img.onload = () => {
     row.shotLoading = false;
@@ -229,7 +234,7 @@ function loadScreenshot(row) {
   };
   img.onerror = () => {
     row.shotLoading = false;
-    if (!row.hasShot && ACTIVE_STATES.has(row.vm.state)) showThumbPlaceholder(row, "No picture yet");
+    if (!row.hasShot && ACTIVE_STATES.has(row.vm.state)) showThumbPlaceholder(row, t("list.no_picture_yet"));
   };
   img.src = `/api/vms/${encodeURIComponent(vm.uuid)}/screenshot?max_width=${THUMB_WIDTH}&t=${Date.now()}`;
 }
@@ -273,7 +278,8 @@ async function runAction(row, action, { deleteDisks = false } = {}) {
     delete row.tr.dataset.pending;
     if (action === "delete") {
       const volumes = result && result.deleted_volumes ? result.deleted_volumes.length : 0;
-      announce(`Deleted ${vm.name}${volumes ? ` and ${volumes} disk volume${volumes > 1 ? "s" : ""}` : ""}.`);
+      announce(volumes ? t(volumes > 1 ? "list.deleted_with_volumes" : "list.deleted_with_volume", { name: vm.name, count: volumes })
+        : t("list.deleted", { name: vm.name }));
       row.tr.remove();
       rows.delete(vm.uuid);
       ui.empty.hidden = rows.size > 0;
@@ -293,8 +299,8 @@ async function runAction(row, action, { deleteDisks = false } = {}) {
     const body = exc instanceof ApiError ? exc.body
       : { error: `${spec.label} failed`, code: "CLIENT_ERROR", details: String(exc), message: "Reload the page." };
     const dismiss = h("button", {
-      class: "btn small dismiss", type: "button", text: "Dismiss",
-      "aria-label": `Dismiss the error of ${vm.name}`, onclick: () => row.status.replaceChildren(),
+      class: "btn small dismiss", type: "button", text: t("list.dismiss"),
+      "aria-label": t("list.dismiss_error", { name: vm.name }), onclick: () => row.status.replaceChildren(),
     });
     setRowStatus(row, errorBox({ ...body, error: `${spec.label.replace("…", "")} ${vm.name}: ${body.error}` },
                                { actions: [dismiss] }));
@@ -314,11 +320,11 @@ async function followUpStop(row) {
   if (!rows.has(vm.uuid) || row.pending !== null || !ACTIVE_STATES.has(vm.state)) return;
   updateRow(row, vm);
   const force = h("button", {
-    class: "btn small danger", type: "button", dataset: { action: "follow-up-force-stop" }, text: "Force stop",
-    "aria-label": `Force stop ${vm.name}`, onclick: () => onAction(row, "force-stop"),
+    class: "btn small danger", type: "button", dataset: { action: "follow-up-force-stop" }, text: t("action.force_stop.label"),
+    "aria-label": t("list.action_label", { action: t("action.force_stop.label"), name: vm.name }), onclick: () => onAction(row, "force-stop"),
   });
   const dismiss = h("button", {
-    class: "btn small", type: "button", text: "Dismiss", "aria-label": `Dismiss the note on ${vm.name}`,
+    class: "btn small", type: "button", text: t("list.dismiss"), "aria-label": t("list.dismiss_note", { name: vm.name }),
     onclick: () => row.status.replaceChildren(),
   });
   setRowStatus(row, h("span", { class: "follow-up", dataset: { followUp: "stop" } },
@@ -334,12 +340,12 @@ function announce(text) {
 function openDeleteDialog(row) {
   deleteTarget = row;
   const vm = row.vm;
-  ui.dialogText.replaceChildren("Delete the VM ", h("strong", { class: "vm-ref", text: vm.name }), "? This cannot be undone.",
-    ACTIVE_STATES.has(vm.state) ? " It is running and will be powered off first." : "");
+  ui.dialogText.replaceChildren(t("list.delete_before"), h("strong", { class: "vm-ref", text: vm.name }), t("list.delete_after"),
+    ACTIVE_STATES.has(vm.state) ? t("list.delete_running") : "");
   const disks = (vm.disks || []).filter((d) => d.device === "disk" && d.path);
   ui.dialogDisks.checked = false;
   ui.dialogDisks.disabled = disks.length === 0;
-  ui.dialogDiskList.textContent = disks.length === 0 ? "(this VM has no disks)"
+  ui.dialogDiskList.textContent = disks.length === 0 ? t("list.no_disks")
     : `(${disks.map((d) => d.path).join(", ")})`;
   ui.dialog.returnValue = "";
   ui.dialog.showModal();
@@ -366,7 +372,7 @@ function showFigures(row, latest) {
   const memory = latest ? (latest.memory_used_bytes ?? latest.rss_bytes) : null;
   const text = cpu === null && memory === null ? "" : `CPU ${formatPercent(cpu)} · ${formatSize(memory)}`;
   setText(row.figures, text);
-  row.figures.title = text ? "CPU: % of its vCPUs; memory: used by the guest, else held by its process" : "";
+  row.figures.title = text ? t("list.figures_title") : "";
 }
 
 async function refreshFigures() {
@@ -393,8 +399,9 @@ function scheduleRefresh(delay = REFRESH_MS) {
 
 function describeUpdates() {
   if (lastUpdated === null) return;
-  const how = events && events.live ? "live" : `polling every ${REFRESH_MS / 1000} s (live updates reconnecting)`;
-  ui.note.textContent = `${lastUpdated.count} VM${lastUpdated.count === 1 ? "" : "s"} · updated ${lastUpdated.at} · ${how}`;
+  const how = events && events.live ? t("list.live") : t("list.polling", { seconds: REFRESH_MS / 1000 });
+  ui.note.textContent = t(lastUpdated.count === 1 ? "list.updated_one" : "list.updated",
+                          { count: lastUpdated.count, at: lastUpdated.at, how });
 }
 
 /** The usage bars follow the list; a quota that cannot be read leaves the last bars shown. */
@@ -416,17 +423,18 @@ async function refresh() {
     render(vms, askedAt);
     ui.loadError.replaceChildren();
     refreshQuota();
-    lastUpdated = { count: vms.length, at: new Date().toLocaleTimeString() };
+    lastUpdated = { count: vms.length, at: formatTime(new Date()) };
     describeUpdates();
   } catch (exc) {
     const body = exc instanceof ApiError ? exc.body
-      : { error: "Cannot load the VM list", code: "CLIENT_ERROR", details: String(exc), message: "" };
+      : { error: t("list.cannot_load"), code: "CLIENT_ERROR", details: String(exc), message: "" };
+    const shown = localizedError(body);
     ui.loadError.replaceChildren(h("div", { class: "notice error" }, errorBox({
-      ...body,
-      error: `Cannot load the VM list: ${body.error}`,
-      message: `${body.message || ""} Retrying every ${REFRESH_MS / 1000} s.`.trim(),
-    })));
-    ui.note.textContent = "Not updated: see the error above";
+      ...shown,
+      error: t("list.cannot_load_because", { error: shown.error }),
+      message: `${shown.message || ""} ${t("list.retrying", { seconds: REFRESH_MS / 1000 })}`.trim(),
+    }, { localize: false })));
+    ui.note.textContent = t("list.not_updated");
     if (events && events.live) scheduleRefresh(); // while polling, the next poll retries anyway
   }
 }

@@ -5,6 +5,7 @@
 
 import { api, ApiError } from "./api.js";
 import { errorBox, h, spinner } from "./dom.js";
+import { t } from "./i18n.js";
 
 const NONE = "";
 const RESULT_SHOWN_MS = 5000;
@@ -18,7 +19,7 @@ export class OwnerControl {
     this.users = null;
     this.saving = false;
     this.select = h("select", { id: "owner-select", "aria-describedby": "owner-status" });
-    this.save = h("button", { class: "btn", type: "button", id: "owner-save", text: "Set owner",
+    this.save = h("button", { class: "btn", type: "button", id: "owner-save", text: t("owner.set"),
                               onclick: () => this.apply() });
     this.status = h("div", { class: "row-status", id: "owner-status", "aria-live": "polite" });
     this.select.addEventListener("change", () => this.updateButton());
@@ -29,7 +30,7 @@ export class OwnerControl {
     if (!this.slot || !user || user.role !== "admin") return;
     this.slot.replaceChildren(
       h("div", { class: "field owner-field" },
-        h("label", { for: "owner-select", text: "Change owner" }),
+        h("label", { for: "owner-select", text: t("owner.change") }),
         h("div", { class: "inline-controls" }, this.select, this.save)),
       this.status,
     );
@@ -38,7 +39,7 @@ export class OwnerControl {
       this.users = await api("GET", "/api/users");
     } catch (exc) {
       this.users = [];
-      this.showError(exc, "Loading the users");
+      this.showError(exc, t("owner.loading_users"));
     }
     this.fill();
   }
@@ -59,10 +60,10 @@ export class OwnerControl {
     if (!this.vm || this.users === null || this.saving) return;
     const names = this.users.map((user) => user.name);
     const owner = this.current();
-    const options = [h("option", { value: NONE, text: "— none (administrators only)" })];
+    const options = [h("option", { value: NONE, text: t("owner.none") })];
     // An owner that is no longer a user (deleted) stays choosable, and says so.
     if (owner !== NONE && !names.includes(owner)) {
-      options.push(h("option", { value: owner, text: `${owner} (no such user)` }));
+      options.push(h("option", { value: owner, text: t("owner.no_such_user", { owner }) }));
     }
     for (const user of this.users) {
       const notes = [user.role === "admin" ? "admin" : "", user.disabled ? "disabled" : ""].filter(Boolean);
@@ -79,7 +80,7 @@ export class OwnerControl {
 
   showError(exc, what) {
     const body = exc instanceof ApiError ? exc.body
-      : { error: `${what} failed`, code: "CLIENT_ERROR", details: String(exc), message: "Reload the page." };
+      : { error: t("details.failed", { what }), code: "CLIENT_ERROR", details: String(exc), message: t("details.reload") };
     clearTimeout(this.statusTimer);
     this.status.className = "row-status";
     this.status.replaceChildren(errorBox({ ...body, error: `${what}: ${body.error}` }));
@@ -93,20 +94,20 @@ export class OwnerControl {
     this.select.disabled = true;
     clearTimeout(this.statusTimer);
     this.status.className = "row-status";
-    this.status.replaceChildren(spinner(), "Setting the owner…");
+    this.status.replaceChildren(spinner(), t("owner.setting"));
     try {
       const vm = await api("PUT", `/api/vms/${encodeURIComponent(this.vm.uuid)}/owner`,
         { owner: chosen === NONE ? null : chosen });
       this.saving = false;
       this.vm = vm;
       this.status.className = "row-status ok";
-      this.status.textContent = vm.owner ? `${vm.owner} owns this VM now.` : "This VM has no owner now: administrators only.";
+      this.status.textContent = vm.owner ? t("owner.owns_now", { owner: vm.owner }) : t("owner.none_now");
       this.statusTimer = setTimeout(() => this.status.replaceChildren(), RESULT_SHOWN_MS);
       this.fill();
       this.onChanged(vm);
     } catch (exc) {
       this.saving = false;
-      this.showError(exc, "Setting the owner");
+      this.showError(exc, t("owner.setting_what"));
     } finally {
       this.select.disabled = false;
       this.updateButton();

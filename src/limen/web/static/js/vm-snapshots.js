@@ -12,6 +12,7 @@
 
 import { api, ApiError } from "./api.js";
 import { errorBox, h, spinner } from "./dom.js";
+import { formatDateTime, t } from "./i18n.js";
 
 const OPERATION_POLL_MS = 500;
 const RESULT_SHOWN_MS = 5000;
@@ -55,13 +56,13 @@ export function mountSnapshots() {
   }
 
   function showError(body, what) {
-    const dismiss = h("button", { class: "btn small dismiss", type: "button", text: "Dismiss",
+    const dismiss = h("button", { class: "btn small dismiss", type: "button", text: t("list.dismiss"),
                                   onclick: () => ui.status.replaceChildren() });
     showStatus("", errorBox({ ...body, error: `${what}: ${body.error}` }, { actions: [dismiss] }));
   }
 
   const bodyOf = (exc, what) => (exc instanceof ApiError ? exc.body
-    : { error: `${what} failed`, code: "CLIENT_ERROR", details: String(exc), message: "Reload the page." });
+    : { error: t("details.failed", { what }), code: "CLIENT_ERROR", details: String(exc), message: t("details.reload") });
 
   function applyEnabled() {
     const blocked = busy || operation !== null || !vm;
@@ -72,21 +73,22 @@ export function mountSnapshots() {
   // -- the tree --------------------------------------------------------------------------------------
 
   function nodeElement({ snapshot: s, children }) {
-    const kind = s.with_memory ? "with memory" : s.vm_state === "shutoff" ? "disks, VM stopped" : `disks, ${s.vm_state}`;
+    const kind = s.with_memory ? t("snapshots.with_memory") : s.vm_state === "shutoff" ? t("snapshots.disks_stopped")
+      : t("snapshots.disks_state", { state: s.vm_state });
     return h("li", { dataset: { snapshot: s.name }, class: s.current ? "current" : "" },
       h("div", { class: "snapshot-node" },
         h("div", { class: "snapshot-text" },
           h("strong", { class: "snapshot-name", text: s.name }),
           h("span", { class: `snapshot-kind${s.with_memory ? " memory" : ""}`, text: kind }),
-          s.current ? h("span", { class: "snapshot-current", text: "current", title: "The VM came from this snapshot" })
+          s.current ? h("span", { class: "snapshot-current", text: t("snapshots.current"), title: t("snapshots.current_title") })
             : null,
-          h("span", { class: "refresh-note", text: new Date(s.created_at).toLocaleString() }),
+          h("span", { class: "refresh-note", text: formatDateTime(s.created_at) }),
           s.description ? h("div", { class: "snapshot-description", text: s.description }) : null),
         h("div", { class: "snapshot-actions" },
-          h("button", { class: "btn small", type: "button", text: "Revert…", dataset: { action: "revert" },
-                        "aria-label": `Revert ${vm.name} to snapshot ${s.name}`, onclick: () => askRevert(s) }),
-          h("button", { class: "btn small danger", type: "button", text: "Delete…", dataset: { action: "delete" },
-                        "aria-label": `Delete snapshot ${s.name}`, onclick: () => askDelete(s) }))),
+          h("button", { class: "btn small", type: "button", text: t("snapshots.revert_button"), dataset: { action: "revert" },
+                        "aria-label": t("snapshots.revert_label", { vm: vm.name, snapshot: s.name }), onclick: () => askRevert(s) }),
+          h("button", { class: "btn small danger", type: "button", text: t("action.delete.label"), dataset: { action: "delete" },
+                        "aria-label": t("snapshots.delete_label", { snapshot: s.name }), onclick: () => askDelete(s) }))),
       children.length ? h("ul", {}, ...children.map(nodeElement)) : null);
   }
 
@@ -104,7 +106,7 @@ export function mountSnapshots() {
       snapshots = await api("GET", path());
       renderTree();
     } catch (exc) {
-      showError(bodyOf(exc, "Load snapshots"), "Cannot load the snapshots");
+      showError(bodyOf(exc, t("snapshots.load")), t("snapshots.cannot_load"));
     }
   }
 
@@ -112,9 +114,9 @@ export function mountSnapshots() {
 
   function showProgress(op) {
     const figure = op.progress === null || op.progress === undefined ? "" : ` ${op.progress}%`;
-    const bar = h("progress", { max: "100", "aria-label": `Snapshot ${op.subject}` });
+    const bar = h("progress", { max: "100", "aria-label": t("snapshots.progress_label", { name: op.subject }) });
     if (op.progress !== null && op.progress !== undefined) bar.value = op.progress;
-    showStatus("", spinner(), `Taking snapshot ${op.subject}…${figure}`, bar);
+    showStatus("", spinner(), t("snapshots.taking", { name: op.subject, figure }), bar);
   }
 
   function followed(op) {
@@ -146,7 +148,7 @@ export function mountSnapshots() {
       // An operation this server no longer knows (restarted): the list says what became of it.
       if (exc instanceof ApiError && exc.code === "OPERATION_NOT_FOUND") {
         operation = null;
-        showStatus("", "The server lost track of the snapshot; the list shows whether it was taken.");
+        showStatus("", t("snapshots.lost_track"));
         load();
         return;
       }
@@ -167,14 +169,14 @@ export function mountSnapshots() {
     ui.nameError.textContent = "";
     busy = true;
     applyEnabled();
-    showStatus("", spinner(), `Starting snapshot ${name}…`);
+    showStatus("", spinner(), t("snapshots.starting", { name }));
     try {
       operation = await api("POST", path(), { name, description: ui.description.value });
       ui.section.dataset.operation = "running";
       showProgress(operation);
       pollTimer = setTimeout(poll, OPERATION_POLL_MS);
     } catch (exc) {
-      const body = bodyOf(exc, "Take snapshot");
+      const body = bodyOf(exc, t("snapshots.take"));
       if (body.field === "name") {
         ui.name.setAttribute("aria-invalid", "true");
         ui.nameError.textContent = body.details;
@@ -199,23 +201,21 @@ export function mountSnapshots() {
   }
 
   function askRevert(s) {
-    const after = s.with_memory ? "It will be running from that moment, as it was then."
-      : "Its disks will be as they were, and the VM stopped.";
-    ask("Revert to snapshot?", "Revert", [
-      "Revert ", h("strong", { class: "vm-ref", text: vm.name }), " to snapshot ",
-      h("strong", { class: "snapshot-ref", text: s.name }), "? ", after,
-      " What it did since is lost, unless another snapshot holds it."], () => act(
-      "POST", path(`/${encodeURIComponent(s.name)}/revert`), `Reverting to ${s.name}…`, `✓ Reverted to ${s.name}`,
-      `Revert to ${s.name}`));
+    const after = s.with_memory ? t("snapshots.after_memory") : t("snapshots.after_disks");
+    ask(t("snapshots.revert_title"), t("snapshots.revert"), [
+      t("snapshots.revert_text_1"), h("strong", { class: "vm-ref", text: vm.name }), t("snapshots.revert_text_2"),
+      h("strong", { class: "snapshot-ref", text: s.name }), t("snapshots.revert_text_3"), after,
+      t("snapshots.revert_text_4")], () => act(
+      "POST", path(`/${encodeURIComponent(s.name)}/revert`), t("snapshots.reverting", { name: s.name }),
+      t("snapshots.reverted", { name: s.name }), t("snapshots.revert_what", { name: s.name })));
   }
 
   function askDelete(s) {
-    ask("Delete snapshot?", "Delete snapshot", [
-      "Delete snapshot ", h("strong", { class: "snapshot-ref", text: s.name }), " of ",
-      h("strong", { class: "vm-ref", text: vm.name }), "? The VM stays as it is; snapshots taken after this one stay.",
-      " This cannot be undone."], () => act(
-      "DELETE", path(`/${encodeURIComponent(s.name)}`), `Deleting ${s.name}…`, `✓ Snapshot ${s.name} deleted`,
-      `Delete ${s.name}`));
+    ask(t("snapshots.delete_title"), t("snapshots.delete"), [
+      t("snapshots.delete_text_1"), h("strong", { class: "snapshot-ref", text: s.name }), t("snapshots.delete_text_2"),
+      h("strong", { class: "vm-ref", text: vm.name }), t("snapshots.delete_text_3")], () => act(
+      "DELETE", path(`/${encodeURIComponent(s.name)}`), t("snapshots.deleting", { name: s.name }),
+      t("snapshots.deleted", { name: s.name }), t("snapshots.delete_what", { name: s.name })));
   }
 
   async function act(method, url, busyText, doneText, what) {

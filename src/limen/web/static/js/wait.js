@@ -1,15 +1,17 @@
 // A wait the server asked for (a 429's retry_after), shown as "4 min 56 s" and counted down to zero.
 // No DOM here: the sign-in page draws what onTick/onEnd tell it; tests turn the clock by hand.
 
+import { t } from "./i18n.js";
+
 /** Whole seconds as people read them: "56 s", "4 min 56 s", "1 h 5 min". */
 export function formatWait(totalSeconds) {
   const seconds = Math.max(0, Math.ceil(Number(totalSeconds) || 0));
   const hours = Math.floor(seconds / 3600);
   const minutes = Math.floor((seconds % 3600) / 60);
   const rest = seconds % 60;
-  if (hours) return minutes ? `${hours} h ${minutes} min` : `${hours} h`;
-  if (minutes) return rest ? `${minutes} min ${rest} s` : `${minutes} min`;
-  return `${rest} s`;
+  if (hours) return minutes ? t("duration.h_min", { h: hours, m: minutes }) : t("duration.h", { h: hours });
+  if (minutes) return rest ? t("duration.min_s", { m: minutes, s: rest }) : t("duration.min", { m: minutes });
+  return t("duration.s", { s: rest });
 }
 
 /**

@@ -1,0 +1,103 @@
+// The page's language and its words. The server renders each page in one language (<html lang>) and
+// embeds that language's catalogue as <script id="limen-i18n" type="application/json"> (the catalogues are
+// src/limen/i18n/catalogues/<lang>/*.json). Scripts translate with t(key, {placeholders}).
+//
+// What the server says stays as it says it: the API's error/message fields and the console WebSocket's
+// frames are English (clients parse them). The page translates them by their stable code and stage.
+// Outside a page (node --test) the English catalogue files are read from the package instead.
+
+async function readCatalogue() {
+  if (typeof document === "undefined") return typeof process === "undefined" ? {} : englishFromFiles();
+  const element = document.getElementById("limen-i18n");
+  if (!element) return {};
+  try {
+    return JSON.parse(element.textContent || "{}");
+  } catch {
+    return {};
+  }
+}
+
+async function englishFromFiles() {
+  const { readdirSync, readFileSync } = await import("node:fs");
+  const dir = new URL("../../../i18n/catalogues/en/", import.meta.url);
+  const merged = {};
+  for (const name of readdirSync(dir).filter((file) => file.endsWith(".json")).sort()) {
+    Object.assign(merged, JSON.parse(readFileSync(new URL(name, dir), "utf8")));
+  }
+  return merged;
+}
+
+const texts = await readCatalogue();
+
+/** The page's language: "ko" or "en". */
+export const lang = typeof document !== "undefined" && document.documentElement.lang ? document.documentElement.lang : "en";
+
+/** Whether the catalogue has `key`. */
+export function has(key) {
+  return Object.hasOwn(texts, key);
+}
+
+/** The text of `key` with its {placeholders} filled from `params`; the key itself when it is missing. */
+export function t(key, params = {}) {
+  const text = has(key) ? texts[key] : key;
+  return text.replace(/\{([a-z_]+)\}/g, (whole, name) => (Object.hasOwn(params, name) ? String(params[name]) : whole));
+}
+
+/**
+ * An error ({error, code, details, message}) with its title and message in the page's language, found by
+ * its code. English pages show the server's own texts, unchanged; details stay as they came (technical).
+ */
+export function localizedError(err) {
+  if (!err || lang === "en" || !err.code) return err;
+  const title = `error.${err.code}.title`;
+  const message = `error.${err.code}.message`;
+  return {
+    ...err,
+    error: has(title) ? t(title) : err.error,
+    message: has(message) ? t(message) : err.message,
+  };
+}
+
+/** A console stage's name (the frames' `stage`), e.g. "checking the VM". */
+export function stageName(stage, label) {
+  // English pages show the stage table's own label (GET /api/console-stages) when the page has it.
+  if (label && lang === "en") return label;
+  return has(`stage.${stage}`) ? t(`stage.${stage}`) : label || stage;
+}
+
+/** A status frame's text in the page's language: the frame's own (English) text on English pages. */
+export function stageStatus(stage, message) {
+  const key = `stage_status.${stage}`;
+  if (lang === "en" || !has(key)) return message;
+  const port = /port (\d+)/.exec(message || "");
+  return t(key, { port: port ? port[1] : "?" });
+}
+
+const dateTimeFormat = new Intl.DateTimeFormat(lang, { dateStyle: "medium", timeStyle: "medium" });
+const timeFormat = new Intl.DateTimeFormat(lang, { timeStyle: "medium" });
+const numberFormat = new Intl.NumberFormat(lang);
+
+/** A moment (Date, ISO text or milliseconds) as the page's language writes it; "—" for none. */
+export function formatDateTime(value) {
+  if (value === null || value === undefined || value === "") return "—";
+  const date = value instanceof Date ? value : new Date(value);
+  return Number.isNaN(date.getTime()) ? String(value) : dateTimeFormat.format(date);
+}
+
+/** A moment's time of day only. */
+export function formatTime(value) {
+  const date = value instanceof Date ? value : new Date(value);
+  return Number.isNaN(date.getTime()) ? String(value) : timeFormat.format(date);
+}
+
+const clockFormat = new Intl.DateTimeFormat(lang, { hour: "numeric", minute: "2-digit" });
+
+/** Hours and minutes only (graph axes): "1:05 PM", "오후 1:05". */
+export function formatClock(value) {
+  return clockFormat.format(value instanceof Date ? value : new Date(value));
+}
+
+/** A number with the page's language's digit grouping. */
+export function formatNumber(value, options = undefined) {
+  return options ? new Intl.NumberFormat(lang, options).format(value) : numberFormat.format(value);
+}

@@ -1,0 +1,198 @@
+"""Korean and English in Chromium against a real ``limen serve`` (libvirt's test driver, real SQLite).
+
+A browser set to Korean (``locale='ko-KR'``, so ``Accept-Language: ko-KR``) gets Korean pages from the
+start; the language menu switches to English; the choice is kept on the user, so a new browser (a new
+context, still Korean) shows English once that user signs in. The console in Korean shows its stages and
+its error panel in Korean while the WebSocket frames stay English, byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, WebSocket, expect
+
+from tests.e2e.helpers import DESKTOP, PHONE, save_screenshot, silent_listener, start_limen
+from tests.support.access import TEST_ADMIN, TEST_ADMIN_PASSWORD
+from tests.support.console import FakeDomain, driver_uri
+from tests.support.server import LimenProcess
+
+pytestmark = pytest.mark.e2e
+
+SEED_CHECKING_VM = "Connected, checking VM status..."
+
+
+@pytest.fixture(scope="module")
+def silent_vnc() -> Iterator[socket.socket]:
+    listener = silent_listener()
+    yield listener
+    listener.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, silent_vnc: socket.socket) -> Iterator[LimenProcess]:
+    tmp = tmp_path_factory.mktemp("limen-i18n")
+    domains = [
+        FakeDomain("limen-test-i18n-stopped", vnc=silent_vnc.getsockname()[1], running=False),
+        FakeDomain("limen-test-i18n-silent", vnc=silent_vnc.getsockname()[1]),
+    ]
+    process = start_limen(tmp, LIMEN_LIBVIRT_URI=driver_uri(Path(tmp), domains),
+                          LIMEN_CONSOLE_AUTO_START="false", LIMEN_CONSOLE_BANNER_TIMEOUT="1.5")
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def contexts(browser: Browser) -> Iterator[list[BrowserContext]]:
+    opened: list[BrowserContext] = []
+    yield opened
+    for context in opened:
+        context.close()
+
+
+def korean_page(browser: Browser, contexts: list[BrowserContext], viewport: ViewportSize = DESKTOP) -> Page:
+    context = browser.new_context(locale="ko-KR", viewport=viewport)
+    context.set_default_timeout(15_000)
+    contexts.append(context)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.errors = errors  # type: ignore[attr-defined]
+    return page
+
+
+def sign_in(page: Page, server: LimenProcess) -> None:
+    page.goto(f"{server.base_url}/login")
+    page.fill("#login-name", TEST_ADMIN)
+    page.fill("#login-password", TEST_ADMIN_PASSWORD)
+    page.click("#login-submit")
+    page.wait_for_url(f"{server.base_url}/")
+
+
+def test_korean_by_default_english_by_the_menu_and_kept_for_the_user(
+    server: LimenProcess, browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    page = korean_page(browser, contexts)
+    page.goto(f"{server.base_url}/login")
+    expect(page.locator("html")).to_have_attribute("lang", "ko")
+    expect(page.locator("#login-submit")).to_have_text("로그인")
+    expect(page.locator("label[for=login-password]")).to_have_text("비밀번호")
+    # A wrong password: the error panel is Korean (by its code), the code itself stays.
+    page.fill("#login-name", TEST_ADMIN)
+    page.fill("#login-password", "wrong-password-한글")
+    page.click("#login-submit")
+    expect(page.locator("#login-error .error-title")).to_have_text("로그인 실패")
+    expect(page.locator("#login-error code")).to_have_text("INVALID_CREDENTIALS")
+    save_screenshot(page, "i18n-login-error-ko")
+
+    sign_in(page, server)
+    expect(page.locator("h1")).to_have_text("가상 머신")
+    expect(page.locator("nav a[aria-current=page]")).to_have_text("가상 머신")
+    expect(page.locator("#user-menu .user-role")).to_have_text(" · 관리자")
+    row = page.locator("#vm-rows tr", has_text="limen-test-i18n-silent")
+    expect(row.locator(".badge")).to_have_text("실행 중")
+    expect(page.locator("#vm-rows tr", has_text="limen-test-i18n-stopped").locator(".badge")).to_have_text("중지됨")
+    # Times follow the language (Intl): a Korean clock says 오전/오후.
+    expect(page.locator("#refresh-note")).to_contain_text("갱신")
+    assert any(word in page.locator("#refresh-note").inner_text() for word in ("오전", "오후"))
+    save_screenshot(page, "i18n-list-ko")
+
+    # The menu: English, at once, for this user.
+    with page.expect_response(lambda r: r.url.endswith("/api/me") and r.request.method == "PATCH") as patched:
+        page.select_option("#language-menu", "en")
+    assert patched.value.status == 200  # its body is gone with the reload that follows at once
+    page.wait_for_load_state()
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    expect(page.locator("h1")).to_have_text("Virtual machines")
+    expect(row.locator(".badge")).to_have_text("Running")
+    assert page.errors == []  # type: ignore[attr-defined]
+
+    # A new browser, still set to Korean: Korean until the user signs in, then the user's English.
+    other = korean_page(browser, contexts, PHONE)
+    other.goto(f"{server.base_url}/login")
+    expect(other.locator("html")).to_have_attribute("lang", "ko")
+    sign_in(other, server)
+    expect(other.locator("html")).to_have_attribute("lang", "en")
+    expect(other.locator("h1")).to_have_text("Virtual machines")
+    other.goto(f"{server.base_url}/audit")
+    expect(other.locator("h1")).to_have_text("Console sessions")
+
+    # Back to Korean from the other browser; the first one follows on its next page load.
+    other.select_option("#language-menu", "ko")
+    expect(other.locator("h1")).to_have_text("콘솔 세션")
+    page.context.clear_cookies()  # as if its cookie were gone: the signed-in user's choice still wins
+    sign_in(page, server)
+    expect(page.locator("html")).to_have_attribute("lang", "ko")
+    expect(page.locator("h1")).to_have_text("가상 머신")
+    assert page.errors == [] and other.errors == []  # type: ignore[attr-defined]
+
+
+def forget_language(page: Page, server: LimenProcess) -> None:
+    me = page.request.get(f"{server.base_url}/api/me").json()
+    answer = page.request.patch(f"{server.base_url}/api/me", data={"language": None},
+                                headers={"X-CSRF-Token": me["csrf_token"], "Origin": server.base_url})
+    assert answer.status == 200, answer.text()
+    page.context.clear_cookies(name="limen_lang")
+
+
+def frames_of(page: Page) -> list[dict[str, object]]:
+    frames: list[dict[str, object]] = []
+
+    def on_socket(socket: WebSocket) -> None:
+        def on_frame(payload: str | bytes) -> None:
+            if isinstance(payload, str):
+                frames.append(json.loads(payload))
+
+        socket.on("framereceived", on_frame)
+
+    page.on("websocket", on_socket)
+    return frames
+
+
+def test_console_in_korean_translates_stages_and_errors_while_frames_stay_english(
+    server: LimenProcess, browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    page = korean_page(browser, contexts)
+    sign_in(page, server)
+    forget_language(page, server)  # whatever the other test left: the browser's Korean decides
+    frames = frames_of(page)
+    page.goto(f"{server.base_url}/vms/limen-test-i18n-stopped/console")
+    page.wait_for_selector('body[data-console-state="failed"]', timeout=10_000)
+    box = page.locator("#panel-extra .error-box")
+    expect(box).to_have_attribute("data-code", "VM_NOT_RUNNING")
+    expect(box.locator(".error-title")).to_have_text("가상 머신이 실행 중이 아님")
+    expect(box.locator(".error-message")).to_have_text("가상 머신을 시작한 뒤 콘솔을 다시 여세요.")
+    expect(page.locator("#stages .stage.failed .msg")).to_have_text("연결됨, 가상 머신 상태 확인 중...")
+    expect(page.locator("#panel-title")).to_have_text("콘솔을 열 수 없습니다")
+    expect(page.locator("#panel-sub")).to_have_text("실패한 단계: 가상 머신 확인 (check_vm).")
+    expect(page.get_by_role("button", name="가상 머신 시작 후 연결")).to_be_visible()
+    expect(page.get_by_role("button", name="다시 시도", exact=True)).to_be_visible()
+    expect(page.locator("#conn-status")).to_have_text("가상 머신이 실행 중이 아님")
+    save_screenshot(page, "i18n-console-not-running-ko")
+    # The frames are the seed's English, untouched by the page's language.
+    status = next(frame for frame in frames if frame["type"] == "status")
+    assert status["message"] == SEED_CHECKING_VM and status["stage"] == "check_vm"
+    error = next(frame for frame in frames if frame["type"] == "error")
+    assert (error["code"], error["error"], error["message"]) == (
+        "VM_NOT_RUNNING", "VM is not running", "Start the VM, then open the console again.")
+
+    # A VNC server that never speaks: the connect stage names its port in Korean; the handshake fails.
+    frames.clear()
+    page.goto(f"{server.base_url}/vms/limen-test-i18n-silent/console")
+    page.wait_for_selector('body[data-console-state="failed"]', timeout=15_000)
+    connect = next(frame for frame in frames if frame.get("stage") == "connect")
+    port = str(connect["message"]).split("port ")[1].rstrip(".")
+    assert connect["message"] == f"Connecting to VNC server on port {port}..."
+    connect_item = page.locator('#stages .stage[data-stage="connect"] .msg')
+    expect(connect_item).to_have_text(f"VNC 서버에 연결 중 (포트 {port})...")
+    box = page.locator("#panel-extra .error-box")
+    code = box.get_attribute("data-code")
+    error = next(frame for frame in frames if frame["type"] == "error")
+    assert error["code"] == code and str(error["message"]).isascii()
+    assert any("\uac00" <= char <= "\ud7a3" for char in box.locator(".error-title").inner_text())
+    save_screenshot(page, "i18n-console-handshake-ko")
+    assert page.errors == []  # type: ignore[attr-defined]

@@ -1,0 +1,87 @@
+"""The command line's human output in Korean under ``LANG=ko_KR.UTF-8`` (or ``LIMEN_LANG=ko``), English
+otherwise; ``--json`` the same in every language. On libvirt's test driver (its VM 'test') and SQLite."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+from typer.testing import CliRunner
+
+from limen.cli import app
+from limen.i18n import display_width
+from tests.conftest import ISO_DIR, TEST_DRIVER_URI
+
+KOREAN = {"LANG": "ko_KR.UTF-8", "LC_ALL": "", "LC_MESSAGES": "", "LIMEN_LANG": ""}
+ENGLISH = {"LANG": "C.UTF-8", "LC_ALL": "", "LC_MESSAGES": "", "LIMEN_LANG": ""}
+
+
+@pytest.fixture(autouse=True)
+def held_test_driver() -> Iterator[None]:
+    conn = libvirt.open(TEST_DRIVER_URI)
+    dom = conn.lookupByName("test")
+    if not dom.isActive():  # the driver is shared by the whole process: other tests may have stopped it
+        dom.create()
+    yield
+    conn.close()
+
+
+def run(tmp_path: Path, env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    options = ["--libvirt-uri", TEST_DRIVER_URI, "--data-dir", str(tmp_path / "data"), "--iso-dir", str(ISO_DIR)]
+    result = CliRunner().invoke(app, [*options, *args], env={**env, "LIMEN_STORAGE_POOL_DIR": str(tmp_path / "p")})
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_vm_list_and_show_in_korean(tmp_path: Path) -> None:
+    code, out, err = run(tmp_path, KOREAN, "vm", "list")
+    assert code == 0, err
+    header, *rows = out.splitlines()
+    assert header.split() == ["이름", "상태", "VCPU", "메모리", "VNC", "UUID"]
+    test_row = next(row for row in rows if row.startswith("test "))
+    assert "실행 중" in test_row
+    # Columns line up in terminal columns: UUIDs start at the same column as the header's "UUID".
+    column = display_width(header[:header.index("UUID")])
+    assert display_width(test_row[:test_row.rindex(" ") + 1]) == column
+    code, out, err = run(tmp_path, KOREAN, "vm", "show", "test")
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("이름") and "상태" in out and "부팅 순서" in out and "자동 시작" in out
+
+
+def test_errors_in_korean_keep_the_code_and_details(tmp_path: Path) -> None:
+    code, _out, err = run(tmp_path, KOREAN, "vm", "show", "no-such-vm")
+    assert code == 1
+    assert err.startswith("limen: 가상 머신을 찾을 수 없음: ")
+    assert "no-such-vm" in err and "[VM_NOT_FOUND]" in err and "가상 머신 목록을 새로 고치세요" in err
+    code, _out, err = run(tmp_path, KOREAN, "vm", "show", "이름-한글")
+    assert err.startswith("limen: 잘못된 가상 머신 ID: '이름-한글' is neither")  # details stay as they came
+    assert "[INVALID_VM_ID]" in err
+    code, _out, err = run(tmp_path, ENGLISH, "vm", "show", "no-such-vm")
+    assert err.startswith("limen: VM not found: ") and "Reload the VM list. [VM_NOT_FOUND]" in err
+
+
+def test_english_by_default_and_limen_lang_wins(tmp_path: Path) -> None:
+    assert run(tmp_path, ENGLISH, "vm", "list")[1].split()[:2] == ["NAME", "STATE"]
+    assert run(tmp_path, {**KOREAN, "LIMEN_LANG": "en"}, "vm", "list")[1].split()[:2] == ["NAME", "STATE"]
+    assert run(tmp_path, {**ENGLISH, "LIMEN_LANG": "ko"}, "vm", "list")[1].split()[:2] == ["이름", "상태"]
+
+
+def test_json_output_does_not_change_with_the_language(tmp_path: Path) -> None:
+    korean = run(tmp_path, KOREAN, "--json", "vm", "show", "test")[1]
+    english = run(tmp_path, ENGLISH, "--json", "vm", "show", "test")[1]
+    assert json.loads(korean)["state"] == "running"
+    assert korean == english
+
+
+def test_users_in_korean(tmp_path: Path) -> None:
+    code, out, err = run(tmp_path, KOREAN, "user", "list")
+    assert (code, out.strip()) == (0, "사용자 없음"), err
+    result = CliRunner().invoke(app, ["--data-dir", str(tmp_path / "data"), "user", "create", "관리자-한글",
+                                      "--admin", "--password-stdin"], input="password-123\n", env=KOREAN)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == "admin '관리자-한글' 만듦"
+    header, row = run(tmp_path, KOREAN, "user", "list")[1].splitlines()
+    assert header.split() == ["이름", "역할", "상태", "생성", "시각"]
+    assert row.startswith("관리자-한글  admin")

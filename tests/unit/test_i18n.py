@@ -1,0 +1,248 @@
+"""Korean and English: both catalogues complete and consistent, every key the pages and scripts use
+exists, language negotiation, the pages rendered in the chosen language, and the user's choice kept."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import string
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from limen.errors import ErrorCode
+from limen.i18n import (
+    CATALOGUE_DIR,
+    LANGUAGE_CODES,
+    catalogue,
+    catalogue_json,
+    display_width,
+    error_keys,
+    language_from_environment,
+    negotiate,
+    pad,
+    translate,
+)
+from limen.settings import Settings
+from limen.web.routes import STATIC_DIR, TEMPLATE_DIR
+from tests.unit.test_auth_api import ALICE, PASSWORD, World
+from tests.unit.test_auth_api import world as world  # the fixture
+from tests.unit.test_web_routes import client_for
+
+PAGES = ("/", "/login", "/audit", "/isos", "/users", "/tokens", "/vms/new", "/vms/test", "/vms/test/console")
+HANGUL = re.compile(r"[\uac00-\ud7a3]")
+
+
+def placeholders(text: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+
+
+# -- the catalogues ---------------------------------------------------------------------------------------
+
+
+def test_every_key_exists_in_both_languages() -> None:
+    english, korean = catalogue("en"), catalogue("ko")
+    assert sorted(english.keys() - korean.keys()) == []
+    assert sorted(korean.keys() - english.keys()) == []
+
+
+@pytest.mark.parametrize("key", sorted(catalogue("en")))
+def test_placeholders_match_and_no_text_is_empty(key: str) -> None:
+    texts = {lang: catalogue(lang)[key] for lang in LANGUAGE_CODES}
+    assert all(text.strip() for text in texts.values()), key
+    assert placeholders(texts["ko"]) == placeholders(texts["en"]), key
+
+
+def test_every_error_code_has_korean_title_and_message_and_english_is_errors_py() -> None:
+    for code in ErrorCode:
+        title, message = error_keys(code)
+        assert catalogue("en")[title] == code.title and catalogue("en")[message] == code.user_message
+        assert HANGUL.search(catalogue("ko")[title]), code.name
+        assert HANGUL.search(catalogue("ko")[message]), code.name
+
+
+def test_english_errors_live_only_in_errors_py() -> None:
+    """One source per language: errors.py is English's; no English catalogue file repeats a server code."""
+    files = json.loads((CATALOGUE_DIR / "en" / "ui.json").read_text()) | json.loads(
+        (CATALOGUE_DIR / "en" / "console.json").read_text())
+    for code in ErrorCode:
+        assert error_keys(code)[0] not in files, code.name
+
+
+def test_korean_texts_are_korean() -> None:
+    """Every Korean text that is words (not a code, unit or key name) has Hangul: no English leftovers."""
+    untranslatable = re.compile(r"^[\W\d_]*$|^(?:[A-Z0-9\-]+|VNC|CD-ROM|ISO|UUID|SHA256|ID|VCPU|vCPU|"
+                                r"limen: \{title\}.*|\{[a-z_]+\}:? \{[a-z_]+\}|Ctrl.*)$", re.S)
+    leftovers = [key for key, text in catalogue("ko").items()
+                 if not HANGUL.search(text) and not untranslatable.match(text)]
+    assert leftovers == []
+
+
+def used_keys() -> dict[str, set[str]]:
+    """Every literal key the templates (t('…')) and the scripts (t("…")) ask for, by file."""
+    found: dict[str, set[str]] = {}
+    for path in [*TEMPLATE_DIR.glob("*.html"), *(STATIC_DIR / "js").glob("*.js")]:
+        keys = set(re.findall(r"""\bt\(\s*["']([a-z_]+(?:\.[A-Za-z0-9_]+)+)["']""", path.read_text()))
+        if keys:
+            found[path.name] = keys
+    return found
+
+
+def test_every_key_the_pages_and_scripts_use_exists() -> None:
+    english = catalogue("en")
+    uses = used_keys()
+    assert {"base.html", "index.html", "console.html", "console-page.js", "dom.js"} <= uses.keys()
+    missing = {name: sorted(keys - english.keys()) for name, keys in uses.items() if keys - english.keys()}
+    assert missing == {}
+
+
+def test_catalogue_json_cannot_end_its_script_element() -> None:
+    for lang in LANGUAGE_CODES:
+        text = catalogue_json(lang)
+        assert "</" not in text and "<" not in text
+        assert json.loads(text)["nav.vms"] == catalogue(lang)["nav.vms"]
+
+
+def test_translate_fills_placeholders() -> None:
+    assert translate("ko", "console.typed", count=12) == "연결됨 · 12자 입력함"
+    assert translate("en", "console.typed", count=12) == "Connected · typed 12 characters"
+    assert translate("ko", "no.such.key") == "no.such.key"
+
+
+# -- choosing a language ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    (None, "en"), ("", "en"), ("ko-KR,ko;q=0.9,en-US;q=0.8,en;q=0.7", "ko"), ("en-US,en;q=0.9,ko;q=0.8", "en"),
+    ("de-DE,ko;q=0.5,en;q=0.4", "ko"), ("fr, de", "en"), ("en;q=0.2, ko;q=0.8", "ko"), ("ko;q=0, en", "en"),
+    ("ko;q=abc, en;q=0.1", "en"), ("KO", "ko"), ("*", "en"), ("ko-KR;q=1.0;x=y", "ko"), ("a" * 5000, "en"),
+])
+def test_accept_language_negotiation(header: str | None, expected: str) -> None:
+    assert negotiate(header) == expected
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, "en"), ({"LANG": "ko_KR.UTF-8"}, "ko"), ({"LANG": "C.UTF-8"}, "en"), ({"LANG": "en_US.UTF-8"}, "en"),
+    ({"LIMEN_LANG": "en", "LANG": "ko_KR.UTF-8"}, "en"), ({"LIMEN_LANG": "ko", "LANG": "C"}, "ko"),
+    ({"LC_ALL": "ko_KR.UTF-8", "LANG": "en_US.UTF-8"}, "ko"), ({"LC_ALL": "C", "LANG": "ko_KR.UTF-8"}, "en"),
+    ({"LIMEN_LANG": "xx", "LANG": "ko_KR.UTF-8"}, "ko"), ({"LC_MESSAGES": "ko_KR", "LANG": "en_US"}, "ko"),
+])
+def test_command_line_language_from_environment(env: dict[str, str], expected: str) -> None:
+    assert language_from_environment(env) == expected
+
+
+def test_terminal_width_counts_hangul_twice() -> None:
+    assert display_width("가상 머신") == 9
+    assert pad("상태", 6) == "상태  " and pad("STATE", 6) == "STATE "
+
+
+# -- the pages ------------------------------------------------------------------------------------------------
+
+
+async def test_pages_follow_accept_language_and_the_cookie(make_settings: Callable[..., Settings]) -> None:
+    async with client_for(make_settings()) as client:
+        for path in PAGES:
+            korean = await client.get(path, headers={"Accept-Language": "ko-KR,ko;q=0.9,en;q=0.8"})
+            assert korean.status_code == 200, path
+            assert '<html lang="ko">' in korean.text and korean.headers["content-language"] == "ko", path
+            assert '<select id="language-menu"' in korean.text, path
+            english = await client.get(path, headers={"Accept-Language": "ko", "Cookie": "limen_lang=en"})
+            assert '<html lang="en">' in english.text, path
+            default = await client.get(path, headers={"Cookie": "limen_lang=xx"})
+            assert '<html lang="en">' in default.text, path
+        home = (await client.get("/", headers={"Accept-Language": "ko"})).text
+    assert "<title>가상 머신 — limen</title>" in home
+    assert '<a href="/" aria-current="page">가상 머신</a>' in home
+    assert '<option value="ko" lang="ko" selected>한국어</option>' in home
+
+
+async def test_no_english_words_left_on_korean_pages(make_settings: Callable[..., Settings]) -> None:
+    """The text nodes of every Korean page, outside scripts, are Korean, product names, codes or units."""
+    allowed = {"limen", "VNC", "CD", "ROM", "ISO", "UUID", "vCPU", "MiB", "GiB", "API", "Ctrl", "Alt", "Shift",
+               "Esc", "Authorization", "Bearer", "secret", "user", "admin", "English", "Tab", "qcow2", "US", "GRUB",
+               "Enter", "Ctrl+C"}
+    async with client_for(make_settings()) as client:
+        for path in PAGES:
+            page = (await client.get(path, headers={"Accept-Language": "ko"})).text
+            body = re.sub(r"<script.*?</script>", "", page, flags=re.S)
+            texts = re.findall(r">([^<>]+)<", body) + re.findall(r'(?:aria-label|title|placeholder)="([^"]*)"', body)
+            words = {word for text in texts for word in re.findall(r"[A-Za-z]{2,}", html.unescape(text))}
+            assert words - allowed - {"SHA", "debian", "iso", "web", "before", "upgrade", "img"} == set(), path
+
+
+def test_the_static_pages_are_gone() -> None:
+    """Pages are templates on one base layout; a stale copy under static/ would be served as an old page."""
+    assert list(STATIC_DIR.glob("*.html")) == []
+    for template in Path(TEMPLATE_DIR).glob("*.html"):
+        text = template.read_text()
+        if template.name not in ("base.html", "_macros.html"):
+            assert text.startswith('{% extends "base.html" %}'), template.name
+            assert "<head>" not in text and "<nav" not in text, template.name
+
+
+# -- the user's choice ------------------------------------------------------------------------------------------
+
+
+async def test_the_user_keeps_a_language_for_every_browser(world: World) -> None:
+    from tests.support.access import sign_in
+
+    csrf = await sign_in(world.client, ALICE, PASSWORD[ALICE])
+    assert (await world.client.get("/api/me")).json()["language"] is None
+    changed = await world.client.patch("/api/me", json={"language": "ko"}, headers={"X-CSRF-Token": csrf})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["language"] == "ko"
+    assert "limen_lang=ko" in changed.headers["set-cookie"]
+    assert (await world.client.get("/api/me")).json()["language"] == "ko"
+    # Another browser: signed out it follows its Accept-Language; signing in brings the user's language.
+    async with world.other_client() as other:
+        page = await other.get("/", headers={"Accept-Language": "en"})
+        assert '<html lang="en">' in page.text
+        signed_in = await other.post("/api/login", json={"name": ALICE, "password": PASSWORD[ALICE]})
+        assert signed_in.json()["language"] == "ko"
+        assert "limen_lang=ko" in signed_in.headers.get_list("set-cookie")[-1]
+        page = await other.get("/", headers={"Accept-Language": "en"})
+        assert '<html lang="ko">' in page.text
+    forgot = await world.client.patch("/api/me", json={"language": None}, headers={"X-CSRF-Token": csrf})
+    assert forgot.json()["language"] is None and (await world.client.get("/api/me")).json()["language"] is None
+
+
+@pytest.mark.parametrize("body", [{"language": "de"}, {"language": "ko-KR"}, {"language": 1}, {}, {"lang": "ko"},
+                                  {"language": "ko", "role": "admin"}, {"language": "한국어" * 1000}])
+async def test_a_bad_language_is_refused(world: World, body: object) -> None:
+    from tests.support.access import assert_error, sign_in
+
+    csrf = await sign_in(world.client, ALICE, PASSWORD[ALICE])
+    assert_error(await world.client.patch("/api/me", json=body, headers={"X-CSRF-Token": csrf}),
+                 422, "VALIDATION_ERROR")
+    assert (await world.client.get("/api/me")).json() == {**(await world.client.get("/api/me")).json(),
+                                                            "language": None, "role": "user"}
+
+
+async def test_changing_the_language_needs_the_csrf_token_and_a_user(world: World) -> None:
+    from tests.support.access import assert_error, sign_in
+
+    assert_error(await world.client.patch("/api/me", json={"language": "ko"}), 401, "UNAUTHORIZED")
+    await sign_in(world.client, ALICE, PASSWORD[ALICE])
+    assert_error(await world.client.patch("/api/me", json={"language": "ko"}), 403, "CSRF_FAILED")
+    headers = await world.token(ALICE)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=world.app),
+                                 base_url=str(world.client.base_url)) as script:
+        answer = await script.patch("/api/me", json={"language": "en"}, headers=headers)
+    assert answer.status_code == 200 and answer.json()["language"] == "en"
+
+
+def test_stage_texts_match_the_console_table() -> None:
+    """The English labels and status texts the page falls back on are the stage table's own (the seed's,
+    byte for byte); every stage has a Korean name and every status a Korean text."""
+    from limen.console.stage_table import CONSOLE_KINDS
+
+    for stages in CONSOLE_KINDS.values():
+        for stage in stages:
+            assert catalogue("en")[f"stage.{stage.name}"] == stage.label, stage.name
+            assert HANGUL.search(catalogue("ko")[f"stage.{stage.name}"]), stage.name
+            if stage.status is not None:
+                assert catalogue("en")[f"stage_status.{stage.name}"] == stage.status, stage.name
+                assert HANGUL.search(catalogue("ko")[f"stage_status.{stage.name}"]), stage.name
