@@ -54,6 +54,7 @@ async def create_vm(
         iso=body.iso,
         boot_order=tuple(body.boot_order),
         owner=principal.name,
+        host=body.host,
     )
     footprint = new_vm_footprint(spec.name, principal.name, vcpus=spec.vcpus, memory_mib=spec.memory_mib,
                                  disk_gib=spec.disk_gib)

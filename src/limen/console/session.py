@@ -49,6 +49,7 @@ from limen.console.stages import (
 )
 from limen.console.upstream import READ_SIZE, VncReader, open_vnc, read_banner
 from limen.errors import ErrorCode, LimenError
+from limen.hypervisor.hosts import DEFAULT_HOST
 from limen.hypervisor.models import Vm
 from limen.settings import Settings
 
@@ -269,11 +270,18 @@ class ConsoleSession:
         except _ClientGone:
             return ClientLeft()
         except LimenError as exc:
-            return Failed(exc)
+            return Failed(self._naming_host(exc))
         except Exception as exc:
             log.exception("vnc console step failed", extra=self._fields("console_internal_error"))
             return Failed(LimenError(ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
         return None
+
+    def _naming_host(self, error: LimenError) -> LimenError:
+        """The error with the VM's host in its details, when that is not the default host."""
+        host = self.vm.host if self.vm is not None else None
+        if host is None or host == DEFAULT_HOST or f"host {host!r}" in error.details:
+            return error
+        return LimenError(error.code, f"{error.details} (host {host!r})")
 
     async def _requested(self) -> None:
         await self._end_requested.wait()
@@ -555,6 +563,7 @@ class ConsoleSession:
             "vm": self.ident,
             "vm_uuid": vm.uuid if vm else None,
             "vm_name": vm.name if vm else None,
+            "host": vm.host if vm else None,
             "port": self.machine.port or port,
             "stage": stage.value if stage is not None else None,
             "elapsed_ms": self.machine.elapsed_ms() if stage is not None else 0,

@@ -5,6 +5,7 @@ libvirt is the one source of truth. Nothing here caches a VM's state; every answ
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -17,12 +18,13 @@ from typing import Any
 
 import libvirt
 
-from limen.errors import ErrorCode, LimenError, ValidationFailed
+from limen.errors import ErrorCode, HypervisorUnavailable, LimenError, ValidationFailed
 from limen.hypervisor import storage
-from limen.hypervisor.connection import LibvirtConnection
+from limen.hypervisor.connection import current_host
 from limen.hypervisor.domain_xml import DomainPlan, ParsedDomain, build_domain_xml, parse_domain_xml
 from limen.hypervisor.events import FeedSource, LifecycleHub, VmWatch, ensure_event_thread
-from limen.hypervisor.models import Disk, DiskDevice, PendingChanges, Vm, VmSpec, VmState
+from limen.hypervisor.hosts import DEFAULT_HOST, HostLink, HostPool
+from limen.hypervisor.models import Disk, DiskDevice, PendingChanges, Vm, VmSpec, VmState, VncEndpoint
 from limen.hypervisor.operations import Operations
 from limen.hypervisor.vm_feed import VmEventType, VmFacts, VmFeed
 from limen.isos import resolve_iso
@@ -134,6 +136,37 @@ def _delete_snapshots(conn: libvirt.virConnect, *, ident: str) -> None:
         root.delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN)
 
 
+def _defines(conn: libvirt.virConnect, ident: str) -> bool:
+    """Whether ``conn``'s host defines the VM ``ident`` (a UUID or name)."""
+    try:
+        _lookup(conn, ident)
+    except LimenError:
+        return False
+    return True
+
+
+# What a VNC listen address of loopback or a wildcard is dialled as (domain_xml.connect_host).
+_LOOPBACK_DIALS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def _uncommitted_memory_mib(conn: libvirt.virConnect) -> int:
+    """The host's memory less what its VMs (defined ones too: they may start) are given, MiB."""
+    total_mib = int(conn.getInfo()[1])
+    promised_kib = 0
+    for dom in conn.listAllDomains(0):
+        try:
+            promised_kib += int(dom.maxMemory())
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+    return total_mib - promised_kib // 1024
+
+
+# Where a host other than the default one keeps the disk volumes of its VMs (its own storage pool, of the
+# name LIMEN_STORAGE_POOL, made there when missing).
+REMOTE_POOL_DIR = Path("/var/lib/libvirt/images/limen")
+
+
 def describe_domain(dom: libvirt.virDomain) -> VmFacts:
     """Name, state and owner of ``dom`` now; state None when the domain no longer exists."""
     uuid, name = dom.UUIDString(), dom.name()  # both kept by the binding: no call to libvirtd
@@ -152,7 +185,9 @@ class Hypervisor:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.connection = LibvirtConnection(settings.libvirt_uri, settings.libvirt_timeout)
+        # Every host's connection; its ``call`` goes to the host of the VM the call is about.
+        self.hosts = HostPool(settings.libvirt_uri, settings.libvirt_timeout, _defines)
+        self.connection = self.hosts
         self.events = LifecycleHub()
         self.connection.on_open(self.events.register_on)
         # Every VM change, for the API's event stream; routes publish what libvirt does not announce.
@@ -166,8 +201,9 @@ class Hypervisor:
     async def open(self) -> None:
         """Starts libvirt's event thread and connects. Does not fail if libvirt is down."""
         ensure_event_thread()
+        self.hosts.start()
         try:
-            await self.connection.call("connect", lambda conn: None)
+            await self.hosts.default.connection.call("connect", lambda conn: None)
         except LimenError:
             pass  # reported by the first real call, and by /readyz
 
@@ -223,6 +259,7 @@ class Hypervisor:
             autostart = bool(dom.autostart())
         except libvirt.libvirtError:
             autostart = False
+        host = current_host() or DEFAULT_HOST
         return Vm(
             uuid=dom.UUIDString(),
             name=name,
@@ -231,16 +268,38 @@ class Hypervisor:
             memory_mib=parsed.memory_mib,
             disks=tuple(disks),
             boot_order=parsed.boot_order,
-            vnc=parsed.vnc,
+            vnc=self._vnc_of(host, parsed.vnc),
             created_at=parsed.created_at,
-            uptime_seconds=_uptime_seconds(self.settings.libvirt_uri, name, state),
+            uptime_seconds=_uptime_seconds(self.hosts.uri_of(host), name, state),
             autostart=autostart,
             owner=parsed.owner,
             nics=parsed.nics,
             pending=pending,
+            host=host,
         )
 
+    def _vnc_of(self, host: str, vnc: VncEndpoint | None) -> VncEndpoint | None:
+        """A VNC server on another host that listens on its loopback or wildcard address is reached at the
+        host's console address."""
+        address = self.hosts.console_address_of(host)
+        if vnc is None or address is None or vnc.host not in _LOOPBACK_DIALS:
+            return vnc
+        return VncEndpoint(host=address, port=vnc.port)
+
     async def list_vms(self) -> list[Vm]:
+        """Every host's VMs (read at once); with more than one host, one that does not answer shows the VMs
+        it listed last with ``host_available`` False."""
+        if not self.hosts.several:
+            return await self.list_vms_on(self.hosts.default)
+        return await self.hosts.gather_lists(self._list_on)
+
+    async def list_vms_on(self, link: HostLink) -> list[Vm]:
+        """The VMs of one host (remembered as its last known list)."""
+        vms = await self._list_on(link)
+        link.known_vms = vms
+        return vms
+
+    async def _list_on(self, link: HostLink) -> list[Vm]:
         def run(conn: libvirt.virConnect) -> list[Vm]:
             vms = []
             for dom in conn.listAllDomains(0):
@@ -252,7 +311,7 @@ class Hypervisor:
                         raise
             return sorted(vms, key=lambda vm: vm.name)
 
-        return await self.connection.call("list_vms", run)
+        return await link.connection.call("list_vms", run)
 
     async def cdrom_sources(self) -> list[tuple[str, str]]:
         """(VM name, file) of every CD-ROM of every VM, in its running and in its saved configuration
@@ -296,10 +355,11 @@ class Hypervisor:
             dom = _lookup(conn, ident)
             state_code, _reason = dom.state()
             parsed = parse_domain_xml(dom.XMLDesc(0))
+            host = current_host() or DEFAULT_HOST
             return Vm(
                 uuid=dom.UUIDString(), name=dom.name(), state=_STATE_BY_LIBVIRT.get(state_code, VmState.UNKNOWN),
-                vcpus=parsed.vcpus, memory_mib=parsed.memory_mib, boot_order=parsed.boot_order, vnc=parsed.vnc,
-                created_at=parsed.created_at, owner=parsed.owner,
+                vcpus=parsed.vcpus, memory_mib=parsed.memory_mib, boot_order=parsed.boot_order,
+                vnc=self._vnc_of(host, parsed.vnc), created_at=parsed.created_at, owner=parsed.owner, host=host,
             )
 
         # Same operation name as get_vm: the metrics and logs count it as the read it is.
@@ -371,9 +431,20 @@ class Hypervisor:
         """VM_ALREADY_EXISTS if a VM of that name exists or (``with_disk``) its disk volume's name is taken.
         :meth:`create_vm` checks the same again; asking first lets a caller record its intent knowing that
         whatever appears under the name afterwards is its own work."""
-        await self.connection.call(
-            "check_name", functools.partial(self._refuse_name_and_volume, name=name, with_disk=with_disk),
-            subject=name)
+        check = functools.partial(self._refuse_name_and_volume, name=name, with_disk=with_disk)
+        if not self.hosts.several:
+            await self.hosts.default.connection.call("check_name", check, subject=name)
+            return
+        # Names are unique across hosts: every host that answers is asked.
+        links = [link for link in self.hosts.links if link.available or link.name == DEFAULT_HOST]
+        answers = await asyncio.gather(
+            *(link.connection.call("check_name", check, subject=name) for link in links), return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, LimenError) and answer.code is ErrorCode.VM_ALREADY_EXISTS:
+                raise answer
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
 
     def _refuse_name_and_volume(self, conn: libvirt.virConnect, *, name: str, with_disk: bool) -> None:
         self._refuse_taken_name(conn, name)
@@ -388,6 +459,12 @@ class Hypervisor:
         iso_path = await self.validate_spec(spec)
         boot_order = spec.boot_order or (("cdrom", "hd") if iso_path else ("hd",))
         cancelled = threading.Event()
+        link = await self.place(spec)
+        if self.hosts.several:
+            await self.check_name_free(spec.name, with_disk=False)  # names are unique across hosts
+        local = link.name == DEFAULT_HOST
+        pool_dir = self.settings.pool_dir if local else REMOTE_POOL_DIR
+        vnc_listen = self.settings.vnc_listen if local else (link.console_address or self.settings.vnc_listen)
 
         def run(conn: libvirt.virConnect) -> Vm:
             self._refuse_taken_name(conn, spec.name)
@@ -396,7 +473,7 @@ class Hypervisor:
             try:
                 disk_path = None
                 if spec.disk_gib is not None:
-                    pool = storage.ensure_pool(conn, self.settings.storage_pool, self.settings.pool_dir)
+                    pool = storage.ensure_pool(conn, self.settings.storage_pool, pool_dir)
                     self._refuse_taken_volume(conn, spec.name)
                     volume_name = storage.disk_volume_name(spec.name)
                     volume = pool.createXML(storage.volume_xml(volume_name, spec.disk_gib), 0)
@@ -406,7 +483,7 @@ class Hypervisor:
                     virt_type=self._virt_type(),
                     vcpus=spec.vcpus,
                     memory_mib=spec.memory_mib,
-                    vnc_listen=self.settings.vnc_listen,
+                    vnc_listen=vnc_listen,
                     created_at=datetime.now(UTC).replace(microsecond=0),
                     disk_path=disk_path,
                     iso_path=str(iso_path) if iso_path else None,
@@ -433,13 +510,50 @@ class Hypervisor:
 
         try:
             # Creating a pool and a volume is slower than a lookup; allow it more than one call's time.
-            return await self.connection.call(
-                "create_vm", run, subject=spec.name, timeout=self.settings.libvirt_timeout * 3
+            vm = await self.hosts.on_host(
+                link.name, "create_vm", run, subject=spec.name, timeout=self.settings.libvirt_timeout * 3
             )
         except LimenError as exc:
             if exc.code is ErrorCode.HYPERVISOR_UNAVAILABLE:
                 cancelled.set()
             raise
+        self.hosts.remember(vm.uuid, link.name)
+        self.hosts.remember(vm.name, link.name)
+        return vm
+
+    async def place(self, spec: VmSpec) -> HostLink:
+        """The host a new VM goes to: the one asked for, else the available, not draining host with the
+        most memory not promised to its VMs (all of them, running or not) that still holds the new one."""
+        if spec.host is not None:
+            link = self.hosts.get(spec.host)
+            if link.config.draining:
+                raise LimenError(ErrorCode.NO_HOST_FITS, f"host {link.name!r} is draining: it takes no new VMs")
+            if not link.available and link.name != DEFAULT_HOST:
+                raise HypervisorUnavailable(f"host {link.name!r} is unavailable ({link.last_error})")
+            return link
+        if not self.hosts.several:
+            return self.hosts.default
+        candidates = [link for link in self.hosts.links if link.available and not link.config.draining]
+        answers = await asyncio.gather(
+            *(link.connection.call("free_memory", _uncommitted_memory_mib) for link in candidates),
+            return_exceptions=True)
+        room = sorted(((free, link.name) for link, free in zip(candidates, answers, strict=True)
+                       if isinstance(free, int) and free >= spec.memory_mib), key=lambda pair: (-pair[0], pair[1]))
+        if not room:
+            raise LimenError(ErrorCode.NO_HOST_FITS, f"no available host that takes new VMs has {spec.memory_mib} "
+                             "MiB not promised to its VMs")
+        return self.hosts.get(room[0][1])
+
+    async def host_figures(self) -> dict[str, tuple[int, int]]:
+        """(memory MiB, memory not promised to VMs MiB) of every host that answers now."""
+        links = [link for link in self.hosts.links if link.available or link.name == DEFAULT_HOST]
+
+        def figures(conn: libvirt.virConnect) -> tuple[int, int]:
+            return int(conn.getInfo()[1]), _uncommitted_memory_mib(conn)
+
+        answers = await asyncio.gather(*(link.connection.call("host_figures", figures) for link in links),
+                                       return_exceptions=True)
+        return {link.name: answer for link, answer in zip(links, answers, strict=True) if isinstance(answer, tuple)}
 
     async def delete_vm(self, ident: str, *, delete_disks: bool = False) -> list[str]:
         """Stops (if needed) and undefines the VM; with ``delete_disks`` also deletes its pool volumes.
