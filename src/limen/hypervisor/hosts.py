@@ -271,14 +271,24 @@ class HostPool:
         """The host that defines ``ident`` among the available ones, or None."""
         links = [link for link in self.links if link.available or link.name == DEFAULT_HOST]
 
-        async def ask(link: HostLink) -> bool:
-            return await link.connection.call("locate_vm", lambda conn: self._find(conn, ident), subject=ident)
+        async def ask(link: HostLink) -> str | None:
+            try:
+                found = await link.connection.call("locate_vm", lambda conn: self._find(conn, ident), subject=ident)
+            except LimenError:
+                return None
+            return link.name if found else None
 
-        answers = await asyncio.gather(*(ask(link) for link in links), return_exceptions=True)
-        for link, answer in zip(links, answers, strict=True):
-            if answer is True:
-                self.remember(ident, link.name)
-                return link.name
+        # The first host that has it answers for all: a hung host does not hold up a VM found elsewhere.
+        tasks = [asyncio.ensure_future(ask(link)) for link in links]
+        try:
+            for next_answer in asyncio.as_completed(tasks):
+                host = await next_answer
+                if host is not None:
+                    self.remember(ident, host)
+                    return host
+        finally:
+            for task in tasks:
+                task.cancel()
         return None
 
     def remember(self, ident: str, host: str) -> None:
