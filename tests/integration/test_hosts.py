@@ -269,7 +269,8 @@ async def test_a_console_to_a_vm_on_the_other_host_types_into_grub_and_ends_when
         assert closing.close_code == 4300 and closing.close_reason == "HYPERVISOR_UNAVAILABLE"
         assert ended_after < TIMEOUT + SLACK, f"the console ended {ended_after:.1f} s after its host hung"
         # A live console's close carries only the code; the details, naming the host, are in the log.
-        ended = [line for line in (tmp_path / "log" / "limen.log").read_text().splitlines() if "console_error" in line and "HYPERVISOR" in line]
+        log_lines = (tmp_path / "log" / "limen.log").read_text().splitlines()
+        ended = [line for line in log_lines if "console_error" in line and "HYPERVISOR" in line]
         assert ended and f"host '{EXTRA}'" in ended[-1] and f'"host": "{EXTRA}"' in ended[-1], ended
     finally:
         extra_host.resume()
