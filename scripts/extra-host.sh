@@ -8,7 +8,8 @@
 # *.conf files of this machine's, so none of its VMs, networks or pools), /var/log/libvirt and
 # /var/cache/libvirt bind-mounted from STATE_DIR. It listens for qemu+tcp (no auth) on ADDRESS only, and
 # its VMs' VNC servers listen there too, on ports VNC_MIN..VNC_MAX, so they never meet the machine's own
-# libvirtd (qemu:///system), which this script never touches. ADDRESS must be a loopback address.
+# libvirtd (qemu:///system), which this script never touches. ADDRESS must be a loopback address. Its own
+# host UUID lets libvirt migrate VMs between such hosts (it refuses a migration to the "same" host).
 set -eu
 
 usage() { echo "usage: $0 start STATE_DIR ADDRESS VNC_MIN VNC_MAX | stop STATE_DIR" >&2; exit 2; }
@@ -24,6 +25,7 @@ listen_tcp = 1
 listen_tls = 0
 listen_addr = "$address"
 auth_tcp = "none"
+host_uuid = "$(cat /proc/sys/kernel/random/uuid)"
 unix_sock_dir = "/run/libvirt"
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
 CONF

@@ -25,10 +25,10 @@ import libvirt_qemu  # type: ignore[import-untyped]
 import pytest
 
 from limen.web.png import parse_ppm
-from tests.conftest import DEMO_ISO
+from tests.conftest import DEMO_ISO, QEMU_URI
 from tests.support.console import ConsoleTranscript, client, read_frames
 from tests.support.extra_host import ExtraHost, pick_address
-from tests.support.libvirt_cleanup import remove_domain
+from tests.support.libvirt_cleanup import domain_exists, remove_domain, volume_exists
 from tests.support.rfb_client import RfbStream, handshake, request_full_update
 from tests.support.server import LimenProcess
 
@@ -275,3 +275,35 @@ async def test_a_console_to_a_vm_on_the_other_host_types_into_grub_and_ends_when
     finally:
         extra_host.resume()
         screen.close()
+
+
+def test_migration_live_both_ways_and_cold(api: httpx.Client, names: Callable[[], str],
+                                           extra_host: ExtraHost) -> None:
+    # Running, from the default host to the other: peer to peer (qemu+tcp target), its disk copied live.
+    vm = _create(api, names(), host="local", iso=DEMO_ISO, disk_gib=1)
+    assert api.post(f"/api/vms/{vm['name']}/start").status_code == 200
+    old_disk = vm["disks"][0]["path"]
+    moved = api.post(f"/api/vms/{vm['uuid']}/migrate", json={"host": EXTRA})
+    assert moved.status_code == 200, moved.text
+    there = moved.json()
+    assert (there["host"], there["state"], there["uuid"]) == (EXTRA, "running", vm["uuid"])
+    assert there["vnc"]["host"] == extra_host.address
+    assert not domain_exists(QEMU_URI, vm["name"]) and not volume_exists(QEMU_URI, old_disk)
+    assert domain_exists(extra_host.uri, vm["name"])
+    # And back, running, to the default host (qemu:///system, which the other daemon cannot dial: limen
+    # holds both connections).
+    back = api.post(f"/api/vms/{vm['name']}/migrate", json={"host": "local"})
+    assert back.status_code == 200, back.text
+    assert (back.json()["host"], back.json()["state"]) == ("local", "running")
+    assert not domain_exists(extra_host.uri, vm["name"])
+    again = api.post(f"/api/vms/{vm['name']}/migrate", json={"host": "local"})
+    assert again.status_code == 400 and again.json()["code"] == "INVALID_REQUEST"
+
+    # Stopped: cold, its disk streamed through limen.
+    cold = _create(api, names(), host=EXTRA, disk_gib=1)
+    moved = api.post(f"/api/vms/{cold['name']}/migrate", json={"host": "local"})
+    assert moved.status_code == 200, moved.text
+    assert (moved.json()["host"], moved.json()["state"]) == ("local", "stopped")
+    assert volume_exists(QEMU_URI, moved.json()["disks"][0]["path"])
+    assert not domain_exists(extra_host.uri, cold["name"])
+    assert api.get(f"/api/vms/{cold['name']}").json()["host"] == "local"

@@ -226,7 +226,7 @@ class HostPool:
 
     # -- routing --------------------------------------------------------------------------------------
 
-    def _usable(self, link: HostLink, operation: str) -> None:
+    def check_usable(self, link: HostLink, operation: str) -> None:
         """Fails at once for a registered host known to be down (its prober brings it back)."""
         if not link.available and link.name != DEFAULT_HOST:
             raise HypervisorUnavailable(f"{operation}: host {link.name!r} is unavailable ({link.last_error})")
@@ -234,7 +234,7 @@ class HostPool:
     async def on_host(self, name: str, operation: str, func: Callable[[libvirt.virConnect], T], *,
                       subject: str = "", timeout: float | None = None) -> T:
         link = self.get(name)
-        self._usable(link, operation)
+        self.check_usable(link, operation)
         return await link.connection.call(operation, func, subject=subject, timeout=timeout)
 
     async def call(self, operation: str, func: Callable[[libvirt.virConnect], T], *,
@@ -322,6 +322,6 @@ class HostPool:
         return sorted(merged, key=lambda vm: vm.name)
 
     async def _list_one(self, link: HostLink, read: Callable[[HostLink], Awaitable[list[Vm]]]) -> list[Vm]:
-        self._usable(link, "list_vms")
+        self.check_usable(link, "list_vms")
         return await read(link)
 

@@ -12,6 +12,7 @@ import os
 import re
 import threading
 import uuid as uuid_module
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import libvirt
 
 from limen.errors import ErrorCode, HypervisorUnavailable, LimenError, ValidationFailed
-from limen.hypervisor import storage
+from limen.hypervisor import migration, storage
 from limen.hypervisor.connection import current_host
 from limen.hypervisor.domain_xml import DomainPlan, ParsedDomain, build_domain_xml, parse_domain_xml
 from limen.hypervisor.events import FeedSource, LifecycleHub, VmWatch, ensure_event_thread
@@ -30,6 +31,8 @@ from limen.hypervisor.vm_feed import VmEventType, VmFacts, VmFeed
 from limen.isos import resolve_iso
 from limen.settings import Settings
 
+# A live move copies the disks as the VM runs; a cold one streams them through limen.
+MIGRATE_TIMEOUT = 600.0
 VM_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 MIN_MEMORY_MIB = 32
 MAX_DISK_GIB = 2048
@@ -554,6 +557,65 @@ class Hypervisor:
         answers = await asyncio.gather(*(link.connection.call("host_figures", figures) for link in links),
                                        return_exceptions=True)
         return {link.name: answer for link, answer in zip(links, answers, strict=True) if isinstance(answer, tuple)}
+
+    async def migrate_vm(self, ident: str, host: str) -> Vm:
+        """Moves the VM to ``host`` (:mod:`limen.hypervisor.migration`): live when it runs, cold when not."""
+        parse_vm_id(ident)
+        target = self.hosts.get(host)
+        if target.config.draining:
+            raise LimenError(ErrorCode.NO_HOST_FITS, f"host {host!r} is draining: it takes no VMs")
+        self.hosts.check_usable(target, "migrate_vm")
+        source = await self.hosts.locate(ident)
+        if source == host:
+            raise LimenError(ErrorCode.INVALID_REQUEST, f"VM {ident!r} is on host {host!r} already")
+        departure = await self.hosts.on_host(
+            source, "migrate_vm", lambda conn: migration.read_departure(conn, _lookup(conn, ident)), subject=ident)
+        local = host == DEFAULT_HOST
+        arrival = migration.Arrival(
+            uri=target.config.uri, pool_name=self.settings.storage_pool,
+            pool_dir=self.settings.pool_dir if local else REMOTE_POOL_DIR,
+            address=target.console_address or "127.0.0.1")
+        vnc_listen = self.settings.vnc_listen if local else (target.console_address or self.settings.vnc_listen)
+        paths = await self.hosts.on_host(
+            host, "migrate_vm", lambda conn: migration.make_volumes(conn, departure, arrival),
+            timeout=self.settings.libvirt_timeout * 3)
+        xml = migration.arrival_xml(departure.xml, paths, vnc_listen)
+        log.info("VM moving", extra={"event": "vm_migrate_begin", "vm_uuid": departure.uuid, "vm_name": departure.name,
+                                     "host": source, "to_host": host, "live": departure.running})
+        try:
+            if departure.running:
+                await self.hosts.on_host(
+                    source, "migrate_vm",
+                    lambda conn: migration.migrate_live(_lookup(conn, departure.uuid), departure, arrival, xml),
+                    subject=ident, timeout=MIGRATE_TIMEOUT)
+            else:
+                await self.hosts.on_host(
+                    source, "migrate_vm", lambda conn: migration.copy_cold(conn, departure, arrival, xml, paths),
+                    subject=ident, timeout=MIGRATE_TIMEOUT)
+        except LimenError as exc:
+            # A timeout leaves the outcome unknown (libvirt may still finish): then nothing is removed.
+            if exc.code is not ErrorCode.HYPERVISOR_UNAVAILABLE:
+                await self._quietly(host, "migrate_cleanup",
+                                    lambda conn: migration.remove_volumes(conn, list(paths.values())))
+            raise
+        # The target has it now: the source's definition (a cold move leaves it) and disks go.
+        if not departure.running:
+            await self._quietly(source, "migrate_cleanup", lambda conn: _lookup(conn, departure.uuid).undefine())
+        await self._quietly(source, "migrate_cleanup",
+                            lambda conn: migration.remove_volumes(conn, [disk.path for disk in departure.disks]))
+        for key in (departure.uuid, departure.name):
+            self.hosts.remember(key, host)
+        log.info("VM moved", extra={"event": "vm_migrate_end", "vm_uuid": departure.uuid, "vm_name": departure.name,
+                                    "host": host})
+        return await self.get_vm(departure.uuid)
+
+    async def _quietly(self, host: str, operation: str, func: Callable[[libvirt.virConnect], object]) -> None:
+        """Clean-up that may fail without failing what it follows (it is logged)."""
+        try:
+            await self.hosts.on_host(host, operation, func)
+        except LimenError as exc:
+            log.warning("%s on host %s failed: %s", operation, host, exc.details,
+                        extra={"event": "migrate_cleanup_failed", "host": host})
 
     async def delete_vm(self, ident: str, *, delete_disks: bool = False) -> list[str]:
         """Stops (if needed) and undefines the VM; with ``delete_disks`` also deletes its pool volumes.
