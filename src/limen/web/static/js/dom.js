@@ -36,6 +36,15 @@ export const STATE_LABELS = {
   unknown: "Unknown",
 };
 
+// A VM whose host does not answer: what its host said last is kept, but the badge says why it is stale.
+export function vmBadge(vm) {
+  if (vm.host_available === false) {
+    return h("span", { class: "badge unknown", dataset: { state: "host_unavailable" }, text: "Host unavailable",
+                       title: `Host ${vm.host} does not answer; last known state: ${vm.state}` });
+  }
+  return stateBadge(vm.state);
+}
+
 export function stateBadge(state) {
   const known = Object.hasOwn(STATE_LABELS, state) ? state : "unknown";
   return h("span", { class: `badge ${known}`, dataset: { state: known }, text: STATE_LABELS[known] });

@@ -8,7 +8,7 @@
 // VM's boot order and settings may be older than its definition: the definition's wait in `pending`.
 
 import { api, ApiError } from "./api.js";
-import { errorBox, formatBytes, formatDuration, formatMemory, h, spinner, stateBadge } from "./dom.js";
+import { errorBox, formatBytes, formatDuration, formatMemory, h, spinner, vmBadge } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { VmEvents } from "./vm-events.js";
 import { OwnerControl } from "./vm-owner.js";
@@ -168,13 +168,17 @@ function render(current) {
   ui.name.textContent = vm.name;
   ui.name.title = vm.name;
   document.body.dataset.state = vm.state;
-  if (!previous || previous.state !== vm.state || !ui.state.firstChild) ui.state.replaceChildren(stateBadge(vm.state));
+  const stale = vm.host_available === false;
+  if (!previous || previous.state !== vm.state || (previous.host_available === false) !== stale || !ui.state.firstChild) {
+    ui.state.replaceChildren(vmBadge(vm));
+  }
   const active = ACTIVE_STATES.has(vm.state);
   const vnc = vm.vnc ? (vm.vnc.port ?? "not assigned yet") : "no VNC graphics";
   ui.facts.replaceChildren(
     ...fact("State", vm.state.replace("_", " ")),
     ...fact("Uptime", formatDuration(vm.uptime_seconds), { id: "fact-uptime" }),
     ...fact("Owner", vm.owner ?? "— (unowned: admins only)"),
+    ...fact("Host", vm.host ? `${vm.host}${stale ? " — host unavailable" : ""}` : "—", { id: "fact-host" }),
     ...fact("vCPUs", String(vm.vcpus)),
     ...fact("Memory", formatMemory(vm.memory_mib)),
     ...fact("VNC port", String(vnc)),
