@@ -87,11 +87,18 @@ async def test_a_hung_host_is_marked_unavailable_and_does_not_slow_the_others(
         fake.armed = True
         two_hosts.hosts.add(HostConfig("hung", fake.uri))
         changes: list[tuple[str, bool]] = []
-        two_hosts.hosts.availability_listeners.append(lambda host, up: changes.append((host, up)))
+        marked = asyncio.Event()
+
+        def changed(host: str, up: bool) -> None:
+            changes.append((host, up))
+            marked.set()
+
+        two_hosts.hosts.availability_listeners.append(changed)
         began = time.monotonic()
         listed = await two_hosts.list_vms()
         assert time.monotonic() - began < TIMEOUT + 1.0
         assert {vm.host for vm in listed} == {DEFAULT_HOST, "other"}  # the hung host knew no VMs yet
+        await asyncio.wait_for(marked.wait(), TIMEOUT + 1.5)  # the prober's question timed out
         assert changes == [("hung", False)] and not two_hosts.hosts.get("hung").available
         # Known to be down: the list no longer waits for it, nor do calls about the other hosts.
         began = time.monotonic()

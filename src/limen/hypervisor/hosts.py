@@ -3,8 +3,10 @@
 The default host is ``LIMEN_LIBVIRT_URI`` (named :data:`DEFAULT_HOST`); more come from the host registry
 (:mod:`limen.host_registry`). Each host has its own :class:`LibvirtConnection` (its own worker threads and
 timeout), so a host that hangs holds only its own threads. A host whose call passes the timeout is marked
-unavailable; calls about it then fail at once instead of waiting (the default host excepted: a one-machine
-install behaves as it always did), and a prober retries it with growing pauses until it answers again.
+unavailable by a prober that asks every host, every second, a host-wide question (only when there is more
+than one host: a one-machine install behaves as it always did). Calls about an unavailable host then fail at
+once instead of waiting (the default host's excepted), and the prober retries it with growing pauses until
+it answers again.
 Each host remembers the VMs it listed last, so the merged list shows a missing host's VMs as unavailable
 instead of dropping them.
 """
@@ -161,9 +163,9 @@ class HostPool:
     def _observe(self, link: HostLink, operation: str, seconds: float, failure: str | None) -> None:
         for observe in self.observers:
             observe(operation, seconds, failure)
-        if failure == ErrorCode.HYPERVISOR_UNAVAILABLE.name:
-            self._mark(link, available=False, error=f"{operation} failed")
-        elif operation != "probe" or failure is None:
+        # Only the prober's host-wide question marks a host down: a call about one VM may wait on that VM
+        # (libvirt holds a VM while it saves its memory) with the host well. Any answer marks it up.
+        if failure != ErrorCode.HYPERVISOR_UNAVAILABLE.name:
             self._mark(link, available=True, error=None)
 
     def _mark(self, link: HostLink, *, available: bool, error: str | None) -> None:
@@ -207,6 +209,8 @@ class HostPool:
         try:
             await link.connection.call("probe", lambda conn: conn.getLibVersion())
         except LimenError as exc:
+            if exc.code is not ErrorCode.HYPERVISOR_UNAVAILABLE:
+                return  # it answered, if with an error: it is there
             if not link.available:
                 link.last_error = exc.details
                 link.retry_pause = min(link.retry_pause * 2, RETRY_MAX)

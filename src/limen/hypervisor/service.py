@@ -339,7 +339,12 @@ class Hypervisor:
                     )
             return sorted(sources)
 
-        return await self.connection.call("cdrom_sources", run)
+        if not self.hosts.several:
+            return await self.hosts.default.connection.call("cdrom_sources", run)
+        # Every host sees the ISO directory at the same path: a disc held on any of them is in use.
+        answers = await asyncio.gather(*(self.hosts.on_host(link.name, "cdrom_sources", run)
+                                         for link in self.hosts.links))
+        return sorted({source for answer in answers for source in answer})
 
     async def get_vm(self, ident: str) -> Vm:
         parse_vm_id(ident)  # INVALID_VM_ID before any libvirt call
