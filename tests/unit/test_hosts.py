@@ -4,13 +4,16 @@ libvirtd that never answers (a hung host): the merged list, routing by VM, place
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from limen import host_registry
+from limen.cli import app
 from limen.db import Database
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor, VmSpec
@@ -154,3 +157,30 @@ def test_the_registry_checks_and_keeps_hosts(tmp_path: Path) -> None:
         assert gone.value.code is ErrorCode.HOST_NOT_FOUND
     finally:
         db.close()
+
+
+def test_the_host_commands(tmp_path: Path) -> None:
+    node = driver_uri(tmp_path, [FakeDomain("on-edge", None, running=False)])
+    empty = driver_uri(tmp_path, [])
+
+    def limen(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(app, ["--data-dir", str(tmp_path / "data"), "--log-dir", str(tmp_path / "log"),
+                                          "--libvirt-uri", "test:///default", *args])
+        return result.exit_code, result.output
+
+    assert limen("host", "add", "edge", node, "--console-address", "127.0.1.9")[0] == 0
+    assert limen("host", "add", "bare", empty)[0] == 0
+    code, output = limen("host", "add", "edge", empty)
+    assert code == 1 and "HOST_ALREADY_EXISTS" in output
+    assert limen("host", "drain", "edge") == (0, "host edge drains\n")
+    code, output = limen("--json", "host", "list")
+    assert code == 0 and json.loads(output) == [
+        {"name": DEFAULT_HOST, "uri": "test:///default", "console_address": None, "draining": False},
+        {"name": "bare", "uri": empty, "console_address": None, "draining": False},
+        {"name": "edge", "uri": node, "console_address": "127.0.1.9", "draining": True}]
+    code, output = limen("host", "remove", "edge")  # it has a VM
+    assert code == 1 and "HOST_IN_USE" in output and "on-edge" in output
+    assert limen("host", "remove", DEFAULT_HOST)[0] == 1
+    assert limen("host", "remove", "bare") == (0, "host bare removed\n")
+    code, output = limen("host", "remove", "bare")
+    assert code == 1 and "HOST_NOT_FOUND" in output
