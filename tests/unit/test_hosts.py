@@ -17,6 +17,7 @@ from limen.cli import app
 from limen.db import Database
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor, VmSpec
+from limen.hypervisor.editing import VmEdit, edit_vm
 from limen.hypervisor.hosts import DEFAULT_HOST, HostConfig
 from limen.settings import Settings
 from tests.support.console import FakeDomain, driver_uri
@@ -184,3 +185,9 @@ def test_the_host_commands(tmp_path: Path) -> None:
     assert limen("host", "remove", "bare") == (0, "host bare removed\n")
     code, output = limen("host", "remove", "bare")
     assert code == 1 and "HOST_NOT_FOUND" in output
+
+
+async def test_a_rename_to_a_name_on_another_host_is_refused(two_hosts: Hypervisor) -> None:
+    with pytest.raises(LimenError) as taken:
+        await edit_vm(two_hosts, "shared-name-a", VmEdit(name="gamma"))
+    assert taken.value.code is ErrorCode.VM_ALREADY_EXISTS and "'other'" in taken.value.details
