@@ -16,6 +16,7 @@ import json
 import struct
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,14 @@ def test_placement_puts_vms_on_both_hosts_and_the_list_merges_them(api: httpx.Cl
     assert api.get(f"/api/vms/{on_extra['name']}").json()["host"] == EXTRA
     taken = api.post("/api/vms", json={"name": on_extra["name"], "host": "local"})
     assert taken.status_code == 409 and taken.json()["code"] == "VM_ALREADY_EXISTS"
+    # One name asked for on both hosts at once: one create wins.
+    racing = names()
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda host: api.post("/api/vms", json={"name": racing, "memory_mib": 64,
+                                                                         "host": host}),
+                                ["local", EXTRA, "local", EXTRA]))
+    assert sorted(answer.status_code for answer in answers) == [201, 409, 409, 409], [a.text for a in answers]
+    assert [vm["name"] for vm in api.get("/api/vms").json()].count(racing) == 1
     # Asked for explicitly, and actions go to the VM's own host.
     third = _create(api, names(), host=EXTRA, iso=DEMO_ISO)
     assert third["host"] == EXTRA

@@ -124,6 +124,9 @@ async def test_a_missing_hosts_vms_stay_listed_as_unavailable(two_hosts: Hypervi
     with pytest.raises(LimenError) as down:
         await two_hosts.get_vm("beta")
     assert down.value.code is ErrorCode.HYPERVISOR_UNAVAILABLE
+    with pytest.raises(LimenError) as taken:  # its names stay taken
+        await two_hosts.check_name_free("gamma", with_disk=False)
+    assert taken.value.code is ErrorCode.VM_ALREADY_EXISTS and "unavailable" in taken.value.details
 
 
 async def test_the_prober_brings_a_host_back(two_hosts: Hypervisor) -> None:

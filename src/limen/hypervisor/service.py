@@ -443,7 +443,11 @@ class Hypervisor:
         if not self.hosts.several:
             await self.hosts.default.connection.call("check_name", check, subject=name)
             return
-        # Names are unique across hosts: every host that answers is asked.
+        # Names are unique across hosts: every host that answers is asked, and what the others listed last.
+        for link in self.hosts.links:
+            if not link.available and any(vm.name == name for vm in link.known_vms):
+                raise LimenError(ErrorCode.VM_ALREADY_EXISTS,
+                                 f"a VM named {name!r} is on host {link.name!r} (unavailable now)")
         links = [link for link in self.hosts.links if link.available or link.name == DEFAULT_HOST]
         answers = await asyncio.gather(
             *(link.connection.call("check_name", check, subject=name) for link in links), return_exceptions=True)
