@@ -32,6 +32,7 @@ from tests.support.extra_host import ExtraHost, pick_address
 from tests.support.libvirt_cleanup import domain_exists, remove_domain, volume_exists
 from tests.support.rfb_client import RfbStream, handshake, request_full_update
 from tests.support.server import LimenProcess
+from tests.support.sse import SseStream
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -287,13 +288,27 @@ async def test_a_console_to_a_vm_on_the_other_host_types_into_grub_and_ends_when
 
 
 def test_migration_live_both_ways_and_cold(api: httpx.Client, names: Callable[[], str],
-                                           extra_host: ExtraHost) -> None:
+                                           extra_host: ExtraHost, server: LimenProcess) -> None:
     # Running, from the default host to the other: peer to peer (qemu+tcp target), its disk copied live.
     vm = _create(api, names(), host="local", iso=DEMO_ISO, disk_gib=1)
     assert api.post(f"/api/vms/{vm['name']}/start").status_code == 200
     old_disk = vm["disks"][0]["path"]
-    moved = api.post(f"/api/vms/{vm['uuid']}/migrate", json={"host": EXTRA})
-    assert moved.status_code == 200, moved.text
+    events = SseStream(f"{server.base_url}/api/events", server.auth_headers).start()
+    try:
+        events.next(event="ready")
+        moved = api.post(f"/api/vms/{vm['uuid']}/migrate", json={"host": EXTRA})
+        assert moved.status_code == 200, moved.text
+        # Its progress is in the event stream, then its end.
+        operations: list[dict[str, Any]] = []
+        while not operations or operations[-1]["state"] == "running":
+            event = events.next(event="vm").json
+            if event["uuid"] == vm["uuid"] and (event.get("operation") or {}).get("kind") == "migrate":
+                operations.append(event["operation"])
+    finally:
+        events.close()
+    assert operations[-1] == {"kind": "migrate", "state": "done", "progress": 100, "from_host": "local",
+                              "to_host": EXTRA, "error": None}
+    assert all(op["progress"] is None or 0 <= op["progress"] <= 99 for op in operations[:-1])
     there = moved.json()
     assert (there["host"], there["state"], there["uuid"]) == (EXTRA, "running", vm["uuid"])
     assert there["vnc"]["host"] == extra_host.address

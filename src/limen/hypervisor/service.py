@@ -152,6 +152,14 @@ def _defines(conn: libvirt.virConnect, ident: str) -> bool:
 _LOOPBACK_DIALS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
+def _migration_operation(source: str, target: str, state: str, progress: int | None, *,
+                         error: str | None = None) -> dict[str, Any]:
+    """The ``operation`` of a move's events: ``{"kind": "migrate", "state", "progress", "from_host",
+    "to_host", "error"}``."""
+    return {"kind": "migrate", "state": state, "progress": progress, "from_host": source, "to_host": target,
+            "error": error}
+
+
 def _uncommitted_memory_mib(conn: libvirt.virConnect) -> int:
     """The host's memory less what its VMs (defined ones too: they may start) are given, MiB."""
     total_mib = int(conn.getInfo()[1])
@@ -591,6 +599,10 @@ class Hypervisor:
         xml = migration.arrival_xml(departure.xml, paths, vnc_listen)
         log.info("VM moving", extra={"event": "vm_migrate_begin", "vm_uuid": departure.uuid, "vm_name": departure.name,
                                      "host": source, "to_host": host, "live": departure.running})
+        facts = VmFacts(uuid=departure.uuid, name=departure.name,
+                        state=VmState.RUNNING if departure.running else VmState.STOPPED,
+                        owner=parse_domain_xml(departure.xml).owner)
+        progress = asyncio.get_running_loop().create_task(self._report_migration(facts, source, host))
         try:
             if departure.running:
                 await self.hosts.on_host(
@@ -606,7 +618,12 @@ class Hypervisor:
             if exc.code is not ErrorCode.HYPERVISOR_UNAVAILABLE:
                 await self._quietly(host, "migrate_cleanup",
                                     lambda conn: migration.remove_volumes(conn, list(paths.values())))
+            self.feed.publish(VmEventType.CHANGED, facts, operation=_migration_operation(
+                source, host, "failed", None, error=exc.code.name))
             raise
+        finally:
+            progress.cancel()
+        self.feed.publish(VmEventType.CHANGED, facts, operation=_migration_operation(source, host, "done", 100))
         # The target has it now: the source's definition (a cold move leaves it) and disks go.
         if not departure.running:
             await self._quietly(source, "migrate_cleanup", lambda conn: _lookup(conn, departure.uuid).undefine())
@@ -617,6 +634,24 @@ class Hypervisor:
         log.info("VM moved", extra={"event": "vm_migrate_end", "vm_uuid": departure.uuid, "vm_name": departure.name,
                                     "host": host})
         return await self.get_vm(departure.uuid)
+
+    async def _report_migration(self, facts: VmFacts, source: str, target: str) -> None:
+        """Publishes the move's progress to the event stream every half second, as libvirt's job reports it
+        (bytes of memory and disks sent of those to send); nothing when there is no job (a cold move)."""
+        def read(conn: libvirt.virConnect) -> int | None:
+            stats = _lookup(conn, facts.uuid).jobStats(0)
+            total = int(stats.get("data_total", 0)) + int(stats.get("disk_total", 0))
+            done = int(stats.get("data_processed", 0)) + int(stats.get("disk_processed", 0))
+            return min(99, done * 100 // total) if total else None
+
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                percent = await self.hosts.on_host(source, "migrate_progress", read, subject=facts.uuid)
+            except LimenError:
+                continue
+            self.feed.publish(VmEventType.CHANGED, facts,
+                              operation=_migration_operation(source, target, "running", percent))
 
     async def _quietly(self, host: str, operation: str, func: Callable[[libvirt.virConnect], object]) -> None:
         """Clean-up that may fail without failing what it follows (it is logged)."""
