@@ -162,8 +162,19 @@ def test_a_hung_host_shows_unavailable_while_the_other_works_and_comes_back(
     remote = _create(api, names(), host=EXTRA)
     local = _create(api, names(), host="local", iso=DEMO_ISO)
     pid = server.pid
-    extra_host.pause()
-    began = time.monotonic()
+    assert _extra_vm_states(api, remote["name"])  # listed once: its host's list is remembered
+    events = SseStream(f"{server.base_url}/api/events", server.auth_headers).start()
+    try:
+        events.next(event="ready")
+        extra_host.pause()
+        began = time.monotonic()
+        # Its VMs are announced as changed when the host is marked, so pages reload them.
+        announced = events.next(event="vm", timeout=TIMEOUT + SLACK).json
+        while announced["uuid"] != remote["uuid"]:
+            announced = events.next(event="vm", timeout=TIMEOUT + SLACK).json
+        assert announced["type"] == "changed"
+    finally:
+        events.close()
     while _extra_vm_states(api, remote["name"]):
         assert time.monotonic() - began < TIMEOUT + SLACK, "the hung host's VMs still show as available"
         time.sleep(0.2)
@@ -182,8 +193,10 @@ def test_a_hung_host_shows_unavailable_while_the_other_works_and_comes_back(
     asked = time.monotonic()
     assert api.get("/api/vms").status_code == 200
     assert time.monotonic() - asked < TIMEOUT, "the merged list waits on a host known to be down"
-    # The hung host's VM answers at once, and says why.
-    gone = api.get(f"/api/vms/{remote['name']}")
+    # The hung host's VM answers at once: as its host last listed it, marked; acting on it says why.
+    stale = api.get(f"/api/vms/{remote['name']}")
+    assert stale.status_code == 200 and (stale.json()["host"], stale.json()["host_available"]) == (EXTRA, False)
+    gone = api.post(f"/api/vms/{remote['name']}/start")
     assert gone.status_code == 503 and gone.json()["code"] == "HYPERVISOR_UNAVAILABLE"
     assert EXTRA in gone.json()["details"]
 

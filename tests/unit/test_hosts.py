@@ -121,8 +121,10 @@ async def test_a_missing_hosts_vms_stay_listed_as_unavailable(two_hosts: Hypervi
     listed = {vm.name: vm for vm in await two_hosts.list_vms()}
     assert {name: vm.host_available for name, vm in listed.items()} == {
         "alpha": True, "shared-name-a": True, "beta": False, "gamma": False}
+    stale = await two_hosts.get_vm("beta")
+    assert (stale.host, stale.host_available) == ("other", False)
     with pytest.raises(LimenError) as down:
-        await two_hosts.get_vm("beta")
+        await two_hosts.start_vm("beta")
     assert down.value.code is ErrorCode.HYPERVISOR_UNAVAILABLE
     with pytest.raises(LimenError) as taken:  # its names stay taken
         await two_hosts.check_name_free("gamma", with_disk=False)

@@ -271,6 +271,15 @@ class HostPool:
                                             f"({link.last_error})")
         raise LimenError(ErrorCode.VM_NOT_FOUND, f"no VM with name or UUID {ident!r} on any host")
 
+    def last_known(self, ident: str) -> Vm | None:
+        """The VM ``ident`` as a host marked unavailable listed it last (``host_available`` False), or None."""
+        for link in self.links:
+            if not link.available:
+                for vm in link.known_vms:
+                    if ident in (vm.uuid, vm.name):
+                        return replace(vm, host_available=False)
+        return None
+
     async def find(self, ident: str) -> str | None:
         """The host that defines ``ident`` among the available ones, or None."""
         links = [link for link in self.links if link.available or link.name == DEFAULT_HOST]

@@ -208,6 +208,7 @@ class Hypervisor:
         self.events.listeners.append(self._feed_source.on_lifecycle)
         # Long operations (snapshots of running VMs) in the background, polled by id.
         self.operations = Operations()
+        self.hosts.availability_listeners.append(self._announce_host)
 
     async def open(self) -> None:
         """Starts libvirt's event thread and connects. Does not fail if libvirt is down."""
@@ -238,6 +239,13 @@ class Hypervisor:
             log.warning("cannot announce a VM change: %s", exc, extra={"event": "vm_feed_announce_failed"})
             return
         self.feed.publish(event_type, facts, operation=operation)
+
+    def _announce_host(self, host: str, available: bool) -> None:
+        """A host gone or back changes how its VMs show (``host_available``): each known one is announced
+        as ``changed``, so pages and other clients reload them."""
+        link = self.hosts.get(host)
+        for vm in link.known_vms:
+            self.feed.publish(VmEventType.CHANGED, VmFacts(uuid=vm.uuid, name=vm.name, state=vm.state, owner=vm.owner))
 
     def watch(self, uuid: str) -> VmWatch:
         """Lifecycle events of one VM; use as ``with hypervisor.watch(uuid) as watch:``."""
@@ -355,10 +363,18 @@ class Hypervisor:
         return sorted({source for answer in answers for source in answer})
 
     async def get_vm(self, ident: str) -> Vm:
+        """The VM now; one on a host marked unavailable is what that host said last, with
+        ``host_available`` False (acting on it is HYPERVISOR_UNAVAILABLE)."""
         parse_vm_id(ident)  # INVALID_VM_ID before any libvirt call
-        return await self.connection.call(
-            "get_vm", lambda conn: self._snapshot(_lookup(conn, ident)), subject=ident
-        )
+        try:
+            return await self.connection.call(
+                "get_vm", lambda conn: self._snapshot(_lookup(conn, ident)), subject=ident
+            )
+        except HypervisorUnavailable:
+            known = self.hosts.last_known(ident)
+            if known is None:
+                raise
+            return known
 
     async def console_vm(self, ident: str) -> Vm:
         """What a console needs of the VM, read from libvirt now (no cache): identity, state, VNC endpoint
