@@ -27,6 +27,7 @@ import pytest
 
 from limen.web.png import parse_ppm
 from tests.conftest import DEMO_ISO, QEMU_URI
+from tests.support.access import provision_user
 from tests.support.console import ConsoleTranscript, client, read_frames
 from tests.support.extra_host import ExtraHost, pick_address
 from tests.support.libvirt_cleanup import domain_exists, remove_domain, volume_exists
@@ -136,7 +137,14 @@ def test_placement_puts_vms_on_both_hosts_and_the_list_merges_them(api: httpx.Cl
     assert api.get(f"/api/vms/{third['name']}").json()["code"] == "VM_NOT_FOUND"
 
 
-def test_host_errors(api: httpx.Client, extra_host: ExtraHost) -> None:
+def test_host_errors(api: httpx.Client, extra_host: ExtraHost, tmp_path: Path, server: LimenProcess) -> None:
+    token = provision_user(f"sqlite:///{tmp_path}/data/limen.db", "plain-user", "pw-plain-123")
+    plain = {"Authorization": f"Bearer {token}"}
+    for method, path in (("GET", "/api/hosts"), ("POST", "/api/hosts"), ("DELETE", f"/api/hosts/{EXTRA}"),
+                         ("POST", f"/api/hosts/{EXTRA}/drain")):
+        refused = httpx.request(method, f"{server.base_url}{path}", headers=plain,
+                                json={"name": "x", "uri": "test:///default"})
+        assert refused.status_code == 403 and refused.json()["code"] == "FORBIDDEN", (method, path, refused.text)
     again = api.post("/api/hosts", json={"name": EXTRA, "uri": extra_host.uri})
     assert again.status_code == 409 and again.json()["code"] == "HOST_ALREADY_EXISTS"
     bad = api.post("/api/hosts", json={"name": "x", "uri": "http://example.com/"})
