@@ -1,4 +1,4 @@
-"""The ``limen`` command: ``serve``, ``vm …`` and ``iso …``.
+"""The ``limen`` command: ``serve``, ``vm …``, ``iso …``, ``user …``, ``token …`` and ``host …``.
 
 Exit codes: 0 success, 1 an operation failed (the error's message is printed), 2 bad usage or
 invalid configuration (the offending key is named).
@@ -20,6 +20,7 @@ import typer
 from limen.api.schemas import MediaOut, VmOut
 from limen.auth.revocation import Revocation
 from limen.auth.revocation_bus import publish_from_command_line
+from limen.cli_hosts import host_app
 from limen.cli_isos import iso_app
 from limen.cli_output import error_text, say, table
 from limen.cli_snapshots import snapshot_app
@@ -40,6 +41,7 @@ vm_app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(iso_app, name="iso")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
+app.add_typer(host_app, name="host")
 
 
 class CliState:

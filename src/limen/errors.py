@@ -153,6 +153,19 @@ class ErrorCode(Enum):
         "Hypervisor unavailable",
         "limen cannot reach libvirt. Check that libvirtd runs and answers (virsh list), then retry.",
     )
+    HOST_NOT_FOUND = ErrorSpec(
+        404, 4301, "Host not found", "Use a host name from the host list (GET /api/hosts, limen host list)."
+    )
+    HOST_ALREADY_EXISTS = ErrorSpec(
+        409, 4302, "Host already exists", "Choose another name, or remove the existing host first."
+    )
+    HOST_IN_USE = ErrorSpec(
+        409, 4303, "Host in use", "Move or delete the VMs the details name first (the default host cannot go)."
+    )
+    NO_HOST_FITS = ErrorSpec(
+        409, 4304, "No host has room",
+        "No available host that takes new VMs has the memory asked for. Ask for less, or add or undrain a host.",
+    )
     # -- session ------------------------------------------------------------------------------------
     SLOW_CLIENT = ErrorSpec(
         408, 4400, "Client too slow", "The browser stopped reading the console stream. Reconnect."

@@ -30,10 +30,12 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
         "request_reading", "http_protocol", "i18n",
     })),
     ("hypervisor/db", frozenset({"hypervisor", "db", "audit", "instances", "stats_sampler"})),
-    ("auth", frozenset({"auth", "quota", "recovery"})),
+    ("auth", frozenset({"auth", "quota", "recovery", "host_registry"})),
     ("console", frozenset({"console"})),
     ("api/web", frozenset({"api", "web"})),
-    ("cli", frozenset({"api.app", "cli", "cli_isos", "cli_output", "cli_snapshots", "cli_users", "doctor", "server"})),
+    ("cli", frozenset({
+        "api.app", "cli", "cli_hosts", "cli_isos", "cli_output", "cli_snapshots", "cli_users", "doctor", "server",
+    })),
 )
 LAYER_OF = {unit: rank for rank, (_, units) in enumerate(LAYERS) for unit in units}
 

@@ -16,6 +16,7 @@ from limen.api import (
     console_stages,
     events,
     health,
+    hypervisor_hosts,
     isos,
     operations,
     quota,
@@ -40,6 +41,7 @@ from limen.auth.revocation import CurrentRights
 from limen.console.endpoint import ConsoleRoute
 from limen.console.endpoint import router as console_router
 from limen.console.registry import ConsoleSessions
+from limen.host_registry import HostSync
 from limen.hypervisor import Hypervisor
 from limen.isos.background import BackgroundChecksums
 from limen.metrics import Metrics
@@ -64,7 +66,7 @@ def create_app(
     quota_ledger = QuotaLedger(guard.db, settings, guard.clock, instance_id=guard.instances.id)
     recovery = Recovery(guard.instances, guard.audit, hv, quota=quota_ledger)
     metrics.event_streams_active.set_function(lambda: hv.feed.subscriber_count)
-    sampler = StatsSampler(hv.connection, settings.stats_interval)
+    sampler = StatsSampler(hv.hosts.default.connection, settings.stats_interval)  # the default host's VMs
     metrics.watch_vm_stats(sampler.history)
 
     @asynccontextmanager
@@ -72,6 +74,8 @@ def create_app(
         await guard.start()  # a database that cannot be migrated stops limen here, before it serves
         try:
             await hv.open()
+            host_sync = HostSync(guard.db, hv.hosts)
+            await host_sync.start()
             try:
                 await start_iso_library(settings, iso_checksums)
                 await recovery.start()  # this instance's heartbeat; what lost instances held is closed
@@ -82,6 +86,7 @@ def create_app(
                     await sampler.stop()
                     await recovery.stop()
             finally:
+                await host_sync.stop()
                 await iso_checksums.close()
                 await hv.close()
         finally:
@@ -101,6 +106,7 @@ def create_app(
     console_sessions = ConsoleSessions(CurrentRights(guard.users, hv.console_vm),
                                        remember=settings.console_ticket_ttl + 5)
     guard.revocations.subscribe(console_sessions.revoke)  # revocations, from here or another instance
+    hv.hosts.availability_listeners.append(console_sessions.host_changed)  # a host gone ends its consoles
     app.state.services = Services(
         settings=settings,
         hypervisor=hv,
@@ -125,6 +131,7 @@ def create_app(
         app,
         health.router,
         vms.router,
+        hypervisor_hosts.router,
         vm_media.router,
         vm_disks.router,
         vm_snapshots.router,

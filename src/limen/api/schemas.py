@@ -32,6 +32,14 @@ class VmCreate(BaseModel):
         default_factory=list, description="Devices to boot from, in order: 'cdrom', 'hd'. "
         "Default: cdrom then hd with an ISO, else hd"
     )
+    host: str | None = Field(None, description="The host to create it on (GET /api/hosts); default: the available "
+                             "host, not draining, with the most memory not given to its VMs")
+
+
+class VmMigrate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(description="The host to move the VM to (GET /api/hosts)")
 
 
 class VmPatch(BaseModel):
@@ -154,6 +162,9 @@ class VmOut(BaseModel):
         description="What waits for the next start: those of vcpus, memory_mib, boot_order whose new value "
         "differs from the running one",
     )
+    host: str | None = Field(None, description="The libvirt host that defines the VM (GET /api/hosts)")
+    host_available: bool = Field(
+        True, description="False: the host does not answer now (\"host unavailable\"); the rest is what it said last")
 
     @classmethod
     def of(cls, vm: Vm) -> VmOut:
@@ -175,6 +186,8 @@ class VmOut(BaseModel):
             nics=[NicOut(mac=nic.mac, source=nic.source, model=nic.model) for nic in vm.nics],
             pending_restart=vm.pending_restart,
             pending=vm.pending.as_dict(),
+            host=vm.host,
+            host_available=vm.host_available,
         )
 
 

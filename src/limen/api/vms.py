@@ -11,15 +11,16 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
-from limen.api.deps import AccessDep, AccessibleVm, CurrentUser, HypervisorDep, RecoveryDep
+from limen.api.deps import AccessDep, AccessibleVm, AdminUser, CurrentUser, HypervisorDep, RecoveryDep
 from limen.api.operations import RefuseBusyVm
 from limen.api.quota import QuotaDep, new_vm_footprint, quota_for_edit, quota_for_start
-from limen.api.schemas import ErrorBody, VmCreate, VmDeleted, VmOut, VmPatch
+from limen.api.schemas import ErrorBody, VmCreate, VmDeleted, VmMigrate, VmOut, VmPatch
 from limen.api.services import services_of
 from limen.auth.revocation import Revocation
 from limen.errors import ErrorCode
 from limen.hypervisor import VmSpec
 from limen.hypervisor.editing import VmEdit, edit_vm
+from limen.hypervisor.vm_feed import VmEventType
 
 log = logging.getLogger("limen.api")
 
@@ -53,6 +54,7 @@ async def create_vm(
         iso=body.iso,
         boot_order=tuple(body.boot_order),
         owner=principal.name,
+        host=body.host,
     )
     footprint = new_vm_footprint(spec.name, principal.name, vcpus=spec.vcpus, memory_mib=spec.memory_mib,
                                  disk_gib=spec.disk_gib)
@@ -171,3 +173,19 @@ async def reboot_vm(
     log.info("VM rebooted", extra={"event": "vm_reboot", "vm_uuid": vm.uuid, "vm_name": vm.name, "force": force,
                                    "user": principal.name})
     return VmOut.of(vm)
+
+
+@router.post("/{vm_id}/migrate", response_model=VmOut, responses=_ERRORS, dependencies=[RefuseBusyVm])
+async def migrate_vm(
+    body: VmMigrate, vm: AccessibleVm, admin: AdminUser, access: AccessDep, hypervisor: HypervisorDep
+) -> VmOut:
+    """Admins: moves the VM to another host. A running VM moves live (libvirt migration, its disks copied
+    while it runs); a stopped one cold (its disks streamed through limen, then defined there). Refused
+    (VM_OPERATION_FAILED) for a VM with snapshots, which do not move."""
+    async with access.audit.recording(admin.name, "migrate", vm.name) as target:
+        target.vm_uuid, target.details = vm.uuid, f"from {vm.host} to {body.host}"
+        moved = await hypervisor.migrate_vm(vm.uuid, body.host)
+    await hypervisor.announce(moved.uuid, VmEventType.CHANGED)
+    log.info("VM migrated", extra={"event": "vm_migrate", "vm_uuid": vm.uuid, "vm_name": vm.name,
+                                   "host": moved.host, "from_host": vm.host, "user": admin.name})
+    return VmOut.of(moved)

@@ -165,6 +165,12 @@ class ConsoleDriver:
     def stage(self) -> str | None:
         return self.machine.stage
 
+    @property
+    def vm(self) -> Vm | None:
+        """The session's VM once its machine has found it (a machine without one: None)."""
+        found = getattr(self.machine, "vm", None)
+        return found if isinstance(found, Vm) else None
+
     def request_end(self, error: LimenError) -> None:
         """Ends the session from outside (server shutdown, an administrator). Returns at once."""
         if self.machine.live:
@@ -254,7 +260,7 @@ class ConsoleDriver:
         except _ClientGone:
             outcome = ClientLeft()
         except LimenError as exc:
-            outcome = EffectFailed(exc)
+            outcome = EffectFailed(self._failure(exc))
         except Exception as exc:
             log.exception("%s step failed", self.log_label, extra=self._fields("console_internal_error"))
             outcome = EffectFailed(LimenError(ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
@@ -262,6 +268,10 @@ class ConsoleDriver:
             self._feed(outcome)
             return None
         return outcome
+
+    def _failure(self, error: LimenError) -> LimenError:
+        """A failed effect's error as the client sees it; a kind may add what it knows (e.g. the host)."""
+        return error
 
     async def _handshake(self, effect: Effect | None) -> None:
         """Effects out, results in, until the machine asks for nothing more (it has ended)."""
@@ -278,7 +288,7 @@ class ConsoleDriver:
         except TimeoutError:
             return TimedOut()
         except LimenError as exc:
-            return EffectFailed(exc)
+            return EffectFailed(self._failure(exc))
 
     # -- the VM watch and the idle watch ----------------------------------------------------------------
 

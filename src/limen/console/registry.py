@@ -28,7 +28,7 @@ from contextlib import contextmanager
 
 from limen.auth.revocation import LiveConsole, Revocation, Rights, Scope, verdict
 from limen.console.driver import ConsoleDriver
-from limen.errors import ErrorCode, LimenError
+from limen.errors import ErrorCode, HypervisorUnavailable, LimenError
 
 log = logging.getLogger("limen.console")
 
@@ -160,6 +160,19 @@ class ConsoleSessions:
             "code": error.code.name,
         })
         session.request_end(error)
+
+    def host_changed(self, host: str, available: bool) -> None:
+        """A host-pool listener: a host that stopped answering ends the consoles of its VMs with
+        HYPERVISOR_UNAVAILABLE (their VNC may still flow, but nothing can be done about their VMs)."""
+        if available:
+            return
+        for session in list(self._sessions.values()):
+            vm = session.vm
+            if vm is not None and vm.host == host:
+                log.info("console session ended: its host is unavailable", extra={
+                    "event": "console_host_lost", "session": session.id, "host": host})
+                session.request_end(HypervisorUnavailable(
+                    f"host {host!r} of VM {vm.name!r} stopped answering within LIMEN_LIBVIRT_TIMEOUT"))
 
     async def wait_ended(self, vm_uuid: str, timeout: float) -> None:
         """Until no admitted session of ``vm_uuid`` is left here, or ``timeout`` has passed."""

@@ -43,6 +43,7 @@ from limen.console.pump import client_to_vnc, vnc_to_client
 from limen.console.splice import SpliceEnd, SpliceFn
 from limen.console.upstream import VNC_READ_SIZE, VncReader, open_vnc, read_banner
 from limen.errors import LimenError
+from limen.hypervisor.hosts import DEFAULT_HOST
 from limen.hypervisor.models import Vm
 from limen.settings import Settings
 
@@ -239,11 +240,20 @@ class ConsoleSession(ConsoleDriver):
             if not writer.transport.is_closing():
                 writer.transport.abort()
 
+    def _failure(self, error: LimenError) -> LimenError:
+        """The error with the VM's host in its details, when that is not the default host."""
+        vm = self.machine.vm
+        host = vm.host if vm is not None else None
+        if host is None or host == DEFAULT_HOST or f"host {host!r}" in error.details:
+            return error
+        return LimenError(error.code, f"{error.details} (host {host!r})")
+
     def _kind_fields(self) -> dict[str, Any]:
         vm = self.machine.vm
         port = vm.vnc.port if vm is not None and vm.vnc is not None else None
         return {
             "vm_uuid": vm.uuid if vm else None,
             "vm_name": vm.name if vm else None,
+            "host": vm.host if vm else None,
             "port": self.machine.port or port,
         }

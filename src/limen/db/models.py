@@ -228,3 +228,18 @@ class QuotaReservation(Base):
     # The instance making the change: a lost instance's reservations are dropped (limen.recovery).
     instance_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class HypervisorHost(Base):
+    """A libvirt host limen manages besides the default one (``LIMEN_LIBVIRT_URI``, never stored here).
+
+    ``console_address`` is where browsers' consoles reach its VMs' VNC servers (their wildcard or loopback
+    listen addresses mean this host); ``draining`` hosts keep their VMs but take no new ones."""
+
+    __tablename__ = "hypervisor_hosts"
+
+    name: Mapped[str] = mapped_column(String(NAME_MAX), primary_key=True)
+    uri: Mapped[str] = mapped_column(String(1000))
+    console_address: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    draining: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -77,13 +77,28 @@ def classify(exc: libvirt.libvirtError, *, when: str) -> LimenError:
     return LimenError(ErrorCode.VM_OPERATION_FAILED, details)
 
 
+_thread_host = threading.local()
+
+
+def _serve_host(host: str) -> None:
+    _thread_host.name = host
+
+
+def current_host() -> str:
+    """The name of the host whose connection runs the calling worker thread ("" outside one)."""
+    return getattr(_thread_host, "name", "")
+
+
 class LibvirtConnection:
     """One lazily opened libvirt connection, shared by every caller, re-opened after it breaks."""
 
-    def __init__(self, uri: str, timeout: float, *, max_threads: int = 8) -> None:
+    def __init__(self, uri: str, timeout: float, *, max_threads: int = 8, host: str = "") -> None:
         self.uri = uri
         self.timeout = timeout
-        self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="libvirt")
+        self.host = host
+        # Its own threads, so a hung host holds only its own; each knows its host (:func:`current_host`).
+        self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix=f"libvirt-{host}",
+                                            initializer=_serve_host, initargs=(host,))
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
         self._on_open: list[Callable[[libvirt.virConnect], Callable[[], None] | None]] = []

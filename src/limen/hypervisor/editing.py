@@ -238,6 +238,11 @@ async def edit_vm(hypervisor: Hypervisor, ident: str, edit: VmEdit) -> Edited:
             raise ValidationFailed("boot_order", "give at least one device ('cdrom', 'hd')")
         check_boot_order(edit.boot_order)
     await hypervisor.check_hardware(vcpus=edit.vcpus, memory_mib=edit.memory_mib)
+    if edit.name is not None and hypervisor.hosts.several:
+        # Names are unique across hosts; the VM's own host checks again below, under the VM's lock.
+        holder = await hypervisor.hosts.find(edit.name)
+        if holder is not None and (await hypervisor.get_vm(ident)).name != edit.name:
+            raise LimenError(ErrorCode.VM_ALREADY_EXISTS, f"a VM named {edit.name!r} exists on host {holder!r}")
 
     def run(conn: libvirt.virConnect) -> Edited:
         dom = _lookup(conn, ident)

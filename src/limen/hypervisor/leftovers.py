@@ -118,7 +118,12 @@ async def remove_create_leftovers(hypervisor: Hypervisor, vm_name: str, mark: Cr
     removed, in words. Raises the usual LimenErrors when libvirt does not answer: then nothing is known
     to be clean, and the caller keeps the create pending to try again."""
     pool_name = hypervisor.settings.storage_pool
-    return await hypervisor.connection.call(
-        "remove_create_leftovers", lambda conn: _remove(conn, pool_name, vm_name, mark), subject=vm_name,
-        timeout=hypervisor.settings.libvirt_timeout * 2,
-    )
+    removed: list[str] = []
+    # The create may have placed the VM on any host: each is swept (an unavailable one raises, and the
+    # create stays pending until it answers again).
+    for link in hypervisor.hosts.links:
+        removed += await hypervisor.hosts.on_host(
+            link.name, "remove_create_leftovers", lambda conn: _remove(conn, pool_name, vm_name, mark),
+            subject=vm_name, timeout=hypervisor.settings.libvirt_timeout * 2,
+        )
+    return removed

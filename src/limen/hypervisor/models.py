@@ -103,6 +103,10 @@ class Vm:
     nics: tuple[Nic, ...] = ()
     pending: PendingChanges = PendingChanges()
     extra: dict[str, str] = field(default_factory=dict)
+    # The libvirt host that defines the VM (limen.hypervisor.hosts); False below: that host does not answer
+    # now, and the rest is what it said last.
+    host: str | None = None
+    host_available: bool = True
 
     @property
     def is_active(self) -> bool:
@@ -153,3 +157,4 @@ class VmSpec:
     iso: str | None = None  # a file name inside the ISO dir
     boot_order: tuple[str, ...] = ()  # "cdrom", "hd"; default: cdrom first when an ISO is given
     owner: str | None = None  # a limen user name, kept in the domain's <metadata>
+    host: str | None = None  # where to create it; None: the available host with the most free memory

@@ -5,29 +5,34 @@ libvirt is the one source of truth. Nothing here caches a VM's state; every answ
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
 import re
 import threading
 import uuid as uuid_module
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import libvirt
 
-from limen.errors import ErrorCode, LimenError, ValidationFailed
-from limen.hypervisor import storage
-from limen.hypervisor.connection import LibvirtConnection
+from limen.errors import ErrorCode, HypervisorUnavailable, LimenError, ValidationFailed
+from limen.hypervisor import migration, storage
+from limen.hypervisor.connection import current_host
 from limen.hypervisor.domain_xml import DomainPlan, ParsedDomain, build_domain_xml, parse_domain_xml
 from limen.hypervisor.events import FeedSource, LifecycleHub, VmWatch, ensure_event_thread
-from limen.hypervisor.models import Disk, DiskDevice, PendingChanges, Vm, VmSpec, VmState
+from limen.hypervisor.hosts import DEFAULT_HOST, HostLink, HostPool
+from limen.hypervisor.models import Disk, DiskDevice, PendingChanges, Vm, VmSpec, VmState, VncEndpoint
 from limen.hypervisor.operations import Operations
 from limen.hypervisor.vm_feed import VmEventType, VmFacts, VmFeed
 from limen.isos import resolve_iso
 from limen.settings import Settings
 
+# A live move copies the disks as the VM runs; a cold one streams them through limen.
+MIGRATE_TIMEOUT = 600.0
 VM_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 MIN_MEMORY_MIB = 32
 MAX_DISK_GIB = 2048
@@ -134,6 +139,45 @@ def _delete_snapshots(conn: libvirt.virConnect, *, ident: str) -> None:
         root.delete(libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN)
 
 
+def _defines(conn: libvirt.virConnect, ident: str) -> bool:
+    """Whether ``conn``'s host defines the VM ``ident`` (a UUID or name)."""
+    try:
+        _lookup(conn, ident)
+    except LimenError:
+        return False
+    return True
+
+
+# What a VNC listen address of loopback or a wildcard is dialled as (domain_xml.connect_host).
+_LOOPBACK_DIALS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def _migration_operation(source: str, target: str, state: str, progress: int | None, *,
+                         error: str | None = None) -> dict[str, Any]:
+    """The ``operation`` of a move's events: ``{"kind": "migrate", "state", "progress", "from_host",
+    "to_host", "error"}``."""
+    return {"kind": "migrate", "state": state, "progress": progress, "from_host": source, "to_host": target,
+            "error": error}
+
+
+def _uncommitted_memory_mib(conn: libvirt.virConnect) -> int:
+    """The host's memory less what its VMs (defined ones too: they may start) are given, MiB."""
+    total_mib = int(conn.getInfo()[1])
+    promised_kib = 0
+    for dom in conn.listAllDomains(0):
+        try:
+            promised_kib += int(dom.maxMemory())
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+    return total_mib - promised_kib // 1024
+
+
+# Where a host other than the default one keeps the disk volumes of its VMs (its own storage pool, of the
+# name LIMEN_STORAGE_POOL, made there when missing).
+REMOTE_POOL_DIR = Path("/var/lib/libvirt/images/limen")
+
+
 def describe_domain(dom: libvirt.virDomain) -> VmFacts:
     """Name, state and owner of ``dom`` now; state None when the domain no longer exists."""
     uuid, name = dom.UUIDString(), dom.name()  # both kept by the binding: no call to libvirtd
@@ -152,7 +196,9 @@ class Hypervisor:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.connection = LibvirtConnection(settings.libvirt_uri, settings.libvirt_timeout)
+        # Every host's connection; its ``call`` goes to the host of the VM the call is about.
+        self.hosts = HostPool(settings.libvirt_uri, settings.libvirt_timeout, _defines)
+        self.connection = self.hosts
         self.events = LifecycleHub()
         self.connection.on_open(self.events.register_on)
         # Every VM change, for the API's event stream; routes publish what libvirt does not announce.
@@ -162,12 +208,14 @@ class Hypervisor:
         self.events.listeners.append(self._feed_source.on_lifecycle)
         # Long operations (snapshots of running VMs) in the background, polled by id.
         self.operations = Operations()
+        self.hosts.availability_listeners.append(self._announce_host)
 
     async def open(self) -> None:
         """Starts libvirt's event thread and connects. Does not fail if libvirt is down."""
         ensure_event_thread()
+        self.hosts.start()
         try:
-            await self.connection.call("connect", lambda conn: None)
+            await self.hosts.default.connection.call("connect", lambda conn: None)
         except LimenError:
             pass  # reported by the first real call, and by /readyz
 
@@ -191,6 +239,13 @@ class Hypervisor:
             log.warning("cannot announce a VM change: %s", exc, extra={"event": "vm_feed_announce_failed"})
             return
         self.feed.publish(event_type, facts, operation=operation)
+
+    def _announce_host(self, host: str, available: bool) -> None:
+        """A host gone or back changes how its VMs show (``host_available``): each known one is announced
+        as ``changed``, so pages and other clients reload them."""
+        link = self.hosts.get(host)
+        for vm in link.known_vms:
+            self.feed.publish(VmEventType.CHANGED, VmFacts(uuid=vm.uuid, name=vm.name, state=vm.state, owner=vm.owner))
 
     def watch(self, uuid: str) -> VmWatch:
         """Lifecycle events of one VM; use as ``with hypervisor.watch(uuid) as watch:``."""
@@ -223,6 +278,7 @@ class Hypervisor:
             autostart = bool(dom.autostart())
         except libvirt.libvirtError:
             autostart = False
+        host = current_host() or DEFAULT_HOST
         return Vm(
             uuid=dom.UUIDString(),
             name=name,
@@ -231,16 +287,38 @@ class Hypervisor:
             memory_mib=parsed.memory_mib,
             disks=tuple(disks),
             boot_order=parsed.boot_order,
-            vnc=parsed.vnc,
+            vnc=self._vnc_of(host, parsed.vnc),
             created_at=parsed.created_at,
-            uptime_seconds=_uptime_seconds(self.settings.libvirt_uri, name, state),
+            uptime_seconds=_uptime_seconds(self.hosts.uri_of(host), name, state),
             autostart=autostart,
             owner=parsed.owner,
             nics=parsed.nics,
             pending=pending,
+            host=host,
         )
 
+    def _vnc_of(self, host: str, vnc: VncEndpoint | None) -> VncEndpoint | None:
+        """A VNC server on another host that listens on its loopback or wildcard address is reached at the
+        host's console address."""
+        address = self.hosts.console_address_of(host)
+        if vnc is None or address is None or vnc.host not in _LOOPBACK_DIALS:
+            return vnc
+        return VncEndpoint(host=address, port=vnc.port)
+
     async def list_vms(self) -> list[Vm]:
+        """Every host's VMs (read at once); with more than one host, one that does not answer shows the VMs
+        it listed last with ``host_available`` False."""
+        if not self.hosts.several:
+            return await self.list_vms_on(self.hosts.default)
+        return await self.hosts.gather_lists(self._list_on)
+
+    async def list_vms_on(self, link: HostLink) -> list[Vm]:
+        """The VMs of one host (remembered as its last known list)."""
+        vms = await self._list_on(link)
+        link.known_vms = vms
+        return vms
+
+    async def _list_on(self, link: HostLink) -> list[Vm]:
         def run(conn: libvirt.virConnect) -> list[Vm]:
             vms = []
             for dom in conn.listAllDomains(0):
@@ -252,7 +330,7 @@ class Hypervisor:
                         raise
             return sorted(vms, key=lambda vm: vm.name)
 
-        return await self.connection.call("list_vms", run)
+        return await link.connection.call("list_vms", run)
 
     async def cdrom_sources(self) -> list[tuple[str, str]]:
         """(VM name, file) of every CD-ROM of every VM, in its running and in its saved configuration
@@ -277,13 +355,26 @@ class Hypervisor:
                     )
             return sorted(sources)
 
-        return await self.connection.call("cdrom_sources", run)
+        if not self.hosts.several:
+            return await self.hosts.default.connection.call("cdrom_sources", run)
+        # Every host sees the ISO directory at the same path: a disc held on any of them is in use.
+        answers = await asyncio.gather(*(self.hosts.on_host(link.name, "cdrom_sources", run)
+                                         for link in self.hosts.links))
+        return sorted({source for answer in answers for source in answer})
 
     async def get_vm(self, ident: str) -> Vm:
+        """The VM now; one on a host marked unavailable is what that host said last, with
+        ``host_available`` False (acting on it is HYPERVISOR_UNAVAILABLE)."""
         parse_vm_id(ident)  # INVALID_VM_ID before any libvirt call
-        return await self.connection.call(
-            "get_vm", lambda conn: self._snapshot(_lookup(conn, ident)), subject=ident
-        )
+        try:
+            return await self.connection.call(
+                "get_vm", lambda conn: self._snapshot(_lookup(conn, ident)), subject=ident
+            )
+        except HypervisorUnavailable:
+            known = self.hosts.last_known(ident)
+            if known is None:
+                raise
+            return known
 
     async def console_vm(self, ident: str) -> Vm:
         """What a console needs of the VM, read from libvirt now (no cache): identity, state, VNC endpoint
@@ -296,10 +387,11 @@ class Hypervisor:
             dom = _lookup(conn, ident)
             state_code, _reason = dom.state()
             parsed = parse_domain_xml(dom.XMLDesc(0))
+            host = current_host() or DEFAULT_HOST
             return Vm(
                 uuid=dom.UUIDString(), name=dom.name(), state=_STATE_BY_LIBVIRT.get(state_code, VmState.UNKNOWN),
-                vcpus=parsed.vcpus, memory_mib=parsed.memory_mib, boot_order=parsed.boot_order, vnc=parsed.vnc,
-                created_at=parsed.created_at, owner=parsed.owner,
+                vcpus=parsed.vcpus, memory_mib=parsed.memory_mib, boot_order=parsed.boot_order,
+                vnc=self._vnc_of(host, parsed.vnc), created_at=parsed.created_at, owner=parsed.owner, host=host,
             )
 
         # Same operation name as get_vm: the metrics and logs count it as the read it is.
@@ -371,9 +463,24 @@ class Hypervisor:
         """VM_ALREADY_EXISTS if a VM of that name exists or (``with_disk``) its disk volume's name is taken.
         :meth:`create_vm` checks the same again; asking first lets a caller record its intent knowing that
         whatever appears under the name afterwards is its own work."""
-        await self.connection.call(
-            "check_name", functools.partial(self._refuse_name_and_volume, name=name, with_disk=with_disk),
-            subject=name)
+        check = functools.partial(self._refuse_name_and_volume, name=name, with_disk=with_disk)
+        if not self.hosts.several:
+            await self.hosts.default.connection.call("check_name", check, subject=name)
+            return
+        # Names are unique across hosts: every host that answers is asked, and what the others listed last.
+        for link in self.hosts.links:
+            if not link.available and any(vm.name == name for vm in link.known_vms):
+                raise LimenError(ErrorCode.VM_ALREADY_EXISTS,
+                                 f"a VM named {name!r} is on host {link.name!r} (unavailable now)")
+        links = [link for link in self.hosts.links if link.available or link.name == DEFAULT_HOST]
+        answers = await asyncio.gather(
+            *(link.connection.call("check_name", check, subject=name) for link in links), return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, LimenError) and answer.code is ErrorCode.VM_ALREADY_EXISTS:
+                raise answer
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
 
     def _refuse_name_and_volume(self, conn: libvirt.virConnect, *, name: str, with_disk: bool) -> None:
         self._refuse_taken_name(conn, name)
@@ -388,6 +495,12 @@ class Hypervisor:
         iso_path = await self.validate_spec(spec)
         boot_order = spec.boot_order or (("cdrom", "hd") if iso_path else ("hd",))
         cancelled = threading.Event()
+        link = await self.place(spec)
+        if self.hosts.several:
+            await self.check_name_free(spec.name, with_disk=False)  # names are unique across hosts
+        local = link.name == DEFAULT_HOST
+        pool_dir = self.settings.pool_dir if local else REMOTE_POOL_DIR
+        vnc_listen = self.settings.vnc_listen if local else (link.console_address or self.settings.vnc_listen)
 
         def run(conn: libvirt.virConnect) -> Vm:
             self._refuse_taken_name(conn, spec.name)
@@ -396,7 +509,7 @@ class Hypervisor:
             try:
                 disk_path = None
                 if spec.disk_gib is not None:
-                    pool = storage.ensure_pool(conn, self.settings.storage_pool, self.settings.pool_dir)
+                    pool = storage.ensure_pool(conn, self.settings.storage_pool, pool_dir)
                     self._refuse_taken_volume(conn, spec.name)
                     volume_name = storage.disk_volume_name(spec.name)
                     volume = pool.createXML(storage.volume_xml(volume_name, spec.disk_gib), 0)
@@ -406,7 +519,7 @@ class Hypervisor:
                     virt_type=self._virt_type(),
                     vcpus=spec.vcpus,
                     memory_mib=spec.memory_mib,
-                    vnc_listen=self.settings.vnc_listen,
+                    vnc_listen=vnc_listen,
                     created_at=datetime.now(UTC).replace(microsecond=0),
                     disk_path=disk_path,
                     iso_path=str(iso_path) if iso_path else None,
@@ -433,13 +546,136 @@ class Hypervisor:
 
         try:
             # Creating a pool and a volume is slower than a lookup; allow it more than one call's time.
-            return await self.connection.call(
-                "create_vm", run, subject=spec.name, timeout=self.settings.libvirt_timeout * 3
+            vm = await self.hosts.on_host(
+                link.name, "create_vm", run, subject=spec.name, timeout=self.settings.libvirt_timeout * 3
             )
         except LimenError as exc:
             if exc.code is ErrorCode.HYPERVISOR_UNAVAILABLE:
                 cancelled.set()
             raise
+        self.hosts.remember(vm.uuid, link.name)
+        self.hosts.remember(vm.name, link.name)
+        return vm
+
+    async def place(self, spec: VmSpec) -> HostLink:
+        """The host a new VM goes to: the one asked for, else the available, not draining host with the
+        most memory not promised to its VMs (all of them, running or not) that still holds the new one."""
+        if spec.host is not None:
+            link = self.hosts.get(spec.host)
+            if link.config.draining:
+                raise LimenError(ErrorCode.NO_HOST_FITS, f"host {link.name!r} is draining: it takes no new VMs")
+            if not link.available and link.name != DEFAULT_HOST:
+                raise HypervisorUnavailable(f"host {link.name!r} is unavailable ({link.last_error})")
+            return link
+        if not self.hosts.several:
+            return self.hosts.default
+        candidates = [link for link in self.hosts.links if link.available and not link.config.draining]
+        answers = await asyncio.gather(
+            *(link.connection.call("free_memory", _uncommitted_memory_mib) for link in candidates),
+            return_exceptions=True)
+        room = sorted(((free, link.name) for link, free in zip(candidates, answers, strict=True)
+                       if isinstance(free, int) and free >= spec.memory_mib), key=lambda pair: (-pair[0], pair[1]))
+        if not room:
+            raise LimenError(ErrorCode.NO_HOST_FITS, f"no available host that takes new VMs has {spec.memory_mib} "
+                             "MiB not promised to its VMs")
+        return self.hosts.get(room[0][1])
+
+    async def host_figures(self) -> dict[str, tuple[int, int]]:
+        """(memory MiB, memory not promised to VMs MiB) of every host that answers now."""
+        links = [link for link in self.hosts.links if link.available or link.name == DEFAULT_HOST]
+
+        def figures(conn: libvirt.virConnect) -> tuple[int, int]:
+            return int(conn.getInfo()[1]), _uncommitted_memory_mib(conn)
+
+        answers = await asyncio.gather(*(link.connection.call("host_figures", figures) for link in links),
+                                       return_exceptions=True)
+        return {link.name: answer for link, answer in zip(links, answers, strict=True) if isinstance(answer, tuple)}
+
+    async def migrate_vm(self, ident: str, host: str) -> Vm:
+        """Moves the VM to ``host`` (:mod:`limen.hypervisor.migration`): live when it runs, cold when not."""
+        parse_vm_id(ident)
+        target = self.hosts.get(host)
+        if target.config.draining:
+            raise LimenError(ErrorCode.NO_HOST_FITS, f"host {host!r} is draining: it takes no VMs")
+        self.hosts.check_usable(target, "migrate_vm")
+        source = await self.hosts.locate(ident)
+        if source == host:
+            raise LimenError(ErrorCode.INVALID_REQUEST, f"VM {ident!r} is on host {host!r} already")
+        departure = await self.hosts.on_host(
+            source, "migrate_vm", lambda conn: migration.read_departure(conn, _lookup(conn, ident)), subject=ident)
+        local = host == DEFAULT_HOST
+        arrival = migration.Arrival(
+            uri=target.config.uri, pool_name=self.settings.storage_pool,
+            pool_dir=self.settings.pool_dir if local else REMOTE_POOL_DIR,
+            address=target.console_address or "127.0.0.1")
+        vnc_listen = self.settings.vnc_listen if local else (target.console_address or self.settings.vnc_listen)
+        paths = await self.hosts.on_host(
+            host, "migrate_vm", lambda conn: migration.make_volumes(conn, departure, arrival),
+            timeout=self.settings.libvirt_timeout * 3)
+        xml = migration.arrival_xml(departure.xml, paths, vnc_listen)
+        log.info("VM moving", extra={"event": "vm_migrate_begin", "vm_uuid": departure.uuid, "vm_name": departure.name,
+                                     "host": source, "to_host": host, "live": departure.running})
+        facts = VmFacts(uuid=departure.uuid, name=departure.name,
+                        state=VmState.RUNNING if departure.running else VmState.STOPPED,
+                        owner=parse_domain_xml(departure.xml).owner)
+        progress = asyncio.get_running_loop().create_task(self._report_migration(facts, source, host))
+        try:
+            if departure.running:
+                await self.hosts.on_host(
+                    source, "migrate_vm",
+                    lambda conn: migration.migrate_live(_lookup(conn, departure.uuid), departure, arrival, xml),
+                    subject=ident, timeout=MIGRATE_TIMEOUT)
+            else:
+                await self.hosts.on_host(
+                    source, "migrate_vm", lambda conn: migration.copy_cold(conn, departure, arrival, xml, paths),
+                    subject=ident, timeout=MIGRATE_TIMEOUT)
+        except LimenError as exc:
+            # A timeout leaves the outcome unknown (libvirt may still finish): then nothing is removed.
+            if exc.code is not ErrorCode.HYPERVISOR_UNAVAILABLE:
+                await self._quietly(host, "migrate_cleanup",
+                                    lambda conn: migration.remove_volumes(conn, list(paths.values())))
+            self.feed.publish(VmEventType.CHANGED, facts, operation=_migration_operation(
+                source, host, "failed", None, error=exc.code.name))
+            raise
+        finally:
+            progress.cancel()
+        self.feed.publish(VmEventType.CHANGED, facts, operation=_migration_operation(source, host, "done", 100))
+        # The target has it now: the source's definition (a cold move leaves it) and disks go.
+        if not departure.running:
+            await self._quietly(source, "migrate_cleanup", lambda conn: _lookup(conn, departure.uuid).undefine())
+        await self._quietly(source, "migrate_cleanup",
+                            lambda conn: migration.remove_volumes(conn, [disk.path for disk in departure.disks]))
+        for key in (departure.uuid, departure.name):
+            self.hosts.remember(key, host)
+        log.info("VM moved", extra={"event": "vm_migrate_end", "vm_uuid": departure.uuid, "vm_name": departure.name,
+                                    "host": host})
+        return await self.get_vm(departure.uuid)
+
+    async def _report_migration(self, facts: VmFacts, source: str, target: str) -> None:
+        """Publishes the move's progress to the event stream every half second, as libvirt's job reports it
+        (bytes of memory and disks sent of those to send); nothing when there is no job (a cold move)."""
+        def read(conn: libvirt.virConnect) -> int | None:
+            stats = _lookup(conn, facts.uuid).jobStats(0)
+            total = int(stats.get("data_total", 0)) + int(stats.get("disk_total", 0))
+            done = int(stats.get("data_processed", 0)) + int(stats.get("disk_processed", 0))
+            return min(99, done * 100 // total) if total else None
+
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                percent = await self.hosts.on_host(source, "migrate_progress", read, subject=facts.uuid)
+            except LimenError:
+                continue
+            self.feed.publish(VmEventType.CHANGED, facts,
+                              operation=_migration_operation(source, target, "running", percent))
+
+    async def _quietly(self, host: str, operation: str, func: Callable[[libvirt.virConnect], object]) -> None:
+        """Clean-up that may fail without failing what it follows (it is logged)."""
+        try:
+            await self.hosts.on_host(host, operation, func)
+        except LimenError as exc:
+            log.warning("%s on host %s failed: %s", operation, host, exc.details,
+                        extra={"event": "migrate_cleanup_failed", "host": host})
 
     async def delete_vm(self, ident: str, *, delete_disks: bool = False) -> list[str]:
         """Stops (if needed) and undefines the VM; with ``delete_disks`` also deletes its pool volumes.

@@ -32,6 +32,15 @@ const STATES = ["running", "stopped", "paused", "shutting_down", "crashed", "sus
 /** Each VM state in words, in the page's language. */
 export const STATE_LABELS = Object.fromEntries(STATES.map((state) => [state, t(`state.${state}`)]));
 
+// A VM whose host does not answer: what its host said last is kept, but the badge says why it is stale.
+export function vmBadge(vm) {
+  if (vm.host_available === false) {
+    return h("span", { class: "badge unknown", dataset: { state: "host_unavailable" }, text: t("host.unavailable"),
+                       title: t("host.unavailable_title", { host: vm.host, state: vm.state }) });
+  }
+  return stateBadge(vm.state);
+}
+
 export function stateBadge(state) {
   const known = Object.hasOwn(STATE_LABELS, state) ? state : "unknown";
   return h("span", { class: `badge ${known}`, dataset: { state: known }, text: STATE_LABELS[known] });

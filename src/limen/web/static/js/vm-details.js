@@ -8,7 +8,7 @@
 // VM's boot order and settings may be older than its definition: the definition's wait in `pending`.
 
 import { api, ApiError } from "./api.js";
-import { errorBox, formatBytes, formatDuration, formatMemory, h, spinner, STATE_LABELS, stateBadge } from "./dom.js";
+import { errorBox, formatBytes, formatDuration, formatMemory, h, spinner, STATE_LABELS, vmBadge } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { VmEvents } from "./vm-events.js";
 import { OwnerControl } from "./vm-owner.js";
@@ -170,13 +170,17 @@ function render(current) {
   ui.name.textContent = vm.name;
   ui.name.title = vm.name;
   document.body.dataset.state = vm.state;
-  if (!previous || previous.state !== vm.state || !ui.state.firstChild) ui.state.replaceChildren(stateBadge(vm.state));
+  const stale = vm.host_available === false;
+  if (!previous || previous.state !== vm.state || (previous.host_available === false) !== stale || !ui.state.firstChild) {
+    ui.state.replaceChildren(vmBadge(vm));
+  }
   const active = ACTIVE_STATES.has(vm.state);
   const vnc = vm.vnc ? (vm.vnc.port ?? t("details.vnc_unassigned")) : t("details.vnc_none");
   ui.facts.replaceChildren(
     ...fact(t("col.state"), lang === "en" ? vm.state.replace("_", " ") : (STATE_LABELS[vm.state] || vm.state)),
     ...fact(t("col.uptime"), formatDuration(vm.uptime_seconds), { id: "fact-uptime" }),
     ...fact(t("details.owner"), vm.owner ?? t("details.unowned")),
+    ...fact(t("details.host"), vm.host ? `${vm.host}${stale ? ` — ${t("host.unavailable")}` : ""}` : "—", { id: "fact-host" }),
     ...fact(t("col.vcpus"), String(vm.vcpus)),
     ...fact(t("col.memory"), formatMemory(vm.memory_mib)),
     ...fact(t("col.vnc_port"), String(vnc)),

@@ -4,7 +4,7 @@
 // sampling interval). A VM's name opens its details page, Console its console.
 
 import { api, ApiError } from "./api.js";
-import { errorBox, formatDuration, formatMemory, h, spinner, STATE_LABELS, stateBadge } from "./dom.js";
+import { errorBox, formatDuration, formatMemory, h, spinner, STATE_LABELS, vmBadge } from "./dom.js";
 import { showQuota } from "./quota.js";
 import { mountUserMenu } from "./session.js";
 import { formatPercent, formatSize } from "./stats-series.js";
@@ -140,8 +140,9 @@ function updateRow(row, vm) {
   setText(row.nameLink, vm.name);
   row.nameLink.title = vm.name; // cut short on screen when long: whole on hover (and on focus, by CSS)
   setText(row.uuid, vm.uuid);
-  if (!previous || previous.state !== vm.state || !row.badge.firstChild) {
-    row.badge.replaceChildren(stateBadge(vm.state));
+  const stale = vm.host_available === false;
+  if (!previous || previous.state !== vm.state || (previous.host_available === false) !== stale || !row.badge.firstChild) {
+    row.badge.replaceChildren(vmBadge(vm));
   }
   if (!ACTIVE_STATES.has(vm.state)) showFigures(row, null);
   setText(row.cells.vcpus, String(vm.vcpus));

@@ -1,0 +1,110 @@
+"""REST routes for the libvirt hosts (admins only): list them with their health, add, remove, drain.
+
+The registry is in the database (:mod:`limen.host_registry`); each change is applied to this process's
+host pool at once, and other limen processes on the database pick it up within HOST_SYNC_INTERVAL.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from limen import host_registry
+from limen.api.deps import AccessDep, AdminUser, HypervisorDep
+from limen.api.schemas import ErrorBody
+from limen.errors import ErrorCode, LimenError
+from limen.hypervisor import Hypervisor
+from limen.hypervisor.hosts import DEFAULT_HOST, HostLink
+
+log = logging.getLogger("limen.api")
+router = APIRouter(prefix="/api/hosts", tags=["hosts"])
+_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 422)}
+
+
+class HostIn(BaseModel):
+    name: str = Field(description="Letters, digits, '_', '.', '-'; at most 63 characters")
+    uri: str = Field(description="A libvirt URI: qemu+tcp://…, qemu+ssh://…, qemu+tls://…, qemu:///system, test:///…")
+    console_address: str | None = Field(
+        None, description="Where browsers' consoles reach its VMs' VNC servers; default: the URI's host")
+
+
+class DrainIn(BaseModel):
+    draining: bool = Field(True, description="False takes the host back into placement")
+
+
+class HostOut(BaseModel):
+    name: str
+    uri: str
+    console_address: str | None
+    default: bool = Field(description="The host of LIMEN_LIBVIRT_URI (cannot be removed)")
+    draining: bool = Field(description="Keeps its VMs, takes no new ones")
+    available: bool = Field(description="False: its last call passed LIMEN_LIBVIRT_TIMEOUT or failed to connect")
+    last_error: str | None
+    vm_count: int = Field(description="VMs it listed last")
+    memory_mib: int | None = Field(description="The host's memory; null when it does not answer")
+    free_memory_mib: int | None = Field(description="Memory not given to its VMs (those stopped too); placement "
+                                        "puts a new VM on the host with the most")
+
+    @classmethod
+    def of(cls, link: HostLink, figures: tuple[int, int] | None) -> HostOut:
+        return cls(name=link.name, uri=link.config.uri, console_address=link.console_address,
+                   default=link.name == DEFAULT_HOST, draining=link.config.draining, available=link.available,
+                   last_error=link.last_error, vm_count=len(link.known_vms),
+                   memory_mib=figures[0] if figures else None, free_memory_mib=figures[1] if figures else None)
+
+
+@router.get("", response_model=list[HostOut], responses=_ERRORS)
+async def list_hosts(_admin: AdminUser, hypervisor: HypervisorDep) -> list[HostOut]:
+    figures = await hypervisor.host_figures()
+    return [HostOut.of(link, figures.get(link.name)) for link in hypervisor.hosts.links]
+
+
+@router.post("", response_model=HostOut, status_code=201, responses=_ERRORS)
+async def add_host(body: HostIn, admin: AdminUser, access: AccessDep, hypervisor: HypervisorDep) -> HostOut:
+    """Registers a host. It need not answer yet: it is listed as unavailable until it does."""
+    config = await anyio.to_thread.run_sync(
+        host_registry.add_host, access.db, body.name, body.uri, body.console_address)
+    link = hypervisor.hosts.add(config)
+    log.info("host added", extra={"event": "host_add", "host": config.name, "uri": config.uri, "user": admin.name})
+    return HostOut.of(link, None)
+
+
+@router.delete("/{name}", status_code=204, responses=_ERRORS)
+async def remove_host(name: str, admin: AdminUser, access: AccessDep, hypervisor: HypervisorDep) -> None:
+    """Refused (HOST_IN_USE) for the default host and for a host that has VMs (or had them when it last
+    answered)."""
+    await refuse_busy_host(hypervisor, name)
+    await anyio.to_thread.run_sync(host_registry.remove_host, access.db, name)
+    await hypervisor.hosts.discard(name)
+    log.info("host removed", extra={"event": "host_remove", "host": name, "user": admin.name})
+
+
+@router.post("/{name}/drain", response_model=HostOut, responses=_ERRORS)
+async def drain_host(name: str, body: DrainIn, admin: AdminUser, access: AccessDep,
+                     hypervisor: HypervisorDep) -> HostOut:
+    if name == DEFAULT_HOST:
+        raise LimenError(ErrorCode.HOST_IN_USE, "the default host's settings come from LIMEN_LIBVIRT_URI")
+    config = await anyio.to_thread.run_sync(host_registry.set_draining, access.db, name, body.draining)
+    link = hypervisor.hosts.add(config)
+    log.info("host drain changed", extra={"event": "host_drain", "host": name, "draining": body.draining,
+                                          "user": admin.name})
+    return HostOut.of(link, None)
+
+
+async def refuse_busy_host(hypervisor: Hypervisor, name: str) -> None:
+    if name == DEFAULT_HOST:
+        raise LimenError(ErrorCode.HOST_IN_USE, "the default host is LIMEN_LIBVIRT_URI and cannot be removed")
+    link = hypervisor.hosts.get(name)
+    vms = link.known_vms
+    if link.available:
+        try:
+            vms = await hypervisor.list_vms_on(link)
+        except LimenError:
+            vms = link.known_vms
+    if vms:
+        names = ", ".join(vm.name for vm in vms[:10])
+        raise LimenError(ErrorCode.HOST_IN_USE, f"host {name!r} has {len(vms)} VM(s): {names}")

@@ -1,0 +1,133 @@
+"""``limen host …``: the libvirt hosts limen manages besides the default one (LIMEN_LIBVIRT_URI).
+
+The registry is the database (:mod:`limen.host_registry`); a running server picks changes up within
+``HOST_SYNC_INTERVAL`` seconds. Mounted by :mod:`limen.cli`; ``ctx.obj`` is its CliState.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any, Protocol
+
+import typer
+
+from limen import host_registry
+from limen.db import Database
+from limen.errors import ErrorCode, LimenError
+from limen.hypervisor.connection import LibvirtConnection
+from limen.hypervisor.hosts import DEFAULT_HOST, HostConfig
+from limen.settings import Settings
+
+host_app = typer.Typer(help="Libvirt hosts: add, list, remove, drain (the default is LIMEN_LIBVIRT_URI).",
+                       no_args_is_help=True)
+
+
+class _CliState(Protocol):
+    as_json: bool
+
+    def settings(self, **more: Any) -> Settings: ...
+
+
+def _database(ctx: typer.Context) -> Database:
+    state: _CliState = ctx.obj
+    db = Database(state.settings().db_url)
+    db.migrate()
+    return db
+
+
+def _fail(exc: LimenError) -> typer.Exit:
+    typer.echo(f"limen: {exc.title}: {exc.details}\n  {exc.code.user_message} [{exc.code.name}]", err=True)
+    return typer.Exit(1)
+
+
+def _as_dict(host: HostConfig) -> dict[str, Any]:
+    return {"name": host.name, "uri": host.uri, "console_address": host.console_address,
+            "draining": host.draining}
+
+
+@host_app.command("add")
+def add(ctx: typer.Context, name: str, uri: str,
+        console_address: Annotated[str | None, typer.Option(
+            help="Where consoles reach its VMs' VNC servers (default: the URI's host)")] = None) -> None:
+    """Registers a host. It need not answer yet."""
+    db = _database(ctx)
+    try:
+        host = host_registry.add_host(db, name, uri, console_address)
+    except LimenError as exc:
+        raise _fail(exc) from None
+    finally:
+        db.close()
+    typer.echo(json.dumps(_as_dict(host)) if ctx.obj.as_json else f"host {host.name} added ({host.uri})")
+
+
+@host_app.command("list")
+def list_(ctx: typer.Context) -> None:
+    """The default host and every registered one."""
+    settings: Settings = ctx.obj.settings()
+    db = _database(ctx)
+    try:
+        hosts = [HostConfig(DEFAULT_HOST, settings.libvirt_uri), *host_registry.list_hosts(db)]
+    finally:
+        db.close()
+    if ctx.obj.as_json:
+        typer.echo(json.dumps([_as_dict(host) for host in hosts]))
+        return
+    for host in hosts:
+        flags = " (draining)" if host.draining else ""
+        address = f" console {host.console_address}" if host.console_address else ""
+        typer.echo(f"{host.name}\t{host.uri}{address}{flags}")
+
+
+@host_app.command("remove")
+def remove(ctx: typer.Context, name: str,
+           force: Annotated[bool, typer.Option(help="Remove it even when it cannot be asked for its VMs")] = False,
+           ) -> None:
+    """Unregisters a host that has no VMs (HOST_IN_USE otherwise). Its VMs are not touched."""
+    settings: Settings = ctx.obj.settings()
+    db = _database(ctx)
+    try:
+        if name == DEFAULT_HOST:
+            raise LimenError(ErrorCode.HOST_IN_USE, "the default host is LIMEN_LIBVIRT_URI and cannot be removed")
+        host = next((host for host in host_registry.list_hosts(db) if host.name == name), None)
+        if host is None:
+            raise LimenError(ErrorCode.HOST_NOT_FOUND, f"no host named {name[:80]!r}")
+        try:
+            names = asyncio.run(_domain_names(host.uri, settings.libvirt_timeout))
+        except LimenError:
+            if not force:
+                raise
+            names = []
+        if names:
+            raise LimenError(ErrorCode.HOST_IN_USE, f"host {name!r} has {len(names)} VM(s): {', '.join(names[:10])}")
+        host_registry.remove_host(db, name)
+    except LimenError as exc:
+        raise _fail(exc) from None
+    finally:
+        db.close()
+    typer.echo(f"host {name} removed")
+
+
+@host_app.command("drain")
+def drain(ctx: typer.Context, name: str,
+          undo: Annotated[bool, typer.Option("--undo", help="Take new VMs again")] = False) -> None:
+    """Keeps the host's VMs but places no new ones on it."""
+    db = _database(ctx)
+    try:
+        host = host_registry.set_draining(db, name, not undo)
+    except LimenError as exc:
+        raise _fail(exc) from None
+    finally:
+        db.close()
+    typer.echo(f"host {host.name} {'drains' if host.draining else 'takes new VMs'}")
+
+
+async def _domain_names(uri: str, timeout: float) -> list[str]:
+    connection = LibvirtConnection(uri, timeout)
+    try:
+        return await connection.call("list_vms", lambda conn: sorted(dom.name() for dom in conn.listAllDomains(0)))
+    finally:
+        await connection.close()
+
+
+

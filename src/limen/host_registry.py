@@ -1,0 +1,135 @@
+"""The host registry: the libvirt hosts limen manages besides the default one, kept in the database.
+
+The database is the list's one home (so every limen process on it sees the same hosts); the running
+:class:`~limen.hypervisor.hosts.HostPool` follows it (:func:`sync_pool`). The default host is
+``LIMEN_LIBVIRT_URI`` and is never stored: a one-machine install has an empty table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from limen.db.database import Database
+from limen.db.models import HypervisorHost
+from limen.errors import ErrorCode, LimenError, ValidationFailed
+from limen.hypervisor.hosts import DEFAULT_HOST, HostConfig, HostPool
+
+log = logging.getLogger("limen.hypervisor")
+# How often a running limen reads the registry again (hosts added by `limen host add` or another replica).
+HOST_SYNC_INTERVAL = 5.0
+
+HOST_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# The URI schemes libvirt's remote and local drivers take that limen manages VMs on.
+_SCHEMES = re.compile(r"^(qemu|test)(\+(ssh|tcp|tls|unix|libssh2?|ext))?$")
+
+
+def check_host(name: str, uri: str, console_address: str | None) -> None:
+    """VALIDATION_ERROR for a host name, URI or console address limen cannot use."""
+    if not HOST_NAME_PATTERN.fullmatch(name):
+        raise ValidationFailed("name", "must start with a letter or digit and hold only letters, digits, '_', "
+                                       "'.', '-' (at most 63 characters)")
+    if name == DEFAULT_HOST:
+        raise ValidationFailed("name", f"{DEFAULT_HOST!r} is the default host (LIMEN_LIBVIRT_URI)")
+    parts = urlsplit(uri)
+    if len(uri) > 1000 or not _SCHEMES.fullmatch(parts.scheme) or not uri.isprintable() or " " in uri:
+        raise ValidationFailed("uri", "must be a libvirt URI such as qemu+tcp://host/system, "
+                                      "qemu+ssh://user@host/system or test:///default")
+    if console_address is not None and (not console_address or len(console_address) > 255
+                                        or not re.fullmatch(r"[A-Za-z0-9.:_-]+", console_address)):
+        raise ValidationFailed("console_address", "must be a host name or an IP address")
+
+
+def _config(row: HypervisorHost) -> HostConfig:
+    return HostConfig(row.name, row.uri, row.console_address, row.draining)
+
+
+def list_hosts(db: Database) -> list[HostConfig]:
+    def read(session: Session) -> list[HostConfig]:
+        return [_config(row) for row in session.scalars(select(HypervisorHost).order_by(HypervisorHost.name))]
+
+    return db.run_sync(read)
+
+
+def add_host(db: Database, name: str, uri: str, console_address: str | None = None) -> HostConfig:
+    check_host(name, uri, console_address)
+
+    def add(session: Session) -> HostConfig:
+        if session.get(HypervisorHost, name) is not None:
+            raise LimenError(ErrorCode.HOST_ALREADY_EXISTS, f"a host named {name!r} exists")
+        row = HypervisorHost(name=name, uri=uri, console_address=console_address, draining=False,
+                             created_at=datetime.now(UTC))
+        session.add(row)
+        return _config(row)
+
+    return db.run_sync(add)
+
+
+def remove_host(db: Database, name: str) -> None:
+    def remove(session: Session) -> None:
+        row = session.get(HypervisorHost, name)
+        if row is None:
+            raise LimenError(ErrorCode.HOST_NOT_FOUND, f"no host named {name[:80]!r}")
+        session.delete(row)
+
+    db.run_sync(remove)
+
+
+def set_draining(db: Database, name: str, draining: bool) -> HostConfig:
+    def change(session: Session) -> HostConfig:
+        row = session.get(HypervisorHost, name)
+        if row is None:
+            raise LimenError(ErrorCode.HOST_NOT_FOUND, f"no host named {name[:80]!r}")
+        row.draining = draining
+        return _config(row)
+
+    return db.run_sync(change)
+
+
+async def sync_pool(pool: HostPool, hosts: list[HostConfig]) -> None:
+    """Makes the pool hold the default host and exactly ``hosts`` (added, changed, or closed)."""
+    wanted = {host.name: host for host in hosts}
+    for link in pool.links:
+        if link.name != DEFAULT_HOST and (link.name not in wanted or wanted[link.name].uri != link.config.uri):
+            await pool.discard(link.name)
+    for host in hosts:
+        pool.add(host)
+
+
+class HostSync:
+    """Keeps a running limen's host pool equal to the registry: at start, then every HOST_SYNC_INTERVAL."""
+
+    def __init__(self, db: Database, pool: HostPool) -> None:
+        self._db = db
+        self._pool = pool
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.sync_once()
+        self._task = asyncio.get_running_loop().create_task(self._forever())
+
+    async def sync_once(self) -> None:
+        try:
+            hosts = await asyncio.to_thread(list_hosts, self._db)
+        except Exception as exc:  # the database's own health shows on /readyz; keep the hosts we have
+            log.warning("cannot read the host registry: %s", exc, extra={"event": "host_sync_failed"})
+            return
+        await sync_pool(self._pool, hosts)
+
+    async def _forever(self) -> None:
+        while True:
+            await asyncio.sleep(HOST_SYNC_INTERVAL)
+            await self.sync_once()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

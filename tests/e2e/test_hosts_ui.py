@@ -1,0 +1,67 @@
+"""Hosts in the UI, in Chromium against a real ``limen serve`` with a second real libvirt host
+(tests/support/extra_host.py): the details page names a VM's host, and when that host hangs (SIGSTOP of its
+libvirtd) the list and the details page say "Host unavailable" without a reload, and its state again after
+SIGCONT."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.e2e.helpers import start_limen
+from tests.support.extra_host import ExtraHost, pick_address
+from tests.support.libvirt_cleanup import remove_domain
+from tests.support.server import LimenProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(180)]
+
+TIMEOUT = 3.0
+
+
+@pytest.fixture
+def extra_host(tmp_path: Path) -> Iterator[ExtraHost]:
+    address, ports = pick_address()
+    host = ExtraHost(tmp_path / "extra-host", address, ports).start()
+    yield host
+    host.stop()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[LimenProcess]:
+    process = start_limen(tmp_path / "limen", LIMEN_LIBVIRT_TIMEOUT=str(TIMEOUT))
+    yield process
+    process.stop()
+
+
+def test_a_hung_host_shows_on_the_list_and_the_details_page(
+    server: LimenProcess, extra_host: ExtraHost, signed_in_page: Callable[..., Page]
+) -> None:
+    name = f"limen-test-{uuid.uuid4().hex[:10]}"
+    with httpx.Client(base_url=server.base_url, timeout=30, headers=server.auth_headers) as api:
+        assert api.post("/api/hosts", json={"name": "edge", "uri": extra_host.uri,
+                                            "console_address": extra_host.address}).status_code == 201
+        created = api.post("/api/vms", json={"name": name, "memory_mib": 64, "host": "edge"})
+        assert created.status_code == 201, created.text
+    try:
+        page = signed_in_page(server)
+        row = page.locator(f'tr[data-vm-name="{name}"]')
+        expect(row.locator(".badge")).to_have_text("Stopped")
+        expect(page.locator("#refresh-note")).to_contain_text("live")
+        extra_host.pause()
+        expect(row.locator(".badge")).to_have_text("Host unavailable", timeout=(TIMEOUT + 5) * 1000)
+        details = page.context.new_page()
+        details.goto(f"{server.base_url}/vms/{created.json()['uuid']}")
+        expect(details.locator("#vm-state .badge")).to_have_text("Host unavailable")
+        expect(details.locator("#fact-host")).to_have_text("edge — host unavailable")
+        extra_host.resume()
+        expect(row.locator(".badge")).to_have_text("Stopped", timeout=20_000)
+        expect(details.locator("#vm-state .badge")).to_have_text("Stopped", timeout=20_000)
+        expect(details.locator("#fact-host")).to_have_text("edge")
+    finally:
+        extra_host.resume()
+        remove_domain(extra_host.uri, name)

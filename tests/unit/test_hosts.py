@@ -1,0 +1,198 @@
+"""Several libvirt hosts in one Hypervisor, on libvirt's test driver (each host its own node XML) and a fake
+libvirtd that never answers (a hung host): the merged list, routing by VM, placement, health, the registry."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from limen import host_registry
+from limen.cli import app
+from limen.db import Database
+from limen.errors import ErrorCode, LimenError
+from limen.hypervisor import Hypervisor, VmSpec
+from limen.hypervisor.editing import VmEdit, edit_vm
+from limen.hypervisor.hosts import DEFAULT_HOST, HostConfig
+from limen.settings import Settings
+from tests.support.console import FakeDomain, driver_uri
+from tests.support.hanging_libvirt import hanging_libvirt
+
+TIMEOUT = 0.5
+
+
+@pytest.fixture
+async def two_hosts(make_settings: Callable[..., Settings], tmp_path: Path) -> AsyncIterator[Hypervisor]:
+    local = driver_uri(tmp_path, [FakeDomain("alpha", 5901), FakeDomain("shared-name-a", None, running=False)])
+    other = driver_uri(tmp_path, [FakeDomain("beta", 5902), FakeDomain("gamma", None, running=False)])
+    hv = Hypervisor(make_settings(libvirt_uri=local, libvirt_timeout=TIMEOUT))
+    hv.hosts.add(HostConfig("other", other, console_address="10.9.8.7"))
+    await hv.open()
+    yield hv
+    await hv.close()
+
+
+async def test_the_list_merges_every_host_and_names_each_vms_host(two_hosts: Hypervisor) -> None:
+    listed = {vm.name: vm.host for vm in await two_hosts.list_vms()}
+    assert listed == {"alpha": DEFAULT_HOST, "shared-name-a": DEFAULT_HOST, "beta": "other", "gamma": "other"}
+
+
+async def test_a_vm_is_found_on_its_host_by_name_or_uuid(two_hosts: Hypervisor) -> None:
+    beta = await two_hosts.get_vm("beta")  # nothing remembered yet: every host is asked
+    assert beta.host == "other"
+    assert (await two_hosts.get_vm(beta.uuid)).name == "beta"
+    # Its VNC listens on loopback there: the console dials the host's console address.
+    assert beta.vnc is not None and (beta.vnc.host, beta.vnc.port) == ("10.9.8.7", 5902)
+    alpha = await two_hosts.console_vm("alpha")
+    assert alpha.host == DEFAULT_HOST and alpha.vnc is not None and alpha.vnc.host == "127.0.0.1"
+    with pytest.raises(LimenError) as missing:
+        await two_hosts.get_vm("nowhere")
+    assert missing.value.code is ErrorCode.VM_NOT_FOUND
+
+
+async def test_placement_prefers_memory_not_given_to_vms_and_honours_a_host_and_draining(
+    two_hosts: Hypervisor,
+) -> None:
+    figures = await two_hosts.host_figures()
+    assert set(figures) == {DEFAULT_HOST, "other"}
+    roomiest = max(figures, key=lambda name: (figures[name][1], -ord(name[0])))
+    assert (await two_hosts.place(VmSpec(name="x", memory_mib=64))).name == roomiest
+    assert (await two_hosts.place(VmSpec(name="x", memory_mib=64, host="other"))).name == "other"
+    with pytest.raises(LimenError) as too_big:
+        await two_hosts.place(VmSpec(name="x", memory_mib=figures[roomiest][1] + 1))
+    assert too_big.value.code is ErrorCode.NO_HOST_FITS
+    link = two_hosts.hosts.get("other")
+    two_hosts.hosts.add(HostConfig("other", link.config.uri, link.config.console_address, draining=True))
+    assert (await two_hosts.place(VmSpec(name="x", memory_mib=64))).name == DEFAULT_HOST
+    with pytest.raises(LimenError) as drained:
+        await two_hosts.place(VmSpec(name="x", memory_mib=64, host="other"))
+    assert drained.value.code is ErrorCode.NO_HOST_FITS
+    with pytest.raises(LimenError) as unknown:
+        await two_hosts.place(VmSpec(name="x", host="nope"))
+    assert unknown.value.code is ErrorCode.HOST_NOT_FOUND
+
+
+async def test_names_are_unique_across_hosts(two_hosts: Hypervisor) -> None:
+    with pytest.raises(LimenError) as taken:
+        await two_hosts.check_name_free("beta", with_disk=False)
+    assert taken.value.code is ErrorCode.VM_ALREADY_EXISTS
+    await two_hosts.check_name_free("free-name", with_disk=False)
+
+
+async def test_a_hung_host_is_marked_unavailable_and_does_not_slow_the_others(
+    two_hosts: Hypervisor,
+) -> None:
+    with hanging_libvirt() as fake:
+        fake.armed = True
+        two_hosts.hosts.add(HostConfig("hung", fake.uri))
+        changes: list[tuple[str, bool]] = []
+        marked = asyncio.Event()
+
+        def changed(host: str, up: bool) -> None:
+            changes.append((host, up))
+            marked.set()
+
+        two_hosts.hosts.availability_listeners.append(changed)
+        began = time.monotonic()
+        listed = await two_hosts.list_vms()
+        assert time.monotonic() - began < TIMEOUT + 1.0
+        assert {vm.host for vm in listed} == {DEFAULT_HOST, "other"}  # the hung host knew no VMs yet
+        await asyncio.wait_for(marked.wait(), TIMEOUT + 1.5)  # the prober's question timed out
+        assert changes == [("hung", False)] and not two_hosts.hosts.get("hung").available
+        # Known to be down: the list no longer waits for it, nor do calls about the other hosts.
+        began = time.monotonic()
+        await two_hosts.list_vms()
+        await two_hosts.get_vm("gamma")
+        assert time.monotonic() - began < TIMEOUT
+        with pytest.raises(LimenError) as refused:
+            await two_hosts.hosts.on_host("hung", "probe", lambda conn: conn.getLibVersion())
+        assert refused.value.code is ErrorCode.HYPERVISOR_UNAVAILABLE and "'hung'" in refused.value.details
+
+
+async def test_a_missing_hosts_vms_stay_listed_as_unavailable(two_hosts: Hypervisor) -> None:
+    await two_hosts.list_vms()  # each host's list is remembered
+    other = two_hosts.hosts.get("other")
+    other.available, other.last_error = False, "test: marked down"
+    listed = {vm.name: vm for vm in await two_hosts.list_vms()}
+    assert {name: vm.host_available for name, vm in listed.items()} == {
+        "alpha": True, "shared-name-a": True, "beta": False, "gamma": False}
+    stale = await two_hosts.get_vm("beta")
+    assert (stale.host, stale.host_available) == ("other", False)
+    with pytest.raises(LimenError) as down:
+        await two_hosts.start_vm("beta")
+    assert down.value.code is ErrorCode.HYPERVISOR_UNAVAILABLE
+    with pytest.raises(LimenError) as taken:  # its names stay taken
+        await two_hosts.check_name_free("gamma", with_disk=False)
+    assert taken.value.code is ErrorCode.VM_ALREADY_EXISTS and "unavailable" in taken.value.details
+
+
+async def test_the_prober_brings_a_host_back(two_hosts: Hypervisor) -> None:
+    other = two_hosts.hosts.get("other")
+    other.available, other.retry_at = False, 0.0
+    back = asyncio.Event()
+    two_hosts.hosts.availability_listeners.append(lambda host, up: back.set() if up else None)
+    await asyncio.wait_for(back.wait(), 3)
+    assert other.available and other.last_error is None
+
+
+def test_the_registry_checks_and_keeps_hosts(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path}/limen.db")
+    db.migrate()
+    try:
+        for name, uri, field in (("bad name", "qemu:///system", "name"), (DEFAULT_HOST, "qemu:///system", "name"),
+                                 ("h" * 64, "qemu:///system", "name"), ("ok", "http://example.com/", "uri"),
+                                 ("ok", "qemu+tcp://a b/system", "uri")):
+            with pytest.raises(LimenError) as bad:
+                host_registry.add_host(db, name, uri)
+            assert bad.value.code is ErrorCode.VALIDATION_ERROR and field in bad.value.details
+        host_registry.add_host(db, "h" * 63, "qemu+tcp://127.0.1.1/system", "127.0.1.1")
+        with pytest.raises(LimenError) as again:
+            host_registry.add_host(db, "h" * 63, "qemu+ssh://x/system")
+        assert again.value.code is ErrorCode.HOST_ALREADY_EXISTS
+        assert host_registry.set_draining(db, "h" * 63, True).draining
+        assert [(h.name, h.console_address, h.draining) for h in host_registry.list_hosts(db)] == [
+            ("h" * 63, "127.0.1.1", True)]
+        host_registry.remove_host(db, "h" * 63)
+        with pytest.raises(LimenError) as gone:
+            host_registry.remove_host(db, "h" * 63)
+        assert gone.value.code is ErrorCode.HOST_NOT_FOUND
+    finally:
+        db.close()
+
+
+def test_the_host_commands(tmp_path: Path) -> None:
+    node = driver_uri(tmp_path, [FakeDomain("on-edge", None, running=False)])
+    empty = driver_uri(tmp_path, [])
+
+    def limen(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(app, ["--data-dir", str(tmp_path / "data"), "--log-dir", str(tmp_path / "log"),
+                                          "--libvirt-uri", "test:///default", *args])
+        return result.exit_code, result.output
+
+    assert limen("host", "add", "edge", node, "--console-address", "127.0.1.9")[0] == 0
+    assert limen("host", "add", "bare", empty)[0] == 0
+    code, output = limen("host", "add", "edge", empty)
+    assert code == 1 and "HOST_ALREADY_EXISTS" in output
+    assert limen("host", "drain", "edge") == (0, "host edge drains\n")
+    code, output = limen("--json", "host", "list")
+    assert code == 0 and json.loads(output) == [
+        {"name": DEFAULT_HOST, "uri": "test:///default", "console_address": None, "draining": False},
+        {"name": "bare", "uri": empty, "console_address": None, "draining": False},
+        {"name": "edge", "uri": node, "console_address": "127.0.1.9", "draining": True}]
+    code, output = limen("host", "remove", "edge")  # it has a VM
+    assert code == 1 and "HOST_IN_USE" in output and "on-edge" in output
+    assert limen("host", "remove", DEFAULT_HOST)[0] == 1
+    assert limen("host", "remove", "bare") == (0, "host bare removed\n")
+    code, output = limen("host", "remove", "bare")
+    assert code == 1 and "HOST_NOT_FOUND" in output
+
+
+async def test_a_rename_to_a_name_on_another_host_is_refused(two_hosts: Hypervisor) -> None:
+    with pytest.raises(LimenError) as taken:
+        await edit_vm(two_hosts, "shared-name-a", VmEdit(name="gamma"))
+    assert taken.value.code is ErrorCode.VM_ALREADY_EXISTS and "'other'" in taken.value.details
