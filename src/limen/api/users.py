@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from limen.action_details import owner_details
 from limen.api.deps import HypervisorDep
 from limen.api.schemas import ErrorBody, VmOut
 from limen.auth.deps import AccessDep, AdminUser
@@ -173,7 +174,7 @@ async def set_vm_owner(
     vm_id: str, body: OwnerChange, admin: AdminUser, access: AccessDep, hypervisor: HypervisorDep
 ) -> VmOut:
     async with access.audit.recording(admin.name, "set_owner", vm_id) as target:
-        target.details = f"owner={body.owner!r}"[:200]
+        target.details = owner_details(body.owner)
         # USER_NOT_FOUND for a typo; any case finds the user, and the VM keeps the user's name as kept.
         owner = None if body.owner is None else (await access.users.get(body.owner)).name
         vm = await hypervisor.get_vm(vm_id)
