@@ -17,12 +17,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from limen.auth.clock import Clock, utc_now
-from limen.auth.names import clean_name, name_key
+from limen.auth.names import COMMAND_LINE_PREFIX, clean_name, name_key
 from limen.auth.passwords import Passwords, validate_password
 from limen.auth.principal import AuthMethod, Principal
 from limen.db import Database
 from limen.db.models import NAME_MAX, ApiToken, BrowserSession, Role, User
-from limen.errors import ErrorCode, LimenError
+from limen.errors import ErrorCode, LimenError, ValidationFailed
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +40,13 @@ class UserInfo:
 
 
 def clean_user_name(name: str) -> str:
-    return clean_name("name", name, NAME_MAX)
+    """A new user's name, checked; names starting with ``cli:`` (any case) are the command line's in the
+    audit trail."""
+    cleaned = clean_name("name", name, NAME_MAX)
+    if name_key(cleaned).startswith(COMMAND_LINE_PREFIX):
+        raise ValidationFailed("name", f"must not start with {COMMAND_LINE_PREFIX!r}: the audit trail names the "
+                                       "command line so")
+    return cleaned
 
 
 def find_user(session: Session, name: str) -> User | None:
