@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,3 +83,23 @@ def test_no_user_may_be_named_as_the_command_line(tmp_path: Path, name: str) -> 
         assert Users(db, Passwords(), system_clock).create_sync("cli", "a long enough password").name == "cli"
     finally:
         db.close()
+
+
+@pytest.mark.usefixtures("held_test_driver")
+def test_user_delete_on_the_command_line_leaves_their_vms_with_no_owner(tmp_path: Path) -> None:
+    name = f"cli-owned-{uuid.uuid4().hex[:8]}"
+    db = Database(f"sqlite:///{tmp_path / 'data' / 'limen.db'}")
+    try:
+        db.migrate()
+        Users(db, Passwords(), system_clock).create_sync("Bøb", "a long enough password")
+    finally:
+        db.close()
+    assert run(tmp_path, "vm", "create", name, "--memory", "64", "--owner", "bøb")[0] == 0
+    code, err = run(tmp_path, "user", "delete", "BØB")
+    assert code == 0, err
+    assert f"VM {name!r} has no owner now" in err
+    result = CliRunner().invoke(app, ["--libvirt-uri", TEST_DRIVER_URI, "--data-dir", str(tmp_path / "data"),
+                                      "--json", "vm", "show", name])
+    assert json.loads(result.stdout)["owner"] is None
+    assert actions(tmp_path)[-1] == (f"cli:{getpass.getuser()}", "set_owner", name, "OK", "no owner (Bøb deleted)")
+    assert run(tmp_path, "vm", "delete", name)[0] == 0

@@ -21,6 +21,7 @@ from limen.auth.deps import AccessDep, AdminUser
 from limen.auth.revocation import Revocation
 from limen.auth.users import UserInfo, find_user_by_key
 from limen.db.models import Role
+from limen.deleted_owners import release_vms_of
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.ownership import set_owner
 
@@ -158,14 +159,18 @@ async def unlock_user(name: str, admin: AdminUser, access: AccessDep) -> UnlockO
 
 
 @router.delete("/api/users/{name:path}", response_model=UserOut, responses=_ERRORS)
-async def delete_user(name: str, admin: AdminUser, access: AccessDep) -> UserOut:
+async def delete_user(name: str, admin: AdminUser, access: AccessDep, hypervisor: HypervisorDep) -> UserOut:
     """Deletes a user, their API tokens and sign-ins; their live consoles end (ACCESS_REVOKED). Audit rows
     keep their name. Deleting yourself or the last enabled administrator is refused (FORBIDDEN). VMs they
-    owned keep the name as owner, so only administrators reach them until they are given to someone."""
+    owned pass to no owner first (administrators only, an audit row each); if libvirt cannot be reached
+    (HYPERVISOR_UNAVAILABLE) nobody is deleted."""
+    kept = await access.users.check_deletable(name, by=admin.name)
+    released = await release_vms_of(hypervisor, access.audit, kept.name, actor=admin.name)
     user = await access.users.delete(name, by=admin.name)
     await access.revocations.publish(
         Revocation.user_changed(user.name, f"user {user.name!r} deleted by {admin.name!r}"))
-    log.info("user deleted", extra={"event": "user_delete", "user": admin.name, "target": user.name})
+    log.info("user deleted", extra={"event": "user_delete", "user": admin.name, "target": user.name,
+                                    "vms_released": [vm.uuid for vm in released]})
     return UserOut.of(user)
 
 

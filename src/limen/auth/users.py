@@ -159,10 +159,9 @@ class Users:
         return await self.db.run(run)
 
     @staticmethod
-    def delete_in(session: Session, name: str, *, by: str | None) -> UserInfo:
-        """Deletes the user with their API tokens and sign-ins (audit rows keep their name). ``by`` None is
-        the command line. Refuses (FORBIDDEN) deleting yourself or the last enabled administrator; the
-        count is taken in the deleting transaction."""
+    def deletable_in(session: Session, name: str, *, by: str | None) -> User:
+        """The user ``name``, if they may be deleted (``by`` None is the command line): FORBIDDEN for
+        yourself or the last enabled administrator."""
         user = _require_user(session, name)
         if by is not None and by == user.name:
             raise LimenError(ErrorCode.FORBIDDEN, "you cannot delete yourself; ask another administrator")
@@ -172,6 +171,18 @@ class Users:
             if not others:
                 raise LimenError(ErrorCode.FORBIDDEN,
                                  f"{user.name!r} is the last enabled administrator; make another one first")
+        return user
+
+    async def check_deletable(self, name: str, *, by: str | None) -> UserInfo:
+        """What :meth:`delete` would refuse, asked before anything else changes (their VMs' owner)."""
+        return await self.db.run(lambda session: UserInfo.of(self.deletable_in(session, name, by=by)))
+
+    @staticmethod
+    def delete_in(session: Session, name: str, *, by: str | None) -> UserInfo:
+        """Deletes the user with their API tokens and sign-ins (audit rows keep their name). ``by`` None is
+        the command line. Refuses (FORBIDDEN) deleting yourself or the last enabled administrator; the
+        count is taken in the deleting transaction."""
+        user = Users.deletable_in(session, name, by=by)
         info = UserInfo.of(user)
         # Explicitly, not only by ON DELETE CASCADE: a database without foreign keys enforced keeps nothing.
         session.execute(delete(ApiToken).where(ApiToken.user_id == user.id))

@@ -233,8 +233,8 @@ function askDelete(user) {
   deleting = user;
   ui.deleteText.replaceChildren(
     "Delete this user?", h("strong", { class: "dialog-name", text: user.name }),
-    "Their API tokens and sign-ins are deleted with them and their consoles end. VMs they own keep the name "
-      + "as owner, so only administrators reach them until they are given to someone. This cannot be undone.",
+    "Their API tokens and sign-ins are deleted with them and their consoles end. VMs they own pass to no "
+      + "owner, so only administrators reach them until they are given to someone. This cannot be undone.",
   );
   ui.deleteDialog.showModal();
 }
