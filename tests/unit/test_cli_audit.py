@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,3 +104,27 @@ def test_user_delete_on_the_command_line_leaves_their_vms_with_no_owner(tmp_path
     assert json.loads(result.stdout)["owner"] is None
     assert actions(tmp_path)[-1] == (f"cli:{getpass.getuser()}", "set_owner", name, "OK", "no owner (Bøb deleted)")
     assert run(tmp_path, "vm", "delete", name)[0] == 0
+
+
+@pytest.mark.usefixtures("held_test_driver")
+def test_snapshot_commands_are_audited(tmp_path: Path) -> None:
+    name = f"cli-snap-{uuid.uuid4().hex[:8]}"
+    actor = f"cli:{getpass.getuser()}"
+    assert run(tmp_path, "vm", "create", name, "--memory", "64")[0] == 0
+    try:
+        steps = [("create", name, "s1"), ("revert", name, "s1"), ("delete", name, "s1")]
+        # Each command's own outcome (the test driver may refuse snapshots of this VM): OK or the [CODE] printed.
+        results = []
+        for step in steps:
+            code, err = run(tmp_path, "vm", "snapshot", *step)
+            printed = re.search(r"\[([A-Z_]+)\]", err)
+            results.append("OK" if code == 0 else printed.group(1) if printed else f"exit {code}")
+    finally:
+        assert run(tmp_path, "vm", "delete", name)[0] == 0
+    audited = [row for row in actions(tmp_path) if row[1] not in ("create", "delete")]
+    assert audited == [
+        (actor, "snapshot", name, results[0], "s1"),
+        (actor, "revert", name, results[1], "s1"),
+        (actor, "snapshot-delete", name, results[2], "s1"),
+    ]
+    assert "exit" not in " ".join(results), results
