@@ -15,8 +15,9 @@ import httpx
 import pytest
 
 from limen.auth.redis_client import BOUND
+from limen.auth.tickets import new_ticket
 from tests.support.access import redis_server
-from tests.support.console import FakeDomain, driver_uri
+from tests.support.console import FakeDomain, driver_uri, read_console
 from tests.support.server import LimenProcess
 
 pytestmark = pytest.mark.integration
@@ -58,6 +59,13 @@ async def the_redis_paths(server: LimenProcess) -> None:
     )
     for response, took in answers:
         assert_redis_unavailable(response, took)
+
+    # The console WebSocket redeems its ticket in Redis: it closes with REDIS_UNAVAILABLE, in time.
+    started = time.monotonic()
+    ws_base = server.base_url.replace("http://", "ws://")
+    transcript = await read_console(f"{ws_base}/api/vms/{VM}/console?ticket={new_ticket()}", timeout=ANSWER_WITHIN + 5)
+    assert (transcript.close_code, transcript.close_reason) == (4523, "REDIS_UNAVAILABLE"), transcript
+    assert time.monotonic() - started < ANSWER_WITHIN
 
 
 def test_sign_in_tickets_and_revocations_answer_503_when_redis_is_down_or_hung(

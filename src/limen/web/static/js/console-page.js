@@ -488,6 +488,11 @@ function toggleScale() {
 
 /** Opens the console in its own window, sized to the VM's screen; this page then offers to reopen it. */
 function popOut() {
+  if (popoutWindow && !popoutWindow.closed) { // already open: bring it forward rather than reload it
+    popoutWindow.focus();
+    showPoppedOut();
+    return;
+  }
   const size = popoutSize(screenSize(ui.screen), THIN_BAR_PX,
                           { width: window.screen.availWidth, height: window.screen.availHeight });
   const opened = window.open(popoutUrl(vmId), popoutWindowName(vmId), popoutFeatures(size));
