@@ -208,6 +208,9 @@ def user_delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Us
 
     def run(directory: _Directory) -> UserInfo:
         kept = directory.db.run_sync(lambda session: UserInfo.of(Users.deletable_in(session, name, by=None)))
+        # Running servers end their consoles before libvirt changes their VMs' owner, and again after.
+        _tell_servers(directory, Revocation.user_changed(
+            kept.name, f"user {kept.name!r} deleted from the command line"))
         asyncio.run(_release_vms(directory, kept.name))
         user = directory.db.run_sync(lambda session: Users.delete_in(session, name, by=None))
         _tell_servers(directory, Revocation.user_changed(

@@ -165,10 +165,13 @@ async def delete_user(name: str, admin: AdminUser, access: AccessDep, hypervisor
     owned pass to no owner first (administrators only, an audit row each); if libvirt cannot be reached
     (HYPERVISOR_UNAVAILABLE) nobody is deleted."""
     kept = await access.users.check_deletable(name, by=admin.name)
+    because = f"user {kept.name!r} deleted by {admin.name!r}"
+    # Their consoles end now, within the promised second, not after libvirt has changed their VMs' owner;
+    # and once more after the deletion, for a console opened in between.
+    await access.revocations.publish(Revocation.user_changed(kept.name, because))
     released = await release_vms_of(hypervisor, access.audit, kept.name, actor=admin.name)
     user = await access.users.delete(name, by=admin.name)
-    await access.revocations.publish(
-        Revocation.user_changed(user.name, f"user {user.name!r} deleted by {admin.name!r}"))
+    await access.revocations.publish(Revocation.user_changed(user.name, because))
     log.info("user deleted", extra={"event": "user_delete", "user": admin.name, "target": user.name,
                                     "vms_released": [vm.uuid for vm in released]})
     return UserOut.of(user)
