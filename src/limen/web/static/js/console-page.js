@@ -110,6 +110,7 @@ function setState(state, text, tone = "") {
   ui.body.dataset.consoleState = state;
   ui.status.className = `conn-status ${tone}`.trim();
   ui.status.replaceChildren(...(tone === "busy" ? [spinner(), text] : [text]));
+  ui.status.title = text; // the bar may cut it short
 }
 
 function setConnected(connected) {
