@@ -24,6 +24,7 @@ from sqlalchemy import ColumnElement, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from limen.action_details import readable
 from limen.clock import Clock, utc_now
 from limen.db import Database
 from limen.db.models import CODE_MAX, NAME_MAX, ConsoleSessionRecord, LimenInstance, VmAction
@@ -93,7 +94,7 @@ class VmActionInfo:
     @classmethod
     def of(cls, row: VmAction) -> VmActionInfo:
         return cls(id=row.id, user=row.user_name, vm_uuid=row.vm_uuid, vm_name=row.vm_name, action=row.action,
-                   at=row.at, result_code=row.result_code, details=row.details, finished_at=row.finished_at,
+                   at=row.at, result_code=row.result_code, details=readable(row.details), finished_at=row.finished_at,
                    instance_id=row.instance_id)
 
 

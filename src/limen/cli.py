@@ -17,16 +17,19 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from limen.action_details import delete_details, edit_details, media_details, power_details
 from limen.api.schemas import MediaOut, VmOut
+from limen.audit import ActionTarget
 from limen.auth.revocation import Revocation
 from limen.auth.revocation_bus import publish_from_command_line
+from limen.cli_audit import run_audited
 from limen.cli_hosts import host_app
 from limen.cli_isos import iso_app
 from limen.cli_output import error_text, say, table
 from limen.cli_snapshots import snapshot_app
 from limen.cli_users import run_directory, token_app, user_app
 from limen.errors import LimenError
-from limen.hypervisor import Hypervisor, VmSpec, editing
+from limen.hypervisor import Hypervisor, Vm, VmSpec, editing
 from limen.i18n import display_width, pad
 from limen.private_files import private_dir
 from limen.settings import Settings, SettingsError, load_settings
@@ -97,6 +100,17 @@ def _run(settings: Settings, operation: Callable[[Hypervisor], Awaitable[T]]) ->
     except LimenError as exc:
         typer.echo(error_text(exc), err=True)
         raise typer.Exit(1) from None
+
+
+def _audited(settings: Settings, action: str, vm_id: str,
+             work: Callable[[Hypervisor, ActionTarget], Awaitable[T]]) -> T:
+    """:func:`_run`, with the action in the audit trail as the API writes it (actor ``cli:<login>``)."""
+    return run_audited(_run, settings, action, vm_id, work)
+
+
+def _named(target: ActionTarget, vm: Vm) -> Vm:
+    target.vm_name, target.vm_uuid = vm.name, vm.uuid
+    return vm
 
 
 
@@ -207,14 +221,20 @@ def vm_create(
         owner = run_directory(state.settings(), lambda directory: directory.users.get_sync(typed)).name
     spec = VmSpec(name=name, vcpus=vcpus, memory_mib=memory, disk_gib=disk, iso=iso, boot_order=tuple(boot or ()),
                   owner=owner)
-    _print_vm(state, VmOut.of(_run(state.settings(), lambda hv: hv.create_vm(spec))))
+    async def create(hv: Hypervisor, target: ActionTarget) -> Vm:
+        return _named(target, await hv.create_vm(spec))
+
+    _print_vm(state, VmOut.of(_audited(state.settings(), "create", name, create)))
 
 
 @vm_app.command("start")
 def vm_start(ctx: typer.Context, vm_id: Annotated[str, typer.Argument(help="UUID or name")]) -> None:
     """Start a VM."""
     state = _state(ctx)
-    _print_vm(state, VmOut.of(_run(state.settings(), lambda hv: hv.start_vm(vm_id))))
+    async def start(hv: Hypervisor, target: ActionTarget) -> Vm:
+        return _named(target, await hv.start_vm(_named(target, await hv.get_vm(vm_id)).uuid))
+
+    _print_vm(state, VmOut.of(_audited(state.settings(), "start", vm_id, start)))
 
 
 @vm_app.command("stop")
@@ -225,7 +245,11 @@ def vm_stop(
 ) -> None:
     """Stop a VM (ACPI shutdown; --force powers it off)."""
     state = _state(ctx)
-    _print_vm(state, VmOut.of(_run(state.settings(), lambda hv: hv.stop_vm(vm_id, force=force))))
+    async def stop(hv: Hypervisor, target: ActionTarget) -> Vm:
+        target.details = power_details(force)
+        return await hv.stop_vm(_named(target, await hv.get_vm(vm_id)).uuid, force=force)
+
+    _print_vm(state, VmOut.of(_audited(state.settings(), "stop", vm_id, stop)))
 
 
 @vm_app.command("reboot")
@@ -236,7 +260,11 @@ def vm_reboot(
 ) -> None:
     """Reboot a VM."""
     state = _state(ctx)
-    _print_vm(state, VmOut.of(_run(state.settings(), lambda hv: hv.reboot_vm(vm_id, force=force))))
+    async def reboot(hv: Hypervisor, target: ActionTarget) -> Vm:
+        target.details = power_details(force)
+        return await hv.reboot_vm(_named(target, await hv.get_vm(vm_id)).uuid, force=force)
+
+    _print_vm(state, VmOut.of(_audited(state.settings(), "reboot", vm_id, reboot)))
 
 
 @vm_app.command("delete")
@@ -249,14 +277,15 @@ def vm_delete(
     state = _state(ctx)
     settings = state.settings()
 
-    async def delete(hv: Hypervisor) -> list[str]:
-        vm = await hv.get_vm(vm_id)
+    async def delete(hv: Hypervisor, target: ActionTarget) -> list[str]:
+        target.details = delete_details(delete_disks)
+        vm = _named(target, await hv.get_vm(vm_id))
         # Running servers end its consoles first (when they share a Redis with this command).
         publish_from_command_line(settings.redis_url, Revocation.vm_deleted(
             vm.uuid, f"VM {vm.name!r} deleted from the command line"))
         return await hv.delete_vm(vm.uuid, delete_disks=delete_disks)
 
-    volumes = _run(settings, delete)
+    volumes = _audited(settings, "delete", vm_id, delete)
     if state.as_json:
         typer.echo(json.dumps({"deleted": vm_id, "deleted_volumes": volumes}))
     else:
@@ -279,8 +308,13 @@ def vm_media(
     if iso is None and not eject:
         media = MediaOut.of(_run(state.settings(), lambda hv: hv.get_vm(vm_id)))
     else:
-        edited = _run(state.settings(), lambda hv: editing.change_media(hv, vm_id, iso, force=force))
-        media = MediaOut.of(edited.vm)
+        async def change(hv: Hypervisor, target: ActionTarget) -> editing.Edited:
+            target.details = media_details(iso, force)
+            changed = await editing.change_media(hv, _named(target, await hv.get_vm(vm_id)).uuid, iso, force=force)
+            target.details = changed.summary
+            return changed
+
+        media = MediaOut.of(_audited(state.settings(), "media", vm_id, change).vm)
     if state.as_json:
         typer.echo(media.model_dump_json())
     elif media.target is None:
@@ -310,7 +344,16 @@ def vm_set(
     edit = editing.VmEdit(name=name, vcpus=vcpus, memory_mib=memory, boot_order=boot_order, autostart=autostart)
     if edit == editing.VmEdit():
         raise typer.BadParameter("give at least one of --vcpus, --memory, --boot, --autostart, --name")
-    edited = _run(state.settings(), lambda hv: editing.edit_vm(hv, vm_id, edit))
+    asked = {key: value for key, value in (("name", name), ("vcpus", vcpus), ("memory_mib", memory),
+                                           ("boot_order", boot_order), ("autostart", autostart)) if value is not None}
+
+    async def change(hv: Hypervisor, target: ActionTarget) -> editing.Edited:
+        target.details = edit_details(asked)
+        changed = await editing.edit_vm(hv, _named(target, await hv.get_vm(vm_id)).uuid, edit)
+        target.details = changed.summary
+        return changed
+
+    edited = _audited(state.settings(), "edit", vm_id, change)
     if not state.as_json:
         typer.echo(f"{edited.summary}\n", err=True)
     _print_vm(state, VmOut.of(edited.vm))
@@ -340,7 +383,13 @@ def vm_resize_disk(
     """Grow a disk (never shrink), running or stopped."""
     state = _state(ctx)
     size_bytes = parse_size(size)
-    resized = _run(state.settings(), lambda hv: editing.resize_disk(hv, vm_id, target, size_bytes))
+    async def resize(hv: Hypervisor, row: ActionTarget) -> editing.Resized:
+        row.details = f"{target[:40]} to {size_bytes} bytes"
+        done = await editing.resize_disk(hv, _named(row, await hv.get_vm(vm_id)).uuid, target, size_bytes)
+        row.details = f"{done.target} {done.old_bytes} → {done.new_bytes} bytes"
+        return done
+
+    resized = _audited(state.settings(), "resize-disk", vm_id, resize)
     if not state.as_json:
         typer.echo(f"{resized.target}: {resized.old_bytes} → {resized.new_bytes} bytes\n", err=True)
     _print_vm(state, VmOut.of(resized.vm))
@@ -354,7 +403,13 @@ def vm_finish_install(
 ) -> None:
     """Eject the CD and boot from disk only (on a running VM the boot order applies at its next start)."""
     state = _state(ctx)
-    edited = _run(state.settings(), lambda hv: editing.finish_install(hv, vm_id, force=force))
+    async def finish(hv: Hypervisor, target: ActionTarget) -> editing.Edited:
+        target.details = power_details(force)
+        done = await editing.finish_install(hv, _named(target, await hv.get_vm(vm_id)).uuid, force=force)
+        target.details = done.summary
+        return done
+
+    edited = _audited(state.settings(), "finish-install", vm_id, finish)
     if not state.as_json:
         typer.echo(f"{edited.summary}\n", err=True)
     _print_vm(state, VmOut.of(edited.vm))

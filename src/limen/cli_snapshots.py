@@ -19,6 +19,8 @@ import typer
 from rich.console import Console
 
 from limen.api.vm_snapshots import SnapshotOut
+from limen.audit import ActionTarget
+from limen.cli_audit import run_audited
 from limen.cli_output import error_text, say
 from limen.errors import LimenError
 from limen.hypervisor import Hypervisor
@@ -105,8 +107,9 @@ def snapshot_create(
     state = _state(ctx)
     spinning = sys.stderr.isatty() and not state.as_json
 
-    async def take(hv: Hypervisor) -> SnapshotOut:
+    async def take(hv: Hypervisor, target: ActionTarget) -> SnapshotOut:
         vm = await hv.get_vm(vm_id)
+        target.vm_name, target.vm_uuid, target.details = vm.name, vm.uuid, name[:80]
         await check_can_take(hv, vm.uuid, name, description)
         taking = asyncio.ensure_future(take_snapshot(hv, vm.uuid, name, description))
         if spinning:  # libvirt gives no progress figure for it: the time it has taken so far
@@ -119,7 +122,7 @@ def snapshot_create(
                     status.update(f"{label} ({time.monotonic() - began:.0f} s)")
         return SnapshotOut.of(await taking)
 
-    snap = _run(state.settings(), take)
+    snap = run_audited(_run, state.settings(), "snapshot", vm_id, take)
     if state.as_json:
         typer.echo(json.dumps(snap.model_dump(mode="json")))
     else:
@@ -131,11 +134,12 @@ def snapshot_revert(ctx: typer.Context, vm_id: VmArgument, name: NameArgument) -
     """Bring the VM back to the snapshot (what it did since is lost)."""
     state = _state(ctx)
 
-    async def revert(hv: Hypervisor) -> SnapshotOut:
+    async def revert(hv: Hypervisor, target: ActionTarget) -> SnapshotOut:
         vm = await hv.get_vm(vm_id)
+        target.vm_name, target.vm_uuid, target.details = vm.name, vm.uuid, name[:80]
         return SnapshotOut.of(await revert_snapshot(hv, vm.uuid, name))
 
-    snap = _run(state.settings(), revert)
+    snap = run_audited(_run, state.settings(), "revert", vm_id, revert)
     if state.as_json:
         typer.echo(json.dumps(snap.model_dump(mode="json")))
     else:
@@ -148,9 +152,10 @@ def snapshot_delete(ctx: typer.Context, vm_id: VmArgument, name: NameArgument) -
     """Delete a snapshot (its children stay, under its parent)."""
     state = _state(ctx)
 
-    async def delete(hv: Hypervisor) -> None:
+    async def delete(hv: Hypervisor, target: ActionTarget) -> None:
         vm = await hv.get_vm(vm_id)
+        target.vm_name, target.vm_uuid, target.details = vm.name, vm.uuid, name[:80]
         await delete_snapshot(hv, vm.uuid, name)
 
-    _run(state.settings(), delete)
+    run_audited(_run, state.settings(), "snapshot-delete", vm_id, delete)
     typer.echo(json.dumps({"deleted": name}) if state.as_json else say("cli.snapshot_deleted", snapshot=name, vm=vm_id))

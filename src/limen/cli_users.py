@@ -20,6 +20,7 @@ from typing import Annotated, Any, Protocol, TypeVar
 
 import typer
 
+from limen.audit import AuditLog
 from limen.auth.access import login_throttle_policy
 from limen.auth.passwords import Passwords, generate_password
 from limen.auth.principal import token_credential
@@ -28,11 +29,14 @@ from limen.auth.revocation_bus import publish_from_command_line
 from limen.auth.throttle_store import make_throttle_store
 from limen.auth.tokens import TokenInfo, Tokens
 from limen.auth.users import UserInfo, Users, find_user_by_key
+from limen.cli_audit import command_line_actor
 from limen.cli_output import error_text, say, table
 from limen.clock import system_clock
 from limen.db import Database
 from limen.db.models import Role
+from limen.deleted_owners import release_vms_of
 from limen.errors import ErrorCode, LimenError
+from limen.hypervisor import Hypervisor
 from limen.settings import Settings
 
 T = TypeVar("T")
@@ -197,9 +201,14 @@ def user_unlock(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Us
 @user_app.command("delete")
 def user_delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="User name")]) -> None:
     """Delete a user with their API tokens and sign-ins (the audit keeps their name). The last enabled
-    administrator cannot be deleted."""
+    administrator cannot be deleted. VMs they owned pass to no owner (administrators only) first."""
 
     def run(directory: _Directory) -> UserInfo:
+        kept = directory.db.run_sync(lambda session: UserInfo.of(Users.deletable_in(session, name, by=None)))
+        # Running servers end their consoles before libvirt changes their VMs' owner, and again after.
+        _tell_servers(directory, Revocation.user_changed(
+            kept.name, f"user {kept.name!r} deleted from the command line"))
+        asyncio.run(_release_vms(directory, kept.name))
         user = directory.db.run_sync(lambda session: Users.delete_in(session, name, by=None))
         _tell_servers(directory, Revocation.user_changed(
             user.name, f"user {user.name!r} deleted from the command line"))
@@ -208,6 +217,18 @@ def user_delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Us
     user = _run(ctx, run)
     typer.echo(json.dumps(_user_dict(user)) if _state(ctx).as_json
                else say("cli.user_deleted", role=user.role.value, name=repr(user.name)))
+
+
+async def _release_vms(directory: _Directory, owner: str) -> None:
+    """The VMs ``owner`` owned pass to no owner (limen.deleted_owners), each audited as the command line's."""
+    hypervisor = Hypervisor(directory.settings)
+    await hypervisor.open()
+    try:
+        audit = AuditLog(directory.db, system_clock)
+        for vm in await release_vms_of(hypervisor, audit, owner, actor=command_line_actor()):
+            typer.echo(f"VM {vm.name!r} has no owner now (administrators only)", err=True)
+    finally:
+        await hypervisor.close()
 
 
 @user_app.command("ensure-admin")

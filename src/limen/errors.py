@@ -244,6 +244,13 @@ class ErrorCode(Enum):
     REGISTRATION_CLOSED = ErrorSpec(
         403, 4522, "Registration closed", "This limen does not take sign-ups. Ask an administrator for an account."
     )
+    REDIS_UNAVAILABLE = ErrorSpec(
+        503,
+        4523,
+        "Redis unavailable",
+        "limen cannot reach the Redis of LIMEN_REDIS_URL, which holds sign-in counts, console tickets and "
+        "revocations. Retry in a moment; if it persists, check that Redis runs and answers (redis-cli ping).",
+    )
     # -- limen itself -------------------------------------------------------------------------------
     INTERNAL_ERROR = ErrorSpec(
         500, 4900, "Internal error", "Something unexpected failed in limen. Retry; if it persists, see the log."

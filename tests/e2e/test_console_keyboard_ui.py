@@ -292,7 +292,8 @@ def test_the_keyboard_leaves_the_screen_without_leaving_keys_pressed_in_the_gues
             seen.append(focused_id(page))
             if seen[-1] == "CANVAS":
                 break
-        assert seen[:5] == ["btn-paste", "btn-clipboard", "btn-scale", "btn-fullscreen", "btn-connect"], seen
+        assert seen[:6] == ["btn-paste", "btn-clipboard", "btn-scale", "btn-fullscreen", "btn-popout",
+                            "btn-connect"], seen
         assert seen[-1] == "CANVAS", seen
         expect(hint).to_be_visible()
         before = len(serial_vm.outputs())

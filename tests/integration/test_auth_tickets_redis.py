@@ -75,7 +75,7 @@ async def test_unreachable_redis_is_a_clear_error_without_the_url(clock: FakeClo
         for attempt in (store.check(), store.issue("alice", VM_A)):
             with pytest.raises(LimenError) as caught:
                 await attempt
-            assert caught.value.code is ErrorCode.INTERNAL_ERROR
+            assert caught.value.code is ErrorCode.REDIS_UNAVAILABLE
             assert "hunter2" not in str(caught.value) and "Redis" in caught.value.details
     finally:
         await store.close()

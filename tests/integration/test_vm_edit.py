@@ -253,7 +253,7 @@ def test_a_guest_that_locked_its_tray(api: httpx.Client, vm_names: Callable[[], 
     actions = [(a["action"], a["result_code"], a["details"]) for a in api.get("/api/vm-actions").json()
                if a["vm_name"] == name]
     assert actions[0] == ("media", "OK", f"cd tray-locker.iso → {DEMO_ISO} (forced)")
-    assert actions[1] == ("finish-install", "MEDIA_LOCKED", "force=False")
+    assert actions[1] == ("finish-install", "MEDIA_LOCKED", "")
 
 
 def test_boot_order_and_vcpus_wait_for_a_restart(api: httpx.Client, vm_names: Callable[[], str]) -> None:

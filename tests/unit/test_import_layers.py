@@ -27,14 +27,14 @@ SOURCE_ROOT = Path(limen.__file__).parent
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("base", frozenset({
         "limen", "clock", "errors", "settings", "private_files", "logs", "isos", "stats_history", "metrics",
-        "request_reading", "http_protocol", "i18n",
+        "request_reading", "http_protocol", "i18n", "action_details",
     })),
     ("hypervisor/db", frozenset({"hypervisor", "db", "audit", "instances", "stats_sampler"})),
-    ("auth", frozenset({"auth", "quota", "recovery", "host_registry"})),
+    ("auth", frozenset({"auth", "quota", "recovery", "host_registry", "deleted_owners"})),
     ("console", frozenset({"console"})),
     ("api/web", frozenset({"api", "web"})),
     ("cli", frozenset({
-        "api.app", "cli", "cli_hosts", "cli_isos", "cli_output", "cli_snapshots", "cli_users", "doctor", "server",
+        "api.app", "cli", "cli_audit", "cli_hosts", "cli_isos", "cli_output", "cli_snapshots", "cli_users", "doctor", "server",
     })),
 )
 LAYER_OF = {unit: rank for rank, (_, units) in enumerate(LAYERS) for unit in units}

@@ -203,10 +203,10 @@ async def test_every_action_is_audited_with_what_changed(users: Users, alices_vm
     actions = [(a["user"], a["action"], a["result_code"], a["details"])
                for a in (await users.as_("root", "GET", "/api/vm-actions")).json() if a["vm_name"] == alices_vm]
     assert actions[:6] == [
-        ("alice", "edit", "VM_MUST_BE_STOPPED", '{"name":"elsewhere"}'),
+        ("alice", "edit", "VM_MUST_BE_STOPPED", "name → elsewhere"),
         ("alice", "start", "OK", ""),
         ("alice", "resize-disk", "DISK_NOT_FOUND", f"vdq to {2 * 2**30} bytes"),
         ("alice", "resize-disk", "DISK_SHRINK_REFUSED", f"vda to {2**30} bytes"),
-        ("alice", "media", "ISO_NOT_FOUND", "iso='missing.iso' force=False"),
+        ("alice", "media", "ISO_NOT_FOUND", "cd → missing.iso"),
         ("alice", "edit", "OK", "vcpus 1 → 2; autostart false → true"),
     ]

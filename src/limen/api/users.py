@@ -14,11 +14,13 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from limen.action_details import owner_details
 from limen.api.deps import AccessDep, AdminUser, HypervisorDep
 from limen.api.schemas import ErrorBody, VmOut
 from limen.auth.revocation import Revocation
 from limen.auth.users import UserInfo, find_user_by_key
 from limen.db.models import Role
+from limen.deleted_owners import release_vms_of
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.ownership import set_owner
 
@@ -156,14 +158,21 @@ async def unlock_user(name: str, admin: AdminUser, access: AccessDep) -> UnlockO
 
 
 @router.delete("/api/users/{name:path}", response_model=UserOut, responses=_ERRORS)
-async def delete_user(name: str, admin: AdminUser, access: AccessDep) -> UserOut:
+async def delete_user(name: str, admin: AdminUser, access: AccessDep, hypervisor: HypervisorDep) -> UserOut:
     """Deletes a user, their API tokens and sign-ins; their live consoles end (ACCESS_REVOKED). Audit rows
     keep their name. Deleting yourself or the last enabled administrator is refused (FORBIDDEN). VMs they
-    owned keep the name as owner, so only administrators reach them until they are given to someone."""
+    owned pass to no owner first (administrators only, an audit row each); if libvirt cannot be reached
+    (HYPERVISOR_UNAVAILABLE) nobody is deleted."""
+    kept = await access.users.check_deletable(name, by=admin.name)
+    because = f"user {kept.name!r} deleted by {admin.name!r}"
+    # Their consoles end now, within the promised second, not after libvirt has changed their VMs' owner;
+    # and once more after the deletion, for a console opened in between.
+    await access.revocations.publish(Revocation.user_changed(kept.name, because))
+    released = await release_vms_of(hypervisor, access.audit, kept.name, actor=admin.name)
     user = await access.users.delete(name, by=admin.name)
-    await access.revocations.publish(
-        Revocation.user_changed(user.name, f"user {user.name!r} deleted by {admin.name!r}"))
-    log.info("user deleted", extra={"event": "user_delete", "user": admin.name, "target": user.name})
+    await access.revocations.publish(Revocation.user_changed(user.name, because))
+    log.info("user deleted", extra={"event": "user_delete", "user": admin.name, "target": user.name,
+                                    "vms_released": [vm.uuid for vm in released]})
     return UserOut.of(user)
 
 
@@ -172,7 +181,7 @@ async def set_vm_owner(
     vm_id: str, body: OwnerChange, admin: AdminUser, access: AccessDep, hypervisor: HypervisorDep
 ) -> VmOut:
     async with access.audit.recording(admin.name, "set_owner", vm_id) as target:
-        target.details = f"owner={body.owner!r}"[:200]
+        target.details = owner_details(body.owner)
         # USER_NOT_FOUND for a typo; any case finds the user, and the VM keeps the user's name as kept.
         owner = None if body.owner is None else (await access.users.get(body.owner)).name
         vm = await hypervisor.get_vm(vm_id)

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
+from limen.action_details import media_details, power_details
 from limen.api.deps import AccessDep, AccessibleVm, CurrentUser, HypervisorDep
 from limen.api.schemas import ErrorBody, MediaIn, MediaOut, VmOut
 from limen.hypervisor.editing import change_media, finish_install
@@ -42,7 +43,7 @@ async def put_media(
     """
     async with access.audit.recording(principal.name, "media", vm.name) as target:
         target.vm_uuid = vm.uuid
-        target.details = f"iso={body.iso!r} force={body.force}"[:200]
+        target.details = media_details(body.iso, body.force)
         edited = await change_media(hypervisor, vm.uuid, body.iso, force=body.force)
         target.details = edited.summary
     # libvirt announces no change of a stopped VM's CD: the event stream hears of it from here.
@@ -66,7 +67,7 @@ async def post_finish_install(
     DISK_NOT_FOUND when the VM has no disk to boot from.
     """
     async with access.audit.recording(principal.name, "finish-install", vm.name) as target:
-        target.vm_uuid, target.details = vm.uuid, f"force={force}"
+        target.vm_uuid, target.details = vm.uuid, power_details(force)
         edited = await finish_install(hypervisor, vm.uuid, force=force)
         target.details = edited.summary
     await hypervisor.announce(vm.uuid, VmEventType.MEDIA_CHANGED)

@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
+from limen.action_details import delete_details, edit_details, power_details
 from limen.api.deps import AccessDep, AccessibleVm, AdminUser, CurrentUser, HypervisorDep, RecoveryDep
 from limen.api.operations import RefuseBusyVm
 from limen.api.quota import QuotaDep, new_vm_footprint, quota_for_edit, quota_for_start
@@ -95,7 +96,7 @@ async def patch_vm(
     )
     async with access.audit.recording(principal.name, "edit", vm.name) as target:
         target.vm_uuid = vm.uuid
-        target.details = body.model_dump_json(exclude_unset=True)[:200]
+        target.details = edit_details(body.model_dump(exclude_unset=True))
         if body.vcpus is not None or body.memory_mib is not None:  # sane numbers before the quota counts them
             await hypervisor.check_hardware(vcpus=body.vcpus, memory_mib=body.memory_mib)
         async with quota_for_edit(quota, hypervisor, principal, vm, vcpus=body.vcpus, memory_mib=body.memory_mib):
@@ -117,7 +118,7 @@ async def delete_vm(
     delete_disks: bool = Query(False, description="Also delete the VM's disk volumes (never its ISO)"),
 ) -> VmDeleted:
     async with access.audit.recording(principal.name, "delete", vm.name) as target:
-        target.vm_uuid, target.details = vm.uuid, f"delete_disks={delete_disks}"
+        target.vm_uuid, target.details = vm.uuid, delete_details(delete_disks)
         hypervisor.operations.check_idle(vm.uuid, vm.name, ErrorCode.SNAPSHOT_IN_PROGRESS)
         # Its consoles end with ACCESS_REVOKED, saying why, before the VM goes (not VM_STOPPED after).
         await access.revocations.publish(
@@ -152,7 +153,7 @@ async def stop_vm(
     force: bool = Query(False, description="Power off at once instead of an ACPI shutdown request"),
 ) -> VmOut:
     async with access.audit.recording(principal.name, "stop", vm.name) as target:
-        target.vm_uuid, target.details = vm.uuid, f"force={force}"
+        target.vm_uuid, target.details = vm.uuid, power_details(force)
         vm = await hypervisor.stop_vm(vm.uuid, force=force)
     log.info("VM stopped", extra={"event": "vm_stop", "vm_uuid": vm.uuid, "vm_name": vm.name, "force": force,
                                   "user": principal.name})
@@ -168,7 +169,7 @@ async def reboot_vm(
     force: bool = Query(False, description="Hardware reset instead of an ACPI reboot request"),
 ) -> VmOut:
     async with access.audit.recording(principal.name, "reboot", vm.name) as target:
-        target.vm_uuid, target.details = vm.uuid, f"force={force}"
+        target.vm_uuid, target.details = vm.uuid, power_details(force)
         vm = await hypervisor.reboot_vm(vm.uuid, force=force)
     log.info("VM rebooted", extra={"event": "vm_reboot", "vm_uuid": vm.uuid, "vm_name": vm.name, "force": force,
                                    "user": principal.name})

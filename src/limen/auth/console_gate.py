@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import HTTPConnection
 
@@ -42,7 +42,12 @@ from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm
 from limen.hypervisor.service import vm_not_found
 
+T = TypeVar("T")
+
 TICKET_PARAMETER = "ticket"
+# The share of the check_vm stage's deadline the ticket store (Redis) may take to redeem a ticket: a hung
+# Redis then fails as REDIS_UNAVAILABLE, before the stage's own deadline would blame libvirt.
+TICKET_STORE_SHARE = 0.6
 
 
 def _bearer(conn: HTTPConnection) -> str | None:
@@ -84,7 +89,7 @@ async def admit_console(access: Access, conn: HTTPConnection, find_vm: Callable[
                 raise exc from None  # a genuine ticket, for a VM that is gone
             raise  # unreachable: redeem("") never succeeds
         try:
-            redeemed = await access.tickets.redeem(ticket, vm.uuid)
+            redeemed = await _bounded(access.tickets.redeem(ticket, vm.uuid), _ticket_budget(access))
         except TicketForAnotherVm:
             # A missing VM answers VM_NOT_FOUND to a genuine ticket (above); a VM its user may not see too.
             _, holder = await early
@@ -112,10 +117,26 @@ def _requested(conn: HTTPConnection, vm: Vm) -> str:
 
 async def _holder_of(access: Access, ticket: str) -> tuple[str | None, Principal | None]:
     """(the user the ticket names now, that user as a principal now); (None, None) if the peek saw none."""
-    user = await access.tickets.peek(ticket)
+    try:  # a hint only: a ticket store slow to answer counts as "saw none"
+        user = await asyncio.wait_for(access.tickets.peek(ticket), _ticket_budget(access))
+    except TimeoutError:
+        user = None
     if user is None:
         return None, None
     return user, await access.users.principal(user, AuthMethod.TICKET)
+
+
+def _ticket_budget(access: Access) -> float:
+    return access.settings.console_check_vm_timeout * TICKET_STORE_SHARE
+
+
+async def _bounded(work: Awaitable[T], seconds: float) -> T:
+    """``work`` (a ticket store call), or REDIS_UNAVAILABLE once ``seconds`` pass (only Redis can be slow)."""
+    try:
+        return await asyncio.wait_for(work, seconds)
+    except TimeoutError:
+        raise LimenError(ErrorCode.REDIS_UNAVAILABLE,
+                         f"the console ticket store did not answer within {seconds:.1f} s") from None
 
 
 def _drop(task: asyncio.Task[Any]) -> None:

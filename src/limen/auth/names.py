@@ -26,6 +26,10 @@ def clean_name(field: str, value: str, max_length: int) -> str:
     return name
 
 
+# The audit trail names the command line as ``cli:<login name>`` (limen.cli_audit): no user is named so.
+COMMAND_LINE_PREFIX = "cli:"
+
+
 def name_key(name: str) -> str:
     """What makes two names the same name: ``Sec`` and ``sec`` are one user. Kept in ``users.name_key``
     (unique), so the database itself refuses a second spelling, whoever inserts it."""

@@ -21,8 +21,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from limen.auth.redis_client import open_redis, redis_unavailable
 from limen.auth.revocation import Revocation
-from limen.errors import ErrorCode, LimenError
+from limen.errors import LimenError
 
 log = logging.getLogger("limen.auth")
 
@@ -87,11 +88,10 @@ class RedisRevocationBus(LocalRevocationBus):
 
     def __init__(self, url: str, *, namespace: str = "limen") -> None:
         super().__init__()
-        import redis.asyncio
 
         self.key = stream_key(namespace)
         self.origin = uuid.uuid4().hex  # this instance, so it can skip its own entries
-        self._redis: Any = redis.asyncio.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._redis: Any = open_redis(url)
         self._last_id = "0-0"
         self._reader: asyncio.Task[None] | None = None
         self._closing = False
@@ -171,8 +171,7 @@ def _text(value: Any) -> str:
 
 
 def _redis_failed(operation: str, exc: Exception) -> LimenError:
-    # The exception's text can hold the URL, and so a password: name its type only.
-    return LimenError(ErrorCode.INTERNAL_ERROR, f"revocation bus (Redis) {operation} failed: {type(exc).__name__}")
+    return redis_unavailable("revocation bus", operation, exc)
 
 
 def make_revocation_bus(redis_url: str | None) -> LocalRevocationBus:

@@ -35,10 +35,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from limen.auth.names import name_key
+from limen.auth.redis_client import open_redis, redis_unavailable
 from limen.auth.throttle import Count, ThrottlePolicy, current, failed, refusal, released, reserved
 from limen.db import Database
 from limen.db.models import LoginThrottle
-from limen.errors import ErrorCode, LimenError
 
 T = TypeVar("T")
 PRUNE_INTERVAL = 60.0
@@ -299,11 +299,9 @@ _GLOB_SPECIAL = str.maketrans({char: f"\\{char}" for char in "\\*?[]^-{}"})
 
 class RedisThrottleStore:
     def __init__(self, url: str, policy: ThrottlePolicy, *, namespace: str = "limen") -> None:
-        import redis.asyncio
-
         self.policy = policy
         self.namespace = namespace
-        self._redis: Any = redis.asyncio.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._redis: Any = open_redis(url)
         self._script = self._redis.register_script(_THROTTLE_SCRIPT)
 
     def redis_key(self, key: ThrottleKey) -> str:
@@ -349,10 +347,7 @@ class RedisThrottleStore:
         try:
             yield
         except redis.exceptions.RedisError as exc:
-            # The exception's text can hold the URL, and so a password: name its type only.
-            raise LimenError(
-                ErrorCode.INTERNAL_ERROR, f"sign-in throttle (Redis) {operation} failed: {type(exc).__name__}"
-            ) from None
+            raise redis_unavailable("sign-in throttle", operation, exc) from None
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -29,6 +29,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from limen.auth.redis_client import open_redis, redis_unavailable
 from limen.clock import Clock
 from limen.errors import ErrorCode, LimenError
 
@@ -186,12 +187,10 @@ class RedisTicketStore:
     """Tickets in Redis, shared by every limen instance that uses the same ``redis_url``."""
 
     def __init__(self, url: str, ttl: float, clock: Clock, *, namespace: str = "limen") -> None:
-        import redis.asyncio
-
         self._ttl = ttl
         self.clock = clock
         self.namespace = namespace
-        self._redis: Any = redis.asyncio.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._redis: Any = open_redis(url)
         self._redeem = self._redis.register_script(_REDEEM_SCRIPT)
 
     @property
@@ -252,10 +251,7 @@ class RedisTicketStore:
         try:
             yield
         except redis.exceptions.RedisError as exc:
-            # The exception's text can hold the URL, and so a password: name its type only.
-            raise LimenError(
-                ErrorCode.INTERNAL_ERROR, f"console ticket store (Redis) {operation} failed: {type(exc).__name__}"
-            ) from None
+            raise redis_unavailable("console ticket store", operation, exc) from None
 
     async def close(self) -> None:
         await self._redis.aclose()

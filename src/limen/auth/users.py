@@ -16,13 +16,13 @@ from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from limen.auth.names import clean_name, name_key
+from limen.auth.names import COMMAND_LINE_PREFIX, clean_name, name_key
 from limen.auth.passwords import Passwords, validate_password
 from limen.auth.principal import AuthMethod, Principal
 from limen.clock import Clock, utc_now
 from limen.db import Database
 from limen.db.models import NAME_MAX, ApiToken, BrowserSession, Role, User
-from limen.errors import ErrorCode, LimenError
+from limen.errors import ErrorCode, LimenError, ValidationFailed
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +40,13 @@ class UserInfo:
 
 
 def clean_user_name(name: str) -> str:
-    return clean_name("name", name, NAME_MAX)
+    """A new user's name, checked; names starting with ``cli:`` (any case) are the command line's in the
+    audit trail."""
+    cleaned = clean_name("name", name, NAME_MAX)
+    if name_key(cleaned).startswith(COMMAND_LINE_PREFIX):
+        raise ValidationFailed("name", f"must not start with {COMMAND_LINE_PREFIX!r}: the audit trail names the "
+                                       "command line so")
+    return cleaned
 
 
 def find_user(session: Session, name: str) -> User | None:
@@ -164,10 +170,9 @@ class Users:
         return await self.db.run(run)
 
     @staticmethod
-    def delete_in(session: Session, name: str, *, by: str | None) -> UserInfo:
-        """Deletes the user with their API tokens and sign-ins (audit rows keep their name). ``by`` None is
-        the command line. Refuses (FORBIDDEN) deleting yourself or the last enabled administrator; the
-        count is taken in the deleting transaction."""
+    def deletable_in(session: Session, name: str, *, by: str | None) -> User:
+        """The user ``name``, if they may be deleted (``by`` None is the command line): FORBIDDEN for
+        yourself or the last enabled administrator."""
         user = _require_user(session, name)
         if by is not None and by == user.name:
             raise LimenError(ErrorCode.FORBIDDEN, "you cannot delete yourself; ask another administrator")
@@ -177,6 +182,18 @@ class Users:
             if not others:
                 raise LimenError(ErrorCode.FORBIDDEN,
                                  f"{user.name!r} is the last enabled administrator; make another one first")
+        return user
+
+    async def check_deletable(self, name: str, *, by: str | None) -> UserInfo:
+        """What :meth:`delete` would refuse, asked before anything else changes (their VMs' owner)."""
+        return await self.db.run(lambda session: UserInfo.of(self.deletable_in(session, name, by=by)))
+
+    @staticmethod
+    def delete_in(session: Session, name: str, *, by: str | None) -> UserInfo:
+        """Deletes the user with their API tokens and sign-ins (audit rows keep their name). ``by`` None is
+        the command line. Refuses (FORBIDDEN) deleting yourself or the last enabled administrator; the
+        count is taken in the deleting transaction."""
+        user = Users.deletable_in(session, name, by=by)
         info = UserInfo.of(user)
         # Explicitly, not only by ON DELETE CASCADE: a database without foreign keys enforced keeps nothing.
         session.execute(delete(ApiToken).where(ApiToken.user_id == user.id))

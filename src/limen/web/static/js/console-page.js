@@ -7,6 +7,11 @@ import { api, ApiError, loadConsoleStages, loadErrorCodes } from "./api.js";
 import { errorBox, formatMs, h, spinner, stateBadge } from "./dom.js";
 import { localizedError, stageName, stageStatus, t } from "./i18n.js";
 import { ConsoleConnection, consoleUrl, DEFAULT_WATCHDOG_MS, Phase } from "./console-client.js";
+import { wireFullscreen } from "./console-fullscreen.js";
+import {
+  fitWindowToScreen, popoutFeatures, popoutSize, popoutUrl, popoutWindowName, screenSize, THIN_BAR_PX,
+  watchScreenSize,
+} from "./console-popout.js";
 import { comboEvents, isLeaveChord, LEAVE_CHORD_LABEL, SEND_KEYS } from "./key-combos.js";
 import { typeKeys, TypingCancelled } from "./typing-pacer.js";
 import { planTyping, refusalMessage } from "./us-keyboard.js";
@@ -24,7 +29,8 @@ const BACKOFF_SECONDS = [1, 2, 4, 8, 15, 30];
 // Stage name → what the page calls it ("Failed at: …"), from the server's stage table (GET /api/console-stages).
 let stageLabels = {};
 
-// The console lives at /vms/{id}/console (/console/{id}, its old address, redirects there).
+// The console lives at /vms/{id}/console (/console/{id}, its old address, redirects there); ?popout=1
+// makes it the console's own window (console-popout.js).
 const vmId = decodeURIComponent((window.location.pathname.match(/^\/vms\/([^/]+)\/console\/?$/) || [])[1] || "");
 const params = new URLSearchParams(window.location.search);
 const backLink = document.querySelector(".console-bar .back");
@@ -34,6 +40,7 @@ if (backLink && vmId) {
   backLink.setAttribute("aria-label", t("console.back_details_label"));
 }
 const watchdogMs = parseWatchdog(params.get("watchdog"));
+const isPopout = params.get("popout") === "1";
 
 const ui = {
   body: document.body,
@@ -54,6 +61,8 @@ const ui = {
   paste: document.getElementById("btn-paste"),
   scale: document.getElementById("btn-scale"),
   fullscreen: document.getElementById("btn-fullscreen"),
+  popout: document.getElementById("btn-popout"),
+  bar: document.querySelector(".console-bar"),
   connect: document.getElementById("btn-connect"),
   pasteDialog: document.getElementById("paste-dialog"),
   pasteForm: document.getElementById("paste-form"),
@@ -83,6 +92,8 @@ let vncMessages = 0; // messages from the VNC server so far: a screen change tel
 let vmName = vmId;
 let vmUuid = null; // known once the VM has been read: events name VMs by UUID
 let connectGeneration = 0; // a newer connect() makes an older one's pending ticket request moot
+let popoutWindow = null; // the console's own window, once this page opened it
+let popoutWatch = null; // notices that window closing
 
 function parseWatchdog(value) {
   const seconds = Number.parseFloat(value ?? "");
@@ -94,6 +105,7 @@ function setState(state, text, tone = "") {
   ui.body.dataset.consoleState = state;
   ui.status.className = `conn-status ${tone}`.trim();
   ui.status.replaceChildren(...(tone === "busy" ? [spinner(), text] : [text]));
+  ui.status.title = text; // the bar may cut it short
 }
 
 function setConnected(connected) {
@@ -169,6 +181,7 @@ function showOverlay(title) {
 }
 
 async function connect() {
+  stopWatchingPopout();
   cancelBackoff();
   teardown();
   ui.stages.replaceChildren();
@@ -257,6 +270,7 @@ function handOff(socket) {
     setConnected(true);
     rfb.focus({ preventScroll: true });
     refreshVm();
+    if (isPopout) fitPopout();
   });
   rfb.addEventListener("clipboard", (e) => {
     if (session !== rfb) return;
@@ -447,6 +461,8 @@ function onConnectButton() {
   if (ui.connect.dataset.action === "disconnect") {
     cancelBackoff();
     if (connection) connection.close();
+  } else if (popoutWindow && !popoutWindow.closed) {
+    showHere(); // one console at a time: the pop-out closes
   } else {
     attempt = 0;
     connect();
@@ -465,13 +481,72 @@ function toggleScale() {
   if (rfb) rfb.scaleViewport = on;
 }
 
-async function toggleFullscreen() {
-  try {
-    if (document.fullscreenElement) await document.exitFullscreen();
-    else await ui.screenWrap.requestFullscreen();
-  } catch (exc) {
-    setState(ui.body.dataset.consoleState, t("console.fullscreen_unavailable", { reason: exc.message || exc }), "bad");
+// -- the console in its own window -----------------------------------------------------------------
+
+/** Opens the console in its own window, sized to the VM's screen; this page then offers to reopen it. */
+function popOut() {
+  if (popoutWindow && !popoutWindow.closed) { // already open: bring it forward rather than reload it
+    popoutWindow.focus();
+    showPoppedOut();
+    return;
   }
+  const size = popoutSize(screenSize(ui.screen), THIN_BAR_PX,
+                          { width: window.screen.availWidth, height: window.screen.availHeight });
+  const opened = window.open(popoutUrl(vmId), popoutWindowName(vmId), popoutFeatures(size));
+  if (!opened) {
+    setState(ui.body.dataset.consoleState, t("console.popout_blocked"), "bad");
+    return;
+  }
+  popoutWindow = opened;
+  showPoppedOut();
+}
+
+/** One console at a time: this page closes its own and says where the console went. */
+function showPoppedOut() {
+  connectGeneration += 1; // a ticket still on its way is moot
+  cancelBackoff();
+  if (connection && connection.phase !== Phase.ENDED && connection.phase !== Phase.FAILED) connection.close();
+  teardown();
+  stopTicker();
+  showOverlay(t("console.popout_open_title"));
+  ui.stages.replaceChildren();
+  ui.sub.textContent = t("console.popout_open_sub");
+  setState("popped-out", t("console.popout_state"));
+  setConnected(false);
+  setConnectButton(false);
+  ui.extra.replaceChildren(h(
+    "div",
+    { class: "error-actions" },
+    primaryButton(t("console.popout_reopen"), popOut),
+    h("button", { class: "btn", type: "button", onclick: showHere, text: t("console.popout_show_here") }),
+  ));
+  stopWatchingPopout();
+  popoutWatch = setInterval(() => {
+    if (popoutWindow && popoutWindow.closed) {
+      stopWatchingPopout();
+      ui.sub.textContent = t("console.popout_closed");
+    }
+  }, 500);
+  focusPanelAction();
+}
+
+function stopWatchingPopout() {
+  if (popoutWatch !== null) clearInterval(popoutWatch);
+  popoutWatch = null;
+}
+
+/** Brings the console back into this page, closing the pop-out (one console at a time). */
+function showHere() {
+  if (popoutWindow && !popoutWindow.closed) popoutWindow.close();
+  popoutWindow = null;
+  attempt = 0;
+  connect();
+}
+
+/** In the pop-out: the window follows the VM's screen size (at connect, and when the guest changes mode). */
+function fitPopout() {
+  const fitted = fitWindowToScreen(window, ui.screen, ui.bar);
+  if (fitted) ui.body.dataset.fittedTo = `${fitted.width}x${fitted.height}`;
 }
 
 function stopTyping() {
@@ -693,10 +768,15 @@ function wireFocusHint() {
 function wireToolbar() {
   ui.connect.addEventListener("click", onConnectButton);
   ui.scale.addEventListener("click", toggleScale);
-  ui.fullscreen.addEventListener("click", toggleFullscreen);
-  document.addEventListener("fullscreenchange", () => {
-    ui.fullscreen.setAttribute("aria-pressed", String(Boolean(document.fullscreenElement)));
+  wireFullscreen({
+    button: ui.fullscreen,
+    body: ui.body,
+    onError: (message) => setState(ui.body.dataset.consoleState, message, "bad"),
   });
+  ui.popout.addEventListener("click", popOut);
+  if (isPopout) {
+    watchScreenSize(ui.screen, () => { if (rfb) fitPopout(); });
+  }
   ui.paste.addEventListener("click", () => {
     ui.pasteError.hidden = true;
     ui.pasteText.removeAttribute("aria-invalid");
@@ -716,6 +796,7 @@ function wireToolbar() {
   }
   if (savedScale === "0") toggleScale();
   window.addEventListener("pagehide", () => {
+    stopWatchingPopout();
     cancelBackoff();
     if (connection && connection.phase !== Phase.ENDED && connection.phase !== Phase.FAILED) connection.close();
   });
@@ -749,6 +830,7 @@ function onVmEvent(change) {
 
 async function main() {
   ui.name.textContent = vmId || t("console.title");
+  if (isPopout) ui.body.classList.add("popout", "thin-bar");
   wireToolbar();
   wireFocusHint();
   // One read now, then the VM's changes as they happen (GET /api/events; polled only while it is down).

@@ -1,0 +1,38 @@
+// Fullscreen for the console page. The whole page goes fullscreen (not the screen alone), so the thin
+// toolbar stays above the VM's screen and its menus and dialogs keep working; `body.thin-bar` (see
+// limen.css) shrinks the bar to one row: send keys, paste, clipboard and "Exit fullscreen". The browser's
+// own way out (Esc) and the console's keyboard way out (Ctrl+Alt+Shift to the toolbar) keep working.
+
+import { t } from "./i18n.js";
+
+/** Whether the page shows fullscreen now. */
+export function isFullscreen(doc = document) {
+  return Boolean(doc.fullscreenElement);
+}
+
+/**
+ * Wires the fullscreen button. `onError(message)` hears why the browser refused; `onChange(on)` hears
+ * every change, whoever made it (the button, Esc, the browser's own controls).
+ */
+export function wireFullscreen({ button, body, onError = () => {}, onChange = () => {} }) {
+  const doc = body.ownerDocument;
+  const show = () => {
+    const on = isFullscreen(doc);
+    body.classList.toggle("thin-bar", on || body.classList.contains("popout"));
+    body.dataset.fullscreen = on ? "on" : "off";
+    button.setAttribute("aria-pressed", String(on));
+    button.textContent = on ? t("console.fullscreen_exit") : t("console.fullscreen");
+    button.title = on ? t("console.fullscreen_exit_title") : t("console.fullscreen_title");
+    onChange(on);
+  };
+  button.addEventListener("click", async () => {
+    try {
+      if (isFullscreen(doc)) await doc.exitFullscreen();
+      else await doc.documentElement.requestFullscreen({ navigationUI: "hide" });
+    } catch (exc) {
+      onError(t("console.fullscreen_unavailable", { reason: exc && exc.message ? exc.message : exc }));
+    }
+  });
+  doc.addEventListener("fullscreenchange", show);
+  show();
+}

@@ -1,0 +1,130 @@
+"""The command line's VM actions land in the audit trail (``vm_actions``) as the API's do, with the command
+line as the actor; no user may take the actor's name."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+from typer.testing import CliRunner
+
+from limen.audit import AuditLog
+from limen.auth.passwords import Passwords
+from limen.auth.users import Users
+from limen.cli import app
+from limen.clock import system_clock
+from limen.db import Database
+from limen.errors import ValidationFailed
+from tests.conftest import ISO_DIR, TEST_DRIVER_URI
+
+
+@pytest.fixture
+def held_test_driver() -> Iterator[None]:
+    """Each CLI run opens its own connection; one held open keeps the test driver's state between them."""
+    conn = libvirt.open(TEST_DRIVER_URI)
+    yield
+    conn.close()
+
+
+def run(tmp_path: Path, *args: str) -> tuple[int, str]:
+    options = ["--libvirt-uri", TEST_DRIVER_URI, "--data-dir", str(tmp_path / "data"), "--iso-dir", str(ISO_DIR)]
+    result = CliRunner().invoke(app, [*options, *args], env={"LIMEN_STORAGE_POOL_DIR": str(tmp_path / "pool")})
+    return result.exit_code, result.stderr
+
+
+def actions(tmp_path: Path) -> list[tuple[str, str, str, str, str]]:
+    db = Database(f"sqlite:///{tmp_path / 'data' / 'limen.db'}")
+    try:
+        rows = asyncio.run(AuditLog(db, system_clock).vm_actions())
+    finally:
+        db.close()
+    return [(row.user, row.action, row.vm_name, row.result_code, row.details) for row in reversed(rows)]
+
+
+@pytest.mark.usefixtures("held_test_driver")
+def test_vm_commands_are_audited_with_the_command_line_as_the_actor(tmp_path: Path) -> None:
+    name = f"cli-audit-{uuid.uuid4().hex[:8]}"
+    actor = f"cli:{getpass.getuser()}"
+    assert run(tmp_path, "vm", "create", name, "--memory", "64")[0] == 0
+    assert run(tmp_path, "vm", "start", name)[0] == 0
+    code, err = run(tmp_path, "vm", "start", name)
+    assert code == 1 and "VM_ALREADY_RUNNING" in err
+    assert run(tmp_path, "vm", "set", name, "--vcpus", "2")[0] == 0
+    assert run(tmp_path, "vm", "reboot", name)[0] == 0
+    assert run(tmp_path, "vm", "stop", name, "--force")[0] == 0
+    assert run(tmp_path, "vm", "delete", name)[0] == 0
+    assert run(tmp_path, "vm", "stop", "no-such-vm-here")[0] == 1
+
+    assert actions(tmp_path) == [
+        (actor, "create", name, "OK", ""),
+        (actor, "start", name, "OK", ""),
+        (actor, "start", name, "VM_ALREADY_RUNNING", ""),
+        (actor, "edit", name, "OK", "vcpus 1 → 2 (pending restart)"),
+        (actor, "reboot", name, "OK", ""),
+        (actor, "stop", name, "OK", "forced"),
+        (actor, "delete", name, "OK", "disks kept"),
+        (actor, "stop", "no-such-vm-here", "VM_NOT_FOUND", ""),
+    ]
+
+
+@pytest.mark.parametrize("name", ["cli:root", "CLI:someone", "cli:"])
+def test_no_user_may_be_named_as_the_command_line(tmp_path: Path, name: str) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'limen.db'}")
+    try:
+        db.migrate()
+        with pytest.raises(ValidationFailed):
+            Users(db, Passwords(), system_clock).create_sync(name, "a long enough password")
+        assert Users(db, Passwords(), system_clock).create_sync("cli", "a long enough password").name == "cli"
+    finally:
+        db.close()
+
+
+@pytest.mark.usefixtures("held_test_driver")
+def test_user_delete_on_the_command_line_leaves_their_vms_with_no_owner(tmp_path: Path) -> None:
+    name = f"cli-owned-{uuid.uuid4().hex[:8]}"
+    db = Database(f"sqlite:///{tmp_path / 'data' / 'limen.db'}")
+    try:
+        db.migrate()
+        Users(db, Passwords(), system_clock).create_sync("Bøb", "a long enough password")
+    finally:
+        db.close()
+    assert run(tmp_path, "vm", "create", name, "--memory", "64", "--owner", "bøb")[0] == 0
+    code, err = run(tmp_path, "user", "delete", "BØB")
+    assert code == 0, err
+    assert f"VM {name!r} has no owner now" in err
+    result = CliRunner().invoke(app, ["--libvirt-uri", TEST_DRIVER_URI, "--data-dir", str(tmp_path / "data"),
+                                      "--json", "vm", "show", name])
+    assert json.loads(result.stdout)["owner"] is None
+    assert actions(tmp_path)[-1] == (f"cli:{getpass.getuser()}", "set_owner", name, "OK", "no owner (Bøb deleted)")
+    assert run(tmp_path, "vm", "delete", name)[0] == 0
+
+
+@pytest.mark.usefixtures("held_test_driver")
+def test_snapshot_commands_are_audited(tmp_path: Path) -> None:
+    name = f"cli-snap-{uuid.uuid4().hex[:8]}"
+    actor = f"cli:{getpass.getuser()}"
+    assert run(tmp_path, "vm", "create", name, "--memory", "64")[0] == 0
+    try:
+        steps = [("create", name, "s1"), ("revert", name, "s1"), ("delete", name, "s1")]
+        # Each command's own outcome (the test driver may refuse snapshots of this VM): OK or the [CODE] printed.
+        results = []
+        for step in steps:
+            code, err = run(tmp_path, "vm", "snapshot", *step)
+            printed = re.search(r"\[([A-Z_]+)\]", err)
+            results.append("OK" if code == 0 else printed.group(1) if printed else f"exit {code}")
+    finally:
+        assert run(tmp_path, "vm", "delete", name)[0] == 0
+    audited = [row for row in actions(tmp_path) if row[1] not in ("create", "delete")]
+    assert audited == [
+        (actor, "snapshot", name, results[0], "s1"),
+        (actor, "revert", name, results[1], "s1"),
+        (actor, "snapshot-delete", name, results[2], "s1"),
+    ]
+    assert "exit" not in " ".join(results), results
