@@ -34,7 +34,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("console", frozenset({"console"})),
     ("api/web", frozenset({"api", "web"})),
     ("cli", frozenset({
-        "api.app", "cli", "cli_audit", "cli_hosts", "cli_isos", "cli_output", "cli_snapshots", "cli_users", "doctor", "server",
+        "api.app", "cli", "cli_audit", "cli_hosts", "cli_isos", "cli_output", "cli_snapshots", "cli_users",
+        "doctor", "server",
     })),
 )
 LAYER_OF = {unit: rank for rank, (_, units) in enumerate(LAYERS) for unit in units}
