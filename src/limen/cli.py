@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from limen import __version__
 from limen.api.schemas import MediaOut, VmOut
 from limen.auth.revocation import Revocation
 from limen.auth.revocation_bus import publish_from_command_line
@@ -57,6 +58,12 @@ class CliState:
         return self._settings
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"limen {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     ctx: typer.Context,
@@ -66,6 +73,8 @@ def main_options(
     data_dir: Annotated[Path | None, typer.Option(help="Data directory [LIMEN_DATA_DIR]")] = None,
     log_dir: Annotated[Path | None, typer.Option(help="Log directory [LIMEN_LOG_DIR]")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print limen's version and exit")] = False,
 ) -> None:
     ctx.obj = CliState(
         config,

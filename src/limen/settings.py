@@ -48,12 +48,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_max_bytes: int = Field(10 * 2**20, ge=4096, description="Size at which limen.log is rotated")
     log_backups: int = Field(5, ge=0, le=100, description="Rotated log files kept")
-    # noVNC's package (core/, vendor/); None: the repository's web/node_modules/@novnc/novnc.
+    # noVNC's package (core/, vendor/); None: the copy bundled in limen's package (limen.web.npm_assets).
     novnc_dir: Path | None = None
-    # Swagger UI's package (swagger-ui-bundle.js, swagger-ui.css) for /api/docs; None: the repository's
-    # web/node_modules/swagger-ui-dist.
+    # Swagger UI's package (swagger-ui-bundle.js, swagger-ui.css) for /api/docs; None: the bundled copy.
     swagger_ui_dir: Path | None = None
-    # uPlot's dist/ (the charts of the VM details page); None: the repository's web/node_modules/uplot/dist.
+    # uPlot's dist/ (the charts of the VM details page); None: the bundled copy.
     uplot_dir: Path | None = None
     # With a token, /metrics wants "Authorization: Bearer <token>"; without one it answers loopback only.
     metrics_token: SecretStr | None = None
