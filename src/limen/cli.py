@@ -167,16 +167,19 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Listen address [LIMEN_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port [LIMEN_PORT]")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate: serve HTTPS [LIMEN_TLS_CERT]")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert [LIMEN_TLS_KEY]")] = None,
 ) -> None:
     """Serve the web UI, the REST API and the console WebSocket."""
     from limen.api.app import create_app
     from limen.logs import configure_logging
     from limen.server import serve as run_server
 
-    settings = _state(ctx).settings(host=host, port=port)
+    settings = _state(ctx).settings(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key)
     log_file = configure_logging(settings)
     _private_data_dir(settings)
-    typer.echo(f"limen serving on http://{settings.host}:{settings.port}/ (libvirt {settings.libvirt_uri}"
+    scheme = "https" if settings.tls else "http"
+    typer.echo(f"limen serving on {scheme}://{settings.host}:{settings.port}/ (libvirt {settings.libvirt_uri}"
                f"{', log ' + str(log_file) if log_file else ''}); Ctrl-C stops it", err=True)
     run_server(create_app(settings), settings)
 
