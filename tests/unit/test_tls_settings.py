@@ -28,14 +28,14 @@ def pem_files(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_cert_without_key_is_refused_naming_the_key(pem_files: tuple[Path, Path]) -> None:
-    with pytest.raises(SettingsError, match="LIMEN_TLS_KEY .*give both or neither"):
+    with pytest.raises(SettingsError, match=r"LIMEN_TLS_KEY .*give both or neither"):
         load_settings(None, tls_cert=pem_files[0])
-    with pytest.raises(SettingsError, match="LIMEN_TLS_KEY .*give both or neither"):
+    with pytest.raises(SettingsError, match=r"LIMEN_TLS_KEY .*give both or neither"):
         load_settings(None, tls_key=pem_files[1])
 
 
 def test_a_missing_certificate_file_is_named(tmp_path: Path, pem_files: tuple[Path, Path]) -> None:
-    with pytest.raises(SettingsError, match="LIMEN_TLS_CERT .*not a readable certificate"):
+    with pytest.raises(SettingsError, match=r"LIMEN_TLS_CERT .*not a readable certificate"):
         load_settings(None, tls_cert=tmp_path / "nope.pem", tls_key=pem_files[1])
 
 
