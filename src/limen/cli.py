@@ -21,6 +21,7 @@ from limen import __version__
 from limen.api.schemas import MediaOut, VmOut
 from limen.auth.revocation import Revocation
 from limen.auth.revocation_bus import publish_from_command_line
+from limen.cli_backup import backup_command, restore_command
 from limen.cli_isos import iso_app
 from limen.cli_snapshots import snapshot_app
 from limen.cli_users import run_directory, token_app, user_app
@@ -39,6 +40,8 @@ vm_app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(iso_app, name="iso")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
+app.command("backup")(backup_command)
+app.command("restore")(restore_command)
 
 
 class CliState:
