@@ -15,12 +15,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "scripts"))
 import bundle_web_assets
 
 
-def _bundle() -> None:
+def _bundle(*, required: bool = True) -> None:
     try:
         if bundle_web_assets.NODE_MODULES.is_dir():
             for note in bundle_web_assets.bundle():
                 print(f"bundled {note}")
-        else:
+        elif required:
             bundle_web_assets.check()
     except bundle_web_assets.MissingLibrary as exc:
         raise SystemExit(f"limen build: {exc}") from None
@@ -28,7 +28,9 @@ def _bundle() -> None:
 
 class BuildPyWithWebAssets(build_py):
     def run(self) -> None:
-        _bundle()
+        # An editable install (make venv, before make web on a fresh machine) serves the checkout's
+        # src/limen/web/npm, which `make web` fills: it need not be there yet.
+        _bundle(required=not self.editable_mode)
         super().run()
 
 
