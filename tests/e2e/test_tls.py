@@ -4,6 +4,8 @@ in and opens a console over wss://."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import signal
 import ssl
@@ -22,7 +24,7 @@ from tests.e2e.helpers import COUNT_DRAWN_PIXELS, DESKTOP, limen_env, save_scree
 from tests.support.access import TEST_ADMIN, TEST_ADMIN_PASSWORD, provision_admin_token
 from tests.support.libvirt_cleanup import remove_domain
 from tests.support.net import free_port
-from tests.support.server import LimenProcess
+from tests.support.server import LIMEN_BIN, LimenProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -246,3 +248,25 @@ def test_chromium_through_nginx_signs_in_and_opens_a_console(
     vm_id = create_vm(public, limen.auth_headers, vm_name(), certificate[0])
     page = sign_in(https_page(), public)
     open_console_over_wss(page, public, vm_id, "nginx-console")
+
+
+def test_doctor_checks_a_tls_server_and_its_console_over_wss(
+    tls_server: LimenProcess, certificate: tuple[Path, Path], vm_name: Callable[[], str], tmp_path: Path
+) -> None:
+    cert, key = certificate
+    name = vm_name()
+    create_vm(tls_server.base_url, tls_server.auth_headers, name, cert)
+    with httpx.Client(base_url=tls_server.base_url, headers=tls_server.auth_headers, verify=trusting(cert),
+                      timeout=60) as admin:
+        assert admin.post(f"/api/vms/{name}/start").status_code == 200
+    token = tls_server.auth_headers["Authorization"].removeprefix("Bearer ")
+    env = {**limen_env(tmp_path), "LIMEN_TLS_CERT": str(cert), "LIMEN_TLS_KEY": str(key),
+           "LIMEN_PORT": str(tls_server.port), "LIMEN_TOKEN": token}
+    done = subprocess.run([str(LIMEN_BIN), "--json", "doctor", name], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=120)
+    checks = {check["name"]: check for check in json.loads(done.stdout)["checks"]}
+    assert checks["console WebSocket"]["outcome"] == "pass", checks["console WebSocket"]
+    host = subprocess.run([str(LIMEN_BIN), "--json", "doctor"], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=120)
+    listen = {check["name"]: check for check in json.loads(host.stdout)["checks"]}["listen port"]
+    assert listen["outcome"] == "pass" and "limen already serves" in listen["detail"], listen
