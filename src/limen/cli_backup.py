@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -130,11 +131,20 @@ def _report(as_json: bool, manifest: Manifest, line: str, **more: Any) -> None:
         typer.echo(line)
 
 
+def _check_settings_target(backup: Backup, target: Path) -> None:
+    if backup.config is None:
+        raise BackupError("the backup holds no settings file (it was made without --config)")
+    if target.exists():
+        raise BackupError(f"{target} exists; --settings-to writes a new file only")
+
+
 def restore_command(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Backup file made by `limen backup`")],
     vms: Annotated[bool, typer.Option("--vms", help="Also define the backup's VMs libvirt lacks")] = False,
     vm: Annotated[list[str] | None, typer.Option("--vm", help="With --vms: only this VM (repeatable)")] = None,
+    settings_to: Annotated[Path | None, typer.Option(
+        "--settings-to", help="Write the backup's settings file here (a new file; never over an existing one)")] = None,
 ) -> None:
     """Put FILE's database in place (limen must be stopped) and migrate it to this version's schema."""
     state = _state(ctx)
@@ -143,7 +153,13 @@ def restore_command(
         try:
             with _working(f"restoring {file}", state.as_json):
                 backup = open_backup(file, Path(work))
+                if settings_to is not None:
+                    _check_settings_target(backup, settings_to)
                 kept = restore_database(settings, backup)
+                if settings_to is not None and backup.config is not None:
+                    fd = os.open(settings_to, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    with os.fdopen(fd, "wb") as target:
+                        target.write(backup.config)
                 defined = asyncio.run(_define_missing(settings, backup, vm)) if vms else []
         except BackupError as exc:
             raise _fail(str(exc)) from None
@@ -152,9 +168,11 @@ def restore_command(
     lines = [f"restored {file} (schema {backup.manifest.schema_revision}, made {backup.manifest.created_at})"]
     if kept is not None:
         lines.append(f"the database it replaced is kept at {kept}")
-    if backup.config is not None:
-        lines.append(f"the backup holds the settings file {backup.manifest.config_file}; it was not written "
-                     f"(`limen restore` never overwrites settings)")
+    if backup.config is not None and settings_to is not None:
+        lines.append(f"the settings file {backup.manifest.config_file} of the backup is written to {settings_to}")
+    elif backup.config is not None:
+        lines.append(f"the backup holds the settings file {backup.manifest.config_file}; --settings-to FILE "
+                     "writes it (the current one is never overwritten)")
     if vms:
         lines.append(f"defined VMs: {', '.join(defined) or 'none missing'}")
     _report(state.as_json, backup.manifest, "\n".join(lines), kept=str(kept) if kept else None, defined=defined)
