@@ -23,6 +23,7 @@ from limen.auth.revocation import Revocation
 from limen.auth.revocation_bus import publish_from_command_line
 from limen.cli_backup import backup_command, restore_command
 from limen.cli_isos import iso_app
+from limen.cli_progress import working
 from limen.cli_snapshots import snapshot_app
 from limen.cli_users import run_directory, token_app, user_app
 from limen.errors import LimenError
@@ -220,7 +221,10 @@ def vm_create(
         owner = run_directory(state.settings(), lambda directory: directory.users.get_sync(typed)).name
     spec = VmSpec(name=name, vcpus=vcpus, memory_mib=memory, disk_gib=disk, iso=iso, boot_order=tuple(boot or ()),
                   owner=owner)
-    _print_vm(state, VmOut.of(_run(state.settings(), lambda hv: hv.create_vm(spec))))
+    label = f"creating {name}" + (f" with a {disk} GiB disk" if disk else "")
+    with working(label, as_json=state.as_json):
+        created = _run(state.settings(), lambda hv: hv.create_vm(spec))
+    _print_vm(state, VmOut.of(created))
 
 
 @vm_app.command("start")
@@ -352,7 +356,8 @@ def vm_resize_disk(
     """Grow a disk (never shrink), running or stopped."""
     state = _state(ctx)
     size_bytes = parse_size(size)
-    resized = _run(state.settings(), lambda hv: editing.resize_disk(hv, vm_id, target, size_bytes))
+    with working(f"resizing {vm_id} {target} to {size_bytes} bytes", as_json=state.as_json):
+        resized = _run(state.settings(), lambda hv: editing.resize_disk(hv, vm_id, target, size_bytes))
     if not state.as_json:
         typer.echo(f"{resized.target}: {resized.old_bytes} → {resized.new_bytes} bytes\n", err=True)
     _print_vm(state, VmOut.of(resized.vm))

@@ -4,18 +4,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 import libvirt
 import typer
-from rich.console import Console
 
 from limen.backup import (
     Backup,
@@ -27,6 +23,7 @@ from limen.backup import (
     sqlite_file,
     write_backup,
 )
+from limen.cli_progress import working
 from limen.errors import LimenError
 from limen.hypervisor import Hypervisor
 from limen.settings import Settings
@@ -47,19 +44,6 @@ def _state(ctx: typer.Context) -> _CliState:
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"limen: {message}", err=True)
     return typer.Exit(1)
-
-
-@contextlib.contextmanager
-def _working(what: str, as_json: bool) -> Iterator[None]:
-    """A spinner on a terminal; one plain line otherwise (nothing with --json, whose output is the result)."""
-    if as_json:
-        yield
-    elif sys.stderr.isatty():
-        with Console(stderr=True).status(what):
-            yield
-    else:
-        typer.echo(what, err=True)
-        yield
 
 
 async def _vm_xml(settings: Settings) -> dict[VmRecord, str]:
@@ -114,7 +98,7 @@ def backup_command(
     state = _state(ctx)
     settings = state.settings()
     try:
-        with _working(f"backing up {sqlite_file(settings)} to {file}", state.as_json):
+        with working(f"backing up {sqlite_file(settings)} to {file}", as_json=state.as_json):
             vm_xml = asyncio.run(_vm_xml(settings)) if vms else {}
             manifest = write_backup(settings, file, config_file=state.config, vm_xml=vm_xml)
     except BackupError as exc:
@@ -151,7 +135,7 @@ def restore_command(
     settings = state.settings()
     with tempfile.TemporaryDirectory(prefix="limen-restore-") as work:
         try:
-            with _working(f"restoring {file}", state.as_json):
+            with working(f"restoring {file}", as_json=state.as_json):
                 backup = open_backup(file, Path(work))
                 if settings_to is not None:
                     _check_settings_target(backup, settings_to)

@@ -62,5 +62,5 @@ def test_a_newer_schema_and_a_non_backup_are_refused(tmp_path: Path) -> None:
     with pytest.raises(BackupError, match=r"'0042_future'.*newer"):
         check_restorable(open_backup(file, work))
     (tmp_path / "junk").write_bytes(b"\x00" * 1000)
-    with pytest.raises(BackupError, match="not a (readable )?limen backup"):
+    with pytest.raises(BackupError, match=r"not a (readable )?limen backup"):
         open_backup(tmp_path / "junk", work)
