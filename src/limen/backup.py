@@ -18,7 +18,7 @@ import sqlite3
 import tarfile
 import tempfile
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from alembic.script import ScriptDirectory
@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from limen import __version__
 from limen.db.database import MIGRATIONS_DIR, SQLITE_COMPANIONS, Database
 from limen.db.models import LimenInstance
+from limen.instances import InstanceInfo, process_gone, this_process, why_gone
 from limen.settings import Settings
 
 BACKUP_FORMAT = 1
@@ -213,22 +214,27 @@ def check_restorable(backup: Backup) -> None:
 
 
 def serving_instances(settings: Settings) -> list[str]:
-    """``host pid`` of each limen instance whose heartbeat says it serves this database now."""
+    """``host pid`` of each limen instance that may be serving this database now, judged as limen's own crash
+    recovery judges them (stopped, its process ended on this host, or silent for three heartbeats: gone).
+    A restored database holds the rows of the instance that served when the backup was made: they are gone."""
     if not sqlite_file(settings).is_file():
         return []
     db = Database(settings.db_url)
-    try:
-        fresh = datetime.now(UTC) - timedelta(seconds=3 * settings.instance_heartbeat)
+    here = this_process()
+    now = datetime.now(UTC)
 
-        def live(session: Session) -> list[str]:
-            rows = session.execute(
-                select(LimenInstance).where(LimenInstance.stopped_at.is_(None),
-                                            LimenInstance.heartbeat_at > fresh)).scalars()
-            return [f"{row.hostname} pid {row.pid}" for row in rows]
-        try:
-            return db.run_sync(live)
-        except Exception:  # an old schema without instances (or none at all): nothing says one serves it
-            return []
+    def live(session: Session) -> list[str]:
+        rows = session.execute(select(LimenInstance).where(LimenInstance.stopped_at.is_(None))).scalars()
+        return [
+            f"{row.hostname} pid {row.pid}" for row in rows
+            if why_gone(InstanceInfo.of(row), now=now, heartbeat_interval=settings.instance_heartbeat,
+                        is_process_gone=lambda key: process_gone(key, here)) is None
+        ]
+
+    try:
+        return db.run_sync(live)
+    except Exception:  # an old schema without instances (or none at all): nothing says one serves it
+        return []
     finally:
         db.close()
 
