@@ -9,7 +9,7 @@ PORT ?= 8080
 export LIMEN_ISO_DIR ?= /var/lib/limen/isos
 PYTEST_ARGS ?=
 
-.PHONY: install host venv web run demo-vm test test-unit lint bench bench-stats bench-smoke clean
+.PHONY: install host venv web dist run demo-vm test test-unit lint bench bench-stats bench-smoke clean
 
 install: host venv web
 
@@ -24,12 +24,22 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	@$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	@touch $@
 
+# npm ci when the lock changed, then the libraries of web/assets.toml are copied into the package
+# (src/limen/web/npm): limen serves them from there, in the checkout as from an installed wheel.
 web:
 	@if [ -f web/package-lock.json ]; then \
 	  if [ ! -d web/node_modules ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then \
 	    (cd web && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error); \
 	  fi; \
 	fi
+	@$(PYTHON) scripts/bundle_web_assets.py >/dev/null
+
+# dist/limen-<version>.tar.gz and dist/limen-<version>-py3-none-any.whl: the whole product (web UI, noVNC,
+# Swagger UI, uPlot, migrations); `pip install dist/limen-*.whl` on a host needs nothing else of the checkout.
+dist: venv web
+	@rm -rf dist
+	@$(BIN)/python -m build --outdir dist . >/dev/null
+	@ls dist
 
 demo-vm: install
 	@$(LIMEN) vm show demo >/dev/null 2>&1 || $(LIMEN) vm create demo --vcpus 1 --memory 128 --iso limen-grub-demo.iso >/dev/null

@@ -12,6 +12,7 @@ APT_PACKAGES=(
   fonts-noto-cjk  # Korean in the UI: screenshots and headless Chromium need a CJK font
   redis-server
   postgresql
+  nginx-light
 )
 
 log() { printf '[setup] %s\n' "$*"; }

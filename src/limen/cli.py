@@ -17,15 +17,18 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from limen import __version__
 from limen.action_details import delete_details, edit_details, media_details, power_details
 from limen.api.schemas import MediaOut, VmOut
 from limen.audit import ActionTarget
 from limen.auth.revocation import Revocation
 from limen.auth.revocation_bus import publish_from_command_line
 from limen.cli_audit import run_audited
+from limen.cli_backup import backup_command, restore_command
 from limen.cli_hosts import host_app
 from limen.cli_isos import iso_app
 from limen.cli_output import error_text, say, table
+from limen.cli_progress import working
 from limen.cli_snapshots import snapshot_app
 from limen.cli_users import run_directory, token_app, user_app
 from limen.errors import LimenError
@@ -45,6 +48,8 @@ app.add_typer(iso_app, name="iso")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(host_app, name="host")
+app.command("backup")(backup_command)
+app.command("restore")(restore_command)
 
 
 class CliState:
@@ -64,6 +69,12 @@ class CliState:
         return self._settings
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"limen {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     ctx: typer.Context,
@@ -73,6 +84,8 @@ def main_options(
     data_dir: Annotated[Path | None, typer.Option(help="Data directory [LIMEN_DATA_DIR]")] = None,
     log_dir: Annotated[Path | None, typer.Option(help="Log directory [LIMEN_LOG_DIR]")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print limen's version and exit")] = False,
 ) -> None:
     ctx.obj = CliState(
         config,
@@ -174,16 +187,19 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Listen address [LIMEN_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port [LIMEN_PORT]")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate: serve HTTPS [LIMEN_TLS_CERT]")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert [LIMEN_TLS_KEY]")] = None,
 ) -> None:
     """Serve the web UI, the REST API and the console WebSocket."""
     from limen.api.app import create_app
     from limen.logs import configure_logging
     from limen.server import serve as run_server
 
-    settings = _state(ctx).settings(host=host, port=port)
+    settings = _state(ctx).settings(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key)
     log_file = configure_logging(settings)
     _private_data_dir(settings)
-    typer.echo(say("cli.serving", url=f"http://{settings.host}:{settings.port}/", uri=settings.libvirt_uri,
+    scheme = "https" if settings.tls else "http"
+    typer.echo(say("cli.serving", url=f"{scheme}://{settings.host}:{settings.port}/", uri=settings.libvirt_uri,
                    log=say("cli.serving_log", path=log_file) if log_file else ""), err=True)
     run_server(create_app(settings), settings)
 
@@ -224,7 +240,10 @@ def vm_create(
     async def create(hv: Hypervisor, target: ActionTarget) -> Vm:
         return _named(target, await hv.create_vm(spec))
 
-    _print_vm(state, VmOut.of(_audited(state.settings(), "create", name, create)))
+    label = f"creating {name}" + (f" with a {disk} GiB disk" if disk else "")
+    with working(label, as_json=state.as_json):
+        created = _audited(state.settings(), "create", name, create)
+    _print_vm(state, VmOut.of(created))
 
 
 @vm_app.command("start")
@@ -389,7 +408,8 @@ def vm_resize_disk(
         row.details = f"{done.target} {done.old_bytes} → {done.new_bytes} bytes"
         return done
 
-    resized = _audited(state.settings(), "resize-disk", vm_id, resize)
+    with working(f"resizing {vm_id} {target} to {size_bytes} bytes", as_json=state.as_json):
+        resized = _audited(state.settings(), "resize-disk", vm_id, resize)
     if not state.as_json:
         typer.echo(f"{resized.target}: {resized.old_bytes} → {resized.new_bytes} bytes\n", err=True)
     _print_vm(state, VmOut.of(resized.vm))

@@ -17,10 +17,12 @@ appear in the check's output.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import socket
+import ssl
 import struct
 import time
 import urllib.error
@@ -210,14 +212,25 @@ async def check_rfb(ctx: Context) -> str:
 TOKEN_FIX = "pass an API token: --token or LIMEN_TOKEN (make one with `limen token create doctor --user ADMIN`)"
 
 
-def _request_ticket(server_url: str, vm_uuid: str, token: str, timeout: float) -> str:
+def client_tls(settings: Settings) -> ssl.SSLContext:
+    """What the doctor trusts when it talks to limen over HTTPS/WSS: the system's CAs and limen's own
+    certificate (self-signed ones included)."""
+    context = ssl.create_default_context()
+    if settings.tls_cert is not None:
+        with contextlib.suppress(OSError, ssl.SSLError):
+            context.load_verify_locations(cafile=str(settings.tls_cert))
+    return context
+
+
+def _request_ticket(server_url: str, vm_uuid: str, token: str, timeout: float,
+                    tls: ssl.SSLContext | None = None) -> str:
     """``POST /api/vms/{uuid}/console-ticket`` with the token; the ticket. CheckFailed on refusal."""
     request = urllib.request.Request(
         f"{server_url.rstrip('/')}/api/vms/{vm_uuid}/console-ticket", method="POST", data=b"",
         headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=tls) as response:
             ticket: str = json.loads(response.read())["ticket"]
             return ticket
     except urllib.error.HTTPError as exc:
@@ -243,11 +256,13 @@ async def check_console_websocket(ctx: Context) -> str:
     how = "anonymously (no --token)"
     target = url
     if ctx.token:
-        ticket = await asyncio.to_thread(_request_ticket, ctx.server_url, ctx.vm.uuid, ctx.token, 5.0)
+        ticket = await asyncio.to_thread(_request_ticket, ctx.server_url, ctx.vm.uuid, ctx.token, 5.0,
+                                         client_tls(ctx.settings))
         target, how = f"{url}?ticket={ticket}", "with a console ticket"
     try:
         async with asyncio.timeout(bound):
-            async with websockets.connect(target, open_timeout=5, close_timeout=1, max_size=None) as ws:
+            tls: dict[str, Any] = {"ssl": client_tls(ctx.settings)} if target.startswith("wss:") else {}
+            async with websockets.connect(target, open_timeout=5, close_timeout=1, max_size=None, **tls) as ws:
                 async for frame in ws:
                     if isinstance(frame, bytes):
                         raise CheckFailed("binary data before the last status frame", "upgrade limen")
@@ -332,12 +347,16 @@ async def check_listen_port(ctx: Context) -> str:
         return f"{host}:{port} is free for `limen serve`"
     try:
         async with asyncio.timeout(2):
-            reader, writer = await asyncio.open_connection(host, port)
+            # Is it limen? Its own certificate need not be checked for that (it is not sent anything secret).
+            unchecked = ssl.create_default_context() if ctx.settings.tls else None
+            if unchecked is not None:
+                unchecked.check_hostname, unchecked.verify_mode = False, ssl.CERT_NONE
+            reader, writer = await asyncio.open_connection(host, port, ssl=unchecked)
             writer.write(f"GET /healthz HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
             await writer.drain()
             answer = await reader.read(4096)
             writer.close()
-    except (OSError, TimeoutError):
+    except (OSError, TimeoutError, ssl.SSLError):
         answer = b""
     if b'"status":"ok"' in answer:
         return f"limen already serves on {host}:{port}"
@@ -485,4 +504,5 @@ def render_json(results: list[CheckResult]) -> str:
 
 def default_server_url(settings: Settings) -> str:
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    return os.environ.get("LIMEN_SERVER_URL", f"http://{host}:{settings.port}")
+    scheme = "https" if settings.tls else "http"
+    return os.environ.get("LIMEN_SERVER_URL", f"{scheme}://{host}:{settings.port}")

@@ -61,6 +61,9 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicor
         # limen reads X-Forwarded-* itself, from LIMEN_TRUSTED_PROXIES only (limen.auth.http).
         "proxy_headers": False,
     }
+    if settings.tls:  # HTTPS and WSS on the one port; a plain-HTTP client there fails its TLS handshake
+        options["ssl_certfile"] = str(settings.tls_cert)
+        options["ssl_keyfile"] = str(settings.tls_key)
     options.update(overrides)
     return uvicorn.Config(app, **options)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -48,12 +48,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_max_bytes: int = Field(10 * 2**20, ge=4096, description="Size at which limen.log is rotated")
     log_backups: int = Field(5, ge=0, le=100, description="Rotated log files kept")
-    # noVNC's package (core/, vendor/); None: the repository's web/node_modules/@novnc/novnc.
+    # noVNC's package (core/, vendor/); None: the copy bundled in limen's package (limen.web.npm_assets).
     novnc_dir: Path | None = None
-    # Swagger UI's package (swagger-ui-bundle.js, swagger-ui.css) for /api/docs; None: the repository's
-    # web/node_modules/swagger-ui-dist.
+    # Swagger UI's package (swagger-ui-bundle.js, swagger-ui.css) for /api/docs; None: the bundled copy.
     swagger_ui_dir: Path | None = None
-    # uPlot's dist/ (the charts of the VM details page); None: the repository's web/node_modules/uplot/dist.
+    # uPlot's dist/ (the charts of the VM details page); None: the bundled copy.
     uplot_dir: Path | None = None
     # With a token, /metrics wants "Authorization: Bearer <token>"; without one it answers loopback only.
     metrics_token: SecretStr | None = None
@@ -145,12 +144,40 @@ class Settings(BaseSettings):
     # auto: the session cookie is Secure when the request came over HTTPS (directly or via a trusted proxy).
     cookie_secure: Literal["auto", "always", "never"] = "auto"
 
+    # -- TLS -----------------------------------------------------------------------------------------
+    # PEM certificate (chain) and private key: with both, limen serves HTTPS and WSS itself on its port
+    # (plain HTTP there is refused) and sends HSTS. Neither: plain HTTP (loopback, or behind a proxy).
+    tls_cert: Path | None = None
+    tls_key: Path | None = Field(None, validate_default=True)
+
     @field_validator("host", "vnc_listen", "libvirt_uri")
     @classmethod
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be empty")
         return value
+
+    @field_validator("tls_cert")
+    @classmethod
+    def _tls_cert(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{str(value)!r} is not a readable certificate file")
+        return value
+
+    @field_validator("tls_key")
+    @classmethod
+    def _tls_key(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{str(value)!r} is not a readable key file")
+        has_cert = info.data.get("tls_cert") is not None
+        if (value is None) == has_cert and "tls_cert" in info.data:
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        return value
+
+    @property
+    def tls(self) -> bool:
+        """limen itself terminates TLS (tls_cert and tls_key are set)."""
+        return self.tls_cert is not None and self.tls_key is not None
 
     @field_validator("stats_interval")
     @classmethod

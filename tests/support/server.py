@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -18,11 +18,17 @@ LIMEN_BIN = Path(sys.executable).parent / "limen"
 
 
 class LimenProcess:
-    def __init__(self, env: Mapping[str, str], log_path: Path, *, listen: str = "127.0.0.1") -> None:
+    def __init__(self, env: Mapping[str, str], log_path: Path, *, listen: str = "127.0.0.1",
+                 command: Sequence[str] = (str(LIMEN_BIN),), cwd: Path | None = None, scheme: str = "http",
+                 serve_args: Sequence[str] = ()) -> None:
         self.listen = listen  # --host; the tests connect over loopback whatever it is
         self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}"
+        self.base_url = f"{scheme}://127.0.0.1:{self.port}"
+        self.ws_url = f"{'wss' if scheme == 'https' else 'ws'}://127.0.0.1:{self.port}"
+        # How limen is started (another installation's `limen`, or a wrapper around it) and from where.
+        self.command = tuple(command)
+        self.cwd = cwd
+        self.serve_args = tuple(serve_args)
         self.log_path = log_path
         self._env = {**os.environ, **env}
         self._proc: subprocess.Popen[bytes] | None = None
@@ -32,15 +38,15 @@ class LimenProcess:
     def start(self, *, timeout: float = 20.0) -> LimenProcess:
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
-                [str(LIMEN_BIN), "serve", "--host", self.listen, "--port", str(self.port)],
-                env=self._env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                [*self.command, "serve", "--host", self.listen, "--port", str(self.port), *self.serve_args],
+                env=self._env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.cwd,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"limen serve exited with {self._proc.returncode}: {self.output()}")
             try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.base_url}/healthz", timeout=1, verify=False).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+import limen
 from limen.settings import Settings
 from tests.conftest import DEMO_ISO, app_client, settings_in
 
@@ -37,7 +38,7 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
 
 
 async def test_healthz_and_openapi(client: httpx.AsyncClient) -> None:
-    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    assert (await client.get("/healthz")).json() == {"status": "ok", "version": limen.__version__}
     spec = (await client.get("/api/openapi.json")).json()
     assert "/api/vms/{vm_id}/start" in spec["paths"]
     assert (await client.get("/api/docs")).status_code == 200

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from limen.api.app import create_app
 from limen.settings import Settings
-from limen.web.api_docs import REPO_SWAGGER_UI_DIR
+from limen.web.npm_assets import bundled
 from tests.unit.test_web_routes import client_for
 
 
@@ -26,7 +26,7 @@ async def test_the_docs_page_loads_swagger_ui_from_limen_itself(make_settings: C
         # The package's example page (it loads petstore.swagger.io) is not served.
         example = await client.get("/static/swagger-ui/index.html")
         assert (example.status_code, example.json()["code"]) == (404, "NOT_FOUND")
-    assert (REPO_SWAGGER_UI_DIR / "swagger-ui-bundle.js").is_file(), "Swagger UI is missing: make install runs npm ci"
+    assert (bundled("swagger-ui") / "swagger-ui-bundle.js").is_file(), "Swagger UI is missing: `make web` bundles it"
 
 
 async def test_missing_swagger_ui_is_a_json_error_naming_the_fix(

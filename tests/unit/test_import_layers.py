@@ -30,11 +30,12 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
         "request_reading", "http_protocol", "i18n", "action_details",
     })),
     ("hypervisor/db", frozenset({"hypervisor", "db", "audit", "instances", "stats_sampler"})),
-    ("auth", frozenset({"auth", "quota", "recovery", "host_registry", "deleted_owners"})),
+    ("auth", frozenset({"auth", "quota", "recovery", "host_registry", "deleted_owners", "backup"})),
     ("console", frozenset({"console"})),
     ("api/web", frozenset({"api", "web"})),
     ("cli", frozenset({
-        "api.app", "cli", "cli_audit", "cli_hosts", "cli_isos", "cli_output", "cli_snapshots", "cli_users",
+        "api.app", "cli", "cli_audit", "cli_backup", "cli_hosts", "cli_isos", "cli_output", "cli_progress",
+        "cli_snapshots", "cli_users",
         "doctor", "server",
     })),
 )

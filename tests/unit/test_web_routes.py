@@ -15,7 +15,7 @@ from limen.api.app import create_app
 from limen.api.services import services_of
 from limen.errors import ErrorCode
 from limen.settings import Settings
-from limen.web.routes import REPO_NOVNC_DIR
+from limen.web.npm_assets import bundled
 from tests.support.access import admin_token
 
 
@@ -74,7 +74,7 @@ async def test_static_files_and_novnc_are_served(make_settings: Callable[..., Se
         assert (await client.get("/static/js/console-page.js")).status_code == 200
         assert (await client.get("/static/css/limen.css")).status_code == 200
         novnc = await client.get("/static/novnc/core/rfb.js")
-    assert (REPO_NOVNC_DIR / "core" / "rfb.js").is_file(), "noVNC is missing: make install runs npm ci in web/"
+    assert (bundled("novnc") / "core" / "rfb.js").is_file(), "noVNC is missing: `make web` bundles it"
     assert novnc.status_code == 200
     assert "javascript" in novnc.headers["content-type"]
 

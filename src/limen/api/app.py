@@ -36,6 +36,7 @@ from limen.api.isos import start_iso_library
 from limen.api.middleware import RequestContextMiddleware
 from limen.api.router_inclusion import include_routes
 from limen.api.services import Services
+from limen.api.transport_security import StrictTransportSecurity
 from limen.auth.access import Access
 from limen.auth.revocation import CurrentRights
 from limen.console.endpoint import ConsoleRoute
@@ -126,6 +127,7 @@ def create_app(
     app.add_middleware(HostCheck, site=guard.site)  # inside the request context: its errors carry the id
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(ConsoleRoute)  # outermost of ours: the console's WebSocket skips the router
+    app.add_middleware(StrictTransportSecurity)  # HSTS on every answer sent over limen's own TLS
     install_error_handlers(app)
     include_routes(
         app,

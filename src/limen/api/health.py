@@ -8,6 +8,7 @@ import ipaddress
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from limen import __version__
 from limen.api.deps import HypervisorDep, SettingsDep
 from limen.api.schemas import Health
 from limen.api.services import services_of
@@ -19,8 +20,8 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz", response_model=Health)
 async def healthz() -> Health:
-    """The process answers."""
-    return Health(status="ok")
+    """The process answers, and says which version of limen it is."""
+    return Health(status="ok", version=__version__)
 
 
 @router.get("/readyz", responses={503: {"description": "A check failed; `failing` names it"}})

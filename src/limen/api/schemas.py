@@ -214,3 +214,4 @@ class IsoDeleted(BaseModel):
 
 class Health(BaseModel):
     status: str
+    version: str = Field(description="limen's version (limen.__version__)")

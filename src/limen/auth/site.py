@@ -123,7 +123,8 @@ class Site:
             origins = frozenset({settings.public_url})
             public_host = [normalize_host(public.hostname)]
         else:
-            origins = frozenset(_origin("http", host, settings.port) for host in [*listen, *allowed])
+            scheme = "https" if settings.tls else "http"
+            origins = frozenset(_origin(scheme, host, settings.port) for host in [*listen, *allowed])
             public_host = []
         beyond_loopback = settings.host.strip() in WILDCARDS or not is_loopback(settings.host)
         if not beyond_loopback or ANY_HOST in settings.allowed_hosts:

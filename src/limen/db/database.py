@@ -76,13 +76,32 @@ class Database:
         """The URL without its password, for logs and messages."""
         return self.url.render_as_string(hide_password=True)
 
-    def migrate(self) -> None:
-        """Brings the schema to the newest revision (Alembic ``upgrade head``); a no-op when it is there."""
+    def migrate(self, revision: str = "head") -> None:
+        """Brings the schema to the newest revision (Alembic ``upgrade head``; tests walk older ``revision``s
+        too); a no-op when it is there."""
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
-        with self.engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+        sqlite = self.url.get_backend_name() == "sqlite"
+        with self.engine.connect() as connection:
+            if sqlite:
+                # SQLite's batch migrations copy a table, drop the old one and rename the copy; with foreign
+                # keys on, that drop cascades to every row pointing at it (copying `users` deleted every API
+                # token and browser session). Off for the migration (outside any transaction, or SQLite
+                # ignores it), checked after, on again for the pool.
+                connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                connection.commit()
+            try:
+                with connection.begin():
+                    config.attributes["connection"] = connection
+                    command.upgrade(config, revision)
+                    if sqlite:
+                        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                        if broken:
+                            raise RuntimeError(f"the migration left rows pointing at nothing: {broken[:5]}")
+            finally:
+                if sqlite:
+                    connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                    connection.commit()
 
     async def migrate_async(self) -> None:
         await anyio.to_thread.run_sync(self.migrate)

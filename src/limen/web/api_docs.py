@@ -1,8 +1,8 @@
 """``/api/docs``: Swagger UI from limen's own files, so the API's documentation works offline.
 
 FastAPI's built-in page loads Swagger UI from a CDN (a blank page without Internet); this one is the
-same page with every URL local. Swagger UI comes from ``web/node_modules/swagger-ui-dist`` (``npm ci``
-in ``web/``, run by ``make install``), or the ``swagger_ui_dir`` setting.
+same page with every URL local. Swagger UI is the copy bundled in limen's package
+(:mod:`limen.web.npm_assets`), or the ``swagger_ui_dir`` setting.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from limen.errors import ErrorCode, LimenError
 from limen.settings import Settings
+from limen.web.npm_assets import bundled
 
 log = logging.getLogger("limen.web")
 
 API_DOCS_URL = "/api/docs"
 SWAGGER_UI_URL = "/static/swagger-ui"
-# src/limen/web/api_docs.py -> the repository root, where `make install` runs `npm ci` in web/.
-REPO_SWAGGER_UI_DIR = Path(__file__).resolve().parents[3] / "web" / "node_modules" / "swagger-ui-dist"
+
 # No call to validator.swagger.io (Swagger UI's default): nothing on the page leaves the server.
 SWAGGER_UI_PARAMETERS = {"validatorUrl": None, "deepLinking": True, "defaultModelsExpandDepth": 0}
 # Only what the page uses: the package's own index.html would load the Petstore example from the Internet.
@@ -32,8 +32,8 @@ SWAGGER_UI_FILES = frozenset(
 
 
 def swagger_ui_dir(settings: Settings) -> Path:
-    """Where Swagger UI's ``swagger-ui-bundle.js`` is: the ``swagger_ui_dir`` setting, else the repository's."""
-    return settings.swagger_ui_dir or REPO_SWAGGER_UI_DIR
+    """Where Swagger UI's ``swagger-ui-bundle.js`` is: the ``swagger_ui_dir`` setting, else the bundled copy."""
+    return settings.swagger_ui_dir or bundled("swagger-ui")
 
 
 def install_api_docs(app: FastAPI, settings: Settings) -> None:
@@ -44,7 +44,7 @@ def install_api_docs(app: FastAPI, settings: Settings) -> None:
     directory = swagger_ui_dir(settings)
     if not (directory / "swagger-ui-bundle.js").is_file():
         log.warning(
-            "Swagger UI not found; /api/docs answers 503 until `make install` runs npm ci",
+            "Swagger UI not found; /api/docs answers 503 until it is bundled (`make web`)",
             extra={"event": "swagger_ui_missing", "path": str(directory)},
         )
         missing = LimenError(ErrorCode.INTERNAL_ERROR,

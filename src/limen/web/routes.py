@@ -6,9 +6,8 @@ send the browser to ``/login`` when it answers 401. The screenshot needs a user 
 Pages are Jinja2 templates on one base layout (``templates/base.html``: head, navigation, language
 menu), rendered in the request's language (:func:`page_language`) with that language's catalogue embedded
 for their scripts; they hold no data. Their scripts read the VM id from the address and talk to the REST
-API and the console WebSocket. noVNC comes from ``web/node_modules/@novnc/novnc`` and uPlot (the resource graphs)
-from ``web/node_modules/uplot/dist`` (``npm ci`` in ``web/``, run by ``make install``), served from limen
-itself so the UI works offline.
+API and the console WebSocket. noVNC and uPlot (the resource graphs) are the copies bundled in limen's
+package (:mod:`limen.web.npm_assets`), served from limen itself so the UI works offline.
 """
 
 from __future__ import annotations
@@ -30,15 +29,13 @@ from limen.errors import ErrorCode, LimenError
 from limen.i18n import LANGUAGE_COOKIE, LANGUAGES, catalogue_json, language_of, negotiate, translate
 from limen.settings import Settings
 from limen.web.api_docs import install_api_docs
+from limen.web.npm_assets import bundled
 
 log = logging.getLogger("limen.web")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
-# src/limen/web/routes.py -> the repository root, where `make install` runs `npm ci` in web/.
-REPO_NOVNC_DIR = Path(__file__).resolve().parents[3] / "web" / "node_modules" / "@novnc" / "novnc"
 NOVNC_URL = "/static/novnc"
-REPO_UPLOT_DIR = Path(__file__).resolve().parents[3] / "web" / "node_modules" / "uplot" / "dist"
 UPLOT_URL = "/static/uplot"
 SCREENSHOT_TTL = 3.0
 _NO_CACHE = {"Cache-Control": "no-cache"}
@@ -165,13 +162,14 @@ async def error_codes() -> dict[str, dict[str, Any]]:
 
 
 def novnc_dir(settings: Settings) -> Path:
-    """Where noVNC's ``core/`` and ``vendor/`` are: the ``novnc_dir`` setting, else the repository's."""
-    return settings.novnc_dir or REPO_NOVNC_DIR
+    """Where noVNC's ``core/`` and ``vendor/`` are: the ``novnc_dir`` setting, else the bundled copy."""
+    return settings.novnc_dir or bundled("novnc")
 
 
 def uplot_dir(settings: Settings) -> Path:
-    """Where uPlot's ``uPlot.esm.js`` and ``uPlot.min.css`` are: the ``uplot_dir`` setting, else the repository's."""
-    return settings.uplot_dir or REPO_UPLOT_DIR
+    """Where uPlot's ``uPlot.esm.js`` and ``uPlot.min.css`` are: the ``uplot_dir`` setting, else the bundled
+    copy."""
+    return settings.uplot_dir or bundled("uplot") / "dist"
 
 
 def install_web(app: FastAPI, settings: Settings) -> None:
@@ -183,7 +181,7 @@ def install_web(app: FastAPI, settings: Settings) -> None:
         app.mount(NOVNC_URL, StaticFiles(directory=novnc), name="novnc")
     else:
         log.warning(
-            "noVNC not found; the console page cannot show screens until `make install` runs npm ci",
+            "noVNC not found; the console page cannot show screens until `make web` bundles it",
             extra={"event": "novnc_missing", "path": str(novnc)},
         )
         missing = LimenError(ErrorCode.INTERNAL_ERROR, f"noVNC is not installed at {novnc}; run `make install`")
@@ -196,7 +194,7 @@ def install_web(app: FastAPI, settings: Settings) -> None:
     if (uplot / "uPlot.esm.js").is_file():
         app.mount(UPLOT_URL, StaticFiles(directory=uplot), name="uplot")
     else:  # the pages still work; the details page says its graphs are missing
-        log.warning("uPlot not found; the VM details page cannot draw graphs until `make install` runs npm ci",
+        log.warning("uPlot not found; the VM details page cannot draw graphs until `make web` bundles it",
                     extra={"event": "uplot_missing", "path": str(uplot)})
     install_api_docs(app, settings)  # before /static: it mounts /static/swagger-ui
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -1,0 +1,275 @@
+"""Backups of limen's own state: its SQLite database (users, tokens, sessions, audit), the settings file it
+was started with, and the XML of the VMs it manages. The VMs' disks are libvirt's and not in the backup.
+
+A backup is a tar file (owner-only, 0600: it holds password and token hashes) of ``manifest.json``,
+``limen.db`` (a consistent copy made with SQLite's online backup API, safe while limen serves and writes),
+``config.toml`` when a settings file was used, and ``vms/<uuid>.xml``. A restore refuses a backup whose
+schema is newer than this limen knows, puts the database in place while no limen serves it (the old one
+is kept beside it), then migrates it to this version's schema.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import sqlite3
+import tarfile
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from alembic.script import ScriptDirectory
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from limen import __version__
+from limen.db.database import MIGRATIONS_DIR, SQLITE_COMPANIONS, Database
+from limen.db.models import LimenInstance
+from limen.instances import InstanceInfo, process_gone, this_process, why_gone
+from limen.settings import Settings
+
+BACKUP_FORMAT = 1
+MANIFEST = "manifest.json"
+DATABASE = "limen.db"
+CONFIG = "config.toml"
+_VM_MEMBER = re.compile(r"^vms/([0-9a-f-]{36})\.xml$")
+# Largest member read from a backup: a limen database of millions of audit rows, not an arbitrary file.
+MAX_MEMBER_BYTES = 8 * 2**30
+
+
+class BackupError(Exception):
+    """The backup cannot be made or restored; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class VmRecord:
+    uuid: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    format: int
+    limen_version: str
+    schema_revision: str | None
+    created_at: str
+    database: str
+    config_file: str | None
+    vms: list[VmRecord] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        raw = json.loads(text)
+        if not isinstance(raw, dict) or raw.get("format") != BACKUP_FORMAT:
+            raise BackupError(f"not a limen backup of format {BACKUP_FORMAT} (manifest says {raw.get('format')!r})"
+                              if isinstance(raw, dict) else "manifest.json is not an object")
+        try:
+            return cls(
+                format=BACKUP_FORMAT, limen_version=str(raw["limen_version"]),
+                schema_revision=None if raw["schema_revision"] is None else str(raw["schema_revision"]),
+                created_at=str(raw["created_at"]), database=str(raw["database"]),
+                config_file=None if raw.get("config_file") is None else str(raw["config_file"]),
+                vms=[VmRecord(str(vm["uuid"]), str(vm["name"])) for vm in raw.get("vms", [])],
+            )
+        except (KeyError, TypeError) as exc:
+            raise BackupError(f"manifest.json lacks {exc}") from None
+
+
+def sqlite_file(settings: Settings) -> Path:
+    url = make_url(settings.db_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        raise BackupError(f"limen backup copies SQLite databases; {url.render_as_string(hide_password=True)} "
+                          "is not one (back PostgreSQL up with pg_dump)")
+    return Path(url.database)
+
+
+def known_revisions() -> list[str]:
+    """This limen's schema revisions, oldest first."""
+    script = ScriptDirectory(str(MIGRATIONS_DIR))
+    return [rev.revision for rev in reversed(list(script.walk_revisions()))]
+
+
+def _revision_of(connection: sqlite3.Connection) -> str | None:
+    try:
+        row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.OperationalError:  # no table: a database never migrated
+        return None
+    return None if row is None else str(row[0])
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), 0o600, int(datetime.now(UTC).timestamp())
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_backup(settings: Settings, out: Path, *, config_file: Path | None,
+                 vm_xml: dict[VmRecord, str]) -> Manifest:
+    """Writes the backup to ``out`` (replaced whole, or left as it was if this fails)."""
+    source = sqlite_file(settings)
+    if not source.is_file():
+        raise BackupError(f"no database at {source}: nothing to back up")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".limen-backup-", dir=out.parent) as work:
+        copy = Path(work) / DATABASE
+        # Read-only, and SQLite's backup API in one step: the copy is one consistent moment of the database
+        # even while a serving limen writes to it (WAL: the writer is not blocked meanwhile).
+        with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as reader, sqlite3.connect(copy) as writer:
+            reader.backup(writer)
+            revision = _revision_of(writer)
+        reader.close()
+        writer.close()
+        manifest = Manifest(
+            format=BACKUP_FORMAT, limen_version=__version__, schema_revision=revision,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"), database="sqlite",
+            config_file=str(config_file) if config_file is not None else None,
+            vms=sorted(vm_xml, key=lambda vm: vm.name),
+        )
+        partial = Path(work) / "backup.tar"
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+            _add_bytes(tar, MANIFEST, manifest.to_json().encode())
+            tar.add(copy, DATABASE, filter=lambda info: _owner_only(info))
+            if config_file is not None:
+                _add_bytes(tar, CONFIG, config_file.read_bytes())
+            for vm, xml in sorted(vm_xml.items(), key=lambda item: item[0].uuid):
+                _add_bytes(tar, f"vms/{vm.uuid}.xml", xml.encode())
+        os.replace(partial, out)
+    return manifest
+
+
+def _owner_only(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.mode, info.uid, info.gid, info.uname, info.gname = 0o600, 0, 0, "", ""
+    return info
+
+
+@dataclass
+class Backup:
+    """An opened backup: its manifest and the members a restore uses (read into a private directory)."""
+
+    manifest: Manifest
+    database: Path
+    config: bytes | None
+    vm_xml: dict[str, str]  # uuid -> XML
+
+
+def open_backup(file: Path, work: Path) -> Backup:
+    """Reads ``file`` into ``work``; only the members a backup has are read, each bounded in size."""
+    manifest: Manifest | None = None
+    database: Path | None = None
+    config: bytes | None = None
+    vm_xml: dict[str, str] = {}
+    try:
+        with tarfile.open(file, mode="r:*") as tar:
+            for member in tar:
+                if not member.isfile() or member.size > MAX_MEMBER_BYTES:
+                    continue
+                extracted = tar.extractfile(member)
+                if extracted is None:
+                    continue
+                if member.name == MANIFEST:
+                    manifest = Manifest.from_json(extracted.read(2**20).decode())
+                elif member.name == DATABASE:
+                    database = work / DATABASE
+                    fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    with os.fdopen(fd, "wb") as target:
+                        while chunk := extracted.read(2**20):
+                            target.write(chunk)
+                elif member.name == CONFIG:
+                    config = extracted.read(2**20)
+                elif match := _VM_MEMBER.match(member.name):
+                    vm_xml[match.group(1)] = extracted.read(2**20).decode()
+    except (OSError, tarfile.TarError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BackupError(f"{file} is not a readable limen backup: {exc}") from None
+    if manifest is None or database is None:
+        raise BackupError(f"{file} is not a limen backup (no {MANIFEST if manifest is None else DATABASE})")
+    return Backup(manifest, database, config, vm_xml)
+
+
+def check_restorable(backup: Backup) -> None:
+    """Refuses a backup of a schema this limen does not know (a newer limen's) or a damaged database."""
+    known = known_revisions()
+    revision = backup.manifest.schema_revision
+    if revision is not None and revision not in known:
+        raise BackupError(f"the backup's schema {revision!r} (limen {backup.manifest.limen_version}) is newer than "
+                          f"this limen {__version__} knows (up to {known[-1]!r}): restore it with that version")
+    with sqlite3.connect(f"file:{backup.database}?mode=ro", uri=True) as db:
+        try:
+            verdict = db.execute("PRAGMA integrity_check").fetchone()[0]
+            actual = _revision_of(db)
+        except sqlite3.DatabaseError as exc:
+            raise BackupError(f"the backup's database is damaged: {exc}") from None
+    db.close()
+    if verdict != "ok":
+        raise BackupError(f"the backup's database is damaged: {verdict}")
+    if actual != revision:
+        raise BackupError(f"the backup's database is at schema {actual!r}, its manifest says {revision!r}")
+
+
+def serving_instances(settings: Settings) -> list[str]:
+    """``host pid`` of each limen instance that may be serving this database now, judged as limen's own crash
+    recovery judges them (stopped, its process ended on this host, or silent for three heartbeats: gone).
+    A restored database holds the rows of the instance that served when the backup was made: they are gone."""
+    if not sqlite_file(settings).is_file():
+        return []
+    db = Database(settings.db_url)
+    here = this_process()
+    now = datetime.now(UTC)
+
+    def live(session: Session) -> list[str]:
+        rows = session.execute(select(LimenInstance).where(LimenInstance.stopped_at.is_(None))).scalars()
+        return [
+            f"{row.hostname} pid {row.pid}" for row in rows
+            if why_gone(InstanceInfo.of(row), now=now, heartbeat_interval=settings.instance_heartbeat,
+                        is_process_gone=lambda key: process_gone(key, here)) is None
+        ]
+
+    try:
+        return db.run_sync(live)
+    except Exception:  # an old schema without instances (or none at all): nothing says one serves it
+        return []
+    finally:
+        db.close()
+
+
+def restore_database(settings: Settings, backup: Backup, *, now: datetime | None = None) -> Path | None:
+    """Puts the backup's database in place of the current one and migrates it to this version's schema.
+    Returns where the replaced database was kept (None if there was none)."""
+    check_restorable(backup)
+    serving = serving_instances(settings)
+    if serving:
+        raise BackupError(f"limen serves this database ({', '.join(serving)}): stop it before a restore")
+    target = sqlite_file(settings)
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    kept: Path | None = None
+    if target.exists():
+        kept = target.with_name(f"{target.name}.before-restore-{stamp}")
+        # Checkpointed into one file (no -wal beside the copy), then set aside.
+        with sqlite3.connect(target) as current, sqlite3.connect(kept) as aside:
+            current.backup(aside)
+        current.close()
+        aside.close()
+        os.chmod(kept, 0o600)
+    incoming = target.with_name(f".{target.name}.restoring")
+    with sqlite3.connect(f"file:{backup.database}?mode=ro", uri=True) as source, sqlite3.connect(incoming) as copy:
+        source.backup(copy)
+    source.close()
+    copy.close()
+    os.chmod(incoming, 0o600)
+    for companion in SQLITE_COMPANIONS:  # the old database's log must not be replayed onto the new one
+        Path(f"{target}{companion}").unlink(missing_ok=True)
+    os.replace(incoming, target)
+    db = Database(settings.db_url)
+    try:
+        db.migrate()
+    finally:
+        db.close()
+    return kept

@@ -1,0 +1,108 @@
+"""deploy/limen.service and what it relies on: `systemd-analyze verify` finds nothing to say about the unit
+(run against this machine's `limen`, since verify checks that ExecStart's program exists), and a real
+`limen serve` stops on SIGTERM well within the unit's TimeoutStopSec, closing its consoles with
+SERVER_SHUTDOWN and ending its event streams."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests.conftest import DEMO_ISO
+from tests.support.console import ConsoleTranscript, read_frames
+from tests.support.server import LIMEN_BIN, LimenProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+UNIT = Path(__file__).resolve().parents[2] / "deploy" / "limen.service"
+SHIPPED_EXEC = "/opt/limen/bin/limen"
+PROXY_STATUS = "VNC connection established, starting proxy..."
+
+
+def directives(text: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        match = re.match(r"^([A-Za-z]+)=(.*)$", line)
+        if match:
+            found.setdefault(match.group(1), []).append(match.group(2))
+    return found
+
+
+def verify(unit: Path) -> subprocess.CompletedProcess[str]:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.fail("systemd-analyze is missing (Debian package systemd)")
+    return subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+
+
+def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
+    text = UNIT.read_text()
+    assert text.count(SHIPPED_EXEC) == 1
+    unit = tmp_path / "limen.service"
+    unit.write_text(text.replace(SHIPPED_EXEC, str(LIMEN_BIN)))
+    result = verify(unit)
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+    # verify does speak up in this environment (no systemd as PID 1): a misspelt key is reported.
+    (tmp_path / "typo.service").write_text(text.replace("Restart=on-failure", "Restartt=on-failure"))
+    assert "Unknown key" in verify(tmp_path / "typo.service").stderr
+
+
+def test_the_unit_runs_limen_as_its_own_user_restarts_it_and_stops_it_in_time() -> None:
+    found = directives(UNIT.read_text())
+    assert found["User"] == ["limen"] and found["SupplementaryGroups"] == ["libvirt"]
+    assert found["Restart"] == ["on-failure"]
+    assert found["ExecStart"][0].endswith(" serve")
+    assert found["ProtectSystem"] == ["strict"] and found["NoNewPrivileges"] == ["yes"]
+    assert found["StateDirectory"] == ["limen limen/isos"] and found["LogsDirectory"] == ["limen"]
+    assert "ExecReload" not in found  # limen reads its settings once; the unit says to restart instead
+    assert int(found["TimeoutStopSec"][0]) >= 2 * STOP_BOUND
+
+
+STOP_BOUND = 12.0  # seconds: sessions get 5 s to close, uvicorn 5 s of graceful shutdown, and some slack
+
+
+async def open_console(server: LimenProcess, vm: str) -> tuple[ClientConnection, ConsoleTranscript]:
+    ws = await connect(f"{server.ws_url}/api/vms/{vm}/console", additional_headers=server.auth_headers,
+                       open_timeout=10, close_timeout=2, ping_interval=None, max_size=None)
+    transcript = ConsoleTranscript()
+    await asyncio.wait_for(read_frames(ws, transcript, time.monotonic(), until_binary=1), 30)
+    assert transcript.statuses[-1] == PROXY_STATUS, transcript
+    return ws, transcript
+
+
+async def test_sigterm_closes_consoles_with_server_shutdown_and_exits_in_time(
+    limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str]
+) -> None:
+    server = limen_server()
+    name = vm_names()
+    async with httpx.AsyncClient(base_url=server.base_url, headers=server.auth_headers, timeout=60) as client:
+        created = await client.post("/api/vms", json={"name": name, "memory_mib": 64, "iso": DEMO_ISO})
+        assert created.status_code == 201, created.text
+        assert (await client.post(f"/api/vms/{name}/start")).status_code == 200
+    consoles = [await open_console(server, name) for _ in range(2)]
+    events = httpx.AsyncClient(base_url=server.base_url, headers=server.auth_headers, timeout=30)
+    async with events.stream("GET", "/api/events") as stream:
+        asked = time.monotonic()
+        pid = server.pid
+        stopping = asyncio.get_running_loop().run_in_executor(None, server.kill, signal.SIGTERM)
+        for ws, transcript in consoles:
+            await asyncio.wait_for(read_frames(ws, transcript, time.monotonic()), STOP_BOUND)
+            assert (transcript.close_code, transcript.close_reason) == (4402, "SERVER_SHUTDOWN"), transcript
+        async for _ in stream.aiter_bytes():  # the stream ends (does not hang) when the server stops
+            pass
+        code = await asyncio.wait_for(stopping, STOP_BOUND)
+    await events.aclose()
+    # uvicorn re-raises the signal once it has shut down: the process ends by SIGTERM, which systemd counts
+    # as a clean stop (no Restart=on-failure) like exit code 0.
+    assert code in (0, -signal.SIGTERM), f"limen serve (pid {pid}) exited with {code}: {server.output()}"
+    assert time.monotonic() - asked < STOP_BOUND

@@ -1,0 +1,68 @@
+"""TLS settings: certificate and key go together and must be files; with them limen's own origin is
+https://, uvicorn gets them, and every answer over TLS carries HSTS. deploy/nginx.conf waits longer than
+the console's pings and the event stream's keep-alives."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+
+from limen.api.transport_security import StrictTransportSecurity
+from limen.auth.site import Site
+from limen.settings import Settings, SettingsError, load_settings
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+@pytest.fixture
+def pem_files(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("cert")
+    key.write_text("key")
+    return cert, key
+
+
+def test_cert_without_key_is_refused_naming_the_key(pem_files: tuple[Path, Path]) -> None:
+    with pytest.raises(SettingsError, match=r"LIMEN_TLS_KEY .*give both or neither"):
+        load_settings(None, tls_cert=pem_files[0])
+    with pytest.raises(SettingsError, match=r"LIMEN_TLS_KEY .*give both or neither"):
+        load_settings(None, tls_key=pem_files[1])
+
+
+def test_a_missing_certificate_file_is_named(tmp_path: Path, pem_files: tuple[Path, Path]) -> None:
+    with pytest.raises(SettingsError, match=r"LIMEN_TLS_CERT .*not a readable certificate"):
+        load_settings(None, tls_cert=tmp_path / "nope.pem", tls_key=pem_files[1])
+
+
+def test_tls_makes_the_own_origin_https(pem_files: tuple[Path, Path]) -> None:
+    plain = Site.of(Settings.model_validate({"port": 8443}), addresses=lambda: [], names=lambda: [])
+    secure = Site.of(Settings.model_validate({"port": 8443, "tls_cert": pem_files[0], "tls_key": pem_files[1]}),
+                     addresses=lambda: [], names=lambda: [])
+    assert "http://127.0.0.1:8443" in plain.origins
+    assert "https://127.0.0.1:8443" in secure.origins and "http://127.0.0.1:8443" not in secure.origins
+
+
+async def test_hsts_only_on_answers_sent_over_tls() -> None:
+    app = FastAPI()
+    app.add_api_route("/", lambda: PlainTextResponse("hi"))
+    wrapped = StrictTransportSecurity(app)
+    for base, expected in (("https://limen.test", "max-age=31536000"), ("http://limen.test", None)):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=wrapped), base_url=base) as client:
+            assert (await client.get("/")).headers.get("strict-transport-security") == expected
+
+
+def _seconds(directive: str) -> float:
+    match = re.search(rf"^\s*{directive}\s+(\d+)s;", (DEPLOY / "nginx.conf").read_text(), re.MULTILINE)
+    assert match, directive
+    return float(match.group(1))
+
+
+def test_nginx_waits_longer_than_three_console_pings_and_event_keepalives() -> None:
+    defaults = Settings.model_validate({})
+    for directive in ("proxy_read_timeout", "proxy_send_timeout"):
+        assert _seconds(directive) > 3 * max(defaults.console_ping_interval, defaults.events_keepalive)
