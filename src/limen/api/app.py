@@ -36,6 +36,7 @@ from limen.auth.access import Access
 from limen.auth.revocation import CurrentRights
 from limen.console.endpoint import ConsoleRoute
 from limen.console.endpoint import router as console_router
+from limen.console.serial_endpoint import router as serial_console_router
 from limen.console.sessions import ConsoleSessions
 from limen.hypervisor import Hypervisor
 from limen.isos.background import BackgroundChecksums
@@ -125,6 +126,7 @@ def create_app(
     app.include_router(quota.router)
     app.include_router(registration.router)
     app.include_router(console_router)
+    app.include_router(serial_console_router)
     install_access(app, guard)
     install_web(app, settings)  # last: it mounts /static
     return app

@@ -25,9 +25,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 from limen.auth.revocation import LiveConsole, Revocation, Rights, Scope, verdict
-from limen.console.session import ConsoleSession
+from limen.console.pump import Traffic
 from limen.errors import ErrorCode, LimenError
 
 log = logging.getLogger("limen.console")
@@ -36,6 +37,22 @@ log = logging.getLogger("limen.console")
 # check_vm stage, and as long as a console ticket lives by default.
 RECENT_SECONDS = 30.0
 RECENT_MAX = 1000
+
+
+class ConsoleSession(Protocol):
+    """A live session of either kind (VNC: ``session.py``; serial: ``serial_session.py``), as the registry
+    sees it."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def traffic(self) -> Traffic: ...
+
+    @property
+    def finished(self) -> asyncio.Event: ...
+
+    def request_end(self, error: LimenError) -> None: ...
 
 
 class ConsoleSessions:

@@ -1,0 +1,136 @@
+"""The serial console's handshake: its stages declared once, as data, and the pure machine that walks them.
+
+Each :class:`StageSpec` is one stage's whole knowledge: its name, the status text sent on entering it,
+the setting that bounds it, the error its timeout becomes and the error a libvirt failure in it becomes.
+The machine, the README's table and its tests derive from :data:`SERIAL_STAGES`; the declaration has the
+shape the shared console stage table takes, so the entries can move there as they are.
+
+No sockets, no libvirt, no clock of its own: :class:`SerialHandshake` gets the time injected, is told
+which stage the adapter (``serial_session.py``) enters and how the session ends, and returns the frames
+to send. Order is enforced: entering a stage that does not follow the current one is an
+:class:`~limen.console.stages.IllegalTransition` (a bug in the adapter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+from limen.console import messages
+from limen.console.stages import Action, Close, IllegalTransition, SendText
+from limen.errors import ErrorCode, LimenError
+from limen.settings import Settings
+
+
+class SerialStage(StrEnum):
+    CHECK_VM = "check_vm"
+    START_VM = "start_vm"
+    OPEN_SERIAL = "open_serial"
+    PROXY = "proxy"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True, slots=True)
+class StageSpec:
+    """One stage, declared once. ``deadline_setting`` names a :class:`Settings` field (None: no deadline)."""
+
+    stage: SerialStage
+    text: str
+    deadline_setting: str | None
+    timeout_code: ErrorCode
+    failure_code: ErrorCode
+
+    def deadline(self, settings: Settings) -> float | None:
+        if self.deadline_setting is None:
+            return None
+        value = getattr(settings, self.deadline_setting)
+        assert isinstance(value, float)
+        return value
+
+
+SERIAL_STAGES: Final[tuple[StageSpec, ...]] = (
+    StageSpec(SerialStage.CHECK_VM, messages.STATUS_CHECKING_VM, "console_check_vm_timeout",
+              ErrorCode.HYPERVISOR_UNAVAILABLE, ErrorCode.HYPERVISOR_UNAVAILABLE),
+    StageSpec(SerialStage.START_VM, messages.STATUS_STARTING_VM, "console_start_vm_timeout",
+              ErrorCode.VM_START_FAILED, ErrorCode.VM_START_FAILED),
+    StageSpec(SerialStage.OPEN_SERIAL, "Opening the serial port...", "console_serial_open_timeout",
+              ErrorCode.HYPERVISOR_UNAVAILABLE, ErrorCode.SERIAL_PORT_ERROR),
+    StageSpec(SerialStage.PROXY, "Serial console connected", None,
+              ErrorCode.INTERNAL_ERROR, ErrorCode.SERIAL_PORT_ERROR),
+)
+SPEC_OF: Final[Mapping[SerialStage, StageSpec]] = {spec.stage: spec for spec in SERIAL_STAGES}
+
+# Which stage may follow which (START_VM only for a stopped VM).
+NEXT: Final[Mapping[SerialStage | None, frozenset[SerialStage]]] = {
+    None: frozenset({SerialStage.CHECK_VM}),
+    SerialStage.CHECK_VM: frozenset({SerialStage.START_VM, SerialStage.OPEN_SERIAL}),
+    SerialStage.START_VM: frozenset({SerialStage.OPEN_SERIAL}),
+    SerialStage.OPEN_SERIAL: frozenset({SerialStage.PROXY}),
+    SerialStage.PROXY: frozenset(),
+    SerialStage.ENDED: frozenset(),
+}
+
+
+def handshake_bound(settings: Settings) -> float:
+    """Worst case from the upgrade to the verdict, were every stage to use all its time."""
+    return sum(spec.deadline(settings) or 0.0 for spec in SERIAL_STAGES)
+
+
+class SerialHandshake:
+    """One serial session's stages. :meth:`enter` each stage in order; :meth:`end` once."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float]) -> None:
+        self._settings = settings
+        self._clock = clock
+        self.stage: SerialStage | None = None
+        self.started_at = 0.0
+        self.entered_at = 0.0
+        self.error: LimenError | None = None
+        self.ended_in: SerialStage | None = None
+
+    def elapsed_ms(self) -> int:
+        return round((self._clock() - self.started_at) * 1000)
+
+    @property
+    def live(self) -> bool:
+        return self.stage is not None and self.stage is not SerialStage.ENDED
+
+    def remaining(self) -> float | None:
+        """Seconds left in the current stage; None when it has no deadline."""
+        if self.stage is None or self.stage is SerialStage.ENDED:
+            return None
+        limit = SPEC_OF[self.stage].deadline(self._settings)
+        return None if limit is None else max(0.0, self.entered_at + limit - self._clock())
+
+    def enter(self, stage: SerialStage) -> list[Action]:
+        if stage not in NEXT[self.stage]:
+            raise IllegalTransition(f"{stage.value} after {self.stage.value if self.stage else 'nothing'}")
+        now = self._clock()
+        if self.stage is None:
+            self.started_at = now
+        self.stage, self.entered_at = stage, now
+        return [SendText(messages.status_frame(SPEC_OF[stage].text, stage=stage.value, elapsed_ms=self.elapsed_ms()))]
+
+    def timeout_error(self) -> LimenError:
+        """The error the current stage's deadline passing becomes."""
+        assert self.stage is not None and self.stage is not SerialStage.ENDED
+        spec = SPEC_OF[self.stage]
+        limit = spec.deadline(self._settings) or 0.0
+        return LimenError(spec.timeout_code, f"libvirt did not answer within {limit:g} s (stage {spec.stage.value})")
+
+    def end(self, error: LimenError | None) -> list[Action]:
+        """Ends the session: with ``error``, its frame (none for SLOW_CLIENT) and close; None: the client left."""
+        if not self.live:
+            return []
+        assert self.stage is not None
+        self.ended_in, self.stage = self.stage, SerialStage.ENDED
+        if error is None:
+            return []
+        self.error = error
+        actions: list[Action] = []
+        if error.code is not ErrorCode.SLOW_CLIENT:
+            actions.append(SendText(messages.error_frame(error, stage=self.ended_in.value)))
+        actions.append(Close(error.code.close_code, error.code.name))
+        return actions
