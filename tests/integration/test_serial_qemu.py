@@ -42,8 +42,8 @@ async def serial_server(make_settings: Callable[..., Settings]) -> AsyncIterator
 
 async def wait_streams_released(timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while OPEN_STREAMS and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    while OPEN_STREAMS and time.monotonic() < deadline:  # released by threads: polled
+        await asyncio.sleep(0.05)  # noqa: ASYNC110
     assert not OPEN_STREAMS, f"{len(OPEN_STREAMS)} libvirt console streams left open"
 
 
@@ -81,11 +81,13 @@ async def test_stopped_demo_vm_starts_shows_grub_and_echoes(
     (row,) = [row for row in rows if row.vm_uuid == vm.uuid]
     assert row.kind == "serial"
     deadline = time.monotonic() + 5
-    while (row := await serial_server.access.audit.console_session(row.id)) is not None and row.live:
+    ended = await serial_server.access.audit.console_session(row.id)
+    while ended is not None and ended.live:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
-    assert row is not None and row.end_code == "OK"
-    assert row.bytes_from_client >= len("echo limen\r") and row.bytes_to_client > 0
+        ended = await serial_server.access.audit.console_session(row.id)
+    assert ended is not None and ended.end_code == "OK"
+    assert ended.bytes_from_client >= len("echo limen\r") and ended.bytes_to_client > 0
 
 
 async def test_serial_session_survives_the_vnc_console(
@@ -132,7 +134,7 @@ async def test_vm_killed_mid_session_ends_with_vm_stopped(
     async with client(serial_url(serial_server.url(vm.uuid))) as ws:
         reader = SerialReader(ws)
         await reader.until_status(CONNECTED, 20)
-        pid = int(Path(f"/run/libvirt/qemu/{vm.name}.pid").read_text().strip())
+        pid = int(await asyncio.to_thread(Path(f"/run/libvirt/qemu/{vm.name}.pid").read_text))
         killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         close = await reader.until_closed(10)
