@@ -43,7 +43,7 @@ async def serial_server(make_settings: Callable[..., Settings]) -> AsyncIterator
 async def wait_streams_released(timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while OPEN_STREAMS and time.monotonic() < deadline:  # released by threads: polled
-        await asyncio.sleep(0.05)  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
     assert not OPEN_STREAMS, f"{len(OPEN_STREAMS)} libvirt console streams left open"
 
 
