@@ -34,6 +34,9 @@ REPO_NOVNC_DIR = Path(__file__).resolve().parents[3] / "web" / "node_modules" / 
 NOVNC_URL = "/static/novnc"
 REPO_UPLOT_DIR = Path(__file__).resolve().parents[3] / "web" / "node_modules" / "uplot" / "dist"
 UPLOT_URL = "/static/uplot"
+# xterm.js (the console page's Serial tab) and its fit add-on, from web/node_modules/@xterm (npm ci).
+REPO_XTERM_DIR = Path(__file__).resolve().parents[3] / "web" / "node_modules" / "@xterm"
+XTERM_URL = "/static/xterm"
 SCREENSHOT_TTL = 3.0
 _NO_CACHE = {"Cache-Control": "no-cache"}
 
@@ -167,5 +170,10 @@ def install_web(app: FastAPI, settings: Settings) -> None:
     else:  # the pages still work; the details page says its graphs are missing
         log.warning("uPlot not found; the VM details page cannot draw graphs until `make install` runs npm ci",
                     extra={"event": "uplot_missing", "path": str(uplot)})
+    if (REPO_XTERM_DIR / "xterm" / "lib" / "xterm.mjs").is_file():
+        app.mount(XTERM_URL, StaticFiles(directory=REPO_XTERM_DIR), name="xterm")
+    else:  # the screen still works; the Serial tab says xterm.js is missing
+        log.warning("xterm.js not found; the console page's Serial tab cannot draw until `make install` runs npm ci",
+                    extra={"event": "xterm_missing", "path": str(REPO_XTERM_DIR)})
     install_api_docs(app, settings)  # before /static: it mounts /static/swagger-ui
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
