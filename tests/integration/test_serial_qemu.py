@@ -18,7 +18,7 @@ import pytest
 
 from limen.errors import ErrorCode
 from limen.hypervisor import Hypervisor, Vm, VmSpec
-from limen.hypervisor.serial_stream import OPEN_STREAMS
+from limen.hypervisor.serial_stream import OPEN_STREAMS, READ_SIZE, LibvirtSerialPort, LibvirtSerialPorts
 from limen.settings import Settings
 from tests.conftest import DEMO_ISO, QEMU_URI
 from tests.support.console import ConsoleServer, ConsoleTranscript, client, read_frames, running_console
@@ -165,3 +165,39 @@ async def test_second_session_is_refused_or_takes_over_with_force(
             await second.ws.send("\r")
             await grub_prompt(second)
             await echo_limen(second)
+
+
+async def test_a_flooding_guest_is_held_back_when_nobody_reads(
+    serial_server: ConsoleServer, vm_names: Callable[[], str]
+) -> None:
+    """GRUB prints without end. While nothing reads the port, the bridge stops reading libvirt's stream at
+    its high-water mark (the guest then waits on its serial port); reading again resumes the flow. A small
+    mark here, so that the slow emulated serial port reaches it in seconds."""
+    hv = serial_server.hypervisor
+    vm = await hv.start_vm((await demo_vm(hv, vm_names())).uuid)
+    ports = LibvirtSerialPorts(hv.connection, read_high=4096, read_low=1024)
+    port = await ports.open(vm.uuid, force=False)
+    assert isinstance(port, LibvirtSerialPort)
+    try:
+        seen = bytearray()
+        await port.write(b"\r", timeout=5)
+        async with asyncio.timeout(GRUB_WAIT):
+            while b"grub>" not in seen:
+                seen += await port.read()
+        await port.write(b"while true; do echo 0123456789abcdefghijklmnopqrstuvwxyz0123456789; done\r", timeout=5)
+        largest = 0
+        async with asyncio.timeout(GRUB_WAIT):  # nobody reads: the buffer fills up to the mark, then pauses
+            while not port.buffered[1]:
+                largest = max(largest, port.buffered[0])
+                await asyncio.sleep(0.01)
+        for _ in range(100):  # a second more: it stays put
+            largest = max(largest, port.buffered[0])
+            await asyncio.sleep(0.01)
+        assert largest <= 4096 + READ_SIZE
+        held = port.buffered[0]
+        flowed = 0
+        async with asyncio.timeout(GRUB_WAIT):  # reading again resumes the flow past what was held
+            while flowed <= held + 4096:
+                flowed += len(await port.read())
+    finally:
+        await port.close()

@@ -108,8 +108,10 @@ def _is_busy(exc: libvirt.libvirtError) -> bool:
 class LibvirtSerialPorts:
     """:class:`SerialPorts` over a :class:`LibvirtConnection`."""
 
-    def __init__(self, connection: LibvirtConnection) -> None:
+    def __init__(self, connection: LibvirtConnection, *, read_high: int = READ_HIGH, read_low: int = READ_LOW) -> None:
         self._connection = connection
+        self._read_high = read_high
+        self._read_low = read_low
 
     async def has_serial(self, vm_uuid: str) -> bool:
         def run(conn: libvirt.virConnect) -> bool:
@@ -119,7 +121,7 @@ class LibvirtSerialPorts:
 
     async def open(self, vm_uuid: str, *, force: bool) -> SerialPort:
         loop = asyncio.get_running_loop()
-        port = LibvirtSerialPort(loop)
+        port = LibvirtSerialPort(loop, read_high=self._read_high, read_low=self._read_low)
 
         def run(conn: libvirt.virConnect) -> None:
             stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
@@ -152,8 +154,12 @@ class LibvirtSerialPorts:
 class LibvirtSerialPort:
     """The bridge between one non-blocking ``virStream`` (libvirt's event thread) and asyncio."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, *, read_high: int = READ_HIGH, read_low: int = READ_LOW
+    ) -> None:
         self._loop = loop
+        self.read_high = read_high
+        self.read_low = read_low
         self._lock = threading.Lock()
         self._stream: libvirt.virStream | None = None
         # guest → browser: chunks the event thread read, waiting for read()
@@ -186,13 +192,19 @@ class LibvirtSerialPort:
     def ended_by(self) -> str | None:
         return self._ended_by
 
+    @property
+    def buffered(self) -> tuple[int, bool]:
+        """(bytes from the guest waiting for :meth:`read`, whether reading from libvirt is paused)."""
+        with self._lock:
+            return self._incoming_size, self._reading_paused
+
     async def read(self) -> bytes:
         while True:
             with self._lock:
                 if self._incoming:
                     chunk = self._incoming.popleft()
                     self._incoming_size -= len(chunk)
-                    resume = self._reading_paused and self._incoming_size < READ_LOW
+                    resume = self._reading_paused and self._incoming_size < self.read_low
                     if resume:
                         self._reading_paused = False
                     if not self._incoming and not self._ended:
@@ -312,7 +324,7 @@ class LibvirtSerialPort:
     def _receive_some(self, stream: libvirt.virStream) -> None:
         while True:
             with self._lock:
-                if self._incoming_size >= READ_HIGH:
+                if self._incoming_size >= self.read_high:
                     self._reading_paused = True
                     return
             data = stream.recv(READ_SIZE)
