@@ -21,6 +21,7 @@ from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.serial_stream import LibvirtSerialPorts, SerialPort
 from limen.settings import Settings
 from tests.support.console import ConsoleServer, FakeDomain, Records, client, node_xml, running_console
+from tests.support.hanging_libvirt import HangingLibvirt
 from tests.support.serial import SerialReader, serial_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60), pytest.mark.usefixtures("no_leaks")]
@@ -214,3 +215,18 @@ async def test_revocation_ends_a_serial_session(server: ConsoleServer, domains: 
         close = await reader.until_closed(5)
     assert close == (ErrorCode.ACCESS_REVOKED.close_code, "ACCESS_REVOKED")
     del port
+
+
+async def test_libvirt_daemon_that_never_answers(
+    make_settings: Callable[..., Settings], libvirt_hangs: HangingLibvirt
+) -> None:
+    # libvirt's own timeout is longer than the stage's: the stage deadline is what must end it.
+    settings = make_settings(libvirt_uri=libvirt_hangs.uri, **{**FAST, "libvirt_timeout": 10.0})
+    async with running_console(settings) as hung:
+        libvirt_hangs.armed = True
+        reader, took, close = await verdict(hung, "any-vm")
+        assert close == (ErrorCode.HYPERVISOR_UNAVAILABLE.close_code, "HYPERVISOR_UNAVAILABLE")
+        (error,) = reader.errors
+        assert error["stage"] == "check_vm" and "libvirt did not answer within 1 s" in error["details"]
+        assert took < 1.0 + SLACK
+        libvirt_hangs.close()  # ends the hung call, so its thread and socket go before the leak checks
