@@ -160,7 +160,9 @@ class LibvirtSerialPort:
         self._loop = loop
         self.read_high = read_high
         self.read_low = read_low
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the buffers and flags below, shared by both threads
+        # Held while the event thread uses the stream, and to free it: the handle never goes mid-call.
+        self._stream_lock = threading.Lock()
         self._stream: libvirt.virStream | None = None
         # guest → browser: chunks the event thread read, waiting for read()
         self._incoming: collections.deque[bytes] = collections.deque()
@@ -253,7 +255,8 @@ class LibvirtSerialPort:
                     stream.eventRemoveCallback()
                 with contextlib.suppress(libvirt.libvirtError):
                     stream.abort()
-                _free(stream)
+                with self._stream_lock:  # not while a callback of the event thread still uses the handle
+                    _free(stream)
             finally:
                 OPEN_STREAMS.discard(self)
                 with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
@@ -284,6 +287,10 @@ class LibvirtSerialPort:
         return mask
 
     def _apply_mask(self) -> None:
+        with self._stream_lock:
+            self._apply_mask_locked()
+
+    def _apply_mask_locked(self) -> None:
         with self._lock:
             stream, wanted = self._stream, self._wanted_mask()
             if stream is None or self._closed or wanted == self._mask_applied:
@@ -293,8 +300,12 @@ class LibvirtSerialPort:
             stream.eventUpdateCallback(wanted)
 
     def _on_stream_event(self, stream: libvirt.virStream, events: int) -> None:
-        if self._closed:
-            return
+        with self._stream_lock:
+            if self._closed:
+                return
+            self._handle_events(stream, events)
+
+    def _handle_events(self, stream: libvirt.virStream, events: int) -> None:
         try:
             if events & libvirt.VIR_STREAM_EVENT_WRITABLE:
                 self._send_some(stream)
@@ -304,7 +315,7 @@ class LibvirtSerialPort:
                 self._end("libvirt closed the console stream")
         except libvirt.libvirtError as exc:
             self._end(f"libvirt console stream: {exc}")
-        self._apply_mask()
+        self._apply_mask_locked()
 
     def _send_some(self, stream: libvirt.virStream) -> None:
         with self._lock:
