@@ -99,3 +99,7 @@ def test_serial_tab_shows_grub_and_echoes_what_is_typed(
     page.click("#tab-screen")
     expect(page.locator("#screen-wrap")).to_be_visible()
     assert page.locator("body").get_attribute("data-console-state") == "connected"
+
+    # The audit page tells the serial session from the screen's.
+    page.goto(f"{server.base_url}/audit")
+    expect(page.locator("tr", has_text="· serial").first).to_be_visible(timeout=10_000)

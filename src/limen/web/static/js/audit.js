@@ -40,7 +40,8 @@ function sessionRow(session) {
   return h(
     "tr", { dataset: { session: session.id, live: String(session.live) } },
     h("td", { "data-label": "User" }, clipped(session.user)),
-    h("td", { class: "vm-name", "data-label": "VM" }, clipped(session.vm_name, session.vm_uuid)),
+    h("td", { class: "vm-name", "data-label": "VM" }, clipped(session.vm_name, session.vm_uuid),
+      session.kind === "serial" ? h("span", { class: "console-kind", text: " · serial" }) : ""),
     h("td", { "data-label": "Client", text: session.client_address }),
     h("td", { "data-label": "Started", text: when(session.started_at) }),
     h("td", { "data-label": "Ended", text: when(session.ended_at) }),
