@@ -305,6 +305,17 @@ async def test_a_hung_open_ends_with_its_stage_timeout(settings: Settings) -> No
     assert client.texts[-1]["stage"] == "open_serial"
 
 
+async def test_a_libvirt_refusal_opening_the_port_is_serial_port_error(settings: Settings) -> None:
+    class Refusing(FakePorts):
+        async def open(self, vm_uuid: str, *, force: bool) -> SerialPort:
+            raise LimenError(ErrorCode.VM_OPERATION_FAILED, "open_console: operation failed: no console")
+
+    session, client, _, _ = session_of(settings, running(), ports=Refusing())
+    await session.run()
+    assert client.closed == (ErrorCode.SERIAL_PORT_ERROR.close_code, "SERIAL_PORT_ERROR")
+    assert client.texts[-1]["details"] == "open_console: operation failed: no console"
+
+
 async def test_one_session_per_port_busy_or_taken_over(settings: Settings) -> None:
     holders = SerialHolders()
     first, first_client, _, _ = session_of(settings, running(), holders=holders)

@@ -190,7 +190,7 @@ class SerialSession:
             if isinstance(failure, _StageTimeout):
                 return self.machine.timeout_error()
             if isinstance(failure, LimenError):
-                return failure
+                return failure if task is tasks[0] else self.machine.libvirt_failure(failure)
             log.error("serial console step failed", exc_info=failure, extra=self._fields("console_internal_error"))
             return LimenError(ErrorCode.INTERNAL_ERROR, f"{type(failure).__name__}: {failure}")
         return LimenError(ErrorCode.INTERNAL_ERROR, "the serial console was cancelled")

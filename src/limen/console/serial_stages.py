@@ -120,6 +120,16 @@ class SerialHandshake:
         limit = spec.deadline(self._settings) or 0.0
         return LimenError(spec.timeout_code, f"libvirt did not answer within {limit:g} s (stage {spec.stage.value})")
 
+    def libvirt_failure(self, error: LimenError) -> LimenError:
+        """What a libvirt call's failure in the current stage becomes: a generic refusal (libvirt's
+        "operation failed", mapped to VM_OPERATION_FAILED or INVALID_REQUEST) takes the stage's failure code;
+        a specific one (VM_NOT_FOUND, SERIAL_BUSY, HYPERVISOR_UNAVAILABLE, …) stays as it is."""
+        if self.stage is None or self.stage is SerialStage.ENDED:
+            return error
+        if error.code in (ErrorCode.VM_OPERATION_FAILED, ErrorCode.INVALID_REQUEST):
+            return LimenError(SPEC_OF[self.stage].failure_code, error.details)
+        return error
+
     def end(self, error: LimenError | None) -> list[Action]:
         """Ends the session: with ``error``, its frame (none for SLOW_CLIENT) and close; None: the client left."""
         if not self.live:
