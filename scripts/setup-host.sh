@@ -76,18 +76,24 @@ start_libvirtd() {
   exit 1
 }
 
+# build_grub_iso PATH: a GRUB rescue ISO whose grub.cfg is scripts/demo-iso/grub.cfg (screen and serial).
+build_grub_iso() {
+  local tree
+  tree=$(mktemp -d)
+  mkdir -p "$tree/boot/grub"
+  cp "$(dirname "${BASH_SOURCE[0]}")/demo-iso/grub.cfg" "$tree/boot/grub/grub.cfg"
+  grub-mkrescue -o "$1.tmp" "$tree" >/dev/null 2>&1
+  mv "$1.tmp" "$1"
+  rm -rf "$tree"
+}
+
 build_demo_iso() {
   mkdir -p "$ISO_DIR"
   local iso="$ISO_DIR/limen-grub-demo.iso"
-  if [[ ! -s $iso ]]; then
+  # Rebuilt when missing or when it predates the serial console (its grub.cfg lacks the serial lines).
+  if [[ ! -s $iso ]] || ! grep -aq 'terminal_output console serial' "$iso"; then
     log "building the demo GRUB ISO at $iso"
-    local tree
-    tree=$(mktemp -d)
-    mkdir -p "$tree/boot/grub"
-    printf 'set timeout=-1\n' >"$tree/boot/grub/grub.cfg"
-    grub-mkrescue -o "$iso.tmp" "$tree" >/dev/null 2>&1
-    mv "$iso.tmp" "$iso"
-    rm -rf "$tree"
+    build_grub_iso "$iso"
   fi
   # The ISOs Debian's packages ship sit beside it, so users see every bootable image in one place.
   local shipped

@@ -58,6 +58,7 @@ class ConsoleSessionInfo:
     credential: str | None
     end_details: str | None
     instance_id: str | None = None
+    kind: str = "vnc"  # which console: "vnc" or "serial"
 
     @property
     def live(self) -> bool:
@@ -70,7 +71,7 @@ class ConsoleSessionInfo:
             client_address=row.client_address, started_at=row.started_at, ended_at=row.ended_at,
             bytes_to_client=row.bytes_to_client, bytes_from_client=row.bytes_from_client, end_code=row.end_code,
             terminated_by=row.terminated_by, credential=row.credential, end_details=row.end_details,
-            instance_id=row.instance_id,
+            instance_id=row.instance_id, kind=row.kind,
         )
 
 
@@ -125,14 +126,14 @@ class AuditLog:
 
     async def console_started(
         self, session_id: str, *, user: str, vm_uuid: str, vm_name: str, client_address: str,
-        credential: str | None = None,
+        credential: str | None = None, kind: str = "vnc",
     ) -> None:
         # A Core INSERT, not a session's add: it runs while the console sets up (Database.execute).
         await self.db.execute(_INSERT_CONSOLE_SESSION, {
             "id": session_id, "user_name": user[:NAME_MAX], "vm_uuid": vm_uuid, "vm_name": vm_name[:NAME_MAX],
             "client_address": client_address[:64], "started_at": utc_now(self.clock), "bytes_to_client": 0,
             "bytes_from_client": 0, "credential": credential[:CREDENTIAL_MAX] if credential else None,
-            "instance_id": self.instance_id,
+            "instance_id": self.instance_id, "kind": kind,
         })
 
     async def console_ended(

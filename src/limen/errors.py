@@ -146,6 +146,26 @@ class ErrorCode(Enum):
         "VNC handshake failed",
         "The VNC server did not answer as a VNC server should. Restart the VM, then retry.",
     )
+    # -- serial console -----------------------------------------------------------------------------
+    SERIAL_NOT_CONFIGURED = ErrorSpec(
+        409,
+        4210,
+        "Serial console is not configured",
+        "The VM has no serial console device. Add <serial type='pty'><target port='0'/></serial> and "
+        "<console type='pty'/> to it and restart.",
+    )
+    SERIAL_BUSY = ErrorSpec(
+        409,
+        4211,
+        "Serial console in use",
+        "Another client holds this VM's serial console. Close it there, or take it over (Take over, ?force=1).",
+    )
+    SERIAL_PORT_ERROR = ErrorSpec(
+        502,
+        4212,
+        "Serial console failed",
+        "libvirt could not open the VM's serial console, or it stopped answering. Check that the VM runs, then retry.",
+    )
     # -- hypervisor ---------------------------------------------------------------------------------
     HYPERVISOR_UNAVAILABLE = ErrorSpec(
         503,
@@ -183,6 +203,9 @@ class ErrorCode(Enum):
         503, 4404, "Server lost",
         "The limen server that held this console or ran this action stopped unexpectedly. "
         "Open the console again, or retry the action."
+    )
+    SESSION_TAKEN_OVER = ErrorSpec(
+        409, 4405, "Console taken over", "Another client took over this console. Open it again to take it back."
     )
     # -- access -------------------------------------------------------------------------------------
     UNAUTHORIZED = ErrorSpec(

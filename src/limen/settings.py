@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     console_get_port_timeout: float = Field(3.0, gt=0, le=60)
     console_connect_timeout: float = Field(3.0, gt=0, le=60)
     console_banner_timeout: float = Field(3.0, gt=0, le=60)
+    console_serial_open_timeout: float = Field(3.0, gt=0, le=60, description="Seconds to open a serial console")
     console_ping_interval: float = Field(20.0, ge=0, le=3600, description="0 turns pings off")
     console_idle_timeout: float = Field(0.0, ge=0, description="0 turns the idle timeout off")
     console_idle_warning: float = Field(60.0, ge=0, description="Seconds before the idle close to warn")

@@ -239,10 +239,11 @@ def test_stage_texts_match_the_console_table() -> None:
     byte for byte); every stage has a Korean name and every status a Korean text."""
     from limen.console.stage_table import CONSOLE_KINDS
 
-    for stages in CONSOLE_KINDS.values():
+    for kind, stages in CONSOLE_KINDS.items():
+        prefix = "" if kind == "vnc" else f"{kind}_"  # the VNC console's keys came first: stage.*, others kind_stage.*
         for stage in stages:
-            assert catalogue("en")[f"stage.{stage.name}"] == stage.label, stage.name
-            assert HANGUL.search(catalogue("ko")[f"stage.{stage.name}"]), stage.name
+            assert catalogue("en")[f"{prefix}stage.{stage.name}"] == stage.label, (kind, stage.name)
+            assert HANGUL.search(catalogue("ko")[f"{prefix}stage.{stage.name}"]), (kind, stage.name)
             if stage.status is not None:
-                assert catalogue("en")[f"stage_status.{stage.name}"] == stage.status, stage.name
-                assert HANGUL.search(catalogue("ko")[f"stage_status.{stage.name}"]), stage.name
+                assert catalogue("en")[f"{prefix}stage_status.{stage.name}"] == stage.status, (kind, stage.name)
+                assert HANGUL.search(catalogue("ko")[f"{prefix}stage_status.{stage.name}"]), (kind, stage.name)

@@ -42,8 +42,11 @@ from limen.auth.revocation import CurrentRights
 from limen.console.endpoint import ConsoleRoute
 from limen.console.endpoint import router as console_router
 from limen.console.registry import ConsoleSessions
+from limen.console.serial_endpoint import router as serial_console_router
+from limen.console.serial_session import SerialHolders
 from limen.host_registry import HostSync
 from limen.hypervisor import Hypervisor
+from limen.hypervisor.serial_stream import LibvirtSerialPorts
 from limen.isos.background import BackgroundChecksums
 from limen.metrics import Metrics
 from limen.quota import QuotaLedger
@@ -119,6 +122,8 @@ def create_app(
         console_sessions=console_sessions,
         iso_checksums=iso_checksums,
         screenshots=ScreenshotCache(hv.screenshot, ttl=SCREENSHOT_TTL),
+        serial_ports=LibvirtSerialPorts(hv.connection),
+        serial_holders=SerialHolders(),
     )
     # Innermost first. A request meets: the console's shortcut, its request id, the Host check, the body
     # limit, then authentication of requests with a body (before anything reads it), then the routes.
@@ -144,6 +149,7 @@ def create_app(
         quota.router,
         registration.router,
         console_router,
+        serial_console_router,
         console_stages.router,
     )
     install_access(app)

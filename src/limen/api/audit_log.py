@@ -49,6 +49,7 @@ class ConsoleSessionOut(BaseModel):
     credential: str | None = Field(
         None, description="What opened it: token:<id>, or session:<first 16 hex digits of the sign-in's hash>"
     )
+    kind: str = Field("vnc", description="Which console: vnc (the screen) or serial (the text console)")
 
 
 class TerminationOut(BaseModel):

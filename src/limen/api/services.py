@@ -12,7 +12,9 @@ from starlette.requests import HTTPConnection
 
 from limen.auth.access import Access
 from limen.console.registry import ConsoleSessions
+from limen.console.serial_session import SerialHolders
 from limen.hypervisor import Hypervisor
+from limen.hypervisor.serial_stream import SerialPorts
 from limen.isos.background import BackgroundChecksums
 from limen.metrics import Metrics
 from limen.quota import QuotaLedger
@@ -34,6 +36,8 @@ class Services:
     console_sessions: ConsoleSessions  # the console sessions live in this process
     iso_checksums: BackgroundChecksums
     screenshots: ScreenshotCache
+    serial_ports: SerialPorts  # the VMs' serial consoles, through libvirt's console streams
+    serial_holders: SerialHolders  # who holds each VM's serial port in this process
 
 
 def services_of(app_or_connection: Starlette | HTTPConnection) -> Services:

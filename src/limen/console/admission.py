@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from starlette.requests import HTTPConnection
 
@@ -40,7 +41,7 @@ from limen.auth.access import Access
 from limen.auth.console_gate import admit_console
 from limen.auth.principal import Principal
 from limen.auth.revocation import LiveConsole
-from limen.console.driver import ConsoleDriver
+from limen.console.pump import Traffic
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm
 
@@ -52,6 +53,26 @@ CLIENT_CLOSED = "client_closed"
 AUDIT_START_DELAY = 0.005
 
 
+class _Ending(Protocol):
+    @property
+    def error(self) -> LimenError | None: ...
+
+
+class AuditedSession(Protocol):
+    """What the audit needs of a session of either kind (VNC or serial)."""
+
+    @property
+    def machine(self) -> _Ending: ...
+
+    @property
+    def traffic(self) -> Traffic: ...
+
+    @property
+    def end_reason(self) -> str | None: ...
+
+    def request_end(self, error: LimenError) -> None: ...
+
+
 class ConsoleAdmission:
     def __init__(
         self,
@@ -59,7 +80,9 @@ class ConsoleAdmission:
         conn: HTTPConnection,
         session_id: str,
         on_admitted: Callable[[LiveConsole], None] | None = None,
+        kind: str = "vnc",
     ) -> None:
+        self.kind = kind  # the audit row's kind: "vnc" or "serial"
         self.access = access
         self.on_admitted = on_admitted
         self.conn = conn
@@ -71,7 +94,7 @@ class ConsoleAdmission:
         self._start: asyncio.Task[None] | None = None
         self._start_timer: asyncio.TimerHandle | None = None
         self._end: asyncio.Task[None] | None = None
-        self.session: ConsoleDriver | None = None  # the session to end if its audit row cannot be written
+        self.session: AuditedSession | None = None  # the session to end if its audit row cannot be written
 
     # -- Admission --------------------------------------------------------------------------------------
 
@@ -80,7 +103,7 @@ class ConsoleAdmission:
         self.principal, self.vm = principal, vm
         self._started = True
         self._start_timer = asyncio.get_running_loop().call_later(AUDIT_START_DELAY, self._begin_record_start)
-        log.info("vnc console admitted", extra={
+        log.info("%s console admitted", self.kind, extra={
             "event": "console_admitted", "session": self.session_id, "user": principal.name,
             "auth": principal.method.value, "credential": principal.credential, "vm_uuid": vm.uuid,
             "vm_name": vm.name, "client": self.client_address,
@@ -92,16 +115,16 @@ class ConsoleAdmission:
 
     # -- SessionObserver ----------------------------------------------------------------------------------
 
-    def first_status_sent(self, session: ConsoleDriver, seconds: float) -> None:
+    def first_status_sent(self, session: Any, seconds: float) -> None:
         return None
 
-    def stage_ended(self, session: ConsoleDriver, stage: str, seconds: float) -> None:
+    def stage_ended(self, session: Any, stage: Any, seconds: float) -> None:
         return None
 
-    def proxy_started(self, session: ConsoleDriver) -> None:
+    def proxy_started(self, session: Any) -> None:
         return None
 
-    def session_ended(self, session: ConsoleDriver) -> None:
+    def session_ended(self, session: AuditedSession) -> None:
         if not self._started or self._end is not None:
             return
         self._begin_record_start()  # a session that ended within the delay: its row now, before the end's
@@ -125,7 +148,7 @@ class ConsoleAdmission:
         try:
             await self.access.audit.console_started(
                 self.session_id, user=principal.name, vm_uuid=vm.uuid, vm_name=vm.name,
-                client_address=self.client_address, credential=principal.credential,
+                client_address=self.client_address, credential=principal.credential, kind=self.kind,
             )
         except Exception as exc:
             log.exception("could not record a console session; ending it", extra={

@@ -25,10 +25,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 from limen.auth.revocation import LiveConsole, Revocation, Rights, Scope, verdict
-from limen.console.driver import ConsoleDriver
+from limen.console.pump import Traffic
 from limen.errors import ErrorCode, HypervisorUnavailable, LimenError
+from limen.hypervisor.models import Vm
 
 log = logging.getLogger("limen.console")
 
@@ -36,6 +38,25 @@ log = logging.getLogger("limen.console")
 # check_vm stage, and as long as a console ticket lives by default.
 RECENT_SECONDS = 30.0
 RECENT_MAX = 1000
+
+
+class LiveSession(Protocol):
+    """A live session of either kind (VNC: ``vnc_session.py``; serial: ``serial_session.py``), as the
+    registry sees it."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def traffic(self) -> Traffic: ...
+
+    @property
+    def finished(self) -> asyncio.Event: ...
+
+    @property
+    def vm(self) -> Vm | None: ...
+
+    def request_end(self, error: LimenError) -> None: ...
 
 
 class ConsoleSessions:
@@ -46,7 +67,7 @@ class ConsoleSessions:
         clock: Callable[[], float] = time.monotonic,
         remember: float = RECENT_SECONDS,
     ) -> None:
-        self._sessions: dict[str, ConsoleDriver] = {}
+        self._sessions: dict[str, LiveSession] = {}
         self._began: dict[str, float] = {}
         self._holders: dict[str, LiveConsole] = {}
         self._recent: deque[tuple[float, Revocation]] = deque(maxlen=RECENT_MAX)
@@ -59,10 +80,10 @@ class ConsoleSessions:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def __iter__(self) -> Iterator[ConsoleDriver]:
+    def __iter__(self) -> Iterator[LiveSession]:
         return iter(list(self._sessions.values()))
 
-    def get(self, session_id: str) -> ConsoleDriver | None:
+    def get(self, session_id: str) -> LiveSession | None:
         return self._sessions.get(session_id)
 
     def holder(self, session_id: str) -> LiveConsole | None:
@@ -77,7 +98,7 @@ class ConsoleSessions:
         return session.traffic.to_client, session.traffic.to_vnc
 
     @contextmanager
-    def track(self, session: ConsoleDriver) -> Iterator[ConsoleDriver]:
+    def track(self, session: LiveSession) -> Iterator[LiveSession]:
         """Registers ``session`` for the duration of the ``with`` block."""
         self._sessions[session.id] = session
         self._began[session.id] = self.clock()
@@ -154,7 +175,7 @@ class ConsoleSessions:
             self._end(session, error, revocation)
 
     @staticmethod
-    def _end(session: ConsoleDriver, error: LimenError, revocation: Revocation) -> None:
+    def _end(session: LiveSession, error: LimenError, revocation: Revocation) -> None:
         log.info("console session ended by revocation: %s", revocation.reason, extra={
             "event": "console_revoked", "session": session.id, "scope": revocation.scope.value,
             "code": error.code.name,
@@ -181,7 +202,7 @@ class ConsoleSessions:
         await self._wait_finished(sessions, timeout)
 
     @staticmethod
-    async def _wait_finished(sessions: list[ConsoleDriver], timeout: float | None) -> None:
+    async def _wait_finished(sessions: list[LiveSession], timeout: float | None) -> None:
         waiters = [asyncio.create_task(session.finished.wait()) for session in sessions]
         if not waiters:
             return

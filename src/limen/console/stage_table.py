@@ -197,5 +197,53 @@ VNC_STAGES: Final = StageList("vnc", (
     ),
 ))
 
+class SerialStage(StrEnum):
+    """The serial console's stages, in order (names of :data:`SERIAL_STAGES`), and ENDED after any of them."""
+
+    CHECK_VM = "check_vm"
+    START_VM = "start_vm"
+    OPEN_SERIAL = "open_serial"  # libvirt's console stream (virDomainOpenConsole)
+    PROXY = "proxy"
+    ENDED = "ended"
+
+
+SERIAL_STAGES: Final = StageList("serial", (
+    StageSpec(
+        name=SerialStage.CHECK_VM,
+        label="checking the VM",
+        status=VNC_STAGES[VncStage.CHECK_VM].status,  # the same first words as the VNC console's
+        deadline_setting="console_check_vm_timeout",
+        timeout_code=ErrorCode.HYPERVISOR_UNAVAILABLE,
+        libvirt_timeout_code=ErrorCode.HYPERVISOR_UNAVAILABLE,
+        timeout_detail=LIBVIRT_TIMEOUT_DETAIL,
+    ),
+    StageSpec(
+        name=SerialStage.START_VM,
+        label="starting the VM",
+        status=VNC_STAGES[VncStage.START_VM].status,
+        deadline_setting="console_start_vm_timeout",
+        timeout_code=ErrorCode.VM_START_FAILED,
+        libvirt_timeout_code=ErrorCode.HYPERVISOR_UNAVAILABLE,
+        timeout_detail="the VM was not running within {limit:g} s",
+        note="(stopped VM only)",
+    ),
+    StageSpec(
+        name=SerialStage.OPEN_SERIAL,
+        label="opening the serial port",
+        status="Opening the serial port...",
+        deadline_setting="console_serial_open_timeout",
+        timeout_code=ErrorCode.HYPERVISOR_UNAVAILABLE,
+        libvirt_timeout_code=ErrorCode.HYPERVISOR_UNAVAILABLE,
+        timeout_detail=LIBVIRT_TIMEOUT_DETAIL,
+    ),
+    StageSpec(
+        name=SerialStage.PROXY,
+        label="the serial stream",
+        status="Serial console connected",
+        deadline_setting=None,
+        note="then the guest's output as binary frames both ways",
+    ),
+))
+
 # Every console kind, by the name ``GET /api/console-stages`` gives it.
-CONSOLE_KINDS: Final[dict[str, StageList]] = {VNC_STAGES.kind: VNC_STAGES}
+CONSOLE_KINDS: Final[dict[str, StageList]] = {VNC_STAGES.kind: VNC_STAGES, SERIAL_STAGES.kind: SERIAL_STAGES}

@@ -132,6 +132,7 @@ class ConsoleSessionRecord(Base):
     # Which credential opened it ("token:<id>", "session:<hash prefix>"), so revoking that one finds it.
     credential: Mapped[str | None] = mapped_column(String(80), nullable=True)
     end_details: Mapped[str | None] = mapped_column(String(200), nullable=True)  # why it ended, in words
+    kind: Mapped[str] = mapped_column(String(16), default="vnc", server_default="vnc")  # "vnc" or "serial"
 
 
 class LimenInstance(Base):

@@ -88,6 +88,9 @@ def build_domain_xml(plan: DomainPlan) -> str:
         ET.SubElement(cdrom, "source", file=plan.iso_path)
         ET.SubElement(cdrom, "target", dev="hdc", bus="ide")
         ET.SubElement(cdrom, "readonly")
+    # A serial port and the console on it: the serial console (virDomainOpenConsole) opens this one.
+    ET.SubElement(ET.SubElement(devices, "serial", type="pty"), "target", port="0")
+    ET.SubElement(ET.SubElement(devices, "console", type="pty"), "target", type="serial", port="0")
     graphics = ET.SubElement(devices, "graphics", type="vnc", port="-1", autoport="yes")
     graphics.set("listen", plan.vnc_listen)
     ET.SubElement(ET.SubElement(devices, "video"), "model", type="vga")

@@ -37,6 +37,8 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 NOVNC_URL = "/static/novnc"
 UPLOT_URL = "/static/uplot"
+# xterm.js (the console page's Serial tab) and its fit add-on: the bundled copy of the @xterm scope.
+XTERM_URL = "/static/xterm"
 SCREENSHOT_TTL = 3.0
 _NO_CACHE = {"Cache-Control": "no-cache"}
 
@@ -196,5 +198,11 @@ def install_web(app: FastAPI, settings: Settings) -> None:
     else:  # the pages still work; the details page says its graphs are missing
         log.warning("uPlot not found; the VM details page cannot draw graphs until `make web` bundles it",
                     extra={"event": "uplot_missing", "path": str(uplot)})
+    xterm_dir = bundled("xterm")
+    if (xterm_dir / "xterm" / "lib" / "xterm.mjs").is_file():
+        app.mount(XTERM_URL, StaticFiles(directory=xterm_dir), name="xterm")
+    else:  # the screen still works; the Serial tab says xterm.js is missing
+        log.warning("xterm.js not found; the console page's Serial tab cannot draw until `make install` bundles it",
+                    extra={"event": "xterm_missing", "path": str(xterm_dir)})
     install_api_docs(app, settings)  # before /static: it mounts /static/swagger-ui
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

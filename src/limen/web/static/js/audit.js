@@ -41,7 +41,8 @@ function sessionRow(session) {
   return h(
     "tr", { dataset: { session: session.id, live: String(session.live) } },
     h("td", { "data-label": t("col.user") }, clipped(session.user)),
-    h("td", { class: "vm-name", "data-label": "VM" }, clipped(session.vm_name, session.vm_uuid)),
+    h("td", { class: "vm-name", "data-label": "VM" }, clipped(session.vm_name, session.vm_uuid),
+      session.kind === "serial" ? h("span", { class: "console-kind", text: ` · ${t("audit.kind_serial")}` }) : ""),
     h("td", { "data-label": t("col.client"), text: session.client_address }),
     h("td", { "data-label": t("col.started"), text: when(session.started_at) }),
     h("td", { "data-label": t("col.ended"), text: when(session.ended_at) }),

@@ -16,6 +16,7 @@ import { comboEvents, isLeaveChord, LEAVE_CHORD_LABEL, SEND_KEYS } from "./key-c
 import { typeKeys, TypingCancelled } from "./typing-pacer.js";
 import { planTyping, refusalMessage } from "./us-keyboard.js";
 import { VmEvents } from "./vm-events.js";
+import { SerialTab } from "./serial-console.js";
 
 const NOVNC = "/static/novnc";
 const NOVNC_LOAD_MS = 20000;
@@ -828,9 +829,19 @@ function onVmEvent(change) {
 
 // -- start -----------------------------------------------------------------------------------------
 
+function serialUi() {
+  const byId = (id) => document.getElementById(id);
+  return {
+    tabScreen: byId("tab-screen"), tabSerial: byId("tab-serial"), screenWrap: ui.screenWrap,
+    serialWrap: byId("serial-wrap"), term: byId("serial-term"), status: byId("serial-status"),
+    copy: byId("serial-copy"), paste: byId("serial-paste"), reconnect: byId("serial-reconnect"),
+  };
+}
+
 async function main() {
   ui.name.textContent = vmId || t("console.title");
   if (isPopout) ui.body.classList.add("popout", "thin-bar");
+  new SerialTab({ vmId, ui: serialUi() }).wire(); // the Serial tab works even without noVNC
   wireToolbar();
   wireFocusHint();
   // One read now, then the VM's changes as they happen (GET /api/events; polled only while it is down).

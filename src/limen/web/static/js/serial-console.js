@@ -1,0 +1,194 @@
+// The console page's Serial tab: the VM's serial console (GET /api/vms/{id}/serial) drawn with xterm.js.
+// Opened the first time the tab is shown, beside the screen's own connection (each has its own ticket
+// and WebSocket; neither disturbs the other). Text frames are JSON (status, then error); binary frames
+// are the guest's output. What is typed goes out as text frames; the guest gets their UTF-8 bytes.
+// Copy: select with the mouse, then Ctrl+Shift+C or the Copy button. Paste: Ctrl+Shift+V or the Paste
+// button (the text goes in as if typed, bracketed when the guest asked for it).
+
+import { api } from "./api.js";
+import { has, lang, localizedError, t } from "./i18n.js";
+
+const XTERM = "/static/xterm";
+const LOAD_MS = 20000;
+
+/** The serial console's WebSocket address (same host and scheme as the page). */
+export function serialUrl(vmId, query, location = window.location) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}/api/vms/${encodeURIComponent(vmId)}/serial${query ? `?${query}` : ""}`;
+}
+
+/** What a text frame means for the status line: [text, tone, ended?]. */
+export function describeFrame(frame) {
+  if (frame.type === "status") {
+    // The frame's English text is the contract; other languages show their own text for its stage.
+    const key = `serial_stage_status.${frame.stage}`;
+    const text = lang !== "en" && has(key) ? t(key) : frame.message;
+    return [text, frame.stage === "proxy" ? "ok" : "", false];
+  }
+  if (frame.type === "error") {
+    const shown = localizedError(frame);
+    return [`${shown.error}: ${shown.message}`, "error", true];
+  }
+  return [frame.message || "", "", false];
+}
+
+function bounded(promise, what) {
+  const late = new Promise((_, reject) => {
+    setTimeout(() => reject(new Error(`${what} not loaded within ${LOAD_MS / 1000} s`)), LOAD_MS);
+  });
+  return Promise.race([promise, late]);
+}
+
+export class SerialTab {
+  constructor({ vmId, ui }) {
+    this.vmId = vmId;
+    this.ui = ui; // { tabScreen, tabSerial, screenWrap, serialWrap, term, status, copy, paste, reconnect }
+    this.term = null;
+    this.fit = null;
+    this.socket = null;
+    this.lastError = null;
+  }
+
+  wire() {
+    this.ui.tabScreen.addEventListener("click", () => this.show(false));
+    this.ui.tabSerial.addEventListener("click", () => this.show(true));
+    this.ui.copy.addEventListener("click", () => this.copy());
+    this.ui.paste.addEventListener("click", () => this.pasteFromClipboard());
+    this.ui.reconnect.addEventListener("click", () => this.connect(this.lastError === "SERIAL_BUSY"));
+    window.addEventListener("resize", () => this.refit());
+    if (new URLSearchParams(window.location.search).get("tab") === "serial") this.show(true);
+  }
+
+  async show(serial) {
+    this.ui.tabScreen.setAttribute("aria-selected", String(!serial));
+    this.ui.tabSerial.setAttribute("aria-selected", String(serial));
+    this.ui.screenWrap.hidden = serial;
+    this.ui.serialWrap.hidden = !serial;
+    document.body.dataset.consoleTab = serial ? "serial" : "screen";
+    if (!serial) return;
+    if (!this.term && !(await this.load())) return;
+    this.refit();
+    this.term.focus();
+    if (!this.socket) this.connect(false);
+  }
+
+  async load() {
+    this.setStatus(t("serial.loading"));
+    try {
+      const [{ Terminal }, { FitAddon }] = await bounded(Promise.all([
+        import(`${XTERM}/xterm/lib/xterm.mjs`), import(`${XTERM}/addon-fit/lib/addon-fit.mjs`),
+      ]), "xterm.js");
+      this.term = new Terminal({ convertEol: false, cursorBlink: true, scrollback: 5000, fontSize: 14 });
+      this.fit = new FitAddon();
+      this.term.loadAddon(this.fit);
+      this.term.open(this.ui.term);
+      this.term.onData((data) => this.send(data));
+      this.term.attachCustomKeyEventHandler((event) => this.onKey(event));
+      new ResizeObserver(() => this.refit()).observe(this.ui.term);
+      return true;
+    } catch (exc) {
+      this.setStatus(`xterm.js is not installed: ${exc}. Run \`make install\`, then reload.`, "error");
+      return false;
+    }
+  }
+
+  refit() {
+    if (this.term && !this.ui.serialWrap.hidden) {
+      try {
+        this.fit.fit();
+      } catch {
+        // not laid out yet: the next resize fits it
+      }
+    }
+  }
+
+  onKey(event) {
+    if (event.type !== "keydown" || !event.ctrlKey || !event.shiftKey) return true;
+    if (event.code === "KeyC") {
+      this.copy();
+      return false;
+    }
+    if (event.code === "KeyV") {
+      this.pasteFromClipboard();
+      return false;
+    }
+    return true;
+  }
+
+  async copy() {
+    const text = this.term ? this.term.getSelection() : "";
+    if (!text) return;
+    try {
+      await navigator.clipboard.writeText(text);
+    } catch {
+      // no clipboard permission: the browser's own copy (context menu) still works on the selection
+    }
+  }
+
+  async pasteFromClipboard() {
+    if (!this.term) return;
+    try {
+      const text = await navigator.clipboard.readText();
+      if (text) this.term.paste(text);
+    } catch {
+      this.setStatus(t("serial.no_clipboard"), "error");
+    }
+    this.term.focus();
+  }
+
+  send(data) {
+    if (this.socket && this.socket.readyState === WebSocket.OPEN) this.socket.send(data);
+  }
+
+  setStatus(text, tone = "") {
+    this.ui.status.textContent = text;
+    this.ui.status.dataset.tone = tone;
+  }
+
+  async connect(force) {
+    if (this.socket) this.socket.close(1000, "reconnect");
+    this.socket = null;
+    this.lastError = null;
+    this.ui.reconnect.hidden = true;
+    this.setStatus(t("serial.asking_ticket"));
+    let ticket;
+    try {
+      ticket = await api("POST", `/api/vms/${encodeURIComponent(this.vmId)}/console-ticket`, undefined,
+        { timeoutMs: 8000 });
+    } catch (exc) {
+      this.ended(t("serial.no_ticket", { reason: exc.message || exc }));
+      return;
+    }
+    const query = `ticket=${encodeURIComponent(ticket.ticket)}${force ? "&force=1" : ""}`;
+    const socket = new WebSocket(serialUrl(this.vmId, query), ["binary"]);
+    socket.binaryType = "arraybuffer";
+    this.socket = socket;
+    socket.addEventListener("message", (event) => {
+      if (socket !== this.socket) return;
+      if (typeof event.data !== "string") {
+        this.term.write(new Uint8Array(event.data));
+        return;
+      }
+      const frame = JSON.parse(event.data);
+      const [text, tone, isError] = describeFrame(frame);
+      if (isError) this.lastError = frame.code;
+      this.setStatus(text, tone);
+      this.ui.serialWrap.dataset.stage = frame.stage || "";
+    });
+    socket.addEventListener("close", (event) => {
+      if (socket !== this.socket) return;
+      this.socket = null;
+      if (!this.lastError) this.lastError = event.reason || null;
+      const why = this.ui.status.dataset.tone === "error" ? this.ui.status.textContent
+        : t(event.reason ? "serial.closed_because" : "serial.closed", { reason: event.reason });
+      this.ended(why);
+    });
+  }
+
+  ended(text) {
+    this.setStatus(text, "error");
+    this.ui.serialWrap.dataset.stage = "ended";
+    this.ui.reconnect.textContent = this.lastError === "SERIAL_BUSY" ? t("serial.take_over") : t("serial.reconnect");
+    this.ui.reconnect.hidden = false;
+  }
+}

@@ -1,0 +1,105 @@
+"""The console page's Serial tab (xterm.js) against a real ``limen serve`` and a real QEMU VM whose GRUB
+talks on the serial port: the prompt shows, typing reaches GRUB, the terminal follows the window's size,
+and the screen's VNC console keeps running beside it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.conftest import DEMO_ISO, QEMU_URI
+from tests.e2e.helpers import save_screenshot, start_limen
+from tests.support.libvirt_cleanup import remove_domain
+from tests.support.serial import serial_demo_iso_dir
+from tests.support.server import LimenProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimenProcess]:
+    process = start_limen(tmp_path_factory.mktemp("limen-serial-ui"), LIMEN_ISO_DIR=str(serial_demo_iso_dir()))
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def vm_uuid(server: LimenProcess) -> Iterator[str]:
+    name = f"limen-test-{uuid.uuid4().hex[:10]}"
+    try:
+        with httpx.Client(base_url=server.base_url, timeout=30, headers=server.auth_headers) as api:
+            created = api.post("/api/vms", json={"name": name, "vcpus": 1, "memory_mib": 64, "iso": DEMO_ISO})
+            assert created.status_code == 201, created.text
+            yield created.json()["uuid"]
+    finally:
+        remove_domain(QEMU_URI, name)
+
+
+def terminal_rows(page: Page) -> list[str]:
+    rows: list[str] = page.locator("#serial-term .xterm-rows > div").all_text_contents()
+    return [row.replace("\xa0", " ").rstrip() for row in rows]
+
+
+def wait_for_row(page: Page, wanted: Callable[[str], bool], timeout_ms: int = 30_000) -> None:
+    waited = 0
+    while not any(wanted(row) for row in terminal_rows(page)):
+        assert waited < timeout_ms, f"no such row in {terminal_rows(page)}"
+        page.wait_for_timeout(200)
+        waited += 200
+
+
+def test_serial_tab_shows_grub_and_echoes_what_is_typed(
+    server: LimenProcess, signed_in_page: Callable[..., Page], vm_uuid: str
+) -> None:
+    page = signed_in_page(server)
+    page.goto(f"{server.base_url}/vms/{vm_uuid}/console")
+    page.wait_for_selector('body[data-console-state="connected"]', timeout=40_000)  # the screen, auto-started
+    page.click("#tab-serial")
+    expect(page.locator("#serial-status")).to_have_text("Serial console connected", timeout=20_000)
+    expect(page.locator("#screen-wrap")).to_be_hidden()
+    page.locator("#serial-term .xterm-helper-textarea").focus()
+    page.keyboard.press("Enter")  # GRUB redraws its prompt on the serial port
+    wait_for_row(page, lambda row: row.startswith("grub>"))
+    page.keyboard.type("echo limen")
+    page.keyboard.press("Enter")
+    wait_for_row(page, lambda row: row == "limen")
+    save_screenshot(page, "console-serial-1280")
+
+    # Copy: the selection goes to the clipboard; Paste: the clipboard goes in as typed.
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.base_url)
+    page.evaluate("navigator.clipboard.writeText('echo pasted')")
+    page.click("#serial-paste")
+    page.keyboard.press("Enter")
+    wait_for_row(page, lambda row: row == "pasted")
+    page.evaluate("navigator.clipboard.writeText('')")
+    # xterm's own selection: a double click on the row GRUB printed selects its word
+    row = page.locator("#serial-term .xterm-rows > div", has_text="GNU GRUB").bounding_box()
+    assert row is not None
+    page.mouse.dblclick(row["x"] + 240, row["y"] + row["height"] / 2)
+    page.keyboard.press("Control+Shift+C")
+    page.wait_for_timeout(300)
+    assert page.evaluate("navigator.clipboard.readText()") in {"GNU", "GRUB"}
+
+    # The terminal follows the window (the fit add-on): a smaller window, fewer columns and rows.
+    screen = page.locator("#serial-term .xterm-screen")
+    before = screen.bounding_box()
+    rows_before = page.locator("#serial-term .xterm-rows > div").count()
+    page.set_viewport_size({"width": 700, "height": 500})
+    page.wait_for_timeout(500)
+    after = screen.bounding_box()
+    assert before is not None and after is not None and after["width"] < before["width"] <= 1280
+    assert page.locator("#serial-term .xterm-rows > div").count() < rows_before
+    assert after["width"] <= 700
+
+    # The screen's console stayed connected all along.
+    page.click("#tab-screen")
+    expect(page.locator("#screen-wrap")).to_be_visible()
+    assert page.locator("body").get_attribute("data-console-state") == "connected"
+
+    # The audit page tells the serial session from the screen's.
+    page.goto(f"{server.base_url}/audit")
+    expect(page.locator("tr", has_text="· serial").first).to_be_visible(timeout=10_000)
