@@ -208,25 +208,8 @@ class SerialStage(StrEnum):
 
 
 SERIAL_STAGES: Final = StageList("serial", (
-    StageSpec(
-        name=SerialStage.CHECK_VM,
-        label="checking the VM",
-        status=VNC_STAGES[VncStage.CHECK_VM].status,  # the same first words as the VNC console's
-        deadline_setting="console_check_vm_timeout",
-        timeout_code=ErrorCode.HYPERVISOR_UNAVAILABLE,
-        libvirt_timeout_code=ErrorCode.HYPERVISOR_UNAVAILABLE,
-        timeout_detail=LIBVIRT_TIMEOUT_DETAIL,
-    ),
-    StageSpec(
-        name=SerialStage.START_VM,
-        label="starting the VM",
-        status=VNC_STAGES[VncStage.START_VM].status,
-        deadline_setting="console_start_vm_timeout",
-        timeout_code=ErrorCode.VM_START_FAILED,
-        libvirt_timeout_code=ErrorCode.HYPERVISOR_UNAVAILABLE,
-        timeout_detail="the VM was not running within {limit:g} s",
-        note="(stopped VM only)",
-    ),
+    VNC_STAGES[VncStage.CHECK_VM],  # the same first stages, word for word, as the VNC console's
+    VNC_STAGES[VncStage.START_VM],
     StageSpec(
         name=SerialStage.OPEN_SERIAL,
         label="opening the serial port",
@@ -241,7 +224,7 @@ SERIAL_STAGES: Final = StageList("serial", (
         label="the serial stream",
         status="Serial console connected",
         deadline_setting=None,
-        note="then the guest's output as binary frames both ways",
+        note="then the serial bytes as binary frames, both ways",
     ),
 ))
 
