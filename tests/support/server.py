@@ -18,9 +18,10 @@ LIMEN_BIN = Path(sys.executable).parent / "limen"
 
 
 class LimenProcess:
-    def __init__(self, env: Mapping[str, str], log_path: Path, *, listen: str = "127.0.0.1") -> None:
+    def __init__(self, env: Mapping[str, str], log_path: Path, *, listen: str = "127.0.0.1",
+                 port: int | None = None) -> None:
         self.listen = listen  # --host; the tests connect over loopback whatever it is
-        self.port = free_port()
+        self.port = port if port is not None else free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
         self.log_path = log_path

@@ -33,6 +33,8 @@ T = TypeVar("T")
 log = logging.getLogger("limen.db")
 SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# PostgreSQL advisory-lock key of schema migrations (any 64-bit number; this one spells "limenmig").
+MIGRATION_LOCK_KEY = int.from_bytes(b"limenmig", "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -77,10 +79,18 @@ class Database:
         return self.url.render_as_string(hide_password=True)
 
     def migrate(self) -> None:
-        """Brings the schema to the newest revision (Alembic ``upgrade head``); a no-op when it is there."""
+        """Brings the schema to the newest revision (Alembic ``upgrade head``); a no-op when it is there.
+
+        Replicas starting together on one PostgreSQL database migrate one at a time: the migration's
+        transaction first takes a transaction-scoped advisory lock (released at its commit or rollback, also
+        when the process dies), so the others wait, then find the schema at head. PostgreSQL's DDL is
+        transactional, so a migration that fails leaves nothing half-done. SQLite serialises writers by
+        itself (its one writer, ``busy_timeout``)."""
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         with self.engine.begin() as connection:
+            if self.url.get_backend_name() == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
