@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from limen.db import Database
 from limen.db.models import LoginThrottle
 from tests.support.access import redis_server
+from tests.support.databases import cli_env
 from tests.support.server import LIMEN_BIN, LimenProcess
 
 pytestmark = pytest.mark.integration
@@ -53,7 +54,7 @@ def refusal(response: httpx.Response) -> int:
 
 
 def limen_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(LIMEN_BIN), *args], env={**os.environ, **env}, capture_output=True, text=True,
+    return subprocess.run([str(LIMEN_BIN), *args], env=cli_env({**os.environ, **env}), capture_output=True, text=True,
                           timeout=60, check=False)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.databases import database_url_for, on_postgresql
 from tests.support.net import free_port
 
 LIMEN_BIN = Path(sys.executable).parent / "limen"
@@ -25,7 +26,13 @@ class LimenProcess:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
         self.log_path = log_path
-        self._env = {**os.environ, **env}
+        merged = {**os.environ, **env}
+        if on_postgresql() and "LIMEN_DATABASE_URL" not in env and "LIMEN_DATA_DIR" in merged:
+            merged["LIMEN_DATABASE_URL"] = database_url_for(Path(merged["LIMEN_DATA_DIR"]))
+        self._env = merged
+        # The database this server uses (what tests provision users and tokens into).
+        self.database_url = merged.get("LIMEN_DATABASE_URL") or database_url_for(
+            Path(merged.get("LIMEN_DATA_DIR", "/var/lib/limen")))
         self._proc: subprocess.Popen[bytes] | None = None
         # Set by the limen_server fixture: an admin's "Authorization: Bearer …" for API requests.
         self.auth_headers: dict[str, str] = {}
