@@ -11,6 +11,7 @@ APT_PACKAGES=(
   chromium
   redis-server
   postgresql
+  haproxy
 )
 
 log() { printf '[setup] %s\n' "$*"; }

@@ -222,6 +222,9 @@ async def test_sigterm_moves_a_console_to_the_other_replica_through_haproxy(clus
     (error,) = console.transcript.errors
     assert error["code"] == "SERVER_SHUTDOWN", error
     assert (console.transcript.close_code, console.transcript.close_reason) == (4402, "SERVER_SHUTDOWN")
+    # It stopped accepting before it told its consoles: a reconnect cannot land on it again.
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{holder.base_url}/readyz", timeout=2)
 
     # What the browser does on SERVER_SHUTDOWN: reconnect (a new ticket) through the same address.
     moved, took = await proxied_console(cluster, bob)
@@ -237,6 +240,7 @@ async def test_sigterm_moves_a_console_to_the_other_replica_through_haproxy(clus
     exited = await asyncio.to_thread(process.wait, EXIT_BOUND + 5)
     # uvicorn ends a clean shutdown by raising the signal it caught again: exit "by SIGTERM" is the clean one.
     assert exited in (0, -signal.SIGTERM), holder.output()
-    assert "shutdown_slow" not in holder.output()
+    log = (Path(holder._env["LIMEN_LOG_DIR"]) / "limen.log").read_text()
+    assert '"shutdown_started"' in log and '"shutdown_slow"' not in log
     assert time.monotonic() - signalled < EXIT_BOUND, f"exited {time.monotonic() - signalled:.1f} s after SIGTERM"
     holder._proc = None  # it is gone; the fixture has nothing to stop
