@@ -223,8 +223,9 @@ async def test_sigterm_moves_a_console_to_the_other_replica_through_haproxy(clus
     assert error["code"] == "SERVER_SHUTDOWN", error
     assert (console.transcript.close_code, console.transcript.close_reason) == (4402, "SERVER_SHUTDOWN")
     # It stopped accepting before it told its consoles: a reconnect cannot land on it again.
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{holder.base_url}/readyz", timeout=2)
+    async with httpx.AsyncClient(base_url=holder.base_url, timeout=2) as direct:
+        with pytest.raises(httpx.ConnectError):
+            await direct.get("/readyz")
 
     # What the browser does on SERVER_SHUTDOWN: reconnect (a new ticket) through the same address.
     moved, took = await proxied_console(cluster, bob)
