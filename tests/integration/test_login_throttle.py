@@ -203,7 +203,8 @@ def test_places_of_a_process_killed_mid_attempt_are_given_back(
     address = "203.0.113.44"
     killed = subprocess.run(
         [str(LIMEN_BIN.parent / "python"), "-c", _DIE_MID_ATTEMPT, USER, address],
-        env={**os.environ, **env, "LIMEN_DATA_DIR": str(tmp_path / "data"), "LIMEN_LOG_DIR": str(tmp_path / "log")},
+        env=cli_env({**os.environ, **env, "LIMEN_DATA_DIR": str(tmp_path / "data"),
+                     "LIMEN_LOG_DIR": str(tmp_path / "log")}),
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert killed.returncode == -9, killed.stderr
