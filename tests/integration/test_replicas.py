@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,7 +30,8 @@ from websockets.asyncio.client import connect
 
 from limen.db import Database
 from limen.db.models import ConsoleSessionRecord, LimenInstance
-from tests.conftest import ISO_DIR, QEMU_URI, TEST_POOL, TEST_POOL_DIR
+from limen.settings import Settings
+from tests.conftest import ISO_DIR, QEMU_URI, TEST_POOL, TEST_POOL_DIR, app_client
 from tests.integration.test_revocation import (
     PROXY_STATUS,
     Console,
@@ -245,3 +247,42 @@ async def test_sigterm_moves_a_console_to_the_other_replica_through_haproxy(clus
     assert '"shutdown_started"' in log and '"shutdown_slow"' not in log
     assert time.monotonic() - signalled < EXIT_BOUND, f"exited {time.monotonic() - signalled:.1f} s after SIGTERM"
     holder._proc = None  # it is gone; the fixture has nothing to stop
+
+
+async def test_parallel_creates_on_postgresql_stay_within_the_system_wide_quota(
+    postgres: str, make_settings: Callable[..., Settings]
+) -> None:
+    """The quota check on PostgreSQL: a create that is done deletes its reservation while another check
+    holds the lock (SQLite's write lock never let it), so the check must read the reservations before it
+    lists libvirt's VMs, or a VM made meanwhile is counted nowhere and one create too many passes."""
+    import uuid
+
+    prefix = f"limen-test-q{uuid.uuid4().hex[:6]}"
+    settings = make_settings(libvirt_uri="test:///default", database_url=new_database(postgres))
+    async with app_client(settings) as probe:
+        existing = len((await probe.get("/api/vms")).json())
+    settings = make_settings(libvirt_uri="test:///default", database_url=str(settings.database_url),
+                             quota_total_vms=existing + 2)
+    names = [f"{prefix}-{index}" for index in range(6)]
+    async with app_client(settings) as api:
+        hypervisor = api._transport.app.state.hypervisor  # type: ignore[attr-defined]
+        listed = hypervisor.list_vms
+
+        async def slow_list() -> list[Any]:
+            # A slow libvirt: the checks waiting behind this one hold reservations whose creates finish
+            # (and delete them) while this check lists.
+            vms: list[Any] = await listed()
+            await asyncio.sleep(0.3)
+            return vms
+
+        hypervisor.list_vms = slow_list
+        try:
+            answers = await asyncio.gather(*(api.post("/api/vms", json={"name": name, "memory_mib": 64})
+                                             for name in names))
+            made = [answer for answer in answers if answer.status_code == 201]
+            assert len(made) == 2, [answer.text[:120] for answer in answers]
+            assert all(answer.json()["code"] == "QUOTA_EXCEEDED" for answer in answers if answer not in made)
+        finally:
+            hypervisor.list_vms = listed
+            for name in names:
+                await api.delete(f"/api/vms/{name}")

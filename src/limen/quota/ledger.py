@@ -111,11 +111,15 @@ class QuotaLedger:
     # -- usage -------------------------------------------------------------------------------------
 
     @staticmethod
-    def _footprints(session: Session, vms: list[Vm]) -> dict[str, Footprint]:
+    def _reservations(session: Session) -> list[Footprint]:
+        return [Footprint(name=row.vm_name, owner=row.user_name, running=row.running, vcpus=row.vcpus,
+                          memory_mib=row.memory_mib, disk_bytes=row.disk_bytes)
+                for row in session.scalars(select(QuotaReservation))]
+
+    @staticmethod
+    def _footprints(vms: list[Vm], reservations: list[Footprint]) -> dict[str, Footprint]:
         footprints = {vm.name: Footprint.of_vm(vm) for vm in vms}
-        for row in session.scalars(select(QuotaReservation)):
-            reserved = Footprint(name=row.vm_name, owner=row.user_name, running=row.running, vcpus=row.vcpus,
-                                 memory_mib=row.memory_mib, disk_bytes=row.disk_bytes)
+        for reserved in reservations:
             footprints = with_change(footprints, reserved)
         return footprints
 
@@ -123,7 +127,7 @@ class QuotaLedger:
         vms = await list_vms()
 
         def run(session: Session) -> QuotaReport:
-            footprints = self._footprints(session, vms).values()
+            footprints = self._footprints(vms, self._reservations(session)).values()
             return QuotaReport(
                 user=user_name, limits=self._limits_in(session, user_name),
                 usage=Usage.of(f for f in footprints if f.owner == user_name),
@@ -168,8 +172,13 @@ class QuotaLedger:
                  owner_limited: bool) -> int:
         # First statement of the transaction: takes the lock (see the module docstring).
         session.execute(update(QuotaLock).where(QuotaLock.id == 1).values(generation=QuotaLock.generation + 1))
+        # The reservations before libvirt: a change that is done deletes its reservation without the lock, once
+        # libvirt shows what it made. Read in this order, a reservation gone after the read is a VM the list
+        # then shows; in the other order a VM made after the list whose reservation went before the read
+        # would be counted nowhere (PostgreSQL lets that delete run meanwhile; SQLite's write lock did not).
+        reservations = self._reservations(session)
         vms: list[Vm] = anyio.from_thread.run(list_vms)  # on the event loop; this thread holds the lock meanwhile
-        before = self._footprints(session, vms)
+        before = self._footprints(vms, reservations)
         after = with_change(before, change)
         if owner_limited and change.owner is not None:
             limits = self._limits_in(session, change.owner)
