@@ -6,8 +6,9 @@ transaction:
 1. updates the one ``quota_lock`` row first — on PostgreSQL a row lock, on SQLite the database's write lock
    (taken by that first write, waiting up to the busy timeout) — so checks run one at a time, whichever
    process makes them;
-2. reads what libvirt shows (every VM, with its owner from the domain metadata) and the reservations of
-   changes that passed their check and are not done yet (``quota_reservations``); a reservation and the
+2. reads the reservations of changes that passed their check and are not done yet
+   (``quota_reservations``), then what libvirt shows (every VM, with its owner from the domain metadata) —
+   in that order, as a change that is done deletes its reservation without the lock; a reservation and the
    VM libvirt shows under its name are merged by taking the larger of each resource, never added;
 3. checks the owner's limits and the system-wide ones (:mod:`limen.quota.limits`) and, if the change fits,
    records its reservation before the lock is released at commit.
