@@ -9,7 +9,7 @@ PORT ?= 8080
 export LIMEN_ISO_DIR ?= /var/lib/limen/isos
 PYTEST_ARGS ?=
 
-.PHONY: install host venv web dist run demo-vm test test-unit lint bench bench-stats bench-smoke clean
+.PHONY: install host venv web dist run demo-vm test test-unit test-postgresql lint bench bench-stats bench-smoke clean
 
 install: host venv web
 
@@ -56,6 +56,12 @@ run: demo-vm
 test: install
 	@$(BIN)/pytest -q tests/unit $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc; \
 	$(BIN)/pytest -q tests/integration tests/e2e $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc
+
+# The integration and e2e tiers again with every limen on PostgreSQL (a throw-away cluster of Debian's
+# postgresql package, a database per test) instead of SQLite files: tests/support/databases.py.
+test-postgresql: install
+	@LIMEN_TEST_DATABASE=postgresql $(BIN)/pytest -q tests/integration tests/e2e $(PYTEST_ARGS); rc=$$?; \
+	[ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc
 
 test-unit: venv
 	@$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)

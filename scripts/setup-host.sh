@@ -13,6 +13,7 @@ APT_PACKAGES=(
   redis-server
   postgresql
   nginx-light
+  haproxy
 )
 
 log() { printf '[setup] %s\n' "$*"; }

@@ -17,6 +17,7 @@ from limen.api.services import services_of
 from limen.hypervisor import Hypervisor
 from limen.settings import Settings, load_settings
 from tests.support.access import admin_token, provision_admin_token
+from tests.support.databases import database_url_for, on_postgresql, stop_cluster
 from tests.support.libvirt_cleanup import remove_domain
 from tests.support.server import LimenProcess
 
@@ -42,7 +43,16 @@ def settings_in(directory: Path, **overrides: Any) -> Settings:
         "storage_pool_dir": TEST_POOL_DIR,
         "virt_type": "qemu",
     }
+    if on_postgresql():  # LIMEN_TEST_DATABASE=postgresql: a database of this test's own on the cluster
+        base["database_url"] = database_url_for(Path(overrides.get("data_dir", base["data_dir"])))
     return load_settings(None, **{**base, **overrides})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_database_cluster() -> Iterator[None]:
+    """With LIMEN_TEST_DATABASE=postgresql the PostgreSQL cluster starts on first use; it stops here."""
+    yield
+    stop_cluster()
 
 
 @pytest.fixture
@@ -113,8 +123,7 @@ def limen_server(tmp_path: Path) -> Iterator[Callable[..., LimenProcess]]:
         }
         process = LimenProcess({**base, **env}, tmp_path / f"serve-{len(started)}.log")
         # Every request to the server needs a user: tests act as an admin with an API token.
-        database_url = env.get("LIMEN_DATABASE_URL") or f"sqlite:///{base['LIMEN_DATA_DIR']}/limen.db"
-        process.auth_headers = {"Authorization": f"Bearer {provision_admin_token(database_url)}"}
+        process.auth_headers = {"Authorization": f"Bearer {provision_admin_token(process.database_url)}"}
         started.append(process)
         return process.start()
 

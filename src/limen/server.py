@@ -6,6 +6,7 @@ import asyncio
 import logging
 import resource
 import socket
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -29,15 +30,34 @@ def raise_fd_limit() -> int:
 
 
 class LimenServer(uvicorn.Server):
-    """uvicorn's server, but event streams end and console sessions are closed with SERVER_SHUTDOWN before
-    sockets go (uvicorn would otherwise wait on them for its whole graceful-shutdown time)."""
+    """uvicorn's server, stopping in the order a replica behind a load balancer needs: on SIGTERM ``/readyz``
+    answers 503 at once (``Services.shutting_down``), the listening sockets close (new connections go to
+    another replica), event streams end and console sessions are closed with SERVER_SHUTDOWN (so browsers
+    reconnect, through the balancer, elsewhere) before uvicorn waits on what is left; uvicorn would
+    otherwise wait on consoles for its whole graceful-shutdown time."""
 
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        app: Any = self.config.loaded_app
+    def _limen_app(self) -> FastAPI | None:
+        app: Any = getattr(self.config, "loaded_app", None)
         # uvicorn wraps the app in middleware; find limen's FastAPI app underneath.
         while app is not None and not isinstance(app, FastAPI):
             app = getattr(app, "app", None)
+        return app if isinstance(app, FastAPI) else None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Not ready from the signal on: the main loop notices should_exit only at its next tick.
+        app = self._limen_app()
+        if app is not None:
+            services_of(app).shutting_down.set()
+        super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        app = self._limen_app()
         services = services_of(app) if app is not None else None
+        if services is not None:
+            services.shutting_down.set()
+        for server in self.servers:  # stop accepting first; uvicorn's own close below is then a no-op
+            server.close()
+        log.info("shutting down: not accepting, ending consoles", extra={"event": "shutdown_started"})
         if services is not None:
             services.hypervisor.feed.close()  # ends every event stream now, so uvicorn need not wait on them
             try:

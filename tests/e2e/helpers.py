@@ -75,8 +75,7 @@ def start_limen(tmp: Path, **env: str) -> LimenProcess:
     ``auth_headers`` (for httpx); pages sign in through the login page (:func:`sign_in`)."""
     tmp.mkdir(parents=True, exist_ok=True)
     process = LimenProcess(limen_env(tmp, **env), tmp / "serve.log")
-    database_url = env.get("LIMEN_DATABASE_URL") or f"sqlite:///{tmp / 'data' / 'limen.db'}"
-    process.auth_headers = {"Authorization": f"Bearer {provision_admin_token(database_url)}"}
+    process.auth_headers = {"Authorization": f"Bearer {provision_admin_token(process.database_url)}"}
     return process.start()
 
 

@@ -17,6 +17,7 @@ from playwright.sync_api import Page, Route, expect
 from tests.conftest import DEMO_ISO, QEMU_URI
 from tests.e2e.helpers import ARTIFACTS, DESKTOP, PHONE, save_screenshot, start_limen
 from tests.support.access import provision_user
+from tests.support.databases import database_url_for
 from tests.support.libvirt_cleanup import domain_exists, remove_domain
 from tests.support.server import LimenProcess
 
@@ -120,7 +121,7 @@ def test_the_list_follows_virsh_within_1_s_without_waiting_for_a_poll(
 ) -> None:
     # A plain user: the shared libvirtd's other VMs (other test runs') change all the time, and an admin's
     # list rightly reloads for each; this user's list hears of their own VMs only.
-    token = provision_user(f"sqlite:///{server_dir / 'data' / 'limen.db'}", "carol", "pw-carol-123")
+    token = provision_user(database_url_for(server_dir / 'data'), "carol", "pw-carol-123")
     name = vm_name()
     with httpx.Client(base_url=server.base_url, timeout=30, headers={"Authorization": f"Bearer {token}"}) as own:
         create(own, name)

@@ -26,6 +26,7 @@ from websockets.asyncio.client import connect
 
 from tests.support.access import TEST_ADMIN, provision_admin_token, provision_user, redis_server
 from tests.support.console import ConsoleTranscript, FakeDomain, driver_uri, read_console, read_frames
+from tests.support.databases import database_url_for
 from tests.support.server import LimenProcess
 
 pytestmark = pytest.mark.integration
@@ -99,7 +100,7 @@ def _start_world(tmp: Path, vnc: EchoVnc, **env: str) -> World:
     tmp.mkdir(parents=True, exist_ok=True)
     domains = [FakeDomain(name, vnc.port) for name in ("alice-vm", "bob-vm", "spare-vm")]
     data = tmp / "data"
-    database_url = f"sqlite:///{data / 'limen.db'}"
+    database_url = database_url_for(data)
     tokens = {TEST_ADMIN: provision_admin_token(database_url)}
     for name, password in PASSWORDS.items():
         tokens[name] = provision_user(database_url, name, password)

@@ -15,6 +15,7 @@ import pytest
 
 from tests.support.access import provision_admin_token
 from tests.support.console import FakeDomain, driver_uri
+from tests.support.databases import database_url_for
 from tests.support.fake_vnc import BANNER
 from tests.support.raw_ws import BINARY, CONTINUATION, TEXT, RawConsole, masked_frame
 from tests.support.server import LimenProcess
@@ -55,7 +56,7 @@ class EchoVnc:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LimenProcess, dict[str, str]]]:
     tmp = tmp_path_factory.mktemp("invalid-utf8")
     vnc = EchoVnc()
-    token = provision_admin_token(f"sqlite:///{tmp / 'data' / 'limen.db'}")
+    token = provision_admin_token(database_url_for(tmp / 'data'))
     server = LimenProcess({
         "LIMEN_LIBVIRT_URI": driver_uri(tmp, [FakeDomain("vm", vnc.port)]),
         "LIMEN_DATA_DIR": str(tmp / "data"), "LIMEN_LOG_DIR": str(tmp / "log"), "LIMEN_ISO_DIR": str(tmp),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tests.conftest import DEMO_ISO, QEMU_URI, TEST_POOL_DIR
 from tests.support.console import ConsoleTranscript, read_frames
+from tests.support.databases import fetch_all, integrity
 from tests.support.libvirt_cleanup import domain_exists, remove_domain, volume_exists
 from tests.support.server import LimenProcess
 
@@ -29,11 +29,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 PROXY_STATUS = "VNC connection established, starting proxy..."
 CONSOLES = 3
-
-
-def integrity(data_dir: Path) -> str:
-    with sqlite3.connect(data_dir / "limen.db") as db:
-        return str(db.execute("PRAGMA integrity_check").fetchone()[0])
 
 
 def api(server: LimenProcess) -> httpx.Client:
@@ -112,8 +107,7 @@ async def test_consoles_of_a_killed_server_are_closed_when_it_restarts(
         assert "was lost" in closed["end_details"] and "its process ended" in closed["end_details"], closed
     # The killed instance was marked stopped by the sweep; the restarted one marks itself on a clean stop.
     server.stop()
-    with sqlite3.connect(tmp_path / "data" / "limen.db") as db:
-        stopped = [row[0] for row in db.execute("SELECT stopped_at FROM limen_instances")]
+    stopped = [row[0] for row in fetch_all(tmp_path / "data", "SELECT stopped_at FROM limen_instances")]
     assert len(stopped) == 2 and all(stopped), stopped
     assert integrity(tmp_path / "data") == "ok"
 

@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.access import TEST_ADMIN, provision_admin_token, provision_user
 from tests.support.console import FakeDomain, driver_uri, read_console
+from tests.support.databases import database_url_for
 from tests.support.net import free_port
 from tests.support.server import LimenProcess
 
@@ -45,7 +46,7 @@ def hidden(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hidden]:
     tmp = tmp_path_factory.mktemp("hidden-vms")
     # VNC ports nobody listens on: the refusals come long before any VNC connection.
     domains = [FakeDomain(name, free_port()) for name in ("alice-vm", "bob-vm")]
-    database_url = f"sqlite:///{tmp / 'data' / 'limen.db'}"
+    database_url = database_url_for(tmp / 'data')
     tokens = {TEST_ADMIN: provision_admin_token(database_url)}
     for name in ("alice", "bob"):
         tokens[name] = provision_user(database_url, name, f"{name}-password-long")

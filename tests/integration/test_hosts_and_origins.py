@@ -15,6 +15,7 @@ import pytest
 
 from tests.support.access import provision_admin_token, provision_user
 from tests.support.console import FakeDomain, driver_uri
+from tests.support.databases import database_url_for
 from tests.support.net import free_port
 from tests.support.raw_ws import CLOSE, TEXT, RawConsole
 from tests.support.server import LimenProcess
@@ -25,8 +26,8 @@ PASSWORD = "alice-password-long"
 
 
 def _serve(tmp: Path, *, listen: str, **env: str) -> tuple[LimenProcess, str]:
-    token = provision_admin_token(f"sqlite:///{tmp / 'data' / 'limen.db'}")
-    provision_user(f"sqlite:///{tmp / 'data' / 'limen.db'}", "alice", PASSWORD)
+    token = provision_admin_token(database_url_for(tmp / 'data'))
+    provision_user(database_url_for(tmp / 'data'), "alice", PASSWORD)
     server = LimenProcess({
         "LIMEN_LIBVIRT_URI": driver_uri(tmp, [FakeDomain("vm", free_port())]),
         "LIMEN_DATA_DIR": str(tmp / "data"), "LIMEN_LOG_DIR": str(tmp / "log"), "LIMEN_ISO_DIR": str(tmp), **env,

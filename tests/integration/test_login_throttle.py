@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from limen.db import Database
 from limen.db.models import LoginThrottle
 from tests.support.access import redis_server
+from tests.support.databases import cli_env
 from tests.support.server import LIMEN_BIN, LimenProcess
 
 pytestmark = pytest.mark.integration
@@ -53,7 +54,7 @@ def refusal(response: httpx.Response) -> int:
 
 
 def limen_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(LIMEN_BIN), *args], env={**os.environ, **env}, capture_output=True, text=True,
+    return subprocess.run([str(LIMEN_BIN), *args], env=cli_env({**os.environ, **env}), capture_output=True, text=True,
                           timeout=60, check=False)
 
 
@@ -202,7 +203,8 @@ def test_places_of_a_process_killed_mid_attempt_are_given_back(
     address = "203.0.113.44"
     killed = subprocess.run(
         [str(LIMEN_BIN.parent / "python"), "-c", _DIE_MID_ATTEMPT, USER, address],
-        env={**os.environ, **env, "LIMEN_DATA_DIR": str(tmp_path / "data"), "LIMEN_LOG_DIR": str(tmp_path / "log")},
+        env=cli_env({**os.environ, **env, "LIMEN_DATA_DIR": str(tmp_path / "data"),
+                     "LIMEN_LOG_DIR": str(tmp_path / "log")}),
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert killed.returncode == -9, killed.stderr

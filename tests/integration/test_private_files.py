@@ -30,9 +30,11 @@ def loose_umask() -> Iterator[None]:
 
 
 def _serve(tmp_path: Path) -> LimenProcess:
+    # The SQLite file and its companions are what is checked here, so SQLite also in the PostgreSQL run.
     return LimenProcess({
         "LIMEN_LIBVIRT_URI": "test:///default", "LIMEN_DATA_DIR": str(tmp_path / "data"),
         "LIMEN_LOG_DIR": str(tmp_path / "log"), "LIMEN_ISO_DIR": str(tmp_path),
+        "LIMEN_DATABASE_URL": f"sqlite:///{tmp_path / 'data' / 'limen.db'}",
     }, tmp_path / "serve.log")
 
 

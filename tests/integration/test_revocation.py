@@ -28,6 +28,7 @@ from limen.db import Role
 from tests.conftest import DEMO_ISO
 from tests.support.access import provision_user, redis_server
 from tests.support.console import ConsoleTranscript, read_console, read_frames
+from tests.support.databases import cli_env, database_url_for
 from tests.support.server import LIMEN_BIN, LimenProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -244,7 +245,7 @@ async def world(
     limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str], tmp_path: Path
 ) -> AsyncIterator[World]:
     """One server; VM "bobs" owned by bob, VM "spare" owned by carol; both running."""
-    database_url = f"sqlite:///{tmp_path / 'data' / 'limen.db'}"
+    database_url = database_url_for(tmp_path / 'data')
     server = limen_server()
     tokens = provision(database_url)
     vms = await make_vms(server, {"bobs": vm_names(), "spare": vm_names()}, {"bobs": "bob", "spare": "carol"})
@@ -431,7 +432,7 @@ async def test_a_change_on_one_instance_ends_a_console_held_by_another(
     disables bob on A, ends carol's session (held by B) from A, and revokes carol's other token with the
     command line."""
     with redis_server(tmp_path) as redis_url:
-        database_url = f"sqlite:///{tmp_path / 'data' / 'limen.db'}"
+        database_url = database_url_for(tmp_path / 'data')
         a = limen_server(LIMEN_REDIS_URL=redis_url)
         b = limen_server(LIMEN_REDIS_URL=redis_url, LIMEN_LOG_DIR=str(tmp_path / "log-b"))
         tokens = provision(database_url)
@@ -473,8 +474,8 @@ async def test_a_change_on_one_instance_ends_a_console_held_by_another(
             by_script.watcher = asyncio.create_task(error_frame_after(by_script, since))
             command = await asyncio.create_subprocess_exec(
                 str(LIMEN_BIN), "token", "revoke", str(token_id),
-                env={**os.environ, "LIMEN_DATA_DIR": str(tmp_path / "data"), "LIMEN_REDIS_URL": redis_url,
-                     "LIMEN_LOG_DIR": str(tmp_path / "log-cli")},
+                env=cli_env({**os.environ, "LIMEN_DATA_DIR": str(tmp_path / "data"), "LIMEN_REDIS_URL": redis_url,
+                     "LIMEN_LOG_DIR": str(tmp_path / "log-cli")}),
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
             _, err = await command.communicate()
             assert command.returncode == 0, err

@@ -24,6 +24,7 @@ import pytest
 from limen.web.png import parse_ppm
 from tests.conftest import DEMO_ISO, QEMU_URI, TEST_POOL, TEST_POOL_DIR
 from tests.support.access import assert_error, provision_user
+from tests.support.databases import cli_env
 from tests.support.libvirt_cleanup import domain_exists
 from tests.support.server import LimenProcess
 from tests.support.sse import SseStream
@@ -49,7 +50,7 @@ def api(server: LimenProcess) -> Iterator[httpx.Client]:
 
 
 def _database_url(server: LimenProcess) -> str:
-    return f"sqlite:///{server.log_path.parent / 'data'}/limen.db"  # the limen_server fixture's data dir
+    return server.database_url
 
 
 def _create(api: httpx.Client, name: str, **fields: Any) -> dict[str, Any]:
@@ -439,7 +440,7 @@ def test_deleting_a_vm_deletes_its_snapshots(api: httpx.Client, vm_names: Callab
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([LIMEN, *args], capture_output=True, text=True, timeout=120, env=env, check=False)
+    return subprocess.run([LIMEN, *args], capture_output=True, text=True, timeout=120, env=cli_env(env), check=False)
 
 
 def test_cli_snapshot_commands(vm_names: Callable[[], str], tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.support.access import provision_admin_token
+from tests.support.databases import database_url_for
 from tests.support.server import LimenProcess
 
 pytestmark = pytest.mark.integration
@@ -22,7 +23,7 @@ ROUNDS = 10
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LimenProcess, dict[str, str]]]:
     tmp: Path = tmp_path_factory.mktemp("user-names")
-    token = provision_admin_token(f"sqlite:///{tmp / 'data' / 'limen.db'}")
+    token = provision_admin_token(database_url_for(tmp / 'data'))
     server = LimenProcess({"LIMEN_LIBVIRT_URI": "test:///default", "LIMEN_DATA_DIR": str(tmp / "data"),
                            "LIMEN_LOG_DIR": str(tmp / "log"), "LIMEN_ISO_DIR": str(tmp)}, tmp / "serve.log").start()
     yield server, {"Authorization": f"Bearer {token}"}

@@ -24,6 +24,7 @@ from limen.hypervisor.domain_edit import cdrom_element
 from limen.hypervisor.editing import _open_tray_through_qemu
 from tests.conftest import DEMO_ISO, ISO_DIR, QEMU_URI, TEST_POOL, TEST_POOL_DIR
 from tests.support.access import assert_error, provision_user
+from tests.support.databases import cli_env, database_url_for
 from tests.support.server import LimenProcess
 
 pytestmark = pytest.mark.integration
@@ -335,7 +336,7 @@ def test_disks_grow_running_and_stopped_and_never_shrink(api: httpx.Client, vm_n
 def test_rename_and_access_of_a_plain_user(
     server: LimenProcess, api: httpx.Client, vm_names: Callable[[], str], tmp_path: Path
 ) -> None:
-    database_url = f"sqlite:///{tmp_path / 'data' / 'limen.db'}"
+    database_url = database_url_for(tmp_path / 'data')
     alice = {"Authorization": f"Bearer {provision_user(database_url, 'alice', 'alice-password')}"}
     bob = {"Authorization": f"Bearer {provision_user(database_url, 'bob', 'bob-password')}"}
     name, new_name, other = vm_names(), vm_names(), vm_names()
@@ -368,7 +369,7 @@ def test_rename_and_access_of_a_plain_user(
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([LIMEN, *args], env=env, capture_output=True, text=True, timeout=90, check=False)
+    return subprocess.run([LIMEN, *args], env=cli_env(env), capture_output=True, text=True, timeout=90, check=False)
 
 
 def test_cli_media_set_resize_and_finish_install(vm_names: Callable[[], str], tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import DEMO_ISO, QEMU_URI
 from tests.support.access import provision_user
+from tests.support.databases import database_url_for
 from tests.support.server import LimenProcess
 from tests.support.sse import SseEvent, SseStream
 
@@ -63,7 +64,7 @@ def open_stream(server: LimenProcess, headers: dict[str, str], opened: list[SseS
 
 
 def database_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'data' / 'limen.db'}"
+    return database_url_for(tmp_path / 'data')
 
 
 def test_a_virsh_state_change_reaches_an_sse_client_within_1_s(

@@ -16,6 +16,7 @@ from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor, VmSpec
 from limen.settings import Settings
 from tests.conftest import DEMO_ISO, QEMU_URI, TEST_POOL, TEST_POOL_DIR
+from tests.support.databases import cli_env
 from tests.support.libvirt_cleanup import domain_exists, volume_exists
 from tests.support.net import read_banner
 from tests.support.server import LimenProcess
@@ -126,7 +127,7 @@ async def test_libvirt_going_away_and_coming_back(make_settings: Callable[..., S
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([LIMEN, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run([LIMEN, *args], env=cli_env(env), capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_cli_lifecycle_and_exit_codes(vm_names: Callable[[], str], tmp_path: Path) -> None:

@@ -1,5 +1,8 @@
-"""A PostgreSQL server of the test's own: a throw-away cluster run as the ``postgres`` system user
-(the server refuses root), on a free loopback port, without fsync. Yields a SQLAlchemy URL."""
+"""A PostgreSQL server of the test's own: a throw-away cluster (Debian's PostgreSQL 15 programs, from
+/usr/lib/postgresql/<version>/bin) in a temporary directory, run as the ``postgres`` system user (the
+server refuses root), on a free loopback port only, without fsync. :func:`postgres_server` yields a
+SQLAlchemy URL; :func:`new_database` makes a fresh, empty database on it (one per test keeps tests apart
+on one cluster, which the ``LIMEN_TEST_DATABASE=postgresql`` run of the suite starts once)."""
 
 from __future__ import annotations
 
@@ -8,9 +11,13 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from tests.support.net import free_port
 
@@ -43,7 +50,7 @@ def postgres_server() -> Iterator[str]:
                        check=True, capture_output=True, timeout=120)
         process = subprocess.Popen(
             _as_postgres(postgres, "-D", str(data / "cluster"), "-h", "127.0.0.1", "-p", str(port),
-                         "-k", str(data), "-c", "fsync=off", "-c", "max_connections=120"),
+                         "-k", str(data), "-c", "fsync=off", "-c", "max_connections=300"),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30
@@ -62,3 +69,16 @@ def postgres_server() -> Iterator[str]:
                 process.kill()
                 process.wait()
         shutil.rmtree(data, ignore_errors=True)
+
+
+def new_database(server_url: str) -> str:
+    """A new, empty database on the server of ``server_url``; returns its URL. Left for the cluster's
+    removal to take away (dropping it would wait for every process still connected)."""
+    name = f"limen_test_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)

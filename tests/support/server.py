@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.databases import database_url_for, on_postgresql
 from tests.support.net import free_port
 
 LIMEN_BIN = Path(sys.executable).parent / "limen"
@@ -20,9 +21,9 @@ LIMEN_BIN = Path(sys.executable).parent / "limen"
 class LimenProcess:
     def __init__(self, env: Mapping[str, str], log_path: Path, *, listen: str = "127.0.0.1",
                  command: Sequence[str] = (str(LIMEN_BIN),), cwd: Path | None = None, scheme: str = "http",
-                 serve_args: Sequence[str] = ()) -> None:
+                 serve_args: Sequence[str] = (), port: int | None = None) -> None:
         self.listen = listen  # --host; the tests connect over loopback whatever it is
-        self.port = free_port()
+        self.port = port if port is not None else free_port()
         self.base_url = f"{scheme}://127.0.0.1:{self.port}"
         self.ws_url = f"{'wss' if scheme == 'https' else 'ws'}://127.0.0.1:{self.port}"
         # How limen is started (another installation's `limen`, or a wrapper around it) and from where.
@@ -30,7 +31,13 @@ class LimenProcess:
         self.cwd = cwd
         self.serve_args = tuple(serve_args)
         self.log_path = log_path
-        self._env = {**os.environ, **env}
+        merged = {**os.environ, **env}
+        if on_postgresql() and "LIMEN_DATABASE_URL" not in env and "LIMEN_DATA_DIR" in merged:
+            merged["LIMEN_DATABASE_URL"] = database_url_for(Path(merged["LIMEN_DATA_DIR"]))
+        self._env = merged
+        # The database this server uses (what tests provision users and tokens into).
+        self.database_url = merged.get("LIMEN_DATABASE_URL") or database_url_for(
+            Path(merged.get("LIMEN_DATA_DIR", "/var/lib/limen")))
         self._proc: subprocess.Popen[bytes] | None = None
         # Set by the limen_server fixture: an admin's "Authorization: Bearer …" for API requests.
         self.auth_headers: dict[str, str] = {}

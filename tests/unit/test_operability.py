@@ -135,3 +135,24 @@ def test_log_file_rotates_by_size_and_keeps_the_configured_count(
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
             handler.close()
+
+
+async def test_readyz_is_not_ready_from_the_shutdown_signal_on(make_settings: Callable[..., Settings]) -> None:
+    """A load balancer must stop sending new work the moment SIGTERM arrives, before the listener closes:
+    the signal handler marks the app, and /readyz then answers 503 naming ``shutdown``."""
+    import signal
+
+    from limen.server import LimenServer, uvicorn_config
+
+    settings = make_settings()
+    async with app_client(settings) as client:
+        app = client._transport.app  # type: ignore[attr-defined]
+        assert (await client.get("/readyz")).status_code == 200
+        server = LimenServer(uvicorn_config(app, settings))
+        server.config.load()  # what uvicorn does before it serves: loaded_app wraps limen's app
+        server.handle_exit(signal.SIGTERM, None)
+        answer = await client.get("/readyz")
+        assert server.should_exit
+    assert answer.status_code == 503
+    assert answer.json()["failing"] == ["shutdown"]
+    assert answer.json()["checks"]["shutdown"] == "the server is shutting down"

@@ -26,8 +26,12 @@ async def healthz() -> Health:
 
 @router.get("/readyz", responses={503: {"description": "A check failed; `failing` names it"}})
 async def readyz(request: Request, hypervisor: HypervisorDep, settings: SettingsDep) -> JSONResponse:
-    """Ready to serve: libvirt and the database answer within their timeouts."""
+    """Ready to serve: libvirt and the database answer within their timeouts, and the server is not
+    shutting down (from SIGTERM on it answers 503 with ``shutdown`` failing, so a load balancer sends
+    nothing new here while its consoles move elsewhere)."""
     checks: dict[str, str] = {}
+    if services_of(request).shutting_down.is_set():
+        checks["shutdown"] = "the server is shutting down"
     try:
         await hypervisor.host_info()
         checks["libvirt"] = "ok"

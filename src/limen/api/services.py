@@ -5,7 +5,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
@@ -38,6 +39,8 @@ class Services:
     screenshots: ScreenshotCache
     serial_ports: SerialPorts  # the VMs' serial consoles, through libvirt's console streams
     serial_holders: SerialHolders  # who holds each VM's serial port in this process
+    # Set from the stop signal on: /readyz answers 503 so a load balancer sends no more (server.py sets it).
+    shutting_down: threading.Event = field(default_factory=threading.Event)
 
 
 def services_of(app_or_connection: Starlette | HTTPConnection) -> Services:

@@ -33,6 +33,8 @@ T = TypeVar("T")
 log = logging.getLogger("limen.db")
 SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# PostgreSQL advisory-lock key of schema migrations (any 64-bit number; this one spells "limenmig").
+MIGRATION_LOCK_KEY = int.from_bytes(b"limenmig", "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -92,6 +94,11 @@ class Database:
                 connection.commit()
             try:
                 with connection.begin():
+                    if self.url.get_backend_name() == "postgresql":
+                        # Replicas starting together migrate one at a time: a transaction-scoped advisory
+                        # lock (released at commit or rollback, also when the process dies); the others
+                        # wait, then find the schema at head. PostgreSQL's DDL is transactional.
+                        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
                     config.attributes["connection"] = connection
                     command.upgrade(config, revision)
                     if sqlite:

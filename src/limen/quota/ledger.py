@@ -6,8 +6,9 @@ transaction:
 1. updates the one ``quota_lock`` row first — on PostgreSQL a row lock, on SQLite the database's write lock
    (taken by that first write, waiting up to the busy timeout) — so checks run one at a time, whichever
    process makes them;
-2. reads what libvirt shows (every VM, with its owner from the domain metadata) and the reservations of
-   changes that passed their check and are not done yet (``quota_reservations``); a reservation and the
+2. reads the reservations of changes that passed their check and are not done yet
+   (``quota_reservations``), then what libvirt shows (every VM, with its owner from the domain metadata) —
+   in that order, as a change that is done deletes its reservation without the lock; a reservation and the
    VM libvirt shows under its name are merged by taking the larger of each resource, never added;
 3. checks the owner's limits and the system-wide ones (:mod:`limen.quota.limits`) and, if the change fits,
    records its reservation before the lock is released at commit.
@@ -111,11 +112,15 @@ class QuotaLedger:
     # -- usage -------------------------------------------------------------------------------------
 
     @staticmethod
-    def _footprints(session: Session, vms: list[Vm]) -> dict[str, Footprint]:
+    def _reservations(session: Session) -> list[Footprint]:
+        return [Footprint(name=row.vm_name, owner=row.user_name, running=row.running, vcpus=row.vcpus,
+                          memory_mib=row.memory_mib, disk_bytes=row.disk_bytes)
+                for row in session.scalars(select(QuotaReservation))]
+
+    @staticmethod
+    def _footprints(vms: list[Vm], reservations: list[Footprint]) -> dict[str, Footprint]:
         footprints = {vm.name: Footprint.of_vm(vm) for vm in vms}
-        for row in session.scalars(select(QuotaReservation)):
-            reserved = Footprint(name=row.vm_name, owner=row.user_name, running=row.running, vcpus=row.vcpus,
-                                 memory_mib=row.memory_mib, disk_bytes=row.disk_bytes)
+        for reserved in reservations:
             footprints = with_change(footprints, reserved)
         return footprints
 
@@ -123,7 +128,7 @@ class QuotaLedger:
         vms = await list_vms()
 
         def run(session: Session) -> QuotaReport:
-            footprints = self._footprints(session, vms).values()
+            footprints = self._footprints(vms, self._reservations(session)).values()
             return QuotaReport(
                 user=user_name, limits=self._limits_in(session, user_name),
                 usage=Usage.of(f for f in footprints if f.owner == user_name),
@@ -168,8 +173,13 @@ class QuotaLedger:
                  owner_limited: bool) -> int:
         # First statement of the transaction: takes the lock (see the module docstring).
         session.execute(update(QuotaLock).where(QuotaLock.id == 1).values(generation=QuotaLock.generation + 1))
+        # The reservations before libvirt: a change that is done deletes its reservation without the lock, once
+        # libvirt shows what it made. Read in this order, a reservation gone after the read is a VM the list
+        # then shows; in the other order a VM made after the list whose reservation went before the read
+        # would be counted nowhere (PostgreSQL lets that delete run meanwhile; SQLite's write lock did not).
+        reservations = self._reservations(session)
         vms: list[Vm] = anyio.from_thread.run(list_vms)  # on the event loop; this thread holds the lock meanwhile
-        before = self._footprints(session, vms)
+        before = self._footprints(vms, reservations)
         after = with_change(before, change)
         if owner_limited and change.owner is not None:
             limits = self._limits_in(session, change.owner)
