@@ -1,4 +1,4 @@
-"""The ``limen`` command: ``serve``, ``vm …``, ``iso …``, ``user …``, ``token …`` and ``host …``.
+"""The ``limen`` command: ``serve``, ``vm …``, ``iso …``, ``user …``, ``token …``, ``host …`` and ``config …``.
 
 Exit codes: 0 success, 1 an operation failed (the error's message is printed), 2 bad usage or
 invalid configuration (the offending key is named).
@@ -25,6 +25,7 @@ from limen.auth.revocation import Revocation
 from limen.auth.revocation_bus import publish_from_command_line
 from limen.cli_audit import run_audited
 from limen.cli_backup import backup_command, restore_command
+from limen.cli_config import config_app
 from limen.cli_hosts import host_app
 from limen.cli_isos import iso_app
 from limen.cli_output import error_text, say, table
@@ -48,6 +49,7 @@ app.add_typer(iso_app, name="iso")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(host_app, name="host")
+app.add_typer(config_app, name="config")
 app.command("backup")(backup_command)
 app.command("restore")(restore_command)
 

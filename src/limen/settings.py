@@ -10,8 +10,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
@@ -31,6 +32,8 @@ _HOST_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+    # False for `limen config check FILE`: the file alone is judged, whatever the environment says.
+    read_environment: ClassVar[bool] = True
 
     # -- where things are ----------------------------------------------------------------------------
     libvirt_uri: str = "qemu:///system"
@@ -279,7 +282,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings]
+        if getattr(settings_cls, "read_environment", True):
+            sources.append(env_settings)
         if settings_cls.model_config.get("toml_file"):
             sources.append(TomlConfigSettingsSource(settings_cls))
         return tuple(sources)
@@ -295,27 +300,77 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{env_name} ({field}): {error['msg']}"
 
 
+SettingSource = Literal["flag", "env", "file", "default"]
+
+
+def _config_file(config_file: Path | None) -> Path | None:
+    if config_file is None and os.environ.get(f"{ENV_PREFIX}CONFIG"):
+        return Path(os.environ[f"{ENV_PREFIX}CONFIG"])
+    return config_file
+
+
+def _settings_class(config_file: Path | None, *, environment: bool) -> type[Settings]:
+    if config_file is None and environment:
+        return Settings
+    if config_file is not None and not config_file.is_file():
+        raise SettingsError(f"--config ({config_file}): no such file")
+
+    class ChosenSettings(Settings):
+        model_config = SettingsConfigDict(toml_file=config_file)
+        read_environment = environment
+
+    return ChosenSettings
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Builds the settings once. ``overrides`` are CLI flags; ``None`` values mean 'not given'.
 
     ``config_file`` defaults to ``$LIMEN_CONFIG`` when that is set.
     """
     given = {key: value for key, value in overrides.items() if value is not None}
-    if config_file is None and os.environ.get(f"{ENV_PREFIX}CONFIG"):
-        config_file = Path(os.environ[f"{ENV_PREFIX}CONFIG"])
-    settings_cls: type[Settings] = Settings
-    if config_file is not None:
-        if not config_file.is_file():
-            raise SettingsError(f"--config ({config_file}): no such file")
+    config_file = _config_file(config_file)
+    return _build(_settings_class(config_file, environment=True), config_file, given, _describe)
 
-        class SettingsFromFile(Settings):
-            model_config = SettingsConfigDict(toml_file=config_file)
 
-        settings_cls = SettingsFromFile
+def check_settings_file(config_file: Path) -> Settings:
+    """The settings of ``config_file`` alone (the ``LIMEN_*`` variables are not read: they would hide a bad
+    value in it, or fail it for their own); :class:`SettingsError` names its bad keys as the file writes them."""
+    return _build(_settings_class(config_file, environment=False), config_file, {}, _describe_file_key)
+
+
+def _build(settings_cls: type[Settings], config_file: Path | None, given: dict[str, Any],
+           describe: Callable[[dict[str, Any]], str]) -> Settings:
     try:
         return settings_cls(**given)
     except ValidationError as exc:
-        lines = [_describe(dict(error)) for error in exc.errors()]
+        lines = [describe(dict(error)) for error in exc.errors()]
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
     except (OSError, ValueError) as exc:  # unreadable or malformed TOML
         raise SettingsError(f"invalid configuration file {config_file}: {exc}") from None
+
+
+def _describe_file_key(error: dict[str, Any]) -> str:
+    field = ".".join(str(part) for part in error["loc"]) or "(config)"
+    return f"{field}: {error['msg']}"
+
+
+def setting_sources(config_file: Path | None = None, **overrides: Any) -> dict[str, SettingSource]:
+    """Where each setting :func:`load_settings` (same arguments) takes comes from, strongest source first:
+    a CLI flag, a ``LIMEN_*`` variable, the TOML file, else its default (or a value derived from others)."""
+    config_file = _config_file(config_file)
+    in_file: set[str] = set()
+    if config_file is not None and config_file.is_file():
+        in_file = {key.lower() for key in TomlConfigSettingsSource(Settings, toml_file=config_file).toml_data}
+    # pydantic-settings matches variable names without regard to case, so this does too.
+    in_environment = {name.lower() for name in os.environ}
+    sources: dict[str, SettingSource] = {}
+    for name in Settings.model_fields:
+        if overrides.get(name) is not None:
+            sources[name] = "flag"
+        elif f"{ENV_PREFIX}{name}".lower() in in_environment:
+            sources[name] = "env"
+        elif name in in_file:
+            sources[name] = "file"
+        else:
+            sources[name] = "default"
+    return sources

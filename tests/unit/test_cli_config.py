@@ -1,0 +1,122 @@
+"""``limen config show`` names each setting's source (flag, env, file, default) and masks secrets;
+``limen config check FILE`` judges a TOML file alone and exits 2 naming the bad key."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from limen.cli import app
+
+ENGLISH = {"LANG": "C.UTF-8", "LC_ALL": "", "LC_MESSAGES": "", "LIMEN_LANG": ""}
+
+
+@pytest.fixture(autouse=True)
+def no_limen_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith("LIMEN_"):
+            monkeypatch.delenv(name)
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args), env={**ENGLISH, **(env or {})})
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_show_names_flag_env_file_and_default(tmp_path: Path) -> None:
+    config = tmp_path / "limen.toml"
+    config.write_text('port = 9001\nhost = "0.0.0.0"\nregistration = "approval"\n')
+    code, out, err = invoke("--config", str(config), "--data-dir", str(tmp_path / "data"), "--json",
+                            "config", "show", env={"LIMEN_HOST": "127.0.0.2"})
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["data_dir"] == {"value": str(tmp_path / "data"), "source": "flag"}
+    assert shown["host"] == {"value": "127.0.0.2", "source": "env"}  # the environment beats the file
+    assert shown["port"] == {"value": 9001, "source": "file"}
+    assert shown["registration"] == {"value": "approval", "source": "file"}
+    assert shown["log_level"] == {"value": "info", "source": "default"}
+    assert shown["allowed_hosts"] == {"value": [], "source": "default"}
+    assert set(shown) >= {"libvirt_uri", "database_url", "tls_cert", "quota_vms"}
+
+
+def test_show_masks_secrets_and_credentials_in_urls(tmp_path: Path) -> None:
+    env = {"LIMEN_DATABASE_URL": "postgresql://limen:hunter2@db.example:5432/limen",
+           "LIMEN_REDIS_URL": "redis://:s3cret@cache.example:6379/0", "LIMEN_METRICS_TOKEN": "t0ken-value"}
+    code, out, err = invoke("--data-dir", str(tmp_path), "--json", "config", "show", env=env)
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["database_url"] == {"value": "postgresql://***@db.example:5432/limen", "source": "env"}
+    assert shown["redis_url"]["value"] == "redis://***@cache.example:6379/0"
+    assert shown["metrics_token"] == {"value": "***", "source": "env"}
+    code, table, err = invoke("--data-dir", str(tmp_path), "config", "show", env=env)
+    assert code == 0, err
+    for secret in ("hunter2", "s3cret", "t0ken-value"):
+        assert secret not in out and secret not in table
+    assert "libvirt_uri" in table and "metrics_token" in table
+
+
+def test_show_table_in_korean_and_english(tmp_path: Path) -> None:
+    code, english, err = invoke("--data-dir", str(tmp_path), "--log-dir", str(tmp_path / "log"), "config", "show")
+    assert code == 0, err
+    header, *rows = english.splitlines()
+    assert header.split() == ["SETTING", "VALUE", "SOURCE"]
+    log_row = next(row for row in rows if row.startswith("log_dir "))
+    assert log_row.split() == ["log_dir", str(tmp_path / "log"), "flag"]
+    code, korean, err = invoke("--data-dir", str(tmp_path), "config", "show",
+                               env={"LANG": "ko_KR.UTF-8", "LIMEN_PORT": "8443"})
+    assert code == 0, err
+    assert korean.splitlines()[0].split() == ["설정", "값", "출처"]
+    assert next(row for row in korean.splitlines() if row.startswith("port ")).split()[1:] == ["8443", "환경", "변수"]
+
+
+def test_show_with_an_invalid_setting_exits_2_naming_it(tmp_path: Path) -> None:
+    code, _, err = invoke("config", "show", env={"LIMEN_PORT": "99999"})
+    assert code == 2
+    assert "LIMEN_PORT (port)" in err
+
+
+def test_check_accepts_a_good_file(tmp_path: Path) -> None:
+    config = tmp_path / "limen.toml"
+    config.write_text('port = 8443\nallowed_hosts = ["limen.example"]\n')
+    code, out, err = invoke("config", "check", str(config))
+    assert (code, out.strip()) == (0, f"{config}: OK"), err
+    code, out, _ = invoke("--json", "config", "check", str(config))
+    assert (code, json.loads(out)) == (0, {"file": str(config), "valid": True})
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ('port = 8080\nlisten_port = 8443\n', "listen_port"),  # unknown key
+    ('port = 99999\n', "port"),  # out of range
+    ('registration = "maybe"\n', "registration"),  # not one of the choices
+    ('allowed_hosts = ["https://x.example"]\n', "allowed_hosts"),  # a validator's refusal
+])
+def test_check_exits_2_naming_the_bad_key(tmp_path: Path, text: str, key: str) -> None:
+    config = tmp_path / "limen.toml"
+    config.write_text(text)
+    code, out, err = invoke("config", "check", str(config))
+    assert code == 2 and out == ""
+    assert f"\n  {key}: " in err and str(config) in err
+
+
+def test_check_judges_the_file_alone(tmp_path: Path) -> None:
+    """A good value in the environment does not hide a bad one in the file (nor a bad one make it fail)."""
+    config = tmp_path / "limen.toml"
+    config.write_text("port = 0\n")
+    code, _, err = invoke("config", "check", str(config), env={"LIMEN_PORT": "8080"})
+    assert code == 2 and "port: " in err
+    config.write_text("port = 8080\n")
+    code, _, err = invoke("config", "check", str(config), env={"LIMEN_PORT": "nonsense"})
+    assert code == 0, err
+
+
+def test_check_of_a_missing_or_malformed_file_exits_2(tmp_path: Path) -> None:
+    code, _, err = invoke("config", "check", str(tmp_path / "absent.toml"))
+    assert code == 2 and "absent.toml" in err
+    broken = tmp_path / "broken.toml"
+    broken.write_text("port = = 1\n")
+    code, _, err = invoke("config", "check", str(broken))
+    assert code == 2 and "broken.toml" in err
