@@ -1,11 +1,13 @@
-"""Backups of limen's own state: its SQLite database (users, tokens, sessions, audit), the settings file it
-was started with, and the XML of the VMs it manages. The VMs' disks are libvirt's and not in the backup.
+"""Backups of limen's own state: its database (users, tokens, sessions, audit), the settings file it was
+started with, and the XML of the VMs it manages. The VMs' disks are libvirt's and not in the backup.
 
-A backup is a tar file (owner-only, 0600: it holds password and token hashes) of ``manifest.json``,
-``limen.db`` (a consistent copy made with SQLite's online backup API, safe while limen serves and writes),
-``config.toml`` when a settings file was used, and ``vms/<uuid>.xml``. A restore refuses a backup whose
-schema is newer than this limen knows, puts the database in place while no limen serves it (the old one
-is kept beside it), then migrates it to this version's schema.
+A backup is a tar file (owner-only, 0600: it holds password and token hashes) of ``manifest.json``, the
+database — ``limen.db``, a consistent copy made with SQLite's online backup API (safe while limen serves and
+writes), or ``limen.pgdump``, ``pg_dump``'s custom format of a PostgreSQL database
+(:mod:`limen.backup_postgres`) — ``config.toml`` when a settings file was used, and ``vms/<uuid>.xml``.
+A restore refuses a backup whose schema is newer than this limen knows or whose database is of the other
+kind, puts the database in place while no limen serves it (the old one is kept beside it), then migrates it
+to this version's schema.
 """
 
 from __future__ import annotations
@@ -17,24 +19,29 @@ import re
 import sqlite3
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from alembic.script import ScriptDirectory
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from limen import __version__
+from limen import __version__, backup_postgres
 from limen.db.database import MIGRATIONS_DIR, SQLITE_COMPANIONS, Database
 from limen.db.models import LimenInstance
 from limen.instances import InstanceInfo, process_gone, this_process, why_gone
 from limen.settings import Settings
 
+T = TypeVar("T")
 BACKUP_FORMAT = 1
 MANIFEST = "manifest.json"
 DATABASE = "limen.db"
+PG_DATABASE = "limen.pgdump"
+SQLITE, POSTGRESQL = "sqlite", "postgresql"
 CONFIG = "config.toml"
 _VM_MEMBER = re.compile(r"^vms/([0-9a-f-]{36})\.xml$")
 # Largest member read from a backup: a limen database of millions of audit rows, not an arbitrary file.
@@ -85,9 +92,32 @@ class Manifest:
 def sqlite_file(settings: Settings) -> Path:
     url = make_url(settings.db_url)
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        raise BackupError(f"limen backup copies SQLite databases; {url.render_as_string(hide_password=True)} "
-                          "is not one (back PostgreSQL up with pg_dump)")
+        raise BackupError(f"limen backup copies SQLite and PostgreSQL databases; "
+                          f"{url.render_as_string(hide_password=True)} is neither")
     return Path(url.database)
+
+
+def database_kind(settings: Settings) -> str:
+    """``sqlite`` or ``postgresql``; any other database is refused."""
+    if backup_postgres.is_postgresql(settings.db_url):
+        return POSTGRESQL
+    sqlite_file(settings)
+    return SQLITE
+
+
+def database_label(settings: Settings) -> str:
+    """The database as messages name it: the SQLite file, or the URL without its password."""
+    if database_kind(settings) == POSTGRESQL:
+        return make_url(settings.db_url).render_as_string(hide_password=True)
+    return str(sqlite_file(settings))
+
+
+def _postgres(run: Callable[[], T]) -> T:
+    """``run()``, a failing PostgreSQL program reported as a :class:`BackupError`."""
+    try:
+        return run()
+    except backup_postgres.PostgresToolError as exc:
+        raise BackupError(str(exc)) from None
 
 
 def known_revisions() -> list[str]:
@@ -113,22 +143,20 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def write_backup(settings: Settings, out: Path, *, config_file: Path | None,
                  vm_xml: dict[VmRecord, str]) -> Manifest:
     """Writes the backup to ``out`` (replaced whole, or left as it was if this fails)."""
-    source = sqlite_file(settings)
-    if not source.is_file():
-        raise BackupError(f"no database at {source}: nothing to back up")
+    kind = database_kind(settings)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".limen-backup-", dir=out.parent) as work:
-        copy = Path(work) / DATABASE
-        # Read-only, and SQLite's backup API in one step: the copy is one consistent moment of the database
-        # even while a serving limen writes to it (WAL: the writer is not blocked meanwhile).
-        with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as reader, sqlite3.connect(copy) as writer:
-            reader.backup(writer)
-            revision = _revision_of(writer)
-        reader.close()
-        writer.close()
+        if kind == POSTGRESQL:
+            copy = Path(work) / PG_DATABASE
+            _postgres(lambda: backup_postgres.dump(settings.db_url, copy))
+            # The revision as the dump holds it: the same snapshot as the rows.
+            revision = _postgres(lambda: backup_postgres.revision_in(copy))
+        else:
+            copy = Path(work) / DATABASE
+            revision = _copy_sqlite(sqlite_file(settings), copy)
         manifest = Manifest(
             format=BACKUP_FORMAT, limen_version=__version__, schema_revision=revision,
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"), database="sqlite",
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"), database=kind,
             config_file=str(config_file) if config_file is not None else None,
             vms=sorted(vm_xml, key=lambda vm: vm.name),
         )
@@ -136,13 +164,27 @@ def write_backup(settings: Settings, out: Path, *, config_file: Path | None,
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
             _add_bytes(tar, MANIFEST, manifest.to_json().encode())
-            tar.add(copy, DATABASE, filter=lambda info: _owner_only(info))
+            tar.add(copy, copy.name, filter=lambda info: _owner_only(info))
             if config_file is not None:
                 _add_bytes(tar, CONFIG, config_file.read_bytes())
             for vm, xml in sorted(vm_xml.items(), key=lambda item: item[0].uuid):
                 _add_bytes(tar, f"vms/{vm.uuid}.xml", xml.encode())
         os.replace(partial, out)
     return manifest
+
+
+def _copy_sqlite(source: Path, copy: Path) -> str | None:
+    """Copies the database; returns the copy's schema revision."""
+    if not source.is_file():
+        raise BackupError(f"no database at {source}: nothing to back up")
+    # Read-only, and SQLite's backup API in one step: the copy is one consistent moment of the database
+    # even while a serving limen writes to it (WAL: the writer is not blocked meanwhile).
+    with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as reader, sqlite3.connect(copy) as writer:
+        reader.backup(writer)
+        revision = _revision_of(writer)
+    reader.close()
+    writer.close()
+    return revision
 
 
 def _owner_only(info: tarfile.TarInfo) -> tarfile.TarInfo:
@@ -176,8 +218,8 @@ def open_backup(file: Path, work: Path) -> Backup:
                     continue
                 if member.name == MANIFEST:
                     manifest = Manifest.from_json(extracted.read(2**20).decode())
-                elif member.name == DATABASE:
-                    database = work / DATABASE
+                elif member.name in (DATABASE, PG_DATABASE) and database is None:
+                    database = work / member.name
                     fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                     with os.fdopen(fd, "wb") as target:
                         while chunk := extracted.read(2**20):
@@ -189,17 +231,30 @@ def open_backup(file: Path, work: Path) -> Backup:
     except (OSError, tarfile.TarError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BackupError(f"{file} is not a readable limen backup: {exc}") from None
     if manifest is None or database is None:
-        raise BackupError(f"{file} is not a limen backup (no {MANIFEST if manifest is None else DATABASE})")
+        raise BackupError(f"{file} is not a limen backup (no {MANIFEST if manifest is None else 'database'})")
+    expected = PG_DATABASE if manifest.database == POSTGRESQL else DATABASE
+    if database.name != expected:
+        raise BackupError(f"{file} is not a limen backup (its manifest says {manifest.database}, it holds "
+                          f"{database.name})")
     return Backup(manifest, database, config, vm_xml)
 
 
-def check_restorable(backup: Backup) -> None:
-    """Refuses a backup of a schema this limen does not know (a newer limen's) or a damaged database."""
+def check_restorable(backup: Backup, kind: str = SQLITE) -> None:
+    """Refuses a backup of a schema this limen does not know (a newer limen's), of another kind of database
+    than ``kind`` (this limen's), or a damaged database."""
     known = known_revisions()
     revision = backup.manifest.schema_revision
     if revision is not None and revision not in known:
         raise BackupError(f"the backup's schema {revision!r} (limen {backup.manifest.limen_version}) is newer than "
                           f"this limen {__version__} knows (up to {known[-1]!r}): restore it with that version")
+    if backup.manifest.database != kind:
+        raise BackupError(f"the backup is of a {backup.manifest.database} database and this limen uses {kind}: "
+                          "restore it with a limen configured like the one that made it")
+    if kind == POSTGRESQL:
+        actual = _postgres(lambda: backup_postgres.revision_in(backup.database))
+        if actual != revision:
+            raise BackupError(f"the backup's database is at schema {actual!r}, its manifest says {revision!r}")
+        return
     with sqlite3.connect(f"file:{backup.database}?mode=ro", uri=True) as db:
         try:
             verdict = db.execute("PRAGMA integrity_check").fetchone()[0]
@@ -217,7 +272,7 @@ def serving_instances(settings: Settings) -> list[str]:
     """``host pid`` of each limen instance that may be serving this database now, judged as limen's own crash
     recovery judges them (stopped, its process ended on this host, or silent for three heartbeats: gone).
     A restored database holds the rows of the instance that served when the backup was made: they are gone."""
-    if not sqlite_file(settings).is_file():
+    if database_kind(settings) == SQLITE and not sqlite_file(settings).is_file():
         return []
     db = Database(settings.db_url)
     here = this_process()
@@ -242,13 +297,34 @@ def serving_instances(settings: Settings) -> list[str]:
 def restore_database(settings: Settings, backup: Backup, *, now: datetime | None = None) -> Path | None:
     """Puts the backup's database in place of the current one and migrates it to this version's schema.
     Returns where the replaced database was kept (None if there was none)."""
-    check_restorable(backup)
+    kind = database_kind(settings)
+    check_restorable(backup, kind)
     serving = serving_instances(settings)
     if serving:
         raise BackupError(f"limen serves this database ({', '.join(serving)}): stop it before a restore")
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    restore = _restore_postgres if kind == POSTGRESQL else _restore_sqlite
+    kept = restore(settings, backup, stamp)
+    db = Database(settings.db_url)
+    try:
+        db.migrate()
+    finally:
+        db.close()
+    return kept
+
+
+def _restore_postgres(settings: Settings, backup: Backup, stamp: str) -> Path:
+    """Dumps the current database beside the data (``limen-before-restore-<time>.pgdump``), then replaces it."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    kept = settings.data_dir / f"limen-before-restore-{stamp}.pgdump"
+    _postgres(lambda: backup_postgres.dump(settings.db_url, kept))
+    _postgres(lambda: backup_postgres.replace_with(settings.db_url, backup.database, backup.database.parent))
+    return kept
+
+
+def _restore_sqlite(settings: Settings, backup: Backup, stamp: str) -> Path | None:
     target = sqlite_file(settings)
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     kept: Path | None = None
     if target.exists():
         kept = target.with_name(f"{target.name}.before-restore-{stamp}")
@@ -267,9 +343,4 @@ def restore_database(settings: Settings, backup: Backup, *, now: datetime | None
     for companion in SQLITE_COMPANIONS:  # the old database's log must not be replayed onto the new one
         Path(f"{target}{companion}").unlink(missing_ok=True)
     os.replace(incoming, target)
-    db = Database(settings.db_url)
-    try:
-        db.migrate()
-    finally:
-        db.close()
     return kept

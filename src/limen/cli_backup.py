@@ -18,9 +18,9 @@ from limen.backup import (
     BackupError,
     Manifest,
     VmRecord,
+    database_label,
     open_backup,
     restore_database,
-    sqlite_file,
     write_backup,
 )
 from limen.cli_progress import working
@@ -98,7 +98,7 @@ def backup_command(
     state = _state(ctx)
     settings = state.settings()
     try:
-        with working(f"backing up {sqlite_file(settings)} to {file}", as_json=state.as_json):
+        with working(f"backing up {database_label(settings)} to {file}", as_json=state.as_json):
             vm_xml = asyncio.run(_vm_xml(settings)) if vms else {}
             manifest = write_backup(settings, file, config_file=state.config, vm_xml=vm_xml)
     except BackupError as exc:

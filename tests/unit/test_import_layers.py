@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
         "limen", "clock", "errors", "settings", "private_files", "logs", "isos", "stats_history", "metrics",
         "request_reading", "http_protocol", "i18n", "action_details",
     })),
-    ("hypervisor/db", frozenset({"hypervisor", "db", "audit", "instances", "stats_sampler"})),
+    ("hypervisor/db", frozenset({"hypervisor", "db", "audit", "instances", "stats_sampler", "backup_postgres"})),
     ("auth", frozenset({"auth", "quota", "recovery", "host_registry", "deleted_owners", "backup"})),
     ("console", frozenset({"console"})),
     ("api/web", frozenset({"api", "web"})),
