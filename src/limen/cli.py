@@ -453,21 +453,14 @@ def doctor(
 
     state = _state(ctx)
     settings = state.settings()
-    show_progress = not state.as_json and sys.stderr.isatty()
-
-    def progress(name: str) -> None:
-        if show_progress:
-            sys.stderr.write(f"\r\033[K… {name}")
-            sys.stderr.flush()
-
-    results = asyncio.run(
-        checks.diagnose(
-            settings, vm_id, server_url=server or checks.default_server_url(settings),
-            timeout=timeout, progress=progress, token=token,
+    with working(say("cli.doctor.working", target=vm_id or say("cli.doctor.the_host")),
+                 as_json=state.as_json) as progress:
+        results = asyncio.run(
+            checks.diagnose(
+                settings, vm_id, server_url=server or checks.default_server_url(settings),
+                timeout=timeout, progress=progress.step, token=token,
+            )
         )
-    )
-    if show_progress:
-        sys.stderr.write("\r\033[K")
     typer.echo(checks.render_json(results) if state.as_json else checks.render_table(results))
     raise typer.Exit(0 if checks.all_passed(results) else 1)
 

@@ -2,26 +2,24 @@
 
 Mounted under ``limen vm`` by :mod:`limen.cli`; ``ctx.obj`` is its CliState. The commands talk to libvirt
 on the host through the same code as the REST API (:mod:`limen.hypervisor.snapshots`). ``create`` waits
-for the snapshot, with a spinner and libvirt's progress (and the time taken) on a terminal: a running VM's
-memory is saved with it, which takes seconds.
+for the snapshot, with a spinner and the time taken on a terminal, a plain line otherwise, nothing with
+``--json`` (:mod:`limen.cli_progress`): a running VM's memory is saved with it, which takes seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import sys
-import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Protocol, TypeVar
 
 import typer
-from rich.console import Console
 
 from limen.api.vm_snapshots import SnapshotOut
 from limen.audit import ActionTarget
 from limen.cli_audit import run_audited
 from limen.cli_output import error_text, say
+from limen.cli_progress import Working, working
 from limen.errors import LimenError
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.snapshots import (
@@ -37,7 +35,6 @@ from limen.settings import Settings
 
 T = TypeVar("T")
 
-SPINNER_TICK = 0.5
 snapshot_app = typer.Typer(help="A VM's snapshots (disks, and a running VM's memory).", no_args_is_help=True)
 
 VmArgument = Annotated[str, typer.Argument(help="UUID or name of the VM")]
@@ -105,24 +102,21 @@ def snapshot_create(
 ) -> None:
     """Take a snapshot (a running VM's memory included: a revert resumes it there)."""
     state = _state(ctx)
-    spinning = sys.stderr.isatty() and not state.as_json
+    settings = state.settings()
 
-    async def take(hv: Hypervisor, target: ActionTarget) -> SnapshotOut:
-        vm = await hv.get_vm(vm_id)
-        target.vm_name, target.vm_uuid, target.details = vm.name, vm.uuid, name[:80]
-        await check_can_take(hv, vm.uuid, name, description)
-        taking = asyncio.ensure_future(take_snapshot(hv, vm.uuid, name, description))
-        if spinning:  # libvirt gives no progress figure for it: the time it has taken so far
-            memory = " with its memory" if vm.state.value == "running" else ""
-            label = f"Taking snapshot {name!r} of {vm.name}{memory}"
-            began = time.monotonic()
-            with Console(stderr=True).status(label) as status:
-                while not taking.done():
-                    await asyncio.wait({taking}, timeout=SPINNER_TICK)
-                    status.update(f"{label} ({time.monotonic() - began:.0f} s)")
-        return SnapshotOut.of(await taking)
+    def take_with(progress: Working) -> Callable[[Hypervisor, ActionTarget], Awaitable[SnapshotOut]]:
+        async def take(hv: Hypervisor, target: ActionTarget) -> SnapshotOut:
+            vm = await hv.get_vm(vm_id)
+            target.vm_name, target.vm_uuid, target.details = vm.name, vm.uuid, name[:80]
+            await check_can_take(hv, vm.uuid, name, description)
+            # libvirt gives no progress figure for it: the spinner shows the time it has taken so far.
+            progress.step(say("cli.snapshot.with_memory" if vm.state.value == "running" else "cli.snapshot.disks"))
+            return SnapshotOut.of(await take_snapshot(hv, vm.uuid, name, description))
 
-    snap = run_audited(_run, state.settings(), "snapshot", vm_id, take)
+        return take
+
+    with working(say("cli.snapshot.taking", snapshot=name, vm=vm_id), as_json=state.as_json) as progress:
+        snap = run_audited(_run, settings, "snapshot", vm_id, take_with(progress))
     if state.as_json:
         typer.echo(json.dumps(snap.model_dump(mode="json")))
     else:
