@@ -151,3 +151,27 @@ def test_a_refused_restore_changes_nothing(database: str, tmp_path: Path, damage
     assert refused.returncode == 1 and expected in refused.stderr, refused.stderr
     assert token_names(database) == {"before-backup", "after-backup"}
     assert not list((tmp_path / "data").glob("limen-before-restore-*"))
+
+
+def test_a_restore_is_refused_while_an_instance_serves_the_database(database: str, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from limen.instances import this_process
+
+    out = tmp_path / "backup.limen"
+    assert limen(tmp_path, database, "backup", str(out), "--no-vms").returncode == 0
+    make_token(tmp_path, database, "after-backup")
+    # This test's own process, heartbeat now: a serving limen as the restore judges one.
+    me, now = this_process(), datetime.now(UTC)
+    engine = create_engine(database)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO limen_instances (id, hostname, pid, started_at, heartbeat_at, process_key) "
+                "VALUES ('serving', :host, :pid, :now, :now, :key)"), {"host": me.hostname, "pid": me.pid,
+                                                                     "now": now, "key": me.key})
+    finally:
+        engine.dispose()
+    refused = limen(tmp_path, database, "restore", str(out))
+    assert refused.returncode == 1 and "stop it before a restore" in refused.stderr, refused.stderr
+    assert token_names(database) == {"before-backup", "after-backup"}
