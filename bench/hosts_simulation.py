@@ -2,7 +2,8 @@
 each its own ``test:///…/host-K.xml`` node of 50 VMs, and the merged VM list (``GET /api/vms``) timed at
 1, 10 and 100 hosts; then 100 such hosts plus 5 hung ones (a TCP listener that accepts and never answers,
 registered as ``qemu+tcp://127.0.0.1:PORT/system``): how long until limen marks them unavailable, and the
-list's time meanwhile and after.
+list's time meanwhile and after. At 100 hosts it also times a console to a VM on the 100th host (its VNC
+graphics point at a listener that sends an RFB banner): a ticket, the WebSocket, until the banner arrives.
 
     make bench-hosts        (PYTHONPATH=. .venv/bin/python -m bench.hosts_simulation --out bench/out/hosts.json)
 
@@ -28,6 +29,8 @@ import httpx
 from tests.support.access import provision_admin_token
 from tests.support.console import FakeDomain, node_xml
 from tests.support.server import LimenProcess
+from websockets.sync.client import connect
+from websockets.typing import Origin
 
 from limen import host_registry
 from limen.db import Database
@@ -61,6 +64,36 @@ class HungListener:
             connection.close()
 
 
+class BannerListener(HungListener):
+    """A VNC server as far as the console's first step goes: it sends the RFB banner, then holds on."""
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                return
+            connection.sendall(b"RFB 003.008\n")
+            self.held.append(connection)
+
+
+def _timed_consoles(server: LimenProcess, token: str, vm: str, rounds: int) -> dict[str, float]:
+    """A browser's way in: a ticket (POST), then the WebSocket with it, until QEMU's banner is through."""
+    times = []
+    headers = {"Authorization": f"Bearer {token}", "Origin": server.base_url}
+    for _ in range(rounds):
+        started = time.perf_counter()
+        ticket = httpx.post(f"{server.base_url}/api/vms/{vm}/console-ticket", headers=headers, timeout=30)
+        assert ticket.status_code == 200, ticket.text
+        with connect(f"{server.ws_url}/api/vms/{vm}/console?notices=1&ticket={ticket.json()['ticket']}",
+                     origin=Origin(server.base_url), open_timeout=30, compression=None) as ws:
+            while not isinstance(frame := ws.recv(timeout=30), bytes):
+                pass
+            assert frame.startswith(b"RFB 003."), frame
+        times.append((time.perf_counter() - started) * 1000)
+    return {"p50_ms": round(statistics.median(times), 1), "max_ms": round(max(times), 1), "rounds": rounds}
+
+
 def _percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
@@ -81,9 +114,12 @@ def _timed_lists(api: httpx.Client, rounds: int, expected: int) -> dict[str, flo
 def run(hosts: int, hung: int, rounds: int, work: Path) -> dict[str, Any]:
     work.mkdir(parents=True)
     uris = []
+    vnc = BannerListener()  # the VNC server of the last host's first VM
     for index in range(hosts):
         node = work / f"host-{index}.xml"
-        node.write_text(node_xml([FakeDomain(f"h{index}-vm{number}", None) for number in range(VMS_PER_HOST)]))
+        node.write_text(node_xml([FakeDomain(f"h{index}-vm{number}",
+                                             vnc.port if (index, number) == (hosts - 1, 0) else None)
+                                  for number in range(VMS_PER_HOST)]))
         uris.append(f"test://{node}")
     listeners = [HungListener() for _ in range(hung)]
     data = work / "data"
@@ -127,8 +163,11 @@ def run(hosts: int, hung: int, rounds: int, work: Path) -> dict[str, Any]:
                     time.sleep(0.1)
             _timed_lists(api, 3, hosts * VMS_PER_HOST)  # warm: each host's first list fills its caches
             result["list"] = _timed_lists(api, rounds, hosts * VMS_PER_HOST)
+        if hosts == 100 and not hung:
+            result["console_on_last_host"] = _timed_consoles(server, token, f"h{hosts - 1}-vm0", 10)
     finally:
         server.stop()
+        vnc.close()
         for listener in listeners:
             listener.close()
     return result
