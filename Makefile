@@ -9,7 +9,7 @@ PORT ?= 8080
 export LIMEN_ISO_DIR ?= /var/lib/limen/isos
 PYTEST_ARGS ?=
 
-.PHONY: install host venv web dist run demo-vm test test-unit test-postgresql lint bench bench-stats bench-smoke clean
+.PHONY: install host venv web dist run demo-vm test test-unit test-postgresql lint bench bench-stats bench-smoke bench-hosts cluster cluster-down clean
 
 install: host venv web
 
@@ -77,6 +77,19 @@ bench: install
 # The resource sampler with 50 running VMs (libvirt's test driver): CPU % of one core, memory per VM (~4 min).
 bench-stats: venv
 	@$(BIN)/python -m bench.stats_sampler --out bench/out/stats_sampler.json
+
+# The merged VM list with 1, 10 and 100 simulated hosts (libvirt's test driver, 50 VMs each) and 5 hung ones (~3 min).
+bench-hosts: venv
+	@PYTHONPATH=. $(BIN)/python -m bench.hosts_simulation --out bench/out/hosts.json
+
+# A whole cluster on this machine, loopback only (as root): two libvirt hosts (scripts/extra-host.sh on
+# 127.0.1.1 and 127.0.1.2), PostgreSQL, Redis, two replicas, HAProxy; a running demo VM on each host.
+# It prints the URL and an admin's sign-in and writes .cluster/cluster.json; `make cluster-down` removes it.
+cluster: install
+	@PYTHONPATH=. $(BIN)/python scripts/cluster.py up --dir .cluster
+
+cluster-down:
+	@PYTHONPATH=. $(BIN)/python scripts/cluster.py down --dir .cluster
 
 clean:
 	rm -rf $(VENV) web/node_modules .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -83,32 +83,39 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     return body
 
 
-@contextmanager
-def redis_server(tmp_path: Path) -> Iterator[str]:
-    """A redis-server on a free loopback port, without persistence; yields its URL, stops it after."""
+def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Starts a redis-server on a free loopback port, without persistence, in its own session (it outlives
+    its starter: `make cluster` stops it by PID), and waits until it answers; returns it and its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise AssertionError("redis-server is not installed: run `make install` (apt-get install redis-server)")
     port = free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path), "--logfile", str(tmp_path / "redis.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+         "--dir", str(directory), "--logfile", str(directory / "redis.log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return process, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"redis-server did not start on port {port}")
+        time.sleep(0.05)
+
+
+@contextmanager
+def redis_server(tmp_path: Path) -> Iterator[str]:
+    """A redis-server on a free loopback port, without persistence; yields its URL, stops it after."""
+    process, url = start_redis(tmp_path)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield url
     finally:
         process.terminate()
         try:

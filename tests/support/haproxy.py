@@ -37,10 +37,11 @@ def haproxy_env(bind: str, replicas: Sequence[str]) -> dict[str, str]:
             "LIMEN_REPLICA_1": replicas[0], "LIMEN_REPLICA_2": replicas[1]}
 
 
-@contextmanager
-def haproxy(replicas: Sequence[str], log_path: Path, *, port: int | None = None) -> Iterator[Proxy]:
-    """Starts haproxy on loopback (``port``, or a free one) in front of ``replicas`` ("127.0.0.1:PORT" each)
-    and waits until it passes a request through; stops it after."""
+def start_haproxy(replicas: Sequence[str], log_path: Path, *,
+                  port: int | None = None) -> tuple[subprocess.Popen[bytes], Proxy]:
+    """Starts haproxy on loopback (``port``, or a free one) in front of ``replicas`` ("127.0.0.1:PORT" each),
+    in its own session (it outlives its starter: `make cluster` stops it by PID), and waits until it passes
+    a request through."""
     binary = shutil.which("haproxy")
     if binary is None:
         raise AssertionError("haproxy is not installed: run `make install` (apt-get install haproxy)")
@@ -50,24 +51,35 @@ def haproxy(replicas: Sequence[str], log_path: Path, *, port: int | None = None)
         process = subprocess.Popen([binary, "-db", "-f", str(CONFIG)], env=env, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
     proxy = Proxy(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", log_path)
+    deadline = time.monotonic() + 15
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"haproxy exited with {process.returncode}: {proxy.output()}")
+        try:
+            if httpx.get(f"{proxy.base_url}/healthz", timeout=1).status_code == 200:
+                return process, proxy
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            _stop(process)
+            raise AssertionError(f"haproxy passed no request within 15 s: {proxy.output()}")
+        time.sleep(0.05)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"haproxy exited with {process.returncode}: {proxy.output()}")
-            try:
-                if httpx.get(f"{proxy.base_url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"haproxy passed no request within 15 s: {proxy.output()}")
-            time.sleep(0.05)
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def haproxy(replicas: Sequence[str], log_path: Path, *, port: int | None = None) -> Iterator[Proxy]:
+    """:func:`start_haproxy`, stopped after."""
+    process, proxy = start_haproxy(replicas, log_path, port=port)
+    try:
         yield proxy
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(process)

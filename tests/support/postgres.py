@@ -37,37 +37,56 @@ def _as_postgres(*command: str) -> list[str]:
     return ["runuser", "-u", SYSTEM_USER, "--", *command]
 
 
-@contextmanager
-def postgres_server() -> Iterator[str]:
+def start_postgres(data: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Makes a cluster in ``data`` (a directory the ``postgres`` user owns) and starts its server on a free
+    loopback port, in its own session (it outlives its starter: `make cluster` stops it by the PID in
+    ``data/cluster/postmaster.pid``); waits until it answers. Returns the process and a SQLAlchemy URL."""
     initdb, postgres, pg_isready = _tool("initdb"), _tool("postgres"), _tool("pg_isready")
-    # Not under pytest's tmp_path: that is root's alone, and the server runs as another user.
+    port = free_port()
+    subprocess.run(_as_postgres(initdb, "-D", str(data / "cluster"), "-A", "trust", "-U", "limen"),
+                   check=True, capture_output=True, timeout=120)
+    process = subprocess.Popen(
+        _as_postgres(postgres, "-D", str(data / "cluster"), "-h", "127.0.0.1", "-p", str(port),
+                     "-k", str(data), "-c", "fsync=off", "-c", "max_connections=300"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while subprocess.run([pg_isready, "-h", "127.0.0.1", "-p", str(port)], capture_output=True,
+                         check=False).returncode != 0:
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_postgres(process)
+            raise AssertionError(f"postgres did not start on port {port}")
+        time.sleep(0.1)
+    return process, f"postgresql+psycopg://limen@127.0.0.1:{port}/postgres"
+
+
+def stop_postgres(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def postgres_data_dir() -> Path:
+    """A new temporary directory for a cluster. Not under pytest's tmp_path: that is root's alone, and the
+    server runs as another user."""
     data = Path(tempfile.mkdtemp(prefix="limen-test-pg-"))
     shutil.chown(data, SYSTEM_USER)
-    port = free_port()
-    process: subprocess.Popen[bytes] | None = None
+    return data
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    data = postgres_data_dir()
     try:
-        subprocess.run(_as_postgres(initdb, "-D", str(data / "cluster"), "-A", "trust", "-U", "limen"),
-                       check=True, capture_output=True, timeout=120)
-        process = subprocess.Popen(
-            _as_postgres(postgres, "-D", str(data / "cluster"), "-h", "127.0.0.1", "-p", str(port),
-                         "-k", str(data), "-c", "fsync=off", "-c", "max_connections=300"),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while subprocess.run([pg_isready, "-h", "127.0.0.1", "-p", str(port)], capture_output=True,
-                             check=False).returncode != 0:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"postgres did not start on port {port}")
-            time.sleep(0.1)
-        yield f"postgresql+psycopg://limen@127.0.0.1:{port}/postgres"
+        process, url = start_postgres(data)
+        try:
+            yield url
+        finally:
+            stop_postgres(process)
     finally:
-        if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
         shutil.rmtree(data, ignore_errors=True)
 
 

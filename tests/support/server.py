@@ -89,6 +89,11 @@ class LimenProcess:
         return proc.wait(timeout=30)
 
     @property
+    def running(self) -> bool:
+        """Whether it has a process (started, not stopped since)."""
+        return self._proc is not None
+
+    @property
     def pid(self) -> int:
         assert self._proc is not None
         return self._proc.pid
