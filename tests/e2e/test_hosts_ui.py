@@ -57,7 +57,7 @@ def test_a_hung_host_shows_on_the_list_and_the_details_page(
         details = page.context.new_page()
         details.goto(f"{server.base_url}/vms/{created.json()['uuid']}")
         expect(details.locator("#vm-state .badge")).to_have_text("Host unavailable")
-        expect(details.locator("#fact-host")).to_have_text("edge — host unavailable")
+        expect(details.locator("#fact-host")).to_have_text("edge — Host unavailable")
         extra_host.resume()
         expect(row.locator(".badge")).to_have_text("Stopped", timeout=20_000)
         expect(details.locator("#vm-state .badge")).to_have_text("Stopped", timeout=20_000)

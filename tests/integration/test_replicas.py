@@ -28,6 +28,7 @@ import pytest
 from sqlalchemy import select
 from websockets.asyncio.client import connect
 
+from limen.api.services import services_of
 from limen.db import Database
 from limen.db.models import ConsoleSessionRecord, LimenInstance
 from limen.settings import Settings
@@ -267,7 +268,7 @@ async def test_parallel_creates_on_postgresql_stay_within_the_system_wide_quota(
                              quota_total_vms=existing + 2)
     names = [f"{prefix}-{index}" for index in range(6)]
     async with app_client(settings) as api:
-        hypervisor = api._transport.app.state.hypervisor  # type: ignore[attr-defined]
+        hypervisor = services_of(api._transport.app).hypervisor  # type: ignore[attr-defined]
         listed = hypervisor.list_vms
 
         async def slow_list() -> list[Any]:
@@ -277,7 +278,7 @@ async def test_parallel_creates_on_postgresql_stay_within_the_system_wide_quota(
             await asyncio.sleep(0.3)
             return vms
 
-        hypervisor.list_vms = slow_list
+        hypervisor.list_vms = slow_list  # type: ignore[method-assign]
         try:
             answers = await asyncio.gather(*(api.post("/api/vms", json={"name": name, "memory_mib": 64})
                                              for name in names))
@@ -285,6 +286,6 @@ async def test_parallel_creates_on_postgresql_stay_within_the_system_wide_quota(
             assert len(made) == 2, [answer.text[:120] for answer in answers]
             assert all(answer.json()["code"] == "QUOTA_EXCEEDED" for answer in answers if answer not in made)
         finally:
-            hypervisor.list_vms = listed
+            hypervisor.list_vms = listed  # type: ignore[method-assign]
             for name in names:
                 await api.delete(f"/api/vms/{name}")

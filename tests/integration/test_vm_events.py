@@ -214,7 +214,7 @@ def test_a_cd_ejected_with_virsh_is_pushed_as_media_changed(
     # QEMU can refuse the eject while the guest firmware still holds the drive: retry a few times.
     for attempt in range(5):
         ejected = subprocess.run(["virsh", "-c", QEMU_URI, "change-media", vm["name"], cdrom["target"], "--eject",
-                                  "--live"], capture_output=True, text=True, timeout=60, check=False)
+                                  "--live", "--force"], capture_output=True, text=True, timeout=60, check=False)
         if ejected.returncode == 0:
             break
         print(f"eject attempt {attempt + 1}: {ejected.stderr.strip()}")
