@@ -74,6 +74,7 @@ def test_serial_tab_shows_grub_and_echoes_what_is_typed(
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.base_url)
     page.evaluate("navigator.clipboard.writeText('echo pasted')")
     page.click("#serial-paste")
+    expect(page.locator("#serial-term .xterm-helper-textarea")).to_be_focused()  # Enter goes to the guest
     page.keyboard.press("Enter")
     wait_for_row(page, lambda row: row == "pasted")
     page.evaluate("navigator.clipboard.writeText('')")

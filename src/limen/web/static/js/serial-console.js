@@ -127,6 +127,9 @@ export class SerialTab {
 
   async pasteFromClipboard() {
     if (!this.term) return;
+    // Focus first, before the clipboard answers: an Enter pressed meanwhile must reach the terminal, not
+    // the Paste button (where it would paste a second time).
+    this.term.focus();
     try {
       const text = await navigator.clipboard.readText();
       if (text) this.term.paste(text);
