@@ -28,6 +28,7 @@ import contextlib
 import logging
 import time
 import uuid as uuid_module
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
@@ -117,7 +118,7 @@ class _ClientGone(Exception):
     """A write to the client failed because it is not there any more."""
 
 
-class ConsoleDriver:
+class ConsoleDriver(ABC):
     """Serve one accepted console WebSocket with ``machine``. Create, then ``await run()`` once; it never
     raises. ``log_label`` starts every log line (``grep -i vnc`` finds the VNC console's)."""
 
@@ -198,12 +199,13 @@ class ConsoleDriver:
 
     # -- what a kind provides ---------------------------------------------------------------------------
 
+    @abstractmethod
     async def _read_client(self) -> Result:
         """Reads the client until it leaves (ClientLeft), forwarding its input once the stream runs."""
-        raise NotImplementedError
 
     async def _release_kind(self) -> None:
         """Releases the kind's own resources (its connection to the VM)."""
+        return None  # a kind without resources of its own has nothing to release
 
     def _kind_fields(self) -> dict[str, Any]:
         """The kind's fields in every log line (VM, port, ...)."""

@@ -28,6 +28,7 @@ Rules the generic part (:class:`StageMachine`) keeps for any console kind:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Final
@@ -223,7 +224,7 @@ class IllegalTransition(RuntimeError):
 # -- the generic part: stages, deadlines, frames, endings ------------------------------------------
 
 
-class StageMachine:
+class StageMachine(ABC):
     """The part of a console handshake common to every kind: one :class:`StageList` drives it.
 
     ``stage`` is None until :meth:`start`, then one of the list's names, then ``ended``."""
@@ -297,12 +298,13 @@ class StageMachine:
 
     # -- for subclasses ---------------------------------------------------------------------------------
 
+    @abstractmethod
     def start(self) -> list[Action]:
         """The first status frame and the first effect; call once, right after the WebSocket upgrade."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _advance(self, pending: Effect | None, result: Result) -> list[Action]:
-        raise NotImplementedError
+        """What a result of the pending effect (or of a side watch) leads to, in this kind's stages."""
 
     def _recovers(self, error: LimenError) -> bool:
         """Whether a failed effect is a step of the handshake rather than its end (default: never)."""
