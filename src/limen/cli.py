@@ -27,12 +27,12 @@ from limen.cli_audit import run_audited
 from limen.cli_backup import backup_command, restore_command
 from limen.cli_config import config_app
 from limen.cli_hosts import host_app
+from limen.cli_hypervisor import run_on_hypervisor
 from limen.cli_isos import iso_app
-from limen.cli_output import error_text, say, table
+from limen.cli_output import say, table
 from limen.cli_progress import working
 from limen.cli_snapshots import snapshot_app
 from limen.cli_users import run_directory, token_app, user_app
-from limen.errors import LimenError
 from limen.hypervisor import Hypervisor, Vm, VmSpec, editing
 from limen.i18n import display_width, pad
 from limen.private_files import private_dir
@@ -101,26 +101,10 @@ def _state(ctx: typer.Context) -> CliState:
     return state
 
 
-def _run(settings: Settings, operation: Callable[[Hypervisor], Awaitable[T]]) -> T:
-    async def run() -> T:
-        hypervisor = Hypervisor(settings)
-        await hypervisor.open()
-        try:
-            return await operation(hypervisor)
-        finally:
-            await hypervisor.close()
-
-    try:
-        return asyncio.run(run())
-    except LimenError as exc:
-        typer.echo(error_text(exc), err=True)
-        raise typer.Exit(1) from None
-
-
 def _audited(settings: Settings, action: str, vm_id: str,
              work: Callable[[Hypervisor, ActionTarget], Awaitable[T]]) -> T:
-    """:func:`_run`, with the action in the audit trail as the API writes it (actor ``cli:<login>``)."""
-    return run_audited(_run, settings, action, vm_id, work)
+    """:func:`run_on_hypervisor`, with the action in the audit trail as the API writes it (actor ``cli:<login>``)."""
+    return run_audited(run_on_hypervisor, settings, action, vm_id, work)
 
 
 def _named(target: ActionTarget, vm: Vm) -> Vm:
@@ -210,7 +194,7 @@ def serve(
 def vm_list(ctx: typer.Context) -> None:
     """List every VM libvirt knows."""
     state = _state(ctx)
-    vms = _run(state.settings(), lambda hv: hv.list_vms())
+    vms = run_on_hypervisor(state.settings(), lambda hv: hv.list_vms())
     _print_vms(state, [VmOut.of(vm) for vm in vms])
 
 
@@ -218,7 +202,7 @@ def vm_list(ctx: typer.Context) -> None:
 def vm_show(ctx: typer.Context, vm_id: Annotated[str, typer.Argument(help="UUID or name")]) -> None:
     """Show one VM."""
     state = _state(ctx)
-    _print_vm(state, VmOut.of(_run(state.settings(), lambda hv: hv.get_vm(vm_id))))
+    _print_vm(state, VmOut.of(run_on_hypervisor(state.settings(), lambda hv: hv.get_vm(vm_id))))
 
 
 @vm_app.command("create")
@@ -327,7 +311,7 @@ def vm_media(
     if iso is not None and eject:
         raise typer.BadParameter("give an ISO or --eject, not both")
     if iso is None and not eject:
-        media = MediaOut.of(_run(state.settings(), lambda hv: hv.get_vm(vm_id)))
+        media = MediaOut.of(run_on_hypervisor(state.settings(), lambda hv: hv.get_vm(vm_id)))
     else:
         async def change(hv: Hypervisor, target: ActionTarget) -> editing.Edited:
             target.details = media_details(iso, force)

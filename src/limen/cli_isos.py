@@ -21,9 +21,9 @@ from rich.progress import BarColumn, DownloadColumn, Progress, ProgressColumn, T
 from rich.text import Text
 
 from limen.api.schemas import IsoOut
+from limen.cli_hypervisor import with_hypervisor
 from limen.cli_output import error_text, say, table
 from limen.errors import LimenError
-from limen.hypervisor import Hypervisor
 from limen.isos import IsoImage, IsoUpload, check_room, delete_iso, list_isos
 from limen.settings import Settings
 
@@ -146,16 +146,9 @@ def iso_delete(
     state = _state(ctx)
     settings = state.settings()
 
-    async def cdrom_sources() -> list[tuple[str, str]]:
-        hypervisor = Hypervisor(settings)
-        await hypervisor.open()
-        try:
-            return await hypervisor.cdrom_sources()
-        finally:
-            await hypervisor.close()
-
     try:
-        delete_iso(settings.iso_dir, name, asyncio.run(cdrom_sources()))
+        in_use = asyncio.run(with_hypervisor(settings, lambda hypervisor: hypervisor.cdrom_sources()))
+        delete_iso(settings.iso_dir, name, in_use)
     except LimenError as exc:
         raise _failed(exc) from None
     typer.echo(json.dumps({"deleted": name}) if state.as_json else say("cli.iso_deleted", name=name))

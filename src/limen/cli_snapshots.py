@@ -8,7 +8,6 @@ for the snapshot, with a spinner and the time taken on a terminal, a plain line 
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Protocol, TypeVar
@@ -18,9 +17,9 @@ import typer
 from limen.api.vm_snapshots import SnapshotOut
 from limen.audit import ActionTarget
 from limen.cli_audit import run_audited
-from limen.cli_output import error_text, say
+from limen.cli_hypervisor import run_on_hypervisor
+from limen.cli_output import say
 from limen.cli_progress import Working, working
-from limen.errors import LimenError
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.snapshots import (
     SnapshotInfo,
@@ -52,22 +51,6 @@ def _state(ctx: typer.Context) -> _CliState:
     return state
 
 
-def _run(settings: Settings, operation: Callable[[Hypervisor], Awaitable[T]]) -> T:
-    async def run() -> T:
-        hypervisor = Hypervisor(settings)
-        await hypervisor.open()
-        try:
-            return await operation(hypervisor)
-        finally:
-            await hypervisor.close()
-
-    try:
-        return asyncio.run(run())
-    except LimenError as exc:
-        typer.echo(error_text(exc), err=True)
-        raise typer.Exit(1) from None
-
-
 def _describe(snap: SnapshotOut) -> str:
     kind = "with memory" if snap.with_memory else snap.vm_state
     return f"{snap.name} ({kind}, {snap.created_at:%Y-%m-%d %H:%M:%S})"
@@ -82,7 +65,7 @@ def snapshot_list(ctx: typer.Context, vm_id: VmArgument) -> None:
         vm = await hv.get_vm(vm_id)
         return await list_snapshots(hv, vm.uuid)
 
-    snapshots = _run(state.settings(), read)
+    snapshots = run_on_hypervisor(state.settings(), read)
     if state.as_json:
         typer.echo(json.dumps([SnapshotOut.of(snap).model_dump(mode="json") for snap in snapshots], indent=2))
         return
@@ -116,7 +99,7 @@ def snapshot_create(
         return take
 
     with working(say("cli.snapshot.taking", snapshot=name, vm=vm_id), as_json=state.as_json) as progress:
-        snap = run_audited(_run, settings, "snapshot", vm_id, take_with(progress))
+        snap = run_audited(run_on_hypervisor, settings, "snapshot", vm_id, take_with(progress))
     if state.as_json:
         typer.echo(json.dumps(snap.model_dump(mode="json")))
     else:
@@ -133,7 +116,7 @@ def snapshot_revert(ctx: typer.Context, vm_id: VmArgument, name: NameArgument) -
         target.vm_name, target.vm_uuid, target.details = vm.name, vm.uuid, name[:80]
         return SnapshotOut.of(await revert_snapshot(hv, vm.uuid, name))
 
-    snap = run_audited(_run, state.settings(), "revert", vm_id, revert)
+    snap = run_audited(run_on_hypervisor, state.settings(), "revert", vm_id, revert)
     if state.as_json:
         typer.echo(json.dumps(snap.model_dump(mode="json")))
     else:
@@ -151,5 +134,5 @@ def snapshot_delete(ctx: typer.Context, vm_id: VmArgument, name: NameArgument) -
         target.vm_name, target.vm_uuid, target.details = vm.name, vm.uuid, name[:80]
         await delete_snapshot(hv, vm.uuid, name)
 
-    run_audited(_run, state.settings(), "snapshot-delete", vm_id, delete)
+    run_audited(run_on_hypervisor, state.settings(), "snapshot-delete", vm_id, delete)
     typer.echo(json.dumps({"deleted": name}) if state.as_json else say("cli.snapshot_deleted", snapshot=name, vm=vm_id))

@@ -34,8 +34,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("console", frozenset({"console"})),
     ("api/web", frozenset({"api", "web"})),
     ("cli", frozenset({
-        "api.app", "cli", "cli_audit", "cli_backup", "cli_config", "cli_hosts", "cli_isos", "cli_output",
-        "cli_progress", "cli_snapshots", "cli_users",
+        "api.app", "cli", "cli_audit", "cli_backup", "cli_config", "cli_hosts", "cli_hypervisor", "cli_isos",
+        "cli_output", "cli_progress", "cli_snapshots", "cli_users",
         "doctor", "server",
     })),
 )
