@@ -18,7 +18,8 @@ stage deadline, WebSocket writes by ``settings.console_write_timeout``, the stre
 (backpressure) and the optional idle timeout.
 
 A console kind subclasses :class:`ConsoleDriver` with how to perform each of its effects
-(``_effects``), its client reader and what to release (``vnc_session.py`` for VNC).
+(``_effects``), its client reader and what to release (``vnc_session.py`` for VNC, ``serial_session.py``
+for the serial console).
 """
 
 from __future__ import annotations
