@@ -233,3 +233,100 @@ async def test_libvirt_daemon_that_never_answers(
         assert error["stage"] == "check_vm" and "libvirt did not answer within 1 s" in error["details"]
         assert took < 1.0 + SLACK
         libvirt_hangs.close()  # ends the hung call, so its thread and socket go before the leak checks
+
+
+async def test_stopped_vm_with_auto_start_off(tmp_path: Path, make_settings: Callable[..., Settings]) -> None:
+    stopped = FakeDomain("off-vm", vnc=None, running=False)
+    settings = make_settings(libvirt_uri=serial_node_uri(tmp_path, [stopped], []), console_auto_start=False, **FAST)
+    async with running_console(settings) as off:
+        reader, took, close = await verdict(off, "off-vm")
+    assert close == (ErrorCode.VM_NOT_RUNNING.close_code, "VM_NOT_RUNNING")
+    assert [e["stage"] for e in reader.errors] == ["check_vm"]
+    assert reader.statuses == ["Connected, checking VM status..."]
+    assert took < 1.0 + SLACK
+
+
+async def test_client_that_leaves_while_libvirt_hangs_opening_the_port(
+    server: ConsoleServer, console_log: Records
+) -> None:
+    never = asyncio.Event()
+
+    async def hang() -> SerialPort:
+        await never.wait()
+        return HangingOpen()
+
+    use_ports(server, hang)
+    async with client(serial_url(server.url("serial-vm"))) as ws:
+        await SerialReader(ws).until_status("Opening the serial port...", 5)
+    left = time.monotonic()
+    await server.wait_idle(timeout=2)
+    assert time.monotonic() - left < 1.0
+    (end,) = console_log.events("console_end")
+    assert (end["reason"], end["stage"], end["kind"]) == ("client_closed", "open_serial", "serial")
+
+
+async def test_server_shutdown_mid_session(
+    tmp_path: Path, make_settings: Callable[..., Settings], domains: tuple[FakeDomain, FakeDomain]
+) -> None:
+    settings = make_settings(libvirt_uri=serial_node_uri(tmp_path, [domains[0]], []), **FAST)
+    server = await ConsoleServer(settings).start()
+    quiet = asyncio.Event()
+
+    class Quiet(FloodingPort):
+        async def read(self) -> bytes:
+            await quiet.wait()
+            return b""
+
+    async def open_quiet() -> SerialPort:
+        return port
+
+    port = Quiet()
+    use_ports(server, open_quiet)
+    try:
+        async with client(serial_url(server.url("serial-vm"))) as ws:
+            reader = SerialReader(ws)
+            await reader.until_status("Serial console connected", 5)
+            asked = time.monotonic()
+            stopping = asyncio.create_task(server.stop())
+            close = await reader.until_closed(5)
+            await stopping
+    finally:
+        await server.stop()
+    assert close == (ErrorCode.SERVER_SHUTDOWN.close_code, "SERVER_SHUTDOWN")
+    assert [(e["code"], e["stage"]) for e in reader.errors] == [("SERVER_SHUTDOWN", "proxy")]
+    assert time.monotonic() - asked < 3
+    assert len(server.sessions) == 0 and port.closed
+
+
+async def test_one_log_line_per_stage_error_and_end(server: ConsoleServer, console_log: Records) -> None:
+    quiet = asyncio.Event()
+
+    class Quiet(FloodingPort):
+        async def read(self) -> bytes:
+            await quiet.wait()
+            return b""
+
+        async def write(self, data: bytes, *, timeout: float) -> None:
+            return None  # the guest takes it
+
+    async def open_quiet() -> SerialPort:
+        return Quiet()
+
+    use_ports(server, open_quiet)
+    async with client(serial_url(server.url("serial-vm"))) as ws:
+        await SerialReader(ws).until_status("Serial console connected", 5)
+        await ws.send("echo limen\r")
+    await server.wait_idle(timeout=2)
+    _, _, close = await verdict(server, "no-serial-vm")
+    assert close[1] == "SERIAL_NOT_CONFIGURED"
+    stages = console_log.events("console_stage")
+    assert [line["stage"] for line in stages if line["vm"] == "serial-vm"] == ["check_vm", "open_serial", "proxy"]
+    ends = console_log.events("console_end")
+    assert [(end["vm"], end["reason"], end["kind"]) for end in ends] == [
+        ("serial-vm", "client_closed", "serial"), ("no-serial-vm", "SERIAL_NOT_CONFIGURED", "serial")]
+    assert ends[0]["vm_name"] == "serial-vm" and ends[0]["vm_uuid"] and ends[0]["bytes_to_vnc"] == len("echo limen\r")
+    (error,) = console_log.events("console_error")
+    assert (error["code"], error["stage"], error["vm"]) == ("SERIAL_NOT_CONFIGURED", "check_vm", "no-serial-vm")
+    assert all("serial" in record.getMessage().lower() for record in console_log.records
+               if getattr(record, "event", None) in {"console_stage", "console_error", "console_end"})
+    assert len({line["session"] for line in stages + ends}) == 2

@@ -154,14 +154,17 @@ class RecordingTransport(asyncio.Transport):
 class FakeVnc:
     """A VNC server without a socket: the test feeds what it says; ``refuse`` makes connecting fail."""
 
-    def __init__(self, *, says: bytes = BANNER, refuse: LimenError | None = None) -> None:
+    def __init__(self, *, says: bytes = BANNER, refuse: LimenError | None = None, hang: bool = False) -> None:
         self.says = says
         self.refuse = refuse
+        self.hang = hang  # a connect that never completes
         self.reader: VncReader | None = None
         self.transport: RecordingTransport | None = None
         self.connected_to: tuple[str, int] | None = None
 
     async def __call__(self, host: str, port: int) -> tuple[VncReader, asyncio.StreamWriter]:
+        if self.hang:
+            await asyncio.Event().wait()
         if self.refuse is not None:
             raise self.refuse
         self.connected_to = (host, port)
@@ -291,6 +294,8 @@ async def test_a_port_not_yet_assigned_is_asked_again_within_the_stage() -> None
 @pytest.mark.parametrize(("hv", "vnc", "code", "stage"), [
     (FakeHypervisor(LimenError(ErrorCode.VM_NOT_FOUND, "no VM with name 'web'")), None, "VM_NOT_FOUND", "check_vm"),
     (FakeHypervisor(FakeHypervisor.HANG), None, "HYPERVISOR_UNAVAILABLE", "check_vm"),
+    (FakeHypervisor(LimenError(ErrorCode.VM_OPERATION_FAILED, "get_vm: operation failed")), None,
+     "VM_OPERATION_FAILED", "check_vm"),  # the VNC console names no generic refusal after its stage
     (FakeHypervisor(replace(RUNNING, vnc=None)), None, "VNC_NOT_CONFIGURED", "check_vm"),
     (FakeHypervisor(STOPPED, start=FakeHypervisor.HANG), None, "VM_START_FAILED", "start_vm"),
     (FakeHypervisor(STOPPED, start=LimenError(ErrorCode.QUOTA_EXCEEDED, "no room")), None, "QUOTA_EXCEEDED",
@@ -300,6 +305,7 @@ async def test_a_port_not_yet_assigned_is_asked_again_within_the_stage() -> None
      "HYPERVISOR_UNAVAILABLE", "get_port"),
     (FakeHypervisor(RUNNING), FakeVnc(refuse=LimenError(ErrorCode.VNC_CONNECTION_FAILED, "refused")),
      "VNC_CONNECTION_FAILED", "connect"),
+    (FakeHypervisor(RUNNING), FakeVnc(hang=True), "VNC_CONNECTION_FAILED", "connect"),
     (FakeHypervisor(RUNNING), FakeVnc(says=b""), "VNC_HANDSHAKE_FAILED", "read_banner"),
     (FakeHypervisor(RUNNING), FakeVnc(says=b"HTTP/1.1 400"), "VNC_HANDSHAKE_FAILED", "read_banner"),
 ])

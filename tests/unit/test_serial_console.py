@@ -1,5 +1,9 @@
-"""The serial console without sockets or libvirt: its stage table and machine, and the session driven
-through its Protocol interfaces (client, hypervisor, serial ports) by fakes, in milliseconds."""
+"""The serial console without sockets or libvirt: its stage table, its machine's special paths, and the session
+(the generic driver with the serial effects) driven through its Protocol interfaces (client channel,
+hypervisor, serial ports, admission) by fakes, in milliseconds.
+
+Each stage × {timeout, libvirt failure, success} of the machine is in test_console_transitions.py.
+"""
 
 from __future__ import annotations
 
@@ -7,110 +11,86 @@ import asyncio
 import contextlib
 import json
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from limen.console import serial_session
-from limen.console.handshake import Close, IllegalTransition, SendText
+from limen.console.handshake import (
+    Close,
+    EffectFailed,
+    EndRequested,
+    IllegalTransition,
+    LookUpVm,
+    OpenWatch,
+    SendText,
+    StartVm,
+    VmEnded,
+    VmFound,
+    VmStarted,
+)
+from limen.console.serial_handshake import (
+    CheckSerialDevice,
+    ExplainStreamEnd,
+    FindPortHolder,
+    OpenSerial,
+    PortHolder,
+    PortTakenOver,
+    RunSerialProxy,
+    SerialDeviceChecked,
+    SerialHandshake,
+    SerialOpened,
+    SerialStreamEnded,
+    StreamEndExplained,
+    TakeOverPort,
+)
 from limen.console.serial_session import SerialHolders, SerialSession
-from limen.console.serial_stages import SERIAL_STAGES, SerialHandshake, SerialStage, handshake_bound
-from limen.console.stage_table import SERIAL_STAGES as TABLE
+from limen.console.stage_table import SERIAL_STAGES, SerialStage
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.domain_xml import DomainPlan, build_domain_xml
 from limen.hypervisor.models import Vm, VmState
 from limen.hypervisor.serial_stream import SerialPort, declares_serial_console
-from limen.settings import Settings, load_settings
+from limen.settings import Settings
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 UUID = "6f1c2a9e-0000-4000-8000-000000000001"
+RUNNING = Vm(uuid=UUID, name="web-1", state=VmState.RUNNING, vcpus=1, memory_mib=64)
+STOPPED = replace(RUNNING, state=VmState.STOPPED)
+WAIT = 2.0  # a bound for the test itself, far above what any of these sessions takes
+HANG = object()
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return load_settings(None, data_dir=tmp_path / "data", log_dir=tmp_path / "log", console_write_timeout=0.2,
-                         console_check_vm_timeout=0.2, console_serial_open_timeout=0.2)
+def settings(**overrides: Any) -> Settings:
+    fast = {"console_check_vm_timeout": 0.2, "console_start_vm_timeout": 0.2, "console_serial_open_timeout": 0.2,
+            "console_write_timeout": 0.2}
+    return Settings.model_validate({**fast, **overrides})
 
 
-# -- the table and the machine ------------------------------------------------------------------------
+# -- the table ------------------------------------------------------------------------------------------
 
 
-def test_readme_table_equals_the_stage_table() -> None:
+def test_readme_tables_equal_the_stage_table() -> None:
     section = README[README.index("## The serial console"):]
     section = section[:section.index("\n## ", 1)]
-    assert TABLE.readme_table(Settings.model_validate({})) in section
-    for spec in SERIAL_STAGES:
-        assert f"| `{spec.stage.value}` | {spec.failure_code.name} |" in section
+    assert SERIAL_STAGES.readme_table(Settings.model_validate({})) in section
+    assert SERIAL_STAGES.failure_table() in section
+    assert SERIAL_STAGES.failure_table().count("\n") == len(SERIAL_STAGES.stages) + 1  # every stage has a row
 
 
-def test_worst_case_is_the_sum_of_the_deadlines(settings: Settings) -> None:
-    assert handshake_bound(settings) == pytest.approx(
-        settings.console_check_vm_timeout + settings.console_start_vm_timeout + settings.console_serial_open_timeout)
+def test_worst_case_is_the_sum_of_the_deadlines() -> None:
+    s = settings()
+    assert SERIAL_STAGES.worst_case(s) == pytest.approx(
+        s.console_check_vm_timeout + s.console_start_vm_timeout + s.console_serial_open_timeout)
 
 
-def test_machine_walks_the_stages_in_order_and_sends_one_status_each(settings: Settings) -> None:
-    now = [10.0]
-    machine = SerialHandshake(settings, clock=lambda: now[0])
-    frames = []
-    for stage in (SerialStage.CHECK_VM, SerialStage.START_VM, SerialStage.OPEN_SERIAL, SerialStage.PROXY):
-        (action,) = machine.enter(stage)
-        assert isinstance(action, SendText)
-        frames.append(json.loads(action.text))
-        now[0] += 0.25
-    assert [f["stage"] for f in frames] == ["check_vm", "start_vm", "open_serial", "proxy"]
-    assert [f["message"] for f in frames] == [spec.text for spec in SERIAL_STAGES]
-    assert [f["elapsed_ms"] for f in frames] == [0, 250, 500, 750]
-    assert machine.remaining() is None  # the proxy stage has no deadline
-
-
-@pytest.mark.parametrize(("before", "stage"), [
-    (None, SerialStage.OPEN_SERIAL), (SerialStage.CHECK_VM, SerialStage.PROXY),
-    (SerialStage.OPEN_SERIAL, SerialStage.START_VM),
-])
-def test_a_stage_out_of_order_is_an_adapter_bug(settings: Settings, before: SerialStage | None,
-                                                stage: SerialStage) -> None:
-    machine = SerialHandshake(settings, clock=lambda: 0.0)
-    if before is not None:
-        for step in (SerialStage.CHECK_VM, SerialStage.OPEN_SERIAL)[: 1 if before is SerialStage.CHECK_VM else 2]:
-            machine.enter(step)
-    with pytest.raises(IllegalTransition):
-        machine.enter(stage)
-
-
-@pytest.mark.parametrize(("stage", "code"), [
-    (SerialStage.CHECK_VM, ErrorCode.HYPERVISOR_UNAVAILABLE), (SerialStage.START_VM, ErrorCode.VM_START_FAILED),
-    (SerialStage.OPEN_SERIAL, ErrorCode.HYPERVISOR_UNAVAILABLE),
-])
-def test_each_deadline_becomes_its_code(settings: Settings, stage: SerialStage, code: ErrorCode) -> None:
-    machine = SerialHandshake(settings, clock=lambda: 0.0)
-    machine.enter(SerialStage.CHECK_VM)
-    if stage is not SerialStage.CHECK_VM:
-        if stage is SerialStage.START_VM:
-            machine.enter(SerialStage.START_VM)
-        else:
-            machine.enter(SerialStage.OPEN_SERIAL)
-    assert machine.timeout_error().code is code
-
-
-def test_an_error_sends_its_frame_then_the_close_and_slow_client_only_the_close(settings: Settings) -> None:
-    machine = SerialHandshake(settings, clock=lambda: 0.0)
-    machine.enter(SerialStage.CHECK_VM)
-    frame, close = machine.end(LimenError(ErrorCode.SERIAL_NOT_CONFIGURED, "no device"))
-    assert isinstance(frame, SendText) and json.loads(frame.text)["code"] == "SERIAL_NOT_CONFIGURED"
-    assert close == Close(4210, "SERIAL_NOT_CONFIGURED")
-    assert machine.end(LimenError(ErrorCode.INTERNAL_ERROR, "twice")) == []  # one ending only
-    slow = SerialHandshake(settings, clock=lambda: 0.0)
-    slow.enter(SerialStage.CHECK_VM)
-    assert slow.end(LimenError(ErrorCode.SLOW_CLIENT, "x")) == [Close(4400, "SLOW_CLIENT")]
-    gone = SerialHandshake(settings, clock=lambda: 0.0)
-    gone.enter(SerialStage.CHECK_VM)
-    assert gone.end(None) == [] and gone.error is None
-
-
-# -- the domain XML ------------------------------------------------------------------------------------
+def test_the_first_stages_are_the_vnc_consoles_word_for_word() -> None:
+    assert [stage.status for stage in SERIAL_STAGES] == [
+        "Connected, checking VM status...", "Starting VM...", "Opening the serial port...", "Serial console connected"]
+    assert [stage.value for stage in SerialStage if stage is not SerialStage.ENDED] == [
+        stage.name for stage in SERIAL_STAGES]
 
 
 def test_new_vms_get_a_serial_console() -> None:
@@ -126,19 +106,175 @@ def test_new_vms_get_a_serial_console() -> None:
     assert not declares_serial_console("<domain><devices><graphics type='vnc'/></devices></domain>")
 
 
-# -- the session, with fakes ------------------------------------------------------------------------------
+# -- the machine's special paths ---------------------------------------------------------------------------
+
+
+def machine(*, force: bool = False, auto_start: bool = True) -> SerialHandshake:
+    return SerialHandshake(ident="web-1", settings=settings(), clock=lambda: 5.0, force=force, auto_start=auto_start)
+
+
+def frames(actions: list[Any]) -> list[dict[str, Any]]:
+    return [json.loads(action.text) for action in actions if isinstance(action, SendText)]
+
+
+def test_a_running_vm_goes_check_open_proxy_and_the_watch_opens_before_open_serial() -> None:
+    m = machine()
+    actions = m.start() + m.receive(VmFound(RUNNING))
+    assert actions[-1] == CheckSerialDevice(UUID)
+    actions = m.receive(SerialDeviceChecked(True))
+    assert actions[0] == OpenWatch(UUID) and actions[-1] == FindPortHolder(UUID)
+    assert m.receive(PortHolder(held_by_another=False)) == [OpenSerial(UUID, force=False)]
+    actions = m.receive(SerialOpened())
+    assert [f["message"] for f in frames(actions)] == ["Serial console connected"] and actions[-1] == RunSerialProxy()
+    assert [stage for stage, _ in m.history] == ["check_vm", "open_serial", "proxy"]
+
+
+def test_no_serial_device_ends_in_check_vm_before_any_start() -> None:
+    m = machine()
+    m.start()
+    m.receive(VmFound(STOPPED))
+    actions = m.receive(SerialDeviceChecked(False))
+    (frame,) = frames(actions)
+    assert (frame["code"], frame["stage"]) == ("SERIAL_NOT_CONFIGURED", "check_vm")
+    assert frame["details"] == "VM 'web-1' has no serial console device"
+    assert actions[-1] == Close(ErrorCode.SERIAL_NOT_CONFIGURED.close_code, "SERIAL_NOT_CONFIGURED")
+    assert not any(isinstance(action, StartVm) for action in actions)
+
+
+def test_a_stopped_vm_without_auto_start_is_vm_not_running() -> None:
+    m = machine(auto_start=False)
+    m.start()
+    m.receive(VmFound(STOPPED))
+    (frame,) = frames(m.receive(SerialDeviceChecked(True)))
+    assert (frame["code"], frame["stage"]) == ("VM_NOT_RUNNING", "check_vm")
+
+
+def test_someone_else_starting_the_vm_first_is_fine_the_machine_reads_it_again() -> None:
+    m = machine()
+    m.start()
+    m.receive(VmFound(STOPPED))
+    assert m.receive(SerialDeviceChecked(True))[-1] == StartVm(UUID)
+    assert m.receive(EffectFailed(LimenError(ErrorCode.VM_ALREADY_RUNNING, "already"))) == [LookUpVm(UUID)]
+    actions = m.receive(VmFound(RUNNING))
+    assert [f["stage"] for f in frames(actions)] == ["open_serial"] and actions[-1] == FindPortHolder(UUID)
+
+
+def test_vm_already_running_outside_start_vm_ends_the_session() -> None:
+    m = machine()
+    m.start()
+    m.receive(EffectFailed(LimenError(ErrorCode.VM_ALREADY_RUNNING, "?")))
+    assert m.error is not None and m.error.code is ErrorCode.VM_ALREADY_RUNNING
+
+
+def test_a_held_port_is_busy_without_force() -> None:
+    m = machine()
+    m.start()
+    m.receive(VmFound(RUNNING))
+    m.receive(SerialDeviceChecked(True))
+    actions = m.receive(PortHolder(held_by_another=True))
+    (frame,) = frames(actions)
+    assert (frame["code"], frame["stage"]) == ("SERIAL_BUSY", "open_serial")
+    assert not any(isinstance(action, OpenSerial | TakeOverPort) for action in actions)
+
+
+def test_a_held_port_is_taken_over_with_force_then_opened_with_libvirts_force_flag() -> None:
+    m = machine(force=True)
+    m.start()
+    m.receive(VmFound(RUNNING))
+    m.receive(SerialDeviceChecked(True))
+    assert m.receive(PortHolder(held_by_another=True)) == [TakeOverPort(UUID)]
+    assert m.receive(PortTakenOver()) == [OpenSerial(UUID, force=True)]
+    free = machine(force=True)
+    free.start()
+    free.receive(VmFound(RUNNING))
+    free.receive(SerialDeviceChecked(True))
+    assert free.receive(PortHolder(held_by_another=False)) == [OpenSerial(UUID, force=True)]
+
+
+def in_proxy(m: SerialHandshake) -> None:
+    for result in (VmFound(RUNNING), SerialDeviceChecked(True), PortHolder(False), SerialOpened()):
+        m.receive(result)
+
+
+@pytest.mark.parametrize(("vm_stopped", "ended_by", "code", "details"), [
+    (True, None, ErrorCode.VM_STOPPED, "VM 'web-1' stopped; its serial console closed"),
+    (True, "libvirt closed the console stream", ErrorCode.VM_STOPPED, "VM 'web-1' stopped; its serial console closed"),
+    (False, "libvirt console stream: aborted", ErrorCode.SESSION_TAKEN_OVER,
+     "the serial console was taken over (libvirt console stream: aborted)"),
+    (False, None, ErrorCode.SERIAL_PORT_ERROR, "the serial console stream ended while the VM runs"),
+])
+def test_the_end_of_the_stream_is_told_apart(vm_stopped: bool, ended_by: str | None, code: ErrorCode,
+                                             details: str) -> None:
+    m = machine()
+    m.start()
+    in_proxy(m)
+    assert m.receive(SerialStreamEnded(ended_by)) == [ExplainStreamEnd(UUID, m.stream_end_grace)]
+    actions = m.receive(StreamEndExplained(vm_stopped=vm_stopped))
+    (frame,) = frames(actions)  # the serial page reads text frames in the proxy stage too
+    assert (frame["code"], frame["stage"], frame["details"]) == (code.name, "proxy", details)
+    assert actions[-1] == Close(code.close_code, code.name)
+
+
+def test_a_lifecycle_event_in_any_stage_is_vm_stopped_naming_the_vm() -> None:
+    m = machine()
+    m.start()
+    in_proxy(m)
+    (frame,) = frames(m.receive(VmEnded("crashed")))
+    assert (frame["code"], frame["stage"], frame["details"]) == (
+        "VM_STOPPED", "proxy", "VM 'web-1' crashed (libvirt lifecycle event)")
+
+
+def test_the_first_ending_counts() -> None:
+    m = machine()
+    m.start()
+    taken = ErrorCode.SESSION_TAKEN_OVER
+    assert m.receive(EndRequested(LimenError(taken)))[-1] == Close(taken.close_code, taken.name)
+    assert m.receive(VmEnded()) == [] and m.receive(SerialOpened()) == []
+    assert m.error is not None and m.error.code is ErrorCode.SESSION_TAKEN_OVER
+
+
+@pytest.mark.parametrize(("steps", "result"), [
+    ((), SerialDeviceChecked(True)),
+    ((), VmStarted(RUNNING)),
+    ((VmFound(RUNNING),), PortHolder(False)),
+    ((VmFound(RUNNING), SerialDeviceChecked(True)), SerialOpened()),
+    ((VmFound(RUNNING), SerialDeviceChecked(True)), PortTakenOver()),
+    ((VmFound(RUNNING), SerialDeviceChecked(True), PortHolder(False)), StreamEndExplained(vm_stopped=True)),
+    ((VmFound(RUNNING), SerialDeviceChecked(True), PortHolder(False), SerialOpened()), SerialOpened()),
+])
+def test_a_result_the_pending_effect_cannot_give_is_an_illegal_transition(steps: tuple[Any, ...], result: Any) -> None:
+    m = machine()
+    m.start()
+    for step in steps:
+        m.receive(step)
+    with pytest.raises(IllegalTransition):
+        m.receive(result)
+
+
+def test_only_libvirt_calls_are_marked_as_such() -> None:
+    assert CheckSerialDevice("x").libvirt_call and OpenSerial("x", force=False).libvirt_call
+    for effect in (FindPortHolder("x"), TakeOverPort("x"), RunSerialProxy(), ExplainStreamEnd("x")):
+        assert not effect.libvirt_call, effect
+
+
+# -- the session, with fakes behind its Protocol interfaces ---------------------------------------------------
 
 
 class FakeClient:
+    """The browser's side (a ClientChannel); ``stall_writes``: a browser that stopped reading."""
+
     def __init__(self) -> None:
         self.sent: list[str | bytes] = []
         self.closed: tuple[int, str] | None = None
         self.inbox: asyncio.Queue[bytes | str | None] = asyncio.Queue()
+        self.stall_writes = False
 
     async def send_text(self, text: str) -> None:
         self.sent.append(text)
 
     async def send_bytes(self, data: bytes) -> None:
+        if self.stall_writes:
+            await asyncio.Event().wait()
         self.sent.append(data)
 
     async def receive(self) -> bytes | str | None:
@@ -151,37 +287,62 @@ class FakeClient:
     def texts(self) -> list[dict[str, Any]]:
         return [json.loads(frame) for frame in self.sent if isinstance(frame, str)]
 
+    @property
+    def errors(self) -> list[tuple[str, str]]:
+        return [(f["code"], f["stage"]) for f in self.texts if f["type"] == "error"]
 
+
+@dataclass
 class FakeWatch:
-    def __init__(self) -> None:
-        self.ended = asyncio.Event()
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    last: Any = None
+
+
+async def answer(value: Any) -> Any:
+    if value is HANG:
+        await asyncio.Event().wait()
+    if isinstance(value, asyncio.Event):  # a gate the test opens
+        await value.wait()
+        return None
+    if isinstance(value, LimenError):
+        raise value
+    return value
 
 
 class FakeHypervisor:
-    def __init__(self, vm: Vm | None) -> None:
-        self.vm = vm
+    """``console_vm`` answers ``look`` (after the first: ``later`` when set); ``start`` answers start_vm."""
+
+    def __init__(self, look: Any, *, start: Any = RUNNING, later: Any = None) -> None:
+        self.look = look
+        self.later = later
+        self.start = start
+        self.calls: list[str] = []
         self.watches: list[FakeWatch] = []
-        self.started = 0
+        self.watching = 0
 
     async def get_vm(self, ident: str) -> Vm:
-        return await self.console_vm(ident)
+        raise AssertionError("a console reads VMs with console_vm")
 
     async def console_vm(self, ident: str) -> Vm:
-        if self.vm is None:
-            raise LimenError(ErrorCode.VM_NOT_FOUND, ident)
-        return self.vm
+        self.calls.append("console_vm")
+        first = self.calls.count("console_vm") == 1
+        vm: Vm = await answer(self.look if first or self.later is None else self.later)
+        return vm
 
     async def start_vm(self, ident: str) -> Vm:
-        assert self.vm is not None
-        self.started += 1
-        self.vm = Vm(uuid=self.vm.uuid, name=self.vm.name, state=VmState.RUNNING, vcpus=1, memory_mib=64)
-        return self.vm
+        self.calls.append("start_vm")
+        vm: Vm = await answer(self.start)
+        return vm
 
     @contextlib.contextmanager
     def watch(self, uuid: str) -> Iterator[FakeWatch]:
         watch = FakeWatch()
         self.watches.append(watch)
-        yield watch
+        self.watching += 1
+        try:
+            yield watch
+        finally:
+            self.watching -= 1
 
 
 class FakePort:
@@ -189,151 +350,225 @@ class FakePort:
         self.output: asyncio.Queue[bytes] = asyncio.Queue()
         self.written = bytearray()
         self.closed = False
-        self._ended_by: str | None = None
+        self.ended_by_value: str | None = None
+        self.write_error: LimenError | None = None
 
     async def read(self) -> bytes:
         return await self.output.get()
 
     async def write(self, data: bytes, *, timeout: float) -> None:
+        if self.write_error is not None:
+            raise self.write_error
         self.written += data
 
     @property
     def ended_by(self) -> str | None:
-        return self._ended_by
+        return self.ended_by_value
 
     async def close(self) -> None:
         self.closed = True
 
 
 class FakePorts:
-    def __init__(self, *, serial: bool = True) -> None:
+    """``serial``: the device check's answer; ``opening``: the open's (None: a fresh FakePort)."""
+
+    def __init__(self, *, serial: Any = True, opening: Any = None) -> None:
         self.serial = serial
+        self.opening = opening
         self.opened: list[tuple[FakePort, bool]] = []
+        self.checked = 0
 
     async def has_serial(self, vm_uuid: str) -> bool:
-        return self.serial
+        self.checked += 1
+        present: bool = await answer(self.serial)
+        return present
 
     async def open(self, vm_uuid: str, *, force: bool) -> SerialPort:
+        await answer(self.opening)
         port = FakePort()
         self.opened.append((port, force))
         return port
 
 
-def running(state: VmState = VmState.RUNNING) -> Vm:
-    return Vm(uuid=UUID, name="web-1", state=state, vcpus=1, memory_mib=64)
+@dataclass
+class Run:
+    session: SerialSession
+    client: FakeClient
+    hv: FakeHypervisor
+    ports: FakePorts
+    task: asyncio.Task[None]
+
+    @property
+    def port(self) -> FakePort:
+        return self.ports.opened[-1][0]
+
+    async def until(self, check: Callable[[], bool]) -> None:
+        """Lets the session run until ``check`` holds (the fakes have no event to wait on for most checks)."""
+        async with asyncio.timeout(WAIT):
+            for _ in iter(lambda: check(), True):
+                await asyncio.sleep(0.001)
+
+    async def in_proxy(self) -> Run:
+        await self.until(lambda: self.session.reached_proxy)
+        return self
+
+    async def ended(self) -> None:
+        async with asyncio.timeout(WAIT):
+            await self.task
 
 
-def session_of(settings: Settings, vm: Vm | None, *, ports: FakePorts | None = None,
-               holders: SerialHolders | None = None, force: bool = False,
-               ) -> tuple[SerialSession, FakeClient, FakeHypervisor, FakePorts]:
-    client, hv, ports = FakeClient(), FakeHypervisor(vm), ports or FakePorts()
+def start(hv: FakeHypervisor, ports: FakePorts | None = None, *, holders: SerialHolders | None = None,
+          force: bool = False, admission: Any = None, **overrides: Any) -> Run:
+    client, ports = FakeClient(), ports or FakePorts()
     session = SerialSession(ident="web-1", client=client, hypervisor=hv, ports=ports,
-                            holders=holders or SerialHolders(), settings=settings, force=force)
-    return session, client, hv, ports
+                            holders=holders or SerialHolders(), settings=settings(**overrides), force=force,
+                            admission=admission)
+    return Run(session, client, hv, ports, asyncio.create_task(session.run()))
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    for _ in range(10_000):  # the fakes answer at once: a few loop turns are enough
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition not met")
+async def test_bytes_flow_both_ways_then_the_client_leaves() -> None:
+    run = await start(FakeHypervisor(RUNNING)).in_proxy()
+    assert run.ports.opened[0][1] is False
+    await run.port.output.put(b"grub> ")
+    await run.client.inbox.put("echo limen\r")  # xterm.js sends text
+    await run.client.inbox.put(b"\x03")
+    await run.until(lambda: bytes(run.port.written) == b"echo limen\r\x03" and b"grub> " in run.client.sent)
+    await run.client.inbox.put(None)
+    await run.ended()
+    assert [f["stage"] for f in run.client.texts] == ["check_vm", "open_serial", "proxy"]
+    assert run.client.closed is None and run.session.end_reason == "client_closed" and run.port.closed
+    assert (run.session.traffic.to_client, run.session.traffic.to_vnc) == (6, 12)
+    assert run.hv.watching == 0 and run.session.port_released.is_set()
 
 
-async def in_proxy(session: SerialSession) -> asyncio.Task[None]:
-    task = asyncio.create_task(session.run())
-    await until(lambda: session.stage is SerialStage.PROXY)
-    return task
+async def test_input_before_the_port_opens_is_held_then_delivered_first() -> None:
+    gate = asyncio.Event()
+    run = start(FakeHypervisor(RUNNING), FakePorts(opening=gate), console_serial_open_timeout=5)
+    await run.client.inbox.put("early")
+    await run.client.inbox.put("later")
+    await run.until(lambda: run.session.stage == "open_serial" and run.client.inbox.qsize() == 1)
+    await asyncio.sleep(0.01)
+    assert run.client.inbox.qsize() == 1  # one message held; nothing more read until there is a port
+    gate.set()
+    await run.in_proxy()
+    await run.until(lambda: bytes(run.port.written) == b"earlylater")
+    await run.client.inbox.put(None)
+    await run.ended()
 
 
-async def test_bytes_flow_both_ways_then_the_client_leaves(settings: Settings) -> None:
-    session, client, _, ports = session_of(settings, running())
-    task = await in_proxy(session)
-    port, force = ports.opened[0]
-    assert not force
-    await port.output.put(b"grub> ")
-    await client.inbox.put("echo limen\r")  # xterm.js sends text
-    await client.inbox.put(b"\x03")
-    await until(lambda: bytes(port.written) == b"echo limen\r\x03" and b"grub> " in client.sent)
-    await client.inbox.put(None)
-    await task
-    assert [f["stage"] for f in client.texts] == ["check_vm", "open_serial", "proxy"]
-    assert client.closed is None and session.end_reason == "client_closed" and port.closed
-    assert (session.traffic.to_client, session.traffic.to_vnc) == (6, 12)
+async def test_a_stopped_vm_is_started_first() -> None:
+    run = await start(FakeHypervisor(STOPPED)).in_proxy()
+    assert run.hv.calls == ["console_vm", "start_vm"]
+    assert [f["message"] for f in run.client.texts] == [stage.status for stage in SERIAL_STAGES]
+    await run.client.inbox.put(None)
+    await run.ended()
 
 
-@pytest.mark.parametrize(("vm", "serial", "auto_start", "code"), [
-    (None, True, True, ErrorCode.VM_NOT_FOUND),
-    (running(), False, True, ErrorCode.SERIAL_NOT_CONFIGURED),
-    (running(VmState.STOPPED), True, False, ErrorCode.VM_NOT_RUNNING),
+async def test_someone_else_starting_the_vm_first_is_fine() -> None:
+    hv = FakeHypervisor(STOPPED, start=LimenError(ErrorCode.VM_ALREADY_RUNNING, "already"), later=RUNNING)
+    run = await start(hv).in_proxy()
+    assert hv.calls == ["console_vm", "start_vm", "console_vm"]
+    assert [f["stage"] for f in run.client.texts] == ["check_vm", "start_vm", "open_serial", "proxy"]
+    await run.client.inbox.put(None)
+    await run.ended()
+
+
+GENERIC = LimenError(ErrorCode.VM_OPERATION_FAILED, "call: operation failed: nope")
+
+
+# Each stage's work hanging, or failing with a generic libvirt refusal, through the fakes' Protocol interfaces.
+@pytest.mark.parametrize(("hv", "ports", "code", "stage"), [
+    (FakeHypervisor(HANG), None, ErrorCode.HYPERVISOR_UNAVAILABLE, "check_vm"),
+    (FakeHypervisor(GENERIC), None, ErrorCode.HYPERVISOR_UNAVAILABLE, "check_vm"),
+    (FakeHypervisor(LimenError(ErrorCode.VM_NOT_FOUND, "no VM 'web-1'")), None, ErrorCode.VM_NOT_FOUND, "check_vm"),
+    (FakeHypervisor(RUNNING), FakePorts(serial=HANG), ErrorCode.HYPERVISOR_UNAVAILABLE, "check_vm"),
+    (FakeHypervisor(RUNNING), FakePorts(serial=GENERIC), ErrorCode.HYPERVISOR_UNAVAILABLE, "check_vm"),
+    (FakeHypervisor(RUNNING), FakePorts(serial=False), ErrorCode.SERIAL_NOT_CONFIGURED, "check_vm"),
+    (FakeHypervisor(STOPPED, start=HANG), None, ErrorCode.VM_START_FAILED, "start_vm"),
+    (FakeHypervisor(STOPPED, start=GENERIC), None, ErrorCode.VM_START_FAILED, "start_vm"),
+    (FakeHypervisor(STOPPED, start=LimenError(ErrorCode.QUOTA_EXCEEDED, "no room")), None, ErrorCode.QUOTA_EXCEEDED,
+     "start_vm"),
+    (FakeHypervisor(STOPPED, start=LimenError(ErrorCode.VM_ALREADY_RUNNING), later=HANG), None,
+     ErrorCode.HYPERVISOR_UNAVAILABLE, "start_vm"),
+    (FakeHypervisor(RUNNING), FakePorts(opening=HANG), ErrorCode.HYPERVISOR_UNAVAILABLE, "open_serial"),
+    (FakeHypervisor(RUNNING), FakePorts(opening=GENERIC), ErrorCode.SERIAL_PORT_ERROR, "open_serial"),
+    (FakeHypervisor(RUNNING), FakePorts(opening=LimenError(ErrorCode.SERIAL_BUSY, "virsh console holds it")),
+     ErrorCode.SERIAL_BUSY, "open_serial"),
 ])
-async def test_check_vm_failures(tmp_path: Path, vm: Vm | None, serial: bool, auto_start: bool,
-                                 code: ErrorCode) -> None:
-    settings = load_settings(None, data_dir=tmp_path / "d", log_dir=tmp_path / "l", console_auto_start=auto_start)
-    session, client, hv, ports = session_of(settings, vm, ports=FakePorts(serial=serial))
-    await session.run()
-    assert client.closed == (code.close_code, code.name)
-    assert [(e["code"], e["stage"]) for e in client.texts if e["type"] == "error"] == [(code.name, "check_vm")]
-    assert not ports.opened and hv.started == 0  # a VM without a serial device is not started
+async def test_every_stage_failure_ends_with_its_error_frame_and_close_code(
+    hv: FakeHypervisor, ports: FakePorts | None, code: ErrorCode, stage: str
+) -> None:
+    run = start(hv, ports)
+    await run.ended()
+    assert run.client.errors == [(code.name, stage)]
+    assert run.client.closed == (code.close_code, code.name)
+    assert run.session.end_reason == code.name and run.hv.watching == 0
+    assert not any(isinstance(frame, bytes) for frame in run.client.sent)
+    if code is ErrorCode.SERIAL_NOT_CONFIGURED:
+        assert "start_vm" not in hv.calls and not run.ports.opened
 
 
-async def test_a_stopped_vm_is_started_first(settings: Settings) -> None:
-    session, client, hv, _ = session_of(settings, running(VmState.STOPPED))
-    task = await in_proxy(session)
-    assert hv.started == 1
-    assert [f["message"] for f in client.texts] == [spec.text for spec in SERIAL_STAGES]
-    await client.inbox.put(None)
-    await task
+async def test_a_hung_start_times_out_with_the_tables_details() -> None:
+    run = start(FakeHypervisor(STOPPED, start=HANG))
+    await run.ended()
+    assert run.client.texts[-1]["details"] == "the VM was not running within 0.2 s"
 
 
-async def test_a_hung_open_ends_with_its_stage_timeout(settings: Settings) -> None:
-    class Hanging(FakePorts):
-        async def open(self, vm_uuid: str, *, force: bool) -> SerialPort:
-            await asyncio.Event().wait()
-            raise AssertionError
+async def test_an_admission_refusal_ends_in_check_vm_before_any_libvirt_call() -> None:
+    async def refuse(find_vm: Callable[[], Awaitable[Vm]]) -> Vm:
+        raise LimenError(ErrorCode.UNAUTHORIZED, "no credential")
 
-    session, client, _, _ = session_of(settings, running(), ports=Hanging())
-    await session.run()
-    assert client.closed == (ErrorCode.HYPERVISOR_UNAVAILABLE.close_code, "HYPERVISOR_UNAVAILABLE")
-    assert client.texts[-1]["stage"] == "open_serial"
+    run = start(FakeHypervisor(RUNNING), admission=refuse)
+    await run.ended()
+    assert run.client.errors == [("UNAUTHORIZED", "check_vm")]
+    assert run.hv.calls == [] and run.ports.checked == 0
 
 
-async def test_a_libvirt_refusal_opening_the_port_is_serial_port_error(settings: Settings) -> None:
-    class Refusing(FakePorts):
-        async def open(self, vm_uuid: str, *, force: bool) -> SerialPort:
-            raise LimenError(ErrorCode.VM_OPERATION_FAILED, "open_console: operation failed: no console")
-
-    session, client, _, _ = session_of(settings, running(), ports=Refusing())
-    await session.run()
-    assert client.closed == (ErrorCode.SERIAL_PORT_ERROR.close_code, "SERIAL_PORT_ERROR")
-    assert client.texts[-1]["details"] == "open_console: operation failed: no console"
-
-
-async def test_one_session_per_port_busy_or_taken_over(settings: Settings) -> None:
+async def test_one_session_per_port_busy_or_taken_over() -> None:
     holders = SerialHolders()
-    first, first_client, _, _ = session_of(settings, running(), holders=holders)
-    first_task = await in_proxy(first)
-    refused, refused_client, _, refused_ports = session_of(settings, running(), holders=holders)
-    await refused.run()
-    assert refused_client.closed == (ErrorCode.SERIAL_BUSY.close_code, "SERIAL_BUSY") and not refused_ports.opened
-    second, second_client, _, second_ports = session_of(settings, running(), holders=holders, force=True)
-    second_task = await in_proxy(second)
-    await first_task
-    assert first_client.closed == (ErrorCode.SESSION_TAKEN_OVER.close_code, "SESSION_TAKEN_OVER")
-    assert second_ports.opened[0][1] is True  # libvirt's force flag: cuts off clients outside limen too
-    assert holders.holder(UUID) is second
-    await second_client.inbox.put(None)
-    await second_task
+    first = await start(FakeHypervisor(RUNNING), holders=holders).in_proxy()
+    refused = start(FakeHypervisor(RUNNING), holders=holders)
+    await refused.ended()
+    assert refused.client.closed == (ErrorCode.SERIAL_BUSY.close_code, "SERIAL_BUSY") and not refused.ports.opened
+    assert refused.client.errors == [("SERIAL_BUSY", "open_serial")]
+    assert first.client.closed is None and holders.holder(UUID) is first.session
+    second = await start(FakeHypervisor(RUNNING), holders=holders, force=True).in_proxy()
+    await first.ended()
+    assert first.client.closed == (ErrorCode.SESSION_TAKEN_OVER.close_code, "SESSION_TAKEN_OVER")
+    assert first.client.errors == [("SESSION_TAKEN_OVER", "proxy")] and first.port.closed
+    assert second.ports.opened[0][1] is True  # libvirt's force flag: cuts off clients outside limen too
+    assert holders.holder(UUID) is second.session
+    await second.client.inbox.put(None)
+    await second.ended()
     assert holders.holder(UUID) is None
 
 
-async def test_vm_stop_ends_with_vm_stopped(settings: Settings) -> None:
-    session, client, hv, _ = session_of(settings, running())
-    task = await in_proxy(session)
-    hv.watches[0].ended.set()
-    await task
-    assert client.closed == (ErrorCode.VM_STOPPED.close_code, "VM_STOPPED")
-    assert client.texts[-1]["stage"] == "proxy"
+async def test_a_holder_that_does_not_let_go_in_time_ends_the_taker_at_the_stage_deadline() -> None:
+    holders = SerialHolders()
+    first = await start(FakeHypervisor(RUNNING), holders=holders).in_proxy()
+
+    async def never_closes() -> None:
+        await asyncio.Event().wait()
+
+    first.port.close = never_closes  # type: ignore[method-assign]
+    second = start(FakeHypervisor(RUNNING), holders=holders, force=True)
+    await second.ended()
+    assert second.client.errors == [("HYPERVISOR_UNAVAILABLE", "open_serial")]
+    assert second.client.texts[-1]["details"] == "libvirt did not answer within 0.2 s (stage open_serial)"
+    assert first.client.closed == (ErrorCode.SESSION_TAKEN_OVER.close_code, "SESSION_TAKEN_OVER")
+    first.task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await first.task
+
+
+async def test_vm_stop_mid_session_ends_with_vm_stopped_and_its_frame() -> None:
+    run = await start(FakeHypervisor(RUNNING)).in_proxy()
+    run.hv.watches[0].ended.set()
+    await run.ended()
+    assert run.client.closed == (ErrorCode.VM_STOPPED.close_code, "VM_STOPPED")
+    assert run.client.errors == [("VM_STOPPED", "proxy")]
+    assert run.client.texts[-1]["details"] == "VM 'web-1' stopped (libvirt lifecycle event)"
+    assert run.port.closed and run.hv.watching == 0
 
 
 @pytest.mark.parametrize(("vm_runs", "ended_by", "code"), [
@@ -341,39 +576,58 @@ async def test_vm_stop_ends_with_vm_stopped(settings: Settings) -> None:
     (True, "libvirt console stream: aborted", ErrorCode.SESSION_TAKEN_OVER),
     (True, None, ErrorCode.SERIAL_PORT_ERROR),
 ])
-async def test_stream_end_is_told_apart(settings: Settings, monkeypatch: pytest.MonkeyPatch, vm_runs: bool,
-                                        ended_by: str | None, code: ErrorCode) -> None:
-    monkeypatch.setattr(serial_session, "STREAM_END_GRACE", 0.05)
-    session, client, hv, ports = session_of(settings, running())
-    task = await in_proxy(session)
-    port = ports.opened[0][0]
-    port._ended_by = ended_by
+async def test_the_session_reports_how_the_stream_ended(vm_runs: bool, ended_by: str | None, code: ErrorCode) -> None:
+    hv = FakeHypervisor(RUNNING)
+    run = await start(hv).in_proxy()
+    run.session.machine.stream_end_grace = 0.05
+    run.port.ended_by_value = ended_by
     if not vm_runs:
-        hv.vm = running(VmState.STOPPED)
-    await port.output.put(b"")
-    await task
-    assert client.closed == (code.close_code, code.name)
+        hv.look = STOPPED
+    await run.port.output.put(b"")
+    await run.ended()
+    assert run.client.closed == (code.close_code, code.name)
+    assert run.client.errors == [(code.name, "proxy")]
 
 
-async def test_a_client_that_does_not_read_is_dropped_with_slow_client(settings: Settings) -> None:
-    class Stuck(FakeClient):
-        async def send_bytes(self, data: bytes) -> None:
-            await asyncio.Event().wait()
-
-    client, hv, ports = Stuck(), FakeHypervisor(running()), FakePorts()
-    session = SerialSession(ident="web-1", client=client, hypervisor=hv, ports=ports, holders=SerialHolders(),
-                            settings=settings)
-    task = await in_proxy(session)
-    await ports.opened[0][0].output.put(b"x" * 1000)
-    await task
-    assert session.end_reason == "SLOW_CLIENT" and client.closed == (4400, "SLOW_CLIENT")
-    assert ports.opened[0][0].closed
+async def test_input_the_guest_does_not_take_ends_with_serial_port_error() -> None:
+    run = await start(FakeHypervisor(RUNNING)).in_proxy()
+    run.port.write_error = LimenError(ErrorCode.SERIAL_PORT_ERROR, "the VM's serial port accepted no input for 0.2 s")
+    await run.client.inbox.put("x")
+    await run.ended()
+    assert run.client.closed == (ErrorCode.SERIAL_PORT_ERROR.close_code, "SERIAL_PORT_ERROR")
 
 
-async def test_request_end_wins(settings: Settings) -> None:
-    session, client, _, _ = session_of(settings, running())
-    task = await in_proxy(session)
-    session.request_end(LimenError(ErrorCode.ACCESS_REVOKED, "token revoked"))
-    await task
-    assert client.closed == (ErrorCode.ACCESS_REVOKED.close_code, "ACCESS_REVOKED")
+async def test_a_client_that_does_not_read_is_dropped_with_slow_client_and_no_frame() -> None:
+    run = await start(FakeHypervisor(RUNNING)).in_proxy()
+    run.client.stall_writes = True
+    await run.port.output.put(b"x" * 1000)
+    await run.ended()
+    assert run.session.end_reason == "SLOW_CLIENT" and run.client.closed == (4400, "SLOW_CLIENT")
+    assert run.client.errors == [] and run.port.closed
 
+
+async def test_a_client_that_leaves_mid_handshake_ends_the_session_quietly() -> None:
+    run = start(FakeHypervisor(RUNNING), FakePorts(opening=HANG), console_serial_open_timeout=5)
+    await run.until(lambda: run.session.stage == "open_serial")
+    await run.client.inbox.put(None)
+    await run.ended()
+    assert run.client.closed is None and run.session.end_reason == "client_closed"
+    assert run.hv.watching == 0 and run.session.port_released.is_set()
+
+
+async def test_an_end_requested_before_the_session_runs_still_sends_the_first_frame_then_the_end() -> None:
+    client, hv = FakeClient(), FakeHypervisor(RUNNING)
+    session = SerialSession(ident="web-1", client=client, hypervisor=hv, ports=FakePorts(), holders=SerialHolders(),
+                            settings=settings())
+    session.request_end(LimenError(ErrorCode.SERVER_SHUTDOWN, "stopping"))
+    async with asyncio.timeout(WAIT):
+        await session.run()
+    assert [f["message"] for f in client.texts if f["type"] == "status"] == ["Connected, checking VM status..."]
+    assert client.closed == (4402, "SERVER_SHUTDOWN") and hv.calls == []
+
+
+async def test_request_end_in_the_proxy_stage_wins() -> None:
+    run = await start(FakeHypervisor(RUNNING)).in_proxy()
+    run.session.request_end(LimenError(ErrorCode.ACCESS_REVOKED, "token revoked"))
+    await run.ended()
+    assert run.client.closed == (ErrorCode.ACCESS_REVOKED.close_code, "ACCESS_REVOKED")

@@ -13,8 +13,8 @@ In the order a console opens:
 * ``handshake.py``    the pure machines: :class:`StageMachine` (stages, deadlines, frames, endings, for any
                       kind) and :class:`VncHandshake` (effects out, results in; every VNC decision)
 * ``stage_table.py``  what each stage is, declared once: name, label, status text, deadline setting,
-                      timeout codes and details (the README's table and ``GET /api/console-stages`` come
-                      from it)
+                      timeout codes and details, what a generic libvirt refusal becomes (the README's
+                      tables and ``GET /api/console-stages`` come from it)
 * ``messages.py``     the JSON text frames (the seed's exact field order; the encoder)
 * ``upstream.py``     the TCP connection to the VM's VNC server and its banner read (``limen doctor``
                       uses the same two functions)
@@ -23,6 +23,13 @@ In the order a console opens:
 * ``splice.py``       the proxy stage inside the WebSocket protocol (the fast path)
 * ``ws_protocol.py``  the uvicorn WebSocket protocol whose connections always end, and offers the splice
 * ``registry.py``     the registry of live sessions (server shutdown and revocation end them)
+
+The serial text console, on the same stage table, machine base and driver:
+
+* ``serial_endpoint.py``   its WebSocket route (``/api/vms/{id}/serial``), the same admission and registry
+* ``serial_session.py``    :class:`SerialSession`, the driver with the serial effects (device check, take
+                           over, libvirt's console stream both ways), and who holds each VM's port
+* ``serial_handshake.py``  :class:`SerialHandshake`, the pure machine (every serial decision)
 
 The stages, their status frames, deadlines and timeout codes are in ``stage_table.py`` and in the README's
 "The console" section (a unit test keeps the two equal). Status frames carry ``"stage"`` and

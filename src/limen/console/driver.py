@@ -18,7 +18,8 @@ stage deadline, WebSocket writes by ``settings.console_write_timeout``, the stre
 (backpressure) and the optional idle timeout.
 
 A console kind subclasses :class:`ConsoleDriver` with how to perform each of its effects
-(``_effects``), its client reader and what to release (``vnc_session.py`` for VNC).
+(``_effects``), its client reader and what to release (``vnc_session.py`` for VNC, ``serial_session.py``
+for the serial console).
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ from limen.hypervisor.models import Vm
 from limen.settings import Settings
 
 log = logging.getLogger("limen.console")
+
+# How often, after the VM's stream ended, to ask libvirt whether the VM is still active.
+VM_STOPPED_POLL = 0.25
 
 
 # -- what a session needs from its surroundings ----------------------------------------------------
@@ -307,6 +311,37 @@ class ConsoleDriver(ABC):
         await self._watch.ended.wait()
         last = getattr(self._watch, "last", None)
         return VmEnded(str(getattr(last, "value", "stopped")))
+
+    async def _vm_stopped_within(self, uuid: str | None, grace: float) -> bool:
+        """Whether, within ``grace`` seconds, the lifecycle watch sees the VM end or libvirt reports it inactive.
+
+        For a stream that just ended (the VNC server's, the serial console's): QEMU closes its sockets and
+        ptys as it exits, before libvirt has finished with the domain (with TCG that can take seconds), so
+        the VM may still look active for a while after its stream closed.
+        """
+
+        async def vm_inactive(uuid: str) -> None:
+            while True:
+                with contextlib.suppress(LimenError):
+                    if not (await self._hv.console_vm(uuid)).is_active:
+                        return
+                await asyncio.sleep(VM_STOPPED_POLL)
+
+        waits: list[Awaitable[Any]] = []
+        if self._watch is not None:
+            waits.append(self._watch.ended.wait())
+        if uuid is not None:
+            waits.append(vm_inactive(uuid))
+        if not waits:
+            return False
+        tasks = [asyncio.ensure_future(wait) for wait in waits]
+        try:
+            done, _ = await asyncio.wait(tasks, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return bool(done)
 
     async def _idle_watch(self) -> Result:
         await self._proxy_ready.wait()

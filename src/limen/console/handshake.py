@@ -14,7 +14,8 @@ and at most one :class:`Effect` last, whose outcome it reports with :meth:`VncHa
   shutdown or revocation) as they happen, so there is no tie for the driver to break;
 * what an effect may wait: :meth:`StageMachine.remaining` (the stage's deadline), and what a
   :class:`TimedOut` becomes (the stage's codes and details from :mod:`limen.console.stage_table`,
-  the libvirt one when the pending effect was a libvirt call).
+  the libvirt one when the pending effect was a libvirt call), and what a failed effect becomes (as it is,
+  or, for a generic libvirt refusal, the stage's ``failure_code`` when its kind declares one).
 
 Rules the generic part (:class:`StageMachine`) keeps for any console kind:
 
@@ -284,7 +285,7 @@ class StageMachine(ABC):
         if isinstance(result, ENDINGS):
             return self._end_by(result)
         if isinstance(result, EffectFailed) and not self._recovers(result.error):
-            return self.end(result.error)
+            return self.end(self._stage_failure(result.error))
         pending, self.pending = self.pending, None
         if pending is None and not isinstance(result, EffectFailed):
             raise IllegalTransition(f"{type(result).__name__} with no effect pending (stage {self.stage})")
@@ -309,6 +310,13 @@ class StageMachine(ABC):
     def _recovers(self, error: LimenError) -> bool:
         """Whether a failed effect is a step of the handshake rather than its end (default: never)."""
         return False
+
+    def _stage_failure(self, error: LimenError) -> LimenError:
+        """A failure in the current stage as the session ends with it: a generic refusal takes the stage's
+        ``failure_code`` (when its kind declares one); anything else stays as it is."""
+        assert self.stage is not None
+        code = self.stages[self.stage].failure(error.code)
+        return error if code is error.code else LimenError(code, error.details)
 
     def _begin(self) -> list[Action]:
         if self.stage is not None:

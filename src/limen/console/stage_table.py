@@ -18,7 +18,7 @@ machinery here needs nothing else. Pure data: no I/O, imports only the error tab
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Final
 
@@ -28,13 +28,19 @@ from limen.settings import Settings
 # The details of a timeout while a libvirt call was running (any stage): libvirt, not the stage, hung.
 LIBVIRT_TIMEOUT_DETAIL: Final = "libvirt did not answer within {limit:g} s (stage {stage})"
 
+# libvirt's refusals that say no more than "it failed" (``hypervisor/connection.py`` maps libvirt's errors
+# without a code of their own to these): a stage with a ``failure_code`` names them after itself.
+GENERIC_REFUSALS: Final = frozenset({ErrorCode.VM_OPERATION_FAILED, ErrorCode.INVALID_REQUEST})
+
 
 @dataclass(frozen=True, slots=True)
 class StageSpec:
     """One stage. ``status`` may hold ``{port}`` (filled by the machine); None: no frame on entry.
 
     ``timeout_detail`` may use ``{limit}`` (the deadline in seconds), ``{stage}`` and ``{target}``
-    (``host:port`` of the peer, once known).
+    (``host:port`` of the peer, once known). ``failure_code``: what a generic refusal of the stage's work
+    (:data:`GENERIC_REFUSALS`) becomes; None: the refusal reaches the client as it is. A specific error
+    (VM_NOT_FOUND, SERIAL_BUSY, QUOTA_EXCEEDED, ...) always does.
     """
 
     name: str
@@ -45,6 +51,7 @@ class StageSpec:
     libvirt_timeout_code: ErrorCode | None = None  # when a libvirt call was the one hanging
     timeout_detail: str = ""
     note: str = ""  # for the README's table only (e.g. when the stage is skipped)
+    failure_code: ErrorCode | None = None
 
     def deadline(self, settings: Settings) -> float | None:
         if self.deadline_setting is None:
@@ -55,6 +62,10 @@ class StageSpec:
 
     def status_text(self, **values: Any) -> str | None:
         return None if self.status is None else self.status.format(**values)
+
+    def failure(self, code: ErrorCode) -> ErrorCode:
+        """The code a failure of this stage's work with ``code`` ends the session with."""
+        return self.failure_code if self.failure_code is not None and code in GENERIC_REFUSALS else code
 
 
 class StageList:
@@ -125,6 +136,12 @@ class StageList:
             timeout = stage.timeout_code.name if stage.timeout_code else "—"
             libvirt = stage.libvirt_timeout_code.name if stage.libvirt_timeout_code else "—"
             rows.append(f"| `{stage.name}` | {text} | {deadline} | {timeout} | {libvirt} |")
+        return "\n".join(rows)
+
+    def failure_table(self) -> str:
+        """The Markdown table of what a generic refusal of each stage's work becomes (kinds that say)."""
+        rows = ["| stage | work failed → code |", "|---|---|"]
+        rows += [f"| `{stage.name}` | {stage.failure_code.name} |" for stage in self.stages if stage.failure_code]
         return "\n".join(rows)
 
 
@@ -208,8 +225,9 @@ class SerialStage(StrEnum):
 
 
 SERIAL_STAGES: Final = StageList("serial", (
-    VNC_STAGES[VncStage.CHECK_VM],  # the same first stages, word for word, as the VNC console's
-    VNC_STAGES[VncStage.START_VM],
+    # The same first stages, word for word, as the VNC console's; a generic refusal is named after them.
+    replace(VNC_STAGES[VncStage.CHECK_VM], failure_code=ErrorCode.HYPERVISOR_UNAVAILABLE),
+    replace(VNC_STAGES[VncStage.START_VM], failure_code=ErrorCode.VM_START_FAILED),
     StageSpec(
         name=SerialStage.OPEN_SERIAL,
         label="opening the serial port",
@@ -218,6 +236,7 @@ SERIAL_STAGES: Final = StageList("serial", (
         timeout_code=ErrorCode.HYPERVISOR_UNAVAILABLE,
         libvirt_timeout_code=ErrorCode.HYPERVISOR_UNAVAILABLE,
         timeout_detail=LIBVIRT_TIMEOUT_DETAIL,
+        failure_code=ErrorCode.SERIAL_PORT_ERROR,
     ),
     StageSpec(
         name=SerialStage.PROXY,
@@ -225,6 +244,7 @@ SERIAL_STAGES: Final = StageList("serial", (
         status="Serial console connected",
         deadline_setting=None,
         note="then the serial bytes as binary frames, both ways",
+        failure_code=ErrorCode.SERIAL_PORT_ERROR,
     ),
 ))
 

@@ -47,9 +47,6 @@ from limen.hypervisor.hosts import DEFAULT_HOST
 from limen.hypervisor.models import Vm
 from limen.settings import Settings
 
-# How often, after the VNC server closed, to ask libvirt whether the VM is still active.
-VNC_EOF_POLL = 0.25
-
 
 class UpstreamOpener(Protocol):
     """Opens the connection to a VM's VNC server (:func:`limen.console.upstream.open_vnc`); refusals raise
@@ -159,35 +156,7 @@ class ConsoleSession(ConsoleDriver):
         return VncClosed()
 
     async def _explain_vnc_close(self, effect: ExplainVncClose) -> Result:
-        """Waits, up to ``effect.grace``, for the lifecycle event or for libvirt to report the VM inactive.
-
-        QEMU closes its sockets as it exits, before libvirt has finished with the domain (with TCG that
-        can take seconds), so the VM may still look active for a while after its VNC server closed.
-        """
-        uuid = effect.uuid
-
-        async def vm_inactive(uuid: str) -> None:
-            while True:
-                with contextlib.suppress(LimenError):
-                    if not (await self._hv.console_vm(uuid)).is_active:
-                        return
-                await asyncio.sleep(VNC_EOF_POLL)
-
-        waits: list[Awaitable[Any]] = []
-        if self._watch is not None:
-            waits.append(self._watch.ended.wait())
-        if uuid is not None:
-            waits.append(vm_inactive(uuid))
-        if not waits:
-            return VncCloseExplained(vm_stopped=False)
-        tasks = [asyncio.ensure_future(wait) for wait in waits]
-        try:
-            done, _ = await asyncio.wait(tasks, timeout=effect.grace, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        return VncCloseExplained(vm_stopped=bool(done))
+        return VncCloseExplained(vm_stopped=await self._vm_stopped_within(effect.uuid, effect.grace))
 
     # -- the client → VNC direction --------------------------------------------------------------------
 
