@@ -70,6 +70,10 @@ def test_sign_up_approval_and_creating_within_the_quota(
 
     sign_in(page, server.base_url, user, PASSWORD, next_path="/vms/new")
     expect(page.locator("#quota [data-resource='vms']")).to_contain_text("0 of 2")
+    # In the form's narrow card each bar's label stays on one line ("Memory running" and "0 B of 512 MiB"
+    # once wrapped into two lines each, and the bars stood 3 + 1).
+    label_heights = page.eval_on_selector_all("#quota .quota-label", "els => els.map((el) => el.clientHeight)")
+    assert len(label_heights) >= 3 and max(label_heights) < 1.5 * min(label_heights), label_heights
     expect(page.locator("#vcpus-quota")).to_contain_text("At most 1")
     assert page.locator("#vcpus").get_attribute("max") == "1"
     first, second = vm_names(), vm_names()

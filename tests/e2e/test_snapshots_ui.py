@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import DEMO_ISO, QEMU_URI
-from tests.e2e.helpers import PHONE, save_screenshot, start_limen
+from tests.e2e.helpers import DESKTOP, PHONE, save_screenshot, start_limen
 from tests.support.libvirt_cleanup import remove_domain
 from tests.support.server import LimenProcess
 
@@ -116,3 +116,27 @@ def test_snapshots_section_take_revert_delete(
     page.locator("#snapshots").scroll_into_view_if_needed()
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], "the page is wider than a phone"
     save_screenshot(page, "vm-snapshots-phone")
+
+    # The VM list's delete dialog says so too; a VM without snapshots says nothing of them.
+    page.set_viewport_size(DESKTOP)
+    page.goto(server.base_url + "/")
+    row = page.locator(f'tr[data-vm-name="{vm_name}"]')
+    row.get_by_label(f"More actions for {vm_name}").click()
+    row.get_by_role("button", name=f"Delete {vm_name}").click()
+    list_dialog = page.locator("#delete-dialog")
+    expect(list_dialog.locator("#delete-snapshots")).to_have_text(" Its 2 snapshots are deleted with it.")
+    save_screenshot(page, "vm-list-delete-dialog-snapshots-1280")
+    list_dialog.get_by_role("button", name="Cancel").click()
+    bare = f"{vm_name}-b"
+    assert api.post("/api/vms", json={"name": bare, "memory_mib": 64}).status_code == 201
+    try:
+        page.reload()
+        bare_row = page.locator(f'tr[data-vm-name="{bare}"]')
+        bare_row.get_by_label(f"More actions for {bare}").click()
+        bare_row.get_by_role("button", name=f"Delete {bare}").click()
+        expect(list_dialog).to_contain_text(bare)
+        page.wait_for_load_state("networkidle")
+        expect(list_dialog.locator("#delete-snapshots")).to_have_text("")
+        list_dialog.get_by_role("button", name="Cancel").click()
+    finally:
+        remove_domain(QEMU_URI, bare)

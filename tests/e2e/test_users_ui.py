@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Locator, Page, Route, expect
+from playwright.sync_api import Locator, Page, expect
 
 from tests.e2e.helpers import PHONE, save_screenshot, sign_in, start_limen
 from tests.support.server import LimenProcess
@@ -333,74 +333,60 @@ def test_admin_sets_a_vms_owner_and_the_user_sees_it(
     assert admin_api.get(f"/api/vms/{name}").json()["owner"] is None
 
 
-def test_without_quota_and_approval_routes_their_controls_are_hidden(
-    server: LimenProcess, plain_user: str, signed_in_page: Callable[..., Page]
+def test_admin_sets_a_users_quota_in_its_dialog(
+    server: LimenProcess, plain_user: str, admin_api: httpx.Client, signed_in_page: Callable[..., Page],
+    vm_names: Callable[[], str],
 ) -> None:
+    """The real quota routes: the dialog shows what applies and what is in use, refuses what is not a whole
+    number in the form, saves the overrides, and the user is held to them at once."""
     page = signed_in_page(server, next_path="/users")
     row = user_row(page, plain_user)
     expect(row).to_be_visible()
-    quota_status = page.evaluate(f"fetch('/api/users/{plain_user}/quota').then(r => r.status)")
-    users = page.evaluate("fetch('/api/users').then(r => r.json())")
-    if quota_status in (404, 405):
-        expect(row.locator("button[data-action=quota]")).to_have_count(0)
-    if not any("approved" in user for user in users):
-        expect(row.locator("button[data-action=approve]")).to_have_count(0)
-        expect(row.locator("[data-state=awaiting-approval]")).to_have_count(0)
-
-
-def test_quota_and_approval_controls_appear_when_the_server_has_them(
-    server: LimenProcess, plain_user: str, signed_in_page: Callable[..., Page]
-) -> None:
-    """The quota and approval routes come from another branch (m3-quota): until it is merged, this test
-    answers them in the browser (Playwright routes) in that branch's shapes, and checks what the page
-    sends. Once merged, the real server answers and the same page works unchanged."""
-    sent: list[tuple[str, str, object]] = []
-    values = {"vms": 3, "vcpus": None, "memory_mib": None, "disk_gib": None}
-    quota = {"user": plain_user, "limits": {**values, "disk_gib": 100}, "override": values,
-             "usage": {"vms": 1, "vcpus": 2, "memory_mib": 512, "disk_gib": 10.5},
-             "system": {"limits": values, "usage": values}}
-
-    def users(route: Route) -> None:
-        if route.request.method != "GET":
-            route.continue_()
-            return
-        listed = route.fetch().json()
-        for user in listed:
-            user["approved"] = user["name"] != plain_user
-        route.fulfill(json=listed)
-
-    def user_routes(route: Route) -> None:
-        request = route.request
-        if request.url.endswith("/quota") or request.url.endswith("/approved"):
-            body = request.post_data_json if request.method == "PUT" else None
-            sent.append((request.method, request.url.rsplit("/", 1)[1], body))
-            route.fulfill(json=quota if request.url.endswith("/quota") else {"name": plain_user})
-        else:
-            route.continue_()
-
-    page = signed_in_page(server)
-    page.route(f"{server.base_url}/api/users", users)
-    page.route(f"{server.base_url}/api/users/**", user_routes)
-    page.goto(f"{server.base_url}/users")
-    row = user_row(page, plain_user)
-    expect(row.locator("[data-state=awaiting-approval]")).to_be_visible()
-    expect(user_row(page, "test-admin").locator("[data-state=awaiting-approval]")).to_have_count(0)
-    row.locator("button[data-action=approve]").click()
-    expect(row.locator(".row-status")).to_contain_text("Approved.")
-    assert ("PUT", "approved", {"approved": True}) in sent
+    # Approved users (all here: registration is off) are never offered an approval.
+    expect(page.locator("[data-state=awaiting-approval]")).to_have_count(0)
+    expect(page.locator("button[data-action=approve]")).to_have_count(0)
 
     row.locator("button[data-action=quota]").click()
-    expect(page.locator("#quota-dialog")).to_be_visible()
-    expect(page.locator("#quota-vms")).to_have_value("3")
-    expect(page.locator("#quota-disk_gib")).to_have_value("")
-    expect(page.locator("#quota-disk_gib-hint")).to_contain_text("Applies now: 100. In use: 10.5.")
-    save_screenshot(page, "users-quota-dialog-1280")
+    dialog = page.locator("#quota-dialog")
+    expect(dialog).to_be_visible()
+    expect(page.locator("#quota-text")).to_contain_text(plain_user)
+    for resource in ("vms", "vcpus", "memory_mib", "disk_gib"):
+        expect(page.locator(f"#quota-{resource}")).to_have_value("")  # no override: the default applies
+        expect(page.locator(f"#quota-{resource}-hint")).to_contain_text("Applies now: no limit. In use: 0.")
     page.fill("#quota-vms", "2.5")
     page.click("#quota-save")
     expect(page.locator("#quota-error")).to_contain_text("whole number")
-    page.fill("#quota-vms", "5")
+    expect(dialog).to_be_visible()
+    page.fill("#quota-vms", "1")
     page.fill("#quota-vcpus", "8")
+    save_screenshot(page, "users-quota-dialog-1280")
     page.click("#quota-save")
-    expect(page.locator("#quota-dialog")).to_be_hidden()
+    expect(dialog).to_be_hidden()
     expect(row.locator(".row-status")).to_contain_text("Quota saved.")
-    assert ("PUT", "quota", {"vms": 5, "vcpus": 8, "memory_mib": None, "disk_gib": None}) in sent
+    saved = admin_api.get(f"/api/users/{plain_user}/quota").json()
+    assert saved["override"] == {"vms": 1, "vcpus": 8, "memory_mib": None, "disk_gib": None}
+
+    # The user is held to it: one VM, then QUOTA_EXCEEDED naming the limit.
+    token = admin_api.post("/api/tokens", json={"name": "quota", "user": plain_user}).json()["secret"]
+    with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as theirs:
+        assert theirs.post("/api/vms", json={"name": vm_names(), "memory_mib": 64}).status_code == 201
+        refused = theirs.post("/api/vms", json={"name": vm_names(), "memory_mib": 64})
+        assert refused.status_code == 409 and refused.json()["code"] == "QUOTA_EXCEEDED", refused.text
+        assert refused.json()["quota"]["limit"] == 1
+
+    # Reopened, the dialog shows the overrides and the usage; emptied, the default applies again.
+    page.reload()
+    row.locator("button[data-action=quota]").click()
+    expect(page.locator("#quota-vms")).to_have_value("1")
+    expect(page.locator("#quota-vms-hint")).to_contain_text("Applies now: 1. In use: 1.")
+    page.fill("#quota-vms", "")
+    page.fill("#quota-vcpus", "")
+    page.click("#quota-save")
+    expect(row.locator(".row-status")).to_contain_text("Quota saved.")
+    assert admin_api.get(f"/api/users/{plain_user}/quota").json()["override"]["vms"] is None
+
+    phone = signed_in_page(server, PHONE, next_path="/users")
+    user_row(phone, plain_user).locator("button[data-action=quota]").click()
+    expect(phone.locator("#quota-dialog")).to_be_visible()
+    assert_fits(phone)
+    save_screenshot(phone, "users-quota-dialog-390")

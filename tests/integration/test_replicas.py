@@ -289,3 +289,34 @@ async def test_parallel_creates_on_postgresql_stay_within_the_system_wide_quota(
             hypervisor.list_vms = listed  # type: ignore[method-assign]
             for name in names:
                 await api.delete(f"/api/vms/{name}")
+
+
+def test_twenty_parallel_creates_over_two_replicas_on_postgresql_make_exactly_three(
+    postgres: str, tmp_path: Path, vm_names: Callable[[], str]
+) -> None:
+    """Two real ``limen serve`` processes on one PostgreSQL database over the real libvirtd: the quota check
+    holds across them by the database's row lock, not by anything either process holds in memory."""
+    from tests.integration.test_quota import assert_exactly_three, new_user, parallel_creates
+
+    database_url = new_database(postgres)
+    replicas = []
+    with ExitStack() as stack:
+        for name in ("a", "b"):
+            env = {
+                "LIMEN_LIBVIRT_URI": QEMU_URI, "LIMEN_ISO_DIR": str(ISO_DIR),
+                "LIMEN_DATA_DIR": str(tmp_path / f"data-{name}"), "LIMEN_LOG_DIR": str(tmp_path / f"log-{name}"),
+                "LIMEN_STORAGE_POOL": TEST_POOL, "LIMEN_STORAGE_POOL_DIR": str(TEST_POOL_DIR),
+                "LIMEN_VIRT_TYPE": "qemu", "LIMEN_DATABASE_URL": database_url,
+            }
+            replica = LimenProcess(env, tmp_path / f"serve-{name}.log", port=free_port())
+            stack.callback(replica.stop)
+            replica.start()
+            replicas.append(replica)
+        headers = {"Authorization": f"Bearer {provision_admin_token(database_url)}"}
+        for replica in replicas:
+            replica.auth_headers = headers
+        user = new_user(replicas[0], {"vms": 3})
+        responses = asyncio.run(parallel_creates(replicas, user, [vm_names() for _ in range(20)]))
+        assert_exactly_three(responses)
+        for replica in replicas:
+            assert len(httpx.get(f"{replica.base_url}/api/vms", headers=user, timeout=30).json()) == 3

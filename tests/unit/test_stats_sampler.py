@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
+import time
 
 import libvirt
 
@@ -77,3 +79,48 @@ async def test_interval_zero_starts_nothing() -> None:
     assert sampler.history.rounds == 0
     await sampler.stop()
     await connection.close()
+
+
+class _CountingConnection:
+    """A libvirt connection that counts the bulk-stats calls and records the thread they run in."""
+
+    def __init__(self, conn: libvirt.virConnect) -> None:
+        self._conn = conn
+        self.bulk_calls: list[int] = []
+
+    def getAllDomainStats(self, *args: object) -> object:
+        self.bulk_calls.append(threading.get_ident())
+        time.sleep(0.2)  # a slow libvirtd: the event loop must not wait for it
+        return self._conn.getAllDomainStats(*args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+
+async def test_a_round_is_one_bulk_call_made_off_the_event_loop() -> None:
+    connection = LibvirtConnection(TEST_DRIVER, 5.0)
+    counting: list[_CountingConnection] = []
+
+    def read(conn: libvirt.virConnect) -> Round:
+        counting.append(_CountingConnection(conn))
+        return read_round(counting[-1])  # type: ignore[arg-type]
+
+    sampler = StatsSampler(connection, 5.0, read=read)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        await sampler.sample_once()
+    finally:
+        ticker.cancel()
+        await connection.close()
+    assert len(counting) == 1 and len(counting[0].bulk_calls) == 1  # every VM in one call
+    assert counting[0].bulk_calls[0] != threading.get_ident()  # in the connection's worker thread
+    assert ticks >= 5, ticks  # the loop ran on while libvirt answered (≈ 20 ticks in 0.2 s)
+    assert sampler.history.rounds == 1

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { formatPercent, formatRate, formatSize, SeriesWindow } from "../../src/limen/web/static/js/stats-series.js";
+import { formatPercent, formatRate, formatSize, SeriesWindow, timeTickLabels } from "../../src/limen/web/static/js/stats-series.js";
 
 function answer(times, cpu) {
   return { t: times, cpu_percent: cpu, cpu_vcpu_percent: cpu.map((v) => (v === null ? null : v / 2)) };
@@ -49,4 +49,14 @@ test("figures read as people say them", () => {
   assert.equal(formatRate(2048), "2.0 KiB/s");
   assert.equal(formatRate(0), "0 B/s");
   assert.equal(formatRate(null), "—");
+});
+
+test("time ticks less than a minute apart carry their seconds, so no two labels are alike", () => {
+  const clock = (ms) => new Date(ms).toISOString().slice(11, 16);
+  const withSeconds = (ms) => new Date(ms).toISOString().slice(11, 19);
+  const ticks = [0, 15, 30, 45, 60].map((s) => 1_800_000_000 + s);
+  const fine = timeTickLabels(ticks, 15, clock, withSeconds);
+  assert.deepEqual(fine, ["08:00:00", "08:00:15", "08:00:30", "08:00:45", "08:01:00"]);
+  assert.equal(new Set(fine).size, ticks.length);
+  assert.deepEqual(timeTickLabels([1_800_000_000, 1_800_000_300], 300, clock, withSeconds), ["08:00", "08:05"]);
 });

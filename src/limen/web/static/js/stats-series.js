@@ -80,3 +80,11 @@ export function formatRate(bytesPerSecond) {
   const size = formatSize(bytesPerSecond);
   return size === "—" ? size : `${size}/s`;
 }
+
+// Labels of a time axis (ticks in seconds since the epoch, `incrSeconds` apart): hours and minutes once the
+// ticks are a minute or more apart; with seconds below that, as in a graph's first minutes, where
+// "3:58 PM" five times over says nothing. The formatters write milliseconds in the page's language.
+export function timeTickLabels(ticks, incrSeconds, clock, clockWithSeconds) {
+  const format = incrSeconds < 60 ? clockWithSeconds : clock;
+  return ticks.map((seconds) => format(seconds * 1000));
+}

@@ -49,7 +49,7 @@ export function quotaFields(quota) {
       "div", { class: "field" },
       h("label", { for: id, text: quotaLabel(key) }),
       h("input", { id, name: key, type: "number", min: "0", step: "1", inputmode: "numeric",
-                   value: value === null ? "" : String(value), placeholder: "the default",
+                   value: value === null ? "" : String(value), placeholder: t("userquota.default_placeholder"),
                    "aria-describedby": `${id}-hint` }),
       h("div", { class: "hint", id: `${id}-hint`, text: facts.join(" ") }),
     );

@@ -3,8 +3,8 @@
 // sampling interval while the page is visible. Self-contained: it owns the #resource-graphs section.
 
 import { api, ApiError } from "./api.js";
-import { formatPercent, formatRate, formatSize, SeriesWindow } from "./stats-series.js";
-import { formatClock, t } from "./i18n.js";
+import { formatPercent, formatRate, formatSize, SeriesWindow, timeTickLabels } from "./stats-series.js";
+import { formatClock, formatTime, t } from "./i18n.js";
 
 const WINDOW_SECONDS = 3600;
 const MIN_POLL_MS = 1000;
@@ -83,8 +83,8 @@ function buildGraph(graph) {
     },
     axes: [
       // Times as the page's language writes them (uPlot's own labels are English: "1:05pm").
-      { stroke: "#5b6470", grid: { stroke: "#eceff2" }, ticks: { stroke: "#d8dde3" }, incrs: TIME_INCRS, space: 64,
-        values: (_u, ticks) => ticks.map((seconds) => formatClock(seconds * 1000)) },
+      { stroke: "#5b6470", grid: { stroke: "#eceff2" }, ticks: { stroke: "#d8dde3" }, incrs: TIME_INCRS, space: 84,
+        values: (_u, ticks, _axis, _space, incr) => timeTickLabels(ticks, incr, formatClock, formatTime) },
       { stroke: "#5b6470", grid: { stroke: "#eceff2" }, ticks: { stroke: "#d8dde3" }, size: 76,
         incrs: graph.bytes ? BYTE_INCRS : undefined, values: (_u, ticks) => ticks.map((v) => graph.unit(v)) },
     ],

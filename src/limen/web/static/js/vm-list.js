@@ -341,8 +341,11 @@ function announce(text) {
 function openDeleteDialog(row) {
   deleteTarget = row;
   const vm = row.vm;
+  // Filled once the VM's snapshots are counted: deleting the VM deletes them too, and the dialog says so.
+  const snapshotsNote = h("span", { id: "delete-snapshots" });
   ui.dialogText.replaceChildren(t("list.delete_before"), h("strong", { class: "vm-ref", text: vm.name }), t("list.delete_after"),
-    ACTIVE_STATES.has(vm.state) ? t("list.delete_running") : "");
+    ACTIVE_STATES.has(vm.state) ? t("list.delete_running") : "", snapshotsNote);
+  countSnapshots(row, snapshotsNote);
   const disks = (vm.disks || []).filter((d) => d.device === "disk" && d.path);
   ui.dialogDisks.checked = false;
   ui.dialogDisks.disabled = disks.length === 0;
@@ -351,6 +354,21 @@ function openDeleteDialog(row) {
   ui.dialog.returnValue = "";
   ui.dialog.showModal();
   ui.dialogCancel.focus();
+}
+
+/** Says in the open delete dialog how many snapshots go with the VM; says nothing if they cannot be
+ *  counted (the delete itself still removes them), or if the dialog has moved on to another VM. */
+async function countSnapshots(row, note) {
+  let snapshots;
+  try {
+    snapshots = await api("GET", `/api/vms/${encodeURIComponent(row.vm.uuid)}/snapshots`);
+  } catch {
+    return;
+  }
+  if (deleteTarget !== row || !Array.isArray(snapshots) || snapshots.length === 0) return;
+  note.textContent = t(snapshots.length === 1 ? "details.snapshot_goes" : "details.snapshots_go",
+    { count: snapshots.length });
+  note.dataset.count = String(snapshots.length);
 }
 
 function wireDialog() {
