@@ -4,9 +4,11 @@
 Each console is a browser's way in: a ticket (``POST /api/vms/{id}/console-ticket``, through HAProxy), then
 the WebSocket with it (through HAProxy), read until the VNC server's RFB banner is through, then closed.
 ``--clients`` of them run back to back at once for ``--seconds`` after a warm-up; consoles are spread over
-the VMs. The VMs are libvirt's test driver (one node XML that every replica loads), their VNC graphics a
-listener that sends the banner and closes when the client does, so the figure is limen's (and HAProxy's,
-PostgreSQL's, Redis's) and not QEMU's. One replica: both ``server`` lines of deploy/haproxy.cfg name it.
+the VMs. The two set-ups (two HAProxies, both up all along) take turns, ``--repeats`` times per level.
+The VMs are libvirt's test driver (one node XML that every replica loads), their VNC graphics a listener
+that sends the banner and closes when the client does, so the figure is limen's (and HAProxy's,
+PostgreSQL's, Redis's) and not QEMU's. One replica: both ``server`` lines of deploy/haproxy.cfg name the
+same replica (the other stays idle).
 
     make bench-replicas     (PYTHONPATH=. .venv/bin/python -m bench.replica_consoles --out bench/out/replicas.json)
 
@@ -153,7 +155,20 @@ def _uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
 
-def run(work: Path, clients: list[int], seconds: float, warm_up: float) -> dict[str, Any]:
+def _summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per set-up and level: the median, lowest and highest consoles per second over the repeats."""
+    rows = []
+    for label in ("one replica", "two replicas"):
+        for count in sorted({run["clients"] for run in runs}):
+            rates = [run["consoles_per_s"] for run in runs if run["behind"] == label and run["clients"] == count]
+            p50s = [run["p50_ms"] for run in runs if run["behind"] == label and run["clients"] == count]
+            rows.append({"behind": label, "clients": count, "consoles_per_s_median": statistics.median(rates),
+                         "consoles_per_s_range": [min(rates), max(rates)],
+                         "p50_ms_median": statistics.median(p for p in p50s if p is not None)})
+    return rows
+
+
+def run(work: Path, clients: list[int], seconds: float, warm_up: float, repeats: int) -> dict[str, Any]:
     vnc = BannerServer()
     node = work / "node.xml"
     names = [f"bench-vm-{index}" for index in range(VMS)]
@@ -162,6 +177,8 @@ def run(work: Path, clients: list[int], seconds: float, warm_up: float) -> dict[
     pg_process, database_url = start_postgres(pg_data)
     redis_process, redis_url = start_redis(work)
     replicas: list[LimenProcess] = []
+    proxies: list[subprocess.Popen[bytes]] = []
+    urls: dict[str, str] = {}
     results: dict[str, Any] = {"vms": VMS, "runs": []}
     try:
         token = provision_admin_token(database_url)
@@ -180,15 +197,22 @@ def run(work: Path, clients: list[int], seconds: float, warm_up: float) -> dict[
         for label, servers in behind.items():
             process, proxy = start_haproxy(servers, work / f"haproxy-{len(set(servers))}.log",
                                            port=proxy_ports[label])
-            try:
-                for count in clients:
-                    outcome = asyncio.run(_load(proxy.base_url, token, names, count, seconds, warm_up))
-                    outcome.update(behind=label, uptime=_uptime())
+            proxies.append(process)
+            urls[label] = proxy.base_url
+        # The machine is shared: the two set-ups take turns (which goes first alternates), level by level,
+        # ``repeats`` times, so a change of the load around them falls on both alike.
+        for repeat in range(repeats):
+            for count in clients:
+                order = list(behind) if repeat % 2 == 0 else list(reversed(behind))
+                for label in order:
+                    outcome = asyncio.run(_load(urls[label], token, names, count, seconds, warm_up))
+                    outcome.update(behind=label, repeat=repeat, uptime=_uptime())
                     print(json.dumps(outcome), flush=True)
                     results["runs"].append(outcome)
-            finally:
-                stop_haproxy(process)
+        results["summary"] = _summary(results["runs"])
     finally:
+        for process in proxies:
+            stop_haproxy(process)
         for replica in replicas:
             replica.stop()
         redis_process.terminate()
@@ -202,14 +226,15 @@ def run(work: Path, clients: list[int], seconds: float, warm_up: float) -> dict[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", default="8,32", help="concurrent clients, comma-separated levels")
-    parser.add_argument("--seconds", type=float, default=20.0, help="measured time per level")
+    parser.add_argument("--seconds", type=float, default=15.0, help="measured time per turn")
     parser.add_argument("--warm-up", type=float, default=3.0)
+    parser.add_argument("--repeats", type=int, default=3, help="turns of each set-up at each level")
     parser.add_argument("--out", type=Path, default=Path("bench/out/replicas.json"))
     args = parser.parse_args()
     levels = [int(level) for level in args.clients.split(",")]
     before = _uptime()
     with tempfile.TemporaryDirectory(prefix="limen-bench-replicas-") as scratch:
-        results = run(Path(scratch), levels, args.seconds, args.warm_up)
+        results = run(Path(scratch), levels, args.seconds, args.warm_up, args.repeats)
     results.update(uptime_before=before, uptime_after=_uptime(), nproc=os.cpu_count())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
