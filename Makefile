@@ -67,7 +67,7 @@ test-unit: venv
 	@$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
 
 lint: venv
-	@$(BIN)/ruff check src tests bench
+	@$(BIN)/ruff check src tests bench scripts
 	@$(BIN)/mypy
 
 # The full benchmark: raw TCP, websockify and limen side by side (minutes). `make test` runs its smoke.
