@@ -237,17 +237,29 @@ class StatsHistory:
                     reading.uuid, reading.name, fine_points=fine, coarse_points=coarse, coarse_step=step)
             history.record(reading, at)
             history.host = host
-        for uuid, history in list(self.vms.items()):
-            if uuid not in seen and history.host == host:
-                history.stopped()
-                if at - history.last_seen > self.stopped_retention:
-                    del self.vms[uuid]
+        self._stop_missing(host, seen, at)
         if len(self.vms) > self.max_vms:
             by_age = sorted(self.vms.values(), key=lambda h: (h.running, h.last_seen))
             for history in by_age[: len(self.vms) - self.max_vms]:
                 del self.vms[history.uuid]
         self.rounds += 1
         self.last_round = at
+
+    def _stop_missing(self, host: str, seen: set[str], at: float) -> None:
+        for uuid, history in list(self.vms.items()):
+            if uuid not in seen and history.host == host:
+                history.stopped()
+                if at - history.last_seen > self.stopped_retention:
+                    del self.vms[uuid]
+
+    def hosts(self) -> set[str]:
+        """The hosts whose rounds read the VMs kept."""
+        return {history.host for history in self.vms.values()}
+
+    def host_gone(self, host: str, at: float) -> None:
+        """``host`` is no longer sampled (removed from the registry): its VMs count as stopped, and go after
+        the retention like any stopped VM's. Not a round."""
+        self._stop_missing(host, set(), at)
 
     def get(self, uuid: str) -> VmHistory | None:
         return self.vms.get(uuid)

@@ -110,7 +110,12 @@ class StatsSampler:
                     task.result()
 
     def _launch(self) -> list[asyncio.Task[None]]:
-        """Starts a read on every host to read that has none in flight; returns the reads started."""
+        """Starts a read on every host to read that has none in flight; returns the reads started. The VMs
+        of a host no longer in the pool (removed) count as stopped from then on."""
+        if isinstance(self.hosts, HostPool):
+            known = {link.name for link in self.hosts.links}
+            for gone in self.history.hosts() - known:
+                self.history.host_gone(gone, self._clock())
         started = []
         for name, connection in self._targets():
             if name in self.in_flight:

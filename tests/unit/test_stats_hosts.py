@@ -1,6 +1,7 @@
 """The sampler over several hosts (libvirt's test driver, a node file each): every available host's VMs
 are read, each host on its own, so a host whose read hangs holds neither the other hosts' rounds nor a
-second worker of its own; a host marked unavailable is not asked."""
+second worker of its own; a host marked unavailable is not asked (its VMs keep their figures); a removed
+host's VMs stop counting as running."""
 
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ async def test_every_available_host_is_sampled(pool: HostPool) -> None:
         await sampler.sample_once()
         assert sampler.history.rounds == before + 1
         assert running_names(sampler) == {"on-local": DEFAULT_HOST, "on-second": "second"}
+        # Removed from the registry: its VMs stop counting as running.
+        await pool.discard("second")
+        await sampler.sample_once()
+        assert running_names(sampler) == {"on-local": DEFAULT_HOST}
     finally:
         await pool.close()
 
