@@ -9,7 +9,7 @@ PORT ?= 8080
 export LIMEN_ISO_DIR ?= /var/lib/limen/isos
 PYTEST_ARGS ?=
 
-.PHONY: install host venv web dist run demo-vm test test-unit test-postgresql lint bench bench-stats bench-smoke bench-hosts cluster cluster-down clean
+.PHONY: install host venv web dist run demo-vm test test-unit test-postgresql lint bench bench-stats bench-smoke bench-hosts bench-replicas cluster cluster-down clean
 
 install: host venv web
 
@@ -67,7 +67,7 @@ test-unit: venv
 	@$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
 
 lint: venv
-	@$(BIN)/ruff check src tests bench
+	@$(BIN)/ruff check src tests bench scripts
 	@$(BIN)/mypy
 
 # The full benchmark: raw TCP, websockify and limen side by side (minutes). `make test` runs its smoke.
@@ -81,6 +81,10 @@ bench-stats: venv
 # The merged VM list with 1, 10 and 100 simulated hosts (libvirt's test driver, 50 VMs each) and 5 hung ones (~3 min).
 bench-hosts: venv
 	@PYTHONPATH=. $(BIN)/python -m bench.hosts_simulation --out bench/out/hosts.json
+
+# Consoles per second through HAProxy with one replica behind it, then two, on PostgreSQL and Redis (~2 min).
+bench-replicas: venv
+	@PYTHONPATH=. $(BIN)/python -m bench.replica_consoles --out bench/out/replicas.json
 
 # A whole cluster on this machine, loopback only (as root): two libvirt hosts (scripts/extra-host.sh on
 # 127.0.1.1 and 127.0.1.2), PostgreSQL, Redis, two replicas, HAProxy; a running demo VM on each host.

@@ -11,7 +11,7 @@ registers the hosts, defines and starts a demo VM on each, and writes DIR/cluste
 (checking the PID still runs the program it started) and removes DIR and the PostgreSQL directory. The
 machine's own libvirtd (qemu:///system) is never touched.
 
-The pieces are started by the test support code (tests/support), which the tests use the same way.
+The pieces are started by scripts/cluster_parts, which the tests' support code (tests/support) wraps.
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.support.access import start_redis
-from tests.support.extra_host import ExtraHost
-from tests.support.haproxy import start_haproxy
-from tests.support.net import free_port
-from tests.support.postgres import postgres_data_dir, start_postgres
-from tests.support.server import LIMEN_BIN, LimenProcess
+
+from scripts.cluster_parts.haproxy_process import start_haproxy
+from scripts.cluster_parts.libvirt_hosts import ExtraHost
+from scripts.cluster_parts.limen_process import LIMEN_BIN, LimenProcess
+from scripts.cluster_parts.ports import free_port
+from scripts.cluster_parts.postgres_process import postgres_data_dir, start_postgres
+from scripts.cluster_parts.redis_process import start_redis
 
 DEMO_ISO = Path("/var/lib/limen/isos/limen-grub-demo.iso")
 # Each host's VNC servers get their own port range, so two hosts' VMs never contend for a port.

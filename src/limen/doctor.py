@@ -3,7 +3,10 @@
 For a VM: settings and log dir → libvirt → VM exists → running → VNC graphics → VNC port (as
 ``virsh vncdisplay``) → TCP connect (as ``telnet localhost 5900``) → RFB banner and security types →
 a console WebSocket through the running limen server → the VM's last console errors in the log.
-Without a VM: the host (libvirt, QEMU, KVM or TCG, the listen port, disk space, the database).
+Without a VM: the host (libvirt, QEMU, KVM or TCG, the listen port, disk space, the database), then, when
+the host registry holds hosts, each host apart (``host NAME``): its libvirt answers within
+LIMEN_LIBVIRT_TIMEOUT, and the VNC server of one of its running VMs answers at the host's console address
+with an RFB banner (the address limen's consoles dial). A host that fails does not stop the others' checks.
 
 A check that cannot run because an earlier one failed is reported as skipped, never as passed.
 
@@ -38,8 +41,11 @@ import websockets
 from limen.console.rfb import protocol_version
 from limen.console.stage_table import VNC_STAGES, VncStage
 from limen.console.upstream import open_vnc, read_banner
+from limen.db.models import HypervisorHost
 from limen.errors import LimenError
+from limen.host_registry import list_hosts, sync_pool
 from limen.hypervisor import Hypervisor, Vm, VmState
+from limen.hypervisor.hosts import HostConfig
 from limen.hypervisor.service import detect_virt_type
 from limen.logs import LOG_FILE_NAME
 from limen.private_files import PRIVATE_DIR_MODE
@@ -396,6 +402,98 @@ async def check_database(ctx: Context) -> str:
     return f"{database.redacted_url} answers"
 
 
+async def _vnc_answers(settings: Settings, host: str, port: int) -> str:
+    """The RFB banner of the VNC server at ``host``:``port``, read as the console reads it (its connect and
+    banner deadlines). CheckFailed when it does not come."""
+    connect_limit = VNC_STAGES[VncStage.CONNECT].deadline(settings) or 0.0
+    banner_limit = VNC_STAGES[VncStage.READ_BANNER].deadline(settings) or 0.0
+    try:
+        async with asyncio.timeout(connect_limit):
+            reader, writer = await open_vnc(host, port)
+    except TimeoutError:
+        raise CheckFailed(f"no answer within {connect_limit:g} s", "") from None
+    except LimenError as exc:
+        raise CheckFailed(exc.details, "") from None
+    try:
+        async with asyncio.timeout(banner_limit):
+            banner = await read_banner(reader, f"{host}:{port}")
+    except TimeoutError:
+        raise CheckFailed(f"no RFB banner within {banner_limit:g} s", "") from None
+    except LimenError as exc:
+        raise CheckFailed(exc.details, "") from None
+    finally:
+        writer.close()
+    major, minor = protocol_version(banner)
+    return f"RFB {major:03d}.{minor:03d}"
+
+
+def host_check(name: str) -> Check:
+    """``host NAME``: the registered host's libvirt answers, and its console address reaches its VNC servers."""
+
+    async def check(ctx: Context) -> str:
+        link = ctx.hypervisor.hosts.get(name)
+        uri = link.config.uri
+        try:
+            vms = await ctx.hypervisor.list_vms_on(link)
+        except LimenError as exc:
+            raise CheckFailed(
+                f"{uri}: {exc.code.name}: {exc.details}",
+                f"start libvirtd on that host and check `virsh -c {uri} list` from here; or correct the URI "
+                f"(`limen host remove {name}`, then `limen host add {name} URI`)",
+            ) from None
+        address = link.console_address or "this machine"
+        tried = [vm for vm in vms if vm.state is VmState.RUNNING and vm.vnc is not None and vm.vnc.port is not None]
+        if not tried:
+            return f"{uri} answers ({len(vms)} VMs); no running VM with VNC to try the console address {address} on"
+        vm = tried[0]
+        assert vm.vnc is not None and vm.vnc.port is not None
+        try:
+            banner = await _vnc_answers(ctx.settings, vm.vnc.host, vm.vnc.port)
+        except CheckFailed as exc:
+            raise CheckFailed(
+                f"{uri} answers, but the VNC server of {vm.name} at {vm.vnc.host}:{vm.vnc.port} does not: "
+                f"{exc.detail}",
+                f"consoles dial a host's VMs at its console address: make it an address of {name} that this "
+                f"machine reaches and its VNC servers listen on (vnc_listen in its qemu.conf); change it with "
+                f"`limen host remove {name}` and `limen host add {name} {uri} --console-address ADDRESS`",
+            ) from None
+        return f"{uri} answers ({len(vms)} VMs); VNC at {vm.vnc.host}:{vm.vnc.port} ({vm.name}) answers: {banner}"
+
+    return f"host {name}", check
+
+
+async def registered_host_checks(ctx: Context) -> list[Check]:
+    """A ``host NAME`` check for every host, the default one included, when the registry holds any (a
+    one-machine install has none and gets none). The registry is read as the server reads it; a database
+    without limen's schema yet (``limen serve`` makes it) holds no hosts."""
+    from sqlalchemy import inspect
+
+    from limen.db.database import Database
+
+    def read() -> list[HostConfig]:
+        database = Database(ctx.settings.db_url)
+        try:
+            if not inspect(database.engine).has_table(HypervisorHost.__tablename__):
+                return []
+            return list_hosts(database)
+        finally:
+            database.close()
+
+    async def unreadable(_ctx: Context) -> str:
+        raise CheckFailed(ctx.extra["registry_error"], "see the database check; fix LIMEN_DATABASE_URL")
+
+    try:
+        async with asyncio.timeout(ctx.settings.libvirt_timeout):
+            hosts = await asyncio.to_thread(read)
+    except Exception as exc:  # the database check says what is wrong with it; this says what it costs
+        ctx.extra["registry_error"] = f"cannot read the host registry: {type(exc).__name__}"
+        return [("registered hosts", unreadable)]
+    if not hosts:
+        return []
+    await sync_pool(ctx.hypervisor.hosts, hosts)
+    return [host_check(link.name) for link in ctx.hypervisor.hosts.links]
+
+
 VM_CHECKS: list[Check] = [
     ("settings and log dir", check_settings),
     ("libvirt reachable", check_libvirt),
@@ -473,8 +571,16 @@ async def diagnose(settings: Settings, vm_id: str | None, *, server_url: str, ti
     await hypervisor.open()
     try:
         ctx = Context(settings=settings, hypervisor=hypervisor, vm_id=vm_id, server_url=server_url, token=token)
-        checks = VM_CHECKS if vm_id is not None else HOST_CHECKS
-        return await run_checks(checks, ctx, deadline=time.monotonic() + timeout, progress=progress)
+        deadline = time.monotonic() + timeout
+        if vm_id is not None:
+            return await run_checks(VM_CHECKS, ctx, deadline=deadline, progress=progress)
+        results = await run_checks(HOST_CHECKS, ctx, deadline=deadline, progress=progress)
+        if any(result.name == "database" and result.outcome is Outcome.FAIL for result in results):
+            return [*results, CheckResult("registered hosts", Outcome.SKIP, "needs 'database' to pass")]
+        # Each host on its own: one that fails or hangs (for LIMEN_LIBVIRT_TIMEOUT) does not skip the others.
+        for check in await registered_host_checks(ctx):
+            results += await run_checks([check], ctx, deadline=deadline, progress=progress)
+        return results
     finally:
         await hypervisor.close()
 

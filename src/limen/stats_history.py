@@ -189,6 +189,7 @@ class VmHistory:
         self.coarse_step = coarse_step
         self.running = False
         self.last_seen = 0.0  # wall time of the last reading
+        self.host = ""  # the host whose round read it last (a migrated VM moves with its readings)
         self._known: Known = {}
         self._average = _Average()
 
@@ -210,7 +211,8 @@ class VmHistory:
 
 
 class StatsHistory:
-    """Every VM's history, keyed by UUID. :meth:`record` takes one round of readings (the running VMs)."""
+    """Every VM's history, keyed by UUID. :meth:`record` takes one host's round of readings (its running
+    VMs); ``rounds`` counts those rounds, every host's."""
 
     def __init__(self, *, fine_points: int = FINE_POINTS, coarse_points: int = COARSE_POINTS,
                  coarse_step: float = COARSE_STEP, stopped_retention: float = STOPPED_RETENTION,
@@ -222,7 +224,9 @@ class StatsHistory:
         self.rounds = 0
         self.last_round: float | None = None
 
-    def record(self, readings: Iterable[Reading], at: float) -> None:
+    def record(self, readings: Iterable[Reading], at: float, *, host: str = "") -> None:
+        """One host's round: its running VMs. Only VMs last seen on ``host`` and missing from ``readings``
+        count as stopped (another host's VMs are that host's round's business)."""
         seen: set[str] = set()
         for reading in readings:
             seen.add(reading.uuid)
@@ -232,17 +236,30 @@ class StatsHistory:
                 history = self.vms[reading.uuid] = VmHistory(
                     reading.uuid, reading.name, fine_points=fine, coarse_points=coarse, coarse_step=step)
             history.record(reading, at)
-        for uuid, history in list(self.vms.items()):
-            if uuid not in seen:
-                history.stopped()
-                if at - history.last_seen > self.stopped_retention:
-                    del self.vms[uuid]
+            history.host = host
+        self._stop_missing(host, seen, at)
         if len(self.vms) > self.max_vms:
             by_age = sorted(self.vms.values(), key=lambda h: (h.running, h.last_seen))
             for history in by_age[: len(self.vms) - self.max_vms]:
                 del self.vms[history.uuid]
         self.rounds += 1
         self.last_round = at
+
+    def _stop_missing(self, host: str, seen: set[str], at: float) -> None:
+        for uuid, history in list(self.vms.items()):
+            if uuid not in seen and history.host == host:
+                history.stopped()
+                if at - history.last_seen > self.stopped_retention:
+                    del self.vms[uuid]
+
+    def hosts(self) -> set[str]:
+        """The hosts whose rounds read the VMs kept."""
+        return {history.host for history in self.vms.values()}
+
+    def host_gone(self, host: str, at: float) -> None:
+        """``host`` is no longer sampled (removed from the registry): its VMs count as stopped, and go after
+        the retention like any stopped VM's. Not a round."""
+        self._stop_missing(host, set(), at)
 
     def get(self, uuid: str) -> VmHistory | None:
         return self.vms.get(uuid)

@@ -6,6 +6,13 @@ PostgreSQL, Redis, two ``limen serve`` replicas and HAProxy, all real.
 * VMs created through HAProxy (placement left to limen) land on both hosts.
 * A console of a VM on each host opens through HAProxy (a ticket, then the WebSocket) and reaches the proxy
   stage with QEMU's RFB banner, from that host's VNC address.
+* In Chromium, signed in through HAProxy, the real noVNC client opens the console of the demo VM on each
+  host and types into ``grub>`` (Shift held for capitals and "!"); the demo ISO's GRUB mirrors itself to
+  the serial port, read here through that host's own libvirt (``virDomainOpenConsole``), so what the guest
+  received is read back exactly, independently of limen.
+* SIGTERM of the replica holding the browser's console: the page gets SERVER_SHUTDOWN, reconnects by itself
+  through HAProxy and is live on the other replica within 3 s of the close (typing reaches the guest).
+  This test runs last: it leaves one replica.
 * ``down`` leaves no process it started and none of its directories.
 """
 
@@ -14,17 +21,26 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import libvirt
 import pytest
+from playwright.sync_api import Page, sync_playwright
+from sqlalchemy import select
 from websockets.asyncio.client import connect
 
+from limen.db import Database
+from limen.db.models import ConsoleSessionRecord, LimenInstance
+from tests.e2e.helpers import CHROMIUM, CHROMIUM_ARGS, DESKTOP, save_screenshot, sign_in
+from tests.e2e.test_console_keyboard_ui import ANSI_SEQUENCE, PROMPT, press_typed
 from tests.integration.test_revocation import PROXY_STATUS
 from tests.support.console import ConsoleTranscript, read_frames
 from tests.support.extra_host import pick_address
@@ -133,3 +149,187 @@ async def test_a_console_opens_to_a_vm_on_each_host_through_haproxy(cluster: dic
         assert f"Connecting to VNC server on port {ports[vm['name']]}..." in transcript.statuses, transcript
         assert transcript.statuses[-1] == PROXY_STATUS, transcript
         assert transcript.binary[0].startswith(b"RFB 003."), (vm, transcript.binary)
+
+
+# -- the browser ------------------------------------------------------------------------------------------
+
+RECONNECT_BOUND = 3.0  # seconds from the console's end (SERVER_SHUTDOWN) to live again on the other replica
+SLACK = 1.0  # for a 2-core machine shared with other test runs
+TYPED_WITHIN = 60.0  # seconds for GRUB to echo what was typed (TCG on a loaded machine)
+
+
+class GuestSerial:
+    """The guest's first serial port, read through its host's libvirt (``virDomainOpenConsole``) in a thread
+    of its own: what GRUB prints there, as text without terminal escapes."""
+
+    def __init__(self, uri: str, vm_name: str) -> None:
+        self._conn = libvirt.open(uri)
+        self._stream = self._conn.newStream(0)
+        self._conn.lookupByName(vm_name).openConsole(None, self._stream, 0)
+        self._received = bytearray()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, name=f"serial-{vm_name}", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = self._stream.recv(4096)
+            except libvirt.libvirtError:
+                return
+            if not isinstance(data, bytes) or not data:
+                return
+            with self._lock:
+                self._received += data
+
+    def text(self) -> str:
+        with self._lock:
+            raw = bytes(self._received).decode("latin-1")
+        return ANSI_SEQUENCE.sub("", raw).replace("\r", "")
+
+    def outputs(self) -> list[str]:
+        """What each command run at a ``grub>`` prompt printed (as in test_console_keyboard_ui: the command
+        line is drawn with cursor moves, so only what follows its closing quote is read)."""
+        segments = self.text().split(PROMPT)[1:-1]
+        return [segment.rsplit("'", 1)[1].strip("\n") if "'" in segment else segment.split("\n", 1)[-1].strip("\n")
+                for segment in segments]
+
+    def wait_for_output(self, expected: str, timeout: float = TYPED_WITHIN) -> None:
+        deadline = time.monotonic() + timeout
+        while expected not in self.outputs():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the guest never printed {expected!r}; its serial port showed: "
+                                     f"{self.text()[-800:]!r}")
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        try:
+            self._stream.abort()
+        except libvirt.libvirtError:
+            pass
+        self._thread.join(5)
+        self._conn.close()
+
+
+@pytest.fixture
+def chromium_page(cluster: dict[str, Any], request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A Chromium page signed in through HAProxy as the cluster's admin. Chromium starts and stops with the
+    test: Playwright's sync API holds an event loop while it runs, which the asyncio tests of this module
+    must not meet."""
+    if not CHROMIUM.exists():
+        pytest.fail("the browser tests need Debian's chromium at /usr/bin/chromium (make install)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport=DESKTOP)
+        context.set_default_timeout(30_000)
+        page = context.new_page()
+        try:
+            yield sign_in(page, cluster["url"], name=cluster["admin"]["name"], password=cluster["admin"]["password"])
+        finally:
+            save_screenshot(page, f"cluster-{request.node.name}")  # the last screen, pass or fail
+            context.close()
+            browser.close()
+
+
+def _open_console(page: Page, url: str, vm: dict[str, Any]) -> None:
+    page.goto(f"{url}/vms/{vm['uuid']}/console")
+    page.wait_for_selector('body[data-console-state="connected"]', timeout=60_000)
+
+
+def _type_and_read_back(page: Page, serial: GuestSerial, words: str) -> None:
+    """Types ``echo '<words>'`` on the console's keyboard and waits for the guest to print ``words``."""
+    page.locator("#screen canvas").click()
+    press_typed(page, "\n")  # a fresh prompt on the serial port, so the command has one before it
+    page.wait_for_timeout(300)
+    press_typed(page, f"echo '{words}'\n")
+    serial.wait_for_output(words)
+
+
+def _host_uri(cluster: dict[str, Any], host: str) -> str:
+    (uri,) = [entry["uri"] for entry in cluster["hosts"] if entry["name"] == host]
+    return str(uri)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_the_browser_types_into_grub_on_a_vm_of_each_host_through_haproxy(
+    cluster: dict[str, Any], chromium_page: Page
+) -> None:
+    for vm in cluster["vms"]:
+        serial = GuestSerial(_host_uri(cluster, vm["host"]), vm["name"])
+        try:
+            _open_console(chromium_page, cluster["url"], vm)
+            _type_and_read_back(chromium_page, serial, f"Hi! Typed on {vm['host'].upper()} @{vm['host']}")
+            save_screenshot(chromium_page, f"cluster-console-{vm['host']}")
+        finally:
+            serial.close()
+
+
+def _holder_pid(cluster: dict[str, Any], vm_uuid: str) -> int:
+    """The PID of the replica holding the VM's open console (its session row names its instance)."""
+    db = Database(cluster["database_url"])
+    try:
+        row = db.fetch_one_sync(
+            select(LimenInstance.pid)
+            .join(ConsoleSessionRecord, ConsoleSessionRecord.instance_id == LimenInstance.id)
+            .where(ConsoleSessionRecord.vm_uuid == vm_uuid, ConsoleSessionRecord.ended_at.is_(None))
+            .order_by(ConsoleSessionRecord.started_at.desc()))
+    finally:
+        db.close()
+    assert row is not None, f"no open console session of {vm_uuid}"
+    return int(row[0])
+
+
+# Records each change of the console page's state, and each error code it shows (the console ends with a
+# close code and reason, which the page shows as an error box), with the page's clock (performance.now(), ms).
+WATCH_STATES = """() => {
+  window.limenStates = [];
+  window.limenCodes = [];
+  new MutationObserver(() => {
+    const state = document.body.dataset.consoleState;
+    const states = window.limenStates;
+    if (!states.length || states[states.length - 1][0] !== state) states.push([state, performance.now()]);
+    const box = document.querySelector("#panel-extra .error-box[data-code]");
+    const code = box ? box.dataset.code : null;
+    if (code && window.limenCodes[window.limenCodes.length - 1] !== code) window.limenCodes.push(code);
+  }).observe(document.body, {attributes: true, childList: true, subtree: true});
+}"""
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_sigterm_of_the_replica_holding_the_browsers_console_moves_it_to_the_other(
+    cluster: dict[str, Any], chromium_page: Page
+) -> None:
+    """Runs last in this module: the replica it signals is gone after it."""
+    vm = next(vm for vm in cluster["vms"] if vm["host"] == "host-2")
+    serial = GuestSerial(_host_uri(cluster, vm["host"]), vm["name"])
+    try:
+        _open_console(chromium_page, cluster["url"], vm)
+        holder = _holder_pid(cluster, vm["uuid"])
+        pids = {replica["pid"] for replica in cluster["replicas"]}
+        assert holder in pids
+        chromium_page.evaluate(WATCH_STATES)
+
+        os.kill(holder, signal.SIGTERM)
+        chromium_page.wait_for_function(
+            """() => { const states = window.limenStates;
+                       const left = states.findIndex(([state]) => state !== "connected");
+                       return left >= 0 && states.slice(left).some(([state]) => state === "connected"); }""",
+            timeout=30_000)
+        states: list[tuple[str, float]] = chromium_page.evaluate("window.limenStates")
+        left = next(index for index, (state, _) in enumerate(states) if state != "connected")
+        back = next(at for state, at in states[left:] if state == "connected")
+        took = (back - states[left][1]) / 1000
+        codes: list[str] = chromium_page.evaluate("window.limenCodes")
+        print(f"SIGTERM in the browser: live again {took:.3f} s after the console ended; states {states}, "
+              f"codes {codes}")
+        assert codes[:1] == ["SERVER_SHUTDOWN"], (codes, states)
+        assert took < RECONNECT_BOUND + SLACK, f"live again {took:.2f} s after the console ended"
+        now_holder = _holder_pid(cluster, vm["uuid"])
+        assert now_holder in pids - {holder}
+        # Live: what is typed now reaches the guest, through the other replica.
+        _type_and_read_back(chromium_page, serial, "Hi! Still HERE after SIGTERM")
+    finally:
+        serial.close()
+

@@ -205,3 +205,50 @@ def test_cli_host_checks_json_and_exit_codes(tmp_path: Path) -> None:
     assert broken.returncode == 1
     assert "✗ libvirt reachable" in broken.stdout
     assert "fix:" in broken.stdout
+
+
+async def test_each_registered_host_is_checked_apart(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """With hosts in the registry, `limen doctor` checks each: libvirt answers and a running VM's VNC server
+    answers at the host's console address. A dead, a hung and a blind host (its console address reaches no
+    VNC server) fail with their fixes; the healthy hosts after them pass all the same."""
+    from limen import host_registry
+    from limen.db import Database
+    from tests.support.hanging_libvirt import hanging_libvirt
+
+    async with RfbServer() as local_vnc, RfbServer() as second_vnc:
+        with hanging_libvirt() as hung:
+            hung.armed = True
+            settings = make_settings(libvirt_uri=driver_uri(tmp_path, [FakeDomain("on-local", local_vnc.port)]),
+                                     libvirt_timeout=2)
+            db = Database(settings.db_url)
+            try:
+                db.migrate()
+                host_registry.add_host(db, "blind", driver_uri(tmp_path, [FakeDomain("on-blind", refused_port())]))
+                host_registry.add_host(db, "dead", "qemu+unix:///system?socket=/nonexistent/libvirt-sock")
+                host_registry.add_host(db, "hung", hung.uri)
+                host_registry.add_host(db, "second", driver_uri(tmp_path, [FakeDomain("on-second", second_vnc.port)]),
+                                       console_address="127.0.0.1")
+            finally:
+                db.close()
+            results = await _diagnose(settings, None)
+    by_name = {result.name: result for result in results}
+    assert [name for name in by_name if name.startswith("host ")] == [
+        "host local", "host blind", "host dead", "host hung", "host second"], render_table(results)
+    assert outcomes(results)["host local"] is Outcome.PASS
+    assert f"127.0.0.1:{local_vnc.port} (on-local) answers: RFB 003.008" in by_name["host local"].detail
+    second = by_name["host second"]
+    assert second.outcome is Outcome.PASS, render_table(results)
+    assert f"127.0.0.1:{second_vnc.port} (on-second) answers: RFB 003.008" in second.detail
+    blind = by_name["host blind"]
+    assert blind.outcome is Outcome.FAIL and "answers, but the VNC server of on-blind" in blind.detail
+    assert "--console-address" in blind.fix
+    for name in ("host dead", "host hung"):
+        assert by_name[name].outcome is Outcome.FAIL and "HYPERVISOR_UNAVAILABLE" in by_name[name].detail
+        assert "virsh -c" in by_name[name].fix
+    assert not all_passed(results)
+
+
+async def test_one_machine_gets_no_host_checks(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    settings = make_settings(libvirt_uri=driver_uri(tmp_path, []))
+    results = await _diagnose(settings, None)
+    assert not [result.name for result in results if result.name.startswith("host")], render_table(results)

@@ -3,8 +3,6 @@ control over libvirt's test driver, sign-in, and a redis-server of the test's ow
 
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -15,6 +13,7 @@ from typing import Any
 import httpx
 from argon2 import PasswordHasher, profiles
 from fastapi import FastAPI
+from scripts.cluster_parts.redis_process import start_redis
 
 from limen.api.app import create_app
 from limen.auth.access import Access
@@ -24,7 +23,6 @@ from limen.auth.tokens import Tokens
 from limen.auth.users import Users, find_user
 from limen.db import Database, Role
 from limen.settings import Settings
-from tests.support.net import free_port
 
 # Tests hash many passwords; the production parameters cost ~0.15 s each.
 CHEAP_HASHER = PasswordHasher.from_parameters(profiles.CHEAPEST)
@@ -81,33 +79,6 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     assert {"error", "code", "details", "message"} <= set(body)
     assert body["code"] == code, body
     return body
-
-
-def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Starts a redis-server on a free loopback port, without persistence, in its own session (it outlives
-    its starter: `make cluster` stops it by PID), and waits until it answers; returns it and its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise AssertionError("redis-server is not installed: run `make install` (apt-get install redis-server)")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(directory), "--logfile", str(directory / "redis.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return process, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"redis-server did not start on port {port}")
-        time.sleep(0.05)
 
 
 @contextmanager

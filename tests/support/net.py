@@ -5,12 +5,9 @@ from __future__ import annotations
 import socket
 import time
 
+from scripts.cluster_parts.ports import free_port
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+__all__ = ["free_port", "read_banner"]
 
 
 def read_banner(host: str, port: int, *, timeout: float = 10.0) -> bytes:

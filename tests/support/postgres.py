@@ -1,81 +1,20 @@
-"""A PostgreSQL server of the test's own: a throw-away cluster (Debian's PostgreSQL 15 programs, from
-/usr/lib/postgresql/<version>/bin) in a temporary directory, run as the ``postgres`` system user (the
-server refuses root), on a free loopback port only, without fsync. :func:`postgres_server` yields a
+"""A PostgreSQL server of the test's own (scripts/cluster_parts/postgres_process.py: a throw-away cluster in a
+temporary directory, on a free loopback port, without fsync). :func:`postgres_server` yields a
 SQLAlchemy URL; :func:`new_database` makes a fresh, empty database on it (one per test keeps tests apart
 on one cluster, which the ``LIMEN_TEST_DATABASE=postgresql`` run of the suite starts once)."""
 
 from __future__ import annotations
 
-import glob
 import shutil
-import subprocess
-import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
+from scripts.cluster_parts.postgres_process import postgres_data_dir, start_postgres, stop_postgres
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.support.net import free_port
-
-SYSTEM_USER = "postgres"
-
-
-def _tool(name: str) -> str:
-    """A server program: on PATH, or where Debian's postgresql packages keep them (off PATH)."""
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)),
-                                       None)
-    if found is None:
-        raise AssertionError(f"{name} is not installed (scripts/setup-host.sh installs postgresql)")
-    return found
-
-
-def _as_postgres(*command: str) -> list[str]:
-    return ["runuser", "-u", SYSTEM_USER, "--", *command]
-
-
-def start_postgres(data: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Makes a cluster in ``data`` (a directory the ``postgres`` user owns) and starts its server on a free
-    loopback port, in its own session (it outlives its starter: `make cluster` stops it by the PID in
-    ``data/cluster/postmaster.pid``); waits until it answers. Returns the process and a SQLAlchemy URL."""
-    initdb, postgres, pg_isready = _tool("initdb"), _tool("postgres"), _tool("pg_isready")
-    port = free_port()
-    subprocess.run(_as_postgres(initdb, "-D", str(data / "cluster"), "-A", "trust", "-U", "limen"),
-                   check=True, capture_output=True, timeout=120)
-    process = subprocess.Popen(
-        _as_postgres(postgres, "-D", str(data / "cluster"), "-h", "127.0.0.1", "-p", str(port),
-                     "-k", str(data), "-c", "fsync=off", "-c", "max_connections=300"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    deadline = time.monotonic() + 30
-    while subprocess.run([pg_isready, "-h", "127.0.0.1", "-p", str(port)], capture_output=True,
-                         check=False).returncode != 0:
-        if process.poll() is not None or time.monotonic() > deadline:
-            stop_postgres(process)
-            raise AssertionError(f"postgres did not start on port {port}")
-        time.sleep(0.1)
-    return process, f"postgresql+psycopg://limen@127.0.0.1:{port}/postgres"
-
-
-def stop_postgres(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def postgres_data_dir() -> Path:
-    """A new temporary directory for a cluster. Not under pytest's tmp_path: that is root's alone, and the
-    server runs as another user."""
-    data = Path(tempfile.mkdtemp(prefix="limen-test-pg-"))
-    shutil.chown(data, SYSTEM_USER)
-    return data
-
+__all__ = ["new_database", "postgres_server"]
 
 @contextmanager
 def postgres_server() -> Iterator[str]:

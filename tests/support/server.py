@@ -1,99 +1,31 @@
-"""A real ``limen serve`` process for tests, started and stopped by the test that needs it."""
+"""A real ``limen serve`` process for tests, started and stopped by the test that needs it: the cluster's
+:class:`~scripts.cluster_parts.limen_process.LimenProcess` on the tests' database (SQLite in its data dir,
+or its own PostgreSQL database under ``LIMEN_TEST_DATABASE=postgresql``) and with an admin's headers."""
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-import httpx
+from scripts.cluster_parts import limen_process
+from scripts.cluster_parts.limen_process import LIMEN_BIN
 
 from tests.support.databases import database_url_for, on_postgresql
-from tests.support.net import free_port
 
-LIMEN_BIN = Path(sys.executable).parent / "limen"
+__all__ = ["LIMEN_BIN", "LimenProcess"]
 
 
-class LimenProcess:
-    def __init__(self, env: Mapping[str, str], log_path: Path, *, listen: str = "127.0.0.1",
-                 command: Sequence[str] = (str(LIMEN_BIN),), cwd: Path | None = None, scheme: str = "http",
-                 serve_args: Sequence[str] = (), port: int | None = None) -> None:
-        self.listen = listen  # --host; the tests connect over loopback whatever it is
-        self.port = port if port is not None else free_port()
-        self.base_url = f"{scheme}://127.0.0.1:{self.port}"
-        self.ws_url = f"{'wss' if scheme == 'https' else 'ws'}://127.0.0.1:{self.port}"
-        # How limen is started (another installation's `limen`, or a wrapper around it) and from where.
-        self.command = tuple(command)
-        self.cwd = cwd
-        self.serve_args = tuple(serve_args)
-        self.log_path = log_path
+class LimenProcess(limen_process.LimenProcess):
+    def __init__(self, env: Mapping[str, str], log_path: Path, **options: Any) -> None:
         merged = {**os.environ, **env}
+        chosen = dict(env)
         if on_postgresql() and "LIMEN_DATABASE_URL" not in env and "LIMEN_DATA_DIR" in merged:
-            merged["LIMEN_DATABASE_URL"] = database_url_for(Path(merged["LIMEN_DATA_DIR"]))
-        self._env = merged
+            chosen["LIMEN_DATABASE_URL"] = database_url_for(Path(merged["LIMEN_DATA_DIR"]))
+        super().__init__(chosen, log_path, **options)
         # The database this server uses (what tests provision users and tokens into).
-        self.database_url = merged.get("LIMEN_DATABASE_URL") or database_url_for(
-            Path(merged.get("LIMEN_DATA_DIR", "/var/lib/limen")))
-        self._proc: subprocess.Popen[bytes] | None = None
+        self.database_url = self._env.get("LIMEN_DATABASE_URL") or database_url_for(
+            Path(self._env.get("LIMEN_DATA_DIR", "/var/lib/limen")))
         # Set by the limen_server fixture: an admin's "Authorization: Bearer …" for API requests.
         self.auth_headers: dict[str, str] = {}
-
-    def start(self, *, timeout: float = 20.0) -> LimenProcess:
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                [*self.command, "serve", "--host", self.listen, "--port", str(self.port), *self.serve_args],
-                env=self._env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.cwd,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"limen serve exited with {self._proc.returncode}: {self.output()}")
-            try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=1, verify=False).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"limen serve did not answer within {timeout} s: {self.output()}")
-
-    def output(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
-
-    def stop(self, *, timeout: float = 10.0) -> int | None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        return proc.returncode
-
-    def kill(self, sig: signal.Signals = signal.SIGKILL) -> int:
-        """Sends ``sig`` to the server process alone (no clean shutdown for SIGKILL) and waits for it to end;
-        :meth:`start` then starts a new one on the same port, data and log."""
-        proc, self._proc = self._proc, None
-        assert proc is not None, "the server is not running"
-        proc.send_signal(sig)
-        return proc.wait(timeout=30)
-
-    @property
-    def running(self) -> bool:
-        """Whether it has a process (started, not stopped since)."""
-        return self._proc is not None
-
-    @property
-    def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid

@@ -167,3 +167,19 @@ def test_host_cpu_percent() -> None:
     assert host_cpu_percent(HostCpuTimes(100, 1000), HostCpuTimes(400, 2000)) == 30.0
     assert host_cpu_percent(None, HostCpuTimes(400, 2000)) is None
     assert host_cpu_percent(HostCpuTimes(100, 1000), HostCpuTimes(100, 1000)) is None
+
+
+def test_one_hosts_round_stops_only_that_hosts_vms() -> None:
+    history = StatsHistory()
+    history.record([reading(0.0, uuid="a-1", name="on-a")], at=1000.0, host="a")
+    history.record([reading(0.0, uuid="b-1", name="on-b")], at=1000.5, host="b")
+    history.record([reading(1.0, uuid="a-1", name="on-a")], at=1005.0, host="a")  # b's VM is not a's business
+    assert sorted(vm.name for vm in history.running()) == ["on-a", "on-b"]
+    history.record([], at=1010.5, host="b")
+    assert [vm.name for vm in history.running()] == ["on-a"]
+    # Migrated from a to b: b's round takes it over, and a's next round no longer stops it.
+    history.record([reading(2.0, uuid="a-1", name="on-a")], at=1011.0, host="b")
+    history.record([], at=1012.0, host="a")
+    vm = history.get("a-1")
+    assert vm is not None and vm.running and vm.host == "b"
+    assert history.rounds == 6

@@ -70,7 +70,7 @@ def create_app(
     quota_ledger = QuotaLedger(guard.db, settings, guard.clock, instance_id=guard.instances.id)
     recovery = Recovery(guard.instances, guard.audit, hv, quota=quota_ledger)
     metrics.event_streams_active.set_function(lambda: hv.feed.subscriber_count)
-    sampler = StatsSampler(hv.hosts.default.connection, settings.stats_interval)  # the default host's VMs
+    sampler = StatsSampler(hv.hosts, settings.stats_interval)  # every available host's VMs
     metrics.watch_vm_stats(sampler.history)
 
     @asynccontextmanager
