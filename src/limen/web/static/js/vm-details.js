@@ -93,7 +93,7 @@ const snapshots = mountSnapshots(); // its own section: tree, take, revert, dele
 const apiPath = (suffix = "") => `/api/vms/${encodeURIComponent(vm ? vm.uuid : vmId)}${suffix}`;
 const dash = (value) => (value === null || value === undefined || value === "" ? "—" : String(value));
 const baseName = (path) => (path ? String(path).split("/").pop() : null);
-const bootLabel = (order) => order.map((d) => BOOT_LABELS[d] || d).join(", then ");
+const bootLabel = (order) => order.map((d) => BOOT_LABELS[d] || d).join(t("details.boot_then"));
 
 /** The boot order the VM starts with next time: its definition's, which waits in ``pending`` while it runs. */
 function nextBootOrder(current) {
@@ -478,7 +478,7 @@ function wireConfirm() {
 // -- media, boot order, settings, disks (PUT /media, PATCH, finish-install, resize) ------------------
 
 async function changeMedia(iso, force = false) {
-  const what = iso ? `Insert ${iso}` : "Eject the CD";
+  const what = iso ? t("details.insert_what", { iso }) : t("details.eject_what");
   showStatus(ui.mediaStatus, "", spinner(), iso ? t("details.inserting", { iso }) : t("details.ejecting"));
   try {
     const result = await api("PUT", apiPath("/media"), { iso, force });
@@ -547,7 +547,8 @@ function wireForms() {
     resizeTarget = null;
     if (!disk || ui.resize.returnValue !== "resize") return;
     const size = Number(ui.resizeSize.value);
-    const result = await request(ui.diskStatus, `Resize ${disk.target}`, `Resizing ${disk.target}…`, "POST",
+    const result = await request(ui.diskStatus, t("details.resize_label", { target: disk.target }),
+                                 t("details.resizing", { target: disk.target }), "POST",
                                  apiPath(`/disks/${encodeURIComponent(disk.target)}/resize`), { size_gib: size });
     if (result === null) return;
     if (result.uuid) render(result);
