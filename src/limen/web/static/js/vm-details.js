@@ -370,7 +370,7 @@ function applyEnabled() {
   buttons.console.classList.toggle("primary", active && Boolean(vm.vnc));
   if (gone) buttons.console.setAttribute("aria-disabled", "true");
   for (const [action, button] of Object.entries(buttons)) {
-    const label = action === "console" ? "Console" : ACTIONS[action].label.replace("…", "");
+    const label = action === "console" ? t("console.title") : ACTIONS[action].label.replace("…", "");
     button.setAttribute("aria-label", `${label} ${vm.name}`);
   }
   for (const control of [ui.isoSelect, ui.bootSelect, ui.bootSave, ui.finishInstallBtn, ...ui.settingsForm.elements]) {
@@ -454,7 +454,7 @@ function openConfirm(action) {
     const disks = (vm.disks || []).filter((d) => d.device === "disk" && d.path);
     ui.confirmDisks.checked = false;
     ui.confirmDisks.disabled = disks.length === 0;
-    ui.confirmDiskList.textContent = disks.length === 0 ? "(this VM has no disks)"
+    ui.confirmDiskList.textContent = disks.length === 0 ? t("details.confirm_no_disks")
       : `(${disks.map((d) => d.path).join(", ")})`;
   }
   ui.confirm.returnValue = "";
