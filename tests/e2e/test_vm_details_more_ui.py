@@ -7,6 +7,7 @@ in English and Korean at 1280 px and 390 px (screenshots in ``test-artifacts/``)
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -221,9 +222,11 @@ def test_while_the_stream_is_down_the_details_page_polls(
 # -- both languages at both widths -------------------------------------------------------------------
 
 LANGUAGES = {"en": "en-US", "ko": "ko-KR"}
+UPLOADED = {"en": "Uploaded {name} (1.0 MiB).", "ko": "{name} 업로드 완료 (1.0 MiB)."}
 WIDTHS: dict[str, ViewportSize] = {"1280": DESKTOP, "390": PHONE}
 # Words that would mean an English text was left on a Korean page (the VM's and the ISO's names aside).
-ENGLISH_LEFT = re.compile(r"\b(then|Insert|Eject|Resize|Force|Delete|Cancel|Start|Stop|Saved|left|cancelled)\b")
+ENGLISH_LEFT = re.compile(
+    r"\b(then|Insert|Eject|Resize|Force|Delete|Cancel|Start|Stop|Saved|left|cancelled|Result|Details|When|Who)\b")
 
 
 @pytest.fixture
@@ -284,6 +287,9 @@ def test_the_details_page_dialogs_and_upload_in_both_languages_and_widths(
         if language == "ko":
             left = ENGLISH_LEFT.findall(main_text.replace(name, "").replace(DEMO_ISO, ""))
             assert not left, f"English left on the Korean details page: {left}"
+            # At 390 px the tables become cards whose field names come from data-label (CSS, not innerText).
+            labels = page.eval_on_selector_all("main [data-label]", "els => els.map((e) => e.dataset.label)")
+            assert not [label for label in labels if ENGLISH_LEFT.search(label)], labels
 
         dialog = page.locator("#confirm-dialog")
         for action in ("force-stop", "reset", "delete"):
@@ -307,7 +313,7 @@ def test_the_details_page_dialogs_and_upload_in_both_languages_and_widths(
         page.set_input_files("#upload-file", str(upload))
         page.click("#upload-start")
         figures = page.locator("#upload-figures")
-        expect(figures).to_contain_text(re.compile(r"MiB/s"), timeout=10_000)
+        expect(figures).to_contain_text(re.compile(r"iB/s"), timeout=10_000)
         expect(page.locator("#upload-cancel")).to_be_visible()
         page.wait_for_timeout(1200)  # a second of figures: a rate and a time left
         page.locator("#upload-bar").scroll_into_view_if_needed()
@@ -319,4 +325,17 @@ def test_the_details_page_dialogs_and_upload_in_both_languages_and_widths(
         expect(page.locator("#upload-result .notice")).to_be_visible()
         save_screenshot(page, f"i18n-{language}-upload-cancelled-{suffix}")
         assert not (iso_dir / upload.name).exists()
+
+        # A small upload at full speed, to its end: the notice with its checksum, in the page's language.
+        throttle_uploads(page, -1)
+        small = tmp_path / f"done-{language}-{suffix}.iso"
+        small.write_bytes(os.urandom(MIB))
+        page.set_input_files("#upload-file", str(small))
+        expect(page.locator("#upload-name")).to_have_value(small.name)
+        page.click("#upload-start")
+        done = page.locator("#upload-result .notice.ok")
+        expect(done).to_contain_text(UPLOADED[language].format(name=small.name), timeout=30_000)
+        expect(done.locator("code.sha")).to_have_text(hashlib.sha256(small.read_bytes()).hexdigest())
+        save_screenshot(page, f"i18n-{language}-upload-done-{suffix}")
+        assert api.delete(f"/api/isos/{small.name}").status_code in (200, 204)
         assert page.errors == []  # type: ignore[attr-defined]

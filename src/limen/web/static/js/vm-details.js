@@ -331,7 +331,7 @@ function renderActions(actions) {
     h("td", { class: "num", "data-label": t("col.when"), text: formatDateTime(a.at) }),
     h("td", { "data-label": t("col.who"), text: a.user }),
     h("td", { "data-label": t("col.action"), text: a.action }),
-    h("td", { "data-label": "Result" }, h("span", { class: a.result_code === "OK" ? "result-ok" : "result-bad",
+    h("td", { "data-label": t("col.result") }, h("span", { class: a.result_code === "OK" ? "result-ok" : "result-bad",
                                                       text: a.result_code })),
     h("td", { class: "action-details", "data-label": t("col.details"), text: a.details || "" }),
   )));
