@@ -321,7 +321,7 @@ def test_a_vm_defined_renamed_and_undefined_outside_limen_reaches_the_stream(
     renamed = httpx.patch(f"{server.base_url}/api/vms/{uuid}", json={"name": new_name},
                           headers=server.auth_headers, timeout=30)
     assert renamed.status_code == 200, renamed.text
-    seen = []
+    seen: list[SseEvent] = []
     while not seen or seen[-1].json["name"] != new_name:
         got = stream.next(5, event="vm")
         if got.json["uuid"] == uuid:
