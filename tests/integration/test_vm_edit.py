@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -26,42 +25,10 @@ from tests.conftest import DEMO_ISO, ISO_DIR, QEMU_URI, TEST_POOL, TEST_POOL_DIR
 from tests.support.access import assert_error, provision_user
 from tests.support.databases import cli_env, database_url_for
 from tests.support.server import LimenProcess
+from tests.support.tray_locker import build_tray_locker_iso
 
 pytestmark = pytest.mark.integration
 LIMEN = str(Path(sys.executable).parent / "limen")
-
-# A GRUB image whose grub.cfg, through GRUB's port I/O commands, sends the ATAPI command PREVENT MEDIUM
-# REMOVAL to the secondary IDE master (hdc, where limen puts CD-ROM drives): the guest locks its tray,
-# as an installer does while it reads its disc. REQUEST SENSE first clears the drive's power-on
-# "unit attention", which would make the drive refuse the lock.
-TRAY_LOCKER_CFG = """\
-insmod iorw
-outb 0x376 0x02
-outb 0x176 0xa0
-outb 0x171 0x00
-outb 0x174 0x00
-outb 0x175 0x08
-outb 0x177 0xa0
-outw 0x170 0x0003
-outw 0x170 0x0000
-outw 0x170 0x0012
-outw 0x170 0x0000
-outw 0x170 0x0000
-outw 0x170 0x0000
-for i in 1 2 3 4 5 6 7 8 9; do inw -v sense 0x170; done
-outb 0x176 0xa0
-outb 0x171 0x00
-outb 0x174 0x00
-outb 0x175 0x08
-outb 0x177 0xa0
-outw 0x170 0x001e
-outw 0x170 0x0000
-outw 0x170 0x0001
-outw 0x170 0x0000
-outw 0x170 0x0000
-outw 0x170 0x0000
-set timeout=-1
-"""
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +38,7 @@ def iso_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = base / "isos"
     directory.mkdir()
     (directory / DEMO_ISO).symlink_to(ISO_DIR / DEMO_ISO)
-    tree = base / "locker"
-    (tree / "boot" / "grub").mkdir(parents=True)
-    (tree / "boot" / "grub" / "grub.cfg").write_text(TRAY_LOCKER_CFG)
-    grub_mkrescue = shutil.which("grub-mkrescue")
-    assert grub_mkrescue, "grub-mkrescue is missing: run `make install`"
-    subprocess.run([grub_mkrescue, "-o", str(directory / "tray-locker.iso"), str(tree)], check=True,
-                   capture_output=True, timeout=60)
+    build_tray_locker_iso(directory / "tray-locker.iso")
     return directory
 
 

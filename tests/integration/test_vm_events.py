@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+import uuid as uuid_module
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -272,3 +273,95 @@ def test_an_oversized_last_event_id_is_a_json_error(limen_server: Callable[..., 
                        headers={**server.auth_headers, "Last-Event-ID": "x" * 10_000})
     assert answer.status_code == 422
     assert answer.json()["code"] == "VALIDATION_ERROR"
+
+
+def bare_domain_xml(name: str, uuid: str, *, devices: str = "") -> str:
+    """A VM defined outside limen (no disk, no owner): what ``virsh define`` would be given by hand."""
+    return (f"<domain type='qemu'><name>{name}</name><uuid>{uuid}</uuid><memory unit='MiB'>64</memory>"
+            f"<vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type><boot dev='cdrom'/></os>"
+            f"<on_crash>destroy</on_crash><devices>{devices}</devices></domain>")
+
+
+def events_of(stream: SseStream, uuid: str, seconds: float) -> list[SseEvent]:
+    """The events of one VM that arrive within ``seconds``."""
+    found = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            got = stream.next(left, event="vm")
+        except TimeoutError:
+            break
+        if got.json["uuid"] == uuid:
+            found.append(got)
+    return found
+
+
+def virsh_define(xml: str, tmp_path: Path) -> None:
+    path = tmp_path / f"domain-{uuid_module.uuid4().hex}.xml"
+    path.write_text(xml)
+    virsh("define", str(path))
+
+
+def test_a_vm_defined_renamed_and_undefined_outside_limen_reaches_the_stream(
+    tmp_path: Path, limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str],
+    streams: list[SseStream],
+) -> None:
+    server = limen_server(LIMEN_EVENTS_KEEPALIVE=KEEPALIVE)
+    stream = open_stream(server, server.auth_headers, streams)
+    stream.next(event="ready")
+    name, new_name, uuid = vm_names(), vm_names(), str(uuid_module.uuid4())
+
+    virsh_define(bare_domain_xml(name, uuid), tmp_path)
+    done = time.monotonic()
+    defined = next_vm_event(stream, uuid, "defined")
+    assert defined.received_at - done < PUSH_BOUND + SLACK
+    assert (defined.json["name"], defined.json["state"], defined.json["owner"]) == (name, "stopped", None)
+
+    # A rename (libvirt undefines the old name, defines the new): the VM goes on, so no "undefined".
+    renamed = httpx.patch(f"{server.base_url}/api/vms/{uuid}", json={"name": new_name},
+                          headers=server.auth_headers, timeout=30)
+    assert renamed.status_code == 200, renamed.text
+    seen: list[SseEvent] = []
+    while not seen or seen[-1].json["name"] != new_name:
+        got = stream.next(5, event="vm")
+        if got.json["uuid"] == uuid:
+            seen.append(got)
+    assert "undefined" not in [e.json["type"] for e in seen], [e.json for e in seen]
+    late = [e.json["type"] for e in events_of(stream, uuid, 1.5)]
+    assert "undefined" not in late, late
+
+    virsh("undefine", new_name)
+    done = time.monotonic()
+    undefined = next_vm_event(stream, uuid, "undefined")
+    assert undefined.received_at - done < PUSH_BOUND + SLACK
+    assert (undefined.json["name"], undefined.json["state"]) == (new_name, None)
+
+
+# GRUB, through its port I/O commands, writes "panicked" to QEMU's pvpanic device (ISA port 0x505): what
+# a guest kernel does when it panics.
+PANIC_CFG = "insmod iorw\noutb 0x505 0x01\nset timeout=-1\n"
+
+
+def test_a_guest_panic_is_pushed_as_crashed(
+    tmp_path: Path, limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str],
+    streams: list[SseStream],
+) -> None:
+    tree = tmp_path / "panic-tree"
+    (tree / "boot" / "grub").mkdir(parents=True)
+    (tree / "boot" / "grub" / "grub.cfg").write_text(PANIC_CFG)
+    iso = tmp_path / "panic.iso"
+    subprocess.run(["grub-mkrescue", "-o", str(iso), str(tree)], check=True, capture_output=True, timeout=60)
+    name, uuid = vm_names(), str(uuid_module.uuid4())
+    virsh_define(bare_domain_xml(name, uuid, devices=(
+        f"<disk type='file' device='cdrom'><driver name='qemu' type='raw'/><source file='{iso}'/>"
+        "<target dev='hdc' bus='ide'/><readonly/></disk>"
+        "<panic model='isa'><address type='isa' iobase='0x505'/></panic>")), tmp_path)
+
+    server = limen_server(LIMEN_EVENTS_KEEPALIVE=KEEPALIVE)
+    stream = open_stream(server, server.auth_headers, streams)
+    stream.next(event="ready")
+    virsh("start", name)
+    crashed = next_vm_event(stream, uuid, "crashed", timeout=60)
+    assert crashed.json["name"] == name
+    assert httpx.get(f"{server.base_url}/api/vms/{uuid}", headers=server.auth_headers,
+                     timeout=10).json()["state"] in ("stopped", "crashed")  # on_crash: destroy

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import threading
 
+import libvirt
 import pytest
 
+from limen.hypervisor.events import lifecycle_kind
 from limen.hypervisor.models import VmState
-from limen.hypervisor.vm_feed import Subscription, SubscriptionEnded, VmEvent, VmEventType, VmFacts, VmFeed
+from limen.hypervisor.vm_feed import (
+    Subscription,
+    SubscriptionEnded,
+    VmEvent,
+    VmEventType,
+    VmFacts,
+    VmFeed,
+    event_type_of,
+)
 
 
 def facts(name: str, owner: str | None = "alice", state: VmState | None = VmState.RUNNING) -> VmFacts:
@@ -122,3 +132,16 @@ async def test_closing_the_feed_ends_every_reader_and_later_ones_at_once() -> No
             await reader.next_event(1.0)
     with feed.subscribe(everything) as late, pytest.raises(SubscriptionEnded):
         await late.next_event(1.0)
+
+
+@pytest.mark.parametrize(("event", "detail", "expected"), [
+    (libvirt.VIR_DOMAIN_EVENT_UNDEFINED, libvirt.VIR_DOMAIN_EVENT_UNDEFINED_REMOVED, VmEventType.UNDEFINED),
+    # A rename undefines the old name: the VM itself goes on, so its pages re-read it instead of giving it up.
+    (libvirt.VIR_DOMAIN_EVENT_UNDEFINED, libvirt.VIR_DOMAIN_EVENT_UNDEFINED_RENAMED, VmEventType.CHANGED),
+    (libvirt.VIR_DOMAIN_EVENT_DEFINED, libvirt.VIR_DOMAIN_EVENT_DEFINED_RENAMED, VmEventType.DEFINED),
+    (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED, VmEventType.CRASHED),
+    (libvirt.VIR_DOMAIN_EVENT_CRASHED, libvirt.VIR_DOMAIN_EVENT_CRASHED_PANICKED, VmEventType.CRASHED),
+    (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED, VmEventType.STOPPED),
+])
+def test_libvirt_lifecycle_events_become_feed_events(event: int, detail: int, expected: VmEventType) -> None:
+    assert event_type_of(lifecycle_kind(event, detail)) is expected

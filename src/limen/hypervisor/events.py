@@ -70,6 +70,10 @@ def lifecycle_kind(event: int, detail: int) -> LifecycleKind:
     if event == libvirt.VIR_DOMAIN_EVENT_DEFINED:
         return LifecycleKind.DEFINED
     if event == libvirt.VIR_DOMAIN_EVENT_UNDEFINED:
+        # A rename undefines the old name and defines the new one, with the same UUID: the VM goes on
+        # (a page that took it for deleted would give it up), so it is a change to re-read, not a removal.
+        if detail == libvirt.VIR_DOMAIN_EVENT_UNDEFINED_RENAMED:
+            return LifecycleKind.OTHER
         return LifecycleKind.UNDEFINED
     return LifecycleKind.OTHER
 

@@ -163,7 +163,8 @@ function finish(status, text) {
   }
   if (status === 201 && body) {
     ui.result.replaceChildren(h("div", { class: "notice ok", role: "status" },
-      h("div", {}, "Uploaded ", h("strong", { text: body.name }), ` (${formatBytes(body.size_bytes)}).`),
+      h("div", {}, ...aroundName(t("isos.uploaded", { name: NAME_MARK, size: formatBytes(body.size_bytes) }),
+                                  h("strong", { text: body.name }))),
       h("div", { class: "sha-line" }, "SHA-256: ", h("code", { class: "sha", text: body.sha256 }))));
     ui.form.reset();
     refresh();
@@ -181,6 +182,14 @@ function finish(status, text) {
   };
   if (error.code === "VALIDATION_ERROR" && error.field === "name") showNameError(error.details);
   ui.result.replaceChildren(problem(error));
+}
+
+// A sentence with the ISO's name in bold: the catalogue's text is split where the name goes (its place
+// differs between languages).
+const NAME_MARK = "\u0001";
+function aroundName(text, name) {
+  const [before, after = ""] = text.split(NAME_MARK);
+  return [before, name, after];
 }
 
 function startUpload(file, name) {
@@ -239,11 +248,13 @@ async function main() {
   ui.form.hidden = !isAdmin();
   ui.actionsHead.hidden = !isAdmin();
   ui.form.addEventListener("submit", onSubmit);
-  ui.file.addEventListener("change", () => {
+  const nameAfterFile = () => {
     const file = ui.file.files[0];
     if (file) ui.name.value = file.name;
     showNameError("");
-  });
+  };
+  ui.file.addEventListener("change", nameAfterFile);
+  if (ui.file.files[0] && !ui.name.value) nameAfterFile(); // chosen before this script was ready
   ui.cancel.addEventListener("click", () => upload && upload.xhr.abort());
   ui.dialogCancel.addEventListener("click", () => ui.dialog.close("cancel"));
   ui.dialog.addEventListener("close", () => {

@@ -93,7 +93,7 @@ const snapshots = mountSnapshots(); // its own section: tree, take, revert, dele
 const apiPath = (suffix = "") => `/api/vms/${encodeURIComponent(vm ? vm.uuid : vmId)}${suffix}`;
 const dash = (value) => (value === null || value === undefined || value === "" ? "—" : String(value));
 const baseName = (path) => (path ? String(path).split("/").pop() : null);
-const bootLabel = (order) => order.map((d) => BOOT_LABELS[d] || d).join(", then ");
+const bootLabel = (order) => order.map((d) => BOOT_LABELS[d] || d).join(t("details.boot_then"));
 
 /** The boot order the VM starts with next time: its definition's, which waits in ``pending`` while it runs. */
 function nextBootOrder(current) {
@@ -331,7 +331,7 @@ function renderActions(actions) {
     h("td", { class: "num", "data-label": t("col.when"), text: formatDateTime(a.at) }),
     h("td", { "data-label": t("col.who"), text: a.user }),
     h("td", { "data-label": t("col.action"), text: a.action }),
-    h("td", { "data-label": "Result" }, h("span", { class: a.result_code === "OK" ? "result-ok" : "result-bad",
+    h("td", { "data-label": t("col.result") }, h("span", { class: a.result_code === "OK" ? "result-ok" : "result-bad",
                                                       text: a.result_code })),
     h("td", { class: "action-details", "data-label": t("col.details"), text: a.details || "" }),
   )));
@@ -370,7 +370,7 @@ function applyEnabled() {
   buttons.console.classList.toggle("primary", active && Boolean(vm.vnc));
   if (gone) buttons.console.setAttribute("aria-disabled", "true");
   for (const [action, button] of Object.entries(buttons)) {
-    const label = action === "console" ? "Console" : ACTIONS[action].label.replace("…", "");
+    const label = action === "console" ? t("console.title") : ACTIONS[action].label.replace("…", "");
     button.setAttribute("aria-label", `${label} ${vm.name}`);
   }
   for (const control of [ui.isoSelect, ui.bootSelect, ui.bootSave, ui.finishInstallBtn, ...ui.settingsForm.elements]) {
@@ -454,7 +454,7 @@ function openConfirm(action) {
     const disks = (vm.disks || []).filter((d) => d.device === "disk" && d.path);
     ui.confirmDisks.checked = false;
     ui.confirmDisks.disabled = disks.length === 0;
-    ui.confirmDiskList.textContent = disks.length === 0 ? "(this VM has no disks)"
+    ui.confirmDiskList.textContent = disks.length === 0 ? t("details.confirm_no_disks")
       : `(${disks.map((d) => d.path).join(", ")})`;
   }
   ui.confirm.returnValue = "";
@@ -478,7 +478,7 @@ function wireConfirm() {
 // -- media, boot order, settings, disks (PUT /media, PATCH, finish-install, resize) ------------------
 
 async function changeMedia(iso, force = false) {
-  const what = iso ? `Insert ${iso}` : "Eject the CD";
+  const what = iso ? t("details.insert_what", { iso }) : t("details.eject_what");
   showStatus(ui.mediaStatus, "", spinner(), iso ? t("details.inserting", { iso }) : t("details.ejecting"));
   try {
     const result = await api("PUT", apiPath("/media"), { iso, force });
@@ -547,7 +547,8 @@ function wireForms() {
     resizeTarget = null;
     if (!disk || ui.resize.returnValue !== "resize") return;
     const size = Number(ui.resizeSize.value);
-    const result = await request(ui.diskStatus, `Resize ${disk.target}`, `Resizing ${disk.target}…`, "POST",
+    const result = await request(ui.diskStatus, t("details.resize_label", { target: disk.target }),
+                                 t("details.resizing", { target: disk.target }), "POST",
                                  apiPath(`/disks/${encodeURIComponent(disk.target)}/resize`), { size_gib: size });
     if (result === null) return;
     if (result.uuid) render(result);
