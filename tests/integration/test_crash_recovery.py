@@ -255,3 +255,46 @@ def test_parallel_creates_of_one_name_on_two_servers_make_one_vm(
     assert all(row["finished_at"] for row in actions_of(first, name))
     assert domain_exists(QEMU_URI, name) and (TEST_POOL_DIR / f"{name}-disk0.qcow2").exists()
     assert integrity(tmp_path / "data") == "ok"
+
+
+async def test_a_surviving_servers_periodic_sweep_clears_what_a_killed_one_held(
+    limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str],
+    leftover_volumes: Callable[..., str], tmp_path: Path,
+) -> None:
+    """No restart and no request: two servers on one database, heartbeats a second apart. One is killed
+    with a console open and a create half-done; the other's next sweep (not its start-up one, which ran
+    before) ends the console row with SERVER_LOST, removes the volume and completes the create's row."""
+    quick = {"LIMEN_INSTANCE_HEARTBEAT": "1"}
+    doomed = limen_server(**quick)
+    survivor = limen_server(**quick)
+    name = vm_names()
+    with api(doomed) as client:
+        assert client.post("/api/vms", json={"name": name, "memory_mib": 64, "iso": DEMO_ISO}).status_code == 201
+        assert client.post(f"/api/vms/{name}/start").status_code == 200
+    ws = await open_console(doomed, name)
+    (held,) = await live_rows(survivor, count=1)
+    lost_name = leftover_volumes()
+    volume = TEST_POOL_DIR / f"{lost_name}-disk0.qcow2"
+    body = {"name": lost_name, "memory_mib": 64, "disk_gib": 1, "iso": DEMO_ISO}
+    assert not await asyncio.to_thread(_kill_when_the_volume_appears, doomed, volume,
+                                       _post_ignoring_the_crash(doomed, body))
+    await ws.close()
+
+    # Gone at once (its process ended on this host): the survivor's next heartbeat sweeps it. Bounded by a
+    # few heartbeats, with slack for a loaded machine.
+    deadline = time.monotonic() + 15
+    while await live_rows(survivor, count=0, timeout=0) or volume.exists():
+        assert time.monotonic() < deadline, (await live_rows(survivor, count=0, timeout=0), volume.exists())
+        await asyncio.sleep(0.2)
+    with api(survivor) as client:
+        (row,) = [r for r in client.get("/api/console-sessions").json() if r["id"] == held["id"]]
+    assert (row["live"], row["end_code"]) == (False, "SERVER_LOST"), row
+    assert not volume_exists(QEMU_URI, str(volume))
+    deadline = time.monotonic() + 10
+    while (lost := actions_of(survivor, lost_name))[0]["finished_at"] is None:
+        assert time.monotonic() < deadline, lost
+        await asyncio.sleep(0.2)
+    assert [r["result_code"] for r in lost] == ["SERVER_LOST"], lost
+    with api(survivor) as client:  # the name is free again
+        assert client.post("/api/vms", json=body).status_code == 201
+    assert integrity(tmp_path / "data") == "ok"
