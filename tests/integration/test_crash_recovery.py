@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import libvirt
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -296,5 +297,51 @@ async def test_a_surviving_servers_periodic_sweep_clears_what_a_killed_one_held(
         await asyncio.sleep(0.2)
     assert [r["result_code"] for r in lost] == ["SERVER_LOST"], lost
     with api(survivor) as client:  # the name is free again
+        assert client.post("/api/vms", json=body).status_code == 201
+    assert integrity(tmp_path / "data") == "ok"
+
+
+def _kill_when_the_domain_is_defined(server: LimenProcess, name: str, create: Callable[[], None]) -> None:
+    """Starts ``create`` in a thread and kills the server the moment libvirt knows the domain ``name``
+    (asked on one connection, as fast as it answers)."""
+    conn = libvirt.open(QEMU_URI)
+    try:
+        thread = threading.Thread(target=create, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn.lookupByName(name)
+                break
+            except libvirt.libvirtError:
+                assert time.monotonic() < deadline, f"{name} was never defined: {server.output()}"
+        server.kill(signal.SIGKILL)
+        thread.join(timeout=30)
+    finally:
+        conn.close()
+
+
+def test_create_killed_after_its_domain_is_defined_is_undone_on_restart(
+    limen_server: Callable[..., LimenProcess], leftover_volumes: Callable[..., str], tmp_path: Path
+) -> None:
+    """The later window: the domain is defined (carrying the create's token in its limen metadata) but the
+    create's row is not completed. The restart removes that domain and its volume, as the row's details say."""
+    server = limen_server()
+    name = leftover_volumes()
+    volume = TEST_POOL_DIR / f"{name}-disk0.qcow2"
+    body = {"name": name, "memory_mib": 64, "disk_gib": 1, "iso": DEMO_ISO}
+
+    _kill_when_the_domain_is_defined(server, name, _post_ignoring_the_crash(server, body))
+    (pending,) = fetch_all(tmp_path / "data", f"SELECT result_code FROM vm_actions WHERE vm_name = '{name}'")
+    assert pending == ("STARTED",), "the kill came after the create was completed: the window was missed"
+    assert domain_exists(QEMU_URI, name) and volume.exists()
+    assert integrity(tmp_path / "data") == "ok"
+
+    server.start()
+    assert not domain_exists(QEMU_URI, name) and not volume.exists()
+    (lost,) = actions_of(server, name)
+    assert lost["result_code"] == "SERVER_LOST" and lost["finished_at"] is not None, lost
+    assert f"domain {name}" in lost["details"] and f"volume {volume}" in lost["details"], lost
+    with api(server) as client:
         assert client.post("/api/vms", json=body).status_code == 201
     assert integrity(tmp_path / "data") == "ok"
