@@ -345,3 +345,39 @@ def test_create_killed_after_its_domain_is_defined_is_undone_on_restart(
     with api(server) as client:
         assert client.post("/api/vms", json=body).status_code == 201
     assert integrity(tmp_path / "data") == "ok"
+
+
+async def test_one_kill_with_consoles_open_and_a_create_half_done_leaves_nothing_after_the_restart(
+    limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str],
+    leftover_volumes: Callable[..., str], tmp_path: Path,
+) -> None:
+    """The issue's fault injection in one go: a single ``kill -9`` while consoles stream and a create has
+    made its volume; after the restart no row is live, no volume is orphaned, the name is reusable and the
+    database is whole."""
+    server = limen_server()
+    name = vm_names()
+    with api(server) as client:
+        assert client.post("/api/vms", json={"name": name, "memory_mib": 64, "iso": DEMO_ISO}).status_code == 201
+        assert client.post(f"/api/vms/{name}/start").status_code == 200
+    consoles = [await open_console(server, name) for _ in range(CONSOLES)]
+    held = await live_rows(server, count=CONSOLES)
+    assert len(held) == CONSOLES, held
+    lost_name = leftover_volumes()
+    volume = TEST_POOL_DIR / f"{lost_name}-disk0.qcow2"
+    body = {"name": lost_name, "memory_mib": 64, "disk_gib": 1, "iso": DEMO_ISO}
+    assert not await asyncio.to_thread(_kill_when_the_volume_appears, server, volume,
+                                       _post_ignoring_the_crash(server, body))
+    for ws in consoles:
+        await ws.close()
+    assert volume.exists() and integrity(tmp_path / "data") == "ok"
+
+    server.start()
+    with api(server) as client:
+        assert client.get("/api/console-sessions?live=true").json() == []
+        ends = {row["id"]: row["end_code"] for row in client.get("/api/console-sessions").json()}
+    assert [ends[row["id"]] for row in held] == ["SERVER_LOST"] * CONSOLES
+    assert not volume.exists() and not volume_exists(QEMU_URI, str(volume))
+    assert [row["result_code"] for row in actions_of(server, lost_name)] == ["SERVER_LOST"]
+    with api(server) as client:
+        assert client.post("/api/vms", json=body).status_code == 201
+    assert integrity(tmp_path / "data") == "ok"
