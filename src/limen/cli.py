@@ -11,11 +11,13 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from sqlalchemy import func, select
 
 from limen import __version__
 from limen.action_details import delete_details, edit_details, media_details, power_details
@@ -33,6 +35,8 @@ from limen.cli_output import say, table
 from limen.cli_progress import working
 from limen.cli_snapshots import snapshot_app
 from limen.cli_users import run_directory, token_app, user_app
+from limen.db import Database
+from limen.db.models import ConsoleSessionRecord
 from limen.hypervisor import Hypervisor, Vm, VmSpec, editing
 from limen.i18n import display_width, pad
 from limen.private_files import private_dir
@@ -105,6 +109,24 @@ def _audited(settings: Settings, action: str, vm_id: str,
              work: Callable[[Hypervisor, ActionTarget], Awaitable[T]]) -> T:
     """:func:`run_on_hypervisor`, with the action in the audit trail as the API writes it (actor ``cli:<login>``)."""
     return run_audited(run_on_hypervisor, settings, action, vm_id, work)
+
+
+# How long `limen vm delete` waits for running servers to end the VM's consoles (the API waits as long).
+CONSOLES_END_WAIT = 1.0
+
+
+def _wait_for_consoles_to_end(settings: Settings, vm_uuid: str, seconds: float) -> None:
+    """Until no console of the VM is live in the audit (their servers ended them), at most ``seconds``: a
+    row a lost server left live ends only at a sweep, and must not hold the deletion up."""
+    db = Database(settings.db_url)
+    live = select(func.count()).select_from(ConsoleSessionRecord).where(
+        ConsoleSessionRecord.vm_uuid == vm_uuid, ConsoleSessionRecord.ended_at.is_(None))
+    try:
+        deadline = time.monotonic() + seconds
+        while (db.fetch_one_sync(live) or (0,))[0] and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        db.close()
 
 
 def _named(target: ActionTarget, vm: Vm) -> Vm:
@@ -285,9 +307,11 @@ def vm_delete(
     async def delete(hv: Hypervisor, target: ActionTarget) -> list[str]:
         target.details = delete_details(delete_disks)
         vm = _named(target, await hv.get_vm(vm_id))
-        # Running servers end its consoles first (when they share a Redis with this command).
-        publish_from_command_line(settings.redis_url, Revocation.vm_deleted(
-            vm.uuid, f"VM {vm.name!r} deleted from the command line"))
+        # Running servers end its consoles first (when they share a Redis with this command), saying why,
+        # before the VM goes (not VM_STOPPED after): as the API does, it waits a moment for them.
+        if publish_from_command_line(settings.redis_url, Revocation.vm_deleted(
+                vm.uuid, f"VM {vm.name!r} deleted from the command line")):
+            await asyncio.to_thread(_wait_for_consoles_to_end, settings, vm.uuid, CONSOLES_END_WAIT)
         return await hv.delete_vm(vm.uuid, delete_disks=delete_disks)
 
     volumes = _audited(settings, "delete", vm_id, delete)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import libvirt
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -254,4 +255,129 @@ def test_parallel_creates_of_one_name_on_two_servers_make_one_vm(
     assert results == ["OK"] + ["VM_ALREADY_EXISTS"] * 5, results
     assert all(row["finished_at"] for row in actions_of(first, name))
     assert domain_exists(QEMU_URI, name) and (TEST_POOL_DIR / f"{name}-disk0.qcow2").exists()
+    assert integrity(tmp_path / "data") == "ok"
+
+
+async def test_a_surviving_servers_periodic_sweep_clears_what_a_killed_one_held(
+    limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str],
+    leftover_volumes: Callable[..., str], tmp_path: Path,
+) -> None:
+    """No restart and no request: two servers on one database, heartbeats a second apart. One is killed
+    with a console open and a create half-done; the other's next sweep (not its start-up one, which ran
+    before) ends the console row with SERVER_LOST, removes the volume and completes the create's row."""
+    quick = {"LIMEN_INSTANCE_HEARTBEAT": "1"}
+    doomed = limen_server(**quick)
+    survivor = limen_server(**quick)
+    name = vm_names()
+    with api(doomed) as client:
+        assert client.post("/api/vms", json={"name": name, "memory_mib": 64, "iso": DEMO_ISO}).status_code == 201
+        assert client.post(f"/api/vms/{name}/start").status_code == 200
+    ws = await open_console(doomed, name)
+    (held,) = await live_rows(survivor, count=1)
+    lost_name = leftover_volumes()
+    volume = TEST_POOL_DIR / f"{lost_name}-disk0.qcow2"
+    body = {"name": lost_name, "memory_mib": 64, "disk_gib": 1, "iso": DEMO_ISO}
+    assert not await asyncio.to_thread(_kill_when_the_volume_appears, doomed, volume,
+                                       _post_ignoring_the_crash(doomed, body))
+    await ws.close()
+
+    # Gone at once (its process ended on this host): the survivor's next heartbeat sweeps it. Bounded by a
+    # few heartbeats, with slack for a loaded machine.
+    deadline = time.monotonic() + 15
+    while await live_rows(survivor, count=0, timeout=0) or volume.exists():
+        assert time.monotonic() < deadline, (await live_rows(survivor, count=0, timeout=0), volume.exists())
+        await asyncio.sleep(0.2)
+    with api(survivor) as client:
+        (row,) = [r for r in client.get("/api/console-sessions").json() if r["id"] == held["id"]]
+    assert (row["live"], row["end_code"]) == (False, "SERVER_LOST"), row
+    assert not volume_exists(QEMU_URI, str(volume))
+    deadline = time.monotonic() + 10
+    while (lost := actions_of(survivor, lost_name))[0]["finished_at"] is None:
+        assert time.monotonic() < deadline, lost
+        await asyncio.sleep(0.2)
+    assert [r["result_code"] for r in lost] == ["SERVER_LOST"], lost
+    with api(survivor) as client:  # the name is free again
+        assert client.post("/api/vms", json=body).status_code == 201
+    assert integrity(tmp_path / "data") == "ok"
+
+
+def _kill_when_the_domain_is_defined(server: LimenProcess, name: str, create: Callable[[], None]) -> None:
+    """Starts ``create`` in a thread and kills the server the moment libvirt knows the domain ``name``
+    (asked on one connection, as fast as it answers)."""
+    conn = libvirt.open(QEMU_URI)
+    try:
+        thread = threading.Thread(target=create, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn.lookupByName(name)
+                break
+            except libvirt.libvirtError:
+                assert time.monotonic() < deadline, f"{name} was never defined: {server.output()}"
+        server.kill(signal.SIGKILL)
+        thread.join(timeout=30)
+    finally:
+        conn.close()
+
+
+def test_create_killed_after_its_domain_is_defined_is_undone_on_restart(
+    limen_server: Callable[..., LimenProcess], leftover_volumes: Callable[..., str], tmp_path: Path
+) -> None:
+    """The later window: the domain is defined (carrying the create's token in its limen metadata) but the
+    create's row is not completed. The restart removes that domain and its volume, as the row's details say."""
+    server = limen_server()
+    name = leftover_volumes()
+    volume = TEST_POOL_DIR / f"{name}-disk0.qcow2"
+    body = {"name": name, "memory_mib": 64, "disk_gib": 1, "iso": DEMO_ISO}
+
+    _kill_when_the_domain_is_defined(server, name, _post_ignoring_the_crash(server, body))
+    (pending,) = fetch_all(tmp_path / "data", f"SELECT result_code FROM vm_actions WHERE vm_name = '{name}'")
+    assert pending == ("STARTED",), "the kill came after the create was completed: the window was missed"
+    assert domain_exists(QEMU_URI, name) and volume.exists()
+    assert integrity(tmp_path / "data") == "ok"
+
+    server.start()
+    assert not domain_exists(QEMU_URI, name) and not volume.exists()
+    (lost,) = actions_of(server, name)
+    assert lost["result_code"] == "SERVER_LOST" and lost["finished_at"] is not None, lost
+    assert f"domain {name}" in lost["details"] and f"volume {volume}" in lost["details"], lost
+    with api(server) as client:
+        assert client.post("/api/vms", json=body).status_code == 201
+    assert integrity(tmp_path / "data") == "ok"
+
+
+async def test_one_kill_with_consoles_open_and_a_create_half_done_leaves_nothing_after_the_restart(
+    limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str],
+    leftover_volumes: Callable[..., str], tmp_path: Path,
+) -> None:
+    """The issue's fault injection in one go: a single ``kill -9`` while consoles stream and a create has
+    made its volume; after the restart no row is live, no volume is orphaned, the name is reusable and the
+    database is whole."""
+    server = limen_server()
+    name = vm_names()
+    with api(server) as client:
+        assert client.post("/api/vms", json={"name": name, "memory_mib": 64, "iso": DEMO_ISO}).status_code == 201
+        assert client.post(f"/api/vms/{name}/start").status_code == 200
+    consoles = [await open_console(server, name) for _ in range(CONSOLES)]
+    held = await live_rows(server, count=CONSOLES)
+    assert len(held) == CONSOLES, held
+    lost_name = leftover_volumes()
+    volume = TEST_POOL_DIR / f"{lost_name}-disk0.qcow2"
+    body = {"name": lost_name, "memory_mib": 64, "disk_gib": 1, "iso": DEMO_ISO}
+    assert not await asyncio.to_thread(_kill_when_the_volume_appears, server, volume,
+                                       _post_ignoring_the_crash(server, body))
+    for ws in consoles:
+        await ws.close()
+    assert volume.exists() and integrity(tmp_path / "data") == "ok"
+
+    server.start()
+    with api(server) as client:
+        assert client.get("/api/console-sessions?live=true").json() == []
+        ends = {row["id"]: row["end_code"] for row in client.get("/api/console-sessions").json()}
+    assert [ends[row["id"]] for row in held] == ["SERVER_LOST"] * CONSOLES
+    assert not volume.exists() and not volume_exists(QEMU_URI, str(volume))
+    assert [row["result_code"] for row in actions_of(server, lost_name)] == ["SERVER_LOST"]
+    with api(server) as client:
+        assert client.post("/api/vms", json=body).status_code == 201
     assert integrity(tmp_path / "data") == "ok"

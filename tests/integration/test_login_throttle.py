@@ -212,3 +212,41 @@ def test_places_of_a_process_killed_mid_attempt_are_given_back(
     assert login(server, "203.0.113.45", PASSWORD).status_code == 200  # elsewhere: not held at all
     time.sleep(3.5)
     assert login(server, address, PASSWORD).status_code == 200
+
+
+async def guesses(server: LimenProcess, address: str, names: list[str]) -> list[int]:
+    """One wrong password for each of ``names``, all at once from ``address``; their statuses."""
+    async with httpx.AsyncClient(base_url=server.base_url, limits=httpx.Limits(max_connections=len(names)),
+                                 timeout=60) as client:
+        responses = await asyncio.gather(*(
+            client.post("/api/login", json={"name": name, "password": "a guess"}, headers={"X-Forwarded-For": address})
+            for name in names))
+    return [response.status_code for response in responses]
+
+
+def test_an_address_guessing_many_names_is_blocked_there_only_with_growing_blocks(
+    limen_server: Callable[..., LimenProcess],
+) -> None:
+    """Per address, all names: an address that guesses at many names (none of them USER's) is refused
+    as a whole, right password or not, its block doubling with each failure past the limit; USER signs
+    in from another address all along."""
+    server = limen_server(**TRUSTED, LIMEN_LOGIN_MAX_FAILURES_PER_ADDRESS="4", LIMEN_LOGIN_BLOCK_SECONDS="1",
+                          LIMEN_LOGIN_BLOCK_MAX_SECONDS="4")
+    make_user(server)
+    guesser, elsewhere = "203.0.113.60", "198.51.100.60"
+    statuses = asyncio.run(guesses(server, guesser, [f"guess-{index}" for index in range(12)]))
+    # Each name failed at most once (far below its own limit of 5): the address's count refused the rest.
+    assert sorted(statuses) == [401] * 4 + [429] * 8, statuses
+    blocks = [refusal(login(server, guesser, PASSWORD))]  # a real user at that address: refused too
+    assert login(server, elsewhere, PASSWORD).status_code == 200
+    for _ in range(2):
+        time.sleep(blocks[-1] + 0.2)
+        assert login(server, guesser, "wrong", name="guess-again").status_code == 401  # one attempt, failed
+        blocks.append(refusal(login(server, guesser, PASSWORD)))
+        assert login(server, elsewhere, PASSWORD).status_code == 200
+    assert blocks == [1, 2, 4], blocks
+    # A right password after the block lets its user in but does not clear the address for others.
+    time.sleep(blocks[-1] + 0.2)
+    assert login(server, guesser, PASSWORD).status_code == 200
+    assert login(server, guesser, "wrong", name="guess-more").status_code == 401
+    refusal(login(server, guesser, PASSWORD))
