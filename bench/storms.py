@@ -112,6 +112,19 @@ async def _wait_rows(db_path: Path, want: Callable[[int], bool], seconds: float)
         await asyncio.sleep(0.05)
 
 
+async def _settled_live_rows(db_path: Path, seconds: float = 10.0) -> int:
+    """The live-row count once it stops changing (the probe's row written, earlier sessions' rows closed)."""
+    deadline = time.perf_counter() + seconds
+    last = await asyncio.to_thread(_live_rows, db_path)
+    while time.perf_counter() < deadline:
+        await asyncio.sleep(0.3)
+        count = await asyncio.to_thread(_live_rows, db_path)
+        if count == last:
+            return count
+        last = count
+    return last
+
+
 async def measure_storms(
     target: Target, probe_target: Target, plan: StormPlan, proxy_pgid: int, db_path: Path | None,
     restart: Callable[[], Any] | None = None,
@@ -120,7 +133,7 @@ async def measure_storms(
     async with asyncio.timeout(plan.timeout):
         probe_session = await open_session(probe_target)
     probe = Probe(probe_session)
-    live_before = await asyncio.to_thread(_live_rows, db_path) if db_path else None
+    live_before = await _settled_live_rows(db_path) if db_path else None
     workers = max(1, min(plan.workers, plan.sessions))
     counts = [plan.sessions // workers + (1 if index < plan.sessions % workers else 0) for index in range(workers)]
     parallel = max(1, math.ceil(plan.openers / workers))
