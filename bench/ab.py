@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--a", required=True, help="source tree A (its src directory)")
     parser.add_argument("--b", required=True, help="source tree B")
+    parser.add_argument("--also", action="append", default=[], metavar="LABEL=SRC",
+                        help="more trees, measured in the same rotation (e.g. one lever alone)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--count", type=int, default=300, help="set-ups per sign-in path")
     parser.add_argument("--sessions", type=int, default=9000, help="consoles of the admission run (0: none)")
@@ -73,7 +75,10 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="limen-ab-") as temporary, Processes(Path(temporary) / "logs") as processes:
         fake = start_fake_vnc(processes)
         for round_index in range(args.rounds):
-            order = [("A", args.a), ("B", args.b)]
+            order = [("A", args.a), ("B", args.b),
+                     *(tuple(item.split("=", 1)) for item in args.also)]  # type: ignore[misc]
+            shift = round_index % len(order)
+            order = order[shift:] + order[:shift]
             if round_index % 2:
                 order.reverse()
             for label, src in order:
