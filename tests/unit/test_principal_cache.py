@@ -133,6 +133,20 @@ async def test_the_command_lines_stamp_empties_the_cache(access: Access) -> None
     assert await access.tokens.resolve(secret) is None
 
 
+async def test_without_redis_a_change_on_one_instance_reaches_another_on_this_host(access: Access) -> None:
+    """Two instances on one database and no Redis: the change's revocation, published on the first, stamps
+    the credentials file, and the second forgets what it remembered."""
+    secret = (await access.tokens.create("alice", "script")).secret
+    other = make_access(access.settings)
+    try:
+        assert await other.tokens.resolve(secret) is not None
+        await access.users.set_disabled("alice", True)
+        await access.revocations.publish(Revocation.user_changed("alice", "disabled on the first instance"))
+        assert await other.tokens.resolve(secret) is None
+    finally:
+        await other.close()
+
+
 async def test_a_read_that_began_before_a_change_is_not_remembered(access: Access) -> None:
     secret = (await access.tokens.create("alice", "script")).secret
     started = asyncio.Event()

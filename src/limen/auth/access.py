@@ -15,7 +15,7 @@ from limen.audit import AuditLog
 from limen.auth import http
 from limen.auth.browser_sessions import BrowserSessions
 from limen.auth.passwords import Passwords
-from limen.auth.principal_cache import PrincipalCache, credentials_stamp_path
+from limen.auth.principal_cache import PrincipalCache, credentials_stamp_path, touch_credentials_stamp
 from limen.auth.ratelimit import LoginRateLimiter
 from limen.auth.revocation import Revocation, Scope
 from limen.auth.revocation_bus import RevocationBus, make_revocation_bus
@@ -81,9 +81,12 @@ class Access:
         self.started = False
 
     def _forget_principals(self, revocation: Revocation) -> None:
-        """A user's rights or a credential changed, here, on another instance or on the command line."""
+        """A user's rights or a credential changed, here, on another instance or on the command line. Without
+        a Redis to carry it, the change is also stamped for the other instances on this host."""
         if revocation.scope in (Scope.USER, Scope.CREDENTIAL):
             self.principals.forget_all()
+            if not self.settings.redis_url:
+                touch_credentials_stamp(self.settings.data_dir)
 
     async def start(self) -> None:
         """Migrates the database and checks the ticket store; a no-op once done."""

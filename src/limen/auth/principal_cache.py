@@ -9,8 +9,9 @@ rights may have been taken away, before the change can be used:
   disabled, approved flag or deletion: :meth:`PrincipalCache.forget_all` right after the commit), and by
   every :class:`~limen.auth.revocation.Revocation` of a user or a credential on the revocation bus, which
   also carries the changes other instances and the command line make when they share a Redis;
-* by the command line without a Redis: it touches the *credentials stamp* file next to the data
-  (:func:`touch_credentials_stamp`), whose modification time is compared on every look-up (one ``stat``);
+* without a Redis, by the *credentials stamp* file next to the data, which the command line and every
+  instance's revocations touch (:func:`touch_credentials_stamp`) and whose modification time is compared
+  on every look-up (one ``stat``): other instances on this host and the command line reach it too;
 * a read that started before a change never stores its answer after it (a generation number), and an entry
   lives at most ``MAX_AGE`` seconds (so a token's ``last_used_at`` is still written about once a minute)
   and never past its browser session's expiry.
