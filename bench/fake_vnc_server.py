@@ -7,6 +7,9 @@ Modes (what happens after ServerInit):
 * ``echo-update``: each FramebufferUpdateRequest is answered with one small update (16 × 16 Raw),
   for round-trip timing and for checking that an idle session still answers.
 * ``idle``: nothing is ever sent after ServerInit; client messages are read and dropped.
+* ``stream-256``, ``stream-64``, ``stream-16``: as ``stream``, but each FramebufferUpdate is one Raw
+  rectangle of 256 × 256 (256 KiB), 64 × 64 (16 KiB) or 16 × 16 (1 KiB): the small updates a busy desktop
+  sends, where per-message costs (a read, a frame header, a write) weigh more than per-byte ones.
 
 Every client message is parsed (SetPixelFormat, SetEncodings, requests, key, pointer, cut text), so
 noVNC can talk to it. Run as ``python -m bench.fake_vnc_server --mode stream --mode echo-update``;
@@ -34,7 +37,8 @@ if __package__ in (None, ""):
 
 from bench import rfb
 
-MODES = ("stream", "echo-update", "idle")
+RECT_SIDES = {"stream-256": 256, "stream-64": 64, "stream-16": 16}
+MODES = ("stream", "echo-update", "idle", *RECT_SIDES)
 READ_SIZE = 64 * 1024
 
 
@@ -47,6 +51,9 @@ class Screen:
 
     def full_update(self) -> bytes:
         return rfb.raw_update(self.width, self.height, rfb.pattern(self.width * self.height * 4))
+
+    def rect_update(self, side: int) -> bytes:
+        return rfb.raw_update(side, side, rfb.pattern(side * side * 4))
 
     def small_update(self) -> bytes:
         return rfb.raw_update(self.small, self.small, rfb.pattern(self.small * self.small * 4))
@@ -116,6 +123,9 @@ class FakeVncServer:
         self.screen = screen
         self._full = screen.full_update()
         self._small = screen.small_update()
+        # Updates of one small rectangle, several to a write so the server is not the bottleneck.
+        self._rects = {mode: screen.rect_update(side) * max(1, (256 * 1024) // (side * side * 4 + 16))
+                       for mode, side in RECT_SIDES.items()}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def listen(self, mode: str, host: str, port: int) -> tuple[socket.socket, asyncio.Task[None]]:
@@ -147,8 +157,8 @@ class FakeVncServer:
             nonlocal streamer
             if mode == "echo-update":
                 await loop.sock_sendall(sock, self._small)
-            elif mode == "stream" and streamer is None:
-                streamer = loop.create_task(self._stream(sock))
+            elif mode.startswith("stream") and streamer is None:
+                streamer = loop.create_task(self._stream(sock, self._rects.get(mode, self._full)))
 
         try:
             await handshake(loop, sock, reader, self.screen)
@@ -163,9 +173,8 @@ class FakeVncServer:
                     await streamer
             sock.close()
 
-    async def _stream(self, sock: socket.socket) -> None:
+    async def _stream(self, sock: socket.socket, update: bytes) -> None:
         loop = asyncio.get_running_loop()
-        update = self._full
         while True:
             await loop.sock_sendall(sock, update)
 
@@ -190,7 +199,7 @@ async def main_async(args: argparse.Namespace) -> None:
     server = FakeVncServer(Screen(width=args.width, height=args.height))
     ports: dict[str, int] = {}
     listeners = []
-    for mode in args.mode or ["stream", "echo-update", "idle"]:
+    for mode in args.mode or list(MODES):
         listener, task = await server.listen(mode, args.host, 0)
         listeners.append((listener, task))
         ports[mode] = listener.getsockname()[1]

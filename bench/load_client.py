@@ -62,11 +62,22 @@ class SessionError(Exception):
         self.kind = kind
 
 
+AUTH_MODES = ("ticket", "cookie", "bearer")
+
+
 @dataclass(frozen=True)
 class Target:
     url: str
     status_frames: bool = False
     tickets: bool = False  # fetch a one-time console ticket before each WebSocket, as limen's page does
+    # How the WebSocket upgrade proves who opens it: "ticket" (?ticket=, as the page does; same as
+    # ``tickets``), "cookie" (the browser session cookie LIMEN_COOKIE), "bearer" (API token LIMEN_TOKEN in
+    # Authorization); "" sends the bearer token if LIMEN_TOKEN is set (other proxies ignore it).
+    auth: str = ""
+
+    @property
+    def auth_mode(self) -> str:
+        return "ticket" if self.tickets else self.auth
 
     @property
     def is_raw(self) -> bool:
@@ -150,14 +161,20 @@ class WsConnection(Connection):
         self._ws = ws
 
     @classmethod
-    async def open(cls, url: str, *, bearer: bool = True) -> WsConnection:
-        # limen's console needs a user: the bench's limen servers make an admin token and export it as
-        # LIMEN_TOKEN before the load clients start (bench.systems.start_limen); other systems ignore it.
-        # With tickets the URL carries ?ticket= and no header is sent, as from a browser.
-        token = os.environ.get("LIMEN_TOKEN") if bearer else None
+    async def open(cls, url: str, *, auth: str = "") -> WsConnection:
+        # limen's console needs a user: the bench's limen servers make an admin token and a browser session
+        # and export them as LIMEN_TOKEN and LIMEN_COOKIE before the load clients start
+        # (bench.systems.start_limen); other systems ignore them. With tickets the URL carries ?ticket= and
+        # no header is sent, as from a browser.
+        headers: dict[str, str] = {}
+        token, cookie = os.environ.get("LIMEN_TOKEN"), os.environ.get("LIMEN_COOKIE")
+        if auth in ("", "bearer") and token:
+            headers["Authorization"] = f"Bearer {token}"
+        elif auth == "cookie" and cookie:
+            headers["Cookie"] = f"limen_session={cookie}"
         ws = await connect(
             url,
-            additional_headers={"Authorization": f"Bearer {token}"} if token else None,
+            additional_headers=headers or None,
             compression=None,
             max_size=None,
             ping_interval=None,
@@ -327,7 +344,7 @@ class Session:
 async def open_session(target: Target, read_size: int = READ_SIZE) -> Session:
     """(Fetch a ticket,) connect (and upgrade), read the status frames if any, do the RFB handshake."""
     url, ticket_ms = target.url, None
-    if target.tickets:
+    if target.auth_mode == "ticket":
         url, ticket_ms = await TICKETS.fetch(target.url)
     started = time.perf_counter()
     parts = urlsplit(url)
@@ -336,7 +353,7 @@ async def open_session(target: Target, read_size: int = READ_SIZE) -> Session:
         if target.is_raw:
             connection = await RawConnection.open(parts.hostname or "127.0.0.1", parts.port or 5900, read_size)
         else:
-            connection = await WsConnection.open(url, bearer=not target.tickets)
+            connection = await WsConnection.open(url, auth=target.auth_mode)
     except (OSError, WebSocketException) as exc:
         raise SessionError("connect_failed", f"{type(exc).__name__}: {exc}") from None
     try:
@@ -585,8 +602,12 @@ def _client_cpu() -> float:
 
 
 async def measure_stream(
-    target: Target, streams: int, seconds: float, warmup: float, timeout: float, proxy_pgid: int, server_pid: int
+    target: Target, streams: int, seconds: float, warmup: float, timeout: float, proxy_pgid: int, server_pid: int,
+    ws_library: bool = False,
 ) -> dict[str, Any]:
+    """``ws_library``: read through the websockets connection (a bytes object and a queue hop per frame,
+    as a client built on that library does) instead of :class:`WsStreamReader`; the client is then
+    slower and the proxy is paused by backpressure more often."""
     async with asyncio.timeout(timeout):
         sessions = await asyncio.gather(*(open_session(target, STREAM_READ_SIZE) for _ in range(streams)))
     counters = [StreamCounter() for _ in sessions]
@@ -594,7 +615,7 @@ async def measure_stream(
     for session, counter in zip(sessions, counters, strict=True):
         width, height = session.server_init.width, session.server_init.height
         request = rfb.update_request(0, 0, width, height, incremental=False)
-        if isinstance(session.connection, WsConnection):
+        if isinstance(session.connection, WsConnection) and not ws_library:
             reader = WsStreamReader(rfb.UpdateParser(session.server_init.bits_per_pixel), counter)
             session.connection.detach(reader)
             reader.send_binary(request)
@@ -654,7 +675,10 @@ async def measure_stream(
 # -- idle sessions over worker processes ------------------------------------------------------------
 
 
-async def _open_many(target: Target, count: int, parallel: int, timeout: float) -> tuple[list[Session], Failures]:
+async def _open_many(target: Target, count: int, parallel: int, timeout: float,
+                     deadline: float = 0.0) -> tuple[list[Session], Failures]:
+    """``count`` sessions, ``parallel`` at a time; with ``deadline`` (seconds), those not open by then are
+    given up (counted as ``not_by_deadline``)."""
     sessions: list[Session] = []
     failures = Failures()
     gate = asyncio.Semaphore(parallel)
@@ -667,8 +691,50 @@ async def _open_many(target: Target, count: int, parallel: int, timeout: float) 
             except (SessionError, TimeoutError, OSError) as exc:
                 failures.add(exc)
 
-    await asyncio.gather(*(one() for _ in range(count)))
+    tasks = [asyncio.ensure_future(one()) for _ in range(count)]
+    _, pending = await asyncio.wait(tasks, timeout=deadline or None)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    if pending:
+        failures.counts["not_by_deadline"] = len(pending)
     return sessions, failures
+
+
+async def _reopen_with_backoff(target: Target, count: int, parallel: int, timeout: float,
+                               backoff: tuple[float, ...]) -> dict[str, Any]:
+    """``count`` clients reconnecting as the console page does after its session was cut: wait
+    ``backoff[0]``, try; on failure wait the next delay; give up after the last. ``parallel`` bounds the
+    attempts in flight (the client's own CPU), not the clients waiting."""
+    started = time.perf_counter()
+    gate = asyncio.Semaphore(parallel)
+    failures = Failures()
+    opened: list[Session] = []
+    admitted_at: list[float] = []
+    attempts = 0
+
+    async def client() -> None:
+        nonlocal attempts
+        for delay in backoff:
+            await asyncio.sleep(delay)
+            async with gate:
+                attempts += 1
+                try:
+                    async with asyncio.timeout(timeout):
+                        session = await open_session(target)
+                except (SessionError, TimeoutError, OSError) as exc:
+                    failures.add(exc)
+                    continue
+            opened.append(session)
+            admitted_at.append(time.perf_counter() - started)
+            return
+        failures.add(SessionError("gave_up"))
+
+    await asyncio.gather(*(client() for _ in range(count)))
+    for session in opened:
+        await session.connection.close(abort=True)
+    return {"reconnected": len(opened), "attempts": attempts, "failures": failures.as_dict(),
+            "last_admitted_s": round(max(admitted_at), 3) if admitted_at else None}
 
 
 async def _check_all(sessions: list[Session], timeout: float) -> tuple[int, Failures]:
@@ -691,7 +757,10 @@ async def _read_line(reader: asyncio.StreamReader) -> str:
     return (await reader.readline()).decode().strip()
 
 
-async def idle_worker(target: Target, count: int, parallel: int, timeout: float) -> None:
+UI_BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # console-page.js's BACKOFF_SECONDS
+
+
+async def idle_worker(target: Target, count: int, parallel: int, timeout: float, deadline: float = 0.0) -> None:
     """Holds ``count`` sessions; talks to its parent over stdin/stdout, one JSON line per step."""
     loop = asyncio.get_running_loop()
     stdin = asyncio.StreamReader()
@@ -702,13 +771,18 @@ async def idle_worker(target: Target, count: int, parallel: int, timeout: float)
         sys.stdout.flush()
 
     started = time.perf_counter()
-    sessions, failures = await _open_many(target, count, parallel, timeout)
+    sessions, failures = await _open_many(target, count, parallel, timeout, deadline)
     say({"opened": len(sessions), "failures": failures.as_dict(), "seconds": round(time.perf_counter() - started, 3)})
     try:
-        if await _read_line(stdin) == "check":
+        word = await _read_line(stdin)
+        if word == "check":
             answered, check_failures = await _check_all(sessions, timeout)
             say({"answered": answered, "failures": check_failures.as_dict()})
-            await _read_line(stdin)  # "close", or EOF when the parent went away
+            word = await _read_line(stdin)  # "close", or EOF when the parent went away
+        if word == "reconnect":  # the server was restarted: every session is cut; reconnect as the page does
+            await asyncio.gather(*(s.connection.close(abort=True) for s in sessions), return_exceptions=True)
+            count, sessions = len(sessions), []
+            say(await _reopen_with_backoff(target, count, parallel, timeout, UI_BACKOFF))
     finally:
         await asyncio.gather(*(s.connection.close(abort=True) for s in sessions), return_exceptions=True)
     say({"closed": len(sessions)})
@@ -717,9 +791,12 @@ async def idle_worker(target: Target, count: int, parallel: int, timeout: float)
 class WorkerSet:
     """Worker processes of ``idle-worker``, read line by line with a deadline."""
 
-    def __init__(self, target: Target, counts: list[int], parallel: int, timeout: float) -> None:
+    def __init__(self, target: Target, counts: list[int], parallel: int, timeout: float,
+                 deadline: float = 0.0) -> None:
         command = [sys.executable, "-m", "bench.load_client", "idle-worker", "--target", target.url,
-                   "--parallel", str(parallel), "--timeout", str(timeout)]
+                   "--parallel", str(parallel), "--timeout", str(timeout), "--deadline", str(deadline)]
+        if target.auth:
+            command += ["--auth", target.auth]
         if target.status_frames:
             command.append("--status-frames")
         if target.tickets:
@@ -844,6 +921,8 @@ def main(argv: list[str] | None = None) -> None:
         sub.add_argument("--status-frames", action="store_true", help="read limen's status frames first")
         sub.add_argument("--tickets", action="store_true",
                          help="POST …/console-ticket (bearer LIMEN_TOKEN) before each WebSocket, open it with ?ticket=")
+        sub.add_argument("--auth", choices=AUTH_MODES, default="",
+                         help="how the upgrade proves its user (ticket = --tickets; cookie: LIMEN_COOKIE; bearer)")
         sub.add_argument("--timeout", type=float, default=10.0, help="bound on one session's set-up, seconds")
         return sub
 
@@ -857,6 +936,7 @@ def main(argv: list[str] | None = None) -> None:
     stream.add_argument("--warmup", type=float, default=0.5)
     stream.add_argument("--proxy-pgid", type=int, default=0)
     stream.add_argument("--server-pid", type=int, default=0)
+    stream.add_argument("--ws-library", action="store_true", help="read through the websockets library")
     idle = add("idle")
     idle.add_argument("--sessions", type=int, required=True)
     idle.add_argument("--workers", type=int, default=1)
@@ -866,10 +946,11 @@ def main(argv: list[str] | None = None) -> None:
     worker = add("idle-worker")
     worker.add_argument("--sessions", type=int, required=True)
     worker.add_argument("--parallel", type=int, default=32)
+    worker.add_argument("--deadline", type=float, default=0.0, help="give up opening after this many seconds")
     args = parser.parse_args(argv)
 
     raise_fd_limit()
-    target = Target(args.target, args.status_frames, args.tickets)
+    target = Target(args.target, args.status_frames, args.tickets, args.auth)
     run: Callable[[], Awaitable[Any]]
     if args.command == "setup":
         run = lambda: measure_setup(target, args.count, args.timeout)  # noqa: E731
@@ -877,14 +958,15 @@ def main(argv: list[str] | None = None) -> None:
         run = lambda: measure_rtt(target, args.count, args.warmup, args.timeout)  # noqa: E731
     elif args.command == "stream":
         run = lambda: measure_stream(  # noqa: E731
-            target, args.streams, args.seconds, args.warmup, args.timeout, args.proxy_pgid, args.server_pid
+            target, args.streams, args.seconds, args.warmup, args.timeout, args.proxy_pgid, args.server_pid,
+            args.ws_library,
         )
     elif args.command == "idle":
         run = lambda: measure_idle(  # noqa: E731
             target, args.sessions, args.workers, args.parallel, args.timeout, args.proxy_pgid, args.warmup
         )
     else:
-        _run(idle_worker(target, args.sessions, args.parallel, args.timeout))
+        _run(idle_worker(target, args.sessions, args.parallel, args.timeout, args.deadline))
         return
     result = _run(run())
     print(json.dumps(result), flush=True)

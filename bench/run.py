@@ -11,6 +11,7 @@ an exception or Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import datetime
 import importlib.metadata
@@ -22,6 +23,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +32,8 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.load_client import Target
+from bench.storms import StormPlan, measure_storms
 from bench.systems import (
     FakeVnc,
     Limen,
@@ -70,11 +74,23 @@ class Plan:
     sessions_per_worker: int = 3000
     parallel_setups: int = 32  # per worker
     session_timeout: float = 10.0
+    # Set-up on every sign-in path (limen; other systems ignore credentials): ticket is the page's way.
+    auth_paths: tuple[str, ...] = ("ticket", "cookie", "bearer")
+    # 1-stream runs with updates of one small rectangle (fake server modes stream-256/-64/-16).
+    rect_modes: tuple[str, ...] = ("stream-256", "stream-64", "stream-16")
+    # Admission, close storm, reconnect storm (bench/storms.py); storm_sessions 0 skips them.
+    storm_sessions: int = 9000
+    storm_openers: int = 32
+    storm_workers: int = 4
+    storm_window: float = 20.0
+    storm_auth: str = "bearer"
+    reconnect_storm: bool = True
 
 
 FULL = Plan()
 SMOKE = Plan(setup_count=5, rtt_count=20, rtt_warmup=5, stream_seconds=0.5, stream_warmup=0.2,
-             parallel_streams=2, idle_levels=(20,), parallel_setups=10, session_timeout=5.0)
+             parallel_streams=2, idle_levels=(20,), parallel_setups=10, session_timeout=5.0,
+             storm_sessions=20, storm_openers=8, storm_workers=2, storm_window=20.0)
 
 
 class MeasureError(Exception):
@@ -194,6 +210,15 @@ class LimenSystem(System):
     def fresh(self, mode: str) -> None:
         self.close()
 
+    def restart(self) -> float:
+        """Stops the server and starts it again on the same port and database; when it answers again."""
+        assert self.limen is not None
+        port = self.limen.port
+        self.processes.stop(self.limen.process)
+        self.limen = start_limen(self.processes, self.fake.ports, self.work_dir / self.name, self.name,
+                                 self.variant, port=port)
+        return time.perf_counter()
+
     def close(self) -> None:
         if self.limen is not None:
             self.processes.stop(self.limen.process)
@@ -221,9 +246,9 @@ def load_client(processes: Processes, name: str, args: list[str], timeout: float
 def measure_system(system: System, processes: Processes, plan: Plan, fake: FakeVnc) -> dict[str, Any]:
     results: dict[str, Any] = {}
 
-    def target(mode: str) -> list[str]:
+    def target(mode: str, auth: str = "ticket") -> list[str]:
         args = ["--target", system.url(mode), "--timeout", str(plan.session_timeout)]
-        return [*args, "--status-frames", "--tickets"] if system.status_frames else args
+        return [*args, "--status-frames", "--auth", auth] if system.status_frames else args
 
     def attempt(key: str, run: Callable[[], Any]) -> None:
         try:
@@ -236,6 +261,13 @@ def measure_system(system: System, processes: Processes, plan: Plan, fake: FakeV
     attempt("setup", lambda: load_client(
         processes, f"client-{name}-setup", ["setup", *target("idle"), "--count", str(plan.setup_count)],
         timeout=60 + plan.setup_count * plan.session_timeout))
+    if system.status_frames:  # the other sign-in paths (limen only)
+        for auth in plan.auth_paths:
+            if auth != "ticket":
+                attempt(f"setup_{auth}", lambda auth=auth: load_client(  # type: ignore[misc]
+                    processes, f"client-{name}-setup-{auth}",
+                    ["setup", *target("idle", auth), "--count", str(plan.setup_count)],
+                    timeout=60 + plan.setup_count * plan.session_timeout))
     attempt("rtt", lambda: load_client(
         processes, f"client-{name}-rtt",
         ["rtt", *target("echo-update"), "--count", str(plan.rtt_count), "--warmup", str(plan.rtt_warmup)],
@@ -247,6 +279,26 @@ def measure_system(system: System, processes: Processes, plan: Plan, fake: FakeV
              "--warmup", str(plan.stream_warmup), "--proxy-pgid", str(system.pgid("stream")),
              "--server-pid", str(fake.process.pid)],
             timeout=60 + plan.stream_seconds + plan.stream_warmup))
+    for mode in plan.rect_modes:
+        attempt(f"stream_1_{mode.removeprefix('stream-')}", lambda mode=mode: load_client(  # type: ignore[misc]
+            processes, f"client-{name}-{mode}",
+            ["stream", *target(mode), "--streams", "1", "--seconds", str(plan.stream_seconds),
+             "--warmup", str(plan.stream_warmup), "--proxy-pgid", str(system.pgid(mode)),
+             "--server-pid", str(fake.process.pid)],
+            timeout=60 + plan.stream_seconds + plan.stream_warmup))
+    if plan.rect_modes and system.name != "raw":
+        # The issue's harness style: 256x256 updates read through the websockets library (a slower client,
+        # so the proxy meets more backpressure and reads smaller chunks).
+        attempt("stream_1_256_wslib", lambda: load_client(
+            processes, f"client-{name}-stream-256-wslib",
+            ["stream", *target("stream-256"), "--streams", "1", "--seconds", str(plan.stream_seconds),
+             "--warmup", str(plan.stream_warmup), "--proxy-pgid", str(system.pgid("stream-256")),
+             "--server-pid", str(fake.process.pid), "--ws-library"],
+            timeout=60 + plan.stream_seconds + plan.stream_warmup))
+    if plan.storm_sessions:
+        system.fresh("idle")
+        system.url("idle"), system.url("echo-update")  # started outside the storm's event loop
+        attempt("storms", lambda: asyncio.run(_storms(system, plan)))
     levels: list[dict[str, Any]] = []
     for sessions in plan.idle_levels:
         system.fresh("echo-update")
@@ -263,6 +315,17 @@ def measure_system(system: System, processes: Processes, plan: Plan, fake: FakeV
     results["idle"] = levels
     system.close()
     return results
+
+
+async def _storms(system: System, plan: Plan) -> dict[str, Any]:
+    auth = plan.storm_auth if system.status_frames else ""
+    target = Target(system.url("idle"), system.status_frames, auth=auth)
+    probe = Target(system.url("echo-update"), system.status_frames, auth=auth)
+    storm_plan = StormPlan(sessions=plan.storm_sessions, openers=plan.storm_openers, workers=plan.storm_workers,
+                           window=plan.storm_window, timeout=plan.session_timeout)
+    db_path = system.limen.db_path if isinstance(system, LimenSystem) and system.limen is not None else None
+    restart = system.restart if isinstance(system, LimenSystem) and plan.reconnect_storm else None
+    return await measure_storms(target, probe, storm_plan, system.pgid("idle"), db_path, restart)
 
 
 def _brief(result: Any) -> str:
@@ -320,7 +383,11 @@ def summarize(systems: dict[str, dict[str, Any]], plan: Plan) -> list[tuple[str,
                 cells[name] = "-"
         rows.append((label, cells))
 
-    row("setup p50 / p99 (ms)", lambda r: pair(r, "setup", "setup_ms"))
+    row("setup p50 / p99 (ms) [limen: ticket]", lambda r: pair(r, "setup", "setup_ms"))
+    for auth in plan.auth_paths:
+        if auth != "ticket":
+            row(f"setup p50 / p99 (ms) [limen: {auth}]",
+                lambda r, auth=auth: pair(r, f"setup_{auth}", "setup_ms"))  # type: ignore[misc]
     row("first status p50 / p99 (ms)", lambda r: pair(r, "setup", "first_status_ms", digits=3))
     row("console ticket p50 / p99 (ms, before set-up)", lambda r: pair(r, "setup", "ticket_ms", digits=2))
     row("1 stream (GB/s)", lambda r: fmt(_get(r, "stream_1", "gb_per_s")))
@@ -328,7 +395,32 @@ def summarize(systems: dict[str, dict[str, Any]], plan: Plan) -> list[tuple[str,
     row(f"{streams} streams (GB/s)", lambda r: fmt(_get(r, f"stream_{streams}", "gb_per_s")))
     row("proxy CPU s/GB, 1 stream", lambda r: fmt(_get(r, "stream_1", "proxy_cpu_s_per_gb")))
     row(f"proxy CPU s/GB, {streams} streams", lambda r: fmt(_get(r, f"stream_{streams}", "proxy_cpu_s_per_gb")))
+    for mode in plan.rect_modes:
+        side = mode.removeprefix("stream-")
+        row(f"1 stream {side}x{side} rects: GB/s, CPU s/GB",
+            lambda r, side=side: f"{fmt(_get(r, f'stream_1_{side}', 'gb_per_s'))}, "  # type: ignore[misc]
+                                 f"{fmt(_get(r, f'stream_1_{side}', 'proxy_cpu_s_per_gb'))}")
+    row("1 stream 256x256, websockets-library client: GB/s, CPU s/GB",
+        lambda r: f"{fmt(_get(r, 'stream_1_256_wslib', 'gb_per_s'))}, "
+                  f"{fmt(_get(r, 'stream_1_256_wslib', 'proxy_cpu_s_per_gb'))}")
     row("round trip p50 / p99 (ms)", lambda r: pair(r, "rtt", "rtt_ms", digits=3))
+    row(f"admitted in {plan.storm_window:g} s (of {plan.storm_sessions}, {plan.storm_openers} openers)",
+        lambda r: fmt(_get(r, "storms", "admission", "admitted")))
+    row("admission rate (/s)", lambda r: fmt(_get(r, "storms", "admission", "per_second"), 1))
+    row("proxy CPU ms per admitted console",
+        lambda r: fmt(_get(r, "storms", "admission", "proxy_cpu_ms_per_console"), 3))
+    row("audit rows all written (live / expected)", lambda r: "-" if _get(r, "storms", "admission", "audit") is None
+        else f"{_get(r, 'storms', 'admission', 'audit', 'all_written')} "
+             f"({_get(r, 'storms', 'admission', 'audit', 'live_rows')} / "
+             f"{_get(r, 'storms', 'admission', 'audit', 'expected')})")
+    row("close storm: all audit rows closed (s)", lambda r: fmt(_get(r, "storms", "close_storm", "audit_all_closed_s")))
+    row("probe rtt p99 quiet / during / after (ms)", lambda r: " / ".join(fmt(v, 3) for v in (
+        _get(r, "storms", "rtt_quiet_ms", "p99"), _get(r, "storms", "close_storm", "rtt_during_ms", "p99"),
+        _get(r, "storms", "close_storm", "rtt_after_ms", "p99"))))
+    row("reconnect storm: back / held, last after restart (s)", lambda r: "-"
+        if _get(r, "storms", "reconnect_storm") is None else
+        f"{_get(r, 'storms', 'reconnect_storm', 'reconnected')} / {_get(r, 'storms', 'reconnect_storm', 'held_before')}"
+        f", {fmt(_get(r, 'storms', 'reconnect_storm', 'all_back_after_restart_s'))}")
 
     def held(result: dict[str, Any]) -> str:
         best = largest_held(result)
@@ -374,6 +466,34 @@ def check_targets(systems: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
     check("rtt_p50_vs_websockify",
           ratio(_get(limen, "rtt", "rtt_ms", "p50"), _get(websockify, "rtt", "rtt_ms", "p50")),
           "<= 1.0x", lambda v: v <= 1.0)
+    # Issue 16.
+    ws_setup = _get(websockify, "setup", "setup_ms", "p50")
+    for key, label in (("setup", "ticket"), ("setup_cookie", "cookie"), ("setup_bearer", "bearer")):
+        check(f"i16_setup_{label}_vs_websockify", ratio(_get(limen, key, "setup_ms", "p50"), ws_setup),
+              "<= 0.5x", lambda v: v <= 0.5)
+    check("i16_ticket_post_p50_ms", _get(limen, "setup", "ticket_ms", "p50"), "<= 1 ms", lambda v: v <= 1)
+    admitted = _get(limen, "storms", "admission", "admitted")
+    check("i16_admitted_in_window", admitted, ">= 9000", lambda v: v >= 9000)
+    check("i16_cpu_ms_per_console", _get(limen, "storms", "admission", "proxy_cpu_ms_per_console"), "<= 1 ms",
+          lambda v: v <= 1)
+    check("i16_audit_rows_written", _get(limen, "storms", "admission", "audit", "all_written"), "all",
+          lambda v: bool(v))
+    check("i16_close_storm_rows_closed_s", _get(limen, "storms", "close_storm", "audit_all_closed_s"), "<= 10 s",
+          lambda v: v <= 10)
+    quiet = _get(limen, "storms", "rtt_quiet_ms", "p99")
+    worst = max((v for v in (_get(limen, "storms", "close_storm", "rtt_during_ms", "p99"),
+                             _get(limen, "storms", "close_storm", "rtt_after_ms", "p99")) if v is not None),
+                default=None)
+    check("i16_storm_rtt_p99_vs_quiet", ratio(worst, quiet), "<= 2x", lambda v: v <= 2)
+    check("i16_reconnect_all_back_s", _get(limen, "storms", "reconnect_storm", "all_back_after_restart_s"),
+          "<= 30 s", lambda v: v <= 30)
+    for side in ("", "_256", "_64", "_16", "_256_wslib"):
+        check(f"i16_cpu_per_gb{side or '_full'}_vs_websockify",
+              ratio(_get(limen, f"stream_1{side}", "proxy_cpu_s_per_gb"),
+                    _get(websockify, f"stream_1{side}", "proxy_cpu_s_per_gb")), "<= 0.4x", lambda v: v <= 0.4)
+    check("i16_8_streams_vs_websockify",
+          ratio(_get(limen, "stream_8", "gb_per_s"), _get(websockify, "stream_8", "gb_per_s")), ">= 2x",
+          lambda v: v >= 2)
     best = largest_held(limen)
     check("idle_sessions_held", None if best is None else best["held"], ">= 9000", lambda v: v >= 9000)
     check("rss_per_session_kb", None if best is None else best.get("rss_per_session_kb"), "<= 64 KB",
@@ -397,7 +517,7 @@ def render_table(rows: list[tuple[str, dict[str, str]]], names: list[str]) -> st
 def render_targets(checks: dict[str, dict[str, Any]]) -> str:
     marks = {True: "met", False: "NOT met", None: "not measured"}
     lines = [f"  (measured on: {checks['system']['value']})"]
-    lines += [f"  {name:<26} {check['value']!s:>10}  target {check['target']:<9} {marks[check['met']]}"
+    lines += [f"  {name:<34} {check['value']!s:>10}  target {check['target']:<9} {marks[check['met']]}"
               for name, check in checks.items() if name != "system"]
     return "\n".join(lines)
 
@@ -487,7 +607,7 @@ def run(plan: Plan, names: list[str], out: Path | None, work: Path | None = None
     results["targets"] = check_targets(results["systems"])
     print()
     print(render_table(rows, names))
-    print("\nlimen against issue 5's targets:")
+    print("\nlimen against issues 5 and 16's targets:")
     print(render_targets(results["targets"]))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -505,6 +625,9 @@ def main(argv: list[str] | None = None) -> None:
                              "limen variants " + ",".join(LIMEN_VARIANTS))
     parser.add_argument("--levels", help="idle session counts to try, comma-separated (default 1000,5000,9000)")
     parser.add_argument("--seconds", type=float, help="stream measurement window")
+    parser.add_argument("--storm-sessions", type=int, help="consoles of the admission and storms (0 skips them)")
+    parser.add_argument("--storm-auth", choices=("ticket", "cookie", "bearer"), help="credential of the storms")
+    parser.add_argument("--no-reconnect", action="store_true", help="skip the reconnect storm")
     parser.add_argument("--work-dir", type=Path, help="keep logs and limen's files here (default: a temp dir)")
     args = parser.parse_args(argv)
     plan = SMOKE if args.smoke else FULL
@@ -513,6 +636,12 @@ def main(argv: list[str] | None = None) -> None:
         overrides["idle_levels"] = tuple(int(level) for level in args.levels.split(","))
     if args.seconds:
         overrides["stream_seconds"] = args.seconds
+    if args.storm_sessions is not None:
+        overrides["storm_sessions"] = args.storm_sessions
+    if args.storm_auth:
+        overrides["storm_auth"] = args.storm_auth
+    if args.no_reconnect:
+        overrides["reconnect_storm"] = False
     if overrides:
         plan = Plan(**{**asdict(plan), **overrides})
     names = [name.strip() for name in args.systems.split(",") if name.strip()]

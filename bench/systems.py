@@ -25,7 +25,7 @@ from typing import IO, Any
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-MODES = ("stream", "echo-update", "idle")
+MODES = ("stream", "echo-update", "idle", "stream-256", "stream-64", "stream-16")
 
 
 class StartError(Exception):
@@ -219,6 +219,9 @@ DOMAIN_UUIDS = {
     "stream": "1ce0be4c-0000-4000-8000-000000000001",
     "echo-update": "1ce0be4c-0000-4000-8000-000000000002",
     "idle": "1ce0be4c-0000-4000-8000-000000000003",
+    "stream-256": "1ce0be4c-0000-4000-8000-000000000004",
+    "stream-64": "1ce0be4c-0000-4000-8000-000000000005",
+    "stream-16": "1ce0be4c-0000-4000-8000-000000000006",
 }
 
 
@@ -242,14 +245,18 @@ def node_xml(vnc_ports: dict[str, int]) -> str:
 class Limen:
     process: Process
     port: int
+    db_path: Path
 
     def console_url(self, mode: str) -> str:
         return f"ws://127.0.0.1:{self.port}/api/vms/{DOMAIN_UUIDS[mode]}/console"
 
 
-def provision_token(data_dir: Path) -> str:
-    """An admin and an API token in the limen database under ``data_dir`` (what ``limen user create`` and
-    ``limen token create`` do); returns the token's secret."""
+def provision_credentials(data_dir: Path) -> tuple[str, str]:
+    """An admin, an API token and a browser session in the limen database under ``data_dir`` (what ``limen
+    user create``, ``limen token create`` and a sign-in do); returns the token's secret and the cookie."""
+    import asyncio
+
+    from limen.auth.browser_sessions import BrowserSessions
     from limen.auth.passwords import Passwords, generate_password
     from limen.auth.tokens import Tokens
     from limen.auth.users import Users, find_user
@@ -260,13 +267,16 @@ def provision_token(data_dir: Path) -> str:
         db.migrate()
         if db.run_sync(lambda session: find_user(session, "bench")) is None:
             Users(db, Passwords(), time.time).create_sync("bench", generate_password(), Role.ADMIN)
-        return Tokens(db, time.time).create_sync("bench", "bench").secret
+        token = Tokens(db, time.time).create_sync("bench", "bench").secret
+        cookie = asyncio.run(BrowserSessions(db, time.time, 7 * 86400).create("bench")).cookie
+        return token, cookie
     finally:
         db.close()
 
 
 def start_limen(processes: Processes, vnc_ports: dict[str, int], work_dir: Path, name: str = "limen",
-                variant: tuple[str, str] | None = None) -> Limen:
+                variant: tuple[str, str] | None = None, port: int | None = None,
+                extra_env: dict[str, str] | None = None) -> Limen:
     """``limen serve`` over libvirt's test driver, whose domains point at the fake VNC server.
 
     ``variant`` = (WebSocket layer, loop) runs ``bench.limen_variant`` instead, for comparisons.
@@ -274,17 +284,21 @@ def start_limen(processes: Processes, vnc_ports: dict[str, int], work_dir: Path,
     work_dir.mkdir(parents=True, exist_ok=True)
     node = work_dir / "node.xml"
     node.write_text(node_xml(vnc_ports))
-    port = free_port()
+    port = port or free_port()
     env = {
         **python_env(),
+        **(extra_env or {}),
+        # LIMEN_BENCH_SRC: a source tree (its ``src``) to serve instead of the installed limen, for A/B runs.
+        **({"PYTHONPATH": os.environ["LIMEN_BENCH_SRC"] + os.pathsep + python_env()["PYTHONPATH"]}
+           if os.environ.get("LIMEN_BENCH_SRC") else {}),
         "LIMEN_LIBVIRT_URI": f"test://{node.resolve()}",
         "LIMEN_LOG_DIR": str(work_dir / "log"),
         "LIMEN_DATA_DIR": str(work_dir / "data"),
         "LIMEN_ISO_DIR": str(work_dir / "isos"),
     }
     (work_dir / "isos").mkdir(exist_ok=True)
-    # The console needs a user; load clients started from here on send this token (bench.load_client).
-    os.environ["LIMEN_TOKEN"] = provision_token(work_dir / "data")
+    # The console needs a user; load clients started from here on send this token or cookie (bench.load_client).
+    os.environ["LIMEN_TOKEN"], os.environ["LIMEN_COOKIE"] = provision_credentials(work_dir / "data")
     executable = VENV_BIN / "limen"
     if variant is not None:
         ws, _, patch = variant[0].partition("+")
@@ -296,7 +310,7 @@ def start_limen(processes: Processes, vnc_ports: dict[str, int], work_dir: Path,
         argv = [sys.executable, "-c", "from limen.cli import main; main()", "serve", "--port", str(port)]
     process = processes.start(name, argv, env=env)
     wait_http_ok(process, f"http://127.0.0.1:{port}/healthz", timeout=30)
-    return Limen(process, port)
+    return Limen(process, port, work_dir / "data" / "limen.db")
 
 
 def start_pump(processes: Processes, target_port: int, name: str, *, uvloop: bool = True,

@@ -20,13 +20,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, insert, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from limen.action_details import readable
 from limen.clock import Clock, utc_now
 from limen.db import Database
+from limen.db.batch import BatchedWrites
 from limen.db.models import CODE_MAX, NAME_MAX, ConsoleSessionRecord, LimenInstance, VmAction
 from limen.errors import ErrorCode, LimenError
 
@@ -38,6 +39,14 @@ DETAILS_MAX = 200
 DEFAULT_LIMIT = 200
 MAX_LIMIT = 1000
 _INSERT_CONSOLE_SESSION = insert(ConsoleSessionRecord)
+# One statement for every session's end, so that a batch of ends goes to the driver as one executemany.
+_END_CONSOLE_SESSION = (
+    update(ConsoleSessionRecord)
+    .where(ConsoleSessionRecord.id == bindparam("end_id"), ConsoleSessionRecord.ended_at.is_(None))
+    .values(ended_at=bindparam("end_at"), bytes_to_client=bindparam("end_to_client"),
+            bytes_from_client=bindparam("end_from_client"), end_code=bindparam("end_code_"),
+            end_details=bindparam("end_details_"))
+)
 CREDENTIAL_MAX = 80
 DETAILS_MAX = 200
 
@@ -121,6 +130,9 @@ class AuditLog:
         self.db = db
         self.clock = clock
         self.instance_id = instance_id  # written into every row this instance holds while it runs
+        # Console sessions' rows, written in batches: thousands opening or closing at once become a few
+        # transactions (limen.db.batch); each caller still awaits its own row.
+        self.console_writes = BatchedWrites(db)
 
     # -- console sessions --------------------------------------------------------------------------
 
@@ -128,8 +140,8 @@ class AuditLog:
         self, session_id: str, *, user: str, vm_uuid: str, vm_name: str, client_address: str,
         credential: str | None = None, kind: str = "vnc",
     ) -> None:
-        # A Core INSERT, not a session's add: it runs while the console sets up (Database.execute).
-        await self.db.execute(_INSERT_CONSOLE_SESSION, {
+        # A Core INSERT, not a session's add: it runs while the console sets up; batched with other sessions'.
+        await self.console_writes.write(_INSERT_CONSOLE_SESSION, {
             "id": session_id, "user_name": user[:NAME_MAX], "vm_uuid": vm_uuid, "vm_name": vm_name[:NAME_MAX],
             "client_address": client_address[:64], "started_at": utc_now(self.clock), "bytes_to_client": 0,
             "bytes_from_client": 0, "credential": credential[:CREDENTIAL_MAX] if credential else None,
@@ -142,14 +154,11 @@ class AuditLog:
     ) -> None:
         """Records the end once (``end_details``: why, in words); later calls for the same session change
         nothing."""
-        now = utc_now(self.clock)
-        statement = (
-            update(ConsoleSessionRecord)
-            .where(ConsoleSessionRecord.id == session_id, ConsoleSessionRecord.ended_at.is_(None))
-            .values(ended_at=now, bytes_to_client=bytes_to_client, bytes_from_client=bytes_from_client,
-                    end_code=end_code[:CODE_MAX], end_details=end_details[:DETAILS_MAX] if end_details else None)
-        )
-        await self.db.execute(statement)
+        await self.console_writes.write(_END_CONSOLE_SESSION, {
+            "end_id": session_id, "end_at": utc_now(self.clock), "end_to_client": bytes_to_client,
+            "end_from_client": bytes_from_client, "end_code_": end_code[:CODE_MAX],
+            "end_details_": end_details[:DETAILS_MAX] if end_details else None,
+        })
 
     async def console_session(self, session_id: str) -> ConsoleSessionInfo | None:
         def run(session: Session) -> ConsoleSessionInfo | None:

@@ -24,6 +24,7 @@ from limen.audit import AuditLog
 from limen.auth.access import login_throttle_policy
 from limen.auth.passwords import Passwords, generate_password
 from limen.auth.principal import token_credential
+from limen.auth.principal_cache import touch_credentials_stamp
 from limen.auth.revocation import Revocation
 from limen.auth.revocation_bus import publish_from_command_line
 from limen.auth.throttle_store import make_throttle_store
@@ -86,7 +87,9 @@ def run_directory(settings: Settings, work: Callable[[_Directory], T]) -> T:
 
 
 def _tell_servers(directory: _Directory, revocation: Revocation) -> None:
-    """Ends the consoles the change took the right from, on running servers that share this Redis."""
+    """Ends the consoles the change took the right from, on running servers that share this Redis; running
+    servers on this host without one forget the principals they remembered (the credentials stamp)."""
+    touch_credentials_stamp(directory.settings.data_dir)
     publish_from_command_line(directory.settings.redis_url, revocation)
 
 
@@ -162,6 +165,7 @@ def user_set_role(
     """Make a user an administrator, or a plain user."""
     def run(directory: _Directory) -> str:
         user = directory.users.set_role_sync(name, role)
+        touch_credentials_stamp(directory.settings.data_dir)  # a promotion shows at once too
         if role is not Role.ADMIN:
             _tell_servers(directory, Revocation.user_changed(
                 user.name, f"user {user.name!r} is no longer an administrator (changed from the command line)"))

@@ -15,7 +15,9 @@ from limen.audit import AuditLog
 from limen.auth import http
 from limen.auth.browser_sessions import BrowserSessions
 from limen.auth.passwords import Passwords
+from limen.auth.principal_cache import PrincipalCache, credentials_stamp_path, touch_credentials_stamp
 from limen.auth.ratelimit import LoginRateLimiter
+from limen.auth.revocation import Revocation, Scope
 from limen.auth.revocation_bus import RevocationBus, make_revocation_bus
 from limen.auth.site import Site
 from limen.auth.throttle import ThrottlePolicy
@@ -54,9 +56,12 @@ class Access:
         self.clock = clock
         self.db = Database(settings.db_url)
         self.passwords = Passwords(hasher)
-        self.users = Users(self.db, self.passwords, clock)
-        self.tokens = Tokens(self.db, clock)
-        self.sessions = BrowserSessions(self.db, clock, settings.session_ttl)
+        # Principals behind tokens, cookies and ticket holders, remembered between requests; every change of
+        # rights empties it (limen.auth.principal_cache).
+        self.principals = PrincipalCache(credentials_stamp_path(settings.data_dir))
+        self.users = Users(self.db, self.passwords, clock, self.principals)
+        self.tokens = Tokens(self.db, clock, self.principals)
+        self.sessions = BrowserSessions(self.db, clock, settings.session_ttl, self.principals)
         self.login_limiter = LoginRateLimiter(
             make_throttle_store(settings.redis_url, self.db, login_throttle_policy(settings)),
             max_per_user=settings.login_max_failures_per_user,
@@ -70,9 +75,18 @@ class Access:
         # Changes that take away a console's right are published here; each instance's console registry
         # subscribes (limen.console.registry). Across instances through Redis when LIMEN_REDIS_URL is set.
         self.revocations: RevocationBus = revocations or make_revocation_bus(settings.redis_url)
+        self.revocations.subscribe(self._forget_principals)
         self.trusted_proxies = http.parse_networks(settings.trusted_proxies)
         self.site = Site.of(settings)
         self.started = False
+
+    def _forget_principals(self, revocation: Revocation) -> None:
+        """A user's rights or a credential changed, here, on another instance or on the command line. Without
+        a Redis to carry it, the change is also stamped for the other instances on this host."""
+        if revocation.scope in (Scope.USER, Scope.CREDENTIAL):
+            self.principals.forget_all()
+            if not self.settings.redis_url:
+                touch_credentials_stamp(self.settings.data_dir)
 
     async def start(self) -> None:
         """Migrates the database and checks the ticket store; a no-op once done."""

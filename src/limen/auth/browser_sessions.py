@@ -17,6 +17,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from limen.auth.principal import AuthMethod, Principal, browser_credential
+from limen.auth.principal_cache import PrincipalCache
 from limen.auth.users import find_user
 from limen.clock import Clock, utc_now
 from limen.db import Database
@@ -39,10 +40,11 @@ class NewSession:
 
 
 class BrowserSessions:
-    def __init__(self, db: Database, clock: Clock, ttl_seconds: float) -> None:
+    def __init__(self, db: Database, clock: Clock, ttl_seconds: float, cache: PrincipalCache | None = None) -> None:
         self.db = db
         self.clock = clock
         self.ttl = timedelta(seconds=ttl_seconds)
+        self.cache = cache if cache is not None else PrincipalCache()
 
     async def create(self, user_name: str) -> NewSession:
         """A new session for ``user_name`` (who has just proven who they are). Also drops expired ones."""
@@ -67,6 +69,12 @@ class BrowserSessions:
             return None
         key = _hash(cookie)
         now = utc_now(self.clock)
+        cache_key = f"session:{key}"
+        cached = self.cache.get(cache_key, now)
+        if cached is not None:
+            return cached
+        generation = self.cache.generation
+        expires: list[datetime] = []
 
         def run(session: Session) -> Principal | None:
             row = session.execute(
@@ -78,10 +86,14 @@ class BrowserSessions:
             browser_session, user = row
             if browser_session.expires_at <= now or user.disabled or not user.approved:
                 return None
+            expires.append(browser_session.expires_at)
             return Principal(name=user.name, role=Role(user.role), method=AuthMethod.COOKIE,
                              csrf_token=browser_session.csrf_token, credential=browser_credential(key))
 
-        return await self.db.run(run)
+        principal = await self.db.run(run)
+        if principal is not None:
+            self.cache.put(cache_key, principal, generation, valid_until=expires[0])
+        return principal
 
     @staticmethod
     def credential_of(cookie: str) -> str:
@@ -90,7 +102,11 @@ class BrowserSessions:
 
     async def end(self, cookie: str) -> None:
         key = _hash(cookie)
-        await self.db.run(lambda session: session.execute(delete(BrowserSession).where(BrowserSession.id_hash == key)))
+        try:
+            await self.db.run(
+                lambda session: session.execute(delete(BrowserSession).where(BrowserSession.id_hash == key)))
+        finally:
+            self.cache.forget_all()
 
     async def end_all_of(self, user_name: str) -> None:
         """Signs the user out everywhere (after a password change, or when disabled)."""
@@ -100,4 +116,7 @@ class BrowserSessions:
             if user is not None:
                 session.execute(delete(BrowserSession).where(BrowserSession.user_id == user.id))
 
-        await self.db.run(run)
+        try:
+            await self.db.run(run)
+        finally:
+            self.cache.forget_all()

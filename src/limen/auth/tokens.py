@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from limen.auth.names import clean_name
 from limen.auth.principal import AuthMethod, Principal, token_credential
+from limen.auth.principal_cache import PrincipalCache
 from limen.auth.users import lookup_user
 from limen.clock import Clock, utc_now
 from limen.db import Database
@@ -63,9 +64,10 @@ def _info(token: ApiToken, owner: str) -> TokenInfo:
 
 
 class Tokens:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, cache: PrincipalCache | None = None) -> None:
         self.db = db
         self.clock = clock
+        self.cache = cache if cache is not None else PrincipalCache()
 
     def _create(self, session: Session, owner: str, name: str) -> NewToken:
         name = clean_name("name", name, TOKEN_NAME_MAX)
@@ -115,7 +117,10 @@ class Tokens:
         return _info(token, owner)
 
     async def revoke(self, token_id: int, by: Principal | None) -> TokenInfo:
-        return await self.db.run(lambda session: self.revoke_in(session, token_id, by))
+        try:
+            return await self.db.run(lambda session: self.revoke_in(session, token_id, by))
+        finally:
+            self.cache.forget_all()
 
     async def resolve(self, secret: str) -> Principal | None:
         """The principal a bearer secret stands for, or None (unknown, revoked, or its user disabled)."""
@@ -123,6 +128,11 @@ class Tokens:
             return None
         digest = secret_hash(secret)
         now = utc_now(self.clock)
+        key = f"token:{digest}"
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        generation = self.cache.generation
 
         def run(session: Session) -> Principal | None:
             row = session.execute(
@@ -138,4 +148,7 @@ class Tokens:
             return Principal(name=user.name, role=Role(user.role), method=AuthMethod.TOKEN,
                              credential=token_credential(token.id))
 
-        return await self.db.run(run)
+        principal = await self.db.run(run)
+        if principal is not None:
+            self.cache.put(key, principal, generation)
+        return principal

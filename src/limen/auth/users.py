@@ -8,8 +8,10 @@ kept, so sessions, tokens and owners always name the one spelling.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 import anyio.to_thread
 from sqlalchemy import bindparam, delete, func, select
@@ -19,10 +21,13 @@ from sqlalchemy.orm import Session
 from limen.auth.names import COMMAND_LINE_PREFIX, clean_name, name_key
 from limen.auth.passwords import Passwords, validate_password
 from limen.auth.principal import AuthMethod, Principal
+from limen.auth.principal_cache import PrincipalCache
 from limen.clock import Clock, utc_now
 from limen.db import Database
 from limen.db.models import NAME_MAX, ApiToken, BrowserSession, Role, User
 from limen.errors import ErrorCode, LimenError, ValidationFailed
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +88,18 @@ class AccountPending(LimenError):
 class Users:
     """The user directory. Every method is async; database and hashing work run in worker threads."""
 
-    def __init__(self, db: Database, passwords: Passwords, clock: Clock) -> None:
+    def __init__(self, db: Database, passwords: Passwords, clock: Clock, cache: PrincipalCache | None = None) -> None:
         self.db = db
         self.passwords = passwords
         self.clock = clock
+        self.cache = cache if cache is not None else PrincipalCache()
+
+    async def _changing(self, work: Callable[[Session], T]) -> T:
+        """``work`` in a transaction that may take rights away: the cached principals go once it is over."""
+        try:
+            return await self.db.run(work)
+        finally:
+            self.cache.forget_all()
 
     async def create(self, name: str, password: str, role: Role = Role.USER, *, approved: bool = True) -> UserInfo:
         """``approved`` False: a self-registered account that cannot sign in until an administrator approves it."""
@@ -137,7 +150,7 @@ class Users:
         return UserInfo.of(user)
 
     async def set_role(self, name: str, role: Role) -> UserInfo:
-        return await self.db.run(lambda session: self._set_role(session, name, role))
+        return await self._changing(lambda session: self._set_role(session, name, role))
 
     def set_role_sync(self, name: str, role: Role) -> UserInfo:
         return self.db.run_sync(lambda session: self._set_role(session, name, role))
@@ -148,7 +161,7 @@ class Users:
             user.disabled = disabled
             return UserInfo.of(user)
 
-        return await self.db.run(run)
+        return await self._changing(run)
 
     async def language(self, name: str) -> str | None:
         """The UI language ``name`` chose, or None (the browser's); USER_NOT_FOUND for no such user."""
@@ -167,7 +180,7 @@ class Users:
             user.approved = approved
             return UserInfo.of(user)
 
-        return await self.db.run(run)
+        return await self._changing(run)
 
     @staticmethod
     def deletable_in(session: Session, name: str, *, by: str | None) -> User:
@@ -202,7 +215,7 @@ class Users:
         return info
 
     async def delete(self, name: str, *, by: str | None) -> UserInfo:
-        return await self.db.run(lambda session: self.delete_in(session, name, by=by))
+        return await self._changing(lambda session: self.delete_in(session, name, by=by))
 
     def set_password_sync(self, name: str, password: str) -> None:
         validate_password(password)
@@ -223,11 +236,18 @@ class Users:
     async def principal(self, name: str, method: AuthMethod) -> Principal | None:
         """The user as a principal now (its current role), or None if it is gone, disabled or not approved."""
 
+        key = f"user:{method.value}:{name}"
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        generation = self.cache.generation
         # Core, not the ORM: this runs on every console's set-up (Database.fetch_one).
         row = await self.db.fetch_one(_PRINCIPAL_OF, {"name": name})
         if row is None or row.disabled or not row.approved:
             return None
-        return Principal(name=row.name, role=Role(row.role), method=method)
+        principal = Principal(name=row.name, role=Role(row.role), method=method)
+        self.cache.put(key, principal, generation)
+        return principal
 
     async def authenticate(self, name: str, password: str) -> Principal | None:
         """The user if ``password`` is theirs and the account is enabled; else None, after the same work.

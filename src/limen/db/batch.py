@@ -1,0 +1,90 @@
+"""Small writes from many callers, committed together: one transaction (and one worker-thread hop) for all
+the writes that arrived while the previous batch was being written.
+
+Each caller awaits its own write: :meth:`BatchedWrites.write` returns once the transaction holding it has
+committed, or raises what that write raised. The first write of a quiet period starts at once (no timer, no
+added wait); a storm of writes (thousands of console sessions opening or closing together) becomes a few
+transactions of up to ``max_batch`` rows instead of one commit, one fsync and one thread hop per row.
+Consecutive writes of the same statement go to the driver as one ``executemany``.
+
+If a batch fails, each of its writes is tried again alone, so one bad row fails only its own caller.
+Only for writes whose order relative to other callers' does not matter (each caller's own writes are
+ordered by its awaiting them one after the other).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import anyio.to_thread
+from sqlalchemy.sql.expression import Executable
+
+from limen.db.database import Database
+
+log = logging.getLogger("limen.db")
+
+MAX_BATCH = 500
+
+_Write = tuple[Executable, dict[str, Any], "asyncio.Future[None]"]
+
+
+class BatchedWrites:
+    def __init__(self, db: Database, *, max_batch: int = MAX_BATCH) -> None:
+        self.db = db
+        self.max_batch = max_batch
+        self._queue: list[_Write] = []
+        self._writer: asyncio.Task[None] | None = None
+        self.batches = 0  # transactions committed (for tests and the bench)
+
+    async def write(self, statement: Executable, parameters: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._queue.append((statement, parameters, done))
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._drain())
+        # The write goes on if the caller is cancelled; the caller just stops waiting for it.
+        await asyncio.shield(done)
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
+            try:
+                await anyio.to_thread.run_sync(self._write_all, batch)
+            except Exception:
+                log.warning("a batch of %d writes failed; writing each alone", len(batch),
+                            extra={"event": "db_batch_failed", "writes": len(batch)})
+                for statement, parameters, done in batch:
+                    try:
+                        await self.db.execute(statement, parameters)
+                    except Exception as exc:
+                        _settle(done, exc)
+                    else:
+                        _settle(done, None)
+            else:
+                self.batches += 1
+                for _, _, done in batch:
+                    _settle(done, None)
+
+    def _write_all(self, batch: Sequence[_Write]) -> None:
+        with self.db.engine.begin() as connection:
+            for statement, group in itertools.groupby(batch, key=lambda write: write[0]):
+                rows = [parameters for _, parameters, _ in group]
+                connection.execute(statement, rows if len(rows) > 1 else rows[0])
+
+    async def flush(self) -> None:
+        """Until every write queued so far is committed (or failed)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+
+
+def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
+    if done.done():
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)

@@ -1,0 +1,102 @@
+"""Console audit rows are written in batches: many sessions' rows in one transaction, each caller still
+awaiting its own row, one bad row failing only its caller. Real SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from sqlalchemy import func, insert, select
+
+from limen.audit import AuditLog
+from limen.db import Database
+from limen.db.batch import BatchedWrites
+from limen.db.models import ConsoleSessionRecord
+
+
+def _db(tmp_path: Path) -> Database:
+    db = Database(f"sqlite:///{tmp_path / 'limen.db'}")
+    db.migrate()
+    return db
+
+
+def _rows(db: Database, *, live: bool = False) -> int:
+    query = select(func.count()).select_from(ConsoleSessionRecord)
+    if live:
+        query = query.where(ConsoleSessionRecord.ended_at.is_(None))
+    row = db.fetch_one_sync(query)
+    assert row is not None
+    return int(row[0])
+
+
+async def test_many_sessions_rows_go_in_few_transactions_and_every_one_is_written(tmp_path: Path) -> None:
+    db = _db(tmp_path)
+    audit = AuditLog(db, time.time, instance_id=None)
+    try:
+        count = 300
+        await asyncio.gather(*(audit.console_started(
+            f"s{index}", user="alice", vm_uuid="u", vm_name="vm", client_address="127.0.0.1")
+            for index in range(count)))
+        assert _rows(db, live=True) == count  # each awaited its own row: all there once gather returns
+        assert audit.console_writes.batches < count / 10
+        before = audit.console_writes.batches
+        await asyncio.gather(*(audit.console_ended(
+            f"s{index}", bytes_to_client=index, bytes_from_client=1, end_code="OK") for index in range(count)))
+        assert _rows(db, live=True) == 0 and _rows(db) == count
+        assert audit.console_writes.batches - before < count / 10
+        ended = await audit.console_session("s7")
+        assert ended is not None and ended.bytes_to_client == 7 and ended.end_code == "OK"
+        # The end is recorded once: a second end changes nothing.
+        await audit.console_ended("s7", bytes_to_client=99, bytes_from_client=99, end_code="INTERNAL_ERROR")
+        again = await audit.console_session("s7")
+        assert again is not None and again.bytes_to_client == 7 and again.end_code == "OK"
+    finally:
+        db.close()
+
+
+async def test_a_bad_row_fails_only_its_own_caller(tmp_path: Path) -> None:
+    db = _db(tmp_path)
+    writes = BatchedWrites(db)
+    statement = insert(ConsoleSessionRecord)
+
+    def row(session_id: str) -> dict[str, object]:
+        from datetime import UTC, datetime
+        return {"id": session_id, "user_name": "alice", "vm_uuid": "u", "vm_name": "vm", "client_address": "::1",
+                "started_at": datetime.now(UTC), "bytes_to_client": 0, "bytes_from_client": 0, "kind": "vnc"}
+
+    try:
+        await writes.write(statement, row("taken"))
+        results = await asyncio.gather(
+            *(writes.write(statement, row(f"ok{index}")) for index in range(20)),
+            writes.write(statement, row("taken")),  # the same id again: its insert fails
+            return_exceptions=True)
+        failures = [result for result in results if isinstance(result, Exception)]
+        assert len(failures) == 1 and results[-1] is failures[0]
+        assert _rows(db) == 21
+    finally:
+        db.close()
+
+
+async def test_a_cancelled_caller_s_row_is_still_written(tmp_path: Path) -> None:
+    db = _db(tmp_path)
+    audit = AuditLog(db, time.time)
+    try:
+        task = asyncio.create_task(audit.console_started(
+            "gone", user="alice", vm_uuid="u", vm_name="vm", client_address="127.0.0.1"))
+        await asyncio.sleep(0)
+        task.cancel()
+        await audit.console_writes.flush()
+        assert _rows(db) == 1
+    finally:
+        db.close()
+
+
+def test_sqlite_runs_in_wal_mode_with_normal_sync(tmp_path: Path) -> None:
+    db = _db(tmp_path)
+    try:
+        with db.engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    finally:
+        db.close()
