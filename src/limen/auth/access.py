@@ -53,7 +53,7 @@ class Access:
         self.settings = settings
         self.clock = clock
         self.db = Database(settings.db_url)
-        self.passwords = Passwords(hasher)
+        self.passwords = Passwords(hasher) if hasher is not None else Passwords.of(settings)
         self.users = Users(self.db, self.passwords, clock)
         self.tokens = Tokens(self.db, clock)
         self.sessions = BrowserSessions(self.db, clock, settings.session_ttl)
