@@ -8,6 +8,9 @@ leaks into tests/integration or tests/e2e when one run takes them all),
   template, and ``Database.migrate`` on a new, empty file copies the template's bytes into it (~1 ms against
   ~60 ms for Alembic). A file that is not empty (a test that builds an older revision first, or a database
   in use) is migrated by Alembic as before, so the migrations themselves stay tested.
+
+and node's tests of the browser scripts start right after collection, beside the Python tests
+(tests/unit/test_web_js.py collects their result).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import pytest
 
 from limen.db import Database
 from tests.support.access import CHEAP_HASHING_ENVIRONMENT
+from tests.unit import test_web_js
 
 
 @pytest.fixture(scope="package", autouse=True)
@@ -27,6 +31,15 @@ def cheap_password_hashing() -> Iterator[None]:
         for name, value in CHEAP_HASHING_ENVIRONMENT.items():
             patch.setenv(name, value)
         yield
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if any(item.module is test_web_js for item in session.items if isinstance(item, pytest.Function)):
+        session.config.stash[test_web_js.NODE_RUN] = test_web_js.start_node_tests()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    test_web_js.stop_node_tests(session.config.stash.get(test_web_js.NODE_RUN, None))
 
 
 def _new_sqlite_file(database: Database) -> Path | None:
