@@ -9,12 +9,13 @@ leaks into tests/integration or tests/e2e when one run takes them all),
   ~60 ms for Alembic). A file that is not empty (a test that builds an older revision first, or a database
   in use) is migrated by Alembic as before, so the migrations themselves stay tested.
 
-and node's tests of the browser scripts start right after collection, beside the Python tests
-(tests/unit/test_web_js.py collects their result).
+and, after collection, what was imported is frozen out of the garbage collector's walks, and node's tests
+of the browser scripts start beside the Python tests (tests/unit/test_web_js.py collects their result).
 """
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,7 +35,11 @@ def cheap_password_hashing() -> Iterator[None]:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    if any(item.module is test_web_js for item in session.items if isinstance(item, pytest.Function)):
+    # Everything imported so far (limen, FastAPI, SQLAlchemy, the test modules) lives as long as the run: out
+    # of the collector's sight, each full collection walks only what the tests made (~40 % less of its time).
+    gc.collect()
+    gc.freeze()
+    if any(isinstance(item, pytest.Function) and item.module is test_web_js for item in session.items):
         session.config.stash[test_web_js.NODE_RUN] = test_web_js.start_node_tests()
 
 
