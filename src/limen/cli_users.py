@@ -61,7 +61,7 @@ class _Directory:
         self.settings = settings
         self.db = Database(settings.db_url)
         self.db.migrate()
-        self.users = Users(self.db, Passwords(), system_clock)
+        self.users = Users(self.db, Passwords.of(settings), system_clock)
         self.tokens = Tokens(self.db, system_clock)
 
 

@@ -145,6 +145,12 @@ class Settings(BaseSettings):
     quota_total_vcpus: int | None = Field(None, ge=0)
     quota_total_memory_mib: int | None = Field(None, ge=0)
     quota_total_disk_gib: int | None = Field(None, ge=0)
+    # argon2id's cost of each password hash; the defaults are argon2-cffi's (RFC 9106's low-memory profile,
+    # ~0.1 s of CPU). A hash keeps the parameters it was made with, so changing them locks nobody out: a
+    # password is rehashed with the new ones at its next sign-in. Tests lower them to the minimum.
+    password_hash_time_cost: int = Field(3, ge=1, le=100, description="argon2id passes over its memory")
+    password_hash_memory_kib: int = Field(65536, ge=8, le=4 * 2**20, description="argon2id memory per hash, KiB")
+    password_hash_parallelism: int = Field(4, ge=1, le=64, description="argon2id lanes")
     # auto: the session cookie is Secure when the request came over HTTPS (directly or via a trusted proxy).
     cookie_secure: Literal["auto", "always", "never"] = "auto"
 
@@ -254,6 +260,12 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{network!r} is not an address or a CIDR like 10.0.0.0/8") from None
         return tuple(networks)
+
+    @model_validator(mode="after")
+    def _password_hash_memory(self) -> Settings:
+        if self.password_hash_memory_kib < 8 * self.password_hash_parallelism:
+            raise ValueError("password_hash_memory_kib must be at least 8 KiB per lane (password_hash_parallelism)")
+        return self
 
     @model_validator(mode="after")
     def _derive_pool_dir(self) -> Settings:

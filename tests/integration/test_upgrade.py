@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from argon2 import PasswordHasher
 
 from limen.auth.passwords import Passwords
 from limen.backup import known_revisions
@@ -64,7 +65,8 @@ FIRST_ROWS: dict[str, list[dict[str, Any]]] = {
 
 
 def insert_first_rows(db: Database) -> None:
-    hashes = {ADMIN: Passwords().hash(ADMIN_PASSWORD), USER: Passwords().hash(USER_PASSWORD)}
+    passwords = Passwords(PasswordHasher())  # the parameters the first release hashed with
+    hashes = {ADMIN: passwords.hash(ADMIN_PASSWORD), USER: passwords.hash(USER_PASSWORD)}
     with db.engine.begin() as connection:
         for table, rows in FIRST_ROWS.items():
             for row in rows:

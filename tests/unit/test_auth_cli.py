@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import typer
-from typer.testing import CliRunner
 
 from limen.auth.access import Access
 from limen.auth.ratelimit import TooManyAttempts
 from limen.cli import CliState
 from limen.cli_users import token_app, user_app
 from limen.settings import load_settings
+from tests.support.cli import CliRunner
 
 NASTY = "O'Brien \"q\" <script>alert(1)</script>; DROP TABLE users;-- Ωμ🐧"
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from typer.testing import CliRunner
-
 from limen.cli import app
 from limen.db.database import Database
+from tests.support.cli import CliRunner
 
 
 def run(*args: str) -> tuple[int, str, str]:

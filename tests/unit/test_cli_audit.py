@@ -13,7 +13,6 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from typer.testing import CliRunner
 
 from limen.audit import AuditLog
 from limen.auth.passwords import Passwords
@@ -23,6 +22,8 @@ from limen.clock import system_clock
 from limen.db import Database
 from limen.errors import ValidationFailed
 from tests.conftest import ISO_DIR, TEST_DRIVER_URI
+from tests.support.access import CHEAP_HASHER
+from tests.support.cli import CliRunner
 
 
 @pytest.fixture
@@ -79,9 +80,10 @@ def test_no_user_may_be_named_as_the_command_line(tmp_path: Path, name: str) -> 
     db = Database(f"sqlite:///{tmp_path / 'limen.db'}")
     try:
         db.migrate()
+        users = Users(db, Passwords(CHEAP_HASHER), system_clock)
         with pytest.raises(ValidationFailed):
-            Users(db, Passwords(), system_clock).create_sync(name, "a long enough password")
-        assert Users(db, Passwords(), system_clock).create_sync("cli", "a long enough password").name == "cli"
+            users.create_sync(name, "a long enough password")
+        assert users.create_sync("cli", "a long enough password").name == "cli"
     finally:
         db.close()
 
@@ -92,7 +94,7 @@ def test_user_delete_on_the_command_line_leaves_their_vms_with_no_owner(tmp_path
     db = Database(f"sqlite:///{tmp_path / 'data' / 'limen.db'}")
     try:
         db.migrate()
-        Users(db, Passwords(), system_clock).create_sync("Bøb", "a long enough password")
+        Users(db, Passwords(CHEAP_HASHER), system_clock).create_sync("Bøb", "a long enough password")
     finally:
         db.close()
     assert run(tmp_path, "vm", "create", name, "--memory", "64", "--owner", "bøb")[0] == 0

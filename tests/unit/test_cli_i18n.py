@@ -9,11 +9,11 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from typer.testing import CliRunner
 
 from limen.cli import app
 from limen.i18n import display_width
 from tests.conftest import ISO_DIR, TEST_DRIVER_URI
+from tests.support.cli import CliRunner
 
 KOREAN = {"LANG": "ko_KR.UTF-8", "LC_ALL": "", "LC_MESSAGES": "", "LIMEN_LANG": ""}
 ENGLISH = {"LANG": "C.UTF-8", "LC_ALL": "", "LC_MESSAGES": "", "LIMEN_LANG": ""}

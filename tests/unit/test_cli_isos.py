@@ -6,9 +6,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from typer.testing import CliRunner
-
 from limen.cli import app
+from tests.support.cli import CliRunner
 
 
 def limen(iso_dir: Path, *args: str) -> tuple[int, str, str]:

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from limen import host_registry
 from limen.cli import app
@@ -20,6 +19,7 @@ from limen.hypervisor import Hypervisor, VmSpec
 from limen.hypervisor.editing import VmEdit, edit_vm
 from limen.hypervisor.hosts import DEFAULT_HOST, HostConfig
 from limen.settings import Settings
+from tests.support.cli import CliRunner
 from tests.support.console import FakeDomain, driver_uri
 from tests.support.hanging_libvirt import hanging_libvirt
 

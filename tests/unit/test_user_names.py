@@ -18,7 +18,6 @@ import typer
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
-from typer.testing import CliRunner
 
 from limen.api.services import services_of
 from limen.auth.access import Access
@@ -31,6 +30,7 @@ from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.ownership import set_owner
 from limen.settings import Settings, load_settings
 from tests.support.access import access_client, assert_error, make_access, provision_user
+from tests.support.cli import CliRunner
 
 ADMIN, PASSWORD = "Root", "a-long-password"
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import libvirt
 import pytest
 import typer
-from typer.testing import CliRunner
 
 from limen.cli import app, parse_size
 from tests.conftest import DEMO_ISO, ISO_DIR, TEST_DRIVER_URI
+from tests.support.cli import CliRunner
 
 
 @pytest.fixture

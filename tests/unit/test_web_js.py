@@ -1,22 +1,75 @@
-"""The browser scripts' own tests (node's test runner), run as part of the Python suite."""
+"""The browser scripts' own tests (node's test runner, web/tests/*.test.mjs), run as part of the Python suite.
+
+Node's run takes seconds of its own CPU, so it starts as soon as collection has chosen this test
+(tests/unit/conftest.py calls :func:`start_node_tests`) and runs beside the Python tests; the test collects
+its result. The scripts are given the server's console stage table (what ``GET /api/console-stages`` answers),
+so the page's stage labels are checked against it.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pytest
 
+from limen.console.stage_table import CONSOLE_KINDS
+from limen.settings import Settings
+
 WEB_TESTS = Path(__file__).resolve().parents[2] / "web" / "tests"
+NODE_TIMEOUT = 120
 
 
-def test_console_client_state_machine() -> None:
+@dataclass
+class NodeRun:
+    process: subprocess.Popen[bytes]
+    output: IO[bytes]
+
+
+def console_stage_table() -> str:
+    settings = Settings()
+    return json.dumps({kind: stages.describe(settings) for kind, stages in CONSOLE_KINDS.items()})
+
+
+def start_node_tests() -> NodeRun | None:
+    """``node --test web/tests`` in the background (its output in a temporary file, so a full pipe never
+    stalls it); None without node."""
     node = shutil.which("node")
     if node is None:
+        return None
+    output = tempfile.TemporaryFile()  # noqa: SIM115 -- it outlives this function: the test closes it
+    environment = {**os.environ, "WEB_TESTS_CONSOLE_STAGES": console_stage_table()}
+    process = subprocess.Popen([node, "--test", str(WEB_TESTS)], stdout=output, stderr=subprocess.STDOUT,
+                               env=environment)
+    return NodeRun(process, output)
+
+
+def stop_node_tests(run: NodeRun | None) -> None:
+    """Ends a run the test did not collect (the session stopped first)."""
+    if run is not None and run.process.poll() is None:
+        run.process.kill()
+        run.process.wait()
+
+
+def test_browser_scripts(request: pytest.FixtureRequest) -> None:
+    run = request.config.stash.get(NODE_RUN, None) or start_node_tests()
+    if run is None:
         pytest.fail("node is needed for the web UI (make install runs npm ci in web/)")
-    result = subprocess.run(
-        [node, "--test", str(WEB_TESTS)], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert "# fail 0" in result.stdout
+    try:
+        returncode = run.process.wait(timeout=NODE_TIMEOUT)
+    finally:
+        run.process.kill()
+        run.output.seek(0)
+        text = run.output.read().decode(errors="replace")
+        run.output.close()
+    assert returncode == 0, text[-6000:]
+    assert "# fail 0" in text
+
+
+NODE_RUN = pytest.StashKey[NodeRun | None]()

@@ -42,7 +42,10 @@ def decode_png_rgb(data: bytes) -> tuple[int, int, bytes]:
 
 
 def gradient(width: int, height: int) -> bytes:
-    return bytes((x * 7 + y * 3 + c) % 256 for y in range(height) for x in range(width) for c in range(3))
+    """Pixel (x, y)'s channel c is (7x + 3y + c) mod 256: each row is the first one shifted by 3y (a byte
+    table per row instead of a generator over every byte, which cost a second of CPU for 1024×768)."""
+    first_row = bytes((x * 7 + c) % 256 for x in range(width) for c in range(3))
+    return b"".join(first_row.translate(bytes((i + y * 3) % 256 for i in range(256))) for y in range(height))
 
 
 def ppm(width: int, height: int, pixels: bytes, header: bytes | None = None) -> bytes:

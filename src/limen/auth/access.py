@@ -55,7 +55,7 @@ class Access:
         self.settings = settings
         self.clock = clock
         self.db = Database(settings.db_url)
-        self.passwords = Passwords(hasher)
+        self.passwords = Passwords(hasher) if hasher is not None else Passwords.of(settings)
         # Principals behind tokens, cookies and ticket holders, remembered between requests; every change of
         # rights empties it (limen.auth.principal_cache).
         self.principals = PrincipalCache(credentials_stamp_path(settings.data_dir))

@@ -1,4 +1,5 @@
-"""Password hashing with argon2id (argon2-cffi's defaults), and the rules a new password must meet."""
+"""Password hashing with argon2id (its cost from the settings; argon2-cffi's defaults unless changed), and the
+rules a new password must meet."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from limen.errors import ValidationFailed
+from limen.settings import Settings
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024  # argon2 would take any length; a bound keeps requests small
@@ -28,9 +30,18 @@ def generate_password() -> str:
 class Passwords:
     """Hashes and verifies. Both are CPU work of ~0.1 s: call them from a worker thread."""
 
-    def __init__(self, hasher: PasswordHasher | None = None) -> None:
-        self._hasher = hasher or PasswordHasher()
+    def __init__(self, hasher: PasswordHasher) -> None:
+        self._hasher = hasher
         self._dummy_hash: str | None = None
+
+    @classmethod
+    def of(cls, settings: Settings) -> Passwords:
+        """Hashing at the cost ``settings`` name (``password_hash_*``)."""
+        return cls(PasswordHasher(
+            time_cost=settings.password_hash_time_cost,
+            memory_cost=settings.password_hash_memory_kib,
+            parallelism=settings.password_hash_parallelism,
+        ))
 
     def hash(self, password: str) -> str:
         return self._hasher.hash(password)

@@ -17,15 +17,10 @@ import { typeKeys, TypingCancelled } from "./typing-pacer.js";
 import { planTyping, refusalMessage } from "./us-keyboard.js";
 import { VmEvents } from "./vm-events.js";
 import { SerialTab } from "./serial-console.js";
+import { closeOutcome, describeError, retriesByItself, stageLabels as stageLabelsOf } from "./console-outcome.js";
 
 const NOVNC = "/static/novnc";
 const NOVNC_LOAD_MS = 20000;
-// Session ends worth reconnecting to by themselves; others (VM stopped, user, idle) wait for the user.
-const TRANSIENT_CODES = new Set([
-  "SERVER_SHUTDOWN", "SLOW_CLIENT", "HYPERVISOR_UNAVAILABLE", "CONNECTION_LOST", "CONNECTION_FAILED",
-  "WATCHDOG_TIMEOUT",
-]);
-const TRANSIENT_CLOSE_CODES = new Set([1001, 1006, 1011, 1012, 1013]);
 const BACKOFF_SECONDS = [1, 2, 4, 8, 15, 30];
 // Stage name → what the page calls it ("Failed at: …"), from the server's stage table (GET /api/console-stages).
 let stageLabels = {};
@@ -123,12 +118,7 @@ function setConnectButton(open) {
 
 /** The server's title and message for a code it named without them (close frames carry only the code). */
 function describe(err) {
-  const known = errorCodes[err.code] || {};
-  return {
-    ...err,
-    error: err.error || known.title || "Console closed",
-    message: err.message || known.message || "Reconnect to open the console again.",
-  };
+  return describeError(err, errorCodes);
 }
 
 // -- the stage list --------------------------------------------------------------------------------
@@ -324,7 +314,7 @@ function onFailure(err) {
   setConnected(false);
   setConnectButton(false);
   ui.extra.replaceChildren(errorBox(full, { actions: recoveryActions(full.code, t("console.retry")) }));
-  if (attempt > 0 && TRANSIENT_CODES.has(full.code)) scheduleReconnect();
+  if (attempt > 0 && retriesByItself(full.code)) scheduleReconnect();
   focusPanelAction();
 }
 
@@ -342,30 +332,13 @@ function onEnded(event) {
     focusPanelAction();
     return;
   }
-  if (!event.vncReady) {
+  const { failure, ended: full, reconnect } = closeOutcome(event, errorCodes);
+  if (failure) {
     // Closed after the hand-off but before the screen showed: a failure of the VNC handshake.
-    const code = /^[A-Z][A-Z0-9_]+$/.test(event.reason) ? event.reason : "VNC_SESSION_FAILED";
-    onFailure({
-      code,
-      error: code === "VNC_SESSION_FAILED" ? "VNC session failed" : null,
-      message: code === "VNC_SESSION_FAILED" ? "The VNC session closed before the screen showed. Retry." : null,
-      details: `WebSocket closed with code ${event.closeCode}${event.reason ? ` (${event.reason})` : ""} during the VNC handshake`,
-      stage: "proxy",
-    });
+    onFailure(failure);
     return;
   }
   teardown();
-  const code = /^[A-Z][A-Z0-9_]+$/.test(event.reason) ? event.reason
-    : TRANSIENT_CLOSE_CODES.has(event.closeCode) ? "CONNECTION_LOST" : "SESSION_CLOSED";
-  const fallback = code === "CONNECTION_LOST"
-    ? { error: "Connection lost", message: "The connection to limen dropped. Reconnect." }
-    : code === "SESSION_CLOSED" ? { error: "Console closed", message: "The console session ended. Reconnect." }
-      : {};
-  const full = describe({
-    code,
-    ...fallback,
-    details: `WebSocket closed with code ${event.closeCode}${event.reason ? ` (${event.reason})` : ""}`,
-  });
   showOverlay(t("console.ended_title"));
   ui.stages.replaceChildren();
   ui.sub.textContent = "";
@@ -373,10 +346,10 @@ function onEnded(event) {
   setConnected(false);
   setConnectButton(false);
   ui.extra.replaceChildren(
-    errorBox(full, { actions: recoveryActions(code, t("console.reconnect")), extraClass: "ended" }),
+    errorBox(full, { actions: recoveryActions(full.code, t("console.reconnect")), extraClass: "ended" }),
   );
   refreshVm();
-  if (TRANSIENT_CODES.has(code) || TRANSIENT_CLOSE_CODES.has(event.closeCode)) scheduleReconnect();
+  if (reconnect) scheduleReconnect();
   focusPanelAction();
 }
 
@@ -849,7 +822,7 @@ async function main() {
   new VmEvents({ reload: refreshVm, onEvent: onVmEvent }).start();
   const codes = loadErrorCodes();
   const stages = loadConsoleStages().then((kinds) => {
-    stageLabels = Object.fromEntries(((kinds.vnc || {}).stages || []).map((stage) => [stage.name, stage.label]));
+    stageLabels = stageLabelsOf(kinds, "vnc");
   });
   try {
     // Bounded like everything else: a script that never arrives must not leave the page "Loading…".

@@ -1,0 +1,68 @@
+// What the console page makes of the server's tables and of how a session ended: the stage labels of
+// GET /api/console-stages, an error completed from GET /api/error-codes, and a WebSocket close turned into a
+// failure or an end (with whether the page reconnects by itself). Pure: no DOM, no fetch; tested with
+// node --test (web/tests/console-outcome.test.mjs).
+
+// Session ends worth reconnecting to by themselves; others (VM stopped, user, idle) wait for the user.
+export const TRANSIENT_CODES = new Set([
+  "SERVER_SHUTDOWN", "SLOW_CLIENT", "HYPERVISOR_UNAVAILABLE", "CONNECTION_LOST", "CONNECTION_FAILED",
+  "WATCHDOG_TIMEOUT",
+]);
+export const TRANSIENT_CLOSE_CODES = new Set([1001, 1006, 1011, 1012, 1013]);
+const ERROR_CODE = /^[A-Z][A-Z0-9_]+$/;
+
+/** Stage name → label of one console kind ("vnc", "serial") of the stage table; {} without one. */
+export function stageLabels(table, kind) {
+  const stages = ((table || {})[kind] || {}).stages || [];
+  return Object.fromEntries(stages.map((stage) => [stage.name, stage.label]));
+}
+
+/** `err` with the server's title and message for its code where it came without them (close frames carry
+ * only the code), else generic ones: the panel never shows an empty title. */
+export function describeError(err, errorCodes) {
+  const known = (errorCodes || {})[err.code] || {};
+  return {
+    ...err,
+    error: err.error || known.title || "Console closed",
+    message: err.message || known.message || "Reconnect to open the console again.",
+  };
+}
+
+/** Whether a failure with this code is retried by the page itself (after the first attempt). */
+export function retriesByItself(code) {
+  return TRANSIENT_CODES.has(code);
+}
+
+/**
+ * A close of the WebSocket after the hand-off to noVNC ({closeCode, reason, vncReady}):
+ * - before the screen showed, `{failure}`: a failure of the VNC handshake at stage "proxy", its code the
+ *   close reason when that is an error code, else VNC_SESSION_FAILED;
+ * - after, `{ended, reconnect}`: the end's error (its code the reason's, else CONNECTION_LOST for a close
+ *   code of a dropped connection, else SESSION_CLOSED) and whether the page reconnects by itself.
+ */
+export function closeOutcome(event, errorCodes) {
+  const named = ERROR_CODE.test(event.reason || "") ? event.reason : null;
+  const how = `WebSocket closed with code ${event.closeCode}${event.reason ? ` (${event.reason})` : ""}`;
+  if (!event.vncReady) {
+    const code = named || "VNC_SESSION_FAILED";
+    const generic = code === "VNC_SESSION_FAILED";
+    return {
+      failure: {
+        code,
+        error: generic ? "VNC session failed" : null,
+        message: generic ? "The VNC session closed before the screen showed. Retry." : null,
+        details: `${how} during the VNC handshake`,
+        stage: "proxy",
+      },
+    };
+  }
+  const code = named || (TRANSIENT_CLOSE_CODES.has(event.closeCode) ? "CONNECTION_LOST" : "SESSION_CLOSED");
+  const fallback = code === "CONNECTION_LOST"
+    ? { error: "Connection lost", message: "The connection to limen dropped. Reconnect." }
+    : code === "SESSION_CLOSED" ? { error: "Console closed", message: "The console session ended. Reconnect." }
+      : {};
+  return {
+    ended: describeError({ code, ...fallback, details: how }, errorCodes),
+    reconnect: TRANSIENT_CODES.has(code) || TRANSIENT_CLOSE_CODES.has(event.closeCode),
+  };
+}

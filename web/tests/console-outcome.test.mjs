@@ -1,0 +1,127 @@
+// The console page's stage labels (from GET /api/console-stages), its error texts, and what it makes of a
+// WebSocket close. tests/unit/test_web_js.py passes the server's own stage table (GET /api/console-stages)
+// as JSON in WEB_TESTS_CONSOLE_STAGES, so a label the page would show differently from the table fails here;
+// run alone (node --test web/tests/), a small table of the same shape stands in.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import {
+  closeOutcome,
+  describeError,
+  retriesByItself,
+  stageLabels,
+} from "../../src/limen/web/static/js/console-outcome.js";
+import { stageName, t } from "../../src/limen/web/static/js/i18n.js";
+
+const SMALL_TABLE = {
+  vnc: { stages: [{ name: "check_vm", label: "checking VM" }, { name: "proxy", label: "proxying" }] },
+  serial: { stages: [{ name: "open_serial", label: "opening the serial port" }] },
+};
+const TABLE = process.env.WEB_TESTS_CONSOLE_STAGES ? JSON.parse(process.env.WEB_TESTS_CONSOLE_STAGES) : SMALL_TABLE;
+
+const CODES = {
+  VM_STOPPED: { title: "VM stopped", message: "The VM was stopped. Start it and reconnect." },
+  SLOW_CLIENT: { title: "Client too slow", message: "Reconnect." },
+};
+
+test("every stage of each kind is labelled as the table says, in its order", () => {
+  for (const kind of ["vnc", "serial"]) {
+    const stages = TABLE[kind].stages;
+    assert.ok(stages.length > 0, kind);
+    const labels = stageLabels(TABLE, kind);
+    assert.deepEqual(Object.keys(labels), stages.map((stage) => stage.name));
+    for (const stage of stages) {
+      assert.equal(labels[stage.name], stage.label);
+      // An English page's "Failed at: …" names the stage by the table's label.
+      assert.equal(stageName(stage.name, labels[stage.name]), stage.label);
+      assert.equal(
+        t("console.failed_at", { stage_name: stageName(stage.name, labels[stage.name]), stage: stage.name }),
+        `Failed at: ${stage.label} (stage ${stage.name}).`,
+      );
+    }
+  }
+});
+
+test("without the table (its request failed) stages keep a name of the page's own", () => {
+  assert.deepEqual(stageLabels({}, "vnc"), {});
+  assert.deepEqual(stageLabels(null, "vnc"), {});
+  assert.deepEqual(stageLabels({ vnc: {} }, "vnc"), {});
+  assert.equal(stageName("check_vm", undefined), "checking the VM"); // the catalogue's
+  assert.equal(stageName("a_new_stage", undefined), "a_new_stage");
+});
+
+test("an error named only by its code gets the server's title and message for it", () => {
+  assert.deepEqual(describeError({ code: "VM_STOPPED", details: "d" }, CODES), {
+    code: "VM_STOPPED", details: "d", error: "VM stopped", message: "The VM was stopped. Start it and reconnect.",
+  });
+  // Its own texts win over the table's; an unknown code, or no table, still gets a title and a message.
+  const own = describeError({ code: "VM_STOPPED", error: "Own", message: "Own message" }, CODES);
+  assert.equal(own.error, "Own");
+  assert.equal(own.message, "Own message");
+  const unknown = describeError({ code: "SOMETHING_NEW" }, {});
+  assert.equal(unknown.error, "Console closed");
+  assert.equal(unknown.message, "Reconnect to open the console again.");
+  assert.equal(describeError({ code: "VM_STOPPED" }, undefined).error, "Console closed");
+});
+
+test("a close before the screen showed is a failure of the VNC handshake at stage proxy", () => {
+  const named = closeOutcome({ closeCode: 4104, reason: "VM_STOPPED", vncReady: false }, CODES);
+  assert.deepEqual(named, {
+    failure: {
+      code: "VM_STOPPED", error: null, message: null, stage: "proxy",
+      details: "WebSocket closed with code 4104 (VM_STOPPED) during the VNC handshake",
+    },
+  });
+  // The page completes it from the codes table like any failure.
+  assert.equal(describeError(named.failure, CODES).error, "VM stopped");
+  for (const reason of ["", undefined, "some words", "lower_case"]) {
+    const { failure } = closeOutcome({ closeCode: 1006, reason, vncReady: false }, CODES);
+    assert.equal(failure.code, "VNC_SESSION_FAILED");
+    assert.equal(failure.error, "VNC session failed");
+    assert.equal(failure.message, "The VNC session closed before the screen showed. Retry.");
+    assert.equal(failure.stage, "proxy");
+  }
+  assert.equal(
+    closeOutcome({ closeCode: 1006, reason: "", vncReady: false }).failure.details,
+    "WebSocket closed with code 1006 during the VNC handshake",
+  );
+});
+
+test("a close after the screen showed ends the session with its code, reconnecting only when transient", () => {
+  const stopped = closeOutcome({ closeCode: 4104, reason: "VM_STOPPED", vncReady: true }, CODES);
+  assert.deepEqual(stopped, {
+    ended: {
+      code: "VM_STOPPED", details: "WebSocket closed with code 4104 (VM_STOPPED)",
+      error: "VM stopped", message: "The VM was stopped. Start it and reconnect.",
+    },
+    reconnect: false,
+  });
+  const slow = closeOutcome({ closeCode: 4000, reason: "SLOW_CLIENT", vncReady: true }, CODES);
+  assert.equal(slow.ended.code, "SLOW_CLIENT");
+  assert.equal(slow.ended.error, "Client too slow");
+  assert.equal(slow.reconnect, true);
+
+  const dropped = closeOutcome({ closeCode: 1006, reason: "", vncReady: true }, CODES);
+  assert.equal(dropped.ended.code, "CONNECTION_LOST");
+  assert.equal(dropped.ended.error, "Connection lost");
+  assert.equal(dropped.ended.message, "The connection to limen dropped. Reconnect.");
+  assert.equal(dropped.reconnect, true);
+
+  const closed = closeOutcome({ closeCode: 1000, reason: "bye", vncReady: true }, CODES);
+  assert.equal(closed.ended.code, "SESSION_CLOSED");
+  assert.equal(closed.ended.error, "Console closed");
+  assert.equal(closed.ended.details, "WebSocket closed with code 1000 (bye)");
+  assert.equal(closed.reconnect, false);
+
+  // A dropping close code reconnects even when the reason named a lasting code.
+  assert.equal(closeOutcome({ closeCode: 1012, reason: "VM_STOPPED", vncReady: true }, CODES).reconnect, true);
+});
+
+test("only transient failures are retried by the page itself", () => {
+  for (const code of ["SERVER_SHUTDOWN", "SLOW_CLIENT", "HYPERVISOR_UNAVAILABLE", "CONNECTION_LOST",
+    "CONNECTION_FAILED", "WATCHDOG_TIMEOUT"]) assert.ok(retriesByItself(code), code);
+  for (const code of ["VM_STOPPED", "VM_NOT_RUNNING", "ACCESS_REVOKED", "SESSION_TAKEN_OVER", "IDLE_TIMEOUT"]) {
+    assert.ok(!retriesByItself(code), code);
+  }
+});
