@@ -37,7 +37,9 @@ class CliRunner(typer.testing.CliRunner):
     ) -> Result:
         command = click_command(app)
         arguments = shlex.split(args) if isinstance(args, str) else list(args or ())
-        exit_code, exception, exc_info, return_value = 0, None, None, None
+        exit_code, return_value = 0, None
+        exception: BaseException | None = None
+        exc_info = None
         with self.isolation(input=input, env=env, color=color) as (stdout, stderr, output):
             try:
                 return_value = command.main(args=arguments, prog_name=self.get_default_prog_name(command))

@@ -20,7 +20,7 @@ from typing import IO
 import pytest
 
 from limen.console.stage_table import CONSOLE_KINDS
-from limen.settings import Settings
+from limen.settings import load_settings
 
 WEB_TESTS = Path(__file__).resolve().parents[2] / "web" / "tests"
 NODE_TIMEOUT = 120
@@ -33,7 +33,7 @@ class NodeRun:
 
 
 def console_stage_table() -> str:
-    settings = Settings()
+    settings = load_settings()
     return json.dumps({kind: stages.describe(settings) for kind, stages in CONSOLE_KINDS.items()})
 
 
