@@ -5,7 +5,7 @@
 
 import { api, ApiError, loadConsoleStages, loadErrorCodes } from "./api.js";
 import { errorBox, formatMs, h, spinner, stateBadge } from "./dom.js";
-import { localizedError, stageName, stageStatus, t } from "./i18n.js";
+import { clientError, localizedError, stageName, stageStatus, t } from "./i18n.js";
 import { ConsoleConnection, consoleUrl, DEFAULT_WATCHDOG_MS, Phase } from "./console-client.js";
 import { wireFullscreen } from "./console-fullscreen.js";
 import {
@@ -126,8 +126,8 @@ function describe(err) {
   const known = errorCodes[err.code] || {};
   return {
     ...err,
-    error: err.error || known.title || "Console closed",
-    message: err.message || known.message || "Reconnect to open the console again.",
+    error: err.error || known.title || t("error.SESSION_CLOSED.title"),
+    message: err.message || known.message || t("console.reconnect_to_open"),
   };
 }
 
@@ -212,14 +212,10 @@ async function connect() {
 /** Why no console ticket came: limen unreachable is CONNECTION_FAILED, as for the WebSocket itself. */
 function ticketFailure(exc) {
   if (exc instanceof ApiError && exc.status === 0) {
-    return {
-      error: "Cannot connect to limen", code: "CONNECTION_FAILED", details: `console ticket: ${exc.details}`,
-      message: "The console could not be opened. Check that limen runs and is reachable, then retry.",
-      source: "client",
-    };
+    return clientError("CONNECTION_FAILED", `console ticket: ${exc.details}`, { source: "client" });
   }
   if (exc instanceof ApiError) return { ...exc.body, source: "client" };
-  return { error: "Cannot get a console ticket", code: "CLIENT_ERROR", details: String(exc), source: "client" };
+  return clientError("CLIENT_ERROR", `console ticket: ${exc}`, { source: "client" });
 }
 
 function onConnectionEvent(event) {
@@ -280,19 +276,12 @@ function handOff(socket) {
   rfb.addEventListener("securityfailure", (e) => {
     if (session !== rfb) return;
     const reason = e.detail && e.detail.reason ? e.detail.reason : `status ${e.detail && e.detail.status}`;
-    connection.fail({
-      error: "VNC security handshake failed", code: "VNC_SECURITY_FAILED", details: String(reason),
-      message: "The VM's VNC server refused the connection. Check its VNC settings, then retry.",
-      source: "client",
-    });
+    connection.fail(clientError("VNC_SECURITY_FAILED", String(reason), { source: "client" }));
   });
   rfb.addEventListener("credentialsrequired", () => {
     if (session !== rfb) return;
-    connection.fail({
-      error: "VNC password required", code: "VNC_AUTH_REQUIRED",
-      details: "the VM's VNC server asks for credentials; limen's VMs use none",
-      message: "Remove the password from the VM's VNC graphics, restart it, then retry.", source: "client",
-    });
+    connection.fail(clientError("VNC_AUTH_REQUIRED", "the VM's VNC server asks for credentials; limen's VMs use none",
+                                { source: "client" }));
   });
   setState("handshake", t("console.state.starting_screen"), "busy");
 }
@@ -345,27 +334,17 @@ function onEnded(event) {
   if (!event.vncReady) {
     // Closed after the hand-off but before the screen showed: a failure of the VNC handshake.
     const code = /^[A-Z][A-Z0-9_]+$/.test(event.reason) ? event.reason : "VNC_SESSION_FAILED";
-    onFailure({
-      code,
-      error: code === "VNC_SESSION_FAILED" ? "VNC session failed" : null,
-      message: code === "VNC_SESSION_FAILED" ? "The VNC session closed before the screen showed. Retry." : null,
-      details: `WebSocket closed with code ${event.closeCode}${event.reason ? ` (${event.reason})` : ""} during the VNC handshake`,
-      stage: "proxy",
-    });
+    const details = `WebSocket closed with code ${event.closeCode}${event.reason ? ` (${event.reason})` : ""} during the VNC handshake`;
+    onFailure(code === "VNC_SESSION_FAILED" ? clientError(code, details, { stage: "proxy" })
+      : { code, error: null, message: null, details, stage: "proxy" });
     return;
   }
   teardown();
   const code = /^[A-Z][A-Z0-9_]+$/.test(event.reason) ? event.reason
     : TRANSIENT_CLOSE_CODES.has(event.closeCode) ? "CONNECTION_LOST" : "SESSION_CLOSED";
-  const fallback = code === "CONNECTION_LOST"
-    ? { error: "Connection lost", message: "The connection to limen dropped. Reconnect." }
-    : code === "SESSION_CLOSED" ? { error: "Console closed", message: "The console session ended. Reconnect." }
-      : {};
-  const full = describe({
-    code,
-    ...fallback,
-    details: `WebSocket closed with code ${event.closeCode}${event.reason ? ` (${event.reason})` : ""}`,
-  });
+  const details = `WebSocket closed with code ${event.closeCode}${event.reason ? ` (${event.reason})` : ""}`;
+  const full = describe(code === "CONNECTION_LOST" || code === "SESSION_CLOSED" ? clientError(code, details)
+    : { code, details });
   showOverlay(t("console.ended_title"));
   ui.stages.replaceChildren();
   ui.sub.textContent = "";
@@ -409,7 +388,7 @@ async function startAndConnect(event) {
     await api("POST", `/api/vms/${encodeURIComponent(vmId)}/start`);
   } catch (exc) {
     if (!(exc instanceof ApiError) || exc.code !== "VM_ALREADY_RUNNING") {
-      const box = exc instanceof ApiError ? exc.body : { error: "Failed to start VM", code: "CLIENT_ERROR", details: String(exc) };
+      const box = exc instanceof ApiError ? exc.body : clientError("CLIENT_ERROR", `starting the VM: ${exc}`);
       ui.extra.replaceChildren(errorBox(box, { actions: recoveryActions("VM_NOT_RUNNING", t("console.retry")) }));
       return;
     }
@@ -581,7 +560,8 @@ async function typeText(keys) {
     });
   } catch (exc) {
     if (exc instanceof TypingCancelled) return;
-    if (session === rfb) setState("connected", t("console.typing_stopped", { reason: exc.message || exc }), "bad");
+    const reason = Number.isFinite(exc.waitedMs) ? t("console.typing_no_send", { ms: exc.waitedMs }) : String(exc.message || exc);
+    if (session === rfb) setState("connected", t("console.typing_stopped", { reason }), "bad");
     return;
   } finally {
     if (typing === job) typing = null;
@@ -813,7 +793,7 @@ async function refreshVm() {
     ui.name.textContent = vm.name;
     ui.name.title = vm.name; // a long name is cut short in the bar
     ui.state.replaceChildren(stateBadge(vm.state));
-    document.title = `${vm.name} — console — limen`;
+    document.title = t("console.window_title", { name: vm.name });
   } catch {
     ui.name.textContent = vmName; // keep the last known state: the console panel tells what failed
   }
@@ -863,12 +843,7 @@ async function main() {
     errorCodes = await codes;
     await stages;
     ui.stages.replaceChildren();
-    onFailure({
-      error: "noVNC is not installed",
-      code: "NOVNC_MISSING",
-      details: `loading ${NOVNC}/core/rfb.js failed: ${exc}`,
-      message: "Run `make install` (it runs npm ci in web/) and restart limen, then reload this page.",
-    });
+    onFailure(clientError("NOVNC_MISSING", `loading ${NOVNC}/core/rfb.js failed: ${exc}`));
     return;
   }
   errorCodes = await codes;

@@ -454,7 +454,7 @@ function openConfirm(action) {
     const disks = (vm.disks || []).filter((d) => d.device === "disk" && d.path);
     ui.confirmDisks.checked = false;
     ui.confirmDisks.disabled = disks.length === 0;
-    ui.confirmDiskList.textContent = disks.length === 0 ? "(this VM has no disks)"
+    ui.confirmDiskList.textContent = disks.length === 0 ? t("details.no_disks")
       : `(${disks.map((d) => d.path).join(", ")})`;
   }
   ui.confirm.returnValue = "";
@@ -478,7 +478,7 @@ function wireConfirm() {
 // -- media, boot order, settings, disks (PUT /media, PATCH, finish-install, resize) ------------------
 
 async function changeMedia(iso, force = false) {
-  const what = iso ? `Insert ${iso}` : "Eject the CD";
+  const what = iso ? t("details.insert_what", { iso }) : t("details.eject_what");
   showStatus(ui.mediaStatus, "", spinner(), iso ? t("details.inserting", { iso }) : t("details.ejecting"));
   try {
     const result = await api("PUT", apiPath("/media"), { iso, force });
@@ -547,7 +547,8 @@ function wireForms() {
     resizeTarget = null;
     if (!disk || ui.resize.returnValue !== "resize") return;
     const size = Number(ui.resizeSize.value);
-    const result = await request(ui.diskStatus, `Resize ${disk.target}`, `Resizing ${disk.target}…`, "POST",
+    const result = await request(ui.diskStatus, t("details.resize_what", { target: disk.target }),
+                                 t("details.resizing", { target: disk.target }), "POST",
                                  apiPath(`/disks/${encodeURIComponent(disk.target)}/resize`), { size_gib: size });
     if (result === null) return;
     if (result.uuid) render(result);
@@ -630,7 +631,7 @@ async function reload() {
       markGone();
       return;
     }
-    const body = bodyOf(exc, "Loading the VM");
+    const body = bodyOf(exc, t("details.loading_vm"));
     ui.loadError.replaceChildren(h("div", { class: "notice error" }, errorBox({
       ...localizedError(body), error: t("details.cannot_load", { error: localizedError(body).error }),
     }, { localize: false, actions: [h("a", { class: "btn small", href: "/", text: t("details.back_to_list") })] })));
