@@ -29,7 +29,7 @@ from limen.cli_config import config_app
 from limen.cli_hosts import host_app
 from limen.cli_hypervisor import run_on_hypervisor
 from limen.cli_isos import iso_app
-from limen.cli_output import say, table
+from limen.cli_output import cli_language, say, table
 from limen.cli_progress import working
 from limen.cli_snapshots import snapshot_app
 from limen.cli_users import run_directory, token_app, user_app
@@ -437,15 +437,16 @@ def doctor(
 
     state = _state(ctx)
     settings = state.settings()
+    lang = cli_language()
     with working(say("cli.doctor.working", target=vm_id or say("cli.doctor.the_host")),
                  as_json=state.as_json) as progress:
         results = asyncio.run(
             checks.diagnose(
                 settings, vm_id, server_url=server or checks.default_server_url(settings),
-                timeout=timeout, progress=progress.step, token=token,
+                timeout=timeout, progress=lambda name: progress.step(checks.check_title(name)(lang)), token=token,
             )
         )
-    typer.echo(checks.render_json(results) if state.as_json else checks.render_table(results))
+    typer.echo(checks.render_json(results) if state.as_json else checks.render_table(results, lang))
     raise typer.Exit(0 if checks.all_passed(results) else 1)
 
 

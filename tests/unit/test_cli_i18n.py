@@ -85,3 +85,44 @@ def test_users_in_korean(tmp_path: Path) -> None:
     header, row = run(tmp_path, KOREAN, "user", "list")[1].splitlines()
     assert header.split() == ["이름", "역할", "상태", "생성", "시각"]
     assert row.startswith("관리자-한글  admin")
+
+
+def test_doctor_speaks_korean_to_people_and_english_to_scripts(tmp_path: Path) -> None:
+    """Check names, results and fixes in Korean; the test driver's VM has no VNC graphics, so that check
+    fails with its fix and the ones after it are skipped, naming the check they wait for."""
+    logs = {"LIMEN_LOG_DIR": str(tmp_path / "log")}
+    code, out, err = run(tmp_path, {**KOREAN, **logs}, "doctor", "test", "--server", "http://127.0.0.1:9")
+    assert code == 1, err
+    lines = out.splitlines()
+    assert lines[0].startswith(" 1. ✓ 설정과 로그 디렉터리") and lines[0].endswith("에 쓸 수 있음")
+    assert "가상 머신 실행 중" in out and "VNC 그래픽 설정" in out
+    failed = next(line for line in lines if "✗" in line)
+    assert "VNC 그래픽 설정" in failed and "가상 머신에 VNC 그래픽 장치가 없습니다" in failed
+    fix = lines[lines.index(failed) + 1]
+    assert fix.split()[0] == "해결:" and "<devices>에 추가한 뒤" in fix
+    assert "'VNC 그래픽 설정' 통과가 필요함" in out
+    # Every check name is Korean, lined up by terminal columns (Hangul takes two).
+    detail_columns = {display_width(line[:line.index(" ms  ") + 5]) for line in lines if " ms  " in line}
+    assert len(detail_columns) == 1
+    english_words = {"settings", "libvirt reachable", "VM running", "TCP connect", "needs", "fix:", "skip"}
+    assert not any(word in out for word in english_words), out
+
+    _code, english, _err = run(tmp_path, {**ENGLISH, **logs}, "doctor", "test", "--server", "http://127.0.0.1:9")
+    assert "VNC graphics configured" in english and "fix: add to its <devices>" in english
+    assert "needs 'VNC graphics configured' to pass" in english
+
+
+def test_doctor_json_is_the_same_english_in_every_language(tmp_path: Path) -> None:
+    def checks(env: dict[str, str]) -> list[dict[str, object]]:
+        env = {**env, "LIMEN_LOG_DIR": str(tmp_path / "log")}
+        code, out, err = run(tmp_path, env, "--json", "doctor", "test", "--server", "http://127.0.0.1:9")
+        assert code == 1, err
+        return [{**check, "seconds": 0} for check in json.loads(out)["checks"]]
+
+    korean, english = checks(KOREAN), checks(ENGLISH)
+    assert korean == english
+    assert [check["name"] for check in korean][:5] == [
+        "settings and log dir", "libvirt reachable", "VM exists", "VM running", "VNC graphics configured"]
+    assert set(korean[0]) == {"name", "outcome", "detail", "seconds", "fix"}
+    assert korean[4]["detail"] == "the VM has no VNC graphics device"
+    assert korean[5]["detail"] == "needs 'VNC graphics configured' to pass"
