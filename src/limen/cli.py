@@ -226,7 +226,8 @@ def vm_create(
     async def create(hv: Hypervisor, target: ActionTarget) -> Vm:
         return _named(target, await hv.create_vm(spec))
 
-    label = f"creating {name}" + (f" with a {disk} GiB disk" if disk else "")
+    label = (say("cli.progress.creating_with_disk", name=name, disk=disk) if disk
+             else say("cli.progress.creating", name=name))
     with working(label, as_json=state.as_json):
         created = _audited(state.settings(), "create", name, create)
     _print_vm(state, VmOut.of(created))
@@ -394,7 +395,7 @@ def vm_resize_disk(
         row.details = f"{done.target} {done.old_bytes} → {done.new_bytes} bytes"
         return done
 
-    with working(f"resizing {vm_id} {target} to {size_bytes} bytes", as_json=state.as_json):
+    with working(say("cli.progress.resizing", vm=vm_id, target=target, size=size_bytes), as_json=state.as_json):
         resized = _audited(state.settings(), "resize-disk", vm_id, resize)
     if not state.as_json:
         typer.echo(f"{resized.target}: {resized.old_bytes} → {resized.new_bytes} bytes\n", err=True)

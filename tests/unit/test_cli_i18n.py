@@ -126,3 +126,21 @@ def test_doctor_json_is_the_same_english_in_every_language(tmp_path: Path) -> No
     assert set(korean[0]) == {"name", "outcome", "detail", "seconds", "fix"}
     assert korean[4]["detail"] == "the VM has no VNC graphics device"
     assert korean[5]["detail"] == "needs 'VNC graphics configured' to pass"
+
+
+def test_progress_labels_in_korean(tmp_path: Path) -> None:
+    """What a command says while it works (here in a pipe: one plain line) is in the reader's language."""
+    from limen.db.database import Database
+
+    (tmp_path / "data").mkdir()
+    database = Database(f"sqlite:///{tmp_path / 'data' / 'limen.db'}")
+    database.migrate()
+    database.close()
+    code, _out, err = run(tmp_path, KOREAN, "backup", str(tmp_path / "b.limen"), "--no-vms")
+    assert code == 0, err
+    assert err.splitlines()[0].endswith(f"{tmp_path / 'b.limen'}에 백업하는 중…"), err
+    code, _out, err = run(tmp_path, ENGLISH, "backup", str(tmp_path / "c.limen"), "--no-vms")
+    assert code == 0, err
+    assert err.startswith("backing up ") and err.splitlines()[0].endswith(f"to {tmp_path / 'c.limen'}…"), err
+    code, _out, err = run(tmp_path, KOREAN, "--json", "backup", str(tmp_path / "d.limen"), "--no-vms")
+    assert (code, err) == (0, "")
