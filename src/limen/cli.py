@@ -26,6 +26,7 @@ from limen.auth.revocation_bus import publish_from_command_line
 from limen.cli_audit import run_audited
 from limen.cli_backup import backup_command, restore_command
 from limen.cli_config import config_app
+from limen.cli_help import localized_command
 from limen.cli_hosts import host_app
 from limen.cli_hypervisor import run_on_hypervisor
 from limen.cli_isos import iso_app
@@ -452,8 +453,9 @@ def doctor(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    command = localized_command(app, cli_language())  # --help in the reader's language
     try:
-        app(args=list(argv) if argv is not None else None, standalone_mode=True)
+        command(args=list(argv) if argv is not None else None, standalone_mode=True)
     except SystemExit as exc:
         # Typer/click exits 2 on usage errors already; keep their codes.
         sys.exit(exc.code)

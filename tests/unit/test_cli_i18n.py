@@ -144,3 +144,46 @@ def test_progress_labels_in_korean(tmp_path: Path) -> None:
     assert err.startswith("backing up ") and err.splitlines()[0].endswith(f"to {tmp_path / 'c.limen'}…"), err
     code, _out, err = run(tmp_path, KOREAN, "--json", "backup", str(tmp_path / "d.limen"), "--no-vms")
     assert (code, err) == (0, "")
+
+
+def help_of(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], env: dict[str, str],
+            *args: str) -> str:
+    from limen.cli import main
+
+    for name, value in {**env, "COLUMNS": "120"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--help"])
+    assert exited.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_in_korean_for_the_command_list_and_the_everyday_commands(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    top = help_of(monkeypatch, capsys, KOREAN)
+    assert "브라우저 콘솔이 멈추지 않는 libvirt 가상 머신 관리자" in top
+    assert "가상 머신을 만들고, 나열하고, 제어합니다." in top and "스크립트용 JSON 출력" in top
+    assert "Create, list and control VMs." not in top
+    create = help_of(monkeypatch, capsys, KOREAN, "vm", "create")
+    assert "가상 머신을 만듭니다(정의)." in create and "메모리(MiB)" in create and "가상 머신 이름" in create
+    assert "사람이 손으로 해 볼 점검" in help_of(monkeypatch, capsys, KOREAN, "doctor")
+    english = help_of(monkeypatch, capsys, ENGLISH, "vm", "create")
+    assert "Create (define) a VM; it starts stopped." in english and "Memory, MiB" in english
+
+
+def test_the_english_help_catalogue_is_the_docstrings() -> None:
+    """The docstrings and ``help=`` are English's one source; the catalogue's English repeats them (it must,
+    every key being in both languages) and cannot drift from them."""
+    import typer.main
+
+    from limen.cli_help import help_key, walk
+    from limen.i18n import catalogue
+
+    texts: dict[str, str | None] = {}
+    for path, command in walk(typer.main.get_command(app)):
+        texts[help_key(path)] = command.help
+        texts.update({help_key(path, p.name): getattr(p, "help", None) for p in command.params})
+    english = {key: text for key, text in catalogue("en").items() if key.startswith("cli.help")}
+    assert len(english) > 40
+    assert {key: texts.get(key) for key in english} == english
