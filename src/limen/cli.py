@@ -28,10 +28,11 @@ from limen.auth.revocation_bus import publish_from_command_line
 from limen.cli_audit import run_audited
 from limen.cli_backup import backup_command, restore_command
 from limen.cli_config import config_app
+from limen.cli_help import localized_command
 from limen.cli_hosts import host_app
 from limen.cli_hypervisor import run_on_hypervisor
 from limen.cli_isos import iso_app
-from limen.cli_output import say, table
+from limen.cli_output import cli_language, say, table
 from limen.cli_progress import working
 from limen.cli_snapshots import snapshot_app
 from limen.cli_users import run_directory, token_app, user_app
@@ -248,7 +249,8 @@ def vm_create(
     async def create(hv: Hypervisor, target: ActionTarget) -> Vm:
         return _named(target, await hv.create_vm(spec))
 
-    label = f"creating {name}" + (f" with a {disk} GiB disk" if disk else "")
+    label = (say("cli.progress.creating_with_disk", name=name, disk=disk) if disk
+             else say("cli.progress.creating", name=name))
     with working(label, as_json=state.as_json):
         created = _audited(state.settings(), "create", name, create)
     _print_vm(state, VmOut.of(created))
@@ -418,7 +420,7 @@ def vm_resize_disk(
         row.details = f"{done.target} {done.old_bytes} → {done.new_bytes} bytes"
         return done
 
-    with working(f"resizing {vm_id} {target} to {size_bytes} bytes", as_json=state.as_json):
+    with working(say("cli.progress.resizing", vm=vm_id, target=target, size=size_bytes), as_json=state.as_json):
         resized = _audited(state.settings(), "resize-disk", vm_id, resize)
     if not state.as_json:
         typer.echo(f"{resized.target}: {resized.old_bytes} → {resized.new_bytes} bytes\n", err=True)
@@ -461,21 +463,23 @@ def doctor(
 
     state = _state(ctx)
     settings = state.settings()
+    lang = cli_language()
     with working(say("cli.doctor.working", target=vm_id or say("cli.doctor.the_host")),
                  as_json=state.as_json) as progress:
         results = asyncio.run(
             checks.diagnose(
                 settings, vm_id, server_url=server or checks.default_server_url(settings),
-                timeout=timeout, progress=progress.step, token=token,
+                timeout=timeout, progress=lambda name: progress.step(checks.check_title(name)(lang)), token=token,
             )
         )
-    typer.echo(checks.render_json(results) if state.as_json else checks.render_table(results))
+    typer.echo(checks.render_json(results) if state.as_json else checks.render_table(results, lang))
     raise typer.Exit(0 if checks.all_passed(results) else 1)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    command = localized_command(app, cli_language())  # --help in the reader's language
     try:
-        app(args=list(argv) if argv is not None else None, standalone_mode=True)
+        command(args=list(argv) if argv is not None else None, standalone_mode=True)
     except SystemExit as exc:
         # Typer/click exits 2 on usage errors already; keep their codes.
         sys.exit(exc.code)

@@ -23,6 +23,7 @@ from limen.backup import (
     restore_database,
     write_backup,
 )
+from limen.cli_output import say
 from limen.cli_progress import working
 from limen.errors import LimenError
 from limen.hypervisor import Hypervisor
@@ -98,7 +99,8 @@ def backup_command(
     state = _state(ctx)
     settings = state.settings()
     try:
-        with working(f"backing up {database_label(settings)} to {file}", as_json=state.as_json):
+        with working(say("cli.progress.backing_up", database=database_label(settings), file=file),
+                     as_json=state.as_json):
             vm_xml = asyncio.run(_vm_xml(settings)) if vms else {}
             manifest = write_backup(settings, file, config_file=state.config, vm_xml=vm_xml)
     except BackupError as exc:
@@ -135,7 +137,7 @@ def restore_command(
     settings = state.settings()
     with tempfile.TemporaryDirectory(prefix="limen-restore-") as work:
         try:
-            with working(f"restoring {file}", as_json=state.as_json):
+            with working(say("cli.progress.restoring", file=file), as_json=state.as_json):
                 backup = open_backup(file, Path(work))
                 if settings_to is not None:
                     _check_settings_target(backup, settings_to)

@@ -94,7 +94,7 @@ def _plain_progress(total: int) -> Callable[[int], None]:
         nonlocal done, next_step
         done += count
         if total and done * PLAIN_PROGRESS_STEPS >= total * next_step:
-            typer.echo(f"uploaded {done} of {total} bytes ({done * 100 // total}%)", err=True)
+            typer.echo(say("cli.progress.uploaded", done=done, total=total, percent=done * 100 // total), err=True)
             next_step = done * PLAIN_PROGRESS_STEPS // total + 1
 
     return advance

@@ -15,6 +15,11 @@ The console WebSocket check signs in like the browser does: with an API token (`
 one-time console ticket and opens ``?ticket=``. Without a token it opens the console anonymously, and
 the server's UNAUTHORIZED becomes the check's failure, with that fix. The token and the ticket never
 appear in the check's output.
+
+Every check name, result and fix is a catalogue text (``cli.doctor.*``, :class:`Said`): ``--json`` and
+:class:`CheckResult`'s fields are English and stable (scripts read them); the table a person reads is in
+their language (``LIMEN_LANG``/``LANG``). What came from elsewhere (libvirt's errors, paths, the server's
+details) is passed through as it came.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ import struct
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -47,11 +52,56 @@ from limen.host_registry import list_hosts, sync_pool
 from limen.hypervisor import Hypervisor, Vm, VmState
 from limen.hypervisor.hosts import HostConfig
 from limen.hypervisor.service import detect_virt_type
+from limen.i18n import DEFAULT_LANGUAGE, display_width, error_keys, pad, translate
 from limen.logs import LOG_FILE_NAME
 from limen.private_files import PRIVATE_DIR_MODE
 from limen.settings import Settings
 
 MIN_FREE_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class Said:
+    """One of the doctor's texts by its catalogue key, said in any language; parameters that are ``Said``
+    themselves are said in the same language. ``str()`` is English: the ``--json`` and log form."""
+
+    key: str
+    params: Mapping[str, object] = field(default_factory=dict)
+
+    def __call__(self, lang: str) -> str:
+        values = {name: value(lang) if isinstance(value, Said) else value for name, value in self.params.items()}
+        return translate(lang, self.key, **values)
+
+    def __str__(self) -> str:
+        return self(DEFAULT_LANGUAGE)
+
+
+def said(key: str, **params: object) -> Said:
+    """``cli.doctor.<key>`` with its placeholders."""
+    return Said(f"cli.doctor.{key}", params)
+
+
+HOST_CHECK_PREFIX = "host "
+
+
+def check_title(name: str) -> Said:
+    """A check's name for people; ``name`` itself (English) is its stable id. ``host NAME`` (one per
+    registered host) keeps the host's name as it is."""
+    if name.startswith(HOST_CHECK_PREFIX):
+        return said("check.host", name=name.removeprefix(HOST_CHECK_PREFIX))
+    return said("check." + name.replace(" ", "_"))
+
+
+@dataclass(frozen=True)
+class AsItCame(Said):
+    """A text from elsewhere (libvirt, the server, the OS), shown as it came in every language."""
+
+    def __call__(self, lang: str) -> str:
+        return self.key
+
+
+def as_it_came(text: str) -> Said:
+    return AsItCame(text)
 
 
 class Outcome(StrEnum):
@@ -63,11 +113,21 @@ class Outcome(StrEnum):
 
 @dataclass
 class CheckResult:
+    """``name``, ``detail`` and ``fix`` are English (the ``--json`` fields); ``said``/``said_fix`` say the
+    same in the reader's language."""
+
     name: str
     outcome: Outcome
     detail: str
     seconds: float = 0.0
     fix: str = ""
+    said: Said | None = field(default=None, repr=False, compare=False)
+    said_fix: Said | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, name: str, outcome: Outcome, detail: Said, seconds: float = 0.0,
+           fix: Said | None = None) -> CheckResult:
+        return cls(name, outcome, str(detail), seconds, str(fix) if fix else "", detail, fix)
 
     @property
     def mark(self) -> str:
@@ -75,8 +135,8 @@ class CheckResult:
 
 
 class CheckFailed(Exception):
-    def __init__(self, detail: str, fix: str) -> None:
-        super().__init__(detail)
+    def __init__(self, detail: Said, fix: Said) -> None:
+        super().__init__(str(detail))
         self.detail = detail
         self.fix = fix
 
@@ -92,10 +152,10 @@ class Context:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-Check = tuple[str, Callable[[Context], Awaitable[str]]]
+Check = tuple[str, Callable[[Context], Awaitable[Said]]]
 
 
-async def check_settings(ctx: Context) -> str:
+async def check_settings(ctx: Context) -> Said:
     log_dir = ctx.settings.log_dir
     try:
         log_dir.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)  # as limen serve makes it
@@ -103,85 +163,69 @@ async def check_settings(ctx: Context) -> str:
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise CheckFailed(
-            f"log dir {log_dir} is not writable: {exc.strerror}",
-            f"create it and make it writable (mkdir -p {log_dir}), or set LIMEN_LOG_DIR",
-        ) from None
-    return f"settings valid; log dir {log_dir} writable"
+        raise CheckFailed(said("log_dir_not_writable", path=log_dir, reason=exc.strerror),
+                          said("fix.log_dir", path=log_dir)) from None
+    return said("settings_ok", path=log_dir)
 
 
-async def check_libvirt(ctx: Context) -> str:
+async def check_libvirt(ctx: Context) -> Said:
     try:
         cpus, memory = await ctx.hypervisor.host_info()
     except LimenError as exc:
-        raise CheckFailed(
-            exc.details,
-            f"start libvirtd (libvirtd --daemon, or systemctl start libvirtd) and check "
-            f"`virsh -c {ctx.settings.libvirt_uri} list`; or fix LIMEN_LIBVIRT_URI",
-        ) from None
-    return f"{ctx.settings.libvirt_uri} answers ({cpus} CPUs, {memory} MiB)"
+        raise CheckFailed(as_it_came(exc.details), said("fix.libvirt", uri=ctx.settings.libvirt_uri)) from None
+    return said("libvirt_ok", uri=ctx.settings.libvirt_uri, cpus=cpus, memory=memory)
 
 
-async def check_vm_exists(ctx: Context) -> str:
+async def check_vm_exists(ctx: Context) -> Said:
     assert ctx.vm_id is not None
     try:
         ctx.vm = await ctx.hypervisor.get_vm(ctx.vm_id)
     except LimenError as exc:
-        raise CheckFailed(exc.details, "list the VMs with `limen vm list` and use a name or UUID from it") from None
-    return f"{ctx.vm.name} ({ctx.vm.uuid})"
+        raise CheckFailed(as_it_came(exc.details), said("fix.vm_exists")) from None
+    return said("vm_ok", name=ctx.vm.name, uuid=ctx.vm.uuid)
 
 
-async def check_vm_running(ctx: Context) -> str:
+async def check_vm_running(ctx: Context) -> Said:
     assert ctx.vm is not None
     if ctx.vm.state is not VmState.RUNNING:
-        raise CheckFailed(
-            f"the VM is {ctx.vm.state.value}",
-            f"start it: `limen vm start {ctx.vm.name}` (or open the console with auto-start on)",
-        )
-    return "running"
+        raise CheckFailed(said("vm_state", state=ctx.vm.state.value), said("fix.vm_running", name=ctx.vm.name))
+    return said("running")
 
 
-async def check_vnc_configured(ctx: Context) -> str:
+async def check_vnc_configured(ctx: Context) -> Said:
     assert ctx.vm is not None
     if ctx.vm.vnc is None:
-        raise CheckFailed(
-            "the VM has no VNC graphics device",
-            "add to its <devices> (virsh edit NAME): <graphics type='vnc' port='-1' autoport='yes' "
-            "listen='127.0.0.1'/>, then restart the VM",
-        )
-    return f"VNC graphics, listening on {ctx.vm.vnc.host}"
+        raise CheckFailed(said("no_vnc"), said("fix.vnc_configured"))
+    return said("vnc_ok", host=ctx.vm.vnc.host)
 
 
-async def check_vnc_port(ctx: Context) -> str:
+async def check_vnc_port(ctx: Context) -> Said:
     assert ctx.vm is not None
     assert ctx.vm.vnc is not None
     if ctx.vm.vnc.port is None:
-        raise CheckFailed(
-            "libvirt reports no VNC port (autoport not assigned)",
-            "wait a moment after start; if it persists, restart the VM; `virsh vncdisplay NAME` should show :N",
-        )
-    return f"{ctx.vm.vnc.host}:{ctx.vm.vnc.port} (display :{ctx.vm.vnc.port - 5900})"
+        raise CheckFailed(said("no_vnc_port"), said("fix.vnc_port"))
+    return said("vnc_port_ok", host=ctx.vm.vnc.host, port=ctx.vm.vnc.port, display=ctx.vm.vnc.port - 5900)
 
 
-async def check_tcp(ctx: Context) -> str:
+async def check_tcp(ctx: Context) -> Said:
     assert ctx.vm is not None
     assert ctx.vm.vnc is not None
     assert ctx.vm.vnc.port is not None
     host, port = ctx.vm.vnc.host, ctx.vm.vnc.port
-    fix = "check that QEMU runs and listens there (ss -ltnp | grep qemu) and that no firewall blocks it"
+    fix = said("fix.tcp")
     limit = VNC_STAGES[VncStage.CONNECT].deadline(ctx.settings) or 0.0
     try:
         async with asyncio.timeout(limit):
             reader, writer = await open_vnc(host, port)  # the console's own connect
     except TimeoutError:
-        raise CheckFailed(f"cannot connect to {host}:{port}: no answer within {limit:g} s", fix) from None
+        raise CheckFailed(said("tcp_no_answer", host=host, port=port, seconds=f"{limit:g}"), fix) from None
     except LimenError as exc:
-        raise CheckFailed(exc.details, fix) from None
+        raise CheckFailed(as_it_came(exc.details), fix) from None
     ctx.extra["vnc_stream"] = (reader, writer)
-    return f"TCP connection to {host}:{port} accepted"
+    return said("tcp_ok", host=host, port=port)
 
 
-async def check_rfb(ctx: Context) -> str:
+async def check_rfb(ctx: Context) -> Said:
     reader, writer = ctx.extra.pop("vnc_stream")
     assert ctx.vm is not None and ctx.vm.vnc is not None
     where = f"{ctx.vm.vnc.host}:{ctx.vm.vnc.port}"
@@ -191,10 +235,9 @@ async def check_rfb(ctx: Context) -> str:
             async with asyncio.timeout(limit):
                 banner = await read_banner(reader, where)  # the console's own banner check
         except TimeoutError:
-            raise CheckFailed(f"no RFB banner within {limit:g} s",
-                              "the port is not a VNC server, or it hangs: restart the VM") from None
+            raise CheckFailed(said("no_banner", seconds=f"{limit:g}"), said("fix.not_vnc")) from None
         except LimenError as exc:
-            raise CheckFailed(exc.details, "the port belongs to something else, or it hangs: restart the VM") from None
+            raise CheckFailed(as_it_came(exc.details), said("fix.not_vnc_server")) from None
         major, minor = protocol_version(banner)
         # Past the banner the console only relays; the doctor goes one step further, to the security types.
         try:
@@ -204,18 +247,19 @@ async def check_rfb(ctx: Context) -> str:
             if count == 0:
                 length = struct.unpack(">I", await asyncio.wait_for(reader.readexactly(4), 2))[0]
                 reason = (await asyncio.wait_for(reader.readexactly(min(length, 1024)), 2)).decode(errors="replace")
-                raise CheckFailed(f"server refused the handshake: {reason}", "check the VM's VNC password settings")
+                raise CheckFailed(said("handshake_refused", reason=reason), said("fix.vnc_password"))
             types = list(await asyncio.wait_for(reader.readexactly(count), 2))
         except (asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
-            raise CheckFailed(f"no security types after the banner ({type(exc).__name__})",
-                              "the VNC server hangs: restart the VM") from None
+            raise CheckFailed(said("no_security_types", error=type(exc).__name__), said("fix.vnc_hangs")) from None
         names = {1: "None", 2: "VNC auth", 19: "VeNCrypt", 16: "Tight"}
-        return f"RFB {major:03d}.{minor:03d}; security types: {', '.join(names.get(t, str(t)) for t in types)}"
+        return said("rfb_ok", version=f"{major:03d}.{minor:03d}", types=", ".join(names.get(t, str(t)) for t in types))
     finally:
         writer.close()
 
 
-TOKEN_FIX = "pass an API token: --token or LIMEN_TOKEN (make one with `limen token create doctor --user ADMIN`)"
+TOKEN_FIX = said("fix.token")
+START_SERVER_FIX = said("fix.start_server")
+SEE_LOG_FIX = said("fix.see_log")
 
 
 def client_tls(settings: Settings) -> ssl.SSLContext:
@@ -245,49 +289,56 @@ def _request_ticket(server_url: str, vm_uuid: str, token: str, timeout: float,
         except ValueError:
             body = {}
         code = body.get("code", f"HTTP {exc.code}")
-        fix = TOKEN_FIX if exc.code == 401 else str(body.get("message", "see limen's log"))
-        raise CheckFailed(f"the server refused a console ticket: {code}: {body.get('details', '')}", fix) from None
+        fix = TOKEN_FIX if exc.code == 401 else _server_advice(body)
+        raise CheckFailed(said("ticket_refused", code=code, details=body.get("details", "")), fix) from None
     except (OSError, ValueError, KeyError) as exc:
-        raise CheckFailed(
-            f"cannot ask {server_url} for a console ticket: {type(exc).__name__}",
-            "start the server (`limen serve`) or pass --server with its URL",
-        ) from None
+        raise CheckFailed(said("ticket_unreachable", url=server_url, error=type(exc).__name__),
+                          START_SERVER_FIX) from None
 
 
-async def check_console_websocket(ctx: Context) -> str:
+def _server_advice(answer: Mapping[str, Any]) -> Said:
+    """What the server's error says to do: its English ``message``, in the reader's language by its code
+    when the catalogue has that code; limen's log when it said nothing."""
+    message = answer.get("message")
+    if not message:
+        return SEE_LOG_FIX
+    code = answer.get("code")
+    known = isinstance(code, str) and translate(DEFAULT_LANGUAGE, f"error.{code}.message") == message
+    return Said(f"error.{code}.message") if known else as_it_came(str(message))
+
+
+async def check_console_websocket(ctx: Context) -> Said:
     assert ctx.vm is not None
     url = f"{ctx.server_url.rstrip('/')}/api/vms/{ctx.vm.uuid}/console".replace("http", "ws", 1)
     statuses: list[str] = []
     bound = VNC_STAGES.worst_case(ctx.settings) + 2
-    how = "anonymously (no --token)"
+    how = said("anonymously")
     target = url
     if ctx.token:
         ticket = await asyncio.to_thread(_request_ticket, ctx.server_url, ctx.vm.uuid, ctx.token, 5.0,
                                          client_tls(ctx.settings))
-        target, how = f"{url}?ticket={ticket}", "with a console ticket"
+        target, how = f"{url}?ticket={ticket}", said("with_ticket")
     try:
         async with asyncio.timeout(bound):
             tls: dict[str, Any] = {"ssl": client_tls(ctx.settings)} if target.startswith("wss:") else {}
             async with websockets.connect(target, open_timeout=5, close_timeout=1, max_size=None, **tls) as ws:
                 async for frame in ws:
                     if isinstance(frame, bytes):
-                        raise CheckFailed("binary data before the last status frame", "upgrade limen")
+                        raise CheckFailed(said("binary_early"), said("fix.upgrade"))
                     message = json.loads(frame)
                     if message.get("type") == "error":
                         code = message.get("code")
-                        fix = TOKEN_FIX if code == "UNAUTHORIZED" else str(message.get("message", ""))
-                        raise CheckFailed(f"{code}: {message.get('details')} (opened {how})", fix)
+                        fix = TOKEN_FIX if code == "UNAUTHORIZED" else _server_advice(message)
+                        raise CheckFailed(said("console_error", code=code, details=message.get("details"), how=how),
+                                          fix)
                     statuses.append(str(message.get("message")))
                     if message.get("message") == VNC_STAGES[VncStage.PROXY].status:
-                        return f"reached the proxy stage through {url} {how} ({len(statuses)} status frames)"
+                        return said("console_ok", url=url, how=how, count=len(statuses))
     except TimeoutError:
-        raise CheckFailed(f"no verdict within {bound:g} s at {url}", "see limen's log for this session") from None
+        raise CheckFailed(said("no_verdict", seconds=f"{bound:g}", url=url), said("fix.see_session_log")) from None
     except (OSError, websockets.WebSocketException) as exc:
-        raise CheckFailed(
-            f"cannot open {url}: {exc}",
-            "start the server (`limen serve`) or pass --server with its URL",
-        ) from None
-    raise CheckFailed(f"the server closed after {statuses}", "see limen's log for this session")
+        raise CheckFailed(said("cannot_open", url=url, error=exc), START_SERVER_FIX) from None
+    raise CheckFailed(said("closed_after", statuses=statuses), said("fix.see_session_log"))
 
 
 def _console_errors(log_dir: Path, vm: Vm, limit: int = 5) -> list[dict[str, Any]]:
@@ -313,44 +364,44 @@ def _console_errors(log_dir: Path, vm: Vm, limit: int = 5) -> list[dict[str, Any
     return found[-limit:]
 
 
-async def check_console_log(ctx: Context) -> str:
+async def check_console_log(ctx: Context) -> Said:
     assert ctx.vm is not None
     errors = _console_errors(ctx.settings.log_dir, ctx.vm)
     ctx.extra["console_errors"] = errors
     if not errors:
-        return f"no console errors for this VM in {ctx.settings.log_dir / LOG_FILE_NAME}"
+        return said("no_console_errors", path=ctx.settings.log_dir / LOG_FILE_NAME)
     summary = "; ".join(f"{e.get('ts', '?')} {e.get('code')}" for e in errors)
-    return f"last console errors: {summary}"
+    return said("console_errors", summary=summary)
 
 
-async def check_qemu(ctx: Context) -> str:
+async def check_qemu(ctx: Context) -> Said:
     def capabilities(conn: Any) -> str:
         return str(conn.getCapabilities())
 
     caps = await ctx.hypervisor.connection.call("capabilities", capabilities)
     if "<domain type='qemu'" not in caps and "<domain type=\"qemu\"" not in caps:
-        raise CheckFailed("libvirt offers no QEMU domain type", "install qemu-system-x86 and restart libvirtd")
+        raise CheckFailed(said("no_qemu"), said("fix.qemu"))
     emulator = shutil.which("qemu-system-x86_64")
-    return f"QEMU available{f' ({emulator})' if emulator else ''}"
+    return said("qemu_at", path=emulator) if emulator else said("qemu_ok")
 
 
-async def check_acceleration(ctx: Context) -> str:
+async def check_acceleration(ctx: Context) -> Said:
     kind = detect_virt_type()
     configured = ctx.settings.virt_type
     if kind == "kvm":
-        return f"KVM usable (/dev/kvm); new VMs use {'kvm' if configured == 'auto' else configured}"
+        return said("kvm_ok", kind="kvm" if configured == "auto" else configured)
     if configured == "kvm":
-        raise CheckFailed("LIMEN_VIRT_TYPE=kvm but /dev/kvm cannot be opened", "set LIMEN_VIRT_TYPE=auto or qemu")
-    return "no usable /dev/kvm: new VMs use TCG (software emulation, slower)"
+        raise CheckFailed(said("kvm_missing"), said("fix.virt_type"))
+    return said("tcg")
 
 
-async def check_listen_port(ctx: Context) -> str:
+async def check_listen_port(ctx: Context) -> Said:
     host, port = ctx.settings.host, ctx.settings.port
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(1)
         in_use = sock.connect_ex((host, port)) == 0
     if not in_use:
-        return f"{host}:{port} is free for `limen serve`"
+        return said("port_free", host=host, port=port)
     try:
         async with asyncio.timeout(2):
             # Is it limen? Its own certificate need not be checked for that (it is not sent anything secret).
@@ -365,21 +416,21 @@ async def check_listen_port(ctx: Context) -> str:
     except (OSError, TimeoutError, ssl.SSLError):
         answer = b""
     if b'"status":"ok"' in answer:
-        return f"limen already serves on {host}:{port}"
-    raise CheckFailed(f"{host}:{port} is taken by another program", "set LIMEN_PORT or stop that program")
+        return said("port_limen", host=host, port=port)
+    raise CheckFailed(said("port_taken", host=host, port=port), said("fix.port"))
 
 
-async def check_disk_space(ctx: Context) -> str:
+async def check_disk_space(ctx: Context) -> Said:
     path = ctx.settings.data_dir
     while not path.exists() and path != path.parent:
         path = path.parent
     free = shutil.disk_usage(path).free
     if free < MIN_FREE_BYTES:
-        raise CheckFailed(f"only {free / 2**30:.2f} GiB free under {path}", "free disk space for VM disks")
-    return f"{free / 2**30:.1f} GiB free under {path}"
+        raise CheckFailed(said("disk_low", gib=f"{free / 2**30:.2f}", path=path), said("fix.disk"))
+    return said("disk_ok", gib=f"{free / 2**30:.1f}", path=path)
 
 
-async def check_database(ctx: Context) -> str:
+async def check_database(ctx: Context) -> Said:
     from limen.db.database import Database
 
     database: Database | None = None
@@ -387,19 +438,15 @@ async def check_database(ctx: Context) -> str:
         database = Database(ctx.settings.db_url)
         await database.ping(ctx.settings.libvirt_timeout)
     except TimeoutError:
-        raise CheckFailed(
-            f"the database did not answer within {ctx.settings.libvirt_timeout:g} s",
-            "check that the database server runs and LIMEN_DATABASE_URL points at it",
-        ) from None
+        raise CheckFailed(said("db_no_answer", seconds=f"{ctx.settings.libvirt_timeout:g}"),
+                          said("fix.db_down")) from None
     except Exception as exc:  # any driver error: the database cannot be used
-        raise CheckFailed(
-            f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
-            "fix LIMEN_DATABASE_URL (SQLite: its directory must exist and be writable)",
-        ) from None
+        raise CheckFailed(as_it_came(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"),
+                          said("fix.db_url")) from None
     finally:
         if database is not None:
             database.close()
-    return f"{database.redacted_url} answers"
+    return said("db_ok", url=database.redacted_url)
 
 
 async def _vnc_answers(settings: Settings, host: str, port: int) -> str:
@@ -411,16 +458,16 @@ async def _vnc_answers(settings: Settings, host: str, port: int) -> str:
         async with asyncio.timeout(connect_limit):
             reader, writer = await open_vnc(host, port)
     except TimeoutError:
-        raise CheckFailed(f"no answer within {connect_limit:g} s", "") from None
+        raise CheckFailed(said("vnc_no_answer", seconds=f"{connect_limit:g}"), as_it_came("")) from None
     except LimenError as exc:
-        raise CheckFailed(exc.details, "") from None
+        raise CheckFailed(as_it_came(exc.details), as_it_came("")) from None
     try:
         async with asyncio.timeout(banner_limit):
             banner = await read_banner(reader, f"{host}:{port}")
     except TimeoutError:
-        raise CheckFailed(f"no RFB banner within {banner_limit:g} s", "") from None
+        raise CheckFailed(said("vnc_no_banner", seconds=f"{banner_limit:g}"), as_it_came("")) from None
     except LimenError as exc:
-        raise CheckFailed(exc.details, "") from None
+        raise CheckFailed(as_it_came(exc.details), as_it_came("")) from None
     finally:
         writer.close()
     major, minor = protocol_version(banner)
@@ -430,36 +477,31 @@ async def _vnc_answers(settings: Settings, host: str, port: int) -> str:
 def host_check(name: str) -> Check:
     """``host NAME``: the registered host's libvirt answers, and its console address reaches its VNC servers."""
 
-    async def check(ctx: Context) -> str:
+    async def check(ctx: Context) -> Said:
         link = ctx.hypervisor.hosts.get(name)
         uri = link.config.uri
         try:
             vms = await ctx.hypervisor.list_vms_on(link)
         except LimenError as exc:
-            raise CheckFailed(
-                f"{uri}: {exc.code.name}: {exc.details}",
-                f"start libvirtd on that host and check `virsh -c {uri} list` from here; or correct the URI "
-                f"(`limen host remove {name}`, then `limen host add {name} URI`)",
-            ) from None
-        address = link.console_address or "this machine"
+            raise CheckFailed(as_it_came(f"{uri}: {exc.code.name}: {exc.details}"),
+                              said("fix.host_down", uri=uri, name=name)) from None
+        address: object = link.console_address or said("this_machine")
         tried = [vm for vm in vms if vm.state is VmState.RUNNING and vm.vnc is not None and vm.vnc.port is not None]
         if not tried:
-            return f"{uri} answers ({len(vms)} VMs); no running VM with VNC to try the console address {address} on"
+            return said("host_no_vm_to_try", uri=uri, count=len(vms), address=address)
         vm = tried[0]
         assert vm.vnc is not None and vm.vnc.port is not None
         try:
             banner = await _vnc_answers(ctx.settings, vm.vnc.host, vm.vnc.port)
         except CheckFailed as exc:
             raise CheckFailed(
-                f"{uri} answers, but the VNC server of {vm.name} at {vm.vnc.host}:{vm.vnc.port} does not: "
-                f"{exc.detail}",
-                f"consoles dial a host's VMs at its console address: make it an address of {name} that this "
-                f"machine reaches and its VNC servers listen on (vnc_listen in its qemu.conf); change it with "
-                f"`limen host remove {name}` and `limen host add {name} {uri} --console-address ADDRESS`",
+                said("host_vnc_silent", uri=uri, vm=vm.name, host=vm.vnc.host, port=vm.vnc.port, reason=exc.detail),
+                said("fix.host_console_address", uri=uri, name=name),
             ) from None
-        return f"{uri} answers ({len(vms)} VMs); VNC at {vm.vnc.host}:{vm.vnc.port} ({vm.name}) answers: {banner}"
+        return said("host_ok", uri=uri, count=len(vms), vm=vm.name, host=vm.vnc.host, port=vm.vnc.port,
+                    banner=banner)
 
-    return f"host {name}", check
+    return f"{HOST_CHECK_PREFIX}{name}", check
 
 
 async def registered_host_checks(ctx: Context) -> list[Check]:
@@ -479,8 +521,8 @@ async def registered_host_checks(ctx: Context) -> list[Check]:
         finally:
             database.close()
 
-    async def unreadable(_ctx: Context) -> str:
-        raise CheckFailed(ctx.extra["registry_error"], "see the database check; fix LIMEN_DATABASE_URL")
+    async def unreadable(_ctx: Context) -> Said:
+        raise CheckFailed(as_it_came(ctx.extra["registry_error"]), said("fix.registry"))
 
     try:
         async with asyncio.timeout(ctx.settings.libvirt_timeout):
@@ -531,11 +573,12 @@ async def run_checks(
     for name, check in checks:
         needs_vm_before = name == "console errors in log" and ctx.vm is None
         if (blocked_by is not None and name not in _INDEPENDENT) or needs_vm_before:
-            results.append(CheckResult(name, Outcome.SKIP, f"needs '{blocked_by or 'VM exists'}' to pass"))
+            results.append(CheckResult.of(name, Outcome.SKIP, said("needs", check=(
+                as_it_came(blocked_by) if blocked_by == "--timeout" else check_title(blocked_by or "VM exists")))))
             continue
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            results.append(CheckResult(name, Outcome.SKIP, "the --timeout ran out before this check"))
+            results.append(CheckResult.of(name, Outcome.SKIP, said("timeout_before")))
             blocked_by = blocked_by or "--timeout"
             continue
         if progress is not None:
@@ -547,17 +590,17 @@ async def run_checks(
             outcome = Outcome.PASS
             if name == "console errors in log" and ctx.extra.get("console_errors"):
                 outcome = Outcome.INFO
-            results.append(CheckResult(name, outcome, detail, time.monotonic() - began))
+            results.append(CheckResult.of(name, outcome, detail, time.monotonic() - began))
         except CheckFailed as exc:
-            results.append(CheckResult(name, Outcome.FAIL, exc.detail, time.monotonic() - began, exc.fix))
+            results.append(CheckResult.of(name, Outcome.FAIL, exc.detail, time.monotonic() - began, exc.fix))
             blocked_by = blocked_by or name
         except TimeoutError:
-            results.append(CheckResult(name, Outcome.FAIL, "the --timeout ran out during this check",
-                                       time.monotonic() - began, "raise --timeout, or see why this check hangs"))
+            results.append(CheckResult.of(name, Outcome.FAIL, said("timeout_during"), time.monotonic() - began,
+                                          said("fix.timeout")))
             blocked_by = blocked_by or name
         except LimenError as exc:
-            results.append(CheckResult(name, Outcome.FAIL, f"{exc.code.name}: {exc.details}",
-                                       time.monotonic() - began, exc.code.user_message))
+            results.append(CheckResult.of(name, Outcome.FAIL, as_it_came(f"{exc.code.name}: {exc.details}"),
+                                          time.monotonic() - began, Said(error_keys(exc.code)[1])))
             blocked_by = blocked_by or name
     leftover = ctx.extra.pop("vnc_stream", None)
     if leftover is not None:
@@ -576,7 +619,8 @@ async def diagnose(settings: Settings, vm_id: str | None, *, server_url: str, ti
             return await run_checks(VM_CHECKS, ctx, deadline=deadline, progress=progress)
         results = await run_checks(HOST_CHECKS, ctx, deadline=deadline, progress=progress)
         if any(result.name == "database" and result.outcome is Outcome.FAIL for result in results):
-            return [*results, CheckResult("registered hosts", Outcome.SKIP, "needs 'database' to pass")]
+            skipped = said("needs", check=check_title("database"))
+            return [*results, CheckResult.of("registered hosts", Outcome.SKIP, skipped)]
         # Each host on its own: one that fails or hangs (for LIMEN_LIBVIRT_TIMEOUT) does not skip the others.
         for check in await registered_host_checks(ctx):
             results += await run_checks([check], ctx, deadline=deadline, progress=progress)
@@ -590,22 +634,27 @@ def all_passed(results: list[CheckResult]) -> bool:
     return all(result.outcome in (Outcome.PASS, Outcome.INFO) for result in results)
 
 
-def render_table(results: list[CheckResult]) -> str:
-    width = max(len(result.name) for result in results)
+def render_table(results: list[CheckResult], lang: str = DEFAULT_LANGUAGE) -> str:
+    """The checks for a person, in ``lang``; columns counted in terminal columns (Hangul takes two)."""
+    titles = [check_title(result.name)(lang) for result in results]
+    width = max(display_width(title) for title in titles)
+    fix_label = translate(lang, "cli.doctor.fix_label")
     lines = []
-    for number, result in enumerate(results, 1):
+    for number, (result, title) in enumerate(zip(results, titles, strict=True), 1):
         timing = " " * 10 if result.outcome is Outcome.SKIP else f"{result.seconds * 1000:7.1f} ms"
-        lines.append(f"{number:>2}. {result.mark} {result.name.ljust(width)}  {timing}  {result.detail}")
+        detail = result.said(lang) if result.said else result.detail
+        lines.append(f"{number:>2}. {result.mark} {pad(title, width)}  {timing}  {detail}")
         if result.fix:
-            lines.append(f"{'':>5}{'':{width}}   fix: {result.fix}")
+            fix = result.said_fix(lang) if result.said_fix else result.fix
+            lines.append(f"{'':>5}{'':{width}}   {fix_label} {fix}")
     return "\n".join(lines)
 
 
 def render_json(results: list[CheckResult]) -> str:
-    return json.dumps(
-        {"ok": all_passed(results), "checks": [{**asdict(r), "outcome": r.outcome.value} for r in results]},
-        indent=2,
-    )
+    """Stable English fields for scripts, whatever the language."""
+    checks = [{"name": r.name, "outcome": r.outcome.value, "detail": r.detail, "seconds": r.seconds, "fix": r.fix}
+              for r in results]
+    return json.dumps({"ok": all_passed(results), "checks": checks}, indent=2)
 
 
 def default_server_url(settings: Settings) -> str:

@@ -196,3 +196,34 @@ def test_console_in_korean_translates_stages_and_errors_while_frames_stay_englis
     assert any("\uac00" <= char <= "\ud7a3" for char in box.locator(".error-title").inner_text())
     save_screenshot(page, "i18n-console-handshake-ko")
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_the_pages_own_console_errors_follow_the_language(
+    server: LimenProcess, browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """limen unreachable when the page asks for a console ticket: CONNECTION_FAILED, an error the page
+    detects itself, in Korean on a Korean page (title, advice, status line, window title) and in English on
+    an English one; the code and the technical details stay as they are."""
+    page = korean_page(browser, contexts)
+    sign_in(page, server)
+    forget_language(page, server)
+    page.route("**/console-ticket", lambda route: route.abort("connectionrefused"))
+    page.goto(f"{server.base_url}/vms/limen-test-i18n-stopped/console")
+    box = page.locator("#panel-extra .error-box")
+    expect(box).to_have_attribute("data-code", "CONNECTION_FAILED", timeout=10_000)
+    expect(box.locator(".error-title")).to_have_text("limen에 연결할 수 없음")
+    expect(box.locator(".error-message")).to_contain_text("limen이 실행 중이고 접속 가능한지 확인한 뒤")
+    expect(page.locator("#conn-status")).to_have_text("limen에 연결할 수 없음")
+    expect(page).to_have_title("limen-test-i18n-stopped — 콘솔 — limen")
+    box.locator("summary").click()
+    expect(box.locator("pre")).to_contain_text("console ticket: ")  # details: technical, as they came
+    save_screenshot(page, "i18n-console-connection-failed-ko")
+
+    page.context.add_cookies([{"name": "limen_lang", "value": "en", "url": server.base_url}])
+    page.goto(f"{server.base_url}/vms/limen-test-i18n-stopped/console")
+    expect(box).to_have_attribute("data-code", "CONNECTION_FAILED", timeout=10_000)
+    expect(box.locator(".error-title")).to_have_text("Cannot connect to limen")
+    expect(box.locator(".error-message")).to_have_text(
+        "The console could not be opened. Check that limen runs and is reachable, then retry.")
+    expect(page).to_have_title("limen-test-i18n-stopped — console — limen")
+    assert page.errors == []  # type: ignore[attr-defined]

@@ -264,3 +264,46 @@ def test_the_console_badge_follows_the_vm(
     print(f"virsh destroy → console badge: {(time.monotonic() - done) * 1000:.0f} ms")
     page.wait_for_selector('body[data-console-state="ended"]', timeout=10_000)
     save_screenshot(page, "console-badge-stopped-1280")
+
+
+BAR_ROWS = """() => {
+  // The bar's shown parts (and the toolbar's own items): one row when their vertical middles agree.
+  const bar = document.querySelector('.console-bar');
+  const parts = [...bar.children, ...bar.querySelector('.toolbar').children]
+    .filter((el) => el.getClientRects().length && getComputedStyle(el).visibility !== 'hidden');
+  const middles = parts.map((el) => { const r = el.getBoundingClientRect(); return r.top + r.height / 2; });
+  const rows = new Set(middles.map((m) => Math.round(m / 12)));
+  const right = Math.max(...parts.map((el) => el.getBoundingClientRect().right));
+  return { rows: rows.size, spread: Math.max(...middles) - Math.min(...middles), height: bar.offsetHeight, right,
+           width: document.documentElement.clientWidth, scroll: document.documentElement.scrollWidth };
+}"""
+
+
+@pytest.mark.parametrize("lang", ["en", "ko"])
+def test_the_console_bar_is_one_row_at_1280_and_fits_a_phone(
+    server: LimenProcess, signed_in_page: Callable[..., Page], vm_names: Callable[[], str], lang: str
+) -> None:
+    """A running VM's console with the Screen/Serial tabs, seven controls and the language menu: one row at
+    1280 px in both languages (the status line gives up room first); on a phone everything stays on screen."""
+    name = vm_names()
+    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=30) as admin:
+        created = admin.post("/api/vms", json={"name": name, "memory_mib": 64, "iso": DEMO_ISO})
+        assert created.status_code == 201, created.text
+        assert admin.post(f"/api/vms/{name}/start").status_code == 200
+    for viewport, label in ((DESKTOP, "1280"), (PHONE, "phone")):
+        page = signed_in_page(server, viewport)
+        page.context.add_cookies([{"name": "limen_lang", "value": lang, "url": server.base_url}])
+        page.goto(f"{server.base_url}/vms/{created.json()['uuid']}/console")
+        expect(page.locator("html")).to_have_attribute("lang", lang)
+        page.wait_for_selector('body[data-console-state="connected"]', timeout=30_000)
+        page.locator("#screen").focus()  # the longest status: where the keys go, and the way out
+        bar = page.evaluate(BAR_ROWS)
+        save_screenshot(page, f"console-bar-{lang}-{label}")
+        assert bar["scroll"] <= bar["width"] and bar["right"] <= bar["width"], bar
+        if viewport is DESKTOP:
+            assert bar["spread"] <= 4 and bar["height"] < 60, bar
+            expect(page.locator("#conn-status")).to_be_visible()
+        for control in ("#tab-screen", "#tab-serial", "#btn-keys", "#btn-paste", "#language-menu", "#btn-connect"):
+            box = page.locator(control).bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= bar["width"], (control, box)
+        page.context.close()

@@ -37,7 +37,7 @@ def run(mode: str, *, tty: bool) -> tuple[str, str]:
 def run_command(command: list[str], *, tty: bool, env: dict[str, str] | None = None,
                 timeout: float = 30) -> tuple[str, str]:
     """stdout (a pipe) and stderr: a pipe, or a pseudo-terminal when ``tty``."""
-    env = {**os.environ, **(env or {}), "LIMEN_LANG": "en"}
+    env = {**os.environ, "LIMEN_LANG": "en", **(env or {})}  # English unless the test names a language
     if not tty:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
         return done.stdout, done.stderr
@@ -70,9 +70,10 @@ def test_a_pipe_gets_one_plain_line_and_json_gets_nothing() -> None:
     assert run("json", tty=False) == ("result\n", "")
 
 
-def doctor(tmp_path: Path, *args: str, tty: bool) -> tuple[str, str]:
+def doctor(tmp_path: Path, *args: str, tty: bool, lang: str = "C.UTF-8") -> tuple[str, str]:
     env = {"LIMEN_LIBVIRT_URI": "test:///default", "LIMEN_DATA_DIR": str(tmp_path / "data"),
-           "LIMEN_LOG_DIR": str(tmp_path / "log"), "LIMEN_STORAGE_POOL_DIR": str(tmp_path / "pool")}
+           "LIMEN_LOG_DIR": str(tmp_path / "log"), "LIMEN_STORAGE_POOL_DIR": str(tmp_path / "pool"),
+           "LANG": lang, "LIMEN_LANG": "", "LC_ALL": "", "LC_MESSAGES": ""}
     # Port 9 (discard) on loopback: nothing serves there, so the server checks fail at once.
     return run_command([str(LIMEN_BIN), *args, "doctor", "--server", "http://127.0.0.1:9", "--timeout", "20"],
                        tty=tty, env=cli_env(env), timeout=60)
@@ -87,6 +88,16 @@ def test_doctor_names_each_check_in_a_pipe_and_nothing_extra_with_json(tmp_path:
     out, err = doctor(tmp_path, "--json", tty=False)
     assert err == ""
     assert any(check["name"] == "libvirt reachable" for check in json.loads(out)["checks"])
+
+
+def test_doctor_names_its_checks_in_korean_on_a_korean_terminal(tmp_path: Path) -> None:
+    out, err = doctor(tmp_path, tty=False, lang="ko_KR.UTF-8")
+    lines = err.splitlines()
+    assert lines[0] == "호스트 점검 중…"
+    assert "  libvirt 연결…" in lines and "  데이터베이스…" in lines
+    assert " libvirt 연결 " in out and "libvirt reachable" not in out
+    out, err = doctor(tmp_path, "--json", tty=False, lang="ko_KR.UTF-8")
+    assert err == "" and any(check["name"] == "libvirt reachable" for check in json.loads(out)["checks"])
 
 
 def test_doctor_spins_on_a_terminal(tmp_path: Path) -> None:

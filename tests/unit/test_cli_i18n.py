@@ -85,3 +85,105 @@ def test_users_in_korean(tmp_path: Path) -> None:
     header, row = run(tmp_path, KOREAN, "user", "list")[1].splitlines()
     assert header.split() == ["이름", "역할", "상태", "생성", "시각"]
     assert row.startswith("관리자-한글  admin")
+
+
+def test_doctor_speaks_korean_to_people_and_english_to_scripts(tmp_path: Path) -> None:
+    """Check names, results and fixes in Korean; the test driver's VM has no VNC graphics, so that check
+    fails with its fix and the ones after it are skipped, naming the check they wait for."""
+    logs = {"LIMEN_LOG_DIR": str(tmp_path / "log")}
+    code, out, err = run(tmp_path, {**KOREAN, **logs}, "doctor", "test", "--server", "http://127.0.0.1:9")
+    assert code == 1, err
+    lines = out.splitlines()
+    assert lines[0].startswith(" 1. ✓ 설정과 로그 디렉터리") and lines[0].endswith("에 쓸 수 있음")
+    assert "가상 머신 실행 중" in out and "VNC 그래픽 설정" in out
+    failed = next(line for line in lines if "✗" in line)
+    assert "VNC 그래픽 설정" in failed and "가상 머신에 VNC 그래픽 장치가 없습니다" in failed
+    fix = lines[lines.index(failed) + 1]
+    assert fix.split()[0] == "해결:" and "<devices>에 추가한 뒤" in fix
+    assert "'VNC 그래픽 설정' 통과가 필요함" in out
+    # Every check name is Korean, lined up by terminal columns (Hangul takes two).
+    detail_columns = {display_width(line[:line.index(" ms  ") + 5]) for line in lines if " ms  " in line}
+    assert len(detail_columns) == 1
+    english_words = {"settings", "libvirt reachable", "VM running", "TCP connect", "needs", "fix:", "skip"}
+    assert not any(word in out for word in english_words), out
+
+    _code, english, _err = run(tmp_path, {**ENGLISH, **logs}, "doctor", "test", "--server", "http://127.0.0.1:9")
+    assert "VNC graphics configured" in english and "fix: add to its <devices>" in english
+    assert "needs 'VNC graphics configured' to pass" in english
+
+
+def test_doctor_json_is_the_same_english_in_every_language(tmp_path: Path) -> None:
+    def checks(env: dict[str, str]) -> list[dict[str, object]]:
+        env = {**env, "LIMEN_LOG_DIR": str(tmp_path / "log")}
+        code, out, err = run(tmp_path, env, "--json", "doctor", "test", "--server", "http://127.0.0.1:9")
+        assert code == 1, err
+        return [{**check, "seconds": 0} for check in json.loads(out)["checks"]]
+
+    korean, english = checks(KOREAN), checks(ENGLISH)
+    assert korean == english
+    assert [check["name"] for check in korean][:5] == [
+        "settings and log dir", "libvirt reachable", "VM exists", "VM running", "VNC graphics configured"]
+    assert set(korean[0]) == {"name", "outcome", "detail", "seconds", "fix"}
+    assert korean[4]["detail"] == "the VM has no VNC graphics device"
+    assert korean[5]["detail"] == "needs 'VNC graphics configured' to pass"
+
+
+def test_progress_labels_in_korean(tmp_path: Path) -> None:
+    """What a command says while it works (here in a pipe: one plain line) is in the reader's language."""
+    from limen.db.database import Database
+
+    (tmp_path / "data").mkdir()
+    database = Database(f"sqlite:///{tmp_path / 'data' / 'limen.db'}")
+    database.migrate()
+    database.close()
+    code, _out, err = run(tmp_path, KOREAN, "backup", str(tmp_path / "b.limen"), "--no-vms")
+    assert code == 0, err
+    assert err.splitlines()[0].endswith(f"{tmp_path / 'b.limen'}에 백업하는 중…"), err
+    code, _out, err = run(tmp_path, ENGLISH, "backup", str(tmp_path / "c.limen"), "--no-vms")
+    assert code == 0, err
+    assert err.startswith("backing up ") and err.splitlines()[0].endswith(f"to {tmp_path / 'c.limen'}…"), err
+    code, _out, err = run(tmp_path, KOREAN, "--json", "backup", str(tmp_path / "d.limen"), "--no-vms")
+    assert (code, err) == (0, "")
+
+
+def help_of(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], env: dict[str, str],
+            *args: str) -> str:
+    from limen.cli import main
+
+    for name, value in {**env, "COLUMNS": "120"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--help"])
+    assert exited.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_in_korean_for_the_command_list_and_the_everyday_commands(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    top = help_of(monkeypatch, capsys, KOREAN)
+    assert "브라우저 콘솔이 멈추지 않는 libvirt 가상 머신 관리자" in top
+    assert "가상 머신을 만들고, 나열하고, 제어합니다." in top and "스크립트용 JSON 출력" in top
+    assert "Create, list and control VMs." not in top
+    create = help_of(monkeypatch, capsys, KOREAN, "vm", "create")
+    assert "가상 머신을 만듭니다(정의)." in create and "메모리(MiB)" in create and "가상 머신 이름" in create
+    assert "사람이 손으로 해 볼 점검" in help_of(monkeypatch, capsys, KOREAN, "doctor")
+    english = help_of(monkeypatch, capsys, ENGLISH, "vm", "create")
+    assert "Create (define) a VM; it starts stopped." in english and "Memory, MiB" in english
+
+
+def test_the_english_help_catalogue_is_the_docstrings() -> None:
+    """The docstrings and ``help=`` are English's one source; the catalogue's English repeats them (it must,
+    every key being in both languages) and cannot drift from them."""
+    import typer.main
+
+    from limen.cli_help import help_key, walk
+    from limen.i18n import catalogue
+
+    texts: dict[str, str | None] = {}
+    for path, command in walk(typer.main.get_command(app)):
+        texts[help_key(path)] = command.help
+        texts.update({help_key(path, p.name): getattr(p, "help", None) for p in command.params})
+    english = {key: text for key, text in catalogue("en").items() if key.startswith("cli.help")}
+    assert len(english) > 40
+    assert {key: texts.get(key) for key in english} == english

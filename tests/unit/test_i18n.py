@@ -247,3 +247,56 @@ def test_stage_texts_match_the_console_table() -> None:
             if stage.status is not None:
                 assert catalogue("en")[f"{prefix}stage_status.{stage.name}"] == stage.status, (kind, stage.name)
                 assert HANGUL.search(catalogue("ko")[f"{prefix}stage_status.{stage.name}"]), (kind, stage.name)
+
+
+# -- the scripts' own texts ------------------------------------------------------------------------------------
+
+JS_STRING = re.compile(r'''"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|`(?:[^`\\]|\\.)*`''')
+# Where a literal becomes text a person reads: a property or assignment that puts it on the page, or a
+# status line. ``[^,;]*$`` lets a ternary (``cond ? "a" : "b"``) between the sink and the literal.
+USER_VISIBLE_SINK = re.compile(
+    r'(?:\b(?:text|title|error|message|placeholder)\s*:|"aria-label"\s*:|\.(?:textContent|title)\s*=|'
+    r'\bset(?:Status|State)\((?:[^,()]*,)?|\bended\()\s*[^,;]*$')
+# Words in a sentence: a word of three letters or more and a space (keys, ids and codes have no space).
+ENGLISH_WORDS = re.compile(r"(?=.*[A-Za-z]{3})(?=.* )", re.S)
+
+
+def english_in(literal: str) -> bool:
+    """Whether a JavaScript string literal (quotes included) reads as English words once its
+    ``${…}`` parts and the product's name are taken out."""
+    words = re.sub(r"\$\{[^}]*\}|\blimen\b", "", literal[1:-1]).strip()
+    return bool(ENGLISH_WORDS.match(words))
+
+
+def english_shown_by_scripts() -> list[str]:
+    """Literals with English words that the scripts put where a person reads them (not ``details``, which
+    stay technical, nor exceptions for logs): each must come from the catalogue, by key."""
+    found = []
+    for path in sorted((STATIC_DIR / "js").glob("*.js")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if line.lstrip().startswith(("//", "*", "/*")):
+                continue
+            for literal in JS_STRING.finditer(line):
+                if english_in(literal.group()) and USER_VISIBLE_SINK.search(line[:literal.start()]):
+                    found.append(f"{path.name}:{number}: {line.strip()}")
+    return found
+
+
+def test_scripts_show_no_english_of_their_own() -> None:
+    """A Korean page must not show English a script wrote itself (the console's CONNECTION_FAILED title,
+    a toast, a validation hint): the texts the scripts show are catalogue keys, so each language has its own."""
+    assert english_shown_by_scripts() == []
+
+
+def test_the_scan_sees_a_hard_coded_text() -> None:
+    """The scan above is not vacuous: it flags the kinds of lines it is meant to."""
+    samples = ['  return { error: "Cannot connect to limen", code: "CONNECTION_FAILED" };',
+               '  ui.toast.textContent = `Deleted ${name}.`;',
+               '  el.textContent = empty ? "(this VM has no disks)" : list;',
+               '  this.setStatus(`xterm.js is not installed: ${exc}.`, "error");']
+    for sample in samples:
+        literal = next(JS_STRING.finditer(sample))
+        assert english_in(literal.group()), sample
+        assert USER_VISIBLE_SINK.search(sample[:literal.start()]), sample
+    assert not USER_VISIBLE_SINK.search('  details: `WebSocket closed with code ')
+    assert not english_in('"console.state.connected"') and not english_in("`${name} — ${size}`")

@@ -12,7 +12,13 @@ import {
   retriesByItself,
   stageLabels,
 } from "../../src/limen/web/static/js/console-outcome.js";
-import { stageName, t } from "../../src/limen/web/static/js/i18n.js";
+import { clientError, stageName, t } from "../../src/limen/web/static/js/i18n.js";
+
+// What the console page passes for the codes it names itself: the catalogue's texts in its language.
+const pageTexts = (code) => {
+  const { error, message } = clientError(code, "");
+  return { error, message };
+};
 
 const SMALL_TABLE = {
   vnc: { stages: [{ name: "check_vm", label: "checking VM" }, { name: "proxy", label: "proxying" }] },
@@ -59,10 +65,11 @@ test("an error named only by its code gets the server's title and message for it
   const own = describeError({ code: "VM_STOPPED", error: "Own", message: "Own message" }, CODES);
   assert.equal(own.error, "Own");
   assert.equal(own.message, "Own message");
-  const unknown = describeError({ code: "SOMETHING_NEW" }, {});
+  const generic = { error: "Console closed", message: "Reconnect to open the console again." };
+  const unknown = describeError({ code: "SOMETHING_NEW" }, {}, generic);
   assert.equal(unknown.error, "Console closed");
   assert.equal(unknown.message, "Reconnect to open the console again.");
-  assert.equal(describeError({ code: "VM_STOPPED" }, undefined).error, "Console closed");
+  assert.equal(describeError({ code: "VM_STOPPED" }, undefined, generic).error, "Console closed");
 });
 
 test("a close before the screen showed is a failure of the VNC handshake at stage proxy", () => {
@@ -76,10 +83,11 @@ test("a close before the screen showed is a failure of the VNC handshake at stag
   // The page completes it from the codes table like any failure.
   assert.equal(describeError(named.failure, CODES).error, "VM stopped");
   for (const reason of ["", undefined, "some words", "lower_case"]) {
-    const { failure } = closeOutcome({ closeCode: 1006, reason, vncReady: false }, CODES);
+    const { failure } = closeOutcome({ closeCode: 1006, reason, vncReady: false }, CODES, pageTexts);
     assert.equal(failure.code, "VNC_SESSION_FAILED");
-    assert.equal(failure.error, "VNC session failed");
-    assert.equal(failure.message, "The VNC session closed before the screen showed. Retry.");
+    assert.equal(failure.error, t("error.VNC_SESSION_FAILED.title"));
+    assert.equal(failure.message, t("error.VNC_SESSION_FAILED.message"));
+    assert.ok(failure.error && failure.message);
     assert.equal(failure.stage, "proxy");
   }
   assert.equal(
@@ -102,15 +110,18 @@ test("a close after the screen showed ends the session with its code, reconnecti
   assert.equal(slow.ended.error, "Client too slow");
   assert.equal(slow.reconnect, true);
 
-  const dropped = closeOutcome({ closeCode: 1006, reason: "", vncReady: true }, CODES);
+  const dropped = closeOutcome({ closeCode: 1006, reason: "", vncReady: true }, CODES, pageTexts);
   assert.equal(dropped.ended.code, "CONNECTION_LOST");
-  assert.equal(dropped.ended.error, "Connection lost");
-  assert.equal(dropped.ended.message, "The connection to limen dropped. Reconnect.");
+  assert.equal(dropped.ended.error, t("error.CONNECTION_LOST.title"));
+  assert.equal(dropped.ended.message, t("error.CONNECTION_LOST.message"));
   assert.equal(dropped.reconnect, true);
 
-  const closed = closeOutcome({ closeCode: 1000, reason: "bye", vncReady: true }, CODES);
+  const closed = closeOutcome({ closeCode: 1000, reason: "bye", vncReady: true }, CODES, pageTexts);
   assert.equal(closed.ended.code, "SESSION_CLOSED");
-  assert.equal(closed.ended.error, "Console closed");
+  assert.equal(closed.ended.error, t("error.SESSION_CLOSED.title"));
+  // A code the server did not describe falls back to the page's own SESSION_CLOSED texts.
+  const unnamed = closeOutcome({ closeCode: 4999, reason: "SOMETHING_NEW", vncReady: true }, {}, pageTexts);
+  assert.equal(unnamed.ended.error, t("error.SESSION_CLOSED.title"));
   assert.equal(closed.ended.details, "WebSocket closed with code 1000 (bye)");
   assert.equal(closed.reconnect, false);
 

@@ -5,6 +5,8 @@
 // Every state-changing request carries the session's CSRF token in X-CSRF-Token — added here, and only
 // here. A 401 anywhere but the sign-in itself sends the page to /login?next=<this page>.
 
+import { t } from "./i18n.js";
+
 const DEFAULT_TIMEOUT_MS = 30000;
 const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
 export const CSRF_HEADER = "X-CSRF-Token";
@@ -84,10 +86,10 @@ export async function api(method, path, body = undefined, { timeoutMs = DEFAULT_
   } catch (exc) {
     const timedOut = controller.signal.aborted;
     throw new ApiError(0, {
-      error: timedOut ? "limen did not answer" : "Cannot reach limen",
+      error: t(timedOut ? "api.no_answer_title" : "error.NETWORK_ERROR.title"),
       code: timedOut ? "REQUEST_TIMEOUT" : "NETWORK_ERROR",
       details: timedOut ? `${method} ${path}: no answer within ${timeoutMs / 1000} s` : `${method} ${path}: ${exc}`,
-      message: "Check that limen runs and that this computer can reach it, then retry.",
+      message: t("error.NETWORK_ERROR.message"),
     });
   } finally {
     clearTimeout(timer);
@@ -105,10 +107,10 @@ export async function api(method, path, body = undefined, { timeoutMs = DEFAULT_
     }
     if (data && typeof data === "object" && data.code) throw new ApiError(response.status, data);
     throw new ApiError(response.status, {
-      error: `HTTP ${response.status}`,
+      error: t("api.http_status_title", { status: response.status }),
       code: `HTTP_${response.status}`,
       details: `${method} ${path}: ${(text || "").slice(0, 500)}`,
-      message: "Retry; if it persists, see the limen log.",
+      message: t("api.http_status_message"),
     });
   }
   if (onResponse) onResponse(response);

@@ -4,7 +4,7 @@
 import { api, ApiError } from "./api.js";
 import { errorBox, formatBytes, h } from "./dom.js";
 import { mountUserMenu } from "./session.js";
-import { formatDateTime, formatNumber, formatTime, t } from "./i18n.js";
+import { clientError, formatDateTime, formatNumber, formatTime, t } from "./i18n.js";
 
 const REFRESH_MS = 3000;
 const ui = {
@@ -75,7 +75,7 @@ async function terminate(session, button) {
       ? t("audit.server_lost", { user: session.user, vm: session.vm_name })
       : t("audit.ending", { user: session.user, vm: session.vm_name });
   } catch (exc) {
-    const box = exc instanceof ApiError ? exc.body : { error: "Failed", code: "CLIENT_ERROR", details: String(exc) };
+    const box = exc instanceof ApiError ? exc.body : clientError("CLIENT_ERROR", String(exc));
     ui.error.replaceChildren(errorBox(box));
   }
   await refresh();
@@ -92,7 +92,7 @@ async function refresh() {
     const whose = user && user.role === "admin" ? "audit.note_everyone" : "audit.note_yours";
     ui.note.textContent = t(whose, { count: formatNumber(sessions.length), at: formatTime(new Date()) });
   } catch (exc) {
-    const box = exc instanceof ApiError ? exc.body : { error: "Failed", code: "CLIENT_ERROR", details: String(exc) };
+    const box = exc instanceof ApiError ? exc.body : clientError("CLIENT_ERROR", String(exc));
     ui.error.replaceChildren(errorBox(box));
   }
 }

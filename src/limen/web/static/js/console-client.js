@@ -12,6 +12,10 @@
 // socket to `new RFB(target, socket)` before returning, or the first VNC bytes would be lost.
 // Handlers are added with addEventListener because noVNC replaces the socket's on* properties.
 
+// The texts of the errors this page detects itself are the catalogue's, by code, in the page's language
+// (i18n.js; English outside a page); the server's frames stay as the server sent them.
+import { clientError } from "./i18n.js";
+
 export const LAST_STATUS_MESSAGE = "VNC connection established, starting proxy...";
 export const DEFAULT_WATCHDOG_MS = 10000;
 const ERROR_CODE_PATTERN = /^[A-Z][A-Z0-9_]{2,63}$/;
@@ -39,20 +43,7 @@ export function errorFromClose(closeCode, reason, phase) {
   if (reason && ERROR_CODE_PATTERN.test(reason)) {
     return { error: null, code: reason, details, message: null };
   }
-  if (phase === Phase.CONNECTING) {
-    return {
-      error: "Cannot connect to limen",
-      code: "CONNECTION_FAILED",
-      details,
-      message: "The console WebSocket could not be opened. Check that limen runs and is reachable, then retry.",
-    };
-  }
-  return {
-    error: "Connection lost",
-    code: "CONNECTION_LOST",
-    details,
-    message: "The connection to limen dropped before the console was ready. Retry.",
-  };
+  return clientError(phase === Phase.CONNECTING ? "CONNECTION_FAILED" : "CONNECTION_LOST", details);
 }
 
 export class ConsoleConnection {
@@ -91,8 +82,7 @@ export class ConsoleConnection {
     try {
       socket = this.createSocket(this.url);
     } catch (exc) {
-      this.fail({ error: "Cannot connect to limen", code: "CONNECTION_FAILED", details: String(exc),
-                  message: "The console address is not valid. Reload the page.", source: "client" });
+      this.fail(clientError("CONNECTION_FAILED", `not a valid console address: ${exc}`, { source: "client" }));
       return;
     }
     this.socket = socket;
@@ -142,13 +132,8 @@ export class ConsoleConnection {
     if (this.phase !== Phase.HANDSHAKE) return;
     this.armWatchdog();
     if (typeof event.data !== "string") {
-      this.fail({
-        error: "Unexpected data from limen",
-        code: "PROTOCOL_ERROR",
-        details: "a binary frame arrived before the last status message",
-        message: "limen and this page do not speak the same console protocol. Reload the page, then retry.",
-        source: "client",
-      });
+      this.fail(clientError("PROTOCOL_ERROR", "a binary frame arrived before the last status message",
+                            { source: "client" }));
       return;
     }
     let frame;
@@ -158,13 +143,8 @@ export class ConsoleConnection {
       frame = null;
     }
     if (!frame || typeof frame !== "object" || Array.isArray(frame)) {
-      this.fail({
-        error: "Unexpected data from limen",
-        code: "PROTOCOL_ERROR",
-        details: `not a JSON object: ${event.data.slice(0, 200)}`,
-        message: "limen and this page do not speak the same console protocol. Reload the page, then retry.",
-        source: "client",
-      });
+      this.fail(clientError("PROTOCOL_ERROR", `not a JSON object: ${event.data.slice(0, 200)}`,
+                            { source: "client" }));
       return;
     }
     if (frame.type === "status") {
@@ -238,13 +218,8 @@ export class ConsoleConnection {
     const waiting = this.phase === Phase.CONNECTING ? "the WebSocket upgrade"
       : this.phase === Phase.HANDSHAKE ? `the next status after "${this.lastStatus ?? "(none yet)"}"`
         : "the VNC handshake through the proxy";
-    this.fail({
-      error: "Server not responding",
-      code: "WATCHDOG_TIMEOUT",
-      details: `nothing arrived for ${seconds} s while waiting for ${waiting}`,
-      message: `limen did not answer within ${seconds} s. Check that limen runs and is reachable, then retry.`,
-      source: "watchdog",
-    });
+    this.fail(clientError("WATCHDOG_TIMEOUT", `nothing arrived for ${seconds} s while waiting for ${waiting}`,
+                          { source: "watchdog" }));
   }
 
   emit(event) {

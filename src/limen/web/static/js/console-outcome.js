@@ -18,13 +18,13 @@ export function stageLabels(table, kind) {
 }
 
 /** `err` with the server's title and message for its code where it came without them (close frames carry
- * only the code), else generic ones: the panel never shows an empty title. */
-export function describeError(err, errorCodes) {
+ * only the code), else `generic` ones (the page's, in its language): the panel never shows an empty title. */
+export function describeError(err, errorCodes, generic = {}) {
   const known = (errorCodes || {})[err.code] || {};
   return {
     ...err,
-    error: err.error || known.title || "Console closed",
-    message: err.message || known.message || "Reconnect to open the console again.",
+    error: err.error || known.title || generic.error || null,
+    message: err.message || known.message || generic.message || null,
   };
 }
 
@@ -39,30 +39,26 @@ export function retriesByItself(code) {
  *   close reason when that is an error code, else VNC_SESSION_FAILED;
  * - after, `{ended, reconnect}`: the end's error (its code the reason's, else CONNECTION_LOST for a close
  *   code of a dropped connection, else SESSION_CLOSED) and whether the page reconnects by itself.
+ * `pageTexts(code)` gives `{error, message}` of the codes the page names itself (VNC_SESSION_FAILED,
+ * CONNECTION_LOST, SESSION_CLOSED) in the page's language; this module holds no language of its own.
  */
-export function closeOutcome(event, errorCodes) {
+export function closeOutcome(event, errorCodes, pageTexts = () => ({})) {
   const named = ERROR_CODE.test(event.reason || "") ? event.reason : null;
   const how = `WebSocket closed with code ${event.closeCode}${event.reason ? ` (${event.reason})` : ""}`;
   if (!event.vncReady) {
     const code = named || "VNC_SESSION_FAILED";
-    const generic = code === "VNC_SESSION_FAILED";
+    const own = code === "VNC_SESSION_FAILED" ? pageTexts(code) || {} : {};
     return {
       failure: {
-        code,
-        error: generic ? "VNC session failed" : null,
-        message: generic ? "The VNC session closed before the screen showed. Retry." : null,
-        details: `${how} during the VNC handshake`,
-        stage: "proxy",
+        code, error: own.error || null, message: own.message || null,
+        details: `${how} during the VNC handshake`, stage: "proxy",
       },
     };
   }
   const code = named || (TRANSIENT_CLOSE_CODES.has(event.closeCode) ? "CONNECTION_LOST" : "SESSION_CLOSED");
-  const fallback = code === "CONNECTION_LOST"
-    ? { error: "Connection lost", message: "The connection to limen dropped. Reconnect." }
-    : code === "SESSION_CLOSED" ? { error: "Console closed", message: "The console session ended. Reconnect." }
-      : {};
+  const own = named ? {} : pageTexts(code) || {};
   return {
-    ended: describeError({ code, ...fallback, details: how }, errorCodes),
+    ended: describeError({ code, ...own, details: how }, errorCodes, pageTexts("SESSION_CLOSED") || {}),
     reconnect: TRANSIENT_CODES.has(code) || TRANSIENT_CLOSE_CODES.has(event.closeCode),
   };
 }

@@ -5,7 +5,7 @@
 
 import { api, ApiError, loadConsoleStages, loadErrorCodes } from "./api.js";
 import { errorBox, formatMs, h, spinner, stateBadge } from "./dom.js";
-import { localizedError, stageName, stageStatus, t } from "./i18n.js";
+import { clientError, localizedError, stageName, stageStatus, t } from "./i18n.js";
 import { ConsoleConnection, consoleUrl, DEFAULT_WATCHDOG_MS, Phase } from "./console-client.js";
 import { wireFullscreen } from "./console-fullscreen.js";
 import {
@@ -116,9 +116,15 @@ function setConnectButton(open) {
   ui.connect.dataset.action = open ? "disconnect" : "connect";
 }
 
+/** Title and message of a code the page names itself, in the page's language. */
+function pageTexts(code) {
+  const { error, message } = clientError(code, "");
+  return { error, message };
+}
+
 /** The server's title and message for a code it named without them (close frames carry only the code). */
 function describe(err) {
-  return describeError(err, errorCodes);
+  return describeError(err, errorCodes, { error: t("error.SESSION_CLOSED.title"), message: t("console.reconnect_to_open") });
 }
 
 // -- the stage list --------------------------------------------------------------------------------
@@ -202,14 +208,10 @@ async function connect() {
 /** Why no console ticket came: limen unreachable is CONNECTION_FAILED, as for the WebSocket itself. */
 function ticketFailure(exc) {
   if (exc instanceof ApiError && exc.status === 0) {
-    return {
-      error: "Cannot connect to limen", code: "CONNECTION_FAILED", details: `console ticket: ${exc.details}`,
-      message: "The console could not be opened. Check that limen runs and is reachable, then retry.",
-      source: "client",
-    };
+    return clientError("CONNECTION_FAILED", `console ticket: ${exc.details}`, { source: "client" });
   }
   if (exc instanceof ApiError) return { ...exc.body, source: "client" };
-  return { error: "Cannot get a console ticket", code: "CLIENT_ERROR", details: String(exc), source: "client" };
+  return clientError("CLIENT_ERROR", `console ticket: ${exc}`, { source: "client" });
 }
 
 function onConnectionEvent(event) {
@@ -270,19 +272,12 @@ function handOff(socket) {
   rfb.addEventListener("securityfailure", (e) => {
     if (session !== rfb) return;
     const reason = e.detail && e.detail.reason ? e.detail.reason : `status ${e.detail && e.detail.status}`;
-    connection.fail({
-      error: "VNC security handshake failed", code: "VNC_SECURITY_FAILED", details: String(reason),
-      message: "The VM's VNC server refused the connection. Check its VNC settings, then retry.",
-      source: "client",
-    });
+    connection.fail(clientError("VNC_SECURITY_FAILED", String(reason), { source: "client" }));
   });
   rfb.addEventListener("credentialsrequired", () => {
     if (session !== rfb) return;
-    connection.fail({
-      error: "VNC password required", code: "VNC_AUTH_REQUIRED",
-      details: "the VM's VNC server asks for credentials; limen's VMs use none",
-      message: "Remove the password from the VM's VNC graphics, restart it, then retry.", source: "client",
-    });
+    connection.fail(clientError("VNC_AUTH_REQUIRED", "the VM's VNC server asks for credentials; limen's VMs use none",
+                                { source: "client" }));
   });
   setState("handshake", t("console.state.starting_screen"), "busy");
 }
@@ -332,7 +327,7 @@ function onEnded(event) {
     focusPanelAction();
     return;
   }
-  const { failure, ended: full, reconnect } = closeOutcome(event, errorCodes);
+  const { failure, ended: full, reconnect } = closeOutcome(event, errorCodes, pageTexts);
   if (failure) {
     // Closed after the hand-off but before the screen showed: a failure of the VNC handshake.
     onFailure(failure);
@@ -382,7 +377,7 @@ async function startAndConnect(event) {
     await api("POST", `/api/vms/${encodeURIComponent(vmId)}/start`);
   } catch (exc) {
     if (!(exc instanceof ApiError) || exc.code !== "VM_ALREADY_RUNNING") {
-      const box = exc instanceof ApiError ? exc.body : { error: "Failed to start VM", code: "CLIENT_ERROR", details: String(exc) };
+      const box = exc instanceof ApiError ? exc.body : clientError("CLIENT_ERROR", `starting the VM: ${exc}`);
       ui.extra.replaceChildren(errorBox(box, { actions: recoveryActions("VM_NOT_RUNNING", t("console.retry")) }));
       return;
     }
@@ -554,7 +549,8 @@ async function typeText(keys) {
     });
   } catch (exc) {
     if (exc instanceof TypingCancelled) return;
-    if (session === rfb) setState("connected", t("console.typing_stopped", { reason: exc.message || exc }), "bad");
+    const reason = Number.isFinite(exc.waitedMs) ? t("console.typing_no_send", { ms: exc.waitedMs }) : String(exc.message || exc);
+    if (session === rfb) setState("connected", t("console.typing_stopped", { reason }), "bad");
     return;
   } finally {
     if (typing === job) typing = null;
@@ -786,7 +782,7 @@ async function refreshVm() {
     ui.name.textContent = vm.name;
     ui.name.title = vm.name; // a long name is cut short in the bar
     ui.state.replaceChildren(stateBadge(vm.state));
-    document.title = `${vm.name} — console — limen`;
+    document.title = t("console.window_title", { name: vm.name });
   } catch {
     ui.name.textContent = vmName; // keep the last known state: the console panel tells what failed
   }
@@ -836,12 +832,7 @@ async function main() {
     errorCodes = await codes;
     await stages;
     ui.stages.replaceChildren();
-    onFailure({
-      error: "noVNC is not installed",
-      code: "NOVNC_MISSING",
-      details: `loading ${NOVNC}/core/rfb.js failed: ${exc}`,
-      message: "Run `make install` (it runs npm ci in web/) and restart limen, then reload this page.",
-    });
+    onFailure(clientError("NOVNC_MISSING", `loading ${NOVNC}/core/rfb.js failed: ${exc}`));
     return;
   }
   errorCodes = await codes;

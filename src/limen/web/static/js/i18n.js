@@ -58,6 +58,15 @@ export function localizedError(err) {
   };
 }
 
+/**
+ * An error the page itself detects ({error, code, details, message}), its title and message the
+ * catalogue's for `code` in the page's language (`error.<CODE>.title`/`.message`); `details` stay as given
+ * (technical, for a bug report). `extra` adds fields such as `source`.
+ */
+export function clientError(code, details, extra = {}) {
+  return { error: t(`error.${code}.title`), code, details, message: t(`error.${code}.message`), ...extra };
+}
+
 /** A console stage's name (the frames' `stage`), e.g. "checking the VM". */
 export function stageName(stage, label) {
   // English pages show the stage table's own label (GET /api/console-stages) when the page has it.

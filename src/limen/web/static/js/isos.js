@@ -118,8 +118,8 @@ async function deleteIso(name) {
   ui.error.replaceChildren();
   try {
     await api("DELETE", `/api/isos/${encodeURIComponent(name)}`);
-    ui.toast.textContent = `Deleted ${name}.`;
-    ui.result.replaceChildren(h("div", { class: "notice ok", text: `Deleted ${name}.` }));
+    ui.toast.textContent = t("isos.deleted_toast", { name });
+    ui.result.replaceChildren(h("div", { class: "notice ok", text: t("isos.deleted_toast", { name }) }));
   } catch (exc) {
     ui.error.replaceChildren(problem(asBox(exc), exc instanceof ApiError ? exc.vms : null));
     ui.error.scrollIntoView({ block: "nearest" });

@@ -7,7 +7,7 @@
 import { api, ApiError, forgetUser } from "./api.js";
 import { errorBox, h, spinner } from "./dom.js";
 import { countDown, formatWait } from "./wait.js";
-import { t } from "./i18n.js";
+import { clientError, t } from "./i18n.js";
 
 const form = document.getElementById("login-form");
 const nameInput = document.getElementById("login-name");
@@ -59,7 +59,7 @@ async function onSubmit(event) {
     return;
   } catch (exc) {
     const box = errorBox(exc instanceof ApiError ? exc.body
-      : { error: "Sign-in failed", code: "CLIENT_ERROR", details: String(exc), message: "Retry." });
+      : clientError("CLIENT_ERROR", `signing in: ${exc}`));
     errorSlot.replaceChildren(box);
     if (exc instanceof ApiError && exc.code === "TOO_MANY_ATTEMPTS" && exc.retryAfter) {
       wait = () => waitOut(box, exc.retryAfter);
@@ -103,7 +103,7 @@ async function onSignup(event) {
     passwordInput.focus();
   } catch (exc) {
     signupError.replaceChildren(errorBox(exc instanceof ApiError ? exc.body
-      : { error: "Sign-up failed", code: "CLIENT_ERROR", details: String(exc), message: "Retry." }));
+      : clientError("CLIENT_ERROR", `signing up: ${exc}`)));
   } finally {
     signupSubmit.disabled = false;
     signupSubmit.textContent = t("login.create_account");

@@ -87,7 +87,7 @@ export class SerialTab {
       new ResizeObserver(() => this.refit()).observe(this.ui.term);
       return true;
     } catch (exc) {
-      this.setStatus(`xterm.js is not installed: ${exc}. Run \`make install\`, then reload.`, "error");
+      this.setStatus(t("serial.xterm_missing", { reason: String(exc) }), "error");
       return false;
     }
   }
@@ -159,7 +159,8 @@ export class SerialTab {
       ticket = await api("POST", `/api/vms/${encodeURIComponent(this.vmId)}/console-ticket`, undefined,
         { timeoutMs: 8000 });
     } catch (exc) {
-      this.ended(t("serial.no_ticket", { reason: exc.message || exc }));
+      const reason = exc && exc.code ? localizedError(exc).error || exc.code : String(exc);
+      this.ended(t("serial.no_ticket", { reason }));
       return;
     }
     const query = `ticket=${encodeURIComponent(ticket.ticket)}${force ? "&force=1" : ""}`;

@@ -53,7 +53,7 @@ function tokenRow(token) {
   const state = revoked
     ? h("span", { class: "badge crashed", dataset: { state: "revoked" }, text: t("tokens.revoked"), title: when(token.revoked_at) })
     : h("span", { class: "badge running", dataset: { state: "active" }, text: t("tokens.active") });
-  const actions = revoked ? h("span", { class: "refresh-note", text: `revoked ${when(token.revoked_at)}` })
+  const actions = revoked ? h("span", { class: "refresh-note", text: t("tokens.revoked_when", { when: when(token.revoked_at) }) })
     : h("button", { class: "btn small danger", type: "button", dataset: { action: "revoke" },
                     "aria-label": t("tokens.revoke_label", { name: token.name }), onclick: () => askRevoke(token),
                     text: t("tokens.revoke_button") });
@@ -201,7 +201,7 @@ function wireRevoke() {
     ui.dialog.returnValue = "";
     try {
       await api("DELETE", `/api/tokens/${encodeURIComponent(token.id)}`);
-      ui.toast.textContent = `Token ${token.name} revoked.`;
+      ui.toast.textContent = t("tokens.revoked_toast", { name: token.name });
     } catch (exc) {
       ui.error.replaceChildren(errorBox(asBox(exc, t("tokens.revoking")), { extraClass: "notice error" }));
       return;

@@ -46,7 +46,10 @@ export async function typeKeys(keys, { send, pending, screenUpdates, sleep, now,
     const sent = now();
     while (pending() > 0) {
       const waited = now() - sent;
-      if (waited >= pacing.drainTimeoutMs) throw new Error(`the connection did not send a key within ${waited} ms`);
+      if (waited >= pacing.drainTimeoutMs) {
+        // English for logs and tests; the page shows its own words with waitedMs.
+        throw Object.assign(new Error(`the connection did not send a key within ${waited} ms`), { waitedMs: waited });
+      }
       await sleep(pacing.drainPollMs);
     }
     const slow = now() - sent > pacing.slowDrainMs;

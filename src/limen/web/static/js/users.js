@@ -325,7 +325,7 @@ function wireQuota() {
 
 /** What an error says about one field: its details without "field: " or the request id. */
 function aboutField(exc) {
-  if (exc.code === "USER_ALREADY_EXISTS") return "This name is taken: a name is one name in any case (Bob is bob).";
+  if (exc.code === "USER_ALREADY_EXISTS") return t("users.name_taken");
   const text = String(exc.details || "").replace(/\s*\[request_id=[^\]]*\]$/, "").replace(/^[\w.]+: /, "");
   return text || exc.error;
 }

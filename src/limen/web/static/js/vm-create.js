@@ -6,7 +6,7 @@ import { api, ApiError } from "./api.js";
 import { errorBox, formatBytes, h, spinner } from "./dom.js";
 import { headroom, scopeName, showQuota } from "./quota.js";
 import { mountUserMenu } from "./session.js";
-import { localizedError, t } from "./i18n.js";
+import { clientError, localizedError, t } from "./i18n.js";
 
 const FIELDS = ["name", "vcpus", "memory_mib", "disk_gib", "iso", "boot_order"];
 // Errors that name no field but belong to one.
@@ -63,7 +63,7 @@ function fieldMessage(field, details) {
 
 function showError(exc) {
   const body = exc instanceof ApiError ? exc.body
-    : { error: "Create failed", code: "CLIENT_ERROR", details: String(exc), message: "Reload the page and retry." };
+    : clientError("CLIENT_ERROR", `creating the VM: ${exc}`);
   const quotaField = exc instanceof ApiError && exc.quota && exc.quota.resource !== "vms"
     ? exc.quota.resource : null;
   const field = exc instanceof ApiError ? (exc.field || quotaField || FIELD_OF_CODE[exc.code] || null) : null;

@@ -631,7 +631,7 @@ async function reload() {
       markGone();
       return;
     }
-    const body = bodyOf(exc, "Loading the VM");
+    const body = bodyOf(exc, t("details.loading_vm"));
     ui.loadError.replaceChildren(h("div", { class: "notice error" }, errorBox({
       ...localizedError(body), error: t("details.cannot_load", { error: localizedError(body).error }),
     }, { localize: false, actions: [h("a", { class: "btn small", href: "/", text: t("details.back_to_list") })] })));

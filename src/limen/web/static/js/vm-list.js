@@ -11,7 +11,7 @@ import { formatPercent, formatSize } from "./stats-series.js";
 import { STOP_FOLLOW_UP_MS, stillRunningText } from "./stop-follow-up.js";
 import { POLL_MS, VmEvents } from "./vm-events.js";
 import { NO_CONSOLE_PLACEHOLDER, showConsoleLink } from "./vm-graphics.js";
-import { formatTime, localizedError, t } from "./i18n.js";
+import { clientError, formatTime, localizedError, t } from "./i18n.js";
 
 
 const REFRESH_MS = POLL_MS;
@@ -298,7 +298,7 @@ async function runAction(row, action, { deleteDisks = false } = {}) {
     delete row.tr.dataset.pending;
     applyEnabled(row);
     const body = exc instanceof ApiError ? exc.body
-      : { error: `${spec.label} failed`, code: "CLIENT_ERROR", details: String(exc), message: "Reload the page." };
+      : clientError("CLIENT_ERROR", `${spec.label}: ${exc}`);
     const dismiss = h("button", {
       class: "btn small dismiss", type: "button", text: t("list.dismiss"),
       "aria-label": t("list.dismiss_error", { name: vm.name }), onclick: () => row.status.replaceChildren(),

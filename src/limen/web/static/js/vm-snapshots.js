@@ -130,12 +130,12 @@ export function mountSnapshots() {
     operation = null;
     ui.section.dataset.operation = op.state;
     if (op.state === "done") {
-      showStatus("ok", `✓ Snapshot ${op.subject} taken`);
+      showStatus("ok", t("snapshots.taken", { name: op.subject }));
       ui.name.value = "";
       ui.description.value = "";
     } else {
-      showError(op.error || { error: "Failed", code: "INTERNAL_ERROR", details: "", message: "" },
-                `Snapshot ${op.subject}`);
+      showError(op.error || { error: t("error.INTERNAL_ERROR.title"), code: "INTERNAL_ERROR", details: "", message: "" },
+                t("snapshots.subject", { name: op.subject }));
     }
     load();
   }
@@ -161,7 +161,7 @@ export function mountSnapshots() {
     const name = ui.name.value.trim();
     if (!NAME_PATTERN.test(name)) {
       ui.name.setAttribute("aria-invalid", "true");
-      ui.nameError.textContent = "1–63 letters, digits, '_', '.', '-', starting with a letter or digit.";
+      ui.nameError.textContent = t("snapshots.name_rule");
       ui.name.focus();
       return;
     }
@@ -181,7 +181,7 @@ export function mountSnapshots() {
         ui.name.setAttribute("aria-invalid", "true");
         ui.nameError.textContent = body.details;
       }
-      showError(body, `Snapshot ${name}`);
+      showError(body, t("snapshots.subject", { name }));
     } finally {
       busy = false;
       applyEnabled();

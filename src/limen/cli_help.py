@@ -1,0 +1,54 @@
+"""``--help`` in the reader's language.
+
+Typer builds click's command tree from the docstrings (a command's help) and ``help=`` (an option's or
+argument's) when :mod:`limen.cli` is imported, in English: those stay the one English source. The catalogue
+has a command's help as ``cli.help.<path>`` (``cli.help`` for ``limen`` itself, ``cli.help.vm.create``) and a
+parameter's as ``cli.help.<path>:<parameter>`` (``cli.help.vm.create:memory``, ``cli.help:config``); the
+English catalogue repeats the docstrings and a unit test keeps the two equal. :func:`localized_command`
+puts the reader's language in the tree before it runs. Which texts are translated: the command list and the
+most-used commands (``serve``, ``doctor``, ``vm`` and its everyday subcommands); others stay English.
+click's own words (``Usage:``, ``Options``, ``Show this message and exit.``) stay English: click takes them
+from gettext, and limen ships no message catalogue for click.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import typer
+
+from limen.i18n import DEFAULT_LANGUAGE, catalogue
+
+
+def help_key(path: tuple[str, ...], parameter: str | None = None) -> str:
+    """The catalogue key of a command's help (``path`` its names below ``limen``) or of one parameter's."""
+    key = ".".join(("cli.help", *path))
+    return f"{key}:{parameter}" if parameter else key
+
+
+# Typer (0.29) builds the tree with its own copy of click, so commands are told apart by what they have
+# (a group has ``commands``), not by click's classes.
+def walk(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Every command of the tree with its path, ``limen`` itself first."""
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from walk(sub, (*path, name))
+
+
+def localized_command(app: typer.Typer, lang: str) -> Any:
+    """``app``'s click command with the help texts the catalogue has in ``lang``."""
+    root = typer.main.get_command(app)
+    if lang == DEFAULT_LANGUAGE:
+        return root
+    texts = catalogue(lang)
+    for path, command in walk(root):
+        text = texts.get(help_key(path))
+        if text is not None:
+            command.help = text
+            command.short_help = None  # the list of commands shows the help's first sentence
+        for parameter in command.params:
+            text = texts.get(help_key(path, parameter.name))
+            if text is not None and hasattr(parameter, "help"):  # typer's arguments have help too
+                parameter.help = text
+    return root
