@@ -7,8 +7,8 @@ import threading
 import libvirt
 import pytest
 
-from limen.hypervisor.events import lifecycle_kind
-from limen.hypervisor.models import VmState
+from limen.hypervisor.events import FeedSource, lifecycle_kind
+from limen.hypervisor.models import LifecycleKind, VmState
 from limen.hypervisor.vm_feed import (
     Subscription,
     SubscriptionEnded,
@@ -145,3 +145,65 @@ async def test_closing_the_feed_ends_every_reader_and_later_ones_at_once() -> No
 ])
 def test_libvirt_lifecycle_events_become_feed_events(event: int, detail: int, expected: VmEventType) -> None:
     assert event_type_of(lifecycle_kind(event, detail)) is expected
+
+
+class _SlowConnection:
+    """Stands in for a libvirt connection whose domain listing blocks until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.listing = threading.Event()
+        self.release = threading.Event()
+
+    def listAllDomains(self, _flags: int) -> list[object]:
+        self.listing.set()
+        self.release.wait(5)
+        return []
+
+    def domainEventRegisterAny(self, *_args: object) -> int:
+        return 1
+
+    def domainEventDeregisterAny(self, _callback_id: int) -> None:
+        pass
+
+
+class _Domain:
+    def __init__(self, conn: _SlowConnection) -> None:
+        self.conn = conn
+
+    def connect(self) -> _SlowConnection:
+        return self.conn
+
+
+def test_closing_a_connection_waits_for_the_readers_call_on_it_and_retires_it() -> None:
+    """The cleanup a connection runs before it closes waits while the reader is inside a libvirt call on
+    it (closing under that call crashed the process in listAllDomains), and later events of that
+    connection are not read at all."""
+    described: list[_Domain] = []
+
+    def describe(dom: _Domain) -> VmFacts:
+        described.append(dom)
+        return facts("x")
+
+    source = FeedSource(VmFeed(), describe)  # type: ignore[arg-type]
+    conn = _SlowConnection()
+    unregister = source.register_on(conn)  # type: ignore[arg-type]
+    assert unregister is not None
+    assert conn.listing.wait(5), "the reader lists the connection's domains when it opens"
+    cleaned = threading.Event()
+
+    def clean_up() -> None:
+        unregister()
+        cleaned.set()
+
+    threading.Thread(target=clean_up, daemon=True).start()
+    assert not cleaned.wait(0.3), "the cleanup must wait for the call in flight"
+    conn.release.set()
+    assert cleaned.wait(5)
+    source.on_lifecycle(_Domain(conn), LifecycleKind.STARTED)
+    other = _SlowConnection()
+    other.release.set()
+    source.on_lifecycle(_Domain(other), LifecycleKind.STARTED)
+    source.stop()
+    assert source._thread is not None
+    source._thread.join(5)
+    assert [dom.connect() for dom in described] == [other]

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import queue
 import threading
+import weakref
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from types import TracebackType
@@ -185,6 +186,9 @@ class LifecycleHub:
 # still reaches the user who owned it. Bounded: the oldest entries go first.
 MAX_REMEMBERED_OWNERS = 10000
 MAX_PENDING_EVENTS = 4096
+# How long closing a connection waits for the reader to finish a call on it: a call on a connection that
+# another thread closes meanwhile is a use-after-free in libvirt (seen as a crash in listAllDomains).
+RELEASE_WAIT_S = 2.0
 
 
 class FeedSource:
@@ -204,6 +208,10 @@ class FeedSource:
         self._owners: OrderedDict[str, str | None] = OrderedDict()
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
+        # Held by the reader while it calls libvirt; a connection about to close takes it to retire itself,
+        # and the reader skips every later job of a retired connection.
+        self._reading = threading.Lock()
+        self._retired: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def _ensure_reader(self) -> None:
         with self._thread_lock:
@@ -228,26 +236,32 @@ class FeedSource:
             job = self._pending.get()
             if job is None:
                 return
-            kind, target, event_type = job
-            try:
-                if kind == "prime":
-                    for dom in target.listAllDomains(0):
-                        self._remember(self._describe(dom))
-                    continue
-                facts = self._describe(target)
-                former_owner = None
-                if facts.state is None:
-                    # Gone: tell its owner, whom only our memory still knows. Kept, not popped: the events
-                    # read after it went (stopped, then undefined) all need it; the memory is bounded.
-                    facts = VmFacts(facts.uuid, facts.name, None, self._owners.get(facts.uuid))
-                else:
-                    if facts.uuid in self._owners and self._owners[facts.uuid] != facts.owner:
-                        former_owner = self._owners[facts.uuid]
-                    self._remember(facts)
-                assert event_type is not None
-                self._feed.publish(event_type, facts, former_owner=former_owner)
-            except Exception as exc:  # a broken connection must not end the reader
-                log.warning("cannot read a VM for its event: %s", exc, extra={"event": "vm_feed_read_failed"})
+            with self._reading:
+                self._read_one(*job)
+
+    def _read_one(self, kind: str, target: Any, event_type: VmEventType | None) -> None:
+        try:
+            # A domain's connect() is its Python connection object: no libvirt call.
+            if (target if kind == "prime" else target.connect()) in self._retired:
+                return
+            if kind == "prime":
+                for dom in target.listAllDomains(0):
+                    self._remember(self._describe(dom))
+                return
+            facts = self._describe(target)
+            former_owner = None
+            if facts.state is None:
+                # Gone: tell its owner, whom only our memory still knows. Kept, not popped: the events
+                # read after it went (stopped, then undefined) all need it; the memory is bounded.
+                facts = VmFacts(facts.uuid, facts.name, None, self._owners.get(facts.uuid))
+            else:
+                if facts.uuid in self._owners and self._owners[facts.uuid] != facts.owner:
+                    former_owner = self._owners[facts.uuid]
+                self._remember(facts)
+            assert event_type is not None
+            self._feed.publish(event_type, facts, former_owner=former_owner)
+        except Exception as exc:  # a broken connection must not end the reader
+            log.warning("cannot read a VM for its event: %s", exc, extra={"event": "vm_feed_read_failed"})
 
     def on_lifecycle(self, dom: Any, kind: LifecycleKind) -> None:
         """A lifecycle event from libvirt's event thread (via the LifecycleHub)."""
@@ -282,6 +296,15 @@ class FeedSource:
                 log.warning("VM events unavailable: %s", exc, extra={"event": "libvirt_events_unavailable"})
 
         def unregister() -> None:
+            # Runs just before the connection closes: wait for a call the reader has in flight on it, and
+            # keep it from starting another. A reader stuck on a hung host is not waited for forever.
+            if self._reading.acquire(timeout=RELEASE_WAIT_S):
+                try:
+                    self._retired.add(conn)
+                finally:
+                    self._reading.release()
+            else:
+                self._retired.add(conn)
             for callback_id in registered:
                 try:
                     conn.domainEventDeregisterAny(callback_id)
