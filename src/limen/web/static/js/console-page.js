@@ -93,6 +93,9 @@ let vncMessages = 0; // messages from the VNC server so far: a screen change tel
 let vmName = vmId;
 let vmUuid = null; // known once the VM has been read: events name VMs by UUID
 let connectGeneration = 0; // a newer connect() makes an older one's pending ticket request moot
+// The first connection's ticket, asked for while noVNC still loads (it is valid for 30 s, noVNC has 20 s):
+// the POST's round trip then costs nothing on the way to the screen. Later connections ask when they start.
+let earlyTicket = null;
 let popoutWindow = null; // the console's own window, once this page opened it
 let popoutWatch = null; // notices that window closing
 
@@ -194,10 +197,11 @@ async function connect() {
   startTicker();
   addStage(t("console.stage.client_open"), null, { source: "client" });
   const generation = ++connectGeneration;
+  const pending = earlyTicket || requestTicket();
+  earlyTicket = null;
   let ticket;
   try {
-    ticket = await api("POST", `/api/vms/${encodeURIComponent(vmId)}/console-ticket`, undefined,
-                       { timeoutMs: watchdogMs });
+    ticket = await pending;
   } catch (exc) {
     if (generation !== connectGeneration) return;
     onFailure(ticketFailure(exc));
@@ -207,6 +211,10 @@ async function connect() {
   const url = `${consoleUrl(vmId)}?ticket=${encodeURIComponent(ticket.ticket)}`;
   connection = new ConsoleConnection({ url, watchdogMs, onEvent: onConnectionEvent });
   connection.open();
+}
+
+function requestTicket() {
+  return api("POST", `/api/vms/${encodeURIComponent(vmId)}/console-ticket`, undefined, { timeoutMs: watchdogMs });
 }
 
 /** Why no console ticket came: limen unreachable is CONNECTION_FAILED, as for the WebSocket itself. */
@@ -847,6 +855,8 @@ async function main() {
   // One read now, then the VM's changes as they happen (GET /api/events; polled only while it is down).
   refreshVm();
   new VmEvents({ reload: refreshVm, onEvent: onVmEvent }).start();
+  earlyTicket = requestTicket();
+  earlyTicket.catch(() => {}); // connect() reports its failure; until then it is not unhandled
   const codes = loadErrorCodes();
   const stages = loadConsoleStages().then((kinds) => {
     stageLabels = Object.fromEntries(((kinds.vnc || {}).stages || []).map((stage) => [stage.name, stage.label]));
