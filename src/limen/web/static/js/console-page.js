@@ -18,7 +18,8 @@ import { planTyping, refusalMessage } from "./us-keyboard.js";
 import { VmEvents } from "./vm-events.js";
 import { SerialTab } from "./serial-console.js";
 
-const NOVNC = "/static/novnc";
+// An address naming noVNC's content (cached for good), given by the page; the plain one otherwise.
+const NOVNC = document.querySelector('meta[name="limen-novnc"]')?.content || "/static/novnc";
 const NOVNC_LOAD_MS = 20000;
 // Session ends worth reconnecting to by themselves; others (VM stopped, user, idle) wait for the user.
 const TRANSIENT_CODES = new Set([
