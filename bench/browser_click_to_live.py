@@ -37,7 +37,6 @@ if __package__ in (None, ""):
 
 import httpx
 from playwright.sync_api import Browser, Page, sync_playwright
-
 from tests.conftest import DEMO_ISO, QEMU_URI
 from tests.e2e.helpers import CHROMIUM, CHROMIUM_ARGS, DESKTOP, limen_env, sign_in
 from tests.support.access import provision_admin_token
@@ -200,7 +199,7 @@ def click_console(page: Page, base_url: str, vm_id: str) -> dict[str, Any]:
     try:
         page.wait_for_function("() => window.__c2l && window.__c2l.marks.first_draw !== undefined", timeout=30_000)
     except Exception:
-        state = page.evaluate("() => [window.__c2l, document.body.dataset.consoleState, document.body.innerText.slice(0, 500)]")
+        state = page.evaluate("() => [window.__c2l, document.body.innerText.slice(0, 500)]")
         raise RuntimeError(f"no frame drawn on {page.url}: {state}") from None
     result: dict[str, Any] = page.evaluate(COLLECT)
     result["click"] = 0.0

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from starlette.responses import Response
 from starlette.staticfiles import PathLike, StaticFiles
-
 from starlette.types import Scope
 
 IMMUTABLE = "public, max-age=31536000, immutable"
