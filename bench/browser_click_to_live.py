@@ -74,7 +74,9 @@ INSTRUMENT = r"""
     for (const name of ["drawImage", "putImageData"]) {
       const native = proto[name];
       proto[name] = function (...args) {
-        if (m.marks.first_draw === undefined && this.canvas.isConnected && this.canvas.closest("#screen")) {
+        // noVNC clears its canvas before ServerInit: the first image of the guest comes after "connected".
+        if (m.marks.first_draw === undefined && m.states.some((s) => s[1] === "connected")
+            && this.canvas.isConnected && this.canvas.closest("#screen")) {
           m.marks.first_draw = now();
         }
         return native.apply(this, args);

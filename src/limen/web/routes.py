@@ -133,8 +133,7 @@ async def console_page(vm_id: str, request: Request) -> HTMLResponse:
     """The console. Its head names every module of its script and of noVNC (:func:`console_preloads`): the
     browser fetches them side by side instead of level by level, the larger part of opening a console."""
     novnc = novnc_dir(services_of(request).settings)
-    return _page(request, "console.html", scripts=("console-page.js",), preloads=console_preloads(novnc),
-                 novnc_url=novnc_address(novnc))
+    return _page(request, "console.html", scripts=("console-page.js",), novnc_url=novnc_address(novnc))
 
 
 def console_preloads(novnc: Path) -> tuple[str, ...]:
