@@ -848,6 +848,9 @@ function serialUi() {
 }
 
 async function main() {
+  // First of all requests: its CSRF look-up (GET /api/me) and POST are the longest chain before the socket.
+  earlyTicket = requestTicket();
+  earlyTicket.catch(() => {}); // connect() reports its failure; until then it is not unhandled
   ui.name.textContent = vmId || t("console.title");
   if (isPopout) ui.body.classList.add("popout", "thin-bar");
   new SerialTab({ vmId, ui: serialUi() }).wire(); // the Serial tab works even without noVNC
@@ -856,8 +859,6 @@ async function main() {
   // One read now, then the VM's changes as they happen (GET /api/events; polled only while it is down).
   refreshVm();
   new VmEvents({ reload: refreshVm, onEvent: onVmEvent }).start();
-  earlyTicket = requestTicket();
-  earlyTicket.catch(() => {}); // connect() reports its failure; until then it is not unhandled
   const codes = loadErrorCodes();
   const stages = loadConsoleStages().then((kinds) => {
     stageLabels = Object.fromEntries(((kinds.vnc || {}).stages || []).map((stage) => [stage.name, stage.label]));
