@@ -1,9 +1,8 @@
-"""The static import graph of an ES module, so a page can name every module it will need in its head.
+"""The static import graph of an ES module, so a page can have the browser fetch another page's modules ahead.
 
-A browser finds a module's imports only once the module has arrived, so a graph N levels deep costs N round
-trips before its last module is even asked for (noVNC's ``core/rfb.js``: 52 modules, 4 levels).
-``<link rel="modulepreload">`` for each of them lets the browser ask for all of them at once, while the page's
-own scripts still load; the imports then find them fetched. Only relative specifiers (``./x.js``,
+A browser finds a module's imports only once the module has arrived (noVNC's ``core/rfb.js``: 52 modules,
+4 levels); the VM details page names every module of the console page (``<link rel="prefetch">``) so the
+console finds them cached. Only relative specifiers (``./x.js``,
 ``../y.js``) are followed: the libraries limen serves use nothing else, and a bare specifier could not be
 fetched without an import map anyway.
 """

@@ -64,12 +64,10 @@ def page_language(request: Request) -> str:
 
 
 def _page(request: Request, name: str, *, scripts: tuple[str, ...], nav: str | None = None,
-          preloads: tuple[str, ...] = (), prefetches: tuple[str, ...] = (),
-          novnc_url: str | None = None) -> HTMLResponse:
+          prefetches: tuple[str, ...] = (), novnc_url: str | None = None) -> HTMLResponse:
     """Renders ``templates/<name>`` in the request's language. ``nav`` is the navigation entry of this page
-    (None: no navigation, as on the sign-in page); ``preloads`` are addresses of modules its scripts will
-    import, asked for at once in the head (``<link rel="modulepreload">``); ``prefetches`` are those of a page
-    its user is likely to open next, fetched while the browser is idle (``<link rel="prefetch">``);
+    (None: no navigation, as on the sign-in page); ``prefetches`` are addresses of the modules of a page its
+    user is likely to open next, fetched while the browser is idle (``<link rel="prefetch">``);
     ``novnc_url`` tells the page's scripts where noVNC is (``<meta name="limen-novnc">``)."""
     lang = page_language(request)
 
@@ -78,7 +76,7 @@ def _page(request: Request, name: str, *, scripts: tuple[str, ...], nav: str | N
 
     html = templates.get_template(name).render(
         lang=lang, t=t, languages=LANGUAGES, catalogue_json=catalogue_json(lang), scripts=scripts,
-        nav=nav, nav_links=NAV_LINKS, preloads=preloads, prefetches=prefetches,
+        nav=nav, nav_links=NAV_LINKS, prefetches=prefetches,
         novnc_url=novnc_url,
     )
     headers = {**_NO_CACHE, "Content-Language": lang, "Vary": "Cookie, Accept-Language"}
@@ -125,18 +123,18 @@ async def create_vm_page(request: Request) -> HTMLResponse:
 async def vm_details_page(vm_id: str, request: Request) -> HTMLResponse:
     """The VM's details and actions. Opening it never starts the VM (only its Start buttons do)."""
     return _page(request, "vm.html", scripts=("vm-details.js", "vm-graphs.js"), nav="",
-                 prefetches=console_preloads(novnc_dir(services_of(request).settings)))
+                 prefetches=console_modules(novnc_dir(services_of(request).settings)))
 
 
 @router.get("/vms/{vm_id}/console", include_in_schema=False)
 async def console_page(vm_id: str, request: Request) -> HTMLResponse:
-    """The console. Its head names every module of its script and of noVNC (:func:`console_preloads`): the
-    browser fetches them side by side instead of level by level, the larger part of opening a console."""
+    """The console. noVNC is at an address naming its content (:func:`novnc_address`), cached for good; the
+    details page has had the browser fetch the modules ahead (:func:`console_modules`)."""
     novnc = novnc_dir(services_of(request).settings)
     return _page(request, "console.html", scripts=("console-page.js",), novnc_url=novnc_address(novnc))
 
 
-def console_preloads(novnc: Path) -> tuple[str, ...]:
+def console_modules(novnc: Path) -> tuple[str, ...]:
     """The console page's own modules (js/console-page.js's static imports) and noVNC's (core/rfb.js's,
     imported by the page once its own are running), as addresses."""
     own = tuple(f"/static/js/{name}" for name in module_graph(STATIC_DIR / "js", "console-page.js")[1:])
