@@ -75,6 +75,7 @@ lint: venv
 # The full benchmark: raw TCP, websockify and limen side by side (minutes). `make test` runs its smoke.
 bench: install
 	@$(BIN)/python -m bench.run --out bench/out/results.json
+bench-browser: venv ; @PYTHONPATH=. $(BIN)/python -m bench.browser_click_to_live --runs 10 --warm --out bench/out/browser.json
 
 # The resource sampler with 50 running VMs (libvirt's test driver): CPU % of one core, memory per VM (~4 min).
 bench-stats: venv

@@ -29,6 +29,8 @@ from limen.errors import ErrorCode, LimenError
 from limen.i18n import LANGUAGE_COOKIE, LANGUAGES, catalogue_json, language_of, negotiate, translate
 from limen.settings import Settings
 from limen.web.api_docs import install_api_docs
+from limen.web.immutable_assets import ImmutableStaticFiles, content_digest
+from limen.web.module_graph import module_graph
 from limen.web.npm_assets import bundled
 
 log = logging.getLogger("limen.web")
@@ -61,9 +63,12 @@ def page_language(request: Request) -> str:
     return language_of(request.cookies.get(LANGUAGE_COOKIE)) or negotiate(request.headers.get("accept-language"))
 
 
-def _page(request: Request, name: str, *, scripts: tuple[str, ...], nav: str | None = None) -> HTMLResponse:
+def _page(request: Request, name: str, *, scripts: tuple[str, ...], nav: str | None = None,
+          prefetches: tuple[str, ...] = (), novnc_url: str | None = None) -> HTMLResponse:
     """Renders ``templates/<name>`` in the request's language. ``nav`` is the navigation entry of this page
-    (None: no navigation, as on the sign-in page)."""
+    (None: no navigation, as on the sign-in page); ``prefetches`` are addresses of the modules of a page its
+    user is likely to open next, fetched while the browser is idle (``<link rel="prefetch">``);
+    ``novnc_url`` tells the page's scripts where noVNC is (``<meta name="limen-novnc">``)."""
     lang = page_language(request)
 
     def t(key: str, **params: object) -> str:
@@ -71,7 +76,8 @@ def _page(request: Request, name: str, *, scripts: tuple[str, ...], nav: str | N
 
     html = templates.get_template(name).render(
         lang=lang, t=t, languages=LANGUAGES, catalogue_json=catalogue_json(lang), scripts=scripts,
-        nav=nav, nav_links=NAV_LINKS,
+        nav=nav, nav_links=NAV_LINKS, prefetches=prefetches,
+        novnc_url=novnc_url,
     )
     headers = {**_NO_CACHE, "Content-Language": lang, "Vary": "Cookie, Accept-Language"}
     return HTMLResponse(html, headers=headers)
@@ -116,12 +122,28 @@ async def create_vm_page(request: Request) -> HTMLResponse:
 @router.get("/vms/{vm_id}", include_in_schema=False)
 async def vm_details_page(vm_id: str, request: Request) -> HTMLResponse:
     """The VM's details and actions. Opening it never starts the VM (only its Start buttons do)."""
-    return _page(request, "vm.html", scripts=("vm-details.js", "vm-graphs.js"), nav="")
+    return _page(request, "vm.html", scripts=("vm-details.js", "vm-graphs.js"), nav="",
+                 prefetches=console_modules(novnc_dir(services_of(request).settings)))
 
 
 @router.get("/vms/{vm_id}/console", include_in_schema=False)
 async def console_page(vm_id: str, request: Request) -> HTMLResponse:
-    return _page(request, "console.html", scripts=("console-page.js",))
+    """The console. noVNC is at an address naming its content (:func:`novnc_address`), cached for good; the
+    details page has had the browser fetch the modules ahead (:func:`console_modules`)."""
+    novnc = novnc_dir(services_of(request).settings)
+    return _page(request, "console.html", scripts=("console-page.js",), novnc_url=novnc_address(novnc))
+
+
+def console_modules(novnc: Path) -> tuple[str, ...]:
+    """The console page's own modules (js/console-page.js's static imports) and noVNC's (core/rfb.js's,
+    imported by the page once its own are running), as addresses."""
+    own = tuple(f"/static/js/{name}" for name in module_graph(STATIC_DIR / "js", "console-page.js")[1:])
+    return own + tuple(f"{novnc_address(novnc)}/{name}" for name in module_graph(novnc, "core/rfb.js"))
+
+
+def novnc_address(novnc: Path) -> str:
+    """Where pages load noVNC from: an address naming its content (:mod:`limen.web.immutable_assets`)."""
+    return f"{NOVNC_URL}-{content_digest(novnc)}" if (novnc / "core" / "rfb.js").is_file() else NOVNC_URL
 
 
 @router.get("/console/{vm_id}", include_in_schema=False)
@@ -180,6 +202,7 @@ def install_web(app: FastAPI, settings: Settings) -> None:
     include_routes(app, router)
     novnc = novnc_dir(settings)
     if (novnc / "core" / "rfb.js").is_file():
+        app.mount(novnc_address(novnc), ImmutableStaticFiles(directory=novnc), name="novnc-immutable")
         app.mount(NOVNC_URL, StaticFiles(directory=novnc), name="novnc")
     else:
         log.warning(

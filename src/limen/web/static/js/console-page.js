@@ -19,7 +19,8 @@ import { VmEvents } from "./vm-events.js";
 import { SerialTab } from "./serial-console.js";
 import { closeOutcome, describeError, retriesByItself, stageLabels as stageLabelsOf } from "./console-outcome.js";
 
-const NOVNC = "/static/novnc";
+// An address naming noVNC's content (cached for good), given by the page; the plain one otherwise.
+const NOVNC = document.querySelector('meta[name="limen-novnc"]')?.content || "/static/novnc";
 const NOVNC_LOAD_MS = 20000;
 const BACKOFF_SECONDS = [1, 2, 4, 8, 15, 30];
 // Stage name → what the page calls it ("Failed at: …"), from the server's stage table (GET /api/console-stages).
@@ -88,6 +89,9 @@ let vncMessages = 0; // messages from the VNC server so far: a screen change tel
 let vmName = vmId;
 let vmUuid = null; // known once the VM has been read: events name VMs by UUID
 let connectGeneration = 0; // a newer connect() makes an older one's pending ticket request moot
+// The first connection's ticket, asked for while noVNC still loads (it is valid for 30 s, noVNC has 20 s):
+// the POST's round trip then costs nothing on the way to the screen. Later connections ask when they start.
+let earlyTicket = null;
 let popoutWindow = null; // the console's own window, once this page opened it
 let popoutWatch = null; // notices that window closing
 
@@ -190,10 +194,11 @@ async function connect() {
   startTicker();
   addStage(t("console.stage.client_open"), null, { source: "client" });
   const generation = ++connectGeneration;
+  const pending = earlyTicket || requestTicket();
+  earlyTicket = null;
   let ticket;
   try {
-    ticket = await api("POST", `/api/vms/${encodeURIComponent(vmId)}/console-ticket`, undefined,
-                       { timeoutMs: watchdogMs });
+    ticket = await pending;
   } catch (exc) {
     if (generation !== connectGeneration) return;
     onFailure(ticketFailure(exc));
@@ -203,6 +208,10 @@ async function connect() {
   const url = `${consoleUrl(vmId)}?ticket=${encodeURIComponent(ticket.ticket)}`;
   connection = new ConsoleConnection({ url, watchdogMs, onEvent: onConnectionEvent });
   connection.open();
+}
+
+function requestTicket() {
+  return api("POST", `/api/vms/${encodeURIComponent(vmId)}/console-ticket`, undefined, { timeoutMs: watchdogMs });
 }
 
 /** Why no console ticket came: limen unreachable is CONNECTION_FAILED, as for the WebSocket itself. */
@@ -808,6 +817,9 @@ function serialUi() {
 }
 
 async function main() {
+  // First of all requests: its CSRF look-up (GET /api/me) and POST are the longest chain before the socket.
+  earlyTicket = requestTicket();
+  earlyTicket.catch(() => {}); // connect() reports its failure; until then it is not unhandled
   ui.name.textContent = vmId || t("console.title");
   if (isPopout) ui.body.classList.add("popout", "thin-bar");
   new SerialTab({ vmId, ui: serialUi() }).wire(); // the Serial tab works even without noVNC

@@ -1,0 +1,77 @@
+"""What makes a console open fast, in Chromium against a real ``limen serve``: the details page has the
+console's modules fetched before the click, and the console page asks for its ticket while noVNC still
+loads (not after). Functional checks only: what is fetched from where, and in which order."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+from playwright.sync_api import Page, Route, expect
+
+from tests.conftest import QEMU_URI
+from tests.e2e.helpers import start_limen
+from tests.support.libvirt_cleanup import remove_domain
+from tests.support.server import LimenProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+# noVNC's modules the console page used, and how many bytes each took from the network (0: from cache).
+NOVNC_TRANSFERS = """() => performance.getEntriesByType("resource")
+  .filter((r) => r.name.includes("/static/novnc")).map((r) => [r.name, r.transferSize])"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimenProcess]:
+    # No VM boots: without auto-start the console stops at VM_NOT_RUNNING, after noVNC and the ticket.
+    process = start_limen(tmp_path_factory.mktemp("limen-fast-open"), LIMEN_CONSOLE_AUTO_START="false")
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def vm_uuid(server: LimenProcess) -> Iterator[str]:
+    name = f"limen-test-{uuid.uuid4().hex[:10]}"
+    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=30) as admin:
+        created = admin.post("/api/vms", json={"name": name, "memory_mib": 64})
+        assert created.status_code == 201, created.text
+    try:
+        yield str(created.json()["uuid"])
+    finally:
+        remove_domain(QEMU_URI, name)
+
+
+def test_the_console_opened_from_the_details_page_fetches_no_novnc_module(
+    server: LimenProcess, vm_uuid: str, signed_in_page: Callable[..., Page]
+) -> None:
+    page = signed_in_page(server)
+    page.goto(f"{server.base_url}/vms/{vm_uuid}")
+    console = page.locator('a[data-action="console"][href$="/console"]')
+    console.wait_for()
+    page.wait_for_load_state("networkidle")  # the prefetch is done while the user reads the page
+    console.click()
+    page.wait_for_function("() => !['loading', 'connecting'].includes(document.body.dataset.consoleState)")
+    transfers = page.evaluate(NOVNC_TRANSFERS)
+    assert len(transfers) > 50, transfers
+    assert all("/static/novnc-" in name for name, _ in transfers), transfers
+    assert [name for name, size in transfers if size != 0] == []
+
+
+def test_the_ticket_is_asked_for_while_novnc_still_loads(
+    server: LimenProcess, vm_uuid: str, signed_in_page: Callable[..., Page]
+) -> None:
+    page = signed_in_page(server)
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:  # noVNC does not arrive until released
+        held.append(route)
+
+    page.route("**/static/novnc*/core/rfb.js", hold)
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/console-ticket")):
+        page.goto(f"{server.base_url}/vms/{vm_uuid}/console")
+    assert len(held) == 1  # still held: the ticket did not wait for noVNC
+    held[0].continue_()
+    page.wait_for_selector('body[data-console-state="failed"]')  # the ticket opened the socket
+    expect(page.locator("#panel-extra .error-box")).to_have_attribute("data-code", "VM_NOT_RUNNING")

@@ -1,0 +1,79 @@
+"""How the console's modules reach the browser fast: noVNC under an address naming its content (cached
+immutable), its whole module graph named by the details page (prefetched), and the graph itself."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from limen.settings import Settings
+from limen.web.immutable_assets import IMMUTABLE, content_digest
+from limen.web.module_graph import module_graph
+from limen.web.npm_assets import bundled
+from tests.unit.test_web_routes import client_for
+
+NOVNC_META = re.compile(r'<meta name="limen-novnc" content="(/static/novnc-[0-9a-f]{12})">')
+
+
+def test_module_graph_follows_relative_imports_once_in_order(tmp_path: Path) -> None:
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "main.js").write_text(
+        'import { a } from "./lib/a.js";\nimport "./lib/side.js";\nexport { b } from "./lib/b.js";\n'
+        'import x from "bare-package";\nconst later = import("./lib/lazy.js");\n'
+    )
+    (tmp_path / "lib" / "a.js").write_text('import {\n  b,\n} from "./b.js";\nexport const a = 1;\n')
+    (tmp_path / "lib" / "b.js").write_text('import { a } from "./a.js"; // a cycle\nexport const b = 2;\n')
+    (tmp_path / "lib" / "side.js").write_text('import "../../outside.js";\nimport "./missing.js";\n')
+    (tmp_path / "lib" / "lazy.js").write_text("export const lazy = 3;\n")
+    assert module_graph(tmp_path, "main.js") == ("main.js", "lib/a.js", "lib/side.js", "lib/b.js")
+
+
+def test_novncs_graph_is_whole() -> None:
+    graph = module_graph(bundled("novnc"), "core/rfb.js")
+    assert graph[0] == "core/rfb.js"
+    assert {"core/websock.js", "core/display.js", "core/inflator.js"} <= set(graph)
+    assert all((bundled("novnc") / name).is_file() for name in graph)
+
+
+def test_the_digest_changes_with_the_content(tmp_path: Path) -> None:
+    (tmp_path / "one.js").write_text("export const one = 1;\n")
+    before = content_digest(tmp_path)
+    other = tmp_path / "copy"
+    other.mkdir()
+    (other / "one.js").write_text("export const one = 11;\n")
+    assert content_digest(other) != before
+    assert re.fullmatch(r"[0-9a-f]{12}", before)
+
+
+async def test_the_console_page_names_novncs_immutable_address(make_settings: Callable[..., Settings]) -> None:
+    async with client_for(make_settings()) as client:
+        page = await client.get("/vms/test/console")
+        found = NOVNC_META.search(page.text)
+        assert found, page.text[:2000]
+        immutable = await client.get(f"{found.group(1)}/core/rfb.js")
+        plain = await client.get("/static/novnc/core/rfb.js")  # older pages and bookmarks of it
+    assert immutable.status_code == 200
+    assert immutable.headers["cache-control"] == IMMUTABLE
+    assert immutable.content == plain.content
+    assert plain.status_code == 200
+    assert "immutable" not in plain.headers.get("cache-control", "")
+
+
+async def test_the_details_page_prefetches_the_consoles_modules(make_settings: Callable[..., Settings]) -> None:
+    async with client_for(make_settings()) as client:
+        details = await client.get("/vms/test")
+        console = await client.get("/vms/test/console")
+    prefetched = re.findall(r'<link rel="prefetch" href="([^"]+)">', details.text)
+    address = NOVNC_META.search(console.text)
+    assert address
+    assert f"{address.group(1)}/core/rfb.js" in prefetched
+    assert "/static/js/console-client.js" in prefetched
+    assert len(prefetched) == len(set(prefetched)) > 50
+    assert 'rel="prefetch"' not in console.text
+
+
+async def test_a_missing_novnc_keeps_its_plain_address(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    async with client_for(make_settings(novnc_dir=tmp_path / "nowhere")) as client:
+        page = await client.get("/vms/test/console")
+    assert '<meta name="limen-novnc" content="/static/novnc">' in page.text
