@@ -9,7 +9,7 @@ PORT ?= 8080
 export LIMEN_ISO_DIR ?= /var/lib/limen/isos
 PYTEST_ARGS ?=
 
-.PHONY: install host venv web dist run demo-vm test test-unit test-postgresql lint bench bench-stats bench-smoke bench-hosts bench-replicas cluster cluster-down clean
+.PHONY: install host venv web dist run demo-vm test test-unit test-postgresql test-postgresql-run lint bench bench-stats bench-smoke bench-hosts bench-replicas cluster cluster-down clean
 
 install: host venv web
 
@@ -50,17 +50,24 @@ run: demo-vm
 	@echo "limen: open http://$(HOST):$(PORT)/ (API docs: http://$(HOST):$(PORT)/api/docs); stop with Ctrl-C"
 	@$(LIMEN) serve --host $(HOST) --port $(PORT)
 
-# Two pytest processes: libvirt's test:///default driver and its event thread are process-wide, and the
-# integration tests' libvirt faults (a daemon cut away, stalled, restarted) must not reach the unit tier.
-# Exit code 5 (no test selected, e.g. by -k) is not a failure of either half.
+# Three pytest processes: the unit tier, then the integration and e2e tiers on SQLite files, then those
+# tiers again with every limen on PostgreSQL (test-postgresql). libvirt's test:///default driver and its event
+# thread are process-wide, and the integration tests' libvirt faults (a daemon cut away, stalled, restarted)
+# must not reach the unit tier. Exit code 5 (no test selected, e.g. by -k) is not a failure of any of them.
 test: install
 	@$(BIN)/pytest -q tests/unit $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc; \
 	$(BIN)/pytest -q tests/integration tests/e2e $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc
+	@$(MAKE) --no-print-directory test-postgresql-run
 
 # The integration and e2e tiers again with every limen on PostgreSQL (a throw-away cluster of Debian's
-# postgresql package, a database per test) instead of SQLite files: tests/support/databases.py.
-test-postgresql: install
-	@LIMEN_TEST_DATABASE=postgresql $(BIN)/pytest -q tests/integration tests/e2e $(PYTEST_ARGS); rc=$$?; \
+# postgresql package, a database per test) instead of SQLite files: tests/support/databases.py. The tests
+# that start a PostgreSQL of their own whatever the run (replicas, the cluster, PostgreSQL's backup and
+# sign-in throttle) ran in the SQLite pass already and are not repeated.
+OWN_POSTGRESQL := test_replicas test_cluster test_backup_postgres test_auth_throttle_postgres
+test-postgresql: install test-postgresql-run
+test-postgresql-run:
+	@LIMEN_TEST_DATABASE=postgresql $(BIN)/pytest -q tests/integration tests/e2e \
+	  $(foreach name,$(OWN_POSTGRESQL),--ignore=tests/integration/$(name).py) $(PYTEST_ARGS); rc=$$?; \
 	[ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc
 
 # Bytecode is cached even where PYTHONDONTWRITEBYTECODE is set: compiling limen and rewriting the tests'

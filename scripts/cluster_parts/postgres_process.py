@@ -17,7 +17,7 @@ SYSTEM_USER = "postgres"
 START_BOUND = 30.0  # seconds until the new server must answer
 
 
-def _tool(name: str) -> str:
+def pg_tool(name: str) -> str:
     """A server program: on PATH, or where Debian's postgresql packages keep them (off PATH)."""
     found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)),
                                        None)
@@ -34,7 +34,7 @@ def start_postgres(data: Path) -> tuple[subprocess.Popen[bytes], str]:
     """Makes a cluster in ``data`` (a directory the ``postgres`` user owns) and starts its server on a free
     loopback port, in its own session (it outlives its starter: `make cluster` stops it by the PID in
     ``data/cluster/postmaster.pid``); waits until it answers. Returns the process and a SQLAlchemy URL."""
-    initdb, postgres, pg_isready = _tool("initdb"), _tool("postgres"), _tool("pg_isready")
+    initdb, postgres, pg_isready = pg_tool("initdb"), pg_tool("postgres"), pg_tool("pg_isready")
     port = free_port()
     subprocess.run(_as_postgres(initdb, "-D", str(data / "cluster"), "-A", "trust", "-U", "limen"),
                    check=True, capture_output=True, timeout=120)

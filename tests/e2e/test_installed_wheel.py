@@ -21,6 +21,7 @@ from tests.conftest import DEMO_ISO, QEMU_URI
 from tests.e2e.helpers import COUNT_DRAWN_PIXELS, limen_env, save_screenshot, sign_in
 from tests.e2e.pages import page_paths
 from tests.support.access import provision_admin_token
+from tests.support.databases import on_postgresql
 from tests.support.libvirt_cleanup import remove_domain
 from tests.support.server import LimenProcess
 
@@ -46,7 +47,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert wheels[0].name == f"limen-{limen.__version__}-py3-none-any.whl"
     venv = work / "venv"
     subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(venv)], check=True, timeout=120)
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheels[0])], cwd=work,
+    # On PostgreSQL (LIMEN_TEST_DATABASE=postgresql) with its extra, as such an install would be made.
+    wanted = f"{wheels[0]}[postgresql]" if on_postgresql() else str(wheels[0])
+    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", wanted], cwd=work,
                          capture_output=True, text=True, timeout=800)
     assert pip.returncode == 0, pip.stderr[-3000:]
     return venv
@@ -64,7 +67,7 @@ def server(installed: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     hide = [str(ROOT)] if node_modules.is_relative_to(ROOT) else [str(node_modules), str(ROOT)]
     env = limen_env(tmp, LIMEN_HIDE=" ".join(hide), PATH="/usr/sbin:/usr/bin:/sbin:/bin")
     process = LimenProcess(env, tmp / "serve.log", command=hidden_checkout_command(installed), cwd=tmp)
-    token = provision_admin_token(f"sqlite:///{tmp / 'data' / 'limen.db'}")
+    token = provision_admin_token(process.database_url)
     process.auth_headers = {"Authorization": f"Bearer {token}"}
     process.start(timeout=60)
     yield process

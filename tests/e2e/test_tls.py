@@ -48,8 +48,9 @@ def trusting(cert: Path) -> ssl.SSLContext:
 
 
 def start(tmp: Path, *, scheme: str = "http", **env: str) -> LimenProcess:
+    tmp.mkdir(parents=True, exist_ok=True)  # on PostgreSQL no database file makes the directory
     process = LimenProcess(limen_env(tmp, **env), tmp / "serve.log", scheme=scheme)
-    token = provision_admin_token(f"sqlite:///{tmp / 'data' / 'limen.db'}")
+    token = provision_admin_token(process.database_url)
     process.auth_headers = {"Authorization": f"Bearer {token}"}
     return process.start()
 

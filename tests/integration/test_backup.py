@@ -1,7 +1,7 @@
-"""`limen backup` / `limen restore` on a real `limen serve` (real SQLite, real libvirtd): a backup made while
-the server serves and writes is consistent; a restore is refused while limen serves and for a newer schema,
-puts the backed-up rows back (tokens work again), keeps the replaced database, and `--vms` re-defines a VM
-that was removed from libvirt."""
+"""`limen backup` / `limen restore` on a real `limen serve` (real SQLite or PostgreSQL, real libvirtd): a backup
+made while the server serves and writes is consistent; a restore is refused while limen serves and for a newer
+schema, puts the backed-up rows back (tokens work again), keeps the replaced database, and `--vms` re-defines a
+VM that was removed from libvirt. (tests/integration/test_backup_postgres.py has PostgreSQL's own refusals.)"""
 
 from __future__ import annotations
 
@@ -19,20 +19,22 @@ import pytest
 
 from limen.backup import known_revisions
 from tests.conftest import DEMO_ISO, ISO_DIR, QEMU_URI
+from tests.support import databases
 from tests.support.libvirt_cleanup import domain_exists, remove_domain
+from tests.support.postgres import pg_tool
 from tests.support.server import LIMEN_BIN, LimenProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
-def cli_env(tmp_path: Path) -> dict[str, str]:
-    """The environment of the limen_server fixture's server, for the CLI."""
-    return {**os.environ, "LIMEN_LIBVIRT_URI": QEMU_URI, "LIMEN_ISO_DIR": str(ISO_DIR),
-            "LIMEN_DATA_DIR": str(tmp_path / "data"), "LIMEN_LOG_DIR": str(tmp_path / "log")}
+def cli_env(tmp_path: Path, data: str = "data") -> dict[str, str]:
+    """The environment of the limen_server fixture's server (its database too), for the CLI."""
+    return databases.cli_env({**os.environ, "LIMEN_LIBVIRT_URI": QEMU_URI, "LIMEN_ISO_DIR": str(ISO_DIR),
+                              "LIMEN_DATA_DIR": str(tmp_path / data), "LIMEN_LOG_DIR": str(tmp_path / "log")})
 
 
-def limen(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(LIMEN_BIN), *args], env=cli_env(tmp_path), capture_output=True, text=True,
+def limen(tmp_path: Path, *args: str, data: str = "data") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(LIMEN_BIN), *args], env=cli_env(tmp_path, data), capture_output=True, text=True,
                           timeout=120)
 
 
@@ -41,10 +43,37 @@ def token_names(db_file: Path) -> set[str]:
         return {row[0] for row in db.execute("SELECT name FROM api_tokens")}
 
 
+def live_token_names(data_dir: Path) -> set[str]:
+    """The token names in the database of ``data_dir`` now."""
+    return {str(row[0]) for row in databases.fetch_all(data_dir, "SELECT name FROM api_tokens")}
+
+
 def backup_members(file: Path, work: Path) -> tuple[dict[str, object], Path]:
+    """The manifest and the database member (``limen.db`` or ``limen.pgdump``) of a backup."""
     with tarfile.open(file) as tar:
         tar.extractall(work, filter="data")
-    return json.loads((work / "manifest.json").read_text()), work / "limen.db"
+    database = "limen.pgdump" if databases.on_postgresql() else "limen.db"
+    return json.loads((work / "manifest.json").read_text()), work / database
+
+
+def backed_up_token_names(tmp_path: Path, backup: Path, number: int) -> set[str]:
+    """The token names a backup holds, once its database is checked whole: SQLite's integrity check of the
+    file; on PostgreSQL the dump restored by `limen restore` into a new, empty database."""
+    manifest, database = backup_members(backup, tmp_path / f"x{number}")
+    assert manifest["schema_revision"] == known_revisions()[-1]
+    if not databases.on_postgresql():
+        with sqlite3.connect(database) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        return token_names(database)
+    restored = limen(tmp_path, "restore", str(backup), data=f"restored-{number}")
+    assert restored.returncode == 0, restored.stderr
+    return live_token_names(tmp_path / f"restored-{number}")
+
+
+def dumped_text(dump: Path) -> str:
+    """A PostgreSQL dump as SQL text, its rows included."""
+    return subprocess.run([pg_tool("pg_restore"), "-f", "-", str(dump)], capture_output=True, text=True,
+                          check=True, timeout=60).stdout
 
 
 def test_backup_while_serving_and_writing_is_consistent(
@@ -79,11 +108,7 @@ def test_backup_while_serving_and_writing_is_consistent(
     previous: set[str] = set()
     for number, out in enumerate(results):
         assert oct(out.stat().st_mode & 0o777) == "0o600"
-        manifest, db_file = backup_members(out, tmp_path / f"x{number}")
-        assert manifest["schema_revision"] == known_revisions()[-1]
-        with sqlite3.connect(db_file) as db:
-            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        names = token_names(db_file)
+        names = backed_up_token_names(tmp_path, out, number)
         assert previous <= names <= {*made, "tests"}  # each later backup holds what the earlier one held
         previous = names
 
@@ -107,16 +132,30 @@ def test_restore_is_refused_while_serving_then_brings_back_the_rows(
     server.stop()
     restored = limen(tmp_path, "restore", str(out))
     assert restored.returncode == 0, restored.stderr
-    db_file = tmp_path / "data" / "limen.db"
-    assert "after-backup" not in token_names(db_file)
-    set_aside = list((tmp_path / "data").glob("limen.db.before-restore-*"))
-    assert len(set_aside) == 1 and "after-backup" in token_names(set_aside[0])
-    assert oct(db_file.stat().st_mode & 0o777) == "0o600"
+    assert "after-backup" not in live_token_names(tmp_path / "data")
+    if databases.on_postgresql():  # the replaced database is kept as a dump
+        set_aside = list((tmp_path / "data").glob("limen-before-restore-*.pgdump"))
+        assert len(set_aside) == 1 and "after-backup" in dumped_text(set_aside[0])
+        assert oct(set_aside[0].stat().st_mode & 0o777) == "0o600"
+    else:
+        db_file = tmp_path / "data" / "limen.db"
+        set_aside = list((tmp_path / "data").glob("limen.db.before-restore-*"))
+        assert len(set_aside) == 1 and "after-backup" in token_names(set_aside[0])
+        assert oct(db_file.stat().st_mode & 0o777) == "0o600"
 
     server.start()
     with httpx.Client(base_url=server.base_url, timeout=30) as client:
         me = client.get("/api/me", headers={"Authorization": f"Bearer {kept}"})
         assert me.status_code == 200, me.text
+
+
+def database_state(data_dir: Path) -> object:
+    """What a refused restore must leave as it was: the SQLite file's bytes, or PostgreSQL's rows that tell."""
+    if databases.on_postgresql():
+        return [databases.fetch_all(data_dir, sql) for sql in (
+            "SELECT version_num FROM alembic_version", "SELECT id, name, revoked_at FROM api_tokens ORDER BY id",
+            "SELECT id, name FROM users ORDER BY id")]
+    return (data_dir / "limen.db").read_bytes()
 
 
 def test_a_backup_of_a_newer_schema_is_refused_and_changes_nothing(
@@ -128,20 +167,21 @@ def test_a_backup_of_a_newer_schema_is_refused_and_changes_nothing(
     server.stop()
     # The same backup as a future limen would write it: its database and manifest at an unknown revision.
     manifest, db_file = backup_members(out, tmp_path / "x")
-    with sqlite3.connect(db_file) as db:
-        db.execute("UPDATE alembic_version SET version_num = '0042_future'")
+    if not databases.on_postgresql():  # a dump's revision is only read once the manifest's is known
+        with sqlite3.connect(db_file) as db:
+            db.execute("UPDATE alembic_version SET version_num = '0042_future'")
     manifest["schema_revision"] = "0042_future"
     (tmp_path / "x" / "manifest.json").write_text(json.dumps(manifest))
     future = tmp_path / "future.limen"
     with tarfile.open(future, "w:gz") as tar:
         tar.add(tmp_path / "x" / "manifest.json", "manifest.json")
-        tar.add(db_file, "limen.db")
-    before = (tmp_path / "data" / "limen.db").read_bytes()
+        tar.add(db_file, db_file.name)
+    before = database_state(tmp_path / "data")
     refused = limen(tmp_path, "restore", str(future))
     assert refused.returncode == 1
     assert "'0042_future'" in refused.stderr and "newer" in refused.stderr, refused.stderr
-    assert (tmp_path / "data" / "limen.db").read_bytes() == before
-    assert list((tmp_path / "data").glob("limen.db.before-restore-*")) == []
+    assert database_state(tmp_path / "data") == before
+    assert list((tmp_path / "data").glob("limen*before-restore-*")) == []
     garbage = tmp_path / "garbage.limen"
     garbage.write_bytes(b"not a tar file at all")
     unreadable = limen(tmp_path, "restore", str(garbage))

@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.access import TEST_ADMIN, provision_admin_token, provision_user
 from tests.support.console import FakeDomain, driver_uri
+from tests.support.databases import database_url_for
 from tests.support.net import free_port
 from tests.support.server import LimenProcess
 
@@ -24,7 +25,7 @@ def client(server: LimenProcess, token: str) -> httpx.Client:
 
 def test_a_deleted_users_vms_pass_to_no_owner_and_a_new_namesake_gets_none(tmp_path: Path) -> None:
     domains = [FakeDomain(name, free_port()) for name in ("alice-1", "alice-2", "bob-1", "admin-1")]
-    database_url = f"sqlite:///{tmp_path / 'data' / 'limen.db'}"
+    database_url = database_url_for(tmp_path / 'data')
     admin_token = provision_admin_token(database_url)
     provision_user(database_url, ALICE, "alice-password-long")
     provision_user(database_url, "bob", "bob-password-long")

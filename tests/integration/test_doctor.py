@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from limen.doctor import Outcome, all_passed, diagnose, render_table
 from limen.settings import Settings
 from tests.conftest import QEMU_URI
 from tests.support.console import ConsoleServer, FakeDomain, driver_uri, running_console
+from tests.support.databases import cli_env, on_postgresql
 from tests.support.fake_vnc import GarbageServer, RfbServer, SilentServer, refused_port
 
 pytestmark = pytest.mark.integration
@@ -175,8 +177,8 @@ async def test_last_console_errors_come_from_the_log(make_settings: Callable[...
 
 
 def test_cli_host_checks_json_and_exit_codes(tmp_path: Path) -> None:
-    env = {**os.environ, "LIMEN_LIBVIRT_URI": QEMU_URI, "LIMEN_LOG_DIR": str(tmp_path / "log"),
-           "LIMEN_DATA_DIR": str(tmp_path)}
+    env = cli_env({**os.environ, "LIMEN_LIBVIRT_URI": QEMU_URI, "LIMEN_LOG_DIR": str(tmp_path / "log"),
+                   "LIMEN_DATA_DIR": str(tmp_path)})
     healthy = subprocess.run([LIMEN, "--json", "doctor"], env=env, capture_output=True, text=True, timeout=60,
                              check=False)
     report = json.loads(healthy.stdout)
@@ -188,8 +190,12 @@ def test_cli_host_checks_json_and_exit_codes(tmp_path: Path) -> None:
 
     not_a_dir = tmp_path / "plain-file"
     not_a_dir.write_text("")
+    unreachable = f"sqlite:///{not_a_dir}/limen.db"
+    if on_postgresql():  # the server answers, but the named database is not there
+        unreachable = make_url(env["LIMEN_DATABASE_URL"]).set(database="limen_no_such_database").render_as_string(
+            hide_password=False)
     no_database = subprocess.run(
-        [LIMEN, "--json", "doctor"], env={**env, "LIMEN_DATABASE_URL": f"sqlite:///{not_a_dir}/limen.db"},
+        [LIMEN, "--json", "doctor"], env={**env, "LIMEN_DATABASE_URL": unreachable},
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert no_database.returncode == 1

@@ -138,7 +138,7 @@ def test_placement_puts_vms_on_both_hosts_and_the_list_merges_them(api: httpx.Cl
 
 
 def test_host_errors(api: httpx.Client, extra_host: ExtraHost, tmp_path: Path, server: LimenProcess) -> None:
-    token = provision_user(f"sqlite:///{tmp_path}/data/limen.db", "plain-user", "pw-plain-123")
+    token = provision_user(server.database_url, "plain-user", "pw-plain-123")
     plain = {"Authorization": f"Bearer {token}"}
     for method, path in (("GET", "/api/hosts"), ("POST", "/api/hosts"), ("DELETE", f"/api/hosts/{EXTRA}"),
                          ("POST", f"/api/hosts/{EXTRA}/drain")):

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from limen.db import Database
 from limen.db.models import LoginThrottle
 from tests.support.access import redis_server
-from tests.support.databases import cli_env
+from tests.support.databases import cli_env, database_url_for
 from tests.support.server import LIMEN_BIN, LimenProcess
 
 pytestmark = pytest.mark.integration
@@ -116,7 +116,7 @@ def test_each_failure_past_the_limit_doubles_the_block(limen_server: Callable[..
 def test_two_instances_share_the_counts_in_redis(limen_server: Callable[..., LimenProcess], tmp_path: Path) -> None:
     (tmp_path / "redis").mkdir()
     with redis_server(tmp_path / "redis") as redis_url:
-        databases = [f"sqlite:///{tmp_path / f'db-{index}' / 'limen.db'}" for index in range(2)]
+        databases = [database_url_for(tmp_path / f"db-{index}") for index in range(2)]
         servers = [
             limen_server(**TRUSTED, LIMEN_REDIS_URL=redis_url, LIMEN_DATABASE_URL=database) for database in databases
         ]

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
 
 from limen.db import Database
 from limen.hypervisor.models import Vm
@@ -217,10 +218,35 @@ def test_a_create_killed_mid_way_gives_its_slot_back_at_the_restart(
         volume.unlink(missing_ok=True)
 
 
-@pytest.mark.skipif(on_postgresql(), reason="SQLite's busy timeout; PostgreSQL's row lock waits by itself")
-async def test_a_check_waits_past_sqlites_busy_timeout_for_its_turn(make_settings: Callable[..., Settings]) -> None:
-    """Another process holding the write lock longer than SQLite's busy timeout (5 s) delays the check; it
-    does not fail it."""
+def hold_quota_lock(settings: Settings) -> Callable[[], None]:
+    """Takes what a quota check must wait for, as another process would, and returns its release: SQLite's
+    write lock of the whole database, or on PostgreSQL the row lock of ``quota_lock`` (an open transaction
+    that updated it)."""
+    if on_postgresql():
+        engine = create_engine(settings.db_url)
+        connection = engine.connect()
+        transaction = connection.begin()
+        connection.execute(text("UPDATE quota_lock SET generation = generation + 1 WHERE id = 1"))
+
+        def release_row() -> None:
+            transaction.rollback()
+            connection.close()
+            engine.dispose()
+
+        return release_row
+    holder = sqlite3.connect(str(settings.data_dir / "limen.db"), isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+
+    def release_file() -> None:
+        holder.rollback()
+        holder.close()
+
+    return release_file
+
+
+async def test_a_check_waits_past_a_long_held_lock_for_its_turn(make_settings: Callable[..., Settings]) -> None:
+    """Another process holding the quota lock longer than SQLite's busy timeout (5 s) delays the check; it
+    does not fail it (on PostgreSQL the row lock waits as long)."""
     settings = make_settings()
     db = Database(settings.db_url)
     db.migrate()
@@ -229,9 +255,7 @@ async def test_a_check_waits_past_sqlites_busy_timeout_for_its_turn(make_setting
     async def no_vms() -> list[Vm]:
         return []
 
-    holder = sqlite3.connect(str(settings.data_dir / "limen.db"), isolation_level=None, check_same_thread=False)
-    holder.execute("BEGIN IMMEDIATE")
-    release = threading.Timer(6.5, holder.rollback)
+    release = threading.Timer(6.5, hold_quota_lock(settings))
     release.start()
     started = time.monotonic()
     try:
@@ -239,5 +263,4 @@ async def test_a_check_waits_past_sqlites_busy_timeout_for_its_turn(make_setting
             assert time.monotonic() - started >= 6
     finally:
         release.join()
-        holder.close()
         db.close()

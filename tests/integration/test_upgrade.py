@@ -21,6 +21,7 @@ from limen.auth.passwords import Passwords
 from limen.backup import known_revisions
 from limen.db.database import Database
 from tests.conftest import ISO_DIR, QEMU_URI
+from tests.support.databases import database_url_for
 from tests.support.server import LimenProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -42,8 +43,8 @@ def sha256(value: str) -> str:
 # The first release's rows, table by table, in its own columns.
 FIRST_ROWS: dict[str, list[dict[str, Any]]] = {
     "users": [
-        {"id": 1, "name": ADMIN, "role": "admin", "created_at": WHEN, "disabled": 0},
-        {"id": 2, "name": USER, "role": "user", "created_at": WHEN, "disabled": 0},
+        {"id": 1, "name": ADMIN, "role": "admin", "created_at": WHEN, "disabled": False},
+        {"id": 2, "name": USER, "role": "user", "created_at": WHEN, "disabled": False},
     ],
     "api_tokens": [
         {"id": 1, "user_id": 1, "name": "backup script", "prefix": TOKEN[:12], "secret_hash": sha256(TOKEN),
@@ -74,6 +75,13 @@ def insert_first_rows(db: Database) -> None:
                 columns = ", ".join(values)
                 connection.execute(sa.text(f"INSERT INTO {table} ({columns}) VALUES "
                                            f"({', '.join(':' + c for c in values)})"), values)
+        if connection.dialect.name == "postgresql":
+            # The first release's rows took their ids from the tables' sequences; these were given theirs,
+            # so the sequences are moved past them as that release would have left them.
+            for table, rows in FIRST_ROWS.items():
+                if isinstance(rows[0].get("id"), int):
+                    connection.execute(sa.text(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"))
 
 
 def first_rows_now(db: Database) -> dict[str, list[dict[str, Any]]]:
@@ -92,7 +100,7 @@ def test_every_migration_keeps_the_first_releases_rows_and_todays_limen_reads_th
     assert revisions[0] == FIRST and len(revisions) > 1
     data = tmp_path / "data"
     data.mkdir(mode=0o700)
-    db = Database(f"sqlite:///{data / 'limen.db'}")
+    db = Database(database_url_for(data))
     try:
         db.migrate(FIRST)
         insert_first_rows(db)
@@ -100,8 +108,10 @@ def test_every_migration_keeps_the_first_releases_rows_and_todays_limen_reads_th
         for revision in revisions[1:]:
             db.migrate(revision)
             assert first_rows_now(db) == expected, f"rows changed by migration {revision}"
-        with db.engine.connect() as connection:  # the pool's connections enforce foreign keys again
-            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        # The pool's connections enforce foreign keys again (SQLite's migrations switch them off meanwhile).
+        with pytest.raises(sa.exc.IntegrityError), db.engine.begin() as connection:
+            connection.execute(sa.text("INSERT INTO api_tokens (user_id, name, prefix, secret_hash, created_at) "
+                                       "VALUES (999, 'orphan', 'limen_orphan', 'x', :at)"), {"at": WHEN})
     finally:
         db.close()
 

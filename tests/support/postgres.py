@@ -10,11 +10,11 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from scripts.cluster_parts.postgres_process import postgres_data_dir, start_postgres, stop_postgres
+from scripts.cluster_parts.postgres_process import pg_tool, postgres_data_dir, start_postgres, stop_postgres
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-__all__ = ["new_database", "postgres_server"]
+__all__ = ["new_database", "pg_tool", "postgres_server"]
 
 @contextmanager
 def postgres_server() -> Iterator[str]:
