@@ -386,7 +386,7 @@ async function startAndConnect(event) {
     await api("POST", `/api/vms/${encodeURIComponent(vmId)}/start`);
   } catch (exc) {
     if (!(exc instanceof ApiError) || exc.code !== "VM_ALREADY_RUNNING") {
-      const box = exc instanceof ApiError ? exc.body : clientError("CLIENT_ERROR", `starting the VM: ${exc}`);
+      const box = exc instanceof ApiError ? exc.body : clientError("CLIENT_ERROR", `POST /api/vms/…/start: ${exc}`);
       ui.extra.replaceChildren(errorBox(box, { actions: recoveryActions("VM_NOT_RUNNING", t("console.retry")) }));
       return;
     }
