@@ -256,6 +256,8 @@ def provision_credentials(data_dir: Path) -> tuple[str, str]:
     user create``, ``limen token create`` and a sign-in do); returns the token's secret and the cookie."""
     import asyncio
 
+    from argon2 import PasswordHasher
+
     from limen.auth.browser_sessions import BrowserSessions
     from limen.auth.passwords import Passwords, generate_password
     from limen.auth.tokens import Tokens
@@ -266,7 +268,7 @@ def provision_credentials(data_dir: Path) -> tuple[str, str]:
     try:
         db.migrate()
         if db.run_sync(lambda session: find_user(session, "bench")) is None:
-            Users(db, Passwords(), time.time).create_sync("bench", generate_password(), Role.ADMIN)
+            Users(db, Passwords(PasswordHasher()), time.time).create_sync("bench", generate_password(), Role.ADMIN)
         token = Tokens(db, time.time).create_sync("bench", "bench").secret
         cookie = asyncio.run(BrowserSessions(db, time.time, 7 * 86400).create("bench")).cookie
         return token, cookie
