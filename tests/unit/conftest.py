@@ -44,8 +44,16 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     # SQL statements, settings), and with the default each of ~1,700 young collections promoted survivors
     # until 13 full ones had walked the heap (~2 s of CPU in all, ~0.6 s now; the peak memory did not move).
     gc.set_threshold(50_000, 20, 10)
-    if any(isinstance(item, pytest.Function) and item.module is test_web_js for item in session.items):
+    if _runs_alone(session.config) and any(
+        isinstance(item, pytest.Function) and item.module is test_web_js for item in session.items
+    ):
         session.config.stash[test_web_js.NODE_RUN] = test_web_js.start_node_tests()
+
+
+def _runs_alone(config: pytest.Config) -> bool:
+    """Not a pytest-xdist worker: every worker collects every test but runs only some, so there the node test
+    starts node itself when it runs (in whichever worker)."""
+    return not hasattr(config, "workerinput")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
