@@ -71,9 +71,12 @@ test-postgresql-run:
 	[ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc
 
 # Bytecode is cached even where PYTHONDONTWRITEBYTECODE is set: compiling limen and rewriting the tests'
-# asserts anew costs ~2 s of every run.
+# asserts anew costs ~2 s of every run. Two pytest-xdist workers, a test file each at a time (its module-scoped
+# apps made once): a third more CPU (each worker imports and collects), but the ~8 s the deadline tests
+# spend waiting overlap the other worker's work. UNIT_WORKERS=0 runs it in one process.
+UNIT_WORKERS ?= 2
 test-unit: venv
-	@env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
+	@env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -q tests/unit -n $(UNIT_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: venv
 	@$(BIN)/ruff check src tests bench scripts

@@ -167,8 +167,11 @@ async def test_start_failure_is_typed(test_hypervisor: Hypervisor, monkeypatch: 
         raise libvirt.libvirtError("internal error: process exited while connecting to monitor")
 
     monkeypatch.setattr(libvirt.virDomain, "create", refuse)
-    with pytest.raises(LimenError) as caught:
-        await test_hypervisor.start_vm("unit-fail")
+    try:
+        with pytest.raises(LimenError) as caught:
+            await test_hypervisor.start_vm("unit-fail")
+    finally:  # test:///default is the process's: the tests that list its domains expect only 'test'
+        await test_hypervisor.delete_vm("unit-fail", delete_disks=True)
     assert caught.value.code is ErrorCode.VM_START_FAILED
     assert "monitor" in caught.value.details
 

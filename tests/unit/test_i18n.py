@@ -7,7 +7,7 @@ import html
 import json
 import re
 import string
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -28,7 +28,8 @@ from limen.i18n import (
 )
 from limen.settings import Settings
 from limen.web.routes import STATIC_DIR, TEMPLATE_DIR
-from tests.unit.test_auth_api import ALICE, PASSWORD, World
+from tests.conftest import settings_in
+from tests.unit.test_auth_api import ALICE, PASSWORD, WORLD_SETTINGS, World, world_in
 from tests.unit.test_auth_api import world as world  # the fixture
 from tests.unit.test_web_routes import client_for
 
@@ -209,11 +210,20 @@ async def test_the_user_keeps_a_language_for_every_browser(world: World) -> None
     assert forgot.json()["language"] is None and (await world.client.get("/api/me")).json()["language"] is None
 
 
+@pytest.fixture(scope="module")
+async def refusing_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    """One world for the tests whose every change is refused: each checks that the user's language and role
+    are still as they were (a refusal that let a change through fails its own test, whichever runs first)."""
+    async with world_in(settings_in(tmp_path_factory.mktemp("i18n"), **WORLD_SETTINGS)) as world:
+        yield world
+
+
 @pytest.mark.parametrize("body", [{"language": "de"}, {"language": "ko-KR"}, {"language": 1}, {}, {"lang": "ko"},
                                   {"language": "ko", "role": "admin"}, {"language": "한국어" * 1000}])
-async def test_a_bad_language_is_refused(world: World, body: object) -> None:
+async def test_a_bad_language_is_refused(refusing_world: World, body: object) -> None:
     from tests.support.access import assert_error, sign_in
 
+    world = refusing_world
     csrf = await sign_in(world.client, ALICE, PASSWORD[ALICE])
     assert_error(await world.client.patch("/api/me", json=body, headers={"X-CSRF-Token": csrf}),
                  422, "VALIDATION_ERROR")

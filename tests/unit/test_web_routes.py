@@ -16,6 +16,7 @@ from limen.api.services import services_of
 from limen.errors import ErrorCode
 from limen.settings import Settings
 from limen.web.npm_assets import bundled
+from tests.conftest import settings_in
 from tests.support.access import admin_token
 
 
@@ -34,13 +35,19 @@ async def client_for(settings_or_app: Settings | FastAPI) -> AsyncIterator[httpx
             yield client
 
 
+@pytest.fixture(scope="module")
+async def reading_client(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[httpx.AsyncClient]:
+    """One app for the tests that only read pages and redirects (nothing of theirs changes the app)."""
+    async with client_for(settings_in(tmp_path_factory.mktemp("web-routes"))) as client:
+        yield client
+
+
 @pytest.mark.parametrize(("path", "script"), [
     ("/", "vm-list.js"), ("/vms/new", "vm-create.js"), ("/isos", "isos.js"), ("/vms/test", "vm-details.js"),
     ("/vms/test/console", "console-page.js"),
 ])
-async def test_pages_are_html(make_settings: Callable[..., Settings], path: str, script: str) -> None:
-    async with client_for(make_settings()) as client:
-        response = await client.get(path)
+async def test_pages_are_html(reading_client: httpx.AsyncClient, path: str, script: str) -> None:
+    response = await reading_client.get(path)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert "<!doctype html>" in response.text
@@ -53,10 +60,9 @@ async def test_pages_are_html(make_settings: Callable[..., Settings], path: str,
     ("/console/a%3Fb%20c", "/vms/a%3Fb%20c/console"),
 ])
 async def test_the_old_console_address_redirects_to_the_new_one(
-    make_settings: Callable[..., Settings], old: str, new: str
+    reading_client: httpx.AsyncClient, old: str, new: str
 ) -> None:
-    async with client_for(make_settings()) as client:
-        response = await client.get(old)
+    response = await reading_client.get(old)
     assert response.status_code == 308
     assert response.headers["location"] == new
 

@@ -3,7 +3,7 @@
 // A fake fetch and window stand in for the browser. Run: node --test web/tests/
 
 import assert from "node:assert/strict";
-import { beforeEach, test } from "node:test";
+import { beforeEach, describe, test } from "node:test";
 
 import { api, ApiError, CSRF_HEADER, forgetUser, loginUrl } from "../../src/limen/web/static/js/api.js";
 
@@ -24,84 +24,87 @@ globalThis.fetch = async (path, init) => {
   return typeof answer === "function" ? answer(init) : answer;
 };
 
-beforeEach(() => {
-  calls.length = 0;
-  answers = { "GET /api/me": json(200, { name: "Ωμ", role: "user", csrf_token: "csrf-1" }) };
-  window.location.assigned = [];
-  forgetUser();
-});
-
-test("loginUrl sends the user back only to a page of this site", () => {
-  assert.equal(loginUrl({ pathname: "/vms/a b", search: "?x=1&y=2" }), "/login?next=%2Fvms%2Fa%20b%3Fx%3D1%26y%3D2");
-  assert.equal(loginUrl({ pathname: "//evil.example/", search: "" }), "/login");
-  assert.equal(loginUrl({ pathname: "/login", search: "?next=/" }), "/login");
-});
-
-test("reads carry no CSRF token; writes carry the session's, asking /api/me once", async () => {
-  answers["GET /api/vms"] = json(200, [{ id: "web01" }]);
-  answers["POST /api/vms/web01/start"] = json(202, { state: "running" });
-  assert.deepEqual(await api("GET", "/api/vms"), [{ id: "web01" }]);
-  assert.equal(calls[0].init.headers[CSRF_HEADER], undefined);
-  await api("POST", "/api/vms/web01/start");
-  await api("POST", "/api/vms/web01/start", { force: true });
-  const writes = calls.filter((call) => call.init.method === "POST");
-  assert.deepEqual(writes.map((call) => call.init.headers[CSRF_HEADER]), ["csrf-1", "csrf-1"]);
-  assert.equal(writes[1].init.body, JSON.stringify({ force: true }));
-  assert.equal(calls.filter((call) => call.path === "/api/me").length, 1);
-});
-
-test("signing in needs no CSRF token (there is no session yet)", async () => {
-  answers["POST /api/login"] = json(200, { csrf_token: "new" });
-  await api("POST", "/api/login", { name: "a", password: "b" });
-  assert.deepEqual(calls.map((call) => call.path), ["/api/login"]);
-});
-
-test("a JSON error becomes an ApiError with every field of the schema", async () => {
-  answers["DELETE /api/isos/x.iso"] = json(409, {
-    error: "ISO in use", code: "ISO_IN_USE", details: "held by web01", message: "Eject it first.", vms: ["web01"],
+// One describe: its beforeEach stays with these tests when web/tests/all.mjs runs every file in one process.
+describe("api.js", () => {
+  beforeEach(() => {
+    calls.length = 0;
+    answers = { "GET /api/me": json(200, { name: "Ωμ", role: "user", csrf_token: "csrf-1" }) };
+    window.location.assigned = [];
+    forgetUser();
   });
-  answers["POST /api/login"] = json(429, { error: "Too many", code: "TOO_MANY_ATTEMPTS", details: "", retry_after: 7 });
-  const inUse = await api("DELETE", "/api/isos/x.iso").catch((exc) => exc);
-  assert.ok(inUse instanceof ApiError);
-  assert.deepEqual([inUse.status, inUse.code, inUse.details, inUse.userMessage, inUse.vms],
-    [409, "ISO_IN_USE", "held by web01", "Eject it first.", ["web01"]]);
-  assert.deepEqual(inUse.body, { error: "ISO in use", code: "ISO_IN_USE", details: "held by web01", message: "Eject it first." });
-  const throttled = await api("POST", "/api/login", {}).catch((exc) => exc);
-  assert.equal(throttled.retryAfter, 7);
-  assert.deepEqual(window.location.assigned, []);
-});
 
-test("an answer that is not limen's JSON is still an ApiError, with the body's start in its details", async () => {
-  answers["GET /api/vms"] = { ok: false, status: 502, text: async () => `<html>${"x".repeat(2000)}</html>` };
-  const error = await api("GET", "/api/vms").catch((exc) => exc);
-  assert.equal(error.code, "HTTP_502");
-  assert.ok(error.details.startsWith("GET /api/vms: <html>xxx"));
-  assert.ok(error.details.length <= "GET /api/vms: ".length + 500);
-});
-
-test("no answer is NETWORK_ERROR, a slow one REQUEST_TIMEOUT", async () => {
-  answers["GET /api/vms"] = () => { throw new TypeError("Failed to fetch"); };
-  const unreachable = await api("GET", "/api/vms").catch((exc) => exc);
-  assert.deepEqual([unreachable.status, unreachable.code], [0, "NETWORK_ERROR"]);
-  assert.match(unreachable.details, /Failed to fetch/);
-  answers["GET /api/vms"] = (init) => new Promise((_resolve, reject) => {
-    init.signal.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError")));
+  test("loginUrl sends the user back only to a page of this site", () => {
+    assert.equal(loginUrl({ pathname: "/vms/a b", search: "?x=1&y=2" }), "/login?next=%2Fvms%2Fa%20b%3Fx%3D1%26y%3D2");
+    assert.equal(loginUrl({ pathname: "//evil.example/", search: "" }), "/login");
+    assert.equal(loginUrl({ pathname: "/login", search: "?next=/" }), "/login");
   });
-  const slow = await api("GET", "/api/vms", undefined, { timeoutMs: 20 }).catch((exc) => exc);
-  assert.deepEqual([slow.status, slow.code], [0, "REQUEST_TIMEOUT"]);
-  assert.match(slow.details, /no answer within 0.02 s/);
-});
 
-test("a 401 sends the page to /login and back, and forgets the user; a failed sign-in does not", async () => {
-  answers["GET /api/vms"] = json(401, { error: "Sign in", code: "UNAUTHORIZED", details: "" });
-  answers["POST /api/vms"] = json(201, {});
-  await api("POST", "/api/vms", {}); // caches the user
-  const error = await api("GET", "/api/vms").catch((exc) => exc);
-  assert.equal(error.code, "UNAUTHORIZED");
-  assert.deepEqual(window.location.assigned, ["/login?next=%2Fvms%2Fweb01%3Ftab%3Ddisks"]);
-  await api("POST", "/api/vms", {});
-  assert.equal(calls.filter((call) => call.path === "/api/me").length, 2);
-  answers["POST /api/login"] = json(401, { error: "Wrong", code: "INVALID_CREDENTIALS", details: "" });
-  await api("POST", "/api/login", {}).catch(() => {});
-  assert.equal(window.location.assigned.length, 1);
+  test("reads carry no CSRF token; writes carry the session's, asking /api/me once", async () => {
+    answers["GET /api/vms"] = json(200, [{ id: "web01" }]);
+    answers["POST /api/vms/web01/start"] = json(202, { state: "running" });
+    assert.deepEqual(await api("GET", "/api/vms"), [{ id: "web01" }]);
+    assert.equal(calls[0].init.headers[CSRF_HEADER], undefined);
+    await api("POST", "/api/vms/web01/start");
+    await api("POST", "/api/vms/web01/start", { force: true });
+    const writes = calls.filter((call) => call.init.method === "POST");
+    assert.deepEqual(writes.map((call) => call.init.headers[CSRF_HEADER]), ["csrf-1", "csrf-1"]);
+    assert.equal(writes[1].init.body, JSON.stringify({ force: true }));
+    assert.equal(calls.filter((call) => call.path === "/api/me").length, 1);
+  });
+
+  test("signing in needs no CSRF token (there is no session yet)", async () => {
+    answers["POST /api/login"] = json(200, { csrf_token: "new" });
+    await api("POST", "/api/login", { name: "a", password: "b" });
+    assert.deepEqual(calls.map((call) => call.path), ["/api/login"]);
+  });
+
+  test("a JSON error becomes an ApiError with every field of the schema", async () => {
+    answers["DELETE /api/isos/x.iso"] = json(409, {
+      error: "ISO in use", code: "ISO_IN_USE", details: "held by web01", message: "Eject it first.", vms: ["web01"],
+    });
+    answers["POST /api/login"] = json(429, { error: "Too many", code: "TOO_MANY_ATTEMPTS", details: "", retry_after: 7 });
+    const inUse = await api("DELETE", "/api/isos/x.iso").catch((exc) => exc);
+    assert.ok(inUse instanceof ApiError);
+    assert.deepEqual([inUse.status, inUse.code, inUse.details, inUse.userMessage, inUse.vms],
+      [409, "ISO_IN_USE", "held by web01", "Eject it first.", ["web01"]]);
+    assert.deepEqual(inUse.body, { error: "ISO in use", code: "ISO_IN_USE", details: "held by web01", message: "Eject it first." });
+    const throttled = await api("POST", "/api/login", {}).catch((exc) => exc);
+    assert.equal(throttled.retryAfter, 7);
+    assert.deepEqual(window.location.assigned, []);
+  });
+
+  test("an answer that is not limen's JSON is still an ApiError, with the body's start in its details", async () => {
+    answers["GET /api/vms"] = { ok: false, status: 502, text: async () => `<html>${"x".repeat(2000)}</html>` };
+    const error = await api("GET", "/api/vms").catch((exc) => exc);
+    assert.equal(error.code, "HTTP_502");
+    assert.ok(error.details.startsWith("GET /api/vms: <html>xxx"));
+    assert.ok(error.details.length <= "GET /api/vms: ".length + 500);
+  });
+
+  test("no answer is NETWORK_ERROR, a slow one REQUEST_TIMEOUT", async () => {
+    answers["GET /api/vms"] = () => { throw new TypeError("Failed to fetch"); };
+    const unreachable = await api("GET", "/api/vms").catch((exc) => exc);
+    assert.deepEqual([unreachable.status, unreachable.code], [0, "NETWORK_ERROR"]);
+    assert.match(unreachable.details, /Failed to fetch/);
+    answers["GET /api/vms"] = (init) => new Promise((_resolve, reject) => {
+      init.signal.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError")));
+    });
+    const slow = await api("GET", "/api/vms", undefined, { timeoutMs: 20 }).catch((exc) => exc);
+    assert.deepEqual([slow.status, slow.code], [0, "REQUEST_TIMEOUT"]);
+    assert.match(slow.details, /no answer within 0.02 s/);
+  });
+
+  test("a 401 sends the page to /login and back, and forgets the user; a failed sign-in does not", async () => {
+    answers["GET /api/vms"] = json(401, { error: "Sign in", code: "UNAUTHORIZED", details: "" });
+    answers["POST /api/vms"] = json(201, {});
+    await api("POST", "/api/vms", {}); // caches the user
+    const error = await api("GET", "/api/vms").catch((exc) => exc);
+    assert.equal(error.code, "UNAUTHORIZED");
+    assert.deepEqual(window.location.assigned, ["/login?next=%2Fvms%2Fweb01%3Ftab%3Ddisks"]);
+    await api("POST", "/api/vms", {});
+    assert.equal(calls.filter((call) => call.path === "/api/me").length, 2);
+    answers["POST /api/login"] = json(401, { error: "Wrong", code: "INVALID_CREDENTIALS", details: "" });
+    await api("POST", "/api/login", {}).catch(() => {});
+    assert.equal(window.location.assigned.length, 1);
+  });
 });

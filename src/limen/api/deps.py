@@ -29,22 +29,22 @@ from limen.recovery import Recovery
 from limen.settings import Settings
 
 
-def _services(request: Request) -> Services:
+async def _services(request: Request) -> Services:
     return services_of(request)
 
 
 ServicesDep = Annotated[Services, Depends(_services)]
 
 
-def _hypervisor(services: ServicesDep) -> Hypervisor:
+async def _hypervisor(services: ServicesDep) -> Hypervisor:
     return services.hypervisor
 
 
-def _settings(services: ServicesDep) -> Settings:
+async def _settings(services: ServicesDep) -> Settings:
     return services.settings
 
 
-def _recovery(services: ServicesDep) -> Recovery:
+async def _recovery(services: ServicesDep) -> Recovery:
     return services.recovery
 
 
@@ -65,7 +65,7 @@ def access_of(conn: HTTPConnection) -> Access:
 PRINCIPAL_SCOPE_KEY = "limen.principal"
 
 
-def _access(services: ServicesDep) -> Access:
+async def _access(services: ServicesDep) -> Access:
     return services.access
 
 

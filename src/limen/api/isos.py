@@ -48,7 +48,7 @@ CLIENT_CLOSED_REQUEST = 499
 _FORM_TYPES = ("multipart/", "application/x-www-form-urlencoded")
 
 
-def _checksums(request: Request) -> BackgroundChecksums:
+async def _checksums(request: Request) -> BackgroundChecksums:
     checksums: BackgroundChecksums = services_of(request).iso_checksums
     return checksums
 

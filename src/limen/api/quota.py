@@ -36,7 +36,7 @@ router = APIRouter(tags=["quota"])
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 403, 404, 422)}
 
 
-def _ledger(request: Request) -> QuotaLedger:
+async def _ledger(request: Request) -> QuotaLedger:
     ledger: QuotaLedger = services_of(request).quota
     return ledger
 

@@ -23,7 +23,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for sta
 Resolution = Literal["auto", "fine", "coarse"]
 
 
-def _sampler(request: Request) -> StatsSampler:
+async def _sampler(request: Request) -> StatsSampler:
     sampler: StatsSampler = services_of(request).stats_sampler
     return sampler
 

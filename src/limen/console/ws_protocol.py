@@ -29,6 +29,7 @@ Use with ``uvicorn.Config(..., **uvicorn_ws_options(settings))``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import re
@@ -220,13 +221,20 @@ def missing_uvicorn_parts(protocol: type | None = None) -> list[str]:
     for cls in protocol.__mro__:
         if cls.__module__ == "builtins" or cls.__module__.startswith("asyncio"):
             continue
-        try:
-            source = inspect.getsource(cls)
-        except (OSError, TypeError):
-            continue
-        assigned.update(re.findall(r"\bself\.(\w+)\s*(?::[^=\n]*)?=(?!=)", source))
+        assigned |= _attributes_assigned_in(cls)
     missing += [name for name in UVICORN_ATTRIBUTES if name not in assigned]
     return missing
+
+
+@functools.cache
+def _attributes_assigned_in(cls: type) -> frozenset[str]:
+    """The names ``self.name =`` assigns in the source of ``cls`` (read once a class: ~6 ms of CPU each time,
+    and every server limen starts asks)."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return frozenset()
+    return frozenset(re.findall(r"\bself\.(\w+)\s*(?::[^=\n]*)?=(?!=)", source))
 
 
 def websocket_protocol() -> type[BoundedCloseWebSocketProtocol]:

@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 import anyio.to_thread
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Engine, Row, make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -61,6 +63,18 @@ def _private_sqlite_file(path: Path) -> None:
         log.warning("database file was readable by others; made owner-only", extra=change.log_fields())
 
 
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+@functools.cache
+def _migration_heads() -> tuple[str, ...]:
+    """The newest revision(s) of limen's migrations (reading them executes every revision file: once a process)."""
+    return tuple(ScriptDirectory.from_config(_alembic_config()).get_heads())
+
+
 class Database:
     """Owns the engine. Call :meth:`migrate` (or ``await migrate_async()``) once before anything else."""
 
@@ -83,9 +97,10 @@ class Database:
 
     def migrate(self, revision: str = "head") -> None:
         """Brings the schema to the newest revision (Alembic ``upgrade head``; tests walk older ``revision``s
-        too); a no-op when it is there."""
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        too); a no-op when it is there (one read of ``alembic_version``: every CLI command opens the database)."""
+        if revision == "head" and self._at_head():
+            return
+        config = _alembic_config()
         sqlite = self.url.get_backend_name() == "sqlite"
         with self.engine.connect() as connection:
             if sqlite:
@@ -112,6 +127,11 @@ class Database:
                 if sqlite:
                     connection.exec_driver_sql("PRAGMA foreign_keys=ON")
                     connection.commit()
+
+    def _at_head(self) -> bool:
+        with self.engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_heads()
+        return bool(current) and set(current) == set(_migration_heads())
 
     async def migrate_async(self) -> None:
         await anyio.to_thread.run_sync(self.migrate)
