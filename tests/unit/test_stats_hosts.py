@@ -69,7 +69,8 @@ async def test_a_hung_host_holds_neither_the_others_nor_a_second_worker(pool: Ho
             await asyncio.sleep(0.02)
         assert sampler.history.rounds >= 5, "the local host was not sampled on while the second hung"
         assert running_names(sampler) == {"on-local": DEFAULT_HOST}
-        assert sampler.in_flight == {"second"} and second_reads == [1]
+        # The local host's own read may be under way at this instant too (a round every 0.02 s).
+        assert "second" in sampler.in_flight and second_reads == [1]
         release.set()
         for _ in range(1000):
             if "on-second" in running_names(sampler):
