@@ -42,13 +42,17 @@ from limen.console.handshake import (
     Effect,
     EffectFailed,
     EndRequested,
+    LookUpVm,
     OpenWatch,
     Result,
     SendBinary,
     SendText,
     StageMachine,
+    StartVm,
     TimedOut,
     VmEnded,
+    VmFound,
+    VmStarted,
 )
 from limen.console.pump import Traffic
 from limen.errors import ErrorCode, LimenError
@@ -127,6 +131,8 @@ class ConsoleDriver(ABC):
     raises. ``log_label`` starts every log line (``grep -i vnc`` finds the VNC console's)."""
 
     log_label = "console"
+    # Who may open it, asked around the VM's look-up (the endpoint's; None in tests that admit anyone).
+    _admission: Admission | None = None
 
     def __init__(
         self,
@@ -175,6 +181,19 @@ class ConsoleDriver(ABC):
         """The session's VM once its machine has found it (a machine without one: None)."""
         found = getattr(self.machine, "vm", None)
         return found if isinstance(found, Vm) else None
+
+    # -- the effects every kind has (its own are in its subclass) -------------------------------------------
+
+    async def _look_up_vm(self, effect: LookUpVm) -> Result:
+        def find_vm() -> Awaitable[Vm]:
+            return self._hv.console_vm(effect.ident)
+
+        if effect.admit and self._admission is not None:
+            return VmFound(await self._admission(find_vm))
+        return VmFound(await find_vm())
+
+    async def _start_vm(self, effect: StartVm) -> Result:
+        return VmStarted(await self._hv.start_vm(effect.uuid))
 
     def request_end(self, error: LimenError) -> None:
         """Ends the session from outside (server shutdown, an administrator). Returns at once."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from limen.console.driver import (
@@ -26,7 +26,7 @@ from limen.console.driver import (
     HypervisorLike,
     SessionObserver,
 )
-from limen.console.handshake import ClientLeft, LookUpVm, Result, StartVm, VmFound, VmStarted
+from limen.console.handshake import ClientLeft, LookUpVm, Result, StartVm
 from limen.console.serial_handshake import (
     CheckSerialDevice,
     ExplainStreamEnd,
@@ -43,7 +43,6 @@ from limen.console.serial_handshake import (
     TakeOverPort,
 )
 from limen.errors import ErrorCode, LimenError
-from limen.hypervisor.models import Vm
 from limen.hypervisor.serial_stream import SerialPort, SerialPorts
 from limen.settings import Settings
 
@@ -127,25 +126,10 @@ class SerialSession(ConsoleDriver):
             ExplainStreamEnd: self._explain_stream_end,
         })
 
-    @property
-    def vm(self) -> Vm | None:
-        return self.machine.vm
-
     # -- the effects ------------------------------------------------------------------------------------
-
-    async def _look_up_vm(self, effect: LookUpVm) -> Result:
-        def find_vm() -> Awaitable[Vm]:
-            return self._hv.console_vm(effect.ident)
-
-        if effect.admit and self._admission is not None:
-            return VmFound(await self._admission(find_vm))
-        return VmFound(await find_vm())
 
     async def _check_serial_device(self, effect: CheckSerialDevice) -> Result:
         return SerialDeviceChecked(await self._ports.has_serial(effect.uuid))
-
-    async def _start_vm(self, effect: StartVm) -> Result:
-        return VmStarted(await self._hv.start_vm(effect.uuid))
 
     async def _find_port_holder(self, effect: FindPortHolder) -> Result:
         holder = self._holders.holder(effect.uuid)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from limen.console.driver import (
@@ -32,8 +32,6 @@ from limen.console.handshake import (
     Result,
     RunProxy,
     StartVm,
-    VmFound,
-    VmStarted,
     VncClosed,
     VncCloseExplained,
     VncConnected,
@@ -44,7 +42,6 @@ from limen.console.splice import SpliceEnd, SpliceFn
 from limen.console.upstream import VNC_READ_SIZE, VncReader, open_vnc, read_banner
 from limen.errors import LimenError
 from limen.hypervisor.hosts import DEFAULT_HOST
-from limen.hypervisor.models import Vm
 from limen.settings import Settings
 
 
@@ -96,22 +93,7 @@ class ConsoleSession(ConsoleDriver):
             ExplainVncClose: self._explain_vnc_close,
         })
 
-    @property
-    def vm(self) -> Vm | None:
-        return self.machine.vm
-
     # -- the effects ------------------------------------------------------------------------------------
-
-    async def _look_up_vm(self, effect: LookUpVm) -> Result:
-        def find_vm() -> Awaitable[Vm]:
-            return self._hv.console_vm(effect.ident)
-
-        if effect.admit and self._admission is not None:
-            return VmFound(await self._admission(find_vm))
-        return VmFound(await find_vm())
-
-    async def _start_vm(self, effect: StartVm) -> Result:
-        return VmStarted(await self._hv.start_vm(effect.uuid))
 
     async def _pause(self, effect: Pause) -> Result:
         await asyncio.sleep(effect.seconds)
