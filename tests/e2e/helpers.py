@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 from playwright.sync_api import Page, ViewportSize
 
 from tests.conftest import ISO_DIR, QEMU_URI, TEST_POOL, TEST_POOL_DIR
 from tests.support.access import TEST_ADMIN, TEST_ADMIN_PASSWORD, provision_admin_token
+from tests.support.libvirt_cleanup import remove_domain
 from tests.support.server import LimenProcess
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -88,3 +93,16 @@ def sign_in(page: Page, base_url: str, name: str = TEST_ADMIN, password: str = T
     page.click("#login-submit")
     page.wait_for_url(f"{base_url}{next_path}")
     return page
+
+
+@contextmanager
+def new_stopped_vm(server: LimenProcess) -> Iterator[str]:
+    """A 64 MiB VM made through ``server``'s API and never started; yields its UUID, removed after."""
+    name = f"limen-test-{uuid.uuid4().hex[:10]}"
+    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=30) as admin:
+        created = admin.post("/api/vms", json={"name": name, "memory_mib": 64})
+        assert created.status_code == 201, created.text
+    try:
+        yield str(created.json()["uuid"])
+    finally:
+        remove_domain(QEMU_URI, name)

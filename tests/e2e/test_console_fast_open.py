@@ -4,16 +4,12 @@ loads (not after). Functional checks only: what is fetched from where, and in wh
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 
-import httpx
 import pytest
 from playwright.sync_api import Page, Route, expect
 
-from tests.conftest import QEMU_URI
-from tests.e2e.helpers import start_limen
-from tests.support.libvirt_cleanup import remove_domain
+from tests.e2e.helpers import new_stopped_vm, start_limen
 from tests.support.server import LimenProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -33,14 +29,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimenProcess]:
 
 @pytest.fixture
 def vm_uuid(server: LimenProcess) -> Iterator[str]:
-    name = f"limen-test-{uuid.uuid4().hex[:10]}"
-    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=30) as admin:
-        created = admin.post("/api/vms", json={"name": name, "memory_mib": 64})
-        assert created.status_code == 201, created.text
-    try:
-        yield str(created.json()["uuid"])
-    finally:
-        remove_domain(QEMU_URI, name)
+    with new_stopped_vm(server) as uuid_:
+        yield uuid_
 
 
 def test_the_console_opened_from_the_details_page_fetches_no_novnc_module(
