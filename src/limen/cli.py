@@ -135,7 +135,6 @@ def _named(target: ActionTarget, vm: Vm) -> Vm:
     return vm
 
 
-
 def _print_vms(state: CliState, vms: list[VmOut]) -> None:
     if state.as_json:
         typer.echo(json.dumps([vm.model_dump(mode="json") for vm in vms], indent=2))
