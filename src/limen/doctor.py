@@ -403,7 +403,7 @@ async def check_listen_port(ctx: Context) -> Said:
     if not in_use:
         return said("port_free", host=host, port=port)
     try:
-        async with asyncio.timeout(2):
+        async with asyncio.timeout(5):
             # Is it limen? Its own certificate need not be checked for that (it is not sent anything secret).
             unchecked = ssl.create_default_context() if ctx.settings.tls else None
             if unchecked is not None:
@@ -411,7 +411,12 @@ async def check_listen_port(ctx: Context) -> Said:
             reader, writer = await asyncio.open_connection(host, port, ssl=unchecked)
             writer.write(f"GET /healthz HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
             await writer.drain()
-            answer = await reader.read(4096)
+            # Headers and body may come in separate reads (over TLS, separate records): read to the end.
+            answer = b""
+            while b'"status":"ok"' not in answer and len(answer) < 64 * 1024:
+                if not (more := await reader.read(4096)):
+                    break
+                answer += more
             writer.close()
     except (OSError, TimeoutError, ssl.SSLError):
         answer = b""
