@@ -261,12 +261,13 @@ def provision_credentials(data_dir: Path) -> tuple[str, str]:
     from limen.auth.tokens import Tokens
     from limen.auth.users import Users, find_user
     from limen.db import Database, Role
+    from limen.settings import Settings
 
     db = Database(f"sqlite:///{data_dir / 'limen.db'}")
     try:
         db.migrate()
         if db.run_sync(lambda session: find_user(session, "bench")) is None:
-            Users(db, Passwords(), time.time).create_sync("bench", generate_password(), Role.ADMIN)
+            Users(db, Passwords.of(Settings()), time.time).create_sync("bench", generate_password(), Role.ADMIN)
         token = Tokens(db, time.time).create_sync("bench", "bench").secret
         cookie = asyncio.run(BrowserSessions(db, time.time, 7 * 86400).create("bench")).cookie
         return token, cookie

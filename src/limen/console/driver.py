@@ -50,6 +50,7 @@ from limen.console.handshake import (
     TimedOut,
     VmEnded,
 )
+from limen.console.pacing import teardown_turn
 from limen.console.pump import Traffic
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm
@@ -161,7 +162,9 @@ class ConsoleDriver(ABC):
         self._proxy_ready = asyncio.Event()  # set by the kind when its stream starts
         self._watch: Any = None
         self._watch_cm: AbstractContextManager[Any] | None = None
-        self._watch_open = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []  # the runners of the session (see _serve)
+        self._running = 0  # how many of them have not returned yet
+        self._wake: asyncio.Future[None] | None = None  # resolved by the first ending or the last runner
         self._effects: dict[type[Effect], Callable[[Any], Awaitable[Result]]] = {}
 
     # -- public ---------------------------------------------------------------------------------------
@@ -226,6 +229,7 @@ class ConsoleDriver(ABC):
             if self._final is None:
                 self._final = actions
                 self._ended.set()
+                self._wake_up()
             return []
         return actions
 
@@ -242,22 +246,41 @@ class ConsoleDriver(ABC):
             self._feed(EndRequested(self._early_end))
             return
         assert isinstance(effect, Effect)
-        runners: list[Coroutine[Any, Any, Any]] = [self._handshake(effect), self._vm_ended(), self._read_client()]
+        # The session's tasks: the handshake and the client reader (and the idle watch when one is set).
+        # The VM watch needs no task (a callback on its end), and the wait below is one future that the
+        # first ending or the last runner's return resolves, not a task of its own.
+        self._wake = asyncio.get_running_loop().create_future()
+        self._spawn(self._handshake(effect))
+        self._spawn(self._read_client())
         if self.settings.console_idle_timeout > 0:
-            runners.append(self._idle_watch())
-        tasks = [asyncio.create_task(self._guard(runner), name=f"console-{self.id}-{i}")
-                 for i, runner in enumerate(runners)]
-        ended = asyncio.create_task(self._ended.wait())
+            self._spawn(self._idle_watch())
         try:
-            pending: set[asyncio.Task[Any]] = {*tasks, ended}
-            while not self._ended.is_set() and len(pending) > 1:
-                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if not self._ended.is_set():
+                await self._wake
+            await teardown_turn()  # a storm of endings spreads over loop iterations (pacing.py)
         finally:
-            for task in (*tasks, ended):
+            tasks = self._tasks
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, ended, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
         if self.machine.live:  # every runner returned without an ending: a bug in one of them
             self._feed(EffectFailed(LimenError(ErrorCode.INTERNAL_ERROR, "the console's work ended early")))
+
+    def _spawn(self, runner: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(self._guard(runner), name=f"console-{self.id}-{len(self._tasks)}")
+        self._tasks.append(task)
+        self._running += 1
+        task.add_done_callback(self._runner_done)
+
+    def _runner_done(self, _: asyncio.Task[Any]) -> None:
+        self._running -= 1
+        if self._running == 0:
+            self._wake_up()
+
+    def _wake_up(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     async def _guard(self, work: Awaitable[Any]) -> Any:
         """Runs one runner; how it ended, when that was not normally, goes to the machine as a result."""
@@ -304,10 +327,17 @@ class ConsoleDriver(ABC):
         cm = self._hv.watch(vm_uuid)
         self._watch = cm.__enter__()
         self._watch_cm = cm
-        self._watch_open.set()
+        on_end = getattr(self._watch, "on_end", None)
+        if on_end is not None:
+            on_end(self._watch_ended)
+        else:  # a watch without the callback (a test's): a runner waits for its event
+            self._spawn(self._vm_ended())
+
+    def _watch_ended(self, kind: Any) -> None:
+        if self.machine.live:
+            self._feed(VmEnded(str(getattr(kind, "value", "stopped"))))
 
     async def _vm_ended(self) -> Result:
-        await self._watch_open.wait()
         await self._watch.ended.wait()
         last = getattr(self._watch, "last", None)
         return VmEnded(str(getattr(last, "value", "stopped")))
@@ -363,20 +393,46 @@ class ConsoleDriver(ABC):
     # -- carrying out actions -------------------------------------------------------------------------
 
     async def _apply(self, actions: list[Action]) -> Effect | None:
-        """Sends the frames and runs the commands, in order; returns the effect to perform, if any."""
+        """Sends the frames and runs the commands, in order; returns the effect to perform, if any.
+
+        Frames in a row go out in one write when the client channel can (``send_frames``): the machine
+        returns them together only when the stages between them are instant (e.g. get_port's frame and
+        connect's, proxy's frame and the banner), and they are always written before the effect that
+        follows them starts, so the client still sees each stage's frame before its work begins."""
+        frames: list[str | bytes] = []
+        effect: Effect | None = None
         for action in actions:
             if isinstance(action, SendText):
-                await self._write(self._client.send_text(action.text))
+                frames.append(action.text)
             elif isinstance(action, SendBinary):
-                await self._write(self._client.send_bytes(action.data))
-                self.traffic.to_client += len(action.data)
-            elif isinstance(action, Close):
-                await self._write(self._client.close(action.code, action.reason))
+                frames.append(action.data)
             elif isinstance(action, OpenWatch):
-                self._open_watch(action.uuid)
+                self._open_watch(action.uuid)  # local and instant: need not wait for the frames
+            elif isinstance(action, Close):
+                await self._send_frames(frames)
+                frames = []
+                await self._write(self._client.close(action.code, action.reason))
             elif isinstance(action, Effect):
-                return action
-        return None
+                effect = action
+                break
+        await self._send_frames(frames)
+        return effect
+
+    async def _send_frames(self, frames: list[str | bytes]) -> None:
+        if not frames:
+            return
+        send_frames = getattr(self._client, "send_frames", None) if len(frames) > 1 else None
+        if send_frames is not None:
+            await self._write(send_frames(frames))
+        else:
+            for frame in frames:
+                if isinstance(frame, str):
+                    await self._write(self._client.send_text(frame))
+                else:
+                    await self._write(self._client.send_bytes(frame))
+                    self.traffic.to_client += len(frame)
+            return
+        self.traffic.to_client += sum(len(frame) for frame in frames if isinstance(frame, bytes))
 
     async def _send_binary(self, data: bytes) -> None:
         await self._write(self._client.send_bytes(data))
