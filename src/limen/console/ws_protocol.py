@@ -15,8 +15,8 @@ ASGI sends (notices, the close frame) keep working as before; only binary messag
 bypass the ASGI queue. Text messages are dropped there, as the task-based pump drops them, once checked
 to be UTF-8: one that is not closes the connection with 1007, as uvicorn does before the splice.
 The extension also offers ``send_frames``: several messages in one write to the socket (the console's
-status frames of instant stages). ASGI servers without the extension get the task-based pump (``pump.py``); they hand text over decoded,
-having checked it themselves.
+status frames of instant stages). ASGI servers without the extension get the task-based pump (``pump.py``);
+they hand text over decoded, having checked it themselves.
 
 The splice reaches into uvicorn's protocol (its ASGI queue, its frame buffer, its flow-control flags), which
 uvicorn does not promise to keep: pyproject pins the uvicorn versions it was written for, and
