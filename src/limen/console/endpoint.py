@@ -97,6 +97,9 @@ class QuotaCheckedStarts:
     async def console_vm(self, ident: str) -> Vm:
         return await self._hv.console_vm(ident)
 
+    async def console_vm_recent(self, ident: str) -> Vm:
+        return await self._hv.console_vm_recent(ident)
+
     def watch(self, uuid: str) -> AbstractContextManager[Any]:
         return self._hv.watch(uuid)
 

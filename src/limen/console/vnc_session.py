@@ -107,6 +107,11 @@ class ConsoleSession(ConsoleDriver):
             return self._hv.console_vm(effect.ident)
 
         if effect.admit and self._admission is not None:
+            # The admission's read may come from the hypervisor's cache of running VMs (no thread hop);
+            # every later look-up (after a start, while polling for the port) reads libvirt.
+            recent = getattr(self._hv, "console_vm_recent", None)
+            if recent is not None:
+                return VmFound(await self._admission(lambda: recent(effect.ident)))
             return VmFound(await self._admission(find_vm))
         return VmFound(await find_vm())
 
