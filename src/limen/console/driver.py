@@ -151,7 +151,8 @@ class ConsoleDriver(ABC):
         self._observers = tuple(observers)
         self._created = clock()
         self._stage_began = self._created
-        self._stages_seen = 0  # entries of machine.history already logged and told to the observers
+        self._stages_seen = 0  # entries of machine.history already told to the observers
+        self._stages_logged = False  # the handshake's stages line was written
         self.reached_proxy = False  # the last stage (the stream) began
         self.traffic = Traffic()
         self.end_reason: str | None = None  # the error code's name, or "client_closed"
@@ -199,6 +200,8 @@ class ConsoleDriver(ABC):
                     await self._finish(self._final or [])
         finally:
             await self._release()
+            if not self._stages_logged:
+                self._log_stages()
             self._log_end()
             for observer in self._observers:
                 observer.session_ended(self)
@@ -496,18 +499,28 @@ class ConsoleDriver(ABC):
         return fields
 
     def _note_stages(self) -> None:
-        """Logs the stages the machine entered since the last call and tells the observers how long the
-        ones before them took."""
+        """Tells the observers how long the stages before the ones the machine entered since the last call
+        took; once the session reaches its last stage (or ends before it), logs its stages in one line."""
         history = self.machine.history
         for index in range(max(self._stages_seen, 0), len(history)):
-            stage, _ = history[index]
             now = self._clock()
             if index > 0:
                 for observer in self._observers:
                     observer.stage_ended(self, history[index - 1][0], now - self._stage_began)
             self._stage_began = now
-            log.info("%s stage %s", self.log_label, stage, extra=self._fields("console_stage", stage=stage))
         self._stages_seen = len(history)
+        if not self._stages_logged and (self.machine.in_last_stage or not self.machine.live):
+            self._log_stages()
+
+    def _log_stages(self) -> None:
+        """One line for the handshake: every stage entered and when (ms since the upgrade), in order."""
+        self._stages_logged = True
+        history = self.machine.history
+        if not history:
+            return
+        summary = ", ".join(f"{stage} {elapsed} ms" for stage, elapsed in history)
+        log.info("%s stages: %s", self.log_label, summary, extra=self._fields(
+            "console_stages", stage=history[-1][0], stages=[[stage, elapsed] for stage, elapsed in history]))
 
     def _log_error(self, error: LimenError) -> None:
         log.warning("%s error %s: %s", self.log_label, error.code.name, error.details,
