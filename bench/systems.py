@@ -267,7 +267,8 @@ def provision_credentials(data_dir: Path) -> tuple[str, str]:
     try:
         db.migrate()
         if db.run_sync(lambda session: find_user(session, "bench")) is None:
-            Users(db, Passwords.of(Settings.model_validate({})), time.time).create_sync("bench", generate_password(), Role.ADMIN)
+            passwords = Passwords.of(Settings.model_validate({}))
+            Users(db, passwords, time.time).create_sync("bench", generate_password(), Role.ADMIN)
         token = Tokens(db, time.time).create_sync("bench", "bench").secret
         cookie = asyncio.run(BrowserSessions(db, time.time, 7 * 86400).create("bench")).cookie
         return token, cookie
