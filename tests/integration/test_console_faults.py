@@ -470,7 +470,7 @@ async def test_client_that_leaves_while_libvirt_hangs(
 # -- logs and keepalive -----------------------------------------------------------------------------------
 
 
-async def test_one_log_line_per_stage_error_and_end(
+async def test_one_log_line_for_the_stages_one_per_error_and_one_per_end(
     tmp_path: Path, fast_settings: Callable[..., Settings], console_log: Records
 ) -> None:
     async with with_peer(tmp_path, fast_settings, RfbServer()) as (vnc, server):
@@ -480,9 +480,13 @@ async def test_one_log_line_per_stage_error_and_end(
         await server.wait_idle()
         t = await read_console(server.url("missing"))
     assert t.close_reason == "VM_NOT_FOUND"
-    stages = console_log.events("console_stage")
-    first = [line for line in stages if line["vm"] == "vm"]
-    assert [line["stage"] for line in first] == ["check_vm", "get_port", "connect", "read_banner", "proxy"]
+    stages = console_log.events("console_stages")
+    (first,) = [line for line in stages if line["vm"] == "vm"]
+    assert [stage for stage, _ in first["stages"]] == ["check_vm", "get_port", "connect", "read_banner", "proxy"]
+    assert [elapsed for _, elapsed in first["stages"]] == sorted(elapsed for _, elapsed in first["stages"])
+    assert first["stage"] == "proxy" and first["port"] == vnc.port
+    (missing,) = [line for line in stages if line["vm"] == "missing"]  # ended in its first stage: logged too
+    assert missing["stages"][0][0] == "check_vm" and len(missing["stages"]) == 1
     ends = console_log.events("console_end")
     assert [(end["vm"], end["reason"]) for end in ends] == [("vm", "client_closed"), ("missing", "VM_NOT_FOUND")]
     happy = ends[0]

@@ -298,7 +298,8 @@ async def test_server_shutdown_mid_session(
     assert len(server.sessions) == 0 and port.closed
 
 
-async def test_one_log_line_per_stage_error_and_end(server: ConsoleServer, console_log: Records) -> None:
+async def test_one_log_line_for_the_stages_one_per_error_and_one_per_end(
+        server: ConsoleServer, console_log: Records) -> None:
     quiet = asyncio.Event()
 
     class Quiet(FloodingPort):
@@ -319,8 +320,9 @@ async def test_one_log_line_per_stage_error_and_end(server: ConsoleServer, conso
     await server.wait_idle(timeout=2)
     _, _, close = await verdict(server, "no-serial-vm")
     assert close[1] == "SERIAL_NOT_CONFIGURED"
-    stages = console_log.events("console_stage")
-    assert [line["stage"] for line in stages if line["vm"] == "serial-vm"] == ["check_vm", "open_serial", "proxy"]
+    stages = console_log.events("console_stages")
+    (serial_stages,) = [line for line in stages if line["vm"] == "serial-vm"]
+    assert [stage for stage, _ in serial_stages["stages"]] == ["check_vm", "open_serial", "proxy"]
     ends = console_log.events("console_end")
     assert [(end["vm"], end["reason"], end["kind"]) for end in ends] == [
         ("serial-vm", "client_closed", "serial"), ("no-serial-vm", "SERIAL_NOT_CONFIGURED", "serial")]
@@ -328,5 +330,5 @@ async def test_one_log_line_per_stage_error_and_end(server: ConsoleServer, conso
     (error,) = console_log.events("console_error")
     assert (error["code"], error["stage"], error["vm"]) == ("SERIAL_NOT_CONFIGURED", "check_vm", "no-serial-vm")
     assert all("serial" in record.getMessage().lower() for record in console_log.records
-               if getattr(record, "event", None) in {"console_stage", "console_error", "console_end"})
+               if getattr(record, "event", None) in {"console_stages", "console_error", "console_end"})
     assert len({line["session"] for line in stages + ends}) == 2

@@ -42,7 +42,7 @@ class UvicornWithoutTheFrameBuffer:
 
     def __init__(self) -> None:
         self.loop = self.transport = self.disconnected = self.close_sent = self.queue = None
-        self.read_paused = self.writable = self.conn = None
+        self.read_paused = self.writable = self.conn = self.handshake_complete = None
 
     def handle_connect(self) -> None:
         self.response: object = None

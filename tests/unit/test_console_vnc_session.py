@@ -104,6 +104,9 @@ class FakeHypervisor:
         self.calls.append(("console_vm", ident))
         return await self._answer(self.looks.pop(0) if len(self.looks) > 1 else self.looks[0])
 
+    async def console_vm_recent(self, ident: str) -> Vm:
+        return await self.console_vm(ident)  # no cache here: the admission's read is a read like the others
+
     async def start_vm(self, ident: str) -> Vm:
         self.calls.append(("start_vm", ident))
         return await self._answer(self.start)
@@ -412,3 +415,75 @@ async def test_the_idle_timeout_warns_then_ends_the_session() -> None:
     notices = [f for f in run.client.texts() if f["type"] == "notice"]
     assert [n["code"] for n in notices] == ["IDLE_WARNING"]
     assert run.client.closed() == (4401, "IDLE_TIMEOUT")
+
+
+class BatchingClient(FakeClient):
+    """A client channel that offers ``send_frames`` (as limen's WebSocket protocol does): it records which
+    frames went out in which write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[list[str]] = []
+
+    async def send_text(self, text: str) -> None:
+        await super().send_text(text)
+        self.writes.append([json.loads(text).get("stage", "?")])
+
+    async def send_bytes(self, data: bytes) -> None:
+        await super().send_bytes(data)
+        self.writes.append(["bytes"])
+
+    async def send_frames(self, frames: list[str | bytes]) -> None:
+        await self._stall()
+        write = []
+        for frame in frames:
+            if isinstance(frame, str):
+                self.frames.append(("text", json.loads(frame)))
+                write.append(json.loads(frame)["stage"])
+            else:
+                self.frames.append(("bytes", frame))
+                write.append("bytes")
+        self.writes.append(write)
+
+
+async def test_the_frames_of_instant_stages_share_a_write_and_each_slow_stage_is_announced_before_it_runs() -> None:
+    client, vnc, hv = BatchingClient(), FakeVnc(), FakeHypervisor(RUNNING)
+    session = ConsoleSession(ident="web", client=client, hypervisor=hv, settings=settings(), open_upstream=vnc)
+    run = Run(session, client, hv, vnc, Recorder(), asyncio.create_task(session.run()))
+    await run.until(lambda: session.reached_proxy)
+    # get_port is instant for a running VM (its port came with the look-up), so its frame goes out with
+    # connect's; the banner goes with proxy's frame (read_banner has none). Each write goes out before the
+    # slow work of its last stage (the look-up, the TCP connect) begins.
+    assert client.writes == [["check_vm"], ["get_port", "connect"], ["proxy", "bytes"]]
+    assert client.statuses() == [
+        "Connected, checking VM status...", "Getting VNC port...", "Connecting to VNC server on port 5901...",
+        "VNC connection established, starting proxy...",
+    ]
+    assert client.frames[4] == ("bytes", BANNER)
+    assert session.traffic.to_client == len(BANNER)
+    client.inbox.put_nowait(None)
+    await run.ended()
+
+
+async def test_the_vm_watch_costs_no_task_and_its_end_still_ends_the_session() -> None:
+    from limen.hypervisor.events import LifecycleHub, VmWatch
+    from limen.hypervisor.models import LifecycleKind
+
+    hub = LifecycleHub()
+
+    class HubHypervisor(FakeHypervisor):
+        def watch(self, uuid: str) -> VmWatch:  # type: ignore[override]
+            self.calls.append(("watch", uuid))
+            return VmWatch(hub, uuid)
+
+    run = start(HubHypervisor(RUNNING))
+    await run.until(lambda: run.session.reached_proxy)
+    # The handshake and the client reader; no task waits for the VM's lifecycle.
+    assert len(run.session._tasks) == 2
+    assert hub.watch_count == 1
+    hub.publish(UUID, LifecycleKind.CRASHED)
+    await run.ended()
+    assert run.client.closed() == (4102, "VM_STOPPED")
+    assert run.session.machine.error is not None
+    assert run.session.machine.error.details == "VM 'web' crashed (libvirt lifecycle event)"
+    assert hub.watch_count == 0

@@ -54,6 +54,7 @@ from limen.console.handshake import (
     VmFound,
     VmStarted,
 )
+from limen.console.pacing import teardown_turn
 from limen.console.pump import Traffic
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm
@@ -94,6 +95,10 @@ class HypervisorLike(Protocol):
 
     async def console_vm(self, ident: str) -> Vm:
         """Like get_vm, with only what a console needs (state, VNC endpoint, owner), read from libvirt now."""
+        ...
+
+    async def console_vm_recent(self, ident: str) -> Vm:
+        """:meth:`console_vm`, or its answer of the last seconds while nothing changed (admission only)."""
         ...
 
     async def start_vm(self, ident: str) -> Vm: ...
@@ -156,7 +161,8 @@ class ConsoleDriver(ABC):
         self._observers = tuple(observers)
         self._created = clock()
         self._stage_began = self._created
-        self._stages_seen = 0  # entries of machine.history already logged and told to the observers
+        self._stages_seen = 0  # entries of machine.history already told to the observers
+        self._stages_logged = False  # the handshake's stages line was written
         self.reached_proxy = False  # the last stage (the stream) began
         self.traffic = Traffic()
         self.end_reason: str | None = None  # the error code's name, or "client_closed"
@@ -167,7 +173,9 @@ class ConsoleDriver(ABC):
         self._proxy_ready = asyncio.Event()  # set by the kind when its stream starts
         self._watch: Any = None
         self._watch_cm: AbstractContextManager[Any] | None = None
-        self._watch_open = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []  # the runners of the session (see _serve)
+        self._running = 0  # how many of them have not returned yet
+        self._wake: asyncio.Future[None] | None = None  # resolved by the first ending or the last runner
         self._effects: dict[type[Effect], Callable[[Any], Awaitable[Result]]] = {}
 
     # -- public ---------------------------------------------------------------------------------------
@@ -189,7 +197,9 @@ class ConsoleDriver(ABC):
             return self._hv.console_vm(effect.ident)
 
         if effect.admit and self._admission is not None:
-            return VmFound(await self._admission(find_vm))
+            # The admission's read may come from the hypervisor's cache of running VMs (no thread hop);
+            # every later look-up (after a start, while polling for the port) reads libvirt.
+            return VmFound(await self._admission(lambda: self._hv.console_vm_recent(effect.ident)))
         return VmFound(await find_vm())
 
     async def _start_vm(self, effect: StartVm) -> Result:
@@ -215,6 +225,8 @@ class ConsoleDriver(ABC):
                     await self._finish(self._final or [])
         finally:
             await self._release()
+            if not self._stages_logged:
+                self._log_stages()
             self._log_end()
             for observer in self._observers:
                 observer.session_ended(self)
@@ -245,6 +257,7 @@ class ConsoleDriver(ABC):
             if self._final is None:
                 self._final = actions
                 self._ended.set()
+                self._wake_up()
             return []
         return actions
 
@@ -261,22 +274,41 @@ class ConsoleDriver(ABC):
             self._feed(EndRequested(self._early_end))
             return
         assert isinstance(effect, Effect)
-        runners: list[Coroutine[Any, Any, Any]] = [self._handshake(effect), self._vm_ended(), self._read_client()]
+        # The session's tasks: the handshake and the client reader (and the idle watch when one is set).
+        # The VM watch needs no task (a callback on its end), and the wait below is one future that the
+        # first ending or the last runner's return resolves, not a task of its own.
+        self._wake = asyncio.get_running_loop().create_future()
+        self._spawn(self._handshake(effect))
+        self._spawn(self._read_client())
         if self.settings.console_idle_timeout > 0:
-            runners.append(self._idle_watch())
-        tasks = [asyncio.create_task(self._guard(runner), name=f"console-{self.id}-{i}")
-                 for i, runner in enumerate(runners)]
-        ended = asyncio.create_task(self._ended.wait())
+            self._spawn(self._idle_watch())
         try:
-            pending: set[asyncio.Task[Any]] = {*tasks, ended}
-            while not self._ended.is_set() and len(pending) > 1:
-                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if not self._ended.is_set():
+                await self._wake
+            await teardown_turn()  # a storm of endings spreads over loop iterations (pacing.py)
         finally:
-            for task in (*tasks, ended):
+            tasks = self._tasks
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, ended, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
         if self.machine.live:  # every runner returned without an ending: a bug in one of them
             self._feed(EffectFailed(LimenError(ErrorCode.INTERNAL_ERROR, "the console's work ended early")))
+
+    def _spawn(self, runner: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(self._guard(runner), name=f"console-{self.id}-{len(self._tasks)}")
+        self._tasks.append(task)
+        self._running += 1
+        task.add_done_callback(self._runner_done)
+
+    def _runner_done(self, _: asyncio.Task[Any]) -> None:
+        self._running -= 1
+        if self._running == 0:
+            self._wake_up()
+
+    def _wake_up(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     async def _guard(self, work: Awaitable[Any]) -> Any:
         """Runs one runner; how it ended, when that was not normally, goes to the machine as a result."""
@@ -323,10 +355,17 @@ class ConsoleDriver(ABC):
         cm = self._hv.watch(vm_uuid)
         self._watch = cm.__enter__()
         self._watch_cm = cm
-        self._watch_open.set()
+        on_end = getattr(self._watch, "on_end", None)
+        if on_end is not None:
+            on_end(self._watch_ended)
+        else:  # a watch without the callback (a test's): a runner waits for its event
+            self._spawn(self._vm_ended())
+
+    def _watch_ended(self, kind: Any) -> None:
+        if self.machine.live:
+            self._feed(VmEnded(str(getattr(kind, "value", "stopped"))))
 
     async def _vm_ended(self) -> Result:
-        await self._watch_open.wait()
         await self._watch.ended.wait()
         last = getattr(self._watch, "last", None)
         return VmEnded(str(getattr(last, "value", "stopped")))
@@ -382,20 +421,46 @@ class ConsoleDriver(ABC):
     # -- carrying out actions -------------------------------------------------------------------------
 
     async def _apply(self, actions: list[Action]) -> Effect | None:
-        """Sends the frames and runs the commands, in order; returns the effect to perform, if any."""
+        """Sends the frames and runs the commands, in order; returns the effect to perform, if any.
+
+        Frames in a row go out in one write when the client channel can (``send_frames``): the machine
+        returns them together only when the stages between them are instant (e.g. get_port's frame and
+        connect's, proxy's frame and the banner), and they are always written before the effect that
+        follows them starts, so the client still sees each stage's frame before its work begins."""
+        frames: list[str | bytes] = []
+        effect: Effect | None = None
         for action in actions:
             if isinstance(action, SendText):
-                await self._write(self._client.send_text(action.text))
+                frames.append(action.text)
             elif isinstance(action, SendBinary):
-                await self._write(self._client.send_bytes(action.data))
-                self.traffic.to_client += len(action.data)
-            elif isinstance(action, Close):
-                await self._write(self._client.close(action.code, action.reason))
+                frames.append(action.data)
             elif isinstance(action, OpenWatch):
-                self._open_watch(action.uuid)
+                self._open_watch(action.uuid)  # local and instant: need not wait for the frames
+            elif isinstance(action, Close):
+                await self._send_frames(frames)
+                frames = []
+                await self._write(self._client.close(action.code, action.reason))
             elif isinstance(action, Effect):
-                return action
-        return None
+                effect = action
+                break
+        await self._send_frames(frames)
+        return effect
+
+    async def _send_frames(self, frames: list[str | bytes]) -> None:
+        if not frames:
+            return
+        send_frames = getattr(self._client, "send_frames", None) if len(frames) > 1 else None
+        if send_frames is not None:
+            await self._write(send_frames(frames))
+        else:
+            for frame in frames:
+                if isinstance(frame, str):
+                    await self._write(self._client.send_text(frame))
+                else:
+                    await self._write(self._client.send_bytes(frame))
+                    self.traffic.to_client += len(frame)
+            return
+        self.traffic.to_client += sum(len(frame) for frame in frames if isinstance(frame, bytes))
 
     async def _send_binary(self, data: bytes) -> None:
         await self._write(self._client.send_bytes(data))
@@ -459,18 +524,28 @@ class ConsoleDriver(ABC):
         return fields
 
     def _note_stages(self) -> None:
-        """Logs the stages the machine entered since the last call and tells the observers how long the
-        ones before them took."""
+        """Tells the observers how long the stages before the ones the machine entered since the last call
+        took; once the session reaches its last stage (or ends before it), logs its stages in one line."""
         history = self.machine.history
         for index in range(max(self._stages_seen, 0), len(history)):
-            stage, _ = history[index]
             now = self._clock()
             if index > 0:
                 for observer in self._observers:
                     observer.stage_ended(self, history[index - 1][0], now - self._stage_began)
             self._stage_began = now
-            log.info("%s stage %s", self.log_label, stage, extra=self._fields("console_stage", stage=stage))
         self._stages_seen = len(history)
+        if not self._stages_logged and (self.machine.in_last_stage or not self.machine.live):
+            self._log_stages()
+
+    def _log_stages(self) -> None:
+        """One line for the handshake: every stage entered and when (ms since the upgrade), in order."""
+        self._stages_logged = True
+        history = self.machine.history
+        if not history:
+            return
+        summary = ", ".join(f"{stage} {elapsed} ms" for stage, elapsed in history)
+        log.info("%s stages: %s", self.log_label, summary, extra=self._fields(
+            "console_stages", stage=history[-1][0], stages=[[stage, elapsed] for stage, elapsed in history]))
 
     def _log_error(self, error: LimenError) -> None:
         log.warning("%s error %s: %s", self.log_label, error.code.name, error.details,

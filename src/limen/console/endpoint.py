@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -55,6 +56,8 @@ class StarletteChannel:
         # The fast path of the proxy stage, when the server offers it (limen's own uvicorn protocol).
         offered = (websocket.scope.get("extensions") or {}).get(SPLICE_EXTENSION) or {}
         self.splice: SpliceFn | None = offered.get("splice")
+        # Several frames in one write (the status frames of instant stages), when the server offers it.
+        self.send_frames: Callable[[Sequence[str | bytes]], Awaitable[None]] | None = offered.get("send_frames")
 
     async def send_text(self, text: str) -> None:
         await self._ws.send({"type": "websocket.send", "text": text})
@@ -93,6 +96,9 @@ class QuotaCheckedStarts:
 
     async def console_vm(self, ident: str) -> Vm:
         return await self._hv.console_vm(ident)
+
+    async def console_vm_recent(self, ident: str) -> Vm:
+        return await self._hv.console_vm_recent(ident)
 
     def watch(self, uuid: str) -> AbstractContextManager[Any]:
         return self._hv.watch(uuid)

@@ -14,8 +14,9 @@ the two transports in protocol callbacks (:mod:`limen.console.splice`). Pings, t
 ASGI sends (notices, the close frame) keep working as before; only binary messages from the client
 bypass the ASGI queue. Text messages are dropped there, as the task-based pump drops them, once checked
 to be UTF-8: one that is not closes the connection with 1007, as uvicorn does before the splice.
-ASGI servers without the extension get the task-based pump (``pump.py``); they hand text over decoded,
-having checked it themselves.
+The extension also offers ``send_frames``: several messages in one write to the socket (the console's
+status frames of instant stages). ASGI servers without the extension get the task-based pump (``pump.py``);
+they hand text over decoded, having checked it themselves.
 
 The splice reaches into uvicorn's protocol (its ASGI queue, its frame buffer, its flow-control flags), which
 uvicorn does not promise to keep: pyproject pins the uvicorn versions it was written for, and
@@ -36,7 +37,9 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
 from websockets.frames import Frame
 from websockets.http11 import Request
 
@@ -90,7 +93,23 @@ class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         # The app's task was created but has not run yet: the scope can still be completed.
         if self.offers_splice and self.response.status_code == 101:
-            self.scope["extensions"][SPLICE_EXTENSION] = {"splice": self.splice}
+            self.scope["extensions"][SPLICE_EXTENSION] = {"splice": self.splice, "send_frames": self.send_frames}
+
+    async def send_frames(self, frames: Sequence[str | bytes]) -> None:
+        """Sends several messages (text: str, binary: bytes) in one write to the socket, as ASGI sends of
+        each would, one after the other. Raises ClientDisconnected when the client has gone."""
+        await self.writable.wait()
+        if self.disconnected or self.close_sent or not self.handshake_complete:
+            raise ClientDisconnected()
+        try:
+            for frame in frames:
+                if isinstance(frame, str):
+                    self.conn.send_text(frame.encode())
+                else:
+                    self.conn.send_binary(frame)
+        except InvalidState:
+            raise ClientDisconnected() from None
+        self.transport.write(b"".join(self.conn.data_to_send()))
 
     def splice(
         self,
@@ -204,7 +223,7 @@ UVICORN_METHODS = (
 )
 UVICORN_ATTRIBUTES = (
     "loop", "transport", "disconnected", "close_sent", "queue", "read_paused", "writable", "frames",
-    "curr_msg_data_type", "conn", "response", "scope",
+    "curr_msg_data_type", "conn", "response", "scope", "handshake_complete",
 )
 
 

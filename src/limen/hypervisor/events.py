@@ -92,11 +92,23 @@ class VmWatch:
         self._loop = asyncio.get_running_loop()
         self.ended = asyncio.Event()
         self.last: LifecycleKind | None = None
+        self._end_callbacks: list[Callable[[LifecycleKind], None]] = []
+
+    def on_end(self, callback: Callable[[LifecycleKind], None]) -> None:
+        """Calls ``callback`` with the event, on the loop, once an event that ends a console arrives (soon,
+        if one has already). Costs no task: a console session waits for its VM's end this way."""
+        if self.ended.is_set() and self.last is not None:
+            self._loop.call_soon(callback, self.last)
+            return
+        self._end_callbacks.append(callback)
 
     def _deliver(self, kind: LifecycleKind) -> None:
         self.last = kind
         if kind.ends_console:
             self.ended.set()
+            callbacks, self._end_callbacks = self._end_callbacks, []
+            for callback in callbacks:
+                callback(kind)
         if self._queue.full():  # a watcher that does not read keeps only the newest events
             self._queue.get_nowait()
         self._queue.put_nowait(kind)

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import threading
+import time
 import uuid as uuid_module
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ import libvirt
 from limen.errors import ErrorCode, HypervisorUnavailable, LimenError, ValidationFailed
 from limen.hypervisor import migration, storage
 from limen.hypervisor.connection import current_host
+from limen.hypervisor.console_cache import ConsoleVmCache
 from limen.hypervisor.domain_xml import DomainPlan, ParsedDomain, build_domain_xml, parse_domain_xml
 from limen.hypervisor.events import FeedSource, LifecycleHub, VmWatch, ensure_event_thread
 from limen.hypervisor.hosts import DEFAULT_HOST, HostLink, HostPool
@@ -209,6 +211,12 @@ class Hypervisor:
         # Long operations (snapshots of running VMs) in the background, polled by id.
         self.operations = Operations()
         self.hosts.availability_listeners.append(self._announce_host)
+        # The console admission's recent reads of running VMs, forgotten at every change (console_cache.py).
+        self.console_cache = ConsoleVmCache()
+        self.events.listeners.append(self.console_cache.forget_all)
+        self.feed.listeners.append(self.console_cache.forget_all)
+        self.hosts.observers.append(self.console_cache.call_ended)
+        self.hosts.availability_listeners.append(self.console_cache.forget_all)
 
     async def open(self) -> None:
         """Starts libvirt's event thread and connects. Does not fail if libvirt is down."""
@@ -396,6 +404,18 @@ class Hypervisor:
 
         # Same operation name as get_vm: the metrics and logs count it as the read it is.
         return await self.connection.call("get_vm", run, subject=ident)
+
+    async def console_vm_recent(self, ident: str) -> Vm:
+        """:meth:`console_vm`, answered from :attr:`console_cache` when it read this running VM within its
+        TTL and nothing changed since (no thread hop, no XML parse); for a console's admission only."""
+        cache = self.console_cache
+        vm = cache.get(ident)
+        if vm is not None:
+            return vm
+        epoch, read_at = cache.epoch, time.monotonic()
+        vm = await self.console_vm(ident)
+        cache.keep(ident, vm, epoch, read_at)
+        return vm
 
     async def host_info(self) -> tuple[int, int]:
         """(CPUs, memory MiB) of the hypervisor host."""

@@ -201,6 +201,8 @@ class VmFeed:
         self._subscribers: set[Subscription] = set()
         self._lock = threading.Lock()
         self._closed = False
+        # Told of every event before it is published, in the publishing thread (cheap, never raising).
+        self.listeners: list[Callable[[VmEventType, VmFacts], None]] = []
 
     def cursor_of(self, seq: int) -> str:
         return f"{self.feed_id}-{seq}"
@@ -214,6 +216,8 @@ class VmFeed:
     def publish(self, event_type: VmEventType, vm: VmFacts, *, former_owner: str | None = None,
                 operation: dict[str, Any] | None = None) -> VmEvent:
         """Records an event and hands it to every subscription that accepts it. Any thread."""
+        for listener in self.listeners:  # first: a cache is forgotten before any reader hears of the change
+            listener(event_type, vm)
         with self._lock:
             self._seq += 1
             event = VmEvent(seq=self._seq, type=event_type, vm=vm, at=datetime.now(UTC), former_owner=former_owner,
