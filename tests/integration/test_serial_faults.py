@@ -332,3 +332,36 @@ async def test_one_log_line_for_the_stages_one_per_error_and_one_per_end(
     assert all("serial" in record.getMessage().lower() for record in console_log.records
                if getattr(record, "event", None) in {"console_stages", "console_error", "console_end"})
     assert len({line["session"] for line in stages + ends}) == 2
+
+
+async def test_idle_timeout_warns_then_closes_a_serial_session(
+    tmp_path: Path, make_settings: Callable[..., Settings], domains: tuple[FakeDomain, FakeDomain]
+) -> None:
+    # A guest that prints nothing and a user who types nothing: the idle timeout ends the session as it
+    # ends a VNC one (guest output is not input; only the user's keys keep a console alive).
+    idle = {"console_idle_timeout": 1.0, "console_idle_warning": 0.5}
+    settings = make_settings(libvirt_uri=serial_node_uri(tmp_path, [domains[0]], []), **FAST, **idle)
+    chatty = asyncio.Event()
+
+    class Chatty(FloodingPort):
+        async def read(self) -> bytes:
+            await asyncio.sleep(0.1)
+            return b"." if not chatty.is_set() else b""
+
+    async def open_chatty() -> SerialPort:
+        return Chatty()
+
+    async with running_console(settings) as running:
+        use_ports(running, open_chatty)
+        async with client(serial_url(running.url("serial-vm", query="notices=1"))) as ws:
+            reader = SerialReader(ws)
+            await reader.until_status("Serial console connected", 5)
+            connected = time.monotonic()
+            close = await reader.until_closed(5)
+            idle_for = time.monotonic() - connected
+    assert close == (ErrorCode.IDLE_TIMEOUT.close_code, "IDLE_TIMEOUT")
+    notices = [frame["code"] for frame in reader.texts if frame["type"] == "notice"]
+    assert notices == ["IDLE_WARNING"]
+    assert [(e["code"], e["stage"]) for e in reader.errors] == [("IDLE_TIMEOUT", "proxy")]
+    assert reader.output  # the guest's output flowed all along and kept nothing alive
+    assert 0.8 <= idle_for <= 2.0 + SLACK

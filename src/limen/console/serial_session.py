@@ -111,9 +111,6 @@ class SerialSession(ConsoleDriver):
         self._ports = ports
         self._holders = holders
         self._port: SerialPort | None = None
-        # The port is open: the client reader may write to it. Not the driver's _proxy_ready, which would
-        # start the idle watch; the serial console has never had an idle timeout.
-        self._port_open = asyncio.Event()
         self._holding = contextlib.ExitStack()
         self._effects.update({
             LookUpVm: self._look_up_vm,
@@ -150,7 +147,7 @@ class SerialSession(ConsoleDriver):
         assert port is not None
         self.traffic.last_input = self._clock()
         self.reached_proxy = True
-        self._port_open.set()
+        self._proxy_ready.set()  # the client reader may write to the port; the idle watch starts
         for observer in self._observers:
             observer.proxy_started(self)
         while data := await port.read():
@@ -166,13 +163,13 @@ class SerialSession(ConsoleDriver):
     async def _read_client(self) -> Result:
         """Until the port is open, only notices the client leaving (holding one message); then client → guest."""
         held = b""
-        while not self._port_open.is_set():
+        while not self._proxy_ready.is_set():
             message = await self._client.receive()
             if message is None:
                 return ClientLeft()
             held = message.encode() if isinstance(message, str) else message
             if held:
-                await self._port_open.wait()  # backpressure: read nothing more until there is a port
+                await self._proxy_ready.wait()  # backpressure: read nothing more until there is a port
         port = self._port
         assert port is not None
         limit = self.settings.console_write_timeout
