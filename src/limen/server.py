@@ -13,6 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from limen.api.services import services_of
+from limen.collector import tune_collector
 from limen.console.ws_protocol import uvicorn_ws_options
 from limen.http_protocol import uvicorn_http_options
 from limen.settings import Settings
@@ -42,6 +43,14 @@ class LimenServer(uvicorn.Server):
         while app is not None and not isinstance(app, FastAPI):
             app = getattr(app, "app", None)
         return app if isinstance(app, FastAPI) else None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.should_exit:
+            # Started: what exists now lives as long as the process; collections need not walk it again.
+            state = tune_collector()
+            log.info("garbage collector tuned", extra={
+                "event": "gc_tuned", "frozen": state.frozen, "thresholds": list(state.thresholds)})
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not ready from the signal on: the main loop notices should_exit only at its next tick.

@@ -1,0 +1,90 @@
+"""The garbage collector's policy of ``limen serve`` (limen.collector): the start's objects frozen out of every
+collection, full collections spaced out, young ones unchanged, and cycles made later still freed."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import weakref
+from collections.abc import Callable, Iterator
+
+import pytest
+import uvicorn
+
+from limen.collector import FULL_COLLECTION_EVERY, CollectorState, tune_collector
+from limen.settings import Settings
+
+
+@pytest.fixture
+def restored_collector() -> Iterator[None]:
+    """The test run's own collector state back afterwards (tests/unit/conftest.py tunes it too)."""
+    thresholds = gc.get_threshold()
+    frozen_before = gc.get_freeze_count()
+    yield
+    if not frozen_before:
+        gc.unfreeze()
+    gc.set_threshold(*thresholds)
+
+
+class Node:
+    def __init__(self) -> None:
+        self.other: Node | None = None
+
+
+def cycle() -> tuple[Node, Node]:
+    first, second = Node(), Node()
+    first.other, second.other = second, first
+    return first, second
+
+
+def test_the_start_is_frozen_full_collections_are_spaced_and_later_cycles_are_still_freed(
+    restored_collector: None,
+) -> None:
+    gc.set_threshold(700, 10, 10)  # CPython's defaults, as a server starts with
+    made_at_start = Node()
+    state = tune_collector()
+    assert state.frozen >= 1 and gc.get_freeze_count() == state.frozen
+    # Frozen: no collection walks it again (get_objects lists the collected generations only).
+    assert not any(obj is made_at_start for obj in gc.get_objects())
+    assert state.thresholds_before == (700, 10, 10)
+    assert gc.get_threshold() == state.thresholds == (700, 10, FULL_COLLECTION_EVERY)  # young ones as before
+
+    first, _ = cycle()
+    gone = weakref.ref(first)
+    del first, _
+    assert gone() is not None  # a cycle: reference counting alone cannot free it
+    gc.collect(0)
+    assert gone() is None  # a young collection frees it, as without the tuning
+
+
+def test_a_larger_setting_of_full_collections_is_kept(restored_collector: None) -> None:
+    gc.set_threshold(50_000, 20, 200)
+    assert tune_collector().thresholds == (50_000, 20, 200)
+
+
+async def test_the_server_tunes_the_collector_once_it_has_started_and_logs_it(
+    restored_collector: None, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from limen.api.app import create_app
+    from limen.server import LimenServer, uvicorn_config
+
+    started: list[bool] = []
+
+    async def uvicorn_startup(self: uvicorn.Server, sockets: object = None) -> None:
+        started.append(True)  # uvicorn's own start (lifespan, listening sockets) is not this test's
+
+    monkeypatch.setattr(uvicorn.Server, "startup", uvicorn_startup)
+    tuned: list[CollectorState] = []
+    monkeypatch.setattr("limen.server.tune_collector", lambda: tuned.append(tune_collector()) or tuned[-1])
+    server = LimenServer(uvicorn_config(create_app(make_settings()), make_settings()))
+    with caplog.at_level(logging.INFO, logger="limen.server"):
+        await server.startup()
+    assert started == [True] and len(tuned) == 1
+    (line,) = [record for record in caplog.records if getattr(record, "event", None) == "gc_tuned"]
+    assert line.__dict__["frozen"] == tuned[0].frozen > 0
+
+    # A start that failed (uvicorn set should_exit) does not tune anything.
+    server.should_exit = True
+    await server.startup()
+    assert len(tuned) == 1
