@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from limen.console.driver import ConsoleDriver
+from limen.console.handshake import PORT_POLL_INTERVAL
+from limen.console.stage_table import VNC_STAGES
 from limen.console.upstream import VNC_READ_SIZE, VncReader
 from limen.console.vnc_session import ConsoleSession
 from limen.errors import ErrorCode, LimenError
@@ -29,6 +31,9 @@ UUID = "6f1c2e55-0000-4000-8000-000000000002"
 RUNNING = Vm(UUID, "web", VmState.RUNNING, 1, 256, vnc=VncEndpoint("127.0.0.1", 5901))
 STOPPED = replace(RUNNING, state=VmState.STOPPED, vnc=VncEndpoint("127.0.0.1", None))
 WAIT = 2.0  # a bound for the test itself, far above what any of these sessions takes
+# The deadline of the stage a test makes fail: a hang there ends this soon. The fakes answer without waiting,
+# so a stage that does not hang cannot lose to it.
+FAILING_STAGE_DEADLINE = 0.05
 
 Frame = tuple[str, Any]  # ("text", dict) | ("bytes", bytes) | ("close", (code, reason))
 
@@ -312,7 +317,11 @@ async def test_a_port_not_yet_assigned_is_asked_again_within_the_stage() -> None
 async def test_every_failure_ends_with_its_error_frame_and_close_code(
     hv: FakeHypervisor, vnc: FakeVnc | None, code: str, stage: str
 ) -> None:
-    run = start(hv, vnc=vnc)
+    deadline_setting = VNC_STAGES[stage].deadline_setting
+    assert deadline_setting is not None
+    # get_port looks again after PORT_POLL_INTERVAL: the case of a look again that hangs needs time for one.
+    deadline = FAILING_STAGE_DEADLINE + (PORT_POLL_INTERVAL if stage == "get_port" else 0)
+    run = start(hv, vnc=vnc, **{deadline_setting: deadline})
     await run.ended()
     (error,) = [frame for frame in run.client.texts() if frame["type"] == "error"]
     assert (error["code"], error["stage"]) == (code, stage)

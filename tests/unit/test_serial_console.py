@@ -60,6 +60,9 @@ UUID = "6f1c2a9e-0000-4000-8000-000000000001"
 RUNNING = Vm(uuid=UUID, name="web-1", state=VmState.RUNNING, vcpus=1, memory_mib=64)
 STOPPED = replace(RUNNING, state=VmState.STOPPED)
 WAIT = 2.0  # a bound for the test itself, far above what any of these sessions takes
+# The deadline of the stage a test makes fail: a hang there ends this soon. The fakes answer without waiting,
+# so a stage that does not hang cannot lose to it.
+FAILING_STAGE_DEADLINE = 0.05
 HANG = object()
 
 
@@ -498,7 +501,9 @@ GENERIC = LimenError(ErrorCode.VM_OPERATION_FAILED, "call: operation failed: nop
 async def test_every_stage_failure_ends_with_its_error_frame_and_close_code(
     hv: FakeHypervisor, ports: FakePorts | None, code: ErrorCode, stage: str
 ) -> None:
-    run = start(hv, ports)
+    deadline_setting = SERIAL_STAGES[stage].deadline_setting
+    assert deadline_setting is not None
+    run = start(hv, ports, **{deadline_setting: FAILING_STAGE_DEADLINE})
     await run.ended()
     assert run.client.errors == [(code.name, stage)]
     assert run.client.closed == (code.close_code, code.name)
@@ -509,9 +514,9 @@ async def test_every_stage_failure_ends_with_its_error_frame_and_close_code(
 
 
 async def test_a_hung_start_times_out_with_the_tables_details() -> None:
-    run = start(FakeHypervisor(STOPPED, start=HANG))
+    run = start(FakeHypervisor(STOPPED, start=HANG), console_start_vm_timeout=FAILING_STAGE_DEADLINE)
     await run.ended()
-    assert run.client.texts[-1]["details"] == "the VM was not running within 0.2 s"
+    assert run.client.texts[-1]["details"] == "the VM was not running within 0.05 s"
 
 
 async def test_an_admission_refusal_ends_in_check_vm_before_any_libvirt_call() -> None:
