@@ -41,6 +41,21 @@ def cheap_password_hashing() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True)
+def _forget_finished_apps() -> Iterator[None]:
+    """Lets the apps a test made be freed. Their lifespans did end, but FastAPI keeps every endpoint it has
+    classified (coroutine or generator?) in module-wide lru_caches of up to 4,096 entries, and limen's endpoints
+    defined in its install functions hold their app: ~125 apps (~300,000 objects) stayed alive to the end of the
+    run, walked again by every full collection. One app per process, as limen serves, caches a few dozen."""
+    yield
+    from fastapi.dependencies import models
+
+    for name in ("_is_gen_callable_cached", "_is_async_gen_callable_cached", "_is_coroutine_callable_cached"):
+        cache = getattr(models, name, None)  # FastAPI's own names: a version without them leaves nothing here
+        if cache is not None:
+            cache.cache_clear()
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     # Everything imported so far (limen, FastAPI, SQLAlchemy, the test modules) lives as long as the run: out
     # of the collector's sight, each full collection walks only what the tests made (~40 % less of its time).
