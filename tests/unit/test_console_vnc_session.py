@@ -405,7 +405,7 @@ async def test_a_client_that_leaves_mid_handshake_ends_the_session_quietly() -> 
 
 
 async def test_a_client_that_does_not_read_is_dropped_with_slow_client_and_no_frame() -> None:
-    run = start(FakeHypervisor(RUNNING))
+    run = start(FakeHypervisor(RUNNING), console_write_timeout=FAILING_STAGE_DEADLINE)
     await run.until(lambda: run.session.reached_proxy)
     run.client.stall_writes = True
     run.vnc.send(b"a screen update")
@@ -415,7 +415,7 @@ async def test_a_client_that_does_not_read_is_dropped_with_slow_client_and_no_fr
 
 
 async def test_the_idle_timeout_warns_then_ends_the_session() -> None:
-    run = start(FakeHypervisor(RUNNING), console_idle_timeout=0.3, console_idle_warning=0.2)
+    run = start(FakeHypervisor(RUNNING), console_idle_timeout=0.15, console_idle_warning=0.1)
     run.session.machine.notices = True
     await run.ended()
     notices = [f for f in run.client.texts() if f["type"] == "notice"]

@@ -556,10 +556,11 @@ async def test_a_holder_that_does_not_let_go_in_time_ends_the_taker_at_the_stage
         await asyncio.Event().wait()
 
     first.port.close = never_closes  # type: ignore[method-assign]
-    second = start(FakeHypervisor(RUNNING), holders=holders, force=True)
+    second = start(FakeHypervisor(RUNNING), holders=holders, force=True,
+                   console_serial_open_timeout=FAILING_STAGE_DEADLINE)
     await second.ended()
     assert second.client.errors == [("HYPERVISOR_UNAVAILABLE", "open_serial")]
-    assert second.client.texts[-1]["details"] == "libvirt did not answer within 0.2 s (stage open_serial)"
+    assert second.client.texts[-1]["details"] == "libvirt did not answer within 0.05 s (stage open_serial)"
     assert first.client.closed == (ErrorCode.SESSION_TAKEN_OVER.close_code, "SESSION_TAKEN_OVER")
     first.task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -603,7 +604,7 @@ async def test_input_the_guest_does_not_take_ends_with_serial_port_error() -> No
 
 
 async def test_a_client_that_does_not_read_is_dropped_with_slow_client_and_no_frame() -> None:
-    run = await start(FakeHypervisor(RUNNING)).in_proxy()
+    run = await start(FakeHypervisor(RUNNING), console_write_timeout=FAILING_STAGE_DEADLINE).in_proxy()
     run.client.stall_writes = True
     await run.port.output.put(b"x" * 1000)
     await run.ended()
