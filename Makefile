@@ -72,11 +72,15 @@ test-postgresql-run:
 
 # Bytecode is cached even where PYTHONDONTWRITEBYTECODE is set: compiling limen and rewriting the tests'
 # asserts anew costs ~2 s of every run. Two pytest-xdist workers, a test file each at a time (its module-scoped
-# apps made once): a third more CPU (each worker imports and collects), but the ~8 s the deadline tests
-# spend waiting overlap the other worker's work. UNIT_WORKERS=0 runs it in one process.
+# apps made once): a third more CPU (each worker imports and collects), but the ~5 s the deadline tests
+# spend waiting overlap the other worker's work. UNIT_WORKERS=0 runs it in one process. The tests' temporary
+# files (~2,000 SQLite databases) live in memory (/dev/shm) when it is there: on a disk each commit's and
+# checkpoint's fsync waits for it, which a busy disk makes seconds of the run.
 UNIT_WORKERS ?= 2
+UNIT_TMPDIR ?= $(if $(wildcard /dev/shm),/dev/shm,$(or $(TMPDIR),/tmp))
 test-unit: venv
-	@env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -q tests/unit -n $(UNIT_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	@env -u PYTHONDONTWRITEBYTECODE TMPDIR=$(UNIT_TMPDIR) \
+	  $(BIN)/pytest -q tests/unit -n $(UNIT_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: venv
 	@$(BIN)/ruff check src tests bench scripts

@@ -1,4 +1,10 @@
-"""Fixtures shared by every test: settings on temporary dirs, hypervisors, test VM names, servers."""
+"""Fixtures shared by every test: settings on temporary dirs, hypervisors, test VM names, servers.
+
+limen and the test support modules are imported where they are used, not here: pytest-xdist's controlling
+process loads this file too, before it starts the workers, and importing limen (FastAPI, SQLAlchemy,
+Alembic, libvirt: ~1.5 s of CPU) there would delay every worker's start by as much for nothing (it runs no
+test). The workers import them with the test modules anyway.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +13,16 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
 
-from limen.api.app import create_app
-from limen.api.services import services_of
-from limen.hypervisor import Hypervisor
-from limen.settings import Settings, load_settings
-from tests.support.access import admin_token, provision_admin_token
-from tests.support.databases import database_url_for, on_postgresql, stop_cluster
-from tests.support.libvirt_cleanup import remove_domain
-from tests.support.server import LimenProcess
+if TYPE_CHECKING:
+    import httpx
+
+    from limen.hypervisor import Hypervisor
+    from limen.settings import Settings
+    from tests.support.server import LimenProcess
 
 pytest_plugins = ["tests.support.console_fixtures"]
 
@@ -34,6 +37,9 @@ TEST_POOL_DIR = Path("/var/lib/limen/test-pool")
 
 def settings_in(directory: Path, **overrides: Any) -> Settings:
     """Settings for tests: libvirt's test driver, data and logs under ``directory``."""
+    from limen.settings import load_settings
+    from tests.support.databases import database_url_for, on_postgresql
+
     base: dict[str, Any] = {
         "libvirt_uri": TEST_DRIVER_URI,
         "data_dir": directory / "data",
@@ -52,6 +58,8 @@ def settings_in(directory: Path, **overrides: Any) -> Settings:
 def _test_database_cluster() -> Iterator[None]:
     """With LIMEN_TEST_DATABASE=postgresql the PostgreSQL cluster starts on first use; it stops here."""
     yield
+    from tests.support.databases import stop_cluster
+
     stop_cluster()
 
 
@@ -74,12 +82,16 @@ def vm_names() -> Iterator[Callable[[], str]]:
         return name
 
     yield make
+    from tests.support.libvirt_cleanup import remove_domain
+
     for name in made:
         remove_domain(QEMU_URI, name)
 
 
 @pytest.fixture
 async def test_hypervisor(make_settings: Callable[..., Settings]) -> AsyncIterator[Hypervisor]:
+    from limen.hypervisor import Hypervisor
+
     hypervisor = Hypervisor(make_settings())
     await hypervisor.open()
     yield hypervisor
@@ -88,6 +100,8 @@ async def test_hypervisor(make_settings: Callable[..., Settings]) -> AsyncIterat
 
 @pytest.fixture
 async def qemu_hypervisor(make_settings: Callable[..., Settings]) -> AsyncIterator[Hypervisor]:
+    from limen.hypervisor import Hypervisor
+
     hypervisor = Hypervisor(make_settings(libvirt_uri=QEMU_URI))
     await hypervisor.open()
     yield hypervisor
@@ -98,6 +112,12 @@ async def qemu_hypervisor(make_settings: Callable[..., Settings]) -> AsyncIterat
 async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client talking to the app in-process, with its lifespan (libvirt open/close) running,
     signed in as an admin (an API token in every request)."""
+    import httpx
+
+    from limen.api.app import create_app
+    from limen.api.services import services_of
+    from tests.support.access import admin_token
+
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         headers = {"Authorization": f"Bearer {await admin_token(services_of(app).access)}"}
@@ -109,6 +129,9 @@ async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def limen_server(tmp_path: Path) -> Iterator[Callable[..., LimenProcess]]:
     """Starts real ``limen serve`` processes (env overrides as keyword arguments); stops them after."""
+    from tests.support.access import provision_admin_token
+    from tests.support.server import LimenProcess
+
     started: list[LimenProcess] = []
 
     def start(**env: str) -> LimenProcess:

@@ -1,7 +1,8 @@
 """Fixtures for console tests: captured console log records, and a check that no descriptor leaks.
 
 Import them into a test module (``from tests.support.console_fixtures import console_log, no_fd_leak``);
-they could move to ``tests/conftest.py`` unchanged.
+they could move to ``tests/conftest.py`` unchanged. tests/conftest.py loads them as a plugin, in pytest-xdist's
+controlling process too: limen and the console support are imported where used (see tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -12,17 +13,21 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import libvirt
 import pytest
 
-from limen.hypervisor.events import ensure_event_thread
-from tests.support.console import Records, describe_fds, open_fds
 from tests.support.hanging_libvirt import HangingLibvirt, hanging_libvirt
+
+if TYPE_CHECKING:
+    from tests.support.console import Records
 
 
 @pytest.fixture
 def console_log() -> Iterator[Records]:
+    from tests.support.console import Records
+
     logger = logging.getLogger("limen.console")
     handler = Records()
     old_level = logger.level
@@ -42,6 +47,8 @@ def _warm_up_libvirt() -> None:
     global _warmed_up
     if _warmed_up:
         return
+    from limen.hypervisor.events import ensure_event_thread
+
     ensure_event_thread()
     conn = libvirt.open("test:///default")
     try:
@@ -80,6 +87,8 @@ async def no_leaks(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     eventfd: libvirt's remote client keeps the GMainContext of a connection that failed while its
     first RPC was pending. That is libvirt's, not the console's; sockets are still counted strictly.
     """
+    from tests.support.console import describe_fds, open_fds
+
     ignore_eventfds = "libvirt_hangs" in request.fixturenames
     _warm_up_libvirt()
     fds, tasks, threads = open_fds(), asyncio.all_tasks(), _threads()

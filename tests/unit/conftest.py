@@ -12,27 +12,48 @@ leaks into tests/integration or tests/e2e when one run takes them all),
 and, after collection, what was imported is frozen out of the garbage collector's walks (which then run less
 often), and node's tests
 of the browser scripts start beside the Python tests (tests/unit/test_web_js.py collects their result).
+
+limen is imported where used, not at the top: pytest-xdist's controlling process loads this file too (see
+tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from limen.db import Database
-from tests.support.access import CHEAP_HASHING_ENVIRONMENT
-from tests.unit import test_web_js
+if TYPE_CHECKING:
+    from limen.db import Database
 
 
 @pytest.fixture(scope="package", autouse=True)
 def cheap_password_hashing() -> Iterator[None]:
+    from tests.support.access import CHEAP_HASHING_ENVIRONMENT
+
     with pytest.MonkeyPatch.context() as patch:
         for name, value in CHEAP_HASHING_ENVIRONMENT.items():
             patch.setenv(name, value)
         yield
+
+
+@pytest.fixture(autouse=True)
+def _forget_finished_apps() -> Iterator[None]:
+    """Lets the apps a test made be freed. Their lifespans did end, but FastAPI keeps every endpoint it has
+    classified (coroutine or generator?) in module-wide lru_caches of up to 4,096 entries, and limen's endpoints
+    defined in its install functions hold their app: ~125 apps (~300,000 objects) stayed alive to the end of the
+    run, walked again by every full collection. One app per process, as limen serves, caches a few dozen."""
+    yield
+    from fastapi.dependencies import models
+
+    for name in ("_is_gen_callable_cached", "_is_async_gen_callable_cached", "_is_coroutine_callable_cached"):
+        cache = getattr(models, name, None)  # FastAPI's own names: a version without them leaves nothing here
+        if cache is not None:
+            cache.cache_clear()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -44,6 +65,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     # SQL statements, settings), and with the default each of ~1,700 young collections promoted survivors
     # until 13 full ones had walked the heap (~2 s of CPU in all, ~0.6 s now; the peak memory did not move).
     gc.set_threshold(50_000, 20, 10)
+    from tests.unit import test_web_js
+
     if _runs_alone(session.config) and any(
         isinstance(item, pytest.Function) and item.module is test_web_js for item in session.items
     ):
@@ -57,7 +80,9 @@ def _runs_alone(config: pytest.Config) -> bool:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    test_web_js.stop_node_tests(session.config.stash.get(test_web_js.NODE_RUN, None))
+    test_web_js = sys.modules.get("tests.unit.test_web_js")  # not imported: node was not started either
+    if test_web_js is not None:
+        test_web_js.stop_node_tests(session.config.stash.get(test_web_js.NODE_RUN, None))
 
 
 def _new_sqlite_file(database: Database) -> Path | None:
@@ -75,6 +100,8 @@ def _new_sqlite_file(database: Database) -> Path | None:
 
 @pytest.fixture(scope="package", autouse=True)
 def migrated_template_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    from limen.db import Database
+
     template = tmp_path_factory.mktemp("template-db") / "limen.db"
     alembic_migrate = Database.migrate
     database = Database(f"sqlite:///{template}")

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from limen.console.driver import ConsoleDriver
+from limen.console.handshake import PORT_POLL_INTERVAL
+from limen.console.stage_table import VNC_STAGES
 from limen.console.upstream import VNC_READ_SIZE, VncReader
 from limen.console.vnc_session import ConsoleSession
 from limen.errors import ErrorCode, LimenError
@@ -29,6 +31,9 @@ UUID = "6f1c2e55-0000-4000-8000-000000000002"
 RUNNING = Vm(UUID, "web", VmState.RUNNING, 1, 256, vnc=VncEndpoint("127.0.0.1", 5901))
 STOPPED = replace(RUNNING, state=VmState.STOPPED, vnc=VncEndpoint("127.0.0.1", None))
 WAIT = 2.0  # a bound for the test itself, far above what any of these sessions takes
+# The deadline of the stage a test makes fail: a hang there ends this soon. The fakes answer without waiting,
+# so a stage that does not hang cannot lose to it.
+FAILING_STAGE_DEADLINE = 0.05
 
 Frame = tuple[str, Any]  # ("text", dict) | ("bytes", bytes) | ("close", (code, reason))
 
@@ -315,7 +320,11 @@ async def test_a_port_not_yet_assigned_is_asked_again_within_the_stage() -> None
 async def test_every_failure_ends_with_its_error_frame_and_close_code(
     hv: FakeHypervisor, vnc: FakeVnc | None, code: str, stage: str
 ) -> None:
-    run = start(hv, vnc=vnc)
+    deadline_setting = VNC_STAGES[stage].deadline_setting
+    assert deadline_setting is not None
+    # get_port looks again after PORT_POLL_INTERVAL: the case of a look again that hangs needs time for one.
+    deadline = FAILING_STAGE_DEADLINE + (PORT_POLL_INTERVAL if stage == "get_port" else 0)
+    run = start(hv, vnc=vnc, **{deadline_setting: deadline})
     await run.ended()
     (error,) = [frame for frame in run.client.texts() if frame["type"] == "error"]
     assert (error["code"], error["stage"]) == (code, stage)
@@ -399,7 +408,7 @@ async def test_a_client_that_leaves_mid_handshake_ends_the_session_quietly() -> 
 
 
 async def test_a_client_that_does_not_read_is_dropped_with_slow_client_and_no_frame() -> None:
-    run = start(FakeHypervisor(RUNNING))
+    run = start(FakeHypervisor(RUNNING), console_write_timeout=FAILING_STAGE_DEADLINE)
     await run.until(lambda: run.session.reached_proxy)
     run.client.stall_writes = True
     run.vnc.send(b"a screen update")
@@ -409,7 +418,7 @@ async def test_a_client_that_does_not_read_is_dropped_with_slow_client_and_no_fr
 
 
 async def test_the_idle_timeout_warns_then_ends_the_session() -> None:
-    run = start(FakeHypervisor(RUNNING), console_idle_timeout=0.3, console_idle_warning=0.2)
+    run = start(FakeHypervisor(RUNNING), console_idle_timeout=0.15, console_idle_warning=0.1)
     run.session.machine.notices = True
     await run.ended()
     notices = [f for f in run.client.texts() if f["type"] == "notice"]

@@ -60,6 +60,9 @@ UUID = "6f1c2a9e-0000-4000-8000-000000000001"
 RUNNING = Vm(uuid=UUID, name="web-1", state=VmState.RUNNING, vcpus=1, memory_mib=64)
 STOPPED = replace(RUNNING, state=VmState.STOPPED)
 WAIT = 2.0  # a bound for the test itself, far above what any of these sessions takes
+# The deadline of the stage a test makes fail: a hang there ends this soon. The fakes answer without waiting,
+# so a stage that does not hang cannot lose to it.
+FAILING_STAGE_DEADLINE = 0.05
 HANG = object()
 
 
@@ -501,7 +504,9 @@ GENERIC = LimenError(ErrorCode.VM_OPERATION_FAILED, "call: operation failed: nop
 async def test_every_stage_failure_ends_with_its_error_frame_and_close_code(
     hv: FakeHypervisor, ports: FakePorts | None, code: ErrorCode, stage: str
 ) -> None:
-    run = start(hv, ports)
+    deadline_setting = SERIAL_STAGES[stage].deadline_setting
+    assert deadline_setting is not None
+    run = start(hv, ports, **{deadline_setting: FAILING_STAGE_DEADLINE})
     await run.ended()
     assert run.client.errors == [(code.name, stage)]
     assert run.client.closed == (code.close_code, code.name)
@@ -512,9 +517,9 @@ async def test_every_stage_failure_ends_with_its_error_frame_and_close_code(
 
 
 async def test_a_hung_start_times_out_with_the_tables_details() -> None:
-    run = start(FakeHypervisor(STOPPED, start=HANG))
+    run = start(FakeHypervisor(STOPPED, start=HANG), console_start_vm_timeout=FAILING_STAGE_DEADLINE)
     await run.ended()
-    assert run.client.texts[-1]["details"] == "the VM was not running within 0.2 s"
+    assert run.client.texts[-1]["details"] == "the VM was not running within 0.05 s"
 
 
 async def test_an_admission_refusal_ends_in_check_vm_before_any_libvirt_call() -> None:
@@ -554,10 +559,11 @@ async def test_a_holder_that_does_not_let_go_in_time_ends_the_taker_at_the_stage
         await asyncio.Event().wait()
 
     first.port.close = never_closes  # type: ignore[method-assign]
-    second = start(FakeHypervisor(RUNNING), holders=holders, force=True)
+    second = start(FakeHypervisor(RUNNING), holders=holders, force=True,
+                   console_serial_open_timeout=FAILING_STAGE_DEADLINE)
     await second.ended()
     assert second.client.errors == [("HYPERVISOR_UNAVAILABLE", "open_serial")]
-    assert second.client.texts[-1]["details"] == "libvirt did not answer within 0.2 s (stage open_serial)"
+    assert second.client.texts[-1]["details"] == "libvirt did not answer within 0.05 s (stage open_serial)"
     assert first.client.closed == (ErrorCode.SESSION_TAKEN_OVER.close_code, "SESSION_TAKEN_OVER")
     first.task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -601,7 +607,7 @@ async def test_input_the_guest_does_not_take_ends_with_serial_port_error() -> No
 
 
 async def test_a_client_that_does_not_read_is_dropped_with_slow_client_and_no_frame() -> None:
-    run = await start(FakeHypervisor(RUNNING)).in_proxy()
+    run = await start(FakeHypervisor(RUNNING), console_write_timeout=FAILING_STAGE_DEADLINE).in_proxy()
     run.client.stall_writes = True
     await run.port.output.put(b"x" * 1000)
     await run.ended()
