@@ -362,8 +362,11 @@ def test_cli_upload_interrupted_leaves_nothing(iso_dir: Path, tmp_path: Path) ->
     source = tmp_path / "interrupted.iso"
     with source.open("wb") as file:
         file.truncate(8 * GIB)
+    # Ctrl-C as a terminal sends it. A run started in the background (`make test &`) ignores SIGINT, and a
+    # child inherits that (Python then installs no KeyboardInterrupt handler): the child gets it back.
     proc = subprocess.Popen([LIMEN, "--iso-dir", str(iso_dir), "iso", "upload", str(source)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert wait_until(lambda: any(path.stat().st_size for path in iso_dir.glob(".*.upload-*")), 20)
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=30)
