@@ -7,7 +7,7 @@ import html
 import json
 import re
 import string
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -28,9 +28,9 @@ from limen.i18n import (
 )
 from limen.settings import Settings
 from limen.web.routes import STATIC_DIR, TEMPLATE_DIR
-from tests.conftest import settings_in
-from tests.unit.test_auth_api import ALICE, PASSWORD, WORLD_SETTINGS, World, world_in
-from tests.unit.test_auth_api import world as world  # the fixture
+from tests.unit.test_auth_api import ALICE, PASSWORD, World
+from tests.unit.test_auth_api import shared as shared  # the fixtures: one app for this module, reset per test
+from tests.unit.test_auth_api import world as world
 from tests.unit.test_web_routes import client_for
 
 PAGES = ("/", "/login", "/audit", "/isos", "/users", "/tokens", "/vms/new", "/vms/test", "/vms/test/console")
@@ -219,12 +219,11 @@ async def test_the_user_keeps_a_language_for_every_browser(world: World) -> None
     assert forgot.json()["language"] is None and (await world.client.get("/api/me")).json()["language"] is None
 
 
-@pytest.fixture(scope="module")
-async def refusing_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    """One world for the tests whose every change is refused: each checks that the user's language and role
-    are still as they were (a refusal that let a change through fails its own test, whichever runs first)."""
-    async with world_in(settings_in(tmp_path_factory.mktemp("i18n"), **WORLD_SETTINGS)) as world:
-        yield world
+@pytest.fixture
+async def refusing_world(world: World) -> World:
+    """The world of the tests whose every change is refused: each checks that the user's language and role
+    are still as they were (the module's app is put back before each test)."""
+    return world
 
 
 @pytest.mark.parametrize("body", [{"language": "de"}, {"language": "ko-KR"}, {"language": 1}, {}, {"lang": "ko"},
