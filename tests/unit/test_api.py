@@ -2,30 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
 import limen
-from limen.settings import Settings
-from tests.conftest import DEMO_ISO, app_client, settings_in
+from tests.conftest import DEMO_ISO, settings_in
+from tests.support.access import admin_token
+from tests.support.shared_app import SharedApp, shared_app
 
 ERROR_FIELDS = {"error", "code", "details", "message"}
 
 
-@pytest.fixture
-async def client(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
-    async with app_client(make_settings()) as client:
-        yield client
-
-
 @pytest.fixture(scope="module")
-async def refusing_client(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[httpx.AsyncClient]:
-    """One app for the tests that only send input it must refuse: each checks that nothing stays."""
-    async with app_client(settings_in(tmp_path_factory.mktemp("api"))) as client:
-        yield client
+async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SharedApp]:
+    """One app for the module, its client signed in as an admin (an API token in every request), as
+    ``app_client`` makes; each test gets it back as it was then."""
+    async with shared_app(settings_in(tmp_path_factory.mktemp("api"))) as shared:
+        shared.client.headers["Authorization"] = f"Bearer {await admin_token(shared.access)}"
+        shared.keep_as_start()
+        yield shared
+
+
+@pytest.fixture
+async def client(shared: SharedApp) -> httpx.AsyncClient:
+    await shared.reset()
+    return shared.client
+
+
+@pytest.fixture
+async def refusing_client(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The client of the tests that only send input the app must refuse: each checks that nothing stays."""
+    return client
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:

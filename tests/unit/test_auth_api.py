@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -21,9 +20,9 @@ from limen.db import Role
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.ownership import set_owner
 from limen.logs import JsonFormatter
-from limen.settings import Settings
 from tests.conftest import settings_in
-from tests.support.access import FakeClock, access_client, assert_error, make_access, sign_in
+from tests.support.access import FakeClock, assert_error, sign_in
+from tests.support.shared_app import SharedApp, shared_app
 
 ADMIN, ALICE, BOB = "root-admin", "alice", "bob"
 PASSWORD = {ADMIN: "admin-password-1", ALICE: "alice-password-1", BOB: "bob-password-1"}
@@ -52,30 +51,29 @@ WORLD_SETTINGS = {
 }
 
 
-@asynccontextmanager
-async def world_in(settings: Settings) -> AsyncIterator[World]:
-    clock = FakeClock()
-    access = make_access(settings, clock)
-    async with access_client(settings, access) as (client, app):
-        await access.users.create(ADMIN, PASSWORD[ADMIN], Role.ADMIN)
-        await access.users.create(ALICE, PASSWORD[ALICE])
-        await access.users.create(BOB, PASSWORD[BOB])
-        # test:///default is one shared driver per process: start from an unowned VM 'test'.
-        await set_owner(services_of(app).hypervisor, "test", None)
-        yield World(client, app, access, clock)
+@pytest.fixture(scope="module")
+async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SharedApp]:
+    """One app for the module: its three users are made once; each test gets it back as it was then."""
+    async with shared_app(settings_in(tmp_path_factory.mktemp("auth-api"), **WORLD_SETTINGS)) as shared:
+        await shared.access.users.create(ADMIN, PASSWORD[ADMIN], Role.ADMIN)
+        await shared.access.users.create(ALICE, PASSWORD[ALICE])
+        await shared.access.users.create(BOB, PASSWORD[BOB])
+        shared.keep_as_start()
+        yield shared
 
 
 @pytest.fixture
-async def world(make_settings: Callable[..., Settings]) -> AsyncIterator[World]:
-    async with world_in(make_settings(**WORLD_SETTINGS)) as world:
-        yield world
+async def world(shared: SharedApp) -> World:
+    await shared.reset()
+    # test:///default is one shared driver per process: start from an unowned VM 'test'.
+    await set_owner(services_of(shared.app).hypervisor, "test", None)
+    return World(shared.client, shared.app, shared.access, shared.clock)
 
 
-@pytest.fixture(scope="module")
-async def refusing_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    """One world for the tests whose requests carry no valid credential: each is refused, nothing changes."""
-    async with world_in(settings_in(tmp_path_factory.mktemp("auth-api"), **WORLD_SETTINGS)) as world:
-        yield world
+@pytest.fixture
+async def refusing_world(world: World) -> World:
+    """The world of the tests whose requests carry no valid credential: each is refused, nothing changes."""
+    return world
 
 
 # -- anonymous --------------------------------------------------------------------------------------------

@@ -7,20 +7,22 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from limen.db import Role
-from limen.settings import Settings
-from tests.support.access import access_client, assert_error, make_access
+from tests.conftest import settings_in
+from tests.support.access import assert_error
+from tests.support.shared_app import SharedApp, shared_app
 
 PASSWORD = "a-long-password"
+Headers = dict[str, dict[str, str]]  # each user's Authorization header
 
 
 class Users:
-    def __init__(self, client: httpx.AsyncClient, headers: dict[str, dict[str, str]]) -> None:
+    def __init__(self, client: httpx.AsyncClient, headers: Headers) -> None:
         self.client = client
         self.headers = headers
 
@@ -28,16 +30,23 @@ class Users:
         return await self.client.request(method, path, headers=self.headers[user], **kwargs)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-async def users(make_settings: Callable[..., Settings]) -> AsyncIterator[Users]:
-    settings = make_settings()
-    access = make_access(settings)
-    async with access_client(settings, access) as (client, _app):
+@pytest.fixture(scope="module")
+async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[SharedApp, Headers]]:
+    """One app for the module, its users and their tokens made once; each test gets it back as it was then."""
+    async with shared_app(settings_in(tmp_path_factory.mktemp("auth-vms"))) as shared:
         headers = {}
         for name, role in (("root", Role.ADMIN), ("alice", Role.USER), ("bob", Role.USER)):
-            await access.users.create(name, PASSWORD, role)
-            headers[name] = {"Authorization": f"Bearer {(await access.tokens.create(name, 'tests')).secret}"}
-        yield Users(client, headers)
+            await shared.access.users.create(name, PASSWORD, role)
+            headers[name] = {"Authorization": f"Bearer {(await shared.access.tokens.create(name, 'tests')).secret}"}
+        shared.keep_as_start()
+        yield shared, headers
+
+
+@pytest.fixture
+async def users(shared: tuple[SharedApp, Headers]) -> Users:
+    app, headers = shared
+    await app.reset()
+    return Users(app.client, headers)
 
 
 async def test_each_user_sees_and_acts_on_only_their_own_vms(users: Users) -> None:

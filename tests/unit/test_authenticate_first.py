@@ -4,7 +4,7 @@ test driver, SQLite), driven by a client that counts how much of its body the ap
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,8 +15,9 @@ from starlette.types import Message
 from limen.auth.access import Access
 from limen.auth.principal import Principal
 from limen.db import Role
-from limen.settings import Settings
-from tests.support.access import access_client, make_access, sign_in
+from tests.conftest import settings_in
+from tests.support.access import sign_in
+from tests.support.shared_app import SharedApp, shared_app
 
 ALICE, PASSWORD = "alice", "alice-password-1"
 CHUNK = b'{"name": "' + b"x" * 4000
@@ -73,13 +74,21 @@ class World:
         access.tokens.resolve = counting_resolve  # type: ignore[method-assign]
 
 
+@pytest.fixture(scope="module")
+async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[SharedApp, World]]:
+    """One app for the module, alice made once; each test gets it back as it was then."""
+    async with shared_app(settings_in(tmp_path_factory.mktemp("authenticate-first"))) as shared:
+        await shared.access.users.create(ALICE, PASSWORD, Role.USER)
+        shared.keep_as_start()
+        yield shared, World(shared.client, shared.app, shared.access)  # counts resolve() from now on
+
+
 @pytest.fixture
-async def world(make_settings: Callable[..., Settings]) -> AsyncIterator[World]:
-    settings = make_settings()
-    access = make_access(settings)
-    async with access_client(settings, access) as (client, app):
-        await access.users.create(ALICE, PASSWORD, Role.USER)
-        yield World(client, app, access)
+async def world(shared: tuple[SharedApp, World]) -> World:
+    app, world = shared
+    await app.reset()
+    world.resolved = 0
+    return world
 
 
 def chunked(count: int) -> tuple[dict[str, str], list[bytes]]:

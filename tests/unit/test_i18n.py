@@ -7,7 +7,6 @@ import html
 import json
 import re
 import string
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -26,12 +25,11 @@ from limen.i18n import (
     pad,
     translate,
 )
-from limen.settings import Settings
 from limen.web.routes import STATIC_DIR, TEMPLATE_DIR
-from tests.conftest import settings_in
-from tests.unit.test_auth_api import ALICE, PASSWORD, WORLD_SETTINGS, World, world_in
-from tests.unit.test_auth_api import world as world  # the fixture
-from tests.unit.test_web_routes import client_for
+from tests.unit.test_auth_api import ALICE, PASSWORD, World
+from tests.unit.test_auth_api import shared as shared  # the fixtures: one app for this module, reset per test
+from tests.unit.test_auth_api import world as world
+from tests.unit.test_web_routes import reading_client as reading_client  # one app for the pages only read
 
 PAGES = ("/", "/login", "/audit", "/isos", "/users", "/tokens", "/vms/new", "/vms/test", "/vms/test/console")
 HANGUL = re.compile(r"[\uac00-\ud7a3]")
@@ -152,35 +150,34 @@ def test_terminal_width_counts_hangul_twice() -> None:
 # -- the pages ------------------------------------------------------------------------------------------------
 
 
-async def test_pages_follow_accept_language_and_the_cookie(make_settings: Callable[..., Settings]) -> None:
-    async with client_for(make_settings()) as client:
-        for path in PAGES:
-            korean = await client.get(path, headers={"Accept-Language": "ko-KR,ko;q=0.9,en;q=0.8"})
-            assert korean.status_code == 200, path
-            assert '<html lang="ko">' in korean.text and korean.headers["content-language"] == "ko", path
-            assert '<select id="language-menu"' in korean.text, path
-            english = await client.get(path, headers={"Accept-Language": "ko", "Cookie": "limen_lang=en"})
-            assert '<html lang="en">' in english.text, path
-            default = await client.get(path, headers={"Cookie": "limen_lang=xx"})
-            assert '<html lang="en">' in default.text, path
-        home = (await client.get("/", headers={"Accept-Language": "ko"})).text
+async def test_pages_follow_accept_language_and_the_cookie(reading_client: httpx.AsyncClient) -> None:
+    client = reading_client
+    for path in PAGES:
+        korean = await client.get(path, headers={"Accept-Language": "ko-KR,ko;q=0.9,en;q=0.8"})
+        assert korean.status_code == 200, path
+        assert '<html lang="ko">' in korean.text and korean.headers["content-language"] == "ko", path
+        assert '<select id="language-menu"' in korean.text, path
+        english = await client.get(path, headers={"Accept-Language": "ko", "Cookie": "limen_lang=en"})
+        assert '<html lang="en">' in english.text, path
+        default = await client.get(path, headers={"Cookie": "limen_lang=xx"})
+        assert '<html lang="en">' in default.text, path
+    home = (await client.get("/", headers={"Accept-Language": "ko"})).text
     assert "<title>가상 머신 — limen</title>" in home
     assert '<a href="/" aria-current="page">가상 머신</a>' in home
     assert '<option value="ko" lang="ko" selected>한국어</option>' in home
 
 
-async def test_no_english_words_left_on_korean_pages(make_settings: Callable[..., Settings]) -> None:
+async def test_no_english_words_left_on_korean_pages(reading_client: httpx.AsyncClient) -> None:
     """The text nodes of every Korean page, outside scripts, are Korean, product names, codes or units."""
     allowed = {"limen", "VNC", "CD", "ROM", "ISO", "UUID", "vCPU", "MiB", "GiB", "API", "Ctrl", "Alt", "Shift",
                "Esc", "Authorization", "Bearer", "secret", "user", "admin", "English", "Tab", "qcow2", "US", "GRUB",
                "Enter", "Ctrl+C"}
-    async with client_for(make_settings()) as client:
-        for path in PAGES:
-            page = (await client.get(path, headers={"Accept-Language": "ko"})).text
-            body = re.sub(r"<script.*?</script>", "", page, flags=re.S)
-            texts = re.findall(r">([^<>]+)<", body) + re.findall(r'(?:aria-label|title|placeholder)="([^"]*)"', body)
-            words = {word for text in texts for word in re.findall(r"[A-Za-z]{2,}", html.unescape(text))}
-            assert words - allowed - {"SHA", "debian", "iso", "web", "before", "upgrade", "img"} == set(), path
+    for path in PAGES:
+        page = (await reading_client.get(path, headers={"Accept-Language": "ko"})).text
+        body = re.sub(r"<script.*?</script>", "", page, flags=re.S)
+        texts = re.findall(r">([^<>]+)<", body) + re.findall(r'(?:aria-label|title|placeholder)="([^"]*)"', body)
+        words = {word for text in texts for word in re.findall(r"[A-Za-z]{2,}", html.unescape(text))}
+        assert words - allowed - {"SHA", "debian", "iso", "web", "before", "upgrade", "img"} == set(), path
 
 
 def test_the_static_pages_are_gone() -> None:
@@ -219,12 +216,11 @@ async def test_the_user_keeps_a_language_for_every_browser(world: World) -> None
     assert forgot.json()["language"] is None and (await world.client.get("/api/me")).json()["language"] is None
 
 
-@pytest.fixture(scope="module")
-async def refusing_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    """One world for the tests whose every change is refused: each checks that the user's language and role
-    are still as they were (a refusal that let a change through fails its own test, whichever runs first)."""
-    async with world_in(settings_in(tmp_path_factory.mktemp("i18n"), **WORLD_SETTINGS)) as world:
-        yield world
+@pytest.fixture
+async def refusing_world(world: World) -> World:
+    """The world of the tests whose every change is refused: each checks that the user's language and role
+    are still as they were (the module's app is put back before each test)."""
+    return world
 
 
 @pytest.mark.parametrize("body", [{"language": "de"}, {"language": "ko-KR"}, {"language": 1}, {}, {"lang": "ko"},

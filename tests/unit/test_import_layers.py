@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ast
 import functools
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -56,12 +56,29 @@ def unit_of(module: str) -> str:
     return parts[0] if parts else "limen"
 
 
+def import_statements(tree: ast.Module) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Every import statement of ``tree``, at any depth of statements (bodies of functions, classes, ifs, trys,
+    withs, loops, match cases). Only the statements are walked: an expression holds no import statement, and
+    skipping the expressions (most of the nodes) makes the walk about 5 times cheaper than ``ast.walk``."""
+    pending: list[ast.AST] = [tree]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+            continue
+        for field in node._fields:
+            value = getattr(node, field, None)
+            if isinstance(value, list):
+                pending.extend(item for item in value
+                               if isinstance(item, ast.stmt | ast.excepthandler | ast.match_case))
+
+
 def imported_modules(source: str, module: str, *, is_package: bool, modules: Collection[str] = ()) -> set[str]:
     """The limen modules (or packages) ``source`` imports, wherever in the file the import stands; a name
     imported from a package counts as its submodule when ``modules`` knows one of that name."""
     package = module if is_package else module.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in import_statements(ast.parse(source)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -13,7 +13,7 @@ import pytest
 from limen.api.services import services_of
 from limen.logs import configure_logging
 from limen.settings import Settings
-from tests.conftest import app_client
+from tests.conftest import app_client, settings_in
 from tests.support.prometheus import sample as _sample
 
 
@@ -92,15 +92,21 @@ async def test_metrics_count_http_requests_and_libvirt_calls(make_settings: Call
     assert _sample(text, "limen_libvirt_call_failures_total", operation="get_vm", code="VM_NOT_FOUND") == 1
 
 
+@pytest.fixture(scope="module")
+async def metrics_token_client(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[httpx.AsyncClient]:
+    """One app for the tests that only read /metrics (or are refused it) with a token set."""
+    async with app_client(settings_in(tmp_path_factory.mktemp("metrics-token"), metrics_token="s3cret")) as client:
+        yield client
+
+
 @pytest.mark.parametrize(("header", "status"), [(None, 401), ("Bearer wrong", 401), ("Bearer s3cret", 200)])
-async def test_metrics_token(make_settings: Callable[..., Settings], header: str | None, status: int) -> None:
-    async with app_client(make_settings(metrics_token="s3cret")) as client:
-        headers = {"Authorization": header} if header else {}
-        response = await client.get("/metrics", headers=headers)
-        assert response.status_code == status
-        if status == 401:
-            assert response.json()["code"] == "UNAUTHORIZED"
-            assert "s3cret" not in response.text
+async def test_metrics_token(metrics_token_client: httpx.AsyncClient, header: str | None, status: int) -> None:
+    headers = {"Authorization": header} if header else {}
+    response = await metrics_token_client.get("/metrics", headers=headers)
+    assert response.status_code == status
+    if status == 401:
+        assert response.json()["code"] == "UNAUTHORIZED"
+        assert "s3cret" not in response.text
 
 
 async def test_metrics_refuse_remote_clients_without_a_token(make_settings: Callable[..., Settings]) -> None:

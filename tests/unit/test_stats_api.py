@@ -21,14 +21,16 @@ from limen.db import Role
 from limen.settings import Settings
 from limen.stats_history import Reading
 from limen.stats_sampler import StatsSampler
-from tests.conftest import DEMO_ISO
+from tests.conftest import DEMO_ISO, settings_in
 from tests.support.access import access_client, assert_error, make_access
+from tests.support.shared_app import SharedApp, shared_app
 
 PASSWORD = "a-long-password"
+Headers = dict[str, dict[str, str]]  # each user's Authorization header
 
 
 class Users:
-    def __init__(self, client: httpx.AsyncClient, app: FastAPI, headers: dict[str, dict[str, str]]) -> None:
+    def __init__(self, client: httpx.AsyncClient, app: FastAPI, headers: Headers) -> None:
         self.client = client
         self.app = app
         self.headers = headers
@@ -42,17 +44,26 @@ class Users:
         return await self.client.get(path, headers=self.headers[user], **kwargs)
 
 
-@pytest.fixture
-async def users(make_settings: Callable[..., Settings]) -> AsyncIterator[Users]:
+@pytest.fixture(scope="module")
+async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[SharedApp, Headers]]:
+    """One app for the module, its users and their tokens made once; each test gets it back as it was then."""
     # A long interval: the sampler's own round runs at start; the tests sample when they need to.
-    settings = make_settings(stats_interval=3600)
-    access = make_access(settings)
-    async with access_client(settings, access) as (client, app):
+    async with shared_app(settings_in(tmp_path_factory.mktemp("stats-api"), stats_interval=3600)) as shared:
         headers = {}
         for name, role in (("root", Role.ADMIN), ("alice", Role.USER), ("bob", Role.USER)):
-            await access.users.create(name, PASSWORD, role)
-            headers[name] = {"Authorization": f"Bearer {(await access.tokens.create(name, 'tests')).secret}"}
-        yield Users(client, app, headers)
+            await shared.access.users.create(name, PASSWORD, role)
+            headers[name] = {"Authorization": f"Bearer {(await shared.access.tokens.create(name, 'tests')).secret}"}
+        shared.keep_as_start()
+        yield shared, headers
+
+
+@pytest.fixture
+async def users(shared: tuple[SharedApp, Headers]) -> Users:
+    app, headers = shared
+    await app.reset()
+    # What the tests record and sample: no VM's figures from an earlier test (nor from the start's round).
+    services_of(app.app).stats_sampler.history.vms.clear()
+    return Users(app.client, app.app, headers)
 
 
 @pytest.fixture

@@ -29,8 +29,10 @@ from limen.db.database import MIGRATIONS_DIR
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.ownership import set_owner
 from limen.settings import Settings, load_settings
-from tests.support.access import access_client, assert_error, make_access, provision_user
+from tests.conftest import settings_in
+from tests.support.access import assert_error, make_access, provision_user
 from tests.support.cli import CliRunner
+from tests.support.shared_app import SharedApp, shared_app
 
 ADMIN, PASSWORD = "Root", "a-long-password"
 
@@ -46,16 +48,23 @@ class World:
                                       json={"name": name, "password": PASSWORD, "role": role})
 
 
+@pytest.fixture(scope="module")
+async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[SharedApp, dict[str, str]]]:
+    """One app for the module, with its admin and their token made once; each test gets it back as then."""
+    async with shared_app(settings_in(tmp_path_factory.mktemp("user-names"))) as shared:
+        await shared.access.users.create(ADMIN, PASSWORD, Role.ADMIN)
+        admin = {"Authorization": f"Bearer {(await shared.access.tokens.create(ADMIN, 'tests')).secret}"}
+        shared.keep_as_start()
+        yield shared, admin
+
+
 @pytest.fixture
-async def world(make_settings: Callable[..., Settings]) -> AsyncIterator[World]:
-    settings = make_settings()
-    access = make_access(settings)
-    async with access_client(settings, access) as (client, app):
-        await access.users.create(ADMIN, PASSWORD, Role.ADMIN)
-        admin = {"Authorization": f"Bearer {(await access.tokens.create(ADMIN, 'tests')).secret}"}
-        await set_owner(services_of(app).hypervisor, "test", None)
-        yield World(client, access, admin)
-        await set_owner(services_of(app).hypervisor, "test", None)
+async def world(shared: tuple[SharedApp, dict[str, str]]) -> AsyncIterator[World]:
+    app, admin = shared
+    await app.reset()
+    await set_owner(services_of(app.app).hypervisor, "test", None)
+    yield World(app.client, app.access, admin)
+    await set_owner(services_of(app.app).hypervisor, "test", None)
 
 
 @pytest.mark.parametrize(("first", "second"), [("sec", "Sec"), ("Sec", "SEC"), ("Straße", "STRASSE"),

@@ -5,7 +5,7 @@ JSON error schema, refusals, pending changes in the answers, and the audit trail
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,31 +13,21 @@ import httpx
 import pytest
 
 from limen.db import Role
-from limen.settings import Settings
 from tests.conftest import DEMO_ISO, settings_in
-from tests.support.access import access_client, assert_error, make_access
+from tests.support.access import assert_error
+from tests.support.shared_app import SharedApp, shared_app
 
 PASSWORD = "a-long-password"
+Headers = dict[str, dict[str, str]]  # each user's Authorization header
 
 
 class Users:
-    def __init__(self, client: httpx.AsyncClient, headers: dict[str, dict[str, str]]) -> None:
+    def __init__(self, client: httpx.AsyncClient, headers: Headers) -> None:
         self.client = client
         self.headers = headers
 
     async def as_(self, user: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return await self.client.request(method, path, headers=self.headers[user], **kwargs)
-
-
-@asynccontextmanager
-async def users_of(settings: Settings) -> AsyncIterator[Users]:
-    access = make_access(settings)
-    async with access_client(settings, access) as (client, _app):
-        headers = {}
-        for name, role in (("root", Role.ADMIN), ("alice", Role.USER), ("bob", Role.USER)):
-            await access.users.create(name, PASSWORD, role)
-            headers[name] = {"Authorization": f"Bearer {(await access.tokens.create(name, 'tests')).secret}"}
-        yield Users(client, headers)
 
 
 @asynccontextmanager
@@ -52,10 +42,24 @@ async def vm_of_alice(users: Users) -> AsyncIterator[str]:
             await users.as_("root", "DELETE", f"/api/vms/{vm['uuid']}")
 
 
+@pytest.fixture(scope="module")
+async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[SharedApp, Headers]]:
+    """One app for the module, its users and their tokens made once; each test gets it back as it was then
+    (its VMs live in libvirt, owners included: each test's fixture removes its own)."""
+    async with shared_app(settings_in(tmp_path_factory.mktemp("vm-edit"))) as shared:
+        headers = {}
+        for name, role in (("root", Role.ADMIN), ("alice", Role.USER), ("bob", Role.USER)):
+            await shared.access.users.create(name, PASSWORD, role)
+            headers[name] = {"Authorization": f"Bearer {(await shared.access.tokens.create(name, 'tests')).secret}"}
+        shared.keep_as_start()
+        yield shared, headers
+
+
 @pytest.fixture
-async def users(make_settings: Callable[..., Settings]) -> AsyncIterator[Users]:
-    async with users_of(make_settings()) as users:
-        yield users
+async def users(shared: tuple[SharedApp, Headers]) -> Users:
+    app, headers = shared
+    await app.reset()
+    return Users(app.client, headers)
 
 
 @pytest.fixture
@@ -64,16 +68,17 @@ async def alices_vm(users: Users) -> AsyncIterator[str]:
         yield name
 
 
-@pytest.fixture(scope="module")
-async def refusing_users(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Users]:
-    """One app for the tests whose requests must all be refused (a refusal changes nothing)."""
-    async with users_of(settings_in(tmp_path_factory.mktemp("vm-edit"))) as users:
-        yield users
+@pytest.fixture
+async def refusing_users(users: Users) -> Users:
+    """The users of the tests whose requests must all be refused (a refusal changes nothing)."""
+    return users
 
 
 @pytest.fixture(scope="module")
-async def refusing_vm(refusing_users: Users) -> AsyncIterator[str]:
-    async with vm_of_alice(refusing_users) as name:
+async def refusing_vm(shared: tuple[SharedApp, Headers]) -> AsyncIterator[str]:
+    """One VM of alice's for all of them."""
+    app, headers = shared
+    async with vm_of_alice(Users(app.client, headers)) as name:
         yield name
 
 

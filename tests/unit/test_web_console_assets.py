@@ -7,11 +7,14 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+
 from limen.settings import Settings
 from limen.web.immutable_assets import IMMUTABLE, content_digest
 from limen.web.module_graph import module_graph
 from limen.web.npm_assets import bundled
 from tests.unit.test_web_routes import client_for
+from tests.unit.test_web_routes import reading_client as reading_client  # one app for the pages only read
 
 NOVNC_META = re.compile(r'<meta name="limen-novnc" content="(/static/novnc-[0-9a-f]{12})">')
 
@@ -46,13 +49,12 @@ def test_the_digest_changes_with_the_content(tmp_path: Path) -> None:
     assert re.fullmatch(r"[0-9a-f]{12}", before)
 
 
-async def test_the_console_page_names_novncs_immutable_address(make_settings: Callable[..., Settings]) -> None:
-    async with client_for(make_settings()) as client:
-        page = await client.get("/vms/test/console")
-        found = NOVNC_META.search(page.text)
-        assert found, page.text[:2000]
-        immutable = await client.get(f"{found.group(1)}/core/rfb.js")
-        plain = await client.get("/static/novnc/core/rfb.js")  # older pages and bookmarks of it
+async def test_the_console_page_names_novncs_immutable_address(reading_client: httpx.AsyncClient) -> None:
+    page = await reading_client.get("/vms/test/console")
+    found = NOVNC_META.search(page.text)
+    assert found, page.text[:2000]
+    immutable = await reading_client.get(f"{found.group(1)}/core/rfb.js")
+    plain = await reading_client.get("/static/novnc/core/rfb.js")  # older pages and bookmarks of it
     assert immutable.status_code == 200
     assert immutable.headers["cache-control"] == IMMUTABLE
     assert immutable.content == plain.content
@@ -60,10 +62,9 @@ async def test_the_console_page_names_novncs_immutable_address(make_settings: Ca
     assert "immutable" not in plain.headers.get("cache-control", "")
 
 
-async def test_the_details_page_prefetches_the_consoles_modules(make_settings: Callable[..., Settings]) -> None:
-    async with client_for(make_settings()) as client:
-        details = await client.get("/vms/test")
-        console = await client.get("/vms/test/console")
+async def test_the_details_page_prefetches_the_consoles_modules(reading_client: httpx.AsyncClient) -> None:
+    details = await reading_client.get("/vms/test")
+    console = await reading_client.get("/vms/test/console")
     prefetched = re.findall(r'<link rel="prefetch" href="([^"]+)">', details.text)
     address = NOVNC_META.search(console.text)
     assert address

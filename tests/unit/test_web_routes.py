@@ -37,7 +37,8 @@ async def client_for(settings_or_app: Settings | FastAPI) -> AsyncIterator[httpx
 
 @pytest.fixture(scope="module")
 async def reading_client(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[httpx.AsyncClient]:
-    """One app for the tests that only read pages and redirects (nothing of theirs changes the app)."""
+    """One app for the tests that only read pages, redirects, static files and the error codes (nothing of theirs
+    changes the app)."""
     async with client_for(settings_in(tmp_path_factory.mktemp("web-routes"))) as client:
         yield client
 
@@ -75,11 +76,11 @@ async def test_opening_the_details_page_does_not_start_the_vm(make_settings: Cal
     _test_domain_running()
 
 
-async def test_static_files_and_novnc_are_served(make_settings: Callable[..., Settings]) -> None:
-    async with client_for(make_settings()) as client:
-        assert (await client.get("/static/js/console-page.js")).status_code == 200
-        assert (await client.get("/static/css/limen.css")).status_code == 200
-        novnc = await client.get("/static/novnc/core/rfb.js")
+async def test_static_files_and_novnc_are_served(reading_client: httpx.AsyncClient) -> None:
+    client = reading_client
+    assert (await client.get("/static/js/console-page.js")).status_code == 200
+    assert (await client.get("/static/css/limen.css")).status_code == 200
+    novnc = await client.get("/static/novnc/core/rfb.js")
     assert (bundled("novnc") / "core" / "rfb.js").is_file(), "noVNC is missing: `make web` bundles it"
     assert novnc.status_code == 200
     assert "javascript" in novnc.headers["content-type"]
@@ -128,9 +129,8 @@ async def test_screenshot_errors_are_the_apis_json_errors(make_settings: Callabl
     assert (invalid.status_code, invalid.json()["code"]) == (400, "INVALID_VM_ID")
 
 
-async def test_error_codes_table_matches_errors_py(make_settings: Callable[..., Settings]) -> None:
-    async with client_for(make_settings()) as client:
-        table = (await client.get("/api/error-codes")).json()
+async def test_error_codes_table_matches_errors_py(reading_client: httpx.AsyncClient) -> None:
+    table = (await reading_client.get("/api/error-codes")).json()
     assert set(table) == {code.name for code in ErrorCode}
     assert table["VM_STOPPED"] == {
         "title": "VM stopped",
