@@ -32,6 +32,7 @@ from limen.auth.access import Access
 from limen.auth.revocation_bus import LocalRevocationBus
 from limen.auth.throttle_store import DatabaseThrottleStore
 from limen.auth.tickets import MemoryTicketStore
+from limen.db import Role
 from limen.db.models import Base
 from limen.settings import Settings
 from tests.support.access import FakeClock, access_client, make_access
@@ -50,6 +51,14 @@ class SharedApp:
         self._rows: dict[str, list[dict[str, Any]]] = {}
         bus = access.revocations
         self._handlers = list(bus._handlers) if isinstance(bus, LocalRevocationBus) else []
+
+    async def users_with_tokens(self, users: dict[str, Role], password: str) -> dict[str, dict[str, str]]:
+        """Makes these users (name → role), each with an API token: each one's ``Authorization`` header."""
+        headers = {}
+        for name, role in users.items():
+            await self.access.users.create(name, password, role)
+            headers[name] = {"Authorization": f"Bearer {(await self.access.tokens.create(name, 'tests')).secret}"}
+        return headers
 
     def keep_as_start(self) -> None:
         """What :meth:`reset` puts back from now on: the rows of every table as they are now."""

@@ -34,10 +34,7 @@ class Users:
 async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[SharedApp, Headers]]:
     """One app for the module, its users and their tokens made once; each test gets it back as it was then."""
     async with shared_app(settings_in(tmp_path_factory.mktemp("auth-vms"))) as shared:
-        headers = {}
-        for name, role in (("root", Role.ADMIN), ("alice", Role.USER), ("bob", Role.USER)):
-            await shared.access.users.create(name, PASSWORD, role)
-            headers[name] = {"Authorization": f"Bearer {(await shared.access.tokens.create(name, 'tests')).secret}"}
+        headers = await shared.users_with_tokens({"root": Role.ADMIN, "alice": Role.USER, "bob": Role.USER}, PASSWORD)
         shared.keep_as_start()
         yield shared, headers
 
