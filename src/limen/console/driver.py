@@ -193,14 +193,11 @@ class ConsoleDriver(ABC):
     # -- the effects every kind has (its own are in its subclass) -------------------------------------------
 
     async def _look_up_vm(self, effect: LookUpVm) -> Result:
-        def find_vm() -> Awaitable[Vm]:
-            return self._hv.console_vm(effect.ident)
-
         if effect.admit and self._admission is not None:
             # The admission's read may come from the hypervisor's cache of running VMs (no thread hop);
             # every later look-up (after a start, while polling for the port) reads libvirt.
             return VmFound(await self._admission(lambda: self._hv.console_vm_recent(effect.ident)))
-        return VmFound(await find_vm())
+        return VmFound(await self._hv.console_vm(effect.ident))
 
     async def _start_vm(self, effect: StartVm) -> Result:
         return VmStarted(await self._hv.start_vm(effect.uuid))
