@@ -26,6 +26,10 @@ from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm, VmState, VncEndpoint
 from limen.settings import Settings
 
+# Deadlines here run on the event loop's clock, which looptime fast-forwards whenever the loop would sleep:
+# a 0.1 s deadline is still 0.1 s to the code under test, and no test waits it out in real time.
+pytestmark = pytest.mark.looptime
+
 BANNER = b"RFB 003.008\n"
 UUID = "6f1c2e55-0000-4000-8000-000000000002"
 RUNNING = Vm(UUID, "web", VmState.RUNNING, 1, 256, vnc=VncEndpoint("127.0.0.1", 5901))
@@ -242,7 +246,8 @@ class Run:
 def start(hv: FakeHypervisor, *, vnc: FakeVnc | None = None, admission: Any = None, **overrides: Any) -> Run:
     client, vnc, observer = FakeClient(), vnc or FakeVnc(), Recorder()
     session = ConsoleSession(ident="web", client=client, hypervisor=hv, settings=settings(**overrides),
-                             observers=[observer], admission=admission, open_upstream=vnc)
+                             observers=[observer], admission=admission, open_upstream=vnc,
+                             clock=asyncio.get_running_loop().time)
     return Run(session, client, hv, vnc, observer, asyncio.create_task(session.run()))
 
 

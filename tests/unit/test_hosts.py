@@ -23,7 +23,7 @@ from tests.support.cli import CliRunner
 from tests.support.console import FakeDomain, driver_uri
 from tests.support.hanging_libvirt import hanging_libvirt
 
-TIMEOUT = 0.5
+TIMEOUT = 0.3
 
 
 @pytest.fixture

@@ -196,7 +196,7 @@ def test_closing_a_connection_waits_for_the_readers_call_on_it_and_retires_it() 
         cleaned.set()
 
     threading.Thread(target=clean_up, daemon=True).start()
-    assert not cleaned.wait(0.3), "the cleanup must wait for the call in flight"
+    assert not cleaned.wait(0.1), "the cleanup must wait for the call in flight"
     conn.release.set()
     assert cleaned.wait(5)
     source.on_lifecycle(_Domain(conn), LifecycleKind.STARTED)
