@@ -15,10 +15,6 @@ from limen.console.pump import Traffic
 from limen.console.splice import HEADER_ROOM, ReadBuffer, Splice, SpliceEnd, read_buffer, write_binary_header
 from limen.errors import ErrorCode, LimenError
 
-# Deadlines here run on the event loop's clock, which looptime fast-forwards whenever the loop would sleep:
-# a 0.1 s deadline is still 0.1 s to the code under test, and no test waits it out in real time.
-pytestmark = pytest.mark.looptime
-
 
 def parse_as_browser(frame: bytes) -> list[Frame]:
     """What a WebSocket client makes of bytes from the server."""

@@ -26,10 +26,6 @@ from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm, VmState, VncEndpoint
 from limen.settings import Settings
 
-# Deadlines here run on the event loop's clock, which looptime fast-forwards whenever the loop would sleep:
-# a 0.1 s deadline is still 0.1 s to the code under test, and no test waits it out in real time.
-pytestmark = pytest.mark.looptime
-
 BANNER = b"RFB 003.008\n"
 UUID = "6f1c2e55-0000-4000-8000-000000000002"
 RUNNING = Vm(UUID, "web", VmState.RUNNING, 1, 256, vnc=VncEndpoint("127.0.0.1", 5901))

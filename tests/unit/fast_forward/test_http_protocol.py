@@ -18,10 +18,6 @@ from limen.http_protocol import DROPPED_STATUS_SCOPE_KEY, MAX_HEAD_BYTES, Deadli
 from limen.request_reading import BODY_PROGRESS_BYTES
 from limen.settings import Settings
 
-# Deadlines here run on the event loop's clock, which looptime fast-forwards whenever the loop would sleep:
-# a 0.1 s deadline is still 0.1 s to the code under test, and no test waits it out in real time.
-pytestmark = pytest.mark.looptime
-
 TIMEOUT = 0.1
 GET = b"GET /x HTTP/1.1\r\nHost: limen\r\n\r\n"
 

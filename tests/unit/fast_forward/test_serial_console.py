@@ -55,11 +55,7 @@ from limen.hypervisor.models import Vm, VmState
 from limen.hypervisor.serial_stream import SerialPort, declares_serial_console
 from limen.settings import Settings
 
-# Deadlines here run on the event loop's clock, which looptime fast-forwards whenever the loop would sleep:
-# a 0.1 s deadline is still 0.1 s to the code under test, and no test waits it out in real time.
-pytestmark = pytest.mark.looptime
-
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+README = (Path(__file__).resolve().parents[3] / "README.md").read_text()
 UUID = "6f1c2a9e-0000-4000-8000-000000000001"
 RUNNING = Vm(uuid=UUID, name="web-1", state=VmState.RUNNING, vcpus=1, memory_mib=64)
 STOPPED = replace(RUNNING, state=VmState.STOPPED)
