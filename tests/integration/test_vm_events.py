@@ -210,21 +210,19 @@ def test_a_cd_ejected_with_virsh_is_pushed_as_media_changed(
     vm = create_vm(server, vm_names(), server.auth_headers)
     cdrom = next(d for d in vm["disks"] if d["device"] == "cdrom")
     virsh("start", vm["name"])
+    # Paused, the guest cannot close the tray again between libvirt's forced open and its removal of the
+    # medium (GRUB on the CD did: "Tray of device 'ide0-1-0' is not open", five tries in a row). The tray
+    # event libvirt sends is the same for a running VM.
+    virsh("suspend", vm["name"])
     stream = open_stream(server, server.auth_headers, streams)
     stream.next(event="ready")
-    # QEMU can refuse the eject while the guest firmware still holds the drive: retry a few times.
-    for attempt in range(5):
-        ejected = subprocess.run(["virsh", "-c", QEMU_URI, "change-media", vm["name"], cdrom["target"], "--eject",
-                                  "--live", "--force"], capture_output=True, text=True, timeout=60, check=False)
-        if ejected.returncode == 0:
-            break
-        print(f"eject attempt {attempt + 1}: {ejected.stderr.strip()}")
-        time.sleep(1)
+    ejected = subprocess.run(["virsh", "-c", QEMU_URI, "change-media", vm["name"], cdrom["target"], "--eject",
+                              "--live", "--force"], capture_output=True, text=True, timeout=60, check=False)
     assert ejected.returncode == 0, ejected.stderr
     done = time.monotonic()
     event = next_vm_event(stream, vm["uuid"], "media_changed")
     assert event.received_at - done < PUSH_BOUND + SLACK
-    assert event.json["state"] == "running"
+    assert event.json["state"] == "paused"  # the VM as it is when the event is read, not a stale copy
 
 
 def test_a_vm_given_to_another_user_reaches_both_the_new_and_the_former_owner(
