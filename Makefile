@@ -72,8 +72,8 @@ test-postgresql-run:
 
 # Bytecode is cached even where PYTHONDONTWRITEBYTECODE is set: compiling limen and rewriting the tests'
 # asserts anew costs ~2 s of every run. Two pytest-xdist workers, a test file each at a time (its module-scoped
-# apps made once): a third more CPU (each worker imports and collects), but the ~5 s the deadline tests
-# spend waiting overlap the other worker's work. UNIT_WORKERS=0 runs it in one process. The tests' temporary
+# apps made once): each imports and collects (~2 s of CPU), and the run takes little more than half as long.
+# UNIT_WORKERS=0 runs it in one process. The tests' temporary
 # files (~2,000 SQLite databases) live in memory (/dev/shm) when it is there: on a disk each commit's and
 # checkpoint's fsync waits for it, which a busy disk makes seconds of the run.
 UNIT_WORKERS ?= 2
