@@ -1,9 +1,9 @@
 """The tests of code that waits on deadlines: the console sessions' stages, their idle and write deadlines, the
 splice's flow control and the HTTP protocol's read deadlines. The async tests of each module here run on one
 event loop of their own, made by looptime, whose clock jumps to the next timer whenever the loop has nothing
-else to do: a 0.1 s deadline is still 0.1 s to the code under test, and
-no test waits it out in real time (~3.9 s of a serial run were such waits). The code under test reads that
-clock too: the session helpers hand it ``loop.time``.
+else to do: a 0.1 s deadline is still 0.1 s to the code under test, and no test waits it out in real time
+(~3.9 s of a serial run were such waits). The code under test reads that clock too: the session helpers hand
+it ``loop.time``.
 
 Only these loops are looptime's: its pytest plugin, which would patch every pytest-asyncio loop of the run
 (~6 % more CPU in the others' event loops), is turned off in pyproject.toml.
