@@ -7,6 +7,7 @@ ISO_DIR=${LIMEN_ISO_DIR:-/var/lib/limen/isos}
 APT_PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
   libvirt-dev pkg-config
+  python3-venv python3-dev  # the venv is made from Debian's python3; libvirt-python builds against its headers
   grub-pc-bin grub-common xorriso mtools grub-rescue-pc memtest86+
   chromium
   fonts-noto-cjk  # Korean in the UI: screenshots and headless Chromium need a CJK font
