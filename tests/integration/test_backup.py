@@ -50,8 +50,12 @@ def live_token_names(data_dir: Path) -> set[str]:
 
 def backup_members(file: Path, work: Path) -> tuple[dict[str, object], Path]:
     """The manifest and the database member (``limen.db`` or ``limen.pgdump``) of a backup."""
-    with tarfile.open(file) as tar:
-        tar.extractall(work, filter="data")
+    work.mkdir()
+    with tarfile.open(file) as tar:  # each member by name: extraction filters are not in every Python 3.11
+        for member in tar.getmembers():
+            content = tar.extractfile(member)
+            assert member.isfile() and "/" not in member.name and content is not None, member.name
+            (work / member.name).write_bytes(content.read())
     database = "limen.pgdump" if databases.on_postgresql() else "limen.db"
     return json.loads((work / "manifest.json").read_text()), work / database
 
