@@ -50,7 +50,7 @@ def one_run(label: str, src: str, processes: Processes, fake: Any, work: Path,
             probe = Target(system.url("echo-update"), True, auth=args.storm_auth)
             assert system.limen is not None
             result["storms"] = asyncio.run(measure_storms(target, probe, plan, system.pgid("idle"),
-                                                          system.limen.db_path))
+                                                          system.limen.database_url))
     finally:
         system.close()
         result["load_after"] = load_average()

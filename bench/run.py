@@ -20,6 +20,7 @@ import math
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,8 @@ from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from scripts.cluster_parts.postgres_process import postgres_data_dir, start_postgres, stop_postgres
 
 from bench.load_client import Target
 from bench.storms import StormPlan, measure_storms
@@ -46,7 +49,10 @@ from bench.systems import (
     start_websockify,
 )
 
-SYSTEMS = ("raw", "websockify", "limen")
+SYSTEMS = ("raw", "websockify", "limen", "limen-postgresql")
+# limen on a PostgreSQL server the run starts (issue 16, target 5): only what the database is part of, the
+# set-up on every sign-in path and the admission and storms; streams and idle sessions never touch it.
+ON_POSTGRESQL = "limen-postgresql"
 # Prototypes, measured only when asked for (--systems): the raw asyncio-Protocol pump, on uvloop and on
 # the standard loop. They show the ceiling of a Python proxy; they are not limen.
 PROTOTYPES = ("pump", "pump-asyncio")
@@ -105,6 +111,7 @@ class System:
 
     name = ""
     status_frames = False
+    database_only = False  # measure only what passes through the database (ON_POSTGRESQL)
 
     def url(self, mode: str) -> str:
         raise NotImplementedError
@@ -187,18 +194,21 @@ class LimenSystem(System):
     name = "limen"
     status_frames = True
 
-    def __init__(self, processes: Processes, fake: FakeVnc, work_dir: Path, name: str = "limen") -> None:
+    def __init__(self, processes: Processes, fake: FakeVnc, work_dir: Path, name: str = "limen",
+                 database_url: str | None = None) -> None:
         self.name = name
         self.processes = processes
         self.fake = fake
         self.work_dir = work_dir
         self.variant = LIMEN_VARIANTS.get(name)
+        self.database_url = database_url  # None: SQLite in its data directory
+        self.database_only = database_url is not None
         self.limen: Limen | None = None
 
     def _server(self) -> Limen:
         if self.limen is None:
             self.limen = start_limen(self.processes, self.fake.ports, self.work_dir / self.name, self.name,
-                                     self.variant)
+                                     self.variant, database_url=self.database_url)
         return self.limen
 
     def url(self, mode: str) -> str:
@@ -216,7 +226,7 @@ class LimenSystem(System):
         port = self.limen.port
         self.processes.stop(self.limen.process)
         self.limen = start_limen(self.processes, self.fake.ports, self.work_dir / self.name, self.name,
-                                 self.variant, port=port)
+                                 self.variant, port=port, database_url=self.database_url)
         return time.perf_counter()
 
     def close(self) -> None:
@@ -257,6 +267,12 @@ def measure_system(system: System, processes: Processes, plan: Plan, fake: FakeV
             results[key] = {"error": str(exc)}
         print(f"  {system.name:<10} {key:<10} {_brief(results[key])}", flush=True)
 
+    def storms() -> None:
+        if plan.storm_sessions:
+            system.fresh("idle")
+            system.url("idle"), system.url("echo-update")  # started outside the storm's event loop
+            attempt("storms", lambda: asyncio.run(_storms(system, plan)))
+
     name = system.name
     attempt("setup", lambda: load_client(
         processes, f"client-{name}-setup", ["setup", *target("idle"), "--count", str(plan.setup_count)],
@@ -268,6 +284,10 @@ def measure_system(system: System, processes: Processes, plan: Plan, fake: FakeV
                     processes, f"client-{name}-setup-{auth}",
                     ["setup", *target("idle", auth), "--count", str(plan.setup_count)],
                     timeout=60 + plan.setup_count * plan.session_timeout))
+    if system.database_only:
+        storms()
+        system.close()
+        return results
     attempt("rtt", lambda: load_client(
         processes, f"client-{name}-rtt",
         ["rtt", *target("echo-update"), "--count", str(plan.rtt_count), "--warmup", str(plan.rtt_warmup)],
@@ -295,10 +315,7 @@ def measure_system(system: System, processes: Processes, plan: Plan, fake: FakeV
              "--warmup", str(plan.stream_warmup), "--proxy-pgid", str(system.pgid("stream-256")),
              "--server-pid", str(fake.process.pid), "--ws-library"],
             timeout=60 + plan.stream_seconds + plan.stream_warmup))
-    if plan.storm_sessions:
-        system.fresh("idle")
-        system.url("idle"), system.url("echo-update")  # started outside the storm's event loop
-        attempt("storms", lambda: asyncio.run(_storms(system, plan)))
+    storms()
     levels: list[dict[str, Any]] = []
     for sessions in plan.idle_levels:
         system.fresh("echo-update")
@@ -323,9 +340,9 @@ async def _storms(system: System, plan: Plan) -> dict[str, Any]:
     probe = Target(system.url("echo-update"), system.status_frames, auth=auth)
     storm_plan = StormPlan(sessions=plan.storm_sessions, openers=plan.storm_openers, workers=plan.storm_workers,
                            window=plan.storm_window, timeout=plan.session_timeout)
-    db_path = system.limen.db_path if isinstance(system, LimenSystem) and system.limen is not None else None
+    database_url = system.limen.database_url if isinstance(system, LimenSystem) and system.limen is not None else None
     restart = system.restart if isinstance(system, LimenSystem) and plan.reconnect_storm else None
-    return await measure_storms(target, probe, storm_plan, system.pgid("idle"), db_path, restart)
+    return await measure_storms(target, probe, storm_plan, system.pgid("idle"), database_url, restart)
 
 
 def _brief(result: Any) -> str:
@@ -494,6 +511,17 @@ def check_targets(systems: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
     check("i16_8_streams_vs_websockify",
           ratio(_get(limen, "stream_8", "gb_per_s"), _get(websockify, "stream_8", "gb_per_s")), ">= 2x",
           lambda v: v >= 2)
+    # Target 5: the same figures on PostgreSQL within 20 % of SQLite's (limen's own run above).
+    on_postgresql = systems.get(ON_POSTGRESQL) or {}
+    for key, label in (("setup", "ticket"), ("setup_cookie", "cookie"), ("setup_bearer", "bearer")):
+        check(f"i16_pg_setup_{label}_vs_sqlite",
+              ratio(_get(on_postgresql, key, "setup_ms", "p50"), _get(limen, key, "setup_ms", "p50")),
+              "<= 1.2x", lambda v: v <= 1.2)
+    check("i16_pg_admission_rate_vs_sqlite",
+          ratio(_get(on_postgresql, "storms", "admission", "per_second"),
+                _get(limen, "storms", "admission", "per_second")), ">= 0.8x", lambda v: v >= 0.8)
+    check("i16_pg_audit_rows_written", _get(on_postgresql, "storms", "admission", "audit", "all_written"), "all",
+          lambda v: bool(v))
     best = largest_held(limen)
     check("idle_sessions_held", None if best is None else best["held"], ">= 9000", lambda v: v >= 9000)
     check("rss_per_session_kb", None if best is None else best.get("rss_per_session_kb"), "<= 64 KB",
@@ -568,6 +596,21 @@ def raise_fd_limit() -> None:
 
 
 @contextlib.contextmanager
+def postgresql_server() -> Iterator[tuple[str, int]]:
+    """A throw-away PostgreSQL server (Debian's package, as the tests start it: loopback, fsync off); its
+    SQLAlchemy URL and process id. Stopped, and its files removed, on leaving."""
+    data = postgres_data_dir()
+    try:
+        process, database_url = start_postgres(data)
+        try:
+            yield database_url, process.pid
+        finally:
+            stop_postgres(process)
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def work_directory(keep: Path | None) -> Iterator[Path]:
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
@@ -580,7 +623,9 @@ def work_directory(keep: Path | None) -> Iterator[Path]:
 def run(plan: Plan, names: list[str], out: Path | None, work: Path | None = None) -> dict[str, Any]:
     raise_fd_limit()
     results: dict[str, Any] = {"machine": machine(), "plan": asdict(plan), "systems": {}}
-    with work_directory(work) as work_dir, Processes(work_dir / "logs") as processes:
+    with work_directory(work) as work_dir, Processes(work_dir / "logs") as processes, \
+            contextlib.ExitStack() as servers:
+        servers_started: list[tuple[str, int]] = []
         fake = start_fake_vnc(processes)
         for name in names:
             print(f"measuring {name}", flush=True)
@@ -591,6 +636,15 @@ def run(plan: Plan, names: list[str], out: Path | None, work: Path | None = None
                 system = Websockify(processes, fake)
             elif name in PROTOTYPES:
                 system = Pump(processes, fake, uvloop=name == "pump")
+            elif name == ON_POSTGRESQL:
+                try:
+                    database_url, pid = servers.enter_context(postgresql_server())
+                    servers_started.append(("postgresql", pid))
+                except RuntimeError as exc:
+                    results["systems"][name] = {"error": f"PostgreSQL did not start: {exc}"}
+                    print(f"  {name}: ERROR {exc}", flush=True)
+                    continue
+                system = LimenSystem(processes, fake, work_dir, name, database_url=database_url)
             else:
                 system = LimenSystem(processes, fake, work_dir, name)
             try:
@@ -600,7 +654,7 @@ def run(plan: Plan, names: list[str], out: Path | None, work: Path | None = None
                 print(f"  {name}: ERROR {exc}", flush=True)
             finally:
                 system.close()
-        started = processes.history
+        started = [*processes.history, *servers_started]
     results["processes"] = [{"name": name, "pid": pid} for name, pid in started]
     rows = summarize(results["systems"], plan)
     results["table"] = {label: cells for label, cells in rows}
@@ -621,7 +675,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true", help="a seconds-long run with tiny sizes")
     parser.add_argument("--out", type=Path, default=Path("bench/out/results.json"))
     parser.add_argument("--systems", default=",".join(SYSTEMS),
-                        help="comma-separated, of raw,websockify,limen; prototypes pump,pump-asyncio; "
+                        help="comma-separated, of raw,websockify,limen,limen-postgresql; prototypes pump,pump-asyncio; "
                              "limen variants " + ",".join(LIMEN_VARIANTS))
     parser.add_argument("--levels", help="idle session counts to try, comma-separated (default 1000,5000,9000)")
     parser.add_argument("--seconds", type=float, help="stream measurement window")

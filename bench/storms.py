@@ -19,14 +19,13 @@ idle-worker processes):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+import sqlalchemy
 
 from bench import procstat, rfb
 from bench.load_client import Session, Target, WorkerSet, _merge, ask_small_update, open_session, percentiles
@@ -44,16 +43,26 @@ class StormPlan:
     timeout: float = 10.0
 
 
-def _live_rows(db_path: Path) -> int:
-    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)) as db:
-        (count,) = db.execute("SELECT count(*) FROM console_sessions WHERE ended_at IS NULL").fetchone()
-        return int(count)
+class AuditRows:
+    """Counts limen's console audit rows in its database (SQLite or PostgreSQL, by its SQLAlchemy URL); reads
+    only, from the benchmark's process."""
 
+    def __init__(self, database_url: str) -> None:
+        self._engine = sqlalchemy.create_engine(database_url)
 
-def _all_rows(db_path: Path) -> int:
-    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)) as db:
-        (count,) = db.execute("SELECT count(*) FROM console_sessions").fetchone()
-        return int(count)
+    def _count(self, where: str) -> int:
+        query = sqlalchemy.text(f"SELECT count(*) FROM console_sessions{where}")
+        with self._engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
+    def live(self) -> int:
+        return self._count(" WHERE ended_at IS NULL")
+
+    def total(self) -> int:
+        return self._count("")
+
+    def close(self) -> None:
+        self._engine.dispose()
 
 
 class Probe:
@@ -101,24 +110,24 @@ class Probe:
         return {"count": len(chosen), **percentiles(chosen)}
 
 
-async def _wait_rows(db_path: Path, want: Callable[[int], bool], seconds: float) -> tuple[int, float]:
+async def _wait_rows(rows: AuditRows, want: Callable[[int], bool], seconds: float) -> tuple[int, float]:
     """Polls the live-row count until ``want(count)`` or ``seconds`` pass; (last count, seconds waited)."""
     started = time.perf_counter()
     while True:
-        count = await asyncio.to_thread(_live_rows, db_path)
+        count = await asyncio.to_thread(rows.live)
         waited = time.perf_counter() - started
         if want(count) or waited >= seconds:
             return count, round(waited, 3)
         await asyncio.sleep(0.05)
 
 
-async def _settled_live_rows(db_path: Path, seconds: float = 10.0) -> int:
+async def _settled_live_rows(rows: AuditRows, seconds: float = 10.0) -> int:
     """The live-row count once it stops changing (the probe's row written, earlier sessions' rows closed)."""
     deadline = time.perf_counter() + seconds
-    last = await asyncio.to_thread(_live_rows, db_path)
+    last = await asyncio.to_thread(rows.live)
     while time.perf_counter() < deadline:
         await asyncio.sleep(0.3)
-        count = await asyncio.to_thread(_live_rows, db_path)
+        count = await asyncio.to_thread(rows.live)
         if count == last:
             return count
         last = count
@@ -126,19 +135,20 @@ async def _settled_live_rows(db_path: Path, seconds: float = 10.0) -> int:
 
 
 async def measure_storms(
-    target: Target, probe_target: Target, plan: StormPlan, proxy_pgid: int, db_path: Path | None,
+    target: Target, probe_target: Target, plan: StormPlan, proxy_pgid: int, database_url: str | None,
     restart: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     result: dict[str, Any] = {"sessions": plan.sessions, "openers": plan.openers, "window_s": plan.window}
     async with asyncio.timeout(plan.timeout):
         probe_session = await open_session(probe_target)
     probe = Probe(probe_session)
-    live_before = await _settled_live_rows(db_path) if db_path else None
+    audit = AuditRows(database_url) if database_url else None
+    live_before = await _settled_live_rows(audit) if audit else None
     workers = max(1, min(plan.workers, plan.sessions))
     counts = [plan.sessions // workers + (1 if index < plan.sessions % workers else 0) for index in range(workers)]
     parallel = max(1, math.ceil(plan.openers / workers))
     cpu0 = procstat.cpu_seconds(proxy_pgid) if proxy_pgid else None
-    rows0 = await asyncio.to_thread(_all_rows, db_path) if db_path else None
+    rows0 = await asyncio.to_thread(audit.total) if audit else None
     worker_set = WorkerSet(target, counts, parallel, plan.timeout, deadline=plan.window)
     try:
         started = time.perf_counter()
@@ -154,10 +164,10 @@ async def measure_storms(
             "proxy_cpu_ms_per_console": None if cpu0 is None or cpu1 is None or not admitted
             else round((cpu1 - cpu0) * 1000 / admitted, 3),
         }
-        if db_path is not None and live_before is not None and rows0 is not None:
+        if audit is not None and live_before is not None and rows0 is not None:
             want = live_before + admitted
-            live, waited = await _wait_rows(db_path, lambda n: n >= want, plan.audit_wait)
-            rows = await asyncio.to_thread(_all_rows, db_path)
+            live, waited = await _wait_rows(audit, lambda n: n >= want, plan.audit_wait)
+            rows = await asyncio.to_thread(audit.total)
             result["admission"]["audit"] = {"live_rows": live, "expected": want, "new_rows": rows - rows0,
                                             "all_written": live >= want and rows - rows0 >= admitted,
                                             "waited_s": waited}
@@ -171,8 +181,8 @@ async def measure_storms(
         closed = await worker_set.read_all(60)
         storm: dict[str, Any] = {"client_closed_s": round(time.perf_counter() - storm_at, 3),
                                  "closed": sum(c.get("closed", 0) for c in closed)}
-        if db_path is not None and live_before is not None:
-            live, waited = await _wait_rows(db_path, lambda n: n <= live_before, 60)
+        if audit is not None and live_before is not None:
+            live, waited = await _wait_rows(audit, lambda n: n <= live_before, 60)
             storm["audit_all_closed_s"] = round(time.perf_counter() - storm_at, 3) if live <= live_before else None
             storm["live_rows_left"] = live - live_before
             end = time.perf_counter()
@@ -188,6 +198,8 @@ async def measure_storms(
     finally:
         worker_set.stop()
         await probe_session.connection.close(abort=True)
+        if audit is not None:
+            audit.close()
 
     if restart is not None:
         result["reconnect_storm"] = await _reconnect_storm(target, plan, counts, parallel, restart)

@@ -245,15 +245,16 @@ def node_xml(vnc_ports: dict[str, int]) -> str:
 class Limen:
     process: Process
     port: int
-    db_path: Path
+    database_url: str  # SQLAlchemy URL of its database (the audit rows the storms count are there)
 
     def console_url(self, mode: str) -> str:
         return f"ws://127.0.0.1:{self.port}/api/vms/{DOMAIN_UUIDS[mode]}/console"
 
 
-def provision_credentials(data_dir: Path) -> tuple[str, str]:
-    """An admin, an API token and a browser session in the limen database under ``data_dir`` (what ``limen
-    user create``, ``limen token create`` and a sign-in do); returns the token's secret and the cookie."""
+def provision_credentials(database_url: str) -> tuple[str, str]:
+    """An admin, an API token and a browser session in the limen database at ``database_url``, migrated first
+    (what ``limen user create``, ``limen token create`` and a sign-in do); returns the token's secret and the
+    cookie."""
     import asyncio
 
     from argon2 import PasswordHasher
@@ -264,7 +265,7 @@ def provision_credentials(data_dir: Path) -> tuple[str, str]:
     from limen.auth.users import Users, find_user
     from limen.db import Database, Role
 
-    db = Database(f"sqlite:///{data_dir / 'limen.db'}")
+    db = Database(database_url)
     try:
         db.migrate()
         if db.run_sync(lambda session: find_user(session, "bench")) is None:
@@ -278,10 +279,11 @@ def provision_credentials(data_dir: Path) -> tuple[str, str]:
 
 def start_limen(processes: Processes, vnc_ports: dict[str, int], work_dir: Path, name: str = "limen",
                 variant: tuple[str, str] | None = None, port: int | None = None,
-                extra_env: dict[str, str] | None = None) -> Limen:
+                extra_env: dict[str, str] | None = None, database_url: str | None = None) -> Limen:
     """``limen serve`` over libvirt's test driver, whose domains point at the fake VNC server.
 
     ``variant`` = (WebSocket layer, loop) runs ``bench.limen_variant`` instead, for comparisons.
+    ``database_url``: limen's database (``LIMEN_DATABASE_URL``); by default SQLite in its data directory.
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     node = work_dir / "node.xml"
@@ -298,9 +300,12 @@ def start_limen(processes: Processes, vnc_ports: dict[str, int], work_dir: Path,
         "LIMEN_DATA_DIR": str(work_dir / "data"),
         "LIMEN_ISO_DIR": str(work_dir / "isos"),
     }
+    database_url = database_url or f"sqlite:///{work_dir / 'data' / 'limen.db'}"
+    if not database_url.startswith("sqlite"):
+        env["LIMEN_DATABASE_URL"] = database_url
     (work_dir / "isos").mkdir(exist_ok=True)
     # The console needs a user; load clients started from here on send this token or cookie (bench.load_client).
-    os.environ["LIMEN_TOKEN"], os.environ["LIMEN_COOKIE"] = provision_credentials(work_dir / "data")
+    os.environ["LIMEN_TOKEN"], os.environ["LIMEN_COOKIE"] = provision_credentials(database_url)
     executable = VENV_BIN / "limen"
     if variant is not None:
         ws, _, patch = variant[0].partition("+")
@@ -312,7 +317,7 @@ def start_limen(processes: Processes, vnc_ports: dict[str, int], work_dir: Path,
         argv = [sys.executable, "-c", "from limen.cli import main; main()", "serve", "--port", str(port)]
     process = processes.start(name, argv, env=env)
     wait_http_ok(process, f"http://127.0.0.1:{port}/healthz", timeout=30)
-    return Limen(process, port, work_dir / "data" / "limen.db")
+    return Limen(process, port, database_url)
 
 
 def start_pump(processes: Processes, target_port: int, name: str, *, uvloop: bool = True,

@@ -26,14 +26,14 @@ def _alive(pid: int) -> bool:
     return state != b"Z"
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)
 def test_bench_smoke_measures_every_system(tmp_path: Path) -> None:
     pytest.importorskip("websockify", reason="websockify is a bench dependency (requirements.lock)")
     out = tmp_path / "results.json"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     completed = subprocess.run(
         [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out), "--work-dir", str(tmp_path / "work")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=230,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=290,
     )
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
     results = json.loads(out.read_text())
@@ -74,8 +74,20 @@ def test_bench_smoke_measures_every_system(tmp_path: Path) -> None:
         if name != "raw":
             assert level["rss_per_session_kb"] is not None
 
+    # limen on the PostgreSQL server the run started: set-up on every sign-in path, admission and storms.
+    on_postgresql = results["systems"]["limen-postgresql"]
+    assert "error" not in on_postgresql, on_postgresql
+    for key in ("setup", "setup_cookie", "setup_bearer"):
+        assert on_postgresql[key]["ok"] == on_postgresql[key]["count"] > 0, (key, on_postgresql[key])
+    storms = on_postgresql["storms"]
+    assert storms["admission"]["admitted"] == storms["sessions"], storms["admission"]
+    assert storms["admission"]["audit"]["all_written"], storms["admission"]["audit"]
+    assert storms["close_storm"]["live_rows_left"] == 0, storms["close_storm"]
+    assert "stream_1" not in on_postgresql and "idle" not in on_postgresql  # the database is not in them
+
     assert set(results["targets"]) >= {"setup_p50_ms", "idle_sessions_held", "rss_per_session_kb",
                                        "i16_admitted_in_window", "i16_close_storm_rows_closed_s",
-                                       "i16_setup_bearer_vs_websockify", "i16_cpu_per_gb_16_vs_websockify"}
+                                       "i16_setup_bearer_vs_websockify", "i16_cpu_per_gb_16_vs_websockify",
+                                       "i16_pg_setup_bearer_vs_sqlite", "i16_pg_admission_rate_vs_sqlite"}
     leftovers = [p for p in results["processes"] if _alive(p["pid"])]
     assert not leftovers, leftovers
