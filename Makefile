@@ -2,8 +2,8 @@
 SHELL := /bin/bash
 # The venv is made from Debian's own CPython when there is one: the interpreter a Debian host runs limen with
 # (README, "Install it"), built with profile-guided optimisation and LTO. A plain source build that may come
-# first on PATH (pyenv's) spent 5-9 % more CPU on the unit tier and per console. PYTHON=... chooses another; after a
-# change of interpreter, `make clean` lets the venv be made again.
+# first on PATH (pyenv's) spent 5-9 % more CPU on the unit tier and per console. PYTHON=... chooses another
+# one; after a change of interpreter, `make clean` lets the venv be made again.
 PYTHON ?= $(or $(wildcard /usr/bin/python3),python3)
 VENV := .venv
 BIN := $(VENV)/bin
