@@ -20,7 +20,6 @@ import math
 import os
 import platform
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from scripts.cluster_parts.postgres_process import postgres_data_dir, start_postgres, stop_postgres
+from scripts.cluster_parts.postgres_process import running_postgres
 
 from bench.load_client import Target
 from bench.storms import StormPlan, measure_storms
@@ -111,7 +110,11 @@ class System:
 
     name = ""
     status_frames = False
-    database_only = False  # measure only what passes through the database (ON_POSTGRESQL)
+
+    @property
+    def database_only(self) -> bool:
+        """Measure only what passes through the database (ON_POSTGRESQL)."""
+        return False
 
     def url(self, mode: str) -> str:
         raise NotImplementedError
@@ -202,8 +205,11 @@ class LimenSystem(System):
         self.work_dir = work_dir
         self.variant = LIMEN_VARIANTS.get(name)
         self.database_url = database_url  # None: SQLite in its data directory
-        self.database_only = database_url is not None
         self.limen: Limen | None = None
+
+    @property
+    def database_only(self) -> bool:
+        return self.database_url is not None
 
     def _server(self) -> Limen:
         if self.limen is None:
@@ -596,21 +602,6 @@ def raise_fd_limit() -> None:
 
 
 @contextlib.contextmanager
-def postgresql_server() -> Iterator[tuple[str, int]]:
-    """A throw-away PostgreSQL server (Debian's package, as the tests start it: loopback, fsync off); its
-    SQLAlchemy URL and process id. Stopped, and its files removed, on leaving."""
-    data = postgres_data_dir()
-    try:
-        process, database_url = start_postgres(data)
-        try:
-            yield database_url, process.pid
-        finally:
-            stop_postgres(process)
-    finally:
-        shutil.rmtree(data, ignore_errors=True)
-
-
-@contextlib.contextmanager
 def work_directory(keep: Path | None) -> Iterator[Path]:
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
@@ -638,8 +629,8 @@ def run(plan: Plan, names: list[str], out: Path | None, work: Path | None = None
                 system = Pump(processes, fake, uvloop=name == "pump")
             elif name == ON_POSTGRESQL:
                 try:
-                    database_url, pid = servers.enter_context(postgresql_server())
-                    servers_started.append(("postgresql", pid))
+                    postgres, database_url = servers.enter_context(running_postgres())
+                    servers_started.append(("postgresql", postgres.pid))
                 except RuntimeError as exc:
                     results["systems"][name] = {"error": f"PostgreSQL did not start: {exc}"}
                     print(f"  {name}: ERROR {exc}", flush=True)

@@ -300,9 +300,8 @@ def start_limen(processes: Processes, vnc_ports: dict[str, int], work_dir: Path,
         "LIMEN_DATA_DIR": str(work_dir / "data"),
         "LIMEN_ISO_DIR": str(work_dir / "isos"),
     }
-    database_url = database_url or f"sqlite:///{work_dir / 'data' / 'limen.db'}"
-    if not database_url.startswith("sqlite"):
-        env["LIMEN_DATABASE_URL"] = database_url
+    database_url = database_url or f"sqlite:///{work_dir / 'data' / 'limen.db'}"  # limen's own default
+    env["LIMEN_DATABASE_URL"] = database_url
     (work_dir / "isos").mkdir(exist_ok=True)
     # The console needs a user; load clients started from here on send this token or cookie (bench.load_client).
     os.environ["LIMEN_TOKEN"], os.environ["LIMEN_COOKIE"] = provision_credentials(database_url)

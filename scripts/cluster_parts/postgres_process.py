@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from scripts.cluster_parts.ports import free_port
@@ -67,3 +69,18 @@ def postgres_data_dir() -> Path:
     data = Path(tempfile.mkdtemp(prefix="limen-test-pg-"))
     shutil.chown(data, SYSTEM_USER)
     return data
+
+
+@contextmanager
+def running_postgres() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A throw-away server (:func:`start_postgres` in a new :func:`postgres_data_dir`): its process and
+    SQLAlchemy URL; stopped, and its files removed, on leaving."""
+    data = postgres_data_dir()
+    try:
+        process, url = start_postgres(data)
+        try:
+            yield process, url
+        finally:
+            stop_postgres(process)
+    finally:
+        shutil.rmtree(data, ignore_errors=True)

@@ -5,12 +5,11 @@ on one cluster, which the ``LIMEN_TEST_DATABASE=postgresql`` run of the suite st
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from scripts.cluster_parts.postgres_process import pg_tool, postgres_data_dir, start_postgres, stop_postgres
+from scripts.cluster_parts.postgres_process import pg_tool, running_postgres
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -18,15 +17,8 @@ __all__ = ["new_database", "pg_tool", "postgres_server"]
 
 @contextmanager
 def postgres_server() -> Iterator[str]:
-    data = postgres_data_dir()
-    try:
-        process, url = start_postgres(data)
-        try:
-            yield url
-        finally:
-            stop_postgres(process)
-    finally:
-        shutil.rmtree(data, ignore_errors=True)
+    with running_postgres() as (_process, url):
+        yield url
 
 
 def new_database(server_url: str) -> str:
