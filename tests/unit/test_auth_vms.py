@@ -10,11 +10,14 @@ import uuid
 from collections.abc import AsyncIterator
 
 import httpx
+import libvirt
 import pytest
 
+from limen.api.services import services_of
 from limen.db import Role
 from tests.conftest import settings_in
 from tests.support.access import assert_error
+from tests.support.driver_domains import running_domain_xml
 from tests.support.shared_app import SharedApp, shared_app
 
 PASSWORD = "a-long-password"
@@ -44,6 +47,30 @@ async def users(shared: tuple[SharedApp, Headers]) -> Users:
     app, headers = shared
     await app.reset()
     return Users(app.client, headers)
+
+
+async def test_a_ticket_reads_the_vm_as_its_console_will_and_an_owner_change_counts_at_once(
+        users: Users, shared: tuple[SharedApp, Headers]) -> None:
+    """The ticket's read of a running VM is the one its WebSocket's admission uses next (no second libvirt
+    read); giving the VM to someone else forgets it, so the former owner's next ticket is refused."""
+    cache = services_of(shared[0].app).hypervisor.console_cache
+    name = f"auth-ticket-{uuid.uuid4().hex[:8]}"
+    other = libvirt.open("test:///default")  # defined and started behind limen's back, as with virsh
+    dom = other.defineXML(running_domain_xml(name))
+    try:
+        dom.create()
+        assert (await users.as_("root", "PUT", f"/api/vms/{name}/owner", json={"owner": "bob"})).status_code == 200
+        ticket = await users.as_("bob", "POST", f"/api/vms/{name}/console-ticket")
+        assert ticket.status_code == 200, ticket.text
+        kept = cache.get(ticket.json()["vm_uuid"]) or cache.get(name)
+        assert kept is not None and kept.owner == "bob"
+        assert (await users.as_("root", "PUT", f"/api/vms/{name}/owner", json={"owner": "alice"})).status_code == 200
+        assert_error(await users.as_("bob", "POST", f"/api/vms/{name}/console-ticket"), 404, "VM_NOT_FOUND")
+        assert (await users.as_("alice", "POST", f"/api/vms/{name}/console-ticket")).status_code == 200
+    finally:
+        dom.destroy()
+        dom.undefine()
+        other.close()
 
 
 async def test_each_user_sees_and_acts_on_only_their_own_vms(users: Users) -> None:

@@ -13,6 +13,7 @@ from limen.hypervisor import Hypervisor, VmState
 from limen.hypervisor.console_cache import ConsoleVmCache
 from limen.hypervisor.models import Vm, VncEndpoint
 from limen.hypervisor.vm_feed import VmEventType, VmFacts
+from tests.support.driver_domains import running_domain_xml
 
 RUNNING = Vm("6f1c2e55-0000-4000-8000-0000000000c1", "web", VmState.RUNNING, 1, 256,
              vnc=VncEndpoint("127.0.0.1", 5901))
@@ -64,12 +65,6 @@ def test_it_stays_bounded() -> None:
     for index in range(25):
         cache.keep(f"vm-{index}", RUNNING, cache.epoch, 0.0)
     assert len(cache._entries) <= 10
-
-
-def running_domain_xml(name: str) -> str:
-    return f"""<domain type='test'><name>{name}</name><uuid>{uuid.uuid4()}</uuid>
-      <memory unit='MiB'>64</memory><vcpu>1</vcpu><os><type>hvm</type></os>
-      <devices><graphics type='vnc' port='5977' autoport='no' listen='127.0.0.1'/></devices></domain>"""
 
 
 async def test_the_hypervisor_reads_a_running_vm_once_and_any_change_makes_it_read_again(

@@ -7,6 +7,8 @@ control.
 ``AccessibleVm``  for routes with a ``{vm_id}`` path parameter: the VM, if the principal may act on it;
                   VM_NOT_FOUND otherwise, the same answer whether the VM is missing or someone else's.
                   Act on ``vm.uuid`` afterwards, not on the name.
+``ConsoleVm``     the same answer for the first step of a console (its ticket): what a console needs of the
+                  VM, read through the console admission's cache (:mod:`limen.hypervisor.console_cache`).
 """
 
 from __future__ import annotations
@@ -111,3 +113,14 @@ async def _accessible_vm(vm_id: str, principal: CurrentUser, hypervisor: Hypervi
 
 
 AccessibleVm = Annotated[Vm, Depends(_accessible_vm)]
+
+
+async def _console_vm(vm_id: str, principal: CurrentUser, hypervisor: HypervisorDep) -> Vm:
+    # A browser asks for a ticket and opens the console right after it: the one read serves both, and a
+    # ticket costs no thread hop and no XML parse while the VM's answer is fresh.
+    vm = await hypervisor.console_vm_recent(vm_id)
+    require_vm_access(principal, vm_id, vm.owner)
+    return vm
+
+
+ConsoleVm = Annotated[Vm, Depends(_console_vm)]

@@ -13,7 +13,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from limen.api.deps import AccessDep, AccessibleVm, CurrentUser
+from limen.api.deps import AccessDep, ConsoleVm, CurrentUser
 from limen.api.schemas import ErrorBody
 
 log = logging.getLogger("limen.auth")
@@ -29,7 +29,7 @@ class TicketOut(BaseModel):
 
 
 @router.post("/api/vms/{vm_id}/console-ticket", response_model=TicketOut, responses=_ERRORS)
-async def console_ticket(vm: AccessibleVm, principal: CurrentUser, access: AccessDep) -> JSONResponse:
+async def console_ticket(vm: ConsoleVm, principal: CurrentUser, access: AccessDep) -> JSONResponse:
     ticket = await access.tickets.issue(principal.name, vm.uuid, principal.credential)
     log.info("console ticket issued", extra={"event": "console_ticket", "user": principal.name, "vm_uuid": vm.uuid})
     body = TicketOut(ticket=ticket, expires_in=access.tickets.ttl, vm_uuid=vm.uuid)

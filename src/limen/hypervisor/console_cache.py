@@ -15,8 +15,8 @@ to a few VMs reads the same answer thousands of times). The cache keeps that ans
 
 What remains is the time a change made outside limen takes to arrive as an event (milliseconds): a console
 opened in that window to a VM that was just stopped finds its VNC server gone (VNC_CONNECTION_FAILED or
-VM_STOPPED) instead of VM_NOT_RUNNING. Only the console's admission uses the cache; revocation's re-check
-and the "did the VM stop" check after a VNC close always read libvirt.
+VM_STOPPED) instead of VM_NOT_RUNNING. Only a console's admission uses the cache (its ticket's ``POST`` and
+its WebSocket); revocation's re-check and the "did the VM stop" check after a VNC close always read libvirt.
 """
 
 from __future__ import annotations
