@@ -7,6 +7,9 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from opentelemetry import trace
 
 import limen
 from tests.conftest import DEMO_ISO, settings_in
@@ -52,6 +55,22 @@ async def test_healthz_and_openapi(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/api/openapi.json")).json()
     assert "/api/vms/{vm_id}/start" in spec["paths"]
     assert (await client.get("/api/docs")).status_code == 200
+
+
+async def test_the_console_ticket_is_matched_first_and_fastapis_own_telemetry_is_off(
+        shared: SharedApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The route a browser asks for before every console is tried before limen's others (Starlette tries them
+    in order); limen's telemetry is its own /metrics and logs, so FastAPI's OpenTelemetry stays off even
+    where a tracer provider is configured (it would look the providers up on every request)."""
+    routes = [route for route in shared.app.router.routes if isinstance(route, APIRoute)]
+    assert routes[0].path == "/api/vms/{vm_id}/console-ticket"
+
+    class ConfiguredTracing(trace.NoOpTracerProvider):  # what an SDK's provider looks like to FastAPI
+        pass
+
+    monkeypatch.setattr(trace, "get_tracer_provider", ConfiguredTracing)
+    assert not shared.app._native_telemetry.enabled()
+    assert FastAPI(telemetry={"metrics": False, "logs": False})._native_telemetry.enabled()  # the check bites
 
 
 async def test_create_show_act_delete(client: httpx.AsyncClient) -> None:

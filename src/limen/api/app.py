@@ -22,6 +22,7 @@ from limen.api import (
     quota,
     registration,
     stats,
+    tickets,
     vm_disks,
     vm_media,
     vm_snapshots,
@@ -104,6 +105,9 @@ def create_app(
         docs_url=None,  # /api/docs is limen.web.api_docs: Swagger UI from limen's own files, not a CDN
         redoc_url=None,
         lifespan=lifespan,
+        # limen's own metrics (/metrics) and JSON logs are its telemetry; FastAPI's native OpenTelemetry would
+        # otherwise look up the global providers on every request and every console set-up.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     # Remembers revocations as long as a console ticket lives: a ticket asked for by a since-revoked
     # credential must not open a console.
@@ -136,6 +140,9 @@ def create_app(
     install_error_handlers(app)
     include_routes(
         app,
+        # First: the ticket a browser asks for right before every console. Starlette tries the routes in
+        # order, a few microseconds each, and no other route's path can match this one's.
+        tickets.router,
         health.router,
         vms.router,
         hypervisor_hosts.router,
