@@ -57,23 +57,24 @@ class FakeDomain:
     uuid: str = field(default_factory=lambda: str(uuid_module.uuid4()))
 
 
+def domain_xml(dom: FakeDomain) -> str:
+    """One domain's XML: in a node file (:func:`node_xml`), or for ``defineXML`` as ``virsh define`` would."""
+    if dom.vnc is None:
+        graphics = ""
+    elif dom.vnc == "auto":
+        graphics = "<graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'/>"
+    else:
+        graphics = f"<graphics type='vnc' port='{int(dom.vnc)}' autoport='no' listen='127.0.0.1'/>"
+    runstate = "" if dom.running else "<test:runstate>5</test:runstate>"
+    return (
+        "<domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>"
+        f"<name>{dom.name}</name><uuid>{dom.uuid}</uuid><memory>65536</memory><vcpu>1</vcpu>"
+        f"<os><type>hvm</type></os><devices>{graphics}</devices>{runstate}</domain>"
+    )
+
+
 def node_xml(domains: list[FakeDomain]) -> str:
-    parts = ["<node>"]
-    for dom in domains:
-        if dom.vnc is None:
-            graphics = ""
-        elif dom.vnc == "auto":
-            graphics = "<graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'/>"
-        else:
-            graphics = f"<graphics type='vnc' port='{int(dom.vnc)}' autoport='no' listen='127.0.0.1'/>"
-        runstate = "" if dom.running else "<test:runstate>5</test:runstate>"
-        parts.append(
-            "<domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>"
-            f"<name>{dom.name}</name><uuid>{dom.uuid}</uuid><memory>65536</memory><vcpu>1</vcpu>"
-            f"<os><type>hvm</type></os><devices>{graphics}</devices>{runstate}</domain>"
-        )
-    parts.append("</node>")
-    return "".join(parts)
+    return "<node>" + "".join(domain_xml(dom) for dom in domains) + "</node>"
 
 
 def driver_uri(tmp_path: Path, domains: list[FakeDomain]) -> str:

@@ -17,7 +17,7 @@ from limen.api.services import services_of
 from limen.db import Role
 from tests.conftest import settings_in
 from tests.support.access import assert_error
-from tests.support.driver_domains import running_domain_xml
+from tests.support.console import FakeDomain, domain_xml
 from tests.support.shared_app import SharedApp, shared_app
 
 PASSWORD = "a-long-password"
@@ -56,7 +56,7 @@ async def test_a_ticket_reads_the_vm_as_its_console_will_and_an_owner_change_cou
     cache = services_of(shared[0].app).hypervisor.console_cache
     name = f"auth-ticket-{uuid.uuid4().hex[:8]}"
     other = libvirt.open("test:///default")  # defined and started behind limen's back, as with virsh
-    dom = other.defineXML(running_domain_xml(name))
+    dom = other.defineXML(domain_xml(FakeDomain(name, 5977)))
     try:
         dom.create()
         assert (await users.as_("root", "PUT", f"/api/vms/{name}/owner", json={"owner": "bob"})).status_code == 200

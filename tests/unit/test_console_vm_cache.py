@@ -13,7 +13,7 @@ from limen.hypervisor import Hypervisor, VmState
 from limen.hypervisor.console_cache import ConsoleVmCache
 from limen.hypervisor.models import Vm, VncEndpoint
 from limen.hypervisor.vm_feed import VmEventType, VmFacts
-from tests.support.driver_domains import running_domain_xml
+from tests.support.console import FakeDomain, domain_xml
 
 RUNNING = Vm("6f1c2e55-0000-4000-8000-0000000000c1", "web", VmState.RUNNING, 1, 256,
              vnc=VncEndpoint("127.0.0.1", 5901))
@@ -73,7 +73,7 @@ async def test_the_hypervisor_reads_a_running_vm_once_and_any_change_makes_it_re
     reads: list[str] = []
     test_hypervisor.hosts.observers.append(lambda operation, _s, _f: reads.append(operation))
     other = libvirt.open("test:///default")  # someone else on the same host (virsh)
-    dom = other.defineXML(running_domain_xml(name))
+    dom = other.defineXML(domain_xml(FakeDomain(name, 5977)))
     feed = test_hypervisor.feed.subscribe(lambda event: event.vm.name == name)
 
     async def until(event_type: VmEventType) -> None:
