@@ -75,16 +75,17 @@ test-postgresql-run:
 	[ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc
 
 # Bytecode is cached even where PYTHONDONTWRITEBYTECODE is set: compiling limen and rewriting the tests'
-# asserts anew costs ~2 s of every run. Two pytest-xdist workers, a test file each at a time (its module-scoped
-# apps made once): each imports and collects (~2 s of CPU), and the run takes little more than half as long.
-# UNIT_WORKERS=0 runs it in one process. The tests' temporary
+# asserts anew costs ~2 s of every run. One process collects, then forks two workers that take a test file at
+# a time (its module-scoped apps made once): tests/support/forked_workers.py. UNIT_WORKERS=0 runs it in one
+# process. `python -m` puts this directory on sys.path for the -p plugin. The tests' temporary
 # files (~2,000 SQLite databases) live in memory (/dev/shm) when it is there: on a disk each commit's and
 # checkpoint's fsync waits for it, which a busy disk makes seconds of the run.
 UNIT_WORKERS ?= 2
 UNIT_TMPDIR ?= $(if $(wildcard /dev/shm),/dev/shm,$(or $(TMPDIR),/tmp))
 test-unit: venv
 	@env -u PYTHONDONTWRITEBYTECODE TMPDIR=$(UNIT_TMPDIR) \
-	  $(BIN)/pytest -q tests/unit -n $(UNIT_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	  $(BIN)/python -m pytest -q tests/unit -p tests.support.forked_workers --forked-workers $(UNIT_WORKERS) \
+	  $(PYTEST_ARGS)
 
 lint: venv
 	@$(BIN)/ruff check src tests bench scripts

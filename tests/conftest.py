@@ -1,9 +1,8 @@
 """Fixtures shared by every test: settings on temporary dirs, hypervisors, test VM names, servers.
 
-limen and the test support modules are imported where they are used, not here: pytest-xdist's controlling
-process loads this file too, before it starts the workers, and importing limen (FastAPI, SQLAlchemy,
-Alembic, libvirt: ~1.5 s of CPU) there would delay every worker's start by as much for nothing (it runs no
-test). The workers import them with the test modules anyway.
+limen and the test support modules are imported where they are used, not here: this file is loaded before
+any argument is looked at, and importing limen (FastAPI, SQLAlchemy, Alembic, libvirt: ~1.5 s of CPU) here
+would cost as much to a run that needs none of it (``pytest --help``, a plain pytest plugin's own tests).
 """
 
 from __future__ import annotations

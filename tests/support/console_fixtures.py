@@ -1,8 +1,8 @@
 """Fixtures for console tests: captured console log records, and a check that no descriptor leaks.
 
 Import them into a test module (``from tests.support.console_fixtures import console_log, no_fd_leak``);
-they could move to ``tests/conftest.py`` unchanged. tests/conftest.py loads them as a plugin, in pytest-xdist's
-controlling process too: limen and the console support are imported where used (see tests/conftest.py).
+they could move to ``tests/conftest.py`` unchanged. tests/conftest.py loads them as a plugin, before any
+argument is looked at: limen and the console support are imported where used (see tests/conftest.py).
 """
 
 from __future__ import annotations

@@ -10,11 +10,8 @@ leaks into tests/integration or tests/e2e when one run takes them all),
   in use) is migrated by Alembic as before, so the migrations themselves stay tested.
 
 and, after collection, what was imported is frozen out of the garbage collector's walks (which then run less
-often), and node's tests
-of the browser scripts start beside the Python tests (tests/unit/test_web_js.py collects their result).
-
-limen is imported where used, not at the top: pytest-xdist's controlling process loads this file too (see
-tests/conftest.py).
+often). Node's tests of the browser scripts run beside collection (tests/unit/test_web_js.py reads their
+result).
 """
 
 from __future__ import annotations
@@ -61,11 +58,22 @@ def pytest_collection(session: pytest.Session) -> Iterator[object]:
     # Collection imports limen, FastAPI, SQLAlchemy and every test module: ~1 million objects, nearly all alive
     # to the end. The collector's automatic passes over them free nothing; pytest_collection_finish below walks
     # them once and freezes them.
+    from tests.unit import test_web_js
+
+    if _takes_in(session.config, Path(test_web_js.__file__)):
+        # Collection keeps one core busy for ~2 s; node's ~0.5 s run takes the other.
+        session.config.stash[test_web_js.NODE_RUN] = test_web_js.start_node_tests()
     gc.disable()
     try:
         return (yield)
     finally:
         gc.enable()
+
+
+def _takes_in(config: pytest.Config, path: Path) -> bool:
+    """Whether one of the session's arguments is ``path`` or a directory holding it."""
+    invocation = config.invocation_params.dir
+    return any(path.is_relative_to(invocation / argument.split("::")[0]) for argument in config.args)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -79,22 +87,23 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gc.set_threshold(50_000, 20, 10)
     from tests.unit import test_web_js
 
-    if _runs_alone(session.config) and any(
-        isinstance(item, pytest.Function) and item.module is test_web_js for item in session.items
-    ):
-        session.config.stash[test_web_js.NODE_RUN] = test_web_js.start_node_tests()
-
-
-def _runs_alone(config: pytest.Config) -> bool:
-    """Not a pytest-xdist worker: every worker collects every test but runs only some, so there the node test
-    starts node itself when it runs (in whichever worker)."""
-    return not hasattr(config, "workerinput")
+    run = session.config.stash.get(test_web_js.NODE_RUN, None)
+    if run is None:
+        return
+    session.config.stash[test_web_js.NODE_RUN] = None
+    chosen = any(isinstance(item, pytest.Function) and item.module is test_web_js for item in session.items)
+    if chosen:  # read here, not in the test: a forked worker (tests/support/forked_workers.py) could not wait for it
+        session.config.stash[test_web_js.NODE_RESULT] = run.finish()
+    else:
+        run.discard()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     test_web_js = sys.modules.get("tests.unit.test_web_js")  # not imported: node was not started either
     if test_web_js is not None:
-        test_web_js.stop_node_tests(session.config.stash.get(test_web_js.NODE_RUN, None))
+        run = session.config.stash.get(test_web_js.NODE_RUN, None)  # collection did not finish
+        if run is not None:
+            run.discard()
 
 
 def _new_sqlite_file(database: Database) -> Path | None:

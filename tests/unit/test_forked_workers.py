@@ -1,0 +1,73 @@
+"""tests/support/forked_workers.py, which ``make test-unit`` runs with: a small suite in a pytest of its own,
+in two forked workers, with a test that fails, one that warns, one whose worker is killed under it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+SUITE = {
+    "pytest.ini": "[pytest]\n",
+    "test_first.py": '''
+import warnings
+import pytest
+
+class OddWarning(UserWarning):
+    pass
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    yield
+    with open(tmp_path_factory.getbasetemp() / "teardowns", "a") as file:
+        file.write(f"first {__import__('os').getpid()}\\n")
+
+def test_passes(shared):
+    pass
+
+def test_fails_with_its_output(shared):
+    print("said-by-the-failing-test")
+    assert 1 + 1 == 3
+
+def test_warns(shared):
+    warnings.warn("an odd thing", OddWarning)
+''',
+    "test_killed.py": '''
+import os, signal
+
+def test_its_worker_is_killed():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def test_after_the_kill():
+    pass
+''',
+    "test_others.py": "".join(f"def test_other_{n}():\n    pass\n\n" for n in range(6)),
+}
+
+
+def test_a_small_suite_in_two_forked_workers(tmp_path: Path) -> None:
+    for name, text in SUITE.items():
+        (tmp_path / name).write_text(text)
+    base = tmp_path / "base"
+    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+                   "COLUMNS": "300"}  # pytest's own plugins only; the summary unshortened
+    finished = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "tests.support.forked_workers", "--forked-workers", "2",
+         "-rfE", f"--basetemp={base}", "-o", "cache_dir=.cache"],
+        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=60)
+    output = finished.stdout
+    assert finished.returncode == 1, output + finished.stderr
+    assert "3 failed, 8 passed, 1 warning" in output
+    assert "FAILED test_first.py::test_fails_with_its_output - assert (1 + 1) == 3" in output
+    assert "said-by-the-failing-test" in output  # the worker's own capture, replayed in the report
+    assert "OddWarning: an odd thing" in output  # its category found again in the parent
+    assert "FAILED test_killed.py::test_its_worker_is_killed - its forked worker ended (signal SIGKILL) " \
+        "while it ran" in output
+    assert "FAILED test_killed.py::test_after_the_kill - its forked worker ended (signal SIGKILL) " \
+        "before it ran" in output
+    assert len((base / "teardowns").read_text().splitlines()) == 1  # the module's fixture ended once
+    cached = (tmp_path / ".cache" / "v" / "forked_workers" / "durations").read_text()
+    assert "test_others.py" in cached and "test_first.py" in cached
