@@ -4,10 +4,11 @@ leaks into tests/integration or tests/e2e when one run takes them all),
 - argon2's cheapest parameters through limen's own settings (``LIMEN_PASSWORD_HASH_*`` in the environment, so
   ``settings_in``, the CLI and every ``load_settings`` see them). Production parameters cost ~0.1 s of CPU a
   hash, and an app-client test hashes at least once (its admin).
-- an already migrated schema for every new SQLite file: the migrations run once into a
-  template, and ``Database.migrate`` on a new, empty file copies the template's bytes into it (~1 ms against
-  ~60 ms for Alembic). A file that is not empty (a test that builds an older revision first, or a database
-  in use) is migrated by Alembic as before, so the migrations themselves stay tested.
+- an already migrated schema for every new SQLite file: the migrations run once into a template (kept in
+  pytest's cache for the next runs), and ``Database.migrate`` on a new, empty file copies the template's
+  bytes into it (~1 ms against ~60 ms for Alembic). A file that is not empty (a test that builds an older
+  revision first, or a database in use) is migrated by Alembic as before, so the migrations themselves stay
+  tested.
 
 and, after collection, what was imported is frozen out of the garbage collector's walks (which then run less
 often). Node's tests of the browser scripts run beside collection (tests/unit/test_web_js.py reads their
@@ -17,8 +18,10 @@ result).
 from __future__ import annotations
 
 import gc
+import hashlib
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,8 +82,7 @@ def _takes_in(config: pytest.Config, path: Path) -> bool:
 def pytest_collection_finish(session: pytest.Session) -> None:
     # Everything imported so far (limen, FastAPI, SQLAlchemy, the test modules) lives as long as the run: out
     # of the collector's sight, each full collection walks only what the tests made (~40 % less of its time).
-    gc.collect()
-    gc.freeze()
+    gc.freeze()  # no collection first: it would take ~0.2 s, all other work waiting, to free ~20,000 objects
     # A young generation of 50,000 objects instead of 700: the tests make many short-lived objects (requests,
     # SQL statements, settings), and with the default each of ~1,700 young collections promoted survivors
     # until 13 full ones had walked the heap (~2 s of CPU in all, ~0.6 s now; the peak memory did not move).
@@ -120,18 +122,11 @@ def _new_sqlite_file(database: Database) -> Path | None:
 
 
 @pytest.fixture(scope="package", autouse=True)
-def migrated_template_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def migrated_template_database(pytestconfig: pytest.Config) -> Iterator[None]:
     from limen.db import Database
 
-    template = tmp_path_factory.mktemp("template-db") / "limen.db"
     alembic_migrate = Database.migrate
-    database = Database(f"sqlite:///{template}")
-    try:
-        alembic_migrate(database)
-    finally:
-        database.close()  # the last connection's close checkpoints the WAL into the file
-    assert not template.with_name("limen.db-wal").exists(), "the template's WAL was not checkpointed"
-    template_bytes = template.read_bytes()
+    template_bytes = _template_bytes(pytestconfig, alembic_migrate)
 
     def migrate(self: Database) -> None:
         path = _new_sqlite_file(self)
@@ -144,4 +139,35 @@ def migrated_template_database(tmp_path_factory: pytest.TempPathFactory) -> Iter
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Database, "migrate", migrate)
-        yield template
+        yield
+
+
+def _template_bytes(config: pytest.Config, alembic_migrate: Callable[[Database], None]) -> bytes:
+    """The migrated template's bytes, kept in pytest's cache between runs (~0.3 s of CPU a process to make),
+    under a key that changes with anything that could change them: the migrations, the database module, the
+    models, and the versions of Alembic, SQLAlchemy and SQLite."""
+    import sqlite3
+
+    import alembic
+    import sqlalchemy
+
+    import limen.db
+    from limen.db import Database
+
+    package = Path(limen.db.__file__).parent
+    key = hashlib.sha256(f"{alembic.__version__} {sqlalchemy.__version__} {sqlite3.sqlite_version}".encode())
+    for source in sorted(package.glob("*.py")) + sorted(package.glob("migrations/**/*.py")):
+        key.update(source.relative_to(package).as_posix().encode() + b"\0" + source.read_bytes())
+    kept = config.cache.mkdir("migrated-template") / f"{key.hexdigest()}.db"
+    if kept.exists():
+        return kept.read_bytes()
+    made = kept.with_name(f"{kept.name}.{os.getpid()}")
+    database = Database(f"sqlite:///{made}")
+    try:
+        alembic_migrate(database)
+    finally:
+        database.close()  # the last connection's close checkpoints the WAL into the file
+    assert not made.with_name(made.name + "-wal").exists(), "the template's WAL was not checkpointed"
+    template = made.read_bytes()
+    made.replace(kept)  # whole or not at all, whichever process is first
+    return template
