@@ -58,14 +58,14 @@ def _forget_finished_apps() -> Iterator[None]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_collection(session: pytest.Session) -> Iterator[object]:
-    # Collection imports limen, FastAPI, SQLAlchemy and every test module: ~1 million objects, nearly all alive
-    # to the end. The collector's automatic passes over them free nothing; pytest_collection_finish below walks
-    # them once and freezes them.
     from tests.unit import test_web_js
 
     if _takes_in(session.config, Path(test_web_js.__file__)):
         # Collection keeps one core busy for ~2 s; node's ~0.5 s run takes the other.
         session.config.stash[test_web_js.NODE_RUN] = test_web_js.start_node_tests()
+    # Collection imports limen, FastAPI, SQLAlchemy and every test module: ~1 million objects, nearly all alive
+    # to the end. The collector's automatic passes over them free nothing; pytest_collection_finish below
+    # freezes them.
     gc.disable()
     try:
         return (yield)

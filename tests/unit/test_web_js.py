@@ -83,7 +83,7 @@ def start_node_tests() -> NodeRun | None:
 
 def test_browser_scripts(request: pytest.FixtureRequest) -> None:
     result = request.config.stash.get(NODE_RESULT, None)
-    if result is None:  # not started with collection (this process did not collect it: -p no:... or a worker)
+    if result is None:  # node was not started with collection (no node then, or an argument not recognised)
         run = start_node_tests()
         if run is None:
             pytest.fail("node is needed for the web UI (make install runs npm ci in web/)")
