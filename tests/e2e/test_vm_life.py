@@ -94,6 +94,9 @@ def shoot(page: Page, name: str, *, full: bool = True) -> None:
         else:
             save_screenshot(page, f"{name}-{suffix}")
     page.set_viewport_size(DESKTOP)
+    # Laid out at 1280 again before the test acts: a click right after the resize waited for a frame that never
+    # came, once, in a CI run on a loaded machine (15 s, "waiting for element to be ... stable").
+    page.wait_for_function(f"() => window.innerWidth === {DESKTOP['width']}")
 
 
 def confirm_dialog(page: Page, name: str, button: str, verb: str, shot: str, *, with_disks: bool = False) -> None:

@@ -88,7 +88,8 @@ class _ForkedRun:
                 else:
                     self._replay(worker, message[1])
         # The files this run did not take (-k, a path) keep their last figures.
-        self.config.cache.set(DURATIONS_KEY, {**_durations(self.config), **self.durations})
+        if getattr(self.config, "cache", None) is not None:  # None under -p no:cacheprovider
+            self.config.cache.set(DURATIONS_KEY, {**_durations(self.config), **self.durations})
 
     def _fork(self) -> _Worker:
         parent_end, worker_end = Pipe()
@@ -223,5 +224,7 @@ def _files_longest_first(session: pytest.Session) -> list[tuple[str, list[int]]]
 
 
 def _durations(config: pytest.Config) -> dict[str, float]:
+    if getattr(config, "cache", None) is None:  # -p no:cacheprovider: every file counts as never timed
+        return {}
     durations: dict[str, float] = config.cache.get(DURATIONS_KEY, {})
     return durations

@@ -21,6 +21,7 @@ import gc
 import hashlib
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -158,16 +159,18 @@ def _template_bytes(config: pytest.Config, alembic_migrate: Callable[[Database],
     key = hashlib.sha256(f"{alembic.__version__} {sqlalchemy.__version__} {sqlite3.sqlite_version}".encode())
     for source in sorted(package.glob("*.py")) + sorted(package.glob("migrations/**/*.py")):
         key.update(source.relative_to(package).as_posix().encode() + b"\0" + source.read_bytes())
-    kept = config.cache.mkdir("migrated-template") / f"{key.hexdigest()}.db"
-    if kept.exists():
-        return kept.read_bytes()
-    made = kept.with_name(f"{kept.name}.{os.getpid()}")
-    database = Database(f"sqlite:///{made}")
-    try:
-        alembic_migrate(database)
-    finally:
-        database.close()  # the last connection's close checkpoints the WAL into the file
-    assert not made.with_name(made.name + "-wal").exists(), "the template's WAL was not checkpointed"
-    template = made.read_bytes()
-    made.replace(kept)  # whole or not at all, whichever process is first
-    return template
+    cache = getattr(config, "cache", None)  # None under -p no:cacheprovider: made anew in a temporary directory
+    with tempfile.TemporaryDirectory() as scratch:
+        kept = (cache.mkdir("migrated-template") if cache is not None else Path(scratch)) / f"{key.hexdigest()}.db"
+        if kept.exists():
+            return kept.read_bytes()
+        made = kept.with_name(f"{kept.name}.{os.getpid()}")
+        database = Database(f"sqlite:///{made}")
+        try:
+            alembic_migrate(database)
+        finally:
+            database.close()  # the last connection's close checkpoints the WAL into the file
+        assert not made.with_name(made.name + "-wal").exists(), "the template's WAL was not checkpointed"
+        template = made.read_bytes()
+        made.replace(kept)  # whole or not at all, whichever process is first
+        return template

@@ -169,6 +169,10 @@ async def test_no_input_yields_a_server_error(refusing_client: httpx.AsyncClient
         assert response.status_code < 500, (field, value, response.text)
         if response.status_code == 201:
             await client.delete("/api/vms/fuzz?delete_disks=true")
+
+
+async def test_no_path_or_query_yields_a_server_error(refusing_client: httpx.AsyncClient) -> None:
+    client = refusing_client
     for path in ("/api/vms/", "/api/vms/%2e%2e", "/api/vms/" + "x" * 5000, "/api/vms/%ff%fe", "/api/vms/a?force=x"):
         for method in ("GET", "POST", "DELETE"):
             response = await client.request(method, path)
