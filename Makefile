@@ -58,9 +58,12 @@ run: demo-vm
 # tiers again with every limen on PostgreSQL (test-postgresql). libvirt's test:///default driver and its event
 # thread are process-wide, and the integration tests' libvirt faults (a daemon cut away, stalled, restarted)
 # must not reach the unit tier. Exit code 5 (no test selected, e.g. by -k) is not a failure of any of them.
+# The slow tiers list their slowest tests: a CI run's log says where its hour goes.
+SLOWEST ?= --durations=25
 test: install
 	@$(BIN)/pytest -q tests/unit $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc; \
-	$(BIN)/pytest -q tests/integration tests/e2e $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc
+	$(BIN)/pytest -q $(SLOWEST) tests/integration tests/e2e $(PYTEST_ARGS); rc=$$?; \
+	[ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc
 	@$(MAKE) --no-print-directory test-postgresql-run
 
 # The integration and e2e tiers again with every limen on PostgreSQL (a throw-away cluster of Debian's
@@ -70,7 +73,7 @@ test: install
 OWN_POSTGRESQL := test_replicas test_cluster test_backup_postgres test_auth_throttle_postgres
 test-postgresql: install test-postgresql-run
 test-postgresql-run:
-	@LIMEN_TEST_DATABASE=postgresql $(BIN)/pytest -q tests/integration tests/e2e \
+	@LIMEN_TEST_DATABASE=postgresql $(BIN)/pytest -q $(SLOWEST) tests/integration tests/e2e \
 	  $(foreach name,$(OWN_POSTGRESQL),--ignore=tests/integration/$(name).py) $(PYTEST_ARGS); rc=$$?; \
 	[ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc
 

@@ -28,7 +28,7 @@ TIMEOUT = 0.3
 
 @pytest.fixture
 def fast_prober(monkeypatch: pytest.MonkeyPatch) -> None:
-    """For the tests that wait for the prober: it looks every 0.05 s instead of limen's 0.5 s (set before
+    """For the tests that wait for the prober: it looks every 0.1 s instead of limen's 0.5 s (set before
     ``two_hosts`` starts it, so name this fixture first)."""
     monkeypatch.setattr(hosts, "PROBE_INTERVAL", 0.1)
 
