@@ -146,31 +146,40 @@ def migrated_template_database(pytestconfig: pytest.Config) -> Iterator[None]:
 def _template_bytes(config: pytest.Config, alembic_migrate: Callable[[Database], None]) -> bytes:
     """The migrated template's bytes, kept in pytest's cache between runs (~0.3 s of CPU a process to make),
     under a key that changes with anything that could change them: the migrations, the database module, the
-    models, and the versions of Alembic, SQLAlchemy and SQLite."""
+    models, and the versions of Alembic, SQLAlchemy and SQLite. Without the cache (``-p no:cacheprovider``)
+    the template is made anew."""
     import sqlite3
 
     import alembic
     import sqlalchemy
 
     import limen.db
-    from limen.db import Database
 
+    cache = getattr(config, "cache", None)
+    if cache is None:
+        with tempfile.TemporaryDirectory() as scratch:
+            return _migrated_bytes(Path(scratch) / "template.db", alembic_migrate)
     package = Path(limen.db.__file__).parent
     key = hashlib.sha256(f"{alembic.__version__} {sqlalchemy.__version__} {sqlite3.sqlite_version}".encode())
     for source in sorted(package.glob("*.py")) + sorted(package.glob("migrations/**/*.py")):
         key.update(source.relative_to(package).as_posix().encode() + b"\0" + source.read_bytes())
-    cache = getattr(config, "cache", None)  # None under -p no:cacheprovider: made anew in a temporary directory
-    with tempfile.TemporaryDirectory() as scratch:
-        kept = (cache.mkdir("migrated-template") if cache is not None else Path(scratch)) / f"{key.hexdigest()}.db"
-        if kept.exists():
-            return kept.read_bytes()
-        made = kept.with_name(f"{kept.name}.{os.getpid()}")
-        database = Database(f"sqlite:///{made}")
-        try:
-            alembic_migrate(database)
-        finally:
-            database.close()  # the last connection's close checkpoints the WAL into the file
-        assert not made.with_name(made.name + "-wal").exists(), "the template's WAL was not checkpointed"
-        template = made.read_bytes()
-        made.replace(kept)  # whole or not at all, whichever process is first
-        return template
+    kept = cache.mkdir("migrated-template") / f"{key.hexdigest()}.db"
+    if kept.exists():
+        return kept.read_bytes()
+    made = kept.with_name(f"{kept.name}.{os.getpid()}")
+    template = _migrated_bytes(made, alembic_migrate)
+    made.replace(kept)  # whole or not at all, whichever process is first
+    return template
+
+
+def _migrated_bytes(path: Path, alembic_migrate: Callable[[Database], None]) -> bytes:
+    """A new SQLite file at ``path`` migrated by Alembic, read back whole."""
+    from limen.db import Database
+
+    database = Database(f"sqlite:///{path}")
+    try:
+        alembic_migrate(database)
+    finally:
+        database.close()  # the last connection's close checkpoints the WAL into the file
+    assert not path.with_name(path.name + "-wal").exists(), "the template's WAL was not checkpointed"
+    return path.read_bytes()
