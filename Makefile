@@ -69,12 +69,14 @@ test: install
 # The integration and e2e tiers again with every limen on PostgreSQL (a throw-away cluster of Debian's
 # postgresql package, a database per test) instead of SQLite files: tests/support/databases.py. The tests
 # that start a PostgreSQL of their own whatever the run (replicas, the cluster, PostgreSQL's backup and
-# sign-in throttle) ran in the SQLite pass already and are not repeated.
+# sign-in throttle) ran in the SQLite pass already and are not repeated; nor are those marked
+# same_on_any_database (the benchmarks' smoke runs, the 2,000-character paste), which would run the same again.
 OWN_POSTGRESQL := test_replicas test_cluster test_backup_postgres test_auth_throttle_postgres
 test-postgresql: install test-postgresql-run
 test-postgresql-run:
 	@LIMEN_TEST_DATABASE=postgresql $(BIN)/pytest -q $(SLOWEST) tests/integration tests/e2e \
-	  $(foreach name,$(OWN_POSTGRESQL),--ignore=tests/integration/$(name).py) $(PYTEST_ARGS); rc=$$?; \
+	  $(foreach name,$(OWN_POSTGRESQL),--ignore=tests/integration/$(name).py) -m 'not same_on_any_database' \
+	  $(PYTEST_ARGS); rc=$$?; \
 	[ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc
 
 # Bytecode is cached even where PYTHONDONTWRITEBYTECODE is set: compiling limen and rewriting the tests'

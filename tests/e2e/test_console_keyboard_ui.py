@@ -204,6 +204,8 @@ def assert_echoed(vm: SerialVm, payloads: list[str], *, before: int, timeout: fl
         assert unwrapped_equals(want, have), f"\nwanted {want!r}\n shown {have!r}"
 
 
+# Two minutes of typing at GRUB's pace; the database is read only at sign-in and admission.
+@pytest.mark.same_on_any_database
 @pytest.mark.timeout(360)
 def test_paste_as_typing_arrives_exact_and_refuses_what_no_key_types(
     server: LimenProcess, serial_vm: SerialVm, signed_in_page: Callable[..., Page]

@@ -17,6 +17,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMS = ("raw", "websockify", "limen")
 
+# The benchmark starts its own SQLite and PostgreSQL limens whatever the pass (tests.support.databases).
+pytestmark = pytest.mark.same_on_any_database
+
 
 def _alive(pid: int) -> bool:
     try:

@@ -17,7 +17,8 @@ from limen.stats_history import bytes_per_vm
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.integration
+# The sampler reads libvirt's test driver only; no database is involved.
+pytestmark = [pytest.mark.integration, pytest.mark.same_on_any_database]
 
 
 @pytest.mark.timeout(150)

@@ -35,7 +35,9 @@ from tests.support.console import (
 )
 from tests.support.fake_vnc import BANNER, StreamServer, deterministic_chunk
 
-pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("no_leaks")]
+# The database is read only at admission, the ticket path every console test takes on both databases;
+# what is tested here is the proxy stage after it.
+pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("no_leaks"), pytest.mark.same_on_any_database]
 
 DOWN = 24 * 2**20
 UP = 8 * 2**20
