@@ -15,7 +15,8 @@ from tests.e2e.helpers import PHONE, save_screenshot, sign_in
 from tests.e2e.test_console_keyboard_ui import SerialVm, assert_echoed, focused_id, open_console, paste, press_typed
 from tests.support.server import LimenProcess
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+# The page's layout and keys into the guest; the database is read only at sign-in and admission.
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.same_on_any_database]
 
 # The keyboard tests' fixtures: their limen, and a running QEMU VM whose GRUB mirrors itself to a serial log.
 server = keyboard_ui.server

@@ -17,7 +17,8 @@ from tests.e2e.helpers import DESKTOP, save_screenshot, sign_in
 from tests.e2e.test_console_keyboard_ui import SerialVm, assert_echoed, open_console
 from tests.support.server import LimenProcess
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+# The Korean page and keys into the guest; the database is read only at sign-in and admission.
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.same_on_any_database]
 
 server = keyboard_ui.server
 serial_iso = keyboard_ui.serial_iso

@@ -20,7 +20,8 @@ from tests.support.fake_vnc import BANNER
 from tests.support.raw_ws import BINARY, CONTINUATION, TEXT, RawConsole, masked_frame
 from tests.support.server import LimenProcess
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+# WebSocket framing; the database is read only at admission.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60), pytest.mark.same_on_any_database]
 
 INVALID_UTF8 = b"caf\xc3(\xff\xfe"  # a broken two-byte sequence, then bytes UTF-8 never uses
 

@@ -28,7 +28,9 @@ from tests.support.console import (
 )
 from tests.support.rfb_client import RfbStream, handshake, request_full_update
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(90), pytest.mark.usefixtures("no_leaks")]
+# Real QEMU behind the staged console; the database is read only at admission, as in every console test.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90), pytest.mark.usefixtures("no_leaks"),
+              pytest.mark.same_on_any_database]
 
 CHECKING = "Connected, checking VM status..."
 ESTABLISHED = "VNC connection established, starting proxy..."
