@@ -62,6 +62,20 @@ def _test_database_cluster() -> Iterator[None]:
     stop_cluster()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_test_driver() -> Iterator[None]:
+    """Each test module starts with libvirt's ``test:///default`` as a fresh one: it is one per process, and
+    what a module changed there (and left) would otherwise be seen by whichever modules that process runs next
+    (tests.support.test_driver_state). Within a module its tests share it as before."""
+    from tests.support.test_driver_state import fresh_state
+
+    fresh_state()  # read before this process's first module can change anything
+    yield
+    from tests.support.test_driver_state import put_back_fresh_state
+
+    put_back_fresh_state()
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:

@@ -11,9 +11,9 @@ What a test can change, and what :meth:`SharedApp.reset` puts back:
   time, the revocation bus's subscribers (a test's own go), the console registry's remembered revocations;
 - the test clock (now again), the client's cookie jar.
 
-Not reset: libvirt's ``test:///default`` (one per process; a module resets what its tests change there, as
-it did with an app per test), the app's Prometheus counters and the stats sampler's history (a module whose
-tests read them keeps an app per test, or clears what it reads itself).
+Not reset: libvirt's ``test:///default`` (one per process, shared by a module's tests; it is put back as
+fresh after each module: tests.support.test_driver_state), the app's Prometheus counters and the stats
+sampler's history (a module whose tests read them keeps an app per test, or clears what it reads itself).
 """
 
 from __future__ import annotations
