@@ -29,7 +29,8 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	@touch $@
 
 # npm ci when the lock changed, then the libraries of web/assets.toml are copied into the package
-# (src/limen/web/npm): limen serves them from there, in the checkout as from an installed wheel.
+# (src/limen/web/npm), noVNC also joined into one module by esbuild: limen serves them from there, in the
+# checkout as from an installed wheel.
 web:
 	@if [ -f web/package-lock.json ]; then \
 	  if [ ! -d web/node_modules ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then \

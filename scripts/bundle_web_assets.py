@@ -2,6 +2,11 @@
 (src/limen/web/npm/<name>/, same layout as in node_modules), so the wheel carries them and limen never
 reads node_modules at run time. Run by `make web` and by setup.py on every build.
 
+A library with a ``module`` entry also gets that ES module and everything it imports joined into one file
+(``module_to``) by esbuild (web/package.json's devDependencies): the console loads noVNC as one module instead
+of 52 fetched level by level. The library's own files are copied as well (licences, and the single modules for
+a page that asks for them).
+
     python3 scripts/bundle_web_assets.py            # copy (replaces what was bundled before)
     python3 scripts/bundle_web_assets.py --check    # only check that every required library is bundled
 
@@ -11,6 +16,7 @@ Exit code 1 names a required library that is missing.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 import tempfile
 import tomllib
@@ -30,6 +36,8 @@ class Library:
     include: tuple[str, ...]
     check: str
     optional: bool
+    module: str | None = None  # an ES module of the library (relative to `from`) to join with its imports
+    module_to: str | None = None  # the single file it becomes, relative to the library's copy
 
 
 class MissingLibrary(Exception):
@@ -40,7 +48,8 @@ def read_list(path: Path = LIST) -> list[Library]:
     with path.open("rb") as file:
         tables = tomllib.load(file)
     return [
-        Library(name, table["from"], tuple(table["include"]), table["check"], bool(table.get("optional", False)))
+        Library(name, table["from"], tuple(table["include"]), table["check"], bool(table.get("optional", False)),
+                table.get("module"), table.get("module_to"))
         for name, table in tables.items()
     ]
 
@@ -76,6 +85,9 @@ def bundle(node_modules: Path = NODE_MODULES, target: Path = TARGET, libraries: 
             if not (staging / library.name / library.check).is_file():
                 raise MissingLibrary(f"{library.name}: {library.check} is not in {source}")
             notes.append(f"{library.name}: {count} files from {source}")
+            if library.module and library.module_to:
+                _join_module(node_modules, staging / library.name, library.module, library.module_to)
+                notes.append(f"{library.name}: {library.module} and its imports joined into {library.module_to}")
         old = target.with_name(".npm-old")
         shutil.rmtree(old, ignore_errors=True)
         if target.exists():
@@ -87,12 +99,28 @@ def bundle(node_modules: Path = NODE_MODULES, target: Path = TARGET, libraries: 
     return notes
 
 
+def _join_module(node_modules: Path, copy: Path, module: str, module_to: str) -> None:
+    """esbuild joins ``copy/module`` and what it imports into ``copy/module_to`` (minified, with a source map
+    naming the copied files), the library's licence named at its top."""
+    esbuild = node_modules / ".bin" / "esbuild"
+    if not esbuild.is_file():
+        raise MissingLibrary(f"esbuild: {esbuild} is absent; run `make web` (npm ci in web/)")
+    banner = f"/* {module_to}: {module} of this directory and its imports, joined by esbuild; see LICENSE* here */"
+    completed = subprocess.run(
+        [str(esbuild), str(copy / module), "--bundle", "--format=esm", "--minify", "--sourcemap=linked",
+         "--sources-content=false", "--log-level=warning", f"--banner:js={banner}", f"--outfile={copy / module_to}"],
+        capture_output=True, text=True, check=False)
+    if completed.returncode != 0 or not (copy / module_to).is_file():
+        raise MissingLibrary(f"esbuild could not join {module}: {completed.stderr.strip()[-2000:]}")
+
+
 def check(target: Path = TARGET, libraries: list[Library] | None = None) -> None:
     """Raises MissingLibrary when a required library is not bundled in ``target``."""
     for library in libraries if libraries is not None else read_list():
-        if not library.optional and not (target / library.name / library.check).is_file():
-            raise MissingLibrary(f"{library.name}: {target / library.name / library.check} is missing; "
-                                 "build from a checkout after `make web`")
+        for wanted in (library.check, library.module_to):
+            if wanted and not library.optional and not (target / library.name / wanted).is_file():
+                raise MissingLibrary(f"{library.name}: {target / library.name / wanted} is missing; "
+                                     "build from a checkout after `make web`")
 
 
 def main(argv: list[str]) -> int:

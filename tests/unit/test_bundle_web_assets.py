@@ -77,3 +77,27 @@ def test_no_module_of_limen_reads_node_modules_or_the_checkout() -> None:
         text = source.read_text()
         assert not re.search(r"[\"'/]node_modules[\"'/]", text), f"{source} names node_modules in code"
         assert "parents[3]" not in text, f"{source} reaches above the package"
+
+
+def test_a_libraries_module_is_joined_with_its_imports_into_one_file(tmp_path: Path) -> None:
+    node_modules, target = tmp_path / "node_modules", tmp_path / "npm"
+    _package(node_modules, "lib")
+    (node_modules / "lib" / "lib" / "main.js").write_text(
+        'import { part } from "./sub/part.js";\nexport default function main() { return part + 1; }\n')
+    (node_modules / "lib" / "lib" / "sub" / "part.js").write_text("export const part = 41;\n")
+    library = bundler.Library("lib", "lib", ("lib/**/*", "LICENSE"), "lib/main.js", False, "lib/main.js", "one.js")
+    with pytest.raises(bundler.MissingLibrary, match="esbuild"):  # no esbuild in these node_modules yet
+        bundler.bundle(node_modules, target, [library])
+    (node_modules / ".bin").mkdir()
+    (node_modules / ".bin" / "esbuild").symlink_to(ROOT / "web" / "node_modules" / "esbuild" / "bin" / "esbuild")
+
+    notes = bundler.bundle(node_modules, target, [library])
+
+    joined = (target / "lib" / "one.js").read_text()
+    assert "return 42" in joined and "import" not in joined.split("*/", 1)[1]  # part.js is inside, folded in
+    assert (target / "lib" / "one.js.map").is_file() and (target / "lib" / "lib" / "sub" / "part.js").is_file()
+    assert any("joined into one.js" in note for note in notes)
+    bundler.check(target, [library])
+    (target / "lib" / "one.js").unlink()
+    with pytest.raises(bundler.MissingLibrary, match=r"one\.js"):
+        bundler.check(target, [library])

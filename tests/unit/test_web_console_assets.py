@@ -1,9 +1,12 @@
-"""How the console's modules reach the browser fast: noVNC under an address naming its content (cached
-immutable), its whole module graph named by the details page (prefetched), and the graph itself."""
+"""How the console's modules reach the browser fast: noVNC joined into one module by `make web`, under an
+address naming its content (cached immutable), named by the details page (prefetched); noVNC's own module
+graph where a noVNC of the administrator's has no joined file, and the graph itself."""
 
 from __future__ import annotations
 
 import re
+import shutil
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,10 +16,12 @@ from limen.settings import Settings
 from limen.web.immutable_assets import IMMUTABLE, content_digest
 from limen.web.module_graph import module_graph
 from limen.web.npm_assets import bundled
+from limen.web.routes import NOVNC_ENTRY, NOVNC_JOINED
 from tests.unit.test_web_routes import client_for
 from tests.unit.test_web_routes import reading_client as reading_client  # one app for the pages only read
 
-NOVNC_META = re.compile(r'<meta name="limen-novnc" content="(/static/novnc-[0-9a-f]{12})">')
+NOVNC_META = re.compile(r'<meta name="limen-novnc-module" content="(/static/novnc-[0-9a-f]{12})/([^"]+)">')
+ASSETS = Path(__file__).resolve().parents[2] / "web" / "assets.toml"
 
 
 def test_module_graph_follows_relative_imports_once_in_order(tmp_path: Path) -> None:
@@ -39,6 +44,17 @@ def test_novncs_graph_is_whole() -> None:
     assert all((bundled("novnc") / name).is_file() for name in graph)
 
 
+def test_novnc_joined_is_one_module_with_rfb_as_its_default() -> None:
+    novnc = bundled("novnc")
+    assert tomllib.loads(ASSETS.read_text())["novnc"]["module_to"] == NOVNC_JOINED
+    joined = (novnc / NOVNC_JOINED).read_text()
+    assert module_graph(novnc, NOVNC_JOINED) == (NOVNC_JOINED,)  # nothing left to fetch after it
+    assert not re.search(r"""\bimport\b\s*[\w{*"'(]""", joined)
+    assert re.search(r"export\s*\{\s*\w+ as default\s*\}", joined)
+    assert joined.startswith("/* limen-rfb.js: core/rfb.js of this directory") and "LICENSE" in joined[:200]
+    assert (novnc / "LICENSE.txt").is_file()
+
+
 def test_the_digest_changes_with_the_content(tmp_path: Path) -> None:
     (tmp_path / "one.js").write_text("export const one = 1;\n")
     before = content_digest(tmp_path)
@@ -53,8 +69,9 @@ async def test_the_console_page_names_novncs_immutable_address(reading_client: h
     page = await reading_client.get("/vms/test/console")
     found = NOVNC_META.search(page.text)
     assert found, page.text[:2000]
-    immutable = await reading_client.get(f"{found.group(1)}/core/rfb.js")
-    plain = await reading_client.get("/static/novnc/core/rfb.js")  # older pages and bookmarks of it
+    assert found.group(2) == NOVNC_JOINED
+    immutable = await reading_client.get(f"{found.group(1)}/{NOVNC_JOINED}")
+    plain = await reading_client.get(f"/static/novnc/{NOVNC_JOINED}")  # older pages and bookmarks of it
     assert immutable.status_code == 200
     assert immutable.headers["cache-control"] == IMMUTABLE
     assert immutable.content == plain.content
@@ -68,13 +85,31 @@ async def test_the_details_page_prefetches_the_consoles_modules(reading_client: 
     prefetched = re.findall(r'<link rel="prefetch" href="([^"]+)">', details.text)
     address = NOVNC_META.search(console.text)
     assert address
-    assert f"{address.group(1)}/core/rfb.js" in prefetched
+    assert f"{address.group(1)}/{NOVNC_JOINED}" in prefetched
     assert "/static/js/console-client.js" in prefetched
-    assert len(prefetched) == len(set(prefetched)) > 50
+    assert len(prefetched) == len(set(prefetched))
+    assert [name for name in prefetched if "/static/novnc" in name] == [f"{address.group(1)}/{NOVNC_JOINED}"]
     assert 'rel="prefetch"' not in console.text
+
+
+async def test_a_novnc_without_the_joined_module_is_loaded_from_its_own_entry(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """A ``novnc_dir`` as a distribution ships noVNC: core/ and vendor/, no limen-rfb.js."""
+    own = tmp_path / "novnc"
+    shutil.copytree(bundled("novnc"), own, ignore=shutil.ignore_patterns(f"{NOVNC_JOINED}*"))
+    async with client_for(make_settings(novnc_dir=own)) as client:
+        console = await client.get("/vms/test/console")
+        details = await client.get("/vms/test")
+        found = NOVNC_META.search(console.text)
+        assert found and found.group(2) == NOVNC_ENTRY
+        assert (await client.get(f"{found.group(1)}/{NOVNC_ENTRY}")).status_code == 200
+    prefetched = re.findall(r'<link rel="prefetch" href="([^"]+)">', details.text)
+    assert f"{found.group(1)}/{NOVNC_ENTRY}" in prefetched
+    assert len([name for name in prefetched if "/static/novnc" in name]) > 50
 
 
 async def test_a_missing_novnc_keeps_its_plain_address(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     async with client_for(make_settings(novnc_dir=tmp_path / "nowhere")) as client:
         page = await client.get("/vms/test/console")
-    assert '<meta name="limen-novnc" content="/static/novnc">' in page.text
+    assert f'<meta name="limen-novnc-module" content="/static/novnc/{NOVNC_ENTRY}">' in page.text

@@ -38,6 +38,10 @@ log = logging.getLogger("limen.web")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 NOVNC_URL = "/static/novnc"
+# noVNC's entry module, and the one file `make web` joins it into with all it imports (web/assets.toml's
+# module_to): a console then loads one module instead of 52, four levels deep.
+NOVNC_ENTRY = "core/rfb.js"
+NOVNC_JOINED = "limen-rfb.js"
 UPLOT_URL = "/static/uplot"
 # xterm.js (the console page's Serial tab) and its fit add-on: the bundled copy of the @xterm scope.
 XTERM_URL = "/static/xterm"
@@ -64,11 +68,11 @@ def page_language(request: Request) -> str:
 
 
 def _page(request: Request, name: str, *, scripts: tuple[str, ...], nav: str | None = None,
-          prefetches: tuple[str, ...] = (), novnc_url: str | None = None) -> HTMLResponse:
+          prefetches: tuple[str, ...] = (), novnc_module_url: str | None = None) -> HTMLResponse:
     """Renders ``templates/<name>`` in the request's language. ``nav`` is the navigation entry of this page
     (None: no navigation, as on the sign-in page); ``prefetches`` are addresses of the modules of a page its
     user is likely to open next, fetched while the browser is idle (``<link rel="prefetch">``);
-    ``novnc_url`` tells the page's scripts where noVNC is (``<meta name="limen-novnc">``)."""
+    ``novnc_module_url`` tells the page's scripts which module is noVNC (``<meta name="limen-novnc-module">``)."""
     lang = page_language(request)
 
     def t(key: str, **params: object) -> str:
@@ -77,7 +81,7 @@ def _page(request: Request, name: str, *, scripts: tuple[str, ...], nav: str | N
     html = templates.get_template(name).render(
         lang=lang, t=t, languages=LANGUAGES, catalogue_json=catalogue_json(lang), scripts=scripts,
         nav=nav, nav_links=NAV_LINKS, prefetches=prefetches,
-        novnc_url=novnc_url,
+        novnc_module_url=novnc_module_url,
     )
     headers = {**_NO_CACHE, "Content-Language": lang, "Vary": "Cookie, Accept-Language"}
     return HTMLResponse(html, headers=headers)
@@ -131,14 +135,21 @@ async def console_page(vm_id: str, request: Request) -> HTMLResponse:
     """The console. noVNC is at an address naming its content (:func:`novnc_address`), cached for good; the
     details page has had the browser fetch the modules ahead (:func:`console_modules`)."""
     novnc = novnc_dir(services_of(request).settings)
-    return _page(request, "console.html", scripts=("console-page.js",), novnc_url=novnc_address(novnc))
+    return _page(request, "console.html", scripts=("console-page.js",),
+                 novnc_module_url=f"{novnc_address(novnc)}/{novnc_module(novnc)}")
 
 
 def console_modules(novnc: Path) -> tuple[str, ...]:
     """The console page's own modules (js/console-page.js's static imports) and noVNC's (core/rfb.js's,
-    imported by the page once its own are running), as addresses."""
+    imported by the page once its own are running: one joined file, or 52 without it), as addresses."""
     own = tuple(f"/static/js/{name}" for name in module_graph(STATIC_DIR / "js", "console-page.js")[1:])
-    return own + tuple(f"{novnc_address(novnc)}/{name}" for name in module_graph(novnc, "core/rfb.js"))
+    return own + tuple(f"{novnc_address(novnc)}/{name}" for name in module_graph(novnc, novnc_module(novnc)))
+
+
+def novnc_module(novnc: Path) -> str:
+    """The module a console imports noVNC from, relative to ``novnc``: the joined file where `make web` made
+    it, else noVNC's own entry (a ``novnc_dir`` of the administrator's, as a distribution ships it)."""
+    return NOVNC_JOINED if (novnc / NOVNC_JOINED).is_file() else NOVNC_ENTRY
 
 
 def novnc_address(novnc: Path) -> str:

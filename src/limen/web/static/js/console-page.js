@@ -20,7 +20,8 @@ import { SerialTab } from "./serial-console.js";
 import { closeOutcome, describeError, retriesByItself, stageLabels as stageLabelsOf } from "./console-outcome.js";
 
 // An address naming noVNC's content (cached for good), given by the page; the plain one otherwise.
-const NOVNC = document.querySelector('meta[name="limen-novnc"]')?.content || "/static/novnc";
+// noVNC's module: one file joined by `make web` (limen-rfb.js), or noVNC's own core/rfb.js.
+const NOVNC_MODULE = document.querySelector('meta[name="limen-novnc-module"]')?.content || "/static/novnc/core/rfb.js";
 const NOVNC_LOAD_MS = 20000;
 const BACKOFF_SECONDS = [1, 2, 4, 8, 15, 30];
 // Stage name → what the page calls it ("Failed at: …"), from the server's stage table (GET /api/console-stages).
@@ -834,7 +835,7 @@ async function main() {
   });
   try {
     // Bounded like everything else: a script that never arrives must not leave the page "Loading…".
-    const loaded = import(`${NOVNC}/core/rfb.js`);
+    const loaded = import(NOVNC_MODULE);
     const late = new Promise((_, reject) => {
       setTimeout(() => reject(new Error(`not loaded within ${NOVNC_LOAD_MS / 1000} s`)), NOVNC_LOAD_MS);
     });
@@ -844,7 +845,7 @@ async function main() {
     errorCodes = await codes;
     await stages;
     ui.stages.replaceChildren();
-    onFailure(clientError("NOVNC_MISSING", `loading ${NOVNC}/core/rfb.js failed: ${exc}`));
+    onFailure(clientError("NOVNC_MISSING", `loading ${NOVNC_MODULE} failed: ${exc}`));
     return;
   }
   errorCodes = await codes;
