@@ -67,3 +67,22 @@ def test_the_ticket_is_asked_for_while_novnc_still_loads(
     held[0].continue_()
     page.wait_for_selector('body[data-console-state="failed"]')  # the ticket opened the socket
     expect(page.locator("#panel-extra .error-box")).to_have_attribute("data-code", "VM_NOT_RUNNING")
+
+
+def test_a_console_opened_from_another_page_of_the_tab_asks_its_ticket_before_api_me_answers(
+    server: LimenProcess, vm_uuid: str, signed_in_page: Callable[..., Page]
+) -> None:
+    page = signed_in_page(server)
+    page.goto(f"{server.base_url}/vms/{vm_uuid}")  # a page of the tab learns the CSRF token (GET /api/me)
+    page.locator('a[data-action="console"][href$="/console"]').wait_for()
+    page.wait_for_load_state("networkidle")
+    held: list[Route] = []
+    page.route("**/api/me", lambda route: held.append(route))  # /api/me does not answer until released
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/console-ticket")) as asked:
+        page.locator('a[data-action="console"][href$="/console"]').click()
+    assert asked.value.headers.get("x-csrf-token")  # the tab's kept token
+    for route in held:  # the page's header still asks who is signed in; it never held the ticket up
+        route.continue_()
+    page.unroute("**/api/me")
+    page.wait_for_selector('body[data-console-state="failed"]')  # the ticket was accepted and opened the socket
+    expect(page.locator("#panel-extra .error-box")).to_have_attribute("data-code", "VM_NOT_RUNNING")

@@ -14,6 +14,21 @@ function json(status, body) {
   return { ok: status >= 200 && status < 300, status, text: async () => JSON.stringify(body) };
 }
 
+// The tab's sessionStorage: what one page of the tab keeps, the next page of it reads.
+const stored = new Map();
+globalThis.sessionStorage = {
+  getItem: (key) => (stored.has(key) ? stored.get(key) : null),
+  setItem: (key, value) => stored.set(key, String(value)),
+  removeItem: (key) => stored.delete(key),
+};
+
+/** api.js as another page of the same tab loads it: a module of its own (no user asked yet), same storage. */
+let pages = 0;
+async function nextPage() {
+  pages += 1;
+  return import(`../../src/limen/web/static/js/api.js?page=${pages}`);
+}
+
 globalThis.window = {
   location: { pathname: "/vms/web01", search: "?tab=disks", assigned: [], assign(url) { this.assigned.push(url); } },
 };
@@ -106,5 +121,51 @@ describe("api.js", () => {
     answers["POST /api/login"] = json(401, { error: "Wrong", code: "INVALID_CREDENTIALS", details: "" });
     await api("POST", "/api/login", {}).catch(() => {});
     assert.equal(window.location.assigned.length, 1);
+  });
+
+  test("the next page of the tab writes with the kept CSRF token, without asking /api/me first", async () => {
+    answers["POST /api/vms/web01/start"] = json(202, {});
+    answers["POST /api/vms/web01/console-ticket"] = json(200, { ticket: "t" });
+    await api("POST", "/api/vms/web01/start"); // this page asks /api/me once and keeps its token
+    const console_ = await nextPage();
+    calls.length = 0;
+    assert.deepEqual(await console_.api("POST", "/api/vms/web01/console-ticket"), { ticket: "t" });
+    assert.deepEqual(calls.map((call) => [call.path, call.init.headers[CSRF_HEADER]]),
+      [["/api/vms/web01/console-ticket", "csrf-1"]]);
+  });
+
+  test("a kept token the server refuses is dropped, and the write sent once more with the session's", async () => {
+    stored.set("limen.csrf_token", "csrf-of-a-session-signed-out");
+    answers["POST /api/vms/web01/console-ticket"] = (init) => (init.headers[CSRF_HEADER] === "csrf-1"
+      ? json(200, { ticket: "t" }) : json(403, { error: "CSRF", code: "CSRF_FAILED", details: "" }));
+    const page = await nextPage();
+    assert.deepEqual(await page.api("POST", "/api/vms/web01/console-ticket"), { ticket: "t" });
+    assert.deepEqual(calls.map((call) => [call.path, call.init.headers[CSRF_HEADER]]), [
+      ["/api/vms/web01/console-ticket", "csrf-of-a-session-signed-out"],
+      ["/api/me", undefined],
+      ["/api/vms/web01/console-ticket", "csrf-1"],
+    ]);
+    assert.equal(stored.get("limen.csrf_token"), "csrf-1");
+  });
+
+  test("a refusal of the token /api/me gave is not sent again, and other refusals of a kept one neither", async () => {
+    answers["POST /api/vms/web01/start"] = json(403, { error: "CSRF", code: "CSRF_FAILED", details: "" });
+    const first = await api("POST", "/api/vms/web01/start").catch((exc) => exc);
+    assert.equal(first.code, "CSRF_FAILED");
+    assert.equal(calls.filter((call) => call.path === "/api/vms/web01/start").length, 1);
+    answers["POST /api/vms/web01/start"] = json(403, { error: "No", code: "FORBIDDEN", details: "" });
+    const page = await nextPage();
+    calls.length = 0;
+    const refused = await page.api("POST", "/api/vms/web01/start").catch((exc) => exc);
+    assert.equal(refused.code, "FORBIDDEN");
+    assert.deepEqual(calls.map((call) => call.path), ["/api/vms/web01/start"]);
+  });
+
+  test("signing in or out forgets the kept token", async () => {
+    answers["POST /api/vms/web01/start"] = json(202, {});
+    await api("POST", "/api/vms/web01/start");
+    assert.equal(stored.get("limen.csrf_token"), "csrf-1");
+    forgetUser();
+    assert.equal(stored.has("limen.csrf_token"), false);
   });
 });

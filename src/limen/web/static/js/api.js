@@ -4,6 +4,12 @@
 // Access: the browser signs in with the limen_session cookie (HttpOnly, sent by the browser itself).
 // Every state-changing request carries the session's CSRF token in X-CSRF-Token — added here, and only
 // here. A 401 anywhere but the sign-in itself sends the page to /login?next=<this page>.
+//
+// The token is kept for the tab (sessionStorage) once GET /api/me has told it, so the next page's first
+// write need not wait for that round trip (the console's ticket is the first request of its page). A kept
+// token the server refuses (CSRF_FAILED: the session changed, e.g. signed out and in elsewhere) is dropped
+// and the write sent once more with the session's token as /api/me tells it now; CSRF_FAILED means the
+// server did nothing with the first one.
 
 import { t } from "./i18n.js";
 
@@ -15,6 +21,24 @@ const LOGIN_PATH = "/api/login";
 const ANONYMOUS_PATHS = new Set([LOGIN_PATH, "/api/register"]);
 
 let me = null; // GET /api/me, once per page: {name, role, auth, csrf_token}
+const KEPT_CSRF = "limen.csrf_token"; // sessionStorage: this tab's session's CSRF token, as /api/me said
+
+function keptCsrf() {
+  try {
+    return globalThis.sessionStorage?.getItem(KEPT_CSRF) || null;
+  } catch {
+    return null; // storage disabled: every page asks /api/me
+  }
+}
+
+function keepCsrf(token) {
+  try {
+    if (token) globalThis.sessionStorage?.setItem(KEPT_CSRF, token);
+    else globalThis.sessionStorage?.removeItem(KEPT_CSRF);
+  } catch {
+    // storage disabled or full: nothing kept
+  }
+}
 
 /** Where /login should send the user back to: this page, if it is one of ours. */
 export function loginUrl(location = window.location) {
@@ -29,19 +53,25 @@ function toLogin() {
 
 /** Who is signed in (cached for the page). Goes to /login when nobody is. */
 export async function currentUser() {
-  if (me === null) me = await api("GET", "/api/me");
+  if (me === null) {
+    me = await api("GET", "/api/me");
+    keepCsrf(me && me.csrf_token);
+  }
   return me;
 }
 
-/** Forgets the cached user (after signing in or out). */
+/** Forgets the cached user and the tab's CSRF token (after signing in or out). */
 export function forgetUser() {
   me = null;
+  keepCsrf(null);
 }
 
+/** The CSRF header of a request, and whether its token is the tab's kept one (not yet confirmed here). */
 async function csrfHeaders(method, path) {
-  if (SAFE_METHODS.has(method) || ANONYMOUS_PATHS.has(path)) return {};
-  const user = await currentUser();
-  return user && user.csrf_token ? { [CSRF_HEADER]: user.csrf_token } : {};
+  if (SAFE_METHODS.has(method) || ANONYMOUS_PATHS.has(path)) return { headers: {}, kept: false };
+  const kept = me === null ? keptCsrf() : null;
+  const token = kept || (await currentUser())?.csrf_token;
+  return { headers: token ? { [CSRF_HEADER]: token } : {}, kept: Boolean(kept) };
 }
 
 export class ApiError extends Error {
@@ -67,12 +97,22 @@ export class ApiError extends Error {
 }
 
 /** onResponse(response): called with the fetch Response of a successful answer (to read its headers). */
-export async function api(method, path, body = undefined, { timeoutMs = DEFAULT_TIMEOUT_MS, onResponse = null } = {}) {
+export async function api(method, path, body = undefined, options = {}) {
+  const csrf = await csrfHeaders(method, path);
+  try {
+    return await send(method, path, body, csrf.headers, options);
+  } catch (exc) {
+    if (!(csrf.kept && exc instanceof ApiError && exc.code === "CSRF_FAILED")) throw exc;
+    forgetUser(); // the kept token was another session's: ask /api/me, once
+    return send(method, path, body, (await csrfHeaders(method, path)).headers, options);
+  }
+}
+
+async function send(method, path, body, csrf, { timeoutMs = DEFAULT_TIMEOUT_MS, onResponse = null } = {}) {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), timeoutMs);
   let response;
   let text;
-  const csrf = await csrfHeaders(method, path);
   try {
     response = await fetch(path, {
       method,
