@@ -375,12 +375,33 @@ def test_a_snapshot_in_progress_holds_other_changes_of_its_vm(
     assert actions[0] == ("snapshot", "OK", "slow")  # written when it began, completed when it ended
 
 
+def _busy_libvirtd_workers() -> int:
+    """How many of libvirtd's worker threads are inside a call now (``virt-admin srv-threadpool-info``)."""
+    shown = subprocess.run(["virt-admin", "srv-threadpool-info", "libvirtd"], capture_output=True, text=True,
+                           check=True, timeout=30).stdout
+    fields = {key.strip(): int(value) for key, value in (line.split(":") for line in shown.strip().splitlines())}
+    return fields["nWorkers"] - fields["freeWorkers"]
+
+
+def _wait_for_a_held_libvirtd_worker() -> None:
+    """Returns once a libvirtd worker has stayed inside a call for a whole second: with QEMU stopped, a call
+    that needs its monitor stays there, while the server's other libvirt calls come back at once."""
+    deadline = time.monotonic() + 60
+    held_since: float | None = None
+    while held_since is None or time.monotonic() - held_since < 1:
+        assert time.monotonic() < deadline, "no libvirtd worker stayed inside a call"
+        busy = _busy_libvirtd_workers() > 0
+        held_since = (held_since or time.monotonic()) if busy else None
+        time.sleep(0.1)
+
+
 def test_a_server_killed_while_it_takes_a_snapshot(
     limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str], domain: Callable[[str], _Domain]
 ) -> None:
     """kill -9 mid-snapshot: libvirt finishes the snapshot; the next server knows nothing of the operation
     (OPERATION_NOT_FOUND), lists the snapshot, and its audit row ends as SERVER_LOST."""
-    first = limen_server()
+    # No resource sampler: its stats read would also wait on the stopped QEMU and hold a libvirtd worker.
+    first = limen_server(LIMEN_STATS_INTERVAL="0")
     with httpx.Client(base_url=first.base_url, timeout=60, headers=first.auth_headers) as api:
         name = vm_names()
         _create(api, name, disk_gib=1, iso=DEMO_ISO)
@@ -397,7 +418,9 @@ def test_a_server_killed_while_it_takes_a_snapshot(
                 assert started.json()["code"] == "HYPERVISOR_UNAVAILABLE", started.text
                 assert time.monotonic() < deadline, started.text
             assert started.status_code == 202, started.text
-            time.sleep(0.5)
+            # Killed only once the snapshot call is inside libvirtd (a sleep here once lost the race on a loaded
+            # host: limen died before sending it, and libvirt had nothing to finish).
+            _wait_for_a_held_libvirtd_worker()
             first.kill()
         finally:
             os.kill(qemu, signal.SIGCONT)
