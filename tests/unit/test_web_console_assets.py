@@ -1,9 +1,11 @@
 """How the console's modules reach the browser fast: noVNC joined into one module by `make web`, under an
 address naming its content (cached immutable), named by the details page (prefetched); noVNC's own module
-graph where a noVNC of the administrator's has no joined file, and the graph itself."""
+graph where a noVNC of the administrator's has no joined file, and the graph itself; the tables the page
+carries instead of fetching them."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tomllib
@@ -16,12 +18,13 @@ from limen.settings import Settings
 from limen.web.immutable_assets import IMMUTABLE, content_digest
 from limen.web.module_graph import module_graph
 from limen.web.npm_assets import bundled
-from limen.web.routes import NOVNC_ENTRY, NOVNC_JOINED
+from limen.web.routes import NOVNC_ENTRY, NOVNC_JOINED, console_tables_json
 from tests.unit.test_web_routes import client_for
 from tests.unit.test_web_routes import reading_client as reading_client  # one app for the pages only read
 
 NOVNC_META = re.compile(r'<meta name="limen-novnc-module" content="(/static/novnc-[0-9a-f]{12})/([^"]+)">')
 ASSETS = Path(__file__).resolve().parents[2] / "web" / "assets.toml"
+STATIC_JS = Path(__file__).resolve().parents[2] / "src" / "limen" / "web" / "static" / "js"
 
 
 def test_module_graph_follows_relative_imports_once_in_order(tmp_path: Path) -> None:
@@ -113,3 +116,51 @@ async def test_a_missing_novnc_keeps_its_plain_address(make_settings: Callable[.
     async with client_for(make_settings(novnc_dir=tmp_path / "nowhere")) as client:
         page = await client.get("/vms/test/console")
     assert f'<meta name="limen-novnc-module" content="/static/novnc/{NOVNC_ENTRY}">' in page.text
+
+
+CONSOLE_TABLES = re.compile(r'<script id="limen-console-tables" type="application/json">([^<]*)</script>')
+
+
+async def test_the_console_page_carries_the_error_codes_and_the_stage_table(
+    reading_client: httpx.AsyncClient,
+) -> None:
+    """Its socket waits for neither GET: the page has what both answer, the same, safe inside <script>."""
+    console = await reading_client.get("/vms/test/console")
+    carried = CONSOLE_TABLES.search(console.text)
+    assert carried is not None, console.text[:2000]
+    assert "<" not in carried.group(1) and ">" not in carried.group(1) and "&" not in carried.group(1)
+    tables = json.loads(carried.group(1))
+    assert tables == {
+        "error_codes": (await reading_client.get("/api/error-codes")).json(),
+        "console_stages": (await reading_client.get("/api/console-stages")).json(),
+    }
+    for other in ("/", "/vms/test", "/login"):
+        assert "limen-console-tables" not in (await reading_client.get(other)).text, other
+
+
+def test_the_carried_tables_follow_the_settings_in_force(make_settings: Callable[..., Settings]) -> None:
+    first, second = make_settings(), make_settings(console_get_port_timeout=2.5)
+    assert console_tables_json(first) is console_tables_json(first)  # made once per settings object
+
+    def get_port_deadline(settings: Settings) -> float:
+        stages = json.loads(console_tables_json(settings))["console_stages"]["vnc"]["stages"]
+        return float(next(stage["deadline_seconds"] for stage in stages if stage["name"] == "get_port"))
+
+    assert get_port_deadline(second) == 2.5
+    assert get_port_deadline(first) == first.console_get_port_timeout != 2.5
+
+
+async def test_the_console_page_asks_for_all_its_modules_and_novnc_at_once(reading_client: httpx.AsyncClient) -> None:
+    """Its own imports preloaded (not one level of imports after another), and noVNC evaluated by a script of
+    its own as soon as it arrives, inside the body (noVNC measures document.body as it starts)."""
+    page = (await reading_client.get("/vms/test/console")).text
+    preloaded = re.findall(r'<link rel="modulepreload" href="([^"]+)">', page)
+    assert preloaded == [f"/static/js/{name}" for name in module_graph(STATIC_JS, "console-page.js")[1:]]
+    assert {"/static/js/api.js", "/static/js/console-client.js"} <= set(preloaded)
+    meta = NOVNC_META.search(page)
+    assert meta is not None
+    novnc = f"{meta.group(1)}/{meta.group(2)}"
+    early = page.index(f'<script type="module" async src="{novnc}"></script>')
+    assert page.index("<body") < early < page.index("</body>")
+    for other in ("/", "/vms/test"):
+        assert 'rel="modulepreload"' not in (await reading_client.get(other)).text, other

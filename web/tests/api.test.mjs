@@ -168,4 +168,27 @@ describe("api.js", () => {
     forgetUser();
     assert.equal(stored.has("limen.csrf_token"), false);
   });
+
+  test("the console page's own tables are read from it, other pages fetch theirs once", async () => {
+    const codes = { VM_STOPPED: { title: "VM stopped", message: "…", http_status: 409, close_code: 4102 } };
+    const stages = { vnc: { stages: [{ name: "check_vm", label: "checking the VM" }], worst_case_seconds: 20 } };
+    const tables = JSON.stringify({ error_codes: codes, console_stages: stages });
+    globalThis.document = { getElementById: (id) => (id === "limen-console-tables" ? { textContent: tables } : null) };
+    try {
+      const consolePage = await nextPage();
+      assert.deepEqual(await consolePage.loadErrorCodes(), codes);
+      assert.deepEqual(await consolePage.loadConsoleStages(), stages);
+      assert.deepEqual(calls, []);
+    } finally {
+      delete globalThis.document;
+    }
+    answers["GET /api/error-codes"] = json(200, codes);
+    answers["GET /api/console-stages"] = json(200, stages);
+    const otherPage = await nextPage();
+    for (let i = 0; i < 2; i += 1) {
+      assert.deepEqual(await otherPage.loadErrorCodes(), codes);
+      assert.deepEqual(await otherPage.loadConsoleStages(), stages);
+    }
+    assert.deepEqual(calls.map((call) => call.path), ["/api/error-codes", "/api/console-stages"]);
+  });
 });

@@ -20,8 +20,12 @@ from limen.settings import Settings
 router = APIRouter()
 
 
+def console_stage_table(settings: Settings) -> dict[str, Any]:
+    """What ``GET /api/console-stages`` answers, and what the console page carries in itself."""
+    return {kind: stages.describe(settings) for kind, stages in CONSOLE_KINDS.items()}
+
+
 @router.get("/api/console-stages", tags=["console"])
 async def console_stages(request: Request) -> dict[str, Any]:
     """Every console kind's stages: name, label, status text, deadline seconds and setting, timeout codes."""
-    settings: Settings = services_of(request).settings
-    return {kind: stages.describe(settings) for kind, stages in CONSOLE_KINDS.items()}
+    return console_stage_table(services_of(request).settings)

@@ -12,6 +12,7 @@ package (:mod:`limen.web.npm_assets`), served from limen itself so the UI works 
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from limen.api.console_stages import console_stage_table
 from limen.api.deps import AccessibleVm
 from limen.api.router_inclusion import include_routes
 from limen.api.services import services_of
@@ -68,11 +70,15 @@ def page_language(request: Request) -> str:
 
 
 def _page(request: Request, name: str, *, scripts: tuple[str, ...], nav: str | None = None,
-          prefetches: tuple[str, ...] = (), novnc_module_url: str | None = None) -> HTMLResponse:
+          prefetches: tuple[str, ...] = (), module_preloads: tuple[str, ...] = (),
+          novnc_module_url: str | None = None, console_tables: str | None = None) -> HTMLResponse:
     """Renders ``templates/<name>`` in the request's language. ``nav`` is the navigation entry of this page
     (None: no navigation, as on the sign-in page); ``prefetches`` are addresses of the modules of a page its
     user is likely to open next, fetched while the browser is idle (``<link rel="prefetch">``);
-    ``novnc_module_url`` tells the page's scripts which module is noVNC (``<meta name="limen-novnc-module">``)."""
+    ``module_preloads`` the modules this page's scripts import, asked for at once instead of one level of
+    imports after another (``<link rel="modulepreload">``);
+    ``novnc_module_url`` tells the page's scripts which module is noVNC (``<meta name="limen-novnc-module">``);
+    ``console_tables`` is :func:`console_tables_json`'s, for the console page."""
     lang = page_language(request)
 
     def t(key: str, **params: object) -> str:
@@ -80,8 +86,8 @@ def _page(request: Request, name: str, *, scripts: tuple[str, ...], nav: str | N
 
     html = templates.get_template(name).render(
         lang=lang, t=t, languages=LANGUAGES, catalogue_json=catalogue_json(lang), scripts=scripts,
-        nav=nav, nav_links=NAV_LINKS, prefetches=prefetches,
-        novnc_module_url=novnc_module_url,
+        nav=nav, nav_links=NAV_LINKS, prefetches=prefetches, module_preloads=module_preloads,
+        novnc_module_url=novnc_module_url, console_tables=console_tables,
     )
     headers = {**_NO_CACHE, "Content-Language": lang, "Vary": "Cookie, Accept-Language"}
     return HTMLResponse(html, headers=headers)
@@ -134,15 +140,22 @@ async def vm_details_page(vm_id: str, request: Request) -> HTMLResponse:
 async def console_page(vm_id: str, request: Request) -> HTMLResponse:
     """The console. noVNC is at an address naming its content (:func:`novnc_address`), cached for good; the
     details page has had the browser fetch the modules ahead (:func:`console_modules`)."""
-    novnc = novnc_dir(services_of(request).settings)
-    return _page(request, "console.html", scripts=("console-page.js",),
-                 novnc_module_url=f"{novnc_address(novnc)}/{novnc_module(novnc)}")
+    settings = services_of(request).settings
+    novnc = novnc_dir(settings)
+    return _page(request, "console.html", scripts=("console-page.js",), module_preloads=console_page_imports(),
+                 novnc_module_url=f"{novnc_address(novnc)}/{novnc_module(novnc)}",
+                 console_tables=console_tables_json(settings))
+
+
+def console_page_imports() -> tuple[str, ...]:
+    """The console page's own modules but its entry (js/console-page.js's static imports), as addresses."""
+    return tuple(f"/static/js/{name}" for name in module_graph(STATIC_DIR / "js", "console-page.js")[1:])
 
 
 def console_modules(novnc: Path) -> tuple[str, ...]:
-    """The console page's own modules (js/console-page.js's static imports) and noVNC's (core/rfb.js's,
-    imported by the page once its own are running: one joined file, or 52 without it), as addresses."""
-    own = tuple(f"/static/js/{name}" for name in module_graph(STATIC_DIR / "js", "console-page.js")[1:])
+    """The console page's own modules (js/console-page.js's static imports) and noVNC's (core/rfb.js's: one
+    joined file, or 52 without it), as addresses."""
+    own = console_page_imports()
     return own + tuple(f"{novnc_address(novnc)}/{name}" for name in module_graph(novnc, novnc_module(novnc)))
 
 
@@ -185,6 +198,11 @@ async def vm_screenshot(
 @router.get("/api/error-codes", tags=["errors"])
 async def error_codes() -> dict[str, dict[str, Any]]:
     """Every stable error code with its title, user message, HTTP status and WebSocket close code."""
+    return error_code_table()
+
+
+def error_code_table() -> dict[str, dict[str, Any]]:
+    """What ``GET /api/error-codes`` answers, and what the console page carries in itself."""
     return {
         code.name: {
             "title": code.title,
@@ -194,6 +212,24 @@ async def error_codes() -> dict[str, dict[str, Any]]:
         }
         for code in ErrorCode
     }
+
+
+def console_tables_json(settings: Settings) -> str:
+    """The error codes and the console stage table as the console page carries them (``<script
+    id="limen-console-tables" type="application/json">``): its socket waits for neither ``GET``. Made once
+    per settings object, which does not change while it serves."""
+    made = _console_tables.get(id(settings))
+    if made is None or made[0] is not settings:
+        tables = {"error_codes": error_code_table(), "console_stages": console_stage_table(settings)}
+        text = json.dumps(tables, ensure_ascii=False, separators=(",", ":"))
+        # Inside <script>, only "</script" or "<!--" could end or change the element: no < > & at all.
+        made = (settings, text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+        _console_tables.clear()  # one app's settings at a time: tests make many, a server one
+        _console_tables[id(settings)] = made
+    return made[1]
+
+
+_console_tables: dict[int, tuple[Settings, str]] = {}
 
 
 def novnc_dir(settings: Settings) -> Path:

@@ -157,10 +157,24 @@ async function send(method, path, body, csrf, { timeoutMs = DEFAULT_TIMEOUT_MS, 
   return data;
 }
 
+/** The tables the console page carries in itself (<script id="limen-console-tables">: the error codes and
+ * the stage table, as GET /api/error-codes and GET /api/console-stages answer): its socket waits for no
+ * request of theirs. null on other pages, which fetch them. */
+function pageTables() {
+  const element = typeof document === "undefined" ? null : document.getElementById("limen-console-tables");
+  if (!element) return null;
+  try {
+    return JSON.parse(element.textContent);
+  } catch {
+    return null;
+  }
+}
+
 let errorCodes = null;
 
-/** The server's table of error codes (title, message, close_code), fetched once; {} when unavailable. */
+/** The server's table of error codes (title, message, close_code), read once; {} when unavailable. */
 export async function loadErrorCodes() {
+  if (errorCodes === null) errorCodes = pageTables()?.error_codes ?? null;
   if (errorCodes === null) {
     try {
       errorCodes = await api("GET", "/api/error-codes", undefined, { timeoutMs: 5000 });
@@ -174,8 +188,9 @@ export async function loadErrorCodes() {
 let consoleStages = null;
 
 /** The server's console stage table (GET /api/console-stages: each kind's stages in order, with their
- * labels, status texts, deadlines and codes), fetched once; {} when unavailable. */
+ * labels, status texts, deadlines and codes), read once; {} when unavailable. */
 export async function loadConsoleStages() {
+  if (consoleStages === null) consoleStages = pageTables()?.console_stages ?? null;
   if (consoleStages === null) {
     try {
       consoleStages = await api("GET", "/api/console-stages", undefined, { timeoutMs: 5000 });
