@@ -75,7 +75,13 @@ def catalogue_json(lang: str) -> str:
     """The catalogue the browser needs (not the command line's ``cli.*``) as JSON safe inside a
     ``<script type="application/json">`` element."""
     texts = {key: text for key, text in catalogue(lang).items() if not key.startswith("cli.")}
-    text = json.dumps(texts, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return script_json(texts)
+
+
+def script_json(value: object) -> str:
+    """``value`` as JSON that cannot end or change the ``<script type="application/json">`` element it is
+    written into: only ``</script`` or ``<!--`` could, so no ``<``, ``>`` or ``&`` at all (JSON's escapes)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
