@@ -1,5 +1,6 @@
 """The console's keyboard in Chromium against real QEMU VMs: paste as typing arrives exact, the keyboard can
-leave the screen without leaving keys pressed in the guest, and the send-keys menu reaches the guest.
+leave the screen without leaving keys pressed in the guest, the send-keys menu reaches the guest, and noVNC
+arriving after limen's handshake still gets every VNC byte.
 
 The VMs boot a GRUB ISO built here whose grub.cfg mirrors GRUB's terminal to the serial port, and are
 defined through libvirt directly with a ``<serial type='file'>``: what GRUB prints (the typed command line
@@ -15,10 +16,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import libvirt
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
+from limen.web.routes import NOVNC_JOINED
 from tests.conftest import QEMU_URI
 from tests.e2e.helpers import ARTIFACTS, PHONE, save_screenshot, start_limen
 from tests.support.server import LimenProcess
@@ -350,3 +353,53 @@ def test_send_keys_menu_reaches_the_guest(
     page.get_by_role("menuitem", name="Ctrl+Alt+Del").click()
     serial_vm.wait_for(lambda text: text.count("Minimal BASH-like line editing") > banners, "GRUB starting again",
                        timeout=60)
+
+
+def _held_novnc(page: Page) -> list[Route]:
+    """Holds noVNC's module at the network until the test continues it (or fails it)."""
+    held: list[Route] = []
+    page.route(f"**/static/novnc*/{NOVNC_JOINED}", lambda route: held.append(route))
+    return held
+
+
+@pytest.mark.same_on_any_database
+def test_novnc_arriving_after_the_handshake_gets_the_vm_screen_and_types(
+    server: LimenProcess, serial_vm: SerialVm, signed_in_page: Callable[..., Page]
+) -> None:
+    """The page opens the socket while noVNC still loads; a handshake that ends first has its VNC bytes held
+    (the banner among them) and given to noVNC, in order, once it arrives."""
+    page = signed_in_page(server)
+    held = _held_novnc(page)
+    page.goto(f"{server.base_url}/vms/{serial_vm.name}/console", wait_until="domcontentloaded")
+    page.wait_for_selector('#stages li[data-stage="proxy"]', timeout=30_000)  # limen's last status came
+    time.sleep(1.5)  # QEMU's banner has come too, and waits in the page; the watchdog does not fire meanwhile
+    expect(page.locator("body")).to_have_attribute("data-console-state", "handshake")
+    assert len(held) == 1
+    held[0].continue_()
+    page.wait_for_selector('body[data-console-state="connected"]', timeout=30_000)
+    page.locator("#screen canvas").click()
+    before = len(serial_vm.outputs())
+    press_typed(page, "echo 'Held: Hi!'\n")
+    assert_echoed(serial_vm, ["Held: Hi!"], before=before, timeout=30)
+
+
+@pytest.mark.same_on_any_database
+def test_novnc_failing_after_the_handshake_says_so_and_closes_the_console(
+    server: LimenProcess, serial_vm: SerialVm, signed_in_page: Callable[..., Page]
+) -> None:
+    page = signed_in_page(server)
+    held = _held_novnc(page)
+    page.goto(f"{server.base_url}/vms/{serial_vm.name}/console", wait_until="domcontentloaded")
+    page.wait_for_selector('#stages li[data-stage="proxy"]', timeout=30_000)
+    held[0].fulfill(status=404, body="gone")
+    expect(page.locator("#panel-extra .error-box")).to_have_attribute("data-code", "NOVNC_MISSING")
+    expect(page.locator("body")).to_have_attribute("data-console-state", "failed")
+    # The held console was closed: limen's audit row for it ends (no session is left open for nothing).
+    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=10) as api:
+        deadline = time.monotonic() + 10
+        while True:
+            sessions = [row for row in api.get("/api/console-sessions").json() if row["vm_name"] == serial_vm.name]
+            if sessions and all(row["ended_at"] for row in sessions):
+                break
+            assert time.monotonic() < deadline, sessions
+            time.sleep(0.2)

@@ -220,6 +220,32 @@ test("after the hand-off the watchdog waits for noVNC, then stops", () => {
   assert.ok(!live.events.some((e) => e.kind === "error"));
 });
 
+test("a socket held for a VNC client still loading has no watchdog; once attached, the handshake has one", () => {
+  const held = connection({ watchdogMs: 3000 });
+  held.socket.serverOpens();
+  for (const [message, stage] of STATUSES) held.socket.serverStatus(message, { stage });
+  held.conn.holdForVncClient();
+  held.socket.serverSends(new ArrayBuffer(12)); // the VNC banner, held by the page
+  held.timers.advance(60000);
+  assert.ok(!held.events.some((e) => e.kind === "error"));
+  held.conn.vncClientAttached();
+  held.timers.advance(2999);
+  assert.ok(!held.events.some((e) => e.kind === "error"));
+  held.timers.advance(1);
+  assert.equal(held.events.at(-1).code, "WATCHDOG_TIMEOUT");
+  assert.equal(held.events.at(-1).waitedFor, Phase.PROXY);
+
+  const closed = connection({ watchdogMs: 3000 });
+  closed.socket.serverOpens();
+  for (const [message, stage] of STATUSES) closed.socket.serverStatus(message, { stage });
+  closed.conn.holdForVncClient();
+  closed.socket.serverCloses(1011, "VM_STOPPED");
+  assert.equal(closed.events.at(-1).kind, "ended");
+  closed.conn.vncClientAttached(); // too late: nothing to time
+  closed.timers.advance(60000);
+  assert.equal(closed.events.at(-1).kind, "ended");
+});
+
 test("a session that ends after the hand-off reports the close code and reason", () => {
   const { events, socket, conn } = connection();
   socket.serverOpens();

@@ -1,6 +1,7 @@
 // One console connection, from the WebSocket upgrade to the hand-off to noVNC, as a small state machine.
 //
 //   connecting --open--> handshake --status…--> handshake --last status--> proxy --noVNC ready--> (watchdog off)
+//   (in proxy, while the page holds the socket for a VNC client still loading: no watchdog; see holdForVncClient)
 //        \                    \--error frame / close / bad frame--> failed
 //         \--close--> failed                                 proxy --close--> ended
 //   any phase before "ended" --watchdog: no frame for watchdogMs--> failed (WATCHDOG_TIMEOUT)
@@ -69,6 +70,7 @@ export class ConsoleConnection {
     this.openedAt = null;
     this.lastStatus = null;
     this.vncReady = false;
+    this.vncClientPending = false; // handed off, but the page's VNC client is still loading
     this.closingByUser = false;
     this.watchdog = null;
   }
@@ -91,6 +93,19 @@ export class ConsoleConnection {
     socket.addEventListener("open", () => this.handleOpen());
     socket.addEventListener("message", (event) => this.handleMessage(event));
     socket.addEventListener("close", (event) => this.handleClose(event));
+  }
+
+  /** The page holds the handed-off socket until its VNC client (noVNC's module) has loaded: no watchdog
+   * meanwhile, the page bounds that load itself. */
+  holdForVncClient() {
+    this.vncClientPending = true;
+    this.disarmWatchdog();
+  }
+
+  /** The VNC client has the socket now: the watchdog times the VNC handshake from here. */
+  vncClientAttached() {
+    this.vncClientPending = false;
+    if (this.phase === Phase.PROXY && !this.vncReady) this.armWatchdog();
   }
 
   /** noVNC finished the RFB handshake: the screen is live, the watchdog's job is done. */
@@ -126,7 +141,8 @@ export class ConsoleConnection {
 
   handleMessage(event) {
     if (this.phase === Phase.PROXY) {
-      if (!this.vncReady) this.armWatchdog(); // VNC bytes are flowing; noVNC reads them itself
+      // VNC bytes are flowing; noVNC reads them itself (or the page holds them for it)
+      if (!this.vncReady && !this.vncClientPending) this.armWatchdog();
       return;
     }
     if (this.phase !== Phase.HANDSHAKE) return;

@@ -86,12 +86,17 @@ let backoffTimer = null;
 let elapsedTicker = null;
 let typing = null; // the paste being typed: { cancelled }
 let vncSocket = null; // the WebSocket noVNC speaks over: its bufferedAmount paces typing
+// A console whose handshake ended before noVNC's module was ready (the page imports it only once its first
+// socket is made, see main): its VNC frames are held in order and given to noVNC once it attaches.
+// { socket, frames, hold }
+let heldSocket = null;
+let novncFailure = null; // why noVNC's module did not load: every connection fails with it
 let vncMessages = 0; // messages from the VNC server so far: a screen change tells typing the guest keeps up
 let vmName = vmId;
 let vmUuid = null; // known once the VM has been read: events name VMs by UUID
 let connectGeneration = 0; // a newer connect() makes an older one's pending ticket request moot
-// The first connection's ticket, asked for while noVNC still loads (it is valid for 30 s, noVNC has 20 s):
-// the POST's round trip then costs nothing on the way to the screen. Later connections ask when they start.
+// The first connection's ticket, asked for as the page starts, beside its other first requests: the POST's
+// round trip then costs nothing on the way to the screen. Later connections ask when they start.
 let earlyTicket = null;
 let popoutWindow = null; // the console's own window, once this page opened it
 let popoutWatch = null; // notices that window closing
@@ -195,6 +200,10 @@ async function connect() {
   startTicker();
   addStage(t("console.stage.client_open"), null, { source: "client" });
   const generation = ++connectGeneration;
+  if (novncFailure) {
+    onFailure(novncFailure);
+    return;
+  }
   const pending = earlyTicket || requestTicket();
   earlyTicket = null;
   let ticket;
@@ -254,6 +263,39 @@ function onConnectionEvent(event) {
 }
 
 function handOff(socket) {
+  if (RFB) {
+    startRfb(socket, []);
+    return;
+  }
+  const frames = [];
+  const hold = (event) => { frames.push(event.data); };
+  socket.addEventListener("message", hold);
+  heldSocket = { socket, frames, hold };
+  connection.holdForVncClient();
+  setState("handshake", t("console.state.starting_screen"), "busy");
+}
+
+/** noVNC's module has arrived: the socket held for it, if it is still open, goes to noVNC now. */
+function releaseHeldSocket() {
+  if (!heldSocket) return;
+  const { socket, frames, hold } = heldSocket;
+  heldSocket = null;
+  socket.removeEventListener("message", hold);
+  if (socket.readyState !== WebSocket.OPEN) return; // it ended meanwhile, and the page said so
+  connection.vncClientAttached();
+  startRfb(socket, frames);
+}
+
+/** Forgets the held socket, closing it: what rfb.disconnect() does to a socket noVNC has. */
+function dropHeldSocket() {
+  if (!heldSocket) return;
+  const { socket, hold } = heldSocket;
+  heldSocket = null;
+  socket.removeEventListener("message", hold);
+  if (socket.readyState <= WebSocket.OPEN) socket.close(1000, "USER_DISCONNECT");
+}
+
+function startRfb(socket, heldFrames) {
   vncSocket = socket;
   socket.addEventListener("message", () => { vncMessages += 1; });
   rfb = new RFB(ui.screen, socket, { shared: true });
@@ -290,10 +332,14 @@ function handOff(socket) {
                                 { source: "client" }));
   });
   setState("handshake", t("console.state.starting_screen"), "busy");
+  // noVNC set the socket's onmessage as it attached: the frames held for it go there first, in order,
+  // before any frame still to arrive (those wait for this task to end).
+  for (const data of heldFrames) socket.dispatchEvent(new MessageEvent("message", { data }));
 }
 
 function teardown() {
   stopTyping();
+  dropHeldSocket();
   vncSocket = null;
   if (rfb) {
     const old = rfb;
@@ -833,24 +879,33 @@ async function main() {
   const stages = loadConsoleStages().then((kinds) => {
     stageLabels = stageLabelsOf(kinds, "vnc");
   });
-  try {
-    // Bounded like everything else: a script that never arrives must not leave the page "Loading…".
-    const loaded = import(NOVNC_MODULE);
-    const late = new Promise((_, reject) => {
-      setTimeout(() => reject(new Error(`not loaded within ${NOVNC_LOAD_MS / 1000} s`)), NOVNC_LOAD_MS);
-    });
-    const rfbModule = await Promise.race([loaded, late]);
-    RFB = rfbModule.default;
-  } catch (exc) {
-    errorCodes = await codes;
-    await stages;
-    ui.stages.replaceChildren();
-    onFailure(clientError("NOVNC_MISSING", `loading ${NOVNC_MODULE} failed: ${exc}`));
-    return;
-  }
   errorCodes = await codes;
   await stages;
-  connect();
+  // noVNC's module is evaluated once the socket is made, while limen's stages run: its evaluation (~40-70 ms
+  // of this thread: compiling, a forced layout, a test H.264 decode) would otherwise hold up the ticket's
+  // answer and the socket behind it. A hand-off that comes first is held for it (handOff).
+  await connect();
+  try {
+    RFB = (await loadNovnc()).default;
+  } catch (exc) {
+    novncFailure = clientError("NOVNC_MISSING", `loading ${NOVNC_MODULE} failed: ${exc}`);
+    connectGeneration += 1; // a ticket still on its way opens nothing
+    if (connection && connection.phase !== Phase.ENDED && connection.phase !== Phase.FAILED) connection.close();
+    ui.stages.replaceChildren();
+    onFailure(novncFailure);
+    return;
+  }
+  releaseHeldSocket();
+}
+
+/** noVNC's module, bounded like everything else: a script that never arrives must not leave the page
+ * "Loading…". */
+function loadNovnc() {
+  const loaded = import(NOVNC_MODULE);
+  const late = new Promise((_, reject) => {
+    setTimeout(() => reject(new Error(`not loaded within ${NOVNC_LOAD_MS / 1000} s`)), NOVNC_LOAD_MS);
+  });
+  return Promise.race([loaded, late]);
 }
 
 main();
