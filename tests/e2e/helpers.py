@@ -9,8 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from playwright.sync_api import Page, ViewportSize
+from playwright.sync_api import Page, Route, ViewportSize
 
+from limen.web.routes import NOVNC_JOINED
 from tests.conftest import ISO_DIR, QEMU_URI, TEST_POOL, TEST_POOL_DIR
 from tests.support.access import TEST_ADMIN, TEST_ADMIN_PASSWORD, provision_admin_token
 from tests.support.libvirt_cleanup import remove_domain
@@ -93,6 +94,14 @@ def sign_in(page: Page, base_url: str, name: str = TEST_ADMIN, password: str = T
     page.click("#login-submit")
     page.wait_for_url(f"{base_url}{next_path}")
     return page
+
+
+def hold_novnc(page: Page) -> list[Route]:
+    """Holds the page's requests for noVNC's joined module at the network until the test continues (or
+    fulfils) them: the routes, as they come."""
+    held: list[Route] = []
+    page.route(f"**/static/novnc*/{NOVNC_JOINED}", lambda route: held.append(route))
+    return held
 
 
 @contextmanager

@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Page, Route, expect
 
 from limen.web.routes import NOVNC_JOINED
-from tests.e2e.helpers import new_stopped_vm, start_limen
+from tests.e2e.helpers import hold_novnc, new_stopped_vm, start_limen
 from tests.support.server import LimenProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -56,12 +56,7 @@ def test_the_ticket_and_the_socket_do_not_wait_for_novnc(
     server: LimenProcess, vm_uuid: str, signed_in_page: Callable[..., Page]
 ) -> None:
     page = signed_in_page(server)
-    held: list[Route] = []
-
-    def hold(route: Route) -> None:  # noVNC does not arrive until released
-        held.append(route)
-
-    page.route(f"**/static/novnc*/{NOVNC_JOINED}", hold)
+    held = hold_novnc(page)  # noVNC does not arrive until released
     with page.expect_websocket(lambda ws: "/console?ticket=" in ws.url):
         page.goto(f"{server.base_url}/vms/{vm_uuid}/console")
     # The ticket opened the socket and limen answered through it, noVNC still held (asked for or not yet).

@@ -19,11 +19,10 @@ from pathlib import Path
 import httpx
 import libvirt
 import pytest
-from playwright.sync_api import Page, Route, expect
+from playwright.sync_api import Page, expect
 
-from limen.web.routes import NOVNC_JOINED
 from tests.conftest import QEMU_URI
-from tests.e2e.helpers import ARTIFACTS, PHONE, save_screenshot, start_limen
+from tests.e2e.helpers import ARTIFACTS, PHONE, hold_novnc, save_screenshot, start_limen
 from tests.support.server import LimenProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -355,13 +354,6 @@ def test_send_keys_menu_reaches_the_guest(
                        timeout=60)
 
 
-def _held_novnc(page: Page) -> list[Route]:
-    """Holds noVNC's module at the network until the test continues it (or fails it)."""
-    held: list[Route] = []
-    page.route(f"**/static/novnc*/{NOVNC_JOINED}", lambda route: held.append(route))
-    return held
-
-
 @pytest.mark.same_on_any_database
 def test_novnc_arriving_after_the_handshake_gets_the_vm_screen_and_types(
     server: LimenProcess, serial_vm: SerialVm, signed_in_page: Callable[..., Page]
@@ -369,7 +361,7 @@ def test_novnc_arriving_after_the_handshake_gets_the_vm_screen_and_types(
     """The page opens the socket while noVNC still loads; a handshake that ends first has its VNC bytes held
     (the banner among them) and given to noVNC, in order, once it arrives."""
     page = signed_in_page(server)
-    held = _held_novnc(page)
+    held = hold_novnc(page)
     page.goto(f"{server.base_url}/vms/{serial_vm.name}/console", wait_until="domcontentloaded")
     page.wait_for_selector('#stages li[data-stage="proxy"]', timeout=30_000)  # limen's last status came
     time.sleep(1.5)  # QEMU's banner has come too, and waits in the page; the watchdog does not fire meanwhile
@@ -388,7 +380,7 @@ def test_novnc_failing_after_the_handshake_says_so_and_closes_the_console(
     server: LimenProcess, serial_vm: SerialVm, signed_in_page: Callable[..., Page]
 ) -> None:
     page = signed_in_page(server)
-    held = _held_novnc(page)
+    held = hold_novnc(page)
     page.goto(f"{server.base_url}/vms/{serial_vm.name}/console", wait_until="domcontentloaded")
     page.wait_for_selector('#stages li[data-stage="proxy"]', timeout=30_000)
     held[0].fulfill(status=404, body="gone")

@@ -101,6 +101,14 @@ const STATUSES = [
   [LAST_STATUS_MESSAGE, "proxy"],
 ];
 
+/** A connection whose server sent every status: handed off, in the proxy phase. */
+function handedOff(options) {
+  const made = connection(options);
+  made.socket.serverOpens();
+  for (const [message, stage] of STATUSES) made.socket.serverStatus(message, { stage });
+  return made;
+}
+
 test("status frames, then the hand-off inside the last status frame's handler", () => {
   const { conn, events, socket, kinds } = connection();
   assert.equal(socket.binaryType, "arraybuffer");
@@ -205,25 +213,19 @@ test("every frame rewinds the watchdog; silence between stages trips it", () => 
 });
 
 test("after the hand-off the watchdog waits for noVNC, then stops", () => {
-  const stuck = connection({ watchdogMs: 3000 });
-  stuck.socket.serverOpens();
-  for (const [message, stage] of STATUSES) stuck.socket.serverStatus(message, { stage });
+  const stuck = handedOff({ watchdogMs: 3000 });
   stuck.timers.advance(3000);
   assert.equal(stuck.events.at(-1).code, "WATCHDOG_TIMEOUT");
   assert.equal(stuck.events.at(-1).waitedFor, Phase.PROXY);
 
-  const live = connection({ watchdogMs: 3000 });
-  live.socket.serverOpens();
-  for (const [message, stage] of STATUSES) live.socket.serverStatus(message, { stage });
+  const live = handedOff({ watchdogMs: 3000 });
   live.conn.markVncReady();
   live.timers.advance(60000);
   assert.ok(!live.events.some((e) => e.kind === "error"));
 });
 
 test("a socket held for a VNC client still loading has no watchdog; once attached, the handshake has one", () => {
-  const held = connection({ watchdogMs: 3000 });
-  held.socket.serverOpens();
-  for (const [message, stage] of STATUSES) held.socket.serverStatus(message, { stage });
+  const held = handedOff({ watchdogMs: 3000 });
   held.conn.holdForVncClient();
   held.socket.serverSends(new ArrayBuffer(12)); // the VNC banner, held by the page
   held.timers.advance(60000);
@@ -235,9 +237,7 @@ test("a socket held for a VNC client still loading has no watchdog; once attache
   assert.equal(held.events.at(-1).code, "WATCHDOG_TIMEOUT");
   assert.equal(held.events.at(-1).waitedFor, Phase.PROXY);
 
-  const closed = connection({ watchdogMs: 3000 });
-  closed.socket.serverOpens();
-  for (const [message, stage] of STATUSES) closed.socket.serverStatus(message, { stage });
+  const closed = handedOff({ watchdogMs: 3000 });
   closed.conn.holdForVncClient();
   closed.socket.serverCloses(1011, "VM_STOPPED");
   assert.equal(closed.events.at(-1).kind, "ended");

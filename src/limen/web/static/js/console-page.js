@@ -6,7 +6,7 @@
 import { api, ApiError, loadConsoleStages, loadErrorCodes } from "./api.js";
 import { errorBox, formatMs, h, spinner, stateBadge } from "./dom.js";
 import { clientError, localizedError, stageName, stageStatus, t } from "./i18n.js";
-import { ConsoleConnection, consoleUrl, DEFAULT_WATCHDOG_MS, Phase } from "./console-client.js";
+import { ConsoleConnection, consoleUrl, DEFAULT_WATCHDOG_MS } from "./console-client.js";
 import { wireFullscreen } from "./console-fullscreen.js";
 import {
   fitWindowToScreen, popoutFeatures, popoutSize, popoutUrl, popoutWindowName, screenSize, THIN_BAR_PX,
@@ -263,6 +263,7 @@ function onConnectionEvent(event) {
 }
 
 function handOff(socket) {
+  setState("handshake", t("console.state.starting_screen"), "busy");
   if (RFB) {
     startRfb(socket, []);
     return;
@@ -272,27 +273,28 @@ function handOff(socket) {
   socket.addEventListener("message", hold);
   heldSocket = { socket, frames, hold };
   connection.holdForVncClient();
-  setState("handshake", t("console.state.starting_screen"), "busy");
+}
+
+/** The held socket and its frames, no longer held (null if none is). */
+function takeHeldSocket() {
+  const held = heldSocket;
+  heldSocket = null;
+  held?.socket.removeEventListener("message", held.hold);
+  return held;
 }
 
 /** noVNC's module has arrived: the socket held for it, if it is still open, goes to noVNC now. */
 function releaseHeldSocket() {
-  if (!heldSocket) return;
-  const { socket, frames, hold } = heldSocket;
-  heldSocket = null;
-  socket.removeEventListener("message", hold);
-  if (socket.readyState !== WebSocket.OPEN) return; // it ended meanwhile, and the page said so
+  const held = takeHeldSocket();
+  if (held?.socket.readyState !== WebSocket.OPEN) return; // none, or it ended meanwhile and the page said so
   connection.vncClientAttached();
-  startRfb(socket, frames);
+  startRfb(held.socket, held.frames);
 }
 
 /** Forgets the held socket, closing it: what rfb.disconnect() does to a socket noVNC has. */
 function dropHeldSocket() {
-  if (!heldSocket) return;
-  const { socket, hold } = heldSocket;
-  heldSocket = null;
-  socket.removeEventListener("message", hold);
-  if (socket.readyState <= WebSocket.OPEN) socket.close(1000, "USER_DISCONNECT");
+  const held = takeHeldSocket();
+  if (held && held.socket.readyState <= WebSocket.OPEN) held.socket.close(1000, "USER_DISCONNECT");
 }
 
 function startRfb(socket, heldFrames) {
@@ -331,7 +333,6 @@ function startRfb(socket, heldFrames) {
     connection.fail(clientError("VNC_AUTH_REQUIRED", "the VM's VNC server asks for credentials; limen's VMs use none",
                                 { source: "client" }));
   });
-  setState("handshake", t("console.state.starting_screen"), "busy");
   // noVNC set the socket's onmessage as it attached: the frames held for it go there first, in order,
   // before any frame still to arrive (those wait for this task to end).
   for (const data of heldFrames) socket.dispatchEvent(new MessageEvent("message", { data }));
@@ -530,7 +531,7 @@ function popOut() {
 function showPoppedOut() {
   connectGeneration += 1; // a ticket still on its way is moot
   cancelBackoff();
-  if (connection && connection.phase !== Phase.ENDED && connection.phase !== Phase.FAILED) connection.close();
+  connection?.close(); // a no-op once it has failed or ended
   teardown();
   stopTicker();
   showOverlay(t("console.popout_open_title"));
@@ -824,7 +825,7 @@ function wireToolbar() {
   window.addEventListener("pagehide", () => {
     stopWatchingPopout();
     cancelBackoff();
-    if (connection && connection.phase !== Phase.ENDED && connection.phase !== Phase.FAILED) connection.close();
+    connection?.close(); // a no-op once it has failed or ended
   });
 }
 
@@ -890,7 +891,7 @@ async function main() {
   } catch (exc) {
     novncFailure = clientError("NOVNC_MISSING", `loading ${NOVNC_MODULE} failed: ${exc}`);
     connectGeneration += 1; // a ticket still on its way opens nothing
-    if (connection && connection.phase !== Phase.ENDED && connection.phase !== Phase.FAILED) connection.close();
+    connection?.close(); // a no-op once it has failed or ended
     ui.stages.replaceChildren();
     onFailure(novncFailure);
     return;
