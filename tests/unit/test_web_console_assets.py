@@ -150,18 +150,20 @@ def test_the_carried_tables_follow_the_settings_in_force(make_settings: Callable
     assert get_port_deadline(first) == first.console_get_port_timeout != 2.5
 
 
-async def test_the_console_page_asks_for_its_own_modules_at_once_and_leaves_novnc_to_its_script(
+async def test_the_console_page_asks_for_all_its_modules_at_once_and_leaves_novnc_to_its_script(
     reading_client: httpx.AsyncClient,
 ) -> None:
-    """Its own imports preloaded (not one level of imports after another); noVNC only named: console-page.js
-    imports it once its socket is made, so that noVNC's evaluation does not hold the socket up."""
+    """Its own imports and noVNC preloaded (not one level of imports after another, and noVNC's download not
+    after the socket), noVNC evaluated by no script of the page's head: console-page.js imports it once its
+    socket is made, so that noVNC's evaluation does not hold the socket up."""
     page = (await reading_client.get("/vms/test/console")).text
     preloaded = re.findall(r'<link rel="modulepreload" href="([^"]+)">', page)
-    assert preloaded == [f"/static/js/{name}" for name in module_graph(STATIC_JS, "console-page.js")[1:]]
-    assert {"/static/js/api.js", "/static/js/console-client.js"} <= set(preloaded)
     meta = NOVNC_META.search(page)
     assert meta is not None
     novnc = f"{meta.group(1)}/{meta.group(2)}"
-    assert page.count(novnc) == 1  # the <meta> alone: no script, no preload evaluates or compiles it early
+    own = [f"/static/js/{name}" for name in module_graph(STATIC_JS, "console-page.js")[1:]]
+    assert preloaded == [*own, novnc]
+    assert {"/static/js/api.js", "/static/js/console-client.js"} <= set(preloaded)
+    assert page.count(novnc) == 2  # the <meta> and the preload: no <script> evaluates it early
     for other in ("/", "/vms/test"):
         assert 'rel="modulepreload"' not in (await reading_client.get(other)).text, other
