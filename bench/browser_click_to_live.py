@@ -248,12 +248,34 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "min_ms": min(totals), "max_ms": max(totals), "parts": parts}
 
 
+def qemu_pid(name: str) -> int:
+    """The QEMU process of the running domain ``name`` (libvirt's pid file for it)."""
+    return int(Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip())
+
+
+def split_cpus(server_pids: list[int]) -> set[int]:
+    """Every thread of ``server_pids`` onto all CPUs but the last, and this process (so Playwright's driver
+    and the Chromium it starts, which inherit it) onto the last one; returns the browser's CPUs."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--split-cpus needs two CPUs")
+    browser, server = {cpus[-1]}, set(cpus[:-1])
+    for pid in server_pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            os.sched_setaffinity(int(task.name), server)
+    os.sched_setaffinity(0, browser)
+    return browser
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--baseline", action="append", default=[],
                         help="also measure this git revision, runs interleaved (repeatable)")
     parser.add_argument("--warm", action="store_true", help="also a second open in the same context")
+    parser.add_argument("--split-cpus", action="store_true",
+                        help="the browser on the last CPU, limen and the VM's QEMU on the others: a user's "
+                             "browser on a machine of its own instead of sharing the server's cores")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     name = f"limen-test-{uuid.uuid4().hex[:10]}"
@@ -268,6 +290,9 @@ def main() -> int:
             servers[rev] = start_server(tmp, f"rev-{rev}", src)
             stack.callback(servers[rev].stop)
         vm_id = make_running_vm(servers["current"], name)
+        if args.split_cpus:
+            browser_cpus = split_cpus([server.pid for server in servers.values()] + [qemu_pid(name)])
+            print(f"browser on CPU {sorted(browser_cpus)}, limen and QEMU on the others", flush=True)
         playwright = stack.enter_context(sync_playwright())
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         stack.callback(browser.close)
