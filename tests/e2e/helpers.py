@@ -96,12 +96,17 @@ def sign_in(page: Page, base_url: str, name: str = TEST_ADMIN, password: str = T
     return page
 
 
-def hold_novnc(page: Page) -> list[Route]:
-    """Holds the page's requests for noVNC's joined module at the network until the test continues (or
-    fulfils) them: the routes, as they come."""
+def hold_requests(page: Page, url: str) -> list[Route]:
+    """Holds the page's requests to ``url`` (a Playwright glob) at the network until the test continues
+    (or fulfils) them: the routes, as they come."""
     held: list[Route] = []
-    page.route(f"**/static/novnc*/{NOVNC_JOINED}", lambda route: held.append(route))
+    page.route(url, lambda route: held.append(route))
     return held
+
+
+def hold_novnc(page: Page) -> list[Route]:
+    """Holds the page's requests for noVNC's joined module (:func:`hold_requests`)."""
+    return hold_requests(page, f"**/static/novnc*/{NOVNC_JOINED}")
 
 
 @contextmanager

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from playwright.sync_api import Page, Route, expect
+from playwright.sync_api import Page, expect
 
 from limen.web.routes import NOVNC_JOINED
-from tests.e2e.helpers import hold_novnc, new_stopped_vm, start_limen
+from tests.e2e.helpers import hold_novnc, hold_requests, new_stopped_vm, start_limen
 from tests.support.server import LimenProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -74,8 +74,7 @@ def test_a_console_opened_from_another_page_of_the_tab_asks_its_ticket_before_ap
     page.goto(f"{server.base_url}/vms/{vm_uuid}")  # a page of the tab learns the CSRF token (GET /api/me)
     page.locator('a[data-action="console"][href$="/console"]').wait_for()
     page.wait_for_load_state("networkidle")
-    held: list[Route] = []
-    page.route("**/api/me", lambda route: held.append(route))  # /api/me does not answer until released
+    held = hold_requests(page, "**/api/me")  # /api/me does not answer until released
     with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/console-ticket")) as asked:
         page.locator('a[data-action="console"][href$="/console"]').click()
     assert asked.value.headers.get("x-csrf-token")  # the tab's kept token

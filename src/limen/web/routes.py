@@ -154,7 +154,7 @@ async def console_page(vm_id: str, request: Request) -> HTMLResponse:
     novnc_url = f"{novnc_address(novnc)}/{novnc_module(novnc)}"
     # noVNC preloaded too: fetched (and parsed) beside the page's own modules, it is evaluated only when
     # console-page.js imports it after making its socket; on a cold cache over a slow link that saves its
-    # download from the critical path (bench/RESULTS.md, round 10).
+    # download from the critical path (bench/RESULTS.md, rounds 9 and 10).
     return _page(request, "console.html", scripts=("console-page.js",),
                  module_preloads=(*console_page_imports(), novnc_url), novnc_module_url=novnc_url,
                  console_tables=console_tables_json(settings))
