@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -84,6 +86,20 @@ async def test_static_files_and_novnc_are_served(reading_client: httpx.AsyncClie
     assert (bundled("novnc") / "core" / "rfb.js").is_file(), "noVNC is missing: `make web` bundles it"
     assert novnc.status_code == 200
     assert "javascript" in novnc.headers["content-type"]
+
+
+@pytest.mark.parametrize("path", ["/", "/login", "/vms/test", "/vms/test/console", "/api/docs"])
+async def test_every_page_names_a_png_icon_the_server_serves(reading_client: httpx.AsyncClient, path: str) -> None:
+    # Chromium decodes a favicon on the page's main thread; an SVG one costs a whole SVG document, 2-10 ms
+    # right before the console page's DOMContentLoaded (bench/RESULTS.md, round 11), a PNG a tenth of a ms.
+    page = (await reading_client.get(path)).text
+    icons = re.findall(r'<link rel="(?:shortcut )?icon"[^>]*href="([^"]+)"', page)
+    assert icons == ["/static/img/limen-32.png"], icons
+    icon = await reading_client.get(icons[0])
+    assert icon.status_code == 200
+    assert icon.headers["content-type"] == "image/png"
+    assert icon.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", icon.content[16:24]) == (32, 32)  # IHDR's width and height
 
 
 async def test_missing_novnc_is_a_json_error_not_a_hang(

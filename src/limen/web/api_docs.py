@@ -70,7 +70,7 @@ def install_api_docs(app: FastAPI, settings: Settings) -> None:
             title=f"{app.title} — API",
             swagger_js_url=f"{SWAGGER_UI_URL}/swagger-ui-bundle.js",
             swagger_css_url=f"{SWAGGER_UI_URL}/swagger-ui.css",
-            swagger_favicon_url="/static/img/limen.svg",
+            swagger_favicon_url="/static/img/limen-32.png",
             swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
         )
 
