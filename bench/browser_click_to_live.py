@@ -13,7 +13,9 @@ variants alternate run by run on the same machine load (``uptime`` is recorded w
 
 Each run opens a fresh browser context (nothing cached: a first visit), signs in, opens the VM's details
 page and clicks "Console"; ``--warm`` runs also go back and click again in the same context (a second
-open, with whatever the browser kept). ``python -m bench.browser_click_to_live --runs 10 --out FILE``.
+open, with whatever the browser kept). ``--guest idle`` runs a VM that halts instead of the demo ISO's GRUB,
+which under TCG keeps most of a core busy; the VM's QEMU CPU share over the runs is printed and written
+either way. ``python -m bench.browser_click_to_live --runs 10 --out FILE``.
 """
 
 from __future__ import annotations
@@ -184,9 +186,19 @@ def start_server(tmp: Path, name: str, src: Path | None) -> LimenProcess:
     return process.start()
 
 
-def make_running_vm(server: LimenProcess, name: str) -> str:
+# What the VM runs, i.e. how much of the machine's CPU it leaves the browser and limen.
+GUESTS = {
+    # The demo ISO's GRUB at its prompt: under TCG it polls the keyboard, 60-70 % of a core (RESULTS round 10).
+    "demo-iso": DEMO_ISO,
+    # No medium, an empty disk: SeaBIOS says "No bootable device" and halts, ~1 % of a core, as an idle
+    # guest would (a Linux kernel halts its CPU when it has nothing to do).
+    "idle": None,
+}
+
+
+def make_running_vm(server: LimenProcess, name: str, guest: str = "demo-iso") -> str:
     with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=60) as api:
-        created = api.post("/api/vms", json={"name": name, "memory_mib": 64, "iso": DEMO_ISO, "disk_gib": 1})
+        created = api.post("/api/vms", json={"name": name, "memory_mib": 64, "iso": GUESTS[guest], "disk_gib": 1})
         created.raise_for_status()
         vm_id: str = created.json()["uuid"]
         api.post(f"/api/vms/{vm_id}/start").raise_for_status()
@@ -195,7 +207,7 @@ def make_running_vm(server: LimenProcess, name: str) -> str:
             if time.monotonic() > deadline:
                 raise RuntimeError("the VM did not start")
             time.sleep(0.2)
-    time.sleep(3)  # GRUB's prompt is on screen
+    time.sleep(3)  # GRUB's prompt (or SeaBIOS's last words) is on screen
     return vm_id
 
 
@@ -253,6 +265,12 @@ def qemu_pid(name: str) -> int:
     return int(Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip())
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time the process ``pid`` has used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def split_cpus(server_pids: list[int]) -> set[int]:
     """Every thread of ``server_pids`` onto all CPUs but the last, and this process (so Playwright's driver
     and the Chromium it starts, which inherit it) onto the last one; returns the browser's CPUs."""
@@ -276,6 +294,9 @@ def main() -> int:
     parser.add_argument("--split-cpus", action="store_true",
                         help="the browser on the last CPU, limen and the VM's QEMU on the others: a user's "
                              "browser on a machine of its own instead of sharing the server's cores")
+    parser.add_argument("--guest", choices=sorted(GUESTS), default="demo-iso",
+                        help="what the VM runs: the demo ISO's GRUB (default; it keeps most of a core busy "
+                             "under TCG) or an idle guest (no medium: SeaBIOS halts)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     name = f"limen-test-{uuid.uuid4().hex[:10]}"
@@ -289,9 +310,10 @@ def main() -> int:
             src = stack.enter_context(baseline_checkout(rev, tmp))
             servers[rev] = start_server(tmp, f"rev-{rev}", src)
             stack.callback(servers[rev].stop)
-        vm_id = make_running_vm(servers["current"], name)
+        vm_id = make_running_vm(servers["current"], name, args.guest)
+        vm_process = qemu_pid(name)
         if args.split_cpus:
-            browser_cpus = split_cpus([server.pid for server in servers.values()] + [qemu_pid(name)])
+            browser_cpus = split_cpus([server.pid for server in servers.values()] + [vm_process])
             print(f"browser on CPU {sorted(browser_cpus)}, limen and QEMU on the others", flush=True)
         playwright = stack.enter_context(sync_playwright())
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -299,6 +321,7 @@ def main() -> int:
         for _ in range(1):  # one unmeasured open each: Chromium's and limen's own first-time costs
             for server in servers.values():
                 one_run(browser, server, vm_id, False)
+        vm_cpu_before, measured_from = cpu_seconds(vm_process), time.monotonic()
         for number in range(args.runs):
             order = list(servers.items())
             for variant, server in order[number % len(order):] + order[:number % len(order)]:
@@ -307,14 +330,17 @@ def main() -> int:
                     results.setdefault(key, []).append(result)
                     print(f"{key:30} run {number + 1:2}: {result['total']:7.1f} ms  load {result['load']}",
                           flush=True)
+        vm_cpu_share = (cpu_seconds(vm_process) - vm_cpu_before) / (time.monotonic() - measured_from)
     summary = {key: summarize(runs) for key, runs in results.items()}
+    print(f"\nguest: {args.guest}; its QEMU used {100 * vm_cpu_share:.0f} % of a core during the runs")
     for key, figures in summary.items():
         print(f"\n{key}: p50 {figures['p50_ms']} ms, p90 {figures['p90_ms']} ms over {figures['runs']} runs")
         for label, part in figures["parts"].items():
             print(f"  {label:58} {part['p50_ms']:7.1f} ms  {100 * (part['share'] or 0):5.1f} %")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"summary": summary, "runs": results}, indent=2))
+        args.out.write_text(json.dumps({"guest": args.guest, "vm_cpu_share": round(vm_cpu_share, 3),
+                                        "summary": summary, "runs": results}, indent=2))
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
