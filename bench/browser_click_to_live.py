@@ -44,7 +44,10 @@ from tests.conftest import DEMO_ISO, QEMU_URI
 from tests.e2e.helpers import CHROMIUM, CHROMIUM_ARGS, DESKTOP, limen_env, sign_in
 from tests.support.access import provision_admin_token
 from tests.support.libvirt_cleanup import remove_domain
+from tests.support.qemu_process import qemu_pid
 from tests.support.server import LimenProcess
+
+from bench.procstat import process_cpu_seconds
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -260,17 +263,6 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "min_ms": min(totals), "max_ms": max(totals), "parts": parts}
 
 
-def qemu_pid(name: str) -> int:
-    """The QEMU process of the running domain ``name`` (libvirt's pid file for it)."""
-    return int(Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip())
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time the process ``pid`` has used so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-
-
 def split_cpus(server_pids: list[int]) -> set[int]:
     """Every thread of ``server_pids`` onto all CPUs but the last, and this process (so Playwright's driver
     and the Chromium it starts, which inherit it) onto the last one; returns the browser's CPUs."""
@@ -321,7 +313,7 @@ def main() -> int:
         for _ in range(1):  # one unmeasured open each: Chromium's and limen's own first-time costs
             for server in servers.values():
                 one_run(browser, server, vm_id, False)
-        vm_cpu_before, measured_from = cpu_seconds(vm_process), time.monotonic()
+        vm_cpu_before, measured_from = process_cpu_seconds(vm_process), time.monotonic()
         for number in range(args.runs):
             order = list(servers.items())
             for variant, server in order[number % len(order):] + order[:number % len(order)]:
@@ -330,7 +322,7 @@ def main() -> int:
                     results.setdefault(key, []).append(result)
                     print(f"{key:30} run {number + 1:2}: {result['total']:7.1f} ms  load {result['load']}",
                           flush=True)
-        vm_cpu_share = (cpu_seconds(vm_process) - vm_cpu_before) / (time.monotonic() - measured_from)
+        vm_cpu_share = (process_cpu_seconds(vm_process) - vm_cpu_before) / (time.monotonic() - measured_from)
     summary = {key: summarize(runs) for key, runs in results.items()}
     print(f"\nguest: {args.guest}; its QEMU used {100 * vm_cpu_share:.0f} % of a core during the runs")
     for key, figures in summary.items():

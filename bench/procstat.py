@@ -42,6 +42,12 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by the one process ``pid``, all its threads (0 once it is gone)."""
+    fields = _stat_fields(pid)
+    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 def cpu_seconds(pgid: int) -> float:
     """CPU seconds used so far by the group whose leader is ``pgid`` (see the module docstring)."""
     ticks = 0

@@ -12,7 +12,6 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import pytest
 
@@ -22,6 +21,7 @@ from limen.hypervisor.serial_stream import OPEN_STREAMS, SERIAL_READ_SIZE, Libvi
 from limen.settings import Settings
 from tests.conftest import DEMO_ISO, QEMU_URI
 from tests.support.console import ConsoleServer, ConsoleTranscript, client, read_frames, running_console
+from tests.support.qemu_process import qemu_pid
 from tests.support.serial import SerialReader, serial_demo_iso_dir, serial_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120), pytest.mark.usefixtures("no_leaks")]
@@ -135,7 +135,7 @@ async def test_vm_killed_mid_session_ends_with_vm_stopped(
     async with client(serial_url(serial_server.url(vm.uuid))) as ws:
         reader = SerialReader(ws)
         await reader.until_status(CONNECTED, 20)
-        pid = int(await asyncio.to_thread(Path(f"/run/libvirt/qemu/{vm.name}.pid").read_text))
+        pid = qemu_pid(vm.name)
         killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         close = await reader.until_closed(10)

@@ -26,6 +26,7 @@ from tests.conftest import DEMO_ISO, QEMU_URI, TEST_POOL, TEST_POOL_DIR
 from tests.support.access import assert_error, provision_user
 from tests.support.databases import cli_env
 from tests.support.libvirt_cleanup import domain_exists
+from tests.support.qemu_process import qemu_pid
 from tests.support.server import LimenProcess
 from tests.support.sse import SseStream
 
@@ -349,7 +350,7 @@ def test_a_snapshot_in_progress_holds_other_changes_of_its_vm(
     assert api.post(f"/api/vms/{name}/start").status_code == 200
     domain(name).wait_still()
     _snapshot(api, name, "earlier")
-    qemu = int(Path(f"/run/libvirt/qemu/{name}.pid").read_text())
+    qemu = qemu_pid(name)
     os.kill(qemu, signal.SIGSTOP)
     try:
         began = time.monotonic()
@@ -407,7 +408,7 @@ def test_a_server_killed_while_it_takes_a_snapshot(
         _create(api, name, disk_gib=1, iso=DEMO_ISO)
         assert api.post(f"/api/vms/{name}/start").status_code == 200
         domain(name).wait_still()
-        qemu = int(Path(f"/run/libvirt/qemu/{name}.pid").read_text())
+        qemu = qemu_pid(name)
         os.kill(qemu, signal.SIGSTOP)
         try:
             # The checks before the 202 ask libvirt within LIMEN_LIBVIRT_TIMEOUT; once in CI (a loaded host,
