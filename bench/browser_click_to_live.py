@@ -193,13 +193,13 @@ def start_server(tmp: Path, name: str, src: Path | None) -> LimenProcess:
 GUESTS = {
     # The demo ISO's GRUB at its prompt: under TCG it polls the keyboard, 60-70 % of a core (RESULTS round 10).
     "demo-iso": DEMO_ISO,
-    # No medium, an empty disk: SeaBIOS says "No bootable device" and halts, ~1 % of a core, as an idle
+    # No medium, an empty disk: SeaBIOS says "No bootable device" and halts, ~2 % of a core, as an idle
     # guest would (a Linux kernel halts its CPU when it has nothing to do).
     "idle": None,
 }
 
 
-def make_running_vm(server: LimenProcess, name: str, guest: str = "demo-iso") -> str:
+def make_running_vm(server: LimenProcess, name: str, guest: str) -> str:
     with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=60) as api:
         created = api.post("/api/vms", json={"name": name, "memory_mib": 64, "iso": GUESTS[guest], "disk_gib": 1})
         created.raise_for_status()

@@ -9,16 +9,20 @@ DOMContentLoaded (bench/RESULTS.md, round 11). A 32x32 PNG decodes in a fraction
 from __future__ import annotations
 
 import base64
+import os
 import sys
 from pathlib import Path
 
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from playwright.sync_api import sync_playwright
+from tests.e2e.helpers import CHROMIUM, CHROMIUM_ARGS
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO / "src/limen/web/static/img/limen.svg"
 ICON_SIZE = 32
 TARGET = REPO / f"src/limen/web/static/img/limen-{ICON_SIZE}.png"
-CHROMIUM = "/usr/bin/chromium"
 
 
 def main() -> int:
@@ -27,7 +31,7 @@ def main() -> int:
                  f'<img src="data:image/svg+xml;base64,{svg}" '
                  f'width="{ICON_SIZE}" height="{ICON_SIZE}" style="display:block"></body></html>')
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": ICON_SIZE, "height": ICON_SIZE})
         page.set_content(page_html)
         page.locator("img").wait_for()
