@@ -83,12 +83,14 @@ test-postgresql-run:
 	[ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc
 
 # Bytecode is cached even where PYTHONDONTWRITEBYTECODE is set: compiling limen and rewriting the tests'
-# asserts anew costs ~2 s of every run. One process collects, then forks two workers that take a test file at
-# a time (its module-scoped apps made once): tests/support/forked_workers.py. UNIT_WORKERS=0 runs it in one
-# process. `python -m` puts this directory on sys.path for the -p plugin. The tests' temporary
-# files (~2,000 SQLite databases) live in memory (/dev/shm) when it is there: on a disk each commit's and
-# checkpoint's fsync waits for it, which a busy disk makes seconds of the run.
-UNIT_WORKERS ?= 2
+# asserts anew costs ~2 s of every run. One process collects, then forks workers that take a test file at a
+# time (its module-scoped apps made once): tests/support/forked_workers.py. One worker more than the cores:
+# ~2 s of the tier's tests wait (timeouts they provoke, threads, child processes), and a core left idle while
+# one waits was ~7 % of the wall time on 2 cores (8 interleaved pairs of runs, 2 against 3 workers).
+# UNIT_WORKERS=0 runs it in one process. `python -m` puts this directory on sys.path for the -p plugin. The
+# tests' temporary files (~2,000 SQLite databases) live in memory (/dev/shm) when it is there: on a disk each
+# commit's and checkpoint's fsync waits for it, which a busy disk makes seconds of the run.
+UNIT_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
 UNIT_TMPDIR ?= $(if $(wildcard /dev/shm),/dev/shm,$(or $(TMPDIR),/tmp))
 test-unit: venv
 	@env -u PYTHONDONTWRITEBYTECODE TMPDIR=$(UNIT_TMPDIR) \
