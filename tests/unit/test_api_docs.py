@@ -8,8 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from fastapi.security.base import SecurityBase
 
 from limen.api.app import create_app
+from limen.api.deps import needs_user
+from limen.auth.browser_sessions import COOKIE_NAME
 from limen.settings import Settings
 from limen.web.npm_assets import bundled
 from tests.unit.test_web_routes import client_for
@@ -41,3 +46,39 @@ async def test_missing_swagger_ui_is_a_json_error_naming_the_fix(
     assert response.status_code == 503
     assert response.json()["code"] == "INTERNAL_ERROR"
     assert "make install" in response.json()["details"]
+
+
+async def test_the_document_says_how_to_sign_in_to_each_route_that_needs_a_user(
+        make_settings: Callable[..., Settings]) -> None:
+    app = create_app(make_settings())
+    async with client_for(app) as client:
+        document = (await client.get("/api/openapi.json")).json()
+    schemes = document["components"]["securitySchemes"]
+    assert (schemes["HTTPBearer"]["type"], schemes["HTTPBearer"]["scheme"]) == ("http", "bearer")
+    assert "limen token create" in schemes["HTTPBearer"]["description"]
+    assert (schemes["APIKeyCookie"]["type"], schemes["APIKeyCookie"]["in"]) == ("apiKey", "cookie")
+    assert schemes["APIKeyCookie"]["name"] == COOKIE_NAME
+    either = [{"HTTPBearer": []}, {"APIKeyCookie": []}]
+    public = set()
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.include_in_schema:
+            for method in route.methods:
+                operation = document["paths"][route.path_format][method.lower()]
+                assert operation.get("security") == (either if needs_user(route.dependant) else None), route.path
+                if not needs_user(route.dependant):
+                    public.add(f"{method} {route.path_format}")
+    assert document["paths"]["/api/vms/{vm_id}/console-ticket"]["post"]["security"] == either
+    assert {"POST /api/login", "GET /healthz", "GET /api/console-stages"} <= public
+
+
+def test_no_route_runs_the_credential_schemes_on_its_requests(make_settings: Callable[..., Settings]) -> None:
+    """The schemes are only declared in the document (limen.api.deps.CREDENTIAL_SCHEMES): as dependencies,
+    FastAPI would walk and run them on every request to read what limen's authentication reads anyway."""
+
+    def calls(dependant: Dependant) -> list[object]:
+        return [dependant.call, *(call for sub in dependant.dependencies for call in calls(sub))]
+
+    routes = [route for route in create_app(make_settings()).routes if isinstance(route, APIRoute)]
+    assert routes
+    for route in routes:
+        assert not any(isinstance(call, SecurityBase) for call in calls(route.dependant)), route.path

@@ -7,8 +7,10 @@ the pages and the static files (the pages ask the API, which answers 401, and th
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -31,6 +33,7 @@ from limen.api import (
 from limen.api.access import install_access
 from limen.api.authenticate_first import AuthenticateFirst
 from limen.api.body_limit import BodyLimit
+from limen.api.deps import document_credentials
 from limen.api.error_responses import install_error_handlers
 from limen.api.hosts import HostCheck
 from limen.api.isos import start_iso_library
@@ -109,6 +112,7 @@ def create_app(
         # otherwise look up the global providers on every request and every console set-up.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
+    app.openapi = functools.partial(_openapi_document, app)  # type: ignore[method-assign]
     # Remembers revocations as long as a console ticket lives: a ticket asked for by a since-revoked
     # credential must not open a console.
     console_sessions = ConsoleSessions(CurrentRights(guard.users, hv.console_vm),
@@ -162,3 +166,12 @@ def create_app(
     install_access(app)
     install_web(app, settings)  # last: it mounts /static
     return app
+
+
+def _openapi_document(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's OpenAPI document of ``app`` (made once, then kept), with the credentials its routes take."""
+    document = app.openapi_schema
+    if document is None:
+        document = FastAPI.openapi(app)  # which keeps it as app.openapi_schema
+        document_credentials(document, app.routes)
+    return document
