@@ -42,9 +42,10 @@ async def _services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(_services)]
 
 
-# The narrower ones read their service straight off the request, not through ServicesDep: FastAPI walks a
-# route's whole dependency tree on every request, the branches it has already solved included (a ticket's
-# tree had 16 nodes, each with its cache key computed anew), and the services are one attribute away.
+# The narrower ones, and the dependencies below, read their service straight off the request, not through
+# another dependency: FastAPI walks a route's whole dependency tree on every request, the branches it has
+# already solved included, computing each node's cache key anew (a console ticket's tree had 16 nodes, and
+# they were most of its CPU in-process), and the services are one attribute away.
 async def _hypervisor(request: Request) -> Hypervisor:
     return services_of(request).hypervisor
 
@@ -79,13 +80,10 @@ async def _access(request: Request) -> Access:
 AccessDep = Annotated[Access, Depends(_access)]
 
 
-async def _current_user(
-    request: Request,
-    access: AccessDep,
-) -> Principal:
+async def _current_user(request: Request) -> Principal:
     principal: Principal | None = request.scope.get(PRINCIPAL_SCOPE_KEY)
     if principal is None:
-        principal = await authenticate_request(access, request)
+        principal = await authenticate_request(access_of(request), request)
         request.scope[PRINCIPAL_SCOPE_KEY] = principal
     request.state.principal = principal
     return principal
@@ -134,8 +132,8 @@ async def _admin_user(principal: CurrentUser) -> Principal:
 AdminUser = Annotated[Principal, Depends(_admin_user)]
 
 
-async def _accessible_vm(vm_id: str, principal: CurrentUser, hypervisor: HypervisorDep) -> Vm:
-    vm = await hypervisor.get_vm(vm_id)
+async def _accessible_vm(vm_id: str, principal: CurrentUser, request: Request) -> Vm:
+    vm = await services_of(request).hypervisor.get_vm(vm_id)
     require_vm_access(principal, vm_id, vm.owner)
     return vm
 
@@ -143,10 +141,10 @@ async def _accessible_vm(vm_id: str, principal: CurrentUser, hypervisor: Hypervi
 AccessibleVm = Annotated[Vm, Depends(_accessible_vm)]
 
 
-async def _console_vm(vm_id: str, principal: CurrentUser, hypervisor: HypervisorDep) -> Vm:
+async def _console_vm(vm_id: str, principal: CurrentUser, request: Request) -> Vm:
     # A browser asks for a ticket and opens the console right after it: the one read serves both, and a
     # ticket costs no thread hop and no XML parse while the VM's answer is fresh.
-    vm = await hypervisor.console_vm_recent(vm_id)
+    vm = await services_of(request).hypervisor.console_vm_recent(vm_id)
     require_vm_access(principal, vm_id, vm.owner)
     return vm
 
