@@ -63,7 +63,6 @@ HypervisorDep = Annotated[Hypervisor, Depends(_hypervisor)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
-
 def access_of(conn: HTTPConnection) -> Access:
     return services_of(conn).access
 
