@@ -11,6 +11,7 @@ Then, over either transport: the RFB 3.8 handshake (version, security None, Clie
 Commands, each printing one JSON object on its last stdout line:
 
 * ``setup``  sequential sessions: connect → ServerInit (and upgrade → first status frame), p50/p99
+* ``tickets`` (limen) the console ticket's ``POST`` alone: back to back, then each after an idle pause
 * ``rtt``    one session against ``echo-update``: FramebufferUpdateRequest → whole update, p50/p99
 * ``stream`` N parallel sessions against ``stream``: FramebufferUpdate bytes per second over a window,
   and the proxy's CPU seconds per GB in that window (``--proxy-pgid``)
@@ -556,6 +557,28 @@ async def measure_setup(target: Target, count: int, timeout: float) -> dict[str,
     }
 
 
+async def measure_tickets(target: Target, count: int, idle: float, warmup: int, timeout: float) -> dict[str, Any]:
+    """The console ticket's ``POST`` alone, over one kept-alive connection: ``count`` back to back (the
+    server's code warm), then ``count`` each after ``idle`` seconds with nothing sent (a click after a
+    pause). In the set-up loop a ticket follows a whole console's work, which evicts its code from the
+    CPU's caches, so that figure sits between these two."""
+    async def series(pause: float) -> list[float]:
+        samples = []
+        for index in range(warmup + count):
+            if pause:
+                await asyncio.sleep(pause)
+            async with asyncio.timeout(timeout):
+                _url, ms = await TICKETS.fetch(target.url)
+            if index >= warmup:
+                samples.append(ms)
+        return samples
+
+    back_to_back = await series(0.0)
+    after_idle = await series(idle)
+    return {"count": count, "idle_s": idle, "back_to_back_ms": percentiles(back_to_back),
+            "after_idle_ms": percentiles(after_idle)}
+
+
 async def measure_rtt(target: Target, count: int, warmup: int, timeout: float) -> dict[str, Any]:
     async with asyncio.timeout(timeout):
         session = await open_session(target)
@@ -927,6 +950,10 @@ def main(argv: list[str] | None = None) -> None:
         return sub
 
     add("setup").add_argument("--count", type=int, default=200)
+    tickets = add("tickets")
+    tickets.add_argument("--count", type=int, default=200)
+    tickets.add_argument("--idle", type=float, default=0.02, help="seconds between the second series' POSTs")
+    tickets.add_argument("--warmup", type=int, default=20)
     rtt = add("rtt")
     rtt.add_argument("--count", type=int, default=2000)
     rtt.add_argument("--warmup", type=int, default=50)
@@ -954,6 +981,8 @@ def main(argv: list[str] | None = None) -> None:
     run: Callable[[], Awaitable[Any]]
     if args.command == "setup":
         run = lambda: measure_setup(target, args.count, args.timeout)  # noqa: E731
+    elif args.command == "tickets":
+        run = lambda: measure_tickets(target, args.count, args.idle, args.warmup, args.timeout)  # noqa: E731
     elif args.command == "rtt":
         run = lambda: measure_rtt(target, args.count, args.warmup, args.timeout)  # noqa: E731
     elif args.command == "stream":

@@ -81,6 +81,8 @@ class Plan:
     session_timeout: float = 10.0
     # Set-up on every sign-in path (limen; other systems ignore credentials): ticket is the page's way.
     auth_paths: tuple[str, ...] = ("ticket", "cookie", "bearer")
+    # The ticket's POST alone (limen): back to back, then each after this many seconds of idle.
+    ticket_idle: float = 0.02
     # 1-stream runs with updates of one small rectangle (fake server modes stream-256/-64/-16).
     rect_modes: tuple[str, ...] = ("stream-256", "stream-64", "stream-16")
     # Admission, close storm, reconnect storm (bench/storms.py); storm_sessions 0 skips them.
@@ -290,6 +292,11 @@ def measure_system(system: System, processes: Processes, plan: Plan, fake: FakeV
                     processes, f"client-{name}-setup-{auth}",
                     ["setup", *target("idle", auth), "--count", str(plan.setup_count)],
                     timeout=60 + plan.setup_count * plan.session_timeout))
+    if system.status_frames:  # limen: the ticket's POST alone, warm and after an idle pause
+        attempt("tickets", lambda: load_client(
+            processes, f"client-{name}-tickets",
+            ["tickets", *target("idle"), "--count", str(plan.setup_count), "--idle", str(plan.ticket_idle)],
+            timeout=60 + 2 * plan.setup_count * plan.session_timeout))
     if system.database_only:
         storms()
         system.close()
@@ -413,6 +420,10 @@ def summarize(systems: dict[str, dict[str, Any]], plan: Plan) -> list[tuple[str,
                 lambda r, auth=auth: pair(r, f"setup_{auth}", "setup_ms"))  # type: ignore[misc]
     row("first status p50 / p99 (ms)", lambda r: pair(r, "setup", "first_status_ms", digits=3))
     row("console ticket p50 / p99 (ms, before set-up)", lambda r: pair(r, "setup", "ticket_ms", digits=2))
+    row("console ticket alone p50 / p99 (ms, back to back)",
+        lambda r: pair(r, "tickets", "back_to_back_ms", digits=2))
+    row(f"console ticket alone p50 / p99 (ms, each after {plan.ticket_idle * 1000:g} ms idle)",
+        lambda r: pair(r, "tickets", "after_idle_ms", digits=2))
     row("1 stream (GB/s)", lambda r: fmt(_get(r, "stream_1", "gb_per_s")))
     streams = plan.parallel_streams
     row(f"{streams} streams (GB/s)", lambda r: fmt(_get(r, f"stream_{streams}", "gb_per_s")))

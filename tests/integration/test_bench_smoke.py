@@ -68,6 +68,8 @@ def test_bench_smoke_measures_every_system(tmp_path: Path) -> None:
             for key in ("setup_cookie", "setup_bearer"):  # every sign-in path
                 assert system[key]["ok"] == system[key]["count"] > 0, (key, system[key])
             assert setup["ticket_ms"]["p50"] is not None
+            tickets = system["tickets"]  # the ticket's POST alone, warm and after an idle pause
+            assert tickets["back_to_back_ms"]["p50"] is not None and tickets["after_idle_ms"]["p50"] is not None
             assert storms["admission"]["audit"]["all_written"], storms["admission"]["audit"]
             assert storms["close_storm"]["live_rows_left"] == 0, storms["close_storm"]
             reconnect = storms["reconnect_storm"]
