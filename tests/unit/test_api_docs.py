@@ -86,4 +86,4 @@ def test_no_route_runs_the_credential_schemes_on_its_requests(make_settings: Cal
     # branch solved already included), so the leaves read the services off the request themselves.
     ticket = next(route for route in routes if route.path == "/api/vms/{vm_id}/console-ticket")
     assert [getattr(call, "__name__", call) for call in calls(ticket.dependant)] == [
-        "console_ticket", "_console_vm", "_current_user", "_current_user"]
+        "console_ticket", "console_vm", "current_user", "current_user"]

@@ -40,6 +40,7 @@ from limen.api.isos import start_iso_library
 from limen.api.middleware import RequestContextMiddleware
 from limen.api.router_inclusion import include_routes
 from limen.api.services import Services
+from limen.api.tickets import ConsoleTicketRoute
 from limen.api.transport_security import StrictTransportSecurity
 from limen.auth.access import Access
 from limen.auth.revocation import CurrentRights
@@ -134,7 +135,9 @@ def create_app(
         serial_holders=SerialHolders(),
     )
     # Innermost first. A request meets: the console's shortcut, its request id, the Host check, the body
-    # limit, then authentication of requests with a body (before anything reads it), then the routes.
+    # limit, then authentication of requests with a body (before anything reads it), the console ticket's
+    # shortcut, then the routes.
+    app.add_middleware(ConsoleTicketRoute)
     app.add_middleware(AuthenticateFirst)
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(HostCheck, site=guard.site)  # inside the request context: its errors carry the id

@@ -79,7 +79,9 @@ async def _access(request: Request) -> Access:
 AccessDep = Annotated[Access, Depends(_access)]
 
 
-async def _current_user(request: Request) -> Principal:
+async def current_user(request: Request) -> Principal:
+    """The request's principal (the :data:`CurrentUser` dependency; the console ticket's shortcut calls it
+    as it is)."""
     principal: Principal | None = request.scope.get(PRINCIPAL_SCOPE_KEY)
     if principal is None:
         principal = await authenticate_request(access_of(request), request)
@@ -88,12 +90,12 @@ async def _current_user(request: Request) -> Principal:
     return principal
 
 
-CurrentUser = Annotated[Principal, Depends(_current_user)]
+CurrentUser = Annotated[Principal, Depends(current_user)]
 
 
 def needs_user(dependant: Dependant) -> bool:
     """Whether a route's dependencies include :data:`CurrentUser` (directly or through another one)."""
-    return dependant.call is _current_user or any(needs_user(sub) for sub in dependant.dependencies)
+    return dependant.call is current_user or any(needs_user(sub) for sub in dependant.dependencies)
 
 
 # How a request proves who it is, as the OpenAPI document declares it (authenticate_request reads the same
@@ -140,7 +142,9 @@ async def _accessible_vm(vm_id: str, principal: CurrentUser, request: Request) -
 AccessibleVm = Annotated[Vm, Depends(_accessible_vm)]
 
 
-async def _console_vm(vm_id: str, principal: CurrentUser, request: Request) -> Vm:
+async def console_vm(vm_id: str, principal: CurrentUser, request: Request) -> Vm:
+    """The VM a console (or its ticket) is for, if ``principal`` may open it (the :data:`ConsoleVm`
+    dependency; the console ticket's shortcut calls it as it is)."""
     # A browser asks for a ticket and opens the console right after it: the one read serves both, and a
     # ticket costs no thread hop and no XML parse while the VM's answer is fresh.
     vm = await services_of(request).hypervisor.console_vm_recent(vm_id)
@@ -148,4 +152,4 @@ async def _console_vm(vm_id: str, principal: CurrentUser, request: Request) -> V
     return vm
 
 
-ConsoleVm = Annotated[Vm, Depends(_console_vm)]
+ConsoleVm = Annotated[Vm, Depends(console_vm)]
