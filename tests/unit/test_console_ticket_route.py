@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import libvirt
 import pytest
 
 from limen.api.services import services_of
@@ -15,6 +14,7 @@ from limen.api.tickets import TICKET_PATH, TICKET_ROUTE
 from limen.db import Role
 from tests.conftest import settings_in
 from tests.support.access import access_client, assert_error, make_access, sign_in
+from tests.support.console import FakeDomain, driver_uri
 
 ROUTE_TEMPLATE = "/api/vms/{vm_id}/console-ticket"
 PASSWORD = "correct horse battery"
@@ -61,32 +61,24 @@ class Site:
 @pytest.fixture(scope="module")
 async def one_site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
     """One app for the module (its tests only ask for tickets, which change nothing the others read)."""
-    settings = settings_in(tmp_path_factory.mktemp("ticket-route"))
+    directory = tmp_path_factory.mktemp("ticket-route")
+    vm = FakeDomain("ticket-route-vm", vnc=5999)  # running, with a VNC port: what a console ticket is for
+    settings = settings_in(directory, libvirt_uri=driver_uri(directory, [vm]))
     access = make_access(settings)
-    conn = libvirt.open(settings.libvirt_uri)
-    # A running VM with a VNC port on the test driver: what a console ticket is for.
-    dom = conn.defineXML("<domain type='test'><name>ticket-route-vm</name><memory>65536</memory><os><type>hvm</type>"
-                         "</os><devices><graphics type='vnc' port='5999' listen='127.0.0.1'/></devices></domain>")
-    dom.create()
-    try:
-        async with access_client(settings, access) as (client, app):
-            await access.users.create("root", PASSWORD, Role.ADMIN)
-            await access.users.create("bob", PASSWORD, Role.USER)
-            token = (await access.tokens.create("root", "tests")).secret
-            result = Site(client, app, dom.UUIDString(), {"Authorization": f"Bearer {token}"})
-            route_app = TICKET_ROUTE.app
+    async with access_client(settings, access) as (client, app):
+        await access.users.create("root", PASSWORD, Role.ADMIN)
+        await access.users.create("bob", PASSWORD, Role.USER)
+        token = (await access.tokens.create("root", "tests")).secret
+        result = Site(client, app, vm.uuid, {"Authorization": f"Bearer {token}"})
+        route_app = TICKET_ROUTE.app
 
-            async def counted(scope: Any, receive: Any, send: Any) -> None:
-                result.routed.append(scope["method"])
-                await route_app(scope, receive, send)
+        async def counted(scope: Any, receive: Any, send: Any) -> None:
+            result.routed.append(scope["method"])
+            await route_app(scope, receive, send)
 
-            with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(TICKET_ROUTE, "app", counted)
-                yield result
-    finally:
-        dom.destroy()
-        dom.undefine()
-        conn.close()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(TICKET_ROUTE, "app", counted)
+            yield result
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ path; measured so, a request costs in proportion to the code it runs, and FastAP
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -58,8 +57,7 @@ async def console_ticket(vm: ConsoleVm, principal: CurrentUser, request: Request
 
 
 TICKET_ROUTE: APIRoute = next(route for route in router.routes if isinstance(route, APIRoute))
-# The route's own pattern ({vm_id} is one path segment).
-TICKET_PATH = re.compile(r"^/api/vms/([^/]+)/console-ticket$")
+TICKET_PATH = TICKET_ROUTE.path_regex  # the router's own pattern: group 1 is {vm_id}, one path segment
 
 
 class ConsoleTicketRoute:
