@@ -3,6 +3,7 @@ route answers it (the same body, headers, errors and metrics); everything else g
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from limen.api.services import services_of
 from limen.api.tickets import TICKET_PATH, TICKET_ROUTE
 from limen.db import Role
+from limen.errors import ErrorCode, LimenError
 from tests.conftest import settings_in
 from tests.support.access import access_client, assert_error, make_access, sign_in
 from tests.support.console import FakeDomain, driver_uri
@@ -136,3 +138,67 @@ async def test_other_methods_go_to_the_router(site: Site) -> None:
     assert response.status_code == 405
     assert response.json()["code"]
     assert site.routed == []  # the router answered 405 itself: the route's app is never reached for a GET
+
+
+async def test_many_tickets_asked_for_at_once_are_each_a_ticket_of_their_own(site: Site) -> None:
+    """A page reloaded in many tabs, a script opening consoles: concurrent requests each get a distinct ticket
+    that opens a console once, and the unauthenticated ones among them are refused, not answered with one."""
+    path = f"/api/vms/{site.vm_uuid}/console-ticket"
+    responses = await asyncio.gather(*(site.client.post(path, headers=site.admin if n % 4 else {})
+                                       for n in range(80)))
+    granted = [response.json()["ticket"] for response in responses if response.status_code == 200]
+    for response in responses:
+        if response.status_code != 200:
+            assert_error(response, 401, "UNAUTHORIZED")
+    assert len(granted) == 60 and len(set(granted)) == 60
+    assert site.routed == []
+    assert site.requests_counted_since() == {("POST", "200"): 60, ("POST", "401"): 20}
+
+    tickets = services_of(site.app).access.tickets
+    outcomes = await asyncio.gather(*(tickets.redeem(ticket, site.vm_uuid) for ticket in granted + granted),
+                                    return_exceptions=True)
+    holders = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+    refusals = [outcome for outcome in outcomes if isinstance(outcome, LimenError)]
+    assert len(holders) == 60 and {holder.user for holder in holders} == {"root"}
+    assert len(refusals) == 60 and {error.code for error in refusals} == {ErrorCode.TICKET_USED}
+
+
+async def test_a_token_revoked_during_a_burst_gets_no_ticket_after_its_revocation(site: Site) -> None:
+    """Requests in flight when the token is revoked may still get a ticket, which names the token (so the
+    console it would open is refused or ended by the revocation); none asked for after it gets one."""
+    access = services_of(site.app).access
+    new = await access.tokens.create("root", "burst")
+    bearer = {"Authorization": f"Bearer {new.secret}"}
+    path = f"/api/vms/{site.vm_uuid}/console-ticket"
+    answered: list[tuple[bool, httpx.Response]] = []  # (asked after the revocation had returned, answer)
+    ten_answered = asyncio.Event()
+    revoked = asyncio.Event()
+
+    async def lane() -> None:  # a client asking again and again, as fast as it is answered, until refused
+        for _ in range(1000):
+            asked_after_revocation = revoked.is_set()
+            response = await site.client.post(path, headers=bearer)
+            answered.append((asked_after_revocation, response))
+            if len(answered) >= 10:
+                ten_answered.set()
+            if response.status_code != 200:
+                return
+            await asyncio.sleep(0)  # in-process, a ticket is answered without the loop ever running another task
+
+    async def revoke_midway() -> None:
+        await ten_answered.wait()
+        response = await site.client.delete(f"/api/tokens/{new.info.id}", headers=site.admin)
+        assert response.status_code == 200, response.text
+        revoked.set()
+
+    await asyncio.gather(revoke_midway(), *(lane() for _ in range(4)))
+
+    granted = [response.json()["ticket"] for _, response in answered if response.status_code == 200]
+    assert len(granted) >= 10
+    for asked_after_revocation, response in answered:
+        if asked_after_revocation or response.status_code != 200:
+            assert_error(response, 401, "UNAUTHORIZED")
+    assert sum(response.status_code == 401 for _, response in answered) == 4  # each lane ended refused
+    assert site.routed == []
+    holders = await asyncio.gather(*(access.tickets.redeem(ticket, site.vm_uuid) for ticket in granted))
+    assert {holder.credential for holder in holders} == {f"token:{new.info.id}"}
