@@ -43,7 +43,15 @@ from limen.hypervisor.domain_edit import (
 )
 from limen.hypervisor.domain_xml import parse_domain_xml
 from limen.hypervisor.models import DiskDevice, Vm
-from limen.hypervisor.service import MAX_DISK_GIB, Hypervisor, _lookup, check_boot_order, check_name, parse_vm_id
+from limen.hypervisor.service import (
+    MAX_DISK_GIB,
+    Hypervisor,
+    _lookup,
+    check_boot_order,
+    check_name,
+    parse_vm_id,
+    refuse_taken_name,
+)
 from limen.isos import resolve_iso
 
 log = logging.getLogger("limen.hypervisor")
@@ -254,7 +262,7 @@ async def edit_vm(hypervisor: Hypervisor, ident: str, edit: VmEdit) -> Edited:
             if rename and active:
                 raise LimenError(ErrorCode.VM_MUST_BE_STOPPED, f"VM {old_name!r} runs; rename it while it is stopped")
             if rename:
-                _check_name_free(conn, str(edit.name))
+                refuse_taken_name(conn, str(edit.name))
             original = _persistent_xml(dom)
             persistent = parse_domain_xml(original)
             change = HardwareChange(
@@ -282,16 +290,6 @@ async def edit_vm(hypervisor: Hypervisor, ident: str, edit: VmEdit) -> Edited:
     return await hypervisor.connection.call(
         "edit_vm", run, subject=ident, timeout=hypervisor.settings.libvirt_timeout * 2
     )
-
-
-def _check_name_free(conn: libvirt.virConnect, name: str) -> None:
-    try:
-        conn.lookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-            raise
-    else:
-        raise LimenError(ErrorCode.VM_ALREADY_EXISTS, f"a VM named {name!r} exists")
 
 
 def _undo(conn: libvirt.virConnect, uuid: str, original_xml: str | None, autostart: bool) -> None:

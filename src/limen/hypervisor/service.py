@@ -89,6 +89,17 @@ def check_name(name: str, field: str = "name") -> None:
         )
 
 
+def refuse_taken_name(conn: libvirt.virConnect, name: str) -> None:
+    """VM_ALREADY_EXISTS if a domain on ``conn`` is named ``name`` (a new VM's, or a renamed one's)."""
+    try:
+        conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+            raise
+    else:
+        raise LimenError(ErrorCode.VM_ALREADY_EXISTS, f"a VM named {name!r} exists")
+
+
 def check_boot_order(boot_order: tuple[str, ...]) -> None:
     for device in boot_order:
         if device not in BOOT_DEVICES:
@@ -459,17 +470,6 @@ class Hypervisor:
         except LimenError as exc:
             raise ValidationFailed("iso", exc.details.removeprefix("iso: ")) from None
 
-    @staticmethod
-    def _refuse_taken_name(conn: libvirt.virConnect, name: str) -> None:
-        """VM_ALREADY_EXISTS if a domain is named ``name``."""
-        try:
-            conn.lookupByName(name)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                raise
-        else:
-            raise LimenError(ErrorCode.VM_ALREADY_EXISTS, f"a VM named {name!r} exists")
-
     def _refuse_taken_volume(self, conn: libvirt.virConnect, name: str) -> None:
         """VM_ALREADY_EXISTS if the disk volume a VM named ``name`` would get exists."""
         volume_name = storage.disk_volume_name(name)
@@ -503,7 +503,7 @@ class Hypervisor:
                 raise answer
 
     def _refuse_name_and_volume(self, conn: libvirt.virConnect, *, name: str, with_disk: bool) -> None:
-        self._refuse_taken_name(conn, name)
+        refuse_taken_name(conn, name)
         if with_disk:
             self._refuse_taken_volume(conn, name)
 
@@ -523,7 +523,7 @@ class Hypervisor:
         vnc_listen = self.settings.vnc_listen if local else (link.console_address or self.settings.vnc_listen)
 
         def run(conn: libvirt.virConnect) -> Vm:
-            self._refuse_taken_name(conn, spec.name)
+            refuse_taken_name(conn, spec.name)
             volume: libvirt.virStorageVol | None = None
             domain: libvirt.virDomain | None = None
             try:
