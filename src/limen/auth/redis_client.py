@@ -9,7 +9,9 @@ REDIS_UNAVAILABLE (503), never hangs and never answers 500.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar
 
 from limen.errors import ErrorCode, LimenError
 
@@ -33,3 +35,29 @@ def redis_unavailable(what: str, operation: str, exc: BaseException) -> LimenErr
     """The error of a failed Redis call. The exception's text can hold the URL, and so a password: it names
     the exception's type only."""
     return LimenError(ErrorCode.REDIS_UNAVAILABLE, f"{what} (Redis) {operation} failed: {type(exc).__name__}")
+
+
+class RedisStore:
+    """What a store kept in Redis shares: its client, a ping for readiness, closing, and the error a failed
+    call becomes (REDIS_UNAVAILABLE naming the store, never a redis-py exception)."""
+
+    what: ClassVar[str]  # the store's name in its errors, e.g. "console ticket store"
+
+    def __init__(self, url: str) -> None:
+        self._redis: Any = open_redis(url)
+
+    async def check(self) -> None:
+        async with self._errors("ping"):
+            await self._redis.ping()
+
+    @asynccontextmanager
+    async def _errors(self, operation: str) -> AsyncIterator[None]:
+        import redis.exceptions
+
+        try:
+            yield
+        except redis.exceptions.RedisError as exc:
+            raise redis_unavailable(self.what, operation, exc) from None
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -35,7 +34,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from limen.auth.names import name_key
-from limen.auth.redis_client import open_redis, redis_unavailable
+from limen.auth.redis_client import RedisStore
 from limen.auth.throttle import Count, ThrottlePolicy, current, failed, refusal, released, reserved
 from limen.db import Database
 from limen.db.models import LoginThrottle
@@ -297,11 +296,13 @@ return false
 _GLOB_SPECIAL = str.maketrans({char: f"\\{char}" for char in "\\*?[]^-{}"})
 
 
-class RedisThrottleStore:
+class RedisThrottleStore(RedisStore):
+    what = "sign-in throttle"
+
     def __init__(self, url: str, policy: ThrottlePolicy, *, namespace: str = "limen") -> None:
+        super().__init__(url)
         self.policy = policy
         self.namespace = namespace
-        self._redis: Any = open_redis(url)
         self._script = self._redis.register_script(_THROTTLE_SCRIPT)
 
     def redis_key(self, key: ThrottleKey) -> str:
@@ -335,22 +336,6 @@ class RedisThrottleStore:
             async for key in self._redis.scan_iter(match=pattern, count=1000):
                 cleared += int(await self._redis.delete(key))
         return cleared
-
-    async def check(self) -> None:
-        async with self._errors("ping"):
-            await self._redis.ping()
-
-    @asynccontextmanager
-    async def _errors(self, operation: str) -> AsyncIterator[None]:
-        import redis.exceptions
-
-        try:
-            yield
-        except redis.exceptions.RedisError as exc:
-            raise redis_unavailable("sign-in throttle", operation, exc) from None
-
-    async def close(self) -> None:
-        await self._redis.aclose()
 
 
 def make_throttle_store(redis_url: str | None, db: Database, policy: ThrottlePolicy) -> ThrottleStore:

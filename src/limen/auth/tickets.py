@@ -24,12 +24,10 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from limen.auth.redis_client import open_redis, redis_unavailable
+from limen.auth.redis_client import RedisStore
 from limen.clock import Clock
 from limen.errors import ErrorCode, LimenError
 
@@ -183,14 +181,16 @@ return false
 """
 
 
-class RedisTicketStore:
+class RedisTicketStore(RedisStore):
     """Tickets in Redis, shared by every limen instance that uses the same ``redis_url``."""
 
+    what = "console ticket store"
+
     def __init__(self, url: str, ttl: float, clock: Clock, *, namespace: str = "limen") -> None:
+        super().__init__(url)
         self._ttl = ttl
         self.clock = clock
         self.namespace = namespace
-        self._redis: Any = open_redis(url)
         self._redeem = self._redis.register_script(_REDEEM_SCRIPT)
 
     @property
@@ -239,22 +239,6 @@ class RedisTicketStore:
             return str(entry["user"])
         except (LimenError, ValueError, KeyError, TypeError):
             return None  # a hint only: redeem reports what is wrong
-
-    async def check(self) -> None:
-        async with self._errors("ping"):
-            await self._redis.ping()
-
-    @asynccontextmanager
-    async def _errors(self, operation: str) -> AsyncIterator[None]:
-        import redis.exceptions
-
-        try:
-            yield
-        except redis.exceptions.RedisError as exc:
-            raise redis_unavailable("console ticket store", operation, exc) from None
-
-    async def close(self) -> None:
-        await self._redis.aclose()
 
 
 def make_ticket_store(redis_url: str | None, ttl: float, clock: Clock) -> TicketStore:
