@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from sqlalchemy import func, select
@@ -35,13 +35,14 @@ from limen.cli_isos import iso_app
 from limen.cli_output import cli_language, say, table
 from limen.cli_progress import working
 from limen.cli_snapshots import snapshot_app
+from limen.cli_state import CliState, cli_state
 from limen.cli_users import run_directory, token_app, user_app
 from limen.db import Database
 from limen.db.models import ConsoleSessionRecord
 from limen.hypervisor import Hypervisor, Vm, VmSpec, editing
 from limen.i18n import display_width, pad
 from limen.private_files import private_dir
-from limen.settings import Settings, SettingsError, load_settings
+from limen.settings import Settings
 
 T = TypeVar("T")
 
@@ -57,23 +58,6 @@ app.add_typer(host_app, name="host")
 app.add_typer(config_app, name="config")
 app.command("backup")(backup_command)
 app.command("restore")(restore_command)
-
-
-class CliState:
-    def __init__(self, config: Path | None, overrides: dict[str, Any], as_json: bool) -> None:
-        self.config = config
-        self.overrides = overrides
-        self.as_json = as_json
-        self._settings: Settings | None = None
-
-    def settings(self, **more: Any) -> Settings:
-        if self._settings is None or more:
-            try:
-                self._settings = load_settings(self.config, **{**self.overrides, **more})
-            except SettingsError as exc:
-                typer.echo(f"limen: {exc}", err=True)
-                raise typer.Exit(2) from None
-        return self._settings
 
 
 def _print_version(value: bool) -> None:
@@ -99,11 +83,6 @@ def main_options(
         {"libvirt_uri": libvirt_uri, "iso_dir": iso_dir, "data_dir": data_dir, "log_dir": log_dir},
         as_json,
     )
-
-
-def _state(ctx: typer.Context) -> CliState:
-    state: CliState = ctx.obj
-    return state
 
 
 def _audited(settings: Settings, action: str, vm_id: str,
@@ -203,7 +182,7 @@ def serve(
     from limen.logs import configure_logging
     from limen.server import serve as run_server
 
-    settings = _state(ctx).settings(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key)
+    settings = cli_state(ctx).settings(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key)
     log_file = configure_logging(settings)
     _private_data_dir(settings)
     scheme = "https" if settings.tls else "http"
@@ -215,7 +194,7 @@ def serve(
 @vm_app.command("list")
 def vm_list(ctx: typer.Context) -> None:
     """List every VM libvirt knows."""
-    state = _state(ctx)
+    state = cli_state(ctx)
     vms = run_on_hypervisor(state.settings(), lambda hv: hv.list_vms())
     _print_vms(state, [VmOut.of(vm) for vm in vms])
 
@@ -223,7 +202,7 @@ def vm_list(ctx: typer.Context) -> None:
 @vm_app.command("show")
 def vm_show(ctx: typer.Context, vm_id: Annotated[str, typer.Argument(help="UUID or name")]) -> None:
     """Show one VM."""
-    state = _state(ctx)
+    state = cli_state(ctx)
     _print_vm(state, VmOut.of(run_on_hypervisor(state.settings(), lambda hv: hv.get_vm(vm_id))))
 
 
@@ -239,7 +218,7 @@ def vm_create(
     owner: Annotated[str | None, typer.Option(help="limen user who owns the VM (default: none, admins only)")] = None,
 ) -> None:
     """Create (define) a VM; it starts stopped."""
-    state = _state(ctx)
+    state = cli_state(ctx)
     if owner is not None:  # USER_NOT_FOUND for a typo; any case finds the user, the VM keeps its name as kept
         typed = owner
         owner = run_directory(state.settings(), lambda directory: directory.users.get_sync(typed)).name
@@ -258,7 +237,7 @@ def vm_create(
 @vm_app.command("start")
 def vm_start(ctx: typer.Context, vm_id: Annotated[str, typer.Argument(help="UUID or name")]) -> None:
     """Start a VM."""
-    state = _state(ctx)
+    state = cli_state(ctx)
     async def start(hv: Hypervisor, target: ActionTarget) -> Vm:
         return _named(target, await hv.start_vm(_named(target, await hv.get_vm(vm_id)).uuid))
 
@@ -272,7 +251,7 @@ def vm_stop(
     force: Annotated[bool, typer.Option(help="Power off at once instead of ACPI shutdown")] = False,
 ) -> None:
     """Stop a VM (ACPI shutdown; --force powers it off)."""
-    state = _state(ctx)
+    state = cli_state(ctx)
     async def stop(hv: Hypervisor, target: ActionTarget) -> Vm:
         target.details = power_details(force)
         return await hv.stop_vm(_named(target, await hv.get_vm(vm_id)).uuid, force=force)
@@ -287,7 +266,7 @@ def vm_reboot(
     force: Annotated[bool, typer.Option(help="Hardware reset instead of ACPI reboot")] = False,
 ) -> None:
     """Reboot a VM."""
-    state = _state(ctx)
+    state = cli_state(ctx)
     async def reboot(hv: Hypervisor, target: ActionTarget) -> Vm:
         target.details = power_details(force)
         return await hv.reboot_vm(_named(target, await hv.get_vm(vm_id)).uuid, force=force)
@@ -302,7 +281,7 @@ def vm_delete(
     delete_disks: Annotated[bool, typer.Option(help="Also delete the VM's disk volumes")] = False,
 ) -> None:
     """Delete a VM (stopping it first if it runs)."""
-    state = _state(ctx)
+    state = cli_state(ctx)
     settings = state.settings()
 
     async def delete(hv: Hypervisor, target: ActionTarget) -> list[str]:
@@ -332,7 +311,7 @@ def vm_media(
     force: Annotated[bool, typer.Option("--force", help="Open the tray even when the guest has locked it")] = False,
 ) -> None:
     """Show, insert or change (ISO), or eject (--eject) a VM's CD; running VMs change at once."""
-    state = _state(ctx)
+    state = cli_state(ctx)
     if iso is not None and eject:
         raise typer.BadParameter("give an ISO or --eject, not both")
     if iso is None and not eject:
@@ -369,7 +348,7 @@ def vm_set(
 
     On a running VM, vCPUs, memory and boot order apply at its next start (shown as pending restart).
     """
-    state = _state(ctx)
+    state = cli_state(ctx)
     boot_order = tuple(part.strip() for item in boot for part in item.split(",") if part.strip()) if boot else None
     edit = editing.VmEdit(name=name, vcpus=vcpus, memory_mib=memory, boot_order=boot_order, autostart=autostart)
     if edit == editing.VmEdit():
@@ -411,7 +390,7 @@ def vm_resize_disk(
     size: Annotated[str, typer.Argument(help="New size: GiB, or with a unit (512M, 20G, 1T, …B)")],
 ) -> None:
     """Grow a disk (never shrink), running or stopped."""
-    state = _state(ctx)
+    state = cli_state(ctx)
     size_bytes = parse_size(size)
     async def resize(hv: Hypervisor, row: ActionTarget) -> editing.Resized:
         row.details = f"{target[:40]} to {size_bytes} bytes"
@@ -433,7 +412,7 @@ def vm_finish_install(
     force: Annotated[bool, typer.Option("--force", help="Open the tray even when the guest has locked it")] = False,
 ) -> None:
     """Eject the CD and boot from disk only (on a running VM the boot order applies at its next start)."""
-    state = _state(ctx)
+    state = cli_state(ctx)
     async def finish(hv: Hypervisor, target: ActionTarget) -> editing.Edited:
         target.details = power_details(force)
         done = await editing.finish_install(hv, _named(target, await hv.get_vm(vm_id)).uuid, force=force)
@@ -460,7 +439,7 @@ def doctor(
     """Walk the checks a person would run by hand, in order, with a fix for each failure."""
     from limen import doctor as checks
 
-    state = _state(ctx)
+    state = cli_state(ctx)
     settings = state.settings()
     lang = cli_language()
     with working(say("cli.doctor.working", target=vm_id or say("cli.doctor.the_host")),

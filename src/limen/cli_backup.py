@@ -8,7 +8,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 import libvirt
 import typer
@@ -25,21 +25,10 @@ from limen.backup import (
 )
 from limen.cli_output import say
 from limen.cli_progress import working
+from limen.cli_state import cli_state
 from limen.errors import LimenError
 from limen.hypervisor import Hypervisor
 from limen.settings import Settings
-
-
-class _CliState(Protocol):
-    as_json: bool
-    config: Path | None
-
-    def settings(self, **more: Any) -> Settings: ...
-
-
-def _state(ctx: typer.Context) -> _CliState:
-    state: _CliState = ctx.obj
-    return state
 
 
 def _fail(message: str) -> typer.Exit:
@@ -96,7 +85,7 @@ def backup_command(
     vms: Annotated[bool, typer.Option("--vms/--no-vms", help="Record each VM's libvirt XML")] = True,
 ) -> None:
     """Copy limen's database (consistent while limen serves), its settings file and its VMs' XML to FILE."""
-    state = _state(ctx)
+    state = cli_state(ctx)
     settings = state.settings()
     try:
         with working(say("cli.progress.backing_up", database=database_label(settings), file=file),
@@ -133,7 +122,7 @@ def restore_command(
         "--settings-to", help="Write the backup's settings file here (a new file; never over an existing one)")] = None,
 ) -> None:
     """Put FILE's database in place (limen must be stopped) and migrate it to this version's schema."""
-    state = _state(ctx)
+    state = cli_state(ctx)
     settings = state.settings()
     with tempfile.TemporaryDirectory(prefix="limen-restore-") as work:
         try:

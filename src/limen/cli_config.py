@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from pydantic import SecretStr
 
 from limen.cli_output import say, table
+from limen.cli_state import cli_state
 from limen.settings import Settings, SettingsError, SettingSource, check_settings_file, setting_sources
 
 config_app = typer.Typer(help="See and check limen's settings.", no_args_is_help=True)
@@ -23,19 +24,6 @@ config_app = typer.Typer(help="See and check limen's settings.", no_args_is_help
 MASK = "***"
 # Settings whose names say they hold a secret, whatever their type.
 _SECRET_WORDS = ("password", "secret", "token")
-
-
-class _CliState(Protocol):
-    as_json: bool
-    config: Path | None
-    overrides: dict[str, Any]
-
-    def settings(self, **more: Any) -> Settings: ...
-
-
-def _state(ctx: typer.Context) -> _CliState:
-    state: _CliState = ctx.obj
-    return state
 
 
 def _without_credentials(url: str) -> str:
@@ -68,7 +56,7 @@ def shown_value(name: str, value: Any) -> Any:
 @config_app.command("show")
 def config_show(ctx: typer.Context) -> None:
     """Print every effective setting and where it came from: flag, env, file or default; secrets masked."""
-    state = _state(ctx)
+    state = cli_state(ctx)
     settings = state.settings()
     sources: dict[str, SettingSource] = setting_sources(state.config, **state.overrides)
     shown = {name: {"value": shown_value(name, getattr(settings, name)), "source": sources[name]}
@@ -100,7 +88,7 @@ def config_check(
     except SettingsError as exc:
         typer.echo(say("cli.config.check_failed", file=str(file), problems=str(exc)), err=True)
         raise typer.Exit(2) from None
-    if _state(ctx).as_json:
+    if cli_state(ctx).as_json:
         typer.echo(json.dumps({"file": str(file), "valid": True}))
     else:
         typer.echo(say("cli.config.check_ok", file=str(file)))

@@ -8,29 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 import typer
 
 from limen import host_registry
+from limen.cli_state import cli_state
 from limen.db import Database
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.connection import LibvirtConnection
 from limen.hypervisor.hosts import DEFAULT_HOST, HostConfig
-from limen.settings import Settings
 
 host_app = typer.Typer(help="Libvirt hosts: add, list, remove, drain (the default is LIMEN_LIBVIRT_URI).",
                        no_args_is_help=True)
 
 
-class _CliState(Protocol):
-    as_json: bool
-
-    def settings(self, **more: Any) -> Settings: ...
-
-
 def _database(ctx: typer.Context) -> Database:
-    state: _CliState = ctx.obj
+    state = cli_state(ctx)
     db = Database(state.settings().db_url)
     db.migrate()
     return db
@@ -58,19 +52,19 @@ def add(ctx: typer.Context, name: str, uri: str,
         raise _fail(exc) from None
     finally:
         db.close()
-    typer.echo(json.dumps(_as_dict(host)) if ctx.obj.as_json else f"host {host.name} added ({host.uri})")
+    typer.echo(json.dumps(_as_dict(host)) if cli_state(ctx).as_json else f"host {host.name} added ({host.uri})")
 
 
 @host_app.command("list")
 def list_(ctx: typer.Context) -> None:
     """The default host and every registered one."""
-    settings: Settings = ctx.obj.settings()
+    settings = cli_state(ctx).settings()
     db = _database(ctx)
     try:
         hosts = [HostConfig(DEFAULT_HOST, settings.libvirt_uri), *host_registry.list_hosts(db)]
     finally:
         db.close()
-    if ctx.obj.as_json:
+    if cli_state(ctx).as_json:
         typer.echo(json.dumps([_as_dict(host) for host in hosts]))
         return
     for host in hosts:
@@ -84,7 +78,7 @@ def remove(ctx: typer.Context, name: str,
            force: Annotated[bool, typer.Option(help="Remove it even when it cannot be asked for its VMs")] = False,
            ) -> None:
     """Unregisters a host that has no VMs (HOST_IN_USE otherwise). Its VMs are not touched."""
-    settings: Settings = ctx.obj.settings()
+    settings = cli_state(ctx).settings()
     db = _database(ctx)
     try:
         if name == DEFAULT_HOST:

@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -23,9 +23,9 @@ from rich.text import Text
 from limen.api.schemas import IsoOut
 from limen.cli_hypervisor import with_hypervisor
 from limen.cli_output import error_text, say, table
+from limen.cli_state import cli_state
 from limen.errors import LimenError
 from limen.isos import IsoImage, IsoUpload, check_room, delete_iso, list_isos
-from limen.settings import Settings
 
 T = TypeVar("T")
 
@@ -33,17 +33,6 @@ iso_app = typer.Typer(help="Boot images in the ISO directory.", no_args_is_help=
 
 READ_CHUNK = 1 << 20
 PLAIN_PROGRESS_STEPS = 10  # without a terminal: a line at every tenth of the file
-
-
-class _CliState(Protocol):
-    as_json: bool
-
-    def settings(self, **more: Any) -> Settings: ...
-
-
-def _state(ctx: typer.Context) -> _CliState:
-    state: _CliState = ctx.obj
-    return state
 
 
 def _failed(exc: LimenError) -> typer.Exit:
@@ -59,7 +48,7 @@ def _out(image: IsoImage) -> dict[str, Any]:
 @iso_app.command("list")
 def iso_list(ctx: typer.Context) -> None:
     """List the boot images in the ISO directory (SHA-256 '-' until limen serve has computed it)."""
-    state = _state(ctx)
+    state = cli_state(ctx)
     settings = state.settings()
     isos = list_isos(settings.iso_dir)
     if state.as_json:
@@ -107,7 +96,7 @@ def iso_upload(
     name: Annotated[str | None, typer.Option(help="Name in the ISO directory (default: the file's name)")] = None,
 ) -> None:
     """Copy an image into the ISO directory (atomically, with its SHA-256), with a progress bar."""
-    state = _state(ctx)
+    state = cli_state(ctx)
     settings = state.settings()
     target_name = name or file.name
     total = file.stat().st_size
@@ -143,7 +132,7 @@ def iso_delete(
     name: Annotated[str, typer.Argument(help="The image's name in the ISO directory")],
 ) -> None:
     """Delete an image (a link: the link only); refused while a VM's CD-ROM holds it."""
-    state = _state(ctx)
+    state = cli_state(ctx)
     settings = state.settings()
 
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -20,6 +20,7 @@ from limen.cli_audit import run_audited
 from limen.cli_hypervisor import run_on_hypervisor
 from limen.cli_output import say
 from limen.cli_progress import Working, working
+from limen.cli_state import cli_state
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.snapshots import (
     SnapshotInfo,
@@ -30,7 +31,6 @@ from limen.hypervisor.snapshots import (
     take_snapshot,
     tree_order,
 )
-from limen.settings import Settings
 
 T = TypeVar("T")
 
@@ -38,17 +38,6 @@ snapshot_app = typer.Typer(help="A VM's snapshots (disks, and a running VM's mem
 
 VmArgument = Annotated[str, typer.Argument(help="UUID or name of the VM")]
 NameArgument = Annotated[str, typer.Argument(help="Snapshot name")]
-
-
-class _CliState(Protocol):
-    as_json: bool
-
-    def settings(self, **more: Any) -> Settings: ...
-
-
-def _state(ctx: typer.Context) -> _CliState:
-    state: _CliState = ctx.obj
-    return state
 
 
 def _describe(snap: SnapshotOut) -> str:
@@ -59,7 +48,7 @@ def _describe(snap: SnapshotOut) -> str:
 @snapshot_app.command("list")
 def snapshot_list(ctx: typer.Context, vm_id: VmArgument) -> None:
     """List the VM's snapshots as a tree (children indented under their parent; * the current one)."""
-    state = _state(ctx)
+    state = cli_state(ctx)
 
     async def read(hv: Hypervisor) -> list[SnapshotInfo]:
         vm = await hv.get_vm(vm_id)
@@ -84,7 +73,7 @@ def snapshot_create(
     description: Annotated[str, typer.Option(help="Free text kept with the snapshot")] = "",
 ) -> None:
     """Take a snapshot (a running VM's memory included: a revert resumes it there)."""
-    state = _state(ctx)
+    state = cli_state(ctx)
     settings = state.settings()
 
     def take_with(progress: Working) -> Callable[[Hypervisor, ActionTarget], Awaitable[SnapshotOut]]:
@@ -109,7 +98,7 @@ def snapshot_create(
 @snapshot_app.command("revert")
 def snapshot_revert(ctx: typer.Context, vm_id: VmArgument, name: NameArgument) -> None:
     """Bring the VM back to the snapshot (what it did since is lost)."""
-    state = _state(ctx)
+    state = cli_state(ctx)
 
     async def revert(hv: Hypervisor, target: ActionTarget) -> SnapshotOut:
         vm = await hv.get_vm(vm_id)
@@ -127,7 +116,7 @@ def snapshot_revert(ctx: typer.Context, vm_id: VmArgument, name: NameArgument) -
 @snapshot_app.command("delete")
 def snapshot_delete(ctx: typer.Context, vm_id: VmArgument, name: NameArgument) -> None:
     """Delete a snapshot (its children stay, under its parent)."""
-    state = _state(ctx)
+    state = cli_state(ctx)
 
     async def delete(hv: Hypervisor, target: ActionTarget) -> None:
         vm = await hv.get_vm(vm_id)

@@ -16,7 +16,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -32,6 +32,7 @@ from limen.auth.tokens import TokenInfo, Tokens
 from limen.auth.users import UserInfo, Users, find_user_by_key
 from limen.cli_audit import command_line_actor
 from limen.cli_output import error_text, say, table
+from limen.cli_state import cli_state
 from limen.clock import system_clock
 from limen.db import Database
 from limen.db.models import Role
@@ -48,12 +49,6 @@ token_app = typer.Typer(help="API tokens for scripts (Authorization: Bearer …)
 FIRST_ADMIN = "admin"
 
 
-class _CliState(Protocol):
-    as_json: bool
-
-    def settings(self, **more: Any) -> Settings: ...
-
-
 class _Directory:
     """The database, migrated, with the user and token services over it."""
 
@@ -65,13 +60,8 @@ class _Directory:
         self.tokens = Tokens(self.db, system_clock)
 
 
-def _state(ctx: typer.Context) -> _CliState:
-    state: _CliState = ctx.obj
-    return state
-
-
 def _run(ctx: typer.Context, work: Callable[[_Directory], T]) -> T:
-    return run_directory(_state(ctx).settings(), work)
+    return run_directory(cli_state(ctx).settings(), work)
 
 
 def run_directory(settings: Settings, work: Callable[[_Directory], T]) -> T:
@@ -129,7 +119,7 @@ def user_create(
     password = _read_password(password_stdin)
     role = Role.ADMIN if admin else Role.USER
     user = _run(ctx, lambda d: d.users.create_sync(name, password, role))
-    typer.echo(json.dumps(_user_dict(user)) if _state(ctx).as_json
+    typer.echo(json.dumps(_user_dict(user)) if cli_state(ctx).as_json
                else say("cli.user_created", role=user.role.value, name=repr(user.name)))
 
 
@@ -137,7 +127,7 @@ def user_create(
 def user_list(ctx: typer.Context) -> None:
     """List users."""
     users = _run(ctx, lambda d: d.db.run_sync(Users.list_in))
-    if _state(ctx).as_json:
+    if cli_state(ctx).as_json:
         typer.echo(json.dumps([_user_dict(user) for user in users], indent=2, ensure_ascii=False))
         return
     rows = [[u.name, u.role.value, say("cli.user.disabled") if u.disabled else "", u.created_at.isoformat()]
@@ -196,7 +186,7 @@ def user_unlock(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Us
         return user.name, asyncio.run(clear())
 
     user_name, cleared = _run(ctx, run)
-    if _state(ctx).as_json:
+    if cli_state(ctx).as_json:
         typer.echo(json.dumps({"name": user_name, "cleared": cleared}, ensure_ascii=False))
         return
     typer.echo(f"unlocked {user_name!r} (forgot failed sign-ins from {cleared} address(es))")
@@ -219,7 +209,7 @@ def user_delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Us
         return user
 
     user = _run(ctx, run)
-    typer.echo(json.dumps(_user_dict(user)) if _state(ctx).as_json
+    typer.echo(json.dumps(_user_dict(user)) if cli_state(ctx).as_json
                else say("cli.user_deleted", role=user.role.value, name=repr(user.name)))
 
 
@@ -249,7 +239,7 @@ def user_ensure_admin(ctx: typer.Context) -> None:
     if created is None:
         typer.echo("an administrator exists; nothing to do", err=True)
         return
-    if _state(ctx).as_json:
+    if cli_state(ctx).as_json:
         typer.echo(json.dumps({"name": created.name, "password": password}))
         return
     typer.echo(f"created administrator {created.name!r} with password: {password}\n"
@@ -264,7 +254,7 @@ def token_create(
 ) -> None:
     """Create an API token and print its secret (shown this once)."""
     made = _run(ctx, lambda d: d.tokens.create_sync(user, name))
-    if _state(ctx).as_json:
+    if cli_state(ctx).as_json:
         typer.echo(json.dumps({**_token_dict(made.info), "secret": made.secret}, ensure_ascii=False))
         return
     typer.echo(made.secret)
@@ -279,7 +269,7 @@ def token_list(
 ) -> None:
     """List API tokens (never their secrets)."""
     tokens = _run(ctx, lambda d: d.db.run_sync(lambda session: Tokens.list_in(session, user)))
-    if _state(ctx).as_json:
+    if cli_state(ctx).as_json:
         typer.echo(json.dumps([_token_dict(token) for token in tokens], indent=2, ensure_ascii=False))
         return
     rows = [

@@ -35,7 +35,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("api/web", frozenset({"api", "web"})),
     ("cli", frozenset({
         "api.app", "cli", "cli_audit", "cli_backup", "cli_config", "cli_hosts", "cli_hypervisor", "cli_isos",
-        "cli_help", "cli_output", "cli_progress", "cli_snapshots", "cli_users",
+        "cli_help", "cli_output", "cli_progress", "cli_snapshots", "cli_state", "cli_users",
         "doctor", "server",
     })),
 )
