@@ -14,7 +14,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from limen.api.vm_snapshots import SnapshotOut
+from limen.api.schemas import SnapshotOut
 from limen.audit import ActionTarget
 from limen.cli_audit import run_audited
 from limen.cli_hypervisor import run_on_hypervisor

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from limen.hypervisor.models import Disk, Vm, VmState
+from limen.hypervisor.snapshots import SnapshotInfo
 from limen.isos import IsoImage
 
 
@@ -215,3 +216,19 @@ class IsoDeleted(BaseModel):
 class Health(BaseModel):
     status: str
     version: str = Field(description="limen's version (limen.__version__)")
+
+
+class SnapshotOut(BaseModel):
+    name: str
+    description: str
+    parent: str | None = Field(description="The snapshot this one was taken after (the tree's edge); null "
+                                           "for a root")
+    created_at: datetime
+    vm_state: str = Field(description="The VM's state when it was taken: running (memory included), shutoff…")
+    with_memory: bool = Field(description="Holds the running VM's memory: a revert resumes the VM from it")
+    current: bool = Field(description="The snapshot the VM last came from (taken or reverted to)")
+
+    @classmethod
+    def of(cls, snap: SnapshotInfo) -> SnapshotOut:
+        return cls(name=snap.name, description=snap.description, parent=snap.parent, created_at=snap.created_at,
+                   vm_state=snap.vm_state, with_memory=snap.with_memory, current=snap.current)

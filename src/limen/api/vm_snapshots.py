@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import AsyncExitStack
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter
@@ -20,13 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from limen.api.deps import AccessDep, AccessibleVm, CurrentUser, HypervisorDep
 from limen.api.operations import OperationOut, RefuseBusyVm
-from limen.api.schemas import ErrorBody
+from limen.api.schemas import ErrorBody, SnapshotOut
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.operations import Operation
 from limen.hypervisor.snapshots import (
     DESCRIPTION_MAX,
-    SnapshotInfo,
     check_can_take,
     delete_snapshot,
     list_snapshots,
@@ -50,22 +48,6 @@ class SnapshotIn(BaseModel):
     name: str = Field(description="1–63 of letters, digits, '_', '.', '-'; starts with a letter or digit "
                                   "(the VM name rule)", examples=["before-upgrade"])
     description: str = Field("", description=f"Free text, at most {DESCRIPTION_MAX} characters")
-
-
-class SnapshotOut(BaseModel):
-    name: str
-    description: str
-    parent: str | None = Field(description="The snapshot this one was taken after (the tree's edge); null "
-                                           "for a root")
-    created_at: datetime
-    vm_state: str = Field(description="The VM's state when it was taken: running (memory included), shutoff…")
-    with_memory: bool = Field(description="Holds the running VM's memory: a revert resumes the VM from it")
-    current: bool = Field(description="The snapshot the VM last came from (taken or reverted to)")
-
-    @classmethod
-    def of(cls, snap: SnapshotInfo) -> SnapshotOut:
-        return cls(name=snap.name, description=snap.description, parent=snap.parent, created_at=snap.created_at,
-                   vm_state=snap.vm_state, with_memory=snap.with_memory, current=snap.current)
 
 
 class SnapshotDeleted(BaseModel):
