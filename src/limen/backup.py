@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from alembic.script import ScriptDirectory
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
@@ -122,6 +121,8 @@ def _postgres(run: Callable[[], T]) -> T:
 
 def known_revisions() -> list[str]:
     """This limen's schema revisions, oldest first."""
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory(str(MIGRATIONS_DIR))
     return [rev.revision for rev in reversed(list(script.walk_revisions()))]
 

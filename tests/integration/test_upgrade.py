@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from argon2 import PasswordHasher
 
 from limen.auth.passwords import Passwords
 from limen.backup import known_revisions
-from limen.db.database import Database
+from limen.db.database import SCHEMA_HEAD, Database
 from tests.conftest import ISO_DIR, QEMU_URI
 from tests.support.databases import database_url_for
 from tests.support.server import LimenProcess
@@ -145,3 +147,33 @@ def test_every_migration_keeps_the_first_releases_rows_and_todays_limen_reads_th
             assert secrets.compare_digest(tokens[0]["prefix"], TOKEN[:12])
     finally:
         server.stop()
+
+
+def _migrate_in_a_new_process(url: str, revision: str = "head") -> tuple[bool, str]:
+    """``Database(url).migrate(revision)`` in a fresh interpreter, as a command or a server starts: whether
+    Alembic got loaded, and the revision the database is at after it."""
+    script = (
+        "import sys\n"
+        "from sqlalchemy import text\n"
+        "from limen.db.database import Database\n"
+        f"db = Database({url!r})\n"
+        f"db.migrate({revision!r})\n"
+        "with db.engine.connect() as connection:\n"
+        "    revision = connection.execute(text('SELECT version_num FROM alembic_version')).scalar_one()\n"
+        "print('alembic' in sys.modules, revision)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    loaded, now_at = done.stdout.split()
+    return loaded == "True", now_at
+
+
+def test_a_database_at_head_opens_without_alembic_and_an_older_one_is_upgraded(tmp_path: Path) -> None:
+    """Every command and every start opens the database: at the newest revision that is one read, and
+    Alembic (~0.16 s to import) stays unloaded; a new or older database is migrated by Alembic as before."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    url = database_url_for(data)
+    assert _migrate_in_a_new_process(url, FIRST) == (True, FIRST)
+    assert _migrate_in_a_new_process(url) == (True, SCHEMA_HEAD)
+    assert _migrate_in_a_new_process(url) == (False, SCHEMA_HEAD)
