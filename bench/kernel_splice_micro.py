@@ -21,24 +21,15 @@ import json
 import os
 import resource
 import socket
-import struct
 import subprocess
 import sys
 import time
 from typing import Any
 
-READ_SIZE = 1 << 20  # what limen's splice reads at most per call (src/limen/console/splice.py)
+from limen.console.splice import HEADER_ROOM, SPLICE_READ_SIZE, write_binary_header
+
+READ_SIZE = SPLICE_READ_SIZE  # what limen's splice reads at most per call
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, spelled out: Python 3.11's fcntl module has no name for it
-HEADER_ROOM = 10
-
-
-def frame_header(length: int) -> bytes:
-    """A final, unmasked binary frame's header (RFC 6455, 5.2)."""
-    if length < 126:
-        return bytes([0x82, length])
-    if length < 1 << 16:
-        return struct.pack("!BBH", 0x82, 126, length)
-    return struct.pack("!BBQ", 0x82, 127, length)
 
 
 def send(port: int, total: int, chunk: int) -> None:
@@ -65,9 +56,7 @@ def relay_by_copy(source: socket.socket, sink: socket.socket) -> int:
     view = memoryview(buffer)
     moved = 0
     while count := source.recv_into(view[HEADER_ROOM:]):
-        header = frame_header(count)
-        start = HEADER_ROOM - len(header)
-        view[start:HEADER_ROOM] = header
+        start = write_binary_header(buffer, count)  # limen's own framing, into the room before the payload
         sink.sendall(view[start:HEADER_ROOM + count])
         moved += count
     return moved
@@ -76,10 +65,11 @@ def relay_by_copy(source: socket.socket, sink: socket.socket) -> int:
 def relay_by_splice(source: socket.socket, sink: socket.socket) -> int:
     pipe_out, pipe_in = os.pipe()
     fcntl.fcntl(pipe_in, F_SETPIPE_SZ, READ_SIZE)
+    header = bytearray(HEADER_ROOM)
     moved = 0
     try:
         while count := os.splice(source.fileno(), pipe_in, READ_SIZE):
-            sink.sendall(frame_header(count))
+            sink.sendall(memoryview(header)[write_binary_header(header, count):])
             left = count
             while left:
                 left -= os.splice(pipe_out, sink.fileno(), left)
