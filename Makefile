@@ -32,9 +32,12 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 # __pycache__ even where PYTHONDONTWRITEBYTECODE stops it writing there (this machine's environment sets it),
 # and without it every `limen` server started from the checkout compiled all it imports again (~0.1–0.15 s a
 # start; the integration and e2e tiers start many), as did the first `make test-unit`. A module changed later
-# is compiled again in memory, as before.
+# is compiled again in memory, as before. The tests are collected once for the same reason: pytest keeps each
+# test module with its asserts rewritten in __pycache__ (where writing is allowed), ~1 s of a first
+# `make test-unit`'s collection otherwise.
 bytecode: venv
 	@$(BIN)/python -m compileall -q -j0 src bench >/dev/null
+	@env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -q --collect-only -p no:cacheprovider tests >/dev/null
 
 # npm ci when the lock changed, then the libraries of web/assets.toml are copied into the package
 # (src/limen/web/npm), noVNC also joined into one module by esbuild: limen serves them from there, in the
