@@ -58,13 +58,13 @@ def add(ctx: typer.Context, name: str, uri: str,
 @host_app.command("list")
 def list_(ctx: typer.Context) -> None:
     """The default host and every registered one."""
-    settings = cli_state(ctx).settings()
+    state = cli_state(ctx)
     db = _database(ctx)
     try:
-        hosts = [HostConfig(DEFAULT_HOST, settings.libvirt_uri), *host_registry.list_hosts(db)]
+        hosts = [HostConfig(DEFAULT_HOST, state.settings().libvirt_uri), *host_registry.list_hosts(db)]
     finally:
         db.close()
-    if cli_state(ctx).as_json:
+    if state.as_json:
         typer.echo(json.dumps([_as_dict(host) for host in hosts]))
         return
     for host in hosts:

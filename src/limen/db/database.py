@@ -67,7 +67,7 @@ def _private_sqlite_file(path: Path) -> None:
         log.warning("database file was readable by others; made owner-only", extra=change.log_fields())
 
 
-def alembic_config() -> Config:
+def _alembic_config() -> Config:
     """Alembic's configuration for limen's migrations (imports Alembic: only when a migration runs)."""
     from alembic.config import Config
 
@@ -103,7 +103,7 @@ class Database:
             return
         from alembic import command
 
-        config = alembic_config()
+        config = _alembic_config()
         sqlite = self.url.get_backend_name() == "sqlite"
         with self.engine.connect() as connection:
             if sqlite:
