@@ -39,6 +39,11 @@ DETAILS_MAX = 200
 DEFAULT_LIMIT = 200
 MAX_LIMIT = 1000
 _INSERT_CONSOLE_SESSION = insert(ConsoleSessionRecord)
+# How long the first console row of a quiet period waits for others to share its transaction (seconds):
+# consoles opened one after another, each a few milliseconds, then have their rows written a few at a time
+# instead of two transactions each (bench/RESULTS.md, round 15). A row is late by at most this much.
+CONSOLE_ROWS_LINGER = 0.025
+
 # One statement for every session's end, so that a batch of ends goes to the driver as one executemany.
 _END_CONSOLE_SESSION = (
     update(ConsoleSessionRecord)
@@ -132,7 +137,7 @@ class AuditLog:
         self.instance_id = instance_id  # written into every row this instance holds while it runs
         # Console sessions' rows, written in batches: thousands opening or closing at once become a few
         # transactions (limen.db.batch); each caller still awaits its own row.
-        self.console_writes = BatchedWrites(db)
+        self.console_writes = BatchedWrites(db, linger=CONSOLE_ROWS_LINGER)
 
     # -- console sessions --------------------------------------------------------------------------
 

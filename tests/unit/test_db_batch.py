@@ -100,3 +100,62 @@ def test_sqlite_runs_in_wal_mode_with_normal_sync(tmp_path: Path) -> None:
             assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
     finally:
         db.close()
+
+
+async def test_writes_a_few_milliseconds_apart_share_the_lingering_first_ones_transaction(tmp_path: Path) -> None:
+    """Consoles opened one after another: without the linger, each row was a transaction of its own."""
+    db = _db(tmp_path)
+    audit = AuditLog(db, time.time, instance_id=None)
+    audit.console_writes.linger = 0.3  # far longer than the writes' spread, however loaded the machine
+
+    async def one_console(index: int) -> None:
+        await asyncio.sleep(index * 0.005)
+        await audit.console_started(f"s{index}", user="alice", vm_uuid="u", vm_name="vm",
+                                    client_address="127.0.0.1")
+
+    try:
+        began = time.monotonic()
+        await asyncio.gather(*(one_console(index) for index in range(5)))
+        assert _rows(db, live=True) == 5 and audit.console_writes.batches == 1
+        assert time.monotonic() - began >= 0.3  # the first one waited for the others
+        # A write after the batch is a new quiet period: it lingers again, in a transaction of its own.
+        await audit.console_ended("s0", bytes_to_client=1, bytes_from_client=1, end_code="OK")
+        assert audit.console_writes.batches == 2 and _rows(db, live=True) == 4
+    finally:
+        db.close()
+
+
+def test_console_rows_linger_a_little() -> None:
+    assert 0 < AuditLog(Database("sqlite://"), time.time).console_writes.linger <= 0.05
+
+
+async def test_a_batchs_writes_of_one_statement_are_one_executemany_whatever_their_order(tmp_path: Path) -> None:
+    """Consoles opening and closing in turn queue inserts and updates alternately: each kind is still one
+    statement sent to the driver."""
+    from sqlalchemy import event
+
+    db = _db(tmp_path)
+    audit = AuditLog(db, time.time, instance_id=None)
+    executions: list[tuple[str, bool]] = []
+
+    def count(conn: object, cursor: object, statement: str, parameters: object, context: object,
+              executemany: bool) -> None:
+        executions.append((statement.split()[0], executemany))
+
+    try:
+        await asyncio.gather(*(audit.console_started(f"s{index}", user="alice", vm_uuid="u", vm_name="vm",
+                                                     client_address="127.0.0.1") for index in range(6)))
+        event.listen(db.engine, "before_cursor_execute", count)
+        writes = []
+        for index in range(6):  # an end, a start, an end, a start...
+            writes.append(audit.console_ended(f"s{index}", bytes_to_client=index, bytes_from_client=0,
+                                              end_code="OK"))
+            writes.append(audit.console_started(f"n{index}", user="bob", vm_uuid="u", vm_name="vm",
+                                                client_address="127.0.0.1"))
+        before = audit.console_writes.batches
+        await asyncio.gather(*writes)
+        assert audit.console_writes.batches == before + 1
+        assert sorted(executions) == [("INSERT", True), ("UPDATE", True)]
+        assert _rows(db) == 12 and _rows(db, live=True) == 6
+    finally:
+        db.close()

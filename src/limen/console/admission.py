@@ -11,7 +11,8 @@ set-up neither waits for the database nor shares the GIL with the insert while t
 the RFB exchange run (measured: the insert's CPU, right after admission, slowed that exchange). It is
 never skipped: a session that ends before the delay starts it at once, the end's update awaits the
 insert first, and if the insert fails the session is ended (INTERNAL_ERROR), so no console runs without
-its row for longer than the delay plus one write.
+its row for longer than the delay, the batch's linger (:data:`limen.audit.CONSOLE_ROWS_LINGER`) and one
+write.
 
 Once the session is let in it tells ``on_admitted`` (the console registry) who holds it, with which
 credential, on which VM, so that revocation can find it (:mod:`limen.auth.revocation`); the audit row keeps

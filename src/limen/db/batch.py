@@ -2,10 +2,17 @@
 the writes that arrived while the previous batch was being written.
 
 Each caller awaits its own write: :meth:`BatchedWrites.write` returns once the transaction holding it has
-committed, or raises what that write raised. The first write of a quiet period starts at once (no timer, no
-added wait); a storm of writes (thousands of console sessions opening or closing together) becomes a few
-transactions of up to ``max_batch`` rows instead of one commit, one fsync and one thread hop per row.
-Consecutive writes of the same statement go to the driver as one ``executemany``.
+committed, or raises what that write raised. A storm of writes (thousands of console sessions opening or
+closing together) becomes a few transactions of up to ``max_batch`` rows instead of one commit, one fsync
+and one thread hop per row. A batch's writes of one statement go to the driver as one ``executemany``
+(one multi-row ``INSERT``): their order among other statements' writes is free, since a caller awaits each
+write before its next, so no batch holds two of one caller's writes.
+
+The first write of a quiet period waits ``linger`` seconds (0: none) for others to join its transaction.
+Without it, writes that come one at a time, a few milliseconds apart (consoles opened one after another),
+are a transaction each: on PostgreSQL two commits a console whose driver and server work shared the
+machine with the next console's set-up. Only the first batch waits; while one is being written, the next
+fills by itself.
 
 If a batch fails, each of its writes is tried again alone, so one bad row fails only its own caller.
 Only for writes whose order relative to other callers' does not matter (each caller's own writes are
@@ -15,7 +22,6 @@ ordered by its awaiting them one after the other).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -33,9 +39,10 @@ _Write = tuple[Executable, dict[str, Any], "asyncio.Future[None]"]
 
 
 class BatchedWrites:
-    def __init__(self, db: Database, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, db: Database, *, max_batch: int = MAX_BATCH, linger: float = 0.0) -> None:
         self.db = db
         self.max_batch = max_batch
+        self.linger = linger
         self._queue: list[_Write] = []
         self._writer: asyncio.Task[None] | None = None
         self.batches = 0  # transactions committed (for tests and the bench)
@@ -50,6 +57,8 @@ class BatchedWrites:
         await asyncio.shield(done)
 
     async def _drain(self) -> None:
+        if self.linger > 0:
+            await asyncio.sleep(self.linger)
         while self._queue:
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
             try:
@@ -70,9 +79,11 @@ class BatchedWrites:
                     _settle(done, None)
 
     def _write_all(self, batch: Sequence[_Write]) -> None:
+        by_statement: dict[Executable, list[dict[str, Any]]] = {}
+        for statement, parameters, _ in batch:
+            by_statement.setdefault(statement, []).append(parameters)
         with self.db.engine.begin() as connection:
-            for statement, group in itertools.groupby(batch, key=lambda write: write[0]):
-                rows = [parameters for _, parameters, _ in group]
+            for statement, rows in by_statement.items():
                 connection.execute(statement, rows if len(rows) > 1 else rows[0])
 
     async def flush(self) -> None:
