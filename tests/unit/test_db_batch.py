@@ -7,7 +7,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import event, func, insert, select
 
 from limen.audit import AuditLog
 from limen.db import Database
@@ -126,14 +126,16 @@ async def test_writes_a_few_milliseconds_apart_share_the_lingering_first_ones_tr
 
 
 def test_console_rows_linger_a_little() -> None:
-    assert 0 < AuditLog(Database("sqlite://"), time.time).console_writes.linger <= 0.05
+    db = Database("sqlite://")
+    try:
+        assert 0 < AuditLog(db, time.time).console_writes.linger <= 0.05
+    finally:
+        db.close()
 
 
 async def test_a_batchs_writes_of_one_statement_are_one_executemany_whatever_their_order(tmp_path: Path) -> None:
     """Consoles opening and closing in turn queue inserts and updates alternately: each kind is still one
     statement sent to the driver."""
-    from sqlalchemy import event
-
     db = _db(tmp_path)
     audit = AuditLog(db, time.time, instance_id=None)
     executions: list[tuple[str, bool]] = []
