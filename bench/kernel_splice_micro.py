@@ -26,7 +26,8 @@ import sys
 import time
 from typing import Any
 
-from limen.console.splice import HEADER_ROOM, SPLICE_READ_SIZE, write_binary_header
+from limen.console.binary_frame import HEADER_ROOM, write_binary_header
+from limen.console.splice import SPLICE_READ_SIZE
 
 READ_SIZE = SPLICE_READ_SIZE  # what limen's splice reads at most per call
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, spelled out: Python 3.11's fcntl module has no name for it

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from limen.console import ws_protocol
-from limen.console.splice import HEADER_ROOM, SPLICE_READ_SIZE, Splice
+from limen.console.binary_frame import HEADER_ROOM
+from limen.console.splice import SPLICE_READ_SIZE, Splice
 from limen.console.ws_protocol import BoundedCloseWebSocketProtocol
 from limen.settings import Settings
 from tests.support.console import (

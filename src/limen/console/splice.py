@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import struct
 import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from limen.console.binary_frame import HEADER_ROOM, write_binary_header
 from limen.console.pump import Traffic
 from limen.errors import ErrorCode, LimenError
 
@@ -36,32 +36,8 @@ from limen.errors import ErrorCode, LimenError
 # ``scope["extensions"][SPLICE_EXTENSION]["splice"]`` is a :class:`SpliceFn`.
 SPLICE_EXTENSION = "limen.splice"
 
-# The longest header of a server frame: 2 bytes + an 8-byte length (server frames carry no mask).
-HEADER_ROOM = 10
 # Bytes per read from the VNC server (see bench/RESULTS.md for 256 KiB against 1 MiB).
 SPLICE_READ_SIZE = 1 << 20
-
-_OPCODE_BINARY_FIN = 0x82
-_HEADER_16 = struct.Struct("!BBH")
-_HEADER_64 = struct.Struct("!BBQ")
-
-
-def write_binary_header(buffer: bytearray, nbytes: int) -> int:
-    """Writes the header of a final binary frame of ``nbytes`` just before ``buffer[HEADER_ROOM:]``.
-
-    Returns where the frame starts: ``buffer[start : HEADER_ROOM + nbytes]`` is the whole frame.
-    """
-    if nbytes < 126:
-        start = HEADER_ROOM - 2
-        buffer[start] = _OPCODE_BINARY_FIN
-        buffer[start + 1] = nbytes
-    elif nbytes < 1 << 16:
-        start = HEADER_ROOM - 4
-        _HEADER_16.pack_into(buffer, start, _OPCODE_BINARY_FIN, 126, nbytes)
-    else:
-        start = 0
-        _HEADER_64.pack_into(buffer, start, _OPCODE_BINARY_FIN, 127, nbytes)
-    return start
 
 
 class ReadBuffer:

@@ -11,8 +11,9 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
+from limen.console.binary_frame import HEADER_ROOM, write_binary_header
 from limen.console.pump import Traffic
-from limen.console.splice import HEADER_ROOM, ReadBuffer, Splice, SpliceEnd, read_buffer, write_binary_header
+from limen.console.splice import ReadBuffer, Splice, SpliceEnd, read_buffer
 from limen.errors import ErrorCode, LimenError
 
 
