@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import hashlib
 import os
 import socket
@@ -19,9 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import websockets
 
+from limen.console import splice as splice_module
 from limen.console import ws_protocol
 from limen.console.binary_frame import HEADER_ROOM
+from limen.console.kernel_move import KernelMove
 from limen.console.splice import SPLICE_READ_SIZE, Splice
 from limen.console.ws_protocol import BoundedCloseWebSocketProtocol
 from limen.settings import Settings
@@ -109,9 +113,9 @@ async def ended(console_log: Records) -> dict[str, Any]:
     return end
 
 
-async def test_limen_protocol_carries_the_proxy_stage_in_a_splice(
-    tmp_path: Path, make_settings: Callable[..., Settings], splices: list[Splice], console_log: Records
-) -> None:
+async def spliced_transfer(tmp_path: Path, make_settings: Callable[..., Settings], splices: list[Splice],
+                           console_log: Records) -> dict[str, Any]:
+    """DOWN and UP bytes through limen's own protocol, byte-exact and counted; the session's end line."""
     async with StreamServer(send_bytes=DOWN) as vnc:
         vnc.expect_bytes = UP
         settings = make_settings(libvirt_uri=driver_uri(tmp_path, [FakeDomain("vm", vnc.port)]))
@@ -120,6 +124,74 @@ async def test_limen_protocol_carries_the_proxy_stage_in_a_splice(
     assert len(splices) == 1
     end = await ended(console_log)
     assert end["bytes_to_client"] == len(BANNER) + DOWN and end["bytes_to_vnc"] == UP
+    return end
+
+
+async def test_limen_protocol_carries_the_proxy_stage_in_a_splice(
+    tmp_path: Path, make_settings: Callable[..., Settings], splices: list[Splice], console_log: Records
+) -> None:
+    end = await spliced_transfer(tmp_path, make_settings, splices, console_log)
+    # The session streams: the kernel moved most of what the VNC server sent (the rest went through limen
+    # while the browser's socket was full).
+    assert end["bytes_to_client_by_kernel"] > DOWN // 4
+
+
+def out_of_descriptors(*args: object) -> KernelMove:
+    raise OSError(errno.EMFILE, "Too many open files")
+
+
+@pytest.mark.parametrize("why", ["tls", "out of descriptors"])
+async def test_without_the_kernel_moving_bytes_the_splice_copies_them(
+    tmp_path: Path, make_settings: Callable[..., Settings], splices: list[Splice], console_log: Records,
+    monkeypatch: pytest.MonkeyPatch, why: str,
+) -> None:
+    if why == "tls":  # a TLS transport encrypts in the process: kernel_can_move says no
+        monkeypatch.setattr(splice_module, "kernel_can_move", lambda client, vnc: False)
+    else:
+        monkeypatch.setattr(KernelMove, "take_over", out_of_descriptors)
+    end = await spliced_transfer(tmp_path, make_settings, splices, console_log)
+    assert end["bytes_to_client_by_kernel"] == 0
+
+
+async def test_a_vnc_server_closing_mid_stream_ends_the_session_after_its_last_byte(
+    tmp_path: Path, make_settings: Callable[..., Settings], splices: list[Splice], console_log: Records
+) -> None:
+    async with StreamServer(send_bytes=DOWN, close_after_sending=True) as vnc:
+        settings = make_settings(libvirt_uri=driver_uri(tmp_path, [FakeDomain("vm", vnc.port)]))
+        async with console(settings) as server, client(server.url("vm")) as browser:
+            received = hashlib.sha256()
+            count = 0
+            with contextlib.suppress(websockets.ConnectionClosed):
+                while True:
+                    message = await browser.recv()
+                    if isinstance(message, bytes):
+                        received.update(message)
+                        count += len(message)
+    assert count == len(BANNER) + DOWN and received.hexdigest() == vnc.sent_digest
+    end = await ended(console_log)
+    assert end["stage"] == "proxy" and end["bytes_to_client"] == len(BANNER) + DOWN
+    assert end["bytes_to_client_by_kernel"] > 0
+
+
+async def test_a_browser_reset_mid_stream_ends_the_session_and_frees_its_descriptors(
+    tmp_path: Path, make_settings: Callable[..., Settings], splices: list[Splice], console_log: Records
+) -> None:
+    """The ``no_leaks`` fixture checks the descriptors: the kernel path's duplicates and pipe are closed."""
+    async with StreamServer(send_bytes=512 * 2**20) as vnc:
+        settings = make_settings(libvirt_uri=driver_uri(tmp_path, [FakeDomain("vm", vnc.port)]))
+        async with console(settings) as server:
+            browser = raw_upgrade(server.port, server.auth_headers)
+            browser.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            received = 0
+            while received < 16 * 2**20:  # the session streams, through the kernel by now
+                received += len(await asyncio.to_thread(browser.recv, 1 << 20))
+            protocol, = ws_protocols(server)
+            assert protocol.transport.get_write_buffer_limits() == (0, 0)  # told of every unsent byte
+            browser.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            browser.close()  # a reset, mid-stream
+            end = await ended(console_log)
+    assert end["stage"] == "proxy" and end["bytes_to_client_by_kernel"] > 0
+    assert end["reason"] == "client_closed"
 
 
 async def test_other_servers_get_the_task_pump(

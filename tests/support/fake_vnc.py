@@ -180,13 +180,15 @@ class RfbServer(FakeVncServer):
 
 
 class StreamServer(FakeVncServer):
-    """Banner, then ``send_bytes`` of deterministic data; meanwhile hashes everything it receives."""
+    """Banner, then ``send_bytes`` of deterministic data; meanwhile hashes everything it receives.
+    ``close_after_sending``: then it closes the connection (a VNC server going away mid-session)."""
 
     CHUNK = 256 * 1024
 
-    def __init__(self, send_bytes: int) -> None:
+    def __init__(self, send_bytes: int, *, close_after_sending: bool = False) -> None:
         super().__init__()
         self.send_bytes = send_bytes
+        self.close_after_sending = close_after_sending
         self.sent_digest = ""
         self.received_bytes = 0
         self._received_hash = hashlib.sha256()
@@ -225,6 +227,8 @@ class StreamServer(FakeVncServer):
                 writer.write(chunk)
                 await writer.drain()
             self.sent_digest = sent.hexdigest()
+            if self.close_after_sending:
+                writer.close()
             await receiver
         finally:
             receiver.cancel()

@@ -21,6 +21,8 @@ In the order a console opens:
 * ``rfb.py``          the RFB banner check (sans-I/O)
 * ``pump.py``         the two directions of the proxy, with backpressure (the portable path)
 * ``splice.py``       the proxy stage inside the WebSocket protocol (the fast path)
+* ``kernel_move.py``  a streaming session's VNC → browser bytes moved by the kernel (``splice(2)``)
+* ``binary_frame.py`` a server's binary frame header, written in place before its payload
 * ``ws_protocol.py``  the uvicorn WebSocket protocol whose connections always end, and offers the splice
 * ``registry.py``     the registry of live sessions (server shutdown and revocation end them)
 

@@ -19,6 +19,8 @@ from limen.errors import ErrorCode, LimenError
 class Traffic:
     to_client: int = 0
     to_vnc: int = 0
+    # Of to_client, what the kernel moved without the process copying it (limen.console.kernel_move).
+    to_client_by_kernel: int = 0
     # Clock time of the last input from the client (for the idle timeout).
     last_input: float = 0.0
 

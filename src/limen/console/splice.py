@@ -9,6 +9,10 @@ its VNC transport to a :class:`Splice`, which becomes that transport's protocol:
   written into the bytes just before the payload and the frame leaves in one ``transport.write`` of a
   memoryview: no copy, no task, no coroutine. A transport that could not send it all may keep a
   reference to the unsent part (uvloop does), so the shared buffer is then replaced (:class:`ReadBuffer`).
+* VNC → browser for a session that streams: once a read brings :data:`KERNEL_MOVE_FROM` bytes or more, the
+  splice stops the VNC transport's reading and reads the socket itself, the kernel moving the payload to the
+  browser's socket through a pipe (:mod:`limen.console.kernel_move`); flow control and deadlines are the
+  same, waiting on the socket instead of pausing the transport.
 * browser → VNC: the WebSocket protocol keeps parsing frames (websockets' parser, which unmasks with its
   C ``apply_mask``) and gives each binary message to :meth:`Splice.to_vnc` instead of the ASGI queue.
 * backpressure, both ways: when one side's transport passes its high-water mark, reading from the other
@@ -29,6 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from limen.console.binary_frame import HEADER_ROOM, write_binary_header
+from limen.console.kernel_move import KERNEL_MOVE_FROM, ClientWriteFailed, KernelMove, close_quietly, kernel_can_move
 from limen.console.pump import Traffic
 from limen.errors import ErrorCode, LimenError
 
@@ -124,6 +129,10 @@ class Splice(asyncio.BufferedProtocol):
         self._client_timer: asyncio.TimerHandle | None = None
         self._vnc_timer: asyncio.TimerHandle | None = None
         self._client_paused = False  # we paused reading from the browser (VNC full)
+        self._vnc_paused = False  # we paused reading from the VNC server (browser full)
+        self._kernel: KernelMove | None = None  # set once the session streams (see kernel_move.py)
+        self._kernel_tried = False
+        self._client_limits: tuple[int, int] | None = None  # the browser transport's (low, high) before it
         self.ended: asyncio.Future[SpliceEnd | LimenError] = loop.create_future()
 
     # -- life ------------------------------------------------------------------------------------------
@@ -156,7 +165,13 @@ class Splice(asyncio.BufferedProtocol):
             if timer is not None:
                 timer.cancel()
         self._client_timer = self._vnc_timer = None
-        if not self._vnc.is_closing():
+        if self._kernel is not None:
+            close_quietly(self._kernel)  # the VNC transport's own reading stays paused
+            self._traffic.to_client_by_kernel = self._kernel.moved
+            if self._client_limits is not None and not self._client.transport.is_closing():
+                low, high = self._client_limits
+                self._client.transport.set_write_buffer_limits(high=high, low=low)
+        elif not self._vnc.is_closing():
             self._vnc.pause_reading()
         if self._client_paused:
             self._client_paused = False
@@ -172,7 +187,6 @@ class Splice(asyncio.BufferedProtocol):
         return read_buffer().payload
 
     def buffer_updated(self, nbytes: int) -> None:
-        shared = read_buffer()
         if self._stopped:
             return
         transport = self._client.transport
@@ -180,11 +194,82 @@ class Splice(asyncio.BufferedProtocol):
             self._finish(SpliceEnd.CLIENT_GONE)
             self._vnc.pause_reading()
             return
+        self._send_read(transport, nbytes)
+        self._traffic.to_client += nbytes
+        if nbytes >= KERNEL_MOVE_FROM and not self._kernel_tried:
+            self._hand_reading_to_kernel()
+
+    def _send_read(self, transport: asyncio.WriteTransport, nbytes: int) -> None:
+        """Sends the ``nbytes`` just read into the shared buffer as one frame."""
+        shared = read_buffer()
         start = write_binary_header(shared.buffer, nbytes)
         transport.write(shared.view[start : HEADER_ROOM + nbytes])
-        self._traffic.to_client += nbytes
         if transport.get_write_buffer_size():
             shared.renew()
+
+    # -- VNC → browser by the kernel, once the session streams ----------------------------------------
+
+    def _hand_reading_to_kernel(self) -> None:
+        self._kernel_tried = True
+        if not kernel_can_move(self._client.transport, self._vnc):
+            return
+        try:
+            self._kernel = KernelMove.take_over(self._vnc, self._client.transport, self._loop)
+        except OSError:  # out of descriptors: this session keeps reading through its transport
+            return
+        self._vnc.pause_reading()
+        # The kernel writes to the browser's socket only while its transport holds nothing (or a frame
+        # would overtake what it holds): with no high-water mark, the transport tells us of its first unsent
+        # byte (client_full) and of its last one leaving (client_drained).
+        transport = self._client.transport
+        self._client_limits = transport.get_write_buffer_limits()
+        transport.set_write_buffer_limits(high=0, low=0)
+        if not self._vnc_paused:
+            self._kernel.watch(self._vnc_readable)
+
+    def _vnc_readable(self) -> None:
+        kernel = self._kernel
+        if self._stopped or kernel is None:
+            return
+        transport = self._client.transport
+        if transport.is_closing():
+            self._finish(SpliceEnd.CLIENT_GONE)
+            kernel.unwatch()
+            return
+        try:
+            if transport.get_write_buffer_size():  # bytes wait in the transport: these go after them
+                nbytes = kernel.read_into(read_buffer().payload)
+                if nbytes:
+                    self._send_read(transport, nbytes)
+            else:
+                nbytes = kernel.move(transport)
+        except BlockingIOError:
+            return
+        except ClientWriteFailed:
+            self._finish(SpliceEnd.CLIENT_GONE)
+            kernel.unwatch()
+            return
+        except OSError:  # the VNC connection broke
+            nbytes = 0
+        if not nbytes:
+            self._finish(SpliceEnd.VNC_CLOSED)
+            kernel.unwatch()
+            return
+        self._traffic.to_client += nbytes
+
+    def _pause_vnc(self) -> None:
+        self._vnc_paused = True
+        if self._kernel is not None:
+            self._kernel.unwatch()
+        elif not self._vnc.is_closing():
+            self._vnc.pause_reading()
+
+    def _resume_vnc(self) -> None:
+        self._vnc_paused = False
+        if self._kernel is not None:
+            self._kernel.watch(self._vnc_readable)
+        elif not self._vnc.is_closing():
+            self._vnc.resume_reading()
 
     def eof_received(self) -> bool:
         self._finish(SpliceEnd.VNC_CLOSED)
@@ -239,8 +324,7 @@ class Splice(asyncio.BufferedProtocol):
         """The browser's transport passed its high-water mark: stop reading VNC, start the deadline."""
         if self._stopped:
             return
-        if not self._vnc.is_closing():
-            self._vnc.pause_reading()
+        self._pause_vnc()
         if self._client_timer is None:
             self._client_timer = self._loop.call_later(self._write_timeout, self._client_too_slow)
 
@@ -248,8 +332,8 @@ class Splice(asyncio.BufferedProtocol):
         if self._client_timer is not None:
             self._client_timer.cancel()
             self._client_timer = None
-        if not self._stopped and not self._vnc.is_closing():
-            self._vnc.resume_reading()
+        if not self._stopped:
+            self._resume_vnc()
 
     def client_gone(self) -> None:
         self._finish(SpliceEnd.CLIENT_GONE)

@@ -207,4 +207,5 @@ class ConsoleSession(ConsoleDriver):
             "vm_name": vm.name if vm else None,
             "host": vm.host if vm else None,
             "port": self.machine.port or port,
+            "bytes_to_client_by_kernel": self.traffic.to_client_by_kernel,
         }
