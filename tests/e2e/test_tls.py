@@ -22,6 +22,7 @@ from playwright.sync_api import Browser, Page, expect
 from tests.conftest import DEMO_ISO, QEMU_URI
 from tests.e2e.helpers import COUNT_DRAWN_PIXELS, DESKTOP, limen_env, save_screenshot, sign_in
 from tests.support.access import TEST_ADMIN, TEST_ADMIN_PASSWORD, provision_admin_token
+from tests.support.certificates import make_certificate
 from tests.support.libvirt_cleanup import remove_domain
 from tests.support.net import free_port
 from tests.support.server import LIMEN_BIN, LimenProcess
@@ -31,16 +32,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 ROOT = Path(__file__).resolve().parents[2]
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-
-
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and localhost, and its key."""
-    cert, key = directory / "limen.crt", directory / "limen.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-days", "2", "-subj", "/CN=limen-test", "-keyout", str(key), "-out", str(cert),
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-                   check=True, capture_output=True, timeout=60)
-    return cert, key
 
 
 def trusting(cert: Path) -> ssl.SSLContext:

@@ -14,6 +14,7 @@ import errno
 import hashlib
 import os
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -29,6 +30,7 @@ from limen.console.kernel_move import KernelMove
 from limen.console.splice import SPLICE_READ_SIZE, Splice
 from limen.console.ws_protocol import BoundedCloseWebSocketProtocol
 from limen.settings import Settings
+from tests.support.certificates import make_certificate
 from tests.support.console import (
     ConsoleServer,
     ConsoleTranscript,
@@ -64,10 +66,13 @@ def splices(monkeypatch: pytest.MonkeyPatch) -> list[Splice]:
 
 
 @contextlib.asynccontextmanager
-async def console(settings: Settings, *, ws: str | None = None) -> AsyncIterator[ConsoleServer]:
+async def console(settings: Settings, *, ws: str | None = None,
+                  tls: tuple[Path, Path] | None = None) -> AsyncIterator[ConsoleServer]:
     server = ConsoleServer(settings)
     if ws is not None:
         server.server.config.ws = ws  # another WebSocket implementation: no limen.splice extension
+    if tls is not None:
+        server.server.config.ssl_certfile, server.server.config.ssl_keyfile = map(str, tls)
     await server.start()
     try:
         yield server
@@ -76,9 +81,10 @@ async def console(settings: Settings, *, ws: str | None = None) -> AsyncIterator
         await server.stop()
 
 
-async def transfer(server: ConsoleServer, vnc: StreamServer) -> None:
-    """DOWN bytes from VNC and UP bytes to it at once; both byte-exact."""
-    async with client(server.url("vm")) as browser:
+async def transfer(server: ConsoleServer, vnc: StreamServer, *, trust: ssl.SSLContext | None = None) -> None:
+    """DOWN bytes from VNC and UP bytes to it at once; both byte-exact. ``trust``: over wss://, trusting it."""
+    url = server.url("vm")
+    async with client(url.replace("ws://", "wss://") if trust else url, ssl=trust) as browser:
         t = ConsoleTranscript()
         await read_frames(browser, t, time.monotonic(), until_binary=1)
         assert t.binary == [BANNER]
@@ -150,6 +156,21 @@ async def test_without_the_kernel_moving_bytes_the_splice_copies_them(
     else:
         monkeypatch.setattr(KernelMove, "take_over", out_of_descriptors)
     end = await spliced_transfer(tmp_path, make_settings, splices, console_log)
+    assert end["bytes_to_client_by_kernel"] == 0
+
+
+async def test_over_tls_served_by_limen_the_bytes_are_encrypted_in_the_process(
+    tmp_path: Path, make_settings: Callable[..., Settings], splices: list[Splice], console_log: Records
+) -> None:
+    cert, key = await asyncio.to_thread(make_certificate, tmp_path)
+    async with StreamServer(send_bytes=DOWN) as vnc:
+        vnc.expect_bytes = UP
+        settings = make_settings(libvirt_uri=driver_uri(tmp_path, [FakeDomain("vm", vnc.port)]))
+        async with console(settings, tls=(cert, key)) as server:
+            await transfer(server, vnc, trust=ssl.create_default_context(cafile=str(cert)))
+    assert len(splices) == 1
+    end = await ended(console_log)
+    assert end["bytes_to_client"] == len(BANNER) + DOWN and end["bytes_to_vnc"] == UP
     assert end["bytes_to_client_by_kernel"] == 0
 
 
