@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
+import resource
 import socket
 import termios
 from collections.abc import Iterator
@@ -177,3 +179,19 @@ def test_only_plain_sockets_are_moved_by_the_kernel() -> None:
     assert kernel_can_move(plain, plain)
     assert not kernel_can_move(TransportWith(socket=object(), sslcontext=object()), plain)
     assert not kernel_can_move(plain, TransportWith())  # not a socket
+
+
+async def test_the_duplicates_take_at_most_their_share_of_the_descriptor_limit(
+    sockets: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, vnc_side, client_side, _ = sockets
+    soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    monkeypatch.setattr(kernel_move, "DUPLICATES_SHARE", 2.5 / soft_limit)  # room for one session's two
+    loop = asyncio.get_running_loop()
+    vnc, client = TransportWith(socket=vnc_side), TransportWith(socket=client_side)
+    first = KernelMove.take_over(vnc, client, loop)
+    with pytest.raises(OSError, match="share of descriptors") as refused:
+        KernelMove.take_over(vnc, client, loop)
+    assert refused.value.errno == errno.EMFILE
+    first.close()
+    KernelMove.take_over(vnc, client, loop).close()  # its share is free again

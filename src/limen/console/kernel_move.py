@@ -9,7 +9,8 @@ has what it saves.
 
 Why only what streams: the session needs a duplicate of the VNC socket's descriptor (uvloop does not let
 anything else wait on a descriptor its transport owns) and one of the browser's (to send with ``MSG_MORE``),
-two more descriptors a session; 9,000 idle consoles must not need 36,000.
+two more descriptors a session; 9,000 idle consoles must not need 36,000. And at most a quarter of the
+process's descriptor limit goes to them (:data:`DUPLICATES_SHARE`); past it, a session keeps the copy.
 
 Frames stay whole and in order with everything else the WebSocket protocol writes (pongs, the close, notices):
 each call sends a whole frame, or what the socket would not take at once goes to the browser's transport,
@@ -24,8 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import os
+import resource
 import socket
 import threading
 from collections.abc import Callable
@@ -36,6 +39,9 @@ from limen.console.binary_frame import HEADER_ROOM, write_binary_header
 KERNEL_MOVE_FROM = 64 * 1024
 # The pipe's size: the most one move takes from the VNC socket (Linux allows an unprivileged process 1 MiB).
 PIPE_SIZE = 1 << 20
+# At most this share of the process's descriptor limit goes to the duplicates (two a streaming session), so
+# thousands of sessions streaming at once cannot leave none for new connections, files and the database.
+DUPLICATES_SHARE = 0.25
 _F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, spelled out: Python 3.11's fcntl module has no name for it
 _NONBLOCK = getattr(os, "SPLICE_F_NONBLOCK", 0)
 _MOVE = getattr(os, "SPLICE_F_MOVE", 0)
@@ -123,7 +129,10 @@ class KernelMove:
     @classmethod
     def take_over(cls, vnc: asyncio.BaseTransport, client: asyncio.BaseTransport,
                   loop: asyncio.AbstractEventLoop) -> KernelMove:
-        """Duplicates the two transports' descriptors. Raises OSError when it cannot (out of descriptors)."""
+        """Duplicates the two transports' descriptors. Raises OSError when it cannot (out of descriptors, or
+        the duplicates would pass their share of the process's descriptor limit)."""
+        if 2 * (_thread_pipe.users + 1) > resource.getrlimit(resource.RLIMIT_NOFILE)[0] * DUPLICATES_SHARE:
+            raise OSError(errno.EMFILE, "the kernel path's share of descriptors is taken")
         vnc_socket = socket.socket(fileno=os.dup(vnc.get_extra_info("socket").fileno()))
         try:
             client_socket = socket.socket(fileno=os.dup(client.get_extra_info("socket").fileno()))
