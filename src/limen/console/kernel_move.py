@@ -37,7 +37,8 @@ from limen.console.binary_frame import HEADER_ROOM, write_binary_header
 
 # A read from the VNC server at least this large: the session streams, and the kernel moves its bytes.
 KERNEL_MOVE_FROM = 64 * 1024
-# The pipe's size: the most one move takes from the VNC socket (Linux allows an unprivileged process 1 MiB).
+# The pipe's size: the most one move takes from the VNC socket. Linux allows an unprivileged process 1 MiB;
+# root may have more, but 2 and 4 MiB cost twice the CPU a GB, and 256 or 512 KiB more too (RESULTS.md, round 16).
 PIPE_SIZE = 1 << 20
 # At most this share of the process's descriptor limit goes to the duplicates (two a streaming session), so
 # thousands of sessions streaming at once cannot leave none for new connections, files and the database.
