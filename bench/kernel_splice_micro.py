@@ -9,8 +9,8 @@ process streams ``--gib`` GiB in ``--chunk``-byte writes over loopback TCP, the 
 them, a receiver process reads and drops them. The figure is the relay's own CPU (user + system) per GiB.
 
 ``python -m bench.kernel_splice_micro [--gib 4] [--chunk 262144] [--rounds 3]``; prints one line per run
-and one JSON line. Not part of ``make bench``: an experiment for issue 16's target 4 (bench/RESULTS.md,
-round 14).
+and one JSON line. Not part of ``make bench``: the experiment for issue 16's target 4 (bench/RESULTS.md,
+round 14) before limen's console did the same for streaming sessions (``limen.console.kernel_move``, round 16).
 """
 
 from __future__ import annotations
