@@ -1,5 +1,5 @@
 """A raw WebSocket client for tests that must write what a WebSocket library refuses to: hand-made masked
-frames (invalid UTF-8, say) and any Host header."""
+frames (invalid UTF-8, say) and any Host header; and what a browser makes of a server's bytes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ import asyncio
 import base64
 import os
 import struct
+
+from websockets.client import ClientProtocol
+from websockets.frames import Frame
+from websockets.protocol import State
+from websockets.uri import parse_uri
 
 TEXT, BINARY, CLOSE, CONTINUATION = 0x1, 0x2, 0x8, 0x0
 
@@ -22,6 +27,13 @@ def masked_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
     else:
         header += bytes([0x80 | 127]) + struct.pack("!Q", length)
     return header + mask + bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+
+
+def parse_as_browser(data: bytes) -> list[Frame]:
+    """The frames a WebSocket client makes of ``data`` from the server."""
+    browser = ClientProtocol(parse_uri("ws://limen/console"), state=State.OPEN, max_size=None)
+    browser.receive_data(data)
+    return [event for event in browser.events_received() if isinstance(event, Frame)]
 
 
 class RawConsole:

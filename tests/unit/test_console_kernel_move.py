@@ -13,13 +13,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from websockets.client import ClientProtocol
-from websockets.frames import Frame, Opcode
-from websockets.protocol import State
-from websockets.uri import parse_uri
+from websockets.frames import Opcode
 
 from limen.console import kernel_move
 from limen.console.kernel_move import ClientWriteFailed, KernelMove, kernel_can_move
+from tests.support.raw_ws import parse_as_browser
 
 
 def tcp_pair() -> tuple[socket.socket, socket.socket]:
@@ -38,12 +36,6 @@ class ClientTransport(asyncio.Transport):
 
     def write(self, data: Any) -> None:
         self.written.append(bytes(data))
-
-
-def as_browser(data: bytes) -> list[Frame]:
-    browser = ClientProtocol(parse_uri("ws://limen/console"), state=State.OPEN, max_size=None)
-    browser.receive_data(data)
-    return [event for event in browser.events_received() if isinstance(event, Frame)]
 
 
 def receive_all(sock: socket.socket) -> bytes:
@@ -95,7 +87,7 @@ async def test_what_the_vnc_server_sent_reaches_the_browser_as_one_frame(sockets
     with contextlib.suppress(BlockingIOError):
         while moved < len(payload):
             moved += move.move(transport)
-    frames = as_browser(receive_all(browser))
+    frames = parse_as_browser(receive_all(browser))
     assert b"".join(f.data for f in frames) == payload
     assert all(f.opcode is Opcode.BINARY and f.fin for f in frames)
     assert move.moved == len(payload) and transport.written == []
@@ -122,7 +114,7 @@ async def test_what_the_browsers_socket_does_not_take_goes_after_it_through_the_
     assert unread_in_pipe(move._pipe) == 0  # the shared pipe is empty for the next session
     through_transport = b"".join(transport.written)
     through_socket = receive_exactly(browser, 10 + nbytes - len(through_transport))  # a 10-byte header
-    (frame,) = as_browser(through_socket + through_transport)
+    (frame,) = parse_as_browser(through_socket + through_transport)
     assert frame.data == payload[:nbytes] and move.moved == nbytes - len(through_transport)
     move.close()
 

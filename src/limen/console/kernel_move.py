@@ -134,20 +134,16 @@ class KernelMove:
         the duplicates would pass their share of the process's descriptor limit)."""
         if 2 * (_thread_pipe.users + 1) > resource.getrlimit(resource.RLIMIT_NOFILE)[0] * DUPLICATES_SHARE:
             raise OSError(errno.EMFILE, "the kernel path's share of descriptors is taken")
-        vnc_socket = socket.socket(fileno=os.dup(vnc.get_extra_info("socket").fileno()))
-        try:
-            client_socket = socket.socket(fileno=os.dup(client.get_extra_info("socket").fileno()))
-        except OSError:
-            vnc_socket.close()
-            raise
-        vnc_socket.setblocking(False)
-        client_socket.setblocking(False)
-        try:
-            return cls(vnc_socket, client_socket, loop)
-        except OSError:  # no pipe
-            vnc_socket.close()
-            client_socket.close()
-            raise
+        with contextlib.ExitStack() as opened:  # closes the duplicates made so far if one step fails
+            vnc_socket, client_socket = (
+                opened.enter_context(socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno())))
+                for transport in (vnc, client)
+            )
+            vnc_socket.setblocking(False)
+            client_socket.setblocking(False)
+            move = cls(vnc_socket, client_socket, loop)  # its pipe may fail too
+            opened.pop_all()
+            return move
 
     def watch(self, readable: Callable[[], None]) -> None:
         if not self._watching:
@@ -205,8 +201,3 @@ class KernelMove:
             client.write(pipe.drain(left))
         return nbytes
 
-
-def close_quietly(move: KernelMove | None) -> None:
-    if move is not None:
-        with contextlib.suppress(OSError):
-            move.close()

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from limen.console.binary_frame import HEADER_ROOM, write_binary_header
-from limen.console.kernel_move import KERNEL_MOVE_FROM, ClientWriteFailed, KernelMove, close_quietly, kernel_can_move
+from limen.console.kernel_move import KERNEL_MOVE_FROM, ClientWriteFailed, KernelMove, kernel_can_move
 from limen.console.pump import Traffic
 from limen.errors import ErrorCode, LimenError
 
@@ -166,7 +166,7 @@ class Splice(asyncio.BufferedProtocol):
                 timer.cancel()
         self._client_timer = self._vnc_timer = None
         if self._kernel is not None:
-            close_quietly(self._kernel)  # the VNC transport's own reading stays paused
+            self._kernel.close()  # the VNC transport's own reading stays paused
             self._traffic.to_client_by_kernel = self._kernel.moved
             if self._client_limits is not None and not self._client.transport.is_closing():
                 low, high = self._client_limits
@@ -233,8 +233,7 @@ class Splice(asyncio.BufferedProtocol):
             return
         transport = self._client.transport
         if transport.is_closing():
-            self._finish(SpliceEnd.CLIENT_GONE)
-            kernel.unwatch()
+            self._kernel_ended(SpliceEnd.CLIENT_GONE)
             return
         try:
             if transport.get_write_buffer_size():  # bytes wait in the transport: these go after them
@@ -246,16 +245,19 @@ class Splice(asyncio.BufferedProtocol):
         except BlockingIOError:
             return
         except ClientWriteFailed:
-            self._finish(SpliceEnd.CLIENT_GONE)
-            kernel.unwatch()
+            self._kernel_ended(SpliceEnd.CLIENT_GONE)
             return
         except OSError:  # the VNC connection broke
             nbytes = 0
         if not nbytes:
-            self._finish(SpliceEnd.VNC_CLOSED)
-            kernel.unwatch()
+            self._kernel_ended(SpliceEnd.VNC_CLOSED)
             return
         self._traffic.to_client += nbytes
+
+    def _kernel_ended(self, outcome: SpliceEnd) -> None:
+        assert self._kernel is not None
+        self._finish(outcome)
+        self._kernel.unwatch()
 
     def _pause_vnc(self) -> None:
         self._vnc_paused = True

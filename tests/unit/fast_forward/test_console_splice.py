@@ -6,22 +6,13 @@ import asyncio
 from typing import Any
 
 import pytest
-from websockets.client import ClientProtocol
-from websockets.frames import Frame, Opcode
-from websockets.protocol import State
-from websockets.uri import parse_uri
+from websockets.frames import Opcode
 
 from limen.console.binary_frame import HEADER_ROOM, write_binary_header
 from limen.console.pump import Traffic
 from limen.console.splice import ReadBuffer, Splice, SpliceEnd, read_buffer
 from limen.errors import ErrorCode, LimenError
-
-
-def parse_as_browser(frame: bytes) -> list[Frame]:
-    """What a WebSocket client makes of bytes from the server."""
-    browser = ClientProtocol(parse_uri("ws://limen/console"), state=State.OPEN, max_size=None)
-    browser.receive_data(frame)
-    return [event for event in browser.events_received() if isinstance(event, Frame)]
+from tests.support.raw_ws import parse_as_browser
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 4096, 65535, 65536, 65537, 1 << 20])
