@@ -38,9 +38,10 @@ STARTED = "STARTED"  # the result of an action whose row was written before its 
 DETAILS_MAX = 200
 DEFAULT_LIMIT = 200
 MAX_LIMIT = 1000
-# How long the first console row of a quiet period waits for others to share its transaction (seconds):
-# consoles opened one after another, each a few milliseconds, then have their rows written a few at a time
-# instead of two transactions each (bench/RESULTS.md, round 15). A row is late by at most this much.
+# How long a console row waits for others to share its transaction (seconds): consoles opened one after
+# another, each a few milliseconds, then have their rows written several at a time instead of two
+# transactions each (bench/RESULTS.md, rounds 15 and 17). A row waits at most this much beyond the batch
+# ahead of it.
 CONSOLE_ROWS_LINGER = 0.025
 _INSERT_CONSOLE_SESSION = insert(ConsoleSessionRecord)
 # One statement for every session's end, so that a batch of ends goes to the driver as one executemany.

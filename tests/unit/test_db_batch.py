@@ -125,6 +125,32 @@ async def test_writes_a_few_milliseconds_apart_share_the_lingering_first_ones_tr
         db.close()
 
 
+async def test_writes_that_come_while_a_slow_batch_commits_linger_too_instead_of_a_commit_each(
+        tmp_path: Path) -> None:
+    """Consoles opened one after another on a database whose commit takes longer than the consoles' spacing
+    (PostgreSQL's round trips on a busy machine): the next batch waits for more writes too. Before, only a
+    quiet period's first batch lingered, and from then on each commit took the one or two writes that had
+    come during the last: about a commit a write."""
+    db = _db(tmp_path)
+    audit = AuditLog(db, time.time, instance_id=None)
+    audit.console_writes.linger = 0.15
+    event.listen(db.engine, "commit", lambda connection: time.sleep(0.03))  # in the writer's thread
+
+    async def one_console(index: int) -> None:
+        await asyncio.sleep(index * 0.004)
+        await audit.console_started(f"s{index}", user="alice", vm_uuid="u", vm_name="vm",
+                                    client_address="127.0.0.1")
+
+    try:
+        count = 100
+        await asyncio.gather(*(one_console(index) for index in range(count)))
+        assert _rows(db, live=True) == count
+        # ~0.4 s of writes: about three batches of a 0.15-s linger each (nine without: a commit a few writes).
+        assert audit.console_writes.batches <= 5
+    finally:
+        db.close()
+
+
 def test_console_rows_linger_a_little() -> None:
     db = Database("sqlite://")
     try:

@@ -1,5 +1,5 @@
 """Small writes from many callers, committed together: one transaction (and one worker-thread hop) for all
-the writes that arrived while the previous batch was being written.
+the writes that arrived while the previous batch was being written or its linger lasted.
 
 Each caller awaits its own write: :meth:`BatchedWrites.write` returns once the transaction holding it has
 committed, or raises what that write raised. A storm of writes (thousands of console sessions opening or
@@ -8,11 +8,14 @@ and one thread hop per row. A batch's writes of one statement go to the driver a
 (one multi-row ``INSERT``): their order among other statements' writes is free, since a caller awaits each
 write before its next, so no batch holds two of one caller's writes.
 
-The first write of a quiet period waits ``linger`` seconds (0: none) for others to join its transaction.
-Without it, writes that come one at a time, a few milliseconds apart (consoles opened one after another),
-are a transaction each: on PostgreSQL two commits a console whose driver and server work shared the
-machine with the next console's set-up. Only the first batch waits; while one is being written, the next
-fills by itself.
+A batch is written once its oldest write is ``linger`` seconds old (0: at once), so that others join its
+transaction. Without it, writes that come one at a time, a few milliseconds apart (consoles opened one
+after another), are a transaction each: on PostgreSQL two commits a console whose driver and server work
+shared the machine with the next console's set-up. Every batch lingers, not only a quiet period's first:
+when writes come about as often as a transaction takes (PostgreSQL's round trips, a loaded machine), the
+next batch would otherwise start with the one or two writes that came during the last, and the writer
+would commit about once a write again. In a storm the oldest write has waited for the batch before it
+already, so full batches go at once.
 
 If a batch fails, each of its writes is tried again alone, so one bad row fails only its own caller.
 Only for writes whose order relative to other callers' does not matter (each caller's own writes are
@@ -35,7 +38,8 @@ log = logging.getLogger("limen.db")
 
 MAX_BATCH = 500
 
-_Write = tuple[Executable, dict[str, Any], "asyncio.Future[None]"]
+# (statement, parameters, the caller's future, when it was queued by the loop's clock)
+_Write = tuple[Executable, dict[str, Any], "asyncio.Future[None]", float]
 
 
 class BatchedWrites:
@@ -50,23 +54,26 @@ class BatchedWrites:
     async def write(self, statement: Executable, parameters: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        self._queue.append((statement, parameters, done))
+        self._queue.append((statement, parameters, done, loop.time()))
         if self._writer is None or self._writer.done():
             self._writer = loop.create_task(self._drain())
         # The write goes on if the caller is cancelled; the caller just stops waiting for it.
         await asyncio.shield(done)
 
     async def _drain(self) -> None:
-        if self.linger > 0:
-            await asyncio.sleep(self.linger)
+        loop = asyncio.get_running_loop()
         while self._queue:
+            if len(self._queue) < self.max_batch:
+                wait = self._queue[0][3] + self.linger - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
             try:
                 await anyio.to_thread.run_sync(self._write_all, batch)
             except Exception:
                 log.warning("a batch of %d writes failed; writing each alone", len(batch),
                             extra={"event": "db_batch_failed", "writes": len(batch)})
-                for statement, parameters, done in batch:
+                for statement, parameters, done, _ in batch:
                     try:
                         await self.db.execute(statement, parameters)
                     except Exception as exc:
@@ -75,12 +82,12 @@ class BatchedWrites:
                         _settle(done, None)
             else:
                 self.batches += 1
-                for _, _, done in batch:
+                for _, _, done, _ in batch:
                     _settle(done, None)
 
     def _write_all(self, batch: Sequence[_Write]) -> None:
         by_statement: dict[Executable, list[dict[str, Any]]] = {}
-        for statement, parameters, _ in batch:
+        for statement, parameters, _, _ in batch:
             by_statement.setdefault(statement, []).append(parameters)
         with self.db.engine.begin() as connection:
             for statement, rows in by_statement.items():
