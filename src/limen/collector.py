@@ -1,5 +1,5 @@
 """How ``limen serve`` runs CPython's cyclic garbage collector: the start's objects frozen, full
-collections less often.
+collections spaced by the heap they walk.
 
 Why: a collection walks every tracked object of the generations it collects. A started server holds
 ≈ 160,000 of them (modules, routes, SQLAlchemy, pydantic, i18n catalogues), which live as long as the
@@ -18,13 +18,20 @@ What, once the server has started (:func:`tune_collector`):
    collections of the middle generation instead of 10 (CPython's quarter rule still applies on top).
    Young collections are unchanged, so a cycle that dies young (most do: a session's handshake leaves
    ≈ 20 objects of cyclic garbage, collected in the youngest generations) is freed as soon as before.
+3. after every full collection, :class:`FullCollectionSpacing` sets ``threshold2`` so that the next one
+   waits until as many tracked objects have been allocated (and not freed) as the last one left alive,
+   and never sooner than (2). With a fixed spacing, a heap that grows by live objects (9,000 consoles
+   admitted, bench/RESULTS.md round 17) was walked whole every 350,000 objects: 5 full collections,
+   0.2 s to 1 s each as the heap grew, 20 % of the admission's CPU, each finding about a thousand
+   objects to free. Spaced by the heap, the walks cost a bounded share of the allocations whatever the
+   heap's size (Go's collector paces itself the same way by default).
 
 The memory this may hold: cyclic garbage that reached the oldest generation (the cycles of sessions that
 ended after living through two young collections) waits for the next full collection, which now comes
-after at most ``700 × 10 × 50`` = 350,000 tracked objects allocated and not freed (≈ 100 MB at the
-≈ 290 B a tracked object costs here, buffers included), or a quarter of the heap, whichever is larger;
-with CPython's defaults that was 70,000 objects or a quarter of the heap. On a large server the quarter
-rule decides in both cases (9,000 live sessions are ≈ 1.7 million objects); the bound is still a bound.
+once the tracked objects allocated and not freed since the last one reach the larger of what that one
+left alive and ``700 × 10 × 50`` = 350,000 (≈ 100 MB at the ≈ 290 B a tracked object costs here, buffers
+included); with CPython's defaults that was 70,000 objects or a quarter of the heap. So the garbage
+waiting is bounded by the live heap: at worst the collected heap doubles before it is freed.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from __future__ import annotations
 import gc
 from dataclasses import dataclass
 
-# Collections of the middle generation between two full collections (CPython's default: 10).
+# Collections of the middle generation between two full collections, at least (CPython's default: 10).
 FULL_COLLECTION_EVERY = 50
 
 
@@ -55,6 +62,25 @@ def tune_collector() -> CollectorState:
     gc.freeze()
     before = gc.get_threshold()
     young, middle, _ = before
-    gc.set_threshold(young, middle, max(FULL_COLLECTION_EVERY, before[2]))
+    floor = max(FULL_COLLECTION_EVERY, before[2])
+    gc.set_threshold(young, middle, floor)
+    if not any(isinstance(callback, FullCollectionSpacing) for callback in gc.callbacks):
+        gc.callbacks.append(FullCollectionSpacing(floor))
     return CollectorState(frozen=gc.get_freeze_count(), thresholds_before=before, thresholds=gc.get_threshold())
 
+
+class FullCollectionSpacing:
+    """A ``gc.callbacks`` entry: after each full collection, the next waits for as many (net) allocations of
+    tracked objects as the collection left alive in the oldest generation, and at least ``floor`` middle
+    collections (module docstring, 3)."""
+
+    def __init__(self, floor: int) -> None:
+        self.floor = floor
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase != "stop" or info["generation"] != 2:
+            return
+        young, middle, _ = gc.get_threshold()
+        # Listing the generation costs about 1 % of the collection that just walked it.
+        alive = len(gc.get_objects(generation=2))
+        gc.set_threshold(young, middle, max(self.floor, alive // max(1, young * middle)))

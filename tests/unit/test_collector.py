@@ -1,5 +1,6 @@
 """The garbage collector's policy of ``limen serve`` (limen.collector): the start's objects frozen out of every
-collection, full collections spaced out, young ones unchanged, and cycles made later still freed."""
+collection, full collections spaced out and then by the heap they walk, young ones unchanged, and cycles made
+later still freed."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import uvicorn
 
-from limen.collector import FULL_COLLECTION_EVERY, CollectorState, tune_collector
+from limen.collector import FULL_COLLECTION_EVERY, CollectorState, FullCollectionSpacing, tune_collector
 from limen.settings import Settings
 
 
@@ -20,7 +21,9 @@ def restored_collector() -> Iterator[None]:
     """The test run's own collector state back afterwards (tests/unit/conftest.py tunes it too)."""
     thresholds = gc.get_threshold()
     frozen_before = gc.get_freeze_count()
+    callbacks = list(gc.callbacks)
     yield
+    gc.callbacks[:] = callbacks
     if not frozen_before:
         gc.unfreeze()
     gc.set_threshold(*thresholds)
@@ -55,6 +58,25 @@ def test_the_start_is_frozen_full_collections_are_spaced_and_later_cycles_are_st
     assert gone() is not None  # a cycle: reference counting alone cannot free it
     gc.collect(0)
     assert gone() is None  # a young collection frees it, as without the tuning
+
+
+def test_after_a_full_collection_the_next_waits_for_as_many_new_objects_as_it_left_alive(
+    restored_collector: None,
+) -> None:
+    """An admission storm grows the heap by live sessions: with a fixed spacing each full collection walked
+    it all again, finding almost nothing (bench/RESULTS.md, round 17)."""
+    gc.set_threshold(100, 10, 10)  # a small young generation, so that a small heap is many of its collections
+    tune_collector()
+    tune_collector()  # a second server in the same process
+    assert sum(isinstance(callback, FullCollectionSpacing) for callback in gc.callbacks) == 1
+    assert gc.get_threshold() == (100, 10, FULL_COLLECTION_EVERY)
+    alive = [[] for _ in range(200_000)]  # tracked objects that stay: the sessions of a storm
+    gc.collect()
+    assert gc.get_threshold()[2] >= 200_000 // (100 * 10)  # the next full one after as many new objects
+    del alive
+    gc.collect()
+    assert gc.get_threshold()[2] < 200_000 // (100 * 10)  # the heap is small again: so is the spacing
+    assert gc.get_threshold()[:2] == (100, 10)  # young collections untouched
 
 
 def test_a_larger_setting_of_full_collections_is_kept(restored_collector: None) -> None:
