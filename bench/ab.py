@@ -31,6 +31,14 @@ def load_average() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
 
 
+def rotated(runs: list[Any], round_index: int) -> list[Any]:
+    """The runs of one round: shifted by the round's index and reversed every other round, so that drift in
+    the machine's load favours no tree."""
+    shift = round_index % len(runs)
+    order = runs[shift:] + runs[:shift]
+    return order[::-1] if round_index % 2 else order
+
+
 def one_run(label: str, src: str, processes: Processes, fake: Any, work: Path,
             args: argparse.Namespace) -> dict[str, Any]:
     os.environ["LIMEN_BENCH_SRC"] = str(Path(src).resolve())
@@ -75,13 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="limen-ab-") as temporary, Processes(Path(temporary) / "logs") as processes:
         fake = start_fake_vnc(processes)
         for round_index in range(args.rounds):
-            order = [("A", args.a), ("B", args.b),
-                     *(tuple(item.split("=", 1)) for item in args.also)]  # type: ignore[misc]
-            shift = round_index % len(order)
-            order = order[shift:] + order[:shift]
-            if round_index % 2:
-                order.reverse()
-            for label, src in order:
+            trees = [("A", args.a), ("B", args.b), *(tuple(item.split("=", 1)) for item in args.also)]
+            for label, src in rotated(trees, round_index):
                 work = Path(temporary) / f"{label}{round_index}"
                 run = one_run(label, src, processes, fake, work, args)
                 runs.append(run)

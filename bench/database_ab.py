@@ -29,18 +29,12 @@ import sqlalchemy
 from scripts.cluster_parts.postgres_process import running_postgres
 
 from bench import procstat
+from bench.ab import rotated
 from bench.run import LimenSystem, load_client, raise_fd_limit
 from bench.systems import FakeVnc, Processes, start_fake_vnc
 
 PATHS = ("ticket", "cookie", "bearer")
 DATABASES = ("sqlite", "postgresql")
-
-
-def main_thread_cpu_seconds(pid: int) -> float:
-    """CPU seconds of the process's main thread (its event loop's) alone."""
-    with open(f"/proc/{pid}/task/{pid}/stat", "rb") as stat:
-        fields = stat.read().rsplit(b")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / procstat.CLOCK_TICKS
 
 
 def commits(engine: sqlalchemy.Engine) -> int:
@@ -58,13 +52,14 @@ def one_run(label: str, src: str, database: str, url: str, engine: sqlalchemy.En
         target = system.url("idle")
         pid = system.pgid("idle")
         for path in PATHS:
-            cpu, main_cpu = procstat.cpu_seconds(pid), main_thread_cpu_seconds(pid)
+            cpu, main_cpu = procstat.cpu_seconds(pid), procstat.main_thread_cpu_seconds(pid)
             committed = commits(engine) if on_postgresql else 0
             setup = load_client(processes, f"database-ab-{label}-{path}", [
                 "setup", "--target", target, "--status-frames", "--auth", path, "--count", str(count)], timeout=600)
             result[path] = setup["setup_ms"]["p50"]
             result[f"{path}_cpu_ms"] = round((procstat.cpu_seconds(pid) - cpu) * 1000 / count, 2)
-            result[f"{path}_main_cpu_ms"] = round((main_thread_cpu_seconds(pid) - main_cpu) * 1000 / count, 2)
+            main_cpu = procstat.main_thread_cpu_seconds(pid) - main_cpu
+            result[f"{path}_main_cpu_ms"] = round(main_cpu * 1000 / count, 2)
             if on_postgresql:  # less this query's own commit
                 result[f"{path}_commits"] = round((commits(engine) - committed - 1) / count, 2)
     finally:
@@ -101,11 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         fake = start_fake_vnc(processes)
         combinations = [(label, src, database) for label, src in trees for database in DATABASES]
         for round_index in range(args.rounds):
-            shift = round_index % len(combinations)
-            order = combinations[shift:] + combinations[:shift]
-            if round_index % 2:
-                order.reverse()
-            for label, src, database in order:
+            for label, src, database in rotated(combinations, round_index):
                 work = Path(temporary) / f"{label}-{database}-{round_index}"
                 run = one_run(label, src, database, url, engine, processes, fake, work, args.count)
                 runs.append(run)

@@ -21,10 +21,12 @@ class Memory:
     processes: int
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (index 0 is the state, field 3 of proc(5))."""
+def _stat_fields(pid: int, thread: int | None = None) -> list[str] | None:
+    """Fields of /proc/PID/stat (or of one thread's, /proc/PID/task/TID/stat) after the command name (index 0
+    is the state, field 3 of proc(5))."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
+        with open(path, "rb") as stat:
             raw = stat.read()
     except OSError:
         return None
@@ -45,6 +47,12 @@ def group_members(pgid: int) -> list[int]:
 def process_cpu_seconds(pid: int) -> float:
     """CPU seconds used so far by the one process ``pid``, all its threads (0 once it is gone)."""
     fields = _stat_fields(pid)
+    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def main_thread_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by the main thread of ``pid`` alone (an asyncio server's event loop)."""
+    fields = _stat_fields(pid, thread=pid)
     return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 

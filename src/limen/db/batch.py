@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio.to_thread
 from sqlalchemy.sql.expression import Executable
@@ -38,8 +38,11 @@ log = logging.getLogger("limen.db")
 
 MAX_BATCH = 500
 
-# (statement, parameters, the caller's future, when it was queued by the loop's clock)
-_Write = tuple[Executable, dict[str, Any], "asyncio.Future[None]", float]
+class _Write(NamedTuple):
+    statement: Executable
+    parameters: dict[str, Any]
+    done: asyncio.Future[None]  # the caller's
+    queued_at: float  # by the loop's clock
 
 
 class BatchedWrites:
@@ -54,7 +57,7 @@ class BatchedWrites:
     async def write(self, statement: Executable, parameters: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        self._queue.append((statement, parameters, done, loop.time()))
+        self._queue.append(_Write(statement, parameters, done, loop.time()))
         if self._writer is None or self._writer.done():
             self._writer = loop.create_task(self._drain())
         # The write goes on if the caller is cancelled; the caller just stops waiting for it.
@@ -64,7 +67,7 @@ class BatchedWrites:
         loop = asyncio.get_running_loop()
         while self._queue:
             if len(self._queue) < self.max_batch:
-                wait = self._queue[0][3] + self.linger - loop.time()
+                wait = self._queue[0].queued_at + self.linger - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
@@ -82,13 +85,13 @@ class BatchedWrites:
                         _settle(done, None)
             else:
                 self.batches += 1
-                for _, _, done, _ in batch:
-                    _settle(done, None)
+                for write in batch:
+                    _settle(write.done, None)
 
     def _write_all(self, batch: Sequence[_Write]) -> None:
         by_statement: dict[Executable, list[dict[str, Any]]] = {}
-        for statement, parameters, _, _ in batch:
-            by_statement.setdefault(statement, []).append(parameters)
+        for write in batch:
+            by_statement.setdefault(write.statement, []).append(write.parameters)
         with self.db.engine.begin() as connection:
             for statement, rows in by_statement.items():
                 connection.execute(statement, rows if len(rows) > 1 else rows[0])
