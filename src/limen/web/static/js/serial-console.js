@@ -47,6 +47,7 @@ export class SerialTab {
     this.fit = null;
     this.socket = null;
     this.lastError = null;
+    this.heldInput = null; // while a paste waits for the clipboard: what was typed meanwhile
   }
 
   wire() {
@@ -82,7 +83,8 @@ export class SerialTab {
       this.fit = new FitAddon();
       this.term.loadAddon(this.fit);
       this.term.open(this.ui.term);
-      this.term.onData((data) => this.send(data));
+      // Keys typed while a paste waits for the clipboard go after the pasted text, in the order typed.
+      this.term.onData((data) => (this.heldInput ? this.heldInput.push(data) : this.send(data)));
       this.term.attachCustomKeyEventHandler((event) => this.onKey(event));
       new ResizeObserver(() => this.refit()).observe(this.ui.term);
       return true;
@@ -130,12 +132,18 @@ export class SerialTab {
     // Focus first, before the clipboard answers: an Enter pressed meanwhile must reach the terminal, not
     // the Paste button (where it would paste a second time).
     this.term.focus();
+    if (this.heldInput) return; // a paste is on its way already
+    this.heldInput = [];
+    let text = "";
     try {
-      const text = await navigator.clipboard.readText();
-      if (text) this.term.paste(text);
+      text = await navigator.clipboard.readText();
     } catch {
       this.setStatus(t("serial.no_clipboard"), "error");
     }
+    const held = this.heldInput;
+    this.heldInput = null;
+    if (text) this.term.paste(text);
+    for (const data of held) this.send(data);
     this.term.focus();
   }
 
