@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor, VmSpec
+from limen.hypervisor.connection import LibvirtConnection
 from limen.settings import Settings
 from tests.conftest import DEMO_ISO, QEMU_URI, TEST_POOL, TEST_POOL_DIR
 from tests.support.databases import cli_env
@@ -124,6 +126,35 @@ async def test_libvirt_going_away_and_coming_back(make_settings: Callable[..., S
     finally:
         relay.stop()
         await hv.close()
+
+
+async def test_closing_while_a_call_opens_the_connection_leaves_no_connection_open(tmp_path: Path) -> None:
+    """A server stopping while a call waits for a slow libvirtd to open the connection: the connection that
+    opens after the close is closed at once and the call fails, instead of outliving the hypervisor."""
+    relay = UnixRelay(tmp_path / "libvirt.sock").start()
+    relay.holding = True  # the daemon answers late: the call's worker waits in libvirt.open
+    connection = LibvirtConnection(relay.uri, timeout=10.0)
+    call = asyncio.ensure_future(connection.call("hostname", lambda conn: conn.getHostname()))
+    try:
+        for _ in range(200):
+            if relay.held:
+                break
+            await asyncio.sleep(0.01)
+        assert relay.held, "the call never reached the daemon"
+        await connection.close()
+        relay.release_held()
+        with pytest.raises(LimenError) as caught:
+            await call
+        assert caught.value.code is ErrorCode.HYPERVISOR_UNAVAILABLE
+        assert "shutting down" in caught.value.details
+        for _ in range(200):
+            if relay.relayed == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert relay.relayed == 0, "the connection opened after close() is still open"
+    finally:
+        relay.release_held()
+        relay.stop()
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

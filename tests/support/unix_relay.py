@@ -1,7 +1,8 @@
 """A Unix-socket relay in front of libvirtd's socket, which a test can cut, stall and restore.
 
 It lets a test make libvirt vanish (connections dropped, socket gone), hang (connections accepted,
-nothing relayed), and come back, while the real libvirtd keeps serving everyone else.
+nothing relayed), answer late (new connections held, then relayed), and come back, while the real libvirtd
+keeps serving everyone else.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import contextlib
 import os
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 LIBVIRT_SOCKET = "/run/libvirt/libvirt-sock"
@@ -20,6 +22,9 @@ class UnixRelay:
         self.path = path
         self.target = target
         self.stalled = False
+        self.holding = False  # new connections wait in `held` until release_held()
+        self.held: list[socket.socket] = []
+        self.relayed = 0  # connections relayed whose client has not closed its end
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -51,24 +56,47 @@ class UnixRelay:
             self._track(client)
             if self.stalled:
                 continue  # accepted, never answered: a hung daemon
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                upstream.connect(self.target)
-            except OSError:
-                client.close()
-                continue
-            self._track(upstream)
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+            with self._lock:
+                if self.holding:
+                    self.held.append(client)
+                    continue
+            self._relay(client)
+
+    def release_held(self) -> None:
+        """The held connections are relayed, as every new one is from now on."""
+        with self._lock:
+            self.holding = False
+            held, self.held = self.held, []
+        for client in held:
+            self._relay(client)
+
+    def _relay(self, client: socket.socket) -> None:
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            upstream.connect(self.target)
+        except OSError:
+            client.close()
+            return
+        self._track(upstream)
+        with self._lock:
+            self.relayed += 1
+        threading.Thread(target=self._pipe, args=(client, upstream, self._client_closed), daemon=True).start()
+        threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+
+    def _client_closed(self) -> None:
+        with self._lock:
+            self.relayed -= 1
 
     @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(src: socket.socket, dst: socket.socket, ended: Callable[[], None] | None = None) -> None:
         try:
             while data := src.recv(65536):
                 dst.sendall(data)
         except OSError:
             pass
         finally:
+            if ended is not None:
+                ended()
             for sock in (src, dst):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -119,6 +120,8 @@ class LibvirtConnection:
     def _connection(self) -> libvirt.virConnect:
         """Returns the open connection, opening it first if needed. Runs in a worker thread."""
         with self._lock:
+            if self._closed:  # a call that passed _call's check before close(): no new connection now
+                raise HypervisorUnavailable("limen is shutting down")
             if self._conn is not None:
                 try:
                     if self._conn.isAlive() == 1:
@@ -129,6 +132,12 @@ class LibvirtConnection:
             conn = libvirt.open(self.uri)
             if conn is None:  # older bindings return None instead of raising
                 raise libvirt.libvirtError(f"cannot open {self.uri}")
+            if self._closed:
+                # close() ran while this was opening (a slow or busy daemon): nothing would ever close it,
+                # and its socket would outlive the server's hypervisor.
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.close()
+                raise HypervisorUnavailable("limen is shutting down")
             # Keepalive makes libvirt itself notice a dead daemon, which ends calls stuck on it.
             # It needs an event loop implementation; without one libvirt refuses and that is fine.
             try:
@@ -205,11 +214,31 @@ class LibvirtConnection:
             raise classify(exc, when=operation) from None
 
     async def close(self) -> None:
-        self._closed = True
-        conn, self._conn = self._conn, None
-        if conn is not None:
+        self._closed = True  # from now on no call opens a connection (_call, _connection)
+        release: Callable[[], None] | None
+        if self._lock.acquire(blocking=False):
+            # No connection is being opened: the one set now is the last, if any.
+            try:
+                conn, self._conn = self._conn, None
+            finally:
+                self._lock.release()
+            release = None if conn is None else functools.partial(self._release, conn)
+        else:
+            release = self._release_when_opened
+        if release is not None:
             loop = asyncio.get_running_loop()
             with contextlib.suppress(TimeoutError, libvirt.libvirtError):
-                await asyncio.wait_for(loop.run_in_executor(self._executor, self._release, conn), 2)
+                await asyncio.wait_for(loop.run_in_executor(self._executor, release), 2)
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _release_when_opened(self) -> None:
+        """close()'s work while a worker holds the lock, opening a connection: once it is done the connection
+        is either set (and released here) or closed by that worker, which saw ``_closed``. A hung opening
+        holds the lock until libvirt gives up; after a second this drops what is set without it."""
+        acquired = self._lock.acquire(timeout=1.0)
+        try:
+            self._drop_locked()
+        finally:
+            if acquired:
+                self._lock.release()
 
