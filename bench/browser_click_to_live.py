@@ -189,6 +189,10 @@ def start_server(tmp: Path, name: str, src: Path | None) -> LimenProcess:
     return process.start()
 
 
+# The VM it makes is named like the tests' VMs, with a prefix of its own: its smoke test checks that it is gone
+# and must not count the VMs of tests running beside it.
+VM_NAME_PREFIX = "limen-test-c2l-"
+
 # What the VM runs, i.e. how much of the machine's CPU it leaves the browser and limen.
 GUESTS = {
     # The demo ISO's GRUB at its prompt: under TCG it polls the keyboard, 60-70 % of a core (RESULTS round 10).
@@ -291,7 +295,7 @@ def main() -> int:
                              "under TCG) or an idle guest (no medium: SeaBIOS halts)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    name = f"limen-test-{uuid.uuid4().hex[:10]}"
+    name = f"{VM_NAME_PREFIX}{uuid.uuid4().hex[:10]}"
     results: dict[str, list[dict[str, Any]]] = {}
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="c2l-") as tmp_name:
         tmp = Path(tmp_name)

@@ -79,8 +79,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         item.rep_call = report  # type: ignore[attr-defined]
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _clean_artifacts() -> None:
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The last run's screenshots go before any test runs: here, in the process that collected, because a
+    session fixture would run once in each forked worker (tests.support.forked_workers) and delete what
+    the workers that started earlier had saved."""
+    if session.config.option.collectonly or not session.items:
+        return
     if ARTIFACTS.exists():
         for old in ARTIFACTS.glob("*.png"):
             old.unlink()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from bench.browser_click_to_live import PARTS
+from bench.browser_click_to_live import PARTS, VM_NAME_PREFIX
 
 from tests.conftest import QEMU_URI
 
@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.same_on_any_
 def _bench_domains() -> set[str]:
     connection = libvirt.open(QEMU_URI)
     try:
-        return {domain.name() for domain in connection.listAllDomains() if domain.name().startswith("limen-test-")}
+        return {domain.name() for domain in connection.listAllDomains() if domain.name().startswith(VM_NAME_PREFIX)}
     finally:
         connection.close()
 
