@@ -18,10 +18,13 @@ from limen.settings import Settings
 
 @pytest.fixture
 def restored_collector() -> Iterator[None]:
-    """The test run's own collector state back afterwards (tests/unit/conftest.py tunes it too)."""
+    """A collector no server has tuned yet, and the test run's own state back afterwards (tests/unit/conftest.py
+    tunes it too). A server that an earlier test of the same process started left its spacing callback in
+    gc.callbacks, which would move the thresholds at tune_collector's first collection."""
     thresholds = gc.get_threshold()
     frozen_before = gc.get_freeze_count()
     callbacks = list(gc.callbacks)
+    gc.callbacks[:] = [callback for callback in callbacks if not isinstance(callback, FullCollectionSpacing)]
     yield
     gc.callbacks[:] = callbacks
     if not frozen_before:
