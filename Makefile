@@ -88,7 +88,7 @@ test-unit: venv
 # The slow tiers list their slowest tests: a CI run's log says where its hour goes.
 # The slow tiers run in forked workers too, a test file at a time, as the unit tier: much of their time is
 # waiting (a guest booting, a deadline a test provokes, Chromium drawing), and one worker more than the cores
-# halved each tier's wall time (SQLite 23.9 -> 11.6 min, PostgreSQL 18.3 -> 9.8). The tests name their VMs,
+# halved each tier's wall time (SQLite 23.9 -> 11.5 min, PostgreSQL 18.3 -> 9.5). The tests name their VMs,
 # ports, directories and databases uniquely and never assume they are alone on the machine; each worker has
 # its own browser and, on PostgreSQL, its own cluster. SLOW_WORKERS=0 runs a tier in one process.
 SLOWEST ?= --durations=25

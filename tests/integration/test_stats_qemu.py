@@ -49,7 +49,10 @@ def test_running_vm_has_plausible_series(limen_server: Callable[..., LimenProces
         assert all(0 <= value <= 150 for value in cpus), cpus
         assert sum(cpus) > 0, cpus
         assert series["memory_bytes"][-1] == 128 * 2**20
-        assert series["rss_bytes"][-1] is not None and series["rss_bytes"][-1] > 10 * 2**20
+        # balloon.rss needs the domain's job, which libvirt skips rather than wait for (NOWAIT) when QEMU is
+        # busy: a point may lack it (seen once on a loaded machine); the last one reported counts.
+        rss = [value for value in series["rss_bytes"] if value is not None]
+        assert rss and rss[-1] > 10 * 2**20, series["rss_bytes"]
         assert all(value is None or value >= 0 for value in series["disk_read_bps"])
         since = series["t"][-2]
         assert client.get(f"/api/vms/{uuid}/stats", params={"since": since}).json()["series"]["t"][0] > since
