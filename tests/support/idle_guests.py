@@ -2,12 +2,12 @@
 slow the tests' own processes.
 
 Why: the demo ISO's GRUB waits for a key by polling it in a loop; under TCG its virtual CPU keeps a whole
-host core busy for as long as the VM runs (measured: 100 % of a core on an idle machine). In a run of the
-slow tiers a third of the machine's CPU went to these loops, and with forked workers two or three such VMs
-run at once on 2 cores: the limen servers, Chromium and the tests then waited for the CPU, and a console
-that must end within a second of a revocation ended after 1.9 s. At nice 19 a virtual CPU still takes any
-core nobody else wants, and yields it as soon as a test, a server or the browser has work: the guests react
-as before to keys and clicks; only their idle loops stop competing.
+host core busy for as long as the VM runs (measured: 100 % of a core on an idle machine). In a forked run of
+the slow tiers about 40 % of the CPU sampled went to QEMU, with two or three such VMs at once on 2 cores: the
+limen servers, Chromium and the tests waited for the CPU, and a console that must end within a second of a
+revocation ended after 1.9 s. At nice 19 a virtual CPU still takes any core nobody else wants and yields it
+as soon as a test, a server or the browser has work: the guests' idle loops stop competing, and a guest that
+has real work (echoing a key) gets a core whenever one is free.
 
 Only QEMU processes of test VMs (``guest=limen-test-…`` on their command line) are touched, and only their
 virtual CPU threads (``CPU 0/TCG``, ``CPU 0/KVM``): QEMU's main thread, which serves VNC and the monitor,

@@ -232,9 +232,10 @@ class LibvirtConnection:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _release_when_opened(self) -> None:
-        """close()'s work while a worker holds the lock, opening a connection: once it is done the connection
-        is either set (and released here) or closed by that worker, which saw ``_closed``. A hung opening
-        holds the lock until libvirt gives up; after a second this drops what is set without it."""
+        """close()'s work while a worker holds the lock (opening a connection, or checking the current one):
+        once it is done the connection is either set (and released here) or closed by that worker, which saw
+        ``_closed``. A hung opening holds the lock until libvirt gives up; after a second this drops what is
+        set without it."""
         acquired = self._lock.acquire(timeout=1.0)
         try:
             self._drop_locked()
