@@ -12,6 +12,10 @@ replays them into its own hooks, so the terminal, the exit status and ``--lf`` s
 
 A worker that dies (a crash, ``kill -9``) fails the test it was running and the rest of its file, naming
 the signal or status it ended with; the other workers carry on.
+
+Tests marked ``runs_alone`` (a wall-clock bound of about a second, which a machine loaded by the other
+workers misses; or a count of what the whole host holds) run after the others have ended, in one worker
+forked then: with nothing of this run beside them, as in a run without workers.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 import pytest
 
 DURATIONS_KEY = "forked_workers/durations"
+ALONE_MARKER = "runs_alone"
 
 # What a worker sends: ("next",) for a file; ("events", events) when a test has ended, its events being
 # ("logstart", nodeid, location), ("report", data) and ("logfinish", nodeid, location); ("events", [warning]).
@@ -62,17 +67,31 @@ class _ForkedRun:
         self.session = session
         self.config = session.config
         self.count = count
-        self.files = _files_longest_first(session)
+        alone = [index for index, item in enumerate(session.items) if item.get_closest_marker(ALONE_MARKER)]
+        shared = sorted(set(range(len(session.items))) - set(alone))
+        self.files = _files_longest_first(session, shared)
+        self.files_alone = _files_longest_first(session, alone)
         self.durations: dict[str, float] = {}  # this run's, per file
         self.index_of = {item.nodeid: index for index, item in enumerate(session.items)}
 
     def run(self) -> None:
+        # Made before the fork, so that the workers make their tests' directories in one base.
+        self.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+        self._run_workers(self.count)
+        self.files = self.files_alone
+        self._run_workers(1)
+        # The files this run did not take (-k, a path) keep their last figures.
+        if getattr(self.config, "cache", None) is not None:  # None under -p no:cacheprovider
+            self.config.cache.set(DURATIONS_KEY, {**_durations(self.config), **self.durations})
+
+    def _run_workers(self, count: int) -> None:
+        """Forks ``count`` workers and serves them ``self.files`` until all have ended."""
+        if not self.files:
+            return
         if threading.active_count() > 1:  # a fork copies no thread, only the locks they may be holding
             raise pytest.UsageError("--forked-workers: threads are running after collection: "
                                     f"{[thread.name for thread in threading.enumerate()]}")
-        # Made before the fork, so that the workers make their tests' directories in one base.
-        self.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
-        live = {worker.connection: worker for worker in (self._fork() for _ in range(self.count))}
+        live = {worker.connection: worker for worker in (self._fork() for _ in range(count))}
         while live:
             for ready in wait(list(live)):
                 assert isinstance(ready, Connection)
@@ -87,9 +106,6 @@ class _ForkedRun:
                     self._hand_a_file(worker)
                 else:
                     self._replay(worker, message[1])
-        # The files this run did not take (-k, a path) keep their last figures.
-        if getattr(self.config, "cache", None) is not None:  # None under -p no:cacheprovider
-            self.config.cache.set(DURATIONS_KEY, {**_durations(self.config), **self.durations})
 
     def _fork(self) -> _Worker:
         parent_end, worker_end = Pipe()
@@ -213,10 +229,11 @@ class _Forwarding:
         self.events = []
 
 
-def _files_longest_first(session: pytest.Session) -> list[tuple[str, list[int]]]:
+def _files_longest_first(session: pytest.Session, indices: list[int]) -> list[tuple[str, list[int]]]:
+    """The items at ``indices`` (in collection order) by file, the files that took longest last time first."""
     by_file: dict[str, list[int]] = {}
-    for index, item in enumerate(session.items):
-        by_file.setdefault(item.nodeid.split("::")[0], []).append(index)
+    for index in indices:
+        by_file.setdefault(session.items[index].nodeid.split("::")[0], []).append(index)
     durations = _durations(session.config)
     # A file never timed counts as long (it is new, or the cache was cleared): handed out first, it cannot be
     # the one a worker is left alone with at the end.

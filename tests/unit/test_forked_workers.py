@@ -71,3 +71,46 @@ def test_a_small_suite_in_two_forked_workers(tmp_path: Path) -> None:
     assert len((base / "teardowns").read_text().splitlines()) == 1  # the module's fixture ended once
     cached = (tmp_path / ".cache" / "v" / "forked_workers" / "durations").read_text()
     assert "test_others.py" in cached and "test_first.py" in cached
+
+
+TIMED_TEST = """
+import os, time, pytest
+
+@pytest.fixture
+def timed(request, tmp_path_factory):
+    began = time.monotonic()
+    yield
+    with open(tmp_path_factory.getbasetemp() / "intervals", "a") as file:
+        file.write(f"{request.node.name} {os.getpid()} {began} {time.monotonic()}\\n")
+"""
+
+
+def test_tests_marked_runs_alone_run_after_the_others_in_one_worker(tmp_path: Path) -> None:
+    suite = {
+        "pytest.ini": "[pytest]\nmarkers =\n    runs_alone: nothing beside it\n",
+        "test_shared.py": TIMED_TEST + "".join(
+            f"def test_shared_{n}(timed):\n    time.sleep(0.2)\n\n" for n in range(4))
+        + "@pytest.mark.runs_alone\ndef test_alone_in_a_shared_file(timed):\n    time.sleep(0.2)\n",
+        "test_more.py": TIMED_TEST + "".join(f"def test_more_{n}(timed):\n    time.sleep(0.2)\n\n" for n in range(4)),
+        "test_whole_file.py": TIMED_TEST + "pytestmark = pytest.mark.runs_alone\n\n" + "".join(
+            f"def test_alone_{n}(timed):\n    time.sleep(0.1)\n\n" for n in range(2)),
+    }
+    for name, text in suite.items():
+        (tmp_path / name).write_text(text)
+    base = tmp_path / "base"
+    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    finished = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "tests.support.forked_workers", "--forked-workers", "3",
+         f"--basetemp={base}", "-p", "no:cacheprovider"],
+        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert "11 passed" in finished.stdout
+    intervals = {name: (pid, float(began), float(ended)) for name, pid, began, ended in
+                 (line.split() for line in (base / "intervals").read_text().splitlines())}
+    alone = {name: interval for name, interval in intervals.items() if "alone" in name}
+    others = {name: interval for name, interval in intervals.items() if "alone" not in name}
+    assert len(alone) == 3 and len(others) == 8
+    assert len({pid for pid, _, _ in others.values()}) > 1  # the others ran side by side
+    assert len({pid for pid, _, _ in alone.values()}) == 1
+    assert {pid for pid, _, _ in alone.values()}.isdisjoint(pid for pid, _, _ in others.values())
+    assert min(began for _, began, _ in alone.values()) > max(ended for _, _, ended in others.values())
