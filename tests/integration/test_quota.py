@@ -105,6 +105,7 @@ def test_parallel_creates_across_two_servers_on_one_database_make_exactly_three(
     assert len(httpx.get(f"{second.base_url}/api/vms", headers=headers, timeout=30).json()) == 3
 
 
+@pytest.mark.runs_alone  # counts every VM on the host
 def test_system_wide_cap_holds_for_admins_too(
     limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str]
 ) -> None:

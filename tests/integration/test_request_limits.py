@@ -283,6 +283,7 @@ class Probe:
             stop.wait(0.25)
 
 
+@pytest.mark.runs_alone  # the others' latency
 def test_500_slow_clients_are_dropped_within_the_deadline_while_others_are_served(
     server: LimenProcess, many_fds: None
 ) -> None:
