@@ -12,13 +12,8 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Error, Page, ViewportSize, sync_playwright
 
 from tests.e2e.helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, DESKTOP, save_screenshot, sign_in
-from tests.support.idle_guests import keep_test_guests_idle
+from tests.support.idle_guests import guests_kept_idle  # noqa: F401 (an autouse fixture, for this tier)
 from tests.support.server import LimenProcess
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _test_guests_idle() -> None:
-    keep_test_guests_idle()  # tests/support/idle_guests.py: spinning guests yield the CPU to the tests
 
 
 # Module scope: Playwright's sync API keeps an event loop running in this thread while it is open,

@@ -2,11 +2,4 @@
 
 from __future__ import annotations
 
-import pytest
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _test_guests_idle() -> None:
-    from tests.support.idle_guests import keep_test_guests_idle
-
-    keep_test_guests_idle()
+from tests.support.idle_guests import guests_kept_idle  # noqa: F401 (an autouse fixture, for this tier)

@@ -12,7 +12,8 @@ has real work (echoing a key) gets a core whenever one is free.
 Only QEMU processes of test VMs (``guest=limen-test-…`` on their command line) are touched, and only their
 virtual CPU threads (``CPU 0/TCG``, ``CPU 0/KVM``): QEMU's main thread, which serves VNC and the monitor,
 keeps its priority. New VMs are found by polling ``/proc`` (a VM's first fraction of a second runs at normal
-priority); one poller per process, started by the tiers' conftest files.
+priority); one poller per process, started by :func:`guests_kept_idle`, the session fixture the integration
+and e2e tiers' conftest files import.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 POLL_SECONDS = 0.25
 NICE = 19
 TEST_GUEST = b"guest=limen-test-"
@@ -32,6 +35,12 @@ PROC = Path("/proc")
 
 _started = threading.Lock()
 _poller: threading.Thread | None = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def guests_kept_idle() -> None:
+    """Autouse in the tiers whose conftest imports it: their test VMs' virtual CPUs yield to the tests."""
+    keep_test_guests_idle()
 
 
 def keep_test_guests_idle() -> None:
