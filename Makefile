@@ -106,9 +106,10 @@ test: install
 # postgresql package, a database per test) instead of SQLite files: tests/support/databases.py. The tests
 # that start a PostgreSQL of their own whatever the run (replicas, the cluster, PostgreSQL's backup and
 # sign-in throttle) ran in the SQLite pass already and are not repeated; nor are those marked
-# same_on_any_database, which would only run the same again: the benchmarks' smoke runs, and the consoles'
-# transport tests (bytes, keys, paste and clipboard into real guests) whose database work, sign-in, ticket and
-# the session's row, every other console test does on both. Each forked worker starts its own cluster.
+# same_on_any_database, which would only run the same again: the benchmarks' smoke runs, the consoles'
+# transport tests (bytes, keys, paste and clipboard into real guests, the serial tab) and the browser's tests of
+# how pages are served (TLS, what a page fetches, the console page's error paths), whose database work, sign-in,
+# ticket and the session's row, every other console test does on both. Each forked worker starts its own cluster.
 OWN_POSTGRESQL := test_replicas test_cluster test_backup_postgres test_auth_throttle_postgres
 test-postgresql: install test-postgresql-run
 test-postgresql-run:

@@ -22,7 +22,8 @@ from tests.e2e.helpers import PHONE, save_screenshot, silent_listener, start_lim
 from tests.support.console import FakeDomain, driver_uri
 from tests.support.server import LimenProcess
 
-pytestmark = pytest.mark.e2e
+# The page's error paths: the database is reached only by the sign-in, the ticket and the session's row.
+pytestmark = [pytest.mark.e2e, pytest.mark.same_on_any_database]
 
 BANNER_TIMEOUT = 2.0
 WATCHDOG_SECONDS = 2

@@ -14,7 +14,8 @@ from limen.web.routes import NOVNC_JOINED
 from tests.e2e.helpers import hold_novnc, hold_requests, new_stopped_vm, start_limen
 from tests.support.server import LimenProcess
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+# What is fetched in which order: the database is reached only by the sign-in and the ticket.
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.same_on_any_database]
 
 # noVNC's modules the console page used, and how many bytes each took from the network (0: from cache).
 NOVNC_TRANSFERS = """() => performance.getEntriesByType("resource")

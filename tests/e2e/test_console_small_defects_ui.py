@@ -84,6 +84,7 @@ FOCUS_AND_TYPED = """() => ({
 })"""
 
 
+@pytest.mark.same_on_any_database  # keys and the console's stages; no row but the session's
 def test_type_it_hands_the_keyboard_back_to_the_screen(
     server: LimenProcess, api: httpx.Client, vm_names: Callable[[], str], signed_in_page: Callable[..., Page]
 ) -> None:
@@ -105,6 +106,7 @@ def test_type_it_hands_the_keyboard_back_to_the_screen(
     expect(page.locator("#conn-status")).to_contain_text("Connected")
 
 
+@pytest.mark.same_on_any_database  # keys and the console's stages; no row but the session's
 def test_a_vm_without_graphics_says_it_has_no_console(
     server: LimenProcess, api: httpx.Client, vm_names: Callable[[], str], signed_in_page: Callable[..., Page]
 ) -> None:

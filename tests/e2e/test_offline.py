@@ -14,7 +14,8 @@ from tests.e2e.helpers import new_stopped_vm, save_screenshot, sign_in, start_li
 from tests.e2e.pages import page_paths
 from tests.support.server import LimenProcess
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+# What a page fetches from where: each page's reads of the database are the API's, tested on both elsewhere.
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.same_on_any_database]
 
 # Time for a page's scripts to ask for what they ask for after "load" (thumbnails, error codes, …).
 SETTLE_MS = 1500

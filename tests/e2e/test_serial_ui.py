@@ -18,7 +18,8 @@ from tests.support.libvirt_cleanup import remove_domain
 from tests.support.serial import serial_demo_iso_dir
 from tests.support.server import LimenProcess
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+# The serial transport in the browser: the database is reached only by the sign-in, the ticket and the row.
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.same_on_any_database]
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,8 @@ from tests.support.libvirt_cleanup import remove_domain
 from tests.support.net import free_port
 from tests.support.server import LIMEN_BIN, LimenProcess
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+# TLS in front of limen: the database is reached only by the sign-in, the ticket and the session's row.
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.same_on_any_database]
 
 ROOT = Path(__file__).resolve().parents[2]
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"
