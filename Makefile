@@ -86,14 +86,14 @@ test-unit: venv
 # thread are process-wide, and the integration tests' libvirt faults (a daemon cut away, stalled, restarted)
 # must not reach the unit tier. Exit code 5 (no test selected, e.g. by -k) is not a failure of any of them.
 # The slow tiers list their slowest tests: a CI run's log says where its hour goes.
-# SLOW_WORKERS=3 runs each slow tier in forked workers, a test file at a time, as the unit tier: much of their
-# time is waiting (a guest booting, a deadline a test provokes, Chromium drawing), and 3 workers on 2 cores
-# halved each tier's wall time (SQLite 23.9 -> 11.5 min, PostgreSQL 18.3 -> 9.5). Not the default: at the
-# load that makes (6-9 on 2 cores), tests of the 1-second promises (a revocation ending a console, an event
-# pushed) missed their bound by up to 0.9 s in 2 of 4 full runs, and a test of the system-wide VM cap counted
-# the VMs of tests running beside it. 0 (the default): one process.
+# Each slow tier runs in SLOW_WORKERS forked workers (3 by default), a test file at a time, as the unit tier: much
+# of their time is waiting (a guest booting, a deadline a test provokes, Chromium drawing), and 3 workers on 2
+# cores halved each tier's wall time (SQLite 23.9 -> 11.5 min, PostgreSQL 18.3 -> 9.5). The tests marked
+# runs_alone (a 1-second promise: a revocation ending a console, an event pushed; the system-wide VM cap, which
+# counts every VM on the host) run after the others in one worker: at the load 3 workers make (6-9 on 2 cores)
+# they missed their bound by up to 0.9 s. SLOW_WORKERS=0 runs a tier in one process (~45 min for both).
 SLOWEST ?= --durations=25
-SLOW_WORKERS ?= 0
+SLOW_WORKERS ?= 3
 SLOW_PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -p tests.support.forked_workers \
   --forked-workers $(SLOW_WORKERS)
 test: install
