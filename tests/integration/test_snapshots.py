@@ -396,6 +396,8 @@ def _wait_for_a_held_libvirtd_worker() -> None:
         time.sleep(0.1)
 
 
+# It reads libvirtd's busy workers, the whole daemon's: another test's long call would count as this one's.
+@pytest.mark.runs_alone
 def test_a_server_killed_while_it_takes_a_snapshot(
     limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str], domain: Callable[[str], _Domain]
 ) -> None:
