@@ -74,10 +74,15 @@ run: demo-vm
 # UNIT_WORKERS=0 runs it in one process. `python -m` puts this directory on sys.path for the -p plugin. The
 # tests' temporary files (~2,000 SQLite databases) live in memory (/dev/shm) when it is there: on a disk each
 # commit's and checkpoint's fsync waits for it, which a busy disk makes seconds of the run.
+# The order a fresh clone (CI's) hands test files out in, the longest first: a full run's figures, refreshed by
+# hand now and then (cp .pytest_cache/v/forked_workers/durations tests/forked_durations.json); this machine's
+# own last run, in pytest's cache, comes first. Without them a fresh clone hands out the files with the most
+# tests first, whatever their length: a long file handed out late runs on alone at the end.
+FORKED_DURATIONS := tests/forked_durations.json
 UNIT_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
 UNIT_TMPDIR ?= $(if $(wildcard /dev/shm),/dev/shm,$(or $(TMPDIR),/tmp))
 UNIT_PYTEST := env -u PYTHONDONTWRITEBYTECODE TMPDIR=$(UNIT_TMPDIR) $(BIN)/python -m pytest -q tests/unit \
-  -p tests.support.forked_workers --forked-workers $(UNIT_WORKERS)
+  -p tests.support.forked_workers --forked-workers $(UNIT_WORKERS) --forked-durations $(FORKED_DURATIONS)
 test-unit: venv
 	@$(UNIT_PYTEST) $(PYTEST_ARGS)
 
@@ -95,7 +100,7 @@ test-unit: venv
 SLOWEST ?= --durations=25
 SLOW_WORKERS ?= 3
 SLOW_PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -p tests.support.forked_workers \
-  --forked-workers $(SLOW_WORKERS)
+  --forked-workers $(SLOW_WORKERS) --forked-durations $(FORKED_DURATIONS)
 test: install
 	@$(UNIT_PYTEST) $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc; \
 	$(SLOW_PYTEST) -q $(SLOWEST) tests/integration tests/e2e $(PYTEST_ARGS); rc=$$?; \

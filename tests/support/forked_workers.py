@@ -6,7 +6,8 @@ collects every test again (~2 s of CPU each for tests/unit), and its controller 
 a third of the tier's CPU on a 2-core machine. Here the process that collected forks the workers, which
 start with everything imported and collected (tests/unit/conftest.py freezes the collected objects out of
 the garbage collector's walks first, so their pages stay shared). A worker asks for a file at a time (the
-longest first, from the last run's durations in pytest's cache) and sends back, per test, what an xdist
+longest first, from the last run's durations in pytest's cache, or on a fresh clone from the figures of
+``--forked-durations FILE``) and sends back, per test, what an xdist
 worker sends: its start, its reports (pytest's own serialisable form), its warnings, its end. The parent
 replays them into its own hooks, so the terminal, the exit status and ``--lf`` see one ordinary run.
 
@@ -20,13 +21,16 @@ forked then: with nothing of this run beside them, as in a run without workers.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import json
 import os
 import signal
 import threading
 import warnings
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, Pipe, wait
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,6 +46,9 @@ Event = tuple[Any, ...]
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--forked-workers", type=int, default=0, metavar="N",
                      help="run the tests in N forked processes, a test file at a time (0 or 1: in this one)")
+    parser.addoption("--forked-durations", default=None, metavar="FILE",
+                     help="a JSON file of seconds per test file: the order of the files this machine's cache "
+                          "has not timed yet (a fresh clone's), the longest first")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -82,7 +89,8 @@ class _ForkedRun:
         self._run_workers(1)
         # The files this run did not take (-k, a path) keep their last figures.
         if getattr(self.config, "cache", None) is not None:  # None under -p no:cacheprovider
-            self.config.cache.set(DURATIONS_KEY, {**_durations(self.config), **self.durations})
+            cached = self.config.cache.get(DURATIONS_KEY, {})
+            self.config.cache.set(DURATIONS_KEY, {**cached, **self.durations})
 
     def _run_workers(self, count: int) -> None:
         """Forks ``count`` workers and serves them ``self.files`` until all have ended."""
@@ -241,7 +249,13 @@ def _files_longest_first(session: pytest.Session, indices: list[int]) -> list[tu
 
 
 def _durations(config: pytest.Config) -> dict[str, float]:
-    if getattr(config, "cache", None) is None:  # -p no:cacheprovider: every file counts as never timed
-        return {}
+    """Seconds per test file: the last run's on this machine (pytest's cache), else the checked-in figures."""
+    seed: dict[str, float] = {}
+    seed_name = config.getoption("forked_durations")
+    if seed_name:
+        with contextlib.suppress(OSError, ValueError):
+            seed = json.loads(Path(seed_name).read_text())
+    if getattr(config, "cache", None) is None:  # -p no:cacheprovider
+        return seed
     durations: dict[str, float] = config.cache.get(DURATIONS_KEY, {})
-    return durations
+    return {**seed, **durations}

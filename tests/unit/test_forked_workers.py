@@ -3,6 +3,7 @@ in two forked workers, with a test that fails, one that warns, one whose worker 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -85,6 +86,20 @@ def timed(request, tmp_path_factory):
 """
 
 
+def run_timed_suite(directory: Path, suite: dict[str, str], *options: str) -> dict[str, tuple[str, float, float]]:
+    """Runs ``suite`` (files of TIMED_TEST tests) under the plugin; each test's worker pid, start and end."""
+    for name, text in suite.items():
+        (directory / name).write_text(text)
+    base = directory / "base"
+    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    finished = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "tests.support.forked_workers", f"--basetemp={base}", *options],
+        cwd=directory, env=environment, capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    return {name: (pid, float(began), float(ended)) for name, pid, began, ended in
+            (line.split() for line in (base / "intervals").read_text().splitlines())}
+
+
 def test_tests_marked_runs_alone_run_after_the_others_in_one_worker(tmp_path: Path) -> None:
     suite = {
         "pytest.ini": "[pytest]\nmarkers =\n    runs_alone: nothing beside it\n",
@@ -95,18 +110,7 @@ def test_tests_marked_runs_alone_run_after_the_others_in_one_worker(tmp_path: Pa
         "test_whole_file.py": TIMED_TEST + "pytestmark = pytest.mark.runs_alone\n\n" + "".join(
             f"def test_alone_{n}(timed):\n    time.sleep(0.1)\n\n" for n in range(2)),
     }
-    for name, text in suite.items():
-        (tmp_path / name).write_text(text)
-    base = tmp_path / "base"
-    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    finished = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "tests.support.forked_workers", "--forked-workers", "3",
-         f"--basetemp={base}", "-p", "no:cacheprovider"],
-        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=60)
-    assert finished.returncode == 0, finished.stdout + finished.stderr
-    assert "11 passed" in finished.stdout
-    intervals = {name: (pid, float(began), float(ended)) for name, pid, began, ended in
-                 (line.split() for line in (base / "intervals").read_text().splitlines())}
+    intervals = run_timed_suite(tmp_path, suite, "--forked-workers", "3", "-p", "no:cacheprovider")
     alone = {name: interval for name, interval in intervals.items() if "alone" in name}
     others = {name: interval for name, interval in intervals.items() if "alone" not in name}
     assert len(alone) == 3 and len(others) == 8
@@ -114,3 +118,19 @@ def test_tests_marked_runs_alone_run_after_the_others_in_one_worker(tmp_path: Pa
     assert len({pid for pid, _, _ in alone.values()}) == 1
     assert {pid for pid, _, _ in alone.values()}.isdisjoint(pid for pid, _, _ in others.values())
     assert min(began for _, began, _ in alone.values()) > max(ended for _, _, ended in others.values())
+
+
+def test_a_fresh_clone_hands_out_the_files_the_checked_in_figures_say_are_longest_first(tmp_path: Path) -> None:
+    seed = {"test_c.py": 90.0, "test_d.py": 120.0, "test_a.py": 1.0}  # test_b.py not in it: counted as long
+    suite = {
+        "pytest.ini": "[pytest]\n",
+        "seed.json": json.dumps(seed),
+        **{f"test_{letter}.py": TIMED_TEST + f"def test_{letter}(timed):\n    time.sleep(0.3)\n" for letter in "abcde"},
+    }
+    intervals = run_timed_suite(tmp_path, suite, "--forked-workers", "2", "--forked-durations", "seed.json",
+                                "-o", "cache_dir=.cache")
+    began = {name: start for name, (_, start, _) in intervals.items()}
+    # Handed out: the files never timed (b, e), then the seed's longest (d, c), the shortest (a) last; in
+    # collection order, without the seed, a would have been first.
+    order = sorted(began, key=began.__getitem__)
+    assert order[0] in ("test_b", "test_e") and order[-1] == "test_a", order
