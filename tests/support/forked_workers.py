@@ -1,5 +1,5 @@
 """A pytest plugin that runs the collected tests in forked processes, a whole test file at a time
-(``python -m pytest -p tests.support.forked_workers --forked-workers N``): what ``make test-unit`` runs.
+(``python -m pytest -p tests.support.forked_workers --forked-workers N``): how ``make test`` runs every tier.
 
 Why not pytest-xdist, which it replaced there: each xdist worker is a new interpreter that imports and
 collects every test again (~2 s of CPU each for tests/unit), and its controller spends ~2 s more on execnet,
@@ -7,9 +7,9 @@ a third of the tier's CPU on a 2-core machine. Here the process that collected f
 start with everything imported and collected (tests/unit/conftest.py freezes the collected objects out of
 the garbage collector's walks first, so their pages stay shared). A worker asks for a file at a time (the
 longest first, from the last run's durations in pytest's cache, or on a fresh clone from the figures of
-``--forked-durations FILE``) and sends back, per test, what an xdist
-worker sends: its start, its reports (pytest's own serialisable form), its warnings, its end. The parent
-replays them into its own hooks, so the terminal, the exit status and ``--lf`` see one ordinary run.
+``--forked-durations FILE``) and sends back, per test, what an xdist worker sends: its start, its reports
+(pytest's own serialisable form), its warnings, its end. The parent replays them into its own hooks, so the
+terminal, the exit status and ``--lf`` see one ordinary run.
 
 A worker that dies (a crash, ``kill -9``) fails the test it was running and the rest of its file, naming
 the signal or status it ended with; the other workers carry on.
