@@ -85,3 +85,20 @@ test("cancelling stops before the next key", async () => {
   );
   assert.equal(link.sent.length, 4);
 });
+
+test("cancelled while a key drains, no progress is reported for it", async () => {
+  const link = fakeLink({ drainAfterPolls: (index) => (index === 1 ? 3 : 0) });
+  let cancelled = false;
+  const progress = [];
+  const drainSleep = link.sleep;
+  link.sleep = async (ms) => {
+    if (link.keyIndex === 1 && link.buffered > 0) cancelled = true; // the user disconnects mid-drain
+    await drainSleep(ms);
+  };
+  await assert.rejects(
+    typeKeys(planTyping("abcd").keys, { ...link, pacing: PACING, onProgress: (done) => progress.push(done),
+      cancelled: () => cancelled }),
+    TypingCancelled,
+  );
+  assert.deepEqual(progress, [1]);
+});

@@ -34,7 +34,8 @@ export class TypingCancelled extends Error {}
  * bytes the socket has not written yet; ``screenUpdates()`` counts the messages the VNC server sent so far;
  * ``sleep(ms)`` waits; ``now()`` reads a clock in milliseconds.
  * ``onProgress(done, total)`` after each key;
- * ``cancelled()`` stops before the next key (throws TypingCancelled). Resolves with the gap it ended at.
+ * ``cancelled()`` stops before the next key and before reporting a key sent while it became true (throws
+ * TypingCancelled). Resolves with the gap it ended at.
  */
 export async function typeKeys(keys, { send, pending, screenUpdates, sleep, now, onProgress = () => {},
   cancelled = () => false, pacing = PACING }) {
@@ -55,6 +56,9 @@ export async function typeKeys(keys, { send, pending, screenUpdates, sleep, now,
     const slow = now() - sent > pacing.slowDrainMs;
     while (screenUpdates() === updatesBefore && now() - sent < pacing.echoWaitMs) await sleep(pacing.drainPollMs);
     gap = slow ? Math.min(pacing.maxGapMs, gap * 2) : Math.max(pacing.baseGapMs, Math.floor(gap * 0.9));
+    // Cancelled while this key drained or echoed (the user disconnected, say): no progress is reported for a
+    // typing that has ended, which the page would show over whatever it shows now.
+    if (cancelled()) throw new TypingCancelled(`cancelled after ${index + 1} of ${keys.length} keys`);
     onProgress(index + 1, keys.length);
     if (index + 1 < keys.length) await sleep(keys[index].code === "Enter" ? Math.max(gap, pacing.returnGapMs) : gap);
   }
