@@ -153,6 +153,13 @@ async def test_end_session_closes_a_row_that_a_dead_instance_held(
     assert integrity(tmp_path / "data") == "ok"
 
 
+# A kill-in-a-window test that misses its window (the kill lands after the step it must precede: a loaded
+# machine, a forked run of the slow tiers of 2026-12-05, ran a libvirt call and a database write before the
+# watcher's kill) can tell the miss from a failure, and tries again with another name rather than fail on
+# the machine's load.
+WINDOW_TRIES = 3
+
+
 @contextmanager
 def _first_in_line() -> Iterator[None]:
     """This thread at real-time priority (as root; otherwise as it was), and the interpreter's other threads
@@ -205,12 +212,15 @@ def test_create_killed_after_its_volume_is_undone_on_restart(
     limen_server: Callable[..., LimenProcess], leftover_volumes: Callable[..., str], tmp_path: Path
 ) -> None:
     server = limen_server()
-    name = leftover_volumes(length=63)  # the longest name there is
-    volume = TEST_POOL_DIR / f"{name}-disk0.qcow2"
-    body = {"name": name, "memory_mib": 64, "disk_gib": 1, "iso": DEMO_ISO}
-
-    domain_defined = _kill_when_the_volume_appears(server, volume, _post_ignoring_the_crash(server, body))
-    assert not domain_defined, "the kill came after the domain was defined: the window was missed"
+    for _ in range(WINDOW_TRIES):
+        name = leftover_volumes(length=63)  # the longest name there is
+        volume = TEST_POOL_DIR / f"{name}-disk0.qcow2"
+        body = {"name": name, "memory_mib": 64, "disk_gib": 1, "iso": DEMO_ISO}
+        if not _kill_when_the_volume_appears(server, volume, _post_ignoring_the_crash(server, body)):
+            break
+        server.start()  # the domain was defined before the kill: again, with another name
+    else:
+        pytest.fail(f"the kill came after the domain was defined in each of {WINDOW_TRIES} tries")
     assert volume.exists(), "the volume the killed create made"
     assert integrity(tmp_path / "data") == "ok"
 
@@ -333,15 +343,16 @@ def _kill_when_the_domain_is_defined(server: LimenProcess, name: str, create: Ca
     conn = libvirt.open(QEMU_URI)
     try:
         thread = threading.Thread(target=create, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                conn.lookupByName(name)
-                break
-            except libvirt.libvirtError:
-                assert time.monotonic() < deadline, f"{name} was never defined: {server.output()}"
-        server.kill(signal.SIGKILL)
+        thread.start()  # before the priority: a thread inherits its maker's
+        with _first_in_line():
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    conn.lookupByName(name)
+                    break
+                except libvirt.libvirtError:
+                    assert time.monotonic() < deadline, f"{name} was never defined: {server.output()}"
+            server.kill(signal.SIGKILL)
         thread.join(timeout=30)
     finally:
         conn.close()
@@ -353,13 +364,17 @@ def test_create_killed_after_its_domain_is_defined_is_undone_on_restart(
     """The later window: the domain is defined (carrying the create's token in its limen metadata) but the
     create's row is not completed. The restart removes that domain and its volume, as the row's details say."""
     server = limen_server()
-    name = leftover_volumes()
-    volume = TEST_POOL_DIR / f"{name}-disk0.qcow2"
-    body = {"name": name, "memory_mib": 64, "disk_gib": 1, "iso": DEMO_ISO}
-
-    _kill_when_the_domain_is_defined(server, name, _post_ignoring_the_crash(server, body))
-    (pending,) = fetch_all(tmp_path / "data", f"SELECT result_code FROM vm_actions WHERE vm_name = '{name}'")
-    assert pending == ("STARTED",), "the kill came after the create was completed: the window was missed"
+    for _ in range(WINDOW_TRIES):
+        name = leftover_volumes()
+        volume = TEST_POOL_DIR / f"{name}-disk0.qcow2"
+        body = {"name": name, "memory_mib": 64, "disk_gib": 1, "iso": DEMO_ISO}
+        _kill_when_the_domain_is_defined(server, name, _post_ignoring_the_crash(server, body))
+        (pending,) = fetch_all(tmp_path / "data", f"SELECT result_code FROM vm_actions WHERE vm_name = '{name}'")
+        if pending == ("STARTED",):
+            break
+        server.start()  # the create was completed before the kill: again, with another name
+    else:
+        pytest.fail(f"the kill came after the create was completed in each of {WINDOW_TRIES} tries")
     assert domain_exists(QEMU_URI, name) and volume.exists()
     assert integrity(tmp_path / "data") == "ok"
 
