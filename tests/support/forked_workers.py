@@ -6,8 +6,9 @@ collects every test again (~2 s of CPU each for tests/unit), and its controller 
 a third of the tier's CPU on a 2-core machine. Here the process that collected forks the workers, which
 start with everything imported and collected (tests/unit/conftest.py freezes the collected objects out of
 the garbage collector's walks first, so their pages stay shared). A worker asks for a file at a time (the
-longest first, from the last run's durations in pytest's cache, or on a fresh clone from the figures of
-``--forked-durations FILE``) and sends back, per test, what an xdist worker sends: its start, its reports
+longest first: the sum of its selected tests' last durations, from pytest's cache, or on a fresh clone from
+the figures of ``--forked-durations FILE``; per test, since two runs may take different tests of one file,
+as the PostgreSQL pass does) and sends back, per test, what an xdist worker sends: its start, its reports
 (pytest's own serialisable form), its warnings, its end. The parent replays them into its own hooks, so the
 terminal, the exit status and ``--lf`` see one ordinary run.
 
@@ -35,7 +36,7 @@ from typing import Any
 
 import pytest
 
-DURATIONS_KEY = "forked_workers/durations"
+DURATIONS_KEY = "forked_workers/test_durations"  # seconds per test id
 ALONE_MARKER = "runs_alone"
 
 # What a worker sends: ("next",) for a file; ("events", events) when a test has ended, its events being
@@ -47,8 +48,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--forked-workers", type=int, default=0, metavar="N",
                      help="run the tests in N forked processes, a test file at a time (0 or 1: in this one)")
     parser.addoption("--forked-durations", default=None, metavar="FILE",
-                     help="a JSON file of seconds per test file: the order of the files this machine's cache "
-                          "has not timed yet (a fresh clone's), the longest first")
+                     help="a JSON file of seconds per test id: the order of the files for the tests this "
+                          "machine's cache has not timed yet (a fresh clone's), the longest first")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -74,11 +75,14 @@ class _ForkedRun:
         self.session = session
         self.config = session.config
         self.count = count
-        alone = [index for index, item in enumerate(session.items) if item.get_closest_marker(ALONE_MARKER)]
-        shared = sorted(set(range(len(session.items))) - set(alone))
-        self.files = _files_longest_first(session, shared)
-        self.files_alone = _files_longest_first(session, alone)
-        self.durations: dict[str, float] = {}  # this run's, per file
+        shared: list[int] = []
+        alone: list[int] = []
+        for index, item in enumerate(session.items):
+            (alone if item.get_closest_marker(ALONE_MARKER) else shared).append(index)
+        last = _last_durations(self.config)
+        self.files = _files_longest_first(session, shared, last)
+        self.files_alone = _files_longest_first(session, alone, last)
+        self.durations: dict[str, float] = {}  # this run's, per test id
         self.index_of = {item.nodeid: index for index, item in enumerate(session.items)}
 
     def run(self) -> None:
@@ -87,7 +91,7 @@ class _ForkedRun:
         self._run_workers(self.count)
         self.files = self.files_alone
         self._run_workers(1)
-        # The files this run did not take (-k, a path) keep their last figures.
+        # The tests this run did not take (-k, a path, another pass's marks) keep their last figures.
         if getattr(self.config, "cache", None) is not None:  # None under -p no:cacheprovider
             cached = self.config.cache.get(DURATIONS_KEY, {})
             self.config.cache.set(DURATIONS_KEY, {**cached, **self.durations})
@@ -144,8 +148,7 @@ class _ForkedRun:
                 hook.pytest_runtest_logstart(nodeid=event[1], location=event[2])
             elif kind == "report":
                 report = hook.pytest_report_from_serializable(config=self.config, data=event[1])
-                path = report.nodeid.split("::")[0]
-                self.durations[path] = self.durations.get(path, 0.0) + report.duration
+                self.durations[report.nodeid] = self.durations.get(report.nodeid, 0.0) + report.duration
                 hook.pytest_runtest_logreport(report=report)
             elif kind == "warning":
                 _, text, module, name, filename, lineno, when, nodeid, location = event
@@ -237,19 +240,25 @@ class _Forwarding:
         self.events = []
 
 
-def _files_longest_first(session: pytest.Session, indices: list[int]) -> list[tuple[str, list[int]]]:
-    """The items at ``indices`` (in collection order) by file, the files that took longest last time first."""
+def _files_longest_first(session: pytest.Session, indices: list[int],
+                         durations: dict[str, float]) -> list[tuple[str, list[int]]]:
+    """The items at ``indices`` (in collection order) by file, the files whose tests took longest first."""
     by_file: dict[str, list[int]] = {}
     for index in indices:
         by_file.setdefault(session.items[index].nodeid.split("::")[0], []).append(index)
-    durations = _durations(session.config)
-    # A file never timed counts as long (it is new, or the cache was cleared): handed out first, it cannot be
-    # the one a worker is left alone with at the end.
-    return sorted(by_file.items(), key=lambda entry: -durations.get(entry[0], 1e6 + len(entry[1])))
+
+    def expected(entry: tuple[str, list[int]]) -> float:
+        known = [durations[nodeid] for nodeid in (session.items[index].nodeid for index in entry[1])
+                 if nodeid in durations]
+        # A file none of whose tests was timed counts as long (it is new, or the cache was cleared): handed
+        # out first, it cannot be the one a worker is left alone with at the end.
+        return sum(known) if known else 1e6 + len(entry[1])
+
+    return sorted(by_file.items(), key=lambda entry: -expected(entry))
 
 
-def _durations(config: pytest.Config) -> dict[str, float]:
-    """Seconds per test file: the last run's on this machine (pytest's cache), else the checked-in figures."""
+def _last_durations(config: pytest.Config) -> dict[str, float]:
+    """Seconds per test id: the last run's on this machine (pytest's cache), else the checked-in figures."""
     seed: dict[str, float] = {}
     seed_name = config.getoption("forked_durations")
     if seed_name:

@@ -70,8 +70,8 @@ def test_a_small_suite_in_two_forked_workers(tmp_path: Path) -> None:
     assert "FAILED test_killed.py::test_after_the_kill - its forked worker ended (signal SIGKILL) " \
         "before it ran" in output
     assert len((base / "teardowns").read_text().splitlines()) == 1  # the module's fixture ended once
-    cached = (tmp_path / ".cache" / "v" / "forked_workers" / "durations").read_text()
-    assert "test_others.py" in cached and "test_first.py" in cached
+    cached = json.loads((tmp_path / ".cache" / "v" / "forked_workers" / "test_durations").read_text())
+    assert {"test_others.py::test_other_5", "test_first.py::test_warns"} <= set(cached)
 
 
 TIMED_TEST = """
@@ -121,7 +121,8 @@ def test_tests_marked_runs_alone_run_after_the_others_in_one_worker(tmp_path: Pa
 
 
 def test_a_fresh_clone_hands_out_the_files_the_checked_in_figures_say_are_longest_first(tmp_path: Path) -> None:
-    seed = {"test_c.py": 90.0, "test_d.py": 120.0, "test_a.py": 1.0}  # test_b.py not in it: counted as long
+    # test_b.py not in it: counted as long
+    seed = {"test_c.py::test_c": 90.0, "test_d.py::test_d": 120.0, "test_a.py::test_a": 1.0}
     suite = {
         "pytest.ini": "[pytest]\n",
         "seed.json": json.dumps(seed),
@@ -134,3 +135,21 @@ def test_a_fresh_clone_hands_out_the_files_the_checked_in_figures_say_are_longes
     # collection order, without the seed, a would have been first.
     order = sorted(began, key=began.__getitem__)
     assert order[0] in ("test_b", "test_e") and order[-1] == "test_a", order
+
+
+def test_a_file_counts_as_long_as_the_tests_this_run_takes_of_it(tmp_path: Path) -> None:
+    """The PostgreSQL pass leaves out a file's long tests: the file is then short, whatever it is in full
+    (figures per file, which the two passes overwrote in turn, handed a 170-second file out last)."""
+    seed = {"test_a.py::test_long": 100.0, "test_a.py::test_short": 0.1, "test_b.py::test_b": 50.0,
+            "test_c.py::test_c": 10.0, "test_d.py::test_d": 5.0, "test_e.py::test_e": 3.0}
+    suite = {
+        "pytest.ini": "[pytest]\n",
+        "seed.json": json.dumps(seed),
+        "test_a.py": TIMED_TEST + "".join(f"def test_{n}(timed):\n    time.sleep(0.2)\n\n" for n in ("long", "short")),
+        **{f"test_{letter}.py": TIMED_TEST + f"def test_{letter}(timed):\n    time.sleep(0.2)\n" for letter in "bcde"},
+    }
+    intervals = run_timed_suite(tmp_path, suite, "--forked-workers", "2", "--forked-durations", "seed.json",
+                                "--deselect", "test_a.py::test_long", "-p", "no:cacheprovider")
+    began = {name: start for name, (_, start, _) in intervals.items()}
+    # Handed out b, c, d, e, then a (short now); in full, a would have gone first.
+    assert sorted(began, key=began.__getitem__)[-1] == "test_short", began
