@@ -14,6 +14,12 @@ virtual CPU threads (``CPU 0/TCG``, ``CPU 0/KVM``): QEMU's main thread, which se
 keeps its priority. New VMs are found by polling ``/proc`` (a VM's first fraction of a second runs at normal
 priority); one poller per process, started by :func:`guests_kept_idle`, the session fixture the integration
 and e2e tiers' conftest files import.
+
+A guest a test types into is the exception (:func:`typed_into`): at nice 19 it got a core only when nothing
+else wanted one, nor more of it than the idle guests beside it, and GRUB read its keys late: keys typed
+while the firmware's 15-key buffer was full were lost (a CI run of 2026-12-05 lost the Enter of a 17-key
+line). No person's VM waits behind everything else while they type. Every worker's poller nices every test
+guest it finds, so the exception is a file named after the guest, which all of them read.
 """
 
 from __future__ import annotations
@@ -21,17 +27,20 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 POLL_SECONDS = 0.25
 NICE = 19
-TEST_GUEST = b"guest=limen-test-"
+TEST_GUEST = re.compile(rb"guest=(limen-test-[^,\x00]*)")
 VCPU_THREAD = re.compile(r"^CPU \d+/")
 PROC = Path("/proc")
+TYPED_INTO = Path(tempfile.gettempdir()) / "limen-test-guests-typed-into"  # one empty file per guest's name
 
 _started = threading.Lock()
 _poller: threading.Thread | None = None
@@ -52,25 +61,53 @@ def keep_test_guests_idle() -> None:
             _poller.start()
 
 
+@contextlib.contextmanager
+def typed_into(vm_name: str) -> Iterator[None]:
+    """The guest ``vm_name`` at normal priority while the block runs (from now: its threads are set here
+    too, not at the pollers' next round), at nice 19 again after it."""
+    TYPED_INTO.mkdir(exist_ok=True)
+    mark = TYPED_INTO / vm_name
+    mark.touch()
+    try:
+        for pid in _qemu_pids():
+            if _test_guest_name(pid) == vm_name:
+                _set_vcpu_priority(pid, 0, {})
+        yield
+    finally:
+        mark.unlink(missing_ok=True)
+
+
 def _poll() -> None:
-    # QEMU pid -> None if not a test VM's, else the ids of its vCPU threads already at NICE
-    known: dict[int, set[int] | None] = {}
+    known: dict[int, tuple[str, dict[int, int]] | None] = {}
     while True:
         time.sleep(POLL_SECONDS)
-        alive = _qemu_pids()
-        for pid in alive:
-            if pid not in known:
-                known[pid] = set() if _is_test_guest(pid) else None
-            niced = known[pid]
-            if niced is None:
-                continue
-            for tid in _vcpu_threads(pid):
-                if tid not in niced:
-                    with contextlib.suppress(OSError):  # the thread or the VM is gone already
-                        os.setpriority(os.PRIO_PROCESS, tid, NICE)
-                        niced.add(tid)
-        for pid in set(known) - set(alive):
-            del known[pid]
+        settle_guests(known)
+
+
+def settle_guests(known: dict[int, tuple[str, dict[int, int]] | None]) -> None:
+    """One round of the poller: each test guest's vCPU threads at nice 19, or 0 while typed into.
+    ``known``, kept from round to round: QEMU pid -> None if not a test VM's, else its name and the nice
+    this poller gave each vCPU thread."""
+    alive = _qemu_pids()
+    for pid in alive:
+        if pid not in known:
+            name = _test_guest_name(pid)
+            known[pid] = None if name is None else (name, {})
+        guest = known[pid]
+        if guest is not None:
+            name, given = guest
+            _set_vcpu_priority(pid, 0 if (TYPED_INTO / name).exists() else NICE, given)
+    for pid in set(known) - set(alive):
+        del known[pid]
+
+
+def _set_vcpu_priority(pid: int, nice: int, given: dict[int, int]) -> None:
+    """Each vCPU thread of ``pid`` at ``nice``, unless ``given`` (what was set before) says it is."""
+    for tid in _vcpu_threads(pid):
+        if given.get(tid) != nice:
+            with contextlib.suppress(OSError):  # the thread or the VM is gone already
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+                given[tid] = nice
 
 
 def _qemu_pids() -> list[int]:
@@ -83,11 +120,12 @@ def _qemu_pids() -> list[int]:
     return pids
 
 
-def _is_test_guest(pid: int) -> bool:
+def _test_guest_name(pid: int) -> str | None:
     try:
-        return TEST_GUEST in (PROC / str(pid) / "cmdline").read_bytes()
+        found = TEST_GUEST.search((PROC / str(pid) / "cmdline").read_bytes())
     except OSError:
-        return False
+        return None
+    return found.group(1).decode() if found else None
 
 
 def _vcpu_threads(pid: int) -> list[int]:
