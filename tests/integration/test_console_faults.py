@@ -214,7 +214,7 @@ async def test_server_that_stays_silent(tmp_path: Path, fast_settings: Callable[
     assert_within(t, FAST["console_banner_timeout"])
 
 
-@pytest.mark.runs_alone  # closed within 0.5 s
+@pytest.mark.runs_quiet  # closed within 0.5 s
 async def test_server_that_sends_garbage(tmp_path: Path, fast_settings: Callable[..., Settings]) -> None:
     async with with_peer(tmp_path, fast_settings, GarbageServer(b'HTTP/1.1 400 "Bad"\\\n\xff\xfe')) as (vnc, server):
         t = await read_console(server.url("vm"))
@@ -394,7 +394,7 @@ def raw_upgrade(port: int, path: str, headers: dict[str, str]) -> socket.socket:
     return sock
 
 
-@pytest.mark.runs_alone  # freed within 1 s
+@pytest.mark.runs_quiet  # freed within 1 s
 async def test_client_that_never_reads_is_dropped_and_everything_freed(
     tmp_path: Path, fast_settings: Callable[..., Settings], console_log: Records
 ) -> None:

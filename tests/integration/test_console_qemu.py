@@ -144,7 +144,7 @@ async def test_start_that_fails(qemu_console: ConsoleServer, vm_names: Callable[
     assert t.closed_after <= qemu_console.settings.console_start_vm_timeout + 1
 
 
-@pytest.mark.runs_alone  # freed within 1 s
+@pytest.mark.runs_quiet  # freed within 1 s
 async def test_client_that_leaves_while_the_vm_starts(
     qemu_console: ConsoleServer, vm_names: Callable[[], str]
 ) -> None:

@@ -31,7 +31,7 @@ from tests.support.console import ConsoleTranscript, read_console, read_frames
 from tests.support.databases import cli_env, database_url_for
 from tests.support.server import LIMEN_BIN, LimenProcess
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180), pytest.mark.runs_alone]  # BOUND, below
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180), pytest.mark.runs_quiet]  # BOUND, below
 
 BOUND = 1.0  # seconds from the change to the console's close, as promised
 SLACK = 0.5  # for a 2-core machine shared with other test runs

@@ -58,7 +58,7 @@ async def buses(redis_url: str) -> AsyncIterator[tuple[RedisRevocationBus, Heard
     await second.close()
 
 
-@pytest.mark.runs_alone  # heard within 1 s
+@pytest.mark.runs_quiet  # heard within 1 s
 async def test_one_instance_publishes_every_instance_hears_it_once(
     buses: tuple[RedisRevocationBus, Heard, RedisRevocationBus, Heard],
 ) -> None:

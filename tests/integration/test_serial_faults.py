@@ -246,7 +246,7 @@ async def test_stopped_vm_with_auto_start_off(tmp_path: Path, make_settings: Cal
     assert took < 1.0 + SLACK
 
 
-@pytest.mark.runs_alone  # freed within 1 s
+@pytest.mark.runs_quiet  # freed within 1 s
 async def test_client_that_leaves_while_libvirt_hangs_opening_the_port(
     server: ConsoleServer, console_log: Records
 ) -> None:

@@ -68,7 +68,7 @@ def database_url(tmp_path: Path) -> str:
     return database_url_for(tmp_path / 'data')
 
 
-@pytest.mark.runs_alone  # PUSH_BOUND
+@pytest.mark.runs_quiet  # PUSH_BOUND
 def test_a_virsh_state_change_reaches_an_sse_client_within_1_s(
     limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str], streams: list[SseStream]
 ) -> None:
@@ -204,7 +204,7 @@ def test_limen_serve_stops_promptly_with_a_stream_open(
     assert took < 3, f"limen serve took {took:.1f} s to stop with an event stream open"
 
 
-@pytest.mark.runs_alone  # PUSH_BOUND
+@pytest.mark.runs_quiet  # PUSH_BOUND
 def test_a_cd_ejected_with_virsh_is_pushed_as_media_changed(
     limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str], streams: list[SseStream]
 ) -> None:
@@ -252,7 +252,7 @@ def test_a_vm_given_to_another_user_reaches_both_the_new_and_the_former_owner(
         alices.next(1.0, event="vm")  # hers no longer
 
 
-@pytest.mark.runs_alone  # PUSH_BOUND
+@pytest.mark.runs_quiet  # PUSH_BOUND
 def test_many_streams_at_once_all_get_the_change(
     limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str], streams: list[SseStream]
 ) -> None:
@@ -303,7 +303,7 @@ def virsh_define(xml: str, tmp_path: Path) -> None:
     virsh("define", str(path))
 
 
-@pytest.mark.runs_alone  # PUSH_BOUND
+@pytest.mark.runs_quiet  # PUSH_BOUND
 def test_a_vm_defined_renamed_and_undefined_outside_limen_reaches_the_stream(
     tmp_path: Path, limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str],
     streams: list[SseStream],

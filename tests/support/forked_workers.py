@@ -15,9 +15,11 @@ terminal, the exit status and ``--lf`` see one ordinary run.
 A worker that dies (a crash, ``kill -9``) fails the test it was running and the rest of its file, naming
 the signal or status it ended with; the other workers carry on.
 
-Tests marked ``runs_alone`` (a wall-clock bound of about a second, which a machine loaded by the other
-workers misses; or a count of what the whole host holds) run after the others have ended, in one worker
-forked then: with nothing of this run beside them, as in a run without workers.
+Two marks hold tests back from the shared workers. Tests marked ``runs_quiet`` (a wall-clock bound of about a
+second, which a machine loaded by the other workers misses) run once the others have ended, in two workers
+forked then: beside at most one other such test. Tests marked ``runs_alone`` (a count of what the whole host
+holds, or a storm of their own) run last, in one worker: with nothing of this run beside them, as in a run
+without workers.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from typing import Any
 import pytest
 
 DURATIONS_KEY = "forked_workers/test_durations"  # seconds per test id
+QUIET_MARKER = "runs_quiet"
+QUIET_WORKERS = 2
 ALONE_MARKER = "runs_alone"
 
 # What a worker sends: ("next",) for a file; ("events", events) when a test has ended, its events being
@@ -74,23 +78,29 @@ class _ForkedRun:
     def __init__(self, session: pytest.Session, count: int) -> None:
         self.session = session
         self.config = session.config
-        self.count = count
         shared: list[int] = []
+        quiet: list[int] = []
         alone: list[int] = []
         for index, item in enumerate(session.items):
-            (alone if item.get_closest_marker(ALONE_MARKER) else shared).append(index)
+            if item.get_closest_marker(ALONE_MARKER):
+                alone.append(index)
+            else:
+                (quiet if item.get_closest_marker(QUIET_MARKER) else shared).append(index)
         last = _last_durations(self.config)
-        self.files = _files_longest_first(session, shared, last)
-        self.files_alone = _files_longest_first(session, alone, last)
+        # (workers, files) in turn: each phase's workers are forked once the last phase's have all ended.
+        self.phases = [(count, _files_longest_first(session, shared, last)),
+                       (min(count, QUIET_WORKERS), _files_longest_first(session, quiet, last)),
+                       (1, _files_longest_first(session, alone, last))]
+        self.files: list[tuple[str, list[int]]] = []  # the running phase's, not handed out yet
         self.durations: dict[str, float] = {}  # this run's, per test id
         self.index_of = {item.nodeid: index for index, item in enumerate(session.items)}
 
     def run(self) -> None:
         # Made before the fork, so that the workers make their tests' directories in one base.
         self.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
-        self._run_workers(self.count)
-        self.files = self.files_alone
-        self._run_workers(1)
+        for count, files in self.phases:
+            self.files = files
+            self._run_workers(count)
         # The tests this run did not take (-k, a path, another pass's marks) keep their last figures.
         if getattr(self.config, "cache", None) is not None:  # None under -p no:cacheprovider
             cached = self.config.cache.get(DURATIONS_KEY, {})
@@ -103,7 +113,7 @@ class _ForkedRun:
         if threading.active_count() > 1:  # a fork copies no thread, only the locks they may be holding
             raise pytest.UsageError("--forked-workers: threads are running after collection: "
                                     f"{[thread.name for thread in threading.enumerate()]}")
-        live = {worker.connection: worker for worker in (self._fork() for _ in range(count))}
+        live = {worker.connection: worker for worker in (self._fork() for _ in range(min(count, len(self.files))))}
         while live:
             for ready in wait(list(live)):
                 assert isinstance(ready, Connection)

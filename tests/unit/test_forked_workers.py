@@ -100,24 +100,38 @@ def run_timed_suite(directory: Path, suite: dict[str, str], *options: str) -> di
             (line.split() for line in (base / "intervals").read_text().splitlines())}
 
 
-def test_tests_marked_runs_alone_run_after_the_others_in_one_worker(tmp_path: Path) -> None:
+def test_quiet_tests_run_after_the_others_two_at_a_time_and_alone_tests_last_in_one_worker(tmp_path: Path) -> None:
     suite = {
-        "pytest.ini": "[pytest]\nmarkers =\n    runs_alone: nothing beside it\n",
+        "pytest.ini": "[pytest]\nmarkers =\n    runs_quiet: one beside it\n    runs_alone: nothing beside it\n",
         "test_shared.py": TIMED_TEST + "".join(
             f"def test_shared_{n}(timed):\n    time.sleep(0.2)\n\n" for n in range(4))
-        + "@pytest.mark.runs_alone\ndef test_alone_in_a_shared_file(timed):\n    time.sleep(0.2)\n",
+        + "@pytest.mark.runs_alone\ndef test_alone_in_a_shared_file(timed):\n    time.sleep(0.2)\n\n"
+        + "@pytest.mark.runs_quiet\ndef test_quiet_in_a_shared_file(timed):\n    time.sleep(0.2)\n",
         "test_more.py": TIMED_TEST + "".join(f"def test_more_{n}(timed):\n    time.sleep(0.2)\n\n" for n in range(4)),
         "test_whole_file.py": TIMED_TEST + "pytestmark = pytest.mark.runs_alone\n\n" + "".join(
             f"def test_alone_{n}(timed):\n    time.sleep(0.1)\n\n" for n in range(2)),
+        **{f"test_quiet_{letter}.py": TIMED_TEST + "pytestmark = pytest.mark.runs_quiet\n\n" + "".join(
+            f"def test_quiet_{letter}{n}(timed):\n    time.sleep(0.2)\n\n" for n in range(2)) for letter in "ab"},
     }
     intervals = run_timed_suite(tmp_path, suite, "--forked-workers", "3", "-p", "no:cacheprovider")
-    alone = {name: interval for name, interval in intervals.items() if "alone" in name}
-    others = {name: interval for name, interval in intervals.items() if "alone" not in name}
-    assert len(alone) == 3 and len(others) == 8
-    assert len({pid for pid, _, _ in others.values()}) > 1  # the others ran side by side
-    assert len({pid for pid, _, _ in alone.values()}) == 1
-    assert {pid for pid, _, _ in alone.values()}.isdisjoint(pid for pid, _, _ in others.values())
-    assert min(began for _, began, _ in alone.values()) > max(ended for _, _, ended in others.values())
+    phases = {kind: {name: interval for name, interval in intervals.items() if kind in name}
+              for kind in ("alone", "quiet")}
+    phases["shared"] = {name: interval for name, interval in intervals.items()
+                        if not any(kind in name for kind in ("alone", "quiet"))}
+    assert [len(phases[kind]) for kind in ("shared", "quiet", "alone")] == [8, 5, 3]
+
+    def pids(kind: str) -> set[str]:
+        return {pid for pid, _, _ in phases[kind].values()}
+
+    assert len(pids("shared")) > 1  # the others ran side by side
+    assert len(pids("quiet")) == 2 and len(pids("alone")) == 1
+    assert pids("shared").isdisjoint(pids("quiet")) and pids("quiet").isdisjoint(pids("alone"))
+    for earlier, later in (("shared", "quiet"), ("quiet", "alone")):
+        assert min(began for _, began, _ in phases[later].values()) > max(
+            ended for _, _, ended in phases[earlier].values()), (earlier, later)
+    # At most two quiet tests at any moment: at each start, how many others had begun and not ended.
+    quiet = list(phases["quiet"].values())
+    assert max(sum(1 for _, began, ended in quiet if began <= start < ended) for _, start, _ in quiet) <= 2
 
 
 def test_a_fresh_clone_hands_out_the_files_the_checked_in_figures_say_are_longest_first(tmp_path: Path) -> None:
