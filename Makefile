@@ -96,9 +96,11 @@ test-unit: venv
 # Each slow tier runs in SLOW_WORKERS forked workers (3 by default), a test file at a time, as the unit tier: much
 # of their time is waiting (a guest booting, a deadline a test provokes, Chromium drawing), and 3 workers on 2
 # cores halved each tier's wall time (SQLite 23.9 -> 11.5 min, PostgreSQL 18.3 -> 9.5). The tests marked
-# runs_alone (a 1-second promise: a revocation ending a console, an event pushed; the system-wide VM cap, which
-# counts every VM on the host) run after the others in one worker: at the load 3 workers make (6-9 on 2 cores)
-# they missed their bound by up to 0.9 s. SLOW_WORKERS=0 runs a tier in one process (~45 min for both).
+# runs_quiet (a 1-second promise: a revocation ending a console, an event pushed, a console freed) run after
+# the others, two at a time: at the load 3 workers make (6-9 on 2 cores) they missed their bound by up to 0.9 s.
+# Those marked runs_alone (the system-wide VM cap and the snapshot kill, which count what the whole host holds;
+# 500 slow clients, a storm of their own) run last, in one worker. SLOW_WORKERS=0 runs a tier in one process
+# (~45 min for both).
 SLOWEST ?= --durations=25
 SLOW_WORKERS ?= 3
 SLOW_PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -p tests.support.forked_workers \
@@ -116,7 +118,9 @@ test: install
 # same_on_any_database, which would only run the same again: the benchmarks' smoke runs, the consoles'
 # transport tests (bytes, keys, paste and clipboard into real guests, the serial tab) and the browser's tests of
 # how pages are served (TLS, what a page fetches, the console page's error paths), whose database work, sign-in,
-# ticket and the session's row, every other console test does on both. Each forked worker starts its own cluster.
+# ticket and the session's row, every other console test does on both, and what lives in libvirt or in files
+# (media, disks, snapshots, the ISO library), whose database work is an action's audit row and a quota check
+# that the lifecycle, crash and quota tests run on both. Each forked worker starts its own cluster.
 OWN_POSTGRESQL := test_replicas test_cluster test_backup_postgres test_auth_throttle_postgres
 test-postgresql: install test-postgresql-run
 test-postgresql-run:

@@ -18,7 +18,8 @@ from playwright.sync_api import Page, expect
 from tests.e2e.helpers import PHONE, save_screenshot, sign_in, start_limen
 from tests.support.server import LimenProcess
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+# The ISO library's page: its images are files, the database is reached only by the sign-in.
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.same_on_any_database]
 
 MIB = 2**20
 VIEWER = "iso-viewer"

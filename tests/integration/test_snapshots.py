@@ -30,7 +30,10 @@ from tests.support.qemu_process import qemu_pid
 from tests.support.server import LimenProcess
 from tests.support.sse import SseStream
 
-pytestmark = pytest.mark.integration
+# Snapshots live in libvirt; the database holds each one's audit row, pending while it is taken and completed
+# as SERVER_LOST by the sweep after a kill: the rows and the sweep that test_vm_lifecycle and
+# test_crash_recovery run on both.
+pytestmark = [pytest.mark.integration, pytest.mark.same_on_any_database]
 LIMEN = str(Path(sys.executable).parent / "limen")
 
 # Linux input key codes (what libvirt's send-key takes) of the characters these tests type.

@@ -27,7 +27,10 @@ from tests.support.databases import cli_env, database_url_for
 from tests.support.server import LimenProcess
 from tests.support.tray_locker import build_tray_locker_iso
 
-pytestmark = pytest.mark.integration
+# Media, boot order, disks and renames live in libvirt's definition; the database holds each change's audit
+# row (test_vm_lifecycle's actions write the same rows on both) and the quota check of more vCPUs, memory or
+# disk (test_quota, on both).
+pytestmark = [pytest.mark.integration, pytest.mark.same_on_any_database]
 LIMEN = str(Path(sys.executable).parent / "limen")
 
 
