@@ -74,12 +74,13 @@ run: demo-vm
 # UNIT_WORKERS=0 runs it in one process. `python -m` puts this directory on sys.path for the -p plugin. The
 # tests' temporary files (~2,000 SQLite databases) live in memory (/dev/shm) when it is there: on a disk each
 # commit's and checkpoint's fsync waits for it, which a busy disk makes seconds of the run.
-# The order a fresh clone (CI's) hands test files out in, the longest first: seconds per test of the slow
-# tiers from a full run, refreshed by hand now and then (the slow tiers' entries of
-# .pytest_cache/v/forked_workers/test_durations); this machine's own last run, in pytest's cache, comes first.
-# A file counts as long as the tests a pass takes of it: the PostgreSQL pass leaves some out. Figures per file,
-# which the two passes overwrote in turn, counted a 170-second file as 19 s and handed it out late. Without
-# any, a fresh clone hands out the files with the most tests first, whatever their length.
+# The order a fresh clone (CI's) hands test files out in, the longest first: seconds per test from a full run,
+# refreshed by hand now and then (python -m tests.support.forked_workers
+# .pytest_cache/v/forked_workers/test_durations tests/forked_durations.json keeps the tests of 0.05 s or more,
+# the shorter ones counted in each file's longest); this machine's own last run, in pytest's cache, comes first. A file counts as long as
+# the tests a pass takes of it: the PostgreSQL pass leaves some out. Figures per file, which the two passes
+# overwrote in turn, counted a 170-second file as 19 s and handed it out late. Without any, a fresh clone hands
+# out the files with the most tests first, whatever their length.
 FORKED_DURATIONS := tests/forked_durations.json
 UNIT_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
 UNIT_TMPDIR ?= $(if $(wildcard /dev/shm),/dev/shm,$(or $(TMPDIR),/tmp))

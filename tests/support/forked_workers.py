@@ -278,3 +278,34 @@ def _last_durations(config: pytest.Config) -> dict[str, float]:
         return seed
     durations: dict[str, float] = config.cache.get(DURATIONS_KEY, {})
     return {**seed, **durations}
+
+
+SEED_FLOOR = 0.05  # seconds: a test shorter than that is counted in its file's longest one
+
+
+def seed_from(durations: dict[str, float]) -> dict[str, float]:
+    """What ``--forked-durations`` is refreshed with: the tests of SEED_FLOOR or more; the shorter ones'
+    seconds are added to their file's longest test, which is always kept, so that every file is known (a
+    file none of whose tests is known counts as new, and long) and sums to its whole length (a unit test
+    file of 200 short tests takes seconds)."""
+    kept: dict[str, float] = {}
+    longest: dict[str, str] = {}
+    left_out: dict[str, float] = {}
+    for nodeid, seconds in durations.items():
+        path = nodeid.split("::")[0]
+        if path not in longest or seconds > durations[longest[path]]:
+            longest[path] = nodeid
+        if seconds >= SEED_FLOOR:
+            kept[nodeid] = seconds
+        else:
+            left_out[path] = left_out.get(path, 0.0) + seconds
+    for path, nodeid in longest.items():  # left_out holds the longest itself when it is short
+        kept[nodeid] = kept.get(nodeid, 0.0) + left_out.get(path, 0.0)
+    return {nodeid: round(kept[nodeid], 2) for nodeid in sorted(kept)}
+
+
+if __name__ == "__main__":  # python -m tests.support.forked_workers CACHE_FILE SEED_FILE
+    import sys
+
+    figures = seed_from(json.loads(Path(sys.argv[1]).read_text()))
+    Path(sys.argv[2]).write_text("{\n" + ",\n".join(f"  {json.dumps(k)}: {v}" for k, v in figures.items()) + "\n}\n")

@@ -164,6 +164,17 @@ def test_a_file_counts_as_long_as_the_tests_this_run_takes_of_it(tmp_path: Path)
     }
     intervals = run_timed_suite(tmp_path, suite, "--forked-workers", "2", "--forked-durations", "seed.json",
                                 "--deselect", "test_a.py::test_long", "-p", "no:cacheprovider")
-    began = {name: start for name, (_, start, _) in intervals.items()}
-    # Handed out b, c, d, e, then a (short now); in full, a would have gone first.
-    assert sorted(began, key=began.__getitem__)[-1] == "test_short", began
+    # Handed out b, c, d, e, then a (short now): a worker ran other files before it. In full, a would have
+    # been handed out first, the first test of a worker. (Not "began last": a worker forked late on a
+    # loaded machine may ask for its first file once the other has taken four.)
+    pid, began, _ = intervals["test_short"]
+    assert any(other_pid == pid and other_began < began for name, (other_pid, other_began, _) in intervals.items()
+               if name != "test_short"), intervals
+
+
+def test_the_checked_in_figures_keep_the_tests_that_matter_and_each_files_longest() -> None:
+    from tests.support.forked_workers import seed_from
+
+    seed = seed_from({"a.py::long": 3.0, "a.py::tiny": 0.04, "b.py::tiny": 0.03, "b.py::tinier": 0.02})
+    # The short tests' seconds go to their file's longest; b.py is known (short), not counted as new.
+    assert seed == {"a.py::long": 3.04, "b.py::tiny": 0.05}
