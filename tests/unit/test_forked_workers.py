@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.timed_suite import TIMED_TEST, run_timed_suite
+
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 SUITE = {
@@ -74,32 +76,6 @@ def test_a_small_suite_in_two_forked_workers(tmp_path: Path) -> None:
     assert {"test_others.py::test_other_5", "test_first.py::test_warns"} <= set(cached)
 
 
-TIMED_TEST = """
-import os, time, pytest
-
-@pytest.fixture
-def timed(request, tmp_path_factory):
-    began = time.monotonic()
-    yield
-    with open(tmp_path_factory.getbasetemp() / "intervals", "a") as file:
-        file.write(f"{request.node.name} {os.getpid()} {began} {time.monotonic()}\\n")
-"""
-
-
-def run_timed_suite(directory: Path, suite: dict[str, str], *options: str) -> dict[str, tuple[str, float, float]]:
-    """Runs ``suite`` (files of TIMED_TEST tests) under the plugin; each test's worker pid, start and end."""
-    for name, text in suite.items():
-        (directory / name).write_text(text)
-    base = directory / "base"
-    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    finished = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "tests.support.forked_workers", f"--basetemp={base}", *options],
-        cwd=directory, env=environment, capture_output=True, text=True, timeout=60)
-    assert finished.returncode == 0, finished.stdout + finished.stderr
-    return {name: (pid, float(began), float(ended)) for name, pid, began, ended in
-            (line.split() for line in (base / "intervals").read_text().splitlines())}
-
-
 def test_quiet_tests_run_after_the_others_two_at_a_time_and_alone_tests_last_in_one_worker(tmp_path: Path) -> None:
     suite = {
         "pytest.ini": "[pytest]\nmarkers =\n    runs_quiet: one beside it\n    runs_alone: nothing beside it\n",
@@ -132,49 +108,3 @@ def test_quiet_tests_run_after_the_others_two_at_a_time_and_alone_tests_last_in_
     # At most two quiet tests at any moment: at each start, how many others had begun and not ended.
     quiet = list(phases["quiet"].values())
     assert max(sum(1 for _, began, ended in quiet if began <= start < ended) for _, start, _ in quiet) <= 2
-
-
-def test_a_fresh_clone_hands_out_the_files_the_checked_in_figures_say_are_longest_first(tmp_path: Path) -> None:
-    # test_b.py not in it: counted as long
-    seed = {"test_c.py::test_c": 90.0, "test_d.py::test_d": 120.0, "test_a.py::test_a": 1.0}
-    suite = {
-        "pytest.ini": "[pytest]\n",
-        "seed.json": json.dumps(seed),
-        **{f"test_{letter}.py": TIMED_TEST + f"def test_{letter}(timed):\n    time.sleep(0.3)\n" for letter in "abcde"},
-    }
-    intervals = run_timed_suite(tmp_path, suite, "--forked-workers", "2", "--forked-durations", "seed.json",
-                                "-o", "cache_dir=.cache")
-    began = {name: start for name, (_, start, _) in intervals.items()}
-    # Handed out: the files never timed (b, e), then the seed's longest (d, c), the shortest (a) last; in
-    # collection order, without the seed, a would have been first.
-    order = sorted(began, key=began.__getitem__)
-    assert order[0] in ("test_b", "test_e") and order[-1] == "test_a", order
-
-
-def test_a_file_counts_as_long_as_the_tests_this_run_takes_of_it(tmp_path: Path) -> None:
-    """The PostgreSQL pass leaves out a file's long tests: the file is then short, whatever it is in full
-    (figures per file, which the two passes overwrote in turn, handed a 170-second file out last)."""
-    seed = {"test_a.py::test_long": 100.0, "test_a.py::test_short": 0.1, "test_b.py::test_b": 50.0,
-            "test_c.py::test_c": 10.0, "test_d.py::test_d": 5.0, "test_e.py::test_e": 3.0}
-    suite = {
-        "pytest.ini": "[pytest]\n",
-        "seed.json": json.dumps(seed),
-        "test_a.py": TIMED_TEST + "".join(f"def test_{n}(timed):\n    time.sleep(0.2)\n\n" for n in ("long", "short")),
-        **{f"test_{letter}.py": TIMED_TEST + f"def test_{letter}(timed):\n    time.sleep(0.2)\n" for letter in "bcde"},
-    }
-    intervals = run_timed_suite(tmp_path, suite, "--forked-workers", "2", "--forked-durations", "seed.json",
-                                "--deselect", "test_a.py::test_long", "-p", "no:cacheprovider")
-    # Handed out b, c, d, e, then a (short now): a worker ran other files before it. In full, a would have
-    # been handed out first, the first test of a worker. (Not "began last": a worker forked late on a
-    # loaded machine may ask for its first file once the other has taken four.)
-    pid, began, _ = intervals["test_short"]
-    assert any(other_pid == pid and other_began < began for name, (other_pid, other_began, _) in intervals.items()
-               if name != "test_short"), intervals
-
-
-def test_the_checked_in_figures_keep_the_tests_that_matter_and_each_files_longest() -> None:
-    from tests.support.forked_workers import seed_from
-
-    seed = seed_from({"a.py::long": 3.0, "a.py::tiny": 0.04, "b.py::tiny": 0.03, "b.py::tinier": 0.02})
-    # The short tests' seconds go to their file's longest; b.py is known (short), not counted as new.
-    assert seed == {"a.py::long": 3.04, "b.py::tiny": 0.05}
