@@ -250,12 +250,16 @@ class _Forwarding:
         self.events = []
 
 
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::")[0]
+
+
 def _files_longest_first(session: pytest.Session, indices: list[int],
                          durations: dict[str, float]) -> list[tuple[str, list[int]]]:
     """The items at ``indices`` (in collection order) by file, the files whose tests took longest first."""
     by_file: dict[str, list[int]] = {}
     for index in indices:
-        by_file.setdefault(session.items[index].nodeid.split("::")[0], []).append(index)
+        by_file.setdefault(_file_of(session.items[index].nodeid), []).append(index)
 
     def expected(entry: tuple[str, list[int]]) -> float:
         known = [durations[nodeid] for nodeid in (session.items[index].nodeid for index in entry[1])
@@ -292,7 +296,7 @@ def seed_from(durations: dict[str, float]) -> dict[str, float]:
     longest: dict[str, str] = {}
     left_out: dict[str, float] = {}
     for nodeid, seconds in durations.items():
-        path = nodeid.split("::")[0]
+        path = _file_of(nodeid)
         if path not in longest or seconds > durations[longest[path]]:
             longest[path] = nodeid
         if seconds >= SEED_FLOOR:

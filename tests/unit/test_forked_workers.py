@@ -9,9 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.timed_suite import TIMED_TEST, run_timed_suite
-
-REPOSITORY = Path(__file__).resolve().parents[2]
+from tests.support.timed_suite import REPOSITORY, TIMED_TEST, run_timed_suite
 
 SUITE = {
     "pytest.ini": "[pytest]\n",
