@@ -19,6 +19,11 @@ def power_details(force: bool) -> str:
     return FORCED if force else ""
 
 
+def console_start_details(console: str) -> str:
+    """A start asked by opening the console of a stopped VM (``console``: "VNC", "serial")."""
+    return f"from the {console} console"
+
+
 def delete_details(delete_disks: bool) -> str:
     return "disks deleted too" if delete_disks else "disks kept"
 

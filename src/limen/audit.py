@@ -14,6 +14,7 @@ instance held can be found and closed (:mod:`limen.recovery`): its live console 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -122,6 +123,9 @@ class ActionTarget:
     action_id: int = 0
     vm_uuid: str | None = None
     details: str = ""
+    # The result if the block is cancelled (a deadline of the caller's passed): what the caller tells its
+    # user. None: INTERNAL_ERROR, as for any failure that is not a LimenError.
+    if_cancelled: ErrorCode | None = None
 
 
 def _held_by_no_live_instance(column: InstrumentedAttribute[str | None], gone: frozenset[str]) -> ColumnElement[bool]:
@@ -253,7 +257,8 @@ class AuditLog:
     @asynccontextmanager
     async def recording(self, user: str, action: str, vm_name: str) -> AsyncIterator[ActionTarget]:
         """Writes the action's row before the block (``STARTED``; if that fails, the block does not run)
-        and completes it when the block ends: ``OK``, or the LimenError's code (INTERNAL_ERROR else)."""
+        and completes it when the block ends: ``OK``, or the LimenError's code (INTERNAL_ERROR else; a
+        cancelled block: ``target.if_cancelled``'s, when set)."""
         target = ActionTarget(vm_name=vm_name)
         target.action_id = await self.action_started(user=user, action=action, vm_name=vm_name)
         result = "INTERNAL_ERROR"
@@ -262,6 +267,10 @@ class AuditLog:
             result = OK
         except LimenError as exc:
             result = exc.code.name
+            raise
+        except asyncio.CancelledError:
+            if target.if_cancelled is not None:
+                result = target.if_cancelled.name
             raise
         finally:
             try:

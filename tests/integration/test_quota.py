@@ -26,7 +26,7 @@ from limen.hypervisor.models import Vm
 from limen.quota import Footprint, QuotaLedger
 from limen.settings import Settings
 from tests.conftest import TEST_POOL_DIR
-from tests.support.console import read_console
+from tests.support.console import ConsoleTranscript, client, read_console, read_frames
 from tests.support.databases import fetch_all, on_postgresql
 from tests.support.server import LimenProcess
 
@@ -182,7 +182,24 @@ def test_the_consoles_auto_start_is_checked_too(
     assert (transcript.close_code, transcript.close_reason) == (4520, "QUOTA_EXCEEDED"), transcript
     assert transcript.errors[0]["stage"] == "start_vm" and "quota on vCPUs" in transcript.errors[0]["details"]
     assert api.get(f"/api/vms/{stopped}").json()["state"] == "stopped"
+    # Once it fits, the console starts it; both starts are VM actions of the audit trail, like the API's.
     api.post(f"/api/vms/{running}/stop", params={"force": "true"})
+    ticket = api.post(f"/api/vms/{stopped}/console-ticket").json()["ticket"]
+    asyncio.run(console_reaches_the_stream(f"{server.ws_url}/api/vms/{stopped}/console?ticket={ticket}"))
+    assert api.get(f"/api/vms/{stopped}").json()["state"] == "running"
+    rows = [(row["action"], row["result_code"], row["details"])
+            for row in api.get("/api/vm-actions", params={"vm": stopped}).json()]
+    assert rows == [("start", "OK", "from the VNC console"), ("start", "QUOTA_EXCEEDED", "from the VNC console"),
+                    ("create", "OK", "")]
+    api.post(f"/api/vms/{stopped}/stop", params={"force": "true"})
+
+
+async def console_reaches_the_stream(url: str) -> None:
+    """Opens the console and reads until the VM's first bytes (the RFB banner), then leaves."""
+    async with client(url) as ws:
+        transcript = ConsoleTranscript()
+        await asyncio.wait_for(read_frames(ws, transcript, time.monotonic(), until_binary=1), 30)
+    assert transcript.errors == [] and transcript.binary[0].startswith(b"RFB "), transcript
 
 
 def test_a_create_killed_mid_way_gives_its_slot_back_at_the_restart(

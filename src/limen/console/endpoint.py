@@ -29,7 +29,10 @@ from fastapi import APIRouter, WebSocket
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from limen.action_details import console_start_details
+from limen.audit import AuditLog
 from limen.auth.access import Access
+from limen.auth.principal import Principal
 from limen.console.admission import ConsoleAdmission
 from limen.console.registry import ConsoleSessions
 from limen.console.splice import SPLICE_EXTENSION, SpliceFn
@@ -82,14 +85,27 @@ class StarletteChannel:
         await self._ws.close(code, reason)
 
 
-class QuotaCheckedStarts:
-    """The hypervisor as a console uses it, its auto-start of a stopped VM checked against the quota as
-    ``POST /api/vms/{id}/start`` is (QUOTA_EXCEEDED ends the console; the VM stays stopped)."""
+class Admitted(Protocol):
+    """Who a console was admitted for (a :class:`ConsoleAdmission` once it has run; None before)."""
 
-    def __init__(self, hypervisor: Hypervisor, quota: QuotaLedger, admission: ConsoleAdmission) -> None:
+    @property
+    def principal(self) -> Principal | None: ...
+
+
+class QuotaCheckedStarts:
+    """The hypervisor as a console uses it, its auto-start of a stopped VM checked against the quota and
+    recorded in the audit trail as ``POST /api/vms/{id}/start`` is: a ``start`` row with who opened the
+    console and ``details`` saying which console (QUOTA_EXCEEDED ends the console; the VM stays stopped).
+    A start the console stopped waiting for (its stage's deadline, or the console ended) is recorded as
+    VM_START_FAILED, as the console tells its user."""
+
+    def __init__(self, hypervisor: Hypervisor, quota: QuotaLedger, admission: Admitted, audit: AuditLog,
+                 *, console: str) -> None:
         self._hv = hypervisor
         self._quota = quota
         self._admission = admission
+        self._audit = audit
+        self._details = console_start_details(console)
 
     async def get_vm(self, ident: str) -> Vm:
         return await self._hv.get_vm(ident)
@@ -108,9 +124,11 @@ class QuotaCheckedStarts:
         if principal is None:  # not admitted: the session never gets here
             raise LimenError(ErrorCode.FORBIDDEN, "the console was not admitted")
         vm = await self._hv.get_vm(ident)  # the whole VM: its footprint, not only what a console needs
-        async with self._quota.reserving(Footprint.of_vm(vm).started(), self._hv.list_vms,
-                                         owner_limited=owner_limited(principal, vm.owner)):
-            return await self._hv.start_vm(ident)
+        async with self._audit.recording(principal.name, "start", vm.name) as target:
+            target.vm_uuid, target.details, target.if_cancelled = vm.uuid, self._details, ErrorCode.VM_START_FAILED
+            async with self._quota.reserving(Footprint.of_vm(vm).started(), self._hv.list_vms,
+                                             owner_limited=owner_limited(principal, vm.owner)):
+                return await self._hv.start_vm(ident)
 
 
 class ConsoleServices(Protocol):
@@ -147,7 +165,8 @@ async def console(websocket: WebSocket, vm_id: str) -> None:
     session = ConsoleSession(
         ident=vm_id,
         client=StarletteChannel(websocket),
-        hypervisor=QuotaCheckedStarts(services.hypervisor, services.quota, admission),
+        hypervisor=QuotaCheckedStarts(services.hypervisor, services.quota, admission, services.access.audit,
+                                      console="VNC"),
         settings=services.settings,
         notices=websocket.query_params.get("notices") == "1",
         session_id=session_id,

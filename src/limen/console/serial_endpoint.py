@@ -55,7 +55,8 @@ async def serial_console(websocket: WebSocket, vm_id: str) -> None:
     registry = services.console_sessions
     admission = ConsoleAdmission(services.access, websocket, session_id, on_admitted=registry.admitted,
                                  kind=AUDIT_KIND)
-    hypervisor: HypervisorLike = QuotaCheckedStarts(services.hypervisor, services.quota, admission)
+    hypervisor: HypervisorLike = QuotaCheckedStarts(services.hypervisor, services.quota, admission,
+                                                    services.access.audit, console="serial")
     session = SerialSession(
         ident=vm_id,
         client=StarletteChannel(websocket),
