@@ -13,6 +13,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, WebSocket, expect
 
@@ -118,12 +119,21 @@ def test_korean_by_default_english_by_the_menu_and_kept_for_the_user(
     sign_in(other, server)
     expect(other.locator("html")).to_have_attribute("lang", "en")
     expect(other.locator("h1")).to_have_text("Virtual machines")
+    # A VM action (an owner change, to none, as it was) on the audit page: its name in the page's language;
+    # the identifier the API gives stays on the row and on hover.
+    owner = httpx.put(f"{server.base_url}/api/vms/limen-test-i18n-stopped/owner", json={"owner": None},
+                      headers=server.auth_headers, timeout=30)
+    assert owner.status_code == 200, owner.text
     other.goto(f"{server.base_url}/audit")
     expect(other.locator("h1")).to_have_text("Console sessions")
+    action = other.locator('#action-rows tr[data-action="set_owner"] td').nth(2)
+    expect(action).to_have_text("Change owner")
 
     # Back to Korean from the other browser; the first one follows on its next page load.
     other.select_option("#language-menu", "ko")
     expect(other.locator("h1")).to_have_text("콘솔 세션")
+    expect(action).to_have_text("소유자 변경")
+    expect(action).to_have_attribute("title", "set_owner")
     page.context.clear_cookies()  # as if its cookie were gone: the signed-in user's choice still wins
     sign_in(page, server)
     expect(page.locator("html")).to_have_attribute("lang", "ko")

@@ -3,6 +3,7 @@ exists, language negotiation, the pages rendered in the chosen language, and the
 
 from __future__ import annotations
 
+import ast
 import html
 import json
 import re
@@ -12,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import limen
 from limen.errors import ErrorCode
 from limen.i18n import (
     CATALOGUE_DIR,
@@ -105,6 +107,34 @@ def test_every_key_the_pages_and_scripts_use_exists() -> None:
     assert {"base.html", "index.html", "console.html", "console-page.js", "dom.js"} <= uses.keys()
     missing = {name: sorted(keys - english.keys()) for name, keys in uses.items() if keys - english.keys()}
     assert missing == {}
+
+
+# The calls that name a VM action of the audit trail: its name is their one string literal among the arguments.
+ACTION_RECORDERS = {"recording", "_audited", "run_audited", "vm_action", "action_started"}
+
+
+def recorded_action_names() -> set[str]:
+    """Every VM action name limen's code records (the server's, the command line's, the recovery's)."""
+    names: set[str] = set()
+    for path in Path(limen.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if called not in ACTION_RECORDERS:
+                continue
+            values = [*node.args, *(keyword.value for keyword in node.keywords if keyword.arg == "action")]
+            names |= {value.value for value in values
+                      if isinstance(value, ast.Constant) and isinstance(value.value, str)}
+    return names
+
+
+def test_every_vm_action_the_audit_records_has_a_name_in_both_languages() -> None:
+    names = recorded_action_names()
+    assert {"create", "start", "finish-install", "snapshot-delete", "set_owner", "migrate"} <= names
+    for lang in LANGUAGE_CODES:
+        assert sorted(name for name in names if f"audit.action.{name}" not in catalogue(lang)) == [], lang
+    assert catalogue("ko")["audit.action.finish-install"] == catalogue("ko")["vm.finish_install"]  # one word for it
 
 
 def test_catalogue_json_cannot_end_its_script_element() -> None:

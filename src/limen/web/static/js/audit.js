@@ -4,7 +4,7 @@
 import { api, ApiError } from "./api.js";
 import { errorBox, formatBytes, h } from "./dom.js";
 import { mountUserMenu } from "./session.js";
-import { clientError, formatDateTime, formatNumber, formatTime, t } from "./i18n.js";
+import { actionName, clientError, formatDateTime, formatNumber, formatTime, t } from "./i18n.js";
 
 const REFRESH_MS = 3000;
 const ui = {
@@ -60,7 +60,7 @@ function actionRow(action) {
     "tr", { dataset: { action: action.action } },
     h("td", { "data-label": t("col.when"), text: when(action.at) }),
     h("td", { "data-label": t("col.user") }, clipped(action.user)),
-    h("td", { "data-label": t("col.action"), text: action.action }),
+    h("td", { "data-label": t("col.action"), title: action.action, text: actionName(action.action) }),
     h("td", { class: "vm-name", "data-label": "VM" }, clipped(action.vm_name, action.vm_uuid)),
     h("td", { "data-label": t("col.result") }, h("code", { text: action.result_code })),
     h("td", { "data-label": t("col.details"), text: action.details }),

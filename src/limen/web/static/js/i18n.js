@@ -82,6 +82,13 @@ export function stageStatus(stage, message) {
   return t(key, { port: port ? port[1] : "?" });
 }
 
+/** A VM action of the audit trail (its `action`, e.g. "finish-install") in the page's language; an action
+ * the catalogue does not know (a newer server's) as it came. */
+export function actionName(action) {
+  const key = `audit.action.${action}`;
+  return has(key) ? t(key) : action;
+}
+
 const dateTimeFormat = new Intl.DateTimeFormat(lang, { dateStyle: "medium", timeStyle: "medium" });
 const timeFormat = new Intl.DateTimeFormat(lang, { timeStyle: "medium" });
 const numberFormat = new Intl.NumberFormat(lang);

@@ -15,7 +15,7 @@ import { OwnerControl } from "./vm-owner.js";
 import { mountSnapshots } from "./vm-snapshots.js";
 import { STOP_FOLLOW_UP_MS, stillRunningText } from "./stop-follow-up.js";
 import { NO_CONSOLE_PLACEHOLDER, NO_CONSOLE_REASON, showConsoleLink } from "./vm-graphics.js";
-import { formatDateTime, formatTime, lang, localizedError, t } from "./i18n.js";
+import { actionName, formatDateTime, formatTime, lang, localizedError, t } from "./i18n.js";
 
 const SCREENSHOT_MS = 3000;
 const SCREEN_WIDTH = 800;
@@ -330,7 +330,7 @@ function renderActions(actions) {
     "tr", {},
     h("td", { class: "num", "data-label": t("col.when"), text: formatDateTime(a.at) }),
     h("td", { "data-label": t("col.who"), text: a.user }),
-    h("td", { "data-label": t("col.action"), text: a.action }),
+    h("td", { "data-label": t("col.action"), title: a.action, text: actionName(a.action) }),
     h("td", { "data-label": t("col.result") }, h("span", { class: a.result_code === "OK" ? "result-ok" : "result-bad",
                                                       text: a.result_code })),
     h("td", { class: "action-details", "data-label": t("col.details"), text: a.details || "" }),
