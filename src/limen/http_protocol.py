@@ -8,7 +8,8 @@ server; one that sends megabytes of header would grow it without end.
 This protocol follows each connection with a :class:`limen.request_reading.RequestReading` (the rules
 are there) and drops a client that is past its deadline: with a 408 REQUEST_TIMEOUT (the JSON error)
 when some of the request came and nothing has been answered on the connection yet, else by just
-closing. Request line and headers over ``MAX_HEAD_BYTES`` get 413 PAYLOAD_TOO_LARGE and the close. The
+closing. Request line and headers over ``MAX_HEAD_BYTES`` get 413 PAYLOAD_TOO_LARGE and the close; bytes
+that are not HTTP/1.1 at all get 400 INVALID_REQUEST (uvicorn's own answer is plain text). The
 application, if it was waiting for the body, sees ``http.disconnect``. Nothing of a dropped connection
 stays: its one timer is cancelled with it.
 
@@ -47,7 +48,7 @@ DROPPED_STATUS_SCOPE_KEY = "limen.dropped_status"
 # The parts of uvicorn's protocol this one hooks into.
 _HOOKS = (
     "connection_made", "connection_lost", "data_received", "on_message_begin", "on_headers_complete",
-    "on_body", "on_message_complete", "handle_websocket_upgrade",
+    "on_body", "on_message_complete", "handle_websocket_upgrade", "send_400_response",
 )
 
 
@@ -208,6 +209,15 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self.reading.request_done()
         self._schedule()
+
+    def send_400_response(self, msg: str) -> None:
+        # Bytes httptools cannot parse as HTTP/1.1 (raw UTF-8 in the path, a bad header line, ...): uvicorn
+        # answers a plain-text 400; limen's clients get the JSON error like every other refusal.
+        log.info("request not HTTP/1.1", extra={
+            "event": "request_malformed", "client": self.client[0] if self.client else None,
+        })
+        self._drop(LimenError(ErrorCode.INVALID_REQUEST, "the request line or a header is not valid HTTP/1.1 (a path's "
+                                                         "non-ASCII characters must be percent-encoded)"), answer=True)
 
     def handle_websocket_upgrade(self) -> None:
         self.reading.request_done()

@@ -225,6 +225,17 @@ async def test_a_head_over_its_size_gets_413(connect: Connect, drops: list[str])
     assert drops == ["PAYLOAD_TOO_LARGE"]
 
 
+async def test_bytes_that_are_not_http_get_the_json_error_and_the_close(connect: Connect, drops: list[str]) -> None:
+    protocol, transport = connect(App())
+    protocol.data_received("POST /api/isos?name=한글.iso HTTP/1.1\r\nHost: limen\r\n\r\n".encode())  # not %-encoded
+    await settle()
+    assert transport.closed
+    status, body = transport.answer()
+    assert status == 400 and body["code"] == "INVALID_REQUEST" and "percent-encoded" in body["details"]
+    assert b"content-type: application/json" in transport.written
+    assert drops == ["INVALID_REQUEST"]
+
+
 async def test_a_websocket_upgrade_leaves_the_deadlines_behind(connect: Connect) -> None:
     protocol, transport = connect(App())
     protocol.data_received(
