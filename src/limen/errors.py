@@ -21,6 +21,7 @@ Close codes (console WebSocket) are grouped by cause: 40xx request, 41xx VM stat
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -321,9 +322,26 @@ class HypervisorUnavailable(LimenError):
 
 
 class ValidationFailed(LimenError):
-    def __init__(self, field: str, details: str) -> None:
+    """VALIDATION_ERROR naming its ``field``. ``rule``, when given, is the rule broken in a form a client
+    can word in its own language (``details`` are English): see :func:`range_rule` and ``{"kind":
+    "vm_name"}``; the JSON error carries it as ``rule``."""
+
+    def __init__(self, field: str, details: str, *, rule: Mapping[str, Any] | None = None) -> None:
         super().__init__(ErrorCode.VALIDATION_ERROR, f"{field}: {details}")
         self.field = field
+        self.rule = dict(rule) if rule is not None else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "field": self.field}
+        body = {**super().to_dict(), "field": self.field}
+        if self.rule is not None:
+            body["rule"] = self.rule
+        return body
+
+
+def range_rule(minimum: int, maximum: int, *, unit: str = "", limit: str | None = None) -> dict[str, Any]:
+    """A number outside ``minimum``–``maximum`` (``unit``: "MiB", "GiB" or none); ``limit`` names what sets the
+    maximum when it is not a constant ("host_cpus", "host_memory")."""
+    rule: dict[str, Any] = {"kind": "range", "min": minimum, "max": maximum, "unit": unit}
+    if limit is not None:
+        rule["limit"] = limit
+    return rule

@@ -237,3 +237,35 @@ def test_the_pages_own_console_errors_follow_the_language(
         "The console could not be opened. Check that limen runs and is reachable, then retry.")
     expect(page).to_have_title("limen-test-i18n-stopped — console — limen")
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_the_create_forms_field_errors_follow_the_language(
+    server: LimenProcess, browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """A refused name or size is told at its field in the page's language, from the rule the JSON error
+    carries; an English page shows the server's own words. Nothing is created."""
+    page = korean_page(browser, contexts, PHONE)
+    sign_in(page, server)
+    forget_language(page, server)
+    page.goto(f"{server.base_url}/vms/new")
+    page.fill("#name", "가상머신")
+    page.click("#submit")
+    expect(page.locator("#name-error")).to_have_text(
+        "영문자, 숫자, “_”, “.”, “-”만 63자까지 쓸 수 있으며 영문자나 숫자로 시작해야 합니다.")
+    page.fill("#name", "limen-test-i18n-too-big")
+    page.fill("#memory_mib", "99999999")
+    page.click("#submit")
+    expect(page.locator("#memory_mib-error")).to_contain_text("MiB 사이여야 합니다 (이 호스트의 메모리).")
+    expect(page.locator("#memory_mib-error")).to_contain_text("32~")
+    save_screenshot(page, "i18n-create-field-error-ko-phone")
+
+    page.context.add_cookies([{"name": "limen_lang", "value": "en", "url": server.base_url}])
+    page.goto(f"{server.base_url}/vms/new")
+    page.fill("#name", "limen-test-i18n-too-big")
+    page.fill("#memory_mib", "99999999")
+    page.click("#submit")
+    expect(page.locator("#memory_mib-error")).to_contain_text("must be between 32 and ")
+    expect(page.locator("#memory_mib-error")).to_contain_text("MiB (this host's memory)")
+    names = [vm["name"] for vm in page.request.get(f"{server.base_url}/api/vms").json()]
+    assert "limen-test-i18n-too-big" not in names
+    assert page.errors == []  # type: ignore[attr-defined]

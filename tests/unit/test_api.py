@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 from opentelemetry import trace
 
 import limen
+from limen.api.services import services_of
 from tests.conftest import DEMO_ISO, settings_in
 from tests.support.access import admin_token
 from tests.support.shared_app import SharedApp, shared_app
@@ -129,6 +130,23 @@ async def test_every_validation_rule(refusing_client: httpx.AsyncClient, body: d
     assert error["field"] == field
     names = [vm["name"] for vm in (await client.get("/api/vms")).json()]
     assert names == ["test"]  # nothing half-created
+
+
+async def test_limens_own_rules_come_with_the_rule_broken_for_the_page_to_word(
+    shared: SharedApp, refusing_client: httpx.AsyncClient,
+) -> None:
+    """Besides the English details: what a Korean page shows at the field (``ruleText`` in i18n.js)."""
+    async def rule(body: dict[str, Any]) -> Any:
+        return assert_error(await refusing_client.post("/api/vms", json=body), 422, "VALIDATION_ERROR").get("rule")
+
+    host_cpus, host_memory = await services_of(shared.app).hypervisor.host_info()
+    assert await rule({"name": "가상머신"}) == {"kind": "vm_name"}
+    assert await rule({"name": "ok", "vcpus": 100000}) == {
+        "kind": "range", "min": 1, "max": host_cpus, "unit": "", "limit": "host_cpus"}
+    assert await rule({"name": "ok", "memory_mib": 16}) == {
+        "kind": "range", "min": 32, "max": host_memory, "unit": "MiB", "limit": "host_memory"}
+    assert await rule({"name": "ok", "disk_gib": 4096}) == {"kind": "range", "min": 1, "max": 2048, "unit": "GiB"}
+    assert await rule({"name": "ok", "vcpus": "two"}) is None  # a type error: pydantic's words only
 
 
 async def test_unknown_and_invalid_ids(client: httpx.AsyncClient) -> None:

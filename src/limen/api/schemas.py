@@ -18,6 +18,10 @@ class ErrorBody(BaseModel):
     details: str = Field(description="Technical detail")
     message: str = Field(description="What the user can do")
     field: str | None = Field(None, description="The offending input field, for validation errors")
+    rule: dict[str, Any] | None = Field(
+        None, description="For some validation errors, the rule broken, for a client to word in its own language: "
+        "{'kind': 'range', 'min', 'max', 'unit' ('MiB', 'GiB' or ''), 'limit' ('host_cpus', 'host_memory'; absent "
+        "when the maximum is fixed)} or {'kind': 'vm_name'}")
 
 
 class VmCreate(BaseModel):

@@ -20,7 +20,7 @@ from typing import Any
 
 import libvirt
 
-from limen.errors import ErrorCode, HypervisorUnavailable, LimenError, ValidationFailed
+from limen.errors import ErrorCode, HypervisorUnavailable, LimenError, ValidationFailed, range_rule
 from limen.hypervisor import migration, storage
 from limen.hypervisor.connection import current_host
 from limen.hypervisor.console_cache import ConsoleVmCache
@@ -85,7 +85,7 @@ def check_name(name: str, field: str = "name") -> None:
     if not VM_NAME_PATTERN.fullmatch(name):
         raise ValidationFailed(
             field, "must start with a letter or digit and hold only letters, digits, '_', '.', '-' "
-            "(at most 63 characters)"
+            "(at most 63 characters)", rule={"kind": "vm_name"}
         )
 
 
@@ -450,10 +450,12 @@ class Hypervisor:
             return
         host_cpus, host_memory_mib = await self.host_info()
         if vcpus is not None and not 1 <= vcpus <= host_cpus:
-            raise ValidationFailed("vcpus", f"must be between 1 and {host_cpus} (this host's CPUs)")
+            raise ValidationFailed("vcpus", f"must be between 1 and {host_cpus} (this host's CPUs)",
+                                   rule=range_rule(1, host_cpus, limit="host_cpus"))
         if memory_mib is not None and not MIN_MEMORY_MIB <= memory_mib <= host_memory_mib:
             raise ValidationFailed(
-                "memory_mib", f"must be between {MIN_MEMORY_MIB} and {host_memory_mib} MiB (this host's memory)"
+                "memory_mib", f"must be between {MIN_MEMORY_MIB} and {host_memory_mib} MiB (this host's memory)",
+                rule=range_rule(MIN_MEMORY_MIB, host_memory_mib, unit="MiB", limit="host_memory"),
             )
 
     async def validate_spec(self, spec: VmSpec) -> Path | None:
@@ -461,7 +463,8 @@ class Hypervisor:
         check_name(spec.name)
         await self.check_hardware(vcpus=spec.vcpus, memory_mib=spec.memory_mib)
         if spec.disk_gib is not None and not 1 <= spec.disk_gib <= MAX_DISK_GIB:
-            raise ValidationFailed("disk_gib", f"must be between 1 and {MAX_DISK_GIB} GiB")
+            raise ValidationFailed("disk_gib", f"must be between 1 and {MAX_DISK_GIB} GiB",
+                                   rule=range_rule(1, MAX_DISK_GIB, unit="GiB"))
         check_boot_order(spec.boot_order)
         if spec.iso is None:
             return None

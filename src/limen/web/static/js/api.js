@@ -83,6 +83,8 @@ export class ApiError extends Error {
     this.details = body.details || "";
     this.userMessage = body.message || "";
     this.field = body.field || null;
+    // VALIDATION_ERROR of limen's own rules: the rule broken, for the page to word (i18n.js ruleText).
+    this.rule = body.rule && typeof body.rule === "object" ? body.rule : null;
     // TOO_MANY_ATTEMPTS: seconds until the server takes another attempt (also its Retry-After header).
     this.retryAfter = Number.isFinite(body.retry_after) ? body.retry_after : null;
     this.vms = Array.isArray(body.vms) ? body.vms : null; // ISO_IN_USE: the VMs holding the image

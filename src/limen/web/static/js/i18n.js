@@ -89,6 +89,20 @@ export function actionName(action) {
   return has(key) ? t(key) : action;
 }
 
+/**
+ * A validation error's broken rule (the JSON error's `rule`: {kind: "range", min, max, unit, limit} or
+ * {kind: "vm_name"}) in the page's language, for the field it names; null on English pages (the server's
+ * own details say it) or for a rule the catalogue does not know.
+ */
+export function ruleText(rule) {
+  if (!rule || lang === "en") return null;
+  const key = rule.limit ? `rule.${rule.kind}.${rule.limit}` : `rule.${rule.kind}`;
+  if (!has(key)) return null;
+  return t(key, {
+    min: formatNumber(rule.min ?? 0), max: formatNumber(rule.max ?? 0), unit: rule.unit ? ` ${rule.unit}` : "",
+  });
+}
+
 const dateTimeFormat = new Intl.DateTimeFormat(lang, { dateStyle: "medium", timeStyle: "medium" });
 const timeFormat = new Intl.DateTimeFormat(lang, { timeStyle: "medium" });
 const numberFormat = new Intl.NumberFormat(lang);

@@ -6,7 +6,7 @@ import { api, ApiError } from "./api.js";
 import { errorBox, formatBytes, h, spinner } from "./dom.js";
 import { headroom, scopeName, showQuota } from "./quota.js";
 import { mountUserMenu } from "./session.js";
-import { clientError, localizedError, t } from "./i18n.js";
+import { clientError, localizedError, ruleText, t } from "./i18n.js";
 
 const FIELDS = ["name", "vcpus", "memory_mib", "disk_gib", "iso", "boot_order"];
 // Errors that name no field but belong to one.
@@ -71,7 +71,7 @@ function showError(exc) {
   if (root && FIELDS.includes(root)) {
     const slot = document.getElementById(`${root}-error`);
     slot.textContent = quotaField ? body.details.replace(/\s*\[request_id=[^\]]*\]$/, "")
-      : (fieldMessage(root, body.details) || body.error);
+      : (ruleText(exc.rule) || fieldMessage(root, body.details) || body.error);
     slot.hidden = false;
     const control = input(root);
     control.setAttribute("aria-invalid", "true");
