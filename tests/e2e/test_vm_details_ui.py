@@ -108,7 +108,7 @@ def test_the_details_page_of_a_stopped_vm_leaves_it_stopped(
     disk_row = page.locator("#disk-rows tr")
     expect(disk_row).to_have_count(1)
     expect(disk_row).to_contain_text("1.0 GiB")
-    expect(page.locator("#action-rows tr")).to_contain_text(["create"])
+    expect(page.locator("#action-rows tr")).to_contain_text(["Create"])
     page.wait_for_timeout(3000)  # longer than any poll or screenshot interval
     assert api.get(f"/api/vms/{vm['uuid']}").json()["state"] == "stopped"
     assert virsh("domstate", name) == "shut off"
@@ -193,7 +193,7 @@ def test_details_page_of_a_running_vm_its_dialogs_and_live_state(
     page.get_by_role("button", name=f"Force reset {name}").click()
     dialog.get_by_role("button", name=f"Force reset {name}").click()
     expect(page.locator("#action-status")).to_contain_text("Reset")
-    expect(page.locator("#action-rows")).to_contain_text("reboot")
+    expect(page.locator("#action-rows")).to_contain_text("Reboot")  # a forced reset is a forced reboot
 
     # Stopped behind the page's back: the page shows it within the bound.
     virsh("destroy", name)

@@ -201,7 +201,7 @@ def test_a_vms_whole_life_in_the_ui(
     assert after_install["pending"] == {"boot_order": ["hd"]}, after_install
     shoot(page, "vm-life-details-restart-pending")
     page.set_viewport_size(PHONE)  # rows become cards: an empty cell shows no lone "Details:" label
-    expect(page.locator("#action-rows tr", has_text="create").locator("td.action-details")).to_be_hidden()
+    expect(page.locator("#action-rows tr", has_text="Create").locator("td.action-details")).to_be_hidden()
     page.set_viewport_size(DESKTOP)
 
     # Restart: force stop (confirmed), then start. SeaBIOS finds nothing to boot on the empty disk.
