@@ -191,9 +191,12 @@ def test_approved_in_the_users_page_then_a_real_vm_within_quota_with_live_graphs
     expect(page.locator("#memory_mib")).to_have_attribute("aria-invalid", "true")
     # The bars are refreshed after the refusal; the refused value stays, as the message at it names it.
     expect(page.locator("#memory_mib")).to_have_value("1024")
-    # The bars are drawn on a desktop too (an unclosed @media once left them unstyled above 760 px).
-    track = page.locator("#quota [data-resource='memory_mib'] .quota-track").bounding_box()
-    assert track is not None and track["height"] > 0, track
+    # The bars are drawn on a desktop too (an unclosed @media once left them unstyled above 760 px). Asked until
+    # it holds: the refresh after the refusal redraws them, and a box measured as they were replaced is none.
+    page.wait_for_function("""() => {
+      const track = document.querySelector("#quota [data-resource='memory_mib'] .quota-track");
+      return track !== null && track.getBoundingClientRect().height > 0;
+    }""", timeout=5_000)
     screenshots(page, "e2e12-create-refused")
 
     # The user starts the VM from its details page and watches the CPU graph grow while it boots.
