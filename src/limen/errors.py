@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 
@@ -321,10 +321,44 @@ class HypervisorUnavailable(LimenError):
         super().__init__(ErrorCode.HYPERVISOR_UNAVAILABLE, details)
 
 
+class Rule(StrEnum):
+    """The rules a VALIDATION_ERROR names in its ``rule`` (as ``kind``, with the values it needs), for a client
+    to word in its own language; the web pages have ``rule.<kind>`` (and ``rule.range.<limit>``) in their
+    catalogues. ``details`` stay English."""
+
+    VM_NAME = "vm_name"  # letters, digits, '_', '.', '-'; starts with a letter or digit; at most 63
+    RANGE = "range"  # a number: {min, max, unit, limit}
+    LENGTH = "length"  # characters: {min, max}
+    NO_EDGE_SPACE = "no_edge_space"
+    NO_CONTROL_CHARS = "no_control_chars"
+    RESERVED_PREFIX = "reserved_prefix"  # {prefix}
+    FILE_NAME = "file_name"  # a plain file name, no path
+    HIDDEN_NAME = "hidden_name"  # starts with a dot
+    MAX_BYTES = "max_bytes"  # {max}, in UTF-8
+    ISO_SUFFIX = "iso_suffix"  # .iso or .img
+
+
+# What may set a range's maximum when it is not a constant (``rule.range.<limit>``).
+RANGE_LIMITS = ("host_cpus", "host_memory")
+
+
+def rule(kind: Rule, **values: Any) -> dict[str, Any]:
+    """The ``rule`` of a VALIDATION_ERROR: its kind and the values its wording needs."""
+    return {"kind": kind.value, **values}
+
+
+def range_rule(minimum: int, maximum: int, *, unit: str = "", limit: str | None = None) -> dict[str, Any]:
+    """A number outside ``minimum``–``maximum`` (``unit``: "MiB", "GiB" or none); ``limit`` (one of
+    RANGE_LIMITS) names what sets the maximum when it is not a constant."""
+    values: dict[str, Any] = {"min": minimum, "max": maximum, "unit": unit}
+    if limit is not None:
+        values["limit"] = limit
+    return rule(Rule.RANGE, **values)
+
+
 class ValidationFailed(LimenError):
-    """VALIDATION_ERROR naming its ``field``. ``rule``, when given, is the rule broken in a form a client
-    can word in its own language (``details`` are English): see :func:`range_rule` and ``{"kind":
-    "vm_name"}``; the JSON error carries it as ``rule``."""
+    """VALIDATION_ERROR naming its ``field``, and, when given, the :class:`Rule` broken (``rule``: see
+    :func:`rule`); the JSON error carries both."""
 
     def __init__(self, field: str, details: str, *, rule: Mapping[str, Any] | None = None) -> None:
         super().__init__(ErrorCode.VALIDATION_ERROR, f"{field}: {details}")
@@ -336,12 +370,3 @@ class ValidationFailed(LimenError):
         if self.rule is not None:
             body["rule"] = self.rule
         return body
-
-
-def range_rule(minimum: int, maximum: int, *, unit: str = "", limit: str | None = None) -> dict[str, Any]:
-    """A number outside ``minimum``–``maximum`` (``unit``: "MiB", "GiB" or none); ``limit`` names what sets the
-    maximum when it is not a constant ("host_cpus", "host_memory")."""
-    rule: dict[str, Any] = {"kind": "range", "min": minimum, "max": maximum, "unit": unit}
-    if limit is not None:
-        rule["limit"] = limit
-    return rule

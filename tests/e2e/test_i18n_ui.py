@@ -243,7 +243,8 @@ def test_the_create_forms_field_errors_follow_the_language(
     server: LimenProcess, browser: Browser, contexts: list[BrowserContext]
 ) -> None:
     """A refused name or size is told at its field in the page's language, from the rule the JSON error
-    carries; an English page shows the server's own words. Nothing is created."""
+    carries (the create form, the users page); an English page shows the server's own words. Nothing is
+    created."""
     page = korean_page(browser, contexts, PHONE)
     sign_in(page, server)
     forget_language(page, server)
@@ -258,6 +259,13 @@ def test_the_create_forms_field_errors_follow_the_language(
     expect(page.locator("#memory_mib-error")).to_contain_text("MiB 사이여야 합니다 (이 호스트의 메모리).")
     expect(page.locator("#memory_mib-error")).to_contain_text("32~")
     save_screenshot(page, "i18n-create-field-error-ko-phone")
+    # The same on the users page: a name the audit trail keeps for the command line.
+    page.goto(f"{server.base_url}/users")
+    page.fill("#new-name", "cli:bob")
+    page.fill("#new-password", "a long enough password")
+    page.click("#create-form [type=submit]")
+    expect(page.locator("#new-name-error")).to_have_text(
+        "“cli:”(으)로 시작할 수 없습니다 (감사 기록에서 명령줄을 가리키는 이름입니다).")
 
     page.context.add_cookies([{"name": "limen_lang", "value": "en", "url": server.base_url}])
     page.goto(f"{server.base_url}/vms/new")

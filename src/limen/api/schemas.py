@@ -19,9 +19,10 @@ class ErrorBody(BaseModel):
     message: str = Field(description="What the user can do")
     field: str | None = Field(None, description="The offending input field, for validation errors")
     rule: dict[str, Any] | None = Field(
-        None, description="For some validation errors, the rule broken, for a client to word in its own language: "
-        "{'kind': 'range', 'min', 'max', 'unit' ('MiB', 'GiB' or ''), 'limit' ('host_cpus', 'host_memory'; absent "
-        "when the maximum is fixed)} or {'kind': 'vm_name'}")
+        None, description="For validation errors of limen's own rules, the rule broken, for a client to word in its "
+        "own language: 'kind' (vm_name, range, length, no_edge_space, no_control_chars, reserved_prefix, file_name, "
+        "hidden_name, max_bytes, iso_suffix) and the values its wording needs, e.g. {'kind': 'range', 'min': 32, "
+        "'max': 24105, 'unit': 'MiB', 'limit': 'host_memory'} or {'kind': 'length', 'min': 8, 'max': 1024}")
 
 
 class VmCreate(BaseModel):

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import unicodedata
 
-from limen.errors import ValidationFailed
+from limen.errors import Rule, ValidationFailed, rule
 
 
 def clean_name(field: str, value: str, max_length: int) -> str:
     name = unicodedata.normalize("NFC", value)
+    length = rule(Rule.LENGTH, min=1, max=max_length)
     if not name:
-        raise ValidationFailed(field, "must not be empty")
+        raise ValidationFailed(field, "must not be empty", rule=length)
     if len(name) > max_length:
-        raise ValidationFailed(field, f"must be at most {max_length} characters")
+        raise ValidationFailed(field, f"must be at most {max_length} characters", rule=length)
     if name != name.strip():
-        raise ValidationFailed(field, "must not start or end with white space")
+        raise ValidationFailed(field, "must not start or end with white space", rule=rule(Rule.NO_EDGE_SPACE))
     if any(unicodedata.category(char)[0] == "C" for char in name):
-        raise ValidationFailed(field, "must not contain control or invisible formatting characters")
+        raise ValidationFailed(field, "must not contain control or invisible formatting characters",
+                               rule=rule(Rule.NO_CONTROL_CHARS))
     return name
 
 

@@ -8,7 +8,7 @@ import secrets
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from limen.errors import ValidationFailed
+from limen.errors import Rule, ValidationFailed, rule
 from limen.settings import Settings
 
 MIN_PASSWORD_LENGTH = 8
@@ -16,10 +16,11 @@ MAX_PASSWORD_LENGTH = 1024  # argon2 would take any length; a bound keeps reques
 
 
 def validate_password(password: str) -> None:
+    length = rule(Rule.LENGTH, min=MIN_PASSWORD_LENGTH, max=MAX_PASSWORD_LENGTH)
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValidationFailed("password", f"must be at least {MIN_PASSWORD_LENGTH} characters")
+        raise ValidationFailed("password", f"must be at least {MIN_PASSWORD_LENGTH} characters", rule=length)
     if len(password) > MAX_PASSWORD_LENGTH:
-        raise ValidationFailed("password", f"must be at most {MAX_PASSWORD_LENGTH} characters")
+        raise ValidationFailed("password", f"must be at most {MAX_PASSWORD_LENGTH} characters", rule=length)
 
 
 def generate_password() -> str:

@@ -25,7 +25,7 @@ from limen.auth.principal_cache import PrincipalCache
 from limen.clock import Clock, utc_now
 from limen.db import Database
 from limen.db.models import NAME_MAX, ApiToken, BrowserSession, Role, User
-from limen.errors import ErrorCode, LimenError, ValidationFailed
+from limen.errors import ErrorCode, LimenError, Rule, ValidationFailed, rule
 
 T = TypeVar("T")
 
@@ -50,7 +50,7 @@ def clean_user_name(name: str) -> str:
     cleaned = clean_name("name", name, NAME_MAX)
     if name_key(cleaned).startswith(COMMAND_LINE_PREFIX):
         raise ValidationFailed("name", f"must not start with {COMMAND_LINE_PREFIX!r}: the audit trail names the "
-                                       "command line so")
+                                       "command line so", rule=rule(Rule.RESERVED_PREFIX, prefix=COMMAND_LINE_PREFIX))
     return cleaned
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import libvirt
 
-from limen.errors import ErrorCode, HypervisorUnavailable, LimenError, ValidationFailed, range_rule
+from limen.errors import ErrorCode, HypervisorUnavailable, LimenError, Rule, ValidationFailed, range_rule, rule
 from limen.hypervisor import migration, storage
 from limen.hypervisor.connection import current_host
 from limen.hypervisor.console_cache import ConsoleVmCache
@@ -85,7 +85,7 @@ def check_name(name: str, field: str = "name") -> None:
     if not VM_NAME_PATTERN.fullmatch(name):
         raise ValidationFailed(
             field, "must start with a letter or digit and hold only letters, digits, '_', '.', '-' "
-            "(at most 63 characters)", rule={"kind": "vm_name"}
+            "(at most 63 characters)", rule=rule(Rule.VM_NAME)
         )
 
 

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 import libvirt
 
-from limen.errors import ErrorCode, LimenError, ValidationFailed
+from limen.errors import ErrorCode, LimenError, Rule, ValidationFailed, rule
 from limen.hypervisor.service import Hypervisor, _lookup, check_name
 
 DESCRIPTION_MAX = 1000
@@ -51,9 +51,10 @@ def check_snapshot_name(name: str) -> None:
 
 def check_description(description: str) -> None:
     if len(description) > DESCRIPTION_MAX:
-        raise ValidationFailed("description", f"at most {DESCRIPTION_MAX} characters")
+        raise ValidationFailed("description", f"at most {DESCRIPTION_MAX} characters",
+                               rule=rule(Rule.LENGTH, min=0, max=DESCRIPTION_MAX))
     if any(ord(char) < 32 and char not in "\n\t" for char in description):
-        raise ValidationFailed("description", "must not hold control characters")
+        raise ValidationFailed("description", "must not hold control characters", rule=rule(Rule.NO_CONTROL_CHARS))
 
 
 def snapshot_xml(name: str, description: str) -> str:

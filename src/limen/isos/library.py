@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from limen.errors import ErrorCode, LimenError, ValidationFailed
+from limen.errors import ErrorCode, LimenError, Rule, ValidationFailed, rule
 from limen.isos.checksums import read_checksum, remove_checksum
 
 ISO_SUFFIXES = (".iso", ".img")
@@ -31,19 +31,27 @@ class IsoImage:
     sha256: str | None  # None until computed (an ISO copied into the directory by hand)
 
 
-def name_problem(name: str) -> str | None:
+@dataclass(frozen=True, slots=True)
+class NameProblem:
+    """Why a name cannot be an ISO's: in words, and as the :class:`~limen.errors.Rule` broken."""
+
+    text: str
+    rule: dict[str, Any]
+
+
+def name_problem(name: str) -> NameProblem | None:
     """Why ``name`` cannot be an ISO's name (a path, ``..``, a hidden or over-long name, a wrong suffix),
     or None when it can."""
     if not name or name in (".", "..") or Path(name).name != name or "/" in name:
-        return f"{name!r} is not a file name inside the ISO directory"
+        return NameProblem(f"{name!r} is not a file name inside the ISO directory", rule(Rule.FILE_NAME))
     if any(ord(char) < 32 or ord(char) == 127 for char in name):
-        return f"{name!r} contains control characters"
+        return NameProblem(f"{name!r} contains control characters", rule(Rule.NO_CONTROL_CHARS))
     if name.startswith("."):
-        return f"{name!r} starts with a dot (hidden names are limen's own)"
+        return NameProblem(f"{name!r} starts with a dot (hidden names are limen's own)", rule(Rule.HIDDEN_NAME))
     if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-        return f"the name is longer than {MAX_NAME_BYTES} bytes"
+        return NameProblem(f"the name is longer than {MAX_NAME_BYTES} bytes", rule(Rule.MAX_BYTES, max=MAX_NAME_BYTES))
     if Path(name).suffix.lower() not in ISO_SUFFIXES:
-        return f"{name!r} is not an .iso or .img file"
+        return NameProblem(f"{name!r} is not an .iso or .img file", rule(Rule.ISO_SUFFIX))
     return None
 
 
@@ -51,7 +59,7 @@ def check_new_name(name: str) -> None:
     """VALIDATION_ERROR (field ``name``) unless ``name`` may name a new ISO."""
     problem = name_problem(name)
     if problem is not None:
-        raise ValidationFailed("name", problem)
+        raise ValidationFailed("name", problem.text, rule=problem.rule)
 
 
 def list_image(entry: Path) -> IsoImage | None:
@@ -92,7 +100,7 @@ def resolve_iso(iso_dir: Path, name: str) -> Path:
     """
     problem = name_problem(name)
     if problem is not None:
-        raise LimenError(ErrorCode.ISO_NOT_FOUND, f"iso: {problem}")
+        raise LimenError(ErrorCode.ISO_NOT_FOUND, f"iso: {problem.text}")
     path = iso_dir / name
     if not path.is_file():
         raise LimenError(ErrorCode.ISO_NOT_FOUND, f"iso: no image named {name!r} in {iso_dir}")
@@ -140,7 +148,7 @@ def delete_iso(iso_dir: Path, name: str, cdroms: Iterable[tuple[str, str]]) -> N
     """
     problem = name_problem(name)
     if problem is not None:
-        raise LimenError(ErrorCode.ISO_NOT_FOUND, f"iso: {problem}")
+        raise LimenError(ErrorCode.ISO_NOT_FOUND, f"iso: {problem.text}")
     path = iso_dir / name
     if not (path.is_file() or path.is_symlink()):  # a dangling link can still be removed
         raise LimenError(ErrorCode.ISO_NOT_FOUND, f"iso: no image named {name!r} in {iso_dir}")

@@ -90,17 +90,20 @@ export function actionName(action) {
 }
 
 /**
- * A validation error's broken rule (the JSON error's `rule`: {kind: "range", min, max, unit, limit} or
- * {kind: "vm_name"}) in the page's language, for the field it names; null on English pages (the server's
- * own details say it) or for a rule the catalogue does not know.
+ * A validation error's broken rule (the JSON error's `rule`, e.g. {kind: "range", min, max, unit, limit},
+ * {kind: "length", min, max}, {kind: "vm_name"}; limen.errors.Rule) in the page's language, for the field it
+ * names; null on English pages (the server's own details say it) or for a rule the catalogue does not know.
  */
 export function ruleText(rule) {
-  if (!rule || lang === "en") return null;
+  if (!rule || typeof rule !== "object" || lang === "en") return null;
   const key = rule.limit ? `rule.${rule.kind}.${rule.limit}` : `rule.${rule.kind}`;
   if (!has(key)) return null;
-  return t(key, {
-    min: formatNumber(rule.min ?? 0), max: formatNumber(rule.max ?? 0), unit: rule.unit ? ` ${rule.unit}` : "",
-  });
+  const params = {};
+  for (const [name, value] of Object.entries(rule)) {
+    params[name] = typeof value === "number" ? formatNumber(value) : String(value);
+  }
+  params.unit = rule.unit ? ` ${rule.unit}` : "";
+  return t(key, params);
 }
 
 const dateTimeFormat = new Intl.DateTimeFormat(lang, { dateStyle: "medium", timeStyle: "medium" });

@@ -5,7 +5,7 @@ import { api, ApiError, CSRF_HEADER, currentUser, loginUrl } from "./api.js";
 import { errorBox, formatBytes, h } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { RateMeter, uploadFigures } from "./upload-progress.js";
-import { formatDateTime, formatNumber, localizedError, t } from "./i18n.js";
+import { formatDateTime, formatNumber, localizedError, ruleText, t } from "./i18n.js";
 
 const PENDING_CHECKSUM_REFRESH_MS = 4000;
 const MAX_HEADER = "X-Limen-Max-Iso-Bytes";
@@ -180,7 +180,7 @@ function finish(status, text) {
     details: `POST /api/isos?name=${done.name}: ${(text || "no answer").slice(0, 300)}`,
     message: t("isos.check_limen"),
   };
-  if (error.code === "VALIDATION_ERROR" && error.field === "name") showNameError(error.details);
+  if (error.code === "VALIDATION_ERROR" && error.field === "name") showNameError(ruleText(error.rule) || error.details);
   ui.result.replaceChildren(problem(error));
 }
 

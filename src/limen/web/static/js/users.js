@@ -9,7 +9,7 @@ import { api, ApiError } from "./api.js";
 import { errorBox, h, spinner } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { quotaBody, quotaFields } from "./user-quota.js";
-import { formatDateTime, t } from "./i18n.js";
+import { formatDateTime, ruleText, t } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -326,6 +326,8 @@ function wireQuota() {
 /** What an error says about one field: its details without "field: " or the request id. */
 function aboutField(exc) {
   if (exc.code === "USER_ALREADY_EXISTS") return t("users.name_taken");
+  const rule = ruleText(exc.rule);
+  if (rule) return rule;
   const text = String(exc.details || "").replace(/\s*\[request_id=[^\]]*\]$/, "").replace(/^[\w.]+: /, "");
   return text || exc.error;
 }

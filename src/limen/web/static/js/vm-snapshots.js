@@ -12,7 +12,7 @@
 
 import { api, ApiError } from "./api.js";
 import { errorBox, h, spinner } from "./dom.js";
-import { formatDateTime, t } from "./i18n.js";
+import { formatDateTime, ruleText, t } from "./i18n.js";
 
 const OPERATION_POLL_MS = 500;
 const RESULT_SHOWN_MS = 5000;
@@ -179,7 +179,7 @@ export function mountSnapshots() {
       const body = bodyOf(exc, t("snapshots.take"));
       if (body.field === "name") {
         ui.name.setAttribute("aria-invalid", "true");
-        ui.nameError.textContent = body.details;
+        ui.nameError.textContent = ruleText(exc.rule) || body.details;
       }
       showError(body, t("snapshots.subject", { name }));
     } finally {
