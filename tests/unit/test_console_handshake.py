@@ -7,6 +7,7 @@ import json
 import pytest
 
 from limen.console.handshake import (
+    LIBVIRT_HUNG_SHARE,
     PORT_POLL_INTERVAL,
     Action,
     BannerRead,
@@ -250,16 +251,34 @@ TO_READ_BANNER: list[Result] = [VmFound(RUNNING), VncConnected()]
 def test_each_stage_times_out_into_its_own_error(
     steps: list[Result], code: str, close_code: int, stage: str, details: str
 ) -> None:
-    m, _ = machine()
+    m, clock = machine()
     m.start()
     for step in steps:
         m.receive(step)
+    remaining = m.remaining()
+    assert remaining is not None
+    clock.advance(remaining)  # the effect pending since the step before runs into the stage's deadline
     actions = m.receive(TimedOut())
     (frame,) = texts(actions)
     assert list(frame) == ["type", "error", "code", "details", "message", "stage"]
     assert (frame["type"], frame["code"], frame["stage"], frame["details"]) == ("error", code, stage, details)
     assert frame["message"] == ErrorCode[code].user_message
     assert actions[-1] == Close(close_code, code)
+
+
+def test_a_port_poll_the_deadline_meets_is_not_libvirt_hanging() -> None:
+    """get_port looks the VM up every PORT_POLL_INTERVAL. A look-up asked just before the deadline (a slow
+    one, under load) is not libvirt hanging: the stage's own timeout says the port never came. One that ran
+    for LIBVIRT_HUNG_SHARE of the stage or more is."""
+    for ran_for, code in ((0.2, "VNC_PORT_ERROR"), (LIBVIRT_HUNG_SHARE * 3.0, "HYPERVISOR_UNAVAILABLE")):
+        m, clock = machine()
+        m.start()
+        m.receive(VmFound(vm(port=None)))  # get_port (3 s here), a pause pending
+        clock.advance(3.0 - ran_for)
+        assert isinstance(m.receive(Paused())[-1], LookUpVm)
+        clock.advance(ran_for)
+        (frame,) = texts(m.receive(TimedOut()))
+        assert (frame["code"], frame["stage"]) == (code, "get_port"), ran_for
     assert m.error is not None and m.error.code is ErrorCode[code]
 
 

@@ -59,6 +59,7 @@ from limen.console.stage_table import CONSOLE_KINDS, LIBVIRT_TIMEOUT_DETAIL, SER
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm, VmState, VncEndpoint
 from limen.settings import Settings
+from tests.support.access import FakeClock
 
 SETTINGS = Settings.model_validate({
     "console_check_vm_timeout": 1, "console_start_vm_timeout": 2, "console_get_port_timeout": 3,
@@ -73,12 +74,12 @@ ALREADY = EffectFailed(LimenError(ErrorCode.VM_ALREADY_RUNNING, "already running
 REFUSAL = LimenError(ErrorCode.VM_OPERATION_FAILED, "call: operation failed: nope")
 
 
-def vnc(*, force: bool = False) -> StageMachine:
-    return VncHandshake(ident="web", settings=SETTINGS, clock=lambda: 100.0)
+def vnc(*, force: bool = False, clock: Callable[[], float] = lambda: 100.0) -> StageMachine:
+    return VncHandshake(ident="web", settings=SETTINGS, clock=clock)
 
 
-def serial(*, force: bool = False) -> StageMachine:
-    return SerialHandshake(ident="web", settings=SETTINGS, clock=lambda: 100.0, force=force)
+def serial(*, force: bool = False, clock: Callable[[], float] = lambda: 100.0) -> StageMachine:
+    return SerialHandshake(ident="web", settings=SETTINGS, clock=clock, force=force)
 
 
 @dataclass(frozen=True)
@@ -94,8 +95,8 @@ class Work:
     then: tuple[str, type[Effect] | None]
     force: bool = False
 
-    def machine(self) -> StageMachine:
-        m = (vnc if self.kind == "vnc" else serial)(force=self.force)
+    def machine(self, clock: Callable[[], float] = lambda: 100.0) -> StageMachine:
+        m = (vnc if self.kind == "vnc" else serial)(force=self.force, clock=clock)
         actions = m.start()
         for result in self.path:
             actions = m.receive(result)
@@ -163,13 +164,15 @@ def assert_ended_with(m: StageMachine, actions: list[Action], stage: str, code: 
 
 @pytest.mark.parametrize("work", WORK, ids=IDS)
 def test_timeout(work: Work) -> None:
-    m = work.machine()
+    clock = FakeClock(100.0)
+    m = work.machine(clock)
     spec = m.stages[work.stage]
     limit = spec.deadline(SETTINGS)
     if limit is None:  # a stage without a deadline: the driver bounds its work by nothing (the peers do)
         assert m.remaining() is None and m.deadline is None
         return
     assert m.remaining() == limit
+    clock.advance(limit)  # the effect, asked for now, is still pending at the stage's deadline
     actions = m.receive(TimedOut())
     if work.effect.libvirt_call:
         code, template = spec.libvirt_timeout_code, LIBVIRT_TIMEOUT_DETAIL

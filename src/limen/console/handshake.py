@@ -43,6 +43,11 @@ from limen.settings import Settings
 
 # How often the get_port stage asks libvirt again while no port is assigned.
 PORT_POLL_INTERVAL: Final = 0.1
+# A timeout is libvirt's (the stage's libvirt_timeout_code) when the libvirt call pending at the deadline had
+# run for at least this share of the stage's limit. A poll's short call that the deadline happens to meet
+# (the port poll calls libvirt every PORT_POLL_INTERVAL; under load each call takes longer) is not libvirt
+# hanging: the stage's own timeout says what did not happen.
+LIBVIRT_HUNG_SHARE: Final = 0.5
 # After the VNC server closed: how long to wait for the VM to be reported stopped.
 VNC_EOF_GRACE: Final = 3.0
 
@@ -243,6 +248,7 @@ class StageMachine(ABC):
         self.started_at = 0.0
         self.entered_at = 0.0
         self.pending: Effect | None = None  # the effect whose result the machine waits for
+        self.pending_since = 0.0  # when it was asked for
         self.error: LimenError | None = None  # why the session ended, when it ended with an error
         self.ended_in: str | None = None  # the stage the session was in when it ended
         self.history: list[tuple[str, int]] = []  # (stage, elapsed_ms at entry)
@@ -337,15 +343,16 @@ class StageMachine(ABC):
         return [SendText(messages.status_frame(text, stage=stage, elapsed_ms=elapsed))]
 
     def _await(self, effect: Effect) -> list[Action]:
-        self.pending = effect
+        self.pending, self.pending_since = effect, self._clock()
         return [effect]
 
     def _timeout_error(self, stage: str) -> LimenError:
         spec = self.stages[stage]
-        in_libvirt = self.pending is not None and self.pending.libvirt_call
+        limit = self.deadlines.get(stage, 0.0)
+        in_libvirt = (self.pending is not None and self.pending.libvirt_call
+                      and self._clock() - self.pending_since >= LIBVIRT_HUNG_SHARE * limit)
         code = spec.libvirt_timeout_code if in_libvirt else spec.timeout_code
         template = LIBVIRT_TIMEOUT_DETAIL if in_libvirt else spec.timeout_detail
-        limit = self.deadlines.get(stage, 0.0)
         if code is None:  # a stage without a deadline cannot time out: the driver got it wrong
             return LimenError(ErrorCode.INTERNAL_ERROR, f"stage {stage} has no deadline")
         return LimenError(code, template.format(limit=limit, stage=stage, target=self.target))

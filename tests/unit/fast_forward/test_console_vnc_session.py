@@ -323,8 +323,9 @@ async def test_every_failure_ends_with_its_error_frame_and_close_code(
 ) -> None:
     deadline_setting = VNC_STAGES[stage].deadline_setting
     assert deadline_setting is not None
-    # get_port looks again after PORT_POLL_INTERVAL: the case of a look again that hangs needs time for one.
-    deadline = FAILING_STAGE_DEADLINE + (PORT_POLL_INTERVAL if stage == "get_port" else 0)
+    # get_port looks again after PORT_POLL_INTERVAL: the case of a look again that hangs needs time for one,
+    # and the hang must last most of the stage (LIBVIRT_HUNG_SHARE) to be libvirt's.
+    deadline = FAILING_STAGE_DEADLINE + (2 * PORT_POLL_INTERVAL if stage == "get_port" else 0)
     run = start(hv, vnc=vnc, **{deadline_setting: deadline})
     await run.ended()
     (error,) = [frame for frame in run.client.texts() if frame["type"] == "error"]
