@@ -563,6 +563,9 @@ async def test_a_client_that_does_not_answer_pings_is_dropped(
         sock = raw_upgrade(server.port, "/api/vms/vm/console", server.auth_headers)
         try:
             started = time.monotonic()
+            while not server.sessions:  # the upgrade is only sent: idle before the server has even accepted it
+                assert time.monotonic() - started < 1.0, "no session for the upgrade"
+                await asyncio.sleep(0.01)
             await server.wait_idle(timeout=3)
             assert time.monotonic() - started < 1.5  # interval + ping timeout, and the session is gone
         finally:
