@@ -10,6 +10,9 @@ import { has, lang, localizedError, t } from "./i18n.js";
 
 const XTERM = "/static/xterm";
 const LOAD_MS = 20000;
+// A guest at a prompt says nothing until a key comes (GRUB, a getty): a black terminal that long after
+// "connected" gets a line saying so, so that it does not read as a console that hangs.
+const QUIET_HINT_MS = 1500;
 
 /** The serial console's WebSocket address (same host and scheme as the page). */
 export function serialUrl(vmId, query, location = window.location) {
@@ -48,6 +51,8 @@ export class SerialTab {
     this.socket = null;
     this.lastError = null;
     this.heldInput = null; // while a paste waits for the clipboard: what was typed meanwhile
+    this.quietTimer = null; // set from "connected" until the guest's first byte
+    this.connectedText = "";
   }
 
   wire() {
@@ -178,6 +183,7 @@ export class SerialTab {
     socket.addEventListener("message", (event) => {
       if (socket !== this.socket) return;
       if (typeof event.data !== "string") {
+        this.heard();
         this.term.write(new Uint8Array(event.data));
         return;
       }
@@ -186,6 +192,8 @@ export class SerialTab {
       if (isError) this.lastError = frame.code;
       this.setStatus(text, tone);
       this.ui.serialWrap.dataset.stage = frame.stage || "";
+      if (frame.type === "status" && frame.stage === "proxy") this.awaitOutput(text);
+      if (isError) this.heard();
     });
     socket.addEventListener("close", (event) => {
       if (socket !== this.socket) return;
@@ -197,7 +205,29 @@ export class SerialTab {
     });
   }
 
+  /** After "connected": the hint if the guest stays quiet, until its first byte. */
+  awaitOutput(connectedText) {
+    this.heard();
+    this.connectedText = connectedText;
+    this.quietTimer = setTimeout(() => {
+      this.quietTimer = null;
+      this.setStatus(t("serial.quiet_hint", { status: connectedText }), "ok");
+      this.ui.serialWrap.dataset.quiet = "true";
+    }, QUIET_HINT_MS);
+  }
+
+  /** The guest said something (or the session ended): no hint any more. */
+  heard() {
+    if (this.quietTimer !== null) clearTimeout(this.quietTimer);
+    this.quietTimer = null;
+    if (this.ui.serialWrap.dataset.quiet === "true") {
+      delete this.ui.serialWrap.dataset.quiet;
+      if (this.ui.status.dataset.tone === "ok") this.setStatus(this.connectedText, "ok");
+    }
+  }
+
   ended(text) {
+    this.heard();
     this.setStatus(text, "error");
     this.ui.serialWrap.dataset.stage = "ended";
     this.ui.reconnect.textContent = this.lastError === "SERIAL_BUSY" ? t("serial.take_over") : t("serial.reconnect");
