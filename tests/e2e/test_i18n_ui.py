@@ -266,6 +266,14 @@ def test_the_create_forms_field_errors_follow_the_language(
     page.click("#create-form [type=submit]")
     expect(page.locator("#new-name-error")).to_have_text(
         "“cli:”(으)로 시작할 수 없습니다 (감사 기록에서 명령줄을 가리키는 이름입니다).")
+    # And the details page's settings: the box says which field and what, where English says "see details".
+    page.goto(f"{server.base_url}/vms/limen-test-i18n-stopped")
+    page.fill("#set-memory", "99999999")
+    page.click("#settings-save")
+    box = page.locator("#settings-status .error-box")
+    expect(box.locator(".error-message")).to_contain_text("메모리 (MiB): 32~")
+    expect(box.locator(".error-message")).to_contain_text("사이여야 합니다 (이 호스트의 메모리).")
+    expect(box.locator("code")).to_have_text("VALIDATION_ERROR")
 
     page.context.add_cookies([{"name": "limen_lang", "value": "en", "url": server.base_url}])
     page.goto(f"{server.base_url}/vms/new")

@@ -15,7 +15,7 @@ import { OwnerControl } from "./vm-owner.js";
 import { mountSnapshots } from "./vm-snapshots.js";
 import { STOP_FOLLOW_UP_MS, stillRunningText } from "./stop-follow-up.js";
 import { NO_CONSOLE_PLACEHOLDER, NO_CONSOLE_REASON, showConsoleLink } from "./vm-graphics.js";
-import { actionName, formatDateTime, formatTime, lang, localizedError, t } from "./i18n.js";
+import { actionName, formatDateTime, formatTime, lang, localizedError, ruleText, t } from "./i18n.js";
 
 const SCREENSHOT_MS = 3000;
 const SCREEN_WIDTH = 800;
@@ -131,12 +131,20 @@ function showStatus(el, kind, ...children) {
   if (kind === "ok") el.resultTimer = setTimeout(() => el.replaceChildren(), RESULT_SHOWN_MS);
 }
 
+// The settings form's fields by the name the API gives them (a validation error's `field`).
+const FIELD_LABELS = { name: "col.name", vcpus: "col.vcpus", memory_mib: "field.memory_mib" };
+
 function showError(el, exc, what, actions = []) {
   const body = bodyOf(exc, what);
   const dismiss = h("button", { class: "btn small dismiss", type: "button", text: t("list.dismiss"),
                                 onclick: () => el.replaceChildren() });
   const shown = localizedError(body);
-  showStatus(el, "", errorBox({ ...shown, error: `${what}: ${shown.error}` },
+  // A rule of limen's own, broken at a field: said in the page's language where the English page says
+  // "correct the field named in the details".
+  const rule = exc instanceof ApiError ? ruleText(exc.rule) : null;
+  const label = exc instanceof ApiError && FIELD_LABELS[exc.field] ? t(FIELD_LABELS[exc.field]) : exc?.field;
+  const message = rule ? `${label}: ${rule}` : shown.message;
+  showStatus(el, "", errorBox({ ...shown, message, error: `${what}: ${shown.error}` },
                               { actions: [...actions, dismiss], localize: false }));
 }
 
