@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum, StrEnum
-from typing import Any
+from typing import Any, Literal, get_args
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,7 +339,8 @@ class Rule(StrEnum):
 
 
 # What may set a range's maximum when it is not a constant (``rule.range.<limit>``).
-RANGE_LIMITS = ("host_cpus", "host_memory")
+RangeLimit = Literal["host_cpus", "host_memory"]
+RANGE_LIMITS: tuple[str, ...] = get_args(RangeLimit)
 
 
 def rule(kind: Rule, **values: Any) -> dict[str, Any]:
@@ -347,7 +348,7 @@ def rule(kind: Rule, **values: Any) -> dict[str, Any]:
     return {"kind": kind.value, **values}
 
 
-def range_rule(minimum: int, maximum: int, *, unit: str = "", limit: str | None = None) -> dict[str, Any]:
+def range_rule(minimum: int, maximum: int, *, unit: str = "", limit: RangeLimit | None = None) -> dict[str, Any]:
     """A number outside ``minimum``–``maximum`` (``unit``: "MiB", "GiB" or none); ``limit`` (one of
     RANGE_LIMITS) names what sets the maximum when it is not a constant."""
     values: dict[str, Any] = {"min": minimum, "max": maximum, "unit": unit}

@@ -105,7 +105,7 @@ class QuotaCheckedStarts:
         self._quota = quota
         self._admission = admission
         self._audit = audit
-        self._details = console_start_details(console)
+        self._console = console  # worded only when a start happens: not on every console's admission
 
     async def get_vm(self, ident: str) -> Vm:
         return await self._hv.get_vm(ident)
@@ -125,7 +125,8 @@ class QuotaCheckedStarts:
             raise LimenError(ErrorCode.FORBIDDEN, "the console was not admitted")
         vm = await self._hv.get_vm(ident)  # the whole VM: its footprint, not only what a console needs
         async with self._audit.recording(principal.name, "start", vm.name) as target:
-            target.vm_uuid, target.details, target.if_cancelled = vm.uuid, self._details, ErrorCode.VM_START_FAILED
+            target.vm_uuid, target.if_cancelled = vm.uuid, ErrorCode.VM_START_FAILED
+            target.details = console_start_details(self._console)
             async with self._quota.reserving(Footprint.of_vm(vm).started(), self._hv.list_vms,
                                              owner_limited=owner_limited(principal, vm.owner)):
                 return await self._hv.start_vm(ident)
