@@ -57,7 +57,9 @@ _silence_libvirt_stderr()
 
 
 def is_connection_error(exc: libvirt.libvirtError) -> bool:
-    return exc.get_error_code() in _CONNECTION_ERRORS
+    # Whatever the RPC layer itself reports is the connection's: a socket closed under a call comes as
+    # VIR_ERR_INTERNAL_ERROR "client socket is closed" from VIR_FROM_RPC, not as one of the codes above.
+    return exc.get_error_code() in _CONNECTION_ERRORS or exc.get_error_domain() == libvirt.VIR_FROM_RPC
 
 
 def classify(exc: libvirt.libvirtError, *, when: str) -> LimenError:
@@ -65,7 +67,7 @@ def classify(exc: libvirt.libvirtError, *, when: str) -> LimenError:
     code = exc.get_error_code()
     message = exc.get_error_message() or str(exc)
     details = f"{when}: {message}"
-    if code in _CONNECTION_ERRORS:
+    if is_connection_error(exc):
         return HypervisorUnavailable(details)
     if code in _NOT_FOUND_ERRORS:
         return LimenError(ErrorCode.VM_NOT_FOUND, details)
