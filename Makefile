@@ -122,7 +122,7 @@ test: install
 # ticket and the session's row, every other console test does on both, and what lives in libvirt or in files
 # (media, disks, snapshots, the ISO library), whose database work is an action's audit row and a quota check
 # that the lifecycle, crash and quota tests run on both. Each forked worker starts its own cluster.
-OWN_POSTGRESQL := test_replicas test_cluster test_backup_postgres test_auth_throttle_postgres
+OWN_POSTGRESQL := test_replicas test_cluster test_backup_postgres test_auth_throttle_postgres test_database_down_postgres
 test-postgresql: install test-postgresql-run
 test-postgresql-run:
 	@LIMEN_TEST_DATABASE=postgresql $(SLOW_PYTEST) -q $(SLOWEST) tests/integration tests/e2e \

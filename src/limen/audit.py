@@ -255,12 +255,19 @@ class AuditLog:
         return await self.db.run(run)
 
     @asynccontextmanager
-    async def recording(self, user: str, action: str, vm_name: str) -> AsyncIterator[ActionTarget]:
+    async def recording(
+        self, user: str, action: str, vm_name: str, *, vm_uuid: str | None = None, details: str = ""
+    ) -> AsyncIterator[ActionTarget]:
         """Writes the action's row before the block (``STARTED``; if that fails, the block does not run)
         and completes it when the block ends: ``OK``, or the LimenError's code (INTERNAL_ERROR else; a
-        cancelled block: ``target.if_cancelled``'s, when set)."""
-        target = ActionTarget(vm_name=vm_name)
-        target.action_id = await self.action_started(user=user, action=action, vm_name=vm_name)
+        cancelled block: ``target.if_cancelled``'s, when set).
+
+        The VM's UUID and the details known before the work belong in the started row: if the process dies
+        mid-action, that row is all the trail keeps (the sweep completes it as SERVER_LOST), and the VM's page
+        finds its actions by UUID."""
+        target = ActionTarget(vm_name=vm_name, vm_uuid=vm_uuid, details=details)
+        target.action_id = await self.action_started(user=user, action=action, vm_name=vm_name, vm_uuid=vm_uuid,
+                                                     details=details)
         result = "INTERNAL_ERROR"
         try:
             yield target

@@ -19,20 +19,21 @@ import re
 import sqlite3
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from limen import __version__, backup_postgres
-from limen.db.database import MIGRATIONS_DIR, SQLITE_COMPANIONS, Database
+from limen.db.database import SQLITE_COMPANIONS, Database, known_revisions
 from limen.db.models import LimenInstance
-from limen.instances import InstanceInfo, process_gone, this_process, why_gone
+from limen.instances import EVER, InstanceInfo, process_gone, this_process, why_gone
 from limen.settings import Settings
 
 T = TypeVar("T")
@@ -55,6 +56,7 @@ class BackupError(Exception):
 class VmRecord:
     uuid: str
     name: str
+    host: str | None = None  # the registry's host that defined it (None: the default host, or an old backup)
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,8 @@ class Manifest:
                 schema_revision=None if raw["schema_revision"] is None else str(raw["schema_revision"]),
                 created_at=str(raw["created_at"]), database=str(raw["database"]),
                 config_file=None if raw.get("config_file") is None else str(raw["config_file"]),
-                vms=[VmRecord(str(vm["uuid"]), str(vm["name"])) for vm in raw.get("vms", [])],
+                vms=[VmRecord(str(vm["uuid"]), str(vm["name"]),
+                              None if vm.get("host") is None else str(vm["host"])) for vm in raw.get("vms", [])],
             )
         except (KeyError, TypeError) as exc:
             raise BackupError(f"manifest.json lacks {exc}") from None
@@ -117,14 +120,6 @@ def _postgres(run: Callable[[], T]) -> T:
         return run()
     except backup_postgres.PostgresToolError as exc:
         raise BackupError(str(exc)) from None
-
-
-def known_revisions() -> list[str]:
-    """This limen's schema revisions, oldest first."""
-    from alembic.script import ScriptDirectory
-
-    script = ScriptDirectory(str(MIGRATIONS_DIR))
-    return [rev.revision for rev in reversed(list(script.walk_revisions()))]
 
 
 def _revision_of(connection: sqlite3.Connection) -> str | None:
@@ -229,8 +224,9 @@ def open_backup(file: Path, work: Path) -> Backup:
                     config = extracted.read(2**20)
                 elif match := _VM_MEMBER.match(member.name):
                     vm_xml[match.group(1)] = extracted.read(2**20).decode()
-    except (OSError, tarfile.TarError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BackupError(f"{file} is not a readable limen backup: {exc}") from None
+    except (OSError, tarfile.TarError, EOFError, UnicodeDecodeError, json.JSONDecodeError, zlib.error) as exc:
+        # One line: tarfile lists every compression it tried, a line each.
+        raise BackupError(f"{file} is not a readable limen backup: {(str(exc).splitlines() or [''])[0]}") from None
     if manifest is None or database is None:
         raise BackupError(f"{file} is not a limen backup (no {MANIFEST if manifest is None else 'database'})")
     expected = PG_DATABASE if manifest.database == POSTGRESQL else DATABASE
@@ -284,7 +280,8 @@ def serving_instances(settings: Settings) -> list[str]:
         return [
             f"{row.hostname} pid {row.pid}" for row in rows
             if why_gone(InstanceInfo.of(row), now=now, heartbeat_interval=settings.instance_heartbeat,
-                        is_process_gone=lambda key: process_gone(key, here)) is None
+                        is_process_gone=lambda key: process_gone(key, here),
+                        in_contact_since=EVER) is None  # a silence as the rows tell it
         ]
 
     try:
@@ -302,13 +299,22 @@ def restore_database(settings: Settings, backup: Backup, *, now: datetime | None
     check_restorable(backup, kind)
     serving = serving_instances(settings)
     if serving:
-        raise BackupError(f"limen serves this database ({', '.join(serving)}): stop it before a restore")
+        lost_after = 3 * settings.instance_heartbeat
+        raise BackupError(f"limen serves this database ({', '.join(serving)}): stop it before a restore (one "
+                          f"killed on another host counts as serving until it has missed its heartbeats for "
+                          f"{lost_after:g} s)")
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     restore = _restore_postgres if kind == POSTGRESQL else _restore_sqlite
     kept = restore(settings, backup, stamp)
     db = Database(settings.db_url)
     try:
         db.migrate()
+        # The instances that served when the backup was made serve the database they were backed up from,
+        # not this copy: marked stopped, or a second restore right after was refused, naming them, until
+        # their heartbeats ran out. What they held is closed by the next start's sweep, as for any stopped one.
+        restored_at = now or datetime.now(UTC)
+        db.run_sync(lambda session: session.execute(
+            update(LimenInstance).where(LimenInstance.stopped_at.is_(None)).values(stopped_at=restored_at)))
     finally:
         db.close()
     return kept

@@ -7,14 +7,16 @@ invalid configuration (the offending key is named).
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
+import os
 import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from sqlalchemy import func, select
@@ -23,6 +25,7 @@ from limen import __version__
 from limen.action_details import delete_details, edit_details, media_details, power_details
 from limen.api.schemas import MediaOut, VmOut
 from limen.audit import ActionTarget
+from limen.auth.redis_client import check_redis_answers
 from limen.auth.revocation import Revocation
 from limen.auth.revocation_bus import publish_from_command_line
 from limen.cli_audit import run_audited
@@ -32,14 +35,16 @@ from limen.cli_help import localized_command
 from limen.cli_hosts import host_app
 from limen.cli_hypervisor import run_on_hypervisor
 from limen.cli_isos import iso_app
-from limen.cli_output import cli_language, say, table
+from limen.cli_output import cli_language, error_text, say, say_errors_as_json, table
 from limen.cli_progress import working
 from limen.cli_snapshots import snapshot_app
 from limen.cli_state import CliState, cli_state
 from limen.cli_users import run_directory, token_app, user_app
 from limen.db import Database
 from limen.db.models import ConsoleSessionRecord
+from limen.errors import LimenError
 from limen.hypervisor import Hypervisor, Vm, VmSpec, editing
+from limen.hypervisor.connection import calls_under_way
 from limen.i18n import display_width, pad
 from limen.private_files import private_dir
 from limen.settings import Settings
@@ -83,6 +88,7 @@ def main_options(
         {"libvirt_uri": libvirt_uri, "iso_dir": iso_dir, "data_dir": data_dir, "log_dir": log_dir},
         as_json,
     )
+    say_errors_as_json(as_json)
 
 
 def _audited(settings: Settings, action: str, vm_id: str,
@@ -93,6 +99,8 @@ def _audited(settings: Settings, action: str, vm_id: str,
 
 # How long `limen vm delete` waits for running servers to end the VM's consoles (the API waits as long).
 CONSOLES_END_WAIT = 1.0
+# How long `limen serve` waits for the database's answer before it says the database does not answer.
+DATABASE_START_TIMEOUT = 10.0
 
 
 def _wait_for_consoles_to_end(settings: Settings, vm_uuid: str, seconds: float) -> None:
@@ -143,7 +151,7 @@ def _print_vm(state: CliState, vm: VmOut) -> None:
         (say("cli.field.created"), vm.created_at.isoformat() if vm.created_at else "-"),
     ]
     fields += [
-        (say("cli.field.disk", target=d.target), f"{d.path} ({d.device}"
+        (say("cli.field.disk", target=d.target), f"{d.path or say('cli.empty')} ({d.device}"
          + (f", {d.capacity_bytes / 2**30:g} GiB" if d.capacity_bytes is not None else "") + ")")
         for d in vm.disks
     ]
@@ -178,17 +186,46 @@ def serve(
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert [LIMEN_TLS_KEY]")] = None,
 ) -> None:
     """Serve the web UI, the REST API and the console WebSocket."""
+    from sqlalchemy.engine import make_url
+
     from limen.api.app import create_app
     from limen.logs import configure_logging
+    from limen.server import database_problem, open_listener
     from limen.server import serve as run_server
 
     settings = cli_state(ctx).settings(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key)
     log_file = configure_logging(settings)
     _private_data_dir(settings)
+    # What would fail the start is said in one line, before anything says it serves.
+    address = f"{settings.host}:{settings.port}"
+    try:
+        listener = open_listener(settings)
+    except OSError as exc:
+        typer.echo(say("cli.serve.cannot_listen", address=address, reason=exc.strerror or str(exc)), err=True)
+        raise typer.Exit(1 if exc.errno == errno.EADDRINUSE else 2) from None
+    try:
+        # A newer limen's schema (a rollback after an upgrade) raises its LimenError, said in one line too.
+        problem = database_problem(settings, DATABASE_START_TIMEOUT)
+    except LimenError:
+        listener.close()
+        raise
+    if problem is not None:
+        listener.close()
+        typer.echo(say("cli.serve.no_database", url=make_url(settings.db_url).render_as_string(hide_password=True),
+                       reason=problem), err=True)
+        raise typer.Exit(1)
+    if settings.redis_url:
+        # A Redis that does not answer: said as the command line says errors, not as the application's
+        # start-up traceback.
+        try:
+            asyncio.run(check_redis_answers(settings.redis_url))
+        except LimenError:
+            listener.close()
+            raise
     scheme = "https" if settings.tls else "http"
-    typer.echo(say("cli.serving", url=f"{scheme}://{settings.host}:{settings.port}/", uri=settings.libvirt_uri,
-                   log=say("cli.serving_log", path=log_file) if log_file else ""), err=True)
-    run_server(create_app(settings), settings)
+    serving = say("cli.serving", url=f"{scheme}://{address}/", uri=settings.libvirt_uri,
+                  log=say("cli.serving_log", path=log_file) if log_file else "")
+    run_server(create_app(settings), settings, listener=listener, on_started=lambda: typer.echo(serving, err=True))
 
 
 @vm_app.command("list")
@@ -284,9 +321,13 @@ def vm_delete(
     state = cli_state(ctx)
     settings = state.settings()
 
+    kept: list[str] = []
+
     async def delete(hv: Hypervisor, target: ActionTarget) -> list[str]:
         target.details = delete_details(delete_disks)
         vm = _named(target, await hv.get_vm(vm_id))
+        if not delete_disks:  # said after: they take room, and their names stay taken for a new VM's disks
+            kept.extend(str(disk.path) for disk in vm.disks if disk.device == "disk" and disk.path)
         # Running servers end its consoles first (when they share a Redis with this command), saying why,
         # before the VM goes (not VM_STOPPED after): as the API does, it waits a moment for them.
         if publish_from_command_line(settings.redis_url, Revocation.vm_deleted(
@@ -300,6 +341,8 @@ def vm_delete(
     else:
         typer.echo(say("cli.deleted_vm_and", vm=vm_id, volumes=", ".join(volumes)) if volumes
                    else say("cli.deleted_vm", vm=vm_id))
+        if kept:
+            typer.echo(say("cli.deleted_vm_kept", disks=", ".join(kept)))
 
 
 @vm_app.command("media")
@@ -454,10 +497,45 @@ def doctor(
     raise typer.Exit(0 if checks.all_passed(results) else 1)
 
 
+# How long a command that has said its result waits for its libvirt calls still running, before it leaves
+# without them (exit_past_hung_libvirt_calls).
+HUNG_CALL_GRACE = 0.5
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     command = localized_command(app, cli_language())  # --help in the reader's language
+    code: int | str | None = 0
     try:
         command(args=list(argv) if argv is not None else None, standalone_mode=True)
     except SystemExit as exc:
         # Typer/click exits 2 on usage errors already; keep their codes.
-        sys.exit(exc.code)
+        code = exc.code
+    except LimenError as exc:
+        # Met before a command's own handling (opening the database: a newer limen's schema): one line.
+        typer.echo(error_text(exc), err=True)
+        code = 1
+    except OSError as exc:
+        # The machine's answer (a directory that cannot be made, a path that is a file): one line, not a
+        # traceback; the commands say their own failures, this is what none of them foresaw.
+        where = " → ".join(str(path) for path in (exc.filename, exc.filename2) if path)
+        print(f"limen: {exc.strerror or exc}{f': {where}' if where else ''}", file=sys.stderr)
+        code = 1
+    exit_past_hung_libvirt_calls(code)
+
+
+def exit_past_hung_libvirt_calls(code: int | str | None, grace: float = HUNG_CALL_GRACE) -> NoReturn:
+    """Exits with ``code``; when a libvirt call that timed out still holds its thread (a host that accepted the
+    connection and never answers), without waiting for it: the command has said what it had to, and Python
+    would join that thread at exit forever."""
+    deadline = time.monotonic() + grace
+    while calls_under_way() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if calls_under_way():
+        status = code if isinstance(code, int) else (0 if code is None else 1)
+        if isinstance(code, str):
+            print(code, file=sys.stderr)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(code)

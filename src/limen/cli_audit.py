@@ -3,17 +3,21 @@
 The actor is ``cli:<login name>`` (the operating-system account that ran ``limen``); user names starting
 with ``cli:`` are refused (:func:`limen.auth.users.clean_user_name`), so no user can pass for the command
 line or read its rows as their own. Each action is written once it is over, with its result (``OK`` or the
-error code) and its details in words (:mod:`limen.action_details`): a command killed half-way leaves no
-row, where the API would leave one completed as SERVER_LOST; this keeps a running server's sweep of lost
-actions away from a command that is still working. A failure to write the row is reported on stderr and does
-not fail the command, whose work is done.
+error code) and its details in words (:mod:`limen.action_details`); a Ctrl-C while the row is written waits
+for it (:func:`interrupts_held`). A command killed half-way leaves no row, where the API would leave one
+completed as SERVER_LOST; this keeps a running server's sweep of lost actions away from a command that is
+still working. A failure to write the row is reported on stderr and does not fail the command, whose work
+is done.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
-from collections.abc import Awaitable, Callable
+import signal
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import typer
@@ -67,8 +71,31 @@ def run_audited(
         record(settings, action, target, result)
 
 
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Ctrl-C (SIGINT) waits for the block: the action is done in libvirt, and its row must say so (a Ctrl-C
+    in the write left a VM created with no row). Raised as KeyboardInterrupt once the block is over. Only the
+    main thread can handle signals: elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, _frame: pressed.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
+        raise KeyboardInterrupt
+
+
 def record(settings: Settings, action: str, target: ActionTarget, result_code: str) -> None:
-    """Writes the finished action's row; says so on stderr if it cannot."""
+    """Writes the finished action's row (a Ctrl-C waits for it); says so on stderr if it cannot."""
+    with interrupts_held():
+        _write_row(settings, action, target, result_code)
+
+
+def _write_row(settings: Settings, action: str, target: ActionTarget, result_code: str) -> None:
     db = Database(settings.db_url)
     try:
         db.migrate()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import tempfile
@@ -23,11 +24,13 @@ from limen.backup import (
     restore_database,
     write_backup,
 )
+from limen.cli_hypervisor import with_hypervisor
 from limen.cli_output import say
 from limen.cli_progress import working
 from limen.cli_state import cli_state
 from limen.errors import LimenError
 from limen.hypervisor import Hypervisor
+from limen.hypervisor.hosts import DEFAULT_HOST
 from limen.settings import Settings
 
 
@@ -37,46 +40,63 @@ def _fail(message: str) -> typer.Exit:
 
 
 async def _vm_xml(settings: Settings) -> dict[VmRecord, str]:
-    """Each VM's persistent definition, as libvirt would take it back (secure parts included)."""
-    hypervisor = Hypervisor(settings)
-    await hypervisor.open()
+    """Each VM's persistent definition, as libvirt would take it back (secure parts included), from every
+    host of the registry; a host that does not answer is said on stderr, and its VMs are not in it."""
 
-    def read(conn: libvirt.virConnect) -> dict[VmRecord, str]:
-        found = {}
+    def read(conn: libvirt.virConnect) -> list[tuple[str, str, str]]:
+        found = []
         for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT):
             try:
                 xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
-                found[VmRecord(dom.UUIDString(), dom.name())] = str(xml)
+                found.append((dom.UUIDString(), dom.name(), str(xml)))
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:  # undefined meanwhile: not there
                     raise
         return found
 
-    try:
-        return await hypervisor.connection.call("backup_vm_xml", read)
-    finally:
-        await hypervisor.close()
+    async def every_host(hypervisor: Hypervisor) -> dict[VmRecord, str]:
+        found: dict[VmRecord, str] = {}
+        for link in hypervisor.hosts.links:
+            try:
+                vms = await link.connection.call("backup_vm_xml", read)
+            except LimenError as exc:
+                if link.name == DEFAULT_HOST:
+                    raise
+                typer.echo(f"limen: host {link.name!r} did not answer ({exc.code.name}): its VMs' XML is not "
+                           "in the backup", err=True)
+                continue
+            host = None if link.name == DEFAULT_HOST else link.name
+            found.update({VmRecord(uuid, name, host): xml for uuid, name, xml in vms})
+        return found
+
+    return await with_hypervisor(settings, every_host)
 
 
 async def _define_missing(settings: Settings, backup: Backup, names: list[str] | None) -> list[str]:
-    """Defines the backup's VMs libvirt does not have (by UUID); ``names`` limits which. Returns their names."""
+    """Defines the backup's VMs libvirt does not have (by UUID), each on the host it was on when the registry
+    has that host (else on the default host); ``names`` limits which. Returns their names."""
     wanted = [vm for vm in backup.manifest.vms if vm.uuid in backup.vm_xml and (names is None or vm.name in names)]
-    hypervisor = Hypervisor(settings)
-    await hypervisor.open()
 
-    def define(conn: libvirt.virConnect) -> list[str]:
+    def define(conn: libvirt.virConnect, vms: list[VmRecord]) -> list[str]:
         present = {dom.UUIDString() for dom in conn.listAllDomains(0)}
         defined = []
-        for vm in wanted:
+        for vm in vms:
             if vm.uuid not in present:
                 conn.defineXML(backup.vm_xml[vm.uuid])
                 defined.append(vm.name)
         return defined
 
-    try:
-        return await hypervisor.connection.call("restore_vm_xml", define)
-    finally:
-        await hypervisor.close()
+    async def on_their_hosts(hypervisor: Hypervisor) -> list[str]:
+        links = {link.name: link for link in hypervisor.hosts.links}
+        by_host: dict[str, list[VmRecord]] = {}
+        for vm in wanted:
+            by_host.setdefault(vm.host if vm.host in links else DEFAULT_HOST, []).append(vm)
+        defined: list[str] = []
+        for host, vms in by_host.items():
+            defined += await links[host].connection.call("restore_vm_xml", functools.partial(define, vms=vms))
+        return defined
+
+    return await with_hypervisor(settings, on_their_hosts)
 
 
 def backup_command(
@@ -87,6 +107,8 @@ def backup_command(
     """Copy limen's database (consistent while limen serves), its settings file and its VMs' XML to FILE."""
     state = cli_state(ctx)
     settings = state.settings()
+    if file.is_dir():  # checked first: the copy would be made, then fail to take the directory's place
+        raise _fail(f"{file} is a directory: give the backup file's name (e.g. {file / 'limen.backup'})")
     try:
         with working(say("cli.progress.backing_up", database=database_label(settings), file=file),
                      as_json=state.as_json):
@@ -96,7 +118,8 @@ def backup_command(
         raise _fail(str(exc)) from None
     except LimenError as exc:
         raise _fail(f"cannot read the VMs from libvirt ({exc.details}); --no-vms leaves them out") from None
-    _report(state.as_json, manifest, f"backup {file}: schema {manifest.schema_revision}, {len(manifest.vms)} VMs")
+    _report(state.as_json, manifest,
+            say("cli.backup.done", file=file, schema=manifest.schema_revision, count=len(manifest.vms)))
 
 
 def _report(as_json: bool, manifest: Manifest, line: str, **more: Any) -> None:
@@ -111,26 +134,45 @@ def _check_settings_target(backup: Backup, target: Path) -> None:
         raise BackupError("the backup holds no settings file (it was made without --config)")
     if target.exists():
         raise BackupError(f"{target} exists; --settings-to writes a new file only")
+    if not target.parent.is_dir():
+        raise BackupError(f"{target.parent} is not a directory; --settings-to writes a file into an existing one")
+
+
+def _check_vm_names(backup: Backup, names: list[str]) -> None:
+    """Every ``--vm`` names a VM of the backup: a typo would else define nothing and say so quietly."""
+    held = [vm.name for vm in backup.manifest.vms]
+    unknown = [name for name in names if name not in held]
+    if unknown:
+        raise BackupError(f"the backup holds no VM named {', '.join(map(repr, unknown))} "
+                          f"(it holds: {', '.join(held) or 'none'})")
 
 
 def restore_command(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Backup file made by `limen backup`")],
     vms: Annotated[bool, typer.Option("--vms", help="Also define the backup's VMs libvirt lacks")] = False,
-    vm: Annotated[list[str] | None, typer.Option("--vm", help="With --vms: only this VM (repeatable)")] = None,
+    vm: Annotated[list[str] | None, typer.Option(
+        "--vm", help="Define only this VM of the backup, if libvirt lacks it (repeatable; implies --vms)")] = None,
     settings_to: Annotated[Path | None, typer.Option(
         "--settings-to", help="Write the backup's settings file here (a new file; never over an existing one)")] = None,
 ) -> None:
     """Put FILE's database in place (limen must be stopped) and migrate it to this version's schema."""
     state = cli_state(ctx)
     settings = state.settings()
+    vms = vms or bool(vm)
+    kept: Path | None = None
+    restored = False
     with tempfile.TemporaryDirectory(prefix="limen-restore-") as work:
         try:
             with working(say("cli.progress.restoring", file=file), as_json=state.as_json):
+                # Everything that can be checked is, before the database is replaced.
                 backup = open_backup(file, Path(work))
                 if settings_to is not None:
                     _check_settings_target(backup, settings_to)
+                if vm:
+                    _check_vm_names(backup, vm)
                 kept = restore_database(settings, backup)
+                restored = True
                 if settings_to is not None and backup.config is not None:
                     fd = os.open(settings_to, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                     with os.fdopen(fd, "wb") as target:
@@ -138,16 +180,20 @@ def restore_command(
                 defined = asyncio.run(_define_missing(settings, backup, vm)) if vms else []
         except BackupError as exc:
             raise _fail(str(exc)) from None
-        except LimenError as exc:
-            raise _fail(f"the database is restored, but the VMs could not be defined: {exc.details}") from None
-    lines = [f"restored {file} (schema {backup.manifest.schema_revision}, made {backup.manifest.created_at})"]
+        except (LimenError, OSError) as exc:
+            if not restored:
+                raise
+            why = exc.details if isinstance(exc, LimenError) else f"{type(exc).__name__}: {exc}"
+            where = f" (the database it replaced is kept at {kept})" if kept is not None else ""
+            raise _fail(f"the database is restored{where}, but what follows it failed: {why}") from None
+    lines = [say("cli.restore.done", file=file, schema=backup.manifest.schema_revision,
+                 made=backup.manifest.created_at)]
     if kept is not None:
-        lines.append(f"the database it replaced is kept at {kept}")
+        lines.append(say("cli.restore.kept", path=kept))
     if backup.config is not None and settings_to is not None:
-        lines.append(f"the settings file {backup.manifest.config_file} of the backup is written to {settings_to}")
+        lines.append(say("cli.restore.settings_written", name=backup.manifest.config_file, path=settings_to))
     elif backup.config is not None:
-        lines.append(f"the backup holds the settings file {backup.manifest.config_file}; --settings-to FILE "
-                     "writes it (the current one is never overwritten)")
+        lines.append(say("cli.restore.settings_held", name=backup.manifest.config_file))
     if vms:
-        lines.append(f"defined VMs: {', '.join(defined) or 'none missing'}")
+        lines.append(say("cli.restore.defined", names=", ".join(defined) or say("cli.restore.none_missing")))
     _report(state.as_json, backup.manifest, "\n".join(lines), kept=str(kept) if kept else None, defined=defined)

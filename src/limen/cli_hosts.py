@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from limen import host_registry
+from limen.cli_output import failed, say, table
 from limen.cli_state import cli_state
 from limen.db import Database
 from limen.errors import ErrorCode, LimenError
@@ -30,11 +31,6 @@ def _database(ctx: typer.Context) -> Database:
     return db
 
 
-def _fail(exc: LimenError) -> typer.Exit:
-    typer.echo(f"limen: {exc.title}: {exc.details}\n  {exc.code.user_message} [{exc.code.name}]", err=True)
-    return typer.Exit(1)
-
-
 def _as_dict(host: HostConfig) -> dict[str, Any]:
     return {"name": host.name, "uri": host.uri, "console_address": host.console_address,
             "draining": host.draining}
@@ -45,32 +41,53 @@ def add(ctx: typer.Context, name: str, uri: str,
         console_address: Annotated[str | None, typer.Option(
             help="Where consoles reach its VMs' VNC servers (default: the URI's host)")] = None) -> None:
     """Registers a host. It need not answer yet."""
+    default_uri = cli_state(ctx).settings().libvirt_uri
     db = _database(ctx)
     try:
-        host = host_registry.add_host(db, name, uri, console_address)
+        host = host_registry.add_host(db, name, uri, console_address, default_uri=default_uri)
     except LimenError as exc:
-        raise _fail(exc) from None
+        raise failed(exc) from None
     finally:
         db.close()
-    typer.echo(json.dumps(_as_dict(host)) if cli_state(ctx).as_json else f"host {host.name} added ({host.uri})")
+    typer.echo(json.dumps(_as_dict(host)) if cli_state(ctx).as_json
+               else say("cli.host.added", name=host.name, uri=host.uri))
 
 
 @host_app.command("list")
 def list_(ctx: typer.Context) -> None:
-    """The default host and every registered one."""
+    """The default host and every registered one, each asked now whether it answers (and its VMs)."""
     state = cli_state(ctx)
+    settings = state.settings()
     db = _database(ctx)
     try:
-        hosts = [HostConfig(DEFAULT_HOST, state.settings().libvirt_uri), *host_registry.list_hosts(db)]
+        hosts = [HostConfig(DEFAULT_HOST, settings.libvirt_uri), *host_registry.list_hosts(db)]
     finally:
         db.close()
+    answers = asyncio.run(_ask_each(hosts, settings.libvirt_timeout))
     if state.as_json:
-        typer.echo(json.dumps([_as_dict(host) for host in hosts]))
+        typer.echo(json.dumps([{**_as_dict(host), "available": not isinstance(answer, LimenError),
+                                "vm_count": None if isinstance(answer, LimenError) else len(answer),
+                                "last_error": answer.details if isinstance(answer, LimenError) else None}
+                               for host, answer in zip(hosts, answers, strict=True)], indent=2))
         return
-    for host in hosts:
-        flags = " (draining)" if host.draining else ""
-        address = f" console {host.console_address}" if host.console_address else ""
-        typer.echo(f"{host.name}\t{host.uri}{address}{flags}")
+    rows = [[host.name, host.uri, host.console_address or "-",
+             say("cli.yes") if host.draining else say("cli.no"),
+             say("cli.host.down", reason=answer.details) if isinstance(answer, LimenError)
+             else say("cli.host.up", count=len(answer))]
+            for host, answer in zip(hosts, answers, strict=True)]
+    typer.echo(table(rows, ["cli.col.name", "cli.col.uri", "cli.col.console_address", "cli.col.draining",
+                            "cli.col.status"]))
+
+
+async def _ask_each(hosts: list[HostConfig], timeout: float) -> list[list[str] | LimenError]:
+    """Each host's VM names, or why it did not answer (within ``timeout``): a dead host looked fine."""
+    async def ask(host: HostConfig) -> list[str] | LimenError:
+        try:
+            return await _domain_names(host.uri, timeout)
+        except LimenError as exc:
+            return exc
+
+    return list(await asyncio.gather(*(ask(host) for host in hosts)))
 
 
 @host_app.command("remove")
@@ -88,18 +105,19 @@ def remove(ctx: typer.Context, name: str,
             raise LimenError(ErrorCode.HOST_NOT_FOUND, f"no host named {name[:80]!r}")
         try:
             names = asyncio.run(_domain_names(host.uri, settings.libvirt_timeout))
-        except LimenError:
+        except LimenError as exc:
             if not force:
-                raise
+                raise LimenError(exc.code, f"{exc.details}; it cannot be asked for its VMs: `limen host remove "
+                                           f"{name} --force` removes it without asking", title=exc.title) from None
             names = []
         if names:
             raise LimenError(ErrorCode.HOST_IN_USE, f"host {name!r} has {len(names)} VM(s): {', '.join(names[:10])}")
         host_registry.remove_host(db, name)
     except LimenError as exc:
-        raise _fail(exc) from None
+        raise failed(exc) from None
     finally:
         db.close()
-    typer.echo(f"host {name} removed")
+    typer.echo(json.dumps({"removed": name}) if cli_state(ctx).as_json else say("cli.host.removed", name=name))
 
 
 @host_app.command("drain")
@@ -108,12 +126,15 @@ def drain(ctx: typer.Context, name: str,
     """Keeps the host's VMs but places no new ones on it."""
     db = _database(ctx)
     try:
+        if name == DEFAULT_HOST:  # as the API says it; the registry does not hold it ("not found" misled)
+            raise LimenError(ErrorCode.HOST_IN_USE, "the default host's settings come from LIMEN_LIBVIRT_URI")
         host = host_registry.set_draining(db, name, not undo)
     except LimenError as exc:
-        raise _fail(exc) from None
+        raise failed(exc) from None
     finally:
         db.close()
-    typer.echo(f"host {host.name} {'drains' if host.draining else 'takes new VMs'}")
+    typer.echo(json.dumps(_as_dict(host)) if cli_state(ctx).as_json
+               else say("cli.host.drains" if host.draining else "cli.host.takes_new", name=host.name))
 
 
 async def _domain_names(uri: str, timeout: float) -> list[str]:

@@ -12,8 +12,9 @@ from typing import TypeVar
 
 import typer
 
-from limen.cli_output import error_text
+from limen.cli_output import failed
 from limen.errors import LimenError
+from limen.host_registry import read_registered_hosts, sync_pool
 from limen.hypervisor import Hypervisor
 from limen.settings import Settings
 
@@ -21,9 +22,22 @@ T = TypeVar("T")
 
 
 async def with_hypervisor(settings: Settings, operation: Callable[[Hypervisor], Awaitable[T]]) -> T:
-    """Run ``operation`` on a freshly opened hypervisor connection, closed afterwards whatever happens."""
+    """Run ``operation`` on a freshly opened hypervisor connection, closed afterwards whatever happens. It
+    sees every host of the registry, as the server does: a command lists, finds and names VMs across them
+    (a VM name is unique across hosts)."""
     hypervisor = Hypervisor(settings)
-    await hypervisor.open()
+    try:
+        hosts = await asyncio.to_thread(read_registered_hosts, settings.db_url)
+    except Exception as exc:  # the database is down or unreadable: the default host still answers
+        typer.echo(f"limen: cannot read the host registry ({type(exc).__name__}): only the default host is seen",
+                   err=True)
+        hosts = []
+    await sync_pool(hypervisor.hosts, hosts)
+    try:
+        await hypervisor.open(require_connection=True)
+    except LimenError:
+        await hypervisor.close()
+        raise
     try:
         return await operation(hypervisor)
     finally:
@@ -35,5 +49,4 @@ def run_on_hypervisor(settings: Settings, operation: Callable[[Hypervisor], Awai
     try:
         return asyncio.run(with_hypervisor(settings, operation))
     except LimenError as exc:
-        typer.echo(error_text(exc), err=True)
-        raise typer.Exit(1) from None
+        raise failed(exc) from None

@@ -22,7 +22,7 @@ from rich.text import Text
 
 from limen.api.schemas import IsoOut
 from limen.cli_hypervisor import with_hypervisor
-from limen.cli_output import error_text, say, table
+from limen.cli_output import failed, say, table
 from limen.cli_state import cli_state
 from limen.errors import LimenError
 from limen.isos import IsoImage, IsoUpload, check_room, delete_iso, list_isos
@@ -33,11 +33,6 @@ iso_app = typer.Typer(help="Boot images in the ISO directory.", no_args_is_help=
 
 READ_CHUNK = 1 << 20
 PLAIN_PROGRESS_STEPS = 10  # without a terminal: a line at every tenth of the file
-
-
-def _failed(exc: LimenError) -> typer.Exit:
-    typer.echo(error_text(exc), err=True)
-    return typer.Exit(1)
 
 
 def _out(image: IsoImage) -> dict[str, Any]:
@@ -113,7 +108,7 @@ def iso_upload(
                 _copy(file, upload, _plain_progress(total) if not state.as_json else lambda count: None)
             image = upload.commit()
     except LimenError as exc:
-        raise _failed(exc) from None
+        raise failed(exc) from None
     except KeyboardInterrupt:
         typer.echo(f"limen: upload of {target_name} cancelled; nothing was kept", err=True)
         raise typer.Exit(130) from None
@@ -139,5 +134,5 @@ def iso_delete(
         in_use = asyncio.run(with_hypervisor(settings, lambda hypervisor: hypervisor.cdrom_sources()))
         delete_iso(settings.iso_dir, name, in_use)
     except LimenError as exc:
-        raise _failed(exc) from None
+        raise failed(exc) from None
     typer.echo(json.dumps({"deleted": name}) if state.as_json else say("cli.iso_deleted", name=name))

@@ -1,13 +1,16 @@
 """The command line's human output in the user's language (``LIMEN_LANG``, else the locale: ``LANG``…).
 
-``--json`` output never changes with the language: scripts parse it. Tables pad by terminal columns, so
-Korean headers and names (two columns a character) stay aligned.
+``--json`` output never changes with the language: scripts parse it (errors too: the API's JSON error).
+Tables pad by terminal columns, so Korean headers and names (two columns a character) stay aligned.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
+
+import typer
 
 from limen.errors import LimenError
 from limen.i18n import display_width, error_keys, language_from_environment, pad, translate
@@ -22,12 +25,40 @@ def say(key: str, **params: object) -> str:
     return translate(cli_language(), key, **params)
 
 
+class _ErrorForm:
+    """How this run says a LimenError: words for people, or (``--json``) the API's JSON error for scripts."""
+
+    as_json = False
+
+
+_error_form = _ErrorForm()
+
+
+def say_errors_as_json(as_json: bool) -> None:
+    """Set once a run, by the command line's ``--json``."""
+    _error_form.as_json = as_json
+
+
 def error_text(exc: LimenError) -> str:
-    """``limen: title: details`` and what to do, translated by the error's code; details stay as they are."""
+    """``limen: title: details`` and what to do, translated by the error's code; details stay as they are.
+    With ``--json``: the error as the API sends it (English, with ``field`` and ``rule`` when it has them),
+    one line on stderr: a script reads the code without parsing words."""
+    if _error_form.as_json:
+        body: dict[str, object] = exc.to_dict()
+        for extra in ("field", "rule"):
+            if getattr(exc, extra, None) is not None:
+                body[extra] = getattr(exc, extra)
+        return json.dumps(body, ensure_ascii=False)
     lang = cli_language()
     title_key, message_key = error_keys(exc.code)
     return translate(lang, "cli.error", title=translate(lang, title_key), details=exc.details,
                      message=translate(lang, message_key), code=exc.code.name)
+
+
+def failed(exc: LimenError) -> typer.Exit:
+    """Says ``exc`` on stderr (:func:`error_text`) and returns the exit (code 1) for the command to raise."""
+    typer.echo(error_text(exc), err=True)
+    return typer.Exit(1)
 
 
 def table(rows: Sequence[Sequence[str]], header_keys: Sequence[str]) -> str:

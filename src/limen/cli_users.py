@@ -13,9 +13,10 @@ end; without Redis a running server learns of them only when a console is opened
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -27,11 +28,11 @@ from limen.auth.principal import token_credential
 from limen.auth.principal_cache import touch_credentials_stamp
 from limen.auth.revocation import Revocation
 from limen.auth.revocation_bus import publish_from_command_line
-from limen.auth.throttle_store import make_throttle_store
+from limen.auth.throttle_store import ThrottleStore, make_throttle_store, throttle_address
 from limen.auth.tokens import TokenInfo, Tokens
 from limen.auth.users import UserInfo, Users, find_user_by_key
 from limen.cli_audit import command_line_actor
-from limen.cli_output import error_text, say, table
+from limen.cli_output import failed, say, table
 from limen.cli_state import cli_state
 from limen.clock import system_clock
 from limen.db import Database
@@ -70,8 +71,7 @@ def run_directory(settings: Settings, work: Callable[[_Directory], T]) -> T:
     try:
         return work(directory)
     except LimenError as exc:
-        typer.echo(error_text(exc), err=True)
-        raise typer.Exit(1) from None
+        raise failed(exc) from None
     finally:
         directory.db.close()
 
@@ -120,7 +120,7 @@ def user_create(
     role = Role.ADMIN if admin else Role.USER
     user = _run(ctx, lambda d: d.users.create_sync(name, password, role))
     typer.echo(json.dumps(_user_dict(user)) if cli_state(ctx).as_json
-               else say("cli.user_created", role=user.role.value, name=repr(user.name)))
+               else say("cli.user_created", role=say(f"cli.role.{user.role.value}"), name=repr(user.name)))
 
 
 @user_app.command("list")
@@ -162,34 +162,64 @@ def user_set_role(
         return user.name
 
     user_name = _run(ctx, run)
-    typer.echo(say("cli.role_changed", name=repr(user_name), role=role.value))
+    typer.echo(say("cli.role_changed", name=repr(user_name), role=say(f"cli.role.{role.value}")))
+
+
+def _clear_throttle_keys(directory: _Directory, clear: Callable[[ThrottleStore], Awaitable[int]]) -> int:
+    """Runs ``clear`` on the sign-in throttle's store the server uses (Redis or the database); its count."""
+    settings = directory.settings
+    store = make_throttle_store(settings.redis_url, directory.db, login_throttle_policy(settings))
+
+    async def run() -> int:
+        try:
+            return await clear(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
 
 
 @user_app.command("unlock")
-def user_unlock(ctx: typer.Context, name: Annotated[str, typer.Argument(help="User name")]) -> None:
-    """Lift the user's sign-in blocks at every address (in Redis when LIMEN_REDIS_URL is set)."""
+def user_unlock(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="User name")] = None,
+    address: Annotated[str | None, typer.Option(
+        "--address", help="Lift the blocks at this client address instead (an IPv6 address: its /64)")] = None,
+) -> None:
+    """Lift the user's sign-in blocks at every address, or with --address every block at one address: its own
+    (it guessed at many names) and each name's there (in Redis when LIMEN_REDIS_URL is set)."""
+    if (name is None) == (address is None):
+        raise typer.BadParameter("give a user name or --address, one of the two")
+    if address is not None:
+        _unlock_address(ctx, address)
+        return
+    assert name is not None
 
     def run(directory: _Directory) -> tuple[str, int]:
         found = directory.db.run_sync(lambda session: find_user_by_key(session, name))
         if found is None:
             raise LimenError(ErrorCode.USER_NOT_FOUND, f"no user named {name!r}")
         user = UserInfo.of(found)
-        settings = directory.settings
-        store = make_throttle_store(settings.redis_url, directory.db, login_throttle_policy(settings))
-
-        async def clear() -> int:
-            try:
-                return await store.clear_user(user.name)
-            finally:
-                await store.close()
-
-        return user.name, asyncio.run(clear())
+        return user.name, _clear_throttle_keys(directory, lambda store: store.clear_user(user.name))
 
     user_name, cleared = _run(ctx, run)
     if cli_state(ctx).as_json:
         typer.echo(json.dumps({"name": user_name, "cleared": cleared}, ensure_ascii=False))
         return
-    typer.echo(f"unlocked {user_name!r} (forgot failed sign-ins from {cleared} address(es))")
+    typer.echo(say("cli.unlocked", name=repr(user_name), count=cleared))
+
+
+def _unlock_address(ctx: typer.Context, address: str) -> None:
+    try:
+        where = throttle_address(str(ipaddress.ip_address(address)))
+    except ValueError:
+        raise typer.BadParameter(f"{address!r} is not an IP address", param_hint="--address") from None
+
+    cleared = _run(ctx, lambda directory: _clear_throttle_keys(directory, lambda store: store.clear_address(where)))
+    if cli_state(ctx).as_json:
+        typer.echo(json.dumps({"address": where, "cleared": cleared}))
+        return
+    typer.echo(say("cli.address_unlocked", address=where, count=cleared))
 
 
 @user_app.command("delete")
@@ -210,7 +240,7 @@ def user_delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Us
 
     user = _run(ctx, run)
     typer.echo(json.dumps(_user_dict(user)) if cli_state(ctx).as_json
-               else say("cli.user_deleted", role=user.role.value, name=repr(user.name)))
+               else say("cli.user_deleted", role=say(f"cli.role.{user.role.value}"), name=repr(user.name)))
 
 
 async def _release_vms(directory: _Directory, owner: str) -> None:
@@ -220,7 +250,7 @@ async def _release_vms(directory: _Directory, owner: str) -> None:
     try:
         audit = AuditLog(directory.db, system_clock)
         for vm in await release_vms_of(hypervisor, audit, owner, actor=command_line_actor()):
-            typer.echo(f"VM {vm.name!r} has no owner now (administrators only)", err=True)
+            typer.echo(say("cli.vm_no_owner", name=repr(vm.name)), err=True)
     finally:
         await hypervisor.close()
 
@@ -237,13 +267,12 @@ def user_ensure_admin(ctx: typer.Context) -> None:
 
     created = _run(ctx, run)
     if created is None:
-        typer.echo("an administrator exists; nothing to do", err=True)
+        typer.echo(say("cli.admin_exists"), err=True)
         return
     if cli_state(ctx).as_json:
         typer.echo(json.dumps({"name": created.name, "password": password}))
         return
-    typer.echo(f"created administrator {created.name!r} with password: {password}\n"
-               f"  (shown this once; change it with `limen user passwd {created.name}`)")
+    typer.echo(say("cli.admin_created", name=repr(created.name), password=password, plain=created.name))
 
 
 @token_app.command("create")
@@ -258,8 +287,8 @@ def token_create(
         typer.echo(json.dumps({**_token_dict(made.info), "secret": made.secret}, ensure_ascii=False))
         return
     typer.echo(made.secret)
-    typer.echo(f"token {made.info.id} {made.info.name!r} for {made.info.owner!r}: the secret above is shown once; "
-               "send it as 'Authorization: Bearer <secret>'", err=True)
+    typer.echo(say("cli.token_created_note", id=made.info.id, name=repr(made.info.name), owner=repr(made.info.owner)),
+               err=True)
 
 
 @token_app.command("list")

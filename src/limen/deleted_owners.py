@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from limen.audit import AuditLog
 from limen.auth.names import name_key
+from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor, Vm
 from limen.hypervisor.ownership import set_owner
 
@@ -23,7 +24,13 @@ async def release_vms_of(hypervisor: Hypervisor, audit: AuditLog, owner: str, *,
     for vm in await hypervisor.list_vms():
         if vm.owner is None or name_key(vm.owner) != key:
             continue
-        async with audit.recording(actor, "set_owner", vm.name) as target:
-            target.vm_uuid, target.details = vm.uuid, f"no owner ({vm.owner} deleted)"
-            released.append(await set_owner(hypervisor, vm.uuid, None))
+        try:
+            async with audit.recording(actor, "set_owner", vm.name, vm_uuid=vm.uuid,
+                                       details=f"no owner ({vm.owner} deleted)"):
+                released.append(await set_owner(hypervisor, vm.uuid, None))
+        except LimenError as exc:
+            # Deleted since the list was read (its row says VM_NOT_FOUND): nothing of it is left to release.
+            # Raising would stop the user's deletion half-way: some VMs released, the user still there.
+            if exc.code is not ErrorCode.VM_NOT_FOUND:
+                raise
     return released

@@ -3,8 +3,8 @@
 For a VM: settings and log dir → libvirt → VM exists → running → VNC graphics → VNC port (as
 ``virsh vncdisplay``) → TCP connect (as ``telnet localhost 5900``) → RFB banner and security types →
 a console WebSocket through the running limen server → the VM's last console errors in the log.
-Without a VM: the host (libvirt, QEMU, KVM or TCG, the listen port, disk space, the database), then, when
-the host registry holds hosts, each host apart (``host NAME``): its libvirt answers within
+Without a VM: the host (libvirt, QEMU, KVM or TCG, the listen port, the storage pool's directory, disk space,
+the database), then, when the host registry holds hosts, each host apart (``host NAME``): its libvirt answers within
 LIMEN_LIBVIRT_TIMEOUT, and the VNC server of one of its running VMs answers at the host's console address
 with an RFB banner (the address limen's consoles dial). A host that fails does not stop the others' checks.
 
@@ -46,11 +46,9 @@ import websockets
 from limen.console.rfb import protocol_version
 from limen.console.stage_table import VNC_STAGES, VncStage
 from limen.console.upstream import open_vnc, read_banner
-from limen.db.models import HypervisorHost
 from limen.errors import LimenError
-from limen.host_registry import list_hosts, sync_pool
+from limen.host_registry import read_registered_hosts, sync_pool
 from limen.hypervisor import Hypervisor, Vm, VmState
-from limen.hypervisor.hosts import HostConfig
 from limen.hypervisor.service import detect_virt_type
 from limen.i18n import DEFAULT_LANGUAGE, display_width, error_keys, pad, translate
 from limen.logs import LOG_FILE_NAME
@@ -176,6 +174,22 @@ async def check_libvirt(ctx: Context) -> Said:
     return said("libvirt_ok", uri=ctx.settings.libvirt_uri, cpus=cpus, memory=memory)
 
 
+async def check_storage_pool(ctx: Context) -> Said:
+    """New disks go where the libvirt pool keeps them: a pool defined before (an earlier setting, another limen
+    on the same libvirt) keeps its own directory, whatever LIMEN_STORAGE_POOL_DIR says now."""
+    pool, configured = ctx.settings.storage_pool, ctx.settings.pool_dir
+    try:
+        kept = await ctx.hypervisor.storage_pool_directory()
+    except LimenError as exc:
+        raise CheckFailed(as_it_came(exc.details), said("fix.libvirt", uri=ctx.settings.libvirt_uri)) from None
+    if kept is None:
+        return said("pool_new", pool=pool, path=configured)
+    if kept != configured:
+        raise CheckFailed(said("pool_elsewhere", pool=pool, path=kept, configured=configured),
+                          said("fix.pool", pool=pool, path=kept, configured=configured))
+    return said("pool_ok", pool=pool, path=kept)
+
+
 async def check_vm_exists(ctx: Context) -> Said:
     assert ctx.vm_id is not None
     try:
@@ -292,7 +306,10 @@ def _request_ticket(server_url: str, vm_uuid: str, token: str, timeout: float,
         fix = TOKEN_FIX if exc.code == 401 else _server_advice(body)
         raise CheckFailed(said("ticket_refused", code=code, details=body.get("details", "")), fix) from None
     except (OSError, ValueError, KeyError) as exc:
-        raise CheckFailed(said("ticket_unreachable", url=server_url, error=type(exc).__name__),
+        # URLError wraps the socket's own error ("Connection refused"): that is what tells the reader why.
+        reason = getattr(exc, "reason", None) or exc
+        why = getattr(reason, "strerror", None) or str(reason)
+        raise CheckFailed(said("ticket_unreachable", url=server_url, error=f"{type(exc).__name__}: {why}"[:200]),
                           START_SERVER_FIX) from None
 
 
@@ -442,12 +459,16 @@ async def check_database(ctx: Context) -> Said:
     try:
         database = Database(ctx.settings.db_url)
         await database.ping(ctx.settings.libvirt_timeout)
+        await asyncio.to_thread(database.check_schema_known)
+    except LimenError as exc:  # it answers, with a newer limen's schema
+        raise CheckFailed(as_it_came(exc.details), said("fix.db_schema")) from None
     except TimeoutError:
         raise CheckFailed(said("db_no_answer", seconds=f"{ctx.settings.libvirt_timeout:g}"),
                           said("fix.db_down")) from None
     except Exception as exc:  # any driver error: the database cannot be used
+        server = database is not None and database.url.get_backend_name() == "postgresql"
         raise CheckFailed(as_it_came(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"),
-                          said("fix.db_url")) from None
+                          said("fix.db_postgresql" if server else "fix.db_url")) from None
     finally:
         if database is not None:
             database.close()
@@ -513,25 +534,13 @@ async def registered_host_checks(ctx: Context) -> list[Check]:
     """A ``host NAME`` check for every host, the default one included, when the registry holds any (a
     one-machine install has none and gets none). The registry is read as the server reads it; a database
     without limen's schema yet (``limen serve`` makes it) holds no hosts."""
-    from sqlalchemy import inspect
-
-    from limen.db.database import Database
-
-    def read() -> list[HostConfig]:
-        database = Database(ctx.settings.db_url)
-        try:
-            if not inspect(database.engine).has_table(HypervisorHost.__tablename__):
-                return []
-            return list_hosts(database)
-        finally:
-            database.close()
 
     async def unreadable(_ctx: Context) -> Said:
         raise CheckFailed(as_it_came(ctx.extra["registry_error"]), said("fix.registry"))
 
     try:
         async with asyncio.timeout(ctx.settings.libvirt_timeout):
-            hosts = await asyncio.to_thread(read)
+            hosts = await asyncio.to_thread(read_registered_hosts, ctx.settings.db_url)
     except Exception as exc:  # the database check says what is wrong with it; this says what it costs
         ctx.extra["registry_error"] = f"cannot read the host registry: {type(exc).__name__}"
         return [("registered hosts", unreadable)]
@@ -554,19 +563,36 @@ VM_CHECKS: list[Check] = [
     ("console errors in log", check_console_log),
 ]
 
+async def check_redis(ctx: Context) -> Said:
+    """With LIMEN_REDIS_URL: that Redis answers (it holds sign-in counts, console tickets, revocations)."""
+    from limen.auth.redis_client import check_redis_answers
+
+    if not ctx.settings.redis_url:
+        return said("redis_unused")
+    try:
+        await check_redis_answers(ctx.settings.redis_url)
+    except LimenError as exc:
+        raise CheckFailed(as_it_came(exc.details), said("fix.redis")) from None
+    return said("redis_ok")
+
+
 HOST_CHECKS: list[Check] = [
     ("settings and log dir", check_settings),
     ("libvirt reachable", check_libvirt),
     ("QEMU", check_qemu),
     ("acceleration", check_acceleration),
     ("listen port", check_listen_port),
+    ("storage pool", check_storage_pool),
     ("disk space", check_disk_space),
     ("database", check_database),
+    ("Redis", check_redis),
 ]
 
+# Checks that need one earlier check only (not every one before them) to pass.
+_NEEDS_ONLY = {"storage pool": "libvirt reachable"}
 # Checks that still tell something when an earlier check failed.
 _INDEPENDENT = {"console errors in log", "acceleration", "listen port", "disk space", "settings and log dir",
-                "database"}
+                "database", "Redis"}
 
 
 async def run_checks(
@@ -575,11 +601,16 @@ async def run_checks(
 ) -> list[CheckResult]:
     results: list[CheckResult] = []
     blocked_by: str | None = None
+    failed: set[str] = set()
     for name, check in checks:
         needs_vm_before = name == "console errors in log" and ctx.vm is None
-        if (blocked_by is not None and name not in _INDEPENDENT) or needs_vm_before:
+        if name in _NEEDS_ONLY:
+            blocker = _NEEDS_ONLY[name] if _NEEDS_ONLY[name] in failed else None
+        else:
+            blocker = None if name in _INDEPENDENT else blocked_by
+        if blocker is not None or needs_vm_before:
             results.append(CheckResult.of(name, Outcome.SKIP, said("needs", check=(
-                as_it_came(blocked_by) if blocked_by == "--timeout" else check_title(blocked_by or "VM exists")))))
+                as_it_came(blocker) if blocker == "--timeout" else check_title(blocker or "VM exists")))))
             continue
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -599,14 +630,17 @@ async def run_checks(
         except CheckFailed as exc:
             results.append(CheckResult.of(name, Outcome.FAIL, exc.detail, time.monotonic() - began, exc.fix))
             blocked_by = blocked_by or name
+            failed.add(name)
         except TimeoutError:
             results.append(CheckResult.of(name, Outcome.FAIL, said("timeout_during"), time.monotonic() - began,
                                           said("fix.timeout")))
             blocked_by = blocked_by or name
+            failed.add(name)
         except LimenError as exc:
             results.append(CheckResult.of(name, Outcome.FAIL, as_it_came(f"{exc.code.name}: {exc.details}"),
                                           time.monotonic() - began, Said(error_keys(exc.code)[1])))
             blocked_by = blocked_by or name
+            failed.add(name)
     leftover = ctx.extra.pop("vnc_stream", None)
     if leftover is not None:
         leftover[1].close()
@@ -621,6 +655,12 @@ async def diagnose(settings: Settings, vm_id: str | None, *, server_url: str, ti
         ctx = Context(settings=settings, hypervisor=hypervisor, vm_id=vm_id, server_url=server_url, token=token)
         deadline = time.monotonic() + timeout
         if vm_id is not None:
+            # The VM may be on any host of the registry, as the server finds it ("VM exists" failed for a VM
+            # `limen vm list` showed on another host). Unreadable: the default host only, as before.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(settings.libvirt_timeout):
+                    await sync_pool(hypervisor.hosts, await asyncio.to_thread(read_registered_hosts,
+                                                                              settings.db_url))
             return await run_checks(VM_CHECKS, ctx, deadline=deadline, progress=progress)
         results = await run_checks(HOST_CHECKS, ctx, deadline=deadline, progress=progress)
         if any(result.name == "database" and result.outcome is Outcome.FAIL for result in results):

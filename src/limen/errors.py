@@ -77,7 +77,8 @@ class ErrorCode(Enum):
         409, 4012, "Disks cannot shrink", "Give a size larger than the disk's current capacity."
     )
     ISO_IN_USE = ErrorSpec(
-        409, 4013, "ISO in use", "Eject it from the VMs named in the details, then delete it again."
+        409, 4013, "ISO in use",
+        "Eject it from the VMs named in the details and delete the snapshots named there, then delete it again.",
     )
     ISO_ALREADY_EXISTS = ErrorSpec(
         409, 4014, "ISO already exists", "Choose another file name, or delete the existing ISO first."
@@ -95,7 +96,7 @@ class ErrorCode(Enum):
     )
     # -- VM state -----------------------------------------------------------------------------------
     VM_NOT_RUNNING = ErrorSpec(
-        409, 4100, "VM is not running", "Start the VM, then open the console again."
+        409, 4100, "VM is not running", "Start the VM, then try again."
     )
     VM_START_FAILED = ErrorSpec(
         409, 4101, "Failed to start VM", "Check the VM's configuration and the hypervisor log, then retry."
@@ -113,6 +114,14 @@ class ErrorCode(Enum):
     VM_MUST_BE_STOPPED = ErrorSpec(
         409, 4106, "VM must be stopped", "Stop the VM, make the change, then start it again."
     )
+    VM_HAS_SNAPSHOTS = ErrorSpec(
+        409, 4108, "The VM has snapshots",
+        "The VM has snapshots, which this change cannot keep: delete the VM's snapshots first, then retry.",
+    )
+    VM_REVERTED = ErrorSpec(
+        409, 4107, "VM reverted to a snapshot",
+        "The VM was reverted to a snapshot: reconnect to see it as the snapshot left it.",
+    )
     SNAPSHOT_UNSUPPORTED = ErrorSpec(
         409, 4120, "Snapshots not supported for this VM",
         "Snapshots need every disk of the VM in qcow2 format. Convert raw disks (qemu-img convert -O qcow2) "
@@ -121,6 +130,11 @@ class ErrorCode(Enum):
     SNAPSHOT_IN_PROGRESS = ErrorSpec(
         409, 4121, "Snapshot in progress",
         "A snapshot of this VM is being taken. Wait until it is done (see the operation), then retry.",
+    )
+    SNAPSHOT_ISO_MISSING = ErrorSpec(
+        409, 4122, "The snapshot's ISO is missing",
+        "The snapshot's CD-ROM image is gone from the ISO library: upload it again under the name in the details, "
+        "or delete the snapshot.",
     )
     # -- VNC ----------------------------------------------------------------------------------------
     VNC_NOT_CONFIGURED = ErrorSpec(
@@ -159,7 +173,7 @@ class ErrorCode(Enum):
         409,
         4211,
         "Serial console in use",
-        "Another client holds this VM's serial console. Close it there, or take it over (Take over, ?force=1).",
+        "Another client holds this VM's serial console. Close it there, or take it over from here.",
     )
     SERIAL_PORT_ERROR = ErrorSpec(
         502,
@@ -173,6 +187,19 @@ class ErrorCode(Enum):
         4300,
         "Hypervisor unavailable",
         "limen cannot reach libvirt. Check that libvirtd runs and answers (virsh list), then retry.",
+    )
+    DATABASE_UNAVAILABLE = ErrorSpec(
+        503,
+        4305,
+        "Database unavailable",
+        "limen cannot reach its database (LIMEN_DATABASE_URL). Retry in a moment; if it persists, check that "
+        "the database runs and answers.",
+    )
+    DATABASE_SCHEMA_NEWER = ErrorSpec(
+        503,
+        4306,
+        "Database of a newer limen",
+        "Run the limen version that upgraded the database, or restore a backup taken before the upgrade.",
     )
     HOST_NOT_FOUND = ErrorSpec(
         404, 4301, "Host not found", "Use a host name from the host list (GET /api/hosts, limen host list)."
@@ -238,7 +265,7 @@ class ErrorCode(Enum):
         4508,
         "Too many sign-in attempts",
         "Wait for the time given (retry_after, in seconds), then sign in again; an administrator can lift the "
-        "block with `limen user unlock NAME`.",
+        "block with `limen user unlock NAME` (or `--address ADDRESS`, a whole address's).",
     )
     USER_ALREADY_EXISTS = ErrorSpec(409, 4509, "User already exists", "Choose another user name.")
     USER_NOT_FOUND = ErrorSpec(404, 4510, "User not found", "Check the user name against the list of users.")
@@ -265,6 +292,9 @@ class ErrorCode(Enum):
     ACCOUNT_PENDING = ErrorSpec(
         403, 4521, "Account awaiting approval", "An administrator has not approved this account yet. Try again later."
     )
+    ACCOUNT_DISABLED = ErrorSpec(
+        403, 4525, "Account disabled", "An administrator has disabled this account. Ask them to enable it again."
+    )
     REGISTRATION_CLOSED = ErrorSpec(
         403, 4522, "Registration closed", "This limen does not take sign-ups. Ask an administrator for an account."
     )
@@ -274,6 +304,13 @@ class ErrorCode(Enum):
         "Redis unavailable",
         "limen cannot reach the Redis of LIMEN_REDIS_URL, which holds sign-in counts, console tickets and "
         "revocations. Retry in a moment; if it persists, check that Redis runs and answers (redis-cli ping).",
+    )
+    LAST_ADMINISTRATOR = ErrorSpec(
+        409,
+        4524,
+        "Last administrator",
+        "limen needs an enabled administrator: make another user an administrator first, then change or "
+        "delete this one.",
     )
     # -- limen itself -------------------------------------------------------------------------------
     INTERNAL_ERROR = ErrorSpec(
@@ -297,10 +334,18 @@ class ErrorCode(Enum):
         return self.value.message
 
 
+# The longest ``details`` an error carries: a detail quoting what a client sent (a 900,000-character boot
+# device) is cut, so an error's answer and its log line stay small whatever the request.
+DETAILS_MAX = 2000
+
+
 class LimenError(Exception):
     """Root of every error limen reports. ``details`` is the technical detail; never put secrets in it."""
 
     def __init__(self, code: ErrorCode, details: str = "", *, title: str | None = None) -> None:
+        if len(details) > DETAILS_MAX:
+            cut = f"… ({len(details)} characters)"
+            details = details[:DETAILS_MAX - len(cut)] + cut
         super().__init__(f"{code.name}: {details}" if details else code.name)
         self.code = code
         self.details = details
@@ -321,6 +366,11 @@ class HypervisorUnavailable(LimenError):
         super().__init__(ErrorCode.HYPERVISOR_UNAVAILABLE, details)
 
 
+class CreateNotBegun(HypervisorUnavailable):
+    """A create whose host did not answer before any of the create's work in libvirt began: nothing of it can
+    be there, so there is nothing to look for (on a host that does not answer) or to undo."""
+
+
 class Rule(StrEnum):
     """The rules a VALIDATION_ERROR names in its ``rule`` (as ``kind``, with the values it needs), for a client
     to word in its own language; the web pages have ``rule.<kind>`` (and ``rule.range.<limit>``) in their
@@ -336,6 +386,7 @@ class Rule(StrEnum):
     HIDDEN_NAME = "hidden_name"  # starts with a dot
     MAX_BYTES = "max_bytes"  # {max}, in UTF-8
     ISO_SUFFIX = "iso_suffix"  # .iso or .img
+    WHOLE_NUMBER = "whole_number"  # 1.5 or "two" where an integer belongs
 
 
 # What may set a range's maximum when it is not a constant (``rule.range.<limit>``).

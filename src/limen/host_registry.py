@@ -58,18 +58,37 @@ def list_hosts(db: Database) -> list[HostConfig]:
     return db.run_sync(read)
 
 
-def add_host(db: Database, name: str, uri: str, console_address: str | None = None) -> HostConfig:
+def add_host(db: Database, name: str, uri: str, console_address: str | None = None, *,
+             default_uri: str) -> HostConfig:
+    """Registers a host; HOST_ALREADY_EXISTS for a name or a URI limen has already (``default_uri``: the
+    default host's). One libvirt twice would list every VM of it twice, each VM then "on" both hosts, and
+    neither host could be removed (it has VMs)."""
     check_host(name, uri, console_address)
 
     def add(session: Session) -> HostConfig:
         if session.get(HypervisorHost, name) is not None:
             raise LimenError(ErrorCode.HOST_ALREADY_EXISTS, f"a host named {name!r} exists")
+        same = _same_uri(uri)
+        if same == _same_uri(default_uri):
+            raise LimenError(ErrorCode.HOST_ALREADY_EXISTS,
+                             f"{uri} is the default host {DEFAULT_HOST!r} (LIMEN_LIBVIRT_URI)")
+        holder = next((row.name for row in session.scalars(select(HypervisorHost)) if _same_uri(row.uri) == same),
+                      None)
+        if holder is not None:
+            raise LimenError(ErrorCode.HOST_ALREADY_EXISTS, f"{uri} is host {holder!r} already")
         row = HypervisorHost(name=name, uri=uri, console_address=console_address, draining=False,
                              created_at=datetime.now(UTC))
         session.add(row)
         return _config(row)
 
     return db.run_sync(add)
+
+
+def _same_uri(uri: str) -> str:
+    """A URI as libvirt reads it, for comparing: scheme and host are case-blind, a trailing slash says nothing."""
+    parts = urlsplit(uri.strip())
+    return parts._replace(scheme=parts.scheme.lower(), netloc=parts.netloc.lower(),
+                          path=parts.path.rstrip("/") or "/").geturl()
 
 
 def remove_host(db: Database, name: str) -> None:
@@ -91,6 +110,20 @@ def set_draining(db: Database, name: str, draining: bool) -> HostConfig:
         return _config(row)
 
     return db.run_sync(change)
+
+
+def read_registered_hosts(db_url: str) -> list[HostConfig]:
+    """The registry as a process without a database of its own reads it (a command, ``doctor``): a database
+    without limen's schema yet (``limen serve`` makes it) holds no hosts."""
+    from sqlalchemy import inspect
+
+    database = Database(db_url)
+    try:
+        if not inspect(database.engine).has_table(HypervisorHost.__tablename__):
+            return []
+        return list_hosts(database)
+    finally:
+        database.close()
 
 
 async def sync_pool(pool: HostPool, hosts: list[HostConfig]) -> None:

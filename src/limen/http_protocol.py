@@ -119,11 +119,13 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
         log.info("request too slow", extra={
             "event": "request_too_slow", "phase": phase.value, "client": self.client[0] if self.client else None,
         })
-        what = "body made no progress" if phase is ReadPhase.BODY else "line and headers were not complete"
-        error = LimenError(
-            ErrorCode.REQUEST_TIMEOUT,
-            f"the request's {what} within {self.read_timeout:g} s (LIMEN_REQUEST_READ_TIMEOUT)",
-        )
+        if phase is ReadPhase.BODY:
+            # Not "no progress": a body trickling in a byte a second progresses, only too slowly.
+            what = (f"body came slower than {self.reading.body_progress_bytes // 1024} KiB in "
+                    f"{self.read_timeout:g} s")
+        else:
+            what = f"line and headers were not complete within {self.read_timeout:g} s"
+        error = LimenError(ErrorCode.REQUEST_TIMEOUT, f"the request's {what} (LIMEN_REQUEST_READ_TIMEOUT)")
         self._drop(error, answer=self._messages_begun > 0)  # a connection that never sent a byte is just closed
 
     def _nothing_answered(self) -> bool:
@@ -183,12 +185,7 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
             and not self.reading.head_received(len(data))
             and not self.transport.is_closing()
         ):
-            log.info("request head too large", extra={
-                "event": "request_head_too_large", "client": self.client[0] if self.client else None,
-            })
-            self._drop(LimenError(
-                ErrorCode.PAYLOAD_TOO_LARGE, f"the request line and headers are larger than {MAX_HEAD_BYTES} bytes"
-            ), answer=True)
+            self._drop_head_too_large()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -212,12 +209,25 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         # Bytes httptools cannot parse as HTTP/1.1 (raw UTF-8 in the path, a bad header line, ...): uvicorn
-        # answers a plain-text 400; limen's clients get the JSON error like every other refusal.
+        # answers a plain-text 400; limen's clients get the JSON error like every other refusal. A target of
+        # 64 KiB or more, which httptools' URL parser cannot hold (it counts in 16 bits), came in one chunk
+        # with the rest of its head: that head is too large, as it would be had it come in two.
+        if len(getattr(self, "url", b"")) >= MAX_HEAD_BYTES - len(b"GET  HTTP/1.1\r\n\r\n"):
+            self._drop_head_too_large()
+            return
         log.info("request not HTTP/1.1", extra={
             "event": "request_malformed", "client": self.client[0] if self.client else None,
         })
         self._drop(LimenError(ErrorCode.INVALID_REQUEST, "the request line or a header is not valid HTTP/1.1 (a path's "
                                                          "non-ASCII characters must be percent-encoded)"), answer=True)
+
+    def _drop_head_too_large(self) -> None:
+        log.info("request head too large", extra={
+            "event": "request_head_too_large", "client": self.client[0] if self.client else None,
+        })
+        self._drop(LimenError(
+            ErrorCode.PAYLOAD_TOO_LARGE, f"the request line and headers are larger than {MAX_HEAD_BYTES} bytes"
+        ), answer=True)
 
     def handle_websocket_upgrade(self) -> None:
         self.reading.request_done()

@@ -29,6 +29,8 @@ from limen.db import Database
 from limen.db.models import LimenInstance
 
 LOST_AFTER_HEARTBEATS = 3
+# ``in_contact_since`` for a judge that takes the rows' silence as it stands (a one-off command).
+EVER = datetime.min.replace(tzinfo=UTC)
 PROC = Path("/proc")
 
 Clock = Callable[[], float]  # seconds since the epoch, like time.time
@@ -54,6 +56,8 @@ def _start_ticks(pid: int, proc: Path) -> str | None:
         return None
     # Field 22 (starttime), counted after the command name, which is in parentheses and may hold spaces.
     fields = stat[stat.rfind(")") + 2:].split()
+    if fields and fields[0] in ("Z", "X"):  # a killed process its parent has not reaped yet: it holds nothing
+        return None
     return fields[19] if len(fields) > 19 else None
 
 
@@ -110,15 +114,21 @@ def why_gone(
     now: datetime,
     heartbeat_interval: float,
     is_process_gone: Callable[[str], bool],
+    in_contact_since: datetime | None,
 ) -> str | None:
-    """Why ``instance`` is gone, in words; None while it may still be alive."""
+    """Why ``instance`` is gone, in words; None while it may still be alive.
+
+    Silence counts only as long as the judge itself has reached the database without a break
+    (``in_contact_since``; None: not now): after a database outage every instance's heartbeat is old, and
+    the one that reaches the database first must not declare the others lost before they could write."""
     if instance.stopped_at is not None:
         return "it stopped"
     if instance.process_key is not None and is_process_gone(instance.process_key):
         return "its process ended"
-    silent = now - instance.heartbeat_at
-    if silent > timedelta(seconds=heartbeat_interval * LOST_AFTER_HEARTBEATS):
-        return f"no heartbeat for {silent.total_seconds():.0f} s"
+    bound = timedelta(seconds=heartbeat_interval * LOST_AFTER_HEARTBEATS)
+    silent = now - max(instance.heartbeat_at, in_contact_since or now)
+    if silent > bound:
+        return f"no heartbeat for {(now - instance.heartbeat_at).total_seconds():.0f} s"
     return None
 
 
@@ -150,6 +160,9 @@ class InstanceRegistry:
         self.process = process or this_process()
         here = self.process
         self._is_process_gone = is_process_gone or (lambda key: process_gone(key, here))
+        # Since when this instance has reached the database without a break (registered, or the first
+        # heartbeat after a failed one); None right after a failure.
+        self._in_contact_since: datetime | None = None
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -160,6 +173,7 @@ class InstanceRegistry:
             "id": self.id, "hostname": self.process.hostname[:255], "pid": self.process.pid, "started_at": now,
             "heartbeat_at": now, "process_key": self.process.key,
         })
+        self._in_contact_since = now
 
     async def heartbeat(self) -> bool:
         """Says this instance is alive. False if another instance had declared it lost (its stall outlasted
@@ -174,7 +188,14 @@ class InstanceRegistry:
             row.heartbeat_at, row.stopped_at = now, None
             return not revived
 
-        return await self.db.run(run)
+        try:
+            alive = await self.db.run(run)
+        except BaseException:
+            self._in_contact_since = None
+            raise
+        if self._in_contact_since is None:
+            self._in_contact_since = now
+        return alive
 
     async def stopped(self) -> None:
         await self.db.execute(
@@ -191,7 +212,7 @@ class InstanceRegistry:
                 info = InstanceInfo.of(row)
                 reason = None if info.id == self.id else why_gone(
                     info, now=now, heartbeat_interval=self.heartbeat_interval,
-                    is_process_gone=self._is_process_gone)
+                    is_process_gone=self._is_process_gone, in_contact_since=self._in_contact_since)
                 if reason is None:
                     live.add(info.id)
                 else:

@@ -7,9 +7,9 @@ stopped, then what no live instance holds is closed:
 
 - live console rows → ended now with ``SERVER_LOST``, ``end_details`` naming the lost instance;
 - quota reservations (:mod:`limen.quota.ledger`) of instances not alive → dropped;
-- pending VM actions → completed as failed with ``SERVER_LOST``; a create only once what it left in
-  libvirt is removed (:mod:`limen.hypervisor.leftovers`). Until then it stays pending, and the next sweep
-  tries again.
+- pending VM actions → completed with ``SERVER_LOST``: a create as failed, once what it left in libvirt
+  is removed (:mod:`limen.hypervisor.leftovers`; until then it stays pending, and the next sweep tries
+  again); any other with its outcome unknown (``OUTCOME_UNKNOWN``), since libvirt may have done the work.
 
 Creates go through :meth:`Recovery.creating`, which makes them recoverable: the name must be free, then
 the create's row is written (``STARTED``, with a random token the domain's metadata will carry) before
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from limen.audit import OK, AuditLog, VmActionInfo
-from limen.errors import ErrorCode, LimenError
+from limen.errors import CreateNotBegun, ErrorCode, LimenError
 from limen.hypervisor import Hypervisor, VmSpec
 from limen.hypervisor.leftovers import CreateMark, remove_create_leftovers
 from limen.instances import Census, InstanceInfo, InstanceRegistry
@@ -39,6 +39,12 @@ from limen.quota import QuotaLedger
 log = logging.getLogger("limen.recovery")
 
 LOST = ErrorCode.SERVER_LOST.name
+# Why a create of this (live) instance is completed by a sweep or a retry: its request ended with the row
+# pending (what it left could not be removed then, typically its host did not answer).
+OWN_CREATE_STOPPED = "its create stopped without completing its record"
+# What a lost action's row adds (not a create's, whose leftovers are removed: that one surely failed). The
+# work may have been done before the process died (libvirt finishes a snapshot, a start, a stop on its own).
+OUTCOME_UNKNOWN = "whether it was carried out is unknown: the VM's state shows it"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +156,9 @@ class Recovery:
         for action in await self.audit.lost_actions(gone, own_creates=True):
             if action.instance_id == self.registry.id and action.vm_name in self._creating:
                 continue  # runs right now in this process
-            if await self._recover(action, lost.describe(action.instance_id)):
+            why = (OWN_CREATE_STOPPED if action.instance_id == self.registry.id
+                   else lost.describe(action.instance_id))
+            if await self._recover(action, why):
                 failed.append(action.id)
             else:
                 pending.append(action.id)
@@ -172,7 +180,10 @@ class Recovery:
                         "event": "create_leftovers_kept", "action_id": action.id, "vm_name": action.vm_name,
                         "code": exc.code.name})
                     return False
-            details = why + (f"; removed {', '.join(removed)}" if removed else "")
+            if action.action == "create":
+                details = why + (f"; removed {', '.join(removed)}" if removed else "")
+            else:  # what it was (the started row's details), then why it ends so
+                details = "; ".join(part for part in (action.details, why, OUTCOME_UNKNOWN) if part)
             await self.audit.action_finished(action.id, result_code=LOST, details=details)
             log.warning("lost VM action completed as failed", extra={
                 "event": "action_lost", "action_id": action.id, "action": action.action,
@@ -199,8 +210,7 @@ class Recovery:
         for action in pending:
             mine = action.instance_id == self.registry.id
             if mine or action.instance_id not in census.live:
-                why = ("its create stopped without completing its record" if mine
-                       else lost.describe(action.instance_id))
+                why = OWN_CREATE_STOPPED if mine else lost.describe(action.instance_id)
                 await self._recover(action, why)
 
     @asynccontextmanager
@@ -250,7 +260,10 @@ class Recovery:
         complete the row (else it stays pending for the next sweep or retry)."""
         result = exc.code.name if isinstance(exc, LimenError) else "INTERNAL_ERROR"
         try:
-            removed = await remove_create_leftovers(self.hypervisor, vm_name, intent.mark)
+            # A create that never began left nothing, and its host may not answer the look for leftovers:
+            # completing its row now frees the name (else held until that host answers again).
+            removed = ([] if isinstance(exc, CreateNotBegun)
+                       else await remove_create_leftovers(self.hypervisor, vm_name, intent.mark))
             await self.audit.action_finished(
                 intent.action_id, result_code=result, details=f"removed {', '.join(removed)}" if removed else "")
         except Exception:

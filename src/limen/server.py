@@ -6,6 +6,8 @@ import asyncio
 import logging
 import resource
 import socket
+import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -14,7 +16,9 @@ from fastapi import FastAPI
 
 from limen.api.services import services_of
 from limen.collector import tune_collector
-from limen.console.ws_protocol import uvicorn_ws_options
+from limen.console.ws_protocol import CLOSE_GRACE, BoundedCloseWebSocketProtocol, uvicorn_ws_options
+from limen.db.database import Database
+from limen.errors import LimenError
 from limen.http_protocol import uvicorn_http_options
 from limen.settings import Settings
 
@@ -44,6 +48,9 @@ class LimenServer(uvicorn.Server):
             app = getattr(app, "app", None)
         return app if isinstance(app, FastAPI) else None
 
+    # Told once the server listens and its application has started (the "serving" line): not before.
+    on_started: Callable[[], None] | None = None
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if not self.should_exit:
@@ -51,6 +58,8 @@ class LimenServer(uvicorn.Server):
             state = tune_collector()
             log.info("garbage collector tuned", extra={
                 "event": "gc_tuned", "frozen": state.frozen, "thresholds": list(state.thresholds)})
+            if self.on_started is not None:
+                self.on_started()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not ready from the signal on: the main loop notices should_exit only at its next tick.
@@ -73,7 +82,18 @@ class LimenServer(uvicorn.Server):
                 await asyncio.wait_for(services.console_sessions.close_all(), timeout=5)
             except TimeoutError:
                 log.warning("console sessions did not close within 5 s", extra={"event": "shutdown_slow"})
+            await self._let_closing_handshakes_finish()
         await super().shutdown(sockets)
+
+    async def _let_closing_handshakes_finish(self) -> None:
+        """Waits (at most CLOSE_GRACE) until the clients of the consoles just closed have answered their close
+        frames. uvicorn's shutdown closes TCP at once; a browser still sending VNC input into the closed socket
+        then gets a reset, and Chromium, its write failing, drops the connection as 1006 without reading the
+        close frame that came before: the page would say CONNECTION_LOST instead of SERVER_SHUTDOWN."""
+        closing = [connection.lost() for connection in self.server_state.connections
+                   if isinstance(connection, BoundedCloseWebSocketProtocol) and connection.awaiting_close_reply]
+        if closing and not self.force_exit:
+            await asyncio.wait(closing, timeout=CLOSE_GRACE)
 
 
 def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn.Config:
@@ -97,7 +117,57 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicor
     return uvicorn.Config(app, **options)
 
 
-def serve(app: FastAPI, settings: Settings) -> None:
+def open_listener(settings: Settings) -> socket.socket:
+    """The socket ``limen serve`` listens on, bound before anything says it serves: an address in use, or not
+    of this machine, is then one line (OSError) instead of uvicorn's message after the start's."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    listener = socket.socket(family, kind, proto)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+    except OSError:
+        listener.close()
+        raise
+    return listener
+
+
+def database_problem(settings: Settings, timeout: float) -> str | None:
+    """Why the database does not answer ``SELECT 1`` within ``timeout`` seconds, or None; a database of a
+    newer limen raises its LimenError (DATABASE_SCHEMA_NEWER). Asked in a thread of its own that is left
+    behind if it hangs (a host that drops packets): the start says so and ends."""
+    outcome: list[BaseException | None] = []
+
+    def probe() -> None:
+        try:
+            database = Database(settings.db_url)
+            try:
+                database.check_answers()
+                database.check_schema_known()
+            finally:
+                database.close()
+        except Exception as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=probe, name="database-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        return f"no answer within {timeout:g} s"
+    failure = outcome[0]
+    if failure is None:
+        return None
+    if isinstance(failure, LimenError):
+        raise failure
+    first_line = (str(failure).strip().splitlines() or [""])[0]
+    return f"{type(failure).__name__}: {first_line}"[:300]
+
+
+def serve(app: FastAPI, settings: Settings, *, listener: socket.socket | None = None,
+          on_started: Callable[[], None] | None = None) -> None:
     raise_fd_limit()
     server = LimenServer(uvicorn_config(app, settings))
-    server.run()
+    server.on_started = on_started
+    server.run(sockets=[listener] if listener is not None else None)

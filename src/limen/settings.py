@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -24,12 +25,36 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 ENV_PREFIX = "LIMEN_"
 
 VirtType = Literal["auto", "kvm", "qemu"]
 _HOST_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*\.?$")
 
+
+
+def tls_pair_problem(cert: Path, key: Path) -> str | None:
+    """Why ``cert`` and ``key`` cannot serve TLS together, in one line, or None. Checked with the settings, so
+    that ``limen serve`` says it before it says it serves (else a traceback from uvicorn's start)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        with key.open("rb") as head:
+            encrypted = b"ENCRYPTED" in head.read(4096)  # PKCS#8's header, or the older Proc-Type line
+        # An encrypted key would make OpenSSL ask for its passphrase on a terminal: the empty one fails instead.
+        context.load_cert_chain(cert, key, password=lambda: b"")
+    except ssl.SSLError as exc:
+        reason = str(exc.reason or exc)
+        if encrypted:
+            return (f"{str(key)!r} is encrypted: limen needs the key without a passphrase "
+                    f"(openssl pkey -in {key} -out PLAIN_KEY)")
+        if "KEY_VALUES_MISMATCH" in reason:
+            return f"{str(key)!r} is not the key of the certificate {str(cert)!r}"
+        return f"{str(cert)!r} and {str(key)!r} are not a PEM certificate and its key ({reason})"
+    except OSError as exc:
+        return f"cannot read {str(cert)!r} or {str(key)!r}: {exc.strerror or exc}"
+    return None
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
@@ -183,6 +208,24 @@ class Settings(BaseSettings):
         has_cert = info.data.get("tls_cert") is not None
         if (value is None) == has_cert and "tls_cert" in info.data:
             raise ValueError("tls_cert and tls_key go together: give both or neither")
+        if value is not None and has_cert:
+            problem = tls_pair_problem(info.data["tls_cert"], value)
+            if problem:
+                raise ValueError(problem)
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            backend = make_url(value).get_backend_name()
+        except ArgumentError:
+            raise ValueError("is not a database URL: sqlite:///PATH or postgresql://USER@HOST/DATABASE") from None
+        if backend not in ("sqlite", "postgresql"):
+            raise ValueError(f"limen keeps its data in SQLite or PostgreSQL, not {backend}: "
+                             "sqlite:///PATH or postgresql://USER@HOST/DATABASE")
         return value
 
     @property
@@ -367,7 +410,31 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     """
     given = {key: value for key, value in overrides.items() if value is not None}
     config_file = _config_file(config_file)
-    return _build(_settings_class(config_file, environment=True), config_file, given, _describe)
+    settings_cls = _settings_class(config_file, environment=True)
+    in_file = _file_keys(config_file)
+    if not in_file:
+        return _build(settings_cls, config_file, given, _describe)
+    sources = setting_sources(config_file, **overrides)
+
+    def describe(error: dict[str, Any]) -> str:
+        # A key the file set (or one it has that limen does not know) is named as the file writes it: its
+        # LIMEN_ variable would send the reader looking for something they never set.
+        key = str(error["loc"][0]) if error["loc"] else ""
+        if key in in_file and sources.get(key, "file") == "file":
+            return f"{config_file}: {_describe_file_key(error)}"
+        return _describe(error)
+
+    return _build(settings_cls, config_file, given, describe)
+
+
+def _file_keys(config_file: Path | None) -> set[str]:
+    """The keys ``config_file`` sets (none when there is none, or it cannot be read: that is said elsewhere)."""
+    if config_file is None or not config_file.is_file():
+        return set()
+    try:
+        return {str(key).lower() for key in TomlConfigSettingsSource(Settings, toml_file=config_file).toml_data}
+    except (OSError, ValueError):
+        return set()
 
 
 def check_settings_file(config_file: Path) -> Settings:
@@ -396,9 +463,7 @@ def setting_sources(config_file: Path | None = None, **overrides: Any) -> dict[s
     """Where each setting :func:`load_settings` (same arguments) takes comes from, strongest source first:
     a CLI flag, a ``LIMEN_*`` variable, the TOML file, else its default (or a value derived from others)."""
     config_file = _config_file(config_file)
-    in_file: set[str] = set()
-    if config_file is not None and config_file.is_file():
-        in_file = {key.lower() for key in TomlConfigSettingsSource(Settings, toml_file=config_file).toml_data}
+    in_file = _file_keys(config_file)
     # pydantic-settings matches variable names without regard to case, so this does too.
     in_environment = {name.lower() for name in os.environ}
     sources: dict[str, SettingSource] = {}

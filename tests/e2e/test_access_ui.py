@@ -3,10 +3,12 @@ and unicode: it is stored as given and shown as text everywhere, and no script o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -15,8 +17,12 @@ from playwright.sync_api import Page, expect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from limen.audit import AuditLog
+from limen.clock import system_clock
+from limen.db import Database
 from tests.conftest import QEMU_URI
 from tests.e2e.helpers import save_screenshot, sign_in, start_limen
+from tests.support.access import TEST_ADMIN_PASSWORD
 from tests.support.libvirt_cleanup import remove_domain
 from tests.support.server import LimenProcess
 
@@ -74,6 +80,13 @@ def test_unsigned_pages_go_to_login_and_back(server: LimenProcess, new_page: Cal
     page.wait_for_url(f"{server.base_url}/login")
     page.goto(f"{server.base_url}/")
     page.wait_for_url(f"{server.base_url}/login?next=%2F")
+    # A `next` the browser's URL parser reads as another site ("/<tab>/host" is "//host" to it) stays here.
+    page.goto(f"{server.base_url}/login?next=/%09/evil.example")
+    page.fill("#login-name", "test-admin")
+    page.fill("#login-password", TEST_ADMIN_PASSWORD)
+    page.click("#login-submit")
+    page.wait_for_url(f"{server.base_url}/")
+    expect(page.locator("#user-name")).to_have_text("test-admin")
 
 
 def test_names_full_of_markup_sql_and_unicode_are_shown_as_text(
@@ -107,3 +120,40 @@ def test_names_full_of_markup_sql_and_unicode_are_shown_as_text(
     assert page.evaluate(NOT_RUN)
     assert page.locator("#session-rows script, #action-rows script").count() == 0
     save_screenshot(page, "audit-nasty-names-1280")
+
+
+def test_the_audit_page_says_when_it_shows_only_the_latest_rows_and_shows_more(
+    tmp_path: Path, signed_in_page: Callable[..., Page]
+) -> None:
+    """With more actions than the page asks for, it said nothing: the oldest were silently missing. It says
+    that only the latest are shown, and "Show more" asks for twice as many."""
+    own = start_limen(tmp_path / "busy-audit", LIMEN_CONSOLE_AUTO_START="false")
+    try:
+        database = Database(own.database_url)
+        try:
+            audit = AuditLog(database, system_clock)
+
+            async def write_rows() -> None:  # as the API writes a refused action's row
+                for index in range(130):
+                    await audit.vm_action(user="test-admin", action="start", vm_name=f"vm-{index:03}", vm_uuid=None,
+                                          result_code="VM_NOT_FOUND")
+
+            with ThreadPoolExecutor(1) as elsewhere:  # Playwright's loop runs in this thread
+                elsewhere.submit(asyncio.run, write_rows()).result()
+        finally:
+            database.close()
+        page = signed_in_page(own, next_path="/audit")
+        cut = page.locator("#actions-cut")
+        expect(page.locator("#action-rows tr")).to_have_count(100)
+        expect(cut).to_be_visible()
+        expect(cut).to_contain_text("The latest 100 are shown.")
+        expect(page.locator("#sessions-cut")).to_be_hidden()  # no console session at all, and it says so
+        expect(page.locator("#session-rows")).to_have_text("No console sessions yet.")
+        cut.scroll_into_view_if_needed()
+        save_screenshot(page, "audit-latest-shown-1280")
+        page.click("#actions-more")
+        expect(page.locator("#action-rows tr")).to_have_count(130)
+        expect(cut).to_be_hidden()
+        expect(page.locator("#action-rows tr").last).to_contain_text("vm-000")
+    finally:
+        own.stop()

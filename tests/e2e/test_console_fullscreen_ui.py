@@ -163,7 +163,11 @@ def test_the_pop_out_takes_the_size_of_the_vms_screen_and_types_into_it(
 
     # Closing the pop-out is noticed; reopening gives a new one; "Show it here" brings it back.
     popout.close()
-    expect(page.locator("#panel-sub")).to_have_text("The pop-out window was closed. The VM keeps running.")
+    expect(page.locator("#panel-sub")).to_have_text(
+        "The VM keeps running: show the console here, or reopen the pop-out.")
+    # The title and the status say it too (they still said the console was open in its own window).
+    expect(page.locator("#panel-title")).to_have_text("The pop-out window is closed")
+    expect(page.locator("#conn-status")).to_have_text("Pop-out closed")
     with window_context.expect_page() as reopened:
         page.get_by_role("button", name="Reopen the pop-out").click()
     again = reopened.value

@@ -281,6 +281,10 @@ def test_the_keyboard_leaves_the_screen_without_leaving_keys_pressed_in_the_gues
     expect(hint).to_be_visible()
     expect(hint).to_have_text("Keys go to the VM · Ctrl+Alt+Shift leaves the console")
     save_screenshot(page, "console-leave-hint-1280")
+    # It lies over the screen's bottom rows: gone after a few seconds, the screen still focused.
+    expect(hint).to_be_hidden(timeout=8000)
+    assert page.evaluate("() => document.getElementById('screen').contains(document.activeElement)")
+    expect(page.locator("#conn-status")).to_have_attribute("title", re.compile("Ctrl\\+Alt\\+Shift"))
 
     for round_number in range(4):
         before = len(serial_vm.outputs())

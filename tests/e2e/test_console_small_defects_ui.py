@@ -178,6 +178,7 @@ def test_a_stop_the_guest_ignores_is_followed_up_with_force_stop(
     # By keyboard: the row's CPU figures may appear at any moment and shift the button under a mouse click.
     row.locator('[data-action="follow-up-force-stop"]').focus()
     page.keyboard.press("Enter")
+    page.locator("#force-dialog").get_by_role("button", name=f"Force stop {name}").click()  # asked first
     expect(row.locator(".row-status")).to_contain_text(re.compile("Powering off|Powered off"))
     wait_state(api, name, "stopped")
     expect(row).to_have_attribute("data-state", "stopped")
@@ -262,3 +263,36 @@ def test_live_audit_rows_show_the_bytes_so_far(
         expect(shown.locator('td[data-label="From browser"]')).not_to_have_text("0 B")
         save_screenshot(audit, f"audit-live-bytes-{suffix}")
         audit.close()
+
+
+def test_a_vm_deleted_under_its_open_console_says_it_is_gone(
+    server: LimenProcess, api: httpx.Client, vm_names: Callable[[], str], signed_in_page: Callable[..., Page]
+) -> None:
+    """The console ended with ACCESS_REVOKED ("sign in again or ask an administrator"), offered Reconnect to a VM
+    that no longer exists, and its badge said Running 15 s after the VM was gone."""
+    name = vm_names()
+    vm = running_demo_vm(api, name)
+    page = signed_in_page(server)
+    open_console(page, server, vm["uuid"])
+    assert api.delete(f"/api/vms/{name}").status_code == 200
+    box = page.locator("#panel-extra .error-box")
+    expect(box).to_have_attribute("data-code", "VM_NOT_FOUND")
+    expect(box).to_contain_text("The VM does not exist (it may have been deleted)")
+    expect(page.locator("#vm-state .badge")).to_have_text("Deleted")
+    expect(box.get_by_role("link", name="Back to VMs")).to_be_focused()
+    expect(box.get_by_role("button", name="Reconnect")).to_have_count(0)
+    save_screenshot(page, "console-vm-deleted-1280")
+
+
+def test_a_vm_deleted_under_its_details_page_is_deleted_in_its_overview_too(
+    server: LimenProcess, api: httpx.Client, vm_names: Callable[[], str], signed_in_page: Callable[..., Page]
+) -> None:
+    """The badge and the banner said Deleted; the overview below still said Stopped."""
+    name = vm_names()
+    assert api.post("/api/vms", json={"name": name, "memory_mib": 64}).status_code == 201
+    page = signed_in_page(server)
+    page.goto(f"{server.base_url}/vms/{name}")
+    expect(page.locator("#fact-state")).to_have_text("stopped")
+    assert api.delete(f"/api/vms/{name}").status_code == 200
+    expect(page.locator("body")).to_have_attribute("data-state", "deleted")
+    expect(page.locator("#fact-state")).to_have_text("Deleted")

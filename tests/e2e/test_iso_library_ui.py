@@ -98,6 +98,14 @@ def test_upload_with_progress_then_cancel_another(
     assert not (iso_dir / "too-slow.iso").exists()
     expect(page.locator("tr[data-iso='too-slow.iso']")).to_have_count(0)
 
+    # An empty file: said as such, not as the API's INVALID_REQUEST ("check the request against /api/docs").
+    empty = tmp_path / "empty.iso"
+    empty.write_bytes(b"")
+    page.set_input_files("#upload-file", str(empty))
+    page.click("#upload-start")
+    expect(page.locator("#upload-result .error-box")).to_contain_text("empty.iso has 0 bytes")
+    assert not (iso_dir / "empty.iso").exists()
+
 
 def test_delete_refused_while_a_vm_holds_the_image(
     server: LimenProcess, new_page: Callable[..., Page], iso_dir: Path, vm_names: Callable[[], str]
@@ -164,3 +172,25 @@ def test_upload_progress_at_390_px(server: LimenProcess, new_page: Callable[...,
     page.click("#upload-cancel")
     expect(page.locator("#upload-result .notice")).to_contain_text("cancelled")
     assert not (iso_dir / "phone-upload.iso").exists()
+
+
+def test_a_refused_name_is_said_plainly_and_a_later_attempt_clears_the_earlier_error(
+    server: LimenProcess, new_page: Callable[..., Page], tmp_path: Path
+) -> None:
+    """English pages showed the server's raw details under the field ("name: … [request_id=…]"), and an error
+    box of an earlier attempt stayed under the next attempt's own message."""
+    page = sign_in(new_page(), server.base_url, next_path="/isos")
+    expect(page.locator("tr[data-iso='installer.iso']")).to_be_visible()
+    source = tmp_path / "small.iso"
+    source.write_bytes(b"\0" * 4096)
+    page.set_input_files("#upload-file", str(source))
+    page.fill("#upload-name", "a/b.iso")
+    page.click("#upload-start")
+    field = page.locator("#upload-name-error")
+    expect(field).to_have_text("'a/b.iso' is not a file name inside the ISO directory")
+    expect(page.locator("#upload-result .error-box")).to_be_visible()
+    page.fill("#upload-name", "installer.iso")  # taken: the page says so itself
+    page.click("#upload-start")
+    expect(field).to_contain_text("installer.iso")
+    expect(page.locator("#upload-result")).to_be_empty()
+    save_screenshot(page, "isos-name-refused-1280")

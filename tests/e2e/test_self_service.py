@@ -50,7 +50,18 @@ def test_sign_up_approval_and_creating_within_the_quota(
     save_screenshot(page, "signup-offer-1280")
     page.click("#signup-link")
     expect(page.locator("#signup-mode")).to_contain_text("An administrator approves new accounts")
+    # Mistakes are said under their field (they were only in the box's English details).
+    page.fill("#signup-name", "cli:eve")
+    page.fill("#signup-password", PASSWORD)
+    page.click("#signup-submit")
+    expect(page.locator("#signup-name-error")).to_be_visible()
+    expect(page.locator("#signup-name")).to_have_attribute("aria-invalid", "true")
     page.fill("#signup-name", user)
+    page.fill("#signup-password", "short")
+    page.click("#signup-submit")
+    expect(page.locator("#signup-name-error")).to_be_hidden()
+    expect(page.locator("#signup-password-error")).to_be_visible()
+    save_screenshot(page, "signup-short-password-1280")
     page.fill("#signup-password", PASSWORD)
     page.click("#signup-submit")
     expect(page.locator("#signup-done")).to_contain_text("An administrator must approve it")
@@ -90,7 +101,8 @@ def test_sign_up_approval_and_creating_within_the_quota(
     page.click("#submit")
     expect(page.locator("#form-error")).to_contain_text("Quota exceeded")
     expect(page.locator("#vcpus-error")).to_have_text(
-        f"user '{user}' quota on vCPUs: limit 1; a VM with 2 could never start within it (give it at most 1)")
+        "Over your quota on vCPUs running: the limit is 1 and this needs 2, so it could never fit. "
+        "Ask for at most 1.")
     expect(page.locator("#vcpus")).to_have_attribute("aria-invalid", "true")
     save_screenshot(page, "create-quota-refused-1280")
 
@@ -189,6 +201,11 @@ def test_approved_in_the_users_page_then_a_real_vm_within_quota_with_live_graphs
     expect(page.locator("#form-error")).to_contain_text("Quota exceeded")
     expect(page.locator("#form-error")).to_contain_text("QUOTA_EXCEEDED")
     expect(page.locator("#memory_mib")).to_have_attribute("aria-invalid", "true")
+    # The numbers in words at the field and in the box (not only in the folded details, English on every page).
+    expect(page.locator("#memory_mib-error")).to_have_text(
+        "Over your quota on memory running (MiB): the limit is 512 and this needs 1,024, so it could never "
+        "fit. Ask for at most 512.")
+    expect(page.locator("#form-error .error-message")).to_contain_text("Ask for at most 512.")
     # The bars are refreshed after the refusal; the refused value stays, as the message at it names it.
     expect(page.locator("#memory_mib")).to_have_value("1024")
     # The bars are drawn on a desktop too (an unclosed @media once left them unstyled above 760 px). Asked until

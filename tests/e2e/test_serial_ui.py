@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import httpx
+import libvirt
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -123,3 +124,54 @@ def test_serial_tab_shows_grub_and_echoes_what_is_typed(
     # The audit page tells the serial session from the screen's.
     page.goto(f"{server.base_url}/audit")
     expect(page.locator("tr", has_text="· serial").first).to_be_visible(timeout=10_000)
+
+
+def test_a_vm_without_graphics_is_reached_through_its_serial_console(
+    server: LimenProcess, signed_in_page: Callable[..., Page]
+) -> None:
+    # Servers and cloud images often have a serial console and no screen: their Console links open the Serial
+    # tab (they were disabled: "no graphical console"), and the Screen tab points there instead of to "Retry".
+    name = f"limen-test-{uuid.uuid4().hex[:10]}"
+    conn = libvirt.open(QEMU_URI)
+    try:
+        conn.defineXML(f"""<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='cdrom'/></os>
+  <devices>
+    <disk type='file' device='cdrom'><driver name='qemu' type='raw'/>
+      <source file='{serial_demo_iso_dir() / DEMO_ISO}'/><target dev='hdc' bus='ide'/><readonly/></disk>
+    <serial type='pty'><target port='0'/></serial>
+    <console type='pty'><target type='serial' port='0'/></console>
+    <video><model type='none'/></video>
+  </devices>
+</domain>""").create()
+    finally:
+        conn.close()
+    try:
+        page = signed_in_page(server)
+        page.goto(f"{server.base_url}/")
+        link = page.locator(f'tr[data-vm-name="{name}"] [data-action="console"]')
+        expect(link).to_have_attribute("title", "No graphical console: this opens its serial console")
+        expect(link).not_to_have_attribute("aria-disabled", "true")
+        link.click()
+        page.wait_for_url(re.compile(r"/console\?tab=serial$"))
+        expect(page.locator("#serial-status")).to_contain_text("Serial console connected", timeout=20_000)
+        page.locator("#serial-term .xterm-helper-textarea").focus()
+        page.keyboard.press("Enter")
+        wait_for_row(page, lambda row: row.startswith("grub>"))
+        save_screenshot(page, "console-serial-only-1280")
+
+        # The console page opened without the tab asked for: the Serial tab all the same; the Screen tab says
+        # there is no screen, and its one way on is the serial console.
+        page.goto(f"{server.base_url}/vms/{name}/console")
+        expect(page.locator("body")).to_have_attribute("data-console-tab", "serial", timeout=10_000)
+        page.click("#tab-screen")
+        box = page.locator("#panel-extra .error-box")
+        expect(box).to_have_attribute("data-code", "VNC_NOT_CONFIGURED", timeout=20_000)
+        expect(page.get_by_role("button", name="Retry", exact=True)).to_have_count(0)
+        page.get_by_role("button", name="Open the serial console").click()
+        expect(page.locator("body")).to_have_attribute("data-console-tab", "serial")
+    finally:
+        remove_domain(QEMU_URI, name)

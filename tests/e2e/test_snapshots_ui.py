@@ -140,3 +140,19 @@ def test_snapshots_section_take_revert_delete(
         list_dialog.get_by_role("button", name="Cancel").click()
     finally:
         remove_domain(QEMU_URI, bare)
+
+
+def test_a_vm_without_a_disk_is_told_it_cannot_have_snapshots(
+    server: LimenProcess, api: httpx.Client, signed_in_page: Callable[..., Page], vm_name: str
+) -> None:
+    """The form was offered, and taking a snapshot answered SNAPSHOT_UNSUPPORTED with advice about converting
+    raw disks to qcow2, on a page that said the VM has no disk."""
+    created = api.post("/api/vms", json={"name": vm_name, "memory_mib": 64, "iso": DEMO_ISO})
+    assert created.status_code == 201, created.text
+    page = signed_in_page(server, PHONE)
+    page.context.add_cookies([{"name": "limen_lang", "value": "ko", "url": server.base_url}])
+    page.goto(f"{server.base_url}/vms/{vm_name}")
+    expect(page.locator("#snapshot-hint")).to_have_text(
+        "이 가상 머신에는 디스크가 없어 스냅샷을 만들 수 없습니다. 스냅샷은 qcow2 디스크에 저장됩니다.")
+    expect(page.locator("#snapshot-form")).to_be_hidden()
+    save_screenshot(page, "snapshots-no-disk-ko-phone")

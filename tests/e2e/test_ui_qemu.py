@@ -174,13 +174,15 @@ def test_create_start_console_type_and_vm_stopped(
     png = api.get(f"/api/vms/{name}/screenshot")
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
 
-    # The VM is destroyed while its console is open: the page says so and offers to reconnect.
+    # The VM is destroyed while its console is open: the page says so and offers to start it and reconnect
+    # (one button that says it starts the VM: a "Reconnect" started it unsaid, the console's auto-start).
     assert api.post(f"/api/vms/{name}/stop", params={"force": "true"}).status_code == 200
     page.wait_for_selector('body[data-console-state="ended"]', timeout=10_000)
     box = page.locator("#panel-extra .error-box")
     expect(box).to_have_attribute("data-code", "VM_STOPPED")
     expect(box.locator(".error-title")).to_have_text("VM stopped")
-    expect(page.get_by_role("button", name="Reconnect", exact=True)).to_be_visible()
+    expect(page.locator("#panel-extra .btn.primary")).to_have_text("Start VM and connect")
+    expect(page.get_by_role("button", name="Reconnect", exact=True)).to_have_count(0)
     assert page.locator(".spinner").count() == 0
     save_screenshot(page, "console-vm-stopped-1280")
 
@@ -211,7 +213,22 @@ def test_list_actions_show_progress_results_and_errors(
 
     row.get_by_label(f"More actions for {name}").click()
     row.get_by_role("button", name=f"Force stop {name}").click()
+    # Asked first, naming the VM, as on its page; Cancel (focused) leaves it running.
+    force = page.locator("#force-dialog")
+    expect(force).to_contain_text(name)
+    expect(force.get_by_role("button", name="Cancel")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(force).to_be_hidden()
+    expect(row.locator(".badge")).to_have_text("Running")
+    row.get_by_label(f"More actions for {name}").click()
+    row.get_by_role("button", name=f"Force stop {name}").click()
+    force.get_by_role("button", name=f"Force stop {name}").click()
     expect(row.locator(".row-status")).to_contain_text("Powered off")
+    # The menu closes when the keyboard leaves it (left open, it covered the next row's buttons).
+    row.get_by_label(f"More actions for {name}").click()
+    expect(row.locator("details.more")).to_have_attribute("open", "")
+    page.keyboard.press("Shift+Tab")
+    expect(row.locator("details.more")).not_to_have_attribute("open", "")
     expect(row.locator(".badge")).to_have_text("Stopped")
 
     # A real error from the server: the VM gets started behind the page's back just before its Start.

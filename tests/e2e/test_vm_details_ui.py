@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Page, Route, expect
 
 from tests.conftest import DEMO_ISO, QEMU_URI
-from tests.e2e.helpers import ARTIFACTS, DESKTOP, PHONE, save_screenshot, start_limen
+from tests.e2e.helpers import ARTIFACTS, DESKTOP, PHONE, save_screenshot, sign_in, start_limen
 from tests.support.access import provision_user
 from tests.support.databases import database_url_for
 from tests.support.libvirt_cleanup import domain_exists, remove_domain
@@ -119,8 +119,23 @@ def test_the_details_page_of_a_stopped_vm_leaves_it_stopped(
     page.screenshot(path=str(ARTIFACTS / "vm-details-stopped-full-1280.png"), full_page=True)
 
 
+# Test instrumentation, run before the page's modules: every message any EventSource of the page receives.
+COUNT_STREAM_MESSAGES = """
+window.streamMessages = [];
+const PageEventSource = window.EventSource;
+window.EventSource = class extends PageEventSource {
+  constructor(...args) {
+    super(...args);
+    for (const type of ["ready", "vm", "resync", "error"]) {
+      this.addEventListener(type, (message) => window.streamMessages.push(`${type} ${message.data ?? ""}`));
+    }
+  }
+};
+"""
+
+
 def test_the_list_follows_virsh_within_1_s_without_waiting_for_a_poll(
-    server: LimenProcess, server_dir: Path, signed_in_page: Callable[..., Page], vm_name: Callable[..., str]
+    server: LimenProcess, server_dir: Path, new_page: Callable[..., Page], vm_name: Callable[..., str]
 ) -> None:
     # A plain user: the shared libvirtd's other VMs (other test runs') change all the time, and an admin's
     # list rightly reloads for each; this user's list hears of their own VMs only.
@@ -128,19 +143,26 @@ def test_the_list_follows_virsh_within_1_s_without_waiting_for_a_poll(
     name = vm_name()
     with httpx.Client(base_url=server.base_url, timeout=30, headers={"Authorization": f"Bearer {token}"}) as own:
         create(own, name)
-    page = signed_in_page(server, name="carol", password="pw-carol-123")
+    page = new_page()
+    page.add_init_script(COUNT_STREAM_MESSAGES)
+    sign_in(page, server.base_url, name="carol", password="pw-carol-123")
     row = page.locator(f'tr[data-vm-name="{name}"]')
     expect(row.locator(".badge")).to_have_text("Stopped")
     polls: list[str] = []
     page.on("request", lambda request: polls.append(request.url) if request.url.endswith("/api/vms") else None)
     wait_live(page)
     expect(page.locator("#refresh-note")).to_contain_text("live")
-    # Nothing polls while the stream is up: in a window of two poll intervals without a change, at most the
-    # one reload that "ready" asks for (it may start just after the page says live; a loaded machine once
-    # showed it), where a polling page would ask twice.
+    # Nothing polls while the stream is up: in a window of two poll intervals, at most the one reload that
+    # "ready" asks for (it may start just after the page says live; a loaded machine once showed it) and
+    # one per message the stream brought in the window (CI once saw two reloads; a late event for the new VM
+    # is the likely cause, not proven), where a polling page would ask twice with no message at all.
     polls.clear()
+    messages_before = page.evaluate("window.streamMessages.length")
     page.wait_for_timeout(2 * POLL_MS + 500)
-    assert len(polls) <= 1, polls
+    all_messages = page.evaluate("window.streamMessages")
+    assert any(message.startswith("ready ") for message in all_messages), all_messages  # the count counts
+    messages = all_messages[messages_before:]
+    assert len(polls) <= 1 + len(messages), (polls, messages)
 
     for command, label in (("start", "Running"), ("destroy", "Stopped")):
         virsh(command, name)
@@ -322,3 +344,43 @@ def test_while_the_stream_is_down_the_list_polls(
     expect(page.locator("#refresh-note")).to_contain_text("polling every 2 s")
     virsh("start", name)
     expect(row.locator(".badge")).to_have_text("Running", timeout=5000)  # the next 2 s poll
+
+
+def test_the_page_of_a_vm_that_is_not_there_offers_only_the_way_back(
+    server: LimenProcess, signed_in_page: Callable[..., Page]
+) -> None:
+    """A link to a VM deleted long ago, or another user's (it is missing to them): the page showed the error
+    above a whole working page (Start, Delete, the settings, snapshot and CD forms) and retried the graphs
+    every 10 s, with English in the Korean note."""
+    page = signed_in_page(server, PHONE)
+    page.context.add_cookies([{"name": "limen_lang", "value": "ko", "url": server.base_url}])
+    page.goto(f"{server.base_url}/vms/limen-test-never-there")
+    expect(page.locator("body")).to_have_attribute("data-state", "missing")
+    expect(page.locator("#load-error")).to_contain_text("가상 머신을 찾을 수 없음")
+    expect(page.locator("#load-error").get_by_role("link")).to_be_visible()
+    for hidden in ("#vm-actions", "#resource-graphs", "#snapshots", "#set-vcpus"):
+        expect(page.locator(hidden)).to_be_hidden()
+    save_screenshot(page, "details-missing-vm-ko-phone")
+
+
+def test_settings_typed_here_survive_a_rename_made_elsewhere_and_are_saved(
+    server: LimenProcess, api: httpx.Client, signed_in_page: Callable[..., Page], vm_name: Callable[..., str]
+) -> None:
+    # Another tab renamed the VM while vCPUs and memory were typed here: the live update put the VM's values
+    # back in every field, and "Save settings" then said "Nothing changed", saving nothing.
+    name, renamed = vm_name(), vm_name()
+    vm = create(api, name)
+    page = signed_in_page(server)
+    page.goto(f"{server.base_url}/vms/{vm['uuid']}")
+    wait_live(page)
+    expect(page.locator("#set-name")).to_have_value(name)
+    page.get_by_label("vCPUs").fill("2")
+    page.get_by_label("Memory (MiB)").fill("192")
+    assert api.patch(f"/api/vms/{name}", json={"name": renamed}).status_code == 200
+    expect(page.locator("#set-name")).to_have_value(renamed)  # not edited here: it follows
+    expect(page.get_by_label("vCPUs")).to_have_value("2")  # typed here: kept
+    expect(page.get_by_label("Memory (MiB)")).to_have_value("192")
+    page.get_by_role("button", name="Save settings").click()
+    expect(page.locator("#settings-status")).to_contain_text("Saved")
+    saved = api.get(f"/api/vms/{vm['uuid']}").json()
+    assert (saved["name"], saved["vcpus"], saved["memory_mib"]) == (renamed, 2, 192)

@@ -132,6 +132,11 @@ def test_restore_is_refused_while_serving_then_brings_back_the_rows(
 
     refused = limen(tmp_path, "restore", str(out))
     assert refused.returncode == 1 and "stop it before a restore" in refused.stderr, refused.stderr
+    # Into another data dir while the server serves on, twice in a row: the copy holds the server's instance
+    # row, but the server serves the original; the second restore was refused, naming it, for 15 s.
+    for _ in range(2):
+        copied = limen(tmp_path, "restore", str(out), data="copy")
+        assert copied.returncode == 0, copied.stderr
 
     server.stop()
     restored = limen(tmp_path, "restore", str(out))
@@ -190,6 +195,19 @@ def test_a_backup_of_a_newer_schema_is_refused_and_changes_nothing(
     garbage.write_bytes(b"not a tar file at all")
     unreadable = limen(tmp_path, "restore", str(garbage))
     assert unreadable.returncode == 1 and "not a readable limen backup" in unreadable.stderr
+    # A real backup whose compressed stream is damaged at its first block: zlib's error was a traceback.
+    flipped = tmp_path / "flipped.limen"
+    data = bytearray(out.read_bytes())
+    start = 10  # past gzip's fixed header, and its file name when one is there (RFC 1952)
+    if data[3] & 0x08:
+        start = data.index(0, start) + 1
+    data[start] = 0xFF  # block type 3: reserved, "invalid block type"
+    flipped.write_bytes(bytes(data))
+    for broken in (garbage, flipped):
+        refused = limen(tmp_path, "restore", str(broken))
+        assert refused.returncode == 1 and "not a readable limen backup" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) <= 2, refused.stderr
+    assert database_state(tmp_path / "data") == before
 
 
 def test_restore_vms_defines_a_vm_libvirt_lost(
@@ -207,7 +225,11 @@ def test_restore_vms_defines_a_vm_libvirt_lost(
     server.stop()
     remove_domain(QEMU_URI, name)
     assert not domain_exists(QEMU_URI, name)
-    restored = limen(tmp_path, "restore", str(out), "--vms", "--vm", name)
+    # A typo in --vm is said before anything changes (it defined nothing and replaced the database quietly).
+    typo = limen(tmp_path, "restore", str(out), "--vm", f"{name}x")
+    assert typo.returncode == 1 and f"holds no VM named '{name}x'" in typo.stderr, typo.stderr
+    assert list((tmp_path / "data").glob("limen*before-restore-*")) == []
+    restored = limen(tmp_path, "restore", str(out), "--vm", name)  # --vm alone implies --vms
     assert restored.returncode == 0, restored.stderr
     assert f"defined VMs: {name}" in restored.stdout
     assert domain_exists(QEMU_URI, name)

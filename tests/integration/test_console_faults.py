@@ -12,6 +12,7 @@ import base64
 import contextlib
 import os
 import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -44,6 +45,7 @@ from tests.support.fake_vnc import (
     refused_port,
 )
 from tests.support.hanging_libvirt import HangingLibvirt
+from tests.support.raw_ws import BINARY, CLOSE, RawConsole, masked_frame
 
 FAST = {
     "console_check_vm_timeout": 1.0,
@@ -291,6 +293,35 @@ async def test_server_shutdown_mid_session(tmp_path: Path, fast_settings: Callab
     assert (t.close_code, t.close_reason) == (4402, "SERVER_SHUTDOWN")
     assert time.monotonic() - asked < 3
     assert len(server.sessions) == 0
+
+
+async def test_server_shutdown_waits_for_the_clients_close_reply(
+    tmp_path: Path, fast_settings: Callable[..., Settings]
+) -> None:
+    """At shutdown limen sends its close frame, then keeps the connection until the client answers it (RFC 6455
+    7.1.1) or CLOSE_GRACE passes. Closing TCP at once made a browser still sending VNC input get a reset, and
+    Chromium, its write failing, dropped the socket as 1006 without reading the close frame before it: the page
+    said CONNECTION_LOST instead of SERVER_SHUTDOWN and the reconnect was for the wrong reason."""
+    async with RfbServer() as vnc:
+        settings = fast_settings(libvirt_uri=driver_uri(tmp_path, [FakeDomain("vm", vnc.port)]))
+        server = await ConsoleServer(settings).start()
+        try:
+            console = await RawConsole.open(server.port, "/api/vms/vm/console", server.auth_headers)
+            try:
+                await console.until(BINARY)  # the VNC server's banner: the session is in its proxy stage
+                stopping = asyncio.create_task(server.stop())
+                close = await console.until(CLOSE)
+                assert close == struct.pack("!H", 4402) + b"SERVER_SHUTDOWN"
+                with pytest.raises(TimeoutError):  # the connection stays while the client has not answered
+                    await asyncio.wait_for(console.reader.read(1), 0.5)
+                assert not stopping.done()
+                console.send(masked_frame(CLOSE, close[:2]))
+                assert await asyncio.wait_for(console.reader.read(1), 2) == b""  # then it ends, cleanly
+                await asyncio.wait_for(stopping, 5)
+            finally:
+                console.close()
+        finally:
+            await server.stop()
 
 
 async def test_server_shutdown_during_the_handshake(tmp_path: Path, fast_settings: Callable[..., Settings]) -> None:

@@ -16,6 +16,7 @@ import pytest
 from limen.console.stage_table import VNC_STAGES
 from limen.errors import ErrorCode
 from limen.hypervisor import Hypervisor, Vm, VmSpec
+from limen.hypervisor.snapshots import revert_snapshot
 from limen.settings import Settings
 from tests.conftest import DEMO_ISO, QEMU_URI
 from tests.support.console import (
@@ -25,6 +26,7 @@ from tests.support.console import (
     read_console,
     read_frames,
     running_console,
+    running_vm_with_a_stopped_snapshot,
 )
 from tests.support.rfb_client import RfbStream, handshake, request_full_update
 
@@ -156,3 +158,22 @@ async def test_client_that_leaves_while_the_vm_starts(
     left = time.monotonic()
     await qemu_console.wait_idle(timeout=5)
     assert time.monotonic() - left < 1.0
+
+
+async def test_a_revert_under_an_open_console_ends_it_with_vm_reverted(
+    qemu_console: ConsoleServer, vm_names: Callable[[], str]
+) -> None:
+    # A running VM reverted to a snapshot of it stopped: libvirt stops it "from snapshot". The console says so
+    # (VM_REVERTED, "reconnect"), not VM_STOPPED's "start it again" (a revert to a running snapshot whose QEMU
+    # must be restarted starts it again at once).
+    hv = qemu_console.hypervisor
+    vm = await running_vm_with_a_stopped_snapshot(hv, vm_names(), DEMO_ISO)
+    async with client(qemu_console.url(vm.name, query="notices=1")) as ws:
+        t = ConsoleTranscript()
+        await read_frames(ws, t, time.monotonic(), until_binary=1)
+        await revert_snapshot(hv, vm.uuid, "off")
+        await read_frames(ws, t, time.monotonic())
+    assert (t.close_code, t.close_reason) == (ErrorCode.VM_REVERTED.close_code, "VM_REVERTED")
+    (error,) = t.errors
+    assert (error["code"], error["stage"]) == ("VM_REVERTED", "proxy")
+    assert "reverted to a snapshot" in error["details"]

@@ -10,12 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import libvirt
 import pytest
 from sqlalchemy.engine import make_url
 
+from limen.db import Database
 from limen.doctor import Outcome, all_passed, diagnose, render_table
+from limen.host_registry import add_host
+from limen.hypervisor.storage import pool_xml
 from limen.settings import Settings
-from tests.conftest import QEMU_URI
+from tests.conftest import QEMU_URI, TEST_POOL, TEST_POOL_DIR
 from tests.support.console import ConsoleServer, FakeDomain, driver_uri, running_console
 from tests.support.databases import cli_env, on_postgresql
 from tests.support.fake_vnc import GarbageServer, RfbServer, SilentServer, refused_port
@@ -113,6 +117,20 @@ async def test_missing_vm(make_settings: Callable[..., Settings], tmp_path: Path
     assert "limen vm list" in fix
 
 
+async def test_a_vm_on_a_registered_host_is_found_there(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    # "VM exists" failed for a VM `limen vm list` showed on another host of the registry.
+    settings = make_settings(libvirt_uri=driver_uri(tmp_path, []))
+    database = Database(settings.db_url)
+    try:
+        database.migrate()
+        add_host(database, "edge", driver_uri(tmp_path, [FakeDomain("elsewhere", refused_port())]),
+                 default_uri=settings.libvirt_uri)
+    finally:
+        database.close()
+    name, detail, _fix = failed(await _diagnose(settings, "elsewhere"))
+    assert name == "TCP connect to VNC", detail  # found, and checked on through its VNC port
+
+
 async def test_refused_port(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     settings = make_settings(libvirt_uri=driver_uri(tmp_path, [FakeDomain("refused", refused_port())]))
     name, detail, _fix = failed(await _diagnose(settings, "refused"))
@@ -138,8 +156,12 @@ async def test_no_server_running(make_settings: Callable[..., Settings], tmp_pat
     async with RfbServer() as vnc:
         settings = make_settings(libvirt_uri=driver_uri(tmp_path, [FakeDomain("alone", vnc.port)]))
         name, _detail, fix = failed(await _diagnose(settings, "alone"))
-    assert name == "console WebSocket"
-    assert "limen serve" in fix
+        assert name == "console WebSocket"
+        assert "limen serve" in fix
+        # With a token it asks for a ticket first: that said only "URLError", not why.
+        name, detail, fix = failed(await _diagnose(settings, "alone", token="limen_not-asked-anyway-0123456789"))
+    assert name == "console WebSocket" and "limen serve" in fix
+    assert "Connection refused" in detail, detail
 
 
 async def test_console_error_from_the_server_is_named(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
@@ -178,7 +200,8 @@ async def test_last_console_errors_come_from_the_log(make_settings: Callable[...
 
 def test_cli_host_checks_json_and_exit_codes(tmp_path: Path) -> None:
     env = cli_env({**os.environ, "LIMEN_LIBVIRT_URI": QEMU_URI, "LIMEN_LOG_DIR": str(tmp_path / "log"),
-                   "LIMEN_DATA_DIR": str(tmp_path)})
+                   "LIMEN_DATA_DIR": str(tmp_path), "LIMEN_STORAGE_POOL": TEST_POOL,
+                   "LIMEN_STORAGE_POOL_DIR": str(TEST_POOL_DIR)})
     healthy = subprocess.run([LIMEN, "--json", "doctor"], env=env, capture_output=True, text=True, timeout=60,
                              check=False)
     report = json.loads(healthy.stdout)
@@ -202,6 +225,8 @@ def test_cli_host_checks_json_and_exit_codes(tmp_path: Path) -> None:
     failing = [check for check in json.loads(no_database.stdout)["checks"] if check["outcome"] == "fail"]
     assert [check["name"] for check in failing] == ["database"]
     assert "LIMEN_DATABASE_URL" in failing[0]["fix"]
+    # The fix fits the database: a PostgreSQL one was told about SQLite's directory.
+    assert ("PostgreSQL runs" in failing[0]["fix"]) == on_postgresql(), failing[0]["fix"]
 
     broken = subprocess.run(
         [LIMEN, "doctor", "--timeout", "10"],
@@ -229,11 +254,14 @@ async def test_each_registered_host_is_checked_apart(make_settings: Callable[...
             db = Database(settings.db_url)
             try:
                 db.migrate()
-                host_registry.add_host(db, "blind", driver_uri(tmp_path, [FakeDomain("on-blind", refused_port())]))
-                host_registry.add_host(db, "dead", "qemu+unix:///system?socket=/nonexistent/libvirt-sock")
-                host_registry.add_host(db, "hung", hung.uri)
+                local = settings.libvirt_uri
+                host_registry.add_host(db, "blind", driver_uri(tmp_path, [FakeDomain("on-blind", refused_port())]),
+                                       default_uri=local)
+                host_registry.add_host(db, "dead", "qemu+unix:///system?socket=/nonexistent/libvirt-sock",
+                                       default_uri=local)
+                host_registry.add_host(db, "hung", hung.uri, default_uri=local)
                 host_registry.add_host(db, "second", driver_uri(tmp_path, [FakeDomain("on-second", second_vnc.port)]),
-                                       console_address="127.0.0.1")
+                                       console_address="127.0.0.1", default_uri=local)
             finally:
                 db.close()
             results = await _diagnose(settings, None)
@@ -258,3 +286,27 @@ async def test_one_machine_gets_no_host_checks(make_settings: Callable[..., Sett
     settings = make_settings(libvirt_uri=driver_uri(tmp_path, []))
     results = await _diagnose(settings, None)
     assert not [result.name for result in results if result.name.startswith("host")], render_table(results)
+
+
+async def test_a_storage_pool_that_keeps_its_disks_elsewhere_is_named_with_its_fix(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """The pool existed (an earlier LIMEN_STORAGE_POOL_DIR, another limen on the same libvirt): new disks went
+    to its directory while `limen config show` named the configured one, and nothing said so."""
+    pin = libvirt.open("test:///default")  # the test driver keeps the pool while a connection is open
+    pool = pin.storagePoolDefineXML(pool_xml("limen-doctor-pool", tmp_path / "elsewhere"), 0)
+    try:
+        settings = make_settings(libvirt_uri="test:///default", storage_pool="limen-doctor-pool",
+                                 storage_pool_dir=tmp_path / "configured")
+        check = next(result for result in await _diagnose(settings, None) if result.name == "storage pool")
+        assert check.outcome is Outcome.FAIL
+        assert str(tmp_path / "elsewhere") in check.detail and str(tmp_path / "configured") in check.detail
+        assert f"LIMEN_STORAGE_POOL_DIR={tmp_path / 'elsewhere'}" in check.fix
+
+        settings = make_settings(libvirt_uri="test:///default", storage_pool="limen-doctor-pool",
+                                 storage_pool_dir=tmp_path / "elsewhere")
+        check = next(result for result in await _diagnose(settings, None) if result.name == "storage pool")
+        assert check.outcome is Outcome.PASS
+    finally:
+        pool.undefine()
+        pin.close()

@@ -4,10 +4,10 @@ stage to real QEMU VMs (TCG, 64 MiB, the demo GRUB ISO) under the system libvirt
 For each change that takes away the right to a VM's console (a user disabled or deleted, a role lowered,
 a VM given to someone else or deleted, an API token revoked, a browser signed out) the affected consoles
 end within :data:`BOUND` (plus :data:`SLACK` for a loaded machine) with the error frame (``?notices=1``)
-and close code 4513 ``ACCESS_REVOKED``, their audit rows say why, and the consoles of other users and
-other credentials stay open (they still speak RFB with QEMU afterwards). Then the same across two
-instances on one SQLite database and a real redis-server: a change made on one ends a console the other
-holds.
+and close code 4513 ``ACCESS_REVOKED`` (a deleted VM's: 4004 ``VM_NOT_FOUND``), their audit rows say why,
+and the consoles of other users and other credentials stay open (they still speak RFB with QEMU
+afterwards). Then the same across two instances on one SQLite database and a real redis-server: a change
+made on one ends a console the other holds.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from limen.db import Role
+from limen.errors import ErrorCode
 from tests.conftest import DEMO_ISO
 from tests.support.access import provision_user, redis_server
 from tests.support.console import ConsoleTranscript, read_console, read_frames
@@ -156,20 +157,21 @@ async def error_frame_after(console: Console, since: float, *, patience: float =
             break
         await asyncio.sleep(0.005)
     close = console.ws.protocol.close_rcvd
-    assert close is not None and (close.code, close.reason) == (4513, "ACCESS_REVOKED"), close
+    assert close is not None and close.reason in ("ACCESS_REVOKED", "VM_NOT_FOUND"), close  # asserted after
     return time.monotonic() - since
 
 
-async def ends_with_access_revoked(console: Console, since: float, *, made_after: float = 0.0) -> float:
-    """Reads the error frame and the close frame, then until the connection is gone; asserts both, and
-    that the close frame came within the bound of the change (made ``made_after`` seconds after ``since``);
-    returns the seconds from ``since`` to the close frame."""
+async def ends_with_access_revoked(console: Console, since: float, *, made_after: float = 0.0,
+                                   code: ErrorCode = ErrorCode.ACCESS_REVOKED) -> float:
+    """Reads the error frame and the close frame, then until the connection is gone; asserts both (``code``:
+    ACCESS_REVOKED, or VM_NOT_FOUND for a deleted VM), and that the close frame came within the bound of the
+    change (made ``made_after`` seconds after ``since``); returns the seconds from ``since`` to the close frame."""
     took = await (console.watcher if console.watcher is not None else error_frame_after(console, since))
     await asyncio.wait_for(read_frames(console.ws, console.transcript, since), 10)
     (error,) = console.transcript.errors
-    assert (error["code"], error["stage"]) == ("ACCESS_REVOKED", "proxy"), error
-    assert error["message"].startswith("Your access to this VM was withdrawn")
-    assert (console.transcript.close_code, console.transcript.close_reason) == (4513, "ACCESS_REVOKED")
+    assert (error["code"], error["stage"]) == (code.name, "proxy"), error
+    assert error["message"] == code.user_message
+    assert (console.transcript.close_code, console.transcript.close_reason) == (code.close_code, code.name)
     assert took - made_after < BOUND + SLACK, f"the console ended {took - made_after:.2f} s after the change"
     return took
 
@@ -195,9 +197,10 @@ async def changed(request: Any, *watched: Console) -> float:
     return sent
 
 
-async def audited(world: World, console: Console, *, credential: str, because: str) -> None:
+async def audited(world: World, console: Console, *, credential: str, because: str,
+                  code: ErrorCode = ErrorCode.ACCESS_REVOKED) -> None:
     row = await world.row(console.session_id)
-    assert row["end_code"] == "ACCESS_REVOKED", row
+    assert row["end_code"] == code.name, row
     assert row["end_details"] == because, row
     assert row["credential"] == credential, row
 
@@ -409,7 +412,8 @@ async def cookie_ticket_console(world: World, cookie: str, csrf: str) -> Console
     return await world.open("bobs", ticket=await world.ticket("bobs", cookie=cookie, csrf=csrf))
 
 
-async def test_a_deleted_vm_ends_its_consoles_with_access_revoked_before_it_goes(world: World) -> None:
+async def test_a_deleted_vm_ends_its_consoles_with_vm_not_found_before_it_goes(world: World) -> None:
+    """VM_NOT_FOUND, whose advice fits (it was ACCESS_REVOKED: "sign in again or ask an administrator")."""
     carol = world.tokens["carol"]
     on_bobs, on_spare = await open_all(world, lambda: world.open("bobs", token=admin_token(world)),
                                        lambda: world.open("spare", token=carol))
@@ -417,9 +421,9 @@ async def test_a_deleted_vm_ends_its_consoles_with_access_revoked_before_it_goes
     async with world.admin() as api:
         since = await changed(api.delete(f"/api/vms/{world.vms['bobs']}"), on_bobs)
     # Not VM_STOPPED: the console was ended, saying why, before the VM was destroyed.
-    await ends_with_access_revoked(on_bobs, since)
+    await ends_with_access_revoked(on_bobs, since, code=ErrorCode.VM_NOT_FOUND)
     await audited(world, on_bobs, credential=f"token:{token_id_of(world, admin_token(world))}",
-                  because=f"VM {vm_name!r} deleted by 'test-admin'")
+                  because=f"VM {vm_name!r} deleted by 'test-admin'", code=ErrorCode.VM_NOT_FOUND)
     await still_streams(on_spare)
 
 
@@ -537,22 +541,23 @@ async def test_the_command_lines_changes_end_the_consoles_of_a_running_server(
                 lambda: world.open("bobs", token=admin_token(world)),
             )
             spare_name = (await world.row(carols.session_id, ended=False))["vm_name"]
-            steps: list[tuple[tuple[str, ...], list[Console], str]] = [
+            revoked, gone = ErrorCode.ACCESS_REVOKED, ErrorCode.VM_NOT_FOUND
+            steps: list[tuple[tuple[str, ...], list[Console], str, ErrorCode]] = [
                 (("user", "set-role", "dave", "user"), [daves],
-                 "user 'dave' is no longer an administrator (changed from the command line)"),
-                (("user", "delete", "bob"), [bobs], "user 'bob' deleted from the command line"),
+                 "user 'dave' is no longer an administrator (changed from the command line)", revoked),
+                (("user", "delete", "bob"), [bobs], "user 'bob' deleted from the command line", revoked),
                 (("vm", "delete", vms["spare"]), [carols, admins_spare],
-                 f"VM {spare_name!r} deleted from the command line"),
+                 f"VM {spare_name!r} deleted from the command line", gone),
             ]
-            for args, ended, because in steps:
+            for args, ended, because, code in steps:
                 since = time.monotonic()
                 for console in ended:  # the command's start takes seconds on a loaded machine: see above
                     console.watcher = asyncio.create_task(error_frame_after(console, since, patience=90))
                 took = await run_limen(tmp_path, redis_url, *args)
                 for console in ended:
-                    await ends_with_access_revoked(console, since, made_after=took)
+                    await ends_with_access_revoked(console, since, made_after=took, code=code)
                     row = await world.row(console.session_id)
-                    assert (row["end_code"], row["end_details"]) == ("ACCESS_REVOKED", because), row
+                    assert (row["end_code"], row["end_details"]) == (code.name, because), row
                 assert admins.ws.close_code is None
             await still_streams(admins)  # once: its RFB handshake can be begun only once
         finally:

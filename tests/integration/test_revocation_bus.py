@@ -127,3 +127,22 @@ async def test_a_redis_that_is_gone_does_not_fail_the_change(redis_url: str, tmp
         assert not publish_from_command_line(short_lived, REVOKED)
     finally:
         await bus.close()
+
+
+async def test_a_revocation_redis_did_not_take_reaches_the_others_once_it_does(
+    buses: tuple[RedisRevocationBus, Heard, RedisRevocationBus, Heard], redis_url: str
+) -> None:
+    # A user disabled while Redis is down: their consoles on the other instances stayed open for good (the
+    # entry was never written). It is sent again until Redis takes it, in order with what followed.
+    first, heard_first, _second, heard_second = buses
+    later = Revocation.credential_revoked("token:13", "API token 13 revoked by 'root'")
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        admin.execute_command("CLIENT", "PAUSE", 5000, "WRITE")  # every write waits past the client's timeout
+    finally:
+        admin.close()
+    await first.publish(REVOKED)  # fails: queued
+    await first.publish(later)  # queued behind it
+    assert heard_first.revocations == [REVOKED, later]  # this instance's consoles were told at once
+    assert heard_second.revocations == []
+    assert await heard_second.until(2, timeout=20) == [REVOKED, later]

@@ -216,7 +216,7 @@ async def test_revocation_ends_a_serial_session(server: ConsoleServer, domains: 
         await reader.until_status("Serial console connected", 5)
         server.sessions.revoke(Revocation.vm_deleted(domains[0].uuid, "VM deleted by a test"))
         close = await reader.until_closed(5)
-    assert close == (ErrorCode.ACCESS_REVOKED.close_code, "ACCESS_REVOKED")
+    assert close == (ErrorCode.VM_NOT_FOUND.close_code, "VM_NOT_FOUND")
     del port
 
 

@@ -18,9 +18,17 @@ import pytest
 from limen.errors import ErrorCode
 from limen.hypervisor import Hypervisor, Vm, VmSpec
 from limen.hypervisor.serial_stream import OPEN_STREAMS, SERIAL_READ_SIZE, LibvirtSerialPort, LibvirtSerialPorts
+from limen.hypervisor.snapshots import revert_snapshot
 from limen.settings import Settings
 from tests.conftest import DEMO_ISO, QEMU_URI
-from tests.support.console import ConsoleServer, ConsoleTranscript, client, read_frames, running_console
+from tests.support.console import (
+    ConsoleServer,
+    ConsoleTranscript,
+    client,
+    read_frames,
+    running_console,
+    running_vm_with_a_stopped_snapshot,
+)
 from tests.support.qemu_process import qemu_pid
 from tests.support.serial import SerialReader, serial_demo_iso_dir, serial_url
 
@@ -201,3 +209,18 @@ async def test_a_flooding_guest_is_held_back_when_nobody_reads(
                 flowed += len(await port.read())
     finally:
         await port.close()
+
+
+async def test_a_revert_under_an_open_serial_console_ends_it_with_vm_reverted(
+    serial_server: ConsoleServer, vm_names: Callable[[], str]
+) -> None:
+    hv = serial_server.hypervisor
+    vm = await running_vm_with_a_stopped_snapshot(hv, vm_names(), DEMO_ISO)
+    async with client(serial_url(serial_server.url(vm.uuid))) as ws:
+        reader = SerialReader(ws)
+        await reader.until_status(CONNECTED, 20)
+        await revert_snapshot(hv, vm.uuid, "off")
+        close = await reader.until_closed(10)
+    assert close == (ErrorCode.VM_REVERTED.close_code, "VM_REVERTED")
+    (error,) = reader.errors
+    assert (error["code"], error["stage"]) == ("VM_REVERTED", "proxy")

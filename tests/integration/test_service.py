@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import shutil
 import signal
@@ -110,3 +111,27 @@ async def test_sigterm_closes_consoles_with_server_shutdown_and_exits_in_time(
     # as a clean stop (no Restart=on-failure) like exit code 0.
     assert code in (0, -signal.SIGTERM), f"limen serve (pid {pid}) exited with {code}: {server.output()}"
     assert time.monotonic() - asked < STOP_BOUND
+
+
+def test_limen_admin_runs_a_command_on_the_services_settings(tmp_path: Path) -> None:
+    """`limen user ensure-admin` run by hand, without the unit's environment file and --config, made an
+    administrator in a SQLite file the server (on the settings file's database) never reads. The shipped
+    deploy/limen-admin runs commands with what the unit gives limen serve."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "limen.env").write_text(f"LIMEN_DATA_DIR={tmp_path / 'data'}\nLIMEN_LOG_DIR={tmp_path / 'log'}\n")
+    server_db = tmp_path / "server.db"
+    (etc / "limen.toml").write_text(f'database_url = "sqlite:///{server_db}"\n')
+    environment = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LIMEN": str(LIMEN_BIN), "LIMEN_ETC": str(etc),
+                   "LIMEN_USER": subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()}
+    admin = UNIT.parent / "limen-admin"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(admin), *args], env=environment, capture_output=True, text=True, timeout=60)
+
+    shown = json.loads(run("--json", "config", "show").stdout)
+    assert shown["data_dir"] == {"value": str(tmp_path / "data"), "source": "env"}
+    assert shown["iso_dir"]["value"] == "/var/lib/limen/isos"  # the unit's default, not limen's own
+    made = run("user", "ensure-admin")
+    assert made.returncode == 0, made.stderr
+    assert server_db.exists() and not (tmp_path / "data" / "limen.db").exists()

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ import libvirt_qemu  # type: ignore[import-untyped]
 import pytest
 
 from limen.web.png import parse_ppm
-from tests.conftest import DEMO_ISO, QEMU_URI, TEST_POOL, TEST_POOL_DIR
+from tests.conftest import DEMO_ISO, ISO_DIR, QEMU_URI, TEST_POOL, TEST_POOL_DIR
 from tests.support.access import assert_error, provision_user
 from tests.support.databases import cli_env
 from tests.support.libvirt_cleanup import domain_exists
@@ -376,7 +377,13 @@ def test_a_snapshot_in_progress_holds_other_changes_of_its_vm(
     assert [s["name"] for s in api.get(f"/api/vms/{name}/snapshots").json()] == ["earlier", "slow"]
     actions = [(a["action"], a["result_code"], a["details"]) for a in api.get("/api/vm-actions").json()
                if a["vm_name"] == name]
-    assert actions[0] == ("snapshot", "OK", "slow")  # written when it began, completed when it ended
+    # The refusals are in the audit trail too, newest first, then the snapshot's own row (written when it
+    # began, completed when it ended).
+    assert actions[:5] == [("delete", "SNAPSHOT_IN_PROGRESS", ""),
+                           ("snapshot-delete", "SNAPSHOT_IN_PROGRESS", "earlier"),
+                           ("revert", "SNAPSHOT_IN_PROGRESS", "earlier"),
+                           ("snapshot", "SNAPSHOT_IN_PROGRESS", ""),
+                           ("snapshot", "OK", "slow")]
 
 
 def _busy_libvirtd_workers() -> int:
@@ -439,6 +446,9 @@ def test_a_server_killed_while_it_takes_a_snapshot(
             time.sleep(0.2)
         row = next(a for a in api.get("/api/vm-actions").json() if a["vm_name"] == name and a["action"] == "snapshot")
         assert row["result_code"] == "SERVER_LOST", row
+        # The row written before the work names the VM and the snapshot, and does not claim a failure.
+        assert row["vm_uuid"] == api.get(f"/api/vms/{name}").json()["uuid"], row
+        assert row["details"].startswith("orphan; ") and row["details"].endswith("the VM's state shows it"), row
         assert api.post(f"/api/vms/{name}/snapshots/orphan/revert").status_code == 200  # a snapshot like any
 
 
@@ -495,3 +505,28 @@ def test_cli_snapshot_commands(vm_names: Callable[[], str], tmp_path: Path) -> N
     missing = _cli(server, "vm", "snapshot", "delete", name, "two")
     assert missing.returncode == 1 and "SNAPSHOT_NOT_FOUND" in missing.stderr + missing.stdout
     assert [s["name"] for s in json.loads(_cli(server, "--json", "vm", "snapshot", "list", name).stdout)] == ["one"]
+
+
+def test_an_iso_a_snapshot_keeps_is_held_and_a_revert_without_it_leaves_the_vm_alone(
+    api: httpx.Client, vm_names: Callable[[], str]
+) -> None:
+    # A snapshot's saved definition names its CD: a revert puts that disc back in the drive. Deleting the ISO
+    # while only a snapshot holds it made the VM unbootable after the revert (and a running VM's revert stopped
+    # it, answering HYPERVISOR_UNAVAILABLE).
+    iso = f"held-{uuid.uuid4().hex[:8]}.iso"
+    uploaded = api.post("/api/isos", params={"name": iso}, content=(ISO_DIR / DEMO_ISO).read_bytes())
+    assert uploaded.status_code == 201, uploaded.text
+    name = vm_names()
+    _create(api, name, disk_gib=1, iso=iso)
+    cdrom = next(disk["path"] for disk in api.get(f"/api/vms/{name}").json()["disks"] if disk["device"] == "cdrom")
+    _snapshot(api, name, "with-cd")
+    assert api.put(f"/api/vms/{name}/media", json={"iso": None}).status_code == 200
+    held = assert_error(api.delete(f"/api/isos/{iso}"), 409, "ISO_IN_USE")
+    assert (held["vms"], held["snapshots"]) == ([], [{"vm": name, "snapshot": "with-cd"}])
+    assert Path(cdrom).exists()
+
+    os.unlink(cdrom)  # gone anyway: deleted outside limen
+    assert api.post(f"/api/vms/{name}/start").status_code == 200
+    missing = assert_error(api.post(f"/api/vms/{name}/snapshots/with-cd/revert"), 409, "SNAPSHOT_ISO_MISSING")
+    assert iso in missing["details"]
+    assert api.get(f"/api/vms/{name}").json()["state"] == "running"  # left alone

@@ -28,15 +28,16 @@ def test_every_hosts_vms_are_sampled_while_one_host_hangs(tmp_path: Path) -> Non
     local, second = FakeDomain("stats-on-local", None), FakeDomain("stats-on-second", None)
     with hanging_libvirt() as hung:
         hung.armed = True
-        server = LimenProcess({"LIMEN_LIBVIRT_URI": driver_uri(tmp_path, [local]),
+        local_uri = driver_uri(tmp_path, [local])
+        server = LimenProcess({"LIMEN_LIBVIRT_URI": local_uri,
                                "LIMEN_DATA_DIR": str(tmp_path / "data"), "LIMEN_LOG_DIR": str(tmp_path / "log"),
                                "LIMEN_STATS_INTERVAL": "0.5", "LIMEN_LIBVIRT_TIMEOUT": str(HUNG_TIMEOUT)},
                               tmp_path / "serve.log")
         token = provision_admin_token(server.database_url)
         db = Database(server.database_url)
         try:
-            host_registry.add_host(db, "second", driver_uri(tmp_path, [second]))
-            host_registry.add_host(db, "hung", hung.uri)
+            host_registry.add_host(db, "second", driver_uri(tmp_path, [second]), default_uri=local_uri)
+            host_registry.add_host(db, "hung", hung.uri, default_uri=local_uri)
         finally:
             db.close()
         server.start(timeout=60)

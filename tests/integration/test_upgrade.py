@@ -7,6 +7,7 @@ this test without being named in it."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import secrets
 import subprocess
@@ -177,3 +178,19 @@ def test_a_database_at_head_opens_without_alembic_and_an_older_one_is_upgraded(t
     assert _migrate_in_a_new_process(url, FIRST) == (True, FIRST)
     assert _migrate_in_a_new_process(url) == (True, SCHEMA_HEAD)
     assert _migrate_in_a_new_process(url) == (False, SCHEMA_HEAD)
+
+
+def test_a_migration_is_logged_from_and_to_which_revision(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An upgraded limen migrated an older database without a word in its log."""
+    database = Database(f"sqlite:///{tmp_path / 'limen.db'}")
+    try:
+        with caplog.at_level(logging.INFO, logger="limen.db"):
+            database.migrate("0001_access")
+            database.migrate()
+            database.migrate()  # at head: nothing to say
+        events = [(r.getMessage(), r.from_revision, r.to_revision)
+                  for r in caplog.records if getattr(r, "event", None) == "schema_migrated"]
+        assert events == [("database schema created", None, "0001_access"),
+                          ("database schema migrated", "0001_access", SCHEMA_HEAD)]
+    finally:
+        database.engine.dispose()

@@ -296,6 +296,21 @@ def test_disks_grow_running_and_stopped_and_never_shrink(api: httpx.Client, vm_n
     assert_error(api.post(f"/api/vms/{name}/disks/vda/resize", json={"size_gib": 3}), 409, "DISK_SHRINK_REFUSED")
     assert capacity(api.post(f"/api/vms/{name}/disks/vda/resize", json={"size_gib": 4}).json()) == 4 * 2**30
 
+    # A disk holding a snapshot cannot grow (QEMU's rule): said as such, stopped or running, not as QEMU's text.
+    started = api.post(f"/api/vms/{name}/snapshots", json={"name": "kept"})
+    assert started.status_code == 202, started.text
+    deadline = time.monotonic() + 60
+    while api.get(f"/api/operations/{started.json()['id']}").json()["state"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    for running in (False, True):
+        if running:
+            _started(api, name)
+        error = assert_error(api.post(f"/api/vms/{name}/disks/vda/resize", json={"size_gib": 5}), 409,
+                             "VM_HAS_SNAPSHOTS")
+        assert "snapshots" in error["details"]
+    assert capacity(api.get(f"/api/vms/{name}").json()) == 4 * 2**30
+
 
 def test_rename_and_access_of_a_plain_user(
     server: LimenProcess, api: httpx.Client, vm_names: Callable[[], str], tmp_path: Path
@@ -320,6 +335,12 @@ def test_rename_and_access_of_a_plain_user(
         assert_error(as_alice.patch(f"/api/vms/{name}", json={"name": new_name}), 409, "VM_MUST_BE_STOPPED")
         assert as_alice.post(f"/api/vms/{name}/stop?force=true").status_code == 200
         assert_error(as_alice.patch(f"/api/vms/{name}", json={"name": other}), 409, "VM_ALREADY_EXISTS")
+        # Another VM's name in another case is taken too (web1 beside WEB1); the VM's own, in another case, not.
+        assert_error(as_alice.patch(f"/api/vms/{name}", json={"name": other.upper()}), 409, "VM_ALREADY_EXISTS")
+        assert_error(as_alice.post("/api/vms", json={"name": other.upper(), "memory_mib": 64}), 409,
+                     "VM_ALREADY_EXISTS")
+        assert as_alice.patch(f"/api/vms/{name}", json={"name": name.upper()}).json()["name"] == name.upper()
+        assert as_alice.patch(f"/api/vms/{name.upper()}", json={"name": name}).json()["name"] == name
         renamed = as_alice.patch(f"/api/vms/{name}", json={"name": new_name})
         assert renamed.status_code == 200, renamed.text
         vm = renamed.json()

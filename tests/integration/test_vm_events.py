@@ -176,17 +176,28 @@ def test_last_event_id_replays_what_was_missed_and_an_unknown_one_asks_to_resync
     assert stale.next().event == "ready"
 
 
-def test_a_revoked_token_ends_the_stream(
-    tmp_path: Path, limen_server: Callable[..., LimenProcess], streams: list[SseStream]
+@pytest.mark.parametrize("revoke", ["token", "disable"])
+def test_a_revocation_ends_the_stream_at_once_saying_why(
+    tmp_path: Path, limen_server: Callable[..., LimenProcess], streams: list[SseStream], revoke: str
 ) -> None:
-    server = limen_server(LIMEN_EVENTS_KEEPALIVE=KEEPALIVE)
+    # The default keep-alive (15 s): the stream ends on the revocation itself, not at its next check (it
+    # went on sending VM changes for up to 15 s to a revoked token).
+    server = limen_server()
     headers = {"Authorization": f"Bearer {provision_user(database_url(tmp_path), 'bob', 'pw-bob-12')}"}
     stream = open_stream(server, headers, streams)
     stream.next(event="ready")
-    tokens = httpx.get(f"{server.base_url}/api/tokens", headers=headers, timeout=10).json()
-    for token in tokens:
-        httpx.delete(f"{server.base_url}/api/tokens/{token['id']}", headers=headers, timeout=10)
-    assert stream.ended.wait(5), "the stream outlived its token"
+    revoked = time.monotonic()
+    if revoke == "token":
+        for token in httpx.get(f"{server.base_url}/api/tokens", headers=headers, timeout=10).json():
+            httpx.delete(f"{server.base_url}/api/tokens/{token['id']}", headers=headers, timeout=10)
+    else:
+        answer = httpx.put(f"{server.base_url}/api/users/bob/disabled", json={"disabled": True},
+                           headers=server.auth_headers, timeout=10)
+        assert answer.status_code == 200, answer.text
+    ended = stream.next(5, event="ended")
+    assert ended.json["code"] == "ACCESS_REVOKED"
+    assert stream.ended.wait(5), "the stream outlived its credential"
+    assert time.monotonic() - revoked < 5  # the keep-alive is 15 s
     assert httpx.get(f"{server.base_url}/api/events", headers=headers, timeout=10).status_code == 401
 
 

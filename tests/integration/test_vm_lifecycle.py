@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -190,3 +191,24 @@ def test_cli_lifecycle_and_exit_codes(vm_names: Callable[[], str], tmp_path: Pat
     assert misconfigured.returncode == 2 and "LIMEN_LIBVIRT_TIMEOUT" in misconfigured.stderr
     isos = _cli("--json", "iso", "list", env=env)
     assert DEMO_ISO in [iso["name"] for iso in json.loads(isos.stdout)]
+
+
+def test_parallel_deletes_of_a_running_vm_one_wins_the_rest_find_it_gone(
+    limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str]
+) -> None:
+    # Each delete destroys a running VM first: the losers' destroy met "domain is not running" and answered
+    # VM_OPERATION_FAILED (audited as a failed delete) for a VM that was in fact gone.
+    server = limen_server()
+    name = vm_names()
+    with httpx.Client(base_url=server.base_url, timeout=60, headers=server.auth_headers) as api:
+        assert api.post("/api/vms", json={"name": name, "memory_mib": 64, "iso": DEMO_ISO}).status_code == 201
+        assert api.post(f"/api/vms/{name}/start").status_code == 200
+
+        def delete(_: int) -> httpx.Response:
+            return api.delete(f"/api/vms/{name}?delete_disks=true")
+
+        with ThreadPoolExecutor(10) as pool:
+            answers = list(pool.map(delete, range(10)))
+    codes = sorted(answer.json().get("code", "OK") for answer in answers)
+    assert codes == ["OK"] + ["VM_NOT_FOUND"] * 9, [answer.text for answer in answers]
+    assert not domain_exists(QEMU_URI, name)

@@ -36,7 +36,7 @@ from limen.auth.access import Access
 from limen.console.registry import ConsoleSessions
 from limen.console.ws_protocol import uvicorn_ws_options
 from limen.http_protocol import uvicorn_http_options
-from limen.hypervisor import Hypervisor
+from limen.hypervisor import Hypervisor, Vm, VmSpec
 from limen.server import LimenServer
 from limen.settings import Settings
 from tests.support.access import admin_token, make_access
@@ -279,3 +279,13 @@ async def read_console(url: str, *, timeout: float = 30.0, **kwargs: Any) -> Con
         transcript.subprotocol = ws.subprotocol
         await asyncio.wait_for(read_frames(ws, transcript, started), timeout)
     return transcript
+
+
+async def running_vm_with_a_stopped_snapshot(hypervisor: Hypervisor, name: str, iso: str) -> Vm:
+    """A running VM (1 GiB disk, ``iso`` in its CD-ROM) with snapshot ``off`` taken while it was stopped: a
+    revert to it stops the VM "from snapshot"."""
+    from limen.hypervisor.snapshots import take_snapshot
+
+    vm = await hypervisor.create_vm(VmSpec(name=name, vcpus=1, memory_mib=64, disk_gib=1, iso=iso))
+    await take_snapshot(hypervisor, vm.uuid, "off", "")
+    return await hypervisor.start_vm(vm.uuid)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -113,6 +114,9 @@ async def test_duplicate_name(client: httpx.AsyncClient) -> None:
         ({"name": "ok", "memory_mib": 16}, "memory_mib"),
         ({"name": "ok", "memory_mib": 10**12}, "memory_mib"),
         ({"name": "ok", "memory_mib": 64.5}, "memory_mib"),
+        ({"name": "ok", "vcpus": True}, "vcpus"),  # strict: true was 1 vCPU, "64" was 64 MiB
+        ({"name": "ok", "memory_mib": "64"}, "memory_mib"),
+        ({"name": "ok", "disk_gib": 1.0}, "disk_gib"),
         ({"name": "ok", "disk_gib": 0}, "disk_gib"),
         ({"name": "ok", "disk_gib": 4096}, "disk_gib"),
         ({"name": "ok", "iso": "../../../etc/passwd"}, "iso"),
@@ -146,7 +150,10 @@ async def test_limens_own_rules_come_with_the_rule_broken_for_the_page_to_word(
     assert await rule({"name": "ok", "memory_mib": 16}) == {
         "kind": "range", "min": 32, "max": host_memory, "unit": "MiB", "limit": "host_memory"}
     assert await rule({"name": "ok", "disk_gib": 4096}) == {"kind": "range", "min": 1, "max": 2048, "unit": "GiB"}
-    assert await rule({"name": "ok", "vcpus": "two"}) is None  # a type error: pydantic's words only
+    # A number that is not a whole one: its own rule (the pages said pydantic's English "valid integer").
+    assert await rule({"name": "ok", "vcpus": "two"}) == {"kind": "whole_number"}
+    assert await rule({"name": "ok", "memory_mib": 64.5}) == {"kind": "whole_number"}
+    assert await rule({"name": 5}) is None  # another type error: pydantic's words only
 
 
 async def test_unknown_and_invalid_ids(client: httpx.AsyncClient) -> None:
@@ -158,17 +165,41 @@ async def test_unknown_and_invalid_ids(client: httpx.AsyncClient) -> None:
         assert_error(await client.request(method, f"/api/vms/bad%20id{path}"), 400, "INVALID_VM_ID")
 
 
+async def test_a_body_with_thousands_of_problems_gets_a_short_answer(refusing_client: httpx.AsyncClient) -> None:
+    # 60,000 unknown keys made a 2.4 MB answer naming each one.
+    body = {"name": "ok", **{f"extra{number}": "x" * 50 for number in range(5000)}}
+    refused = await refusing_client.post("/api/vms", json=body)
+    error = assert_error(refused, 422, "VALIDATION_ERROR")
+    assert len(refused.content) < 5000 and "and 4990 more" in error["details"], len(refused.content)
+
+
 async def test_routing_errors_are_json(client: httpx.AsyncClient) -> None:
     assert_error(await client.get("/api/nothing"), 404, "NOT_FOUND")
     assert_error(await client.put("/api/vms"), 405, "METHOD_NOT_ALLOWED")
+    # One slash too many is not found: no empty 307 to the path without it (DELETE …/a.iso%2F is not a.iso).
+    for method, path in (("POST", "/api/vms/test/start/"), ("GET", "/api/vms/"), ("DELETE", "/api/isos/a.iso%2F")):
+        assert_error(await client.request(method, path), 404, "NOT_FOUND")
     assert_error(
         await client.post("/api/vms", content=b"{not json", headers={"content-type": "application/json"}),
         400, "INVALID_REQUEST",
     )
 
 
+async def no_bytes() -> AsyncIterator[bytes]:
+    return
+    yield b""
+
+
 async def test_isos_are_listed(client: httpx.AsyncClient) -> None:
     names = [iso["name"] for iso in (await client.get("/api/isos")).json()]
+    # Invalid UTF-8 in the name (%ff) decodes to U+FFFD: the file would have been stored under another name.
+    garbled = await client.post("/api/isos?name=h1%ff.iso", content=b"\0" * 512)
+    assert "not valid UTF-8" in assert_error(garbled, 422, "VALIDATION_ERROR")["details"]
+    name = f"empty-{uuid.uuid4().hex[:8]}.iso"  # the ISO directory is the host's: a name no run left there
+    for chunked in (False, True):  # an empty body, declared (Content-Length: 0) or not
+        empty = await client.post(f"/api/isos?name={name}", content=no_bytes() if chunked else b"")
+        assert "empty" in assert_error(empty, 400, "INVALID_REQUEST")["details"]
+    assert name not in [iso["name"] for iso in (await client.get("/api/isos")).json()]
     assert DEMO_ISO in names
 
 

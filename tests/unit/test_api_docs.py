@@ -87,3 +87,24 @@ def test_no_route_runs_the_credential_schemes_on_its_requests(make_settings: Cal
     ticket = next(route for route in routes if route.path == "/api/vms/{vm_id}/console-ticket")
     assert [getattr(call, "__name__", call) for call in calls(ticket.dependant)] == [
         "console_ticket", "console_vm", "current_user", "current_user"]
+
+
+def test_every_json_body_refuses_fields_it_does_not_know(make_settings: Callable[..., Settings]) -> None:
+    """A misspelled field is a VALIDATION_ERROR, never dropped: {"drain": false} once drained a host (its
+    ``draining`` defaults to true), and a misspelled ``console_address`` vanished without a word."""
+    document = create_app(make_settings()).openapi()
+    schemas = document["components"]["schemas"]
+    bodies = 0
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            content = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if content is None:
+                continue
+            schema = content["schema"]
+            reference = schema.get("$ref") or next(
+                (option["$ref"] for option in schema.get("anyOf", []) if "$ref" in option), None)
+            assert reference, f"{method.upper()} {path}: {schema}"
+            body = schemas[reference.rsplit("/", 1)[-1]]
+            assert body.get("additionalProperties") is False, f"{method.upper()} {path} takes unknown fields"
+            bodies += 1
+    assert bodies >= 15  # the walk found the bodies (18 today)

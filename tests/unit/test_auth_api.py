@@ -268,6 +268,8 @@ async def test_users_cannot_see_or_revoke_each_others_tokens(world: World) -> No
     assert all(t["owner"] == BOB for t in (await world.client.get("/api/tokens", headers=bob)).json())
     assert_error(await world.client.get("/api/tokens?all=true", headers=bob), 403, "FORBIDDEN")
     assert_error(await world.client.delete(f"/api/tokens/{alice_ids[0]}", headers=bob), 404, "TOKEN_NOT_FOUND")
+    for beyond in (2**63, 10**30, 0, -1):  # ids no database row can have: 2**63 was a 500 (OverflowError)
+        assert_error(await world.client.delete(f"/api/tokens/{beyond}", headers=bob), 404, "TOKEN_NOT_FOUND")
     assert_error(await world.client.post("/api/tokens", json={"name": "x", "user": ALICE}, headers=bob),
                  403, "FORBIDDEN")
     admin = await world.token(ADMIN)
@@ -285,7 +287,11 @@ async def test_disabling_a_user_stops_their_session_and_tokens(world: World) -> 
     assert disabled.status_code == 200 and disabled.json()["disabled"] is True
     assert_error(await world.client.get("/api/me"), 401, "UNAUTHORIZED")
     assert_error(await world.client.get("/api/me", headers=alice), 401, "UNAUTHORIZED")
+    # Her own password: told the account is disabled (not "wrong password", which she would try again and
+    # again); a wrong one learns nothing.
     assert_error(await world.client.post("/api/login", json={"name": ALICE, "password": PASSWORD[ALICE]}),
+                 403, "ACCOUNT_DISABLED")
+    assert_error(await world.client.post("/api/login", json={"name": ALICE, "password": "not-hers-at-all"}),
                  401, "INVALID_CREDENTIALS")
 
 
@@ -316,10 +322,11 @@ async def test_only_admins_manage_users(world: World) -> None:
 
 async def test_the_last_admin_cannot_be_demoted_or_disabled(world: World) -> None:
     admin = await world.token(ADMIN)
+    # Its own code, whose advice says what to do (FORBIDDEN's says "ask an administrator": they are one).
     assert_error(await world.client.put(f"/api/users/{ADMIN}/role", json={"role": "user"}, headers=admin),
-                 403, "FORBIDDEN")
+                 409, "LAST_ADMINISTRATOR")
     assert_error(await world.client.put(f"/api/users/{ADMIN}/disabled", json={"disabled": True}, headers=admin),
-                 403, "FORBIDDEN")
+                 409, "LAST_ADMINISTRATOR")
 
 
 async def test_an_admin_deletes_a_user_with_their_tokens_and_sign_ins(world: World) -> None:
@@ -355,7 +362,7 @@ async def test_the_last_enabled_admin_cannot_be_deleted(world: World) -> None:
     # second-admin is the last enabled one; only an operator (the command line) could try to delete them.
     with pytest.raises(LimenError) as refused:
         await world.access.users.delete("second-admin", by=None)
-    assert refused.value.code is ErrorCode.FORBIDDEN and "last enabled administrator" in refused.value.details
+    assert refused.value.code is ErrorCode.LAST_ADMINISTRATOR and "last enabled administrator" in refused.value.details
     assert (await world.client.get("/api/me", headers=second)).status_code == 200
     await world.access.users.delete(ADMIN, by=None)  # a disabled admin may go
 

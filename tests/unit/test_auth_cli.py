@@ -100,6 +100,8 @@ def test_tokens(cli: typer.Typer, tmp_path: Path) -> None:
     assert listed["revoked_at"] is None
     assert run(cli, "token", "revoke", str(listed["id"]))[0] == 0
     assert json.loads(run(cli, "--json", "token", "list", "--user", "alice")[1])[0]["revoked_at"]
+    code, _, err = run(cli, "token", "list", "--user", "nobody")  # it said "no API tokens", exit 0
+    assert code == 1 and "USER_NOT_FOUND" in err
     assert run(cli, "token", "revoke", "999")[0] == 1
     assert run(cli, "token", "create", "x", "--user", "nobody")[0] == 1
 
@@ -148,7 +150,10 @@ def test_delete_a_user_but_never_the_last_enabled_admin(cli: typer.Typer, tmp_pa
     assert not authenticate(tmp_path, NASTY, "nasty-password")
     assert json.loads(run(cli, "--json", "token", "list")[1]) == []  # its tokens went with it
     code, _, err = run(cli, "user", "delete", "root")
-    assert code == 1 and "FORBIDDEN" in err and "last enabled administrator" in err
+    assert code == 1 and "LAST_ADMINISTRATOR" in err and "last enabled administrator" in err
+    # Nor demoted first (then the delete passed): the API refused that; the command line did not.
+    code, _, err = run(cli, "user", "set-role", "root", "user")
+    assert code == 1 and "LAST_ADMINISTRATOR" in err and "last enabled administrator" in err
     code, _, err = run(cli, "user", "delete", "nobody")
     assert code == 1 and "USER_NOT_FOUND" in err
     assert authenticate(tmp_path, "root", "root-password")

@@ -16,6 +16,7 @@ from starlette.requests import HTTPConnection
 from limen.auth.access import Access
 from limen.auth.console_gate import admit_console
 from limen.auth.principal import AuthMethod, Principal
+from limen.auth.tickets import TicketHolder
 from limen.db import Role
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor
@@ -98,6 +99,31 @@ async def test_an_expired_ticket(gate: Gate) -> None:
 async def test_a_ticket_for_another_vm(gate: Gate) -> None:
     ticket = await gate.access.tickets.issue("alice", "00000000-0000-0000-0000-000000000001")
     assert await gate.refused(ticket=ticket) is ErrorCode.FORBIDDEN
+
+
+async def test_a_ticket_for_another_vm_its_user_may_see_is_forbidden_however_late_the_peek(gate: Gate) -> None:
+    # The early peek at the ticket's user can come after the redemption spent it (it then sees no ticket): the
+    # verdict is still FORBIDDEN (a ticket for another VM), never VM_NOT_FOUND for a VM this admin may see.
+    tickets = gate.access.tickets
+    peek, redeem = tickets.peek, tickets.redeem
+    spent = asyncio.Event()
+
+    async def late_peek(ticket: str) -> str | None:
+        await spent.wait()
+        return await peek(ticket)
+
+    async def redeem_then_tell(ticket: str, vm_uuid: str) -> TicketHolder:
+        try:
+            return await redeem(ticket, vm_uuid)
+        finally:
+            spent.set()
+
+    tickets.peek, tickets.redeem = late_peek, redeem_then_tell  # type: ignore[method-assign]
+    try:
+        ticket = await tickets.issue("root", "00000000-0000-0000-0000-000000000001")
+        assert await gate.refused(ticket=ticket) is ErrorCode.FORBIDDEN
+    finally:
+        del tickets.peek, tickets.redeem  # type: ignore[method-assign]
 
 
 async def test_a_ticket_of_a_user_who_lost_the_vm(gate: Gate) -> None:

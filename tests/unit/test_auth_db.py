@@ -13,6 +13,7 @@ from sqlalchemy import inspect, text
 
 from limen.auth.access import Access
 from limen.auth.principal import AuthMethod
+from limen.auth.users import AccountDisabled
 from limen.db import Base, Database, Role
 from limen.errors import ErrorCode, LimenError, ValidationFailed
 from limen.settings import Settings
@@ -78,8 +79,11 @@ async def test_wrong_password_unknown_user_and_disabled_user_look_the_same(acces
     await access.users.set_disabled("carol", True)
     assert await access.users.authenticate("alice", "wrong-password") is None
     assert await access.users.authenticate("nobody", "a-long-password") is None
-    assert await access.users.authenticate("carol", "a-long-password") is None
+    assert await access.users.authenticate("carol", "wrong-password") is None
     assert await access.users.authenticate("alice", "a-long-password") is not None
+    # Only the account's own password learns that it is disabled (as a pending one learns it waits).
+    with pytest.raises(AccountDisabled):
+        await access.users.authenticate("carol", "a-long-password")
 
 
 def database_bytes(access: Access) -> bytes:
@@ -162,3 +166,10 @@ async def test_audit_rows(access: Access) -> None:
     assert [(a.action, a.result_code, a.vm_uuid) for a in actions] == [
         ("stop", "OK", None), ("start", "VM_ALREADY_RUNNING", "u-1")
     ]
+
+    # The VM and the details known before the work are in the row while it runs: a process killed then leaves
+    # a row that still says which VM and what (the sweep completes it; the VM's page finds it by UUID).
+    async with access.audit.recording("bob", "snapshot", "vm1", vm_uuid="u-1", details="before-upgrade"):
+        (running, *_) = await access.audit.vm_actions(user="bob")
+        assert (running.action, running.result_code, running.vm_uuid, running.details) == (
+            "snapshot", "STARTED", "u-1", "before-upgrade")

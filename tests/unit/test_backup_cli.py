@@ -6,9 +6,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from limen.backup import open_backup
 from limen.cli import app
 from limen.db.database import Database
 from tests.support.cli import CliRunner
+from tests.support.console import FakeDomain, driver_uri
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -39,6 +41,11 @@ def test_settings_travel_with_the_backup_and_are_written_only_as_a_new_file(tmp_
     code, _, err = run("--config", str(config), "restore", str(out), "--settings-to", str(existing))
     assert code == 1 and "writes a new file only" in err
     assert existing.read_text() == "mine"
+    # A directory that is not there is said before the database is replaced (it was replaced, then the
+    # write of the settings failed with a traceback).
+    code, _, err = run("--config", str(config), "restore", str(out), "--settings-to", str(tmp_path / "no" / "s.toml"))
+    assert code == 1 and "is not a directory" in err
+    assert list(data.glob("limen.db.before-restore-*")) == []
 
     written = tmp_path / "restored.toml"
     code, stdout, err = run("--config", str(config), "restore", str(out), "--settings-to", str(written))
@@ -47,3 +54,23 @@ def test_settings_travel_with_the_backup_and_are_written_only_as_a_new_file(tmp_
     assert f"written to {written}" in stdout
     with sqlite3.connect(data / "limen.db") as connection:
         assert connection.execute("SELECT user_name, details FROM vm_actions").fetchall() == [("Zoë", "kept")]
+
+
+def test_a_backup_holds_the_vms_of_every_registered_host_and_names_each_ones_host(tmp_path: Path) -> None:
+    # Only the default host's VMs were in the backup, without a word: restoring "--vms" lost the others.
+    local = driver_uri(tmp_path, [FakeDomain("on-local", None, running=False)])
+    edge = driver_uri(tmp_path, [FakeDomain("on-edge", None, running=False)])
+    gone = "test:///nowhere/at/all.xml"  # a host that does not answer: said, and the backup goes on
+    base = ["--data-dir", str(tmp_path / "data"), "--log-dir", str(tmp_path / "log"), "--libvirt-uri", local]
+    assert run(*base, "host", "add", "edge", edge)[0] == 0
+    assert run(*base, "host", "add", "gone", gone)[0] == 0
+    out = tmp_path / "b.limen"
+    code, _, err = run(*base, "backup", str(out))
+    assert code == 0, err
+    assert "host 'gone' did not answer" in err
+    (tmp_path / "work").mkdir()
+    backup = open_backup(out, tmp_path / "work")
+    assert sorted((vm.name, vm.host) for vm in backup.manifest.vms) == [("on-edge", "edge"), ("on-local", None)]
+    assert all(vm.uuid in backup.vm_xml for vm in backup.manifest.vms)
+    code, _, err = run(*base, "restore", str(out))  # both VMs are still there: nothing to define, no error
+    assert code == 0, err

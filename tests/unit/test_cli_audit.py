@@ -6,21 +6,26 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import os
 import re
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import libvirt
 import pytest
 
-from limen.audit import AuditLog
+from limen.audit import ActionTarget, AuditLog
 from limen.auth.passwords import Passwords
 from limen.auth.users import Users
 from limen.cli import app
+from limen.cli_audit import record
 from limen.clock import system_clock
 from limen.db import Database
 from limen.errors import ValidationFailed
+from limen.settings import load_settings
 from tests.conftest import ISO_DIR, TEST_DRIVER_URI
 from tests.support.access import CHEAP_HASHER
 from tests.support.cli import CliRunner
@@ -130,3 +135,43 @@ def test_snapshot_commands_are_audited(tmp_path: Path) -> None:
         (actor, "snapshot-delete", name, results[2], "s1"),
     ]
     assert "exit" not in " ".join(results), results
+
+
+@pytest.mark.usefixtures("held_test_driver")
+def test_a_delete_that_keeps_the_disks_says_so_and_a_new_vm_of_the_name_is_told_why_it_is_refused(
+    tmp_path: Path,
+) -> None:
+    # "deleted X", and then `vm create X --disk 1` answered "a disk volume … already exists; delete the existing
+    # VM first" though there was no VM.
+    name = f"cli-kept-{uuid.uuid4().hex[:8]}"
+    options = ["--libvirt-uri", TEST_DRIVER_URI, "--data-dir", str(tmp_path / "data"), "--iso-dir", str(ISO_DIR)]
+
+    def limen(*args: str) -> tuple[int, str, str]:
+        result = CliRunner().invoke(app, [*options, *args], env={"LIMEN_STORAGE_POOL_DIR": str(tmp_path / "pool"),
+                                                                  "LIMEN_LANG": "en"})
+        return result.exit_code, result.stdout, result.stderr
+
+    assert limen("vm", "create", name, "--memory", "64", "--disk", "1")[0] == 0
+    code, out, _ = limen("vm", "delete", name)
+    assert code == 0 and f"its disks are kept: {tmp_path / 'pool' / f'{name}-disk0.qcow2'}" in out, out
+    code, _, err = limen("vm", "create", name, "--memory", "64", "--disk", "1")
+    assert code == 1 and "VM_ALREADY_EXISTS" in err and "deleted without its disks" in err
+    assert f"virsh vol-delete --pool limen {name}-disk0.qcow2" in err
+
+
+def test_a_ctrl_c_while_the_row_is_written_waits_for_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A Ctrl-C that came as the row was being written left a VM created and no row saying so.
+    written: list[str] = []
+    real = AuditLog.vm_action
+
+    async def interrupted_write(self: AuditLog, **row: Any) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C now
+        await real(self, **row)
+        written.append(row["action"])
+
+    monkeypatch.setattr(AuditLog, "vm_action", interrupted_write)
+    settings = load_settings(None, data_dir=tmp_path / "data", libvirt_uri=TEST_DRIVER_URI)
+    with pytest.raises(KeyboardInterrupt):
+        record(settings, "create", ActionTarget(vm_name="interrupted"), "OK")
+    assert written == ["create"]
+    assert [(row[1], row[2], row[3]) for row in actions(tmp_path)] == [("create", "interrupted", "OK")]

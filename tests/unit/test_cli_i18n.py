@@ -73,6 +73,14 @@ def test_json_output_does_not_change_with_the_language(tmp_path: Path) -> None:
     english = run(tmp_path, ENGLISH, "--json", "vm", "show", "test")[1]
     assert json.loads(korean)["state"] == "running"
     assert korean == english
+    # Errors too: with --json the API's JSON error, in English whatever the language (they were words).
+    code, _, err = run(tmp_path, KOREAN, "--json", "vm", "show", "no-such-vm")
+    assert code == 1 and json.loads(err) == {
+        "error": "VM not found", "code": "VM_NOT_FOUND", "details": "no VM with name 'no-such-vm'",
+        "message": "The VM does not exist (it may have been deleted). Reload the VM list."}
+    code, _, err = run(tmp_path, ENGLISH, "--json", "vm", "create", "bad name", "--memory", "64")
+    assert code == 1 and json.loads(err)["field"] == "name" and json.loads(err)["rule"] == {"kind": "vm_name"}
+    assert run(tmp_path, KOREAN, "vm", "show", "no-such-vm")[2].startswith("limen: 가상 머신을 찾을 수 없음")
 
 
 def test_users_in_korean(tmp_path: Path) -> None:
@@ -81,10 +89,27 @@ def test_users_in_korean(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["--data-dir", str(tmp_path / "data"), "user", "create", "관리자-한글",
                                       "--admin", "--password-stdin"], input="password-123\n", env=KOREAN)
     assert result.exit_code == 0, result.stderr
-    assert result.stdout.strip() == "admin '관리자-한글' 만듦"
+    assert result.stdout.strip() == "관리자 '관리자-한글' 만듦"  # the role in words ("admin '…' 만듦" before)
     header, row = run(tmp_path, KOREAN, "user", "list")[1].splitlines()
     assert header.split() == ["이름", "역할", "상태", "생성", "시각"]
     assert row.startswith("관리자-한글  admin")
+
+
+def test_hosts_tokens_and_restores_speak_korean(tmp_path: Path) -> None:
+    # They stayed English on a Korean terminal: host lines, the token's note, unlock, the backup's result.
+    code, out, err = run(tmp_path, KOREAN, "host", "add", "edge", "test:///edge-not-there")
+    assert (code, out.strip()) == (0, "호스트 edge 추가함 (test:///edge-not-there)"), err
+    assert run(tmp_path, KOREAN, "host", "drain", "edge")[1].strip() == "호스트 edge: 새 가상 머신을 받지 않음"
+    code, _, err = run(tmp_path, KOREAN, "host", "add", "edge", "test:///other")
+    assert code == 1 and "HOST_ALREADY_EXISTS" in err and "호스트" in err.splitlines()[0], err
+    CliRunner().invoke(app, ["--data-dir", str(tmp_path / "data"), "user", "create", "bob", "--password-stdin"],
+                       input="password-123\n", env=KOREAN)
+    code, _, err = run(tmp_path, KOREAN, "token", "create", "backup", "--user", "bob")
+    assert code == 0 and "위의 비밀 값은 이번에만 보입니다" in err, err
+    code, out, _ = run(tmp_path, KOREAN, "user", "unlock", "bob")
+    assert out.strip() == "'bob' 잠금 해제함 (주소 0곳의 로그인 실패 기록을 지움)"
+    code, out, err = run(tmp_path, KOREAN, "backup", str(tmp_path / "b.limen"), "--no-vms")
+    assert code == 0 and out.startswith(f"백업 {tmp_path / 'b.limen'}: 스키마 "), err
 
 
 def test_doctor_speaks_korean_to_people_and_english_to_scripts(tmp_path: Path) -> None:

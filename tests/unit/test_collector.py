@@ -49,7 +49,8 @@ def test_the_start_is_frozen_full_collections_are_spaced_and_later_cycles_are_st
     gc.set_threshold(700, 10, 10)  # CPython's defaults, as a server starts with
     made_at_start = Node()
     state = tune_collector()
-    assert state.frozen >= 1 and gc.get_freeze_count() == state.frozen
+    # At most what was frozen: a frozen object whose last reference goes (another thread's) leaves the count.
+    assert state.frozen >= 1 and 0 < gc.get_freeze_count() <= state.frozen
     # Frozen: no collection walks it again (get_objects lists the collected generations only).
     assert not any(obj is made_at_start for obj in gc.get_objects())
     assert state.thresholds_before == (700, 10, 10)

@@ -302,6 +302,18 @@ def test_the_vnc_server_closing_because_the_vm_stopped_is_vm_stopped() -> None:
     assert m.error is not None and m.error.details == "VM 'web' stopped; its VNC server closed the connection"
 
 
+def test_a_revert_says_so_whether_the_event_or_the_vnc_server_comes_first() -> None:
+    m, clock = machine(notices=True)
+    run_to_proxy(m, clock)
+    (frame,) = texts(m.receive(VmEnded("reverted")))
+    assert (frame["code"], frame["stage"]) == ("VM_REVERTED", "proxy")
+    assert frame["details"] == "VM 'web' was reverted to a snapshot (libvirt lifecycle event)"
+    m, clock = machine()
+    run_to_proxy(m, clock)
+    m.receive(VncClosed())
+    assert m.receive(VncCloseExplained(vm_stopped=True, how="reverted")) == [Close(4107, "VM_REVERTED")]
+
+
 def test_the_vnc_server_closing_on_its_own_is_a_connection_failure() -> None:
     m, clock = machine()
     run_to_proxy(m, clock)
@@ -437,6 +449,10 @@ SERIAL_LIKE = StageList("serial-like", (
 
 class SerialLike(StageMachine):
     """A second kind in a dozen lines: its stage list, and what each result leads to."""
+
+    @property
+    def vm_name(self) -> str:
+        return "web"
 
     def start(self) -> list[Action]:
         return self._begin() + self._await(LookUpVm("web"))

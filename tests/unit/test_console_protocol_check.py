@@ -42,7 +42,8 @@ class UvicornWithoutTheFrameBuffer:
 
     def __init__(self) -> None:
         self.loop = self.transport = self.disconnected = self.close_sent = self.queue = None
-        self.read_paused = self.writable = self.conn = self.handshake_complete = None
+        self.read_paused = self.writable = self.conn = self.handshake_complete = self.handshake_initiated = None
+        self.client = None
 
     def handle_connect(self) -> None:
         self.response: object = None

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 
-from limen.errors import ErrorCode, LimenError, ValidationFailed
+from limen.errors import DETAILS_MAX, ErrorCode, LimenError, ValidationFailed
 
 SEED_CODES = {
     "INVALID_VM_ID", "VM_NOT_FOUND", "VM_NOT_RUNNING", "VM_START_FAILED", "VNC_NOT_CONFIGURED",
@@ -43,3 +43,11 @@ def test_validation_failure_names_its_field() -> None:
     assert body["field"] == "vcpus"
     assert body["code"] == "VALIDATION_ERROR"
     assert json.loads(json.dumps(body)) == body
+
+
+def test_details_quoting_a_huge_input_are_cut() -> None:
+    # A 900,000-character boot device came back whole in a 900 KB answer.
+    error = ValidationFailed("boot_order", f"{'x' * 900_000!r} is not one of hd, cdrom")
+    body = error.to_dict()
+    assert len(body["details"]) == DETAILS_MAX and body["details"].endswith(" characters)")
+    assert LimenError(ErrorCode.VM_NOT_FOUND, "short").details == "short"

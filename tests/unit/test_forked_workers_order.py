@@ -21,9 +21,11 @@ def test_a_fresh_clone_hands_out_the_files_the_checked_in_figures_say_are_longes
                                 "-o", "cache_dir=.cache")
     began = {name: start for name, (_, start, _) in intervals.items()}
     # Handed out: the files never timed (b, e), then the seed's longest (d, c), the shortest (a) last; in
-    # collection order, without the seed, a would have been first.
+    # collection order, without the seed, a would have been first. A worker holds one file ahead, so the
+    # second worker's first file (d) may start a moment before the first worker's (b) on a busy machine:
+    # one of b and e is among the first two started.
     order = sorted(began, key=began.__getitem__)
-    assert order[0] in ("test_b", "test_e") and order[-1] == "test_a", order
+    assert {"test_b", "test_e"} & set(order[:2]) and order[-1] == "test_a", order
 
 
 def test_a_file_counts_as_long_as_the_tests_this_run_takes_of_it(tmp_path: Path) -> None:

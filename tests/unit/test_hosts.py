@@ -155,12 +155,18 @@ def test_the_registry_checks_and_keeps_hosts(tmp_path: Path) -> None:
                                  ("h" * 64, "qemu:///system", "name"), ("ok", "http://example.com/", "uri"),
                                  ("ok", "qemu+tcp://a b/system", "uri")):
             with pytest.raises(LimenError) as bad:
-                host_registry.add_host(db, name, uri)
+                host_registry.add_host(db, name, uri, default_uri="qemu:///system")
             assert bad.value.code is ErrorCode.VALIDATION_ERROR and field in bad.value.details
-        host_registry.add_host(db, "h" * 63, "qemu+tcp://127.0.1.1/system", "127.0.1.1")
+        host_registry.add_host(db, "h" * 63, "qemu+tcp://127.0.1.1/system", "127.0.1.1", default_uri="qemu:///system")
         with pytest.raises(LimenError) as again:
-            host_registry.add_host(db, "h" * 63, "qemu+ssh://x/system")
+            host_registry.add_host(db, "h" * 63, "qemu+ssh://x/system", default_uri="qemu:///system")
         assert again.value.code is ErrorCode.HOST_ALREADY_EXISTS
+        # One libvirt twice listed each of its VMs twice, and neither host could then be removed (it had VMs).
+        for uri, holder in (("qemu:///system", "default host"), ("QEMU:///system/", "default host"),
+                            ("qemu+tcp://127.0.1.1/system/", "h" * 63), ("qemu+TCP://127.0.1.1/system", "h" * 63)):
+            with pytest.raises(LimenError) as twice:
+                host_registry.add_host(db, "other", uri, default_uri="qemu:///system")
+            assert twice.value.code is ErrorCode.HOST_ALREADY_EXISTS and holder in twice.value.details, uri
         assert host_registry.set_draining(db, "h" * 63, True).draining
         assert [(h.name, h.console_address, h.draining) for h in host_registry.list_hosts(db)] == [
             ("h" * 63, "127.0.1.1", True)]
@@ -186,20 +192,84 @@ def test_the_host_commands(tmp_path: Path) -> None:
     code, output = limen("host", "add", "edge", empty)
     assert code == 1 and "HOST_ALREADY_EXISTS" in output
     assert limen("host", "drain", "edge") == (0, "host edge drains\n")
+    code, output = limen("host", "drain", DEFAULT_HOST)  # it said "Host not found" right after `host list`
+    assert code == 1 and "HOST_IN_USE" in output and "LIMEN_LIBVIRT_URI" in output
     code, output = limen("--json", "host", "list")
-    assert code == 0 and json.loads(output) == [
+    listed = json.loads(output)
+    assert code == 0 and [{key: host[key] for key in ("name", "uri", "console_address", "draining")}
+                          for host in listed] == [
         {"name": DEFAULT_HOST, "uri": "test:///default", "console_address": None, "draining": False},
         {"name": "bare", "uri": empty, "console_address": None, "draining": False},
         {"name": "edge", "uri": node, "console_address": "127.0.1.9", "draining": True}]
+    # Each host is asked whether it answers: a dead host looked as fine as the others.
+    assert [(host["available"], host["vm_count"]) for host in listed] == [(True, 1), (True, 0), (True, 1)]
+    assert limen("host", "add", "dead", "qemu+unix:///system?socket=/nonexistent/libvirt-sock")[0] == 0
+    code, output = limen("host", "list")
+    dead = next(line for line in output.splitlines() if line.startswith("dead"))
+    assert code == 0 and "does not answer" in dead, output
+    code, output = limen("--json", "host", "remove", "dead", "--force")  # JSON, as --json promises
+    assert code == 0 and json.loads(output) == {"removed": "dead"}
+    code, output = limen("--json", "host", "drain", "edge", "--undo")
+    assert code == 0 and json.loads(output)["draining"] is False
     code, output = limen("host", "remove", "edge")  # it has a VM
     assert code == 1 and "HOST_IN_USE" in output and "on-edge" in output
     assert limen("host", "remove", DEFAULT_HOST)[0] == 1
     assert limen("host", "remove", "bare") == (0, "host bare removed\n")
     code, output = limen("host", "remove", "bare")
     assert code == 1 and "HOST_NOT_FOUND" in output
+    # A host that cannot be asked for its VMs: the refusal says how to remove it anyway.
+    assert limen("host", "add", "gone", "qemu+unix:///system?socket=/nonexistent/libvirt-sock")[0] == 0
+    code, output = limen("host", "remove", "gone")
+    assert code == 1 and "HYPERVISOR_UNAVAILABLE" in output and "limen host remove gone --force" in output
+    assert limen("host", "remove", "gone", "--force") == (0, "host gone removed\n")
+    code, output = limen("host", "add", "again", "test:///default")  # the default host's URI
+    assert code == 1 and "HOST_ALREADY_EXISTS" in output
 
 
 async def test_a_rename_to_a_name_on_another_host_is_refused(two_hosts: Hypervisor) -> None:
     with pytest.raises(LimenError) as taken:
         await edit_vm(two_hosts, "shared-name-a", VmEdit(name="gamma"))
     assert taken.value.code is ErrorCode.VM_ALREADY_EXISTS and "'other'" in taken.value.details
+
+
+def test_the_vm_commands_see_every_registered_host(tmp_path: Path) -> None:
+    # They saw only LIMEN_LIBVIRT_URI: `limen vm list` left out the other hosts' VMs, `vm show` did not find
+    # them, and `vm create` made a second VM of a name another host had (the API refuses that).
+    edge = driver_uri(tmp_path, [FakeDomain("on-edge", None, running=False)])
+
+    def limen(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(app, ["--data-dir", str(tmp_path / "data"), "--log-dir", str(tmp_path / "log"),
+                                          "--libvirt-uri", "test:///default", *args])
+        return result.exit_code, result.output
+
+    assert limen("host", "add", "edge", edge)[0] == 0
+    code, output = limen("--json", "vm", "list")
+    assert code == 0 and {vm["name"]: vm["host"] for vm in json.loads(output)} == {"test": DEFAULT_HOST,
+                                                                                  "on-edge": "edge"}
+    code, output = limen("--json", "vm", "show", "on-edge")
+    assert code == 0 and json.loads(output)["host"] == "edge"
+    code, output = limen("vm", "create", "on-edge", "--memory", "64")
+    assert code == 1 and "VM_ALREADY_EXISTS" in output
+
+
+async def test_a_host_drained_through_another_replica_takes_no_new_vm_here_at_once(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    # Replicas read the host registry every few seconds: a create placed right after a drain made through
+    # another replica landed on the drained host. The create reads the registry first.
+    from tests.conftest import app_client
+
+    settings = make_settings(libvirt_uri=driver_uri(tmp_path, [FakeDomain("alpha", 5901)]))
+    edge = driver_uri(tmp_path, [FakeDomain("beta", 5902)])
+    async with app_client(settings) as api:
+        added = await api.post("/api/hosts", json={"name": "edge", "uri": edge})
+        assert added.status_code == 201, added.text
+        db = Database(settings.db_url)
+        try:
+            host_registry.set_draining(db, "edge", True)  # as another replica does it: the registry only
+        finally:
+            db.close()
+        refused = await api.post("/api/vms", json={"name": "on-edge", "memory_mib": 64, "host": "edge"})
+        assert refused.status_code == 409 and refused.json()["code"] == "NO_HOST_FITS", refused.text
+        placed = await api.post("/api/vms", json={"name": "placed", "memory_mib": 64})
+        assert placed.status_code == 201 and placed.json()["host"] == DEFAULT_HOST, placed.text

@@ -235,7 +235,7 @@ async def test_the_user_keeps_a_language_for_every_browser(world: World) -> None
     assert (await world.client.get("/api/me")).json()["language"] == "ko"
     # Another browser: signed out it follows its Accept-Language; signing in brings the user's language.
     async with world.other_client() as other:
-        page = await other.get("/", headers={"Accept-Language": "en"})
+        page = await other.get("/login", headers={"Accept-Language": "en"})  # signed out, "/" sends it here
         assert '<html lang="en">' in page.text
         signed_in = await other.post("/api/login", json={"name": ALICE, "password": PASSWORD[ALICE]})
         assert signed_in.json()["language"] == "ko"

@@ -9,16 +9,17 @@ import pytest
 
 from limen.errors import ErrorCode, LimenError, ValidationFailed
 from limen.isos import (
+    CdromSource,
     IsoInUse,
     IsoUpload,
     check_new_name,
     check_room,
     delete_iso,
+    holders_of,
     list_isos,
     name_problem,
     resolve_iso,
     sweep_stale_temp_files,
-    vms_using,
 )
 from limen.isos.background import BackgroundChecksums
 from limen.isos.checksums import checksum_path, hash_file, read_checksum, write_checksum
@@ -70,6 +71,19 @@ def test_refuses_paths_hidden_long_and_foreign_names(name: str) -> None:
     assert caught.value.field == "name"
 
 
+@pytest.mark.parametrize(("name", "kind"), [
+    ("x\u202eosi.exe.iso", "no_control_chars"), ("x\u200b.iso", "no_control_chars"),
+    ("x\u2066y\u2069.iso", "no_control_chars"), ("x .iso", "no_edge_space"), (" x.iso", "no_edge_space"),
+])
+def test_a_new_name_reads_as_it_is(name: str, kind: str) -> None:
+    # Reordering and invisible characters, and white space at a name's ends, are refused for new images only:
+    # a file an administrator put in the directory by hand still resolves and can be deleted.
+    with pytest.raises(ValidationFailed) as caught:
+        check_new_name(name)
+    assert caught.value.field == "name" and caught.value.rule == {"kind": kind}
+    assert name_problem(name) is None
+
+
 def test_listing_hides_limens_own_files_and_dangling_links(iso_dir: Path) -> None:
     (iso_dir / ".boot.iso.sha256").write_text("junk")
     (iso_dir / ".x.iso.upload-abc").write_bytes(b"partial")
@@ -90,6 +104,14 @@ def test_an_upload_appears_complete_with_its_checksum(iso_dir: Path) -> None:
     assert (iso_dir / "new.iso").read_bytes() == b"abcdef"
     assert {iso.name: iso.sha256 for iso in list_isos(iso_dir)}["new.iso"] == image.sha256
     assert sorted(p.name for p in iso_dir.iterdir()) == [".new.iso.sha256", "boot.iso", "new.iso", "notes.txt"]
+
+
+def test_an_empty_upload_is_refused_and_leaves_nothing(iso_dir: Path) -> None:
+    # A 0-byte image (curl -d @FILE of a missing file) boots nothing and would have taken the name.
+    with IsoUpload(iso_dir, "empty.iso", max_bytes=100) as upload, pytest.raises(LimenError) as refused:
+        upload.commit()
+    assert refused.value.code is ErrorCode.INVALID_REQUEST and "empty" in refused.value.details
+    assert sorted(p.name for p in iso_dir.iterdir()) == ["boot.iso", "notes.txt"]
 
 
 def test_leaving_an_upload_unfinished_deletes_it(iso_dir: Path) -> None:
@@ -171,18 +193,28 @@ def test_vms_using_an_image(iso_dir: Path, tmp_path: Path) -> None:
     target.write_bytes(b"packaged")
     link = iso_dir / "link.iso"
     link.symlink_to(target)
-    cdroms = [("by-path", str(image)), ("by-alias", str(tmp_path / "alias" / "boot.iso")),
-              ("by-link", str(link)), ("by-target", str(target)), ("other", "/nowhere.iso")]
-    assert vms_using(image, cdroms) == ["by-alias", "by-path"]
-    assert vms_using(link, cdroms) == ["by-link"]  # naming the target directly does not hold the link
+    cdroms = [CdromSource("by-path", str(image)), CdromSource("by-alias", str(tmp_path / "alias" / "boot.iso")),
+              CdromSource("by-link", str(link)), CdromSource("by-target", str(target)),
+              CdromSource("other", "/nowhere.iso"), CdromSource("by-path", str(image), "before"),
+              CdromSource("kept", str(image), "b"), CdromSource("kept", str(image), "a")]
+    assert holders_of(image, cdroms) == [("by-alias", None), ("by-path", None), ("by-path", "before"),
+                                         ("kept", "a"), ("kept", "b")]
+    assert holders_of(link, cdroms) == [("by-link", None)]  # naming the target directly does not hold the link
 
 
 def test_delete_refuses_held_and_unknown_images_and_removes_links_only(iso_dir: Path, tmp_path: Path) -> None:
     image = iso_dir / "boot.iso"
     write_checksum(image, "b" * 64)
     with pytest.raises(IsoInUse) as held:
-        delete_iso(iso_dir, "boot.iso", [("vm-b", str(image)), ("vm-a", str(image))])
+        delete_iso(iso_dir, "boot.iso", [CdromSource("vm-b", str(image)), CdromSource("vm-a", str(image))])
     assert held.value.code is ErrorCode.ISO_IN_USE and held.value.to_dict()["vms"] == ["vm-a", "vm-b"]
+    assert held.value.to_dict()["snapshots"] == []
+    # Only a snapshot holds it (ejected since): a revert would put it back in the drive.
+    with pytest.raises(IsoInUse) as kept:
+        delete_iso(iso_dir, "boot.iso", [CdromSource("vm-a", str(image), "before-update")])
+    body = kept.value.to_dict()
+    assert (body["vms"], body["snapshots"]) == ([], [{"vm": "vm-a", "snapshot": "before-update"}])
+    assert body["details"] == "iso 'boot.iso' is kept by the snapshots: vm-a/before-update"
     delete_iso(iso_dir, "boot.iso", [])
     assert not image.exists() and not checksum_path(image).exists()
     for name in ("boot.iso", "../secret.iso", "notes.txt"):

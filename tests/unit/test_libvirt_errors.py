@@ -27,3 +27,10 @@ def test_a_drivers_own_internal_error_stays_an_operation_failure() -> None:
                            "internal error: qemu unexpectedly closed")
     assert not is_connection_error(failed)
     assert classify(failed, when="start").code is ErrorCode.VM_OPERATION_FAILED
+
+
+def test_a_snapshot_deleted_since_it_was_looked_up_is_not_found() -> None:
+    # A revert racing a delete of its snapshot: libvirt's answer is the snapshot missing, not a failure.
+    gone = libvirt_error(libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT, libvirt.VIR_FROM_DOMAIN_SNAPSHOT,
+                         "Domain snapshot not found: no domain snapshot with matching name 'earlier'")
+    assert classify(gone, when="revert").code is ErrorCode.SNAPSHOT_NOT_FOUND

@@ -24,6 +24,10 @@ async def test_limits_defaults_and_overrides(make_settings: Callable[..., Settin
             assert mine["limits"] == {"vms": 2, "vcpus": 4, "memory_mib": None, "disk_gib": None}
             assert mine["usage"]["vms"] == 1 and mine["usage"]["vcpus"] == 2
             assert mine["system"]["limits"]["disk_gib"] == 100
+            # Whole numbers are integers in the JSON (they were 2.0: a client reading integers failed on them).
+            figures = [value for scope in (mine, mine["system"]) for part in ("limits", "usage")
+                       for value in scope[part].values() if value is not None]
+            assert figures and all(type(value) is int for value in figures), figures
             # Administrators have no per-user limits unless set for them.
             own = (await client.get("/api/quota", headers=admin)).json()
             assert own["limits"] == {"vms": None, "vcpus": None, "memory_mib": None, "disk_gib": None}
@@ -38,9 +42,11 @@ async def test_limits_defaults_and_overrides(make_settings: Callable[..., Settin
             assert_error(await client.put("/api/users/Ada/quota", json={"vms": 9}, headers=ada), 403, "FORBIDDEN")
             assert_error(await client.get("/api/users/Ada/quota", headers=ada), 403, "FORBIDDEN")
             assert_error(await client.put("/api/users/nobody/quota", json={}, headers=admin), 404, "USER_NOT_FOUND")
-            for bad in ({"vms": -1}, {"vcpus": 2**40}, {"disk_gib": "many"}, {"cpus": 1}):
+            for bad in ({"vms": -1}, {"vcpus": 2**40}, {"disk_gib": "many"}, {"cpus": 1}, {"vms": True}, {"vms": "3"}):
                 assert_error(await client.put("/api/users/Ada/quota", json=bad, headers=admin), 422,
                              "VALIDATION_ERROR")
+            for bad in ({"autostart": "yes"}, {"vcpus": True}, {"memory_mib": "96"}):  # strict, as on create
+                assert_error(await client.patch("/api/vms/test", json=bad, headers=ada), 422, "VALIDATION_ERROR")
             # Beyond the host, never a server error (the quota is not asked about nonsense).
             assert_error(await client.patch("/api/vms/test", json={"vcpus": 2**63}, headers=ada), 422,
                          "VALIDATION_ERROR")

@@ -17,11 +17,13 @@ from pathlib import Path
 import libvirt
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from limen.audit import AuditLog
 from limen.db import Database
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor, VmSpec
+from limen.hypervisor.hosts import DEFAULT_HOST, HostConfig
 from limen.hypervisor.leftovers import CreateMark, remove_create_leftovers
 from limen.hypervisor.storage import disk_volume_name, ensure_pool, volume_xml
 from limen.instances import InstanceInfo, InstanceRegistry, ProcessIdentity, process_gone, process_key, why_gone
@@ -48,21 +50,32 @@ def never_gone(key: str) -> bool:
     return False
 
 
-@pytest.mark.parametrize(("changes", "now", "reason"), [
-    ({}, T0 + timedelta(seconds=15), None),  # three intervals: still alive
-    ({}, T0 + timedelta(seconds=15.5), "no heartbeat for 16 s"),
-    ({"stopped_at": T0}, T0, "it stopped"),
-    ({"process_key": "gone"}, T0, "its process ended"),
-    ({"process_key": "alive"}, T0, None),
+LONG_AGO = T0 - timedelta(hours=1)
+
+
+@pytest.mark.parametrize(("changes", "now", "in_contact_since", "reason"), [
+    ({}, T0 + timedelta(seconds=15), LONG_AGO, None),  # three intervals: still alive
+    ({}, T0 + timedelta(seconds=15.5), LONG_AGO, "no heartbeat for 16 s"),
+    ({"stopped_at": T0}, T0, LONG_AGO, "it stopped"),
+    ({"process_key": "gone"}, T0, LONG_AGO, "its process ended"),
+    ({"process_key": "alive"}, T0, LONG_AGO, None),
+    # After a database outage the judge's own contact is new: the others' silence counts from there (their
+    # heartbeats could not be written either), so a live instance gets three intervals to write one.
+    ({}, T0 + timedelta(seconds=60), T0 + timedelta(seconds=50), None),
+    ({}, T0 + timedelta(seconds=66), T0 + timedelta(seconds=50), "no heartbeat for 66 s"),
+    ({}, T0 + timedelta(seconds=60), None, None),  # out of contact itself: judges no silence
+    ({"process_key": "gone"}, T0, None, "its process ended"),  # what it sees for itself, it still judges
 ])
-def test_why_gone(changes: dict[str, object], now: datetime, reason: str | None) -> None:
+def test_why_gone(changes: dict[str, object], now: datetime, in_contact_since: datetime | None,
+                  reason: str | None) -> None:
     assert why_gone(instance(**changes), now=now, heartbeat_interval=HEARTBEAT,
-                    is_process_gone=lambda key: key == "gone") == reason
+                    is_process_gone=lambda key: key == "gone", in_contact_since=in_contact_since) == reason
 
 
 def fake_proc(root: Path, *, boot: str = "boot-1", namespace: str = "pid:[4026531836]",
-              processes: dict[int, int] | None = None) -> Path:
-    """A /proc with a boot id, this process's PID namespace and ``pid → start ticks``."""
+              processes: dict[int, int] | None = None, zombies: frozenset[int] = frozenset()) -> Path:
+    """A /proc with a boot id, this process's PID namespace and ``pid → start ticks`` (``zombies``: killed,
+    not reaped yet)."""
     (root / "sys/kernel/random").mkdir(parents=True, exist_ok=True)
     (root / "sys/kernel/random/boot_id").write_text(boot + "\n")
     (root / "self/ns").mkdir(parents=True, exist_ok=True)
@@ -71,7 +84,7 @@ def fake_proc(root: Path, *, boot: str = "boot-1", namespace: str = "pid:[402653
     link.symlink_to(namespace)
     for pid, ticks in (processes or {}).items():
         (root / str(pid)).mkdir(exist_ok=True)
-        fields = ["S"] + ["0"] * 18 + [str(ticks)] + ["0"] * 10
+        fields = ["Z" if pid in zombies else "S"] + ["0"] * 18 + [str(ticks)] + ["0"] * 10
         (root / str(pid) / "stat").write_text(f"{pid} (limen serve (x)) {' '.join(fields)}\n")
     return root
 
@@ -95,6 +108,10 @@ def test_a_process_is_gone_when_its_pid_is_free_or_anothers(tmp_path: Path) -> N
     assert not process_gone("boot-1/pid:[4026532000]/44/777", here, proc)
     assert not process_gone("boot-1/pid:[4026531836]/44/777", ProcessIdentity("h", 1, None), proc)
     assert not process_gone("garbage", here, proc)
+    # Killed (kill -9) and not reaped yet by a parent that does not wait: a zombie holds nothing. Restore
+    # refused for 15 s saying limen served the database; its consoles stayed live as long.
+    proc = fake_proc(tmp_path, processes={45: 888}, zombies=frozenset({45}))
+    assert process_gone("boot-1/pid:[4026531836]/45/888", here, proc)
 
 
 # -- sweeps over a shared database -----------------------------------------------------------------------
@@ -145,6 +162,41 @@ async def open_console(node: Node, session_id: str) -> None:
                                      client_address="127.0.0.1")
 
 
+async def test_after_a_database_outage_the_first_back_gives_the_others_three_heartbeats(world: World) -> None:
+    # The database was down for a minute: every instance's heartbeat failed. The first to reach it again
+    # must not find the others silent (a live replica's consoles were swept as SERVER_LOST and kept running,
+    # out of every administrator's reach): their silence counts from its own return.
+    node, clock, _ = world
+    first, other = node(), node()
+    await first.registry.register()
+    await other.registry.register()
+    await open_console(other, "live")
+    failing = first.registry.db.run
+
+    async def down(*_: object, **__: object) -> object:
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    first.registry.db.run = down  # type: ignore[method-assign]
+    clock.advance(HEARTBEAT * 12)
+    with pytest.raises(OperationalError):
+        await first.registry.heartbeat()
+    first.registry.db.run = failing  # type: ignore[method-assign]
+
+    clock.advance(HEARTBEAT)
+    assert await first.registry.heartbeat()  # back: in contact from now
+    assert await first.recovery.sweep() == SweepReport()  # the other's heartbeat is a minute old: not yet
+    clock.advance(HEARTBEAT)
+    assert await other.registry.heartbeat()  # it writes within its three intervals
+    clock.advance(HEARTBEAT * 3)
+    assert await first.recovery.sweep() == SweepReport()
+    live = await first.audit.console_session("live")
+    assert live is not None and live.live
+    # One that does not come back is judged three intervals after the judge's return.
+    clock.advance(HEARTBEAT * 3 + 1)
+    await first.registry.heartbeat()
+    assert (await first.recovery.sweep()).lost_instances == (other.id,)
+
+
 async def test_a_silent_instances_consoles_and_actions_are_closed_after_three_heartbeats(world: World) -> None:
     node, clock, _ = world
     lost, survivor = node(), node()
@@ -153,7 +205,9 @@ async def test_a_silent_instances_consoles_and_actions_are_closed_after_three_he
     await open_console(lost, "lost-1")
     await open_console(lost, "lost-2")
     await open_console(survivor, "kept")
-    stop = await lost.audit.action_started(user="alice", action="stop", vm_name="vm")
+    vm_uuid = str(uuid.uuid4())
+    stop = await lost.audit.action_started(user="alice", action="stop", vm_name="vm", vm_uuid=vm_uuid,
+                                           details="forced")
 
     clock.advance(HEARTBEAT * 3)
     await survivor.registry.heartbeat()
@@ -172,7 +226,10 @@ async def test_a_silent_instances_consoles_and_actions_are_closed_after_three_he
     assert kept is not None and kept.live
     (action,) = await survivor.audit.vm_actions()
     assert (action.result_code, action.finished_at) == ("SERVER_LOST", T0 + timedelta(seconds=16))
-    assert "was lost" in action.details
+    # The started row's VM and details stay (the VM's page finds the row); libvirt may have done the work.
+    assert action.vm_uuid == vm_uuid
+    assert action.details == (f"forced; limen instance {lost.id[:12]} (host h, pid 1) was lost: no heartbeat "
+                              f"for 16 s; whether it was carried out is unknown: the VM's state shows it")
 
     # Judged once: marked stopped, so the next sweep has nothing to do.
     assert await survivor.recovery.sweep() == SweepReport()
@@ -416,6 +473,45 @@ async def test_own_create_is_left_alone_while_it_runs_and_recovered_once_it_does
     me.recovery._creating.discard(name)  # the request ended without completing the row
     assert (await me.recovery.sweep()).failed_actions == (action_id,)
     assert not volume_present(hypervisor, path)
+
+
+async def test_a_create_on_a_host_that_does_not_answer_frees_its_name_at_once(world: World) -> None:
+    # It began nothing, so nothing of it can be anywhere; its row stayed pending (looking for leftovers on a
+    # host that does not answer), the name refused as "being created" until the host came back, and the
+    # sweep then wrote that this live instance "had stopped".
+    node, _, hypervisor = world
+    me = node()
+    await me.registry.register()
+    me.recovery.hypervisor = hv = Hypervisor(hypervisor.settings)
+    down = hv.hosts.add(HostConfig("down", "qemu+tcp://127.0.0.1:1/system"))
+    await hv.open()
+    down.available, down.last_error = False, "test: connection refused"
+    name = f"downhost-{uuid.uuid4().hex[:8]}"
+    spec = VmSpec(name=name, memory_mib=64, host="down")
+    with pytest.raises(LimenError) as caught:
+        async with me.recovery.creating("u", spec) as intent:
+            await hv.create_vm(spec, create_token=intent.token)
+    assert caught.value.code is ErrorCode.HYPERVISOR_UNAVAILABLE
+    (row,) = await me.audit.vm_actions()
+    assert not row.pending and row.result_code == "HYPERVISOR_UNAVAILABLE"
+    assert await me.recovery.sweep() == SweepReport()
+
+    elsewhere = VmSpec(name=name, memory_mib=64, host=DEFAULT_HOST)
+    async with me.recovery.creating("u", elsewhere) as intent:
+        intent.vm_uuid = (await hv.create_vm(elsewhere, create_token=intent.token)).uuid
+    assert domain_present(hypervisor, name)
+    await hv.close()
+
+
+async def test_an_own_create_left_pending_is_not_said_to_be_a_stopped_instance(world: World) -> None:
+    node, _, _ = world
+    me = node()
+    await me.registry.register()
+    name = f"own-{uuid.uuid4().hex[:8]}"
+    await me.audit.action_started(user="u", action="create", vm_name=name, details=BARE.as_details())
+    await me.recovery.sweep()
+    (row,) = await me.audit.vm_actions()
+    assert row.details == "its create stopped without completing its record"
 
 
 async def test_parallel_creates_of_an_invalid_name_are_all_told_what_is_wrong(world: World) -> None:

@@ -279,7 +279,8 @@ async def test_a_deleted_vm_waits_for_its_consoles_to_end() -> None:
     registry, sessions, _ = registry_with(BOB_ON_A, BOB_ON_B)
     registry.revoke(Revocation.vm_deleted(VM_A, "VM 'a' deleted by 'admin'"))
     await asyncio.wait_for(registry.wait_ended(VM_A, timeout=1), 0.5)  # s1 finished at once
-    assert sessions["s1"].code is ErrorCode.ACCESS_REVOKED and sessions["s2"].code is None
+    # It says the VM is gone: ACCESS_REVOKED's "sign in again or ask an administrator" would not bring it back.
+    assert sessions["s1"].code is ErrorCode.VM_NOT_FOUND and sessions["s2"].code is None
 
 
 async def test_ended_sessions_are_forgotten() -> None:
@@ -339,3 +340,15 @@ async def test_the_local_bus_delivers_to_every_subscriber_even_past_a_broken_one
     revocation = Revocation.credential_revoked("token:1", "API token 1 revoked")
     await bus.publish(revocation)
     assert got == [revocation]
+
+
+async def test_an_unsubscribed_handler_hears_no_more() -> None:
+    bus = LocalRevocationBus()
+    got: list[Revocation] = []
+    bus.subscribe(got.append)
+    first = Revocation.credential_revoked("token:1", "API token 1 revoked")
+    await bus.publish(first)
+    bus.unsubscribe(got.append)
+    bus.unsubscribe(got.append)  # twice: nothing happens
+    await bus.publish(Revocation.credential_revoked("token:2", "API token 2 revoked"))
+    assert got == [first]

@@ -28,3 +28,4 @@ def test_only_a_database_at_schema_head_counts_as_at_head(tmp_path: Path) -> Non
     finally:
         never_migrated.engine.dispose()
         at_head.engine.dispose()
+

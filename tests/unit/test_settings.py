@@ -56,10 +56,17 @@ def test_invalid_value_names_the_key(monkeypatch: pytest.MonkeyPatch, env: str, 
     assert named in str(caught.value)
 
 
-def test_unknown_key_in_file_is_named(tmp_path: Path) -> None:
+def test_a_bad_key_of_the_file_is_named_as_the_file_writes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # It was named as a LIMEN_ variable ("LIMEN_PROT (prot): Extra inputs…") the reader never set.
     config = tmp_path / "limen.toml"
-    config.write_text("prot = 1\n")
-    with pytest.raises(SettingsError, match="prot"):
+    config.write_text('prot = 1\nport = "x"\n')
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config)
+    said = str(caught.value)
+    assert f"{config}: prot: Extra inputs are not permitted" in said and f"{config}: port:" in said
+    assert "LIMEN_" not in said
+    monkeypatch.setenv("LIMEN_PORT", "0")  # the variable is stronger than the file: it is the one named
+    with pytest.raises(SettingsError, match=r"LIMEN_PORT \(port\)"):
         load_settings(config)
 
 

@@ -1,26 +1,33 @@
 """The pure parts of snapshots: the XML limen sends and reads, which VMs can have snapshots, the tree order,
-and the registry of background operations."""
+the registry of background operations; and, on libvirt's test driver, a name no snapshot can have."""
 
 from __future__ import annotations
 
 import asyncio
 import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import pytest
 
 from limen.errors import ErrorCode, LimenError, ValidationFailed
+from limen.hypervisor import Hypervisor
 from limen.hypervisor.operations import Operation, Operations, OperationState
 from limen.hypervisor.snapshots import (
     SnapshotInfo,
     check_description,
     check_snapshot_name,
+    delete_snapshot,
     parse_snapshot_xml,
+    revert_snapshot,
     snapshot_xml,
     tree_order,
     unsupported_reason,
 )
 from limen.hypervisor.vm_feed import VmEventType, VmFacts, VmFeed
+from limen.settings import Settings
+
+SnapshotAct = Callable[[Hypervisor, str, str], Awaitable[object]]
 
 LIBVIRT_SNAPSHOT = """<domainsnapshot>
   <name>at-prompt</name>
@@ -202,3 +209,19 @@ def test_feed_events_carry_the_operation() -> None:
     event = feed.publish(VmEventType.SNAPSHOT_DONE, facts, operation={"id": "x", "state": "done"})
     assert event.payload()["type"] == "snapshot_done" and event.payload()["operation"] == {"id": "x", "state": "done"}
     assert "operation" not in feed.publish(VmEventType.CHANGED, facts).payload()
+
+
+@pytest.mark.parametrize("act", [revert_snapshot, delete_snapshot])
+async def test_a_name_with_a_nul_is_a_missing_snapshot(
+    act: SnapshotAct, make_settings: Callable[..., Settings]
+) -> None:
+    # libvirt's binding cannot pass the name: it raised ValueError, answered 500 INTERNAL_ERROR.
+    hypervisor = Hypervisor(make_settings())
+    await hypervisor.open()
+    try:
+        vm = await hypervisor.get_vm("test")  # the test driver's own domain
+        with pytest.raises(LimenError) as missing:
+            await act(hypervisor, vm.uuid, "a\x00b")
+        assert missing.value.code is ErrorCode.SNAPSHOT_NOT_FOUND
+    finally:
+        await hypervisor.close()

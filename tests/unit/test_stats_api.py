@@ -185,7 +185,7 @@ async def test_the_details_page_gets_its_charting_library(users: Users) -> None:
     script = await users.client.get("/static/uplot/uPlot.esm.js")
     assert script.status_code == 200 and "export" in script.text
     assert (await users.client.get("/static/uplot/uPlot.min.css")).status_code == 200
-    page = (await users.client.get("/vms/some-vm")).text
+    page = (await users.get("alice", "/vms/some-vm")).text  # signed in: a signed-out browser goes to /login
     assert 'id="resource-graphs"' in page and "/static/js/vm-graphs.js" in page
 
 

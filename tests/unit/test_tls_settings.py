@@ -1,10 +1,11 @@
-"""TLS settings: certificate and key go together and must be files; with them limen's own origin is
+"""TLS settings: certificate and key go together, must be files and a pair that loads; with them limen's own origin is
 https://, uvicorn gets them, and every answer over TLS carries HSTS. deploy/nginx.conf waits longer than
 the console's pings and the event stream's keep-alives."""
 
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -15,16 +16,36 @@ from fastapi.responses import PlainTextResponse
 from limen.api.transport_security import StrictTransportSecurity
 from limen.auth.site import Site
 from limen.settings import Settings, SettingsError, load_settings
+from tests.support.certificates import make_certificate
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
-@pytest.fixture
-def pem_files(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
-    cert.write_text("cert")
-    key.write_text("key")
-    return cert, key
+@pytest.fixture(scope="module")
+def pem_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_certificate(tmp_path_factory.mktemp("tls"))
+
+
+def test_a_pair_that_cannot_serve_tls_is_refused_with_the_reason(tmp_path: Path, pem_files: tuple[Path, Path]) -> None:
+    # uvicorn found these only when it started, with a traceback, after limen had said it was serving.
+    cert, key = pem_files
+    other_cert, other_key = make_certificate(tmp_path)
+    with pytest.raises(SettingsError, match=r"LIMEN_TLS_KEY .*is not the key of the certificate"):
+        load_settings(None, tls_cert=cert, tls_key=other_key)
+    with pytest.raises(SettingsError, match=r"LIMEN_TLS_KEY .*not a PEM certificate and its key"):
+        load_settings(None, tls_cert=key, tls_key=cert)  # swapped
+    encrypted = tmp_path / "encrypted.key"
+    subprocess.run(["openssl", "pkey", "-in", str(key), "-aes256", "-passout", "pass:secret", "-out", str(encrypted)],
+                   check=True, capture_output=True, timeout=60)
+    with pytest.raises(SettingsError, match=r"LIMEN_TLS_KEY .*is encrypted: limen needs the key without a passphrase"):
+        load_settings(None, tls_cert=cert, tls_key=encrypted)
+    assert load_settings(None, tls_cert=other_cert, tls_key=other_key).tls
+
+
+def test_a_database_url_limen_cannot_use_is_refused() -> None:
+    for url, said in (("nonsense", "is not a database URL"), ("mysql://u@h/db", "not mysql")):
+        with pytest.raises(SettingsError, match=rf"LIMEN_DATABASE_URL .*{said}"):
+            load_settings(None, database_url=url)
 
 
 def test_cert_without_key_is_refused_naming_the_key(pem_files: tuple[Path, Path]) -> None:

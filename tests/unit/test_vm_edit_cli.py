@@ -106,3 +106,20 @@ def test_parse_size(text: str, size: int) -> None:
 def test_parse_size_refuses(text: str) -> None:
     with pytest.raises(typer.BadParameter):
         parse_size(text)
+
+
+@pytest.mark.usefixtures("held_test_driver")
+def test_an_empty_cd_drive_is_shown_as_empty(tmp_path: Path) -> None:
+    # `vm show` printed its disk line as "None (cdrom)", a Python None, in every language.
+    name = f"cli-empty-cd-{uuid.uuid4().hex[:8]}"
+    conn = libvirt.open(TEST_DRIVER_URI)
+    try:
+        conn.defineXML(f"""<domain type='test'><name>{name}</name><memory unit='MiB'>64</memory>
+          <os><type>hvm</type></os><devices><disk type='file' device='cdrom'><target dev='hdc' bus='ide'/>
+          <readonly/></disk></devices></domain>""")
+        code, out, err = run(tmp_path, "vm", "show", name)
+        assert code == 0, err
+        assert "None" not in out and "hdc: empty" in out and "empty (cdrom)" in out, out
+    finally:
+        conn.lookupByName(name).undefine()
+        conn.close()

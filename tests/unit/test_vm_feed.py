@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import libvirt
@@ -48,6 +49,16 @@ async def test_events_arrive_in_order_with_increasing_cursors() -> None:
     assert second.payload() == {"type": "stopped", "uuid": "uuid-a", "name": "a", "state": "stopped",
                                 "owner": "alice", "at": second.at.isoformat()}
     assert feed.subscriber_count == 0
+
+
+async def test_a_woken_reader_returns_at_once_with_nothing_and_reads_on() -> None:
+    feed = VmFeed()
+    with feed.subscribe(everything) as subscription:
+        threading.Thread(target=subscription.wake).start()  # from any thread, as a timeout would
+        assert await asyncio.wait_for(subscription.next_event(60.0), 5) is None
+        feed.publish(VmEventType.STARTED, facts("a"))
+        (event,) = await drain(subscription, 1)
+    assert event.type is VmEventType.STARTED
 
 
 async def test_publishing_from_other_threads_keeps_one_order_for_every_reader() -> None:
@@ -142,9 +153,16 @@ async def test_closing_the_feed_ends_every_reader_and_later_ones_at_once() -> No
     (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED, VmEventType.CRASHED),
     (libvirt.VIR_DOMAIN_EVENT_CRASHED, libvirt.VIR_DOMAIN_EVENT_CRASHED_PANICKED, VmEventType.CRASHED),
     (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED, VmEventType.STOPPED),
+    # A revert stops the VM "from snapshot": the list says stopped (a "started" follows if it runs on).
+    (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FROM_SNAPSHOT, VmEventType.STOPPED),
 ])
 def test_libvirt_lifecycle_events_become_feed_events(event: int, detail: int, expected: VmEventType) -> None:
     assert event_type_of(lifecycle_kind(event, detail)) is expected
+
+
+def test_a_revert_is_its_own_kind_and_ends_consoles() -> None:
+    kind = lifecycle_kind(libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FROM_SNAPSHOT)
+    assert kind is LifecycleKind.REVERTED and kind.ends_console
 
 
 class _SlowConnection:

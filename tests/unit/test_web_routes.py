@@ -7,6 +7,7 @@ import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import libvirt
@@ -55,6 +56,23 @@ async def test_pages_are_html(reading_client: httpx.AsyncClient, path: str, scri
     assert response.headers["content-type"].startswith("text/html")
     assert "<!doctype html>" in response.text
     assert f"/static/js/{script}" in response.text
+
+
+@pytest.mark.parametrize("path", ["/", "/vms/new", "/isos", "/audit", "/users", "/tokens", "/vms/test",
+                                  "/vms/test/console?watchdog=3"])
+async def test_a_browser_without_a_sign_in_goes_to_the_sign_in_page_at_once(
+    reading_client: httpx.AsyncClient, path: str
+) -> None:
+    # The page was served, then its every request answered 401 (errors in the browser's console) before its
+    # script sent it to the sign-in page.
+    bearer = reading_client.headers.pop("Authorization")  # the client's own token, taken away for this test
+    try:
+        response = await reading_client.get(path, headers={"Cookie": "limen_lang=ko"})
+    finally:
+        reading_client.headers["Authorization"] = bearer
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/login?next={quote(path, safe='')}"
+    assert (await reading_client.get("/login")).status_code == 200
 
 
 @pytest.mark.parametrize(("old", "new"), [

@@ -76,12 +76,13 @@ describe("api.js", () => {
   test("a JSON error becomes an ApiError with every field of the schema", async () => {
     answers["DELETE /api/isos/x.iso"] = json(409, {
       error: "ISO in use", code: "ISO_IN_USE", details: "held by web01", message: "Eject it first.", vms: ["web01"],
+      snapshots: [{ vm: "web02", snapshot: "before" }],
     });
     answers["POST /api/login"] = json(429, { error: "Too many", code: "TOO_MANY_ATTEMPTS", details: "", retry_after: 7 });
     const inUse = await api("DELETE", "/api/isos/x.iso").catch((exc) => exc);
     assert.ok(inUse instanceof ApiError);
-    assert.deepEqual([inUse.status, inUse.code, inUse.details, inUse.userMessage, inUse.vms],
-      [409, "ISO_IN_USE", "held by web01", "Eject it first.", ["web01"]]);
+    assert.deepEqual([inUse.status, inUse.code, inUse.details, inUse.userMessage, inUse.vms, inUse.snapshots],
+      [409, "ISO_IN_USE", "held by web01", "Eject it first.", ["web01"], [{ vm: "web02", snapshot: "before" }]]);
     assert.deepEqual(inUse.body, { error: "ISO in use", code: "ISO_IN_USE", details: "held by web01", message: "Eject it first." });
     const throttled = await api("POST", "/api/login", {}).catch((exc) => exc);
     assert.equal(throttled.retryAfter, 7);

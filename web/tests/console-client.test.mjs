@@ -109,6 +109,15 @@ function handedOff(options) {
   return made;
 }
 
+test("the server's stage times follow the opening's on one timeline from the connect", () => {
+  const { events, socket, timers } = connection();
+  timers.advance(20); // the WebSocket took 20 ms to open
+  socket.serverOpens();
+  for (const [index, [message, stage]] of STATUSES.entries()) socket.serverStatus(message, { stage, elapsed_ms: index * 10 });
+  assert.equal(events.find((e) => e.kind === "opened").elapsedMs, 20);
+  assert.deepEqual(events.filter((e) => e.kind === "status").map((e) => e.elapsedMs), [20, 30, 40, 50]);
+});
+
 test("status frames, then the hand-off inside the last status frame's handler", () => {
   const { conn, events, socket, kinds } = connection();
   assert.equal(socket.binaryType, "arraybuffer");
@@ -141,7 +150,7 @@ test("an error frame is reported once with the server's fields, and the close af
   socket.serverStatus(STATUSES[0][0]);
   socket.serverSends(JSON.stringify({
     type: "error", error: "VM is not running", code: "VM_NOT_RUNNING", details: "VM 'a\"b' is shut off",
-    message: "Start the VM, then open the console again.", stage: "check_vm",
+    message: "Start the VM, then try again.", stage: "check_vm",
   }));
   socket.serverCloses(4100, "VM_NOT_RUNNING");
   assert.deepEqual(kinds(), ["opened", "status", "error"]);

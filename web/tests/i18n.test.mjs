@@ -1,10 +1,10 @@
-// The page's words for what the server sends as identifiers: a VM action of the audit trail. Outside a page
-// the English catalogue is read from the package (i18n.js).
+// The page's words for what the server sends as identifiers: a VM action of the audit trail; and what a form
+// says under a refused field. Outside a page the English catalogue is read from the package (i18n.js).
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { actionName } from "../../src/limen/web/static/js/i18n.js";
+import { actionName, fieldErrorText, localizedError, quotaText } from "../../src/limen/web/static/js/i18n.js";
 
 test("a VM action is shown by its name in the page's language", () => {
   assert.equal(actionName("start"), "Start");
@@ -14,4 +14,32 @@ test("a VM action is shown by its name in the page's language", () => {
 
 test("an action the catalogue does not know (a newer server's) is shown as it came", () => {
   assert.equal(actionName("defragment"), "defragment");
+});
+
+test("an English form says the server's words for the field, without its name and the request id", () => {
+  // The ISO page showed "name: 'a/b.iso' is not a file name inside the ISO directory [request_id=8794…]".
+  const refused = {
+    error: "Validation error", code: "VALIDATION_ERROR", field: "name", rule: { kind: "file_name" },
+    details: "name: 'a/b.iso' is not a file name inside the ISO directory [request_id=8794abc]",
+  };
+  assert.equal(fieldErrorText(refused), "'a/b.iso' is not a file name inside the ISO directory");
+  const two = { field: "memory_mib", details: "vcpus: too many; memory_mib: must be between 32 and 24105 MiB" };
+  assert.equal(fieldErrorText(two), "must be between 32 and 24105 MiB");
+  assert.equal(fieldErrorText({ error: "Validation error", details: "" }), "Validation error");
+});
+
+test("a quota refusal says its numbers and what to free in the message, not only in folded English details", () => {
+  const refused = {
+    error: "Quota exceeded", code: "QUOTA_EXCEEDED", message: "Free what the details name …", details: "…",
+    quota: { scope: "user 'alice'", resource: "memory_mib", limit: 4096, usage: 3072, requested: 2048, free: 1024 },
+  };
+  assert.equal(localizedError(refused).message, "Over your quota on memory running (MiB): the limit is "
+    + "4,096, 3,072 in use, and this needs 2,048 more. Free 1,024: stop a running VM or give it less memory.");
+  const never = { ...refused, quota: { scope: "system-wide", resource: "vcpus", limit: 2, usage: 0, requested: 4, free: 2 } };
+  assert.equal(localizedError(never).message, "Over the system-wide quota on vCPUs running: the limit is 2 and this "
+    + "needs 4, so it could never fit. Ask for at most 2.");
+  // Without its numbers (an older server), or another code: the server's message, unchanged.
+  assert.equal(localizedError({ ...refused, quota: undefined }).message, "Free what the details name …");
+  assert.equal(localizedError({ ...refused, code: "FORBIDDEN" }).message, "Free what the details name …");
+  assert.equal(quotaText({ ...refused.quota, resource: "gpus" }), null);
 });

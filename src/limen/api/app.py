@@ -76,6 +76,7 @@ def create_app(
     recovery = Recovery(guard.instances, guard.audit, hv, quota=quota_ledger)
     metrics.event_streams_active.set_function(lambda: hv.feed.subscriber_count)
     sampler = StatsSampler(hv.hosts, settings.stats_interval)  # every available host's VMs
+    host_sync = HostSync(guard.db, hv.hosts)
     metrics.watch_vm_stats(sampler.history)
 
     @asynccontextmanager
@@ -83,7 +84,6 @@ def create_app(
         await guard.start()  # a database that cannot be migrated stops limen here, before it serves
         try:
             await hv.open()
-            host_sync = HostSync(guard.db, hv.hosts)
             await host_sync.start()
             try:
                 await start_iso_library(settings, iso_checksums)
@@ -109,6 +109,9 @@ def create_app(
         docs_url=None,  # /api/docs is limen.web.api_docs: Swagger UI from limen's own files, not a CDN
         redoc_url=None,
         lifespan=lifespan,
+        # A path with one slash too many is not found (JSON), as any other: Starlette's redirect was an empty
+        # 307 to an absolute http:// address, and DELETE /api/isos/a.iso%2F would have deleted a.iso.
+        redirect_slashes=False,
         # limen's own metrics (/metrics) and JSON logs are its telemetry; FastAPI's native OpenTelemetry would
         # otherwise look up the global providers on every request and every console set-up.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -133,6 +136,7 @@ def create_app(
         screenshots=ScreenshotCache(hv.screenshot, ttl=SCREENSHOT_TTL),
         serial_ports=LibvirtSerialPorts(hv.connection),
         serial_holders=SerialHolders(),
+        host_sync=host_sync,
     )
     # Innermost first. A request meets: the console's shortcut, its request id, the Host check, the body
     # limit, then authentication of requests with a body (before anything reads it), the console ticket's

@@ -24,7 +24,7 @@ from limen.auth.principal import AuthMethod, require_admin, token_credential
 from limen.auth.ratelimit import TooManyAttempts
 from limen.auth.revocation import Revocation
 from limen.auth.tokens import TokenInfo
-from limen.auth.users import AccountPending
+from limen.auth.users import AccountNotUsable
 from limen.db.models import Role
 from limen.errors import ErrorCode, LimenError
 from limen.i18n import LANGUAGE_COOKIE, LANGUAGE_COOKIE_MAX_AGE
@@ -100,9 +100,11 @@ async def login(body: LoginBody, request: Request, response: Response, access: A
         return error_response(exc, headers={"Retry-After": str(exc.retry_after)})
     try:
         principal = await access.users.authenticate(body.name, body.password)
-    except AccountPending:
+    except AccountNotUsable as refused:
         await attempt.succeeded()  # the right password: told only now, so guessers learn nothing
-        log.info("sign-in of an account awaiting approval", extra={"event": "login_pending", "client": address})
+        log.info("sign-in of an account that cannot sign in", extra={
+            "event": "login_pending" if refused.code is ErrorCode.ACCOUNT_PENDING else "login_disabled",
+            "client": address})
         raise
     except BaseException:
         await attempt.abandoned()

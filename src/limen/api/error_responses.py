@@ -10,11 +10,21 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
-from limen.errors import ErrorCode, LimenError
+from limen.db.database import database_unavailable
+from limen.errors import ErrorCode, LimenError, Rule, rule
 from limen.logs import current_request_id
 
 log = logging.getLogger("limen.api")
+
+# A validation error names at most this many of a request's problems, each cut at DETAIL_MAX characters.
+ERRORS_SHOWN = 10
+DETAIL_MAX = 300
+
+
+# pydantic's error types of a value that is not an integer where one belongs.
+WHOLE_NUMBER_ERRORS = frozenset({"int_parsing", "int_from_float", "int_type"})
 
 
 def with_request_id(body: dict[str, Any]) -> dict[str, Any]:
@@ -46,9 +56,14 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     if first.get("type") == "json_invalid":
         return error_response(LimenError(ErrorCode.INVALID_REQUEST, f"body is not valid JSON: {first['msg']}"))
     field = _location(first.get("loc", ()))
-    details = "; ".join(f"{_location(e.get('loc', ()))}: {e.get('msg', '')}" for e in errors)
+    # A body with 60,000 unknown keys made a 2.4 MB answer naming each: the first few say what is wrong.
+    shown = "; ".join(f"{_location(e.get('loc', ()))}: {e.get('msg', '')}"[:DETAIL_MAX]
+                      for e in errors[:ERRORS_SHOWN])
+    details = shown + (f"; and {len(errors) - ERRORS_SHOWN} more" if len(errors) > ERRORS_SHOWN else "")
     body = LimenError(ErrorCode.VALIDATION_ERROR, details).to_dict()
     body["field"] = field
+    if first.get("type") in WHOLE_NUMBER_ERRORS:  # for the pages to word ("Input should be a valid integer")
+        body["rule"] = rule(Rule.WHOLE_NUMBER)
     return JSONResponse(with_request_id(body), status_code=ErrorCode.VALIDATION_ERROR.http_status)
 
 
@@ -62,9 +77,27 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(LimenError(code, str(exc.detail)))
 
 
+def unexpected_error(exc: Exception, path: str) -> LimenError:
+    """What an exception no code of limen expected is answered as, logged: DATABASE_UNAVAILABLE (503) when the
+    database did not answer (PostgreSQL stopped, its connection dropped, SQLite busy past its timeout: the
+    request may be retried, and nothing of it was done), else INTERNAL_ERROR (500) with the traceback."""
+    unavailable = database_unavailable(exc)
+    if unavailable is not None:
+        log.warning("the database did not answer: %s", unavailable.details, extra={
+            "event": "database_unavailable", "path": path})
+        return unavailable
+    log.exception("unhandled error", exc_info=exc, extra={"event": "http_internal_error", "path": path})
+    return LimenError(ErrorCode.INTERNAL_ERROR, type(exc).__name__)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error", extra={"event": "http_internal_error", "path": request.url.path})
-    return error_response(LimenError(ErrorCode.INTERNAL_ERROR, type(exc).__name__))
+    # Only for what fails outside the request context (RequestContextMiddleware answers the rest).
+    return error_response(unexpected_error(exc, request.url.path))
+
+
+async def answer_unexpected_error(exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers ``exc`` as :func:`unexpected_error` says."""
+    await error_response(unexpected_error(exc, scope["path"]))(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:

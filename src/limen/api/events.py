@@ -10,9 +10,11 @@ principal may see (``may_access(owner)``), in this order:
 3. each change as ``event: vm`` with ``id:`` and JSON ``data`` (``type``, ``uuid``, ``name``, ``state``,
    ``owner``, ``at``), and a ``: keep-alive`` comment every ``events_keepalive`` seconds.
 
-Every ``events_keepalive`` seconds, changes flowing or not, the credential is checked again: a revoked
-token, an ended sign-in, a disabled user or a changed role ends the stream (the browser's reconnection then
-gets 401, or a stream filtered for the new role). A reader that falls behind is dropped, and the
+The credential is checked again at once after a revocation that may concern it (published on the
+revocation bus, from this instance or another), and every ``events_keepalive`` seconds in any case: a
+revoked token, an ended sign-in, a disabled user or a changed role ends the stream, with ``event: ended``
+carrying the error (ACCESS_REVOKED) last (the browser's reconnection then gets 401, or a stream filtered
+for the new role). A reader that falls behind is dropped, and the
 stream ends when limen shuts down.
 """
 
@@ -33,8 +35,9 @@ from limen.auth.access import Access
 from limen.auth.browser_sessions import COOKIE_NAME
 from limen.auth.credentials import authenticate
 from limen.auth.principal import Principal
-from limen.errors import LimenError
-from limen.hypervisor.vm_feed import SubscriptionEnded, VmEvent, VmFeed
+from limen.auth.revocation import Revocation, Scope
+from limen.errors import ErrorCode, LimenError
+from limen.hypervisor.vm_feed import Subscription, SubscriptionEnded, VmEvent, VmFeed
 
 log = logging.getLogger("limen.api")
 
@@ -70,34 +73,61 @@ async def _still_allowed(request: Request, access: Access, principal: Principal)
     return now.name == principal.name and now.role is principal.role
 
 
+class _Recheck:
+    """Whether a revocation since the last check may end this stream (a flag the bus's handler sets)."""
+
+    def __init__(self, principal: Principal, subscription: Subscription) -> None:
+        self.principal = principal
+        self.subscription = subscription
+        self.due = False
+
+    def __call__(self, revocation: Revocation) -> None:
+        # Checked at once, not at the next keep-alive: a revoked token, an ended sign-in, a disabled user or a
+        # lowered role sees no more VM changes. Revocations about VMs change no stream: each event is filtered
+        # when it is sent.
+        if revocation.scope in (Scope.CREDENTIAL, Scope.SESSION) or (
+                revocation.scope is Scope.USER and revocation.subject == self.principal.name):
+            self.due = True
+            self.subscription.wake()
+
+
 async def _stream(request: Request, access: Access, principal: Principal, feed: VmFeed, last_event_id: str | None,
                   keepalive: float) -> AsyncIterator[ServerSentEvent]:
     # Subscribed here, not in the route: a response that never starts streaming then holds no subscription.
     with feed.subscribe(lambda event: may_see(principal, event), last_event_id) as subscription:
-        if subscription.resync:
-            yield ServerSentEvent(data="{}", event="resync", id=subscription.cursor, retry=RETRY_MS)
-        for missed in subscription.replay:
-            yield _vm_event(principal, missed, feed.cursor_of(missed.seq))
-        yield ServerSentEvent(data=json.dumps({"user": principal.name}), event="ready", id=subscription.cursor,
-                              retry=RETRY_MS)
-        checked_at = time.monotonic()
-        while True:
-            # Access is checked every `keepalive` seconds whether changes flow or not: a busy host must not
-            # keep a revoked stream open.
-            if time.monotonic() - checked_at >= keepalive:
-                if not await _still_allowed(request, access, principal):
-                    log.info("event stream ended: access revoked", extra={"event": "events_revoked",
-                                                                          "user": principal.name})
+        recheck = _Recheck(principal, subscription)
+        access.revocations.subscribe(recheck)
+        try:
+            if subscription.resync:
+                yield ServerSentEvent(data="{}", event="resync", id=subscription.cursor, retry=RETRY_MS)
+            for missed in subscription.replay:
+                yield _vm_event(principal, missed, feed.cursor_of(missed.seq))
+            yield ServerSentEvent(data=json.dumps({"user": principal.name}), event="ready", id=subscription.cursor,
+                                  retry=RETRY_MS)
+            checked_at = time.monotonic()
+            while True:
+                # Access is checked every `keepalive` seconds whether changes flow or not (a busy host must
+                # not keep a revoked stream open), and at once after a revocation that may concern it.
+                if recheck.due or time.monotonic() - checked_at >= keepalive:
+                    recheck.due = False
+                    if not await _still_allowed(request, access, principal):
+                        log.info("event stream ended: access revoked", extra={"event": "events_revoked",
+                                                                              "user": principal.name})
+                        ended = LimenError(ErrorCode.ACCESS_REVOKED, "the credential of this stream no longer "
+                                           "signs in the same user with the same role")
+                        yield ServerSentEvent(data=json.dumps(ended.to_dict()), event="ended")
+                        return
+                    checked_at = time.monotonic()
+                try:
+                    event = await subscription.next_event(max(0.01, checked_at + keepalive - time.monotonic()))
+                except SubscriptionEnded as ended_by:
+                    log.info("event stream ended", extra={"event": "events_end", "user": principal.name,
+                                                          "reason": ended_by.reason})
                     return
-                checked_at = time.monotonic()
-            try:
-                event = await subscription.next_event(max(0.01, checked_at + keepalive - time.monotonic()))
-            except SubscriptionEnded as ended:
-                log.info("event stream ended", extra={"event": "events_end", "user": principal.name,
-                                                      "reason": ended.reason})
-                return
-            if event is not None:
-                yield _vm_event(principal, event, feed.cursor_of(event.seq))
+                if event is not None:
+                    yield _vm_event(principal, event, feed.cursor_of(event.seq))
+        finally:
+            access.revocations.unsubscribe(recheck)
 
 
 @router.get(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -25,13 +26,21 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", responses={503: {"description": "A check failed; `failing` names it"}})
-async def readyz(request: Request, hypervisor: HypervisorDep, settings: SettingsDep) -> JSONResponse:
+async def readyz(request: Request, hypervisor: HypervisorDep, settings: SettingsDep,
+                 scope: Literal["all", "instance"] = "all") -> JSONResponse:
     """Ready to serve: libvirt and the database answer within their timeouts, and the server is not
     shutting down (from SIGTERM on it answers 503 with ``shutdown`` failing, so a load balancer sends
-    nothing new here while its consoles move elsewhere)."""
+    nothing new here while its consoles move elsewhere).
+
+    ``scope=instance``, for a load balancer in front of several replicas: only what is this replica's own
+    (shutting down). libvirt and the database are shared by every replica: when they fail, taking every
+    replica out left clients the balancer's HTML 503, where each replica answers the JSON error that says
+    which (DATABASE_UNAVAILABLE, HYPERVISOR_UNAVAILABLE)."""
     checks: dict[str, str] = {}
     if services_of(request).shutting_down.is_set():
         checks["shutdown"] = "the server is shutting down"
+    if scope == "instance":
+        return _readiness(checks)
     try:
         await hypervisor.host_info()
         checks["libvirt"] = "ok"
@@ -45,6 +54,10 @@ async def readyz(request: Request, hypervisor: HypervisorDep, settings: Settings
         checks["database"] = f"no answer from {access.db.redacted_url} within {settings.libvirt_timeout:g} s"
     except Exception as exc:  # any driver error means: not ready
         checks["database"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    return _readiness(checks)
+
+
+def _readiness(checks: dict[str, str]) -> JSONResponse:
     failing = [name for name, result in checks.items() if result != "ok"]
     body = {"status": "failing" if failing else "ok", "failing": failing, "checks": checks}
     return JSONResponse(body, status_code=503 if failing else 200)

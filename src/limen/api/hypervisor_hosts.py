@@ -6,12 +6,13 @@ host pool at once, and other limen processes on the database pick it up within H
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
 import anyio
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from limen import host_registry
 from limen.api.deps import AccessDep, AdminUser, HypervisorDep
@@ -26,6 +27,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for sta
 
 
 class HostIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelled console_address is refused, not dropped
+
     name: str = Field(description="Letters, digits, '_', '.', '-'; at most 63 characters")
     uri: str = Field(description="A libvirt URI: qemu+tcp://…, qemu+ssh://…, qemu+tls://…, qemu:///system, test:///…")
     console_address: str | None = Field(
@@ -33,7 +36,9 @@ class HostIn(BaseModel):
 
 
 class DrainIn(BaseModel):
-    draining: bool = Field(True, description="False takes the host back into placement")
+    model_config = ConfigDict(extra="forbid")  # {"drain": false} drained the host: its default is True
+
+    draining: StrictBool = Field(True, description="False takes the host back into placement")
 
 
 class HostOut(BaseModel):
@@ -66,8 +71,9 @@ async def list_hosts(_admin: AdminUser, hypervisor: HypervisorDep) -> list[HostO
 @router.post("", response_model=HostOut, status_code=201, responses=_ERRORS)
 async def add_host(body: HostIn, admin: AdminUser, access: AccessDep, hypervisor: HypervisorDep) -> HostOut:
     """Registers a host. It need not answer yet: it is listed as unavailable until it does."""
-    config = await anyio.to_thread.run_sync(
-        host_registry.add_host, access.db, body.name, body.uri, body.console_address)
+    config = await anyio.to_thread.run_sync(functools.partial(
+        host_registry.add_host, access.db, body.name, body.uri, body.console_address,
+        default_uri=hypervisor.settings.libvirt_uri))
     link = hypervisor.hosts.add(config)
     log.info("host added", extra={"event": "host_add", "host": config.name, "uri": config.uri, "user": admin.name})
     return HostOut.of(link, None)

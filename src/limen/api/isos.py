@@ -31,7 +31,7 @@ from limen.isos import (
     sweep_stale_temp_files,
 )
 from limen.isos.background import BackgroundChecksums
-from limen.isos.upload import too_large
+from limen.isos.upload import empty_image, too_large
 from limen.settings import Settings
 
 log = logging.getLogger("limen.api")
@@ -143,6 +143,8 @@ async def upload_iso(
         if content_type.startswith(_FORM_TYPES):
             raise LimenError(ErrorCode.INVALID_REQUEST, f"send the image as the raw body, not as {content_type}")
         declared = _declared_length(request)
+        if declared == 0:
+            raise empty_image()
         if declared is not None:
             await asyncio.to_thread(check_room, settings.iso_dir, declared, settings.max_iso_bytes)
         upload = await asyncio.to_thread(IsoUpload, settings.iso_dir, name, settings.max_iso_bytes)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from limen.api.deps import CurrentUser, HypervisorDep
+from limen.api.deps import AccessDep, CurrentUser, HypervisorDep
 from limen.api.schemas import ErrorBody
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.operations import Operation
@@ -41,17 +41,27 @@ class OperationOut(BaseModel):
         return cls.model_validate(operation.payload())
 
 
-async def _refuse_busy_vm(vm_id: str, principal: CurrentUser, hypervisor: HypervisorDep) -> None:
-    """SNAPSHOT_IN_PROGRESS, before the VM is read, for a VM a snapshot is being taken of. While libvirt
-    takes it, reading the VM may wait as long (libvirt holds the domain for it), so asking first keeps
-    these requests from waiting for nothing. Only who may see the VM learns of it: to others it is
-    missing, as the route answers them."""
-    running = hypervisor.operations.running_for_ident(vm_id)
-    if running is not None and (principal.name == running.user or principal.may_access(running.vm_owner)):
-        hypervisor.operations.check_idle(running.vm_uuid, running.vm_name, ErrorCode.SNAPSHOT_IN_PROGRESS)
+def refuse_busy_vm(action: str) -> Any:
+    """A dependency: SNAPSHOT_IN_PROGRESS, before the VM is read, for a VM a snapshot is being taken of. While
+    libvirt takes it, reading the VM may wait as long (libvirt holds the domain for it), so asking first keeps
+    these requests from waiting for nothing. Only who may see the VM learns of it: to others it is missing,
+    as the route answers them. The refusal is recorded as the route's ``action``, as the route's own
+    refusals are: a delete tried during a snapshot shows in the audit trail."""
 
+    async def refuse(request: Request, vm_id: str, principal: CurrentUser, access: AccessDep,
+                     hypervisor: HypervisorDep) -> None:
+        running = hypervisor.operations.running_for_ident(vm_id)
+        if running is None or not (principal.name == running.user or principal.may_access(running.vm_owner)):
+            return
+        try:
+            hypervisor.operations.check_idle(running.vm_uuid, running.vm_name, ErrorCode.SNAPSHOT_IN_PROGRESS)
+        except LimenError as refused:
+            await access.audit.vm_action(user=principal.name, action=action, vm_name=running.vm_name,
+                                         vm_uuid=running.vm_uuid, result_code=refused.code.name,
+                                         details=str(request.path_params.get("name", ""))[:80])
+            raise
 
-RefuseBusyVm = Depends(_refuse_busy_vm)
+    return Depends(refuse)
 
 
 @router.get("/{operation_id}", response_model=OperationOut, responses=_ERRORS)

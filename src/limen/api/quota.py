@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from limen.api.deps import AccessDep, AdminUser, CurrentUser, HypervisorDep
 from limen.api.schemas import ErrorBody
@@ -49,10 +49,11 @@ QuotaDep = Annotated[QuotaLedger, Depends(_ledger)]
 class QuotaValues(BaseModel):
     """Per resource: the limit (null: none), or what is in use."""
 
-    vms: float | None = Field(None, description="VMs, running or not")
-    vcpus: float | None = Field(None, description="vCPUs of running VMs")
-    memory_mib: float | None = Field(None, description="MiB of memory of running VMs")
-    disk_gib: float | None = Field(None, description="GiB of disk capacity (not CD-ROMs)")
+    vms: int | None = Field(None, description="VMs, running or not")
+    vcpus: int | None = Field(None, description="vCPUs of running VMs")
+    memory_mib: int | None = Field(None, description="MiB of memory of running VMs")
+    # Whole numbers stay whole (a client reading integers gets them); only a disk's usage can have a fraction.
+    disk_gib: int | float | None = Field(None, description="GiB of disk capacity (not CD-ROMs)")
 
 
 class QuotaScope(BaseModel):
@@ -70,9 +71,9 @@ class QuotaOut(BaseModel):
     def of(cls, report: QuotaReport) -> QuotaOut:
         return cls(
             user=report.user, limits=QuotaValues(**report.limits.as_dict()),
-            usage=QuotaValues(**report.usage.as_dict()),
+            usage=QuotaValues.model_validate(report.usage.as_dict()),
             system=QuotaScope(limits=QuotaValues(**report.system_limits.as_dict()),
-                              usage=QuotaValues(**report.system_usage.as_dict())))
+                              usage=QuotaValues.model_validate(report.system_usage.as_dict())))
 
 
 class QuotaOverride(BaseModel):
@@ -80,10 +81,10 @@ class QuotaOverride(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    vms: int | None = Field(None, ge=0, le=INT32_MAX)
-    vcpus: int | None = Field(None, ge=0, le=INT32_MAX)
-    memory_mib: int | None = Field(None, ge=0, le=INT32_MAX)
-    disk_gib: int | None = Field(None, ge=0, le=INT32_MAX)
+    vms: StrictInt | None = Field(None, ge=0, le=INT32_MAX)
+    vcpus: StrictInt | None = Field(None, ge=0, le=INT32_MAX)
+    memory_mib: StrictInt | None = Field(None, ge=0, le=INT32_MAX)
+    disk_gib: StrictInt | None = Field(None, ge=0, le=INT32_MAX)
 
 
 class UserQuotaOut(QuotaOut):

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+# Numbers and switches in request bodies are strict: true is not 1 vCPU, "1" is not a number, "yes" is not a
+# switch (JSON has the types; a client that sends others has a bug worth telling it about).
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from limen.hypervisor.models import Disk, Vm, VmState
 from limen.hypervisor.snapshots import SnapshotInfo
@@ -30,9 +32,9 @@ class VmCreate(BaseModel):
 
     name: str = Field(description="1–63 of letters, digits, '_', '.', '-'; starts with a letter or digit",
                       examples=["web-1"])
-    vcpus: int = Field(1, description="1 to the host's CPU count")
-    memory_mib: int = Field(256, description="32 MiB to the host's memory")
-    disk_gib: int | None = Field(None, description="Size of a new qcow2 disk, 1–2048 GiB; none for no disk")
+    vcpus: StrictInt = Field(1, description="1 to the host's CPU count")
+    memory_mib: StrictInt = Field(256, description="32 MiB to the host's memory")
+    disk_gib: StrictInt | None = Field(None, description="Size of a new qcow2 disk, 1–2048 GiB; none for no disk")
     iso: str | None = Field(None, description="File name of an ISO in the ISO directory (GET /api/isos)")
     boot_order: list[str] = Field(
         default_factory=list, description="Devices to boot from, in order: 'cdrom', 'hd'. "
@@ -55,11 +57,11 @@ class VmPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(None, description="New name (VM stopped): the create rules; the owner and disks stay")
-    vcpus: int | None = Field(None, description="1 to the host's CPU count")
-    memory_mib: int | None = Field(None, description="32 MiB to the host's memory")
+    vcpus: StrictInt | None = Field(None, description="1 to the host's CPU count")
+    memory_mib: StrictInt | None = Field(None, description="32 MiB to the host's memory")
     boot_order: list[str] | None = Field(None, description="Devices to boot from, in order: 'cdrom', 'hd'",
                                          examples=[["hd"]])
-    autostart: bool | None = Field(None, description="Start the VM when the host starts; applies at once")
+    autostart: StrictBool | None = Field(None, description="Start the VM when the host starts; applies at once")
 
     @model_validator(mode="before")
     @classmethod
@@ -78,7 +80,7 @@ class MediaIn(BaseModel):
 
     iso: str | None = Field(description="File name of an ISO in the ISO directory; null ejects the disc",
                             max_length=255, examples=["limen-grub-demo.iso"])
-    force: bool = Field(False, description="Open the tray even when the guest has locked it")
+    force: StrictBool = Field(False, description="Open the tray even when the guest has locked it")
 
 
 class MediaOut(BaseModel):
@@ -96,8 +98,8 @@ class DiskResize(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    size_gib: int | None = Field(None, description="New size in GiB (2^30 bytes), up to 2048")
-    size_bytes: int | None = Field(None, description="New size in bytes, a multiple of 512, up to 2 TiB")
+    size_gib: StrictInt | None = Field(None, description="New size in GiB (2^30 bytes), up to 2048")
+    size_bytes: StrictInt | None = Field(None, description="New size in bytes, a multiple of 512, up to 2 TiB")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> DiskResize:
@@ -154,6 +156,7 @@ class VmOut(BaseModel):
     boot_order: list[str]
     iso: str | None
     vnc: VncOut | None = Field(description="None when the VM has no VNC graphics; port None until assigned")
+    serial_console: bool = Field(False, description="It has a serial console (GET /api/vms/{id}/serial)")
     created_at: datetime | None
     uptime_seconds: float | None
     autostart: bool
@@ -184,6 +187,7 @@ class VmOut(BaseModel):
             boot_order=list(vm.boot_order),
             iso=vm.iso_path,
             vnc=VncOut(host=vm.vnc.host, port=vm.vnc.port) if vm.vnc else None,
+            serial_console=vm.serial_console,
             created_at=vm.created_at,
             uptime_seconds=round(vm.uptime_seconds, 1) if vm.uptime_seconds is not None else None,
             autostart=vm.autostart,

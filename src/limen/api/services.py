@@ -14,6 +14,7 @@ from starlette.requests import HTTPConnection
 from limen.auth.access import Access
 from limen.console.registry import ConsoleSessions
 from limen.console.serial_session import SerialHolders
+from limen.host_registry import HostSync
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.serial_stream import SerialPorts
 from limen.isos.background import BackgroundChecksums
@@ -39,6 +40,7 @@ class Services:
     screenshots: ScreenshotCache
     serial_ports: SerialPorts  # the VMs' serial consoles, through libvirt's console streams
     serial_holders: SerialHolders  # who holds each VM's serial port in this process
+    host_sync: HostSync  # the host pool kept equal to the registry (shared by every replica)
     # Set from the stop signal on: /readyz answers 503 so a load balancer sends no more (server.py sets it).
     shutting_down: threading.Event = field(default_factory=threading.Event)
 

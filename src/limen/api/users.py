@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, StrictBool
 
 from limen.action_details import owner_details
 from limen.api.deps import AccessDep, AdminUser, HypervisorDep
@@ -60,13 +60,13 @@ class RoleChange(BaseModel):
 class DisabledChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    disabled: bool
+    disabled: StrictBool
 
 
 class ApprovedChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    approved: bool
+    approved: StrictBool
 
 
 class UnlockOut(BaseModel):
@@ -74,16 +74,15 @@ class UnlockOut(BaseModel):
     cleared: int = Field(description="Throttle keys forgotten: one per address the user name failed from")
 
 
+class AddressUnlockOut(BaseModel):
+    address: str = Field(description="What is throttled as one: the address, or an IPv6 address's /64")
+    cleared: int = Field(description="Throttle keys forgotten: the address's own and one per user name tried there")
+
+
 class OwnerChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     owner: str | None = Field(description="A user's name; null for no owner (only admins then see the VM)")
-
-
-async def _keep_an_admin(access: AccessDep, name: str) -> None:
-    admins = [user for user in await access.users.list_all() if user.role is Role.ADMIN and not user.disabled]
-    if [user.name for user in admins] == [name]:
-        raise LimenError(ErrorCode.FORBIDDEN, "that would leave limen without an enabled administrator")
 
 
 @router.get("/api/users", response_model=list[UserOut], responses=_ERRORS)
@@ -102,8 +101,6 @@ async def create_user(body: UserCreate, admin: AdminUser, access: AccessDep) -> 
 @router.put("/api/users/{name:path}/role", response_model=UserOut, responses=_ERRORS)
 async def set_role(name: str, body: RoleChange, admin: AdminUser, access: AccessDep) -> UserOut:
     name = (await access.users.get(name)).name  # any case finds the user; the checks below use its name
-    if body.role is not Role.ADMIN:
-        await _keep_an_admin(access, name)
     user = await access.users.set_role(name, body.role)
     if body.role is not Role.ADMIN:
         await access.revocations.publish(Revocation.user_changed(
@@ -116,8 +113,6 @@ async def set_role(name: str, body: RoleChange, admin: AdminUser, access: Access
 async def set_disabled(name: str, body: DisabledChange, admin: AdminUser, access: AccessDep) -> UserOut:
     """A disabled user cannot sign in; their sessions and tokens stop working at once."""
     name = (await access.users.get(name)).name  # any case finds the user; the checks below use its name
-    if body.disabled:
-        await _keep_an_admin(access, name)
     user = await access.users.set_disabled(name, body.disabled)
     if body.disabled:
         await access.sessions.end_all_of(name)
@@ -133,8 +128,6 @@ async def set_approved(name: str, body: ApprovedChange, admin: AdminUser, access
     """Approves a self-registered account (it can sign in from then on), or withdraws the approval: then
     the account's sign-ins end, its tokens stop working and its consoles end, as when disabled."""
     name = (await access.users.get(name)).name
-    if not body.approved:
-        await _keep_an_admin(access, name)
     user = await access.users.set_approved(name, body.approved)
     if not body.approved:
         await access.sessions.end_all_of(name)
@@ -157,12 +150,22 @@ async def unlock_user(name: str, admin: AdminUser, access: AccessDep) -> UnlockO
     return UnlockOut(name=user.name, cleared=cleared)
 
 
+@router.post("/api/addresses/{address}/unlock", response_model=AddressUnlockOut, responses=_ERRORS)
+async def unlock_address(address: IPvAnyAddress, admin: AdminUser, access: AccessDep) -> AddressUnlockOut:
+    """Lifts the sign-in blocks of a client address: its own (an address guessing many names is blocked as a
+    whole) and each user name's there, and forgets their failed attempts. An IPv6 address stands for its /64."""
+    where, cleared = await access.login_limiter.unlock_address(str(address))
+    log.info("address unlocked", extra={"event": "address_unlock", "user": admin.name, "address": where,
+                                        "cleared": cleared})
+    return AddressUnlockOut(address=where, cleared=cleared)
+
+
 @router.delete("/api/users/{name:path}", response_model=UserOut, responses=_ERRORS)
 async def delete_user(name: str, admin: AdminUser, access: AccessDep, hypervisor: HypervisorDep) -> UserOut:
     """Deletes a user, their API tokens and sign-ins; their live consoles end (ACCESS_REVOKED). Audit rows
-    keep their name. Deleting yourself or the last enabled administrator is refused (FORBIDDEN). VMs they
-    owned pass to no owner first (administrators only, an audit row each); if libvirt cannot be reached
-    (HYPERVISOR_UNAVAILABLE) nobody is deleted."""
+    keep their name. Deleting yourself (FORBIDDEN) or the last enabled administrator (LAST_ADMINISTRATOR) is
+    refused. VMs they owned pass to no owner first (administrators only, an audit row each); if libvirt cannot
+    be reached (HYPERVISOR_UNAVAILABLE) nobody is deleted."""
     kept = await access.users.check_deletable(name, by=admin.name)
     because = f"user {kept.name!r} deleted by {admin.name!r}"
     # Their consoles end now, within the promised second, not after libvirt has changed their VMs' owner;

@@ -36,9 +36,8 @@ async def post_resize_disk(
     guest sees the new size at once (its partitions and file systems are its own to grow). The growth is
     checked against the disk quota first (QUOTA_EXCEEDED).
     """
-    async with access.audit.recording(principal.name, "resize-disk", vm.name) as target_row:
-        target_row.vm_uuid = vm.uuid
-        target_row.details = f"{target[:40]} to {body.bytes} bytes"
+    async with access.audit.recording(principal.name, "resize-disk", vm.name, vm_uuid=vm.uuid,
+                                      details=f"{target[:40]} to {body.bytes} bytes") as target_row:
         check_disk_size(body.bytes, body.field)  # named after the field sent
         async with quota_for_disk_growth(quota, hypervisor, principal, vm, target=target, new_bytes=body.bytes):
             resized = await resize_disk(hypervisor, vm.uuid, target, body.bytes)

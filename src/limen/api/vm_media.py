@@ -41,9 +41,8 @@ async def put_media(
     stopped (VM_MUST_BE_STOPPED while running). ISO_NOT_FOUND for an unknown ISO; MEDIA_LOCKED when the
     guest has locked its tray (eject it inside the guest, or send ``"force": true``).
     """
-    async with access.audit.recording(principal.name, "media", vm.name) as target:
-        target.vm_uuid = vm.uuid
-        target.details = media_details(body.iso, body.force)
+    async with access.audit.recording(principal.name, "media", vm.name, vm_uuid=vm.uuid,
+                                      details=media_details(body.iso, body.force)) as target:
         edited = await change_media(hypervisor, vm.uuid, body.iso, force=body.force)
         target.details = edited.summary
     # libvirt announces no change of a stopped VM's CD: the event stream hears of it from here.
@@ -66,8 +65,8 @@ async def post_finish_install(
     On a running VM the CD leaves at once and the boot order applies at the next start (``pending``).
     DISK_NOT_FOUND when the VM has no disk to boot from.
     """
-    async with access.audit.recording(principal.name, "finish-install", vm.name) as target:
-        target.vm_uuid, target.details = vm.uuid, power_details(force)
+    async with access.audit.recording(principal.name, "finish-install", vm.name, vm_uuid=vm.uuid,
+                                      details=power_details(force)) as target:
         edited = await finish_install(hypervisor, vm.uuid, force=force)
         target.details = edited.summary
     await hypervisor.announce(vm.uuid, VmEventType.MEDIA_CHANGED)

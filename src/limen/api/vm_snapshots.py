@@ -18,7 +18,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from limen.api.deps import AccessDep, AccessibleVm, CurrentUser, HypervisorDep
-from limen.api.operations import OperationOut, RefuseBusyVm
+from limen.api.operations import OperationOut, refuse_busy_vm
 from limen.api.schemas import ErrorBody, SnapshotOut
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor
@@ -61,7 +61,7 @@ async def get_snapshots(vm: AccessibleVm, hypervisor: HypervisorDep) -> list[Sna
 
 
 @router.post("/{vm_id}/snapshots", response_model=OperationOut, status_code=202, responses=_ERRORS,
-    dependencies=[RefuseBusyVm])
+    dependencies=[refuse_busy_vm("snapshot")])
 async def post_snapshot(
     body: SnapshotIn, vm: AccessibleVm, principal: CurrentUser, access: AccessDep, hypervisor: HypervisorDep,
 ) -> OperationOut:
@@ -73,8 +73,8 @@ async def post_snapshot(
     """
     operations = hypervisor.operations
     async with AsyncExitStack() as stack:
-        target = await stack.enter_async_context(access.audit.recording(principal.name, "snapshot", vm.name))
-        target.vm_uuid, target.details = vm.uuid, body.name[:80]
+        await stack.enter_async_context(access.audit.recording(principal.name, "snapshot", vm.name,
+                                                               vm_uuid=vm.uuid, details=body.name[:80]))
         operations.check_idle(vm.uuid, vm.name, ErrorCode.SNAPSHOT_IN_PROGRESS)
         await check_can_take(hypervisor, vm.uuid, body.name, body.description)
         # The audit row completes when the work ends, in the operation's task. The task starts at this
@@ -119,15 +119,14 @@ async def _take(hypervisor: Hypervisor, operation: Operation, body: SnapshotIn) 
 
 
 @router.post("/{vm_id}/snapshots/{name}/revert", response_model=SnapshotOut, responses=_ERRORS,
-    dependencies=[RefuseBusyVm])
+    dependencies=[refuse_busy_vm("revert")])
 async def post_revert(
     name: str, vm: AccessibleVm, principal: CurrentUser, access: AccessDep, hypervisor: HypervisorDep,
 ) -> SnapshotOut:
     """Bring the VM back to the snapshot ``name``: its disks, and for a snapshot of a running VM its memory
     (the VM runs on from that moment; a snapshot of a stopped VM leaves it stopped). What the VM did
     since the snapshot is lost, unless another snapshot holds it."""
-    async with access.audit.recording(principal.name, "revert", vm.name) as target:
-        target.vm_uuid, target.details = vm.uuid, name[:80]
+    async with access.audit.recording(principal.name, "revert", vm.name, vm_uuid=vm.uuid, details=name[:80]):
         hypervisor.operations.check_idle(vm.uuid, vm.name, ErrorCode.SNAPSHOT_IN_PROGRESS)
         snap = await revert_snapshot(hypervisor, vm.uuid, name)
     await hypervisor.announce(vm.uuid, VmEventType.SNAPSHOTS_CHANGED)  # "current" moved; state events follow
@@ -137,13 +136,13 @@ async def post_revert(
 
 
 @router.delete("/{vm_id}/snapshots/{name}", response_model=SnapshotDeleted, responses=_ERRORS,
-    dependencies=[RefuseBusyVm])
+    dependencies=[refuse_busy_vm("snapshot-delete")])
 async def delete_one_snapshot(
     name: str, vm: AccessibleVm, principal: CurrentUser, access: AccessDep, hypervisor: HypervisorDep,
 ) -> SnapshotDeleted:
     """Delete the snapshot ``name`` (its data in the disks too); its children hang from its parent."""
-    async with access.audit.recording(principal.name, "snapshot-delete", vm.name) as target:
-        target.vm_uuid, target.details = vm.uuid, name[:80]
+    async with access.audit.recording(principal.name, "snapshot-delete", vm.name, vm_uuid=vm.uuid,
+                                      details=name[:80]):
         hypervisor.operations.check_idle(vm.uuid, vm.name, ErrorCode.SNAPSHOT_IN_PROGRESS)
         await delete_snapshot(hypervisor, vm.uuid, name)
     await hypervisor.announce(vm.uuid, VmEventType.SNAPSHOTS_CHANGED)

@@ -12,8 +12,16 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 
 from limen.action_details import delete_details, edit_details, power_details
-from limen.api.deps import AccessDep, AccessibleVm, AdminUser, CurrentUser, HypervisorDep, RecoveryDep
-from limen.api.operations import RefuseBusyVm
+from limen.api.deps import (
+    AccessDep,
+    AccessibleVm,
+    AdminUser,
+    CurrentUser,
+    HypervisorDep,
+    RecoveryDep,
+    ServicesDep,
+)
+from limen.api.operations import refuse_busy_vm
 from limen.api.quota import QuotaDep, new_vm_footprint, quota_for_edit, quota_for_start
 from limen.api.schemas import ErrorBody, VmCreate, VmDeleted, VmMigrate, VmOut, VmPatch
 from limen.api.services import services_of
@@ -42,6 +50,7 @@ async def list_vms(principal: CurrentUser, hypervisor: HypervisorDep) -> list[Vm
 @router.post("", response_model=VmOut, status_code=201, responses=_ERRORS)
 async def create_vm(
     body: VmCreate, principal: CurrentUser, hypervisor: HypervisorDep, recovery: RecoveryDep, quota: QuotaDep,
+    services: ServicesDep,
 ) -> VmOut:
     """The new VM is owned by the user who creates it. Its audit row is written before any libvirt work,
     so that a create lost with its server is undone later (or on a retry of the name).
@@ -59,6 +68,9 @@ async def create_vm(
     )
     footprint = new_vm_footprint(spec.name, principal.name, vcpus=spec.vcpus, memory_mib=spec.memory_mib,
                                  disk_gib=spec.disk_gib)
+    # The hosts as the registry says now, not as this replica last read it (every few seconds): a host
+    # drained through another replica a moment ago takes no new VM here either.
+    await services.host_sync.sync_once()
     # Inside the create's record: the spec is validated first, and a refusal is recorded as its outcome.
     async with (recovery.creating(principal.name, spec) as intent,
                 quota.reserving(footprint, hypervisor.list_vms, must_fit_alone=True)):
@@ -94,9 +106,8 @@ async def patch_vm(
         name=body.name, vcpus=body.vcpus, memory_mib=body.memory_mib,
         boot_order=tuple(body.boot_order) if body.boot_order is not None else None, autostart=body.autostart,
     )
-    async with access.audit.recording(principal.name, "edit", vm.name) as target:
-        target.vm_uuid = vm.uuid
-        target.details = edit_details(body.model_dump(exclude_unset=True))
+    async with access.audit.recording(principal.name, "edit", vm.name, vm_uuid=vm.uuid,
+                                      details=edit_details(body.model_dump(exclude_unset=True))) as target:
         if body.vcpus is not None or body.memory_mib is not None:  # sane numbers before the quota counts them
             await hypervisor.check_hardware(vcpus=body.vcpus, memory_mib=body.memory_mib)
         async with quota_for_edit(quota, hypervisor, principal, vm, vcpus=body.vcpus, memory_mib=body.memory_mib):
@@ -107,7 +118,7 @@ async def patch_vm(
     return VmOut.of(edited.vm)
 
 
-@router.delete("/{vm_id}", response_model=VmDeleted, responses=_ERRORS, dependencies=[RefuseBusyVm])
+@router.delete("/{vm_id}", response_model=VmDeleted, responses=_ERRORS, dependencies=[refuse_busy_vm("delete")])
 async def delete_vm(
     vm_id: str,
     request: Request,
@@ -117,8 +128,8 @@ async def delete_vm(
     hypervisor: HypervisorDep,
     delete_disks: bool = Query(False, description="Also delete the VM's disk volumes (never its ISO)"),
 ) -> VmDeleted:
-    async with access.audit.recording(principal.name, "delete", vm.name) as target:
-        target.vm_uuid, target.details = vm.uuid, delete_details(delete_disks)
+    async with access.audit.recording(principal.name, "delete", vm.name, vm_uuid=vm.uuid,
+                                      details=delete_details(delete_disks)):
         hypervisor.operations.check_idle(vm.uuid, vm.name, ErrorCode.SNAPSHOT_IN_PROGRESS)
         # Its consoles end with ACCESS_REVOKED, saying why, before the VM goes (not VM_STOPPED after).
         await access.revocations.publish(
@@ -135,10 +146,9 @@ async def start_vm(
     vm: AccessibleVm, principal: CurrentUser, access: AccessDep, hypervisor: HypervisorDep, quota: QuotaDep
 ) -> VmOut:
     """Checked against the quota on running vCPUs and memory first (QUOTA_EXCEEDED)."""
-    async with access.audit.recording(principal.name, "start", vm.name) as target:
-        target.vm_uuid = vm.uuid
-        async with quota_for_start(quota, hypervisor, principal, vm):
-            vm = await hypervisor.start_vm(vm.uuid)
+    async with (access.audit.recording(principal.name, "start", vm.name, vm_uuid=vm.uuid),
+                quota_for_start(quota, hypervisor, principal, vm)):
+        vm = await hypervisor.start_vm(vm.uuid)
     log.info("VM started", extra={"event": "vm_start", "vm_uuid": vm.uuid, "vm_name": vm.name,
                                   "user": principal.name})
     return VmOut.of(vm)
@@ -152,8 +162,8 @@ async def stop_vm(
     hypervisor: HypervisorDep,
     force: bool = Query(False, description="Power off at once instead of an ACPI shutdown request"),
 ) -> VmOut:
-    async with access.audit.recording(principal.name, "stop", vm.name) as target:
-        target.vm_uuid, target.details = vm.uuid, power_details(force)
+    async with access.audit.recording(principal.name, "stop", vm.name, vm_uuid=vm.uuid,
+                                      details=power_details(force)):
         vm = await hypervisor.stop_vm(vm.uuid, force=force)
     log.info("VM stopped", extra={"event": "vm_stop", "vm_uuid": vm.uuid, "vm_name": vm.name, "force": force,
                                   "user": principal.name})
@@ -168,23 +178,26 @@ async def reboot_vm(
     hypervisor: HypervisorDep,
     force: bool = Query(False, description="Hardware reset instead of an ACPI reboot request"),
 ) -> VmOut:
-    async with access.audit.recording(principal.name, "reboot", vm.name) as target:
-        target.vm_uuid, target.details = vm.uuid, power_details(force)
+    async with access.audit.recording(principal.name, "reboot", vm.name, vm_uuid=vm.uuid,
+                                      details=power_details(force)):
         vm = await hypervisor.reboot_vm(vm.uuid, force=force)
     log.info("VM rebooted", extra={"event": "vm_reboot", "vm_uuid": vm.uuid, "vm_name": vm.name, "force": force,
                                    "user": principal.name})
     return VmOut.of(vm)
 
 
-@router.post("/{vm_id}/migrate", response_model=VmOut, responses=_ERRORS, dependencies=[RefuseBusyVm])
+@router.post("/{vm_id}/migrate", response_model=VmOut, responses=_ERRORS,
+             dependencies=[refuse_busy_vm("migrate")])
 async def migrate_vm(
-    body: VmMigrate, vm: AccessibleVm, admin: AdminUser, access: AccessDep, hypervisor: HypervisorDep
+    body: VmMigrate, vm: AccessibleVm, admin: AdminUser, access: AccessDep, hypervisor: HypervisorDep,
+    services: ServicesDep,
 ) -> VmOut:
     """Admins: moves the VM to another host. A running VM moves live (libvirt migration, its disks copied
     while it runs); a stopped one cold (its disks streamed through limen, then defined there). Refused
     (VM_OPERATION_FAILED) for a VM with snapshots, which do not move."""
-    async with access.audit.recording(admin.name, "migrate", vm.name) as target:
-        target.vm_uuid, target.details = vm.uuid, f"from {vm.host} to {body.host}"
+    await services.host_sync.sync_once()  # the registry's hosts now (a target drained elsewhere just now)
+    async with access.audit.recording(admin.name, "migrate", vm.name, vm_uuid=vm.uuid,
+                                      details=f"from {vm.host} to {body.host}"):
         moved = await hypervisor.migrate_vm(vm.uuid, body.host)
     await hypervisor.announce(moved.uuid, VmEventType.CHANGED)
     log.info("VM migrated", extra={"event": "vm_migrate", "vm_uuid": vm.uuid, "vm_name": vm.name,

@@ -90,9 +90,12 @@ async def admit_console(access: Access, conn: HTTPConnection, find_vm: Callable[
             raise  # unreachable: redeem("") never succeeds
         try:
             redeemed = await _bounded(access.tickets.redeem(ticket, vm.uuid), _ticket_budget(access))
-        except TicketForAnotherVm:
+        except TicketForAnotherVm as another:
             # A missing VM answers VM_NOT_FOUND to a genuine ticket (above); a VM its user may not see too.
-            _, holder = await early
+            # The ticket's user, as the redemption says: the early peek may have come after the ticket was spent.
+            peeked, holder = await early
+            if peeked != another.user:
+                holder = await access.users.principal(another.user, AuthMethod.TICKET)
             if holder is None or not holder.may_access(vm.owner):
                 raise vm_not_found(_requested(conn, vm)) from None
             raise

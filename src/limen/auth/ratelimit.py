@@ -13,7 +13,8 @@ on both keys; past a key's limit each failure doubles its block (:mod:`limen.aut
 at one address never block the same user at another, so nobody can lock someone else out from afar;
 an address that guesses at many names is blocked as a whole. The counts live in a
 :class:`~limen.auth.throttle_store.ThrottleStore` shared by every instance, and an administrator clears
-a user's keys with ``limen user unlock NAME`` or ``POST /api/users/{name}/unlock``.
+a user's keys with ``limen user unlock NAME`` or ``POST /api/users/{name}/unlock``, an address's with
+``limen user unlock --address ADDRESS`` or ``POST /api/addresses/{address}/unlock``.
 """
 
 from __future__ import annotations
@@ -94,6 +95,12 @@ class LoginRateLimiter:
     async def unlock(self, user_name: str) -> int:
         """Forgets the user's failures at every address; returns how many keys there were."""
         return await self.store.clear_user(user_name)
+
+    async def unlock_address(self, address: str) -> tuple[str, int]:
+        """Forgets every failure from ``address`` (an IP address): the address's own block and each user name's
+        there. Returns the unit throttled (an IPv6 address's /64) and how many keys there were."""
+        where = throttle_address(address)
+        return where, await self.store.clear_address(where)
 
     async def check(self) -> None:
         await self.store.check()

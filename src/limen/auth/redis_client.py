@@ -61,3 +61,16 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+class _RedisProbe(RedisStore):
+    what = "limen's store"
+
+
+async def check_redis_answers(url: str) -> None:
+    """REDIS_UNAVAILABLE unless the Redis of ``url`` answers a ping (within :data:`BOUND` seconds)."""
+    probe = _RedisProbe(url)
+    try:
+        await probe.check()
+    finally:
+        await probe.close()

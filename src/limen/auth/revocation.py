@@ -11,7 +11,7 @@ the session's audit row). Five scopes, and which live consoles each one ends::
     credential   a credential     it was opened with that credential (a token revoked,   ACCESS_REVOKED
                                   a browser signed out; a ticket counts as the credential
                                   that asked for it)
-    vm_deleted   a VM's UUID      it is on that VM                                       ACCESS_REVOKED
+    vm_deleted   a VM's UUID      it is on that VM                                       VM_NOT_FOUND
     session      a session's id   it is that session (an administrator's "End session")  SESSION_TERMINATED
 
 :func:`verdict` is the whole rule, pure: a live console (:class:`LiveConsole`), a revocation and, for the
@@ -118,7 +118,10 @@ class Revocation:
         return False  # pragma: no cover - every scope is matched above
 
     def error(self) -> LimenError:
-        code = ErrorCode.SESSION_TERMINATED if self.scope is Scope.SESSION else ErrorCode.ACCESS_REVOKED
+        # A deleted VM's console says the VM is gone (not that access was withdrawn: signing in again or asking
+        # an administrator, ACCESS_REVOKED's advice, would not bring it back).
+        code = {Scope.SESSION: ErrorCode.SESSION_TERMINATED,
+                Scope.VM_DELETED: ErrorCode.VM_NOT_FOUND}.get(self.scope, ErrorCode.ACCESS_REVOKED)
         return LimenError(code, self.reason[:REASON_MAX])
 
     # -- on the wire (between instances) ----------------------------------------------------------------

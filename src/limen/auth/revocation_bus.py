@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -34,6 +35,7 @@ STREAM_LENGTH = 1000  # entries the stream keeps (approximately): what a reconne
 # effect (so the connection is never left mid-reply); closing waits for it, so keep it short.
 READ_BLOCK_MS = 250
 RECONNECT_DELAY = 0.5
+UNSENT_MAX = 10_000  # revocations kept for Redis while it is down (the oldest go first past that)
 
 
 def stream_key(namespace: str) -> str:
@@ -43,6 +45,10 @@ def stream_key(namespace: str) -> str:
 class RevocationBus(Protocol):
     def subscribe(self, handler: Handler) -> None:
         """``handler`` is called with every revocation published from now on, here or elsewhere."""
+        ...
+
+    def unsubscribe(self, handler: Handler) -> None:
+        """``handler`` is called no more (nothing happens if it was not subscribed)."""
         ...
 
     async def publish(self, revocation: Revocation) -> None:
@@ -62,6 +68,10 @@ class LocalRevocationBus:
 
     def subscribe(self, handler: Handler) -> None:
         self._handlers.append(handler)
+
+    def unsubscribe(self, handler: Handler) -> None:
+        with contextlib.suppress(ValueError):
+            self._handlers.remove(handler)
 
     def deliver(self, revocation: Revocation) -> None:
         for handler in list(self._handlers):
@@ -95,6 +105,10 @@ class RedisRevocationBus(LocalRevocationBus):
         self._last_id = "0-0"
         self._reader: asyncio.Task[None] | None = None
         self._closing = False
+        # Revocations Redis did not take, in order, sent again until it does: a user disabled during a Redis
+        # outage must still end their consoles on the other instances once it is back.
+        self._unsent: deque[Revocation] = deque(maxlen=UNSENT_MAX)
+        self._resender: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Notes where the stream is now (older entries are not this instance's business) and starts reading."""
@@ -112,16 +126,39 @@ class RedisRevocationBus(LocalRevocationBus):
 
     async def publish(self, revocation: Revocation) -> None:
         await super().publish(revocation)
-        import redis.exceptions
-
-        entry = {"origin": self.origin, "revocation": revocation.to_json()}
+        if self._unsent:  # after the ones still waiting, in order
+            self._unsent.append(revocation)
+            return
         try:
-            await self._redis.xadd(self.key, {"data": json.dumps(entry)}, maxlen=STREAM_LENGTH, approximate=True)
-        except redis.exceptions.RedisError as exc:
-            # The change itself is made and this instance's consoles have been told; the others cannot be.
-            log.error("could not tell other limen instances of a revocation (Redis %s): %s",
+            await self._send(revocation)
+        except Exception as exc:
+            # The change itself is made and this instance's consoles have been told; the others are told
+            # once Redis takes it.
+            log.error("could not tell other limen instances of a revocation (Redis %s), retrying: %s",
                       type(exc).__name__, revocation.reason,
                       extra={"event": "revocation_publish_failed", "scope": revocation.scope.value})
+            self._unsent.append(revocation)
+            if self._resender is None and not self._closing:
+                self._resender = asyncio.get_running_loop().create_task(self._resend(), name="limen-revocations-out")
+
+    async def _send(self, revocation: Revocation) -> None:
+        entry = {"origin": self.origin, "revocation": revocation.to_json()}
+        await self._redis.xadd(self.key, {"data": json.dumps(entry)}, maxlen=STREAM_LENGTH, approximate=True)
+
+    async def _resend(self) -> None:
+        try:
+            while self._unsent and not self._closing:
+                await asyncio.sleep(RECONNECT_DELAY)
+                try:
+                    while self._unsent:
+                        await self._send(self._unsent[0])
+                        self._unsent.popleft()
+                except Exception:
+                    continue
+                log.info("told the other limen instances of the revocations Redis had not taken",
+                         extra={"event": "revocation_publish_ok"})
+        finally:
+            self._resender = None
 
     async def _read(self) -> None:
         import redis.exceptions
@@ -158,11 +195,15 @@ class RedisRevocationBus(LocalRevocationBus):
 
     async def close(self) -> None:
         self._closing = True  # the reader may see its cancellation as a Redis error; it stops all the same
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(reader, READ_BLOCK_MS / 1000 + 1)
+        for task in (self._reader, self._resender):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(task, READ_BLOCK_MS / 1000 + 1)
+        self._reader = self._resender = None
+        if self._unsent:
+            log.error("%d revocations never reached the other limen instances (Redis did not take them before "
+                      "this one stopped)", len(self._unsent), extra={"event": "revocation_publish_lost"})
         await self._redis.aclose()
 
 

@@ -5,8 +5,8 @@ flight (reserved, not yet decided), the end of its block, and when it last chang
 admitted or refused *before* its password is evaluated::
 
     blocked (now < blocked_until)                       refused until blocked_until
-    failures < limit, failures + in_flight >= limit     refused: the attempts in flight would reach the limit
-    failures >= limit (block over), one in flight       refused: past the limit, one attempt at a time
+    failures < limit, failures + in_flight >= limit     refused for in_flight_wait: in flight, they may reach it
+    failures >= limit (block over), one in flight       refused for in_flight_wait: past the limit, one at a time
     otherwise                                           admitted: in_flight + 1
 
 Deciding an admitted attempt turns its reservation into a failure (``failed``) or gives it back
@@ -33,6 +33,10 @@ class ThrottlePolicy:
     # An attempt takes well under a second (one argon2 verify); a reservation this old belongs to a
     # process that died mid-attempt, and must not hold the key forever (LIMEN_LOGIN_ATTEMPT_TIMEOUT).
     in_flight_ttl: float = 60.0
+    # How long a refusal for attempts in flight asks to wait: they are decided within about that. Not the
+    # block they would start if they all failed: most are a person's correct password, sent from two tabs or
+    # retried at once, and the page would count down minutes for a block that never comes.
+    in_flight_wait: float = 1.0
 
     def block_for(self, failures: int, limit: int) -> float:
         """The block that the ``failures``-th failure starts (``failures >= limit``)."""
@@ -68,13 +72,14 @@ def current(count: Count, policy: ThrottlePolicy, now: float) -> Count:
 def refusal(count: Count, limit: int, policy: ThrottlePolicy, now: float) -> float | None:
     """Seconds to wait before another attempt is admitted, or None if one is admitted now.
 
-    When attempts in flight fill the limit, the wait given is the block they will start if they all fail.
+    When attempts in flight fill the limit, the wait is until they are decided (``in_flight_wait``); if they
+    fail, the next attempt is refused for the block they started.
     """
     if now < count.blocked_until:
         return count.blocked_until - now
     if count.in_flight < max(1, limit - count.failures):
         return None
-    return policy.block_for(max(limit, count.failures + count.in_flight), limit)
+    return policy.in_flight_wait
 
 
 def reserved(count: Count, now: float) -> Count:

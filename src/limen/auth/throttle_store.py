@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import anyio.to_thread
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, and_, delete, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -95,6 +95,11 @@ class ThrottleStore(Protocol):
 
     async def clear_user(self, name: str) -> int:
         """Forgets every key of the user ``name`` (all addresses); returns how many there were."""
+        ...
+
+    async def clear_address(self, address: str) -> int:
+        """Forgets every key at ``address`` (a :func:`throttle_address`): the address's and those of each user
+        name at it; returns how many there were."""
         ...
 
     async def check(self) -> None: ...
@@ -209,6 +214,16 @@ class DatabaseThrottleStore:
 
         return await self._run(work)
 
+    async def clear_address(self, address: str) -> int:
+        keys = LoginThrottle.key
+        at_address = or_(keys == ThrottleKey(address, None, 0).text,
+                         and_(keys.startswith("user:"), keys.endswith(f"@{address}", autoescape=True)))
+
+        def work(connection: Connection) -> int:
+            return int(connection.execute(delete(LoginThrottle).where(at_address)).rowcount)
+
+        return await self._run(work)
+
     async def check(self) -> None:
         return None  # the database is checked at start-up, by its migration
 
@@ -219,13 +234,13 @@ class DatabaseThrottleStore:
 # -- Redis -----------------------------------------------------------------------------------------------
 
 # KEYS: the throttle keys. ARGV: operation, now, block_seconds, block_max_seconds, forget_after,
-# in_flight_ttl, then one value per key: its limit (reserve, fail) or 'clear'/'release' (succeed).
+# in_flight_ttl, in_flight_wait, then one value per key: its limit (reserve, fail) or 'clear'/'release' (succeed).
 # The rules of limen.auth.throttle, line for line; numbers are stored and returned as text, since Redis
 # turns a Lua number into an integer.
 _THROTTLE_SCRIPT = """
 local op, now = ARGV[1], tonumber(ARGV[2])
 local block, block_max = tonumber(ARGV[3]), tonumber(ARGV[4])
-local forget, ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
+local forget, ttl, in_flight_wait = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 
 local function load(key)
   local v = redis.call('HMGET', key, 'f', 'i', 'b', 'u')
@@ -255,12 +270,12 @@ for n = 1, #KEYS do counts[n] = load(KEYS[n]) end
 if op == 'reserve' then
   local worst = nil
   for n = 1, #KEYS do
-    local c, limit = counts[n], tonumber(ARGV[6 + n])
+    local c, limit = counts[n], tonumber(ARGV[7 + n])
     local wait = nil
     if now < c.b then
       wait = c.b - now
     elseif c.i >= math.max(1, limit - c.f) then
-      wait = block_for(math.max(limit, c.f + c.i), limit)
+      wait = in_flight_wait
     end
     if wait and (worst == nil or wait > worst) then worst = wait end
   end
@@ -272,7 +287,7 @@ if op == 'reserve' then
   end
 elseif op == 'fail' then
   for n = 1, #KEYS do
-    local c, limit = counts[n], tonumber(ARGV[6 + n])
+    local c, limit = counts[n], tonumber(ARGV[7 + n])
     c.f = c.f + 1
     c.i = math.max(0, c.i - 1)
     if c.f >= limit then c.b = math.max(c.b, now + block_for(c.f, limit)) end
@@ -281,7 +296,7 @@ elseif op == 'fail' then
   end
 elseif op == 'succeed' then
   for n = 1, #KEYS do
-    if ARGV[6 + n] == 'clear' then
+    if ARGV[7 + n] == 'clear' then
       redis.call('DEL', KEYS[n])
     else
       counts[n].i = math.max(0, counts[n].i - 1)
@@ -314,7 +329,7 @@ class RedisThrottleStore(RedisStore):
                     now: float) -> Any:
         policy = self.policy
         args = [operation, repr(now), repr(policy.block_seconds), repr(policy.block_max_seconds),
-                repr(policy.forget_after), repr(policy.in_flight_ttl), *values]
+                repr(policy.forget_after), repr(policy.in_flight_ttl), repr(policy.in_flight_wait), *values]
         async with self._errors(operation):
             return await self._script(keys=[self.redis_key(key) for key in keys], args=args)
 
@@ -329,14 +344,21 @@ class RedisThrottleStore(RedisStore):
         await self._call("succeed", [*release, *clear], ["release"] * len(release) + ["clear"] * len(clear), now)
 
     async def clear_user(self, name: str) -> int:
-        # Rare (an administrator's unlock), so a SCAN over the keyspace is fine.
-        pattern = f"{self.namespace.translate(_GLOB_SPECIAL)}:throttle:{{*}}:user:{user_hash(name)}"
+        return await self._delete_matching(f"{{*}}:user:{user_hash(name)}")
+
+    async def clear_address(self, address: str) -> int:
+        # The address is each key's hash tag: its keys share a prefix.
+        return await self._delete_matching(f"{{{address.translate(_GLOB_SPECIAL)}}}:*")
+
+    async def _delete_matching(self, pattern: str) -> int:
+        """Deletes the throttle keys that ``pattern`` (a SCAN glob after the namespace's ``:throttle:``) matches.
+        Rare (an administrator's unlock), so a SCAN over the keyspace is fine."""
+        match = f"{self.namespace.translate(_GLOB_SPECIAL)}:throttle:{pattern}"
         cleared = 0
         async with self._errors("unlock"):
-            async for key in self._redis.scan_iter(match=pattern, count=1000):
+            async for key in self._redis.scan_iter(match=match, count=1000):
                 cleared += int(await self._redis.delete(key))
         return cleared
-
 
 def make_throttle_store(redis_url: str | None, db: Database, policy: ThrottlePolicy) -> ThrottleStore:
     if redis_url:

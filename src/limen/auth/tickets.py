@@ -36,10 +36,11 @@ _TICKET_SHAPE = re.compile(r"^[A-Za-z0-9_-]{20,128}$")
 
 
 class TicketForAnotherVm(LimenError):
-    """A valid ticket presented for a VM it was not issued for (now spent)."""
+    """A valid ticket presented for a VM it was not issued for (now spent); ``user``: whom it was issued to."""
 
-    def __init__(self) -> None:
+    def __init__(self, user: str) -> None:
         super().__init__(ErrorCode.FORBIDDEN, "the console ticket was issued for another VM")
+        self.user = user
 
 
 def _unknown() -> LimenError:
@@ -103,7 +104,7 @@ def _judge(holder: TicketHolder, vm_uuid: str, expires_at: float, wanted_vm: str
     if now >= expires_at:
         raise LimenError(ErrorCode.TICKET_EXPIRED, "the console ticket expired")
     if vm_uuid != wanted_vm:
-        raise TicketForAnotherVm()
+        raise TicketForAnotherVm(holder.user)
     return holder
 
 

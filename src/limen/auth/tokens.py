@@ -30,6 +30,8 @@ SHOWN_PREFIX_LENGTH = len(TOKEN_PREFIX) + 6
 _SECRET_SHAPE = re.compile(r"^limen_[A-Za-z0-9_-]{20,100}$")
 # last_used_at is written at most this often per token, not on every request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# Ids are 64-bit signed integers in SQLite and PostgreSQL alike: a larger one names no token.
+LARGEST_ID = 2**63 - 1
 
 
 def secret_hash(secret: str) -> str:
@@ -94,8 +96,8 @@ class Tokens:
         query = select(ApiToken, User.name).join(User, ApiToken.user_id == User.id).order_by(ApiToken.id)
         if owner is not None:
             user = lookup_user(session, owner)  # any case finds the user
-            if user is None:
-                return []
+            if user is None:  # a typo would else read as a user without tokens
+                raise LimenError(ErrorCode.USER_NOT_FOUND, f"no user named {owner[:80]!r}")
             query = query.where(User.id == user.id)
         return [_info(token, user_name) for token, user_name in session.execute(query)]
 
@@ -105,6 +107,8 @@ class Tokens:
 
     def revoke_in(self, session: Session, token_id: int, by: Principal | None) -> TokenInfo:
         """Revokes; ``by`` None is the command line (an operator). Users may revoke only their own tokens."""
+        if not 0 < token_id <= LARGEST_ID:  # the database cannot even be asked about it
+            raise LimenError(ErrorCode.TOKEN_NOT_FOUND, f"no API token with id {token_id}")
         row = session.execute(
             select(ApiToken, User.name).join(User, ApiToken.user_id == User.id).where(ApiToken.id == token_id)
         ).first()

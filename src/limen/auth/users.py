@@ -80,9 +80,18 @@ def _require_user(session: Session, name: str) -> User:
     return user
 
 
-class AccountPending(LimenError):
+class AccountNotUsable(LimenError):
+    """The right password for an account that cannot sign in: said only to whoever proved it is theirs."""
+
+
+class AccountPending(AccountNotUsable):
     def __init__(self, name: str) -> None:
         super().__init__(ErrorCode.ACCOUNT_PENDING, f"the account {name!r} waits for an administrator's approval")
+
+
+class AccountDisabled(AccountNotUsable):
+    def __init__(self, name: str) -> None:
+        super().__init__(ErrorCode.ACCOUNT_DISABLED, f"the account {name!r} is disabled")
 
 
 class Users:
@@ -144,8 +153,22 @@ class Users:
         return self.db.run_sync(lambda session: UserInfo.of(_require_user(session, name)))
 
     @staticmethod
+    def _keep_an_admin_in(session: Session, user: User) -> None:
+        """LAST_ADMINISTRATOR when ``user`` is the last enabled administrator, whom a change is about to take
+        away (a demotion, a disabling, a deletion). Counted in the changing transaction, from the API and the
+        command line alike: two demotions at once cannot both pass, nor can a command line go round it."""
+        if user.role == Role.ADMIN.value and not user.disabled:
+            others = session.scalar(select(func.count()).select_from(User).where(
+                User.role == Role.ADMIN.value, User.disabled.is_(False), User.id != user.id))
+            if not others:
+                raise LimenError(ErrorCode.LAST_ADMINISTRATOR,
+                                 f"{user.name!r} is the last enabled administrator; make another one first")
+
+    @staticmethod
     def _set_role(session: Session, name: str, role: Role) -> UserInfo:
         user = _require_user(session, name)
+        if role is not Role.ADMIN:
+            Users._keep_an_admin_in(session, user)
         user.role = role.value
         return UserInfo.of(user)
 
@@ -158,6 +181,8 @@ class Users:
     async def set_disabled(self, name: str, disabled: bool) -> UserInfo:
         def run(session: Session) -> UserInfo:
             user = _require_user(session, name)
+            if disabled:
+                self._keep_an_admin_in(session, user)
             user.disabled = disabled
             return UserInfo.of(user)
 
@@ -177,6 +202,8 @@ class Users:
     async def set_approved(self, name: str, approved: bool) -> UserInfo:
         def run(session: Session) -> UserInfo:
             user = _require_user(session, name)
+            if not approved:
+                self._keep_an_admin_in(session, user)
             user.approved = approved
             return UserInfo.of(user)
 
@@ -185,16 +212,11 @@ class Users:
     @staticmethod
     def deletable_in(session: Session, name: str, *, by: str | None) -> User:
         """The user ``name``, if they may be deleted (``by`` None is the command line): FORBIDDEN for
-        yourself or the last enabled administrator."""
+        yourself, LAST_ADMINISTRATOR for the last enabled administrator."""
         user = _require_user(session, name)
         if by is not None and by == user.name:
             raise LimenError(ErrorCode.FORBIDDEN, "you cannot delete yourself; ask another administrator")
-        if user.role == Role.ADMIN.value and not user.disabled:
-            others = session.scalar(select(func.count()).select_from(User).where(
-                User.role == Role.ADMIN.value, User.disabled.is_(False), User.id != user.id))
-            if not others:
-                raise LimenError(ErrorCode.FORBIDDEN,
-                                 f"{user.name!r} is the last enabled administrator; make another one first")
+        Users._keep_an_admin_in(session, user)
         return user
 
     async def check_deletable(self, name: str, *, by: str | None) -> UserInfo:
@@ -204,8 +226,8 @@ class Users:
     @staticmethod
     def delete_in(session: Session, name: str, *, by: str | None) -> UserInfo:
         """Deletes the user with their API tokens and sign-ins (audit rows keep their name). ``by`` None is
-        the command line. Refuses (FORBIDDEN) deleting yourself or the last enabled administrator; the
-        count is taken in the deleting transaction."""
+        the command line. Refuses deleting yourself (FORBIDDEN) or the last enabled administrator
+        (LAST_ADMINISTRATOR); the count is taken in the deleting transaction."""
         user = Users.deletable_in(session, name, by=by)
         info = UserInfo.of(user)
         # Explicitly, not only by ON DELETE CASCADE: a database without foreign keys enforced keeps nothing.
@@ -251,15 +273,18 @@ class Users:
 
     async def authenticate(self, name: str, password: str) -> Principal | None:
         """The user if ``password`` is theirs and the account is enabled; else None, after the same work.
-        An account awaiting approval raises ACCOUNT_PENDING, but only once the password proved it is theirs."""
+        An account awaiting approval raises ACCOUNT_PENDING, a disabled one ACCOUNT_DISABLED, but only once the
+        password proved it is theirs (told "wrong password", they would try again into the throttle)."""
 
         def run(session: Session) -> Principal | None:
             user = lookup_user(session, name)
-            if user is None or user.disabled:
+            if user is None:
                 self.passwords.verify_nobody(password)
                 return None
             if not self.passwords.verify(user.password_hash, password):
                 return None
+            if user.disabled:
+                raise AccountDisabled(user.name)
             if self.passwords.needs_rehash(user.password_hash):
                 user.password_hash = self.passwords.hash(password)
             if not user.approved:

@@ -43,6 +43,7 @@ from limen.auth.console_gate import admit_console
 from limen.auth.principal import Principal
 from limen.auth.revocation import LiveConsole
 from limen.console.pump import Traffic
+from limen.db.database import database_unavailable
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm
 
@@ -157,7 +158,7 @@ class ConsoleAdmission:
                 "vm_uuid": vm.uuid,
             })
             if self.session is not None:
-                self.session.request_end(LimenError(
+                self.session.request_end(database_unavailable(exc) or LimenError(
                     ErrorCode.INTERNAL_ERROR, f"the console session could not be audited ({type(exc).__name__})"))
             raise
 

@@ -56,6 +56,7 @@ from limen.console.handshake import (
 )
 from limen.console.pacing import teardown_turn
 from limen.console.pump import Traffic
+from limen.db.database import database_unavailable
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm
 from limen.settings import Settings
@@ -316,8 +317,14 @@ class ConsoleDriver(ABC):
         except LimenError as exc:
             outcome = EffectFailed(self._failure(exc))
         except Exception as exc:
-            log.exception("%s step failed", self.log_label, extra=self._fields("console_internal_error"))
-            outcome = EffectFailed(LimenError(ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
+            unavailable = database_unavailable(exc)  # e.g. a token's look-up with PostgreSQL stopped
+            if unavailable is not None:
+                log.warning("%s step: %s", self.log_label, unavailable.details,
+                            extra=self._fields("database_unavailable"))
+                outcome = EffectFailed(unavailable)
+            else:
+                log.exception("%s step failed", self.log_label, extra=self._fields("console_internal_error"))
+                outcome = EffectFailed(LimenError(ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
         if isinstance(outcome, Result):
             self._feed(outcome)
             return None
@@ -364,8 +371,12 @@ class ConsoleDriver(ABC):
 
     async def _vm_ended(self) -> Result:
         await self._watch.ended.wait()
-        last = getattr(self._watch, "last", None)
-        return VmEnded(str(getattr(last, "value", "stopped")))
+        return VmEnded(self._how_the_vm_ended())
+
+    def _how_the_vm_ended(self) -> str:
+        """The lifecycle event that ended the VM (``stopped``, ``reverted``, ...), when the watch saw one."""
+        last = getattr(self._watch, "last", None) if self._watch is not None and self._watch.ended.is_set() else None
+        return str(getattr(last, "value", "stopped"))
 
     async def _vm_stopped_within(self, uuid: str | None, grace: float) -> bool:
         """Whether, within ``grace`` seconds, the lifecycle watch sees the VM end or libvirt reports it inactive.

@@ -124,9 +124,9 @@ class QuotaCheckedStarts:
         if principal is None:  # not admitted: the session never gets here
             raise LimenError(ErrorCode.FORBIDDEN, "the console was not admitted")
         vm = await self._hv.get_vm(ident)  # the whole VM: its footprint, not only what a console needs
-        async with self._audit.recording(principal.name, "start", vm.name) as target:
-            target.vm_uuid, target.if_cancelled = vm.uuid, ErrorCode.VM_START_FAILED
-            target.details = console_start_details(self._console)
+        async with self._audit.recording(principal.name, "start", vm.name, vm_uuid=vm.uuid,
+                                         details=console_start_details(self._console)) as target:
+            target.if_cancelled = ErrorCode.VM_START_FAILED
             async with self._quota.reserving(Footprint.of_vm(vm).started(), self._hv.list_vms,
                                              owner_limited=owner_limited(principal, vm.owner)):
                 return await self._hv.start_vm(ident)

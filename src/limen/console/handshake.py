@@ -38,7 +38,7 @@ from limen.console import messages
 from limen.console.rfb import describe, is_banner
 from limen.console.stage_table import LIBVIRT_TIMEOUT_DETAIL, VNC_STAGES, StageList, VncStage
 from limen.errors import ErrorCode, LimenError
-from limen.hypervisor.models import Vm
+from limen.hypervisor.models import LifecycleKind, Vm
 from limen.settings import Settings
 
 # How often the get_port stage asks libvirt again while no port is assigned.
@@ -186,6 +186,7 @@ class VncClosed(Result):
 @dataclass(frozen=True, slots=True)
 class VncCloseExplained(Result):
     vm_stopped: bool
+    how: str = "stopped"  # the lifecycle event that ended the VM, when one did (``reverted``, ``crashed``, ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +222,14 @@ class EndRequested(Result):
 
 # Results that end the session from any live stage.
 ENDINGS: Final[tuple[type[Result], ...]] = (TimedOut, ClientLeft, VmEnded, EndRequested)
+
+
+def vm_ended_error(vm_name: str, how: str, cause: str) -> LimenError:
+    """How a console ends when its VM does: VM_REVERTED when a snapshot was reverted to (the VM may run on from
+    the snapshot, and a reconnect shows it), VM_STOPPED for any other end (stopped, crashed, undefined)."""
+    if how == LifecycleKind.REVERTED:
+        return LimenError(ErrorCode.VM_REVERTED, f"VM {vm_name!r} was reverted to a snapshot{cause}")
+    return LimenError(ErrorCode.VM_STOPPED, f"VM {vm_name!r} {how}{cause}")
 
 
 class IllegalTransition(RuntimeError):
@@ -368,8 +377,13 @@ class StageMachine(ABC):
         assert isinstance(result, VmEnded)
         return self.end(self._vm_ended_error(result))
 
+    @property
+    @abstractmethod
+    def vm_name(self) -> str:
+        """The VM's name once looked up, else what the client asked for."""
+
     def _vm_ended_error(self, result: VmEnded) -> LimenError:
-        return LimenError(ErrorCode.VM_STOPPED, f"the VM {result.how} (libvirt lifecycle event)")
+        return vm_ended_error(self.vm_name, result.how, " (libvirt lifecycle event)")
 
     def end(self, error: LimenError) -> list[Action]:
         """Ends the session with ``error``: its frame (when the client may still get one), then the close."""
@@ -449,8 +463,7 @@ class VncHandshake(StageMachine):
             return self._await(ExplainVncClose(self.vm.uuid if self.vm is not None else None))
         if isinstance(result, VncCloseExplained) and isinstance(pending, ExplainVncClose):
             if result.vm_stopped:
-                return self.end(LimenError(
-                    ErrorCode.VM_STOPPED, f"VM {self.vm_name!r} stopped; its VNC server closed the connection"))
+                return self.end(vm_ended_error(self.vm_name, result.how, "; its VNC server closed the connection"))
             return self.end(LimenError(ErrorCode.VNC_CONNECTION_FAILED, "the VNC server closed the connection"))
         raise IllegalTransition(f"{type(result).__name__} in stage {stage} (pending {type(pending).__name__})")
 
@@ -486,5 +499,3 @@ class VncHandshake(StageMachine):
     def _not_configured(self, vm: Vm) -> list[Action]:
         return self.end(LimenError(ErrorCode.VNC_NOT_CONFIGURED, f"VM {vm.name!r} has no VNC graphics device"))
 
-    def _vm_ended_error(self, result: VmEnded) -> LimenError:
-        return LimenError(ErrorCode.VM_STOPPED, f"VM {self.vm_name!r} {result.how} (libvirt lifecycle event)")

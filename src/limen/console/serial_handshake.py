@@ -35,9 +35,9 @@ from limen.console.handshake import (
     Result,
     StageMachine,
     StartVm,
-    VmEnded,
     VmFound,
     VmStarted,
+    vm_ended_error,
 )
 from limen.console.stage_table import SERIAL_STAGES, SerialStage
 from limen.errors import ErrorCode, LimenError
@@ -132,6 +132,7 @@ class SerialStreamEnded(Result):
 @dataclass(frozen=True, slots=True)
 class StreamEndExplained(Result):
     vm_stopped: bool
+    how: str = "stopped"  # the lifecycle event that ended the VM, when one did (``reverted``, ``crashed``, ...)
 
 
 # -- the machine ----------------------------------------------------------------------------------------------
@@ -190,8 +191,9 @@ class SerialHandshake(StageMachine):
             if not result.held_by_another:
                 return self._await(OpenSerial(pending.uuid, self.force))
             if not self.force:
-                return self.end(LimenError(ErrorCode.SERIAL_BUSY,
-                                           "another limen session holds this VM's serial console"))
+                return self.end(LimenError(ErrorCode.SERIAL_BUSY,  # the page's "Take over" asks with force
+                                           "another limen session holds this VM's serial console "
+                                           "(?force=1 takes it over)"))
             return self._await(TakeOverPort(pending.uuid))
         if isinstance(result, PortTakenOver) and isinstance(pending, TakeOverPort):
             return self._await(OpenSerial(pending.uuid, self.force))
@@ -201,7 +203,7 @@ class SerialHandshake(StageMachine):
             self.stream_ended_by = result.ended_by
             return self._await(ExplainStreamEnd(self._uuid, self.stream_end_grace))
         if isinstance(result, StreamEndExplained) and isinstance(pending, ExplainStreamEnd):
-            return self.end(self._stream_end_error(result.vm_stopped))
+            return self.end(self._stream_end_error(result))
         raise IllegalTransition(f"{type(result).__name__} in stage {stage} (pending {type(pending).__name__})")
 
     def _checked(self, has_serial: bool) -> list[Action]:
@@ -221,13 +223,11 @@ class SerialHandshake(StageMachine):
         uuid = self._uuid
         return [OpenWatch(uuid), *self._enter(SerialStage.OPEN_SERIAL), *self._await(FindPortHolder(uuid))]
 
-    def _stream_end_error(self, vm_stopped: bool) -> LimenError:
-        if vm_stopped:
-            return LimenError(ErrorCode.VM_STOPPED, f"VM {self.vm_name!r} stopped; its serial console closed")
+    def _stream_end_error(self, explained: StreamEndExplained) -> LimenError:
+        if explained.vm_stopped:
+            return vm_ended_error(self.vm_name, explained.how, "; its serial console closed")
         if self.stream_ended_by is not None:  # libvirt aborted the stream while the VM runs: another client forced it
             return LimenError(ErrorCode.SESSION_TAKEN_OVER,
                               f"the serial console was taken over ({self.stream_ended_by})")
         return LimenError(ErrorCode.SERIAL_PORT_ERROR, "the serial console stream ended while the VM runs")
 
-    def _vm_ended_error(self, result: VmEnded) -> LimenError:
-        return LimenError(ErrorCode.VM_STOPPED, f"VM {self.vm_name!r} {result.how} (libvirt lifecycle event)")

@@ -156,7 +156,8 @@ class SerialSession(ConsoleDriver):
         return SerialStreamEnded(port.ended_by)
 
     async def _explain_stream_end(self, effect: ExplainStreamEnd) -> Result:
-        return StreamEndExplained(vm_stopped=await self._vm_stopped_within(effect.uuid, effect.grace))
+        stopped = await self._vm_stopped_within(effect.uuid, effect.grace)
+        return StreamEndExplained(vm_stopped=stopped, how=self._how_the_vm_ended())
 
     # -- the client → guest direction -------------------------------------------------------------------
 

@@ -138,7 +138,8 @@ class ConsoleSession(ConsoleDriver):
         return VncClosed()
 
     async def _explain_vnc_close(self, effect: ExplainVncClose) -> Result:
-        return VncCloseExplained(vm_stopped=await self._vm_stopped_within(effect.uuid, effect.grace))
+        stopped = await self._vm_stopped_within(effect.uuid, effect.grace)
+        return VncCloseExplained(vm_stopped=stopped, how=self._how_the_vm_ended())
 
     # -- the client → VNC direction --------------------------------------------------------------------
 

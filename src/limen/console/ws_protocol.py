@@ -37,14 +37,17 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
+import websockets.http11
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.exceptions import InvalidState
+from websockets.exceptions import InvalidState, SecurityError
 from websockets.frames import Frame
 from websockets.http11 import Request
 
 from limen.console.pump import Traffic
 from limen.console.splice import SPLICE_EXTENSION, Splice
+from limen.errors import ErrorCode, LimenError
+from limen.http_protocol import MAX_HEAD_BYTES, error_answer
 from limen.settings import Settings
 
 log = logging.getLogger("limen.console")
@@ -76,6 +79,21 @@ class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
         finally:
             self._bound_close()
 
+    _lost: asyncio.Future[None] | None = None
+
+    @property
+    def awaiting_close_reply(self) -> bool:
+        """Whether this connection has sent its close frame and waits for the client's (RFC 6455 7.1.1)."""
+        return self.close_sent and not self.disconnected
+
+    def lost(self) -> asyncio.Future[None]:
+        """Resolved once the connection is gone (:meth:`connection_lost`)."""
+        if self._lost is None:
+            self._lost = self.loop.create_future()
+            if self.disconnected:
+                self._lost.set_result(None)
+        return self._lost
+
     def send_500_response(self) -> None:
         # A client that left before the upgrade completed: uvicorn would try to answer it anyway and
         # trip over websockets' state (an AssertionError in a task nobody awaits). Nothing to send.
@@ -85,6 +103,31 @@ class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def keepalive_timeout(self) -> None:
         super().keepalive_timeout()
+        self._bound_close()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self.handshake_initiated and self.conn.handshake_exc is not None:
+            self._refuse_unparsed_upgrade(self.conn.handshake_exc)
+
+    def _refuse_unparsed_upgrade(self, reason: Exception) -> None:
+        # The upgrade's head, already read by the HTTP protocol, that websockets' own parser refused: it
+        # queues a plain-text answer (or none) that uvicorn never sends, and the connection would stay open
+        # with nobody answering. The client gets the JSON error and the close instead.
+        self.conn.data_to_send()  # websockets' own answer, dropped
+        if isinstance(reason, SecurityError):
+            error = LimenError(ErrorCode.PAYLOAD_TOO_LARGE,
+                               f"the WebSocket upgrade's request line or headers are too large ({reason})")
+        else:
+            error = LimenError(ErrorCode.INVALID_REQUEST,
+                               "the WebSocket upgrade is not a valid HTTP/1.1 request")
+        log.info("websocket upgrade not parsed", extra={
+            "event": "websocket_upgrade_refused", "reason": str(reason),
+            "client": self.client[0] if self.client else None,
+        })
+        self.handshake_initiated = self.handshake_complete = self.close_sent = True
+        self.transport.write(error_answer(error))
+        self.transport.close()
         self._bound_close()
 
     # -- the splice (the console's proxy stage) -------------------------------------------------------
@@ -205,6 +248,8 @@ class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
         if self._splice is not None:
             self._splice.client_gone()
         super().connection_lost(exc)
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
 
 
 class NoSpliceWebSocketProtocol(BoundedCloseWebSocketProtocol):
@@ -215,7 +260,7 @@ class NoSpliceWebSocketProtocol(BoundedCloseWebSocketProtocol):
     offers_splice = False
 
 
-# What the splice and the bounded close use of uvicorn's WebSocketsSansIOProtocol, beyond the asyncio
+# What the splice, the bounded close and the shutdown use of uvicorn's WebSocketsSansIOProtocol, beyond the asyncio
 # Protocol interface: the methods they override or call, and the attributes uvicorn sets on its instances.
 UVICORN_METHODS = (
     "run_asgi", "send_500_response", "keepalive_timeout", "handle_connect", "send_receive_event_to_app",
@@ -223,8 +268,14 @@ UVICORN_METHODS = (
 )
 UVICORN_ATTRIBUTES = (
     "loop", "transport", "disconnected", "close_sent", "queue", "read_paused", "writable", "frames",
-    "curr_msg_data_type", "conn", "response", "scope", "handshake_complete",
+    "curr_msg_data_type", "conn", "response", "scope", "handshake_complete", "handshake_initiated", "client",
 )
+
+# websockets parses the upgrade's head again, by default refusing a line over 8 KiB or more than 128 headers
+# (settings it reads from the environment at import). The HTTP protocol has bounded the head already, to
+# MAX_HEAD_BYTES like every request's: a console opened with a browser's 9 KiB of cookies must open as the
+# REST API answers it.
+WEBSOCKETS_HEAD_LIMITS = {"MAX_LINE_LENGTH": MAX_HEAD_BYTES, "MAX_NUM_HEADERS": MAX_HEAD_BYTES // 4}
 
 
 def missing_uvicorn_parts(protocol: type | None = None) -> list[str]:
@@ -243,6 +294,15 @@ def missing_uvicorn_parts(protocol: type | None = None) -> list[str]:
         assigned |= _attributes_assigned_in(cls)
     missing += [name for name in UVICORN_ATTRIBUTES if name not in assigned]
     return missing
+
+
+def widen_websockets_head_limits() -> None:
+    """Lets websockets' parser take every head the HTTP protocol took (WEBSOCKETS_HEAD_LIMITS). A websockets
+    without these settings refuses such heads; the console then answers that refusal (as JSON) instead."""
+    for name, limit in WEBSOCKETS_HEAD_LIMITS.items():
+        current = getattr(websockets.http11, name, None)
+        if isinstance(current, int) and current < limit:
+            setattr(websockets.http11, name, limit)
 
 
 @functools.cache
@@ -272,6 +332,7 @@ def websocket_protocol() -> type[BoundedCloseWebSocketProtocol]:
 def uvicorn_ws_options(settings: Settings) -> dict[str, Any]:
     """The uvicorn.Config options the console depends on."""
     ping = settings.console_ping_interval or None
+    widen_websockets_head_limits()
     return {
         "ws": websocket_protocol(),
         # Protocol-level pings keep idle sessions alive through proxies; an unanswered one drops the peer.

@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio.to_thread
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Engine, Row, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
 
+from limen.errors import ErrorCode, LimenError
 from limen.private_files import Tightened, create_private_file, private_dir, private_file
 
 if TYPE_CHECKING:
@@ -76,6 +77,25 @@ def _alembic_config() -> Config:
     return config
 
 
+def known_revisions() -> list[str]:
+    """This limen's schema revisions, oldest first (imports Alembic)."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory(str(MIGRATIONS_DIR))
+    return [rev.revision for rev in reversed(list(script.walk_revisions()))]
+
+
+
+def database_unavailable(exc: BaseException) -> LimenError | None:
+    """DATABASE_UNAVAILABLE (503) when ``exc`` says the database did not answer (PostgreSQL stopped, its
+    connection dropped, SQLite busy past its timeout: nothing of the work was done, and it may be retried);
+    None for any other exception."""
+    if isinstance(exc, OperationalError | InterfaceError) or (
+            isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        return LimenError(ErrorCode.DATABASE_UNAVAILABLE,
+                          f"the database did not answer ({type(exc.orig or exc).__name__})")
+    return None
+
 class Database:
     """Owns the engine. Call :meth:`migrate` (or ``await migrate_async()``) once before anything else."""
 
@@ -99,8 +119,10 @@ class Database:
     def migrate(self, revision: str = "head") -> None:
         """Brings the schema to the newest revision (Alembic ``upgrade head``; tests walk older ``revision``s
         too); a no-op when it is there (one read of ``alembic_version``: every CLI command opens the database)."""
-        if revision == "head" and self._at_head():
+        before = self._revisions()
+        if revision == "head" and before == [SCHEMA_HEAD]:
             return
+        self.check_schema_known()
         from alembic import command
 
         config = _alembic_config()
@@ -130,14 +152,31 @@ class Database:
                 if sqlite:
                     connection.exec_driver_sql("PRAGMA foreign_keys=ON")
                     connection.commit()
+        after = self._revisions()
+        if after != before:  # an upgrade changes the schema behind the operator's back otherwise
+            log.info("database schema %s", "created" if not before else "migrated", extra={
+                "event": "schema_migrated", "from_revision": ", ".join(before) or None,
+                "to_revision": ", ".join(after), "database": self.redacted_url})
 
-    def _at_head(self) -> bool:
+    def _revisions(self) -> list[str]:
         try:
             with self.engine.connect() as connection:
-                current = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+                return list(connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all())
         except DBAPIError:  # no such table: a database never migrated
-            return False
-        return current == [SCHEMA_HEAD]
+            return []
+
+    def _at_head(self) -> bool:
+        return self._revisions() == [SCHEMA_HEAD]
+
+    def check_schema_known(self) -> None:
+        """DATABASE_SCHEMA_NEWER when the schema is a newer limen's (a rollback after an upgrade): this limen
+        can neither migrate nor use it, and says so in one line instead of Alembic's traceback."""
+        known = known_revisions()
+        for revision in self._revisions():
+            if revision not in known:
+                raise LimenError(ErrorCode.DATABASE_SCHEMA_NEWER, (
+                    f"the database's schema {revision!r} is newer than this limen knows (its newest is "
+                    f"{SCHEMA_HEAD!r})"))
 
     async def migrate_async(self) -> None:
         await anyio.to_thread.run_sync(self.migrate)
@@ -177,12 +216,12 @@ class Database:
 
     async def ping(self, timeout: float) -> None:
         """Raises if the database does not answer ``SELECT 1`` within ``timeout`` seconds."""
+        await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, self.check_answers), timeout)
 
-        def select_one() -> None:
-            with self.engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
-
-        await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, select_one), timeout)
+    def check_answers(self) -> None:
+        """Raises if the database does not answer ``SELECT 1`` (however long that takes to find out)."""
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
 
     def close(self) -> None:
         self.engine.dispose()

@@ -73,6 +73,8 @@ def classify(exc: libvirt.libvirtError, *, when: str) -> LimenError:
         return LimenError(ErrorCode.VM_NOT_FOUND, details)
     if code == libvirt.VIR_ERR_DOM_EXIST:
         return LimenError(ErrorCode.VM_ALREADY_EXISTS, details)
+    if code == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:  # deleted by another request since it was looked up
+        return LimenError(ErrorCode.SNAPSHOT_NOT_FOUND, details)
     if code in _OPERATION_INVALID:
         return LimenError(ErrorCode.VM_OPERATION_FAILED, details)
     if code in (libvirt.VIR_ERR_XML_ERROR, libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_CONFIG_UNSUPPORTED):
@@ -81,6 +83,35 @@ def classify(exc: libvirt.libvirtError, *, when: str) -> LimenError:
 
 
 _thread_host = threading.local()
+
+
+class _CallsUnderWay:
+    """How many libvirt calls of this process's connections are running in their worker threads now.
+
+    A call whose caller stopped waiting (its timeout) may never return: libvirt waits on a host that accepted
+    the connection and says nothing. Its worker thread keeps the interpreter from exiting (Python joins a
+    pool's threads at exit), so a command line that has said its error would never end; it asks
+    :func:`calls_under_way` and leaves without that join."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self.count += 1
+
+    def __exit__(self, *_: object) -> None:
+        with self._lock:
+            self.count -= 1
+
+
+_calls_under_way = _CallsUnderWay()
+
+
+def calls_under_way() -> int:
+    """How many libvirt calls are still running in worker threads (see :class:`_CallsUnderWay`)."""
+    return _calls_under_way.count
 
 
 def _serve_host(host: str) -> None:
@@ -198,8 +229,9 @@ class LibvirtConnection:
         loop = asyncio.get_running_loop()
 
         def run() -> T:
-            conn = self._connection()
-            return func(conn)
+            with _calls_under_way:
+                conn = self._connection()
+                return func(conn)
 
         limit = self.timeout if timeout is None else timeout
         future = loop.run_in_executor(self._executor, run)

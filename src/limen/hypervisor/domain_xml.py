@@ -50,6 +50,7 @@ class ParsedDomain:
     owner: str | None
     nics: tuple[Nic, ...] = ()
     create_token: str | None = None
+    serial_console: bool = False  # a <console> or <serial> device: the serial console can open it
 
 
 def build_domain_xml(plan: DomainPlan) -> str:
@@ -198,6 +199,12 @@ def _nics(devices: ET.Element | None) -> tuple[Nic, ...]:
     return tuple(nics)
 
 
+def snapshot_domain_xml(snapshot_xml: str) -> str | None:
+    """The VM's definition a snapshot's XML keeps (its ``<domain>``), or None when it keeps none."""
+    domain = ET.fromstring(snapshot_xml).find("domain")
+    return ET.tostring(domain, encoding="unicode") if domain is not None else None
+
+
 def parse_domain_xml(xml: str) -> ParsedDomain:
     domain = ET.fromstring(xml)
     vcpu = domain.find("vcpu")
@@ -229,4 +236,6 @@ def parse_domain_xml(xml: str) -> ParsedDomain:
         owner=owner,
         nics=_nics(devices),
         create_token=create_token,
+        serial_console=devices is not None and (devices.find("console") is not None
+                                                or devices.find("serial") is not None),
     )

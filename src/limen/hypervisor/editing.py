@@ -262,7 +262,7 @@ async def edit_vm(hypervisor: Hypervisor, ident: str, edit: VmEdit) -> Edited:
             if rename and active:
                 raise LimenError(ErrorCode.VM_MUST_BE_STOPPED, f"VM {old_name!r} runs; rename it while it is stopped")
             if rename:
-                refuse_taken_name(conn, str(edit.name))
+                refuse_taken_name(conn, str(edit.name), own_uuid=uuid)
             original = _persistent_xml(dom)
             persistent = parse_domain_xml(original)
             change = HardwareChange(
@@ -386,6 +386,10 @@ async def resize_disk(hypervisor: Hypervisor, ident: str, target: str, size_byte
             if size_bytes <= capacity:
                 raise LimenError(ErrorCode.DISK_SHRINK_REFUSED,
                                  f"disk {target} holds {capacity} bytes; {size_bytes} is not larger")
+            if dom.snapshotNum(0) > 0:  # QEMU cannot resize a qcow2 image holding internal snapshots
+                raise LimenError(ErrorCode.VM_HAS_SNAPSHOTS,
+                                 f"VM {dom.name()!r} has snapshots inside its disks, and a disk with snapshots "
+                                 "cannot be resized")
             if active:
                 dom.blockResize(target, size_bytes, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
             else:

@@ -61,6 +61,8 @@ def lifecycle_kind(event: int, detail: int) -> LifecycleKind:
     if event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
         if detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED:
             return LifecycleKind.CRASHED
+        if detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_FROM_SNAPSHOT:
+            return LifecycleKind.REVERTED
         return LifecycleKind.STOPPED
     if event == libvirt.VIR_DOMAIN_EVENT_CRASHED:
         return LifecycleKind.CRASHED

@@ -64,7 +64,7 @@ def is_network_uri(uri: str) -> bool:
 
 def read_departure(conn: libvirt.virConnect, dom: libvirt.virDomain) -> Departure:
     if dom.snapshotNum(0) > 0:
-        raise LimenError(ErrorCode.VM_OPERATION_FAILED,
+        raise LimenError(ErrorCode.VM_HAS_SNAPSHOTS,
                          f"VM {dom.name()!r} has snapshots, which do not move with it: delete them first")
     xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
     disks = []

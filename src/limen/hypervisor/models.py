@@ -95,6 +95,8 @@ class Vm:
     boot_order: tuple[str, ...] = ()
     # None when the VM has no VNC graphics device at all.
     vnc: VncEndpoint | None = None
+    # Whether it has a device the serial console opens (a <console> or <serial>).
+    serial_console: bool = False
     created_at: datetime | None = None
     # Seconds since the VM last started, when libvirt can tell (running VMs on QEMU).
     uptime_seconds: float | None = None
@@ -134,6 +136,7 @@ class LifecycleKind(StrEnum):
 
     STARTED = "started"
     STOPPED = "stopped"  # shut down, destroyed, or its QEMU process died
+    REVERTED = "reverted"  # stopped because a snapshot was reverted to (it may run again from the snapshot)
     CRASHED = "crashed"
     PAUSED = "paused"
     RESUMED = "resumed"
@@ -143,7 +146,7 @@ class LifecycleKind(StrEnum):
 
     @property
     def ends_console(self) -> bool:
-        return self in (LifecycleKind.STOPPED, LifecycleKind.CRASHED, LifecycleKind.UNDEFINED)
+        return self in (LifecycleKind.STOPPED, LifecycleKind.REVERTED, LifecycleKind.CRASHED, LifecycleKind.UNDEFINED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,13 +25,13 @@ import contextlib
 import logging
 import threading
 import weakref
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 import libvirt
 
 from limen.errors import ErrorCode, LimenError
+from limen.hypervisor.domain_xml import parse_domain_xml
 
 log = logging.getLogger("limen.hypervisor")
 
@@ -80,12 +80,6 @@ class SerialPorts(Protocol):
         ...
 
 
-def declares_serial_console(domain_xml: str) -> bool:
-    """Whether the domain has a device ``virDomainOpenConsole`` can open (a ``<console>`` or ``<serial>``)."""
-    devices = ET.fromstring(domain_xml).find("devices")
-    return devices is not None and (devices.find("console") is not None or devices.find("serial") is not None)
-
-
 def _free(stream: libvirt.virStream) -> None:
     """Releases the stream (and its hold on the connection) now. The binding frees a stream only when the
     Python object goes, and the callback data libvirt keeps after ``eventRemoveCallback`` still holds it:
@@ -125,7 +119,7 @@ class LibvirtSerialPorts:
 
     async def has_serial(self, vm_uuid: str) -> bool:
         def run(conn: libvirt.virConnect) -> bool:
-            return declares_serial_console(conn.lookupByUUIDString(vm_uuid).XMLDesc(0))
+            return parse_domain_xml(conn.lookupByUUIDString(vm_uuid).XMLDesc(0)).serial_console
 
         return await self._connection.call("get_vm", run, subject=vm_uuid)
 
@@ -142,7 +136,8 @@ class LibvirtSerialPorts:
                 with contextlib.suppress(libvirt.libvirtError):
                     stream.abort()
                 if _is_busy(exc):
-                    raise LimenError(ErrorCode.SERIAL_BUSY, "another client holds this VM's serial console") from None
+                    raise LimenError(ErrorCode.SERIAL_BUSY, "another client holds this VM's serial console "
+                                                             "(?force=1 takes it over)") from None
                 raise
             port.attach(stream)
 

@@ -20,17 +20,32 @@ from typing import Any
 
 import libvirt
 
-from limen.errors import ErrorCode, HypervisorUnavailable, LimenError, Rule, ValidationFailed, range_rule, rule
+from limen.errors import (
+    CreateNotBegun,
+    ErrorCode,
+    HypervisorUnavailable,
+    LimenError,
+    Rule,
+    ValidationFailed,
+    range_rule,
+    rule,
+)
 from limen.hypervisor import migration, storage
 from limen.hypervisor.connection import current_host
 from limen.hypervisor.console_cache import ConsoleVmCache
-from limen.hypervisor.domain_xml import DomainPlan, ParsedDomain, build_domain_xml, parse_domain_xml
+from limen.hypervisor.domain_xml import (
+    DomainPlan,
+    ParsedDomain,
+    build_domain_xml,
+    parse_domain_xml,
+    snapshot_domain_xml,
+)
 from limen.hypervisor.events import FeedSource, LifecycleHub, VmWatch, ensure_event_thread
 from limen.hypervisor.hosts import DEFAULT_HOST, HostLink, HostPool
 from limen.hypervisor.models import Disk, DiskDevice, PendingChanges, Vm, VmSpec, VmState, VncEndpoint
 from limen.hypervisor.operations import Operations
 from limen.hypervisor.vm_feed import VmEventType, VmFacts, VmFeed
-from limen.isos import resolve_iso
+from limen.isos import CdromSource, resolve_iso
 from limen.settings import Settings
 
 # A live move copies the disks as the VM runs; a cold one streams them through limen.
@@ -89,21 +104,27 @@ def check_name(name: str, field: str = "name") -> None:
         )
 
 
-def refuse_taken_name(conn: libvirt.virConnect, name: str) -> None:
-    """VM_ALREADY_EXISTS if a domain on ``conn`` is named ``name`` (a new VM's, or a renamed one's)."""
-    try:
-        conn.lookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-            raise
-    else:
-        raise LimenError(ErrorCode.VM_ALREADY_EXISTS, f"a VM named {name!r} exists")
+def refuse_taken_name(conn: libvirt.virConnect, name: str, *, own_uuid: str | None = None) -> None:
+    """VM_ALREADY_EXISTS if a domain on ``conn`` other than ``own_uuid`` (a VM being renamed) is named
+    ``name``, in any case: libvirt's names are case-sensitive, but ``web1`` beside ``WEB1`` invites acting
+    on the wrong VM (user names are case-blind for the same reason)."""
+    wanted = name.casefold()
+    for dom in conn.listAllDomains(0):
+        try:
+            other, uuid = dom.name(), dom.UUIDString()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            continue  # undefined while we read it
+        if other.casefold() == wanted and uuid != own_uuid:
+            in_case = "" if other == name else " (names that differ only in case are one name)"
+            raise LimenError(ErrorCode.VM_ALREADY_EXISTS, f"a VM named {other!r} exists{in_case}")
 
 
 def check_boot_order(boot_order: tuple[str, ...]) -> None:
     for device in boot_order:
         if device not in BOOT_DEVICES:
-            raise ValidationFailed("boot_order", f"{device!r} is not one of {', '.join(BOOT_DEVICES)}")
+            raise ValidationFailed("boot_order", f"{device[:40]!r} is not one of {', '.join(BOOT_DEVICES)}")
     if len(set(boot_order)) != len(boot_order):
         raise ValidationFailed("boot_order", "names a device twice")
 
@@ -229,14 +250,18 @@ class Hypervisor:
         self.hosts.observers.append(self.console_cache.call_ended)
         self.hosts.availability_listeners.append(self.console_cache.forget_all)
 
-    async def open(self) -> None:
-        """Starts libvirt's event thread and connects. Does not fail if libvirt is down."""
+    async def open(self, *, require_connection: bool = False) -> None:
+        """Starts libvirt's event thread and connects. Does not fail if libvirt is down, unless
+        ``require_connection`` (a command that needs libvirt now: a host that does not answer then costs it
+        one timeout, not one for each call it would make)."""
         ensure_event_thread()
         self.hosts.start()
         try:
             await self.hosts.default.connection.call("connect", lambda conn: None)
         except LimenError:
-            pass  # reported by the first real call, and by /readyz
+            if require_connection:
+                raise
+            # else reported by the first real call, and by /readyz
 
     async def close(self) -> None:
         await self.operations.close()
@@ -307,6 +332,7 @@ class Hypervisor:
             disks=tuple(disks),
             boot_order=parsed.boot_order,
             vnc=self._vnc_of(host, parsed.vnc),
+            serial_console=parsed.serial_console,
             created_at=parsed.created_at,
             uptime_seconds=_uptime_seconds(self.hosts.uri_of(host), name, state),
             autostart=autostart,
@@ -351,28 +377,38 @@ class Hypervisor:
 
         return await link.connection.call("list_vms", run)
 
-    async def cdrom_sources(self) -> list[tuple[str, str]]:
-        """(VM name, file) of every CD-ROM of every VM, in its running and in its saved configuration
-        (a disc changed in a running VM may still be the one its next boot wants)."""
+    async def cdrom_sources(self) -> list[CdromSource]:
+        """The file of every CD-ROM of every VM: in its running and in its saved configuration (a disc changed
+        in a running VM may still be the one its next boot wants), and in each of its snapshots (a revert
+        puts the snapshot's disc back in the drive)."""
 
-        def run(conn: libvirt.virConnect) -> list[tuple[str, str]]:
-            sources: set[tuple[str, str]] = set()
+        def run(conn: libvirt.virConnect) -> list[CdromSource]:
+            sources: set[CdromSource] = set()
             for dom in conn.listAllDomains(0):
                 try:
-                    configs = [dom.XMLDesc(0)]
+                    configs: list[tuple[str | None, str | None]] = [(dom.XMLDesc(0), None)]
                     if dom.isActive() and dom.isPersistent():
-                        configs.append(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                        configs.append((dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), None))
+                    snapshots = dom.listAllSnapshots(0)
                     name = dom.name()
                 except libvirt.libvirtError as exc:
                     if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                         raise
                     continue  # undefined while we read it
-                for xml in configs:
+                for snap in snapshots:
+                    try:
+                        configs.append((snapshot_domain_xml(snap.getXMLDesc(0)), snap.getName()))
+                    except libvirt.libvirtError as exc:
+                        if exc.get_error_code() not in (libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT, libvirt.VIR_ERR_NO_DOMAIN):
+                            raise  # else deleted while we read it: it holds nothing any more
+                for xml, snapshot in configs:
+                    if xml is None:
+                        continue
                     sources.update(
-                        (name, disk.path) for disk in parse_domain_xml(xml).disks
+                        CdromSource(name, disk.path, snapshot) for disk in parse_domain_xml(xml).disks
                         if disk.device is DiskDevice.CDROM and disk.path
                     )
-            return sorted(sources)
+            return sorted(sources, key=lambda source: (source.vm, source.path, source.snapshot or ""))
 
         if not self.hosts.several:
             return await self.hosts.default.connection.call("cdrom_sources", run)
@@ -437,6 +473,12 @@ class Hypervisor:
 
         return await self.connection.call("host_info", run)
 
+    async def storage_pool_directory(self) -> Path | None:
+        """Where the default host's pool (LIMEN_STORAGE_POOL) keeps disks, or None before its first disk."""
+        name = self.settings.storage_pool
+        return await self.connection.call("storage_pool", lambda conn: storage.pool_directory(conn, name),
+                                          subject=name)
+
     # -- creating and deleting ---------------------------------------------------------------------
 
     def _virt_type(self) -> str:
@@ -477,9 +519,12 @@ class Hypervisor:
         """VM_ALREADY_EXISTS if the disk volume a VM named ``name`` would get exists."""
         volume_name = storage.disk_volume_name(name)
         if storage.find_volume(conn, self.settings.storage_pool, volume_name) is not None:
+            pool = self.settings.storage_pool
             raise LimenError(
                 ErrorCode.VM_ALREADY_EXISTS,
-                f"a disk volume {volume_name!r} already exists in pool {self.settings.storage_pool!r}",
+                f"a disk volume {volume_name!r} already exists in pool {pool!r}: a VM deleted without its disks "
+                f"left it, or a VM renamed from {name!r} still uses it. Choose another name, or remove that disk "
+                f"if nothing uses it (virsh vol-delete --pool {pool} {volume_name})",
             )
 
     async def check_name_free(self, name: str, *, with_disk: bool = True) -> None:
@@ -517,15 +562,18 @@ class Hypervisor:
         recognised afterwards (:mod:`limen.hypervisor.leftovers`)."""
         iso_path = await self.validate_spec(spec)
         boot_order = spec.boot_order or (("cdrom", "hd") if iso_path else ("hd",))
+        # Whether run() began its work, and whether the caller stopped waiting for it: decided under one
+        # lock, so that a create the caller was told never began cannot begin afterwards.
         cancelled = threading.Event()
-        link = await self.place(spec)
-        if self.hosts.several:
-            await self.check_name_free(spec.name, with_disk=False)  # names are unique across hosts
-        local = link.name == DEFAULT_HOST
-        pool_dir = self.settings.pool_dir if local else REMOTE_POOL_DIR
-        vnc_listen = self.settings.vnc_listen if local else (link.console_address or self.settings.vnc_listen)
+        progress = threading.Lock()
+        began = False
 
         def run(conn: libvirt.virConnect) -> Vm:
+            nonlocal began
+            with progress:
+                if cancelled.is_set():
+                    raise HypervisorUnavailable("the create was given up before it began")
+                began = True
             refuse_taken_name(conn, spec.name)
             volume: libvirt.virStorageVol | None = None
             domain: libvirt.virDomain | None = None
@@ -568,13 +616,24 @@ class Hypervisor:
                 raise
 
         try:
+            link = await self.place(spec)
+            if self.hosts.several:
+                await self.check_name_free(spec.name, with_disk=False)  # names are unique across hosts
+            local = link.name == DEFAULT_HOST
+            pool_dir = self.settings.pool_dir if local else REMOTE_POOL_DIR
+            vnc_listen = self.settings.vnc_listen if local else (link.console_address or self.settings.vnc_listen)
             # Creating a pool and a volume is slower than a lookup; allow it more than one call's time.
             vm = await self.hosts.on_host(
                 link.name, "create_vm", run, subject=spec.name, timeout=self.settings.libvirt_timeout * 3
             )
-        except LimenError as exc:
-            if exc.code is ErrorCode.HYPERVISOR_UNAVAILABLE:
+        except BaseException as exc:
+            # The caller stops waiting (a timeout, a cancelled request, Ctrl-C): a create that has not begun
+            # never will, and one under way undoes itself once it sees this (run() above).
+            with progress:
                 cancelled.set()
+                never_began = not began
+            if never_began and isinstance(exc, LimenError) and exc.code is ErrorCode.HYPERVISOR_UNAVAILABLE:
+                raise CreateNotBegun(exc.details) from exc
             raise
         self.hosts.remember(vm.uuid, link.name)
         self.hosts.remember(vm.name, link.name)
@@ -714,7 +773,13 @@ class Hypervisor:
         def run(conn: libvirt.virConnect) -> list[str]:
             dom = _lookup(conn, ident)
             if dom.isActive():
-                dom.destroy()
+                try:
+                    dom.destroy()
+                except libvirt.libvirtError as exc:
+                    # Stopped since we looked (a parallel delete destroys it first): deleting goes on, and
+                    # finds it gone (VM_NOT_FOUND) if that delete undefined it meanwhile.
+                    if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID or dom.isActive():
+                        raise
             parsed = parse_domain_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
             flags = (
                 libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE

@@ -17,13 +17,17 @@ The parts that need no libvirt (XML in and out, the disk check, the tree order) 
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import libvirt
 
 from limen.errors import ErrorCode, LimenError, Rule, ValidationFailed, rule
+from limen.hypervisor.domain_xml import parse_domain_xml, snapshot_domain_xml
+from limen.hypervisor.models import DiskDevice
 from limen.hypervisor.service import Hypervisor, _lookup, check_name
 
 DESCRIPTION_MAX = 1000
@@ -98,6 +102,21 @@ def unsupported_reason(domain_xml: str) -> str | None:
     return None
 
 
+def missing_library_isos(snapshot_xml: str, iso_dir: Path) -> list[str]:
+    """The names of the ISO library's images the snapshot's CD-ROMs hold that are gone from ``iso_dir``
+    (a disc from elsewhere is libvirt's to check)."""
+    domain = snapshot_domain_xml(snapshot_xml)
+    if domain is None:
+        return []
+    library = os.path.abspath(iso_dir)
+    missing = []
+    for disk in parse_domain_xml(domain).disks:
+        if disk.device is DiskDevice.CDROM and disk.path and os.path.dirname(os.path.abspath(disk.path)) == library \
+                and not os.path.exists(disk.path):
+            missing.append(os.path.basename(disk.path))
+    return missing
+
+
 def tree_order(snapshots: list[SnapshotInfo]) -> list[tuple[int, SnapshotInfo]]:
     """(depth, snapshot) depth first, the oldest first among siblings: the order a tree is drawn in.
     A snapshot whose parent is not in the list is a root."""
@@ -118,12 +137,14 @@ def tree_order(snapshots: list[SnapshotInfo]) -> list[tuple[int, SnapshotInfo]]:
 
 
 def _find(dom: libvirt.virDomain, name: str) -> libvirt.virDomainSnapshot:
+    missing = LimenError(ErrorCode.SNAPSHOT_NOT_FOUND, f"VM {dom.name()!r} has no snapshot named {name[:80]!r}")
+    if "\x00" in name:  # no snapshot has one, and libvirt's binding cannot pass it (a ValueError)
+        raise missing
     try:
         return dom.snapshotLookupByName(name, 0)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == _NO_SNAPSHOT:
-            raise LimenError(ErrorCode.SNAPSHOT_NOT_FOUND,
-                             f"VM {dom.name()!r} has no snapshot named {name[:80]!r}") from None
+            raise missing from None
         raise
 
 
@@ -207,6 +228,12 @@ async def revert_snapshot(hypervisor: Hypervisor, vm_uuid: str, name: str) -> Sn
     def run(conn: libvirt.virConnect) -> SnapshotInfo:
         dom = _lookup(conn, vm_uuid)
         snap = _find(dom, name)
+        # libvirt would stop a running VM first and then fail to open the disc, leaving it stopped.
+        missing = missing_library_isos(snap.getXMLDesc(0), hypervisor.settings.iso_dir)
+        if missing:
+            raise LimenError(ErrorCode.SNAPSHOT_ISO_MISSING,
+                             f"snapshot {name!r} has {', '.join(map(repr, missing))} in its CD-ROM, which the ISO "
+                             "library no longer holds")
         dom.revertToSnapshot(snap, 0)
         return _info(snap)
 

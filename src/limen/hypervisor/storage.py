@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import libvirt
+
+log = logging.getLogger("limen.hypervisor")
 
 
 def pool_xml(name: str, directory: Path) -> str:
@@ -24,8 +27,22 @@ def volume_xml(name: str, capacity_gib: int) -> str:
     return ET.tostring(volume, encoding="unicode")
 
 
+def pool_directory(conn: libvirt.virConnect, name: str) -> Path | None:
+    """Where the pool named ``name`` keeps its volumes, or None when there is no such pool."""
+    try:
+        pool = conn.storagePoolLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
+            raise
+        return None
+    path = ET.fromstring(pool.XMLDesc(0)).findtext("target/path")
+    return Path(path) if path else None
+
+
 def ensure_pool(conn: libvirt.virConnect, name: str, directory: Path) -> libvirt.virStoragePool:
-    """The pool named ``name``, defined, built and started first if it is not yet."""
+    """The pool named ``name``, defined, built and started first if it is not yet. A pool of that name defined
+    before (by an earlier setting, another limen on the same libvirt) keeps its own directory: said in the log,
+    and by ``limen doctor``."""
     try:
         pool = conn.storagePoolLookupByName(name)
     except libvirt.libvirtError as exc:
@@ -34,6 +51,12 @@ def ensure_pool(conn: libvirt.virConnect, name: str, directory: Path) -> libvirt
         pool = conn.storagePoolDefineXML(pool_xml(name, directory), 0)
         pool.build(0)
         pool.setAutostart(1)
+    else:
+        kept = ET.fromstring(pool.XMLDesc(0)).findtext("target/path")
+        if kept and Path(kept) != directory:
+            log.warning("storage pool %r keeps its disks in %s, not in %s (LIMEN_STORAGE_POOL_DIR)", name, kept,
+                        directory, extra={"event": "storage_pool_elsewhere", "pool": name, "path": kept,
+                                          "configured": str(directory)})
     if not pool.isActive():
         try:
             pool.build(0)  # recreates the directory if someone removed it

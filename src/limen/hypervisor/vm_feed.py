@@ -52,6 +52,7 @@ class VmEventType(StrEnum):
 _TYPE_BY_LIFECYCLE = {
     LifecycleKind.STARTED: VmEventType.STARTED,
     LifecycleKind.STOPPED: VmEventType.STOPPED,
+    LifecycleKind.REVERTED: VmEventType.STOPPED,  # a "started" follows when the snapshot's VM runs
     LifecycleKind.CRASHED: VmEventType.CRASHED,
     LifecycleKind.PAUSED: VmEventType.PAUSED,
     LifecycleKind.RESUMED: VmEventType.RESUMED,
@@ -114,6 +115,7 @@ class SubscriptionEnded(Exception):
 
 
 _END = object()
+_WAKE = object()
 
 
 class Subscription:
@@ -144,6 +146,14 @@ class Subscription:
         """Thread-safe: ends the subscription after what is already queued."""
         self._call_in_loop(self._finish, reason)
 
+    def wake(self) -> None:
+        """Thread-safe: the reader's wait (:meth:`next_event`) returns None now, as if its time had passed."""
+        self._call_in_loop(self._wake, None)
+
+    def _wake(self, _: object) -> None:
+        if self._ended is None and self._queue.qsize() < self._capacity:  # a full queue wakes it anyway
+            self._queue.put_nowait(_WAKE)
+
     def _call_in_loop(self, func: Callable[[Any], None], arg: Any) -> None:
         try:
             running = asyncio.get_running_loop()
@@ -171,10 +181,13 @@ class Subscription:
             self._queue.put_nowait(_END)
 
     async def next_event(self, timeout: float) -> VmEvent | None:
-        """The next event, or None when ``timeout`` seconds pass without one; SubscriptionEnded at the end."""
+        """The next event, or None when ``timeout`` seconds pass without one or it is woken; SubscriptionEnded
+        at the end."""
         try:
             item = await asyncio.wait_for(self._queue.get(), timeout)
         except TimeoutError:
+            return None
+        if item is _WAKE:
             return None
         if item is _END:
             self._queue.put_nowait(_END)  # every later call ends too

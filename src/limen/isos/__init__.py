@@ -1,6 +1,6 @@
 """The ISO library: the boot images of the ISO directory, uploads into it, their checksums, deleting.
 
-``library``     listing, name rules, resolving a name, which VMs use an image, deleting
+``library``     listing, name rules, resolving a name, which drives and snapshots hold an image, deleting
 ``upload``      a new image streamed into a locked temp file and published atomically
 ``checksums``   the SHA-256 kept beside each image; ``background`` computes missing ones
 ``tempfiles``   limen's hidden temp files and the sweep of those a killed process left
@@ -8,31 +8,33 @@
 
 from limen.isos.library import (
     ISO_SUFFIXES,
+    CdromSource,
     IsoImage,
     IsoInUse,
     check_new_name,
     delete_iso,
+    holders_of,
     list_image,
     list_isos,
     name_problem,
     resolve_iso,
-    vms_using,
 )
 from limen.isos.tempfiles import sweep_stale_temp_files
 from limen.isos.upload import IsoUpload, check_room
 
 __all__ = [
     "ISO_SUFFIXES",
+    "CdromSource",
     "IsoImage",
     "IsoInUse",
     "IsoUpload",
     "check_new_name",
     "check_room",
     "delete_iso",
+    "holders_of",
     "list_image",
     "list_isos",
     "name_problem",
     "resolve_iso",
     "sweep_stale_temp_files",
-    "vms_using",
 ]

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import stat
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from limen.errors import ErrorCode, LimenError, Rule, ValidationFailed, rule
 from limen.isos.checksums import read_checksum, remove_checksum
@@ -60,6 +61,15 @@ def check_new_name(name: str) -> None:
     problem = name_problem(name)
     if problem is not None:
         raise ValidationFailed("name", problem.text, rule=problem.rule)
+    # A new name is shown as it reads: no invisible or reordering characters (U+202E turned "x‮osi.exe" into
+    # what reads "xexe.iso"), no white space at its ends. Files put in the directory by hand keep theirs.
+    if any(unicodedata.category(char)[0] == "C" for char in name):
+        raise ValidationFailed("name", f"{name!r} contains invisible or formatting characters",
+                               rule=rule(Rule.NO_CONTROL_CHARS))
+    if name != name.strip() or Path(name).stem != Path(name).stem.strip():
+        raise ValidationFailed("name", f"{name!r} starts or ends with white space", rule=rule(Rule.NO_EDGE_SPACE))
+    if "\ufffd" in name:  # what a URL's invalid UTF-8 (name=a%ff.iso) decodes to: the file would be named otherwise
+        raise ValidationFailed("name", f"{name!r} was not valid UTF-8: percent-encode the name's UTF-8 bytes")
 
 
 def list_image(entry: Path) -> IsoImage | None:
@@ -114,37 +124,51 @@ def _same_file(a: str, b: Path) -> bool:
         return False
 
 
-def vms_using(path: Path, cdroms: Iterable[tuple[str, str]]) -> list[str]:
-    """The names of the VMs whose CD-ROM holds the ISO at ``path``; ``cdroms`` are (VM name, source path).
+class CdromSource(NamedTuple):
+    """A CD-ROM's image file: in a VM's drive (``snapshot`` None), or in the definition a snapshot of the VM
+    keeps (a revert puts that disc back in the drive)."""
 
-    A VM uses the image when its CD-ROM names this very path, or (for an image that is not a link) the
-    same file by another path. A VM that names a link's target directly does not use the link: deleting
-    the link leaves it untouched.
+    vm: str
+    path: str
+    snapshot: str | None = None
+
+
+def holders_of(path: Path, cdroms: Iterable[CdromSource]) -> list[tuple[str, str | None]]:
+    """(VM name, snapshot name or None) of every drive and snapshot that holds the ISO at ``path``, sorted.
+
+    A CD-ROM holds the image when it names this very path, or (for an image that is not a link) the same
+    file by another path. A VM that names a link's target directly does not hold the link: deleting the
+    link leaves it untouched.
     """
     own = os.path.abspath(path)
     is_link = path.is_symlink()
-    users = {
-        vm for vm, source in cdroms
-        if os.path.abspath(source) == own or (not is_link and _same_file(source, path))
+    holders = {
+        (cdrom.vm, cdrom.snapshot) for cdrom in cdroms
+        if os.path.abspath(cdrom.path) == own or (not is_link and _same_file(cdrom.path, path))
     }
-    return sorted(users)
+    return sorted(holders, key=lambda holder: (holder[0], holder[1] or ""))
 
 
 class IsoInUse(LimenError):
-    """ISO_IN_USE; the answer also lists the VMs as ``vms``."""
+    """ISO_IN_USE; the answer also lists the VMs whose drive holds it as ``vms``, and the snapshots that would
+    put it back in a drive as ``snapshots`` (``{"vm", "snapshot"}`` each)."""
 
-    def __init__(self, name: str, vms: list[str]) -> None:
-        super().__init__(ErrorCode.ISO_IN_USE, f"iso {name!r} is the CD-ROM of: {', '.join(vms)}")
-        self.vms = vms
+    def __init__(self, name: str, holders: list[tuple[str, str | None]]) -> None:
+        self.vms = sorted({vm for vm, snapshot in holders if snapshot is None})
+        self.snapshots = [{"vm": vm, "snapshot": snapshot} for vm, snapshot in holders if snapshot is not None]
+        held = [f"the CD-ROM of: {', '.join(self.vms)}"] if self.vms else []
+        if self.snapshots:
+            held.append("kept by the snapshots: " + ", ".join(f"{s['vm']}/{s['snapshot']}" for s in self.snapshots))
+        super().__init__(ErrorCode.ISO_IN_USE, f"iso {name!r} is {'; and '.join(held)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "vms": self.vms}
+        return {**super().to_dict(), "vms": self.vms, "snapshots": self.snapshots}
 
 
-def delete_iso(iso_dir: Path, name: str, cdroms: Iterable[tuple[str, str]]) -> None:
+def delete_iso(iso_dir: Path, name: str, cdroms: Iterable[CdromSource]) -> None:
     """Deletes ISO ``name`` (a link: the link only) and its checksum.
 
-    ISO_NOT_FOUND for an unknown name; ISO_IN_USE, naming the VMs, while a VM's CD-ROM holds it.
+    ISO_NOT_FOUND for an unknown name; ISO_IN_USE, naming them, while a VM's CD-ROM or a snapshot holds it.
     """
     problem = name_problem(name)
     if problem is not None:
@@ -152,9 +176,9 @@ def delete_iso(iso_dir: Path, name: str, cdroms: Iterable[tuple[str, str]]) -> N
     path = iso_dir / name
     if not (path.is_file() or path.is_symlink()):  # a dangling link can still be removed
         raise LimenError(ErrorCode.ISO_NOT_FOUND, f"iso: no image named {name!r} in {iso_dir}")
-    users = vms_using(path, cdroms)
-    if users:
-        raise IsoInUse(name, users)
+    holders = holders_of(path, cdroms)
+    if holders:
+        raise IsoInUse(name, holders)
     try:
         path.unlink()
     except FileNotFoundError:

@@ -51,6 +51,13 @@ def check_room(iso_dir: Path, size: int, max_bytes: int) -> None:
         raise LimenError(ErrorCode.PAYLOAD_TOO_LARGE, f"the ISO directory's disk has {free} bytes free, not {size}")
 
 
+def empty_image() -> LimenError:
+    """An upload with no bytes: nothing boots from it, and it would take the name (curl -d @FILE of a missing
+    file, a form's empty field)."""
+    return LimenError(ErrorCode.INVALID_REQUEST, "the image is empty (0 bytes): send the file's contents as the "
+                                                 "body (curl --data-binary @FILE)")
+
+
 class IsoUpload:
     def __init__(self, iso_dir: Path, name: str, max_bytes: int) -> None:
         check_new_name(name)
@@ -88,10 +95,13 @@ class IsoUpload:
 
     def commit(self) -> IsoImage:
         """Syncs the file and publishes it under its name; ISO_ALREADY_EXISTS if that name was taken
-        meanwhile (the upload is then discarded)."""
+        meanwhile, INVALID_REQUEST if no byte came (the upload is then discarded)."""
         with self._lock:
             if self._done:
                 raise LimenError(ErrorCode.INTERNAL_ERROR, "commit of a finished ISO upload")
+            if self.size == 0:
+                self._discard()
+                raise empty_image()
             os.fsync(self._fd)
             try:
                 os.link(self.temp, self.target)  # unlike rename, never replaces an existing file

@@ -27,6 +27,7 @@ from limen.api.console_stages import console_stage_table
 from limen.api.deps import AccessibleVm
 from limen.api.router_inclusion import include_routes
 from limen.api.services import services_of
+from limen.auth.browser_sessions import COOKIE_NAME
 from limen.errors import ErrorCode, LimenError
 from limen.i18n import (
     LANGUAGE_COOKIE,
@@ -77,6 +78,16 @@ def page_language(request: Request) -> str:
     return language_of(request.cookies.get(LANGUAGE_COOKIE)) or negotiate(request.headers.get("accept-language"))
 
 
+def _sign_in_first(request: Request) -> RedirectResponse | None:
+    """For a browser that holds no sign-in at all (no session cookie, no token): straight to the sign-in page
+    and back, instead of a page whose every request answers 401 before its script sends it there. A cookie
+    that is no longer valid is the page's to find (asking the database here would cost every page)."""
+    if COOKIE_NAME in request.cookies or "authorization" in request.headers:
+        return None
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303, headers=_NO_CACHE)
+
+
 def _page(request: Request, name: str, *, scripts: tuple[str, ...], nav: str | None = None,
           prefetches: tuple[str, ...] = (), module_preloads: tuple[str, ...] = (),
           novnc_module_url: str | None = None, console_tables: str | None = None) -> HTMLResponse:
@@ -102,8 +113,8 @@ def _page(request: Request, name: str, *, scripts: tuple[str, ...], nav: str | N
 
 
 @router.get("/", include_in_schema=False)
-async def vm_list_page(request: Request) -> HTMLResponse:
-    return _page(request, "index.html", scripts=("vm-list.js",), nav="/")
+async def vm_list_page(request: Request) -> Response:
+    return _sign_in_first(request) or _page(request, "index.html", scripts=("vm-list.js",), nav="/")
 
 
 @router.get("/login", include_in_schema=False)
@@ -112,43 +123,46 @@ async def login_page(request: Request) -> HTMLResponse:
 
 
 @router.get("/audit", include_in_schema=False)
-async def audit_page(request: Request) -> HTMLResponse:
-    return _page(request, "audit.html", scripts=("audit.js",), nav="/audit")
+async def audit_page(request: Request) -> Response:
+    return _sign_in_first(request) or _page(request, "audit.html", scripts=("audit.js",), nav="/audit")
 
 
 @router.get("/isos", include_in_schema=False)
-async def iso_library_page(request: Request) -> HTMLResponse:
-    return _page(request, "isos.html", scripts=("isos.js",), nav="/isos")
+async def iso_library_page(request: Request) -> Response:
+    return _sign_in_first(request) or _page(request, "isos.html", scripts=("isos.js",), nav="/isos")
 
 
 @router.get("/users", include_in_schema=False)
-async def users_page(request: Request) -> HTMLResponse:
+async def users_page(request: Request) -> Response:
     """Administrators manage users here; to others the page says it is not theirs (the API answers 403)."""
-    return _page(request, "users.html", scripts=("users.js",), nav="/users")
+    return _sign_in_first(request) or _page(request, "users.html", scripts=("users.js",), nav="/users")
 
 
 @router.get("/tokens", include_in_schema=False)
-async def tokens_page(request: Request) -> HTMLResponse:
-    return _page(request, "tokens.html", scripts=("tokens.js",), nav="/tokens")
+async def tokens_page(request: Request) -> Response:
+    return _sign_in_first(request) or _page(request, "tokens.html", scripts=("tokens.js",), nav="/tokens")
 
 
 @router.get("/vms/new", include_in_schema=False)
-async def create_vm_page(request: Request) -> HTMLResponse:
-    return _page(request, "new.html", scripts=("vm-create.js",), nav="/vms/new")
+async def create_vm_page(request: Request) -> Response:
+    return _sign_in_first(request) or _page(request, "new.html", scripts=("vm-create.js",), nav="/vms/new")
 
 
 @router.get("/vms/{vm_id}", include_in_schema=False)
-async def vm_details_page(vm_id: str, request: Request) -> HTMLResponse:
+async def vm_details_page(vm_id: str, request: Request) -> Response:
     """The VM's details and actions. Opening it never starts the VM (only its Start buttons do)."""
-    return _page(request, "vm.html", scripts=("vm-details.js", "vm-graphs.js"), nav="",
+    return _sign_in_first(request) or _page(request, "vm.html", scripts=("vm-details.js", "vm-graphs.js"), nav="",
                  prefetches=console_modules(novnc_dir(services_of(request).settings)))
 
 
 @router.get("/vms/{vm_id}/console", include_in_schema=False)
-async def console_page(vm_id: str, request: Request) -> HTMLResponse:
+async def console_page(vm_id: str, request: Request) -> Response:
     """The console. noVNC is at an address naming its content (:func:`novnc_address`), cached for good; the
     details page has had the browser fetch the modules ahead (:func:`console_modules`), and this page
     preloads them all."""
+    signing_in = _sign_in_first(request)
+    if signing_in is not None:
+        return signing_in
     settings = services_of(request).settings
     novnc = novnc_dir(settings)
     novnc_url = f"{novnc_address(novnc)}/{novnc_module(novnc)}"

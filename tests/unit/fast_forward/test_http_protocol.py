@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+import websockets.http11
 from starlette.types import Receive, Scope, Send
 from uvicorn.server import ServerState
 
@@ -175,7 +176,8 @@ async def test_a_body_that_stalls_gets_408_and_the_app_stops_waiting(connect: Co
     await settle(TIMEOUT)
     assert transport.closed and app.saw_disconnect
     status, body = transport.answer()
-    assert status == 408 and "body" in body["details"]
+    # It says what the rule is: a trickling body does progress, only too slowly.
+    assert status == 408 and f"body came slower than {BODY_PROGRESS_BYTES // 1024} KiB in" in body["details"]
     assert app.scope[DROPPED_STATUS_SCOPE_KEY] == 408  # for the request's metrics
 
 
@@ -247,3 +249,54 @@ async def test_a_websocket_upgrade_leaves_the_deadlines_behind(connect: Connect)
     assert transport.written.startswith(b"HTTP/1.1 101")
     transport.close()
     await settle()
+
+
+UPGRADE = (b"Host: limen\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
+
+
+@pytest.mark.parametrize("header", [b"Cookie: " + b"c" * 9000, b"X-Filler: a\r\n" * 200],
+                         ids=["a 9 KiB cookie", "200 headers"])
+async def test_an_upgrade_opens_with_any_head_the_http_protocol_takes(connect: Connect, header: bytes) -> None:
+    # websockets' own parser refused a line over 8 KiB (a browser's cookies) or 128 headers, and then nobody
+    # answered: the console hung.
+    protocol, transport = connect(App())
+    protocol.data_received(b"GET /ws HTTP/1.1\r\n" + UPGRADE + header.rstrip(b"\r\n") + b"\r\n\r\n")
+    await settle()
+    assert transport.written.startswith(b"HTTP/1.1 101") and not transport.closed
+    transport.close()
+    await settle()
+
+
+async def test_an_upgrade_websockets_cannot_parse_gets_the_json_error_and_the_close(connect: Connect) -> None:
+    protocol, transport = connect(App())
+    # websockets refuses a transfer coding on the upgrade, which the HTTP parser lets through
+    protocol.data_received(b"GET /ws HTTP/1.1\r\n" + UPGRADE + b"Transfer-Encoding: chunked\r\n\r\n")
+    await settle()
+    assert transport.closed
+    status, body = transport.answer()
+    assert status == 400 and body["code"] == "INVALID_REQUEST" and "WebSocket upgrade" in body["details"]
+
+
+async def test_an_upgrade_refused_by_websockets_limits_gets_413_as_json(
+    connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A websockets whose limits could not be widened: its refusal is still answered, as limen's error.
+    protocol, transport = connect(App())
+    monkeypatch.setattr(websockets.http11, "MAX_LINE_LENGTH", 8192)
+    protocol.data_received(b"GET /ws HTTP/1.1\r\n" + UPGRADE + b"Cookie: " + b"c" * 9000 + b"\r\n\r\n")
+    await settle()
+    assert transport.closed
+    status, body = transport.answer()
+    assert status == 413 and body["code"] == "PAYLOAD_TOO_LARGE" and "too large" in body["details"]
+
+
+async def test_a_target_of_64_kib_in_one_chunk_gets_413(connect: Connect, drops: list[str]) -> None:
+    # httptools cannot parse a URL that long: it was answered as bytes that are not HTTP.
+    protocol, transport = connect(App())
+    protocol.data_received(b"GET /x?q=" + b"a" * MAX_HEAD_BYTES + b" HTTP/1.1\r\nHost: limen\r\n\r\n")
+    await settle()
+    assert transport.closed
+    status, body = transport.answer()
+    assert status == 413 and body["code"] == "PAYLOAD_TOO_LARGE" and str(MAX_HEAD_BYTES) in body["details"]
+    assert drops == ["PAYLOAD_TOO_LARGE"]

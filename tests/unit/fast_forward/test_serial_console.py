@@ -50,9 +50,9 @@ from limen.console.serial_handshake import (
 from limen.console.serial_session import SerialHolders, SerialSession
 from limen.console.stage_table import SERIAL_STAGES, SerialStage
 from limen.errors import ErrorCode, LimenError
-from limen.hypervisor.domain_xml import DomainPlan, build_domain_xml
+from limen.hypervisor.domain_xml import DomainPlan, build_domain_xml, parse_domain_xml
 from limen.hypervisor.models import Vm, VmState
-from limen.hypervisor.serial_stream import SerialPort, declares_serial_console
+from limen.hypervisor.serial_stream import SerialPort
 from limen.settings import Settings
 
 README = (Path(__file__).resolve().parents[3] / "README.md").read_text()
@@ -105,8 +105,9 @@ def test_new_vms_get_a_serial_console() -> None:
     serial, console = devices.find("serial"), devices.find("console")
     assert serial is not None and serial.get("type") == "pty" and serial.find("target").get("port") == "0"  # type: ignore[union-attr]
     assert console is not None and console.get("type") == "pty"
-    assert declares_serial_console(xml)
-    assert not declares_serial_console("<domain><devices><graphics type='vnc'/></devices></domain>")
+    assert parse_domain_xml(xml).serial_console
+    assert not parse_domain_xml("<domain><devices><graphics type='vnc'/></devices></domain>").serial_console
+    assert parse_domain_xml("<domain><devices><serial type='pty'/></devices></domain>").serial_console
 
 
 # -- the machine's special paths ---------------------------------------------------------------------------
@@ -201,18 +202,21 @@ def in_proxy(m: SerialHandshake) -> None:
 
 @pytest.mark.parametrize(("vm_stopped", "ended_by", "code", "details"), [
     (True, None, ErrorCode.VM_STOPPED, "VM 'web-1' stopped; its serial console closed"),
+    ("reverted", None, ErrorCode.VM_REVERTED, "VM 'web-1' was reverted to a snapshot; its serial console closed"),
     (True, "libvirt closed the console stream", ErrorCode.VM_STOPPED, "VM 'web-1' stopped; its serial console closed"),
     (False, "libvirt console stream: aborted", ErrorCode.SESSION_TAKEN_OVER,
      "the serial console was taken over (libvirt console stream: aborted)"),
     (False, None, ErrorCode.SERIAL_PORT_ERROR, "the serial console stream ended while the VM runs"),
 ])
-def test_the_end_of_the_stream_is_told_apart(vm_stopped: bool, ended_by: str | None, code: ErrorCode,
+def test_the_end_of_the_stream_is_told_apart(vm_stopped: bool | str, ended_by: str | None, code: ErrorCode,
                                              details: str) -> None:
+    # vm_stopped: whether the VM ended, or how (the lifecycle event the watch saw).
     m = machine()
     m.start()
     in_proxy(m)
     assert m.receive(SerialStreamEnded(ended_by)) == [ExplainStreamEnd(UUID, m.stream_end_grace)]
-    actions = m.receive(StreamEndExplained(vm_stopped=vm_stopped))
+    how = vm_stopped if isinstance(vm_stopped, str) else "stopped"
+    actions = m.receive(StreamEndExplained(vm_stopped=bool(vm_stopped), how=how))
     (frame,) = frames(actions)  # the serial page reads text frames in the proxy stage too
     assert (frame["code"], frame["stage"], frame["details"]) == (code.name, "proxy", details)
     assert actions[-1] == Close(code.close_code, code.name)

@@ -83,18 +83,21 @@ export class ApiError extends Error {
     this.details = body.details || "";
     this.userMessage = body.message || "";
     this.field = body.field || null;
+    // ISO_IN_USE: the VMs whose drive holds the image, and the snapshots ({vm, snapshot}) that keep it.
+    this.vms = Array.isArray(body.vms) ? body.vms : null;
+    this.snapshots = Array.isArray(body.snapshots) ? body.snapshots : null;
     // VALIDATION_ERROR of limen's own rules: the rule broken, for the page to word (i18n.js ruleText).
     this.rule = body.rule && typeof body.rule === "object" ? body.rule : null;
     // TOO_MANY_ATTEMPTS: seconds until the server takes another attempt (also its Retry-After header).
     this.retryAfter = Number.isFinite(body.retry_after) ? body.retry_after : null;
-    this.vms = Array.isArray(body.vms) ? body.vms : null; // ISO_IN_USE: the VMs holding the image
     // QUOTA_EXCEEDED: {scope, resource, limit, usage, requested, free}
     this.quota = body.quota && typeof body.quota === "object" ? body.quota : null;
   }
 
-  /** The seed's fields, for errorBox(). */
+  /** The seed's fields, for errorBox() (and a quota refusal's numbers, which errorBox words). */
   get body() {
-    return { error: this.error, code: this.code, details: this.details, message: this.userMessage };
+    const seed = { error: this.error, code: this.code, details: this.details, message: this.userMessage };
+    return this.quota ? { ...seed, quota: this.quota } : seed;
   }
 }
 

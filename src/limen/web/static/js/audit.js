@@ -7,12 +7,18 @@ import { mountUserMenu } from "./session.js";
 import { actionName, clientError, formatDateTime, formatNumber, formatTime, t } from "./i18n.js";
 
 const REFRESH_MS = 3000;
+// Rows asked for at first, and the most the API gives (MAX_LIMIT); "Show more" doubles the first.
+const FIRST_ROWS = 100;
+const MOST_ROWS = 1000;
+const shown = { sessions: FIRST_ROWS, actions: FIRST_ROWS };
 const ui = {
   note: document.getElementById("audit-note"),
   error: document.getElementById("audit-error"),
   toast: document.getElementById("audit-toast"),
   sessions: document.getElementById("session-rows"),
   actions: document.getElementById("action-rows"),
+  cut: { sessions: document.getElementById("sessions-cut"), actions: document.getElementById("actions-cut") },
+  more: { sessions: document.getElementById("sessions-more"), actions: document.getElementById("actions-more") },
 };
 let user = null;
 
@@ -41,7 +47,7 @@ function sessionRow(session) {
   return h(
     "tr", { dataset: { session: session.id, live: String(session.live) } },
     h("td", { "data-label": t("col.user") }, clipped(session.user)),
-    h("td", { class: "vm-name", "data-label": "VM" }, clipped(session.vm_name, session.vm_uuid),
+    h("td", { class: "vm-name", "data-label": t("col.vm") }, clipped(session.vm_name, session.vm_uuid),
       session.kind === "serial" ? h("span", { class: "console-kind", text: ` · ${t("audit.kind_serial")}` }) : ""),
     h("td", { "data-label": t("col.client"), text: session.client_address }),
     h("td", { "data-label": t("col.started"), text: when(session.started_at) }),
@@ -61,7 +67,7 @@ function actionRow(action) {
     h("td", { "data-label": t("col.when"), text: when(action.at) }),
     h("td", { "data-label": t("col.user") }, clipped(action.user)),
     h("td", { "data-label": t("col.action"), title: action.action, text: actionName(action.action) }),
-    h("td", { class: "vm-name", "data-label": "VM" }, clipped(action.vm_name, action.vm_uuid)),
+    h("td", { class: "vm-name", "data-label": t("col.vm") }, clipped(action.vm_name, action.vm_uuid)),
     h("td", { "data-label": t("col.result") }, h("code", { text: action.result_code })),
     h("td", { "data-label": t("col.details"), text: action.details }),
   );
@@ -81,16 +87,39 @@ async function terminate(session, button) {
   await refresh();
 }
 
+/** The one row of an empty table, saying so (a bare header reads as a page still loading). */
+function noneRow(columns, key) {
+  return h("tr", { class: "none-row" }, h("td", { colspan: String(columns), class: "empty-cell", text: t(key) }));
+}
+
+/** Under a table that got as many rows as it asked for: that older ones exist, and (below the API's most) a
+ * button that asks for twice as many. */
+function sayCut(list, count) {
+  const cut = ui.cut[list];
+  cut.hidden = count < shown[list];
+  cut.querySelector("span").textContent = t("audit.latest_shown", { count: formatNumber(count) });
+  ui.more[list].hidden = shown[list] >= MOST_ROWS;
+}
+
+for (const list of ["sessions", "actions"]) {
+  ui.more[list].addEventListener("click", () => {
+    shown[list] = Math.min(MOST_ROWS, shown[list] * 2);
+    refresh();
+  });
+}
+
 async function refresh() {
   try {
     const [sessions, actions] = await Promise.all([
-      api("GET", "/api/console-sessions?limit=100"), api("GET", "/api/vm-actions?limit=100"),
+      api("GET", `/api/console-sessions?limit=${shown.sessions}`), api("GET", `/api/vm-actions?limit=${shown.actions}`),
     ]);
-    ui.sessions.replaceChildren(...sessions.map(sessionRow));
-    ui.actions.replaceChildren(...actions.map(actionRow));
+    ui.sessions.replaceChildren(...(sessions.length ? sessions.map(sessionRow) : [noneRow(9, "audit.no_sessions")]));
+    ui.actions.replaceChildren(...(actions.length ? actions.map(actionRow) : [noneRow(6, "audit.no_actions")]));
+    sayCut("sessions", sessions.length);
+    sayCut("actions", actions.length);
     ui.error.replaceChildren();
     const whose = user && user.role === "admin" ? "audit.note_everyone" : "audit.note_yours";
-    ui.note.textContent = t(whose, { count: formatNumber(sessions.length), at: formatTime(new Date()) });
+    ui.note.textContent = t(whose, { at: formatTime(new Date()) });
   } catch (exc) {
     const box = exc instanceof ApiError ? exc.body : clientError("CLIENT_ERROR", String(exc));
     ui.error.replaceChildren(errorBox(box));

@@ -166,7 +166,10 @@ export class ConsoleConnection {
     if (frame.type === "status") {
       const message = String(frame.message ?? "");
       const stage = typeof frame.stage === "string" ? frame.stage : null;
-      const elapsedMs = typeof frame.elapsed_ms === "number" ? frame.elapsed_ms : this.elapsed();
+      // The server counts from its side of the upgrade; the page shows one timeline from the connect, so the
+      // opening's own time comes first (the stages read "+20 ms, +0 ms, +17 ms" otherwise).
+      const elapsedMs = typeof frame.elapsed_ms === "number"
+        ? this.openedAt - this.startedAt + frame.elapsed_ms : this.elapsed();
       this.lastStatus = message;
       this.emit({ kind: "status", message, stage, elapsedMs });
       if (message === LAST_STATUS_MESSAGE || stage === "proxy") {

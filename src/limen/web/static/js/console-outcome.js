@@ -9,6 +9,9 @@ export const TRANSIENT_CODES = new Set([
   "WATCHDOG_TIMEOUT",
 ]);
 export const TRANSIENT_CLOSE_CODES = new Set([1001, 1006, 1011, 1012, 1013]);
+// Ends that say the VM does not run (any more): connecting again would start it (the console's auto-start),
+// and a VM that runs again answers them. A revert to a running VM's snapshot stops it and starts it again.
+export const VM_DOWN_CODES = new Set(["VM_STOPPED", "VM_NOT_RUNNING", "VM_REVERTED"]);
 const ERROR_CODE = /^[A-Z][A-Z0-9_]+$/;
 
 /** Stage name → label of one console kind ("vnc", "serial") of the stage table; {} without one. */

@@ -17,13 +17,19 @@ import { typeKeys, TypingCancelled } from "./typing-pacer.js";
 import { planTyping, refusalMessage } from "./us-keyboard.js";
 import { VmEvents } from "./vm-events.js";
 import { SerialTab } from "./serial-console.js";
-import { closeOutcome, describeError, retriesByItself, stageLabels as stageLabelsOf } from "./console-outcome.js";
+import {
+  closeOutcome, describeError, retriesByItself, stageLabels as stageLabelsOf, VM_DOWN_CODES,
+} from "./console-outcome.js";
 
 // An address naming noVNC's content (cached for good), given by the page; the plain one otherwise.
 // noVNC's module: one file joined by `make web` (limen-rfb.js), or noVNC's own core/rfb.js.
 const NOVNC_MODULE = document.querySelector('meta[name="limen-novnc-module"]')?.content || "/static/novnc/core/rfb.js";
 const NOVNC_LOAD_MS = 20000;
 const BACKOFF_SECONDS = [1, 2, 4, 8, 15, 30];
+// The "keys go to the VM · Ctrl+Alt+Shift leaves" hint lies over the screen's bottom rows (a prompt there
+// when the screen fills the window): shown when the screen takes the focus, gone after this long. The
+// status line keeps saying it.
+const LEAVE_HINT_MS = 5000;
 // Stage name → what the page calls it ("Failed at: …"), from the server's stage table (GET /api/console-stages).
 let stageLabels = {};
 
@@ -100,6 +106,9 @@ let connectGeneration = 0; // a newer connect() makes an older one's pending tic
 let earlyTicket = null;
 let popoutWindow = null; // the console's own window, once this page opened it
 let popoutWatch = null; // notices that window closing
+let lastProblem = null; // the code the last failure or end showed, until the VM's own change answers it
+let serialTab = null; // the Serial tab (serial-console.js)
+let serialConsole = null; // whether the VM has a serial console, once read
 
 function parseWatchdog(value) {
   const seconds = Number.parseFloat(value ?? "");
@@ -360,6 +369,7 @@ function onFailure(err) {
   finishStage(item, "failed");
   for (const other of ui.stages.querySelectorAll(".stage.current")) finishStage(other, "failed");
   const full = describe(err);
+  lastProblem = full.code;
   showOverlay(attempt > 0 ? t("console.reconnecting_title") : t("console.failed_title"));
   ui.sub.textContent = full.stage ? t("console.failed_at", { stage_name: stageName(full.stage, stageLabels[full.stage]), stage: full.stage }) : "";
   setState("failed", localizedError(full).error, "bad");
@@ -391,6 +401,7 @@ function onEnded(event) {
     return;
   }
   teardown();
+  lastProblem = full.code;
   showOverlay(t("console.ended_title"));
   ui.stages.replaceChildren();
   ui.sub.textContent = "";
@@ -410,15 +421,21 @@ function primaryButton(label, onClick) {
 }
 
 function recoveryActions(code, retryLabel) {
-  const actions = [primaryButton(retryLabel, () => {
+  const back = h("a", { class: "btn", href: "/", text: t("console.back_to_vms") });
+  // Deleted meanwhile: nothing to reconnect to.
+  if (code === "VM_NOT_FOUND") return [h("a", { class: "btn primary", href: "/", text: t("console.back_to_vms") })];
+  // No screen to retry: a VM without graphics is reached through its serial console, when it has one.
+  if (code === "VNC_NOT_CONFIGURED") {
+    return serialConsole === false ? [back]
+      : [primaryButton(t("console.open_serial"), () => serialTab.show(true)), back];
+  }
+  // Connecting starts a stopped VM (the console's auto-start): the one way back says so, so that a VM
+  // stopped on purpose is not started by a button that reads "Reconnect".
+  if (VM_DOWN_CODES.has(code)) return [primaryButton(t("console.start_and_connect"), startAndConnect), back];
+  return [primaryButton(retryLabel, () => {
     attempt = 0;
     connect();
-  })];
-  if (code === "VM_NOT_RUNNING" || code === "VM_STOPPED") {
-    actions.push(h("button", { class: "btn", type: "button", onclick: startAndConnect, text: t("console.start_and_connect") }));
-  }
-  actions.push(h("a", { class: "btn", href: "/", text: t("console.back_to_vms") }));
-  return actions;
+  }), back];
 }
 
 function focusPanelAction() {
@@ -428,6 +445,7 @@ function focusPanelAction() {
 
 async function startAndConnect(event) {
   const button = event.currentTarget;
+  lastProblem = null; // started from here: its "running" event is not news to this page
   button.disabled = true;
   button.replaceChildren(spinner(), t("console.starting_vm"));
   try {
@@ -550,7 +568,10 @@ function showPoppedOut() {
   popoutWatch = setInterval(() => {
     if (popoutWindow && popoutWindow.closed) {
       stopWatchingPopout();
+      // Said everywhere the page said "open in its own window": the panel's title, its text, the status.
+      showOverlay(t("console.popout_closed_title"));
       ui.sub.textContent = t("console.popout_closed");
+      setState("popped-out", t("console.popout_closed_state"));
     }
   }, 500);
   focusPanelAction();
@@ -778,13 +799,17 @@ function wireClipboard() {
 
 /** Tells whether keys go to the VM: only while the screen has the focus. */
 function wireFocusHint() {
+  let hintTimer = null;
   ui.screen.addEventListener("focusin", () => {
     ui.leaveHint.hidden = !rfb;
+    clearTimeout(hintTimer);
+    hintTimer = setTimeout(() => { ui.leaveHint.hidden = true; }, LEAVE_HINT_MS);
     if (ui.body.dataset.consoleState === "connected" && typing === null) {
       setState("connected", t("console.focused", { chord: LEAVE_CHORD_LABEL }), "ok");
     }
   });
   ui.screen.addEventListener("focusout", () => {
+    clearTimeout(hintTimer);
     ui.leaveHint.hidden = true;
     if (ui.body.dataset.consoleState === "connected" && typing === null) {
       setState("connected", t("console.unfocused"), "ok");
@@ -840,8 +865,18 @@ async function refreshVm() {
     ui.name.title = vm.name; // a long name is cut short in the bar
     ui.state.replaceChildren(stateBadge(vm.state));
     document.title = t("console.window_title", { name: vm.name });
-  } catch {
+    const firstRead = serialConsole === null;
+    serialConsole = Boolean(vm.serial_console);
+    // A VM without graphics: its serial console is its console (the Screen tab says why it is empty).
+    if (firstRead && !vm.vnc && serialConsole) serialTab.show(true);
+  } catch (exc) {
     ui.name.textContent = vmName; // keep the last known state: the console panel tells what failed
+    if (exc instanceof ApiError && exc.code === "VM_NOT_FOUND") {  // gone: not "Running" as it last was
+      // Seen before: deleted since. Never seen: not found (it may never have existed, or be another's).
+      const seen = vmUuid !== null;
+      ui.state.replaceChildren(h("span", { class: "badge crashed", dataset: { state: seen ? "deleted" : "not-found" },
+                                            text: t(seen ? "details.deleted" : "details.not_found") }));
+    }
   }
 }
 
@@ -851,6 +886,25 @@ function onVmEvent(change) {
   if (!vmUuid || change.uuid !== vmUuid) return;
   if (change.state) ui.state.replaceChildren(stateBadge(change.state));
   else refreshVm();
+  if (change.state === "running" && VM_DOWN_CODES.has(lastProblem)
+      && ["failed", "ended"].includes(ui.body.dataset.consoleState)) {
+    offerRunningAgain();
+  }
+}
+
+/** The console ended because the VM stopped, and the VM runs again (started from another tab, by another
+ * user, by virsh): "VM stopped… start it again" beside a Running badge would contradict itself. Not joined by
+ * itself: whoever started it may be at its screen. */
+function offerRunningAgain() {
+  lastProblem = null;
+  setState(ui.body.dataset.consoleState, t("console.running_again_title")); // not "VM stopped" in red any more
+  showOverlay(t("console.running_again_title"));
+  ui.sub.textContent = t("console.running_again");
+  ui.extra.replaceChildren(h("div", { class: "error-actions" }, primaryButton(t("console.connect"), () => {
+    attempt = 0;
+    connect();
+  }), h("a", { class: "btn", href: "/", text: t("console.back_to_vms") })));
+  focusPanelAction();
 }
 
 // -- start -----------------------------------------------------------------------------------------
@@ -870,7 +924,8 @@ async function main() {
   earlyTicket.catch(() => {}); // connect() reports its failure; until then it is not unhandled
   ui.name.textContent = vmId || t("console.title");
   if (isPopout) ui.body.classList.add("popout", "thin-bar");
-  new SerialTab({ vmId, ui: serialUi() }).wire(); // the Serial tab works even without noVNC
+  serialTab = new SerialTab({ vmId, ui: serialUi() });
+  serialTab.wire(); // the Serial tab works even without noVNC
   wireToolbar();
   wireFocusHint();
   // One read now, then the VM's changes as they happen (GET /api/events; polled only while it is down).

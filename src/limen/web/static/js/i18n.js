@@ -46,16 +46,36 @@ export function t(key, params = {}) {
 /**
  * An error ({error, code, details, message}) with its title and message in the page's language, found by
  * its code. English pages show the server's own texts, unchanged; details stay as they came (technical).
+ * QUOTA_EXCEEDED with its `quota` numbers says them in the message, in either language: the code's own
+ * advice points to the details, which are English and folded away.
  */
 export function localizedError(err) {
-  if (!err || lang === "en" || !err.code) return err;
+  if (!err || !err.code) return err;
+  const quota = err.code === "QUOTA_EXCEEDED" ? quotaText(err.quota) : null;
+  if (lang === "en") return quota ? { ...err, message: quota } : err;
   const title = `error.${err.code}.title`;
   const message = `error.${err.code}.message`;
   return {
     ...err,
     error: has(title) ? t(title) : err.error,
-    message: has(message) ? t(message) : err.message,
+    message: quota || (has(message) ? t(message) : err.message),
   };
+}
+
+/** A refusal's quota numbers ({scope, resource, limit, usage, requested, free}) in words, or null. */
+export function quotaText(quota) {
+  if (!quota || typeof quota !== "object" || !has(`quota.resource.${quota.resource}`)) return null;
+  const number = (value) => (Number.isFinite(value) ? formatNumber(value) : "?");
+  const values = {
+    // A user's own quota binds only the user themselves (an administrator acting on another's VM is held to
+    // the system-wide limits only: quota/ledger.py owner_limited).
+    scope: quota.scope === "system-wide" ? t("quota.scope_system") : t("quota.scope_your"),
+    resource: t(`quota.resource.${quota.resource}`),
+    limit: number(quota.limit), usage: number(quota.usage), requested: number(quota.requested),
+    free: number(quota.free), how: t(`quota.free.${quota.resource}`),
+  };
+  // Asking for more than the whole limit: nothing freed would make it fit.
+  return t(quota.requested > quota.limit ? "quota.exceeded_never" : "quota.exceeded", values);
 }
 
 /**
@@ -104,6 +124,20 @@ export function ruleText(rule) {
   }
   params.unit = rule.unit ? ` ${rule.unit}` : "";
   return t(key, params);
+}
+
+/**
+ * What a form says under a field the server refused ({details, field, rule, error} of a VALIDATION_ERROR): the
+ * rule broken, in the page's language; else (English pages, or a rule without words) the server's words for
+ * that field, without the field's name and the request id (those are for a bug report, in the box's details).
+ */
+export function fieldErrorText(error, field = error && error.field) {
+  const rule = ruleText(error && error.rule);
+  if (rule) return rule;
+  const parts = String((error && error.details) || "").replace(/\s*\[request_id=[^\]]*\]$/, "").split("; ");
+  const mine = (field && parts.find((part) => part.startsWith(`${field}: `) || part.startsWith(`${field}.`)))
+    || parts[0] || "";
+  return mine.replace(/^[\w.]+: /, "") || (error && error.error) || "";
 }
 
 const dateTimeFormat = new Intl.DateTimeFormat(lang, { dateStyle: "medium", timeStyle: "medium" });

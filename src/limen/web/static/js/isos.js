@@ -5,7 +5,7 @@ import { api, ApiError, CSRF_HEADER, currentUser, loginUrl } from "./api.js";
 import { errorBox, formatBytes, h } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { RateMeter, uploadFigures } from "./upload-progress.js";
-import { formatDateTime, formatNumber, localizedError, ruleText, t } from "./i18n.js";
+import { fieldErrorText, formatDateTime, formatNumber, localizedError, t } from "./i18n.js";
 
 const PENDING_CHECKSUM_REFRESH_MS = 4000;
 const MAX_HEADER = "X-Limen-Max-Iso-Bytes";
@@ -49,13 +49,17 @@ function asBox(exc) {
   return exc instanceof ApiError ? exc.body : { error: t("error.CLIENT_ERROR.title"), code: "CLIENT_ERROR", details: String(exc) };
 }
 
-/** An error the way this page shows it; ISO_IN_USE names the VMs in plain sight, not only in the details. */
-/** localize: false for errors this page wrote in the page's language already. */
-function problem(error, vms = null, { localize = true } = {}) {
+/** An error the way this page shows it; ISO_IN_USE names the VMs and snapshots holding the image in plain
+ * sight, not only in the details. localize: false for errors this page wrote in the page's language already. */
+function problem(error, { localize = true } = {}) {
   const shown = localize ? localizedError(error) : error;
-  const box = vms && vms.length ? { ...shown, message: t("isos.in_use_by", { message: shown.message, vms: vms.join(", ") }) }
-    : shown;
-  return errorBox(box, { extraClass: "notice error", localize: false });
+  let { message } = shown;
+  if (Array.isArray(error.vms) && error.vms.length) message = t("isos.in_use_by", { message, vms: error.vms.join(", ") });
+  if (Array.isArray(error.snapshots) && error.snapshots.length) {
+    const snapshots = error.snapshots.map((held) => `${held.vm} / ${held.snapshot}`).join(", ");
+    message = t("isos.kept_by_snapshots", { message, snapshots });
+  }
+  return errorBox({ ...shown, message }, { extraClass: "notice error", localize: false });
 }
 
 // -- the list ---------------------------------------------------------------------------------------
@@ -121,7 +125,8 @@ async function deleteIso(name) {
     ui.toast.textContent = t("isos.deleted_toast", { name });
     ui.result.replaceChildren(h("div", { class: "notice ok", text: t("isos.deleted_toast", { name }) }));
   } catch (exc) {
-    ui.error.replaceChildren(problem(asBox(exc), exc instanceof ApiError ? exc.vms : null));
+    const holders = exc instanceof ApiError ? { vms: exc.vms, snapshots: exc.snapshots } : {};
+    ui.error.replaceChildren(problem({ ...asBox(exc), ...holders }));
     ui.error.scrollIntoView({ block: "nearest" });
   }
   await refresh();
@@ -180,7 +185,7 @@ function finish(status, text) {
     details: `POST /api/isos?name=${done.name}: ${(text || "no answer").slice(0, 300)}`,
     message: t("isos.check_limen"),
   };
-  if (error.code === "VALIDATION_ERROR" && error.field === "name") showNameError(ruleText(error.rule) || error.details);
+  if (error.code === "VALIDATION_ERROR" && error.field === "name") showNameError(fieldErrorText(error, "name"));
   ui.result.replaceChildren(problem(error));
 }
 
@@ -219,10 +224,11 @@ function onSubmit(event) {
   event.preventDefault();
   if (upload) return;
   showNameError("");
+  ui.result.replaceChildren(); // what an earlier attempt said is not about this one
   const file = ui.file.files[0];
   if (!file) {
     ui.result.replaceChildren(problem({ error: t("isos.no_file"), code: "VALIDATION_ERROR",
-                                        message: t("isos.choose_file"), details: "" }, null, { localize: false }));
+                                        message: t("isos.choose_file"), details: "" }, { localize: false }));
     return;
   }
   const name = ui.name.value.trim() || file.name;
@@ -230,12 +236,19 @@ function onSubmit(event) {
     showNameError(t("isos.name_taken", { name }));
     return;
   }
+  if (file.size === 0) { // the server refuses it too, as INVALID_REQUEST whose advice is the API docs
+    ui.result.replaceChildren(problem({
+      error: t("isos.empty_file"), code: "INVALID_REQUEST", message: t("isos.empty_file_message", { name: file.name }),
+      details: `${file.name}: 0 bytes`,
+    }, { localize: false }));
+    return;
+  }
   if (maxBytes !== null && file.size > maxBytes) {
     ui.result.replaceChildren(problem({
       error: t("isos.too_large"), code: "PAYLOAD_TOO_LARGE",
       message: t("isos.too_large_message", { size: formatBytes(maxBytes) }),
       details: `${file.name}: ${file.size} bytes`,
-    }, null, { localize: false }));
+    }, { localize: false }));
     return;
   }
   startUpload(file, name);

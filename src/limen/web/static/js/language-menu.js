@@ -27,10 +27,45 @@ async function choose(language) {
   window.location.reload();
 }
 
+// A closed menu changes its value on an arrow key or a typed letter, and "change" fires at once: passing
+// through the header with the keyboard switched the page's (and the user's) language, and the reload lost
+// the focus. So a choice made with those keys waits for Enter; leaving the menu without it puts the page's
+// language back. A choice made in the open list (by mouse, or Enter there) applies at once, as before.
+const STEPPING_KEYS = new Set(["ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight", "Home", "End", "PageUp", "PageDown"]);
+const FOCUS_AFTER_RELOAD = "limen-focus-language-menu";
+
 const menu = document.getElementById("language-menu");
 if (menu) {
-  menu.addEventListener("change", () => {
+  const shown = menu.value;
+  let stepped = false; // the value moved by a key on the closed menu, not yet confirmed
+  const apply = () => {
+    if (menu.value === shown) return;
     menu.disabled = true;
+    sessionStorage.setItem(FOCUS_AFTER_RELOAD, "1");
     choose(menu.value);
+  };
+  menu.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") {
+      stepped = false;
+      apply();
+    } else if (event.key === " " || event.key === "F4" || (event.altKey && event.key.startsWith("Arrow"))) {
+      stepped = false; // the list opens: what is chosen in it applies
+    } else if (STEPPING_KEYS.has(event.key) || event.key.length === 1) {
+      stepped = true;
+    }
   });
+  menu.addEventListener("pointerdown", () => {
+    stepped = false;
+  });
+  menu.addEventListener("change", () => {
+    if (!stepped) apply();
+  });
+  menu.addEventListener("blur", () => {
+    if (stepped) menu.value = shown;
+    stepped = false;
+  });
+  if (sessionStorage.getItem(FOCUS_AFTER_RELOAD)) {
+    sessionStorage.removeItem(FOCUS_AFTER_RELOAD);
+    menu.focus({ preventScroll: true });
+  }
 }

@@ -6,8 +6,9 @@
 
 import { api, ApiError, forgetUser } from "./api.js";
 import { errorBox, h, spinner } from "./dom.js";
+import { safeNext } from "./next-path.js";
 import { countDown, formatWait } from "./wait.js";
-import { clientError, t } from "./i18n.js";
+import { clientError, fieldErrorText, localizedError, t } from "./i18n.js";
 
 const form = document.getElementById("login-form");
 const nameInput = document.getElementById("login-name");
@@ -16,13 +17,6 @@ const submit = document.getElementById("login-submit");
 const errorSlot = document.getElementById("login-error");
 let waiting = null; // stops the running countdown, while there is one
 
-/** Only a path of this site: never another origin ("//host", "https://…"). */
-export function safeNext(value) {
-  if (typeof value !== "string" || !value.startsWith("/") || value.startsWith("//") || value.startsWith("/\\")) {
-    return "/";
-  }
-  return value.startsWith("/login") ? "/" : value;
-}
 
 /** Shows the wait under the box's title ("Too many sign-in attempts"), counting down; the button is off
  * until it has passed. */
@@ -55,7 +49,7 @@ async function onSubmit(event) {
   try {
     await api("POST", "/api/login", { name: nameInput.value, password: passwordInput.value });
     forgetUser();
-    window.location.assign(safeNext(new URLSearchParams(window.location.search).get("next")));
+    window.location.assign(safeNext(new URLSearchParams(window.location.search).get("next"), window.location.origin));
     return;
   } catch (exc) {
     const box = errorBox(exc instanceof ApiError ? exc.body
@@ -87,9 +81,35 @@ function showSignup(show) {
   (show ? document.getElementById("signup-name") : nameInput).focus();
 }
 
+const SIGNUP_FIELDS = ["name", "password"];
+
+/** A refusal that names a field (a name rule, a short password) is said under that field, in the page's
+ * language (the box above says the rest). */
+function showSignupFieldError(exc) {
+  const field = exc instanceof ApiError && SIGNUP_FIELDS.includes(exc.field) ? exc.field
+    : exc instanceof ApiError && exc.code === "USER_ALREADY_EXISTS" ? "name" : null;
+  if (!field) return;
+  const slot = document.getElementById(`signup-${field}-error`);
+  slot.textContent = exc.code === "VALIDATION_ERROR" ? fieldErrorText(exc, field) : localizedError(exc.body).message;
+  slot.hidden = false;
+  const control = document.getElementById(`signup-${field}`);
+  control.setAttribute("aria-invalid", "true");
+  control.focus();
+}
+
+function clearSignupErrors() {
+  signupError.replaceChildren();
+  for (const field of SIGNUP_FIELDS) {
+    const slot = document.getElementById(`signup-${field}-error`);
+    slot.hidden = true;
+    slot.textContent = "";
+    document.getElementById(`signup-${field}`).removeAttribute("aria-invalid");
+  }
+}
+
 async function onSignup(event) {
   event.preventDefault();
-  signupError.replaceChildren();
+  clearSignupErrors();
   signupSubmit.disabled = true;
   signupSubmit.replaceChildren(spinner(), t("common.creating"));
   const name = document.getElementById("signup-name").value;
@@ -102,8 +122,9 @@ async function onSignup(event) {
       : t("login.created_pending", { name: made.name })));
     passwordInput.focus();
   } catch (exc) {
-    signupError.replaceChildren(errorBox(exc instanceof ApiError ? exc.body
-      : clientError("CLIENT_ERROR", `signing up: ${exc}`)));
+    signupError.replaceChildren(h("div", { class: "notice error" }, errorBox(exc instanceof ApiError ? exc.body
+      : clientError("CLIENT_ERROR", `signing up: ${exc}`))));
+    showSignupFieldError(exc);
   } finally {
     signupSubmit.disabled = false;
     signupSubmit.textContent = t("login.create_account");

@@ -6,6 +6,7 @@
 // button (the text goes in as if typed, bracketed when the guest asked for it).
 
 import { api } from "./api.js";
+import { VM_DOWN_CODES } from "./console-outcome.js";
 import { has, lang, localizedError, t } from "./i18n.js";
 
 const XTERM = "/static/xterm";
@@ -48,7 +49,9 @@ export class SerialTab {
     this.ui = ui; // { tabScreen, tabSerial, screenWrap, serialWrap, term, status, copy, paste, reconnect }
     this.term = null;
     this.fit = null;
+    this.loading = null; // the terminal's loading, once begun (true once loaded)
     this.socket = null;
+    this.connecting = false;
     this.lastError = null;
     this.heldInput = null; // while a paste waits for the clipboard: what was typed meanwhile
     this.quietTimer = null; // set from "connected" until the guest's first byte
@@ -72,10 +75,16 @@ export class SerialTab {
     this.ui.serialWrap.hidden = !serial;
     document.body.dataset.consoleTab = serial ? "serial" : "screen";
     if (!serial) return;
-    if (!this.term && !(await this.load())) return;
+    // Shown twice at once (the page's ?tab=serial and a VM without graphics): one terminal, one session; a
+    // second session would be refused as SERIAL_BUSY by the first.
+    this.loading ??= this.load();
+    if (!(await this.loading)) {
+      this.loading = null; // failed: the next showing tries again
+      return;
+    }
     this.refit();
     this.term.focus();
-    if (!this.socket) this.connect(false);
+    if (!this.socket && !this.connecting) this.connect(false);
   }
 
   async load() {
@@ -168,6 +177,7 @@ export class SerialTab {
     this.ui.reconnect.hidden = true;
     this.setStatus(t("serial.asking_ticket"));
     let ticket;
+    this.connecting = true; // until the socket exists: showing the tab meanwhile opens no second one
     try {
       ticket = await api("POST", `/api/vms/${encodeURIComponent(this.vmId)}/console-ticket`, undefined,
         { timeoutMs: 8000 });
@@ -175,6 +185,8 @@ export class SerialTab {
       const reason = exc && exc.code ? localizedError(exc).error || exc.code : String(exc);
       this.ended(t("serial.no_ticket", { reason }));
       return;
+    } finally {
+      this.connecting = false;
     }
     const query = `ticket=${encodeURIComponent(ticket.ticket)}${force ? "&force=1" : ""}`;
     const socket = new WebSocket(serialUrl(this.vmId, query), ["binary"]);
@@ -230,7 +242,9 @@ export class SerialTab {
     this.heard();
     this.setStatus(text, "error");
     this.ui.serialWrap.dataset.stage = "ended";
-    this.ui.reconnect.textContent = this.lastError === "SERIAL_BUSY" ? t("serial.take_over") : t("serial.reconnect");
+    // Connecting starts a stopped VM (the console's auto-start): after the VM went down the button says so.
+    this.ui.reconnect.textContent = this.lastError === "SERIAL_BUSY" ? t("serial.take_over")
+      : VM_DOWN_CODES.has(this.lastError) ? t("console.start_and_connect") : t("serial.reconnect");
     this.ui.reconnect.hidden = false;
   }
 }

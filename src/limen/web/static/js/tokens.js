@@ -6,7 +6,7 @@
 import { api, ApiError } from "./api.js";
 import { errorBox, h, spinner } from "./dom.js";
 import { mountUserMenu } from "./session.js";
-import { formatDateTime, formatNumber, ruleText, t } from "./i18n.js";
+import { fieldErrorText, formatDateTime, formatNumber, t } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -163,8 +163,7 @@ function wireCreate() {
     } catch (exc) {
       ui.result.replaceChildren();
       if (exc instanceof ApiError && exc.field === "name") {
-        ui.nameError.textContent = ruleText(exc.rule) || String(exc.details || exc.error)
-          .replace(/\s*\[request_id=[^\]]*\]$/, "").replace(/^[\w.]+: /, "");
+        ui.nameError.textContent = fieldErrorText(exc, "name");
         ui.nameError.hidden = false;
         ui.name.setAttribute("aria-invalid", "true");
       } else {

@@ -9,7 +9,7 @@ import { api, ApiError } from "./api.js";
 import { errorBox, h, spinner } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { quotaBody, quotaFields } from "./user-quota.js";
-import { formatDateTime, ruleText, t } from "./i18n.js";
+import { fieldErrorText, formatDateTime, t } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -83,11 +83,21 @@ function stateBadges(user) {
 
 function roleCell(user) {
   const select = h("select", { class: "role-select", "aria-label": t("users.role_of", { name: user.name }), dataset: { action: "role" } },
-    h("option", { value: "user", text: "user", selected: user.role === "user" }),
-    h("option", { value: "admin", text: "admin", selected: user.role === "admin" }));
-  select.addEventListener("change", () => change(user, "role", t("users.role_changed", { role: select.value }),
-    "PUT", userPath(user.name, "/role"), { role: select.value }));
-  return h("td", { "data-label": t("col.role") }, select);
+    h("option", { value: "user", text: t("role.user"), selected: user.role === "user" }),
+    h("option", { value: "admin", text: t("role.admin"), selected: user.role === "admin" }));
+  // Choosing is not changing: a closed <select> changes its value on an arrow key or a typed letter, and
+  // making someone an administrator takes the button beside it.
+  const apply = h("button", { class: "btn small", type: "button", hidden: true, dataset: { action: "apply-role" },
+                              text: t("users.apply_role"), "aria-label": t("users.apply_role_of", { name: user.name }) });
+  select.addEventListener("change", () => {
+    apply.hidden = select.value === user.role;
+  });
+  apply.addEventListener("click", async () => {
+    await change(user, "role", t("users.role_changed", { role: t(`role.${select.value}`) }),
+                 "PUT", userPath(user.name, "/role"), { role: select.value });
+    rowOf(user.name)?.querySelector(".role-select")?.focus(); // the list was drawn again: not lost to <body>
+  });
+  return h("td", { "data-label": t("col.role") }, h("div", { class: "role-change" }, select, apply));
 }
 
 function button(action, text, label, onclick, extra = "") {
@@ -110,7 +120,12 @@ function actionsCell(user) {
     buttons.unshift(button("approve", t("users.approve"), t("list.action_label", { action: t("users.approve"), name: user.name }), () => approve(user), "primary"));
   }
   if (quotaRoute) buttons.push(button("quota", t("users.quota_button"), t("users.quota_of", { name: user.name }), () => openQuota(user)));
-  buttons.push(button("delete", t("action.delete.label"), t("list.action_label", { action: t("users.delete_verb"), name: user.name }), () => askDelete(user), "danger"));
+  const remove = button("delete", t("action.delete.label"), t("list.action_label", { action: t("users.delete_verb"), name: user.name }), () => askDelete(user), "danger");
+  if (me && user.name === me.name) { // refused by the server (FORBIDDEN, "ask an administrator"): say why here
+    remove.disabled = true;
+    remove.title = t("users.cannot_delete_yourself");
+  }
+  buttons.push(remove);
   const note = notes.get(user.name);
   const status = h("div", { class: `row-status ${note ? note.kind : ""}`.trim(), dataset: { status: user.name } });
   if (note && note.kind === "error") status.append(errorBox(note.body));
@@ -326,10 +341,7 @@ function wireQuota() {
 /** What an error says about one field: its details without "field: " or the request id. */
 function aboutField(exc) {
   if (exc.code === "USER_ALREADY_EXISTS") return t("users.name_taken");
-  const rule = ruleText(exc.rule);
-  if (rule) return rule;
-  const text = String(exc.details || "").replace(/\s*\[request_id=[^\]]*\]$/, "").replace(/^[\w.]+: /, "");
-  return text || exc.error;
+  return fieldErrorText(exc);
 }
 
 function fieldError(input, slot, text) {
@@ -360,7 +372,7 @@ function wireCreate() {
     try {
       const made = await api("POST", "/api/users", { name, password: ui.password.value, role: ui.role.value });
       ui.form.reset();
-      const text = t("users.created_name", { name: made.name, role: made.role });
+      const text = t("users.created_name", { name: made.name, role: t(`role.${made.role}`) });
       ui.createResult.replaceChildren(h("div", { class: "row-status ok", text }));
       notes.set(made.name, { kind: "ok", text: t("users.created") });
       announce(text);

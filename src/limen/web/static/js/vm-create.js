@@ -6,7 +6,7 @@ import { api, ApiError } from "./api.js";
 import { errorBox, formatBytes, h, spinner } from "./dom.js";
 import { headroom, scopeName, showQuota } from "./quota.js";
 import { mountUserMenu } from "./session.js";
-import { clientError, localizedError, ruleText, t } from "./i18n.js";
+import { clientError, fieldErrorText, localizedError, quotaText, t } from "./i18n.js";
 
 const FIELDS = ["name", "vcpus", "memory_mib", "disk_gib", "iso", "boot_order"];
 // Errors that name no field but belong to one.
@@ -55,12 +55,6 @@ function body() {
 }
 
 /** The API's details read "field: problem" (or "a; b"); show the part about this field. */
-function fieldMessage(field, details) {
-  const parts = String(details || "").split("; ");
-  const mine = parts.find((part) => part.startsWith(`${field}: `) || part.startsWith(`${field}.`)) || parts[0] || "";
-  return mine.replace(/^[\w.]+: /, "").replace(/\s*\[request_id=[^\]]*\]$/, "");
-}
-
 function showError(exc) {
   const body = exc instanceof ApiError ? exc.body
     : clientError("CLIENT_ERROR", `creating the VM: ${exc}`);
@@ -70,8 +64,8 @@ function showError(exc) {
   const root = field ? field.split(".")[0] : null;
   if (root && FIELDS.includes(root)) {
     const slot = document.getElementById(`${root}-error`);
-    slot.textContent = quotaField ? body.details.replace(/\s*\[request_id=[^\]]*\]$/, "")
-      : (ruleText(exc.rule) || fieldMessage(root, body.details) || body.error);
+    slot.textContent = quotaField ? quotaText(exc.quota) || body.details.replace(/\s*\[request_id=[^\]]*\]$/, "")
+      : fieldErrorText(exc, root);
     slot.hidden = false;
     const control = input(root);
     control.setAttribute("aria-invalid", "true");

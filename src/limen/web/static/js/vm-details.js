@@ -14,8 +14,8 @@ import { VmEvents } from "./vm-events.js";
 import { OwnerControl } from "./vm-owner.js";
 import { mountSnapshots } from "./vm-snapshots.js";
 import { STOP_FOLLOW_UP_MS, stillRunningText } from "./stop-follow-up.js";
-import { NO_CONSOLE_PLACEHOLDER, NO_CONSOLE_REASON, showConsoleLink } from "./vm-graphics.js";
-import { actionName, formatDateTime, formatTime, lang, localizedError, ruleText, t } from "./i18n.js";
+import { NO_CONSOLE_PLACEHOLDER, NO_CONSOLE_REASON, SERIAL_ONLY, showConsoleLink } from "./vm-graphics.js";
+import { actionName, formatDateTime, formatTime, has, lang, localizedError, ruleText, t } from "./i18n.js";
 
 const SCREENSHOT_MS = 3000;
 const SCREEN_WIDTH = 800;
@@ -31,7 +31,7 @@ function action(name, wire, { label = null, confirm = null } = {}) {
   return {
     ...wire, label: label || t(`action.${name}.label`), busy: t(`action.${name}.busy`), done: t(`action.${name}.done`),
     confirm: confirm && {
-      title: t(`details.confirm.${confirm}.title`), verb: t(`details.confirm.${confirm}.title`),
+      name: confirm, title: t(`details.confirm.${confirm}.title`), verb: t(`details.confirm.${confirm}.title`),
       text: t(`details.confirm.${confirm}.text`),
     },
   };
@@ -185,7 +185,8 @@ function render(current) {
   const active = ACTIVE_STATES.has(vm.state);
   const vnc = vm.vnc ? (vm.vnc.port ?? t("details.vnc_unassigned")) : t("details.vnc_none");
   ui.facts.replaceChildren(
-    ...fact(t("col.state"), lang === "en" ? vm.state.replace("_", " ") : (STATE_LABELS[vm.state] || vm.state)),
+    ...fact(t("col.state"), lang === "en" ? vm.state.replace("_", " ") : (STATE_LABELS[vm.state] || vm.state),
+      { id: "fact-state" }),
     ...fact(t("col.uptime"), formatDuration(vm.uptime_seconds), { id: "fact-uptime" }),
     ...fact(t("details.owner"), vm.owner ?? t("details.unowned")),
     ...fact(t("details.host"), vm.host ? `${vm.host}${stale ? ` — ${t("host.unavailable")}` : ""}` : "—", { id: "fact-host" }),
@@ -207,7 +208,8 @@ function render(current) {
   applyEnabled();
   showConsoleLink(ui.screenBox, vm, `/vms/${encodeURIComponent(vm.uuid)}/console`);
   ui.screenBox.removeAttribute("aria-disabled"); // the box is no button: only its link goes
-  ui.screenBox.setAttribute("aria-label", vm.vnc ? t("list.open_console", { name: vm.name }) : NO_CONSOLE_REASON);
+  ui.screenBox.setAttribute("aria-label", vm.vnc ? t("list.open_console", { name: vm.name })
+    : vm.serial_console ? SERIAL_ONLY : NO_CONSOLE_REASON);
   if (!vm.vnc) {
     showScreenPlaceholder(NO_CONSOLE_PLACEHOLDER);
     ui.screenBox.dataset.shot = "no-graphics";
@@ -281,14 +283,26 @@ function fillIsoSelect(current) {
 }
 
 function renderSettings(previous) {
-  // Refill the form only when the VM's values changed, so a half-typed edit survives a live update.
-  const values = `${vm.name}|${vm.vcpus}|${vm.memory_mib}|${vm.autostart}`;
+  // The values the VM has from its next start: a running VM's saved change waits in `pending` (showing the
+  // live value again after "Saved" read as if the save had failed). The notice above says what waits.
+  const waiting = Object.entries(vm.pending && typeof vm.pending === "object" ? vm.pending : {})
+    .filter(([, value]) => value !== null && value !== undefined);
+  const next = { ...vm, ...Object.fromEntries(waiting) };
+  // Refill the form only when the VM's values changed, and then only the fields the user has not edited
+  // since they were filled: a rename made in another tab must not put back the vCPUs typed here, which
+  // "Save settings" would then find unchanged ("Nothing changed").
+  const fresh = { name: next.name, vcpus: String(next.vcpus), memory: String(next.memory_mib),
+                  autostart: Boolean(next.autostart) };
+  const values = JSON.stringify(fresh);
   if (settingsShownFor === values && previous) return;
+  const fields = { name: [ui.setName, "value"], vcpus: [ui.setVcpus, "value"], memory: [ui.setMemory, "value"],
+                   autostart: [ui.setAutostart, "checked"] };
+  const shown = settingsShownFor === null ? null : JSON.parse(settingsShownFor);
+  for (const [key, [field, property]] of Object.entries(fields)) {
+    const edited = shown !== null && field[property] !== shown[key];
+    if (!edited) field[property] = fresh[key];
+  }
   settingsShownFor = values;
-  ui.setName.value = vm.name;
-  ui.setVcpus.value = String(vm.vcpus);
-  ui.setMemory.value = String(vm.memory_mib);
-  ui.setAutostart.checked = Boolean(vm.autostart);
 }
 
 function renderDisks() {
@@ -367,8 +381,8 @@ function applyEnabled() {
   const blocked = busy !== null || gone;
   buttons.start.disabled = blocked || active;
   buttons["start-console"].hidden = active;
-  buttons["start-console"].disabled = blocked || !vm.vnc;
-  buttons["start-console"].title = vm.vnc ? "" : NO_CONSOLE_REASON;
+  buttons["start-console"].disabled = blocked || !(vm.vnc || vm.serial_console);
+  buttons["start-console"].title = vm.vnc ? "" : vm.serial_console ? SERIAL_ONLY : NO_CONSOLE_REASON;
   buttons.stop.disabled = blocked || !active || vm.state === "shutting_down";
   buttons.reboot.disabled = blocked || vm.state !== "running";
   buttons["force-stop"].disabled = blocked || !active;
@@ -379,11 +393,15 @@ function applyEnabled() {
   if (gone) buttons.console.setAttribute("aria-disabled", "true");
   for (const [action, button] of Object.entries(buttons)) {
     const label = action === "console" ? t("console.title") : ACTIONS[action].label.replace("…", "");
-    button.setAttribute("aria-label", `${label} ${vm.name}`);
+    button.setAttribute("aria-label", t("list.action_label", { action: label, name: vm.name })); // as the list says it
   }
   for (const control of [ui.isoSelect, ui.bootSelect, ui.bootSave, ui.finishInstallBtn, ...ui.settingsForm.elements]) {
     control.disabled = blocked;
   }
+  // A rename needs a stopped VM: said at the field, not by a refusal (VM_MUST_BE_STOPPED) after a save,
+  // which dropped the vCPU and memory changes sent with it.
+  ui.setName.disabled = blocked || active;
+  document.getElementById("set-name-hint").hidden = !active || gone;
 }
 
 function onAction(action) {
@@ -449,7 +467,9 @@ async function followUpStop() {
 function openConfirm(action) {
   const spec = ACTIONS[action];
   confirmAction = action;
-  ui.confirmTitle.textContent = t("details.confirm_q", { title: spec.confirm.title });
+  // A question of its own where the title does not make one ("가상 머신 삭제" + "할까요?" lacks its particle).
+  const question = `details.confirm.${spec.confirm.name}.question`;
+  ui.confirmTitle.textContent = has(question) ? t(question) : t("details.confirm_q", { title: spec.confirm.title });
   ui.confirmText.replaceChildren(h("strong", { class: "vm-ref", text: vm.name }), h("br"), spec.confirm.text,
     action === "delete" && ACTIVE_STATES.has(vm.state) ? t("list.delete_running") : "",
     action === "delete" && snapshots.count() > 0
@@ -639,6 +659,12 @@ async function reload() {
       markGone();
       return;
     }
+    if (exc instanceof ApiError && exc.code === "VM_NOT_FOUND") {
+      // Never there, or not this user's: nothing of the page applies (its buttons and forms would act on
+      // nothing), and asking again would not change it.
+      gone = true;
+      document.body.dataset.state = "missing";
+    }
     const body = bodyOf(exc, t("details.loading_vm"));
     ui.loadError.replaceChildren(h("div", { class: "notice error" }, errorBox({
       ...localizedError(body), error: t("details.cannot_load", { error: localizedError(body).error }),
@@ -671,6 +697,8 @@ function markGone() {
   gone = true;
   document.body.dataset.state = "deleted";
   ui.state.replaceChildren(h("span", { class: "badge crashed", text: t("details.deleted") }));
+  const state = document.getElementById("fact-state"); // the overview too: not "Stopped" as it last was
+  if (state) state.textContent = t("details.deleted");
   ui.loadError.replaceChildren(h("div", { class: "notice error", role: "alert" },
     h("strong", { text: t("details.was_deleted") }), h("a", { href: "/", text: t("details.back_to_list") })));
   showScreenPlaceholder(t("details.deleted"));

@@ -4,7 +4,7 @@
 
 import { api, ApiError } from "./api.js";
 import { formatPercent, formatRate, formatSize, SeriesWindow, timeTickLabels } from "./stats-series.js";
-import { formatClock, formatTime, t } from "./i18n.js";
+import { formatClock, formatTime, localizedError, t } from "./i18n.js";
 
 const WINDOW_SECONDS = 3600;
 const MIN_POLL_MS = 1000;
@@ -147,7 +147,13 @@ async function poll() {
     note.textContent = describe(body);
   } catch (exc) {
     delay = RETRY_MS;
-    const text = exc instanceof ApiError ? `${exc.body.error}: ${exc.body.message || exc.body.details || ""}` : String(exc);
+    if (exc instanceof ApiError && exc.code === "VM_NOT_FOUND") {
+      note.textContent = ""; // the page says the VM is not there; asking again would not change that
+      polling = false;
+      return;
+    }
+    const shown = exc instanceof ApiError ? localizedError(exc.body) : null;
+    const text = shown ? `${shown.error}: ${shown.message || shown.details || ""}` : String(exc);
     note.textContent = t("graphs.cannot_load", { reason: text.trim(), seconds: RETRY_MS / 1000 });
   } finally {
     polling = false;

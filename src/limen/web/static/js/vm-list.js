@@ -49,6 +49,11 @@ const ui = {
   dialogDisks: document.getElementById("delete-disks"),
   dialogDiskList: document.getElementById("delete-disk-list"),
   dialogCancel: document.getElementById("delete-cancel"),
+  force: document.getElementById("force-dialog"),
+  forceTitle: document.getElementById("force-title"),
+  forceText: document.getElementById("force-text"),
+  forceOk: document.getElementById("force-ok"),
+  forceCancel: document.getElementById("force-cancel"),
   dialogForm: document.getElementById("delete-form"),
 };
 
@@ -106,6 +111,10 @@ function createRow(vm) {
     row.moreSummary,
     h("div", { class: "more-menu" }, row.buttons["force-stop"], row.buttons.reset, row.buttons.delete),
   );
+  // Tabbing out of the open menu closes it: left open, it covered the next row's buttons.
+  row.more.addEventListener("focusout", (event) => {
+    if (row.more.open && !row.more.contains(event.relatedTarget)) row.more.open = false;
+  });
   row.status = h("div", { class: "row-status", "aria-live": "polite" });
   row.tr = h(
     "tr",
@@ -254,13 +263,36 @@ function setRowStatus(row, ...children) {
   row.status.replaceChildren(...children);
 }
 
+// Forced actions ask first, as on the details page (same words): one click in a menu left open over the
+// next row reset another VM.
+const CONFIRMED = { "force-stop": "force_stop", reset: "reset" };
+let forceTarget = null; // [row, action] while the force dialog is open
+
 function onAction(row, action) {
   row.more.open = false;
   if (action === "delete") {
     openDeleteDialog(row);
     return;
   }
+  if (CONFIRMED[action]) {
+    openForceDialog(row, action);
+    return;
+  }
   runAction(row, action);
+}
+
+function openForceDialog(row, action) {
+  const key = CONFIRMED[action];
+  const verb = t(`details.confirm.${key}.title`);
+  forceTarget = [row, action];
+  ui.forceTitle.textContent = t("details.confirm_q", { title: verb });
+  ui.forceText.replaceChildren(h("strong", { class: "vm-ref", text: row.vm.name }), h("br"),
+                               t(`details.confirm.${key}.text`));
+  ui.forceOk.textContent = verb;
+  ui.forceOk.setAttribute("aria-label", t("list.action_label", { action: verb, name: row.vm.name }));
+  ui.force.returnValue = "";
+  ui.force.showModal();
+  ui.forceCancel.focus();
 }
 
 async function runAction(row, action, { deleteDisks = false } = {}) {
@@ -372,6 +404,13 @@ async function countSnapshots(row, note) {
 }
 
 function wireDialog() {
+  ui.forceCancel.addEventListener("click", () => ui.force.close("cancel"));
+  ui.force.addEventListener("close", () => {
+    const [row, action] = forceTarget || [];
+    forceTarget = null;
+    if (row && ui.force.returnValue === "confirm") runAction(row, action);
+    else if (row) row.moreSummary.focus();
+  });
   ui.dialogCancel.addEventListener("click", () => ui.dialog.close("cancel"));
   ui.dialog.addEventListener("close", () => {
     const row = deleteTarget;

@@ -29,6 +29,19 @@ export function snapshotTree(snapshots) {
   return roots;
 }
 
+/** The tree as drawn: a list only nests where it branches. A snapshot that is its parent's only child is
+ * drawn right after it in the same list ({follows: true}): a snapshot before every upgrade makes a long chain,
+ * which indented a level each took a phone's whole width by the eighth. Each item: {snapshot, follows,
+ * branches} (branches: the lists of a parent with several children, drawn nested). */
+export function drawnTree(roots, follows = false) {
+  return roots.flatMap((node) => {
+    const item = { snapshot: node.snapshot, follows, branches: [] };
+    if (node.children.length === 1) return [item, ...drawnTree(node.children, true)];
+    item.branches = node.children.length ? drawnTree(node.children) : [];
+    return [item];
+  });
+}
+
 export function mountSnapshots() {
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -36,7 +49,7 @@ export function mountSnapshots() {
     description: $("snapshot-description"), create: $("snapshot-create"), status: $("snapshot-status"),
     tree: $("snapshot-tree"), none: $("no-snapshots"), dialog: $("snapshot-dialog"),
     dialogTitle: $("snapshot-dialog-title"), dialogText: $("snapshot-dialog-text"), dialogOk: $("snapshot-dialog-ok"),
-    dialogCancel: $("snapshot-dialog-cancel"),
+    dialogCancel: $("snapshot-dialog-cancel"), hint: $("snapshot-hint"),
   };
   let vm = null;
   let snapshots = [];
@@ -72,10 +85,10 @@ export function mountSnapshots() {
 
   // -- the tree --------------------------------------------------------------------------------------
 
-  function nodeElement({ snapshot: s, children }) {
+  function nodeElement({ snapshot: s, follows, branches }) {
     const kind = s.with_memory ? t("snapshots.with_memory") : s.vm_state === "shutoff" ? t("snapshots.disks_stopped")
       : t("snapshots.disks_state", { state: s.vm_state });
-    return h("li", { dataset: { snapshot: s.name }, class: s.current ? "current" : "" },
+    return h("li", { dataset: { snapshot: s.name }, class: [s.current ? "current" : "", follows ? "follows" : ""].join(" ").trim() },
       h("div", { class: "snapshot-node" },
         h("div", { class: "snapshot-text" },
           h("strong", { class: "snapshot-name", text: s.name }),
@@ -89,13 +102,13 @@ export function mountSnapshots() {
                         "aria-label": t("snapshots.revert_label", { vm: vm.name, snapshot: s.name }), onclick: () => askRevert(s) }),
           h("button", { class: "btn small danger", type: "button", text: t("action.delete.label"), dataset: { action: "delete" },
                         "aria-label": t("snapshots.delete_label", { snapshot: s.name }), onclick: () => askDelete(s) }))),
-      children.length ? h("ul", {}, ...children.map(nodeElement)) : null);
+      branches.length ? h("ul", {}, ...branches.map(nodeElement)) : null);
   }
 
   function renderTree() {
     ui.none.hidden = snapshots.length > 0;
     ui.tree.hidden = snapshots.length === 0;
-    ui.tree.replaceChildren(...snapshotTree(snapshots).map(nodeElement));
+    ui.tree.replaceChildren(...drawnTree(snapshotTree(snapshots)).map(nodeElement));
     ui.section.dataset.count = String(snapshots.length);
     applyEnabled();
   }
@@ -244,6 +257,11 @@ export function mountSnapshots() {
   return {
     show(current) {
       vm = current;
+      // Without a disk there is nothing to keep a snapshot in: the form would only earn SNAPSHOT_UNSUPPORTED,
+      // whose advice is about converting raw disks. The tree stays (a disk removed outside limen).
+      const diskless = !(vm.disks || []).some((disk) => disk.device === "disk");
+      ui.form.hidden = diskless;
+      ui.hint.textContent = diskless ? t("snapshots.no_disk") : t("snapshots.hint");
       if (loadedFor !== vm.uuid) {
         loadedFor = vm.uuid;
         load();

@@ -1,0 +1,91 @@
+"""`limen serve` that cannot start says why in one line, exits 1 (something to fix elsewhere) or 2 (its own
+settings), and never says first that it serves. It printed "limen serving on …", then a traceback or
+uvicorn's message, and exited 3."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.net import free_port
+from tests.support.server import LIMEN_BIN
+
+# Python processes: slow for the unit tier. No libvirtd needed (nothing gets that far).
+pytestmark = [pytest.mark.integration, pytest.mark.same_on_any_database]
+
+
+def serve(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "LIMEN_LANG": "en", "LIMEN_DATA_DIR": str(tmp_path / "data"),
+                   "LIMEN_LOG_DIR": str(tmp_path / "log"), "LIMEN_LIBVIRT_URI": "test:///default", **env}
+    return subprocess.run([str(LIMEN_BIN), "serve", *args], env=environment, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_a_start_that_cannot_happen_says_why_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        in_use = serve(tmp_path, "--port", str(port))
+    assert in_use.returncode == 1, in_use.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in in_use.stderr
+
+    not_here = serve(tmp_path, "--host", "192.0.2.1", "--port", str(free_port()))  # TEST-NET-1: no one's
+    assert not_here.returncode == 2 and "cannot listen on 192.0.2.1" in not_here.stderr, not_here.stderr
+
+    refused = free_port()  # nothing listens there
+    no_database = serve(tmp_path, "--port", str(free_port()),
+                        LIMEN_DATABASE_URL=f"postgresql://limen:secret@127.0.0.1:{refused}/limen")
+    assert no_database.returncode == 1, no_database.stderr
+    assert "does not answer" in no_database.stderr and "secret" not in no_database.stderr
+
+    for done in (in_use, not_here, no_database):
+        assert "serving on" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_database_of_a_newer_limen_is_one_line_from_serve_the_commands_and_doctor(tmp_path: Path) -> None:
+    """Rolling back after an upgrade leaves a schema this limen does not know: it was Alembic's 85-line traceback
+    (exit 3) from ``serve`` and every command, and ``doctor`` said the database was fine."""
+    data = tmp_path / "data"
+    data.mkdir()
+    with sqlite3.connect(data / "limen.db") as made:
+        made.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        made.execute("INSERT INTO alembic_version VALUES ('0099_from_the_future')")
+    environment = {**os.environ, "LIMEN_LANG": "en", "LIMEN_DATA_DIR": str(data),
+                   "LIMEN_LOG_DIR": str(tmp_path / "log"), "LIMEN_LIBVIRT_URI": "test:///default"}
+    started = serve(tmp_path, "--port", str(free_port()))
+    listed = subprocess.run([str(LIMEN_BIN), "user", "list"], env=environment, capture_output=True, text=True,
+                            timeout=60)
+    for done in (started, listed):
+        assert done.returncode == 1, done.stderr
+        # The command line's error: what, then the code's advice (two lines).
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 2, done.stderr
+        assert "schema '0099_from_the_future' is newer than this limen knows" in done.stderr, done.stderr
+        assert "restore a backup taken before the upgrade. [DATABASE_SCHEMA_NEWER]" in done.stderr, done.stderr
+    doctor = subprocess.run([str(LIMEN_BIN), "doctor"], env=environment, capture_output=True, text=True, timeout=120)
+    assert doctor.returncode != 0
+    assert "newer than this limen knows" in doctor.stdout and "restore a backup" in doctor.stdout, doctor.stdout
+
+
+def test_a_redis_that_does_not_answer_is_said_by_serve_and_doctor(tmp_path: Path) -> None:
+    """With LIMEN_REDIS_URL on a Redis that is down, serve printed Starlette's 20-line start-up traceback (exit
+    3), and doctor passed every check though nobody could sign in."""
+    redis_url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    started = serve(tmp_path, "--port", str(free_port()), LIMEN_REDIS_URL=redis_url)
+    assert started.returncode == 1, started.stderr
+    assert "Traceback" not in started.stderr and len(started.stderr.strip().splitlines()) == 2, started.stderr
+    assert "ping failed: ConnectionError" in started.stderr and "[REDIS_UNAVAILABLE]" in started.stderr
+    environment = {**os.environ, "LIMEN_LANG": "en", "LIMEN_DATA_DIR": str(tmp_path / "data"),
+                   "LIMEN_LOG_DIR": str(tmp_path / "log"), "LIMEN_LIBVIRT_URI": "test:///default",
+                   "LIMEN_REDIS_URL": redis_url}
+    doctor = subprocess.run([str(LIMEN_BIN), "--json", "doctor"], env=environment, capture_output=True, text=True,
+                            timeout=120)
+    (redis,) = [check for check in json.loads(doctor.stdout)["checks"] if check["name"] == "Redis"]
+    assert redis["outcome"] == "fail" and "ping failed" in redis["detail"], redis
