@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import libvirt
 from playwright.sync_api import Page, Route, ViewportSize
 
 from limen.web.routes import NOVNC_JOINED
@@ -31,9 +34,8 @@ CHROMIUM_ARGS = [
 DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 
-# Counts the pixels of noVNC's canvas that differ from its most common colour (the background).
-COUNT_DRAWN_PIXELS = """() => {
-  const canvas = document.querySelector('#screen canvas');
+# Counts the pixels of a canvas that differ from its most common colour (the background).
+COUNT_OFF_BACKGROUND = """(canvas) => {
   if (!canvas || !canvas.width || !canvas.height) return -1;
   const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
   const counts = new Map();
@@ -41,11 +43,66 @@ COUNT_DRAWN_PIXELS = """() => {
     const key = (data[i] << 16) | (data[i + 1] << 8) | data[i + 2];
     counts.set(key, (counts.get(key) || 0) + 1);
   }
-  let background = 0;
   let most = 0;
-  for (const [key, n] of counts) if (n > most) { most = n; background = key; }
+  for (const n of counts.values()) if (n > most) most = n;
   return data.length / 4 - most;
 }"""
+# The same count on noVNC's canvas.
+COUNT_DRAWN_PIXELS = f"() => ({COUNT_OFF_BACKGROUND})(document.querySelector('#screen canvas'))"
+# The same count on an image (a data: URL) drawn into a canvas of its own.
+COUNT_IMAGE_PIXELS = f"""async (url) => {{
+  const image = new Image();
+  image.src = url;
+  await image.decode();
+  const canvas = document.createElement('canvas');
+  canvas.width = image.naturalWidth;
+  canvas.height = image.naturalHeight;
+  canvas.getContext('2d').drawImage(image, 0, 0);
+  return ({COUNT_OFF_BACKGROUND})(canvas);
+}}"""
+
+
+def guest_drawn_pixels(page: Page, vm: str) -> int:
+    """The drawn pixels of the guest's own screen: libvirt's screenshot (not the console), counted in ``page``."""
+    connection = libvirt.open(QEMU_URI)
+    try:
+        domain = connection.lookupByName(vm)
+        stream = connection.newStream(0)
+        mime = domain.screenshot(stream, 0, 0)
+        image = bytearray()
+        while chunk := stream.recv(256 * 1024):
+            image += chunk
+        stream.finish()
+    finally:
+        connection.close()
+    count: int = page.evaluate(COUNT_IMAGE_PIXELS, f"data:{mime};base64,{base64.b64encode(image).decode()}")
+    return count
+
+
+def wait_for_stable_screen(page: Page, *, minimum: int, vm: str, timeout: float = 20.0) -> int:
+    """The console canvas's drawn-pixel count once it stops changing (GRUB finished drawing its prompt).
+
+    A guest can keep its screen blank past the bound on a loaded machine (TCG at a fraction of a core): while
+    libvirt's own screenshot is blank too, the wait goes on up to 60 s more. A guest that drew while the canvas
+    stayed blank is the console's fault and fails at once, with both counts."""
+    deadline = time.monotonic() + timeout
+    extended = False
+    previous = -1
+    while True:
+        count: int = page.evaluate(COUNT_DRAWN_PIXELS)
+        if count >= minimum and count == previous:
+            return count
+        previous = count
+        if time.monotonic() >= deadline:
+            guest = guest_drawn_pixels(page, vm)
+            if extended or guest >= minimum:
+                state = page.evaluate("document.body.dataset.consoleState")
+                raise AssertionError(
+                    f"the console did not settle with at least {minimum} drawn pixels (last {previous}; "
+                    f"the guest's own screen: {guest}; console state {state!r})"
+                )
+            deadline, extended = time.monotonic() + 60, True
+        page.wait_for_timeout(400)
 
 
 def save_screenshot(page: Page, name: str) -> Path:

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Page, Route, expect
 
 from tests.conftest import DEMO_ISO, QEMU_URI
-from tests.e2e.helpers import COUNT_DRAWN_PIXELS, PHONE, save_screenshot, start_limen
+from tests.e2e.helpers import COUNT_DRAWN_PIXELS, PHONE, save_screenshot, start_limen, wait_for_stable_screen
 from tests.support.libvirt_cleanup import remove_domain, volume_exists
 from tests.support.server import LimenProcess
 
@@ -61,19 +61,6 @@ def drawn_pixels(page: Page) -> int:
     return count
 
 
-def wait_for_stable_screen(page: Page, *, minimum: int, timeout: float = 20.0) -> int:
-    """The drawn-pixel count once it stops changing (GRUB finished drawing its prompt)."""
-    deadline = time.monotonic() + timeout
-    previous = -1
-    while time.monotonic() < deadline:
-        count = drawn_pixels(page)
-        if count >= minimum and count == previous:
-            return count
-        previous = count
-        page.wait_for_timeout(400)
-    raise AssertionError(f"the screen did not settle with at least {minimum} drawn pixels (last {previous})")
-
-
 def stage_messages(page: Page) -> list[str]:
     return page.locator('#stages .stage[data-source="server"] .msg').all_text_contents()
 
@@ -119,7 +106,7 @@ def test_create_start_console_type_and_vm_stopped(
     expect(page.locator("#overlay")).to_be_hidden()
     expect(page.locator("#vm-state .badge")).to_have_text("Running")
 
-    before = wait_for_stable_screen(page, minimum=500)
+    before = wait_for_stable_screen(page, minimum=500, vm=name)
     save_screenshot(page, "console-grub-1280")
 
     page.locator("#screen canvas").click()
@@ -135,7 +122,7 @@ def test_create_start_console_type_and_vm_stopped(
     save_screenshot(page, "console-typed-1280")
 
     # Paste as typing: the text is typed into GRUB key by key.
-    before = wait_for_stable_screen(page, minimum=1)
+    before = wait_for_stable_screen(page, minimum=1, vm=name)
     page.get_by_role("button", name="Paste as typing").click()
     page.get_by_label("Text to type").fill("echo pasted\n")
     page.get_by_role("button", name="Type it").click()

@@ -18,7 +18,7 @@ from playwright.sync_api import Page, expect
 
 from limen.web.routes import SCREENSHOT_TTL
 from tests.conftest import DEMO_ISO, QEMU_URI
-from tests.e2e.helpers import ARTIFACTS, COUNT_DRAWN_PIXELS, DESKTOP, PHONE, save_screenshot, start_limen
+from tests.e2e.helpers import ARTIFACTS, DESKTOP, PHONE, save_screenshot, start_limen, wait_for_stable_screen
 from tests.support.libvirt_cleanup import domain_exists, volume_exists
 from tests.support.server import LimenProcess
 
@@ -68,19 +68,6 @@ def wait_for_screen_text(name: str, wanted: str, timeout: float = 45.0) -> str:
             return text
         time.sleep(0.5)
     raise AssertionError(f"{wanted!r} never showed on the screen of {name}; last:\n{text}")
-
-
-def wait_for_stable_screen(page: Page, *, minimum: int, timeout: float = 30.0) -> int:
-    """The console canvas's drawn-pixel count once it stops changing."""
-    deadline = time.monotonic() + timeout
-    previous = -1
-    while time.monotonic() < deadline:
-        count: int = page.evaluate(COUNT_DRAWN_PIXELS)
-        if count >= minimum and count == previous:
-            return count
-        previous = count
-        page.wait_for_timeout(400)
-    raise AssertionError(f"the console did not settle with at least {minimum} drawn pixels (last {previous})")
 
 
 def shoot(page: Page, name: str, *, full: bool = True) -> None:
@@ -157,7 +144,7 @@ def test_a_vms_whole_life_in_the_ui(
     page.get_by_role("link", name=f"Console {name}").click()
     page.wait_for_url(re.compile(r"/console$"))
     page.wait_for_selector('body[data-console-state="connected"]', timeout=30_000)
-    wait_for_stable_screen(page, minimum=200)
+    wait_for_stable_screen(page, minimum=200, vm=name, timeout=30)
     save_screenshot(page, "vm-life-console-grub-1280")
     page.get_by_role("link", name="Back to the VM's details").click()
     page.wait_for_url(UUID_PATH)
