@@ -41,14 +41,23 @@ test("bad answers change nothing", () => {
 
 test("figures read as people say them", () => {
   assert.equal(formatPercent(null), "—");
-  assert.equal(formatPercent(0), "0 %");
-  assert.equal(formatPercent(3.14159), "3.1 %");
-  assert.equal(formatPercent(57.6), "58 %");
+  assert.equal(formatPercent(0), "0%");
+  assert.equal(formatPercent(3.14159), "3.1%");
+  assert.equal(formatPercent(57.6), "58%");
   assert.equal(formatSize(96 * 2 ** 20), "96 MiB");
   assert.equal(formatSize(1.5 * 2 ** 30), "1.5 GiB");
   assert.equal(formatRate(2048), "2.0 KiB/s");
   assert.equal(formatRate(0), "0 B/s");
   assert.equal(formatRate(null), "—");
+});
+
+test("figures are written by Intl in the page's language, the binary units limen's own", () => {
+  assert.equal(formatPercent(57.6, "ko"), "58%");
+  assert.equal(formatPercent(3.14159, "de"), "3,1\u00a0%");
+  assert.equal(formatSize(1.5 * 2 ** 30, "ko"), "1.5 GiB");
+  assert.equal(formatSize(1.5 * 2 ** 30, "de"), "1,5 GiB");
+  assert.equal(formatSize(1000), "1,000 B");
+  assert.equal(formatRate(2048, "de"), "2,0 KiB/s");
 });
 
 test("time ticks less than a minute apart carry their seconds, so no two labels are alike", () => {

@@ -1,6 +1,7 @@
 // DOM helpers. Everything the server sends is inserted as text (text nodes, textContent), never as HTML.
 
-import { localizedError, t } from "./i18n.js";
+import { formatNumber, lang, localizedError, t } from "./i18n.js";
+import { formatSize } from "./stats-series.js";
 
 /**
  * Builds an element. props: class, text, dataset, on<event> handlers, other keys as attributes
@@ -47,20 +48,13 @@ export function stateBadge(state) {
 }
 
 export function formatMemory(mib) {
-  if (mib >= 1024 && mib % 1024 === 0) return `${mib / 1024} GiB`;
-  if (mib >= 1024) return `${(mib / 1024).toFixed(1)} GiB`;
-  return `${mib} MiB`;
+  if (mib >= 1024) return `${formatNumber(mib / 1024, { maximumFractionDigits: 1 })} GiB`;
+  return `${formatNumber(mib)} MiB`;
 }
 
+/** Bytes in binary units, the number written in the page's language. */
 export function formatBytes(bytes) {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return `${value >= 10 || unit === 0 ? Math.round(value) : value.toFixed(1)} ${units[unit]}`;
+  return formatSize(bytes, lang);
 }
 
 export function formatDuration(seconds) {

@@ -59,12 +59,27 @@ export class SeriesWindow {
   }
 }
 
-export function formatPercent(value) {
-  if (value === null || value === undefined || Number.isNaN(value)) return "—";
-  return `${value >= 10 || value === 0 ? Math.round(value) : value.toFixed(1)} %`;
+// Intl's number formats by locale and options (building one costs more than formatting with it).
+const formats = new Map();
+function numberFormat(locale, options) {
+  const key = `${locale}|${JSON.stringify(options)}`;
+  if (!formats.has(key)) formats.set(key, new Intl.NumberFormat(locale, options));
+  return formats.get(key);
 }
 
-export function formatSize(bytes) {
+// One decimal below 10 (3.1), whole numbers from 10 (58) and for 0, written by Intl in `locale`.
+function digits(value) {
+  const count = value >= 10 || value === 0 ? 0 : 1;
+  return { minimumFractionDigits: count, maximumFractionDigits: count };
+}
+
+export function formatPercent(value, locale = "en") {
+  if (value === null || value === undefined || Number.isNaN(value)) return "—";
+  return numberFormat(locale, { style: "percent", ...digits(value) }).format(value / 100);
+}
+
+// Binary units (KiB, MiB…), which Intl does not name: the number is Intl's, the unit limen's.
+export function formatSize(bytes, locale = "en") {
   if (bytes === null || bytes === undefined || Number.isNaN(bytes)) return "—";
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let value = Math.max(0, bytes);
@@ -73,11 +88,12 @@ export function formatSize(bytes) {
     value /= 1024;
     unit += 1;
   }
-  return `${value >= 10 || unit === 0 ? Math.round(value) : value.toFixed(1)} ${units[unit]}`;
+  const fraction = unit === 0 ? { maximumFractionDigits: 0 } : digits(value);
+  return `${numberFormat(locale, fraction).format(value)} ${units[unit]}`;
 }
 
-export function formatRate(bytesPerSecond) {
-  const size = formatSize(bytesPerSecond);
+export function formatRate(bytesPerSecond, locale = "en") {
+  const size = formatSize(bytesPerSecond, locale);
   return size === "—" ? size : `${size}/s`;
 }
 

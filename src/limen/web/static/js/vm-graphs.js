@@ -4,7 +4,7 @@
 
 import { api, ApiError } from "./api.js";
 import { formatPercent, formatRate, formatSize, SeriesWindow, timeTickLabels } from "./stats-series.js";
-import { formatClock, formatTime, localizedError, t } from "./i18n.js";
+import { formatClock, formatTime, lang, localizedError, t } from "./i18n.js";
 
 const WINDOW_SECONDS = 3600;
 const MIN_POLL_MS = 1000;
@@ -86,7 +86,7 @@ function buildGraph(graph) {
       { stroke: "#5b6470", grid: { stroke: "#eceff2" }, ticks: { stroke: "#d8dde3" }, incrs: TIME_INCRS, space: 84,
         values: (_u, ticks, _axis, _space, incr) => timeTickLabels(ticks, incr, formatClock, formatTime) },
       { stroke: "#5b6470", grid: { stroke: "#eceff2" }, ticks: { stroke: "#d8dde3" }, size: 76,
-        incrs: graph.bytes ? BYTE_INCRS : undefined, values: (_u, ticks) => ticks.map((v) => graph.unit(v)) },
+        incrs: graph.bytes ? BYTE_INCRS : undefined, values: (_u, ticks) => ticks.map((v) => graph.unit(v, lang)) },
     ],
     series: [
       {},
@@ -94,7 +94,7 @@ function buildGraph(graph) {
         label: line.label, stroke: line.stroke, fill: line.fill, dash: line.dash, width: 1.5,
         // A gauge (memory) is drawn across a sample that lacked it (libvirt does not wait for a VM busy with
         // a job, e.g. a screenshot); a rate's gap stays a gap.
-        spanGaps: graph.id === "memory", points: { show: false }, value: (_u, v) => graph.unit(v),
+        spanGaps: graph.id === "memory", points: { show: false }, value: (_u, v) => graph.unit(v, lang),
       })),
     ],
   };
@@ -105,7 +105,7 @@ function figureText(graph) {
   const parts = graph.lines
     .map((line) => [line.label, series.latest(line.field)])
     .filter(([, value]) => value !== null)
-    .map(([label, value]) => `${graph.unit(value)} ${label}`);
+    .map(([label, value]) => `${graph.unit(value, lang)} ${label}`);
   return parts.length ? parts.join(" · ") : "—";
 }
 

@@ -11,7 +11,7 @@ import { formatPercent, formatSize } from "./stats-series.js";
 import { STOP_FOLLOW_UP_MS, stillRunningText } from "./stop-follow-up.js";
 import { POLL_MS, VmEvents } from "./vm-events.js";
 import { NO_CONSOLE_PLACEHOLDER, showConsoleLink } from "./vm-graphics.js";
-import { clientError, formatTime, localizedError, t } from "./i18n.js";
+import { clientError, formatTime, lang, localizedError, t } from "./i18n.js";
 
 
 const REFRESH_MS = POLL_MS;
@@ -428,7 +428,7 @@ function wireDialog() {
 function showFigures(row, latest) {
   const cpu = latest ? latest.cpu_vcpu_percent : null;
   const memory = latest ? (latest.memory_used_bytes ?? latest.rss_bytes) : null;
-  const text = cpu === null && memory === null ? "" : `CPU ${formatPercent(cpu)} · ${formatSize(memory)}`;
+  const text = cpu === null && memory === null ? "" : `CPU ${formatPercent(cpu, lang)} · ${formatSize(memory, lang)}`;
   setText(row.figures, text);
   row.figures.title = text ? t("list.figures_title") : "";
 }
