@@ -21,7 +21,8 @@ Close codes (console WebSocket) are grouped by cause: 40xx request, 41xx VM stat
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Any, Literal, get_args
@@ -46,7 +47,7 @@ class ErrorCode(Enum):
         400, 4001, "Invalid VM ID", "Use the VM's UUID or its name as shown in the VM list."
     )
     VALIDATION_ERROR = ErrorSpec(
-        422, 4002, "Invalid input", "Correct the field named in the details and submit again."
+        422, 4002, "Invalid input", "Correct the fields named in the details and submit again."
     )
     NOT_FOUND = ErrorSpec(404, 4003, "Not found", "Check the address; the API is documented at /api/docs.")
     VM_NOT_FOUND = ErrorSpec(
@@ -339,13 +340,19 @@ class ErrorCode(Enum):
 DETAILS_MAX = 2000
 
 
+def truncate_details(details: str) -> str:
+    """``details`` cut to DETAILS_MAX characters, saying how long it was."""
+    if len(details) <= DETAILS_MAX:
+        return details
+    cut = f"… ({len(details)} characters)"
+    return details[:DETAILS_MAX - len(cut)] + cut
+
+
 class LimenError(Exception):
     """Root of every error limen reports. ``details`` is the technical detail; never put secrets in it."""
 
     def __init__(self, code: ErrorCode, details: str = "", *, title: str | None = None) -> None:
-        if len(details) > DETAILS_MAX:
-            cut = f"… ({len(details)} characters)"
-            details = details[:DETAILS_MAX - len(cut)] + cut
+        details = truncate_details(details)
         super().__init__(f"{code.name}: {details}" if details else code.name)
         self.code = code
         self.details = details
@@ -416,9 +423,55 @@ class ValidationFailed(LimenError):
         super().__init__(ErrorCode.VALIDATION_ERROR, f"{field}: {details}")
         self.field = field
         self.rule = dict(rule) if rule is not None else None
+        self.field_details = truncate_details(details)
+        # Every field refused by the same request, this one first (see all_of).
+        self.refusals: list[ValidationFailed] = [self]
+
+    @classmethod
+    def all_of(cls, refusals: Sequence[ValidationFailed]) -> ValidationFailed:
+        """One error for several refused fields: the first names ``field`` and ``rule`` as a single refusal
+        would; ``fields`` lists each, so a form marks them all at once rather than one per submit."""
+        first = refusals[0]
+        first.refusals = list(refusals)
+        first.details = truncate_details("; ".join(refusal.details for refusal in refusals))
+        return first
 
     def to_dict(self) -> dict[str, Any]:
         body = {**super().to_dict(), "field": self.field}
         if self.rule is not None:
             body["rule"] = self.rule
+        body["fields"] = [refusal.field_entry() for refusal in self.refusals]
         return body
+
+    def field_entry(self) -> dict[str, Any]:
+        """This refusal alone, as an entry of ``fields``: its field, its own details, its rule."""
+        entry: dict[str, Any] = {"field": self.field, "details": self.field_details}
+        if self.rule is not None:
+            entry["rule"] = self.rule
+        return entry
+
+
+class Refusals:
+    """The fields refused by several checks of one request, to answer them all at once::
+
+        refusals = Refusals()
+        with refusals.check():
+            check_name(name)
+        with refusals.check():
+            check_size(size)
+        refusals.raise_any()  # one VALIDATION_ERROR naming each field refused, in the checks' order
+    """
+
+    def __init__(self) -> None:
+        self.found: list[ValidationFailed] = []
+
+    @contextlib.contextmanager
+    def check(self) -> Iterator[None]:
+        try:
+            yield
+        except ValidationFailed as refusal:
+            self.found.extend(refusal.refusals)
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise ValidationFailed.all_of(self.found)

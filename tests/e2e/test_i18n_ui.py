@@ -268,16 +268,26 @@ def test_the_create_forms_field_errors_follow_the_language(
     sign_in(page, server)
     forget_language(page, server)
     page.goto(f"{server.base_url}/vms/new")
+    # Three wrong fields: all three told at once (one per submit before), the first focused.
     page.fill("#name", "가상머신")
+    page.fill("#vcpus", "9999")
+    page.fill("#memory_mib", "99999999")
     page.click("#submit")
     expect(page.locator("#name-error")).to_have_text(
         "영문자, 숫자, “_”, “.”, “-”만 63자까지 쓸 수 있으며 영문자나 숫자로 시작해야 합니다.")
-    page.fill("#name", "limen-test-i18n-too-big")
-    page.fill("#memory_mib", "99999999")
-    page.click("#submit")
+    expect(page.locator("#vcpus-error")).to_contain_text("(이 호스트의 CPU 수)")
     expect(page.locator("#memory_mib-error")).to_contain_text("MiB 사이여야 합니다 (이 호스트의 메모리).")
     expect(page.locator("#memory_mib-error")).to_contain_text("32~")
+    expect(page.locator("[aria-invalid=true]")).to_have_count(3)
+    expect(page.locator("#name")).to_be_focused()
     save_screenshot(page, "i18n-create-field-error-ko-phone")
+    # Corrected fields lose their marks on the next submit.
+    page.fill("#name", "limen-test-i18n-too-big")
+    page.fill("#vcpus", "1")
+    page.click("#submit")
+    expect(page.locator("#name-error")).to_be_hidden()
+    expect(page.locator("#vcpus-error")).to_be_hidden()
+    expect(page.locator("#memory_mib-error")).to_contain_text("32~")
     # The same on the users page: a name the audit trail keeps for the command line.
     page.goto(f"{server.base_url}/users")
     page.fill("#new-name", "cli:bob")
@@ -290,8 +300,10 @@ def test_the_create_forms_field_errors_follow_the_language(
     # Filled once the page has drawn the VM: a value typed before that is overwritten by the VM's own.
     expect(page.locator("#set-name")).to_have_value("limen-test-i18n-stopped")
     page.fill("#set-memory", "99999999")
+    page.fill("#set-name", "-bad")
     page.click("#settings-save")
     box = page.locator("#settings-status .error-box")
+    expect(box.locator(".error-message")).to_contain_text("이름: 영문자, 숫자")
     expect(box.locator(".error-message")).to_contain_text("메모리 (MiB): 32~")
     expect(box.locator(".error-message")).to_contain_text("사이여야 합니다 (이 호스트의 메모리).")
     expect(box.locator("code")).to_have_text("VALIDATION_ERROR")
@@ -302,9 +314,10 @@ def test_the_create_forms_field_errors_follow_the_language(
 
     page.context.add_cookies([{"name": "limen_lang", "value": "en", "url": server.base_url}])
     page.goto(f"{server.base_url}/vms/new")
-    page.fill("#name", "limen-test-i18n-too-big")
+    page.fill("#name", "-limen-test-i18n-too-big")
     page.fill("#memory_mib", "99999999")
     page.click("#submit")
+    expect(page.locator("#name-error")).to_contain_text("must start with a letter or digit")
     expect(page.locator("#memory_mib-error")).to_contain_text("must be between 32 and ")
     expect(page.locator("#memory_mib-error")).to_contain_text("MiB (this host's memory)")
     names = [vm["name"] for vm in page.request.get(f"{server.base_url}/api/vms").json()]

@@ -165,6 +165,38 @@ async def test_unknown_and_invalid_ids(client: httpx.AsyncClient) -> None:
         assert_error(await client.request(method, f"/api/vms/bad%20id{path}"), 400, "INVALID_VM_ID")
 
 
+async def test_every_field_refused_is_named_at_once_in_the_forms_order(
+    shared: SharedApp, refusing_client: httpx.AsyncClient,
+) -> None:
+    """Four wrong fields took four submits, each naming one: ``fields`` names them all, ``field`` the first."""
+    host_cpus, _ = await services_of(shared.app).hypervisor.host_info()
+    body = {"name": "-bad", "vcpus": host_cpus + 1, "memory_mib": 16, "disk_gib": 0, "iso": "missing.iso",
+            "boot_order": ["floppy"]}
+    error = assert_error(await refusing_client.post("/api/vms", json=body), 422, "VALIDATION_ERROR")
+    assert [entry["field"] for entry in error["fields"]] == [
+        "name", "vcpus", "memory_mib", "disk_gib", "iso", "boot_order"]
+    assert error["field"] == "name" and error["rule"] == error["fields"][0]["rule"] == {"kind": "vm_name"}
+    assert error["fields"][2] == {"field": "memory_mib", "details": error["fields"][2]["details"],
+                                  "rule": error["fields"][2]["rule"]}
+    assert error["fields"][2]["details"].startswith("must be between 32 and ")  # its own, no field name
+    assert "rule" not in error["fields"][5]  # boot_order's rule has no words of its own
+    for entry in error["fields"]:  # each is said in the details too
+        assert f"{entry['field']}: {entry['details']}" in error["details"]
+    # One field wrong: the same shape, a list of one. Pydantic's refusals come in the same list.
+    one = assert_error(await refusing_client.post("/api/vms", json={"name": "ok", "disk_gib": 0}), 422,
+                       "VALIDATION_ERROR")
+    assert [entry["field"] for entry in one["fields"]] == ["disk_gib"]
+    typed = assert_error(await refusing_client.post("/api/vms", json={"name": 5, "vcpus": "two"}), 422,
+                         "VALIDATION_ERROR")
+    assert [entry["field"] for entry in typed["fields"]] == ["name", "vcpus"]
+    assert typed["fields"][1]["rule"] == {"kind": "whole_number"} and "rule" not in typed["fields"][0]
+    # A settings edit too: name and memory at once.
+    edit = assert_error(await refusing_client.patch("/api/vms/test", json={"name": "-bad", "memory_mib": 16}),
+                        422, "VALIDATION_ERROR")
+    assert [entry["field"] for entry in edit["fields"]] == ["name", "memory_mib"]
+    assert [vm["name"] for vm in (await refusing_client.get("/api/vms")).json()] == ["test"]
+
+
 async def test_a_body_with_thousands_of_problems_gets_a_short_answer(refusing_client: httpx.AsyncClient) -> None:
     # 60,000 unknown keys made a 2.4 MB answer naming each one.
     body = {"name": "ok", **{f"extra{number}": "x" * 50 for number in range(5000)}}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -60,11 +60,22 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     shown = "; ".join(f"{_location(e.get('loc', ()))}: {e.get('msg', '')}"[:DETAIL_MAX]
                       for e in errors[:ERRORS_SHOWN])
     details = shown + (f"; and {len(errors) - ERRORS_SHOWN} more" if len(errors) > ERRORS_SHOWN else "")
+    refusals = [_refusal(error) for error in errors[:ERRORS_SHOWN]] or [_refusal(first)]
     body = LimenError(ErrorCode.VALIDATION_ERROR, details).to_dict()
     body["field"] = field
-    if first.get("type") in WHOLE_NUMBER_ERRORS:  # for the pages to word ("Input should be a valid integer")
-        body["rule"] = rule(Rule.WHOLE_NUMBER)
+    if "rule" in refusals[0]:
+        body["rule"] = refusals[0]["rule"]
+    body["fields"] = refusals
     return JSONResponse(with_request_id(body), status_code=ErrorCode.VALIDATION_ERROR.http_status)
+
+
+def _refusal(error: Mapping[str, Any]) -> dict[str, Any]:
+    """One entry of a VALIDATION_ERROR's ``fields`` (as ValidationFailed.field_entry writes limen's own)."""
+    entry: dict[str, Any] = {"field": _location(error.get("loc", ())),
+                             "details": str(error.get("msg", ""))[:DETAIL_MAX]}
+    if error.get("type") in WHOLE_NUMBER_ERRORS:  # for the pages to word ("Input should be a valid integer")
+        entry["rule"] = rule(Rule.WHOLE_NUMBER)
+    return entry
 
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -14,6 +14,12 @@ from limen.hypervisor.snapshots import SnapshotInfo
 from limen.isos import IsoImage
 
 
+class FieldRefusal(BaseModel):
+    field: str = Field(description="The field")
+    details: str = Field(description="What is wrong with it, in English")
+    rule: dict[str, Any] | None = Field(None, description="The rule broken, as in the error's 'rule'")
+
+
 class ErrorBody(BaseModel):
     error: str = Field(description="Short title")
     code: str = Field(description="Stable error code")
@@ -25,6 +31,9 @@ class ErrorBody(BaseModel):
         "own language: 'kind' (vm_name, range, length, no_edge_space, no_control_chars, reserved_prefix, file_name, "
         "hidden_name, max_bytes, iso_suffix) and the values its wording needs, e.g. {'kind': 'range', 'min': 32, "
         "'max': 24105, 'unit': 'MiB', 'limit': 'host_memory'} or {'kind': 'length', 'min': 8, 'max': 1024}")
+    fields: list[FieldRefusal] | None = Field(
+        None, description="For validation errors, every field the request got wrong (the first is 'field'), so a "
+        "form can mark them all at once")
 
 
 class VmCreate(BaseModel):

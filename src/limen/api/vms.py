@@ -28,7 +28,7 @@ from limen.api.services import services_of
 from limen.auth.revocation import Revocation
 from limen.errors import ErrorCode
 from limen.hypervisor import VmSpec
-from limen.hypervisor.editing import VmEdit, edit_vm
+from limen.hypervisor.editing import VmEdit, check_edit, edit_vm
 from limen.hypervisor.vm_feed import VmEventType
 
 log = logging.getLogger("limen.api")
@@ -108,8 +108,7 @@ async def patch_vm(
     )
     async with access.audit.recording(principal.name, "edit", vm.name, vm_uuid=vm.uuid,
                                       details=edit_details(body.model_dump(exclude_unset=True))) as target:
-        if body.vcpus is not None or body.memory_mib is not None:  # sane numbers before the quota counts them
-            await hypervisor.check_hardware(vcpus=body.vcpus, memory_mib=body.memory_mib)
+        await check_edit(hypervisor, edit)  # every field refused at once, and sane numbers before the quota
         async with quota_for_edit(quota, hypervisor, principal, vm, vcpus=body.vcpus, memory_mib=body.memory_mib):
             edited = await edit_vm(hypervisor, vm.uuid, edit)
         target.details = edited.summary

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import libvirt
 import libvirt_qemu
 
-from limen.errors import ErrorCode, LimenError, ValidationFailed
+from limen.errors import ErrorCode, LimenError, Refusals, ValidationFailed
 from limen.hypervisor import storage
 from limen.hypervisor.domain_edit import (
     HardwareChange,
@@ -235,17 +235,28 @@ async def change_media(hypervisor: Hypervisor, ident: str, iso: str | None, *, f
     return await hypervisor.connection.call("change_media", run, subject=ident, timeout=_media_timeout(hypervisor))
 
 
+async def check_edit(hypervisor: Hypervisor, edit: VmEdit) -> None:
+    """VALIDATION_ERROR naming every field of ``edit`` that breaks the create rules or this host's limits, in
+    the settings form's order (before a quota counts its numbers)."""
+    refusals = Refusals()
+    with refusals.check():
+        if edit.name is not None:
+            check_name(edit.name)
+    with refusals.check():
+        await hypervisor.check_hardware(vcpus=edit.vcpus, memory_mib=edit.memory_mib)
+    with refusals.check():
+        if edit.boot_order is not None:
+            if not edit.boot_order:
+                raise ValidationFailed("boot_order", "give at least one device ('cdrom', 'hd')")
+            check_boot_order(edit.boot_order)
+    refusals.raise_any()
+
+
 async def edit_vm(hypervisor: Hypervisor, ident: str, edit: VmEdit) -> Edited:
     """Applies ``edit`` (see the module's rules). Validation as at create; VM_ALREADY_EXISTS when the
     new name is taken. All or nothing: a failing step undoes the ones before it."""
     parse_vm_id(ident)
-    if edit.name is not None:
-        check_name(edit.name)
-    if edit.boot_order is not None:
-        if not edit.boot_order:
-            raise ValidationFailed("boot_order", "give at least one device ('cdrom', 'hd')")
-        check_boot_order(edit.boot_order)
-    await hypervisor.check_hardware(vcpus=edit.vcpus, memory_mib=edit.memory_mib)
+    await check_edit(hypervisor, edit)
     if edit.name is not None and hypervisor.hosts.several:
         # Names are unique across hosts; the VM's own host checks again below, under the VM's lock.
         holder = await hypervisor.hosts.find(edit.name)

@@ -25,6 +25,7 @@ from limen.errors import (
     ErrorCode,
     HypervisorUnavailable,
     LimenError,
+    Refusals,
     Rule,
     ValidationFailed,
     range_rule,
@@ -487,33 +488,47 @@ class Hypervisor:
         return self.settings.virt_type
 
     async def check_hardware(self, *, vcpus: int | None = None, memory_mib: int | None = None) -> None:
-        """VALIDATION_ERROR unless the vCPUs and memory given fit this host (None: not checked)."""
+        """VALIDATION_ERROR unless the vCPUs and memory given fit this host (None: not checked), naming each
+        that does not."""
         if vcpus is None and memory_mib is None:
             return
         host_cpus, host_memory_mib = await self.host_info()
-        if vcpus is not None and not 1 <= vcpus <= host_cpus:
-            raise ValidationFailed("vcpus", f"must be between 1 and {host_cpus} (this host's CPUs)",
-                                   rule=range_rule(1, host_cpus, limit="host_cpus"))
-        if memory_mib is not None and not MIN_MEMORY_MIB <= memory_mib <= host_memory_mib:
-            raise ValidationFailed(
-                "memory_mib", f"must be between {MIN_MEMORY_MIB} and {host_memory_mib} MiB (this host's memory)",
-                rule=range_rule(MIN_MEMORY_MIB, host_memory_mib, unit="MiB", limit="host_memory"),
-            )
+        refusals = Refusals()
+        with refusals.check():
+            if vcpus is not None and not 1 <= vcpus <= host_cpus:
+                raise ValidationFailed("vcpus", f"must be between 1 and {host_cpus} (this host's CPUs)",
+                                       rule=range_rule(1, host_cpus, limit="host_cpus"))
+        with refusals.check():
+            if memory_mib is not None and not MIN_MEMORY_MIB <= memory_mib <= host_memory_mib:
+                raise ValidationFailed(
+                    "memory_mib", f"must be between {MIN_MEMORY_MIB} and {host_memory_mib} MiB (this host's memory)",
+                    rule=range_rule(MIN_MEMORY_MIB, host_memory_mib, unit="MiB", limit="host_memory"),
+                )
+        refusals.raise_any()
 
     async def validate_spec(self, spec: VmSpec) -> Path | None:
-        """Checks ``spec`` against the rules and this host's limits; returns the ISO path if any."""
-        check_name(spec.name)
-        await self.check_hardware(vcpus=spec.vcpus, memory_mib=spec.memory_mib)
-        if spec.disk_gib is not None and not 1 <= spec.disk_gib <= MAX_DISK_GIB:
-            raise ValidationFailed("disk_gib", f"must be between 1 and {MAX_DISK_GIB} GiB",
-                                   rule=range_rule(1, MAX_DISK_GIB, unit="GiB"))
-        check_boot_order(spec.boot_order)
-        if spec.iso is None:
-            return None
-        try:
-            return resolve_iso(self.settings.iso_dir, spec.iso)
-        except LimenError as exc:
-            raise ValidationFailed("iso", exc.details.removeprefix("iso: ")) from None
+        """Checks ``spec`` against the rules and this host's limits; returns the ISO path if any. Every field
+        refused is named in one VALIDATION_ERROR, in the form's order (a form marks them all at once)."""
+        refusals = Refusals()
+        with refusals.check():
+            check_name(spec.name)
+        with refusals.check():
+            await self.check_hardware(vcpus=spec.vcpus, memory_mib=spec.memory_mib)
+        with refusals.check():
+            if spec.disk_gib is not None and not 1 <= spec.disk_gib <= MAX_DISK_GIB:
+                raise ValidationFailed("disk_gib", f"must be between 1 and {MAX_DISK_GIB} GiB",
+                                       rule=range_rule(1, MAX_DISK_GIB, unit="GiB"))
+        iso_path: Path | None = None
+        with refusals.check():
+            if spec.iso is not None:
+                try:
+                    iso_path = resolve_iso(self.settings.iso_dir, spec.iso)
+                except LimenError as exc:
+                    raise ValidationFailed("iso", exc.details.removeprefix("iso: ")) from None
+        with refusals.check():
+            check_boot_order(spec.boot_order)
+        refusals.raise_any()
+        return iso_path
 
     def _refuse_taken_volume(self, conn: libvirt.virConnect, name: str) -> None:
         """VM_ALREADY_EXISTS if the disk volume a VM named ``name`` would get exists."""

@@ -88,6 +88,11 @@ export class ApiError extends Error {
     this.snapshots = Array.isArray(body.snapshots) ? body.snapshots : null;
     // VALIDATION_ERROR of limen's own rules: the rule broken, for the page to word (i18n.js ruleText).
     this.rule = body.rule && typeof body.rule === "object" ? body.rule : null;
+    // VALIDATION_ERROR: every field refused ({field, details, rule}), the first being `field`.
+    const fields = Array.isArray(body.fields)
+      ? body.fields.filter((entry) => entry && typeof entry.field === "string") : [];
+    this.fields = fields.length || !this.field ? fields
+      : [{ field: this.field, details: this.details, rule: this.rule }];
     // TOO_MANY_ATTEMPTS: seconds until the server takes another attempt (also its Retry-After header).
     this.retryAfter = Number.isFinite(body.retry_after) ? body.retry_after : null;
     // QUOTA_EXCEEDED: {scope, resource, limit, usage, requested, free}

@@ -140,6 +140,11 @@ export function fieldErrorText(error, field = error && error.field) {
   return mine.replace(/^[\w.]+: /, "") || (error && error.error) || "";
 }
 
+/** One entry of a VALIDATION_ERROR's `fields` ({field, details, rule}) as a form says it under its field. */
+export function refusalText(refusal) {
+  return ruleText(refusal.rule) || String(refusal.details || "");
+}
+
 const dateTimeFormat = new Intl.DateTimeFormat(lang, { dateStyle: "medium", timeStyle: "medium" });
 const timeFormat = new Intl.DateTimeFormat(lang, { timeStyle: "medium" });
 const numberFormat = new Intl.NumberFormat(lang);

@@ -6,7 +6,7 @@ import { api, ApiError } from "./api.js";
 import { errorBox, formatBytes, h, spinner } from "./dom.js";
 import { headroom, scopeName, showQuota } from "./quota.js";
 import { mountUserMenu } from "./session.js";
-import { clientError, fieldErrorText, localizedError, quotaText, t } from "./i18n.js";
+import { clientError, fieldErrorText, localizedError, quotaText, refusalText, t } from "./i18n.js";
 
 const FIELDS = ["name", "vcpus", "memory_mib", "disk_gib", "iso", "boot_order"];
 // Errors that name no field but belong to one.
@@ -54,27 +54,39 @@ function body() {
   return result;
 }
 
-/** The API's details read "field: problem" (or "a; b"); show the part about this field. */
+/** The fields an answer refuses, each with what to say under it: [{root, text}], in the form's order. */
+function refusedFields(exc) {
+  if (!(exc instanceof ApiError)) return [];
+  if (exc.quota && exc.quota.resource !== "vms") {
+    const text = quotaText(exc.quota) || exc.details.replace(/\s*\[request_id=[^\]]*\]$/, "");
+    return [{ root: exc.quota.resource, text }];
+  }
+  const byRoot = new Map();
+  for (const refusal of exc.fields) {
+    const root = refusal.field.split(".")[0];
+    if (FIELDS.includes(root)) byRoot.set(root, [...(byRoot.get(root) || []), refusalText(refusal)]);
+  }
+  if (!byRoot.size && FIELD_OF_CODE[exc.code]) {
+    const root = FIELD_OF_CODE[exc.code];
+    byRoot.set(root, [fieldErrorText(exc, root)]);
+  }
+  return FIELDS.filter((root) => byRoot.has(root)).map((root) => ({ root, text: byRoot.get(root).join("; ") }));
+}
+
+/** Each refused field marked with what is wrong with it (all at once), the first focused; the error above. */
 function showError(exc) {
   const body = exc instanceof ApiError ? exc.body
     : clientError("CLIENT_ERROR", `creating the VM: ${exc}`);
-  const quotaField = exc instanceof ApiError && exc.quota && exc.quota.resource !== "vms"
-    ? exc.quota.resource : null;
-  const field = exc instanceof ApiError ? (exc.field || quotaField || FIELD_OF_CODE[exc.code] || null) : null;
-  const root = field ? field.split(".")[0] : null;
-  if (root && FIELDS.includes(root)) {
+  formError.replaceChildren(h("div", { class: "notice error" }, errorBox(body)));
+  const refused = refusedFields(exc);
+  for (const { root, text } of refused) {
     const slot = document.getElementById(`${root}-error`);
-    slot.textContent = quotaField ? quotaText(exc.quota) || body.details.replace(/\s*\[request_id=[^\]]*\]$/, "")
-      : fieldErrorText(exc, root);
+    slot.textContent = text;
     slot.hidden = false;
-    const control = input(root);
-    control.setAttribute("aria-invalid", "true");
-    control.focus();
-    formError.replaceChildren(h("div", { class: "notice error" }, errorBox(body)));
-  } else {
-    formError.replaceChildren(h("div", { class: "notice error" }, errorBox(body)));
-    formError.scrollIntoView({ block: "nearest" });
+    input(root).setAttribute("aria-invalid", "true");
   }
+  if (refused.length) input(refused[0].root).focus();
+  else formError.scrollIntoView({ block: "nearest" });
 }
 
 async function onSubmit(event) {

@@ -139,11 +139,14 @@ function showError(el, exc, what, actions = []) {
   const dismiss = h("button", { class: "btn small dismiss", type: "button", text: t("list.dismiss"),
                                 onclick: () => el.replaceChildren() });
   const shown = localizedError(body);
-  // A rule of limen's own, broken at a field: said in the page's language where the English page says
-  // "correct the field named in the details".
-  const rule = exc instanceof ApiError ? ruleText(exc.rule) : null;
-  const label = exc instanceof ApiError && FIELD_LABELS[exc.field] ? t(FIELD_LABELS[exc.field]) : exc?.field;
-  const message = rule ? `${label}: ${rule}` : shown.message;
+  // Rules of limen's own, broken at fields: each said in the page's language where the English page says
+  // "correct the fields named in the details"; the page's general advice too if a refusal has no words.
+  const refusals = exc instanceof ApiError ? exc.fields : [];
+  const worded = refusals.filter((refusal) => ruleText(refusal.rule))
+    .map((refusal) => `${FIELD_LABELS[refusal.field] ? t(FIELD_LABELS[refusal.field]) : refusal.field}: `
+      + ruleText(refusal.rule));
+  if (worded.length && worded.length < refusals.length) worded.push(shown.message);
+  const message = worded.length ? worded.join(" ") : shown.message;
   showStatus(el, "", errorBox({ ...shown, message, error: `${what}: ${shown.error}` },
                               { actions: [...actions, dismiss], localize: false }));
 }
