@@ -287,12 +287,17 @@ def test_a_vm_deleted_under_its_open_console_says_it_is_gone(
 def test_a_vm_deleted_under_its_details_page_is_deleted_in_its_overview_too(
     server: LimenProcess, api: httpx.Client, vm_names: Callable[[], str], signed_in_page: Callable[..., Page]
 ) -> None:
-    """The badge and the banner said Deleted; the overview below still said Stopped."""
+    """The badge and the banner said Deleted; the overview below still said Stopped. Insert, Eject, Resize,
+    snapshot and owner controls stayed enabled (answering VM_NOT_FOUND), and the focus in them fell to <body>."""
     name = vm_names()
     assert api.post("/api/vms", json={"name": name, "memory_mib": 64}).status_code == 201
     page = signed_in_page(server)
     page.goto(f"{server.base_url}/vms/{name}")
     expect(page.locator("#fact-state")).to_have_text("stopped")
+    page.locator("#set-memory").fill("96")  # the keyboard in the settings form when it goes
     assert api.delete(f"/api/vms/{name}").status_code == 200
     expect(page.locator("body")).to_have_attribute("data-state", "deleted")
     expect(page.locator("#fact-state")).to_have_text("Deleted")
+    expect(page.locator("#settings-save")).to_be_disabled()
+    expect(page.locator("main :is(button, input, select, textarea):enabled")).to_have_count(0)
+    expect(page.get_by_role("link", name="Back to the VM list")).to_be_focused()

@@ -702,10 +702,20 @@ function markGone() {
   ui.state.replaceChildren(h("span", { class: "badge crashed", text: t("details.deleted") }));
   const state = document.getElementById("fact-state"); // the overview too: not "Stopped" as it last was
   if (state) state.textContent = t("details.deleted");
+  const back = h("a", { href: "/", text: t("details.back_to_list") });
   ui.loadError.replaceChildren(h("div", { class: "notice error", role: "alert" },
-    h("strong", { text: t("details.was_deleted") }), h("a", { href: "/", text: t("details.back_to_list") })));
+    h("strong", { text: t("details.was_deleted") }), back));
   showScreenPlaceholder(t("details.deleted"));
   applyEnabled();
+  // Nothing on the page acts on a deleted VM: every control of its cards (media, disks, snapshots, owner…)
+  // is disabled and an open dialog closed; focus inside them moves to the way back rather than to <body>.
+  const focusWasInside = document.querySelector("main")?.contains(document.activeElement)
+    || document.querySelector("dialog[open]") !== null;
+  for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
+  for (const control of document.querySelectorAll("main :is(button, input, select, textarea)")) {
+    control.disabled = true;
+  }
+  if (focusWasInside) back.focus();
 }
 
 function describeUpdates() {
