@@ -83,7 +83,8 @@ def test_settings_on_a_real_vm_and_a_rename_once_stopped(
     vm = create(api, name, disk_gib=1, iso=DEMO_ISO)
     assert api.post(f"/api/vms/{name}/start").status_code == 200
     page = signed_in_page(server)
-    open_details(page, server, vm)
+    # Opened by its name, as the list's links and a typed address do (the reload below must find it renamed).
+    open_details(page, server, {"uuid": name})
     state = page.locator("#vm-state .badge")
     expect(state).to_have_text("Running")
     status = page.locator("#settings-status")
@@ -128,7 +129,9 @@ def test_settings_on_a_real_vm_and_a_rename_once_stopped(
     assert virsh("domstate", new_name) == "shut off"
     assert subprocess.run(["virsh", "-c", QEMU_URI, "domstate", name], capture_output=True).returncode != 0
     expect(page.locator("#action-rows")).to_contain_text(f"name {name} → {new_name}")
-    # The page reloads under its new name too, and Start still finds the VM's disk and CD.
+    # The address follows the rename (reloaded, the old name found nothing), and Start still finds the VM's
+    # disk and CD.
+    assert page.url == f"{server.base_url}/vms/{new_name}", page.url
     page.reload()
     page.wait_for_selector('body[data-events="live"]', timeout=15_000)
     page.get_by_role("button", name=f"Start {new_name}", exact=True).click()

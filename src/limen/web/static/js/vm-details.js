@@ -174,10 +174,19 @@ function cdromIso(current) {
   return baseName(current.iso);
 }
 
+/** A page opened by the VM's name follows its renames (here or elsewhere): reloaded, the old name found nothing. */
+function followRename(current) {
+  const shown = decodeURIComponent(window.location.pathname.replace(/\/+$/, "").split("/").pop() || "");
+  if (shown === current.uuid || shown === current.name) return;
+  const url = `/vms/${encodeURIComponent(current.name)}${window.location.search}${window.location.hash}`;
+  window.history.replaceState(window.history.state, "", url);
+}
+
 function render(current) {
   const previous = vm;
   vm = current;
   document.title = `${vm.name} — limen`;
+  followRename(vm);
   ui.name.textContent = vm.name;
   ui.name.title = vm.name;
   document.body.dataset.state = vm.state;
