@@ -132,6 +132,8 @@ def test_delete_refused_while_a_vm_holds_the_image(
     page.click("tr[data-iso='spare.iso'] [data-action='delete']")
     page.click("#iso-delete-confirm")
     expect(page.locator("tr[data-iso='spare.iso']")).to_have_count(0)
+    # The row went; the keyboard is on a neighbour's Delete, not lost to <body> at the page's top.
+    expect(page.locator("#iso-rows [data-action='delete']:focus")).to_have_count(1)
     assert not (iso_dir / "spare.iso").exists()
 
 

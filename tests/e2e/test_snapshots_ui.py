@@ -97,12 +97,15 @@ def test_snapshots_section_take_revert_delete(
     dialog.get_by_role("button", name="Revert").click()
     expect(page.locator("#snapshot-status")).to_contain_text("Reverted to second")
     expect(tree.locator('li[data-snapshot="second"]')).to_have_class("current")
+    # The list was drawn anew: the keyboard is back on that snapshot's Revert, not at the page's top.
+    expect(tree.locator('li[data-snapshot="second"] [data-action="revert"]')).to_be_focused()
 
     page.get_by_role("button", name="Delete snapshot branch").click()
     expect(dialog.locator(".snapshot-ref")).to_have_text("branch")
     dialog.get_by_role("button", name="Delete snapshot").click()
     expect(page.locator("#snapshot-status")).to_contain_text("Snapshot branch deleted")
     expect(tree.locator("li")).to_have_count(2)
+    expect(tree.locator(":focus")).to_have_count(1)  # on a neighbour's button, not lost to <body>
     assert [s["name"] for s in api.get(f"/api/vms/{vm_name}/snapshots").json()] == ["base", "second"]
     actions = [a["action"] for a in api.get("/api/vm-actions", params={"vm": vm_name}).json()]
     assert actions[:2] == ["snapshot-delete", "revert"]

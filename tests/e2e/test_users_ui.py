@@ -165,6 +165,8 @@ def test_admin_creates_changes_disables_unlocks_and_deletes_a_user(
     row.locator("button[data-action=delete]").click()
     page.click("#delete-confirm")
     expect(row).to_have_count(0)
+    # The row went; the keyboard is on a neighbouring row, not lost to <body> at the page's top.
+    expect(page.locator("#user-rows :focus")).to_have_count(1)
     assert name not in [u["name"] for u in admin_api.get("/api/users").json()]
     assert login_status(server, name, PASSWORD) == 401
 
@@ -258,6 +260,8 @@ def test_a_token_is_shown_once_copied_used_and_revoked(
     row.locator("button[data-action=revoke]").click()
     page.click("#revoke-confirm")
     expect(row).to_have_attribute("data-revoked", "true")
+    # Its button went; the keyboard is on another token's Revoke or the page's heading, not on <body>.
+    expect(page.locator("#token-rows :focus, main h1:focus")).to_have_count(1)
     refused = httpx.get(f"{server.base_url}/api/me", headers={"Authorization": f"Bearer {secret}"}, timeout=30)
     assert refused.status_code == 401
 

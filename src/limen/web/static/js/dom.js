@@ -94,3 +94,40 @@ export function errorBox(shown, { actions = [], extraClass = "", localize = true
     actions.length ? h("div", { class: "error-actions" }, ...actions) : null,
   );
 }
+
+/**
+ * Where the keyboard was when a confirmed action began from a list's row (rows carry `data-<key>`): that
+ * row and its neighbours, and the control's `data-action`. A delete removes the row and a redraw replaces
+ * the control, and the focus then fell to <body>, the top of the page for a keyboard user.
+ */
+export function placeOf(control, key) {
+  const row = control && control.closest ? control.closest(`[data-${key}]`) : null;
+  if (!row) return null;
+  const rowKey = (element) => (element && element.dataset[key] !== undefined ? element.dataset[key] : null);
+  const rows = [row, row.nextElementSibling, row.previousElementSibling].map(rowKey).filter((k) => k !== null);
+  return { key, rows, action: control.dataset.action || null };
+}
+
+/**
+ * After the list in `container` is drawn anew: the same control in the same row, else that row's first
+ * control, else the same in the row that followed (or preceded) it, else `fallback`. Only when the focus
+ * was lost (a user who moved on meanwhile keeps their place).
+ */
+export function returnToPlace(place, container, fallback) {
+  const active = document.activeElement;
+  if (active && active !== document.body && active.isConnected) return;
+  const usable = ":not([disabled]):not([hidden])";
+  for (const value of place ? place.rows : []) {
+    const row = [...container.querySelectorAll(`[data-${place.key}]`)].find((r) => r.dataset[place.key] === value);
+    const target = row && ((place.action && row.querySelector(`[data-action="${place.action}"]${usable}`))
+      || row.querySelector(`:is(button, select, input)${usable}, a[href]`));
+    if (target) {
+      target.focus();
+      return;
+    }
+  }
+  if (fallback) {
+    if (!fallback.matches("button, select, input, a[href], [tabindex]")) fallback.setAttribute("tabindex", "-1");
+    fallback.focus();
+  }
+}

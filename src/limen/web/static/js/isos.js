@@ -2,7 +2,7 @@
 // upload progress: bytes, rate, time left, Cancel) and delete. Every value from the server is shown as text.
 
 import { api, ApiError, CSRF_HEADER, currentUser, loginUrl } from "./api.js";
-import { errorBox, formatBytes, h } from "./dom.js";
+import { errorBox, formatBytes, h, placeOf, returnToPlace } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { RateMeter, uploadFigures } from "./upload-progress.js";
 import { fieldErrorText, formatDateTime, formatNumber, localizedError, t } from "./i18n.js";
@@ -40,6 +40,7 @@ let maxBytes = null;
 let upload = null; // {xhr, meter, name, total} while one runs
 let refreshTimer = null;
 let deleting = null;
+let deletePlace = null; // where the keyboard was: the row goes, the focus must not fall to <body>
 
 function isAdmin() {
   return user !== null && user.role === "admin";
@@ -111,6 +112,7 @@ async function refresh() {
 
 function askDelete(iso) {
   deleting = iso.name;
+  deletePlace = placeOf(document.activeElement, "iso");
   ui.dialogText.replaceChildren(t("isos.delete_q_1"), h("strong", { text: iso.name }), t("isos.delete_q_2"),
     t("isos.delete_effect"));
   ui.dialog.returnValue = "";
@@ -130,6 +132,7 @@ async function deleteIso(name) {
     ui.error.scrollIntoView({ block: "nearest" });
   }
   await refresh();
+  returnToPlace(deletePlace, ui.rows, document.querySelector("main h1"));
 }
 
 // -- uploading --------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 // the server is shown as text; the secret lives only in the panel's field until "I have copied it".
 
 import { api, ApiError } from "./api.js";
-import { errorBox, h, spinner } from "./dom.js";
+import { errorBox, h, placeOf, returnToPlace, spinner } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { fieldErrorText, formatDateTime, formatNumber, t } from "./i18n.js";
 
@@ -37,6 +37,7 @@ const ui = {
 let me = null;
 let tokens = [];
 let revoking = null;
+let revokePlace = null; // where the keyboard was: the row loses its button, the focus must not fall to <body>
 
 function asBox(exc, what) {
   return exc instanceof ApiError ? exc.body
@@ -181,6 +182,7 @@ function wireCreate() {
 
 function askRevoke(token) {
   revoking = token;
+  revokePlace = placeOf(document.activeElement, "token");
   const whose = me && token.owner !== me.name
     ? [t("tokens.dialog_user"), h("strong", { class: "vm-ref", text: token.owner }), ". "] : [];
   ui.dialogText.replaceChildren(
@@ -206,6 +208,7 @@ function wireRevoke() {
       return;
     }
     await refresh();
+    returnToPlace(revokePlace, ui.rows, document.querySelector("main h1"));
   });
 }
 

@@ -6,7 +6,7 @@
 // Every value from the server is shown as text.
 
 import { api, ApiError } from "./api.js";
-import { errorBox, h, spinner } from "./dom.js";
+import { errorBox, h, placeOf, returnToPlace, spinner } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { quotaBody, quotaFields } from "./user-quota.js";
 import { fieldErrorText, formatDateTime, t } from "./i18n.js";
@@ -41,6 +41,7 @@ let me = null;
 let users = [];
 let quotaRoute = false; // GET /api/users/{name}/quota answers
 let deleting = null;
+let deletePlace = null; // where the keyboard was: the row goes, the focus must not fall to <body>
 let editingQuota = null; // {user, quota}
 const notes = new Map(); // user name -> {kind, text}: the last result shown in the user's row
 
@@ -248,6 +249,7 @@ async function approve(user) {
 
 function askDelete(user) {
   deleting = user;
+  deletePlace = placeOf(document.activeElement, "user");
   ui.deleteText.replaceChildren(
     t("users.delete_q"), h("strong", { class: "dialog-name", text: user.name }),
     t("users.delete_effect"),
@@ -271,6 +273,7 @@ function wireDelete() {
       notes.set(user.name, { kind: "error", body: asBox(exc, t("users.delete_verb")) });
     }
     await refresh();
+    returnToPlace(deletePlace, ui.rows, document.querySelector("main h1"));
   });
 }
 

@@ -11,7 +11,7 @@
 // says they go with it).
 
 import { api, ApiError } from "./api.js";
-import { errorBox, h, spinner } from "./dom.js";
+import { errorBox, h, placeOf, returnToPlace, spinner } from "./dom.js";
 import { formatDateTime, ruleText, t } from "./i18n.js";
 
 const OPERATION_POLL_MS = 500;
@@ -57,6 +57,7 @@ export function mountSnapshots() {
   let pollTimer = null;
   let busy = false;
   let confirmed = null;
+  let place = null; // where the keyboard was when a revert or delete was asked (the list is drawn anew)
   let loadedFor = null;
 
   const path = (suffix = "") => `/api/vms/${encodeURIComponent(vm.uuid)}/snapshots${suffix}`;
@@ -205,6 +206,7 @@ export function mountSnapshots() {
 
   function ask(title, verb, text, action) {
     confirmed = action;
+    place = placeOf(document.activeElement, "snapshot");
     ui.dialogTitle.textContent = title;
     ui.dialogText.replaceChildren(...text);
     ui.dialogOk.textContent = verb;
@@ -243,6 +245,7 @@ export function mountSnapshots() {
     } finally {
       busy = false;
       await load();
+      returnToPlace(place, ui.tree, $("snapshots-title"));
     }
   }
 
