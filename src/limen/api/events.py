@@ -83,12 +83,20 @@ class _Recheck:
 
     def __call__(self, revocation: Revocation) -> None:
         # Checked at once, not at the next keep-alive: a revoked token, an ended sign-in, a disabled user or a
-        # lowered role sees no more VM changes. Revocations about VMs change no stream: each event is filtered
-        # when it is sent.
-        if revocation.scope in (Scope.CREDENTIAL, Scope.SESSION) or (
-                revocation.scope is Scope.USER and revocation.subject == self.principal.name):
+        # lowered role sees no more VM changes. Only the streams it names recheck (a revocation made every
+        # open stream ask the database): its user's, or its credential's (every stream when the credential is
+        # unknown). Revocations about VMs change no stream (each event is filtered when it is sent), nor does a
+        # console session ended by an administrator (Scope.SESSION).
+        if self.concerned_by(revocation):
             self.due = True
             self.subscription.wake()
+
+    def concerned_by(self, revocation: Revocation) -> bool:
+        if revocation.scope is Scope.USER:
+            return revocation.subject == self.principal.name
+        if revocation.scope is Scope.CREDENTIAL:
+            return self.principal.credential is None or revocation.subject == self.principal.credential
+        return False
 
 
 async def _stream(request: Request, access: Access, principal: Principal, feed: VmFeed, last_event_id: str | None,
