@@ -116,12 +116,19 @@ describe("api.js", () => {
     await api("POST", "/api/vms", {}); // caches the user
     const error = await api("GET", "/api/vms").catch((exc) => exc);
     assert.equal(error.code, "UNAUTHORIZED");
-    assert.deepEqual(window.location.assigned, ["/login?next=%2Fvms%2Fweb01%3Ftab%3Ddisks"]);
+    // The page knew its user: the sign-in ended meanwhile, and the sign-in page is told so.
+    assert.deepEqual(window.location.assigned, ["/login?next=%2Fvms%2Fweb01%3Ftab%3Ddisks&ended=1"]);
     await api("POST", "/api/vms", {});
     assert.equal(calls.filter((call) => call.path === "/api/me").length, 2);
     answers["POST /api/login"] = json(401, { error: "Wrong", code: "INVALID_CREDENTIALS", details: "" });
     await api("POST", "/api/login", {}).catch(() => {});
     assert.equal(window.location.assigned.length, 1);
+  });
+
+  test("a page that never knew its user goes to a bare sign-in (nothing ended: nobody was signed in)", async () => {
+    answers["GET /api/me"] = json(401, { error: "Sign in", code: "UNAUTHORIZED", details: "" });
+    await api("GET", "/api/me").catch(() => {});
+    assert.deepEqual(window.location.assigned, ["/login?next=%2Fvms%2Fweb01%3Ftab%3Ddisks"]);
   });
 
   test("the next page of the tab writes with the kept CSRF token, without asking /api/me first", async () => {

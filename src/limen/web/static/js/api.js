@@ -40,15 +40,18 @@ function keepCsrf(token) {
   }
 }
 
-/** Where /login should send the user back to: this page, if it is one of ours. */
-export function loginUrl(location = window.location) {
+/** The sign-in page, sending the user back to this page (if it is one of ours); `ended`: it says why a
+ * signed-in page came there (signed out in another tab, expired or revoked), not a bare sign-in form. */
+export function loginUrl(location = window.location, { ended = false } = {}) {
   const next = `${location.pathname}${location.search}`;
-  return next.startsWith("/") && !next.startsWith("//") && !next.startsWith("/login")
-    ? `/login?next=${encodeURIComponent(next)}` : "/login";
+  const query = next.startsWith("/") && !next.startsWith("//") && !next.startsWith("/login")
+    ? [`next=${encodeURIComponent(next)}`] : [];
+  if (ended) query.push("ended=1");
+  return query.length ? `/login?${query.join("&")}` : "/login";
 }
 
-function toLogin() {
-  window.location.assign(loginUrl());
+function toLogin(ended) {
+  window.location.assign(loginUrl(window.location, { ended }));
 }
 
 /** Who is signed in (cached for the page). Goes to /login when nobody is. */
@@ -152,8 +155,9 @@ async function send(method, path, body, csrf, { timeoutMs = DEFAULT_TIMEOUT_MS, 
   }
   if (!response.ok) {
     if (response.status === 401 && !ANONYMOUS_PATHS.has(path)) {
+      const wasSignedIn = me !== null; // a 401 to a page that knew its user: the sign-in ended meanwhile
       forgetUser();
-      toLogin();
+      toLogin(wasSignedIn);
     }
     if (data && typeof data === "object" && data.code) throw new ApiError(response.status, data);
     throw new ApiError(response.status, {

@@ -179,7 +179,7 @@ function finish(status, text) {
     return;
   }
   if (status === 401) {
-    window.location.assign(loginUrl());
+    window.location.assign(loginUrl(window.location, { ended: true }));
     return;
   }
   const error = body && body.code ? body : {

@@ -17,6 +17,12 @@ const submit = document.getElementById("login-submit");
 const errorSlot = document.getElementById("login-error");
 let waiting = null; // stops the running countdown, while there is one
 
+// Sent here by a page whose sign-in ended while it was open (api.js loginUrl's `ended`): said above the
+// form, or the page a user was on turned into a bare sign-in form without a word.
+if (new URLSearchParams(window.location.search).get("ended") === "1") {
+  errorSlot.replaceChildren(h("div", { class: "notice info", id: "login-ended", text: t("login.ended") }));
+}
+
 
 /** Shows the wait under the box's title ("Too many sign-in attempts"), counting down; the button is off
  * until it has passed. */
