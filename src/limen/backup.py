@@ -17,6 +17,7 @@ import json
 import os
 import re
 import sqlite3
+import stat
 import tarfile
 import tempfile
 import zlib
@@ -139,6 +140,7 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def write_backup(settings: Settings, out: Path, *, config_file: Path | None,
                  vm_xml: dict[VmRecord, str]) -> Manifest:
     """Writes the backup to ``out`` (replaced whole, or left as it was if this fails)."""
+    check_backup_target(out)
     kind = database_kind(settings)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".limen-backup-", dir=out.parent) as work:
@@ -167,6 +169,24 @@ def write_backup(settings: Settings, out: Path, *, config_file: Path | None,
                 _add_bytes(tar, f"vms/{vm.uuid}.xml", xml.encode())
         os.replace(partial, out)
     return manifest
+
+
+def check_backup_target(out: Path) -> None:
+    """BackupError unless ``out`` is missing or an ordinary file: the backup takes its place (a rename), and
+    a FIFO, a device (``/dev/full`` as root), a symbolic link (``/dev/stdout``) or a directory was replaced,
+    or failed after the copy was made."""
+    try:
+        mode = out.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise BackupError(f"{out} is a directory: give the backup file's name (e.g. {out / 'limen.backup'})")
+    what = ("a symbolic link" if stat.S_ISLNK(mode) else "a named pipe" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not an ordinary file")
+    raise BackupError(f"{out} is {what}: a backup is written as an ordinary file in its place, so it is "
+                      f"refused there; give the name of a new or ordinary file")
 
 
 def _copy_sqlite(source: Path, copy: Path) -> str | None:
@@ -331,6 +351,14 @@ def _restore_postgres(settings: Settings, backup: Backup, stamp: str) -> Path:
 
 def _restore_sqlite(settings: Settings, backup: Backup, stamp: str) -> Path | None:
     target = sqlite_file(settings)
+    try:
+        return _replace_sqlite(target, backup, stamp)
+    except sqlite3.Error as exc:  # an unwritable or full data directory: said in one line, nothing replaced
+        raise BackupError(f"cannot write the database at {target}: {exc} (check LIMEN_DATA_DIR: its owner, "
+                          f"permissions and free space)") from None
+
+
+def _replace_sqlite(target: Path, backup: Backup, stamp: str) -> Path | None:
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     kept: Path | None = None
     if target.exists():

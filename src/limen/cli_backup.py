@@ -19,6 +19,7 @@ from limen.backup import (
     BackupError,
     Manifest,
     VmRecord,
+    check_backup_target,
     database_label,
     open_backup,
     restore_database,
@@ -107,9 +108,8 @@ def backup_command(
     """Copy limen's database (consistent while limen serves), its settings file and its VMs' XML to FILE."""
     state = cli_state(ctx)
     settings = state.settings()
-    if file.is_dir():  # checked first: the copy would be made, then fail to take the directory's place
-        raise _fail(f"{file} is a directory: give the backup file's name (e.g. {file / 'limen.backup'})")
     try:
+        check_backup_target(file)  # before libvirt is asked for anything
         with working(say("cli.progress.backing_up", database=database_label(settings), file=file),
                      as_json=state.as_json):
             vm_xml = asyncio.run(_vm_xml(settings)) if vms else {}
