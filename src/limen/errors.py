@@ -433,7 +433,7 @@ class ValidationFailed(LimenError):
         would; ``fields`` lists each, so a form marks them all at once rather than one per submit."""
         first = refusals[0]
         first.refusals = list(refusals)
-        first.details = truncate_details("; ".join(refusal.details for refusal in refusals))
+        first.details = truncate_details("; ".join(f"{refusal.field}: {refusal.field_details}" for refusal in refusals))
         return first
 
     def to_dict(self) -> dict[str, Any]:
