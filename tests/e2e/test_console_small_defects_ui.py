@@ -300,4 +300,5 @@ def test_a_vm_deleted_under_its_details_page_is_deleted_in_its_overview_too(
     expect(page.locator("#fact-state")).to_have_text("Deleted")
     expect(page.locator("#settings-save")).to_be_disabled()
     expect(page.locator("main :is(button, input, select, textarea):enabled")).to_have_count(0)
+    expect(page.locator("main a[href*='/console']")).to_have_count(0)  # nor a way to its console
     expect(page.get_by_role("link", name="Back to the VM list")).to_be_focused()

@@ -724,6 +724,11 @@ function markGone() {
   for (const control of document.querySelectorAll("main :is(button, input, select, textarea)")) {
     control.disabled = true;
   }
+  // The console links (the Console button, the screen) led to a console page saying VM_NOT_FOUND.
+  for (const link of document.querySelectorAll("main a[href*='/console']")) {
+    link.removeAttribute("href");
+    link.setAttribute("aria-disabled", "true");
+  }
   if (focusWasInside) back.focus();
 }
 
