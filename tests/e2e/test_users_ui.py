@@ -396,6 +396,12 @@ def test_admin_sets_a_users_quota_in_its_dialog(
     row.locator("button[data-action=quota]").click()
     expect(page.locator("#quota-vms")).to_have_value("1")
     expect(page.locator("#quota-vms-hint")).to_contain_text("Applies now: 1. In use: 1.")
+    # Text the browser cannot read as a number reads as "" to a script: it removed the limit.
+    page.fill("#quota-vms", "")
+    page.locator("#quota-vms").press_sequentially("3e")
+    page.click("#quota-save")
+    expect(page.locator("#quota-error")).to_contain_text("whole number")
+    assert admin_api.get(f"/api/users/{plain_user}/quota").json()["override"]["vms"] == 1
     page.fill("#quota-vms", "")
     page.fill("#quota-vcpus", "")
     page.click("#quota-save")

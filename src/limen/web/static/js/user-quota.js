@@ -62,6 +62,10 @@ export function quotaBody(form, quota) {
   for (const [key] of quotaOverrides(quota)) {
     const input = form.elements.namedItem(key);
     const text = input ? input.value.trim() : "";
+    // Text the browser cannot read as a number ("3e") reads as "": it removed the limit instead of refusing.
+    if (input && input.validity && input.validity.badInput) {
+      throw new RangeError(t("userquota.invalid", { label: quotaLabel(key) }));
+    }
     if (text === "") {
       body[key] = null;
       continue;
