@@ -305,6 +305,8 @@ def test_the_create_forms_field_errors_follow_the_language(
     box = page.locator("#settings-status .error-box")
     expect(box.locator(".error-message")).to_contain_text("이름: 영문자, 숫자")
     expect(box.locator(".error-message")).to_contain_text("메모리 (MiB): 32~")
+    expect(page.locator("#settings-form [aria-invalid=true]")).to_have_count(2)  # name and memory, marked
+    expect(page.locator("#set-name")).to_be_focused()
     expect(box.locator(".error-message")).to_contain_text("사이여야 합니다 (이 호스트의 메모리).")
     expect(box.locator("code")).to_have_text("VALIDATION_ERROR")
     # Its delete dialog asks a Korean question ("가상 머신 삭제할까요?" lacked its particle).

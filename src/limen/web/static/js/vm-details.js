@@ -139,25 +139,31 @@ function showError(el, exc, what, actions = []) {
   const dismiss = h("button", { class: "btn small dismiss", type: "button", text: t("list.dismiss"),
                                 onclick: () => el.replaceChildren() });
   const shown = localizedError(body);
-  // Rules of limen's own, broken at fields: each said in the page's language where the English page says
-  // "correct the fields named in the details"; the page's general advice too if a refusal has no words.
+  // The fields refused, each named with what is wrong, where the advice only says "correct the fields named
+  // in the details" (folded away): a Korean page words limen's rules, an English one shows the server's
+  // words; the page's general advice too if a refusal has no words in the page's language.
   const refusals = exc instanceof ApiError ? exc.fields : [];
-  const worded = refusals.filter((refusal) => ruleText(refusal.rule))
+  const wording = (refusal) => ruleText(refusal.rule) || (lang === "en" ? refusal.details : null);
+  const worded = refusals.filter(wording)
     .map((refusal) => `${FIELD_LABELS[refusal.field] ? t(FIELD_LABELS[refusal.field]) : refusal.field}: `
-      + ruleText(refusal.rule));
+      + wording(refusal));
   if (worded.length && worded.length < refusals.length) worded.push(shown.message);
   const message = worded.length ? worded.join(" ") : shown.message;
   showStatus(el, "", errorBox({ ...shown, message, error: `${what}: ${shown.error}` },
                               { actions: [...actions, dismiss], localize: false }));
 }
 
+let lastRefusal = null; // the error of the last request that failed (its `fields`, for the settings form)
+
 /** Runs a request with progress in ``el``; resolves to its result, or null after showing its error. */
 async function request(el, what, busyText, method, path, body) {
   showStatus(el, "", spinner(), busyText);
+  lastRefusal = null;
   try {
     const result = await api(method, path, body);
     return result ?? {};
   } catch (exc) {
+    lastRefusal = exc;
     showError(el, exc, what);
     return null;
   }
@@ -542,6 +548,21 @@ async function patchVm(statusEl, what, body) {
   return true;
 }
 
+// The settings form's inputs by the field the API names.
+const SETTINGS_INPUTS = { name: "set-name", vcpus: "set-vcpus", memory_mib: "set-memory" };
+
+/** Saves the settings; each field the server refuses is marked (aria-invalid) and the first focused. */
+async function saveSettings(body) {
+  const inputs = Object.values(SETTINGS_INPUTS).map((id) => document.getElementById(id));
+  for (const control of inputs) control.removeAttribute("aria-invalid");
+  if (await patchVm(ui.settingsStatus, t("details.save_settings_of", { name: vm.name }), body)) return;
+  const refused = (lastRefusal instanceof ApiError ? lastRefusal.fields : [])
+    .map((refusal) => document.getElementById(SETTINGS_INPUTS[refusal.field]))
+    .filter(Boolean);
+  for (const control of refused) control.setAttribute("aria-invalid", "true");
+  if (refused.length && !refused[0].disabled) refused[0].focus();
+}
+
 function wireForms() {
   ui.mediaInsert.addEventListener("click", () => {
     if (!ui.isoSelect.value) {
@@ -579,7 +600,7 @@ function wireForms() {
       return;
     }
     settingsShownFor = null;
-    patchVm(ui.settingsStatus, t("details.save_settings_of", { name: vm.name }), body);
+    saveSettings(body);
   });
   ui.resizeCancel.addEventListener("click", () => ui.resize.close("cancel"));
   ui.resize.addEventListener("close", async () => {
