@@ -191,6 +191,7 @@ def test_a_refused_name_is_said_plainly_and_a_later_attempt_clears_the_earlier_e
     field = page.locator("#upload-name-error")
     expect(field).to_have_text("'a/b.iso' is not a file name inside the ISO directory")
     expect(page.locator("#upload-result .error-box")).to_be_visible()
+    expect(page.locator("#upload-name")).to_be_focused()  # disabled during the upload, it lost the focus
     page.fill("#upload-name", "installer.iso")  # taken: the page says so itself
     page.click("#upload-start")
     expect(field).to_contain_text("installer.iso")

@@ -81,10 +81,15 @@ def test_admin_creates_changes_disables_unlocks_and_deletes_a_user(
     page.goto(f"{server.base_url}/users")
     expect(page.locator("#users-admin")).to_be_visible()
 
-    page.fill("#new-name", name)
+    # A name only the server refuses and a short password: both told at once (the name's refusal came on the
+    # submit after the password's), the focus back on the first (not on <body>, the button being disabled).
+    page.fill("#new-name", f" {name}")
     page.fill("#new-password", "short")
     page.click("#create-submit")
-    expect(page.locator("#new-password-error")).to_have_text("At least 8 characters.")
+    expect(page.locator("#new-password-error")).to_have_text("must be at least 8 characters")
+    expect(page.locator("#new-name-error")).to_contain_text("white space")
+    expect(page.locator("#new-name")).to_be_focused()
+    page.fill("#new-name", name)
     page.fill("#new-password", PASSWORD)
     page.click("#create-submit")
     row = user_row(page, name)

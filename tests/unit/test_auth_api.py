@@ -318,6 +318,11 @@ async def test_only_admins_manage_users(world: World) -> None:
     assert (await world.client.get("/api/me")).json()["name"] == NASTY
     assert_error(await world.client.put("/api/users/nobody/role", json={"role": "user"}, headers=admin),
                  404, "USER_NOT_FOUND")
+    # A bad name and a short password: both named at once (the password was said after the name was right).
+    both = assert_error(await world.client.post("/api/users", json={"name": " lead", "password": "short"},
+                                                headers=admin), 422, "VALIDATION_ERROR")
+    assert [entry["field"] for entry in both["fields"]] == ["name", "password"], both
+    assert " lead" not in [u["name"] for u in (await world.client.get("/api/users", headers=admin)).json()]
 
 
 async def test_the_last_admin_cannot_be_demoted_or_disabled(world: World) -> None:

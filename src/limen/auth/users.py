@@ -25,7 +25,7 @@ from limen.auth.principal_cache import PrincipalCache
 from limen.clock import Clock, utc_now
 from limen.db import Database
 from limen.db.models import NAME_MAX, ApiToken, BrowserSession, Role, User
-from limen.errors import ErrorCode, LimenError, Rule, ValidationFailed, rule
+from limen.errors import ErrorCode, LimenError, Refusals, Rule, ValidationFailed, rule
 
 T = TypeVar("T")
 
@@ -94,6 +94,18 @@ class AccountDisabled(AccountNotUsable):
         super().__init__(ErrorCode.ACCOUNT_DISABLED, f"the account {name!r} is disabled")
 
 
+
+def _checked_name_and_password(name: str, password: str) -> str:
+    """The cleaned name; VALIDATION_ERROR naming the name and the password at once when both are wrong."""
+    refusals = Refusals()
+    cleaned = name
+    with refusals.check():
+        cleaned = clean_user_name(name)
+    with refusals.check():
+        validate_password(password)
+    refusals.raise_any()
+    return cleaned
+
 class Users:
     """The user directory. Every method is async; database and hashing work run in worker threads."""
 
@@ -112,15 +124,13 @@ class Users:
 
     async def create(self, name: str, password: str, role: Role = Role.USER, *, approved: bool = True) -> UserInfo:
         """``approved`` False: a self-registered account that cannot sign in until an administrator approves it."""
-        name = clean_user_name(name)
-        validate_password(password)
+        name = _checked_name_and_password(name, password)
         password_hash = await anyio.to_thread.run_sync(self.passwords.hash, password)
         return await self.db.run(lambda session: self._insert(session, name, password_hash, role, approved))
 
     def create_sync(self, name: str, password: str, role: Role = Role.USER) -> UserInfo:
         """For the command line, which has no event loop."""
-        name = clean_user_name(name)
-        validate_password(password)
+        name = _checked_name_and_password(name, password)
         password_hash = self.passwords.hash(password)
         return self.db.run_sync(lambda session: self._insert(session, name, password_hash, role))
 

@@ -188,8 +188,11 @@ function finish(status, text) {
     details: `POST /api/isos?name=${done.name}: ${(text || "no answer").slice(0, 300)}`,
     message: t("isos.check_limen"),
   };
-  if (error.code === "VALIDATION_ERROR" && error.field === "name") showNameError(fieldErrorText(error, "name"));
   ui.result.replaceChildren(problem(error));
+  if (error.code === "VALIDATION_ERROR" && error.field === "name") {
+    showNameError(fieldErrorText(error, "name"));
+    ui.name.focus(); // it was disabled during the upload: the focus had fallen to <body>
+  }
 }
 
 // A sentence with the ISO's name in bold: the catalogue's text is split where the name goes (its place
@@ -237,6 +240,7 @@ function onSubmit(event) {
   const name = ui.name.value.trim() || file.name;
   if (isos.some((iso) => iso.name === name)) {
     showNameError(t("isos.name_taken", { name }));
+    ui.name.focus();
     return;
   }
   if (file.size === 0) { // the server refuses it too, as INVALID_REQUEST whose advice is the API docs

@@ -172,6 +172,8 @@ function wireCreate() {
       }
     } finally {
       ui.create.disabled = false;
+      // The button was disabled during the request (the focus fell to <body>): back to the refused field.
+      if (ui.name.getAttribute("aria-invalid") === "true") ui.name.focus();
     }
   });
   ui.copy.addEventListener("click", copySecret);

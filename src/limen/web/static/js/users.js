@@ -9,7 +9,7 @@ import { api, ApiError } from "./api.js";
 import { errorBox, h, placeOf, returnToPlace, spinner } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { quotaBody, quotaFields } from "./user-quota.js";
-import { fieldErrorText, formatDateTime, t } from "./i18n.js";
+import { fieldErrorText, formatDateTime, refusalText, t } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -360,16 +360,8 @@ function wireCreate() {
     fieldError(ui.password, ui.passwordError, "");
     ui.createResult.replaceChildren();
     const name = ui.name.value;
-    if (!name.trim()) {
-      fieldError(ui.name, ui.nameError, t("users.name_missing"));
-      ui.name.focus();
-      return;
-    }
-    if (ui.password.value.length < 8) {
-      fieldError(ui.password, ui.passwordError, t("password.min_hint"));
-      ui.password.focus();
-      return;
-    }
+    // The server checks both fields and names each it refuses (checked here, the password's length was said
+    // only once the name was right, and a name only the server refuses on the submit after).
     ui.createSubmit.disabled = true;
     ui.createResult.replaceChildren(h("div", { class: "row-status" }, spinner(), t("common.creating")));
     try {
@@ -383,16 +375,21 @@ function wireCreate() {
     } catch (exc) {
       ui.createResult.replaceChildren();
       const box = asBox(exc, t("users.creating"));
-      const field = exc instanceof ApiError ? String(exc.field || "") : "";
-      if (field.includes("password")) {
-        fieldError(ui.password, ui.passwordError, aboutField(exc));
-      } else if (field.includes("name") || (exc instanceof ApiError && exc.code === "USER_ALREADY_EXISTS")) {
+      // Every field refused (VALIDATION_ERROR's `fields`), or the name a taken one names.
+      for (const refusal of exc instanceof ApiError ? exc.fields : []) {
+        if (refusal.field.includes("password")) fieldError(ui.password, ui.passwordError, refusalText(refusal));
+        else if (refusal.field.includes("name")) fieldError(ui.name, ui.nameError, refusalText(refusal));
+      }
+      if (exc instanceof ApiError && exc.code === "USER_ALREADY_EXISTS") {
         fieldError(ui.name, ui.nameError, aboutField(exc));
-      } else {
+      }
+      if (![ui.name, ui.password].some((input) => input.getAttribute("aria-invalid") === "true")) {
         ui.createResult.replaceChildren(errorBox(box, { extraClass: "notice error" }));
       }
     } finally {
       ui.createSubmit.disabled = false;
+      // The button was disabled during the request (the focus fell to <body>): back to the first refused field.
+      [ui.name, ui.password].find((input) => input.getAttribute("aria-invalid") === "true")?.focus();
     }
   });
 }
