@@ -36,6 +36,7 @@ from limen.db.database import SQLITE_COMPANIONS, Database, known_revisions
 from limen.db.models import LimenInstance
 from limen.instances import EVER, InstanceInfo, process_gone, this_process, why_gone
 from limen.settings import Settings
+from limen.url_redaction import redacted_url
 
 T = TypeVar("T")
 BACKUP_FORMAT = 1
@@ -96,7 +97,7 @@ def sqlite_file(settings: Settings) -> Path:
     url = make_url(settings.db_url)
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         raise BackupError(f"limen backup copies SQLite and PostgreSQL databases; "
-                          f"{url.render_as_string(hide_password=True)} is neither")
+                          f"{redacted_url(settings.db_url)} is neither")
     return Path(url.database)
 
 
@@ -111,7 +112,7 @@ def database_kind(settings: Settings) -> str:
 def database_label(settings: Settings) -> str:
     """The database as messages name it: the SQLite file, or the URL without its password."""
     if database_kind(settings) == POSTGRESQL:
-        return make_url(settings.db_url).render_as_string(hide_password=True)
+        return redacted_url(settings.db_url)
     return str(sqlite_file(settings))
 
 

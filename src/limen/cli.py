@@ -48,6 +48,7 @@ from limen.hypervisor.connection import calls_under_way
 from limen.i18n import display_width, pad
 from limen.private_files import private_dir
 from limen.settings import Settings
+from limen.url_redaction import redacted_url
 
 T = TypeVar("T")
 
@@ -186,7 +187,6 @@ def serve(
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert [LIMEN_TLS_KEY]")] = None,
 ) -> None:
     """Serve the web UI, the REST API and the console WebSocket."""
-    from sqlalchemy.engine import make_url
 
     from limen.api.app import create_app
     from limen.logs import configure_logging
@@ -211,7 +211,7 @@ def serve(
         raise
     if problem is not None:
         listener.close()
-        typer.echo(say("cli.serve.no_database", url=make_url(settings.db_url).render_as_string(hide_password=True),
+        typer.echo(say("cli.serve.no_database", url=redacted_url(settings.db_url),
                        reason=problem), err=True)
         raise typer.Exit(1)
     if settings.redis_url:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from pydantic import SecretStr
@@ -18,24 +17,12 @@ from pydantic import SecretStr
 from limen.cli_output import say, table
 from limen.cli_state import cli_state
 from limen.settings import Settings, SettingsError, SettingSource, check_settings_file, setting_sources
+from limen.url_redaction import MASK, redacted_url
 
 config_app = typer.Typer(help="See and check limen's settings.", no_args_is_help=True)
 
-MASK = "***"
 # Settings whose names say they hold a secret, whatever their type.
 _SECRET_WORDS = ("password", "secret", "token")
-
-
-def _without_credentials(url: str) -> str:
-    """``scheme://***@host/...`` when the URL carries a user or password; else the URL as it is."""
-    try:
-        parts = urlsplit(url)
-        has_credentials = bool(parts.username or parts.password)
-    except ValueError:  # not a URL after all; a settings value that fails to parse is shown whole
-        return url
-    if not has_credentials:
-        return url
-    return urlunsplit(parts._replace(netloc=f"{MASK}@{parts.netloc.rpartition('@')[2]}"))
 
 
 def shown_value(name: str, value: Any) -> Any:
@@ -49,7 +36,7 @@ def shown_value(name: str, value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)
     if isinstance(value, str) and "://" in value:
-        return _without_credentials(value)
+        return redacted_url(value)
     return value
 
 

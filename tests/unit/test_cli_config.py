@@ -49,13 +49,21 @@ def test_show_masks_secrets_and_credentials_in_urls(tmp_path: Path) -> None:
     code, out, err = invoke("--data-dir", str(tmp_path), "--json", "config", "show", env=env)
     assert code == 0, err
     shown = json.loads(out)
-    assert shown["database_url"] == {"value": "postgresql://***@db.example:5432/limen", "source": "env"}
-    assert shown["redis_url"]["value"] == "redis://***@cache.example:6379/0"
+    assert shown["database_url"] == {"value": "postgresql://limen:***@db.example:5432/limen", "source": "env"}
+    assert shown["redis_url"]["value"] == "redis://:***@cache.example:6379/0"
     assert shown["metrics_token"] == {"value": "***", "source": "env"}
     code, table, err = invoke("--data-dir", str(tmp_path), "config", "show", env=env)
     assert code == 0, err
     for secret in ("hunter2", "s3cret", "t0ken-value"):
         assert secret not in out and secret not in table
+    # libpq and redis-py take the password in the query too: it was shown in clear.
+    in_query = {"LIMEN_DATABASE_URL": "postgresql://db.example/limen?sslmode=require&password=hunter2",
+                "LIMEN_REDIS_URL": "redis://cache.example:6379/0?password=s3cret&db=1"}
+    code, out, err = invoke("--data-dir", str(tmp_path), "--json", "config", "show", env=in_query)
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["database_url"]["value"] == "postgresql://db.example/limen?sslmode=require&password=***"
+    assert shown["redis_url"]["value"] == "redis://cache.example:6379/0?password=***&db=1"
     assert "libvirt_uri" in table and "metrics_token" in table
 
 

@@ -28,6 +28,7 @@ from sqlalchemy.sql.expression import Executable
 
 from limen.errors import ErrorCode, LimenError
 from limen.private_files import Tightened, create_private_file, private_dir, private_file
+from limen.url_redaction import redacted_url
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -114,7 +115,7 @@ class Database:
     @property
     def redacted_url(self) -> str:
         """The URL without its password, for logs and messages."""
-        return self.url.render_as_string(hide_password=True)
+        return redacted_url(self.url.render_as_string(hide_password=False))
 
     def migrate(self, revision: str = "head") -> None:
         """Brings the schema to the newest revision (Alembic ``upgrade head``; tests walk older ``revision``s
