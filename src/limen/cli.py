@@ -10,6 +10,7 @@ import asyncio
 import errno
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -468,12 +469,20 @@ def vm_finish_install(
     _print_vm(state, VmOut.of(edited.vm))
 
 
+def _seconds_above_zero(value: float) -> float:
+    """A usage error (exit 2) for 0, a negative number, NaN or infinity: -1 skipped every check and exited 1."""
+    if not math.isfinite(value) or value <= 0:
+        raise typer.BadParameter(f"{value} is not a number of seconds above 0")
+    return value
+
+
 @app.command()
 def doctor(
     ctx: typer.Context,
     vm_id: Annotated[str | None, typer.Argument(help="UUID or name; without it, check the host")] = None,
     server: Annotated[str | None, typer.Option(help="URL of the running limen server")] = None,
-    timeout: Annotated[float, typer.Option(help="Bound on the whole run, seconds")] = 60.0,
+    timeout: Annotated[float, typer.Option(
+        help="Bound on the whole run, seconds", callback=_seconds_above_zero)] = 60.0,
     token: Annotated[str | None, typer.Option(
         envvar="LIMEN_TOKEN", show_envvar=True,
         help="API token; the console check asks the server for a console ticket with it",

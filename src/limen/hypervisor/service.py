@@ -251,12 +251,15 @@ class Hypervisor:
         self.hosts.observers.append(self.console_cache.call_ended)
         self.hosts.availability_listeners.append(self.console_cache.forget_all)
 
-    async def open(self, *, require_connection: bool = False) -> None:
+    async def open(self, *, require_connection: bool = False, connect: bool = True) -> None:
         """Starts libvirt's event thread and connects. Does not fail if libvirt is down, unless
         ``require_connection`` (a command that needs libvirt now: a host that does not answer then costs it
-        one timeout, not one for each call it would make)."""
+        one timeout, not one for each call it would make). ``connect`` False leaves connecting to the first
+        call (``limen doctor``, whose checks connect within its own deadline)."""
         ensure_event_thread()
         self.hosts.start()
+        if not connect:
+            return
         try:
             await self.hosts.default.connection.call("connect", lambda conn: None)
         except LimenError:
