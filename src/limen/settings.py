@@ -419,7 +419,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     def describe(error: dict[str, Any]) -> str:
         # A key the file set (or one it has that limen does not know) is named as the file writes it: its
         # LIMEN_ variable would send the reader looking for something they never set.
-        key = str(error["loc"][0]) if error["loc"] else ""
+        # The file's keys are matched without regard to case, as pydantic-settings reads them ("LIMEN_PORT"
+        # in the file was reported as the variable LIMEN_LIMEN_PORT, which nobody set).
+        key = str(error["loc"][0]).lower() if error["loc"] else ""
         if key in in_file and sources.get(key, "file") == "file":
             return f"{config_file}: {_describe_file_key(error)}"
         return _describe(error)
@@ -456,7 +458,11 @@ def _build(settings_cls: type[Settings], config_file: Path | None, given: dict[s
 
 def _describe_file_key(error: dict[str, Any]) -> str:
     field = ".".join(str(part) for part in error["loc"]) or "(config)"
-    return f"{field}: {error['msg']}"
+    said = f"{field}: {error['msg']}"
+    setting = field.lower().removeprefix("limen_")
+    if error.get("type") == "extra_forbidden" and setting != field.lower() and setting in Settings.model_fields:
+        said += f" (the file names settings without LIMEN_: {setting} = …)"
+    return said
 
 
 def setting_sources(config_file: Path | None = None, **overrides: Any) -> dict[str, SettingSource]:

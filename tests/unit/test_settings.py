@@ -68,6 +68,15 @@ def test_a_bad_key_of_the_file_is_named_as_the_file_writes_it(tmp_path: Path, mo
     monkeypatch.setenv("LIMEN_PORT", "0")  # the variable is stronger than the file: it is the one named
     with pytest.raises(SettingsError, match=r"LIMEN_PORT \(port\)"):
         load_settings(config)
+    monkeypatch.delenv("LIMEN_PORT")
+    # Keys in capitals are the file's too: 'LIMEN_LIMEN_PORT (LIMEN_PORT)' named a variable nobody set.
+    config.write_text('LIMEN_PORT = 9000\nLog_Levl = "info"\n')
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config)
+    said = str(caught.value)
+    assert f"{config}: LIMEN_PORT: Extra inputs are not permitted (the file names settings without LIMEN_: " \
+        "port = …)" in said, said
+    assert f"{config}: Log_Levl: Extra inputs are not permitted" in said and "LIMEN_LIMEN" not in said, said
 
 
 def test_malformed_or_missing_file(tmp_path: Path) -> None:
