@@ -212,8 +212,9 @@ def serve(
         raise
     if problem is not None:
         listener.close()
-        typer.echo(say("cli.serve.no_database", url=redacted_url(settings.db_url),
-                       reason=problem), err=True)
+        reason, fault = problem
+        typer.echo(say(f"cli.serve.no_database.{fault.value}", url=redacted_url(settings.db_url), reason=reason,
+                       data_dir=settings.data_dir), err=True)
         raise typer.Exit(1)
     if settings.redis_url:
         # A Redis that does not answer: said as the command line says errors, not as the application's

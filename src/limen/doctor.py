@@ -453,7 +453,7 @@ async def check_disk_space(ctx: Context) -> Said:
 
 
 async def check_database(ctx: Context) -> Said:
-    from limen.db.database import Database
+    from limen.db.database import Database, DatabaseFault, database_fault
 
     database: Database | None = None
     try:
@@ -466,9 +466,13 @@ async def check_database(ctx: Context) -> Said:
         raise CheckFailed(said("db_no_answer", seconds=f"{ctx.settings.libvirt_timeout:g}"),
                           said("fix.db_down")) from None
     except Exception as exc:  # any driver error: the database cannot be used
-        server = database is not None and database.url.get_backend_name() == "postgresql"
-        raise CheckFailed(as_it_came(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"),
-                          said("fix.db_postgresql" if server else "fix.db_url")) from None
+        fault = database_fault(ctx.settings.db_url, ctx.settings.data_dir, exc)
+        server = ctx.settings.db_url.startswith("postgresql")
+        fix = {DatabaseFault.DRIVER_MISSING: said("fix.db_driver"),
+               DatabaseFault.DATA_DIR: said("fix.db_data_dir", path=str(ctx.settings.data_dir))}.get(
+                   fault, said("fix.db_postgresql" if server else "fix.db_url"))
+        raise CheckFailed(as_it_came(f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"),
+                          fix) from None
     finally:
         if database is not None:
             database.close()

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from limen.api.services import services_of
 from limen.collector import tune_collector
 from limen.console.ws_protocol import CLOSE_GRACE, BoundedCloseWebSocketProtocol, uvicorn_ws_options
-from limen.db.database import Database
+from limen.db.database import Database, DatabaseFault, database_fault
 from limen.errors import LimenError
 from limen.http_protocol import uvicorn_http_options
 from limen.settings import Settings
@@ -132,10 +132,10 @@ def open_listener(settings: Settings) -> socket.socket:
     return listener
 
 
-def database_problem(settings: Settings, timeout: float) -> str | None:
-    """Why the database does not answer ``SELECT 1`` within ``timeout`` seconds, or None; a database of a
-    newer limen raises its LimenError (DATABASE_SCHEMA_NEWER). Asked in a thread of its own that is left
-    behind if it hangs (a host that drops packets): the start says so and ends."""
+def database_problem(settings: Settings, timeout: float) -> tuple[str, DatabaseFault] | None:
+    """Why the database does not answer ``SELECT 1`` within ``timeout`` seconds, and whose fault it is, or
+    None; a database of a newer limen raises its LimenError (DATABASE_SCHEMA_NEWER). Asked in a thread of its
+    own that is left behind if it hangs (a host that drops packets): the start says so and ends."""
     outcome: list[BaseException | None] = []
 
     def probe() -> None:
@@ -155,14 +155,15 @@ def database_problem(settings: Settings, timeout: float) -> str | None:
     thread.start()
     thread.join(timeout)
     if not outcome:
-        return f"no answer within {timeout:g} s"
+        return f"no answer within {timeout:g} s", DatabaseFault.DATABASE
     failure = outcome[0]
     if failure is None:
         return None
     if isinstance(failure, LimenError):
         raise failure
     first_line = (str(failure).strip().splitlines() or [""])[0]
-    return f"{type(failure).__name__}: {first_line}"[:300]
+    return (f"{type(failure).__name__}: {first_line}"[:300],
+            database_fault(settings.db_url, settings.data_dir, failure))
 
 
 def serve(app: FastAPI, settings: Settings, *, listener: socket.socket | None = None,

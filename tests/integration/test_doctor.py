@@ -227,6 +227,15 @@ def test_cli_host_checks_json_and_exit_codes(tmp_path: Path) -> None:
     assert "LIMEN_DATABASE_URL" in failing[0]["fix"]
     # The fix fits the database: a PostgreSQL one was told about SQLite's directory.
     assert ("PostgreSQL runs" in failing[0]["fix"]) == on_postgresql(), failing[0]["fix"]
+    # limen's own SQLite file under a data directory that is a file: the data directory is to fix, not
+    # LIMEN_DATABASE_URL, which nobody set; a driver that is not installed: installing it.
+    for fault, fix in (({"LIMEN_DATA_DIR": str(not_a_dir / "data")}, f"check LIMEN_DATA_DIR ({not_a_dir / 'data'})"),
+                       ({"LIMEN_DATABASE_URL": "postgresql+pg8000://db.invalid/l"}, 'pip install "limen[postgresql]"')):
+        environment = {**{key: value for key, value in env.items() if key != "LIMEN_DATABASE_URL"}, **fault}
+        said = subprocess.run([LIMEN, "--json", "doctor"], env=environment, capture_output=True, text=True,
+                              timeout=60, check=False)
+        checks = {check["name"]: check for check in json.loads(said.stdout)["checks"]}
+        assert checks["database"]["outcome"] == "fail" and fix in checks["database"]["fix"], checks["database"]
 
     broken = subprocess.run(
         [LIMEN, "doctor", "--timeout", "10"],

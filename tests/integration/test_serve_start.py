@@ -45,7 +45,18 @@ def test_a_start_that_cannot_happen_says_why_in_one_line(tmp_path: Path) -> None
     assert no_database.returncode == 1, no_database.stderr
     assert "does not answer" in no_database.stderr and "secret" not in no_database.stderr
 
-    for done in (in_use, not_here, no_database):
+    # What is not the database's fault is not blamed on LIMEN_DATABASE_URL: a driver that is not installed,
+    # and a data directory where limen cannot keep its SQLite file.
+    no_driver = serve(tmp_path, "--port", str(free_port()), LIMEN_DATABASE_URL="postgresql+pg8000://db.invalid/l")
+    assert no_driver.returncode == 1 and "needs a driver that is not installed" in no_driver.stderr, no_driver.stderr
+    assert 'pip install "limen[postgresql]"' in no_driver.stderr
+    plain = tmp_path / "a-file"
+    plain.write_text("")
+    no_data_dir = serve(tmp_path, "--port", str(free_port()), LIMEN_DATA_DIR=str(plain / "data"))
+    assert no_data_dir.returncode == 1, no_data_dir.stderr
+    assert f"Check LIMEN_DATA_DIR ({plain / 'data'})" in no_data_dir.stderr, no_data_dir.stderr
+
+    for done in (in_use, not_here, no_database, no_driver, no_data_dir):
         assert "serving on" not in done.stderr and "Traceback" not in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 

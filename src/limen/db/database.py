@@ -16,6 +16,7 @@ import functools
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -96,6 +97,24 @@ def database_unavailable(exc: BaseException) -> LimenError | None:
         return LimenError(ErrorCode.DATABASE_UNAVAILABLE,
                           f"the database did not answer ({type(exc.orig or exc).__name__})")
     return None
+
+class DatabaseFault(StrEnum):
+    """Whose the fault is when the database cannot be opened: what a message should ask the user to fix."""
+
+    DRIVER_MISSING = "driver_missing"  # the URL's driver is not installed (psycopg: limen[postgresql])
+    DATA_DIR = "data_dir"  # the SQLite file limen keeps under LIMEN_DATA_DIR cannot be opened or written
+    DATABASE = "database"  # the database LIMEN_DATABASE_URL names refuses or does not answer
+
+
+def database_fault(url: str, data_dir: Path, exc: BaseException) -> DatabaseFault:
+    """Which setting to blame for ``exc``, raised opening the database of ``url``: a missing driver is not the
+    URL's fault, nor is an unusable data directory when the URL is the one limen derives from it."""
+    if isinstance(exc, ModuleNotFoundError):
+        return DatabaseFault.DRIVER_MISSING
+    if url == f"sqlite:///{data_dir / 'limen.db'}":
+        return DatabaseFault.DATA_DIR
+    return DatabaseFault.DATABASE
+
 
 class Database:
     """Owns the engine. Call :meth:`migrate` (or ``await migrate_async()``) once before anything else."""
