@@ -530,3 +530,58 @@ def test_an_iso_a_snapshot_keeps_is_held_and_a_revert_without_it_leaves_the_vm_a
     missing = assert_error(api.post(f"/api/vms/{name}/snapshots/with-cd/revert"), 409, "SNAPSHOT_ISO_MISSING")
     assert iso in missing["details"]
     assert api.get(f"/api/vms/{name}").json()["state"] == "running"  # left alone
+
+
+def _user_with_token(api: httpx.Client, name: str, **quota: int) -> dict[str, str]:
+    made = api.post("/api/users", json={"name": name, "password": "long enough password"})
+    assert made.status_code == 201, made.text
+    if quota:
+        assert api.put(f"/api/users/{name}/quota", json=quota).status_code == 200
+    token = api.post("/api/tokens", json={"name": "revert", "user": name})
+    assert token.status_code == 201, token.text
+    return {"Authorization": f"Bearer {token.json()['secret']}"}
+
+
+def test_a_revert_keeps_the_vms_owner_of_now(api: httpx.Client, vm_names: Callable[[], str]) -> None:
+    """The snapshot's saved definition held the owner of its moment: a VM given to bob went back to alice on
+    bob's own revert (bob then lost it), and a deleted user's VM went back to their name."""
+    name, alice, bob = vm_names(), f"alice{uuid.uuid4().hex[:6]}", f"bob{uuid.uuid4().hex[:6]}"
+    _create(api, name, disk_gib=1)
+    _user_with_token(api, alice)
+    bob_headers = _user_with_token(api, bob)
+    assert api.put(f"/api/vms/{name}/owner", json={"owner": alice}).status_code == 200
+    _snapshot(api, name, "alices")
+    assert api.put(f"/api/vms/{name}/owner", json={"owner": bob}).status_code == 200
+    reverted = api.post(f"/api/vms/{name}/snapshots/alices/revert", headers=bob_headers)
+    assert reverted.status_code == 200, reverted.text
+    assert api.get(f"/api/vms/{name}").json()["owner"] == bob
+    assert api.get(f"/api/vms/{name}", headers=bob_headers).status_code == 200
+    # Its owner deleted (the VM becomes unowned), an administrator's revert does not give it back to the name.
+    assert api.delete(f"/api/users/{bob}").status_code == 200
+    assert api.get(f"/api/vms/{name}").json()["owner"] is None
+    assert api.post(f"/api/vms/{name}/snapshots/alices/revert").status_code == 200
+    assert api.get(f"/api/vms/{name}").json()["owner"] is None
+
+
+def test_a_revert_that_leaves_the_vm_running_is_held_to_the_quota(
+    api: httpx.Client, vm_names: Callable[[], str]
+) -> None:
+    """A snapshot of a running VM resumes it: bob, at his vCPU limit, ran one more VM by reverting to one."""
+    running, other = vm_names(), vm_names()
+    bob = f"bob{uuid.uuid4().hex[:6]}"
+    headers = _user_with_token(api, bob, vcpus=1, memory_mib=256)
+    for name in (running, other):
+        _create(api, name, disk_gib=1)
+        assert api.put(f"/api/vms/{name}/owner", json={"owner": bob}).status_code == 200
+    assert api.post(f"/api/vms/{running}/start", headers=headers).status_code == 200
+    snapshot = _snapshot(api, running, "live")
+    assert api.get(f"/api/vms/{running}/snapshots").json()[0]["with_memory"], snapshot
+    assert api.post(f"/api/vms/{running}/stop", params={"force": "true"}).status_code == 200
+    assert api.post(f"/api/vms/{other}/start", headers=headers).status_code == 200  # bob's one vCPU in use
+    refused = api.post(f"/api/vms/{running}/snapshots/live/revert", headers=headers)
+    assert refused.status_code == 409 and refused.json()["code"] == "QUOTA_EXCEEDED", refused.text
+    assert api.get(f"/api/vms/{running}").json()["state"] == "stopped"
+    assert api.post(f"/api/vms/{other}/stop", params={"force": "true"}).status_code == 200
+    resumed = api.post(f"/api/vms/{running}/snapshots/live/revert", headers=headers)
+    assert resumed.status_code == 200, resumed.text
+    assert api.get(f"/api/vms/{running}").json()["state"] == "running"

@@ -37,7 +37,7 @@ LIBVIRT_SNAPSHOT = """<domainsnapshot>
   <creationTime>1796120816</creationTime>
   <memory snapshot='internal'/>
   <disks><disk name='vda' snapshot='internal'/><disk name='hdc' snapshot='no'/></disks>
-  <domain type='qemu'><name>web</name></domain>
+  <domain type='qemu'><name>web</name><memory unit='KiB'>131072</memory><vcpu>2</vcpu></domain>
 </domainsnapshot>"""
 
 
@@ -45,7 +45,7 @@ def test_a_snapshot_as_libvirt_describes_it() -> None:
     snap = parse_snapshot_xml(LIBVIRT_SNAPSHOT, current=True)
     assert snap == SnapshotInfo(name="at-prompt", description="grub> echo before", parent="base",
                                 created_at=datetime.fromtimestamp(1796120816, UTC), vm_state="running",
-                                with_memory=True, current=True)
+                                with_memory=True, current=True, vcpus=2, memory_mib=128)
 
 
 def test_a_stopped_vms_snapshot_has_no_memory_and_a_root_no_parent() -> None:

@@ -26,6 +26,7 @@ from limen.auth.users import lookup_user
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.models import DiskDevice, Vm
+from limen.hypervisor.snapshots import SnapshotInfo
 from limen.quota import Footprint, Limits, QuotaLedger, QuotaReport
 from limen.quota.ledger import owner_limited
 from limen.quota.limits import GIB
@@ -147,6 +148,21 @@ def quota_for_edit(quota: QuotaLedger, hypervisor: Hypervisor, principal: Princi
     change = replace(Footprint.of_vm(vm), vcpus=vcpus or vm.vcpus, memory_mib=memory_mib or vm.memory_mib)
     return quota.reserving(change, hypervisor.list_vms, must_fit_alone=True,
                            owner_limited=owner_limited(principal, vm.owner))
+
+
+def quota_for_revert(quota: QuotaLedger, hypervisor: Hypervisor, principal: Principal, vm: Vm,
+                     snapshot: SnapshotInfo) -> contextlib.AbstractAsyncContextManager[None]:
+    """A snapshot with a running VM's memory leaves the VM running with the snapshot's vCPUs and memory: a
+    stopped VM's revert counts as a start (it started the VM past its owner's quota), a running one's as an
+    edit of its running figures. A stopped snapshot's revert runs nothing."""
+    if not snapshot.with_memory:
+        return contextlib.nullcontext()
+    footprint = replace(Footprint.of_vm(vm), vcpus=snapshot.vcpus or vm.vcpus,
+                        memory_mib=snapshot.memory_mib or vm.memory_mib)
+    limited = owner_limited(principal, vm.owner)
+    if vm.is_active:
+        return quota.reserving(footprint, hypervisor.list_vms, must_fit_alone=True, owner_limited=limited)
+    return quota.reserving(footprint.started(), hypervisor.list_vms, owner_limited=limited)
 
 
 def quota_for_disk_growth(quota: QuotaLedger, hypervisor: Hypervisor, principal: Principal, vm: Vm, *,

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from limen.api.deps import AccessDep, AccessibleVm, CurrentUser, HypervisorDep
 from limen.api.operations import OperationOut, refuse_busy_vm
+from limen.api.quota import QuotaDep, quota_for_revert
 from limen.api.schemas import ErrorBody, SnapshotOut
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor
@@ -27,6 +28,7 @@ from limen.hypervisor.snapshots import (
     DESCRIPTION_MAX,
     check_can_take,
     delete_snapshot,
+    find_snapshot,
     list_snapshots,
     revert_snapshot,
     take_snapshot,
@@ -122,13 +124,18 @@ async def _take(hypervisor: Hypervisor, operation: Operation, body: SnapshotIn) 
     dependencies=[refuse_busy_vm("revert")])
 async def post_revert(
     name: str, vm: AccessibleVm, principal: CurrentUser, access: AccessDep, hypervisor: HypervisorDep,
+    quota: QuotaDep,
 ) -> SnapshotOut:
     """Bring the VM back to the snapshot ``name``: its disks, and for a snapshot of a running VM its memory
     (the VM runs on from that moment; a snapshot of a stopped VM leaves it stopped). What the VM did
-    since the snapshot is lost, unless another snapshot holds it."""
+    since the snapshot is lost, unless another snapshot holds it. A revert that leaves the VM running is
+    checked against the quota on running vCPUs and memory as a start is (QUOTA_EXCEEDED). The VM keeps its
+    owner of now, not the snapshot's."""
     async with access.audit.recording(principal.name, "revert", vm.name, vm_uuid=vm.uuid, details=name[:80]):
         hypervisor.operations.check_idle(vm.uuid, vm.name, ErrorCode.SNAPSHOT_IN_PROGRESS)
-        snap = await revert_snapshot(hypervisor, vm.uuid, name)
+        target = await find_snapshot(hypervisor, vm.uuid, name)
+        async with quota_for_revert(quota, hypervisor, principal, vm, target):
+            snap = await revert_snapshot(hypervisor, vm.uuid, name)
     await hypervisor.announce(vm.uuid, VmEventType.SNAPSHOTS_CHANGED)  # "current" moved; state events follow
     log.info("VM reverted to a snapshot", extra={"event": "vm_snapshot_revert", "vm_uuid": vm.uuid,
                                                  "vm_name": vm.name, "snapshot": name, "user": principal.name})

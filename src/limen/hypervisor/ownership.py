@@ -18,13 +18,23 @@ async def set_owner(hypervisor: Hypervisor, ident: str, owner: str | None) -> Vm
     def run(conn: libvirt.virConnect) -> Vm:
         dom = _lookup(conn, ident)
         parsed = parse_domain_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-        created = parsed.created_at.isoformat() if parsed.created_at else None
-        flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
-        if dom.isActive():
-            flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
-        dom.setMetadata(
-            libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata_xml(created, owner), METADATA_PREFIX, METADATA_NS, flags
-        )
+        write_owner(dom, parsed.created_at.isoformat() if parsed.created_at else None, owner)
         return hypervisor._snapshot(dom)
 
     return await hypervisor.connection.call("set_owner", run, subject=ident)
+
+
+def owner_facts(dom: libvirt.virDomain) -> tuple[str | None, str | None]:
+    """(creation time, owner) as the VM's persistent definition holds them now."""
+    parsed = parse_domain_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    return (parsed.created_at.isoformat() if parsed.created_at else None), parsed.owner
+
+
+def write_owner(dom: libvirt.virDomain, created_at: str | None, owner: str | None) -> None:
+    """Rewrites limen's <metadata> element in the persistent definition, and the live one when it runs."""
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    if dom.isActive():
+        flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+    dom.setMetadata(
+        libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata_xml(created_at, owner), METADATA_PREFIX, METADATA_NS, flags
+    )

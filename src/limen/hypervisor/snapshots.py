@@ -28,6 +28,7 @@ import libvirt
 from limen.errors import ErrorCode, LimenError, Rule, ValidationFailed, rule
 from limen.hypervisor.domain_xml import parse_domain_xml, snapshot_domain_xml
 from limen.hypervisor.models import DiskDevice
+from limen.hypervisor.ownership import owner_facts, write_owner
 from limen.hypervisor.service import Hypervisor, _lookup, check_name
 
 DESCRIPTION_MAX = 1000
@@ -46,6 +47,10 @@ class SnapshotInfo:
     vm_state: str  # the VM's state when it was taken, as libvirt says it: running, shutoff, paused, …
     with_memory: bool  # a running VM's memory is in it: a revert resumes the VM
     current: bool  # the snapshot the VM was last reverted to or taken from
+    # The VM's vCPUs and memory in the definition the snapshot keeps (what a revert runs it with); None when
+    # it keeps none.
+    vcpus: int | None = None
+    memory_mib: int | None = None
 
 
 def check_snapshot_name(name: str) -> None:
@@ -75,6 +80,8 @@ def parse_snapshot_xml(xml: str, *, current: bool = False) -> SnapshotInfo:
     root = ET.fromstring(xml)
     created = int(root.findtext("creationTime") or "0")
     memory = root.find("memory")
+    kept = snapshot_domain_xml(xml)
+    domain = parse_domain_xml(kept) if kept is not None else None
     return SnapshotInfo(
         name=root.findtext("name") or "",
         description=root.findtext("description") or "",
@@ -83,6 +90,8 @@ def parse_snapshot_xml(xml: str, *, current: bool = False) -> SnapshotInfo:
         vm_state=root.findtext("state") or "unknown",
         with_memory=memory is not None and memory.get("snapshot") == "internal",
         current=current,
+        vcpus=(domain.vcpus or None) if domain is not None else None,
+        memory_mib=(domain.memory_mib or None) if domain is not None else None,
     )
 
 
@@ -221,6 +230,12 @@ async def take_snapshot(hypervisor: Hypervisor, vm_uuid: str, name: str, descrip
     return await hypervisor.connection.call("take_snapshot", run, subject=f"{vm_uuid} {name}", timeout=TAKE_TIMEOUT)
 
 
+async def find_snapshot(hypervisor: Hypervisor, vm_uuid: str, name: str) -> SnapshotInfo:
+    """The snapshot ``name`` of the VM (SNAPSHOT_NOT_FOUND)."""
+    return await hypervisor.connection.call("find_snapshot", lambda conn: _info(_find(_lookup(conn, vm_uuid), name)),
+                                            subject=f"{vm_uuid} {name}")
+
+
 async def revert_snapshot(hypervisor: Hypervisor, vm_uuid: str, name: str) -> SnapshotInfo:
     """Brings the VM back to the snapshot: disks, and for a snapshot of a running VM its memory (the VM
     runs on from there); a snapshot of a stopped VM leaves it stopped."""
@@ -234,7 +249,12 @@ async def revert_snapshot(hypervisor: Hypervisor, vm_uuid: str, name: str) -> Sn
             raise LimenError(ErrorCode.SNAPSHOT_ISO_MISSING,
                              f"snapshot {name!r} has {', '.join(map(repr, missing))} in its CD-ROM, which the ISO "
                              "library no longer holds")
+        # The owner is limen's, not the guest's: a revert put back the one of the snapshot's moment (a VM given
+        # to another user went back to the first; a deleted user's VM went back to their name).
+        created_at, owner = owner_facts(dom)
         dom.revertToSnapshot(snap, 0)
+        if owner_facts(dom) != (created_at, owner):
+            write_owner(dom, created_at, owner)
         return _info(snap)
 
     return await hypervisor.connection.call("revert_snapshot", run, subject=f"{vm_uuid} {name}",
