@@ -373,6 +373,14 @@ class HypervisorUnavailable(LimenError):
         super().__init__(ErrorCode.HYPERVISOR_UNAVAILABLE, details)
 
 
+class NothingListens(LimenError):
+    """VNC_CONNECTION_FAILED because the connection was refused: nothing listens on the port, or not yet (the
+    QEMU of a VM another console started a moment ago, whose port is in its live XML before it listens)."""
+
+    def __init__(self, details: str) -> None:
+        super().__init__(ErrorCode.VNC_CONNECTION_FAILED, details)
+
+
 class CreateNotBegun(HypervisorUnavailable):
     """A create whose host did not answer before any of the create's work in libvirt began: nothing of it can
     be there, so there is nothing to look for (on a host that does not answer) or to undo."""

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from limen.console.handshake import (
+    CONNECT_RETRY_PAUSE,
     LIBVIRT_HUNG_SHARE,
     PORT_POLL_INTERVAL,
     Action,
@@ -40,7 +41,7 @@ from limen.console.handshake import (
     VncHandshake,
 )
 from limen.console.stage_table import StageList, StageSpec, VncStage
-from limen.errors import ErrorCode, LimenError
+from limen.errors import ErrorCode, LimenError, NothingListens
 from limen.hypervisor.models import Vm, VmState, VncEndpoint
 from limen.settings import Settings
 
@@ -122,6 +123,39 @@ def test_running_vm_gets_the_four_seed_status_frames_then_the_banner() -> None:
     assert actions[-1] == SendBinary(BANNER)
     assert m.stage == VncStage.PROXY
     assert m.remaining() is None  # the proxy stage has no deadline
+
+
+def test_a_refused_port_of_a_vm_still_starting_is_tried_again_then_said() -> None:
+    """Three consoles opened at once on a stopped VM: one started it, and the third found it running with its
+    port in the live XML before QEMU listened: VNC_CONNECTION_FAILED (refused) at once."""
+    m, clock = machine()
+    m.start()
+    clock.advance(0.010)
+    assert effect_of(m.receive(VmFound(RUNNING))) == ConnectVnc("127.0.0.1", 5901)
+    refused = NothingListens("cannot connect to 127.0.0.1:5901: Connection refused")
+    assert m.receive(EffectFailed(refused)) == [Pause(CONNECT_RETRY_PAUSE)]
+    clock.advance(CONNECT_RETRY_PAUSE)
+    assert m.receive(Paused()) == [ConnectVnc("127.0.0.1", 5901)]
+    assert m.stage == VncStage.CONNECT  # the same stage and deadline: no second status frame
+    assert effect_of(m.receive(VncConnected())) == ReadBanner("127.0.0.1:5901")
+
+    # A port that still refuses once half the connect deadline (4 s here) has gone is said as it is.
+    m, clock = machine()
+    m.start()
+    m.receive(VmFound(RUNNING))
+    tries = 1
+    while m.receive(EffectFailed(refused)) == [Pause(CONNECT_RETRY_PAUSE)]:
+        clock.advance(CONNECT_RETRY_PAUSE)
+        assert m.receive(Paused()) == [ConnectVnc("127.0.0.1", 5901)]
+        tries += 1
+    assert m.error is not None and m.error.code is ErrorCode.VNC_CONNECTION_FAILED
+    assert "refused" in m.error.details and 40 <= tries <= 41  # the first try, then one every 50 ms for 2 s
+    # Any other failure to connect (no route, reset) is not tried again.
+    m, clock = machine()
+    m.start()
+    m.receive(VmFound(RUNNING))
+    m.receive(EffectFailed(LimenError(ErrorCode.VNC_CONNECTION_FAILED, "No route to host")))
+    assert m.stage == VncHandshake.ENDED
 
 
 def test_the_vm_watch_opens_once_on_entering_get_port() -> None:

@@ -37,12 +37,16 @@ from typing import ClassVar, Final
 from limen.console import messages
 from limen.console.rfb import describe, is_banner
 from limen.console.stage_table import LIBVIRT_TIMEOUT_DETAIL, VNC_STAGES, StageList, VncStage
-from limen.errors import ErrorCode, LimenError
+from limen.errors import ErrorCode, LimenError, NothingListens
 from limen.hypervisor.models import LifecycleKind, Vm
 from limen.settings import Settings
 
 # How often the get_port stage asks libvirt again while no port is assigned.
 PORT_POLL_INTERVAL: Final = 0.1
+# A refused connection to a VM's VNC port is tried again this often during this share of the connect stage's
+# deadline (a QEMU still starting), then said (see VncHandshake._recovers).
+CONNECT_RETRY_PAUSE: Final = 0.05
+CONNECT_RETRY_SHARE: Final = 0.5
 # A timeout is libvirt's (the stage's libvirt_timeout_code) when the libvirt call pending at the deadline had
 # run for at least this share of the stage's limit. A poll's short call that the deadline happens to meet
 # (the port poll calls libvirt every PORT_POLL_INTERVAL; under load each call takes longer) is not libvirt
@@ -433,12 +437,22 @@ class VncHandshake(StageMachine):
 
     def _recovers(self, error: LimenError) -> bool:
         # Someone else started the VM between our look-up and our start: fine, read it again.
-        return (self.stage == VncStage.START_VM and isinstance(self.pending, StartVm)
-                and error.code is ErrorCode.VM_ALREADY_RUNNING)
+        if (self.stage == VncStage.START_VM and isinstance(self.pending, StartVm)
+                and error.code is ErrorCode.VM_ALREADY_RUNNING):
+            return True
+        # A VM found running may still be starting (another console started it a moment ago): its port is in
+        # the live XML before its QEMU listens, and refused the third of three consoles opened at once. Tried
+        # again during the first part of the stage's deadline; a port that still refuses then is said so.
+        return (self.stage == VncStage.CONNECT and isinstance(self.pending, ConnectVnc)
+                and isinstance(error, NothingListens)
+                and self._clock() - self.entered_at + CONNECT_RETRY_PAUSE
+                <= CONNECT_RETRY_SHARE * self.deadlines.get(VncStage.CONNECT, 0.0))
 
     def _advance(self, pending: Effect | None, result: Result) -> list[Action]:
         stage = self.stage
-        if isinstance(result, EffectFailed):  # only the recoverable one gets here
+        if isinstance(result, EffectFailed):  # only the recoverable ones get here
+            if isinstance(pending, ConnectVnc):
+                return self._await(Pause(CONNECT_RETRY_PAUSE))
             assert isinstance(pending, StartVm)
             return self._await(LookUpVm(pending.uuid))
         if ((isinstance(result, VmFound) and isinstance(pending, LookUpVm))
@@ -451,6 +465,9 @@ class VncHandshake(StageMachine):
         if isinstance(result, Paused) and isinstance(pending, Pause) and stage == VncStage.GET_PORT:
             assert self.vm is not None
             return self._await(LookUpVm(self.vm.uuid))
+        if isinstance(result, Paused) and isinstance(pending, Pause) and stage == VncStage.CONNECT:
+            assert self.host is not None and self.port is not None
+            return self._await(ConnectVnc(self.host, self.port))
         if isinstance(result, VncConnected) and isinstance(pending, ConnectVnc):
             return self._enter(VncStage.READ_BANNER) + self._await(ReadBanner(self.target or ""))
         if isinstance(result, BannerRead) and isinstance(pending, ReadBanner):

@@ -7,13 +7,14 @@ Neither function bounds its own time: the caller wraps each in the stage's deadl
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 from collections.abc import Iterable
 from typing import SupportsIndex, cast
 
 from limen.console.rfb import BannerReader, BannerStatus
-from limen.errors import ErrorCode, LimenError
+from limen.errors import ErrorCode, LimenError, NothingListens
 
 # Bytes per read on the VNC side; also the StreamReader's limit, which bounds its buffer to about
 # twice this before asyncio stops reading the socket (backpressure toward QEMU).
@@ -75,6 +76,8 @@ async def open_vnc(host: str, port: int) -> tuple[VncReader, asyncio.StreamWrite
     except OSError as exc:
         # asyncio's message is "Connect call failed (...)"; the errno says what actually happened.
         reason = os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
+        if exc.errno == errno.ECONNREFUSED:
+            raise NothingListens(f"cannot connect to {host}:{port}: {reason}") from None
         raise LimenError(ErrorCode.VNC_CONNECTION_FAILED, f"cannot connect to {host}:{port}: {reason}") from None
     writer = asyncio.StreamWriter(transport, protocol, reader, loop)
     sock = writer.get_extra_info("socket")
