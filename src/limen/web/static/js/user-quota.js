@@ -5,7 +5,7 @@
 // Resources the server adds later appear by themselves (any number-or-null key of "override").
 
 import { h } from "./dom.js";
-import { t } from "./i18n.js";
+import { formatNumber, t } from "./i18n.js";
 
 const LABELS = {
   vms: t("quota.vms"),
@@ -28,7 +28,7 @@ export function quotaLabel(key) {
 
 function amount(value) {
   if (value === null || value === undefined) return t("userquota.no_limit");
-  return Number.isInteger(value) ? String(value) : value.toFixed(1);
+  return formatNumber(value, { maximumFractionDigits: 1 }); // "100,000", as the page's language writes it
 }
 
 /** [key, override] of every resource an administrator can set: a number, or null for the default. */
