@@ -68,6 +68,13 @@ def test_snapshots_section_take_revert_delete(
     _take(page, "second")
     api.post(f"/api/vms/{vm_name}/snapshots/base/revert").raise_for_status()
     _take(page, "branch", "taken after a revert to base")
+    # A name taken already is said at the field, which has the focus back (only the box said it).
+    page.locator("#snapshot-name").fill("second")
+    page.get_by_role("button", name="Take snapshot").click()
+    expect(page.locator("#snapshot-name-error")).to_have_text(
+        "This VM already has a snapshot named second: choose another name.")
+    expect(page.locator("#snapshot-name")).to_be_focused()
+    page.locator("#snapshot-name").fill("")
     tree = page.locator("#snapshot-tree")
     expect(tree.locator('li[data-snapshot="base"] > ul > li')).to_have_count(2)  # second and branch, under base
     expect(tree.locator('li[data-snapshot="branch"]')).to_have_class("current")

@@ -191,14 +191,17 @@ export function mountSnapshots() {
       pollTimer = setTimeout(poll, OPERATION_POLL_MS);
     } catch (exc) {
       const body = bodyOf(exc, t("snapshots.take"));
-      if (body.field === "name") {
+      const taken = exc instanceof ApiError && exc.code === "SNAPSHOT_ALREADY_EXISTS";
+      if (body.field === "name" || taken) {
         ui.name.setAttribute("aria-invalid", "true");
-        ui.nameError.textContent = ruleText(exc.rule) || body.details;
+        ui.nameError.textContent = taken ? t("snapshots.name_taken", { name }) : ruleText(exc.rule) || body.details;
       }
       showError(body, t("snapshots.subject", { name }));
     } finally {
       busy = false;
       applyEnabled();
+      // Disabled during the request, the form lost the focus: back to a refused name.
+      if (ui.name.getAttribute("aria-invalid") === "true") ui.name.focus();
     }
   }
 
