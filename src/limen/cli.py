@@ -198,7 +198,7 @@ def serve(
     log_file = configure_logging(settings)
     _private_data_dir(settings)
     # What would fail the start is said in one line, before anything says it serves.
-    address = f"{settings.host}:{settings.port}"
+    address = settings.address
     try:
         listener = open_listener(settings)
     except OSError as exc:

@@ -53,7 +53,7 @@ from limen.hypervisor.service import detect_virt_type
 from limen.i18n import DEFAULT_LANGUAGE, display_width, error_keys, pad, translate
 from limen.logs import LOG_FILE_NAME
 from limen.private_files import PRIVATE_DIR_MODE
-from limen.settings import Settings
+from limen.settings import Settings, host_in_url
 
 MIN_FREE_BYTES = 1 << 30
 
@@ -714,4 +714,4 @@ def render_json(results: list[CheckResult]) -> str:
 def default_server_url(settings: Settings) -> str:
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     scheme = "https" if settings.tls else "http"
-    return os.environ.get("LIMEN_SERVER_URL", f"{scheme}://{host}:{settings.port}")
+    return os.environ.get("LIMEN_SERVER_URL", f"{scheme}://{host_in_url(host)}:{settings.port}")

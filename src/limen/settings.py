@@ -320,6 +320,11 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def address(self) -> str:
+        """host:port as a URL writes it (an IPv6 host in brackets: "http://::1:8080/" is no URL)."""
+        return f"{host_in_url(self.host)}:{self.port}"
+
+    @property
     def db_url(self) -> str:
         assert self.database_url is not None  # set by _derive_pool_dir
         return self.database_url
@@ -401,6 +406,11 @@ def _settings_class(config_file: Path | None, *, environment: bool) -> type[Sett
         read_environment = environment
 
     return ChosenSettings
+
+
+def host_in_url(host: str) -> str:
+    """``host`` as a URL's authority writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from limen.settings import SettingsError, load_settings
+from limen.settings import Settings, SettingsError, load_settings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -102,3 +102,13 @@ def test_request_bounds_from_the_environment(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("LIMEN_MAX_BODY_BYTES", "0")
     with pytest.raises(SettingsError, match="LIMEN_MAX_BODY_BYTES"):
         load_settings()
+
+
+def test_an_ipv6_host_is_written_in_brackets_where_a_url_needs_it(tmp_path: Path) -> None:
+    """'limen serve --host ::1' said it served on http://::1:8080/, which no browser opens."""
+    from limen.doctor import default_server_url
+
+    settings = Settings(data_dir=tmp_path, host="::1", port=8080)
+    assert settings.address == "[::1]:8080"
+    assert default_server_url(settings) == "http://[::1]:8080"
+    assert Settings(data_dir=tmp_path, host="127.0.0.1", port=8080).address == "127.0.0.1:8080"
