@@ -93,7 +93,7 @@ def _read_password(from_stdin: bool) -> str:
 
 def _user_dict(user: UserInfo) -> dict[str, Any]:
     return {"name": user.name, "role": user.role.value, "created_at": user.created_at.isoformat(),
-            "disabled": user.disabled}
+            "disabled": user.disabled, "approved": user.approved}
 
 
 def _token_dict(token: TokenInfo) -> dict[str, Any]:
@@ -130,8 +130,9 @@ def user_list(ctx: typer.Context) -> None:
     if cli_state(ctx).as_json:
         typer.echo(json.dumps([_user_dict(user) for user in users], indent=2, ensure_ascii=False))
         return
-    rows = [[u.name, u.role.value, say("cli.user.disabled") if u.disabled else "", u.created_at.isoformat()]
-            for u in users]
+    # Every user's status said (an active one's cell was empty).
+    rows = [[u.name, u.role.value, say("cli.user.disabled" if u.disabled else "cli.user.pending" if not u.approved
+                                       else "cli.user.active"), u.created_at.isoformat()] for u in users]
     typer.echo(table(rows, ["cli.col.name", "cli.col.role", "cli.col.status", "cli.col.created"]) if rows
                else say("cli.no_users"))
 

@@ -59,6 +59,9 @@ def test_create_list_and_duplicate(cli: typer.Typer, tmp_path: Path) -> None:
     code, out, _ = run(cli, "--json", "user", "list")
     assert code == 0
     assert [(u["name"], u["role"]) for u in json.loads(out)] == sorted([(NASTY, "user"), ("root", "admin")])
+    assert {u["approved"] for u in json.loads(out)} == {True}
+    code, out, _ = run(cli, "user", "list")  # every status said: an active user's cell was empty
+    assert code == 0 and [line.split()[-2] for line in out.splitlines()[1:] if line] == ["active", "active"], out
     assert authenticate(tmp_path, NASTY, "pw-from-stdin")
     assert authenticate(tmp_path, "root", "prompted-pw")
 
