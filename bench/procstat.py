@@ -85,3 +85,13 @@ def memory(pgid: int) -> Memory:
             elif line.startswith("Pss:"):
                 pss += int(line.split()[1]) * 1024
     return Memory(rss=rss, pss=pss, processes=count)
+
+
+def time_wait_sockets() -> int:
+    """TCP sockets in TIME_WAIT on this machine (``tw`` of /proc/net/sockstat's TCP line)."""
+    with open("/proc/net/sockstat") as sockstat:
+        for line in sockstat:
+            fields = line.split()
+            if fields and fields[0] == "TCP:" and "tw" in fields:
+                return int(fields[fields.index("tw") + 1])
+    return 0
