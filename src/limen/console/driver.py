@@ -65,6 +65,8 @@ log = logging.getLogger("limen.console")
 
 # How often, after the VM's stream ended, to ask libvirt whether the VM is still active.
 VM_STOPPED_POLL = 0.25
+# How long, at most, the lifecycle event that says how a VM ended is awaited once libvirt reports it inactive.
+EVENT_AFTER_INACTIVE = 1.0
 
 
 # -- what a session needs from its surroundings ----------------------------------------------------
@@ -400,6 +402,7 @@ class ConsoleDriver(ABC):
             waits.append(vm_inactive(uuid))
         if not waits:
             return False
+        began = asyncio.get_running_loop().time()
         tasks = [asyncio.ensure_future(wait) for wait in waits]
         try:
             done, _ = await asyncio.wait(tasks, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
@@ -407,6 +410,12 @@ class ConsoleDriver(ABC):
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        if done and self._watch is not None and not self._watch.ended.is_set():
+            # libvirt said inactive before its lifecycle event reached the watch (a loaded machine): the event
+            # says how the VM ended (a revert is VM_REVERTED, not VM_STOPPED), so it gets a moment more.
+            left = max(0.0, min(EVENT_AFTER_INACTIVE, grace - (asyncio.get_running_loop().time() - began)))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._watch.ended.wait(), left)
         return bool(done)
 
     async def _idle_watch(self) -> Result:

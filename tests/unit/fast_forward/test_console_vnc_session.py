@@ -23,7 +23,7 @@ from limen.console.stage_table import VNC_STAGES
 from limen.console.upstream import VNC_READ_SIZE, VncReader
 from limen.console.vnc_session import ConsoleSession
 from limen.errors import ErrorCode, LimenError
-from limen.hypervisor.models import Vm, VmState, VncEndpoint
+from limen.hypervisor.models import LifecycleKind, Vm, VmState, VncEndpoint
 from limen.settings import Settings
 
 BANNER = b"RFB 003.008\n"
@@ -378,6 +378,25 @@ async def test_the_vnc_server_closing_while_libvirt_reports_the_vm_inactive_is_v
     run.vnc.close()
     await run.ended()
     assert run.client.closed() == (4102, "VM_STOPPED")
+
+
+async def test_the_lifecycle_event_arriving_after_libvirt_said_inactive_still_says_how_the_vm_ended() -> None:
+    """A revert under an open console ended it VM_STOPPED on a loaded machine: libvirt answered 'inactive'
+    before its STOPPED/FROM_SNAPSHOT event reached the watch, and the event's kind was never read."""
+    hv = FakeHypervisor(RUNNING, replace(RUNNING, state=VmState.STOPPED))
+    run = start(hv)
+    await run.until(lambda: run.session.reached_proxy)
+
+    async def event_later() -> None:
+        await asyncio.sleep(0.3)
+        hv.watch_obj.last = LifecycleKind.REVERTED
+        hv.watch_obj.ended.set()
+
+    late = asyncio.ensure_future(event_later())
+    run.vnc.close()
+    await run.ended()
+    await late
+    assert run.client.closed() == (4107, "VM_REVERTED")
 
 
 async def test_a_shutdown_during_a_hanging_start_is_reported_as_the_shutdown() -> None:
