@@ -131,3 +131,14 @@ export function returnToPlace(place, container, fallback) {
     fallback.focus();
   }
 }
+
+/**
+ * Draws a list anew (`draw`) without losing the keyboard's place in it: a live update or a timer that
+ * redraws the rows (a snapshot event, an ISO's checksum arriving) dropped the focus to <body>.
+ */
+export function redrawKeepingPlace(container, key, draw, fallback = null) {
+  const active = document.activeElement;
+  const place = active && container.contains(active) ? placeOf(active, key) : null;
+  draw();
+  if (place) returnToPlace(place, container, fallback);
+}

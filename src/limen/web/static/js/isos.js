@@ -2,7 +2,7 @@
 // upload progress: bytes, rate, time left, Cancel) and delete. Every value from the server is shown as text.
 
 import { api, ApiError, CSRF_HEADER, currentUser, loginUrl } from "./api.js";
-import { errorBox, formatBytes, h, placeOf, returnToPlace } from "./dom.js";
+import { errorBox, formatBytes, h, placeOf, redrawKeepingPlace, returnToPlace } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { RateMeter, uploadFigures } from "./upload-progress.js";
 import { fieldErrorText, formatDateTime, formatNumber, localizedError, t } from "./i18n.js";
@@ -100,7 +100,8 @@ async function refresh() {
     ui.error.replaceChildren(problem(asBox(exc)));
     return;
   }
-  ui.rows.replaceChildren(...isos.map(isoRow));
+  redrawKeepingPlace(ui.rows, "iso", () => ui.rows.replaceChildren(...isos.map(isoRow)),
+                     document.querySelector("main h1"));
   ui.empty.hidden = isos.length > 0;
   const total = isos.reduce((sum, iso) => sum + iso.size_bytes, 0);
   ui.note.textContent = t(isos.length === 1 ? "isos.note_one" : "isos.note", { count: isos.length, size: formatBytes(total) });

@@ -4,7 +4,7 @@
 // the server is shown as text; the secret lives only in the panel's field until "I have copied it".
 
 import { api, ApiError } from "./api.js";
-import { errorBox, h, placeOf, returnToPlace, spinner } from "./dom.js";
+import { errorBox, h, placeOf, redrawKeepingPlace, returnToPlace, spinner } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { fieldErrorText, formatDateTime, formatNumber, t } from "./i18n.js";
 
@@ -85,7 +85,8 @@ async function refresh() {
   ui.error.replaceChildren();
   ui.ownerHead.hidden = !showingAll();
   // Newest first: the one just made is at the top.
-  ui.rows.replaceChildren(...[...tokens].reverse().map(tokenRow));
+  redrawKeepingPlace(ui.rows, "token", () => ui.rows.replaceChildren(...[...tokens].reverse().map(tokenRow)),
+                     document.querySelector("main h1"));
   ui.empty.hidden = tokens.length > 0;
   const active = tokens.filter((token) => token.revoked_at === null).length;
   const note = tokens.length === 1 ? "one" : "many";

@@ -6,7 +6,7 @@
 // Every value from the server is shown as text.
 
 import { api, ApiError } from "./api.js";
-import { errorBox, h, placeOf, returnToPlace, spinner } from "./dom.js";
+import { errorBox, h, placeOf, redrawKeepingPlace, returnToPlace, spinner } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { quotaBody, quotaFields } from "./user-quota.js";
 import { fieldErrorText, formatDateTime, refusalText, t } from "./i18n.js";
@@ -146,7 +146,8 @@ function userRow(user) {
 }
 
 function render() {
-  ui.rows.replaceChildren(...users.map(userRow));
+  redrawKeepingPlace(ui.rows, "user", () => ui.rows.replaceChildren(...users.map(userRow)),
+                     document.querySelector("main h1"));
   const admins = users.filter((user) => user.role === "admin" && !user.disabled).length;
   const waiting = users.filter((user) => user.approved === false).length;
   ui.note.textContent = t(users.length === 1 ? "users.note_one" : "users.note", { count: users.length })

@@ -11,7 +11,7 @@
 // says they go with it).
 
 import { api, ApiError } from "./api.js";
-import { errorBox, h, placeOf, returnToPlace, spinner } from "./dom.js";
+import { errorBox, h, placeOf, redrawKeepingPlace, returnToPlace, spinner } from "./dom.js";
 import { formatDateTime, ruleText, t } from "./i18n.js";
 
 const OPERATION_POLL_MS = 500;
@@ -109,7 +109,9 @@ export function mountSnapshots() {
   function renderTree() {
     ui.none.hidden = snapshots.length > 0;
     ui.tree.hidden = snapshots.length === 0;
-    ui.tree.replaceChildren(...drawnTree(snapshotTree(snapshots)).map(nodeElement));
+    redrawKeepingPlace(ui.tree, "snapshot",
+                       () => ui.tree.replaceChildren(...drawnTree(snapshotTree(snapshots)).map(nodeElement)),
+                       $("snapshots-title"));
     ui.section.dataset.count = String(snapshots.length);
     applyEnabled();
   }
