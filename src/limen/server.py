@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import resource
+import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import Any
+from typing import Any, Final
 
 import uvicorn
 from fastapi import FastAPI
@@ -32,6 +34,10 @@ def raise_fd_limit() -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         return hard
     return soft
+
+
+# The signals that stop limen gracefully (consoles closed with SERVER_SHUTDOWN, rows ended).
+STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class LimenServer(uvicorn.Server):
@@ -60,6 +66,23 @@ class LimenServer(uvicorn.Server):
                 "event": "gc_tuned", "frozen": state.frozen, "thresholds": list(state.thresholds)})
             if self.on_started is not None:
                 self.on_started()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's, with SIGHUP among the signals that stop limen gracefully: a closed terminal or a
+        `kill -HUP` ended the process at once, its consoles without a close frame (the next start found them
+        SERVER_LOST). As uvicorn does, a signal that stopped it is raised again once the server is down."""
+        if threading.current_thread() is not threading.main_thread():  # signals belong to the main thread
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+        for captured in reversed(self._captured_signals):
+            signal.raise_signal(captured)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not ready from the signal on: the main loop notices should_exit only at its next tick.

@@ -82,9 +82,12 @@ async def open_console(server: LimenProcess, vm: str) -> tuple[ClientConnection,
     return ws, transcript
 
 
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 async def test_sigterm_closes_consoles_with_server_shutdown_and_exits_in_time(
-    limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str]
+    limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str], stop: signal.Signals
 ) -> None:
+    """SIGHUP (a closed terminal, `kill -HUP`) too: it ended the process at once, the consoles without a
+    close frame."""
     server = limen_server()
     name = vm_names()
     async with httpx.AsyncClient(base_url=server.base_url, headers=server.auth_headers, timeout=60) as client:
@@ -96,7 +99,7 @@ async def test_sigterm_closes_consoles_with_server_shutdown_and_exits_in_time(
     async with events.stream("GET", "/api/events") as stream:
         asked = time.monotonic()
         pid = server.pid
-        stopping = asyncio.get_running_loop().run_in_executor(None, server.kill, signal.SIGTERM)
+        stopping = asyncio.get_running_loop().run_in_executor(None, server.kill, stop)
         for ws, transcript in consoles:
             await asyncio.wait_for(read_frames(ws, transcript, time.monotonic()), STOP_BOUND)
             assert (transcript.close_code, transcript.close_reason) == (4402, "SERVER_SHUTDOWN"), transcript
@@ -109,7 +112,7 @@ async def test_sigterm_closes_consoles_with_server_shutdown_and_exits_in_time(
     await events.aclose()
     # uvicorn re-raises the signal once it has shut down: the process ends by SIGTERM, which systemd counts
     # as a clean stop (no Restart=on-failure) like exit code 0.
-    assert code in (0, -signal.SIGTERM), f"limen serve (pid {pid}) exited with {code}: {server.output()}"
+    assert code in (0, -stop), f"limen serve (pid {pid}) exited with {code}: {server.output()}"
     assert time.monotonic() - asked < STOP_BOUND
 
 
