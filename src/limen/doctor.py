@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import websockets
 
@@ -358,6 +358,12 @@ async def check_console_websocket(ctx: Context) -> Said:
     raise CheckFailed(said("closed_after", statuses=statuses), said("fix.see_session_log"))
 
 
+# Console ends that someone chose (a restart, an administrator, the idle rule, a revocation, a second tab):
+# not faults of the console, and a list of them hid the ones that were.
+ORDINARY_ENDS: Final = frozenset({"OK", "SERVER_SHUTDOWN", "IDLE_TIMEOUT", "SESSION_TERMINATED",
+                                  "SESSION_TAKEN_OVER", "ACCESS_REVOKED"})
+
+
 def _console_errors(log_dir: Path, vm: Vm, limit: int = 5) -> list[dict[str, Any]]:
     """The last console error lines about ``vm`` in limen's JSON log (rotated files included)."""
     found: list[dict[str, Any]] = []
@@ -376,7 +382,8 @@ def _console_errors(log_dir: Path, vm: Vm, limit: int = 5) -> list[dict[str, Any
                 continue
             if entry.get("vm_uuid") != vm.uuid and entry.get("vm_name") != vm.name:
                 continue
-            if entry.get("code") and entry.get("code") != "OK" and str(entry.get("event", "")).startswith("console"):
+            if (entry.get("code") and entry.get("code") not in ORDINARY_ENDS
+                    and str(entry.get("event", "")).startswith("console")):
                 found.append(entry)
     return found[-limit:]
 

@@ -189,6 +189,9 @@ async def test_last_console_errors_come_from_the_log(make_settings: Callable[...
         {"ts": "2026-01-01T00:00:00", "event": "console_end", "vm_uuid": domain.uuid, "code": "VNC_PORT_ERROR"},
         {"ts": "2026-01-01T00:00:01", "event": "console_end", "vm_uuid": "other", "code": "VM_NOT_FOUND"},
         {"ts": "2026-01-01T00:00:02", "event": "console_end", "vm_uuid": domain.uuid, "code": "OK"},
+        # Ends someone chose are not the console's faults: a restart's was listed as an error.
+        {"ts": "2026-01-01T00:00:03", "event": "console_end", "vm_uuid": domain.uuid, "code": "SERVER_SHUTDOWN"},
+        {"ts": "2026-01-01T00:00:04", "event": "console_end", "vm_uuid": domain.uuid, "code": "IDLE_TIMEOUT"},
     ]
     (settings.log_dir / "limen.log").write_text("".join(json.dumps(line) + "\n" for line in lines) + "not json\n")
     results = await _diagnose(settings, "logged")
@@ -196,6 +199,7 @@ async def test_last_console_errors_come_from_the_log(make_settings: Callable[...
     assert log_check.outcome is Outcome.INFO
     assert "VNC_PORT_ERROR" in log_check.detail
     assert "VM_NOT_FOUND" not in log_check.detail
+    assert "SERVER_SHUTDOWN" not in log_check.detail and "IDLE_TIMEOUT" not in log_check.detail
 
 
 def test_cli_host_checks_json_and_exit_codes(tmp_path: Path) -> None:
