@@ -26,18 +26,19 @@ from limen.backup import (
     write_backup,
 )
 from limen.cli_hypervisor import with_hypervisor
-from limen.cli_output import say
+from limen.cli_output import failed, say
 from limen.cli_progress import working
 from limen.cli_state import cli_state
-from limen.errors import LimenError
+from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.hosts import DEFAULT_HOST
 from limen.settings import Settings
 
 
 def _fail(message: str) -> typer.Exit:
-    typer.echo(f"limen: {message}", err=True)
-    return typer.Exit(1)
+    """BACKUP_FAILED said as the command line says errors: its title and advice in the user's language, the
+    details as they are, or the API's JSON error under --json (these were plain English lines either way)."""
+    return failed(LimenError(ErrorCode.BACKUP_FAILED, message))
 
 
 async def _vm_xml(settings: Settings) -> dict[VmRecord, str]:

@@ -202,6 +202,12 @@ class ErrorCode(Enum):
         "Database of a newer limen",
         "Run the limen version that upgraded the database, or restore a backup taken before the upgrade.",
     )
+    # The command line's `limen backup` / `limen restore` (no HTTP route makes one; the status and close code
+    # only keep the tables whole).
+    BACKUP_FAILED = ErrorSpec(
+        409, 4307, "Backup or restore refused",
+        "Do what the details say (stop limen, give another file, free the data directory), then run it again.",
+    )
     HOST_NOT_FOUND = ErrorSpec(
         404, 4301, "Host not found", "Use a host name from the host list (GET /api/hosts, limen host list)."
     )

@@ -4,6 +4,7 @@ anything is copied."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -68,5 +69,17 @@ def test_a_restore_whose_database_cannot_be_written_is_one_line_and_replaces_not
     done = limen(tmp_path, "restore", str(tmp_path / "b.limen"))
     assert done.returncode == 1, done.stderr
     assert "cannot write the database at" in done.stderr and "LIMEN_DATA_DIR" in done.stderr, done.stderr
-    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 2, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 3, done.stderr
     assert (tmp_path / "data" / "limen.db").read_bytes() == before
+
+
+def test_a_refused_backup_is_said_as_every_command_says_errors(tmp_path: Path) -> None:
+    """Under --json and in Korean, backup and restore errors were plain English lines (BACKUP_FAILED now)."""
+    target = tmp_path / "backups"
+    target.mkdir()
+    as_json = limen(tmp_path, "--json", "backup", str(target), "--no-vms")
+    assert as_json.returncode == 1, as_json.stderr
+    error = json.loads(as_json.stderr.strip().splitlines()[-1])
+    assert error["code"] == "BACKUP_FAILED" and "is a directory" in error["details"]
+    korean = limen(tmp_path, "backup", str(target), "--no-vms", LIMEN_LANG="ko")
+    assert korean.returncode == 1 and "백업 또는 복원 거부됨" in korean.stderr and "[BACKUP_FAILED]" in korean.stderr
