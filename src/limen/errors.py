@@ -408,6 +408,8 @@ class Rule(StrEnum):
     MAX_BYTES = "max_bytes"  # {max}, in UTF-8
     ISO_SUFFIX = "iso_suffix"  # .iso or .img
     WHOLE_NUMBER = "whole_number"  # 1.5 or "two" where an integer belongs
+    AT_LEAST = "at_least"  # a number below its floor (``min``), e.g. a quota of -1
+    REQUIRED = "required"  # a field the request must have and left out
 
 
 # What may set a range's maximum when it is not a constant (``rule.range.<limit>``).

@@ -154,6 +154,7 @@ async def test_limens_own_rules_come_with_the_rule_broken_for_the_page_to_word(
     assert await rule({"name": "ok", "vcpus": "two"}) == {"kind": "whole_number"}
     assert await rule({"name": "ok", "memory_mib": 64.5}) == {"kind": "whole_number"}
     assert await rule({"name": 5}) is None  # another type error: pydantic's words only
+    assert await rule({}) == {"kind": "required"}  # pydantic's English "Field required" on a Korean page
 
 
 async def test_unknown_and_invalid_ids(client: httpx.AsyncClient) -> None:

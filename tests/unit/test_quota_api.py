@@ -45,6 +45,10 @@ async def test_limits_defaults_and_overrides(make_settings: Callable[..., Settin
             for bad in ({"vms": -1}, {"vcpus": 2**40}, {"disk_gib": "many"}, {"cpus": 1}, {"vms": True}, {"vms": "3"}):
                 assert_error(await client.put("/api/users/Ada/quota", json=bad, headers=admin), 422,
                              "VALIDATION_ERROR")
+            # A negative limit's floor comes as a rule the Korean page words (pydantic's English showed).
+            below = assert_error(await client.put("/api/users/Ada/quota", json={"vms": -1}, headers=admin), 422,
+                                 "VALIDATION_ERROR")
+            assert below["rule"] == {"kind": "at_least", "min": 0} and below["field"] == "vms"
             for bad in ({"autostart": "yes"}, {"vcpus": True}, {"memory_mib": "96"}):  # strict, as on create
                 assert_error(await client.patch("/api/vms/test", json=bad, headers=ada), 422, "VALIDATION_ERROR")
             # Beyond the host, never a server error (the quota is not asked about nonsense).

@@ -73,8 +73,15 @@ def _refusal(error: Mapping[str, Any]) -> dict[str, Any]:
     """One entry of a VALIDATION_ERROR's ``fields`` (as ValidationFailed.field_entry writes limen's own)."""
     entry: dict[str, Any] = {"field": _location(error.get("loc", ())),
                              "details": str(error.get("msg", ""))[:DETAIL_MAX]}
-    if error.get("type") in WHOLE_NUMBER_ERRORS:  # for the pages to word ("Input should be a valid integer")
+    # pydantic's refusals the pages can word (its English otherwise showed on Korean pages).
+    kind = error.get("type")
+    floor = (error.get("ctx") or {}).get("ge")
+    if kind in WHOLE_NUMBER_ERRORS:  # "Input should be a valid integer"
         entry["rule"] = rule(Rule.WHOLE_NUMBER)
+    elif kind == "greater_than_equal" and isinstance(floor, int):
+        entry["rule"] = rule(Rule.AT_LEAST, min=floor)
+    elif kind == "missing":
+        entry["rule"] = rule(Rule.REQUIRED)
     return entry
 
 
