@@ -727,6 +727,9 @@ async function loadIsos() {
 }
 
 function markGone() {
+  // Once: a reload already on its way when the VM went answers VM_NOT_FOUND and calls this again, which
+  // replaced the focused "Back to the VM list" with a new link and dropped the focus to <body>.
+  if (document.body.dataset.state === "deleted") return;
   gone = true;
   document.body.dataset.state = "deleted";
   ui.state.replaceChildren(h("span", { class: "badge crashed", text: t("details.deleted") }));
