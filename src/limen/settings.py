@@ -316,7 +316,7 @@ class Settings(BaseSettings):
         if self.storage_pool_dir is None:
             object.__setattr__(self, "storage_pool_dir", self.data_dir / "pool")
         if self.database_url is None:
-            object.__setattr__(self, "database_url", f"sqlite:///{self.data_dir / 'limen.db'}")
+            object.__setattr__(self, "database_url", data_dir_database_url(self.data_dir))
         return self
 
     @property
@@ -406,6 +406,11 @@ def _settings_class(config_file: Path | None, *, environment: bool) -> type[Sett
         read_environment = environment
 
     return ChosenSettings
+
+
+def data_dir_database_url(data_dir: Path) -> str:
+    """The SQLite database limen keeps under ``data_dir`` when LIMEN_DATABASE_URL names none."""
+    return f"sqlite:///{data_dir / 'limen.db'}"
 
 
 def host_in_url(host: str) -> str:

@@ -29,6 +29,7 @@ from sqlalchemy.sql.expression import Executable
 
 from limen.errors import ErrorCode, LimenError
 from limen.private_files import Tightened, create_private_file, private_dir, private_file
+from limen.settings import data_dir_database_url
 from limen.url_redaction import redacted_url
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ def database_fault(url: str, data_dir: Path, exc: BaseException) -> DatabaseFaul
     URL's fault, nor is an unusable data directory when the URL is the one limen derives from it."""
     if isinstance(exc, ModuleNotFoundError):
         return DatabaseFault.DRIVER_MISSING
-    if url == f"sqlite:///{data_dir / 'limen.db'}":
+    if url == data_dir_database_url(data_dir):
         return DatabaseFault.DATA_DIR
     return DatabaseFault.DATABASE
 
