@@ -410,6 +410,10 @@ class Rule(StrEnum):
     WHOLE_NUMBER = "whole_number"  # 1.5 or "two" where an integer belongs
     AT_LEAST = "at_least"  # a number below its floor (``min``), e.g. a quota of -1
     REQUIRED = "required"  # a field the request must have and left out
+    ONE_OF = "one_of"  # a value not among the ``allowed`` ones (a list), e.g. a boot device
+    NO_REPEAT = "no_repeat"  # a list naming an item twice
+    NOT_EMPTY = "not_empty"  # a list that must name at least one item
+    ISO_MISSING = "iso_missing"  # no image of that name in the ISO directory (deleted since the form was drawn)
 
 
 # What may set a range's maximum when it is not a constant (``rule.range.<limit>``).

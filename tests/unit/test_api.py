@@ -155,6 +155,11 @@ async def test_limens_own_rules_come_with_the_rule_broken_for_the_page_to_word(
     assert await rule({"name": "ok", "memory_mib": 64.5}) == {"kind": "whole_number"}
     assert await rule({"name": 5}) is None  # another type error: pydantic's words only
     assert await rule({}) == {"kind": "required"}  # pydantic's English "Field required" on a Korean page
+    # The boot order and the ISO (an image deleted while the New VM form was open) spoke English only.
+    assert await rule({"name": "ok", "boot_order": ["floppy"]}) == {"kind": "one_of", "allowed": ["cdrom", "hd"]}
+    assert await rule({"name": "ok", "boot_order": ["hd", "hd"]}) == {"kind": "no_repeat"}
+    assert await rule({"name": "ok", "iso": "gone-meanwhile.iso"}) == {"kind": "iso_missing"}
+    assert await rule({"name": "ok", "iso": "../etc/passwd.iso"}) == {"kind": "file_name"}
 
 
 async def test_unknown_and_invalid_ids(client: httpx.AsyncClient) -> None:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 import limen
-from limen.errors import ErrorCode
+from limen.errors import RANGE_LIMITS, ErrorCode, Rule
 from limen.i18n import (
     CATALOGUE_DIR,
     LANGUAGE_CODES,
@@ -135,6 +135,15 @@ def test_every_vm_action_the_audit_records_has_a_name_in_both_languages() -> Non
     for lang in LANGUAGE_CODES:
         assert sorted(name for name in names if f"audit.action.{name}" not in catalogue(lang)) == [], lang
     assert catalogue("ko")["audit.action.finish-install"] == catalogue("ko")["vm.finish_install"]  # one word for it
+
+
+def test_every_validation_rule_has_words_in_both_languages() -> None:
+    """A rule the catalogue lacks is shown in the server's English on a Korean page (ruleText returns null)."""
+    for lang in LANGUAGE_CODES:
+        ui = catalogue(lang)
+        missing = [kind.value for kind in Rule if f"rule.{kind.value}" not in ui]
+        missing += [limit for limit in RANGE_LIMITS if f"rule.range.{limit}" not in ui]
+        assert not missing, (lang, missing)
 
 
 def test_catalogue_json_cannot_end_its_script_element() -> None:

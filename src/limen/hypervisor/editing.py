@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import libvirt
 import libvirt_qemu
 
-from limen.errors import ErrorCode, LimenError, Refusals, ValidationFailed
+from limen.errors import ErrorCode, LimenError, Refusals, Rule, ValidationFailed, range_rule, rule
 from limen.hypervisor import storage
 from limen.hypervisor.domain_edit import (
     HardwareChange,
@@ -247,7 +247,8 @@ async def check_edit(hypervisor: Hypervisor, edit: VmEdit) -> None:
     with refusals.check():
         if edit.boot_order is not None:
             if not edit.boot_order:
-                raise ValidationFailed("boot_order", "give at least one device ('cdrom', 'hd')")
+                raise ValidationFailed("boot_order", "give at least one device ('cdrom', 'hd')",
+                                       rule=rule(Rule.NOT_EMPTY))
             check_boot_order(edit.boot_order)
     refusals.raise_any()
 
@@ -364,7 +365,9 @@ async def finish_install(hypervisor: Hypervisor, ident: str, *, force: bool = Fa
 def check_disk_size(size_bytes: int, field: str = "size_bytes") -> None:
     """VALIDATION_ERROR unless ``size_bytes`` is a size a disk may have (whole sectors, at most 2 TiB)."""
     if not 0 < size_bytes <= MAX_DISK_BYTES:
-        raise ValidationFailed(field, f"must be more than 0 and at most {MAX_DISK_GIB} GiB")
+        # The pages send whole GiB: their refusal is worded from the rule (bytes are the API's own).
+        in_gib = range_rule(1, MAX_DISK_GIB, unit="GiB") if field == "size_gib" else None
+        raise ValidationFailed(field, f"must be more than 0 and at most {MAX_DISK_GIB} GiB", rule=in_gib)
     if size_bytes % SECTOR_BYTES:
         raise ValidationFailed(field, f"must be a multiple of {SECTOR_BYTES} bytes")
 

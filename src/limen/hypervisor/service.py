@@ -46,7 +46,7 @@ from limen.hypervisor.hosts import DEFAULT_HOST, HostLink, HostPool
 from limen.hypervisor.models import Disk, DiskDevice, PendingChanges, Vm, VmSpec, VmState, VncEndpoint
 from limen.hypervisor.operations import Operations
 from limen.hypervisor.vm_feed import VmEventType, VmFacts, VmFeed
-from limen.isos import CdromSource, resolve_iso
+from limen.isos import CdromSource, name_problem, resolve_iso
 from limen.settings import Settings
 
 # A live move copies the disks as the VM runs; a cold one streams them through limen.
@@ -125,9 +125,10 @@ def refuse_taken_name(conn: libvirt.virConnect, name: str, *, own_uuid: str | No
 def check_boot_order(boot_order: tuple[str, ...]) -> None:
     for device in boot_order:
         if device not in BOOT_DEVICES:
-            raise ValidationFailed("boot_order", f"{device[:40]!r} is not one of {', '.join(BOOT_DEVICES)}")
+            raise ValidationFailed("boot_order", f"{device[:40]!r} is not one of {', '.join(BOOT_DEVICES)}",
+                                   rule=rule(Rule.ONE_OF, allowed=list(BOOT_DEVICES)))
     if len(set(boot_order)) != len(boot_order):
-        raise ValidationFailed("boot_order", "names a device twice")
+        raise ValidationFailed("boot_order", "names a device twice", rule=rule(Rule.NO_REPEAT))
 
 
 def pending_changes(live: ParsedDomain, persistent: ParsedDomain) -> PendingChanges:
@@ -527,7 +528,9 @@ class Hypervisor:
                 try:
                     iso_path = resolve_iso(self.settings.iso_dir, spec.iso)
                 except LimenError as exc:
-                    raise ValidationFailed("iso", exc.details.removeprefix("iso: ")) from None
+                    problem = name_problem(spec.iso)
+                    raise ValidationFailed("iso", exc.details.removeprefix("iso: "), rule=(
+                        problem.rule if problem is not None else rule(Rule.ISO_MISSING))) from None
         with refusals.check():
             check_boot_order(spec.boot_order)
         refusals.raise_any()

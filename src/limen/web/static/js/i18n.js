@@ -120,7 +120,8 @@ export function ruleText(rule) {
   if (!has(key)) return null;
   const params = {};
   for (const [name, value] of Object.entries(rule)) {
-    params[name] = typeof value === "number" ? formatNumber(value) : String(value);
+    params[name] = typeof value === "number" ? formatNumber(value)
+      : Array.isArray(value) ? value.join(", ") : String(value);
   }
   params.unit = rule.unit ? ` ${rule.unit}` : "";
   return t(key, params);
