@@ -90,6 +90,16 @@ def test_clipboard_panel_shows_the_vms_text_copies_it_and_sends_text_to_the_vm(
         page.wait_for_timeout(100)
     assert vnc.cut_texts == ["to the VM: café".encode("latin-1")]
     assert len(vnc.key_events) == keys_before
+
+    # Over the bound, a text is refused whole and said so (the textarea's maxlength cut it silently).
+    page.get_by_label("Text for the VM's clipboard").fill("y" * 100_001)
+    page.get_by_role("button", name="Send to VM clipboard").click()
+    expect(page.locator("#clip-send-status")).to_have_text(
+        "Nothing was sent: this is 100,001 characters, and the VM's clipboard takes at most 100,000 at once.")
+    expect(page.get_by_label("Text for the VM's clipboard")).to_have_attribute("aria-invalid", "true")
+    page.wait_for_timeout(300)
+    assert vnc.cut_texts == ["to the VM: café".encode("latin-1")]
+    page.get_by_label("Text for the VM's clipboard").fill("")
     save_screenshot(page, "console-clipboard-1280")
     page.set_viewport_size(PHONE)
     page.wait_for_timeout(300)
@@ -102,3 +112,15 @@ def test_clipboard_panel_shows_the_vms_text_copies_it_and_sends_text_to_the_vm(
     page.set_viewport_size({"width": 1280, "height": 800})
     page.wait_for_timeout(300)
     save_screenshot(page, "console-toolbar-1280")
+
+    # Paste as typing: a text longer than one paste may type is refused whole, nothing typed (cut before).
+    keys_before = len(vnc.key_events)
+    page.get_by_role("button", name="Paste as typing").click()
+    page.get_by_label("Text to type").fill("echo " + "z" * 10_000)
+    page.get_by_role("button", name="Type it").click()
+    expect(page.locator("#paste-error")).to_have_text(
+        "Nothing was typed: this is 10,005 characters, and at most 10,000 are typed at once. Paste it in parts.")
+    expect(page.get_by_label("Text to type")).to_be_focused()
+    page.wait_for_timeout(300)
+    assert len(vnc.key_events) == keys_before
+    page.get_by_role("button", name="Cancel").click()

@@ -295,6 +295,16 @@ def test_the_create_forms_field_errors_follow_the_language(
     page.click("#create-form [type=submit]")
     expect(page.locator("#new-name-error")).to_have_text(
         "“cli:”(으)로 시작할 수 없습니다 (감사 기록에서 명령줄을 가리키는 이름입니다).")
+    # A 65-character name is refused, never cut to 64 as it is typed (the field had a maxlength).
+    page.fill("#new-name", "b" * 65)
+    page.click("#create-form [type=submit]")
+    expect(page.locator("#new-name-error")).to_have_text("1~64자여야 합니다.")
+    expect(page.locator("#new-name")).to_have_value("b" * 65)
+    page.goto(f"{server.base_url}/vms/new")
+    page.fill("#name", "v" * 64)
+    page.click("#submit")
+    expect(page.locator("#name-error")).to_contain_text("63자까지")
+    expect(page.locator("#name")).to_have_value("v" * 64)
     # And the details page's settings: the box says which field and what, where English says "see details".
     page.goto(f"{server.base_url}/vms/limen-test-i18n-stopped")
     # Filled once the page has drawn the VM: a value typed before that is overwritten by the VM's own.

@@ -63,6 +63,15 @@ def test_snapshots_section_take_revert_delete(
     page.get_by_role("button", name="Take snapshot").click()
     expect(page.locator("#snapshot-name-error")).to_contain_text("letters, digits")
     expect(page.locator("#snapshot-name")).to_have_attribute("aria-invalid", "true")
+    # A description over 1,000 characters is refused at its field, kept whole (maxlength cut it silently).
+    page.locator("#snapshot-name").fill("long-description")
+    page.locator("#snapshot-description").fill("d" * 1001)
+    page.get_by_role("button", name="Take snapshot").click()
+    expect(page.locator("#snapshot-description-error")).to_have_text("at most 1000 characters")
+    expect(page.locator("#snapshot-description")).to_be_focused()
+    expect(page.locator("#snapshot-description")).to_have_value("d" * 1001)
+    expect(page.locator("#snapshot-name")).not_to_have_attribute("aria-invalid", "true")
+    page.locator("#snapshot-description").fill("")
 
     _take(page, "base", "the GRUB prompt")
     _take(page, "second")

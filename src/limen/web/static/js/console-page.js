@@ -5,7 +5,7 @@
 
 import { api, ApiError, loadConsoleStages, loadErrorCodes } from "./api.js";
 import { errorBox, formatMs, h, spinner, stateBadge } from "./dom.js";
-import { clientError, localizedError, stageName, stageStatus, t } from "./i18n.js";
+import { clientError, formatNumber, localizedError, stageName, stageStatus, t } from "./i18n.js";
 import { ConsoleConnection, consoleUrl, DEFAULT_WATCHDOG_MS } from "./console-client.js";
 import { wireFullscreen } from "./console-fullscreen.js";
 import {
@@ -30,6 +30,10 @@ const BACKOFF_SECONDS = [1, 2, 4, 8, 15, 30];
 // when the screen fills the window): shown when the screen takes the focus, gone after this long. The
 // status line keeps saying it.
 const LEAVE_HINT_MS = 5000;
+// What one paste may type (≈ 10 minutes at the pacer's rate) and send to the VM's clipboard, in characters. A
+// longer text is refused whole, saying so: the textareas' maxlength used to cut a paste silently.
+const PASTE_MAX_CHARS = 10000;
+const CLIPBOARD_MAX_CHARS = 100000;
 // Stage name → what the page calls it ("Failed at: …"), from the server's stage table (GET /api/console-stages).
 let stageLabels = {};
 
@@ -641,9 +645,12 @@ async function typeText(keys) {
 
 function onPasteSubmit(event) {
   event.preventDefault();
+  const count = [...ui.pasteText.value].length;
   const { keys, refused } = planTyping(ui.pasteText.value);
-  if (refused.length > 0) {
-    ui.pasteError.textContent = refusalMessage(refused);
+  if (count > PASTE_MAX_CHARS || refused.length > 0) {
+    ui.pasteError.textContent = count > PASTE_MAX_CHARS
+      ? t("paste.too_long", { count: formatNumber(count), max: formatNumber(PASTE_MAX_CHARS) })
+      : refusalMessage(refused);
     ui.pasteError.hidden = false;
     ui.pasteText.setAttribute("aria-invalid", "true");
     ui.pasteText.focus();
@@ -791,8 +798,16 @@ function wireClipboard() {
   ui.clipCopy.addEventListener("click", copyVmClipboard);
   ui.clipSend.addEventListener("click", () => {
     if (!rfb) return;
+    const count = [...ui.clipToVm.value].length;
+    if (count > CLIPBOARD_MAX_CHARS) {
+      ui.clipToVm.setAttribute("aria-invalid", "true");
+      ui.clipSendStatus.textContent = t("console.clip_too_long", {
+        count: formatNumber(count), max: formatNumber(CLIPBOARD_MAX_CHARS) });
+      return;
+    }
+    ui.clipToVm.removeAttribute("aria-invalid");
     rfb.clipboardPasteFrom(ui.clipToVm.value);
-    ui.clipSendStatus.textContent = t("console.clip_sent", { count: [...ui.clipToVm.value].length });
+    ui.clipSendStatus.textContent = t("console.clip_sent", { count: formatNumber(count) });
   });
   ui.clipClose.addEventListener("click", () => ui.clipDialog.close());
 }

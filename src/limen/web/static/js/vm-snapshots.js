@@ -12,7 +12,7 @@
 
 import { api, ApiError } from "./api.js";
 import { errorBox, h, placeOf, redrawKeepingPlace, returnToPlace, spinner } from "./dom.js";
-import { formatDateTime, ruleText, t } from "./i18n.js";
+import { formatDateTime, refusalText, t } from "./i18n.js";
 
 const OPERATION_POLL_MS = 500;
 const RESULT_SHOWN_MS = 5000;
@@ -46,7 +46,7 @@ export function mountSnapshots() {
   const $ = (id) => document.getElementById(id);
   const ui = {
     section: $("snapshots"), form: $("snapshot-form"), name: $("snapshot-name"), nameError: $("snapshot-name-error"),
-    description: $("snapshot-description"), create: $("snapshot-create"), status: $("snapshot-status"),
+    description: $("snapshot-description"), descriptionError: $("snapshot-description-error"), create: $("snapshot-create"), status: $("snapshot-status"),
     tree: $("snapshot-tree"), none: $("no-snapshots"), dialog: $("snapshot-dialog"),
     dialogTitle: $("snapshot-dialog-title"), dialogText: $("snapshot-dialog-text"), dialogOk: $("snapshot-dialog-ok"),
     dialogCancel: $("snapshot-dialog-cancel"), hint: $("snapshot-hint"),
@@ -181,8 +181,10 @@ export function mountSnapshots() {
       ui.name.focus();
       return;
     }
-    ui.name.removeAttribute("aria-invalid");
-    ui.nameError.textContent = "";
+    for (const [field, error] of [[ui.name, ui.nameError], [ui.description, ui.descriptionError]]) {
+      field.removeAttribute("aria-invalid");
+      error.textContent = "";
+    }
     busy = true;
     applyEnabled();
     showStatus("", spinner(), t("snapshots.starting", { name }));
@@ -194,16 +196,25 @@ export function mountSnapshots() {
     } catch (exc) {
       const body = bodyOf(exc, t("snapshots.take"));
       const taken = exc instanceof ApiError && exc.code === "SNAPSHOT_ALREADY_EXISTS";
-      if (body.field === "name" || taken) {
+      if (taken) {
         ui.name.setAttribute("aria-invalid", "true");
-        ui.nameError.textContent = taken ? t("snapshots.name_taken", { name }) : ruleText(exc.rule) || body.details;
+        ui.nameError.textContent = t("snapshots.name_taken", { name });
+      }
+      // Every field refused (a too long description too: it used to be cut silently as it was typed).
+      const fieldOf = { name: [ui.name, ui.nameError], description: [ui.description, ui.descriptionError] };
+      for (const refusal of (exc instanceof ApiError && exc.fields) || []) {
+        const [field, error] = fieldOf[refusal.field] || [];
+        if (!field) continue;
+        field.setAttribute("aria-invalid", "true");
+        error.textContent = refusalText(refusal);
       }
       showError(body, t("snapshots.subject", { name }));
     } finally {
       busy = false;
       applyEnabled();
-      // Disabled during the request, the form lost the focus: back to a refused name.
-      if (ui.name.getAttribute("aria-invalid") === "true") ui.name.focus();
+      // Disabled during the request, the form lost the focus: back to the first refused field.
+      const refused = [ui.name, ui.description].find((field) => field.getAttribute("aria-invalid") === "true");
+      if (refused) refused.focus();
     }
   }
 
