@@ -426,10 +426,23 @@ async def check_listen_port(ctx: Context) -> Said:
         in_use = sock.connect_ex((host, port)) == 0
     if not in_use:
         return said("port_free", host=host, port=port)
+    # Is it limen? Asked as these settings would serve first, then the other way: a limen serving with TLS,
+    # asked by a doctor run without the TLS settings, was called "another program".
+    configured = ctx.settings.tls
+    for tls in (configured, not configured):
+        if await _limen_answers(host, port, tls=tls):
+            if tls == configured:
+                return said("port_limen", host=host, port=port)
+            return said("port_limen_tls" if tls else "port_limen_plain", host=host, port=port)
+    raise CheckFailed(said("port_taken", host=host, port=port), said("fix.port"))
+
+
+async def _limen_answers(host: str, port: int, *, tls: bool) -> bool:
+    """Whether limen's /healthz answers on ``host``:``port``, over TLS or not."""
     try:
         async with asyncio.timeout(5):
-            # Is it limen? Its own certificate need not be checked for that (it is not sent anything secret).
-            unchecked = ssl.create_default_context() if ctx.settings.tls else None
+            # Its own certificate need not be checked for that (it is not sent anything secret).
+            unchecked = ssl.create_default_context() if tls else None
             if unchecked is not None:
                 unchecked.check_hostname, unchecked.verify_mode = False, ssl.CERT_NONE
             reader, writer = await asyncio.open_connection(host, port, ssl=unchecked)
@@ -443,10 +456,8 @@ async def check_listen_port(ctx: Context) -> Said:
                 answer += more
             writer.close()
     except (OSError, TimeoutError, ssl.SSLError):
-        answer = b""
-    if b'"status":"ok"' in answer:
-        return said("port_limen", host=host, port=port)
-    raise CheckFailed(said("port_taken", host=host, port=port), said("fix.port"))
+        return False
+    return b'"status":"ok"' in answer
 
 
 async def check_disk_space(ctx: Context) -> Said:

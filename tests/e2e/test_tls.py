@@ -263,3 +263,10 @@ def test_doctor_checks_a_tls_server_and_its_console_over_wss(
                           capture_output=True, text=True, timeout=120)
     listen = {check["name"]: check for check in json.loads(host.stdout)["checks"]}["listen port"]
     assert listen["outcome"] == "pass" and "limen already serves" in listen["detail"], listen
+    # Run without the TLS settings, the doctor called the same server "another program" (a failure).
+    plain_env = {key: value for key, value in env.items() if not key.startswith("LIMEN_TLS_")}
+    plain = subprocess.run([str(LIMEN_BIN), "--json", "doctor"], env={**os.environ, **plain_env},
+                           capture_output=True, text=True, timeout=120)
+    listen = {check["name"]: check for check in json.loads(plain.stdout)["checks"]}["listen port"]
+    assert listen["outcome"] == "pass" and "limen already serves" in listen["detail"], listen
+    assert "with TLS" in listen["detail"], listen
