@@ -25,7 +25,7 @@ from sqlalchemy import ColumnElement, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from limen.action_details import readable
+from limen.action_details import phrases, readable
 from limen.clock import Clock, utc_now
 from limen.db import Database
 from limen.db.batch import BatchedWrites
@@ -106,6 +106,10 @@ class VmActionInfo:
     @property
     def pending(self) -> bool:
         return self.finished_at is None
+
+    @property
+    def details_phrases(self) -> list[dict[str, str]] | None:
+        return phrases(self.action, self.details)
 
     @classmethod
     def of(cls, row: VmAction) -> VmActionInfo:

@@ -23,7 +23,14 @@ import typer
 from sqlalchemy import func, select
 
 from limen import __version__
-from limen.action_details import delete_details, edit_details, media_details, power_details
+from limen.action_details import (
+    delete_details,
+    edit_details,
+    media_details,
+    power_details,
+    resize_details,
+    resized_details,
+)
 from limen.api.schemas import MediaOut, VmOut
 from limen.audit import ActionTarget
 from limen.auth.redis_client import check_redis_answers
@@ -438,9 +445,9 @@ def vm_resize_disk(
     state = cli_state(ctx)
     size_bytes = parse_size(size)
     async def resize(hv: Hypervisor, row: ActionTarget) -> editing.Resized:
-        row.details = f"{target[:40]} to {size_bytes} bytes"
+        row.details = resize_details(target, size_bytes)
         done = await editing.resize_disk(hv, _named(row, await hv.get_vm(vm_id)).uuid, target, size_bytes)
-        row.details = f"{done.target} {done.old_bytes} → {done.new_bytes} bytes"
+        row.details = resized_details(done.target, done.old_bytes, done.new_bytes)
         return done
 
     with working(say("cli.progress.resizing", vm=vm_id, target=target, size=size_bytes), as_json=state.as_json):

@@ -9,6 +9,7 @@ user's deletion was found allowed and before the user goes; each VM gets an audi
 
 from __future__ import annotations
 
+from limen.action_details import owner_deleted_details
 from limen.audit import AuditLog
 from limen.auth.names import name_key
 from limen.errors import ErrorCode, LimenError
@@ -26,7 +27,7 @@ async def release_vms_of(hypervisor: Hypervisor, audit: AuditLog, owner: str, *,
             continue
         try:
             async with audit.recording(actor, "set_owner", vm.name, vm_uuid=vm.uuid,
-                                       details=f"no owner ({vm.owner} deleted)"):
+                                       details=owner_deleted_details(vm.owner)):
                 released.append(await set_owner(hypervisor, vm.uuid, None))
         except LimenError as exc:
             # Deleted since the list was read (its row says VM_NOT_FOUND): nothing of it is left to release.

@@ -147,12 +147,17 @@ def test_korean_by_default_english_by_the_menu_and_kept_for_the_user(
     expect(other.locator("h1")).to_have_text("Console sessions")
     action = other.locator('#action-rows tr[data-action="set_owner"] td').nth(2)
     expect(action).to_have_text("Change owner")
+    details = other.locator('#action-rows tr[data-action="set_owner"] td').nth(5)
+    expect(details).to_have_text("no owner")
 
     # Back to Korean from the other browser; the first one follows on its next page load.
     other.select_option("#language-menu", "ko")
     expect(other.locator("h1")).to_have_text("콘솔 세션")
     expect(action).to_have_text("소유자 변경")
     expect(action).to_have_attribute("title", "set_owner")
+    # Its details too ("no owner" stayed English on Korean pages), the server's words on hover.
+    expect(details).to_have_text("소유자 없음")
+    expect(details).to_have_attribute("title", "no owner")
     page.context.clear_cookies()  # as if its cookie were gone: the signed-in user's choice still wins
     sign_in(page, server)
     expect(page.locator("html")).to_have_attribute("lang", "ko")

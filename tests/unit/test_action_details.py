@@ -5,12 +5,20 @@ from __future__ import annotations
 import pytest
 
 from limen.action_details import (
+    cd_drive_added_details,
+    change_details,
+    console_start_details,
     delete_details,
     edit_details,
     media_details,
+    migrate_details,
+    owner_deleted_details,
     owner_details,
+    phrases,
     power_details,
     readable,
+    resize_details,
+    resized_details,
 )
 
 
@@ -48,3 +56,43 @@ def test_rows_written_in_the_old_form_read_as_words(old: str, words: str) -> Non
 ])
 def test_details_already_in_words_stay(kept: str) -> None:
     assert readable(kept) == kept
+
+
+@pytest.mark.parametrize(("action", "details", "read"), [
+    ("stop", power_details(True), [{"kind": "forced"}]),
+    ("delete", delete_details(True), [{"kind": "disks_deleted"}]),
+    ("delete", delete_details(False), [{"kind": "disks_kept"}]),
+    ("set_owner", owner_details("Ünï x"), [{"kind": "given_to", "owner": "Ünï x"}]),
+    ("set_owner", owner_details(None), [{"kind": "no_owner"}]),
+    ("set_owner", owner_deleted_details("bob"), [{"kind": "owner_deleted", "owner": "bob"}]),
+    ("start", console_start_details("serial"), [{"kind": "from_console", "console": "serial"}]),
+    ("media", media_details(None, True), [{"kind": "change", "field": "cd", "new": "ejected", "forced": "true"}]),
+    ("media", change_details("cd", "empty", "grub demo.iso"),
+     [{"kind": "change", "field": "cd", "old": "empty", "new": "grub demo.iso"}]),
+    ("media", cd_drive_added_details("a.iso"), [{"kind": "cd_drive_added", "iso": "a.iso"}]),
+    ("edit", edit_details({"vcpus": 2, "boot_order": ["cdrom", "hd"]}),
+     [{"kind": "change", "field": "vcpus", "new": "2"}, {"kind": "change", "field": "boot_order", "new": "cdrom,hd"}]),
+    ("edit", edit_details({}), [{"kind": "nothing_asked"}]),
+    ("edit", "; ".join([change_details("vcpus", 1, 2, pending=True), change_details("autostart", "false", "true")]),
+     [{"kind": "change", "field": "vcpus", "old": "1", "new": "2", "pending": "true"},
+      {"kind": "change", "field": "autostart", "old": "false", "new": "true"}]),
+    ("finish-install", change_details("boot_order", "-", "hd"),
+     [{"kind": "change", "field": "boot_order", "old": "-", "new": "hd"}]),
+    ("resize-disk", resize_details("vda", 2**31), [{"kind": "resize_asked", "target": "vda", "bytes": str(2**31)}]),
+    ("resize-disk", resized_details("vda", 2**30, 2**31),
+     [{"kind": "resized", "target": "vda", "old": str(2**30), "new": str(2**31)}]),
+    ("migrate", migrate_details("a", "b.example"), [{"kind": "migrate", "source": "a", "target": "b.example"}]),
+])
+def test_every_writers_words_read_back_as_phrases(action: str, details: str, read: list[dict[str, str]]) -> None:
+    """What the pages word in their own language (``details_phrases``): each writer's words, read back."""
+    assert phrases(action, details) == read
+
+
+@pytest.mark.parametrize(("action", "details"), [
+    ("snapshot", "forced"),  # a snapshot's name, which may read like a phrase
+    ("edit", "weird words"),
+    ("edit", "vcpus 1 → 2; and more"),  # one part unknown: the whole shows as it is
+    ("start", ""),
+])
+def test_details_that_are_not_phrases_read_as_none(action: str, details: str) -> None:
+    assert phrases(action, details) is None

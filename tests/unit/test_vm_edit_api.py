@@ -212,3 +212,27 @@ async def test_every_action_is_audited_with_what_changed(users: Users, alices_vm
         ("alice", "media", "ISO_NOT_FOUND", "cd → missing.iso"),
         ("alice", "edit", "OK", "vcpus 1 → 2; autostart false → true"),
     ]
+
+
+async def test_every_actions_details_read_back_as_phrases_for_the_pages(users: Users, alices_vm: str) -> None:
+    """A Korean page words an action's details from ``details_phrases``: a writer whose words the reader does
+    not know would show its English there (as every one did before)."""
+    vm = f"/api/vms/{alices_vm}"
+    await users.as_("alice", "PATCH", vm, json={"vcpus": 2, "autostart": True, "boot_order": ["hd", "cdrom"]})
+    await users.as_("alice", "PUT", f"{vm}/media", json={"iso": None})
+    await users.as_("alice", "PUT", f"{vm}/media", json={"iso": DEMO_ISO})
+    await users.as_("alice", "POST", f"{vm}/disks/vda/resize", json={"size_gib": 2})
+    await users.as_("alice", "POST", f"{vm}/start")
+    await users.as_("alice", "PATCH", vm, json={"memory_mib": 96})
+    await users.as_("alice", "POST", f"{vm}/finish-install", params={"force": "true"})
+    await users.as_("alice", "POST", f"{vm}/stop", params={"force": "true"})
+    await users.as_("root", "PUT", f"{vm}/owner", json={"owner": "bob"})
+    rows = [a for a in (await users.as_("root", "GET", "/api/vm-actions")).json() if a["vm_name"] == alices_vm]
+    unread = [(a["action"], a["details"]) for a in rows if a["details"] and a["details_phrases"] is None]
+    assert unread == []
+    kinds = {phrase["kind"] for a in rows for phrase in a["details_phrases"] or []}
+    assert kinds >= {"change", "resize_asked", "forced", "given_to"}, [(a["action"], a["details"]) for a in rows]
+    memory = next(a for a in rows if a["action"] == "edit" and "memory_mib" in a["details"])
+    assert memory["details_phrases"] == [
+        {"kind": "change", "field": "memory_mib", "old": "64", "new": "96", "pending": "true"}]
+

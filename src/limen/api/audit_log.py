@@ -71,6 +71,11 @@ class VmActionOut(BaseModel):
     at: datetime
     result_code: str = Field(description="OK, an error code, or STARTED while the action runs")
     details: str
+    details_phrases: list[dict[str, str]] | None = Field(None, description=(
+        "The details read back as phrases, for a client to word in its own language: a list of {kind, values} "
+        "(e.g. {\"kind\": \"given_to\", \"owner\": \"bob\"}, {\"kind\": \"change\", \"field\": \"vcpus\", "
+        "\"old\": \"1\", \"new\": \"2\", \"pending\": \"true\"}); null when a part is not a known phrase "
+        "(a snapshot's name, an older row's words): then show details as they are"))
     finished_at: datetime | None = Field(None, description="None while the action runs")
 
 

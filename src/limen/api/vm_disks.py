@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from limen.action_details import resize_details, resized_details
 from limen.api.deps import AccessDep, AccessibleVm, CurrentUser, HypervisorDep
 from limen.api.quota import QuotaDep, quota_for_disk_growth
 from limen.api.schemas import DiskResize, ErrorBody, VmOut
@@ -37,11 +38,11 @@ async def post_resize_disk(
     checked against the disk quota first (QUOTA_EXCEEDED).
     """
     async with access.audit.recording(principal.name, "resize-disk", vm.name, vm_uuid=vm.uuid,
-                                      details=f"{target[:40]} to {body.bytes} bytes") as target_row:
+                                      details=resize_details(target, body.bytes)) as target_row:
         check_disk_size(body.bytes, body.field)  # named after the field sent
         async with quota_for_disk_growth(quota, hypervisor, principal, vm, target=target, new_bytes=body.bytes):
             resized = await resize_disk(hypervisor, vm.uuid, target, body.bytes)
-        target_row.details = f"{resized.target} {resized.old_bytes} → {resized.new_bytes} bytes"
+        target_row.details = resized_details(resized.target, resized.old_bytes, resized.new_bytes)
     await hypervisor.announce(vm.uuid, VmEventType.CHANGED)  # a volume's new size is no domain event
     log.info("VM disk resized", extra={"event": "vm_resize_disk", "vm_uuid": vm.uuid, "vm_name": vm.name,
                                        "disk": resized.target, "old_bytes": resized.old_bytes,

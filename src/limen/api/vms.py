@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
-from limen.action_details import delete_details, edit_details, power_details
+from limen.action_details import delete_details, edit_details, migrate_details, power_details
 from limen.api.deps import (
     AccessDep,
     AccessibleVm,
@@ -196,7 +196,7 @@ async def migrate_vm(
     (VM_OPERATION_FAILED) for a VM with snapshots, which do not move."""
     await services.host_sync.sync_once()  # the registry's hosts now (a target drained elsewhere just now)
     async with access.audit.recording(admin.name, "migrate", vm.name, vm_uuid=vm.uuid,
-                                      details=f"from {vm.host} to {body.host}"):
+                                      details=migrate_details(vm.host, body.host)):
         moved = await hypervisor.migrate_vm(vm.uuid, body.host)
     await hypervisor.announce(moved.uuid, VmEventType.CHANGED)
     log.info("VM migrated", extra={"event": "vm_migrate", "vm_uuid": vm.uuid, "vm_name": vm.name,

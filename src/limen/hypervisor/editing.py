@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import libvirt
 import libvirt_qemu
 
+from limen.action_details import cd_drive_added_details, change_details
 from limen.errors import ErrorCode, LimenError, Refusals, Rule, ValidationFailed, range_rule, rule
 from limen.hypervisor import storage
 from limen.hypervisor.domain_edit import (
@@ -222,7 +223,7 @@ async def change_media(hypervisor: Hypervisor, ident: str, iso: str | None, *, f
                 except NoFreeTarget as exc:
                     raise LimenError(ErrorCode.VM_OPERATION_FAILED, f"cannot add a CD-ROM drive: {exc}") from None
                 dom.attachDeviceFlags(drive, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
-                return Edited(hypervisor._snapshot(dom), (f"CD-ROM drive added with {iso}",))
+                return Edited(hypervisor._snapshot(dom), (cd_drive_added_details(iso),))
             source = cdrom.find("source")
             before = source.get("file") if source is not None else None
             if before == iso_path:
@@ -230,7 +231,7 @@ async def change_media(hypervisor: Hypervisor, ident: str, iso: str | None, *, f
             _change_disc(dom, cdrom, iso_path, active=active, force=force)
             was = before.rsplit("/", 1)[-1] if before else "empty"
             now = iso if iso is not None else "ejected"
-            return Edited(hypervisor._snapshot(dom), (f"cd {was} → {now}" + (" (forced)" if force else ""),))
+            return Edited(hypervisor._snapshot(dom), (change_details("cd", was, now, forced=force),))
 
     return await hypervisor.connection.call("change_media", run, subject=ident, timeout=_media_timeout(hypervisor))
 
@@ -290,10 +291,10 @@ async def edit_vm(hypervisor: Hypervisor, ident: str, edit: VmEdit) -> Edited:
             try:
                 if edit.autostart is not None and edit.autostart != old_autostart:
                     dom.setAutostart(int(edit.autostart))
-                    changes.append(f"autostart {str(old_autostart).lower()} → {str(edit.autostart).lower()}")
+                    changes.append(change_details("autostart", str(old_autostart).lower(), str(edit.autostart).lower()))
                 if rename:
                     dom.rename(str(edit.name), 0)
-                    changes.append(f"name {old_name} → {edit.name}")
+                    changes.append(change_details("name", old_name, edit.name))
             except BaseException:
                 _undo(conn, uuid, original if change != HardwareChange() else None, old_autostart)
                 raise
@@ -318,14 +319,14 @@ def _undo(conn: libvirt.virConnect, uuid: str, original_xml: str | None, autosta
 
 def _describe(change: HardwareChange, vcpus: int, memory_mib: int, boot_order: tuple[str, ...], *,
               pending: bool) -> list[str]:
-    later = " (pending restart)" if pending else ""
     changes = []
     if change.vcpus is not None:
-        changes.append(f"vcpus {vcpus} → {change.vcpus}{later}")
+        changes.append(change_details("vcpus", vcpus, change.vcpus, pending=pending))
     if change.memory_mib is not None:
-        changes.append(f"memory_mib {memory_mib} → {change.memory_mib}{later}")
+        changes.append(change_details("memory_mib", memory_mib, change.memory_mib, pending=pending))
     if change.boot_order is not None:
-        changes.append(f"boot_order {','.join(boot_order) or '-'} → {','.join(change.boot_order)}{later}")
+        changes.append(change_details("boot_order", ",".join(boot_order) or "-", ",".join(change.boot_order),
+                                      pending=pending))
     return changes
 
 
@@ -349,7 +350,7 @@ async def finish_install(hypervisor: Hypervisor, ident: str, *, force: bool = Fa
             source = cdrom.find("source") if cdrom is not None else None
             if cdrom is not None and source is not None and source.get("file"):
                 _change_disc(dom, cdrom, None, active=active, force=force)
-                changes.append(f"cd {str(source.get('file')).rsplit('/', 1)[-1]} → ejected")
+                changes.append(change_details("cd", str(source.get("file")).rsplit("/", 1)[-1], "ejected"))
             original = _persistent_xml(dom)
             persistent = parse_domain_xml(original)
             if persistent.boot_order != ("hd",):

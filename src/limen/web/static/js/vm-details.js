@@ -9,6 +9,7 @@
 
 import { api, ApiError } from "./api.js";
 import { errorBox, formatBytes, formatDuration, formatMemory, h, spinner, STATE_LABELS, vmBadge } from "./dom.js";
+import { actionDetailsText } from "./action-details.js";
 import { mountUserMenu } from "./session.js";
 import { VmEvents } from "./vm-events.js";
 import { OwnerControl } from "./vm-owner.js";
@@ -373,7 +374,8 @@ function renderActions(actions) {
     h("td", { "data-label": t("col.action"), title: a.action, text: actionName(a.action) }),
     h("td", { "data-label": t("col.result") }, h("span", { class: a.result_code === "OK" ? "result-ok" : "result-bad",
                                                       text: a.result_code })),
-    h("td", { class: "action-details", "data-label": t("col.details"), text: a.details || "" }),
+    h("td", { class: "action-details", "data-label": t("col.details"), title: a.details || "",
+              text: actionDetailsText(a) }),
   )));
 }
 

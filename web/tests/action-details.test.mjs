@@ -1,0 +1,46 @@
+// A VM action's details in the page's words, from the phrases the server reads them back as.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { actionDetailsText, wordPhrases } from "../../src/limen/web/static/js/action-details.js";
+import { has, t } from "../../src/limen/web/static/js/i18n.js";
+
+const korean = {  // a few of the Korean catalogue's words, enough to tell them from the English
+  "action_detail.change": "{field} {old} → {new}{pending}{forced}",
+  "action_detail.change_asked": "{field} → {new}{pending}{forced}",
+  "action_detail.pending": " (다시 시작하면 적용)",
+  "action_detail.forced_after": " (강제)",
+  "action_detail.field.memory_mib": "메모리 (MiB)",
+  "action_detail.field.cd": "CD",
+  "action_detail.value.cd.ejected": "꺼냄",
+  "action_detail.given_to": "{owner}에게 넘김",
+  "action_detail.resized": "{target} {old} → {new}",
+};
+const inKorean = {
+  translate: (key, params = {}) => korean[key].replace(/\{(\w+)\}/g, (_, name) => params[name] ?? ""),
+  known: (key) => Object.hasOwn(korean, key),
+  locale: "ko",
+};
+
+test("each phrase is worded from the catalogue, values in the page's way", () => {
+  const edit = [{ kind: "change", field: "memory_mib", old: "64", new: "1024", pending: "true" }];
+  assert.equal(wordPhrases(edit, inKorean), "메모리 (MiB) 64 → 1,024 (다시 시작하면 적용)");
+  const eject = [{ kind: "change", field: "cd", new: "ejected", forced: "true" }, { kind: "given_to", owner: "bob" }];
+  assert.equal(wordPhrases(eject, inKorean), "CD → 꺼냄 (강제); bob에게 넘김");
+  const grown = [{ kind: "resized", target: "vda", old: String(2 ** 30), new: String(3 * 2 ** 30) }];
+  assert.equal(wordPhrases(grown, inKorean), "vda 1.0 GiB → 3.0 GiB");
+});
+
+test("a boot order is said by its devices' names", () => {
+  const order = [{ kind: "change", field: "boot_order", old: "cdrom,hd", new: "hd" }];
+  assert.equal(wordPhrases(order, { translate: t, known: has, locale: "en" }), "boot order CD-ROM, then disk → Disk only");
+});
+
+test("a phrase or a field without words here (a newer server's) leaves the server's words", () => {
+  assert.equal(wordPhrases([{ kind: "defragmented" }], inKorean), null);
+  assert.equal(wordPhrases([{ kind: "change", field: "cpu_model", old: "a", new: "b" }], inKorean), null);
+  // An English page shows the server's words as they are; so does any page for a row without phrases.
+  assert.equal(actionDetailsText({ details: "vcpus 1 → 2", details_phrases: [{ kind: "change" }] }), "vcpus 1 → 2");
+  assert.equal(actionDetailsText({ details: "s1", details_phrases: null }), "s1");
+});
