@@ -3,11 +3,14 @@ change locks nobody out (a hash keeps its own parameters; the password is rehash
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import anyio
 import pytest
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, profiles
 from sqlalchemy import text
 
 from limen.auth.access import Access
@@ -66,4 +69,58 @@ async def test_a_changed_cost_locks_nobody_out_and_rehashes_at_sign_in(
         assert await access.users.authenticate("alice", "alice's long password") is not None
         assert await access.users.authenticate("alice", "not alice's password") is None
     finally:
+        await access.close()
+
+
+class GatedHasher(PasswordHasher):
+    """argon2 at the cheapest cost, each verify held until ``release`` is set, counting how many run at once."""
+
+    def __init__(self) -> None:
+        cheapest = profiles.CHEAPEST
+        super().__init__(time_cost=cheapest.time_cost, memory_cost=cheapest.memory_cost,
+                         parallelism=cheapest.parallelism)
+        self.release = threading.Event()
+        self.running = self.peak = self.started = 0
+        self.awaited = 1  # ``turns_taken`` is set once this many verifies have started
+        self.turns_taken = threading.Event()
+        self._lock = threading.Lock()
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> bool:
+        with self._lock:
+            self.running += 1
+            self.started += 1
+            self.peak = max(self.peak, self.running)
+            if self.started >= self.awaited:
+                self.turns_taken.set()
+        try:
+            self.release.wait(30)
+            return super().verify(hash, password)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+async def test_sign_ins_take_turns_and_hold_no_database_connection(make_settings: Callable[..., Settings]) -> None:
+    """40 wrong passwords at once (from many addresses, each within its throttle) ran 40 verifies of 64 MiB
+    each, every one holding a database connection: the process grew 1.1 GB and other requests waited ~20 s
+    for the database. Now one verify a core runs, the rest wait their turn holding nothing."""
+    hasher = GatedHasher()
+    access = Access(make_settings(), clock=FakeClock(), hasher=hasher)
+    await access.start()
+    try:
+        await access.users.create("alice", "correct horse battery")
+        names = ["alice" if index % 2 else f"nobody{index}" for index in range(40)]
+        attempts = [asyncio.create_task(access.users.authenticate(name, "wrong password")) for name in names]
+        hasher.awaited = access.passwords.slots
+        assert await anyio.to_thread.run_sync(hasher.turns_taken.wait, 10)
+        await asyncio.sleep(0.2)  # time for more to start, were they let
+        assert hasher.running == access.passwords.slots
+        # Meanwhile the database answers at once: no waiting verify holds a connection or a worker thread.
+        with anyio.fail_after(10):
+            assert await access.db.run(lambda session: session.scalar(text("SELECT 1"))) == 1
+        hasher.release.set()
+        assert await asyncio.gather(*attempts) == [None] * 40
+        assert hasher.peak == access.passwords.slots and hasher.started == 40
+    finally:
+        hasher.release.set()
         await access.close()

@@ -1,10 +1,18 @@
 """Password hashing with argon2id (its cost from the settings; argon2-cffi's defaults unless changed), and the
-rules a new password must meet."""
+rules a new password must meet.
+
+A hash or a verify costs ~0.1 s of a core and ``password_hash_memory_kib`` (64 MiB by default) while it runs.
+The server runs at most one a core at a time (:meth:`Passwords.verify_async` and the other ``_async`` methods
+wait their turn, in order, without holding a thread or a database connection): wrong passwords from many
+addresses at once grew the process by 64 MiB each (1.1 GB measured) and held the database's connections for
+as long, stalling every request that needed one."""
 
 from __future__ import annotations
 
+import os
 import secrets
 
+import anyio
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -28,12 +36,38 @@ def generate_password() -> str:
     return secrets.token_urlsafe(18)
 
 
-class Passwords:
-    """Hashes and verifies. Both are CPU work of ~0.1 s: call them from a worker thread."""
+def hashing_slots() -> int:
+    """How many hashes or verifies the server runs at once: one a core (more only queue for the same cores)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
-    def __init__(self, hasher: PasswordHasher) -> None:
+
+class Passwords:
+    """Hashes and verifies. Both are CPU work of ~0.1 s: the plain methods are for the command line (or a
+    worker thread); the server calls the ``_async`` ones, which take turns (at most ``slots`` at once)."""
+
+    def __init__(self, hasher: PasswordHasher, slots: int | None = None) -> None:
         self._hasher = hasher
         self._dummy_hash: str | None = None
+        self._slots = slots or hashing_slots()
+        self._limiter: anyio.CapacityLimiter | None = None  # made in the event loop that uses it
+
+    @property
+    def slots(self) -> int:
+        return self._slots
+
+    def _turns(self) -> anyio.CapacityLimiter:
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self._slots)
+        return self._limiter
+
+    async def hash_async(self, password: str) -> str:
+        return await anyio.to_thread.run_sync(self.hash, password, limiter=self._turns())
+
+    async def verify_async(self, password_hash: str, password: str) -> bool:
+        return await anyio.to_thread.run_sync(self.verify, password_hash, password, limiter=self._turns())
+
+    async def verify_nobody_async(self, password: str) -> None:
+        await anyio.to_thread.run_sync(self.verify_nobody, password, limiter=self._turns())
 
     @classmethod
     def of(cls, settings: Settings) -> Passwords:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-import anyio.to_thread
 from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -73,6 +72,32 @@ def lookup_user(session: Session, name: str) -> User | None:
 _PRINCIPAL_OF = select(User.name, User.role, User.disabled, User.approved).where(User.name == bindparam("name"))
 
 
+@dataclass(frozen=True, slots=True)
+class _SignInFacts:
+    """What a sign-in needs of a user, read in one short transaction."""
+
+    id: int
+    name: str
+    role: str
+    password_hash: str
+    disabled: bool
+    approved: bool
+
+    @classmethod
+    def of(cls, user: User | None) -> _SignInFacts | None:
+        if user is None:
+            return None
+        return cls(id=user.id, name=user.name, role=user.role, password_hash=user.password_hash,
+                   disabled=user.disabled, approved=user.approved)
+
+
+def _replace_hash(session: Session, found: _SignInFacts, rehashed: str) -> None:
+    """A hash made at today's cost, unless the password changed since it was read."""
+    user = session.get(User, found.id)
+    if user is not None and user.password_hash == found.password_hash:
+        user.password_hash = rehashed
+
+
 def _require_user(session: Session, name: str) -> User:
     user = lookup_user(session, name)
     if user is None:
@@ -125,7 +150,7 @@ class Users:
     async def create(self, name: str, password: str, role: Role = Role.USER, *, approved: bool = True) -> UserInfo:
         """``approved`` False: a self-registered account that cannot sign in until an administrator approves it."""
         name = _checked_name_and_password(name, password)
-        password_hash = await anyio.to_thread.run_sync(self.passwords.hash, password)
+        password_hash = await self.passwords.hash_async(password)
         return await self.db.run(lambda session: self._insert(session, name, password_hash, role, approved))
 
     def create_sync(self, name: str, password: str, role: Role = Role.USER) -> UserInfo:
@@ -285,22 +310,20 @@ class Users:
         """The user if ``password`` is theirs and the account is enabled; else None, after the same work.
         An account awaiting approval raises ACCOUNT_PENDING, a disabled one ACCOUNT_DISABLED, but only once the
         password proved it is theirs (told "wrong password", they would try again into the throttle)."""
-
-        def run(session: Session) -> Principal | None:
-            user = lookup_user(session, name)
-            if user is None:
-                self.passwords.verify_nobody(password)
-                return None
-            if not self.passwords.verify(user.password_hash, password):
-                return None
-            if user.disabled:
-                raise AccountDisabled(user.name)
-            if self.passwords.needs_rehash(user.password_hash):
-                user.password_hash = self.passwords.hash(password)
-            if not user.approved:
-                raise AccountPending(user.name)
-            return Principal(name=user.name, role=Role(user.role), method=AuthMethod.COOKIE)
-
         if len(password) > 1024 or len(name) > 4 * NAME_MAX:
             return None  # no sane account has these; do not spend argon2 time on them
-        return await self.db.run(run)
+        # Read, then verify with no database connection held (the verify waits its turn: passwords.py).
+        found = await self.db.run(lambda session: _SignInFacts.of(lookup_user(session, name)))
+        if found is None:
+            await self.passwords.verify_nobody_async(password)
+            return None
+        if not await self.passwords.verify_async(found.password_hash, password):
+            return None
+        if found.disabled:
+            raise AccountDisabled(found.name)
+        if self.passwords.needs_rehash(found.password_hash):
+            rehashed = await self.passwords.hash_async(password)
+            await self.db.run(lambda session: _replace_hash(session, found, rehashed))
+        if not found.approved:
+            raise AccountPending(found.name)
+        return Principal(name=found.name, role=Role(found.role), method=AuthMethod.COOKIE)
