@@ -13,7 +13,7 @@ import libvirt
 import pytest
 
 from limen.errors import ErrorCode, LimenError
-from limen.hypervisor import Hypervisor, VmSpec, VmState
+from limen.hypervisor import Hypervisor, VmSpec, VmState, editing, service
 from limen.hypervisor.domain_edit import HardwareChange, with_hardware
 from limen.hypervisor.editing import VmEdit, change_media, edit_vm, finish_install, resize_disk
 from limen.hypervisor.models import PendingChanges
@@ -95,6 +95,51 @@ async def test_rename_refusals_change_nothing(test_hypervisor: Hypervisor, vm_na
     assert not (await test_hypervisor.get_vm(vm_name)).pending_restart
     same_name = await edit_vm(test_hypervisor, vm_name, VmEdit(name=vm_name))  # running, but no rename
     assert same_name.changes == ()
+
+
+async def test_two_vms_renamed_at_once_to_one_name_in_two_cases_get_one_of_them(
+    test_hypervisor: Hypervisor, vm_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two renames checked the name free side by side (each under its own VM's lock) and both took it:
+    ``x`` and ``X`` listed together. The window is widened here so that the two checks overlap every time."""
+    other = f"{vm_name}-b"
+    await test_hypervisor.create_vm(VmSpec(name=other, memory_mib=64))
+    checked = editing.refuse_taken_name
+
+    def slow_check(conn: libvirt.virConnect, name: str, *, own_uuid: str | None = None) -> None:
+        checked(conn, name, own_uuid=own_uuid)
+        time.sleep(0.2)  # the other rename checks now, were it let
+
+    monkeypatch.setattr(editing, "refuse_taken_name", slow_check)
+    wanted = f"{vm_name}-case"
+    outcomes = await asyncio.gather(edit_vm(test_hypervisor, vm_name, VmEdit(name=wanted)),
+                                    edit_vm(test_hypervisor, other, VmEdit(name=wanted.upper())),
+                                    return_exceptions=True)
+    refused = [outcome.code for outcome in outcomes if isinstance(outcome, LimenError)]
+    assert refused == [ErrorCode.VM_ALREADY_EXISTS], outcomes
+    names = [vm.name for vm in await test_hypervisor.list_vms() if vm.name.casefold() == wanted.casefold()]
+    assert len(names) == 1, names
+
+
+async def test_a_create_and_a_rename_at_once_take_one_name_in_two_cases_once(
+    test_hypervisor: Hypervisor, vm_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked = service.refuse_taken_name
+
+    def slow_check(conn: libvirt.virConnect, name: str, *, own_uuid: str | None = None) -> None:
+        checked(conn, name, own_uuid=own_uuid)
+        time.sleep(0.2)
+
+    monkeypatch.setattr(service, "refuse_taken_name", slow_check)
+    monkeypatch.setattr(editing, "refuse_taken_name", slow_check)
+    wanted = f"{vm_name}-new"
+    outcomes = await asyncio.gather(test_hypervisor.create_vm(VmSpec(name=wanted.upper(), memory_mib=64)),
+                                    edit_vm(test_hypervisor, vm_name, VmEdit(name=wanted)), return_exceptions=True)
+    refused = [outcome.code for outcome in outcomes if isinstance(outcome, LimenError)]
+    assert refused == [ErrorCode.VM_ALREADY_EXISTS], outcomes
+    for vm in await test_hypervisor.list_vms():
+        if vm.name == wanted.upper():
+            await test_hypervisor.delete_vm(vm.uuid)
 
 
 @pytest.mark.parametrize(("edit", "field"), [

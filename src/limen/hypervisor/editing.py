@@ -25,7 +25,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import libvirt
@@ -50,6 +50,7 @@ from limen.hypervisor.service import (
     _lookup,
     check_boot_order,
     check_name,
+    naming,
     parse_vm_id,
     refuse_taken_name,
 )
@@ -274,35 +275,49 @@ async def edit_vm(hypervisor: Hypervisor, ident: str, edit: VmEdit) -> Edited:
             rename = edit.name is not None and edit.name != old_name
             if rename and active:
                 raise LimenError(ErrorCode.VM_MUST_BE_STOPPED, f"VM {old_name!r} runs; rename it while it is stopped")
-            if rename:
-                refuse_taken_name(conn, str(edit.name), own_uuid=uuid)
-            original = _persistent_xml(dom)
-            persistent = parse_domain_xml(original)
-            change = HardwareChange(
-                vcpus=edit.vcpus if edit.vcpus not in (None, persistent.vcpus) else None,
-                memory_mib=edit.memory_mib if edit.memory_mib not in (None, persistent.memory_mib) else None,
-                boot_order=edit.boot_order if edit.boot_order not in (None, persistent.boot_order) else None,
-            )
-            changes = _describe(change, persistent.vcpus, persistent.memory_mib, persistent.boot_order,
-                                pending=active)
-            old_autostart = bool(dom.autostart())
-            if change != HardwareChange():
-                conn.defineXML(with_hardware(original, change))
-            try:
-                if edit.autostart is not None and edit.autostart != old_autostart:
-                    dom.setAutostart(int(edit.autostart))
-                    changes.append(change_details("autostart", str(old_autostart).lower(), str(edit.autostart).lower()))
+            # A rename holds the naming lock from its check to the rename (service.naming).
+            with naming(hypervisor.settings.libvirt_timeout) if rename else nullcontext():
                 if rename:
-                    dom.rename(str(edit.name), 0)
-                    changes.append(change_details("name", old_name, edit.name))
-            except BaseException:
-                _undo(conn, uuid, original if change != HardwareChange() else None, old_autostart)
-                raise
+                    refuse_taken_name(conn, str(edit.name), own_uuid=uuid)
+                original = _persistent_xml(dom)
+                persistent = parse_domain_xml(original)
+                change = HardwareChange(
+                    vcpus=edit.vcpus if edit.vcpus not in (None, persistent.vcpus) else None,
+                    memory_mib=edit.memory_mib if edit.memory_mib not in (None, persistent.memory_mib) else None,
+                    boot_order=edit.boot_order if edit.boot_order not in (None, persistent.boot_order) else None,
+                )
+                changes = _describe(change, persistent.vcpus, persistent.memory_mib, persistent.boot_order,
+                                    pending=active)
+                old_autostart = bool(dom.autostart())
+                if change != HardwareChange():
+                    conn.defineXML(with_hardware(original, change))
+                try:
+                    if edit.autostart is not None and edit.autostart != old_autostart:
+                        dom.setAutostart(int(edit.autostart))
+                        changes.append(change_details("autostart", str(old_autostart).lower(),
+                                                      str(edit.autostart).lower()))
+                    if rename:
+                        _rename(dom, str(edit.name))
+                        changes.append(change_details("name", old_name, edit.name))
+                except BaseException:
+                    _undo(conn, uuid, original if change != HardwareChange() else None, old_autostart)
+                    raise
             return Edited(hypervisor._snapshot(conn.lookupByUUIDString(uuid)), tuple(changes))
 
     return await hypervisor.connection.call(
         "edit_vm", run, subject=ident, timeout=hypervisor.settings.libvirt_timeout * 2
     )
+
+
+def _rename(dom: libvirt.virDomain, name: str) -> None:
+    """Renames ``dom``; a name another limen took meanwhile is VM_ALREADY_EXISTS (libvirt says "operation
+    failed: domain with name … already exists")."""
+    try:
+        dom.rename(name, 0)
+    except libvirt.libvirtError as exc:
+        if "already exists" in str(exc.get_error_message()):
+            raise LimenError(ErrorCode.VM_ALREADY_EXISTS, f"a VM named {name!r} exists") from None
+        raise
 
 
 def _undo(conn: libvirt.virConnect, uuid: str, original_xml: str | None, autostart: bool) -> None:

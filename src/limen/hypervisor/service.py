@@ -13,7 +13,8 @@ import re
 import threading
 import time
 import uuid as uuid_module
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,22 @@ def check_name(name: str, field: str = "name") -> None:
             field, "must start with a letter or digit and hold only letters, digits, '_', '.', '-' "
             "(at most 63 characters)", rule=rule(Rule.VM_NAME)
         )
+
+
+# Held from the moment a name is found free until a define or a rename has taken it, in this process: two VMs
+# could both take names that differ only in case (libvirt itself refuses only the same spelling).
+_naming = threading.Lock()
+
+
+@contextmanager
+def naming(timeout: float) -> Iterator[None]:
+    """Holds the naming lock (VM_OPERATION_FAILED if another create or rename holds it past ``timeout``)."""
+    if not _naming.acquire(timeout=timeout):
+        raise LimenError(ErrorCode.VM_OPERATION_FAILED, "another create or rename is still taking its name")
+    try:
+        yield
+    finally:
+        _naming.release()
 
 
 def refuse_taken_name(conn: libvirt.virConnect, name: str, *, own_uuid: str | None = None) -> None:
@@ -595,46 +612,47 @@ class Hypervisor:
                 if cancelled.is_set():
                     raise HypervisorUnavailable("the create was given up before it began")
                 began = True
-            refuse_taken_name(conn, spec.name)
-            volume: libvirt.virStorageVol | None = None
-            domain: libvirt.virDomain | None = None
-            try:
-                disk_path = None
-                if spec.disk_gib is not None:
-                    pool = storage.ensure_pool(conn, self.settings.storage_pool, pool_dir)
-                    self._refuse_taken_volume(conn, spec.name)
-                    volume_name = storage.disk_volume_name(spec.name)
-                    volume = pool.createXML(storage.volume_xml(volume_name, spec.disk_gib), 0)
-                    disk_path = volume.path()
-                plan = DomainPlan(
-                    name=spec.name,
-                    virt_type=self._virt_type(),
-                    vcpus=spec.vcpus,
-                    memory_mib=spec.memory_mib,
-                    vnc_listen=vnc_listen,
-                    created_at=datetime.now(UTC).replace(microsecond=0),
-                    disk_path=disk_path,
-                    iso_path=str(iso_path) if iso_path else None,
-                    boot_order=boot_order,
-                    owner=spec.owner,
-                    create_token=create_token,
-                )
-                domain = conn.defineXML(build_domain_xml(plan))
-                if cancelled.is_set():  # the caller gave up waiting: it was told this failed
-                    raise LimenError(ErrorCode.HYPERVISOR_UNAVAILABLE, "create timed out")
-                return self._snapshot(domain)
-            except BaseException:
-                if domain is not None:
-                    try:
-                        domain.undefine()
-                    except libvirt.libvirtError:
-                        pass
-                if volume is not None:
-                    try:
-                        volume.delete(0)
-                    except libvirt.libvirtError:
-                        pass
-                raise
+            with naming(self.settings.libvirt_timeout):
+                refuse_taken_name(conn, spec.name)
+                volume: libvirt.virStorageVol | None = None
+                domain: libvirt.virDomain | None = None
+                try:
+                    disk_path = None
+                    if spec.disk_gib is not None:
+                        pool = storage.ensure_pool(conn, self.settings.storage_pool, pool_dir)
+                        self._refuse_taken_volume(conn, spec.name)
+                        volume_name = storage.disk_volume_name(spec.name)
+                        volume = pool.createXML(storage.volume_xml(volume_name, spec.disk_gib), 0)
+                        disk_path = volume.path()
+                    plan = DomainPlan(
+                        name=spec.name,
+                        virt_type=self._virt_type(),
+                        vcpus=spec.vcpus,
+                        memory_mib=spec.memory_mib,
+                        vnc_listen=vnc_listen,
+                        created_at=datetime.now(UTC).replace(microsecond=0),
+                        disk_path=disk_path,
+                        iso_path=str(iso_path) if iso_path else None,
+                        boot_order=boot_order,
+                        owner=spec.owner,
+                        create_token=create_token,
+                    )
+                    domain = conn.defineXML(build_domain_xml(plan))
+                    if cancelled.is_set():  # the caller gave up waiting: it was told this failed
+                        raise LimenError(ErrorCode.HYPERVISOR_UNAVAILABLE, "create timed out")
+                    return self._snapshot(domain)
+                except BaseException:
+                    if domain is not None:
+                        try:
+                            domain.undefine()
+                        except libvirt.libvirtError:
+                            pass
+                    if volume is not None:
+                        try:
+                            volume.delete(0)
+                        except libvirt.libvirtError:
+                            pass
+                    raise
 
         try:
             link = await self.place(spec)
