@@ -24,8 +24,7 @@ import logging
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import libvirt
@@ -50,6 +49,7 @@ from limen.hypervisor.service import (
     _lookup,
     check_boot_order,
     check_name,
+    lock_held,
     naming,
     parse_vm_id,
     refuse_taken_name,
@@ -112,16 +112,10 @@ class _DomainLocks:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    @contextmanager
-    def held(self, uuid: str, timeout: float) -> Iterator[None]:
+    def held(self, uuid: str, timeout: float) -> AbstractContextManager[None]:
         with self._guard:
             lock = self._locks.setdefault(uuid, threading.Lock())
-        if not lock.acquire(timeout=timeout):
-            raise LimenError(ErrorCode.VM_OPERATION_FAILED, "another change to this VM is still in progress")
-        try:
-            yield
-        finally:
-            lock.release()
+        return lock_held(lock, timeout, "another change to this VM is still in progress")
 
 
 # Module-wide rather than per Hypervisor: every Hypervisor of this process edits the same libvirt domains.

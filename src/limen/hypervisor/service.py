@@ -14,7 +14,7 @@ import threading
 import time
 import uuid as uuid_module
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -112,14 +112,20 @@ _naming = threading.Lock()
 
 
 @contextmanager
-def naming(timeout: float) -> Iterator[None]:
-    """Holds the naming lock (VM_OPERATION_FAILED if another create or rename holds it past ``timeout``)."""
-    if not _naming.acquire(timeout=timeout):
-        raise LimenError(ErrorCode.VM_OPERATION_FAILED, "another create or rename is still taking its name")
+def lock_held(lock: threading.Lock, timeout: float, busy: str) -> Iterator[None]:
+    """Holds ``lock``; VM_OPERATION_FAILED (``busy``) when it is not free within ``timeout`` seconds (a libvirt
+    call that hangs holds it: the callers after it are told, not parked for good)."""
+    if not lock.acquire(timeout=timeout):
+        raise LimenError(ErrorCode.VM_OPERATION_FAILED, busy)
     try:
         yield
     finally:
-        _naming.release()
+        lock.release()
+
+
+def naming(timeout: float) -> AbstractContextManager[None]:
+    """Holds the naming lock."""
+    return lock_held(_naming, timeout, "another create or rename is still taking its name")
 
 
 def refuse_taken_name(conn: libvirt.virConnect, name: str, *, own_uuid: str | None = None) -> None:
