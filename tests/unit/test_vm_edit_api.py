@@ -4,6 +4,7 @@ JSON error schema, refusals, pending changes in the answers, and the audit trail
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -236,3 +237,31 @@ async def test_every_actions_details_read_back_as_phrases_for_the_pages(users: U
     assert memory["details_phrases"] == [
         {"kind": "change", "field": "memory_mib", "old": "64", "new": "96", "pending": "true"}]
 
+
+
+async def test_a_lone_surrogate_in_a_body_is_refused_before_any_work(users: Users, alices_vm: str) -> None:
+    """json.dumps writes "\\ud800" as it is; such a string reached argon2, SQLite or libvirt as a 500 (an owner
+    change left its audit row STARTED). Refused whole, as a body that is not JSON, before a route runs."""
+    vm = f"/api/vms/{alices_vm}"
+    bodies = [
+        ("POST", "/api/users", {"name": "surrogate", "password": "\ud800abcdefgh"}, "body.password"),
+        ("PUT", f"{vm}/owner", {"owner": "bob\ud800"}, "body.owner"),
+        ("POST", "/api/tokens", {"name": "tok", "user": "bob\ud800"}, "body.user"),
+        ("POST", f"{vm}/snapshots", {"name": "snap1\udfff"}, "body.name"),
+        ("POST", f"{vm}/snapshots", {"name": "snapx", "description": "d\ud800"}, "body.description"),
+        ("POST", f"{vm}/migrate", {"host": "x\ud800"}, "body.host"),
+        ("PATCH", vm, {"boot_order": ["hd", "\udc00"]}, "body.boot_order.1"),
+        ("PATCH", vm, {"\udc00": 1}, "body"),  # a key
+    ]
+    headers = {**users.headers["root"], "Content-Type": "application/json"}
+    for method, path, body, where in bodies:
+        answer = await users.client.request(method, path, headers=headers, content=json.dumps(body).encode())
+        error = assert_error(answer, 400, "INVALID_REQUEST")
+        assert f"{where} holds a lone UTF-16 surrogate" in error["details"], (path, error)
+    # A pair spelled in escapes is one character, and welcome.
+    paired = await users.client.request("PUT", f"{vm}/owner", headers=headers,
+                                        content=json.dumps({"owner": "\ud83d\ude00"}).encode())
+    assert_error(paired, 404, "USER_NOT_FOUND")
+    rows = [a for a in (await users.as_("root", "GET", "/api/vm-actions")).json() if a["vm_name"] == alices_vm]
+    assert [a for a in rows if a["result_code"] == "STARTED"] == []
+    assert [a["action"] for a in rows if a["action"] != "create"] == ["set_owner"]  # the pair's refusal only

@@ -20,13 +20,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from limen.api.deps import AccessDep, AdminUser, CurrentUser
 from limen.api.schemas import ErrorBody
 from limen.api.services import services_of
+from limen.api.unicode_body import UnicodeCheckedRoute
 from limen.audit import DEFAULT_LIMIT, MAX_LIMIT
 from limen.auth.revocation import Revocation
 from limen.errors import ErrorCode, LimenError
 
 log = logging.getLogger("limen.audit")
 
-router = APIRouter(tags=["audit"])
+router = APIRouter(route_class=UnicodeCheckedRoute, tags=["audit"])
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 403, 404)}
 
 

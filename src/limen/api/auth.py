@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from limen.api.deps import AccessDep, CurrentUser
 from limen.api.error_responses import error_response
 from limen.api.schemas import ErrorBody
+from limen.api.unicode_body import UnicodeCheckedRoute
 from limen.auth.browser_sessions import COOKIE_NAME
 from limen.auth.names import name_key
 from limen.auth.principal import AuthMethod, require_admin, token_credential
@@ -31,7 +32,7 @@ from limen.i18n import LANGUAGE_COOKIE, LANGUAGE_COOKIE_MAX_AGE
 
 log = logging.getLogger("limen.auth")
 
-router = APIRouter(prefix="/api", tags=["access"])
+router = APIRouter(route_class=UnicodeCheckedRoute, prefix="/api", tags=["access"])
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 403, 404, 422, 429)}
 
 

@@ -54,7 +54,10 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
     if first.get("type") == "json_invalid":
-        return error_response(LimenError(ErrorCode.INVALID_REQUEST, f"body is not valid JSON: {first['msg']}"))
+        context = first.get("ctx")
+        # "Expecting value" (json's own words), not only FastAPI's "JSON decode error".
+        why = context.get("error") if isinstance(context, dict) and context.get("error") else first["msg"]
+        return error_response(LimenError(ErrorCode.INVALID_REQUEST, f"body is not valid JSON: {why}"))
     field = _location(first.get("loc", ()))
     # A body with 60,000 unknown keys made a 2.4 MB answer naming each: the first few say what is wrong.
     shown = "; ".join(f"{_location(e.get('loc', ()))}: {e.get('msg', '')}"[:DETAIL_MAX]

@@ -31,6 +31,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from limen.api.deps import AccessDep, CurrentUser, HypervisorDep, SettingsDep
 from limen.api.schemas import ErrorBody
+from limen.api.unicode_body import UnicodeCheckedRoute
 from limen.auth.access import Access
 from limen.auth.browser_sessions import COOKIE_NAME
 from limen.auth.credentials import authenticate
@@ -41,7 +42,7 @@ from limen.hypervisor.vm_feed import Subscription, SubscriptionEnded, VmEvent, V
 
 log = logging.getLogger("limen.api")
 
-router = APIRouter(tags=["events"])
+router = APIRouter(route_class=UnicodeCheckedRoute, tags=["events"])
 
 RETRY_MS = 2000  # how soon a browser reconnects after the stream drops
 SEND_TIMEOUT = 10.0  # a client that takes longer to accept one event is dropped

@@ -17,12 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from limen import host_registry
 from limen.api.deps import AccessDep, AdminUser, HypervisorDep
 from limen.api.schemas import ErrorBody
+from limen.api.unicode_body import UnicodeCheckedRoute
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.hosts import DEFAULT_HOST, HostLink
 
 log = logging.getLogger("limen.api")
-router = APIRouter(prefix="/api/hosts", tags=["hosts"])
+router = APIRouter(route_class=UnicodeCheckedRoute, prefix="/api/hosts", tags=["hosts"])
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 422)}
 
 

@@ -20,12 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from limen.api.deps import AccessDep
 from limen.api.error_responses import error_response
 from limen.api.schemas import ErrorBody
+from limen.api.unicode_body import UnicodeCheckedRoute
 from limen.auth.ratelimit import TooManyAttempts
 from limen.errors import ErrorCode, LimenError
 
 log = logging.getLogger("limen.auth")
 
-router = APIRouter(prefix="/api", tags=["access"])
+router = APIRouter(route_class=UnicodeCheckedRoute, prefix="/api", tags=["access"])
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (403, 409, 422, 429)}
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, StrictBool
 from limen.action_details import owner_details
 from limen.api.deps import AccessDep, AdminUser, HypervisorDep
 from limen.api.schemas import ErrorBody, VmOut
+from limen.api.unicode_body import UnicodeCheckedRoute
 from limen.auth.revocation import Revocation
 from limen.auth.users import UserInfo, find_user_by_key
 from limen.db.models import Role
@@ -26,7 +27,7 @@ from limen.hypervisor.ownership import set_owner
 
 log = logging.getLogger("limen.auth")
 
-router = APIRouter(tags=["access"])
+router = APIRouter(route_class=UnicodeCheckedRoute, tags=["access"])
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 403, 404, 409, 422)}
 
 

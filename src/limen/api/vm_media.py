@@ -13,12 +13,13 @@ from fastapi import APIRouter, Query
 from limen.action_details import media_details, power_details
 from limen.api.deps import AccessDep, AccessibleVm, CurrentUser, HypervisorDep
 from limen.api.schemas import ErrorBody, MediaIn, MediaOut, VmOut
+from limen.api.unicode_body import UnicodeCheckedRoute
 from limen.hypervisor.editing import change_media, finish_install
 from limen.hypervisor.vm_feed import VmEventType
 
 log = logging.getLogger("limen.api")
 
-router = APIRouter(prefix="/api/vms", tags=["vms"])
+router = APIRouter(route_class=UnicodeCheckedRoute, prefix="/api/vms", tags=["vms"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 422, 503)

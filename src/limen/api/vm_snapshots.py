@@ -21,6 +21,7 @@ from limen.api.deps import AccessDep, AccessibleVm, CurrentUser, HypervisorDep
 from limen.api.operations import OperationOut, refuse_busy_vm
 from limen.api.quota import QuotaDep, quota_for_revert
 from limen.api.schemas import ErrorBody, SnapshotOut
+from limen.api.unicode_body import UnicodeCheckedRoute
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.operations import Operation
@@ -37,7 +38,7 @@ from limen.hypervisor.vm_feed import VmEventType
 
 log = logging.getLogger("limen.api")
 
-router = APIRouter(prefix="/api/vms", tags=["snapshots"])
+router = APIRouter(route_class=UnicodeCheckedRoute, prefix="/api/vms", tags=["snapshots"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 422, 503)

@@ -25,6 +25,7 @@ from limen.api.operations import refuse_busy_vm
 from limen.api.quota import QuotaDep, new_vm_footprint, quota_for_edit, quota_for_start
 from limen.api.schemas import ErrorBody, VmCreate, VmDeleted, VmMigrate, VmOut, VmPatch
 from limen.api.services import services_of
+from limen.api.unicode_body import UnicodeCheckedRoute
 from limen.auth.revocation import Revocation
 from limen.errors import ErrorCode
 from limen.hypervisor import VmSpec
@@ -33,7 +34,7 @@ from limen.hypervisor.vm_feed import VmEventType
 
 log = logging.getLogger("limen.api")
 
-router = APIRouter(prefix="/api/vms", tags=["vms"])
+router = APIRouter(route_class=UnicodeCheckedRoute, prefix="/api/vms", tags=["vms"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 422, 503)
