@@ -47,7 +47,8 @@ DROPPED_STATUS_SCOPE_KEY = "limen.dropped_status"
 
 # The parts of uvicorn's protocol this one hooks into.
 _HOOKS = (
-    "connection_made", "connection_lost", "data_received", "on_message_begin", "on_headers_complete",
+    "connection_made", "connection_lost", "data_received", "on_message_begin", "on_url", "on_header",
+    "on_headers_complete",
     "on_body", "on_message_complete", "handle_websocket_upgrade", "send_400_response",
 )
 
@@ -80,6 +81,10 @@ class _ReportingFlowControl(FlowControl):
         super().resume_reading()
 
 
+class _HeadTooLarge(Exception):
+    """Raised in a parser callback to stop a request whose head is over MAX_HEAD_BYTES."""
+
+
 class DeadlineHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with request-reading deadlines; see the module docstring."""
 
@@ -92,6 +97,10 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
         self.reading = RequestReading(self.read_timeout, MAX_HEAD_BYTES)
         self._timer: asyncio.TimerHandle | None = None
         self._messages_begun = 0
+        # The current request's line and headers as parsed (the target and each header's name and value,
+        # with their separators): a head that came whole in one read is measured here.
+        self._head_bytes = 0
+        self._head_too_large = False
 
     # -- the deadline's timer: set when the deadline comes nearer, re-checked when it fires -------------
 
@@ -190,10 +199,25 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._messages_begun += 1
+        self._head_bytes = len(b"GET  HTTP/1.1\r\n\r\n")
         self.reading.request_started(self.loop.time())
         self._schedule()
 
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._head_bytes += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self._head_bytes += len(name) + len(value) + len(b": \r\n")
+
     def on_headers_complete(self) -> None:
+        if self._head_bytes > MAX_HEAD_BYTES:
+            # A head that came in one read (data_received counts those that span several): refused before
+            # uvicorn hands it to the application. httptools turns the raise into a parser error, which
+            # uvicorn answers through send_400_response, below.
+            self._head_too_large = True
+            raise _HeadTooLarge
         super().on_headers_complete()
         self.reading.head_done(self.loop.time())
         self._schedule()
@@ -208,6 +232,9 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
         self._schedule()
 
     def send_400_response(self, msg: str) -> None:
+        if self._head_too_large:
+            self._drop_head_too_large()
+            return
         # Bytes httptools cannot parse as HTTP/1.1 (raw UTF-8 in the path, a bad header line, ...): uvicorn
         # answers a plain-text 400; limen's clients get the JSON error like every other refusal. A target of
         # 64 KiB or more, which httptools' URL parser cannot hold (it counts in 16 bits), came in one chunk
