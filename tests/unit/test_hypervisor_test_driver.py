@@ -10,6 +10,7 @@ import pytest
 
 from limen.errors import ErrorCode, LimenError, ValidationFailed
 from limen.hypervisor import Hypervisor, LifecycleKind, VmSpec, VmState, VmWatch, parse_vm_id
+from limen.hypervisor.service import act_on_running
 from limen.hypervisor.vm_feed import Subscription, VmEvent, VmEventType
 from limen.settings import Settings
 from tests.conftest import DEMO_ISO
@@ -215,3 +216,27 @@ async def test_announce_publishes_what_libvirt_does_not(test_hypervisor: Hypervi
         event = await _next_feed_event(subscription, TEST_DOMAIN_UUID, VmEventType.MEDIA_CHANGED)
         await test_hypervisor.announce("no-such-vm", VmEventType.MEDIA_CHANGED)  # logged, not raised
     assert event.vm.state is VmState.RUNNING
+
+
+def test_a_vm_stopped_between_the_check_and_the_act_is_not_running() -> None:
+    """Ten stops at once: the ones that found the VM running and reached libvirt after the first got
+    VM_OPERATION_FAILED "domain is not running"; they are VM_NOT_RUNNING like a stop of a stopped VM."""
+    conn = libvirt.open("test:///default")
+    try:
+        dom = conn.lookupByName("test")  # the test driver's own domain, running
+        if not dom.isActive():
+            dom.create()
+
+        def stopped_by_another_first() -> None:
+            dom.destroy()  # the other stop
+            dom.destroy()  # this one's, a moment late
+
+        with pytest.raises(LimenError) as caught:
+            act_on_running(dom, stopped_by_another_first)
+        assert caught.value.code is ErrorCode.VM_NOT_RUNNING
+        with pytest.raises(LimenError) as caught:
+            act_on_running(dom, dom.destroy)  # checked first: not running
+        assert caught.value.code is ErrorCode.VM_NOT_RUNNING
+    finally:
+        dom.create()  # as the driver's other users expect it
+        conn.close()

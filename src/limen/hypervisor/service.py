@@ -128,6 +128,19 @@ def naming(timeout: float) -> AbstractContextManager[None]:
     return lock_held(_naming, timeout, "another create or rename is still taking its name")
 
 
+def act_on_running(dom: libvirt.virDomain, act: Callable[[], object]) -> None:
+    """``act()`` on a running ``dom``; VM_NOT_RUNNING when it is not running, or stopped before ``act`` reached
+    it (ten stops at once: the others found it running, then libvirt said "domain is not running")."""
+    if not dom.isActive():
+        raise LimenError(ErrorCode.VM_NOT_RUNNING, f"VM {dom.name()!r} is not running")
+    try:
+        act()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID and not dom.isActive():
+            raise LimenError(ErrorCode.VM_NOT_RUNNING, f"VM {dom.name()!r} stopped meanwhile") from None
+        raise
+
+
 def refuse_taken_name(conn: libvirt.virConnect, name: str, *, own_uuid: str | None = None) -> None:
     """VM_ALREADY_EXISTS if a domain on ``conn`` other than ``own_uuid`` (a VM being renamed) is named
     ``name``, in any case: libvirt's names are case-sensitive, but ``web1`` beside ``WEB1`` invites acting
@@ -881,12 +894,7 @@ class Hypervisor:
 
         def run(conn: libvirt.virConnect) -> Vm:
             dom = _lookup(conn, ident)
-            if not dom.isActive():
-                raise LimenError(ErrorCode.VM_NOT_RUNNING, f"VM {dom.name()!r} is not running")
-            if force:
-                dom.destroy()
-            else:
-                dom.shutdown()
+            act_on_running(dom, dom.destroy if force else dom.shutdown)
             return self._snapshot(dom)
 
         return await self.connection.call("stop_vm", run, subject=ident)
@@ -896,12 +904,7 @@ class Hypervisor:
 
         def run(conn: libvirt.virConnect) -> Vm:
             dom = _lookup(conn, ident)
-            if not dom.isActive():
-                raise LimenError(ErrorCode.VM_NOT_RUNNING, f"VM {dom.name()!r} is not running")
-            if force:
-                dom.reset(0)
-            else:
-                dom.reboot(0)
+            act_on_running(dom, functools.partial(dom.reset, 0) if force else functools.partial(dom.reboot, 0))
             return self._snapshot(dom)
 
         return await self.connection.call("reboot_vm", run, subject=ident)
