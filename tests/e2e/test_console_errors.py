@@ -77,6 +77,8 @@ def test_stopped_vm_with_auto_start_off_shows_vm_not_running(
     expect(page.locator("#panel-extra .btn.primary")).to_have_text("Start VM and connect")
     expect(page.get_by_role("button", name="Retry", exact=True)).to_have_count(0)
     expect(page.locator("#conn-status")).to_have_text("VM is not running")
+    # The toolbar's button too: a plain "Connect" there started the VM unsaid.
+    expect(page.locator("#btn-connect")).to_have_text("Start VM and connect")
     save_screenshot(page, "console-vm-not-running-1280")
     page.set_viewport_size(PHONE)
     save_screenshot(page, "console-vm-not-running-phone")

@@ -125,6 +125,20 @@ def test_serial_tab_shows_grub_and_echoes_what_is_typed(
     page.goto(f"{server.base_url}/audit")
     expect(page.locator("tr", has_text="· serial").first).to_be_visible(timeout=10_000)
 
+    # Stopped by other hands: the serial tab's way back says it starts the VM, and showing the tab again does
+    # not (it reconnected, and connecting started the VM unsaid), nor does the toolbar's button.
+    stopped = httpx.post(f"{server.base_url}/api/vms/{vm_uuid}/stop", params={"force": "true"},
+                         headers=server.auth_headers, timeout=30)
+    assert stopped.status_code == 200, stopped.text
+    expect(other.locator("#serial-reconnect")).to_have_text("Start VM and connect", timeout=20_000)
+    expect(other.locator("#btn-connect")).to_have_text("Start VM and connect", timeout=20_000)
+    other.click("#tab-screen")
+    other.click("#tab-serial")
+    other.wait_for_timeout(1500)
+    state = httpx.get(f"{server.base_url}/api/vms/{vm_uuid}", headers=server.auth_headers, timeout=30).json()
+    assert state["state"] == "stopped", state
+    expect(other.locator("#serial-reconnect")).to_have_text("Start VM and connect")
+
 
 def test_a_vm_without_graphics_is_reached_through_its_serial_console(
     server: LimenProcess, signed_in_page: Callable[..., Page]

@@ -134,9 +134,13 @@ function setConnected(connected) {
   if (!connected) closeKeysMenu(false);
 }
 
+/** The toolbar's Disconnect / Connect; after the VM stopped it reads "Start VM and connect" as the panel's way
+ * back does (connecting starts a stopped VM: a plain "Connect" started it unsaid). */
 function setConnectButton(open) {
-  ui.connect.textContent = open ? t("console.disconnect") : t("console.connect");
-  ui.connect.dataset.action = open ? "disconnect" : "connect";
+  const start = !open && VM_DOWN_CODES.has(lastProblem);
+  ui.connect.disabled = false;
+  ui.connect.textContent = open ? t("console.disconnect") : t(start ? "console.start_and_connect" : "console.connect");
+  ui.connect.dataset.action = open ? "disconnect" : start ? "start" : "connect";
 }
 
 /** Title and message of a code the page names itself, in the page's language. */
@@ -457,6 +461,8 @@ async function startAndConnect(event) {
   } catch (exc) {
     if (!(exc instanceof ApiError) || exc.code !== "VM_ALREADY_RUNNING") {
       const box = exc instanceof ApiError ? exc.body : clientError("CLIENT_ERROR", `POST /api/vms/…/start: ${exc}`);
+      lastProblem = "VM_NOT_RUNNING";
+      setConnectButton(false);
       ui.extra.replaceChildren(errorBox(box, { actions: recoveryActions("VM_NOT_RUNNING", t("console.retry")) }));
       return;
     }
@@ -505,10 +511,12 @@ function cancelBackoff() {
 
 // -- toolbar ---------------------------------------------------------------------------------------
 
-function onConnectButton() {
+function onConnectButton(event) {
   if (ui.connect.dataset.action === "disconnect") {
     cancelBackoff();
     if (connection) connection.close();
+  } else if (ui.connect.dataset.action === "start") {
+    startAndConnect(event);
   } else if (popoutWindow && !popoutWindow.closed) {
     showHere(); // one console at a time: the pop-out closes
   } else {
@@ -912,6 +920,7 @@ function onVmEvent(change) {
  * itself: whoever started it may be at its screen. */
 function offerRunningAgain() {
   lastProblem = null;
+  setConnectButton(false); // "Connect": started by other hands, it runs
   setState(ui.body.dataset.consoleState, t("console.running_again_title")); // not "VM stopped" in red any more
   showOverlay(t("console.running_again_title"));
   ui.sub.textContent = t("console.running_again");

@@ -84,7 +84,8 @@ export class SerialTab {
     }
     this.refit();
     this.term.focus();
-    if (!this.socket && !this.connecting) this.connect(false);
+    // Not after the VM stopped: connecting would start it, which only the button that says so may do.
+    if (!this.socket && !this.connecting && !VM_DOWN_CODES.has(this.lastError)) this.connect(false);
   }
 
   async load() {
