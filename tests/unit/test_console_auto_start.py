@@ -14,6 +14,7 @@ from typing import cast
 
 import pytest
 
+from limen.audit import VmActionInfo
 from limen.auth.access import Access
 from limen.auth.principal import AuthMethod, Principal
 from limen.console.endpoint import QuotaCheckedStarts
@@ -86,28 +87,60 @@ async def test_a_start_over_the_quota_is_recorded_refused_and_the_vm_stays_stopp
     assert (row.action, row.result_code, row.details) == ("start", "QUOTA_EXCEEDED", "from the VNC console")
 
 
-class StartNeverAnswers:
-    """The test driver's hypervisor whose start never returns (a libvirt call that hangs)."""
+class StartAnswersLate:
+    """The test driver's hypervisor whose start answers only once ``answer`` is set (a slow libvirt), then
+    starts the VM or fails as ``fails`` says."""
 
-    def __init__(self, hypervisor: Hypervisor) -> None:
+    def __init__(self, hypervisor: Hypervisor, fails: LimenError | None = None) -> None:
         self._hv = hypervisor
+        self.answer = asyncio.Event()
+        self._fails = fails
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._hv, name)
 
     async def start_vm(self, ident: str) -> Vm:
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
+        await self.answer.wait()
+        if self._fails is not None:
+            raise self._fails
+        return await self._hv.start_vm(ident)
 
 
-async def test_a_start_the_console_stopped_waiting_for_is_recorded_as_the_failure_it_reported(
+async def _row_settled(access: Access, vm: Vm) -> VmActionInfo:
+    async with asyncio.timeout(10):
+        while True:
+            (row,) = await access.audit.vm_actions(vm=vm.uuid)
+            if not row.pending:
+                return row
+            await asyncio.sleep(0.01)
+
+
+async def test_a_start_the_console_stopped_waiting_for_is_recorded_as_what_became_of_the_vm(
+    access: Access, test_hypervisor: Hypervisor, stopped_vm: Callable[..., Awaitable[Vm]]
+) -> None:
+    """The console's client left (or its stage's deadline passed) while libvirt started the VM: the VM ran,
+    and its row said VM_START_FAILED. The start goes on; the row waits for libvirt's answer."""
+    vm = await stopped_vm()
+    slow = StartAnswersLate(test_hypervisor)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):  # the start_vm stage's deadline, or the client gone
+            await starts(access, cast(Hypervisor, slow)).start_vm(vm.uuid)
+    (row,) = await access.audit.vm_actions(vm=vm.uuid)
+    assert row.pending  # libvirt has not answered yet
+    slow.answer.set()
+    row = await _row_settled(access, vm)
+    assert (row.action, row.result_code, row.details) == ("start", "OK", "from the VNC console")
+    assert (await test_hypervisor.get_vm(vm.uuid)).state is VmState.RUNNING
+
+
+async def test_a_start_that_fails_after_the_console_stopped_waiting_is_recorded_with_its_error(
     access: Access, test_hypervisor: Hypervisor, stopped_vm: Callable[..., Awaitable[Vm]]
 ) -> None:
     vm = await stopped_vm()
-    hanging = cast(Hypervisor, StartNeverAnswers(test_hypervisor))
+    slow = StartAnswersLate(test_hypervisor, LimenError(ErrorCode.HYPERVISOR_UNAVAILABLE, "no answer in 30 s"))
     with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.05):  # the start_vm stage's deadline
-            await starts(access, hanging).start_vm(vm.uuid)
-    (row,) = await access.audit.vm_actions(vm=vm.uuid)
-    assert (row.action, row.result_code, row.details) == ("start", "VM_START_FAILED", "from the VNC console")
-    assert not row.pending  # not left STARTED, nor called an internal error
+        async with asyncio.timeout(0.05):
+            await starts(access, cast(Hypervisor, slow)).start_vm(vm.uuid)
+    slow.answer.set()
+    row = await _row_settled(access, vm)
+    assert (row.result_code, row.details) == ("HYPERVISOR_UNAVAILABLE", "from the VNC console")

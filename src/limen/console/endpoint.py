@@ -19,6 +19,7 @@ The app provides what :class:`ConsoleServices` names at ``app.state.services`` (
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -124,12 +125,31 @@ class QuotaCheckedStarts:
         if principal is None:  # not admitted: the session never gets here
             raise LimenError(ErrorCode.FORBIDDEN, "the console was not admitted")
         vm = await self._hv.get_vm(ident)  # the whole VM: its footprint, not only what a console needs
+        # libvirt's start goes on when the console stops waiting for it (its client left, or the stage's
+        # deadline passed): the start runs apart, and its row says what became of the VM when libvirt answers
+        # (libvirt's own timeout bounds that), not the console's guess (VM_START_FAILED for a VM that ran).
+        start = asyncio.ensure_future(self._recorded_start(principal, vm, ident))
+        _STARTS_UNDER_WAY.add(start)
+        start.add_done_callback(_start_done)
+        return await asyncio.shield(start)
+
+    async def _recorded_start(self, principal: Principal, vm: Vm, ident: str) -> Vm:
         async with self._audit.recording(principal.name, "start", vm.name, vm_uuid=vm.uuid,
                                          details=console_start_details(self._console)) as target:
-            target.if_cancelled = ErrorCode.VM_START_FAILED
+            target.if_cancelled = ErrorCode.VM_START_FAILED  # the server stopped before libvirt answered
             async with self._quota.reserving(Footprint.of_vm(vm).started(), self._hv.list_vms,
                                              owner_limited=owner_limited(principal, vm.owner)):
                 return await self._hv.start_vm(ident)
+
+
+# Starts a console asked for, kept referenced until they end (a task nobody holds may be collected).
+_STARTS_UNDER_WAY: set[asyncio.Future[Vm]] = set()
+
+
+def _start_done(start: asyncio.Future[Vm]) -> None:
+    _STARTS_UNDER_WAY.discard(start)
+    if not start.cancelled():
+        start.exception()  # retrieved: a failure nobody waited for any more is in its audit row
 
 
 class ConsoleServices(Protocol):
