@@ -335,7 +335,7 @@ def vm_delete(
     async def delete(hv: Hypervisor, target: ActionTarget) -> list[str]:
         target.details = delete_details(delete_disks)
         vm = _named(target, await hv.get_vm(vm_id))
-        if not delete_disks:  # said after: they take room, and their names stay taken for a new VM's disks
+        if not delete_disks:  # said after: they take room in the pool until deleted by hand
             kept.extend(str(disk.path) for disk in vm.disks if disk.device == "disk" and disk.path)
         # Running servers end its consoles first (when they share a Redis with this command), saying why,
         # before the VM goes (not VM_STOPPED after): as the API does, it waits a moment for them.

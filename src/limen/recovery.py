@@ -68,6 +68,11 @@ class CreateIntent:
         """For :meth:`Hypervisor.create_vm`: the domain's metadata carries it."""
         return self.mark.token
 
+    @property
+    def volume(self) -> str | None:
+        """For :meth:`Hypervisor.create_vm`: the disk volume's name, as recorded."""
+        return self.mark.volume
+
 
 @dataclass(slots=True)
 class _Lost:
@@ -241,8 +246,11 @@ class Recovery:
     async def _begin(self, user: str, spec: VmSpec) -> CreateIntent:
         try:
             await self._clear_lost_create(spec.name)
-            await self.hypervisor.check_name_free(spec.name, with_disk=spec.disk_gib is not None)
-            mark = CreateMark(token=uuid.uuid4().hex, with_disk=spec.disk_gib is not None)
+            await self.hypervisor.check_name_free(spec.name)
+            token = uuid.uuid4().hex
+            with_disk = spec.disk_gib is not None
+            volume = await self.hypervisor.free_volume_name(spec.name, token) if with_disk else None
+            mark = CreateMark(token=token, with_disk=with_disk, volume=volume)
             action_id = await self.audit.action_started(user=user, action="create", vm_name=spec.name,
                                                         details=mark.as_details())
         except LimenError as exc:

@@ -138,11 +138,11 @@ def test_snapshot_commands_are_audited(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("held_test_driver")
-def test_a_delete_that_keeps_the_disks_says_so_and_a_new_vm_of_the_name_is_told_why_it_is_refused(
+def test_a_delete_that_keeps_the_disks_says_so_and_a_new_vm_of_the_name_gets_a_disk_of_its_own(
     tmp_path: Path,
 ) -> None:
     # "deleted X", and then `vm create X --disk 1` answered "a disk volume … already exists; delete the existing
-    # VM first" though there was no VM.
+    # VM first" though there was no VM; later the name stayed blocked by the kept disk for good.
     name = f"cli-kept-{uuid.uuid4().hex[:8]}"
     options = ["--libvirt-uri", TEST_DRIVER_URI, "--data-dir", str(tmp_path / "data"), "--iso-dir", str(ISO_DIR)]
 
@@ -154,9 +154,11 @@ def test_a_delete_that_keeps_the_disks_says_so_and_a_new_vm_of_the_name_is_told_
     assert limen("vm", "create", name, "--memory", "64", "--disk", "1")[0] == 0
     code, out, _ = limen("vm", "delete", name)
     assert code == 0 and f"its disks are kept: {tmp_path / 'pool' / f'{name}-disk0.qcow2'}" in out, out
-    code, _, err = limen("vm", "create", name, "--memory", "64", "--disk", "1")
-    assert code == 1 and "VM_ALREADY_EXISTS" in err and "deleted without its disks" in err
-    assert f"virsh vol-delete --pool limen {name}-disk0.qcow2" in err
+    for _ in range(2):  # the kept disk stays as it is; each new VM of the name gets a disk beside it
+        code, out, err = limen("vm", "create", name, "--memory", "64", "--disk", "1")
+        assert code == 0 and re.search(rf"/{name}-disk0-[0-9a-f]{{8}}\.qcow2 ", out), (out, err)
+        code, out, _ = limen("vm", "delete", name, "--delete-disks")
+        assert code == 0 and "its disks are kept" not in out
 
 
 def test_a_ctrl_c_while_the_row_is_written_waits_for_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

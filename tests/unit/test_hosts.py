@@ -86,9 +86,9 @@ async def test_placement_prefers_memory_not_given_to_vms_and_honours_a_host_and_
 
 async def test_names_are_unique_across_hosts(two_hosts: Hypervisor) -> None:
     with pytest.raises(LimenError) as taken:
-        await two_hosts.check_name_free("beta", with_disk=False)
+        await two_hosts.check_name_free("beta")
     assert taken.value.code is ErrorCode.VM_ALREADY_EXISTS
-    await two_hosts.check_name_free("free-name", with_disk=False)
+    await two_hosts.check_name_free("free-name")
 
 
 async def test_a_hung_host_is_marked_unavailable_and_does_not_slow_the_others(
@@ -134,7 +134,7 @@ async def test_a_missing_hosts_vms_stay_listed_as_unavailable(two_hosts: Hypervi
         await two_hosts.start_vm("beta")
     assert down.value.code is ErrorCode.HYPERVISOR_UNAVAILABLE
     with pytest.raises(LimenError) as taken:  # its names stay taken
-        await two_hosts.check_name_free("gamma", with_disk=False)
+        await two_hosts.check_name_free("gamma")
     assert taken.value.code is ErrorCode.VM_ALREADY_EXISTS and "unavailable" in taken.value.details
 
 

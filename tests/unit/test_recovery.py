@@ -328,11 +328,12 @@ async def test_one_pending_create_per_name(world: World) -> None:
     await b.audit.action_started(user="u", action="create", vm_name="same")
 
 
-def leave_half_a_create(hypervisor: Hypervisor, name: str, token: str | None, *, domain: bool) -> str:
+def leave_half_a_create(hypervisor: Hypervisor, name: str, token: str | None, *, domain: bool,
+                        volume_name: str | None = None) -> str:
     """What a create killed after its volume (and, with ``domain``, after defining it) leaves; the path."""
     conn = libvirt.open(hypervisor.settings.libvirt_uri)
     pool = ensure_pool(conn, hypervisor.settings.storage_pool, hypervisor.settings.pool_dir)
-    volume = pool.createXML(volume_xml(disk_volume_name(name), 1), 0)
+    volume = pool.createXML(volume_xml(volume_name or disk_volume_name(name), 1), 0)
     path: str = volume.path()
     if domain:
         from limen.hypervisor.domain_xml import DomainPlan, build_domain_xml
@@ -402,6 +403,24 @@ async def test_leftovers_never_take_a_domain_that_is_not_the_creates_nor_a_volum
     kept_path = leave_half_a_create(hypervisor, kept, None, domain=False)
     assert await remove_create_leftovers(hypervisor, kept, CreateMark(DEFINED.token, with_disk=False)) == []
     assert volume_present(hypervisor, kept_path)
+
+
+async def test_a_lost_create_beside_a_kept_disk_removes_its_own_volume_and_keeps_the_other(world: World) -> None:
+    """A VM deleted without its disks left NAME-disk0.qcow2; a new VM of the name took a disk of its own (the
+    name was refused for good before), recorded in its row: a sweep takes that one, never the kept one."""
+    _, _, hypervisor = world
+    name = f"again-{uuid.uuid4().hex[:8]}"
+    kept_path = leave_half_a_create(hypervisor, name, None, domain=False)
+    token = uuid.uuid4().hex
+    own = await hypervisor.free_volume_name(name, token)
+    assert own == disk_volume_name(name, token) != disk_volume_name(name)
+    mark = CreateMark(token, with_disk=True, volume=own)
+    assert CreateMark.parse(mark.as_details()) == mark
+    own_path = leave_half_a_create(hypervisor, name, token, domain=True, volume_name=own)
+    removed = await remove_create_leftovers(hypervisor, name, mark)
+    assert removed == [f"domain {name}", f"volume {own_path}"]
+    assert volume_present(hypervisor, kept_path) and not volume_present(hypervisor, own_path)
+    assert await hypervisor.free_volume_name(name, token) == disk_volume_name(name, token)  # the kept one stays
 
 
 def test_create_marks_round_trip_and_nothing_else_parses() -> None:

@@ -5,6 +5,7 @@ JSON error schema, refusals, pending changes in the answers, and the audit trail
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -265,3 +266,17 @@ async def test_a_lone_surrogate_in_a_body_is_refused_before_any_work(users: User
     rows = [a for a in (await users.as_("root", "GET", "/api/vm-actions")).json() if a["vm_name"] == alices_vm]
     assert [a for a in rows if a["result_code"] == "STARTED"] == []
     assert [a["action"] for a in rows if a["action"] != "create"] == ["set_owner"]  # the pair's refusal only
+
+
+async def test_a_vm_deleted_without_its_disks_leaves_its_name_free_for_a_new_one(users: Users) -> None:
+    """The kept disk held NAME-disk0.qcow2, and a new VM of the name was refused (VM_ALREADY_EXISTS, though
+    none existed, with a virsh command a user cannot run) for as long as the disk stayed."""
+    async with vm_of_alice(users) as name:
+        assert (await users.as_("alice", "DELETE", f"/api/vms/{name}")).status_code == 200  # disks kept
+        again = await users.as_("alice", "POST", "/api/vms", json={"name": name, "memory_mib": 64, "disk_gib": 1})
+        assert again.status_code == 201, again.text
+        (disk,) = [d for d in again.json()["disks"] if d["device"] == "disk"]
+        assert re.search(rf"/{name}-disk0-[0-9a-f]{{8}}\.qcow2$", disk["path"]), disk
+        (row,) = [a for a in (await users.as_("alice", "GET", "/api/vm-actions")).json()
+                  if a["action"] == "create" and a["vm_uuid"] == again.json()["uuid"]]
+        assert row["result_code"] == "OK"

@@ -75,7 +75,7 @@ async def create_vm(
     # Inside the create's record: the spec is validated first, and a refusal is recorded as its outcome.
     async with (recovery.creating(principal.name, spec) as intent,
                 quota.reserving(footprint, hypervisor.list_vms, must_fit_alone=True)):
-        vm = await hypervisor.create_vm(spec, create_token=intent.token)
+        vm = await hypervisor.create_vm(spec, create_token=intent.token, volume_name=intent.volume)
         intent.vm_uuid = vm.uuid
     log.info("VM created", extra={"event": "vm_create", "vm_uuid": vm.uuid, "vm_name": vm.name,
                                   "user": principal.name})

@@ -26,24 +26,27 @@ from limen.hypervisor import storage
 from limen.hypervisor.domain_xml import parse_domain_xml
 from limen.hypervisor.service import Hypervisor
 
-_MARK = re.compile(r"^token=([0-9a-f]{32}) disk=(yes|no)$")
+_MARK = re.compile(r"^token=([0-9a-f]{32}) disk=(yes|no)(?: volume=(\S+))?$")
 
 
 @dataclass(frozen=True, slots=True)
 class CreateMark:
-    """What recognises a create's leftovers: its random token, and whether it makes a disk volume."""
+    """What recognises a create's leftovers: its random token, whether it makes a disk volume, and which
+    (``volume``; rows written before it was recorded mean the VM's plain ``NAME-disk0.qcow2``)."""
 
     token: str
     with_disk: bool
+    volume: str | None = None
 
     def as_details(self) -> str:
         """The text kept in the pending create's audit row (``details``)."""
-        return f"token={self.token} disk={'yes' if self.with_disk else 'no'}"
+        volume = f" volume={self.volume}" if self.volume is not None else ""
+        return f"token={self.token} disk={'yes' if self.with_disk else 'no'}{volume}"
 
     @classmethod
     def parse(cls, details: str) -> CreateMark | None:
         match = _MARK.fullmatch(details)
-        return cls(match[1], match[2] == "yes") if match else None
+        return cls(match[1], match[2] == "yes", match[3]) if match else None
 
 
 _UNDEFINE_FLAGS = (
@@ -97,7 +100,7 @@ def _remove(conn: libvirt.virConnect, pool_name: str, vm_name: str, mark: Create
             removed.append(f"domain {vm_name}")
     if not mark.with_disk:
         return removed  # a volume of that name is someone else's (a disk kept when its VM was deleted)
-    volume = storage.find_volume(conn, pool_name, storage.disk_volume_name(vm_name))
+    volume = storage.find_volume(conn, pool_name, mark.volume or storage.disk_volume_name(vm_name))
     if volume is None:
         return removed
     path = volume.path()

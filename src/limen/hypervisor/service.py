@@ -572,23 +572,35 @@ class Hypervisor:
         refusals.raise_any()
         return iso_path
 
-    def _refuse_taken_volume(self, conn: libvirt.virConnect, name: str) -> None:
-        """VM_ALREADY_EXISTS if the disk volume a VM named ``name`` would get exists."""
-        volume_name = storage.disk_volume_name(name)
-        if storage.find_volume(conn, self.settings.storage_pool, volume_name) is not None:
-            pool = self.settings.storage_pool
-            raise LimenError(
-                ErrorCode.VM_ALREADY_EXISTS,
-                f"a disk volume {volume_name!r} already exists in pool {pool!r}: a VM deleted without its disks "
-                f"left it, or a VM renamed from {name!r} still uses it. Choose another name, or remove that disk "
-                f"if nothing uses it (virsh vol-delete --pool {pool} {volume_name})",
-            )
+    def _free_volume_name(self, conn: libvirt.virConnect, name: str, token: str) -> str:
+        """The disk volume name a new VM named ``name`` gets on ``conn``'s pool: its plain one, unless a volume
+        has it (a disk kept when a VM was deleted, or the disk of a VM renamed from ``name``): then the one
+        ``token`` marks."""
+        plain = storage.disk_volume_name(name)
+        taken = storage.find_volume(conn, self.settings.storage_pool, plain) is not None
+        return storage.disk_volume_name(name, token) if taken else plain
 
-    async def check_name_free(self, name: str, *, with_disk: bool = True) -> None:
-        """VM_ALREADY_EXISTS if a VM of that name exists or (``with_disk``) its disk volume's name is taken.
-        :meth:`create_vm` checks the same again; asking first lets a caller record its intent knowing that
-        whatever appears under the name afterwards is its own work."""
-        check = functools.partial(self._refuse_name_and_volume, name=name, with_disk=with_disk)
+    async def free_volume_name(self, name: str, token: str) -> str:
+        """:meth:`_free_volume_name` over every host that answers (a VM may be placed on any of them)."""
+        links = [link for link in self.hosts.links if link.available or link.name == DEFAULT_HOST]
+        names = await asyncio.gather(*(link.connection.call(
+            "check_volume", functools.partial(self._free_volume_name, name=name, token=token), subject=name)
+            for link in links))
+        return storage.disk_volume_name(name) if set(names) == {storage.disk_volume_name(name)} \
+            else storage.disk_volume_name(name, token)
+
+    def _refuse_taken_volume(self, conn: libvirt.virConnect, volume_name: str) -> None:
+        """The volume chosen for a new VM must still be free (it is, unless another create took it meanwhile)."""
+        if storage.find_volume(conn, self.settings.storage_pool, volume_name) is not None:
+            raise LimenError(ErrorCode.VM_OPERATION_FAILED, f"the disk volume {volume_name!r} chosen for this VM "
+                                                            f"appeared in pool {self.settings.storage_pool!r} "
+                                                            "meanwhile: create it again")
+
+    async def check_name_free(self, name: str) -> None:
+        """VM_ALREADY_EXISTS if a VM of that name exists. :meth:`create_vm` checks the same again; asking first
+        lets a caller record its intent knowing that whatever appears under the name afterwards is its own
+        work (its disk volume too: :meth:`free_volume_name`)."""
+        check = functools.partial(refuse_taken_name, name=name)
         if not self.hosts.several:
             await self.hosts.default.connection.call("check_name", check, subject=name)
             return
@@ -607,16 +619,12 @@ class Hypervisor:
             if isinstance(answer, BaseException):
                 raise answer
 
-    def _refuse_name_and_volume(self, conn: libvirt.virConnect, *, name: str, with_disk: bool) -> None:
-        refuse_taken_name(conn, name)
-        if with_disk:
-            self._refuse_taken_volume(conn, name)
-
-    async def create_vm(self, spec: VmSpec, *, create_token: str | None = None) -> Vm:
+    async def create_vm(self, spec: VmSpec, *, create_token: str | None = None, volume_name: str | None = None) -> Vm:
         """Creates (defines) a VM. Atomic for the caller: on any failure no domain and no volume remain.
 
         ``create_token`` goes into the domain's metadata, so that a create lost with its server is
-        recognised afterwards (:mod:`limen.hypervisor.leftovers`)."""
+        recognised afterwards (:mod:`limen.hypervisor.leftovers`); ``volume_name`` is its disk's, as the
+        create recorded it (:meth:`free_volume_name`), else chosen here."""
         iso_path = await self.validate_spec(spec)
         boot_order = spec.boot_order or (("cdrom", "hd") if iso_path else ("hd",))
         # Whether run() began its work, and whether the caller stopped waiting for it: decided under one
@@ -639,9 +647,10 @@ class Hypervisor:
                     disk_path = None
                     if spec.disk_gib is not None:
                         pool = storage.ensure_pool(conn, self.settings.storage_pool, pool_dir)
-                        self._refuse_taken_volume(conn, spec.name)
-                        volume_name = storage.disk_volume_name(spec.name)
-                        volume = pool.createXML(storage.volume_xml(volume_name, spec.disk_gib), 0)
+                        chosen = volume_name or self._free_volume_name(conn, spec.name,
+                                                                       create_token or uuid_module.uuid4().hex)
+                        self._refuse_taken_volume(conn, chosen)
+                        volume = pool.createXML(storage.volume_xml(chosen, spec.disk_gib), 0)
                         disk_path = volume.path()
                     plan = DomainPlan(
                         name=spec.name,
@@ -676,7 +685,7 @@ class Hypervisor:
         try:
             link = await self.place(spec)
             if self.hosts.several:
-                await self.check_name_free(spec.name, with_disk=False)  # names are unique across hosts
+                await self.check_name_free(spec.name)  # names are unique across hosts
             local = link.name == DEFAULT_HOST
             pool_dir = self.settings.pool_dir if local else REMOTE_POOL_DIR
             vnc_listen = self.settings.vnc_listen if local else (link.console_address or self.settings.vnc_listen)

@@ -66,8 +66,11 @@ def ensure_pool(conn: libvirt.virConnect, name: str, directory: Path) -> libvirt
     return pool
 
 
-def disk_volume_name(vm_name: str) -> str:
-    return f"{vm_name}-disk0.qcow2"
+def disk_volume_name(vm_name: str, token: str | None = None) -> str:
+    """A new VM's disk volume: ``NAME-disk0.qcow2``, or with ``token`` (its create's) ``NAME-disk0-1a2b3c4d.qcow2``,
+    the name taken when the first is someone else's (a disk kept from a deleted VM, or one a VM renamed from
+    NAME still uses)."""
+    return f"{vm_name}-disk0.qcow2" if token is None else f"{vm_name}-disk0-{token[:8]}.qcow2"
 
 
 def volume_at(conn: libvirt.virConnect, path: str) -> libvirt.virStorageVol | None:
