@@ -67,3 +67,24 @@ def test_graphs_draw_and_update_live(server: LimenProcess, signed_in_page: Calla
         expect(figures).to_contain_text("MiB")
         save_screenshot(page, f"stats-list-{label}")
         page.close()
+
+
+def test_graphs_opened_by_name_follow_a_rename(server: LimenProcess, signed_in_page: Callable[..., Page],
+                                               vm_names: Callable[[], str]) -> None:
+    """A page opened by the VM's name follows a rename; its graphs asked for the old name's figures, got
+    VM_NOT_FOUND and stopped for good (empty until a reload)."""
+    name = vm_names()
+    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=30) as client:
+        created = client.post("/api/vms", json={"name": name, "memory_mib": 64, "iso": DEMO_ISO})
+        assert created.status_code == 201, created.text
+        uuid = created.json()["uuid"]
+        page = signed_in_page(server)
+        page.goto(f"{server.base_url}/vms/{name}")
+        page.wait_for_selector('body[data-events="live"]', timeout=10_000)
+        renamed = f"{name}-b"
+        assert client.patch(f"/api/vms/{uuid}", json={"name": renamed}).status_code == 200
+        page.wait_for_url(f"**/vms/{renamed}", timeout=10_000)
+        assert client.post(f"/api/vms/{uuid}/start").status_code == 200
+        page.wait_for_selector('#resource-graphs[data-running="true"]', timeout=20_000)
+        page.wait_for_function("() => Number(document.querySelector('#resource-graphs').dataset.points) >= 2",
+                               timeout=20_000)

@@ -25,6 +25,17 @@ test("answers are merged once, in order, and missing columns read as null", () =
   assert.deepEqual(series.data(["cpu_percent"]), [[100, 105, 110], [null, 40, 60]]);
 });
 
+test("a VM stopped between two points leaves a gap; a gauge's one missing value is drawn across", () => {
+  const series = new SeriesWindow(600);
+  // Sampled every 5 s, stopped from 110 to 300; memory missed at 105 (libvirt busy), CPU at 300 (a rate's first).
+  series.merge({ t: [100, 105, 110, 300, 305], cpu_percent: [10, 20, 30, null, 40],
+                 memory_bytes: [64, null, 64, 64, 64] });
+  assert.deepEqual(series.data(["memory_bytes"], { maxStep: 15, bridge: true }),
+                   [[100, 105, 110, 205, 300, 305], [64, undefined, 64, null, 64, 64]]);
+  assert.deepEqual(series.data(["cpu_percent"], { maxStep: 15 }),
+                   [[100, 105, 110, 205, 300, 305], [10, 20, 30, null, null, 40]]);
+});
+
 test("points older than the window are dropped", () => {
   const series = new SeriesWindow(10);
   series.merge(answer([0, 5, 10, 15, 20], [1, 2, 3, 4, 5]));

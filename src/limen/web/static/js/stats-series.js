@@ -47,9 +47,26 @@ export class SeriesWindow {
     }
   }
 
-  // uPlot's data: [times, ...columns] for the fields asked.
-  data(fields) {
-    return [this.t, ...fields.map((name) => this.columns[name])];
+  // uPlot's data: [times, ...columns] for the fields asked. Between two points further apart than `maxStep`
+  // seconds (the VM was stopped meanwhile) comes a point of nulls, which every line shows as a gap. `bridge`:
+  // a value missing from one point (a gauge libvirt skipped while the VM was busy) is undefined, which uPlot
+  // draws across, while a stop's gap stays a gap.
+  data(fields, { maxStep = Infinity, bridge = false } = {}) {
+    const times = [];
+    const columns = fields.map(() => []);
+    this.t.forEach((t, i) => {
+      const before = this.t[i - 1];
+      if (i > 0 && t - before > maxStep) {
+        times.push(before + (t - before) / 2);
+        for (const column of columns) column.push(null);
+      }
+      times.push(t);
+      fields.forEach((name, k) => {
+        const value = this.columns[name][i];
+        columns[k].push(value === null && bridge ? undefined : value);
+      });
+    });
+    return [times, ...columns];
   }
 
   latest(name) {

@@ -194,6 +194,7 @@ function render(current) {
   vm = current;
   document.title = `${vm.name} — limen`;
   followRename(vm);
+  document.getElementById("resource-graphs").dataset.vm = vm.uuid; // the graphs ask by it (vm-graphs.js)
   ui.name.textContent = vm.name;
   ui.name.title = vm.name;
   document.body.dataset.state = vm.state;

@@ -42,9 +42,14 @@ const GRAPHS = [
     ] },
 ];
 
+// Points further apart than this many sampling intervals have a gap between them (the VM was stopped).
+const GAP_AFTER_INTERVALS = 3;
 const section = document.getElementById("resource-graphs");
 const note = document.getElementById("graphs-note");
-const vmId = decodeURIComponent(window.location.pathname.replace(/\/+$/, "").split("/").pop() || "");
+const addressedAs = decodeURIComponent(window.location.pathname.replace(/\/+$/, "").split("/").pop() || "");
+// The details page names the VM by its UUID once it has read it (data-vm): a page opened by the VM's name
+// asked for the old name's figures after a rename, got VM_NOT_FOUND and stopped for good.
+const vmId = () => section.dataset.vm || addressedAs;
 const series = new SeriesWindow(WINDOW_SECONDS);
 const charts = new Map();
 let uPlot = null;
@@ -93,8 +98,8 @@ function buildGraph(graph) {
       ...graph.lines.map((line) => ({
         label: line.label, stroke: line.stroke, fill: line.fill, dash: line.dash, width: 1.5,
         // A gauge (memory) is drawn across a sample that lacked it (libvirt does not wait for a VM busy with
-        // a job, e.g. a screenshot); a rate's gap stays a gap.
-        spanGaps: graph.id === "memory", points: { show: false }, value: (_u, v) => graph.unit(v, lang),
+        // a job, e.g. a screenshot: SeriesWindow.data's bridge); a rate's gap, and a stopped VM's, stay gaps.
+        spanGaps: false, points: { show: false }, value: (_u, v) => graph.unit(v, lang),
       })),
     ],
   };
@@ -111,7 +116,8 @@ function figureText(graph) {
 
 function draw() {
   for (const chart of charts.values()) {
-    const data = series.data(chart.graph.lines.map((line) => line.field));
+    const data = series.data(chart.graph.lines.map((line) => line.field),
+                             { maxStep: GAP_AFTER_INTERVALS * pollMs / 1000, bridge: chart.graph.id === "memory" });
     if (chart.plot === null) {
       chart.opts.width = chartWidth(chart.box);
       chart.plot = new uPlot(chart.opts, data, chart.box);
@@ -135,9 +141,11 @@ async function poll() {
   if (document.visibilityState !== "visible" || polling) return; // resumed by visibilitychange
   polling = true;
   let delay = pollMs;
+  let asked = null;
   try {
     const since = series.since();
-    const body = await api("GET", `/api/vms/${encodeURIComponent(vmId)}/stats?since=${since}&resolution=fine`);
+    asked = vmId();
+    const body = await api("GET", `/api/vms/${encodeURIComponent(asked)}/stats?since=${since}&resolution=fine`);
     series.merge(body.series);
     pollMs = Math.max(MIN_POLL_MS, (body.interval || 5) * 1000);
     delay = body.enabled ? pollMs : RETRY_MS * 6;
@@ -147,7 +155,7 @@ async function poll() {
     note.textContent = describe(body);
   } catch (exc) {
     delay = RETRY_MS;
-    if (exc instanceof ApiError && exc.code === "VM_NOT_FOUND") {
+    if (exc instanceof ApiError && exc.code === "VM_NOT_FOUND" && asked === vmId()) {
       note.textContent = ""; // the page says the VM is not there; asking again would not change that
       polling = false;
       return;
