@@ -126,6 +126,15 @@ def test_sign_up_approval_and_creating_within_the_quota(
     phone.goto(f"{server.base_url}/")
     expect(phone.locator("#quota [data-resource='vms']")).to_contain_text("2 of 2")
     save_screenshot(phone, "vm-list-quota-390")
+    phone.goto(f"{server.base_url}/vms/new")
+    expect(phone.locator("#submit")).to_be_disabled()
+    # A VM deleted elsewhere (here by an admin): the open form follows and offers to create again (it stayed
+    # disabled until reloaded).
+    deleted = httpx.delete(f"{server.base_url}/api/vms/{second}", headers=server.auth_headers, timeout=30)
+    assert deleted.status_code == 200, deleted.text
+    expect(phone.locator("#submit")).to_be_enabled(timeout=10_000)
+    expect(phone.locator("#quota-note")).to_be_hidden()
+    expect(phone.locator("#quota [data-resource='vms']")).to_contain_text("1 of 2")
     phone.goto(f"{server.base_url}/login")
     expect(phone.locator("#signup-offer")).to_be_visible()
     save_screenshot(phone, "signup-offer-390")

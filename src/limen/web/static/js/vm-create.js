@@ -6,6 +6,7 @@ import { api, ApiError } from "./api.js";
 import { errorBox, formatBytes, h, spinner } from "./dom.js";
 import { headroom, scopeName, showQuota } from "./quota.js";
 import { mountUserMenu } from "./session.js";
+import { VmEvents } from "./vm-events.js";
 import { clientError, fieldErrorText, localizedError, quotaText, refusalText, t } from "./i18n.js";
 
 const FIELDS = ["name", "vcpus", "memory_mib", "disk_gib", "iso", "boot_order"];
@@ -110,6 +111,7 @@ async function onSubmit(event) {
     formStatus.textContent = t("new.not_created");
     return;
   }
+  submitting = true;
   submit.disabled = true;
   submit.replaceChildren(spinner(), t("common.creating"));
   formStatus.textContent = "";
@@ -122,13 +124,17 @@ async function onSubmit(event) {
     formStatus.textContent = t("new.not_created");
     // The bars as they are now; the refused value stays in its field, as the message at it names it.
     if (exc instanceof ApiError && exc.code === "QUOTA_EXCEEDED") loadQuota({ keepValues: true });
+    // An image deleted while the form was open: the list as the library is now (the refusal stays shown).
+    if (exc instanceof ApiError && (exc.fields || []).some((refusal) => refusal.field === "iso")) loadIsos();
   } finally {
+    submitting = false;
     submit.disabled = vmsFull;
     submit.replaceChildren(t("new.create"));
   }
 }
 
 let vmsFull = false; // no VM may be made: the quota's VM count is reached
+let submitting = false;
 
 function capField(field, max, reason, keepValue) {
   const control = input(field);
@@ -178,7 +184,7 @@ export function applyQuota(quota, { keepValues = false } = {}) {
   note.textContent = vmsFull
     ? t("new.vms_full", { scope: scopeName(vms.scope), limit: vms.limit, usage: vms.usage })
     : "";
-  submit.disabled = vmsFull;
+  submit.disabled = vmsFull || submitting; // a quota read while a create is under way leaves it disabled
 }
 
 async function loadQuota(options) {
@@ -189,7 +195,9 @@ async function loadQuota(options) {
   }
 }
 
+/** The ISO select as the library is now; a choice made already stays while its image is there. */
 async function loadIsos() {
+  const chosen = isosLoaded ? isoSelect.value : null;
   try {
     const isos = await api("GET", "/api/isos", undefined, { timeoutMs: 10000 });
     const options = [h("option", { value: "", text: t("new.iso_none") })];
@@ -198,7 +206,9 @@ async function loadIsos() {
     }
     isoSelect.replaceChildren(...options);
     const demo = isos.find((iso) => iso.name === "limen-grub-demo.iso");
-    if (demo) isoSelect.value = demo.name;
+    if (chosen !== null) isoSelect.value = isos.some((iso) => iso.name === chosen) ? chosen : "";
+    else if (demo) isoSelect.value = demo.name;
+    isosLoaded = true;
   } catch (exc) {
     isoSelect.replaceChildren(h("option", { value: "", text: t("new.iso_unavailable") }));
     const slot = document.getElementById("iso-error");
@@ -209,8 +219,24 @@ async function loadIsos() {
   }
 }
 
+let isosLoaded = false;
+let quotaTimer = null;
+
+/** The quota again, soon: VMs made, deleted, started or stopped anywhere change what the form may offer (a
+ * form opened at the VM limit stayed disabled after a VM was deleted elsewhere). Typed values stay. */
+function refreshQuota() {
+  clearTimeout(quotaTimer);
+  quotaTimer = setTimeout(() => loadQuota({ keepValues: true }), 300);
+}
+
 form.addEventListener("submit", onSubmit);
 mountUserMenu();
 loadIsos();
 loadQuota();
+new VmEvents({ reload: refreshQuota, onEvent: refreshQuota }).start();
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState !== "visible") return;
+  refreshQuota();
+  loadIsos(); // images uploaded or deleted in another tab
+});
 input("name").focus();
