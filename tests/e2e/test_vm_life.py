@@ -179,9 +179,13 @@ def test_a_vms_whole_life_in_the_ui(
     expect(boot_now).to_have_text("Now: CD-ROM, then disk · from the next start: disk only")
     expect(page.get_by_label("Boot order")).to_have_value("hd")
     expect(page.locator("#finish-install")).to_contain_text("runs from its CD until it next starts")
-    page.get_by_role("button", name="Finish install").click()
+    # Pressed from the keyboard: the button goes once done, and the keyboard stays in the card (it fell to
+    # the page's start).
+    page.get_by_role("button", name="Finish install").focus()
+    page.keyboard.press("Enter")
     expect(media).to_have_text("✓ Install finished: CD ejected; the VM boots from its disk from its next start")
     expect(page.locator("#media-current")).to_have_text("Empty (no disc).")
+    expect(page.locator("#iso-select")).to_be_focused()
     expect(pending).to_be_visible()
     after_install = vm_json(api, name)
     assert after_install["pending_restart"] is True, after_install

@@ -526,6 +526,17 @@ function wireConfirm() {
 
 // -- media, boot order, settings, disks (PUT /media, PATCH, finish-install, resize) ------------------
 
+/** After ``button`` acted and the card was drawn again: a button its own action hid or disabled (Eject with no
+ * disc left, Finish install once done) dropped the keyboard to the page's start; it goes to the ISO select
+ * (or the card's status line) instead. Nothing moves when the person went elsewhere meanwhile. */
+function keepFocusInCard(button) {
+  const here = document.activeElement;
+  const lost = here === document.body || (here === button && (button.disabled || !button.offsetParent));
+  if (!lost) return;
+  const target = ui.isoSelect.disabled || !ui.isoSelect.offsetParent ? ui.mediaStatus : ui.isoSelect;
+  target.focus({ preventScroll: true });
+}
+
 async function changeMedia(iso, force = false) {
   const what = iso ? t("details.insert_what", { iso }) : t("details.eject_what");
   showStatus(ui.mediaStatus, "", spinner(), iso ? t("details.inserting", { iso }) : t("details.ejecting"));
@@ -533,6 +544,7 @@ async function changeMedia(iso, force = false) {
     const result = await api("PUT", apiPath("/media"), { iso, force });
     if (result && result.uuid) render(result);
     showStatus(ui.mediaStatus, "ok", iso ? t("details.inserted_ok", { iso }) : t("details.ejected_ok"));
+    keepFocusInCard(iso ? ui.mediaInsert : ui.mediaEject);
     scheduleReload(0);
   } catch (exc) {
     const actions = exc instanceof ApiError && exc.code === "MEDIA_LOCKED" ? [h("button", {
@@ -586,6 +598,7 @@ function wireForms() {
     if (result.uuid) render(result);
     showStatus(ui.mediaStatus, "ok", result.pending_restart
       ? t("details.finished_next_start") : t("details.finished"));
+    keepFocusInCard(ui.finishInstallBtn);
     scheduleReload(0);
   });
   ui.settingsForm.addEventListener("submit", (event) => {
