@@ -532,6 +532,25 @@ def test_an_iso_a_snapshot_keeps_is_held_and_a_revert_without_it_leaves_the_vm_a
     assert api.get(f"/api/vms/{name}").json()["state"] == "running"  # left alone
 
 
+def test_a_running_vms_snapshot_taken_with_another_disc_says_how_to_delete_it(
+    api: httpx.Client, vm_names: Callable[[], str]
+) -> None:
+    """libvirt deletes a running VM's snapshot only with the disc it saved in the drive; limen said only
+    VM_OPERATION_FAILED, the reason in English under the technical details."""
+    name = vm_names()
+    _create(api, name, disk_gib=1, iso=DEMO_ISO)
+    assert api.post(f"/api/vms/{name}/start").status_code == 200
+    _snapshot(api, name, "with-cd")
+    assert api.put(f"/api/vms/{name}/media", json={"iso": None, "force": True}).status_code == 200
+    refused = assert_error(api.delete(f"/api/vms/{name}/snapshots/with-cd"), 409, "VM_MUST_BE_STOPPED")
+    assert DEMO_ISO in refused["details"] and "put it back, or stop the VM" in refused["details"]
+    assert [s["name"] for s in api.get(f"/api/vms/{name}/snapshots").json()] == ["with-cd"]  # nothing changed
+    assert api.put(f"/api/vms/{name}/media", json={"iso": DEMO_ISO, "force": True}).status_code == 200
+    deleted = api.delete(f"/api/vms/{name}/snapshots/with-cd")
+    assert deleted.status_code == 200, deleted.text
+    assert api.get(f"/api/vms/{name}/snapshots").json() == []
+
+
 def _user_with_token(api: httpx.Client, name: str, **quota: int) -> dict[str, str]:
     made = api.post("/api/users", json={"name": name, "password": "long enough password"})
     assert made.status_code == 201, made.text

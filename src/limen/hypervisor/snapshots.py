@@ -126,6 +126,26 @@ def missing_library_isos(snapshot_xml: str, iso_dir: Path) -> list[str]:
     return missing
 
 
+def _cdrom_discs(domain_xml: str) -> list[str | None]:
+    return [disk.path for disk in parse_domain_xml(domain_xml).disks if disk.device is DiskDevice.CDROM]
+
+
+def _refuse_other_disc(name: str, snapshot_xml: str, live_xml: str) -> None:
+    """libvirt deletes a running VM's snapshot only while its drive holds the disc the snapshot saved ("disk
+    image 'hdc' … is not the same as disk image currently used by VM", which limen said as a bare
+    VM_OPERATION_FAILED): VM_MUST_BE_STOPPED, naming the disc."""
+    domain = snapshot_domain_xml(snapshot_xml)
+    if domain is None:
+        return
+    then, now = _cdrom_discs(domain), _cdrom_discs(live_xml)
+    if then == now:
+        return
+    saved = ", ".join(os.path.basename(path) if path else "no disc" for path in then) or "no CD-ROM"
+    raise LimenError(ErrorCode.VM_MUST_BE_STOPPED,
+                     f"snapshot {name!r} was taken with {saved} in the CD-ROM drive, and libvirt deletes a running "
+                     "VM's snapshot only with the same disc in: put it back, or stop the VM, then delete it")
+
+
 def tree_order(snapshots: list[SnapshotInfo]) -> list[tuple[int, SnapshotInfo]]:
     """(depth, snapshot) depth first, the oldest first among siblings: the order a tree is drawn in.
     A snapshot whose parent is not in the list is a root."""
@@ -265,7 +285,11 @@ async def delete_snapshot(hypervisor: Hypervisor, vm_uuid: str, name: str) -> No
     """Deletes one snapshot (its data in the disks too); its children become its parent's."""
 
     def run(conn: libvirt.virConnect) -> None:
-        _find(_lookup(conn, vm_uuid), name).delete(0)
+        dom = _lookup(conn, vm_uuid)
+        snap = _find(dom, name)
+        if dom.isActive():
+            _refuse_other_disc(name, snap.getXMLDesc(0), dom.XMLDesc(0))
+        snap.delete(0)
 
     await hypervisor.connection.call("delete_snapshot", run, subject=f"{vm_uuid} {name}",
                                      timeout=REVERT_TIMEOUT)
