@@ -91,6 +91,16 @@ def test_clipboard_panel_shows_the_vms_text_copies_it_and_sends_text_to_the_vm(
     assert vnc.cut_texts == ["to the VM: café".encode("latin-1")]
     assert len(vnc.key_events) == keys_before
 
+    # RFB's clipboard is Latin-1 unless the server takes UTF-8 (this one does not): "한글" arrived as "??"
+    # while the page said it was sent. Refused, naming what would be lost.
+    page.get_by_label("Text for the VM's clipboard").fill("héllo 한글")
+    page.get_by_role("button", name="Send to VM clipboard").click()
+    expect(page.locator("#clip-send-status")).to_have_text(
+        "Nothing was sent: this VM's VNC server takes only Latin-1 text in its clipboard, and 2 characters "
+        "would arrive as “?”: 한 (U+D55C), 글 (U+AE00).")
+    page.wait_for_timeout(300)
+    assert vnc.cut_texts == ["to the VM: café".encode("latin-1")]
+
     # Over the bound, a text is refused whole and said so (the textarea's maxlength cut it silently).
     page.get_by_label("Text for the VM's clipboard").fill("y" * 100_001)
     page.get_by_role("button", name="Send to VM clipboard").click()

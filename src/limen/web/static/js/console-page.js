@@ -14,7 +14,7 @@ import {
 } from "./console-popout.js";
 import { comboEvents, isLeaveChord, LEAVE_CHORD_LABEL, SEND_KEYS } from "./key-combos.js";
 import { typeKeys, TypingCancelled } from "./typing-pacer.js";
-import { planTyping, refusalMessage } from "./us-keyboard.js";
+import { describeChar, planTyping, refusalMessage } from "./us-keyboard.js";
 import { VmEvents } from "./vm-events.js";
 import { SerialTab } from "./serial-console.js";
 import {
@@ -795,6 +795,17 @@ async function copyVmClipboard() {
   ui.clipCopyStatus.textContent = copied ? t("console.copied") : t("console.copy_refused");
 }
 
+/**
+ * Whether the VM's VNC server takes UTF-8 clipboard text (RFB's extended clipboard, text format, notify
+ * action). Without it RFB's clipboard is ISO 8859-1 and noVNC sends "?" for every other character, so "한글"
+ * arrived as "??" while the page said it was sent. Read from noVNC 1.7's own state (its pinned version).
+ */
+function clipboardTakesUnicode(session) {
+  const formats = session._clipboardServerCapabilitiesFormats || {};
+  const actions = session._clipboardServerCapabilitiesActions || {};
+  return Boolean(formats[1] && actions[1 << 27]); // extendedClipboardFormatText, extendedClipboardActionNotify
+}
+
 function wireClipboard() {
   ui.clipboard.addEventListener("click", () => {
     ui.clipboard.classList.remove("has-news");
@@ -811,6 +822,14 @@ function wireClipboard() {
       ui.clipToVm.setAttribute("aria-invalid", "true");
       ui.clipSendStatus.textContent = t("console.clip_too_long", {
         count: formatNumber(count), max: formatNumber(CLIPBOARD_MAX_CHARS) });
+      return;
+    }
+    const lost = clipboardTakesUnicode(rfb) ? []
+      : [...new Set([...ui.clipToVm.value].filter((char) => char.codePointAt(0) > 0xff))];
+    if (lost.length) {
+      ui.clipToVm.setAttribute("aria-invalid", "true");
+      ui.clipSendStatus.textContent = t(lost.length === 1 ? "console.clip_latin1_one" : "console.clip_latin1", {
+        count: formatNumber(lost.length), named: lost.slice(0, 12).map(describeChar).join(", ") });
       return;
     }
     ui.clipToVm.removeAttribute("aria-invalid");
