@@ -302,3 +302,26 @@ def test_a_vm_deleted_under_its_details_page_is_deleted_in_its_overview_too(
     expect(page.locator("main :is(button, input, select, textarea):enabled")).to_have_count(0)
     expect(page.locator("main a[href*='/console']")).to_have_count(0)  # nor a way to its console
     expect(page.get_by_role("link", name="Back to the VM list")).to_be_focused()
+
+
+def test_a_user_disabled_with_the_console_open_is_told_why_it_ended(
+    server: LimenProcess, api: httpx.Client, vm_names: Callable[[], str], signed_in_page: Callable[..., Page]
+) -> None:
+    """The page's next request found the sign-in ended and went to the login page at once, whose notice says
+    only that the sign-in ended; the console's own end (ACCESS_REVOKED) came to a page already gone."""
+    user, password = f"carol-{vm_names()[-6:]}", "a long enough password"
+    assert api.post("/api/users", json={"name": user, "password": password}).status_code == 201
+    name = vm_names()
+    vm = running_demo_vm(api, name)
+    assert api.put(f"/api/vms/{name}/owner", json={"owner": user}).status_code == 200
+    page = signed_in_page(server, name=user, password=password)
+    open_console(page, server, vm["uuid"])
+    expect(page.locator("body")).to_have_attribute("data-console-state", "connected")
+    # The events stream ends at once; the page reads its VM again and finds the sign-in ended.
+    assert api.put(f"/api/users/{user}/disabled", json={"disabled": True}).status_code == 200
+    box = page.locator("#panel-extra .error-box")
+    expect(box).to_have_attribute("data-code", "ACCESS_REVOKED", timeout=10_000)
+    expect(box).to_contain_text("Your access to this VM was withdrawn")
+    page.wait_for_timeout(6_000)  # past the page's wait for a console that would not end
+    assert "/console" in page.url, page.url
+    save_screenshot(page, "console-user-disabled-1280")

@@ -54,6 +54,23 @@ function toLogin(ended) {
   window.location.assign(loginUrl(window.location, { ended }));
 }
 
+// What a 401 does on this page: the login page, unless the page said otherwise (whenSignInEnds).
+let signInEnded = toLogin;
+
+/**
+ * ``handler(wasSignedIn)`` runs instead of going to the login page when a request finds the sign-in ended:
+ * the console page first lets its open console say why it ended (ACCESS_REVOKED names who disabled the
+ * account), which the login page's notice cannot.
+ */
+export function whenSignInEnds(handler) {
+  signInEnded = handler;
+}
+
+/** The login page now, saying the sign-in ended when the page knew its user. */
+export function goToLogin(ended) {
+  toLogin(ended);
+}
+
 /** Who is signed in (cached for the page). Goes to /login when nobody is. */
 export async function currentUser() {
   if (me === null) {
@@ -157,7 +174,7 @@ async function send(method, path, body, csrf, { timeoutMs = DEFAULT_TIMEOUT_MS, 
     if (response.status === 401 && !ANONYMOUS_PATHS.has(path)) {
       const wasSignedIn = me !== null; // a 401 to a page that knew its user: the sign-in ended meanwhile
       forgetUser();
-      toLogin(wasSignedIn);
+      signInEnded(wasSignedIn);
     }
     if (data && typeof data === "object" && data.code) throw new ApiError(response.status, data);
     throw new ApiError(response.status, {

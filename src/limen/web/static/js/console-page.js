@@ -3,7 +3,7 @@
 // Each connection first asks for a one-time console ticket (POST /api/vms/{id}/console-ticket) and opens
 // the WebSocket with ?ticket=; the ticket is never shown or stored.
 
-import { api, ApiError, loadConsoleStages, loadErrorCodes } from "./api.js";
+import { api, ApiError, goToLogin, loadConsoleStages, loadErrorCodes, whenSignInEnds } from "./api.js";
 import { errorBox, formatMs, h, spinner, stateBadge } from "./dom.js";
 import { clientError, formatNumber, localizedError, stageName, stageStatus, t } from "./i18n.js";
 import { ConsoleConnection, consoleUrl, DEFAULT_WATCHDOG_MS } from "./console-client.js";
@@ -34,6 +34,14 @@ const LEAVE_HINT_MS = 5000;
 // longer text is refused whole, saying so: the textareas' maxlength used to cut a paste silently.
 const PASTE_MAX_CHARS = 10000;
 const CLIPBOARD_MAX_CHARS = 100000;
+// A request finds the sign-in ended (the account disabled, the token revoked): an open console ends moments
+// later with the reason (ACCESS_REVOKED names who did it), which this page shows and the login page's notice
+// cannot. The login page at once when no console is open, or when none has ended after this long.
+const SIGN_IN_ENDED_WAIT_MS = 5000;
+// The ends that say the access itself ended; their panel stays when the page's next request finds it so.
+const ENDED_BY_ACCESS = new Set(["ACCESS_REVOKED", "UNAUTHORIZED", "SESSION_TERMINATED"]);
+let signInEndedTimer = null;
+let ticketPending = false;
 // Stage name → what the page calls it ("Failed at: …"), from the server's stage table (GET /api/console-stages).
 let stageLabels = {};
 
@@ -237,8 +245,14 @@ async function connect() {
   connection.open();
 }
 
-function requestTicket() {
-  return api("POST", `/api/vms/${encodeURIComponent(vmId)}/console-ticket`, undefined, { timeoutMs: watchdogMs });
+async function requestTicket() {
+  ticketPending = true;
+  try {
+    return await api("POST", `/api/vms/${encodeURIComponent(vmId)}/console-ticket`, undefined,
+                     { timeoutMs: watchdogMs });
+  } finally {
+    ticketPending = false;
+  }
 }
 
 /** Why no console ticket came: limen unreachable is CONNECTION_FAILED, as for the WebSocket itself. */
@@ -371,6 +385,7 @@ function teardown() {
 }
 
 function onFailure(err) {
+  stopSignInEndedTimer();
   teardown();
   stopTicker();
   const item = currentStage();
@@ -388,7 +403,24 @@ function onFailure(err) {
   focusPanelAction();
 }
 
+whenSignInEnds((wasSignedIn) => {
+  const state = ui.body.dataset.consoleState;
+  if (["ended", "failed"].includes(state) && ENDED_BY_ACCESS.has(lastProblem)) return; // its panel says why
+  if (ticketPending || !["connecting", "handshake", "connected"].includes(state)) {
+    goToLogin(wasSignedIn); // asked to connect (or nothing open to explain): sign in again
+    return;
+  }
+  signInEndedTimer ??= setTimeout(() => goToLogin(wasSignedIn), SIGN_IN_ENDED_WAIT_MS);
+});
+
+/** The console ended or failed: its panel says why, and stays (a sign-in that ended waits for no timer). */
+function stopSignInEndedTimer() {
+  clearTimeout(signInEndedTimer);
+  signInEndedTimer = null;
+}
+
 function onEnded(event) {
+  stopSignInEndedTimer();
   if (event.byUser) {
     teardown();
     stopTicker();
