@@ -142,6 +142,12 @@ class LibvirtConnection:
         # Told of every call: (operation, seconds, error code name or None). Used for metrics.
         self.observers: list[Callable[[str, float, str | None], None]] = []
         self._closed = False
+        # Calls running on each connection (by id), and connections to release once their last call returns:
+        # closing a virConnect while another thread waits in a call on it (a host that hangs, then answers)
+        # freed what that call came back to, and the process died in libvirt (SIGSEGV).
+        self._users: dict[int, int] = {}
+        self._release_after: dict[int, tuple[libvirt.virConnect, list[Callable[[], None]]]] = {}
+        self._users_lock = threading.Lock()
 
     def on_open(self, callback: Callable[[libvirt.virConnect], Callable[[], None] | None]) -> None:
         """Runs ``callback`` (in a worker thread) on every newly opened connection, e.g. to register events.
@@ -158,7 +164,7 @@ class LibvirtConnection:
             if self._conn is not None:
                 try:
                     if self._conn.isAlive() == 1:
-                        return self._conn
+                        return self._entered(self._conn)
                 except libvirt.libvirtError:
                     pass
                 self._drop_locked()
@@ -180,7 +186,25 @@ class LibvirtConnection:
             self._cleanups = [cleanup for callback in self._on_open if (cleanup := callback(conn)) is not None]
             self._conn = conn
             log.info("libvirt connection opened", extra={"event": "libvirt_open", "uri": self.uri})
-            return conn
+            return self._entered(conn)
+
+    def _entered(self, conn: libvirt.virConnect) -> libvirt.virConnect:
+        """``conn``, counted as used by one more call until :meth:`_left` (under ``_lock``: not released meanwhile)."""
+        with self._users_lock:
+            self._users[id(conn)] = self._users.get(id(conn), 0) + 1
+        return conn
+
+    def _left(self, conn: libvirt.virConnect) -> None:
+        """A call on ``conn`` returned; the last one releases it if it was let go meanwhile."""
+        with self._users_lock:
+            left = self._users[id(conn)] - 1
+            if left:
+                self._users[id(conn)] = left
+                return
+            del self._users[id(conn)]
+            waiting = self._release_after.pop(id(conn), None)
+        if waiting is not None:
+            self._release_now(*waiting)
 
     def _drop_locked(self) -> None:
         conn, self._conn = self._conn, None
@@ -188,7 +212,17 @@ class LibvirtConnection:
             self._release(conn)
 
     def _release(self, conn: libvirt.virConnect) -> None:
+        """Undoes the on_open callbacks' work and closes ``conn``, now or, while calls run on it, after the
+        last one (a call hung on a dead host is ended by keepalive or the host's answer)."""
         cleanups, self._cleanups = self._cleanups, []
+        with self._users_lock:
+            if self._users.get(id(conn)):
+                self._release_after[id(conn)] = (conn, cleanups)
+                return
+        self._release_now(conn, cleanups)
+
+    @staticmethod
+    def _release_now(conn: libvirt.virConnect, cleanups: list[Callable[[], None]]) -> None:
         for cleanup in cleanups:
             with contextlib.suppress(libvirt.libvirtError):
                 cleanup()
@@ -231,7 +265,10 @@ class LibvirtConnection:
         def run() -> T:
             with _calls_under_way:
                 conn = self._connection()
-                return func(conn)
+                try:
+                    return func(conn)
+                finally:
+                    self._left(conn)
 
         limit = self.timeout if timeout is None else timeout
         future = loop.run_in_executor(self._executor, run)

@@ -1,0 +1,52 @@
+"""A libvirt connection let go while calls run on it (a host removed while its daemon hung) is closed only
+after the last of them returns: closing a virConnect under a waiting call frees what the call comes back to."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import libvirt
+
+from limen.hypervisor.connection import LibvirtConnection
+from tests.conftest import TEST_DRIVER_URI
+
+
+async def test_a_connection_closed_under_a_running_call_is_closed_when_the_call_returns() -> None:
+    connection = LibvirtConnection(TEST_DRIVER_URI, 5.0, host="test")
+    inside, answer = threading.Event(), threading.Event()
+    seen: dict[str, object] = {}
+
+    def hung_call(conn: libvirt.virConnect) -> None:  # as a call waiting on a daemon that hangs
+        seen["conn"] = conn
+        inside.set()
+        answer.wait(10)
+        seen["alive_when_answered"] = conn.isAlive()  # freed memory, had close() closed it
+
+    call = asyncio.ensure_future(connection.call("hung", hung_call, timeout=10))
+    assert await asyncio.to_thread(inside.wait, 5)
+    closing = asyncio.ensure_future(connection.close())  # the host removed meanwhile
+    await asyncio.sleep(0.1)
+    conn = seen["conn"]
+    assert isinstance(conn, libvirt.virConnect) and conn.isAlive() == 1  # not closed under the call
+    answer.set()
+    await call
+    await closing
+    assert seen["alive_when_answered"] == 1
+    await asyncio.sleep(0.1)
+    try:
+        alive = conn.isAlive()
+    except libvirt.libvirtError:
+        alive = 0
+    assert alive == 0  # closed once the call returned
+
+
+async def test_a_connection_closed_with_no_call_running_is_closed_at_once() -> None:
+    connection = LibvirtConnection(TEST_DRIVER_URI, 5.0, host="test")
+    conn = await connection.call("open", lambda conn: conn)
+    await connection.close()
+    try:
+        alive = conn.isAlive()
+    except libvirt.libvirtError:
+        alive = 0
+    assert alive == 0
