@@ -8,6 +8,7 @@
 import { api } from "./api.js";
 import { VM_DOWN_CODES } from "./console-outcome.js";
 import { has, lang, localizedError, t } from "./i18n.js";
+import { isLeaveChord } from "./key-combos.js";
 
 const XTERM = "/static/xterm";
 const LOAD_MS = 20000;
@@ -120,6 +121,13 @@ export class SerialTab {
   }
 
   onKey(event) {
+    // Ctrl+Alt+Shift leaves the terminal, as it leaves the screen: every other key is the guest's (Tab and
+    // Esc included), so without it the keyboard was trapped here.
+    if (event.type === "keydown" && isLeaveChord(event)) {
+      event.preventDefault();
+      this.ui.tabSerial.focus();
+      return false;
+    }
     if (event.type !== "keydown" || !event.ctrlKey || !event.shiftKey) return true;
     if (event.code === "KeyC") {
       this.copy();
