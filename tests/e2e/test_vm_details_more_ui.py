@@ -343,3 +343,53 @@ def test_the_details_page_dialogs_and_upload_in_both_languages_and_widths(
         save_screenshot(page, f"i18n-{language}-upload-done-{suffix}")
         assert api.delete(f"/api/isos/{small.name}").status_code in (200, 204)
         assert page.errors == []  # type: ignore[attr-defined]
+
+
+def focused(page: Page) -> str:
+    value: str = page.evaluate("() => { const a = document.activeElement; return a === document.body ? 'BODY'"
+                               " : `${a.tagName}:${a.dataset.action || a.id || ''}`; }")
+    return value
+
+
+def test_the_keyboard_stays_with_a_vms_actions_after_they_ran(
+    server: LimenProcess, api: httpx.Client, signed_in_page: Callable[..., Page], vm_names: Callable[[], str]
+) -> None:
+    """Start, Stop and the list's delete disabled or removed the button they were pressed on, and the focus
+    fell to <body> (the page's start, for a keyboard or screen reader user)."""
+    first, second = vm_names(), vm_names()
+    create(api, first)
+    create(api, second)
+    page = signed_in_page(server)
+    page.goto(f"{server.base_url}/vms/{first}")
+    page.wait_for_selector('body[data-events="live"]', timeout=10_000)
+    page.get_by_role("button", name=f"Start {first}", exact=True).focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#vm-state .badge")).to_have_text("Running")
+    page.wait_for_timeout(500)
+    assert focused(page) == "A:console", focused(page)  # the console, not Stop: Enter twice must not stop it
+    page.get_by_role("button", name=f"Force stop {first}", exact=True).focus()
+    page.keyboard.press("Enter")
+    page.locator("#confirm-ok").press("Enter")
+    expect(page.locator("#vm-state .badge")).to_have_text("Stopped")
+    page.wait_for_timeout(500)
+    assert focused(page) != "BODY", focused(page)
+
+    # The list: Start keeps the keyboard in its row; a deleted row hands it to the row that took its place.
+    page.goto(server.base_url + "/")
+    row = page.locator(f'tr[data-vm-name="{first}"]')
+    row.locator('[data-action="start"]').focus()
+    page.keyboard.press("Enter")
+    expect(row.locator(".badge")).to_have_text("Running")
+    page.wait_for_timeout(500)
+    assert page.evaluate("() => document.activeElement.closest('tr')?.dataset.vmName") == first, focused(page)
+    assert api.post(f"/api/vms/{first}/stop", params={"force": "true"}).status_code == 200
+    doomed = first
+    neighbour = page.locator(f'tr[data-vm-name="{doomed}"]').evaluate(
+        "row => (row.nextElementSibling || row.previousElementSibling).dataset.vmName")
+    page.locator(f'tr[data-vm-name="{doomed}"] summary').focus()
+    page.keyboard.press("Enter")
+    page.locator(f'tr[data-vm-name="{doomed}"] [data-action="delete"]').press("Enter")
+    page.locator("#delete-dialog").get_by_role("button", name="Delete VM").press("Enter")
+    expect(page.locator(f'tr[data-vm-name="{doomed}"]')).to_have_count(0)
+    page.wait_for_timeout(500)
+    assert page.evaluate("() => document.activeElement.closest('tr')?.dataset.vmName") == neighbour, focused(page)

@@ -119,11 +119,16 @@ export function returnToPlace(place, container, fallback) {
   const usable = ":not([disabled]):not([hidden])";
   for (const value of place ? place.rows : []) {
     const row = [...container.querySelectorAll(`[data-${place.key}]`)].find((r) => r.dataset[place.key] === value);
-    const target = row && ((place.action && row.querySelector(`[data-action="${place.action}"]${usable}`))
-      || row.querySelector(`:is(button, select, input)${usable}, a[href]`));
-    if (target) {
+    if (!row) continue;
+    const candidates = [
+      place.action && row.querySelector(`[data-action="${place.action}"]${usable}`),
+      ...row.querySelectorAll(`:is(button, select, input, summary)${usable}, a[href]`),
+    ];
+    // A control that cannot take the focus (in a closed menu, not laid out) is passed over.
+    for (const target of candidates) {
+      if (!target) continue;
       target.focus();
-      return;
+      if (document.activeElement === target) return;
     }
   }
   if (fallback) {

@@ -425,6 +425,24 @@ function applyEnabled() {
   document.getElementById("set-name-hint").hidden = !active || gone;
 }
 
+/** After an action: the buttons were disabled while it ran (a disabled button drops the focus to <body>, the
+ * page's start) and its own may stay so (Start once running): the keyboard comes back to it, else to the
+ * group's first usable control (the console, or Start), else the status line. Only when the focus was lost. */
+function keepFocusInActions(button) {
+  const here = document.activeElement;
+  if (here && here !== document.body && here.isConnected && !here.disabled) return;
+  const usable = (control) => control && !control.disabled && !control.hidden && control.offsetParent !== null
+    && control.getAttribute("aria-disabled") !== "true";
+  // The console before Stop: an Enter pressed twice on Start must not stop the VM it started.
+  const target = usable(button) ? button : [buttons.console, buttons.start, ...Object.values(buttons)].find(usable);
+  if (target) {
+    target.focus({ preventScroll: true });
+    return;
+  }
+  if (!ui.actionStatus.hasAttribute("tabindex")) ui.actionStatus.setAttribute("tabindex", "-1");
+  ui.actionStatus.focus({ preventScroll: true });
+}
+
 function onAction(action) {
   if (ACTIONS[action].confirm) openConfirm(action);
   else runAction(action);
@@ -447,6 +465,7 @@ async function runAction(action, { deleteDisks = false } = {}) {
   delete document.body.dataset.pending;
   if (result === null) {
     applyEnabled();
+    keepFocusInActions(buttons[action]);
     return;
   }
   if (action === "delete") {
@@ -460,6 +479,7 @@ async function runAction(action, { deleteDisks = false } = {}) {
   if (result.uuid) render(result);
   applyEnabled();
   showStatus(ui.actionStatus, "ok", `✓ ${spec.done}`);
+  keepFocusInActions(buttons[action]);
   if (action === "stop") stopFollowUpTimer = setTimeout(followUpStop, STOP_FOLLOW_UP_MS);
   scheduleReload(0);
 }

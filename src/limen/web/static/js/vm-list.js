@@ -4,7 +4,9 @@
 // sampling interval). A VM's name opens its details page, Console its console.
 
 import { api, ApiError } from "./api.js";
-import { errorBox, formatDuration, formatMemory, h, spinner, STATE_LABELS, vmBadge } from "./dom.js";
+import {
+  errorBox, formatDuration, formatMemory, h, placeOf, returnToPlace, spinner, STATE_LABELS, vmBadge,
+} from "./dom.js";
 import { showQuota } from "./quota.js";
 import { mountUserMenu } from "./session.js";
 import { formatPercent, formatSize } from "./stats-series.js";
@@ -38,6 +40,7 @@ const ACTIONS = Object.fromEntries(Object.entries(ACTION_WIRE).map(([name, wire]
 }));
 
 const ui = {
+  heading: document.querySelector("main h1"),
   rows: document.getElementById("vm-rows"),
   table: document.getElementById("vm-table"),
   empty: document.getElementById("empty"),
@@ -194,10 +197,19 @@ function applyEnabled(row) {
 }
 
 function render(vms, askedAt = Date.now()) {
-  const seen = new Set();
+  const seen = new Set(vms.map((vm) => vm.uuid));
+  // Rows of VMs gone first: placed before, every row after a vanished one was moved up, and moving a row
+  // drops the focus in it (and closes its open menu).
+  for (const [uuid, row] of rows) {
+    if (!seen.has(uuid) && row.pending === null) {
+      const place = row.tr.contains(document.activeElement) ? placeOf(document.activeElement, "uuid") : null;
+      row.tr.remove();
+      rows.delete(uuid);
+      if (place) returnToPlace(place, ui.rows, ui.heading);
+    }
+  }
   let index = 0;
   for (const vm of vms) {
-    seen.add(vm.uuid);
     let row = rows.get(vm.uuid);
     if (row) {
       // An answer asked for before the row's last pushed change is older than it: keep the pushed state
@@ -210,12 +222,6 @@ function render(vms, askedAt = Date.now()) {
     // Move a row only when it is out of place, so focus and open menus survive refreshes.
     if (ui.rows.children[index] !== row.tr) ui.rows.insertBefore(row.tr, ui.rows.children[index] || null);
     index += 1;
-  }
-  for (const [uuid, row] of rows) {
-    if (!seen.has(uuid) && row.pending === null) {
-      row.tr.remove();
-      rows.delete(uuid);
-    }
   }
   ui.empty.hidden = vms.length > 0;
   ui.table.hidden = vms.length === 0;
@@ -298,6 +304,9 @@ function openForceDialog(row, action) {
 async function runAction(row, action, { deleteDisks = false } = {}) {
   const spec = ACTIONS[action];
   const vm = row.vm;
+  // The row's buttons are disabled while it runs (a disabled button drops the focus to <body>), and a
+  // delete removes the row: the keyboard comes back to the row, or to the one that took its place.
+  const place = placeOf(row.tr.querySelector(`[data-action="${action}"]`) || row.buttons.start, "uuid");
   clearTimeout(row.followUpTimer);
   row.pending = action;
   applyEnabled(row);
@@ -317,6 +326,7 @@ async function runAction(row, action, { deleteDisks = false } = {}) {
       rows.delete(vm.uuid);
       ui.empty.hidden = rows.size > 0;
       ui.table.hidden = rows.size === 0;
+      returnToPlace(place, ui.rows, ui.heading);
     } else {
       if (result && result.uuid) updateRow(row, result);
       applyEnabled(row);
@@ -324,11 +334,13 @@ async function runAction(row, action, { deleteDisks = false } = {}) {
       row.status.classList.add("ok");
       row.resultTimer = setTimeout(() => row.status.replaceChildren(), RESULT_SHOWN_MS);
       if (action === "stop") row.followUpTimer = setTimeout(() => followUpStop(row), STOP_FOLLOW_UP_MS);
+      returnToPlace(place, ui.rows, ui.heading);
     }
   } catch (exc) {
     row.pending = null;
     delete row.tr.dataset.pending;
     applyEnabled(row);
+    returnToPlace(place, ui.rows, ui.heading);
     const body = exc instanceof ApiError ? exc.body
       : clientError("CLIENT_ERROR", `${spec.label}: ${exc}`);
     const dismiss = h("button", {
