@@ -385,6 +385,14 @@ def test_admin_sets_a_users_quota_in_its_dialog(
     page.click("#quota-save")
     expect(dialog).to_be_hidden()
     expect(row.locator(".row-status")).to_contain_text("Quota saved.")
+    # The keyboard is back on the row's Quota button (the row was redrawn; it fell to <body>), and after an
+    # Esc too.
+    expect(row.locator("button[data-action=quota]")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(dialog).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    expect(row.locator("button[data-action=quota]")).to_be_focused()
     saved = admin_api.get(f"/api/users/{plain_user}/quota").json()
     assert saved["override"] == {"vms": 1, "vcpus": 8, "memory_mib": None, "disk_gib": None}
 

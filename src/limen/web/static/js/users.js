@@ -291,7 +291,12 @@ async function detectQuotaRoute() {
   }
 }
 
+// Where the keyboard was when the quota dialog was asked for: its row's button is redrawn meanwhile, and the
+// dialog gave the focus back to nothing (<body>) whether cancelled, escaped or saved.
+let quotaPlace = null;
+
 async function openQuota(user) {
+  quotaPlace = placeOf(document.activeElement, "user");
   setRowBusy(user.name, t("users.loading_quota"));
   let quota;
   try {
@@ -316,6 +321,10 @@ async function openQuota(user) {
 
 function wireQuota() {
   ui.quotaCancel.addEventListener("click", () => ui.quotaDialog.close("cancel"));
+  ui.quotaDialog.addEventListener("close", () => {
+    // After the dialog's own return of the focus (to a button that is gone): back to the row's Quota button.
+    setTimeout(() => returnToPlace(quotaPlace, ui.rows, document.querySelector("main h1")), 0);
+  });
   ui.quotaForm.addEventListener("submit", async (event) => {
     event.preventDefault();
     const { user, quota } = editingQuota;
@@ -337,6 +346,7 @@ function wireQuota() {
     notes.set(user.name, { kind: "ok", text: t("users.quota_saved") });
     announce(t("users.quota_saved_name", { name: user.name }));
     await refresh();
+    returnToPlace(quotaPlace, ui.rows, document.querySelector("main h1")); // the rows were drawn anew
   });
 }
 
