@@ -66,8 +66,10 @@ def add_host(db: Database, name: str, uri: str, console_address: str | None = No
     check_host(name, uri, console_address)
 
     def add(session: Session) -> HostConfig:
-        if session.get(HypervisorHost, name) is not None:
-            raise LimenError(ErrorCode.HOST_ALREADY_EXISTS, f"a host named {name!r} exists")
+        taken = next((row.name for row in session.scalars(select(HypervisorHost))
+                      if row.name.casefold() == name.casefold()), None)
+        if taken is not None:  # "H2" beside "h2" invites acting on the wrong host, as VM names do
+            raise LimenError(ErrorCode.HOST_ALREADY_EXISTS, f"a host named {taken!r} exists")
         same = _same_uri(uri)
         if same == _same_uri(default_uri):
             raise LimenError(ErrorCode.HOST_ALREADY_EXISTS,
@@ -84,11 +86,31 @@ def add_host(db: Database, name: str, uri: str, console_address: str | None = No
     return db.run_sync(add)
 
 
+# The port each remote transport uses when a URI names none: written out, it is the same daemon.
+_DEFAULT_PORTS = {"tcp": 16509, "tls": 16514, "ssh": 22, "libssh": 22, "libssh2": 22}
+# Query parameters that choose another daemon on the same host; the others (keepalive_interval, no_verify,
+# pkipath, ...) only say how to reach the same one.
+_DAEMON_CHOOSING = frozenset({"socket", "mode", "proxy"})
+
+
 def _same_uri(uri: str) -> str:
-    """A URI as libvirt reads it, for comparing: scheme and host are case-blind, a trailing slash says nothing."""
+    """A URI as libvirt reads it, for comparing: scheme and host are case-blind, a trailing slash, the user,
+    the transport's default port and the connection options say nothing (``qemu+tcp://H:16509/system`` is
+    ``qemu+tcp://h/system``: registered twice, one host listed every VM twice and could not be removed)."""
     parts = urlsplit(uri.strip())
-    return parts._replace(scheme=parts.scheme.lower(), netloc=parts.netloc.lower(),
-                          path=parts.path.rstrip("/") or "/").geturl()
+    scheme = parts.scheme.lower()
+    transport = scheme.partition("+")[2]
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if port in (None, _DEFAULT_PORTS.get(transport)) else f"{host}:{port}"
+    query = "&".join(sorted(pair for pair in parts.query.split("&") if pair.split("=", 1)[0] in _DAEMON_CHOOSING))
+    return parts._replace(scheme=scheme, netloc=netloc, path=parts.path.rstrip("/") or "/", query=query,
+                          fragment="").geturl()
 
 
 def remove_host(db: Database, name: str) -> None:

@@ -162,11 +162,20 @@ def test_the_registry_checks_and_keeps_hosts(tmp_path: Path) -> None:
             host_registry.add_host(db, "h" * 63, "qemu+ssh://x/system", default_uri="qemu:///system")
         assert again.value.code is ErrorCode.HOST_ALREADY_EXISTS
         # One libvirt twice listed each of its VMs twice, and neither host could then be removed (it had VMs).
+        # Written out with the transport's default port, a user or a connection option, it is the same daemon.
         for uri, holder in (("qemu:///system", "default host"), ("QEMU:///system/", "default host"),
-                            ("qemu+tcp://127.0.1.1/system/", "h" * 63), ("qemu+TCP://127.0.1.1/system", "h" * 63)):
+                            ("qemu+tcp://127.0.1.1/system/", "h" * 63), ("qemu+TCP://127.0.1.1/system", "h" * 63),
+                            ("qemu+tcp://127.0.1.1:16509/system", "h" * 63),
+                            ("qemu+tcp://127.0.1.1/system?keepalive_interval=5", "h" * 63)):
             with pytest.raises(LimenError) as twice:
                 host_registry.add_host(db, "other", uri, default_uri="qemu:///system")
             assert twice.value.code is ErrorCode.HOST_ALREADY_EXISTS and holder in twice.value.details, uri
+        with pytest.raises(LimenError) as in_case:  # a name differing only in case is the same name
+            host_registry.add_host(db, "H" * 63, "qemu+tcp://127.0.1.2/system", default_uri="qemu:///system")
+        assert in_case.value.code is ErrorCode.HOST_ALREADY_EXISTS
+        other_port = host_registry.add_host(db, "other-port", "qemu+tcp://127.0.1.1:16510/system",
+                                            default_uri="qemu:///system")  # another daemon on that address
+        host_registry.remove_host(db, other_port.name)
         assert host_registry.set_draining(db, "h" * 63, True).draining
         assert [(h.name, h.console_address, h.draining) for h in host_registry.list_hosts(db)] == [
             ("h" * 63, "127.0.1.1", True)]
