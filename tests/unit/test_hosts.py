@@ -7,11 +7,13 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from limen import host_registry
+from limen.api.hypervisor_hosts import refuse_busy_host
 from limen.cli import app
 from limen.db import Database
 from limen.errors import ErrorCode, LimenError
@@ -136,6 +138,36 @@ async def test_a_missing_hosts_vms_stay_listed_as_unavailable(two_hosts: Hypervi
     with pytest.raises(LimenError) as taken:  # its names stay taken
         await two_hosts.check_name_free("gamma")
     assert taken.value.code is ErrorCode.VM_ALREADY_EXISTS and "unavailable" in taken.value.details
+
+
+async def test_a_host_down_since_the_start_has_unknown_vms_not_none(two_hosts: Hypervisor) -> None:
+    """A limen (or the command line) started while a host was down knew none of its VMs: it gave their
+    names to new VMs (two VMs of one name once the host came back), said VM_NOT_FOUND for them, and let the
+    host be removed as empty."""
+    other = two_hosts.hosts.get("other")
+    other.available, other.last_error = False, "test: down since the start"
+    assert not other.listed
+    listed = [vm.name for vm in await two_hosts.list_vms()]
+    assert "beta" not in listed  # unknown, so not shown
+    with pytest.raises(LimenError) as unknown:
+        await two_hosts.check_name_free("beta")
+    assert unknown.value.code is ErrorCode.HYPERVISOR_UNAVAILABLE and "'other'" in unknown.value.details
+    with pytest.raises(LimenError) as maybe:
+        await two_hosts.get_vm("beta")
+    assert maybe.value.code is ErrorCode.HYPERVISOR_UNAVAILABLE and "may be there" in maybe.value.details
+    with pytest.raises(LimenError) as not_empty:
+        await refuse_busy_host(two_hosts, "other")
+    assert not_empty.value.code is ErrorCode.HYPERVISOR_UNAVAILABLE and "drain it first" in not_empty.value.details
+    # Drained (an administrator says it is going away): it may be removed, and holds no name any more.
+    other.config = replace(other.config, draining=True)
+    await refuse_busy_host(two_hosts, "other")
+    await two_hosts.check_name_free("beta")
+    other.config = replace(other.config, draining=False)
+    other.available = True  # it answers: its VMs are known from then on
+    assert "beta" in [vm.name for vm in await two_hosts.list_vms()] and other.listed
+    with pytest.raises(LimenError) as taken:
+        await two_hosts.check_name_free("beta")
+    assert taken.value.code is ErrorCode.VM_ALREADY_EXISTS
 
 
 async def test_the_prober_brings_a_host_back(fast_prober: None, two_hosts: Hypervisor) -> None:

@@ -505,6 +505,7 @@ async def test_a_create_on_a_host_that_does_not_answer_frees_its_name_at_once(wo
     down = hv.hosts.add(HostConfig("down", "qemu+tcp://127.0.0.1:1/system"))
     await hv.open()
     down.available, down.last_error = False, "test: connection refused"
+    down.listed = True  # it answered once, with no VM: its names are known (none)
     name = f"downhost-{uuid.uuid4().hex[:8]}"
     spec = VmSpec(name=name, memory_mib=64, host="down")
     with pytest.raises(LimenError) as caught:

@@ -64,6 +64,9 @@ class HostLink:
     unavailable_since: float | None = None
     # The VMs it listed last, shown (marked) while it is unavailable.
     known_vms: list[Vm] = field(default_factory=list)
+    # Whether it has listed its VMs since this process started: until then known_vms says nothing (a limen
+    # started while the host was down took its VMs' names for new ones, and removed the host as empty).
+    listed: bool = False
     retry_at: float = 0.0
     retry_pause: float = RETRY_FIRST
     probing: bool = False
@@ -269,7 +272,16 @@ class HostPool:
             if not link.available and any(ident in (vm.uuid, vm.name) for vm in link.known_vms):
                 raise HypervisorUnavailable(f"host {link.name!r} of VM {ident!r} is unavailable "
                                             f"({link.last_error})")
+        unknown = self.never_listed_unavailable()
+        if unknown:
+            raise HypervisorUnavailable(f"no available host has VM {ident!r}, and host {unknown[0].name!r} has not "
+                                        f"answered since this limen started ({unknown[0].last_error}): it may be there")
         raise LimenError(ErrorCode.VM_NOT_FOUND, f"no VM with name or UUID {ident!r} on any host")
+
+    def never_listed_unavailable(self) -> list[HostLink]:
+        """Unavailable hosts that have not listed their VMs since this process started: what they hold is
+        unknown (not none). A draining one is left out: an administrator said it is going away."""
+        return [link for link in self.links if not link.available and not link.listed and not link.config.draining]
 
     def last_known(self, ident: str) -> Vm | None:
         """The VM ``ident`` as a host marked unavailable listed it last (``host_available`` False), or None."""
@@ -323,7 +335,7 @@ class HostPool:
         merged: list[Vm] = []
         for link, answer in zip(links, answers, strict=True):
             if isinstance(answer, list):
-                link.known_vms = answer
+                link.known_vms, link.listed = answer, True
                 for vm in answer:
                     self.remember(vm.uuid, link.name)
                     self.remember(vm.name, link.name)

@@ -401,7 +401,7 @@ class Hypervisor:
     async def list_vms_on(self, link: HostLink) -> list[Vm]:
         """The VMs of one host (remembered as its last known list)."""
         vms = await self._list_on(link)
-        link.known_vms = vms
+        link.known_vms, link.listed = vms, True
         return vms
 
     async def _list_on(self, link: HostLink) -> list[Vm]:
@@ -609,6 +609,10 @@ class Hypervisor:
             if not link.available and any(vm.name == name for vm in link.known_vms):
                 raise LimenError(ErrorCode.VM_ALREADY_EXISTS,
                                  f"a VM named {name!r} is on host {link.name!r} (unavailable now)")
+        for link in self.hosts.never_listed_unavailable():
+            raise HypervisorUnavailable(f"host {link.name!r} has not answered since this limen started "
+                                        f"({link.last_error}): a VM named {name!r} may be there; try again when "
+                                        "it answers, or drain it if it is gone for good")
         links = [link for link in self.hosts.links if link.available or link.name == DEFAULT_HOST]
         answers = await asyncio.gather(
             *(link.connection.call("check_name", check, subject=name) for link in links), return_exceptions=True)
