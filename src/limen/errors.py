@@ -123,6 +123,10 @@ class ErrorCode(Enum):
         409, 4107, "VM reverted to a snapshot",
         "The VM was reverted to a snapshot: reconnect to see it as the snapshot left it.",
     )
+    VM_MIGRATED = ErrorSpec(
+        409, 4109, "VM moved to another host",
+        "The VM was migrated to another host while its console was open: reconnecting opens it there.",
+    )
     SNAPSHOT_UNSUPPORTED = ErrorSpec(
         409, 4120, "Snapshots not supported for this VM",
         "Snapshots need every disk of the VM in qcow2 format. Convert raw disks (qemu-img convert -O qcow2) "

@@ -308,6 +308,29 @@ async def test_a_console_to_a_vm_on_the_other_host_types_into_grub_and_ends_when
         screen.close()
 
 
+async def test_a_console_of_a_vm_migrated_live_ends_saying_so_and_opens_again_there(
+    api: httpx.Client, names: Callable[[], str], extra_host: ExtraHost, server: LimenProcess
+) -> None:
+    """An open console of a VM migrated away ended with VM_STOPPED ("stopped or crashed"; the page offered
+    "Start VM and connect" beside a Running badge). It ends with VM_MIGRATED, and a new one opens on the host
+    the VM runs on now."""
+    vm = _create(api, names(), host="local", iso=DEMO_ISO, disk_gib=1)
+    assert (await asyncio.to_thread(api.post, f"/api/vms/{vm['name']}/start")).status_code == 200
+    url = f"{server.ws_url}/api/vms/{vm['uuid']}/console"
+    async with client(url, additional_headers=server.auth_headers) as ws:
+        await read_frames(ws, ConsoleTranscript(), time.monotonic(), until_binary=1)
+        moved = await asyncio.to_thread(api.post, f"/api/vms/{vm['uuid']}/migrate", json={"host": EXTRA})
+        assert moved.status_code == 200, moved.text
+        closing = ConsoleTranscript()
+        await asyncio.wait_for(read_frames(ws, closing, time.monotonic()), 30)
+    assert (closing.close_code, closing.close_reason) == (4109, "VM_MIGRATED")
+    async with client(url, additional_headers=server.auth_headers) as ws:
+        transcript = ConsoleTranscript()
+        await read_frames(ws, transcript, time.monotonic(), until_binary=1)
+    port = moved.json()["vnc"]["port"]
+    assert f"Connecting to VNC server on port {port}..." in transcript.statuses, transcript.statuses
+
+
 def test_migration_live_both_ways_and_cold(api: httpx.Client, names: Callable[[], str],
                                            extra_host: ExtraHost, server: LimenProcess) -> None:
     # Running, from the default host to the other: peer to peer (qemu+tcp target), its disk copied live.

@@ -8,6 +8,8 @@ import threading
 import libvirt
 import pytest
 
+from limen.console.handshake import vm_ended_error
+from limen.errors import ErrorCode
 from limen.hypervisor.events import FeedSource, lifecycle_kind
 from limen.hypervisor.models import LifecycleKind, VmState
 from limen.hypervisor.vm_feed import (
@@ -155,6 +157,8 @@ async def test_closing_the_feed_ends_every_reader_and_later_ones_at_once() -> No
     (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED, VmEventType.STOPPED),
     # A revert stops the VM "from snapshot": the list says stopped (a "started" follows if it runs on).
     (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FROM_SNAPSHOT, VmEventType.STOPPED),
+    # Migrated away, it runs on elsewhere: "stopped" went to every page of it (a running VM said stopped).
+    (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED, VmEventType.CHANGED),
 ])
 def test_libvirt_lifecycle_events_become_feed_events(event: int, detail: int, expected: VmEventType) -> None:
     assert event_type_of(lifecycle_kind(event, detail)) is expected
@@ -163,6 +167,12 @@ def test_libvirt_lifecycle_events_become_feed_events(event: int, detail: int, ex
 def test_a_revert_is_its_own_kind_and_ends_consoles() -> None:
     kind = lifecycle_kind(libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FROM_SNAPSHOT)
     assert kind is LifecycleKind.REVERTED and kind.ends_console
+
+
+def test_a_migration_is_its_own_kind_and_ends_consoles_saying_so() -> None:
+    kind = lifecycle_kind(libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED)
+    assert kind is LifecycleKind.MIGRATED and kind.ends_console
+    assert vm_ended_error("web", kind, "").code is ErrorCode.VM_MIGRATED
 
 
 class _SlowConnection:

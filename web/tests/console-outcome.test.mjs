@@ -131,7 +131,7 @@ test("a close after the screen showed ends the session with its code, reconnecti
 
 test("only transient failures are retried by the page itself", () => {
   for (const code of ["SERVER_SHUTDOWN", "SLOW_CLIENT", "HYPERVISOR_UNAVAILABLE", "CONNECTION_LOST",
-    "CONNECTION_FAILED", "WATCHDOG_TIMEOUT"]) assert.ok(retriesByItself(code), code);
+    "CONNECTION_FAILED", "WATCHDOG_TIMEOUT", "VM_MIGRATED"]) assert.ok(retriesByItself(code), code);
   for (const code of ["VM_STOPPED", "VM_NOT_RUNNING", "ACCESS_REVOKED", "SESSION_TAKEN_OVER", "IDLE_TIMEOUT"]) {
     assert.ok(!retriesByItself(code), code);
   }

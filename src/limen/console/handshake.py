@@ -230,9 +230,12 @@ ENDINGS: Final[tuple[type[Result], ...]] = (TimedOut, ClientLeft, VmEnded, EndRe
 
 def vm_ended_error(vm_name: str, how: str, cause: str) -> LimenError:
     """How a console ends when its VM does: VM_REVERTED when a snapshot was reverted to (the VM may run on from
-    the snapshot, and a reconnect shows it), VM_STOPPED for any other end (stopped, crashed, undefined)."""
+    the snapshot, and a reconnect shows it), VM_MIGRATED when it moved to another host (it runs on there; the
+    page reconnects by itself), VM_STOPPED for any other end (stopped, crashed, undefined)."""
     if how == LifecycleKind.REVERTED:
         return LimenError(ErrorCode.VM_REVERTED, f"VM {vm_name!r} was reverted to a snapshot{cause}")
+    if how == LifecycleKind.MIGRATED:
+        return LimenError(ErrorCode.VM_MIGRATED, f"VM {vm_name!r} was migrated to another host{cause}")
     return LimenError(ErrorCode.VM_STOPPED, f"VM {vm_name!r} {how}{cause}")
 
 

@@ -63,6 +63,8 @@ def lifecycle_kind(event: int, detail: int) -> LifecycleKind:
             return LifecycleKind.CRASHED
         if detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_FROM_SNAPSHOT:
             return LifecycleKind.REVERTED
+        if detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED:
+            return LifecycleKind.MIGRATED
         return LifecycleKind.STOPPED
     if event == libvirt.VIR_DOMAIN_EVENT_CRASHED:
         return LifecycleKind.CRASHED

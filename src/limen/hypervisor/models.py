@@ -137,6 +137,7 @@ class LifecycleKind(StrEnum):
     STARTED = "started"
     STOPPED = "stopped"  # shut down, destroyed, or its QEMU process died
     REVERTED = "reverted"  # stopped because a snapshot was reverted to (it may run again from the snapshot)
+    MIGRATED = "migrated"  # stopped on this host because it moved to another (it runs on there)
     CRASHED = "crashed"
     PAUSED = "paused"
     RESUMED = "resumed"
@@ -146,7 +147,8 @@ class LifecycleKind(StrEnum):
 
     @property
     def ends_console(self) -> bool:
-        return self in (LifecycleKind.STOPPED, LifecycleKind.REVERTED, LifecycleKind.CRASHED, LifecycleKind.UNDEFINED)
+        return self in (LifecycleKind.STOPPED, LifecycleKind.REVERTED, LifecycleKind.MIGRATED, LifecycleKind.CRASHED,
+                        LifecycleKind.UNDEFINED)
 
 
 @dataclass(frozen=True, slots=True)

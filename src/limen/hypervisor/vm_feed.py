@@ -53,6 +53,7 @@ _TYPE_BY_LIFECYCLE = {
     LifecycleKind.STARTED: VmEventType.STARTED,
     LifecycleKind.STOPPED: VmEventType.STOPPED,
     LifecycleKind.REVERTED: VmEventType.STOPPED,  # a "started" follows when the snapshot's VM runs
+    LifecycleKind.MIGRATED: VmEventType.CHANGED,  # it runs on elsewhere: pages read it again (not "stopped")
     LifecycleKind.CRASHED: VmEventType.CRASHED,
     LifecycleKind.PAUSED: VmEventType.PAUSED,
     LifecycleKind.RESUMED: VmEventType.RESUMED,

@@ -6,7 +6,7 @@
 // Session ends worth reconnecting to by themselves; others (VM stopped, user, idle) wait for the user.
 export const TRANSIENT_CODES = new Set([
   "SERVER_SHUTDOWN", "SLOW_CLIENT", "HYPERVISOR_UNAVAILABLE", "CONNECTION_LOST", "CONNECTION_FAILED",
-  "WATCHDOG_TIMEOUT",
+  "WATCHDOG_TIMEOUT", "VM_MIGRATED",
 ]);
 export const TRANSIENT_CLOSE_CODES = new Set([1001, 1006, 1011, 1012, 1013]);
 // Ends that say the VM does not run (any more): connecting again would start it (the console's auto-start),

@@ -15,6 +15,8 @@ const LOAD_MS = 20000;
 // A guest at a prompt says nothing until a key comes (GRUB, a getty): a black terminal that long after
 // "connected" gets a line saying so, so that it does not read as a console that hangs.
 const QUIET_HINT_MS = 1500;
+// A session ended by a migration connects again after this long (the VM runs on its new host by then).
+const MIGRATED_RECONNECT_MS = 1000;
 
 /** The serial console's WebSocket address (same host and scheme as the page). */
 export function serialUrl(vmId, query, location = window.location) {
@@ -255,5 +257,11 @@ export class SerialTab {
     this.ui.reconnect.textContent = this.lastError === "SERIAL_BUSY" ? t("serial.take_over")
       : VM_DOWN_CODES.has(this.lastError) ? t("console.start_and_connect") : t("serial.reconnect");
     this.ui.reconnect.hidden = false;
+    // Migrated: it runs on another host, where a new session reaches it (once, not in a loop).
+    if (this.lastError === "VM_MIGRATED" && !this.ui.serialWrap.hidden) {
+      setTimeout(() => {
+        if (!this.socket && !this.connecting) this.connect(false);
+      }, MIGRATED_RECONNECT_MS);
+    }
   }
 }
