@@ -382,7 +382,7 @@ def test_a_snapshot_in_progress_holds_other_changes_of_its_vm(
     assert actions[:5] == [("delete", "SNAPSHOT_IN_PROGRESS", ""),
                            ("snapshot-delete", "SNAPSHOT_IN_PROGRESS", "earlier"),
                            ("revert", "SNAPSHOT_IN_PROGRESS", "earlier"),
-                           ("snapshot", "SNAPSHOT_IN_PROGRESS", ""),
+                           ("snapshot", "SNAPSHOT_IN_PROGRESS", "other"),  # the name it asked for (was "")
                            ("snapshot", "OK", "slow")]
 
 

@@ -59,10 +59,23 @@ def refuse_busy_vm(action: str) -> Any:
         except LimenError as refused:
             await access.audit.vm_action(user=principal.name, action=action, vm_name=running.vm_name,
                                          vm_uuid=running.vm_uuid, result_code=refused.code.name,
-                                         details=str(request.path_params.get("name", ""))[:80])
+                                         details=await _snapshot_name(request))
             raise
 
     return Depends(refuse)
+
+
+async def _snapshot_name(request: Request) -> str:
+    """The snapshot a refused request named, as the route's own rows say it: in the path (revert, delete), or
+    in the body of a snapshot's create (those rows said nothing)."""
+    name = request.path_params.get("name")
+    if name is None and request.method == "POST":
+        try:
+            body = await request.json()  # read already by FastAPI for the route: no second read
+        except ValueError:
+            body = None
+        name = body.get("name") if isinstance(body, dict) else None
+    return str(name)[:80] if isinstance(name, str) else ""
 
 
 @router.get("/{operation_id}", response_model=OperationOut, responses=_ERRORS)
