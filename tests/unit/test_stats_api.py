@@ -122,6 +122,9 @@ async def test_since_and_resolution(users: Users, alices_vm: dict[str, Any]) -> 
     assert (coarse["resolution"], coarse["step"]) == ("coarse", 60.0)
     for bad in ({"since": "yesterday"}, {"since": -1}, {"since": "nan"}, {"resolution": "daily"}):
         assert_error(await users.get("alice", path, params=bad), 422, "VALIDATION_ERROR")
+    # Not a number at all: said so, not "should be less than or equal to 100000000000".
+    refused = assert_error(await users.get("alice", path, params={"since": "nan"}), 422, "VALIDATION_ERROR")
+    assert "finite number" in refused["details"], refused
 
 
 async def test_latest_figures_of_the_vms_one_may_see(users: Users, alices_vm: dict[str, Any]) -> None:

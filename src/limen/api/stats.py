@@ -46,7 +46,8 @@ def _latest(history: VmHistory) -> dict[str, float | None]:
 async def vm_stats(
     vm: AccessibleVm,
     sampler: SamplerDep,
-    since: float = Query(0.0, ge=0, le=1e11, description="Unix seconds: only points later than this"),
+    since: float = Query(0.0, ge=0, le=1e11, allow_inf_nan=False,
+                         description="Unix seconds: only points later than this"),
     resolution: Resolution = Query(
         "auto", description="fine: every sample (the last hour at the default interval); coarse: one-minute "
         "averages (the last 24 hours); auto: fine when it reaches back to `since`, else coarse"),
