@@ -203,7 +203,7 @@ def test_console_in_korean_translates_stages_and_errors_while_frames_stay_englis
     expect(page.locator("#stages .stage.failed .msg")).to_have_text("연결됨, 가상 머신 상태 확인 중...")
     expect(page.locator("#panel-title")).to_have_text("콘솔을 열 수 없습니다")
     expect(page.locator("#panel-sub")).to_have_text("실패한 단계: 가상 머신 확인 (check_vm).")
-    expect(page.get_by_role("button", name="가상 머신 시작 후 연결")).to_be_visible()
+    expect(page.locator("#panel-extra").get_by_role("button", name="가상 머신 시작 후 연결")).to_be_visible()
     expect(page.get_by_role("button", name="다시 시도", exact=True)).to_have_count(0)  # it would start the VM
     expect(page.locator("#conn-status")).to_have_text("가상 머신이 실행 중이 아님")
     save_screenshot(page, "i18n-console-not-running-ko")

@@ -174,7 +174,7 @@ def test_create_start_console_type_and_vm_stopped(
     save_screenshot(page, "console-vm-stopped-1280")
 
     # "Start VM and connect" starts it, then the console opens again (no start stage this time).
-    page.get_by_role("button", name="Start VM and connect").click()
+    page.locator("#panel-extra").get_by_role("button", name="Start VM and connect").click()
     page.wait_for_selector('body[data-console-state="connected"]', timeout=30_000)
     assert_messages(stage_messages(page), [m for m in STATUS_MESSAGES if m != "Starting VM..."])
     page.set_viewport_size(PHONE)

@@ -138,7 +138,11 @@ export async function api(method, path, body = undefined, options = {}) {
   }
 }
 
-async function send(method, path, body, csrf, { timeoutMs = DEFAULT_TIMEOUT_MS, onResponse = null } = {}) {
+// Options: timeoutMs; onResponse(response); keepPage: a 401 to this request does not leave the page (a read in
+// the background, e.g. the New VM form's quota after a VM changed elsewhere: the person typing there would
+// lose what they typed; what they do next finds the sign-in ended).
+async function send(method, path, body, csrf, { timeoutMs = DEFAULT_TIMEOUT_MS, onResponse = null,
+                                               keepPage = false } = {}) {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), timeoutMs);
   let response;
@@ -171,7 +175,7 @@ async function send(method, path, body, csrf, { timeoutMs = DEFAULT_TIMEOUT_MS, 
     data = null;
   }
   if (!response.ok) {
-    if (response.status === 401 && !ANONYMOUS_PATHS.has(path)) {
+    if (response.status === 401 && !ANONYMOUS_PATHS.has(path) && !keepPage) {
       const wasSignedIn = me !== null; // a 401 to a page that knew its user: the sign-in ended meanwhile
       forgetUser();
       signInEnded(wasSignedIn);

@@ -187,9 +187,10 @@ export function applyQuota(quota, { keepValues = false } = {}) {
   submit.disabled = vmsFull || submitting; // a quota read while a create is under way leaves it disabled
 }
 
-async function loadQuota(options) {
+async function loadQuota(options = {}) {
   try {
-    applyQuota(await api("GET", "/api/quota", undefined, { timeoutMs: 10000 }), options);
+    applyQuota(await api("GET", "/api/quota", undefined, { timeoutMs: 10000, keepPage: options.background }),
+               options);
   } catch {
     // without it the form still works: the API checks the quota anyway
   }
@@ -199,7 +200,7 @@ async function loadQuota(options) {
 async function loadIsos() {
   const chosen = isosLoaded ? isoSelect.value : null;
   try {
-    const isos = await api("GET", "/api/isos", undefined, { timeoutMs: 10000 });
+    const isos = await api("GET", "/api/isos", undefined, { timeoutMs: 10000, keepPage: isosLoaded });
     const options = [h("option", { value: "", text: t("new.iso_none") })];
     for (const iso of isos) {
       options.push(h("option", { value: iso.name, text: `${iso.name} (${formatBytes(iso.size_bytes)})` }));
@@ -226,7 +227,7 @@ let quotaTimer = null;
  * form opened at the VM limit stayed disabled after a VM was deleted elsewhere). Typed values stay. */
 function refreshQuota() {
   clearTimeout(quotaTimer);
-  quotaTimer = setTimeout(() => loadQuota({ keepValues: true }), 300);
+  quotaTimer = setTimeout(() => loadQuota({ keepValues: true, background: true }), 300);
 }
 
 form.addEventListener("submit", onSubmit);
