@@ -67,3 +67,13 @@ function changedValue(field, value, translate, known, locale) {
   return value;
 }
 
+
+/**
+ * An action's result as the page says it: its error's title in the page's language (the code on hover, as
+ * the API gives it), "OK" and "in progress" in words; a code the catalogue does not know as it came.
+ */
+export function actionResultText(code) {
+  if (code === "OK") return t("action_result.ok");
+  if (code === "STARTED") return t("action_result.started");
+  return has(`error.${code}.title`) ? t(`error.${code}.title`) : code;
+}

@@ -3,7 +3,7 @@
 
 import { api, ApiError } from "./api.js";
 import { errorBox, formatBytes, h } from "./dom.js";
-import { actionDetailsText } from "./action-details.js";
+import { actionDetailsText, actionResultText } from "./action-details.js";
 import { mountUserMenu } from "./session.js";
 import { actionName, clientError, formatDateTime, formatNumber, formatTime, t } from "./i18n.js";
 
@@ -69,7 +69,9 @@ function actionRow(action) {
     h("td", { "data-label": t("col.user") }, clipped(action.user)),
     h("td", { "data-label": t("col.action"), title: action.action, text: actionName(action.action) }),
     h("td", { class: "vm-name", "data-label": t("col.vm") }, clipped(action.vm_name, action.vm_uuid)),
-    h("td", { "data-label": t("col.result") }, h("code", { text: action.result_code })),
+    h("td", { "data-label": t("col.result"), title: action.result_code }, actionResultText(action.result_code),
+      action.result_code === "OK" || action.result_code === "STARTED" ? null
+        : h("code", { class: "result-code", text: ` ${action.result_code}` })),
     h("td", { "data-label": t("col.details"), title: action.details, text: actionDetailsText(action) }),
   );
 }

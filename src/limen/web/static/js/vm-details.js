@@ -9,7 +9,7 @@
 
 import { api, ApiError } from "./api.js";
 import { errorBox, formatBytes, formatDuration, formatMemory, h, spinner, STATE_LABELS, vmBadge } from "./dom.js";
-import { actionDetailsText } from "./action-details.js";
+import { actionDetailsText, actionResultText } from "./action-details.js";
 import { mountUserMenu } from "./session.js";
 import { VmEvents } from "./vm-events.js";
 import { OwnerControl } from "./vm-owner.js";
@@ -374,7 +374,7 @@ function renderActions(actions) {
     h("td", { "data-label": t("col.who"), text: a.user }),
     h("td", { "data-label": t("col.action"), title: a.action, text: actionName(a.action) }),
     h("td", { "data-label": t("col.result") }, h("span", { class: a.result_code === "OK" ? "result-ok" : "result-bad",
-                                                      text: a.result_code })),
+                                                      title: a.result_code, text: actionResultText(a.result_code) })),
     h("td", { class: "action-details", "data-label": t("col.details"), title: a.details || "",
               text: actionDetailsText(a) }),
   )));
