@@ -56,6 +56,13 @@ def test_sign_up_approval_and_creating_within_the_quota(
     page.click("#signup-submit")
     expect(page.locator("#signup-name-error")).to_be_visible()
     expect(page.locator("#signup-name")).to_have_attribute("aria-invalid", "true")
+    # A name over 64 characters is refused whole (the field cut it to 64 as it was typed), and the error is
+    # the field's description for a screen reader.
+    page.fill("#signup-name", "e" * 65)
+    page.click("#signup-submit")
+    expect(page.locator("#signup-name-error")).to_contain_text("64")
+    expect(page.locator("#signup-name")).to_have_value("e" * 65)
+    expect(page.locator("#signup-name")).to_have_attribute("aria-describedby", "signup-name-error")
     page.fill("#signup-name", user)
     page.fill("#signup-password", "short")
     page.click("#signup-submit")

@@ -674,6 +674,7 @@ function openResize(disk) {
   ui.resizeSize.removeAttribute("aria-invalid");
   ui.resize.returnValue = "";
   ui.resize.showModal();
+  ui.resizeSize.select(); // typing replaces the proposed size ("2" then "0.5" made "20.5")
   ui.resizeSize.focus();
 }
 
