@@ -29,6 +29,8 @@ async def test_the_docs_page_loads_swagger_ui_from_limen_itself(reading_client: 
     assert page.headers["content-type"].startswith("text/html")
     assert urls and all(url.startswith("/") and not url.startswith("//") for url in urls), urls
     assert '"validatorUrl": null' in page.text  # no call to validator.swagger.io
+    # A language for screen readers (it had none), and a way back to limen's pages (it had none either).
+    assert '<html lang="en">' in page.text and '<a href="/"' in page.text
     for url in urls:
         assert (await client.get(url)).status_code == 200, url
     # The package's example page (it loads petstore.swagger.io) is not served.

@@ -36,6 +36,17 @@ def swagger_ui_dir(settings: Settings) -> Path:
     return settings.swagger_ui_dir or bundled("swagger-ui")
 
 
+# The way back to limen's pages, above Swagger UI (FastAPI's page has none: every page links here).
+WAY_BACK = ('<nav style="font: 15px system-ui, sans-serif; padding: 10px 20px; background: #1b2230">'
+            '<a href="/" style="color: #fff">← limen</a></nav>')
+
+
+def with_language_and_way_back(page: str) -> str:
+    """FastAPI's Swagger UI page with ``<html lang="en">`` (the API's descriptions are English; it had no
+    ``lang``, which screen readers need to pick a voice) and a link back to limen's pages."""
+    return page.replace("<html>", '<html lang="en">', 1).replace("<body>", f"<body>\n{WAY_BACK}", 1)
+
+
 def install_api_docs(app: FastAPI, settings: Settings) -> None:
     """Serves the page at ``/api/docs`` and the Swagger UI files it uses under ``/static/swagger-ui``.
 
@@ -65,7 +76,7 @@ def install_api_docs(app: FastAPI, settings: Settings) -> None:
     openapi_url = app.openapi_url or "/api/openapi.json"
 
     async def api_docs() -> HTMLResponse:
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=openapi_url,
             title=f"{app.title} — API",
             swagger_js_url=f"{SWAGGER_UI_URL}/swagger-ui-bundle.js",
@@ -73,5 +84,6 @@ def install_api_docs(app: FastAPI, settings: Settings) -> None:
             swagger_favicon_url="/static/img/limen-32.png",
             swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
         )
+        return HTMLResponse(with_language_and_way_back(bytes(page.body).decode()))
 
     app.add_api_route(API_DOCS_URL, api_docs, include_in_schema=False, response_class=HTMLResponse)
