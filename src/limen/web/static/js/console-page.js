@@ -144,9 +144,14 @@ function setConnected(connected) {
 
 /** The toolbar's Disconnect / Connect; after the VM stopped it reads "Start VM and connect" as the panel's way
  * back does (connecting starts a stopped VM: a plain "Connect" started it unsaid). */
+// Ends after which the screen's controls have nothing to act on: the VM is gone, or it has no screen.
+const NOTHING_TO_SHOW = new Set(["VM_NOT_FOUND", "VNC_NOT_CONFIGURED"]);
+
 function setConnectButton(open) {
   const start = !open && VM_DOWN_CODES.has(lastProblem);
-  ui.connect.disabled = false;
+  const nothing = !open && NOTHING_TO_SHOW.has(lastProblem);
+  ui.connect.disabled = nothing; // it would only say the same again
+  for (const control of [ui.scale, ui.fullscreen, ui.popout]) if (control) control.disabled = nothing;
   ui.connect.textContent = open ? t("console.disconnect") : t(start ? "console.start_and_connect" : "console.connect");
   ui.connect.dataset.action = open ? "disconnect" : start ? "start" : "connect";
 }

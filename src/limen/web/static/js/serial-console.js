@@ -215,7 +215,10 @@ export class SerialTab {
       if (isError) this.lastError = frame.code;
       this.setStatus(text, tone);
       this.ui.serialWrap.dataset.stage = frame.stage || "";
-      if (frame.type === "status" && frame.stage === "proxy") this.awaitOutput(text);
+      if (frame.type === "status" && frame.stage === "proxy") {
+        this.awaitOutput(text);
+        this.ui.paste.disabled = false; // a session to paste into (Copy works on the scrollback any time)
+      }
       if (isError) this.heard();
     });
     socket.addEventListener("close", (event) => {
@@ -251,6 +254,7 @@ export class SerialTab {
 
   ended(text) {
     this.heard();
+    this.ui.paste.disabled = true;
     this.setStatus(text, "error");
     this.ui.serialWrap.dataset.stage = "ended";
     // Connecting starts a stopped VM (the console's auto-start): after the VM went down the button says so.
