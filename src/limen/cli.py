@@ -160,7 +160,7 @@ def _print_vm(state: CliState, vm: VmOut) -> None:
         (say("cli.field.created"), vm.created_at.isoformat() if vm.created_at else "-"),
     ]
     fields += [
-        (say("cli.field.disk", target=d.target), f"{d.path or say('cli.empty')} ({d.device}"
+        (say("cli.field.disk", target=d.target), f"{d.path or say('cli.empty')} ({say(f'cli.device.{d.device}')}"
          + (f", {d.capacity_bytes / 2**30:g} GiB" if d.capacity_bytes is not None else "") + ")")
         for d in vm.disks
     ]

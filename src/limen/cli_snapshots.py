@@ -40,8 +40,14 @@ VmArgument = Annotated[str, typer.Argument(help="UUID or name of the VM")]
 NameArgument = Annotated[str, typer.Argument(help="Snapshot name")]
 
 
+def snapshot_state(vm_state: str) -> str:
+    """A snapshot's VM state as libvirt names it ("shutoff", "running"), in the command line's language."""
+    known = {"shutoff": "cli.state.stopped", "running": "cli.state.running", "paused": "cli.state.paused"}
+    return say(known[vm_state]) if vm_state in known else vm_state
+
+
 def _describe(snap: SnapshotOut) -> str:
-    kind = "with memory" if snap.with_memory else snap.vm_state
+    kind = say("cli.snapshot.kind_memory") if snap.with_memory else snapshot_state(snap.vm_state)
     return f"{snap.name} ({kind}, {snap.created_at:%Y-%m-%d %H:%M:%S})"
 
 
@@ -109,7 +115,8 @@ def snapshot_revert(ctx: typer.Context, vm_id: VmArgument, name: NameArgument) -
     if state.as_json:
         typer.echo(json.dumps(snap.model_dump(mode="json")))
     else:
-        after = say("cli.revert.running") if snap.with_memory else say("cli.revert.as_was", state=snap.vm_state)
+        after = (say("cli.revert.running") if snap.with_memory
+                 else say("cli.revert.as_was", state=snapshot_state(snap.vm_state)))
         typer.echo(say("cli.snapshot_reverted", vm=vm_id, snapshot=snap.name, after=after))
 
 

@@ -131,8 +131,9 @@ def user_list(ctx: typer.Context) -> None:
         typer.echo(json.dumps([_user_dict(user) for user in users], indent=2, ensure_ascii=False))
         return
     # Every user's status said (an active one's cell was empty).
-    rows = [[u.name, u.role.value, say("cli.user.disabled" if u.disabled else "cli.user.pending" if not u.approved
-                                       else "cli.user.active"), u.created_at.isoformat()] for u in users]
+    rows = [[u.name, say(f"cli.role.{u.role.value}"),
+             say("cli.user.disabled" if u.disabled else "cli.user.pending" if not u.approved else "cli.user.active"),
+             u.created_at.isoformat()] for u in users]
     typer.echo(table(rows, ["cli.col.name", "cli.col.role", "cli.col.status", "cli.col.created"]) if rows
                else say("cli.no_users"))
 

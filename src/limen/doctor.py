@@ -202,7 +202,8 @@ async def check_vm_exists(ctx: Context) -> Said:
 async def check_vm_running(ctx: Context) -> Said:
     assert ctx.vm is not None
     if ctx.vm.state is not VmState.RUNNING:
-        raise CheckFailed(said("vm_state", state=ctx.vm.state.value), said("fix.vm_running", name=ctx.vm.name))
+        raise CheckFailed(said("vm_state", state=Said(f"cli.state.{ctx.vm.state.value}")),
+                          said("fix.vm_running", name=ctx.vm.name))
     return said("running")
 
 

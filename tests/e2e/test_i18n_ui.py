@@ -310,6 +310,12 @@ def test_the_create_forms_field_errors_follow_the_language(
     page.click("#submit")
     expect(page.locator("#name-error")).to_contain_text("63자까지")
     expect(page.locator("#name")).to_have_value("v" * 64)
+    # A name taken: said in Korean under the field (it showed the English details, "a VM named … exists").
+    page.fill("#name", "limen-test-i18n-stopped")
+    page.click("#submit")
+    expect(page.locator("#name-error")).to_have_text(
+        "이름이 limen-test-i18n-stopped인 가상 머신이 이미 있습니다(대소문자만 다른 이름도 같은 이름입니다). "
+        "다른 이름을 고르세요.")
     # And the details page's settings: the box says which field and what, where English says "see details".
     page.goto(f"{server.base_url}/vms/limen-test-i18n-stopped")
     # Filled once the page has drawn the VM: a value typed before that is overwritten by the VM's own.

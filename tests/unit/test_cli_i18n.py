@@ -11,7 +11,8 @@ import libvirt
 import pytest
 
 from limen.cli import app
-from limen.i18n import display_width
+from limen.doctor import Said
+from limen.i18n import display_width, translate
 from tests.conftest import ISO_DIR, TEST_DRIVER_URI
 from tests.support.cli import CliRunner
 
@@ -92,7 +93,7 @@ def test_users_in_korean(tmp_path: Path) -> None:
     assert result.stdout.strip() == "관리자 '관리자-한글' 만듦"  # the role in words ("admin '…' 만듦" before)
     header, row = run(tmp_path, KOREAN, "user", "list")[1].splitlines()
     assert header.split() == ["이름", "역할", "상태", "생성", "시각"]
-    assert row.startswith("관리자-한글  admin")
+    assert row.startswith("관리자-한글  관리자  활성")  # the role in words too ("admin" before)
 
 
 def test_hosts_tokens_and_restores_speak_korean(tmp_path: Path) -> None:
@@ -212,3 +213,12 @@ def test_the_english_help_catalogue_is_the_docstrings() -> None:
     english = {key: text for key, text in catalogue("en").items() if key.startswith("cli.help")}
     assert len(english) > 40
     assert {key: texts.get(key) for key in english} == english
+
+
+def test_states_roles_and_devices_are_said_in_korean_not_as_their_identifiers() -> None:
+    """doctor said "가상 머신 상태: stopped", snapshot list "(shutoff, …)" and "with memory", vm show "(disk, …)"."""
+    assert "중지됨" in Said("cli.doctor.vm_state", {"state": Said("cli.state.stopped")})("ko")
+    assert "stopped" in str(Said("cli.doctor.vm_state", {"state": Said("cli.state.stopped")}))  # --json: English
+    for key, korean in (("cli.state.stopped", "중지됨"), ("cli.snapshot.kind_memory", "메모리 포함"),
+                        ("cli.device.disk", "디스크"), ("cli.device.cdrom", "CD-ROM"), ("cli.role.admin", "관리자")):
+        assert translate("ko", key) == korean, key

@@ -7,7 +7,7 @@ import { errorBox, formatBytes, h, spinner } from "./dom.js";
 import { headroom, scopeName, showQuota } from "./quota.js";
 import { mountUserMenu } from "./session.js";
 import { VmEvents } from "./vm-events.js";
-import { clientError, fieldErrorText, localizedError, quotaText, refusalText, t } from "./i18n.js";
+import { clientError, fieldErrorText, lang, localizedError, quotaText, refusalText, t } from "./i18n.js";
 
 const FIELDS = ["name", "vcpus", "memory_mib", "disk_gib", "iso", "boot_order"];
 // Errors that name no field but belong to one.
@@ -69,7 +69,10 @@ function refusedFields(exc) {
   }
   if (!byRoot.size && FIELD_OF_CODE[exc.code]) {
     const root = FIELD_OF_CODE[exc.code];
-    byRoot.set(root, [fieldErrorText(exc, root)]);
+    // Said in the page's language (the details, English, showed under the field on Korean pages).
+    const said = exc.code === "VM_ALREADY_EXISTS" ? t("new.name_taken", { name: input("name").value.trim() })
+      : lang === "en" ? fieldErrorText(exc, root) : localizedError(exc.body).message;
+    byRoot.set(root, [said]);
   }
   return FIELDS.filter((root) => byRoot.has(root)).map((root) => ({ root, text: byRoot.get(root).join("; ") }));
 }

@@ -93,7 +93,7 @@ function createRow(vm) {
   row.figures = h("span", { class: "vm-figures" });
   row.cells = {
     state: h("td", { "data-label": t("col.state") }, row.badge, row.figures),
-    vcpus: h("td", { class: "num", "data-label": "vCPUs" }),
+    vcpus: h("td", { class: "num", "data-label": t("col.vcpus") }),
     memory: h("td", { class: "num", "data-label": t("col.memory") }),
     vnc: h("td", { class: "num", "data-label": t("col.vnc_port") }),
     uptime: h("td", { class: "num", "data-label": t("col.uptime") }),
