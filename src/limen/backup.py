@@ -359,8 +359,26 @@ def _restore_sqlite(settings: Settings, backup: Backup, stamp: str) -> Path | No
                           f"permissions and free space)") from None
 
 
+def _owner_of(target: Path) -> tuple[int, int]:
+    """Whose the restored files must be: the database's being replaced, else its directory's (the service's
+    user). A restore run as root made them root's 0600, which the service could not open."""
+    for path in (target, target.parent):
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            continue
+        return info.st_uid, info.st_gid
+    return os.getuid(), os.getgid()
+
+
+def _give(path: Path, owner: tuple[int, int]) -> None:
+    if os.getuid() == 0 and (path.stat().st_uid, path.stat().st_gid) != owner:
+        os.chown(path, *owner)
+
+
 def _replace_sqlite(target: Path, backup: Backup, stamp: str) -> Path | None:
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    owner = _owner_of(target)
     kept: Path | None = None
     if target.exists():
         kept = target.with_name(f"{target.name}.before-restore-{stamp}")
@@ -370,12 +388,14 @@ def _replace_sqlite(target: Path, backup: Backup, stamp: str) -> Path | None:
         current.close()
         aside.close()
         os.chmod(kept, 0o600)
+        _give(kept, owner)
     incoming = target.with_name(f".{target.name}.restoring")
     with sqlite3.connect(f"file:{backup.database}?mode=ro", uri=True) as source, sqlite3.connect(incoming) as copy:
         source.backup(copy)
     source.close()
     copy.close()
     os.chmod(incoming, 0o600)
+    _give(incoming, owner)
     for companion in SQLITE_COMPANIONS:  # the old database's log must not be replayed onto the new one
         Path(f"{target}{companion}").unlink(missing_ok=True)
     os.replace(incoming, target)

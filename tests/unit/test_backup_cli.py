@@ -3,8 +3,12 @@ given with --config travels in the backup and --settings-to writes it as a new f
 
 from __future__ import annotations
 
+import os
+import pwd
 import sqlite3
 from pathlib import Path
+
+import pytest
 
 from limen.backup import open_backup
 from limen.cli import app
@@ -74,3 +78,26 @@ def test_a_backup_holds_the_vms_of_every_registered_host_and_names_each_ones_hos
     assert all(vm.uuid in backup.vm_xml for vm in backup.manifest.vms)
     code, _, err = run(*base, "restore", str(out))  # both VMs are still there: nothing to define, no error
     assert code == 0, err
+
+
+def test_a_restore_run_as_root_leaves_the_database_its_owners(tmp_path: Path) -> None:
+    """README's restore runs as root; the restored limen.db (and the copy kept beside it) were root's 0600, and
+    the service's user could not open them ("unable to open database file")."""
+    if os.getuid() != 0:
+        pytest.skip("needs root, as the README's restore")
+    service = pwd.getpwnam("nobody")
+    data = tmp_path / "data"
+    config = tmp_path / "limen.toml"
+    config.write_text(f'data_dir = "{data}"\nlibvirt_uri = "test:///default"\n')
+    db = Database(f"sqlite:///{data / 'limen.db'}")
+    db.migrate()
+    db.close()
+    out = tmp_path / "b.limen"
+    assert run("--config", str(config), "backup", str(out), "--no-vms")[0] == 0
+    for path in (data, data / "limen.db"):
+        os.chown(path, service.pw_uid, service.pw_gid)
+    code, _, err = run("--config", str(config), "restore", str(out))
+    assert code == 0, err
+    owners = {path.name: (path.stat().st_uid, path.stat().st_gid) for path in data.iterdir()
+              if path.name.startswith("limen.db")}
+    assert owners and set(owners.values()) == {(service.pw_uid, service.pw_gid)}, owners
