@@ -57,7 +57,9 @@ def tls_pair_problem(cert: Path, key: Path) -> str | None:
     return None
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+    # An empty variable (LIMEN_DATA_DIR= in an environment file) is unset, not "": an empty path read as ".",
+    # and `limen serve` made the directory it was started in its data directory, 0700.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True, env_ignore_empty=True)
     # False for `limen config check FILE`: the file alone is judged, whatever the environment says.
     read_environment: ClassVar[bool] = True
 
@@ -232,6 +234,14 @@ class Settings(BaseSettings):
     def tls(self) -> bool:
         """limen itself terminates TLS (tls_cert and tls_key are set)."""
         return self.tls_cert is not None and self.tls_key is not None
+
+    @field_validator("data_dir", "log_dir", "iso_dir", "storage_pool_dir", "novnc_dir", "swagger_ui_dir",
+                     "uplot_dir", "tls_cert", mode="before")
+    @classmethod
+    def _path_not_empty(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must be a path, not empty (leave it out for the default)")
+        return value
 
     @field_validator("stats_interval")
     @classmethod

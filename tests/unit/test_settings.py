@@ -112,3 +112,18 @@ def test_an_ipv6_host_is_written_in_brackets_where_a_url_needs_it(tmp_path: Path
     assert settings.address == "[::1]:8080"
     assert default_server_url(settings) == "http://[::1]:8080"
     assert Settings(data_dir=tmp_path, host="127.0.0.1", port=8080).address == "127.0.0.1:8080"
+
+
+def test_an_empty_variable_is_unset_and_an_empty_path_in_a_file_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LIMEN_DATA_DIR= (an environment file's empty line) read as ".": `limen serve` then made the directory it
+    was started in its data directory and chmodded it 0700."""
+    monkeypatch.setenv("LIMEN_DATA_DIR", "")
+    monkeypatch.setenv("LIMEN_TLS_CERT", "")
+    settings = load_settings(None)
+    assert settings.data_dir == Path("/var/lib/limen") and settings.tls_cert is None
+    config = tmp_path / "limen.toml"
+    config.write_text('data_dir = ""\n')
+    with pytest.raises(SettingsError, match="data_dir.*must be a path, not empty"):
+        load_settings(config)
