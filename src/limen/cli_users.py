@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
 from limen.audit import AuditLog
 from limen.auth.access import login_throttle_policy
@@ -36,11 +37,13 @@ from limen.cli_output import failed, say, table
 from limen.cli_state import cli_state
 from limen.clock import system_clock
 from limen.db import Database
+from limen.db.database import database_fault
 from limen.db.models import Role
 from limen.deleted_owners import release_vms_of
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor
 from limen.settings import Settings
+from limen.url_redaction import redacted_url
 
 T = TypeVar("T")
 
@@ -66,14 +69,29 @@ def _run(ctx: typer.Context, work: Callable[[_Directory], T]) -> T:
 
 
 def run_directory(settings: Settings, work: Callable[[_Directory], T]) -> T:
-    """``work`` on the users and tokens of ``settings``' database; a LimenError is printed, exit code 1."""
-    directory = _Directory(settings)
+    """``work`` on the users and tokens of ``settings``' database; a LimenError is printed, exit code 1, and so
+    is a database that cannot be opened or does not answer (it was a traceback of SQLAlchemy's), as
+    ``limen serve`` says it."""
+    try:
+        directory = _Directory(settings)
+    except (SQLAlchemyError, ModuleNotFoundError) as exc:
+        raise _no_database(settings, exc) from None
     try:
         return work(directory)
     except LimenError as exc:
         raise failed(exc) from None
+    except SQLAlchemyError as exc:
+        raise _no_database(settings, exc) from None
     finally:
         directory.db.close()
+
+
+def _no_database(settings: Settings, exc: BaseException) -> typer.Exit:
+    fault = database_fault(settings.db_url, settings.data_dir, exc)
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    typer.echo(say(f"cli.serve.no_database.{fault.value}", url=redacted_url(settings.db_url), reason=reason,
+                   data_dir=settings.data_dir), err=True)
+    return typer.Exit(1)
 
 
 def _tell_servers(directory: _Directory, revocation: Revocation) -> None:

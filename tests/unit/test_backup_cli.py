@@ -101,3 +101,14 @@ def test_a_restore_run_as_root_leaves_the_database_its_owners(tmp_path: Path) ->
     owners = {path.name: (path.stat().st_uid, path.stat().st_gid) for path in data.iterdir()
               if path.name.startswith("limen.db")}
     assert owners and set(owners.values()) == {(service.pw_uid, service.pw_gid)}, owners
+
+
+def test_user_and_token_commands_say_a_database_that_cannot_be_opened_in_one_line(tmp_path: Path) -> None:
+    """`limen user list` and the other user and token commands printed ~60 lines of SQLAlchemy's traceback
+    for a database file they could not open (serve and doctor said it in one line)."""
+    data = tmp_path / "data"
+    (data / "limen.db").mkdir(parents=True)  # not a file SQLite can open, whoever runs this (root included)
+    for args in (["user", "list"], ["token", "list"], ["user", "ensure-admin"]):
+        code, _, err = run("--data-dir", str(data), *args)
+        assert code == 1 and "Traceback" not in err, (args, err)
+        assert "cannot be opened" in err and "LIMEN_DATA_DIR" in err and len(err.strip().splitlines()) == 1, err
