@@ -125,5 +125,5 @@ def test_an_empty_variable_is_unset_and_an_empty_path_in_a_file_is_refused(
     assert settings.data_dir == Path("/var/lib/limen") and settings.tls_cert is None
     config = tmp_path / "limen.toml"
     config.write_text('data_dir = ""\n')
-    with pytest.raises(SettingsError, match="data_dir.*must be a path, not empty"):
+    with pytest.raises(SettingsError, match=r"data_dir.*must be a path, not empty"):
         load_settings(config)
