@@ -7,7 +7,9 @@ import asyncio
 import threading
 
 import libvirt
+import pytest
 
+from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.connection import LibvirtConnection
 from tests.conftest import TEST_DRIVER_URI
 
@@ -50,3 +52,14 @@ async def test_a_connection_closed_with_no_call_running_is_closed_at_once() -> N
     except libvirt.libvirtError:
         alive = 0
     assert alive == 0
+
+
+async def test_a_uri_libvirt_cannot_open_is_the_hypervisor_unavailable() -> None:
+    """qemu:///nosuch (or no system bus) was VM_OPERATION_FAILED, "refused the operation in the VM's state"."""
+    connection = LibvirtConnection("qemu:///nosuch", 5.0, host="test")
+    try:
+        with pytest.raises(LimenError) as refused:
+            await connection.call("list", lambda conn: conn.listAllDomains(0))
+    finally:
+        await connection.close()
+    assert refused.value.code is ErrorCode.HYPERVISOR_UNAVAILABLE and "qemu:///nosuch" in refused.value.details

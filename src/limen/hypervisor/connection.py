@@ -168,9 +168,14 @@ class LibvirtConnection:
                 except libvirt.libvirtError:
                     pass
                 self._drop_locked()
-            conn = libvirt.open(self.uri)
+            try:
+                conn = libvirt.open(self.uri)
+            except libvirt.libvirtError as exc:
+                # Any failure to open is the hypervisor's absence (no such driver, no system bus, a refused
+                # socket), not a VM operation refused: it was said as VM_OPERATION_FAILED unless it was a socket.
+                raise HypervisorUnavailable(f"cannot open {self.uri}: {exc.get_error_message()}") from None
             if conn is None:  # older bindings return None instead of raising
-                raise libvirt.libvirtError(f"cannot open {self.uri}")
+                raise HypervisorUnavailable(f"cannot open {self.uri}")
             if self._closed:
                 # close() ran while this was opening (a slow or busy daemon): nothing would ever close it,
                 # and its socket would outlive the server's hypervisor.
