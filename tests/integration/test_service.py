@@ -122,7 +122,10 @@ def test_limen_admin_runs_a_command_on_the_services_settings(tmp_path: Path) -> 
     deploy/limen-admin runs commands with what the unit gives limen serve."""
     etc = tmp_path / "etc"
     etc.mkdir()
-    (etc / "limen.env").write_text(f"LIMEN_DATA_DIR={tmp_path / 'data'}\nLIMEN_LOG_DIR={tmp_path / 'log'}\n")
+    # A "$" is a character of the value, as systemd's EnvironmentFile= reads it (sourced by sh, "pg$ecret"
+    # stopped the script: "ecret: parameter not set"); quotes around a value are removed, comments skipped.
+    (etc / "limen.env").write_text(f"# the service's\nLIMEN_DATA_DIR={tmp_path / 'data'}\n"
+                                   f"LIMEN_LOG_DIR=\"{tmp_path / 'log'}\"\nLIMEN_METRICS_TOKEN=pg$ecret-1\n")
     server_db = tmp_path / "server.db"
     (etc / "limen.toml").write_text(f'database_url = "sqlite:///{server_db}"\n')
     environment = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LIMEN": str(LIMEN_BIN), "LIMEN_ETC": str(etc),
@@ -134,6 +137,8 @@ def test_limen_admin_runs_a_command_on_the_services_settings(tmp_path: Path) -> 
 
     shown = json.loads(run("--json", "config", "show").stdout)
     assert shown["data_dir"] == {"value": str(tmp_path / "data"), "source": "env"}
+    assert shown["log_dir"]["value"] == str(tmp_path / "log")
+    assert shown["metrics_token"]["source"] == "env"  # read (its value is never shown)
     assert shown["iso_dir"]["value"] == "/var/lib/limen/isos"  # the unit's default, not limen's own
     made = run("user", "ensure-admin")
     assert made.returncode == 0, made.stderr
