@@ -280,15 +280,23 @@ def user_ensure_admin(ctx: typer.Context) -> None:
     """If no administrator exists, create 'admin' with a random password and print it (once)."""
     password = generate_password()
 
-    def run(directory: _Directory) -> UserInfo | None:
+    def run(directory: _Directory) -> UserInfo | str | None:
         if directory.db.run_sync(Users.admin_exists_in):
             return None
+        # No administrator, and "admin" is a user that is not one: USER_ALREADY_EXISTS said "choose another
+        # user name" to a command that takes none.
+        taken = directory.db.run_sync(lambda session: find_user_by_key(session, FIRST_ADMIN))
+        if taken is not None:
+            return taken.name
         return directory.users.create_sync(FIRST_ADMIN, password, Role.ADMIN)
 
     created = _run(ctx, run)
     if created is None:
         typer.echo(say("cli.admin_exists"), err=True)
         return
+    if isinstance(created, str):
+        typer.echo(say("cli.admin_name_taken", name=created), err=True)
+        raise typer.Exit(1)
     if cli_state(ctx).as_json:
         typer.echo(json.dumps({"name": created.name, "password": password}))
         return

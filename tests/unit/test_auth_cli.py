@@ -91,6 +91,15 @@ def test_ensure_admin_creates_one_only_when_none_is_enabled(cli: typer.Typer) ->
     assert run(cli, "user", "set-role", "nobody", "admin")[0] == 1
 
 
+def test_ensure_admin_says_what_to_do_when_admin_is_a_plain_user(cli: typer.Typer) -> None:
+    """USER_ALREADY_EXISTS, "choose another user name", to a command that takes no name."""
+    run(cli, "user", "create", "Admin", "--password-stdin", stdin="admin-password\n")  # not an administrator
+    code, _, err = run(cli, "user", "ensure-admin")
+    assert code == 1 and "limen user set-role Admin admin" in err and "USER_ALREADY_EXISTS" not in err, err
+    assert run(cli, "user", "set-role", "Admin", "admin")[0] == 0
+    assert "nothing to do" in run(cli, "user", "ensure-admin")[2]
+
+
 def test_tokens(cli: typer.Typer, tmp_path: Path) -> None:
     run(cli, "user", "create", "alice", "--password-stdin", stdin="alice-password\n")
     code, out, err = run(cli, "token", "create", NASTY, "--user", "alice")
