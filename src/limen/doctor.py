@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -311,7 +312,17 @@ def _request_ticket(server_url: str, vm_uuid: str, token: str, timeout: float,
         reason = getattr(exc, "reason", None) or exc
         why = getattr(reason, "strerror", None) or str(reason)
         raise CheckFailed(said("ticket_unreachable", url=server_url, error=f"{type(exc).__name__}: {why}"[:200]),
-                          START_SERVER_FIX) from None
+                          _unreachable_fix(server_url, reason)) from None
+
+
+def _unreachable_fix(server_url: str, reason: object) -> Said:
+    """What to do about a server the ticket request did not reach: an untrusted certificate, or plain HTTP to
+    a server that speaks TLS, is not a server to start (which was all the doctor said)."""
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return said("fix.trust_certificate")
+    if server_url.startswith("http://") and isinstance(reason, ConnectionResetError | http.client.RemoteDisconnected):
+        return said("fix.use_https", url="https://" + server_url.removeprefix("http://"))
+    return START_SERVER_FIX
 
 
 def _server_advice(answer: Mapping[str, Any]) -> Said:

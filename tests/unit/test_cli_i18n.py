@@ -3,7 +3,9 @@ otherwise; ``--json`` the same in every language. On libvirt's test driver (its 
 
 from __future__ import annotations
 
+import http.client
 import json
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import libvirt
 import pytest
 
 from limen.cli import app
-from limen.doctor import Said
+from limen.doctor import START_SERVER_FIX, Said, _unreachable_fix
 from limen.i18n import display_width, translate
 from tests.conftest import ISO_DIR, TEST_DRIVER_URI
 from tests.support.cli import CliRunner
@@ -222,3 +224,13 @@ def test_states_roles_and_devices_are_said_in_korean_not_as_their_identifiers() 
     for key, korean in (("cli.state.stopped", "중지됨"), ("cli.snapshot.kind_memory", "메모리 포함"),
                         ("cli.device.disk", "디스크"), ("cli.device.cdrom", "CD-ROM"), ("cli.role.admin", "관리자")):
         assert translate("ko", key) == korean, key
+
+
+def test_doctor_says_to_trust_the_certificate_or_use_https_not_to_start_a_running_server() -> None:
+    """--server https://… without LIMEN_TLS_CERT (CERTIFICATE_VERIFY_FAILED) and http:// against a TLS server
+    (RemoteDisconnected) were both told "start the server"."""
+    untrusted = ssl.SSLCertVerificationError("certificate verify failed: self-signed certificate")
+    assert "LIMEN_TLS_CERT" in str(_unreachable_fix("https://127.0.0.1:8443", untrusted))
+    plain = _unreachable_fix("http://127.0.0.1:8443", http.client.RemoteDisconnected("closed"))
+    assert "--server https://127.0.0.1:8443" in str(plain)
+    assert _unreachable_fix("http://127.0.0.1:8080", ConnectionRefusedError()) is START_SERVER_FIX
