@@ -59,7 +59,11 @@ class _Directory:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db = Database(settings.db_url)
-        self.db.migrate()
+        migrated_from = self.db.migrate()
+        if migrated_from:
+            # Said: a command run before the restart migrated the schema under a server still on the old one.
+            typer.echo(say("cli.schema_migrated", database=self.db.redacted_url, revision=", ".join(migrated_from)),
+                       err=True)
         self.users = Users(self.db, Passwords.of(settings), system_clock)
         self.tokens = Tokens(self.db, system_clock)
 

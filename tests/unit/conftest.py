@@ -129,14 +129,14 @@ def migrated_template_database(pytestconfig: pytest.Config) -> Iterator[None]:
     alembic_migrate = Database.migrate
     template_bytes = _template_bytes(pytestconfig, alembic_migrate)
 
-    def migrate(self: Database) -> None:
-        path = _new_sqlite_file(self)
+    def migrate(self: Database, revision: str = "head") -> list[str]:
+        path = _new_sqlite_file(self) if revision == "head" else None
         if path is None:
-            alembic_migrate(self)
-            return
+            return alembic_migrate(self, revision)
         self.engine.dispose()  # no connection may have seen the empty file
         with path.open("r+b") as file:  # writing into the file keeps its owner-only mode
             file.write(template_bytes)
+        return []
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Database, "migrate", migrate)

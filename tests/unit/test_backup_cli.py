@@ -112,3 +112,16 @@ def test_user_and_token_commands_say_a_database_that_cannot_be_opened_in_one_lin
         code, _, err = run("--data-dir", str(data), *args)
         assert code == 1 and "Traceback" not in err, (args, err)
         assert "cannot be opened" in err and "LIMEN_DATA_DIR" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_command_that_migrates_an_older_schema_says_so(tmp_path: Path) -> None:
+    """`limen user list` after installing a new version migrated the schema under the old server, silently."""
+    data = tmp_path / "data"
+    data.mkdir()
+    db = Database(f"sqlite:///{data / 'limen.db'}")
+    db.migrate("0001_access")
+    db.close()
+    code, _, err = run("--data-dir", str(data), "user", "list")
+    assert code == 0 and "older schema (0001_access) and is migrated now" in err, err
+    code, _, err = run("--data-dir", str(data), "user", "list")
+    assert code == 0 and "migrated" not in err  # said once: it is at the newest schema now

@@ -137,12 +137,13 @@ class Database:
         """The URL without its password, for logs and messages."""
         return redacted_url(self.url.render_as_string(hide_password=False))
 
-    def migrate(self, revision: str = "head") -> None:
+    def migrate(self, revision: str = "head") -> list[str]:
         """Brings the schema to the newest revision (Alembic ``upgrade head``; tests walk older ``revision``s
-        too); a no-op when it is there (one read of ``alembic_version``: every CLI command opens the database)."""
+        too); a no-op when it is there (one read of ``alembic_version``: every CLI command opens the database).
+        Returns the revisions an existing schema was migrated from ([] when nothing was, or it was new)."""
         before = self._revisions()
         if revision == "head" and before == [SCHEMA_HEAD]:
-            return
+            return []
         self.check_schema_known()
         from alembic import command
 
@@ -178,6 +179,7 @@ class Database:
             log.info("database schema %s", "created" if not before else "migrated", extra={
                 "event": "schema_migrated", "from_revision": ", ".join(before) or None,
                 "to_revision": ", ".join(after), "database": self.redacted_url})
+        return before if before and after != before else []
 
     def _revisions(self) -> list[str]:
         try:
