@@ -86,7 +86,9 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 
 @pytest.fixture
 def vm_names() -> Iterator[Callable[[], str]]:
-    """Makes unique ``limen-test-…`` names; every VM of those names is removed after the test."""
+    """Makes unique ``limen-test-…`` names; every VM of those names is removed after the test, and every VM
+    renamed from one (``NAME-b``, ``NAME-renamed``: a rename test left its VM running, at half a core, through
+    the rest of the run)."""
     made: list[str] = []
 
     def make() -> str:
@@ -95,9 +97,18 @@ def vm_names() -> Iterator[Callable[[], str]]:
         return name
 
     yield make
+    if not made:
+        return
+    import libvirt
+
     from tests.support.libvirt_cleanup import remove_domain
 
-    for name in made:
+    conn = libvirt.open(QEMU_URI)
+    try:
+        existing = [dom.name() for dom in conn.listAllDomains(0)]
+    finally:
+        conn.close()
+    for name in {*made, *(other for other in existing if other.startswith(tuple(made)))}:
         remove_domain(QEMU_URI, name)
 
 
