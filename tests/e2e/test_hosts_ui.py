@@ -58,10 +58,15 @@ def test_a_hung_host_shows_on_the_list_and_the_details_page(
         details.goto(f"{server.base_url}/vms/{created.json()['uuid']}")
         expect(details.locator("#vm-state .badge")).to_have_text("Host unavailable")
         expect(details.locator("#fact-host")).to_have_text("edge — Host unavailable")
+        # Every action would answer HYPERVISOR_UNAVAILABLE: none is offered (they stayed enabled).
+        start = details.get_by_role("button", name=f"Start {name}", exact=True)
+        expect(start).to_be_disabled()
+        expect(details.locator("#settings-save")).to_be_disabled()
         extra_host.resume()
         expect(row.locator(".badge")).to_have_text("Stopped", timeout=20_000)
         expect(details.locator("#vm-state .badge")).to_have_text("Stopped", timeout=20_000)
         expect(details.locator("#fact-host")).to_have_text("edge")
+        expect(start).to_be_enabled()
     finally:
         extra_host.resume()
         remove_domain(extra_host.uri, name)

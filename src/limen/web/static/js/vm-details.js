@@ -399,7 +399,8 @@ function buildActionButtons() {
 function applyEnabled() {
   if (!vm) return;
   const active = ACTIVE_STATES.has(vm.state);
-  const blocked = busy !== null || gone;
+  // A VM whose host does not answer: every action would be HYPERVISOR_UNAVAILABLE (503), so none is offered.
+  const blocked = busy !== null || gone || vm.host_available === false;
   buttons.start.disabled = blocked || active;
   buttons["start-console"].hidden = active;
   buttons["start-console"].disabled = blocked || !(vm.vnc || vm.serial_console);
