@@ -22,13 +22,19 @@ def run(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def test_settings_travel_with_the_backup_and_are_written_only_as_a_new_file(tmp_path: Path) -> None:
+def migrated_data_dir(tmp_path: Path, more_settings: str = "") -> tuple[Path, Path]:
+    """A data directory with a migrated database, and a settings file naming it: (data dir, settings file)."""
     data = tmp_path / "data"
     config = tmp_path / "limen.toml"
-    config.write_text(f'data_dir = "{data}"\nlibvirt_uri = "test:///default"\nport = 9443\n# Zoë\n')
+    config.write_text(f'data_dir = "{data}"\nlibvirt_uri = "test:///default"\n{more_settings}')
     db = Database(f"sqlite:///{data / 'limen.db'}")
     db.migrate()
     db.close()
+    return data, config
+
+
+def test_settings_travel_with_the_backup_and_are_written_only_as_a_new_file(tmp_path: Path) -> None:
+    data, config = migrated_data_dir(tmp_path, "port = 9443\n# Zoë\n")
     with sqlite3.connect(data / "limen.db") as connection:
         connection.execute("INSERT INTO vm_actions (user_name, vm_name, action, at, result_code, details) "
                            "VALUES ('Zoë', 'vm', 'start', '2026-01-01 00:00:00', 'OK', 'kept')")
@@ -86,12 +92,7 @@ def test_a_restore_run_as_root_leaves_the_database_its_owners(tmp_path: Path) ->
     if os.getuid() != 0:
         pytest.skip("needs root, as the README's restore")
     service = pwd.getpwnam("nobody")
-    data = tmp_path / "data"
-    config = tmp_path / "limen.toml"
-    config.write_text(f'data_dir = "{data}"\nlibvirt_uri = "test:///default"\n')
-    db = Database(f"sqlite:///{data / 'limen.db'}")
-    db.migrate()
-    db.close()
+    data, config = migrated_data_dir(tmp_path)
     out = tmp_path / "b.limen"
     assert run("--config", str(config), "backup", str(out), "--no-vms")[0] == 0
     for path in (data, data / "limen.db"):

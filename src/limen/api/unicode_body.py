@@ -1,7 +1,7 @@
-"""A JSON request body must be Unicode text: a lone UTF-16 surrogate (``"\\ud800"``) is refused before any
+r"""A JSON request body must be Unicode text: a lone UTF-16 surrogate (``"\ud800"``) is refused before any
 route sees it.
 
-JSON's ``\\uXXXX`` escapes can spell half of a surrogate pair, which Python's ``json`` turns into a ``str``
+JSON's ``\uXXXX`` escapes can spell half of a surrogate pair, which Python's ``json`` turns into a ``str``
 no encoder takes. pydantic passes such a string through unless a field has a length bound, so it reached
 argon2, SQLite or libvirt and failed there as a 500, after the work had begun (an owner change left its
 audit row ``STARTED``). Every route of limen's API routers is a :class:`UnicodeCheckedRoute`: its body is

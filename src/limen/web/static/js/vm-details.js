@@ -426,22 +426,28 @@ function applyEnabled() {
   document.getElementById("set-name-hint").hidden = !active || gone;
 }
 
-/** After an action: the buttons were disabled while it ran (a disabled button drops the focus to <body>, the
- * page's start) and its own may stay so (Start once running): the keyboard comes back to it, else to the
- * group's first usable control (the console, or Start), else the status line. Only when the focus was lost. */
-function keepFocusInActions(button) {
+const usable = (control) => Boolean(control) && !control.disabled && !control.hidden
+  && control.offsetParent !== null && control.getAttribute("aria-disabled") !== "true";
+
+/**
+ * After an action on ``from`` (the page redrawn): a control disabled or hidden by it drops the focus to
+ * <body>, the page's start for a keyboard or screen-reader user. The focus goes back to ``from``, else to the
+ * first usable of ``candidates``, else to ``fallback`` (a status line, made focusable); nothing moves when the
+ * person went elsewhere meanwhile.
+ */
+function keepFocusNear(from, candidates, fallback) {
   const here = document.activeElement;
-  if (here && here !== document.body && here.isConnected && !here.disabled) return;
-  const usable = (control) => control && !control.disabled && !control.hidden && control.offsetParent !== null
-    && control.getAttribute("aria-disabled") !== "true";
-  // The console before Stop: an Enter pressed twice on Start must not stop the VM it started.
-  const target = usable(button) ? button : [buttons.console, buttons.start, ...Object.values(buttons)].find(usable);
-  if (target) {
-    target.focus({ preventScroll: true });
-    return;
-  }
-  if (!ui.actionStatus.hasAttribute("tabindex")) ui.actionStatus.setAttribute("tabindex", "-1");
-  ui.actionStatus.focus({ preventScroll: true });
+  const lost = !here || here === document.body || !here.isConnected || here.disabled
+    || (here === from && !usable(from));
+  if (!lost) return;
+  const target = [from, ...candidates].find(usable) || fallback;
+  if (!target.matches("button, select, input, a[href], [tabindex]")) target.setAttribute("tabindex", "-1");
+  target.focus({ preventScroll: true });
+}
+
+/** The VM's actions: the console before Stop (an Enter pressed twice on Start must not stop the VM it started). */
+function keepFocusInActions(button) {
+  keepFocusNear(button, [buttons.console, buttons.start, ...Object.values(buttons)], ui.actionStatus);
 }
 
 function onAction(action) {
@@ -547,15 +553,9 @@ function wireConfirm() {
 
 // -- media, boot order, settings, disks (PUT /media, PATCH, finish-install, resize) ------------------
 
-/** After ``button`` acted and the card was drawn again: a button its own action hid or disabled (Eject with no
- * disc left, Finish install once done) dropped the keyboard to the page's start; it goes to the ISO select
- * (or the card's status line) instead. Nothing moves when the person went elsewhere meanwhile. */
+/** The Boot and CD-ROM card: Eject with no disc left and Finish install once done hide or disable themselves. */
 function keepFocusInCard(button) {
-  const here = document.activeElement;
-  const lost = here === document.body || (here === button && (button.disabled || !button.offsetParent));
-  if (!lost) return;
-  const target = ui.isoSelect.disabled || !ui.isoSelect.offsetParent ? ui.mediaStatus : ui.isoSelect;
-  target.focus({ preventScroll: true });
+  keepFocusNear(button, [ui.isoSelect], ui.mediaStatus);
 }
 
 async function changeMedia(iso, force = false) {
