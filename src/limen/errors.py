@@ -225,6 +225,10 @@ class ErrorCode(Enum):
         409, 4304, "No host has room",
         "No available host that takes new VMs has the memory asked for. Ask for less, or add or undrain a host.",
     )
+    VM_ALREADY_ON_HOST = ErrorSpec(
+        409, 4308, "VM already on that host",
+        "The VM is on the host named already, so nothing moved. To move it, name another host.",
+    )
     # -- session ------------------------------------------------------------------------------------
     SLOW_CLIENT = ErrorSpec(
         408, 4400, "Client too slow", "The browser stopped reading the console stream. Reconnect."

@@ -365,7 +365,7 @@ def test_migration_live_both_ways_and_cold(api: httpx.Client, names: Callable[[]
     assert (back.json()["host"], back.json()["state"]) == ("local", "running")
     assert not domain_exists(extra_host.uri, vm["name"])
     again = api.post(f"/api/vms/{vm['name']}/migrate", json={"host": "local"})
-    assert again.status_code == 400 and again.json()["code"] == "INVALID_REQUEST"
+    assert again.status_code == 409 and again.json()["code"] == "VM_ALREADY_ON_HOST"
 
     # Stopped: cold, its disk streamed through limen.
     cold = _create(api, names(), host=EXTRA, disk_gib=1)

@@ -314,3 +314,21 @@ async def test_a_host_drained_through_another_replica_takes_no_new_vm_here_at_on
         assert refused.status_code == 409 and refused.json()["code"] == "NO_HOST_FITS", refused.text
         placed = await api.post("/api/vms", json={"name": "placed", "memory_mib": 64})
         assert placed.status_code == 201 and placed.json()["host"] == DEFAULT_HOST, placed.text
+
+
+async def test_a_move_to_the_vms_own_host_names_the_vm_and_the_host(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    # It was INVALID_REQUEST naming the VM by its UUID (the route hands the service a UUID), and its message
+    # pointed at the API documentation, in English only.
+    from tests.conftest import app_client
+
+    settings = make_settings(libvirt_uri=driver_uri(tmp_path, [FakeDomain("alpha", 5901)]))
+    edge = driver_uri(tmp_path, [FakeDomain("beta", 5902)])
+    async with app_client(settings) as api:
+        assert (await api.post("/api/hosts", json={"name": "edge", "uri": edge})).status_code == 201
+        beta = (await api.get("/api/vms/beta")).json()
+        refused = await api.post(f"/api/vms/{beta['uuid']}/migrate", json={"host": "edge"})
+    body = refused.json()
+    assert refused.status_code == 409 and body["code"] == "VM_ALREADY_ON_HOST", refused.text
+    assert "'beta'" in body["details"] and "'edge'" in body["details"] and beta["uuid"] not in body["details"]

@@ -753,7 +753,10 @@ class Hypervisor:
         self.hosts.check_usable(target, "migrate_vm")
         source = await self.hosts.locate(ident)
         if source == host:
-            raise LimenError(ErrorCode.INVALID_REQUEST, f"VM {ident!r} is on host {host!r} already")
+            # Named as the user knows it: the route hands over the UUID.
+            name = await self.hosts.on_host(source, "migrate_vm", lambda conn: _lookup(conn, ident).name(),
+                                            subject=ident)
+            raise LimenError(ErrorCode.VM_ALREADY_ON_HOST, f"VM {name!r} is on host {host!r} already")
         departure = await self.hosts.on_host(
             source, "migrate_vm", lambda conn: migration.read_departure(conn, _lookup(conn, ident)), subject=ident)
         local = host == DEFAULT_HOST
