@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 
 from limen import host_registry
@@ -69,11 +70,11 @@ async def test_placement_prefers_memory_not_given_to_vms_and_honours_a_host_and_
 ) -> None:
     figures = await two_hosts.host_figures()
     assert set(figures) == {DEFAULT_HOST, "other"}
-    roomiest = max(figures, key=lambda name: (figures[name][1], -ord(name[0])))
+    roomiest = max(figures, key=lambda name: (figures[name].free_memory_mib, -ord(name[0])))
     assert (await two_hosts.place(VmSpec(name="x", memory_mib=64))).name == roomiest
     assert (await two_hosts.place(VmSpec(name="x", memory_mib=64, host="other"))).name == "other"
     with pytest.raises(LimenError) as too_big:
-        await two_hosts.place(VmSpec(name="x", memory_mib=figures[roomiest][1] + 1))
+        await two_hosts.place(VmSpec(name="x", memory_mib=figures[roomiest].free_memory_mib + 1))
     assert too_big.value.code is ErrorCode.NO_HOST_FITS
     link = two_hosts.hosts.get("other")
     two_hosts.hosts.add(HostConfig("other", link.config.uri, link.config.console_address, draining=True))
@@ -332,3 +333,26 @@ async def test_a_move_to_the_vms_own_host_names_the_vm_and_the_host(
     body = refused.json()
     assert refused.status_code == 409 and body["code"] == "VM_ALREADY_ON_HOST", refused.text
     assert "'beta'" in body["details"] and "'edge'" in body["details"] and beta["uuid"] not in body["details"]
+
+
+async def test_every_replica_counts_a_hosts_vms_as_the_host_has_them(tmp_path: Path) -> None:
+    # vm_count was the length of the answering replica's last list: a VM created through one replica was
+    # not counted by another that had listed before, so the same GET answered differently on each.
+    from tests.conftest import app_client, settings_in
+
+    async def count(api: httpx.AsyncClient) -> int | None:
+        listed = (await api.get("/api/hosts")).json()
+        return next(host["vm_count"] for host in listed if host["name"] == DEFAULT_HOST)
+
+    # Two limens on one libvirt host (the test driver's default node, shared within this process).
+    async with app_client(settings_in(tmp_path / "one")) as one, app_client(settings_in(tmp_path / "two")) as two:
+        await two.get("/api/vms")  # each replica lists (and remembers) what the host has now
+        await one.get("/api/vms")
+        before = await count(two)
+        created = await one.post("/api/vms", json={"name": "s39cl-counted", "memory_mib": 64})
+        assert created.status_code == 201, created.text
+        try:
+            after = (await count(one), await count(two))
+        finally:
+            assert (await one.delete("/api/vms/s39cl-counted")).status_code == 200
+    assert before is not None and after == (before + 1, before + 1)

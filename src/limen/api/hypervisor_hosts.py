@@ -21,6 +21,7 @@ from limen.api.unicode_body import UnicodeCheckedRoute
 from limen.errors import ErrorCode, HypervisorUnavailable, LimenError
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.hosts import DEFAULT_HOST, HostLink
+from limen.hypervisor.models import HostFigures
 
 log = logging.getLogger("limen.api")
 router = APIRouter(route_class=UnicodeCheckedRoute, prefix="/api/hosts", tags=["hosts"])
@@ -50,17 +51,18 @@ class HostOut(BaseModel):
     draining: bool = Field(description="Keeps its VMs, takes no new ones")
     available: bool = Field(description="False: its last call passed LIMEN_LIBVIRT_TIMEOUT or failed to connect")
     last_error: str | None
-    vm_count: int = Field(description="VMs it listed last")
+    vm_count: int | None = Field(description="The VMs defined there, asked now; null when it does not answer")
     memory_mib: int | None = Field(description="The host's memory; null when it does not answer")
     free_memory_mib: int | None = Field(description="Memory not given to its VMs (those stopped too); placement "
                                         "puts a new VM on the host with the most")
 
     @classmethod
-    def of(cls, link: HostLink, figures: tuple[int, int] | None) -> HostOut:
+    def of(cls, link: HostLink, figures: HostFigures | None) -> HostOut:
         return cls(name=link.name, uri=link.config.uri, console_address=link.console_address,
                    default=link.name == DEFAULT_HOST, draining=link.config.draining, available=link.available,
-                   last_error=link.last_error, vm_count=len(link.known_vms),
-                   memory_mib=figures[0] if figures else None, free_memory_mib=figures[1] if figures else None)
+                   last_error=link.last_error, vm_count=figures.vm_count if figures else None,
+                   memory_mib=figures.memory_mib if figures else None,
+                   free_memory_mib=figures.free_memory_mib if figures else None)
 
 
 @router.get("", response_model=list[HostOut], responses=_ERRORS)
@@ -99,7 +101,8 @@ async def drain_host(name: str, body: DrainIn, admin: AdminUser, access: AccessD
     link = hypervisor.hosts.add(config)
     log.info("host drain changed", extra={"event": "host_drain", "host": name, "draining": body.draining,
                                           "user": admin.name})
-    return HostOut.of(link, None)
+    figures = await hypervisor.host_figures([link])
+    return HostOut.of(link, figures.get(name))
 
 
 async def refuse_busy_host(hypervisor: Hypervisor, name: str) -> None:

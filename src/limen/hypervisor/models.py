@@ -152,6 +152,15 @@ class LifecycleKind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class HostFigures:
+    """What a host answers now: every limen asking it at the same moment gets the same figures."""
+
+    memory_mib: int
+    free_memory_mib: int  # its memory less what every VM defined there is given, running or not
+    vm_count: int
+
+
+@dataclass(frozen=True, slots=True)
 class VmSpec:
     """A validated request to create a VM (validation lives in the API schema and in create_vm)."""
 

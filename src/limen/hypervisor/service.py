@@ -44,7 +44,16 @@ from limen.hypervisor.domain_xml import (
 )
 from limen.hypervisor.events import FeedSource, LifecycleHub, VmWatch, ensure_event_thread
 from limen.hypervisor.hosts import DEFAULT_HOST, HostLink, HostPool
-from limen.hypervisor.models import Disk, DiskDevice, PendingChanges, Vm, VmSpec, VmState, VncEndpoint
+from limen.hypervisor.models import (
+    Disk,
+    DiskDevice,
+    HostFigures,
+    PendingChanges,
+    Vm,
+    VmSpec,
+    VmState,
+    VncEndpoint,
+)
 from limen.hypervisor.operations import Operations
 from limen.hypervisor.vm_feed import VmEventType, VmFacts, VmFeed
 from limen.isos import CdromSource, name_problem, resolve_iso
@@ -234,15 +243,25 @@ def _migration_operation(source: str, target: str, state: str, progress: int | N
 
 def _uncommitted_memory_mib(conn: libvirt.virConnect) -> int:
     """The host's memory less what its VMs (defined ones too: they may start) are given, MiB."""
-    total_mib = int(conn.getInfo()[1])
+    return int(conn.getInfo()[1]) - _promised_mib(conn.listAllDomains(0))
+
+
+def _promised_mib(domains: list[libvirt.virDomain]) -> int:
     promised_kib = 0
-    for dom in conn.listAllDomains(0):
+    for dom in domains:
         try:
             promised_kib += int(dom.maxMemory())
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise
-    return total_mib - promised_kib // 1024
+    return promised_kib // 1024
+
+
+def _host_figures(conn: libvirt.virConnect) -> HostFigures:
+    memory_mib = int(conn.getInfo()[1])
+    domains = conn.listAllDomains(0)
+    return HostFigures(memory_mib=memory_mib, free_memory_mib=memory_mib - _promised_mib(domains),
+                       vm_count=len(domains))
 
 
 # Where a host other than the default one keeps the disk volumes of its VMs (its own storage pool, of the
@@ -733,16 +752,16 @@ class Hypervisor:
                              "MiB not promised to its VMs")
         return self.hosts.get(room[0][1])
 
-    async def host_figures(self) -> dict[str, tuple[int, int]]:
-        """(memory MiB, memory not promised to VMs MiB) of every host that answers now."""
-        links = [link for link in self.hosts.links if link.available or link.name == DEFAULT_HOST]
-
-        def figures(conn: libvirt.virConnect) -> tuple[int, int]:
-            return int(conn.getInfo()[1]), _uncommitted_memory_mib(conn)
-
-        answers = await asyncio.gather(*(link.connection.call("host_figures", figures) for link in links),
+    async def host_figures(self, links: list[HostLink] | None = None) -> dict[str, HostFigures]:
+        """The figures of every host (or of ``links``) that answers now, asked at once: read from libvirt,
+        not from what this process listed last, so every replica gives the same. A host marked unavailable
+        is not asked; one that hangs unmarked holds the answer for at most LIMEN_LIBVIRT_TIMEOUT."""
+        asked = [link for link in (self.hosts.links if links is None else links)
+                 if link.available or link.name == DEFAULT_HOST]
+        answers = await asyncio.gather(*(link.connection.call("host_figures", _host_figures) for link in asked),
                                        return_exceptions=True)
-        return {link.name: answer for link, answer in zip(links, answers, strict=True) if isinstance(answer, tuple)}
+        return {link.name: answer for link, answer in zip(asked, answers, strict=True)
+                if isinstance(answer, HostFigures)}
 
     async def migrate_vm(self, ident: str, host: str) -> Vm:
         """Moves the VM to ``host`` (:mod:`limen.hypervisor.migration`): live when it runs, cold when not."""
