@@ -30,7 +30,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
         "request_reading", "http_protocol", "i18n", "action_details", "collector", "url_redaction",
     })),
     ("hypervisor/db", frozenset({"hypervisor", "db", "audit", "instances", "stats_sampler", "backup_postgres"})),
-    ("auth", frozenset({"auth", "quota", "recovery", "host_registry", "deleted_owners", "backup"})),
+    ("auth", frozenset({"auth", "quota", "recovery", "host_registry", "deleted_owners", "backup",
+                        "vm_event_relay"})),
     ("console", frozenset({"console"})),
     ("api/web", frozenset({"api", "web"})),
     ("cli", frozenset({

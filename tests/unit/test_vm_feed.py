@@ -53,6 +53,16 @@ async def test_events_arrive_in_order_with_increasing_cursors() -> None:
     assert feed.subscriber_count == 0
 
 
+def test_only_events_published_shared_go_to_the_sharers() -> None:
+    # What other limen processes hear from libvirt themselves must not reach them twice through Redis.
+    feed = VmFeed()
+    shared: list[VmEvent] = []
+    feed.sharers.append(shared.append)
+    feed.publish(VmEventType.STARTED, facts("a"))
+    moving = feed.publish(VmEventType.CHANGED, facts("a"), share=True, operation={"kind": "migrate"})
+    assert shared == [moving]
+
+
 async def test_a_woken_reader_returns_at_once_with_nothing_and_reads_on() -> None:
     feed = VmFeed()
     with feed.subscribe(everything) as subscription:

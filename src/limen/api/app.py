@@ -58,6 +58,7 @@ from limen.quota import QuotaLedger
 from limen.recovery import Recovery
 from limen.settings import Settings
 from limen.stats_sampler import StatsSampler
+from limen.vm_event_relay import VmEventRelay
 from limen.web.routes import SCREENSHOT_TTL, install_web
 from limen.web.screenshots import ScreenshotCache
 
@@ -77,6 +78,8 @@ def create_app(
     metrics.event_streams_active.set_function(lambda: hv.feed.subscriber_count)
     sampler = StatsSampler(hv.hosts, settings.stats_interval)  # every available host's VMs
     host_sync = HostSync(guard.db, hv.hosts)
+    # A migration's progress reaches the browsers of every replica, not only of the one moving the VM.
+    relay = VmEventRelay(hv.feed, settings.redis_url) if settings.redis_url else None
     metrics.watch_vm_stats(sampler.history)
 
     @asynccontextmanager
@@ -85,6 +88,8 @@ def create_app(
         try:
             await hv.open()
             await host_sync.start()
+            if relay is not None:
+                await relay.start()
             try:
                 await start_iso_library(settings, iso_checksums)
                 await recovery.start()  # this instance's heartbeat; what lost instances held is closed
@@ -95,6 +100,8 @@ def create_app(
                     await sampler.stop()
                     await recovery.stop()
             finally:
+                if relay is not None:
+                    await relay.close()
                 await host_sync.stop()
                 await iso_checksums.close()
                 await hv.close()

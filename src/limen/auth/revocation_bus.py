@@ -5,7 +5,8 @@
 instance on the same Redis: each instance reads the stream from where it was when it started, so a change
 made on one instance ends consoles held by another, and a subscriber whose connection drops picks up,
 when it is back, what it missed (the stream keeps its last :data:`STREAM_LENGTH` entries). An instance
-skips its own entries (it delivered them already). :func:`publish_from_command_line` lets ``limen user
+skips its own entries (it delivered them already); the stream is :mod:`limen.auth.redis_stream`'s.
+:func:`publish_from_command_line` lets ``limen user
 delete`` and the like tell running servers, when they share a Redis.
 
 Handlers run on the event loop and must return at once (the console registry schedules any work it needs).
@@ -17,24 +18,19 @@ import asyncio
 import contextlib
 import json
 import logging
-import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from limen.auth.redis_client import open_redis, redis_unavailable
+from limen.auth.redis_stream import SharedStream
 from limen.auth.revocation import Revocation
-from limen.errors import LimenError
 
 log = logging.getLogger("limen.auth")
 
 Handler = Callable[[Revocation], None]
 
 STREAM_LENGTH = 1000  # entries the stream keeps (approximately): what a reconnecting subscriber can catch up on
-# One XREAD waits at most this long. redis-py lets a command it has sent finish before a cancellation takes
-# effect (so the connection is never left mid-reply); closing waits for it, so keep it short.
-READ_BLOCK_MS = 250
-RECONNECT_DELAY = 0.5
+RECONNECT_DELAY = 0.5  # between tries to send what Redis did not take
 UNSENT_MAX = 10_000  # revocations kept for Redis while it is down (the oldest go first past that)
 
 
@@ -98,31 +94,21 @@ class RedisRevocationBus(LocalRevocationBus):
 
     def __init__(self, url: str, *, namespace: str = "limen") -> None:
         super().__init__()
-
         self.key = stream_key(namespace)
-        self.origin = uuid.uuid4().hex  # this instance, so it can skip its own entries
-        self._redis: Any = open_redis(url)
-        self._last_id = "0-0"
-        self._reader: asyncio.Task[None] | None = None
+        self._stream = SharedStream(url, self.key, self._receive, what="revocation", length=STREAM_LENGTH)
         self._closing = False
         # Revocations Redis did not take, in order, sent again until it does: a user disabled during a Redis
         # outage must still end their consoles on the other instances once it is back.
         self._unsent: deque[Revocation] = deque(maxlen=UNSENT_MAX)
         self._resender: asyncio.Task[None] | None = None
 
+    @property
+    def origin(self) -> str:
+        return self._stream.origin
+
     async def start(self) -> None:
         """Notes where the stream is now (older entries are not this instance's business) and starts reading."""
-        if self._reader is not None:
-            return
-        import redis.exceptions
-
-        try:
-            newest = await self._redis.xrevrange(self.key, count=1)
-        except redis.exceptions.RedisError as exc:
-            raise _redis_failed("start", exc) from None
-        if newest:
-            self._last_id = _text(newest[0][0])
-        self._reader = asyncio.get_running_loop().create_task(self._read(), name="limen-revocations")
+        await self._stream.start()
 
     async def publish(self, revocation: Revocation) -> None:
         await super().publish(revocation)
@@ -142,8 +128,7 @@ class RedisRevocationBus(LocalRevocationBus):
                 self._resender = asyncio.get_running_loop().create_task(self._resend(), name="limen-revocations-out")
 
     async def _send(self, revocation: Revocation) -> None:
-        entry = {"origin": self.origin, "revocation": revocation.to_json()}
-        await self._redis.xadd(self.key, {"data": json.dumps(entry)}, maxlen=STREAM_LENGTH, approximate=True)
+        await self._stream.append({"revocation": revocation.to_json()})
 
     async def _resend(self) -> None:
         try:
@@ -160,59 +145,20 @@ class RedisRevocationBus(LocalRevocationBus):
         finally:
             self._resender = None
 
-    async def _read(self) -> None:
-        import redis.exceptions
-
-        failing = False
-        while not self._closing:
-            try:
-                answer = await self._redis.xread({self.key: self._last_id}, block=READ_BLOCK_MS, count=100)
-            except (redis.exceptions.RedisError, OSError) as exc:
-                if not failing:
-                    log.warning("revocations from other instances cannot be read (Redis %s); retrying",
-                                type(exc).__name__, extra={"event": "revocation_read_failed"})
-                failing = True
-                await asyncio.sleep(RECONNECT_DELAY)
-                continue
-            if failing:
-                log.info("reading revocations from other instances again", extra={"event": "revocation_read_ok"})
-                failing = False
-            for _stream, entries in answer or []:
-                for entry_id, fields in entries:
-                    self._last_id = _text(entry_id)
-                    self._receive(fields)
-
-    def _receive(self, fields: dict[Any, Any]) -> None:
-        try:
-            entry = json.loads(_text(fields.get(b"data") or fields.get("data") or b""))
-            if entry.get("origin") == self.origin:
-                return
-            revocation = Revocation.from_json(entry["revocation"])
-        except (ValueError, KeyError, TypeError, AttributeError):
-            log.warning("ignored a malformed revocation entry", extra={"event": "revocation_malformed"})
-            return
-        self.deliver(revocation)
+    def _receive(self, entry: dict[str, Any]) -> None:
+        self.deliver(Revocation.from_json(entry["revocation"]))
 
     async def close(self) -> None:
-        self._closing = True  # the reader may see its cancellation as a Redis error; it stops all the same
-        for task in (self._reader, self._resender):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(task, READ_BLOCK_MS / 1000 + 1)
-        self._reader = self._resender = None
+        self._closing = True
+        if self._resender is not None:
+            self._resender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._resender
+        self._resender = None
         if self._unsent:
             log.error("%d revocations never reached the other limen instances (Redis did not take them before "
                       "this one stopped)", len(self._unsent), extra={"event": "revocation_publish_lost"})
-        await self._redis.aclose()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _redis_failed(operation: str, exc: Exception) -> LimenError:
-    return redis_unavailable("revocation bus", operation, exc)
+        await self._stream.close()
 
 
 def make_revocation_bus(redis_url: str | None) -> LocalRevocationBus:

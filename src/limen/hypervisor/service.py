@@ -809,12 +809,13 @@ class Hypervisor:
             if exc.code is not ErrorCode.HYPERVISOR_UNAVAILABLE:
                 await self._quietly(host, "migrate_cleanup",
                                     lambda conn: migration.remove_volumes(conn, list(paths.values())))
-            self.feed.publish(VmEventType.CHANGED, facts, operation=_migration_operation(
+            self.feed.publish(VmEventType.CHANGED, facts, share=True, operation=_migration_operation(
                 source, host, "failed", None, error=exc.code.name))
             raise
         finally:
             progress.cancel()
-        self.feed.publish(VmEventType.CHANGED, facts, operation=_migration_operation(source, host, "done", 100))
+        self.feed.publish(VmEventType.CHANGED, facts, share=True,
+                          operation=_migration_operation(source, host, "done", 100))
         # The target has it now: the source's definition (a cold move leaves it) and disks go.
         if not departure.running:
             await self._quietly(source, "migrate_cleanup", lambda conn: _lookup(conn, departure.uuid).undefine())
@@ -841,7 +842,7 @@ class Hypervisor:
                 percent = await self.hosts.on_host(source, "migrate_progress", read, subject=facts.uuid)
             except LimenError:
                 continue
-            self.feed.publish(VmEventType.CHANGED, facts,
+            self.feed.publish(VmEventType.CHANGED, facts, share=True,
                               operation=_migration_operation(source, target, "running", percent))
 
     async def _quietly(self, host: str, operation: str, func: Callable[[libvirt.virConnect], object]) -> None:

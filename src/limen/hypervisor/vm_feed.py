@@ -1,7 +1,9 @@
 """The process-wide feed of VM changes: what happened to which VM, in order, for every reader at once.
 
 Publishers (libvirt's event callbacks through :mod:`limen.hypervisor.events`, and routes that change what
-libvirt does not announce, such as CD media) call :meth:`VmFeed.publish` from any thread. Each event gets the
+libvirt does not announce, such as CD media) call :meth:`VmFeed.publish` from any thread. Every limen process
+hears libvirt's events itself; those limen makes about its own work (a migration's progress) are published
+``share``-d, for :mod:`limen.vm_event_relay` to carry to the others. Each event gets the
 next sequence number and goes into a bounded ring of recent events and to every :class:`Subscription`.
 
 Readers subscribe with the cursor of the last event they saw (an SSE ``Last-Event-ID``): the events after
@@ -217,6 +219,9 @@ class VmFeed:
         self._closed = False
         # Told of every event before it is published, in the publishing thread (cheap, never raising).
         self.listeners: list[Callable[[VmEventType, VmFacts], None]] = []
+        # Told of every event published with ``share``, once recorded, in the publishing thread (cheap, never
+        # raising): limen's own events about what libvirt does not announce to other limen processes.
+        self.sharers: list[Callable[[VmEvent], None]] = []
 
     def cursor_of(self, seq: int) -> str:
         return f"{self.feed_id}-{seq}"
@@ -228,8 +233,9 @@ class VmFeed:
         return int(seq)
 
     def publish(self, event_type: VmEventType, vm: VmFacts, *, former_owner: str | None = None,
-                operation: dict[str, Any] | None = None) -> VmEvent:
-        """Records an event and hands it to every subscription that accepts it. Any thread."""
+                operation: dict[str, Any] | None = None, share: bool = False) -> VmEvent:
+        """Records an event and hands it to every subscription that accepts it, and with ``share`` to the
+        :attr:`sharers` too (which carry it to the other limen processes). Any thread."""
         for listener in self.listeners:  # first: a cache is forgotten before any reader hears of the change
             listener(event_type, vm)
         with self._lock:
@@ -240,6 +246,9 @@ class VmFeed:
             # Offered under the lock so that every subscription sees events in sequence order.
             for subscription in self._subscribers:
                 subscription.offer(event)
+        if share:
+            for sharer in self.sharers:
+                sharer(event)
         return event
 
     def subscribe(self, accept: Callable[[VmEvent], bool], last_event_id: str | None = None) -> Subscription:

@@ -1,0 +1,109 @@
+"""A Redis stream that every limen instance on one Redis appends to and reads: how a message made on one
+instance reaches the others (revocations, and the VM events limen makes itself).
+
+Each instance reads the stream from where it was when the instance started (older entries are not its
+business), hands every entry another instance appended to ``receive``, and skips its own (it delivered them
+in this process already). A reader whose connection drops picks up, when it is back, what it missed (the
+stream keeps its last ``length`` entries). Entries are JSON objects; ``receive`` runs on the event loop and
+must return at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from limen.auth.redis_client import open_redis, redis_unavailable
+
+log = logging.getLogger("limen.auth")
+
+# One XREAD waits at most this long. redis-py lets a command it has sent finish before a cancellation takes
+# effect (so the connection is never left mid-reply); closing waits for it, so keep it short.
+READ_BLOCK_MS = 250
+RECONNECT_DELAY = 0.5
+
+
+class SharedStream:
+    """The stream ``key`` on the Redis of ``url``. ``what`` names it in log events (``<what>_read_failed``,
+    ``<what>_read_ok``, ``<what>_malformed``)."""
+
+    def __init__(self, url: str, key: str, receive: Callable[[dict[str, Any]], None], *, what: str,
+                 length: int) -> None:
+        self.key = key
+        self.what = what
+        self.origin = uuid.uuid4().hex  # this instance, so it can skip its own entries
+        self._receive = receive
+        self._length = length
+        self._redis: Any = open_redis(url)
+        self._last_id = "0-0"
+        self._reader: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def start(self) -> None:
+        """Notes where the stream is now and starts reading; REDIS_UNAVAILABLE when Redis does not answer."""
+        if self._reader is not None:
+            return
+        import redis.exceptions
+
+        try:
+            newest = await self._redis.xrevrange(self.key, count=1)
+        except redis.exceptions.RedisError as exc:
+            raise redis_unavailable(f"{self.what} bus", "start", exc) from None
+        if newest:
+            self._last_id = _text(newest[0][0])
+        self._reader = asyncio.get_running_loop().create_task(self._read(), name=f"limen-{self.what}")
+
+    async def append(self, entry: dict[str, Any]) -> None:
+        """Appends ``entry`` (with this instance as its origin) for the others; redis-py's errors pass."""
+        await self._redis.xadd(self.key, {"data": json.dumps({**entry, "origin": self.origin})},
+                               maxlen=self._length, approximate=True)
+
+    async def _read(self) -> None:
+        import redis.exceptions
+
+        failing = False
+        while not self._closing:
+            try:
+                answer = await self._redis.xread({self.key: self._last_id}, block=READ_BLOCK_MS, count=100)
+            except (redis.exceptions.RedisError, OSError) as exc:
+                if not failing:
+                    log.warning("%s from other instances cannot be read (Redis %s); retrying", self.what,
+                                type(exc).__name__, extra={"event": f"{self.what}_read_failed"})
+                failing = True
+                await asyncio.sleep(RECONNECT_DELAY)
+                continue
+            if failing:
+                log.info("reading %s from other instances again", self.what,
+                         extra={"event": f"{self.what}_read_ok"})
+                failing = False
+            for _stream, entries in answer or []:
+                for entry_id, fields in entries:
+                    self._last_id = _text(entry_id)
+                    self._deliver(fields)
+
+    def _deliver(self, fields: dict[Any, Any]) -> None:
+        try:
+            entry = json.loads(_text(fields.get(b"data") or fields.get("data") or b""))
+            if entry.get("origin") == self.origin:
+                return
+            self._receive(entry)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("ignored a malformed %s entry", self.what, extra={"event": f"{self.what}_malformed"})
+
+    async def close(self) -> None:
+        self._closing = True  # the reader may see its cancellation as a Redis error; it stops all the same
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._reader, READ_BLOCK_MS / 1000 + 1)
+        self._reader = None
+        await self._redis.aclose()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

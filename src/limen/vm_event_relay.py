@@ -1,0 +1,105 @@
+"""Carries the VM events limen makes about its own work (a migration's progress and end) to the event
+streams of every limen instance on the same Redis (``LIMEN_REDIS_URL``), through the stream
+``<namespace>:vm-events``.
+
+Each instance hears libvirt's own events (a VM started, defined, moved away) itself; what only the instance
+doing the work knows is published ``share``-d on its feed (:class:`~limen.hypervisor.vm_feed.VmFeed`), and
+this relay appends it to the stream; the other instances publish it on their feeds, where each browser's
+stream filters it as any other event. Without Redis there is nothing to relay to.
+
+These events say how far work has gone, and the VM itself is re-read from libvirt: one Redis does not take
+(down, or slow) is logged and dropped, never retried, and never delays the work it reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from limen.auth.redis_stream import SharedStream
+from limen.hypervisor.models import VmState
+from limen.hypervisor.vm_feed import VmEvent, VmEventType, VmFacts, VmFeed
+
+log = logging.getLogger("limen.events")
+
+STREAM_LENGTH = 1000  # entries the stream keeps (approximately): what a reconnecting reader catches up on
+QUEUE_MAX = 1000  # events waiting for Redis; past that, new ones are dropped (a stalled Redis holds no memory)
+
+
+def stream_key(namespace: str) -> str:
+    return f"{namespace}:vm-events"
+
+
+class VmEventRelay:
+    """Call :meth:`start` in the serving loop (after Redis is known to answer) and :meth:`close` after."""
+
+    def __init__(self, feed: VmFeed, redis_url: str, *, namespace: str = "limen") -> None:
+        self._feed = feed
+        self._stream = SharedStream(redis_url, stream_key(namespace), self._receive, what="vm_event",
+                                    length=STREAM_LENGTH)
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=QUEUE_MAX)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sender: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._sender is not None:
+            return
+        await self._stream.start()
+        self._loop = asyncio.get_running_loop()
+        self._sender = self._loop.create_task(self._send_forever(), name="limen-vm-events-out")
+        self._feed.sharers.append(self._share)
+
+    def _share(self, event: VmEvent) -> None:
+        """Any thread: queues ``event`` for the other instances."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        entry = {"type": event.type.value, "uuid": event.vm.uuid, "name": event.vm.name,
+                 "state": event.vm.state.value if event.vm.state is not None else None, "owner": event.vm.owner,
+                 "former_owner": event.former_owner, "operation": event.operation}
+        with contextlib.suppress(RuntimeError):  # the loop closed in between: limen is stopping
+            loop.call_soon_threadsafe(self._enqueue, entry)
+
+    def _enqueue(self, entry: dict[str, Any]) -> None:
+        try:
+            self._queue.put_nowait(entry)
+        except asyncio.QueueFull:
+            log.warning("a VM event was not relayed to the other limen instances: %d wait for Redis already",
+                        QUEUE_MAX, extra={"event": "vm_event_relay_dropped", "vm_uuid": entry["uuid"]})
+
+    async def _send_forever(self) -> None:
+        failing = False
+        while True:
+            entry = await self._queue.get()
+            try:
+                await self._stream.append(entry)
+            except Exception as exc:
+                if not failing:
+                    log.warning("VM events cannot be relayed to the other limen instances (Redis %s); dropping "
+                                "them until Redis takes them again", type(exc).__name__,
+                                extra={"event": "vm_event_relay_failed"})
+                failing = True
+                continue
+            if failing:
+                log.info("relaying VM events to the other limen instances again",
+                         extra={"event": "vm_event_relay_ok"})
+                failing = False
+
+    def _receive(self, entry: dict[str, Any]) -> None:
+        state = entry["state"]
+        facts = VmFacts(uuid=str(entry["uuid"]), name=str(entry["name"]),
+                        state=VmState(state) if state is not None else None, owner=entry["owner"])
+        self._feed.publish(VmEventType(entry["type"]), facts, former_owner=entry["former_owner"],
+                           operation=entry["operation"])
+
+    async def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            self._feed.sharers.remove(self._share)
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+            self._sender = None
+        await self._stream.close()

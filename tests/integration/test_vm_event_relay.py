@@ -1,0 +1,74 @@
+"""Two limen replicas (apps in this process, on libvirt's test driver) on one real redis-server: the events
+limen makes about its own work reach the event stream of the replica that did not do it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import libvirt
+import pytest
+
+from limen.api.app import create_app
+from limen.api.services import services_of
+from limen.hypervisor.vm_feed import VmFeed
+from limen.settings import Settings
+from tests.conftest import settings_in
+from tests.support.access import admin_token, redis_server
+from tests.support.console import FakeDomain, driver_uri
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+SHARED_NODE = "test:///default"  # one driver per process: both replicas see its VMs
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@asynccontextmanager
+async def replica(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, VmFeed]]:
+    """A replica serving in this process: an admin's client to it, and its feed of VM events."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        services = services_of(app)
+        headers = {"Authorization": f"Bearer {await admin_token(services.access)}"}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://limen.test",
+                                     headers=headers) as client:
+            yield client, services.hypervisor.feed
+
+
+async def test_a_migration_run_by_one_replica_reaches_the_event_streams_of_another(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # A browser on another replica than the one moving the VM saw none of the move's operation events
+    # (progress, done): they went out on the moving replica's stream only.
+    origin = driver_uri(tmp_path, [FakeDomain("relayed", None, running=False)])
+    moving = settings_in(tmp_path / "moving", libvirt_uri=origin, redis_url=redis_url)
+    watching = settings_in(tmp_path / "watching", redis_url=redis_url)
+    try:
+        async with replica(moving) as (mover, mover_feed), replica(watching) as (_watcher, watcher_feed):
+            assert (await mover.post("/api/hosts", json={"name": "edge", "uri": SHARED_NODE})).status_code == 201
+            with watcher_feed.subscribe(lambda event: event.operation is not None) as heard, \
+                    mover_feed.subscribe(lambda event: event.operation is not None) as told:
+                moved = await mover.post("/api/vms/relayed/migrate", json={"host": "edge"})  # cold: only its end
+                assert moved.status_code == 200, moved.text
+                there = await heard.next_event(timeout=10)
+                here = await told.next_event(timeout=1)
+    finally:
+        conn = libvirt.open(SHARED_NODE)
+        try:
+            conn.lookupByName("relayed").undefine()
+        except libvirt.libvirtError:
+            pass
+        finally:
+            conn.close()
+    assert there is not None and here is not None
+    assert there.payload() | {"at": None} == here.payload() | {"at": None}
+    assert (there.vm.name, there.operation) == ("relayed", {
+        "kind": "migrate", "state": "done", "progress": 100, "from_host": "local", "to_host": "edge",
+        "error": None})
