@@ -68,6 +68,17 @@ export function formatDuration(seconds) {
   return t("duration.d_h", { d: Math.floor(hours / 24), h: hours % 24 });
 }
 
+/**
+ * A VM's uptime as shown, and why when it is unknown: libvirt reports no uptime, and limen reads it only for
+ * VMs on its own machine (a qemu:/// host), so a VM the server says runs with uptime null runs on another host
+ * (not "—", as if stopped). undefined: not read yet (a row changed by an event, until it is reloaded).
+ */
+export function vmUptime(vm) {
+  const unknown = vm.state === "running" && vm.host_available !== false && vm.uptime_seconds === null;
+  return unknown ? { text: t("uptime.unknown"), title: t("uptime.unknown_why") }
+    : { text: formatDuration(vm.uptime_seconds), title: null };
+}
+
 export function formatMs(ms) {
   if (ms < 1000) return `${Math.round(ms)} ms`;
   return `${(ms / 1000).toFixed(ms < 10000 ? 1 : 0)} s`;

@@ -8,7 +8,9 @@
 // VM's boot order and settings may be older than its definition: the definition's wait in `pending`.
 
 import { api, ApiError } from "./api.js";
-import { errorBox, formatBytes, formatDuration, formatMemory, h, spinner, STATE_LABELS, vmBadge } from "./dom.js";
+import {
+  errorBox, formatBytes, formatDuration, formatMemory, h, spinner, STATE_LABELS, vmBadge, vmUptime,
+} from "./dom.js";
 import { actionDetailsText, actionResultText } from "./action-details.js";
 import { mountUserMenu } from "./session.js";
 import { VmEvents } from "./vm-events.js";
@@ -204,10 +206,11 @@ function render(current) {
   }
   const active = ACTIVE_STATES.has(vm.state);
   const vnc = vm.vnc ? (vm.vnc.port ?? t("details.vnc_unassigned")) : t("details.vnc_none");
+  const uptime = vmUptime(vm);
   ui.facts.replaceChildren(
     ...fact(t("col.state"), lang === "en" ? vm.state.replace("_", " ") : (STATE_LABELS[vm.state] || vm.state),
       { id: "fact-state" }),
-    ...fact(t("col.uptime"), formatDuration(vm.uptime_seconds), { id: "fact-uptime" }),
+    ...fact(t("col.uptime"), uptime.text, { id: "fact-uptime", title: uptime.title }),
     ...fact(t("details.owner"), vm.owner ?? t("details.unowned")),
     ...fact(t("details.host"), vm.host ? `${vm.host}${stale ? ` — ${t("host.unavailable")}` : ""}` : "—", { id: "fact-host" }),
     ...fact(t("col.vcpus"), String(vm.vcpus)),

@@ -5,7 +5,7 @@
 
 import { api, ApiError } from "./api.js";
 import {
-  errorBox, formatDuration, formatMemory, h, placeOf, returnToPlace, spinner, STATE_LABELS, vmBadge,
+  errorBox, formatMemory, h, placeOf, returnToPlace, spinner, STATE_LABELS, vmBadge, vmUptime,
 } from "./dom.js";
 import { showQuota } from "./quota.js";
 import { mountUserMenu } from "./session.js";
@@ -162,7 +162,9 @@ function updateRow(row, vm) {
   const port = vm.vnc ? (vm.vnc.port ?? "—") : t("list.vnc_none");
   setText(row.cells.vnc, String(port));
   row.cells.vnc.title = vm.vnc ? t("list.vnc_on", { host: vm.vnc.host }) : t("list.no_vnc");
-  setText(row.cells.uptime, formatDuration(vm.uptime_seconds));
+  const uptime = vmUptime(vm);
+  setText(row.cells.uptime, uptime.text);
+  row.cells.uptime.title = uptime.title ?? "";
   row.thumb.setAttribute("aria-label", t("list.open_details", { name: vm.name }));
   row.moreSummary.setAttribute("aria-label", t("list.more_for", { name: vm.name }));
   row.console.setAttribute("aria-label", t("list.open_console", { name: vm.name }));
@@ -514,7 +516,7 @@ function onVmEvent(change) {
   const row = rows.get(change.uuid);
   if (row && change.state && row.pending === null) {
     row.eventAt = Date.now();
-    if (row.vm.state !== change.state) updateRow(row, { ...row.vm, state: change.state, uptime_seconds: null });
+    if (row.vm.state !== change.state) updateRow(row, { ...row.vm, state: change.state, uptime_seconds: undefined });
   }
   if (refreshTimer === null) {
     scheduleRefresh(Math.max(EVENT_REFRESH_MS, lastRefreshAt + MIN_EVENT_REFRESH_GAP_MS - Date.now()));
