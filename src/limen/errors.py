@@ -250,6 +250,13 @@ class ErrorCode(Enum):
     SESSION_TAKEN_OVER = ErrorSpec(
         409, 4405, "Console taken over", "Another client took over this console. Open it again to take it back."
     )
+    # The server failed the WebSocket itself (close 1002, 1007 or 1009, which the browser gets instead of 4406):
+    # this code is what the audit and the log record of it.
+    CLIENT_PROTOCOL_ERROR = ErrorSpec(
+        400, 4406, "Browser broke the WebSocket protocol",
+        "The browser sent what the WebSocket protocol does not allow (the details say what), so the console was "
+        "closed. Reconnect; if it happens again, update the browser or try another one.",
+    )
     # -- access -------------------------------------------------------------------------------------
     UNAUTHORIZED = ErrorSpec(
         401, 4501, "Not signed in", "Sign in (or send a valid API token), then retry."

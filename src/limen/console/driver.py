@@ -85,6 +85,11 @@ class ClientChannel(Protocol):
 
     async def close(self, code: int, reason: str) -> None: ...
 
+    def protocol_error(self) -> LimenError | None:
+        """Once the client has gone: CLIENT_PROTOCOL_ERROR when the server failed the connection because the
+        client broke the WebSocket protocol; None when the client closed it or vanished."""
+        ...
+
 
 class VmWatchLike(Protocol):
     @property
@@ -251,6 +256,8 @@ class ConsoleDriver(ABC):
     def _feed(self, result: Result) -> list[Action]:
         """Hands ``result`` to the machine. When that ends the session, its final actions are kept for
         :meth:`run` (and nothing is returned); otherwise the actions to carry out now."""
+        if isinstance(result, ClientLeft) and result.broke_protocol is None:
+            result = ClientLeft(self._client.protocol_error())  # whichever part heard of the leaving
         actions = self.machine.receive(result)
         self._note_stages()
         if not self.machine.live:

@@ -35,6 +35,7 @@ from limen.audit import AuditLog
 from limen.auth.access import Access
 from limen.auth.principal import Principal
 from limen.console.admission import ConsoleAdmission
+from limen.console.client_protocol import client_protocol_error
 from limen.console.registry import ConsoleSessions
 from limen.console.splice import SPLICE_EXTENSION, SpliceFn
 from limen.console.vnc_session import ConsoleSession
@@ -84,6 +85,9 @@ class StarletteChannel:
 
     async def close(self, code: int, reason: str) -> None:
         await self._ws.close(code, reason)
+
+    def protocol_error(self) -> LimenError | None:
+        return client_protocol_error(self._ws.scope)
 
 
 class Admitted(Protocol):

@@ -207,7 +207,10 @@ class TimedOut(Result):
 
 @dataclass(frozen=True, slots=True)
 class ClientLeft(Result):
-    """The browser closed the WebSocket (or the connection dropped)."""
+    """The browser closed the WebSocket (or the connection dropped); ``broke_protocol``: the server failed the
+    connection because the browser broke the WebSocket protocol (CLIENT_PROTOCOL_ERROR), the session's end."""
+
+    broke_protocol: LimenError | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,7 +379,7 @@ class StageMachine(ABC):
     def _end_by(self, result: Result) -> list[Action]:
         assert self.stage is not None
         if isinstance(result, ClientLeft):
-            return self._finish(None)
+            return self._finish(result.broke_protocol)  # no frame, no close: the connection is gone
         if isinstance(result, TimedOut):
             return self.end(self._timeout_error(self.stage))
         if isinstance(result, EndRequested):

@@ -44,6 +44,7 @@ from websockets.exceptions import InvalidState, SecurityError
 from websockets.frames import Frame
 from websockets.http11 import Request
 
+from limen.console.client_protocol import INVALID_FRAME_PAYLOAD_DATA, PROTOCOL_ERROR_EXTENSION, WHAT_THE_CLIENT_DID
 from limen.console.pump import Traffic
 from limen.console.splice import SPLICE_EXTENSION, Splice
 from limen.errors import ErrorCode, LimenError
@@ -54,8 +55,6 @@ log = logging.getLogger("limen.console")
 
 # Time a client gets, once the app is done with its connection, to read what is left and the close.
 CLOSE_GRACE = 2.0
-# RFC 6455 7.4.1: a text message that is not UTF-8.
-INVALID_FRAME_PAYLOAD_DATA = 1007
 
 
 class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -228,6 +227,14 @@ class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
         except UnicodeDecodeError:
             self.conn.send_close(INVALID_FRAME_PAYLOAD_DATA)
             self.handle_parser_exception()
+
+    def handle_parser_exception(self) -> None:
+        # The app hears of this only as a disconnect: what the browser broke is noted in the scope first, so
+        # the console records it rather than a browser that closed (see limen.console.client_protocol).
+        close = self.conn.close_sent
+        if close is not None and close.code in WHAT_THE_CLIENT_DID and self.handshake_complete:
+            self.scope["extensions"][PROTOCOL_ERROR_EXTENSION] = {"code": close.code, "reason": close.reason}
+        super().handle_parser_exception()
 
     def pause_writing(self) -> None:
         super().pause_writing()

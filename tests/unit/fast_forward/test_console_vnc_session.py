@@ -64,6 +64,9 @@ class FakeClient:
     async def close(self, code: int, reason: str) -> None:
         self.frames.append(("close", (code, reason)))
 
+    def protocol_error(self) -> LimenError | None:
+        return None  # the client-protocol failures: tests/unit/test_console_client_protocol.py
+
     def texts(self) -> list[dict[str, Any]]:
         return [payload for kind, payload in self.frames if kind == "text"]
 

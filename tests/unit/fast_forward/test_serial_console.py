@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from limen.console.client_protocol import PROTOCOL_ERROR_EXTENSION, WHAT_THE_CLIENT_DID, client_protocol_error
 from limen.console.handshake import (
     Close,
     EffectFailed,
@@ -275,6 +276,7 @@ class FakeClient:
         self.closed: tuple[int, str] | None = None
         self.inbox: asyncio.Queue[bytes | str | None] = asyncio.Queue()
         self.stall_writes = False
+        self.broke_protocol: LimenError | None = None  # the server failed the connection for the browser's fault
 
     async def send_text(self, text: str) -> None:
         self.sent.append(text)
@@ -289,6 +291,9 @@ class FakeClient:
 
     async def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
+
+    def protocol_error(self) -> LimenError | None:
+        return self.broke_protocol
 
     @property
     def texts(self) -> list[dict[str, Any]]:
@@ -626,6 +631,24 @@ async def test_a_client_that_leaves_mid_handshake_ends_the_session_quietly() -> 
     await run.ended()
     assert run.client.closed is None and run.session.end_reason == "client_closed"
     assert run.hv.watching == 0 and run.session.port_released.is_set()
+
+
+@pytest.mark.parametrize("close_code", sorted(WHAT_THE_CLIENT_DID))
+@pytest.mark.parametrize("in_proxy", [True, False], ids=["proxy", "handshake"])
+async def test_a_client_that_broke_the_websocket_protocol_ends_with_client_protocol_error(
+    close_code: int, in_proxy: bool,
+) -> None:
+    run = start(FakeHypervisor(RUNNING), FakePorts(opening=None if in_proxy else HANG), console_serial_open_timeout=5)
+    await run.until(lambda: run.session.stage == ("proxy" if in_proxy else "open_serial"))
+    run.client.broke_protocol = client_protocol_error(
+        {"extensions": {PROTOCOL_ERROR_EXTENSION: {"code": close_code, "reason": "what websockets said"}}})
+    await run.client.inbox.put(None)
+    await run.ended()
+    assert run.session.end_reason == "CLIENT_PROTOCOL_ERROR"
+    assert run.session.machine.error is not None
+    assert f"closed the WebSocket with {close_code}: what websockets said" in run.session.machine.error.details
+    assert run.client.closed is None and run.client.errors == []  # the server closed it already
+    assert run.session.port_released.is_set()
 
 
 async def test_an_end_requested_before_the_session_runs_still_sends_the_first_frame_then_the_end() -> None:
