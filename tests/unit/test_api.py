@@ -203,6 +203,39 @@ async def test_every_field_refused_is_named_at_once_in_the_forms_order(
     assert [vm["name"] for vm in (await refusing_client.get("/api/vms")).json()] == ["test"]
 
 
+@pytest.mark.parametrize(("method", "path", "body", "rules"), [
+    # A type error in one field, limen's rules broken in others: every one in the first answer, in form order.
+    ("POST", "/api/vms", {"name": "v" * 64, "memory_mib": "abc", "boot_order": ["floppy"]},
+     {"name": "vm_name", "memory_mib": "whole_number", "boot_order": "one_of"}),
+    ("POST", "/api/vms", {"name": "-bad", "vcpus": 10**6, "memory_mib": "abc", "colour": "red"},
+     {"name": "vm_name", "vcpus": "range", "memory_mib": "whole_number", "colour": None}),
+    ("PATCH", "/api/vms/test", {"name": "-bad", "vcpus": "two", "boot_order": ["hd", "hd"]},
+     {"name": "vm_name", "vcpus": "whole_number", "boot_order": "no_repeat"}),
+    ("POST", "/api/users", {"name": "a\u0007b", "password": 12345678}, {"name": "no_control_chars", "password": None}),
+    ("POST", "/api/users", {"name": 5, "password": "short"}, {"name": None, "password": "length"}),
+    ("POST", "/api/vms/test/snapshots", {"name": "-bad", "description": 5}, {"name": "vm_name", "description": None}),
+    # pydantic alone checks a quota: it names every field itself.
+    ("PUT", "/api/users/admin/quota", {"vms": "x", "vcpus": -1}, {"vms": "whole_number", "vcpus": "at_least"}),
+])
+async def test_type_errors_and_rule_refusals_come_in_one_answer(
+    refusing_client: httpx.AsyncClient, method: str, path: str, body: dict[str, Any], rules: dict[str, str | None],
+) -> None:
+    error = assert_error(await refusing_client.request(method, path, json=body), 422, "VALIDATION_ERROR")
+    assert {entry["field"]: entry.get("rule", {}).get("kind") for entry in error["fields"]} == rules
+    assert [entry["field"] for entry in error["fields"]] == list(rules)
+    assert error["field"] == next(iter(rules))
+    for entry in error["fields"]:
+        assert f"{entry['field']}: {entry['details']}" in error["details"]
+    assert [vm["name"] for vm in (await refusing_client.get("/api/vms")).json()] == ["test"]
+
+
+async def test_rules_that_cannot_run_beside_a_refused_body_are_skipped(refusing_client: httpx.AsyncClient) -> None:
+    """A body refused as a whole (not an object, no field given) names no field that passed: pydantic's alone."""
+    for body in (["-bad"], {}):
+        error = assert_error(await refusing_client.patch("/api/vms/test", json=body), 422, "VALIDATION_ERROR")
+        assert [entry["field"] for entry in error["fields"]] == ["body"]
+
+
 async def test_a_body_with_thousands_of_problems_gets_a_short_answer(refusing_client: httpx.AsyncClient) -> None:
     # 60,000 unknown keys made a 2.4 MB answer naming each one.
     body = {"name": "ok", **{f"extra{number}": "x" * 50 for number in range(5000)}}

@@ -17,11 +17,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from limen.api.body_rules import body_rules
 from limen.api.deps import AccessDep
 from limen.api.error_responses import error_response
 from limen.api.schemas import ErrorBody
 from limen.api.unicode_body import UnicodeCheckedRoute
 from limen.auth.ratelimit import TooManyAttempts
+from limen.auth.users import check_name_and_password
 from limen.errors import ErrorCode, LimenError
 
 log = logging.getLogger("limen.auth")
@@ -41,6 +43,12 @@ class RegisterBody(BaseModel):
     name: str = Field(max_length=256, description="Any text of 1–64 characters, without control characters")
     password: str = Field(max_length=1024, description="At least 8 characters",
                           json_schema_extra={"format": "password"})
+
+
+@body_rules(RegisterBody)
+async def _register_rules(_request: Request, body: RegisterBody, _failed: frozenset[str]) -> None:
+    """The name and password rules of a new account, beside the body's type errors."""
+    check_name_and_password(body.name, body.password)
 
 
 class Registered(BaseModel):

@@ -11,15 +11,16 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, StrictBool
 
 from limen.action_details import owner_details
+from limen.api.body_rules import body_rules
 from limen.api.deps import AccessDep, AdminUser, HypervisorDep
 from limen.api.schemas import ErrorBody, VmOut
 from limen.api.unicode_body import UnicodeCheckedRoute
 from limen.auth.revocation import Revocation
-from limen.auth.users import UserInfo, find_user_by_key
+from limen.auth.users import UserInfo, check_name_and_password, find_user_by_key
 from limen.db.models import Role
 from limen.deleted_owners import release_vms_of
 from limen.errors import ErrorCode, LimenError
@@ -50,6 +51,12 @@ class UserCreate(BaseModel):
     name: str = Field(description="Any text of 1–64 characters, without control characters")
     password: str = Field(description="At least 8 characters", json_schema_extra={"format": "password"})
     role: Role = Role.USER
+
+
+@body_rules(UserCreate)
+async def _user_create_rules(_request: Request, body: UserCreate, _failed: frozenset[str]) -> None:
+    """A new user's name and password rules (the create's), beside the body's type errors."""
+    check_name_and_password(body.name, body.password)
 
 
 class RoleChange(BaseModel):

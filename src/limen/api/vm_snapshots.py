@@ -14,20 +14,23 @@ import logging
 from contextlib import AsyncExitStack
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from limen.api.body_rules import body_rules
 from limen.api.deps import AccessDep, AccessibleVm, CurrentUser, HypervisorDep
 from limen.api.operations import OperationOut, refuse_busy_vm
 from limen.api.quota import QuotaDep, quota_for_revert
 from limen.api.schemas import ErrorBody, SnapshotOut
 from limen.api.unicode_body import UnicodeCheckedRoute
-from limen.errors import ErrorCode, LimenError
+from limen.errors import ErrorCode, LimenError, Refusals
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.operations import Operation
 from limen.hypervisor.snapshots import (
     DESCRIPTION_MAX,
     check_can_take,
+    check_description,
+    check_snapshot_name,
     delete_snapshot,
     find_snapshot,
     list_snapshots,
@@ -51,6 +54,19 @@ class SnapshotIn(BaseModel):
     name: str = Field(description="1–63 of letters, digits, '_', '.', '-'; starts with a letter or digit "
                                   "(the VM name rule)", examples=["before-upgrade"])
     description: str = Field("", description=f"Free text, at most {DESCRIPTION_MAX} characters")
+
+
+@body_rules(SnapshotIn)
+async def _snapshot_rules(_request: Request, body: SnapshotIn, _failed: frozenset[str]) -> None:
+    """The snapshot's name and description rules (check_can_take's), beside the body's type errors."""
+    refusals = Refusals()
+    with refusals.check():
+        if body.name is not None:
+            check_snapshot_name(body.name)
+    with refusals.check():
+        if body.description is not None:
+            check_description(body.description)
+    refusals.raise_any()
 
 
 class SnapshotDeleted(BaseModel):

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 
 from limen.action_details import delete_details, edit_details, migrate_details, power_details
+from limen.api.body_rules import body_rules
 from limen.api.deps import (
     AccessDep,
     AccessibleVm,
@@ -48,6 +49,30 @@ async def list_vms(principal: CurrentUser, hypervisor: HypervisorDep) -> list[Vm
     return [VmOut.of(vm) for vm in await hypervisor.list_vms() if principal.may_access(vm.owner)]
 
 
+def _spec(body: VmCreate, *, owner: str) -> VmSpec:
+    return VmSpec(name=body.name, vcpus=body.vcpus, memory_mib=body.memory_mib, disk_gib=body.disk_gib,
+                  iso=body.iso, boot_order=tuple(body.boot_order or ()), owner=owner, host=body.host)
+
+
+@body_rules(VmCreate)
+async def _create_rules(request: Request, body: VmCreate, failed: frozenset[str]) -> None:
+    """The create's rules and this host's limits (validate_spec), beside the body's type errors."""
+    await services_of(request).hypervisor.validate_spec(_spec(body, owner=""), unchecked=failed)
+
+
+@body_rules(VmPatch)
+async def _patch_rules(request: Request, body: VmPatch, _failed: frozenset[str]) -> None:
+    """The change's rules (check_edit), beside the body's type errors; a field that failed is None: unchecked."""
+    await check_edit(services_of(request).hypervisor, _edit(body))
+
+
+def _edit(body: VmPatch) -> VmEdit:
+    return VmEdit(
+        name=body.name, vcpus=body.vcpus, memory_mib=body.memory_mib,
+        boot_order=tuple(body.boot_order) if body.boot_order is not None else None, autostart=body.autostart,
+    )
+
+
 @router.post("", response_model=VmOut, status_code=201, responses=_ERRORS)
 async def create_vm(
     body: VmCreate, principal: CurrentUser, hypervisor: HypervisorDep, recovery: RecoveryDep, quota: QuotaDep,
@@ -57,16 +82,7 @@ async def create_vm(
     so that a create lost with its server is undone later (or on a retry of the name).
 
     Checked against the creator's quota and the system-wide one first, atomically (QUOTA_EXCEEDED)."""
-    spec = VmSpec(
-        name=body.name,
-        vcpus=body.vcpus,
-        memory_mib=body.memory_mib,
-        disk_gib=body.disk_gib,
-        iso=body.iso,
-        boot_order=tuple(body.boot_order),
-        owner=principal.name,
-        host=body.host,
-    )
+    spec = _spec(body, owner=principal.name)
     footprint = new_vm_footprint(spec.name, principal.name, vcpus=spec.vcpus, memory_mib=spec.memory_mib,
                                  disk_gib=spec.disk_gib)
     # The hosts as the registry says now, not as this replica last read it (every few seconds): a host
@@ -103,10 +119,7 @@ async def patch_vm(
     (VM_MUST_BE_STOPPED). ``autostart`` applies at once. More vCPUs or memory are checked against the
     quota (QUOTA_EXCEEDED): a running VM's count at once, a stopped VM's must fit on their own.
     """
-    edit = VmEdit(
-        name=body.name, vcpus=body.vcpus, memory_mib=body.memory_mib,
-        boot_order=tuple(body.boot_order) if body.boot_order is not None else None, autostart=body.autostart,
-    )
+    edit = _edit(body)
     async with access.audit.recording(principal.name, "edit", vm.name, vm_uuid=vm.uuid,
                                       details=edit_details(body.model_dump(exclude_unset=True))) as target:
         await check_edit(hypervisor, edit)  # every field refused at once, and sane numbers before the quota

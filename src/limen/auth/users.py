@@ -120,16 +120,22 @@ class AccountDisabled(AccountNotUsable):
 
 
 
+def check_name_and_password(name: str | None, password: str | None) -> None:
+    """VALIDATION_ERROR naming the name and the password at once when both are wrong (None: not checked)."""
+    refusals = Refusals()
+    with refusals.check():
+        if name is not None:
+            clean_user_name(name)
+    with refusals.check():
+        if password is not None:
+            validate_password(password)
+    refusals.raise_any()
+
+
 def _checked_name_and_password(name: str, password: str) -> str:
     """The cleaned name; VALIDATION_ERROR naming the name and the password at once when both are wrong."""
-    refusals = Refusals()
-    cleaned = name
-    with refusals.check():
-        cleaned = clean_user_name(name)
-    with refusals.check():
-        validate_password(password)
-    refusals.raise_any()
-    return cleaned
+    check_name_and_password(name, password)
+    return clean_user_name(name)
 
 class Users:
     """The user directory. Every method is async; database and hashing work run in worker threads."""

@@ -13,7 +13,7 @@ import re
 import threading
 import time
 import uuid as uuid_module
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -565,21 +565,24 @@ class Hypervisor:
                 )
         refusals.raise_any()
 
-    async def validate_spec(self, spec: VmSpec) -> Path | None:
+    async def validate_spec(self, spec: VmSpec, *, unchecked: Collection[str] = ()) -> Path | None:
         """Checks ``spec`` against the rules and this host's limits; returns the ISO path if any. Every field
-        refused is named in one VALIDATION_ERROR, in the form's order (a form marks them all at once)."""
+        refused is named in one VALIDATION_ERROR, in the form's order (a form marks them all at once).
+        ``unchecked``: fields not to check (a request's that failed its type check already)."""
         refusals = Refusals()
         with refusals.check():
-            check_name(spec.name)
+            if "name" not in unchecked:
+                check_name(spec.name)
         with refusals.check():
-            await self.check_hardware(vcpus=spec.vcpus, memory_mib=spec.memory_mib)
+            await self.check_hardware(vcpus=None if "vcpus" in unchecked else spec.vcpus,
+                                      memory_mib=None if "memory_mib" in unchecked else spec.memory_mib)
         with refusals.check():
-            if spec.disk_gib is not None and not 1 <= spec.disk_gib <= MAX_DISK_GIB:
+            if spec.disk_gib is not None and "disk_gib" not in unchecked and not 1 <= spec.disk_gib <= MAX_DISK_GIB:
                 raise ValidationFailed("disk_gib", f"must be between 1 and {MAX_DISK_GIB} GiB",
                                        rule=range_rule(1, MAX_DISK_GIB, unit="GiB"))
         iso_path: Path | None = None
         with refusals.check():
-            if spec.iso is not None:
+            if spec.iso is not None and "iso" not in unchecked:
                 try:
                     iso_path = resolve_iso(self.settings.iso_dir, spec.iso)
                 except LimenError as exc:
@@ -587,7 +590,8 @@ class Hypervisor:
                     raise ValidationFailed("iso", exc.details.removeprefix("iso: "), rule=(
                         problem.rule if problem is not None else rule(Rule.ISO_MISSING))) from None
         with refusals.check():
-            check_boot_order(spec.boot_order)
+            if "boot_order" not in unchecked:
+                check_boot_order(spec.boot_order)
         refusals.raise_any()
         return iso_path
 
