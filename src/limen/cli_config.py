@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import SecretStr
 
-from limen.cli_output import say, table
+from limen.cli_output import say, setting_problems_text, settings_error_text, table
 from limen.cli_state import cli_state
 from limen.settings import Settings, SettingsError, SettingSource, check_settings_file, setting_sources
 from limen.url_redaction import MASK, redacted_url
@@ -73,7 +73,10 @@ def config_check(
     try:
         check_settings_file(file)
     except SettingsError as exc:
-        typer.echo(say("cli.config.check_failed", file=str(file), problems=str(exc)), err=True)
+        if exc.problems:
+            typer.echo(say("cli.config.check_failed", file=str(file), problems=setting_problems_text(exc)), err=True)
+        else:  # no such file, or not TOML
+            typer.echo(settings_error_text(exc), err=True)
         raise typer.Exit(2) from None
     if cli_state(ctx).as_json:
         typer.echo(json.dumps({"file": str(file), "valid": True}))

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import typer
 
 from limen.errors import LimenError
-from limen.i18n import display_width, error_keys, language_from_environment, pad, translate
+from limen.i18n import catalogue, display_width, error_keys, language_from_environment, pad, translate
+from limen.settings import SettingProblem, SettingsError
 
 
 def cli_language() -> str:
@@ -53,6 +54,39 @@ def error_text(exc: LimenError) -> str:
     title_key, message_key = error_keys(exc.code)
     return translate(lang, "cli.error", title=translate(lang, title_key), details=exc.details,
                      message=translate(lang, message_key), code=exc.code.name)
+
+
+def settings_error_text(exc: SettingsError) -> str:
+    """``exc`` in the command line's language: each bad setting with where it was set and the value given
+    (pydantic's English only as the reason of a refusal the catalogue has no words for)."""
+    lang = cli_language()
+    if exc.file is not None and exc.file_reason is None:
+        return translate(lang, "cli.settings.no_such_file", file=str(exc.file))
+    if exc.file is not None:
+        return translate(lang, "cli.settings.unreadable_file", file=str(exc.file), reason=exc.file_reason)
+    if not exc.problems:
+        return f"limen: {exc}"
+    return translate(lang, "cli.settings.invalid") + setting_problems_text(exc)
+
+
+def setting_problems_text(exc: SettingsError) -> str:
+    """Each bad setting of ``exc`` on a line of its own, indented, in the command line's language."""
+    lang = cli_language()
+    return "".join(f"\n  {setting_problem_text(lang, problem)}" for problem in exc.problems)
+
+
+def setting_problem_text(lang: str, problem: SettingProblem) -> str:
+    key = f"cli.settings.problem.{problem.kind}"
+    if key not in catalogue(lang):
+        key = "cli.settings.problem.other"
+    given = translate(lang, "cli.settings.value_hidden") if problem.value is None \
+        else json.dumps(problem.value, ensure_ascii=False, default=str)
+    reason = problem.message.removeprefix("Value error, ")
+    values = {name: value for name, value in problem.context.items() if name not in ("where", "value", "reason")}
+    text = translate(lang, key, **values, where=problem.where, value=given, reason=reason)
+    if problem.unprefixed is not None:
+        text += " " + translate(lang, "cli.settings.without_prefix", setting=problem.unprefixed)
+    return text
 
 
 def failed(exc: LimenError) -> typer.Exit:

@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 
+from limen.cli_output import settings_error_text
 from limen.settings import Settings, SettingsError, load_settings
 
 
@@ -29,7 +30,7 @@ class CliState:
             try:
                 self._settings = load_settings(self.config, **{**self.overrides, **more})
             except SettingsError as exc:
-                typer.echo(f"limen: {exc}", err=True)
+                typer.echo(settings_error_text(exc), err=True)
                 raise typer.Exit(2) from None
         return self._settings
 

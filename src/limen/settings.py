@@ -7,13 +7,15 @@ Nothing reads the environment after :func:`load_settings` returns.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
@@ -27,6 +29,8 @@ from pydantic_settings import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from limen.url_redaction import redacted_url
 
 ENV_PREFIX = "LIMEN_"
 
@@ -386,14 +390,63 @@ class _RememberedEnvironment(EnvSettingsSource):
         return dict(answer)  # pydantic-settings merges it into new dicts; the copy keeps ours as it was
 
 
+@dataclass(frozen=True, slots=True)
+class SettingProblem:
+    """One bad setting, as pydantic refused it: ``where`` the user set it (``LIMEN_PORT (port)``, or
+    ``FILE: port`` for a key of the settings file), pydantic's error ``kind`` and English ``message``, the
+    ``value`` given (None: none), the values its message names (``context``: ``ge``, ``expected``…) and,
+    for a file's key written with LIMEN_, the setting it meant (``unprefixed``)."""
+
+    where: str
+    kind: str
+    message: str
+    value: object = None
+    context: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    unprefixed: str | None = None
+
+    def __str__(self) -> str:
+        hint = f" (the file names settings without LIMEN_: {self.unprefixed} = …)" if self.unprefixed else ""
+        return f"{self.where}: {self.message}{hint}"
+
+
 class SettingsError(Exception):
-    """Invalid configuration; ``str()`` names each offending key the way the user set it."""
+    """Invalid configuration; ``str()`` names each offending key the way the user set it, in English. The
+    command line says it in its language from ``problems`` (each bad key) or ``file``/``file_reason`` (a
+    settings file that is missing, or that is not TOML: the parser's words)."""
+
+    def __init__(self, text: str, *, problems: Sequence[SettingProblem] = (), file: Path | None = None,
+                 file_reason: str | None = None) -> None:
+        super().__init__(text)
+        self.problems = tuple(problems)
+        self.file = file
+        self.file_reason = file_reason
 
 
-def _describe(error: dict[str, Any]) -> str:
+# Settings whose value an error never repeats (named for a secret, as `limen config show` masks them), and those
+# repeated with a URL's password hidden.
+_SECRET_SETTING = re.compile(r"token|secret|password", re.IGNORECASE)
+_URL_SETTING = re.compile(r"_url$", re.IGNORECASE)
+
+
+def _problem(error: Mapping[str, Any], where: str, *, unprefixed: str | None = None) -> SettingProblem:
+    given = error.get("input")
+    setting = str(error["loc"][0]).lower().removeprefix("limen_") if error.get("loc") else ""
+    if error.get("type") == "missing" or isinstance(given, dict) or _SECRET_SETTING.search(setting):
+        given = None
+    elif isinstance(given, str) and _URL_SETTING.search(setting):
+        given = redacted_url(given)
+    context = dict(error.get("ctx") or {})
+    if error.get("type") == "literal_error" and setting in Settings.model_fields:
+        # The choices as a list, not pydantic's English "'a', 'b' or 'c'".
+        context["expected"] = ", ".join(map(repr, get_args(Settings.model_fields[setting].annotation)))
+    return SettingProblem(where=where, kind=str(error.get("type", "")), message=str(error.get("msg", "")),
+                          value=given, context=context, unprefixed=unprefixed)
+
+
+def _describe(error: dict[str, Any]) -> SettingProblem:
     field = ".".join(str(part) for part in error["loc"]) or "(config)"
     env_name = f"{ENV_PREFIX}{field.upper()}"
-    return f"{env_name} ({field}): {error['msg']}"
+    return _problem(error, f"{env_name} ({field})")
 
 
 SettingSource = Literal["flag", "env", "file", "default"]
@@ -409,7 +462,7 @@ def _settings_class(config_file: Path | None, *, environment: bool) -> type[Sett
     if config_file is None and environment:
         return Settings
     if config_file is not None and not config_file.is_file():
-        raise SettingsError(f"--config ({config_file}): no such file")
+        raise SettingsError(f"--config ({config_file}): no such file", file=config_file)
 
     class ChosenSettings(Settings):
         model_config = SettingsConfigDict(toml_file=config_file)
@@ -441,14 +494,14 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         return _build(settings_cls, config_file, given, _describe)
     sources = setting_sources(config_file, **overrides)
 
-    def describe(error: dict[str, Any]) -> str:
+    def describe(error: dict[str, Any]) -> SettingProblem:
         # A key the file set (or one it has that limen does not know) is named as the file writes it: its
         # LIMEN_ variable would send the reader looking for something they never set.
         # The file's keys are matched without regard to case, as pydantic-settings reads them ("LIMEN_PORT"
         # in the file was reported as the variable LIMEN_LIMEN_PORT, which nobody set).
         key = str(error["loc"][0]).lower() if error["loc"] else ""
         if key in in_file and sources.get(key, "file") == "file":
-            return f"{config_file}: {_describe_file_key(error)}"
+            return _describe_file_key(error, prefix=f"{config_file}: ")
         return _describe(error)
 
     return _build(settings_cls, config_file, given, describe)
@@ -471,23 +524,23 @@ def check_settings_file(config_file: Path) -> Settings:
 
 
 def _build(settings_cls: type[Settings], config_file: Path | None, given: dict[str, Any],
-           describe: Callable[[dict[str, Any]], str]) -> Settings:
+           describe: Callable[[dict[str, Any]], SettingProblem]) -> Settings:
     try:
         return settings_cls(**given)
     except ValidationError as exc:
-        lines = [describe(dict(error)) for error in exc.errors()]
-        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+        problems = [describe(dict(error)) for error in exc.errors()]
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(map(str, problems)),
+                            problems=problems) from None
     except (OSError, ValueError) as exc:  # unreadable or malformed TOML
-        raise SettingsError(f"invalid configuration file {config_file}: {exc}") from None
+        raise SettingsError(f"invalid configuration file {config_file}: {exc}", file=config_file,
+                            file_reason=str(exc)) from None
 
 
-def _describe_file_key(error: dict[str, Any]) -> str:
+def _describe_file_key(error: dict[str, Any], *, prefix: str = "") -> SettingProblem:
     field = ".".join(str(part) for part in error["loc"]) or "(config)"
-    said = f"{field}: {error['msg']}"
     setting = field.lower().removeprefix("limen_")
-    if error.get("type") == "extra_forbidden" and setting != field.lower() and setting in Settings.model_fields:
-        said += f" (the file names settings without LIMEN_: {setting} = …)"
-    return said
+    meant = error.get("type") == "extra_forbidden" and setting != field.lower() and setting in Settings.model_fields
+    return _problem(error, f"{prefix}{field}", unprefixed=setting if meant else None)
 
 
 def setting_sources(config_file: Path | None = None, **overrides: Any) -> dict[str, SettingSource]:

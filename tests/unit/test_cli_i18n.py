@@ -65,6 +65,42 @@ def test_errors_in_korean_keep_the_code_and_details(tmp_path: Path) -> None:
     assert err.startswith("limen: VM not found: ") and "Reload the VM list. [VM_NOT_FOUND]" in err
 
 
+def test_configuration_errors_in_korean_name_the_setting_and_its_value(tmp_path: Path) -> None:
+    """pydantic's English ("Extra inputs are not permitted", "Input should be a valid integer") showed under
+    LIMEN_LANG=ko: each bad setting is said in Korean, with where it was set and what it was set to."""
+    bad_env = {"LIMEN_PORT": "abc", "LIMEN_LOG_LEVEL": "loud", "LIMEN_CONSOLE_WRITE_TIMEOUT": "soon"}
+    code, _, err = run(tmp_path, {**KOREAN, **bad_env}, "config", "show")
+    assert code == 2
+    lines = err.splitlines()
+    assert lines[0] == "limen: 설정이 올바르지 않습니다:" and "Input should" not in err, err
+    assert sorted(lines[1:]) == sorted([
+        "  LIMEN_LOG_LEVEL (log_level): 'debug', 'info', 'warning', 'error' 중 하나여야 합니다(지정한 값: \"loud\")",
+        '  LIMEN_PORT (port): 정수여야 합니다(지정한 값: "abc")',
+        '  LIMEN_CONSOLE_WRITE_TIMEOUT (console_write_timeout): 숫자여야 합니다(지정한 값: "soon")',
+    ])
+    settings_file = tmp_path / "limen.toml"
+    settings_file.write_text('limen_port = 8081\nbogus = "x"\nport = 0\n')
+    code, _, err = run(tmp_path, KOREAN, "config", "check", str(settings_file))
+    assert code == 2 and "Extra inputs" not in err and "greater than" not in err, err
+    assert err.startswith(f"limen: {settings_file} 설정 파일이 올바르지 않습니다:\n")
+    assert "  port: 1 이상이어야 합니다(지정한 값: 0)" in err
+    assert '  bogus: limen에 없는 설정입니다(지정한 값: "x")' in err
+    assert ("limen_port: limen에 없는 설정입니다(지정한 값: 8081) "
+            "(파일에서는 설정 이름을 LIMEN_ 없이 씁니다: port = …)") in err
+    code, _, err = run(tmp_path, KOREAN, "--config", str(tmp_path / "missing.toml"), "config", "show")
+    assert (code, err.strip()) == (2, f"limen: --config ({tmp_path / 'missing.toml'}): 그런 파일이 없습니다")
+
+
+def test_a_configuration_error_never_repeats_a_secret(tmp_path: Path) -> None:
+    code, _, err = run(tmp_path, {**KOREAN, "LIMEN_DATABASE_URL": "mysql://limen:hunter2@db/limen"}, "config", "show")
+    assert code == 2 and "hunter2" not in err and "mysql://limen:***@db/limen" in err, err
+    settings_file = tmp_path / "limen.toml"
+    settings_file.write_text('metrics_token = 12345678\n')  # a number where text belongs: refused, not repeated
+    code, _, err = run(tmp_path, KOREAN, "config", "check", str(settings_file))
+    assert code == 2 and "12345678" not in err, err
+    assert "metrics_token: 문자열이어야 합니다(지정한 값: (표시 안 함))" in err, err
+
+
 def test_english_by_default_and_limen_lang_wins(tmp_path: Path) -> None:
     assert run(tmp_path, ENGLISH, "vm", "list")[1].split()[:2] == ["NAME", "STATE"]
     assert run(tmp_path, {**KOREAN, "LIMEN_LANG": "en"}, "vm", "list")[1].split()[:2] == ["NAME", "STATE"]
