@@ -19,6 +19,7 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -39,9 +40,16 @@ _HOST_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,
 
 
 
-def tls_pair_problem(cert: Path, key: Path) -> str | None:
-    """Why ``cert`` and ``key`` cannot serve TLS together, in one line, or None. Checked with the settings, so
-    that ``limen serve`` says it before it says it serves (else a traceback from uvicorn's start)."""
+def refused(kind: str, english: str, **values: object) -> PydanticCustomError:
+    """A setting refused by one of limen's own rules: ``kind`` names the rule for the command line's words
+    (``cli.settings.problem.<kind>`` in the catalogues), ``english`` says it with ``values`` ({name}), as
+    ``str(SettingsError)`` and the English catalogue do."""
+    return PydanticCustomError(kind, english, values)
+
+
+def tls_pair_problem(cert: Path, key: Path) -> PydanticCustomError | None:
+    """Why ``cert`` and ``key`` cannot serve TLS together (see :func:`refused`), or None. Checked with the
+    settings, so that ``limen serve`` says it before it says it serves (else a traceback from uvicorn's start)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         with key.open("rb") as head:
@@ -51,13 +59,16 @@ def tls_pair_problem(cert: Path, key: Path) -> str | None:
     except ssl.SSLError as exc:
         reason = str(exc.reason or exc)
         if encrypted:
-            return (f"{str(key)!r} is encrypted: limen needs the key without a passphrase "
-                    f"(openssl pkey -in {key} -out PLAIN_KEY)")
+            return refused("limen_key_encrypted", "{key} is encrypted: limen needs the key without a passphrase "
+                           "(openssl pkey -in {key_path} -out PLAIN_KEY)", key=repr(str(key)), key_path=str(key))
         if "KEY_VALUES_MISMATCH" in reason:
-            return f"{str(key)!r} is not the key of the certificate {str(cert)!r}"
-        return f"{str(cert)!r} and {str(key)!r} are not a PEM certificate and its key ({reason})"
+            return refused("limen_key_mismatch", "{key} is not the key of the certificate {cert}",
+                           key=repr(str(key)), cert=repr(str(cert)))
+        return refused("limen_not_pem", "{cert} and {key} are not a PEM certificate and its key ({why})",
+                       cert=repr(str(cert)), key=repr(str(key)), why=reason)
     except OSError as exc:
-        return f"cannot read {str(cert)!r} or {str(key)!r}: {exc.strerror or exc}"
+        return refused("limen_tls_unreadable", "cannot read {cert} or {key}: {why}", cert=repr(str(cert)),
+                       key=repr(str(key)), why=str(exc.strerror or exc))
     return None
 
 class Settings(BaseSettings):
@@ -196,28 +207,29 @@ class Settings(BaseSettings):
     @classmethod
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
-            raise ValueError("must not be empty")
+            raise refused("limen_empty", "must not be empty")
         return value
 
     @field_validator("tls_cert")
     @classmethod
     def _tls_cert(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
-            raise ValueError(f"{str(value)!r} is not a readable certificate file")
+            raise refused("limen_certificate_unreadable", "{path} is not a readable certificate file",
+                          path=repr(str(value)))
         return value
 
     @field_validator("tls_key")
     @classmethod
     def _tls_key(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         if value is not None and not value.is_file():
-            raise ValueError(f"{str(value)!r} is not a readable key file")
+            raise refused("limen_key_unreadable", "{path} is not a readable key file", path=repr(str(value)))
         has_cert = info.data.get("tls_cert") is not None
         if (value is None) == has_cert and "tls_cert" in info.data:
-            raise ValueError("tls_cert and tls_key go together: give both or neither")
+            raise refused("limen_tls_pair_half", "tls_cert and tls_key go together: give both or neither")
         if value is not None and has_cert:
             problem = tls_pair_problem(info.data["tls_cert"], value)
             if problem:
-                raise ValueError(problem)
+                raise problem
         return value
 
     @field_validator("database_url")
@@ -228,10 +240,11 @@ class Settings(BaseSettings):
         try:
             backend = make_url(value).get_backend_name()
         except ArgumentError:
-            raise ValueError("is not a database URL: sqlite:///PATH or postgresql://USER@HOST/DATABASE") from None
+            raise refused("limen_not_database_url",
+                          "is not a database URL: sqlite:///PATH or postgresql://USER@HOST/DATABASE") from None
         if backend not in ("sqlite", "postgresql"):
-            raise ValueError(f"limen keeps its data in SQLite or PostgreSQL, not {backend}: "
-                             "sqlite:///PATH or postgresql://USER@HOST/DATABASE")
+            raise refused("limen_database_backend", "limen keeps its data in SQLite or PostgreSQL, not {backend}: "
+                          "sqlite:///PATH or postgresql://USER@HOST/DATABASE", backend=backend)
         return value
 
     @property
@@ -244,14 +257,14 @@ class Settings(BaseSettings):
     @classmethod
     def _path_not_empty(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
-            raise ValueError("must be a path, not empty (leave it out for the default)")
+            raise refused("limen_empty_path", "must be a path, not empty (leave it out for the default)")
         return value
 
     @field_validator("stats_interval")
     @classmethod
     def _stats_interval(cls, value: float) -> float:
         if 0 < value < 0.5:
-            raise ValueError("must be 0 (off) or at least 0.5 seconds")
+            raise refused("limen_stats_interval", "must be 0 (off) or at least 0.5 seconds")
         return value
 
     @field_validator("allowed_origins", "trusted_proxies", "allowed_hosts", mode="before")
@@ -268,7 +281,8 @@ class Settings(BaseSettings):
         for origin in value:
             parts = urlsplit(origin.strip().rstrip("/"))
             if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
-                raise ValueError(f"{origin!r} is not an origin like https://limen.example.org[:port]")
+                raise refused("limen_not_origin", "{origin} is not an origin like https://limen.example.org[:port]",
+                              origin=repr(origin))
             origins.append(f"{parts.scheme}://{parts.netloc.lower()}")
         return tuple(origins)
 
@@ -278,15 +292,16 @@ class Settings(BaseSettings):
         """Kept as its origin: scheme://host[:port] in lower case, default ports dropped."""
         if value is None:
             return None
-        shape = "is not an address like https://limen.example[:port]"
+        not_an_address = refused("limen_not_public_url", "{url} is not an address like https://limen.example[:port]",
+                                 url=repr(value))
         try:
             parts = urlsplit(value.strip())
             port = parts.port
         except ValueError:
-            raise ValueError(f"{value!r} {shape}") from None
+            raise not_an_address from None
         if (parts.scheme.lower() not in ("http", "https") or not parts.hostname or parts.path not in ("", "/")
                 or parts.query or parts.fragment or parts.username or parts.password):
-            raise ValueError(f"{value!r} {shape}")
+            raise not_an_address
         scheme, host = parts.scheme.lower(), parts.hostname.lower()
         host = f"[{host}]" if ":" in host else host
         if port is None or port == {"http": 80, "https": 443}[scheme]:
@@ -304,7 +319,8 @@ class Settings(BaseSettings):
                 try:
                     ipaddress.ip_address(bare)
                 except ValueError:
-                    raise ValueError(f"{host!r} is not a host name or address (no scheme, no port)") from None
+                    raise refused("limen_not_host", "{host} is not a host name or address (no scheme, no port)",
+                                  host=repr(host)) from None
             hosts.append(name)
         return tuple(hosts)
 
@@ -316,13 +332,15 @@ class Settings(BaseSettings):
             try:
                 networks.append(str(ipaddress.ip_network(network, strict=False)))
             except ValueError:
-                raise ValueError(f"{network!r} is not an address or a CIDR like 10.0.0.0/8") from None
+                raise refused("limen_not_network", "{network} is not an address or a CIDR like 10.0.0.0/8",
+                              network=repr(network)) from None
         return tuple(networks)
 
     @model_validator(mode="after")
     def _password_hash_memory(self) -> Settings:
         if self.password_hash_memory_kib < 8 * self.password_hash_parallelism:
-            raise ValueError("password_hash_memory_kib must be at least 8 KiB per lane (password_hash_parallelism)")
+            raise refused("limen_hash_memory",
+                          "password_hash_memory_kib must be at least 8 KiB per lane (password_hash_parallelism)")
         return self
 
     @model_validator(mode="after")

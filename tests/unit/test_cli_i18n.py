@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,9 +13,10 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from limen import settings as settings_module
 from limen.cli import app
 from limen.doctor import START_SERVER_FIX, Said, _unreachable_fix
-from limen.i18n import display_width, translate
+from limen.i18n import catalogue, display_width, translate
 from tests.conftest import ISO_DIR, TEST_DRIVER_URI
 from tests.support.cli import CliRunner
 
@@ -89,6 +91,28 @@ def test_configuration_errors_in_korean_name_the_setting_and_its_value(tmp_path:
             "(파일에서는 설정 이름을 LIMEN_ 없이 씁니다: port = …)") in err
     code, _, err = run(tmp_path, KOREAN, "--config", str(tmp_path / "missing.toml"), "config", "show")
     assert (code, err.strip()) == (2, f"limen: --config ({tmp_path / 'missing.toml'}): 그런 파일이 없습니다")
+
+
+def test_limens_own_setting_rules_speak_korean_too(tmp_path: Path) -> None:
+    bad_env = {"LIMEN_STATS_INTERVAL": "0.1", "LIMEN_TRUSTED_PROXIES": "nope", "LIMEN_PUBLIC_URL": "ftp://x",
+               "LIMEN_DATABASE_URL": "mysql://limen@db/limen"}
+    code, _, err = run(tmp_path, {**KOREAN, **bad_env}, "config", "show")
+    assert code == 2
+    assert sorted(err.splitlines()[1:]) == sorted([
+        '  LIMEN_STATS_INTERVAL (stats_interval): 0(끔)이거나 0.5초 이상이어야 합니다(지정한 값: "0.1")',
+        "  LIMEN_TRUSTED_PROXIES (trusted_proxies): 주소나 10.0.0.0/8 같은 CIDR이 아닙니다: 'nope'",
+        "  LIMEN_PUBLIC_URL (public_url): https://limen.example[:port] 같은 주소가 아닙니다: 'ftp://x'",
+        "  LIMEN_DATABASE_URL (database_url): limen은 데이터를 SQLite나 PostgreSQL에만 저장하며 mysql은(는) 쓸 수 "
+        '없습니다(지정한 값: "mysql://limen@db/limen"). sqlite:///PATH 또는 postgresql://USER@HOST/DATABASE 형식으로 '
+        "쓰세요",
+    ]), err
+
+
+def test_every_rule_of_the_settings_has_words_in_both_languages() -> None:
+    kinds = set(re.findall(r'refused\(\s*"(\w+)"', Path(settings_module.__file__).read_text()))
+    assert len(kinds) > 10
+    for lang in ("en", "ko"):
+        assert sorted(kind for kind in kinds if f"cli.settings.problem.{kind}" not in catalogue(lang)) == [], lang
 
 
 def test_a_configuration_error_never_repeats_a_secret(tmp_path: Path) -> None:
