@@ -4,7 +4,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { actionName, fieldErrorText, localizedError, quotaText } from "../../src/limen/web/static/js/i18n.js";
+import {
+  actionName, fieldErrorText, localizedError, quotaText, sessionEndText,
+} from "../../src/limen/web/static/js/i18n.js";
 
 test("a VM action is shown by its name in the page's language", () => {
   assert.equal(actionName("start"), "Start");
@@ -14,6 +16,11 @@ test("a VM action is shown by its name in the page's language", () => {
 
 test("an action the catalogue does not know (a newer server's) is shown as it came", () => {
   assert.equal(actionName("defragment"), "defragment");
+});
+
+test("a console session's normal end is said in words (the audit page showed a bare OK); an unknown code is not", () => {
+  assert.equal(sessionEndText("OK"), "Ended normally");
+  assert.equal(sessionEndText("DEFRAGMENTED"), null);
 });
 
 test("an English form says the server's words for the field, without its name and the request id", () => {

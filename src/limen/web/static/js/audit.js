@@ -5,7 +5,7 @@ import { api, ApiError } from "./api.js";
 import { errorBox, formatBytes, h } from "./dom.js";
 import { actionDetailsText, actionResultText } from "./action-details.js";
 import { mountUserMenu } from "./session.js";
-import { actionName, clientError, formatDateTime, formatNumber, formatTime, t } from "./i18n.js";
+import { actionName, clientError, formatDateTime, formatNumber, formatTime, sessionEndText, t } from "./i18n.js";
 
 const REFRESH_MS = 3000;
 // Rows asked for at first, and the most the API gives (MAX_LIMIT); "Show more" doubles the first.
@@ -34,10 +34,16 @@ function clipped(name, uuid) {
   return h("span", { class: "clip", title: uuid ? `${text} (${uuid})` : text, text });
 }
 
+/** How a session ended, in words beside its stable code (the code is what the API and the logs say). */
+function sessionEnd(session) {
+  if (session.live) return h("span", { class: "badge running", text: t("audit.live") });
+  if (!session.end_code) return "—";
+  const words = sessionEndText(session.end_code);
+  return h("span", { title: session.end_details || "" }, words ? `${words} ` : "", h("code", { text: session.end_code }));
+}
+
 function sessionRow(session) {
-  const end = session.live
-    ? h("span", { class: "badge running", text: t("audit.live") })
-    : h("code", { text: session.end_code || "—", title: session.end_details || "" });
+  const end = sessionEnd(session);
   const actions = [];
   if (session.live && user && user.role === "admin") {
     actions.push(h("button", {

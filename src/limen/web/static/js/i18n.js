@@ -109,6 +109,13 @@ export function actionName(action) {
   return has(key) ? t(key) : action;
 }
 
+/** How a console session ended (its `end_code`: "OK" or an error code) in the page's language: a normal end in
+ * words, an error by its title; null for a code the catalogue does not know (a newer server's). */
+export function sessionEndText(code) {
+  if (code === "OK") return t("audit.end_ok");
+  return has(`error.${code}.title`) ? t(`error.${code}.title`) : null;
+}
+
 /**
  * A validation error's broken rule (the JSON error's `rule`, e.g. {kind: "range", min, max, unit, limit},
  * {kind: "length", min, max}, {kind: "vm_name"}; limen.errors.Rule) in the page's language, for the field it
