@@ -280,9 +280,10 @@ def test_the_create_forms_field_errors_follow_the_language(
     page.click("#submit")
     expect(page.locator("#name-error")).to_have_text(
         "영문자, 숫자, “_”, “.”, “-”만 63자까지 쓸 수 있으며 영문자나 숫자로 시작해야 합니다.")
-    expect(page.locator("#vcpus-error")).to_contain_text("(이 호스트의 CPU 수)")
-    expect(page.locator("#memory_mib-error")).to_contain_text("MiB 사이여야 합니다 (이 호스트의 메모리).")
-    expect(page.locator("#memory_mib-error")).to_contain_text("32~")
+    expect(page.locator("#vcpus-error")).to_contain_text("상한은 이 호스트의 CPU 수입니다.")
+    expect(page.locator("#memory_mib-error")).to_contain_text(
+        "MiB 이하여야 합니다. 상한은 이 호스트의 메모리 크기입니다.")
+    expect(page.locator("#memory_mib-error")).to_contain_text("32 MiB 이상")
     expect(page.locator("[aria-invalid=true]")).to_have_count(3)
     expect(page.locator("#name")).to_be_focused()
     save_screenshot(page, "i18n-create-field-error-ko-phone")
@@ -292,7 +293,7 @@ def test_the_create_forms_field_errors_follow_the_language(
     page.click("#submit")
     expect(page.locator("#name-error")).to_be_hidden()
     expect(page.locator("#vcpus-error")).to_be_hidden()
-    expect(page.locator("#memory_mib-error")).to_contain_text("32~")
+    expect(page.locator("#memory_mib-error")).to_contain_text("32 MiB 이상")
     # The same on the users page: a name the audit trail keeps for the command line.
     page.goto(f"{server.base_url}/users")
     page.fill("#new-name", "cli:bob")
@@ -303,7 +304,7 @@ def test_the_create_forms_field_errors_follow_the_language(
     # A 65-character name is refused, never cut to 64 as it is typed (the field had a maxlength).
     page.fill("#new-name", "b" * 65)
     page.click("#create-form [type=submit]")
-    expect(page.locator("#new-name-error")).to_have_text("1~64자여야 합니다.")
+    expect(page.locator("#new-name-error")).to_have_text("1자 이상 64자 이하여야 합니다.")
     expect(page.locator("#new-name")).to_have_value("b" * 65)
     page.goto(f"{server.base_url}/vms/new")
     page.fill("#name", "v" * 64)
@@ -325,10 +326,10 @@ def test_the_create_forms_field_errors_follow_the_language(
     page.click("#settings-save")
     box = page.locator("#settings-status .error-box")
     expect(box.locator(".error-message")).to_contain_text("이름: 영문자, 숫자")
-    expect(box.locator(".error-message")).to_contain_text("메모리 (MiB): 32~")
+    expect(box.locator(".error-message")).to_contain_text("메모리 (MiB): 32 MiB 이상")
     expect(page.locator("#settings-form [aria-invalid=true]")).to_have_count(2)  # name and memory, marked
     expect(page.locator("#set-name")).to_be_focused()
-    expect(box.locator(".error-message")).to_contain_text("사이여야 합니다 (이 호스트의 메모리).")
+    expect(box.locator(".error-message")).to_contain_text("상한은 이 호스트의 메모리 크기입니다.")
     expect(box.locator("code")).to_have_text("VALIDATION_ERROR")
     # Its delete dialog asks a Korean question ("가상 머신 삭제할까요?" lacked its particle).
     page.get_by_role("button", name="limen-test-i18n-stopped 삭제").click()

@@ -147,6 +147,17 @@ def test_every_validation_rule_has_words_in_both_languages() -> None:
         assert not missing, (lang, missing)
 
 
+def test_korean_ranges_say_each_bound_with_its_unit() -> None:
+    """"{min}~{max} 사이" said the range twice over; a Korean form says 이상 … 이하, the unit after each bound
+    (i18n.js ruleText passes the unit with its leading space, numbers formatted)."""
+    said = translate("ko", "rule.range", min="256", max="8,192", unit=" MiB")
+    assert said == "256 MiB 이상 8,192 MiB 이하여야 합니다."
+    assert translate("ko", "rule.range", min="1", max="63", unit="") == "1 이상 63 이하여야 합니다."
+    assert translate("ko", "rule.length", min="1", max="63") == "1자 이상 63자 이하여야 합니다."
+    for key in ("rule.range", "rule.range.host_cpus", "rule.range.host_memory", "rule.length"):
+        assert "~" not in catalogue("ko")[key] and "사이" not in catalogue("ko")[key], key
+
+
 def test_catalogue_json_cannot_end_its_script_element() -> None:
     for lang in LANGUAGE_CODES:
         text = catalogue_json(lang)
