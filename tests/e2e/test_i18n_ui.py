@@ -300,7 +300,7 @@ def test_the_create_forms_field_errors_follow_the_language(
     page.fill("#new-password", "a long enough password")
     page.click("#create-form [type=submit]")
     expect(page.locator("#new-name-error")).to_have_text(
-        "“cli:”(으)로 시작할 수 없습니다 (감사 기록에서 명령줄을 가리키는 이름입니다).")
+        "“cli:” 접두어는 쓸 수 없습니다 (감사 기록에서 명령줄을 가리키는 접두어입니다).")
     # A 65-character name is refused, never cut to 64 as it is typed (the field had a maxlength).
     page.fill("#new-name", "b" * 65)
     page.click("#create-form [type=submit]")

@@ -226,7 +226,7 @@ def test_while_the_stream_is_down_the_details_page_polls(
 # -- both languages at both widths -------------------------------------------------------------------
 
 LANGUAGES = {"en": "en-US", "ko": "ko-KR"}
-UPLOADED = {"en": "Uploaded {name} (1.0 MiB).", "ko": "{name} 업로드 완료 (1.0 MiB)."}
+UPLOADED = {"en": "Uploaded {name} (1.0 MiB).", "ko": "{name} 이미지를 업로드했습니다 (1.0 MiB)."}
 WIDTHS: dict[str, ViewportSize] = {"1280": DESKTOP, "390": PHONE}
 # Words that would mean an English text was left on a Korean page (the VM's and the ISO's names aside).
 ENGLISH_LEFT = re.compile(

@@ -152,7 +152,7 @@ def test_users_in_korean(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["--data-dir", str(tmp_path / "data"), "user", "create", "관리자-한글",
                                       "--admin", "--password-stdin"], input="password-123\n", env=KOREAN)
     assert result.exit_code == 0, result.stderr
-    assert result.stdout.strip() == "관리자 '관리자-한글' 만듦"  # the role in words ("admin '…' 만듦" before)
+    assert result.stdout.strip() == "'관리자-한글' 사용자를 만들었습니다 (역할: 관리자)"  # the role in words
     header, row = run(tmp_path, KOREAN, "user", "list")[1].splitlines()
     assert header.split() == ["이름", "역할", "상태", "생성", "시각"]
     assert row.startswith("관리자-한글  관리자  활성")  # the role in words too ("admin" before)
@@ -161,8 +161,9 @@ def test_users_in_korean(tmp_path: Path) -> None:
 def test_hosts_tokens_and_restores_speak_korean(tmp_path: Path) -> None:
     # They stayed English on a Korean terminal: host lines, the token's note, unlock, the backup's result.
     code, out, err = run(tmp_path, KOREAN, "host", "add", "edge", "test:///edge-not-there")
-    assert (code, out.strip()) == (0, "호스트 edge 추가함 (test:///edge-not-there)"), err
-    assert run(tmp_path, KOREAN, "host", "drain", "edge")[1].strip() == "호스트 edge: 새 가상 머신을 받지 않음"
+    assert (code, out.strip()) == (0, "edge 호스트를 추가했습니다 (test:///edge-not-there)"), err
+    drained = run(tmp_path, KOREAN, "host", "drain", "edge")[1].strip()
+    assert drained == "edge 호스트는 이제 새 가상 머신을 받지 않습니다"
     code, _, err = run(tmp_path, KOREAN, "host", "add", "edge", "test:///other")
     assert code == 1 and "HOST_ALREADY_EXISTS" in err and "호스트" in err.splitlines()[0], err
     CliRunner().invoke(app, ["--data-dir", str(tmp_path / "data"), "user", "create", "bob", "--password-stdin"],
@@ -170,7 +171,7 @@ def test_hosts_tokens_and_restores_speak_korean(tmp_path: Path) -> None:
     code, _, err = run(tmp_path, KOREAN, "token", "create", "backup", "--user", "bob")
     assert code == 0 and "위의 비밀 값은 이번에만 보입니다" in err, err
     code, out, _ = run(tmp_path, KOREAN, "user", "unlock", "bob")
-    assert out.strip() == "'bob' 잠금 해제함 (주소 0곳의 로그인 실패 기록을 지움)"
+    assert out.strip() == "'bob'의 로그인 잠금을 해제했습니다 (주소 0곳의 로그인 실패 기록을 지웠습니다)"
     code, out, err = run(tmp_path, KOREAN, "backup", str(tmp_path / "b.limen"), "--no-vms")
     assert code == 0 and out.startswith(f"백업 {tmp_path / 'b.limen'}: 스키마 "), err
 

@@ -158,6 +158,50 @@ def test_korean_ranges_say_each_bound_with_its_unit() -> None:
         assert "~" not in catalogue("ko")[key] and "사이" not in catalogue("ko")[key], key
 
 
+# What the pages and the command line say once something is done: toasts, a row's or a form's result, a
+# command's one line. Korean said some "…삭제함" and others "…삭제했습니다"; all now end politely.
+KOREAN_RESULTS = (
+    "action.start.done", "action.stop.done", "action.force_stop.done", "action.reboot.done", "action.reset.done",
+    "action.delete.done", "details.saved", "details.inserted_ok", "details.ejected_ok", "details.finished",
+    "details.finished_next_start", "details.resized", "snapshots.taken", "snapshots.reverted", "snapshots.deleted",
+    "list.deleted", "list.deleted_with_volume", "list.deleted_with_volumes", "login.created", "login.created_pending",
+    "new.created", "tokens.created", "tokens.revoked_toast", "tokens.copied", "users.enabled_note",
+    "users.disabled_note", "users.approved", "users.approved_name", "users.deleted", "users.created",
+    "users.created_name", "users.quota_saved", "users.quota_saved_name", "users.role_changed", "users.unlocked",
+    "users.unlocked_one", "users.unlocked_none", "isos.deleted_toast", "isos.uploaded", "isos.cancelled",
+    "console.copied", "console.clip_sent", "console.sent_combo", "console.typed", "cli.deleted_vm",
+    "cli.deleted_vm_and", "cli.user_created", "cli.user_deleted", "cli.password_changed", "cli.token_revoked",
+    "cli.iso_deleted", "cli.iso_uploaded", "cli.snapshot_taken", "cli.snapshot_reverted", "cli.snapshot_deleted",
+    "cli.host.added", "cli.host.removed", "cli.host.drains", "cli.host.takes_new", "cli.unlocked",
+    "cli.address_unlocked", "cli.vm_no_owner", "cli.admin_created", "cli.restore.done", "cli.restore.kept",
+    "cli.restore.settings_written",
+)
+# The terse endings of a done thing ("삭제함", "만듦", "씀", "꺼냄", "되돌림", "넣음", "끔").
+TERSE_ENDING = re.compile(r"(?:함|듦|씀|냄|림|넣음|끔)(?=$|[\s.:·(,])")
+
+
+def test_korean_results_are_polite_sentences() -> None:
+    korean = catalogue("ko")
+    terse = {key: text for key in KOREAN_RESULTS
+             if "니다" not in (text := korean[key]) or TERSE_ENDING.search(text)}
+    assert terse == {}
+
+
+# "을(를)", "이(가)", "(으)로" …: a particle for either ending of the word before it, as a form letter has.
+PARTICLE_FALLBACK = re.compile(r"[을를이가은는와과]\([을를이가은는와과]\)|\((?:으|이|과|와)\)")
+# Dialogs whose name the page puts between two texts: the particle opens the text after the name.
+SPLIT_AROUND_A_NAME = {"list.delete_after", "snapshots.revert_text_2", "snapshots.revert_text_3",
+                       "snapshots.delete_text_3", "isos.delete_q_2"}
+
+
+def test_korean_texts_put_a_noun_rather_than_a_particle_fallback_after_a_name() -> None:
+    """"{name}을(를) 삭제했습니다" reads as a form letter; "{name} 스냅샷을 삭제했습니다" has the noun after the
+    name carry the particle, as Korean says it."""
+    fallbacks = {key: text for key, text in catalogue("ko").items()
+                 if PARTICLE_FALLBACK.search(text) and key not in SPLIT_AROUND_A_NAME}
+    assert fallbacks == {}
+
+
 def test_catalogue_json_cannot_end_its_script_element() -> None:
     for lang in LANGUAGE_CODES:
         text = catalogue_json(lang)
@@ -166,7 +210,7 @@ def test_catalogue_json_cannot_end_its_script_element() -> None:
 
 
 def test_translate_fills_placeholders() -> None:
-    assert translate("ko", "console.typed", count=12) == "연결됨 · 12자 입력함"
+    assert translate("ko", "console.typed", count=12) == "연결됨 · 12자를 입력했습니다"
     assert translate("en", "console.typed", count=12) == "Connected · typed 12 characters"
     assert translate("ko", "no.such.key") == "no.such.key"
 
