@@ -200,7 +200,7 @@ def test_console_in_korean_translates_stages_and_errors_while_frames_stay_englis
     expect(box).to_have_attribute("data-code", "VM_NOT_RUNNING")
     expect(box.locator(".error-title")).to_have_text("가상 머신이 실행 중이 아님")
     expect(box.locator(".error-message")).to_have_text("가상 머신을 시작한 뒤 다시 시도하세요.")
-    expect(page.locator("#stages .stage.failed .msg")).to_have_text("연결됨, 가상 머신 상태 확인 중...")
+    expect(page.locator("#stages .stage.failed .msg")).to_have_text("연결됨, 가상 머신 상태 확인 중…")
     expect(page.locator("#panel-title")).to_have_text("콘솔을 열 수 없습니다")
     expect(page.locator("#panel-sub")).to_have_text("실패한 단계: 가상 머신 확인 (check_vm).")
     expect(page.locator("#panel-extra").get_by_role("button", name="가상 머신 시작 후 연결")).to_be_visible()
@@ -222,7 +222,7 @@ def test_console_in_korean_translates_stages_and_errors_while_frames_stay_englis
     port = str(connect["message"]).split("port ")[1].rstrip(".")
     assert connect["message"] == f"Connecting to VNC server on port {port}..."
     connect_item = page.locator('#stages .stage[data-stage="connect"] .msg')
-    expect(connect_item).to_have_text(f"VNC 서버에 연결 중 (포트 {port})...")
+    expect(connect_item).to_have_text(f"VNC 서버에 연결 중 (포트 {port})…")
     box = page.locator("#panel-extra .error-box")
     code = box.get_attribute("data-code")
     error = next(frame for frame in frames if frame["type"] == "error")

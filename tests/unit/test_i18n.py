@@ -202,6 +202,12 @@ def test_korean_texts_put_a_noun_rather_than_a_particle_fallback_after_a_name() 
     assert fallbacks == {}
 
 
+def test_korean_texts_write_an_ellipsis_as_one_character() -> None:
+    """The console's stage texts said "확인 중..." where every other Korean text says "불러오는 중…". (The seed's
+    English status texts keep their three dots: they are the console's contract, byte for byte.)"""
+    assert [key for key, text in catalogue("ko").items() if "..." in text] == []
+
+
 def test_catalogue_json_cannot_end_its_script_element() -> None:
     for lang in LANGUAGE_CODES:
         text = catalogue_json(lang)
