@@ -191,7 +191,7 @@ def test_doctor_speaks_korean_to_people_and_english_to_scripts(tmp_path: Path) -
     assert "VNC 그래픽 설정" in failed and "가상 머신에 VNC 그래픽 장치가 없습니다" in failed
     fix = lines[lines.index(failed) + 1]
     assert fix.split()[0] == "해결:" and "<devices>에 추가한 뒤" in fix
-    assert "'VNC 그래픽 설정' 통과가 필요함" in out
+    assert "'VNC 그래픽 설정' 점검을 통과해야 함" in out
     # Every check name is Korean, lined up by terminal columns (Hangul takes two).
     detail_columns = {display_width(line[:line.index(" ms  ") + 5]) for line in lines if " ms  " in line}
     assert len(detail_columns) == 1

@@ -208,6 +208,23 @@ def test_korean_texts_write_an_ellipsis_as_one_character() -> None:
     assert [key for key, text in catalogue("ko").items() if "..." in text] == []
 
 
+# One word for one thing: the word a Korean text must not use → the one the catalogue uses for it.
+KOREAN_TERMS = {
+    "스냅숏": "스냅샷",  # the one the pages used from the first
+    "가상머신": "가상 머신",
+    "재부팅": "재시작",  # the VM action (action.reboot.label); "다시 시작" is the prose of starting again
+    "검사": "점검",  # limen doctor's checks
+    "서비스": "실행 중 / 제공합니다",  # a server serving ("서비스 중" read as customer service)
+    "멈춥니다": "중지합니다",  # stopping a VM or the server; "멈췄습니다" stays for what hangs
+    "닿지": "연결할 수 없습니다",
+}
+
+
+def test_korean_texts_keep_one_word_for_each_thing() -> None:
+    found = {key: word for key, text in catalogue("ko").items() for word in KOREAN_TERMS if word in text}
+    assert found == {}
+
+
 def test_catalogue_json_cannot_end_its_script_element() -> None:
     for lang in LANGUAGE_CODES:
         text = catalogue_json(lang)
