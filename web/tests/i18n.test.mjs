@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import {
-  actionName, fieldErrorText, localizedError, quotaText, sessionEndText,
+  actionName, fieldErrorText, localizedError, quotaText, sessionEndText, tWith,
 } from "../../src/limen/web/static/js/i18n.js";
 
 test("a VM action is shown by its name in the page's language", () => {
@@ -21,6 +21,16 @@ test("an action the catalogue does not know (a newer server's) is shown as it ca
 test("a console session's normal end is said in words (the audit page showed a bare OK); an unknown code is not", () => {
   assert.equal(sessionEndText("OK"), "Ended normally");
   assert.equal(sessionEndText("DEFRAGMENTED"), null);
+});
+
+test("a sentence naming things keeps each name a node where its language puts it, not split into pieces", () => {
+  const name = { bold: "vm1" };
+  assert.deepEqual(tWith("list.delete_q", { name }), ["Delete the VM ", name, "? This cannot be undone."]);
+  const vm = { bold: "vm1" };
+  const snapshot = { bold: "s1" };
+  assert.deepEqual(tWith("snapshots.delete_text", { vm, snapshot }), ["Delete snapshot ", snapshot, " of ", vm,
+    "? The VM stays as it is; snapshots taken after this one stay. This cannot be undone."]);
+  assert.deepEqual(tWith("isos.uploaded", { name }, { size: "1.0 MiB" }), ["Uploaded ", name, " (1.0 MiB)."]);
 });
 
 test("an English form says the server's words for the field, without its name and the request id", () => {

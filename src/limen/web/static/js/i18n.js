@@ -37,10 +37,33 @@ export function has(key) {
   return Object.hasOwn(texts, key);
 }
 
+const PLACEHOLDER = /\{([a-z_]+)\}/g;
+
+function filled(text, params) {
+  return text.replace(PLACEHOLDER, (whole, name) => (Object.hasOwn(params, name) ? String(params[name]) : whole));
+}
+
 /** The text of `key` with its {placeholders} filled from `params`; the key itself when it is missing. */
 export function t(key, params = {}) {
+  return filled(has(key) ? texts[key] : key, params);
+}
+
+/**
+ * The text of `key` as an element's children: each {placeholder} named in `nodes` is that node (a name in
+ * bold, say), the rest text filled from `params`. Each language puts the names where its sentence has them
+ * (Korean: "{name} 가상 머신을 삭제할까요?"), so a particle follows a noun rather than the name.
+ */
+export function tWith(key, nodes, params = {}) {
   const text = has(key) ? texts[key] : key;
-  return text.replace(/\{([a-z_]+)\}/g, (whole, name) => (Object.hasOwn(params, name) ? String(params[name]) : whole));
+  const parts = [];
+  let from = 0;
+  for (const match of text.matchAll(PLACEHOLDER)) {
+    if (!Object.hasOwn(nodes, match[1])) continue;
+    parts.push(filled(text.slice(from, match.index), params), nodes[match[1]]);
+    from = match.index + match[0].length;
+  }
+  parts.push(filled(text.slice(from), params));
+  return parts.filter((part) => part !== "");
 }
 
 /**

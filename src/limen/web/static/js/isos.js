@@ -5,7 +5,7 @@ import { api, ApiError, CSRF_HEADER, currentUser, loginUrl } from "./api.js";
 import { errorBox, formatBytes, h, placeOf, redrawKeepingPlace, returnToPlace } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { RateMeter, uploadFigures } from "./upload-progress.js";
-import { fieldErrorText, formatDateTime, formatNumber, localizedError, t } from "./i18n.js";
+import { fieldErrorText, formatDateTime, formatNumber, localizedError, t, tWith } from "./i18n.js";
 
 const PENDING_CHECKSUM_REFRESH_MS = 4000;
 const MAX_HEADER = "X-Limen-Max-Iso-Bytes";
@@ -114,8 +114,7 @@ async function refresh() {
 function askDelete(iso) {
   deleting = iso.name;
   deletePlace = placeOf(document.activeElement, "iso");
-  ui.dialogText.replaceChildren(t("isos.delete_q_1"), h("strong", { text: iso.name }), t("isos.delete_q_2"),
-    t("isos.delete_effect"));
+  ui.dialogText.replaceChildren(...tWith("isos.delete_q", { name: h("strong", { text: iso.name }) }), t("isos.delete_effect"));
   ui.dialog.returnValue = "";
   ui.dialog.showModal();
   ui.dialogCancel.focus();
@@ -172,8 +171,8 @@ function finish(status, text) {
   }
   if (status === 201 && body) {
     ui.result.replaceChildren(h("div", { class: "notice ok", role: "status" },
-      h("div", {}, ...aroundName(t("isos.uploaded", { name: NAME_MARK, size: formatBytes(body.size_bytes) }),
-                                  h("strong", { text: body.name }))),
+      h("div", {}, ...tWith("isos.uploaded", { name: h("strong", { text: body.name }) },
+                            { size: formatBytes(body.size_bytes) })),
       h("div", { class: "sha-line" }, "SHA-256: ", h("code", { class: "sha", text: body.sha256 }))));
     ui.form.reset();
     refresh();
@@ -194,14 +193,6 @@ function finish(status, text) {
     showNameError(fieldErrorText(error, "name"));
     ui.name.focus(); // it was disabled during the upload: the focus had fallen to <body>
   }
-}
-
-// A sentence with the ISO's name in bold: the catalogue's text is split where the name goes (its place
-// differs between languages).
-const NAME_MARK = "\u0001";
-function aroundName(text, name) {
-  const [before, after = ""] = text.split(NAME_MARK);
-  return [before, name, after];
 }
 
 function startUpload(file, name) {

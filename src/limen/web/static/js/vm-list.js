@@ -13,7 +13,7 @@ import { formatPercent, formatSize } from "./stats-series.js";
 import { STOP_FOLLOW_UP_MS, stillRunningText } from "./stop-follow-up.js";
 import { POLL_MS, VmEvents } from "./vm-events.js";
 import { NO_CONSOLE_PLACEHOLDER, showConsoleLink } from "./vm-graphics.js";
-import { clientError, formatTime, lang, localizedError, t } from "./i18n.js";
+import { clientError, formatTime, lang, localizedError, t, tWith } from "./i18n.js";
 
 
 const REFRESH_MS = POLL_MS;
@@ -389,7 +389,7 @@ function openDeleteDialog(row) {
   const vm = row.vm;
   // Filled once the VM's snapshots are counted: deleting the VM deletes them too, and the dialog says so.
   const snapshotsNote = h("span", { id: "delete-snapshots" });
-  ui.dialogText.replaceChildren(t("list.delete_before"), h("strong", { class: "vm-ref", text: vm.name }), t("list.delete_after"),
+  ui.dialogText.replaceChildren(...tWith("list.delete_q", { name: h("strong", { class: "vm-ref", text: vm.name }) }),
     ACTIVE_STATES.has(vm.state) ? t("list.delete_running") : "", snapshotsNote);
   countSnapshots(row, snapshotsNote);
   const disks = (vm.disks || []).filter((d) => d.device === "disk" && d.path);

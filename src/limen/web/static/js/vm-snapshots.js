@@ -12,7 +12,7 @@
 
 import { api, ApiError } from "./api.js";
 import { errorBox, h, placeOf, redrawKeepingPlace, returnToPlace, spinner } from "./dom.js";
-import { formatDateTime, refusalText, t } from "./i18n.js";
+import { formatDateTime, refusalText, t, tWith } from "./i18n.js";
 
 const OPERATION_POLL_MS = 500;
 const RESULT_SHOWN_MS = 5000;
@@ -231,20 +231,21 @@ export function mountSnapshots() {
     ui.dialogCancel.focus();
   }
 
+  /** The VM's and the snapshot's names in bold, for a question that names both. */
+  function names(s) {
+    return { vm: h("strong", { class: "vm-ref", text: vm.name }), snapshot: h("strong", { class: "snapshot-ref", text: s.name }) };
+  }
+
   function askRevert(s) {
     const after = s.with_memory ? t("snapshots.after_memory") : t("snapshots.after_disks");
     ask(t("snapshots.revert_title"), t("snapshots.revert"), [
-      t("snapshots.revert_text_1"), h("strong", { class: "vm-ref", text: vm.name }), t("snapshots.revert_text_2"),
-      h("strong", { class: "snapshot-ref", text: s.name }), t("snapshots.revert_text_3"), after,
-      t("snapshots.revert_text_4")], () => act(
+      ...tWith("snapshots.revert_text", names(s)), after, t("snapshots.revert_loses")], () => act(
       "POST", path(`/${encodeURIComponent(s.name)}/revert`), t("snapshots.reverting", { name: s.name }),
       t("snapshots.reverted", { name: s.name }), t("snapshots.revert_what", { name: s.name })));
   }
 
   function askDelete(s) {
-    ask(t("snapshots.delete_title"), t("snapshots.delete"), [
-      t("snapshots.delete_text_1"), h("strong", { class: "snapshot-ref", text: s.name }), t("snapshots.delete_text_2"),
-      h("strong", { class: "vm-ref", text: vm.name }), t("snapshots.delete_text_3")], () => act(
+    ask(t("snapshots.delete_title"), t("snapshots.delete"), tWith("snapshots.delete_text", names(s)), () => act(
       "DELETE", path(`/${encodeURIComponent(s.name)}`), t("snapshots.deleting", { name: s.name }),
       t("snapshots.deleted", { name: s.name }), t("snapshots.delete_what", { name: s.name })));
   }
