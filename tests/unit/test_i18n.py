@@ -50,6 +50,14 @@ def test_every_key_exists_in_both_languages() -> None:
     assert sorted(korean.keys() - english.keys()) == []
 
 
+def test_no_catalogue_file_has_a_key_twice() -> None:
+    """JSON keeps the last of two equal keys without a word: cli.json had "cli.user.pending" twice in each
+    language (the first, "awaiting approval", never said)."""
+    for path in sorted(CATALOGUE_DIR.glob("*/*.json")):
+        keys = [key for key, _ in json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=list)]
+        assert sorted({key for key in keys if keys.count(key) > 1}) == [], path
+
+
 # A test per group of keys (cli, console, errors, ui), not per key: ~1,000 tests of a few microseconds each
 # cost ~0.7 s of pytest's own work. Each names every key that fails it.
 @pytest.mark.parametrize("group", sorted({key.split(".", 1)[0] for key in catalogue("en")}))
