@@ -102,9 +102,9 @@ def test_limens_own_setting_rules_speak_korean_too(tmp_path: Path) -> None:
         '  LIMEN_STATS_INTERVAL (stats_interval): 0(끔)이거나 0.5초 이상이어야 합니다(지정한 값: "0.1")',
         "  LIMEN_TRUSTED_PROXIES (trusted_proxies): 주소나 10.0.0.0/8 같은 CIDR이 아닙니다: 'nope'",
         "  LIMEN_PUBLIC_URL (public_url): https://limen.example[:port] 같은 주소가 아닙니다: 'ftp://x'",
-        "  LIMEN_DATABASE_URL (database_url): limen은 데이터를 SQLite나 PostgreSQL에만 저장하며 mysql은(는) 쓸 수 "
-        '없습니다(지정한 값: "mysql://limen@db/limen"). sqlite:///PATH 또는 postgresql://USER@HOST/DATABASE 형식으로 '
-        "쓰세요",
+        "  LIMEN_DATABASE_URL (database_url): limen은 데이터를 SQLite나 PostgreSQL에만 저장하며 mysql "
+        '데이터베이스는 쓸 수 없습니다(지정한 값: "mysql://limen@db/limen"). sqlite:///PATH 또는 '
+        "postgresql://USER@HOST/DATABASE 형식으로 쓰세요",
     ]), err
 
 
