@@ -54,6 +54,10 @@ def test_a_hung_host_shows_on_the_list_and_the_details_page(
         expect(page.locator("#refresh-note")).to_contain_text("live")
         extra_host.pause()
         expect(row.locator(".badge")).to_have_text("Host unavailable", timeout=(TIMEOUT + 5) * 1000)
+        # The list's row offers no action either (its buttons stayed enabled and each answered 503).
+        row_start = row.get_by_role("button", name=f"Start {name}", exact=True)
+        expect(row_start).to_be_disabled()
+        expect(row.locator('[data-action="delete"]')).to_be_disabled()
         details = page.context.new_page()
         details.goto(f"{server.base_url}/vms/{created.json()['uuid']}")
         expect(details.locator("#vm-state .badge")).to_have_text("Host unavailable")
@@ -67,6 +71,7 @@ def test_a_hung_host_shows_on_the_list_and_the_details_page(
         expect(details.locator("#vm-state .badge")).to_have_text("Stopped", timeout=20_000)
         expect(details.locator("#fact-host")).to_have_text("edge")
         expect(start).to_be_enabled()
+        expect(row_start).to_be_enabled()
     finally:
         extra_host.resume()
         remove_domain(extra_host.uri, name)

@@ -188,14 +188,15 @@ function updateRow(row, vm) {
 
 function applyEnabled(row) {
   const active = ACTIVE_STATES.has(row.vm.state);
-  const busy = row.pending !== null;
-  row.buttons.start.disabled = busy || active;
-  row.buttons.stop.disabled = busy || !active || row.vm.state === "shutting_down";
-  row.buttons.reboot.disabled = busy || row.vm.state !== "running";
-  row.buttons["force-stop"].disabled = busy || !active;
-  row.buttons.reset.disabled = busy || row.vm.state !== "running";
-  row.buttons.delete.disabled = busy;
-  row.moreSummary.classList.toggle("disabled", busy);
+  // A VM whose host does not answer: every action would be HYPERVISOR_UNAVAILABLE (503), as on its details page.
+  const blocked = row.pending !== null || row.vm.host_available === false;
+  row.buttons.start.disabled = blocked || active;
+  row.buttons.stop.disabled = blocked || !active || row.vm.state === "shutting_down";
+  row.buttons.reboot.disabled = blocked || row.vm.state !== "running";
+  row.buttons["force-stop"].disabled = blocked || !active;
+  row.buttons.reset.disabled = blocked || row.vm.state !== "running";
+  row.buttons.delete.disabled = blocked;
+  row.moreSummary.classList.toggle("disabled", blocked);
 }
 
 function render(vms, askedAt = Date.now()) {
