@@ -265,8 +265,8 @@ def test_a_token_is_shown_once_copied_used_and_revoked(
     row.locator("button[data-action=revoke]").click()
     page.click("#revoke-confirm")
     expect(row).to_have_attribute("data-revoked", "true")
-    # Its button went; the keyboard is on another token's Revoke or the page's heading, not on <body>.
-    expect(page.locator("#token-rows :focus, main h1:focus")).to_have_count(1)
+    # Its button went; the keyboard is on another token's Revoke or the tokens' table, not on <body>.
+    expect(page.locator("#token-rows :focus, #token-table:focus")).to_have_count(1)
     refused = httpx.get(f"{server.base_url}/api/me", headers={"Authorization": f"Bearer {secret}"}, timeout=30)
     assert refused.status_code == 401
 
@@ -276,6 +276,33 @@ def test_a_token_is_shown_once_copied_used_and_revoked(
     expect(phone.locator("#secret-panel")).to_be_visible()
     assert_fits(phone)
     save_screenshot(phone, "tokens-390")
+
+
+def test_revoking_keeps_the_keyboard_among_the_tokens(
+    server: LimenProcess, plain_user: str, signed_in_page: Callable[..., Page]
+) -> None:
+    page = signed_in_page(server, name=plain_user, password=PASSWORD, next_path="/tokens")
+    for name in ("alpha", "bravo", "charlie", "delta"):  # listed newest first: delta, charlie, bravo, alpha
+        page.fill("#token-name", name)
+        page.click("#token-create")
+        page.click("#secret-done")
+    expect(page.locator("#token-rows tr")).to_have_count(4)
+
+    def revoke(name: str) -> None:
+        row = page.locator("#token-rows tr", has_text=name)
+        row.locator("button[data-action=revoke]").focus()
+        page.keyboard.press("Enter")
+        page.click("#revoke-confirm")
+        expect(row).to_have_attribute("data-revoked", "true")
+
+    revoke("charlie")
+    revoke("bravo")
+    # alpha's neighbour is revoked (no button): the next token that has one, not the page's heading.
+    revoke("alpha")
+    expect(page.get_by_role("button", name="Revoke the token delta", exact=True)).to_be_focused()
+    # None left to revoke: the tokens' table, not the top of the page.
+    revoke("delta")
+    expect(page.locator("#token-table")).to_be_focused()
 
 
 def test_copy_falls_back_to_the_selected_secret(

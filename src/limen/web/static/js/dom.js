@@ -108,21 +108,32 @@ export function errorBox(shown, { actions = [], extraClass = "", localize = true
 
 /**
  * Where the keyboard was when a confirmed action began from a list's row (rows carry `data-<key>`): that
- * row and its neighbours, and the control's `data-action`. A delete removes the row and a redraw replaces
- * the control, and the focus then fell to <body>, the top of the page for a keyboard user.
+ * row, then the others nearest first (after, before, two after…), and the control's `data-action`. A delete
+ * removes the row and a redraw replaces the control, and the focus then fell to <body>, the top of the page
+ * for a keyboard user. All rows, not only the neighbours: a neighbour may have nothing left to focus (a
+ * revoked token), and the focus then went to the page's heading although other rows had controls.
  */
 export function placeOf(control, key) {
   const row = control && control.closest ? control.closest(`[data-${key}]`) : null;
   if (!row) return null;
-  const rowKey = (element) => (element && element.dataset[key] !== undefined ? element.dataset[key] : null);
-  const rows = [row, row.nextElementSibling, row.previousElementSibling].map(rowKey).filter((k) => k !== null);
+  const nearestFirst = [row];
+  let after = row.nextElementSibling;
+  let before = row.previousElementSibling;
+  while (after || before) {
+    if (after) nearestFirst.push(after);
+    if (before) nearestFirst.push(before);
+    after = after && after.nextElementSibling;
+    before = before && before.previousElementSibling;
+  }
+  const rowKey = (element) => (element.dataset[key] !== undefined ? element.dataset[key] : null);
+  const rows = nearestFirst.map(rowKey).filter((k) => k !== null);
   return { key, rows, action: control.dataset.action || null };
 }
 
 /**
  * After the list in `container` is drawn anew: the same control in the same row, else that row's first
- * control, else the same in the row that followed (or preceded) it, else `fallback`. Only when the focus
- * was lost (a user who moved on meanwhile keeps their place).
+ * control, else the same in the nearest row that has one, else `fallback`. Only when the focus was lost (a
+ * user who moved on meanwhile keeps their place).
  */
 export function returnToPlace(place, container, fallback) {
   const active = document.activeElement;

@@ -29,6 +29,9 @@ const ui = {
   rows: $("token-rows"),
   empty: $("token-empty"),
   ownerHead: $("owner-head"),
+  // Where the keyboard goes when no token is left to act on (the table, named by its caption): the page's
+  // heading, at the top, was a long way back for a keyboard user.
+  table: $("token-table"),
   dialog: $("revoke-dialog"),
   dialogText: $("revoke-text"),
   dialogCancel: $("revoke-cancel"),
@@ -86,7 +89,7 @@ async function refresh() {
   ui.ownerHead.hidden = !showingAll();
   // Newest first: the one just made is at the top.
   redrawKeepingPlace(ui.rows, "token", () => ui.rows.replaceChildren(...[...tokens].reverse().map(tokenRow)),
-                     document.querySelector("main h1"));
+                     ui.table);
   ui.empty.hidden = tokens.length > 0;
   const active = tokens.filter((token) => token.revoked_at === null).length;
   const note = tokens.length === 1 ? "one" : "many";
@@ -211,7 +214,7 @@ function wireRevoke() {
       return;
     }
     await refresh();
-    returnToPlace(revokePlace, ui.rows, document.querySelector("main h1"));
+    returnToPlace(revokePlace, ui.rows, ui.table);
   });
 }
 
