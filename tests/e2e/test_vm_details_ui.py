@@ -119,6 +119,28 @@ def test_the_details_page_of_a_stopped_vm_leaves_it_stopped(
     page.screenshot(path=str(ARTIFACTS / "vm-details-stopped-full-1280.png"), full_page=True)
 
 
+def test_a_delete_on_the_details_page_is_confirmed_on_the_list(
+    server: LimenProcess, api: httpx.Client, signed_in_page: Callable[..., Page], vm_name: Callable[..., str]
+) -> None:
+    name = vm_name()
+    vm = create(api, name, disk_gib=1)
+    page = signed_in_page(server)
+    page.goto(f"{server.base_url}/vms/{vm['uuid']}")
+    expect(page.locator("#vm-state .badge")).to_have_text("Stopped")
+    page.get_by_role("button", name=f"Delete {name}").click()
+    dialog = page.locator("dialog[open]")
+    dialog.get_by_label("Also delete its disk volumes", exact=False).check()
+    dialog.get_by_role("button", name=f"Delete VM {name}").click()
+    page.wait_for_url(f"{server.base_url}/")
+    # The list's own delete said so; the details page's left for the list in silence.
+    said = f"Deleted {name} and 1 disk volume."
+    expect(page.locator("#toast")).to_have_text(said)
+    save_screenshot(page, "vm-list-deleted-from-details-1280")
+    page.reload()  # said once: not again
+    expect(page.locator("#refresh-note")).to_contain_text("updated")
+    expect(page.locator("#toast")).to_have_text("")
+
+
 # Test instrumentation, run before the page's modules: every message any EventSource of the page receives.
 COUNT_STREAM_MESSAGES = """
 window.streamMessages = [];

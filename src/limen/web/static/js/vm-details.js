@@ -16,6 +16,7 @@ import { mountUserMenu } from "./session.js";
 import { VmEvents } from "./vm-events.js";
 import { OwnerControl } from "./vm-owner.js";
 import { mountSnapshots } from "./vm-snapshots.js";
+import { deletedText, handToList } from "./vm-deleted.js";
 import { STOP_FOLLOW_UP_MS, stillRunningText } from "./stop-follow-up.js";
 import { NO_CONSOLE_PLACEHOLDER, NO_CONSOLE_REASON, SERIAL_ONLY, showConsoleLink } from "./vm-graphics.js";
 import { actionName, formatDateTime, formatTime, has, lang, localizedError, ruleText, t } from "./i18n.js";
@@ -479,6 +480,7 @@ async function runAction(action, { deleteDisks = false } = {}) {
     return;
   }
   if (action === "delete") {
+    handToList(deletedText(vm.name, result)); // the list says it, as after a delete made there
     window.location.assign("/");
     return;
   }

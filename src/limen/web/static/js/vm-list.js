@@ -12,6 +12,7 @@ import { mountUserMenu } from "./session.js";
 import { formatPercent, formatSize } from "./stats-series.js";
 import { STOP_FOLLOW_UP_MS, stillRunningText } from "./stop-follow-up.js";
 import { POLL_MS, VmEvents } from "./vm-events.js";
+import { deletedText, takeHandedOver } from "./vm-deleted.js";
 import { NO_CONSOLE_PLACEHOLDER, showConsoleLink } from "./vm-graphics.js";
 import { clientError, formatTime, lang, localizedError, t, tWith } from "./i18n.js";
 
@@ -322,9 +323,7 @@ async function runAction(row, action, { deleteDisks = false } = {}) {
     row.pending = null;
     delete row.tr.dataset.pending;
     if (action === "delete") {
-      const volumes = result && result.deleted_volumes ? result.deleted_volumes.length : 0;
-      announce(volumes ? t(volumes > 1 ? "list.deleted_with_volumes" : "list.deleted_with_volume", { name: vm.name, count: volumes })
-        : t("list.deleted", { name: vm.name }));
+      announce(deletedText(vm.name, result));
       row.tr.remove();
       rows.delete(vm.uuid);
       ui.empty.hidden = rows.size > 0;
@@ -556,5 +555,11 @@ document.addEventListener("visibilitychange", () => {
 setInterval(refreshScreenshots, SCREENSHOT_MS);
 mountUserMenu();
 document.body.dataset.events = "polling";
-refresh().then(refreshFigures);
+// A delete made on a details page, which came back here: said once the list is shown (the first refresh
+// writes the note the toast shares).
+const handedOver = takeHandedOver();
+refresh().then(() => {
+  if (handedOver) announce(handedOver);
+  refreshFigures();
+});
 events = new VmEvents({ reload: () => scheduleRefresh(0), onEvent: onVmEvent, onStatus: onStreamStatus }).start();
