@@ -4,7 +4,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { formatPercent, formatRate, formatSize, SeriesWindow, timeTickLabels } from "../../src/limen/web/static/js/stats-series.js";
+import {
+  formatPercent, formatRate, formatSize, SeriesWindow, timeTickLabels, valueAxisTop,
+} from "../../src/limen/web/static/js/stats-series.js";
 
 function answer(times, cpu) {
   return { t: times, cpu_percent: cpu, cpu_vcpu_percent: cpu.map((v) => (v === null ? null : v / 2)) };
@@ -79,4 +81,10 @@ test("time ticks less than a minute apart carry their seconds, so no two labels 
   assert.deepEqual(fine, ["08:00:00", "08:00:15", "08:00:30", "08:00:45", "08:01:00"]);
   assert.equal(new Set(fine).size, ticks.length);
   assert.deepEqual(timeTickLabels([1_800_000_000, 1_800_000_300], 300, clock, withSeconds), ["08:00", "08:05"]);
+});
+
+test("an empty graph's value axis keeps its scale's floor: an empty memory graph read 1 B / 0 B", () => {
+  assert.equal(valueAxisTop(null, 2 ** 20), 2 ** 20 * 1.1);
+  assert.equal(valueAxisTop(0, 1024), 1024 * 1.1);
+  assert.equal(valueAxisTop(64 * 2 ** 20, 2 ** 20), 64 * 2 ** 20 * 1.1); // values above the floor lead
 });

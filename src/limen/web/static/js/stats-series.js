@@ -114,6 +114,13 @@ export function formatRate(bytesPerSecond, locale = "en") {
   return size === "—" ? size : `${size}/s`;
 }
 
+// The top of a value axis from the highest value shown (null/undefined/0 when there is none) and the least
+// top the graph's scale keeps, `floor`; a margin above the line. Without a floor an empty byte graph read
+// "1 B / 0 B": its axis was scaled to one byte.
+export function valueAxisTop(max, floor) {
+  return Math.max(max || 0, floor) * 1.1;
+}
+
 // Labels of a time axis (ticks in seconds since the epoch, `incrSeconds` apart): hours and minutes once the
 // ticks are a minute or more apart; with seconds below that, as in a graph's first minutes, where
 // "3:58 PM" five times over says nothing. The formatters write milliseconds in the page's language.

@@ -3,7 +3,7 @@
 // sampling interval while the page is visible. Self-contained: it owns the #resource-graphs section.
 
 import { api, ApiError } from "./api.js";
-import { formatPercent, formatRate, formatSize, SeriesWindow, timeTickLabels } from "./stats-series.js";
+import { formatPercent, formatRate, formatSize, SeriesWindow, timeTickLabels, valueAxisTop } from "./stats-series.js";
 import { formatClock, formatTime, lang, localizedError, t } from "./i18n.js";
 
 const WINDOW_SECONDS = 3600;
@@ -18,13 +18,15 @@ for (let power = 0; power <= 50; power += 10) {
 // Time ticks at whole seconds or more: samples are a second apart at the finest, and in the first seconds
 // of a graph uPlot would otherwise label half-seconds (":45.000 :45.500").
 const TIME_INCRS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
-// An empty rate graph still shows a scale (0 to 1 KiB/s) rather than fractions of a byte.
+// An empty rate graph still shows a scale (0 to 1 KiB/s) rather than fractions of a byte; an empty memory
+// graph one in MiB, a VM's least memory being tens of MiB.
 const MIN_RATE_TOP = 1024;
+const MIN_MEMORY_TOP = 2 ** 20;
 
 const GRAPHS = [
   { id: "cpu", title: "CPU", unit: formatPercent, range: [0, 100],
     lines: [{ field: "cpu_vcpu_percent", label: t("graphs.of_vcpus"), stroke: "#2458d6", fill: "rgb(36 88 214 / 12%)" }] },
-  { id: "memory", title: t("col.memory"), unit: formatSize, bytes: true,
+  { id: "memory", title: t("col.memory"), unit: formatSize, bytes: true, minTop: MIN_MEMORY_TOP,
     lines: [
       { field: "memory_bytes", label: t("graphs.assigned"), stroke: "#8a94a0", dash: [4, 4] },
       { field: "rss_bytes", label: t("graphs.host_rss"), stroke: "#7b3fc4" },
@@ -84,7 +86,7 @@ function buildGraph(graph) {
     cursor: { y: false, points: { size: 5 } },
     scales: {
       x: { time: true },
-      y: { range: graph.range ?? ((_u, _min, max) => [0, Math.max(max || 0, graph.minTop || 1) * 1.1]) },
+      y: { range: graph.range ?? ((_u, _min, max) => [0, valueAxisTop(max, graph.minTop)]) },
     },
     axes: [
       // Times as the page's language writes them (uPlot's own labels are English: "1:05pm").
