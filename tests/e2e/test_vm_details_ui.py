@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Page, Route, expect
+from playwright.sync_api import Browser, Page, Route, expect
 
 from tests.conftest import DEMO_ISO, QEMU_URI
 from tests.e2e.helpers import ARTIFACTS, DESKTOP, PHONE, save_screenshot, sign_in, start_limen
@@ -117,6 +117,27 @@ def test_the_details_page_of_a_stopped_vm_leaves_it_stopped(
     assert [a["action"] for a in actions] == ["create"]  # the page started nothing, asked for no console
     save_screenshot(page, "vm-details-stopped-1280")
     page.screenshot(path=str(ARTIFACTS / "vm-details-stopped-full-1280.png"), full_page=True)
+
+
+def test_the_graphs_of_a_vm_that_never_ran_are_named_and_say_they_are_empty(
+    server: LimenProcess, api: httpx.Client, signed_in_page: Callable[..., Page], vm_name: Callable[..., str],
+    browser: Browser,
+) -> None:
+    vm = create(api, vm_name())
+    page = signed_in_page(server)
+    page.goto(f"{server.base_url}/vms/{vm['uuid']}")
+    for title in ("CPU", "Memory", "Disk", "Network"):
+        graph = page.get_by_role("figure", name=f"{title} graph, last hour", exact=True)
+        expect(graph).to_have_accessible_description("No figures yet")
+    page.locator("#resource-graphs").screenshot(path=str(ARTIFACTS / "vm-details-graphs-empty-1280.png"))
+    korean = browser.new_context(locale="ko-KR", viewport=PHONE)
+    try:
+        phone = sign_in(korean.new_page(), server.base_url, next_path=f"/vms/{vm['uuid']}")
+        graph = phone.get_by_role("figure", name="최근 1시간의 메모리 그래프", exact=True)
+        expect(graph).to_have_accessible_description("아직 수치가 없습니다")
+        phone.locator("#resource-graphs").screenshot(path=str(ARTIFACTS / "vm-details-graphs-empty-ko-390.png"))
+    finally:
+        korean.close()
 
 
 def test_a_delete_on_the_details_page_is_confirmed_on_the_list(

@@ -73,9 +73,13 @@ function chartWidth(box) {
 function buildGraph(graph) {
   const card = el("figure", "graph");
   card.dataset.graph = graph.id;
+  // Named for a screen reader (the canvas says nothing), described by its latest figures.
+  card.setAttribute("aria-label", t("graphs.figure_name", { title: graph.title }));
   const head = el("figcaption", "graph-head");
   const title = el("span", "graph-title", graph.title);
-  const figure = el("span", "graph-figure mono", "—");
+  const figure = el("span", "graph-figure mono", t("graphs.no_figures"));
+  figure.id = `graph-${graph.id}-latest`;
+  card.setAttribute("aria-describedby", figure.id);
   head.append(title, figure);
   const box = el("div", "graph-box");
   card.append(head, box);
@@ -113,7 +117,7 @@ function figureText(graph) {
     .map((line) => [line.label, series.latest(line.field)])
     .filter(([, value]) => value !== null)
     .map(([label, value]) => `${graph.unit(value, lang)} ${label}`);
-  return parts.length ? parts.join(" · ") : "—";
+  return parts.length ? parts.join(" · ") : t("graphs.no_figures");
 }
 
 function draw() {
