@@ -199,3 +199,37 @@ def test_a_vm_without_graphics_is_reached_through_its_serial_console(
         expect(page.locator("body")).to_have_attribute("data-console-tab", "serial")
     finally:
         remove_domain(QEMU_URI, name)
+
+
+def test_the_screen_and_serial_tabs_move_with_the_arrow_keys(
+    server: LimenProcess, signed_in_page: Callable[..., Page], vm_uuid: str
+) -> None:
+    """WAI-ARIA's tabs pattern: Left/Right (round) and Home/End select the tab they reach and keep the focus
+    on it; only the selected tab is in the Tab order, so one Tab goes on to the toolbar."""
+    page = signed_in_page(server)
+    page.goto(f"{server.base_url}/vms/{vm_uuid}/console")
+    page.wait_for_selector('body[data-console-state="connected"]', timeout=40_000)
+    screen, serial = page.locator("#tab-screen"), page.locator("#tab-serial")
+    expect(serial).to_have_attribute("tabindex", "-1")
+    screen.focus()
+    page.keyboard.press("ArrowRight")
+    expect(serial).to_be_focused()
+    expect(serial).to_have_attribute("aria-selected", "true")
+    expect(screen).to_have_attribute("aria-selected", "false")
+    expect(page.locator("#serial-wrap")).to_be_visible()
+    expect(page.locator("#serial-status")).to_contain_text("Serial console connected", timeout=20_000)
+    expect(serial).to_be_focused()  # the terminal, once connected, did not take the focus from the tab
+    expect(serial).to_have_attribute("tabindex", "0")
+    expect(screen).to_have_attribute("tabindex", "-1")
+    page.keyboard.press("ArrowRight")  # round the end
+    expect(screen).to_be_focused()
+    expect(page.locator("#screen-wrap")).to_be_visible()
+    page.keyboard.press("End")
+    expect(serial).to_have_attribute("aria-selected", "true")
+    page.keyboard.press("Home")
+    expect(screen).to_have_attribute("aria-selected", "true")
+    page.keyboard.press("ArrowLeft")
+    expect(serial).to_be_focused()
+    page.keyboard.press("Tab")  # past the other tab, to the toolbar
+    expect(page.locator(".toolbar :focus")).to_have_count(1)
+    save_screenshot(page, "console-tabs-keyboard-1280")

@@ -9,6 +9,7 @@ import { api } from "./api.js";
 import { VM_DOWN_CODES } from "./console-outcome.js";
 import { has, lang, localizedError, t } from "./i18n.js";
 import { isLeaveChord } from "./key-combos.js";
+import { markSelected, wireTabKeys } from "./tablist.js";
 
 const XTERM = "/static/xterm";
 const LOAD_MS = 20000;
@@ -64,6 +65,11 @@ export class SerialTab {
   wire() {
     this.ui.tabScreen.addEventListener("click", () => this.show(false));
     this.ui.tabSerial.addEventListener("click", () => this.show(true));
+    // Chosen with the arrow keys, the Serial tab keeps the focus (the next arrow goes back); clicked, the
+    // terminal takes it, ready for typing.
+    const tabs = [this.ui.tabScreen, this.ui.tabSerial];
+    wireTabKeys(tabs, (tab) => this.show(tab === this.ui.tabSerial, { focusTerminal: false }));
+    markSelected(tabs, this.ui.tabScreen);
     this.ui.copy.addEventListener("click", () => this.copy());
     this.ui.paste.addEventListener("click", () => this.pasteFromClipboard());
     this.ui.reconnect.addEventListener("click", () => this.connect(this.lastError === "SERIAL_BUSY"));
@@ -71,9 +77,8 @@ export class SerialTab {
     if (new URLSearchParams(window.location.search).get("tab") === "serial") this.show(true);
   }
 
-  async show(serial) {
-    this.ui.tabScreen.setAttribute("aria-selected", String(!serial));
-    this.ui.tabSerial.setAttribute("aria-selected", String(serial));
+  async show(serial, { focusTerminal = true } = {}) {
+    markSelected([this.ui.tabScreen, this.ui.tabSerial], serial ? this.ui.tabSerial : this.ui.tabScreen);
     this.ui.screenWrap.hidden = serial;
     this.ui.serialWrap.hidden = !serial;
     document.body.dataset.consoleTab = serial ? "serial" : "screen";
@@ -86,7 +91,7 @@ export class SerialTab {
       return;
     }
     this.refit();
-    this.term.focus();
+    if (focusTerminal) this.term.focus();
     // Not after the VM stopped: connecting would start it, which only the button that says so may do.
     if (!this.socket && !this.connecting && !VM_DOWN_CODES.has(this.lastError)) this.connect(false);
   }
