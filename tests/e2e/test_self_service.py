@@ -14,6 +14,7 @@ from playwright.sync_api import Page, expect
 
 from tests.conftest import DEMO_ISO
 from tests.e2e.helpers import DESKTOP, PHONE, save_screenshot, sign_in, start_limen
+from tests.support.access import provision_user
 from tests.support.server import LimenProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -251,3 +252,38 @@ def test_approved_in_the_users_page_then_a_real_vm_within_quota_with_live_graphs
     screenshots(page, "e2e12-graphs")
     overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, overflow
+
+
+def test_a_disk_over_the_quota_is_flagged_before_submit(
+    server: LimenProcess, new_page: Callable[..., Page], vm_names: Callable[[], str]
+) -> None:
+    """Typed above the cap, or under a cap lowered by a VM made elsewhere meanwhile: the field says so at once,
+    in English and Korean, on a desktop and a phone."""
+    user = f"disk-{uuid.uuid4().hex[:6]}"
+    token = provision_user(server.database_url, user, PASSWORD)
+    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=20) as admin:
+        assert admin.put(f"/api/users/{user}/quota", json={"disk_gib": 3}).status_code == 200
+    page = sign_in(new_page(), server.base_url, user, PASSWORD, next_path="/vms/new")
+    disk, said = page.locator("#disk_gib"), page.locator("#disk_gib-error")
+    expect(page.locator("#disk_gib-quota")).to_contain_text("At most 3 GiB")
+    disk.fill("5")
+    expect(said).to_have_text("Over the quota: at most 3 GiB.")
+    expect(disk).to_have_attribute("aria-invalid", "true")
+    save_screenshot(page, "create-disk-over-quota-1280")
+    disk.fill("2")
+    expect(said).to_be_hidden()
+    expect(disk).not_to_have_attribute("aria-invalid", "true")
+    # A VM of the user's made elsewhere takes 2 GiB: 1 is left, and the 2 typed here are over it now.
+    with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as mine:
+        made = mine.post("/api/vms", json={"name": vm_names(), "memory_mib": 64, "disk_gib": 2})
+        assert made.status_code == 201, made.text
+    expect(said).to_have_text("Over the quota: at most 1 GiB.")
+    expect(disk).to_have_value("2")
+
+    phone = new_page(PHONE)
+    phone.context.add_cookies([{"name": "limen_lang", "value": "ko", "url": server.base_url}])
+    sign_in(phone, server.base_url, user, PASSWORD, next_path="/vms/new")
+    phone.locator("#disk_gib").fill("4")
+    expect(phone.locator("#disk_gib-error")).to_have_text("할당량을 넘습니다. 최대 1 GiB까지 가능합니다.")
+    save_screenshot(phone, "create-disk-over-quota-ko-390")
+

@@ -7,9 +7,11 @@ import { errorBox, formatBytes, h, spinner } from "./dom.js";
 import { headroom, scopeName, showQuota } from "./quota.js";
 import { mountUserMenu } from "./session.js";
 import { VmEvents } from "./vm-events.js";
-import { clientError, fieldErrorText, lang, localizedError, quotaText, refusalText, t } from "./i18n.js";
+import { clientError, fieldErrorText, formatNumber, lang, localizedError, quotaText, refusalText, t } from "./i18n.js";
 
 const FIELDS = ["name", "vcpus", "memory_mib", "disk_gib", "iso", "boot_order"];
+// The number fields the quota caps (capField), with the unit of their cap.
+const CAPPED = { vcpus: "", memory_mib: " MiB", disk_gib: " GiB" };
 // Errors that name no field but belong to one.
 const FIELD_OF_CODE = { VM_ALREADY_EXISTS: "name", ISO_NOT_FOUND: "iso" };
 
@@ -30,6 +32,7 @@ function clearErrors() {
     const slot = document.getElementById(`${field}-error`);
     slot.hidden = true;
     slot.textContent = "";
+    delete slot.dataset.cause;
   }
 }
 
@@ -160,6 +163,28 @@ function capField(field, max, reason, keepValue) {
   }
 }
 
+/** A value above its field's cap is marked at the field as it is typed, or as a quota read anew lowers the
+ * cap under it, before any submit (the server still decides: the quota may change meanwhile). A mark of
+ * this kind goes once the value fits again; a refusal's stays until the next submit. */
+function flagOverCap(field) {
+  const control = input(field);
+  const slot = document.getElementById(`${field}-error`);
+  const text = control.value.trim();
+  const cap = control.hasAttribute("max") ? Number(control.max) : null;
+  const over = !control.disabled && cap !== null && text !== "" && Number(text) > cap;
+  if (over && (slot.hidden || slot.dataset.cause === "cap")) { // a refusal's words, more precise, stay
+    slot.textContent = t("new.over_cap", { max: `${formatNumber(cap)}${CAPPED[field]}` });
+    slot.hidden = false;
+    slot.dataset.cause = "cap";
+    control.setAttribute("aria-invalid", "true");
+  } else if (!over && slot.dataset.cause === "cap") {
+    slot.textContent = "";
+    slot.hidden = true;
+    delete slot.dataset.cause;
+    control.removeAttribute("aria-invalid");
+  }
+}
+
 /** Caps and disables what the quota cannot give; a VM's vCPUs and memory must fit the limit of running
  * ones (else it could never start), its disk what is left. With ``keepValues`` (after a refusal) a value
  * above its cap stays, so the field still shows what the message at it speaks of. */
@@ -188,6 +213,7 @@ export function applyQuota(quota, { keepValues = false } = {}) {
     ? t("new.vms_full", { scope: scopeName(vms.scope), limit: vms.limit, usage: vms.usage })
     : "";
   submit.disabled = vmsFull || submitting; // a quota read while a create is under way leaves it disabled
+  for (const field of Object.keys(CAPPED)) flagOverCap(field);
 }
 
 async function loadQuota(options = {}) {
@@ -234,6 +260,7 @@ function refreshQuota() {
 }
 
 form.addEventListener("submit", onSubmit);
+for (const field of Object.keys(CAPPED)) input(field).addEventListener("input", () => flagOverCap(field));
 mountUserMenu();
 loadIsos();
 loadQuota();
