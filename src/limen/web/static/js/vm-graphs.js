@@ -77,7 +77,7 @@ function buildGraph(graph) {
   card.setAttribute("aria-label", t("graphs.figure_name", { title: graph.title }));
   const head = el("figcaption", "graph-head");
   const title = el("span", "graph-title", graph.title);
-  const figure = el("span", "graph-figure mono", t("graphs.no_figures"));
+  const figure = el("span", "graph-figure", t("graphs.no_figures"));
   figure.id = `graph-${graph.id}-latest`;
   card.setAttribute("aria-describedby", figure.id);
   head.append(title, figure);
@@ -130,7 +130,9 @@ function draw() {
     } else {
       chart.plot.setData(data);
     }
-    chart.figure.textContent = figureText(chart.graph);
+    const text = figureText(chart.graph);
+    chart.figure.textContent = text;
+    chart.figure.classList.toggle("mono", text !== t("graphs.no_figures")); // figures line up; words need not
   }
 }
 
