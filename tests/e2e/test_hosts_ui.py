@@ -5,6 +5,7 @@ SIGCONT."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.helpers import start_limen
+from tests.e2e.helpers import save_screenshot, start_limen
 from tests.support.extra_host import ExtraHost, pick_address
 from tests.support.libvirt_cleanup import remove_domain
 from tests.support.server import LimenProcess
@@ -58,6 +59,8 @@ def test_a_hung_host_shows_on_the_list_and_the_details_page(
         row_start = row.get_by_role("button", name=f"Start {name}", exact=True)
         expect(row_start).to_be_disabled()
         expect(row.locator('[data-action="delete"]')).to_be_disabled()
+        expect(row.locator('[data-action="console"]')).to_have_attribute("aria-disabled", "true")
+        save_screenshot(page, "vm-list-host-unavailable-1280")
         details = page.context.new_page()
         details.goto(f"{server.base_url}/vms/{created.json()['uuid']}")
         expect(details.locator("#vm-state .badge")).to_have_text("Host unavailable")
@@ -72,6 +75,7 @@ def test_a_hung_host_shows_on_the_list_and_the_details_page(
         expect(details.locator("#fact-host")).to_have_text("edge")
         expect(start).to_be_enabled()
         expect(row_start).to_be_enabled()
+        expect(row.locator('[data-action="console"]')).to_have_attribute("href", re.compile("/console$"))
     finally:
         extra_host.resume()
         remove_domain(extra_host.uri, name)

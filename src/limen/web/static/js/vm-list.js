@@ -176,6 +176,10 @@ function updateRow(row, vm) {
   row.buttons.start.hidden = active;
   row.buttons.stop.hidden = !active;
   showConsoleLink(row.console, vm, `/vms/${encodeURIComponent(vm.uuid)}/console`);
+  if (vm.host_available === false) { // as the details page's "Start and open console": nothing to open
+    row.console.removeAttribute("href");
+    row.console.setAttribute("aria-disabled", "true");
+  }
   applyEnabled(row);
   if (!vm.vnc) {
     if (!previous || previous.vnc || !row.thumb.firstChild) showThumbPlaceholder(row, NO_CONSOLE_PLACEHOLDER);
