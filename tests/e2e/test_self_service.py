@@ -283,6 +283,7 @@ def test_a_disk_over_the_quota_is_flagged_before_submit(
     phone = new_page(PHONE)
     phone.context.add_cookies([{"name": "limen_lang", "value": "ko", "url": server.base_url}])
     sign_in(phone, server.base_url, user, PASSWORD, next_path="/vms/new")
+    expect(phone.locator("#disk_gib-quota")).to_contain_text("최대 1 GiB")  # read: its first read caps the value
     phone.locator("#disk_gib").fill("4")
     expect(phone.locator("#disk_gib-error")).to_have_text("할당량을 넘습니다. 최대 1 GiB까지 가능합니다.")
     save_screenshot(phone, "create-disk-over-quota-ko-390")

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import DEMO_ISO, QEMU_URI
-from tests.e2e.helpers import save_screenshot, start_limen
+from tests.e2e.helpers import PHONE, save_screenshot, start_limen
 from tests.support.libvirt_cleanup import remove_domain
 from tests.support.serial import serial_demo_iso_dir
 from tests.support.server import LimenProcess
@@ -232,4 +232,13 @@ def test_the_screen_and_serial_tabs_move_with_the_arrow_keys(
     expect(serial).to_be_focused()
     page.keyboard.press("Tab")  # past the other tab, to the toolbar
     expect(page.locator(".toolbar :focus")).to_have_count(1)
+    page.keyboard.press("Shift+Tab")
     save_screenshot(page, "console-tabs-keyboard-1280")
+    phone = signed_in_page(server, PHONE)
+    phone.context.add_cookies([{"name": "limen_lang", "value": "ko", "url": server.base_url}])
+    phone.goto(f"{server.base_url}/vms/{vm_uuid}/console")
+    phone.wait_for_selector('body[data-console-state="connected"]', timeout=40_000)
+    phone.locator("#tab-screen").focus()
+    phone.keyboard.press("End")
+    expect(phone.get_by_role("tab", name="시리얼", exact=False)).to_have_attribute("aria-selected", "true")
+    save_screenshot(phone, "console-tabs-keyboard-ko-390")

@@ -300,9 +300,11 @@ def test_revoking_keeps_the_keyboard_among_the_tokens(
     # alpha's neighbour is revoked (no button): the next token that has one, not the page's heading.
     revoke("alpha")
     expect(page.get_by_role("button", name="Revoke the token delta", exact=True)).to_be_focused()
+    save_screenshot(page, "tokens-revoked-focus-next-1280")
     # None left to revoke: the tokens' table, not the top of the page.
     revoke("delta")
     expect(page.locator("#token-table")).to_be_focused()
+    save_screenshot(page, "tokens-revoked-focus-table-1280")
 
 
 def test_copy_falls_back_to_the_selected_secret(
