@@ -1,6 +1,7 @@
 """The console in a Korean browser against a real QEMU VM (the serial GRUB of test_console_keyboard_ui):
 the page, its stages and its toolbar speak Korean, the frames stay English, and what is pasted through the
-Korean toolbar arrives in the guest exactly (read back from the VM's serial log)."""
+Korean toolbar arrives in the guest exactly (read back from the VM's serial log). The language menu changes
+the console page's language in place: the live console and a paste being typed go on across en → ko → en."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ serial_iso = keyboard_ui.serial_iso
 serial_vm = keyboard_ui.serial_vm
 
 KO = catalogue("ko")
+EN = catalogue("en")
 
 
 @pytest.fixture
@@ -69,3 +71,56 @@ def test_a_korean_console_on_a_real_vm_speaks_korean_and_types_exactly(
     page.get_by_label(KO["console.paste_label"]).fill("echo 'Hi! Korean UI'\n")
     page.get_by_role("button", name=KO["console.type_it"], exact=True).click()
     assert_echoed(serial_vm, ["Hi! Korean UI"], before=before, timeout=90)
+
+
+@pytest.mark.timeout(240)
+def test_switching_the_language_keeps_the_console_and_the_paste_being_typed(
+    server: LimenProcess, serial_vm: SerialVm, browser: Browser
+) -> None:
+    context = browser.new_context(locale="en-US", viewport=DESKTOP)
+    context.set_default_timeout(15_000)
+    try:
+        page = context.new_page()
+        opened: list[str] = []
+        closed: list[str] = []
+
+        def watch(socket: WebSocket) -> None:
+            opened.append(socket.url)
+            socket.on("close", lambda gone: closed.append(gone.url))
+
+        page.on("websocket", watch)
+        sign_in(page, server.base_url)
+        open_console(page, server, serial_vm)
+        page.evaluate("window.limenPageOfThisTest = true")  # gone if the page reloads
+        sockets_before = len(opened)
+
+        # A paste long enough to be still typing while the language changes twice.
+        words = "the console stays across ko and en, typing on"
+        page.locator("#screen canvas").click()
+        before = len(serial_vm.outputs())
+        page.get_by_role("button", name=EN["console.paste"]).click()
+        page.get_by_label(EN["console.paste_label"]).fill(f"echo '{words}'\n")
+        page.get_by_role("button", name=EN["console.type_it"], exact=True).click()
+
+        page.select_option("#language-menu", "ko")
+        expect(page.locator("html")).to_have_attribute("lang", "ko")
+        expect(page.locator("#btn-paste")).to_have_text(KO["console.paste"])
+        expect(page.locator("#tab-serial")).to_have_text(KO["console.tab_serial"])
+        expect(page.locator("#btn-connect")).to_have_text(KO["console.disconnect"])
+        expect(page.locator("#btn-scale")).to_have_attribute("title", KO["console.scale_title"])
+        expect(page.locator("#vm-state .badge")).to_have_text(KO["state.running"])
+        expect(page.locator("#language-menu")).to_have_value("ko")
+        save_screenshot(page, "console-language-switched-ko-1280")
+
+        page.select_option("#language-menu", "en")
+        expect(page.locator("html")).to_have_attribute("lang", "en")
+        expect(page.locator("#btn-paste")).to_have_text(EN["console.paste"])
+        expect(page.locator("#btn-connect")).to_have_text(EN["console.disconnect"])
+        expect(page.locator("#vm-state .badge")).to_have_text(EN["state.running"])
+
+        assert_echoed(serial_vm, [words], before=before, timeout=90)
+        assert page.evaluate("window.limenPageOfThisTest === true"), "the page reloaded"
+        assert page.locator("body").get_attribute("data-console-state") == "connected"
+        assert len(opened) == sockets_before and closed == [], (opened, closed)
+    finally:
+        context.close()

@@ -5,7 +5,7 @@
 
 import { api, ApiError, goToLogin, loadConsoleStages, loadErrorCodes, whenSignInEnds } from "./api.js";
 import { errorBox, formatMs, h, spinner, stateBadge } from "./dom.js";
-import { clientError, formatNumber, localizedError, stageName, stageStatus, t } from "./i18n.js";
+import { clientError, formatNumber, localizedError, onLanguageChange, stageName, stageStatus, t } from "./i18n.js";
 import { ConsoleConnection, consoleUrl, DEFAULT_WATCHDOG_MS } from "./console-client.js";
 import { wireFullscreen } from "./console-fullscreen.js";
 import {
@@ -45,6 +45,21 @@ let ticketPending = false;
 // Stage name → what the page calls it ("Failed at: …"), from the server's stage table (GET /api/console-stages).
 let stageLabels = {};
 
+// What this script has written, each part by a function that writes it in the page's current language:
+// the language menu changes this page's language in place (language-switch.js, the console kept), and
+// each is written again then. Keyed by the part of the page, so only its latest writing is kept.
+const writers = new Map();
+
+function write(part, writer) {
+  writers.set(part, writer);
+  writer();
+}
+
+onLanguageChange(() => {
+  for (const writer of writers.values()) writer();
+  sayStagesAgain();
+});
+
 // The console lives at /vms/{id}/console (/console/{id}, its old address, redirects there); ?popout=1
 // makes it the console's own window (console-popout.js).
 const vmId = decodeURIComponent((window.location.pathname.match(/^\/vms\/([^/]+)\/console\/?$/) || [])[1] || "");
@@ -52,8 +67,10 @@ const params = new URLSearchParams(window.location.search);
 const backLink = document.querySelector(".console-bar .back");
 if (backLink && vmId) {
   backLink.href = `/vms/${encodeURIComponent(vmId)}`;
-  backLink.textContent = t("console.back_details");
-  backLink.setAttribute("aria-label", t("console.back_details_label"));
+  write("back-link", () => {
+    backLink.textContent = t("console.back_details");
+    backLink.setAttribute("aria-label", t("console.back_details_label"));
+  });
 }
 const watchdogMs = parseWatchdog(params.get("watchdog"));
 const isPopout = params.get("popout") === "1";
@@ -128,11 +145,15 @@ function parseWatchdog(value) {
   return Math.min(Math.max(seconds, 0.5), 600) * 1000;
 }
 
+/** The status line: `text` a function saying it (said again in a new language), or a text as it is. */
 function setState(state, text, tone = "") {
   ui.body.dataset.consoleState = state;
   ui.status.className = `conn-status ${tone}`.trim();
-  ui.status.replaceChildren(...(tone === "busy" ? [spinner(), text] : [text]));
-  ui.status.title = text; // the bar may cut it short
+  write("status", () => {
+    const said = typeof text === "function" ? text() : text;
+    ui.status.replaceChildren(...(tone === "busy" ? [spinner(), said] : [said]));
+    ui.status.title = said; // the bar may cut it short
+  });
 }
 
 function setConnected(connected) {
@@ -152,7 +173,9 @@ function setConnectButton(open) {
   const nothing = !open && NOTHING_TO_SHOW.has(lastProblem);
   ui.connect.disabled = nothing; // it would only say the same again
   for (const control of [ui.scale, ui.fullscreen, ui.popout]) if (control) control.disabled = nothing;
-  ui.connect.textContent = open ? t("console.disconnect") : t(start ? "console.start_and_connect" : "console.connect");
+  write("connect-button", () => {
+    ui.connect.textContent = open ? t("console.disconnect") : t(start ? "console.start_and_connect" : "console.connect");
+  });
   ui.connect.dataset.action = open ? "disconnect" : start ? "start" : "connect";
 }
 
@@ -178,16 +201,29 @@ function finishStage(item, outcome) {
   item.classList.remove("current");
   item.classList.add(outcome);
   item.querySelector(".icon").replaceChildren(outcome === "done" ? "✓" : "✕");
-  item.querySelector(".icon").setAttribute("aria-label", outcome === "done" ? t("console.stage.done") : t("console.stage.failed"));
+  const label = outcome === "done" ? "console.stage.done" : "console.stage.failed";
+  item.querySelector(".icon").setAttribute("aria-label", t(label));
+  item.querySelector(".icon").dataset.i18nAriaLabel = label;
 }
 
-function addStage(message, elapsedMs, { source = "server", stage = null } = {}) {
+/** The stage list in the page's new language: the server's stages by their stage (their frames' texts are
+ * kept on them), the page's own by their catalogue key (data-i18n, as the static texts). */
+function sayStagesAgain() {
+  for (const item of ui.stages.querySelectorAll(".stage[data-stage]:not([data-stage=''])")) {
+    item.querySelector(".msg").textContent = stageStatus(item.dataset.stage, item.dataset.message);
+  }
+}
+
+/** A stage of the list: a server's stage by its `stage` and its frame's (English) `message`, or the page's
+ * own by its catalogue key (`key`). */
+function addStage({ stage = null, message = "", key = null }, elapsedMs, { source = "server" } = {}) {
   finishStage(currentStage(), "done");
   const item = h(
     "li",
-    { class: `stage current ${source}`, dataset: { source, stage: stage || "" } },
-    h("span", { class: "icon", role: "img", "aria-label": t("console.stage.in_progress") }, spinner()),
-    h("span", { class: "msg", text: message }),
+    { class: `stage current ${source}`, dataset: { source, stage: stage || "", message } },
+    h("span", { class: "icon", role: "img", "aria-label": t("console.stage.in_progress"),
+                dataset: { i18nAriaLabel: "console.stage.in_progress" } }, spinner()),
+    h("span", { class: "msg", text: key ? t(key) : stageStatus(stage, message), dataset: key ? { i18n: key } : {} }),
     h("span", { class: "time", text: elapsedMs === null ? "" : `+${formatMs(elapsedMs)}` }),
   );
   ui.stages.append(item);
@@ -199,7 +235,7 @@ function startTicker() {
   const started = performance.now();
   const seconds = watchdogMs / 1000;
   const tick = () => {
-    ui.sub.textContent = t("console.elapsed", { elapsed: formatMs(performance.now() - started), seconds });
+    showSub(() => t("console.elapsed", { elapsed: formatMs(performance.now() - started), seconds }));
   };
   tick();
   elapsedTicker = setInterval(tick, 200);
@@ -212,9 +248,15 @@ function stopTicker() {
 
 // -- connecting ------------------------------------------------------------------------------------
 
+/** The panel over the screen, its title said by `title()` (again in a new language). */
 function showOverlay(title) {
   ui.overlay.hidden = false;
-  ui.title.textContent = title;
+  write("panel-title", () => { ui.title.textContent = title(); });
+}
+
+/** The panel's line under its title, said by `text()`. */
+function showSub(text) {
+  write("panel-sub", () => { ui.sub.textContent = text(); });
 }
 
 async function connect() {
@@ -223,12 +265,13 @@ async function connect() {
   teardown();
   ui.stages.replaceChildren();
   ui.extra.replaceChildren();
-  showOverlay(attempt > 0 ? t("console.reconnecting_attempt", { attempt }) : t("console.opening"));
-  setState("connecting", t("console.state.connecting"), "busy");
+  const shownAttempt = attempt;
+  showOverlay(() => (shownAttempt > 0 ? t("console.reconnecting_attempt", { attempt: shownAttempt }) : t("console.opening")));
+  setState("connecting", () => t("console.state.connecting"), "busy");
   setConnected(false);
   setConnectButton(true);
   startTicker();
-  addStage(t("console.stage.client_open"), null, { source: "client" });
+  addStage({ key: "console.stage.client_open" }, null, { source: "client" });
   const generation = ++connectGeneration;
   if (novncFailure) {
     onFailure(novncFailure);
@@ -275,13 +318,13 @@ function onConnectionEvent(event) {
       const item = currentStage();
       if (item) item.querySelector(".time").textContent = `+${formatMs(event.elapsedMs)}`;
       finishStage(item, "done");
-      setState("handshake", t("console.state.checking"), "busy");
+      setState("handshake", () => t("console.state.checking"), "busy");
       break;
     }
     case "status":
       // The frame's text is English (the seed's, byte for byte); the page shows it in its language.
-      addStage(stageStatus(event.stage, event.message), event.elapsedMs, { stage: event.stage });
-      setState("handshake", stageStatus(event.stage, event.message), "busy");
+      addStage({ stage: event.stage, message: event.message }, event.elapsedMs);
+      setState("handshake", () => stageStatus(event.stage, event.message), "busy");
       if (event.stage === "get_port") refreshVm(); // after a start, the header's state is stale
       break;
     case "handoff":
@@ -299,7 +342,7 @@ function onConnectionEvent(event) {
 }
 
 function handOff(socket) {
-  setState("handshake", t("console.state.starting_screen"), "busy");
+  setState("handshake", () => t("console.state.starting_screen"), "busy");
   if (RFB) {
     startRfb(socket, []);
     return;
@@ -349,7 +392,7 @@ function startRfb(socket, heldFrames) {
     stopTicker();
     finishStage(currentStage(), "done");
     ui.overlay.hidden = true;
-    setState("connected", t("console.state.connected"), "ok");
+    setState("connected", () => t("console.state.connected"), "ok");
     setConnected(true);
     rfb.focus({ preventScroll: true });
     refreshVm();
@@ -398,9 +441,10 @@ function onFailure(err) {
   for (const other of ui.stages.querySelectorAll(".stage.current")) finishStage(other, "failed");
   const full = describe(err);
   lastProblem = full.code;
-  showOverlay(attempt > 0 ? t("console.reconnecting_title") : t("console.failed_title"));
-  ui.sub.textContent = full.stage ? t("console.failed_at", { stage_name: stageName(full.stage, stageLabels[full.stage]), stage: full.stage }) : "";
-  setState("failed", localizedError(full).error, "bad");
+  const reconnecting = attempt > 0;
+  showOverlay(() => (reconnecting ? t("console.reconnecting_title") : t("console.failed_title")));
+  showSub(() => full.stage ? t("console.failed_at", { stage_name: stageName(full.stage, stageLabels[full.stage]), stage: full.stage }) : "");
+  setState("failed", () => localizedError(full).error, "bad");
   setConnected(false);
   setConnectButton(false);
   ui.extra.replaceChildren(errorBox(full, { actions: recoveryActions(full.code, t("console.retry")) }));
@@ -429,10 +473,10 @@ function onEnded(event) {
   if (event.byUser) {
     teardown();
     stopTicker();
-    showOverlay(t("console.state.disconnected"));
+    showOverlay(() => t("console.state.disconnected"));
     ui.stages.replaceChildren();
-    ui.sub.textContent = t("console.closed_by_user");
-    setState("ended", t("console.state.disconnected"));
+    showSub(() => t("console.closed_by_user"));
+    setState("ended", () => t("console.state.disconnected"));
     setConnected(false);
     setConnectButton(false);
     ui.extra.replaceChildren(h("div", { class: "error-actions" }, primaryButton(t("console.connect"), connect)));
@@ -447,10 +491,10 @@ function onEnded(event) {
   }
   teardown();
   lastProblem = full.code;
-  showOverlay(t("console.ended_title"));
+  showOverlay(() => t("console.ended_title"));
   ui.stages.replaceChildren();
-  ui.sub.textContent = "";
-  setState("ended", localizedError(full).error, "bad");
+  showSub(() => "");
+  setState("ended", () => localizedError(full).error, "bad");
   setConnected(false);
   setConnectButton(false);
   ui.extra.replaceChildren(
@@ -587,7 +631,7 @@ function popOut() {
                           { width: window.screen.availWidth, height: window.screen.availHeight });
   const opened = window.open(popoutUrl(vmId), popoutWindowName(vmId), popoutFeatures(size));
   if (!opened) {
-    setState(ui.body.dataset.consoleState, t("console.popout_blocked"), "bad");
+    setState(ui.body.dataset.consoleState, () => t("console.popout_blocked"), "bad");
     return;
   }
   popoutWindow = opened;
@@ -601,10 +645,10 @@ function showPoppedOut() {
   connection?.close(); // a no-op once it has failed or ended
   teardown();
   stopTicker();
-  showOverlay(t("console.popout_open_title"));
+  showOverlay(() => t("console.popout_open_title"));
   ui.stages.replaceChildren();
-  ui.sub.textContent = t("console.popout_open_sub");
-  setState("popped-out", t("console.popout_state"));
+  showSub(() => t("console.popout_open_sub"));
+  setState("popped-out", () => t("console.popout_state"));
   setConnected(false);
   setConnectButton(false);
   ui.extra.replaceChildren(h(
@@ -618,9 +662,9 @@ function showPoppedOut() {
     if (popoutWindow && popoutWindow.closed) {
       stopWatchingPopout();
       // Said everywhere the page said "open in its own window": the panel's title, its text, the status.
-      showOverlay(t("console.popout_closed_title"));
-      ui.sub.textContent = t("console.popout_closed");
-      setState("popped-out", t("console.popout_closed_state"));
+      showOverlay(() => t("console.popout_closed_title"));
+      showSub(() => t("console.popout_closed"));
+      setState("popped-out", () => t("console.popout_closed_state"));
     }
   }, 500);
   focusPanelAction();
@@ -670,20 +714,20 @@ async function typeText(keys) {
       cancelled: () => job.cancelled || session !== rfb,
       onProgress: (done, total) => {
         if (done % 10 === 0 || done === total) {
-          setState("connected", t("console.typing_progress", { done, total }), "busy");
+          setState("connected", () => t("console.typing_progress", { done, total }), "busy");
         }
       },
     });
   } catch (exc) {
     if (exc instanceof TypingCancelled) return;
     const reason = Number.isFinite(exc.waitedMs) ? t("console.typing_no_send", { ms: exc.waitedMs }) : String(exc.message || exc);
-    if (session === rfb) setState("connected", t("console.typing_stopped", { reason }), "bad");
+    if (session === rfb) setState("connected", () => t("console.typing_stopped", { reason }), "bad");
     return;
   } finally {
     if (typing === job) typing = null;
   }
   if (session !== rfb) return;
-  setState("connected", t("console.typed", { count: keys.length }), "ok");
+  setState("connected", () => t("console.typed", { count: keys.length }), "ok");
   ui.body.dataset.typed = String(Number(ui.body.dataset.typed || "0") + 1);
   rfb.focus({ preventScroll: true });
 }
@@ -726,7 +770,7 @@ function leaveConsole() {
   if (rfb) rfb.blur();
   const target = ui.keys.disabled ? ui.scale : ui.keys;
   target.focus();
-  setState("connected", t("console.left_screen"), "ok");
+  setState("connected", () => t("console.left_screen"), "ok");
 }
 
 function wireLeaveChord() {
@@ -765,7 +809,7 @@ function sendCombo(combo) {
   closeKeysMenu(false);
   if (!rfb) return;
   for (const [keysym, code, down] of comboEvents(combo)) rfb.sendKey(keysym, code, down);
-  setState("connected", t("console.sent_combo", { combo: combo.label }), "ok");
+  setState("connected", () => t("console.sent_combo", { combo: combo.label }), "ok");
   rfb.focus({ preventScroll: true });
 }
 
@@ -814,7 +858,9 @@ function showVmClipboard(text) {
   ui.clipCopy.disabled = text === "";
   ui.clipCopyStatus.textContent = "";
   ui.clipboard.classList.toggle("has-news", !ui.clipDialog.open && text !== "");
-  ui.clipboard.textContent = ui.clipboard.classList.contains("has-news") ? t("console.clipboard_news") : t("console.clipboard");
+  write("clipboard-button", () => {
+    ui.clipboard.textContent = ui.clipboard.classList.contains("has-news") ? t("console.clipboard_news") : t("console.clipboard");
+  });
 }
 
 async function copyVmClipboard() {
@@ -846,7 +892,7 @@ function clipboardTakesUnicode(session) {
 function wireClipboard() {
   ui.clipboard.addEventListener("click", () => {
     ui.clipboard.classList.remove("has-news");
-    ui.clipboard.textContent = t("console.clipboard");
+    write("clipboard-button", () => { ui.clipboard.textContent = t("console.clipboard"); });
     ui.clipSendStatus.textContent = "";
     ui.clipDialog.showModal();
     (ui.clipFromVm.value ? ui.clipCopy : ui.clipToVm).focus();
@@ -884,14 +930,14 @@ function wireFocusHint() {
     clearTimeout(hintTimer);
     hintTimer = setTimeout(() => { ui.leaveHint.hidden = true; }, LEAVE_HINT_MS);
     if (ui.body.dataset.consoleState === "connected" && typing === null) {
-      setState("connected", t("console.focused", { chord: LEAVE_CHORD_LABEL }), "ok");
+      setState("connected", () => t("console.focused", { chord: LEAVE_CHORD_LABEL }), "ok");
     }
   });
   ui.screen.addEventListener("focusout", () => {
     clearTimeout(hintTimer);
     ui.leaveHint.hidden = true;
     if (ui.body.dataset.consoleState === "connected" && typing === null) {
-      setState("connected", t("console.unfocused"), "ok");
+      setState("connected", () => t("console.unfocused"), "ok");
     }
   });
 }
@@ -942,8 +988,8 @@ async function refreshVm() {
     vmUuid = vm.uuid;
     ui.name.textContent = vm.name;
     ui.name.title = vm.name; // a long name is cut short in the bar
-    ui.state.replaceChildren(stateBadge(vm.state));
-    document.title = t("console.window_title", { name: vm.name });
+    write("vm-state", () => ui.state.replaceChildren(stateBadge(vm.state)));
+    write("window-title", () => { document.title = t("console.window_title", { name: vm.name }); });
     const firstRead = serialConsole === null;
     serialConsole = Boolean(vm.serial_console);
     // A VM without graphics: its serial console is its console (the Screen tab says why it is empty).
@@ -953,8 +999,10 @@ async function refreshVm() {
     if (exc instanceof ApiError && exc.code === "VM_NOT_FOUND") {  // gone: not "Running" as it last was
       // Seen before: deleted since. Never seen: not found (it may never have existed, or be another's).
       const seen = vmUuid !== null;
-      ui.state.replaceChildren(h("span", { class: "badge crashed", dataset: { state: seen ? "deleted" : "not-found" },
-                                            text: t(seen ? "details.deleted" : "details.not_found") }));
+      write("vm-state", () => ui.state.replaceChildren(h("span", {
+        class: "badge crashed", dataset: { state: seen ? "deleted" : "not-found" },
+        text: t(seen ? "details.deleted" : "details.not_found"),
+      })));
     }
   }
 }
@@ -963,7 +1011,7 @@ async function refreshVm() {
  * connection: "Connected" beside "Stopped" would contradict itself. */
 function onVmEvent(change) {
   if (!vmUuid || change.uuid !== vmUuid) return;
-  if (change.state) ui.state.replaceChildren(stateBadge(change.state));
+  if (change.state) write("vm-state", () => ui.state.replaceChildren(stateBadge(change.state)));
   else refreshVm();
   if (change.state === "running" && VM_DOWN_CODES.has(lastProblem)
       && ["failed", "ended"].includes(ui.body.dataset.consoleState)) {
@@ -977,9 +1025,9 @@ function onVmEvent(change) {
 function offerRunningAgain() {
   lastProblem = null;
   setConnectButton(false); // "Connect": started by other hands, it runs
-  setState(ui.body.dataset.consoleState, t("console.running_again_title")); // not "VM stopped" in red any more
-  showOverlay(t("console.running_again_title"));
-  ui.sub.textContent = t("console.running_again");
+  setState(ui.body.dataset.consoleState, () => t("console.running_again_title")); // not "VM stopped" in red any more
+  showOverlay(() => t("console.running_again_title"));
+  showSub(() => t("console.running_again"));
   ui.extra.replaceChildren(h("div", { class: "error-actions" }, primaryButton(t("console.connect"), () => {
     attempt = 0;
     connect();

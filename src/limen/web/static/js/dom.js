@@ -43,8 +43,10 @@ export function vmBadge(vm) {
 }
 
 export function stateBadge(state) {
-  const known = Object.hasOwn(STATE_LABELS, state) ? state : "unknown";
-  return h("span", { class: `badge ${known}`, dataset: { state: known }, text: STATE_LABELS[known] });
+  const known = STATES.includes(state) ? state : "unknown";
+  // Said from the catalogue when made, not from STATE_LABELS: a page changing its language in place makes
+  // its badges again.
+  return h("span", { class: `badge ${known}`, dataset: { state: known }, text: t(`state.${known}`) });
 }
 
 export function formatMemory(mib) {

@@ -5,6 +5,10 @@
 // What the server says stays as it says it: the API's error/message fields and the console WebSocket's
 // frames are English (clients parse them). The page translates them by their stable code and stage.
 // Outside a page (node --test) the English catalogue files are read from the package instead.
+//
+// A page that keeps something live (the console) changes its language in place (language-switch.js):
+// useLanguage() swaps the catalogue, and what the page says again in the new language it registers with
+// onLanguageChange(); `lang` is a live binding, so importers read the new language.
 
 async function readCatalogue() {
   if (typeof document === "undefined") return typeof process === "undefined" ? {} : englishFromFiles();
@@ -27,10 +31,26 @@ async function englishFromFiles() {
   return merged;
 }
 
-const texts = await readCatalogue();
+let texts = await readCatalogue();
 
 /** The page's language: "ko" or "en". */
-export const lang = typeof document !== "undefined" && document.documentElement.lang ? document.documentElement.lang : "en";
+export let lang = typeof document !== "undefined" && document.documentElement.lang ? document.documentElement.lang : "en";
+
+const languageListeners = new Set();
+
+/** Calls `listener()` after each in-place language change (useLanguage); returns what stops that. */
+export function onLanguageChange(listener) {
+  languageListeners.add(listener);
+  return () => languageListeners.delete(listener);
+}
+
+/** Makes `language` with its `catalogue` (a page's #limen-i18n) the page's, then tells the listeners. */
+export function useLanguage(language, catalogue) {
+  lang = language;
+  texts = catalogue;
+  makeFormats();
+  for (const listener of [...languageListeners]) listener();
+}
 
 /** Whether the catalogue has `key`. */
 export function has(key) {
@@ -176,9 +196,14 @@ export function refusalText(refusal) {
   return ruleText(refusal.rule) || String(refusal.details || "");
 }
 
-const dateTimeFormat = new Intl.DateTimeFormat(lang, { dateStyle: "medium", timeStyle: "medium" });
-const timeFormat = new Intl.DateTimeFormat(lang, { timeStyle: "medium" });
-const numberFormat = new Intl.NumberFormat(lang);
+let dateTimeFormat, timeFormat, numberFormat, clockFormat;
+function makeFormats() {
+  dateTimeFormat = new Intl.DateTimeFormat(lang, { dateStyle: "medium", timeStyle: "medium" });
+  timeFormat = new Intl.DateTimeFormat(lang, { timeStyle: "medium" });
+  numberFormat = new Intl.NumberFormat(lang);
+  clockFormat = new Intl.DateTimeFormat(lang, { hour: "numeric", minute: "2-digit" });
+}
+makeFormats();
 
 /** A moment (Date, ISO text or milliseconds) as the page's language writes it; "—" for none. */
 export function formatDateTime(value) {
@@ -192,8 +217,6 @@ export function formatTime(value) {
   const date = value instanceof Date ? value : new Date(value);
   return Number.isNaN(date.getTime()) ? String(value) : timeFormat.format(date);
 }
-
-const clockFormat = new Intl.DateTimeFormat(lang, { hour: "numeric", minute: "2-digit" });
 
 /** Hours and minutes only (graph axes): "1:05 PM", "오후 1:05". */
 export function formatClock(value) {

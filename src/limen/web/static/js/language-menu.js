@@ -1,9 +1,11 @@
 // The language menu on every page (한국어 / English). Signed in, the choice is kept on the user
 // (PATCH /api/me, which also sets this browser's limen_lang cookie), so every browser they sign in from
 // follows it; signed out (the sign-in page), only this browser's cookie. Either way the page reloads in
-// the chosen language: the server renders pages in it.
+// the chosen language (the server renders pages in it), but for a page that keeps something live (the
+// console): that one changes its texts in place (language-switch.js), reloading only if it cannot.
 
 import { api } from "./api.js";
+import { switchesInPlace, switchInPlace } from "./language-switch.js";
 
 export const LANGUAGE_COOKIE = "limen_lang";
 const YEAR_SECONDS = 365 * 24 * 3600;
@@ -14,6 +16,7 @@ export function rememberInBrowser(language) {
   document.cookie = `${LANGUAGE_COOKIE}=${encodeURIComponent(language)}; Path=/; Max-Age=${YEAR_SECONDS}; SameSite=Lax${secure}`;
 }
 
+/** Makes `language` the user's and the page's; resolves once the page is in it without a reload. */
 async function choose(language) {
   const signedOut = window.location.pathname.startsWith("/login");
   if (!signedOut) {
@@ -24,7 +27,16 @@ async function choose(language) {
     }
   }
   rememberInBrowser(language);
+  if (switchesInPlace()) {
+    try {
+      await switchInPlace(language);
+      return;
+    } catch (exc) {
+      console.warn("limen: the language could not change in place, reloading", exc);
+    }
+  }
   window.location.reload();
+  await new Promise(() => {}); // the page goes
 }
 
 // A closed menu changes its value on an arrow key or a typed letter, and "change" fires at once: passing
@@ -36,13 +48,18 @@ const FOCUS_AFTER_RELOAD = "limen-focus-language-menu";
 
 const menu = document.getElementById("language-menu");
 if (menu) {
-  const shown = menu.value;
+  let shown = menu.value;
   let stepped = false; // the value moved by a key on the closed menu, not yet confirmed
   const apply = () => {
     if (menu.value === shown) return;
     menu.disabled = true;
     sessionStorage.setItem(FOCUS_AFTER_RELOAD, "1");
-    choose(menu.value);
+    choose(menu.value).then(() => {
+      sessionStorage.removeItem(FOCUS_AFTER_RELOAD);
+      shown = menu.value;
+      menu.disabled = false;
+      menu.focus({ preventScroll: true });
+    });
   };
   menu.addEventListener("keydown", (event) => {
     if (event.key === "Enter") {
