@@ -226,6 +226,27 @@ def test_the_focus_ring_shows_on_the_dark_top_bar(server: LimenProcess, signed_i
     save_screenshot(page, "layout-topbar-focus-1280")
 
 
+def test_a_system_preferring_dark_gets_dark_pages_and_the_same_console(
+    server: LimenProcess, signed_in_page: Callable[..., Page]
+) -> None:
+    """prefers-color-scheme: dark was ignored: white pages at night. The console, dark already, stays as it is."""
+    page = signed_in_page(server)
+    page.wait_for_selector("#sign-out")
+    colours = "sel => [...document.querySelectorAll(sel)].map(el => getComputedStyle(el).backgroundColor)"
+    light = page.evaluate(colours, "html, .btn.primary")
+    page.emulate_media(color_scheme="dark")
+    dark = page.evaluate(colours, "html, .btn.primary")
+    assert dark[0] == "rgb(15, 19, 24)" and light[0] == "rgb(245, 246, 248)", (light, dark)
+    assert dark[1] == "rgb(127, 166, 255)" and light[1] == "rgb(36, 88, 214)", (light, dark)
+    save_screenshot(page, "layout-dark-list-1280")
+    page.goto(f"{server.base_url}/vms/not-a-vm/console")
+    page.wait_for_selector('body[data-console-state="failed"]')
+    parts = "html, body, .console-bar, #btn-connect, #panel-extra .btn.primary"
+    in_dark = page.evaluate(colours, parts)
+    page.emulate_media(color_scheme="light")
+    assert page.evaluate(colours, parts) == in_dark
+
+
 def virsh(*args: str) -> None:
     subprocess.run(["virsh", "-c", QEMU_URI, *args], check=True, capture_output=True, timeout=60)
 

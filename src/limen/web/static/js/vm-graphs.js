@@ -23,24 +23,30 @@ const TIME_INCRS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
 const MIN_RATE_TOP = 1024;
 const MIN_MEMORY_TOP = 2 ** 20;
 
+// The lines' and axes' colours are the stylesheet's tokens (--graph-<colour>, --muted for the axes' words),
+// read when a graph is made: the dark scheme has its own (limen.css). A canvas cannot take var().
+function token(name) {
+  return getComputedStyle(document.documentElement).getPropertyValue(`--${name}`).trim();
+}
+
 const GRAPHS = [
   { id: "cpu", title: "CPU", unit: formatPercent, range: [0, 100],
-    lines: [{ field: "cpu_vcpu_percent", label: t("graphs.of_vcpus"), stroke: "#2458d6", fill: "rgb(36 88 214 / 12%)" }] },
+    lines: [{ field: "cpu_vcpu_percent", label: t("graphs.of_vcpus"), colour: "blue", filled: true }] },
   { id: "memory", title: t("col.memory"), unit: formatSize, bytes: true, minTop: MIN_MEMORY_TOP,
     lines: [
-      { field: "memory_bytes", label: t("graphs.assigned"), stroke: "#8a94a0", dash: [4, 4] },
-      { field: "rss_bytes", label: t("graphs.host_rss"), stroke: "#7b3fc4" },
-      { field: "memory_used_bytes", label: t("graphs.used_by_guest"), stroke: "#1f8a4c" },
+      { field: "memory_bytes", label: t("graphs.assigned"), colour: "grey", dash: [4, 4] },
+      { field: "rss_bytes", label: t("graphs.host_rss"), colour: "purple" },
+      { field: "memory_used_bytes", label: t("graphs.used_by_guest"), colour: "green" },
     ] },
   { id: "disk", title: t("quota.disk"), unit: formatRate, bytes: true, minTop: MIN_RATE_TOP,
     lines: [
-      { field: "disk_read_bps", label: t("graphs.read"), stroke: "#2458d6" },
-      { field: "disk_write_bps", label: t("graphs.write"), stroke: "#c26a00" },
+      { field: "disk_read_bps", label: t("graphs.read"), colour: "blue" },
+      { field: "disk_write_bps", label: t("graphs.write"), colour: "orange" },
     ] },
   { id: "net", title: t("vm.network"), unit: formatRate, bytes: true, minTop: MIN_RATE_TOP,
     lines: [
-      { field: "net_rx_bps", label: t("graphs.received"), stroke: "#1f8a4c" },
-      { field: "net_tx_bps", label: t("graphs.sent"), stroke: "#c62f2f" },
+      { field: "net_rx_bps", label: t("graphs.received"), colour: "green" },
+      { field: "net_tx_bps", label: t("graphs.sent"), colour: "red" },
     ] },
 ];
 
@@ -94,15 +100,16 @@ function buildGraph(graph) {
     },
     axes: [
       // Times as the page's language writes them (uPlot's own labels are English: "1:05pm").
-      { stroke: "#5b6470", grid: { stroke: "#eceff2" }, ticks: { stroke: "#d8dde3" }, incrs: TIME_INCRS, space: 84,
+      { stroke: token("muted"), grid: { stroke: token("graph-grid") }, ticks: { stroke: token("border") }, incrs: TIME_INCRS, space: 84,
         values: (_u, ticks, _axis, _space, incr) => timeTickLabels(ticks, incr, formatClock, formatTime) },
-      { stroke: "#5b6470", grid: { stroke: "#eceff2" }, ticks: { stroke: "#d8dde3" }, size: 76,
+      { stroke: token("muted"), grid: { stroke: token("graph-grid") }, ticks: { stroke: token("border") }, size: 76,
         incrs: graph.bytes ? BYTE_INCRS : undefined, values: (_u, ticks) => ticks.map((v) => graph.unit(v, lang)) },
     ],
     series: [
       {},
       ...graph.lines.map((line) => ({
-        label: line.label, stroke: line.stroke, fill: line.fill, dash: line.dash, width: 1.5,
+        label: line.label, stroke: token(`graph-${line.colour}`), dash: line.dash, width: 1.5,
+        fill: line.filled ? `${token(`graph-${line.colour}`)}1f` : undefined, // 12 % of the line's colour
         // A gauge (memory) is drawn across a sample that lacked it (libvirt does not wait for a VM busy with
         // a job, e.g. a screenshot: SeriesWindow.data's bridge); a rate's gap, and a stopped VM's, stay gaps.
         spanGaps: false, points: { show: false }, value: (_u, v) => graph.unit(v, lang),
