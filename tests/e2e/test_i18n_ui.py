@@ -232,6 +232,39 @@ def test_console_in_korean_translates_stages_and_errors_while_frames_stay_englis
     assert page.errors == []  # type: ignore[attr-defined]
 
 
+def test_the_console_says_its_panel_again_when_the_language_changes_in_place(
+    server: LimenProcess, browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """The console page does not reload for the language menu (that dropped the console): what it shows,
+    the panel of a console that could not open included, is said again in the chosen language."""
+    page = korean_page(browser, contexts)
+    sign_in(page, server)
+    forget_language(page, server)
+    page.goto(f"{server.base_url}/vms/limen-test-i18n-stopped/console")
+    page.wait_for_selector('body[data-console-state="failed"]', timeout=10_000)
+    expect(page.locator("#panel-title")).to_have_text("콘솔을 열 수 없습니다")
+    page.evaluate("window.limenPageOfThisTest = true")  # gone if the page reloads
+
+    page.select_option("#language-menu", "en")
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    box = page.locator("#panel-extra .error-box")
+    expect(box.locator(".error-title")).to_have_text("VM is not running")
+    expect(box.locator(".error-message")).to_have_text("Start the VM, then try again.")
+    expect(page.locator("#panel-title")).to_have_text("The console could not open")
+    expect(page.locator("#panel-sub")).to_contain_text("(stage check_vm)")
+    expect(page.locator("#stages .stage.failed .msg")).to_have_text(SEED_CHECKING_VM)
+    expect(page.locator("#stages .stage.failed .icon")).to_have_attribute("aria-label", "failed")
+    expect(page.locator("#panel-extra").get_by_role("button", name="Start VM and connect")).to_be_visible()
+    expect(page.locator("#conn-status")).to_have_text("VM is not running")
+    expect(page.locator("#btn-connect")).to_have_text("Start VM and connect")
+    expect(page.locator("#tab-serial")).to_have_text("Serial")
+    expect(page.locator("#language-menu")).to_be_focused()
+    assert page.evaluate("window.limenPageOfThisTest === true"), "the page reloaded"
+    save_screenshot(page, "i18n-console-switched-en")
+    forget_language(page, server)
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
 def test_the_pages_own_console_errors_follow_the_language(
     server: LimenProcess, browser: Browser, contexts: list[BrowserContext]
 ) -> None:

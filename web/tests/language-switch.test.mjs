@@ -7,6 +7,7 @@ import { test } from "node:test";
 
 import { formatNumber, lang, onLanguageChange, t, useLanguage } from "../../src/limen/web/static/js/i18n.js";
 import { translateMarked } from "../../src/limen/web/static/js/language-switch.js";
+import { SerialTab } from "../../src/limen/web/static/js/serial-console.js";
 
 const KOREAN = { "console.paste": "입력으로 붙여넣기", "console.paste_title": "텍스트를 키 입력으로 보냅니다" };
 
@@ -59,4 +60,23 @@ test("translateMarked says each marked text and attribute with the catalogue's k
   assert.equal(text.textContent, "입력으로 붙여넣기");
   assert.equal(titled.attribute("title"), "텍스트를 키 입력으로 보냅니다");
   assert.equal(labelled.attribute("aria-label"), "입력으로 붙여넣기");
+});
+
+test("the serial tab says its status line and its button again in the new language", () => {
+  const english = englishCatalogue();
+  const korean = { ...english, "serial.no_ticket": "시리얼 콘솔을 열 수 없습니다: {reason}", "serial.take_over": "넘겨받기" };
+  const ui = { status: { textContent: "", dataset: {} }, reconnect: { textContent: "", hidden: true },
+               paste: {}, serialWrap: { dataset: {} } };
+  const tab = new SerialTab({ vmId: "web", ui });
+  tab.lastError = "SERIAL_BUSY";
+  tab.ended(() => t("serial.no_ticket", { reason: "busy" }));
+  assert.equal(ui.status.textContent, english["serial.no_ticket"].replace("{reason}", "busy"));
+  assert.equal(ui.reconnect.textContent, english["serial.take_over"]);
+  try {
+    useLanguage("ko", korean);
+    assert.equal(ui.status.textContent, "시리얼 콘솔을 열 수 없습니다: busy");
+    assert.equal(ui.reconnect.textContent, "넘겨받기");
+  } finally {
+    useLanguage("en", english);
+  }
 });

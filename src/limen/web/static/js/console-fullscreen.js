@@ -3,7 +3,7 @@
 // limen.css) shrinks the bar to one row: send keys, paste, clipboard and "Exit fullscreen". The browser's
 // own way out (Esc) and the console's keyboard way out (Ctrl+Alt+Shift to the toolbar) keep working.
 
-import { t } from "./i18n.js";
+import { onLanguageChange, t } from "./i18n.js";
 
 /** Whether the page shows fullscreen now. */
 export function isFullscreen(doc = document) {
@@ -16,13 +16,17 @@ export function isFullscreen(doc = document) {
  */
 export function wireFullscreen({ button, body, onError = () => {}, onChange = () => {} }) {
   const doc = body.ownerDocument;
+  const label = () => {
+    const on = isFullscreen(doc);
+    button.textContent = on ? t("console.fullscreen_exit") : t("console.fullscreen");
+    button.title = on ? t("console.fullscreen_exit_title") : t("console.fullscreen_title");
+  };
   const show = () => {
     const on = isFullscreen(doc);
     body.classList.toggle("thin-bar", on || body.classList.contains("popout"));
     body.dataset.fullscreen = on ? "on" : "off";
     button.setAttribute("aria-pressed", String(on));
-    button.textContent = on ? t("console.fullscreen_exit") : t("console.fullscreen");
-    button.title = on ? t("console.fullscreen_exit_title") : t("console.fullscreen_title");
+    label();
     onChange(on);
   };
   button.addEventListener("click", async () => {
@@ -34,5 +38,6 @@ export function wireFullscreen({ button, body, onError = () => {}, onChange = ()
     }
   });
   doc.addEventListener("fullscreenchange", show);
+  onLanguageChange(label); // the page changed its language in place: the button says itself again
   show();
 }

@@ -51,6 +51,7 @@ let stageLabels = {};
 const writers = new Map();
 
 function write(part, writer) {
+  writers.delete(part); // written again in the order last written: the panel before its countdown
   writers.set(part, writer);
   writer();
 }
@@ -254,6 +255,13 @@ function showOverlay(title) {
   write("panel-title", () => { ui.title.textContent = title(); });
 }
 
+/** The panel's content under its stages, made by `render()` (again in a new language, keeping a
+ * reconnect's countdown that follows it). */
+function showExtra(render) {
+  ui.extra.replaceChildren();
+  write("panel-extra", () => ui.extra.replaceChildren(...render(), ...ui.extra.querySelectorAll(":scope > .backoff")));
+}
+
 /** The panel's line under its title, said by `text()`. */
 function showSub(text) {
   write("panel-sub", () => { ui.sub.textContent = text(); });
@@ -264,7 +272,7 @@ async function connect() {
   cancelBackoff();
   teardown();
   ui.stages.replaceChildren();
-  ui.extra.replaceChildren();
+  showExtra(() => []);
   const shownAttempt = attempt;
   showOverlay(() => (shownAttempt > 0 ? t("console.reconnecting_attempt", { attempt: shownAttempt }) : t("console.opening")));
   setState("connecting", () => t("console.state.connecting"), "busy");
@@ -447,7 +455,7 @@ function onFailure(err) {
   setState("failed", () => localizedError(full).error, "bad");
   setConnected(false);
   setConnectButton(false);
-  ui.extra.replaceChildren(errorBox(full, { actions: recoveryActions(full.code, t("console.retry")) }));
+  showExtra(() => [errorBox(full, { actions: recoveryActions(full.code, t("console.retry")) })]);
   if (attempt > 0 && retriesByItself(full.code)) scheduleReconnect();
   focusPanelAction();
 }
@@ -479,7 +487,7 @@ function onEnded(event) {
     setState("ended", () => t("console.state.disconnected"));
     setConnected(false);
     setConnectButton(false);
-    ui.extra.replaceChildren(h("div", { class: "error-actions" }, primaryButton(t("console.connect"), connect)));
+    showExtra(() => [h("div", { class: "error-actions" }, primaryButton(t("console.connect"), connect))]);
     focusPanelAction();
     return;
   }
@@ -497,9 +505,9 @@ function onEnded(event) {
   setState("ended", () => localizedError(full).error, "bad");
   setConnected(false);
   setConnectButton(false);
-  ui.extra.replaceChildren(
+  showExtra(() => [
     errorBox(full, { actions: recoveryActions(full.code, t("console.reconnect")), extraClass: "ended" }),
-  );
+  ]);
   refreshVm();
   if (reconnect) scheduleReconnect();
   focusPanelAction();
@@ -544,7 +552,7 @@ async function startAndConnect(event) {
       const box = exc instanceof ApiError ? exc.body : clientError("CLIENT_ERROR", `POST /api/vms/…/start: ${exc}`);
       lastProblem = "VM_NOT_RUNNING";
       setConnectButton(false);
-      ui.extra.replaceChildren(errorBox(box, { actions: recoveryActions("VM_NOT_RUNNING", t("console.retry")) }));
+      showExtra(() => [errorBox(box, { actions: recoveryActions("VM_NOT_RUNNING", t("console.retry")) })]);
       return;
     }
   }
@@ -557,7 +565,10 @@ async function startAndConnect(event) {
 function scheduleReconnect() {
   cancelBackoff();
   if (attempt >= BACKOFF_SECONDS.length) {
-    ui.extra.append(h("p", { class: "backoff", text: t("console.gave_up", { attempts: attempt }) }));
+    const gaveUp = h("p", { class: "backoff" });
+    const attempts = attempt;
+    ui.extra.append(gaveUp);
+    write("backoff", () => { gaveUp.textContent = t("console.gave_up", { attempts }); });
     return;
   }
   let remaining = BACKOFF_SECONDS[attempt];
@@ -567,14 +578,16 @@ function scheduleReconnect() {
     "div",
     { class: "backoff", role: "status", "aria-live": "polite" },
     text,
-    h("button", { class: "btn small", type: "button", onclick: () => connect(), text: t("console.reconnect_now") }),
-    h("button", { class: "btn small", type: "button", onclick: () => { cancelBackoff(); line.remove(); }, text: t("common.cancel") }),
+    h("button", { class: "btn small", type: "button", onclick: () => connect(), text: t("console.reconnect_now"),
+                  dataset: { i18n: "console.reconnect_now" } }),
+    h("button", { class: "btn small", type: "button", onclick: () => { cancelBackoff(); line.remove(); }, text: t("common.cancel"),
+                  dataset: { i18n: "common.cancel" } }),
   );
   const render = () => {
     text.textContent = t("console.reconnecting_in", { seconds: remaining, attempt, total: BACKOFF_SECONDS.length });
   };
-  render();
   ui.extra.append(line);
+  write("backoff", render);
   backoffTimer = setInterval(() => {
     remaining -= 1;
     if (remaining <= 0) {
@@ -651,12 +664,12 @@ function showPoppedOut() {
   setState("popped-out", () => t("console.popout_state"));
   setConnected(false);
   setConnectButton(false);
-  ui.extra.replaceChildren(h(
+  showExtra(() => [h(
     "div",
     { class: "error-actions" },
     primaryButton(t("console.popout_reopen"), popOut),
     h("button", { class: "btn", type: "button", onclick: showHere, text: t("console.popout_show_here") }),
-  ));
+  )]);
   stopWatchingPopout();
   popoutWatch = setInterval(() => {
     if (popoutWindow && popoutWindow.closed) {
@@ -1028,10 +1041,10 @@ function offerRunningAgain() {
   setState(ui.body.dataset.consoleState, () => t("console.running_again_title")); // not "VM stopped" in red any more
   showOverlay(() => t("console.running_again_title"));
   showSub(() => t("console.running_again"));
-  ui.extra.replaceChildren(h("div", { class: "error-actions" }, primaryButton(t("console.connect"), () => {
+  showExtra(() => [h("div", { class: "error-actions" }, primaryButton(t("console.connect"), () => {
     attempt = 0;
     connect();
-  }), h("a", { class: "btn", href: "/", text: t("console.back_to_vms") })));
+  }), h("a", { class: "btn", href: "/", text: t("console.back_to_vms") }))]);
   focusPanelAction();
 }
 

@@ -7,7 +7,7 @@
 
 import { api } from "./api.js";
 import { VM_DOWN_CODES } from "./console-outcome.js";
-import { has, lang, localizedError, t } from "./i18n.js";
+import { has, lang, localizedError, onLanguageChange, t } from "./i18n.js";
 import { isLeaveChord } from "./key-combos.js";
 import { markSelected, wireTabKeys } from "./tablist.js";
 
@@ -59,7 +59,14 @@ export class SerialTab {
     this.lastError = null;
     this.heldInput = null; // while a paste waits for the clipboard: what was typed meanwhile
     this.quietTimer = null; // set from "connected" until the guest's first byte
-    this.connectedText = "";
+    this.connectedText = () => ""; // says "connected" in the page's language
+    this.statusText = () => ""; // says the status line in the page's language
+    // The page changes its language in place (language-switch.js): the status line and the button say
+    // themselves again.
+    onLanguageChange(() => {
+      this.ui.status.textContent = this.statusText();
+      if (!this.ui.reconnect.hidden) this.sayReconnect();
+    });
   }
 
   wire() {
@@ -97,7 +104,7 @@ export class SerialTab {
   }
 
   async load() {
-    this.setStatus(t("serial.loading"));
+    this.setStatus(() => t("serial.loading"));
     try {
       const [{ Terminal }, { FitAddon }] = await bounded(Promise.all([
         import(`${XTERM}/xterm/lib/xterm.mjs`), import(`${XTERM}/addon-fit/lib/addon-fit.mjs`),
@@ -112,7 +119,7 @@ export class SerialTab {
       new ResizeObserver(() => this.refit()).observe(this.ui.term);
       return true;
     } catch (exc) {
-      this.setStatus(t("serial.xterm_missing", { reason: String(exc) }), "error");
+      this.setStatus(() => t("serial.xterm_missing", { reason: String(exc) }), "error");
       return false;
     }
   }
@@ -168,7 +175,7 @@ export class SerialTab {
     try {
       text = await navigator.clipboard.readText();
     } catch {
-      this.setStatus(t("serial.no_clipboard"), "error");
+      this.setStatus(() => t("serial.no_clipboard"), "error");
     }
     const held = this.heldInput;
     this.heldInput = null;
@@ -181,8 +188,10 @@ export class SerialTab {
     if (this.socket && this.socket.readyState === WebSocket.OPEN) this.socket.send(data);
   }
 
+  /** The status line: `text` a function saying it (said again in a new language), or a text as it is. */
   setStatus(text, tone = "") {
-    this.ui.status.textContent = text;
+    this.statusText = typeof text === "function" ? text : () => text;
+    this.ui.status.textContent = this.statusText();
     this.ui.status.dataset.tone = tone;
   }
 
@@ -191,15 +200,15 @@ export class SerialTab {
     this.socket = null;
     this.lastError = null;
     this.ui.reconnect.hidden = true;
-    this.setStatus(t("serial.asking_ticket"));
+    this.setStatus(() => t("serial.asking_ticket"));
     let ticket;
     this.connecting = true; // until the socket exists: showing the tab meanwhile opens no second one
     try {
       ticket = await api("POST", `/api/vms/${encodeURIComponent(this.vmId)}/console-ticket`, undefined,
         { timeoutMs: 8000 });
     } catch (exc) {
-      const reason = exc && exc.code ? localizedError(exc).error || exc.code : String(exc);
-      this.ended(t("serial.no_ticket", { reason }));
+      const reason = () => (exc && exc.code ? localizedError(exc).error || exc.code : String(exc));
+      this.ended(() => t("serial.no_ticket", { reason: reason() }));
       return;
     } finally {
       this.connecting = false;
@@ -216,7 +225,8 @@ export class SerialTab {
         return;
       }
       const frame = JSON.parse(event.data);
-      const [text, tone, isError] = describeFrame(frame);
+      const [, tone, isError] = describeFrame(frame);
+      const text = () => describeFrame(frame)[0];
       if (isError) this.lastError = frame.code;
       this.setStatus(text, tone);
       this.ui.serialWrap.dataset.stage = frame.stage || "";
@@ -230,19 +240,19 @@ export class SerialTab {
       if (socket !== this.socket) return;
       this.socket = null;
       if (!this.lastError) this.lastError = event.reason || null;
-      const why = this.ui.status.dataset.tone === "error" ? this.ui.status.textContent
-        : t(event.reason ? "serial.closed_because" : "serial.closed", { reason: event.reason });
+      const why = this.ui.status.dataset.tone === "error" ? this.statusText
+        : () => t(event.reason ? "serial.closed_because" : "serial.closed", { reason: event.reason });
       this.ended(why);
     });
   }
 
-  /** After "connected": the hint if the guest stays quiet, until its first byte. */
+  /** After "connected" (`connectedText()` says it): the hint if the guest stays quiet, until its first byte. */
   awaitOutput(connectedText) {
     this.heard();
     this.connectedText = connectedText;
     this.quietTimer = setTimeout(() => {
       this.quietTimer = null;
-      this.setStatus(t("serial.quiet_hint", { status: connectedText }), "ok");
+      this.setStatus(() => t("serial.quiet_hint", { status: connectedText() }), "ok");
       this.ui.serialWrap.dataset.quiet = "true";
     }, QUIET_HINT_MS);
   }
@@ -263,8 +273,7 @@ export class SerialTab {
     this.setStatus(text, "error");
     this.ui.serialWrap.dataset.stage = "ended";
     // Connecting starts a stopped VM (the console's auto-start): after the VM went down the button says so.
-    this.ui.reconnect.textContent = this.lastError === "SERIAL_BUSY" ? t("serial.take_over")
-      : VM_DOWN_CODES.has(this.lastError) ? t("console.start_and_connect") : t("serial.reconnect");
+    this.sayReconnect();
     this.ui.reconnect.hidden = false;
     // Migrated: it runs on another host, where a new session reaches it (once, not in a loop).
     if (this.lastError === "VM_MIGRATED" && !this.ui.serialWrap.hidden) {
@@ -272,5 +281,10 @@ export class SerialTab {
         if (!this.socket && !this.connecting) this.connect(false);
       }, MIGRATED_RECONNECT_MS);
     }
+  }
+
+  sayReconnect() {
+    this.ui.reconnect.textContent = this.lastError === "SERIAL_BUSY" ? t("serial.take_over")
+      : VM_DOWN_CODES.has(this.lastError) ? t("console.start_and_connect") : t("serial.reconnect");
   }
 }
