@@ -313,9 +313,17 @@ def serving_instances(settings: Settings) -> list[str]:
         db.close()
 
 
-def restore_database(settings: Settings, backup: Backup, *, now: datetime | None = None) -> Path | None:
-    """Puts the backup's database in place of the current one and migrates it to this version's schema.
-    Returns where the replaced database was kept (None if there was none)."""
+@dataclass(frozen=True)
+class Restored:
+    """What :func:`restore_database` did: where the replaced database is kept (None if there was none), and
+    the schema revisions the backup's database was migrated from ([] when it was at this version's)."""
+
+    kept: Path | None
+    migrated_from: list[str]
+
+
+def restore_database(settings: Settings, backup: Backup, *, now: datetime | None = None) -> Restored:
+    """Puts the backup's database in place of the current one and migrates it to this version's schema."""
     kind = database_kind(settings)
     check_restorable(backup, kind)
     serving = serving_instances(settings)
@@ -329,7 +337,7 @@ def restore_database(settings: Settings, backup: Backup, *, now: datetime | None
     kept = restore(settings, backup, stamp)
     db = Database(settings.db_url)
     try:
-        db.migrate()
+        migrated_from = db.migrate()
         # The instances that served when the backup was made serve the database they were backed up from,
         # not this copy: marked stopped, or a second restore right after was refused, naming them, until
         # their heartbeats ran out. What they held is closed by the next start's sweep, as for any stopped one.
@@ -338,7 +346,7 @@ def restore_database(settings: Settings, backup: Backup, *, now: datetime | None
             update(LimenInstance).where(LimenInstance.stopped_at.is_(None)).values(stopped_at=restored_at)))
     finally:
         db.close()
-    return kept
+    return Restored(kept, migrated_from)
 
 
 def _restore_postgres(settings: Settings, backup: Backup, stamp: str) -> Path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -18,6 +19,7 @@ from limen.backup import (
     Backup,
     BackupError,
     Manifest,
+    Restored,
     VmRecord,
     check_backup_target,
     database_label,
@@ -25,15 +27,19 @@ from limen.backup import (
     restore_database,
     write_backup,
 )
+from limen.cli_audit import command_line_actor
 from limen.cli_hypervisor import with_hypervisor
 from limen.cli_output import failed, say
 from limen.cli_progress import working
 from limen.cli_state import cli_state
+from limen.db.database import SCHEMA_HEAD
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.hosts import DEFAULT_HOST
+from limen.logs import logging_to_file
 from limen.settings import Settings
 
+log = logging.getLogger("limen.restore")
 
 def _fail(message: str) -> typer.Exit:
     """BACKUP_FAILED said as the command line says errors: its title and advice in the user's language, the
@@ -148,6 +154,19 @@ def _check_vm_names(backup: Backup, names: list[str]) -> None:
                           f"(it holds: {', '.join(held) or 'none'})")
 
 
+def _log_restore(file: Path, backup: Backup, restored: Restored) -> None:
+    """The restore in limen.log: the database was replaced, by whom and from what, found later beside the
+    server's lines. (Administrative commands write no audit rows; the audit trail is the database replaced.)
+    A warning, not news: every user, token and session went back to the backup's, and a LIMEN_LOG_LEVEL of
+    warning must keep it."""
+    log.warning("database restored from a backup", extra={
+        "event": "database_restored", "file": str(file.resolve()), "by": command_line_actor(),
+        "backup_made": backup.manifest.created_at, "backup_limen_version": backup.manifest.limen_version,
+        "backup_schema": backup.manifest.schema_revision,
+        "migrated_from": ", ".join(restored.migrated_from) or None,
+        "kept": str(restored.kept) if restored.kept is not None else None})
+
+
 def restore_command(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Backup file made by `limen backup`")],
@@ -172,8 +191,10 @@ def restore_command(
                     _check_settings_target(backup, settings_to)
                 if vm:
                     _check_vm_names(backup, vm)
-                kept = restore_database(settings, backup)
-                restored = True
+                with logging_to_file(settings):
+                    restored_as = restore_database(settings, backup)
+                    _log_restore(file, backup, restored_as)
+                kept, restored = restored_as.kept, True
                 if settings_to is not None and backup.config is not None:
                     fd = os.open(settings_to, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                     with os.fdopen(fd, "wb") as target:
@@ -189,6 +210,8 @@ def restore_command(
             raise _fail(f"the database is restored{where}, but what follows it failed: {why}") from None
     lines = [say("cli.restore.done", file=file, schema=backup.manifest.schema_revision,
                  made=backup.manifest.created_at)]
+    if restored_as.migrated_from:
+        lines.append(say("cli.restore.migrated", revision=", ".join(restored_as.migrated_from), schema=SCHEMA_HEAD))
     if kept is not None:
         lines.append(say("cli.restore.kept", path=kept))
     if backup.config is not None and settings_to is not None:
@@ -197,4 +220,5 @@ def restore_command(
         lines.append(say("cli.restore.settings_held", name=backup.manifest.config_file))
     if vms:
         lines.append(say("cli.restore.defined", names=", ".join(defined) or say("cli.restore.none_missing")))
-    _report(state.as_json, backup.manifest, "\n".join(lines), kept=str(kept) if kept else None, defined=defined)
+    _report(state.as_json, backup.manifest, "\n".join(lines), kept=str(kept) if kept else None, defined=defined,
+            migrated_from=restored_as.migrated_from)

@@ -14,7 +14,10 @@ import io
 import json
 import logging
 import logging.handlers
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,6 +105,20 @@ class RotatingJsonLines(logging.handlers.RotatingFileHandler):
             self.handleError(record)
 
 
+def _json_file_handler(settings: Settings) -> tuple[RotatingJsonLines, list[Tightened]]:
+    """The handler of ``<log_dir>/limen.log`` (the dir made private, the files tightened), with what was
+    tightened; OSError when it cannot be written."""
+    tightened: list[Tightened] = list(filter(None, [private_dir(settings.log_dir)]))
+    tightened += filter(None, map(private_file, sorted(settings.log_dir.glob(f"{LOG_FILE_NAME}*"))))
+    handler = RotatingJsonLines(
+        settings.log_dir / LOG_FILE_NAME, max_bytes=settings.log_max_bytes, backups=settings.log_backups
+    )
+    handler.setFormatter(JsonFormatter())
+    # On the handlers: a logger's own filters do not see records of its child loggers.
+    handler.addFilter(RequestIdFilter())
+    return handler, tightened
+
+
 def configure_logging(settings: Settings) -> Path | None:
     """Installs limen's handlers on the ``limen`` logger. Returns the log file path, if writable."""
     logger = logging.getLogger("limen")
@@ -113,14 +130,7 @@ def configure_logging(settings: Settings) -> Path | None:
     log_file: Path | None = settings.log_dir / LOG_FILE_NAME
     tightened: list[Tightened] = []
     try:
-        tightened += filter(None, [private_dir(settings.log_dir)])
-        tightened += filter(None, map(private_file, sorted(settings.log_dir.glob(f"{LOG_FILE_NAME}*"))))
-        file_handler = RotatingJsonLines(
-            settings.log_dir / LOG_FILE_NAME, max_bytes=settings.log_max_bytes, backups=settings.log_backups
-        )
-        file_handler.setFormatter(JsonFormatter())
-        # On the handlers: a logger's own filters do not see records of its child loggers.
-        file_handler.addFilter(RequestIdFilter())
+        file_handler, tightened = _json_file_handler(settings)
         logger.addHandler(file_handler)
     except OSError as exc:
         print(f"limen: cannot write logs to {log_file}: {exc}", file=sys.stderr)
@@ -134,3 +144,43 @@ def configure_logging(settings: Settings) -> Path | None:
     for change in tightened:
         log.warning("log file or directory was readable by others; made owner-only", extra=change.log_fields())
     return log_file
+
+
+@contextmanager
+def logging_to_file(settings: Settings) -> Iterator[None]:
+    """For one command that must leave a record an operator finds later (``limen restore``): the ``limen``
+    loggers also write to ``limen.log``, beside the server's lines, while the block runs; the terminal gets
+    the command's own words, not these lines. The logger is put back as it was after (tests run commands in
+    their own process), and files that a command run as root made or rotated are given to the log dir's owner:
+    root's 0600 ``limen.log`` was one the service could not write to. A log that cannot be written is said
+    on stderr and the command goes on."""
+    logger = logging.getLogger("limen")
+    try:
+        handler, tightened = _json_file_handler(settings)
+    except OSError as exc:
+        print(f"limen: cannot write logs to {settings.log_dir / LOG_FILE_NAME}: {exc}", file=sys.stderr)
+        yield
+        return
+    level = logger.level
+    handler.setLevel(settings.log_level.upper())
+    logger.setLevel(min(logger.getEffectiveLevel(), handler.level))
+    logger.addHandler(handler)
+    try:
+        for change in tightened:
+            log.warning("log file or directory was readable by others; made owner-only",
+                        extra=change.log_fields())
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        logger.setLevel(level)
+        _give_to_log_dir_owner(settings.log_dir)
+
+
+def _give_to_log_dir_owner(log_dir: Path) -> None:
+    if os.getuid() != 0:
+        return
+    owner = log_dir.stat()
+    for path in log_dir.glob(f"{LOG_FILE_NAME}*"):
+        if (path.stat().st_uid, path.stat().st_gid) != (owner.st_uid, owner.st_gid):
+            os.chown(path, owner.st_uid, owner.st_gid)

@@ -3,6 +3,8 @@ given with --config travels in the backup and --settings-to writes it as a new f
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import pwd
 import sqlite3
@@ -12,7 +14,7 @@ import pytest
 
 from limen.backup import open_backup
 from limen.cli import app
-from limen.db.database import Database
+from limen.db.database import SCHEMA_HEAD, Database
 from tests.support.cli import CliRunner
 from tests.support.console import FakeDomain, driver_uri
 
@@ -126,3 +128,78 @@ def test_a_command_that_migrates_an_older_schema_says_so(tmp_path: Path) -> None
     assert code == 0 and "older schema (0001_access) and is migrated now" in err, err
     code, _, err = run("--data-dir", str(data), "user", "list")
     assert code == 0 and "migrated" not in err  # said once: it is at the newest schema now
+
+
+def older_schema_backup(tmp_path: Path) -> tuple[Path, Path]:
+    """A data dir whose database is of the first schema, and a backup of it: (data dir, backup file)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    db = Database(f"sqlite:///{data / 'limen.db'}")
+    db.migrate("0001_access")
+    db.close()
+    out = tmp_path / "old.limen"
+    code, _, err = run("--data-dir", str(data), "--log-dir", str(tmp_path / "log"), "backup", str(out), "--no-vms")
+    assert code == 0, err
+    return data, out
+
+
+@pytest.mark.parametrize(("env", "said"), [
+    ({"LANG": "C.UTF-8", "LC_ALL": "", "LC_MESSAGES": "", "LIMEN_LANG": ""},
+     f"was on an older schema (0001_access) and is migrated to this version's ({SCHEMA_HEAD})"),
+    ({"LANG": "ko_KR.UTF-8", "LC_ALL": "", "LC_MESSAGES": "", "LIMEN_LANG": ""},
+     f"이전 스키마(0001_access)여서 이 버전의 스키마({SCHEMA_HEAD})로 마이그레이션함"),
+])
+def test_a_restore_that_migrates_an_older_schema_says_so(tmp_path: Path, env: dict[str, str], said: str) -> None:
+    """`limen restore` of a backup from an older limen migrated the database without a word (other commands
+    that migrate say it)."""
+    data, out = older_schema_backup(tmp_path)
+    result = CliRunner().invoke(app, ["--data-dir", str(data), "--log-dir", str(tmp_path / "log"), "restore",
+                                      str(out)], env=env)
+    assert result.exit_code == 0, result.stderr
+    assert said in result.stdout
+    result = CliRunner().invoke(app, ["--data-dir", str(data), "--log-dir", str(tmp_path / "log"), "--json",
+                                      "restore", str(out)], env=env)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["migrated_from"] == ["0001_access"]
+
+
+def test_a_restore_at_this_schema_says_no_migration(tmp_path: Path) -> None:
+    _data, config = migrated_data_dir(tmp_path)
+    out = tmp_path / "b.limen"
+    assert run("--config", str(config), "backup", str(out), "--no-vms")[0] == 0
+    code, stdout, err = run("--config", str(config), "--log-dir", str(tmp_path / "log"), "restore", str(out))
+    assert code == 0, err
+    assert "migrated" not in stdout
+
+
+def test_a_restore_leaves_a_line_in_limens_log(tmp_path: Path) -> None:
+    """A restore replaces every user, token and session, and left no trace an operator could find later."""
+    data, out = older_schema_backup(tmp_path)
+    logger = logging.getLogger("limen")
+    before = (list(logger.handlers), logger.propagate, logger.level)
+    code, stdout, err = run("--data-dir", str(data), "--log-dir", str(tmp_path / "log"), "restore", str(out))
+    assert code == 0, err
+    assert "database_restored" not in stdout + err  # the terminal gets the command's words, not log lines
+    lines = [json.loads(line) for line in (tmp_path / "log" / "limen.log").read_text().splitlines()]
+    restored = [line for line in lines if line.get("event") == "database_restored"]
+    assert len(restored) == 1, lines
+    assert restored[0]["file"] == str(out) and restored[0]["migrated_from"] == "0001_access"
+    assert restored[0]["by"].startswith("cli:") and restored[0]["kept"].startswith(str(data / "limen.db"))
+    assert restored[0]["backup_schema"] == "0001_access"
+    assert oct((tmp_path / "log" / "limen.log").stat().st_mode & 0o777) == "0o600"
+    # The logger is as it was: a later command or test in this process writes nothing there.
+    assert (list(logger.handlers), logger.propagate, logger.level) == before
+
+
+def test_a_restore_run_as_root_leaves_the_log_its_owners(tmp_path: Path) -> None:
+    """The service's user must still write limen.log after a restore run as root made it."""
+    if os.getuid() != 0:
+        pytest.skip("needs root, as the README's restore")
+    service = pwd.getpwnam("nobody")
+    data, out = older_schema_backup(tmp_path)
+    (tmp_path / "log").mkdir(mode=0o700)
+    os.chown(tmp_path / "log", service.pw_uid, service.pw_gid)
+    code, _, err = run("--data-dir", str(data), "--log-dir", str(tmp_path / "log"), "restore", str(out))
+    assert code == 0, err
+    log_file = tmp_path / "log" / "limen.log"
+    assert (log_file.stat().st_uid, log_file.stat().st_gid) == (service.pw_uid, service.pw_gid)
