@@ -54,7 +54,7 @@ from limen.errors import LimenError
 from limen.hypervisor import Hypervisor, Vm, VmSpec, editing
 from limen.hypervisor.connection import calls_under_way
 from limen.i18n import display_width, pad
-from limen.private_files import private_dir
+from limen.private_files import TRAVERSABLE_DIR_MODE, private_dir, traversable_dir
 from limen.settings import Settings
 from limen.url_redaction import redacted_url
 
@@ -173,17 +173,36 @@ def _print_vm(state: CliState, vm: VmOut) -> None:
     typer.echo("\n".join(f"{pad(key, width)}  {value}" for key, value in fields))
 
 
-def _private_data_dir(settings: Settings) -> None:
-    """The data dir holds the database: 0700, tightened (and logged) if it is looser."""
+def _dirs_qemu_passes(settings: Settings) -> list[Path]:
+    """The data dir, and the ISO library in it, when the storage pool or the ISO library is under the data
+    dir (the packaged layout: /var/lib/limen/pool, /var/lib/limen/isos)."""
+    data = settings.data_dir
+    dirs = [data] if settings.pool_dir.is_relative_to(data) or settings.iso_dir.is_relative_to(data) else []
+    if settings.iso_dir.is_relative_to(data) and settings.iso_dir != data:
+        dirs.append(settings.iso_dir)
+    return dirs
+
+
+def _data_dir_modes(settings: Settings) -> None:
+    """The data dir holds the database: 0700, tightened (and logged) if it is looser; 0711 when QEMU must pass
+    through it to the storage pool or the ISO library (and the library 0711 too): QEMU runs as its own user
+    on a stock host (libvirt-qemu), and with 0700 every VM failed to start ("Permission denied" on its disk)."""
+    log = logging.getLogger("limen.cli")
     try:
-        change = private_dir(settings.data_dir)
+        passed = _dirs_qemu_passes(settings)
+        change = None if passed else private_dir(settings.data_dir)
+        opened = {path: traversable_dir(path) for path in passed}
     except OSError as exc:  # the database's own checks say more when it is opened
-        logging.getLogger("limen.cli").warning("cannot make the data dir private", extra={
+        log.warning("cannot set the data dir's mode", extra={
             "event": "data_dir_unusable", "path": str(settings.data_dir), "error": str(exc)})
         return
     if change is not None:
-        logging.getLogger("limen.cli").warning("data dir was readable by others; made owner-only",
-                                               extra=change.log_fields())
+        log.warning("data dir was readable by others; made owner-only", extra=change.log_fields())
+    for path, was in opened.items():
+        if was is not None:
+            log.warning("directory made passable for QEMU, not listable (0711): VM disks or ISOs are under it",
+                        extra={"event": "file_mode_changed", "path": str(path), "was": f"{was:04o}",
+                               "now": f"{TRAVERSABLE_DIR_MODE:04o}"})
 
 
 @app.command()
@@ -203,7 +222,7 @@ def serve(
 
     settings = cli_state(ctx).settings(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key)
     log_file = configure_logging(settings)
-    _private_data_dir(settings)
+    _data_dir_modes(settings)
     # What would fail the start is said in one line, before anything says it serves.
     address = settings.address
     try:

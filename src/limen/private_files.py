@@ -5,6 +5,7 @@ addresses and VM names. Directories are made ``0700`` and files ``0600`` (``umas
 away from those); ones that already exist with looser modes, from an older limen or a hand-made
 set-up, are tightened, and each tightening is returned as a :class:`Tightened` for the caller to log.
 Group and other bits are what "looser" means: the owner's own bits are left as they are on files.
+One exception: a directory QEMU must pass through (:func:`traversable_dir`) is ``0711``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from pathlib import Path
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
+# A directory QEMU must pass through to reach VM disks or ISOs under it (the data dir of the packaged layout,
+# the ISO library in it): QEMU runs as its own user (libvirt-qemu on Debian), and the search bit alone lets
+# it open a file whose name it is given, without listing what is there. Each file of limen's own in such a
+# directory is owner-only by itself (the database and its companions: 0600).
+TRAVERSABLE_DIR_MODE = 0o711
 _GROUP_AND_OTHER = 0o077
 
 
@@ -47,6 +53,22 @@ def private_dir(path: Path) -> Tightened | None:
     """Makes ``path`` (and missing parents) if it does not exist, ``0700``; tightens it if it is looser."""
     path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
     return _tighten(path, PRIVATE_DIR_MODE)
+
+
+def traversable_dir(path: Path) -> int | None:
+    """Makes ``path`` if it does not exist (missing parents ``0700``), ``0711``; an existing one gets exactly
+    the search bit for group and other (``0700`` and ``0755`` become ``0711``). Returns the mode an existing
+    one had, when it changed."""
+    made = not path.exists()
+    if made:
+        path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        path.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    wanted = (mode & ~_GROUP_AND_OTHER) | (TRAVERSABLE_DIR_MODE & _GROUP_AND_OTHER)
+    if mode == wanted:
+        return None
+    path.chmod(wanted)  # not given to mkdir: the umask would take the search bits away again
+    return None if made else mode
 
 
 def private_file(path: Path) -> Tightened | None:

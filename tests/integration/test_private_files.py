@@ -1,5 +1,6 @@
 """``limen serve`` keeps its database, logs and their directories owner-only, from the first start and
-also when they exist with looser modes (tightened at start, and logged)."""
+also when they exist with looser modes (tightened at start, and logged). The data dir, which holds the
+storage pool's directory by default, is 0711: QEMU (libvirt-qemu) passes through it, and cannot list it."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def test_a_first_start_makes_everything_owner_only(tmp_path: Path) -> None:
         logs = {path.name: mode(path) for path in (tmp_path / "log").iterdir()}
     finally:
         server.stop()
-    assert mode(tmp_path / "data") == mode(tmp_path / "log") == 0o700
+    assert mode(tmp_path / "data") == 0o711 and mode(tmp_path / "log") == 0o700
     assert data["limen.db"] == 0o600 and set(data.values()) == {0o600}, data  # -wal, -shm alike
     assert logs == {"limen.log": 0o600}
 
@@ -64,7 +65,7 @@ def test_loose_files_from_before_are_tightened_at_start_and_logged(tmp_path: Pat
     server = _serve(tmp_path).start()
     server.stop()
 
-    assert {mode(data), mode(log_dir)} == {0o700}
+    assert (mode(data), mode(log_dir)) == (0o711, 0o700)
     assert {path.name: mode(path) for path in [*data.iterdir(), *log_dir.iterdir()]} == {
         path.name: 0o600 for path in [*data.iterdir(), *log_dir.iterdir()]}
     lines = [json.loads(line) for line in (log_dir / "limen.log").read_text().splitlines()]
@@ -72,6 +73,7 @@ def test_loose_files_from_before_are_tightened_at_start_and_logged(tmp_path: Pat
                  for line in lines if line.get("event") == "file_mode_tightened"}
     assert tightened == {
         str(log_dir): ("0777", "0700"), str(log_dir / "limen.log"): ("0666", "0600"),
-        str(log_dir / "limen.log.1"): ("0666", "0600"), str(data): ("0755", "0700"),
-        str(data / "limen.db"): ("0644", "0600"),
+        str(log_dir / "limen.log.1"): ("0666", "0600"), str(data / "limen.db"): ("0644", "0600"),
     }
+    assert [(line["path"], line["was"], line["now"]) for line in lines
+            if line.get("event") == "file_mode_changed"] == [(str(data), "0755", "0711")]

@@ -11,9 +11,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from limen.cli import _data_dir_modes
 from limen.db import Database
 from limen.logs import RotatingJsonLines
-from limen.private_files import create_private_file, open_private_append, private_dir, private_file
+from limen.private_files import (
+    create_private_file,
+    open_private_append,
+    private_dir,
+    private_file,
+    traversable_dir,
+)
+from limen.settings import Settings
+from tests.conftest import settings_in
 
 
 def mode(path: Path) -> int:
@@ -107,3 +116,47 @@ def test_an_existing_loose_database_is_tightened_and_logged(
     tightened = {record.path: (record.was, record.now) for record in caplog.records  # type: ignore[attr-defined]
                  if getattr(record, "event", None) == "file_mode_tightened"}
     assert tightened == {str(path): ("0644", "0600"), str(wal): ("0666", "0600")}
+
+
+def test_a_directory_qemu_passes_is_searchable_by_all_and_listable_by_its_owner_only(tmp_path: Path) -> None:
+    os.umask(0o077)  # the service's: the search bits are set despite it
+    made = tmp_path / "new" / "data"
+    assert traversable_dir(made) is None  # made, not changed: nothing to log
+    assert mode(made) == 0o711 and mode(tmp_path / "new") == 0o700
+    private, loose = tmp_path / "private", tmp_path / "loose"
+    private.mkdir(mode=0o700)
+    loose.mkdir()
+    loose.chmod(0o777)
+    assert (traversable_dir(private), traversable_dir(loose)) == (0o700, 0o777)
+    assert mode(private) == mode(loose) == 0o711
+    assert traversable_dir(private) is None
+
+
+def _packaged_settings(tmp_path: Path, **more: object) -> Settings:
+    """The packaged layout: the pool and the ISO library under the data dir."""
+    layout: dict[str, object] = {"data_dir": tmp_path / "lib", "iso_dir": tmp_path / "lib" / "isos",
+                                 "storage_pool_dir": None}
+    return settings_in(tmp_path, **{**layout, **more})
+
+
+def test_serve_opens_the_data_dir_and_iso_library_to_qemu_when_the_pool_or_isos_are_in_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """QEMU runs as libvirt-qemu on a stock Debian host; a 0700 /var/lib/limen kept it from every disk and ISO
+    in /var/lib/limen/{pool,isos} (an install made before stays 0700 until limen serve opens it)."""
+    settings = _packaged_settings(tmp_path)
+    (tmp_path / "lib" / "isos").mkdir(parents=True, mode=0o700)
+    (tmp_path / "lib").chmod(0o700)
+    with caplog.at_level(logging.WARNING, logger="limen"):
+        _data_dir_modes(settings)
+    assert mode(tmp_path / "lib") == mode(tmp_path / "lib" / "isos") == 0o711
+    changed = {record.path: (record.was, record.now) for record in caplog.records
+               if getattr(record, "event", None) == "file_mode_changed"}
+    assert changed == {str(tmp_path / "lib"): ("0700", "0711"), str(tmp_path / "lib" / "isos"): ("0700", "0711")}
+
+
+def test_serve_keeps_the_data_dir_owner_only_when_qemu_has_nothing_in_it(tmp_path: Path) -> None:
+    settings = _packaged_settings(tmp_path, iso_dir=tmp_path / "isos", storage_pool_dir=tmp_path / "pool")
+    (tmp_path / "lib").mkdir(mode=0o755)
+    _data_dir_modes(settings)
+    assert mode(tmp_path / "lib") == 0o700
