@@ -3,8 +3,9 @@
 For a VM: settings and log dir → libvirt → VM exists → running → VNC graphics → VNC port (as
 ``virsh vncdisplay``) → TCP connect (as ``telnet localhost 5900``) → RFB banner and security types →
 a console WebSocket through the running limen server → the VM's last console errors in the log.
-Without a VM: the host (libvirt, QEMU, KVM or TCG, the listen port, the storage pool's directory, disk space,
-the database), then, when the host registry holds hosts, each host apart (``host NAME``): its libvirt answers within
+Without a VM: the host (libvirt, QEMU, KVM or TCG, the listen port, the storage pool's directory, whether
+QEMU's user can pass to the pool and the ISO library, disk space, the database), then, when the host registry
+holds hosts, each host apart (``host NAME``): its libvirt answers within
 LIMEN_LIBVIRT_TIMEOUT, and the VNC server of one of its running VMs answers at the host's console address
 with an RFB banner (the address limen's consoles dial). A host that fails does not stop the others' checks.
 
@@ -41,6 +42,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import websockets
 
@@ -54,6 +56,7 @@ from limen.hypervisor.service import detect_virt_type
 from limen.i18n import DEFAULT_LANGUAGE, display_width, error_keys, pad, translate
 from limen.logs import LOG_FILE_NAME
 from limen.private_files import PRIVATE_DIR_MODE
+from limen.qemu_access import first_blocking, qemu_owner
 from limen.settings import Settings, host_in_url
 
 MIN_FREE_BYTES = 1 << 30
@@ -189,6 +192,30 @@ async def check_storage_pool(ctx: Context) -> Said:
         raise CheckFailed(said("pool_elsewhere", pool=pool, path=kept, configured=configured),
                           said("fix.pool", pool=pool, path=kept, configured=configured))
     return said("pool_ok", pool=pool, path=kept)
+
+
+async def check_qemu_file_access(ctx: Context) -> Said:
+    """QEMU runs as its own user (libvirt-qemu on Debian): every directory above the pool's disks and the ISO
+    library must let it pass, or no VM starts. Judged on this host, so only when libvirt is on it."""
+    if urlsplit(ctx.settings.libvirt_uri).netloc:
+        return said("qemu_access_remote")
+
+    def capabilities(conn: Any) -> str:
+        return str(conn.getCapabilities())
+
+    caps = ctx.extra.get("capabilities") or await ctx.hypervisor.connection.call("capabilities", capabilities)
+    owner = qemu_owner(str(caps), detect_virt_type() if ctx.settings.virt_type == "auto" else ctx.settings.virt_type)
+    if owner is None:
+        return said("qemu_access_unknown")
+    if owner.uid == 0:
+        return said("qemu_access_root")
+    pool = await ctx.hypervisor.storage_pool_directory() or ctx.settings.pool_dir
+    for target in (pool, ctx.settings.iso_dir):
+        blocked = await asyncio.to_thread(first_blocking, target, owner)
+        if blocked is not None:
+            raise CheckFailed(said("qemu_blocked", user=owner.name, blocked=blocked, target=target),
+                              said("fix.qemu_blocked", blocked=blocked))
+    return said("qemu_access_ok", user=owner.name, pool=pool, isos=ctx.settings.iso_dir)
 
 
 async def check_vm_exists(ctx: Context) -> Said:
@@ -415,6 +442,7 @@ async def check_qemu(ctx: Context) -> Said:
         return str(conn.getCapabilities())
 
     caps = await ctx.hypervisor.connection.call("capabilities", capabilities)
+    ctx.extra["capabilities"] = caps  # seconds to get on a busy host: read once
     if "<domain type='qemu'" not in caps and "<domain type=\"qemu\"" not in caps:
         raise CheckFailed(said("no_qemu"), said("fix.qemu"))
     emulator = shutil.which("qemu-system-x86_64")
@@ -617,13 +645,14 @@ HOST_CHECKS: list[Check] = [
     ("acceleration", check_acceleration),
     ("listen port", check_listen_port),
     ("storage pool", check_storage_pool),
+    ("QEMU file access", check_qemu_file_access),
     ("disk space", check_disk_space),
     ("database", check_database),
     ("Redis", check_redis),
 ]
 
 # Checks that need one earlier check only (not every one before them) to pass.
-_NEEDS_ONLY = {"storage pool": "libvirt reachable"}
+_NEEDS_ONLY = {"storage pool": "libvirt reachable", "QEMU file access": "libvirt reachable"}
 # Checks that still tell something when an earlier check failed.
 _INDEPENDENT = {"console errors in log", "acceleration", "listen port", "disk space", "settings and log dir",
                 "database", "Redis"}

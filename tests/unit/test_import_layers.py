@@ -27,7 +27,7 @@ SOURCE_ROOT = Path(limen.__file__).parent
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("base", frozenset({
         "limen", "clock", "errors", "settings", "private_files", "logs", "isos", "stats_history", "metrics",
-        "request_reading", "http_protocol", "i18n", "action_details", "collector", "url_redaction",
+        "request_reading", "http_protocol", "i18n", "action_details", "collector", "url_redaction", "qemu_access",
     })),
     ("hypervisor/db", frozenset({"hypervisor", "db", "audit", "instances", "stats_sampler", "backup_postgres"})),
     ("auth", frozenset({"auth", "quota", "recovery", "host_registry", "deleted_owners", "backup",
