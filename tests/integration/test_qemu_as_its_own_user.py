@@ -7,7 +7,7 @@ A second libvirtd runs in a mount namespace of its own (its own /run/libvirt, /v
 and /var/log/libvirt; /var/lib/limen a directory of the test's), with ``user = "libvirt-qemu"``. An install
 from before: `limen doctor` names the directory that stops QEMU; the first `limen serve` of this version
 opens the data dir and the library to passing (0711); then the check passes and a VM with a pool disk and a
-library ISO starts, its QEMU running as libvirt-qemu. About 80 s (libvirt probes QEMU for the start).
+library ISO starts, its QEMU running as libvirt-qemu. About 80-100 s (libvirt probes QEMU, as libvirt-qemu).
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from tests.conftest import DEMO_ISO, ISO_DIR
 pytestmark = pytest.mark.integration
 SCRIPT = Path(__file__).resolve().parents[1] / "support" / "qemu_as_its_own_user.sh"
 LIMEN = str(Path(sys.executable).parent / "limen")
-# libvirt's probe of QEMU, kept between runs as libvirt keeps it in /var/cache/libvirt.
-PROBE_CACHE = Path("/var/tmp/limen-test-qemu-user-libvirt-cache")
 
 
 def _free_port() -> int:
@@ -49,7 +47,7 @@ def test_qemu_as_libvirt_qemu_reaches_the_pool_and_the_iso_library_after_an_upgr
     shutil.copyfile(ISO_DIR / DEMO_ISO, iso)
     done = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "bash", str(SCRIPT), str(tmp_path / "work"),
-         str(PROBE_CACHE), str(iso), LIMEN, str(_free_port())],
+         str(tmp_path / "cache"), str(iso), LIMEN, str(_free_port())],
         capture_output=True, text=True, timeout=300, check=False)
     said = [line for line in done.stdout.splitlines() if ": " in line]
     assert [line.split(": ", 1)[0] for line in said] == ["doctor", "modes", "doctor", "vm"], (done.stdout, done.stderr)

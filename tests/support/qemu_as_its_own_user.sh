@@ -5,7 +5,8 @@
 # a line each: doctor's QEMU file access check; then runs `limen serve` once (an upgrade's first start) and
 # says the modes, the check again, and whether a VM with a pool disk and a library ISO starts, as whom.
 # (One start only: libvirt probes QEMU again for each, ~45 s here, as /dev/kvm is not libvirt-qemu's.)
-# Arguments: WORK CACHE ISO LIMEN PORT. CACHE keeps libvirt's probe of QEMU between runs (about a minute).
+# Arguments: WORK CACHE ISO LIMEN PORT. CACHE is libvirt's /var/cache/libvirt there (its probes of QEMU), so
+# that the real libvirtd's is not written over.
 set -u
 WORK=$1 CACHE=$2 ISO=$3 LIMEN=$4 PORT=$5
 mkdir -p "$WORK"/{run,lib/qemu,log/qemu,etc/qemu,etc/storage,state} "$CACHE"
