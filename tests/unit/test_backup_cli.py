@@ -147,7 +147,7 @@ def older_schema_backup(tmp_path: Path) -> tuple[Path, Path]:
     ({"LANG": "C.UTF-8", "LC_ALL": "", "LC_MESSAGES": "", "LIMEN_LANG": ""},
      f"was on an older schema (0001_access) and is migrated to this version's ({SCHEMA_HEAD})"),
     ({"LANG": "ko_KR.UTF-8", "LC_ALL": "", "LC_MESSAGES": "", "LIMEN_LANG": ""},
-     f"이전 스키마(0001_access)여서 이 버전의 스키마({SCHEMA_HEAD})로 마이그레이션함"),
+     f"이전 스키마(0001_access)여서 이 버전의 스키마({SCHEMA_HEAD})로 마이그레이션했습니다"),
 ])
 def test_a_restore_that_migrates_an_older_schema_says_so(tmp_path: Path, env: dict[str, str], said: str) -> None:
     """`limen restore` of a backup from an older limen migrated the database without a word (other commands
