@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import DEMO_ISO, ISO_DIR
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.same_on_any_database]  # file modes: no database in it
 SCRIPT = Path(__file__).resolve().parents[1] / "support" / "qemu_as_its_own_user.sh"
 LIMEN = str(Path(sys.executable).parent / "limen")
 
