@@ -1,11 +1,14 @@
-"""Carries the VM events limen makes about its own work (a migration's progress and end) to the event
-streams of every limen instance on the same Redis (``LIMEN_REDIS_URL``), through the stream
+"""Carries the VM events limen makes about its own work (a migration's progress and end, a snapshot's, a CD
+changed) to the event streams of every limen instance on the same Redis (``LIMEN_REDIS_URL``), through the stream
 ``<namespace>:vm-events``.
 
 Each instance hears libvirt's own events (a VM started, defined, moved away) itself; what only the instance
 doing the work knows is published ``share``-d on its feed (:class:`~limen.hypervisor.vm_feed.VmFeed`), and
 this relay appends it to the stream; the other instances publish it on their feeds, where each browser's
-stream filters it as any other event. Without Redis there is nothing to relay to.
+stream filters it as any other event. A snapshot's events carry its operation, which the other instances
+record (:meth:`~limen.hypervisor.operations.Operations.heard`) before they publish the event, so a browser
+that hears of it may ask any instance for it (``GET /api/operations/{id}``). Without Redis there is
+nothing to relay to.
 
 These events say how far work has gone, and the VM itself is re-read from libvirt: one Redis does not take
 (down, or slow) is logged and dropped, never retried, and never delays the work it reports.
@@ -20,12 +23,15 @@ from typing import Any
 
 from limen.auth.redis_stream import SharedStream
 from limen.hypervisor.models import VmState
+from limen.hypervisor.operations import Operations
 from limen.hypervisor.vm_feed import VmEvent, VmEventType, VmFacts, VmFeed
 
 log = logging.getLogger("limen.events")
 
 STREAM_LENGTH = 1000  # entries the stream keeps (approximately): what a reconnecting reader catches up on
 QUEUE_MAX = 1000  # events waiting for Redis; past that, new ones are dropped (a stalled Redis holds no memory)
+# The events whose "operation" is one of limen.hypervisor.operations' (a migration's is not: it has no id).
+OPERATION_EVENTS = frozenset({VmEventType.SNAPSHOT_PROGRESS, VmEventType.SNAPSHOT_DONE})
 
 
 def stream_key(namespace: str) -> str:
@@ -35,8 +41,9 @@ def stream_key(namespace: str) -> str:
 class VmEventRelay:
     """Call :meth:`start` in the serving loop (after Redis is known to answer) and :meth:`close` after."""
 
-    def __init__(self, feed: VmFeed, redis_url: str, *, namespace: str = "limen") -> None:
+    def __init__(self, feed: VmFeed, operations: Operations, redis_url: str, *, namespace: str = "limen") -> None:
         self._feed = feed
+        self._operations = operations
         self._stream = SharedStream(redis_url, stream_key(namespace), self._receive, what="vm_event",
                                     length=STREAM_LENGTH)
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=QUEUE_MAX)
@@ -91,8 +98,10 @@ class VmEventRelay:
         state = entry["state"]
         facts = VmFacts(uuid=str(entry["uuid"]), name=str(entry["name"]),
                         state=VmState(state) if state is not None else None, owner=entry["owner"])
-        self._feed.publish(VmEventType(entry["type"]), facts, former_owner=entry["former_owner"],
-                           operation=entry["operation"])
+        event_type = VmEventType(entry["type"])
+        if event_type in OPERATION_EVENTS:  # first: a browser told of it may ask for it at once
+            self._operations.heard(entry["operation"], vm_owner=facts.owner)
+        self._feed.publish(event_type, facts, former_owner=entry["former_owner"], operation=entry["operation"])
 
     async def close(self) -> None:
         with contextlib.suppress(ValueError):

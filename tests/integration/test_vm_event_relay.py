@@ -1,5 +1,6 @@
 """Two limen replicas (apps in this process, on libvirt's test driver) on one real redis-server: the events
-limen makes about its own work reach the event stream of the replica that did not do it."""
+limen makes about its own work reach the event stream of the replica that did not do it, and the operation
+they tell of can be read from it."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from limen.hypervisor.vm_feed import VmFeed
 from limen.settings import Settings
 from tests.conftest import settings_in
 from tests.support.access import admin_token, redis_server
-from tests.support.console import FakeDomain, driver_uri
+from tests.support.console import FakeDomain, domain_xml, driver_uri
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -72,3 +73,42 @@ async def test_a_migration_run_by_one_replica_reaches_the_event_streams_of_anoth
     assert (there.vm.name, there.operation) == ("relayed", {
         "kind": "migrate", "state": "done", "progress": 100, "from_host": "local", "to_host": "edge",
         "error": None})
+
+
+def _node_with_a_qcow2_vm(directory: Path, name: str) -> str:
+    """A test-driver node whose one (stopped) VM has a qcow2 disk, so limen lets it have snapshots."""
+    disk = (f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+            f"<source file='{directory}/{name}.qcow2'/><target dev='vda' bus='virtio'/></disk>")
+    xml = domain_xml(FakeDomain(name, None, running=False)).replace("<devices>", "<devices>" + disk)
+    node = directory / "snapshot-node.xml"
+    node.write_text(f"<node>{xml}</node>")
+    return f"test://{node}"
+
+
+async def test_a_snapshot_taken_on_one_replica_reaches_another_which_answers_for_its_operation(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # A browser on another replica heard nothing of a snapshot being taken (its events went out on the taking
+    # replica's stream only), and the operation's id was OPERATION_NOT_FOUND there.
+    taking = settings_in(tmp_path / "taking", libvirt_uri=_node_with_a_qcow2_vm(tmp_path, "pictured"),
+                         redis_url=redis_url)
+    watching = settings_in(tmp_path / "watching", redis_url=redis_url)
+    snapshot_events = {"snapshot_progress", "snapshot_done"}
+    async with replica(taking) as (taker, _taker_feed), replica(watching) as (watcher, watcher_feed):
+        with watcher_feed.subscribe(lambda event: event.type.value in snapshot_events) as heard:
+            started = await taker.post("/api/vms/pictured/snapshots", json={"name": "first"})
+            assert started.status_code == 202, started.text
+            operation_id = started.json()["id"]
+            progress = await heard.next_event(timeout=10)
+            done = await heard.next_event(timeout=10)
+        there = await watcher.get(f"/api/operations/{operation_id}")
+        here = await taker.get(f"/api/operations/{operation_id}")
+    assert progress is not None and done is not None
+    assert [progress.type.value, done.type.value] == ["snapshot_progress", "snapshot_done"]
+    assert progress.vm.name == "pictured" and progress.operation is not None and done.operation is not None
+    assert (progress.operation["id"], progress.operation["state"]) == (operation_id, "running")
+    assert (done.operation["id"], done.operation["state"]) == (operation_id, "done")
+    assert there.status_code == 200, there.text
+    # What the watcher knows is what the last event said (its end is told before the operation records when).
+    assert there.json() | {"finished_at": None} == here.json() | {"finished_at": None}
+    assert there.json()["state"] == "done"

@@ -203,6 +203,45 @@ async def test_close_ends_what_runs_as_failed_and_refuses_more() -> None:
     assert refused.value.code is ErrorCode.SERVER_SHUTDOWN
 
 
+async def test_another_instances_operation_is_read_here_as_its_last_event_told_it() -> None:
+    # Another replica's operation was OPERATION_NOT_FOUND here, even while it ran.
+    clock = _Clock()
+    operations = Operations(keep_finished=3, keep_seconds=60, clock=clock)
+
+    async def quick(operation: Operation) -> None:
+        return None
+
+    theirs = Operations()
+    elsewhere = _start(theirs, quick)
+    operations.heard(elsewhere.payload(), vm_owner="alice")
+    read = operations.get(elsewhere.id)
+    assert read is not None and read.payload() == elsewhere.payload() and read.vm_owner == "alice"
+    assert read.state is OperationState.RUNNING
+    operations.check_idle(elsewhere.vm_uuid, "web", ErrorCode.SNAPSHOT_IN_PROGRESS)  # holds no VM here
+    await asyncio.sleep(0)
+    operations.heard(elsewhere.payload(), vm_owner="alice")
+    ended = operations.get(elsewhere.id)
+    assert ended is not None and ended.payload() == elsewhere.payload() and ended.state is OperationState.DONE
+    clock.now = 61
+    assert operations.get(elsewhere.id) is None
+
+
+def test_another_instances_operation_that_never_ends_is_forgotten_in_the_end() -> None:
+    clock = _Clock()
+    operations = Operations(keep_seconds=60, clock=clock)
+    payload = {"id": "f00d", "kind": "snapshot", "vm_uuid": "u", "vm_name": "web", "subject": "s", "user": "bob",
+               "state": "running", "progress": None, "error": None, "started_at": "2026-12-06T10:00:00+00:00",
+               "finished_at": None}
+    operations.heard(payload, vm_owner=None)
+    clock.now = 61  # a snapshot may take longer than a finished operation is kept
+    assert operations.get("f00d") is not None
+    clock.now = 3601
+    assert operations.get("f00d") is None
+    for malformed in ({**payload, "state": "sleeping"}, {**payload, "progress": "half"}, {"id": "x"}):
+        with pytest.raises((ValueError, KeyError, TypeError)):
+            operations.heard(malformed, vm_owner=None)
+
+
 def test_feed_events_carry_the_operation() -> None:
     feed = VmFeed()
     facts = VmFacts(uuid="u", name="web", state=None, owner="alice")

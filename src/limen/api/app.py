@@ -78,8 +78,8 @@ def create_app(
     metrics.event_streams_active.set_function(lambda: hv.feed.subscriber_count)
     sampler = StatsSampler(hv.hosts, settings.stats_interval)  # every available host's VMs
     host_sync = HostSync(guard.db, hv.hosts)
-    # A migration's progress reaches the browsers of every replica, not only of the one moving the VM.
-    relay = VmEventRelay(hv.feed, settings.redis_url) if settings.redis_url else None
+    # A migration's or a snapshot's progress reaches the browsers of every replica, not only of the one doing it.
+    relay = VmEventRelay(hv.feed, hv.operations, settings.redis_url) if settings.redis_url else None
     metrics.watch_vm_stats(sampler.history)
 
     @asynccontextmanager

@@ -1,8 +1,9 @@
 """REST route for background operations (a snapshot being taken): ``GET /api/operations/{id}``.
 
 An operation is seen by admins, by who started it and by the owner of its VM; to anyone else, as to a
-request for an id this server does not know (another server's, or long finished), it is
-OPERATION_NOT_FOUND.
+request for an id this server does not know (long finished, or another server's that it has not heard of),
+it is OPERATION_NOT_FOUND. Replicas on one Redis hear of each other's operations through their relayed
+events and answer for them as the last event told them (:meth:`Operations.heard`).
 """
 
 from __future__ import annotations

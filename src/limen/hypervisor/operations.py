@@ -8,6 +8,12 @@ of them), so memory stays bounded however many are started. At most one operatio
 time (:meth:`Operations.start` refuses a second one with the code it is given), which also keeps two
 requests from racing on one VM between their checks and their work.
 
+Several limen instances on one Redis hear of each other's operations through their relayed events
+(:mod:`limen.vm_event_relay`): :meth:`Operations.heard` keeps what the last one said, so that
+``GET /api/operations/{id}`` answers on every instance, not only on the one doing the work. An instance
+knows of another's operation from the first event it heard of it (the start, for an instance already running
+then); such an operation is only read here, never waited for or refused on.
+
 States, as a table (anything else is a bug)::
 
     running ──► done
@@ -33,6 +39,9 @@ log = logging.getLogger("limen.hypervisor")
 
 KEEP_FINISHED = 256
 KEEP_FINISHED_SECONDS = 600.0
+# Another instance's operation whose end never came (Redis dropped it, the instance died) is forgotten after
+# this long: longer than any snapshot may take (limen.hypervisor.snapshots.TAKE_TIMEOUT).
+KEEP_HEARD_RUNNING_SECONDS = 3600.0
 
 
 class OperationState(StrEnum):
@@ -77,6 +86,19 @@ class Operation:
         if state is OperationState.DONE:
             self.progress = 100
 
+    @classmethod
+    def of_payload(cls, payload: dict[str, Any], vm_owner: str | None) -> Operation:
+        """The operation another limen instance sent as :meth:`payload` (ValueError, KeyError or TypeError when
+        it is not one)."""
+        finished_at, progress, error = payload["finished_at"], payload["progress"], payload["error"]
+        if not (progress is None or type(progress) is int) or not (error is None or isinstance(error, dict)):
+            raise TypeError("an operation's progress is a whole number and its error an object, or null")
+        return cls(id=str(payload["id"]), kind=str(payload["kind"]), vm_uuid=str(payload["vm_uuid"]),
+                   vm_name=str(payload["vm_name"]), vm_owner=vm_owner, user=str(payload["user"]),
+                   subject=str(payload["subject"]), started_at=datetime.fromisoformat(payload["started_at"]),
+                   state=OperationState(payload["state"]), progress=progress, error=error,
+                   finished_at=datetime.fromisoformat(finished_at) if finished_at is not None else None)
+
     def payload(self) -> dict[str, Any]:
         """The operation as the API sends it."""
         return {
@@ -103,6 +125,8 @@ class Operations:
     def __init__(self, *, keep_finished: int = KEEP_FINISHED, keep_seconds: float = KEEP_FINISHED_SECONDS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._operations: OrderedDict[str, Operation] = OrderedDict()
+        # Other instances' operations as their last event told them, with when it was heard (this clock).
+        self._heard: OrderedDict[str, tuple[Operation, float]] = OrderedDict()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._keep_finished = keep_finished
         self._keep_seconds = keep_seconds
@@ -127,8 +151,23 @@ class Operations:
                                    f"on VM {vm_name!r}")
 
     def get(self, operation_id: str) -> Operation | None:
+        """This instance's operation, or another's it heard of."""
         self._forget_old()
-        return self._operations.get(operation_id)
+        local = self._operations.get(operation_id)
+        if local is not None:
+            return local
+        heard = self._heard.get(operation_id)
+        return heard[0] if heard is not None else None
+
+    def heard(self, payload: dict[str, Any], vm_owner: str | None) -> None:
+        """Records another instance's operation as its latest event gives it (``payload``, as
+        :meth:`Operation.payload` makes it; ValueError, KeyError or TypeError when it is not one), for
+        :meth:`get`. It holds no VM here (:meth:`check_idle` does not see it): the instance running it refuses
+        a second operation itself, and an end that never arrives must not hold the VM here."""
+        operation = Operation.of_payload(payload, vm_owner)
+        self._heard.pop(operation.id, None)  # the newest news last: the oldest are forgotten first
+        self._heard[operation.id] = (operation, self._clock())
+        self._forget_old()
 
     def start(self, *, kind: str, vm_uuid: str, vm_name: str, vm_owner: str | None, user: str, subject: str,
               work: Work, busy: ErrorCode) -> Operation:
@@ -174,6 +213,12 @@ class Operations:
             assert op.finished_monotonic is not None
             if excess > 0 or now - op.finished_monotonic > self._keep_seconds:
                 del self._operations[op.id]
+                excess -= 1
+        excess = len(self._heard) - self._keep_finished
+        for operation_id, (op, heard_at) in list(self._heard.items()):
+            kept_for = self._keep_seconds if op.state is not OperationState.RUNNING else KEEP_HEARD_RUNNING_SECONDS
+            if excess > 0 or now - heard_at > kept_for:
+                del self._heard[operation_id]
                 excess -= 1
 
     async def close(self) -> None:

@@ -332,8 +332,9 @@ class Hypervisor:
     async def announce(self, ident: str, event_type: VmEventType, *, operation: dict[str, Any] | None = None) -> None:
         """Publishes ``event_type`` for the VM to :attr:`feed`, with its name, state and owner read now.
 
-        For changes libvirt does not announce itself (CD media of a stopped VM). Never raises: a failed
-        read loses only the announcement, and the clients' next full reload shows the change anyway.
+        For changes libvirt does not announce itself (CD media of a stopped VM, a snapshot's progress), which
+        is why it is ``share``-d: other limen instances hear nothing of it from libvirt either. Never raises:
+        a failed read loses only the announcement, and the clients' next full reload shows the change anyway.
         """
         try:
             facts = await self.connection.call(
@@ -342,7 +343,7 @@ class Hypervisor:
         except LimenError as exc:
             log.warning("cannot announce a VM change: %s", exc, extra={"event": "vm_feed_announce_failed"})
             return
-        self.feed.publish(event_type, facts, operation=operation)
+        self.feed.publish(event_type, facts, operation=operation, share=True)
 
     def _announce_host(self, host: str, available: bool) -> None:
         """A host gone or back changes how its VMs show (``host_available``): each known one is announced
