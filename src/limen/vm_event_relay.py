@@ -45,7 +45,7 @@ class VmEventRelay:
         self._feed = feed
         self._operations = operations
         self._stream = SharedStream(redis_url, stream_key(namespace), self._receive, what="vm_event",
-                                    length=STREAM_LENGTH)
+                                    entries="VM events", length=STREAM_LENGTH)
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=QUEUE_MAX)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sender: asyncio.Task[None] | None = None

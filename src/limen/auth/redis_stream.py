@@ -30,12 +30,14 @@ RECONNECT_DELAY = 0.5
 
 class SharedStream:
     """The stream ``key`` on the Redis of ``url``. ``what`` names it in log events (``<what>_read_failed``,
-    ``<what>_read_ok``, ``<what>_malformed``)."""
+    ``<what>_read_ok``, ``<what>_malformed``: stable names), ``entries`` in the log lines and errors people
+    read (what the entries are, plural: "revocations")."""
 
-    def __init__(self, url: str, key: str, receive: Callable[[dict[str, Any]], None], *, what: str,
+    def __init__(self, url: str, key: str, receive: Callable[[dict[str, Any]], None], *, what: str, entries: str,
                  length: int) -> None:
         self.key = key
         self.what = what
+        self.entries = entries
         self.origin = uuid.uuid4().hex  # this instance, so it can skip its own entries
         self._receive = receive
         self._length = length
@@ -53,7 +55,7 @@ class SharedStream:
         try:
             newest = await self._redis.xrevrange(self.key, count=1)
         except redis.exceptions.RedisError as exc:
-            raise redis_unavailable(f"{self.what} bus", "start", exc) from None
+            raise redis_unavailable(f"stream of {self.entries}", "start", exc) from None
         if newest:
             self._last_id = _text(newest[0][0])
         self._reader = asyncio.get_running_loop().create_task(self._read(), name=f"limen-{self.what}")
@@ -72,13 +74,13 @@ class SharedStream:
                 answer = await self._redis.xread({self.key: self._last_id}, block=READ_BLOCK_MS, count=100)
             except (redis.exceptions.RedisError, OSError) as exc:
                 if not failing:
-                    log.warning("%s from other instances cannot be read (Redis %s); retrying", self.what,
-                                type(exc).__name__, extra={"event": f"{self.what}_read_failed"})
+                    log.warning("%s from the other limen instances cannot be read (Redis %s); retrying",
+                                self.entries, type(exc).__name__, extra={"event": f"{self.what}_read_failed"})
                 failing = True
                 await asyncio.sleep(RECONNECT_DELAY)
                 continue
             if failing:
-                log.info("reading %s from other instances again", self.what,
+                log.info("reading %s from the other limen instances again", self.entries,
                          extra={"event": f"{self.what}_read_ok"})
                 failing = False
             for _stream, entries in answer or []:
@@ -93,7 +95,8 @@ class SharedStream:
                 return
             self._receive(entry)
         except (ValueError, KeyError, TypeError, AttributeError):
-            log.warning("ignored a malformed %s entry", self.what, extra={"event": f"{self.what}_malformed"})
+            log.warning("ignored a malformed entry among the %s from the other limen instances", self.entries,
+                        extra={"event": f"{self.what}_malformed"})
 
     async def close(self) -> None:
         self._closing = True  # the reader may see its cancellation as a Redis error; it stops all the same

@@ -95,7 +95,8 @@ class RedisRevocationBus(LocalRevocationBus):
     def __init__(self, url: str, *, namespace: str = "limen") -> None:
         super().__init__()
         self.key = stream_key(namespace)
-        self._stream = SharedStream(url, self.key, self._receive, what="revocation", length=STREAM_LENGTH)
+        self._stream = SharedStream(url, self.key, self._receive, what="revocation", entries="revocations",
+                                    length=STREAM_LENGTH)
         self._closing = False
         # Revocations Redis did not take, in order, sent again until it does: a user disabled during a Redis
         # outage must still end their consoles on the other instances once it is back.
