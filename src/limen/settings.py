@@ -292,8 +292,9 @@ class Settings(BaseSettings):
         """Kept as its origin: scheme://host[:port] in lower case, default ports dropped."""
         if value is None:
             return None
+        # Said with its password hidden, as every URL limen shows (an address with credentials is refused).
         not_an_address = refused("limen_not_public_url", "{url} is not an address like https://limen.example[:port]",
-                                 url=repr(value))
+                                 url=repr(redacted_url(value)))
         try:
             parts = urlsplit(value.strip())
             port = parts.port

@@ -125,6 +125,19 @@ def test_a_configuration_error_never_repeats_a_secret(tmp_path: Path) -> None:
     assert "metrics_token: 문자열이어야 합니다(지정한 값: (표시 안 함))" in err, err
 
 
+@pytest.mark.parametrize(("env", "said"), [
+    (ENGLISH, "  LIMEN_PUBLIC_URL (public_url): 'https://user:***@limen.example' is not an address like "
+              "https://limen.example[:port]"),
+    (KOREAN, "  LIMEN_PUBLIC_URL (public_url): https://limen.example[:port] 같은 주소가 아닙니다: "
+             "'https://user:***@limen.example'"),
+])
+def test_a_refused_public_url_is_repeated_without_its_password(tmp_path: Path, env: dict[str, str],
+                                                               said: str) -> None:
+    # Its own rule repeated the URL as given, password included.
+    code, _, err = run(tmp_path, {**env, "LIMEN_PUBLIC_URL": "https://user:hunter2@limen.example"}, "config", "show")
+    assert code == 2 and "hunter2" not in err and said in err.splitlines(), err
+
+
 def test_english_by_default_and_limen_lang_wins(tmp_path: Path) -> None:
     assert run(tmp_path, ENGLISH, "vm", "list")[1].split()[:2] == ["NAME", "STATE"]
     assert run(tmp_path, {**KOREAN, "LIMEN_LANG": "en"}, "vm", "list")[1].split()[:2] == ["NAME", "STATE"]
