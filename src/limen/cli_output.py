@@ -83,7 +83,8 @@ def setting_problem_text(lang: str, problem: SettingProblem) -> str:
         else json.dumps(problem.value, ensure_ascii=False, default=str)
     reason = problem.message.removeprefix("Value error, ")
     values = {name: value for name, value in problem.context.items() if name not in ("where", "value", "reason")}
-    text = translate(lang, key, **values, where=problem.where, value=given, reason=reason)
+    where = translate(lang, "cli.settings.across_settings") if problem.across_settings else problem.where
+    text = translate(lang, key, **values, where=where, value=given, reason=reason)
     if problem.unprefixed is not None:
         text += " " + translate(lang, "cli.settings.without_prefix", setting=problem.unprefixed)
     return text

@@ -414,7 +414,9 @@ class SettingProblem:
     """One bad setting, as pydantic refused it: ``where`` the user set it (``LIMEN_PORT (port)``, or
     ``FILE: port`` for a key of the settings file), pydantic's error ``kind`` and English ``message``, the
     ``value`` given (None: none), the values its message names (``context``: ``ge``, ``expected``…) and,
-    for a file's key written with LIMEN_, the setting it meant (``unprefixed``)."""
+    for a file's key written with LIMEN_, the setting it meant (``unprefixed``). A rule between settings
+    (``password_hash_memory_kib`` against ``password_hash_parallelism``) is no one setting's: it is
+    ``across_settings``, and ``where`` is :data:`ACROSS_SETTINGS`."""
 
     where: str
     kind: str
@@ -422,6 +424,7 @@ class SettingProblem:
     value: object = None
     context: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     unprefixed: str | None = None
+    across_settings: bool = False
 
     def __str__(self) -> str:
         hint = f" (the file names settings without LIMEN_: {self.unprefixed} = …)" if self.unprefixed else ""
@@ -447,6 +450,10 @@ _SECRET_SETTING = re.compile(r"token|secret|password", re.IGNORECASE)
 _URL_SETTING = re.compile(r"_url$", re.IGNORECASE)
 
 
+# Where a problem of no one setting is said to be (in English; the command line says it in its language).
+ACROSS_SETTINGS = "settings"
+
+
 def _problem(error: Mapping[str, Any], where: str, *, unprefixed: str | None = None) -> SettingProblem:
     given = error.get("input")
     setting = str(error["loc"][0]).lower().removeprefix("limen_") if error.get("loc") else ""
@@ -458,12 +465,14 @@ def _problem(error: Mapping[str, Any], where: str, *, unprefixed: str | None = N
     if error.get("type") == "literal_error" and setting in Settings.model_fields:
         # The choices as a list, not pydantic's English "'a', 'b' or 'c'".
         context["expected"] = ", ".join(map(repr, get_args(Settings.model_fields[setting].annotation)))
-    return SettingProblem(where=where, kind=str(error.get("type", "")), message=str(error.get("msg", "")),
-                          value=given, context=context, unprefixed=unprefixed)
+    across = not error.get("loc")  # a model validator's: it names no setting
+    return SettingProblem(where=ACROSS_SETTINGS if across else where, kind=str(error.get("type", "")),
+                          message=str(error.get("msg", "")), value=given, context=context, unprefixed=unprefixed,
+                          across_settings=across)
 
 
 def _describe(error: dict[str, Any]) -> SettingProblem:
-    field = ".".join(str(part) for part in error["loc"]) or "(config)"
+    field = ".".join(str(part) for part in error["loc"])
     env_name = f"{ENV_PREFIX}{field.upper()}"
     return _problem(error, f"{env_name} ({field})")
 
@@ -556,7 +565,7 @@ def _build(settings_cls: type[Settings], config_file: Path | None, given: dict[s
 
 
 def _describe_file_key(error: dict[str, Any], *, prefix: str = "") -> SettingProblem:
-    field = ".".join(str(part) for part in error["loc"]) or "(config)"
+    field = ".".join(str(part) for part in error["loc"])
     setting = field.lower().removeprefix("limen_")
     meant = error.get("type") == "extra_forbidden" and setting != field.lower() and setting in Settings.model_fields
     return _problem(error, f"{prefix}{field}", unprefixed=setting if meant else None)

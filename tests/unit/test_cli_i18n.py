@@ -138,6 +138,22 @@ def test_a_refused_public_url_is_repeated_without_its_password(tmp_path: Path, e
     assert code == 2 and "hunter2" not in err and said in err.splitlines(), err
 
 
+@pytest.mark.parametrize(("env", "said"), [
+    (ENGLISH, "  settings: password_hash_memory_kib must be at least 8 KiB per lane (password_hash_parallelism)"),
+    (KOREAN, "  설정: password_hash_memory_kib는 레인(password_hash_parallelism)마다 8 KiB 이상이어야 합니다"),
+])
+def test_a_rule_between_settings_is_said_of_the_settings_not_of_a_variable(tmp_path: Path, env: dict[str, str],
+                                                                           said: str) -> None:
+    # It was labelled "LIMEN_(CONFIG) ((config))", a variable nobody can set.
+    lanes = {"LIMEN_PASSWORD_HASH_MEMORY_KIB": "8", "LIMEN_PASSWORD_HASH_PARALLELISM": "4"}
+    code, _, err = run(tmp_path, {**env, **lanes}, "config", "show")
+    assert code == 2 and err.splitlines()[1:] == [said], err
+    settings_file = tmp_path / "limen.toml"
+    settings_file.write_text("password_hash_memory_kib = 8\npassword_hash_parallelism = 4\n")
+    code, _, err = run(tmp_path, env, "config", "check", str(settings_file))
+    assert code == 2 and err.splitlines()[1:] == [said], err
+
+
 def test_english_by_default_and_limen_lang_wins(tmp_path: Path) -> None:
     assert run(tmp_path, ENGLISH, "vm", "list")[1].split()[:2] == ["NAME", "STATE"]
     assert run(tmp_path, {**KOREAN, "LIMEN_LANG": "en"}, "vm", "list")[1].split()[:2] == ["NAME", "STATE"]
