@@ -169,7 +169,8 @@ def test_a_vms_whole_life_in_the_ui(
     expect(media).to_contain_text("Saved")
     pending = page.locator("#pending-notice")
     expect(pending).to_have_text(
-        "Restart pending. Changes take effect when the VM next starts (boot order: disk only).")
+        "To apply, stop the VM and start it again. "
+        "Changes take effect when the VM next starts (boot order: disk only).")
     boot_now = page.locator("#boot-current")
     expect(boot_now).to_have_text("Now: CD-ROM, then disk · from the next start: disk only")
     # Opened afresh, the page shows the order the VM is defined with, and still offers to finish the install

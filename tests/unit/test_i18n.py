@@ -213,6 +213,14 @@ def test_korean_texts_write_an_ellipsis_as_one_character() -> None:
     assert [key for key, text in catalogue("ko").items() if "..." in text] == []
 
 
+def test_the_pending_changes_note_says_what_applies_them() -> None:
+    """"적용 대기 중." did not say what the changes wait for. They wait for the VM's next start: a reboot
+    (재시작, ACPI) keeps the running QEMU and its old definition, so the note asks for a stop and a start."""
+    korean, english = catalogue("ko")["details.restart_pending"], catalogue("en")["details.restart_pending"]
+    assert "중지한 뒤 다시 시작" in korean and "재시작" not in korean
+    assert "stop the VM and start it again" in english
+
+
 # One word for one thing: the word a Korean text must not use → the one the catalogue uses for it.
 KOREAN_TERMS = {
     "스냅숏": "스냅샷",  # the one the pages used from the first
