@@ -28,6 +28,8 @@ TEXT_ON_BACKGROUND = [
     ("danger-strong", "danger-bg"), ("ok-strong", "ok-bg"), ("warn-strong", "warn-bg"), ("info-strong", "info-bg"),
     ("accent-text", "accent"), ("accent-text", "accent-hover"), ("danger-text", "danger"), ("accent", "info-bg"),
     ("text", "hover"), ("danger", "hover"), ("text", "subtle-bg"), ("muted", "subtle-bg"),
+    # Input placeholders (Chromium's own #757575 was 3.7:1 on the dark surface).
+    ("placeholder", "surface"), ("placeholder", "bg"),
 ]
 BOUNDARY_ON_BACKGROUND = [
     ("control-border", "surface"), ("control-border", "bg"), ("accent", "surface"), ("accent", "bg"),
@@ -63,6 +65,11 @@ def test_text_colours_are_readable_on_their_backgrounds(scheme: str, text: str, 
 def test_controls_edges_and_graph_lines_stand_out(scheme: str, edge: str, background: str) -> None:
     tokens = SCHEMES[scheme]
     assert contrast(tokens[edge], tokens[background]) >= 3, (scheme, edge, background)
+
+
+def test_placeholders_take_their_colour_from_the_token() -> None:
+    rule = re.search(r"([^{}]*)::placeholder\s*\{([^}]*)\}", STYLESHEET)
+    assert rule is not None and "var(--placeholder)" in rule[2] and "opacity: 1" in rule[2], rule
 
 
 def test_the_focus_ring_is_the_accent_outside_a_gap_of_the_surface() -> None:
