@@ -115,6 +115,9 @@ function createRow(vm) {
     row.moreSummary,
     h("div", { class: "more-menu" }, row.buttons["force-stop"], row.buttons.reset, row.buttons.delete),
   );
+  row.moreSummary.addEventListener("click", (event) => {
+    if (row.moreSummary.getAttribute("aria-disabled") === "true") event.preventDefault();
+  });
   // Tabbing out of the open menu closes it: left open, it covered the next row's buttons.
   row.more.addEventListener("focusout", (event) => {
     if (row.more.open && !row.more.contains(event.relatedTarget)) row.more.open = false;
@@ -201,7 +204,13 @@ function applyEnabled(row) {
   row.buttons["force-stop"].disabled = blocked || !active;
   row.buttons.reset.disabled = blocked || row.vm.state !== "running";
   row.buttons.delete.disabled = blocked;
-  row.moreSummary.classList.toggle("disabled", blocked);
+  // A <summary> cannot be disabled: it says so (and looks it, limen.css), and its clicks open nothing.
+  if (blocked) {
+    row.moreSummary.setAttribute("aria-disabled", "true");
+    row.more.open = false;
+  } else {
+    row.moreSummary.removeAttribute("aria-disabled");
+  }
 }
 
 function render(vms, askedAt = Date.now()) {
