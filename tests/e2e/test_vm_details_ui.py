@@ -156,10 +156,55 @@ def test_a_delete_on_the_details_page_is_confirmed_on_the_list(
     # The list's own delete said so; the details page's left for the list in silence.
     said = f"Deleted {name} and 1 disk volume."
     expect(page.locator("#toast")).to_have_text(said)
+    # On screen it outlasts the list's live line, which wrote over it as soon as the stream was up.
+    wait_live(page)
+    expect(page.locator("#refresh-note")).to_contain_text("live")
+    expect(page.locator("#list-result .notice")).to_have_text(f"{said}Dismiss")
     save_screenshot(page, "vm-list-deleted-from-details-1280")
     page.reload()  # said once: not again
     expect(page.locator("#refresh-note")).to_contain_text("updated")
     expect(page.locator("#toast")).to_have_text("")
+    expect(page.locator("#list-result")).to_be_empty()
+
+
+def test_a_row_busy_with_an_action_has_its_more_menu_disabled_and_a_delete_stays_said(
+    server: LimenProcess, api: httpx.Client, signed_in_page: Callable[..., Page], vm_name: Callable[..., str]
+) -> None:
+    """The More menu of a row whose action runs looked enabled (a "disabled" class with no style) and opened;
+    the list's own "Deleted …" was overwritten by its next "updated … live" line within moments."""
+    name = vm_name()
+    vm = create(api, name)
+    page = signed_in_page(server)
+    row = page.locator(f'tr[data-vm-name="{name}"]')
+    more = row.get_by_label(f"More actions for {name}")
+    held: list[Route] = []
+    # The row's Start runs until its request, held here, is answered below.
+    page.route(f"**/api/vms/{vm['uuid']}/start", lambda route: held.append(route))
+    row.get_by_role("button", name=f"Start {name}").click()
+    expect(row).to_have_attribute("data-pending", "start")
+    expect(more).to_have_attribute("aria-disabled", "true")
+    assert more.evaluate("summary => getComputedStyle(summary).opacity") == "0.5"
+    more.click()
+    more.press("Enter")
+    expect(row.locator("details.more")).not_to_have_attribute("open", "")
+    save_screenshot(page, "vm-list-more-disabled-1280")
+    held[0].abort()
+    expect(row).not_to_have_attribute("data-pending", "start")
+    expect(more).not_to_have_attribute("aria-disabled", "true")
+
+    more.click()
+    row.get_by_role("button", name=f"Delete {name}").click()
+    with page.expect_response(lambda answer: answer.url.endswith("/api/vms") and answer.request.method == "GET"):
+        page.locator("#delete-confirm").click()
+    said = f"Deleted {name}."
+    expect(page.locator("#toast")).to_have_text(said)
+    expect(page.locator("#refresh-note")).to_contain_text("updated")
+    result = page.locator("#list-result .notice")
+    expect(result).to_have_text(f"{said}Dismiss")
+    save_screenshot(page, "vm-list-deleted-1280")
+    result.get_by_role("button", name="Dismiss this note").click()
+    expect(page.locator("#list-result")).to_be_empty()
+    expect(page.locator("main h1")).to_be_focused()
 
 
 # Test instrumentation, run before the page's modules: every message any EventSource of the page receives.

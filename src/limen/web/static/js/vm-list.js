@@ -48,6 +48,7 @@ const ui = {
   note: document.getElementById("refresh-note"),
   loadError: document.getElementById("load-error"),
   toast: document.getElementById("toast"),
+  result: document.getElementById("list-result"),
   dialog: document.getElementById("delete-dialog"),
   dialogText: document.getElementById("delete-text"),
   dialogDisks: document.getElementById("delete-disks"),
@@ -392,9 +393,20 @@ async function followUpStop(row) {
   row.status.classList.add("warn");
 }
 
+/** Says a delete's result: to screen readers once (the toast), and on screen until dismissed or replaced by
+ * the next one (not in the refresh note: the list's next "updated … live" line wrote over it at once). */
 function announce(text) {
   ui.toast.textContent = text;
-  ui.note.textContent = text;
+  const dismiss = h("button", {
+    class: "btn small", type: "button", text: t("list.dismiss"), "aria-label": t("list.dismiss_result"),
+    onclick: () => {
+      ui.result.replaceChildren();
+      ui.heading.setAttribute("tabindex", "-1"); // the button is gone: the keyboard goes back to the page's top
+      ui.heading.focus();
+    },
+  });
+  ui.result.replaceChildren(h("div", { class: "notice ok list-result", dataset: { result: "deleted" } },
+                              h("span", { text }), dismiss));
 }
 
 function openDeleteDialog(row) {
@@ -568,8 +580,7 @@ document.addEventListener("visibilitychange", () => {
 setInterval(refreshScreenshots, SCREENSHOT_MS);
 mountUserMenu();
 document.body.dataset.events = "polling";
-// A delete made on a details page, which came back here: said once the list is shown (the first refresh
-// writes the note the toast shares).
+// A delete made on a details page, which came back here: said once the list is shown.
 const handedOver = takeHandedOver();
 refresh().then(() => {
   if (handedOver) announce(handedOver);
