@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from tests.conftest import DEMO_ISO
 from tests.e2e.helpers import DESKTOP, PHONE, save_screenshot, sign_in, start_limen
@@ -288,3 +288,42 @@ def test_a_disk_over_the_quota_is_flagged_before_submit(
     expect(phone.locator("#disk_gib-error")).to_have_text("할당량을 넘습니다. 최대 1 GiB까지 가능합니다.")
     save_screenshot(phone, "create-disk-over-quota-ko-390")
 
+
+
+def hold_in(held: list[Route]) -> Callable[[Route], None]:
+    """A route handler that answers nothing: the requests wait in ``held`` until the test lets them go."""
+    return lambda route: held.append(route)
+
+
+def test_a_value_typed_before_the_first_quota_read_is_kept_and_flagged(
+    server: LimenProcess, new_page: Callable[..., Page]
+) -> None:
+    """8 vCPUs typed before the quota arrived became 4 without a word when it did: what was typed stays, and
+    the field says it is over the quota. (The form's own value above a cap is still lowered to it.)"""
+    user = f"fast-{uuid.uuid4().hex[:6]}"
+    provision_user(server.database_url, user, PASSWORD)
+    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=20) as admin:
+        assert admin.put(f"/api/users/{user}/quota", json={"vcpus": 4}).status_code == 200
+    for viewport, language, said, shot in (
+        (DESKTOP, "en", "Over the quota: at most 4.", "create-typed-before-quota-1280"),
+        (PHONE, "ko", "할당량을 넘습니다. 최대 4까지 가능합니다.", "create-typed-before-quota-ko-390"),
+    ):
+        page = new_page(viewport)
+        page.context.add_cookies([{"name": "limen_lang", "value": language, "url": server.base_url}])
+        held: list[Route] = []  # the quota's answers, held until the vCPUs are typed
+        page.route("**/api/quota", hold_in(held))
+        sign_in(page, server.base_url, user, PASSWORD, next_path="/vms/new")
+        vcpus = page.locator("#vcpus")
+        vcpus.fill("8")
+        for _ in range(200):  # the page asked at once; Playwright hands the request over as it waits
+            if held:
+                break
+            page.wait_for_timeout(50)
+        for route in held:
+            route.continue_()
+        page.unroute("**/api/quota")
+        expect(page.locator("#vcpus-quota")).to_be_visible()
+        expect(vcpus).to_have_value("8")
+        expect(page.locator("#vcpus-error")).to_have_text(said)
+        expect(vcpus).to_have_attribute("aria-invalid", "true")
+        save_screenshot(page, shot)

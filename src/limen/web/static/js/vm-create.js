@@ -141,6 +141,9 @@ async function onSubmit(event) {
 
 let vmsFull = false; // no VM may be made: the quota's VM count is reached
 let submitting = false;
+// The capped fields the person has typed in: what they typed is never changed, only flagged (flagOverCap).
+// (The first quota read brought a typed 8 vCPUs down to a cap of 4 without a word.)
+const typedFields = new Set();
 
 function capField(field, max, reason, keepValue) {
   const control = input(field);
@@ -159,7 +162,7 @@ function capField(field, max, reason, keepValue) {
   } else {
     control.disabled = false;
     control.max = String(max);
-    if (!keepValue && Number(control.value) > max) control.value = String(max);
+    if (!keepValue && !typedFields.has(field) && Number(control.value) > max) control.value = String(max);
   }
 }
 
@@ -186,8 +189,9 @@ function flagOverCap(field) {
 }
 
 /** Caps and disables what the quota cannot give; a VM's vCPUs and memory must fit the limit of running
- * ones (else it could never start), its disk what is left. With ``keepValues`` (after a refusal) a value
- * above its cap stays, so the field still shows what the message at it speaks of. */
+ * ones (else it could never start), its disk what is left. The form's own value above its cap is lowered to
+ * it; a typed one stays, flagged, and so does every value with ``keepValues`` (a refusal's, a quota read
+ * anew), so the field still shows what the message at it speaks of. */
 export function applyQuota(quota, { keepValues = false } = {}) {
   showQuota(document.getElementById("quota"), quota);
   const room = headroom(quota);
@@ -260,7 +264,12 @@ function refreshQuota() {
 }
 
 form.addEventListener("submit", onSubmit);
-for (const field of Object.keys(CAPPED)) input(field).addEventListener("input", () => flagOverCap(field));
+for (const field of Object.keys(CAPPED)) {
+  input(field).addEventListener("input", () => {
+    typedFields.add(field);
+    flagOverCap(field);
+  });
+}
 mountUserMenu();
 loadIsos();
 loadQuota();
