@@ -265,6 +265,43 @@ def test_the_console_says_its_panel_again_when_the_language_changes_in_place(
     assert page.errors == []  # type: ignore[attr-defined]
 
 
+def test_the_consoles_refused_fullscreen_and_paste_are_said_again_in_a_switched_language(
+    server: LimenProcess, browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """A refused fullscreen request's message and the paste dialog's refusal kept the old language after an
+    in-place switch until the next event."""
+    page = korean_page(browser, contexts)
+    sign_in(page, server)
+    forget_language(page, server)
+    page.goto(f"{server.base_url}/vms/limen-test-i18n-stopped/console")
+    page.wait_for_selector('body[data-console-state="failed"]', timeout=10_000)
+    page.evaluate("""() => {
+      document.documentElement.requestFullscreen = () => Promise.reject(new Error("refused by the test"));
+    }""")
+    page.locator("#btn-fullscreen").click()
+    status = page.locator("#conn-status")
+    expect(status).to_have_text("전체 화면을 쓸 수 없습니다: refused by the test")
+    # The paste dialog opens for a connected console only: opened here as its button would.
+    page.evaluate("document.getElementById('paste-dialog').showModal()")
+    page.locator("#paste-text").fill("한")
+    page.locator("#paste-form [type=submit]").click()
+    refusal = page.locator("#paste-error")
+    expect(refusal).to_contain_text("아무것도 입력하지 않았습니다")
+    save_screenshot(page, "i18n-console-refusals-ko")
+
+    page.locator("#paste-cancel").click()
+    page.select_option("#language-menu", "en")
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    expect(status).to_have_text("Fullscreen not available: refused by the test")
+    expect(refusal).to_contain_text("Nothing was typed")
+    expect(page.locator("#btn-clipboard")).to_have_text("Clipboard")  # the script's text from the start
+    page.evaluate("document.getElementById('paste-dialog').showModal()")
+    expect(refusal).to_be_visible()
+    save_screenshot(page, "i18n-console-refusals-switched-en")
+    forget_language(page, server)
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
 def test_the_pages_own_console_errors_follow_the_language(
     server: LimenProcess, browser: Browser, contexts: list[BrowserContext]
 ) -> None:

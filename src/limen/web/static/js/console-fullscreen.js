@@ -11,8 +11,9 @@ export function isFullscreen(doc = document) {
 }
 
 /**
- * Wires the fullscreen button. `onError(message)` hears why the browser refused; `onChange(on)` hears
- * every change, whoever made it (the button, Esc, the browser's own controls).
+ * Wires the fullscreen button. `onError(say)` hears that the browser refused: `say()` tells why in the page's
+ * language of the moment (it may change in place); `onChange(on)` hears every change, whoever made it (the
+ * button, Esc, the browser's own controls).
  */
 export function wireFullscreen({ button, body, onError = () => {}, onChange = () => {} }) {
   const doc = body.ownerDocument;
@@ -34,7 +35,8 @@ export function wireFullscreen({ button, body, onError = () => {}, onChange = ()
       if (isFullscreen(doc)) await doc.exitFullscreen();
       else await doc.documentElement.requestFullscreen({ navigationUI: "hide" });
     } catch (exc) {
-      onError(t("console.fullscreen_unavailable", { reason: exc && exc.message ? exc.message : exc }));
+      const reason = exc && exc.message ? exc.message : exc;
+      onError(() => t("console.fullscreen_unavailable", { reason }));
     }
   });
   doc.addEventListener("fullscreenchange", show);

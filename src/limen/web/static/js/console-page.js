@@ -56,6 +56,11 @@ function write(part, writer) {
   writer();
 }
 
+/** `element`'s text as `say()` tells it (empty without it), said again when the language changes. */
+function sayIn(part, element, say = () => "") {
+  write(part, () => { element.textContent = say(); });
+}
+
 onLanguageChange(() => {
   for (const writer of writers.values()) writer();
   sayStagesAgain();
@@ -750,9 +755,9 @@ function onPasteSubmit(event) {
   const count = [...ui.pasteText.value].length;
   const { keys, refused } = planTyping(ui.pasteText.value);
   if (count > PASTE_MAX_CHARS || refused.length > 0) {
-    ui.pasteError.textContent = count > PASTE_MAX_CHARS
+    sayIn("paste-error", ui.pasteError, () => (count > PASTE_MAX_CHARS
       ? t("paste.too_long", { count: formatNumber(count), max: formatNumber(PASTE_MAX_CHARS) })
-      : refusalMessage(refused);
+      : refusalMessage(refused)));
     ui.pasteError.hidden = false;
     ui.pasteText.setAttribute("aria-invalid", "true");
     ui.pasteText.focus();
@@ -869,7 +874,7 @@ function wireKeysMenu() {
 function showVmClipboard(text) {
   ui.clipFromVm.value = text;
   ui.clipCopy.disabled = text === "";
-  ui.clipCopyStatus.textContent = "";
+  sayIn("clip-copy-status", ui.clipCopyStatus);
   ui.clipboard.classList.toggle("has-news", !ui.clipDialog.open && text !== "");
   write("clipboard-button", () => {
     ui.clipboard.textContent = ui.clipboard.classList.contains("has-news") ? t("console.clipboard_news") : t("console.clipboard");
@@ -880,7 +885,7 @@ async function copyVmClipboard() {
   const text = ui.clipFromVm.value;
   try {
     await navigator.clipboard.writeText(text);
-    ui.clipCopyStatus.textContent = t("console.copied");
+    sayIn("clip-copy-status", ui.clipCopyStatus, () => t("console.copied"));
     return;
   } catch {
     /* no clipboard API (plain http) or refused: fall back to the selection */
@@ -888,7 +893,7 @@ async function copyVmClipboard() {
   ui.clipFromVm.focus();
   ui.clipFromVm.select();
   const copied = document.execCommand && document.execCommand("copy");
-  ui.clipCopyStatus.textContent = copied ? t("console.copied") : t("console.copy_refused");
+  sayIn("clip-copy-status", ui.clipCopyStatus, () => (copied ? t("console.copied") : t("console.copy_refused")));
 }
 
 /**
@@ -903,10 +908,12 @@ function clipboardTakesUnicode(session) {
 }
 
 function wireClipboard() {
+  // Its text is the script's from the start (it says when the VM's clipboard has news): said again on a switch.
+  write("clipboard-button", () => { ui.clipboard.textContent = t("console.clipboard"); });
   ui.clipboard.addEventListener("click", () => {
     ui.clipboard.classList.remove("has-news");
     write("clipboard-button", () => { ui.clipboard.textContent = t("console.clipboard"); });
-    ui.clipSendStatus.textContent = "";
+    sayIn("clip-send-status", ui.clipSendStatus);
     ui.clipDialog.showModal();
     (ui.clipFromVm.value ? ui.clipCopy : ui.clipToVm).focus();
   });
@@ -916,21 +923,21 @@ function wireClipboard() {
     const count = [...ui.clipToVm.value].length;
     if (count > CLIPBOARD_MAX_CHARS) {
       ui.clipToVm.setAttribute("aria-invalid", "true");
-      ui.clipSendStatus.textContent = t("console.clip_too_long", {
-        count: formatNumber(count), max: formatNumber(CLIPBOARD_MAX_CHARS) });
+      sayIn("clip-send-status", ui.clipSendStatus, () => t("console.clip_too_long", {
+        count: formatNumber(count), max: formatNumber(CLIPBOARD_MAX_CHARS) }));
       return;
     }
     const lost = clipboardTakesUnicode(rfb) ? []
       : [...new Set([...ui.clipToVm.value].filter((char) => char.codePointAt(0) > 0xff))];
     if (lost.length) {
       ui.clipToVm.setAttribute("aria-invalid", "true");
-      ui.clipSendStatus.textContent = t(lost.length === 1 ? "console.clip_latin1_one" : "console.clip_latin1", {
-        count: formatNumber(lost.length), named: lost.slice(0, 12).map(describeChar).join(", ") });
+      sayIn("clip-send-status", ui.clipSendStatus, () => t(lost.length === 1 ? "console.clip_latin1_one"
+        : "console.clip_latin1", { count: formatNumber(lost.length), named: lost.slice(0, 12).map(describeChar).join(", ") }));
       return;
     }
     ui.clipToVm.removeAttribute("aria-invalid");
     rfb.clipboardPasteFrom(ui.clipToVm.value);
-    ui.clipSendStatus.textContent = t("console.clip_sent", { count: formatNumber(count) });
+    sayIn("clip-send-status", ui.clipSendStatus, () => t("console.clip_sent", { count: formatNumber(count) }));
   });
   ui.clipClose.addEventListener("click", () => ui.clipDialog.close());
 }
@@ -961,7 +968,7 @@ function wireToolbar() {
   wireFullscreen({
     button: ui.fullscreen,
     body: ui.body,
-    onError: (message) => setState(ui.body.dataset.consoleState, message, "bad"),
+    onError: (say) => setState(ui.body.dataset.consoleState, say, "bad"),
   });
   ui.popout.addEventListener("click", popOut);
   if (isPopout) {
