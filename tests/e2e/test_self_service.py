@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Page, Route, expect
+from playwright.sync_api import Page, expect
 
 from tests.conftest import DEMO_ISO
-from tests.e2e.helpers import DESKTOP, PHONE, save_screenshot, sign_in, start_limen
+from tests.e2e.helpers import DESKTOP, PHONE, hold_requests, save_screenshot, sign_in, start_limen
 from tests.support.access import provision_user
 from tests.support.server import LimenProcess
 
@@ -290,11 +290,6 @@ def test_a_disk_over_the_quota_is_flagged_before_submit(
 
 
 
-def hold_in(held: list[Route]) -> Callable[[Route], None]:
-    """A route handler that answers nothing: the requests wait in ``held`` until the test lets them go."""
-    return lambda route: held.append(route)
-
-
 def test_a_value_typed_before_the_first_quota_read_is_kept_and_flagged(
     server: LimenProcess, new_page: Callable[..., Page]
 ) -> None:
@@ -310,8 +305,7 @@ def test_a_value_typed_before_the_first_quota_read_is_kept_and_flagged(
     ):
         page = new_page(viewport)
         page.context.add_cookies([{"name": "limen_lang", "value": language, "url": server.base_url}])
-        held: list[Route] = []  # the quota's answers, held until the vCPUs are typed
-        page.route("**/api/quota", hold_in(held))
+        held = hold_requests(page, "**/api/quota")  # the quota's answers, until the vCPUs are typed
         sign_in(page, server.base_url, user, PASSWORD, next_path="/vms/new")
         vcpus = page.locator("#vcpus")
         vcpus.fill("8")

@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Route, expect
 
 from tests.conftest import DEMO_ISO, QEMU_URI
-from tests.e2e.helpers import ARTIFACTS, DESKTOP, PHONE, save_screenshot, sign_in, start_limen
+from tests.e2e.helpers import ARTIFACTS, DESKTOP, PHONE, hold_requests, save_screenshot, sign_in, start_limen
 from tests.support.access import provision_user
 from tests.support.databases import database_url_for
 from tests.support.libvirt_cleanup import domain_exists, remove_domain
@@ -177,9 +177,7 @@ def test_a_row_busy_with_an_action_has_its_more_menu_disabled_and_a_delete_stays
     page = signed_in_page(server)
     row = page.locator(f'tr[data-vm-name="{name}"]')
     more = row.get_by_label(f"More actions for {name}")
-    held: list[Route] = []
-    # The row's Start runs until its request, held here, is answered below.
-    page.route(f"**/api/vms/{vm['uuid']}/start", lambda route: held.append(route))
+    held = hold_requests(page, f"**/api/vms/{vm['uuid']}/start")  # the row's Start runs until answered below
     row.get_by_role("button", name=f"Start {name}").click()
     expect(row).to_have_attribute("data-pending", "start")
     expect(more).to_have_attribute("aria-disabled", "true")
