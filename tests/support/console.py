@@ -73,13 +73,22 @@ def domain_xml(dom: FakeDomain) -> str:
     )
 
 
-def node_xml(domains: list[FakeDomain]) -> str:
-    return "<node>" + "".join(domain_xml(dom) for dom in domains) + "</node>"
+def node_xml(domains: list[FakeDomain], *, cpus: int | None = None, memory_mib: int | None = None) -> str:
+    """A test-driver node holding ``domains``; with ``cpus``/``memory_mib`` its hardware (else the driver's
+    default, 16 CPUs and 3 GiB)."""
+    hardware = ""
+    if cpus is not None:
+        hardware += (f"<cpu><nodes>1</nodes><sockets>1</sockets><cores>{cpus}</cores><threads>1</threads>"
+                     f"<active>{cpus}</active><mhz>2000</mhz><model>x86_64</model></cpu>")
+    if memory_mib is not None:
+        hardware += f"<memory>{memory_mib * 1024}</memory>"
+    return "<node>" + hardware + "".join(domain_xml(dom) for dom in domains) + "</node>"
 
 
-def driver_uri(tmp_path: Path, domains: list[FakeDomain]) -> str:
+def driver_uri(tmp_path: Path, domains: list[FakeDomain], *, cpus: int | None = None,
+               memory_mib: int | None = None) -> str:
     path = tmp_path / f"node-{uuid_module.uuid4().hex[:8]}.xml"
-    path.write_text(node_xml(domains))
+    path.write_text(node_xml(domains, cpus=cpus, memory_mib=memory_mib))
     return f"test://{path}"
 
 

@@ -87,6 +87,42 @@ async def test_placement_prefers_memory_not_given_to_vms_and_honours_a_host_and_
     assert unknown.value.code is ErrorCode.HOST_NOT_FOUND
 
 
+@pytest.fixture
+async def unlike_hosts(make_settings: Callable[..., Settings], tmp_path: Path) -> AsyncIterator[Hypervisor]:
+    """A default host with few CPUs and much memory, another with many CPUs and little memory."""
+    local = driver_uri(tmp_path, [], cpus=2, memory_mib=8192)
+    other = driver_uri(tmp_path, [], cpus=8, memory_mib=1024)
+    hv = Hypervisor(make_settings(libvirt_uri=local, libvirt_timeout=TIMEOUT))
+    hv.hosts.add(HostConfig("other", other))
+    await hv.open()
+    yield hv
+    await hv.close()
+
+
+async def test_cpus_and_memory_are_checked_against_the_host_the_vm_goes_to_or_is_on(
+    unlike_hosts: Hypervisor,
+) -> None:
+    # The default host's 2 CPUs do not refuse 6 on a host that has 8; its 8 GiB do not let 4 GiB onto a 1 GiB one.
+    wide = await unlike_hosts.create_vm(VmSpec(name="wide", vcpus=6, memory_mib=64, host="other"))
+    assert wide.host == "other"
+    with pytest.raises(LimenError) as too_big:
+        await unlike_hosts.create_vm(VmSpec(name="heavy", memory_mib=4096, host="other"))
+    assert too_big.value.code is ErrorCode.VALIDATION_ERROR and too_big.value.field == "memory_mib"
+    assert "1024 MiB (the memory of host 'other')" in too_big.value.details
+    # Placed by limen: the one host with the CPUs asked for.
+    assert (await unlike_hosts.create_vm(VmSpec(name="placed", vcpus=6, memory_mib=64))).host == "other"
+    with pytest.raises(LimenError) as nowhere:
+        await unlike_hosts.create_vm(VmSpec(name="nowhere", vcpus=12, memory_mib=64))
+    assert nowhere.value.code is ErrorCode.VALIDATION_ERROR and "the largest host's CPUs" in nowhere.value.details
+    # A change is checked against the VM's own host.
+    edited = await edit_vm(unlike_hosts, wide.uuid, VmEdit(vcpus=8))
+    assert edited.vm.host == "other"
+    with pytest.raises(LimenError) as edit_too_big:
+        await edit_vm(unlike_hosts, wide.uuid, VmEdit(memory_mib=2048))
+    assert edit_too_big.value.code is ErrorCode.VALIDATION_ERROR and edit_too_big.value.field == "memory_mib"
+    assert {vm.name for vm in await unlike_hosts.list_vms()} == {"wide", "placed"}
+
+
 async def test_names_are_unique_across_hosts(two_hosts: Hypervisor) -> None:
     with pytest.raises(LimenError) as taken:
         await two_hosts.check_name_free("beta")

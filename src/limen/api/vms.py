@@ -62,8 +62,11 @@ async def _create_rules(request: Request, body: VmCreate, failed: frozenset[str]
 
 @body_rules(VmPatch)
 async def _patch_rules(request: Request, body: VmPatch, _failed: frozenset[str]) -> None:
-    """The change's rules (check_edit), beside the body's type errors; a field that failed is None: unchecked."""
-    await check_edit(services_of(request).hypervisor, _edit(body))
+    """The change's rules (check_edit) against the VM's host, beside the body's type errors; a field that failed
+    is None: unchecked."""
+    hypervisor = services_of(request).hypervisor
+    host = await hypervisor.hosts.find(request.path_params["vm_id"]) if hypervisor.hosts.several else None
+    await check_edit(hypervisor, _edit(body), host=host)
 
 
 def _edit(body: VmPatch) -> VmEdit:
@@ -122,7 +125,7 @@ async def patch_vm(
     edit = _edit(body)
     async with access.audit.recording(principal.name, "edit", vm.name, vm_uuid=vm.uuid,
                                       details=edit_details(body.model_dump(exclude_unset=True))) as target:
-        await check_edit(hypervisor, edit)  # every field refused at once, and sane numbers before the quota
+        await check_edit(hypervisor, edit, host=vm.host)  # every field refused at once, sane numbers before the quota
         async with quota_for_edit(quota, hypervisor, principal, vm, vcpus=body.vcpus, memory_mib=body.memory_mib):
             edited = await edit_vm(hypervisor, vm.uuid, edit)
         target.details = edited.summary

@@ -231,15 +231,15 @@ async def change_media(hypervisor: Hypervisor, ident: str, iso: str | None, *, f
     return await hypervisor.connection.call("change_media", run, subject=ident, timeout=_media_timeout(hypervisor))
 
 
-async def check_edit(hypervisor: Hypervisor, edit: VmEdit) -> None:
-    """VALIDATION_ERROR naming every field of ``edit`` that breaks the create rules or this host's limits, in
-    the settings form's order (before a quota counts its numbers)."""
+async def check_edit(hypervisor: Hypervisor, edit: VmEdit, *, host: str | None = None) -> None:
+    """VALIDATION_ERROR naming every field of ``edit`` that breaks the create rules or the limits of the VM's
+    host ``host`` (None: the default host), in the settings form's order (before a quota counts its numbers)."""
     refusals = Refusals()
     with refusals.check():
         if edit.name is not None:
             check_name(edit.name)
     with refusals.check():
-        await hypervisor.check_hardware(vcpus=edit.vcpus, memory_mib=edit.memory_mib)
+        await hypervisor.check_hardware(vcpus=edit.vcpus, memory_mib=edit.memory_mib, host=host)
     with refusals.check():
         if edit.boot_order is not None:
             if not edit.boot_order:
@@ -253,7 +253,8 @@ async def edit_vm(hypervisor: Hypervisor, ident: str, edit: VmEdit) -> Edited:
     """Applies ``edit`` (see the module's rules). Validation as at create; VM_ALREADY_EXISTS when the
     new name is taken. All or nothing: a failing step undoes the ones before it."""
     parse_vm_id(ident)
-    await check_edit(hypervisor, edit)
+    host = await hypervisor.hosts.locate(ident) if hypervisor.hosts.several else None
+    await check_edit(hypervisor, edit, host=host)
     if edit.name is not None and hypervisor.hosts.several:
         # Names are unique across hosts; the VM's own host checks again below, under the VM's lock.
         holder = await hypervisor.hosts.find(edit.name)

@@ -241,6 +241,17 @@ def _migration_operation(source: str, target: str, state: str, progress: int | N
             "error": error}
 
 
+def _cpus_and_memory(conn: libvirt.virConnect) -> tuple[int, int]:
+    """(CPUs, memory MiB) of ``conn``'s host."""
+    info = conn.getInfo()
+    return int(info[2]), int(info[1])
+
+
+def _free_memory_and_cpus(conn: libvirt.virConnect) -> tuple[int, int]:
+    """(memory MiB not promised to VMs, CPUs) of ``conn``'s host: what placement weighs."""
+    return _uncommitted_memory_mib(conn), int(conn.getInfo()[2])
+
+
 def _uncommitted_memory_mib(conn: libvirt.virConnect) -> int:
     """The host's memory less what its VMs (defined ones too: they may start) are given, MiB."""
     return int(conn.getInfo()[1]) - _promised_mib(conn.listAllDomains(0))
@@ -525,14 +536,21 @@ class Hypervisor:
         cache.keep(ident, vm, epoch, read_at)
         return vm
 
-    async def host_info(self) -> tuple[int, int]:
-        """(CPUs, memory MiB) of the hypervisor host."""
+    async def host_info(self, host: str | None = None) -> tuple[int, int]:
+        """(CPUs, memory MiB) of host ``host`` (None: the default host)."""
+        return await self.hosts.on_host(host or DEFAULT_HOST, "host_info", _cpus_and_memory)
 
-        def run(conn: libvirt.virConnect) -> tuple[int, int]:
-            info = conn.getInfo()
-            return int(info[2]), int(info[1])
-
-        return await self.connection.call("host_info", run)
+    async def largest_host(self) -> tuple[int, int]:
+        """The most CPUs and the most memory (MiB) a host that answers has: a new VM placed by limen may go to
+        any of them (placement then picks one that holds it, :meth:`place`)."""
+        links = [link for link in self.hosts.links
+                 if (link.available and not link.config.draining) or link.name == DEFAULT_HOST]
+        answers = await asyncio.gather(*(link.connection.call("host_info", _cpus_and_memory) for link in links),
+                                       return_exceptions=True)
+        known = [answer for answer in answers if not isinstance(answer, BaseException)]
+        if not known:  # not even the default host answers: its error, as one host alone would say
+            raise next(answer for answer in answers if isinstance(answer, BaseException))
+        return max(cpus for cpus, _ in known), max(memory for _, memory in known)
 
     async def storage_pool_directory(self) -> Path | None:
         """Where the default host's pool (LIMEN_STORAGE_POOL) keeps disks, or None before its first disk."""
@@ -547,21 +565,30 @@ class Hypervisor:
             return detect_virt_type()
         return self.settings.virt_type
 
-    async def check_hardware(self, *, vcpus: int | None = None, memory_mib: int | None = None) -> None:
-        """VALIDATION_ERROR unless the vCPUs and memory given fit this host (None: not checked), naming each
+    async def check_hardware(self, *, vcpus: int | None = None, memory_mib: int | None = None,
+                             host: str | None = None, placed: bool = False) -> None:
+        """VALIDATION_ERROR unless the vCPUs and memory given (None: not checked) fit host ``host`` (None: the
+        default host; ``placed``: whichever host limen would place a new VM on, so the largest), naming each
         that does not."""
         if vcpus is None and memory_mib is None:
             return
-        host_cpus, host_memory_mib = await self.host_info()
+        several = self.hosts.several
+        if placed and host is None and several:
+            host_cpus, host_memory_mib = await self.largest_host()
+            whose = "the largest host's {}"
+        else:
+            host_cpus, host_memory_mib = await self.host_info(host)
+            whose = f"the {{}} of host {host!r}" if several and host not in (None, DEFAULT_HOST) else "this host's {}"
         refusals = Refusals()
         with refusals.check():
             if vcpus is not None and not 1 <= vcpus <= host_cpus:
-                raise ValidationFailed("vcpus", f"must be between 1 and {host_cpus} (this host's CPUs)",
+                raise ValidationFailed("vcpus", f"must be between 1 and {host_cpus} ({whose.format('CPUs')})",
                                        rule=range_rule(1, host_cpus, limit="host_cpus"))
         with refusals.check():
             if memory_mib is not None and not MIN_MEMORY_MIB <= memory_mib <= host_memory_mib:
                 raise ValidationFailed(
-                    "memory_mib", f"must be between {MIN_MEMORY_MIB} and {host_memory_mib} MiB (this host's memory)",
+                    "memory_mib",
+                    f"must be between {MIN_MEMORY_MIB} and {host_memory_mib} MiB ({whose.format('memory')})",
                     rule=range_rule(MIN_MEMORY_MIB, host_memory_mib, unit="MiB", limit="host_memory"),
                 )
         refusals.raise_any()
@@ -576,7 +603,8 @@ class Hypervisor:
                 check_name(spec.name)
         with refusals.check():
             await self.check_hardware(vcpus=None if "vcpus" in unchecked else spec.vcpus,
-                                      memory_mib=None if "memory_mib" in unchecked else spec.memory_mib)
+                                      memory_mib=None if "memory_mib" in unchecked else spec.memory_mib,
+                                      host=None if "host" in unchecked else spec.host, placed=True)
         with refusals.check():
             if spec.disk_gib is not None and "disk_gib" not in unchecked and not 1 <= spec.disk_gib <= MAX_DISK_GIB:
                 raise ValidationFailed("disk_gib", f"must be between 1 and {MAX_DISK_GIB} GiB",
@@ -713,6 +741,8 @@ class Hypervisor:
         try:
             link = await self.place(spec)
             if self.hosts.several:
+                if spec.host is None:  # checked against the largest host above: now against the one placed on
+                    await self.check_hardware(vcpus=spec.vcpus, memory_mib=spec.memory_mib, host=link.name)
                 await self.check_name_free(spec.name)  # names are unique across hosts
             local = link.name == DEFAULT_HOST
             pool_dir = self.settings.pool_dir if local else REMOTE_POOL_DIR
@@ -736,7 +766,8 @@ class Hypervisor:
 
     async def place(self, spec: VmSpec) -> HostLink:
         """The host a new VM goes to: the one asked for, else the available, not draining host with the
-        most memory not promised to its VMs (all of them, running or not) that still holds the new one."""
+        most memory not promised to its VMs (all of them, running or not) that still holds the new one and has
+        as many CPUs as it asks for."""
         if spec.host is not None:
             link = self.hosts.get(spec.host)
             if link.config.draining:
@@ -748,13 +779,14 @@ class Hypervisor:
             return self.hosts.default
         candidates = [link for link in self.hosts.links if link.available and not link.config.draining]
         answers = await asyncio.gather(
-            *(link.connection.call("free_memory", _uncommitted_memory_mib) for link in candidates),
+            *(link.connection.call("free_memory", _free_memory_and_cpus) for link in candidates),
             return_exceptions=True)
-        room = sorted(((free, link.name) for link, free in zip(candidates, answers, strict=True)
-                       if isinstance(free, int) and free >= spec.memory_mib), key=lambda pair: (-pair[0], pair[1]))
+        room = sorted(((answer[0], link.name) for link, answer in zip(candidates, answers, strict=True)
+                       if isinstance(answer, tuple) and answer[0] >= spec.memory_mib and answer[1] >= spec.vcpus),
+                      key=lambda pair: (-pair[0], pair[1]))
         if not room:
             raise LimenError(ErrorCode.NO_HOST_FITS, f"no available host that takes new VMs has {spec.memory_mib} "
-                             "MiB not promised to its VMs")
+                             f"MiB not promised to its VMs and {spec.vcpus} CPUs")
         return self.hosts.get(room[0][1])
 
     async def host_figures(self, links: list[HostLink] | None = None) -> dict[str, HostFigures]:
