@@ -16,20 +16,23 @@ from pydantic import SecretStr
 
 from limen.cli_output import say, setting_problems_text, settings_error_text, table
 from limen.cli_state import cli_state
-from limen.settings import Settings, SettingsError, SettingSource, check_settings_file, setting_sources
+from limen.settings import (
+    Settings,
+    SettingsError,
+    SettingSource,
+    check_settings_file,
+    is_secret_setting,
+    setting_sources,
+)
 from limen.url_redaction import MASK, redacted_url
 
 config_app = typer.Typer(help="See and check limen's settings.", no_args_is_help=True)
-
-# Settings whose names say they hold a secret, whatever their type.
-_SECRET_WORDS = ("password", "secret", "token")
-
 
 def shown_value(name: str, value: Any) -> Any:
     """A setting's value as ``config show`` prints it (JSON-ready): secrets as ``***``."""
     if value is None:
         return None
-    if isinstance(value, SecretStr) or any(word in name for word in _SECRET_WORDS):
+    if isinstance(value, SecretStr) or is_secret_setting(name):
         return MASK
     if isinstance(value, Path):
         return str(value)

@@ -444,10 +444,20 @@ class SettingsError(Exception):
         self.file_reason = file_reason
 
 
-# Settings whose value an error never repeats (named for a secret, as `limen config show` masks them), and those
-# repeated with a URL's password hidden.
-_SECRET_SETTING = re.compile(r"token|secret|password", re.IGNORECASE)
+# A key that is no setting of limen's is taken for a secret when its name says so (LIMEN_DB_PASSWORD=…); and the
+# settings repeated with a URL's password hidden.
+_SECRET_NAME = re.compile(r"token|secret|password", re.IGNORECASE)
 _URL_SETTING = re.compile(r"_url$", re.IGNORECASE)
+
+
+def is_secret_setting(name: str) -> bool:
+    """Whether setting ``name``'s value is never shown (``config show``) nor repeated (errors): a setting typed
+    as a secret; an unknown key named like one. Not by name for limen's own (password_hash_time_cost is a
+    number anyone may see)."""
+    field = Settings.model_fields.get(name.lower())
+    if field is None:
+        return bool(_SECRET_NAME.search(name))
+    return SecretStr in (field.annotation, *get_args(field.annotation))
 
 
 # Where a problem of no one setting is said to be (in English; the command line says it in its language).
@@ -457,7 +467,7 @@ ACROSS_SETTINGS = "settings"
 def _problem(error: Mapping[str, Any], where: str, *, unprefixed: str | None = None) -> SettingProblem:
     given = error.get("input")
     setting = str(error["loc"][0]).lower().removeprefix("limen_") if error.get("loc") else ""
-    if error.get("type") == "missing" or isinstance(given, dict) or _SECRET_SETTING.search(setting):
+    if error.get("type") == "missing" or isinstance(given, dict) or is_secret_setting(setting):
         given = None
     elif isinstance(given, str) and _URL_SETTING.search(setting):
         given = redacted_url(given)

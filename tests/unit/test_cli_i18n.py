@@ -125,6 +125,15 @@ def test_a_configuration_error_never_repeats_a_secret(tmp_path: Path) -> None:
     assert "metrics_token: 문자열이어야 합니다(지정한 값: (표시 안 함))" in err, err
 
 
+def test_a_setting_named_for_a_password_but_holding_none_is_shown(tmp_path: Path) -> None:
+    # password_hash_* are argon2's numbers: they were hidden as secrets, in errors and in `config show`.
+    code, _, err = run(tmp_path, {**ENGLISH, "LIMEN_PASSWORD_HASH_TIME_COST": "abc"}, "config", "show")
+    assert code == 2 and '"abc" is not a whole number' in err, err
+    code, out, err = run(tmp_path, {**ENGLISH, "LIMEN_PASSWORD_HASH_TIME_COST": "5"}, "--json", "config", "show")
+    assert code == 0, err
+    assert json.loads(out)["password_hash_time_cost"]["value"] == 5, out
+
+
 @pytest.mark.parametrize(("env", "said"), [
     (ENGLISH, "  LIMEN_PUBLIC_URL (public_url): 'https://user:***@limen.example' is not an address like "
               "https://limen.example[:port]"),
