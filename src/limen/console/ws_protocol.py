@@ -212,21 +212,31 @@ class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def send_receive_event_to_app(self) -> None:
         splice = self._splice
-        if splice is None or self.close_sent:
+        if self.close_sent:
+            super().send_receive_event_to_app()
+            return
+        if self.curr_msg_data_type == "text" and not self._text_is_utf8():
+            # A text message must be UTF-8, else the connection fails with 1007. uvicorn does that too, but
+            # logs it as a server error with a traceback (logger.exception): it is the client's fault, and
+            # the console's own record says it (CLIENT_PROTOCOL_ERROR).
+            self.frames = []
+            self.conn.send_close(INVALID_FRAME_PAYLOAD_DATA)
+            self.handle_parser_exception()
+            return
+        if splice is None:
             super().send_receive_event_to_app()
             return
         frames, self.frames = self.frames, []
-        data = frames[0] if len(frames) == 1 else b"".join(frames)
         if self.curr_msg_data_type == "bytes":
-            splice.to_vnc(data)
-            return
-        # Text carries nothing for a VNC server and is dropped, but it must be UTF-8 like any text
-        # message: otherwise the connection fails with 1007, as uvicorn does outside the splice.
+            splice.to_vnc(frames[0] if len(frames) == 1 else b"".join(frames))
+        # Text carries nothing for a VNC server: dropped.
+
+    def _text_is_utf8(self) -> bool:
         try:
-            data.decode()
+            (self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)).decode()
         except UnicodeDecodeError:
-            self.conn.send_close(INVALID_FRAME_PAYLOAD_DATA)
-            self.handle_parser_exception()
+            return False
+        return True
 
     def handle_parser_exception(self) -> None:
         # The app hears of this only as a disconnect: what the browser broke is noted in the scope first, so
