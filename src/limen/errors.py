@@ -424,6 +424,7 @@ class Rule(StrEnum):
     ISO_SUFFIX = "iso_suffix"  # .iso or .img
     WHOLE_NUMBER = "whole_number"  # 1.5 or "two" where an integer belongs
     AT_LEAST = "at_least"  # a number below its floor (``min``), e.g. a quota of -1
+    AT_MOST = "at_most"  # a number above its ceiling (``max``), e.g. a quota past what the database holds
     REQUIRED = "required"  # a field the request must have and left out
     ONE_OF = "one_of"  # a value not among the ``allowed`` ones (a list), e.g. a boot device
     NO_REPEAT = "no_repeat"  # a list naming an item twice

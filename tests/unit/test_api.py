@@ -214,8 +214,11 @@ async def test_every_field_refused_is_named_at_once_in_the_forms_order(
     ("POST", "/api/users", {"name": "a\u0007b", "password": 12345678}, {"name": "no_control_chars", "password": None}),
     ("POST", "/api/users", {"name": 5, "password": "short"}, {"name": None, "password": "length"}),
     ("POST", "/api/vms/test/snapshots", {"name": "-bad", "description": 5}, {"name": "vm_name", "description": None}),
-    # pydantic alone checks a quota: it names every field itself.
-    ("PUT", "/api/users/admin/quota", {"vms": "x", "vcpus": -1}, {"vms": "whole_number", "vcpus": "at_least"}),
+    # pydantic alone checks a quota: it names every field itself, its ceiling too.
+    ("PUT", "/api/users/admin/quota", {"vms": "x", "vcpus": -1, "memory_mib": 10**30},
+     {"vms": "whole_number", "vcpus": "at_least", "memory_mib": "at_most"}),
+    # A null beside a type error: each named, not one refusal of the whole body.
+    ("PATCH", "/api/vms/test", {"name": None, "vcpus": "x"}, {"name": None, "vcpus": "whole_number"}),
 ])
 async def test_type_errors_and_rule_refusals_come_in_one_answer(
     refusing_client: httpx.AsyncClient, method: str, path: str, body: dict[str, Any], rules: dict[str, str | None],

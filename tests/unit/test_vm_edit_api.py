@@ -116,7 +116,7 @@ async def test_vm_answer_has_the_details_page_fields(users: Users, alices_vm: st
 
 
 @pytest.mark.parametrize(("body", "field"), [
-    ({}, "body"), ({"vcpus": None}, "body"), ({"colour": "red"}, "colour"), ({"vcpus": "many"}, "vcpus"),
+    ({}, "body"), ({"vcpus": None}, "vcpus"), ({"colour": "red"}, "colour"), ({"vcpus": "many"}, "vcpus"),
     ({"vcpus": 0}, "vcpus"), ({"memory_mib": 1}, "memory_mib"), ({"boot_order": ["net"]}, "boot_order"),
     ({"boot_order": []}, "boot_order"), ({"boot_order": "hd"}, "boot_order"), ({"name": "bad name"}, "name"),
     ({"name": "x" * 64}, "name"), ({"autostart": "perhaps"}, "autostart"), ({"name": "Ωμέγα"}, "name"),

@@ -92,11 +92,13 @@ def _refusal(error: Mapping[str, Any]) -> dict[str, Any]:
                              "details": str(error.get("msg", ""))[:DETAIL_MAX]}
     # pydantic's refusals the pages can word (its English otherwise showed on Korean pages).
     kind = error.get("type")
-    floor = (error.get("ctx") or {}).get("ge")
+    bounds = error.get("ctx") or {}
     if kind in WHOLE_NUMBER_ERRORS:  # "Input should be a valid integer"
         entry["rule"] = rule(Rule.WHOLE_NUMBER)
-    elif kind == "greater_than_equal" and isinstance(floor, int):
-        entry["rule"] = rule(Rule.AT_LEAST, min=floor)
+    elif kind == "greater_than_equal" and isinstance(bounds.get("ge"), int):
+        entry["rule"] = rule(Rule.AT_LEAST, min=bounds["ge"])
+    elif kind == "less_than_equal" and isinstance(bounds.get("le"), int):
+        entry["rule"] = rule(Rule.AT_MOST, max=bounds["le"])
     elif kind == "missing":
         entry["rule"] = rule(Rule.REQUIRED)
     return entry

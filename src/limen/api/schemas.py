@@ -7,7 +7,7 @@ from typing import Any
 
 # Numbers and switches in request bodies are strict: true is not 1 vCPU, "1" is not a number, "yes" is not a
 # switch (JSON has the types; a client that sends others has a bug worth telling it about).
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
 
 from limen.hypervisor.models import Disk, Vm, VmState
 from limen.hypervisor.snapshots import SnapshotInfo
@@ -75,14 +75,18 @@ class VmPatch(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_nulls_and_not_empty(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            if not data:
-                raise ValueError("give at least one of name, vcpus, memory_mib, boot_order, autostart")
-            nulls = sorted(key for key, value in data.items() if value is None)
-            if nulls:
-                raise ValueError(f"{', '.join(nulls)}: null is not a value; leave the field out instead")
+    def _not_empty(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data:
+            raise ValueError("give at least one of name, vcpus, memory_mib, boot_order, autostart")
         return data
+
+    # Per field, not over the whole body: a null beside another field's type error is named with it.
+    @field_validator("name", "vcpus", "memory_mib", "boot_order", "autostart", mode="before")
+    @classmethod
+    def _no_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("null is not a value; leave the field out instead")
+        return value
 
 
 class MediaIn(BaseModel):
