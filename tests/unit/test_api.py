@@ -219,6 +219,11 @@ async def test_every_field_refused_is_named_at_once_in_the_forms_order(
      {"vms": "whole_number", "vcpus": "at_least", "memory_mib": "at_most"}),
     # A null beside a type error: each named, not one refusal of the whole body.
     ("PATCH", "/api/vms/test", {"name": None, "vcpus": "x"}, {"name": None, "vcpus": "whole_number"}),
+    # Every other route whose body has rules of limen's own.
+    ("POST", "/api/tokens", {"name": "x" * 101, "bogus": 1}, {"name": "length", "bogus": None}),
+    ("POST", "/api/vms/test/disks/vda/resize", {"size_gib": 0, "x": 1}, {"size_gib": "range", "x": None}),
+    ("POST", "/api/vms/test/disks/vda/resize", {"size_gib": "x", "size_bytes": 513},
+     {"size_gib": "whole_number", "size_bytes": None}),
 ])
 async def test_type_errors_and_rule_refusals_come_in_one_answer(
     refusing_client: httpx.AsyncClient, method: str, path: str, body: dict[str, Any], rules: dict[str, str | None],

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from limen.api.body_rules import body_rules
 from limen.api.deps import AccessDep, CurrentUser
 from limen.api.error_responses import error_response
 from limen.api.schemas import ErrorBody
@@ -24,7 +25,7 @@ from limen.auth.names import name_key
 from limen.auth.principal import AuthMethod, require_admin, token_credential
 from limen.auth.ratelimit import TooManyAttempts
 from limen.auth.revocation import Revocation
-from limen.auth.tokens import TokenInfo
+from limen.auth.tokens import TokenInfo, clean_token_name
 from limen.auth.users import AccountNotUsable
 from limen.db.models import Role
 from limen.errors import ErrorCode, LimenError
@@ -183,6 +184,13 @@ async def list_tokens(
         require_admin(principal)
     tokens = await access.tokens.list_all(None if all_users else principal.name)
     return [TokenOut.of(token) for token in tokens]
+
+
+@body_rules(TokenCreate)
+async def _token_rules(_request: Request, body: TokenCreate, _failed: frozenset[str]) -> None:
+    """The token name's rules (the create's), beside the body's type errors."""
+    if body.name is not None:
+        clean_token_name(body.name)
 
 
 @router.post("/tokens", response_model=TokenCreated, status_code=201, responses=_ERRORS)

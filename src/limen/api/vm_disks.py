@@ -8,13 +8,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from limen.action_details import resize_details, resized_details
+from limen.api.body_rules import body_rules
 from limen.api.deps import AccessDep, AccessibleVm, CurrentUser, HypervisorDep
 from limen.api.quota import QuotaDep, quota_for_disk_growth
 from limen.api.schemas import DiskResize, ErrorBody, VmOut
 from limen.api.unicode_body import UnicodeCheckedRoute
+from limen.errors import Refusals
 from limen.hypervisor.editing import check_disk_size, resize_disk
 from limen.hypervisor.vm_feed import VmEventType
 
@@ -25,6 +27,19 @@ router = APIRouter(route_class=UnicodeCheckedRoute, prefix="/api/vms", tags=["vm
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 422, 503)
 }
+
+
+@body_rules(DiskResize)
+async def _resize_rules(_request: Request, body: DiskResize, _failed: frozenset[str]) -> None:
+    """The size's rules (the resize's), on the size field that passed, beside the other's type error."""
+    refusals = Refusals()
+    with refusals.check():
+        if body.size_gib is not None:
+            check_disk_size(body.size_gib * 2**30, "size_gib")
+    with refusals.check():
+        if body.size_bytes is not None:
+            check_disk_size(body.size_bytes, "size_bytes")
+    refusals.raise_any()
 
 
 @router.post("/{vm_id}/disks/{target}/resize", response_model=VmOut, responses=_ERRORS)

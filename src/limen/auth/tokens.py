@@ -58,6 +58,12 @@ class NewToken:
         return f"NewToken(info={self.info!r}, secret=<hidden>)"
 
 
+def clean_token_name(name: str) -> str:
+    """The token name as stored; VALIDATION_ERROR (field ``name``) for one that is empty, too long, edged with
+    white space or holding control characters."""
+    return clean_name("name", name, TOKEN_NAME_MAX)
+
+
 def _info(token: ApiToken, owner: str) -> TokenInfo:
     return TokenInfo(
         id=token.id, name=token.name, owner=owner, prefix=token.prefix, created_at=token.created_at,
@@ -72,7 +78,7 @@ class Tokens:
         self.cache = cache if cache is not None else PrincipalCache()
 
     def _create(self, session: Session, owner: str, name: str) -> NewToken:
-        name = clean_name("name", name, TOKEN_NAME_MAX)
+        name = clean_token_name(name)
         user = lookup_user(session, owner)
         if user is None:
             raise LimenError(ErrorCode.USER_NOT_FOUND, f"no user named {owner!r}")
