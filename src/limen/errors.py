@@ -413,6 +413,7 @@ class Rule(StrEnum):
     catalogues. ``details`` stay English."""
 
     VM_NAME = "vm_name"  # letters, digits, '_', '.', '-'; starts with a letter or digit; at most 63
+    HOST_NAME = "host_name"  # a libvirt host's name in limen: the same characters as a VM's
     RANGE = "range"  # a number: {min, max, unit, limit}
     LENGTH = "length"  # characters: {min, max}
     NO_EDGE_SPACE = "no_edge_space"

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from limen.db.database import Database
 from limen.db.models import HypervisorHost
-from limen.errors import ErrorCode, LimenError, ValidationFailed
+from limen.errors import ErrorCode, LimenError, Refusals, Rule, ValidationFailed, rule
 from limen.hypervisor.hosts import DEFAULT_HOST, HostConfig, HostPool
 
 log = logging.getLogger("limen.hypervisor")
@@ -31,20 +31,33 @@ HOST_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _SCHEMES = re.compile(r"^(qemu|test)(\+(ssh|tcp|tls|unix|libssh2?|ext))?$")
 
 
-def check_host(name: str, uri: str, console_address: str | None) -> None:
-    """VALIDATION_ERROR for a host name, URI or console address limen cannot use."""
-    if not HOST_NAME_PATTERN.fullmatch(name):
-        raise ValidationFailed("name", "must start with a letter or digit and hold only letters, digits, '_', "
-                                       "'.', '-' (at most 63 characters)")
-    if name == DEFAULT_HOST:
-        raise ValidationFailed("name", f"{DEFAULT_HOST!r} is the default host (LIMEN_LIBVIRT_URI)")
-    parts = urlsplit(uri)
-    if len(uri) > 1000 or not _SCHEMES.fullmatch(parts.scheme) or not uri.isprintable() or " " in uri:
-        raise ValidationFailed("uri", "must be a libvirt URI such as qemu+tcp://host/system, "
-                                      "qemu+ssh://user@host/system or test:///default")
-    if console_address is not None and (not console_address or len(console_address) > 255
-                                        or not re.fullmatch(r"[A-Za-z0-9.:_-]+", console_address)):
-        raise ValidationFailed("console_address", "must be a host name or an IP address")
+def check_host(name: str | None, uri: str | None, console_address: str | None) -> None:
+    """VALIDATION_ERROR naming each of a host's name, URI and console address limen cannot use, all at once
+    (None: not given, or refused already by a request's type check)."""
+    refusals = Refusals()
+    with refusals.check():
+        if name is not None and not HOST_NAME_PATTERN.fullmatch(name):
+            raise ValidationFailed("name", "must start with a letter or digit and hold only letters, digits, '_', "
+                                           "'.', '-' (at most 63 characters)", rule=rule(Rule.HOST_NAME))
+        if name == DEFAULT_HOST:
+            raise ValidationFailed("name", f"{DEFAULT_HOST!r} is the default host (LIMEN_LIBVIRT_URI)")
+    with refusals.check():
+        if uri is not None and not _is_libvirt_uri(uri):
+            raise ValidationFailed("uri", "must be a libvirt URI such as qemu+tcp://host/system, "
+                                          "qemu+ssh://user@host/system or test:///default")
+    with refusals.check():
+        if console_address is not None and (not console_address or len(console_address) > 255
+                                            or not re.fullmatch(r"[A-Za-z0-9.:_-]+", console_address)):
+            raise ValidationFailed("console_address", "must be a host name or an IP address")
+    refusals.raise_any()
+
+
+def _is_libvirt_uri(uri: str) -> bool:
+    try:
+        scheme = urlsplit(uri).scheme
+    except ValueError:  # "qemu+tcp://[h/system": no URI at all (an unclosed IPv6 address)
+        return False
+    return len(uri) <= 1000 and bool(_SCHEMES.fullmatch(scheme)) and uri.isprintable() and " " not in uri
 
 
 def _config(row: HypervisorHost) -> HostConfig:

@@ -221,6 +221,9 @@ async def test_every_field_refused_is_named_at_once_in_the_forms_order(
     ("PATCH", "/api/vms/test", {"name": None, "vcpus": "x"}, {"name": None, "vcpus": "whole_number"}),
     # Every other route whose body has rules of limen's own.
     ("POST", "/api/tokens", {"name": "x" * 101, "bogus": 1}, {"name": "length", "bogus": None}),
+    ("POST", "/api/hosts", {"name": "-x", "uri": 5}, {"name": "host_name", "uri": None}),
+    ("POST", "/api/hosts", {"name": "h1", "uri": "http://h1/", "console_address": "a b", "bogus": 1},
+     {"uri": None, "console_address": None, "bogus": None}),
     ("POST", "/api/vms/test/disks/vda/resize", {"size_gib": 0, "x": 1}, {"size_gib": "range", "x": None}),
     ("POST", "/api/vms/test/disks/vda/resize", {"size_gib": "x", "size_bytes": 513},
      {"size_gib": "whole_number", "size_bytes": None}),
@@ -235,6 +238,20 @@ async def test_type_errors_and_rule_refusals_come_in_one_answer(
     for entry in error["fields"]:
         assert f"{entry['field']}: {entry['details']}" in error["details"]
     assert [vm["name"] for vm in (await refusing_client.get("/api/vms")).json()] == ["test"]
+
+
+async def test_a_host_name_has_its_rule(refusing_client: httpx.AsyncClient) -> None:
+    error = assert_error(await refusing_client.post("/api/hosts", json={"name": "-x", "uri": "test:///default"}),
+                         422, "VALIDATION_ERROR")
+    assert (error["field"], error["rule"]) == ("name", {"kind": "host_name"})
+    assert [host["name"] for host in (await refusing_client.get("/api/hosts")).json()] == ["local"]
+
+
+async def test_a_host_uri_that_is_no_uri_is_refused(refusing_client: httpx.AsyncClient) -> None:
+    # An unclosed IPv6 address: urlsplit raises, and the host was answered INTERNAL_ERROR.
+    error = assert_error(await refusing_client.post("/api/hosts", json={"name": "h1", "uri": "qemu+tcp://[h/system"}),
+                         422, "VALIDATION_ERROR")
+    assert error["field"] == "uri"
 
 
 async def test_rules_that_cannot_run_beside_a_refused_body_are_skipped(refusing_client: httpx.AsyncClient) -> None:

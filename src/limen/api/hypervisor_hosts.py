@@ -11,10 +11,11 @@ import logging
 from typing import Any
 
 import anyio
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from limen import host_registry
+from limen.api.body_rules import body_rules
 from limen.api.deps import AccessDep, AdminUser, HypervisorDep
 from limen.api.schemas import ErrorBody
 from limen.api.unicode_body import UnicodeCheckedRoute
@@ -63,6 +64,12 @@ class HostOut(BaseModel):
                    last_error=link.last_error, vm_count=figures.vm_count if figures else None,
                    memory_mib=figures.memory_mib if figures else None,
                    free_memory_mib=figures.free_memory_mib if figures else None)
+
+
+@body_rules(HostIn)
+async def _host_rules(_request: Request, body: HostIn, _failed: frozenset[str]) -> None:
+    """The host's name, URI and console address rules (the add's), beside the body's type errors."""
+    host_registry.check_host(body.name, body.uri, body.console_address)
 
 
 @router.get("", response_model=list[HostOut], responses=_ERRORS)
