@@ -141,9 +141,9 @@ def test_cd_is_ejected_and_inserted_on_a_running_vm(
             assert changed.json()["iso"] == iso
     assert _cd_source(name) == str(iso_dir / DEMO_ISO)
 
-    assert_error(api.put(f"/api/vms/{name}/media", json={"iso": "no-such.iso"}), 422, "ISO_NOT_FOUND")
+    assert_error(api.put(f"/api/vms/{name}/media", json={"iso": "no-such.iso"}), 422, "VALIDATION_ERROR")
     assert (_cd_source(name) or "").endswith(f"/{DEMO_ISO}")
-    assert_error(api.put(f"/api/vms/{name}/media", json={"iso": "/etc/passwd"}), 422, "ISO_NOT_FOUND")
+    assert_error(api.put(f"/api/vms/{name}/media", json={"iso": "/etc/passwd"}), 422, "VALIDATION_ERROR")
     assert_error(api.put(f"/api/vms/{name}/media", json={"force": True}), 422, "VALIDATION_ERROR")
 
 
@@ -374,7 +374,7 @@ def test_cli_media_set_resize_and_finish_install(vm_names: Callable[[], str], tm
     assert _cd_source(name) is None
     assert _cli("vm", "media", name, DEMO_ISO, env=env).stdout.strip() == f"hdc: {DEMO_ISO}"
     missing = _cli("vm", "media", name, "nope.iso", env=env)
-    assert missing.returncode == 1 and "ISO_NOT_FOUND" in missing.stderr
+    assert missing.returncode == 1 and "VALIDATION_ERROR" in missing.stderr
 
     set_ = _cli("vm", "set", name, "--vcpus", "2", "--boot", "hd", "--autostart", env=env)
     assert set_.returncode == 0, set_.stderr

@@ -227,6 +227,8 @@ async def test_every_field_refused_is_named_at_once_in_the_forms_order(
     ("POST", "/api/vms/test/disks/vda/resize", {"size_gib": 0, "x": 1}, {"size_gib": "range", "x": None}),
     ("POST", "/api/vms/test/disks/vda/resize", {"size_gib": "x", "size_bytes": 513},
      {"size_gib": "whole_number", "size_bytes": None}),
+    ("PUT", "/api/vms/test/media", {"iso": "../x", "force": "yes"}, {"iso": "file_name", "force": None}),
+    ("PUT", "/api/vms/test/media", {"iso": "gone.iso", "force": "yes"}, {"iso": "iso_missing", "force": None}),
 ])
 async def test_type_errors_and_rule_refusals_come_in_one_answer(
     refusing_client: httpx.AsyncClient, method: str, path: str, body: dict[str, Any], rules: dict[str, str | None],
@@ -238,6 +240,24 @@ async def test_type_errors_and_rule_refusals_come_in_one_answer(
     for entry in error["fields"]:
         assert f"{entry['field']}: {entry['details']}" in error["details"]
     assert [vm["name"] for vm in (await refusing_client.get("/api/vms")).json()] == ["test"]
+
+
+@pytest.mark.parametrize(("iso", "kind"), [
+    ("nope.iso", "iso_missing"), ("../x.iso", "file_name"), ("x" * 300 + ".iso", "max_bytes"),
+    ("a\u0007.iso", "no_control_chars"),
+])
+async def test_a_cd_is_refused_as_a_create_refuses_it(
+    refusing_client: httpx.AsyncClient, shared: SharedApp, iso: str, kind: str,
+) -> None:
+    created = assert_error(await refusing_client.post("/api/vms", json={"name": "ok", "iso": iso}), 422,
+                           "VALIDATION_ERROR")
+    changed = assert_error(await refusing_client.put("/api/vms/test/media", json={"iso": iso}), 422,
+                           "VALIDATION_ERROR")
+    iso_dir = str(services_of(shared.app).hypervisor.settings.iso_dir)
+    for error in (created, changed):
+        assert (error["field"], error["rule"]["kind"]) == ("iso", kind)
+        assert iso_dir not in error["details"]  # the name alone: the host's directory is not every user's to see
+    assert created["fields"] == changed["fields"]
 
 
 async def test_a_host_name_has_its_rule(refusing_client: httpx.AsyncClient) -> None:

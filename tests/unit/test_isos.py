@@ -43,13 +43,16 @@ def test_resolves_a_plain_name(iso_dir: Path) -> None:
     assert resolve_iso(iso_dir, "boot.iso") == iso_dir / "boot.iso"
 
 
-@pytest.mark.parametrize(
-    "name", ["../secret.iso", "/etc/passwd", "sub/boot.iso", "..", ".", "", "missing.iso", "notes.txt", "a\x00.iso"]
-)
-def test_refuses_anything_else(iso_dir: Path, name: str) -> None:
-    with pytest.raises(LimenError) as caught:
+@pytest.mark.parametrize(("name", "kind"), [
+    ("../secret.iso", "file_name"), ("/etc/passwd", "file_name"), ("sub/boot.iso", "file_name"), ("..", "file_name"),
+    (".", "file_name"), ("", "file_name"), ("missing.iso", "iso_missing"), ("notes.txt", "iso_suffix"),
+    ("a\x00.iso", "no_control_chars"),
+])
+def test_refuses_anything_else(iso_dir: Path, name: str, kind: str) -> None:
+    with pytest.raises(ValidationFailed) as caught:
         resolve_iso(iso_dir, name)
-    assert caught.value.code is ErrorCode.ISO_NOT_FOUND
+    assert (caught.value.field, caught.value.rule) == ("iso", {"kind": kind})
+    assert str(iso_dir) not in caught.value.details  # the host's directory is not every user's to see
 
 
 # -- names --------------------------------------------------------------------------------------------
@@ -220,7 +223,7 @@ def test_delete_refuses_held_and_unknown_images_and_removes_links_only(iso_dir: 
     for name in ("boot.iso", "../secret.iso", "notes.txt"):
         with pytest.raises(LimenError) as unknown:
             delete_iso(iso_dir, name, [])
-        assert unknown.value.code is ErrorCode.ISO_NOT_FOUND
+        assert unknown.value.code is ErrorCode.ISO_NOT_FOUND and str(iso_dir) not in unknown.value.details
     target = tmp_path / "packaged.iso"
     target.write_bytes(b"packaged")
     (iso_dir / "link.iso").symlink_to(target)

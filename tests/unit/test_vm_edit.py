@@ -183,7 +183,7 @@ async def test_unknown_and_invalid_vms(test_hypervisor: Hypervisor) -> None:
 
 @pytest.mark.parametrize("iso", ["missing.iso", "../etc/passwd", "/var/lib/limen/isos/" + DEMO_ISO, "x.txt", ""])
 async def test_unknown_iso(test_hypervisor: Hypervisor, vm_name: str, iso: str) -> None:
-    assert await _code(change_media(test_hypervisor, vm_name, iso)) is ErrorCode.ISO_NOT_FOUND
+    assert await _code(change_media(test_hypervisor, vm_name, iso)) is ErrorCode.VALIDATION_ERROR
 
 
 async def test_media_on_a_vm_without_a_drive(test_hypervisor: Hypervisor) -> None:

@@ -158,8 +158,8 @@ async def test_rename_through_the_api(users: Users, alices_vm: str) -> None:
 @pytest.mark.parametrize(("body", "status", "code"), [
     ({}, 422, "VALIDATION_ERROR"), ({"iso": 5}, 422, "VALIDATION_ERROR"),
     ({"iso": None, "force": "yes please"}, 422, "VALIDATION_ERROR"), ({"iso": "x" * 300}, 422, "VALIDATION_ERROR"),
-    ({"iso": "missing.iso"}, 422, "ISO_NOT_FOUND"), ({"iso": "../../etc/passwd"}, 422, "ISO_NOT_FOUND"),
-    ({"iso": "ÄÖ ü.iso"}, 422, "ISO_NOT_FOUND"),
+    ({"iso": "missing.iso"}, 422, "VALIDATION_ERROR"), ({"iso": "../../etc/passwd"}, 422, "VALIDATION_ERROR"),
+    ({"iso": "ÄÖ ü.iso"}, 422, "VALIDATION_ERROR"),
 ])
 async def test_media_bad_input(
     refusing_users: Users, refusing_vm: str, body: dict[str, Any], status: int, code: str
@@ -211,7 +211,7 @@ async def test_every_action_is_audited_with_what_changed(users: Users, alices_vm
         ("alice", "start", "OK", ""),
         ("alice", "resize-disk", "DISK_NOT_FOUND", f"vdq to {2 * 2**30} bytes"),
         ("alice", "resize-disk", "DISK_SHRINK_REFUSED", f"vda to {2**30} bytes"),
-        ("alice", "media", "ISO_NOT_FOUND", "cd → missing.iso"),
+        ("alice", "media", "VALIDATION_ERROR", "cd → missing.iso"),
         ("alice", "edit", "OK", "vcpus 1 → 2; autostart false → true"),
     ]
 

@@ -60,7 +60,7 @@ def test_set_and_refusals(tmp_path: Path) -> None:
     code, _, err = run(tmp_path, "vm", "resize-disk", name, "vdz", "5")
     assert code == 1 and "DISK_NOT_FOUND" in err
     code, _, err = run(tmp_path, "vm", "media", name, "missing.iso")
-    assert code == 1 and "ISO_NOT_FOUND" in err
+    assert code == 1 and "VALIDATION_ERROR" in err and "no image named 'missing.iso'" in err
     code, out, _ = run(tmp_path, "--json", "vm", "media", name)
     assert json.loads(out) == {"target": "hdc", "iso": DEMO_ISO}
 

@@ -92,8 +92,9 @@ class VmPatch(BaseModel):
 class MediaIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # No max_length: a name too long is refused by the ISO names' rule (max_bytes), as a create's.
     iso: str | None = Field(description="File name of an ISO in the ISO directory; null ejects the disc",
-                            max_length=255, examples=["limen-grub-demo.iso"])
+                            examples=["limen-grub-demo.iso"])
     force: StrictBool = Field(False, description="Open the tray even when the guest has locked it")
 
 

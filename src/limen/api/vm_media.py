@@ -8,14 +8,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from limen.action_details import media_details, power_details
+from limen.api.body_rules import body_rules
 from limen.api.deps import AccessDep, AccessibleVm, CurrentUser, HypervisorDep
 from limen.api.schemas import ErrorBody, MediaIn, MediaOut, VmOut
+from limen.api.services import services_of
 from limen.api.unicode_body import UnicodeCheckedRoute
 from limen.hypervisor.editing import change_media, finish_install
 from limen.hypervisor.vm_feed import VmEventType
+from limen.isos import resolve_iso
 
 log = logging.getLogger("limen.api")
 
@@ -24,6 +27,13 @@ router = APIRouter(route_class=UnicodeCheckedRoute, prefix="/api/vms", tags=["vm
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 422, 503)
 }
+
+
+@body_rules(MediaIn)
+async def _media_rules(request: Request, body: MediaIn, _failed: frozenset[str]) -> None:
+    """The ISO name's rules and its presence in the library (a create's), beside the body's type errors."""
+    if body.iso is not None:
+        resolve_iso(services_of(request).hypervisor.settings.iso_dir, body.iso)
 
 
 @router.get("/{vm_id}/media", response_model=MediaOut, responses=_ERRORS)
@@ -39,7 +49,8 @@ async def put_media(
     """Insert or change the CD (``{"iso": "name.iso"}``) or eject it (``{"iso": null}``), running or stopped.
 
     A running VM's disc changes at once (no restart). A VM without a CD-ROM drive gets one while
-    stopped (VM_MUST_BE_STOPPED while running). ISO_NOT_FOUND for an unknown ISO; MEDIA_LOCKED when the
+    stopped (VM_MUST_BE_STOPPED while running). An ISO name that is not a file name in the ISO library, or no
+    image there, is VALIDATION_ERROR (field ``iso``, as a create's); MEDIA_LOCKED when the
     guest has locked its tray (eject it inside the guest, or send ``"force": true``).
     """
     async with access.audit.recording(principal.name, "media", vm.name, vm_uuid=vm.uuid,

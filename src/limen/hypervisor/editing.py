@@ -193,8 +193,8 @@ def _media_timeout(hypervisor: Hypervisor) -> float:
 async def change_media(hypervisor: Hypervisor, ident: str, iso: str | None, *, force: bool = False) -> Edited:
     """Puts ISO ``iso`` (a file name in the ISO directory) in the VM's CD-ROM drive, or ejects it (None).
 
-    ISO_NOT_FOUND for an unknown ISO; MEDIA_LOCKED when the guest holds the tray shut and not ``force``;
-    VM_MUST_BE_STOPPED when a running VM has no CD-ROM drive to put it in.
+    VALIDATION_ERROR (field ``iso``) for an unknown ISO; MEDIA_LOCKED when the guest holds the tray shut and
+    not ``force``; VM_MUST_BE_STOPPED when a running VM has no CD-ROM drive to put it in.
     """
     parse_vm_id(ident)
     iso_path = str(resolve_iso(hypervisor.settings.iso_dir, iso)) if iso is not None else None

@@ -56,7 +56,7 @@ from limen.hypervisor.models import (
 )
 from limen.hypervisor.operations import Operations
 from limen.hypervisor.vm_feed import VmEventType, VmFacts, VmFeed
-from limen.isos import CdromSource, name_problem, resolve_iso
+from limen.isos import CdromSource, resolve_iso
 from limen.settings import Settings
 
 # A live move copies the disks as the VM runs; a cold one streams them through limen.
@@ -612,12 +612,7 @@ class Hypervisor:
         iso_path: Path | None = None
         with refusals.check():
             if spec.iso is not None and "iso" not in unchecked:
-                try:
-                    iso_path = resolve_iso(self.settings.iso_dir, spec.iso)
-                except LimenError as exc:
-                    problem = name_problem(spec.iso)
-                    raise ValidationFailed("iso", exc.details.removeprefix("iso: "), rule=(
-                        problem.rule if problem is not None else rule(Rule.ISO_MISSING))) from None
+                iso_path = resolve_iso(self.settings.iso_dir, spec.iso)
         with refusals.check():
             if "boot_order" not in unchecked:
                 check_boot_order(spec.boot_order)

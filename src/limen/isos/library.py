@@ -105,15 +105,16 @@ def list_isos(iso_dir: Path) -> list[IsoImage]:
 def resolve_iso(iso_dir: Path, name: str) -> Path:
     """The path of ISO ``name``, which must be a plain file name of an image in ``iso_dir``.
 
-    Anything else (a path, ``..``, a missing file) is refused, so a request can never point a VM's
-    CD-ROM at an arbitrary file of the host.
+    Anything else is refused, so a request can never point a VM's CD-ROM at an arbitrary file of the host:
+    VALIDATION_ERROR (field ``iso``) with the rule broken, a path or ``..`` (the name's rule) or a missing
+    file (``iso_missing``). The details name the image only: the directory is the host's, not every user's.
     """
     problem = name_problem(name)
     if problem is not None:
-        raise LimenError(ErrorCode.ISO_NOT_FOUND, f"iso: {problem.text}")
+        raise ValidationFailed("iso", problem.text, rule=problem.rule)
     path = iso_dir / name
     if not path.is_file():
-        raise LimenError(ErrorCode.ISO_NOT_FOUND, f"iso: no image named {name!r} in {iso_dir}")
+        raise ValidationFailed("iso", f"no image named {name!r}", rule=rule(Rule.ISO_MISSING))
     return path
 
 
@@ -175,7 +176,7 @@ def delete_iso(iso_dir: Path, name: str, cdroms: Iterable[CdromSource]) -> None:
         raise LimenError(ErrorCode.ISO_NOT_FOUND, f"iso: {problem.text}")
     path = iso_dir / name
     if not (path.is_file() or path.is_symlink()):  # a dangling link can still be removed
-        raise LimenError(ErrorCode.ISO_NOT_FOUND, f"iso: no image named {name!r} in {iso_dir}")
+        raise LimenError(ErrorCode.ISO_NOT_FOUND, f"iso: no image named {name!r}")
     holders = holders_of(path, cdroms)
     if holders:
         raise IsoInUse(name, holders)
