@@ -76,13 +76,16 @@ async def test_a_browser_breaking_the_protocol_is_recorded_as_client_protocol_er
     assert end_details is not None and f"closed the WebSocket with {close_code}" in end_details
 
 
+@pytest.mark.parametrize("text", [b"caf\xc3(\xff\xfe", b"\xff\xfe"], ids=["invalid-later", "invalid-first"])
 @pytest.mark.parametrize("ws", [None, NoSpliceWebSocketProtocol], ids=["splice", "task-pump"])
 async def test_text_that_is_not_utf8_is_the_clients_fault_not_a_server_error_in_the_log(
-    tmp_path: Path, make_settings: Callable[..., Settings], ws: type | None, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path, make_settings: Callable[..., Settings], ws: type | None, text: bytes,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # uvicorn's own path logged "Invalid UTF-8 sequence received from client." with a traceback, at ERROR.
+    # uvicorn's own path logged "Invalid UTF-8 sequence received from client." with a traceback, at ERROR; text
+    # whose first byte is not UTF-8 ("\xff") made the splice's path fail to close ("connection is closing").
     caplog.set_level(logging.INFO)
-    closed_with, end_code, _ = await console_ended_by(tmp_path, make_settings, ws, BROKEN_FRAMES[1007])
+    closed_with, end_code, _ = await console_ended_by(tmp_path, make_settings, ws, masked_frame(TEXT, text))
     assert (closed_with, end_code) == (1007, "CLIENT_PROTOCOL_ERROR")
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]
 

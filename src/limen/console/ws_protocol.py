@@ -43,6 +43,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.exceptions import InvalidState, SecurityError
 from websockets.frames import Frame
 from websockets.http11 import Request
+from websockets.protocol import State
 
 from limen.console.client_protocol import INVALID_FRAME_PAYLOAD_DATA, PROTOCOL_ERROR_EXTENSION, WHAT_THE_CLIENT_DID
 from limen.console.pump import Traffic
@@ -220,7 +221,8 @@ class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
             # logs it as a server error with a traceback (logger.exception): it is the client's fault, and
             # the console's own record says it (CLIENT_PROTOCOL_ERROR).
             self.frames = []
-            self.conn.send_close(INVALID_FRAME_PAYLOAD_DATA)
+            if self.conn.state is State.OPEN:  # not when a close is already under way (sending one would raise)
+                self.conn.send_close(INVALID_FRAME_PAYLOAD_DATA)
             self.handle_parser_exception()
             return
         if splice is None:
