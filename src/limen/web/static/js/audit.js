@@ -2,7 +2,7 @@
 // own) and VM actions, refreshed every few seconds. Every value from the server is shown as text.
 
 import { api, ApiError } from "./api.js";
-import { errorBox, formatBytes, h } from "./dom.js";
+import { errorBox, formatBytes, h, placeOf, redrawKeepingPlace, returnToPlace } from "./dom.js";
 import { actionDetailsText, actionResultText } from "./action-details.js";
 import { mountUserMenu } from "./session.js";
 import { actionName, clientError, formatDateTime, formatNumber, formatTime, sessionEndText, t } from "./i18n.js";
@@ -17,6 +17,7 @@ const ui = {
   error: document.getElementById("audit-error"),
   toast: document.getElementById("audit-toast"),
   sessions: document.getElementById("session-rows"),
+  sessionTable: document.getElementById("session-table"),
   actions: document.getElementById("action-rows"),
   cut: { sessions: document.getElementById("sessions-cut"), actions: document.getElementById("actions-cut") },
   more: { sessions: document.getElementById("sessions-more"), actions: document.getElementById("actions-more") },
@@ -83,6 +84,8 @@ function actionRow(action) {
 }
 
 async function terminate(session, button) {
+  // The keyboard's place: the row's button goes once the session has ended (and disabling it drops the focus).
+  const place = placeOf(button, "session");
   button.disabled = true;
   try {
     const result = await api("DELETE", `/api/console-sessions/${encodeURIComponent(session.id)}`);
@@ -94,6 +97,7 @@ async function terminate(session, button) {
     ui.error.replaceChildren(errorBox(box));
   }
   await refresh();
+  returnToPlace(place, ui.sessions, ui.sessionTable);
 }
 
 /** The one row of an empty table, saying so (a bare header reads as a page still loading). */
@@ -122,7 +126,9 @@ async function refresh() {
     const [sessions, actions] = await Promise.all([
       api("GET", `/api/console-sessions?limit=${shown.sessions}`), api("GET", `/api/vm-actions?limit=${shown.actions}`),
     ]);
-    ui.sessions.replaceChildren(...(sessions.length ? sessions.map(sessionRow) : [noneRow(9, "audit.no_sessions")]));
+    // Every few seconds: a keyboard user on a row's button keeps it (the rows are drawn anew).
+    redrawKeepingPlace(ui.sessions, "session", () => ui.sessions.replaceChildren(
+      ...(sessions.length ? sessions.map(sessionRow) : [noneRow(9, "audit.no_sessions")])), ui.sessionTable);
     ui.actions.replaceChildren(...(actions.length ? actions.map(actionRow) : [noneRow(6, "audit.no_actions")]));
     sayCut("sessions", sessions.length);
     sayCut("actions", actions.length);

@@ -1,0 +1,67 @@
+"""The audit page in real Chromium, by keyboard: its rows are drawn anew every 3 s and after "End session";
+the focus stays on the row's button across the redraws, and after the session ended (its button gone) it
+goes to the nearest row's control or the table, not to <body> (the top of the page for a keyboard user)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+from websockets.sync.client import connect
+
+from tests.conftest import DEMO_ISO, QEMU_URI
+from tests.e2e.helpers import sign_in, start_limen
+from tests.support.libvirt_cleanup import remove_domain
+from tests.support.server import LimenProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+REFRESH_S = 3.0  # audit.js REFRESH_MS
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[LimenProcess]:
+    process = start_limen(tmp_path)
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def running_vm(server: LimenProcess) -> Iterator[str]:
+    name = f"limen-test-{uuid.uuid4().hex[:10]}"
+    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=30) as api:
+        assert api.post("/api/vms", json={"name": name, "memory_mib": 64, "iso": DEMO_ISO}).status_code == 201
+        assert api.post(f"/api/vms/{name}/start").status_code == 200
+    try:
+        yield name
+    finally:
+        remove_domain(QEMU_URI, name)
+
+
+def focused(page: Page) -> str:
+    return str(page.evaluate("document.activeElement === document.body ? 'BODY' : "
+                             "(document.activeElement.id || document.activeElement.dataset.action || "
+                             "document.activeElement.tagName)"))
+
+
+def test_the_keyboard_keeps_its_place_across_the_refresh_and_after_end_session(
+    server: LimenProcess, running_vm: str, new_page: Callable[..., Page]
+) -> None:
+    with connect(f"{server.ws_url}/api/vms/{running_vm}/console", additional_headers=server.auth_headers) as ws:
+        while isinstance(frame := ws.recv(timeout=30), str):
+            json.loads(frame)
+        page = sign_in(new_page(), server.base_url, next_path="/audit")
+        button = page.locator('#session-rows tr[data-live="true"] button[data-action="terminate"]')
+        expect(button).to_have_count(1)
+        button.focus()
+        page.wait_for_timeout(REFRESH_S * 1000 * 1.5)  # at least one redraw of the rows
+        assert focused(page) == "terminate"
+        page.keyboard.press("Enter")
+        expect(page.locator("#session-rows tr", has_text=running_vm)).to_have_attribute("data-live", "false")
+        page.wait_for_timeout(REFRESH_S * 1000 * 1.2)
+        assert focused(page) == "session-table"  # no other row has a control: the table, named by its caption
