@@ -177,6 +177,19 @@ async def test_a_missing_hosts_vms_stay_listed_as_unavailable(two_hosts: Hypervi
     assert taken.value.code is ErrorCode.VM_ALREADY_EXISTS and "unavailable" in taken.value.details
 
 
+async def test_a_vm_made_since_the_last_list_stays_listed_when_its_host_goes_down(two_hosts: Hypervisor) -> None:
+    # It vanished from the list (and its name was free again) until the host had been listed once more.
+    await two_hosts.list_vms()
+    made = await two_hosts.create_vm(VmSpec(name="fresh", memory_mib=64, host="other"))
+    other = two_hosts.hosts.get("other")
+    other.available, other.last_error = False, "test: hung right after the create"
+    listed = {vm.name: vm for vm in await two_hosts.list_vms()}
+    assert (listed["fresh"].uuid, listed["fresh"].host, listed["fresh"].host_available) == (made.uuid, "other", False)
+    with pytest.raises(LimenError) as taken:
+        await two_hosts.check_name_free("fresh")
+    assert taken.value.code is ErrorCode.VM_ALREADY_EXISTS
+
+
 async def test_a_host_down_since_the_start_has_unknown_vms_not_none(two_hosts: Hypervisor) -> None:
     """A limen (or the command line) started while a host was down knew none of its VMs: it gave their
     names to new VMs (two VMs of one name once the host came back), said VM_NOT_FOUND for them, and let the

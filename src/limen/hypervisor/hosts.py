@@ -321,6 +321,15 @@ class HostPool:
             self._where.clear()
         self._where[ident] = host
 
+    def note_made(self, vm: Vm, host: str) -> None:
+        """``vm``, just made on ``host`` by this process, joins that host's last known list until the host
+        lists its VMs again: a host that hangs right after a create still shows it (as unavailable) rather
+        than losing it, and its name stays taken meanwhile."""
+        link = self.get(host)
+        link.known_vms = [*(known for known in link.known_vms if known.uuid != vm.uuid), vm]
+        self.remember(vm.uuid, link.name)
+        self.remember(vm.name, link.name)
+
     def forget(self, *idents: str) -> None:
         for ident in idents:
             self._where.pop(ident, None)

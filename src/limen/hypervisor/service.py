@@ -755,8 +755,7 @@ class Hypervisor:
             if never_began and isinstance(exc, LimenError) and exc.code is ErrorCode.HYPERVISOR_UNAVAILABLE:
                 raise CreateNotBegun(exc.details) from exc
             raise
-        self.hosts.remember(vm.uuid, link.name)
-        self.hosts.remember(vm.name, link.name)
+        self.hosts.note_made(vm, link.name)
         return vm
 
     async def place(self, spec: VmSpec) -> HostLink:
