@@ -3,8 +3,9 @@
 libvirt's Python binding blocks. Each call goes to a small thread pool and is awaited with
 ``settings.libvirt_timeout``; a call past it raises :class:`HypervisorUnavailable` and the connection is
 dropped, so the next call opens a fresh one (that is how limen recovers when libvirtd comes back).
-A hung call keeps its thread until libvirt gives up on it (keepalive), which is why the pool is small
-but not tiny, and why no caller ever waits on it without a bound.
+A hung call keeps its thread until the host answers or TCP gives up on it (no libvirt keepalive: see
+:meth:`LibvirtConnection._connection`), which is why each host has a pool of its own, small but not tiny,
+and why no caller ever waits on it without a bound.
 """
 
 from __future__ import annotations
@@ -182,12 +183,12 @@ class LibvirtConnection:
                 with contextlib.suppress(libvirt.libvirtError):
                     conn.close()
                 raise HypervisorUnavailable("limen is shutting down")
-            # Keepalive makes libvirt itself notice a dead daemon, which ends calls stuck on it.
-            # It needs an event loop implementation; without one libvirt refuses and that is fine.
-            try:
-                conn.setKeepAlive(5, 3)
-            except libvirt.libvirtError:
-                pass
+            # No client keepalive (libvirt's remote connections have none unless asked): with it, a host that
+            # hung for longer than its window (5 s x 3) and then answered again made libvirt 9.0's client
+            # quit a call's freed GMainLoop ("g_main_loop_quit: assertion ... failed") and, in limen serve,
+            # die of SIGSEGV in the stats sampler's getAllDomainStats. limen bounds every call itself (the
+            # timeout above its thread, the host marked unavailable, this connection dropped); a call left
+            # on a host that hangs keeps its thread until the host answers or TCP gives up on it.
             self._cleanups = [cleanup for callback in self._on_open if (cleanup := callback(conn)) is not None]
             self._conn = conn
             log.info("libvirt connection opened", extra={"event": "libvirt_open", "uri": self.uri})
@@ -218,7 +219,7 @@ class LibvirtConnection:
 
     def _release(self, conn: libvirt.virConnect) -> None:
         """Undoes the on_open callbacks' work and closes ``conn``, now or, while calls run on it, after the
-        last one (a call hung on a dead host is ended by keepalive or the host's answer)."""
+        last one (a call hung on a host ends with the host's answer or TCP's giving up)."""
         cleanups, self._cleanups = self._cleanups, []
         with self._users_lock:
             if self._users.get(id(conn)):

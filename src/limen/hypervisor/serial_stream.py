@@ -267,7 +267,7 @@ class LibvirtSerialPort:
                 with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
                     self._loop.call_soon_threadsafe(released.set)
 
-        # The abort waits for the daemon's answer; a hung daemon keeps only this thread (until keepalive).
+        # The abort waits for the daemon's answer; a hung daemon keeps only this thread (until it answers).
         threading.Thread(target=release, name="serial-close", daemon=True).start()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLOSE_TIMEOUT):
