@@ -109,7 +109,7 @@ def test_sign_up_approval_and_creating_within_the_quota(
     page.click("#submit")
     expect(page.locator("#form-error")).to_contain_text("Quota exceeded")
     expect(page.locator("#vcpus-error")).to_have_text(
-        "Over your quota on vCPUs running: the limit is 1 and this needs 2, so it could never fit. "
+        "Over your quota of running vCPUs: the limit is 1 and this needs 2, so it could never fit. "
         "Ask for at most 1.")
     expect(page.locator("#vcpus")).to_have_attribute("aria-invalid", "true")
     save_screenshot(page, "create-quota-refused-1280")
@@ -220,7 +220,7 @@ def test_approved_in_the_users_page_then_a_real_vm_within_quota_with_live_graphs
     expect(page.locator("#memory_mib")).to_have_attribute("aria-invalid", "true")
     # The numbers in words at the field and in the box (not only in the folded details, English on every page).
     expect(page.locator("#memory_mib-error")).to_have_text(
-        "Over your quota on memory running (MiB): the limit is 512 and this needs 1,024, so it could never "
+        "Over your quota of running memory (MiB): the limit is 512 and this needs 1,024, so it could never "
         "fit. Ask for at most 512.")
     expect(page.locator("#form-error .error-message")).to_contain_text("Ask for at most 512.")
     # The bars are refreshed after the refusal; the refused value stays, as the message at it names it.

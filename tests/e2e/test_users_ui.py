@@ -260,6 +260,9 @@ def test_a_token_is_shown_once_copied_used_and_revoked(
 
     row.locator("button[data-action=revoke]").click()
     expect(page.locator("#revoke-text")).to_contain_text("backup script — nightly")
+    # One full stop after the prefix (it read "Prefix limen_PZdKLn….").
+    expect(page.locator("#revoke-text")).to_contain_text(f"Its prefix is {secret[:12]}. Scripts using it")
+    save_screenshot(page, "tokens-revoke-dialog-1280")
     page.click("#revoke-cancel")
     expect(row).to_have_attribute("data-revoked", "false")
     row.locator("button[data-action=revoke]").click()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import struct
+from html.parser import HTMLParser
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -104,6 +105,30 @@ async def test_static_files_and_novnc_are_served(reading_client: httpx.AsyncClie
     assert (bundled("novnc") / "core" / "rfb.js").is_file(), "noVNC is missing: `make web` bundles it"
     assert novnc.status_code == 200
     assert "javascript" in novnc.headers["content-type"]
+
+
+class _Elements(HTMLParser):
+    """Each element's attributes by its id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_id: dict[str, dict[str, str | None]] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if attributes.get("id"):
+            self.by_id[str(attributes["id"])] = attributes
+
+
+async def test_each_console_tab_controls_a_tabpanel_labelled_by_it(reading_client: httpx.AsyncClient) -> None:
+    # The console's Screen tab pointed at a plain <main> (the Serial panel had its role and label).
+    elements = _Elements()
+    elements.feed((await reading_client.get("/vms/test/console")).text)
+    tabs = {name: attributes for name, attributes in elements.by_id.items() if attributes.get("role") == "tab"}
+    assert set(tabs) == {"tab-screen", "tab-serial"}
+    for name, tab in tabs.items():
+        panel = elements.by_id[str(tab["aria-controls"])]
+        assert (panel.get("role"), panel.get("aria-labelledby")) == ("tabpanel", name), name
 
 
 @pytest.mark.parametrize("path", ["/", "/login", "/vms/test", "/vms/test/console", "/api/docs"])

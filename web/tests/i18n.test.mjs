@@ -2,11 +2,18 @@
 // says under a refused field. Outside a page the English catalogue is read from the package (i18n.js).
 
 import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
 import { test } from "node:test";
 
 import {
-  actionName, fieldErrorText, localizedError, quotaText, sessionEndText, tWith,
+  actionName, fieldErrorText, localizedError, quotaText, sessionEndText, tWith, useLanguage,
 } from "../../src/limen/web/static/js/i18n.js";
+
+function catalogue(language) {
+  const dir = new URL(`../../src/limen/i18n/catalogues/${language}/`, import.meta.url);
+  const names = readdirSync(dir).filter((name) => name.endsWith(".json")).sort();
+  return Object.assign({}, ...names.map((name) => JSON.parse(readFileSync(new URL(name, dir), "utf8"))));
+}
 
 test("a VM action is shown by its name in the page's language", () => {
   assert.equal(actionName("start"), "Start");
@@ -50,13 +57,37 @@ test("a quota refusal says its numbers and what to free in the message, not only
     error: "Quota exceeded", code: "QUOTA_EXCEEDED", message: "Free what the details name …", details: "…",
     quota: { scope: "user 'alice'", resource: "memory_mib", limit: 4096, usage: 3072, requested: 2048, free: 1024 },
   };
-  assert.equal(localizedError(refused).message, "Over your quota on memory running (MiB): the limit is "
+  assert.equal(localizedError(refused).message, "Over your quota of running memory (MiB): the limit is "
     + "4,096, 3,072 in use, and this needs 2,048 more. Free 1,024: stop a running VM or give it less memory.");
   const never = { ...refused, quota: { scope: "system-wide", resource: "vcpus", limit: 2, usage: 0, requested: 4, free: 2 } };
-  assert.equal(localizedError(never).message, "Over the system-wide quota on vCPUs running: the limit is 2 and this "
+  assert.equal(localizedError(never).message, "Over the system-wide quota of running vCPUs: the limit is 2 and this "
     + "needs 4, so it could never fit. Ask for at most 2.");
   // Without its numbers (an older server), or another code: the server's message, unchanged.
   assert.equal(localizedError({ ...refused, quota: undefined }).message, "Free what the details name …");
   assert.equal(localizedError({ ...refused, code: "FORBIDDEN" }).message, "Free what the details name …");
   assert.equal(quotaText({ ...refused.quota, resource: "gpus" }), null);
+});
+
+test("a Korean quota refusal names the resource once, without brackets inside brackets", () => {
+  // It read "내 할당량(실행 중인 메모리(MiB))을 초과합니다".
+  const quota = { scope: "user 'alice'", resource: "memory_mib", limit: 512, usage: 0, requested: 1024, free: 512 };
+  try {
+    useLanguage("ko", catalogue("ko"));
+    assert.equal(quotaText(quota), "실행 중인 메모리(MiB)에 대한 내 할당량을 초과합니다. 한도 512에 1,024만큼 "
+      + "필요하므로 이 한도로는 할 수 없습니다. 512 이하로 요청하세요.");
+  } finally {
+    useLanguage("en", catalogue("en")); // the other test files share this process and expect English
+  }
+});
+
+test("the token revoke dialog says the prefix in a sentence that ends once, in either language", () => {
+  // It read "Prefix limen_PZdKLn…." ("…" then ".").
+  const prefix = { code: "limen_PZdKLn" };
+  assert.deepEqual(tWith("tokens.dialog_prefix", { prefix }), ["Its prefix is ", prefix, ". "]);
+  try {
+    useLanguage("ko", catalogue("ko"));
+    assert.deepEqual(tWith("tokens.dialog_prefix", { prefix }), ["접두어는 ", prefix, "입니다. "]);
+  } finally {
+    useLanguage("en", catalogue("en"));
+  }
 });

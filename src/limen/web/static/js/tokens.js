@@ -6,7 +6,7 @@
 import { api, ApiError } from "./api.js";
 import { errorBox, h, placeOf, redrawKeepingPlace, returnToPlace, spinner } from "./dom.js";
 import { mountUserMenu } from "./session.js";
-import { fieldErrorText, formatDateTime, formatNumber, t } from "./i18n.js";
+import { fieldErrorText, formatDateTime, formatNumber, t, tWith } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -193,7 +193,8 @@ function askRevoke(token) {
     ? [t("tokens.dialog_user"), h("strong", { class: "vm-ref", text: token.owner }), ". "] : [];
   ui.dialogText.replaceChildren(
     t("tokens.revoke_q"), h("strong", { class: "dialog-name", text: token.name }),
-    ...whose, t("tokens.dialog_prefix"), h("code", { text: `${token.prefix}…` }), ". ",
+    // The prefix is the token's whole stored part: no "…" after it (one read "limen_PZdKLn….").
+    ...whose, ...tWith("tokens.dialog_prefix", { prefix: h("code", { text: token.prefix }) }),
     t("tokens.revoke_effect"),
   );
   ui.dialog.showModal();
