@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 import struct
-from html.parser import HTMLParser
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import quote
 
