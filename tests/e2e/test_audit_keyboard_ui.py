@@ -15,7 +15,8 @@ from playwright.sync_api import Page, expect
 from websockets.sync.client import connect
 
 from tests.conftest import DEMO_ISO, QEMU_URI
-from tests.e2e.helpers import sign_in, start_limen
+from tests.e2e.helpers import save_screenshot, sign_in, start_limen
+from tests.support.access import TEST_ADMIN
 from tests.support.libvirt_cleanup import remove_domain
 from tests.support.server import LimenProcess
 
@@ -61,6 +62,25 @@ def test_the_keyboard_keeps_its_place_across_the_refresh_and_after_end_session(
         button.focus()
         page.wait_for_timeout(REFRESH_S * 1000 * 1.5)  # at least one redraw of the rows
         assert focused(page) == "terminate"
+        # Asked first, as Force stop, delete and revoke are (it ended the console at once); Escape keeps it,
+        # and the focus comes back to the button although a redraw replaced it meanwhile.
+        page.keyboard.press("Enter")
+        dialog = page.locator("#end-dialog")
+        expect(dialog).to_be_visible()
+        expect(page.locator("#end-text")).to_have_text(
+            f"End the console session of {TEST_ADMIN} on {running_vm}? Their console closes at once.")
+        save_screenshot(page, "audit-end-session-dialog-1280")
+        page.wait_for_timeout(REFRESH_S * 1000 * 1.2)
+        page.keyboard.press("Escape")
+        expect(dialog).to_be_hidden()
+        assert focused(page) == "terminate"
+        page.wait_for_timeout(REFRESH_S * 1000 * 1.2)
+        expect(page.locator("#session-rows tr", has_text=running_vm)).to_have_attribute("data-live", "true")
+        assert focused(page) == "terminate"
+        page.keyboard.press("Enter")
+        expect(page.locator("#end-cancel")).to_be_focused()  # the safe choice first
+        page.keyboard.press("Tab")
+        expect(page.locator("#end-confirm")).to_be_focused()
         page.keyboard.press("Enter")
         expect(page.locator("#session-rows tr", has_text=running_vm)).to_have_attribute("data-live", "false")
         page.wait_for_timeout(REFRESH_S * 1000 * 1.2)

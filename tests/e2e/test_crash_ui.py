@@ -73,6 +73,7 @@ def test_end_session_on_a_dead_servers_console_closes_it_and_says_so(
     row = page.locator('#session-rows tr[data-live="true"]', has_text=running_vm)
     expect(row).to_have_count(1)
     row.locator('button[data-action="terminate"]').click()
+    page.click("#end-confirm")
     expect(page.locator("#audit-toast")).to_contain_text("was lost: its record is closed")
     ended = page.locator("#session-rows tr", has_text=running_vm)
     expect(ended).to_have_attribute("data-live", "false")

@@ -1,11 +1,14 @@
-// The audit page: console sessions (admins: everyone's, with "End session" on live ones; users: their
-// own) and VM actions, refreshed every few seconds. Every value from the server is shown as text.
+// The audit page: console sessions (admins: everyone's, with "End session" on live ones, asked first in a
+// dialog; users: their own) and VM actions, refreshed every few seconds. Every value from the server is
+// shown as text.
 
 import { api, ApiError } from "./api.js";
 import { errorBox, formatBytes, h, placeOf, redrawKeepingPlace, returnToPlace } from "./dom.js";
 import { actionDetailsText, actionResultText } from "./action-details.js";
 import { mountUserMenu } from "./session.js";
-import { actionName, clientError, formatDateTime, formatNumber, formatTime, sessionEndText, t } from "./i18n.js";
+import {
+  actionName, clientError, formatDateTime, formatNumber, formatTime, sessionEndText, t, tWith,
+} from "./i18n.js";
 
 const REFRESH_MS = 3000;
 // Rows asked for at first, and the most the API gives (MAX_LIMIT); "Show more" doubles the first.
@@ -21,8 +24,12 @@ const ui = {
   actions: document.getElementById("action-rows"),
   cut: { sessions: document.getElementById("sessions-cut"), actions: document.getElementById("actions-cut") },
   more: { sessions: document.getElementById("sessions-more"), actions: document.getElementById("actions-more") },
+  endDialog: document.getElementById("end-dialog"),
+  endText: document.getElementById("end-text"),
+  endCancel: document.getElementById("end-cancel"),
 };
 let user = null;
+let ending = null; // the session the end dialog asks about, and the keyboard's place when it was asked
 
 function when(value) {
   return formatDateTime(value);
@@ -49,7 +56,7 @@ function sessionRow(session) {
   if (session.live && user && user.role === "admin") {
     actions.push(h("button", {
       class: "btn small danger", type: "button", dataset: { action: "terminate" },
-      onclick: (event) => terminate(session, event.currentTarget), text: t("audit.end_session"),
+      onclick: (event) => askEnd(session, event.currentTarget), text: t("audit.end_session"),
     }));
   }
   return h(
@@ -83,10 +90,39 @@ function actionRow(action) {
   );
 }
 
-async function terminate(session, button) {
-  // The keyboard's place: the row's button goes once the session has ended (and disabling it drops the focus).
-  const place = placeOf(button, "session");
-  button.disabled = true;
+/** Ending a live console cuts someone off at once: asked first, as Force stop, delete and revoke are. */
+function askEnd(session, button) {
+  // The keyboard's place: the row is drawn anew every few seconds, and goes once the session has ended.
+  ending = { session, place: placeOf(button, "session") };
+  ui.endText.replaceChildren(
+    ...tWith("audit.end_q", {
+      user: h("strong", { class: "vm-ref", text: session.user || "—" }),
+      vm: h("strong", { class: "vm-ref", text: session.vm_name || "—" }),
+    }),
+    t("audit.end_effect"),
+  );
+  ui.endDialog.showModal();
+}
+
+function wireEndDialog() {
+  ui.endCancel.addEventListener("click", () => ui.endDialog.close("cancel"));
+  ui.endDialog.addEventListener("close", () => {
+    const asked = ending;
+    ending = null;
+    if (!asked) return;
+    const confirmed = ui.endDialog.returnValue === "end";
+    ui.endDialog.returnValue = "";
+    // The dialog gives the focus back to the button only if no redraw replaced it meanwhile; else the focus
+    // stays on the closed dialog's button, lost to a keyboard user.
+    if (ui.endDialog.contains(document.activeElement)) document.activeElement.blur();
+    if (!confirmed) returnToPlace(asked.place, ui.sessions, ui.sessionTable);
+    else terminate(asked.session, asked.place);
+  });
+}
+
+async function terminate(session, place) {
+  const button = ui.sessions.querySelector(`tr[data-session="${CSS.escape(String(session.id))}"] [data-action="terminate"]`);
+  if (button) button.disabled = true;
   try {
     const result = await api("DELETE", `/api/console-sessions/${encodeURIComponent(session.id)}`);
     ui.toast.textContent = result && result.closed
@@ -143,6 +179,7 @@ async function refresh() {
 
 async function main() {
   user = await mountUserMenu();
+  wireEndDialog();
   await refresh();
   setInterval(refresh, REFRESH_MS);
 }
