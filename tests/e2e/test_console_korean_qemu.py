@@ -99,7 +99,8 @@ def test_switching_the_language_keeps_the_console_and_the_paste_being_typed(
         page.locator("#screen canvas").click()
         before = len(serial_vm.outputs())
         page.get_by_role("button", name=EN["console.paste"]).click()
-        page.get_by_label(EN["console.paste_label"]).fill(f"echo '{words}'\n")
+        pasted = f"echo '{words}'\n"
+        page.get_by_label(EN["console.paste_label"]).fill(pasted)
         page.get_by_role("button", name=EN["console.type_it"], exact=True).click()
 
         page.select_option("#language-menu", "ko")
@@ -119,6 +120,11 @@ def test_switching_the_language_keeps_the_console_and_the_paste_being_typed(
         expect(page.locator("#vm-state .badge")).to_have_text(EN["state.running"])
 
         assert_echoed(serial_vm, [words], before=before, timeout=90)
+        # The paste's result stays said (it read "Connected · keys go to the VM …": the end of the typing
+        # took the focus back to the screen), and the language menu the person is on keeps the focus.
+        expect(page.locator("body")).to_have_attribute("data-typed", "1")
+        expect(page.locator("#conn-status")).to_have_text(EN["console.typed"].format(count=len(pasted)))
+        expect(page.locator("#language-menu")).to_be_focused()
         assert page.evaluate("window.limenPageOfThisTest === true"), "the page reloaded"
         assert page.locator("body").get_attribute("data-console-state") == "connected"
         assert len(opened) == sockets_before and closed == [], (opened, closed)

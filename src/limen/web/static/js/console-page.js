@@ -745,9 +745,13 @@ async function typeText(keys) {
     if (typing === job) typing = null;
   }
   if (session !== rfb) return;
+  // The keys the person presses next belong to the screen, unless they went to another control meanwhile
+  // (the language menu, switching the page's language): that one keeps the focus. Focused first, so the
+  // screen's "keys go to the VM" (wireFocusHint) does not replace what the paste did.
+  const focus = document.activeElement;
+  if (!focus || focus === document.body) rfb.focus({ preventScroll: true });
   setState("connected", () => t("console.typed", { count: keys.length }), "ok");
   ui.body.dataset.typed = String(Number(ui.body.dataset.typed || "0") + 1);
-  rfb.focus({ preventScroll: true });
 }
 
 function onPasteSubmit(event) {
