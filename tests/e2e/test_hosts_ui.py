@@ -60,6 +60,11 @@ def test_a_hung_host_shows_on_the_list_and_the_details_page(
         expect(row_start).to_be_disabled()
         expect(row.locator('[data-action="delete"]')).to_be_disabled()
         expect(row.locator('[data-action="console"]')).to_have_attribute("aria-disabled", "true")
+        # Its thumbnail does not say "Stopped" beside the badge, and each disabled control says why.
+        expect(row.locator(".cell-thumb")).to_have_text("Host unavailable")
+        for control in (row_start, row.locator('[data-action="delete"]'), row.locator('[data-action="console"]'),
+                        row.locator("summary")):
+            expect(control).to_have_attribute("title", "Not now: host edge does not answer.")
         save_screenshot(page, "vm-list-host-unavailable-1280")
         details = page.context.new_page()
         details.goto(f"{server.base_url}/vms/{created.json()['uuid']}")
@@ -69,6 +74,17 @@ def test_a_hung_host_shows_on_the_list_and_the_details_page(
         start = details.get_by_role("button", name=f"Start {name}", exact=True)
         expect(start).to_be_disabled()
         expect(details.locator("#settings-save")).to_be_disabled()
+        # The console page says so too (its badge read "Stopped"), and its panel names the host (it spoke of
+        # libvirtd on limen's own machine).
+        console = page.context.new_page()
+        console.goto(f"{server.base_url}/vms/{created.json()['uuid']}/console")
+        expect(console.locator("#vm-state .badge")).to_have_text("Host unavailable")
+        box = console.locator('#panel-extra .error-box[data-code="HYPERVISOR_UNAVAILABLE"]')
+        expect(box.locator(".error-message")).to_have_text(
+            "This VM's host edge does not answer, so limen cannot reach the VM. Check that libvirtd on edge runs "
+            "and answers, then retry.", timeout=(TIMEOUT + 10) * 1000)
+        save_screenshot(console, "console-host-unavailable-1280")
+        console.close()
         extra_host.resume()
         expect(row.locator(".badge")).to_have_text("Stopped", timeout=20_000)
         expect(details.locator("#vm-state .badge")).to_have_text("Stopped", timeout=20_000)
@@ -76,6 +92,8 @@ def test_a_hung_host_shows_on_the_list_and_the_details_page(
         expect(start).to_be_enabled()
         expect(row_start).to_be_enabled()
         expect(row.locator('[data-action="console"]')).to_have_attribute("href", re.compile("/console$"))
+        expect(row.locator(".cell-thumb")).to_have_text("Stopped")
+        expect(row_start).not_to_have_attribute("title", re.compile("."))
     finally:
         extra_host.resume()
         remove_domain(extra_host.uri, name)

@@ -4,7 +4,7 @@
 // the WebSocket with ?ticket=; the ticket is never shown or stored.
 
 import { api, ApiError, goToLogin, loadConsoleStages, loadErrorCodes, whenSignInEnds } from "./api.js";
-import { errorBox, formatMs, h, spinner, stateBadge } from "./dom.js";
+import { errorBox, formatMs, h, spinner, stateBadge, vmBadge } from "./dom.js";
 import { clientError, formatNumber, localizedError, onLanguageChange, stageName, stageStatus, t } from "./i18n.js";
 import { ConsoleConnection, consoleUrl, DEFAULT_WATCHDOG_MS } from "./console-client.js";
 import { wireFullscreen } from "./console-fullscreen.js";
@@ -135,6 +135,7 @@ let novncFailure = null; // why noVNC's module did not load: every connection fa
 let vncMessages = 0; // messages from the VNC server so far: a screen change tells typing the guest keeps up
 let vmName = vmId;
 let vmUuid = null; // known once the VM has been read: events name VMs by UUID
+let unansweringHost = null; // the VM's host while it does not answer (GET /api/vms/{id}: host_available false)
 let connectGeneration = 0; // a newer connect() makes an older one's pending ticket request moot
 // The first connection's ticket, asked for as the page starts, beside its other first requests: the POST's
 // round trip then costs nothing on the way to the screen. Later connections ask when they start.
@@ -460,7 +461,7 @@ function onFailure(err) {
   setState("failed", () => localizedError(full).error, "bad");
   setConnected(false);
   setConnectButton(false);
-  showExtra(() => [errorBox(full, { actions: recoveryActions(full.code, t("console.retry")) })]);
+  showExtra(() => [errorBox(namingTheHost(full), { actions: recoveryActions(full.code, t("console.retry")), localize: false })]);
   if (attempt > 0 && retriesByItself(full.code)) scheduleReconnect();
   focusPanelAction();
 }
@@ -511,7 +512,9 @@ function onEnded(event) {
   setConnected(false);
   setConnectButton(false);
   showExtra(() => [
-    errorBox(full, { actions: recoveryActions(full.code, t("console.reconnect")), extraClass: "ended" }),
+    errorBox(namingTheHost(full), {
+      actions: recoveryActions(full.code, t("console.reconnect")), extraClass: "ended", localize: false,
+    }),
   ]);
   refreshVm();
   if (reconnect) scheduleReconnect();
@@ -1012,7 +1015,10 @@ async function refreshVm() {
     vmUuid = vm.uuid;
     ui.name.textContent = vm.name;
     ui.name.title = vm.name; // a long name is cut short in the bar
-    write("vm-state", () => ui.state.replaceChildren(stateBadge(vm.state)));
+    // "Host unavailable" as the list and the details page say, not the state its host said last.
+    write("vm-state", () => ui.state.replaceChildren(vmBadge(vm)));
+    unansweringHost = vm.host_available === false ? vm.host : null;
+    if (unansweringHost) sayTheHostInThePanel();
     write("window-title", () => { document.title = t("console.window_title", { name: vm.name }); });
     const firstRead = serialConsole === null;
     serialConsole = Boolean(vm.serial_console);
@@ -1029,6 +1035,21 @@ async function refreshVm() {
       })));
     }
   }
+}
+
+/** The panel's error in the page's language; HYPERVISOR_UNAVAILABLE names the VM's host when that host does
+ * not answer (the code's own advice speaks of libvirtd on limen's machine, which answers). */
+function namingTheHost(err) {
+  const shown = localizedError(err);
+  if (err.code !== "HYPERVISOR_UNAVAILABLE" || !unansweringHost) return shown;
+  return { ...shown, message: t("console.host_unavailable", { host: unansweringHost }) };
+}
+
+/** The VM was read after its panel said HYPERVISOR_UNAVAILABLE: the message names the host, in place (the
+ * panel's buttons, maybe focused, stay). */
+function sayTheHostInThePanel() {
+  const message = ui.extra.querySelector('.error-box[data-code="HYPERVISOR_UNAVAILABLE"] .error-message');
+  if (message) message.textContent = t("console.host_unavailable", { host: unansweringHost });
 }
 
 /** The badge follows the VM as libvirt reports it (a `virsh destroy` included), not the console's own

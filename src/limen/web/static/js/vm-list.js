@@ -86,7 +86,7 @@ function actionButton(row, action, extraClass = "") {
 
 function createRow(vm) {
   const row = { vm: null, pending: null, shotLoading: false, resultTimer: null, followUpTimer: null, hasShot: false,
-                eventAt: 0 };
+                eventAt: 0, hostWhy: "" };
   const link = `/vms/${encodeURIComponent(vm.uuid)}`;
   row.thumb = h("a", { class: "thumb", href: link });
   row.nameLink = h("a", { class: "clip", href: link, dataset: { role: "details" } }); // long names: CSS
@@ -179,17 +179,21 @@ function updateRow(row, vm) {
   const active = ACTIVE_STATES.has(vm.state);
   row.buttons.start.hidden = active;
   row.buttons.stop.hidden = !active;
+  if (row.console.title === row.hostWhy) row.console.removeAttribute("title"); // the host answers again
   showConsoleLink(row.console, vm, `/vms/${encodeURIComponent(vm.uuid)}/console`);
-  if (vm.host_available === false) { // as the details page's "Start and open console": nothing to open
+  if (stale) { // as the details page's "Start and open console": nothing to open
     row.console.removeAttribute("href");
     row.console.setAttribute("aria-disabled", "true");
   }
   applyEnabled(row);
+  const hostChanged = (previous?.host_available === false) !== stale;
   if (!vm.vnc) {
     if (!previous || previous.vnc || !row.thumb.firstChild) showThumbPlaceholder(row, NO_CONSOLE_PLACEHOLDER);
+  } else if (stale) { // its host's last word (e.g. "Stopped") beside "Host unavailable" would contradict it
+    if (hostChanged || row.hasShot || !row.thumb.firstChild) showThumbPlaceholder(row);
   } else if (!active) {
-    if (row.hasShot || !row.thumb.firstChild || previous?.state !== vm.state) showThumbPlaceholder(row);
-  } else if (!previous || !ACTIVE_STATES.has(previous.state)) {
+    if (row.hasShot || !row.thumb.firstChild || previous?.state !== vm.state || hostChanged) showThumbPlaceholder(row);
+  } else if (!previous || !ACTIVE_STATES.has(previous.state) || hostChanged) {
     showThumbPlaceholder(row, t("common.loading"));
     loadScreenshot(row);
   }
@@ -205,6 +209,13 @@ function applyEnabled(row) {
   row.buttons["force-stop"].disabled = blocked || !active;
   row.buttons.reset.disabled = blocked || row.vm.state !== "running";
   row.buttons.delete.disabled = blocked;
+  // A control disabled for the host says why on hover; the others keep no title (their label says it all).
+  const why = row.vm.host_available === false ? t("list.host_unavailable_why", { host: row.vm.host }) : "";
+  for (const control of [...Object.values(row.buttons), row.moreSummary, row.console]) {
+    if (why) control.title = why;
+    else if (row.hostWhy && control.title === row.hostWhy) control.removeAttribute("title");
+  }
+  row.hostWhy = why;
   // A <summary> cannot be disabled: it says so (and looks it, limen.css), and its clicks open nothing.
   if (blocked) {
     row.moreSummary.setAttribute("aria-disabled", "true");
@@ -249,12 +260,13 @@ function render(vms, askedAt = Date.now()) {
 
 function showThumbPlaceholder(row, text = null) {
   row.hasShot = false;
-  const label = text ?? (STATE_LABELS[row.vm.state] || t("vm.no_picture"));
+  const label = text ?? (row.vm.host_available === false ? t("host.unavailable")
+    : STATE_LABELS[row.vm.state] || t("vm.no_picture"));
   row.thumb.replaceChildren(h("span", { text: label }));
 }
 
 function loadScreenshot(row) {
-  if (row.shotLoading || !ACTIVE_STATES.has(row.vm.state) || !row.vm.vnc) return;
+  if (row.shotLoading || !ACTIVE_STATES.has(row.vm.state) || !row.vm.vnc || row.vm.host_available === false) return;
   row.shotLoading = true;
   const vm = row.vm;
   const img = new Image();
