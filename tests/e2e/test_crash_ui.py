@@ -80,5 +80,6 @@ def test_end_session_on_a_dead_servers_console_closes_it_and_says_so(
     code = ended.locator(".end-code code")
     expect(code).to_have_text("SERVER_LOST")
     lost = re.compile(r"^limen instance \w+ \(host .+, pid \d+\) was lost: its process ended$")
-    expect(code).to_have_attribute("title", lost)
+    # On hover over the end in words and its code (ffaca58 put the words beside the code, in one span).
+    expect(code.locator("xpath=..")).to_have_attribute("title", lost)
     save_screenshot(page, "audit-server-lost-1280")
