@@ -65,7 +65,7 @@ class FakeClient:
         self.frames.append(("close", (code, reason)))
 
     def protocol_error(self) -> LimenError | None:
-        return None  # the client-protocol failures: tests/unit/test_console_client_protocol.py
+        return None  # the client-protocol failures: tests/integration/test_console_client_protocol.py
 
     def texts(self) -> list[dict[str, Any]]:
         return [payload for kind, payload in self.frames if kind == "text"]
