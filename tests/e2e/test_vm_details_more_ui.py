@@ -384,12 +384,19 @@ def test_the_keyboard_stays_with_a_vms_actions_after_they_ran(
     assert page.evaluate("() => document.activeElement.closest('tr')?.dataset.vmName") == first, focused(page)
     assert api.post(f"/api/vms/{first}/stop", params={"force": "true"}).status_code == 200
     doomed = first
+    names_js = "() => [...document.querySelectorAll('tr[data-vm-name]')].map(row => row.dataset.vmName)"
     neighbour = page.locator(f'tr[data-vm-name="{doomed}"]').evaluate(
         "row => (row.nextElementSibling || row.previousElementSibling).dataset.vmName")
+    rows_before = page.evaluate(names_js)
     page.locator(f'tr[data-vm-name="{doomed}"] summary').focus()
     page.keyboard.press("Enter")
     page.locator(f'tr[data-vm-name="{doomed}"] [data-action="delete"]').press("Enter")
     page.locator("#delete-dialog").get_by_role("button", name="Delete VM").press("Enter")
     expect(page.locator(f'tr[data-vm-name="{doomed}"]')).to_have_count(0)
     page.wait_for_timeout(500)
-    assert page.evaluate("() => document.activeElement.closest('tr')?.dataset.vmName") == neighbour, focused(page)
+    now_focused = page.evaluate("() => document.activeElement.closest('tr')?.dataset.vmName")
+    rows_after = page.evaluate(names_js)
+    if [name for name in rows_before if name != doomed] == rows_after:
+        assert now_focused == neighbour, focused(page)
+    else:  # another test's VM came or went meanwhile (one libvirt for all): a row of the list, not <body>
+        assert now_focused in rows_after, (focused(page), rows_before, rows_after)
