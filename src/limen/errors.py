@@ -412,7 +412,7 @@ class Rule(StrEnum):
     to word in its own language; the web pages have ``rule.<kind>`` (and ``rule.range.<limit>``) in their
     catalogues. ``details`` stay English."""
 
-    VM_NAME = "vm_name"  # letters, digits, '_', '.', '-'; starts with a letter or digit; at most 63
+    VM_NAME = "vm_name"  # letters a–z, A–Z, digits, '_', '.', '-'; starts with a letter or digit; at most 63
     HOST_NAME = "host_name"  # a libvirt host's name in limen: the same characters as a VM's
     RANGE = "range"  # a number: {min, max, unit, limit}
     LENGTH = "length"  # characters: {min, max}

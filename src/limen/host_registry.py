@@ -37,8 +37,8 @@ def check_host(name: str | None, uri: str | None, console_address: str | None) -
     refusals = Refusals()
     with refusals.check():
         if name is not None and not HOST_NAME_PATTERN.fullmatch(name):
-            raise ValidationFailed("name", "must start with a letter or digit and hold only letters, digits, '_', "
-                                           "'.', '-' (at most 63 characters)", rule=rule(Rule.HOST_NAME))
+            raise ValidationFailed("name", "must start with a letter or digit and hold only letters a–z, A–Z, "
+                                           "digits, '_', '.', '-' (at most 63 characters)", rule=rule(Rule.HOST_NAME))
         if name == DEFAULT_HOST:
             raise ValidationFailed("name", f"{DEFAULT_HOST!r} is the default host (LIMEN_LIBVIRT_URI)")
     with refusals.check():

@@ -61,7 +61,7 @@ def test_snapshots_section_take_revert_delete(
 
     page.locator("#snapshot-name").fill("bad name")
     page.get_by_role("button", name="Take snapshot").click()
-    expect(page.locator("#snapshot-name-error")).to_contain_text("letters, digits")
+    expect(page.locator("#snapshot-name-error")).to_contain_text("letters a–z, A–Z, digits")
     expect(page.locator("#snapshot-name")).to_have_attribute("aria-invalid", "true")
     # A description over 1,000 characters is refused at its field, kept whole (maxlength cut it silently).
     page.locator("#snapshot-name").fill("long-description")

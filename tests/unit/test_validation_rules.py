@@ -12,6 +12,8 @@ from limen.auth.names import clean_name
 from limen.auth.passwords import validate_password
 from limen.auth.users import clean_user_name
 from limen.errors import RANGE_LIMITS, Rule, ValidationFailed
+from limen.host_registry import check_host
+from limen.hypervisor.service import check_name
 from limen.hypervisor.snapshots import check_description, check_snapshot_name
 from limen.i18n import LANGUAGE_CODES, catalogue
 from limen.isos import check_new_name
@@ -24,7 +26,10 @@ from limen.isos import check_new_name
     (lambda: clean_name("name", "bo\u200bb", 64), "name", {"kind": "no_control_chars"}, "invisible"),
     (lambda: clean_user_name("CLI:bob"), "name", {"kind": "reserved_prefix", "prefix": "cli:"}, "'cli:'"),
     (lambda: validate_password("short"), "password", {"kind": "length", "min": 8, "max": 1024}, "at least 8"),
-    (lambda: check_snapshot_name("스냅샷"), "name", {"kind": "vm_name"}, "letter or digit"),
+    # "Letters" alone would admit Hangul to an English reader: the English text says which ones.
+    (lambda: check_snapshot_name("스냅샷"), "name", {"kind": "vm_name"}, "letters a–z, A–Z, digits"),
+    (lambda: check_name("웹-1"), "name", {"kind": "vm_name"}, "letters a–z, A–Z, digits"),
+    (lambda: check_host("호스트", None, None), "name", {"kind": "host_name"}, "letters a–z, A–Z, digits"),
     (lambda: check_description("x" * 5000), "description", {"kind": "length", "min": 0, "max": 1000}, "at most"),
     (lambda: check_description("a\x07b"), "description", {"kind": "no_control_chars"}, "control"),
     (lambda: check_new_name("../x.iso"), "name", {"kind": "file_name"}, "not a file name"),

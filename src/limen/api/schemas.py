@@ -40,7 +40,7 @@ class ErrorBody(BaseModel):
 class VmCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="1–63 of letters, digits, '_', '.', '-'; starts with a letter or digit",
+    name: str = Field(description="1–63 of letters a–z, A–Z, digits, '_', '.', '-'; starts with a letter or digit",
                       examples=["web-1"])
     vcpus: StrictInt = Field(1, description="1 to the host's CPU count")
     memory_mib: StrictInt = Field(256, description="32 MiB to the host's memory")

@@ -51,7 +51,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 class SnapshotIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="1–63 of letters, digits, '_', '.', '-'; starts with a letter or digit "
+    name: str = Field(description="1–63 of letters a–z, A–Z, digits, '_', '.', '-'; starts with a letter or digit "
                                   "(the VM name rule)", examples=["before-upgrade"])
     description: str = Field("", description=f"Free text, at most {DESCRIPTION_MAX} characters")
 

@@ -110,7 +110,7 @@ def detect_virt_type() -> str:
 def check_name(name: str, field: str = "name") -> None:
     if not VM_NAME_PATTERN.fullmatch(name):
         raise ValidationFailed(
-            field, "must start with a letter or digit and hold only letters, digits, '_', '.', '-' "
+            field, "must start with a letter or digit and hold only letters a–z, A–Z, digits, '_', '.', '-' "
             "(at most 63 characters)", rule=rule(Rule.VM_NAME)
         )
 
