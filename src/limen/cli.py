@@ -33,7 +33,6 @@ from limen.action_details import (
 )
 from limen.api.schemas import MediaOut, VmOut
 from limen.audit import ActionTarget
-from limen.auth.redis_client import check_redis_answers
 from limen.auth.revocation import Revocation
 from limen.auth.revocation_bus import publish_from_command_line
 from limen.cli_audit import run_audited
@@ -55,6 +54,7 @@ from limen.hypervisor import Hypervisor, Vm, VmSpec, editing
 from limen.hypervisor.connection import calls_under_way
 from limen.i18n import display_width, pad
 from limen.private_files import TRAVERSABLE_DIR_MODE, private_dir, traversable_dir
+from limen.redis_client import check_redis_answers
 from limen.settings import Settings
 from limen.url_redaction import redacted_url
 

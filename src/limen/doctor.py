@@ -627,7 +627,7 @@ VM_CHECKS: list[Check] = [
 
 async def check_redis(ctx: Context) -> Said:
     """With LIMEN_REDIS_URL: that Redis answers (it holds sign-in counts, console tickets, revocations)."""
-    from limen.auth.redis_client import check_redis_answers
+    from limen.redis_client import check_redis_answers
 
     if not ctx.settings.redis_url:
         return said("redis_unused")

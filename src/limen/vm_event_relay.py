@@ -21,10 +21,10 @@ import contextlib
 import logging
 from typing import Any
 
-from limen.auth.redis_stream import SharedStream
 from limen.hypervisor.models import VmState
 from limen.hypervisor.operations import Operations
 from limen.hypervisor.vm_feed import VmEvent, VmEventType, VmFacts, VmFeed
+from limen.redis_stream import SharedStream
 
 log = logging.getLogger("limen.events")
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from limen.auth.redis_client import BOUND
 from limen.auth.tickets import new_ticket
+from limen.redis_client import BOUND
 from tests.support.access import redis_server
 from tests.support.console import FakeDomain, driver_uri, read_console
 from tests.support.server import LimenProcess

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import redis.exceptions
 
-from limen.auth.redis_stream import SharedStream
 from limen.errors import ErrorCode, LimenError
+from limen.redis_stream import SharedStream
 
 
 class _FlakyRedis:
@@ -48,7 +48,7 @@ async def test_the_readers_log_lines_name_what_the_stream_holds_and_keep_their_e
     what: str, entries: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # They read "vm_event from other instances cannot be read": the event name's stem pasted into a sentence.
-    monkeypatch.setattr("limen.auth.redis_stream.RECONNECT_DELAY", 0)
+    monkeypatch.setattr("limen.redis_stream.RECONNECT_DELAY", 0)
     stream = SharedStream("redis://localhost:1", "limen:x", lambda entry: None, what=what, entries=entries,
                           length=10)
     fake = _FlakyRedis()

@@ -5,7 +5,7 @@
 instance on the same Redis: each instance reads the stream from where it was when it started, so a change
 made on one instance ends consoles held by another, and a subscriber whose connection drops picks up,
 when it is back, what it missed (the stream keeps its last :data:`STREAM_LENGTH` entries). An instance
-skips its own entries (it delivered them already); the stream is :mod:`limen.auth.redis_stream`'s.
+skips its own entries (it delivered them already); the stream is :mod:`limen.redis_stream`'s.
 :func:`publish_from_command_line` lets ``limen user
 delete`` and the like tell running servers, when they share a Redis.
 
@@ -22,8 +22,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from limen.auth.redis_stream import SharedStream
 from limen.auth.revocation import Revocation
+from limen.redis_stream import SharedStream
 
 log = logging.getLogger("limen.auth")
 

@@ -34,10 +34,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from limen.auth.names import name_key
-from limen.auth.redis_client import RedisStore
 from limen.auth.throttle import Count, ThrottlePolicy, current, failed, refusal, released, reserved
 from limen.db import Database
 from limen.db.models import LoginThrottle
+from limen.redis_client import RedisStore
 
 T = TypeVar("T")
 PRUNE_INTERVAL = 60.0

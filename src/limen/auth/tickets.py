@@ -27,9 +27,9 @@ import secrets
 from dataclasses import dataclass
 from typing import Protocol
 
-from limen.auth.redis_client import RedisStore
 from limen.clock import Clock
 from limen.errors import ErrorCode, LimenError
+from limen.redis_client import RedisStore
 
 RETAIN_SECONDS = 600.0
 _TICKET_SHAPE = re.compile(r"^[A-Za-z0-9_-]{20,128}$")

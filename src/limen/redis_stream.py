@@ -18,9 +18,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from limen.auth.redis_client import open_redis, redis_unavailable
+from limen.redis_client import open_redis, redis_unavailable
 
-log = logging.getLogger("limen.auth")
+log = logging.getLogger("limen.auth")  # the logger its lines have always named (log filters may select it)
 
 # One XREAD waits at most this long. redis-py lets a command it has sent finish before a cancellation takes
 # effect (so the connection is never left mid-reply); closing waits for it, so keep it short.

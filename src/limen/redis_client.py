@@ -1,5 +1,5 @@
-"""The Redis client of limen's shared stores (sign-in throttle, console tickets, revocations), and the error
-a failed call becomes.
+"""The Redis client of limen's shared stores (sign-in throttle, console tickets, the streams of revocations and
+VM events), and the error a failed call becomes.
 
 redis-py retries a failed connection ten times with a growing back-off by default: with Redis down, a sign-in
 would wait tens of seconds before failing. limen's calls wait at most ``TIMEOUT`` per connect or reply and
