@@ -343,6 +343,25 @@ def test_the_vm_commands_see_every_registered_host(tmp_path: Path) -> None:
     assert code == 1 and "VM_ALREADY_EXISTS" in output
 
 
+async def test_adding_a_host_that_answers_answers_its_figures_as_the_list_does(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    # The add answered null figures (vm_count, memory_mib, free_memory_mib) for a host that answers, while
+    # the list asked right after had them.
+    from tests.conftest import app_client
+
+    settings = make_settings(libvirt_uri=driver_uri(tmp_path, [FakeDomain("alpha", 5901)]))
+    edge = driver_uri(tmp_path, [FakeDomain("beta", 5902), FakeDomain("gamma", 5903)])
+    async with app_client(settings) as api:
+        added = await api.post("/api/hosts", json={"name": "edge", "uri": edge})
+        listed = next(host for host in (await api.get("/api/hosts")).json() if host["name"] == "edge")
+        silent = await api.post("/api/hosts", json={"name": "silent", "uri": f"test://{tmp_path}/absent.xml"})
+    assert added.status_code == 201, added.text
+    assert added.json() == listed and listed["vm_count"] == 2 and listed["memory_mib"] is not None
+    assert silent.status_code == 201, silent.text  # a host that does not answer is added all the same
+    assert [silent.json()[figure] for figure in ("vm_count", "memory_mib", "free_memory_mib")] == [None] * 3
+
+
 async def test_a_host_drained_through_another_replica_takes_no_new_vm_here_at_once(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:

@@ -80,13 +80,15 @@ async def list_hosts(_admin: AdminUser, hypervisor: HypervisorDep) -> list[HostO
 
 @router.post("", response_model=HostOut, status_code=201, responses=_ERRORS)
 async def add_host(body: HostIn, admin: AdminUser, access: AccessDep, hypervisor: HypervisorDep) -> HostOut:
-    """Registers a host. It need not answer yet: it is listed as unavailable until it does."""
+    """Registers a host and answers it as the list would: its figures asked now, null when it does not answer
+    (it need not answer yet: it is listed as unavailable until it does)."""
     config = await anyio.to_thread.run_sync(functools.partial(
         host_registry.add_host, access.db, body.name, body.uri, body.console_address,
         default_uri=hypervisor.settings.libvirt_uri))
     link = hypervisor.hosts.add(config)
     log.info("host added", extra={"event": "host_add", "host": config.name, "uri": config.uri, "user": admin.name})
-    return HostOut.of(link, None)
+    figures = await hypervisor.host_figures([link])
+    return HostOut.of(link, figures.get(link.name))
 
 
 @router.delete("/{name}", status_code=204, responses=_ERRORS)
