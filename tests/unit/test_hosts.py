@@ -123,6 +123,15 @@ async def test_cpus_and_memory_are_checked_against_the_host_the_vm_goes_to_or_is
     assert {vm.name for vm in await unlike_hosts.list_vms()} == {"wide", "placed"}
 
 
+async def test_a_placed_create_asks_each_hosts_limits_once(unlike_hosts: Hypervisor) -> None:
+    # The create checked the vCPUs and memory against the largest host, then again against the host placement
+    # picked, which placement had chosen for holding them: a second round trip that could refuse nothing.
+    asked: list[str] = []
+    unlike_hosts.hosts.observers.append(lambda operation, _seconds, _failure: asked.append(operation))
+    assert (await unlike_hosts.create_vm(VmSpec(name="placed", vcpus=6, memory_mib=64))).host == "other"
+    assert asked.count("host_info") == 2  # the largest host's figures: one question to each host
+
+
 async def test_names_are_unique_across_hosts(two_hosts: Hypervisor) -> None:
     with pytest.raises(LimenError) as taken:
         await two_hosts.check_name_free("beta")

@@ -734,10 +734,8 @@ class Hypervisor:
                     raise
 
         try:
-            link = await self.place(spec)
+            link = await self.place(spec)  # a host that holds the vCPUs and memory checked above
             if self.hosts.several:
-                if spec.host is None:  # checked against the largest host above: now against the one placed on
-                    await self.check_hardware(vcpus=spec.vcpus, memory_mib=spec.memory_mib, host=link.name)
                 await self.check_name_free(spec.name)  # names are unique across hosts
             local = link.name == DEFAULT_HOST
             pool_dir = self.settings.pool_dir if local else REMOTE_POOL_DIR
@@ -761,7 +759,8 @@ class Hypervisor:
     async def place(self, spec: VmSpec) -> HostLink:
         """The host a new VM goes to: the one asked for, else the available, not draining host with the
         most memory not promised to its VMs (all of them, running or not) that still holds the new one and has
-        as many CPUs as it asks for."""
+        as many CPUs as it asks for. So the host it picks has the VM's vCPUs and memory, and a create that
+        checked them against the largest host (:meth:`check_hardware`, ``placed``) need not check them again."""
         if spec.host is not None:
             link = self.hosts.get(spec.host)
             if link.config.draining:
