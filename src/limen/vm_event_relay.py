@@ -7,8 +7,11 @@ doing the work knows is published ``share``-d on its feed (:class:`~limen.hyperv
 this relay appends it to the stream; the other instances publish it on their feeds, where each browser's
 stream filters it as any other event. A snapshot's events carry its operation, which the other instances
 record (:meth:`~limen.hypervisor.operations.Operations.heard`) before they publish the event, so a browser
-that hears of it may ask any instance for it (``GET /api/operations/{id}``). Without Redis there is
-nothing to relay to.
+that hears of it may ask any instance for it (``GET /api/operations/{id}``). The relay is also the
+instances' :class:`~limen.hypervisor.operations.OperationBoard`: each operation's start (left before it is
+answered) and then what its events say are kept under ``<namespace>:operation:<id>`` as long as an instance
+keeps it in memory, so an instance that has heard nothing of it yet (started after it began, or asked
+before its first event) reads it there. Without Redis there is nothing to relay to.
 
 These events say how far work has gone, and the VM itself is re-read from libvirt: one Redis does not take
 (down, or slow) is logged and dropped, never retried, and never delays the work it reports.
@@ -18,12 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from typing import Any
 
 from limen.hypervisor.models import VmState
-from limen.hypervisor.operations import Operations
+from limen.hypervisor.operations import (
+    KEEP_FINISHED_SECONDS,
+    KEEP_HEARD_RUNNING_SECONDS,
+    Operation,
+    Operations,
+    OperationState,
+)
 from limen.hypervisor.vm_feed import VmEvent, VmEventType, VmFacts, VmFeed
+from limen.redis_client import open_redis, redis_unavailable
 from limen.redis_stream import SharedStream
 
 log = logging.getLogger("limen.events")
@@ -38,14 +49,20 @@ def stream_key(namespace: str) -> str:
     return f"{namespace}:vm-events"
 
 
+def operation_key(namespace: str, operation_id: str) -> str:
+    return f"{namespace}:operation:{operation_id}"
+
+
 class VmEventRelay:
     """Call :meth:`start` in the serving loop (after Redis is known to answer) and :meth:`close` after."""
 
     def __init__(self, feed: VmFeed, operations: Operations, redis_url: str, *, namespace: str = "limen") -> None:
         self._feed = feed
         self._operations = operations
+        self._namespace = namespace
         self._stream = SharedStream(redis_url, stream_key(namespace), self._receive, what="vm_event",
                                     entries="VM events", length=STREAM_LENGTH)
+        self._board: Any = open_redis(redis_url)
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=QUEUE_MAX)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sender: asyncio.Task[None] | None = None
@@ -57,6 +74,7 @@ class VmEventRelay:
         self._loop = asyncio.get_running_loop()
         self._sender = self._loop.create_task(self._send_forever(), name="limen-vm-events-out")
         self._feed.sharers.append(self._share)
+        self._operations.board = self
 
     def _share(self, event: VmEvent) -> None:
         """Any thread: queues ``event`` for the other instances."""
@@ -82,6 +100,8 @@ class VmEventRelay:
             entry = await self._queue.get()
             try:
                 await self._stream.append(entry)
+                if VmEventType(entry["type"]) in OPERATION_EVENTS:
+                    await self._post(entry["operation"], entry["owner"])
             except Exception as exc:
                 if not failing:
                     log.warning("VM events cannot be relayed to the other limen instances (Redis %s); dropping "
@@ -94,6 +114,38 @@ class VmEventRelay:
                          extra={"event": "vm_event_relay_ok"})
                 failing = False
 
+    async def _post(self, payload: dict[str, Any], vm_owner: str | None, *, first: bool = False) -> None:
+        """Puts the operation's latest news on the board, kept as long as instances keep it in memory."""
+        running = payload["state"] == OperationState.RUNNING.value
+        await self._board.set(operation_key(self._namespace, payload["id"]),
+                              json.dumps({"operation": payload, "vm_owner": vm_owner}), nx=first,
+                              ex=int(KEEP_HEARD_RUNNING_SECONDS if running else KEEP_FINISHED_SECONDS))
+
+    async def post_start(self, operation: Operation) -> None:
+        try:  # only if absent: the operation's task may have ended, and its end been posted, already
+            await self._post(operation.payload(), operation.vm_owner, first=True)
+        except Exception as exc:
+            log.warning("an operation's start was not left for the other limen instances (Redis %s); they "
+                        "know it from its first event", type(exc).__name__,
+                        extra={"event": "operation_post_failed", "operation": operation.id})
+
+    async def read(self, operation_id: str) -> Operation | None:
+        import redis.exceptions
+
+        try:
+            found = await self._board.get(operation_key(self._namespace, operation_id))
+        except redis.exceptions.RedisError as exc:
+            raise redis_unavailable("board of operations", "read", exc) from None
+        if found is None:
+            return None
+        try:
+            record = json.loads(found)
+            return Operation.of_payload(record["operation"], record["vm_owner"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored a malformed operation on the board of the limen instances",
+                        extra={"event": "operation_malformed", "operation": operation_id[:40]})
+            return None
+
     def _receive(self, entry: dict[str, Any]) -> None:
         state = entry["state"]
         facts = VmFacts(uuid=str(entry["uuid"]), name=str(entry["name"]),
@@ -104,6 +156,8 @@ class VmEventRelay:
         self._feed.publish(event_type, facts, former_owner=entry["former_owner"], operation=entry["operation"])
 
     async def close(self) -> None:
+        if self._operations.board is self:
+            self._operations.board = None
         with contextlib.suppress(ValueError):
             self._feed.sharers.remove(self._share)
         if self._sender is not None:
@@ -112,3 +166,4 @@ class VmEventRelay:
                 await self._sender
             self._sender = None
         await self._stream.close()
+        await self._board.aclose()

@@ -4,6 +4,7 @@ they tell of can be read from it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from limen.api.app import create_app
 from limen.api.services import services_of
+from limen.hypervisor import Hypervisor
 from limen.hypervisor.vm_feed import VmFeed
 from limen.settings import Settings
 from tests.conftest import settings_in
@@ -112,3 +114,47 @@ async def test_a_snapshot_taken_on_one_replica_reaches_another_which_answers_for
     # What the watcher knows is what the last event said (its end is told before the operation records when).
     assert there.json() | {"finished_at": None} == here.json() | {"finished_at": None}
     assert there.json()["state"] == "done"
+
+
+async def test_a_replica_started_after_a_snapshot_began_answers_for_its_operation(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # A replica reads the relayed events from where the stream was when it started: the operation of a
+    # snapshot taken before was OPERATION_NOT_FOUND there, though it exists on the replica that took it.
+    taking = settings_in(tmp_path / "taking", libvirt_uri=_node_with_a_qcow2_vm(tmp_path, "earlier"),
+                         redis_url=redis_url)
+    async with replica(taking) as (taker, _taker_feed):
+        started = await taker.post("/api/vms/earlier/snapshots", json={"name": "first"})
+        assert started.status_code == 202, started.text
+        operation_id = started.json()["id"]
+        async with replica(settings_in(tmp_path / "later", redis_url=redis_url)) as (later, _later_feed):
+            answers = [await later.get(f"/api/operations/{operation_id}")]
+            for _ in range(100):  # until the end the taker relays is there too
+                if answers[-1].status_code != 200 or answers[-1].json()["state"] != "running":
+                    break
+                await asyncio.sleep(0.1)
+                answers.append(await later.get(f"/api/operations/{operation_id}"))
+    assert [answer.status_code for answer in answers] == [200] * len(answers), answers[-1].text
+    assert answers[0].json()["id"] == operation_id and answers[-1].json()["state"] == "done"
+
+
+async def test_a_poll_on_another_replica_before_any_event_reached_it_finds_the_operation(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The operation reached other replicas with its first relayed event, which goes out after the start is
+    # answered: a browser polling through the balancer at once could land on a replica not told yet.
+    taking = settings_in(tmp_path / "taking", libvirt_uri=_node_with_a_qcow2_vm(tmp_path, "hasty"),
+                         redis_url=redis_url)
+    watching = settings_in(tmp_path / "watching", redis_url=redis_url)
+
+
+    async def no_event(*_args: object, **_kwargs: object) -> None:  # as if the relayed events had not come yet
+        return None
+
+    monkeypatch.setattr(Hypervisor, "announce", no_event)
+    async with replica(taking) as (taker, _taker_feed), replica(watching) as (watcher, _watcher_feed):
+        started = await taker.post("/api/vms/hasty/snapshots", json={"name": "first"})
+        assert started.status_code == 202, started.text
+        there = await watcher.get(f"/api/operations/{started.json()['id']}")
+    assert there.status_code == 200, there.text
+    assert there.json()["id"] == started.json()["id"] and there.json()["vm_name"] == "hasty"

@@ -3,7 +3,8 @@
 An operation is seen by admins, by who started it and by the owner of its VM; to anyone else, as to a
 request for an id this server does not know (long finished, or another server's that it has not heard of),
 it is OPERATION_NOT_FOUND. Replicas on one Redis hear of each other's operations through their relayed
-events and answer for them as the last event told them (:meth:`Operations.heard`).
+events and answer for them as the last event told them (:meth:`Operations.heard`), or as the board in Redis
+has it when they have heard nothing of it yet (:meth:`Operations.find`).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ async def _snapshot_name(request: Request) -> str:
 
 @router.get("/{operation_id}", response_model=OperationOut, responses=_ERRORS)
 async def get_operation(operation_id: str, principal: CurrentUser, hypervisor: HypervisorDep) -> OperationOut:
-    operation = hypervisor.operations.get(operation_id)
+    operation = await hypervisor.operations.find(operation_id)
     if operation is None or not (principal.name == operation.user or principal.may_access(operation.vm_owner)):
         raise LimenError(ErrorCode.OPERATION_NOT_FOUND, f"no operation {operation_id[:40]!r} on this server")
     return OperationOut.of(operation)

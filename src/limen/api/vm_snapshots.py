@@ -112,6 +112,7 @@ async def post_snapshot(
             kind="snapshot", vm_uuid=vm.uuid, vm_name=vm.name, vm_owner=vm.owner, user=principal.name,
             subject=body.name, work=work, busy=ErrorCode.SNAPSHOT_IN_PROGRESS)
         handover.append(stack.pop_all())
+    await operations.post_start(operation)  # a poll on another replica right after this answer finds it
     log.info("VM snapshot started", extra={"event": "vm_snapshot_start", "vm_uuid": vm.uuid, "vm_name": vm.name,
                                            "snapshot": body.name, "operation": operation.id,
                                            "user": principal.name})

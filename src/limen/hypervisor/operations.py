@@ -10,9 +10,11 @@ requests from racing on one VM between their checks and their work.
 
 Several limen instances on one Redis hear of each other's operations through their relayed events
 (:mod:`limen.vm_event_relay`): :meth:`Operations.heard` keeps what the last one said, so that
-``GET /api/operations/{id}`` answers on every instance, not only on the one doing the work. An instance
-knows of another's operation from the first event it heard of it (the start, for an instance already running
-then); such an operation is only read here, never waited for or refused on.
+``GET /api/operations/{id}`` answers on every instance, not only on the one doing the work. An instance that
+has heard nothing of an operation yet (it started after the operation began, or the poll came before the
+first event) reads it from their :class:`OperationBoard` (:meth:`Operations.find`), where the instance
+running it leaves its start before the start is answered (:meth:`Operations.post_start`). Another instance's
+operation is only read here, never waited for or refused on.
 
 States, as a table (anything else is a bug)::
 
@@ -31,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from limen.errors import ErrorCode, LimenError
 
@@ -119,6 +121,18 @@ class Operation:
 Work = Callable[[Operation], Awaitable[None]]
 
 
+class OperationBoard(Protocol):
+    """Where the limen instances on one Redis leave their operations for each other to read."""
+
+    async def post_start(self, operation: Operation) -> None:
+        """Leaves ``operation`` as it starts, unless later news of it is there already. Never raises: an
+        instance that cannot read it hears of it from its events all the same."""
+
+    async def read(self, operation_id: str) -> Operation | None:
+        """The operation as its instance last told of it, or None (REDIS_UNAVAILABLE when the board cannot be
+        read)."""
+
+
 class Operations:
     """The background operations of this process. Use from the event loop only."""
 
@@ -132,6 +146,7 @@ class Operations:
         self._keep_seconds = keep_seconds
         self._clock = clock
         self._closed = False
+        self.board: OperationBoard | None = None  # with several instances on one Redis (limen.vm_event_relay)
 
     def running_for(self, vm_uuid: str) -> Operation | None:
         return next((op for op in self._operations.values()
@@ -158,6 +173,19 @@ class Operations:
             return local
         heard = self._heard.get(operation_id)
         return heard[0] if heard is not None else None
+
+    async def find(self, operation_id: str) -> Operation | None:
+        """:meth:`get`, else what another instance left of it on the board."""
+        found = self.get(operation_id)
+        if found is None and self.board is not None:
+            found = await self.board.read(operation_id)
+        return found
+
+    async def post_start(self, operation: Operation) -> None:
+        """Leaves the operation just :meth:`start`-ed on the board, so that every instance finds it from the
+        moment its start is answered. Call it before answering."""
+        if self.board is not None:
+            await self.board.post_start(operation)
 
     def heard(self, payload: dict[str, Any], vm_owner: str | None) -> None:
         """Records another instance's operation as its latest event gives it (``payload``, as
