@@ -324,8 +324,9 @@ class ErrorCode(Enum):
         503,
         4523,
         "Redis unavailable",
-        "limen cannot reach the Redis of LIMEN_REDIS_URL, which holds sign-in counts, console tickets and "
-        "revocations. Retry in a moment; if it persists, check that Redis runs and answers (redis-cli ping).",
+        "limen cannot reach the Redis of LIMEN_REDIS_URL, which holds sign-in counts, console tickets, "
+        "revocations and the operations of its instances. Retry in a moment; if it persists, check that Redis "
+        "runs and answers (redis-cli ping).",
     )
     LAST_ADMINISTRATOR = ErrorSpec(
         409,
