@@ -7,14 +7,16 @@ Tables pad by terminal columns, so Korean headers and names (two columns a chara
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import typer
 
 from limen.errors import LimenError
 from limen.i18n import catalogue, display_width, error_keys, language_from_environment, pad, translate
-from limen.settings import SettingProblem, SettingsError
+from limen.settings import FileProblem, SettingProblem, SettingsError
 
 
 def cli_language() -> str:
@@ -60,13 +62,26 @@ def settings_error_text(exc: SettingsError) -> str:
     """``exc`` in the command line's language: each bad setting with where it was set and the value given
     (pydantic's English only as the reason of a refusal the catalogue has no words for)."""
     lang = cli_language()
-    if exc.file is not None and exc.file_reason is None:
-        return translate(lang, "cli.settings.no_such_file", file=str(exc.file))
-    if exc.file is not None:
-        return translate(lang, "cli.settings.unreadable_file", file=str(exc.file), reason=exc.file_reason)
+    if exc.file is not None and exc.file_problem is not None:
+        return file_problem_text(lang, exc.file, exc.file_problem)
     if not exc.problems:
         return f"limen: {exc}"
     return translate(lang, "cli.settings.invalid") + setting_problems_text(exc)
+
+
+_PARSER_LANGUAGE = "en"  # tomllib's
+
+
+def file_problem_text(lang: str, file: Path, problem: FileProblem) -> str:
+    """Why the settings ``file`` cannot be read, in ``lang``. The TOML parser speaks English: its words are
+    the English text's reason; another language says where it stopped in its own words."""
+    if problem.kind in ("missing", "directory"):
+        return translate(lang, f"cli.settings.file_{problem.kind}", file=str(file))
+    reason = problem.reason
+    if problem.kind == "not_toml" and lang != _PARSER_LANGUAGE:
+        reason = translate(lang, "cli.settings.toml_end") if problem.line is None else \
+            translate(lang, "cli.settings.toml_at", line=problem.line, column=problem.column)
+    return translate(lang, f"cli.settings.{problem.kind}", file=str(file), reason=reason)
 
 
 def setting_problems_text(exc: SettingsError) -> str:
@@ -80,7 +95,7 @@ def setting_problem_text(lang: str, problem: SettingProblem) -> str:
     if key not in catalogue(lang):
         key = "cli.settings.problem.other"
     given = translate(lang, "cli.settings.value_hidden") if problem.value is None \
-        else json.dumps(problem.value, ensure_ascii=False, default=str)
+        else _as_given(problem.value)
     reason = problem.message.removeprefix("Value error, ")
     values = {name: value for name, value in problem.context.items() if name not in ("where", "value", "reason")}
     where = translate(lang, "cli.settings.across_settings") if problem.across_settings else problem.where
@@ -88,6 +103,13 @@ def setting_problem_text(lang: str, problem: SettingProblem) -> str:
     if problem.unprefixed is not None:
         text += " " + translate(lang, "cli.settings.without_prefix", setting=problem.unprefixed)
     return text
+
+
+def _as_given(value: object) -> str:
+    """A value as the user wrote it: JSON, but TOML's nan and inf as TOML writes them (JSON has NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def failed(exc: LimenError) -> typer.Exit:

@@ -74,7 +74,9 @@ def tls_pair_problem(cert: Path, key: Path) -> PydanticCustomError | None:
 class Settings(BaseSettings):
     # An empty variable (LIMEN_DATA_DIR= in an environment file) is unset, not "": an empty path read as ".",
     # and `limen serve` made the directory it was started in its data directory, 0700.
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True, env_ignore_empty=True)
+    # nan and inf are no numbers a person means: "nan" passed as a float and was called "above the most allowed".
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True, env_ignore_empty=True,
+                                      allow_inf_nan=False)
     # False for `limen config check FILE`: the file alone is judged, whatever the environment says.
     read_environment: ClassVar[bool] = True
 
@@ -237,11 +239,17 @@ class Settings(BaseSettings):
     def _database_url(cls, value: str | None) -> str | None:
         if value is None:
             return value
+        bad_port = refused("limen_database_port", "the port is not a number from 1 to 65535")
         try:
-            backend = make_url(value).get_backend_name()
+            url = make_url(value)
         except ArgumentError:
             raise refused("limen_not_database_url",
                           "is not a database URL: sqlite:///PATH or postgresql://USER@HOST/DATABASE") from None
+        except ValueError:  # SQLAlchemy's int() of the port: its English words are no setting's reason
+            raise bad_port from None
+        if url.port is not None and not 1 <= url.port <= 65535:
+            raise bad_port
+        backend = url.get_backend_name()
         if backend not in ("sqlite", "postgresql"):
             raise refused("limen_database_backend", "limen keeps its data in SQLite or PostgreSQL, not {backend}: "
                           "sqlite:///PATH or postgresql://USER@HOST/DATABASE", backend=backend)
@@ -431,17 +439,40 @@ class SettingProblem:
         return f"{self.where}: {self.message}{hint}"
 
 
+@dataclass(frozen=True, slots=True)
+class FileProblem:
+    """Why the settings file cannot be read: ``missing``, a ``directory``, ``not_toml`` (where the parser
+    stopped: ``line`` and ``column``, or both None at the end of the file) or otherwise ``unreadable``;
+    ``reason`` says it in English (the parser's or the system's words)."""
+
+    kind: Literal["missing", "directory", "not_toml", "unreadable"]
+    reason: str
+    line: int | None = None
+    column: int | None = None
+
+
+# How tomllib ends its messages: "Invalid value (at line 1, column 8)", "... (at end of document)".
+_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)$")
+
+
+def _file_problem(exc: OSError | ValueError) -> FileProblem:
+    if isinstance(exc, OSError):
+        return FileProblem("unreadable", str(exc.strerror or exc))
+    where = _TOML_POSITION.search(str(exc))
+    return FileProblem("not_toml", str(exc), *(map(int, where.groups()) if where else (None, None)))
+
+
 class SettingsError(Exception):
     """Invalid configuration; ``str()`` names each offending key the way the user set it, in English. The
-    command line says it in its language from ``problems`` (each bad key) or ``file``/``file_reason`` (a
-    settings file that is missing, or that is not TOML: the parser's words)."""
+    command line says it in its language from ``problems`` (each bad key) or ``file``/``file_problem`` (a
+    settings file that cannot be read)."""
 
     def __init__(self, text: str, *, problems: Sequence[SettingProblem] = (), file: Path | None = None,
-                 file_reason: str | None = None) -> None:
+                 file_problem: FileProblem | None = None) -> None:
         super().__init__(text)
         self.problems = tuple(problems)
         self.file = file
-        self.file_reason = file_reason
+        self.file_problem = file_problem
 
 
 # A key that is no setting of limen's is taken for a secret when its name says so (LIMEN_DB_PASSWORD=…); and the
@@ -471,7 +502,7 @@ def _problem(error: Mapping[str, Any], where: str, *, unprefixed: str | None = N
         given = None
     elif isinstance(given, str) and _URL_SETTING.search(setting):
         given = redacted_url(given)
-    context = dict(error.get("ctx") or {})
+    context = {name: _as_written(bound) for name, bound in (error.get("ctx") or {}).items()}
     if error.get("type") == "literal_error" and setting in Settings.model_fields:
         # The choices as a list, not pydantic's English "'a', 'b' or 'c'".
         context["expected"] = ", ".join(map(repr, get_args(Settings.model_fields[setting].annotation)))
@@ -479,6 +510,11 @@ def _problem(error: Mapping[str, Any], where: str, *, unprefixed: str | None = N
     return SettingProblem(where=ACROSS_SETTINGS if across else where, kind=str(error.get("type", "")),
                           message=str(error.get("msg", "")), value=given, context=context, unprefixed=unprefixed,
                           across_settings=across)
+
+
+def _as_written(bound: object) -> object:
+    """A bound as a person writes it: pydantic gives a float setting's bounds as floats ("at most 3600.0")."""
+    return int(bound) if isinstance(bound, float) and bound.is_integer() else bound
 
 
 def _describe(error: dict[str, Any]) -> SettingProblem:
@@ -499,8 +535,12 @@ def _config_file(config_file: Path | None) -> Path | None:
 def _settings_class(config_file: Path | None, *, environment: bool) -> type[Settings]:
     if config_file is None and environment:
         return Settings
+    if config_file is not None and config_file.is_dir():
+        raise SettingsError(f"--config ({config_file}): is a directory, not a settings file", file=config_file,
+                            file_problem=FileProblem("directory", "is a directory"))
     if config_file is not None and not config_file.is_file():
-        raise SettingsError(f"--config ({config_file}): no such file", file=config_file)
+        raise SettingsError(f"--config ({config_file}): no such file", file=config_file,
+                            file_problem=FileProblem("missing", "no such file"))
 
     class ChosenSettings(Settings):
         model_config = SettingsConfigDict(toml_file=config_file)
@@ -571,7 +611,7 @@ def _build(settings_cls: type[Settings], config_file: Path | None, given: dict[s
                             problems=problems) from None
     except (OSError, ValueError) as exc:  # unreadable or malformed TOML
         raise SettingsError(f"invalid configuration file {config_file}: {exc}", file=config_file,
-                            file_reason=str(exc)) from None
+                            file_problem=_file_problem(exc)) from None
 
 
 def _describe_file_key(error: dict[str, Any], *, prefix: str = "") -> SettingProblem:

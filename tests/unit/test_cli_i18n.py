@@ -163,6 +163,75 @@ def test_a_rule_between_settings_is_said_of_the_settings_not_of_a_variable(tmp_p
     assert code == 2 and err.splitlines()[1:] == [said], err
 
 
+@pytest.mark.parametrize(("env", "said"), [
+    (ENGLISH, ['  LIMEN_STATS_INTERVAL (stats_interval): "nan" is not a number',
+               '  LIMEN_LIBVIRT_TIMEOUT (libvirt_timeout): "inf" is not a number',
+               '  LIMEN_CONSOLE_WRITE_TIMEOUT (console_write_timeout): "0" must be greater than 0',
+               '  LIMEN_CONSOLE_IDLE_TIMEOUT (console_idle_timeout): "-1" is below the least allowed, 0',
+               '  LIMEN_SESSION_TTL (session_ttl): "1e9" is above the most allowed, 7776000']),
+    (KOREAN, ['  LIMEN_STATS_INTERVAL (stats_interval): 숫자여야 합니다(지정한 값: "nan")',
+              '  LIMEN_LIBVIRT_TIMEOUT (libvirt_timeout): 숫자여야 합니다(지정한 값: "inf")',
+              '  LIMEN_CONSOLE_WRITE_TIMEOUT (console_write_timeout): 0보다 커야 합니다(지정한 값: "0")',
+              '  LIMEN_CONSOLE_IDLE_TIMEOUT (console_idle_timeout): 0 이상이어야 합니다(지정한 값: "-1")',
+              '  LIMEN_SESSION_TTL (session_ttl): 7776000 이하여야 합니다(지정한 값: "1e9")']),
+])
+def test_a_number_setting_says_nan_is_no_number_and_its_bounds_as_people_write_them(
+    tmp_path: Path, env: dict[str, str], said: list[str]
+) -> None:
+    # "nan" was "above the most allowed, 3600.0" (and inf "above" too); bounds read "0.0", "7776000.0".
+    bad_env = {"LIMEN_STATS_INTERVAL": "nan", "LIMEN_LIBVIRT_TIMEOUT": "inf", "LIMEN_CONSOLE_WRITE_TIMEOUT": "0",
+               "LIMEN_CONSOLE_IDLE_TIMEOUT": "-1", "LIMEN_SESSION_TTL": "1e9"}
+    code, _, err = run(tmp_path, {**env, **bad_env}, "config", "show")
+    assert code == 2 and sorted(err.splitlines()[1:]) == sorted(said), err
+    settings_file = tmp_path / "limen.toml"
+    settings_file.write_text("stats_interval = nan\nlibvirt_timeout = 0.25\n")
+    code, _, err = run(tmp_path, env, "config", "check", str(settings_file))
+    assert code == 2 and ("stats_interval: nan is not a number" in err or "stats_interval: 숫자여야" in err), err
+
+
+@pytest.mark.parametrize(("env", "said"), [
+    (ENGLISH, "the port in {url} is not a number from 1 to 65535"),
+    (KOREAN, "포트는 1 이상 65535 이하의 숫자여야 합니다(지정한 값: {url})"),
+])
+@pytest.mark.parametrize("url", ["postgresql://limen@db:abc/limen", "postgresql://limen@db:70000/limen"])
+def test_a_database_urls_bad_port_is_said_in_the_users_language(tmp_path: Path, env: dict[str, str], said: str,
+                                                                url: str) -> None:
+    # SQLAlchemy's "invalid literal for int() with base 10: 'abc'" was the reason, in English, in Korean too;
+    # a port past 65535 was taken.
+    code, _, err = run(tmp_path, {**env, "LIMEN_DATABASE_URL": url}, "config", "show")
+    assert code == 2 and err.splitlines()[1:] == [
+        "  LIMEN_DATABASE_URL (database_url): " + said.format(url=json.dumps(url))], err
+
+
+@pytest.mark.parametrize(("text", "english", "korean"), [
+    ("port = \n", "Invalid value (at line 1, column 8)", "위치: 1행 8열"),
+    ("port = [1,\n", "(at end of document)", "위치: 파일 끝"),
+])
+def test_a_settings_file_that_is_not_toml_says_where_in_the_users_language(tmp_path: Path, text: str, english: str,
+                                                                         korean: str) -> None:
+    # The parser's English words were the reason in Korean too.
+    settings_file = tmp_path / "limen.toml"
+    settings_file.write_text(text)
+    for args in (("config", "check", str(settings_file)), ("--config", str(settings_file), "config", "show")):
+        code, _, err = run(tmp_path, ENGLISH, *args)
+        assert (code, err.strip()) == (2, f"limen: invalid configuration file {settings_file}: "
+                                          + ("Invalid value " if "end" in english else "") + english), err
+        code, _, err = run(tmp_path, KOREAN, *args)
+        assert code == 2, err
+        assert err.strip() == f"limen: 설정 파일의 TOML 문법이 잘못되었습니다({settings_file}, {korean})", err
+
+
+def test_a_settings_file_that_is_a_directory_is_called_one(tmp_path: Path) -> None:
+    # LIMEN_CONFIG=/etc/limen said "no such file" of a directory that is there.
+    for env, said in ((ENGLISH, "is a directory, not a settings file"),
+                      (KOREAN, "디렉터리입니다. 설정 파일(TOML)을 지정하세요")):
+        for args, more in (((), {"LIMEN_CONFIG": str(tmp_path)}), (("--config", str(tmp_path)), {}),
+                           (("config", "check", str(tmp_path)), {})):
+            command = args if args[:1] == ("config",) else (*args, "config", "show")
+            code, _, err = run(tmp_path, {**env, **more}, *command)
+            assert (code, err.strip()) == (2, f"limen: --config ({tmp_path}): {said}"), (args, err)
+
+
 def test_english_by_default_and_limen_lang_wins(tmp_path: Path) -> None:
     assert run(tmp_path, ENGLISH, "vm", "list")[1].split()[:2] == ["NAME", "STATE"]
     assert run(tmp_path, {**KOREAN, "LIMEN_LANG": "en"}, "vm", "list")[1].split()[:2] == ["NAME", "STATE"]
