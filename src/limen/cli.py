@@ -53,6 +53,7 @@ from limen.errors import LimenError
 from limen.hypervisor import Hypervisor, Vm, VmSpec, editing
 from limen.hypervisor.connection import calls_under_way
 from limen.i18n import display_width, pad
+from limen.isos import share_library_images
 from limen.private_files import TRAVERSABLE_DIR_MODE, private_dir, traversable_dir
 from limen.redis_client import check_redis_answers
 from limen.settings import Settings
@@ -205,6 +206,21 @@ def _data_dir_modes(settings: Settings) -> None:
                                "now": f"{TRAVERSABLE_DIR_MODE:04o}"})
 
 
+def _share_library_images(settings: Settings) -> None:
+    """The library's images readable by QEMU's user as they are (0644): libvirt no longer relabels them, and
+    an upload of an older limen was 0600 (the service's umask). Each change is logged."""
+    log = logging.getLogger("limen.cli")
+    try:
+        changed = share_library_images(settings.iso_dir)
+    except OSError as exc:  # listing the library says more
+        log.warning("cannot make the ISO library's images readable by QEMU", extra={
+            "event": "iso_dir_unusable", "path": str(settings.iso_dir), "error": str(exc)})
+        return
+    for path, (was, now) in changed.items():
+        log.warning("ISO made readable by QEMU's user, writable by limen's only", extra={
+            "event": "file_mode_changed", "path": str(path), "was": f"{was:04o}", "now": f"{now:04o}"})
+
+
 @app.command()
 def serve(
     ctx: typer.Context,
@@ -223,6 +239,7 @@ def serve(
     settings = cli_state(ctx).settings(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key)
     log_file = configure_logging(settings)
     _data_dir_modes(settings)
+    _share_library_images(settings)
     # What would fail the start is said in one line, before anything says it serves.
     address = settings.address
     try:

@@ -66,6 +66,9 @@ def test_inserting_puts_one_source_before_the_target() -> None:
     assert [s.attrib for s in drive.findall("source")] == [{"file": "/isos/other ÄÖ & <x>.iso"}]
     tags = [child.tag for child in drive]
     assert tags.index("source") < tags.index("target")
+    # Shared media: libvirt would leave it QEMU's user's, 0600, after the VM stops (see domain_xml).
+    assert [label.attrib for label in drive.find("source")] == [  # type: ignore[union-attr]
+        {"model": "dac", "relabel": "no"}]
 
 
 def test_no_cdrom_element_without_a_drive() -> None:
@@ -79,6 +82,7 @@ def test_a_new_drive_takes_the_first_free_ide_place() -> None:
     assert drive.get("device") == "cdrom"
     assert drive.find("target").attrib == {"dev": "hdc", "bus": "ide"}  # type: ignore[union-attr]
     assert drive.find("source").get("file") == "/isos/demo.iso"  # type: ignore[union-attr]
+    assert drive.find("source/seclabel[@model='dac']").get("relabel") == "no"  # type: ignore[union-attr]
     assert drive.find("readonly") is not None
     taken = plain.replace("</devices>", "<disk device='disk'><target dev='hdc' bus='ide'/></disk></devices>")
     assert ET.fromstring(new_cdrom_xml(taken, None)).find("target").get("dev") == "hdd"  # type: ignore[union-attr]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 
 from limen.hypervisor.domain_xml import DomainPlan, build_domain_xml, connect_host, parse_domain_xml
@@ -26,6 +27,17 @@ def test_round_trip_keeps_what_limen_wrote() -> None:
     assert parsed.created_at == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     # Not running: VNC configured, no port assigned yet.
     assert parsed.vnc == VncEndpoint(host="127.0.0.1", port=None)
+
+
+def test_the_iso_is_shared_media_libvirt_does_not_relabel() -> None:
+    """libvirt gives a started VM's files to QEMU's user and never gives read-only media back: the library's
+    ISO would stay libvirt-qemu's, 0600, after the VM stops. The pool's disk is libvirt's to relabel."""
+    devices = ET.fromstring(build_domain_xml(_plan())).find("devices")
+    assert devices is not None
+    cdrom, disk = (devices.find(f"disk[@device='{kind}']/source") for kind in ("cdrom", "disk"))
+    assert cdrom is not None and disk is not None
+    assert [label.attrib for label in cdrom] == [{"model": "dac", "relabel": "no"}]
+    assert list(disk) == []
 
 
 def test_new_vms_get_autoport_vnc_on_the_configured_address() -> None:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -19,6 +21,7 @@ from limen.isos import (
     list_isos,
     name_problem,
     resolve_iso,
+    share_library_images,
     sweep_stale_temp_files,
 )
 from limen.isos.background import BackgroundChecksums
@@ -107,6 +110,45 @@ def test_an_upload_appears_complete_with_its_checksum(iso_dir: Path) -> None:
     assert (iso_dir / "new.iso").read_bytes() == b"abcdef"
     assert {iso.name: iso.sha256 for iso in list_isos(iso_dir)}["new.iso"] == image.sha256
     assert sorted(p.name for p in iso_dir.iterdir()) == [".new.iso.sha256", "boot.iso", "new.iso", "notes.txt"]
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def test_an_upload_is_readable_by_qemus_user_whatever_the_umask(iso_dir: Path) -> None:
+    """libvirt does not relabel the library's ISOs (it would leave them libvirt-qemu's, 0600, after the VM
+    stops): QEMU's user reads them as they are. The service's umask is 0077."""
+    before = os.umask(0o077)
+    try:
+        with IsoUpload(iso_dir, "new.iso", max_bytes=100) as upload:
+            upload.write(b"abc")
+            upload.commit()
+    finally:
+        os.umask(before)
+    assert _mode(iso_dir / "new.iso") == 0o644
+
+
+def test_serve_makes_the_librarys_images_readable_by_all_and_writable_by_limen_only(iso_dir: Path) -> None:
+    (iso_dir / "boot.iso").chmod(0o600)  # an upload of an older limen
+    (iso_dir / "open.img").write_bytes(b"x")
+    (iso_dir / "open.img").chmod(0o666)
+    (iso_dir / "tool.iso").write_bytes(b"x")
+    (iso_dir / "tool.iso").chmod(0o755)
+    write_checksum(iso_dir / "boot.iso", "0" * 64)
+    checksum_path(iso_dir / "boot.iso").chmod(0o600)
+    (iso_dir / "notes.txt").chmod(0o600)
+    (iso_dir / "link.iso").symlink_to(iso_dir.parent / "secret.iso")
+    (iso_dir.parent / "secret.iso").chmod(0o600)
+    assert share_library_images(iso_dir) == {iso_dir / "boot.iso": (0o600, 0o644),
+                                             iso_dir / "open.img": (0o666, 0o644)}
+    assert (_mode(iso_dir / "boot.iso"), _mode(iso_dir / "open.img"), _mode(iso_dir / "tool.iso")) == (
+        0o644, 0o644, 0o755)
+    # Not images, or not the library's own file: left as they are.
+    assert _mode(checksum_path(iso_dir / "boot.iso")) == _mode(iso_dir / "notes.txt") == 0o600
+    assert _mode(iso_dir.parent / "secret.iso") == 0o600
+    assert share_library_images(iso_dir) == {}
+    assert share_library_images(iso_dir / "missing") == {}
 
 
 def test_an_empty_upload_is_refused_and_leaves_nothing(iso_dir: Path) -> None:

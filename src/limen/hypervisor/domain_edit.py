@@ -10,7 +10,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from limen.hypervisor import domain_xml  # noqa: F401  (registers the "limen:" prefix for serializing)
+from limen.hypervisor import domain_xml  # also registers the "limen:" prefix for serializing
 
 # New CD-ROM drives go on the IDE bus, which the "pc" machine limen defines always has; its four
 # places are hda…hdd. hdc (secondary master) first, as create does.
@@ -59,8 +59,7 @@ def with_disc(cdrom: ET.Element, iso_path: str | None) -> str:
     if iso_path is not None:
         # <source> goes before <target>: libvirt does not care, but people reading the XML do.
         target_index = next((i for i, child in enumerate(drive) if child.tag == "target"), len(drive))
-        source = ET.Element("source", file=iso_path)
-        drive.insert(target_index, source)
+        drive.insert(target_index, domain_xml.shared_media_source(iso_path))
     return ET.tostring(drive, encoding="unicode")
 
 
@@ -79,7 +78,7 @@ def new_cdrom_xml(domain_xml_text: str, iso_path: str | None) -> str:
     cdrom = ET.Element("disk", type="file", device="cdrom")
     ET.SubElement(cdrom, "driver", name="qemu", type="raw")
     if iso_path is not None:
-        ET.SubElement(cdrom, "source", file=iso_path)
+        cdrom.append(domain_xml.shared_media_source(iso_path))
     ET.SubElement(cdrom, "target", dev=dev, bus="ide")
     ET.SubElement(cdrom, "readonly")
     return ET.tostring(cdrom, encoding="unicode")

@@ -86,7 +86,7 @@ def build_domain_xml(plan: DomainPlan) -> str:
     if plan.iso_path:
         cdrom = ET.SubElement(devices, "disk", type="file", device="cdrom")
         ET.SubElement(cdrom, "driver", name="qemu", type="raw")
-        ET.SubElement(cdrom, "source", file=plan.iso_path)
+        cdrom.append(shared_media_source(plan.iso_path))
         ET.SubElement(cdrom, "target", dev="hdc", bus="ide")
         ET.SubElement(cdrom, "readonly")
     # A serial port and the console on it: the serial console (virDomainOpenConsole) opens this one.
@@ -100,6 +100,19 @@ def build_domain_xml(plan: DomainPlan) -> str:
     ET.SubElement(devices, "memballoon", model="none")
     ET.register_namespace(METADATA_PREFIX, METADATA_NS)
     return ET.tostring(domain, encoding="unicode")
+
+
+def shared_media_source(iso_path: str) -> ET.Element:
+    """A CD-ROM's ``<source>`` for a library ISO, which libvirt must not relabel.
+
+    libvirt's DAC driver gives each disk file to QEMU's user when a VM starts (on Debian ``libvirt-qemu``,
+    mode 0600) and, for read-only media that other VMs may share, never gives it back when the VM stops:
+    limen's own user could then no longer read the ISO (checksums, other VMs). The library's images are
+    readable by QEMU as they are (:mod:`limen.isos.sharing`), so libvirt is told to leave them alone.
+    """
+    source = ET.Element("source", file=iso_path)
+    ET.SubElement(source, "seclabel", model="dac", relabel="no")
+    return source
 
 
 def metadata_xml(created_at: str | None, owner: str | None) -> str:

@@ -4,6 +4,7 @@
 ``upload``      a new image streamed into a locked temp file and published atomically
 ``checksums``   the SHA-256 kept beside each image; ``background`` computes missing ones
 ``tempfiles``   limen's hidden temp files and the sweep of those a killed process left
+``sharing``     images readable by QEMU's user as they are (0644), as libvirt is told not to relabel them
 """
 
 from limen.isos.library import (
@@ -19,6 +20,7 @@ from limen.isos.library import (
     name_problem,
     resolve_iso,
 )
+from limen.isos.sharing import share_library_images
 from limen.isos.tempfiles import sweep_stale_temp_files
 from limen.isos.upload import IsoUpload, check_room
 
@@ -36,5 +38,6 @@ __all__ = [
     "list_isos",
     "name_problem",
     "resolve_iso",
+    "share_library_images",
     "sweep_stale_temp_files",
 ]

@@ -26,6 +26,7 @@ from types import TracebackType
 from limen.errors import ErrorCode, LimenError
 from limen.isos.checksums import write_checksum
 from limen.isos.library import IsoImage, check_new_name, list_image
+from limen.isos.sharing import share_new_image
 from limen.isos.tempfiles import exclusive_temp_file
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -68,6 +69,7 @@ class IsoUpload:
             raise already_exists(name)
         iso_dir.mkdir(parents=True, exist_ok=True)
         self.temp, self._fd = exclusive_temp_file(self.target)
+        share_new_image(self._fd)
         self.size = 0
         self._digest = hashlib.sha256()
         self._lock = threading.Lock()
