@@ -15,7 +15,9 @@ stays: its one timer is cancelled with it.
 
 Kept-alive connections waiting for their next request keep uvicorn's own ``timeout_keep_alive``. A
 WebSocket upgrade is subject to the header deadline like any request; once the headers are in, the
-connection goes to the WebSocket protocol (``limen.console.ws_protocol``) with no deadline of ours.
+connection goes to the WebSocket protocol (``limen.console.ws_protocol``) with no deadline of ours. What
+the client sent after the upgrade's head in the same read (frames written before the 101 came) goes to
+the WebSocket protocol too, as the first bytes from the socket: uvicorn hands over only the head.
 
 Written for uvicorn 0.54 (pinned in requirements.lock); :func:`uvicorn_http_options` checks at start
 that the hooks it overrides still exist. Use with ``uvicorn.Config(..., **uvicorn_http_options(settings))``.
@@ -27,9 +29,11 @@ import asyncio
 import http
 import json
 import logging
+from array import array
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
+import httptools
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -85,6 +89,20 @@ class _HeadTooLarge(Exception):
     """Raised in a parser callback to stop a request whose head is over MAX_HEAD_BYTES."""
 
 
+class _UpgradeTailParser(httptools.HttpRequestParser):
+    """httptools' request parser, keeping the bytes that followed an upgrade's head in the chunk that ended
+    it: httptools stops there and tells only their offset, which uvicorn drops."""
+
+    upgrade_tail = b""
+
+    def feed_data(self, data: bytes | bytearray | memoryview | array[int]) -> None:
+        try:
+            super().feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self.upgrade_tail = memoryview(data)[upgrade.args[0]:].tobytes()
+            raise
+
+
 class DeadlineHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with request-reading deadlines; see the module docstring."""
 
@@ -94,6 +112,9 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._parser = _UpgradeTailParser(self)
+        self._parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn sets its own
+        self.parser = self._parser
         self.reading = RequestReading(self.read_timeout, MAX_HEAD_BYTES)
         self._timer: asyncio.TimerHandle | None = None
         self._messages_begun = 0
@@ -259,7 +280,12 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
     def handle_websocket_upgrade(self) -> None:
         self.reading.request_done()
         self._cancel_timer()
-        super().handle_websocket_upgrade()
+        tail, self._parser.upgrade_tail = self._parser.upgrade_tail, b""
+        super().handle_websocket_upgrade()  # the transport delivers to the WebSocket protocol from now on
+        if tail and not self.transport.is_closing():
+            # A client that wrote its first frames with the upgrade: they are the WebSocket's first bytes,
+            # before any that come later, exactly as if they had come after the 101.
+            cast(asyncio.Protocol, self.transport.get_protocol()).data_received(tail)
 
 
 def uvicorn_http_options(settings: Settings, on_drop: Callable[[str], None] | None = None) -> dict[str, Any]:

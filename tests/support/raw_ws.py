@@ -13,7 +13,7 @@ from websockets.frames import Frame
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-TEXT, BINARY, CLOSE, CONTINUATION = 0x1, 0x2, 0x8, 0x0
+TEXT, BINARY, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
 
 
 def masked_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
@@ -41,14 +41,16 @@ class RawConsole:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def open(cls, port: int, path: str, headers: dict[str, str], *, host: str | None = None) -> RawConsole:
-        """Upgrades ``path`` on 127.0.0.1:``port``; ``host`` is the Host header (default 127.0.0.1:port)."""
+    async def open(cls, port: int, path: str, headers: dict[str, str], *, host: str | None = None,
+                   pipelined: bytes = b"") -> RawConsole:
+        """Upgrades ``path`` on 127.0.0.1:``port``; ``host`` is the Host header (default 127.0.0.1:port).
+        ``pipelined``: frames written in the same write as the upgrade, before its 101 has come."""
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         key = base64.b64encode(os.urandom(16)).decode()
         lines = [f"GET {path} HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}", "Upgrade: websocket",
                  "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13",
                  *(f"{name}: {value}" for name, value in headers.items())]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + pipelined)
         response = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         assert response.startswith(b"HTTP/1.1 101"), response
         return cls(reader, writer)

@@ -65,6 +65,8 @@ class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
     offers_splice = True
     _splice: Splice | None = None
     _splice_read_paused = False
+    # What the client sent after its upgrade while the 101 was not written yet (see _hold_until_accepted).
+    _held_before_accept: bytearray | None = None
 
     def _abort_if_open(self) -> None:
         if not self.disconnected and self.transport is not None:
@@ -106,9 +108,40 @@ class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
         self._bound_close()
 
     def data_received(self, data: bytes) -> None:
+        if self.handshake_initiated and not self.handshake_complete:
+            self._hold_until_accepted(data)
+            return
         super().data_received(data)
         if not self.handshake_initiated and self.conn.handshake_exc is not None:
             self._refuse_unparsed_upgrade(self.conn.handshake_exc)
+
+    # -- frames the client sent before the 101 ----------------------------------------------------------
+
+    def _hold_until_accepted(self, data: bytes) -> None:
+        # A client may write its first frames right behind the upgrade, before the app has accepted (the HTTP
+        # protocol hands over those that came in the upgrade's own read). websockets would parse them before
+        # its 101 is sent and uvicorn would act on them (a close answered, a message queued) before the app
+        # has the connection: they are kept, and reading stops, until the 101 is written.
+        if self._held_before_accept is None:
+            self._held_before_accept = bytearray()
+            if not self.transport.is_closing():
+                self.transport.pause_reading()
+        self._held_before_accept += data
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if self._held_before_accept is not None and self.handshake_complete:
+            self.loop.call_soon(self._receive_held)
+
+    def _receive_held(self) -> None:
+        """The bytes held until the 101, received now as if they had come after it (nothing if the upgrade
+        was refused: the connection is closing)."""
+        held, self._held_before_accept = self._held_before_accept, None
+        if held is None or self.disconnected or self.close_sent or self.transport.is_closing():
+            return
+        super().data_received(bytes(held))
+        if not (self.read_paused or self._splice_read_paused or self.transport.is_closing()):
+            self.transport.resume_reading()
 
     def _refuse_unparsed_upgrade(self, reason: Exception) -> None:
         # The upgrade's head, already read by the HTTP protocol, that websockets' own parser refused: it
@@ -279,11 +312,12 @@ class NoSpliceWebSocketProtocol(BoundedCloseWebSocketProtocol):
     offers_splice = False
 
 
-# What the splice, the bounded close and the shutdown use of uvicorn's WebSocketsSansIOProtocol, beyond the asyncio
-# Protocol interface: the methods they override or call, and the attributes uvicorn sets on its instances.
+# What the splice, the bounded close, the frames held until the 101 and the shutdown use of uvicorn's
+# WebSocketsSansIOProtocol, beyond the asyncio Protocol interface: the methods they override or call, and the
+# attributes uvicorn sets on its instances.
 UVICORN_METHODS = (
     "run_asgi", "send_500_response", "keepalive_timeout", "handle_connect", "send_receive_event_to_app",
-    "pause_writing", "resume_writing", "handle_close", "connection_lost", "handle_parser_exception",
+    "pause_writing", "resume_writing", "handle_close", "connection_lost", "handle_parser_exception", "send",
 )
 UVICORN_ATTRIBUTES = (
     "loop", "transport", "disconnected", "close_sent", "queue", "read_paused", "writable", "frames",
