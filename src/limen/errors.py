@@ -8,7 +8,7 @@ technical ``details``; nobody invents a message or a status of their own.
 ::
 
     LimenError                      code: ErrorCode, details: str
-    ├── HypervisorUnavailable       libvirt is down, or a call passed its timeout
+    ├── HypervisorUnavailable       libvirt is down, or a call passed its timeout; names its host
     └── ValidationFailed            bad input; carries the offending field
 
 The JSON body of every error, REST or WebSocket, has the seed's fields::
@@ -391,8 +391,19 @@ class LimenError(Exception):
 
 
 class HypervisorUnavailable(LimenError):
-    def __init__(self, details: str) -> None:
+    """HYPERVISOR_UNAVAILABLE; ``host``, when known, names the libvirt host that does not answer as the hosts
+    API does (``local`` for LIMEN_LIBVIRT_URI), and the JSON error carries it as ``host``: a client can say
+    which host without asking for the VM."""
+
+    def __init__(self, details: str, *, host: str | None = None) -> None:
         super().__init__(ErrorCode.HYPERVISOR_UNAVAILABLE, details)
+        self.host = host or None
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        if self.host is not None:
+            body["host"] = self.host
+        return body
 
 
 class NothingListens(LimenError):

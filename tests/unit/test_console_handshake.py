@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -41,7 +42,7 @@ from limen.console.handshake import (
     VncHandshake,
 )
 from limen.console.stage_table import StageList, StageSpec, VncStage
-from limen.errors import ErrorCode, LimenError, NothingListens
+from limen.errors import ErrorCode, HypervisorUnavailable, LimenError, NothingListens
 from limen.hypervisor.models import Vm, VmState, VncEndpoint
 from limen.settings import Settings
 
@@ -298,6 +299,23 @@ def test_each_stage_times_out_into_its_own_error(
     assert (frame["type"], frame["code"], frame["stage"], frame["details"]) == ("error", code, stage, details)
     assert frame["message"] == ErrorCode[code].user_message
     assert actions[-1] == Close(close_code, code)
+
+
+def test_hypervisor_unavailable_names_the_vms_host_in_the_error_frame() -> None:
+    # A VM found on host "edge" whose libvirt then hangs: the frame says which host, as a field of its own.
+    m, clock = machine()
+    m.start()
+    for step in TO_GET_PORT_LOOKUP:
+        m.receive(replace(step, vm=replace(step.vm, host="edge")) if isinstance(step, VmFound) else step)
+    clock.advance(m.remaining() or 0.0)
+    (frame,) = texts(m.receive(TimedOut()))
+    assert list(frame) == ["type", "error", "code", "details", "message", "host", "stage"]
+    assert (frame["code"], frame["host"]) == ("HYPERVISOR_UNAVAILABLE", "edge")
+    # Before the VM is known, the host the failing call went to (from the libvirt connection) is kept.
+    m, _ = machine()
+    m.start()
+    (frame,) = texts(m.receive(EffectFailed(HypervisorUnavailable("lookup: no answer", host="far"))))
+    assert (frame["code"], frame["host"]) == ("HYPERVISOR_UNAVAILABLE", "far")
 
 
 def test_a_port_poll_the_deadline_meets_is_not_libvirt_hanging() -> None:

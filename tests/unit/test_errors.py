@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 
-from limen.errors import DETAILS_MAX, ErrorCode, LimenError, ValidationFailed
+from limen.errors import DETAILS_MAX, ErrorCode, HypervisorUnavailable, LimenError, ValidationFailed
 
 SEED_CODES = {
     "INVALID_VM_ID", "VM_NOT_FOUND", "VM_NOT_RUNNING", "VM_START_FAILED", "VNC_NOT_CONFIGURED",
@@ -43,6 +43,14 @@ def test_validation_failure_names_its_field() -> None:
     assert body["field"] == "vcpus"
     assert body["code"] == "VALIDATION_ERROR"
     assert json.loads(json.dumps(body)) == body
+
+
+def test_hypervisor_unavailable_names_its_host_after_the_seeds_fields() -> None:
+    named = HypervisorUnavailable("list: no answer", host="edge").to_dict()
+    assert list(named) == ["error", "code", "details", "message", "host"] and named["host"] == "edge"
+    assert named["code"] == "HYPERVISOR_UNAVAILABLE"
+    # A host nobody knows (the command line's own connection): the seed's fields alone, as before.
+    assert list(HypervisorUnavailable("cannot open", host=None).to_dict()) == ["error", "code", "details", "message"]
 
 
 def test_details_quoting_a_huge_input_are_cut() -> None:

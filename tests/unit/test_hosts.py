@@ -412,6 +412,31 @@ async def test_a_move_to_the_vms_own_host_names_the_vm_and_the_host(
     assert "'beta'" in body["details"] and "'edge'" in body["details"] and beta["uuid"] not in body["details"]
 
 
+async def test_a_503_for_a_host_that_does_not_answer_names_the_host(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    # The console page asked for the VM to learn which host to name; the error says it itself now.
+    from limen.api.app import create_app
+    from limen.api.services import services_of
+    from tests.support.access import admin_token
+
+    settings = make_settings(libvirt_uri=driver_uri(tmp_path, [FakeDomain("alpha", 5901)]))
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        headers = {"Authorization": f"Bearer {await admin_token(services_of(app).access)}"}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://limen.test",
+                                     headers=headers) as api:
+            edge = driver_uri(tmp_path, [FakeDomain("beta", 5902, running=False)])
+            assert (await api.post("/api/hosts", json={"name": "edge", "uri": edge})).status_code == 201
+            assert (await api.get("/api/vms/beta")).status_code == 200  # its host is remembered
+            link = services_of(app).hypervisor.hosts.get("edge")
+            link.available, link.last_error = False, "test: marked down"
+            refused = await api.post("/api/vms/beta/start")
+    body = refused.json()
+    assert refused.status_code == 503 and body["code"] == "HYPERVISOR_UNAVAILABLE", refused.text
+    assert body["host"] == "edge"
+
+
 async def test_every_replica_counts_a_hosts_vms_as_the_host_has_them(tmp_path: Path) -> None:
     # vm_count was the length of the answering replica's last list: a VM created through one replica was
     # not counted by another that had listed before, so the same GET answered differently on each.

@@ -63,3 +63,4 @@ async def test_a_uri_libvirt_cannot_open_is_the_hypervisor_unavailable() -> None
     finally:
         await connection.close()
     assert refused.value.code is ErrorCode.HYPERVISOR_UNAVAILABLE and "qemu:///nosuch" in refused.value.details
+    assert refused.value.to_dict()["host"] == "test"  # the host, as the hosts API names it

@@ -163,6 +163,20 @@ test("an error frame is reported once with the server's fields, and the close af
   assert.equal(socket.closedWith, null, "the server closes, not the page");
 });
 
+test("an error frame's host comes with the error when the frame names one", () => {
+  const { events, socket } = connection();
+  socket.serverOpens();
+  socket.serverSends(JSON.stringify({
+    type: "error", error: "Hypervisor unavailable", code: "HYPERVISOR_UNAVAILABLE", details: "no answer",
+    message: "limen cannot reach libvirt.", host: "edge", stage: "check_vm",
+  }));
+  assert.equal(events.at(-1).host, "edge");
+  const other = connection();
+  other.socket.serverOpens();
+  other.socket.serverSends(JSON.stringify({ type: "error", code: "VM_NOT_RUNNING", stage: "check_vm" }));
+  assert.ok(!("host" in other.events.at(-1)));
+});
+
 test("a close with a code as reason and no error frame names that code", () => {
   const { events, socket } = connection();
   socket.serverOpens();

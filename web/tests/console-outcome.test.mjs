@@ -11,6 +11,7 @@ import {
   describeError,
   retriesByItself,
   stageLabels,
+  unansweringHostOf,
 } from "../../src/limen/web/static/js/console-outcome.js";
 import { clientError, stageName, t } from "../../src/limen/web/static/js/i18n.js";
 
@@ -135,4 +136,13 @@ test("only transient failures are retried by the page itself", () => {
   for (const code of ["VM_STOPPED", "VM_NOT_RUNNING", "ACCESS_REVOKED", "SESSION_TAKEN_OVER", "IDLE_TIMEOUT"]) {
     assert.ok(!retriesByItself(code), code);
   }
+});
+
+test("HYPERVISOR_UNAVAILABLE names the host its error names, else the VM's host known not to answer", () => {
+  const failed = { code: "HYPERVISOR_UNAVAILABLE", details: "list: no answer", host: "edge" };
+  assert.equal(unansweringHostOf(failed), "edge"); // no need to ask for the VM first
+  assert.equal(unansweringHostOf(failed, "older"), "edge");
+  assert.equal(unansweringHostOf({ code: "HYPERVISOR_UNAVAILABLE", details: "" }, "edge"), "edge");
+  assert.equal(unansweringHostOf({ code: "HYPERVISOR_UNAVAILABLE", details: "" }), null);
+  assert.equal(unansweringHostOf({ code: "VM_STOPPED", host: "edge" }, "edge"), null); // only this code
 });

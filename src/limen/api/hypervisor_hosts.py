@@ -128,7 +128,7 @@ async def refuse_busy_host(hypervisor: Hypervisor, name: str) -> None:
         raise HypervisorUnavailable(f"host {name!r} has not answered since this limen started "
                                     f"({link.last_error}): whether VMs are on it is unknown. Remove it once it "
                                     "answers, or drain it first to remove it anyway (its VMs, if any, are then "
-                                    "no longer listed)")
+                                    "no longer listed)", host=name)
     if vms:
         names = ", ".join(vm.name for vm in vms[:10])
         raise LimenError(ErrorCode.HOST_IN_USE, f"host {name!r} has {len(vms)} VM(s): {names}")

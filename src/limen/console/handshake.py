@@ -37,7 +37,7 @@ from typing import ClassVar, Final
 from limen.console import messages
 from limen.console.rfb import describe, is_banner
 from limen.console.stage_table import LIBVIRT_TIMEOUT_DETAIL, VNC_STAGES, StageList, VncStage
-from limen.errors import ErrorCode, LimenError, NothingListens
+from limen.errors import ErrorCode, HypervisorUnavailable, LimenError, NothingListens
 from limen.hypervisor.models import LifecycleKind, Vm
 from limen.settings import Settings
 
@@ -255,6 +255,7 @@ class StageMachine(ABC):
     ``stage`` is None until :meth:`start`, then one of the list's names, then ``ended``."""
 
     ENDED: ClassVar[str] = "ended"
+    vm: Vm | None = None  # the session's VM, once a kind has looked it up
 
     def __init__(self, *, stages: StageList, settings: Settings, clock: Callable[[], float],
                  notices: bool = False) -> None:
@@ -397,6 +398,7 @@ class StageMachine(ABC):
 
     def end(self, error: LimenError) -> list[Action]:
         """Ends the session with ``error``: its frame (when the client may still get one), then the close."""
+        error = self._naming_the_host(error)
         stage = self.stage
         assert stage is not None and stage != self.ENDED
         actions: list[Action] = []
@@ -405,6 +407,14 @@ class StageMachine(ABC):
             actions.append(SendText(messages.error_frame(error, stage=stage)))
         actions.append(Close(error.code.close_code, error.code.name))
         return self._finish(error) + actions
+
+    def _naming_the_host(self, error: LimenError) -> LimenError:
+        """HYPERVISOR_UNAVAILABLE with the VM's host as its ``host`` once the VM is known, whatever made it (a
+        stage's deadline, a refusal taking the stage's failure code): the page names the host from the frame."""
+        host = self.vm.host if self.vm is not None else None
+        if error.code is not ErrorCode.HYPERVISOR_UNAVAILABLE or host is None or getattr(error, "host", None):
+            return error
+        return HypervisorUnavailable(error.details, host=host)
 
     def _finish(self, error: LimenError | None) -> list[Action]:
         self.ended_in = self.stage

@@ -40,7 +40,7 @@ from limen.console.handshake import (
 from limen.console.pump import client_to_vnc, vnc_to_client
 from limen.console.splice import SpliceEnd, SpliceFn
 from limen.console.upstream import VNC_READ_SIZE, VncReader, open_vnc, read_banner
-from limen.errors import LimenError
+from limen.errors import HypervisorUnavailable, LimenError
 from limen.hypervisor.hosts import DEFAULT_HOST
 from limen.settings import Settings
 
@@ -198,7 +198,10 @@ class ConsoleSession(ConsoleDriver):
         host = vm.host if vm is not None else None
         if host is None or host == DEFAULT_HOST or f"host {host!r}" in error.details:
             return error
-        return LimenError(error.code, f"{error.details} (host {host!r})")
+        details = f"{error.details} (host {host!r})"
+        if isinstance(error, HypervisorUnavailable):
+            return HypervisorUnavailable(details, host=error.host or host)
+        return LimenError(error.code, details)
 
     def _kind_fields(self) -> dict[str, Any]:
         vm = self.machine.vm

@@ -236,7 +236,8 @@ class HostPool:
     def check_usable(self, link: HostLink, operation: str) -> None:
         """Fails at once for a registered host known to be down (its prober brings it back)."""
         if not link.available and link.name != DEFAULT_HOST:
-            raise HypervisorUnavailable(f"{operation}: host {link.name!r} is unavailable ({link.last_error})")
+            raise HypervisorUnavailable(f"{operation}: host {link.name!r} is unavailable ({link.last_error})",
+                                        host=link.name)
 
     async def on_host(self, name: str, operation: str, func: Callable[[libvirt.virConnect], T], *,
                       subject: str = "", timeout: float | None = None) -> T:
@@ -271,11 +272,12 @@ class HostPool:
         for link in self.links:
             if not link.available and any(ident in (vm.uuid, vm.name) for vm in link.known_vms):
                 raise HypervisorUnavailable(f"host {link.name!r} of VM {ident!r} is unavailable "
-                                            f"({link.last_error})")
+                                            f"({link.last_error})", host=link.name)
         unknown = self.never_listed_unavailable()
         if unknown:
             raise HypervisorUnavailable(f"no available host has VM {ident!r}, and host {unknown[0].name!r} has not "
-                                        f"answered since this limen started ({unknown[0].last_error}): it may be there")
+                                        f"answered since this limen started ({unknown[0].last_error}): it may be there",
+                                        host=unknown[0].name)
         raise LimenError(ErrorCode.VM_NOT_FOUND, f"no VM with name or UUID {ident!r} on any host")
 
     def never_listed_unavailable(self) -> list[HostLink]:

@@ -659,7 +659,7 @@ class Hypervisor:
         for link in self.hosts.never_listed_unavailable():
             raise HypervisorUnavailable(f"host {link.name!r} has not answered since this limen started "
                                         f"({link.last_error}): a VM named {name!r} may be there; try again when "
-                                        "it answers, or drain it if it is gone for good")
+                                        "it answers, or drain it if it is gone for good", host=link.name)
         links = [link for link in self.hosts.links if link.available or link.name == DEFAULT_HOST]
         answers = await asyncio.gather(
             *(link.connection.call("check_name", check, subject=name) for link in links), return_exceptions=True)
@@ -751,7 +751,7 @@ class Hypervisor:
                 cancelled.set()
                 never_began = not began
             if never_began and isinstance(exc, LimenError) and exc.code is ErrorCode.HYPERVISOR_UNAVAILABLE:
-                raise CreateNotBegun(exc.details) from exc
+                raise CreateNotBegun(exc.details, host=getattr(exc, "host", None)) from exc
             raise
         self.hosts.note_made(vm, link.name)
         return vm
@@ -766,7 +766,7 @@ class Hypervisor:
             if link.config.draining:
                 raise LimenError(ErrorCode.NO_HOST_FITS, f"host {link.name!r} is draining: it takes no new VMs")
             if not link.available and link.name != DEFAULT_HOST:
-                raise HypervisorUnavailable(f"host {link.name!r} is unavailable ({link.last_error})")
+                raise HypervisorUnavailable(f"host {link.name!r} is unavailable ({link.last_error})", host=link.name)
             return link
         if not self.hosts.several:
             return self.hosts.default

@@ -103,6 +103,8 @@ export class ApiError extends Error {
     this.details = body.details || "";
     this.userMessage = body.message || "";
     this.field = body.field || null;
+    // HYPERVISOR_UNAVAILABLE: the libvirt host that does not answer, as the hosts API names it.
+    this.host = typeof body.host === "string" && body.host ? body.host : null;
     // ISO_IN_USE: the VMs whose drive holds the image, and the snapshots ({vm, snapshot}) that keep it.
     this.vms = Array.isArray(body.vms) ? body.vms : null;
     this.snapshots = Array.isArray(body.snapshots) ? body.snapshots : null;

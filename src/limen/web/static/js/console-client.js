@@ -8,7 +8,7 @@
 //
 // The page learns everything through onEvent({kind, ...}):
 //   opened · status {message, stage, elapsedMs} · handoff {socket} · error {error, code, details, message,
-//   stage, source} · ended {closeCode, reason, byUser}
+//   stage, source, and host when the frame names one} · ended {closeCode, reason, byUser}
 // "handoff" is emitted synchronously inside the handler of the last status frame: the page must give the
 // socket to `new RFB(target, socket)` before returning, or the first VNC bytes would be lost.
 // Handlers are added with addEventListener because noVNC replaces the socket's on* properties.
@@ -184,6 +184,8 @@ export class ConsoleConnection {
         message: frame.message != null ? String(frame.message) : null,
         stage: typeof frame.stage === "string" ? frame.stage : null,
         source: "server",
+        // HYPERVISOR_UNAVAILABLE names the host that does not answer: the page says it without asking for the VM.
+        ...(typeof frame.host === "string" && frame.host ? { host: frame.host } : {}),
       }, { closeSocket: false }); // the server closes with the matching close code
     }
     // Other frame types (future notices) are not ours to act on.

@@ -31,6 +31,14 @@ export function describeError(err, errorCodes, generic = {}) {
   };
 }
 
+/** The host a HYPERVISOR_UNAVAILABLE failure is about: the one the error names itself (`host`, in the error
+ * frame and the REST answer alike), else `unanswering` (the VM's host that GET /api/vms/{id} said does not
+ * answer), else null; null for any other code. */
+export function unansweringHostOf(err, unanswering = null) {
+  if (!err || err.code !== "HYPERVISOR_UNAVAILABLE") return null;
+  return (typeof err.host === "string" && err.host) || unanswering || null;
+}
+
 /** Whether a failure with this code is retried by the page itself (after the first attempt). */
 export function retriesByItself(code) {
   return TRANSIENT_CODES.has(code);

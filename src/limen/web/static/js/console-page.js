@@ -18,7 +18,7 @@ import { describeChar, planTyping, refusalMessage } from "./us-keyboard.js";
 import { VmEvents } from "./vm-events.js";
 import { SerialTab } from "./serial-console.js";
 import {
-  closeOutcome, describeError, retriesByItself, stageLabels as stageLabelsOf, VM_DOWN_CODES,
+  closeOutcome, describeError, retriesByItself, stageLabels as stageLabelsOf, unansweringHostOf, VM_DOWN_CODES,
 } from "./console-outcome.js";
 
 // An address naming noVNC's content (cached for good), given by the page; the plain one otherwise.
@@ -1037,12 +1037,13 @@ async function refreshVm() {
   }
 }
 
-/** The panel's error in the page's language; HYPERVISOR_UNAVAILABLE names the VM's host when that host does
- * not answer (the code's own advice speaks of libvirtd on limen's machine, which answers). */
+/** The panel's error in the page's language; HYPERVISOR_UNAVAILABLE names the host that does not answer, the
+ * one the error names, else the VM's host once GET /api/vms/{id} said it does not answer (the code's own advice
+ * speaks of libvirtd on limen's machine). */
 function namingTheHost(err) {
   const shown = localizedError(err);
-  if (err.code !== "HYPERVISOR_UNAVAILABLE" || !unansweringHost) return shown;
-  return { ...shown, message: t("console.host_unavailable", { host: unansweringHost }) };
+  const host = unansweringHostOf(err, unansweringHost);
+  return host ? { ...shown, message: t("console.host_unavailable", { host }) } : shown;
 }
 
 /** The VM was read after its panel said HYPERVISOR_UNAVAILABLE: the message names the host, in place (the
