@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from limen.hypervisor.hosts import DEFAULT_HOST
 from limen.settings import Settings
 from limen.web.immutable_assets import IMMUTABLE, content_digest
 from limen.web.module_graph import module_graph
@@ -167,3 +168,10 @@ async def test_the_console_page_asks_for_all_its_modules_at_once_and_leaves_novn
     assert page.count(novnc) == 2  # the <meta> and the preload: no <script> evaluates it early
     for other in ("/", "/vms/test"):
         assert 'rel="modulepreload"' not in (await reading_client.get(other)).text, other
+
+
+async def test_the_console_page_names_limens_own_host(reading_client: httpx.AsyncClient) -> None:
+    """The page keeps HYPERVISOR_UNAVAILABLE's own advice (libvirtd on limen's machine) for the host of that
+    name, and names any other host that does not answer (console-outcome.js's unansweringHostOf)."""
+    console = await reading_client.get("/vms/test/console")
+    assert f'data-own-host="{DEFAULT_HOST}"' in console.text

@@ -145,4 +145,8 @@ test("HYPERVISOR_UNAVAILABLE names the host its error names, else the VM's host 
   assert.equal(unansweringHostOf({ code: "HYPERVISOR_UNAVAILABLE", details: "" }, "edge"), "edge");
   assert.equal(unansweringHostOf({ code: "HYPERVISOR_UNAVAILABLE", details: "" }), null);
   assert.equal(unansweringHostOf({ code: "VM_STOPPED", host: "edge" }, "edge"), null); // only this code
+  // limen's own machine: the code's own advice (libvirtd on limen's machine) stands
+  assert.equal(unansweringHostOf({ code: "HYPERVISOR_UNAVAILABLE", details: "", host: "local" }, null, "local"), null);
+  assert.equal(unansweringHostOf({ code: "HYPERVISOR_UNAVAILABLE", details: "" }, "local", "local"), null);
+  assert.equal(unansweringHostOf(failed, null, "local"), "edge");
 });

@@ -29,6 +29,7 @@ from limen.api.router_inclusion import include_routes
 from limen.api.services import services_of
 from limen.auth.browser_sessions import COOKIE_NAME
 from limen.errors import ErrorCode, LimenError
+from limen.hypervisor.hosts import DEFAULT_HOST
 from limen.i18n import (
     LANGUAGE_COOKIE,
     LANGUAGES,
@@ -71,6 +72,7 @@ templates = Environment(
     loader=FileSystemLoader(TEMPLATE_DIR), autoescape=select_autoescape(default=True), undefined=StrictUndefined,
     trim_blocks=False, lstrip_blocks=False,
 )
+templates.globals["own_host"] = DEFAULT_HOST  # the host list's name for limen's own machine
 
 
 def page_language(request: Request) -> str:

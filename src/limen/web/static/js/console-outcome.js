@@ -33,10 +33,12 @@ export function describeError(err, errorCodes, generic = {}) {
 
 /** The host a HYPERVISOR_UNAVAILABLE failure is about: the one the error names itself (`host`, in the error
  * frame and the REST answer alike), else `unanswering` (the VM's host that GET /api/vms/{id} said does not
- * answer), else null; null for any other code. */
-export function unansweringHostOf(err, unanswering = null) {
+ * answer), else null; null for any other code, and for `ownHost` (limen's own machine: the code's own advice,
+ * libvirtd on limen's machine, says it better than a host name a single-host install never shows). */
+export function unansweringHostOf(err, unanswering = null, ownHost = null) {
   if (!err || err.code !== "HYPERVISOR_UNAVAILABLE") return null;
-  return (typeof err.host === "string" && err.host) || unanswering || null;
+  const host = (typeof err.host === "string" && err.host) || unanswering || null;
+  return host === ownHost ? null : host;
 }
 
 /** Whether a failure with this code is retried by the page itself (after the first attempt). */

@@ -1042,7 +1042,7 @@ async function refreshVm() {
  * speaks of libvirtd on limen's machine). */
 function namingTheHost(err) {
   const shown = localizedError(err);
-  const host = unansweringHostOf(err, unansweringHost);
+  const host = unansweringHostOf(err, unansweringHost, document.body.dataset.ownHost);
   return host ? { ...shown, message: t("console.host_unavailable", { host }) } : shown;
 }
 
