@@ -135,6 +135,23 @@ async def test_vm_stop_ends_the_serial_session_with_vm_stopped(
     assert verdict < 6.0  # libvirt's destroy of a TCG guest itself takes about 2 s here
 
 
+async def test_deleting_a_vm_ends_its_serial_session_and_releases_the_stream_first(
+    serial_server: ConsoleServer, vm_names: Callable[[], str]
+) -> None:
+    """The delete destroys the VM, releases its console stream, then undefines it (libvirt 9.0 deadlocks when
+    an abort meets the undefine): the session ends with VM_STOPPED and libvirtd still answers."""
+    hv = serial_server.hypervisor
+    vm = await hv.start_vm((await demo_vm(hv, vm_names())).uuid)
+    async with client(serial_url(serial_server.url(vm.uuid))) as ws:
+        reader = SerialReader(ws)
+        await reader.until_status(CONNECTED, 20)
+        await hv.delete_vm(vm.uuid)
+        close = await reader.until_closed(10)
+    assert close == (ErrorCode.VM_STOPPED.close_code, "VM_STOPPED")
+    assert not OPEN_STREAMS
+    assert vm.name not in [listed.name for listed in await hv.list_vms()]
+
+
 async def test_vm_killed_mid_session_ends_with_vm_stopped(
     serial_server: ConsoleServer, vm_names: Callable[[], str]
 ) -> None:

@@ -111,6 +111,26 @@ async def test_delete_running_vm_stops_it_first(test_hypervisor: Hypervisor) -> 
     assert [vm.name for vm in await test_hypervisor.list_vms()] == ["test"]
 
 
+async def test_delete_releases_the_vms_serial_consoles_between_destroy_and_undefine(
+    test_hypervisor: Hypervisor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libvirt 9.0 deadlocks when a console stream's abort meets the undefine of its VM
+    (limen.hypervisor.serial_stream): the streams go after the destroy (their sessions read the end), and
+    before the undefine."""
+    vm = await test_hypervisor.create_vm(VmSpec(name="unit-serial-held", memory_mib=64))
+    await test_hypervisor.start_vm(vm.uuid)
+    seen: list[tuple[str, VmState]] = []
+
+    async def release(vm_uuid: str) -> int:
+        seen.append((vm_uuid, (await test_hypervisor.get_vm(vm_uuid)).state))  # still defined, stopped
+        return 1
+
+    monkeypatch.setattr("limen.hypervisor.service.release_vm_streams", release)
+    await test_hypervisor.delete_vm("unit-serial-held")
+    assert seen == [(vm.uuid, VmState.STOPPED)]
+    assert "unit-serial-held" not in [vm.name for vm in await test_hypervisor.list_vms()]
+
+
 async def test_duplicate_name_is_a_conflict(test_hypervisor: Hypervisor) -> None:
     with pytest.raises(LimenError) as caught:
         await test_hypervisor.create_vm(VmSpec(name="test", memory_mib=64))

@@ -15,6 +15,11 @@ ensure_event_thread`). Rules this module keeps:
   worker threads within the caller's deadline, and an open that completes after its caller gave up is
   closed at once; closing (``virStreamAbort`` waits for the daemon's answer) runs in a thread of its own,
   and :data:`OPEN_STREAMS` counts the streams not yet released, so tests can see none is left.
+* A VM's console streams are released before the VM is undefined (:func:`release_vm_streams`). libvirt 9.0
+  locks a console stream and then its VM's console table to close the stream (``virFDStreamCloseInt``, whose
+  close callback is ``virChrdevFDStreamCloseCb``), but the console table and then each stream to free a VM
+  (``virChrdevFree``, from an undefine or a migration's end): an abort that meets an undefine deadlocks
+  libvirtd's event loop for good (every client of that host hangs), or crashes it. A destroy alone is safe.
 """
 
 from __future__ import annotations
@@ -51,7 +56,8 @@ _LATE_CLOSES: set[asyncio.Task[None]] = set()  # closes of streams whose opener 
 
 
 class SerialPort(Protocol):
-    """One open serial console. Create through :meth:`SerialPorts.open`; ``close`` it exactly once."""
+    """One open serial console. Create through :meth:`SerialPorts.open`, and ``close`` it (a second close waits
+    for the first one's release)."""
 
     async def read(self) -> bytes:
         """The next bytes from the guest; ``b""`` once the stream ended (see :attr:`ended_by`)."""
@@ -101,6 +107,15 @@ def _is_busy(exc: libvirt.libvirtError) -> bool:
     return "active console session" in str(exc).lower()
 
 
+async def release_vm_streams(vm_uuid: str) -> int:
+    """Closes every console stream of the VM ``vm_uuid`` this process holds, and waits (each within
+    ``CLOSE_TIMEOUT``) until libvirt released them: call it after a destroy and before the undefine (see the
+    module's rules). Their sessions read the end. Returns how many there were."""
+    ports = [port for port in list(OPEN_STREAMS) if port.vm_uuid == vm_uuid]
+    await asyncio.gather(*(port.close() for port in ports))
+    return len(ports)
+
+
 class LibvirtCalls(Protocol):
     """What the serial ports use of a connection: a bounded call (one host's connection, or the host pool
     that routes a call to the host of the VM its subject names)."""
@@ -125,7 +140,7 @@ class LibvirtSerialPorts:
 
     async def open(self, vm_uuid: str, *, force: bool) -> SerialPort:
         loop = asyncio.get_running_loop()
-        port = LibvirtSerialPort(loop, read_high=self._read_high, read_low=self._read_low)
+        port = LibvirtSerialPort(loop, vm_uuid, read_high=self._read_high, read_low=self._read_low)
 
         def run(conn: libvirt.virConnect) -> None:
             stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
@@ -160,9 +175,11 @@ class LibvirtSerialPort:
     """The bridge between one non-blocking ``virStream`` (libvirt's event thread) and asyncio."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, *, read_high: int = READ_HIGH, read_low: int = READ_LOW
+        self, loop: asyncio.AbstractEventLoop, vm_uuid: str, *, read_high: int = READ_HIGH,
+        read_low: int = READ_LOW,
     ) -> None:
         self._loop = loop
+        self.vm_uuid = vm_uuid
         self.read_high = read_high
         self.read_low = read_low
         self._lock = threading.Lock()  # the buffers and flags below, shared by both threads
@@ -178,6 +195,7 @@ class LibvirtSerialPort:
         self._ended = False
         self._ended_by: str | None = None
         self._closed = False
+        self._released: asyncio.Event | None = None  # set once the stream is aborted and freed (by close())
         self._mask_applied: int | None = None
         self._arrived = asyncio.Event()  # set in the loop when _incoming has data or the stream ended
         self._drained = asyncio.Event()  # set in the loop when _outgoing went below WRITE_HIGH
@@ -241,18 +259,29 @@ class LibvirtSerialPort:
         self._request_mask_update()
 
     async def close(self) -> None:
+        """Aborts and frees the stream; a reader waiting in :meth:`read` gets the end. A second close (the
+        session's own, and :func:`release_vm_streams`) waits for the first one's release."""
         with self._lock:
             if self._closed:
-                return
-            self._closed = True
-            stream, self._stream = self._stream, None
-            self._incoming.clear()
-            self._incoming_size = 0
-            self._outgoing.clear()
+                released = self._released
+                stream = None
+            else:
+                self._closed = True
+                self._ended = True
+                stream, self._stream = self._stream, None
+                self._incoming.clear()
+                self._incoming_size = 0
+                self._outgoing.clear()
+                released = self._released = asyncio.Event() if stream is not None else None
+        self._arrived.set()
+        self._drained.set()
         if stream is None:
+            if released is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(CLOSE_TIMEOUT):
+                        await released.wait()
             return
-
-        released = asyncio.Event()
+        assert released is not None
 
         def release() -> None:
             try:

@@ -55,6 +55,7 @@ from limen.hypervisor.models import (
     VncEndpoint,
 )
 from limen.hypervisor.operations import Operations
+from limen.hypervisor.serial_stream import release_vm_streams
 from limen.hypervisor.vm_feed import VmEventType, VmFacts, VmFeed
 from limen.isos import CdromSource, resolve_iso
 from limen.settings import Settings
@@ -894,7 +895,7 @@ class Hypervisor:
             await self.connection.call("delete_vm_snapshots", functools.partial(_delete_snapshots, ident=ident),
                                        subject=ident, timeout=self.settings.libvirt_timeout * 24)
 
-        def run(conn: libvirt.virConnect) -> list[str]:
+        def stop(conn: libvirt.virConnect) -> str:
             dom = _lookup(conn, ident)
             if dom.isActive():
                 try:
@@ -904,6 +905,10 @@ class Hypervisor:
                     # finds it gone (VM_NOT_FOUND) if that delete undefined it meanwhile.
                     if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID or dom.isActive():
                         raise
+            return str(dom.UUIDString())
+
+        def run(conn: libvirt.virConnect) -> list[str]:
+            dom = _lookup(conn, ident)
             parsed = parse_domain_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
             flags = (
                 libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
@@ -927,9 +932,12 @@ class Hypervisor:
                         deleted.append(disk.path)
             return deleted
 
-        return await self.connection.call(
-            "delete_vm", run, subject=ident, timeout=self.settings.libvirt_timeout * 2
-        )
+        timeout = self.settings.libvirt_timeout * 2  # a destroy, or a volume's delete, can take a while
+        vm_uuid = await self.connection.call("delete_vm", stop, subject=ident, timeout=timeout)
+        # The serial consoles of the VM, which read their end after the destroy, are released before the
+        # undefine: libvirt deadlocks when the two meet (limen.hypervisor.serial_stream's rules).
+        await release_vm_streams(vm_uuid)
+        return await self.connection.call("delete_vm", run, subject=ident, timeout=timeout)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
