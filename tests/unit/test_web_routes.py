@@ -20,6 +20,7 @@ from limen.api.services import services_of
 from limen.errors import ErrorCode
 from limen.settings import Settings
 from limen.web.npm_assets import bundled
+from limen.web.routes import TEMPLATE_DIR
 from tests.conftest import settings_in
 from tests.support.access import admin_token
 
@@ -108,16 +109,19 @@ async def test_static_files_and_novnc_are_served(reading_client: httpx.AsyncClie
 
 
 class _Elements(HTMLParser):
-    """Each element's attributes by its id."""
+    """Each element's attributes and tag by its id."""
 
     def __init__(self) -> None:
         super().__init__()
         self.by_id: dict[str, dict[str, str | None]] = {}
+        self.tag_of: dict[str, str] = {}
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attributes = dict(attrs)
         if attributes.get("id"):
-            self.by_id[str(attributes["id"])] = attributes
+            element_id = str(attributes["id"])
+            self.by_id[element_id] = attributes
+            self.tag_of[element_id] = tag
 
 
 async def test_each_console_tab_controls_a_tabpanel_labelled_by_it(reading_client: httpx.AsyncClient) -> None:
@@ -129,6 +133,38 @@ async def test_each_console_tab_controls_a_tabpanel_labelled_by_it(reading_clien
     for name, tab in tabs.items():
         panel = elements.by_id[str(tab["aria-controls"])]
         assert (panel.get("role"), panel.get("aria-labelledby")) == ("tabpanel", name), name
+
+
+# Each page's confirm dialogs: (page, template, the dialog's id, the part its pieces are named by, the confirm
+# button's id, the dialog's returnValue on confirm). The pages' scripts and the e2e tests find them by these.
+CONFIRM_DIALOGS = (
+    ("/audit", "audit.html", "end-dialog", "end", "end-confirm", "end"),
+    ("/users", "users.html", "delete-dialog", "delete", "delete-confirm", "delete"),
+    ("/tokens", "tokens.html", "revoke-dialog", "revoke", "revoke-confirm", "revoke"),
+    ("/vms/test", "vm.html", "confirm-dialog", "confirm", "confirm-ok", "confirm"),
+    ("/vms/test", "vm.html", "snapshot-dialog", "snapshot-dialog", "snapshot-dialog-ok", "confirm"),
+    ("/", "index.html", "force-dialog", "force", "force-ok", "confirm"),
+)
+
+
+@pytest.mark.parametrize(("path", "template", "dialog_id", "part", "confirm_id", "value"), CONFIRM_DIALOGS)
+async def test_confirm_dialogs_are_drawn_by_one_macro(
+    reading_client: httpx.AsyncClient, path: str, template: str, dialog_id: str, part: str, confirm_id: str,
+    value: str,
+) -> None:
+    # The same <dialog> was written out by hand in each page; one macro (templates/_macros.html) draws them.
+    source = (TEMPLATE_DIR / template).read_text()
+    assert f'<dialog id="{dialog_id}"' not in source
+    assert re.search(rf"confirm_dialog\(\s*'{dialog_id}'", source)
+    elements = _Elements()
+    elements.feed((await reading_client.get(path)).text)
+    dialog = elements.by_id[dialog_id]
+    assert (elements.tag_of[dialog_id], dialog["aria-labelledby"], dialog["aria-describedby"]) == (
+        "dialog", f"{part}-title", f"{part}-text")
+    assert (elements.tag_of[f"{part}-title"], elements.tag_of[f"{part}-text"]) == ("h2", "p")
+    assert elements.by_id[f"{part}-cancel"]["type"] == "button"
+    confirm = elements.by_id[confirm_id]
+    assert (confirm["type"], confirm["value"]) == ("submit", value)
 
 
 @pytest.mark.parametrize("path", ["/", "/login", "/vms/test", "/vms/test/console", "/api/docs"])
