@@ -109,19 +109,32 @@ async def test_static_files_and_novnc_are_served(reading_client: httpx.AsyncClie
 
 
 class _Elements(HTMLParser):
-    """Each element's attributes and tag by its id."""
+    """Each element's attributes and tag by its id, the page's main landmarks, and the ids inside them."""
 
     def __init__(self) -> None:
         super().__init__()
         self.by_id: dict[str, dict[str, str | None]] = {}
         self.tag_of: dict[str, str] = {}
+        self.main_landmarks = 0
+        self.inside_main: set[str] = set()
+        self._open_mains = 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attributes = dict(attrs)
+        if tag == "main" or attributes.get("role") == "main":
+            self.main_landmarks += 1
         if attributes.get("id"):
             element_id = str(attributes["id"])
             self.by_id[element_id] = attributes
             self.tag_of[element_id] = tag
+            if self._open_mains:
+                self.inside_main.add(element_id)
+        if tag == "main":
+            self._open_mains += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "main":
+            self._open_mains -= 1
 
 
 async def test_each_console_tab_controls_a_tabpanel_labelled_by_it(reading_client: httpx.AsyncClient) -> None:
@@ -133,6 +146,17 @@ async def test_each_console_tab_controls_a_tabpanel_labelled_by_it(reading_clien
     for name, tab in tabs.items():
         panel = elements.by_id[str(tab["aria-controls"])]
         assert (panel.get("role"), panel.get("aria-labelledby")) == ("tabpanel", name), name
+
+
+async def test_the_console_page_has_one_main_landmark_holding_both_tabpanels(
+    reading_client: httpx.AsyncClient,
+) -> None:
+    # The Screen tab's panel was the page's <main>: while the Serial tab showed, the page had no main landmark.
+    elements = _Elements()
+    elements.feed((await reading_client.get("/vms/test/console")).text)
+    assert elements.main_landmarks == 1
+    assert {"screen-wrap", "serial-wrap"} <= elements.inside_main
+    assert elements.tag_of["screen-wrap"] != "main"
 
 
 # Each page's confirm dialogs: (page, template, the dialog's id, the part its pieces are named by, the confirm
