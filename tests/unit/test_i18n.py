@@ -195,22 +195,22 @@ def test_korean_results_are_polite_sentences() -> None:
     assert terse == {}
 
 
-# "을(를)", "이(가)", "(으)로" …: a particle for either ending of the word before it, as a form letter has.
-PARTICLE_FALLBACK = re.compile(r"[을를이가은는와과]\([을를이가은는와과]\)|\((?:으|이|과|와)\)")
+# What no Korean text may hold. A particle for either ending of the word before it ("{name}을(를) 삭제했습니다",
+# "이(가)", "(으)로") reads as a form letter: "{name} 스냅샷을 삭제했습니다" has the noun after the name carry
+# the particle, as Korean says it, and a dialog that shows a name in bold has it in one sentence (i18n.js
+# tWith), not between two texts of which the second began with the particle. Three dots: the console's stage
+# texts said "확인 중..." where every other Korean text says "불러오는 중…" (the seed's English status texts
+# keep their three dots: they are the console's contract, byte for byte).
+KOREAN_MISTAKES = {
+    "particle-fallback": re.compile(r"[을를이가은는와과]\([을를이가은는와과]\)|\((?:으|이|과|와)\)"),
+    "ellipsis-as-three-dots": re.compile(re.escape("...")),
+}
 
 
-def test_korean_texts_put_a_noun_rather_than_a_particle_fallback_after_a_name() -> None:
-    """"{name}을(를) 삭제했습니다" reads as a form letter; "{name} 스냅샷을 삭제했습니다" has the noun after the
-    name carry the particle, as Korean says it. A dialog that shows a name in bold has it in one sentence
-    (i18n.js tWith), not between two texts of which the second began with the particle."""
-    fallbacks = {key: text for key, text in catalogue("ko").items() if PARTICLE_FALLBACK.search(text)}
-    assert fallbacks == {}
-
-
-def test_korean_texts_write_an_ellipsis_as_one_character() -> None:
-    """The console's stage texts said "확인 중..." where every other Korean text says "불러오는 중…". (The seed's
-    English status texts keep their three dots: they are the console's contract, byte for byte.)"""
-    assert [key for key, text in catalogue("ko").items() if "..." in text] == []
+@pytest.mark.parametrize("mistake", KOREAN_MISTAKES)
+def test_korean_texts_avoid(mistake: str) -> None:
+    found = {key: text for key, text in catalogue("ko").items() if KOREAN_MISTAKES[mistake].search(text)}
+    assert found == {}
 
 
 def test_the_pending_changes_note_says_what_applies_them() -> None:
