@@ -15,7 +15,7 @@ import libvirt
 from playwright.sync_api import Page, Route, ViewportSize
 
 from limen.web.routes import NOVNC_JOINED
-from tests.conftest import ISO_DIR, QEMU_URI, TEST_POOL, TEST_POOL_DIR
+from tests.conftest import DEMO_ISO, ISO_DIR, QEMU_URI, TEST_POOL, TEST_POOL_DIR
 from tests.support.access import TEST_ADMIN, TEST_ADMIN_PASSWORD, provision_admin_token
 from tests.support.libvirt_cleanup import remove_domain
 from tests.support.server import LimenProcess
@@ -175,5 +175,21 @@ def new_stopped_vm(server: LimenProcess) -> Iterator[str]:
         assert created.status_code == 201, created.text
     try:
         yield str(created.json()["uuid"])
+    finally:
+        remove_domain(QEMU_URI, name)
+
+
+@contextmanager
+def new_running_vm(server: LimenProcess) -> Iterator[str]:
+    """A 64 MiB VM booting the GRUB demo ISO, made and started through ``server``'s API; yields its name,
+    removed after (also when it would not start)."""
+    name = f"limen-test-{uuid.uuid4().hex[:10]}"
+    try:
+        with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=30) as admin:
+            created = admin.post("/api/vms", json={"name": name, "memory_mib": 64, "iso": DEMO_ISO})
+            assert created.status_code == 201, created.text
+            started = admin.post(f"/api/vms/{name}/start")
+            assert started.status_code == 200, started.text
+        yield name
     finally:
         remove_domain(QEMU_URI, name)

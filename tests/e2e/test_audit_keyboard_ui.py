@@ -5,19 +5,15 @@ goes to the nearest row's control or the table, not to <body> (the top of the pa
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Page, expect
 from websockets.sync.client import connect
 
-from tests.conftest import DEMO_ISO, QEMU_URI
-from tests.e2e.helpers import save_screenshot, sign_in, start_limen
+from tests.e2e.helpers import new_running_vm, save_screenshot, sign_in, start_limen
 from tests.support.access import TEST_ADMIN
-from tests.support.libvirt_cleanup import remove_domain
 from tests.support.server import LimenProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -34,14 +30,8 @@ def server(tmp_path: Path) -> Iterator[LimenProcess]:
 
 @pytest.fixture
 def running_vm(server: LimenProcess) -> Iterator[str]:
-    name = f"limen-test-{uuid.uuid4().hex[:10]}"
-    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=30) as api:
-        assert api.post("/api/vms", json={"name": name, "memory_mib": 64, "iso": DEMO_ISO}).status_code == 201
-        assert api.post(f"/api/vms/{name}/start").status_code == 200
-    try:
+    with new_running_vm(server) as name:
         yield name
-    finally:
-        remove_domain(QEMU_URI, name)
 
 
 def focused(page: Page) -> str:

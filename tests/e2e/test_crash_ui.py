@@ -7,7 +7,6 @@ import json
 import re
 import signal
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,9 +15,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from websockets.sync.client import connect
 
-from tests.conftest import DEMO_ISO, QEMU_URI
-from tests.e2e.helpers import save_screenshot, sign_in, start_limen
-from tests.support.libvirt_cleanup import remove_domain
+from tests.e2e.helpers import new_running_vm, save_screenshot, sign_in, start_limen
 from tests.support.server import LimenProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -39,14 +36,8 @@ def servers(tmp_path: Path) -> Iterator[tuple[LimenProcess, LimenProcess]]:
 
 @pytest.fixture
 def running_vm(servers: tuple[LimenProcess, LimenProcess]) -> Iterator[str]:
-    name = f"limen-test-{uuid.uuid4().hex[:10]}"
-    with httpx.Client(base_url=servers[0].base_url, headers=servers[0].auth_headers, timeout=30) as api:
-        assert api.post("/api/vms", json={"name": name, "memory_mib": 64, "iso": DEMO_ISO}).status_code == 201
-        assert api.post(f"/api/vms/{name}/start").status_code == 200
-    try:
+    with new_running_vm(servers[0]) as name:
         yield name
-    finally:
-        remove_domain(QEMU_URI, name)
 
 
 def live_row(server: LimenProcess, timeout: float = 10.0) -> None:
