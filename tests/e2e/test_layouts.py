@@ -247,6 +247,55 @@ def test_a_system_preferring_dark_gets_dark_pages_and_the_same_console(
     assert page.evaluate(colours, parts) == in_dark
 
 
+# Each element's text colour and the colour behind it: its own background over its ancestors' (Swagger UI
+# tints an operation with a translucent one), over a white canvas.
+TEXT_AND_BACKGROUND = """(selectors) => selectors.map((selector) => {
+  const element = document.querySelector(selector);
+  if (!element) return null;
+  const rgba = (css) => { const [r, g, b, a = 1] = css.match(/[\\d.]+/g).map(Number); return [r, g, b, a]; };
+  const layers = [];
+  for (let node = element; node; node = node.parentElement) layers.push(rgba(getComputedStyle(node).backgroundColor));
+  let behind = [255, 255, 255];
+  for (const [r, g, b, a] of layers.reverse()) behind = [r, g, b].map((c, i) => c * a + behind[i] * (1 - a));
+  return [rgba(getComputedStyle(element).color).slice(0, 3), behind.map(Math.round)];
+})"""
+# The docs page's texts: the way back, the title, a section, an operation opened for a try (its path, its
+# tables, its input and button), and the schemas.
+API_DOCS_TEXTS = (
+    "body", ".way-back a", ".swagger-ui .info .title", ".swagger-ui .info .info__summary", ".swagger-ui .opblock-tag",
+    ".swagger-ui .opblock.is-open .opblock-summary-path", ".swagger-ui .opblock.is-open .opblock-section-header h4",
+    ".swagger-ui .opblock.is-open .parameter__name", ".swagger-ui .opblock.is-open .parameters-col_description input",
+    ".swagger-ui .opblock.is-open .response-col_status", ".swagger-ui .opblock.is-open .try-out__btn",
+    ".swagger-ui section.models h4 span",
+)
+
+
+def test_the_api_docs_follow_the_colour_scheme_and_stay_readable(
+    server: LimenProcess, new_page: Callable[..., Page]
+) -> None:
+    """/api/docs (Swagger UI) stayed white under prefers-color-scheme: dark while every other page went dark."""
+    for scheme in ("dark", "light"):
+        for viewport, width in ((DESKTOP, "1280"), (PHONE, "390")):
+            page = new_page(viewport)
+            page.emulate_media(color_scheme=scheme)
+            page.goto(f"{server.base_url}/api/docs")
+            page.locator(".opblock-summary").first.click()
+            page.locator(".opblock.is-open .try-out__btn").click()  # its input enabled (disabled: greyed)
+            expect(page.locator(".opblock.is-open .parameters-col_description input")).to_be_enabled()
+            found = dict(zip(API_DOCS_TEXTS, page.evaluate(TEXT_AND_BACKGROUND, API_DOCS_TEXTS), strict=True))
+            text, background = found["body"]
+            if scheme == "dark":
+                assert contrast(background, (0, 0, 0)) < 2 and contrast(text, (255, 255, 255)) < 2, found["body"]
+            else:
+                assert contrast(background, (255, 255, 255)) < 1.1, found["body"]
+            assert [selector for selector, colours in found.items() if colours is None] == [], scheme
+            weak = {selector: f"{contrast(text, background):.1f}:1" for selector, (text, background) in found.items()
+                    if contrast(text, background) < 4.5}
+            assert weak == {}, (scheme, width, weak)
+            save_screenshot(page, f"api-docs-{scheme}-{width}")
+            page.close()
+
+
 def virsh(*args: str) -> None:
     subprocess.run(["virsh", "-c", QEMU_URI, *args], check=True, capture_output=True, timeout=60)
 

@@ -31,6 +31,10 @@ async def test_the_docs_page_loads_swagger_ui_from_limen_itself(reading_client: 
     assert '"validatorUrl": null' in page.text  # no call to validator.swagger.io
     # A language for screen readers (it had none), and a way back to limen's pages (it had none either).
     assert '<html lang="en">' in page.text and '<a href="/"' in page.text
+    # In the user's colour scheme from the first paint (it stayed white at night): limen's stylesheet and
+    # the script that follows prefers-color-scheme, in <head>.
+    head = page.text.split("</head>", 1)[0]
+    assert '"/static/css/api-docs.css"' in head and '<script src="/static/js/api-docs-scheme.js">' in head
     for url in urls:
         assert (await client.get(url)).status_code == 200, url
     # The package's example page (it loads petstore.swagger.io) is not served.

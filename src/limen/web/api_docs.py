@@ -37,14 +37,20 @@ def swagger_ui_dir(settings: Settings) -> Path:
 
 
 # The way back to limen's pages, above Swagger UI (FastAPI's page has none: every page links here).
-WAY_BACK = ('<nav style="font: 15px system-ui, sans-serif; padding: 10px 20px; background: #1b2230">'
-            '<a href="/" style="color: #fff">← limen</a></nav>')
+WAY_BACK = '<nav class="way-back"><a href="/">← limen</a></nav>'
+# limen's own stylesheet for the page's parts that are limen's, and the script that puts the page in the
+# user's colour scheme (Swagger UI's dark colours apply under <html class="dark-mode">); in <head>, after
+# Swagger UI's stylesheet, so the page is drawn in its scheme from the first paint.
+PAGE_HEAD = ('<link rel="stylesheet" href="/static/css/api-docs.css">\n'
+             '<script src="/static/js/api-docs-scheme.js"></script>\n')
 
 
-def with_language_and_way_back(page: str) -> str:
+def limen_docs_page(page: str) -> str:
     """FastAPI's Swagger UI page with ``<html lang="en">`` (the API's descriptions are English; it had no
-    ``lang``, which screen readers need to pick a voice) and a link back to limen's pages."""
-    return page.replace("<html>", '<html lang="en">', 1).replace("<body>", f"<body>\n{WAY_BACK}", 1)
+    ``lang``, which screen readers need to pick a voice), in the user's colour scheme, and with a link back
+    to limen's pages."""
+    return (page.replace("<html>", '<html lang="en">', 1).replace("</head>", f"{PAGE_HEAD}</head>", 1)
+            .replace("<body>", f"<body>\n{WAY_BACK}", 1))
 
 
 def install_api_docs(app: FastAPI, settings: Settings) -> None:
@@ -84,6 +90,6 @@ def install_api_docs(app: FastAPI, settings: Settings) -> None:
             swagger_favicon_url="/static/img/limen-32.png",
             swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
         )
-        return HTMLResponse(with_language_and_way_back(bytes(page.body).decode()))
+        return HTMLResponse(limen_docs_page(bytes(page.body).decode()))
 
     app.add_api_route(API_DOCS_URL, api_docs, include_in_schema=False, response_class=HTMLResponse)
