@@ -34,8 +34,8 @@ def new_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Calla
     contexts = []
     script_errors: list[str] = []
 
-    def open_page(viewport: ViewportSize | None = None) -> Page:
-        context = browser.new_context(viewport=viewport or DESKTOP)
+    def open_page(viewport: ViewportSize | None = None, locale: str | None = None) -> Page:
+        context = browser.new_context(viewport=viewport or DESKTOP, locale=locale)
         context.set_default_timeout(15_000)
         contexts.append(context)
         page = context.new_page()
@@ -64,10 +64,11 @@ def new_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Calla
 @pytest.fixture
 def signed_in_page(new_page: Callable[..., Page]) -> Callable[..., Page]:
     """A new page signed in to ``server`` through its login page (as the tests' admin, or ``name`` /
-    ``password``): ``signed_in_page(server)``."""
+    ``password``; in the browser's ``locale``, which the pages' language follows): ``signed_in_page(server)``."""
 
-    def open_signed_in(server: LimenProcess, viewport: ViewportSize | None = None, **who: str) -> Page:
-        return sign_in(new_page(viewport), server.base_url, **who)
+    def open_signed_in(server: LimenProcess, viewport: ViewportSize | None = None, *, locale: str | None = None,
+                       **who: str) -> Page:
+        return sign_in(new_page(viewport, locale), server.base_url, **who)
 
     return open_signed_in
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, Route, expect
+from playwright.sync_api import Page, Route, ViewportSize, expect
 
 from tests.conftest import DEMO_ISO, QEMU_URI
 from tests.e2e.helpers import ARTIFACTS, DESKTOP, PHONE, hold_requests, save_screenshot, sign_in, start_limen
@@ -119,25 +119,30 @@ def test_the_details_page_of_a_stopped_vm_leaves_it_stopped(
     page.screenshot(path=str(ARTIFACTS / "vm-details-stopped-full-1280.png"), full_page=True)
 
 
+@pytest.fixture
+def details_page(server: LimenProcess, signed_in_page: Callable[..., Page]) -> Callable[..., Page]:
+    """Opens a VM's details page, signed in: ``details_page(vm_id)``, or with a ``viewport`` and the browser's
+    ``locale`` (the page's language)."""
+
+    def open_details(vm_id: str, viewport: ViewportSize | None = None, locale: str | None = None) -> Page:
+        return signed_in_page(server, viewport, locale=locale, next_path=f"/vms/{vm_id}")
+
+    return open_details
+
+
 def test_the_graphs_of_a_vm_that_never_ran_are_named_and_say_they_are_empty(
-    server: LimenProcess, api: httpx.Client, signed_in_page: Callable[..., Page], vm_name: Callable[..., str],
-    browser: Browser,
+    api: httpx.Client, details_page: Callable[..., Page], vm_name: Callable[..., str]
 ) -> None:
-    vm = create(api, vm_name())
-    page = signed_in_page(server)
-    page.goto(f"{server.base_url}/vms/{vm['uuid']}")
+    vm_id = str(create(api, vm_name())["uuid"])
+    page = details_page(vm_id)
     for title in ("CPU", "Memory", "Disk", "Network"):
         graph = page.get_by_role("figure", name=f"{title} graph, last hour", exact=True)
         expect(graph).to_have_accessible_description("No figures yet")
     page.locator("#resource-graphs").screenshot(path=str(ARTIFACTS / "vm-details-graphs-empty-1280.png"))
-    korean = browser.new_context(locale="ko-KR", viewport=PHONE)
-    try:
-        phone = sign_in(korean.new_page(), server.base_url, next_path=f"/vms/{vm['uuid']}")
-        graph = phone.get_by_role("figure", name="최근 1시간의 메모리 그래프", exact=True)
-        expect(graph).to_have_accessible_description("아직 수치가 없습니다")
-        phone.locator("#resource-graphs").screenshot(path=str(ARTIFACTS / "vm-details-graphs-empty-ko-390.png"))
-    finally:
-        korean.close()
+    phone = details_page(vm_id, PHONE, locale="ko-KR")
+    graph = phone.get_by_role("figure", name="최근 1시간의 메모리 그래프", exact=True)
+    expect(graph).to_have_accessible_description("아직 수치가 없습니다")
+    phone.locator("#resource-graphs").screenshot(path=str(ARTIFACTS / "vm-details-graphs-empty-ko-390.png"))
 
 
 def test_a_delete_on_the_details_page_is_confirmed_on_the_list(
