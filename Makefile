@@ -68,9 +68,12 @@ run: demo-vm
 
 # Bytecode is cached even where PYTHONDONTWRITEBYTECODE is set: compiling limen and rewriting the tests'
 # asserts anew costs ~2 s of every run. One process collects, then forks workers that take a test file at a
-# time (its module-scoped apps made once): tests/support/forked_workers.py. One worker more than the cores:
-# ~2 s of the tier's tests wait (timeouts they provoke, threads, child processes), and a core left idle while
-# one waits was ~7 % of the wall time on 2 cores (8 interleaved pairs of runs, 2 against 3 workers).
+# time (its module-scoped apps made once): tests/support/forked_workers.py. Two workers more than the cores:
+# the tier's tests wait nearly as long as they compute (~12 s beside ~16 s of CPU in one process: the linger and
+# deadline tests, the forked-workers tests' own pytest runs, threads), and a core left idle while one waits
+# was ~7 % of the wall time on 2 cores with 2 workers against 3, and ~1.4 s of 10.7 with 3 against 4 (the
+# workers' part: a replay on 2 cores of each test's CPU and waiting measured in one process; 5 workers would
+# give 0.6 s more).
 # UNIT_WORKERS=0 runs it in one process. `python -m` puts this directory on sys.path for the -p plugin. The
 # tests' temporary files (~2,000 SQLite databases) live in memory (/dev/shm) when it is there: on a disk each
 # commit's and checkpoint's fsync waits for it, which a busy disk makes seconds of the run.
@@ -82,7 +85,7 @@ run: demo-vm
 # overwrote in turn, counted a 170-second file as 19 s and handed it out late. Without any, a fresh clone hands
 # out the files with the most tests first, whatever their length.
 FORKED_DURATIONS := tests/forked_durations.json
-UNIT_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
+UNIT_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 2 )))
 UNIT_TMPDIR ?= $(if $(wildcard /dev/shm),/dev/shm,$(or $(TMPDIR),/tmp))
 UNIT_PYTEST := env -u PYTHONDONTWRITEBYTECODE TMPDIR=$(UNIT_TMPDIR) $(BIN)/python -m pytest -q tests/unit \
   -p tests.support.forked_workers --forked-workers $(UNIT_WORKERS) --forked-durations $(FORKED_DURATIONS)
