@@ -1,5 +1,5 @@
 """A small suite of timed tests run under tests/support/forked_workers.py in a pytest of its own: each test
-records its worker's pid, its start and its end (tests/unit/test_forked_workers*.py)."""
+records its worker's pid, its start and its end (tests/integration/test_forked_workers*.py)."""
 
 from __future__ import annotations
 

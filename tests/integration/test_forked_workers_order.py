@@ -6,7 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.support.timed_suite import TIMED_TEST, run_timed_suite
+
+# They run pytest itself in subprocesses (the unit tier's runner), reaching no database.
+pytestmark = [pytest.mark.integration, pytest.mark.same_on_any_database]
 
 
 def test_a_fresh_clone_hands_out_the_files_the_checked_in_figures_say_are_longest_first(tmp_path: Path) -> None:

@@ -9,7 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.timed_suite import REPOSITORY, TIMED_TEST, run_timed_suite
+
+# They run pytest itself in subprocesses (the unit tier's runner), reaching no database.
+pytestmark = [pytest.mark.integration, pytest.mark.same_on_any_database]
 
 SUITE = {
     "pytest.ini": "[pytest]\n",
