@@ -167,7 +167,9 @@ CONFIRM_DIALOGS = (
     ("/tokens", "tokens.html", "revoke-dialog", "revoke", "revoke-confirm", "revoke"),
     ("/vms/test", "vm.html", "confirm-dialog", "confirm", "confirm-ok", "confirm"),
     ("/vms/test", "vm.html", "snapshot-dialog", "snapshot-dialog", "snapshot-dialog-ok", "confirm"),
+    ("/", "index.html", "delete-dialog", "delete", "delete-confirm", "delete"),
     ("/", "index.html", "force-dialog", "force", "force-ok", "confirm"),
+    ("/isos", "isos.html", "iso-delete-dialog", "iso-delete", "iso-delete-confirm", "delete"),
 )
 
 
