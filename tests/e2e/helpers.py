@@ -180,13 +180,17 @@ def new_stopped_vm(server: LimenProcess) -> Iterator[str]:
 
 
 @contextmanager
-def new_running_vm(server: LimenProcess) -> Iterator[str]:
-    """A 64 MiB VM booting the GRUB demo ISO, made and started through ``server``'s API; yields its name,
-    removed after (also when it would not start)."""
-    name = f"limen-test-{uuid.uuid4().hex[:10]}"
+def new_running_vm(
+    server: LimenProcess, name: str | None = None, *, memory_mib: int = 64, disk_gib: int | None = None
+) -> Iterator[str]:
+    """A VM booting the GRUB demo ISO (64 MiB and no disk unless told), made and started through ``server``'s
+    API; yields its name (a fresh ``limen-test-…`` one unless given), removed after (also when it would not
+    start)."""
+    name = name or f"limen-test-{uuid.uuid4().hex[:10]}"
+    spec = {"name": name, "memory_mib": memory_mib, "disk_gib": disk_gib, "iso": DEMO_ISO}
     try:
         with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=30) as admin:
-            created = admin.post("/api/vms", json={"name": name, "memory_mib": 64, "iso": DEMO_ISO})
+            created = admin.post("/api/vms", json=spec)
             assert created.status_code == 201, created.text
             started = admin.post(f"/api/vms/{name}/start")
             assert started.status_code == 200, started.text

@@ -19,8 +19,8 @@ from playwright.sync_api import Page, ViewportSize, expect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.conftest import DEMO_ISO, QEMU_URI
-from tests.e2e.helpers import DESKTOP, PHONE, save_screenshot, start_limen
+from tests.conftest import QEMU_URI
+from tests.e2e.helpers import DESKTOP, PHONE, new_running_vm, save_screenshot, start_limen
 from tests.e2e.pages import page_paths
 from tests.support.access import TEST_ADMIN
 from tests.support.libvirt_cleanup import remove_domain
@@ -306,30 +306,31 @@ def wait_for_badge(page: Page, text: str, timeout_ms: int) -> None:
                            arg=text, polling=20, timeout=timeout_ms)
 
 
+@pytest.fixture
+def running_vm(server: LimenProcess) -> Iterator[str]:
+    with new_running_vm(server) as name:
+        yield name
+
+
 def test_the_console_badge_follows_the_vm(
-    server: LimenProcess, signed_in_page: Callable[..., Page], vm_names: Callable[[], str]
+    server: LimenProcess, signed_in_page: Callable[..., Page], running_vm: str
 ) -> None:
-    name = vm_names()
-    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=30) as admin:
-        created = admin.post("/api/vms", json={"name": name, "memory_mib": 64, "iso": DEMO_ISO})
-        assert created.status_code == 201, created.text
-        assert admin.post(f"/api/vms/{name}/start").status_code == 200
     page = signed_in_page(server)
-    page.goto(f"{server.base_url}/vms/{created.json()['uuid']}/console")
+    page.goto(f"{server.base_url}/vms/{running_vm}/console")
     page.wait_for_selector('body[data-console-state="connected"]', timeout=30_000)
     wait_for_badge(page, "Running", 5000)
 
     # Paused behind the page's back: the console stays connected, the badge says what the VM does.
-    virsh("suspend", name)
+    virsh("suspend", running_vm)
     done = time.monotonic()
     wait_for_badge(page, "Paused", PUSH_BOUND_MS)
     print(f"virsh suspend → console badge: {(time.monotonic() - done) * 1000:.0f} ms")
     expect(page.locator("#conn-status")).to_contain_text("Connected")
     save_screenshot(page, "console-badge-paused-1280")
-    virsh("resume", name)
+    virsh("resume", running_vm)
     wait_for_badge(page, "Running", PUSH_BOUND_MS)
 
-    virsh("destroy", name)
+    virsh("destroy", running_vm)
     done = time.monotonic()
     wait_for_badge(page, "Stopped", PUSH_BOUND_MS)
     print(f"virsh destroy → console badge: {(time.monotonic() - done) * 1000:.0f} ms")
@@ -337,7 +338,7 @@ def test_the_console_badge_follows_the_vm(
     save_screenshot(page, "console-badge-stopped-1280")
 
     # Started again elsewhere: the panel no longer says "VM stopped… start it again" beside "Running".
-    virsh("start", name)
+    virsh("start", running_vm)
     wait_for_badge(page, "Running", PUSH_BOUND_MS)
     expect(page.locator("#panel-title")).to_have_text("The VM runs again")
     expect(page.locator("#conn-status")).to_have_text("The VM runs again")  # not "VM stopped" in red beside it
@@ -367,21 +368,15 @@ def test_the_console_bar_is_one_row_at_1280_and_fits_a_phone(
     The VM's name has 63 characters: it is what gives way."""
     name = f"limen-test-{uuid.uuid4().hex[:10]}"
     name = f"{name}-{'w' * (62 - len(name))}"
-    try:
+    with new_running_vm(server, name):
         _check_the_console_bar(server, signed_in_page, name, lang)
-    finally:
-        remove_domain(QEMU_URI, name)
 
 
 def _check_the_console_bar(server: LimenProcess, signed_in_page: Callable[..., Page], name: str, lang: str) -> None:
-    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=30) as admin:
-        created = admin.post("/api/vms", json={"name": name, "memory_mib": 64, "iso": DEMO_ISO})
-        assert created.status_code == 201, created.text
-        assert admin.post(f"/api/vms/{name}/start").status_code == 200
     for viewport, label in ((DESKTOP, "1280"), (PHONE, "phone")):
         page = signed_in_page(server, viewport)
         page.context.add_cookies([{"name": "limen_lang", "value": lang, "url": server.base_url}])
-        page.goto(f"{server.base_url}/vms/{created.json()['uuid']}/console")
+        page.goto(f"{server.base_url}/vms/{name}/console")
         expect(page.locator("html")).to_have_attribute("lang", lang)
         page.wait_for_selector('body[data-console-state="connected"]', timeout=30_000)
         page.locator("#screen").focus()  # the longest status: where the keys go, and the way out

@@ -4,7 +4,6 @@ and the VM, a refused name shown at its field, and the VM's delete confirmation 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import DEMO_ISO, QEMU_URI
-from tests.e2e.helpers import DESKTOP, PHONE, save_screenshot, start_limen
+from tests.e2e.helpers import DESKTOP, PHONE, new_running_vm, save_screenshot, start_limen
 from tests.support.libvirt_cleanup import remove_domain
 from tests.support.server import LimenProcess
 
@@ -34,10 +33,9 @@ def api(server: LimenProcess) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def vm_name() -> Iterator[str]:
-    name = f"limen-test-{uuid.uuid4().hex[:10]}"
-    yield name
-    remove_domain(QEMU_URI, name)
+def running_vm(server: LimenProcess) -> Iterator[str]:
+    with new_running_vm(server, disk_gib=1) as name:  # a snapshot needs a disk
+        yield name
 
 
 def _take(page: Page, name: str, description: str = "") -> None:
@@ -49,13 +47,10 @@ def _take(page: Page, name: str, description: str = "") -> None:
 
 
 def test_snapshots_section_take_revert_delete(
-    server: LimenProcess, api: httpx.Client, signed_in_page: Callable[..., Page], vm_name: str
+    server: LimenProcess, api: httpx.Client, signed_in_page: Callable[..., Page], running_vm: str
 ) -> None:
-    created = api.post("/api/vms", json={"name": vm_name, "memory_mib": 64, "disk_gib": 1, "iso": DEMO_ISO})
-    assert created.status_code == 201, created.text
-    assert api.post(f"/api/vms/{vm_name}/start").status_code == 200
     page = signed_in_page(server)
-    page.goto(f"{server.base_url}/vms/{vm_name}")
+    page.goto(f"{server.base_url}/vms/{running_vm}")
     page.wait_for_selector('body[data-events="live"]', timeout=10_000)
     expect(page.locator("#no-snapshots")).to_be_visible()
 
@@ -75,7 +70,7 @@ def test_snapshots_section_take_revert_delete(
 
     _take(page, "base", "the GRUB prompt")
     _take(page, "second")
-    api.post(f"/api/vms/{vm_name}/snapshots/base/revert").raise_for_status()
+    api.post(f"/api/vms/{running_vm}/snapshots/base/revert").raise_for_status()
     _take(page, "branch", "taken after a revert to base")
     # A name taken already is said at the field, which has the focus back (only the box said it).
     page.locator("#snapshot-name").fill("second")
@@ -99,17 +94,17 @@ def test_snapshots_section_take_revert_delete(
                                                    / "vm-snapshots-section-1280.png"))
 
     dialog = page.locator("#snapshot-dialog")
-    page.get_by_role("button", name=f"Revert {vm_name} to snapshot second").click()
+    page.get_by_role("button", name=f"Revert {running_vm} to snapshot second").click()
     expect(dialog).to_be_visible()
-    expect(dialog.locator(".vm-ref")).to_have_text(vm_name)
+    expect(dialog.locator(".vm-ref")).to_have_text(running_vm)
     expect(dialog.locator(".snapshot-ref")).to_have_text("second")
     expect(dialog).to_contain_text("running from that moment")
     save_screenshot(page, "vm-snapshots-confirm-revert-1280")
     dialog.get_by_role("button", name="Cancel").click()
     expect(dialog).to_be_hidden()
-    assert not next(s for s in api.get(f"/api/vms/{vm_name}/snapshots").json() if s["name"] == "second")["current"]
+    assert not next(s for s in api.get(f"/api/vms/{running_vm}/snapshots").json() if s["name"] == "second")["current"]
 
-    page.get_by_role("button", name=f"Revert {vm_name} to snapshot second").click()
+    page.get_by_role("button", name=f"Revert {running_vm} to snapshot second").click()
     dialog.get_by_role("button", name="Revert").click()
     expect(page.locator("#snapshot-status")).to_contain_text("Reverted to second")
     expect(tree.locator('li[data-snapshot="second"]')).to_have_class("current")
@@ -122,11 +117,11 @@ def test_snapshots_section_take_revert_delete(
     expect(page.locator("#snapshot-status")).to_contain_text("Snapshot branch deleted")
     expect(tree.locator("li")).to_have_count(2)
     expect(tree.locator(":focus")).to_have_count(1)  # on a neighbour's button, not lost to <body>
-    assert [s["name"] for s in api.get(f"/api/vms/{vm_name}/snapshots").json()] == ["base", "second"]
-    actions = [a["action"] for a in api.get("/api/vm-actions", params={"vm": vm_name}).json()]
+    assert [s["name"] for s in api.get(f"/api/vms/{running_vm}/snapshots").json()] == ["base", "second"]
+    actions = [a["action"] for a in api.get("/api/vm-actions", params={"vm": running_vm}).json()]
     assert actions[:2] == ["snapshot-delete", "revert"]
 
-    page.get_by_role("button", name=f"Delete {vm_name}").click()
+    page.get_by_role("button", name=f"Delete {running_vm}").click()
     expect(page.locator("#confirm-dialog")).to_contain_text("Its 2 snapshots are deleted with it.")
     page.set_viewport_size(PHONE)
     page.wait_for_timeout(300)
@@ -139,14 +134,14 @@ def test_snapshots_section_take_revert_delete(
     # The VM list's delete dialog says so too; a VM without snapshots says nothing of them.
     page.set_viewport_size(DESKTOP)
     page.goto(server.base_url + "/")
-    row = page.locator(f'tr[data-vm-name="{vm_name}"]')
-    row.get_by_label(f"More actions for {vm_name}").click()
-    row.get_by_role("button", name=f"Delete {vm_name}").click()
+    row = page.locator(f'tr[data-vm-name="{running_vm}"]')
+    row.get_by_label(f"More actions for {running_vm}").click()
+    row.get_by_role("button", name=f"Delete {running_vm}").click()
     list_dialog = page.locator("#delete-dialog")
     expect(list_dialog.locator("#delete-snapshots")).to_have_text(" Its 2 snapshots are deleted with it.")
     save_screenshot(page, "vm-list-delete-dialog-snapshots-1280")
     list_dialog.get_by_role("button", name="Cancel").click()
-    bare = f"{vm_name}-b"
+    bare = f"{running_vm}-b"
     assert api.post("/api/vms", json={"name": bare, "memory_mib": 64}).status_code == 201
     try:
         page.reload()
@@ -162,15 +157,16 @@ def test_snapshots_section_take_revert_delete(
 
 
 def test_a_vm_without_a_disk_is_told_it_cannot_have_snapshots(
-    server: LimenProcess, api: httpx.Client, signed_in_page: Callable[..., Page], vm_name: str
+    server: LimenProcess, api: httpx.Client, signed_in_page: Callable[..., Page], vm_names: Callable[[], str]
 ) -> None:
     """The form was offered, and taking a snapshot answered SNAPSHOT_UNSUPPORTED with advice about converting
     raw disks to qcow2, on a page that said the VM has no disk."""
-    created = api.post("/api/vms", json={"name": vm_name, "memory_mib": 64, "iso": DEMO_ISO})
+    name = vm_names()
+    created = api.post("/api/vms", json={"name": name, "memory_mib": 64, "iso": DEMO_ISO})
     assert created.status_code == 201, created.text
     page = signed_in_page(server, PHONE)
     page.context.add_cookies([{"name": "limen_lang", "value": "ko", "url": server.base_url}])
-    page.goto(f"{server.base_url}/vms/{vm_name}")
+    page.goto(f"{server.base_url}/vms/{name}")
     expect(page.locator("#snapshot-hint")).to_have_text(
         "이 가상 머신에는 디스크가 없어 스냅샷을 만들 수 없습니다. 스냅샷은 qcow2 디스크에 저장됩니다.")
     expect(page.locator("#snapshot-form")).to_be_hidden()
