@@ -73,6 +73,17 @@ def signed_in_page(new_page: Callable[..., Page]) -> Callable[..., Page]:
     return open_signed_in
 
 
+@pytest.fixture
+def details_page(server: LimenProcess, signed_in_page: Callable[..., Page]) -> Callable[..., Page]:
+    """Opens a VM's details page on the test module's ``server``, signed in: ``details_page(vm_id)``, or with
+    a ``viewport`` and the browser's ``locale`` (the page's language)."""
+
+    def open_details(vm_id: str, viewport: ViewportSize | None = None, locale: str | None = None) -> Page:
+        return signed_in_page(server, viewport, locale=locale, next_path=f"/vms/{vm_id}")
+
+    return open_details
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield

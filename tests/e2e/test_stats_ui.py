@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import DEMO_ISO
-from tests.e2e.helpers import DESKTOP, PHONE, save_screenshot, start_limen
+from tests.e2e.helpers import DESKTOP, PHONE, new_running_vm, save_screenshot, start_limen
 from tests.support.server import LimenProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -27,22 +27,21 @@ def server(tmp_path: Path) -> Iterator[LimenProcess]:
     process.stop()
 
 
+@pytest.fixture
+def running_vm(server: LimenProcess) -> Iterator[str]:
+    with new_running_vm(server, memory_mib=128) as name:
+        yield name
+
+
 def points(page: Page) -> int:
     return int(page.locator("#resource-graphs").get_attribute("data-points") or 0)
 
 
-def test_graphs_draw_and_update_live(server: LimenProcess, signed_in_page: Callable[..., Page],
-                                     vm_names: Callable[[], str]) -> None:
-    name = vm_names()
-    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=30) as client:
-        created = client.post("/api/vms", json={"name": name, "memory_mib": 128, "iso": DEMO_ISO})
-        assert created.status_code == 201, created.text
-        uuid = created.json()["uuid"]
-        assert client.post(f"/api/vms/{uuid}/start").status_code == 200
-
+def test_graphs_draw_and_update_live(
+    server: LimenProcess, details_page: Callable[..., Page], running_vm: str
+) -> None:
     for viewport, label in ((DESKTOP, "1280"), (PHONE, "390")):
-        page = signed_in_page(server, viewport)
-        page.goto(f"{server.base_url}/vms/{uuid}")
+        page = details_page(running_vm, viewport)
         page.wait_for_selector('#resource-graphs[data-running="true"]', timeout=20_000)
         for graph in GRAPHS:
             expect(page.locator(f'.graph[data-graph="{graph}"] canvas')).to_have_count(1)
@@ -62,14 +61,14 @@ def test_graphs_draw_and_update_live(server: LimenProcess, signed_in_page: Calla
         save_screenshot(page, f"stats-details-{label}")
 
         page.goto(server.base_url + "/")
-        figures = page.locator(f'tr[data-vm-name="{name}"] .vm-figures')
+        figures = page.locator(f'tr[data-vm-name="{running_vm}"] .vm-figures')
         expect(figures).to_contain_text("CPU", timeout=20_000)
         expect(figures).to_contain_text("MiB")
         save_screenshot(page, f"stats-list-{label}")
         page.close()
 
 
-def test_graphs_opened_by_name_follow_a_rename(server: LimenProcess, signed_in_page: Callable[..., Page],
+def test_graphs_opened_by_name_follow_a_rename(server: LimenProcess, details_page: Callable[..., Page],
                                                vm_names: Callable[[], str]) -> None:
     """A page opened by the VM's name follows a rename; its graphs asked for the old name's figures, got
     VM_NOT_FOUND and stopped for good (empty until a reload)."""
@@ -78,8 +77,7 @@ def test_graphs_opened_by_name_follow_a_rename(server: LimenProcess, signed_in_p
         created = client.post("/api/vms", json={"name": name, "memory_mib": 64, "iso": DEMO_ISO})
         assert created.status_code == 201, created.text
         uuid = created.json()["uuid"]
-        page = signed_in_page(server)
-        page.goto(f"{server.base_url}/vms/{name}")
+        page = details_page(name)
         page.wait_for_selector('body[data-events="live"]', timeout=10_000)
         renamed = f"{name}-b"
         assert client.patch(f"/api/vms/{uuid}", json={"name": renamed}).status_code == 200

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Page, Route, ViewportSize, expect
+from playwright.sync_api import Page, Route, expect
 
 from tests.conftest import DEMO_ISO, QEMU_URI
 from tests.e2e.helpers import ARTIFACTS, DESKTOP, PHONE, hold_requests, save_screenshot, sign_in, start_limen
@@ -117,17 +117,6 @@ def test_the_details_page_of_a_stopped_vm_leaves_it_stopped(
     assert [a["action"] for a in actions] == ["create"]  # the page started nothing, asked for no console
     save_screenshot(page, "vm-details-stopped-1280")
     page.screenshot(path=str(ARTIFACTS / "vm-details-stopped-full-1280.png"), full_page=True)
-
-
-@pytest.fixture
-def details_page(server: LimenProcess, signed_in_page: Callable[..., Page]) -> Callable[..., Page]:
-    """Opens a VM's details page, signed in: ``details_page(vm_id)``, or with a ``viewport`` and the browser's
-    ``locale`` (the page's language)."""
-
-    def open_details(vm_id: str, viewport: ViewportSize | None = None, locale: str | None = None) -> Page:
-        return signed_in_page(server, viewport, locale=locale, next_path=f"/vms/{vm_id}")
-
-    return open_details
 
 
 def test_the_graphs_of_a_vm_that_never_ran_are_named_and_say_they_are_empty(
