@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -96,6 +97,33 @@ async def test_create_show_act_delete(client: httpx.AsyncClient) -> None:
     deleted = (await client.delete("/api/vms/api-1?delete_disks=true")).json()
     assert deleted["deleted"] == "api-1" and len(deleted["deleted_volumes"]) == 1
     assert_error(await client.get("/api/vms/api-1"), 404, "VM_NOT_FOUND")
+
+
+async def test_a_snapshot_asked_while_its_vm_is_being_deleted_is_not_taken(
+        client: httpx.AsyncClient, shared: SharedApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A VM's deletion (its snapshots deleted, then the VM undefined) and a snapshot asked meanwhile: the
+    snapshot waits for the deletion and finds the VM gone. It was accepted (202) and taken into the disk the
+    deletion keeps, after that deletion had cleared it: a snapshot nobody could list or delete any more."""
+    created = await client.post("/api/vms", json={"name": "snap-del", "memory_mib": 64, "disk_gib": 1})
+    assert created.status_code == 201, created.text
+    hypervisor = services_of(shared.app).hypervisor
+    deleting, go_on = asyncio.Event(), asyncio.Event()
+    delete_vm = hypervisor.delete_vm
+
+    async def held_delete(ident: str, *, delete_disks: bool = False) -> list[str]:
+        deleting.set()
+        await go_on.wait()
+        return await delete_vm(ident, delete_disks=delete_disks)
+
+    monkeypatch.setattr(hypervisor, "delete_vm", held_delete)
+    delete = asyncio.create_task(client.delete("/api/vms/snap-del"))
+    await deleting.wait()
+    snapshot = asyncio.create_task(client.post("/api/vms/snap-del/snapshots", json={"name": "late"}))
+    await asyncio.wait({snapshot}, timeout=2)  # time enough to answer for a snapshot that does not wait
+    go_on.set()
+    deleted = await delete
+    assert deleted.status_code == 200, deleted.text
+    assert_error(await snapshot, 404, "VM_NOT_FOUND")
 
 
 async def test_duplicate_name(client: httpx.AsyncClient) -> None:

@@ -264,3 +264,21 @@ async def test_a_name_with_a_nul_is_a_missing_snapshot(
         assert missing.value.code is ErrorCode.SNAPSHOT_NOT_FOUND
     finally:
         await hypervisor.close()
+
+
+async def test_claims_of_one_vm_take_turns_and_leave_nothing_behind() -> None:
+    operations = Operations()
+    order: list[str] = []
+
+    async def claim(who: str, vm: str) -> None:
+        async with operations.claim(vm):
+            order.append(f"{who} in")
+            await asyncio.sleep(0)
+            order.append(f"{who} out")
+
+    await asyncio.gather(claim("a", "u1"), claim("b", "u1"))
+    assert order == ["a in", "a out", "b in", "b out"]
+    order.clear()
+    await asyncio.gather(claim("a", "u1"), claim("c", "u2"))
+    assert order == ["a in", "c in", "a out", "c out"]  # another VM's claim does not wait
+    assert operations._claims == {}

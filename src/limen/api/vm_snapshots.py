@@ -91,7 +91,8 @@ async def post_snapshot(
     that is not qcow2 (SNAPSHOT_UNSUPPORTED), a snapshot of the VM still being taken (SNAPSHOT_IN_PROGRESS).
     """
     operations = hypervisor.operations
-    async with AsyncExitStack() as stack:
+    # The checks and the start in one turn of the VM's (Operations.claim): not while the VM is being deleted.
+    async with operations.claim(vm.uuid), AsyncExitStack() as stack:
         await stack.enter_async_context(access.audit.recording(principal.name, "snapshot", vm.name,
                                                                vm_uuid=vm.uuid, details=body.name[:80]))
         operations.check_idle(vm.uuid, vm.name, ErrorCode.SNAPSHOT_IN_PROGRESS)

@@ -144,8 +144,11 @@ async def delete_vm(
     hypervisor: HypervisorDep,
     delete_disks: bool = Query(False, description="Also delete the VM's disk volumes (never its ISO)"),
 ) -> VmDeleted:
-    async with access.audit.recording(principal.name, "delete", vm.name, vm_uuid=vm.uuid,
-                                      details=delete_details(delete_disks)):
+    # The VM is held throughout: a snapshot started between its snapshots' deletion and the undefine would
+    # stay in a kept disk, listed nowhere.
+    async with (access.audit.recording(principal.name, "delete", vm.name, vm_uuid=vm.uuid,
+                                       details=delete_details(delete_disks)),
+                hypervisor.operations.claim(vm.uuid)):
         hypervisor.operations.check_idle(vm.uuid, vm.name, ErrorCode.SNAPSHOT_IN_PROGRESS)
         # Its consoles end with ACCESS_REVOKED, saying why, before the VM goes (not VM_STOPPED after).
         await access.revocations.publish(

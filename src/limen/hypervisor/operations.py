@@ -6,7 +6,9 @@ reads it, and the work announces its progress on the VM change feed. The registr
 bounded: finished operations are kept for :data:`KEEP_FINISHED_SECONDS` (at most :data:`KEEP_FINISHED`
 of them), so memory stays bounded however many are started. At most one operation per VM runs at a
 time (:meth:`Operations.start` refuses a second one with the code it is given), which also keeps two
-requests from racing on one VM between their checks and their work.
+requests from racing on one VM between their checks and their work. A change that is no operation but must
+not have one start under it (a VM's deletion) holds the VM with :meth:`Operations.claim`, as the start of
+an operation does until the operation runs.
 
 Several limen instances on one Redis hear of each other's operations through their relayed events
 (:mod:`limen.vm_event_relay`): :meth:`Operations.heard` keeps what the last one said, so that
@@ -29,7 +31,8 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -146,6 +149,8 @@ class Operations:
         self._keep_seconds = keep_seconds
         self._clock = clock
         self._closed = False
+        # Per VM: its lock and how many hold or wait for it (the entry goes with the last of them).
+        self._claims: dict[str, tuple[asyncio.Lock, int]] = {}
         self.board: OperationBoard | None = None  # with several instances on one Redis (limen.vm_event_relay)
 
     def running_for(self, vm_uuid: str) -> Operation | None:
@@ -164,6 +169,24 @@ class Operations:
         if running is not None:
             raise LimenError(busy, f"operation {running.id} ({running.kind} {running.subject!r}) still runs "
                                    f"on VM {vm_name!r}")
+
+    @asynccontextmanager
+    async def claim(self, vm_uuid: str) -> AsyncIterator[None]:
+        """Holds the VM ``vm_uuid`` against every other claim of it, waiting for its turn. A VM's deletion
+        holds it throughout, and an operation's start from its checks until :meth:`start` (the operation
+        then holds the VM by running): a snapshot asked while the VM is being deleted is checked once the
+        deletion is over, and finds the VM gone. This instance's requests only, as :meth:`check_idle`."""
+        lock, holders = self._claims.get(vm_uuid, (asyncio.Lock(), 0))
+        self._claims[vm_uuid] = (lock, holders + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, holders = self._claims[vm_uuid]
+            if holders == 1:
+                del self._claims[vm_uuid]
+            else:
+                self._claims[vm_uuid] = (lock, holders - 1)
 
     def get(self, operation_id: str) -> Operation | None:
         """This instance's operation, or another's it heard of."""
