@@ -7,17 +7,19 @@ import asyncio
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from limen.errors import ErrorCode, LimenError, ValidationFailed
-from limen.hypervisor import Hypervisor
+from limen.hypervisor import Hypervisor, snapshots
 from limen.hypervisor.operations import Operation, Operations, OperationState
 from limen.hypervisor.snapshots import (
     SnapshotInfo,
     check_description,
     check_snapshot_name,
     delete_snapshot,
+    find_snapshot,
     parse_snapshot_xml,
     revert_snapshot,
     snapshot_xml,
@@ -282,3 +284,31 @@ async def test_claims_of_one_vm_take_turns_and_leave_nothing_behind() -> None:
     await asyncio.gather(claim("a", "u1"), claim("c", "u2"))
     assert order == ["a in", "c in", "a out", "c out"]  # another VM's claim does not wait
     assert operations._claims == {}
+
+
+@pytest.mark.parametrize("act", [find_snapshot, revert_snapshot, delete_snapshot])
+async def test_a_snapshot_deleted_under_a_request_is_the_same_missing_snapshot(
+    act: SnapshotAct, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Deleted by another request between its lookup and its use: libvirt's words ("find_snapshot <uuid> …:
+    # Domain snapshot not found: …") were the details, not the VM's and the snapshot's names.
+    hypervisor = Hypervisor(make_settings())
+    await hypervisor.open()
+    try:
+        vm = await hypervisor.get_vm("test")
+        await hypervisor.connection.call("make", lambda conn: conn.lookupByUUIDString(vm.uuid).snapshotCreateXML(
+            "<domainsnapshot><name>going</name></domainsnapshot>"))
+        looked_up = snapshots._find
+
+        def found_then_deleted(dom: Any, name: str) -> Any:
+            snap = looked_up(dom, name)
+            snap.delete(0)  # the other request
+            return snap
+
+        monkeypatch.setattr(snapshots, "_find", found_then_deleted)
+        with pytest.raises(LimenError) as missing:
+            await act(hypervisor, vm.uuid, "going")
+        assert (missing.value.code, missing.value.details) == (
+            ErrorCode.SNAPSHOT_NOT_FOUND, "VM 'test' has no snapshot named 'going'")
+    finally:
+        await hypervisor.close()

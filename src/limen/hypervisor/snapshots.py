@@ -17,8 +17,10 @@ The parts that need no libvirt (XML in and out, the disk check, the tree order) 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -165,16 +167,27 @@ def tree_order(snapshots: list[SnapshotInfo]) -> list[tuple[int, SnapshotInfo]]:
     return ordered
 
 
-def _find(dom: libvirt.virDomain, name: str) -> libvirt.virDomainSnapshot:
-    missing = LimenError(ErrorCode.SNAPSHOT_NOT_FOUND, f"VM {dom.name()!r} has no snapshot named {name[:80]!r}")
-    if "\x00" in name:  # no snapshot has one, and libvirt's binding cannot pass it (a ValueError)
-        raise missing
+def _missing(dom: libvirt.virDomain, name: str) -> LimenError:
+    return LimenError(ErrorCode.SNAPSHOT_NOT_FOUND, f"VM {dom.name()!r} has no snapshot named {name[:80]!r}")
+
+
+@contextlib.contextmanager
+def _gone_is_missing(dom: libvirt.virDomain, name: str) -> Iterator[None]:
+    """libvirt's "snapshot not found" inside, from a lookup or from a snapshot deleted by another request since
+    it was looked up, as the same SNAPSHOT_NOT_FOUND (not libvirt's words with the call's name)."""
     try:
-        return dom.snapshotLookupByName(name, 0)
+        yield
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == _NO_SNAPSHOT:
-            raise missing from None
+            raise _missing(dom, name) from None
         raise
+
+
+def _find(dom: libvirt.virDomain, name: str) -> libvirt.virDomainSnapshot:
+    if "\x00" in name:  # no snapshot has one, and libvirt's binding cannot pass it (a ValueError)
+        raise _missing(dom, name)
+    with _gone_is_missing(dom, name):
+        return dom.snapshotLookupByName(name, 0)
 
 
 def _exists(dom: libvirt.virDomain, name: str) -> bool:
@@ -252,8 +265,12 @@ async def take_snapshot(hypervisor: Hypervisor, vm_uuid: str, name: str, descrip
 
 async def find_snapshot(hypervisor: Hypervisor, vm_uuid: str, name: str) -> SnapshotInfo:
     """The snapshot ``name`` of the VM (SNAPSHOT_NOT_FOUND)."""
-    return await hypervisor.connection.call("find_snapshot", lambda conn: _info(_find(_lookup(conn, vm_uuid), name)),
-                                            subject=f"{vm_uuid} {name}")
+    def run(conn: libvirt.virConnect) -> SnapshotInfo:
+        dom = _lookup(conn, vm_uuid)
+        with _gone_is_missing(dom, name):
+            return _info(_find(dom, name))
+
+    return await hypervisor.connection.call("find_snapshot", run, subject=f"{vm_uuid} {name}")
 
 
 async def revert_snapshot(hypervisor: Hypervisor, vm_uuid: str, name: str) -> SnapshotInfo:
@@ -262,7 +279,10 @@ async def revert_snapshot(hypervisor: Hypervisor, vm_uuid: str, name: str) -> Sn
 
     def run(conn: libvirt.virConnect) -> SnapshotInfo:
         dom = _lookup(conn, vm_uuid)
-        snap = _find(dom, name)
+        with _gone_is_missing(dom, name):
+            return revert(dom, _find(dom, name))
+
+    def revert(dom: libvirt.virDomain, snap: libvirt.virDomainSnapshot) -> SnapshotInfo:
         # libvirt would stop a running VM first and then fail to open the disc, leaving it stopped.
         missing = missing_library_isos(snap.getXMLDesc(0), hypervisor.settings.iso_dir)
         if missing:
@@ -286,10 +306,11 @@ async def delete_snapshot(hypervisor: Hypervisor, vm_uuid: str, name: str) -> No
 
     def run(conn: libvirt.virConnect) -> None:
         dom = _lookup(conn, vm_uuid)
-        snap = _find(dom, name)
-        if dom.isActive():
-            _refuse_other_disc(name, snap.getXMLDesc(0), dom.XMLDesc(0))
-        snap.delete(0)
+        with _gone_is_missing(dom, name):
+            snap = _find(dom, name)
+            if dom.isActive():
+                _refuse_other_disc(name, snap.getXMLDesc(0), dom.XMLDesc(0))
+            snap.delete(0)
 
     await hypervisor.connection.call("delete_snapshot", run, subject=f"{vm_uuid} {name}",
                                      timeout=REVERT_TIMEOUT)
