@@ -311,6 +311,13 @@ class ErrorCode(Enum):
         "Free what the details name (delete or stop a VM, or give it less), or ask an administrator for a "
         "larger quota.",
     )
+    # Kept disks would count toward no quota (only existing VMs' disks do) and their owner could neither attach
+    # nor delete them: a plain user's VM goes with its disks.
+    DISKS_MUST_BE_DELETED = ErrorSpec(
+        403, 4526, "Disks must be deleted too",
+        "Only an administrator may keep a deleted VM's disks. Delete the VM with its disks (delete_disks=true), "
+        "or ask an administrator to delete it.",
+    )
     ACCOUNT_PENDING = ErrorSpec(
         403, 4521, "Account awaiting approval", "An administrator has not approved this account yet. Try again later."
     )

@@ -103,7 +103,7 @@ async def test_each_user_sees_and_acts_on_only_their_own_vms(users: Users) -> No
         assert (await users.as_("root", "POST", f"/api/vms/{vm_uuid}/stop?force=true")).json()["state"] == "stopped"
         assert_error(await users.as_("alice", "POST", f"/api/vms/{name}/stop"), 409, "VM_NOT_RUNNING")
     finally:
-        assert (await users.as_("alice", "DELETE", f"/api/vms/{name}")).status_code == 200
+        assert (await users.as_("alice", "DELETE", f"/api/vms/{name}?delete_disks=true")).status_code == 200
 
     actions = [(a["user"], a["action"], a["result_code"], a["vm_uuid"])
                for a in (await users.as_("root", "GET", "/api/vm-actions")).json()]
@@ -112,6 +112,30 @@ async def test_each_user_sees_and_acts_on_only_their_own_vms(users: Users) -> No
         ("root", "stop", "OK", vm_uuid), ("alice", "start", "OK", vm_uuid), ("alice", "create", "OK", vm_uuid),
     ]
     assert {a["user"] for a in (await users.as_("alice", "GET", "/api/vm-actions")).json()} == {"alice"}
+
+
+async def test_only_an_administrator_keeps_a_deleted_vms_disks(users: Users) -> None:
+    """A kept volume counts toward no quota and its owner can neither attach nor delete it: create, write,
+    delete filled the pool past any disk quota. A plain user's delete without delete_disks=true is refused
+    and deletes nothing; an administrator's keeps the disks, as before."""
+    names = [f"auth-disks-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    for name in names:
+        created = await users.as_("alice", "POST", "/api/vms", json={"name": name, "memory_mib": 64, "disk_gib": 1})
+        assert created.status_code == 201, created.text
+    try:
+        for keeping in ("", "?delete_disks=false"):
+            refused = await users.as_("alice", "DELETE", f"/api/vms/{names[0]}{keeping}")
+            assert "delete_disks=true" in assert_error(refused, 403, "DISKS_MUST_BE_DELETED")["details"]
+        still = await users.as_("alice", "GET", f"/api/vms/{names[0]}")
+        assert still.status_code == 200 and [d for d in still.json()["disks"] if d["device"] == "disk"]
+
+        with_disks = await users.as_("alice", "DELETE", f"/api/vms/{names[0]}?delete_disks=true")
+        assert with_disks.status_code == 200 and len(with_disks.json()["deleted_volumes"]) == 1
+        by_admin = await users.as_("root", "DELETE", f"/api/vms/{names[1]}")
+        assert by_admin.status_code == 200 and by_admin.json()["deleted_volumes"] == []
+    finally:
+        for name in names:
+            await users.as_("root", "DELETE", f"/api/vms/{name}?delete_disks=true")
 
 
 async def test_anonymous_vm_routes_are_unauthorized(users: Users) -> None:
@@ -157,4 +181,4 @@ async def test_vm_actions_filtered_by_one_vm(users: Users) -> None:
         assert_error(await users.as_("alice", "GET", "/api/vm-actions?vm=" + "x" * 65), 422, "VALIDATION_ERROR")
     finally:
         for name in names:
-            await users.as_("alice", "DELETE", f"/api/vms/{name}")
+            await users.as_("alice", "DELETE", f"/api/vms/{name}?delete_disks=true")

@@ -28,7 +28,7 @@ from limen.api.schemas import ErrorBody, VmCreate, VmDeleted, VmMigrate, VmOut, 
 from limen.api.services import services_of
 from limen.api.unicode_body import UnicodeCheckedRoute
 from limen.auth.revocation import Revocation
-from limen.errors import ErrorCode
+from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import VmSpec
 from limen.hypervisor.editing import VmEdit, check_edit, edit_vm
 from limen.hypervisor.vm_feed import VmEventType
@@ -142,8 +142,16 @@ async def delete_vm(
     principal: CurrentUser,
     access: AccessDep,
     hypervisor: HypervisorDep,
-    delete_disks: bool = Query(False, description="Also delete the VM's disk volumes (never its ISO)"),
+    delete_disks: bool = Query(False, description=(
+        "Also delete the VM's disk volumes (never its ISO). Only an administrator may keep them: a plain user's "
+        "delete without it is refused (DISKS_MUST_BE_DELETED)")),
 ) -> VmDeleted:
+    """Its disk volumes go too with ``delete_disks``. A kept volume counts toward no quota and its owner could
+    neither attach nor delete it, so only administrators keep disks: anyone else's delete without
+    ``delete_disks`` is refused (DISKS_MUST_BE_DELETED) and deletes nothing."""
+    if not delete_disks and not principal.is_admin:
+        raise LimenError(ErrorCode.DISKS_MUST_BE_DELETED,
+                         f"VM {vm.name!r}: a plain user deletes a VM with its disks (delete_disks=true)")
     # The VM is held throughout: a snapshot started between its snapshots' deletion and the undefine would
     # stay in a kept disk, listed nowhere.
     async with (access.audit.recording(principal.name, "delete", vm.name, vm_uuid=vm.uuid,

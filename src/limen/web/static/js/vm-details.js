@@ -17,6 +17,7 @@ import { VmEvents } from "./vm-events.js";
 import { OwnerControl } from "./vm-owner.js";
 import { mountSnapshots } from "./vm-snapshots.js";
 import { deletedText, handToList } from "./vm-deleted.js";
+import { showDiskChoice } from "./vm-delete-disks.js";
 import { STOP_FOLLOW_UP_MS, stillRunningText } from "./stop-follow-up.js";
 import { NO_CONSOLE_PLACEHOLDER, NO_CONSOLE_REASON, SERIAL_ONLY, showConsoleLink } from "./vm-graphics.js";
 import { actionName, formatDateTime, formatTime, has, lang, localizedError, ruleText, t } from "./i18n.js";
@@ -68,7 +69,7 @@ const ui = {
   actionTable: $("action-table"), noActions: $("no-actions"),
   confirm: $("confirm-dialog"), confirmTitle: $("confirm-title"), confirmText: $("confirm-text"),
   confirmDisksRow: $("confirm-disks-row"), confirmDisks: $("confirm-disks"),
-  confirmDiskList: $("confirm-disk-list"), confirmOk: $("confirm-ok"), confirmCancel: $("confirm-cancel"),
+  confirmDiskList: $("confirm-disk-list"), confirmDisksReason: $("confirm-disks-reason"), confirmOk: $("confirm-ok"), confirmCancel: $("confirm-cancel"),
   resize: $("resize-dialog"), resizeText: $("resize-text"), resizeSize: $("resize-size"),
   resizeError: $("resize-error"), resizeCancel: $("resize-cancel"),
 };
@@ -83,6 +84,7 @@ let reloadTimer = null;
 let lastEventAt = 0;
 let shotLoading = false;
 let confirmAction = null;
+let me = null; // who is signed in (GET /api/me), once known: the delete dialog's disk box depends on the role
 let resizeTarget = null;
 let settingsShownFor = null;
 // The uptime the server last reported and when: the Overview counts on from there between reloads.
@@ -533,8 +535,7 @@ function openConfirm(action) {
   ui.confirmDisksRow.hidden = !isDelete;
   if (isDelete) {
     const disks = (vm.disks || []).filter((d) => d.device === "disk" && d.path);
-    ui.confirmDisks.checked = false;
-    ui.confirmDisks.disabled = disks.length === 0;
+    showDiskChoice({ box: ui.confirmDisks, reason: ui.confirmDisksReason }, me, disks.length);
     ui.confirmDiskList.textContent = disks.length === 0 ? t("details.confirm_no_disks")
       : `(${disks.map((d) => d.path).join(", ")})`;
   }
@@ -820,7 +821,10 @@ function onVmEvent(change) {
 buildActionButtons();
 wireConfirm();
 wireForms();
-mountUserMenu().then((user) => owner.mount(user));
+mountUserMenu().then((user) => {
+  me = user;
+  owner.mount(user);
+});
 reload().then(loadIsos);
 events = new VmEvents({
   reload: () => scheduleReload(0),

@@ -13,6 +13,7 @@ import { formatPercent, formatSize } from "./stats-series.js";
 import { STOP_FOLLOW_UP_MS, stillRunningText } from "./stop-follow-up.js";
 import { POLL_MS, VmEvents } from "./vm-events.js";
 import { deletedText, takeHandedOver } from "./vm-deleted.js";
+import { showDiskChoice } from "./vm-delete-disks.js";
 import { NO_CONSOLE_PLACEHOLDER, showConsoleLink } from "./vm-graphics.js";
 import { clientError, formatTime, lang, localizedError, t, tWith } from "./i18n.js";
 
@@ -53,6 +54,7 @@ const ui = {
   dialogText: document.getElementById("delete-text"),
   dialogDisks: document.getElementById("delete-disks"),
   dialogDiskList: document.getElementById("delete-disk-list"),
+  dialogDisksReason: document.getElementById("delete-disks-reason"),
   dialogCancel: document.getElementById("delete-cancel"),
   force: document.getElementById("force-dialog"),
   forceTitle: document.getElementById("force-title"),
@@ -66,6 +68,7 @@ const ui = {
 const rows = new Map();
 let refreshTimer = null;
 let deleteTarget = null;
+let me = null; // who is signed in (GET /api/me), once known: the delete dialog's disk box depends on the role
 let events = null;
 let lastUpdated = null;
 let lastRefreshAt = 0;
@@ -430,8 +433,7 @@ function openDeleteDialog(row) {
     ACTIVE_STATES.has(vm.state) ? t("list.delete_running") : "", snapshotsNote);
   countSnapshots(row, snapshotsNote);
   const disks = (vm.disks || []).filter((d) => d.device === "disk" && d.path);
-  ui.dialogDisks.checked = false;
-  ui.dialogDisks.disabled = disks.length === 0;
+  showDiskChoice({ box: ui.dialogDisks, reason: ui.dialogDisksReason }, me, disks.length);
   ui.dialogDiskList.textContent = disks.length === 0 ? t("list.no_disks")
     : `(${disks.map((d) => d.path).join(", ")})`;
   ui.dialog.returnValue = "";
@@ -590,7 +592,7 @@ document.addEventListener("visibilitychange", () => {
   refreshFigures();
 });
 setInterval(refreshScreenshots, SCREENSHOT_MS);
-mountUserMenu();
+mountUserMenu().then((user) => { me = user; });
 document.body.dataset.events = "polling";
 // A delete made on a details page, which came back here: said once the list is shown.
 const handedOver = takeHandedOver();
