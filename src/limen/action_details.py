@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 FORCED = "forced"
 NO_OWNER = "no owner"
@@ -67,6 +67,41 @@ def migrate_details(source: object, target: object) -> str:
     return f"from {source} to {target}"
 
 
+# A quota's resource (limen.quota.limits.RESOURCES) in the details' words, and its unit.
+_QUOTA_WORDS = {"vms": ("VMs", ""), "vcpus": ("vCPUs", ""), "memory_mib": ("memory", " MiB"),
+                "disk_gib": ("disk", " GiB")}
+
+
+def quota_details(resource: str, needed: float, limit: int, *, system_wide: bool) -> str:
+    """The quota that refused a change: what the change would have taken its resource to, and the limit
+    (``memory quota: 1024 MiB over 768 MiB``, ``system-wide VMs quota: 4 over 3``)."""
+    word, unit = _QUOTA_WORDS[resource]
+    shown = int(needed) if float(needed).is_integer() else round(needed, 2)
+    return f"{'system-wide ' if system_wide else ''}{word} quota: {shown}{unit} over {limit}{unit}"
+
+
+# A lost action's details (limen.recovery completes it with SERVER_LOST): why it ends so, after what it was.
+# The words for a lost instance itself are limen.instances' (``InstanceInfo.describe``, ``why_gone``), also
+# a console's end_details; the phrases below read them.
+UNRECORDED_INSTANCE = "held by no recorded limen instance (written before instances were recorded)"
+# A create of the instance that sweeps, whose request ended with its row pending (what it left could not be
+# removed then, typically its host did not answer).
+OWN_CREATE_STOPPED = "its create stopped without completing its record"
+# Not a create's (whose leftovers are removed: that one surely failed): the work may have been done before the
+# process died (libvirt finishes a snapshot, a start, a stop on its own).
+OUTCOME_UNKNOWN = "whether it was carried out is unknown: the VM's state shows it"
+
+
+def removed_details(names: Sequence[str]) -> str:
+    """What of a failed or lost create was removed (its domain, its volume), if anything."""
+    return f"removed {', '.join(names)}" if names else ""
+
+
+def joined(*parts: str) -> str:
+    """Details made of several parts, as :func:`phrases` reads them back; empty parts left out."""
+    return "; ".join(part for part in parts if part)
+
+
 def edit_details(changes: Mapping[str, object]) -> str:
     """An edit asked for, before it is done (then :attr:`Edited.summary` says ``vcpus 1 → 2``): the fields
     asked, as ``vcpus → 2; boot_order → cdrom,hd``."""
@@ -113,6 +148,7 @@ def readable(details: str) -> str:
 # ``action_detail.<kind>``) and the pattern of its English. The changes of an edit, a CD change and a finished
 # install ("vcpus 1 → 2 (pending restart)", "cd a.iso → ejected (forced)", asked: "vcpus → 2") are one kind.
 _CHANGED_FIELDS = "vcpus|memory_mib|boot_order|name|autostart|cd"
+_LOST_INSTANCE = r"limen instance (?P<instance>\w+) \(host (?P<host>.*), pid (?P<pid>\d+)\) was lost: "
 _PHRASES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((kind, re.compile(pattern)) for kind, pattern in (
     ("forced", FORCED),
     ("no_owner", NO_OWNER),
@@ -127,9 +163,20 @@ _PHRASES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((kind, re.compile(patt
     ("resize_asked", r"(?P<target>\w+) to (?P<bytes>\d+) bytes"),
     ("resized", r"(?P<target>\w+) (?P<old>\d+) → (?P<new>\d+) bytes"),
     ("migrate", r"from (?P<source>\S+) to (?P<target>\S+)"),
+    ("unrecorded_instance", re.escape(UNRECORDED_INSTANCE)),
+    ("create_stopped", OWN_CREATE_STOPPED),
+    ("outcome_unknown", re.escape(OUTCOME_UNKNOWN)),
+    ("removed", r"removed (?P<names>.+)"),
+    ("instance_had_stopped", r"limen instance (?P<instance>\w+) had stopped"),
+    ("instance_stopped", rf"{_LOST_INSTANCE}it stopped"),
+    ("instance_process_ended", rf"{_LOST_INSTANCE}its process ended"),
+    ("instance_silent", rf"{_LOST_INSTANCE}no heartbeat for (?P<seconds>\d+) s"),
+    ("quota", r"(?P<system_wide>system-wide )?(?P<resource>VMs|vCPUs|memory|disk) quota: "
+              r"(?P<needed>\d+(?:\.\d+)?)(?P<unit>(?: MiB| GiB)?) over (?P<limit>\d+)(?P=unit)"),
     ("change", rf"(?P<field>{_CHANGED_FIELDS})(?: (?P<old>.+?))? → (?P<new>.+?)"
                r"(?P<pending> \(pending restart\))?(?P<forced> \(forced\))?"),
 ))
+_FLAGS = ("pending", "forced", "system_wide")
 # Actions whose details are a name given by a person (a snapshot's): never read as words.
 _NAMED_DETAILS = frozenset({"snapshot", "snapshot-delete", "revert"})
 
@@ -137,7 +184,7 @@ _NAMED_DETAILS = frozenset({"snapshot", "snapshot-delete", "revert"})
 def phrases(action: str, details: str) -> list[dict[str, str]] | None:
     """``details`` (as :func:`readable` gives them) as a list of ``{"kind": …, values…}``, one a part; None
     when a part is none of the known phrases (a page then shows the words as they are). A flag (``pending``,
-    ``forced``) is "true" when set and absent otherwise."""
+    ``forced``, ``system_wide``) is "true" when set and absent otherwise."""
     if action in _NAMED_DETAILS or not details:
         return None
     read: list[dict[str, str]] = []
@@ -145,7 +192,7 @@ def phrases(action: str, details: str) -> list[dict[str, str]] | None:
         for kind, pattern in _PHRASES:
             matched = pattern.fullmatch(part)
             if matched is not None:
-                values = {key: ("true" if key in ("pending", "forced") else value)
+                values = {key: ("true" if key in _FLAGS else value)
                           for key, value in matched.groupdict().items() if value is not None}
                 read.append({"kind": kind, **values})
                 break

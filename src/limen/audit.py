@@ -25,7 +25,7 @@ from sqlalchemy import ColumnElement, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from limen.action_details import phrases, readable
+from limen.action_details import joined, phrases, readable
 from limen.clock import Clock, utc_now
 from limen.db import Database
 from limen.db.batch import BatchedWrites
@@ -264,7 +264,7 @@ class AuditLog:
     ) -> AsyncIterator[ActionTarget]:
         """Writes the action's row before the block (``STARTED``; if that fails, the block does not run)
         and completes it when the block ends: ``OK``, or the LimenError's code (INTERNAL_ERROR else; a
-        cancelled block: ``target.if_cancelled``'s, when set).
+        cancelled block: ``target.if_cancelled``'s, when set), its ``audit_details`` added to the details.
 
         The VM's UUID and the details known before the work belong in the started row: if the process dies
         mid-action, that row is all the trail keeps (the sweep completes it as SERVER_LOST), and the VM's page
@@ -278,6 +278,7 @@ class AuditLog:
             result = OK
         except LimenError as exc:
             result = exc.code.name
+            target.details = joined(target.details, exc.audit_details)  # e.g. which quota refused it
             raise
         except asyncio.CancelledError:
             if target.if_cancelled is not None:

@@ -380,6 +380,10 @@ def truncate_details(details: str) -> str:
 class LimenError(Exception):
     """Root of every error limen reports. ``details`` is the technical detail; never put secrets in it."""
 
+    # What the audit trail adds to the details of the action this error refused, in the words of
+    # limen.action_details (e.g. which quota); empty: the result code says enough.
+    audit_details = ""
+
     def __init__(self, code: ErrorCode, details: str = "", *, title: str | None = None) -> None:
         details = truncate_details(details)
         super().__init__(f"{code.name}: {details}" if details else code.name)

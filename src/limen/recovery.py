@@ -29,6 +29,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+from limen.action_details import (
+    OUTCOME_UNKNOWN,
+    OWN_CREATE_STOPPED,
+    UNRECORDED_INSTANCE,
+    joined,
+    removed_details,
+)
 from limen.audit import OK, AuditLog, VmActionInfo
 from limen.errors import CreateNotBegun, ErrorCode, LimenError
 from limen.hypervisor import Hypervisor, VmSpec
@@ -39,12 +46,6 @@ from limen.quota import QuotaLedger
 log = logging.getLogger("limen.recovery")
 
 LOST = ErrorCode.SERVER_LOST.name
-# Why a create of this (live) instance is completed by a sweep or a retry: its request ended with the row
-# pending (what it left could not be removed then, typically its host did not answer).
-OWN_CREATE_STOPPED = "its create stopped without completing its record"
-# What a lost action's row adds (not a create's, whose leftovers are removed: that one surely failed). The
-# work may have been done before the process died (libvirt finishes a snapshot, a start, a stop on its own).
-OUTCOME_UNKNOWN = "whether it was carried out is unknown: the VM's state shows it"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,7 @@ class _Lost:
 
     def describe(self, instance_id: str | None) -> str:
         if instance_id is None:
-            return "held by no recorded limen instance (written before instances were recorded)"
+            return UNRECORDED_INSTANCE
         if instance_id in self.gone:
             info, reason = self.gone[instance_id]
             return f"{info.describe()} was lost: {reason}"
@@ -186,9 +187,9 @@ class Recovery:
                         "code": exc.code.name})
                     return False
             if action.action == "create":
-                details = why + (f"; removed {', '.join(removed)}" if removed else "")
+                details = joined(why, removed_details(removed))
             else:  # what it was (the started row's details), then why it ends so
-                details = "; ".join(part for part in (action.details, why, OUTCOME_UNKNOWN) if part)
+                details = joined(action.details, why, OUTCOME_UNKNOWN)
             await self.audit.action_finished(action.id, result_code=LOST, details=details)
             log.warning("lost VM action completed as failed", extra={
                 "event": "action_lost", "action_id": action.id, "action": action.action,
@@ -260,20 +261,20 @@ class Recovery:
     async def _refused(self, user: str, vm_name: str, exc: LimenError) -> NoReturn:
         with contextlib.suppress(Exception):  # the refusal matters more to the caller than its record
             await self.audit.vm_action(user=user, action="create", vm_name=vm_name, vm_uuid=None,
-                                       result_code=exc.code.name)
+                                       result_code=exc.code.name, details=exc.audit_details)
         raise exc
 
     async def _failed(self, intent: CreateIntent, vm_name: str, exc: BaseException) -> None:
         """The create failed and rolled back what it made; make sure of it, as a sweep would, and only then
         complete the row (else it stays pending for the next sweep or retry)."""
-        result = exc.code.name if isinstance(exc, LimenError) else "INTERNAL_ERROR"
+        result, why = (exc.code.name, exc.audit_details) if isinstance(exc, LimenError) else ("INTERNAL_ERROR", "")
         try:
             # A create that never began left nothing, and its host may not answer the look for leftovers:
             # completing its row now frees the name (else held until that host answers again).
             removed = ([] if isinstance(exc, CreateNotBegun)
                        else await remove_create_leftovers(self.hypervisor, vm_name, intent.mark))
-            await self.audit.action_finished(
-                intent.action_id, result_code=result, details=f"removed {', '.join(removed)}" if removed else "")
+            await self.audit.action_finished(intent.action_id, result_code=result,
+                                             details=joined(why, removed_details(removed)))
         except Exception:
             log.exception("a failed create could not be completed; it stays pending for the next sweep", extra={
                 "event": "create_left_pending", "action_id": intent.action_id, "vm_name": vm_name})

@@ -61,3 +61,30 @@ async def test_limits_defaults_and_overrides(make_settings: Callable[..., Settin
             assert (await client.get("/api/vms/test", headers=ada)).json()["vcpus"] == 2  # nothing changed
         finally:
             await set_owner(services_of(app).hypervisor, "test", None)
+
+
+async def test_a_refused_create_or_start_records_which_quota_refused_it(
+        make_settings: Callable[..., Settings]) -> None:
+    """Their audit rows had empty details: the audit page did not say which quota was hit."""
+    settings = make_settings(quota_vms=2, quota_memory_mib=768)
+    access = make_access(settings)
+    async with access_client(settings, access) as (client, _app):
+        await access.users.create("Ada", "ada's long password")
+        ada = {"Authorization": f"Bearer {(await access.tokens.create('Ada', 'tests')).secret}"}
+        for name in ("q-small", "q-other"):
+            created = await client.post("/api/vms", json={"name": name, "memory_mib": 512}, headers=ada)
+            assert created.status_code == 201, created.text
+        assert (await client.post("/api/vms/q-small/start", headers=ada)).status_code == 200
+        assert_error(await client.post("/api/vms/q-other/start", headers=ada), 409, "QUOTA_EXCEEDED")
+        assert_error(await client.post("/api/vms", json={"name": "q-third", "memory_mib": 64}, headers=ada), 409,
+                     "QUOTA_EXCEEDED")
+
+        actions = (await client.get("/api/vm-actions", headers=ada)).json()
+        rows = {(row["action"], row["vm_name"]): row for row in actions if row["result_code"] == "QUOTA_EXCEEDED"}
+        start, create = rows["start", "q-other"], rows["create", "q-third"]
+        assert start["details"] == "memory quota: 1024 MiB over 768 MiB"
+        assert start["details_phrases"] == [
+            {"kind": "quota", "resource": "memory", "needed": "1024", "unit": " MiB", "limit": "768"}]
+        assert create["details"] == "VMs quota: 3 over 2"
+        assert create["details_phrases"] == [
+            {"kind": "quota", "resource": "VMs", "needed": "3", "unit": "", "limit": "2"}]

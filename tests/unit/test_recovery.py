@@ -230,6 +230,12 @@ async def test_a_silent_instances_consoles_and_actions_are_closed_after_three_he
     assert action.vm_uuid == vm_uuid
     assert action.details == (f"forced; limen instance {lost.id[:12]} (host h, pid 1) was lost: no heartbeat "
                               f"for 16 s; whether it was carried out is unknown: the VM's state shows it")
+    # Read back as phrases, so that the Korean audit page says them in Korean (it showed this English).
+    assert action.details_phrases == [
+        {"kind": "forced"},
+        {"kind": "instance_silent", "instance": lost.id[:12], "host": "h", "pid": "1", "seconds": "16"},
+        {"kind": "outcome_unknown"},
+    ]
 
     # Judged once: marked stopped, so the next sweep has nothing to do.
     assert await survivor.recovery.sweep() == SweepReport()

@@ -44,3 +44,37 @@ test("a phrase or a field without words here (a newer server's) leaves the serve
   assert.equal(actionDetailsText({ details: "vcpus 1 → 2", details_phrases: [{ kind: "change" }] }), "vcpus 1 → 2");
   assert.equal(actionDetailsText({ details: "s1", details_phrases: null }), "s1");
 });
+
+test("a quota's refusal and a lost server's words are said in Korean", () => {
+  const words = {
+    "action_detail.quota": "{resource} 할당량 초과: {needed}{unit} (한도 {limit}{unit})",
+    "action_detail.quota_system": "시스템 전체 {resource} 할당량 초과: {needed}{unit} (한도 {limit}{unit})",
+    "action_detail.quota_resource.memory": "메모리",
+    "action_detail.outcome_unknown": "실제로 실행됐는지는 알 수 없음: 가상 머신의 상태를 확인하세요",
+    "action_detail.instance_silent": "limen 인스턴스 {instance} (호스트 {host}, PID {pid})와 연결이 끊김: {seconds}초 동안 하트비트 없음",
+  };
+  const page = {
+    translate: (key, params = {}) => words[key].replace(/\{(\w+)\}/g, (_, name) => params[name] ?? ""),
+    known: (key) => Object.hasOwn(words, key),
+    locale: "ko",
+  };
+  const memory = { kind: "quota", resource: "memory", needed: "1024", unit: " MiB", limit: "768" };
+  assert.equal(wordPhrases([memory], page), "메모리 할당량 초과: 1,024 MiB (한도 768 MiB)");
+  assert.equal(wordPhrases([{ ...memory, system_wide: "true" }], page),
+               "시스템 전체 메모리 할당량 초과: 1,024 MiB (한도 768 MiB)");
+  assert.equal(wordPhrases([{ ...memory, resource: "printers" }], page), null);  // a newer server's: its English
+  const lost = [{ kind: "instance_silent", instance: "abc", host: "h", pid: "1", seconds: "16" }, { kind: "outcome_unknown" }];
+  assert.equal(wordPhrases(lost, page),
+               "limen 인스턴스 abc (호스트 h, PID 1)와 연결이 끊김: 16초 동안 하트비트 없음; 실제로 실행됐는지는 알 수 없음: 가상 머신의 상태를 확인하세요");
+});
+
+test("every phrase kind the server reads back has words in both catalogues", async () => {
+  const { readFileSync } = await import("node:fs");
+  for (const language of ["en", "ko"]) {
+    const catalogue = JSON.parse(readFileSync(new URL(`../../src/limen/i18n/catalogues/${language}/ui.json`, import.meta.url)));
+    for (const kind of ["quota", "quota_system", "unrecorded_instance", "instance_had_stopped", "instance_stopped",
+                        "instance_process_ended", "instance_silent", "create_stopped", "outcome_unknown", "removed"]) {
+      assert.ok(Object.hasOwn(catalogue, `action_detail.${kind}`), `${language}: ${kind}`);
+    }
+  }
+});

@@ -39,7 +39,7 @@ from limen.db import Database
 from limen.db.models import QuotaLock, QuotaReservation, Role, UserQuota
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm
-from limen.quota.limits import Footprint, Limits, Usage, check, check_alone, with_change
+from limen.quota.limits import SYSTEM_WIDE, Footprint, Limits, Usage, check, check_alone, with_change
 from limen.settings import Settings
 
 LOCK_WAIT = 30.0  # seconds a quota check may wait for its turn
@@ -190,8 +190,8 @@ class QuotaLedger:
             mine_after = Usage.of(f for f in after.values() if f.owner == change.owner)
             check(limits, mine_before, mine_after, scope=scope)
         if must_fit_alone:
-            check_alone(self.system, change, scope="system-wide")
-        check(self.system, Usage.of(before.values()), Usage.of(after.values()), scope="system-wide")
+            check_alone(self.system, change, scope=SYSTEM_WIDE)
+        check(self.system, Usage.of(before.values()), Usage.of(after.values()), scope=SYSTEM_WIDE)
         row = QuotaReservation(user_name=change.owner, vm_name=change.name, running=change.running,
                                vcpus=change.vcpus, memory_mib=change.memory_mib, disk_bytes=change.disk_bytes,
                                instance_id=self.instance_id, created_at=utc_now(self.clock))

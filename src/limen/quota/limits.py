@@ -17,10 +17,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from limen.action_details import quota_details
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import DiskDevice, Vm
 
 GIB = 2**30
+SYSTEM_WIDE = "system-wide"  # the scope of the limits over every VM, whoever owns it
 RESOURCES = ("vms", "vcpus", "memory_mib", "disk_gib")
 
 _NAMES = {"vms": "VMs", "vcpus": "vCPUs", "memory_mib": "memory (MiB)", "disk_gib": "disk (GiB)"}
@@ -125,6 +127,7 @@ class QuotaExceeded(LimenError):
         over = usage + requested - limit
         self.quota = {"scope": scope, "resource": resource, "limit": limit, "usage": _rounded(usage),
                       "requested": _rounded(requested), "free": _rounded(over)}
+        self.audit_details = quota_details(resource, usage + requested, limit, system_wide=scope == SYSTEM_WIDE)
         name = _NAMES[resource]
         super().__init__(ErrorCode.QUOTA_EXCEEDED, details or (
             f"{scope} quota on {name}: limit {limit}, in use {_rounded(usage)}, this needs {_rounded(requested)} "

@@ -43,6 +43,12 @@ function wordPhrase(phrase, translate, known, locale) {
   } else if (phrase.kind === "from_console") {
     const kind = `action_detail.console.${phrase.console}`;
     if (known(kind)) values.console = translate(kind);
+  } else if (phrase.kind === "quota") {
+    const resource = `action_detail.quota_resource.${phrase.resource}`;
+    if (!known(resource)) return null;
+    values.resource = translate(resource);
+    for (const name of ["needed", "limit"]) values[name] = new Intl.NumberFormat(locale).format(Number(phrase[name]));
+    if (phrase.system_wide === "true") key = "action_detail.quota_system";
   } else if (phrase.kind === "resized" || phrase.kind === "resize_asked") {
     for (const name of ["old", "new", "bytes"]) {
       if (phrase[name] !== undefined) values[name] = formatSize(Number(phrase[name]), locale);
