@@ -87,7 +87,8 @@ def test_twenty_parallel_creates_with_room_for_three_make_exactly_three(
     mine = httpx.get(f"{server.base_url}/api/quota", headers=headers, timeout=30).json()
     assert mine["usage"]["vms"] == 3 and mine["limits"]["vms"] == 3
     # Deleting one frees its slot.
-    deleted = httpx.delete(f"{server.base_url}/api/vms/{listed[0]['name']}", headers=headers, timeout=30)
+    deleted = httpx.delete(f"{server.base_url}/api/vms/{listed[0]['name']}", headers=headers, timeout=30,
+                           params={"delete_disks": "true"})  # a plain user's VM goes with its disks
     assert deleted.status_code == 200, deleted.text
     again = httpx.post(f"{server.base_url}/api/vms", json={"name": vm_names(), "vcpus": 1, "memory_mib": 64},
                        headers=headers, timeout=30)
@@ -189,8 +190,8 @@ def test_the_consoles_auto_start_is_checked_too(
     assert api.get(f"/api/vms/{stopped}").json()["state"] == "running"
     rows = [(row["action"], row["result_code"], row["details"])
             for row in api.get("/api/vm-actions", params={"vm": stopped}).json()]
-    assert rows == [("start", "OK", "from the VNC console"), ("start", "QUOTA_EXCEEDED", "from the VNC console"),
-                    ("create", "OK", "")]
+    assert rows == [("start", "OK", "from the VNC console"),
+                    ("start", "QUOTA_EXCEEDED", "from the VNC console; vCPUs quota: 2 over 1"), ("create", "OK", "")]
     api.post(f"/api/vms/{stopped}/stop", params={"force": "true"})
 
 
