@@ -8,6 +8,7 @@ Nothing reads the environment after :func:`load_settings` returns.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import os
 import re
@@ -541,7 +542,14 @@ def _settings_class(config_file: Path | None, *, environment: bool) -> type[Sett
     if config_file is not None and not config_file.is_file():
         raise SettingsError(f"--config ({config_file}): no such file", file=config_file,
                             file_problem=FileProblem("missing", "no such file"))
+    return _chosen_settings_class(config_file, environment)
 
+
+# A class holds only the file's path (read at every build), so one per path serves every build of it: making
+# the class is ~3 ms of pydantic's CPU, ~2/3 of a build from a file, and the environment source's remembered
+# answers (_RememberedEnvironment) are per class. A server builds once; the CLI's and the tests' many do not.
+@functools.lru_cache(maxsize=_RememberedEnvironment._REMEMBERED)
+def _chosen_settings_class(config_file: Path | None, environment: bool) -> type[Settings]:
     class ChosenSettings(Settings):
         model_config = SettingsConfigDict(toml_file=config_file)
         read_environment = environment
