@@ -13,6 +13,7 @@ from gettext, and limen ships no message catalogue for click.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,8 +37,11 @@ def walk(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, 
         yield from walk(sub, (*path, name))
 
 
+# Made once per language: building the tree evaluates every parameter of limen's ~60 commands (~25 ms of CPU),
+# and click keeps nothing of a run in it (each run has its own context). A process runs once; tests many times.
+@functools.cache
 def localized_command(app: typer.Typer, lang: str) -> Any:
-    """``app``'s click command with the help texts the catalogue has in ``lang``."""
+    """``app``'s click command with the help texts the catalogue has in ``lang`` (the same object each call)."""
     root = typer.main.get_command(app)
     if lang == DEFAULT_LANGUAGE:
         return root
