@@ -102,8 +102,9 @@ async def test_create_show_act_delete(client: httpx.AsyncClient) -> None:
 async def test_a_snapshot_asked_while_its_vm_is_being_deleted_is_not_taken(
         client: httpx.AsyncClient, shared: SharedApp, monkeypatch: pytest.MonkeyPatch) -> None:
     """A VM's deletion (its snapshots deleted, then the VM undefined) and a snapshot asked meanwhile: the
-    snapshot waits for the deletion and finds the VM gone. It was accepted (202) and taken into the disk the
-    deletion keeps, after that deletion had cleared it: a snapshot nobody could list or delete any more."""
+    snapshot (and a revert) waits for the deletion and finds the VM gone. It was accepted (202) and taken
+    into the disk the deletion keeps, after that deletion had cleared it: a snapshot nobody could list or
+    delete any more."""
     created = await client.post("/api/vms", json={"name": "snap-del", "memory_mib": 64, "disk_gib": 1})
     assert created.status_code == 201, created.text
     hypervisor = services_of(shared.app).hypervisor
@@ -119,11 +120,14 @@ async def test_a_snapshot_asked_while_its_vm_is_being_deleted_is_not_taken(
     delete = asyncio.create_task(client.delete("/api/vms/snap-del"))
     await deleting.wait()
     snapshot = asyncio.create_task(client.post("/api/vms/snap-del/snapshots", json={"name": "late"}))
-    await asyncio.wait({snapshot}, timeout=2)  # time enough to answer for a snapshot that does not wait
+    # A revert waits as well: it went on beside the deletion, and answered for the snapshot, not the VM.
+    revert = asyncio.create_task(client.post("/api/vms/snap-del/snapshots/early/revert"))
+    await asyncio.wait({snapshot, revert}, timeout=2)  # time enough to answer for requests that do not wait
     go_on.set()
     deleted = await delete
     assert deleted.status_code == 200, deleted.text
     assert_error(await snapshot, 404, "VM_NOT_FOUND")
+    assert_error(await revert, 404, "VM_NOT_FOUND")
 
 
 async def test_duplicate_name(client: httpx.AsyncClient) -> None:

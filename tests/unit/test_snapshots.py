@@ -13,7 +13,7 @@ import pytest
 
 from limen.errors import ErrorCode, LimenError, ValidationFailed
 from limen.hypervisor import Hypervisor, snapshots
-from limen.hypervisor.operations import Operation, Operations, OperationState
+from limen.hypervisor.operations import VM_DELETION, Operation, Operations, OperationState
 from limen.hypervisor.snapshots import (
     SnapshotInfo,
     check_description,
@@ -128,8 +128,8 @@ class _Clock:
         return self.now
 
 
-def _start(operations: Operations, work: object, vm: str = "u1") -> Operation:
-    return operations.start(kind="snapshot", vm_uuid=vm, vm_name=f"vm-{vm}", vm_owner="alice", user="alice",
+async def _start(operations: Operations, work: object, vm: str = "u1") -> Operation:
+    return await operations.start(kind="snapshot", vm_uuid=vm, vm_name=f"vm-{vm}", vm_owner="alice", user="alice",
                             subject="s", work=work, busy=ErrorCode.SNAPSHOT_IN_PROGRESS)  # type: ignore[arg-type]
 
 
@@ -140,14 +140,14 @@ async def test_an_operation_runs_reports_progress_and_ends() -> None:
     async def work(operation: Operation) -> None:
         await release.wait()
 
-    operation = _start(operations, work)
+    operation = await _start(operations, work)
     assert operation.payload()["state"] == "running" and operation.progress is None
     await asyncio.sleep(0)
     assert operations.get(operation.id) is operation and operation.state is OperationState.RUNNING
     with pytest.raises(LimenError) as busy:
-        _start(operations, work)
+        await _start(operations, work)
     assert busy.value.code is ErrorCode.SNAPSHOT_IN_PROGRESS and operation.id in busy.value.details
-    other = _start(operations, work, vm="u2")  # another VM is not held up
+    other = await _start(operations, work, vm="u2")  # another VM is not held up
     release.set()
     await asyncio.sleep(0.01)
     done = operation.payload()
@@ -164,11 +164,11 @@ async def test_a_failed_operation_carries_its_error_body() -> None:
     async def buggy(operation: Operation) -> None:
         raise KeyError("bug")
 
-    failed = _start(operations, refused)
+    failed = await _start(operations, refused)
     await asyncio.sleep(0)
     assert failed.state is OperationState.FAILED and failed.error is not None
     assert failed.error["code"] == "SNAPSHOT_UNSUPPORTED" and set(failed.error) >= {"error", "details", "message"}
-    crashed = _start(operations, buggy)
+    crashed = await _start(operations, buggy)
     await asyncio.sleep(0)
     assert crashed.error is not None and crashed.error["code"] == "INTERNAL_ERROR"
     with pytest.raises(RuntimeError):
@@ -182,7 +182,7 @@ async def test_finished_operations_are_forgotten_and_bounded() -> None:
     async def quick(operation: Operation) -> None:
         return None
 
-    started = [_start(operations, quick, vm=f"u{i}") for i in range(5)]
+    started = [await _start(operations, quick, vm=f"u{i}") for i in range(5)]
     await asyncio.sleep(0)
     assert [operations.get(op.id) is not None for op in started] == [False, False, True, True, True]
     clock.now = 61
@@ -195,13 +195,13 @@ async def test_close_ends_what_runs_as_failed_and_refuses_more() -> None:
     async def forever(operation: Operation) -> None:
         await asyncio.Event().wait()
 
-    operation = _start(operations, forever)
+    operation = await _start(operations, forever)
     await asyncio.sleep(0)
     await operations.close()
     assert operation.state is OperationState.FAILED and operation.error is not None
     assert operation.error["code"] == "SERVER_SHUTDOWN"
     with pytest.raises(LimenError) as refused:
-        _start(operations, forever)
+        await _start(operations, forever)
     assert refused.value.code is ErrorCode.SERVER_SHUTDOWN
 
 
@@ -214,12 +214,12 @@ async def test_another_instances_operation_is_read_here_as_its_last_event_told_i
         return None
 
     theirs = Operations()
-    elsewhere = _start(theirs, quick)
+    elsewhere = await _start(theirs, quick)
     operations.heard(elsewhere.payload(), vm_owner="alice")
     read = operations.get(elsewhere.id)
     assert read is not None and read.payload() == elsewhere.payload() and read.vm_owner == "alice"
     assert read.state is OperationState.RUNNING
-    operations.check_idle(elsewhere.vm_uuid, "web", ErrorCode.SNAPSHOT_IN_PROGRESS)  # holds no VM here
+    await operations.check_idle(elsewhere.vm_uuid, "web", ErrorCode.SNAPSHOT_IN_PROGRESS)  # holds no VM here
     await asyncio.sleep(0)
     operations.heard(elsewhere.payload(), vm_owner="alice")
     ended = operations.get(elsewhere.id)
@@ -268,22 +268,48 @@ async def test_a_name_with_a_nul_is_a_missing_snapshot(
         await hypervisor.close()
 
 
-async def test_claims_of_one_vm_take_turns_and_leave_nothing_behind() -> None:
+async def test_what_meets_a_vms_deletion_waits_for_it_and_finds_the_vm_gone() -> None:
+    """A VM's deletion is an operation of the VM: a snapshot asked meanwhile starts only once it ended, as
+    VM_NOT_FOUND when it deleted the VM, and nothing of the deletion stays behind. It was a lock of its own
+    beside the operations (Operations.claim), counting its holders by hand."""
     operations = Operations()
-    order: list[str] = []
+    deleting, go_on = asyncio.Event(), asyncio.Event()
 
-    async def claim(who: str, vm: str) -> None:
-        async with operations.claim(vm):
-            order.append(f"{who} in")
-            await asyncio.sleep(0)
-            order.append(f"{who} out")
+    async def delete(fails: bool) -> None:
+        async with operations.running(kind=VM_DELETION, vm_uuid="u1", vm_name="vm-u1", vm_owner="alice",
+                                      user="alice", subject="vm-u1", busy=ErrorCode.SNAPSHOT_IN_PROGRESS):
+            deleting.set()
+            await go_on.wait()
+            if fails:
+                raise LimenError(ErrorCode.HYPERVISOR_UNAVAILABLE, "libvirt went away")
 
-    await asyncio.gather(claim("a", "u1"), claim("b", "u1"))
-    assert order == ["a in", "a out", "b in", "b out"]
-    order.clear()
-    await asyncio.gather(claim("a", "u1"), claim("c", "u2"))
-    assert order == ["a in", "c in", "a out", "c out"]  # another VM's claim does not wait
-    assert operations._claims == {}
+    async def quick(operation: Operation) -> None:
+        return None
+
+    for fails in (False, True):
+        deleting.clear()
+        go_on.clear()
+        deletion = asyncio.create_task(delete(fails))
+        await deleting.wait()
+        deletion_op = operations.running_for("u1")
+        assert deletion_op is not None and deletion_op.kind == VM_DELETION
+        snapshot = asyncio.create_task(_start(operations, quick))
+        another_vm = await _start(operations, quick, vm="u2")  # another VM is not held up
+        await asyncio.sleep(0)
+        assert not snapshot.done() and another_vm.state is OperationState.DONE
+        go_on.set()
+        if fails:  # the VM stayed: the snapshot goes on
+            with pytest.raises(LimenError):
+                await deletion
+            assert (await snapshot).vm_uuid == "u1"
+        else:
+            await deletion
+            with pytest.raises(LimenError) as gone:
+                await snapshot
+            assert gone.value.code is ErrorCode.VM_NOT_FOUND
+        assert operations.get(deletion_op.id) is None  # nobody has its id: it is not kept
+        await asyncio.sleep(0)
+        assert operations.running_for("u1") is None
 
 
 @pytest.mark.parametrize("act", [find_snapshot, revert_snapshot, delete_snapshot])

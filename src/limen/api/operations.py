@@ -49,7 +49,8 @@ def refuse_busy_vm(action: str) -> Any:
     libvirt takes it, reading the VM may wait as long (libvirt holds the domain for it), so asking first keeps
     these requests from waiting for nothing. Only who may see the VM learns of it: to others it is missing,
     as the route answers them. The refusal is recorded as the route's ``action``, as the route's own
-    refusals are: a delete tried during a snapshot shows in the audit trail."""
+    refusals are: a delete tried during a snapshot shows in the audit trail. A VM being deleted is waited for
+    (:meth:`Operations.check_idle`): VM_NOT_FOUND, recorded the same way, once the deletion is done."""
 
     async def refuse(request: Request, vm_id: str, principal: CurrentUser, access: AccessDep,
                      hypervisor: HypervisorDep) -> None:
@@ -57,7 +58,8 @@ def refuse_busy_vm(action: str) -> Any:
         if running is None or not (principal.name == running.user or principal.may_access(running.vm_owner)):
             return
         try:
-            hypervisor.operations.check_idle(running.vm_uuid, running.vm_name, ErrorCode.SNAPSHOT_IN_PROGRESS)
+            await hypervisor.operations.check_idle(running.vm_uuid, running.vm_name,
+                                                   ErrorCode.SNAPSHOT_IN_PROGRESS)
         except LimenError as refused:
             await access.audit.vm_action(user=principal.name, action=action, vm_name=running.vm_name,
                                          vm_uuid=running.vm_uuid, result_code=refused.code.name,

@@ -91,11 +91,10 @@ async def post_snapshot(
     that is not qcow2 (SNAPSHOT_UNSUPPORTED), a snapshot of the VM still being taken (SNAPSHOT_IN_PROGRESS).
     """
     operations = hypervisor.operations
-    # The checks and the start in one turn of the VM's (Operations.claim): not while the VM is being deleted.
-    async with operations.claim(vm.uuid), AsyncExitStack() as stack:
+    async with AsyncExitStack() as stack:
         await stack.enter_async_context(access.audit.recording(principal.name, "snapshot", vm.name,
                                                                vm_uuid=vm.uuid, details=body.name[:80]))
-        operations.check_idle(vm.uuid, vm.name, ErrorCode.SNAPSHOT_IN_PROGRESS)
+        await operations.check_idle(vm.uuid, vm.name, ErrorCode.SNAPSHOT_IN_PROGRESS)
         await check_can_take(hypervisor, vm.uuid, body.name, body.description)
         # The audit row completes when the work ends, in the operation's task. The task starts at this
         # coroutine's next await, after the hand-over below; a refusal by start() is still recorded here.
@@ -109,7 +108,8 @@ async def post_snapshot(
                     raise LimenError(ErrorCode.SERVER_SHUTDOWN, "limen stopped while the snapshot was being taken; "
                                      "the VM's snapshot list shows whether libvirt finished it") from None
 
-        operation = operations.start(
+        # A deletion of the VM that began during the checks is waited for here, and answers VM_NOT_FOUND.
+        operation = await operations.start(
             kind="snapshot", vm_uuid=vm.uuid, vm_name=vm.name, vm_owner=vm.owner, user=principal.name,
             subject=body.name, work=work, busy=ErrorCode.SNAPSHOT_IN_PROGRESS)
         handover.append(stack.pop_all())
@@ -151,7 +151,7 @@ async def post_revert(
     checked against the quota on running vCPUs and memory as a start is (QUOTA_EXCEEDED). The VM keeps its
     owner of now, not the snapshot's."""
     async with access.audit.recording(principal.name, "revert", vm.name, vm_uuid=vm.uuid, details=name[:80]):
-        hypervisor.operations.check_idle(vm.uuid, vm.name, ErrorCode.SNAPSHOT_IN_PROGRESS)
+        await hypervisor.operations.check_idle(vm.uuid, vm.name, ErrorCode.SNAPSHOT_IN_PROGRESS)
         target = await find_snapshot(hypervisor, vm.uuid, name)
         async with quota_for_revert(quota, hypervisor, principal, vm, target):
             snap = await revert_snapshot(hypervisor, vm.uuid, name)
@@ -169,7 +169,7 @@ async def delete_one_snapshot(
     """Delete the snapshot ``name`` (its data in the disks too); its children hang from its parent."""
     async with access.audit.recording(principal.name, "snapshot-delete", vm.name, vm_uuid=vm.uuid,
                                       details=name[:80]):
-        hypervisor.operations.check_idle(vm.uuid, vm.name, ErrorCode.SNAPSHOT_IN_PROGRESS)
+        await hypervisor.operations.check_idle(vm.uuid, vm.name, ErrorCode.SNAPSHOT_IN_PROGRESS)
         await delete_snapshot(hypervisor, vm.uuid, name)
     await hypervisor.announce(vm.uuid, VmEventType.SNAPSHOTS_CHANGED)
     log.info("VM snapshot deleted", extra={"event": "vm_snapshot_delete", "vm_uuid": vm.uuid, "vm_name": vm.name,

@@ -31,6 +31,7 @@ from limen.auth.revocation import Revocation
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import VmSpec
 from limen.hypervisor.editing import VmEdit, check_edit, edit_vm
+from limen.hypervisor.operations import VM_DELETION
 from limen.hypervisor.vm_feed import VmEventType
 
 log = logging.getLogger("limen.api")
@@ -152,12 +153,13 @@ async def delete_vm(
     if not delete_disks and not principal.is_admin:
         raise LimenError(ErrorCode.DISKS_MUST_BE_DELETED,
                          f"VM {vm.name!r}: a plain user deletes a VM with its disks (delete_disks=true)")
-    # The VM is held throughout: a snapshot started between its snapshots' deletion and the undefine would
-    # stay in a kept disk, listed nowhere.
+    # An operation of the VM throughout: a snapshot started between its snapshots' deletion and the undefine
+    # would stay in a kept disk, listed nowhere; it waits for the deletion instead, and finds the VM gone.
     async with (access.audit.recording(principal.name, "delete", vm.name, vm_uuid=vm.uuid,
                                        details=delete_details(delete_disks)),
-                hypervisor.operations.claim(vm.uuid)):
-        hypervisor.operations.check_idle(vm.uuid, vm.name, ErrorCode.SNAPSHOT_IN_PROGRESS)
+                hypervisor.operations.running(kind=VM_DELETION, vm_uuid=vm.uuid, vm_name=vm.name,
+                                              vm_owner=vm.owner, user=principal.name, subject=vm.name,
+                                              busy=ErrorCode.SNAPSHOT_IN_PROGRESS)):
         # Its consoles end with ACCESS_REVOKED, saying why, before the VM goes (not VM_STOPPED after).
         await access.revocations.publish(
             Revocation.vm_deleted(vm.uuid, f"VM {vm.name!r} deleted by {principal.name!r}"))

@@ -6,9 +6,10 @@ reads it, and the work announces its progress on the VM change feed. The registr
 bounded: finished operations are kept for :data:`KEEP_FINISHED_SECONDS` (at most :data:`KEEP_FINISHED`
 of them), so memory stays bounded however many are started. At most one operation per VM runs at a
 time (:meth:`Operations.start` refuses a second one with the code it is given), which also keeps two
-requests from racing on one VM between their checks and their work. A change that is no operation but must
-not have one start under it (a VM's deletion) holds the VM with :meth:`Operations.claim`, as the start of
-an operation does until the operation runs.
+requests from racing on one VM between their checks and their work. A VM's deletion is an operation too
+(:data:`VM_DELETION`), run by its request itself (:meth:`Operations.running`) and never shown (its answer is
+the request's): what meets it waits for it instead of being refused, and then finds the VM gone
+(:meth:`Operations.check_idle`), so nothing is taken into a disk the deletion keeps.
 
 Several limen instances on one Redis hear of each other's operations through their relayed events
 (:mod:`limen.vm_event_relay`): :meth:`Operations.heard` keeps what the last one said, so that
@@ -47,6 +48,8 @@ KEEP_FINISHED_SECONDS = 600.0
 # Another instance's operation whose end never came (Redis dropped it, the instance died) is forgotten after
 # this long: longer than any snapshot may take (limen.hypervisor.snapshots.TAKE_TIMEOUT).
 KEEP_HEARD_RUNNING_SECONDS = 3600.0
+# The kind of a VM's deletion as an operation (Operations.running); a snapshot's is "snapshot".
+VM_DELETION = "delete"
 
 
 class OperationState(StrEnum):
@@ -68,7 +71,7 @@ class Operation:
     snapshot it gives none: None until done, then 100)."""
 
     id: str
-    kind: str  # "snapshot"
+    kind: str  # "snapshot", or VM_DELETION (never shown)
     vm_uuid: str
     vm_name: str
     vm_owner: str | None  # who may see it besides admins (and whoever started it)
@@ -80,6 +83,7 @@ class Operation:
     error: dict[str, Any] | None = None
     finished_at: datetime | None = None
     finished_monotonic: float | None = field(default=None, repr=False)
+    ended: asyncio.Event = field(default_factory=asyncio.Event, repr=False, compare=False)
 
     def move_to(self, state: OperationState, now: float) -> None:
         """Ends the operation; ``now`` is the registry's clock (when it may be forgotten)."""
@@ -90,6 +94,7 @@ class Operation:
         self.finished_monotonic = now
         if state is OperationState.DONE:
             self.progress = 100
+        self.ended.set()
 
     @classmethod
     def of_payload(cls, payload: dict[str, Any], vm_owner: str | None) -> Operation:
@@ -149,8 +154,6 @@ class Operations:
         self._keep_seconds = keep_seconds
         self._clock = clock
         self._closed = False
-        # Per VM: its lock and how many hold or wait for it (the entry goes with the last of them).
-        self._claims: dict[str, tuple[asyncio.Lock, int]] = {}
         self.board: OperationBoard | None = None  # with several instances on one Redis (limen.vm_event_relay)
 
     def running_for(self, vm_uuid: str) -> Operation | None:
@@ -163,30 +166,17 @@ class Operations:
         return next((op for op in self._operations.values() if op.state is OperationState.RUNNING
                      and (op.vm_name == ident or op.vm_uuid == folded)), None)
 
-    def check_idle(self, vm_uuid: str, vm_name: str, busy: ErrorCode) -> None:
-        """``busy`` while an operation of the VM runs."""
-        running = self.running_for(vm_uuid)
-        if running is not None:
-            raise LimenError(busy, f"operation {running.id} ({running.kind} {running.subject!r}) still runs "
-                                   f"on VM {vm_name!r}")
-
-    @asynccontextmanager
-    async def claim(self, vm_uuid: str) -> AsyncIterator[None]:
-        """Holds the VM ``vm_uuid`` against every other claim of it, waiting for its turn. A VM's deletion
-        holds it throughout, and an operation's start from its checks until :meth:`start` (the operation
-        then holds the VM by running): a snapshot asked while the VM is being deleted is checked once the
-        deletion is over, and finds the VM gone. This instance's requests only, as :meth:`check_idle`."""
-        lock, holders = self._claims.get(vm_uuid, (asyncio.Lock(), 0))
-        self._claims[vm_uuid] = (lock, holders + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, holders = self._claims[vm_uuid]
-            if holders == 1:
-                del self._claims[vm_uuid]
-            else:
-                self._claims[vm_uuid] = (lock, holders - 1)
+    async def check_idle(self, vm_uuid: str, vm_name: str, busy: ErrorCode) -> None:
+        """Returns once no operation of the VM runs here: ``busy`` while one does, but a deletion of the VM is
+        waited for, and is VM_NOT_FOUND once done (a deletion that failed left the VM: the check goes on).
+        Between this return and the caller's next await, no operation of the VM can start."""
+        while (running := self.running_for(vm_uuid)) is not None:
+            if running.kind != VM_DELETION:
+                raise LimenError(busy, f"operation {running.id} ({running.kind} {running.subject!r}) still runs "
+                                       f"on VM {vm_name!r}")
+            await running.ended.wait()
+            if running.state is OperationState.DONE:
+                raise LimenError(ErrorCode.VM_NOT_FOUND, f"VM {vm_name!r} was deleted meanwhile")
 
     def get(self, operation_id: str) -> Operation | None:
         """This instance's operation, or another's it heard of."""
@@ -220,41 +210,76 @@ class Operations:
         self._heard[operation.id] = (operation, self._clock())
         self._forget_old()
 
-    def start(self, *, kind: str, vm_uuid: str, vm_name: str, vm_owner: str | None, user: str, subject: str,
-              work: Work, busy: ErrorCode) -> Operation:
-        """Runs ``work(operation)`` in a task and returns the operation at once.
+    async def start(self, *, kind: str, vm_uuid: str, vm_name: str, vm_owner: str | None, user: str, subject: str,
+                    work: Work, busy: ErrorCode) -> Operation:
+        """Runs ``work(operation)`` in a task and returns the operation, once :meth:`check_idle` lets it start.
 
         ``busy`` is the error when an operation of the VM still runs. ``work`` ends the operation by
         returning (done) or raising (failed: a LimenError's body; anything else is INTERNAL_ERROR).
         """
-        if self._closed:
-            raise LimenError(ErrorCode.SERVER_SHUTDOWN, "limen is shutting down")
-        self.check_idle(vm_uuid, vm_name, busy)
-        self._forget_old()
-        operation = Operation(id=secrets.token_hex(8), kind=kind, vm_uuid=vm_uuid, vm_name=vm_name,
-                              vm_owner=vm_owner, user=user, subject=subject, started_at=datetime.now(UTC))
-        self._operations[operation.id] = operation
+        operation = await self._begin(kind=kind, vm_uuid=vm_uuid, vm_name=vm_name, vm_owner=vm_owner, user=user,
+                                      subject=subject, busy=busy)
         task = asyncio.create_task(self._run(operation, work), name=f"operation-{operation.id}")
         self._tasks[operation.id] = task
         task.add_done_callback(lambda _task: self._tasks.pop(operation.id, None))
         return operation
 
+    @asynccontextmanager
+    async def running(self, *, kind: str, vm_uuid: str, vm_name: str, vm_owner: str | None, user: str,
+                      subject: str, busy: ErrorCode) -> AsyncIterator[Operation]:
+        """The caller's own work, inside the block, as an operation of the VM (a VM's deletion: its request
+        answers when it ends). It starts as :meth:`start` does and ends with the block, failed by what the
+        block raises (raised on); it is forgotten then, as nobody was given its id to ask for it."""
+        operation = await self._begin(kind=kind, vm_uuid=vm_uuid, vm_name=vm_name, vm_owner=vm_owner, user=user,
+                                      subject=subject, busy=busy)
+        try:
+            yield operation
+        except BaseException as exc:
+            self._end(operation, exc)
+            raise
+        else:
+            self._end(operation, None)
+        finally:
+            del self._operations[operation.id]
+
+    async def _begin(self, *, kind: str, vm_uuid: str, vm_name: str, vm_owner: str | None, user: str, subject: str,
+                     busy: ErrorCode) -> Operation:
+        await self.check_idle(vm_uuid, vm_name, busy)
+        # No await from the check to the registration: no other operation of the VM can start in between.
+        if self._closed:
+            raise LimenError(ErrorCode.SERVER_SHUTDOWN, "limen is shutting down")
+        self._forget_old()
+        operation = Operation(id=secrets.token_hex(8), kind=kind, vm_uuid=vm_uuid, vm_name=vm_name,
+                              vm_owner=vm_owner, user=user, subject=subject, started_at=datetime.now(UTC))
+        self._operations[operation.id] = operation
+        return operation
+
     async def _run(self, operation: Operation, work: Work) -> None:
         try:
             await work(operation)
-        except LimenError as exc:
-            operation.error = exc.to_dict()
-            operation.move_to(OperationState.FAILED, self._clock())
-        except asyncio.CancelledError:
-            operation.error = LimenError(ErrorCode.SERVER_SHUTDOWN, "limen stopped before it ended").to_dict()
-            operation.move_to(OperationState.FAILED, self._clock())
+        except asyncio.CancelledError as exc:
+            self._end(operation, exc)
             raise
-        except Exception as exc:  # a bug: the operation says so instead of hanging in "running"
-            log.exception("operation %s failed", operation.id, extra={"event": "operation_failed"})
-            operation.error = LimenError(ErrorCode.INTERNAL_ERROR, type(exc).__name__).to_dict()
-            operation.move_to(OperationState.FAILED, self._clock())
+        except Exception as exc:
+            if not isinstance(exc, LimenError):  # a bug: the operation says so instead of hanging in "running"
+                log.exception("operation %s failed", operation.id, extra={"event": "operation_failed"})
+            self._end(operation, exc)
         else:
+            self._end(operation, None)
+
+    def _end(self, operation: Operation, failure: BaseException | None) -> None:
+        """Ends the operation as done, or failed with the error body of ``failure``."""
+        if failure is None:
             operation.move_to(OperationState.DONE, self._clock())
+            return
+        if isinstance(failure, LimenError):
+            error = failure
+        elif isinstance(failure, asyncio.CancelledError):
+            error = LimenError(ErrorCode.SERVER_SHUTDOWN, "limen stopped before it ended")
+        else:
+            error = LimenError(ErrorCode.INTERNAL_ERROR, type(failure).__name__)
+        operation.error = error.to_dict()
+        operation.move_to(OperationState.FAILED, self._clock())
 
     def _forget_old(self) -> None:
         now = self._clock()
