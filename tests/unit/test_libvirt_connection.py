@@ -9,7 +9,7 @@ import threading
 import libvirt
 import pytest
 
-from limen.errors import ErrorCode, LimenError
+from limen.errors import ErrorCode, HypervisorUnavailable, LimenError
 from limen.hypervisor.connection import LibvirtConnection
 from tests.conftest import TEST_DRIVER_URI
 
@@ -64,3 +64,32 @@ async def test_a_uri_libvirt_cannot_open_is_the_hypervisor_unavailable() -> None
         await connection.close()
     assert refused.value.code is ErrorCode.HYPERVISOR_UNAVAILABLE and "qemu:///nosuch" in refused.value.details
     assert refused.value.to_dict()["host"] == "test"  # the host, as the hosts API names it
+
+
+async def test_every_hypervisor_unavailable_out_of_a_hosts_call_names_the_host() -> None:
+    """The host is set where a host's call fails, whatever raised it: a lost socket, a timeout, or the call's
+    own (a create given up before it began). Each raise site named it, and the call's own did not."""
+    connection = LibvirtConnection(TEST_DRIVER_URI, 5.0, host="edge")
+
+    def lost_socket(conn: libvirt.virConnect) -> None:
+        lost = libvirt.libvirtError("client socket is closed")
+        lost.err = (libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_FROM_RPC, "client socket is closed", 2, None,
+                    None, None, 0, 0)
+        raise lost
+
+    def given_up(conn: libvirt.virConnect) -> None:
+        raise HypervisorUnavailable("the create was given up before it began")
+
+    def hangs(conn: libvirt.virConnect) -> None:
+        threading.Event().wait(0.5)
+
+    try:
+        for call, timeout in ((lost_socket, None), (given_up, None), (hangs, 0.05)):
+            with pytest.raises(HypervisorUnavailable) as failed:
+                await connection.call("act", call, timeout=timeout)
+            assert failed.value.to_dict()["host"] == "edge", call.__name__
+    finally:
+        await connection.close()
+    with pytest.raises(HypervisorUnavailable) as stopping:
+        await connection.call("act", given_up)
+    assert "host" not in stopping.value.to_dict()  # limen stopping is no host's failure

@@ -19,7 +19,7 @@ from limen.api.body_rules import body_rules
 from limen.api.deps import AccessDep, AdminUser, HypervisorDep
 from limen.api.schemas import ErrorBody
 from limen.api.unicode_body import UnicodeCheckedRoute
-from limen.errors import ErrorCode, HypervisorUnavailable, LimenError
+from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.hosts import DEFAULT_HOST, HostLink
 from limen.hypervisor.models import HostFigures
@@ -125,10 +125,9 @@ async def refuse_busy_host(hypervisor: Hypervisor, name: str) -> None:
         except LimenError:
             vms = link.known_vms
     if not link.listed and not link.config.draining:  # down since this limen started: VMs unknown, not none
-        raise HypervisorUnavailable(f"host {name!r} has not answered since this limen started "
-                                    f"({link.last_error}): whether VMs are on it is unknown. Remove it once it "
-                                    "answers, or drain it first to remove it anyway (its VMs, if any, are then "
-                                    "no longer listed)", host=name)
+        raise link.unavailable(f"host {name!r} has not answered since this limen started ({link.last_error}): "
+                               "whether VMs are on it is unknown. Remove it once it answers, or drain it first to "
+                               "remove it anyway (its VMs, if any, are then no longer listed)")
     if vms:
         names = ", ".join(vm.name for vm in vms[:10])
         raise LimenError(ErrorCode.HOST_IN_USE, f"host {name!r} has {len(vms)} VM(s): {names}")

@@ -193,7 +193,7 @@ class ConsoleSessions:
                 log.info("console session ended: its host is unavailable", extra={
                     "event": "console_host_lost", "session": session.id, "host": host})
                 session.request_end(HypervisorUnavailable(
-                    f"host {host!r} of VM {vm.name!r} stopped answering within LIMEN_LIBVIRT_TIMEOUT", host=host))
+                    f"host {host!r} of VM {vm.name!r} stopped answering within LIMEN_LIBVIRT_TIMEOUT"))
 
     async def wait_ended(self, vm_uuid: str, timeout: float) -> None:
         """Until no admitted session of ``vm_uuid`` is left here, or ``timeout`` has passed."""

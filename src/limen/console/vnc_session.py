@@ -200,7 +200,7 @@ class ConsoleSession(ConsoleDriver):
             return error
         details = f"{error.details} (host {host!r})"
         if isinstance(error, HypervisorUnavailable):
-            return HypervisorUnavailable(details, host=error.host or host)
+            return HypervisorUnavailable(details, host=error.host)  # the session's end names the VM's host
         return LimenError(error.code, details)
 
     def _kind_fields(self) -> dict[str, Any]:

@@ -63,14 +63,13 @@ def is_connection_error(exc: libvirt.libvirtError) -> bool:
     return exc.get_error_code() in _CONNECTION_ERRORS or exc.get_error_domain() == libvirt.VIR_FROM_RPC
 
 
-def classify(exc: libvirt.libvirtError, *, when: str, host: str | None = None) -> LimenError:
-    """Maps a libvirt error to limen's typed errors. ``when`` names the operation, for the details; ``host``
-    the host asked (HYPERVISOR_UNAVAILABLE names it)."""
+def classify(exc: libvirt.libvirtError, *, when: str) -> LimenError:
+    """Maps a libvirt error to limen's typed errors. ``when`` names the operation, for the details."""
     code = exc.get_error_code()
     message = exc.get_error_message() or str(exc)
     details = f"{when}: {message}"
     if is_connection_error(exc):
-        return HypervisorUnavailable(details, host=host)
+        return HypervisorUnavailable(details)
     if code in _NOT_FOUND_ERRORS:
         return LimenError(ErrorCode.VM_NOT_FOUND, details)
     if code == libvirt.VIR_ERR_DOM_EXIST:
@@ -175,10 +174,9 @@ class LibvirtConnection:
             except libvirt.libvirtError as exc:
                 # Any failure to open is the hypervisor's absence (no such driver, no system bus, a refused
                 # socket), not a VM operation refused: it was said as VM_OPERATION_FAILED unless it was a socket.
-                raise HypervisorUnavailable(f"cannot open {self.uri}: {exc.get_error_message()}",
-                                            host=self.host) from None
+                raise HypervisorUnavailable(f"cannot open {self.uri}: {exc.get_error_message()}") from None
             if conn is None:  # older bindings return None instead of raising
-                raise HypervisorUnavailable(f"cannot open {self.uri}", host=self.host)
+                raise HypervisorUnavailable(f"cannot open {self.uri}")
             if self._closed:
                 # close() ran while this was opening (a slow or busy daemon): nothing would ever close it,
                 # and its socket would outlive the server's hypervisor.
@@ -259,6 +257,10 @@ class LibvirtConnection:
             return await self._call(f"{operation} {subject}".strip(), func, timeout)
         except LimenError as exc:
             failure = exc.code.name
+            if isinstance(exc, HypervisorUnavailable) and exc.host is None and not self._closed:
+                # Whatever made it (a timeout, a lost socket, an open refused, the call's own), this host did
+                # not answer: the error names it, as the hosts API does. Not when limen itself is stopping.
+                exc.host = self.host or None
             raise
         finally:
             elapsed = time.monotonic() - began
@@ -285,12 +287,12 @@ class LibvirtConnection:
         except TimeoutError:
             self.drop()
             raise HypervisorUnavailable(
-                f"{operation}: no answer from libvirt at {self.uri} within {limit:g} s", host=self.host
+                f"{operation}: no answer from libvirt at {self.uri} within {limit:g} s"
             ) from None
         except libvirt.libvirtError as exc:
             if is_connection_error(exc):
                 self.drop()
-            raise classify(exc, when=operation, host=self.host) from None
+            raise classify(exc, when=operation) from None
 
     async def close(self) -> None:
         self._closed = True  # from now on no call opens a connection (_call, _connection)

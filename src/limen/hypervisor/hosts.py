@@ -80,6 +80,11 @@ class HostLink:
     def console_address(self) -> str | None:
         return self.config.console_address or default_console_address(self.config.uri)
 
+    def unavailable(self, details: str) -> HypervisorUnavailable:
+        """HYPERVISOR_UNAVAILABLE for what this host, known not to answer now, is not asked (its calls' own
+        errors name it already: :meth:`LibvirtConnection.call`)."""
+        return HypervisorUnavailable(details, host=self.name)
+
 
 class HostPool:
     """Every host's connection, their health, and the routing of calls (the ``connection`` of
@@ -236,8 +241,7 @@ class HostPool:
     def check_usable(self, link: HostLink, operation: str) -> None:
         """Fails at once for a registered host known to be down (its prober brings it back)."""
         if not link.available and link.name != DEFAULT_HOST:
-            raise HypervisorUnavailable(f"{operation}: host {link.name!r} is unavailable ({link.last_error})",
-                                        host=link.name)
+            raise link.unavailable(f"{operation}: host {link.name!r} is unavailable ({link.last_error})")
 
     async def on_host(self, name: str, operation: str, func: Callable[[libvirt.virConnect], T], *,
                       subject: str = "", timeout: float | None = None) -> T:
@@ -271,13 +275,12 @@ class HostPool:
             return found
         for link in self.links:
             if not link.available and any(ident in (vm.uuid, vm.name) for vm in link.known_vms):
-                raise HypervisorUnavailable(f"host {link.name!r} of VM {ident!r} is unavailable "
-                                            f"({link.last_error})", host=link.name)
+                raise link.unavailable(f"host {link.name!r} of VM {ident!r} is unavailable ({link.last_error})")
         unknown = self.never_listed_unavailable()
         if unknown:
-            raise HypervisorUnavailable(f"no available host has VM {ident!r}, and host {unknown[0].name!r} has not "
-                                        f"answered since this limen started ({unknown[0].last_error}): it may be there",
-                                        host=unknown[0].name)
+            raise unknown[0].unavailable(f"no available host has VM {ident!r}, and host {unknown[0].name!r} has "
+                                         f"not answered since this limen started ({unknown[0].last_error}): it "
+                                         "may be there")
         raise LimenError(ErrorCode.VM_NOT_FOUND, f"no VM with name or UUID {ident!r} on any host")
 
     def never_listed_unavailable(self) -> list[HostLink]:

@@ -658,9 +658,9 @@ class Hypervisor:
                 raise LimenError(ErrorCode.VM_ALREADY_EXISTS,
                                  f"a VM named {name!r} is on host {link.name!r} (unavailable now)")
         for link in self.hosts.never_listed_unavailable():
-            raise HypervisorUnavailable(f"host {link.name!r} has not answered since this limen started "
-                                        f"({link.last_error}): a VM named {name!r} may be there; try again when "
-                                        "it answers, or drain it if it is gone for good", host=link.name)
+            raise link.unavailable(f"host {link.name!r} has not answered since this limen started "
+                                   f"({link.last_error}): a VM named {name!r} may be there; try again when it "
+                                   "answers, or drain it if it is gone for good")
         links = [link for link in self.hosts.links if link.available or link.name == DEFAULT_HOST]
         answers = await asyncio.gather(
             *(link.connection.call("check_name", check, subject=name) for link in links), return_exceptions=True)
@@ -767,7 +767,7 @@ class Hypervisor:
             if link.config.draining:
                 raise LimenError(ErrorCode.NO_HOST_FITS, f"host {link.name!r} is draining: it takes no new VMs")
             if not link.available and link.name != DEFAULT_HOST:
-                raise HypervisorUnavailable(f"host {link.name!r} is unavailable ({link.last_error})", host=link.name)
+                raise link.unavailable(f"host {link.name!r} is unavailable ({link.last_error})")
             return link
         if not self.hosts.several:
             return self.hosts.default
