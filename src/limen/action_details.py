@@ -201,6 +201,14 @@ def phrases(action: str, details: str) -> list[dict[str, str]] | None:
     return read
 
 
+def end_phrases(end_code: str | None, end_details: str | None) -> list[dict[str, str]] | None:
+    """A console session's ``end_details`` as :func:`phrases`, when a lost server's (SERVER_LOST: the words of
+    :mod:`limen.recovery`, as a lost action's); None otherwise (an error's details stay as they are)."""
+    if end_code != "SERVER_LOST" or not end_details:
+        return None
+    return phrases("console", end_details)
+
+
 def _old_value(raw: str) -> object:
     if raw in ("None", "True", "False"):
         return {"None": None, "True": True, "False": False}[raw]

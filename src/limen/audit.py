@@ -25,7 +25,7 @@ from sqlalchemy import ColumnElement, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from limen.action_details import joined, phrases, readable
+from limen.action_details import end_phrases, joined, phrases, readable
 from limen.clock import Clock, utc_now
 from limen.db import Database
 from limen.db.batch import BatchedWrites
@@ -78,6 +78,10 @@ class ConsoleSessionInfo:
     @property
     def live(self) -> bool:
         return self.ended_at is None
+
+    @property
+    def end_details_phrases(self) -> list[dict[str, str]] | None:
+        return end_phrases(self.end_code, self.end_details)
 
     @classmethod
     def of(cls, row: ConsoleSessionRecord) -> ConsoleSessionInfo:

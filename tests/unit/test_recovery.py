@@ -222,6 +222,9 @@ async def test_a_silent_instances_consoles_and_actions_are_closed_after_three_he
         row = await survivor.audit.console_session(session_id)
         assert row is not None and row.end_code == "SERVER_LOST" and row.ended_at == T0 + timedelta(seconds=16)
         assert row.end_details == f"limen instance {lost.id[:12]} (host h, pid 1) was lost: no heartbeat for 16 s"
+        # Read back as phrases, as a lost action's are: the Korean audit page showed this English.
+        assert row.end_details_phrases == [
+            {"kind": "instance_silent", "instance": lost.id[:12], "host": "h", "pid": "1", "seconds": "16"}]
     kept = await survivor.audit.console_session("kept")
     assert kept is not None and kept.live
     (action,) = await survivor.audit.vm_actions()
@@ -279,6 +282,9 @@ async def test_a_dead_process_is_gone_at_once_and_a_stopped_instance_holds_nothi
     assert crashed_row.end_details.endswith("was lost: its process ended")
     left_open = await restarted.audit.console_session("left-open")
     assert left_open is not None and left_open.end_details == f"limen instance {stopped.id[:12]} had stopped"
+    assert left_open.end_details_phrases == [{"kind": "instance_had_stopped", "instance": stopped.id[:12]}]
+    assert crashed_row.end_details_phrases is not None
+    assert crashed_row.end_details_phrases[0]["kind"] == "instance_process_ended"
 
 
 async def test_rows_written_before_instances_were_recorded_are_closed(world: World) -> None:

@@ -46,6 +46,10 @@ class ConsoleSessionOut(BaseModel):
     bytes_from_client: int
     end_code: str | None = Field(description="OK, or the error code the session ended with")
     end_details: str | None = Field(None, description="Why it ended, in words (e.g. \"API token 12 revoked\")")
+    end_details_phrases: list[dict[str, str]] | None = Field(None, description=(
+        "A lost server's end_details (SERVER_LOST) read back as phrases, as a VM action's details_phrases "
+        "(e.g. {\"kind\": \"instance_silent\", \"instance\", \"host\", \"pid\", \"seconds\"}); null otherwise: "
+        "then show end_details as they are"))
     terminated_by: str | None
     credential: str | None = Field(
         None, description="What opened it: token:<id>, or session:<first 16 hex digits of the sign-in's hash>"

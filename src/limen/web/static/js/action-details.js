@@ -8,9 +8,18 @@ import { formatSize } from "./stats-series.js";
 
 /** What the page shows in an action's Details column. */
 export function actionDetailsText(action) {
-  const english = String((action && action.details) || "");
-  if (lang === "en" || !action || !Array.isArray(action.details_phrases)) return english;
-  return wordPhrases(action.details_phrases, { translate: t, known: has, locale: lang }) ?? english;
+  return inPageWords(action && action.details, action && action.details_phrases);
+}
+
+/** Why a console session ended (its end_details), worded as an action's details are (a lost server's). */
+export function sessionEndDetailsText(session) {
+  return inPageWords(session && session.end_details, session && session.end_details_phrases);
+}
+
+function inPageWords(details, phrases) {
+  const english = String(details || "");
+  if (lang === "en" || !Array.isArray(phrases)) return english;
+  return wordPhrases(phrases, { translate: t, known: has, locale: lang }) ?? english;
 }
 
 /**

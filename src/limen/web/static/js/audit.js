@@ -4,7 +4,7 @@
 
 import { api, ApiError } from "./api.js";
 import { errorBox, formatBytes, h, placeOf, redrawKeepingPlace, returnToPlace } from "./dom.js";
-import { actionDetailsText, actionResultText } from "./action-details.js";
+import { actionDetailsText, actionResultText, sessionEndDetailsText } from "./action-details.js";
 import { mountUserMenu } from "./session.js";
 import {
   actionName, clientError, formatDateTime, formatNumber, formatTime, sessionEndText, t, tWith,
@@ -71,7 +71,7 @@ function sessionRow(session) {
     h("td", { class: "num", "data-label": t("col.from_browser"), text: formatBytes(session.bytes_from_client) }),
     h("td", { class: "end-code", "data-label": t("col.end") }, end, session.terminated_by ? t("audit.ended_by", { user: session.terminated_by }) : "",
       // Why it ended, in words (e.g. "API token 12 revoked by 'root'"), when the server says.
-      session.end_details ? h("div", { class: "end-details", text: session.end_details }) : ""),
+      session.end_details ? h("div", { class: "end-details", text: sessionEndDetailsText(session) }) : ""),
     h("td", { class: "cell-actions", "data-label": t("col.actions") }, ...actions),
   );
 }
