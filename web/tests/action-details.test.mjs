@@ -17,11 +17,15 @@ const korean = {  // a few of the Korean catalogue's words, enough to tell them 
   "action_detail.given_to": "{owner}에게 넘김",
   "action_detail.resized": "{target} {old} → {new}",
 };
-const inKorean = {
-  translate: (key, params = {}) => korean[key].replace(/\{(\w+)\}/g, (_, name) => params[name] ?? ""),
-  known: (key) => Object.hasOwn(korean, key),
-  locale: "ko",
-};
+/** A Korean page whose catalogue holds only ``words``: what wordPhrases reads it with. */
+function koreanPage(words) {
+  return {
+    translate: (key, params = {}) => words[key].replace(/\{(\w+)\}/g, (_, name) => params[name] ?? ""),
+    known: (key) => Object.hasOwn(words, key),
+    locale: "ko",
+  };
+}
+const inKorean = koreanPage(korean);
 
 test("each phrase is worded from the catalogue, values in the page's way", () => {
   const edit = [{ kind: "change", field: "memory_mib", old: "64", new: "1024", pending: "true" }];
@@ -46,18 +50,13 @@ test("a phrase or a field without words here (a newer server's) leaves the serve
 });
 
 test("a quota's refusal and a lost server's words are said in Korean", () => {
-  const words = {
+  const page = koreanPage({
     "action_detail.quota": "{resource} 할당량 초과: {needed}{unit} (한도 {limit}{unit})",
     "action_detail.quota_system": "시스템 전체 {resource} 할당량 초과: {needed}{unit} (한도 {limit}{unit})",
     "action_detail.quota_resource.memory": "메모리",
     "action_detail.outcome_unknown": "실제로 실행됐는지는 알 수 없음: 가상 머신의 상태를 확인하세요",
     "action_detail.instance_silent": "limen 인스턴스 {instance} (호스트 {host}, PID {pid})와 연결이 끊김: {seconds}초 동안 하트비트 없음",
-  };
-  const page = {
-    translate: (key, params = {}) => words[key].replace(/\{(\w+)\}/g, (_, name) => params[name] ?? ""),
-    known: (key) => Object.hasOwn(words, key),
-    locale: "ko",
-  };
+  });
   const memory = { kind: "quota", resource: "memory", needed: "1024", unit: " MiB", limit: "768" };
   assert.equal(wordPhrases([memory], page), "메모리 할당량 초과: 1,024 MiB (한도 768 MiB)");
   assert.equal(wordPhrases([{ ...memory, system_wide: "true" }], page),
