@@ -4,13 +4,17 @@ libvirtd that never answers (a hung host): the merged list, routing by VM, place
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
+import libvirt
 import pytest
 
 from limen import host_registry
@@ -18,13 +22,16 @@ from limen.api.hypervisor_hosts import refuse_busy_host
 from limen.cli import app
 from limen.db import Database
 from limen.errors import ErrorCode, LimenError
-from limen.hypervisor import Hypervisor, VmSpec, hosts
+from limen.hypervisor import Hypervisor, VmSpec, hosts, migration
 from limen.hypervisor.editing import VmEdit, edit_vm
 from limen.hypervisor.hosts import DEFAULT_HOST, HostConfig
+from limen.hypervisor.models import StreamRelease
+from limen.hypervisor.serial_stream import OPEN_STREAMS, LibvirtSerialPorts
 from limen.settings import Settings
 from tests.support.cli import CliRunner
 from tests.support.console import FakeDomain, driver_uri
 from tests.support.hanging_libvirt import hanging_libvirt
+from tests.support.held_stream import held_stream_port
 
 TIMEOUT = 0.3
 
@@ -458,3 +465,69 @@ async def test_every_replica_counts_a_hosts_vms_as_the_host_has_them(tmp_path: P
         finally:
             assert (await one.delete("/api/vms/s39cl-counted")).status_code == 200
     assert before is not None and after == (before + 1, before + 1)
+
+
+async def test_a_live_move_releases_the_vms_serial_consoles_first_and_they_end_saying_it_moved(
+    two_hosts: Hypervisor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libvirt 9.0 deadlocks when a console stream's abort (a session's, after the source's QEMU quit) meets
+    the free of the source's domain at the migration's end (limen.hypervisor.serial_stream): the VM's streams
+    are aborted before libvirt's migration starts, none opens during it, and their sessions read the end
+    once the VM runs on the target, told that it moved."""
+    alpha = await two_hosts.get_vm("alpha")
+    port, stream = held_stream_port(alpha.uuid)
+    reading = asyncio.ensure_future(port.read())
+    seen: list[tuple[bool, bool]] = []
+
+    def migrate_live(dom: Any, departure: Any, arrival: Any, xml: str) -> None:
+        seen.append((stream.aborted.is_set(), reading.done()))
+
+    monkeypatch.setattr(migration, "migrate_live", migrate_live)
+    await two_hosts.migrate_vm(alpha.uuid, "other")
+    assert seen == [(True, False)]  # released before the migration, its end not told during it
+    assert await asyncio.wait_for(reading, 2) == b""
+    assert port.released_for is StreamRelease.MIGRATED and port not in OPEN_STREAMS
+
+
+async def test_a_serial_console_opened_during_a_live_move_opens_once_the_move_is_over(
+    two_hosts: Hypervisor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alpha = await two_hosts.get_vm("alpha")
+    ports = LibvirtSerialPorts(two_hosts.connection)
+    migrating, may_finish = threading.Event(), threading.Event()
+    opened: list[str] = []
+
+    def migrate_live(dom: Any, departure: Any, arrival: Any, xml: str) -> None:
+        migrating.set()
+        may_finish.wait(5)
+
+    async def open_during_the_move() -> None:
+        with contextlib.suppress(LimenError):  # the test driver has no consoles: only when it asks matters
+            await ports.open(alpha.uuid, force=False)
+        opened.append("asked" if may_finish.is_set() else "asked during the move")
+
+    monkeypatch.setattr(migration, "migrate_live", migrate_live)
+    moving = asyncio.ensure_future(two_hosts.migrate_vm(alpha.uuid, "other"))
+    await asyncio.to_thread(migrating.wait, 5)
+    opening = asyncio.ensure_future(open_during_the_move())
+    await asyncio.sleep(0.05)
+    assert not opening.done()  # waits for the move
+    may_finish.set()
+    await asyncio.wait_for(asyncio.gather(moving, opening), 5)
+    assert opened == ["asked"]
+
+
+async def test_a_failed_live_move_ends_the_released_consoles_saying_so(
+    two_hosts: Hypervisor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alpha = await two_hosts.get_vm("alpha")
+    port, _ = held_stream_port(alpha.uuid)
+
+    def migrate_live(dom: Any, departure: Any, arrival: Any, xml: str) -> None:
+        raise libvirt.libvirtError("migration refused")
+
+    monkeypatch.setattr(migration, "migrate_live", migrate_live)
+    with pytest.raises(LimenError):
+        await two_hosts.migrate_vm(alpha.uuid, "other")
+    assert await asyncio.wait_for(port.read(), 2) == b""
+    assert port.released_for is StreamRelease.MIGRATION_FAILED

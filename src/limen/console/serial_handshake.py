@@ -12,8 +12,10 @@ effects and reports their results; every decision is here:
   refused with SERIAL_BUSY, or with ``force`` ends that one (it gets SESSION_TAKEN_OVER) and waits until it
   let go; then the port opens, with libvirt's force flag when asked (which also cuts off a client outside
   limen, e.g. ``virsh console``; without it libvirt's own refusal is SERIAL_BUSY too);
-* proxy: when the stream ends, why: the VM stopped (VM_STOPPED), libvirt aborted it while the VM runs
-  (another client forced the port: SESSION_TAKEN_OVER), or neither (SERIAL_PORT_ERROR).
+* proxy: when the stream ends, why: limen released it for a live migration of the VM, which moved it
+  (VM_MIGRATED: the page opens it again there) or failed (SERIAL_PORT_ERROR); else the VM stopped
+  (VM_STOPPED), libvirt aborted it while the VM runs (another client forced the port: SESSION_TAKEN_OVER),
+  or neither (SERIAL_PORT_ERROR).
 
 Unlike the VNC console's, the serial page reads text frames in every stage, so an error in the proxy
 stage sends its frame too (the machine runs with ``notices``).
@@ -41,7 +43,7 @@ from limen.console.handshake import (
 )
 from limen.console.stage_table import SERIAL_STAGES, SerialStage
 from limen.errors import ErrorCode, LimenError
-from limen.hypervisor.models import Vm
+from limen.hypervisor.models import LifecycleKind, StreamRelease, Vm
 from limen.settings import Settings
 
 # After the serial stream ended: how long to wait for the VM to be reported stopped.
@@ -124,9 +126,11 @@ class SerialOpened(Result):
 
 @dataclass(frozen=True, slots=True)
 class SerialStreamEnded(Result):
-    """The stream gave its end; ``ended_by``: libvirt's words when it aborted it (None: a plain end of file)."""
+    """The stream gave its end; ``ended_by``: libvirt's words when it aborted it (None: a plain end of file);
+    ``released_for``: what limen released it for, and how that went (None: limen did not)."""
 
     ended_by: str | None = None
+    released_for: StreamRelease | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +204,8 @@ class SerialHandshake(StageMachine):
         if isinstance(result, SerialOpened) and isinstance(pending, OpenSerial):
             return self._enter(SerialStage.PROXY) + self._await(RunSerialProxy())
         if isinstance(result, SerialStreamEnded) and isinstance(pending, RunSerialProxy):
+            if result.released_for is not None:
+                return self.end(self._release_error(result.released_for))
             self.stream_ended_by = result.ended_by
             return self._await(ExplainStreamEnd(self._uuid, self.stream_end_grace))
         if isinstance(result, StreamEndExplained) and isinstance(pending, ExplainStreamEnd):
@@ -222,6 +228,12 @@ class SerialHandshake(StageMachine):
         # The VM runs now, so from here on a lifecycle ending means it stopped under us.
         uuid = self._uuid
         return [OpenWatch(uuid), *self._enter(SerialStage.OPEN_SERIAL), *self._await(FindPortHolder(uuid))]
+
+    def _release_error(self, released_for: StreamRelease) -> LimenError:
+        if released_for is StreamRelease.MIGRATED:
+            return vm_ended_error(self.vm_name, LifecycleKind.MIGRATED, "; its serial console closed")
+        return LimenError(ErrorCode.SERIAL_PORT_ERROR, "the serial console was closed for a migration of the VM, "
+                                                       "which failed: it runs on where it was")
 
     def _stream_end_error(self, explained: StreamEndExplained) -> LimenError:
         if explained.vm_stopped:

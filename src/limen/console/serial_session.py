@@ -153,7 +153,7 @@ class SerialSession(ConsoleDriver):
         while data := await port.read():
             await self._send_binary(data)
             self.traffic.to_client += len(data)
-        return SerialStreamEnded(port.ended_by)
+        return SerialStreamEnded(port.ended_by, port.released_for)
 
     async def _explain_stream_end(self, effect: ExplainStreamEnd) -> Result:
         stopped = await self._vm_stopped_within(effect.uuid, effect.grace)

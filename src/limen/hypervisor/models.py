@@ -131,6 +131,14 @@ class Vm:
         return None
 
 
+class StreamRelease(StrEnum):
+    """Why limen released a VM's console stream itself, told once that is over
+    (:attr:`limen.hypervisor.serial_stream.SerialPort.released_for`)."""
+
+    MIGRATED = "migrated"  # for a live migration of its VM, which moved the VM to another host
+    MIGRATION_FAILED = "migration_failed"  # for a live migration that failed: the VM runs on where it was
+
+
 class LifecycleKind(StrEnum):
     """A VM lifecycle event, reduced to what limen acts on."""
 

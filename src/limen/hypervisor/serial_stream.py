@@ -20,6 +20,10 @@ ensure_event_thread`). Rules this module keeps:
   close callback is ``virChrdevFDStreamCloseCb``), but the console table and then each stream to free a VM
   (``virChrdevFree``, from an undefine or a migration's end): an abort that meets an undefine deadlocks
   libvirtd's event loop for good (every client of that host hangs), or crashes it. A destroy alone is safe.
+* Likewise before a live migration (:func:`held_for_migration`): its end quits the source's QEMU, whose pty
+  hangs up (the session reads the end and aborts its stream), in the same job that frees the source's domain
+  (``VIR_MIGRATE_UNDEFINE_SOURCE``). No stream of the VM opens meanwhile: an open waits for the migration's
+  end, and those under way when it began are waited for and released with the others.
 """
 
 from __future__ import annotations
@@ -30,13 +34,14 @@ import contextlib
 import logging
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol, TypeVar
 
 import libvirt
 
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.domain_xml import parse_domain_xml
+from limen.hypervisor.models import StreamRelease
 
 log = logging.getLogger("limen.hypervisor")
 
@@ -55,6 +60,22 @@ OPEN_STREAMS: set[LibvirtSerialPort] = set()
 _LATE_CLOSES: set[asyncio.Task[None]] = set()  # closes of streams whose opener gave up (kept referenced)
 
 
+class MigrationHold:
+    """A live migration's hold on its VM's console streams (:func:`held_for_migration`)."""
+
+    def __init__(self) -> None:
+        self.moved = False  # set by the migration once the VM runs on the target
+        self.over = asyncio.Event()
+
+    @property
+    def outcome(self) -> StreamRelease:
+        return StreamRelease.MIGRATED if self.moved else StreamRelease.MIGRATION_FAILED
+
+
+_MIGRATION_HOLDS: dict[str, MigrationHold] = {}  # VM UUID → the hold of its live migration under way
+_OPENINGS: dict[asyncio.Future[None], str] = {}  # opens under way → their VM's UUID
+
+
 class SerialPort(Protocol):
     """One open serial console. Create through :meth:`SerialPorts.open`, and ``close`` it (a second close waits
     for the first one's release)."""
@@ -70,6 +91,11 @@ class SerialPort(Protocol):
     @property
     def ended_by(self) -> str | None:
         """Why the stream ended, in words (None while it runs, or when it ended by a plain end of file)."""
+        ...
+
+    @property
+    def released_for(self) -> StreamRelease | None:
+        """Once the stream ended: what limen released it for, and how that went (None: limen did not)."""
         ...
 
     async def close(self) -> None: ...
@@ -107,13 +133,34 @@ def _is_busy(exc: libvirt.libvirtError) -> bool:
     return "active console session" in str(exc).lower()
 
 
-async def release_vm_streams(vm_uuid: str) -> int:
+async def release_vm_streams(vm_uuid: str, *, hold: MigrationHold | None = None) -> int:
     """Closes every console stream of the VM ``vm_uuid`` this process holds, and waits (each within
     ``CLOSE_TIMEOUT``) until libvirt released them: call it after a destroy and before the undefine (see the
-    module's rules). Their sessions read the end. Returns how many there were."""
+    module's rules). Their sessions read the end (for a migration's ``hold``: once it is over, with its
+    outcome in :attr:`~SerialPort.released_for`). Returns how many there were."""
     ports = [port for port in list(OPEN_STREAMS) if port.vm_uuid == vm_uuid]
-    await asyncio.gather(*(port.close() for port in ports))
+    await asyncio.gather(*(port.close(hold=hold) for port in ports))
     return len(ports)
+
+
+@contextlib.asynccontextmanager
+async def held_for_migration(vm_uuid: str) -> AsyncIterator[MigrationHold]:
+    """Run a live migration of ``vm_uuid`` in this block (see the module's rules): the VM's console streams
+    are released first, and none opens until the block ends (an open meanwhile waits, within its caller's
+    deadline). Set the hold's ``moved`` once the VM runs on the target: the sessions whose streams were
+    released end then, telling whether it moved."""
+    hold = MigrationHold()
+    _MIGRATION_HOLDS[vm_uuid] = hold
+    try:
+        opening = [future for future, uuid in _OPENINGS.items() if uuid == vm_uuid]
+        if opening:  # each is bounded by its libvirt call's deadline; one that opened is released below
+            await asyncio.wait(opening)
+        await release_vm_streams(vm_uuid, hold=hold)
+        yield hold
+    finally:
+        if _MIGRATION_HOLDS.get(vm_uuid) is hold:
+            del _MIGRATION_HOLDS[vm_uuid]
+        hold.over.set()
 
 
 class LibvirtCalls(Protocol):
@@ -139,6 +186,8 @@ class LibvirtSerialPorts:
         return await self._connection.call("get_vm", run, subject=vm_uuid)
 
     async def open(self, vm_uuid: str, *, force: bool) -> SerialPort:
+        while (hold := _MIGRATION_HOLDS.get(vm_uuid)) is not None:  # the VM is moving: open it where it lands
+            await hold.over.wait()
         loop = asyncio.get_running_loop()
         port = LibvirtSerialPort(loop, vm_uuid, read_high=self._read_high, read_low=self._read_low)
 
@@ -157,6 +206,8 @@ class LibvirtSerialPorts:
             port.attach(stream)
 
         opening = asyncio.ensure_future(self._connection.call("open_console", run, subject=vm_uuid))
+        _OPENINGS[opening] = vm_uuid  # a migration beginning now waits for it (see held_for_migration)
+        opening.add_done_callback(_OPENINGS.pop)
         try:
             await asyncio.shield(opening)
         except asyncio.CancelledError:
@@ -196,6 +247,7 @@ class LibvirtSerialPort:
         self._ended_by: str | None = None
         self._closed = False
         self._released: asyncio.Event | None = None  # set once the stream is aborted and freed (by close())
+        self._hold: MigrationHold | None = None  # the migration the stream was released for
         self._mask_applied: int | None = None
         self._arrived = asyncio.Event()  # set in the loop when _incoming has data or the stream ended
         self._drained = asyncio.Event()  # set in the loop when _outgoing went below WRITE_HIGH
@@ -218,12 +270,17 @@ class LibvirtSerialPort:
         return self._ended_by
 
     @property
+    def released_for(self) -> StreamRelease | None:
+        return self._hold.outcome if self._hold is not None and self._hold.over.is_set() else None
+
+    @property
     def buffered(self) -> tuple[int, bool]:
         """(bytes from the guest waiting for :meth:`read`, whether reading from libvirt is paused)."""
         with self._lock:
             return self._incoming_size, self._reading_paused
 
     async def read(self) -> bytes:
+        hold: MigrationHold | None = None
         while True:
             with self._lock:
                 if self._incoming:
@@ -236,9 +293,12 @@ class LibvirtSerialPort:
                         self._arrived.clear()
                     break
                 if self._ended:
-                    return b""
+                    chunk, resume, hold = b"", False, self._hold
+                    break
                 self._arrived.clear()
             await self._arrived.wait()
+        if not chunk and hold is not None:  # released for a migration: the end is told once that is over
+            await hold.over.wait()
         if resume:
             self._request_mask_update()
         return chunk
@@ -258,9 +318,10 @@ class LibvirtSerialPort:
                 self._drained.clear()
         self._request_mask_update()
 
-    async def close(self) -> None:
-        """Aborts and frees the stream; a reader waiting in :meth:`read` gets the end. A second close (the
-        session's own, and :func:`release_vm_streams`) waits for the first one's release."""
+    async def close(self, *, hold: MigrationHold | None = None) -> None:
+        """Aborts and frees the stream; a reader waiting in :meth:`read` gets the end (with ``hold``, the
+        migration the stream is released for, once that is over). A second close (the session's own, and
+        :func:`release_vm_streams`) waits for the first one's release."""
         with self._lock:
             if self._closed:
                 released = self._released
@@ -268,6 +329,7 @@ class LibvirtSerialPort:
             else:
                 self._closed = True
                 self._ended = True
+                self._hold = hold
                 stream, self._stream = self._stream, None
                 self._incoming.clear()
                 self._incoming_size = 0

@@ -55,7 +55,7 @@ from limen.hypervisor.models import (
     VncEndpoint,
 )
 from limen.hypervisor.operations import Operations
-from limen.hypervisor.serial_stream import release_vm_streams
+from limen.hypervisor.serial_stream import held_for_migration, release_vm_streams
 from limen.hypervisor.vm_feed import VmEventType, VmFacts, VmFeed
 from limen.isos import CdromSource, resolve_iso
 from limen.settings import Settings
@@ -827,14 +827,20 @@ class Hypervisor:
         progress = asyncio.get_running_loop().create_task(self._report_migration(facts, source, host))
         try:
             if departure.running:
-                await self.hosts.on_host(
-                    source, "migrate_vm",
-                    lambda conn: migration.migrate_live(_lookup(conn, departure.uuid), departure, arrival, xml),
-                    subject=ident, timeout=MIGRATE_TIMEOUT)
+                # Its serial consoles are released first, and none opens until it runs on the target: libvirt
+                # deadlocks when a console stream's abort meets the migration's end (limen.hypervisor.serial_stream).
+                async with held_for_migration(departure.uuid) as hold:
+                    await self.hosts.on_host(
+                        source, "migrate_vm",
+                        lambda conn: migration.migrate_live(_lookup(conn, departure.uuid), departure, arrival, xml),
+                        subject=ident, timeout=MIGRATE_TIMEOUT)
+                    self._remember_moved(departure, host)  # before the hold ends: a console opens on the target
+                    hold.moved = True
             else:
                 await self.hosts.on_host(
                     source, "migrate_vm", lambda conn: migration.copy_cold(conn, departure, arrival, xml, paths),
                     subject=ident, timeout=MIGRATE_TIMEOUT)
+                self._remember_moved(departure, host)
         except LimenError as exc:
             # A timeout leaves the outcome unknown (libvirt may still finish): then nothing is removed.
             if exc.code is not ErrorCode.HYPERVISOR_UNAVAILABLE:
@@ -852,11 +858,13 @@ class Hypervisor:
             await self._quietly(source, "migrate_cleanup", lambda conn: _lookup(conn, departure.uuid).undefine())
         await self._quietly(source, "migrate_cleanup",
                             lambda conn: migration.remove_volumes(conn, [disk.path for disk in departure.disks]))
-        for key in (departure.uuid, departure.name):
-            self.hosts.remember(key, host)
         log.info("VM moved", extra={"event": "vm_migrate_end", "vm_uuid": departure.uuid, "vm_name": departure.name,
                                     "host": host})
         return await self.get_vm(departure.uuid)
+
+    def _remember_moved(self, departure: migration.Departure, host: str) -> None:
+        for key in (departure.uuid, departure.name):
+            self.hosts.remember(key, host)
 
     async def _report_migration(self, facts: VmFacts, source: str, target: str) -> None:
         """Publishes the move's progress to the event stream every half second, as libvirt's job reports it

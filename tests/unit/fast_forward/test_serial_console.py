@@ -52,7 +52,7 @@ from limen.console.serial_session import SerialHolders, SerialSession
 from limen.console.stage_table import SERIAL_STAGES, SerialStage
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.domain_xml import DomainPlan, build_domain_xml, parse_domain_xml
-from limen.hypervisor.models import Vm, VmState
+from limen.hypervisor.models import StreamRelease, Vm, VmState
 from limen.hypervisor.serial_stream import SerialPort
 from limen.settings import Settings
 
@@ -223,6 +223,26 @@ def test_the_end_of_the_stream_is_told_apart(vm_stopped: bool | str, ended_by: s
     assert actions[-1] == Close(code.close_code, code.name)
 
 
+@pytest.mark.parametrize(("released_for", "code", "details"), [
+    (StreamRelease.MIGRATED, ErrorCode.VM_MIGRATED,
+     "VM 'web-1' was migrated to another host; its serial console closed"),
+    (StreamRelease.MIGRATION_FAILED, ErrorCode.SERIAL_PORT_ERROR,
+     "the serial console was closed for a migration of the VM, which failed: it runs on where it was"),
+])
+def test_a_stream_released_for_a_migration_ends_saying_how_the_migration_went(
+    released_for: StreamRelease, code: ErrorCode, details: str
+) -> None:
+    # limen releases the stream before a live migration (libvirt deadlocks when a console stream's abort meets
+    # its end), and the port tells the end once the migration is over: nothing is left to explain.
+    m = machine()
+    m.start()
+    in_proxy(m)
+    actions = m.receive(SerialStreamEnded(None, released_for))
+    (frame,) = frames(actions)
+    assert (frame["code"], frame["stage"], frame["details"]) == (code.name, "proxy", details)
+    assert actions[-1] == Close(code.close_code, code.name)
+
+
 def test_a_lifecycle_event_in_any_stage_is_vm_stopped_naming_the_vm() -> None:
     m = machine()
     m.start()
@@ -366,6 +386,7 @@ class FakePort:
         self.written = bytearray()
         self.closed = False
         self.ended_by_value: str | None = None
+        self.released_for_value: StreamRelease | None = None
         self.write_error: LimenError | None = None
 
     async def read(self) -> bytes:
@@ -379,6 +400,10 @@ class FakePort:
     @property
     def ended_by(self) -> str | None:
         return self.ended_by_value
+
+    @property
+    def released_for(self) -> StreamRelease | None:
+        return self.released_for_value
 
     async def close(self) -> None:
         self.closed = True
@@ -605,6 +630,15 @@ async def test_the_session_reports_how_the_stream_ended(vm_runs: bool, ended_by:
     await run.ended()
     assert run.client.closed == (code.close_code, code.name)
     assert run.client.errors == [(code.name, "proxy")]
+
+
+async def test_a_stream_released_for_a_migration_that_moved_the_vm_ends_the_session_with_vm_migrated() -> None:
+    run = await start(FakeHypervisor(RUNNING)).in_proxy()
+    run.port.released_for_value = StreamRelease.MIGRATED
+    await run.port.output.put(b"")
+    await run.ended()
+    assert run.client.closed == (ErrorCode.VM_MIGRATED.close_code, "VM_MIGRATED")  # the page reconnects there
+    assert run.client.errors == [("VM_MIGRATED", "proxy")]
 
 
 async def test_input_the_guest_does_not_take_ends_with_serial_port_error() -> None:
