@@ -25,6 +25,7 @@ import libvirt
 import libvirt_qemu  # type: ignore[import-untyped]
 import pytest
 
+from limen.errors import ErrorCode
 from limen.web.png import parse_ppm
 from tests.conftest import DEMO_ISO, QEMU_URI
 from tests.support.access import provision_user
@@ -32,6 +33,7 @@ from tests.support.console import ConsoleTranscript, client, read_frames
 from tests.support.extra_host import ExtraHost, pick_address
 from tests.support.libvirt_cleanup import domain_exists, remove_domain, volume_exists
 from tests.support.rfb_client import RfbStream, handshake, request_full_update
+from tests.support.serial import SerialReader
 from tests.support.server import LimenProcess
 from tests.support.sse import SseStream
 
@@ -40,6 +42,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 TIMEOUT = 3.0  # LIMEN_LIBVIRT_TIMEOUT of the servers here
 SLACK = 3.0  # a loaded 2-core machine; the prober asks every second
 EXTRA = "extra"
+SERIAL_CONNECTED = "Serial console connected"
 
 
 @pytest.fixture(scope="module")
@@ -329,6 +332,32 @@ async def test_a_console_of_a_vm_migrated_live_ends_saying_so_and_opens_again_th
         await read_frames(ws, transcript, time.monotonic(), until_binary=1)
     port = moved.json()["vnc"]["port"]
     assert f"Connecting to VNC server on port {port}..." in transcript.statuses, transcript.statuses
+
+
+async def test_a_serial_console_of_a_vm_migrated_live_ends_saying_so_and_opens_again_there(
+    api: httpx.Client, names: Callable[[], str], extra_host: ExtraHost, server: LimenProcess
+) -> None:
+    """The VM's serial stream is released before the live migration (libvirt 9.0 deadlocks when a console
+    stream's abort meets the source's domain being freed at the migration's end): the session ends with
+    VM_MIGRATED once the VM runs on the target, where a new one opens, and the source host still answers.
+    From the private host to the machine's, so a deadlock would hang the private libvirtd only."""
+    vm = _create(api, names(), host=EXTRA, iso=DEMO_ISO, disk_gib=1)
+    try:
+        assert (await asyncio.to_thread(api.post, f"/api/vms/{vm['name']}/start")).status_code == 200
+        url = f"{server.ws_url}/api/vms/{vm['uuid']}/serial"
+        async with client(url, additional_headers=server.auth_headers) as ws:
+            reader = SerialReader(ws)
+            await reader.until_status(SERIAL_CONNECTED, 20)
+            moved = await asyncio.to_thread(api.post, f"/api/vms/{vm['uuid']}/migrate", json={"host": "local"})
+            assert moved.status_code == 200, moved.text
+            assert await reader.until_closed(30) == (ErrorCode.VM_MIGRATED.close_code, "VM_MIGRATED")
+        async with client(url, additional_headers=server.auth_headers) as ws:
+            await SerialReader(ws).until_status(SERIAL_CONNECTED, 20)
+        hosts = {host["name"]: host for host in (await asyncio.to_thread(api.get, "/api/hosts")).json()}
+        assert hosts[EXTRA]["available"] and hosts[EXTRA]["vm_count"] is not None, hosts[EXTRA]
+    finally:
+        # Through limen, which releases the serial stream it may still hold before the undefine.
+        await asyncio.to_thread(api.delete, f"/api/vms/{vm['name']}")
 
 
 def test_migration_live_both_ways_and_cold(api: httpx.Client, names: Callable[[], str],
