@@ -394,9 +394,13 @@ class ConsoleDriver(ABC):
         ptys as it exits, before libvirt has finished with the domain (with TCG that can take seconds), so
         the VM may still look active for a while after its stream closed.
         """
+        asking = True
 
         async def vm_inactive(uuid: str) -> None:
-            while True:
+            # Not only the cancel below ends this: a look-up cancelled as libvirt's answer arrives returns that
+            # answer (asyncio.wait_for of Python 3.11, in LibvirtConnection.call), and a VM that runs on (where
+            # it moved, or from the snapshot it was reverted to) would be asked about for ever.
+            while asking:
                 with contextlib.suppress(LimenError):
                     if not (await self._hv.console_vm(uuid)).is_active:
                         return
@@ -414,6 +418,7 @@ class ConsoleDriver(ABC):
         try:
             done, _ = await asyncio.wait(tasks, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            asking = False
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

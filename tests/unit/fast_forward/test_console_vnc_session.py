@@ -9,6 +9,7 @@ writes), and checks the frames, the close, what was asked of libvirt and what th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from limen.console.stage_table import VNC_STAGES
 from limen.console.upstream import VNC_READ_SIZE, VncReader
 from limen.console.vnc_session import ConsoleSession
 from limen.errors import ErrorCode, LimenError
+from limen.hypervisor.events import LifecycleHub, VmWatch
 from limen.hypervisor.models import LifecycleKind, Vm, VmState, VncEndpoint
 from limen.settings import Settings
 
@@ -498,18 +500,39 @@ async def test_the_frames_of_instant_stages_share_a_write_and_each_slow_stage_is
     await run.ended()
 
 
+class HubHypervisor(FakeHypervisor):
+    """A FakeHypervisor whose watch is a real VmWatch of ``hub``: its end reaches the session as in limen (a
+    callback, no task). Once the test set ``closed`` (it closes the VNC server), a look-up is under way for
+    ``LOOK`` (``asked`` is set) and answers ``after_close``; cancelled meanwhile, it answers all the same, as
+    LibvirtConnection.call does when libvirt's answer arrives with the cancellation (Python 3.11's
+    ``asyncio.wait_for`` then returns the result instead of raising)."""
+
+    LOOK = 0.01  # how long a look-up after the close is under way
+
+    def __init__(self, hub: LifecycleHub, *, after_close: Vm) -> None:
+        super().__init__(RUNNING)
+        self.hub = hub
+        self.after_close = after_close
+        self.closed = False  # the test closed the VNC server: the look-ups from then on are the ones above
+        self.asked = asyncio.Event()
+
+    def watch(self, uuid: str) -> VmWatch:  # type: ignore[override]
+        self.calls.append(("watch", uuid))
+        return VmWatch(self.hub, uuid)
+
+    async def console_vm(self, ident: str) -> Vm:
+        if not self.closed:
+            return await super().console_vm(ident)
+        self.calls.append(("console_vm", ident))
+        self.asked.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(self.LOOK)
+        return self.after_close
+
+
 async def test_the_vm_watch_costs_no_task_and_its_end_still_ends_the_session() -> None:
-    from limen.hypervisor.events import LifecycleHub, VmWatch
-    from limen.hypervisor.models import LifecycleKind
-
     hub = LifecycleHub()
-
-    class HubHypervisor(FakeHypervisor):
-        def watch(self, uuid: str) -> VmWatch:  # type: ignore[override]
-            self.calls.append(("watch", uuid))
-            return VmWatch(hub, uuid)
-
-    run = start(HubHypervisor(RUNNING))
+    run = start(HubHypervisor(hub, after_close=RUNNING))
     await run.until(lambda: run.session.reached_proxy)
     # The handshake and the client reader; no task waits for the VM's lifecycle.
     assert len(run.session._tasks) == 2
@@ -520,3 +543,22 @@ async def test_the_vm_watch_costs_no_task_and_its_end_still_ends_the_session() -
     assert run.session.machine.error is not None
     assert run.session.machine.error.details == "VM 'web' crashed (libvirt lifecycle event)"
     assert hub.watch_count == 0
+
+
+async def test_a_look_up_answering_as_it_is_cancelled_does_not_keep_the_session_from_closing() -> None:
+    """The VNC server closed before the VM's lifecycle event came, and the event ended the session while a
+    look-up asking whether the VM was still active was under way. Cancelled as its answer arrived, that look-up
+    went on asking, and the VM ran on (from the snapshot; a VM migrated live runs on where it moved): the
+    session waited for it for ever and sent no close (how a console of a VM migrated live can get none)."""
+    hub = LifecycleHub()
+    hv = HubHypervisor(hub, after_close=RUNNING)
+    run = start(hv)
+    await run.until(lambda: run.session.reached_proxy)
+    hv.closed = True
+    run.vnc.close()
+    async with asyncio.timeout(WAIT):
+        await hv.asked.wait()
+    hub.publish(UUID, LifecycleKind.REVERTED)
+    await run.ended()
+    assert run.client.closed() == (4107, "VM_REVERTED")
+
