@@ -58,7 +58,7 @@ from limen.console.pacing import teardown_turn
 from limen.console.pump import Traffic
 from limen.db.database import database_unavailable
 from limen.errors import ErrorCode, LimenError
-from limen.hypervisor.models import Vm
+from limen.hypervisor.models import LifecycleKind, Vm
 from limen.settings import Settings
 
 log = logging.getLogger("limen.console")
@@ -181,6 +181,7 @@ class ConsoleDriver(ABC):
         self._proxy_ready = asyncio.Event()  # set by the kind when its stream starts
         self._watch: Any = None
         self._watch_cm: AbstractContextManager[Any] | None = None
+        self._vm_moved = False  # libvirt reported the VM running on another host after its stream ended
         self._tasks: list[asyncio.Task[Any]] = []  # the runners of the session (see _serve)
         self._running = 0  # how many of them have not returned yet
         self._wake: asyncio.Future[None] | None = None  # resolved by the first ending or the last runner
@@ -383,26 +384,35 @@ class ConsoleDriver(ABC):
         return VmEnded(self._how_the_vm_ended())
 
     def _how_the_vm_ended(self) -> str:
-        """The lifecycle event that ended the VM (``stopped``, ``reverted``, ...), when the watch saw one."""
+        """The lifecycle event that ended the VM (``stopped``, ``reverted``, ...), when the watch saw one; else
+        ``migrated`` when libvirt reported the VM running on another host (:meth:`_vm_stopped_within`)."""
         last = getattr(self._watch, "last", None) if self._watch is not None and self._watch.ended.is_set() else None
+        if last is None and self._vm_moved:
+            return LifecycleKind.MIGRATED.value
         return str(getattr(last, "value", "stopped"))
 
     async def _vm_stopped_within(self, uuid: str | None, grace: float) -> bool:
-        """Whether, within ``grace`` seconds, the lifecycle watch sees the VM end or libvirt reports it inactive.
+        """Whether, within ``grace`` seconds, the lifecycle watch sees the VM end or libvirt reports it inactive,
+        or running on another host than the session's (it was migrated: the source's event may come later).
 
         For a stream that just ended (the VNC server's, the serial console's): QEMU closes its sockets and
         ptys as it exits, before libvirt has finished with the domain (with TCG that can take seconds), so
         the VM may still look active for a while after its stream closed.
         """
+        here = self.vm.host if self.vm is not None else None
         asking = True
 
-        async def vm_inactive(uuid: str) -> None:
+        async def vm_gone(uuid: str) -> None:
             # Not only the cancel below ends this: a look-up cancelled as libvirt's answer arrives returns that
             # answer (asyncio.wait_for of Python 3.11, in LibvirtConnection.call), and a VM that runs on (where
             # it moved, or from the snapshot it was reverted to) would be asked about for ever.
             while asking:
                 with contextlib.suppress(LimenError):
-                    if not (await self._hv.console_vm(uuid)).is_active:
+                    vm = await self._hv.console_vm(uuid)
+                    if not vm.is_active:
+                        return
+                    if here is not None and vm.host is not None and vm.host != here:
+                        self._vm_moved = True
                         return
                 await asyncio.sleep(VM_STOPPED_POLL)
 
@@ -410,7 +420,7 @@ class ConsoleDriver(ABC):
         if self._watch is not None:
             waits.append(self._watch.ended.wait())
         if uuid is not None:
-            waits.append(vm_inactive(uuid))
+            waits.append(vm_gone(uuid))
         if not waits:
             return False
         began = asyncio.get_running_loop().time()
@@ -422,7 +432,7 @@ class ConsoleDriver(ABC):
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        if done and self._watch is not None and not self._watch.ended.is_set():
+        if done and self._watch is not None and not self._watch.ended.is_set() and not self._vm_moved:
             # libvirt said inactive before its lifecycle event reached the watch (a loaded machine): the event
             # says how the VM ended (a revert is VM_REVERTED, not VM_STOPPED), so it gets a moment more.
             left = max(0.0, min(EVENT_AFTER_INACTIVE, grace - (asyncio.get_running_loop().time() - began)))

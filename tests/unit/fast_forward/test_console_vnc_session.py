@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from limen.console.driver import ConsoleDriver
-from limen.console.handshake import PORT_POLL_INTERVAL
+from limen.console.handshake import PORT_POLL_INTERVAL, VNC_EOF_GRACE
 from limen.console.stage_table import VNC_STAGES
 from limen.console.upstream import VNC_READ_SIZE, VncReader
 from limen.console.vnc_session import ConsoleSession
@@ -562,3 +562,20 @@ async def test_a_look_up_answering_as_it_is_cancelled_does_not_keep_the_session_
     await run.ended()
     assert run.client.closed() == (4107, "VM_REVERTED")
 
+
+async def test_the_vnc_server_closing_while_the_vm_runs_on_another_host_is_vm_migrated() -> None:
+    """The source's lifecycle event may come seconds after the migration's end on a loaded machine (or never,
+    from another limen's migration): libvirt reporting the VM running on another host than the console's says
+    the same, so the console still ends with VM_MIGRATED and the page reconnects there."""
+    hv = HubHypervisor(LifecycleHub(), after_close=replace(RUNNING, host="extra", vnc=VncEndpoint("127.0.2.1", 5901)))
+    hv.looks = [replace(RUNNING, host="local")]
+    run = start(hv)
+    await run.until(lambda: run.session.reached_proxy)
+    hv.closed = True
+    run.vnc.close()
+    async with asyncio.timeout(2 * VNC_EOF_GRACE):  # without the event, it ended at the grace's end
+        await run.task
+    assert run.client.closed() == (4109, "VM_MIGRATED")
+    assert run.session.machine.error is not None
+    assert run.session.machine.error.details == (
+        "VM 'web' was migrated to another host; its VNC server closed the connection")

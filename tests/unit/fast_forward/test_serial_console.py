@@ -632,6 +632,17 @@ async def test_the_session_reports_how_the_stream_ended(vm_runs: bool, ended_by:
     assert run.client.errors == [(code.name, "proxy")]
 
 
+async def test_a_stream_that_ends_while_the_vm_runs_on_another_host_ends_with_vm_migrated() -> None:
+    # A migration this process did not hold the stream for (another limen's): the pty hangs up, and libvirt
+    # reports the VM running on another host before the source's lifecycle event arrives, if it ever does.
+    hv = FakeHypervisor(replace(RUNNING, host="local"), later=replace(RUNNING, host="extra"))
+    run = await start(hv).in_proxy()
+    run.session.machine.stream_end_grace = 0.05
+    await run.port.output.put(b"")
+    await run.ended()
+    assert run.client.closed == (ErrorCode.VM_MIGRATED.close_code, "VM_MIGRATED")
+    assert run.client.texts[-1]["details"] == "VM 'web-1' was migrated to another host; its serial console closed"
+
 async def test_a_stream_released_for_a_migration_that_moved_the_vm_ends_the_session_with_vm_migrated() -> None:
     run = await start(FakeHypervisor(RUNNING)).in_proxy()
     run.port.released_for_value = StreamRelease.MIGRATED
