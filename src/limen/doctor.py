@@ -286,12 +286,15 @@ async def check_rfb(ctx: Context) -> Said:
         try:
             writer.write(b"RFB 003.008\n")
             await writer.drain()
-            count = (await asyncio.wait_for(reader.readexactly(1), 2))[0]
+            async with asyncio.timeout(2):
+                count = (await reader.readexactly(1))[0]
             if count == 0:
-                length = struct.unpack(">I", await asyncio.wait_for(reader.readexactly(4), 2))[0]
-                reason = (await asyncio.wait_for(reader.readexactly(min(length, 1024)), 2)).decode(errors="replace")
+                async with asyncio.timeout(2):
+                    length = struct.unpack(">I", await reader.readexactly(4))[0]
+                    reason = (await reader.readexactly(min(length, 1024))).decode(errors="replace")
                 raise CheckFailed(said("handshake_refused", reason=reason), said("fix.vnc_password"))
-            types = list(await asyncio.wait_for(reader.readexactly(count), 2))
+            async with asyncio.timeout(2):
+                types = list(await reader.readexactly(count))
         except (asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
             raise CheckFailed(said("no_security_types", error=type(exc).__name__), said("fix.vnc_hangs")) from None
         names = {1: "None", 2: "VNC auth", 19: "VeNCrypt", 16: "Tight"}

@@ -102,7 +102,8 @@ class LimenServer(uvicorn.Server):
         if services is not None:
             services.hypervisor.feed.close()  # ends every event stream now, so uvicorn need not wait on them
             try:
-                await asyncio.wait_for(services.console_sessions.close_all(), timeout=5)
+                async with asyncio.timeout(5):
+                    await services.console_sessions.close_all()
             except TimeoutError:
                 log.warning("console sessions did not close within 5 s", extra={"event": "shutdown_slow"})
             await self._let_closing_handshakes_finish()

@@ -93,3 +93,23 @@ async def test_every_hypervisor_unavailable_out_of_a_hosts_call_names_the_host()
     with pytest.raises(HypervisorUnavailable) as stopping:
         await connection.call("act", given_up)
     assert "host" not in stopping.value.to_dict()  # limen stopping is no host's failure
+
+
+async def test_a_call_cancelled_as_libvirt_answers_is_cancelled() -> None:
+    """The cancel lands after libvirt's answer came in, before the caller ran again. Python 3.11's wait_for
+    returned the answer then, and a console's look-up loop cancelled at its session's end asked on for ever."""
+    connection = LibvirtConnection(TEST_DRIVER_URI, 5.0, host="test")
+    loop = asyncio.get_running_loop()
+    caller: asyncio.Task[str] | None = None
+
+    def answer(conn: libvirt.virConnect) -> str:
+        assert caller is not None
+        # Runs on the loop after the executor's answer is copied into the awaited future (both go through
+        # call_soon_threadsafe, in this order), and before the caller wakes for it.
+        loop.call_soon_threadsafe(loop.call_soon, caller.cancel)
+        return "running"
+
+    caller = asyncio.ensure_future(connection.call("look_up", answer))
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    await connection.close()

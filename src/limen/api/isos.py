@@ -90,7 +90,8 @@ async def _receive_into(upload: IsoUpload, request: Request, idle_timeout: float
         more = True
         while more:
             try:
-                message: Message = await asyncio.wait_for(request.receive(), idle_timeout)
+                async with asyncio.timeout(idle_timeout):
+                    message: Message = await request.receive()
             except TimeoutError:
                 raise LimenError(
                     ErrorCode.REQUEST_TIMEOUT, f"no data for {idle_timeout:g} s after {received} bytes"

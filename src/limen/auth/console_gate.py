@@ -121,7 +121,8 @@ def _requested(conn: HTTPConnection, vm: Vm) -> str:
 async def _holder_of(access: Access, ticket: str) -> tuple[str | None, Principal | None]:
     """(the user the ticket names now, that user as a principal now); (None, None) if the peek saw none."""
     try:  # a hint only: a ticket store slow to answer counts as "saw none"
-        user = await asyncio.wait_for(access.tickets.peek(ticket), _ticket_budget(access))
+        async with asyncio.timeout(_ticket_budget(access)):
+            user = await access.tickets.peek(ticket)
     except TimeoutError:
         user = None
     if user is None:
@@ -136,7 +137,8 @@ def _ticket_budget(access: Access) -> float:
 async def _bounded(work: Awaitable[T], seconds: float) -> T:
     """``work`` (a ticket store call), or REDIS_UNAVAILABLE once ``seconds`` pass (only Redis can be slow)."""
     try:
-        return await asyncio.wait_for(work, seconds)
+        async with asyncio.timeout(seconds):
+            return await work
     except TimeoutError:
         raise LimenError(ErrorCode.REDIS_UNAVAILABLE,
                          f"the console ticket store did not answer within {seconds:.1f} s") from None

@@ -403,9 +403,9 @@ class ConsoleDriver(ABC):
         asking = True
 
         async def vm_gone(uuid: str) -> None:
-            # Not only the cancel below ends this: a look-up cancelled as libvirt's answer arrives returns that
-            # answer (asyncio.wait_for of Python 3.11, in LibvirtConnection.call), and a VM that runs on (where
-            # it moved, or from the snapshot it was reverted to) would be asked about for ever.
+            # Not only the cancel below ends this: a cancel that meets the look-up's answer may be lost on the
+            # way (Python 3.11's asyncio.wait_for returned the answer; limen's calls no longer use it), and a VM
+            # that runs on (where it moved, or from the snapshot it was reverted to) would be asked for ever.
             while asking:
                 with contextlib.suppress(LimenError):
                     vm = await self._hv.console_vm(uuid)
@@ -437,7 +437,8 @@ class ConsoleDriver(ABC):
             # says how the VM ended (a revert is VM_REVERTED, not VM_STOPPED), so it gets a moment more.
             left = max(0.0, min(EVENT_AFTER_INACTIVE, grace - (asyncio.get_running_loop().time() - began)))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._watch.ended.wait(), left)
+                async with asyncio.timeout(left):
+                    await self._watch.ended.wait()
         return bool(done)
 
     async def _idle_watch(self) -> Result:

@@ -239,7 +239,8 @@ class Database:
 
     async def ping(self, timeout: float) -> None:
         """Raises if the database does not answer ``SELECT 1`` within ``timeout`` seconds."""
-        await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, self.check_answers), timeout)
+        async with asyncio.timeout(timeout):
+            await asyncio.get_running_loop().run_in_executor(None, self.check_answers)
 
     def check_answers(self) -> None:
         """Raises if the database does not answer ``SELECT 1`` (however long that takes to find out)."""

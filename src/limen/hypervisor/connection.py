@@ -283,7 +283,10 @@ class LibvirtConnection:
         limit = self.timeout if timeout is None else timeout
         future = loop.run_in_executor(self._executor, run)
         try:
-            return await asyncio.wait_for(future, limit)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the answer when a cancel meets it,
+            # and the cancelled caller (a console's look-up at its end) would go on as if never cancelled.
+            async with asyncio.timeout(limit):
+                return await future
         except TimeoutError:
             self.drop()
             raise HypervisorUnavailable(
@@ -309,7 +312,8 @@ class LibvirtConnection:
         if release is not None:
             loop = asyncio.get_running_loop()
             with contextlib.suppress(TimeoutError, libvirt.libvirtError):
-                await asyncio.wait_for(loop.run_in_executor(self._executor, release), 2)
+                async with asyncio.timeout(2):
+                    await loop.run_in_executor(self._executor, release)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _release_when_opened(self) -> None:

@@ -187,7 +187,8 @@ class Subscription:
         """The next event, or None when ``timeout`` seconds pass without one or it is woken; SubscriptionEnded
         at the end."""
         try:
-            item = await asyncio.wait_for(self._queue.get(), timeout)
+            async with asyncio.timeout(timeout):
+                item = await self._queue.get()
         except TimeoutError:
             return None
         if item is _WAKE:
