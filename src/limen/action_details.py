@@ -67,6 +67,11 @@ def migrate_details(source: object, target: object) -> str:
     return f"from {source} to {target}"
 
 
+def volume_details(host: str, capacity_bytes: int | None = None) -> str:
+    """A pool volume's deletion (its name is the row's ``vm_name``): its host, and once deleted its size."""
+    return f"on host {host}" if capacity_bytes is None else f"on host {host}, {capacity_bytes} bytes"
+
+
 # A quota's resource (limen.quota.limits.RESOURCES) in the details' words, and its unit.
 _QUOTA_WORDS = {"vms": ("VMs", ""), "vcpus": ("vCPUs", ""), "memory_mib": ("memory", " MiB"),
                 "disk_gib": ("disk", " GiB")}
@@ -163,6 +168,8 @@ _PHRASES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((kind, re.compile(patt
     ("resize_asked", r"(?P<target>\w+) to (?P<bytes>\d+) bytes"),
     ("resized", r"(?P<target>\w+) (?P<old>\d+) → (?P<new>\d+) bytes"),
     ("migrate", r"from (?P<source>\S+) to (?P<target>\S+)"),
+    ("volume_host", r"on host (?P<host>\S+)"),
+    ("volume_deleted", r"on host (?P<host>\S+), (?P<bytes>\d+) bytes"),
     ("unrecorded_instance", re.escape(UNRECORDED_INSTANCE)),
     ("create_stopped", OWN_CREATE_STOPPED),
     ("outcome_unknown", re.escape(OUTCOME_UNKNOWN)),

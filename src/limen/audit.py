@@ -356,6 +356,13 @@ class AuditLog:
                                        VmAction.vm_name == vm_name[:NAME_MAX])
         return await self.db.run(lambda session: [VmActionInfo.of(row) for row in session.scalars(query)])
 
+    async def pending_actions(self, *actions: str) -> list[VmActionInfo]:
+        """The actions named ``actions`` that have not finished (running, or lost and not yet swept), oldest
+        first, across every instance."""
+        query = select(VmAction).where(VmAction.finished_at.is_(None), VmAction.action.in_(actions)) \
+            .order_by(VmAction.id)
+        return await self.db.run(lambda session: [VmActionInfo.of(row) for row in session.scalars(query)])
+
     async def claim_action(self, action: VmActionInfo) -> bool:
         """Makes this instance the holder of a lost pending action, so that only one instance cleans it up
         and, should this one die meanwhile, the next sweep finds it again. False if it is no longer pending

@@ -47,6 +47,7 @@ from limen.cli_progress import working
 from limen.cli_snapshots import snapshot_app
 from limen.cli_state import CliState, cli_state
 from limen.cli_users import run_directory, token_app, user_app
+from limen.cli_volumes import volume_app
 from limen.db import Database
 from limen.db.models import ConsoleSessionRecord
 from limen.errors import LimenError
@@ -67,6 +68,7 @@ vm_app = typer.Typer(help="Create, list and control VMs.", no_args_is_help=True)
 app.add_typer(vm_app, name="vm")
 vm_app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(iso_app, name="iso")
+app.add_typer(volume_app, name="volumes")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(host_app, name="host")

@@ -84,6 +84,14 @@ class ErrorCode(Enum):
     ISO_ALREADY_EXISTS = ErrorSpec(
         409, 4014, "ISO already exists", "Choose another file name, or delete the existing ISO first."
     )
+    VOLUME_NOT_FOUND = ErrorSpec(
+        404, 4015, "Disk volume not found",
+        "Use a volume name and host from the list of volumes (GET /api/volumes, limen volumes list).",
+    )
+    VOLUME_IN_USE = ErrorSpec(
+        409, 4016, "Disk volume in use",
+        "A VM uses this volume (the details name it): delete that VM, or its snapshots that keep the volume, first.",
+    )
     SNAPSHOT_NOT_FOUND = ErrorSpec(
         404, 4020, "Snapshot not found",
         "Use a snapshot name from the VM's list of snapshots (it may have been deleted).",

@@ -31,13 +31,13 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
         "redis_client", "redis_stream",
     })),
     ("hypervisor/db", frozenset({"hypervisor", "db", "audit", "instances", "stats_sampler", "backup_postgres"})),
-    ("auth", frozenset({"auth", "quota", "recovery", "host_registry", "deleted_owners", "backup",
+    ("auth", frozenset({"auth", "quota", "recovery", "volume_claims", "host_registry", "deleted_owners", "backup",
                         "vm_event_relay"})),
     ("console", frozenset({"console"})),
     ("api/web", frozenset({"api", "web"})),
     ("cli", frozenset({
         "api.app", "cli", "cli_audit", "cli_backup", "cli_config", "cli_hosts", "cli_hypervisor", "cli_isos",
-        "cli_help", "cli_output", "cli_progress", "cli_snapshots", "cli_state", "cli_users",
+        "cli_help", "cli_output", "cli_progress", "cli_snapshots", "cli_state", "cli_users", "cli_volumes",
         "doctor", "server",
     })),
 )

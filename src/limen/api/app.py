@@ -29,6 +29,7 @@ from limen.api import (
     vm_media,
     vm_snapshots,
     vms,
+    volumes,
 )
 from limen.api.access import install_access
 from limen.api.authenticate_first import AuthenticateFirst
@@ -169,6 +170,7 @@ def create_app(
         vm_snapshots.router,
         operations.router,
         isos.router,
+        volumes.router,
         events.router,
         stats.router,
         quota.router,

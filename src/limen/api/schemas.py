@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_
 
 from limen.hypervisor.models import Disk, Vm, VmState
 from limen.hypervisor.snapshots import SnapshotInfo
+from limen.hypervisor.volumes import PoolVolume
 from limen.isos import IsoImage
 
 
@@ -235,6 +236,37 @@ class IsoOut(BaseModel):
 
 class IsoDeleted(BaseModel):
     deleted: str
+
+
+class VolumeUserOut(BaseModel):
+    uuid: str
+    name: str
+
+
+class VolumeOut(BaseModel):
+    name: str = Field(description="The volume's name in the storage pool (LIMEN_STORAGE_POOL)")
+    host: str = Field(description="The host whose pool holds it (local: LIMEN_LIBVIRT_URI's)")
+    path: str
+    format: str | None = Field(description="qcow2, raw, … as libvirt reads it")
+    capacity_bytes: int
+    allocation_bytes: int = Field(description="What it takes on the host's disk now")
+    used_by: list[VolumeUserOut] = Field(description="The VMs whose disk it is (their definition, running or "
+                                                     "next start's, or one their snapshots keep); empty: none")
+    backing_for: list[str] = Field(description="Volumes of the pool backed by this one (qcow2 overlays)")
+    in_use: bool = Field(description="Whether it may not be deleted: a VM uses it, or a volume is backed by it")
+
+    @classmethod
+    def of(cls, volume: PoolVolume) -> VolumeOut:
+        return cls(name=volume.name, host=volume.host, path=volume.path, format=volume.format,
+                   capacity_bytes=volume.capacity_bytes, allocation_bytes=volume.allocation_bytes,
+                   used_by=[VolumeUserOut(uuid=user.uuid, name=user.name) for user in volume.used_by],
+                   backing_for=list(volume.backing_for), in_use=volume.in_use)
+
+
+class VolumeDeleted(BaseModel):
+    deleted: str
+    host: str
+    capacity_bytes: int
 
 
 class Health(BaseModel):

@@ -58,7 +58,7 @@ function wordPhrase(phrase, translate, known, locale) {
     values.resource = translate(resource);
     for (const name of ["needed", "limit"]) values[name] = new Intl.NumberFormat(locale).format(Number(phrase[name]));
     if (phrase.system_wide === "true") key = "action_detail.quota_system";
-  } else if (phrase.kind === "resized" || phrase.kind === "resize_asked") {
+  } else if (phrase.kind === "resized" || phrase.kind === "resize_asked" || phrase.kind === "volume_deleted") {
     for (const name of ["old", "new", "bytes"]) {
       if (phrase[name] !== undefined) values[name] = formatSize(Number(phrase[name]), locale);
     }
