@@ -65,8 +65,8 @@ router = APIRouter()
 
 # The main navigation of every page but the console and sign-in: (address, catalogue key).
 NAV_LINKS: tuple[tuple[str, str], ...] = (
-    ("/", "nav.vms"), ("/vms/new", "nav.new_vm"), ("/isos", "nav.isos"), ("/audit", "nav.audit"),
-    ("/users", "nav.users"), ("/tokens", "nav.tokens"),
+    ("/", "nav.vms"), ("/vms/new", "nav.new_vm"), ("/isos", "nav.isos"), ("/volumes", "nav.volumes"),
+    ("/audit", "nav.audit"), ("/users", "nav.users"), ("/tokens", "nav.tokens"),
 )
 templates = Environment(
     loader=FileSystemLoader(TEMPLATE_DIR), autoescape=select_autoescape(default=True), undefined=StrictUndefined,
@@ -132,6 +132,12 @@ async def audit_page(request: Request) -> Response:
 @router.get("/isos", include_in_schema=False)
 async def iso_library_page(request: Request) -> Response:
     return _sign_in_first(request) or _page(request, "isos.html", scripts=("isos.js",), nav="/isos")
+
+
+@router.get("/volumes", include_in_schema=False)
+async def volumes_page(request: Request) -> Response:
+    """Administrators find the disk volumes no VM uses here; to others the page says it is not theirs."""
+    return _sign_in_first(request) or _page(request, "volumes.html", scripts=("volumes.js",), nav="/volumes")
 
 
 @router.get("/users", include_in_schema=False)

@@ -47,7 +47,10 @@ export async function mountUserMenu() {
     );
   }
   // Users are for administrators: others would only find a page saying so behind the link.
-  for (const link of document.querySelectorAll('nav a[href="/users"]')) link.hidden = user.role !== "admin";
+  // So are the storage pool's disks.
+  for (const link of document.querySelectorAll('nav a[href="/users"], nav a[href="/volumes"]')) {
+    link.hidden = user.role !== "admin";
+  }
   return user;
 }
 

@@ -1,0 +1,131 @@
+// The storage pool's disks (admins): the volumes no VM uses, each with a Delete behind the confirm dialog,
+// then the ones VMs use, each linked to its VM. Every value from the server is shown as text.
+
+import { api, ApiError, currentUser } from "./api.js";
+import { errorBox, formatBytes, h, placeOf, redrawKeepingPlace, returnToPlace } from "./dom.js";
+import { mountUserMenu } from "./session.js";
+import { formatNumber, t, tWith } from "./i18n.js";
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  note: $("volumes-note"),
+  error: $("volumes-error"),
+  toast: $("volumes-toast"),
+  admin: $("volumes-admin"),
+  unused: $("unused-rows"),
+  empty: $("unused-empty"),
+  used: $("used-rows"),
+  dialog: $("volume-delete-dialog"),
+  dialogText: $("volume-delete-text"),
+  dialogCancel: $("volume-delete-cancel"),
+};
+
+let deleting = null;
+let deletePlace = null; // where the keyboard was: the row goes, the focus must not fall to <body>
+
+function asBox(exc) {
+  return exc instanceof ApiError ? exc.body : { error: t("error.CLIENT_ERROR.title"), code: "CLIENT_ERROR", details: String(exc) };
+}
+
+const key = (volume) => `${volume.host}/${volume.name}`;
+
+function nameCell(volume) {
+  return h("td", { class: "vm-name volume-name", title: volume.path }, h("span", { text: volume.name }));
+}
+
+function sizeCell(bytes, label) {
+  return h("td", { class: "num", "data-label": label, text: formatBytes(bytes),
+                   title: t("isos.bytes", { count: formatNumber(bytes) }) });
+}
+
+function unusedRow(volume) {
+  return h(
+    "tr", { dataset: { volume: key(volume) } },
+    nameCell(volume),
+    h("td", { "data-label": t("volumes.col_host"), text: volume.host }),
+    sizeCell(volume.capacity_bytes, t("col.size")),
+    sizeCell(volume.allocation_bytes, t("volumes.col_allocated")),
+    h("td", { class: "cell-actions" }, h("button", {
+      class: "btn small danger", type: "button", dataset: { action: "delete" },
+      "aria-label": t("list.action_label", { action: t("users.delete_verb"), name: volume.name }),
+      onclick: () => askDelete(volume), text: t("users.delete_verb"),
+    })),
+  );
+}
+
+function usedRow(volume) {
+  const users = volume.used_by.flatMap((vm, index) => [
+    ...(index ? [", "] : []), h("a", { href: `/vms/${encodeURIComponent(vm.uuid)}`, text: vm.name }),
+  ]);
+  const backs = volume.backing_for.map((name) => t("volumes.backs", { volume: name }));
+  return h(
+    "tr", { dataset: { volume: key(volume) } },
+    nameCell(volume),
+    h("td", { "data-label": t("volumes.col_host"), text: volume.host }),
+    sizeCell(volume.capacity_bytes, t("col.size")),
+    h("td", { class: "volume-users", "data-label": t("volumes.col_used_by") }, ...users,
+      ...(backs.length ? [(users.length ? ", " : "") + backs.join(", ")] : [])),
+  );
+}
+
+async function refresh() {
+  let volumes;
+  try {
+    volumes = await api("GET", "/api/volumes");
+  } catch (exc) {
+    ui.error.replaceChildren(errorBox(asBox(exc), { extraClass: "notice error" }));
+    ui.note.textContent = "";
+    return;
+  }
+  const unused = volumes.filter((volume) => !volume.in_use);
+  redrawKeepingPlace(ui.unused, "volume", () => ui.unused.replaceChildren(...unused.map(unusedRow)),
+                     document.querySelector("main h1"));
+  ui.used.replaceChildren(...volumes.filter((volume) => volume.in_use).map(usedRow));
+  ui.empty.hidden = unused.length > 0;
+  const size = unused.reduce((sum, volume) => sum + volume.allocation_bytes, 0);
+  ui.note.textContent = t("volumes.note", { count: formatNumber(unused.length), size: formatBytes(size) });
+}
+
+function askDelete(volume) {
+  deleting = volume;
+  deletePlace = placeOf(document.activeElement, "volume");
+  ui.dialogText.replaceChildren(
+    ...tWith("volumes.delete_q", { name: h("strong", { class: "volume-name-whole", text: volume.name }) },
+             { host: volume.host }),
+    t("volumes.delete_effect"));
+  ui.dialog.returnValue = "";
+  ui.dialog.showModal();
+  ui.dialogCancel.focus();
+}
+
+async function deleteVolume(volume) {
+  ui.error.replaceChildren();
+  try {
+    await api("DELETE", `/api/volumes/${encodeURIComponent(volume.name)}?host=${encodeURIComponent(volume.host)}`);
+    ui.toast.textContent = t("volumes.deleted_toast", { name: volume.name });
+  } catch (exc) {
+    ui.error.replaceChildren(errorBox(asBox(exc), { extraClass: "notice error" }));
+    ui.error.scrollIntoView({ block: "nearest" });
+  }
+  await refresh();
+  returnToPlace(deletePlace, ui.unused, document.querySelector("main h1"));
+}
+
+async function main() {
+  let user = await mountUserMenu();
+  if (user === null) return;
+  user = await currentUser();
+  if (user.role !== "admin") {
+    ui.note.textContent = t("volumes.admins_only");
+    return;
+  }
+  ui.admin.hidden = false;
+  ui.dialogCancel.addEventListener("click", () => ui.dialog.close("cancel"));
+  ui.dialog.addEventListener("close", () => {
+    if (ui.dialog.returnValue === "delete" && deleting) deleteVolume(deleting);
+    deleting = null;
+  });
+  await refresh();
+}
+
+main();
