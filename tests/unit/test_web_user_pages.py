@@ -18,7 +18,7 @@ async def test_user_pages_are_html(reading_client: httpx.AsyncClient, path: str,
     assert f"/static/js/{script}" in response.text
 
 
-NAVIGATED_PAGES = ("/", "/vms/new", "/isos", "/audit", "/users", "/tokens", "/vms/some-vm")
+NAVIGATED_PAGES = ("/", "/vms/new", "/isos", "/volumes", "/audit", "/users", "/tokens", "/vms/some-vm")
 
 
 async def test_every_navigation_links_users_and_tokens(reading_client: httpx.AsyncClient) -> None:
