@@ -12,6 +12,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Error, Page, ViewportSize, sync_playwright
 
 from tests.e2e.helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, DESKTOP, save_screenshot, sign_in
+from tests.support import volume_leaks
 from tests.support.idle_guests import guests_kept_idle  # noqa: F401 (an autouse fixture, for this tier)
 from tests.support.server import LimenProcess
 
@@ -98,6 +99,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     the workers that started earlier had saved."""
     if session.config.option.collectonly or not session.items:
         return
+    volume_leaks.watch(session)  # a run that leaves disk volumes in the test pool fails, naming them
     if ARTIFACTS.exists():
         for old in ARTIFACTS.glob("*.png"):
             old.unlink()
