@@ -6,9 +6,9 @@ has a command's help as ``cli.help.<path>`` (``cli.help`` for ``limen`` itself, 
 parameter's as ``cli.help.<path>:<parameter>`` (``cli.help.vm.create:memory``, ``cli.help:config``); the
 English catalogue repeats the docstrings and a unit test keeps the two equal. :func:`localized_command`
 puts the reader's language in the tree before it runs. Which texts are translated: the command list and the
-most-used commands (``serve``, ``doctor``, ``vm`` and its everyday subcommands); others stay English.
-click's own words (``Usage:``, ``Options``, ``Show this message and exit.``) stay English: click takes them
-from gettext, and limen ships no message catalogue for click.
+most-used commands (``serve``, ``doctor``, ``vm`` and its everyday subcommands, ``volumes``); others stay
+English. click's own words (``Usage:``, ``Options``, ``Show this message and exit.``) stay English: click
+takes them from gettext, and limen ships no message catalogue for click.
 """
 
 from __future__ import annotations

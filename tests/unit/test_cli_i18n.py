@@ -370,6 +370,18 @@ def test_help_in_korean_for_the_command_list_and_the_everyday_commands(
     assert "Create (define) a VM; it starts stopped." in english and "Memory, MiB" in english
 
 
+def test_help_of_the_volumes_commands_in_korean(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """``limen volumes`` and its subcommands said all of their help in English under LANG=ko_KR.UTF-8."""
+    volumes = help_of(monkeypatch, capsys, KOREAN, "volumes")
+    assert "스토리지 풀의 디스크 볼륨" in volumes and "각 볼륨을 쓰는 가상 머신을 나열합니다" in volumes
+    assert "쓰지 않는 볼륨을 삭제합니다" in volumes and "Disk volumes" not in volumes
+    delete = help_of(monkeypatch, capsys, KOREAN, "volumes", "delete")
+    assert "`limen volumes list`에 나오는 볼륨 이름" in delete and "볼륨이 있는 호스트" in delete
+    assert "이 호스트의 볼륨만 (기본: 모든 호스트)" in help_of(monkeypatch, capsys, KOREAN, "volumes", "list")
+    assert "The host whose pool holds it" in help_of(monkeypatch, capsys, ENGLISH, "volumes", "delete")
+
+
 def test_each_languages_help_tree_is_made_once_and_keeps_its_own_texts() -> None:
     """``limen --help`` builds click's tree of ~60 commands (~25 ms of CPU); a language's is built once."""
     from limen.cli import app
