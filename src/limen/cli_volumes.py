@@ -27,7 +27,8 @@ from limen.hypervisor.hosts import DEFAULT_HOST
 from limen.hypervisor.volumes import PoolVolume, delete_volume, list_volumes
 from limen.volume_claims import refuse_claimed
 
-volume_app = typer.Typer(help="Disk volumes of the storage pool, kept when their VM was deleted.",
+volume_app = typer.Typer(help="Disk volumes of the storage pool: which VM uses each; delete one none uses "
+                              "(a disk kept when its VM was deleted).",
                          no_args_is_help=True)
 
 
@@ -67,7 +68,7 @@ def volumes_delete(
     name: Annotated[str, typer.Argument(help="The volume's name, as `limen volumes list` shows it")],
     host: Annotated[str, typer.Option(help="The host whose pool holds it")] = DEFAULT_HOST,
 ) -> None:
-    """Delete a volume no VM uses (refused while a VM's definition or snapshot names it)."""
+    """Delete a volume no VM uses (refused while a VM, a snapshot, a volume backed by it or a create needs it)."""
     state = cli_state(ctx)
     settings = state.settings()
 
