@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { describeFrame, serialUrl } from "../../src/limen/web/static/js/serial-console.js";
+import { describeFrame, opensOnShow, serialUrl } from "../../src/limen/web/static/js/serial-console.js";
 
 test("the serial console's address follows the page's scheme and host", () => {
   assert.equal(serialUrl("web 1", "ticket=t", { protocol: "https:", host: "limen.example:8443" }),
@@ -24,4 +24,17 @@ test("status frames inform, the last one is good news, an error frame ends", () 
   });
   assert.equal(text, "Serial console in use: Another client holds this VM's serial console.");
   assert.deepEqual([tone, ended], ["error", true]);
+});
+
+test("showing the tab opens a session the first time and after a transient end, not after one that waits", () => {
+  assert.equal(opensOnShow(null), true);
+  for (const code of ["SERVER_SHUTDOWN", "CONNECTION_LOST", "HYPERVISOR_UNAVAILABLE", "VM_MIGRATED"]) {
+    assert.equal(opensOnShow(code), true, code);
+  }
+  // The reason stays on the tab: a revoked user is not sent a ticket refusal instead, an administrator's
+  // end is not undone by switching tabs, and a stopped VM is not started.
+  for (const code of ["ACCESS_REVOKED", "SESSION_TERMINATED", "SESSION_TAKEN_OVER", "IDLE_TIMEOUT",
+    "SERIAL_BUSY", "VM_STOPPED", "VM_NOT_RUNNING", "VM_REVERTED", "VM_NOT_FOUND"]) {
+    assert.equal(opensOnShow(code), false, code);
+  }
 });

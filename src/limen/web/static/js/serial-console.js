@@ -6,7 +6,7 @@
 // button (the text goes in as if typed, bracketed when the guest asked for it).
 
 import { api } from "./api.js";
-import { VM_DOWN_CODES } from "./console-outcome.js";
+import { retriesByItself, VM_DOWN_CODES } from "./console-outcome.js";
 import { has, lang, localizedError, onLanguageChange, t } from "./i18n.js";
 import { isLeaveChord } from "./key-combos.js";
 import { markSelected, wireTabKeys } from "./tablist.js";
@@ -38,6 +38,17 @@ export function describeFrame(frame) {
     return [`${shown.error}: ${shown.message}`, "error", true];
   }
   return [frame.message || "", "", false];
+}
+
+/**
+ * Whether showing the tab opens a session by itself, given the code that ended the last one (null before
+ * the first, or when the end said none). The first showing does, and so does one after an end the page
+ * would retry by itself (a lost connection, limen restarting). After an end that waits for the user it does
+ * not: access revoked, the session ended by an administrator or taken over, idle, the VM stopped
+ * (connecting would start it). What ended it stays on the tab, beside the button that connects again.
+ */
+export function opensOnShow(lastError) {
+  return !lastError || retriesByItself(lastError);
 }
 
 function bounded(promise, what) {
@@ -99,8 +110,7 @@ export class SerialTab {
     }
     this.refit();
     if (focusTerminal) this.term.focus();
-    // Not after the VM stopped: connecting would start it, which only the button that says so may do.
-    if (!this.socket && !this.connecting && !VM_DOWN_CODES.has(this.lastError)) this.connect(false);
+    if (!this.socket && !this.connecting && opensOnShow(this.lastError)) this.connect(false);
   }
 
   async load() {
