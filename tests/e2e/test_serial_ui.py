@@ -254,3 +254,34 @@ def test_the_screen_and_serial_tabs_move_with_the_arrow_keys(
     phone.keyboard.press("End")
     expect(phone.get_by_role("tab", name="시리얼", exact=False)).to_have_attribute("aria-selected", "true")
     save_screenshot(phone, "console-tabs-keyboard-ko-390")
+
+
+def test_the_serial_terminal_shows_underscores(server: LimenProcess, new_page: Callable[..., Page]) -> None:
+    """`_` sits below the baseline: a row only as tall as xterm.js measures the font cut it off at 14 px on a
+    display of scale 1, so `a_b` looked exactly like `a b`. The page's own terminal options draw a row of
+    each; their pictures must differ."""
+    page = new_page()
+    page.goto(f"{server.base_url}/login")
+    page.evaluate(
+        """async () => {
+          const css = document.createElement("link");
+          css.rel = "stylesheet";
+          css.href = "/static/xterm/xterm/css/xterm.css";
+          document.head.append(css);
+          await new Promise((resolve) => css.addEventListener("load", resolve));
+          const { Terminal } = await import("/static/xterm/xterm/lib/xterm.mjs");
+          const { TERMINAL_OPTIONS } = await import("/static/js/serial-console.js");
+          for (const [id, text] of [["with-underscore", "a_b"], ["with-space", "a b"]]) {
+            const box = Object.assign(document.createElement("div"), { id });
+            box.style.cssText = "width: 200px; margin: 8px";
+            document.body.append(box);
+            const term = new Terminal({ ...TERMINAL_OPTIONS, rows: 2, cols: 10, cursorBlink: false });
+            term.open(box);
+            await new Promise((resolve) => term.write(`${text}\\r\\n${text}`, resolve));
+          }
+          await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+        }"""
+    )
+    rows = page.locator("#with-underscore .xterm-rows"), page.locator("#with-space .xterm-rows")
+    expect(rows[0]).to_have_text("a_ba_b")
+    assert rows[0].screenshot() != rows[1].screenshot()

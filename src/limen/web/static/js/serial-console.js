@@ -19,6 +19,13 @@ const QUIET_HINT_MS = 1500;
 // A session ended by a migration connects again after this long (the VM runs on its new host by then).
 const MIGRATED_RECONNECT_MS = 1000;
 
+// A row of xterm.js's own height (the font's ascent and descent) cuts off the underscore of DejaVu Sans Mono,
+// the usual `monospace`, at 14 px on a display of scale 1: `a_b` read as `a b`. A little more room per row
+// shows it (tests/e2e/test_serial_ui.py compares a row with `_` and one with a space).
+export const TERMINAL_OPTIONS = Object.freeze({
+  convertEol: false, cursorBlink: true, scrollback: 5000, fontSize: 14, lineHeight: 1.15,
+});
+
 /** The serial console's WebSocket address (same host and scheme as the page). */
 export function serialUrl(vmId, query, location = window.location) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
@@ -119,7 +126,7 @@ export class SerialTab {
       const [{ Terminal }, { FitAddon }] = await bounded(Promise.all([
         import(`${XTERM}/xterm/lib/xterm.mjs`), import(`${XTERM}/addon-fit/lib/addon-fit.mjs`),
       ]), "xterm.js");
-      this.term = new Terminal({ convertEol: false, cursorBlink: true, scrollback: 5000, fontSize: 14 });
+      this.term = new Terminal(TERMINAL_OPTIONS);
       this.fit = new FitAddon();
       this.term.loadAddon(this.fit);
       this.term.open(this.ui.term);
