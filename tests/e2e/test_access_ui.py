@@ -175,3 +175,26 @@ def test_the_audit_page_says_when_it_shows_only_the_latest_rows_and_shows_more(
         expect(page.locator("#action-rows tr").last).to_contain_text("vm-000")
     finally:
         own.stop()
+
+
+def test_open_pages_follow_a_role_taken_away(server: LimenProcess, new_page: Callable[..., Page]) -> None:
+    """The VM changes' stream ends with ACCESS_REVOKED when its user's role changes: the list and the create
+    form, open meanwhile, read who is signed in again, so the header no longer says "administrator" and the
+    Users link (for administrators) goes, without a reload."""
+    name = f"limen-test-demoted-{uuid.uuid4().hex[:6]}"
+    password = "a demoted admin's password"
+    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=20) as admin:
+        made = admin.post("/api/users", json={"name": name, "password": password, "role": "admin"})
+        assert made.status_code == 201, made.text
+        pages = []
+        for path in ("/", "/vms/new"):
+            page = new_page()
+            sign_in(page, server.base_url, name, password, next_path=path)
+            expect(page.locator("#user-who")).to_contain_text("administrator")
+            expect(page.locator('nav a[href="/users"]')).to_be_visible()
+            pages.append(page)
+        assert admin.put(f"/api/users/{name}/role", json={"role": "user"}).status_code == 200
+        for page in pages:
+            expect(page.locator("#user-who")).to_contain_text("· user", timeout=5_000)
+            expect(page.locator('nav a[href="/users"]')).to_be_hidden()
+        admin.delete(f"/api/users/{name}")

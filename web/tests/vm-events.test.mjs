@@ -64,11 +64,12 @@ class FakeTimers {
 function setup() {
   FakeEventSource.made = [];
   const timers = new FakeTimers();
-  const calls = { reload: 0, events: [], status: [] };
+  const calls = { reload: 0, events: [], status: [], ended: [] };
   const events = new VmEvents({
     reload: () => { calls.reload += 1; },
     onEvent: (change) => calls.events.push(change),
     onStatus: (live) => calls.status.push(live),
+    onEnded: (error) => calls.ended.push(error),
     EventSourceImpl: FakeEventSource,
     timers,
   }).start();
@@ -95,6 +96,16 @@ test("vm events go to the page; resync and unreadable data reload", () => {
   source().send("resync");
   source().send("vm", "not json");
   assert.equal(calls.reload, 3);
+});
+
+test("a stream ended by a change of the sign-in tells the page why, which then reads who it is again", () => {
+  const { calls, source } = setup();
+  source().send("ready");
+  source().send("ended", JSON.stringify({ code: "ACCESS_REVOKED", error: "Access revoked" }));
+  assert.deepEqual(calls.ended, [{ code: "ACCESS_REVOKED", error: "Access revoked" }]);
+  source().send("ended", "not json");
+  assert.deepEqual(calls.ended.at(-1), {});
+  assert.deepEqual(calls.events, [], "an end is no VM change");
 });
 
 test("a dropped stream polls while the browser reconnects, and stops when it is back", () => {

@@ -54,6 +54,14 @@ export async function mountUserMenu() {
   return user;
 }
 
+/** Reads who is signed in again and fills #user-menu anew (as mountUserMenu, which it resolves like): after
+ * the VM changes' stream ended because the sign-in changed, the header, the Users link and what a page offers
+ * by role follow a role that changed, and a sign-in that ended goes to the login page. */
+export function remountUserMenu() {
+  forgetUser();
+  return mountUserMenu();
+}
+
 /** The user's language wins over this browser's: a page that came in another language (the cookie was
  * cleared, or the choice was made in another browser) reloads in the user's. Once per page load: a browser
  * that refuses cookies would otherwise reload for ever. */

@@ -5,7 +5,7 @@
 import { api, ApiError } from "./api.js";
 import { errorBox, formatBytes, h, spinner } from "./dom.js";
 import { headroom, scopeName, showQuota } from "./quota.js";
-import { mountUserMenu } from "./session.js";
+import { mountUserMenu, remountUserMenu } from "./session.js";
 import { VmEvents } from "./vm-events.js";
 import { clientError, fieldErrorText, formatNumber, lang, localizedError, quotaText, refusalText, t } from "./i18n.js";
 
@@ -273,7 +273,7 @@ for (const field of Object.keys(CAPPED)) {
 mountUserMenu();
 loadIsos();
 loadQuota();
-new VmEvents({ reload: refreshQuota, onEvent: refreshQuota }).start();
+new VmEvents({ reload: refreshQuota, onEvent: refreshQuota, onEnded: remountUserMenu }).start();
 document.addEventListener("visibilitychange", () => {
   if (document.visibilityState !== "visible") return;
   refreshQuota();

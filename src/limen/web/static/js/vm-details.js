@@ -12,7 +12,7 @@ import {
   errorBox, formatBytes, formatDuration, formatMemory, h, spinner, STATE_LABELS, vmBadge, vmUptime,
 } from "./dom.js";
 import { actionDetailsText, actionResultText } from "./action-details.js";
-import { mountUserMenu } from "./session.js";
+import { mountUserMenu, remountUserMenu } from "./session.js";
 import { VmEvents } from "./vm-events.js";
 import { OwnerControl } from "./vm-owner.js";
 import { mountSnapshots } from "./vm-snapshots.js";
@@ -821,14 +821,17 @@ function onVmEvent(change) {
 buildActionButtons();
 wireConfirm();
 wireForms();
-mountUserMenu().then((user) => {
+function knowUser(user) {
   me = user;
   owner.mount(user);
-});
+}
+
+mountUserMenu().then(knowUser);
 reload().then(loadIsos);
 events = new VmEvents({
   reload: () => scheduleReload(0),
   onEvent: onVmEvent,
+  onEnded: () => remountUserMenu().then(knowUser),
   onStatus: (live) => {
     document.body.dataset.events = live ? "live" : "polling";
     describeUpdates();

@@ -5,6 +5,9 @@
 //   "ready"                  → live: polling stops, one reload() covers what changed before the stream
 //   "vm" {type, uuid, name, state, owner, at} → onEvent(change)
 //   "resync"                 → reload() (the server could not replay what this page missed)
+//   "ended" {code, …}        → onEnded(error): the stream's credential no longer signs in the same user with
+//                              the same role (a role changed, the account disabled, the sign-in ended); the
+//                              page reads who is signed in again. The browser then opens a new stream by itself.
 //   error                    → not live: polling resumes; the browser reconnects by itself with
 //                              Last-Event-ID, or, when it gave up (e.g. 401), a new stream in REOPEN_MS.
 //
@@ -15,11 +18,12 @@ export const REOPEN_MS = 5000;
 const CLOSED = 2;
 
 export class VmEvents {
-  constructor({ reload, onEvent = () => {}, onStatus = () => {}, url = "/api/events",
+  constructor({ reload, onEvent = () => {}, onStatus = () => {}, onEnded = () => {}, url = "/api/events",
                 EventSourceImpl = globalThis.EventSource, timers = globalThis } = {}) {
     this.reload = reload;
     this.onEvent = onEvent;
     this.onStatus = onStatus;
+    this.onEnded = onEnded;
     this.url = url;
     this.EventSourceImpl = EventSourceImpl;
     this.timers = timers;
@@ -59,6 +63,16 @@ export class VmEvents {
     });
     source.addEventListener("resync", () => {
       if (source === this.source) this.reload();
+    });
+    source.addEventListener("ended", (message) => {
+      if (source !== this.source) return;
+      let error = {};
+      try {
+        error = JSON.parse(message.data);
+      } catch {
+        // said without its error: it ended all the same
+      }
+      this.onEnded(error);
     });
     source.addEventListener("vm", (message) => {
       if (source !== this.source) return;

@@ -8,7 +8,7 @@ import {
   errorBox, formatMemory, h, placeOf, returnToPlace, spinner, STATE_LABELS, vmBadge, vmUptime,
 } from "./dom.js";
 import { showQuota } from "./quota.js";
-import { mountUserMenu } from "./session.js";
+import { mountUserMenu, remountUserMenu } from "./session.js";
 import { formatPercent, formatSize } from "./stats-series.js";
 import { STOP_FOLLOW_UP_MS, stillRunningText } from "./stop-follow-up.js";
 import { POLL_MS, VmEvents } from "./vm-events.js";
@@ -600,4 +600,9 @@ refresh().then(() => {
   if (handedOver) announce(handedOver);
   refreshFigures();
 });
-events = new VmEvents({ reload: () => scheduleRefresh(0), onEvent: onVmEvent, onStatus: onStreamStatus }).start();
+events = new VmEvents({
+  reload: () => scheduleRefresh(0),
+  onEvent: onVmEvent,
+  onStatus: onStreamStatus,
+  onEnded: () => remountUserMenu().then((user) => { me = user; }),
+}).start();

@@ -27,7 +27,11 @@ export class OwnerControl {
 
   /** Shows the control if ``user`` is an administrator (it loads the users then). */
   async mount(user) {
-    if (!this.slot || !user || user.role !== "admin") return;
+    if (!this.slot) return;
+    if (!user || user.role !== "admin") {
+      this.slot.hidden = true; // an administrator no more (the role changed while the page was open)
+      return;
+    }
     this.slot.replaceChildren(
       h("div", { class: "field owner-field" },
         h("label", { for: "owner-select", text: t("owner.change") }),
