@@ -63,6 +63,18 @@ async def test_readyz_names_the_failing_check(make_settings: Callable[..., Setti
         assert (await client.get("/healthz")).status_code == 200
 
 
+async def test_health_probes_answer_head_as_get(make_settings: Callable[..., Settings]) -> None:
+    """Uptime monitors and `curl -I` ask with HEAD: the probe's status, not 405 METHOD_NOT_ALLOWED."""
+    async with app_client(make_settings()) as client:
+        assert (await client.head("/healthz")).status_code == 200
+        assert (await client.head("/readyz")).status_code == 200
+        assert (await client.head("/readyz", params={"scope": "instance"})).status_code == 200
+    broken = make_settings(libvirt_uri="qemu+unix:///system?socket=/nonexistent/sock", libvirt_timeout=1)
+    async with app_client(broken) as client:
+        assert (await client.head("/readyz")).status_code == 503
+        assert (await client.head("/healthz")).status_code == 200
+
+
 async def test_readyz_fails_when_the_database_goes_away(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:

@@ -58,6 +58,12 @@ async def readyz(request: Request, hypervisor: HypervisorDep, settings: Settings
     return _readiness(checks)
 
 
+# Monitors and `curl -I` probe with HEAD: the same checks and status as GET (the server sends no body).
+# Left out of the API's documentation, where each would repeat its GET.
+router.add_api_route("/healthz", healthz, methods=["HEAD"], response_model=Health, include_in_schema=False)
+router.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=False)
+
+
 def _readiness(checks: dict[str, str]) -> JSONResponse:
     failing = [name for name, result in checks.items() if result != "ok"]
     body = {"status": "failing" if failing else "ok", "failing": failing, "checks": checks}
