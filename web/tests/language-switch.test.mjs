@@ -66,7 +66,7 @@ test("the serial tab says its status line and its button again in the new langua
   const english = englishCatalogue();
   const korean = { ...english, "serial.no_ticket": "시리얼 콘솔을 열 수 없습니다: {reason}", "serial.take_over": "넘겨받기" };
   const ui = { status: { textContent: "", dataset: {} }, reconnect: { textContent: "", hidden: true },
-               paste: {}, serialWrap: { dataset: {} } };
+               back: { hidden: true }, paste: {}, serialWrap: { dataset: {} } };
   const tab = new SerialTab({ vmId: "web", ui });
   tab.lastError = "SERIAL_BUSY";
   tab.ended(() => t("serial.no_ticket", { reason: "busy" }));

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { describeFrame, opensOnShow, serialUrl } from "../../src/limen/web/static/js/serial-console.js";
+import { describeFrame, opensOnShow, serialUrl, wayOnAfter } from "../../src/limen/web/static/js/serial-console.js";
 
 test("the serial console's address follows the page's scheme and host", () => {
   assert.equal(serialUrl("web 1", "ticket=t", { protocol: "https:", host: "limen.example:8443" }),
@@ -36,5 +36,16 @@ test("showing the tab opens a session the first time and after a transient end, 
   for (const code of ["ACCESS_REVOKED", "SESSION_TERMINATED", "SESSION_TAKEN_OVER", "IDLE_TIMEOUT",
     "SERIAL_BUSY", "VM_STOPPED", "VM_NOT_RUNNING", "VM_REVERTED", "VM_NOT_FOUND"]) {
     assert.equal(opensOnShow(code), false, code);
+  }
+});
+
+test("after an end the tab offers the way on its code calls for; a deleted VM's is back to the list", () => {
+  assert.equal(wayOnAfter("SERIAL_BUSY"), "take_over");
+  for (const code of ["VM_STOPPED", "VM_NOT_RUNNING", "VM_REVERTED"]) {
+    assert.equal(wayOnAfter(code), "start_and_connect", code);
+  }
+  assert.equal(wayOnAfter("VM_NOT_FOUND"), "back_to_vms");
+  for (const code of ["ACCESS_REVOKED", "SESSION_TERMINATED", "CONNECTION_LOST", null]) {
+    assert.equal(wayOnAfter(code), "reconnect", code);
   }
 });

@@ -1089,6 +1089,7 @@ function serialUi() {
     tabScreen: byId("tab-screen"), tabSerial: byId("tab-serial"), screenWrap: ui.screenWrap,
     serialWrap: byId("serial-wrap"), term: byId("serial-term"), status: byId("serial-status"),
     copy: byId("serial-copy"), paste: byId("serial-paste"), reconnect: byId("serial-reconnect"),
+    back: byId("serial-back"),
   };
 }
 

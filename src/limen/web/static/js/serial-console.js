@@ -58,6 +58,22 @@ export function opensOnShow(lastError) {
   return !lastError || retriesByItself(lastError);
 }
 
+/**
+ * The way on that the tab offers after a session ended with `lastError`: "take_over" (another client holds
+ * the port), "start_and_connect" (the VM went down: connecting starts it, so the button says so),
+ * "back_to_vms" (the VM was deleted: nothing to connect to), else "reconnect".
+ */
+export function wayOnAfter(lastError) {
+  if (lastError === "SERIAL_BUSY") return "take_over";
+  if (VM_DOWN_CODES.has(lastError)) return "start_and_connect";
+  if (lastError === "VM_NOT_FOUND") return "back_to_vms";
+  return "reconnect";
+}
+
+const WAY_ON_TEXT = {
+  take_over: "serial.take_over", start_and_connect: "console.start_and_connect", reconnect: "serial.reconnect",
+};
+
 function bounded(promise, what) {
   const late = new Promise((_, reject) => {
     setTimeout(() => reject(new Error(`${what} not loaded within ${LOAD_MS / 1000} s`)), LOAD_MS);
@@ -68,7 +84,7 @@ function bounded(promise, what) {
 export class SerialTab {
   constructor({ vmId, ui }) {
     this.vmId = vmId;
-    this.ui = ui; // { tabScreen, tabSerial, screenWrap, serialWrap, term, status, copy, paste, reconnect }
+    this.ui = ui; // { tabScreen, tabSerial, screenWrap, serialWrap, term, status, copy, paste, reconnect, back }
     this.term = null;
     this.fit = null;
     this.loading = null; // the terminal's loading, once begun (true once loaded)
@@ -217,6 +233,7 @@ export class SerialTab {
     this.socket = null;
     this.lastError = null;
     this.ui.reconnect.hidden = true;
+    this.ui.back.hidden = true;
     this.setStatus(() => t("serial.asking_ticket"));
     let ticket;
     this.connecting = true; // until the socket exists: showing the tab meanwhile opens no second one
@@ -291,7 +308,9 @@ export class SerialTab {
     this.ui.serialWrap.dataset.stage = "ended";
     // Connecting starts a stopped VM (the console's auto-start): after the VM went down the button says so.
     this.sayReconnect();
-    this.ui.reconnect.hidden = false;
+    const gone = wayOnAfter(this.lastError) === "back_to_vms";
+    this.ui.reconnect.hidden = gone;
+    this.ui.back.hidden = !gone;
     // Migrated: it runs on another host, where a new session reaches it (once, not in a loop).
     if (this.lastError === "VM_MIGRATED" && !this.ui.serialWrap.hidden) {
       setTimeout(() => {
@@ -301,7 +320,7 @@ export class SerialTab {
   }
 
   sayReconnect() {
-    this.ui.reconnect.textContent = this.lastError === "SERIAL_BUSY" ? t("serial.take_over")
-      : VM_DOWN_CODES.has(this.lastError) ? t("console.start_and_connect") : t("serial.reconnect");
+    const way = wayOnAfter(this.lastError);
+    if (way !== "back_to_vms") this.ui.reconnect.textContent = t(WAY_ON_TEXT[way]);
   }
 }
