@@ -147,6 +147,21 @@ def test_63_character_names_stay_inside_the_list_dialog_and_audit(
     save_screenshot(page, f"layout-audit-long-names-{label}")
 
 
+def test_a_client_address_stays_on_one_line_in_the_korean_audit_table(
+    server: LimenProcess, signed_in_page: Callable[..., Page], long_names: LongNames
+) -> None:
+    """Korean pages may break a line anywhere (so that a long name never widens a page); on a desktop that cut
+    the audit table's "127.0.0.1" after its last dot, the "1" alone on a line below."""
+    page = signed_in_page(server, DESKTOP, locale="ko-KR")
+    page.goto(f"{server.base_url}/audit")
+    client = page.locator("#session-rows tr", has_text=long_names.user).first.locator("td.client")
+    expect(client).to_have_text("127.0.0.1")
+    lines = client.evaluate("td => { const r = document.createRange(); r.selectNodeContents(td);"
+                            " return new Set([...r.getClientRects()].map((rect) => Math.round(rect.top))).size; }")
+    save_screenshot(page, "layout-audit-ko-1280")
+    assert lines == 1, "the client address is broken over lines"
+
+
 def test_the_header_names_the_user_and_the_role(
     server: LimenProcess, signed_in_page: Callable[..., Page], long_names: LongNames
 ) -> None:

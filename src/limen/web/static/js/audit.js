@@ -64,7 +64,7 @@ function sessionRow(session) {
     h("td", { "data-label": t("col.user") }, clipped(session.user)),
     h("td", { class: "vm-name", "data-label": t("col.vm") }, clipped(session.vm_name, session.vm_uuid),
       session.kind === "serial" ? h("span", { class: "console-kind", text: ` · ${t("audit.kind_serial")}` }) : ""),
-    h("td", { "data-label": t("col.client"), text: session.client_address }),
+    h("td", { class: "client", "data-label": t("col.client"), text: session.client_address }),
     h("td", { "data-label": t("col.started"), text: when(session.started_at) }),
     h("td", { "data-label": t("col.ended"), text: when(session.ended_at) }),
     h("td", { class: "num", "data-label": t("col.to_browser"), text: formatBytes(session.bytes_to_client) }),
