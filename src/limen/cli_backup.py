@@ -80,10 +80,43 @@ async def _vm_xml(settings: Settings) -> dict[VmRecord, str]:
     return await with_hypervisor(settings, every_host)
 
 
-async def _define_missing(settings: Settings, backup: Backup, names: list[str] | None) -> list[str]:
-    """Defines the backup's VMs libvirt does not have (by UUID), each on the host it was on when the registry
-    has that host (else on the default host); ``names`` limits which. Returns their names."""
+async def _missing_vms(settings: Settings, backup: Backup, names: list[str] | None) -> dict[str, list[VmRecord]]:
+    """The backup's VMs libvirt does not have (by UUID), by the host each goes to: the one it was on when the
+    registry has that host, else the default host; ``names`` limits which. Checked before the database is
+    replaced: a VM whose name another VM has taken there since is a BackupError (libvirt would refuse to
+    define it after the database had been replaced)."""
     wanted = [vm for vm in backup.manifest.vms if vm.uuid in backup.vm_xml and (names is None or vm.name in names)]
+
+    def absent(conn: libvirt.virConnect, vms: list[VmRecord]) -> list[tuple[VmRecord, str | None]]:
+        """Each VM of ``vms`` that ``conn`` lacks, with the UUID of the VM holding its name there, if any."""
+        present = {dom.UUIDString(): dom.name() for dom in conn.listAllDomains(0)}
+        holder = {name: uuid for uuid, name in present.items()}
+        return [(vm, holder.get(vm.name)) for vm in vms if vm.uuid not in present]
+
+    async def on_their_hosts(hypervisor: Hypervisor) -> dict[str, list[VmRecord]]:
+        links = {link.name: link for link in hypervisor.hosts.links}
+        by_host: dict[str, list[VmRecord]] = {}
+        for vm in wanted:
+            by_host.setdefault(vm.host if vm.host in links else DEFAULT_HOST, []).append(vm)
+        missing: dict[str, list[VmRecord]] = {}
+        taken: list[str] = []
+        for host, vms in by_host.items():
+            for vm, holder in await links[host].connection.call("restore_vm_list", functools.partial(absent, vms=vms)):
+                if holder is None:
+                    missing.setdefault(host, []).append(vm)
+                else:
+                    taken.append(f"{vm.name!r} (uuid {vm.uuid}) on host {host!r}, where the VM of that name now "
+                                 f"has uuid {holder}")
+        if taken:
+            raise BackupError(f"cannot define the backup's VM {'; '.join(taken)}: rename or delete that VM, or "
+                              "leave the backup's out (--vm names the ones to define)")
+        return missing
+
+    return await with_hypervisor(settings, on_their_hosts)
+
+
+async def _define(settings: Settings, backup: Backup, missing: dict[str, list[VmRecord]]) -> list[str]:
+    """Defines what :func:`_missing_vms` found, each on its host; returns their names."""
 
     def define(conn: libvirt.virConnect, vms: list[VmRecord]) -> list[str]:
         present = {dom.UUIDString() for dom in conn.listAllDomains(0)}
@@ -96,11 +129,8 @@ async def _define_missing(settings: Settings, backup: Backup, names: list[str] |
 
     async def on_their_hosts(hypervisor: Hypervisor) -> list[str]:
         links = {link.name: link for link in hypervisor.hosts.links}
-        by_host: dict[str, list[VmRecord]] = {}
-        for vm in wanted:
-            by_host.setdefault(vm.host if vm.host in links else DEFAULT_HOST, []).append(vm)
         defined: list[str] = []
-        for host, vms in by_host.items():
+        for host, vms in missing.items():
             defined += await links[host].connection.call("restore_vm_xml", functools.partial(define, vms=vms))
         return defined
 
@@ -191,6 +221,7 @@ def restore_command(
                     _check_settings_target(backup, settings_to)
                 if vm:
                     _check_vm_names(backup, vm)
+                missing = asyncio.run(_missing_vms(settings, backup, vm)) if vms else {}
                 with logging_to_file(settings):
                     restored_as = restore_database(settings, backup)
                     _log_restore(file, backup, restored_as)
@@ -199,7 +230,7 @@ def restore_command(
                     fd = os.open(settings_to, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                     with os.fdopen(fd, "wb") as target:
                         target.write(backup.config)
-                defined = asyncio.run(_define_missing(settings, backup, vm)) if vms else []
+                defined = asyncio.run(_define(settings, backup, missing)) if missing else []
         except BackupError as exc:
             raise _fail(str(exc)) from None
         except (LimenError, OSError) as exc:

@@ -88,6 +88,26 @@ def test_a_backup_holds_the_vms_of_every_registered_host_and_names_each_ones_hos
     assert code == 0, err
 
 
+def test_a_vm_whose_name_was_taken_since_is_refused_before_the_database_is_replaced(tmp_path: Path) -> None:
+    """The backup's VM is gone and another VM has its name now: libvirt refused to define it only after the
+    database had been replaced ("the database is restored …, but what follows it failed"), half done."""
+    backed_up = FakeDomain("web", None, running=False)
+    base = ["--data-dir", str(tmp_path / "data"), "--log-dir", str(tmp_path / "log")]
+    out = tmp_path / "b.limen"
+    code, _, err = run(*base, "--libvirt-uri", driver_uri(tmp_path, [backed_up]), "backup", str(out))
+    assert code == 0, err
+    now = driver_uri(tmp_path, [FakeDomain("web", None, running=False), FakeDomain("db", None, running=False)])
+    for how in (["--vm", "web"], ["--vms"]):
+        code, _, err = run(*base, "--libvirt-uri", now, "restore", str(out), *how)
+        assert code == 1, how
+        assert f"cannot define the backup's VM 'web' (uuid {backed_up.uuid}) on host 'local'" in err, err
+        assert "rename or delete that VM" in err and "the database is restored" not in err
+        assert list((tmp_path / "data").glob("limen.db.before-restore-*")) == [], how
+    # Nothing to define: the database alone is restored, as before.
+    code, _, err = run(*base, "--libvirt-uri", driver_uri(tmp_path, [backed_up]), "restore", str(out), "--vms")
+    assert code == 0, err
+
+
 def test_a_restore_run_as_root_leaves_the_database_its_owners(tmp_path: Path) -> None:
     """README's restore runs as root; the restored limen.db (and the copy kept beside it) were root's 0600, and
     the service's user could not open them ("unable to open database file")."""
