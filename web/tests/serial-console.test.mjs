@@ -4,7 +4,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { describeFrame, opensOnShow, serialUrl, wayOnAfter } from "../../src/limen/web/static/js/serial-console.js";
+import {
+  describeFrame, opensOnShow, retryDelayMs, serialUrl, wayOnAfter,
+} from "../../src/limen/web/static/js/serial-console.js";
 
 test("the serial console's address follows the page's scheme and host", () => {
   assert.equal(serialUrl("web 1", "ticket=t", { protocol: "https:", host: "limen.example:8443" }),
@@ -47,5 +49,18 @@ test("after an end the tab offers the way on its code calls for; a deleted VM's 
   assert.equal(wayOnAfter("VM_NOT_FOUND"), "back_to_vms");
   for (const code of ["ACCESS_REVOKED", "SESSION_TERMINATED", "CONNECTION_LOST", null]) {
     assert.equal(wayOnAfter(code), "reconnect", code);
+  }
+});
+
+test("a passing end connects again by itself after growing waits, then leaves it to the button", () => {
+  // limen restarting: its consoles end with SERVER_SHUTDOWN, and limen is unreachable for a moment.
+  assert.equal(retryDelayMs("SERVER_SHUTDOWN", 0), 1000);
+  assert.equal(retryDelayMs("CONNECTION_FAILED", 1), 2000);
+  assert.equal(retryDelayMs("CONNECTION_LOST", 4), 15000);
+  assert.equal(retryDelayMs("VM_MIGRATED", 0), 1000);
+  assert.equal(retryDelayMs("SERVER_SHUTDOWN", 6), null, "gave up");
+  const waiting = ["ACCESS_REVOKED", "SESSION_TERMINATED", "SESSION_TAKEN_OVER", "VM_STOPPED", "VM_NOT_FOUND", null];
+  for (const code of waiting) {
+    assert.equal(retryDelayMs(code, 0), null, code);
   }
 });

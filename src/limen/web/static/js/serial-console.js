@@ -6,7 +6,7 @@
 // button (the text goes in as if typed, bracketed when the guest asked for it).
 
 import { api } from "./api.js";
-import { retriesByItself, VM_DOWN_CODES } from "./console-outcome.js";
+import { retriesByItself, TRANSIENT_CLOSE_CODES, VM_DOWN_CODES } from "./console-outcome.js";
 import { has, lang, localizedError, onLanguageChange, t } from "./i18n.js";
 import { isLeaveChord } from "./key-combos.js";
 import { markSelected, wireTabKeys } from "./tablist.js";
@@ -16,8 +16,10 @@ const LOAD_MS = 20000;
 // A guest at a prompt says nothing until a key comes (GRUB, a getty): a black terminal that long after
 // "connected" gets a line saying so, so that it does not read as a console that hangs.
 const QUIET_HINT_MS = 1500;
-// A session ended by a migration connects again after this long (the VM runs on its new host by then).
-const MIGRATED_RECONNECT_MS = 1000;
+// A session that ended for a passing reason (limen restarting, the connection lost, a migration: the VM runs
+// on its new host by then) connects again by itself while the tab is shown, after these waits in turn (the
+// screen's own backoff); then it waits for the button.
+const RETRY_SECONDS = [1, 2, 4, 8, 15, 30];
 
 // A row of xterm.js's own height (the font's ascent and descent) cuts off the underscore of DejaVu Sans Mono,
 // the usual `monospace`, at 14 px on a display of scale 1: `a_b` read as `a b`. A little more room per row
@@ -74,6 +76,13 @@ const WAY_ON_TEXT = {
   take_over: "serial.take_over", start_and_connect: "console.start_and_connect", reconnect: "serial.reconnect",
 };
 
+/** How long to wait before connecting again by itself after the `attempt`-th end in a row with `lastError`
+ * (0 for the first), in ms; null when the end waits for the user, or after the last wait. */
+export function retryDelayMs(lastError, attempt) {
+  if (!retriesByItself(lastError) || attempt >= RETRY_SECONDS.length) return null;
+  return RETRY_SECONDS[attempt] * 1000;
+}
+
 function bounded(promise, what) {
   const late = new Promise((_, reject) => {
     setTimeout(() => reject(new Error(`${what} not loaded within ${LOAD_MS / 1000} s`)), LOAD_MS);
@@ -91,6 +100,7 @@ export class SerialTab {
     this.socket = null;
     this.connecting = false;
     this.lastError = null;
+    this.retries = 0; // ends in a row that connected again by themselves
     this.heldInput = null; // while a paste waits for the clipboard: what was typed meanwhile
     this.quietTimer = null; // set from "connected" until the guest's first byte
     this.connectedText = () => ""; // says "connected" in the page's language
@@ -113,7 +123,10 @@ export class SerialTab {
     markSelected(tabs, this.ui.tabScreen);
     this.ui.copy.addEventListener("click", () => this.copy());
     this.ui.paste.addEventListener("click", () => this.pasteFromClipboard());
-    this.ui.reconnect.addEventListener("click", () => this.connect(this.lastError === "SERIAL_BUSY"));
+    this.ui.reconnect.addEventListener("click", () => {
+      this.retries = 0; // asked for: the waits begin again
+      this.connect(this.lastError === "SERIAL_BUSY");
+    });
     window.addEventListener("resize", () => this.refit());
     if (new URLSearchParams(window.location.search).get("tab") === "serial") this.show(true);
   }
@@ -242,6 +255,7 @@ export class SerialTab {
         { timeoutMs: 8000 });
     } catch (exc) {
       const reason = () => (exc && exc.code ? localizedError(exc).error || exc.code : String(exc));
+      if (exc && exc.status === 0) this.lastError = "CONNECTION_FAILED"; // limen unreachable, as for the screen
       this.ended(() => t("serial.no_ticket", { reason: reason() }));
       return;
     } finally {
@@ -265,6 +279,7 @@ export class SerialTab {
       this.setStatus(text, tone);
       this.ui.serialWrap.dataset.stage = frame.stage || "";
       if (frame.type === "status" && frame.stage === "proxy") {
+        this.retries = 0;
         this.awaitOutput(text);
         this.ui.paste.disabled = false; // a session to paste into (Copy works on the scrollback any time)
       }
@@ -273,7 +288,9 @@ export class SerialTab {
     socket.addEventListener("close", (event) => {
       if (socket !== this.socket) return;
       this.socket = null;
-      if (!this.lastError) this.lastError = event.reason || null;
+      if (!this.lastError) {
+        this.lastError = event.reason || (TRANSIENT_CLOSE_CODES.has(event.code) ? "CONNECTION_LOST" : null);
+      }
       const why = this.ui.status.dataset.tone === "error" ? this.statusText
         : () => t(event.reason ? "serial.closed_because" : "serial.closed", { reason: event.reason });
       this.ended(why);
@@ -311,11 +328,13 @@ export class SerialTab {
     const gone = wayOnAfter(this.lastError) === "back_to_vms";
     this.ui.reconnect.hidden = gone;
     this.ui.back.hidden = !gone;
-    // Migrated: it runs on another host, where a new session reaches it (once, not in a loop).
-    if (this.lastError === "VM_MIGRATED" && !this.ui.serialWrap.hidden) {
+    // A passing end (limen restarting, a migration): a new session, while the tab is shown, after a wait.
+    const delay = retryDelayMs(this.lastError, this.retries);
+    if (delay !== null && !this.ui.serialWrap.hidden) {
+      this.retries += 1;
       setTimeout(() => {
-        if (!this.socket && !this.connecting) this.connect(false);
-      }, MIGRATED_RECONNECT_MS);
+        if (!this.socket && !this.connecting && !this.ui.serialWrap.hidden) this.connect(false);
+      }, delay);
     }
   }
 
