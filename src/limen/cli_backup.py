@@ -90,8 +90,9 @@ async def _missing_vms(settings: Settings, backup: Backup, names: list[str] | No
     def absent(conn: libvirt.virConnect, vms: list[VmRecord]) -> list[tuple[VmRecord, str | None]]:
         """Each VM of ``vms`` that ``conn`` lacks, with the UUID of the VM holding its name there, if any."""
         present = {dom.UUIDString(): dom.name() for dom in conn.listAllDomains(0)}
-        holder = {name: uuid for uuid, name in present.items()}
-        return [(vm, holder.get(vm.name)) for vm in vms if vm.uuid not in present]
+        # In any case, as limen's own creates and renames refuse a name (limen.hypervisor.service)
+        holder = {name.casefold(): uuid for uuid, name in present.items()}
+        return [(vm, holder.get(vm.name.casefold())) for vm in vms if vm.uuid not in present]
 
     async def on_their_hosts(hypervisor: Hypervisor) -> dict[str, list[VmRecord]]:
         links = {link.name: link for link in hypervisor.hosts.links}
