@@ -9,7 +9,9 @@ stopped, then what no live instance holds is closed:
 - quota reservations (:mod:`limen.quota.ledger`) of instances not alive → dropped;
 - pending VM actions → completed with ``SERVER_LOST``: a create as failed, once what it left in libvirt
   is removed (:mod:`limen.hypervisor.leftovers`; until then it stays pending, and the next sweep tries
-  again); any other with its outcome unknown (``OUTCOME_UNKNOWN``), since libvirt may have done the work.
+  again); any other with its outcome unknown (``OUTCOME_UNKNOWN``), since libvirt may have done the work;
+- the operations of instances no longer alive (a snapshot being taken), as this instance answers for them
+  (:meth:`~limen.hypervisor.operations.Operations.instances_alive`) → failed with ``SERVER_LOST``.
 
 Creates go through :meth:`Recovery.creating`, which makes them recoverable: the name must be free, then
 the create's row is written (``STARTED``, with a random token the domain's metadata will carry) before
@@ -150,6 +152,7 @@ class Recovery:
 
     async def sweep(self) -> SweepReport:
         census = await self.registry.census()
+        self.hypervisor.operations.instances_alive(census.live)
         lost = _Lost({info.id: (info, reason) for info, reason in census.gone})
         for instance_id in lost.gone:
             await self.registry.mark_lost(instance_id)

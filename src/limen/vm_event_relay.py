@@ -11,7 +11,8 @@ that hears of it may ask any instance for it (``GET /api/operations/{id}``). The
 instances' :class:`~limen.hypervisor.operations.OperationBoard`: each operation's start (left before it is
 answered) and then what its events say are kept under ``<namespace>:operation:<id>`` as long as an instance
 keeps it in memory, so an instance that has heard nothing of it yet (started after it began, or asked
-before its first event) reads it there. Without Redis there is nothing to relay to.
+before its first event) reads it there. Both name the instance doing the work (``instance``), so that the
+others can tell its operations ended when it is lost. Without Redis there is nothing to relay to.
 
 These events say how far work has gone, and the VM itself is re-read from libvirt: one Redis does not take
 (down, or slow) is logged and dropped, never retried, and never delays the work it reports.
@@ -56,9 +57,11 @@ def operation_key(namespace: str, operation_id: str) -> str:
 class VmEventRelay:
     """Call :meth:`start` in the serving loop (after Redis is known to answer) and :meth:`close` after."""
 
-    def __init__(self, feed: VmFeed, operations: Operations, redis_url: str, *, namespace: str = "limen") -> None:
+    def __init__(self, feed: VmFeed, operations: Operations, redis_url: str, *, instance_id: str,
+                 namespace: str = "limen") -> None:
         self._feed = feed
         self._operations = operations
+        self._instance_id = instance_id  # this limen instance's (limen.instances), on what it relays
         self._namespace = namespace
         self._stream = SharedStream(redis_url, stream_key(namespace), self._receive, what="vm_event",
                                     entries="VM events", length=STREAM_LENGTH)
@@ -83,7 +86,7 @@ class VmEventRelay:
             return
         entry = {"type": event.type.value, "uuid": event.vm.uuid, "name": event.vm.name,
                  "state": event.vm.state.value if event.vm.state is not None else None, "owner": event.vm.owner,
-                 "former_owner": event.former_owner, "operation": event.operation}
+                 "former_owner": event.former_owner, "operation": event.operation, "instance": self._instance_id}
         with contextlib.suppress(RuntimeError):  # the loop closed in between: limen is stopping
             loop.call_soon_threadsafe(self._enqueue, entry)
 
@@ -118,7 +121,8 @@ class VmEventRelay:
         """Puts the operation's latest news on the board, kept as long as instances keep it in memory."""
         running = payload["state"] == OperationState.RUNNING.value
         await self._board.set(operation_key(self._namespace, payload["id"]),
-                              json.dumps({"operation": payload, "vm_owner": vm_owner}), nx=first,
+                              json.dumps({"operation": payload, "vm_owner": vm_owner,
+                                          "instance": self._instance_id}), nx=first,
                               ex=int(KEEP_HEARD_RUNNING_SECONDS if running else KEEP_FINISHED_SECONDS))
 
     async def post_start(self, operation: Operation) -> None:
@@ -140,7 +144,7 @@ class VmEventRelay:
             return None
         try:
             record = json.loads(found)
-            return Operation.of_payload(record["operation"], record["vm_owner"])
+            return Operation.of_payload(record["operation"], record["vm_owner"], record.get("instance"))
         except (ValueError, KeyError, TypeError):
             log.warning("ignored a malformed operation on the board of the limen instances",
                         extra={"event": "operation_malformed", "operation": operation_id[:40]})
@@ -152,7 +156,7 @@ class VmEventRelay:
                         state=VmState(state) if state is not None else None, owner=entry["owner"])
         event_type = VmEventType(entry["type"])
         if event_type in OPERATION_EVENTS:  # first: a browser told of it may ask for it at once
-            self._operations.heard(entry["operation"], vm_owner=facts.owner)
+            self._operations.heard(entry["operation"], vm_owner=facts.owner, instance_id=entry.get("instance"))
         self._feed.publish(event_type, facts, former_owner=entry["former_owner"], operation=entry["operation"])
 
     async def close(self) -> None:

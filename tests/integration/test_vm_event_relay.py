@@ -13,10 +13,10 @@ import httpx
 import libvirt
 import pytest
 
+from limen.api import vm_snapshots
 from limen.api.app import create_app
-from limen.api.services import services_of
+from limen.api.services import Services, services_of
 from limen.hypervisor import Hypervisor
-from limen.hypervisor.vm_feed import VmFeed
 from limen.settings import Settings
 from tests.conftest import settings_in
 from tests.support.access import admin_token, redis_server
@@ -34,15 +34,16 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @asynccontextmanager
-async def replica(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, VmFeed]]:
-    """A replica serving in this process: an admin's client to it, and its feed of VM events."""
+async def replica(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Services]]:
+    """A replica serving in this process: an admin's client to it, and its services (its feed of VM events:
+    ``services.hypervisor.feed``)."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         services = services_of(app)
         headers = {"Authorization": f"Bearer {await admin_token(services.access)}"}
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://limen.test",
                                      headers=headers) as client:
-            yield client, services.hypervisor.feed
+            yield client, services
 
 
 async def test_a_migration_run_by_one_replica_reaches_the_event_streams_of_another(
@@ -54,10 +55,10 @@ async def test_a_migration_run_by_one_replica_reaches_the_event_streams_of_anoth
     moving = settings_in(tmp_path / "moving", libvirt_uri=origin, redis_url=redis_url)
     watching = settings_in(tmp_path / "watching", redis_url=redis_url)
     try:
-        async with replica(moving) as (mover, mover_feed), replica(watching) as (_watcher, watcher_feed):
+        async with replica(moving) as (mover, mover_services), replica(watching) as (_watcher, watcher_services):
             assert (await mover.post("/api/hosts", json={"name": "edge", "uri": SHARED_NODE})).status_code == 201
-            with watcher_feed.subscribe(lambda event: event.operation is not None) as heard, \
-                    mover_feed.subscribe(lambda event: event.operation is not None) as told:
+            with watcher_services.hypervisor.feed.subscribe(lambda event: event.operation is not None) as heard, \
+                    mover_services.hypervisor.feed.subscribe(lambda event: event.operation is not None) as told:
                 moved = await mover.post("/api/vms/relayed/migrate", json={"host": "edge"})  # cold: only its end
                 assert moved.status_code == 200, moved.text
                 there = await heard.next_event(timeout=10)
@@ -96,8 +97,8 @@ async def test_a_snapshot_taken_on_one_replica_reaches_another_which_answers_for
                          redis_url=redis_url)
     watching = settings_in(tmp_path / "watching", redis_url=redis_url)
     snapshot_events = {"snapshot_progress", "snapshot_done"}
-    async with replica(taking) as (taker, _taker_feed), replica(watching) as (watcher, watcher_feed):
-        with watcher_feed.subscribe(lambda event: event.type.value in snapshot_events) as heard:
+    async with replica(taking) as (taker, _taker), replica(watching) as (watcher, watcher_services):
+        with watcher_services.hypervisor.feed.subscribe(lambda event: event.type.value in snapshot_events) as heard:
             started = await taker.post("/api/vms/pictured/snapshots", json={"name": "first"})
             assert started.status_code == 202, started.text
             operation_id = started.json()["id"]
@@ -123,11 +124,11 @@ async def test_a_replica_started_after_a_snapshot_began_answers_for_its_operatio
     # snapshot taken before was OPERATION_NOT_FOUND there, though it exists on the replica that took it.
     taking = settings_in(tmp_path / "taking", libvirt_uri=_node_with_a_qcow2_vm(tmp_path, "earlier"),
                          redis_url=redis_url)
-    async with replica(taking) as (taker, _taker_feed):
+    async with replica(taking) as (taker, _taker):
         started = await taker.post("/api/vms/earlier/snapshots", json={"name": "first"})
         assert started.status_code == 202, started.text
         operation_id = started.json()["id"]
-        async with replica(settings_in(tmp_path / "later", redis_url=redis_url)) as (later, _later_feed):
+        async with replica(settings_in(tmp_path / "later", redis_url=redis_url)) as (later, _later):
             answers = [await later.get(f"/api/operations/{operation_id}")]
             for _ in range(100):  # until the end the taker relays is there too
                 if answers[-1].status_code != 200 or answers[-1].json()["state"] != "running":
@@ -152,9 +153,36 @@ async def test_a_poll_on_another_replica_before_any_event_reached_it_finds_the_o
         return None
 
     monkeypatch.setattr(Hypervisor, "announce", no_event)
-    async with replica(taking) as (taker, _taker_feed), replica(watching) as (watcher, _watcher_feed):
+    async with replica(taking) as (taker, _taker), replica(watching) as (watcher, _watcher):
         started = await taker.post("/api/vms/hasty/snapshots", json={"name": "first"})
         assert started.status_code == 202, started.text
         there = await watcher.get(f"/api/operations/{started.json()['id']}")
     assert there.status_code == 200, there.text
     assert there.json()["id"] == started.json()["id"] and there.json()["vm_name"] == "hasty"
+
+
+async def test_the_operation_of_a_replica_lost_while_taking_a_snapshot_fails_on_the_others(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # kill -9 of the replica taking a snapshot: it never tells the end, and the others answered its operation
+    # "running" for an hour (the browser's snapshot section spun, refusing new snapshots), though their sweep
+    # had recorded the action as SERVER_LOST within seconds.
+    async def never_ends(*_args: object, **_kwargs: object) -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(vm_snapshots, "take_snapshot", never_ends)
+    taking = settings_in(tmp_path / "taking", libvirt_uri=_node_with_a_qcow2_vm(tmp_path, "orphaned"),
+                         redis_url=redis_url)
+    watching = settings_in(tmp_path / "watching", redis_url=redis_url, database_url=taking.db_url)
+    async with replica(taking) as (taker, taker_services), replica(watching) as (watcher, watcher_services):
+        started = await taker.post("/api/vms/orphaned/snapshots", json={"name": "first"})
+        assert started.status_code == 202, started.text
+        path = f"/api/operations/{started.json()['id']}"
+        before = await watcher.get(path)
+        # The taker is gone, as the sweep of any replica leaves it (marked stopped); the watcher's next sweep.
+        await taker_services.access.instances.stopped()
+        await watcher_services.recovery.sweep()
+        after = await watcher.get(path)
+    assert before.status_code == 200 and before.json()["state"] == "running", before.text
+    assert after.status_code == 200, after.text
+    assert after.json()["state"] == "failed" and after.json()["error"]["code"] == "SERVER_LOST", after.json()

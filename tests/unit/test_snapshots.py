@@ -244,6 +244,49 @@ def test_another_instances_operation_that_never_ends_is_forgotten_in_the_end() -
             operations.heard(malformed, vm_owner=None)
 
 
+async def test_an_operation_of_an_instance_found_lost_is_read_as_failed_with_server_lost() -> None:
+    # A replica killed while taking a snapshot never tells its end: the others answered "running" for an
+    # hour (the browser's snapshot section spun and refused new snapshots), though the sweep had already
+    # recorded the action as SERVER_LOST.
+    operations = Operations()
+    payload = {"id": "f00d", "kind": "snapshot", "vm_uuid": "u", "vm_name": "web", "subject": "s", "user": "bob",
+               "state": "running", "progress": None, "error": None, "started_at": "2026-12-06T10:00:00+00:00",
+               "finished_at": None}
+    operations.heard(payload, vm_owner=None, instance_id="dead-instance")
+    operations.heard({**payload, "id": "cafe"}, vm_owner=None, instance_id="new-instance")
+
+    class Board:
+        async def post_start(self, operation: Operation) -> None:
+            return None
+
+        async def read(self, operation_id: str) -> Operation | None:
+            return Operation.of_payload({**payload, "id": operation_id}, None, "dead-instance")
+
+    operations.board = Board()
+    operations.instances_alive(frozenset({"me", "dead-instance"}))
+    heard, on_board = operations.get("f00d"), await operations.find("beef")
+    assert heard is not None and on_board is not None
+    assert (heard.state, on_board.state) == (OperationState.RUNNING, OperationState.RUNNING)
+
+    operations.instances_alive(frozenset({"me", "new-instance"}))  # the sweep no longer finds it
+    for lost in (operations.get("f00d"), await operations.find("beef")):
+        assert lost is not None and lost.state is OperationState.FAILED and lost.error is not None
+        assert lost.error["code"] == "SERVER_LOST"
+        assert lost.error["details"] == ("limen instance dead-instanc running it was lost; whether the snapshot "
+                                         "was carried out is unknown: the VM's snapshot list shows it")
+    # One never found alive here (started after the sweep) is not judged; an end told is kept as told.
+    cafe = operations.get("cafe")
+    assert cafe is not None and cafe.state is OperationState.RUNNING
+    operations.heard({**payload, "state": "done", "progress": 100}, vm_owner=None, instance_id="dead-instance")
+    told = operations.get("f00d")
+    assert told is not None and told.state is OperationState.DONE
+    # A stall another instance took for a loss: alive again, its operations run again.
+    operations.heard(payload, vm_owner=None, instance_id="dead-instance")
+    operations.instances_alive(frozenset({"me", "dead-instance"}))
+    revived = operations.get("f00d")
+    assert revived is not None and revived.state is OperationState.RUNNING
+
+
 def test_feed_events_carry_the_operation() -> None:
     feed = VmFeed()
     facts = VmFacts(uuid="u", name="web", state=None, owner="alice")

@@ -80,7 +80,8 @@ def create_app(
     sampler = StatsSampler(hv.hosts, settings.stats_interval)  # every available host's VMs
     host_sync = HostSync(guard.db, hv.hosts)
     # A migration's or a snapshot's progress reaches the browsers of every replica, not only of the one doing it.
-    relay = VmEventRelay(hv.feed, hv.operations, settings.redis_url) if settings.redis_url else None
+    relay = (VmEventRelay(hv.feed, hv.operations, settings.redis_url, instance_id=guard.instances.id)
+             if settings.redis_url else None)
     metrics.watch_vm_stats(sampler.history)
 
     @asynccontextmanager

@@ -17,7 +17,10 @@ Several limen instances on one Redis hear of each other's operations through the
 has heard nothing of an operation yet (it started after the operation began, or the poll came before the
 first event) reads it from their :class:`OperationBoard` (:meth:`Operations.find`), where the instance
 running it leaves its start before the start is answered (:meth:`Operations.post_start`). Another instance's
-operation is only read here, never waited for or refused on.
+operation is only read here, never waited for or refused on. An instance that dies (``kill -9``) never tells
+the end of what it ran: once this instance's sweep (:mod:`limen.recovery`) no longer finds it alive
+(:meth:`Operations.instances_alive`), its operations still running are read here as failed with SERVER_LOST,
+as the audit trail records them, instead of running for as long as they are kept.
 
 States, as a table (anything else is a bug)::
 
@@ -34,7 +37,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
@@ -50,6 +53,7 @@ KEEP_FINISHED_SECONDS = 600.0
 KEEP_HEARD_RUNNING_SECONDS = 3600.0
 # The kind of a VM's deletion as an operation (Operations.running); a snapshot's is "snapshot".
 VM_DELETION = "delete"
+KEEP_LOST_INSTANCES = 1024  # instances remembered as lost (one a crash): bounded memory
 
 
 class OperationState(StrEnum):
@@ -84,6 +88,8 @@ class Operation:
     finished_at: datetime | None = None
     finished_monotonic: float | None = field(default=None, repr=False)
     ended: asyncio.Event = field(default_factory=asyncio.Event, repr=False, compare=False)
+    # Another instance's operation: the limen instance running it (limen.instances), when it said so.
+    instance_id: str | None = field(default=None, repr=False)
 
     def move_to(self, state: OperationState, now: float) -> None:
         """Ends the operation; ``now`` is the registry's clock (when it may be forgotten)."""
@@ -97,9 +103,9 @@ class Operation:
         self.ended.set()
 
     @classmethod
-    def of_payload(cls, payload: dict[str, Any], vm_owner: str | None) -> Operation:
-        """The operation another limen instance sent as :meth:`payload` (ValueError, KeyError or TypeError when
-        it is not one)."""
+    def of_payload(cls, payload: dict[str, Any], vm_owner: str | None, instance_id: str | None = None) -> Operation:
+        """The operation another limen instance (``instance_id``, when known) sent as :meth:`payload`
+        (ValueError, KeyError or TypeError when it is not one)."""
         finished_at, progress, error = payload["finished_at"], payload["progress"], payload["error"]
         if not (progress is None or type(progress) is int) or not (error is None or isinstance(error, dict)):
             raise TypeError("an operation's progress is a whole number and its error an object, or null")
@@ -107,7 +113,8 @@ class Operation:
                    vm_name=str(payload["vm_name"]), vm_owner=vm_owner, user=str(payload["user"]),
                    subject=str(payload["subject"]), started_at=datetime.fromisoformat(payload["started_at"]),
                    state=OperationState(payload["state"]), progress=progress, error=error,
-                   finished_at=datetime.fromisoformat(finished_at) if finished_at is not None else None)
+                   finished_at=datetime.fromisoformat(finished_at) if finished_at is not None else None,
+                   instance_id=str(instance_id) if instance_id is not None else None)
 
     def payload(self) -> dict[str, Any]:
         """The operation as the API sends it."""
@@ -155,6 +162,9 @@ class Operations:
         self._clock = clock
         self._closed = False
         self.board: OperationBoard | None = None  # with several instances on one Redis (limen.vm_event_relay)
+        # The other instances found alive by the latest sweep, and those found alive once and no longer since.
+        self._alive: frozenset[str] = frozenset()
+        self._lost: OrderedDict[str, None] = OrderedDict()
 
     def running_for(self, vm_uuid: str) -> Operation | None:
         return next((op for op in self._operations.values()
@@ -185,14 +195,38 @@ class Operations:
         if local is not None:
             return local
         heard = self._heard.get(operation_id)
-        return heard[0] if heard is not None else None
+        return self._unless_lost(heard[0]) if heard is not None else None
 
     async def find(self, operation_id: str) -> Operation | None:
         """:meth:`get`, else what another instance left of it on the board."""
         found = self.get(operation_id)
         if found is None and self.board is not None:
-            found = await self.board.read(operation_id)
+            board_read = await self.board.read(operation_id)
+            found = self._unless_lost(board_read) if board_read is not None else None
         return found
+
+    def instances_alive(self, alive: frozenset[str]) -> None:
+        """The limen instances a sweep found alive now. One found alive before and not now is lost (it cannot
+        tell the end of its operations any more) until it is found alive again (a stall another instance took
+        for a loss). One never found alive here is never judged: its operations are kept as they were told."""
+        for instance_id in self._alive - alive:
+            self._lost[instance_id] = None
+            self._lost.move_to_end(instance_id)
+        for instance_id in alive:
+            self._lost.pop(instance_id, None)
+        while len(self._lost) > KEEP_LOST_INSTANCES:
+            self._lost.popitem(last=False)
+        self._alive = alive
+
+    def _unless_lost(self, operation: Operation) -> Operation:
+        """``operation`` as it is told, or failed with SERVER_LOST if it runs on an instance that was lost."""
+        if operation.state is not OperationState.RUNNING or operation.instance_id not in self._lost:
+            return operation
+        assert operation.instance_id is not None
+        lost = LimenError(ErrorCode.SERVER_LOST,
+                          f"limen instance {operation.instance_id[:12]} running it was lost; whether the "
+                          f"{operation.kind} was carried out is unknown: the VM's {operation.kind} list shows it")
+        return replace(operation, state=OperationState.FAILED, error=lost.to_dict())
 
     async def post_start(self, operation: Operation) -> None:
         """Leaves the operation just :meth:`start`-ed on the board, so that every instance finds it from the
@@ -200,12 +234,12 @@ class Operations:
         if self.board is not None:
             await self.board.post_start(operation)
 
-    def heard(self, payload: dict[str, Any], vm_owner: str | None) -> None:
-        """Records another instance's operation as its latest event gives it (``payload``, as
-        :meth:`Operation.payload` makes it; ValueError, KeyError or TypeError when it is not one), for
-        :meth:`get`. It holds no VM here (:meth:`check_idle` does not see it): the instance running it refuses
+    def heard(self, payload: dict[str, Any], vm_owner: str | None, instance_id: str | None = None) -> None:
+        """Records another instance's (``instance_id``, when known) operation as its latest event gives it
+        (``payload``, as :meth:`Operation.payload` makes it; ValueError, KeyError or TypeError when it is not
+        one), for :meth:`get`. It holds no VM here (:meth:`check_idle` does not see it): the instance running it refuses
         a second operation itself, and an end that never arrives must not hold the VM here."""
-        operation = Operation.of_payload(payload, vm_owner)
+        operation = Operation.of_payload(payload, vm_owner, instance_id)
         self._heard.pop(operation.id, None)  # the newest news last: the oldest are forgotten first
         self._heard[operation.id] = (operation, self._clock())
         self._forget_old()
