@@ -138,6 +138,15 @@ test("only transient failures are retried by the page itself", () => {
   }
 });
 
+test("a reconnect that meets the database or Redis down keeps trying", () => {
+  // A replica killed while Redis (or PostgreSQL) restarted: the page's reconnect through the other replica got
+  // REDIS_UNAVAILABLE and stopped there, under a "Reconnecting" title, though Redis answered seconds later.
+  for (const [code, closeCode] of [["DATABASE_UNAVAILABLE", 4305], ["REDIS_UNAVAILABLE", 4523]]) {
+    assert.ok(retriesByItself(code), code);
+    assert.equal(closeOutcome({ closeCode, reason: code, vncReady: true }, CODES).reconnect, true, code);
+  }
+});
+
 test("HYPERVISOR_UNAVAILABLE names the host its error names, else the VM's host known not to answer", () => {
   const failed = { code: "HYPERVISOR_UNAVAILABLE", details: "list: no answer", host: "edge" };
   assert.equal(unansweringHostOf(failed), "edge"); // no need to ask for the VM first

@@ -4,9 +4,11 @@
 // node --test (web/tests/console-outcome.test.mjs).
 
 // Session ends worth reconnecting to by themselves; others (VM stopped, user, idle) wait for the user.
+// The database and Redis come back by themselves too (a restart, a fail-over): a console that was dropped
+// meanwhile reconnects once they answer again, within the backoff, instead of waiting for a click.
 export const TRANSIENT_CODES = new Set([
   "SERVER_SHUTDOWN", "SLOW_CLIENT", "HYPERVISOR_UNAVAILABLE", "CONNECTION_LOST", "CONNECTION_FAILED",
-  "WATCHDOG_TIMEOUT", "VM_MIGRATED",
+  "WATCHDOG_TIMEOUT", "VM_MIGRATED", "DATABASE_UNAVAILABLE", "REDIS_UNAVAILABLE",
 ]);
 export const TRANSIENT_CLOSE_CODES = new Set([1001, 1006, 1011, 1012, 1013]);
 // Ends that say the VM does not run (any more): connecting again would start it (the console's auto-start),
