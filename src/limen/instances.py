@@ -177,7 +177,11 @@ class InstanceRegistry:
 
     async def heartbeat(self) -> bool:
         """Says this instance is alive. False if another instance had declared it lost (its stall outlasted
-        the heartbeat bound): the row is revived, but what was swept meanwhile stays closed."""
+        the heartbeat bound): the row is revived, but what was swept meanwhile stays closed.
+
+        A heartbeat that took longer than an interval met a database that hung (stopped, not refusing):
+        the others' heartbeats waited as long, so this instance counts their silence from now, as after
+        one that failed."""
         now = self._now()
 
         def run(session: Session) -> bool:
@@ -193,8 +197,9 @@ class InstanceRegistry:
         except BaseException:
             self._in_contact_since = None
             raise
-        if self._in_contact_since is None:
-            self._in_contact_since = now
+        answered = self._now()
+        if self._in_contact_since is None or answered - now > timedelta(seconds=self.heartbeat_interval):
+            self._in_contact_since = answered
         return alive
 
     async def stopped(self) -> None:

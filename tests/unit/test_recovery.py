@@ -197,6 +197,36 @@ async def test_after_a_database_outage_the_first_back_gives_the_others_three_hea
     assert (await first.recovery.sweep()).lost_instances == (other.id,)
 
 
+async def test_after_a_database_that_hung_the_first_back_gives_the_others_three_heartbeats(world: World) -> None:
+    # PostgreSQL stopped answering for 45 s without refusing (SIGSTOP, a frozen host): every heartbeat waited,
+    # none failed. The first back found the others' heartbeats 45 s old and swept them as lost: the live
+    # consoles of a live replica were recorded SERVER_LOST, and its snapshot operations answered "failed".
+    node, clock, _ = world
+    first, other = node(), node()
+    await first.registry.register()
+    await other.registry.register()
+    await open_console(other, "live")
+    answering = first.registry.db.run
+
+    async def hung(work: object) -> object:
+        clock.advance(HEARTBEAT * 9)  # the database answers 45 s later
+        return await answering(work)  # type: ignore[arg-type]
+
+    first.registry.db.run = hung  # type: ignore[method-assign]
+    assert await first.registry.heartbeat()
+    first.registry.db.run = answering  # type: ignore[method-assign]
+    assert await first.recovery.sweep() == SweepReport()  # the other's heartbeat waited as long: not lost
+    live = await first.audit.console_session("live")
+    assert live is not None and live.live
+    clock.advance(HEARTBEAT)
+    assert await other.registry.heartbeat()
+    assert await first.recovery.sweep() == SweepReport()
+    # One that falls silent then is judged three intervals after its last heartbeat.
+    clock.advance(HEARTBEAT * 3 + 1)
+    assert await first.registry.heartbeat()
+    assert (await first.recovery.sweep()).lost_instances == (other.id,)
+
+
 async def test_a_silent_instances_consoles_and_actions_are_closed_after_three_heartbeats(world: World) -> None:
     node, clock, _ = world
     lost, survivor = node(), node()
