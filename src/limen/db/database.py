@@ -12,8 +12,10 @@ and an existing file, ``-wal`` or ``-shm`` with looser modes is tightened (and l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -238,9 +240,34 @@ class Database:
         return await anyio.to_thread.run_sync(functools.partial(self.run_sync, work))
 
     async def ping(self, timeout: float) -> None:
-        """Raises if the database does not answer ``SELECT 1`` within ``timeout`` seconds."""
+        """Raises if the database does not answer ``SELECT 1`` within ``timeout`` seconds (TimeoutError).
+
+        The question runs in a daemon thread of its own, left behind if the database hangs (stopped, not
+        refusing: a connection's start waits as long): a thread of the loop's default executor would be
+        joined when the loop closes, and ``limen doctor`` then hung, printing nothing, past its ``--timeout``."""
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[None] = loop.create_future()
+
+        def settle(error: BaseException | None) -> None:
+            if answered.done():  # given up on already
+                return
+            if error is None:
+                answered.set_result(None)
+            else:
+                answered.set_exception(error)
+
+        def ask() -> None:
+            error: BaseException | None = None
+            try:
+                self.check_answers()
+            except BaseException as exc:
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
+                loop.call_soon_threadsafe(settle, error)
+
+        threading.Thread(target=ask, name="limen-database-ping", daemon=True).start()
         async with asyncio.timeout(timeout):
-            await asyncio.get_running_loop().run_in_executor(None, self.check_answers)
+            await answered
 
     def check_answers(self) -> None:
         """Raises if the database does not answer ``SELECT 1`` (however long that takes to find out)."""

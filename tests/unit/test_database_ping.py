@@ -1,0 +1,40 @@
+"""``Database.ping`` against a database that hangs (stopped, not refusing): a TimeoutError within its bound,
+and nothing left that the caller's event loop waits for when it closes. ``limen doctor --timeout 20`` with a
+hung PostgreSQL printed nothing and never ended: ``asyncio.run`` joined the default executor's thread that
+was still connecting."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from limen.db import Database
+
+
+def test_a_database_that_hangs_leaves_nothing_for_the_closing_loop_to_wait_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'limen.db'}")
+    hung = threading.Event()
+    monkeypatch.setattr(database, "check_answers", hung.wait)  # a connection's start that is never answered
+    outcomes: list[str] = []
+
+    def doctor() -> None:  # as `limen doctor` runs its checks: one asyncio.run, closed at the end
+        try:
+            asyncio.run(database.ping(0.1))
+        except TimeoutError:
+            outcomes.append("no answer")
+
+    runner = threading.Thread(target=doctor, daemon=True)
+    runner.start()
+    runner.join(30)  # a bound on the test itself, not a measurement
+    try:
+        assert not runner.is_alive(), "closing the loop waited for the database that hangs"
+        assert outcomes == ["no answer"]
+    finally:
+        hung.set()
+        runner.join(10)
+        database.close()
