@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 from datetime import UTC, datetime
@@ -185,7 +186,7 @@ class HostSync:
 
     async def sync_once(self) -> None:
         try:
-            hosts = await asyncio.to_thread(list_hosts, self._db)
+            hosts = await self._db.in_thread(functools.partial(list_hosts, self._db))
         except Exception as exc:  # the database's own health shows on /readyz; keep the hosts we have
             log.warning("cannot read the host registry: %s", exc, extra={"event": "host_sync_failed"})
             return

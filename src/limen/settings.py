@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     # SQLAlchemy URL of limen's database (users, tokens, sessions, audit); defaults to
     # sqlite:///<data_dir>/limen.db. It may hold a password: never log it (see database_url_redacted).
     database_url: str | None = None
+    # Bound on each database call a request makes on a network database (PostgreSQL), well under a proxy's
+    # wait for an answer (deploy/haproxy.cfg: 30 s); past it the request answers DATABASE_UNAVAILABLE.
+    database_timeout: float = Field(10.0, gt=0, le=120, description="Bound on every database call, seconds")
     # None keeps console tickets in this process; a redis:// URL shares them between limen instances.
     redis_url: str | None = None
     console_ticket_ttl: float = Field(30.0, gt=0, le=3600, description="Seconds a console ticket is valid")

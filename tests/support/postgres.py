@@ -5,15 +5,19 @@ on one cluster, which the ``LIMEN_TEST_DATABASE=postgresql`` run of the suite st
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from scripts.cluster_parts.postgres_process import pg_tool, running_postgres
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-__all__ = ["new_database", "pg_tool", "postgres_server"]
+__all__ = ["hung", "new_database", "pg_tool", "postgres_server", "running_postgres"]
 
 @contextmanager
 def postgres_server() -> Iterator[str]:
@@ -32,3 +36,36 @@ def new_database(server_url: str) -> str:
     finally:
         engine.dispose()
     return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def _children(pid: int) -> list[int]:
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:  # the task ended meanwhile
+            pass
+    return children
+
+
+def _signal_tree(root: int, sig: signal.Signals) -> None:
+    """``sig`` to ``root`` first (a stopped postmaster forks no more backends), then to its descendants."""
+    pending = [root]
+    while pending:
+        pid = pending.pop()
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            continue
+        pending += _children(pid)
+
+
+@contextmanager
+def hung(process: subprocess.Popen[bytes]) -> Iterator[None]:
+    """The server of ``process`` (:func:`running_postgres`'s) stopped, not refusing, as a frozen host: SIGSTOP
+    of every process of it; SIGCONT on leaving, whatever happened."""
+    try:
+        _signal_tree(process.pid, signal.SIGSTOP)
+        yield
+    finally:
+        _signal_tree(process.pid, signal.SIGCONT)

@@ -162,8 +162,8 @@ def one_statement_cache() -> Iterator[None]:
     compiled: dict[object, object] = {}  # SQLAlchemy's compiled_cache option takes any mapping
     made = Database.__init__
 
-    def init(self: Database, url: str) -> None:
-        made(self, url)
+    def init(self: Database, url: str, *, timeout: float | None = None) -> None:
+        made(self, url, timeout=timeout)
         if type(self.engine.dialect) is type(dialect):
             self.engine.dialect = dialect
             self.engine.update_execution_options(compiled_cache=compiled)

@@ -10,7 +10,6 @@ import functools
 import logging
 from typing import Any
 
-import anyio
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
@@ -82,7 +81,7 @@ async def list_hosts(_admin: AdminUser, hypervisor: HypervisorDep) -> list[HostO
 async def add_host(body: HostIn, admin: AdminUser, access: AccessDep, hypervisor: HypervisorDep) -> HostOut:
     """Registers a host and answers it as the list would: its figures asked now, null when it does not answer
     (it need not answer yet: it is listed as unavailable until it does)."""
-    config = await anyio.to_thread.run_sync(functools.partial(
+    config = await access.db.in_thread(functools.partial(
         host_registry.add_host, access.db, body.name, body.uri, body.console_address,
         default_uri=hypervisor.settings.libvirt_uri))
     link = hypervisor.hosts.add(config)
@@ -96,7 +95,7 @@ async def remove_host(name: str, admin: AdminUser, access: AccessDep, hypervisor
     """Refused (HOST_IN_USE) for the default host and for a host that has VMs (or had them when it last
     answered)."""
     await refuse_busy_host(hypervisor, name)
-    await anyio.to_thread.run_sync(host_registry.remove_host, access.db, name)
+    await access.db.in_thread(functools.partial(host_registry.remove_host, access.db, name))
     await hypervisor.hosts.discard(name)
     log.info("host removed", extra={"event": "host_remove", "host": name, "user": admin.name})
 
@@ -106,7 +105,8 @@ async def drain_host(name: str, body: DrainIn, admin: AdminUser, access: AccessD
                      hypervisor: HypervisorDep) -> HostOut:
     if name == DEFAULT_HOST:
         raise LimenError(ErrorCode.HOST_IN_USE, "the default host's settings come from LIMEN_LIBVIRT_URI")
-    config = await anyio.to_thread.run_sync(host_registry.set_draining, access.db, name, body.draining)
+    config = await access.db.in_thread(functools.partial(host_registry.set_draining, access.db, name,
+                                                           body.draining))
     link = hypervisor.hosts.add(config)
     log.info("host drain changed", extra={"event": "host_drain", "host": name, "draining": body.draining,
                                           "user": admin.name})

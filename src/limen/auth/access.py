@@ -54,7 +54,7 @@ class Access:
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self.db = Database(settings.db_url)
+        self.db = Database(settings.db_url, timeout=settings.database_timeout)
         self.passwords = Passwords(hasher) if hasher is not None else Passwords.of(settings)
         # Principals behind tokens, cookies and ticket holders, remembered between requests; every change of
         # rights empties it (limen.auth.principal_cache).

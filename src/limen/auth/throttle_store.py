@@ -27,7 +27,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-import anyio.to_thread
 from sqlalchemy import Connection, and_, delete, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -125,7 +124,7 @@ class DatabaseThrottleStore:
             with self.db.engine.begin() as connection:
                 return work(connection)
 
-        return await anyio.to_thread.run_sync(in_transaction)
+        return await self.db.in_thread(in_transaction)
 
     def _insert_missing(self, connection: Connection, keys: Sequence[str]) -> None:
         rows = [{"key": key, "failures": 0, "in_flight": 0, "blocked_until": 0.0, "updated_at": 0.0} for key in keys]

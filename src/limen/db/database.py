@@ -4,6 +4,13 @@ SQLAlchemy here is synchronous. Async code calls :meth:`Database.run`, which run
 thread inside one transaction, so a slow disk or a remote PostgreSQL never blocks the event loop.
 The code is dialect-neutral: SQLite by default (a file in the data dir), PostgreSQL by URL.
 
+Given a ``timeout`` (the server's LIMEN_DATABASE_TIMEOUT), a network database's calls are bounded: each
+async call answers DATABASE_UNAVAILABLE once it passes, in threads of their own that a hung database cannot
+multiply (:mod:`limen.db.workers`); a new connection gives up as soon (``connect_timeout``), a pooled one
+whose peer vanished is dropped by TCP (keepalives, ``tcp_user_timeout``), and a wait for a free connection
+of the pool is as long. SQLite keeps anyio's threads and no deadline: a local file does not hang that way,
+its locks wait at most its busy timeout, and its calls (a console's audit rows) cost nothing more.
+
 A SQLite file holds password, token and session hashes: it is created ``0600`` before SQLite opens it
 (SQLite gives its ``-wal`` and ``-shm`` files the database's mode), a missing directory for it ``0700``,
 and an existing file, ``-wal`` or ``-shm`` with looser modes is tightened (and logged).
@@ -15,6 +22,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,9 +34,11 @@ import anyio.to_thread
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Engine, Row, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
 
+from limen.db.workers import DatabaseWorkers
 from limen.errors import ErrorCode, LimenError
 from limen.private_files import Tightened, create_private_file, private_dir, private_file
 from limen.settings import data_dir_database_url
@@ -47,6 +57,10 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SCHEMA_HEAD = "0007_m5_serial"
 # PostgreSQL advisory-lock key of schema migrations (any 64-bit number; this one spells "limenmig").
 MIGRATION_LOCK_KEY = int.from_bytes(b"limenmig", "big") & 0x7FFF_FFFF_FFFF_FFFF
+# A bounded network database's pool (SQLAlchemy's defaults, written out): as many worker threads as
+# connections, so a call in a worker never waits for a connection another worker holds.
+POOL_SIZE = 5
+POOL_OVERFLOW = 10
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -93,12 +107,15 @@ def known_revisions() -> list[str]:
 
 def database_unavailable(exc: BaseException) -> LimenError | None:
     """DATABASE_UNAVAILABLE (503) when ``exc`` says the database did not answer (PostgreSQL stopped, its
-    connection dropped, SQLite busy past its timeout: nothing of the work was done, and it may be retried);
-    None for any other exception."""
-    if isinstance(exc, OperationalError | InterfaceError) or (
+    connection dropped, SQLite busy past its timeout, no connection of the pool free in time: nothing of the
+    work was done, and it may be retried; or a call's deadline passed, which says so itself); None for any
+    other exception."""
+    if isinstance(exc, LimenError):
+        return exc if exc.code is ErrorCode.DATABASE_UNAVAILABLE else None
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout) or (
             isinstance(exc, DBAPIError) and exc.connection_invalidated):
         return LimenError(ErrorCode.DATABASE_UNAVAILABLE,
-                          f"the database did not answer ({type(exc.orig or exc).__name__})")
+                          f"the database did not answer ({type(getattr(exc, 'orig', None) or exc).__name__})")
     return None
 
 class DatabaseFault(StrEnum):
@@ -119,17 +136,39 @@ def database_fault(url: str, data_dir: Path, exc: BaseException) -> DatabaseFaul
     return DatabaseFault.DATABASE
 
 
+def postgresql_bounds(timeout: float) -> dict[str, Any]:
+    """libpq's connection parameters that bound, by ``timeout`` seconds, what the database's silence holds: a
+    new connection's start (whole seconds, at least 2: libpq's rule), and a connection whose peer is gone
+    without a word (a frozen host: unacknowledged data, or an idle connection's keepalives unanswered).
+    A stopped server's kernel still acknowledges, so only the call's own deadline bounds that."""
+    seconds = max(2, math.ceil(timeout))
+    return {"connect_timeout": seconds, "tcp_user_timeout": seconds * 1000, "keepalives": 1,
+            "keepalives_idle": seconds, "keepalives_interval": max(1, seconds // 3), "keepalives_count": 3}
+
+
 class Database:
     """Owns the engine. Call :meth:`migrate` (or ``await migrate_async()``) once before anything else."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, timeout: float | None = None) -> None:
+        """``timeout``: the deadline of each async call on a network database, seconds (see the module
+        docstring); None leaves them unbounded (the command line's own calls)."""
         self.url: URL = make_url(url)
+        backend = self.url.get_backend_name()
+        # The deadline of each async call, None when they are not bounded.
+        self.timeout = timeout if backend != "sqlite" else None
         connect_args: dict[str, Any] = {}
-        if self.url.get_backend_name() == "sqlite":
+        pool_args: dict[str, Any] = {}
+        if backend == "sqlite":
             if self.url.database and self.url.database != ":memory:":
                 _private_sqlite_file(Path(self.url.database))
             connect_args = {"check_same_thread": False}
-        self.engine: Engine = create_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
+        elif self.timeout is not None:
+            pool_args = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW, "pool_timeout": self.timeout}
+            if backend == "postgresql":
+                connect_args = postgresql_bounds(self.timeout)
+        self.engine: Engine = create_engine(self.url, connect_args=connect_args, pool_pre_ping=True, **pool_args)
+        self._workers = (DatabaseWorkers(POOL_SIZE + POOL_OVERFLOW, self.timeout)
+                         if self.timeout is not None else None)
         if self.url.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -220,11 +259,19 @@ class Database:
         with self.engine.begin() as connection:
             connection.execute(statement, parameters)
 
+    async def in_thread(self, work: Callable[[], T], *, wait: bool = False) -> T:
+        """``work()``, blocking database work, in a worker thread: bounded by :attr:`timeout` (then
+        DATABASE_UNAVAILABLE; see the module docstring), or as long as it takes with ``wait`` (a writer that
+        bounds its callers' waits itself) or without a timeout."""
+        if self._workers is None:
+            return await anyio.to_thread.run_sync(work)
+        return await self._workers.call(work, wait=wait)
+
     async def execute(self, statement: Executable, parameters: dict[str, Any] | None = None) -> None:
         """Runs one Core statement in its own transaction in a worker thread, on a connection without an ORM
         session: about a third of the CPU of a session's flush and commit (measured on an INSERT), which
         matters to writes that run while a console sets up (the worker thread holds the GIL meanwhile)."""
-        await anyio.to_thread.run_sync(functools.partial(self.execute_sync, statement, parameters))
+        await self.in_thread(functools.partial(self.execute_sync, statement, parameters))
 
     def fetch_one_sync(self, statement: Executable, parameters: dict[str, Any] | None = None) -> Row[Any] | None:
         with self.engine.connect() as connection:
@@ -233,11 +280,11 @@ class Database:
     async def fetch_one(self, statement: Executable, parameters: dict[str, Any] | None = None) -> Row[Any] | None:
         """The first row of one Core query, read in a worker thread on a connection without an ORM session
         (cheaper, as :meth:`execute`); None if there is none."""
-        return await anyio.to_thread.run_sync(functools.partial(self.fetch_one_sync, statement, parameters))
+        return await self.in_thread(functools.partial(self.fetch_one_sync, statement, parameters))
 
     async def run(self, work: Callable[[Session], T]) -> T:
-        """Runs ``work(session)`` in a worker thread, in one transaction."""
-        return await anyio.to_thread.run_sync(functools.partial(self.run_sync, work))
+        """Runs ``work(session)`` in a worker thread, in one transaction (bounded as :meth:`in_thread`)."""
+        return await self.in_thread(functools.partial(self.run_sync, work))
 
     async def ping(self, timeout: float) -> None:
         """Raises if the database does not answer ``SELECT 1`` within ``timeout`` seconds (TimeoutError).
