@@ -4,15 +4,22 @@ awaiting its own row, one bad row failing only its caller. Real SQLite."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy import event, func, insert, select
+from sqlalchemy.exc import OperationalError
 
 from limen.audit import AuditLog
 from limen.db import Database
 from limen.db.batch import BatchedWrites
+from limen.db.database import POOL_OVERFLOW, POOL_SIZE
 from limen.db.models import ConsoleSessionRecord
+from limen.db.workers import DatabaseWorkers
+from limen.errors import ErrorCode, LimenError
 
 
 def _db(tmp_path: Path) -> Database:
@@ -187,3 +194,67 @@ async def test_a_batchs_writes_of_one_statement_are_one_executemany_whatever_the
         assert _rows(db) == 12 and _rows(db, live=True) == 6
     finally:
         db.close()
+
+
+def _bounded(db: Database, deadline: float) -> Database:
+    """``db`` with its calls bounded as a PostgreSQL database's are under a server (SQLite's never are)."""
+    db.timeout = deadline
+    db._workers = DatabaseWorkers(POOL_SIZE + POOL_OVERFLOW, deadline)
+    return db
+
+
+async def test_a_hung_batch_answers_its_callers_at_the_deadline_and_a_later_end_still_follows_its_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A console's start row in a batch the database does not answer (PostgreSQL stopped): the console gets
+    DATABASE_UNAVAILABLE at the deadline, not after the whole hang, and the session's end, written after it,
+    is committed after the start once the database answers: no row left live for a console that ended."""
+    db = _bounded(_db(tmp_path), 0.2)
+    audit = AuditLog(db, time.time, instance_id=None)
+    database = threading.Event()
+    write_all = BatchedWrites._write_all
+
+    def hanging_write_all(self: BatchedWrites, batch: Any) -> None:
+        database.wait()
+        write_all(self, batch)
+
+    monkeypatch.setattr(BatchedWrites, "_write_all", hanging_write_all)
+    try:
+        with pytest.raises(LimenError) as raised:
+            await asyncio.wait_for(audit.console_started(
+                "s1", user="alice", vm_uuid="u", vm_name="vm", client_address="127.0.0.1"), 10)
+        assert raised.value.code is ErrorCode.DATABASE_UNAVAILABLE
+        with pytest.raises(LimenError):
+            await audit.console_ended("s1", bytes_to_client=1, bytes_from_client=1, end_code="DATABASE_UNAVAILABLE")
+        database.set()
+        await asyncio.wait_for(audit.console_writes.flush(), 10)
+        assert _rows(db) == 1 and _rows(db, live=False) == 1 and _rows(db, live=True) == 0
+    finally:
+        database.set()
+        db.close()
+
+
+async def test_a_batch_the_database_did_not_answer_fails_every_write_at_once(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not each write tried again alone (each waited as long again: a batch of 500 on a database that does not
+    answer new connections held its last caller 500 connect timeouts)."""
+    db = _db(tmp_path)
+    writes = BatchedWrites(db)
+    tries: list[int] = []
+
+    def refused(self: BatchedWrites, batch: Any) -> None:
+        tries.append(len(batch))
+        raise OperationalError("connect", {}, Exception("connection timeout expired"))
+
+    monkeypatch.setattr(BatchedWrites, "_write_all", refused)
+    monkeypatch.setattr(db, "execute", _never_called)
+    try:
+        results = await asyncio.gather(*(writes.write(insert(ConsoleSessionRecord), {"id": f"s{index}"})
+                                         for index in range(5)), return_exceptions=True)
+        assert [getattr(result, "code", result) for result in results] == [ErrorCode.DATABASE_UNAVAILABLE] * 5
+        assert tries == [5]
+    finally:
+        db.close()
+
+
+async def _never_called(*_: object) -> None:
+    raise AssertionError("a write tried again alone")

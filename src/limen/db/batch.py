@@ -17,22 +17,30 @@ next batch would otherwise start with the one or two writes that came during the
 would commit about once a write again. In a storm the oldest write has waited for the batch before it
 already, so full batches go at once.
 
-If a batch fails, each of its writes is tried again alone, so one bad row fails only its own caller.
+If a batch fails, each of its writes is tried again alone, so one bad row fails only its own caller; a
+batch the database did not answer fails all its writes at once (alone, each would wait as long again).
 Only for writes whose order relative to other callers' does not matter (each caller's own writes are
 ordered by its awaiting them one after the other).
+
+On a database whose calls are bounded (:attr:`Database.timeout`), a caller waits for its write at most that
+long, then gets DATABASE_UNAVAILABLE; its write stays queued or in its batch and may still be committed
+once the database answers. The writer itself waits for each batch as long as it takes, one at a time: a
+caller's next write (a console's end after its start) is never committed before the last.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-import anyio.to_thread
 from sqlalchemy.sql.expression import Executable
 
-from limen.db.database import Database
+from limen.db.database import Database, database_unavailable
+from limen.db.workers import database_hung
+from limen.errors import LimenError
 
 log = logging.getLogger("limen.db")
 
@@ -60,8 +68,15 @@ class BatchedWrites:
         self._queue.append(_Write(statement, parameters, done, loop.time()))
         if self._writer is None or self._writer.done():
             self._writer = loop.create_task(self._drain())
-        # The write goes on if the caller is cancelled; the caller just stops waiting for it.
-        await asyncio.shield(done)
+        # The write goes on if the caller is cancelled or gives up; the caller just stops waiting for it.
+        if self.db.timeout is None:
+            await asyncio.shield(done)
+            return
+        try:
+            async with asyncio.timeout(self.db.timeout):
+                await asyncio.shield(done)
+        except TimeoutError:
+            raise database_hung(self.db.timeout) from None
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -72,8 +87,15 @@ class BatchedWrites:
                     await asyncio.sleep(wait)
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
             try:
-                await anyio.to_thread.run_sync(self._write_all, batch)
-            except Exception:
+                await self.db.in_thread(functools.partial(self._write_all, batch), wait=True)
+            except Exception as exc:
+                unavailable = database_unavailable(exc)
+                if unavailable is not None:
+                    log.warning("a batch of %d writes failed: %s", len(batch), unavailable.details,
+                                extra={"event": "db_batch_failed", "writes": len(batch)})
+                    for write in batch:
+                        _settle(write.done, LimenError(unavailable.code, unavailable.details))
+                    continue
                 log.warning("a batch of %d writes failed; writing each alone", len(batch),
                             extra={"event": "db_batch_failed", "writes": len(batch)})
                 for statement, parameters, done, _ in batch:
