@@ -12,6 +12,7 @@ from limen.auth.principal import AuthMethod, Principal
 from limen.console import admission as admission_module
 from limen.console.admission import ConsoleAdmission
 from limen.db import Role
+from limen.db.workers import database_hung
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm, VmState
 
@@ -20,8 +21,9 @@ ALICE = Principal(name="alice", role=Role.USER, method=AuthMethod.TICKET)
 
 
 class FakeAudit:
-    def __init__(self, *, fail: bool = False) -> None:
-        self.fail = fail
+    def __init__(self, *, fail: bool = False, error: Exception | None = None) -> None:
+        self.fail = fail or error is not None
+        self.error = error or RuntimeError("database is locked")
         self.release = asyncio.Event()
         self.calls: list[str] = []
         self.inserting = asyncio.Event()  # console_started was called
@@ -30,7 +32,7 @@ class FakeAudit:
         self.inserting.set()
         await self.release.wait()
         if self.fail:
-            raise RuntimeError("database is locked")
+            raise self.error
         self.calls.append("started")
 
     async def console_ended(self, session_id: str, **fields: Any) -> None:
@@ -92,6 +94,22 @@ async def test_a_failed_audit_insert_ends_the_session(monkeypatch: pytest.Monkey
     gate.session_ended(session)  # type: ignore[arg-type]
     await asyncio.wait_for(gate.recorded(), 1)
     assert audit.calls == []  # no end for a row that was never written, and no exception escapes
+
+
+async def test_an_insert_the_database_did_not_answer_still_gets_its_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its deadline passed on a database that hung: the insert may yet be committed, and without the end after
+    it the row would stay live for a console that ended."""
+    audit = FakeAudit(error=database_hung(0.2))
+    gate, session = admitted(monkeypatch, audit)
+    await gate(find_vm)
+    audit.release.set()
+    await asyncio.wait_for(audit.inserting.wait(), 1)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert [error.code for error in session.end_requests] == [ErrorCode.DATABASE_UNAVAILABLE]
+    gate.session_ended(session)  # type: ignore[arg-type]
+    await asyncio.wait_for(gate.recorded(), 1)
+    assert audit.calls == ["ended OK"]
 
 
 async def test_recorded_waits_for_the_insert_even_without_an_end(monkeypatch: pytest.MonkeyPatch) -> None:

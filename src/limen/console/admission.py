@@ -10,9 +10,11 @@ The audit row's insert runs in a task started ``AUDIT_START_DELAY`` after admiss
 set-up neither waits for the database nor shares the GIL with the insert while the status frames and
 the RFB exchange run (measured: the insert's CPU, right after admission, slowed that exchange). It is
 never skipped: a session that ends before the delay starts it at once, the end's update awaits the
-insert first, and if the insert fails the session is ended (INTERNAL_ERROR), so no console runs without
+insert first, and if the insert fails the session is ended (DATABASE_UNAVAILABLE when the database did
+not answer, within LIMEN_DATABASE_TIMEOUT on PostgreSQL; INTERNAL_ERROR else), so no console runs without
 its row for longer than the delay, the batch's linger (:data:`limen.audit.CONSOLE_ROWS_LINGER`) and one
-write.
+write. The end is written after an insert the database did not answer too: one whose deadline passed may
+still commit.
 
 Once the session is let in it tells ``on_admitted`` (the console registry) who holds it, with which
 credential, on which VM, so that revocation can find it (:mod:`limen.auth.revocation`); the audit row keeps
@@ -168,8 +170,12 @@ class ConsoleAdmission:
         if self._start is not None:
             try:
                 await asyncio.shield(self._start)
-            except Exception:
-                return  # no row to complete; _record_start logged it
+            except Exception as exc:
+                if database_unavailable(exc) is None:
+                    return  # no row to complete; _record_start logged it
+                # The insert may yet be committed (its deadline passed on a database that hung): the end
+                # follows it in the writer's order, so the row is not left live behind a session that ended,
+                # and changes nothing if it never is.
         try:
             await self.access.audit.console_ended(
                 self.session_id, bytes_to_client=bytes_to_client, bytes_from_client=bytes_from_client,
