@@ -5,7 +5,9 @@ Each instance reads the stream from where it was when the instance started (olde
 business), hands every entry another instance appended to ``receive``, and skips its own (it delivered them
 in this process already). A reader whose connection drops picks up, when it is back, what it missed (the
 stream keeps its last ``length`` entries). Entries are JSON objects; ``receive`` runs on the event loop and
-must return at once.
+must return at once. ``on_hearing``, when given, is told (on the event loop, returning at once) when reading
+starts to fail (False) and when it works again (True): what the others appended meanwhile may never come
+(Redis restarted empty), so its owner may need to check again what an entry would have told it.
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ class SharedStream:
     read (what the entries are, plural: "revocations")."""
 
     def __init__(self, url: str, key: str, receive: Callable[[dict[str, Any]], None], *, what: str, entries: str,
-                 length: int) -> None:
+                 length: int, on_hearing: Callable[[bool], None] | None = None) -> None:
         self.key = key
         self.what = what
         self.entries = entries
         self.origin = uuid.uuid4().hex  # this instance, so it can skip its own entries
         self._receive = receive
+        self._on_hearing = on_hearing
         self._length = length
         self._redis: Any = open_redis(url)
         self._last_id = "0-0"
@@ -76,6 +79,8 @@ class SharedStream:
                 if not failing:
                     log.warning("%s from the other limen instances cannot be read (Redis %s); retrying",
                                 self.entries, type(exc).__name__, extra={"event": f"{self.what}_read_failed"})
+                    if not self._closing:  # a cancellation seen as an error is no news
+                        self._tell_hearing(False)
                 failing = True
                 await asyncio.sleep(RECONNECT_DELAY)
                 continue
@@ -83,10 +88,20 @@ class SharedStream:
                 log.info("reading %s from the other limen instances again", self.entries,
                          extra={"event": f"{self.what}_read_ok"})
                 failing = False
+                self._tell_hearing(True)
             for _stream, entries in answer or []:
                 for entry_id, fields in entries:
                     self._last_id = _text(entry_id)
                     self._deliver(fields)
+
+    def _tell_hearing(self, hearing: bool) -> None:
+        if self._on_hearing is None:
+            return
+        try:
+            self._on_hearing(hearing)
+        except Exception:  # the reader goes on whatever its owner does with the news
+            log.exception("a listener of the %s stream failed", self.what,
+                          extra={"event": f"{self.what}_hearing_listener_failed"})
 
     def _deliver(self, fields: dict[Any, Any]) -> None:
         try:

@@ -113,6 +113,35 @@ async def test_revoked_token_and_disabled_user_are_refused(access: Access) -> No
     assert await access.tokens.resolve(second.secret) is None
 
 
+async def test_a_credential_is_in_force_until_revoked_signed_out_or_expired(
+    make_settings: Callable[..., Settings]
+) -> None:
+    # What a console's re-check reads while another instance's revocations cannot be heard (Redis down).
+    clock = FakeClock()
+    access = make_access(make_settings(session_ttl=60), clock)
+    await access.start()
+    try:
+        await access.users.create("alice", "a-long-password")
+        token = await access.tokens.create("alice", "script")
+        signed_out, expiring = await access.sessions.create("alice"), await access.sessions.create("alice")
+        token_credential = f"token:{token.info.id}"
+        out_credential = access.sessions.credential_of(signed_out.cookie)
+        expiring_credential = access.sessions.credential_of(expiring.cookie)
+        for credential in (token_credential, out_credential, expiring_credential):
+            assert await access.credential_in_force(credential), credential
+        await access.tokens.revoke(token.info.id, None)
+        await access.sessions.end(signed_out.cookie)
+        assert not await access.credential_in_force(token_credential)
+        assert not await access.credential_in_force(out_credential)
+        assert await access.credential_in_force(expiring_credential)
+        clock.advance(61)
+        assert not await access.credential_in_force(expiring_credential)
+        for nonsense in ("token:999", "token:²", "token:", f"token:{2**70}", "session:", "session:%", "other:1", ""):
+            assert not await access.credential_in_force(nonsense), nonsense
+    finally:
+        await access.close()
+
+
 async def test_token_last_use_is_recorded(make_settings: Callable[..., Settings]) -> None:
     clock = FakeClock()
     access = make_access(make_settings(), clock)

@@ -44,3 +44,12 @@ def test_a_stream_whose_credential_is_unknown_rechecks_on_every_credentials_revo
     recheck, subscription = _recheck(anonymous_credential)
     recheck(Revocation.credential_revoked("session:0123456789abcdef", "signed out"))
     assert recheck.due and subscription.woken == 1
+
+
+def test_every_stream_rechecks_while_revocations_cannot_be_heard() -> None:
+    # Replica B could not hear replica A (Redis down): a stream of a token revoked on A stayed open on B until
+    # its keep-alive check, which read B's remembered principal, for up to 30 s more.
+    alice = Principal("alice", Role.USER, AuthMethod.TOKEN, credential=token_credential(7))
+    recheck, subscription = _recheck(alice)
+    recheck(Revocation.unheard())
+    assert recheck.due and subscription.woken == 1

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import redis.exceptions
 
+from limen.auth.revocation import Revocation
+from limen.auth.revocation_bus import RedisRevocationBus
 from limen.errors import ErrorCode, LimenError
 from limen.redis_stream import SharedStream
 
@@ -66,6 +68,54 @@ async def test_the_readers_log_lines_name_what_the_stream_holds_and_keep_their_e
     }
 
 
+class _OutageRedis(_FlakyRedis):
+    """Answers (nothing) until ``down`` is set, fails while it is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    async def xread(self, streams: dict[str, str], block: int, count: int) -> list[Any]:
+        self.reads += 1
+        await asyncio.sleep(0.005)
+        if self.down:
+            raise redis.exceptions.ConnectionError("Error 111 connecting to localhost:1")
+        return []
+
+
+async def until(condition: Any, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.005)):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"not within {timeout} s")
+
+
+async def test_the_reader_tells_when_it_stops_and_starts_hearing_the_others(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("limen.redis_stream.RECONNECT_DELAY", 0.01)
+    told: list[bool] = []
+    stream = SharedStream("redis://localhost:1", "limen:x", lambda entry: None, what="revocation",
+                          entries="revocations", length=10, on_hearing=told.append)
+    fake = _OutageRedis()
+    stream._redis = fake
+    await stream.start()
+    try:
+        await until(lambda: fake.reads >= 3)
+        assert told == []  # nothing to tell while it hears
+        fake.down = True
+        await until(lambda: told == [False])
+        reads = fake.reads
+        await until(lambda: fake.reads >= reads + 3)
+        assert told == [False]  # told once, not on every failed read
+        fake.down = False
+        await until(lambda: told == [False, True])
+    finally:
+        await stream.close()
+    assert told == [False, True]  # closing is no news
+
+
 async def test_a_stream_that_cannot_start_is_redis_unavailable_naming_what_it_holds() -> None:
     stream = SharedStream("redis://localhost:1", "limen:x", lambda entry: None, what="vm_event",
                           entries="VM events", length=10)
@@ -75,3 +125,54 @@ async def test_a_stream_that_cannot_start_is_redis_unavailable_naming_what_it_ho
     assert refused.value.code is ErrorCode.REDIS_UNAVAILABLE
     assert refused.value.details == "stream of VM events (Redis) start failed: ConnectionError"
     await stream.close()
+
+
+
+async def _bus_on(fake: _OutageRedis) -> tuple[RedisRevocationBus, list[Revocation]]:
+    bus = RedisRevocationBus("redis://localhost:1")
+    heard: list[Revocation] = []
+    bus.subscribe(heard.append)
+    bus._stream._redis = fake
+    await bus.start()
+    await until(lambda: fake.reads >= 3)
+    return bus, heard
+
+
+async def test_while_revocations_cannot_be_heard_the_bus_has_this_instance_recheck_every_interval(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Replica B could not hear replica A (Redis down): what A revoked meanwhile held on B only once Redis was
+    # back (its remembered principals for up to 30 s more; its consoles until then).
+    monkeypatch.setattr("limen.redis_stream.RECONNECT_DELAY", 0.01)
+    monkeypatch.setattr("limen.auth.revocation_bus.UNHEARD_RECHECK_INTERVAL", 0.02)
+    fake = _OutageRedis()
+    bus, heard = await _bus_on(fake)
+    try:
+        assert heard == []  # nothing while it hears: no cost on the normal path
+        fake.down = True
+        await until(lambda: len(heard) >= 3)
+    finally:
+        await bus.close()
+    assert set(heard) == {Revocation.unheard()}
+    count = len(heard)
+    await asyncio.sleep(0.1)
+    assert len(heard) == count  # closing stops it
+
+
+async def test_the_bus_has_this_instance_recheck_at_once_when_it_stops_hearing_and_once_when_it_hears_again(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("limen.redis_stream.RECONNECT_DELAY", 0.01)
+    monkeypatch.setattr("limen.auth.revocation_bus.UNHEARD_RECHECK_INTERVAL", 3600)
+    fake = _OutageRedis()
+    bus, heard = await _bus_on(fake)
+    try:
+        fake.down = True
+        await until(lambda: len(heard) == 1)
+        fake.down = False
+        await until(lambda: len(heard) == 2)
+        reads = fake.reads
+        await until(lambda: fake.reads >= reads + 5)
+    finally:
+        await bus.close()
+    assert heard == [Revocation.unheard()] * 2

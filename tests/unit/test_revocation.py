@@ -112,13 +112,23 @@ class FakeSession:
 
 
 class FakeRights:
-    """bob may open VM_A only while he is an admin; carol owns VM_A; nobody else may open anything."""
+    """bob may open VM_A only while he is an admin; carol owns VM_A; nobody else may open anything. Every
+    credential is in force but those in ``revoked``."""
 
     def __init__(self) -> None:
         self.bob_is_admin = True
         self.carol_owns_a = True
         self.failing = False
         self.asked: list[tuple[str, str]] = []
+        self.revoked: set[str] = set()
+        self.credentials_asked: list[str] = []
+
+    async def credential_in_force(self, credential: str) -> bool:
+        self.credentials_asked.append(credential)
+        await asyncio.sleep(0)
+        if self.failing:
+            raise LimenError(ErrorCode.DATABASE_UNAVAILABLE, "the database is down")
+        return credential not in self.revoked
 
     async def may_access(self, user: str, vm_uuid: str) -> bool:
         self.asked.append((user, vm_uuid))
@@ -153,7 +163,7 @@ def registry_with(*consoles: LiveConsole, rights: FakeRights | None = None,
 
 
 async def settled() -> None:
-    for _ in range(5):
+    for _ in range(10):
         await asyncio.sleep(0)
 
 
@@ -291,6 +301,51 @@ async def test_ended_sessions_are_forgotten() -> None:
     assert sessions["s1"].code is None
 
 
+async def test_while_unheard_a_console_ends_once_its_credential_or_right_is_found_gone() -> None:
+    # Replica B could not hear replica A (Redis down): a token A revoked, a user A demoted kept their consoles
+    # on B until Redis came back. Each re-check reads both the user's right and the console's credential.
+    rights = FakeRights()
+    carols_ticket = LiveConsole("s4", "carol", VM_A, None)  # no credential to read: her right is
+    registry, sessions, _ = registry_with(BOB_ON_A, BOB_ON_B, CAROL_ON_A, carols_ticket, rights=rights)
+    registry.revoke(Revocation.unheard())
+    await settled()
+    assert all(session.code is None for session in sessions.values())  # nothing changed: all go on
+    rights.revoked.add("token:7")  # bob's token, revoked on the other replica
+    registry.revoke(Revocation.unheard())
+    await settled()
+    assert sessions["s1"].code is ErrorCode.ACCESS_REVOKED
+    assert sessions["s1"].ended_with[0].details == Revocation.unheard().reason
+    assert [session.code for session in (sessions["s2"], sessions["s3"], sessions["s4"])] == [None] * 3
+    rights.bob_is_admin = False  # bob demoted there
+    registry.revoke(Revocation.unheard())
+    await settled()
+    assert sessions["s2"].code is ErrorCode.ACCESS_REVOKED
+    assert sessions["s3"].code is None and sessions["s4"].code is None
+    assert sorted(set(rights.credentials_asked)) == ["session:0123456789abcdef", "token:7", "token:8"]
+
+
+async def test_while_unheard_a_console_whose_right_cannot_be_read_goes_on() -> None:
+    # No change is known: a database that does not answer just then does not end every console.
+    rights = FakeRights()
+    registry, sessions, _ = registry_with(BOB_ON_A, CAROL_ON_A, rights=rights)
+    rights.failing = True
+    registry.revoke(Revocation.unheard())
+    await settled()
+    assert sessions["s1"].code is None and sessions["s3"].code is None
+
+
+async def test_an_unheard_recheck_is_not_remembered_for_later_admissions() -> None:
+    clock = Clock()
+    rights = FakeRights()
+    registry = ConsoleSessions(rights, clock=clock)
+    session = FakeSession("s1")
+    with registry.track(session):  # type: ignore[arg-type]
+        registry.revoke(Revocation.unheard())
+        registry.admitted(BOB_ON_A)  # its own checks read the database: no second look
+        await settled()
+    assert session.code is None and rights.asked == [] and rights.credentials_asked == []
+
+
 # -- the rights of now ----------------------------------------------------------------------------------
 
 
@@ -314,7 +369,12 @@ async def test_current_rights_read_the_user_and_the_vm_now() -> None:
 
     directory = Directory(bob=Principal("bob", Role.USER, AuthMethod.TOKEN),
                           root=Principal("root", Role.ADMIN, AuthMethod.TOKEN), gone=None)
-    rights = CurrentRights(directory, find_vm)
+    async def credential_in_force(credential: str) -> bool:
+        return credential == "token:1"
+
+    rights = CurrentRights(directory, find_vm, credential_in_force)
+    assert await rights.credential_in_force("token:1") is True
+    assert await rights.credential_in_force("token:2") is False
     assert await rights.may_access("bob", VM_A) is True
     assert await rights.may_access("bob", VM_B) is False  # unowned: admins only
     assert await rights.may_access("root", VM_B) is True

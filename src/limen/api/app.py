@@ -128,7 +128,7 @@ def create_app(
     app.openapi = functools.partial(_openapi_document, app)  # type: ignore[method-assign]
     # Remembers revocations as long as a console ticket lives: a ticket asked for by a since-revoked
     # credential must not open a console.
-    console_sessions = ConsoleSessions(CurrentRights(guard.users, hv.console_vm),
+    console_sessions = ConsoleSessions(CurrentRights(guard.users, hv.console_vm, guard.credential_in_force),
                                        remember=settings.console_ticket_ttl + 5)
     guard.revocations.subscribe(console_sessions.revoke)  # revocations, from here or another instance
     hv.hosts.availability_listeners.append(console_sessions.host_changed)  # a host gone ends its consoles

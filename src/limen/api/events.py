@@ -11,7 +11,8 @@ principal may see (``may_access(owner)``), in this order:
    ``owner``, ``at``), and a ``: keep-alive`` comment every ``events_keepalive`` seconds.
 
 The credential is checked again at once after a revocation that may concern it (published on the
-revocation bus, from this instance or another), and every ``events_keepalive`` seconds in any case: a
+revocation bus, from this instance or another; while the others cannot be heard, every few seconds), and
+every ``events_keepalive`` seconds in any case: a
 revoked token, an ended sign-in, a disabled user or a changed role ends the stream, with ``event: ended``
 carrying the error (ACCESS_REVOKED) last (the browser's reconnection then gets 401, or a stream filtered
 for the new role). A reader that falls behind is dropped, and the
@@ -97,7 +98,7 @@ class _Recheck:
             return revocation.subject == self.principal.name
         if revocation.scope is Scope.CREDENTIAL:
             return self.principal.credential is None or revocation.subject == self.principal.credential
-        return False
+        return revocation.scope is Scope.UNHEARD  # anything may have changed unheard (Redis unreachable)
 
 
 async def _stream(request: Request, access: Access, principal: Principal, feed: VmFeed, last_event_id: str | None,

@@ -15,6 +15,7 @@ from limen.audit import AuditLog
 from limen.auth import http
 from limen.auth.browser_sessions import BrowserSessions
 from limen.auth.passwords import Passwords
+from limen.auth.principal import parse_credential
 from limen.auth.principal_cache import PrincipalCache, credentials_stamp_path, touch_credentials_stamp
 from limen.auth.ratelimit import LoginRateLimiter
 from limen.auth.revocation import Revocation, Scope
@@ -81,12 +82,23 @@ class Access:
         self.started = False
 
     def _forget_principals(self, revocation: Revocation) -> None:
-        """A user's rights or a credential changed, here, on another instance or on the command line. Without
+        """A user's rights or a credential changed, here, on another instance or on the command line, or may
+        have changed unheard (Redis unreachable: every few seconds until it is back, and once then). Without
         a Redis to carry it, the change is also stamped for the other instances on this host."""
-        if revocation.scope in (Scope.USER, Scope.CREDENTIAL):
+        if revocation.scope in (Scope.USER, Scope.CREDENTIAL, Scope.UNHEARD):
             self.principals.forget_all()
             if not self.settings.redis_url:
                 touch_credentials_stamp(self.settings.data_dir)
+
+    async def credential_in_force(self, credential: str) -> bool:
+        """Whether the credential named ``credential`` (:func:`~limen.auth.principal.token_credential`,
+        :func:`~limen.auth.principal.browser_credential`) still signs in, read from the database now."""
+        kind, rest = parse_credential(credential)
+        if kind == "token" and rest.isascii() and rest.isdigit():
+            return await self.tokens.in_force(int(rest))
+        if kind == "session":
+            return await self.sessions.in_force(rest)
+        return False
 
     async def start(self) -> None:
         """Migrates the database and checks the ticket store; a no-op once done."""

@@ -95,6 +95,17 @@ class BrowserSessions:
             self.cache.put(cache_key, principal, generation, valid_until=expires[0])
         return principal
 
+    async def in_force(self, id_hash_start: str) -> bool:
+        """Whether a session whose cookie's SHA-256 starts with ``id_hash_start`` (as its credential names it:
+        :func:`browser_credential`) is still signed in (read now, not remembered)."""
+        if not id_hash_start or not all(char in "0123456789abcdef" for char in id_hash_start):
+            return False
+        now = utc_now(self.clock)
+        found = await self.db.run(lambda session: session.execute(
+            select(BrowserSession.id_hash).where(BrowserSession.id_hash.startswith(id_hash_start),
+                                                 BrowserSession.expires_at > now).limit(1)).first())
+        return found is not None
+
     @staticmethod
     def credential_of(cookie: str) -> str:
         """The credential name of the session behind ``cookie`` (see :func:`browser_credential`)."""

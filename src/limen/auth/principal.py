@@ -51,6 +51,12 @@ def browser_credential(id_hash: str) -> str:
     return f"session:{id_hash[:BROWSER_CREDENTIAL_HASH_CHARS]}"
 
 
+def parse_credential(credential: str) -> tuple[str, str]:
+    """The kind (``token``, ``session``) and the rest of a credential's name (see above)."""
+    kind, _, rest = credential.partition(":")
+    return kind, rest
+
+
 def require_admin(principal: Principal) -> None:
     if not principal.is_admin:
         raise LimenError(ErrorCode.FORBIDDEN, "administrators only")

@@ -1,7 +1,7 @@
 """Revocation: a change that takes away the right to a VM's console, told to every live console.
 
 A :class:`Revocation` says what changed, about whom, and why (in words, for the client's error details and
-the session's audit row). Five scopes, and which live consoles each one ends::
+the session's audit row). Six scopes, and which live consoles each one ends::
 
     scope        subject          ends a console when                                    code
     user         a user's name    it is that user's and the user may no longer open      ACCESS_REVOKED
@@ -13,12 +13,20 @@ the session's audit row). Five scopes, and which live consoles each one ends::
                                   that asked for it)
     vm_deleted   a VM's UUID      it is on that VM                                       VM_NOT_FOUND
     session      a session's id   it is that session (an administrator's "End session")  SESSION_TERMINATED
+    unheard      (none)           its user may no longer open its VM or its credential   ACCESS_REVOKED
+                                  is no longer in force (re-checked now; one that cannot
+                                  be re-checked goes on)
 
 :func:`verdict` is the whole rule, pure: a live console (:class:`LiveConsole`), a revocation and, for the
 two scopes that need it, whether the user may still open the VM now (:class:`Rights`), give the error to
 end the console with, or None. The places that change rights publish revocations on a bus
 (:mod:`limen.auth.revocation_bus`); each instance's console registry evaluates every one against its
 own live consoles (:class:`limen.console.registry.ConsoleSessions`).
+
+``unheard`` is no change anyone made: the revocation bus delivers it in its own instance only, while it cannot
+hear the other instances' revocations (their Redis is down) and once more when it hears them again, so that
+what was revoked elsewhere meanwhile ends here too (:mod:`limen.auth.revocation_bus`). As no change is known,
+a console whose right cannot be read just then is left alone.
 """
 
 from __future__ import annotations
@@ -37,6 +45,8 @@ from limen.hypervisor.models import Vm
 log = logging.getLogger("limen.auth")
 
 REASON_MAX = 200
+UNHEARD_REASON = ("access withdrawn on another limen instance while this one could not hear it (Redis "
+                  "unreachable); found when the database was read again")
 
 
 class Scope(StrEnum):
@@ -45,10 +55,11 @@ class Scope(StrEnum):
     CREDENTIAL = "credential"
     VM_DELETED = "vm_deleted"
     SESSION = "session"
+    UNHEARD = "unheard"
 
 
 # The scopes whose consoles are re-checked against the rights of now, instead of ended outright.
-RECHECKED = frozenset({Scope.USER, Scope.VM})
+RECHECKED = frozenset({Scope.USER, Scope.VM, Scope.UNHEARD})
 # The scopes that stay true for good (a revoked credential, a deleted VM never come back): they also concern
 # consoles admitted after them, e.g. with a ticket asked for by the credential before it was revoked.
 LASTING = frozenset({Scope.CREDENTIAL, Scope.VM_DELETED})
@@ -94,6 +105,11 @@ class Revocation:
     def session_ended(cls, session_id: str, reason: str) -> Revocation:
         return cls(Scope.SESSION, session_id, reason)
 
+    @classmethod
+    def unheard(cls) -> Revocation:
+        """Changes made on other instances may not have been heard here: every console is re-checked."""
+        return cls(Scope.UNHEARD, "", UNHEARD_REASON)
+
     # -- what it means --------------------------------------------------------------------------------
 
     @property
@@ -115,6 +131,8 @@ class Revocation:
                 return console.credential is not None and console.credential == self.subject
             case Scope.SESSION:
                 return console.session_id == self.subject
+            case Scope.UNHEARD:
+                return True
         return False  # pragma: no cover - every scope is matched above
 
     def error(self) -> LimenError:
@@ -162,6 +180,10 @@ class Rights(Protocol):
         """Whether ``user`` may open the console of ``vm_uuid`` now; raises if that cannot be found out."""
         ...
 
+    async def credential_in_force(self, credential: str) -> bool:
+        """Whether the credential named ``credential`` still signs in now; raises if that cannot be found out."""
+        ...
+
 
 class PrincipalLookup(Protocol):
     async def principal(self, name: str, method: AuthMethod) -> Principal | None: ...
@@ -170,9 +192,14 @@ class PrincipalLookup(Protocol):
 class CurrentRights:
     """Rights read now: the user from the database, the VM's owner from libvirt."""
 
-    def __init__(self, users: PrincipalLookup, find_vm: Callable[[str], Awaitable[Vm]]) -> None:
+    def __init__(self, users: PrincipalLookup, find_vm: Callable[[str], Awaitable[Vm]],
+                 credential_in_force: Callable[[str], Awaitable[bool]]) -> None:
         self.users = users
         self.find_vm = find_vm
+        self._credential_in_force = credential_in_force
+
+    async def credential_in_force(self, credential: str) -> bool:
+        return await self._credential_in_force(credential)
 
     async def may_access(self, user: str, vm_uuid: str) -> bool:
         principal = await self.users.principal(user, AuthMethod.TOKEN)

@@ -5,7 +5,11 @@
 instance on the same Redis: each instance reads the stream from where it was when it started, so a change
 made on one instance ends consoles held by another, and a subscriber whose connection drops picks up,
 when it is back, what it missed (the stream keeps its last :data:`STREAM_LENGTH` entries). An instance
-skips its own entries (it delivered them already); the stream is :mod:`limen.redis_stream`'s.
+skips its own entries (it delivered them already); the stream is :mod:`limen.redis_stream`'s. While that
+stream cannot be read (Redis down or hung), a change made on another instance is not heard here: the bus then
+delivers :meth:`Revocation.unheard` here every :data:`UNHEARD_RECHECK_INTERVAL` seconds, and once more when it
+reads again, so that this instance's remembered principals, consoles and event streams are checked against the
+database meanwhile instead of waiting for Redis (which may also come back empty, without what was sent).
 :func:`publish_from_command_line` lets ``limen user
 delete`` and the like tell running servers, when they share a Redis.
 
@@ -32,6 +36,9 @@ Handler = Callable[[Revocation], None]
 STREAM_LENGTH = 1000  # entries the stream keeps (approximately): what a reconnecting subscriber can catch up on
 RECONNECT_DELAY = 0.5  # between tries to send what Redis did not take
 UNSENT_MAX = 10_000  # revocations kept for Redis while it is down (the oldest go first past that)
+# Seconds between re-checks while the other instances' revocations cannot be heard: the bound, past the time
+# the reader takes to find Redis gone, within which a change made elsewhere holds here meanwhile.
+UNHEARD_RECHECK_INTERVAL = 2.0
 
 
 def stream_key(namespace: str) -> str:
@@ -96,8 +103,9 @@ class RedisRevocationBus(LocalRevocationBus):
         super().__init__()
         self.key = stream_key(namespace)
         self._stream = SharedStream(url, self.key, self._receive, what="revocation", entries="revocations",
-                                    length=STREAM_LENGTH)
+                                    length=STREAM_LENGTH, on_hearing=self._hearing)
         self._closing = False
+        self._unheard_rechecks: asyncio.Task[None] | None = None  # while the stream cannot be read
         # Revocations Redis did not take, in order, sent again until it does: a user disabled during a Redis
         # outage must still end their consoles on the other instances once it is back.
         self._unsent: deque[Revocation] = deque(maxlen=UNSENT_MAX)
@@ -149,8 +157,34 @@ class RedisRevocationBus(LocalRevocationBus):
     def _receive(self, entry: dict[str, Any]) -> None:
         self.deliver(Revocation.from_json(entry["revocation"]))
 
+    def _hearing(self, hearing: bool) -> None:
+        """The stream's reader stopped or started reading again (on the event loop)."""
+        if self._unheard_rechecks is not None:
+            self._unheard_rechecks.cancel()
+            self._unheard_rechecks = None
+        if self._closing:
+            return
+        if hearing:
+            self.deliver(Revocation.unheard())  # what was missed, and never comes if Redis restarted empty
+            return
+        self._unheard_rechecks = asyncio.get_running_loop().create_task(self._recheck_while_unheard(),
+                                                                        name="limen-revocations-unheard")
+
+    async def _recheck_while_unheard(self) -> None:
+        log.warning("revocations made on other limen instances cannot be heard; checking access against the "
+                    "database every %g s until they can", UNHEARD_RECHECK_INTERVAL,
+                    extra={"event": "revocation_unheard"})
+        while True:
+            self.deliver(Revocation.unheard())
+            await asyncio.sleep(UNHEARD_RECHECK_INTERVAL)
+
     async def close(self) -> None:
         self._closing = True
+        if self._unheard_rechecks is not None:
+            self._unheard_rechecks.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._unheard_rechecks
+            self._unheard_rechecks = None
         if self._resender is not None:
             self._resender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -132,6 +132,14 @@ class Tokens:
         finally:
             self.cache.forget_all()
 
+    async def in_force(self, token_id: int) -> bool:
+        """Whether the token ``token_id`` exists and is not revoked (read now, not remembered)."""
+        if not 0 < token_id <= LARGEST_ID:
+            return False
+        revoked = await self.db.run(lambda session: session.execute(
+            select(ApiToken.revoked_at).where(ApiToken.id == token_id)).first())
+        return revoked is not None and revoked[0] is None
+
     async def resolve(self, secret: str) -> Principal | None:
         """The principal a bearer secret stands for, or None (unknown, revoked, or its user disabled)."""
         if not _SECRET_SHAPE.fullmatch(secret):

@@ -14,7 +14,8 @@ remembered credential revocation: a console ticket names the credential that ask
 been revoked (a token, a sign-out) between the ticket's issue and its use, and a revoked credential stays
 revoked. ``remember`` must therefore cover a ticket's lifetime. Where a revocation asks for it (a user's
 or a VM's rights changed), the user's right to the VM is read again (:class:`Rights`) in a task; nothing
-here runs per frame.
+here runs per frame. While the other instances' revocations cannot be heard (Redis unreachable), every console
+is re-checked that way every few seconds, its credential too (``Scope.UNHEARD``).
 """
 
 from __future__ import annotations
@@ -126,6 +127,10 @@ class ConsoleSessions:
 
     def revoke(self, revocation: Revocation) -> None:
         """Ends the live sessions ``revocation`` takes the right from (a bus handler: returns at once)."""
+        if revocation.scope is Scope.UNHEARD:
+            # No change to remember for later admissions: their own checks read the database while unheard.
+            self._judge(revocation, list(self._holders.values()))
+            return
         now = self.clock()
         recent = self._recent
         while recent and recent[0][0] < now - self.remember:
@@ -155,9 +160,35 @@ class ConsoleSessions:
         pairs = sorted({(console.user, console.vm_uuid) for console in consoles})
         answers = await asyncio.gather(*(self._may_access(user, vm_uuid) for user, vm_uuid in pairs))
         allowed = dict(zip(pairs, answers, strict=True))
+        if revocation.scope is Scope.UNHEARD:
+            await self._recheck_unheard(revocation, consoles, allowed)
+            return
         for console in consoles:
             self._end_console(console, verdict(revocation, console, allowed[(console.user, console.vm_uuid)]),
                               revocation)
+
+    async def _recheck_unheard(self, revocation: Revocation, consoles: list[LiveConsole],
+                               allowed: dict[tuple[str, str], bool | None]) -> None:
+        """A revoked credential may not have been heard of either: each console's is read too. No change is
+        known, so a console whose answer cannot be read just then goes on (the next re-check reads it again)."""
+        credentials = sorted({console.credential for console in consoles if console.credential is not None})
+        answers = await asyncio.gather(*(self._credential_in_force(credential) for credential in credentials))
+        in_force = dict(zip(credentials, answers, strict=True))
+        for console in consoles:
+            still = [allowed[(console.user, console.vm_uuid)]]
+            if console.credential is not None:
+                still.append(in_force[console.credential])
+            self._end_console(console, verdict(revocation, console, False not in still), revocation)
+
+    async def _credential_in_force(self, credential: str) -> bool | None:
+        if self.rights is None:
+            return None
+        try:
+            return await self.rights.credential_in_force(credential)
+        except Exception as exc:
+            log.warning("could not re-check a console's credential (%s)", type(exc).__name__,
+                        extra={"event": "revocation_recheck_failed", "credential": credential})
+            return None
 
     async def _may_access(self, user: str, vm_uuid: str) -> bool | None:
         if self.rights is None:
@@ -165,7 +196,7 @@ class ConsoleSessions:
         try:
             return await self.rights.may_access(user, vm_uuid)
         except Exception as exc:  # cannot tell: the console ends (see verdict)
-            log.warning("could not re-check a console's access (%s); ending it", type(exc).__name__,
+            log.warning("could not re-check a console's access (%s)", type(exc).__name__,
                         extra={"event": "revocation_recheck_failed", "user": user, "vm_uuid": vm_uuid})
             return None
 
