@@ -13,13 +13,14 @@ from scripts.cluster_parts.ports import free_port
 START_BOUND = 10.0  # seconds until the new server must answer PING
 
 
-def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Starts a redis-server on a free loopback port, without persistence, in its own session (it outlives
-    its starter: `make cluster` stops it by PID), and waits until it answers; returns it and its URL."""
+def start_redis(directory: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Starts a redis-server on a free loopback port (or ``port``: a Redis restarted where it was), without
+    persistence, in its own session (it outlives its starter: `make cluster` stops it by PID), and waits until
+    it answers; returns it and its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed: run `make install` (apt-get install redis-server)")
-    port = free_port()
+    port = port or free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(directory), "--logfile", str(directory / "redis.log")],

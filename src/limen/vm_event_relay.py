@@ -12,7 +12,10 @@ instances' :class:`~limen.hypervisor.operations.OperationBoard`: each operation'
 answered) and then what its events say are kept under ``<namespace>:operation:<id>`` as long as an instance
 keeps it in memory, so an instance that has heard nothing of it yet (started after it began, or asked
 before its first event) reads it there. Both name the instance doing the work (``instance``), so that the
-others can tell its operations ended when it is lost. Without Redis there is nothing to relay to.
+others can tell its operations ended when it is lost. A start left while Redis was down, and the whole board
+when Redis comes back empty (restarted), would be missing there until the operation ended: when the relay
+reads the stream again after it could not, it leaves every operation of this instance there again. Without
+Redis there is nothing to relay to.
 
 These events say how far work has gone, and the VM itself is re-read from libvirt: one Redis does not take
 (down, or slow) is logged and dropped, never retried, and never delays the work it reports.
@@ -64,11 +67,12 @@ class VmEventRelay:
         self._instance_id = instance_id  # this limen instance's (limen.instances), on what it relays
         self._namespace = namespace
         self._stream = SharedStream(redis_url, stream_key(namespace), self._receive, what="vm_event",
-                                    entries="VM events", length=STREAM_LENGTH)
+                                    entries="VM events", length=STREAM_LENGTH, on_hearing=self._hearing)
         self._board: Any = open_redis(redis_url)
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=QUEUE_MAX)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sender: asyncio.Task[None] | None = None
+        self._reposting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if self._sender is not None:
@@ -133,6 +137,24 @@ class VmEventRelay:
                         "know it from its first event", type(exc).__name__,
                         extra={"event": "operation_post_failed", "operation": operation.id})
 
+    def _hearing(self, hearing: bool) -> None:
+        """The stream's reader stopped or started reading again (on the event loop)."""
+        if hearing and self._loop is not None and self._reposting is None:
+            self._reposting = self._loop.create_task(self._post_again(), name="limen-operations-posted-again")
+
+    async def _post_again(self) -> None:
+        """Leaves this instance's operations on the board again: a running one unless later news of it is
+        there (its end, posted meanwhile), a finished one as it ended (an end is final)."""
+        try:
+            for operation in self._operations.started_here():
+                running = operation.state is OperationState.RUNNING
+                await self._post(operation.payload(), operation.vm_owner, first=running)
+        except Exception as exc:  # Redis went again: the reader says so, and this runs again when it is back
+            log.warning("this instance's operations were not left again for the other limen instances (Redis "
+                        "%s)", type(exc).__name__, extra={"event": "operation_post_failed"})
+        finally:
+            self._reposting = None
+
     async def read(self, operation_id: str) -> Operation | None:
         import redis.exceptions
 
@@ -170,4 +192,9 @@ class VmEventRelay:
                 await self._sender
             self._sender = None
         await self._stream.close()
+        if self._reposting is not None:
+            self._reposting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reposting
+            self._reposting = None
         await self._board.aclose()

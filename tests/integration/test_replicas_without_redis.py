@@ -1,22 +1,30 @@
 """Two limen replicas on one database whose Redis stops for a while (an operator's test): what is revoked on
-one holds on the other without waiting for Redis."""
+one holds on the other without waiting for Redis, and a snapshot started on one while Redis was down can be
+read on the other once Redis is back (restarted, empty)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import AsyncIterator, Callable
+from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+from scripts.cluster_parts.ports import free_port
 from websockets.asyncio.client import connect
 
+from limen.api import vm_snapshots
+from limen.api.app import create_app
+from limen.api.services import Services, services_of
 from limen.auth.revocation_bus import UNHEARD_RECHECK_INTERVAL
 from limen.db import Role
-from tests.support.access import provision_user, redis_server
-from tests.support.console import ConsoleTranscript, FakeDomain, driver_uri, read_frames
+from limen.settings import Settings
+from tests.conftest import settings_in
+from tests.support.access import admin_token, provision_user, redis_server
+from tests.support.console import ConsoleTranscript, FakeDomain, domain_xml, driver_uri, read_frames
 from tests.support.databases import database_url_for
 from tests.support.fake_vnc import RfbServer
 from tests.support.server import LimenProcess
@@ -94,3 +102,72 @@ async def test_a_token_revoked_on_one_replica_while_redis_is_down_stops_working_
             assert (transcript.close_code, transcript.close_reason) == (4513, "ACCESS_REVOKED"), transcript
             assert transcript.errors[-1]["code"] == "ACCESS_REVOKED", transcript.errors
     assert "Traceback" not in b.output()
+
+
+SHARED_NODE_VM = "s41r-pictured"
+
+
+def _node_with_a_qcow2_vm(directory: Path, name: str) -> str:
+    """A test-driver node whose one (stopped) VM has a qcow2 disk, so limen lets it have snapshots."""
+    disk = (f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+            f"<source file='{directory}/{name}.qcow2'/><target dev='vda' bus='virtio'/></disk>")
+    xml = domain_xml(FakeDomain(name, None, running=False)).replace("<devices>", "<devices>" + disk)
+    node = directory / "snapshot-node.xml"
+    node.write_text(f"<node>{xml}</node>")
+    return f"test://{node}"
+
+
+@asynccontextmanager
+async def replica(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Services]]:
+    """A replica serving in this process, and an admin's client to it."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        services = services_of(app)
+        headers = {"Authorization": f"Bearer {await admin_token(services.access)}"}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://limen.test",
+                                     headers=headers) as client:
+            yield client, services
+
+
+async def test_a_snapshot_started_while_redis_is_down_is_found_on_another_replica_once_redis_is_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its start was never on the board of operations: once Redis was back (restarted, empty), the other
+    # replica answered OPERATION_NOT_FOUND for it until it ended, and the page said it had lost track of it.
+    release = asyncio.Event()
+
+    async def until_released(*_args: object, **_kwargs: object) -> None:
+        await release.wait()
+
+    monkeypatch.setattr(vm_snapshots, "take_snapshot", until_released)
+    caplog.set_level(logging.WARNING, logger="limen.events")
+    redis_port = free_port()  # Redis comes back where it was
+    (tmp_path / "redis-1").mkdir()
+    (tmp_path / "redis-2").mkdir()
+    with ExitStack() as stack:
+        redis_url = stack.enter_context(redis_server(tmp_path / "redis-1", redis_port))
+        taking = settings_in(tmp_path / "taking", libvirt_uri=_node_with_a_qcow2_vm(tmp_path, SHARED_NODE_VM),
+                             redis_url=redis_url)
+        watching = settings_in(tmp_path / "watching", redis_url=redis_url)
+        async with replica(taking) as (taker, _taker), replica(watching) as (watcher, _watcher):
+            stack.close()  # Redis stops
+            started = await taker.post(f"/api/vms/{SHARED_NODE_VM}/snapshots", json={"name": "first"})
+            assert started.status_code == 202, started.text
+            path = f"/api/operations/{started.json()['id']}"
+            # Its first event is dropped too, as Redis does not take it (else the watcher would hear of it).
+            await _until(lambda: any(getattr(record, "event", None) == "vm_event_relay_failed"
+                                     for record in caplog.records), 10)
+            stack.enter_context(redis_server(tmp_path / "redis-2", redis_port))  # back, empty
+            answers: list[httpx.Response] = []
+
+            async def found() -> bool:
+                answers.append(await watcher.get(path))
+                return answers[-1].status_code == 200
+
+            waited = time.monotonic()
+            while not await found():
+                assert time.monotonic() - waited < 10, [answer.text for answer in answers[-3:]]
+                await asyncio.sleep(0.1)
+            release.set()
+    assert answers[-1].json()["state"] == "running" and answers[-1].json()["vm_name"] == SHARED_NODE_VM
+    assert {answer.json()["code"] for answer in answers[:-1]} <= {"REDIS_UNAVAILABLE", "OPERATION_NOT_FOUND"}

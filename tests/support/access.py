@@ -88,9 +88,10 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
 
 
 @contextmanager
-def redis_server(tmp_path: Path) -> Iterator[str]:
-    """A redis-server on a free loopback port, without persistence; yields its URL, stops it after."""
-    process, url = start_redis(tmp_path)
+def redis_server(tmp_path: Path, port: int | None = None) -> Iterator[str]:
+    """A redis-server on a free loopback port (or ``port``), without persistence; yields its URL, stops it
+    after."""
+    process, url = start_redis(tmp_path, port)
     try:
         yield url
     finally:

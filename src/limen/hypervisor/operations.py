@@ -188,6 +188,11 @@ class Operations:
             if running.state is OperationState.DONE:
                 raise LimenError(ErrorCode.VM_NOT_FOUND, f"VM {vm_name!r} was deleted meanwhile")
 
+    def started_here(self) -> list[Operation]:
+        """This instance's operations it still keeps (running or finished; a VM's deletion is never shown)."""
+        self._forget_old()
+        return [op for op in self._operations.values() if op.kind != VM_DELETION]
+
     def get(self, operation_id: str) -> Operation | None:
         """This instance's operation, or another's it heard of."""
         self._forget_old()

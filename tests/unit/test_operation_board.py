@@ -1,0 +1,103 @@
+"""The board of operations (limen.vm_event_relay) on a Redis stand-in: what this instance leaves there again
+when it reads the shared stream again after Redis was down."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+import redis.exceptions
+
+from limen.errors import ErrorCode
+from limen.hypervisor.operations import Operation, Operations
+from limen.hypervisor.vm_feed import VmFeed
+from limen.vm_event_relay import VmEventRelay, operation_key
+
+
+class _Redis:
+    """The stream and the board at once: empty, failing while ``down``, forgetting all when it comes back."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.reads = 0
+        self.board: dict[str, dict[str, Any]] = {}
+
+    def _check(self) -> None:
+        if self.down:
+            raise redis.exceptions.ConnectionError("Error 111 connecting to localhost:1")
+
+    async def xrevrange(self, key: str, count: int) -> list[Any]:
+        return []
+
+    async def xread(self, streams: dict[str, str], block: int, count: int) -> list[Any]:
+        self.reads += 1
+        await asyncio.sleep(0.005)
+        self._check()
+        return []
+
+    async def set(self, key: str, value: str, nx: bool = False, ex: int | None = None) -> bool:
+        self._check()
+        if nx and key in self.board:
+            return False
+        self.board[key] = json.loads(value)
+        return True
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def until(condition: Any, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.005)):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"not within {timeout} s")
+
+
+async def test_operations_started_or_ended_while_redis_was_down_are_on_the_board_once_it_is_back(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A snapshot started while Redis was down was never on the board: once Redis was back (restarted, empty),
+    # the other replicas answered OPERATION_NOT_FOUND for it until it ended, and its page lost track of it.
+    monkeypatch.setattr("limen.redis_stream.RECONNECT_DELAY", 0.01)
+    operations = Operations()
+    fake = _Redis()
+    relay = VmEventRelay(VmFeed(), operations, "redis://localhost:1", instance_id="this-one")
+    relay._stream._redis = fake
+    relay._board = fake
+    await relay.start()
+    release = asyncio.Event()
+
+    async def until_released(_operation: Operation) -> None:
+        await release.wait()
+
+    async def fails(_operation: Operation) -> None:
+        raise LookupError("a bug")
+
+    def start(vm: str, work: Any) -> Any:
+        return operations.start(kind="snapshot", vm_uuid=f"{vm}-uuid", vm_name=vm, vm_owner="bob", user="bob",
+                                subject="first", work=work, busy=ErrorCode.SNAPSHOT_IN_PROGRESS)
+
+    try:
+        await until(lambda: fake.reads >= 2)
+        fake.down = True
+        await until(lambda: fake.reads >= 4)
+        running = await start("pictured", until_released)
+        await operations.post_start(running)  # Redis down: logged, not left
+        ended = await start("broken", fails)
+        await ended.ended.wait()  # its end's event was dropped as well
+        async with operations.running(kind="delete", vm_uuid="gone-uuid", vm_name="gone", vm_owner=None,
+                                      user="bob", subject="gone", busy=ErrorCode.SNAPSHOT_IN_PROGRESS):
+            assert fake.board == {}
+            fake.down = False  # back, empty
+            await until(lambda: len(fake.board) == 2)
+        release.set()
+    finally:
+        await relay.close()
+        await operations.close()
+    posted = {key: record["operation"]["state"] for key, record in fake.board.items()}
+    assert posted == {operation_key("limen", running.id): "running", operation_key("limen", ended.id): "failed"}
+    assert {record["instance"] for record in fake.board.values()} == {"this-one"}
+    assert fake.board[operation_key("limen", running.id)]["vm_owner"] == "bob"
