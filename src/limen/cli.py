@@ -308,14 +308,17 @@ def vm_create(
         owner = run_directory(state.settings(), lambda directory: directory.users.get_sync(typed)).name
     spec = VmSpec(name=name, vcpus=vcpus, memory_mib=memory, disk_gib=disk, iso=iso, boot_order=tuple(boot or ()),
                   owner=owner)
-    async def create(hv: Hypervisor, target: ActionTarget) -> Vm:
-        return _named(target, await hv.create_vm(spec))
-
     label = (say("cli.progress.creating_with_disk", name=name, disk=disk) if disk
              else say("cli.progress.creating", name=name))
-    with working(label, as_json=state.as_json):
-        created = _audited(state.settings(), "create", name, create)
-    _print_vm(state, VmOut.of(created))
+
+    async def create(hv: Hypervisor, target: ActionTarget) -> Vm:
+        # A refused name or size is said alone: "creating…" before it would say something began that never did.
+        await hv.validate_spec(spec)
+        await hv.check_name_free(spec.name)
+        with working(label, as_json=state.as_json):
+            return _named(target, await hv.create_vm(spec))
+
+    _print_vm(state, VmOut.of(_audited(state.settings(), "create", name, create)))
 
 
 @vm_app.command("start")

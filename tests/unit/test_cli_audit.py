@@ -161,6 +161,24 @@ def test_a_delete_that_keeps_the_disks_says_so_and_a_new_vm_of_the_name_gets_a_d
         assert code == 0 and "its disks are kept" not in out
 
 
+@pytest.mark.usefixtures("held_test_driver")
+def test_a_refused_create_says_why_and_never_that_it_was_creating(tmp_path: Path) -> None:
+    # `limen vm create BADNAME` printed "creating BADNAME…" and then the name's refusal: as if it had begun.
+    taken = f"cli-taken-{uuid.uuid4().hex[:8]}"
+    assert run(tmp_path, "vm", "create", taken, "--memory", "64")[0] == 0
+    try:
+        for name, code in (("bad name!", "VALIDATION_ERROR"), (taken, "VM_ALREADY_EXISTS")):
+            exit_code, err = run(tmp_path, "vm", "create", name, "--memory", "64")
+            assert exit_code == 1 and f"[{code}]" in err, err
+            assert "creating" not in err and "만드는 중" not in err, err
+            assert actions(tmp_path)[-1][1:4] == ("create", name, code)  # still in the audit trail
+    finally:
+        assert run(tmp_path, "vm", "delete", taken)[0] == 0
+    said = run(tmp_path, "vm", "create", taken, "--memory", "64")[1]
+    assert "creating" in said or "만드는 중" in said  # an accepted one says so
+    assert run(tmp_path, "vm", "delete", taken)[0] == 0
+
+
 def test_a_ctrl_c_while_the_row_is_written_waits_for_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A Ctrl-C that came as the row was being written left a VM created and no row saying so.
     written: list[str] = []
