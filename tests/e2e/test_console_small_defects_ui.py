@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Page, Route, expect
 
 from tests.conftest import DEMO_ISO, ISO_DIR, QEMU_URI
-from tests.e2e.helpers import PHONE, save_screenshot, start_limen
+from tests.e2e.helpers import PHONE, hold_requests, save_screenshot, start_limen
 from tests.support.server import LimenProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -302,6 +302,45 @@ def test_a_vm_deleted_under_its_details_page_is_deleted_in_its_overview_too(
     expect(page.locator("main :is(button, input, select, textarea):enabled")).to_have_count(0)
     expect(page.locator("main a[href*='/console']")).to_have_count(0)  # nor a way to its console
     expect(page.get_by_role("link", name="Back to the VM list")).to_be_focused()
+
+
+def test_a_deleted_vms_details_page_stays_disabled_when_answers_come_after_and_looks_it(
+    server: LimenProcess, api: httpx.Client, vm_names: Callable[[], str], signed_in_page: Callable[..., Page]
+) -> None:
+    """The owner select of a deleted VM looked as usable as before (only Save looked disabled); a change of
+    owner or a snapshot asked before the VM went, and the ISO list read after, enabled their controls again
+    when their answers came."""
+    name = vm_names()
+    created = api.post("/api/vms", json={"name": name, "memory_mib": 64, "disk_gib": 1, "iso": DEMO_ISO})
+    assert created.status_code == 201, created.text
+    page = signed_in_page(server)
+    isos = hold_requests(page, "**/api/isos")
+    owner_saves = hold_requests(page, "**/api/vms/*/owner")
+    snapshot_takes = hold_requests(page, "**/api/vms/*/snapshots")
+    page.goto(f"{server.base_url}/vms/{name}")
+    select = page.locator("#owner-select")
+    expect(select.locator("option")).not_to_have_count(0)
+    looks = "(el) => { const s = getComputedStyle(el); return [s.color, s.backgroundColor, s.borderColor]; }"
+    usable_look = select.evaluate(looks)
+    select.select_option("")  # no owner: Save, held on its way
+    page.locator("#owner-save").click()
+    page.locator("#snapshot-name").fill("before")
+    page.locator("#snapshot-create").click()
+    for _ in range(200):  # both requests held (Playwright hands them over while the test waits)
+        if owner_saves and any(route.request.method == "POST" for route in snapshot_takes):
+            break
+        page.wait_for_timeout(50)
+    assert api.delete(f"/api/vms/{name}?delete_disks=true").status_code == 200
+    expect(page.locator("body")).to_have_attribute("data-state", "deleted")
+    for route in [*owner_saves, *snapshot_takes, *isos]:
+        route.continue_()  # the answers come now: VM_NOT_FOUND, and the ISO list
+    expect(page.locator("#owner-status .error-box")).to_have_attribute("data-code", "VM_NOT_FOUND")
+    expect(page.locator("#snapshot-status .error-box")).to_have_attribute("data-code", "VM_NOT_FOUND")
+    expect(page.locator("#iso-select option")).not_to_have_count(1)  # the ISO list is drawn
+    # Nothing acts on the VM (an error's Dismiss only hides the error).
+    expect(page.locator("main :is(button:not(.dismiss), input, select, textarea):enabled")).to_have_count(0)
+    assert select.evaluate(looks) != usable_look  # a disabled field looks it, as a disabled button does
+    save_screenshot(page, "vm-details-deleted-controls-1280")
 
 
 def test_a_user_disabled_with_the_console_open_is_told_why_it_ended(

@@ -285,8 +285,8 @@ function renderMedia() {
   ui.finishInstall.hidden = !(iso && hasDisk && (order[0] === "cdrom" || next[0] === "cdrom"));
   ui.finishInstallText.textContent = next[0] === "cdrom"
     ? t("vm.finish_install_text") : t("details.runs_from_cd");
-  ui.mediaEject.disabled = !iso || busy !== null;
-  ui.mediaInsert.disabled = !hasCdrom || busy !== null;
+  ui.mediaEject.disabled = gone || !iso || busy !== null; // the ISO list may come after the VM went
+  ui.mediaInsert.disabled = gone || !hasCdrom || busy !== null;
 }
 
 function fillIsoSelect(current) {
@@ -346,7 +346,7 @@ function renderDisks() {
               text: disk.allocation_bytes == null ? "—" : formatBytes(disk.allocation_bytes) }),
     h("td", { class: "cell-actions" }, h("button", {
       class: "btn small", type: "button", text: t("details.resize_button"), "aria-label": t("details.resize_label", { target: disk.target }),
-      disabled: busy !== null, onclick: () => openResize(disk),
+      disabled: busy !== null || gone, onclick: () => openResize(disk),
     })),
   )));
 }
@@ -792,6 +792,9 @@ function markGone() {
   for (const control of document.querySelectorAll("main :is(button, input, select, textarea)")) {
     control.disabled = true;
   }
+  // Their own state too: an answer on its way (a save, a snapshot) would enable them again when it comes.
+  owner.vmGone();
+  snapshots.vmGone();
   // The console links (the Console button, the screen) led to a console page saying VM_NOT_FOUND.
   for (const link of document.querySelectorAll("main a[href*='/console']")) {
     link.removeAttribute("href");

@@ -18,6 +18,7 @@ export class OwnerControl {
     this.vm = null;
     this.users = null;
     this.saving = false;
+    this.gone = false; // the VM was deleted: nothing here acts on it any more
     this.select = h("select", { id: "owner-select", "aria-describedby": "owner-status" });
     this.save = h("button", { class: "btn", type: "button", id: "owner-save", text: t("owner.set"),
                               onclick: () => this.apply() });
@@ -56,6 +57,14 @@ export class OwnerControl {
     else this.fill();
   }
 
+  /** The VM was deleted: the select and Save stay disabled, whatever answer comes after (a save on its way
+   * fails with VM_NOT_FOUND and must not enable them again). */
+  vmGone() {
+    this.gone = true;
+    this.select.disabled = true;
+    this.updateButton();
+  }
+
   current() {
     return this.vm && this.vm.owner ? this.vm.owner : NONE;
   }
@@ -79,7 +88,7 @@ export class OwnerControl {
   }
 
   updateButton() {
-    this.save.disabled = this.saving || !this.vm || this.select.value === this.current();
+    this.save.disabled = this.gone || this.saving || !this.vm || this.select.value === this.current();
   }
 
   showError(exc, what) {
@@ -113,7 +122,7 @@ export class OwnerControl {
       this.saving = false;
       this.showError(exc, t("owner.setting_what"));
     } finally {
-      this.select.disabled = false;
+      this.select.disabled = this.gone;
       this.updateButton();
     }
   }

@@ -6,9 +6,9 @@
 // follows it through GET /api/operations/{id} every OPERATION_POLL_MS and through the page's event stream
 // (snapshot_progress / snapshot_done events handed to onEvent), whichever comes first.
 //
-// mountSnapshots() returns { show(vm), onEvent(change), count() }: the page calls show() with every fresh VM
-// and onEvent() with every event of it; count() is how many snapshots the VM has (the delete confirmation
-// says they go with it).
+// mountSnapshots() returns { show(vm), onEvent(change), count(), vmGone() }: the page calls show() with every
+// fresh VM, onEvent() with every event of it and vmGone() once it is deleted; count() is how many snapshots the
+// VM has (the delete confirmation says they go with it).
 
 import { api, ApiError } from "./api.js";
 import { errorBox, h, placeOf, redrawKeepingPlace, returnToPlace, spinner } from "./dom.js";
@@ -56,6 +56,7 @@ export function mountSnapshots() {
   let operation = null; // the snapshot being taken from this page
   let pollTimer = null;
   let busy = false;
+  let gone = false; // the VM was deleted: nothing here acts on it any more
   let confirmed = null;
   let place = null; // where the keyboard was when a revert or delete was asked (the list is drawn anew)
   let loadedFor = null;
@@ -79,7 +80,7 @@ export function mountSnapshots() {
     : { error: t("details.failed", { what }), code: "CLIENT_ERROR", details: String(exc), message: t("details.reload") });
 
   function applyEnabled() {
-    const blocked = busy || operation !== null || !vm;
+    const blocked = busy || gone || operation !== null || !vm;
     ui.create.disabled = blocked;
     for (const button of ui.tree.querySelectorAll("button")) button.disabled = blocked;
   }
@@ -294,5 +295,11 @@ export function mountSnapshots() {
       else if (change.type === "snapshot_done" || change.type === "snapshots_changed") load();
     },
     count: () => snapshots.length,
+    /** The VM was deleted: its buttons stay disabled, whatever answer comes after (one on its way would
+     * enable them again). */
+    vmGone() {
+      gone = true;
+      applyEnabled();
+    },
   };
 }
