@@ -284,6 +284,26 @@ def test_a_vm_deleted_under_its_open_console_says_it_is_gone(
     save_screenshot(page, "console-vm-deleted-1280")
 
 
+def test_a_vm_given_to_another_user_under_its_open_console_is_not_called_deleted(
+    server: LimenProcess, api: httpx.Client, vm_names: Callable[[], str], signed_in_page: Callable[..., Page]
+) -> None:
+    """The owner's console ended with ACCESS_REVOKED when an administrator gave the VM away, and its badge
+    said "Deleted": the VM, hidden from this user now, answered VM_NOT_FOUND as a deleted one does."""
+    user, password = f"dave-{vm_names()[-6:]}", "a long enough password"
+    assert api.post("/api/users", json={"name": user, "password": password}).status_code == 201
+    name = vm_names()
+    vm = running_demo_vm(api, name)
+    assert api.put(f"/api/vms/{name}/owner", json={"owner": user}).status_code == 200
+    page = signed_in_page(server, name=user, password=password)
+    open_console(page, server, vm["uuid"])
+    assert api.put(f"/api/vms/{name}/owner", json={"owner": None}).status_code == 200
+    expect(page.locator("#panel-extra .error-box")).to_have_attribute("data-code", "ACCESS_REVOKED")
+    badge = page.locator("#vm-state .badge")
+    expect(badge).to_have_attribute("data-state", "no-access")
+    expect(badge).to_have_text("No access")
+    save_screenshot(page, "console-vm-given-away-1280")
+
+
 def test_a_vm_deleted_under_its_details_page_is_deleted_in_its_overview_too(
     server: LimenProcess, api: httpx.Client, vm_names: Callable[[], str], signed_in_page: Callable[..., Page]
 ) -> None:

@@ -9,6 +9,7 @@ import { test } from "node:test";
 import {
   closeOutcome,
   describeError,
+  missingVmBadge,
   retriesByItself,
   stageLabels,
   unansweringHostOf,
@@ -158,4 +159,13 @@ test("HYPERVISOR_UNAVAILABLE names the host its error names, else the VM's host 
   assert.equal(unansweringHostOf({ code: "HYPERVISOR_UNAVAILABLE", details: "", host: "local" }, null, "local"), null);
   assert.equal(unansweringHostOf({ code: "HYPERVISOR_UNAVAILABLE", details: "" }, "local", "local"), null);
   assert.equal(unansweringHostOf(failed, null, "local"), "edge");
+});
+
+test("a VM the API no longer shows is called deleted only when its console's end said so", () => {
+  // The API answers VM_NOT_FOUND alike for a deleted VM and one given to another user: "Deleted" alarmed a
+  // user whose VM had only changed owner.
+  assert.equal(missingVmBadge(true, "ACCESS_REVOKED"), "no-access");
+  assert.equal(missingVmBadge(true, "VM_NOT_FOUND"), "deleted");
+  for (const end of [null, "VM_STOPPED", "SESSION_TERMINATED"]) assert.equal(missingVmBadge(true, end), "unavailable");
+  assert.equal(missingVmBadge(false, null), "not-found"); // never seen: it may never have existed
 });

@@ -43,6 +43,20 @@ export function unansweringHostOf(err, unanswering = null, ownHost = null) {
   return host === ownHost ? null : host;
 }
 
+/**
+ * What the VM header's badge says once GET /api/vms/{id} answers VM_NOT_FOUND: "not-found" for a VM this page
+ * never saw; else what the end of its last live console (`lastEndCode`; not a failure to connect) tells:
+ * "deleted" (VM_NOT_FOUND), "no-access" (ACCESS_REVOKED: given to another user, a role lowered), or
+ * "unavailable" without one that tells, since the API answers alike for a deleted VM and one this user may
+ * no longer see ("Deleted" alarmed a user whose VM had only been given to someone else).
+ */
+export function missingVmBadge(seen, lastEndCode) {
+  if (!seen) return "not-found";
+  if (lastEndCode === "VM_NOT_FOUND") return "deleted";
+  if (lastEndCode === "ACCESS_REVOKED") return "no-access";
+  return "unavailable";
+}
+
 /** Whether a failure with this code is retried by the page itself (after the first attempt). */
 export function retriesByItself(code) {
   return TRANSIENT_CODES.has(code);

@@ -18,7 +18,8 @@ import { describeChar, planTyping, refusalMessage } from "./us-keyboard.js";
 import { VmEvents } from "./vm-events.js";
 import { SerialTab } from "./serial-console.js";
 import {
-  closeOutcome, describeError, retriesByItself, stageLabels as stageLabelsOf, unansweringHostOf, VM_DOWN_CODES,
+  closeOutcome, describeError, missingVmBadge, retriesByItself, stageLabels as stageLabelsOf, unansweringHostOf,
+  VM_DOWN_CODES,
 } from "./console-outcome.js";
 
 // An address naming noVNC's content (cached for good), given by the page; the plain one otherwise.
@@ -143,6 +144,9 @@ let earlyTicket = null;
 let popoutWindow = null; // the console's own window, once this page opened it
 let popoutWatch = null; // notices that window closing
 let lastProblem = null; // the code the last failure or end showed, until the VM's own change answers it
+// How the last live console ended (a failure to connect is no end: its VM_NOT_FOUND is as ambiguous as the
+// API's); null while one runs. It tells a deleted VM (VM_NOT_FOUND) from one given away (ACCESS_REVOKED).
+let lastEnd = null;
 let serialTab = null; // the Serial tab (serial-console.js)
 let serialConsole = null; // whether the VM has a serial console, once read
 
@@ -408,6 +412,7 @@ function startRfb(socket, heldFrames) {
     ui.overlay.hidden = true;
     setState("connected", () => t("console.state.connected"), "ok");
     setConnected(true);
+    lastEnd = null;
     rfb.focus({ preventScroll: true });
     refreshVm();
     if (isPopout) fitPopout();
@@ -505,6 +510,7 @@ function onEnded(event) {
   }
   teardown();
   lastProblem = full.code;
+  lastEnd = full.code;
   showOverlay(() => t("console.ended_title"));
   ui.stages.replaceChildren();
   showSub(() => "");
@@ -1008,6 +1014,12 @@ function wireToolbar() {
 
 // -- the VM header ---------------------------------------------------------------------------------
 
+// The header's badge for a VM the API no longer shows (missingVmBadge), in words.
+const MISSING_VM_BADGES = {
+  "not-found": "details.not_found", deleted: "details.deleted", "no-access": "details.no_access",
+  unavailable: "details.unavailable",
+};
+
 async function refreshVm() {
   try {
     const vm = await api("GET", `/api/vms/${encodeURIComponent(vmId)}`, undefined, { timeoutMs: 8000 });
@@ -1027,11 +1039,11 @@ async function refreshVm() {
   } catch (exc) {
     ui.name.textContent = vmName; // keep the last known state: the console panel tells what failed
     if (exc instanceof ApiError && exc.code === "VM_NOT_FOUND") {  // gone: not "Running" as it last was
-      // Seen before: deleted since. Never seen: not found (it may never have existed, or be another's).
-      const seen = vmUuid !== null;
+      // Deleted, or no longer this user's: the console's end tells which (it reads the VM again then).
+      const badge = missingVmBadge(vmUuid !== null, lastEnd);
       write("vm-state", () => ui.state.replaceChildren(h("span", {
-        class: "badge crashed", dataset: { state: seen ? "deleted" : "not-found" },
-        text: t(seen ? "details.deleted" : "details.not_found"),
+        class: `badge ${badge === "no-access" || badge === "unavailable" ? "unknown" : "crashed"}`,
+        dataset: { state: badge }, text: t(MISSING_VM_BADGES[badge]),
       })));
     }
   }
