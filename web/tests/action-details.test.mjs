@@ -77,3 +77,20 @@ test("every phrase kind the server reads back has words in both catalogues", asy
     }
   }
 });
+
+test("a console session's end in limen's own words is said in Korean; other words stay as they came", () => {
+  const page = koreanPage({
+    "action_detail.vm_stopped": "가상 머신 {vm} 멈춤{lifecycle}",
+    "action_detail.lifecycle": " (libvirt 수명 주기 이벤트)",
+    "action_detail.vm_crashed": "가상 머신 {vm} 비정상 종료{lifecycle}",
+    "action_detail.vnc_server_closed": "VNC 서버가 연결을 닫음",
+    "action_detail.vm_given": "{by} 사용자가 가상 머신 {vm}의 소유권을 {owner}에게 넘김",
+  });
+  assert.equal(wordPhrases([{ kind: "vm_stopped", vm: "web", lifecycle: "true" }], page),
+               "가상 머신 web 멈춤 (libvirt 수명 주기 이벤트)");
+  assert.equal(wordPhrases([{ kind: "vm_crashed", vm: "web" }, { kind: "vnc_server_closed" }], page),
+               "가상 머신 web 비정상 종료; VNC 서버가 연결을 닫음");
+  assert.equal(wordPhrases([{ kind: "vm_given", vm: "web", owner: "bob", by: "admin" }], page),
+               "admin 사용자가 가상 머신 web의 소유권을 bob에게 넘김");
+  assert.equal(wordPhrases([{ kind: "taken_over" }], page), null); // no words here: the server's English
+});

@@ -47,8 +47,9 @@ class ConsoleSessionOut(BaseModel):
     end_code: str | None = Field(description="OK, or the error code the session ended with")
     end_details: str | None = Field(None, description="Why it ended, in words (e.g. \"API token 12 revoked\")")
     end_details_phrases: list[dict[str, str]] | None = Field(None, description=(
-        "A lost server's end_details (SERVER_LOST) read back as phrases, as a VM action's details_phrases "
-        "(e.g. {\"kind\": \"instance_silent\", \"instance\", \"host\", \"pid\", \"seconds\"}); null otherwise: "
+        "end_details read back as phrases, as a VM action's details_phrases, when they are limen's own words: a "
+        "lost server's (SERVER_LOST, e.g. {\"kind\": \"instance_silent\", \"instance\", \"host\", \"pid\", "
+        "\"seconds\"}) or an error's (e.g. {\"kind\": \"vm_given\", \"vm\", \"owner\", \"by\"}); null otherwise: "
         "then show end_details as they are"))
     terminated_by: str | None
     credential: str | None = Field(

@@ -11,7 +11,8 @@ export function actionDetailsText(action) {
   return inPageWords(action && action.details, action && action.details_phrases);
 }
 
-/** Why a console session ended (its end_details), worded as an action's details are (a lost server's). */
+/** Why a console session ended (its end_details), worded as an action's details are: a lost server's, and
+ * limen's own errors' words (the VM stopped or deleted, access revoked, idle...). */
 export function sessionEndDetailsText(session) {
   return inPageWords(session && session.end_details, session && session.end_details_phrases);
 }
@@ -39,6 +40,8 @@ export function wordPhrases(phrases, { translate, known, locale }) {
 function wordPhrase(phrase, translate, known, locale) {
   if (!phrase || typeof phrase.kind !== "string") return null;
   const values = { ...phrase };
+  // A console ended by its VM's end, as libvirt's lifecycle event told it: " (libvirt lifecycle event)".
+  values.lifecycle = phrase.lifecycle === "true" ? translate("action_detail.lifecycle") : "";
   let key = `action_detail.${phrase.kind}`;
   if (phrase.kind === "change") {
     const field = `action_detail.field.${phrase.field}`;
