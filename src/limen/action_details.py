@@ -11,6 +11,8 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 
+from limen.end_details import PHRASES as END_PHRASES
+
 FORCED = "forced"
 NO_OWNER = "no owner"
 
@@ -183,44 +185,8 @@ _PHRASES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((kind, re.compile(patt
     ("change", rf"(?P<field>{_CHANGED_FIELDS})(?: (?P<old>.+?))? → (?P<new>.+?)"
                r"(?P<pending> \(pending restart\))?(?P<forced> \(forced\))?"),
 ))
-# Why a console session ended (its ``end_details``), in the words limen's own errors give it: each part (parts
-# are joined by "; ", as a VM's end and its cause are) and its kind. The words are written where the end happens
-# (limen.console.handshake's vm_ended_error, the revocations of limen.api and the command line, the idle watch,
-# a server's shutdown, a slow browser, a serial console taken over); names are quoted as Python's repr quotes
-# them. Details of other words (a libvirt error's own) stay as they are.
-_NAME = r"['\"](?P<{}>.+?)['\"]"
-_VM, _USER, _BY = _NAME.format("vm"), _NAME.format("user"), _NAME.format("by")
-_LIFECYCLE = r"(?P<lifecycle> \(libvirt lifecycle event\))?"
-_END_PHRASES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((kind, re.compile(pattern)) for kind, pattern in (
-    ("vm_stopped", rf"VM {_VM} stopped{_LIFECYCLE}"),
-    ("vm_crashed", rf"VM {_VM} crashed{_LIFECYCLE}"),
-    ("vm_undefined", rf"VM {_VM} undefined{_LIFECYCLE}"),
-    ("vm_reverted", rf"VM {_VM} was reverted to a snapshot{_LIFECYCLE}"),
-    ("vm_migrated", rf"VM {_VM} was migrated to another host{_LIFECYCLE}"),
-    ("vnc_server_closed", "its VNC server closed the connection"),
-    ("serial_closed", "its serial console closed"),
-    ("vm_not_running", rf"VM {_VM} is not running and auto-start is off"),
-    ("vm_deleted_by", rf"VM {_VM} deleted by {_BY}"),
-    ("vm_deleted_cli", rf"VM {_VM} deleted from the command line"),
-    ("vm_given", rf"VM {_VM} given to {_NAME.format('owner')} \(by {_BY}\)"),
-    ("vm_unowned", rf"VM {_VM} has no owner now \(by {_BY}\)"),
-    ("admin_no_longer", rf"user {_USER} is no longer an administrator \(changed by {_BY}\)"),
-    ("admin_no_longer_cli", rf"user {_USER} is no longer an administrator \(changed from the command line\)"),
-    ("user_disabled", rf"user {_USER} disabled by {_BY}"),
-    ("approval_withdrawn", rf"approval of user {_USER} withdrawn by {_BY}"),
-    ("user_deleted", rf"user {_USER} deleted by {_BY}"),
-    ("user_deleted_cli", rf"user {_USER} deleted from the command line"),
-    ("signed_out", rf"user {_USER} signed out"),
-    ("token_revoked", rf"API token (?P<token>\d+) revoked by {_BY}"),
-    ("token_revoked_cli", r"API token (?P<token>\d+) revoked from the command line"),
-    ("session_ended_by_admin", rf"an administrator \({_BY}\) ended the session"),
-    ("idle", r"no input from the browser for (?P<seconds>\d+(?:\.\d+)?) s"),
-    ("server_shutdown", "limen is shutting down"),
-    ("slow_client", r"a WebSocket write did not complete within (?P<seconds>\d+(?:\.\d+)?) s"),
-    ("taken_over", "another client took over the serial console"),
-))
 # Every kind a page words (``action_detail.<kind>`` in its catalogue; a change's words are its field's).
-PHRASE_KINDS = frozenset(kind for kind, _ in (*_PHRASES, *_END_PHRASES))
+PHRASE_KINDS = frozenset(kind for kind, _ in (*_PHRASES, *END_PHRASES))
 _FLAGS = ("pending", "forced", "system_wide", "lifecycle")
 # Actions whose details are a name given by a person (a snapshot's): never read as words.
 _NAMED_DETAILS = frozenset({"snapshot", "snapshot-delete", "revert"})
@@ -253,13 +219,13 @@ def _read(details: str, known: Sequence[tuple[str, re.Pattern[str]]]) -> list[di
 def end_phrases(end_code: str | None, end_details: str | None) -> list[dict[str, str]] | None:
     """A console session's ``end_details`` as :func:`phrases`: a lost server's (SERVER_LOST) in the words of
     :mod:`limen.recovery`, as a lost action's; any other end's in the words of limen's own errors (the VM
-    stopped, deleted or given away, a user disabled, a token revoked, idle...). None when a part is none of
-    them (a libvirt error's own words stay as they are)."""
+    stopped, deleted or given away, a user disabled, a token revoked, idle...: :mod:`limen.end_details`). None
+    when a part is none of them (a libvirt error's own words stay as they are)."""
     if not end_details:
         return None
     if end_code == "SERVER_LOST":
         return phrases("console", end_details)
-    return _read(end_details, _END_PHRASES)
+    return _read(end_details, END_PHRASES)
 
 
 def _old_value(raw: str) -> object:

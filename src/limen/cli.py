@@ -22,7 +22,7 @@ from typing import Annotated, NoReturn, TypeVar
 import typer
 from sqlalchemy import func, select
 
-from limen import __version__
+from limen import __version__, end_details
 from limen.action_details import (
     delete_details,
     edit_details,
@@ -381,7 +381,7 @@ def vm_delete(
         # Running servers end its consoles first (when they share a Redis with this command), saying why,
         # before the VM goes (not VM_STOPPED after): as the API does, it waits a moment for them.
         if publish_from_command_line(settings.redis_url, Revocation.vm_deleted(
-                vm.uuid, f"VM {vm.name!r} deleted from the command line")):
+                vm.uuid, end_details.vm_deleted(vm.name, None))):
             await asyncio.to_thread(_wait_for_consoles_to_end, settings, vm.uuid, CONSOLES_END_WAIT)
         return await hv.delete_vm(vm.uuid, delete_disks=delete_disks)
 

@@ -22,6 +22,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
+from limen import end_details
 from limen.audit import AuditLog
 from limen.auth.access import login_throttle_policy
 from limen.auth.passwords import Passwords, generate_password
@@ -182,7 +183,7 @@ def user_set_role(
         touch_credentials_stamp(directory.settings.data_dir)  # a promotion shows at once too
         if role is not Role.ADMIN:
             _tell_servers(directory, Revocation.user_changed(
-                user.name, f"user {user.name!r} is no longer an administrator (changed from the command line)"))
+                user.name, end_details.no_longer_admin(user.name, None)))
         return user.name
 
     user_name = _run(ctx, run)
@@ -255,11 +256,11 @@ def user_delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Us
         kept = directory.db.run_sync(lambda session: UserInfo.of(Users.deletable_in(session, name, by=None)))
         # Running servers end their consoles before libvirt changes their VMs' owner, and again after.
         _tell_servers(directory, Revocation.user_changed(
-            kept.name, f"user {kept.name!r} deleted from the command line"))
+            kept.name, end_details.user_deleted(kept.name, None)))
         asyncio.run(_release_vms(directory, kept.name))
         user = directory.db.run_sync(lambda session: Users.delete_in(session, name, by=None))
         _tell_servers(directory, Revocation.user_changed(
-            user.name, f"user {user.name!r} deleted from the command line"))
+            user.name, end_details.user_deleted(user.name, None)))
         return user
 
     user = _run(ctx, run)
@@ -349,7 +350,7 @@ def token_revoke(ctx: typer.Context, token_id: Annotated[int, typer.Argument(hel
     def run(directory: _Directory) -> TokenInfo:
         token = directory.db.run_sync(lambda session: directory.tokens.revoke_in(session, token_id, None))
         _tell_servers(directory, Revocation.credential_revoked(
-            token_credential(token.id), f"API token {token.id} revoked from the command line"))
+            token_credential(token.id), end_details.token_revoked(token.id, None)))
         return token
 
     token = _run(ctx, run)

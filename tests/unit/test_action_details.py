@@ -22,8 +22,6 @@ from limen.action_details import (
     resize_details,
     resized_details,
 )
-from limen.console.handshake import vm_ended_error
-from limen.hypervisor.models import LifecycleKind
 from limen.i18n import catalogue
 
 
@@ -101,50 +99,6 @@ def test_every_writers_words_read_back_as_phrases(action: str, details: str, rea
 ])
 def test_details_that_are_not_phrases_read_as_none(action: str, details: str) -> None:
     assert phrases(action, details) is None
-
-
-# A console session's end_details as limen's own errors word them (the revocations' reasons as limen.api and the
-# command line write them), and the phrases the Korean audit page words them from.
-@pytest.mark.parametrize(("code", "details", "read"), [
-    ("VM_STOPPED", vm_ended_error("web", LifecycleKind.STOPPED, " (libvirt lifecycle event)").details,
-     [{"kind": "vm_stopped", "vm": "web", "lifecycle": "true"}]),
-    ("VM_STOPPED", vm_ended_error("web", LifecycleKind.CRASHED, "; its VNC server closed the connection").details,
-     [{"kind": "vm_crashed", "vm": "web"}, {"kind": "vnc_server_closed"}]),
-    ("VM_STOPPED", vm_ended_error("web", LifecycleKind.UNDEFINED, "; its serial console closed").details,
-     [{"kind": "vm_undefined", "vm": "web"}, {"kind": "serial_closed"}]),
-    ("VM_REVERTED", vm_ended_error("web", LifecycleKind.REVERTED, " (libvirt lifecycle event)").details,
-     [{"kind": "vm_reverted", "vm": "web", "lifecycle": "true"}]),
-    ("VM_MIGRATED", vm_ended_error("web", LifecycleKind.MIGRATED, "; its serial console closed").details,
-     [{"kind": "vm_migrated", "vm": "web"}, {"kind": "serial_closed"}]),
-    ("VM_NOT_RUNNING", "VM 'web' is not running and auto-start is off", [{"kind": "vm_not_running", "vm": "web"}]),
-    ("VM_NOT_FOUND", "VM 'web' deleted by 'admin'", [{"kind": "vm_deleted_by", "vm": "web", "by": "admin"}]),
-    ("VM_NOT_FOUND", "VM 'web' deleted from the command line", [{"kind": "vm_deleted_cli", "vm": "web"}]),
-    ("ACCESS_REVOKED", "VM 'web' given to 'Bøb' (by 'admin')",
-     [{"kind": "vm_given", "vm": "web", "owner": "Bøb", "by": "admin"}]),
-    ("ACCESS_REVOKED", "VM 'web' has no owner now (by 'admin')", [{"kind": "vm_unowned", "vm": "web", "by": "admin"}]),
-    ("ACCESS_REVOKED", "user 'dave' is no longer an administrator (changed by 'admin')",
-     [{"kind": "admin_no_longer", "user": "dave", "by": "admin"}]),
-    ("ACCESS_REVOKED", "user 'dave' is no longer an administrator (changed from the command line)",
-     [{"kind": "admin_no_longer_cli", "user": "dave"}]),
-    ("ACCESS_REVOKED", "user \"o'neil\" disabled by 'admin'",  # repr quotes a name holding ' with "
-     [{"kind": "user_disabled", "user": "o'neil", "by": "admin"}]),
-    ("ACCESS_REVOKED", "approval of user 'eve' withdrawn by 'admin'",
-     [{"kind": "approval_withdrawn", "user": "eve", "by": "admin"}]),
-    ("ACCESS_REVOKED", "user 'bob' deleted by 'admin'", [{"kind": "user_deleted", "user": "bob", "by": "admin"}]),
-    ("ACCESS_REVOKED", "user 'bob' deleted from the command line", [{"kind": "user_deleted_cli", "user": "bob"}]),
-    ("ACCESS_REVOKED", "user 'bob' signed out", [{"kind": "signed_out", "user": "bob"}]),
-    ("ACCESS_REVOKED", "API token 12 revoked by 'bob'", [{"kind": "token_revoked", "token": "12", "by": "bob"}]),
-    ("ACCESS_REVOKED", "API token 12 revoked from the command line", [{"kind": "token_revoked_cli", "token": "12"}]),
-    ("SESSION_TERMINATED", "an administrator ('admin') ended the session",
-     [{"kind": "session_ended_by_admin", "by": "admin"}]),
-    ("IDLE_TIMEOUT", "no input from the browser for 600 s", [{"kind": "idle", "seconds": "600"}]),
-    ("SERVER_SHUTDOWN", "limen is shutting down", [{"kind": "server_shutdown"}]),
-    ("SLOW_CLIENT", "a WebSocket write did not complete within 2.5 s", [{"kind": "slow_client", "seconds": "2.5"}]),
-    ("SESSION_TAKEN_OVER", "another client took over the serial console", [{"kind": "taken_over"}]),
-])
-def test_a_console_sessions_end_reads_back_as_phrases(code: str, details: str, read: list[dict[str, str]]) -> None:
-    """The Korean audit page showed these in English beside actions already in Korean."""
-    assert end_phrases(code, details) == read
 
 
 def test_other_end_details_stay_as_they_are() -> None:

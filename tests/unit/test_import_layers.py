@@ -27,8 +27,8 @@ SOURCE_ROOT = Path(limen.__file__).parent
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("base", frozenset({
         "limen", "clock", "errors", "settings", "private_files", "logs", "isos", "stats_history", "metrics",
-        "request_reading", "http_protocol", "i18n", "action_details", "collector", "url_redaction", "qemu_access",
-        "redis_client", "redis_stream",
+        "request_reading", "http_protocol", "i18n", "action_details", "end_details", "collector", "url_redaction",
+        "qemu_access", "redis_client", "redis_stream",
     })),
     ("hypervisor/db", frozenset({"hypervisor", "db", "audit", "instances", "stats_sampler", "backup_postgres"})),
     ("auth", frozenset({"auth", "quota", "recovery", "volume_claims", "host_registry", "deleted_owners", "backup",

@@ -182,7 +182,7 @@ def test_a_revert_is_its_own_kind_and_ends_consoles() -> None:
 def test_a_migration_is_its_own_kind_and_ends_consoles_saying_so() -> None:
     kind = lifecycle_kind(libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED)
     assert kind is LifecycleKind.MIGRATED and kind.ends_console
-    assert vm_ended_error("web", kind, "").code is ErrorCode.VM_MIGRATED
+    assert vm_ended_error("web", kind).code is ErrorCode.VM_MIGRATED
 
 
 class _SlowConnection:

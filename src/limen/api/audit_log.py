@@ -17,6 +17,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from limen import end_details
 from limen.api.deps import AccessDep, AdminUser, CurrentUser
 from limen.api.schemas import ErrorBody
 from limen.api.services import services_of
@@ -128,7 +129,7 @@ async def terminate_console_session(
         info = await access.audit.console_session(session_id) or info
     else:  # held here or by another live instance: whichever holds it ends it
         await access.revocations.publish(Revocation.session_ended(
-            session_id, f"an administrator ({admin.name!r}) ended the session"))
+            session_id, end_details.session_ended_by_admin(admin.name)))
     log.info("console session termination requested", extra={
         "event": "console_terminate", "user": admin.name, "session_id": session_id, "ending": ending,
         "closed": closed,

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from limen import end_details
 from limen.api.body_rules import body_rules
 from limen.api.deps import AccessDep, CurrentUser
 from limen.api.error_responses import error_response
@@ -144,7 +145,7 @@ async def logout(request: Request, principal: CurrentUser, access: AccessDep) ->
     if principal.method is AuthMethod.COOKIE and cookie:
         await access.sessions.end(cookie)
         await access.revocations.publish(Revocation.credential_revoked(
-            access.sessions.credential_of(cookie), f"user {principal.name!r} signed out"))
+            access.sessions.credential_of(cookie), end_details.signed_out(principal.name)))
         response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict",
                                secure=access.cookie_secure(request))
         log.info("signed out", extra={"event": "logout", "user": principal.name})
@@ -213,6 +214,6 @@ async def revoke_token(token_id: int, principal: CurrentUser, access: AccessDep)
     consoles opened with it (or with a ticket it asked for) end."""
     token = await access.tokens.revoke(token_id, principal)
     await access.revocations.publish(Revocation.credential_revoked(
-        token_credential(token.id), f"API token {token.id} revoked by {principal.name!r}"))
+        token_credential(token.id), end_details.token_revoked(token.id, principal.name)))
     log.info("API token revoked", extra={"event": "token_revoke", "user": principal.name, "token_id": token_id})
     return TokenOut.of(token)

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, StrictBool
 
+from limen import end_details
 from limen.action_details import owner_details
 from limen.api.body_rules import body_rules
 from limen.api.deps import AccessDep, AdminUser, HypervisorDep
@@ -112,7 +113,7 @@ async def set_role(name: str, body: RoleChange, admin: AdminUser, access: Access
     user = await access.users.set_role(name, body.role)
     if body.role is not Role.ADMIN:
         await access.revocations.publish(Revocation.user_changed(
-            user.name, f"user {user.name!r} is no longer an administrator (changed by {admin.name!r})"))
+            user.name, end_details.no_longer_admin(user.name, admin.name)))
     log.info("role changed", extra={"event": "user_role", "user": admin.name, "target": name, "role": body.role.value})
     return UserOut.of(user)
 
@@ -124,8 +125,8 @@ async def set_disabled(name: str, body: DisabledChange, admin: AdminUser, access
     user = await access.users.set_disabled(name, body.disabled)
     if body.disabled:
         await access.sessions.end_all_of(name)
-        await access.revocations.publish(Revocation.user_changed(user.name,
-                                                                 f"user {user.name!r} disabled by {admin.name!r}"))
+        await access.revocations.publish(Revocation.user_changed(
+            user.name, end_details.user_disabled(user.name, admin.name)))
     log.info("user disabled" if body.disabled else "user enabled",
              extra={"event": "user_disabled", "user": admin.name, "target": name, "disabled": body.disabled})
     return UserOut.of(user)
@@ -140,7 +141,7 @@ async def set_approved(name: str, body: ApprovedChange, admin: AdminUser, access
     if not body.approved:
         await access.sessions.end_all_of(name)
         await access.revocations.publish(Revocation.user_changed(
-            user.name, f"approval of user {user.name!r} withdrawn by {admin.name!r}"))
+            user.name, end_details.approval_withdrawn(user.name, admin.name)))
     log.info("user approved" if body.approved else "user approval withdrawn",
              extra={"event": "user_approved", "user": admin.name, "target": name, "approved": body.approved})
     return UserOut.of(user)
@@ -175,7 +176,7 @@ async def delete_user(name: str, admin: AdminUser, access: AccessDep, hypervisor
     refused. VMs they owned pass to no owner first (administrators only, an audit row each); if libvirt cannot
     be reached (HYPERVISOR_UNAVAILABLE) nobody is deleted."""
     kept = await access.users.check_deletable(name, by=admin.name)
-    because = f"user {kept.name!r} deleted by {admin.name!r}"
+    because = end_details.user_deleted(kept.name, admin.name)
     # Their consoles end now, within the promised second, not after libvirt has changed their VMs' owner;
     # and once more after the deletion, for a console opened in between.
     await access.revocations.publish(Revocation.user_changed(kept.name, because))
@@ -198,7 +199,7 @@ async def set_vm_owner(
         vm = await hypervisor.get_vm(vm_id)
         target.vm_name, target.vm_uuid = vm.name, vm.uuid
         vm = await set_owner(hypervisor, vm.uuid, owner)
-    given = f"VM {vm.name!r} given to {owner!r}" if owner is not None else f"VM {vm.name!r} has no owner now"
-    await access.revocations.publish(Revocation.vm_changed(vm.uuid, f"{given} (by {admin.name!r})"))
+    await access.revocations.publish(Revocation.vm_changed(
+        vm.uuid, end_details.vm_owner_changed(vm.name, owner, admin.name)))
     log.info("VM owner set", extra={"event": "vm_owner", "user": admin.name, "vm_uuid": vm.uuid, "owner": owner})
     return VmOut.of(vm)

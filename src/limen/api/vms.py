@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
+from limen import end_details
 from limen.action_details import delete_details, edit_details, migrate_details, power_details
 from limen.api.body_rules import body_rules
 from limen.api.deps import (
@@ -162,7 +163,7 @@ async def delete_vm(
                                               busy=ErrorCode.SNAPSHOT_IN_PROGRESS)):
         # Its consoles end with ACCESS_REVOKED, saying why, before the VM goes (not VM_STOPPED after).
         await access.revocations.publish(
-            Revocation.vm_deleted(vm.uuid, f"VM {vm.name!r} deleted by {principal.name!r}"))
+            Revocation.vm_deleted(vm.uuid, end_details.vm_deleted(vm.name, principal.name)))
         await services_of(request).console_sessions.wait_ended(vm.uuid, CONSOLES_END_WAIT)
         volumes = await hypervisor.delete_vm(vm.uuid, delete_disks=delete_disks)
     log.info("VM deleted", extra={"event": "vm_delete", "vm_uuid": vm.uuid, "vm_name": vm.name,

@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from limen import end_details
 from limen.console import messages
 from limen.console.handshake import (
     Action,
@@ -449,7 +450,7 @@ class ConsoleDriver(ABC):
         while True:
             idle = self._clock() - self.traffic.last_input
             if idle >= timeout:
-                return EndRequested(LimenError(ErrorCode.IDLE_TIMEOUT, f"no input from the browser for {timeout:g} s"))
+                return EndRequested(LimenError(ErrorCode.IDLE_TIMEOUT, end_details.idle(timeout)))
             warn_at = timeout - warning
             if warning > 0 and idle >= warn_at and warned_for != self.traffic.last_input:
                 warned_for = self.traffic.last_input
@@ -513,7 +514,7 @@ class ConsoleDriver(ABC):
                 await write
         except TimeoutError:
             raise LimenError(
-                ErrorCode.SLOW_CLIENT, f"a WebSocket write did not complete within {limit:g} s"
+                ErrorCode.SLOW_CLIENT, end_details.slow_client(limit)
             ) from None
         except LimenError:
             raise

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
+from limen import end_details
 from limen.console import messages
 from limen.console.rfb import describe, is_banner
 from limen.console.stage_table import LIBVIRT_TIMEOUT_DETAIL, VNC_STAGES, StageList, VncStage
@@ -231,15 +232,17 @@ class EndRequested(Result):
 ENDINGS: Final[tuple[type[Result], ...]] = (TimedOut, ClientLeft, VmEnded, EndRequested)
 
 
-def vm_ended_error(vm_name: str, how: str, cause: str) -> LimenError:
+def vm_ended_error(vm_name: str, how: str, closed: str | None = None) -> LimenError:
     """How a console ends when its VM does: VM_REVERTED when a snapshot was reverted to (the VM may run on from
     the snapshot, and a reconnect shows it), VM_MIGRATED when it moved to another host (it runs on there; the
-    page reconnects by itself), VM_STOPPED for any other end (stopped, crashed, undefined)."""
+    page reconnects by itself), VM_STOPPED for any other end (stopped, crashed, undefined). ``closed``: what
+    closed first, None when the lifecycle event told it (:func:`limen.end_details.vm_ended`)."""
+    details = end_details.vm_ended(vm_name, how, closed)
     if how == LifecycleKind.REVERTED:
-        return LimenError(ErrorCode.VM_REVERTED, f"VM {vm_name!r} was reverted to a snapshot{cause}")
+        return LimenError(ErrorCode.VM_REVERTED, details)
     if how == LifecycleKind.MIGRATED:
-        return LimenError(ErrorCode.VM_MIGRATED, f"VM {vm_name!r} was migrated to another host{cause}")
-    return LimenError(ErrorCode.VM_STOPPED, f"VM {vm_name!r} {how}{cause}")
+        return LimenError(ErrorCode.VM_MIGRATED, details)
+    return LimenError(ErrorCode.VM_STOPPED, details)
 
 
 class IllegalTransition(RuntimeError):
@@ -394,7 +397,7 @@ class StageMachine(ABC):
         """The VM's name once looked up, else what the client asked for."""
 
     def _vm_ended_error(self, result: VmEnded) -> LimenError:
-        return vm_ended_error(self.vm_name, result.how, " (libvirt lifecycle event)")
+        return vm_ended_error(self.vm_name, result.how)
 
     def end(self, error: LimenError) -> list[Action]:
         """Ends the session with ``error``: its frame (when the client may still get one), then the close."""
@@ -496,7 +499,7 @@ class VncHandshake(StageMachine):
             return self._await(ExplainVncClose(self.vm.uuid if self.vm is not None else None))
         if isinstance(result, VncCloseExplained) and isinstance(pending, ExplainVncClose):
             if result.vm_stopped:
-                return self.end(vm_ended_error(self.vm_name, result.how, "; its VNC server closed the connection"))
+                return self.end(vm_ended_error(self.vm_name, result.how, end_details.VNC_SERVER_CLOSED))
             return self.end(LimenError(ErrorCode.VNC_CONNECTION_FAILED, "the VNC server closed the connection"))
         raise IllegalTransition(f"{type(result).__name__} in stage {stage} (pending {type(pending).__name__})")
 
@@ -507,7 +510,7 @@ class VncHandshake(StageMachine):
             return self._enter_get_port(vm)
         if not self.auto_start:
             return self.end(LimenError(ErrorCode.VM_NOT_RUNNING,
-                                       f"VM {vm.name!r} is not running and auto-start is off"))
+                                       end_details.vm_not_running(vm.name)))
         return self._enter(VncStage.START_VM) + self._await(StartVm(vm.uuid))
 
     def _enter_get_port(self, vm: Vm) -> list[Action]:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
+from limen import end_details
 from limen.auth.revocation import LiveConsole, Revocation, Rights, Scope, verdict
 from limen.console.pump import Traffic
 from limen.errors import ErrorCode, HypervisorUnavailable, LimenError
@@ -247,7 +248,7 @@ class ConsoleSessions:
     async def close_all(
         self,
         code: ErrorCode = ErrorCode.SERVER_SHUTDOWN,
-        details: str = "limen is shutting down",
+        details: str = end_details.SERVER_SHUTDOWN,
         *,
         timeout: float | None = None,
     ) -> int:

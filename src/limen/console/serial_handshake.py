@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
+from limen import end_details
 from limen.console.handshake import (
     Action,
     Effect,
@@ -221,7 +222,7 @@ class SerialHandshake(StageMachine):
             return self._enter_open_serial()
         if not self.auto_start:
             return self.end(LimenError(ErrorCode.VM_NOT_RUNNING,
-                                       f"VM {vm.name!r} is not running and auto-start is off"))
+                                       end_details.vm_not_running(vm.name)))
         return self._enter(SerialStage.START_VM) + self._await(StartVm(vm.uuid))
 
     def _enter_open_serial(self) -> list[Action]:
@@ -231,13 +232,13 @@ class SerialHandshake(StageMachine):
 
     def _release_error(self, released_for: StreamRelease) -> LimenError:
         if released_for is StreamRelease.MIGRATED:
-            return vm_ended_error(self.vm_name, LifecycleKind.MIGRATED, "; its serial console closed")
+            return vm_ended_error(self.vm_name, LifecycleKind.MIGRATED, end_details.SERIAL_CLOSED)
         return LimenError(ErrorCode.SERIAL_PORT_ERROR, "the serial console was closed for a migration of the VM, "
                                                        "which failed: it runs on where it was")
 
     def _stream_end_error(self, explained: StreamEndExplained) -> LimenError:
         if explained.vm_stopped:
-            return vm_ended_error(self.vm_name, explained.how, "; its serial console closed")
+            return vm_ended_error(self.vm_name, explained.how, end_details.SERIAL_CLOSED)
         if self.stream_ended_by is not None:  # libvirt aborted the stream while the VM runs: another client forced it
             return LimenError(ErrorCode.SESSION_TAKEN_OVER,
                               f"the serial console was taken over ({self.stream_ended_by})")

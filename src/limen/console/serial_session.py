@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from limen import end_details
 from limen.console.driver import (
     Admission,
     ClientChannel,
@@ -64,7 +65,7 @@ class SerialHolders:
         holder = self._holders.get(vm_uuid)
         if holder is None:
             return
-        holder.request_end(LimenError(ErrorCode.SESSION_TAKEN_OVER, "another client took over the serial console"))
+        holder.request_end(LimenError(ErrorCode.SESSION_TAKEN_OVER, end_details.TAKEN_OVER))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(TAKE_OVER_WAIT):
                 await holder.port_released.wait()

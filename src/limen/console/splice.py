@@ -32,6 +32,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from limen import end_details
 from limen.console.binary_frame import HEADER_ROOM, write_binary_header
 from limen.console.kernel_move import KERNEL_MOVE_FROM, ClientWriteFailed, KernelMove, kernel_can_move
 from limen.console.pump import Traffic
@@ -343,4 +344,4 @@ class Splice(asyncio.BufferedProtocol):
     def _client_too_slow(self) -> None:
         self._client_timer = None
         self._finish(LimenError(ErrorCode.SLOW_CLIENT,
-                                f"a WebSocket write did not complete within {self._write_timeout:g} s"))
+                                end_details.slow_client(self._write_timeout)))

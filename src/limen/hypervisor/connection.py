@@ -22,6 +22,7 @@ from typing import TypeVar
 
 import libvirt
 
+from limen import end_details
 from limen.errors import ErrorCode, HypervisorUnavailable, LimenError
 
 T = TypeVar("T")
@@ -161,7 +162,7 @@ class LibvirtConnection:
         """Returns the open connection, opening it first if needed. Runs in a worker thread."""
         with self._lock:
             if self._closed:  # a call that passed _call's check before close(): no new connection now
-                raise HypervisorUnavailable("limen is shutting down")
+                raise HypervisorUnavailable(end_details.SERVER_SHUTDOWN)
             if self._conn is not None:
                 try:
                     if self._conn.isAlive() == 1:
@@ -182,7 +183,7 @@ class LibvirtConnection:
                 # and its socket would outlive the server's hypervisor.
                 with contextlib.suppress(libvirt.libvirtError):
                     conn.close()
-                raise HypervisorUnavailable("limen is shutting down")
+                raise HypervisorUnavailable(end_details.SERVER_SHUTDOWN)
             # No client keepalive (libvirt's remote connections have none unless asked): with it, a host that
             # hung for longer than its window (5 s x 3) and then answered again made libvirt 9.0's client
             # quit a call's freed GMainLoop ("g_main_loop_quit: assertion ... failed") and, in limen serve,

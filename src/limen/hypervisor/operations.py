@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+from limen import end_details
 from limen.errors import ErrorCode, LimenError
 
 log = logging.getLogger("limen.hypervisor")
@@ -286,7 +287,7 @@ class Operations:
         await self.check_idle(vm_uuid, vm_name, busy)
         # No await from the check to the registration: no other operation of the VM can start in between.
         if self._closed:
-            raise LimenError(ErrorCode.SERVER_SHUTDOWN, "limen is shutting down")
+            raise LimenError(ErrorCode.SERVER_SHUTDOWN, end_details.SERVER_SHUTDOWN)
         self._forget_old()
         operation = Operation(id=secrets.token_hex(8), kind=kind, vm_uuid=vm_uuid, vm_name=vm_name,
                               vm_owner=vm_owner, user=user, subject=subject, started_at=datetime.now(UTC))
