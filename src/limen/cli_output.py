@@ -14,8 +14,8 @@ from pathlib import Path
 
 import typer
 
-from limen.errors import LimenError
-from limen.i18n import catalogue, display_width, error_keys, language_from_environment, pad, translate
+from limen.errors import LimenError, ValidationFailed
+from limen.i18n import catalogue, display_width, error_keys, language_from_environment, pad, rule_text, translate
 from limen.settings import FileProblem, SettingProblem, SettingsError
 
 
@@ -43,9 +43,10 @@ def say_errors_as_json(as_json: bool) -> None:
 
 
 def error_text(exc: LimenError) -> str:
-    """``limen: title: details`` and what to do, translated by the error's code; details stay as they are.
-    With ``--json``: the error as the API sends it (English, with ``field`` and ``rule`` when it has them),
-    one line on stderr: a script reads the code without parsing words."""
+    """``limen: title: details`` and what to do, translated by the error's code; details stay as they are, but
+    for the rules a VALIDATION_ERROR's fields broke (:func:`refusals_text`). With ``--json``: the error as the
+    API sends it (English, with ``field`` and ``rule`` when it has them), one line on stderr: a script reads the
+    code without parsing words."""
     if _error_form.as_json:
         body: dict[str, object] = exc.to_dict()
         for extra in ("field", "rule"):
@@ -54,8 +55,21 @@ def error_text(exc: LimenError) -> str:
         return json.dumps(body, ensure_ascii=False)
     lang = cli_language()
     title_key, message_key = error_keys(exc.code)
-    return translate(lang, "cli.error", title=translate(lang, title_key), details=exc.details,
+    details = refusals_text(lang, exc) if isinstance(exc, ValidationFailed) else exc.details
+    return translate(lang, "cli.error", title=translate(lang, title_key), details=details,
                      message=translate(lang, message_key), code=exc.code.name)
+
+
+def refusals_text(lang: str, exc: ValidationFailed) -> str:
+    """Each refused field with the rule it broke in ``lang`` (the pages' words, :func:`limen.i18n.rule_text`),
+    ``name: …; memory_mib: …``; the English details as they are when no rule has words in ``lang``."""
+    worded = [rule_text(lang, refusal.rule) for refusal in exc.refusals]
+    if not any(worded):
+        return exc.details
+    parts = [f"{refusal.field}: {words or refusal.field_details}"
+             for refusal, words in zip(exc.refusals, worded, strict=True)]
+    # A rule's words are a sentence: its period gives way to the "; " before the next field's.
+    return "; ".join([*(part.removesuffix(".") for part in parts[:-1]), parts[-1]])
 
 
 def settings_error_text(exc: SettingsError) -> str:

@@ -15,7 +15,9 @@ import pytest
 
 from limen import settings as settings_module
 from limen.cli import app
+from limen.cli_output import refusals_text
 from limen.doctor import START_SERVER_FIX, Said, _unreachable_fix
+from limen.errors import Rule, ValidationFailed, range_rule, rule
 from limen.i18n import catalogue, display_width, translate
 from tests.conftest import ISO_DIR, TEST_DRIVER_URI
 from tests.support.cli import CliRunner
@@ -65,6 +67,30 @@ def test_errors_in_korean_keep_the_code_and_details(tmp_path: Path) -> None:
     assert "[INVALID_VM_ID]" in err
     code, _out, err = run(tmp_path, ENGLISH, "vm", "show", "no-such-vm")
     assert err.startswith("limen: VM not found: ") and "Reload the VM list. [VM_NOT_FOUND]" in err
+
+
+@pytest.mark.parametrize(("env", "lang"), [(KOREAN, "ko"), (ENGLISH, "en")])
+def test_a_refused_field_says_its_rule_in_the_users_language(tmp_path: Path, env: dict[str, str], lang: str) -> None:
+    """Korean said "name: must start with a letter or digit…" in English; the pages' words now, in both."""
+    code, _out, err = run(tmp_path, env, "vm", "create", "--", "-bad")
+    assert code == 1 and "[VALIDATION_ERROR]" in err
+    assert f": name: {catalogue(lang)['rule.vm_name']}\n" in err
+
+
+def test_each_refused_field_says_its_rule_in_korean_and_english_keeps_the_details() -> None:
+    refused = ValidationFailed.all_of([
+        ValidationFailed("name", "must start with a letter or digit", rule=rule(Rule.VM_NAME)),
+        ValidationFailed("memory_mib", "must be between 32 and 24105 MiB (this host's memory)",
+                         rule=range_rule(32, 24105, unit="MiB", limit="host_memory")),
+        ValidationFailed("boot_order", "must be one of cdrom, hd", rule=rule(Rule.ONE_OF, allowed=["cdrom", "hd"])),
+        ValidationFailed("vcpus", "no rule of words"),  # its details, as they came
+    ])
+    assert refusals_text("ko", refused) == (
+        "name: 영문자, 숫자, “_”, “.”, “-”만 63자까지 쓸 수 있으며 영문자나 숫자로 시작해야 합니다; "
+        "memory_mib: 32 MiB 이상 24,105 MiB 이하여야 합니다. 상한은 이 호스트의 메모리 크기입니다; "
+        "boot_order: cdrom, hd 중 하나여야 합니다; vcpus: no rule of words")
+    assert refusals_text("en", refused) == refused.details
+    assert refusals_text("ko", ValidationFailed("vcpus", "no rule of words")) == "vcpus: no rule of words"
 
 
 def test_configuration_errors_in_korean_name_the_setting_and_its_value(tmp_path: Path) -> None:

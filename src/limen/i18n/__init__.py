@@ -94,6 +94,35 @@ def translate(lang: str, key: str, **params: object) -> str:
     return text.format(**params) if params else text
 
 
+def rule_text(lang: str, rule: Mapping[str, object] | None) -> str | None:
+    """A VALIDATION_ERROR's broken rule (its ``rule``: :class:`limen.errors.Rule`'s kind and values, e.g.
+    ``{"kind": "range", "min": 1, "max": 64, "unit": "", "limit": "host_cpus"}``) in ``lang``, with the
+    catalogue's ``rule.<kind>`` (``rule.range.<limit>``), the words the pages give it (``ruleText`` in
+    static/js/i18n.js); None in English (the error's own details say it) or for a rule without words."""
+    if not rule or lang == DEFAULT_LANGUAGE:
+        return None
+    key = f"rule.{rule.get('kind')}.{rule['limit']}" if rule.get("limit") else f"rule.{rule.get('kind')}"
+    text = catalogue(lang).get(key)
+    if text is None:
+        return None
+    values = {name: _rule_value(value) for name, value in rule.items()}
+    values["unit"] = f" {rule['unit']}" if rule.get("unit") else ""
+    try:
+        return text.format(**values)
+    except (KeyError, IndexError):  # a rule without a value its words need: the details say it instead
+        return None
+
+
+def _rule_value(value: object) -> str:
+    """A rule's value as the pages write it: numbers grouped by thousands (both languages group with ","),
+    lists joined by ", "."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:,}"
+    if isinstance(value, list | tuple):
+        return ", ".join(str(item) for item in value)
+    return str(value)
+
+
 def language_of(tag: str | None) -> str | None:
     """``ko``, ``ko-KR``, ``ko_KR.UTF-8`` → ``ko``; a language limen does not have → None."""
     if not tag:
