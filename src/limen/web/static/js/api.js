@@ -80,6 +80,16 @@ export async function currentUser() {
   return me;
 }
 
+/** Reads who is signed in anew, as the sign-in may have changed (a role taken away): a read in the background.
+ * A sign-in that ended (401) does not leave the page, whose form may hold what someone is typing: the user
+ * known till now stays known, and what they do next finds the sign-in ended (the login page says so). */
+export async function rereadUser() {
+  const fresh = await api("GET", "/api/me", undefined, { keepPage: true });
+  me = fresh;
+  keepCsrf(fresh && fresh.csrf_token);
+  return fresh;
+}
+
 /** Forgets the cached user and the tab's CSRF token (after signing in or out). */
 export function forgetUser() {
   me = null;

@@ -1,7 +1,7 @@
 // Who is signed in, shown in the top bar of every page ("admin · administrator"), with a link to the API
 // docs and "Sign out".
 
-import { api, currentUser, forgetUser } from "./api.js";
+import { api, currentUser, forgetUser, rereadUser } from "./api.js";
 import { h } from "./dom.js";
 import { lang, t } from "./i18n.js";
 import { rememberInBrowser } from "./language-menu.js";
@@ -26,11 +26,11 @@ export function roleName(role) {
 
 /** Fills #user-menu with the user's name and role, the API docs link and a sign-out button; resolves to
  * the user, or to null when nobody is signed in (the page is on its way to /login) or limen cannot be
- * reached. */
-export async function mountUserMenu() {
+ * reached. ``reread``: asks who is signed in anew rather than as the page knew it (:func:`remountUserMenu`). */
+export async function mountUserMenu({ reread = false } = {}) {
   let user;
   try {
-    user = await currentUser();
+    user = await (reread ? rereadUser() : currentUser());
   } catch {
     return null;
   }
@@ -56,10 +56,9 @@ export async function mountUserMenu() {
 
 /** Reads who is signed in again and fills #user-menu anew (as mountUserMenu, which it resolves like): after
  * the VM changes' stream ended because the sign-in changed, the header, the Users link and what a page offers
- * by role follow a role that changed, and a sign-in that ended goes to the login page. */
+ * by role follow a role that changed; a sign-in that ended is found by what the person does next. */
 export function remountUserMenu() {
-  forgetUser();
-  return mountUserMenu();
+  return mountUserMenu({ reread: true });
 }
 
 /** The user's language wins over this browser's: a page that came in another language (the cookie was
