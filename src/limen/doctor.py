@@ -519,12 +519,12 @@ async def check_database(ctx: Context) -> Said:
     database: Database | None = None
     try:
         database = Database(ctx.settings.db_url)
-        await database.ping(ctx.settings.libvirt_timeout)
+        await database.ping(ctx.settings.database_timeout)
         await asyncio.to_thread(database.check_schema_known)
     except LimenError as exc:  # it answers, with a newer limen's schema
         raise CheckFailed(as_it_came(exc.details), said("fix.db_schema")) from None
     except TimeoutError:
-        raise CheckFailed(said("db_no_answer", seconds=f"{ctx.settings.libvirt_timeout:g}"),
+        raise CheckFailed(said("db_no_answer", seconds=f"{ctx.settings.database_timeout:g}"),
                           said("fix.db_down")) from None
     except Exception as exc:  # any driver error: the database cannot be used
         fault = database_fault(ctx.settings.db_url, ctx.settings.data_dir, exc)

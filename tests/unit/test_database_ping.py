@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from limen.db import Database
+from limen.doctor import CheckFailed, Context, check_database
+from limen.settings import Settings
 
 
 def test_a_database_that_hangs_leaves_nothing_for_the_closing_loop_to_wait_for(
@@ -38,3 +42,23 @@ def test_a_database_that_hangs_leaves_nothing_for_the_closing_loop_to_wait_for(
         hung.set()
         runner.join(10)
         database.close()
+
+
+async def test_the_doctor_waits_for_the_database_its_own_timeout(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``limen doctor`` asks the database within LIMEN_DATABASE_TIMEOUT, as the server's requests wait for it,
+    not within libvirt's bound."""
+    waited: list[float] = []
+
+    async def no_answer(_database: Database, timeout: float) -> None:
+        waited.append(timeout)
+        raise TimeoutError
+
+    monkeypatch.setattr(Database, "ping", no_answer)
+    settings = make_settings(libvirt_timeout=1, database_timeout=7)
+    context = Context(settings=settings, hypervisor=cast(Any, None), vm_id=None, server_url="http://127.0.0.1:1")
+    with pytest.raises(CheckFailed) as failed:
+        await check_database(context)
+    assert waited == [7]
+    assert "7 s" in str(failed.value.detail)

@@ -96,6 +96,25 @@ async def test_readyz_fails_when_the_database_goes_away(
     assert instance.status_code == 200 and instance.json()["checks"] == {}
 
 
+async def test_readyz_waits_for_the_database_its_own_timeout(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LIMEN_DATABASE_TIMEOUT, not libvirt's: a database slower than libvirt's bound but within its own is
+    ready, and a hung one is named with the bound the requests it fails keep."""
+    waited: list[float] = []
+
+    async def no_answer(timeout: float) -> None:
+        waited.append(timeout)
+        raise TimeoutError
+
+    async with app_client(make_settings(libvirt_timeout=1, database_timeout=7)) as client:
+        database = services_of(client._transport.app).access.db  # type: ignore[attr-defined]
+        monkeypatch.setattr(database, "ping", no_answer)
+        failing = await client.get("/readyz")
+    assert waited == [7]
+    assert failing.json()["checks"]["database"] == f"no answer from {database.redacted_url} within 7 s"
+
+
 async def test_metrics_count_http_requests_and_libvirt_calls(make_settings: Callable[..., Settings]) -> None:
     async with app_client(make_settings()) as client:
         await client.get("/api/vms")

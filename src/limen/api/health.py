@@ -49,10 +49,10 @@ async def readyz(request: Request, hypervisor: HypervisorDep, settings: Settings
         checks["libvirt"] = f"{exc.code.name}: {exc.details}"
     access = services_of(request).access
     try:
-        await access.db.ping(settings.libvirt_timeout)
+        await access.db.ping(settings.database_timeout)
         checks["database"] = "ok"
     except TimeoutError:
-        checks["database"] = f"no answer from {access.db.redacted_url} within {settings.libvirt_timeout:g} s"
+        checks["database"] = f"no answer from {access.db.redacted_url} within {settings.database_timeout:g} s"
     except Exception as exc:  # any driver error means: not ready
         checks["database"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     return _readiness(checks)
