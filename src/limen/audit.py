@@ -153,6 +153,15 @@ class AuditLog:
 
     # -- console sessions --------------------------------------------------------------------------
 
+    def ensure_room_for_console_rows(self) -> None:
+        """DATABASE_UNAVAILABLE when the console rows' writer is backlogged (its database hangs): a new console
+        is refused then, rather than its rows queued without bound; a console let in always has its rows
+        queued. Ask before letting a console in."""
+        if self.console_writes.backlogged:
+            raise LimenError(ErrorCode.DATABASE_UNAVAILABLE,
+                             f"{self.console_writes.waiting} console audit rows wait for the database; no new "
+                             "console is let in until it answers")
+
     async def console_started(
         self, session_id: str, *, user: str, vm_uuid: str, vm_name: str, client_address: str,
         credential: str | None = None, kind: str = "vnc",

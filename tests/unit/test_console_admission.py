@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from limen.audit import AuditLog
 from limen.auth.principal import AuthMethod, Principal
+from limen.auth.revocation import LiveConsole
 from limen.console import admission as admission_module
 from limen.console.admission import ConsoleAdmission
-from limen.db import Role
+from limen.db import Database, Role
+from limen.db.batch import BatchedWrites
+from limen.db.models import ConsoleSessionRecord
 from limen.db.workers import database_hung
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm, VmState
@@ -38,6 +47,9 @@ class FakeAudit:
     async def console_ended(self, session_id: str, **fields: Any) -> None:
         self.calls.append(f"ended {fields['end_code']}")
 
+    def ensure_room_for_console_rows(self) -> None:
+        return None
+
 
 class FakeSession:
     def __init__(self) -> None:
@@ -50,13 +62,14 @@ class FakeSession:
         self.end_requests.append(error)
 
 
-def admitted(monkeypatch: pytest.MonkeyPatch, audit: FakeAudit) -> tuple[ConsoleAdmission, FakeSession]:
+def admitted(monkeypatch: pytest.MonkeyPatch, audit: FakeAudit | AuditLog, session_id: str = "s1",
+             on_admitted: Callable[[LiveConsole], None] | None = None) -> tuple[ConsoleAdmission, FakeSession]:
     async def admit(access: Any, conn: Any, find_vm: Any) -> tuple[Principal, Vm]:
         return ALICE, await find_vm()
 
     monkeypatch.setattr(admission_module, "admit_console", admit)
     access = SimpleNamespace(audit=audit, client_address=lambda conn: "127.0.0.1")
-    gate = ConsoleAdmission(access, SimpleNamespace(), "s1")  # type: ignore[arg-type]
+    gate = ConsoleAdmission(access, SimpleNamespace(), session_id, on_admitted)  # type: ignore[arg-type]
     session = FakeSession()
     gate.session = session  # type: ignore[assignment]
     return gate, session
@@ -179,3 +192,59 @@ async def test_a_failed_insert_started_by_the_end_is_logged_and_the_end_skipped(
     await asyncio.wait_for(gate.recorded(), 1)
     assert audit.calls == []
     assert [error.code for error in session.end_requests] == [ErrorCode.INTERNAL_ERROR]  # harmless once ended
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(1000):  # a bound on the test itself, not a measurement
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("never came")
+
+
+async def test_a_console_is_refused_while_rows_back_up_behind_a_hung_database_and_queued_rows_are_kept(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A console storm against a database that hangs queued a row for every console without end. Past the
+    writer's cap, a new console gets DATABASE_UNAVAILABLE (its error frame, close code 4305) and nothing of it
+    is queued; the consoles let in before keep their rows, written once the database answers."""
+    monkeypatch.setattr(admission_module, "AUDIT_START_DELAY", 0.0)
+    db = Database(f"sqlite:///{tmp_path / 'limen.db'}")
+    db.migrate()
+    audit = AuditLog(db, time.time)
+    audit.console_writes.max_waiting = 2
+    database, hung = threading.Event(), threading.Event()
+    write_all = BatchedWrites._write_all
+
+    def hanging_write_all(self: BatchedWrites, batch: Any) -> None:
+        hung.set()
+        database.wait()
+        write_all(self, batch)
+
+    monkeypatch.setattr(BatchedWrites, "_write_all", hanging_write_all)
+    let_in: list[str] = []
+    try:
+        gates = []
+        for number in (1, 2, 3):
+            gate, session = admitted(monkeypatch, audit, f"s{number}", lambda live: let_in.append(live.session_id))
+            await gate(find_vm)
+            gates.append((gate, session))
+            await _until(hung.is_set)  # the first row's batch holds the writer; the others wait
+        await _until(lambda: audit.console_writes.waiting == 2)
+        refused, refused_session = admitted(monkeypatch, audit, "s4", lambda live: let_in.append(live.session_id))
+        with pytest.raises(LimenError) as raised:
+            await refused(find_vm)
+        assert raised.value.code is ErrorCode.DATABASE_UNAVAILABLE and raised.value.code.close_code == 4305
+        assert let_in == ["s1", "s2", "s3"]
+        refused.session_ended(refused_session)  # type: ignore[arg-type]
+        for gate, session in gates:
+            gate.session_ended(session)  # type: ignore[arg-type]
+        database.set()
+        await asyncio.wait_for(asyncio.gather(*(gate.recorded() for gate, _ in [*gates, (refused, None)])), 10)
+        with db.engine.connect() as connection:
+            rows = connection.execute(select(ConsoleSessionRecord.id, ConsoleSessionRecord.ended_at)).all()
+        assert sorted(row.id for row in rows) == ["s1", "s2", "s3"]
+        assert all(row.ended_at is not None for row in rows)
+    finally:
+        database.set()
+        db.close()

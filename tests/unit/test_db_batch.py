@@ -258,3 +258,39 @@ async def test_a_batch_the_database_did_not_answer_fails_every_write_at_once(tmp
 
 async def _never_called(*_: object) -> None:
     raise AssertionError("a write tried again alone")
+
+
+async def test_writes_past_the_cap_are_backlogged_yet_every_one_is_kept(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database that hangs: the writer says it is backlogged once ``max_waiting`` writes wait (so that new
+    consoles are refused), but takes every write (a console let in has its rows) and commits them all once the
+    database answers."""
+    db = _db(tmp_path)
+    audit = AuditLog(db, time.time, instance_id=None)
+    writes = audit.console_writes
+    writes.max_waiting = 2
+    database, hung = threading.Event(), threading.Event()
+    write_all = BatchedWrites._write_all
+
+    def hanging_write_all(self: BatchedWrites, batch: Any) -> None:
+        hung.set()
+        database.wait()
+        write_all(self, batch)
+
+    def start(index: int) -> asyncio.Future[None]:
+        return asyncio.ensure_future(audit.console_started(
+            f"s{index}", user="alice", vm_uuid="u", vm_name="vm", client_address="127.0.0.1"))
+
+    monkeypatch.setattr(BatchedWrites, "_write_all", hanging_write_all)
+    try:
+        first = start(0)
+        await asyncio.wait_for(asyncio.to_thread(hung.wait), 10)  # its batch holds the writer
+        later = [start(index) for index in range(1, 5)]
+        await asyncio.sleep(0)
+        assert (writes.waiting, writes.backlogged) == (4, True)
+        database.set()
+        await asyncio.wait_for(asyncio.gather(first, *later), 10)
+        assert _rows(db) == 5 and not writes.backlogged
+    finally:
+        database.set()
+        db.close()

@@ -14,7 +14,9 @@ insert first, and if the insert fails the session is ended (DATABASE_UNAVAILABLE
 not answer, within LIMEN_DATABASE_TIMEOUT on PostgreSQL; INTERNAL_ERROR else), so no console runs without
 its row for longer than the delay, the batch's linger (:data:`limen.audit.CONSOLE_ROWS_LINGER`) and one
 write. The end is written after an insert the database did not answer too: one whose deadline passed may
-still commit.
+still commit. While the batch writer holds more rows than a healthy one ever does
+(:attr:`limen.db.batch.BatchedWrites.backlogged`: the database hangs), a console is refused at admission
+with DATABASE_UNAVAILABLE instead of queueing its row.
 
 Once the session is let in it tells ``on_admitted`` (the console registry) who holds it, with which
 credential, on which VM, so that revocation can find it (:mod:`limen.auth.revocation`); the audit row keeps
@@ -104,6 +106,7 @@ class ConsoleAdmission:
 
     async def __call__(self, find_vm: Callable[[], Awaitable[Vm]]) -> Vm:
         principal, vm = await admit_console(self.access, self.conn, find_vm)
+        self.access.audit.ensure_room_for_console_rows()  # before anything of this console is queued
         self.principal, self.vm = principal, vm
         self._started = True
         self._start_timer = asyncio.get_running_loop().call_later(AUDIT_START_DELAY, self._begin_record_start)

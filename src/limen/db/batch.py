@@ -26,6 +26,10 @@ On a database whose calls are bounded (:attr:`Database.timeout`), a caller waits
 long, then gets DATABASE_UNAVAILABLE; its write stays queued or in its batch and may still be committed
 once the database answers. The writer itself waits for each batch as long as it takes, one at a time: a
 caller's next write (a console's end after its start) is never committed before the last.
+
+So while the database hangs, writes pile up. They are never dropped (a console let in has its rows);
+instead :attr:`BatchedWrites.backlogged` says when more wait than a healthy writer ever holds, and a caller
+that can refuse new work (a console's admission) asks it first.
 """
 
 from __future__ import annotations
@@ -45,6 +49,12 @@ from limen.errors import LimenError
 log = logging.getLogger("limen.db")
 
 MAX_BATCH = 500
+# Writes waiting for a batch past which the database is taken as not answering. A healthy writer never
+# holds that many: a console's end is queued only once its start was written, so at most one row of each
+# open console waits, and the most consoles the benchmark opens or closes at once (9,000 in its storms, on
+# SQLite and PostgreSQL) are 18 batches. 40 batches is more than twice that. While a hang lasts, the
+# consoles let in before it was reached add at most their ends: about 2 x 20,000 rows of about 1 KB.
+MAX_WAITING = 40 * MAX_BATCH
 
 class _Write(NamedTuple):
     statement: Executable
@@ -54,13 +64,26 @@ class _Write(NamedTuple):
 
 
 class BatchedWrites:
-    def __init__(self, db: Database, *, max_batch: int = MAX_BATCH, linger: float = 0.0) -> None:
+    def __init__(self, db: Database, *, max_batch: int = MAX_BATCH, linger: float = 0.0,
+                 max_waiting: int = MAX_WAITING) -> None:
         self.db = db
         self.max_batch = max_batch
+        self.max_waiting = max_waiting
         self.linger = linger
         self._queue: list[_Write] = []
         self._writer: asyncio.Task[None] | None = None
         self.batches = 0  # transactions committed (for tests and the bench)
+
+    @property
+    def waiting(self) -> int:
+        """Writes queued for a batch not yet begun."""
+        return len(self._queue)
+
+    @property
+    def backlogged(self) -> bool:
+        """At least ``max_waiting`` writes wait: more than a healthy writer ever holds (:data:`MAX_WAITING`),
+        so its database does not answer. :meth:`write` still takes every write."""
+        return len(self._queue) >= self.max_waiting
 
     async def write(self, statement: Executable, parameters: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
