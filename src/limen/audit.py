@@ -4,8 +4,9 @@ Console sessions: :meth:`AuditLog.console_started` when a session has passed its
 :meth:`AuditLog.console_ended` exactly once when it ends (bytes each way, end code: ``OK`` or an
 :class:`~limen.errors.ErrorCode` name). VM actions: :meth:`AuditLog.recording`, a context manager that
 writes the action's row *before* the work (result ``STARTED``, the instance doing it, no ``finished_at``)
-and completes it with the outcome of the block, failure included; :meth:`AuditLog.vm_action` records
-an action done at once.
+and completes it with the outcome of the block, failure included (a start row committed after its
+caller gave up, the block never run, is completed with what the caller got); :meth:`AuditLog.vm_action`
+records an action done at once.
 
 Rows carry the id of the limen instance that wrote them (``instance_id``), so that what a crashed
 instance held can be found and closed (:mod:`limen.recovery`): its live console rows are ended with
@@ -15,7 +16,9 @@ instance held can be found and closed (:mod:`limen.recovery`): its live console 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -120,6 +123,17 @@ class VmActionInfo:
         return cls(id=row.id, user=row.user_name, vm_uuid=row.vm_uuid, vm_name=row.vm_name, action=row.action,
                    at=row.at, result_code=row.result_code, details=readable(row.details), finished_at=row.finished_at,
                    instance_id=row.instance_id)
+
+
+class _StartRow:
+    """An action's start row between the worker thread that writes it and its caller, who may stop waiting
+    for it first (a database that hung past its deadline): whichever of the two comes second sees the
+    other's mark, so a row committed for a caller that gave up is completed, once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.committed_id: int | None = None
+        self.given_up_with: str | None = None  # the result the caller got instead of the row's id
 
 
 @dataclass(slots=True)
@@ -237,39 +251,62 @@ class AuditLog:
         """Writes the row of an action about to run (``STARTED``, held by this instance); returns its id.
 
         Raises VM_ALREADY_EXISTS for a create of a name another create is pending for (one at a time per
-        name, across instances), and lets other database errors through: no work without its row."""
+        name, across instances), and lets other database errors through: no work without its row. A row
+        its caller stopped waiting for (the database's deadline passed, or the caller was cancelled) may
+        still be committed when the database answers; the action never runs then, and the row is completed
+        right after its commit with what the caller got, so that it does not stay pending."""
         row = VmAction(
             user_name=user[:NAME_MAX], vm_uuid=vm_uuid, vm_name=vm_name[:NAME_MAX], action=action[:16],
             at=utc_now(self.clock), result_code=STARTED, details=details[:DETAILS_MAX], instance_id=self.instance_id,
         )
+        start = _StartRow()
 
-        def run(session: Session) -> int:
-            session.add(row)
-            session.flush()
-            return row.id
+        def write() -> int:
+            with self.db.transaction() as session:
+                session.add(row)
+                session.flush()
+                row_id = row.id
+            with start.lock:
+                start.committed_id = row_id
+                given_up_with = start.given_up_with
+            if given_up_with is not None:  # in the thread that committed it: the completion cannot come first
+                self._finish_sync(row_id, self._completion(given_up_with))
+            return row_id
 
         try:
-            return await self.db.run(run)
+            return await self.db.in_thread(write)
         except IntegrityError:
             raise LimenError(ErrorCode.VM_ALREADY_EXISTS,
                              f"a VM named {vm_name!r} is being created right now") from None
+        except BaseException as exc:
+            result_code = exc.code.name if isinstance(exc, LimenError) else "INTERNAL_ERROR"
+            with start.lock:
+                start.given_up_with = result_code
+                committed_id = start.committed_id
+            if committed_id is not None:  # committed just as its caller gave up: the thread has left it
+                with contextlib.suppress(Exception):
+                    await self.action_finished(committed_id, result_code=result_code)
+            raise
 
     async def action_finished(
         self, action_id: int, *, result_code: str, vm_uuid: str | None = None, details: str | None = None
     ) -> bool:
         """Completes a pending action; False if it was no longer pending (a sweep completed it first)."""
-        values: dict[str, object] = {"result_code": result_code[:CODE_MAX], "finished_at": utc_now(self.clock)}
+        values = self._completion(result_code)
         if vm_uuid is not None:
             values["vm_uuid"] = vm_uuid
         if details is not None:
             values["details"] = details[:DETAILS_MAX]
+        return await self.db.in_thread(lambda: self._finish_sync(action_id, values))
 
-        def run(session: Session) -> bool:
+    def _completion(self, result_code: str) -> dict[str, object]:
+        return {"result_code": result_code[:CODE_MAX], "finished_at": utc_now(self.clock)}
+
+    def _finish_sync(self, action_id: int, values: dict[str, object]) -> bool:
+        with self.db.transaction() as session:
             result = session.execute(
                 update(VmAction).where(VmAction.id == action_id, VmAction.finished_at.is_(None)).values(**values))
             return bool(getattr(result, "rowcount", 0))
-
-        return await self.db.run(run)
 
     @asynccontextmanager
     async def recording(
