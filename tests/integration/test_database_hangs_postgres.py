@@ -50,6 +50,10 @@ def test_requests_answer_database_unavailable_within_the_deadline_while_postgres
                 for response in (api.get("/api/vm-actions"),
                                  api.post("/api/login", json={"name": "test-admin", "password": "whatever"})):
                     assert_error(response, 503, "DATABASE_UNAVAILABLE")
+                # Readiness waits for the database as requests do: LIMEN_DATABASE_TIMEOUT, not libvirt's bound.
+                ready = api.get("/readyz")
+                assert ready.status_code == 503 and ready.json()["failing"] == ["database"], ready.text
+                assert ready.json()["checks"]["database"].endswith(f"within {DEADLINE} s"), ready.text
                 # What needs no database answers as ever, with the hung calls' threads still held.
                 assert api.get("/healthz").json()["status"] == "ok"
                 assert api.get("/login").status_code == 200
