@@ -5,7 +5,9 @@ server refuses root), on a free loopback port only, without fsync."""
 from __future__ import annotations
 
 import glob
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -56,12 +58,25 @@ def start_postgres(data: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def stop_postgres(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
+    """Stops the server and every process of it: its session's group (runuser, the postmaster, its backends).
+    SIGINT is postgres's fast shutdown; SIGTERM (smart) waited for every client to leave, and once runuser had
+    been killed after 10 s, the postmaster lived on as an orphan."""
+    group = process.pid  # start_postgres starts it in a session of its own: its group's id is its PID
+    _signal_group(group, signal.SIGINT)
+    deadline = time.monotonic() + 10
+    while (process.poll() is None or _signal_group(group, 0)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _signal_group(group, signal.SIGKILL)
+    process.wait()
+
+
+def _signal_group(group: int, signum: int) -> bool:
+    """Sends ``signum`` to the process group; whether any process of it was there."""
     try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        os.killpg(group, signum)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def postgres_data_dir() -> Path:
