@@ -52,6 +52,7 @@ from limen.console.upstream import open_vnc, read_banner
 from limen.errors import LimenError
 from limen.host_registry import read_registered_hosts, sync_pool
 from limen.hypervisor import Hypervisor, Vm, VmState
+from limen.hypervisor.hosts import HostConfig
 from limen.hypervisor.service import detect_virt_type
 from limen.i18n import DEFAULT_LANGUAGE, display_width, error_keys, pad, translate
 from limen.logs import LOG_FILE_NAME
@@ -595,7 +596,15 @@ def host_check(name: str) -> Check:
     return f"{HOST_CHECK_PREFIX}{name}", check
 
 
-async def registered_host_checks(ctx: Context) -> list[Check]:
+async def read_host_registry(settings: Settings, deadline: float) -> list[HostConfig]:
+    """The host registry as the server reads it: a database read, so within LIMEN_DATABASE_TIMEOUT as the
+    database check asks (within libvirt's bound, a database slower than libvirt but in time for limen's
+    requests was called unreadable), and within what is left of the run's --timeout."""
+    async with asyncio.timeout(max(0.0, min(settings.database_timeout, deadline - time.monotonic()))):
+        return await asyncio.to_thread(read_registered_hosts, settings.db_url)
+
+
+async def registered_host_checks(ctx: Context, deadline: float) -> list[Check]:
     """A ``host NAME`` check for every host, the default one included, when the registry holds any (a
     one-machine install has none and gets none). The registry is read as the server reads it; a database
     without limen's schema yet (``limen serve`` makes it) holds no hosts."""
@@ -604,8 +613,7 @@ async def registered_host_checks(ctx: Context) -> list[Check]:
         raise CheckFailed(as_it_came(ctx.extra["registry_error"]), said("fix.registry"))
 
     try:
-        async with asyncio.timeout(ctx.settings.libvirt_timeout):
-            hosts = await asyncio.to_thread(read_registered_hosts, ctx.settings.db_url)
+        hosts = await read_host_registry(ctx.settings, deadline)
     except Exception as exc:  # the database check says what is wrong with it; this says what it costs
         ctx.extra["registry_error"] = f"cannot read the host registry: {type(exc).__name__}"
         return [("registered hosts", unreadable)]
@@ -729,16 +737,14 @@ async def diagnose(settings: Settings, vm_id: str | None, *, server_url: str, ti
             # The VM may be on any host of the registry, as the server finds it ("VM exists" failed for a VM
             # `limen vm list` showed on another host). Unreadable: the default host only, as before.
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(max(0.0, min(settings.libvirt_timeout, deadline - time.monotonic()))):
-                    await sync_pool(hypervisor.hosts, await asyncio.to_thread(read_registered_hosts,
-                                                                              settings.db_url))
+                await sync_pool(hypervisor.hosts, await read_host_registry(settings, deadline))
             return await run_checks(VM_CHECKS, ctx, deadline=deadline, progress=progress)
         results = await run_checks(HOST_CHECKS, ctx, deadline=deadline, progress=progress)
         if any(result.name == "database" and result.outcome is Outcome.FAIL for result in results):
             skipped = said("needs", check=check_title("database"))
             return [*results, CheckResult.of("registered hosts", Outcome.SKIP, skipped)]
         # Each host on its own: one that fails or hangs (for LIMEN_LIBVIRT_TIMEOUT) does not skip the others.
-        for check in await registered_host_checks(ctx):
+        for check in await registered_host_checks(ctx, deadline):
             results += await run_checks([check], ctx, deadline=deadline, progress=progress)
         return results
     finally:
