@@ -20,6 +20,16 @@ SERIAL_CLOSED = "its serial console closed"
 SERVER_SHUTDOWN = "limen is shutting down"
 TAKEN_OVER = "another client took over the serial console"
 _COMMAND_LINE = "from the command line"
+# A console whose VM runs on: what ended it.
+VNC_CONNECTION_CLOSED = "the VNC server closed the connection"
+SERIAL_STREAM_ENDED = "the serial console stream ended while the VM runs"
+SERIAL_MIGRATION_FAILED = ("the serial console was closed for a migration of the VM, which failed: it runs on where "
+                           "it was")
+# How libvirt ended a serial console's stream when another client forced it open (:func:`serial_taken_over`).
+SERIAL_STREAM_CLOSED = "libvirt closed the console stream"
+# Every console re-checked after Redis was unreachable: one whose right went meanwhile (two parts).
+ACCESS_WITHDRAWN_UNHEARD = ("access withdrawn on another limen instance while this one could not hear it (Redis "
+                            "unreachable); found when the database was read again")
 
 
 def vm_ended(vm_name: str, how: str, closed: str | None = None) -> str:
@@ -90,6 +100,11 @@ def slow_client(seconds: float) -> str:
     return f"a WebSocket write did not complete within {seconds:g} s"
 
 
+def serial_taken_over(why: str) -> str:
+    """``why``: how the stream ended, :data:`SERIAL_STREAM_CLOSED` or libvirt's error (its own words)."""
+    return f"the serial console was taken over ({why})"
+
+
 # Each part of the words above (parts are joined by "; ", as a VM's end and what closed first are) and its
 # kind, the pages' ``action_detail.<kind>``. Details of other words (a libvirt error's own) stay as they are.
 _NAME = r"['\"](?P<{}>.+?)['\"]"
@@ -123,4 +138,12 @@ PHRASES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((kind, re.compile(patte
     ("server_shutdown", re.escape(SERVER_SHUTDOWN)),
     ("slow_client", rf"a WebSocket write did not complete within {_SECONDS} s"),
     ("taken_over", re.escape(TAKEN_OVER)),
+    ("vnc_connection_closed", re.escape(VNC_CONNECTION_CLOSED)),
+    ("serial_stream_ended", re.escape(SERIAL_STREAM_ENDED)),
+    ("serial_migration_failed", re.escape(SERIAL_MIGRATION_FAILED)),
+    ("serial_taken_over", re.escape(serial_taken_over(SERIAL_STREAM_CLOSED))),
+    ("serial_taken_over_why", r"the serial console was taken over \((?P<why>.+)\)"),
+    ("access_withdrawn_unheard", r"access withdrawn on another limen instance while this one could not hear it "
+                                 r"\(Redis unreachable\)"),
+    ("found_on_reread", r"found when the database was read again"),
 ))

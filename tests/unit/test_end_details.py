@@ -10,6 +10,7 @@ import pytest
 
 from limen import end_details
 from limen.action_details import end_phrases
+from limen.auth.revocation import Revocation
 from limen.console.handshake import vm_ended_error
 from limen.hypervisor.models import LifecycleKind
 
@@ -65,6 +66,21 @@ _WORDINGS: list[tuple[partial[str], str, list[dict[str, str]]]] = [
      [{"kind": "slow_client", "seconds": "2.5"}]),
     (partial(str, end_details.SERVER_SHUTDOWN), "limen is shutting down", [{"kind": "server_shutdown"}]),
     (partial(str, end_details.TAKEN_OVER), "another client took over the serial console", [{"kind": "taken_over"}]),
+    (partial(str, end_details.VNC_CONNECTION_CLOSED), "the VNC server closed the connection",
+     [{"kind": "vnc_connection_closed"}]),
+    (partial(str, end_details.SERIAL_STREAM_ENDED), "the serial console stream ended while the VM runs",
+     [{"kind": "serial_stream_ended"}]),
+    (partial(str, end_details.SERIAL_MIGRATION_FAILED),
+     "the serial console was closed for a migration of the VM, which failed: it runs on where it was",
+     [{"kind": "serial_migration_failed"}]),
+    (partial(end_details.serial_taken_over, end_details.SERIAL_STREAM_CLOSED),
+     "the serial console was taken over (libvirt closed the console stream)", [{"kind": "serial_taken_over"}]),
+    (partial(end_details.serial_taken_over, "libvirt console stream: aborted"),  # libvirt's words, as they came
+     "the serial console was taken over (libvirt console stream: aborted)",
+     [{"kind": "serial_taken_over_why", "why": "libvirt console stream: aborted"}]),
+    (partial(str, end_details.ACCESS_WITHDRAWN_UNHEARD),
+     "access withdrawn on another limen instance while this one could not hear it (Redis unreachable); "
+     "found when the database was read again", [{"kind": "access_withdrawn_unheard"}, {"kind": "found_on_reread"}]),
 ]
 
 
@@ -92,3 +108,8 @@ def test_every_builder_and_every_phrase_is_checked_above() -> None:
 def test_a_console_ended_by_its_vm_says_so_in_the_builders_words(how: LifecycleKind, code: str) -> None:
     error = vm_ended_error("web", how, end_details.VNC_SERVER_CLOSED)
     assert (error.code.name, error.details) == (code, end_details.vm_ended("web", how, end_details.VNC_SERVER_CLOSED))
+
+
+def test_a_console_ended_by_an_unheard_revocation_says_so_in_the_builders_words() -> None:
+    error = Revocation.unheard().error()
+    assert (error.code.name, error.details) == ("ACCESS_REVOKED", end_details.ACCESS_WITHDRAWN_UNHEARD)

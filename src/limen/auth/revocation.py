@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from limen import end_details
 from limen.auth.principal import AuthMethod, Principal
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm
@@ -45,8 +46,6 @@ from limen.hypervisor.models import Vm
 log = logging.getLogger("limen.auth")
 
 REASON_MAX = 200
-UNHEARD_REASON = ("access withdrawn on another limen instance while this one could not hear it (Redis "
-                  "unreachable); found when the database was read again")
 
 
 class Scope(StrEnum):
@@ -108,7 +107,7 @@ class Revocation:
     @classmethod
     def unheard(cls) -> Revocation:
         """Changes made on other instances may not have been heard here: every console is re-checked."""
-        return cls(Scope.UNHEARD, "", UNHEARD_REASON)
+        return cls(Scope.UNHEARD, "", end_details.ACCESS_WITHDRAWN_UNHEARD)
 
     # -- what it means --------------------------------------------------------------------------------
 

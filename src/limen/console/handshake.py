@@ -500,7 +500,7 @@ class VncHandshake(StageMachine):
         if isinstance(result, VncCloseExplained) and isinstance(pending, ExplainVncClose):
             if result.vm_stopped:
                 return self.end(vm_ended_error(self.vm_name, result.how, end_details.VNC_SERVER_CLOSED))
-            return self.end(LimenError(ErrorCode.VNC_CONNECTION_FAILED, "the VNC server closed the connection"))
+            return self.end(LimenError(ErrorCode.VNC_CONNECTION_FAILED, end_details.VNC_CONNECTION_CLOSED))
         raise IllegalTransition(f"{type(result).__name__} in stage {stage} (pending {type(pending).__name__})")
 
     def _checked(self, vm: Vm) -> list[Action]:

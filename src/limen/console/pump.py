@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from limen import end_details
 from limen.errors import ErrorCode, LimenError
 
 
@@ -59,7 +60,7 @@ async def client_to_vnc(
         if not data:
             continue
         if transport.is_closing():
-            raise LimenError(ErrorCode.VNC_CONNECTION_FAILED, "the VNC server closed the connection")
+            raise LimenError(ErrorCode.VNC_CONNECTION_FAILED, end_details.VNC_CONNECTION_CLOSED)
         writer.write(data)
         traffic.to_vnc += len(data)
         # drain() only waits when the transport is past its high-water mark; skip the call otherwise.

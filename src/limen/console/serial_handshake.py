@@ -233,14 +233,12 @@ class SerialHandshake(StageMachine):
     def _release_error(self, released_for: StreamRelease) -> LimenError:
         if released_for is StreamRelease.MIGRATED:
             return vm_ended_error(self.vm_name, LifecycleKind.MIGRATED, end_details.SERIAL_CLOSED)
-        return LimenError(ErrorCode.SERIAL_PORT_ERROR, "the serial console was closed for a migration of the VM, "
-                                                       "which failed: it runs on where it was")
+        return LimenError(ErrorCode.SERIAL_PORT_ERROR, end_details.SERIAL_MIGRATION_FAILED)
 
     def _stream_end_error(self, explained: StreamEndExplained) -> LimenError:
         if explained.vm_stopped:
             return vm_ended_error(self.vm_name, explained.how, end_details.SERIAL_CLOSED)
         if self.stream_ended_by is not None:  # libvirt aborted the stream while the VM runs: another client forced it
-            return LimenError(ErrorCode.SESSION_TAKEN_OVER,
-                              f"the serial console was taken over ({self.stream_ended_by})")
-        return LimenError(ErrorCode.SERIAL_PORT_ERROR, "the serial console stream ended while the VM runs")
+            return LimenError(ErrorCode.SESSION_TAKEN_OVER, end_details.serial_taken_over(self.stream_ended_by))
+        return LimenError(ErrorCode.SERIAL_PORT_ERROR, end_details.SERIAL_STREAM_ENDED)
 

@@ -39,6 +39,7 @@ from typing import Any, Protocol, TypeVar
 
 import libvirt
 
+from limen import end_details
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.domain_xml import parse_domain_xml
 from limen.hypervisor.models import StreamRelease
@@ -408,7 +409,7 @@ class LibvirtSerialPort:
             if events & libvirt.VIR_STREAM_EVENT_READABLE:
                 self._receive_some(stream)
             if events & (libvirt.VIR_STREAM_EVENT_ERROR | libvirt.VIR_STREAM_EVENT_HANGUP) and not self._ended:
-                self._end("libvirt closed the console stream")
+                self._end(end_details.SERIAL_STREAM_CLOSED)
         except libvirt.libvirtError as exc:
             self._end(f"libvirt console stream: {exc}")
         self._apply_mask_locked()
