@@ -14,8 +14,10 @@ keeps it in memory, so an instance that has heard nothing of it yet (started aft
 before its first event) reads it there. Both name the instance doing the work (``instance``), so that the
 others can tell its operations ended when it is lost. A start left while Redis was down, and the whole board
 when Redis comes back empty (restarted), would be missing there until the operation ended: when the relay
-reads the stream again after it could not, it leaves every operation of this instance there again. Without
-Redis there is nothing to relay to.
+reads the stream again after it could not, it leaves every operation of this instance there again. An end
+the others told meanwhile was dropped with its event: the operations this instance heard running are read
+there from then on (:meth:`~limen.hypervisor.operations.Operations.hearing_events`). Without Redis there is
+nothing to relay to.
 
 These events say how far work has gone, and the VM itself is re-read from libvirt: one Redis does not take
 (down, or slow) is logged and dropped, never retried, and never delays the work it reports.
@@ -139,6 +141,7 @@ class VmEventRelay:
 
     def _hearing(self, hearing: bool) -> None:
         """The stream's reader stopped or started reading again (on the event loop)."""
+        self._operations.hearing_events(hearing)
         if hearing and self._loop is not None and self._reposting is None:
             self._reposting = self._loop.create_task(self._post_again(), name="limen-operations-posted-again")
 

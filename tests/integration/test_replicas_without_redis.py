@@ -1,6 +1,6 @@
 """Two limen replicas on one database whose Redis stops for a while (an operator's test): what is revoked on
-one holds on the other without waiting for Redis, and a snapshot started on one while Redis was down can be
-read on the other once Redis is back (restarted, empty)."""
+one holds on the other without waiting for Redis, a snapshot started on one while Redis was down can be
+read on the other once Redis is back (restarted, empty), and so can the end of one that ended meanwhile."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -171,3 +172,49 @@ async def test_a_snapshot_started_while_redis_is_down_is_found_on_another_replic
             release.set()
     assert answers[-1].json()["state"] == "running" and answers[-1].json()["vm_name"] == SHARED_NODE_VM
     assert {answer.json()["code"] for answer in answers[:-1]} <= {"REDIS_UNAVAILABLE", "OPERATION_NOT_FOUND"}
+
+
+async def test_a_snapshot_that_ends_while_redis_is_down_is_answered_ended_on_another_replica_once_it_is_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its end's event was dropped: the other replica, which had heard it start, answered "running" for an
+    # hour, though its end was left on the board of operations again once Redis was back.
+    release = asyncio.Event()
+
+    async def until_released(*_args: object, **_kwargs: object) -> SimpleNamespace:
+        await release.wait()
+        return SimpleNamespace(name="first", with_memory=False)  # as the snapshot taken
+
+    monkeypatch.setattr(vm_snapshots, "take_snapshot", until_released)
+    caplog.set_level(logging.WARNING, logger="limen.events")
+    redis_port = free_port()  # Redis comes back where it was
+    (tmp_path / "redis-1").mkdir()
+    (tmp_path / "redis-2").mkdir()
+    with ExitStack() as stack:
+        redis_url = stack.enter_context(redis_server(tmp_path / "redis-1", redis_port))
+        taking = settings_in(tmp_path / "taking", libvirt_uri=_node_with_a_qcow2_vm(tmp_path, SHARED_NODE_VM),
+                             redis_url=redis_url)
+        watching = settings_in(tmp_path / "watching", redis_url=redis_url)
+        async with replica(taking) as (taker, _taker), replica(watching) as (watcher, watcher_services):
+            started = await taker.post(f"/api/vms/{SHARED_NODE_VM}/snapshots", json={"name": "first"})
+            assert started.status_code == 202, started.text
+            operation_id = started.json()["id"]
+            path = f"/api/operations/{operation_id}"
+            await _until(lambda: watcher_services.hypervisor.operations.get(operation_id) is not None, 10)  # heard
+            stack.close()  # Redis stops
+            release.set()
+            ended = await taker.get(path)
+            while ended.json()["state"] == "running":
+                await asyncio.sleep(0.1)
+                ended = await taker.get(path)
+            await _until(lambda: any(getattr(record, "event", None) == "vm_event_relay_failed"
+                                     for record in caplog.records), 10)  # its end's event was dropped
+            assert (await watcher.get(path)).json()["state"] == "running"
+            stack.enter_context(redis_server(tmp_path / "redis-2", redis_port))  # back, empty
+            answers: list[httpx.Response] = []
+            waited = time.monotonic()
+            while (answer := await watcher.get(path)).json()["state"] == "running":
+                answers.append(answer)
+                assert time.monotonic() - waited < 10, f"still running after {len(answers)} polls"
+                await asyncio.sleep(0.1)
+    assert answer.status_code == 200 and answer.json()["state"] == "done", answer.text

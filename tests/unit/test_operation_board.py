@@ -1,5 +1,6 @@
 """The board of operations (limen.vm_event_relay) on a Redis stand-in: what this instance leaves there again
-when it reads the shared stream again after Redis was down."""
+when it reads the shared stream again after Redis was down, and what it reads there of another's operation
+whose end it may not have heard meanwhile."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ class _Redis:
     def __init__(self) -> None:
         self.down = False
         self.reads = 0
+        self.gets = 0
         self.board: dict[str, dict[str, Any]] = {}
 
     def _check(self) -> None:
@@ -43,6 +45,11 @@ class _Redis:
             return False
         self.board[key] = json.loads(value)
         return True
+
+    async def get(self, key: str) -> str | None:
+        self.gets += 1
+        self._check()
+        return json.dumps(self.board[key]) if key in self.board else None
 
     async def aclose(self) -> None:
         return None
@@ -101,3 +108,43 @@ async def test_operations_started_or_ended_while_redis_was_down_are_on_the_board
     assert posted == {operation_key("limen", running.id): "running", operation_key("limen", ended.id): "failed"}
     assert {record["instance"] for record in fake.board.values()} == {"this-one"}
     assert fake.board[operation_key("limen", running.id)]["vm_owner"] == "bob"
+
+
+async def test_an_operation_heard_running_whose_end_went_unheard_is_read_ended_from_the_board(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another replica's snapshot that ended while Redis was down: its end's event was dropped, and this
+    # replica, which had heard it start, answered "running" for an hour though its end was on the board again.
+    monkeypatch.setattr("limen.redis_stream.RECONNECT_DELAY", 0.01)
+    operations = Operations()
+    fake = _Redis()
+    relay = VmEventRelay(VmFeed(), operations, "redis://localhost:1", instance_id="this-one")
+    relay._stream._redis = fake
+    relay._board = fake
+    await relay.start()
+    started = {"id": "f00d", "kind": "snapshot", "vm_uuid": "u", "vm_name": "web", "subject": "s", "user": "bob",
+               "state": "running", "progress": 40, "error": None, "started_at": "2026-12-06T10:00:00+00:00",
+               "finished_at": None}
+    ended = {**started, "state": "done", "progress": 100, "finished_at": "2026-12-06T10:01:00+00:00"}
+    key = operation_key("limen", "f00d")
+
+    async def state() -> str | None:
+        found = await operations.find("f00d")
+        return found.state.value if found is not None else None
+
+    try:
+        relay._receive({"type": "snapshot_progress", "uuid": "u", "name": "web", "state": "running",
+                        "owner": "bob", "former_owner": None, "operation": started, "instance": "that-one"})
+        assert (await state(), fake.gets) == ("running", 0)  # heard: the board is not read
+        fake.down = True
+        await until(lambda reads=fake.reads: fake.reads >= reads + 2)  # a read failed since
+        assert (await state(), fake.gets) == ("running", 0)  # not asked while it cannot be read
+        fake.down = False  # back, empty: the other replica has not left the end there again yet
+        await until(lambda reads=fake.reads: fake.reads >= reads + 2)  # a read worked since
+        assert (await state(), fake.gets) == ("running", 1)
+        fake.board[key] = {"operation": ended, "vm_owner": "bob", "instance": "that-one"}  # left there again
+        assert (await state(), fake.gets) == ("done", 2)
+        assert (await state(), fake.gets) == ("done", 2)  # kept as heard: not read again
+    finally:
+        await relay.close()
+        await operations.close()

@@ -287,6 +287,30 @@ async def test_an_operation_of_an_instance_found_lost_is_read_as_failed_with_ser
     assert revived is not None and revived.state is OperationState.RUNNING
 
 
+async def test_an_operation_heard_running_is_answered_as_heard_when_the_board_fails_after_an_outage() -> None:
+    """Its end may have gone unheard, so the board is asked; one that fails then is no error for the poll."""
+    operations = Operations()
+    payload = {"id": "f00d", "kind": "snapshot", "vm_uuid": "u", "vm_name": "web", "subject": "s", "user": "bob",
+               "state": "running", "progress": None, "error": None, "started_at": "2026-12-06T10:00:00+00:00",
+               "finished_at": None}
+    operations.heard(payload, vm_owner=None, instance_id="that-one")
+    asked: list[str] = []
+
+    class FailingBoard:
+        async def post_start(self, operation: Operation) -> None:
+            return None
+
+        async def read(self, operation_id: str) -> Operation | None:
+            asked.append(operation_id)
+            raise LimenError(ErrorCode.REDIS_UNAVAILABLE, "board of operations (Redis) read failed: TimeoutError")
+
+    operations.board = FailingBoard()
+    operations.hearing_events(False)
+    operations.hearing_events(True)
+    found = await operations.find("f00d")
+    assert found is not None and found.state is OperationState.RUNNING and asked == ["f00d"]
+
+
 def test_feed_events_carry_the_operation() -> None:
     feed = VmFeed()
     facts = VmFacts(uuid="u", name="web", state=None, owner="alice")

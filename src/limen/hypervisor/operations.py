@@ -17,10 +17,13 @@ Several limen instances on one Redis hear of each other's operations through the
 has heard nothing of an operation yet (it started after the operation began, or the poll came before the
 first event) reads it from their :class:`OperationBoard` (:meth:`Operations.find`), where the instance
 running it leaves its start before the start is answered (:meth:`Operations.post_start`). Another instance's
-operation is only read here, never waited for or refused on. An instance that dies (``kill -9``) never tells
-the end of what it ran: once this instance's sweep (:mod:`limen.recovery`) no longer finds it alive
-(:meth:`Operations.instances_alive`), its operations still running are read here as failed with SERVER_LOST,
-as the audit trail records them, instead of running for as long as they are kept.
+operation is only read here, never waited for or refused on. An end told while this instance could not hear
+the others (Redis down) never comes as an event; the instance running it leaves it on the board again once
+Redis is back, so an operation heard running before then is read from the board at its polls, once the board
+can be read, until its end is found there or heard (:meth:`Operations.hearing_events`). An instance that
+dies (``kill -9``) never tells the end of what it ran: once this instance's sweep (:mod:`limen.recovery`) no
+longer finds it alive (:meth:`Operations.instances_alive`), its operations still running are read here as
+failed with SERVER_LOST, as the audit trail records them, instead of running for as long as they are kept.
 
 States, as a table (anything else is a bug)::
 
@@ -166,6 +169,9 @@ class Operations:
         # The other instances found alive by the latest sweep, and those found alive once and no longer since.
         self._alive: frozenset[str] = frozenset()
         self._lost: OrderedDict[str, None] = OrderedDict()
+        # Whether the others' events are heard now, and the heard operations whose end may have gone unheard.
+        self._hearing = True
+        self._end_unheard: set[str] = set()
 
     def running_for(self, vm_uuid: str) -> Operation | None:
         return next((op for op in self._operations.values()
@@ -204,12 +210,38 @@ class Operations:
         return self._unless_lost(heard[0]) if heard is not None else None
 
     async def find(self, operation_id: str) -> Operation | None:
-        """:meth:`get`, else what another instance left of it on the board."""
+        """:meth:`get`, else what another instance left of it on the board; one heard running whose end may
+        have gone unheard, as its end on the board once that is there."""
         found = self.get(operation_id)
         if found is None and self.board is not None:
             board_read = await self.board.read(operation_id)
             found = self._unless_lost(board_read) if board_read is not None else None
+        elif found is not None and found.state is OperationState.RUNNING and operation_id in self._end_unheard:
+            found = await self._end_on_board(found)
         return found
+
+    async def _end_on_board(self, heard: Operation) -> Operation:
+        """``heard``, or its end if the board has it (then kept as heard). The board is not asked while it
+        cannot be read (a poll would wait for Redis to fail); one that fails leaves ``heard`` as it is."""
+        if self.board is None or not self._hearing:
+            return heard
+        try:
+            posted = await self.board.read(heard.id)
+        except LimenError:
+            return heard
+        if posted is None or posted.state is OperationState.RUNNING:  # its end is not there (yet)
+            return heard
+        self._keep_heard(posted)
+        return posted
+
+    def hearing_events(self, hearing: bool) -> None:
+        """The other instances' events stopped being heard (Redis down: False), or are heard again (True).
+        Any end told in between is lost: each operation heard running is read on the board at its polls from
+        now on (while it can be read) until its end is found there or an event of it is heard."""
+        self._hearing = hearing
+        if not hearing:
+            self._end_unheard.update(operation_id for operation_id, (operation, _) in self._heard.items()
+                                     if operation.state is OperationState.RUNNING)
 
     def instances_alive(self, alive: frozenset[str]) -> None:
         """The limen instances a sweep found alive now. One found alive before and not now is lost (it cannot
@@ -245,9 +277,12 @@ class Operations:
         (``payload``, as :meth:`Operation.payload` makes it; ValueError, KeyError or TypeError when it is not
         one), for :meth:`get`. It holds no VM here (:meth:`check_idle` does not see it): the instance running it refuses
         a second operation itself, and an end that never arrives must not hold the VM here."""
-        operation = Operation.of_payload(payload, vm_owner, instance_id)
+        self._keep_heard(Operation.of_payload(payload, vm_owner, instance_id))
+
+    def _keep_heard(self, operation: Operation) -> None:
         self._heard.pop(operation.id, None)  # the newest news last: the oldest are forgotten first
         self._heard[operation.id] = (operation, self._clock())
+        self._end_unheard.discard(operation.id)  # news of it came: its end will too
         self._forget_old()
 
     async def start(self, *, kind: str, vm_uuid: str, vm_name: str, vm_owner: str | None, user: str, subject: str,
@@ -335,6 +370,7 @@ class Operations:
             kept_for = self._keep_seconds if op.state is not OperationState.RUNNING else KEEP_HEARD_RUNNING_SECONDS
             if excess > 0 or now - heard_at > kept_for:
                 del self._heard[operation_id]
+                self._end_unheard.discard(operation_id)
                 excess -= 1
 
     async def close(self) -> None:
