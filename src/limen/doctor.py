@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import http.client
 import json
 import os
@@ -49,6 +50,7 @@ import websockets
 from limen.console.rfb import protocol_version
 from limen.console.stage_table import VNC_STAGES, VncStage
 from limen.console.upstream import open_vnc, read_banner
+from limen.db.database import in_daemon_thread
 from limen.errors import LimenError
 from limen.host_registry import read_registered_hosts, sync_pool
 from limen.hypervisor import Hypervisor, Vm, VmState
@@ -599,9 +601,11 @@ def host_check(name: str) -> Check:
 async def read_host_registry(settings: Settings, deadline: float) -> list[HostConfig]:
     """The host registry as the server reads it: a database read, so within LIMEN_DATABASE_TIMEOUT as the
     database check asks (within libvirt's bound, a database slower than libvirt but in time for limen's
-    requests was called unreadable), and within what is left of the run's --timeout."""
-    async with asyncio.timeout(max(0.0, min(settings.database_timeout, deadline - time.monotonic()))):
-        return await asyncio.to_thread(read_registered_hosts, settings.db_url)
+    requests was called unreadable), and within what is left of the run's --timeout; a hung database's
+    read is left behind, not waited for when the run ends."""
+    bound = max(0.0, min(settings.database_timeout, deadline - time.monotonic()))
+    return await in_daemon_thread(functools.partial(read_registered_hosts, settings.db_url), bound,
+                                  name="limen-host-registry")
 
 
 async def registered_host_checks(ctx: Context, deadline: float) -> list[Check]:

@@ -287,34 +287,9 @@ class Database:
         return await self.in_thread(functools.partial(self.run_sync, work))
 
     async def ping(self, timeout: float) -> None:
-        """Raises if the database does not answer ``SELECT 1`` within ``timeout`` seconds (TimeoutError).
-
-        The question runs in a daemon thread of its own, left behind if the database hangs (stopped, not
-        refusing: a connection's start waits as long): a thread of the loop's default executor would be
-        joined when the loop closes, and ``limen doctor`` then hung, printing nothing, past its ``--timeout``."""
-        loop = asyncio.get_running_loop()
-        answered: asyncio.Future[None] = loop.create_future()
-
-        def settle(error: BaseException | None) -> None:
-            if answered.done():  # given up on already
-                return
-            if error is None:
-                answered.set_result(None)
-            else:
-                answered.set_exception(error)
-
-        def ask() -> None:
-            error: BaseException | None = None
-            try:
-                self.check_answers()
-            except BaseException as exc:
-                error = exc
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
-                loop.call_soon_threadsafe(settle, error)
-
-        threading.Thread(target=ask, name="limen-database-ping", daemon=True).start()
-        async with asyncio.timeout(timeout):
-            await answered
+        """Raises if the database does not answer ``SELECT 1`` within ``timeout`` seconds (TimeoutError), in a
+        thread left behind if the database hangs (:func:`in_daemon_thread`)."""
+        await in_daemon_thread(self.check_answers, timeout, name="limen-database-ping")
 
     def check_answers(self) -> None:
         """Raises if the database does not answer ``SELECT 1`` (however long that takes to find out)."""
@@ -323,3 +298,29 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+async def in_daemon_thread(work: Callable[[], T], timeout: float, *, name: str) -> T:
+    """``work()``'s result, or TimeoutError after ``timeout`` seconds. For a command's one-off question to a
+    database that may hang (stopped, not refusing: a connection's start waits as long): it runs in a daemon
+    thread of its own, left behind then. A thread of the loop's default executor would be joined when the
+    loop closes, and ``limen doctor`` then hung, printing nothing, past its ``--timeout``."""
+    loop = asyncio.get_running_loop()
+    answered: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not answered.done():  # else given up on already
+            outcome()
+
+    def ask() -> None:
+        outcome: Callable[[], None]
+        try:
+            outcome = functools.partial(answered.set_result, work())
+        except BaseException as exc:
+            outcome = functools.partial(answered.set_exception, exc)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
+            loop.call_soon_threadsafe(settle, outcome)
+
+    threading.Thread(target=ask, name=name, daemon=True).start()
+    async with asyncio.timeout(timeout):
+        return await answered
