@@ -9,10 +9,12 @@ import asyncio
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import anyio
 import pytest
 
+import limen.db.workers as workers_module
 from limen.db import Database
 from limen.db.database import POOL_OVERFLOW, POOL_SIZE, postgresql_bounds
 from limen.db.workers import DatabaseWorkers
@@ -115,3 +117,24 @@ def test_a_network_database_gets_bounds_and_sqlite_keeps_its_path(tmp_path: Path
         postgres.close()
     assert postgresql_bounds(0.5)["connect_timeout"] == 2  # libpq's least
     assert postgresql_bounds(10)["tcp_user_timeout"] == 10_000
+
+
+async def test_calls_whose_callers_gave_up_at_the_deadline_count_as_overdue_however_late_their_thread_took_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A thread takes a call a moment after it was asked, so by the call's own clock it had not run for the
+    whole deadline when its caller gave up: a full CI run found every thread held yet new calls queued behind
+    them. Here the threads' clock stands still, as if each had taken its call at the very end."""
+    monkeypatch.setattr(workers_module, "time", SimpleNamespace(monotonic=lambda: 1000.0))
+    workers = DatabaseWorkers(threads=2, deadline=DEADLINE)
+    database, done = threading.Event(), []
+    try:
+        for name in ("first", "second"):
+            with pytest.raises(LimenError):
+                await workers.call(hanging(database, done, name))
+        with pytest.raises(LimenError) as raised:
+            await asyncio.wait_for(workers.call(hanging(database, done, "third"), wait=True), BOUND)
+        assert raised.value.code is ErrorCode.DATABASE_UNAVAILABLE
+    finally:
+        database.set()
+    await until(lambda: len(done) == 2 and not workers.running)

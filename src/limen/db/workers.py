@@ -50,6 +50,9 @@ class _Call(Generic[T]):
         self.answer: asyncio.Future[T] = loop.create_future()
         self.state = _State.QUEUED
         self.started_at = 0.0  # time.monotonic() when a thread took it
+        # Its caller gave up at the deadline while it ran. Its own clock may say less: a thread takes a call
+        # a moment after it was asked, and the caller's deadline counts from the asking.
+        self.overdue = False
 
     def settle(self, result: T | None, error: BaseException | None) -> None:
         if self.answer.done():  # its caller stopped waiting
@@ -83,11 +86,11 @@ class DatabaseWorkers:
         return len(self._running)
 
     def hung(self) -> bool:
-        """Every thread holds a call that has run past the deadline."""
+        """Every thread holds a call that has run past the deadline, or whose caller gave up at it."""
         if len(self._running) < self.threads:
             return False
         overdue_before = time.monotonic() - self.deadline
-        return all(call.started_at < overdue_before for call in self._running)
+        return all(call.overdue or call.started_at < overdue_before for call in self._running)
 
     async def call(self, work: Callable[[], T], *, wait: bool = False) -> T:
         """``work()`` in one of the threads; DATABASE_UNAVAILABLE past the deadline (see the module docstring).
@@ -105,15 +108,17 @@ class DatabaseWorkers:
                 with anyio.move_on_after(self.deadline):
                     return await call.answer
         except asyncio.CancelledError:  # cancelled by asyncio itself (anyio's cancellation waits, above)
-            self._give_up(call)
+            self._give_up(call, overdue=False)
             raise
-        self._give_up(call)
+        self._give_up(call, overdue=True)
         raise database_hung(self.deadline)
 
-    def _give_up(self, call: _Call[Any]) -> None:
+    def _give_up(self, call: _Call[Any], *, overdue: bool) -> None:
         with self._lock:
             if call.state is _State.QUEUED:
                 call.state = _State.ABANDONED
+            elif call.state is _State.RUNNING:
+                call.overdue = overdue
         call.answer.cancel()
 
     def _submit(self, call: _Call[Any]) -> None:
