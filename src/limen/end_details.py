@@ -27,6 +27,11 @@ SERIAL_MIGRATION_FAILED = ("the serial console was closed for a migration of the
                            "it was")
 # How libvirt ended a serial console's stream when another client forced it open (:func:`serial_taken_over`).
 SERIAL_STREAM_CLOSED = "libvirt closed the console stream"
+# A console that failed in limen itself (a bug: the log has its traceback) or whose work stopped without an
+# end (a bug in one of its tasks), and a VM start asked by a console before its admission said for whom.
+CONSOLE_FAILED = "unexpected failure in the console"
+CONSOLE_WORK_ENDED_EARLY = "the console's work ended early"
+CONSOLE_NOT_ADMITTED = "the console was not admitted"
 # Every console re-checked after Redis was unreachable: one whose right went meanwhile (two parts).
 ACCESS_WITHDRAWN_UNHEARD = ("access withdrawn on another limen instance while this one could not hear it (Redis "
                             "unreachable); found when the database was read again")
@@ -143,6 +148,9 @@ PHRASES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((kind, re.compile(patte
     ("serial_migration_failed", re.escape(SERIAL_MIGRATION_FAILED)),
     ("serial_taken_over", re.escape(serial_taken_over(SERIAL_STREAM_CLOSED))),
     ("serial_taken_over_why", r"the serial console was taken over \((?P<why>.+)\)"),
+    ("console_failed", re.escape(CONSOLE_FAILED)),
+    ("console_work_ended_early", re.escape(CONSOLE_WORK_ENDED_EARLY)),
+    ("console_not_admitted", re.escape(CONSOLE_NOT_ADMITTED)),
     ("access_withdrawn_unheard", r"access withdrawn on another limen instance while this one could not hear it "
                                  r"\(Redis unreachable\)"),
     ("found_on_reread", r"found when the database was read again"),

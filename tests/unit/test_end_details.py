@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import inspect
 from functools import partial
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
 from limen import end_details
 from limen.action_details import end_phrases
 from limen.auth.revocation import Revocation
+from limen.console.endpoint import QuotaCheckedStarts
 from limen.console.handshake import vm_ended_error
+from limen.errors import LimenError
 from limen.hypervisor.models import LifecycleKind
 
 # Each builder's words (a builder with its values), exactly as the audit trail stores them, and read back.
@@ -78,6 +82,11 @@ _WORDINGS: list[tuple[partial[str], str, list[dict[str, str]]]] = [
     (partial(end_details.serial_taken_over, "libvirt console stream: aborted"),  # libvirt's words, as they came
      "the serial console was taken over (libvirt console stream: aborted)",
      [{"kind": "serial_taken_over_why", "why": "libvirt console stream: aborted"}]),
+    (partial(str, end_details.CONSOLE_FAILED), "unexpected failure in the console", [{"kind": "console_failed"}]),
+    (partial(str, end_details.CONSOLE_WORK_ENDED_EARLY), "the console's work ended early",
+     [{"kind": "console_work_ended_early"}]),
+    (partial(str, end_details.CONSOLE_NOT_ADMITTED), "the console was not admitted",
+     [{"kind": "console_not_admitted"}]),
     (partial(str, end_details.ACCESS_WITHDRAWN_UNHEARD),
      "access withdrawn on another limen instance while this one could not hear it (Redis unreachable); "
      "found when the database was read again", [{"kind": "access_withdrawn_unheard"}, {"kind": "found_on_reread"}]),
@@ -113,3 +122,11 @@ def test_a_console_ended_by_its_vm_says_so_in_the_builders_words(how: LifecycleK
 def test_a_console_ended_by_an_unheard_revocation_says_so_in_the_builders_words() -> None:
     error = Revocation.unheard().error()
     assert (error.code.name, error.details) == ("ACCESS_REVOKED", end_details.ACCESS_WITHDRAWN_UNHEARD)
+
+
+async def test_a_start_asked_by_a_console_not_yet_admitted_is_refused_in_the_builders_words() -> None:
+    nobody = SimpleNamespace(principal=None)  # not admitted: nothing else is asked
+    starts = QuotaCheckedStarts(cast(Any, None), cast(Any, None), nobody, cast(Any, None), console="VNC")
+    with pytest.raises(LimenError) as refused:
+        await starts.start_vm("web")
+    assert (refused.value.code.name, refused.value.details) == ("FORBIDDEN", end_details.CONSOLE_NOT_ADMITTED)

@@ -226,7 +226,7 @@ class ConsoleDriver(ABC):
         except Exception:  # a bug; the session still ends cleanly and the client still gets a close
             log.exception("%s failed unexpectedly", self.log_label, extra=self._fields("console_internal_error"))
             if self.machine.live:
-                error = LimenError(ErrorCode.INTERNAL_ERROR, "unexpected failure in the console")
+                error = LimenError(ErrorCode.INTERNAL_ERROR, end_details.CONSOLE_FAILED)
                 self._feed(EffectFailed(error))
                 with contextlib.suppress(Exception):
                     await self._finish(self._final or [])
@@ -301,7 +301,7 @@ class ConsoleDriver(ABC):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         if self.machine.live:  # every runner returned without an ending: a bug in one of them
-            self._feed(EffectFailed(LimenError(ErrorCode.INTERNAL_ERROR, "the console's work ended early")))
+            self._feed(EffectFailed(LimenError(ErrorCode.INTERNAL_ERROR, end_details.CONSOLE_WORK_ENDED_EARLY)))
 
     def _spawn(self, runner: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(self._guard(runner), name=f"console-{self.id}-{len(self._tasks)}")

@@ -30,6 +30,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from limen import end_details
 from limen.action_details import console_start_details
 from limen.audit import AuditLog
 from limen.auth.access import Access
@@ -127,7 +128,7 @@ class QuotaCheckedStarts:
     async def start_vm(self, ident: str) -> Vm:
         principal = self._admission.principal
         if principal is None:  # not admitted: the session never gets here
-            raise LimenError(ErrorCode.FORBIDDEN, "the console was not admitted")
+            raise LimenError(ErrorCode.FORBIDDEN, end_details.CONSOLE_NOT_ADMITTED)
         vm = await self._hv.get_vm(ident)  # the whole VM: its footprint, not only what a console needs
         # libvirt's start goes on when the console stops waiting for it (its client left, or the stage's
         # deadline passed): the start runs apart, and its row says what became of the VM when libvirt answers

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from limen import end_details
 from limen.console.driver import ConsoleDriver
 from limen.console.handshake import PORT_POLL_INTERVAL, VNC_EOF_GRACE
 from limen.console.stage_table import VNC_STAGES
@@ -423,6 +424,36 @@ async def test_an_end_requested_before_the_session_runs_still_sends_the_first_fr
         await session.run()
     assert client.statuses() == ["Connected, checking VM status..."]
     assert client.closed() == (4402, "SERVER_SHUTDOWN") and hv.calls == []
+
+
+async def test_a_bug_outside_the_sessions_steps_ends_it_as_an_internal_error_in_the_builders_words(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run = start(FakeHypervisor(RUNNING))
+
+    def broken(session: ConsoleDriver, seconds: float) -> None:
+        raise RuntimeError("an observer's bug")
+
+    monkeypatch.setattr(run.observer, "first_status_sent", broken)
+    await run.ended()
+    assert run.client.closed() == (ErrorCode.INTERNAL_ERROR.close_code, "INTERNAL_ERROR")
+    assert run.session.machine.error is not None and run.session.machine.error.details == end_details.CONSOLE_FAILED
+
+
+async def test_steps_that_all_return_without_an_end_end_the_session_in_the_builders_words(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run = start(FakeHypervisor(RUNNING))
+
+    async def returns_at_once(*_: Any) -> None:
+        return None
+
+    monkeypatch.setattr(run.session, "_handshake", returns_at_once)
+    monkeypatch.setattr(run.session, "_read_client", returns_at_once)
+    await run.ended()
+    assert run.client.closed() == (ErrorCode.INTERNAL_ERROR.close_code, "INTERNAL_ERROR")
+    error = run.session.machine.error
+    assert error is not None and error.details == end_details.CONSOLE_WORK_ENDED_EARLY
 
 
 async def test_a_client_that_leaves_mid_handshake_ends_the_session_quietly() -> None:
