@@ -137,8 +137,9 @@ async def test_a_snapshot_started_while_redis_is_down_is_found_on_another_replic
     # replica answered OPERATION_NOT_FOUND for it until it ended, and the page said it had lost track of it.
     release = asyncio.Event()
 
-    async def until_released(*_args: object, **_kwargs: object) -> None:
+    async def until_released(*_args: object, **_kwargs: object) -> SimpleNamespace:
         await release.wait()
+        return SimpleNamespace(name="first", with_memory=False)  # as the snapshot taken
 
     monkeypatch.setattr(vm_snapshots, "take_snapshot", until_released)
     caplog.set_level(logging.WARNING, logger="limen.events")

@@ -28,6 +28,8 @@ from typing import Any
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
+from anyio.lowlevel import EventLoopToken
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -160,17 +162,20 @@ class QuotaLedger:
         """SQLite gives up waiting for its write lock after its busy timeout (5 s); with many checks queued
         on a loaded host that can pass, so the check is tried again, up to ``LOCK_WAIT`` seconds in all."""
         deadline = anyio.current_time() + LOCK_WAIT
+        # The transaction asks the event loop for the VMs: named by its token, as the thread it runs in may be
+        # the database's own (limen.db.workers, on PostgreSQL), not one of anyio's, which know their loop.
+        loop = anyio.lowlevel.current_token()
         while True:
             try:
                 return await self.db.run(lambda session: self._reserve(
-                    session, change, list_vms, must_fit_alone=must_fit_alone, owner_limited=owner_limited))
+                    session, change, list_vms, loop, must_fit_alone=must_fit_alone, owner_limited=owner_limited))
             except OperationalError as exc:
                 if "locked" not in str(exc.orig) or anyio.current_time() > deadline:
                     raise LimenError(ErrorCode.INTERNAL_ERROR,
                                      f"the quota check could not lock the database: {exc.orig}") from None
 
-    def _reserve(self, session: Session, change: Footprint, list_vms: VmLister, *, must_fit_alone: bool,
-                 owner_limited: bool) -> int:
+    def _reserve(self, session: Session, change: Footprint, list_vms: VmLister, loop: EventLoopToken, *,
+                 must_fit_alone: bool, owner_limited: bool) -> int:
         # First statement of the transaction: takes the lock (see the module docstring).
         session.execute(update(QuotaLock).where(QuotaLock.id == 1).values(generation=QuotaLock.generation + 1))
         # The reservations before libvirt: a change that is done deletes its reservation without the lock, once
@@ -178,7 +183,7 @@ class QuotaLedger:
         # then shows; in the other order a VM made after the list whose reservation went before the read
         # would be counted nowhere (PostgreSQL lets that delete run meanwhile; SQLite's write lock did not).
         reservations = self._reservations(session)
-        vms: list[Vm] = anyio.from_thread.run(list_vms)  # on the event loop; this thread holds the lock meanwhile
+        vms: list[Vm] = anyio.from_thread.run(list_vms, token=loop)  # this thread holds the lock meanwhile
         before = self._footprints(vms, reservations)
         after = with_change(before, change)
         if owner_limited and change.owner is not None:
