@@ -289,10 +289,13 @@ class AuditLog:
             raise
 
     async def action_finished(
-        self, action_id: int, *, result_code: str, vm_uuid: str | None = None, details: str | None = None
+        self, action_id: int, *, result_code: str, vm_uuid: str | None = None, vm_name: str | None = None,
+        details: str | None = None,
     ) -> bool:
         """Completes a pending action; False if it was no longer pending (a sweep completed it first)."""
         values = self._completion(result_code)
+        if vm_name is not None:
+            values["vm_name"] = vm_name[:NAME_MAX]
         if vm_uuid is not None:
             values["vm_uuid"] = vm_uuid
         if details is not None:
@@ -336,8 +339,9 @@ class AuditLog:
             raise
         finally:
             try:
+                # The block may have learnt the VM's name: asked by UUID, the started row holds the UUID.
                 await self.action_finished(target.action_id, result_code=result, vm_uuid=target.vm_uuid,
-                                           details=target.details)
+                                           vm_name=target.vm_name, details=target.details)
             except Exception:  # the action's own outcome matters more to the caller than its record
                 log.exception("could not record a VM action", extra={"event": "audit_write_failed",
                                                                      "action": action, "result": result})

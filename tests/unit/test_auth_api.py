@@ -422,6 +422,15 @@ async def test_admin_assigns_owners_and_the_action_is_audited(world: World) -> N
     assert (await world.client.get("/api/vm-actions", headers=bob)).json() == []
 
 
+async def test_an_owner_change_asked_by_uuid_is_audited_under_the_vms_name(world: World) -> None:
+    admin = await world.token(ADMIN)
+    vm_uuid = (await world.client.get("/api/vms/test", headers=admin)).json()["uuid"]
+    owned = await world.client.put(f"/api/vms/{vm_uuid}/owner", json={"owner": ALICE}, headers=admin)
+    assert owned.status_code == 200, owned.text
+    (row, *_) = (await world.client.get("/api/vm-actions", headers=admin)).json()
+    assert (row["action"], row["vm_name"], row["vm_uuid"]) == ("set_owner", "test", vm_uuid)
+
+
 # -- console tickets --------------------------------------------------------------------------------------
 
 
