@@ -55,11 +55,13 @@ def test_non_ascii_stays_readable() -> None:
 
 
 def test_notice_frame() -> None:
-    frame = messages.notice_frame("IDLE_WARNING", messages.idle_warning_text(60), stage="proxy", elapsed_ms=5)
+    frame = messages.notice_frame("IDLE_WARNING", messages.idle_warning_text(60), stage="proxy", elapsed_ms=5,
+                                  values={"seconds_left": 60})
     assert json.loads(frame) == {
         "type": "notice",
         "code": "IDLE_WARNING",
         "message": "No input for a while: the console closes in 60 s unless you use it.",
+        "seconds_left": 60,  # for a page in another language
         "stage": "proxy",
         "elapsed_ms": 5,
     }

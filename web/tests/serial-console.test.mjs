@@ -2,7 +2,10 @@
 // Run: node --test web/tests/   (tests/unit/test_web_js.py runs it under pytest)
 
 import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
 import { test } from "node:test";
+
+import { useLanguage } from "../../src/limen/web/static/js/i18n.js";
 
 import {
   describeFrame, opensOnShow, retryDelayMs, serialUrl, wayOnAfter,
@@ -26,6 +29,29 @@ test("status frames inform, the last one is good news, an error frame ends", () 
   });
   assert.equal(text, "Serial console in use: Another client holds this VM's serial console.");
   assert.deepEqual([tone, ended], ["error", true]);
+});
+
+function catalogue(language) {
+  const dir = new URL(`../../src/limen/i18n/catalogues/${language}/`, import.meta.url);
+  const names = readdirSync(dir).filter((name) => name.endsWith(".json")).sort();
+  return Object.assign({}, ...names.map((name) => JSON.parse(readFileSync(new URL(name, dir), "utf8"))));
+}
+
+test("the idle warning is said in the page's language, with the seconds left", () => {
+  // A Korean page showed the server's English notice.
+  const notice = {
+    type: "notice", code: "IDLE_WARNING", seconds_left: 10,
+    message: "No input for a while: the console closes in 10 s unless you use it.", stage: "proxy", elapsed_ms: 5,
+  };
+  assert.deepEqual(describeFrame(notice), [notice.message, "", false]);
+  try {
+    useLanguage("ko", catalogue("ko"));
+    assert.deepEqual(describeFrame(notice), ["한동안 입력이 없었습니다. 10초 안에 입력하지 않으면 콘솔이 닫힙니다.", "", false]);
+    // A notice the page has no words for (a newer server's) is shown as the server said it.
+    assert.deepEqual(describeFrame({ ...notice, code: "DEFRAGMENTING" }), [notice.message, "", false]);
+  } finally {
+    useLanguage("en", catalogue("en")); // the other test files share this process and expect English
+  }
 });
 
 test("showing the tab opens a session the first time and after a transient end, not after one that waits", () => {

@@ -454,8 +454,10 @@ class ConsoleDriver(ABC):
             warn_at = timeout - warning
             if warning > 0 and idle >= warn_at and warned_for != self.traffic.last_input:
                 warned_for = self.traffic.last_input
+                seconds_left = round(timeout - idle, 1)
                 await self._apply(self.machine.notice(messages.NOTICE_IDLE_WARNING,
-                                                      messages.idle_warning_text(round(timeout - idle, 1))))
+                                                      messages.idle_warning_text(seconds_left),
+                                                      {"seconds_left": seconds_left}))
             next_check = warn_at if warning > 0 and idle < warn_at else timeout
             await asyncio.sleep(max(0.05, next_check - idle))
 

@@ -30,7 +30,7 @@ Rules the generic part (:class:`StageMachine`) keeps for any console kind:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
@@ -320,11 +320,12 @@ class StageMachine(ABC):
             raise IllegalTransition(f"{type(result).__name__} with no effect pending (stage {self.stage})")
         return self._advance(pending, result)
 
-    def notice(self, code: str, message: str) -> list[Action]:
+    def notice(self, code: str, message: str, values: Mapping[str, float] | None = None) -> list[Action]:
         """A notice for the user during the last stage; nothing unless the client asked for notices."""
         if not self.in_last_stage or not self.notices or self.stage is None:
             return []
-        return [SendText(messages.notice_frame(code, message, stage=self.stage, elapsed_ms=self.elapsed_ms()))]
+        return [SendText(messages.notice_frame(code, message, stage=self.stage, elapsed_ms=self.elapsed_ms(),
+                                               values=values))]
 
     # -- for subclasses ---------------------------------------------------------------------------------
 

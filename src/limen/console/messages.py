@@ -8,7 +8,10 @@ The seed's wire format, byte for byte: compact JSON, keys in this order::
 ``stage`` and ``elapsed_ms`` are limen's additions; a client of the original system reads ``type`` and
 ``message`` only. After the proxy stage a client that asked for them (``?notices=1``) may also get::
 
-    {"type":"notice","code":"IDLE_WARNING","message":...,"stage":"proxy","elapsed_ms":...}
+    {"type":"notice","code":"IDLE_WARNING","message":...,"seconds_left":60,"stage":"proxy","elapsed_ms":...}
+
+A notice's values (``seconds_left``) come as fields too, so that a page in another language says its own
+words with them; ``message`` is the English.
 
 Details come from libvirt, sockets and peers, so they may hold quotes, backslashes, newlines,
 control characters, non-ASCII text or even lone surrogates; the encoder keeps every frame valid JSON
@@ -20,6 +23,7 @@ The status texts themselves are declared with their stages, in ``stage_table.py`
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, Final
 
 from limen.errors import LimenError
@@ -48,8 +52,11 @@ def error_frame(error: LimenError, *, stage: str) -> str:
     return encode({"type": "error", **error.to_dict(), "stage": stage})
 
 
-def notice_frame(code: str, message: str, *, stage: str, elapsed_ms: int) -> str:
-    return encode({"type": "notice", "code": code, "message": message, "stage": stage, "elapsed_ms": elapsed_ms})
+def notice_frame(
+    code: str, message: str, *, stage: str, elapsed_ms: int, values: Mapping[str, float] | None = None
+) -> str:
+    return encode({"type": "notice", "code": code, "message": message, **(values or {}), "stage": stage,
+                   "elapsed_ms": elapsed_ms})
 
 
 def idle_warning_text(seconds_left: float) -> str:

@@ -480,6 +480,8 @@ async def test_the_idle_timeout_warns_then_ends_the_session() -> None:
     await run.ended()
     notices = [f for f in run.client.texts() if f["type"] == "notice"]
     assert [n["code"] for n in notices] == ["IDLE_WARNING"]
+    # The seconds left come as a field too, for a page that says the warning in its own language.
+    assert f"closes in {notices[0]['seconds_left']:g} s" in notices[0]["message"]
     assert run.client.closed() == (4401, "IDLE_TIMEOUT")
 
 

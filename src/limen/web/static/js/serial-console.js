@@ -7,7 +7,7 @@
 
 import { api } from "./api.js";
 import { retriesByItself, TRANSIENT_CLOSE_CODES, VM_DOWN_CODES } from "./console-outcome.js";
-import { has, lang, localizedError, onLanguageChange, t } from "./i18n.js";
+import { formatNumber, has, lang, localizedError, onLanguageChange, t } from "./i18n.js";
 import { isLeaveChord } from "./key-combos.js";
 import { markSelected, wireTabKeys } from "./tablist.js";
 
@@ -45,6 +45,11 @@ export function describeFrame(frame) {
   if (frame.type === "error") {
     const shown = localizedError(frame);
     return [`${shown.error}: ${shown.message}`, "error", true];
+  }
+  // A notice says its values as fields (IDLE_WARNING: seconds_left), for the page's own words with them.
+  const noticeKey = `console_notice.${frame.code}`;
+  if (frame.type === "notice" && lang !== "en" && has(noticeKey) && Number.isFinite(frame.seconds_left)) {
+    return [t(noticeKey, { seconds: formatNumber(frame.seconds_left) }), "", false];
   }
   return [frame.message || "", "", false];
 }
