@@ -15,6 +15,7 @@ const ui = {
   unused: $("unused-rows"),
   empty: $("unused-empty"),
   used: $("used-rows"),
+  usedEmpty: $("used-empty"),
   dialog: $("volume-delete-dialog"),
   dialogText: $("volume-delete-text"),
   dialogCancel: $("volume-delete-cancel"),
@@ -80,8 +81,10 @@ async function refresh() {
   const unused = volumes.filter((volume) => !volume.in_use);
   redrawKeepingPlace(ui.unused, "volume", () => ui.unused.replaceChildren(...unused.map(unusedRow)),
                      document.querySelector("main h1"));
-  ui.used.replaceChildren(...volumes.filter((volume) => volume.in_use).map(usedRow));
+  const used = volumes.filter((volume) => volume.in_use);
+  ui.used.replaceChildren(...used.map(usedRow));
   ui.empty.hidden = unused.length > 0;
+  ui.usedEmpty.hidden = used.length > 0;
   const size = unused.reduce((sum, volume) => sum + volume.allocation_bytes, 0);
   ui.note.textContent = t("volumes.note", { count: formatNumber(unused.length), size: formatBytes(size) });
 }
