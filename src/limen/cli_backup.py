@@ -87,11 +87,12 @@ async def _missing_vms(settings: Settings, backup: Backup, names: list[str] | No
     define it after the database had been replaced)."""
     wanted = [vm for vm in backup.manifest.vms if vm.uuid in backup.vm_xml and (names is None or vm.name in names)]
 
-    def absent(conn: libvirt.virConnect, vms: list[VmRecord]) -> list[tuple[VmRecord, str | None]]:
-        """Each VM of ``vms`` that ``conn`` lacks, with the UUID of the VM holding its name there, if any."""
+    def absent(conn: libvirt.virConnect, vms: list[VmRecord]) -> list[tuple[VmRecord, tuple[str, str] | None]]:
+        """Each VM of ``vms`` that ``conn`` lacks, with the name and UUID of the VM holding its name there, if
+        any."""
         present = {dom.UUIDString(): dom.name() for dom in conn.listAllDomains(0)}
         # In any case, as limen's own creates and renames refuse a name (limen.hypervisor.service)
-        holder = {name.casefold(): uuid for uuid, name in present.items()}
+        holder = {name.casefold(): (name, uuid) for uuid, name in present.items()}
         return [(vm, holder.get(vm.name.casefold())) for vm in vms if vm.uuid not in present]
 
     async def on_their_hosts(hypervisor: Hypervisor) -> dict[str, list[VmRecord]]:
@@ -106,8 +107,10 @@ async def _missing_vms(settings: Settings, backup: Backup, names: list[str] | No
                 if holder is None:
                     missing.setdefault(host, []).append(vm)
                 else:
-                    taken.append(f"{vm.name!r} (uuid {vm.uuid}) on host {host!r}, where the VM of that name now "
-                                 f"has uuid {holder}")
+                    # Named: in another case (web, WEB) "that name" is not the one the operator looks for.
+                    taker_name, taker_uuid = holder
+                    taken.append(f"{vm.name!r} (uuid {vm.uuid}) on host {host!r}, where VM {taker_name!r} "
+                                 f"(uuid {taker_uuid}) now holds that name")
         if taken:
             raise BackupError(f"cannot define the backup's VM {'; '.join(taken)}: rename or delete that VM, or "
                               "leave the backup's out (--vm names the ones to define)")

@@ -102,6 +102,7 @@ def test_a_vm_whose_name_was_taken_since_is_refused_before_the_database_is_repla
         code, _, err = run(*base, "--libvirt-uri", now, "restore", str(out), *how)
         assert code == 1, how
         assert f"cannot define the backup's VM 'web' (uuid {backed_up.uuid}) on host 'local'" in err, err
+        assert f"where VM {taker!r} (uuid " in err, err  # the VM to rename or delete, by the name it has
         assert "rename or delete that VM" in err and "the database is restored" not in err
         assert list((tmp_path / "data").glob("limen.db.before-restore-*")) == [], how
     # Nothing to define: the database alone is restored, as before.
