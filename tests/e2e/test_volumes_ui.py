@@ -58,3 +58,12 @@ def test_the_disks_in_use_have_no_such_line_when_a_vm_uses_one(
     expect(page.locator("#used-rows tr")).to_have_count(1)
     expect(page.locator("#used-empty")).to_be_hidden()
     expect(page.locator("#unused-empty")).to_be_visible()
+
+
+def test_an_empty_pool_says_it_has_no_disks(server: LimenProcess, signed_in_page: Callable[..., Page]) -> None:
+    # It said "Every disk volume belongs to a VM." above "No VM uses a disk": there was none at all.
+    page = signed_in_page(server, locale="ko-KR")
+    answer_volumes(page, [])
+    page.goto(f"{server.base_url}/volumes")
+    expect(page.locator("#unused-empty")).to_have_text("스토리지 풀에 디스크 볼륨이 없습니다.")
+    expect(page.locator("#used-empty")).to_be_visible()

@@ -84,6 +84,8 @@ async function refresh() {
   const used = volumes.filter((volume) => volume.in_use);
   ui.used.replaceChildren(...used.map(usedRow));
   ui.empty.hidden = unused.length > 0;
+  // An empty pool: "every disk volume belongs to a VM" would read as if there were some.
+  ui.empty.firstElementChild.textContent = t(volumes.length ? "volumes.empty" : "volumes.pool_empty");
   ui.usedEmpty.hidden = used.length > 0;
   const size = unused.reduce((sum, volume) => sum + volume.allocation_bytes, 0);
   ui.note.textContent = t("volumes.note", { count: formatNumber(unused.length), size: formatBytes(size) });
