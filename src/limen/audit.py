@@ -32,7 +32,7 @@ from limen.action_details import end_phrases, joined, phrases, readable
 from limen.clock import Clock, utc_now
 from limen.db import Database
 from limen.db.batch import BatchedWrites
-from limen.db.models import CODE_MAX, NAME_MAX, ConsoleSessionRecord, LimenInstance, VmAction
+from limen.db.models import ACTION_TARGET_MAX, CODE_MAX, NAME_MAX, ConsoleSessionRecord, LimenInstance, VmAction
 from limen.errors import ErrorCode, LimenError
 
 log = logging.getLogger("limen.audit")
@@ -240,7 +240,7 @@ class AuditLog:
         """Records an action that is already over (it was refused, or had nothing to undo)."""
         now = utc_now(self.clock)
         row = VmAction(
-            user_name=user[:NAME_MAX], vm_uuid=vm_uuid, vm_name=vm_name[:NAME_MAX], action=action[:16],
+            user_name=user[:NAME_MAX], vm_uuid=vm_uuid, vm_name=vm_name[:ACTION_TARGET_MAX], action=action[:16],
             at=now, result_code=result_code[:CODE_MAX], details=details[:DETAILS_MAX], finished_at=now,
         )
         await self.db.run(lambda session: session.add(row))
@@ -256,7 +256,7 @@ class AuditLog:
         still be committed when the database answers; the action never runs then, and the row is completed
         right after its commit with what the caller got, so that it does not stay pending."""
         row = VmAction(
-            user_name=user[:NAME_MAX], vm_uuid=vm_uuid, vm_name=vm_name[:NAME_MAX], action=action[:16],
+            user_name=user[:NAME_MAX], vm_uuid=vm_uuid, vm_name=vm_name[:ACTION_TARGET_MAX], action=action[:16],
             at=utc_now(self.clock), result_code=STARTED, details=details[:DETAILS_MAX], instance_id=self.instance_id,
         )
         start = _StartRow()
@@ -295,7 +295,7 @@ class AuditLog:
         """Completes a pending action; False if it was no longer pending (a sweep completed it first)."""
         values = self._completion(result_code)
         if vm_name is not None:
-            values["vm_name"] = vm_name[:NAME_MAX]
+            values["vm_name"] = vm_name[:ACTION_TARGET_MAX]
         if vm_uuid is not None:
             values["vm_uuid"] = vm_uuid
         if details is not None:
@@ -403,7 +403,7 @@ class AuditLog:
     async def pending_creates(self, vm_name: str) -> list[VmActionInfo]:
         """The pending create of ``vm_name`` (at most one: see :meth:`action_started`), as a list."""
         query = select(VmAction).where(VmAction.finished_at.is_(None), VmAction.action == "create",
-                                       VmAction.vm_name == vm_name[:NAME_MAX])
+                                       VmAction.vm_name == vm_name[:ACTION_TARGET_MAX])
         return await self.db.run(lambda session: [VmActionInfo.of(row) for row in session.scalars(query)])
 
     async def pending_actions(self, *actions: str) -> list[VmActionInfo]:

@@ -36,8 +36,8 @@ class Admin:
     async def as_(self, user: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return await self.client.request(method, path, headers=self.headers[user], **kwargs)
 
-    async def vm(self, *, keep_disk_of: bool = False) -> dict[str, Any]:
-        name = f"vol-{uuid.uuid4().hex[:8]}"
+    async def vm(self, *, keep_disk_of: bool = False, name: str | None = None) -> dict[str, Any]:
+        name = name or f"vol-{uuid.uuid4().hex[:8]}"
         created = await self.as_("root", "POST", "/api/vms", json={"name": name, "memory_mib": 64, "disk_gib": 1})
         assert created.status_code == 201, created.text
         return dict(created.json())
@@ -89,6 +89,20 @@ async def test_a_kept_disk_is_listed_unused_and_deleted(admin: Admin) -> None:
         ("delete-volume", "VOLUME_NOT_FOUND", "on host local"),
         ("delete-volume", "OK", f"on host local, {2**30} bytes"),
     ]
+
+
+async def test_the_audit_trail_names_a_long_volume_whole(admin: Admin) -> None:
+    # A 63-character VM's disk has a 75-character name: its delete-volume row kept the first 64, which cut
+    # off the part that tells one such disk from another ("-disk0-<8 hex>.qcow2").
+    name = f"vol-{uuid.uuid4().hex[:8]}-" + "w" * 50
+    assert len(name) == 63
+    vm = await admin.vm(name=name)
+    volume = disk_volume(vm)
+    assert (await admin.as_("root", "DELETE", f"/api/vms/{vm['uuid']}")).status_code == 200  # the disk kept
+    assert (await admin.as_("root", "DELETE", f"/api/volumes/{volume}")).status_code == 200
+    rows = (await admin.as_("root", "GET", f"/api/vm-actions?vm={volume}")).json()
+    assert [(row["action"], row["vm_name"], row["result_code"]) for row in rows] == [
+        ("delete-volume", volume, "OK")]
 
 
 async def test_a_volume_a_vm_uses_is_refused_and_kept(admin: Admin) -> None:

@@ -24,6 +24,7 @@ from limen.api.services import services_of
 from limen.api.unicode_body import UnicodeCheckedRoute
 from limen.audit import DEFAULT_LIMIT, MAX_LIMIT
 from limen.auth.revocation import Revocation
+from limen.db.models import ACTION_TARGET_MAX
 from limen.errors import ErrorCode, LimenError
 
 log = logging.getLogger("limen.audit")
@@ -143,7 +144,8 @@ async def list_vm_actions(
     principal: CurrentUser,
     access: AccessDep,
     limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
-    vm: str | None = Query(None, min_length=1, max_length=64, description="Only this VM's actions (UUID or name)"),
+    vm: str | None = Query(None, min_length=1, max_length=ACTION_TARGET_MAX,
+                           description="Only this VM's actions (UUID or name; or a volume's name: its deletions)"),
 ) -> list[VmActionOut]:
     """Newest first. Admins see every action; users see the actions they did."""
     actions = await access.audit.vm_actions(user=None if principal.is_admin else principal.name, vm=vm,

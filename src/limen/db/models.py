@@ -29,6 +29,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAME_MAX = 64
 TOKEN_NAME_MAX = 100
+# What a VM action names: a VM, or for ``delete-volume`` a volume, whose name may be a file's longest.
+ACTION_TARGET_MAX = 255
 CODE_MAX = 40
 
 
@@ -180,7 +182,7 @@ class VmAction(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_name: Mapped[str] = mapped_column(String(NAME_MAX), index=True)
     vm_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
-    vm_name: Mapped[str] = mapped_column(String(NAME_MAX))
+    vm_name: Mapped[str] = mapped_column(String(ACTION_TARGET_MAX))
     action: Mapped[str] = mapped_column(String(16))
     at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     result_code: Mapped[str] = mapped_column(String(CODE_MAX))  # "OK" or an ErrorCode name
