@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import ExitStack, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -130,56 +131,21 @@ async def replica(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, 
             yield client, services
 
 
-async def test_a_snapshot_started_while_redis_is_down_is_found_on_another_replica_once_redis_is_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    # Its start was never on the board of operations: once Redis was back (restarted, empty), the other
-    # replica answered OPERATION_NOT_FOUND for it until it ended, and the page said it had lost track of it.
-    release = asyncio.Event()
+@dataclass
+class SnapshotScene:
+    """Two replicas on one Redis, and a snapshot taken on the first whose work waits for ``release``."""
 
-    async def until_released(*_args: object, **_kwargs: object) -> SimpleNamespace:
-        await release.wait()
-        return SimpleNamespace(name="first", with_memory=False)  # as the snapshot taken
-
-    monkeypatch.setattr(vm_snapshots, "take_snapshot", until_released)
-    caplog.set_level(logging.WARNING, logger="limen.events")
-    redis_port = free_port()  # Redis comes back where it was
-    (tmp_path / "redis-1").mkdir()
-    (tmp_path / "redis-2").mkdir()
-    with ExitStack() as stack:
-        redis_url = stack.enter_context(redis_server(tmp_path / "redis-1", redis_port))
-        taking = settings_in(tmp_path / "taking", libvirt_uri=_node_with_a_qcow2_vm(tmp_path, SHARED_NODE_VM),
-                             redis_url=redis_url)
-        watching = settings_in(tmp_path / "watching", redis_url=redis_url)
-        async with replica(taking) as (taker, _taker), replica(watching) as (watcher, _watcher):
-            stack.close()  # Redis stops
-            started = await taker.post(f"/api/vms/{SHARED_NODE_VM}/snapshots", json={"name": "first"})
-            assert started.status_code == 202, started.text
-            path = f"/api/operations/{started.json()['id']}"
-            # Its first event is dropped too, as Redis does not take it (else the watcher would hear of it).
-            await _until(lambda: any(getattr(record, "event", None) == "vm_event_relay_failed"
-                                     for record in caplog.records), 10)
-            stack.enter_context(redis_server(tmp_path / "redis-2", redis_port))  # back, empty
-            answers: list[httpx.Response] = []
-
-            async def found() -> bool:
-                answers.append(await watcher.get(path))
-                return answers[-1].status_code == 200
-
-            waited = time.monotonic()
-            while not await found():
-                assert time.monotonic() - waited < 10, [answer.text for answer in answers[-3:]]
-                await asyncio.sleep(0.1)
-            release.set()
-    assert answers[-1].json()["state"] == "running" and answers[-1].json()["vm_name"] == SHARED_NODE_VM
-    assert {answer.json()["code"] for answer in answers[:-1]} <= {"REDIS_UNAVAILABLE", "OPERATION_NOT_FOUND"}
+    taker: httpx.AsyncClient
+    watcher: httpx.AsyncClient
+    watcher_services: Services
+    release: asyncio.Event
+    stop_redis: Callable[[], None]
+    start_redis_empty: Callable[[], None]  # where it was
 
 
-async def test_a_snapshot_that_ends_while_redis_is_down_is_answered_ended_on_another_replica_once_it_is_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    # Its end's event was dropped: the other replica, which had heard it start, answered "running" for an
-    # hour, though its end was left on the board of operations again once Redis was back.
+@asynccontextmanager
+async def snapshot_scene(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                         caplog: pytest.LogCaptureFixture) -> AsyncIterator[SnapshotScene]:
     release = asyncio.Event()
 
     async def until_released(*_args: object, **_kwargs: object) -> SimpleNamespace:
@@ -197,25 +163,71 @@ async def test_a_snapshot_that_ends_while_redis_is_down_is_answered_ended_on_ano
                              redis_url=redis_url)
         watching = settings_in(tmp_path / "watching", redis_url=redis_url)
         async with replica(taking) as (taker, _taker), replica(watching) as (watcher, watcher_services):
-            started = await taker.post(f"/api/vms/{SHARED_NODE_VM}/snapshots", json={"name": "first"})
-            assert started.status_code == 202, started.text
-            operation_id = started.json()["id"]
-            path = f"/api/operations/{operation_id}"
-            await _until(lambda: watcher_services.hypervisor.operations.get(operation_id) is not None, 10)  # heard
-            stack.close()  # Redis stops
-            release.set()
-            ended = await taker.get(path)
-            while ended.json()["state"] == "running":
-                await asyncio.sleep(0.1)
-                ended = await taker.get(path)
-            await _until(lambda: any(getattr(record, "event", None) == "vm_event_relay_failed"
-                                     for record in caplog.records), 10)  # its end's event was dropped
-            assert (await watcher.get(path)).json()["state"] == "running"
-            stack.enter_context(redis_server(tmp_path / "redis-2", redis_port))  # back, empty
-            answers: list[httpx.Response] = []
-            waited = time.monotonic()
-            while (answer := await watcher.get(path)).json()["state"] == "running":
-                answers.append(answer)
-                assert time.monotonic() - waited < 10, f"still running after {len(answers)} polls"
-                await asyncio.sleep(0.1)
+            try:
+                yield SnapshotScene(
+                    taker, watcher, watcher_services, release, stop_redis=stack.close,
+                    start_redis_empty=lambda: stack.enter_context(redis_server(tmp_path / "redis-2", redis_port)))
+            finally:
+                release.set()  # the snapshot's work ends, whatever the test found
+
+
+def relay_failed(caplog: pytest.LogCaptureFixture) -> bool:
+    """An event was dropped, as Redis did not take it."""
+    return any(getattr(record, "event", None) == "vm_event_relay_failed" for record in caplog.records)
+
+
+async def test_a_snapshot_started_while_redis_is_down_is_found_on_another_replica_once_redis_is_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its start was never on the board of operations: once Redis was back (restarted, empty), the other
+    # replica answered OPERATION_NOT_FOUND for it until it ended, and the page said it had lost track of it.
+    async with snapshot_scene(tmp_path, monkeypatch, caplog) as scene:
+        scene.stop_redis()
+        started = await scene.taker.post(f"/api/vms/{SHARED_NODE_VM}/snapshots", json={"name": "first"})
+        assert started.status_code == 202, started.text
+        path = f"/api/operations/{started.json()['id']}"
+        # Its first event is dropped too (else the watcher would hear of it).
+        await _until(lambda: relay_failed(caplog), 10)
+        scene.start_redis_empty()
+        answers: list[httpx.Response] = []
+
+        async def found() -> bool:
+            answers.append(await scene.watcher.get(path))
+            return answers[-1].status_code == 200
+
+        waited = time.monotonic()
+        while not await found():
+            assert time.monotonic() - waited < 10, [answer.text for answer in answers[-3:]]
+            await asyncio.sleep(0.1)
+    assert answers[-1].json()["state"] == "running" and answers[-1].json()["vm_name"] == SHARED_NODE_VM
+    assert {answer.json()["code"] for answer in answers[:-1]} <= {"REDIS_UNAVAILABLE", "OPERATION_NOT_FOUND"}
+
+
+async def test_a_snapshot_that_ends_while_redis_is_down_is_answered_ended_on_another_replica_once_it_is_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its end's event was dropped: the other replica, which had heard it start, answered "running" for an
+    # hour, though its end was left on the board of operations again once Redis was back.
+    async with snapshot_scene(tmp_path, monkeypatch, caplog) as scene:
+        started = await scene.taker.post(f"/api/vms/{SHARED_NODE_VM}/snapshots", json={"name": "first"})
+        assert started.status_code == 202, started.text
+        operation_id = started.json()["id"]
+        path = f"/api/operations/{operation_id}"
+        operations = scene.watcher_services.hypervisor.operations
+        await _until(lambda: operations.get(operation_id) is not None, 10)  # heard
+        scene.stop_redis()
+        scene.release.set()
+        ended = await scene.taker.get(path)
+        while ended.json()["state"] == "running":
+            await asyncio.sleep(0.1)
+            ended = await scene.taker.get(path)
+        await _until(lambda: relay_failed(caplog), 10)  # its end's event was dropped
+        assert (await scene.watcher.get(path)).json()["state"] == "running"
+        scene.start_redis_empty()
+        answers: list[httpx.Response] = []
+        waited = time.monotonic()
+        while (answer := await scene.watcher.get(path)).json()["state"] == "running":
+            answers.append(answer)
+            assert time.monotonic() - waited < 10, f"still running after {len(answers)} polls"
+            await asyncio.sleep(0.1)
     assert answer.status_code == 200 and answer.json()["state"] == "done", answer.text
