@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from limen.console.rfb import BANNER_LENGTH, BannerReader, BannerStatus, is_banner, protocol_version
+from limen.console.rfb import (
+    BANNER_LENGTH,
+    BannerReader,
+    BannerStatus,
+    is_banner,
+    only_asks_for_updates,
+    protocol_version,
+)
 
 
 @pytest.mark.parametrize("banner", [b"RFB 003.003\n", b"RFB 003.007\n", b"RFB 003.008\n", b"RFB 003.889\n"])
@@ -75,3 +82,24 @@ def test_protocol_version() -> None:
     assert protocol_version(b"RFB 003.008\n") == (3, 8)
     with pytest.raises(ValueError, match="not an RFB banner"):
         protocol_version(b"RFB 3.8\n")
+
+
+UPDATE_REQUEST = bytes([3, 1, 0, 0, 0, 0, 0x04, 0x00, 0x03, 0x00])  # incremental, the whole 1024x768 screen
+
+
+@pytest.mark.parametrize("message", [UPDATE_REQUEST, UPDATE_REQUEST * 3])
+def test_update_requests_alone_are_not_input(message: bytes) -> None:
+    assert only_asks_for_updates(message)
+
+
+@pytest.mark.parametrize("message", [
+    b"",  # an empty message still says someone is there, as before
+    bytes([4, 1, 0, 0, 0, 0, 0, 0x61]),  # KeyEvent: "a" down
+    bytes([5, 0, 0, 10, 0, 20]),  # PointerEvent
+    bytes([255, 0, 1, 0, 0, 0, 0, 0x61, 0, 0, 0, 0x1e]),  # QEMU extended key event
+    UPDATE_REQUEST + bytes([6, 0, 0, 0, 0, 0, 0, 2]) + b"hi",  # a request and a paste in one message
+    bytes([6, 0, 0, 0, 0, 0, 0, 2]) + b"hi",  # ClientCutText, 10 bytes long
+    b"RFB 003.008\n",
+])
+def test_anything_else_is_input(message: bytes) -> None:
+    assert not only_asks_for_updates(message)

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from limen import end_details
+from limen.console.rfb import only_asks_for_updates
 from limen.errors import ErrorCode, LimenError
 
 
@@ -56,7 +57,8 @@ async def client_to_vnc(
         data = await receive()
         if data is None:
             return
-        traffic.last_input = clock()
+        if not only_asks_for_updates(data):
+            traffic.last_input = clock()
         if not data:
             continue
         if transport.is_closing():

@@ -1,4 +1,5 @@
-"""The RFB (VNC) server banner: the 12 bytes that prove the peer is a VNC server. Pure, no I/O.
+"""The RFB (VNC) server banner: the 12 bytes that prove the peer is a VNC server; and which of the browser's
+messages are a person's input (:func:`only_asks_for_updates`, for the idle timeout). Pure, no I/O.
 
 An RFB server speaks first (RFC 6143 §7.1.1): ``b"RFB xxx.yyy\\n"``, three digits, a dot, three digits.
 limen only checks that banner; the rest of the protocol passes through untouched, between noVNC and
@@ -109,3 +110,20 @@ def protocol_version(banner: bytes) -> tuple[int, int]:
     if not is_banner(banner):
         raise ValueError(f"not an RFB banner: {describe(banner)}")
     return int(banner[4:7]), int(banner[8:11])
+
+
+# -- the browser's messages: which are a person's input ---------------------------------------------------
+
+FRAMEBUFFER_UPDATE_REQUEST = 3  # RFC 6143 §7.5.3: the message type, then 9 bytes (incremental, x, y, w, h)
+_UPDATE_REQUEST_LENGTH = 10
+
+
+def only_asks_for_updates(message: bytes) -> bool:
+    """Whether a binary message from the browser is only FramebufferUpdateRequests. noVNC asks for the next
+    screen by itself after every update, so while the guest's screen changes these come without anyone at
+    the keyboard: they are not input, for the idle timeout (a guest's output is not input). Anything else
+    (keys, pointer, clipboard, or messages of several kinds at once) counts as input."""
+    length = len(message)
+    if length == 0 or length % _UPDATE_REQUEST_LENGTH:
+        return False
+    return all(message[at] == FRAMEBUFFER_UPDATE_REQUEST for at in range(0, length, _UPDATE_REQUEST_LENGTH))

@@ -36,6 +36,7 @@ from limen import end_details
 from limen.console.binary_frame import HEADER_ROOM, write_binary_header
 from limen.console.kernel_move import KERNEL_MOVE_FROM, ClientWriteFailed, KernelMove, kernel_can_move
 from limen.console.pump import Traffic
+from limen.console.rfb import only_asks_for_updates
 from limen.errors import ErrorCode, LimenError
 
 # The ASGI extension through which a console session hands its VNC transport to the WebSocket protocol:
@@ -314,7 +315,8 @@ class Splice(asyncio.BufferedProtocol):
         """One binary message from the browser."""
         if self._stopped:
             return
-        self._traffic.last_input = self._clock()
+        if not only_asks_for_updates(data):
+            self._traffic.last_input = self._clock()
         if not data:
             return
         if self._vnc.is_closing():

@@ -108,6 +108,18 @@ async def test_vnc_bytes_leave_as_binary_frames_and_are_counted() -> None:
     assert vnc.written[-1] == b"key" and traffic.to_vnc == 13
 
 
+async def test_the_browsers_requests_for_screen_updates_are_passed_on_but_are_not_input() -> None:
+    """noVNC asks for the next screen after each update by itself: a guest's output is not input."""
+    splice, _, vnc, traffic, _ = make_splice()
+    splice.start([], client_full=False, unread=b"")
+    traffic.last_input = 0.0
+    request = bytes([3, 1, 0, 0, 0, 0, 4, 0, 3, 0])
+    splice.to_vnc(request * 2)
+    assert vnc.written[-1] == request * 2 and traffic.last_input == 0.0
+    splice.to_vnc(bytes([4, 1, 0, 0, 0, 0, 0, 0x61]))  # a key
+    assert traffic.last_input == 42.0
+
+
 async def test_the_read_buffer_is_renewed_when_the_transport_keeps_part_of_a_frame() -> None:
     splice, client, _, _, _ = make_splice()
     splice.start([], client_full=False)

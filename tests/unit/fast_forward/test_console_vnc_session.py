@@ -485,6 +485,26 @@ async def test_the_idle_timeout_warns_then_ends_the_session() -> None:
     assert run.client.closed() == (4401, "IDLE_TIMEOUT")
 
 
+async def test_the_idle_timeout_ends_a_session_whose_browser_only_asks_for_screen_updates() -> None:
+    """noVNC asks for the next screen by itself after each update: a guest whose screen keeps changing kept a
+    console nobody used open for ever (a guest's output is not input)."""
+    run = start(FakeHypervisor(RUNNING), console_idle_timeout=0.3, console_idle_warning=0)
+    await run.until(lambda: run.session.reached_proxy)
+
+    async def ask_for_updates() -> None:
+        while True:
+            run.client.inbox.put_nowait(bytes([3, 1, 0, 0, 0, 0, 4, 0, 3, 0]))
+            await asyncio.sleep(0.02)
+
+    asking = asyncio.create_task(ask_for_updates())
+    try:
+        await run.ended()
+    finally:
+        asking.cancel()
+    assert run.client.closed() == (4401, "IDLE_TIMEOUT")
+    assert run.session.traffic.to_vnc > 0  # the requests went on to the VNC server meanwhile
+
+
 class BatchingClient(FakeClient):
     """A client channel that offers ``send_frames`` (as limen's WebSocket protocol does): it records which
     frames went out in which write."""
