@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -138,3 +139,15 @@ async def test_calls_whose_callers_gave_up_at_the_deadline_count_as_overdue_howe
     finally:
         database.set()
     await until(lambda: len(done) == 2 and not workers.running)
+
+
+async def test_closing_ends_the_waiting_threads_and_a_later_call_starts_one_again() -> None:
+    """The threads outlived their database: every test of an app on PostgreSQL left them running."""
+    workers = DatabaseWorkers(threads=3, deadline=BOUND, name="closing")
+    await asyncio.gather(*(workers.call(lambda: time.sleep(0.05)) for _ in range(3)))
+    assert {t.name for t in threading.enumerate()} >= {"closing-1", "closing-2", "closing-3"}
+    workers.close()
+    await until(lambda: not any(t.name.startswith("closing-") for t in threading.enumerate()))
+    assert await workers.call(lambda: "again") == "again"
+    workers.close()
+    await until(lambda: not any(t.name.startswith("closing-") for t in threading.enumerate()))

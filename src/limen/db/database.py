@@ -297,6 +297,8 @@ class Database:
             connection.execute(text("SELECT 1"))
 
     def close(self) -> None:
+        if self._workers is not None:
+            self._workers.close()
         self.engine.dispose()
 
 

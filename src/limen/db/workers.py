@@ -74,7 +74,7 @@ class DatabaseWorkers:
         self.threads = threads
         self.deadline = deadline
         self._name = name
-        self._queue: queue.SimpleQueue[_Call[Any]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Call[Any] | None] = queue.SimpleQueue()  # None: a thread's stop
         self._lock = threading.Lock()
         self._started = 0
         self._idle = 0
@@ -130,9 +130,20 @@ class DatabaseWorkers:
             self._started += 1
             threading.Thread(target=self._serve, name=f"{self._name}-{self._started}", daemon=True).start()
 
+    def close(self) -> None:
+        """Ends the threads that wait for work (the database is closed: its server stops, or a test's app does).
+        One that holds a call ends when it returns; a call asked afterwards starts a thread again."""
+        with self._lock:
+            for _ in range(self._idle):
+                self._queue.put(None)
+            self._started -= self._idle
+            self._idle = 0
+
     def _serve(self) -> None:
         while True:
             call = self._queue.get()
+            if call is None:
+                return
             with self._lock:
                 if call.state is _State.ABANDONED:
                     self._idle += 1
