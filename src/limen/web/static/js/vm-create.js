@@ -90,6 +90,7 @@ function showError(exc) {
     const slot = document.getElementById(`${root}-error`);
     slot.textContent = text;
     slot.hidden = false;
+    delete slot.dataset.cause; // a refusal's words: a quota read anew must not put the cap's over them
     input(root).setAttribute("aria-invalid", "true");
   }
   if (refused.length) input(refused[0].root).focus();
