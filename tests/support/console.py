@@ -102,14 +102,37 @@ def open_fds() -> set[int]:
 
 
 def describe_fds(fds: set[int]) -> dict[int, str]:
-    """What each descriptor is (socket:[inode], a path, ...), for a failure message."""
+    """What each descriptor is (socket:[inode], a path, ...), for a failure message; a socket is told with
+    its family and addresses (a unix socket's path, a TCP socket's ends), which say whose it is."""
     found = {}
     for fd in sorted(fds):
         try:
             found[fd] = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
             continue
+    if any(what.startswith("socket:[") for what in found.values()):
+        sockets = _sockets_by_inode()
+        for fd, what in found.items():
+            if what.startswith("socket:["):
+                found[fd] = f"{what} {sockets.get(what[8:-1], '(not in /proc/net: netlink, or gone)')}"
     return found
+
+
+def _sockets_by_inode() -> dict[str, str]:
+    """Each socket inode of /proc/net/{unix,tcp,tcp6} → its family and ends (hex, as the kernel lists them)."""
+    described: dict[str, str] = {}
+    for table in ("unix", "tcp", "tcp6"):
+        try:
+            rows = Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            columns = row.split()
+            if table == "unix" and len(columns) >= 7:
+                described[columns[6]] = f"unix {columns[7] if len(columns) > 7 else '(unnamed)'}"
+            elif len(columns) >= 10:
+                described[columns[9]] = f"{table} {columns[1]} -> {columns[2]} state {columns[3]}"
+    return described
 
 
 def console_app(settings: Settings, hypervisor: Hypervisor | None = None, access: Access | None = None) -> FastAPI:

@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 import threading
 import time
+import traceback
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import libvirt
@@ -76,6 +79,35 @@ def _threads() -> set[threading.Thread]:
             if thread.name != "libvirt-events" and not thread.name.startswith("asyncio_")}
 
 
+@contextmanager
+def _recording_thread_starts() -> Iterator[dict[int, str]]:
+    """While in it, where each thread was started (by the thread's id()): a leaked thread's current frame (an
+    idle worker waiting on its queue) seldom says whose it is."""
+    started_at: dict[int, str] = {}
+    start = threading.Thread.start
+
+    def recorded_start(thread: threading.Thread) -> None:
+        started_at[id(thread)] = "".join(traceback.format_stack()[-9:-1])
+        start(thread)
+
+    threading.Thread.start = recorded_start  # type: ignore[method-assign]
+    try:
+        yield started_at
+    finally:
+        threading.Thread.start = start  # type: ignore[method-assign]
+
+
+def _stacks(threads: set[threading.Thread], started_at: dict[int, str]) -> dict[str, str]:
+    """Each thread's name → where it was started and where it is now (its innermost calls)."""
+    frames = sys._current_frames()
+    stacks = {}
+    for thread in threads:
+        frame = frames.get(thread.ident) if thread.ident is not None else None
+        now = "".join(traceback.format_stack(frame)[-6:]) if frame is not None else "(ended)"
+        stacks[f"{thread.name} ({thread.ident})"] = f"started at:\n{started_at.get(id(thread), '?')}now at:\n{now}"
+    return stacks
+
+
 @pytest.fixture
 async def no_leaks(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     """After the test the process holds no more file descriptors, asyncio tasks or threads than before.
@@ -92,7 +124,8 @@ async def no_leaks(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     ignore_eventfds = "libvirt_hangs" in request.fixturenames
     _warm_up_libvirt()
     fds, tasks, threads = open_fds(), asyncio.all_tasks(), _threads()
-    yield
+    with _recording_thread_starts() as started_at:
+        yield
     deadline = time.monotonic() + 5
     while True:
         # libvirt objects caught in reference cycles (exceptions keep frames alive) hold their sockets
@@ -108,7 +141,7 @@ async def no_leaks(request: pytest.FixtureRequest) -> AsyncIterator[None]:
         await asyncio.sleep(0.05)
     assert not leaked_fds, f"file descriptors left open: {describe_fds(leaked_fds)}"
     assert not leaked_tasks, f"tasks left running: {leaked_tasks}"
-    assert not leaked_threads, f"threads left running: {[thread.name for thread in leaked_threads]}"
+    assert not leaked_threads, f"threads left running: {_stacks(leaked_threads, started_at)}"
 
 
 
