@@ -284,18 +284,26 @@ def test_a_vm_deleted_under_its_open_console_says_it_is_gone(
     save_screenshot(page, "console-vm-deleted-1280")
 
 
-def test_a_vm_given_to_another_user_under_its_open_console_is_not_called_deleted(
-    server: LimenProcess, api: httpx.Client, vm_names: Callable[[], str], signed_in_page: Callable[..., Page]
-) -> None:
-    """The owner's console ended with ACCESS_REVOKED when an administrator gave the VM away, and its badge
-    said "Deleted": the VM, hidden from this user now, answered VM_NOT_FOUND as a deleted one does."""
-    user, password = f"dave-{vm_names()[-6:]}", "a long enough password"
+def _console_of_a_new_users_vm(server: LimenProcess, api: httpx.Client, vm_names: Callable[[], str],
+                               signed_in_page: Callable[..., Page], stem: str) -> tuple[Page, str, str]:
+    """A new user (named from ``stem``) signed in, on the open console of a running VM given to them: the page,
+    the user's name and the VM's."""
+    user, password = f"{stem}-{vm_names()[-6:]}", "a long enough password"
     assert api.post("/api/users", json={"name": user, "password": password}).status_code == 201
     name = vm_names()
     vm = running_demo_vm(api, name)
     assert api.put(f"/api/vms/{name}/owner", json={"owner": user}).status_code == 200
     page = signed_in_page(server, name=user, password=password)
     open_console(page, server, vm["uuid"])
+    return page, user, name
+
+
+def test_a_vm_given_to_another_user_under_its_open_console_is_not_called_deleted(
+    server: LimenProcess, api: httpx.Client, vm_names: Callable[[], str], signed_in_page: Callable[..., Page]
+) -> None:
+    """The owner's console ended with ACCESS_REVOKED when an administrator gave the VM away, and its badge
+    said "Deleted": the VM, hidden from this user now, answered VM_NOT_FOUND as a deleted one does."""
+    page, _user, name = _console_of_a_new_users_vm(server, api, vm_names, signed_in_page, "dave")
     assert api.put(f"/api/vms/{name}/owner", json={"owner": None}).status_code == 200
     expect(page.locator("#panel-extra .error-box")).to_have_attribute("data-code", "ACCESS_REVOKED")
     badge = page.locator("#vm-state .badge")
@@ -368,13 +376,7 @@ def test_a_user_disabled_with_the_console_open_is_told_why_it_ended(
 ) -> None:
     """The page's next request found the sign-in ended and went to the login page at once, whose notice says
     only that the sign-in ended; the console's own end (ACCESS_REVOKED) came to a page already gone."""
-    user, password = f"carol-{vm_names()[-6:]}", "a long enough password"
-    assert api.post("/api/users", json={"name": user, "password": password}).status_code == 201
-    name = vm_names()
-    vm = running_demo_vm(api, name)
-    assert api.put(f"/api/vms/{name}/owner", json={"owner": user}).status_code == 200
-    page = signed_in_page(server, name=user, password=password)
-    open_console(page, server, vm["uuid"])
+    page, user, _name = _console_of_a_new_users_vm(server, api, vm_names, signed_in_page, "carol")
     expect(page.locator("body")).to_have_attribute("data-console-state", "connected")
     # The events stream ends at once; the page reads its VM again and finds the sign-in ended.
     assert api.put(f"/api/users/{user}/disabled", json={"disabled": True}).status_code == 200

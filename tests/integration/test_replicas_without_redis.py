@@ -26,7 +26,7 @@ from limen.db import Role
 from limen.settings import Settings
 from tests.conftest import settings_in
 from tests.support.access import admin_token, provision_user, redis_server
-from tests.support.console import ConsoleTranscript, FakeDomain, domain_xml, driver_uri, read_frames
+from tests.support.console import ConsoleTranscript, FakeDomain, driver_uri, node_with_a_qcow2_vm, read_frames
 from tests.support.databases import database_url_for
 from tests.support.fake_vnc import RfbServer
 from tests.support.server import LimenProcess
@@ -109,16 +109,6 @@ async def test_a_token_revoked_on_one_replica_while_redis_is_down_stops_working_
 SHARED_NODE_VM = "s41r-pictured"
 
 
-def _node_with_a_qcow2_vm(directory: Path, name: str) -> str:
-    """A test-driver node whose one (stopped) VM has a qcow2 disk, so limen lets it have snapshots."""
-    disk = (f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
-            f"<source file='{directory}/{name}.qcow2'/><target dev='vda' bus='virtio'/></disk>")
-    xml = domain_xml(FakeDomain(name, None, running=False)).replace("<devices>", "<devices>" + disk)
-    node = directory / "snapshot-node.xml"
-    node.write_text(f"<node>{xml}</node>")
-    return f"test://{node}"
-
-
 @asynccontextmanager
 async def replica(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Services]]:
     """A replica serving in this process, and an admin's client to it."""
@@ -159,7 +149,7 @@ async def snapshot_scene(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     (tmp_path / "redis-2").mkdir()
     with ExitStack() as stack:
         redis_url = stack.enter_context(redis_server(tmp_path / "redis-1", redis_port))
-        taking = settings_in(tmp_path / "taking", libvirt_uri=_node_with_a_qcow2_vm(tmp_path, SHARED_NODE_VM),
+        taking = settings_in(tmp_path / "taking", libvirt_uri=node_with_a_qcow2_vm(tmp_path, SHARED_NODE_VM),
                              redis_url=redis_url)
         watching = settings_in(tmp_path / "watching", redis_url=redis_url)
         async with replica(taking) as (taker, _taker), replica(watching) as (watcher, watcher_services):

@@ -20,7 +20,7 @@ from limen.hypervisor import Hypervisor
 from limen.settings import Settings
 from tests.conftest import settings_in
 from tests.support.access import admin_token, redis_server
-from tests.support.console import FakeDomain, domain_xml, driver_uri
+from tests.support.console import FakeDomain, driver_uri, node_with_a_qcow2_vm
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -78,22 +78,12 @@ async def test_a_migration_run_by_one_replica_reaches_the_event_streams_of_anoth
         "error": None})
 
 
-def _node_with_a_qcow2_vm(directory: Path, name: str) -> str:
-    """A test-driver node whose one (stopped) VM has a qcow2 disk, so limen lets it have snapshots."""
-    disk = (f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
-            f"<source file='{directory}/{name}.qcow2'/><target dev='vda' bus='virtio'/></disk>")
-    xml = domain_xml(FakeDomain(name, None, running=False)).replace("<devices>", "<devices>" + disk)
-    node = directory / "snapshot-node.xml"
-    node.write_text(f"<node>{xml}</node>")
-    return f"test://{node}"
-
-
 async def test_a_snapshot_taken_on_one_replica_reaches_another_which_answers_for_its_operation(
     redis_url: str, tmp_path: Path
 ) -> None:
     # A browser on another replica heard nothing of a snapshot being taken (its events went out on the taking
     # replica's stream only), and the operation's id was OPERATION_NOT_FOUND there.
-    taking = settings_in(tmp_path / "taking", libvirt_uri=_node_with_a_qcow2_vm(tmp_path, "pictured"),
+    taking = settings_in(tmp_path / "taking", libvirt_uri=node_with_a_qcow2_vm(tmp_path, "pictured"),
                          redis_url=redis_url)
     watching = settings_in(tmp_path / "watching", redis_url=redis_url)
     snapshot_events = {"snapshot_progress", "snapshot_done"}
@@ -122,7 +112,7 @@ async def test_a_replica_started_after_a_snapshot_began_answers_for_its_operatio
 ) -> None:
     # A replica reads the relayed events from where the stream was when it started: the operation of a
     # snapshot taken before was OPERATION_NOT_FOUND there, though it exists on the replica that took it.
-    taking = settings_in(tmp_path / "taking", libvirt_uri=_node_with_a_qcow2_vm(tmp_path, "earlier"),
+    taking = settings_in(tmp_path / "taking", libvirt_uri=node_with_a_qcow2_vm(tmp_path, "earlier"),
                          redis_url=redis_url)
     async with replica(taking) as (taker, _taker):
         started = await taker.post("/api/vms/earlier/snapshots", json={"name": "first"})
@@ -144,7 +134,7 @@ async def test_a_poll_on_another_replica_before_any_event_reached_it_finds_the_o
 ) -> None:
     # The operation reached other replicas with its first relayed event, which goes out after the start is
     # answered: a browser polling through the balancer at once could land on a replica not told yet.
-    taking = settings_in(tmp_path / "taking", libvirt_uri=_node_with_a_qcow2_vm(tmp_path, "hasty"),
+    taking = settings_in(tmp_path / "taking", libvirt_uri=node_with_a_qcow2_vm(tmp_path, "hasty"),
                          redis_url=redis_url)
     watching = settings_in(tmp_path / "watching", redis_url=redis_url)
 
@@ -171,7 +161,7 @@ async def test_the_operation_of_a_replica_lost_while_taking_a_snapshot_fails_on_
         await asyncio.Event().wait()
 
     monkeypatch.setattr(vm_snapshots, "take_snapshot", never_ends)
-    taking = settings_in(tmp_path / "taking", libvirt_uri=_node_with_a_qcow2_vm(tmp_path, "orphaned"),
+    taking = settings_in(tmp_path / "taking", libvirt_uri=node_with_a_qcow2_vm(tmp_path, "orphaned"),
                          redis_url=redis_url)
     watching = settings_in(tmp_path / "watching", redis_url=redis_url, database_url=taking.db_url)
     async with replica(taking) as (taker, taker_services), replica(watching) as (watcher, watcher_services):

@@ -85,6 +85,16 @@ def node_xml(domains: list[FakeDomain], *, cpus: int | None = None, memory_mib: 
     return "<node>" + hardware + "".join(domain_xml(dom) for dom in domains) + "</node>"
 
 
+def node_with_a_qcow2_vm(directory: Path, name: str) -> str:
+    """A test-driver node whose one (stopped) VM has a qcow2 disk, so limen lets it have snapshots."""
+    disk = (f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+            f"<source file='{directory}/{name}.qcow2'/><target dev='vda' bus='virtio'/></disk>")
+    xml = domain_xml(FakeDomain(name, None, running=False)).replace("<devices>", "<devices>" + disk)
+    node = directory / "snapshot-node.xml"
+    node.write_text(f"<node>{xml}</node>")
+    return f"test://{node}"
+
+
 def driver_uri(tmp_path: Path, domains: list[FakeDomain], *, cpus: int | None = None,
                memory_mib: int | None = None) -> str:
     path = tmp_path / f"node-{uuid_module.uuid4().hex[:8]}.xml"

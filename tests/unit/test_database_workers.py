@@ -72,17 +72,23 @@ async def test_work_still_waiting_for_a_thread_at_its_deadline_never_runs() -> N
     assert done == ["running"]
 
 
+async def _overdue_on_every_thread_then_refused(workers: DatabaseWorkers, database: threading.Event,
+                                                 done: list[str]) -> None:
+    """Two calls that hang past the deadline hold both threads; then even a caller that would wait as long as
+    the work takes is refused at once: no thread would come free."""
+    for name in ("first", "second"):
+        with pytest.raises(LimenError):
+            await workers.call(hanging(database, done, name))
+    with pytest.raises(LimenError) as raised:
+        await asyncio.wait_for(workers.call(hanging(database, done, "third"), wait=True), BOUND)
+    assert raised.value.code is ErrorCode.DATABASE_UNAVAILABLE
+
+
 async def test_once_every_thread_holds_an_overdue_call_new_calls_fail_at_once_until_one_returns() -> None:
     workers = DatabaseWorkers(threads=2, deadline=DEADLINE)
     database, done = threading.Event(), []
     try:
-        for name in ("first", "second"):
-            with pytest.raises(LimenError):
-                await workers.call(hanging(database, done, name))
-        # Even a caller that would wait as long as the work takes is refused: no thread would come free.
-        with pytest.raises(LimenError) as raised:
-            await asyncio.wait_for(workers.call(hanging(database, done, "third"), wait=True), BOUND)
-        assert raised.value.code is ErrorCode.DATABASE_UNAVAILABLE
+        await _overdue_on_every_thread_then_refused(workers, database, done)
         assert threading.active_count() < 50  # nothing piled up
     finally:
         database.set()
@@ -130,12 +136,7 @@ async def test_calls_whose_callers_gave_up_at_the_deadline_count_as_overdue_howe
     workers = DatabaseWorkers(threads=2, deadline=DEADLINE)
     database, done = threading.Event(), []
     try:
-        for name in ("first", "second"):
-            with pytest.raises(LimenError):
-                await workers.call(hanging(database, done, name))
-        with pytest.raises(LimenError) as raised:
-            await asyncio.wait_for(workers.call(hanging(database, done, "third"), wait=True), BOUND)
-        assert raised.value.code is ErrorCode.DATABASE_UNAVAILABLE
+        await _overdue_on_every_thread_then_refused(workers, database, done)
     finally:
         database.set()
     await until(lambda: len(done) == 2 and not workers.running)

@@ -5,62 +5,34 @@ whose end it may not have heard meanwhile."""
 from __future__ import annotations
 
 import asyncio
-import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-import redis.exceptions
 
 from limen.errors import ErrorCode
 from limen.hypervisor.operations import Operation, Operations
 from limen.hypervisor.vm_feed import VmFeed
 from limen.vm_event_relay import VmEventRelay, operation_key
+from tests.support.redis_stand_in import OutageRedis, until
 
 
-class _Redis:
-    """The stream and the board at once: empty, failing while ``down``, forgetting all when it comes back."""
-
-    def __init__(self) -> None:
-        self.down = False
-        self.reads = 0
-        self.gets = 0
-        self.board: dict[str, dict[str, Any]] = {}
-
-    def _check(self) -> None:
-        if self.down:
-            raise redis.exceptions.ConnectionError("Error 111 connecting to localhost:1")
-
-    async def xrevrange(self, key: str, count: int) -> list[Any]:
-        return []
-
-    async def xread(self, streams: dict[str, str], block: int, count: int) -> list[Any]:
-        self.reads += 1
-        await asyncio.sleep(0.005)
-        self._check()
-        return []
-
-    async def set(self, key: str, value: str, nx: bool = False, ex: int | None = None) -> bool:
-        self._check()
-        if nx and key in self.board:
-            return False
-        self.board[key] = json.loads(value)
-        return True
-
-    async def get(self, key: str) -> str | None:
-        self.gets += 1
-        self._check()
-        return json.dumps(self.board[key]) if key in self.board else None
-
-    async def aclose(self) -> None:
-        return None
-
-
-async def until(condition: Any, timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.005)):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"not within {timeout} s")
+@asynccontextmanager
+async def relay_on(fake: OutageRedis,
+                   monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Operations, VmEventRelay]]:
+    """This instance's operations, relayed through ``fake`` (stream and board at once), reconnecting at once."""
+    monkeypatch.setattr("limen.redis_stream.RECONNECT_DELAY", 0.01)
+    operations = Operations()
+    relay = VmEventRelay(VmFeed(), operations, "redis://localhost:1", instance_id="this-one")
+    relay._stream._redis = fake
+    relay._board = fake
+    await relay.start()
+    try:
+        yield operations, relay
+    finally:
+        await relay.close()
+        await operations.close()
 
 
 async def test_operations_started_or_ended_while_redis_was_down_are_on_the_board_once_it_is_back(
@@ -68,13 +40,7 @@ async def test_operations_started_or_ended_while_redis_was_down_are_on_the_board
 ) -> None:
     # A snapshot started while Redis was down was never on the board: once Redis was back (restarted, empty),
     # the other replicas answered OPERATION_NOT_FOUND for it until it ended, and its page lost track of it.
-    monkeypatch.setattr("limen.redis_stream.RECONNECT_DELAY", 0.01)
-    operations = Operations()
-    fake = _Redis()
-    relay = VmEventRelay(VmFeed(), operations, "redis://localhost:1", instance_id="this-one")
-    relay._stream._redis = fake
-    relay._board = fake
-    await relay.start()
+    fake = OutageRedis()
     release = asyncio.Event()
 
     async def until_released(_operation: Operation) -> None:
@@ -83,11 +49,12 @@ async def test_operations_started_or_ended_while_redis_was_down_are_on_the_board
     async def fails(_operation: Operation) -> None:
         raise LookupError("a bug")
 
-    def start(vm: str, work: Any) -> Any:
-        return operations.start(kind="snapshot", vm_uuid=f"{vm}-uuid", vm_name=vm, vm_owner="bob", user="bob",
-                                subject="first", work=work, busy=ErrorCode.SNAPSHOT_IN_PROGRESS)
+    async with relay_on(fake, monkeypatch) as (operations, _relay):
 
-    try:
+        def start(vm: str, work: Any) -> Any:
+            return operations.start(kind="snapshot", vm_uuid=f"{vm}-uuid", vm_name=vm, vm_owner="bob", user="bob",
+                                    subject="first", work=work, busy=ErrorCode.SNAPSHOT_IN_PROGRESS)
+
         await until(lambda: fake.reads >= 2)
         fake.down = True
         await until(lambda: fake.reads >= 4)
@@ -101,9 +68,6 @@ async def test_operations_started_or_ended_while_redis_was_down_are_on_the_board
             fake.down = False  # back, empty
             await until(lambda: len(fake.board) == 2)
         release.set()
-    finally:
-        await relay.close()
-        await operations.close()
     posted = {key: record["operation"]["state"] for key, record in fake.board.items()}
     assert posted == {operation_key("limen", running.id): "running", operation_key("limen", ended.id): "failed"}
     assert {record["instance"] for record in fake.board.values()} == {"this-one"}
@@ -115,24 +79,19 @@ async def test_an_operation_heard_running_whose_end_went_unheard_is_read_ended_f
 ) -> None:
     # Another replica's snapshot that ended while Redis was down: its end's event was dropped, and this
     # replica, which had heard it start, answered "running" for an hour though its end was on the board again.
-    monkeypatch.setattr("limen.redis_stream.RECONNECT_DELAY", 0.01)
-    operations = Operations()
-    fake = _Redis()
-    relay = VmEventRelay(VmFeed(), operations, "redis://localhost:1", instance_id="this-one")
-    relay._stream._redis = fake
-    relay._board = fake
-    await relay.start()
+    fake = OutageRedis()
     started = {"id": "f00d", "kind": "snapshot", "vm_uuid": "u", "vm_name": "web", "subject": "s", "user": "bob",
                "state": "running", "progress": 40, "error": None, "started_at": "2026-12-06T10:00:00+00:00",
                "finished_at": None}
     ended = {**started, "state": "done", "progress": 100, "finished_at": "2026-12-06T10:01:00+00:00"}
     key = operation_key("limen", "f00d")
 
-    async def state() -> str | None:
-        found = await operations.find("f00d")
-        return found.state.value if found is not None else None
+    async with relay_on(fake, monkeypatch) as (operations, relay):
 
-    try:
+        async def state() -> str | None:
+            found = await operations.find("f00d")
+            return found.state.value if found is not None else None
+
         relay._receive({"type": "snapshot_progress", "uuid": "u", "name": "web", "state": "running",
                         "owner": "bob", "former_owner": None, "operation": started, "instance": "that-one"})
         assert (await state(), fake.gets) == ("running", 0)  # heard: the board is not read
@@ -145,6 +104,4 @@ async def test_an_operation_heard_running_whose_end_went_unheard_is_read_ended_f
         fake.board[key] = {"operation": ended, "vm_owner": "bob", "instance": "that-one"}  # left there again
         assert (await state(), fake.gets) == ("done", 2)
         assert (await state(), fake.gets) == ("done", 2)  # kept as heard: not read again
-    finally:
-        await relay.close()
-        await operations.close()
+

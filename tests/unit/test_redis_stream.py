@@ -14,6 +14,7 @@ from limen.auth.revocation import Revocation
 from limen.auth.revocation_bus import RedisRevocationBus
 from limen.errors import ErrorCode, LimenError
 from limen.redis_stream import SharedStream
+from tests.support.redis_stand_in import OutageRedis, until
 
 
 class _FlakyRedis:
@@ -68,29 +69,6 @@ async def test_the_readers_log_lines_name_what_the_stream_holds_and_keep_their_e
     }
 
 
-class _OutageRedis(_FlakyRedis):
-    """Answers (nothing) until ``down`` is set, fails while it is."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.down = False
-
-    async def xread(self, streams: dict[str, str], block: int, count: int) -> list[Any]:
-        self.reads += 1
-        await asyncio.sleep(0.005)
-        if self.down:
-            raise redis.exceptions.ConnectionError("Error 111 connecting to localhost:1")
-        return []
-
-
-async def until(condition: Any, timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.005)):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"not within {timeout} s")
-
-
 async def test_the_reader_tells_when_it_stops_and_starts_hearing_the_others(
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -98,7 +76,7 @@ async def test_the_reader_tells_when_it_stops_and_starts_hearing_the_others(
     told: list[bool] = []
     stream = SharedStream("redis://localhost:1", "limen:x", lambda entry: None, what="revocation",
                           entries="revocations", length=10, on_hearing=told.append)
-    fake = _OutageRedis()
+    fake = OutageRedis()
     stream._redis = fake
     await stream.start()
     try:
@@ -128,7 +106,7 @@ async def test_a_stream_that_cannot_start_is_redis_unavailable_naming_what_it_ho
 
 
 
-async def _bus_on(fake: _OutageRedis) -> tuple[RedisRevocationBus, list[Revocation]]:
+async def _bus_on(fake: OutageRedis) -> tuple[RedisRevocationBus, list[Revocation]]:
     bus = RedisRevocationBus("redis://localhost:1")
     heard: list[Revocation] = []
     bus.subscribe(heard.append)
@@ -145,7 +123,7 @@ async def test_while_revocations_cannot_be_heard_the_bus_has_this_instance_reche
     # back (its remembered principals for up to 30 s more; its consoles until then).
     monkeypatch.setattr("limen.redis_stream.RECONNECT_DELAY", 0.01)
     monkeypatch.setattr("limen.auth.revocation_bus.UNHEARD_RECHECK_INTERVAL", 0.02)
-    fake = _OutageRedis()
+    fake = OutageRedis()
     bus, heard = await _bus_on(fake)
     try:
         assert heard == []  # nothing while it hears: no cost on the normal path
@@ -164,7 +142,7 @@ async def test_the_bus_has_this_instance_recheck_at_once_when_it_stops_hearing_a
 ) -> None:
     monkeypatch.setattr("limen.redis_stream.RECONNECT_DELAY", 0.01)
     monkeypatch.setattr("limen.auth.revocation_bus.UNHEARD_RECHECK_INTERVAL", 3600)
-    fake = _OutageRedis()
+    fake = OutageRedis()
     bus, heard = await _bus_on(fake)
     try:
         fake.down = True
