@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from limen.settings import Settings
     from tests.support.server import LimenProcess
 
-pytest_plugins = ["tests.support.console_fixtures", "tests.support.failure_places"]
+pytest_plugins = [
+    "tests.support.console_fixtures", "tests.support.failure_places", "tests.support.bounded_async_tests",
+]
 
 QEMU_URI = "qemu:///system"
 TEST_DRIVER_URI = "test:///default"
