@@ -780,7 +780,7 @@ async def _read_line(reader: asyncio.StreamReader) -> str:
     return (await reader.readline()).decode().strip()
 
 
-UI_BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # console-page.js's BACKOFF_SECONDS
+UI_BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # console-outcome.js's BACKOFF_SECONDS
 
 
 async def idle_worker(target: Target, count: int, parallel: int, timeout: float, deadline: float = 0.0) -> None:

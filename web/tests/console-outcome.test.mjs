@@ -7,6 +7,8 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import {
+  BACKOFF_SECONDS,
+  backoffSeconds,
   closeOutcome,
   describeError,
   missingVmBadge,
@@ -137,6 +139,14 @@ test("only transient failures are retried by the page itself", () => {
   for (const code of ["VM_STOPPED", "VM_NOT_RUNNING", "ACCESS_REVOKED", "SESSION_TAKEN_OVER", "IDLE_TIMEOUT"]) {
     assert.ok(!retriesByItself(code), code);
   }
+});
+
+test("the reconnects by themselves wait longer each time, then leave it to the user", () => {
+  // The screen and the Serial tab both wait these (README: 1, 2, 4, 8, 15, 30 s).
+  assert.deepEqual(BACKOFF_SECONDS, [1, 2, 4, 8, 15, 30]);
+  assert.deepEqual([0, 1, 2, 3, 4, 5].map(backoffSeconds), [1, 2, 4, 8, 15, 30]);
+  assert.equal(backoffSeconds(6), null, "gave up");
+  assert.throws(() => { BACKOFF_SECONDS[0] = 0; }, TypeError, "one table for both pages: no page changes it");
 });
 
 test("a reconnect that meets the database or Redis down keeps trying", () => {

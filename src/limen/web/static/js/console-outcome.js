@@ -14,6 +14,9 @@ export const TRANSIENT_CLOSE_CODES = new Set([1001, 1006, 1011, 1012, 1013]);
 // Ends that say the VM does not run (any more): connecting again would start it (the console's auto-start),
 // and a VM that runs again answers them. A revert to a running VM's snapshot stops it and starts it again.
 export const VM_DOWN_CODES = new Set(["VM_STOPPED", "VM_NOT_RUNNING", "VM_REVERTED"]);
+// The waits, in seconds, before each of the reconnects in a row that a console makes by itself (the screen
+// and the Serial tab alike); after the last one it waits for the user.
+export const BACKOFF_SECONDS = Object.freeze([1, 2, 4, 8, 15, 30]);
 const ERROR_CODE = /^[A-Z][A-Z0-9_]+$/;
 
 /** Stage name → label of one console kind ("vnc", "serial") of the stage table; {} without one. */
@@ -60,6 +63,12 @@ export function missingVmBadge(seen, lastEndCode) {
 /** Whether a failure with this code is retried by the page itself (after the first attempt). */
 export function retriesByItself(code) {
   return TRANSIENT_CODES.has(code);
+}
+
+/** The wait in seconds before the `attempt`-th reconnect in a row by itself (0 for the first); null after the
+ * last one: then the user decides. */
+export function backoffSeconds(attempt) {
+  return attempt < BACKOFF_SECONDS.length ? BACKOFF_SECONDS[attempt] : null;
 }
 
 /**

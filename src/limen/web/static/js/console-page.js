@@ -18,15 +18,14 @@ import { describeChar, planTyping, refusalMessage } from "./us-keyboard.js";
 import { VmEvents } from "./vm-events.js";
 import { SerialTab } from "./serial-console.js";
 import {
-  closeOutcome, describeError, missingVmBadge, retriesByItself, stageLabels as stageLabelsOf, unansweringHostOf,
-  VM_DOWN_CODES,
+  BACKOFF_SECONDS, backoffSeconds, closeOutcome, describeError, missingVmBadge, retriesByItself,
+  stageLabels as stageLabelsOf, unansweringHostOf, VM_DOWN_CODES,
 } from "./console-outcome.js";
 
 // An address naming noVNC's content (cached for good), given by the page; the plain one otherwise.
 // noVNC's module: one file joined by `make web` (limen-rfb.js), or noVNC's own core/rfb.js.
 const NOVNC_MODULE = document.querySelector('meta[name="limen-novnc-module"]')?.content || "/static/novnc/core/rfb.js";
 const NOVNC_LOAD_MS = 20000;
-const BACKOFF_SECONDS = [1, 2, 4, 8, 15, 30];
 // The "keys go to the VM · Ctrl+Alt+Shift leaves" hint lies over the screen's bottom rows (a prompt there
 // when the screen fills the window): shown when the screen takes the focus, gone after this long. The
 // status line keeps saying it.
@@ -578,14 +577,14 @@ async function startAndConnect(event) {
 
 function scheduleReconnect() {
   cancelBackoff();
-  if (attempt >= BACKOFF_SECONDS.length) {
+  let remaining = backoffSeconds(attempt);
+  if (remaining === null) {
     const gaveUp = h("p", { class: "backoff" });
     const attempts = attempt;
     ui.extra.append(gaveUp);
     write("backoff", () => { gaveUp.textContent = t("console.gave_up", { attempts }); });
     return;
   }
-  let remaining = BACKOFF_SECONDS[attempt];
   attempt += 1;
   const text = h("span", {});
   const line = h(

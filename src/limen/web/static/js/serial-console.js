@@ -6,7 +6,7 @@
 // button (the text goes in as if typed, bracketed when the guest asked for it).
 
 import { api } from "./api.js";
-import { retriesByItself, TRANSIENT_CLOSE_CODES, VM_DOWN_CODES } from "./console-outcome.js";
+import { backoffSeconds, retriesByItself, TRANSIENT_CLOSE_CODES, VM_DOWN_CODES } from "./console-outcome.js";
 import { formatNumber, has, lang, localizedError, onLanguageChange, t } from "./i18n.js";
 import { isLeaveChord } from "./key-combos.js";
 import { markSelected, wireTabKeys } from "./tablist.js";
@@ -16,10 +16,6 @@ const LOAD_MS = 20000;
 // A guest at a prompt says nothing until a key comes (GRUB, a getty): a black terminal that long after
 // "connected" gets a line saying so, so that it does not read as a console that hangs.
 const QUIET_HINT_MS = 1500;
-// A session that ended for a passing reason (limen restarting, the connection lost, a migration: the VM runs
-// on its new host by then) connects again by itself while the tab is shown, after these waits in turn (the
-// screen's own backoff); then it waits for the button.
-const RETRY_SECONDS = [1, 2, 4, 8, 15, 30];
 
 // A row of xterm.js's own height (the font's ascent and descent) cuts off the underscore of DejaVu Sans Mono,
 // the usual `monospace`, at 14 px on a display of scale 1: `a_b` read as `a b`. A little more room per row
@@ -82,10 +78,12 @@ const WAY_ON_TEXT = {
 };
 
 /** How long to wait before connecting again by itself after the `attempt`-th end in a row with `lastError`
- * (0 for the first), in ms; null when the end waits for the user, or after the last wait. */
+ * (0 for the first), in ms; null when the end waits for the user, or after the last wait. A session that
+ * ended for a passing reason (limen restarting, the connection lost, a migration: the VM runs on its new host
+ * by then) connects again by itself while the tab is shown, with the screen's own backoff. */
 export function retryDelayMs(lastError, attempt) {
-  if (!retriesByItself(lastError) || attempt >= RETRY_SECONDS.length) return null;
-  return RETRY_SECONDS[attempt] * 1000;
+  const seconds = retriesByItself(lastError) ? backoffSeconds(attempt) : null;
+  return seconds === null ? null : seconds * 1000;
 }
 
 function bounded(promise, what) {
