@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { beforeEach, describe, test } from "node:test";
 
-import { api, ApiError, CSRF_HEADER, forgetUser, loginUrl } from "../../src/limen/web/static/js/api.js";
+import { api, ApiError, asBox, CSRF_HEADER, forgetUser, loginUrl } from "../../src/limen/web/static/js/api.js";
 
 const calls = [];
 let answers = {};
@@ -87,6 +87,13 @@ describe("api.js", () => {
     const throttled = await api("POST", "/api/login", {}).catch((exc) => exc);
     assert.equal(throttled.retryAfter, 7);
     assert.deepEqual(window.location.assigned, []);
+  });
+
+  test("a page shows a failed call's fields in its error box, and a bug of its own as CLIENT_ERROR", () => {
+    const refused = new ApiError(404, { error: "Not found", code: "VM_NOT_FOUND", details: "web01", message: "Gone." });
+    assert.deepEqual(asBox(refused), refused.body);
+    assert.deepEqual(asBox(new TypeError("x is undefined")),
+      { error: "Request failed", code: "CLIENT_ERROR", details: "TypeError: x is undefined" });
   });
 
   test("an answer that is not limen's JSON is still an ApiError, with the body's start in its details", async () => {

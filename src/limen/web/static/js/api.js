@@ -138,6 +138,12 @@ export class ApiError extends Error {
   }
 }
 
+/** What errorBox() shows for a failed call: an ApiError's fields, else (a bug of the page, say) CLIENT_ERROR
+ * with the exception in its details. */
+export function asBox(exc) {
+  return exc instanceof ApiError ? exc.body : { error: t("error.CLIENT_ERROR.title"), code: "CLIENT_ERROR", details: String(exc) };
+}
+
 /** onResponse(response): called with the fetch Response of a successful answer (to read its headers). */
 export async function api(method, path, body = undefined, options = {}) {
   const csrf = await csrfHeaders(method, path);

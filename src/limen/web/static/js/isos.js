@@ -1,7 +1,7 @@
 // The ISO library page: the images with size, date and SHA-256; admins upload (XMLHttpRequest, for its
 // upload progress: bytes, rate, time left, Cancel) and delete. Every value from the server is shown as text.
 
-import { api, ApiError, CSRF_HEADER, currentUser, loginUrl } from "./api.js";
+import { api, ApiError, asBox, CSRF_HEADER, loginUrl } from "./api.js";
 import { errorBox, formatBytes, h, placeOf, redrawKeepingPlace, returnToPlace } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { RateMeter, uploadFigures } from "./upload-progress.js";
@@ -44,10 +44,6 @@ let deletePlace = null; // where the keyboard was: the row goes, the focus must 
 
 function isAdmin() {
   return user !== null && user.role === "admin";
-}
-
-function asBox(exc) {
-  return exc instanceof ApiError ? exc.body : { error: t("error.CLIENT_ERROR.title"), code: "CLIENT_ERROR", details: String(exc) };
 }
 
 /** An error the way this page shows it; ISO_IN_USE names the VMs and snapshots holding the image in plain
@@ -256,7 +252,6 @@ function onSubmit(event) {
 async function main() {
   user = await mountUserMenu();
   if (user === null) return;
-  user = await currentUser();
   ui.form.hidden = !isAdmin();
   ui.actionsHead.hidden = !isAdmin();
   ui.form.addEventListener("submit", onSubmit);

@@ -1,7 +1,7 @@
 // The storage pool's disks (admins): the volumes no VM uses, each with a Delete behind the confirm dialog,
 // then the ones VMs use, each linked to its VM. Every value from the server is shown as text.
 
-import { api, ApiError, currentUser } from "./api.js";
+import { api, asBox } from "./api.js";
 import { errorBox, formatBytes, h, placeOf, redrawKeepingPlace, returnToPlace } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { formatNumber, t, tWith } from "./i18n.js";
@@ -23,10 +23,6 @@ const ui = {
 
 let deleting = null;
 let deletePlace = null; // where the keyboard was: the row goes, the focus must not fall to <body>
-
-function asBox(exc) {
-  return exc instanceof ApiError ? exc.body : { error: t("error.CLIENT_ERROR.title"), code: "CLIENT_ERROR", details: String(exc) };
-}
 
 const key = (volume) => `${volume.host}/${volume.name}`;
 
@@ -117,9 +113,8 @@ async function deleteVolume(volume) {
 }
 
 async function main() {
-  let user = await mountUserMenu();
+  const user = await mountUserMenu();
   if (user === null) return;
-  user = await currentUser();
   if (user.role !== "admin") {
     ui.note.textContent = t("volumes.admins_only");
     return;
