@@ -19,16 +19,15 @@ from scripts.cluster_parts.ports import free_port
 from websockets.asyncio.client import connect
 
 from limen.api import vm_snapshots
-from limen.api.app import create_app
-from limen.api.services import Services, services_of
+from limen.api.services import Services
 from limen.auth.revocation_bus import UNHEARD_RECHECK_INTERVAL
 from limen.db import Role
-from limen.settings import Settings
 from tests.conftest import settings_in
-from tests.support.access import admin_token, provision_user, redis_server
+from tests.support.access import provision_user, redis_server
 from tests.support.console import ConsoleTranscript, FakeDomain, driver_uri, node_with_a_qcow2_vm, read_frames
 from tests.support.databases import database_url_for
 from tests.support.fake_vnc import RfbServer
+from tests.support.replicas import replica
 from tests.support.server import LimenProcess
 from tests.support.sse import SseStream
 
@@ -107,18 +106,6 @@ async def test_a_token_revoked_on_one_replica_while_redis_is_down_stops_working_
 
 
 SHARED_NODE_VM = "s41r-pictured"
-
-
-@asynccontextmanager
-async def replica(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Services]]:
-    """A replica serving in this process, and an admin's client to it."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        services = services_of(app)
-        headers = {"Authorization": f"Bearer {await admin_token(services.access)}"}
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://limen.test",
-                                     headers=headers) as client:
-            yield client, services
 
 
 @dataclass

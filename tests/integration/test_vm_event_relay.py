@@ -5,22 +5,18 @@ they tell of can be read from it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import libvirt
 import pytest
 
 from limen.api import vm_snapshots
-from limen.api.app import create_app
-from limen.api.services import Services, services_of
 from limen.hypervisor import Hypervisor
-from limen.settings import Settings
 from tests.conftest import settings_in
-from tests.support.access import admin_token, redis_server
+from tests.support.access import redis_server
 from tests.support.console import FakeDomain, driver_uri, node_with_a_qcow2_vm
+from tests.support.replicas import replica
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -31,19 +27,6 @@ SHARED_NODE = "test:///default"  # one driver per process: both replicas see its
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with redis_server(tmp_path_factory.mktemp("redis")) as url:
         yield url
-
-
-@asynccontextmanager
-async def replica(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Services]]:
-    """A replica serving in this process: an admin's client to it, and its services (its feed of VM events:
-    ``services.hypervisor.feed``)."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        services = services_of(app)
-        headers = {"Authorization": f"Bearer {await admin_token(services.access)}"}
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://limen.test",
-                                     headers=headers) as client:
-            yield client, services
 
 
 async def test_a_migration_run_by_one_replica_reaches_the_event_streams_of_another(
