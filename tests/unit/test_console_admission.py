@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,11 +18,11 @@ from limen.auth.revocation import LiveConsole
 from limen.console import admission as admission_module
 from limen.console.admission import ConsoleAdmission
 from limen.db import Database, Role
-from limen.db.batch import BatchedWrites
 from limen.db.models import ConsoleSessionRecord
 from limen.db.workers import database_hung
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.models import Vm, VmState
+from tests.support.hung_batch_writes import hung_batch_writes
 
 VM = Vm(uuid="1ce0be4c-0000-4000-8000-00000000000a", name="vm", state=VmState.RUNNING, vcpus=1, memory_mib=64)
 ALICE = Principal(name="alice", role=Role.USER, method=AuthMethod.TICKET)
@@ -213,38 +212,29 @@ async def test_a_console_is_refused_while_rows_back_up_behind_a_hung_database_an
     db.migrate()
     audit = AuditLog(db, time.time)
     audit.console_writes.max_waiting = 2
-    database, hung = threading.Event(), threading.Event()
-    write_all = BatchedWrites._write_all
-
-    def hanging_write_all(self: BatchedWrites, batch: Any) -> None:
-        hung.set()
-        database.wait()
-        write_all(self, batch)
-
-    monkeypatch.setattr(BatchedWrites, "_write_all", hanging_write_all)
     let_in: list[str] = []
     try:
-        gates = []
-        for number in (1, 2, 3):
-            gate, session = admitted(monkeypatch, audit, f"s{number}", lambda live: let_in.append(live.session_id))
-            await gate(find_vm)
-            gates.append((gate, session))
-            await _until(hung.is_set)  # the first row's batch holds the writer; the others wait
-        await _until(lambda: audit.console_writes.waiting == 2)
-        refused, refused_session = admitted(monkeypatch, audit, "s4", lambda live: let_in.append(live.session_id))
-        with pytest.raises(LimenError) as raised:
-            await refused(find_vm)
-        assert raised.value.code is ErrorCode.DATABASE_UNAVAILABLE and raised.value.code.close_code == 4305
-        assert let_in == ["s1", "s2", "s3"]
-        refused.session_ended(refused_session)  # type: ignore[arg-type]
-        for gate, session in gates:
-            gate.session_ended(session)  # type: ignore[arg-type]
-        database.set()
-        await asyncio.wait_for(asyncio.gather(*(gate.recorded() for gate, _ in [*gates, (refused, None)])), 10)
-        with db.engine.connect() as connection:
-            rows = connection.execute(select(ConsoleSessionRecord.id, ConsoleSessionRecord.ended_at)).all()
-        assert sorted(row.id for row in rows) == ["s1", "s2", "s3"]
-        assert all(row.ended_at is not None for row in rows)
+        with hung_batch_writes(monkeypatch) as (hung, release):
+            gates = []
+            for number in (1, 2, 3):
+                gate, session = admitted(monkeypatch, audit, f"s{number}", lambda live: let_in.append(live.session_id))
+                await gate(find_vm)
+                gates.append((gate, session))
+                await _until(hung.is_set)  # the first row's batch holds the writer; the others wait
+            await _until(lambda: audit.console_writes.waiting == 2)
+            refused, refused_session = admitted(monkeypatch, audit, "s4", lambda live: let_in.append(live.session_id))
+            with pytest.raises(LimenError) as raised:
+                await refused(find_vm)
+            assert raised.value.code is ErrorCode.DATABASE_UNAVAILABLE and raised.value.code.close_code == 4305
+            assert let_in == ["s1", "s2", "s3"]
+            refused.session_ended(refused_session)  # type: ignore[arg-type]
+            for gate, session in gates:
+                gate.session_ended(session)  # type: ignore[arg-type]
+            release.set()
+            await asyncio.wait_for(asyncio.gather(*(gate.recorded() for gate, _ in [*gates, (refused, None)])), 10)
+            with db.engine.connect() as connection:
+                rows = connection.execute(select(ConsoleSessionRecord.id, ConsoleSessionRecord.ended_at)).all()
+            assert sorted(row.id for row in rows) == ["s1", "s2", "s3"]
+            assert all(row.ended_at is not None for row in rows)
     finally:
-        database.set()
         db.close()

@@ -4,7 +4,6 @@ awaiting its own row, one bad row failing only its caller. Real SQLite."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from limen.db.database import POOL_OVERFLOW, POOL_SIZE
 from limen.db.models import ConsoleSessionRecord
 from limen.db.workers import DatabaseWorkers
 from limen.errors import ErrorCode, LimenError
+from tests.support.hung_batch_writes import hung_batch_writes
 
 
 def _db(tmp_path: Path) -> Database:
@@ -210,26 +210,18 @@ async def test_a_hung_batch_answers_its_callers_at_the_deadline_and_a_later_end_
     is committed after the start once the database answers: no row left live for a console that ended."""
     db = _bounded(_db(tmp_path), 0.2)
     audit = AuditLog(db, time.time, instance_id=None)
-    database = threading.Event()
-    write_all = BatchedWrites._write_all
-
-    def hanging_write_all(self: BatchedWrites, batch: Any) -> None:
-        database.wait()
-        write_all(self, batch)
-
-    monkeypatch.setattr(BatchedWrites, "_write_all", hanging_write_all)
     try:
-        with pytest.raises(LimenError) as raised:
-            await asyncio.wait_for(audit.console_started(
-                "s1", user="alice", vm_uuid="u", vm_name="vm", client_address="127.0.0.1"), 10)
-        assert raised.value.code is ErrorCode.DATABASE_UNAVAILABLE
-        with pytest.raises(LimenError):
-            await audit.console_ended("s1", bytes_to_client=1, bytes_from_client=1, end_code="DATABASE_UNAVAILABLE")
-        database.set()
-        await asyncio.wait_for(audit.console_writes.flush(), 10)
-        assert _rows(db) == 1 and _rows(db, live=False) == 1 and _rows(db, live=True) == 0
+        with hung_batch_writes(monkeypatch) as (_hung, release):
+            with pytest.raises(LimenError) as raised:
+                await asyncio.wait_for(audit.console_started(
+                    "s1", user="alice", vm_uuid="u", vm_name="vm", client_address="127.0.0.1"), 10)
+            assert raised.value.code is ErrorCode.DATABASE_UNAVAILABLE
+            with pytest.raises(LimenError):
+                await audit.console_ended("s1", bytes_to_client=1, bytes_from_client=1, end_code="DATABASE_UNAVAILABLE")
+            release.set()
+            await asyncio.wait_for(audit.console_writes.flush(), 10)
+            assert _rows(db) == 1 and _rows(db, live=False) == 1 and _rows(db, live=True) == 0
     finally:
-        database.set()
         db.close()
 
 
@@ -269,28 +261,20 @@ async def test_writes_past_the_cap_are_backlogged_yet_every_one_is_kept(tmp_path
     audit = AuditLog(db, time.time, instance_id=None)
     writes = audit.console_writes
     writes.max_waiting = 2
-    database, hung = threading.Event(), threading.Event()
-    write_all = BatchedWrites._write_all
-
-    def hanging_write_all(self: BatchedWrites, batch: Any) -> None:
-        hung.set()
-        database.wait()
-        write_all(self, batch)
 
     def start(index: int) -> asyncio.Future[None]:
         return asyncio.ensure_future(audit.console_started(
             f"s{index}", user="alice", vm_uuid="u", vm_name="vm", client_address="127.0.0.1"))
 
-    monkeypatch.setattr(BatchedWrites, "_write_all", hanging_write_all)
     try:
-        first = start(0)
-        await asyncio.wait_for(asyncio.to_thread(hung.wait), 10)  # its batch holds the writer
-        later = [start(index) for index in range(1, 5)]
-        await asyncio.sleep(0)
-        assert (writes.waiting, writes.backlogged) == (4, True)
-        database.set()
-        await asyncio.wait_for(asyncio.gather(first, *later), 10)
-        assert _rows(db) == 5 and not writes.backlogged
+        with hung_batch_writes(monkeypatch) as (hung, release):
+            first = start(0)
+            await asyncio.wait_for(asyncio.to_thread(hung.wait), 10)  # its batch holds the writer
+            later = [start(index) for index in range(1, 5)]
+            await asyncio.sleep(0)
+            assert (writes.waiting, writes.backlogged) == (4, True)
+            release.set()
+            await asyncio.wait_for(asyncio.gather(first, *later), 10)
+            assert _rows(db) == 5 and not writes.backlogged
     finally:
-        database.set()
         db.close()
