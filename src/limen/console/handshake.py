@@ -39,7 +39,7 @@ from limen.console import messages
 from limen.console.rfb import describe, is_banner
 from limen.console.stage_table import LIBVIRT_TIMEOUT_DETAIL, VNC_STAGES, StageList, VncStage
 from limen.errors import ErrorCode, HypervisorUnavailable, LimenError, NothingListens
-from limen.hypervisor.models import LifecycleKind, Vm
+from limen.hypervisor.models import Vm
 from limen.settings import Settings
 
 # How often the get_port stage asks libvirt again while no port is assigned.
@@ -233,16 +233,10 @@ ENDINGS: Final[tuple[type[Result], ...]] = (TimedOut, ClientLeft, VmEnded, EndRe
 
 
 def vm_ended_error(vm_name: str, how: str, closed: str | None = None) -> LimenError:
-    """How a console ends when its VM does: VM_REVERTED when a snapshot was reverted to (the VM may run on from
-    the snapshot, and a reconnect shows it), VM_MIGRATED when it moved to another host (it runs on there; the
-    page reconnects by itself), VM_STOPPED for any other end (stopped, crashed, undefined). ``closed``: what
+    """How a console ends when its VM does: with the code :data:`limen.end_details.VM_ENDS` gives ``how`` (a
+    revert VM_REVERTED, a migration VM_MIGRATED, any other end VM_STOPPED) and its words. ``closed``: what
     closed first, None when the lifecycle event told it (:func:`limen.end_details.vm_ended`)."""
-    details = end_details.vm_ended(vm_name, how, closed)
-    if how == LifecycleKind.REVERTED:
-        return LimenError(ErrorCode.VM_REVERTED, details)
-    if how == LifecycleKind.MIGRATED:
-        return LimenError(ErrorCode.VM_MIGRATED, details)
-    return LimenError(ErrorCode.VM_STOPPED, details)
+    return LimenError(end_details.VmEnd.of(how).code, end_details.vm_ended(vm_name, how, closed))
 
 
 class IllegalTransition(RuntimeError):
