@@ -58,9 +58,10 @@ def start_postgres(data: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def stop_postgres(process: subprocess.Popen[bytes]) -> None:
-    """Stops the server and every process of it: its session's group (runuser, the postmaster, its backends).
-    SIGINT is postgres's fast shutdown; SIGTERM (smart) waited for every client to leave, and once runuser had
-    been killed after 10 s, the postmaster lived on as an orphan."""
+    """Stops the server and every process of it: its session's group (runuser, the postmaster), the postmaster
+    ending its children (each in a session of its own) itself. SIGINT is postgres's fast shutdown; SIGTERM
+    (smart) waited for every client to leave, and once runuser had been killed after 10 s, the postmaster lived
+    on as an orphan."""
     group = process.pid  # start_postgres starts it in a session of its own: its group's id is its PID
     _signal_group(group, signal.SIGINT)
     deadline = time.monotonic() + 10

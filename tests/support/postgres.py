@@ -49,7 +49,10 @@ def _children(pid: int) -> list[int]:
 
 
 def _signal_tree(root: int, sig: signal.Signals) -> None:
-    """``sig`` to ``root`` first (a stopped postmaster forks no more backends), then to its descendants."""
+    """``sig`` to ``root`` first (a stopped postmaster forks no more backends), then to its descendants. Not to
+    the server's process group: each process the postmaster forks calls setsid() (a session and group of its
+    own), so a SIGSTOP of the group stops runuser and the postmaster only, and the backends of pooled
+    connections answer on."""
     pending = [root]
     while pending:
         pid = pending.pop()
