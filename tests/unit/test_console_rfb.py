@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from limen.console.rfb import (
@@ -103,3 +105,35 @@ def test_update_requests_alone_are_not_input(message: bytes) -> None:
 ])
 def test_anything_else_is_input(message: bytes) -> None:
     assert not only_asks_for_updates(message)
+
+
+def _each_request_type_byte_is_an_update_request(message: bytes) -> bool:
+    """The rule written out plainly, one byte at a time: the fast form must always agree with it."""
+    length = len(message)
+    if length == 0 or length % 10:
+        return False
+    return all(message[at] == 3 for at in range(0, length, 10))
+
+
+def _random_browser_messages(count: int) -> list[bytes]:
+    """Messages made mostly of update requests, with a few other bytes at random places, often the type
+    byte 3 itself, so both answers and every near miss come up; lengths around multiples of ten."""
+    chance = random.Random(6143)
+    messages = []
+    for _ in range(count):
+        length = chance.choice([0, 1, 9, 10, 11, 19, 20, 21, 30, 40, 100, 1000, chance.randrange(0, 300)])
+        message = bytearray((UPDATE_REQUEST * (length // 10 + 1))[:length])
+        for _ in range(chance.choice([0, 0, 1, 2, 5])):
+            if length:
+                message[chance.randrange(length)] = chance.choice([3, 3, 0, 4, 5, 255, chance.randrange(256)])
+        messages.append(bytes(message))
+    return messages
+
+
+def test_the_fast_rule_agrees_with_the_plain_one() -> None:
+    messages = _random_browser_messages(5000)
+    disagreements = [message for message in messages
+                     if only_asks_for_updates(message) != _each_request_type_byte_is_an_update_request(message)]
+    assert disagreements == []
+    answers = {_each_request_type_byte_is_an_update_request(message) for message in messages}
+    assert answers == {True, False}  # the messages reach both sides of the rule
