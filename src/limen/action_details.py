@@ -65,8 +65,19 @@ def resized_details(target: str, old_bytes: int, new_bytes: int) -> str:
     return f"{target} {old_bytes} → {new_bytes} bytes"
 
 
+_MIGRATE_WORDS = r"from (?P<source>\S+) to (?P<target>\S+)"
+_MIGRATE = re.compile(_MIGRATE_WORDS)
+
+
 def migrate_details(source: object, target: object) -> str:
+    """A move between hosts (``from a to b``); :func:`migrate_target` reads its target back."""
     return f"from {source} to {target}"
+
+
+def migrate_target(details: str) -> str | None:
+    """The target host of a move whose details :func:`migrate_details` wrote; None for any other words."""
+    matched = _MIGRATE.fullmatch(details)
+    return matched["target"] if matched is not None else None
 
 
 def volume_details(host: str, capacity_bytes: int | None = None) -> str:
@@ -169,7 +180,7 @@ _PHRASES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((kind, re.compile(patt
     ("cd_drive_added", r"CD-ROM drive added with (?P<iso>.+)"),
     ("resize_asked", r"(?P<target>\w+) to (?P<bytes>\d+) bytes"),
     ("resized", r"(?P<target>\w+) (?P<old>\d+) → (?P<new>\d+) bytes"),
-    ("migrate", r"from (?P<source>\S+) to (?P<target>\S+)"),
+    ("migrate", _MIGRATE_WORDS),
     ("volume_host", r"on host (?P<host>\S+)"),
     ("volume_deleted", r"on host (?P<host>\S+), (?P<bytes>\d+) bytes"),
     ("unrecorded_instance", re.escape(UNRECORDED_INSTANCE)),

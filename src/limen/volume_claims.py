@@ -11,7 +11,7 @@ volume until the sweep completes it (:mod:`limen.recovery`), which also removes 
 
 from __future__ import annotations
 
-from limen.action_details import phrases
+from limen.action_details import migrate_target
 from limen.audit import AuditLog
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import storage
@@ -29,7 +29,6 @@ async def refuse_claimed(audit: AuditLog, volume: PoolVolume) -> None:
                 raise LimenError(ErrorCode.VOLUME_IN_USE, f"volume {volume.name!r} is the disk of VM "
                                                           f"{action.vm_name!r}, being created")
             continue
-        moves = [phrase for phrase in phrases(action.action, action.details) or () if phrase["kind"] == "migrate"]
-        if any(move["target"] == volume.host for move in moves):
+        if migrate_target(action.details) == volume.host:
             raise LimenError(ErrorCode.VOLUME_IN_USE, f"VM {action.vm_name!r} is moving to host {volume.host!r}: "
                                                       "its volumes there have no VM yet; retry once it is done")

@@ -14,6 +14,7 @@ from limen.action_details import (
     end_phrases,
     media_details,
     migrate_details,
+    migrate_target,
     owner_deleted_details,
     owner_details,
     phrases,
@@ -89,6 +90,16 @@ def test_details_already_in_words_stay(kept: str) -> None:
 def test_every_writers_words_read_back_as_phrases(action: str, details: str, read: list[dict[str, str]]) -> None:
     """What the pages word in their own language (``details_phrases``): each writer's words, read back."""
     assert phrases(action, details) == read
+
+
+@pytest.mark.parametrize(("source", "target"), [("a", "b.example"), ("node-1", "10.0.0.7"), ("h", "from-x-to-y")])
+def test_a_moves_target_reads_back(source: str, target: str) -> None:
+    assert migrate_target(migrate_details(source, target)) == target
+
+
+@pytest.mark.parametrize("details", ["", "forced", "on host b", "from a", "from a to b; forced", "from a to b c"])
+def test_other_words_name_no_moves_target(details: str) -> None:
+    assert migrate_target(details) is None
 
 
 @pytest.mark.parametrize(("action", "details"), [

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from limen.action_details import migrate_details
 from limen.db import Role
 from limen.hypervisor.leftovers import CreateMark
 from tests.conftest import settings_in
@@ -125,6 +126,22 @@ async def test_a_volume_a_pending_create_names_is_refused(admin: Admin) -> None:
                                                       details=mark.as_details())
     error = assert_error(await admin.as_("root", "DELETE", f"/api/volumes/{volume}"), 409, "VOLUME_IN_USE")
     assert "vol-elsewhere" in error["details"]
+    assert volume in await admin.volumes()
+    await admin.app.access.audit.action_finished(row, result_code="OK")
+    assert (await admin.as_("root", "DELETE", f"/api/volumes/{volume}")).status_code == 200
+
+
+async def test_a_volume_on_the_host_a_pending_move_goes_to_is_refused(admin: Admin) -> None:
+    """A move of another limen instance makes its VM's volumes on the target host before the VM arrives:
+    while its row is pending, no volume of that host is deleted."""
+    vm = await admin.vm()
+    volume = disk_volume(vm)
+    assert (await admin.as_("root", "DELETE", f"/api/vms/{vm['uuid']}")).status_code == 200
+    host = (await admin.volumes())[volume]["host"]
+    row = await admin.app.access.audit.action_started(user="root", action="migrate", vm_name="vol-moving",
+                                                      details=migrate_details("elsewhere", host))
+    error = assert_error(await admin.as_("root", "DELETE", f"/api/volumes/{volume}"), 409, "VOLUME_IN_USE")
+    assert "vol-moving" in error["details"]
     assert volume in await admin.volumes()
     await admin.app.access.audit.action_finished(row, result_code="OK")
     assert (await admin.as_("root", "DELETE", f"/api/volumes/{volume}")).status_code == 200
