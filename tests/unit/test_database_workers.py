@@ -18,7 +18,7 @@ import pytest
 import limen.db.workers as workers_module
 from limen.db import Database
 from limen.db.database import POOL_OVERFLOW, POOL_SIZE, postgresql_bounds
-from limen.db.workers import DatabaseWorkers
+from limen.db.workers import DatabaseWorkers, answer_from_this_thread
 from limen.errors import ErrorCode, LimenError
 
 DEADLINE = 0.2
@@ -152,3 +152,41 @@ async def test_closing_ends_the_waiting_threads_and_a_later_call_starts_one_agai
     assert await workers.call(lambda: "again") == "again"
     workers.close()
     await until(lambda: not any(t.name.startswith("closing-") for t in threading.enumerate()))
+
+
+def _in_a_thread(answer: asyncio.Future[object], work: Callable[[], object], **hooks: Callable[[], None]) -> None:
+    thread = threading.Thread(target=answer_from_this_thread, args=(answer, work), kwargs=hooks)
+    thread.start()
+    thread.join(BOUND)
+
+
+async def test_a_thread_hands_its_result_or_error_back_unless_nobody_waits_any_more() -> None:
+    """How the workers and a command's one-off question to the database (in_daemon_thread) both answer."""
+    loop = asyncio.get_running_loop()
+    loop_errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: loop_errors.append(context))
+    try:
+        answered: asyncio.Future[object] = loop.create_future()
+        done_when_finished: list[bool] = []
+        _in_a_thread(answered, lambda: "yes", before_answering=lambda: done_when_finished.append(answered.done()))
+        assert await answered == "yes"
+        assert done_when_finished == [False]  # the thread's own bookkeeping comes before its caller hears
+
+        failed: asyncio.Future[object] = loop.create_future()
+        _in_a_thread(failed, lambda: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            await failed
+
+        given_up: asyncio.Future[object] = loop.create_future()
+        given_up.cancel()
+        _in_a_thread(given_up, lambda: "too late")
+        await asyncio.sleep(0.01)  # the hand-back's turn in the loop
+        assert loop_errors == []  # dropped, not set on a future that is done
+
+        closed_loop = asyncio.new_event_loop()
+        orphan: asyncio.Future[object] = closed_loop.create_future()
+        closed_loop.close()
+        answer_from_this_thread(orphan, lambda: "nobody asks")  # no error: the loop that asked is gone
+        assert not orphan.done()
+    finally:
+        loop.set_exception_handler(None)

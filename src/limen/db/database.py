@@ -19,7 +19,6 @@ and an existing file, ``-wal`` or ``-shm`` with looser modes is tightened (and l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import math
@@ -38,7 +37,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
 
-from limen.db.workers import DatabaseWorkers
+from limen.db.workers import DatabaseWorkers, answer_from_this_thread
 from limen.errors import ErrorCode, LimenError
 from limen.private_files import Tightened, create_private_file, private_dir, private_file
 from limen.settings import data_dir_database_url
@@ -307,22 +306,7 @@ async def in_daemon_thread(work: Callable[[], T], timeout: float, *, name: str) 
     database that may hang (stopped, not refusing: a connection's start waits as long): it runs in a daemon
     thread of its own, left behind then. A thread of the loop's default executor would be joined when the
     loop closes, and ``limen doctor`` then hung, printing nothing, past its ``--timeout``."""
-    loop = asyncio.get_running_loop()
-    answered: asyncio.Future[T] = loop.create_future()
-
-    def settle(outcome: Callable[[], None]) -> None:
-        if not answered.done():  # else given up on already
-            outcome()
-
-    def ask() -> None:
-        outcome: Callable[[], None]
-        try:
-            outcome = functools.partial(answered.set_result, work())
-        except BaseException as exc:
-            outcome = functools.partial(answered.set_exception, exc)
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
-            loop.call_soon_threadsafe(settle, outcome)
-
-    threading.Thread(target=ask, name=name, daemon=True).start()
+    answered: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    threading.Thread(target=answer_from_this_thread, args=(answered, work), name=name, daemon=True).start()
     async with asyncio.timeout(timeout):
         return await answered

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import contextvars
 import enum
+import functools
 import queue
 import threading
 import time
@@ -42,25 +43,43 @@ class _State(enum.Enum):
     DONE = "done"
 
 
+def answer_from_this_thread(
+    answer: asyncio.Future[T], work: Callable[[], T], *, before_answering: Callable[[], None] | None = None
+) -> None:
+    """Runs ``work()`` in the calling thread (never the loop's) and sets its result or error on ``answer`` in
+    ``answer``'s loop; ``before_answering`` runs between the two, here. The answer is dropped when nobody
+    waits for it any more: ``answer`` is done by then (its caller gave up) or the loop has closed."""
+    result: T | None = None
+    error: BaseException | None = None
+    try:
+        result = work()
+    except BaseException as exc:  # handed to the caller, whatever it is: this thread has nobody else to tell
+        error = exc
+    if before_answering is not None:
+        before_answering()
+    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
+        answer.get_loop().call_soon_threadsafe(_settle, answer, result, error)
+
+
+def _settle(answer: asyncio.Future[T], result: T | None, error: BaseException | None) -> None:
+    if answer.done():  # its caller stopped waiting
+        return
+    if error is None:
+        answer.set_result(result)  # type: ignore[arg-type]  # None only with an error
+    else:
+        answer.set_exception(error)
+
+
 class _Call(Generic[T]):
     def __init__(self, work: Callable[[], T], loop: asyncio.AbstractEventLoop) -> None:
         self.work = work
         self.context = contextvars.copy_context()  # the request's log fields, as anyio's threads have them
-        self.loop = loop
         self.answer: asyncio.Future[T] = loop.create_future()
         self.state = _State.QUEUED
         self.started_at = 0.0  # time.monotonic() when a thread took it
         # Its caller gave up at the deadline while it ran. Its own clock may say less: a thread takes a call
         # a moment after it was asked, and the caller's deadline counts from the asking.
         self.overdue = False
-
-    def settle(self, result: T | None, error: BaseException | None) -> None:
-        if self.answer.done():  # its caller stopped waiting
-            return
-        if error is None:
-            self.answer.set_result(result)  # type: ignore[arg-type]  # None only with an error
-        else:
-            self.answer.set_exception(error)
 
 
 def database_hung(deadline: float) -> LimenError:
@@ -150,15 +169,12 @@ class DatabaseWorkers:
                     continue
                 call.state, call.started_at = _State.RUNNING, time.monotonic()
                 self._running.add(call)
-            result: object = None
-            error: BaseException | None = None
-            try:
-                result = call.context.run(call.work)
-            except BaseException as exc:
-                error = exc
-            with self._lock:
-                call.state = _State.DONE
-                self._running.discard(call)
-                self._idle += 1
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
-                call.loop.call_soon_threadsafe(call.settle, result, error)
+            answer_from_this_thread(call.answer, functools.partial(call.context.run, call.work),
+                                    before_answering=functools.partial(self._finished, call))
+
+    def _finished(self, call: _Call[Any]) -> None:
+        """The thread is free again before its caller hears: the caller's next call may take it."""
+        with self._lock:
+            call.state = _State.DONE
+            self._running.discard(call)
+            self._idle += 1
