@@ -96,16 +96,24 @@ def record(settings: Settings, action: str, target: ActionTarget, result_code: s
 
 
 def _write_row(settings: Settings, action: str, target: ActionTarget, result_code: str) -> None:
-    db = Database(settings.db_url)
     try:
-        db.migrate()
-        audit = AuditLog(db, system_clock)
-        asyncio.run(audit.vm_action(
-            user=command_line_actor(), action=action, vm_name=target.vm_name, vm_uuid=target.vm_uuid,
-            result_code=result_code, details=target.details or "",
-        ))
+        with audit_log(settings) as audit:
+            asyncio.run(audit.vm_action(
+                user=command_line_actor(), action=action, vm_name=target.vm_name, vm_uuid=target.vm_uuid,
+                result_code=result_code, details=target.details or "",
+            ))
     except Exception as exc:  # the VM action is done; its record is second
         typer.echo(f"limen: warning: the {action} was not written to the audit trail: {type(exc).__name__}: {exc}",
                    err=True)
+
+
+@contextlib.contextmanager
+def audit_log(settings: Settings) -> Iterator[AuditLog]:
+    """The audit trail of ``settings``' database for one command: its tables made first (a first command on a
+    fresh data directory), the database closed after."""
+    db = Database(settings.db_url)
+    try:
+        db.migrate()
+        yield AuditLog(db, system_clock)
     finally:
         db.close()

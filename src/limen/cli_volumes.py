@@ -8,6 +8,7 @@ recorded there as the API's deletion is (``delete-volume``).
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Annotated
 
@@ -15,13 +16,11 @@ import typer
 
 from limen.action_details import volume_details
 from limen.api.schemas import VolumeOut
-from limen.audit import ActionTarget, AuditLog
-from limen.cli_audit import run_audited
+from limen.audit import ActionTarget
+from limen.cli_audit import audit_log, run_audited
 from limen.cli_hypervisor import run_on_hypervisor
 from limen.cli_output import say, table
 from limen.cli_state import cli_state
-from limen.clock import system_clock
-from limen.db import Database
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.hosts import DEFAULT_HOST
 from limen.hypervisor.volumes import PoolVolume, delete_volume, list_volumes
@@ -46,12 +45,7 @@ def volumes_list(
     """List the pool's volumes on each host, with the VM that uses each (none: a disk kept from a deleted VM)."""
     state = cli_state(ctx)
 
-    async def read(hv: Hypervisor) -> list[PoolVolume]:
-        if host is not None:
-            hv.hosts.get(host)  # HOST_NOT_FOUND
-        return await list_volumes(hv, host)
-
-    volumes = run_on_hypervisor(state.settings(), read)
+    volumes = run_on_hypervisor(state.settings(), functools.partial(list_volumes, host=host))
     if state.as_json:
         typer.echo(json.dumps([VolumeOut.of(volume).model_dump(mode="json") for volume in volumes], indent=2))
         return
@@ -75,17 +69,8 @@ def volumes_delete(
     async def delete(hv: Hypervisor, target: ActionTarget) -> PoolVolume:
         hv.hosts.get(host)  # HOST_NOT_FOUND
         target.details = volume_details(host)
-        db = Database(settings.db_url)
-        try:
-            db.migrate()  # a first command on a fresh data directory: the tables it reads
-            audit = AuditLog(db, system_clock)
-
-            async def check_claims(volume: PoolVolume) -> None:
-                await refuse_claimed(audit, volume)
-
-            deleted = await delete_volume(hv, name, host=host, check_claims=check_claims)
-        finally:
-            db.close()
+        with audit_log(settings) as audit:
+            deleted = await delete_volume(hv, name, host=host, check_claims=functools.partial(refuse_claimed, audit))
         target.details = volume_details(host, deleted.capacity_bytes)
         return deleted
 

@@ -21,7 +21,7 @@ from limen.audit import ActionTarget, AuditLog
 from limen.auth.passwords import Passwords
 from limen.auth.users import Users
 from limen.cli import app
-from limen.cli_audit import record
+from limen.cli_audit import audit_log, record
 from limen.clock import system_clock
 from limen.db import Database
 from limen.errors import ValidationFailed
@@ -195,3 +195,23 @@ def test_a_ctrl_c_while_the_row_is_written_waits_for_it(tmp_path: Path, monkeypa
         record(settings, "create", ActionTarget(vm_name="interrupted"), "OK")
     assert written == ["create"]
     assert [(row[1], row[2], row[3]) for row in actions(tmp_path)] == [("create", "interrupted", "OK")]
+
+
+def test_a_commands_audit_log_has_its_tables_on_a_fresh_data_directory_and_closes_its_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    closed: list[Database] = []
+    real_close = Database.close
+
+    def close(self: Database) -> None:
+        closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(Database, "close", close)
+    settings = load_settings(None, data_dir=tmp_path / "data", libvirt_uri=TEST_DRIVER_URI)
+    with audit_log(settings) as audit:
+        assert asyncio.run(audit.pending_actions("create", "migrate")) == []  # its tables are there
+    assert len(closed) == 1
+    with pytest.raises(RuntimeError, match="the command failed"), audit_log(settings):
+        raise RuntimeError("the command failed")
+    assert len(closed) == 2

@@ -47,6 +47,8 @@ def test_list_and_delete(tmp_path: Path) -> None:
     listed = {volume["name"]: volume for volume in json.loads(out)}
     assert listed[f"{kept}-disk0.qcow2"]["used_by"] == []
     assert [user["name"] for user in listed[f"{used}-disk0.qcow2"]["used_by"]] == [used]
+    code, _, err = run(tmp_path, "--json", "volumes", "list", "--host", "nowhere")
+    assert code == 1 and json.loads(err)["code"] == "HOST_NOT_FOUND"
     code, out, err = run(tmp_path, "volumes", "list")
     assert out.splitlines()[0].split() == ["NAME", "HOST", "SIZE", "ALLOCATED", "FORMAT", "USED", "BY"]
     assert f"{kept}-disk0.qcow2  local" in out and "1 GiB" in out

@@ -39,8 +39,6 @@ async def get_volumes(
     ``used_by`` empty and ``in_use`` false for a disk no VM uses (one kept when its VM was deleted). ISO library
     images are never listed. A host that does not answer is HYPERVISOR_UNAVAILABLE (ask for the others by
     ``host``)."""
-    if host is not None:
-        hypervisor.hosts.get(host)  # HOST_NOT_FOUND
     return [VolumeOut.of(volume) for volume in await list_volumes(hypervisor, host)]
 
 
