@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import libvirt
 import pytest
 
 from limen.action_details import migrate_details
 from limen.db import Role
+from limen.hypervisor import volumes as volumes_module
 from limen.hypervisor.leftovers import CreateMark
 from tests.conftest import settings_in
 from tests.support.access import assert_error
@@ -90,6 +92,24 @@ async def test_a_kept_disk_is_listed_unused_and_deleted(admin: Admin) -> None:
         ("delete-volume", "VOLUME_NOT_FOUND", "on host local"),
         ("delete-volume", "OK", f"on host local, {2**30} bytes"),
     ]
+
+
+async def test_a_deletion_reads_the_hosts_vms_once(admin: Admin, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading which VMs use a file reads every VM's definitions and snapshots: the look for the volume before
+    the claims check needs the pool alone, only the check under the lock reads the VMs."""
+    vm = await admin.vm()
+    volume = disk_volume(vm)
+    assert (await admin.as_("root", "DELETE", f"/api/vms/{vm['uuid']}")).status_code == 200
+    reads: list[str] = []
+    real = volumes_module.users_by_path
+
+    def counted(conn: libvirt.virConnect) -> dict[str, set[volumes_module.VolumeUser]]:
+        reads.append("vms")
+        return real(conn)
+
+    monkeypatch.setattr(volumes_module, "users_by_path", counted)
+    assert (await admin.as_("root", "DELETE", f"/api/volumes/{volume}")).status_code == 200
+    assert reads == ["vms"]
 
 
 async def test_the_audit_trail_names_a_long_volume_whole(admin: Admin) -> None:

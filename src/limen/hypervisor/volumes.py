@@ -123,17 +123,19 @@ def _read_volume(volume: libvirt.virStorageVol, host: str) -> tuple[PoolVolume, 
     return volume_info, target.findtext("backingStore/path") or None
 
 
-def read_pool(conn: libvirt.virConnect, pool_name: str, host: str, iso_dir: Path) -> list[PoolVolume]:
-    """The volumes of the pool ``pool_name`` on ``conn``'s host, with their users, by name; none when the
-    pool is missing or not running (no disk was ever made on that host)."""
+def _pool_volumes(conn: libvirt.virConnect, pool_name: str, host: str,
+                  iso_dir: Path) -> tuple[list[PoolVolume], dict[str, str]]:
+    """The volumes of the pool ``pool_name`` on ``conn``'s host by name, each with the volumes it backs but
+    no users (no VM is read), and each overlay's path with the path it is backed by. Nothing when the pool
+    is missing or not running (no disk was ever made on that host)."""
     try:
         pool = conn.storagePoolLookupByName(pool_name)
         if not pool.isActive():
-            return []
+            return [], {}
         volumes = pool.listAllVolumes(0)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
-            return []
+            return [], {}
         raise
     read: dict[str, PoolVolume] = {}
     backing: dict[str, str] = {}  # overlay path → the path it is backed by
@@ -149,22 +151,37 @@ def read_pool(conn: libvirt.virConnect, pool_name: str, host: str, iso_dir: Path
         read[info.path] = info
         if backed_by is not None:
             backing[info.path] = backed_by
-    users = users_by_path(conn)
     for overlay, base in backing.items():
         if base in read:
             read[base] = replace(read[base], backing_for=(*read[base].backing_for, read[overlay].name))
+    return sorted((replace(info, backing_for=tuple(sorted(info.backing_for))) for info in read.values()),
+                  key=lambda info: info.name), backing
+
+
+def _users_down_backing_chains(users: dict[str, set[VolumeUser]], backing: dict[str, str]) -> None:
+    """Adds each overlay's users (``users``: file → VMs) to every file down its backing chain: whoever uses an
+    overlay uses its whole chain."""
+    for overlay, base in backing.items():
         seen = {overlay}
-        while base not in seen:  # whoever uses an overlay uses its whole chain
+        while base not in seen:
             seen.add(base)
             users.setdefault(base, set()).update(users.get(overlay, set()))
             base = backing.get(base, base)
-    return sorted((replace(info, used_by=tuple(sorted(users.get(path, ()))),
-                           backing_for=tuple(sorted(info.backing_for)))
-                   for path, info in read.items()), key=lambda info: info.name)
 
 
-def _find(conn: libvirt.virConnect, pool_name: str, name: str, host: str, iso_dir: Path) -> PoolVolume:
-    for volume in read_pool(conn, pool_name, host, iso_dir):
+def read_pool(conn: libvirt.virConnect, pool_name: str, host: str, iso_dir: Path) -> list[PoolVolume]:
+    """The volumes of the pool ``pool_name`` on ``conn``'s host, with their users, by name; none when the
+    pool is missing or not running (no disk was ever made on that host)."""
+    volumes, backing = _pool_volumes(conn, pool_name, host, iso_dir)
+    if not volumes:
+        return []  # no VM to read for
+    users = users_by_path(conn)
+    _users_down_backing_chains(users, backing)
+    return [replace(volume, used_by=tuple(sorted(users.get(volume.path, ())))) for volume in volumes]
+
+
+def _find(volumes: list[PoolVolume], name: str, pool_name: str, host: str) -> PoolVolume:
+    for volume in volumes:
         if volume.name == name:
             return volume
     raise LimenError(ErrorCode.VOLUME_NOT_FOUND, f"no volume {name[:120]!r} in pool {pool_name!r} on host {host!r}")
@@ -173,7 +190,7 @@ def _find(conn: libvirt.virConnect, pool_name: str, name: str, host: str, iso_di
 def _delete_unused(conn: libvirt.virConnect, pool_name: str, name: str, host: str, iso_dir: Path,
                    lock_timeout: float) -> PoolVolume:
     with naming(lock_timeout):
-        volume = _find(conn, pool_name, name, host, iso_dir)
+        volume = _find(read_pool(conn, pool_name, host, iso_dir), name, pool_name, host)  # its users, now
         if volume.used_by:
             vms = ", ".join(f"{user.name} ({user.uuid})" for user in volume.used_by)
             raise LimenError(ErrorCode.VOLUME_IN_USE, f"volume {name!r} on host {host!r} is a disk of VM {vms}")
@@ -212,11 +229,11 @@ async def delete_volume(hypervisor: Hypervisor, name: str, *, host: str = DEFAUL
     before it is checked and deleted, so that such a create is either still pending then (refused) or has
     defined its VM before the check reads the VMs (in use)."""
     settings = hypervisor.settings
-    seen = await hypervisor.hosts.on_host(
-        host, "find_volume", lambda conn: _find(conn, settings.storage_pool, name, host, settings.iso_dir))
+    pool, iso_dir = settings.storage_pool, settings.iso_dir
+    seen = await hypervisor.hosts.on_host(  # the pool alone, no VM read: the check under the lock reads them
+        host, "find_volume", lambda conn: _find(_pool_volumes(conn, pool, host, iso_dir)[0], name, pool, host))
     await check_claims(seen)
     return await hypervisor.hosts.on_host(
         host, "delete_volume",
-        lambda conn: _delete_unused(conn, settings.storage_pool, name, host, settings.iso_dir,
-                                    settings.libvirt_timeout),
+        lambda conn: _delete_unused(conn, pool, name, host, iso_dir, settings.libvirt_timeout),
         timeout=settings.libvirt_timeout * 2)
