@@ -4,6 +4,7 @@ that applies it (re-checks, the window while a console's checks run), the rights
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -162,8 +163,8 @@ def registry_with(*consoles: LiveConsole, rights: FakeRights | None = None,
     return registry, sessions, tracking
 
 
-async def settled() -> None:
-    for _ in range(10):
+async def settled(turns: int = 10) -> None:
+    for _ in range(turns):
         await asyncio.sleep(0)
 
 
@@ -344,6 +345,65 @@ async def test_an_unheard_recheck_is_not_remembered_for_later_admissions() -> No
         registry.admitted(BOB_ON_A)  # its own checks read the database: no second look
         await settled()
     assert session.code is None and rights.asked == [] and rights.credentials_asked == []
+
+
+class HeldRights(FakeRights):
+    """A database that answers only once ``answer`` is set, as a slow one does; counts the reads under way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = asyncio.Event()
+        self.reading = 0
+        self.most_at_once = 0
+
+    async def may_access(self, user: str, vm_uuid: str) -> bool:
+        self.reading += 1
+        self.most_at_once = max(self.most_at_once, self.reading)
+        try:
+            await self.answer.wait()
+            return await super().may_access(user, vm_uuid)
+        finally:
+            self.reading -= 1
+
+
+async def test_while_unheard_a_round_asked_while_one_runs_follows_it_once() -> None:
+    # Redis unreadable, a slow database: the bus asks every 2 s, each ask started a round of its own over every
+    # console, and rounds piled up (about 5 at once at the 10 s deadline).
+    rights = HeldRights()
+    registry, sessions, _tracking = registry_with(BOB_ON_A, CAROL_ON_A, rights=rights)
+    registry.revoke(Revocation.unheard())
+    await settled()
+    assert rights.reading == 2  # the first round waits for the database: bob's right and carol's
+    for _ask in range(3):
+        registry.revoke(Revocation.unheard())
+        await settled()
+    assert rights.reading == 2 and rights.asked == []  # none started beside it
+    rights.revoked.add("token:7")  # revoked on another replica while the first round read
+    rights.answer.set()
+    await settled(50)  # the round, then the one after it
+    assert len(rights.asked) == 4  # one round followed it, for the three asks
+    assert rights.credentials_asked.count("token:7") == 2
+    assert sessions["s1"].code is ErrorCode.ACCESS_REVOKED and sessions["s3"].code is None
+    registry.revoke(Revocation.unheard())  # asked again once the rounds are over: a round of its own
+    await settled(50)
+    assert len(rights.asked) == 6
+
+
+async def test_a_recheck_reads_a_few_rights_at_once() -> None:
+    rights = HeldRights()
+    consoles = [LiveConsole(f"s{number}", "bob", f"{number:08d}-0000-4000-8000-000000000000", "token:7")
+                for number in range(12)]
+    registry = ConsoleSessions(rights, clock=Clock(), reads_at_once=3)
+    with contextlib.ExitStack() as tracking:
+        for console in consoles:
+            tracking.enter_context(registry.track(FakeSession(console.session_id)))  # type: ignore[arg-type]
+            registry.admitted(console)
+        registry.revoke(Revocation.user_changed("bob", "user 'bob' is no longer an administrator"))
+        await settled()
+        assert rights.reading == 3
+        rights.answer.set()
+        await settled()
+    assert rights.most_at_once == 3 and len(rights.asked) == 12
 
 
 # -- the rights of now ----------------------------------------------------------------------------------

@@ -15,22 +15,25 @@ been revoked (a token, a sign-out) between the ticket's issue and its use, and a
 revoked. ``remember`` must therefore cover a ticket's lifetime. Where a revocation asks for it (a user's
 or a VM's rights changed), the user's right to the VM is read again (:class:`Rights`) in a task; nothing
 here runs per frame. While the other instances' revocations cannot be heard (Redis unreachable), every console
-is re-checked that way every few seconds, its credential too (``Scope.UNHEARD``).
+is re-checked that way every few seconds, its credential too (``Scope.UNHEARD``): one such round at a time, a
+round asked while one runs following it once, so that rounds against a slow database never pile up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
 from limen import end_details
 from limen.auth.revocation import LiveConsole, Revocation, Rights, Scope, verdict
 from limen.console.pump import Traffic
+from limen.db.database import POOL_SIZE
 from limen.errors import ErrorCode, HypervisorUnavailable, LimenError
 from limen.hypervisor.models import Vm
 
@@ -40,6 +43,9 @@ log = logging.getLogger("limen.console")
 # check_vm stage, and as long as a console ticket lives by default.
 RECENT_SECONDS = 30.0
 RECENT_MAX = 1000
+# Rights read at once by one re-check (each a database or libvirt read): a round over every console leaves the
+# database pool's overflow to the requests.
+READS_AT_ONCE = POOL_SIZE
 
 
 class LiveSession(Protocol):
@@ -68,12 +74,16 @@ class ConsoleSessions:
         *,
         clock: Callable[[], float] = time.monotonic,
         remember: float = RECENT_SECONDS,
+        reads_at_once: int = READS_AT_ONCE,
     ) -> None:
         self._sessions: dict[str, LiveSession] = {}
         self._began: dict[str, float] = {}
         self._holders: dict[str, LiveConsole] = {}
         self._recent: deque[tuple[float, Revocation]] = deque(maxlen=RECENT_MAX)
         self._rechecks: set[asyncio.Task[None]] = set()
+        self._unheard_round: asyncio.Task[None] | None = None
+        self._unheard_next: tuple[Revocation, list[LiveConsole]] | None = None  # asked while a round runs
+        self.reads_at_once = reads_at_once
         self.rights = rights
         self.clock = clock
         self.remember = max(remember, RECENT_SECONDS)
@@ -130,7 +140,7 @@ class ConsoleSessions:
         """Ends the live sessions ``revocation`` takes the right from (a bus handler: returns at once)."""
         if revocation.scope is Scope.UNHEARD:
             # No change to remember for later admissions: their own checks read the database while unheard.
-            self._judge(revocation, list(self._holders.values()))
+            self._ask_unheard_round(revocation)
             return
         now = self.clock()
         recent = self._recent
@@ -153,13 +163,35 @@ class ConsoleSessions:
             for console in concerned:
                 self._end_console(console, verdict(revocation, console), revocation)
             return
-        task = asyncio.get_running_loop().create_task(self._recheck(revocation, concerned))
-        self._rechecks.add(task)
+        self._start_recheck(self._recheck(revocation, concerned))
+
+    def _start_recheck(self, recheck: Coroutine[object, object, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(recheck)
+        self._rechecks.add(task)  # close_all cancels it
         task.add_done_callback(self._rechecks.discard)
+        return task
+
+    def _ask_unheard_round(self, revocation: Revocation) -> None:
+        """Re-checks the consoles held now, unless a round runs: then it follows that one, once, with the consoles
+        of the latest ask. The bus asks every few seconds while unheard; a round against a slow database may take
+        longer, and rounds run side by side only multiplied the reads. A change made unheard while a round runs
+        is read by the one that follows it."""
+        concerned = [console for console in self._holders.values() if revocation.concerns(console)]
+        self._unheard_next = (revocation, concerned) if concerned else None
+        if self._unheard_next is not None and (self._unheard_round is None or self._unheard_round.done()):
+            self._unheard_round = self._start_recheck(self._unheard_rounds())
+
+    async def _unheard_rounds(self) -> None:
+        try:  # not a done callback: an ask right after the last round's end must start a new one
+            while self._unheard_next is not None:
+                (revocation, consoles), self._unheard_next = self._unheard_next, None
+                await self._recheck(revocation, consoles)
+        finally:
+            self._unheard_round = None
 
     async def _recheck(self, revocation: Revocation, consoles: list[LiveConsole]) -> None:
         pairs = sorted({(console.user, console.vm_uuid) for console in consoles})
-        answers = await asyncio.gather(*(self._may_access(user, vm_uuid) for user, vm_uuid in pairs))
+        answers = await self._read_all([functools.partial(self._may_access, user, vm_uuid) for user, vm_uuid in pairs])
         allowed = dict(zip(pairs, answers, strict=True))
         if revocation.scope is Scope.UNHEARD:
             await self._recheck_unheard(revocation, consoles, allowed)
@@ -173,13 +205,24 @@ class ConsoleSessions:
         """A revoked credential may not have been heard of either: each console's is read too. No change is
         known, so a console whose answer cannot be read just then goes on (the next re-check reads it again)."""
         credentials = sorted({console.credential for console in consoles if console.credential is not None})
-        answers = await asyncio.gather(*(self._credential_in_force(credential) for credential in credentials))
+        answers = await self._read_all([functools.partial(self._credential_in_force, credential)
+                                        for credential in credentials])
         in_force = dict(zip(credentials, answers, strict=True))
         for console in consoles:
             still = [allowed[(console.user, console.vm_uuid)]]
             if console.credential is not None:
                 still.append(in_force[console.credential])
             self._end_console(console, verdict(revocation, console, False not in still), revocation)
+
+    async def _read_all(self, reads: list[Callable[[], Awaitable[bool | None]]]) -> list[bool | None]:
+        """Every read's answer, in order, with at most ``reads_at_once`` of them running at once."""
+        gate = asyncio.Semaphore(self.reads_at_once)
+
+        async def read(one: Callable[[], Awaitable[bool | None]]) -> bool | None:
+            async with gate:
+                return await one()
+
+        return await asyncio.gather(*(read(one) for one in reads))
 
     async def _credential_in_force(self, credential: str) -> bool | None:
         if self.rights is None:
