@@ -13,7 +13,14 @@ import pytest
 
 from limen.errors import ErrorCode, LimenError, ValidationFailed
 from limen.hypervisor import Hypervisor, snapshots
-from limen.hypervisor.operations import VM_DELETION, Operation, Operations, OperationState
+from limen.hypervisor.operations import (
+    SNAPSHOT_DELETION,
+    SNAPSHOT_REVERT,
+    VM_DELETION,
+    Operation,
+    Operations,
+    OperationState,
+)
 from limen.hypervisor.snapshots import (
     SnapshotInfo,
     check_description,
@@ -377,6 +384,26 @@ async def test_what_meets_a_vms_deletion_waits_for_it_and_finds_the_vm_gone() ->
         assert operations.get(deletion_op.id) is None  # nobody has its id: it is not kept
         await asyncio.sleep(0)
         assert operations.running_for("u1") is None
+
+
+@pytest.mark.parametrize("kind", [SNAPSHOT_REVERT, SNAPSHOT_DELETION])
+async def test_a_request_run_operation_refuses_others_and_is_never_shown(kind: str) -> None:
+    """A revert or a snapshot's deletion holds its VM as a snapshot's taking does (SNAPSHOT_IN_PROGRESS), but
+    its request answers for it: it is not left for the other replicas to read, nor answered by id, and a
+    refusal names no id nobody could poll."""
+    operations = Operations()
+    async with operations.running(kind=kind, vm_uuid="u1", vm_name="vm-u1", vm_owner="alice", user="alice",
+                                  subject="before", busy=ErrorCode.SNAPSHOT_IN_PROGRESS) as held:
+        with pytest.raises(LimenError) as busy:
+            await _start(operations, _never_runs)
+        assert busy.value.code is ErrorCode.SNAPSHOT_IN_PROGRESS
+        assert busy.value.details == f"{kind} 'before' still runs on VM 'vm-u1'"
+        assert operations.started_here() == [] and operations.get(held.id) is None
+    assert operations.running_for("u1") is None
+
+
+async def _never_runs(operation: Operation) -> None:
+    raise AssertionError("an operation refused ran")
 
 
 @pytest.mark.parametrize("act", [find_snapshot, revert_snapshot, delete_snapshot])

@@ -6,9 +6,11 @@ reads it, and the work announces its progress on the VM change feed. The registr
 bounded: finished operations are kept for :data:`KEEP_FINISHED_SECONDS` (at most :data:`KEEP_FINISHED`
 of them), so memory stays bounded however many are started. At most one operation per VM runs at a
 time (:meth:`Operations.start` refuses a second one with the code it is given), which also keeps two
-requests from racing on one VM between their checks and their work. A VM's deletion is an operation too
-(:data:`VM_DELETION`), run by its request itself (:meth:`Operations.running`) and never shown (its answer is
-the request's): what meets it waits for it instead of being refused, and then finds the VM gone
+requests from racing on one VM between their checks and their work. A VM's deletion, a revert to a snapshot
+and a snapshot's deletion are operations too (:data:`VM_DELETION`, :data:`SNAPSHOT_REVERT`,
+:data:`SNAPSHOT_DELETION`), run by their request itself (:meth:`Operations.running`) and never shown (their
+answer is the request's): what meets a revert or a snapshot's deletion is refused as what meets a snapshot
+being taken, and what meets a VM's deletion waits for it instead, and then finds the VM gone
 (:meth:`Operations.check_idle`), so nothing is taken into a disk the deletion keeps.
 
 Several limen instances on one Redis hear of each other's operations through their relayed events
@@ -55,8 +57,10 @@ KEEP_FINISHED_SECONDS = 600.0
 # Another instance's operation whose end never came (Redis dropped it, the instance died) is forgotten after
 # this long: longer than any snapshot may take (limen.hypervisor.snapshots.TAKE_TIMEOUT).
 KEEP_HEARD_RUNNING_SECONDS = 3600.0
-# The kind of a VM's deletion as an operation (Operations.running); a snapshot's is "snapshot".
+# The kinds of the operations a request runs itself (Operations.running); a snapshot's is "snapshot".
 VM_DELETION = "delete"
+SNAPSHOT_REVERT = "revert"
+SNAPSHOT_DELETION = "snapshot-delete"
 KEEP_LOST_INSTANCES = 1024  # instances remembered as lost (one a crash): bounded memory
 
 
@@ -79,7 +83,7 @@ class Operation:
     snapshot it gives none: None until done, then 100)."""
 
     id: str
-    kind: str  # "snapshot", or VM_DELETION (never shown)
+    kind: str  # "snapshot", or one a request runs itself (VM_DELETION, SNAPSHOT_REVERT, SNAPSHOT_DELETION)
     vm_uuid: str
     vm_name: str
     vm_owner: str | None  # who may see it besides admins (and whoever started it)
@@ -94,6 +98,9 @@ class Operation:
     ended: asyncio.Event = field(default_factory=asyncio.Event, repr=False, compare=False)
     # Another instance's operation: the limen instance running it (limen.instances), when it said so.
     instance_id: str | None = field(default=None, repr=False)
+    # False for one a request runs itself (Operations.running): its answer is the request's, and nobody is
+    # given its id to ask for it.
+    shown: bool = field(default=True, repr=False, compare=False)
 
     def move_to(self, state: OperationState, now: float) -> None:
         """Ends the operation; ``now`` is the registry's clock (when it may be forgotten)."""
@@ -189,23 +196,24 @@ class Operations:
         Between this return and the caller's next await, no operation of the VM can start."""
         while (running := self.running_for(vm_uuid)) is not None:
             if running.kind != VM_DELETION:
-                raise LimenError(busy, f"operation {running.id} ({running.kind} {running.subject!r}) still runs "
-                                       f"on VM {vm_name!r}")
+                what = f"{running.kind} {running.subject!r}"
+                named = f"operation {running.id} ({what})" if running.shown else what  # an id only if it can be polled
+                raise LimenError(busy, f"{named} still runs on VM {vm_name!r}")
             await running.ended.wait()
             if running.state is OperationState.DONE:
                 raise LimenError(ErrorCode.VM_NOT_FOUND, f"VM {vm_name!r} was deleted meanwhile")
 
     def started_here(self) -> list[Operation]:
-        """This instance's operations it still keeps (running or finished; a VM's deletion is never shown)."""
+        """This instance's operations it still keeps (running or finished), but those never shown."""
         self._forget_old()
-        return [op for op in self._operations.values() if op.kind != VM_DELETION]
+        return [op for op in self._operations.values() if op.shown]
 
     def get(self, operation_id: str) -> Operation | None:
-        """This instance's operation, or another's it heard of."""
+        """This instance's operation (not one never shown), or another's it heard of."""
         self._forget_old()
         local = self._operations.get(operation_id)
         if local is not None:
-            return local
+            return local if local.shown else None
         heard = self._heard.get(operation_id)
         return self._unless_lost(heard[0]) if heard is not None else None
 
@@ -302,11 +310,11 @@ class Operations:
     @asynccontextmanager
     async def running(self, *, kind: str, vm_uuid: str, vm_name: str, vm_owner: str | None, user: str,
                       subject: str, busy: ErrorCode) -> AsyncIterator[Operation]:
-        """The caller's own work, inside the block, as an operation of the VM (a VM's deletion: its request
-        answers when it ends). It starts as :meth:`start` does and ends with the block, failed by what the
-        block raises (raised on); it is forgotten then, as nobody was given its id to ask for it."""
+        """The caller's own work, inside the block, as an operation of the VM (a VM's deletion, a revert: its
+        request answers when it ends). It starts as :meth:`start` does and ends with the block, failed by what
+        the block raises (raised on); it is never shown, and forgotten then, as nobody was given its id."""
         operation = await self._begin(kind=kind, vm_uuid=vm_uuid, vm_name=vm_name, vm_owner=vm_owner, user=user,
-                                      subject=subject, busy=busy)
+                                      subject=subject, busy=busy, shown=False)
         try:
             yield operation
         except BaseException as exc:
@@ -318,14 +326,15 @@ class Operations:
             del self._operations[operation.id]
 
     async def _begin(self, *, kind: str, vm_uuid: str, vm_name: str, vm_owner: str | None, user: str, subject: str,
-                     busy: ErrorCode) -> Operation:
+                     busy: ErrorCode, shown: bool = True) -> Operation:
         await self.check_idle(vm_uuid, vm_name, busy)
         # No await from the check to the registration: no other operation of the VM can start in between.
         if self._closed:
             raise LimenError(ErrorCode.SERVER_SHUTDOWN, end_details.SERVER_SHUTDOWN)
         self._forget_old()
         operation = Operation(id=secrets.token_hex(8), kind=kind, vm_uuid=vm_uuid, vm_name=vm_name,
-                              vm_owner=vm_owner, user=user, subject=subject, started_at=datetime.now(UTC))
+                              vm_owner=vm_owner, user=user, subject=subject, started_at=datetime.now(UTC),
+                              shown=shown)
         self._operations[operation.id] = operation
         return operation
 
