@@ -142,7 +142,8 @@ class ErrorCode(Enum):
     )
     SNAPSHOT_IN_PROGRESS = ErrorSpec(
         409, 4121, "Snapshot in progress",
-        "A snapshot of this VM is being taken. Wait until it is done (see the operation), then retry.",
+        "A snapshot of this VM is being taken, reverted to or deleted. Wait until that is done (a snapshot being "
+        "taken: see its operation), then retry.",
     )
     SNAPSHOT_ISO_MISSING = ErrorSpec(
         409, 4122, "The snapshot's ISO is missing",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -14,7 +15,10 @@ from fastapi.routing import APIRoute
 from opentelemetry import trace
 
 import limen
+from limen.api import vm_snapshots
 from limen.api.services import services_of
+from limen.errors import ErrorCode, LimenError
+from limen.hypervisor.snapshots import SnapshotInfo
 from tests.conftest import DEMO_ISO, settings_in
 from tests.support.access import admin_token
 from tests.support.shared_app import SharedApp, shared_app
@@ -128,6 +132,98 @@ async def test_a_snapshot_asked_while_its_vm_is_being_deleted_is_not_taken(
     assert deleted.status_code == 200, deleted.text
     assert_error(await snapshot, 404, "VM_NOT_FOUND")
     assert_error(await revert, 404, "VM_NOT_FOUND")
+
+
+class HeldSnapshotWork:
+    """A snapshot's revert or deletion (``vm_snapshots``' call of it, the snapshot found as asked) held inside
+    libvirt: :attr:`began` once it runs, and it ends at :meth:`release`, raising ``failure`` if given one."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, call: str) -> None:
+        self.began, self._released = asyncio.Event(), asyncio.Event()
+        self._failure: LimenError | None = None
+
+        async def found(_hypervisor: Any, _vm_uuid: str, name: str) -> SnapshotInfo:
+            return SnapshotInfo(name=name, description="", parent=None, created_at=datetime.now(UTC),
+                                vm_state="shutoff", with_memory=False, current=False)
+
+        async def held(hypervisor: Any, vm_uuid: str, name: str) -> SnapshotInfo:
+            self.began.set()
+            await self._released.wait()
+            if self._failure is not None:
+                raise self._failure
+            return await found(hypervisor, vm_uuid, name)
+
+        monkeypatch.setattr(vm_snapshots, "find_snapshot", found)
+        monkeypatch.setattr(vm_snapshots, call, held)
+
+    def release(self, failure: LimenError | None = None) -> None:
+        self._failure = failure
+        self._released.set()
+
+
+async def _vm_actions(client: httpx.AsyncClient, vm_name: str) -> set[tuple[str, str, str]]:
+    return {(a["action"], a["result_code"], a["details"]) for a in (await client.get("/api/vm-actions")).json()
+            if a["vm_name"] == vm_name}
+
+
+@pytest.mark.parametrize(("call", "method", "path"), [
+    ("revert_snapshot", "POST", "/api/vms/held/snapshots/before/revert"),
+    ("delete_snapshot", "DELETE", "/api/vms/held/snapshots/before"),
+])
+async def test_what_meets_a_snapshots_revert_or_deletion_is_refused_and_it_answers_as_alone(
+        client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, call: str, method: str, path: str) -> None:
+    """A revert and a snapshot's deletion are operations of their VM: the VM's deletion, a snapshot, a revert
+    or a snapshot's deletion asked meanwhile is SNAPSHOT_IN_PROGRESS, recorded, and the first answers as it
+    would alone. They went on beside it: a DELETE of the VM deleted it under the revert, two reverts raced."""
+    assert (await client.post("/api/vms", json={"name": "held", "memory_mib": 64})).status_code == 201
+    work = HeldSnapshotWork(monkeypatch, call)
+    first = asyncio.create_task(client.request(method, path))
+    await work.began.wait()
+    try:
+        assert_error(await client.delete("/api/vms/held?delete_disks=true"), 409, "SNAPSHOT_IN_PROGRESS")
+        for refused in (await client.post("/api/vms/held/snapshots/before/revert"),
+                        await client.delete("/api/vms/held/snapshots/before"),
+                        await client.post("/api/vms/held/snapshots", json={"name": "during"})):
+            error = assert_error(refused, 409, "SNAPSHOT_IN_PROGRESS")
+            assert "'before' still runs on VM 'held'" in error["details"]
+    finally:
+        work.release()
+    answer = await first
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"deleted": "before"} if method == "DELETE" else answer.json()["name"] == "before"
+    assert (await client.get("/api/vms/held")).status_code == 200
+    action = "revert" if method == "POST" else "snapshot-delete"
+    assert await _vm_actions(client, "held") >= {
+        (action, "OK", "before"), ("delete", "SNAPSHOT_IN_PROGRESS", ""), ("revert", "SNAPSHOT_IN_PROGRESS", "before"),
+        ("snapshot-delete", "SNAPSHOT_IN_PROGRESS", "before"), ("snapshot", "SNAPSHOT_IN_PROGRESS", "during")}
+    assert (await client.delete("/api/vms/held")).status_code == 200
+
+
+async def test_a_revert_that_fails_or_is_cancelled_leaves_its_vm_idle(
+        client: httpx.AsyncClient, shared: SharedApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing of a revert stays registered once it ends badly: a libvirt error is its answer, and a request
+    cancelled (its client gone, limen stopping) holds the VM no longer; the next revert runs."""
+    assert (await client.post("/api/vms", json={"name": "held", "memory_mib": 64})).status_code == 201
+    operations = services_of(shared.app).hypervisor.operations
+    work = HeldSnapshotWork(monkeypatch, "revert_snapshot")
+    failing = asyncio.create_task(client.post("/api/vms/held/snapshots/before/revert"))
+    await work.began.wait()
+    work.release(LimenError(ErrorCode.VM_OPERATION_FAILED, "libvirt: revert failed"))
+    assert_error(await failing, 409, "VM_OPERATION_FAILED")
+    assert operations.running_for_ident("held") is None
+
+    work = HeldSnapshotWork(monkeypatch, "revert_snapshot")
+    cancelled = asyncio.create_task(client.post("/api/vms/held/snapshots/before/revert"))
+    await work.began.wait()
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert operations.running_for_ident("held") is None
+
+    work = HeldSnapshotWork(monkeypatch, "revert_snapshot")
+    work.release()
+    assert (await client.post("/api/vms/held/snapshots/before/revert")).status_code == 200
+    assert (await client.delete("/api/vms/held")).status_code == 200
 
 
 async def test_duplicate_name(client: httpx.AsyncClient) -> None:

@@ -4,7 +4,8 @@ Authorised as every VM route (owners and admins, ``AccessibleVm``: a VM the aske
 VM_NOT_FOUND) and recorded in the audit trail. Taking a snapshot answers 202 with an operation at once:
 its audit row is written before the work and completed when the work ends, however long that takes;
 progress goes to the event stream (``snapshot_progress``, ``snapshot_done``) and to
-``GET /api/operations/{id}``.
+``GET /api/operations/{id}``. A revert and a deletion answer when they end, but are operations of the VM all
+the same (never shown): what else would change the VM meanwhile is refused, as during a snapshot's taking.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from limen.api.schemas import ErrorBody, SnapshotOut
 from limen.api.unicode_body import UnicodeCheckedRoute
 from limen.errors import ErrorCode, LimenError, Refusals
 from limen.hypervisor import Hypervisor
-from limen.hypervisor.operations import Operation
+from limen.hypervisor.operations import SNAPSHOT_DELETION, SNAPSHOT_REVERT, Operation
 from limen.hypervisor.snapshots import (
     DESCRIPTION_MAX,
     check_can_take,
@@ -149,9 +150,12 @@ async def post_revert(
     (the VM runs on from that moment; a snapshot of a stopped VM leaves it stopped). What the VM did
     since the snapshot is lost, unless another snapshot holds it. A revert that leaves the VM running is
     checked against the quota on running vCPUs and memory as a start is (QUOTA_EXCEEDED). The VM keeps its
-    owner of now, not the snapshot's."""
-    async with access.audit.recording(principal.name, "revert", vm.name, vm_uuid=vm.uuid, details=name[:80]):
-        await hypervisor.operations.check_idle(vm.uuid, vm.name, ErrorCode.SNAPSHOT_IN_PROGRESS)
+    owner of now, not the snapshot's. An operation of the VM while it runs: a snapshot, a revert, a snapshot's
+    or the VM's deletion asked meanwhile is SNAPSHOT_IN_PROGRESS."""
+    async with (access.audit.recording(principal.name, "revert", vm.name, vm_uuid=vm.uuid, details=name[:80]),
+                hypervisor.operations.running(kind=SNAPSHOT_REVERT, vm_uuid=vm.uuid, vm_name=vm.name,
+                                              vm_owner=vm.owner, user=principal.name, subject=name[:80],
+                                              busy=ErrorCode.SNAPSHOT_IN_PROGRESS)):
         target = await find_snapshot(hypervisor, vm.uuid, name)
         async with quota_for_revert(quota, hypervisor, principal, vm, target):
             snap = await revert_snapshot(hypervisor, vm.uuid, name)
@@ -166,10 +170,13 @@ async def post_revert(
 async def delete_one_snapshot(
     name: str, vm: AccessibleVm, principal: CurrentUser, access: AccessDep, hypervisor: HypervisorDep,
 ) -> SnapshotDeleted:
-    """Delete the snapshot ``name`` (its data in the disks too); its children hang from its parent."""
-    async with access.audit.recording(principal.name, "snapshot-delete", vm.name, vm_uuid=vm.uuid,
-                                      details=name[:80]):
-        await hypervisor.operations.check_idle(vm.uuid, vm.name, ErrorCode.SNAPSHOT_IN_PROGRESS)
+    """Delete the snapshot ``name`` (its data in the disks too); its children hang from its parent. An operation
+    of the VM while it runs, as a revert is."""
+    async with (access.audit.recording(principal.name, "snapshot-delete", vm.name, vm_uuid=vm.uuid,
+                                       details=name[:80]),
+                hypervisor.operations.running(kind=SNAPSHOT_DELETION, vm_uuid=vm.uuid, vm_name=vm.name,
+                                              vm_owner=vm.owner, user=principal.name, subject=name[:80],
+                                              busy=ErrorCode.SNAPSHOT_IN_PROGRESS)):
         await delete_snapshot(hypervisor, vm.uuid, name)
     await hypervisor.announce(vm.uuid, VmEventType.SNAPSHOTS_CHANGED)
     log.info("VM snapshot deleted", extra={"event": "vm_snapshot_delete", "vm_uuid": vm.uuid, "vm_name": vm.name,
