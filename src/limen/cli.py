@@ -58,6 +58,7 @@ from limen.isos import share_library_images
 from limen.private_files import TRAVERSABLE_DIR_MODE, private_dir, traversable_dir
 from limen.redis_client import check_redis_answers
 from limen.settings import Settings
+from limen.sizes import format_size
 from limen.url_redaction import redacted_url
 
 T = TypeVar("T")
@@ -139,7 +140,7 @@ def _print_vms(state: CliState, vms: list[VmOut]) -> None:
         typer.echo(json.dumps([vm.model_dump(mode="json") for vm in vms], indent=2))
         return
     rows = [
-        [vm.name, say(f"cli.state.{vm.state.value}"), str(vm.vcpus), f"{vm.memory_mib} MiB",
+        [vm.name, say(f"cli.state.{vm.state.value}"), str(vm.vcpus), format_size(vm.memory_mib * 2**20),
          str(vm.vnc.port) if vm.vnc and vm.vnc.port else "-", vm.uuid]
         for vm in vms
     ]
@@ -156,7 +157,7 @@ def _print_vm(state: CliState, vm: VmOut) -> None:
     fields = [
         (say("cli.field.name"), vm.name), (say("cli.field.uuid"), vm.uuid),
         (say("cli.field.state"), say(f"cli.state.{vm.state.value}")), (say("cli.field.vcpus"), str(vm.vcpus)),
-        (say("cli.field.memory"), f"{vm.memory_mib} MiB"), (say("cli.field.vnc"), vnc),
+        (say("cli.field.memory"), format_size(vm.memory_mib * 2**20)), (say("cli.field.vnc"), vnc),
         (say("cli.field.iso"), vm.iso or "-"), (say("cli.field.cdrom"), cdrom),
         (say("cli.field.boot_order"), ", ".join(vm.boot_order) or "-"),
         (say("cli.field.autostart"), say("cli.yes") if vm.autostart else say("cli.no")),
@@ -164,7 +165,7 @@ def _print_vm(state: CliState, vm: VmOut) -> None:
     ]
     fields += [
         (say("cli.field.disk", target=d.target), f"{d.path or say('cli.empty')} ({say(f'cli.device.{d.device}')}"
-         + (f", {d.capacity_bytes / 2**30:g} GiB" if d.capacity_bytes is not None else "") + ")")
+         + (f", {format_size(d.capacity_bytes)}" if d.capacity_bytes is not None else "") + ")")
         for d in vm.disks
     ]
     if vm.pending_restart:
@@ -491,10 +492,11 @@ def vm_resize_disk(
         row.details = resized_details(done.target, done.old_bytes, done.new_bytes)
         return done
 
-    with working(say("cli.progress.resizing", vm=vm_id, target=target, size=size_bytes), as_json=state.as_json):
+    resizing = say("cli.progress.resizing", vm=vm_id, target=target, size=format_size(size_bytes))
+    with working(resizing, as_json=state.as_json):
         resized = _audited(state.settings(), "resize-disk", vm_id, resize)
     if not state.as_json:
-        typer.echo(f"{resized.target}: {resized.old_bytes} → {resized.new_bytes} bytes\n", err=True)
+        typer.echo(f"{resized.target}: {format_size(resized.old_bytes)} → {format_size(resized.new_bytes)}\n", err=True)
     _print_vm(state, VmOut.of(resized.vm))
 
 

@@ -26,6 +26,7 @@ from limen.cli_output import failed, say, table
 from limen.cli_state import cli_state
 from limen.errors import LimenError
 from limen.isos import IsoImage, IsoUpload, check_room, delete_iso, list_isos
+from limen.sizes import format_size
 
 T = TypeVar("T")
 
@@ -49,18 +50,18 @@ def iso_list(ctx: typer.Context) -> None:
     if state.as_json:
         typer.echo(json.dumps([_out(i) for i in isos], indent=2))
     else:
-        rows = [[i.name, f"{i.size_bytes / 2**20:.1f} MiB", i.modified.strftime("%Y-%m-%d %H:%M"),
+        rows = [[i.name, format_size(i.size_bytes), i.modified.strftime("%Y-%m-%d %H:%M"),
                  i.sha256[:16] if i.sha256 else "-"] for i in isos]
         typer.echo(table(rows, ["cli.col.name", "cli.col.size", "cli.col.modified", "cli.col.sha256"]) if rows
                    else say("cli.no_isos", dir=settings.iso_dir))
 
 
 class _BinaryRateColumn(ProgressColumn):
-    """The rate in MiB/s, matching the MiB of the byte counts (rich's own column counts in MB)."""
+    """The rate in binary units, as the byte counts beside it (rich's own column counts in MB)."""
 
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text("?" if speed is None else f"{speed / 2**20:.1f} MiB/s", style="progress.data.speed")
+        return Text("?" if speed is None else f"{format_size(speed)}/s", style="progress.data.speed")
 
 
 def _copy(source: Path, upload: IsoUpload, advance: Callable[[int], None]) -> None:
@@ -78,7 +79,8 @@ def _plain_progress(total: int) -> Callable[[int], None]:
         nonlocal done, next_step
         done += count
         if total and done * PLAIN_PROGRESS_STEPS >= total * next_step:
-            typer.echo(say("cli.progress.uploaded", done=done, total=total, percent=done * 100 // total), err=True)
+            typer.echo(say("cli.progress.uploaded", done=format_size(done), total=format_size(total),
+                           percent=done * 100 // total), err=True)
             next_step = done * PLAIN_PROGRESS_STEPS // total + 1
 
     return advance
@@ -118,7 +120,7 @@ def iso_upload(
     if state.as_json:
         typer.echo(json.dumps(_out(image), indent=2))
     else:
-        typer.echo(say("cli.iso_uploaded", name=image.name, size=image.size_bytes, sha256=image.sha256))
+        typer.echo(say("cli.iso_uploaded", name=image.name, size=format_size(image.size_bytes), sha256=image.sha256))
 
 
 @iso_app.command("delete")

@@ -24,6 +24,7 @@ from limen.cli_state import cli_state
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.hosts import DEFAULT_HOST
 from limen.hypervisor.volumes import PoolVolume, delete_volume, list_volumes
+from limen.sizes import format_size
 from limen.volume_claims import refuse_claimed
 
 volume_app = typer.Typer(help="Disk volumes of the storage pool: which VM uses each; delete one none uses "
@@ -49,8 +50,8 @@ def volumes_list(
     if state.as_json:
         typer.echo(json.dumps([VolumeOut.of(volume).model_dump(mode="json") for volume in volumes], indent=2))
         return
-    rows = [[volume.name, volume.host, f"{volume.capacity_bytes / 2**30:g} GiB",
-             f"{volume.allocation_bytes / 2**20:.1f} MiB", volume.format or "-", _used_by(volume)]
+    rows = [[volume.name, volume.host, format_size(volume.capacity_bytes),
+             format_size(volume.allocation_bytes), volume.format or "-", _used_by(volume)]
             for volume in volumes]
     typer.echo(table(rows, ["cli.col.name", "cli.col.host", "cli.col.size", "cli.col.allocated", "cli.col.format",
                             "cli.col.used_by"]) if rows else say("cli.no_volumes"))

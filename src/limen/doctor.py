@@ -61,6 +61,7 @@ from limen.logs import LOG_FILE_NAME
 from limen.private_files import PRIVATE_DIR_MODE
 from limen.qemu_access import first_blocking, qemu_owner
 from limen.settings import Settings, host_in_url
+from limen.sizes import format_size
 
 MIN_FREE_BYTES = 1 << 30
 
@@ -178,7 +179,7 @@ async def check_libvirt(ctx: Context) -> Said:
         cpus, memory = await ctx.hypervisor.host_info()
     except LimenError as exc:
         raise CheckFailed(as_it_came(exc.details), said("fix.libvirt", uri=ctx.settings.libvirt_uri)) from None
-    return said("libvirt_ok", uri=ctx.settings.libvirt_uri, cpus=cpus, memory=memory)
+    return said("libvirt_ok", uri=ctx.settings.libvirt_uri, cpus=cpus, memory=format_size(memory * 2**20))
 
 
 async def check_storage_pool(ctx: Context) -> Said:
@@ -512,8 +513,8 @@ async def check_disk_space(ctx: Context) -> Said:
         path = path.parent
     free = shutil.disk_usage(path).free
     if free < MIN_FREE_BYTES:
-        raise CheckFailed(said("disk_low", gib=f"{free / 2**30:.2f}", path=path), said("fix.disk"))
-    return said("disk_ok", gib=f"{free / 2**30:.1f}", path=path)
+        raise CheckFailed(said("disk_low", size=format_size(free), path=path), said("fix.disk"))
+    return said("disk_ok", size=format_size(free), path=path)
 
 
 async def check_database(ctx: Context) -> Said:

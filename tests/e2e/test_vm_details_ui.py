@@ -107,7 +107,7 @@ def test_the_details_page_of_a_stopped_vm_leaves_it_stopped(
     expect(page.locator("#finish-install")).to_be_visible()  # a CD, and the boot order starts with it
     disk_row = page.locator("#disk-rows tr")
     expect(disk_row).to_have_count(1)
-    expect(disk_row).to_contain_text("1.0 GiB")
+    expect(disk_row).to_contain_text("1 GiB")
     expect(page.locator("#action-rows tr")).to_contain_text(["Create"])
     page.wait_for_timeout(3000)  # longer than any poll or screenshot interval
     assert api.get(f"/api/vms/{vm['uuid']}").json()["state"] == "stopped"

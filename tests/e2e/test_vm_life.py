@@ -127,7 +127,7 @@ def test_a_vms_whole_life_in_the_ui(
     page.wait_for_selector('body[data-events="live"]', timeout=15_000)
     expect(state).to_have_text("Stopped")
     expect(page.locator("#media-current")).to_have_text(f"Inserted: {DEMO_ISO}")
-    expect(page.locator("#disk-rows tr")).to_contain_text("1.0 GiB")
+    expect(page.locator("#disk-rows tr")).to_contain_text("1 GiB")
     expect(page.locator("#boot-current")).to_have_text("Now: CD-ROM, then disk")
     expect(page.locator("#screen-box")).to_have_text("Stopped: no picture")
     assert vm_json(api, name)["state"] == "stopped"
@@ -231,12 +231,12 @@ def test_a_vms_whole_life_in_the_ui(
     page.get_by_role("button", name="Resize disk vda").click()
     resize = page.locator("#resize-dialog")
     expect(resize).to_be_visible()
-    expect(resize).to_contain_text("now 1.0 GiB")
+    expect(resize).to_contain_text("now 1 GiB")
     shoot(page, "vm-life-resize-dialog", full=False)
     page.get_by_label("New size (GiB)").fill("2")
     resize.get_by_role("button", name="Resize", exact=True).click()
     expect(page.locator("#disk-status")).to_contain_text("vda is now 2 GiB")
-    expect(page.locator('#disk-rows tr[data-target="vda"]')).to_contain_text("2.0 GiB")
+    expect(page.locator('#disk-rows tr[data-target="vda"]')).to_contain_text("2 GiB")
     disk = next(d for d in vm_json(api, name)["disks"] if d["device"] == "disk")  # type: ignore[attr-defined]
     assert disk["capacity_bytes"] == 2 * GIB
     assert int(virsh("domblkinfo", name, "vda", "--human").count("2.000 GiB")) >= 1

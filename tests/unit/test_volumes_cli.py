@@ -51,7 +51,8 @@ def test_list_and_delete(tmp_path: Path) -> None:
     assert code == 1 and json.loads(err)["code"] == "HOST_NOT_FOUND"
     code, out, err = run(tmp_path, "volumes", "list")
     assert out.splitlines()[0].split() == ["NAME", "HOST", "SIZE", "ALLOCATED", "FORMAT", "USED", "BY"]
-    assert f"{kept}-disk0.qcow2  local" in out and "1 GiB" in out
+    # Size and allocation as the Disks page says them (limen.sizes): the allocation read "1024.0 MiB".
+    assert f"{kept}-disk0.qcow2  local  1 GiB  1 GiB " in out
 
     code, _, err = run(tmp_path, "volumes", "delete", f"{used}-disk0.qcow2")
     assert code == 1 and "[VOLUME_IN_USE]" in err and used in err

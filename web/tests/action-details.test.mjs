@@ -33,7 +33,7 @@ test("each phrase is worded from the catalogue, values in the page's way", () =>
   const eject = [{ kind: "change", field: "cd", new: "ejected", forced: "true" }, { kind: "given_to", owner: "bob" }];
   assert.equal(wordPhrases(eject, inKorean), "CD → 꺼냄 (강제); bob에게 넘김");
   const grown = [{ kind: "resized", target: "vda", old: String(2 ** 30), new: String(3 * 2 ** 30) }];
-  assert.equal(wordPhrases(grown, inKorean), "vda 1.0 GiB → 3.0 GiB");
+  assert.equal(wordPhrases(grown, inKorean), "vda 1 GiB → 3 GiB");
 });
 
 test("a boot order is said by its devices' names", () => {

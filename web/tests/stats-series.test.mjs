@@ -2,6 +2,7 @@
 // how figures read. Run: node --test web/tests/   (tests/unit/test_web_js.py runs it under pytest)
 
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
 import {
@@ -59,7 +60,7 @@ test("figures read as people say them", () => {
   assert.equal(formatPercent(57.6), "58%");
   assert.equal(formatSize(96 * 2 ** 20), "96 MiB");
   assert.equal(formatSize(1.5 * 2 ** 30), "1.5 GiB");
-  assert.equal(formatRate(2048), "2.0 KiB/s");
+  assert.equal(formatRate(2048), "2 KiB/s");
   assert.equal(formatRate(0), "0 B/s");
   assert.equal(formatRate(null), "—");
 });
@@ -70,7 +71,16 @@ test("figures are written by Intl in the page's language, the binary units limen
   assert.equal(formatSize(1.5 * 2 ** 30, "ko"), "1.5 GiB");
   assert.equal(formatSize(1.5 * 2 ** 30, "de"), "1,5 GiB");
   assert.equal(formatSize(1000), "1,000 B");
-  assert.equal(formatRate(2048, "de"), "2,0 KiB/s");
+  assert.equal(formatRate(2048, "de"), "2 KiB/s");
+  assert.equal(formatRate(2.5 * 1024, "de"), "2,5 KiB/s");
+});
+
+// The sizes and their texts in web/tests/size-texts.json are the command line's too (limen.sizes.format_size,
+// tests/unit/test_sizes.py reads the same file): the Disks page said "1.0 GiB" where `limen volume list` said
+// "1 GiB". The rule: the largest unit the size reaches, at most one decimal, never a trailing ".0".
+test("a size reads as the command line says it", () => {
+  const cases = JSON.parse(readFileSync(new URL("./size-texts.json", import.meta.url)));
+  for (const [bytes, text] of cases) assert.equal(formatSize(bytes), text, `${bytes} bytes`);
 });
 
 test("time ticks less than a minute apart carry their seconds, so no two labels are alike", () => {

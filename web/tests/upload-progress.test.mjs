@@ -46,7 +46,7 @@ test("time left reads as a person would say it", () => {
 
 test("the figures under the bar: bytes, percent, rate, time left", () => {
   assert.deepEqual(uploadFigures(3 * MIB, 12 * MIB, 1.5 * MIB), {
-    percent: 25, text: "3.0 MiB of 12 MiB (25%) · 1.5 MiB/s · 6 s left",
+    percent: 25, text: "3 MiB of 12 MiB (25%) · 1.5 MiB/s · 6 s left",
   });
   assert.equal(uploadFigures(0, 12 * MIB, null).text, "0 B of 12 MiB (0%) · measuring… · time left unknown");
   assert.equal(uploadFigures(5, 0, null).percent, 0);

@@ -1,6 +1,6 @@
 // DOM helpers. Everything the server sends is inserted as text (text nodes, textContent), never as HTML.
 
-import { formatNumber, lang, localizedError, t } from "./i18n.js";
+import { lang, localizedError, t } from "./i18n.js";
 import { formatSize } from "./stats-series.js";
 
 /**
@@ -49,14 +49,14 @@ export function stateBadge(state) {
   return h("span", { class: `badge ${known}`, dataset: { state: known }, text: t(`state.${known}`) });
 }
 
-export function formatMemory(mib) {
-  if (mib >= 1024) return `${formatNumber(mib / 1024, { maximumFractionDigits: 1 })} GiB`;
-  return `${formatNumber(mib)} MiB`;
-}
-
-/** Bytes in binary units, the number written in the page's language. */
+/** Bytes in binary units (formatSize's rule: "1 GiB", "1.5 GiB", "512 MiB"), the number in the page's language. */
 export function formatBytes(bytes) {
   return formatSize(bytes, lang);
+}
+
+/** A VM's memory, given in MiB, in the same words as every other size. */
+export function formatMemory(mib) {
+  return formatBytes(mib * 2 ** 20);
 }
 
 export function formatDuration(seconds) {

@@ -95,18 +95,25 @@ export function formatPercent(value, locale = "en") {
   return numberFormat(locale, { style: "percent", ...digits(value) }).format(value / 100);
 }
 
-// Binary units (KiB, MiB…), which Intl does not name: the number is Intl's, the unit limen's.
+// Binary units (KiB, MiB…), which Intl does not name: the number is Intl's, the unit limen's. The rule is the
+// command line's too (limen.sizes.format_size): the largest unit the size reaches, at most one decimal and no
+// ".0" ("1 GiB", "1.5 GiB", "196.5 MiB"), whole bytes below 1 KiB.
+const SIZE_UNITS = ["B", "KiB", "MiB", "GiB", "TiB"];
+
 export function formatSize(bytes, locale = "en") {
   if (bytes === null || bytes === undefined || Number.isNaN(bytes)) return "—";
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let value = Math.max(0, bytes);
   let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
+  let rounded;
+  for (;;) {
+    const scale = unit === 0 ? 1 : 10;
+    rounded = Math.round(value * scale) / scale;
+    // 1023.96 MiB rounds to 1024: that is 1 GiB, not "1,024 MiB".
+    if (rounded < 1024 || unit === SIZE_UNITS.length - 1) break;
     value /= 1024;
     unit += 1;
   }
-  const fraction = unit === 0 ? { maximumFractionDigits: 0 } : digits(value);
-  return `${numberFormat(locale, fraction).format(value)} ${units[unit]}`;
+  return `${numberFormat(locale, { maximumFractionDigits: 1 }).format(rounded)} ${SIZE_UNITS[unit]}`;
 }
 
 export function formatRate(bytesPerSecond, locale = "en") {
