@@ -255,5 +255,9 @@ def restore_command(
         lines.append(say("cli.restore.settings_held", name=backup.manifest.config_file))
     if vms:
         lines.append(say("cli.restore.defined", names=", ".join(defined) or say("cli.restore.none_missing")))
-    _report(state.as_json, backup.manifest, "\n".join(lines), kept=str(kept) if kept else None, defined=defined,
-            migrated_from=restored_as.migrated_from)
+    # The backup's VMs asked for (--vms: all; --vm: those) that libvirt already had, so were left as they are.
+    asked = [held.name for held in backup.manifest.vms if vms and (not vm or held.name in vm)]
+    _report(state.as_json, backup.manifest, "\n".join(lines), file=str(file), kept=str(kept) if kept else None,
+            migrated_from=restored_as.migrated_from,
+            settings_written=str(settings_to) if settings_to is not None and backup.config is not None else None,
+            defined=defined, skipped=[name for name in asked if name not in defined])

@@ -225,3 +225,25 @@ def test_a_restore_run_as_root_leaves_the_log_its_owners(tmp_path: Path) -> None
     assert code == 0, err
     log_file = tmp_path / "log" / "limen.log"
     assert (log_file.stat().st_uid, log_file.stat().st_gid) == (service.pw_uid, service.pw_gid)
+
+
+def test_a_restore_under_json_says_what_it_restored(tmp_path: Path) -> None:
+    """``limen --json restore`` printed the manifest with the database kept and the VMs defined, but not the
+    file it restored, the settings file it wrote, nor the VMs asked for that libvirt already had."""
+    gone, kept_vm = FakeDomain("gone", None, running=False), FakeDomain("still-here", None, running=False)
+    data, config = migrated_data_dir(tmp_path)
+    base = ["--config", str(config), "--log-dir", str(tmp_path / "log")]
+    out = tmp_path / "b.limen"
+    code, _, err = run(*base, "--libvirt-uri", driver_uri(tmp_path, [gone, kept_vm]), "backup", str(out))
+    assert code == 0, err
+    written = tmp_path / "restored.toml"
+    code, stdout, err = run(*base, "--libvirt-uri", driver_uri(tmp_path, [kept_vm]), "--json", "restore", str(out),
+                            "--vms", "--settings-to", str(written))
+    assert code == 0, err
+    said = json.loads(stdout)
+    assert (said["file"], said["settings_written"]) == (str(out), str(written))
+    assert (said["defined"], said["skipped"]) == (["gone"], ["still-here"])
+    assert said["schema_revision"] == SCHEMA_HEAD and said["migrated_from"] == []
+    assert sorted(vm["name"] for vm in said["vms"]) == ["gone", "still-here"]
+    assert said["kept"].startswith(str(data / "limen.db.before-restore-"))
+    assert err == ""  # no progress line under --json
