@@ -336,7 +336,7 @@ def vm_start(ctx: typer.Context, vm_id: Annotated[str, typer.Argument(help="UUID
 def vm_stop(
     ctx: typer.Context,
     vm_id: Annotated[str, typer.Argument(help="UUID or name")],
-    force: Annotated[bool, typer.Option(help="Power off at once instead of ACPI shutdown")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Power off at once instead of ACPI shutdown")] = False,
 ) -> None:
     """Stop a VM (ACPI shutdown; --force powers it off)."""
     state = cli_state(ctx)
@@ -351,7 +351,7 @@ def vm_stop(
 def vm_reboot(
     ctx: typer.Context,
     vm_id: Annotated[str, typer.Argument(help="UUID or name")],
-    force: Annotated[bool, typer.Option(help="Hardware reset instead of ACPI reboot")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Hardware reset instead of ACPI reboot")] = False,
 ) -> None:
     """Reboot a VM."""
     state = cli_state(ctx)
@@ -366,7 +366,7 @@ def vm_reboot(
 def vm_delete(
     ctx: typer.Context,
     vm_id: Annotated[str, typer.Argument(help="UUID or name")],
-    delete_disks: Annotated[bool, typer.Option(help="Also delete the VM's disk volumes")] = False,
+    delete_disks: Annotated[bool, typer.Option("--delete-disks", help="Also delete the VM's disk volumes")] = False,
 ) -> None:
     """Delete a VM (stopping it first if it runs)."""
     state = cli_state(ctx)

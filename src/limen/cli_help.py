@@ -8,7 +8,8 @@ English catalogue repeats the docstrings and a unit test keeps the two equal. :f
 puts the reader's language in the tree before it runs. Which texts are translated: the command list and the
 most-used commands (``serve``, ``doctor``, ``vm`` and its everyday subcommands, ``volumes``); others stay
 English. click's own words (``Usage:``, ``Options``, ``Show this message and exit.``) stay English: click
-takes them from gettext, and limen ships no message catalogue for click.
+takes them from gettext, and limen ships no message catalogue for click. In every language a flag (an option
+that takes no value: ``--json``, ``--force``, ``--help``) shows no type beside it (:func:`flags_without_a_type`).
 """
 
 from __future__ import annotations
@@ -37,12 +38,24 @@ def walk(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, 
         yield from walk(sub, (*path, name))
 
 
+def flags_without_a_type(root: Any) -> None:
+    """Typer (0.29) shows a type beside every option, so each flag read ``--json <bool>``, ``--help <bool>``,
+    as if it took a value: a flag's type is left blank (its metavar; the help option is made here, as click
+    would on the first --help, so that it has one too)."""
+    for _path, command in walk(root):
+        help_option = command.get_help_option(typer.Context(command))
+        for parameter in [*command.params, help_option]:
+            if getattr(parameter, "is_flag", False):
+                parameter.metavar = ""
+
+
 # Made once per language: building the tree evaluates every parameter of limen's ~60 commands (~25 ms of CPU),
 # and click keeps nothing of a run in it (each run has its own context). A process runs once; tests many times.
 @functools.cache
 def localized_command(app: typer.Typer, lang: str) -> Any:
     """``app``'s click command with the help texts the catalogue has in ``lang`` (the same object each call)."""
     root = typer.main.get_command(app)
+    flags_without_a_type(root)
     if lang == DEFAULT_LANGUAGE:
         return root
     texts = catalogue(lang)

@@ -92,7 +92,8 @@ async def _ask_each(hosts: list[HostConfig], timeout: float) -> list[list[str] |
 
 @host_app.command("remove")
 def remove(ctx: typer.Context, name: str,
-           force: Annotated[bool, typer.Option(help="Remove it even when it cannot be asked for its VMs")] = False,
+           force: Annotated[bool, typer.Option(
+               "--force", help="Remove it even when it cannot be asked for its VMs")] = False,
            ) -> None:
     """Unregisters a host that has no VMs (HOST_IN_USE otherwise). Its VMs are not touched."""
     settings = cli_state(ctx).settings()

@@ -408,6 +408,20 @@ def test_help_of_the_volumes_commands_in_korean(monkeypatch: pytest.MonkeyPatch,
     assert "The host whose pool holds it" in help_of(monkeypatch, capsys, ENGLISH, "volumes", "delete")
 
 
+@pytest.mark.parametrize("env", [ENGLISH, KOREAN], ids=["en", "ko"])
+def test_help_shows_no_type_beside_a_flag_and_no_unasked_no_x_twin(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], env: dict[str, str]
+) -> None:
+    """Every flag read as if it took a value (``--json <bool>``, ``--help <bool>``), and ``--force`` had a
+    ``--no-force`` twin nobody asked for: ``--force  --no-force  <bool>  … [default: no-force]``."""
+    top = help_of(monkeypatch, capsys, env)
+    assert "<bool>" not in top and "<path>" in top  # options that take a value keep their type
+    stop = help_of(monkeypatch, capsys, env, "vm", "stop")
+    assert "<bool>" not in stop and "--no-force" not in stop and "default" not in stop
+    assert "--delete-disks" in (delete := help_of(monkeypatch, capsys, env, "vm", "delete"))
+    assert "--no-delete-disks" not in delete and "<bool>" not in delete
+
+
 def test_each_languages_help_tree_is_made_once_and_keeps_its_own_texts() -> None:
     """``limen --help`` builds click's tree of ~60 commands (~25 ms of CPU); a language's is built once."""
     from limen.cli import app
