@@ -31,6 +31,7 @@ import json
 import logging
 from typing import Any
 
+from limen.cancellation import stop_requested
 from limen.hypervisor.models import VmState
 from limen.hypervisor.operations import (
     KEEP_FINISHED_SECONDS,
@@ -112,6 +113,8 @@ class VmEventRelay:
                 if VmEventType(entry["type"]) in OPERATION_EVENTS:
                     await self._post(entry["operation"], entry["owner"])
             except Exception as exc:
+                if stop_requested():  # the cancellation came back as a Redis error: stop all the same
+                    raise asyncio.CancelledError from exc
                 if not failing:
                     log.warning("VM events cannot be relayed to the other limen instances (Redis %s); dropping "
                                 "them until Redis takes them again", type(exc).__name__,

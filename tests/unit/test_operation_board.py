@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+import redis.exceptions
 
 from limen.errors import ErrorCode
 from limen.hypervisor.operations import Operation, Operations
@@ -105,3 +106,34 @@ async def test_an_operation_heard_running_whose_end_went_unheard_is_read_ended_f
         assert (await state(), fake.gets) == ("done", 2)
         assert (await state(), fake.gets) == ("done", 2)  # kept as heard: not read again
 
+
+
+class _RedisTurningCancelIntoItsError(OutageRedis):
+    """As redis-py may: a command cancelled midway raises a ConnectionError of its own instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.adding = asyncio.Event()
+
+    async def xadd(self, *_args: Any, **_kwargs: Any) -> None:
+        self.adding.set()
+        try:
+            await asyncio.Event().wait()  # Redis does not answer
+        except asyncio.CancelledError:
+            raise redis.exceptions.ConnectionError("Connection closed by server.") from None
+
+
+async def test_closing_ends_the_sender_whose_redis_command_reports_the_cancellation_as_its_own_error(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The relay's sender took the error for Redis failing, dropped the event and waited for the next one: a
+    # replica's shutdown waited for it until the test's own deadline (110 s in a test run).
+    fake = _RedisTurningCancelIntoItsError()
+    async with relay_on(fake, monkeypatch) as (_operations, relay):
+        relay._enqueue({"type": "state", "uuid": "u"})  # a VM event for the others
+        await asyncio.wait_for(fake.adding.wait(), 5)  # it is being sent when the relay closes
+        closing = asyncio.create_task(relay.close())
+        done, _ = await asyncio.wait({closing}, timeout=5)  # not wait_for: cancelling close() proves nothing
+        if not done:
+            closing.cancel()
+        assert done, "the relay's close() still waits for its sender"
