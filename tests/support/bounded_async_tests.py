@@ -45,11 +45,15 @@ def bounded(test: Callable[..., Coroutine[Any, Any, Any]], seconds: float) -> Ca
     @functools.wraps(test)
     async def within_budget(*args: Any, **kwargs: Any) -> Any:
         try:
-            async with asyncio.timeout(seconds):
-                return await test(*args, **kwargs)
+            async with asyncio.timeout(seconds) as deadline:
+                result = await test(*args, **kwargs)
         except TimeoutError as exc:
             raise TimeoutError(f"the test did not end within {seconds:g} s: cancelled where it waited "
                                "(the traceback's innermost calls)") from exc
+        if deadline.expired():  # it ended only because its cancellation was taken for the end of a wait
+            raise TimeoutError(f"the test did not end within {seconds:g} s, and its cancellation then was "
+                               "swallowed on the way (a suppress(CancelledError) around a wait that hung?)")
+        return result
 
     return within_budget
 
