@@ -451,6 +451,7 @@ class Rule(StrEnum):
     NO_EDGE_SPACE = "no_edge_space"
     NO_CONTROL_CHARS = "no_control_chars"
     RESERVED_PREFIX = "reserved_prefix"  # {prefix}
+    DOT_SEGMENT = "dot_segment"  # "." or "..", which an address cannot name
     FILE_NAME = "file_name"  # a plain file name, no path
     HIDDEN_NAME = "hidden_name"  # starts with a dot
     MAX_BYTES = "max_bytes"  # {max}, in UTF-8

@@ -25,6 +25,9 @@ from limen.isos import check_new_name
     (lambda: clean_name("name", " bob", 64), "name", {"kind": "no_edge_space"}, "white space"),
     (lambda: clean_name("name", "bo\u200bb", 64), "name", {"kind": "no_control_chars"}, "invisible"),
     (lambda: clean_user_name("CLI:bob"), "name", {"kind": "reserved_prefix", "prefix": "cli:"}, "'cli:'"),
+    # A browser removes dot segments from /api/users/../quota: such a user could not be managed from the pages.
+    (lambda: clean_user_name(".."), "name", {"kind": "dot_segment"}, "'..'"),
+    (lambda: clean_user_name("."), "name", {"kind": "dot_segment"}, "'.'"),
     (lambda: validate_password("short"), "password", {"kind": "length", "min": 8, "max": 1024}, "at least 8"),
     # "Letters" alone would admit Hangul to an English reader: the English text says which ones.
     (lambda: check_snapshot_name("스냅샷"), "name", {"kind": "vm_name"}, "letters a–z, A–Z, digits"),

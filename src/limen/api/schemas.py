@@ -29,8 +29,9 @@ class ErrorBody(BaseModel):
     field: str | None = Field(None, description="The offending input field, for validation errors")
     rule: dict[str, Any] | None = Field(
         None, description="For validation errors of limen's own rules, the rule broken, for a client to word in its "
-        "own language: 'kind' (vm_name, range, length, no_edge_space, no_control_chars, reserved_prefix, file_name, "
-        "hidden_name, max_bytes, iso_suffix, whole_number, at_least, required) and the values its wording needs, "
+        "own language: 'kind' (vm_name, range, length, no_edge_space, no_control_chars, reserved_prefix, "
+        "dot_segment, file_name, hidden_name, max_bytes, iso_suffix, whole_number, at_least, required) and the "
+        "values its wording needs, "
         "e.g. {'kind': 'range', 'min': 32, 'max': 24105, 'unit': 'MiB', 'limit': 'host_memory'} or "
         "{'kind': 'length', 'min': 8, 'max': 1024}")
     fields: list[FieldRefusal] | None = Field(

@@ -43,10 +43,18 @@ class UserInfo:
                    approved=user.approved)
 
 
+# Dot segments: browsers and HTTP clients remove them from an address before sending it (even written
+# %2E%2E), so /api/users/../quota would reach another route (the asker's own /api/quota) instead of the user.
+DOT_SEGMENTS = frozenset({".", ".."})
+
+
 def clean_user_name(name: str) -> str:
     """A new user's name, checked; names starting with ``cli:`` (any case) are the command line's in the
-    audit trail."""
+    audit trail, and ``.`` and ``..`` cannot be named in an address (/api/users/{name}/…)."""
     cleaned = clean_name("name", name, NAME_MAX)
+    if cleaned in DOT_SEGMENTS:
+        raise ValidationFailed("name", f"must not be {cleaned!r}: an address cannot name it",
+                               rule=rule(Rule.DOT_SEGMENT))
     if name_key(cleaned).startswith(COMMAND_LINE_PREFIX):
         raise ValidationFailed("name", f"must not start with {COMMAND_LINE_PREFIX!r}: the audit trail names the "
                                        "command line so", rule=rule(Rule.RESERVED_PREFIX, prefix=COMMAND_LINE_PREFIX))
