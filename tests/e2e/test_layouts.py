@@ -1,8 +1,8 @@
 """Layouts in real Chromium: 63-character VM and user names stay inside the page (cut short, whole on
-hover and focus) in the VM list, the delete dialog and the audit tables at 1280 and 390 px; no page
-scrolls sideways on a phone; audit cards are labelled; the header names the user and the role; the
-focus ring shows on the dark top bar; the browser checks the empty sign-in form; the console page's
-state badge follows the VM."""
+hover and focus; whole in a phone's cards) in the VM list, the delete dialog and the audit tables at 1280 and
+390 px; one tap opens a long-named VM's menu on a phone; no page scrolls sideways on a phone; audit cards are
+labelled; the header names the user and the role; the focus ring shows on the dark top bar; the browser checks
+the empty sign-in form; the console page's state badge follows the VM."""
 
 from __future__ import annotations
 
@@ -100,14 +100,15 @@ def test_63_character_names_stay_inside_the_list_dialog_and_audit(
     row = f'tr[data-vm-name="{long_names.vm}"]'
     name_link = f'{row} a[data-role="details"]'
 
-    # The VM list: the name cut short with an ellipsis, whole on hover (title) and on keyboard focus.
+    # The VM list: the name cut short with an ellipsis, whole on hover (title) and on keyboard focus; a phone's
+    # card shows it whole.
     page.wait_for_selector(row)
     page.wait_for_timeout(SETTLE_MS)
     assert_fits(page, viewport, "the VM list")
     assert right_edge(page, name_link) <= width
     expect(page.locator(name_link)).to_have_attribute("title", long_names.vm)
     expect(page.locator(name_link)).to_have_text(long_names.vm)
-    assert is_cut_short(page, name_link)
+    assert is_cut_short(page, name_link) == (viewport is DESKTOP)
     save_screenshot(page, f"layout-list-long-name-{label}")
     page.keyboard.press("Tab")  # keyboard use: Chromium shows :focus-visible from here on
     page.locator(name_link).focus()
@@ -145,6 +146,20 @@ def test_63_character_names_stay_inside_the_list_dialog_and_audit(
             "cells => cells.filter(c => c.offsetParent).map(c => getComputedStyle(c, '::before').content)")
         assert labels[:3] == ['"User"', '"VM"', '"Client"'], labels
     save_screenshot(page, f"layout-audit-long-names-{label}")
+
+
+def test_one_tap_opens_the_menu_of_a_long_named_vm_on_a_phone(
+    server: LimenProcess, signed_in_page: Callable[..., Page], long_names: LongNames
+) -> None:
+    """A name cut short in the card grew when a tap focused one of the card's buttons: the buttons moved down
+    from under the finger between the press and the release, and the tap reached the row instead (only a second
+    tap opened the menu). A phone's card shows the name whole from the start."""
+    page = signed_in_page(server, PHONE)
+    row = page.locator(f'tr[data-vm-name="{long_names.vm}"]')
+    expect(row).to_be_visible()
+    page.wait_for_timeout(SETTLE_MS)
+    row.locator("details.more summary").click()
+    expect(row.locator("details.more")).to_have_attribute("open", "")
 
 
 def test_a_client_address_stays_on_one_line_in_the_korean_audit_table(
