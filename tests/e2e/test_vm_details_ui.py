@@ -464,3 +464,22 @@ def test_settings_typed_here_survive_a_rename_made_elsewhere_and_are_saved(
     expect(page.locator("#settings-status")).to_contain_text("Saved")
     saved = api.get(f"/api/vms/{vm['uuid']}").json()
     assert (saved["name"], saved["vcpus"], saved["memory_mib"]) == (renamed, 2, 192)
+
+
+def test_a_field_put_back_after_a_refusal_is_no_longer_marked(
+    server: LimenProcess, api: httpx.Client, signed_in_page: Callable[..., Page], vm_name: Callable[..., str]
+) -> None:
+    # A refused memory was put back to the VM's own: "Save settings" said "Nothing changed" and the field stayed
+    # marked wrong (red, aria-invalid) beside it.
+    vm = create(api, vm_name())
+    page = signed_in_page(server)
+    page.goto(f"{server.base_url}/vms/{vm['uuid']}")
+    memory = page.get_by_label("Memory (MiB)")
+    expect(memory).to_have_value(str(vm["memory_mib"]))
+    memory.fill("99999999")
+    page.get_by_role("button", name="Save settings").click()
+    expect(memory).to_have_attribute("aria-invalid", "true")
+    memory.fill(str(vm["memory_mib"]))
+    page.get_by_role("button", name="Save settings").click()
+    expect(page.locator("#settings-status")).to_have_text("Nothing changed.")
+    expect(page.locator("#settings-form [aria-invalid]")).to_have_count(0)

@@ -593,10 +593,14 @@ async function patchVm(statusEl, what, body) {
 // The settings form's inputs by the field the API names.
 const SETTINGS_INPUTS = { name: "set-name", vcpus: "set-vcpus", memory_mib: "set-memory" };
 
+/** The marks of the last refusal go: a field put back to the VM's own value is no longer wrong either. */
+function unmarkSettings() {
+  for (const id of Object.values(SETTINGS_INPUTS)) document.getElementById(id).removeAttribute("aria-invalid");
+}
+
 /** Saves the settings; each field the server refuses is marked (aria-invalid) and the first focused. */
 async function saveSettings(body) {
-  const inputs = Object.values(SETTINGS_INPUTS).map((id) => document.getElementById(id));
-  for (const control of inputs) control.removeAttribute("aria-invalid");
+  unmarkSettings();
   if (await patchVm(ui.settingsStatus, t("details.save_settings_of", { name: vm.name }), body)) return;
   const refused = (lastRefusal instanceof ApiError ? lastRefusal.fields : [])
     .map((refusal) => document.getElementById(SETTINGS_INPUTS[refusal.field]))
@@ -639,6 +643,7 @@ function wireForms() {
     if (memory !== vm.memory_mib) body.memory_mib = memory;
     if (ui.setAutostart.checked !== Boolean(vm.autostart)) body.autostart = ui.setAutostart.checked;
     if (Object.keys(body).length === 0) {
+      unmarkSettings();
       showStatus(ui.settingsStatus, "", t("details.nothing_changed"));
       return;
     }
