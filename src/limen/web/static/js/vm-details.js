@@ -199,7 +199,11 @@ function render(current) {
   vm = current;
   document.title = `${vm.name} — limen`;
   followRename(vm);
-  document.getElementById("resource-graphs").dataset.vm = vm.uuid; // the graphs ask by it (vm-graphs.js)
+  const graphs = document.getElementById("resource-graphs");
+  graphs.dataset.vm = vm.uuid; // the graphs ask by it (vm-graphs.js)
+  // Without an interface the network graph never has a figure: it says why (vm-graphs.js).
+  if (vm.nics === undefined) delete graphs.dataset.nics;
+  else graphs.dataset.nics = String(vm.nics.length);
   ui.name.textContent = vm.name;
   ui.name.title = vm.name;
   document.body.dataset.state = vm.state;

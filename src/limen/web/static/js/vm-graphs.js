@@ -83,7 +83,7 @@ function buildGraph(graph) {
   card.setAttribute("aria-label", t("graphs.figure_name", { title: graph.title }));
   const head = el("figcaption", "graph-head");
   const title = el("span", "graph-title", graph.title);
-  const figure = el("span", "graph-figure", t("graphs.no_figures"));
+  const figure = el("span", "graph-figure", noFiguresText(graph));
   figure.id = `graph-${graph.id}-latest`;
   card.setAttribute("aria-describedby", figure.id);
   head.append(title, figure);
@@ -119,12 +119,18 @@ function buildGraph(graph) {
   return { graph, card, box, figure, opts, plot: null };
 }
 
+/** The latest figures of a graph's lines, or null when it has none. */
 function figureText(graph) {
   const parts = graph.lines
     .map((line) => [line.label, series.latest(line.field)])
     .filter(([, value]) => value !== null)
     .map(([label, value]) => `${graph.unit(value, lang)} ${label}`);
-  return parts.length ? parts.join(" · ") : t("graphs.no_figures");
+  return parts.length ? parts.join(" · ") : null;
+}
+
+/** Why a graph has no figures: a VM without a network interface never has network figures, not "yet". */
+function noFiguresText(graph) {
+  return graph.id === "net" && section.dataset.nics === "0" ? t("graphs.no_nics") : t("graphs.no_figures");
 }
 
 function draw() {
@@ -137,9 +143,15 @@ function draw() {
     } else {
       chart.plot.setData(data);
     }
+  }
+  showFigures();
+}
+
+function showFigures() {
+  for (const chart of charts.values()) {
     const text = figureText(chart.graph);
-    chart.figure.textContent = text;
-    chart.figure.classList.toggle("mono", text !== t("graphs.no_figures")); // figures line up; words need not
+    chart.figure.textContent = text ?? noFiguresText(chart.graph);
+    chart.figure.classList.toggle("mono", text !== null); // figures line up; words need not
   }
 }
 
@@ -205,6 +217,8 @@ async function start() {
     grid.append(chart.card);
   }
   new ResizeObserver(() => resize()).observe(grid);
+  // The details page tells the VM's interfaces (data-nics) when it has read the VM, after or before a poll.
+  new MutationObserver(() => showFigures()).observe(section, { attributeFilter: ["data-nics"] });
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState === "visible" && timer === null) poll();
   });
