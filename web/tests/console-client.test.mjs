@@ -177,6 +177,21 @@ test("an error frame's host comes with the error when the frame names one", () =
   assert.ok(!("host" in other.events.at(-1)));
 });
 
+test("an error frame's quota numbers come with the error, for the page to say them", () => {
+  const { events, socket } = connection();
+  socket.serverOpens();
+  const quota = { scope: "user 'bob'", resource: "memory_mib", limit: 32, usage: 0, requested: 64, free: 32 };
+  socket.serverSends(JSON.stringify({
+    type: "error", error: "Quota exceeded", code: "QUOTA_EXCEEDED", details: "user 'bob' quota on memory (MiB)",
+    message: "Free what the details name.", quota, stage: "start_vm",
+  }));
+  assert.deepEqual(events.at(-1).quota, quota);
+  const other = connection();
+  other.socket.serverOpens();
+  other.socket.serverSends(JSON.stringify({ type: "error", code: "QUOTA_EXCEEDED", quota: "odd", stage: "start_vm" }));
+  assert.ok(!("quota" in other.events.at(-1)));
+});
+
 test("a close with a code as reason and no error frame names that code", () => {
   const { events, socket } = connection();
   socket.serverOpens();

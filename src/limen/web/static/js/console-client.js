@@ -186,6 +186,9 @@ export class ConsoleConnection {
         source: "server",
         // HYPERVISOR_UNAVAILABLE names the host that does not answer: the page says it without asking for the VM.
         ...(typeof frame.host === "string" && frame.host ? { host: frame.host } : {}),
+        // QUOTA_EXCEEDED's numbers: the page says which limit and by how much in its language (the code's own
+        // advice only points to the English details).
+        ...(frame.quota && typeof frame.quota === "object" ? { quota: frame.quota } : {}),
       }, { closeSocket: false }); // the server closes with the matching close code
     }
     // Other frame types (future notices) are not ours to act on.
