@@ -9,7 +9,6 @@ for the snapshot, with a spinner and the time taken on a terminal, a plain line 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
 import typer
@@ -19,7 +18,7 @@ from limen.audit import ActionTarget
 from limen.cli_audit import run_audited
 from limen.cli_hypervisor import run_on_hypervisor
 from limen.cli_output import say
-from limen.cli_progress import Working, working
+from limen.cli_progress import working
 from limen.cli_state import cli_state
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.snapshots import (
@@ -82,19 +81,18 @@ def snapshot_create(
     state = cli_state(ctx)
     settings = state.settings()
 
-    def take_with(progress: Working) -> Callable[[Hypervisor, ActionTarget], Awaitable[SnapshotOut]]:
-        async def take(hv: Hypervisor, target: ActionTarget) -> SnapshotOut:
-            vm = await hv.get_vm(vm_id)
-            target.vm_name, target.vm_uuid, target.details = vm.name, vm.uuid, name[:80]
-            await check_can_take(hv, vm.uuid, name, description)
+    async def take(hv: Hypervisor, target: ActionTarget) -> SnapshotOut:
+        vm = await hv.get_vm(vm_id)
+        target.vm_name, target.vm_uuid, target.details = vm.name, vm.uuid, name[:80]
+        # A refused name, description or disk is said alone: "taking snapshot…" before it would say something
+        # began that never did (as `vm create` does).
+        await check_can_take(hv, vm.uuid, name, description)
+        with working(say("cli.snapshot.taking", snapshot=name, vm=vm_id), as_json=state.as_json) as progress:
             # libvirt gives no progress figure for it: the spinner shows the time it has taken so far.
             progress.step(say("cli.snapshot.with_memory" if vm.state.value == "running" else "cli.snapshot.disks"))
             return SnapshotOut.of(await take_snapshot(hv, vm.uuid, name, description))
 
-        return take
-
-    with working(say("cli.snapshot.taking", snapshot=name, vm=vm_id), as_json=state.as_json) as progress:
-        snap = run_audited(run_on_hypervisor, settings, "snapshot", vm_id, take_with(progress))
+    snap = run_audited(run_on_hypervisor, settings, "snapshot", vm_id, take)
     if state.as_json:
         typer.echo(json.dumps(snap.model_dump(mode="json")))
     else:

@@ -179,6 +179,21 @@ def test_a_refused_create_says_why_and_never_that_it_was_creating(tmp_path: Path
     assert run(tmp_path, "vm", "delete", taken)[0] == 0
 
 
+@pytest.mark.usefixtures("held_test_driver")
+def test_a_refused_snapshot_says_why_and_never_that_it_was_being_taken(tmp_path: Path) -> None:
+    # `limen vm snapshot create VM 스냅` printed "taking snapshot 스냅 of VM…" and then the name's refusal.
+    name = f"cli-snap-{uuid.uuid4().hex[:8]}"
+    assert run(tmp_path, "vm", "create", name, "--memory", "64")[0] == 0  # no disk: nothing to keep one in
+    try:
+        for snapshot, code in (("스냅", "VALIDATION_ERROR"), ("fine", "SNAPSHOT_UNSUPPORTED")):
+            exit_code, err = run(tmp_path, "vm", "snapshot", "create", name, snapshot)
+            assert exit_code == 1 and f"[{code}]" in err, err
+            assert "taking snapshot" not in err and "만드는 중" not in err, err
+            assert actions(tmp_path)[-1][1:4] == ("snapshot", name, code)  # still in the audit trail
+    finally:
+        assert run(tmp_path, "vm", "delete", name)[0] == 0
+
+
 def test_a_ctrl_c_while_the_row_is_written_waits_for_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A Ctrl-C that came as the row was being written left a VM created and no row saying so.
     written: list[str] = []
