@@ -260,3 +260,25 @@ async def test_error_codes_table_matches_errors_py(reading_client: httpx.AsyncCl
         "http_status": 409,
         "close_code": 4102,
     }
+
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+async def test_a_browser_opening_an_address_with_no_page_gets_a_page_in_its_language(
+    reading_client: httpx.AsyncClient,
+) -> None:
+    # It got the API's JSON error: English text on a blank page, no way back.
+    response = await reading_client.get("/no-such-page", headers={"Accept": BROWSER_ACCEPT, "Accept-Language": "ko"})
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("text/html")
+    assert "<title>페이지를 찾을 수 없습니다 — limen</title>" in response.text
+    assert '<a class="btn primary" href="/">가상 머신 목록으로</a>' in response.text
+    english = await reading_client.get("/no-such-page", headers={"Accept": BROWSER_ACCEPT, "Accept-Language": "en"})
+    assert english.status_code == 404 and "Page not found" in english.text
+    # What is not a browser opening a page keeps the one error schema.
+    for path, accept in (("/no-such-page", "*/*"), ("/api/no-such-route", BROWSER_ACCEPT)):
+        response = await reading_client.get(path, headers={"Accept": accept})
+        assert response.status_code == 404 and response.json()["code"] == ErrorCode.NOT_FOUND.name
+    refused = await reading_client.post("/no-such-page", headers={"Accept": BROWSER_ACCEPT})
+    assert refused.status_code == 404 and refused.json()["code"] == ErrorCode.NOT_FOUND.name

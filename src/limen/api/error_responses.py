@@ -104,7 +104,8 @@ def _refusal(error: Mapping[str, Any]) -> dict[str, Any]:
     return entry
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def http_error(_request: Request, exc: Exception) -> JSONResponse:
+    """A 404 or 405 of the router (no such address, or not with that method) in the one error schema."""
     assert isinstance(exc, StarletteHTTPException)
     code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(exc.status_code)
     if code is None:
@@ -140,5 +141,5 @@ async def answer_unexpected_error(exc: Exception, scope: Scope, receive: Receive
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(LimenError, _limen_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -22,9 +22,11 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from limen.api.console_stages import console_stage_table
 from limen.api.deps import AccessibleVm
+from limen.api.error_responses import http_error
 from limen.api.router_inclusion import include_routes
 from limen.api.services import services_of
 from limen.auth.browser_sessions import COOKIE_NAME
@@ -92,7 +94,8 @@ def _sign_in_first(request: Request) -> RedirectResponse | None:
 
 def _page(request: Request, name: str, *, scripts: tuple[str, ...], nav: str | None = None,
           prefetches: tuple[str, ...] = (), module_preloads: tuple[str, ...] = (),
-          novnc_module_url: str | None = None, console_tables: str | None = None) -> HTMLResponse:
+          novnc_module_url: str | None = None, console_tables: str | None = None,
+          status_code: int = 200) -> HTMLResponse:
     """Renders ``templates/<name>`` in the request's language. ``nav`` is the navigation entry of this page
     (None: no navigation, as on the sign-in page); ``prefetches`` are addresses of the modules of a page its
     user is likely to open next, fetched while the browser is idle (``<link rel="prefetch">``);
@@ -111,7 +114,7 @@ def _page(request: Request, name: str, *, scripts: tuple[str, ...], nav: str | N
         novnc_module_url=novnc_module_url, console_tables=console_tables,
     )
     headers = {**_NO_CACHE, "Content-Language": lang, "Vary": "Cookie, Accept-Language"}
-    return HTMLResponse(html, headers=headers)
+    return HTMLResponse(html, status_code=status_code, headers=headers)
 
 
 @router.get("/", include_in_schema=False)
@@ -268,10 +271,27 @@ def uplot_dir(settings: Settings) -> Path:
     return settings.uplot_dir or bundled("uplot") / "dist"
 
 
+def _opens_a_page(request: Request) -> bool:
+    """A browser opening an address outside the API (its navigation accepts HTML; scripts, curl and the
+    API's clients do not ask for it)."""
+    return (request.method in ("GET", "HEAD") and not request.url.path.startswith("/api/")
+            and "text/html" in request.headers.get("accept", ""))
+
+
+async def _not_found_page_or_error(request: Request, exc: Exception) -> Response:
+    """An address with no page, opened in a browser: a page in its language that says so and leads back
+    (the JSON error was English text on a blank page). Anything else: the API's JSON error."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404 and _opens_a_page(request):
+        return _page(request, "not_found.html", scripts=(), status_code=404)
+    return await http_error(request, exc)
+
+
 def install_web(app: FastAPI, settings: Settings) -> None:
     """Adds the UI to ``app``: pages, screenshots, error codes, noVNC, the API docs and the UI's own
     static files."""
     include_routes(app, router)
+    app.add_exception_handler(StarletteHTTPException, _not_found_page_or_error)
     novnc = novnc_dir(settings)
     if (novnc / "core" / "rfb.js").is_file():
         app.mount(novnc_address(novnc), ImmutableStaticFiles(directory=novnc), name="novnc-immutable")
