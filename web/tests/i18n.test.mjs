@@ -2,18 +2,12 @@
 // says under a refused field. Outside a page the English catalogue is read from the package (i18n.js).
 
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync } from "node:fs";
 import { test } from "node:test";
 
 import {
   actionName, fieldErrorText, localizedError, quotaText, sessionEndText, tWith, useLanguage,
 } from "../../src/limen/web/static/js/i18n.js";
-
-function catalogue(language) {
-  const dir = new URL(`../../src/limen/i18n/catalogues/${language}/`, import.meta.url);
-  const names = readdirSync(dir).filter((name) => name.endsWith(".json")).sort();
-  return Object.assign({}, ...names.map((name) => JSON.parse(readFileSync(new URL(name, dir), "utf8"))));
-}
+import { catalogue } from "./catalogue.mjs";
 
 test("a VM action is shown by its name in the page's language", () => {
   assert.equal(actionName("start"), "Start");

@@ -5,7 +5,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { quotaBody, quotaLabel, quotaOverrides } from "../../src/limen/web/static/js/user-quota.js";
+import { useLanguage } from "../../src/limen/web/static/js/i18n.js";
+import { quotaBody, quotaLabel, quotaOverrides, quotaRefusalText } from "../../src/limen/web/static/js/user-quota.js";
+import { catalogue } from "./catalogue.mjs";
 
 const QUOTA = {
   user: "bob",
@@ -32,4 +34,19 @@ test("the body is flat, every resource: empty is null, numbers are whole and not
   assert.throws(() => quotaBody(form({ vms: "2.5" }), QUOTA), RangeError);
   assert.throws(() => quotaBody(form({ vms: "-1" }), QUOTA), RangeError);
   assert.throws(() => quotaBody(form({ vms: "lots" }), QUOTA), RangeError);
+});
+
+test("a refused quota names each field and what is wrong, in the page's language", () => {
+  // The dialog said only "Invalid input: correct the fields named in the details", the details English and folded.
+  const fields = [{ field: "vms", details: "Input should be less than or equal to 2147483647",
+                    rule: { kind: "at_most", max: 2147483647 } }];
+  assert.equal(quotaRefusalText(fields), "VMs: Input should be less than or equal to 2147483647");
+  try {
+    useLanguage("ko", catalogue("ko"));
+    assert.equal(quotaRefusalText(fields), "가상 머신: 2,147,483,647 이하여야 합니다.");
+  } finally {
+    useLanguage("en", catalogue("en")); // the other test files share this process and expect English
+  }
+  assert.equal(quotaRefusalText([]), null);
+  assert.equal(quotaRefusalText(undefined), null);
 });

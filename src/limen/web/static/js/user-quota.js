@@ -5,13 +5,14 @@
 // Resources the server adds later appear by themselves (any number-or-null key of "override").
 
 import { h } from "./dom.js";
-import { formatNumber, t } from "./i18n.js";
+import { formatNumber, refusalText, t } from "./i18n.js";
 
+// Catalogue keys, said when asked: in the language the page has then.
 const LABELS = {
-  vms: t("quota.vms"),
-  vcpus: t("userquota.vcpus"),
-  memory_mib: t("userquota.memory"),
-  disk_gib: t("field.disk_gib"),
+  vms: "quota.vms",
+  vcpus: "userquota.vcpus",
+  memory_mib: "userquota.memory",
+  disk_gib: "field.disk_gib",
 };
 
 function isObject(value) {
@@ -23,7 +24,15 @@ function part(quota, key) {
 }
 
 export function quotaLabel(key) {
-  return LABELS[key] || key.replaceAll("_", " ");
+  return LABELS[key] ? t(LABELS[key]) : key.replaceAll("_", " ");
+}
+
+/** A refused PUT's `fields` (a VALIDATION_ERROR's), each named by its label with what is wrong, in the page's
+ * language where limen's rule has words (a limit past what the database holds: "at most 2,147,483,647"); the
+ * error's own advice only points to its details, English and folded away. Null when it names no field. */
+export function quotaRefusalText(fields) {
+  if (!Array.isArray(fields) || fields.length === 0) return null;
+  return fields.map((refusal) => `${quotaLabel(String(refusal.field))}: ${refusalText(refusal)}`).join(" ");
 }
 
 function amount(value) {

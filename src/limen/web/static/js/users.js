@@ -8,8 +8,8 @@
 import { api, ApiError } from "./api.js";
 import { errorBox, h, placeOf, redrawKeepingPlace, returnToPlace, spinner } from "./dom.js";
 import { mountUserMenu } from "./session.js";
-import { quotaBody, quotaFields } from "./user-quota.js";
-import { fieldErrorText, formatDateTime, refusalText, t } from "./i18n.js";
+import { quotaBody, quotaFields, quotaRefusalText } from "./user-quota.js";
+import { fieldErrorText, formatDateTime, localizedError, refusalText, t } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -339,7 +339,10 @@ function wireQuota() {
     try {
       await api("PUT", userPath(user.name, "/quota"), body);
     } catch (exc) {
-      ui.quotaError.replaceChildren(errorBox(asBox(exc, t("users.saving_quota")), { extraClass: "notice error" }));
+      const box = localizedError(asBox(exc, t("users.saving_quota")));
+      const refused = exc instanceof ApiError ? quotaRefusalText(exc.fields) : null;
+      ui.quotaError.replaceChildren(errorBox(refused ? { ...box, message: refused } : box,
+                                             { extraClass: "notice error", localize: false }));
       return;
     }
     ui.quotaDialog.close("saved");
