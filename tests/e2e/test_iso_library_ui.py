@@ -143,6 +143,8 @@ def test_the_page_at_390_px_for_admins_and_users(server: LimenProcess, new_page:
     expect(admin.locator("tr[data-iso='installer.iso'] code.sha")).to_have_text(
         hashlib.sha256(b"\x11" * (3 * MIB)).hexdigest(), timeout=15_000  # computed in the background
     )
+    # "Delete…", as every delete that asks first reads (it read "Delete").
+    expect(admin.locator("tr[data-iso='installer.iso'] [data-action='delete']")).to_have_text("Delete…")
     save_screenshot(admin, "isos-admin-390")
     assert admin.evaluate("document.documentElement.scrollWidth") <= 390
 

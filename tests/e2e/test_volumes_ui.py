@@ -67,3 +67,17 @@ def test_an_empty_pool_says_it_has_no_disks(server: LimenProcess, signed_in_page
     page.goto(f"{server.base_url}/volumes")
     expect(page.locator("#unused-empty")).to_have_text("스토리지 풀에 디스크 볼륨이 없습니다.")
     expect(page.locator("#used-empty")).to_be_visible()
+
+
+@pytest.mark.parametrize(("locale", "label"), [("en-US", "Delete…"), ("ko-KR", "삭제…")])
+def test_a_kept_disks_delete_says_it_asks_first(
+    server: LimenProcess, signed_in_page: Callable[..., Page], locale: str, label: str
+) -> None:
+    # It read "Delete" where every other delete that asks first (VMs, users, snapshots) reads "Delete…".
+    page = signed_in_page(server, locale=locale)
+    answer_volumes(page, [KEPT_DISK])
+    page.goto(f"{server.base_url}/volumes")
+    button = page.locator("#unused-rows [data-action='delete']")
+    expect(button).to_have_text(label)
+    button.click()
+    expect(page.locator("dialog[open]")).to_have_count(1)

@@ -69,7 +69,7 @@ function isoRow(iso) {
     ? h("td", { class: "cell-actions" }, h("button", {
       class: "btn small danger", type: "button", dataset: { action: "delete" },
       "aria-label": t("list.action_label", { action: t("users.delete_verb"), name: iso.name }), onclick: () => askDelete(iso),
-      text: t("users.delete_verb"),
+      text: t("action.delete.label"), // "Delete…": it asks first, as every delete's button says
     }))
     : null;
   return h(

@@ -45,7 +45,7 @@ function unusedRow(volume) {
     h("td", { class: "cell-actions" }, h("button", {
       class: "btn small danger", type: "button", dataset: { action: "delete" },
       "aria-label": t("list.action_label", { action: t("users.delete_verb"), name: volume.name }),
-      onclick: () => askDelete(volume), text: t("users.delete_verb"),
+      onclick: () => askDelete(volume), text: t("action.delete.label"), // "Delete…": it asks first
     })),
   );
 }
