@@ -202,7 +202,7 @@ def test_network_interfaces_and_disk_figures(
     disk = next(d for d in vm_json(api, name)["disks"] if d["device"] == "disk")  # type: ignore[attr-defined]
     cells = page.locator('#disk-rows tr[data-target="vda"] td')
     expect(cells.nth(2)).to_have_text(str(disk["path"]))
-    expect(cells.nth(3)).to_have_text("1.0 GiB")
+    expect(cells.nth(3)).to_have_text("1 GiB")
     allocation = cells.nth(4).inner_text()
     assert re.fullmatch(r"\d+(\.\d)? (B|KiB|MiB)", allocation), allocation  # sparse: far below its capacity
     assert isinstance(disk["allocation_bytes"], int) and disk["allocation_bytes"] < disk["capacity_bytes"]
@@ -226,7 +226,7 @@ def test_while_the_stream_is_down_the_details_page_polls(
 # -- both languages at both widths -------------------------------------------------------------------
 
 LANGUAGES = {"en": "en-US", "ko": "ko-KR"}
-UPLOADED = {"en": "Uploaded {name} (1.0 MiB).", "ko": "{name} 이미지를 업로드했습니다 (1.0 MiB)."}
+UPLOADED = {"en": "Uploaded {name} (1 MiB).", "ko": "{name} 이미지를 업로드했습니다 (1 MiB)."}
 WIDTHS: dict[str, ViewportSize] = {"1280": DESKTOP, "390": PHONE}
 # Words that would mean an English text was left on a Korean page (the VM's and the ISO's names aside).
 ENGLISH_LEFT = re.compile(
