@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from limen.cancellation import stop_requested
 from limen.redis_client import open_redis, redis_unavailable
 
 log = logging.getLogger("limen.auth")  # the logger its lines have always named (log filters may select it)
@@ -76,11 +77,12 @@ class SharedStream:
             try:
                 answer = await self._redis.xread({self.key: self._last_id}, block=READ_BLOCK_MS, count=100)
             except (redis.exceptions.RedisError, OSError) as exc:
+                if stop_requested():  # the cancellation came back as a Redis error: it is no news
+                    raise asyncio.CancelledError from exc
                 if not failing:
                     log.warning("%s from the other limen instances cannot be read (Redis %s); retrying",
                                 self.entries, type(exc).__name__, extra={"event": f"{self.what}_read_failed"})
-                    if not self._closing:  # a cancellation seen as an error is no news
-                        self._tell_hearing(False)
+                    self._tell_hearing(False)
                 failing = True
                 await asyncio.sleep(RECONNECT_DELAY)
                 continue
@@ -114,7 +116,7 @@ class SharedStream:
                         extra={"event": f"{self.what}_malformed"})
 
     async def close(self) -> None:
-        self._closing = True  # the reader may see its cancellation as a Redis error; it stops all the same
+        self._closing = True
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

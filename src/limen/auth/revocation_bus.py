@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from limen.auth.revocation import Revocation
+from limen.cancellation import stop_requested
 from limen.redis_stream import SharedStream
 
 log = logging.getLogger("limen.auth")
@@ -147,7 +148,9 @@ class RedisRevocationBus(LocalRevocationBus):
                     while self._unsent:
                         await self._send(self._unsent[0])
                         self._unsent.popleft()
-                except Exception:
+                except Exception as exc:
+                    if stop_requested():  # the cancellation came back as a Redis error
+                        raise asyncio.CancelledError from exc
                     continue
                 log.info("told the other limen instances of the revocations Redis had not taken",
                          extra={"event": "revocation_publish_ok"})
