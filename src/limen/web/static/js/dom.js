@@ -24,6 +24,20 @@ export function h(tag, props = {}, ...children) {
   return el;
 }
 
+/**
+ * Wires `form`'s submit to `onSubmit` and marks the form as the page's. A submit pressed before that was held
+ * by early-submits.js (the browser never sends a form here); it is sent now, as the button pressed asked.
+ */
+export function takeForm(form, onSubmit) {
+  form.addEventListener("submit", onSubmit);
+  form.dataset.taken = "true";
+  if (!("heldSubmit" in form.dataset)) return;
+  const submitter = form.dataset.heldSubmit ? document.getElementById(form.dataset.heldSubmit) : null;
+  delete form.dataset.heldSubmit;
+  if (submitter && submitter.form === form) form.requestSubmit(submitter);
+  else form.requestSubmit();
+}
+
 export function spinner(label) {
   return h("span", { class: "spinner", role: label ? "img" : null, "aria-label": label || null,
                      "aria-hidden": label ? null : "true" });

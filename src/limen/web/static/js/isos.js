@@ -2,7 +2,7 @@
 // upload progress: bytes, rate, time left, Cancel) and delete. Every value from the server is shown as text.
 
 import { api, ApiError, asBox, CSRF_HEADER, loginUrl } from "./api.js";
-import { errorBox, formatBytes, h, placeOf, redrawKeepingPlace, returnToPlace } from "./dom.js";
+import { errorBox, formatBytes, h, placeOf, redrawKeepingPlace, returnToPlace, takeForm } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { RateMeter, uploadFigures } from "./upload-progress.js";
 import { fieldErrorText, formatDateTime, formatNumber, localizedError, t, tWith } from "./i18n.js";
@@ -254,7 +254,7 @@ async function main() {
   if (user === null) return;
   ui.form.hidden = !isAdmin();
   ui.actionsHead.hidden = !isAdmin();
-  ui.form.addEventListener("submit", onSubmit);
+  takeForm(ui.form, onSubmit);
   const nameAfterFile = () => {
     const file = ui.file.files[0];
     if (file) ui.name.value = file.name;

@@ -5,7 +5,7 @@
 // for an administrator, and signing in before that shows ACCOUNT_PENDING's message.
 
 import { api, ApiError, forgetUser } from "./api.js";
-import { errorBox, h, spinner } from "./dom.js";
+import { errorBox, h, spinner, takeForm } from "./dom.js";
 import { safeNext } from "./next-path.js";
 import { countDown, formatWait } from "./wait.js";
 import { clientError, fieldErrorText, localizedError, t } from "./i18n.js";
@@ -155,12 +155,12 @@ async function offerSignup() {
     event.preventDefault();
     showSignup(false);
   });
-  signupForm.addEventListener("submit", onSignup);
+  takeForm(signupForm, onSignup);
   if (window.location.hash === "#signup") showSignup(true);
 }
 
 if (form) {
-  form.addEventListener("submit", onSubmit);
+  takeForm(form, onSubmit);
   nameInput.focus();
   offerSignup();
 }

@@ -4,7 +4,7 @@
 // the server is shown as text; the secret lives only in the panel's field until "I have copied it".
 
 import { api, ApiError } from "./api.js";
-import { errorBox, h, placeOf, redrawKeepingPlace, returnToPlace, spinner } from "./dom.js";
+import { errorBox, h, placeOf, redrawKeepingPlace, returnToPlace, spinner, takeForm } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { fieldErrorText, formatDateTime, formatNumber, t, tWith } from "./i18n.js";
 
@@ -143,7 +143,7 @@ async function copySecret() {
 }
 
 function wireCreate() {
-  ui.form.addEventListener("submit", async (event) => {
+  takeForm(ui.form, async (event) => {
     event.preventDefault();
     ui.nameError.hidden = true;
     ui.name.setAttribute("aria-invalid", "false");

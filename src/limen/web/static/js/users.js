@@ -6,7 +6,7 @@
 // Every value from the server is shown as text.
 
 import { api, ApiError } from "./api.js";
-import { errorBox, h, placeOf, redrawKeepingPlace, returnToPlace, spinner } from "./dom.js";
+import { errorBox, h, placeOf, redrawKeepingPlace, returnToPlace, spinner, takeForm } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { quotaBody, quotaFields, quotaRefusalText } from "./user-quota.js";
 import { fieldErrorText, formatDateTime, localizedError, refusalText, t } from "./i18n.js";
@@ -368,7 +368,7 @@ function fieldError(input, slot, text) {
 }
 
 function wireCreate() {
-  ui.form.addEventListener("submit", async (event) => {
+  takeForm(ui.form, async (event) => {
     event.preventDefault();
     fieldError(ui.name, ui.nameError, "");
     fieldError(ui.password, ui.passwordError, "");

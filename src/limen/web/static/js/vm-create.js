@@ -3,7 +3,7 @@
 // and a QUOTA_EXCEEDED answer (the quota changed meanwhile) is shown at the resource's field.
 
 import { api, ApiError } from "./api.js";
-import { errorBox, formatBytes, h, spinner } from "./dom.js";
+import { errorBox, formatBytes, h, spinner, takeForm } from "./dom.js";
 import { headroom, scopeName, showQuota } from "./quota.js";
 import { mountUserMenu, remountUserMenu } from "./session.js";
 import { VmEvents } from "./vm-events.js";
@@ -264,7 +264,7 @@ function refreshQuota() {
   quotaTimer = setTimeout(() => loadQuota({ keepValues: true, background: true }), 300);
 }
 
-form.addEventListener("submit", onSubmit);
+takeForm(form, onSubmit);
 for (const field of Object.keys(CAPPED)) {
   input(field).addEventListener("input", () => {
     typedFields.add(field);

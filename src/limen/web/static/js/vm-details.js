@@ -9,7 +9,7 @@
 
 import { api, ApiError } from "./api.js";
 import {
-  errorBox, formatBytes, formatDuration, formatMemory, h, spinner, STATE_LABELS, vmBadge, vmUptime,
+  errorBox, formatBytes, formatDuration, formatMemory, h, spinner, STATE_LABELS, takeForm, vmBadge, vmUptime,
 } from "./dom.js";
 import { actionDetailsText, actionResultText } from "./action-details.js";
 import { mountUserMenu, remountUserMenu } from "./session.js";
@@ -636,7 +636,7 @@ function wireForms() {
     keepFocusInCard(ui.finishInstallBtn);
     scheduleReload(0);
   });
-  ui.settingsForm.addEventListener("submit", (event) => {
+  takeForm(ui.settingsForm, (event) => {
     event.preventDefault();
     const body = {};
     const name = ui.setName.value.trim();

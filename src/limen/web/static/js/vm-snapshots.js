@@ -11,7 +11,7 @@
 // VM has (the delete confirmation says they go with it).
 
 import { api, ApiError } from "./api.js";
-import { errorBox, h, placeOf, redrawKeepingPlace, returnToPlace, spinner } from "./dom.js";
+import { errorBox, h, placeOf, redrawKeepingPlace, returnToPlace, spinner, takeForm } from "./dom.js";
 import { formatDateTime, refusalText, t, tWith } from "./i18n.js";
 
 const OPERATION_POLL_MS = 500;
@@ -267,7 +267,7 @@ export function mountSnapshots() {
     }
   }
 
-  ui.form.addEventListener("submit", take);
+  takeForm(ui.form, take);
   ui.dialogCancel.addEventListener("click", () => ui.dialog.close("cancel"));
   ui.dialog.addEventListener("close", () => {
     const action = confirmed;
