@@ -150,6 +150,9 @@ def sign_in(page: Page, base_url: str, name: str = TEST_ADMIN, password: str = T
     page.fill("#login-password", password)
     page.click("#login-submit")
     page.wait_for_url(f"{base_url}{next_path}")
+    # Pages wire their controls once they know who is signed in (the header's menu shows it): a test that
+    # clicked before that clicked a button nothing listened to yet.
+    page.wait_for_function("() => !document.getElementById('user-menu') || document.getElementById('sign-out')")
     return page
 
 
