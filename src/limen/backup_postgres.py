@@ -2,8 +2,10 @@
 turns it back into SQL and ``psql`` runs that in one transaction, after dropping the ``public`` schema, so a
 failed restore leaves the database as it was.
 
-The programs get the database as a libpq URI without its password; the password goes in ``PGPASSWORD``
-(the environment of the child only), never on a command line that ``ps`` shows.
+The programs get the database as a libpq URI without its secrets, which never go on a command line that ``ps``
+shows: the password (of the user-info part or ``?password=``) goes in ``PGPASSWORD``, the environment of the
+child only; an ``?sslpassword=`` (libpq reads no variable for it) in a service file of the child's own, private
+to limen's user and removed after.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
@@ -29,14 +34,31 @@ def is_postgresql(url: str) -> bool:
     return make_url(url).get_backend_name() == "postgresql"
 
 
-def _libpq(url: str) -> tuple[str, dict[str, str]]:
-    """The URI libpq's programs take (SQLAlchemy's driver suffix and password dropped) and their environment."""
+@contextmanager
+def libpq_arguments(url: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """The URI libpq's programs take (SQLAlchemy's driver suffix and every secret dropped) and the environment
+    that hands them the secrets; the service file, if one was needed, is removed when the block ends."""
     parsed: URL = make_url(url)
+    password = parsed.query.get("password")
+    ssl_password = parsed.query.get("sslpassword")
     env = {**os.environ}
     if parsed.password is not None:
-        env["PGPASSWORD"] = str(parsed.password)
-    uri = parsed.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
-    return uri, env
+        password = str(parsed.password)
+    if isinstance(password, str):
+        env["PGPASSWORD"] = password
+    # URL.set() leaves a part alone when it is given None: _replace is what drops the password.
+    uri = (parsed.difference_update_query(["password", "sslpassword"])
+           ._replace(drivername="postgresql", password=None).render_as_string(hide_password=False))
+    if not isinstance(ssl_password, str):
+        yield uri, env
+        return
+    if "\n" in ssl_password or "\r" in ssl_password:
+        raise PostgresToolError("the database URL's sslpassword holds a line break: libpq cannot be handed it")
+    with tempfile.TemporaryDirectory(prefix="limen-libpq-") as private:
+        service_file = Path(private) / "pg_service.conf"
+        service_file.touch(mode=0o600)
+        service_file.write_text(f"[limen]\nsslpassword={ssl_password}\n")
+        yield uri, {**env, "PGSERVICEFILE": str(service_file), "PGSERVICE": "limen"}
 
 
 def _run(command: list[str], env: dict[str, str], what: str, **more: object) -> subprocess.CompletedProcess[bytes]:
@@ -57,9 +79,9 @@ def _run(command: list[str], env: dict[str, str], what: str, **more: object) -> 
 
 def dump(url: str, out: Path) -> None:
     """One consistent snapshot of the database (pg_dump runs in one repeatable-read transaction) into ``out``."""
-    uri, env = _libpq(url)
-    _run(["pg_dump", "--format=custom", "--no-owner", "--no-acl", "--file", str(out), "--dbname", uri],
-         env, "cannot dump the database")
+    with libpq_arguments(url) as (uri, env):
+        _run(["pg_dump", "--format=custom", "--no-owner", "--no-acl", "--file", str(out), "--dbname", uri],
+             env, "cannot dump the database")
     os.chmod(out, 0o600)
 
 
@@ -76,7 +98,7 @@ def replace_with(url: str, dump_file: Path, work: Path) -> None:
     script = work / "restore.sql"
     _run(["pg_restore", "--no-owner", "--no-acl", f"--file={script}", str(dump_file)], dict(os.environ),
          "the backup's database dump is damaged")
-    uri, env = _libpq(url)
-    _run(["psql", "--no-psqlrc", "--quiet", "--single-transaction", "--set=ON_ERROR_STOP=1", "--dbname", uri,
-          "--command=DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;", f"--file={script}"],
-         env, "cannot restore the database (it is left as it was)")
+    with libpq_arguments(url) as (uri, env):
+        _run(["psql", "--no-psqlrc", "--quiet", "--single-transaction", "--set=ON_ERROR_STOP=1", "--dbname", uri,
+              "--command=DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;", f"--file={script}"],
+             env, "cannot restore the database (it is left as it was)")
