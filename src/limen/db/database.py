@@ -165,7 +165,9 @@ class Database:
             pool_args = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW, "pool_timeout": self.timeout}
             if backend == "postgresql":
                 connect_args = postgresql_bounds(self.timeout)
-        self.engine: Engine = create_engine(self.url, connect_args=connect_args, pool_pre_ping=True, **pool_args)
+        self.engine: Engine = create_engine(
+            self.url, connect_args=connect_args, pool_pre_ping=True, hide_parameters=True, **pool_args
+        )
         self._workers = (DatabaseWorkers(POOL_SIZE + POOL_OVERFLOW, self.timeout)
                          if self.timeout is not None else None)
         if self.url.get_backend_name() == "sqlite":
