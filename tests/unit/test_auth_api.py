@@ -112,8 +112,14 @@ async def test_sign_in_sets_a_strict_http_only_cookie_and_returns_a_csrf_token(w
     attributes = {part.strip().lower() for part in cookie.split(";")}
     assert {"httponly", "samesite=strict", "path=/"} <= attributes
     assert "secure" not in attributes  # plain http
-    me = (await world.client.get("/api/me")).json()
-    assert me == {"name": ALICE, "role": "user", "auth": "cookie", "csrf_token": body["csrf_token"], "language": None}
+    me = await world.client.get("/api/me")
+    assert me.json() == {"name": ALICE, "role": "user", "auth": "cookie", "csrf_token": body["csrf_token"],
+                         "language": None}
+    # Both carry the session's CSRF token: no cache keeps them, the browser's disk cache included.
+    assert response.headers["cache-control"] == me.headers["cache-control"] == "no-store"
+    changed = await world.client.patch("/api/me", json={"language": "ko"},
+                                       headers={"X-CSRF-Token": body["csrf_token"]})
+    assert changed.status_code == 200 and changed.headers["cache-control"] == "no-store"
 
 
 async def test_cookie_is_secure_over_https_from_a_trusted_proxy(world: World) -> None:

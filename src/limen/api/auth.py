@@ -36,6 +36,9 @@ log = logging.getLogger("limen.auth")
 
 router = APIRouter(route_class=UnicodeCheckedRoute, prefix="/api", tags=["access"])
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 403, 404, 422, 429)}
+# What holds a secret (the CSRF token beside who is signed in, a token's secret) is kept by no cache, the
+# browser's disk cache included.
+NO_STORE = "no-store"
 
 
 class LoginBody(BaseModel):
@@ -127,6 +130,7 @@ async def login(body: LoginBody, request: Request, response: Response, access: A
     if language is not None:  # the pages render in it from now on, in this browser too
         _remember_language(response, request, access, language)
     log.info("signed in", extra={"event": "login", "user": principal.name, "client": address})
+    response.headers["Cache-Control"] = NO_STORE
     return MeOut(name=principal.name, role=principal.role, auth=AuthMethod.COOKIE, csrf_token=session.csrf_token,
                  language=language)
 
@@ -153,8 +157,9 @@ async def logout(request: Request, principal: CurrentUser, access: AccessDep) ->
 
 
 @router.get("/me", response_model=MeOut, responses=_ERRORS)
-async def me(principal: CurrentUser, access: AccessDep) -> MeOut:
+async def me(principal: CurrentUser, response: Response, access: AccessDep) -> MeOut:
     language = await access.users.language(principal.name)
+    response.headers["Cache-Control"] = NO_STORE
     return MeOut(name=principal.name, role=principal.role, auth=principal.method, csrf_token=principal.csrf_token,
                  language=language)
 
@@ -171,6 +176,7 @@ async def change_me(body: MeChange, principal: CurrentUser, request: Request, re
         _remember_language(response, request, access, body.language)
     log.info("language changed", extra={"event": "language_changed", "user": principal.name,
                                         "language": body.language})
+    response.headers["Cache-Control"] = NO_STORE
     return MeOut(name=principal.name, role=principal.role, auth=principal.method, csrf_token=principal.csrf_token,
                  language=body.language)
 
@@ -205,7 +211,7 @@ async def create_token(body: TokenCreate, principal: CurrentUser, access: Access
                                          "token_id": made.info.id})
     created = TokenCreated(**TokenOut.of(made.info).model_dump(), secret=made.secret)
     # Never cached anywhere: the secret is in this body only.
-    return JSONResponse(created.model_dump(mode="json"), status_code=201, headers={"Cache-Control": "no-store"})
+    return JSONResponse(created.model_dump(mode="json"), status_code=201, headers={"Cache-Control": NO_STORE})
 
 
 @router.delete("/tokens/{token_id}", response_model=TokenOut, responses=_ERRORS)
