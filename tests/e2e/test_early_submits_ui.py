@@ -75,3 +75,17 @@ def test_a_token_asked_for_before_the_page_knows_its_user_is_made_once_it_does(
     expect(page.locator("#secret-panel")).to_be_visible()
     expect(page.locator("#secret-token-name")).to_contain_text("made before the page was ready")
     expect(page.locator("#token-rows tr")).to_have_count(1)
+
+
+def test_without_the_pages_scripts_a_sign_in_sends_no_password_in_the_address(
+    server: LimenProcess, plain_user: str, new_page: Callable[..., Page]
+) -> None:
+    page = new_page()
+    page.route("**/static/js/*.js", lambda route: route.abort())
+    page.goto(f"{server.base_url}/login?next=/tokens")
+    page.fill("#login-name", plain_user)
+    page.fill("#login-password", PASSWORD)
+    with page.expect_request(lambda request: request.url.startswith(f"{server.base_url}/login")) as sent:
+        page.click("#login-submit")
+    assert sent.value.method == "POST"
+    assert "password" not in sent.value.url and PASSWORD.split()[0] not in page.url, sent.value.url
