@@ -22,6 +22,7 @@ from limen.db.database import Database
 from limen.db.models import HypervisorHost
 from limen.errors import ErrorCode, LimenError, Refusals, Rule, ValidationFailed, rule
 from limen.hypervisor.hosts import DEFAULT_HOST, HostConfig, HostPool
+from limen.url_redaction import holds_password
 
 log = logging.getLogger("limen.hypervisor")
 # How often a running limen reads the registry again (hosts added by `limen host add` or another replica).
@@ -46,6 +47,9 @@ def check_host(name: str | None, uri: str | None, console_address: str | None) -
         if uri is not None and not _is_libvirt_uri(uri):
             raise ValidationFailed("uri", "must be a libvirt URI such as qemu+tcp://host/system, "
                                           "qemu+ssh://user@host/system or test:///default")
+        if uri is not None and holds_password(uri):
+            raise ValidationFailed("uri", "must not hold a password: libvirt takes none from the URI "
+                                          "(use SSH keys, SASL or TLS)")
     with refusals.check():
         if console_address is not None and (not console_address or len(console_address) > 255
                                             or not re.fullmatch(r"[A-Za-z0-9.:_-]+", console_address)):

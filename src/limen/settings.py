@@ -32,7 +32,7 @@ from pydantic_settings import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from limen.url_redaction import redacted_url
+from limen.url_redaction import holds_password, redacted_url
 
 ENV_PREFIX = "LIMEN_"
 
@@ -214,6 +214,16 @@ class Settings(BaseSettings):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise refused("limen_empty", "must not be empty")
+        return value
+
+    @field_validator("libvirt_uri")
+    @classmethod
+    def _libvirt_uri_without_password(cls, value: str) -> str:
+        # libvirt takes no password from the URI (SSH keys, SASL or TLS do that): one there would only be
+        # repeated in messages, logs and `limen doctor`.
+        if holds_password(value):
+            raise refused("limen_uri_password", "must not hold a password: libvirt takes none from the URI "
+                                                "(use SSH keys, SASL or TLS)")
         return value
 
     @field_validator("tls_cert")

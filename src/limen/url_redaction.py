@@ -33,6 +33,11 @@ def redacted_url(url: str) -> str:
             + (f"#{parts.fragment}" if parts.fragment else ""))
 
 
+def holds_password(url: str) -> bool:
+    """Whether ``url`` holds a password: in its user-info part, or as a secret query parameter's value."""
+    return redacted_url(url) != url
+
+
 def _redacted_parameter(parameter: str) -> str:
     name, equals, _value = parameter.partition("=")
     if equals and any(word in unquote(name).lower() for word in _SECRET_PARAMETER_WORDS):

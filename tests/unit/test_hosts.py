@@ -265,10 +265,13 @@ def test_the_registry_checks_and_keeps_hosts(tmp_path: Path) -> None:
     try:
         for name, uri, field in (("bad name", "qemu:///system", "name"), (DEFAULT_HOST, "qemu:///system", "name"),
                                  ("h" * 64, "qemu:///system", "name"), ("ok", "http://example.com/", "uri"),
-                                 ("ok", "qemu+tcp://a b/system", "uri")):
+                                 ("ok", "qemu+tcp://a b/system", "uri"),
+                                 # libvirt takes no password from a URI: one would only be shown everywhere.
+                                 ("ok", "qemu+ssh://root:hunter2@h/system", "uri")):
             with pytest.raises(LimenError) as bad:
                 host_registry.add_host(db, name, uri, default_uri="qemu:///system")
             assert bad.value.code is ErrorCode.VALIDATION_ERROR and field in bad.value.details
+            assert "hunter2" not in bad.value.details
         host_registry.add_host(db, "h" * 63, "qemu+tcp://127.0.1.1/system", "127.0.1.1", default_uri="qemu:///system")
         with pytest.raises(LimenError) as again:
             host_registry.add_host(db, "h" * 63, "qemu+ssh://x/system", default_uri="qemu:///system")
