@@ -536,7 +536,8 @@ def doctor(
         help="Bound on the whole run, seconds", callback=_seconds_above_zero)] = 60.0,
     token: Annotated[str | None, typer.Option(
         envvar="LIMEN_TOKEN", show_envvar=True,
-        help="API token; the console check asks the server for a console ticket with it",
+        help="API token; the console check asks the server for a console ticket with it. Prefer LIMEN_TOKEN: "
+             "an option shows in ps and in the shell's history",
     )] = None,
 ) -> None:
     """Walk the checks a person would run by hand, in order, with a fix for each failure."""
