@@ -395,10 +395,12 @@ function renderActions(actions) {
 function buildActionButtons() {
   for (const [action, spec] of Object.entries(ACTIONS)) {
     const extra = action === "delete" || spec.confirm ? "danger" : action === "start-console" ? "primary" : "";
+    // Disabled, and the Console link without an address, until the VM is known (applyEnabled).
     buttons[action] = h("button", { class: `btn ${extra}`.trim(), type: "button", dataset: { action },
-                                    text: spec.label, onclick: () => onAction(action) });
+                                    text: spec.label, disabled: true, onclick: () => onAction(action) });
   }
-  buttons.console = h("a", { class: "btn", href: "#", dataset: { action: "console" }, text: t("console.title") });
+  buttons.console = h("a", { class: "btn", "aria-disabled": "true", dataset: { action: "console" },
+                             text: t("console.title") });
   ui.actions.replaceChildren(
     buttons.start, buttons["start-console"], buttons.console, buttons.stop, buttons.reboot,
     h("span", { class: "action-gap", "aria-hidden": "true" }),
@@ -406,8 +408,22 @@ function buildActionButtons() {
   );
 }
 
+/** The controls of the cards that change the VM: CD-ROM and boot order, settings, disks. */
+function cardControls() {
+  return [ui.isoSelect, ui.mediaInsert, ui.mediaEject, ui.bootSelect, ui.bootSave, ui.finishInstallBtn,
+          ...ui.settingsForm.elements, ...ui.diskRows.querySelectorAll("button")];
+}
+
 function applyEnabled() {
-  if (!vm) return;
+  // Until the VM is known (for ever when it cannot be: VM_NOT_FOUND) nothing acts on it: a press sent the
+  // markup's defaults (the boot order), or failed on the missing VM and left the page's controls dead.
+  if (!vm) {
+    for (const control of [...Object.values(buttons), ...cardControls()]) {
+      if (control instanceof HTMLAnchorElement) control.removeAttribute("href");
+      else control.disabled = true;
+    }
+    return;
+  }
   const active = ACTIVE_STATES.has(vm.state);
   // A VM whose host does not answer: every action would be HYPERVISOR_UNAVAILABLE (503), so none is offered.
   const blocked = busy !== null || gone || vm.host_available === false;
@@ -466,6 +482,7 @@ function onAction(action) {
 }
 
 async function runAction(action, { deleteDisks = false } = {}) {
+  if (!vm) return;
   const spec = ACTIONS[action];
   if (action === "start-console" && ACTIVE_STATES.has(vm.state)) {
     window.location.assign(`/vms/${encodeURIComponent(vm.uuid)}/console`);
@@ -524,6 +541,7 @@ async function followUpStop() {
 }
 
 function openConfirm(action) {
+  if (!vm) return;
   const spec = ACTIONS[action];
   confirmAction = action;
   // A question of its own where the title does not make one ("가상 머신 삭제" + "할까요?" lacks its particle).
@@ -638,6 +656,9 @@ function wireForms() {
   });
   takeForm(ui.settingsForm, (event) => {
     event.preventDefault();
+    // The form is disabled until the VM is known; a submit before that (none the page offers) has nothing
+    // to compare with, and the form's fields are about to be filled with the VM's values.
+    if (!vm) return;
     const body = {};
     const name = ui.setName.value.trim();
     const vcpus = Number(ui.setVcpus.value);

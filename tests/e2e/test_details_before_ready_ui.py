@@ -1,0 +1,170 @@
+"""A VM's details page between its HTML appearing and the VM being loaded, and while its requests run, in
+Chromium against a real ``limen serve`` and VMs defined in real QEMU (never started): no control acts before
+the page knows the VM (a press sent the markup's default boot order, removed the VM's owner, or failed on the
+missing VM and left every control dead), and a card's buttons wait for the answer to their request (a second
+press sent the change twice)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+from playwright.sync_api import Page, Request, Route, expect
+
+from tests.conftest import DEMO_ISO, QEMU_URI
+from tests.e2e.helpers import hold_requests, start_limen
+from tests.support.libvirt_cleanup import remove_domain
+from tests.support.server import LimenProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+# Long enough for a wrong request to leave the page after a press; nothing waits on it being short.
+SETTLE_MS = 300
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimenProcess]:
+    process = start_limen(tmp_path_factory.mktemp("limen-details-before-ready"))
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def api(server: LimenProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url, timeout=60, headers=server.auth_headers) as client:
+        yield client
+
+
+@pytest.fixture
+def new_vm(api: httpx.Client) -> Iterator[Callable[..., dict[str, object]]]:
+    """Defines ``limen-test-…`` VMs (64 MiB, the demo ISO in the CD-ROM, a 1 GiB disk unless told); each is
+    removed with its disks after the test."""
+    made: list[str] = []
+
+    def make(**more: object) -> dict[str, object]:
+        name = f"limen-test-{uuid.uuid4().hex[:10]}"
+        made.append(name)
+        created = api.post("/api/vms", json={"name": name, "memory_mib": 64, "iso": DEMO_ISO, "disk_gib": 1, **more})
+        assert created.status_code == 201, created.text
+        vm: dict[str, object] = created.json()
+        return vm
+
+    yield make
+    for name in made:
+        remove_domain(QEMU_URI, name)
+
+
+def changes_sent(page: Page, vm_uuid: str) -> list[tuple[str, str]]:
+    """Every request but a GET the page sends about the VM, as (method, path after the VM's id), as it goes."""
+    sent: list[tuple[str, str]] = []
+
+    def note(request: Request) -> None:
+        if request.method != "GET" and vm_uuid in request.url:
+            sent.append((request.method, request.url.split(vm_uuid, 1)[1]))
+
+    page.on("request", note)
+    return sent
+
+
+def open_before_the_vm(page: Page, base_url: str, vm_uuid: str) -> list[Route]:
+    """Opens the VM's page with its first GET /api/vms/{id} held; returns once the page's script runs (its
+    action buttons are made) and that request waits."""
+    held = hold_requests(page, f"**/api/vms/{vm_uuid}")
+    page.goto(f"{base_url}/vms/{vm_uuid}", wait_until="domcontentloaded")
+    expect(page.locator("#vm-actions button[data-action=start]")).to_be_attached()
+    while not held:
+        page.wait_for_timeout(50)
+    return held
+
+
+def release(page: Page, url: str, held: list[Route]) -> None:
+    """Sends the requests held at ``url`` and lets the next ones go (unroute sends those that came meanwhile)."""
+    for route in list(held):
+        route.continue_()
+    page.unroute(url)
+
+
+def let_the_vm_load(page: Page, vm_uuid: str, held: list[Route]) -> None:
+    release(page, f"**/api/vms/{vm_uuid}", held)
+
+
+def test_no_action_before_the_vm_is_known_and_all_work_once_it_is(
+    server: LimenProcess, new_vm: Callable[..., dict[str, object]], signed_in_page: Callable[..., Page]
+) -> None:
+    """Start pressed while the VM loaded threw on the missing VM and left every control disabled until a reload;
+    the Console link and the screen (href="#") jumped to the top of the page."""
+    vm = new_vm()
+    page = signed_in_page(server)
+    sent = changes_sent(page, str(vm["uuid"]))
+    held = open_before_the_vm(page, server.base_url, str(vm["uuid"]))
+
+    for action in ("start", "start-console", "stop", "reboot", "force-stop", "reset", "delete"):
+        expect(page.locator(f"#vm-actions button[data-action={action}]")).to_be_disabled()
+    for link in ("#vm-actions a[data-action=console]", "#screen-box"):
+        expect(page.locator(link)).not_to_have_attribute("href", "#")
+        page.locator(link).click(force=True)
+    page.locator("#vm-actions button[data-action=start]").click(force=True)
+    page.wait_for_timeout(SETTLE_MS)
+    assert sent == []
+    assert page.url == f"{server.base_url}/vms/{vm['uuid']}", page.url
+    expect(page.locator("#confirm-dialog")).not_to_be_visible()
+
+    let_the_vm_load(page, str(vm["uuid"]), held)
+    expect(page.locator("#vm-name")).to_have_text(str(vm["name"]))
+    console = f"/vms/{vm['uuid']}/console"
+    expect(page.locator("#vm-actions a[data-action=console]")).to_have_attribute("href", console)
+    expect(page.locator("#screen-box")).to_have_attribute("href", console)
+    expect(page.locator("#vm-actions button[data-action=start]")).to_be_enabled()
+    expect(page.locator("#vm-actions button[data-action=stop]")).to_be_disabled()  # as a stopped VM's is
+    page.locator("#vm-actions button[data-action=delete]").click()
+    expect(page.locator("#confirm-text")).to_contain_text(str(vm["name"]))
+    page.locator("#confirm-cancel").click()
+    assert sent == []
+
+
+def test_the_page_of_a_vm_that_is_not_there_has_no_live_control(
+    server: LimenProcess, signed_in_page: Callable[..., Page]
+) -> None:
+    """The first load failing (VM_NOT_FOUND) left every button live, each throwing on the missing VM."""
+    page = signed_in_page(server)
+    page.goto(f"{server.base_url}/vms/limen-test-never-there")
+    expect(page.locator("body")).to_have_attribute("data-state", "missing")
+    expect(page.locator("#vm-actions button")).not_to_have_count(0)
+    live = page.locator("main :is(button, select):enabled:not(#snapshot-create, #owner-save, #owner-select)")
+    expect(live).to_have_count(0)
+    expect(page.locator("#settings-form :enabled")).to_have_count(0)
+    expect(page.locator("main a[href='#']")).to_have_count(0)
+    expect(page.locator("#load-error a[href='/']")).to_be_attached()
+
+
+def test_the_cd_boot_and_settings_controls_wait_for_the_vm(
+    server: LimenProcess, api: httpx.Client, new_vm: Callable[..., dict[str, object]],
+    signed_in_page: Callable[..., Page]
+) -> None:
+    """Boot order's Save pressed while the VM loaded sent the markup's default ("cdrom,hd") over the VM's own;
+    Eject ejected blindly; Save settings threw and the form was then filled over what was typed."""
+    vm = new_vm()
+    assert api.patch(f"/api/vms/{vm['uuid']}", json={"boot_order": ["hd"]}).status_code == 200
+    page = signed_in_page(server)
+    sent = changes_sent(page, str(vm["uuid"]))
+    held = open_before_the_vm(page, server.base_url, str(vm["uuid"]))
+
+    for control in ("#iso-select", "#media-insert", "#media-eject", "#boot-select", "#boot-save",
+                    "#set-name", "#set-vcpus", "#set-memory", "#set-autostart", "#settings-save"):
+        expect(page.locator(control)).to_be_disabled()
+    for button in ("#boot-save", "#media-eject"):
+        page.locator(button).click(force=True)
+    page.locator("#settings-form").evaluate("(form) => form.requestSubmit()")  # as takeForm() sends a held press
+    page.wait_for_timeout(SETTLE_MS)
+    assert sent == []
+    expect(page.locator("#settings-status")).to_be_empty()
+
+    let_the_vm_load(page, str(vm["uuid"]), held)
+    expect(page.locator("#boot-select")).to_have_value("hd")
+    expect(page.locator("#set-name")).to_have_value(str(vm["name"]))
+    for control in ("#iso-select", "#media-insert", "#media-eject", "#boot-select", "#boot-save", "#settings-save"):
+        expect(page.locator(control)).to_be_enabled()
+    assert api.get(f"/api/vms/{vm['uuid']}").json()["boot_order"] == ["hd"]
+    assert sent == []
