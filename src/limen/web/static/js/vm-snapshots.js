@@ -175,6 +175,7 @@ export function mountSnapshots() {
 
   async function take(event) {
     event.preventDefault();
+    if (!vm) return; // the form is disabled until show() brings the VM: no snapshot of nothing
     const name = ui.name.value.trim();
     if (!NAME_PATTERN.test(name)) {
       ui.name.setAttribute("aria-invalid", "true");
@@ -267,6 +268,7 @@ export function mountSnapshots() {
     }
   }
 
+  applyEnabled(); // as the markup has it: nothing to take a snapshot of until show() brings the VM
   takeForm(ui.form, take);
   ui.dialogCancel.addEventListener("click", () => ui.dialog.close("cancel"));
   ui.dialog.addEventListener("close", () => {
