@@ -19,8 +19,10 @@ export class OwnerControl {
     this.users = null;
     this.saving = false;
     this.gone = false; // the VM was deleted: nothing here acts on it any more
-    this.select = h("select", { id: "owner-select", "aria-describedby": "owner-status" });
-    this.save = h("button", { class: "btn", type: "button", id: "owner-save", text: t("owner.set"),
+    // Both disabled until the users are known: an empty select read as "no owner", and Save then removed the
+    // VM's owner.
+    this.select = h("select", { id: "owner-select", "aria-describedby": "owner-status", disabled: true });
+    this.save = h("button", { class: "btn", type: "button", id: "owner-save", text: t("owner.set"), disabled: true,
                               onclick: () => this.apply() });
     this.status = h("div", { class: "row-status", id: "owner-status", "aria-live": "polite" });
     this.select.addEventListener("change", () => this.updateButton());
@@ -84,11 +86,13 @@ export class OwnerControl {
     }
     this.select.replaceChildren(...options);
     this.select.value = owner;
+    this.select.disabled = this.gone;
     this.updateButton();
   }
 
   updateButton() {
-    this.save.disabled = this.gone || this.saving || !this.vm || this.select.value === this.current();
+    this.save.disabled = this.gone || this.saving || !this.vm || this.users === null
+      || this.select.value === this.current();
   }
 
   showError(exc, what) {
@@ -100,7 +104,7 @@ export class OwnerControl {
   }
 
   async apply() {
-    if (!this.vm) return;
+    if (!this.vm || this.users === null) return;
     const chosen = this.select.value;
     this.saving = true;
     this.updateButton();
