@@ -226,3 +226,65 @@ def test_set_owner_waits_for_the_users(
         assert api.get(f"/api/vms/{vm['uuid']}").json()["owner"] == user
     finally:
         api.delete(f"/api/users/{user}")
+
+
+def test_a_cards_buttons_wait_for_the_answer_to_their_request(
+    server: LimenProcess, new_vm: Callable[..., dict[str, object]], signed_in_page: Callable[..., Page]
+) -> None:
+    """Eject, Save settings and Resize stayed enabled while their request ran: a second press sent it twice,
+    and Resize pressed again before the page had the VM anew proposed a size from the old capacity."""
+    vm = new_vm()
+    vm_uuid = str(vm["uuid"])
+    page = signed_in_page(server, next_path=f"/vms/{vm_uuid}")
+    sent = changes_sent(page, vm_uuid)
+    expect(page.locator("#media-eject")).to_be_enabled()
+
+    held = hold_requests(page, f"**/api/vms/{vm_uuid}/media")
+    page.locator("#media-eject").click()
+    while not held:
+        page.wait_for_timeout(50)
+    for control in ("#media-eject", "#media-insert", "#boot-save", "#iso-select"):
+        expect(page.locator(control)).to_be_disabled()
+    page.locator("#media-eject").click(force=True)
+    page.wait_for_timeout(SETTLE_MS)
+    release(page, f"**/api/vms/{vm_uuid}/media", held)
+    expect(page.locator("#media-status")).to_contain_text("Ejected")
+    expect(page.locator("#media-insert")).to_be_enabled()
+    expect(page.locator("#iso-select")).to_be_focused()  # Eject, disabled with no disc left, dropped it
+    assert sent == [("PUT", "/media")]
+
+    held = hold_requests(page, f"**/api/vms/{vm_uuid}")
+    page.locator("#set-vcpus").fill("2")
+    page.locator("#settings-save").click()
+    while not any(route.request.method == "PATCH" for route in held):
+        page.wait_for_timeout(50)
+    expect(page.locator("#settings-save")).to_be_disabled()
+    page.locator("#settings-save").click(force=True)
+    page.wait_for_timeout(SETTLE_MS)
+    release(page, f"**/api/vms/{vm_uuid}", held)
+    expect(page.locator("#settings-status")).to_contain_text("Saved")
+    expect(page.locator("#settings-save")).to_be_enabled()
+    expect(page.locator("#settings-save")).to_be_focused()  # back where it was before the wait
+    assert sent == [("PUT", "/media"), ("PATCH", "")]
+
+    resize = page.get_by_role("button", name="Resize disk vda")
+    held = hold_requests(page, f"**/api/vms/{vm_uuid}/disks/vda/resize")
+    resize.click()
+    page.get_by_label("New size (GiB)").fill("2")
+    page.get_by_role("button", name="Resize", exact=True).click()
+    while not held:
+        page.wait_for_timeout(50)
+    expect(resize).to_be_disabled()
+    # Until the page has the VM as the resize left it: the reload after the answer waits here.
+    reloads = hold_requests(page, f"**/api/vms/{vm_uuid}")
+    release(page, f"**/api/vms/{vm_uuid}/disks/vda/resize", held)
+    expect(page.locator("#disk-status")).to_contain_text("vda is now 2 GiB")
+    while not reloads:
+        page.wait_for_timeout(50)
+    expect(resize).to_be_disabled()
+    release(page, f"**/api/vms/{vm_uuid}", reloads)
+    expect(resize).to_be_enabled()
+    resize.click()
+    expect(page.get_by_label("New size (GiB)")).to_have_value("3")
+    page.locator("#resize-cancel").click()
+    assert sent == [("PUT", "/media"), ("PATCH", ""), ("POST", "/disks/vda/resize")]

@@ -62,7 +62,7 @@ const ui = {
   mediaCurrent: $("media-current"), bootSelect: $("boot-select"), bootSave: $("boot-save"),
   bootCurrent: $("boot-current"), finishInstall: $("finish-install"), finishInstallBtn: $("finish-install-btn"),
   finishInstallText: $("finish-install-text"),
-  mediaStatus: $("media-status"), settingsForm: $("settings-form"), setName: $("set-name"),
+  mediaStatus: $("media-status"), settingsForm: $("settings-form"), settingsSave: $("settings-save"), setName: $("set-name"),
   setVcpus: $("set-vcpus"), setMemory: $("set-memory"), setAutostart: $("set-autostart"),
   settingsStatus: $("settings-status"), diskRows: $("disk-rows"), diskTable: $("disk-table"),
   noDisks: $("no-disks"), diskStatus: $("disk-status"), nics: $("nics"), actionRows: $("action-rows"),
@@ -78,6 +78,10 @@ const vmId = decodeURIComponent(window.location.pathname.replace(/\/+$/, "").spl
 let vm = null;
 let gone = false;
 let busy = null;
+// The cards with a request on its way ("media", "settings", "disks"): their controls stay disabled from the
+// press until the page shows the VM reloaded after the answer. A second press sent the same change twice, and
+// Resize pressed again proposed a size from the capacity before.
+const cardsBusy = new Set();
 let isos = null;
 let events = null;
 let reloadTimer = null;
@@ -261,11 +265,14 @@ function renderPending() {
   }
 }
 
+function hasCdromDrive(current) {
+  const drive = (current.disks || []).some((d) => d.device === "cdrom");
+  return current.cdrom !== undefined ? current.cdrom !== null || drive : drive;
+}
+
 function renderMedia() {
   const iso = cdromIso(vm);
-  const hasCdrom = vm.cdrom !== undefined ? vm.cdrom !== null || (vm.disks || []).some((d) => d.device === "cdrom")
-    : (vm.disks || []).some((d) => d.device === "cdrom");
-  ui.mediaCurrent.textContent = !hasCdrom ? t("details.no_cdrom")
+  ui.mediaCurrent.textContent = !hasCdromDrive(vm) ? t("details.no_cdrom")
     : iso ? t("details.inserted", { iso }) : t("details.cd_empty");
   ui.mediaCurrent.dataset.iso = iso || "";
   fillIsoSelect(iso);
@@ -289,8 +296,6 @@ function renderMedia() {
   ui.finishInstall.hidden = !(iso && hasDisk && (order[0] === "cdrom" || next[0] === "cdrom"));
   ui.finishInstallText.textContent = next[0] === "cdrom"
     ? t("vm.finish_install_text") : t("details.runs_from_cd");
-  ui.mediaEject.disabled = gone || !iso || busy !== null; // the ISO list may come after the VM went
-  ui.mediaInsert.disabled = gone || !hasCdrom || busy !== null;
 }
 
 function fillIsoSelect(current) {
@@ -350,7 +355,7 @@ function renderDisks() {
               text: disk.allocation_bytes == null ? "—" : formatBytes(disk.allocation_bytes) }),
     h("td", { class: "cell-actions" }, h("button", {
       class: "btn small", type: "button", text: t("details.resize_button"), "aria-label": t("details.resize_label", { target: disk.target }),
-      disabled: busy !== null || gone, onclick: () => openResize(disk),
+      onclick: () => openResize(disk), // enabled by applyEnabled()
     })),
   )));
 }
@@ -443,12 +448,15 @@ function applyEnabled() {
     const label = action === "console" ? t("console.title") : ACTIONS[action].label.replace("…", "");
     button.setAttribute("aria-label", t("list.action_label", { action: label, name: vm.name })); // as the list says it
   }
-  for (const control of [ui.isoSelect, ui.bootSelect, ui.bootSave, ui.finishInstallBtn, ...ui.settingsForm.elements]) {
-    control.disabled = blocked;
-  }
+  const mediaBlocked = blocked || cardsBusy.has("media");
+  for (const control of [ui.isoSelect, ui.bootSelect, ui.bootSave, ui.finishInstallBtn]) control.disabled = mediaBlocked;
+  ui.mediaEject.disabled = mediaBlocked || !cdromIso(vm);
+  ui.mediaInsert.disabled = mediaBlocked || !hasCdromDrive(vm);
+  for (const control of ui.settingsForm.elements) control.disabled = blocked || cardsBusy.has("settings");
+  for (const resize of ui.diskRows.querySelectorAll("button")) resize.disabled = blocked || cardsBusy.has("disks");
   // A rename needs a stopped VM: said at the field, not by a refusal (VM_MUST_BE_STOPPED) after a save,
   // which dropped the vCPU and memory changes sent with it.
-  ui.setName.disabled = blocked || active;
+  ui.setName.disabled = blocked || cardsBusy.has("settings") || active;
   document.getElementById("set-name-hint").hidden = !active || gone;
 }
 
@@ -581,26 +589,52 @@ function wireConfirm() {
 
 // -- media, boot order, settings, disks (PUT /media, PATCH, finish-install, resize) ------------------
 
-/** The Boot and CD-ROM card: Eject with no disc left and Finish install once done hide or disable themselves. */
-function keepFocusInCard(button) {
-  keepFocusNear(button, [ui.isoSelect], ui.mediaStatus);
+// Where the keyboard goes when the control pressed is no longer usable (Eject with no disc left, Finish
+// install once done): the first usable of these controls, else the card's status line.
+const FOCUS_NEAR = {
+  media: () => [[ui.isoSelect], ui.mediaStatus],
+  settings: () => [[ui.settingsSave], ui.settingsStatus],
+};
+
+/**
+ * Runs ``send`` (resolves true once its request succeeded) with ``card``'s controls disabled until the VM is
+ * reloaded after a success, or until the failure is shown; then the focus goes back to the control pressed
+ * (disabling it dropped the focus), or near it (``near()``: candidates and a fallback, as FOCUS_NEAR's).
+ * Resolves to what ``send`` did.
+ */
+async function whileCardBusy(card, send, near = FOCUS_NEAR[card]) {
+  const pressed = document.activeElement;
+  cardsBusy.add(card);
+  applyEnabled();
+  let succeeded = false;
+  try {
+    succeeded = await send();
+    if (succeeded) await reloadNow();
+  } finally {
+    cardsBusy.delete(card);
+    applyEnabled();
+    keepFocusNear(pressed, ...near());
+  }
+  return succeeded;
 }
 
-async function changeMedia(iso, force = false) {
+function changeMedia(iso, force = false) {
   const what = iso ? t("details.insert_what", { iso }) : t("details.eject_what");
-  showStatus(ui.mediaStatus, "", spinner(), iso ? t("details.inserting", { iso }) : t("details.ejecting"));
-  try {
-    const result = await api("PUT", apiPath("/media"), { iso, force });
-    if (result && result.uuid) render(result);
-    showStatus(ui.mediaStatus, "ok", iso ? t("details.inserted_ok", { iso }) : t("details.ejected_ok"));
-    keepFocusInCard(iso ? ui.mediaInsert : ui.mediaEject);
-    scheduleReload(0);
-  } catch (exc) {
-    const actions = exc instanceof ApiError && exc.code === "MEDIA_LOCKED" ? [h("button", {
-      class: "btn small danger", type: "button", text: t("details.force_it"), onclick: () => changeMedia(iso, true),
-    })] : [];
-    showError(ui.mediaStatus, exc, what, actions);
-  }
+  return whileCardBusy("media", async () => {
+    showStatus(ui.mediaStatus, "", spinner(), iso ? t("details.inserting", { iso }) : t("details.ejecting"));
+    try {
+      const result = await api("PUT", apiPath("/media"), { iso, force });
+      if (result && result.uuid) render(result);
+      showStatus(ui.mediaStatus, "ok", iso ? t("details.inserted_ok", { iso }) : t("details.ejected_ok"));
+      return true;
+    } catch (exc) {
+      const actions = exc instanceof ApiError && exc.code === "MEDIA_LOCKED" ? [h("button", {
+        class: "btn small danger", type: "button", text: t("details.force_it"), onclick: () => changeMedia(iso, true),
+      })] : [];
+      showError(ui.mediaStatus, exc, what, actions);
+      return false;
+    }
+  });
 }
 
 async function patchVm(statusEl, what, body) {
@@ -608,7 +642,6 @@ async function patchVm(statusEl, what, body) {
   if (result === null) return false;
   if (result.uuid) render(result);
   showStatus(statusEl, "ok", t("details.saved"));
-  scheduleReload(0);
   return true;
 }
 
@@ -623,7 +656,8 @@ function unmarkSettings() {
 /** Saves the settings; each field the server refuses is marked (aria-invalid) and the first focused. */
 async function saveSettings(body) {
   unmarkSettings();
-  if (await patchVm(ui.settingsStatus, t("details.save_settings_of", { name: vm.name }), body)) return;
+  const what = t("details.save_settings_of", { name: vm.name });
+  if (await whileCardBusy("settings", () => patchVm(ui.settingsStatus, what, body))) return;
   const refused = (lastRefusal instanceof ApiError ? lastRefusal.fields : [])
     .map((refusal) => document.getElementById(SETTINGS_INPUTS[refusal.field]))
     .filter(Boolean);
@@ -641,19 +675,17 @@ function wireForms() {
     changeMedia(ui.isoSelect.value);
   });
   ui.mediaEject.addEventListener("click", () => changeMedia(null));
-  ui.bootSave.addEventListener("click", () => {
-    patchVm(ui.mediaStatus, t("details.change_boot"), { boot_order: ui.bootSelect.value.split(",") });
-  });
-  ui.finishInstallBtn.addEventListener("click", async () => {
+  ui.bootSave.addEventListener("click", () => whileCardBusy("media", () => patchVm(
+    ui.mediaStatus, t("details.change_boot"), { boot_order: ui.bootSelect.value.split(",") })));
+  ui.finishInstallBtn.addEventListener("click", () => whileCardBusy("media", async () => {
     const result = await request(ui.mediaStatus, t("vm.finish_install"), t("details.finishing"), "POST",
                                  apiPath("/finish-install"));
-    if (result === null) return;
+    if (result === null) return false;
     if (result.uuid) render(result);
     showStatus(ui.mediaStatus, "ok", result.pending_restart
       ? t("details.finished_next_start") : t("details.finished"));
-    keepFocusInCard(ui.finishInstallBtn);
-    scheduleReload(0);
-  });
+    return true;
+  }));
   takeForm(ui.settingsForm, (event) => {
     event.preventDefault();
     // The form is disabled until the VM is known; a submit before that (none the page offers) has nothing
@@ -676,18 +708,20 @@ function wireForms() {
     saveSettings(body);
   });
   ui.resizeCancel.addEventListener("click", () => ui.resize.close("cancel"));
-  ui.resize.addEventListener("close", async () => {
+  ui.resize.addEventListener("close", () => {
     const disk = resizeTarget;
     resizeTarget = null;
     if (!disk || ui.resize.returnValue !== "resize") return;
     const size = Number(ui.resizeSize.value);
-    const result = await request(ui.diskStatus, t("details.resize_label", { target: disk.target }),
-                                 t("details.resizing", { target: disk.target }), "POST",
-                                 apiPath(`/disks/${encodeURIComponent(disk.target)}/resize`), { size_gib: size });
-    if (result === null) return;
-    if (result.uuid) render(result);
-    showStatus(ui.diskStatus, "ok", t("details.resized", { target: disk.target, size }));
-    scheduleReload(0);
+    whileCardBusy("disks", async () => {
+      const result = await request(ui.diskStatus, t("details.resize_label", { target: disk.target }),
+                                   t("details.resizing", { target: disk.target }), "POST",
+                                   apiPath(`/disks/${encodeURIComponent(disk.target)}/resize`), { size_gib: size });
+      if (result === null) return false;
+      if (result.uuid) render(result);
+      showStatus(ui.diskStatus, "ok", t("details.resized", { target: disk.target, size }));
+      return true;
+    }, () => [ui.diskRows.querySelectorAll(`tr[data-target="${CSS.escape(disk.target)}"] button`), ui.diskStatus]);
   });
   ui.resize.querySelector("form").addEventListener("submit", (event) => {
     const size = Number(ui.resizeSize.value);
@@ -748,6 +782,12 @@ function loadScreenshot() {
 function scheduleReload(delay) {
   clearTimeout(reloadTimer);
   reloadTimer = setTimeout(reload, delay);
+}
+
+/** Reloads the VM now (instead of a reload scheduled); resolves once the page shows it. */
+function reloadNow() {
+  clearTimeout(reloadTimer);
+  return reload();
 }
 
 async function reload() {
