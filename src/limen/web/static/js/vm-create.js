@@ -123,6 +123,9 @@ async function onSubmit(event) {
   submit.replaceChildren(spinner(), t("common.creating"));
   formStatus.textContent = "";
   try {
+    // A Create pressed before the image list came (or held from before this script) sent "no image": the
+    // select held only "Loading images…", and the demo image the form preselects was skipped.
+    await firstIsoList;
     const vm = await api("POST", "/api/vms", body());
     formStatus.textContent = t("new.created", { name: vm.name });
     window.location.assign(`/vms/${encodeURIComponent(vm.uuid)}`);
@@ -163,7 +166,9 @@ function capField(field, max, reason, keepValue) {
   } else {
     control.disabled = false;
     control.max = String(max);
-    if (!keepValue && !typedFields.has(field) && Number(control.value) > max) control.value = String(max);
+    // A value unlike the page's own was typed, also before this script ran (no "input" was heard then).
+    const typed = typedFields.has(field) || control.value !== control.defaultValue;
+    if (!keepValue && !typed && Number(control.value) > max) control.value = String(max);
   }
 }
 
@@ -264,6 +269,8 @@ function refreshQuota() {
   quotaTimer = setTimeout(() => loadQuota({ keepValues: true, background: true }), 300);
 }
 
+// Before takeForm: a submit held from before this script is sent at once, and waits for this list.
+const firstIsoList = loadIsos(); // never rejects: a failed list is said at the field, and the form goes on
 takeForm(form, onSubmit);
 for (const field of Object.keys(CAPPED)) {
   input(field).addEventListener("input", () => {
@@ -272,7 +279,6 @@ for (const field of Object.keys(CAPPED)) {
   });
 }
 mountUserMenu();
-loadIsos();
 loadQuota();
 new VmEvents({ reload: refreshQuota, onEvent: refreshQuota, onEnded: remountUserMenu }).start();
 document.addEventListener("visibilitychange", () => {

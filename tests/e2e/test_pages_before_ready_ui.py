@@ -1,0 +1,110 @@
+"""Pages other than a VM's details, in Chromium against a real ``limen serve``, pressed before their script is
+ready or while their requests run: what was chosen or typed early counts, a press while the page leaves sends
+nothing more, an answer that comes late does not undo a newer one, and a row's button is off while its
+request runs. Requests are held at the network (:func:`hold_requests`) so each moment is reached for sure;
+some answers are the test's own, so no VM, image or disk of the shared machine is touched."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+
+import pytest
+from playwright.sync_api import Page, Route, expect
+
+from tests.conftest import DEMO_ISO
+from tests.e2e.helpers import hold_requests, start_limen
+from tests.support.server import LimenProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+NO_LIMITS = {"vms": None, "vcpus": None, "memory_mib": None, "disk_gib": None}
+NOTHING_USED = {"vms": 0, "vcpus": 0, "memory_mib": 0, "disk_gib": 0}
+# GET /api/quota's answer for a user who may have 4 vCPUs running, and no other limit.
+FOUR_VCPUS_AT_MOST = {"user": "root", "limits": {**NO_LIMITS, "vcpus": 4}, "usage": NOTHING_USED,
+                      "system": {"limits": NO_LIMITS, "usage": NOTHING_USED}}
+DEMO_IMAGE = {"name": DEMO_ISO, "size_bytes": 2**20, "modified": "2026-01-01T00:00:00Z", "sha256": "ab" * 32}
+MADE_VM = {"uuid": "0f0e0d0c-0b0a-4908-8706-050403020100", "name": "pages-made"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimenProcess]:
+    process = start_limen(tmp_path_factory.mktemp("limen-pages-before-ready"))
+    yield process
+    process.stop()
+
+
+def wait_for(page: Page, arrived: list[Route] | list[str]) -> None:
+    """Waits until a held request (or an asked address) has arrived; the test's own timeout bounds it."""
+    while not arrived:
+        page.wait_for_timeout(50)
+
+
+def answer(page: Page, url: str, body: object, status: int = 200) -> None:
+    """Answers the page's requests to ``url`` with ``body`` (JSON) instead of the server."""
+    page.route(url, lambda route: route.fulfill(status=status, content_type="application/json",
+                                                body=json.dumps(body)))
+
+
+def stay_on_page(page: Page, path: str) -> list[str]:
+    """Answers the browser's loading of limen's page at ``path`` (not the API's address ending the same way)
+    with 204 No Content, so the page that went for it stays (Playwright cannot read a page whose navigation
+    is held): the addresses asked for, as they come."""
+    asked: list[str] = []
+
+    def stay(route: Route) -> None:
+        asked.append(route.request.url)
+        route.fulfill(status=204)
+
+    page.route(lambda url: url.split("?")[0].endswith(path) and "/api/" not in url, stay)
+    return asked
+
+
+# -- New VM ----------------------------------------------------------------------------------------
+
+
+def test_a_create_held_from_before_the_script_waits_for_the_image_list(
+    server: LimenProcess, signed_in_page: Callable[..., Page]
+) -> None:
+    # It was sent at once, the image select holding only "Loading images…": a VM with no boot image.
+    page = signed_in_page(server)
+    script = hold_requests(page, "**/static/js/vm-create.js")
+    images = hold_requests(page, "**/api/isos")
+    sent: list[dict[str, object]] = []
+
+    def made(route: Route) -> None:
+        sent.append(json.loads(route.request.post_data or "{}"))
+        route.fulfill(status=201, content_type="application/json", body=json.dumps(MADE_VM))
+
+    page.route("**/api/vms", made)
+    leaving = stay_on_page(page, f"/vms/{MADE_VM['uuid']}")
+    page.goto(f"{server.base_url}/vms/new", wait_until="commit")
+    page.fill("#name", "pages-made")
+    page.click("#submit")
+    page.wait_for_function("() => document.getElementById('create-form').dataset.heldSubmit !== undefined")
+    wait_for(page, script)
+    script[0].continue_()
+    wait_for(page, images)
+    page.wait_for_timeout(300)  # a create sent without the list would have been by now
+    assert sent == []
+    expect(page.locator("#submit")).to_be_disabled()  # taken: the press is under way
+    images[0].fulfill(status=200, content_type="application/json", body=json.dumps([DEMO_IMAGE]))
+    wait_for(page, leaving)
+    assert len(sent) == 1 and sent[0]["iso"] == DEMO_ISO, sent
+
+
+def test_vcpus_typed_before_the_script_stay_above_the_cap_flagged(
+    server: LimenProcess, signed_in_page: Callable[..., Page]
+) -> None:
+    # The first quota read brought a typed 8 down to the cap of 4: typed before the script, it was not
+    # counted as typed.
+    page = signed_in_page(server)
+    script = hold_requests(page, "**/static/js/vm-create.js")
+    answer(page, "**/api/quota", FOUR_VCPUS_AT_MOST)
+    page.goto(f"{server.base_url}/vms/new", wait_until="commit")
+    page.fill("#vcpus", "8")
+    wait_for(page, script)
+    script[0].continue_()
+    expect(page.locator("#vcpus-quota")).to_be_visible()
+    expect(page.locator("#vcpus")).to_have_value("8")
+    expect(page.locator("#vcpus-error")).to_contain_text("4")
