@@ -108,3 +108,19 @@ def test_vcpus_typed_before_the_script_stay_above_the_cap_flagged(
     expect(page.locator("#vcpus-quota")).to_be_visible()
     expect(page.locator("#vcpus")).to_have_value("8")
     expect(page.locator("#vcpus-error")).to_contain_text("4")
+
+
+# -- the language menu -----------------------------------------------------------------------------
+
+
+def test_a_language_chosen_before_the_menus_script_applies(server: LimenProcess, new_page: Callable[..., Page]) -> None:
+    # The choice was lost and the menu said 한국어 over an English page.
+    page = new_page()
+    script = hold_requests(page, "**/static/js/language-menu.js")
+    page.goto(f"{server.base_url}/login", wait_until="commit")
+    page.select_option("#language-menu", "ko")
+    wait_for(page, script)
+    script[0].continue_()
+    page.unroute("**/static/js/language-menu.js")  # the page in Korean loads it as usual
+    expect(page.locator("html")).to_have_attribute("lang", "ko")
+    expect(page.locator("#language-menu")).to_have_value("ko")

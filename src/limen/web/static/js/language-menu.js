@@ -48,7 +48,9 @@ const FOCUS_AFTER_RELOAD = "limen-focus-language-menu";
 
 const menu = document.getElementById("language-menu");
 if (menu) {
-  let shown = menu.value;
+  // The page's language, not the menu's value: a choice made before this script ran had no listener, and
+  // read as the page's own it was lost and the menu stayed wrong (it is applied below).
+  let shown = document.documentElement.lang;
   let stepped = false; // the value moved by a key on the closed menu, not yet confirmed
   const apply = () => {
     if (menu.value === shown) return;
@@ -85,4 +87,5 @@ if (menu) {
     sessionStorage.removeItem(FOCUS_AFTER_RELOAD);
     menu.focus({ preventScroll: true });
   }
+  apply(); // a choice made before this script ran
 }
