@@ -7,8 +7,10 @@ some answers are the test's own, so no VM, image or disk of the shared machine i
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
 from playwright.sync_api import Page, Route, expect
 
@@ -18,6 +20,7 @@ from tests.support.server import LimenProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
+PASSWORD = "a password of the user"
 NO_LIMITS = {"vms": None, "vcpus": None, "memory_mib": None, "disk_gib": None}
 NOTHING_USED = {"vms": 0, "vcpus": 0, "memory_mib": 0, "disk_gib": 0}
 # GET /api/quota's answer for a user who may have 4 vCPUs running, and no other limit.
@@ -32,6 +35,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimenProcess]:
     process = start_limen(tmp_path_factory.mktemp("limen-pages-before-ready"))
     yield process
     process.stop()
+
+
+@pytest.fixture
+def admin_api(server: LimenProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def plain_user(admin_api: httpx.Client) -> Iterator[str]:
+    name = f"pages-{uuid.uuid4().hex[:6]}"
+    assert admin_api.post("/api/users", json={"name": name, "password": PASSWORD}).status_code == 201
+    yield name
+    admin_api.delete(f"/api/users/{name}")
 
 
 def wait_for(page: Page, arrived: list[Route] | list[str]) -> None:
@@ -58,6 +75,12 @@ def stay_on_page(page: Page, path: str) -> list[str]:
 
     page.route(lambda url: url.split("?")[0].endswith(path) and "/api/" not in url, stay)
     return asked
+
+
+def came_back(page: Page) -> None:
+    """What a browser says to a page it shows again from its back-forward cache (Playwright's Chromium keeps
+    none): a page left with its button off, kept as it was, would have it off for good."""
+    page.evaluate("() => window.dispatchEvent(new PageTransitionEvent('pageshow', { persisted: true }))")
 
 
 # -- New VM ----------------------------------------------------------------------------------------
@@ -108,6 +131,43 @@ def test_vcpus_typed_before_the_script_stay_above_the_cap_flagged(
     expect(page.locator("#vcpus-quota")).to_be_visible()
     expect(page.locator("#vcpus")).to_have_value("8")
     expect(page.locator("#vcpus-error")).to_contain_text("4")
+
+
+def test_a_created_vms_button_stays_off_while_the_page_leaves(
+    server: LimenProcess, signed_in_page: Callable[..., Page]
+) -> None:
+    # It came back on after the navigation began: a second press sent a second POST /api/vms, and
+    # VM_ALREADY_EXISTS showed under the name as the page left.
+    page = signed_in_page(server)
+    answer(page, "**/api/vms", MADE_VM, status=201)
+    leaving = stay_on_page(page, f"/vms/{MADE_VM['uuid']}")
+    page.goto(f"{server.base_url}/vms/new")
+    page.fill("#name", "pages-made")
+    page.click("#submit")
+    wait_for(page, leaving)
+    expect(page.locator("#form-status")).to_contain_text("Created pages-made.")
+    expect(page.locator("#submit")).to_be_disabled()
+    came_back(page)
+    expect(page.locator("#submit")).to_be_enabled()
+
+
+# -- signing in ------------------------------------------------------------------------------------
+
+
+def test_the_sign_in_button_stays_off_while_the_page_leaves(
+    server: LimenProcess, plain_user: str, new_page: Callable[..., Page]
+) -> None:
+    # A second press while the next page loaded opened a second session.
+    page = new_page()
+    leaving = stay_on_page(page, "/tokens")
+    page.goto(f"{server.base_url}/login?next=/tokens")
+    page.fill("#login-name", plain_user)
+    page.fill("#login-password", PASSWORD)
+    page.click("#login-submit")
+    wait_for(page, leaving)
+    expect(page.locator("#login-submit")).to_be_disabled()
+    came_back(page)
+    expect(page.locator("#login-submit")).to_be_enabled()
 
 
 # -- the language menu -----------------------------------------------------------------------------

@@ -52,9 +52,11 @@ async function onSubmit(event) {
   submit.disabled = true;
   submit.replaceChildren(spinner(), t("login.signing_in"));
   let wait = null;
+  let leaving = false;
   try {
     await api("POST", "/api/login", { name: nameInput.value, password: passwordInput.value });
     forgetUser();
+    leaving = true; // the button stays off: a second press while the page leaves opened a second session
     window.location.assign(safeNext(new URLSearchParams(window.location.search).get("next"), window.location.origin));
     return;
   } catch (exc) {
@@ -67,10 +69,14 @@ async function onSubmit(event) {
     passwordInput.value = "";
     passwordInput.focus();
   } finally {
-    submit.disabled = false;
-    submit.textContent = t("login.submit");
+    if (!leaving) readyForAnother();
   }
   if (wait) wait();
+}
+
+function readyForAnother() {
+  submit.disabled = false;
+  submit.textContent = t("login.submit");
 }
 
 // -- signing up -------------------------------------------------------------------------------------
@@ -160,6 +166,11 @@ async function offerSignup() {
 }
 
 if (form) {
+  // Back to this page from the one signing in went to: the browser's back-forward cache kept it as it was
+  // left, the button off for good.
+  window.addEventListener("pageshow", (event) => {
+    if (event.persisted && !waiting) readyForAnother();
+  });
   takeForm(form, onSubmit);
   nameInput.focus();
   offerSignup();

@@ -122,12 +122,14 @@ async function onSubmit(event) {
   submit.disabled = true;
   submit.replaceChildren(spinner(), t("common.creating"));
   formStatus.textContent = "";
+  let leaving = false;
   try {
     // A Create pressed before the image list came (or held from before this script) sent "no image": the
     // select held only "Loading images…", and the demo image the form preselects was skipped.
     await firstIsoList;
     const vm = await api("POST", "/api/vms", body());
     formStatus.textContent = t("new.created", { name: vm.name });
+    leaving = true; // the button stays off: a second press while the page leaves made a second POST
     window.location.assign(`/vms/${encodeURIComponent(vm.uuid)}`);
   } catch (exc) {
     showError(exc);
@@ -137,10 +139,14 @@ async function onSubmit(event) {
     // An image deleted while the form was open: the list as the library is now (the refusal stays shown).
     if (exc instanceof ApiError && (exc.fields || []).some((refusal) => refusal.field === "iso")) loadIsos();
   } finally {
-    submitting = false;
-    submit.disabled = vmsFull;
-    submit.replaceChildren(t("new.create"));
+    if (!leaving) readyForAnother();
   }
+}
+
+function readyForAnother() {
+  submitting = false;
+  submit.disabled = vmsFull;
+  submit.replaceChildren(t("new.create"));
 }
 
 let vmsFull = false; // no VM may be made: the quota's VM count is reached
@@ -285,5 +291,10 @@ document.addEventListener("visibilitychange", () => {
   if (document.visibilityState !== "visible") return;
   refreshQuota();
   loadIsos(); // images uploaded or deleted in another tab
+});
+// Back to this page from the VM it made: the browser's back-forward cache kept it as it was left, the button
+// off for good.
+window.addEventListener("pageshow", (event) => {
+  if (event.persisted) readyForAnother();
 });
 input("name").focus();
