@@ -83,6 +83,13 @@ def came_back(page: Page) -> None:
     page.evaluate("() => window.dispatchEvent(new PageTransitionEvent('pageshow', { persisted: true }))")
 
 
+def answered_late(page: Page, route: Route) -> None:
+    """Lets a held request go on to the server, and gives the page a moment to draw its answer."""
+    with page.expect_response(route.request.url):
+        route.continue_()
+    page.wait_for_timeout(300)  # the answer's drawing, had it been kept, is done by now
+
+
 # -- New VM ----------------------------------------------------------------------------------------
 
 
@@ -184,3 +191,63 @@ def test_a_language_chosen_before_the_menus_script_applies(server: LimenProcess,
     page.unroute("**/static/js/language-menu.js")  # the page in Korean loads it as usual
     expect(page.locator("html")).to_have_attribute("lang", "ko")
     expect(page.locator("#language-menu")).to_have_value("ko")
+
+
+# -- late answers ----------------------------------------------------------------------------------
+
+
+def test_everyones_tokens_answered_after_yours_are_not_shown(
+    server: LimenProcess, admin_api: httpx.Client, plain_user: str, signed_in_page: Callable[..., Page]
+) -> None:
+    # "Every user's tokens" checked and unchecked: everyone's answer, coming last, listed them all under the
+    # unchecked box, without the owner column.
+    theirs = f"theirs-{uuid.uuid4().hex[:6]}"
+    assert admin_api.post("/api/tokens", json={"name": theirs, "user": plain_user}).status_code == 201
+    page = signed_in_page(server, next_path="/tokens")
+    everyones: list[Route] = []
+    page.route(lambda url: url.endswith("/api/tokens?all=true"), lambda route: everyones.append(route))
+    expect(page.locator("#all-toggle-row")).to_be_visible()
+    page.check("#all-toggle")
+    wait_for(page, everyones)
+    page.uncheck("#all-toggle")
+    expect(page.locator("#tokens-note")).to_contain_text("(yours)")
+    answered_late(page, everyones[0])
+    expect(page.locator("#token-rows")).not_to_contain_text(theirs)
+    expect(page.locator("#owner-head")).to_be_hidden()
+    expect(page.locator("#tokens-note")).to_contain_text("(yours)")
+
+
+def fake_actions(count: int) -> list[dict[str, object]]:
+    return [{"id": n, "at": "2026-01-01T00:00:00Z", "user": "root", "action": "start", "vm_name": f"pages-{n}",
+             "vm_uuid": str(uuid.UUID(int=n)), "result_code": "OK", "details": ""} for n in range(count)]
+
+
+def test_show_more_is_not_undone_by_the_timers_late_answer(
+    server: LimenProcess, signed_in_page: Callable[..., Page]
+) -> None:
+    # The timer's refresh, asked for 100 rows and answered after "Show more"'s 200, took them away again.
+    page = signed_in_page(server)
+    answered: list[int] = []
+    held: list[Route] = []
+
+    def actions(route: Route) -> None:
+        limit = int(route.request.url.rsplit("limit=", 1)[1])
+        # The page's first ask and "Show more"'s are answered; the timer's are held, so none redraws the
+        # list but the one let go below.
+        if answered == [] or (limit == 200 and answered == [100]):
+            answered.append(limit)
+            route.fulfill(status=200, content_type="application/json", body=json.dumps(fake_actions(limit)))
+        else:
+            held.append(route)
+
+    page.route("**/api/vm-actions?limit=*", actions)
+    page.goto(f"{server.base_url}/audit")
+    expect(page.locator("#action-rows tr")).to_have_count(100)
+    wait_for(page, held)
+    page.click("#actions-more")
+    expect(page.locator("#action-rows tr")).to_have_count(200)
+    timers = held[0]
+    assert timers.request.url.endswith("limit=100"), timers.request.url
+    timers.fulfill(status=200, content_type="application/json", body=json.dumps(fake_actions(100)))
+    page.wait_for_timeout(300)  # the late answer's drawing, had it been kept, is done by now
+    assert page.locator("#action-rows tr").count() == 200

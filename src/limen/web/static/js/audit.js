@@ -157,11 +157,20 @@ for (const list of ["sessions", "actions"]) {
   });
 }
 
+// Each refresh's number, and the one whose answer the page shows: an answer older than that is dropped.
+// Answers come in any order, and the timer's, asked for fewer rows, arriving after "Show more"'s took the
+// rows just shown away again. (Not "only the latest": on a server slower than the timer none would show.)
+let refreshes = 0;
+let drawnRefresh = 0;
+
 async function refresh() {
+  const number = ++refreshes;
   try {
     const [sessions, actions] = await Promise.all([
       api("GET", `/api/console-sessions?limit=${shown.sessions}`), api("GET", `/api/vm-actions?limit=${shown.actions}`),
     ]);
+    if (number < drawnRefresh) return;
+    drawnRefresh = number;
     // Every few seconds: a keyboard user on a row's button keeps it (the rows are drawn anew).
     redrawKeepingPlace(ui.sessions, "session", () => ui.sessions.replaceChildren(
       ...(sessions.length ? sessions.map(sessionRow) : [noneRow(9, "audit.no_sessions")])), ui.sessionTable);
@@ -172,6 +181,7 @@ async function refresh() {
     const whose = user && user.role === "admin" ? "audit.note_everyone" : "audit.note_yours";
     ui.note.textContent = t(whose, { at: formatTime(new Date()) });
   } catch (exc) {
+    if (number < drawnRefresh) return;
     const box = exc instanceof ApiError ? exc.body : clientError("CLIENT_ERROR", String(exc));
     ui.error.replaceChildren(errorBox(box));
   }

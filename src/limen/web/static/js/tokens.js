@@ -74,10 +74,17 @@ function tokenRow(token) {
   );
 }
 
+// Each refresh's number: only the latest one's answer is shown. Answers come in any order, and everyone's
+// tokens arriving after the answer for "Every user's tokens" unchecked were listed without their owners.
+let refreshes = 0;
+
 async function refresh() {
+  const number = ++refreshes;
+  let answer;
   try {
-    tokens = await api("GET", showingAll() ? "/api/tokens?all=true" : "/api/tokens");
+    answer = await api("GET", showingAll() ? "/api/tokens?all=true" : "/api/tokens");
   } catch (exc) {
+    if (number !== refreshes) return;
     ui.error.replaceChildren(errorBox(asBox(exc, t("tokens.loading")), {
       extraClass: "notice error",
       actions: [h("button", { class: "btn small", type: "button", onclick: refresh, text: t("console.retry") })],
@@ -85,6 +92,8 @@ async function refresh() {
     ui.note.textContent = t("tokens.cannot_load");
     return;
   }
+  if (number !== refreshes) return;
+  tokens = answer;
   ui.error.replaceChildren();
   ui.ownerHead.hidden = !showingAll();
   // Newest first: the one just made is at the top.
