@@ -7,6 +7,7 @@ some answers are the test's own, so no VM, image or disk of the shared machine i
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -15,7 +16,7 @@ import pytest
 from playwright.sync_api import Page, Route, expect
 
 from tests.conftest import DEMO_ISO
-from tests.e2e.helpers import hold_requests, start_limen
+from tests.e2e.helpers import hold_requests, new_stopped_vm, start_limen
 from tests.support.server import LimenProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -251,3 +252,22 @@ def test_show_more_is_not_undone_by_the_timers_late_answer(
     timers.fulfill(status=200, content_type="application/json", body=json.dumps(fake_actions(100)))
     page.wait_for_timeout(300)  # the late answer's drawing, had it been kept, is done by now
     assert page.locator("#action-rows tr").count() == 200
+
+
+# -- the console's toolbar -------------------------------------------------------------------------
+
+
+def test_the_consoles_connect_button_is_off_until_the_page_connects(
+    server: LimenProcess, signed_in_page: Callable[..., Page]
+) -> None:
+    # It read "Disconnect" and was on before the first connect: a press asked for a ticket, and the page's
+    # own connect asked for a second and tore the first down.
+    page = signed_in_page(server)
+    with new_stopped_vm(server) as vm_id:
+        script = hold_requests(page, "**/static/js/console-page.js")
+        page.goto(f"{server.base_url}/vms/{vm_id}/console", wait_until="commit")
+        expect(page.locator("#btn-connect")).to_be_disabled()
+        wait_for(page, script)
+        script[0].continue_()
+        expect(page.locator("#btn-connect")).to_be_enabled()  # by the page's connect, whatever it meets
+        expect(page.locator("#btn-connect")).to_have_attribute("data-action", re.compile(r"."))
