@@ -28,6 +28,10 @@ NOTHING_USED = {"vms": 0, "vcpus": 0, "memory_mib": 0, "disk_gib": 0}
 FOUR_VCPUS_AT_MOST = {"user": "root", "limits": {**NO_LIMITS, "vcpus": 4}, "usage": NOTHING_USED,
                       "system": {"limits": NO_LIMITS, "usage": NOTHING_USED}}
 DEMO_IMAGE = {"name": DEMO_ISO, "size_bytes": 2**20, "modified": "2026-01-01T00:00:00Z", "sha256": "ab" * 32}
+KEPT_DISK = {
+    "name": "pages-kept-disk0.qcow2", "host": "local", "path": "/pool/pages-kept-disk0.qcow2", "format": "qcow2",
+    "capacity_bytes": 2**30, "allocation_bytes": 200704, "used_by": [], "backing_for": [], "in_use": False,
+}
 MADE_VM = {"uuid": "0f0e0d0c-0b0a-4908-8706-050403020100", "name": "pages-made"}
 
 
@@ -271,3 +275,57 @@ def test_the_consoles_connect_button_is_off_until_the_page_connects(
         script[0].continue_()
         expect(page.locator("#btn-connect")).to_be_enabled()  # by the page's connect, whatever it meets
         expect(page.locator("#btn-connect")).to_have_attribute("data-action", re.compile(r"."))
+
+
+# -- a row's button while its request runs ---------------------------------------------------------
+
+
+def confirm_and_hold(page: Page, deleting: str, row: str, confirm: str) -> list[Route]:
+    """Presses the row's button, confirms in its dialog, and holds the request that follows."""
+    held: list[Route] = []
+    page.route(lambda url: deleting in url,
+               lambda route: held.append(route) if route.request.method == "DELETE" else route.fallback())
+    page.locator(f"{row} button").click()
+    page.click(confirm)
+    wait_for(page, held)
+    return held
+
+
+def test_a_tokens_revoke_is_off_while_it_runs(
+    server: LimenProcess, admin_api: httpx.Client, signed_in_page: Callable[..., Page]
+) -> None:
+    # A second press re-opened the dialog, and its DELETE was refused (NOT_FOUND) after the first succeeded.
+    name = f"pages-{uuid.uuid4().hex[:6]}"
+    made = admin_api.post("/api/tokens", json={"name": name})
+    assert made.status_code == 201, made.text
+    token_id = made.json()["id"]
+    page = signed_in_page(server, next_path="/tokens")
+    row = f"tr[data-token='{token_id}']"
+    held = confirm_and_hold(page, f"/api/tokens/{token_id}", row, "#revoke-confirm")
+    expect(page.locator(f"{row} button")).to_be_disabled()
+    held[0].continue_()
+    expect(page.locator(row)).to_have_attribute("data-revoked", "true")
+
+
+def test_an_images_delete_is_off_while_it_runs(server: LimenProcess, signed_in_page: Callable[..., Page]) -> None:
+    page = signed_in_page(server)
+    answer(page, "**/api/isos", [DEMO_IMAGE])
+    page.goto(f"{server.base_url}/isos")
+    row = f"tr[data-iso='{DEMO_ISO}']"
+    held = confirm_and_hold(page, f"/api/isos/{DEMO_ISO}", row, "#iso-delete-confirm")
+    expect(page.locator(f"{row} button")).to_be_disabled()
+    answer(page, "**/api/isos", [])
+    held[0].fulfill(status=204)
+    expect(page.locator(row)).to_have_count(0)
+
+
+def test_a_kept_disks_delete_is_off_while_it_runs(server: LimenProcess, signed_in_page: Callable[..., Page]) -> None:
+    page = signed_in_page(server)
+    answer(page, "**/api/volumes", [KEPT_DISK])
+    page.goto(f"{server.base_url}/volumes")
+    row = "#unused-rows tr"
+    held = confirm_and_hold(page, f"/api/volumes/{KEPT_DISK['name']}", row, "#volume-delete-confirm")
+    expect(page.locator(f"{row} button")).to_be_disabled()
+    answer(page, "**/api/volumes", [])
+    held[0].fulfill(status=204)
+    expect(page.locator(row)).to_have_count(0)

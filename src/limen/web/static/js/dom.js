@@ -176,6 +176,17 @@ export function returnToPlace(place, container, fallback) {
 }
 
 /**
+ * Turns off the controls of the row of `container` whose `data-<key>` is `value` while a change asked from it
+ * runs; the list drawn anew after it has them back. A Delete or Revoke left on re-opened its dialog, and a
+ * second request was refused (NOT_FOUND) after the first had done it. The row, or null when it is not shown.
+ */
+export function disableRow(container, key, value) {
+  const row = [...container.children].find((child) => child.dataset[key] === value) || null;
+  if (row) for (const control of row.querySelectorAll("button, select")) control.disabled = true;
+  return row;
+}
+
+/**
  * Draws a list anew (`draw`) without losing the keyboard's place in it: a live update or a timer that
  * redraws the rows (a snapshot event, an ISO's checksum arriving) dropped the focus to <body>.
  */

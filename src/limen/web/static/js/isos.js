@@ -2,7 +2,7 @@
 // upload progress: bytes, rate, time left, Cancel) and delete. Every value from the server is shown as text.
 
 import { api, ApiError, asBox, CSRF_HEADER, loginUrl } from "./api.js";
-import { errorBox, formatBytes, h, placeOf, redrawKeepingPlace, returnToPlace, takeForm } from "./dom.js";
+import { disableRow, errorBox, formatBytes, h, placeOf, redrawKeepingPlace, returnToPlace, takeForm } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { RateMeter, uploadFigures } from "./upload-progress.js";
 import { fieldErrorText, formatDateTime, formatNumber, localizedError, t, tWith } from "./i18n.js";
@@ -118,6 +118,8 @@ function askDelete(iso) {
 
 async function deleteIso(name) {
   ui.error.replaceChildren();
+  clearTimeout(refreshTimer); // a checksum's redraw meanwhile gave the row its button back; refreshed after
+  disableRow(ui.rows, "iso", name);
   try {
     await api("DELETE", `/api/isos/${encodeURIComponent(name)}`);
     ui.toast.textContent = t("isos.deleted_toast", { name });

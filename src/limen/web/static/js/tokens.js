@@ -4,7 +4,7 @@
 // the server is shown as text; the secret lives only in the panel's field until "I have copied it".
 
 import { api, ApiError } from "./api.js";
-import { errorBox, h, placeOf, redrawKeepingPlace, returnToPlace, spinner, takeForm } from "./dom.js";
+import { disableRow, errorBox, h, placeOf, redrawKeepingPlace, returnToPlace, spinner, takeForm } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { fieldErrorText, formatDateTime, formatNumber, t, tWith } from "./i18n.js";
 
@@ -216,14 +216,16 @@ function wireRevoke() {
     revoking = null;
     if (!token || ui.dialog.returnValue !== "revoke") return;
     ui.dialog.returnValue = "";
+    disableRow(ui.rows, "token", String(token.id));
+    let failure = null;
     try {
       await api("DELETE", `/api/tokens/${encodeURIComponent(token.id)}`);
       ui.toast.textContent = t("tokens.revoked_toast", { name: token.name });
     } catch (exc) {
-      ui.error.replaceChildren(errorBox(asBox(exc, t("tokens.revoking")), { extraClass: "notice error" }));
-      return;
+      failure = exc;
     }
-    await refresh();
+    await refresh(); // also after a refusal: the row's button back, the list as it is now
+    if (failure) ui.error.replaceChildren(errorBox(asBox(failure, t("tokens.revoking")), { extraClass: "notice error" }));
     returnToPlace(revokePlace, ui.rows, ui.table);
   });
 }

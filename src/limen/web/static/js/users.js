@@ -6,7 +6,7 @@
 // Every value from the server is shown as text.
 
 import { api, ApiError } from "./api.js";
-import { errorBox, h, placeOf, redrawKeepingPlace, returnToPlace, spinner, takeForm } from "./dom.js";
+import { disableRow, errorBox, h, placeOf, redrawKeepingPlace, returnToPlace, spinner, takeForm } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { quotaBody, quotaFields, quotaRefusalText } from "./user-quota.js";
 import { fieldErrorText, formatDateTime, localizedError, refusalText, t } from "./i18n.js";
@@ -191,9 +191,8 @@ function rowOf(name) {
 }
 
 function setRowBusy(name, text) {
-  const row = rowOf(name);
+  const row = disableRow(ui.rows, "user", name);
   if (!row) return;
-  for (const control of row.querySelectorAll("button, select")) control.disabled = true;
   const status = row.querySelector(".row-status");
   status.className = "row-status";
   status.replaceChildren(spinner(), text);

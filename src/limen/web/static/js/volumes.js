@@ -2,7 +2,7 @@
 // then the ones VMs use, each linked to its VM. Every value from the server is shown as text.
 
 import { api, asBox } from "./api.js";
-import { errorBox, formatBytes, h, placeOf, redrawKeepingPlace, returnToPlace } from "./dom.js";
+import { disableRow, errorBox, formatBytes, h, placeOf, redrawKeepingPlace, returnToPlace } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { formatNumber, t, tWith } from "./i18n.js";
 
@@ -101,6 +101,7 @@ function askDelete(volume) {
 
 async function deleteVolume(volume) {
   ui.error.replaceChildren();
+  disableRow(ui.unused, "volume", key(volume));
   try {
     await api("DELETE", `/api/volumes/${encodeURIComponent(volume.name)}?host=${encodeURIComponent(volume.host)}`);
     ui.toast.textContent = t("volumes.deleted_toast", { name: volume.name });
