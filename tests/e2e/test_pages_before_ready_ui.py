@@ -319,13 +319,61 @@ def test_an_images_delete_is_off_while_it_runs(server: LimenProcess, signed_in_p
     expect(page.locator(row)).to_have_count(0)
 
 
+KEPT_DISK_ROW = "#unused-rows tr"
+
+
+def delete_a_kept_disk(page: Page, base_url: str) -> Route:
+    """Opens the Disks page listing KEPT_DISK (the test's own answer), confirms its Delete and holds the
+    request; the row's button is off meanwhile. The held DELETE."""
+    answer(page, "**/api/volumes", [KEPT_DISK])
+    page.goto(f"{base_url}/volumes")
+    held = confirm_and_hold(page, f"/api/volumes/{KEPT_DISK['name']}", KEPT_DISK_ROW, "#volume-delete-confirm")
+    expect(page.locator(f"{KEPT_DISK_ROW} button")).to_be_disabled()
+    return held[0]
+
+
 def test_a_kept_disks_delete_is_off_while_it_runs(server: LimenProcess, signed_in_page: Callable[..., Page]) -> None:
     page = signed_in_page(server)
-    answer(page, "**/api/volumes", [KEPT_DISK])
-    page.goto(f"{server.base_url}/volumes")
-    row = "#unused-rows tr"
-    held = confirm_and_hold(page, f"/api/volumes/{KEPT_DISK['name']}", row, "#volume-delete-confirm")
-    expect(page.locator(f"{row} button")).to_be_disabled()
+    row, held = KEPT_DISK_ROW, [delete_a_kept_disk(page, server.base_url)]
     answer(page, "**/api/volumes", [])
+    held[0].fulfill(status=204)
+    expect(page.locator(row)).to_have_count(0)
+
+
+def test_a_refused_delete_gives_the_row_its_button_back_when_the_list_cannot_be_read(
+    server: LimenProcess, signed_in_page: Callable[..., Page]
+) -> None:
+    # The list drawn anew gave it back; a list that could not be read (a host down: 503) left it off for good.
+    page = signed_in_page(server)
+    row, held = KEPT_DISK_ROW, [delete_a_kept_disk(page, server.base_url)]
+    page.unroute("**/api/volumes")
+    answer(page, "**/api/volumes", {"error": "A host did not answer", "code": "HYPERVISOR_UNAVAILABLE",
+                                    "details": "host local", "message": "Try again later."}, status=503)
+    held[0].fulfill(status=409, content_type="application/json", body=json.dumps({
+        "error": "The disk volume is in use", "code": "VOLUME_IN_USE", "details": "", "message": ""}))
+    expect(page.locator("#volumes-error")).to_contain_text("HYPERVISOR_UNAVAILABLE")
+    expect(page.locator(f"{row} button")).to_be_enabled()
+
+
+def test_an_images_delete_stays_off_when_a_list_asked_before_it_comes_back(
+    server: LimenProcess, signed_in_page: Callable[..., Page]
+) -> None:
+    # An image whose checksum is still being computed has the list read again every 4 s: one read on its way
+    # when Delete was confirmed drew the row with its button on while the delete ran.
+    pending = {**DEMO_IMAGE, "sha256": None}
+    page = signed_in_page(server)
+    answer(page, "**/api/isos", [pending])
+    page.goto(f"{server.base_url}/isos")
+    row = f"tr[data-iso='{DEMO_ISO}']"
+    expect(page.locator(f"{row} button")).to_be_enabled()
+    page.unroute("**/api/isos")
+    reads = hold_requests(page, "**/api/isos")
+    wait_for(page, reads)  # the checksum's timer asked again
+    held = confirm_and_hold(page, f"/api/isos/{DEMO_ISO}", row, "#iso-delete-confirm")
+    reads[0].fulfill(status=200, content_type="application/json", body=json.dumps([pending]))
+    page.wait_for_timeout(300)  # the read's drawing is done by now
+    expect(page.locator(f"{row} button")).to_be_disabled()
+    page.unroute("**/api/isos")
+    answer(page, "**/api/isos", [])
     held[0].fulfill(status=204)
     expect(page.locator(row)).to_have_count(0)

@@ -177,13 +177,16 @@ export function returnToPlace(place, container, fallback) {
 
 /**
  * Turns off the controls of the row of `container` whose `data-<key>` is `value` while a change asked from it
- * runs; the list drawn anew after it has them back. A Delete or Revoke left on re-opened its dialog, and a
- * second request was refused (NOT_FOUND) after the first had done it. The row, or null when it is not shown.
+ * runs. A Delete or Revoke left on re-opened its dialog, and a second request was refused (NOT_FOUND) after the
+ * first had done it. Returns the row (null when it is not shown) and `release()`, which turns back on what it
+ * turned off: call it once the list was asked for again, as the list drawn anew replaced the row, but a list
+ * that could not be read left it, and its buttons would have stayed off until the page was reloaded.
  */
 export function disableRow(container, key, value) {
   const row = [...container.children].find((child) => child.dataset[key] === value) || null;
-  if (row) for (const control of row.querySelectorAll("button, select")) control.disabled = true;
-  return row;
+  const turnedOff = row ? [...row.querySelectorAll("button, select")].filter((control) => !control.disabled) : [];
+  for (const control of turnedOff) control.disabled = true;
+  return { row, release: () => { for (const control of turnedOff) control.disabled = false; } };
 }
 
 /**

@@ -40,6 +40,9 @@ let maxBytes = null;
 let upload = null; // {xhr, meter, name, total} while one runs
 let refreshTimer = null;
 let deleting = null;
+// The images whose delete is on its way: a list that was being read meanwhile (the checksum's timer) is drawn
+// with their Delete off, or a second press re-opened the dialog and was refused (ISO_NOT_FOUND).
+const deletingNow = new Set();
 let deletePlace = null; // where the keyboard was: the row goes, the focus must not fall to <body>
 
 function isAdmin() {
@@ -67,7 +70,7 @@ function isoRow(iso) {
     : h("span", { class: "refresh-note", text: t("isos.computing") });
   const actions = isAdmin()
     ? h("td", { class: "cell-actions" }, h("button", {
-      class: "btn small danger", type: "button", dataset: { action: "delete" },
+      class: "btn small danger", type: "button", dataset: { action: "delete" }, disabled: deletingNow.has(iso.name),
       "aria-label": t("list.action_label", { action: t("users.delete_verb"), name: iso.name }), onclick: () => askDelete(iso),
       text: t("action.delete.label"), // "Delete…": it asks first, as every delete's button says
     }))
@@ -119,7 +122,8 @@ function askDelete(iso) {
 async function deleteIso(name) {
   ui.error.replaceChildren();
   clearTimeout(refreshTimer); // a checksum's redraw meanwhile gave the row its button back; refreshed after
-  disableRow(ui.rows, "iso", name);
+  const { release } = disableRow(ui.rows, "iso", name);
+  deletingNow.add(name);
   try {
     await api("DELETE", `/api/isos/${encodeURIComponent(name)}`);
     ui.toast.textContent = t("isos.deleted_toast", { name });
@@ -129,7 +133,9 @@ async function deleteIso(name) {
     ui.error.replaceChildren(problem({ ...asBox(exc), ...holders }));
     ui.error.scrollIntoView({ block: "nearest" });
   }
+  deletingNow.delete(name);
   await refresh();
+  release();
   returnToPlace(deletePlace, ui.rows, document.querySelector("main h1"));
 }
 

@@ -216,7 +216,7 @@ function wireRevoke() {
     revoking = null;
     if (!token || ui.dialog.returnValue !== "revoke") return;
     ui.dialog.returnValue = "";
-    disableRow(ui.rows, "token", String(token.id));
+    const { release } = disableRow(ui.rows, "token", String(token.id));
     let failure = null;
     try {
       await api("DELETE", `/api/tokens/${encodeURIComponent(token.id)}`);
@@ -224,8 +224,10 @@ function wireRevoke() {
     } catch (exc) {
       failure = exc;
     }
-    await refresh(); // also after a refusal: the row's button back, the list as it is now
-    if (failure) ui.error.replaceChildren(errorBox(asBox(failure, t("tokens.revoking")), { extraClass: "notice error" }));
+    await refresh(); // also after a refusal: the list as it is now
+    release();
+    // Beside the list's own error, if it could not be read: that one's Retry is the way back.
+    if (failure) ui.error.append(errorBox(asBox(failure, t("tokens.revoking")), { extraClass: "notice error" }));
     returnToPlace(revokePlace, ui.rows, ui.table);
   });
 }

@@ -191,7 +191,7 @@ function rowOf(name) {
 }
 
 function setRowBusy(name, text) {
-  const row = disableRow(ui.rows, "user", name);
+  const { row } = disableRow(ui.rows, "user", name);
   if (!row) return;
   const status = row.querySelector(".row-status");
   status.className = "row-status";

@@ -101,7 +101,7 @@ function askDelete(volume) {
 
 async function deleteVolume(volume) {
   ui.error.replaceChildren();
-  disableRow(ui.unused, "volume", key(volume));
+  const { release } = disableRow(ui.unused, "volume", key(volume));
   try {
     await api("DELETE", `/api/volumes/${encodeURIComponent(volume.name)}?host=${encodeURIComponent(volume.host)}`);
     ui.toast.textContent = t("volumes.deleted_toast", { name: volume.name });
@@ -110,6 +110,7 @@ async function deleteVolume(volume) {
     ui.error.scrollIntoView({ block: "nearest" });
   }
   await refresh();
+  release();
   returnToPlace(deletePlace, ui.unused, document.querySelector("main h1"));
 }
 
