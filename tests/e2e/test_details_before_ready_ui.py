@@ -6,6 +6,7 @@ press sent the change twice)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -288,3 +289,27 @@ def test_a_cards_buttons_wait_for_the_answer_to_their_request(
     expect(page.get_by_label("New size (GiB)")).to_have_value("3")
     page.locator("#resize-cancel").click()
     assert sent == [("PUT", "/media"), ("PATCH", ""), ("POST", "/disks/vda/resize")]
+
+
+def test_a_vm_deleted_while_a_cards_request_runs_keeps_its_console_link_off(
+    server: LimenProcess, api: httpx.Client, new_vm: Callable[..., dict[str, object]],
+    signed_in_page: Callable[..., Page],
+) -> None:
+    """The card's request ending after the VM was deleted drew the actions again, and gave the Console link its
+    address back: it opened a console page that said VM_NOT_FOUND."""
+    vm = new_vm()
+    vm_uuid = str(vm["uuid"])
+    page = signed_in_page(server, next_path=f"/vms/{vm_uuid}")
+    console_link = page.locator("#vm-actions a[data-action=console]")
+    expect(console_link).to_have_attribute("href", f"/vms/{vm_uuid}/console")
+    held = hold_requests(page, f"**/api/vms/{vm_uuid}/media")
+    page.locator("#media-eject").click()
+    while not held:
+        page.wait_for_timeout(50)
+    assert api.delete(f"/api/vms/{vm_uuid}", params={"delete_disks": "true"}).status_code in (200, 204)
+    expect(page.locator("body")).to_have_attribute("data-state", "deleted")
+    expect(console_link).not_to_have_attribute("href", re.compile("."))
+    release(page, f"**/api/vms/{vm_uuid}/media", held)  # answered VM_NOT_FOUND: the VM is gone
+    expect(page.locator("#media-status")).to_contain_text("VM_NOT_FOUND")
+    expect(console_link).not_to_have_attribute("href", re.compile("."))
+    expect(console_link).to_have_attribute("aria-disabled", "true")

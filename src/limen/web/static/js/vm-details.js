@@ -443,7 +443,10 @@ function applyEnabled() {
   buttons.delete.disabled = blocked;
   showConsoleLink(buttons.console, vm, `/vms/${encodeURIComponent(vm.uuid)}/console`);
   buttons.console.classList.toggle("primary", active && Boolean(vm.vnc));
-  if (gone) buttons.console.setAttribute("aria-disabled", "true");
+  if (gone) { // markGone() took the address away; a card's request ending after that must not give it back
+    buttons.console.removeAttribute("href");
+    buttons.console.setAttribute("aria-disabled", "true");
+  }
   for (const [action, button] of Object.entries(buttons)) {
     const label = action === "console" ? t("console.title") : ACTIONS[action].label.replace("…", "");
     button.setAttribute("aria-label", t("list.action_label", { action: label, name: vm.name })); // as the list says it
