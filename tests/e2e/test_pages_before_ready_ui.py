@@ -377,3 +377,21 @@ def test_an_images_delete_stays_off_when_a_list_asked_before_it_comes_back(
     answer(page, "**/api/isos", [])
     held[0].fulfill(status=204)
     expect(page.locator(row)).to_have_count(0)
+
+
+def test_a_page_that_cannot_read_who_is_signed_in_says_so_and_retries(
+    server: LimenProcess, plain_user: str, signed_in_page: Callable[..., Page]
+) -> None:
+    # The tokens page wires its form once it knows the user: it stood at "Loading…" with Create dead.
+    page = signed_in_page(server, name=plain_user, password=PASSWORD, next_path="/tokens")
+    answer(page, "**/api/me", {"error": "limen's database did not answer", "code": "DATABASE_UNAVAILABLE",
+                               "details": "", "message": "Try again in a moment."}, status=503)
+    page.reload()
+    box = page.locator("main > .page-cannot-start")
+    expect(box).to_contain_text("DATABASE_UNAVAILABLE")
+    page.unroute("**/api/me")
+    box.get_by_role("button", name="Retry").click()
+    expect(box).to_have_count(0)
+    page.fill("#token-name", "after the retry")
+    page.click("#token-create")
+    expect(page.locator("#secret-panel")).to_be_visible()

@@ -258,7 +258,7 @@ function onSubmit(event) {
 }
 
 async function main() {
-  user = await mountUserMenu();
+  user = await mountUserMenu({ needed: true });
   if (user === null) return;
   ui.form.hidden = !isAdmin();
   ui.actionsHead.hidden = !isAdmin();

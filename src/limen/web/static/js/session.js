@@ -1,8 +1,8 @@
 // Who is signed in, shown in the top bar of every page ("admin · administrator"), with a link to the API
 // docs and "Sign out".
 
-import { api, currentUser, forgetUser, rereadUser } from "./api.js";
-import { h } from "./dom.js";
+import { api, ApiError, asBox, currentUser, forgetUser, rereadUser } from "./api.js";
+import { errorBox, h } from "./dom.js";
 import { lang, t } from "./i18n.js";
 import { rememberInBrowser } from "./language-menu.js";
 
@@ -26,12 +26,23 @@ export function roleName(role) {
 
 /** Fills #user-menu with the user's name and role, the API docs link and a sign-out button; resolves to
  * the user, or to null when nobody is signed in (the page is on its way to /login) or limen cannot be
- * reached. ``reread``: asks who is signed in anew rather than as the page knew it (:func:`remountUserMenu`). */
-export async function mountUserMenu({ reread = false } = {}) {
+ * reached. ``reread``: asks who is signed in anew rather than as the page knew it (:func:`remountUserMenu`).
+ * ``needed``: the page can do nothing without the user (its controls wait for it), so when limen cannot be
+ * reached the page says so at its top, with Retry: it stood at "Loading…" with its form holding every press. */
+export async function mountUserMenu({ reread = false, needed = false } = {}) {
   let user;
   try {
     user = await (reread ? rereadUser() : currentUser());
-  } catch {
+  } catch (exc) {
+    const leaving = exc instanceof ApiError && exc.status === 401; // on its way to the sign-in page
+    const main = document.querySelector("main");
+    if (needed && !leaving && main) {
+      main.prepend(errorBox(asBox(exc), {
+        extraClass: "notice error page-cannot-start",
+        actions: [h("button", { class: "btn small", type: "button", text: t("console.retry"),
+                                onclick: () => window.location.reload() })],
+      }));
+    }
     return null;
   }
   followUserLanguage(user);

@@ -233,7 +233,7 @@ function wireRevoke() {
 }
 
 async function main() {
-  me = await mountUserMenu();
+  me = await mountUserMenu({ needed: true });
   if (!me) return;
   ui.allRow.hidden = me.role !== "admin";
   ui.all.addEventListener("change", refresh);

@@ -408,7 +408,7 @@ function wireCreate() {
 }
 
 async function main() {
-  me = await mountUserMenu();
+  me = await mountUserMenu({ needed: true });
   if (!me) return;
   wireCreate();
   wireDelete();

@@ -115,7 +115,7 @@ async function deleteVolume(volume) {
 }
 
 async function main() {
-  const user = await mountUserMenu();
+  const user = await mountUserMenu({ needed: true });
   if (user === null) return;
   if (user.role !== "admin") {
     ui.note.textContent = t("volumes.admins_only");
