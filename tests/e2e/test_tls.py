@@ -158,6 +158,7 @@ def render_nginx_conf(tmp: Path, *, https_port: int, http_port: int, upstream_po
         ("listen [::]:80;", ""),
         ("/etc/ssl/limen/limen.crt", str(cert)),
         ("/etc/ssl/limen/limen.key", str(key)),
+        ("/var/log/nginx/limen-access.log", str(tmp / "limen-access.log")),
     ]:
         assert server.count(old) == 1, f"deploy/nginx.conf no longer has {old!r}"
         server = server.replace(old, new)
@@ -241,6 +242,16 @@ def test_chromium_through_nginx_signs_in_and_opens_a_console(
     vm_id = create_vm(public, limen.auth_headers, vm_name(), certificate[0])
     page = sign_in(https_page(), public)
     open_console_over_wss(page, public, vm_id, "nginx-console")
+    # nginx's log names the console's WebSocket by its path: its ticket stays out. The line is written when
+    # the connection ends.
+    page.close()
+    log = limen.log_path.parent.parent / "limen-access.log"
+    websocket = f'"GET /api/vms/{vm_id}/console HTTP/1.1" 101'
+    deadline = time.monotonic() + 20
+    while websocket not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+    assert "ticket=" not in log.read_text()
 
 
 def test_doctor_checks_a_tls_server_and_its_console_over_wss(
