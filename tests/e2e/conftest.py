@@ -6,12 +6,22 @@ Screenshots go to ``test-artifacts/`` at the repository root (ignored by git); a
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Error, Page, ViewportSize, sync_playwright
 
-from tests.e2e.helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, DESKTOP, save_screenshot, sign_in
+from tests.e2e.helpers import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    DESKTOP,
+    PLAIN_USER_PASSWORD,
+    save_screenshot,
+    sign_in,
+)
 from tests.support import volume_leaks
 from tests.support.idle_guests import guests_kept_idle  # noqa: F401 (an autouse fixture, for this tier)
 from tests.support.server import LimenProcess
@@ -60,6 +70,23 @@ def new_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Calla
                     pass
         context.close()
     assert not [e for e in script_errors if "WebSocket" not in e], script_errors
+
+
+@pytest.fixture
+def admin_api(server: LimenProcess) -> Iterator[httpx.Client]:
+    """The test module's ``server``'s API, as its administrator (Bearer token)."""
+    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def plain_user(admin_api: httpx.Client) -> Iterator[str]:
+    """A user (role user) with password PLAIN_USER_PASSWORD on the test module's ``server``, deleted after."""
+    name = f"alice-{uuid.uuid4().hex[:6]}"
+    made = admin_api.post("/api/users", json={"name": name, "password": PLAIN_USER_PASSWORD})
+    assert made.status_code == 201, made.text
+    yield name
+    admin_api.delete(f"/api/users/{name}")
 
 
 @pytest.fixture

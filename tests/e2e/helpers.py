@@ -142,6 +142,10 @@ def start_limen(tmp: Path, **env: str) -> LimenProcess:
     return process.start()
 
 
+# The password of the plain user the tests make (conftest.py's plain_user).
+PLAIN_USER_PASSWORD = "a password of the user"
+
+
 def sign_in(page: Page, base_url: str, name: str = TEST_ADMIN, password: str = TEST_ADMIN_PASSWORD,
             next_path: str = "/") -> Page:
     """Signs ``page`` in through the login page, then waits for the page it returns to."""

@@ -5,19 +5,17 @@ CI found it on the tokens page, which wires its form only after asking who is si
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 
-import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.helpers import hold_requests, start_limen
+from tests.e2e.helpers import PLAIN_USER_PASSWORD, hold_requests, start_limen
 from tests.support.server import LimenProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
-PASSWORD = "a password of the user"
+PASSWORD = PLAIN_USER_PASSWORD
 
 
 @pytest.fixture(scope="module")
@@ -25,15 +23,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimenProcess]:
     process = start_limen(tmp_path_factory.mktemp("limen-early-submits"))
     yield process
     process.stop()
-
-
-@pytest.fixture
-def plain_user(server: LimenProcess) -> Iterator[str]:
-    name = f"bora-{uuid.uuid4().hex[:6]}"
-    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=30) as admin:
-        assert admin.post("/api/users", json={"name": name, "password": PASSWORD}).status_code == 201
-        yield name
-        admin.delete(f"/api/users/{name}")
 
 
 def test_signing_in_before_the_script_is_ready_keeps_the_password_out_of_the_address(

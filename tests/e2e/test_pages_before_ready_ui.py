@@ -16,12 +16,12 @@ import pytest
 from playwright.sync_api import Page, Route, expect
 
 from tests.conftest import DEMO_ISO
-from tests.e2e.helpers import hold_requests, new_stopped_vm, start_limen
+from tests.e2e.helpers import PLAIN_USER_PASSWORD, hold_requests, new_stopped_vm, start_limen
 from tests.support.server import LimenProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
-PASSWORD = "a password of the user"
+PASSWORD = PLAIN_USER_PASSWORD
 NO_LIMITS = {"vms": None, "vcpus": None, "memory_mib": None, "disk_gib": None}
 NOTHING_USED = {"vms": 0, "vcpus": 0, "memory_mib": 0, "disk_gib": 0}
 # GET /api/quota's answer for a user who may have 4 vCPUs running, and no other limit.
@@ -40,20 +40,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimenProcess]:
     process = start_limen(tmp_path_factory.mktemp("limen-pages-before-ready"))
     yield process
     process.stop()
-
-
-@pytest.fixture
-def admin_api(server: LimenProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-def plain_user(admin_api: httpx.Client) -> Iterator[str]:
-    name = f"pages-{uuid.uuid4().hex[:6]}"
-    assert admin_api.post("/api/users", json={"name": name, "password": PASSWORD}).status_code == 201
-    yield name
-    admin_api.delete(f"/api/users/{name}")
 
 
 def wait_for(page: Page, arrived: list[Route] | list[str]) -> None:

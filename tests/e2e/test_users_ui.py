@@ -15,12 +15,12 @@ import httpx
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from tests.e2e.helpers import PHONE, save_screenshot, sign_in, start_limen
+from tests.e2e.helpers import PHONE, PLAIN_USER_PASSWORD, save_screenshot, sign_in, start_limen
 from tests.support.server import LimenProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
-PASSWORD = "a password of the user"
+PASSWORD = PLAIN_USER_PASSWORD
 NO_SIDEWAYS_SCROLL = "() => document.documentElement.scrollWidth <= window.innerWidth"
 # Saves the real clipboard for the test to read, then takes it away from the page: Copy must fall back
 # to selecting the secret and the browser's copy command.
@@ -42,22 +42,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimenProcess]:
     process = start_limen(tmp_path_factory.mktemp("limen-users-ui"), LIMEN_LOGIN_MAX_FAILURES_PER_USER="2")
     yield process
     process.stop()
-
-
-@pytest.fixture
-def admin_api(server: LimenProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-def plain_user(admin_api: httpx.Client) -> Iterator[str]:
-    """A user (role user) with password PASSWORD, deleted after the test."""
-    name = f"alice-{uuid.uuid4().hex[:6]}"
-    made = admin_api.post("/api/users", json={"name": name, "password": PASSWORD})
-    assert made.status_code == 201, made.text
-    yield name
-    admin_api.delete(f"/api/users/{name}")
 
 
 def user_row(page: Page, name: str) -> Locator:
