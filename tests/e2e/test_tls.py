@@ -234,6 +234,21 @@ def test_nginx_redirects_http_and_passes_https_with_secure_cookies(
         assert login.headers["strict-transport-security"] == "max-age=31536000"
 
 
+def test_metrics_through_nginx_answer_only_the_machines_own_clients(
+    behind_nginx: tuple[str, str, LimenProcess], certificate: tuple[Path, Path]
+) -> None:
+    # nginx connects from loopback for every client: /metrics ("loopback clients only") answered the world.
+    # A client elsewhere is what nginx's X-Forwarded-For names; here one that sent its own header, which
+    # nginx keeps and appends the address it saw (this machine's) to.
+    public, _, limen = behind_nginx
+    with httpx.Client(base_url=public, verify=trusting(certificate[0]), timeout=10) as client:
+        elsewhere = client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.9"})
+        assert elsewhere.status_code == 403 and elsewhere.json()["code"] == "FORBIDDEN", elsewhere.text
+        assert "limen_" not in elsewhere.text
+        assert client.get("/metrics").status_code == 200  # this machine's own client, through nginx
+    assert httpx.get(f"{limen.base_url}/metrics", timeout=10).status_code == 200
+
+
 def test_chromium_through_nginx_signs_in_and_opens_a_console(
     behind_nginx: tuple[str, str, LimenProcess], certificate: tuple[Path, Path],
     https_page: Callable[[], Page], vm_name: Callable[[], str],

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from limen.auth.http import check_origin, client_address, is_https, normalize_origin, parse_networks
+from limen.auth.http import (
+    check_origin,
+    client_address,
+    is_https,
+    is_local_client,
+    normalize_origin,
+    parse_networks,
+)
 from limen.auth.names import clean_name
 from limen.errors import ErrorCode, LimenError, ValidationFailed
 
@@ -33,6 +40,34 @@ def test_client_address(peer: str | None, forwarded: str | None, expected: str) 
 
 def test_no_trusted_proxies_means_the_header_is_never_believed() -> None:
     assert client_address("127.0.0.1", "1.2.3.4", ()) == "127.0.0.1"
+
+
+LOOPBACK_PROXY = parse_networks(["127.0.0.1/32"])
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "forwarded", "trusted", "expected"),
+    [
+        ("127.0.0.1", None, None, (), True),
+        ("::1", None, None, (), True),
+        ("127.0.0.5", None, None, (), True),
+        ("192.0.2.10", None, None, (), False),
+        (None, None, None, (), False),
+        # A proxy on this machine (nginx, HAProxy) connects from loopback for every client it carries.
+        ("127.0.0.1", "203.0.113.9", None, (), False),  # not trusted: who it carries is unknown
+        ("127.0.0.1", "203.0.113.9", None, LOOPBACK_PROXY, False),
+        ("127.0.0.1", "127.0.0.1", None, LOOPBACK_PROXY, True),  # a client on this machine, through it
+        ("127.0.0.1", "127.0.0.1", None, (), False),
+        ("127.0.0.1", "127.0.0.1, 203.0.113.9", None, LOOPBACK_PROXY, False),  # the left part is the client's
+        ("127.0.0.1", None, "for=203.0.113.9", LOOPBACK_PROXY, False),  # RFC 7239's header is not read
+        ("192.0.2.10", "127.0.0.1", None, LOOPBACK_PROXY, False),  # a remote peer cannot say it is local
+    ],
+)
+def test_a_local_client_is_on_loopback_and_not_forwarded_from_elsewhere(
+    peer: str | None, forwarded_for: str | None, forwarded: str | None, trusted: tuple[object, ...],
+    expected: bool,
+) -> None:
+    assert is_local_client(peer, forwarded_for, forwarded, trusted) is expected  # type: ignore[arg-type]
 
 
 def test_https_detection() -> None:

@@ -155,6 +155,48 @@ async def test_metrics_refuse_remote_clients_without_a_token(make_settings: Call
     assert response.json()["code"] == "FORBIDDEN"
 
 
+async def test_metrics_refuse_clients_a_proxy_on_this_machine_forwards(make_settings: Callable[..., Settings]) -> None:
+    """nginx or HAProxy on limen's machine connects from loopback for every client: a forwarded request is
+    not a local client's, whether the proxy is trusted (it names the client) or not (the client is unknown)."""
+    remote = {"X-Forwarded-For": "203.0.113.9"}
+    async with app_client(make_settings()) as untrusting:
+        assert (await untrusting.get("/metrics")).status_code == 200
+        refused = await untrusting.get("/metrics", headers=remote)
+        assert refused.status_code == 403 and refused.json()["code"] == "FORBIDDEN"
+        assert (await untrusting.get("/metrics", headers={"Forwarded": "for=203.0.113.9"})).status_code == 403
+    async with app_client(make_settings(trusted_proxies="127.0.0.1/32")) as trusting:
+        assert (await trusting.get("/metrics", headers=remote)).status_code == 403
+        assert (await trusting.get("/metrics", headers={"X-Forwarded-For": "127.0.0.1"})).status_code == 200
+
+
+async def test_readyz_tells_why_only_to_whoever_may_read_metrics(make_settings: Callable[..., Settings]) -> None:
+    """It answers without signing in: anyone else learns which check fails by its error code, not the
+    driver's message or the database's address."""
+    broken = make_settings(libvirt_uri="qemu+unix:///system?socket=/nonexistent/sock", libvirt_timeout=1)
+    async with app_client(broken) as client:
+        database = services_of(client._transport.app).access.db  # type: ignore[attr-defined]
+
+        async def no_answer(timeout: float) -> None:
+            raise TimeoutError
+
+        database.ping = no_answer  # type: ignore[method-assign]
+        local = await client.get("/readyz")
+        forwarded = await client.get("/readyz", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert local.status_code == forwarded.status_code == 503
+    assert local.json()["checks"]["libvirt"].startswith("HYPERVISOR_UNAVAILABLE: ")
+    assert "/nonexistent/sock" in local.text and database.redacted_url in local.text
+    assert forwarded.json() == {"status": "failing", "failing": ["libvirt", "database"],
+                                "checks": {"libvirt": "HYPERVISOR_UNAVAILABLE", "database": "DATABASE_UNAVAILABLE"}}
+    with_token = make_settings(libvirt_uri="qemu+unix:///system?socket=/nonexistent/sock", libvirt_timeout=1,
+                               metrics_token="s3cret")
+    async with app_client(with_token) as client:
+        nameless = await client.get("/readyz", headers={"Authorization": ""})
+        told = await client.get("/readyz", headers={"Authorization": "Bearer s3cret",
+                                                    "X-Forwarded-For": "203.0.113.9"})
+    assert nameless.json()["checks"]["libvirt"] == "HYPERVISOR_UNAVAILABLE"
+    assert "/nonexistent/sock" in told.json()["checks"]["libvirt"]
+
+
 def test_log_file_rotates_by_size_and_keeps_the_configured_count(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:

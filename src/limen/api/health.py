@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from typing import Literal
 
 from fastapi import APIRouter, Request
@@ -16,6 +15,7 @@ from limen.api.services import services_of
 from limen.api.unicode_body import UnicodeCheckedRoute
 from limen.errors import ErrorCode, LimenError
 from limen.metrics import Metrics
+from limen.settings import Settings
 
 router = APIRouter(route_class=UnicodeCheckedRoute, tags=["health"])
 
@@ -36,25 +36,34 @@ async def readyz(request: Request, hypervisor: HypervisorDep, settings: Settings
     ``scope=instance``, for a load balancer in front of several replicas: only what is this replica's own
     (shutting down). libvirt and the database are shared by every replica: when they fail, taking every
     replica out left clients the balancer's HTML 503, where each replica answers the JSON error that says
-    which (DATABASE_UNAVAILABLE, HYPERVISOR_UNAVAILABLE)."""
+    which (DATABASE_UNAVAILABLE, HYPERVISOR_UNAVAILABLE).
+
+    A failing check says why (the driver's message, the database's address) only to whoever may read
+    ``/metrics``; anyone else gets its error code alone: this answers without signing in."""
     checks: dict[str, str] = {}
     if services_of(request).shutting_down.is_set():
         checks["shutdown"] = "the server is shutting down"
     if scope == "instance":
         return _readiness(checks)
+    why: dict[str, str] = {}
     try:
         await hypervisor.host_info()
         checks["libvirt"] = "ok"
     except LimenError as exc:
-        checks["libvirt"] = f"{exc.code.name}: {exc.details}"
+        checks["libvirt"] = exc.code.name
+        why["libvirt"] = f"{exc.code.name}: {exc.details}"
     access = services_of(request).access
     try:
         await access.db.ping(settings.database_timeout)
         checks["database"] = "ok"
     except TimeoutError:
-        checks["database"] = f"no answer from {access.db.redacted_url} within {settings.database_timeout:g} s"
+        checks["database"] = ErrorCode.DATABASE_UNAVAILABLE.name
+        why["database"] = f"no answer from {access.db.redacted_url} within {settings.database_timeout:g} s"
     except Exception as exc:  # any driver error means: not ready
-        checks["database"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        checks["database"] = ErrorCode.DATABASE_UNAVAILABLE.name
+        why["database"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    if why and _may_read_metrics(request, settings):
+        checks.update(why)
     return _readiness(checks)
 
 
@@ -70,26 +79,34 @@ def _readiness(checks: dict[str, str]) -> JSONResponse:
     return JSONResponse(body, status_code=503 if failing else 200)
 
 
-def _is_loopback(host: str | None) -> bool:
-    try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
-    except ValueError:
+def _metrics_token_given(request: Request, settings: Settings) -> bool:
+    if settings.metrics_token is None:
         return False
+    expected = f"Bearer {settings.metrics_token.get_secret_value()}"
+    given = request.headers.get("authorization", "")
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _may_read_metrics(request: Request, settings: Settings) -> bool:
+    """LIMEN_METRICS_TOKEN's bearer when one is set, otherwise a client on this machine: one behind a proxy
+    here is not (the proxy's loopback connection carries everyone's requests)."""
+    if settings.metrics_token is not None:
+        return _metrics_token_given(request, settings)
+    return services_of(request).access.is_local_client(request)
 
 
 @router.get("/metrics", response_class=Response)
 async def metrics(request: Request, settings: SettingsDep) -> Response:
     """Prometheus metrics. Bearer token when configured, otherwise loopback clients only."""
     if settings.metrics_token is not None:
-        expected = f"Bearer {settings.metrics_token.get_secret_value()}"
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        if not _metrics_token_given(request, settings):
             raise LimenError(
                 ErrorCode.UNAUTHORIZED, "/metrics needs 'Authorization: Bearer <LIMEN_METRICS_TOKEN>'"
             )
-    elif not _is_loopback(request.client.host if request.client else None):
+    elif not _may_read_metrics(request, settings):
         raise LimenError(
-            ErrorCode.FORBIDDEN, "/metrics answers loopback clients only unless LIMEN_METRICS_TOKEN is set"
+            ErrorCode.FORBIDDEN, "/metrics answers clients on limen's own machine only (not through a proxy) "
+            "unless LIMEN_METRICS_TOKEN is set"
         )
     registry: Metrics = services_of(request).metrics
     return Response(registry.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -133,6 +133,11 @@ class Access:
         peer = conn.client.host if conn.client else None
         return http.client_address(peer, conn.headers.get("x-forwarded-for"), self.trusted_proxies)
 
+    def is_local_client(self, conn: HTTPConnection) -> bool:
+        peer = conn.client.host if conn.client else None
+        return http.is_local_client(peer, conn.headers.get("x-forwarded-for"), conn.headers.get("forwarded"),
+                                    self.trusted_proxies)
+
     def is_https(self, conn: HTTPConnection) -> bool:
         peer = conn.client.host if conn.client else None
         return http.is_https(conn.url.scheme, peer, conn.headers.get("x-forwarded-proto"), self.trusted_proxies)

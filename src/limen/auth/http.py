@@ -68,6 +68,26 @@ def is_https(scheme: str, peer: str | None, forwarded_proto: str | None, trusted
     return False
 
 
+def is_local_client(peer: str | None, forwarded_for: str | None, forwarded: str | None,
+                    trusted: Sequence[IPNetwork]) -> bool:
+    """The request's client is on this machine: its connection comes from loopback and no proxy forwarded
+    it from elsewhere. A proxy on this machine (nginx, HAProxy) connects from loopback for every client
+    it carries, so a request naming a forwarded client counts only when that proxy is trusted and the
+    client it names is itself on loopback. ``Forwarded`` (RFC 7239) is not read: a request carrying it
+    is not counted as local."""
+    address = _address(peer or "")
+    if address is None or not address.is_loopback:
+        return False
+    if forwarded:
+        return False
+    if not forwarded_for:
+        return True
+    if not _trusted(address, trusted):
+        return False
+    client = _address(client_address(peer, forwarded_for, trusted))
+    return client is not None and client.is_loopback
+
+
 def normalize_origin(origin: str) -> str | None:
     """``scheme://host[:port]`` in lower case with default ports dropped; None if it is not an origin."""
     try:
