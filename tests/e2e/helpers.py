@@ -6,7 +6,7 @@ import base64
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -166,6 +166,13 @@ def hold_requests(page: Page, url: str) -> list[Route]:
     held: list[Route] = []
     page.route(url, lambda route: held.append(route))
     return held
+
+
+def wait_for_arrival(page: Page, arrived: Sequence[object]) -> None:
+    """Waits until a request held by :func:`hold_requests` (or anything a route records) has arrived: the
+    page keeps running meanwhile, and the test's own timeout bounds the wait."""
+    while not arrived:
+        page.wait_for_timeout(50)
 
 
 def hold_novnc(page: Page) -> list[Route]:

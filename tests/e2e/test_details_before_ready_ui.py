@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Page, Request, Route, expect
 
 from tests.conftest import DEMO_ISO, QEMU_URI
-from tests.e2e.helpers import hold_requests, start_limen
+from tests.e2e.helpers import hold_requests, start_limen, wait_for_arrival
 from tests.support.libvirt_cleanup import remove_domain
 from tests.support.server import LimenProcess
 
@@ -75,8 +75,7 @@ def open_before_the_vm(page: Page, base_url: str, vm_uuid: str) -> list[Route]:
     held = hold_requests(page, f"**/api/vms/{vm_uuid}")
     page.goto(f"{base_url}/vms/{vm_uuid}", wait_until="domcontentloaded")
     expect(page.locator("#vm-actions button[data-action=start]")).to_be_attached()
-    while not held:
-        page.wait_for_timeout(50)
+    wait_for_arrival(page, held)
     return held
 
 
@@ -213,8 +212,7 @@ def test_set_owner_waits_for_the_users(
         page.goto(f"{server.base_url}/vms/{vm['uuid']}")
         expect(page.locator("#vm-name")).to_have_text(str(vm["name"]))
         expect(page.locator("#owner-save")).to_be_visible()
-        while not held:
-            page.wait_for_timeout(50)
+        wait_for_arrival(page, held)
         expect(page.locator("#owner-save")).to_be_disabled()
         expect(page.locator("#owner-select")).to_be_disabled()
         page.locator("#owner-save").click(force=True)
@@ -242,8 +240,7 @@ def test_a_cards_buttons_wait_for_the_answer_to_their_request(
 
     held = hold_requests(page, f"**/api/vms/{vm_uuid}/media")
     page.locator("#media-eject").click()
-    while not held:
-        page.wait_for_timeout(50)
+    wait_for_arrival(page, held)
     for control in ("#media-eject", "#media-insert", "#boot-save", "#iso-select"):
         expect(page.locator(control)).to_be_disabled()
     page.locator("#media-eject").click(force=True)
@@ -273,15 +270,13 @@ def test_a_cards_buttons_wait_for_the_answer_to_their_request(
     resize.click()
     page.get_by_label("New size (GiB)").fill("2")
     page.get_by_role("button", name="Resize", exact=True).click()
-    while not held:
-        page.wait_for_timeout(50)
+    wait_for_arrival(page, held)
     expect(resize).to_be_disabled()
     # Until the page has the VM as the resize left it: the reload after the answer waits here.
     reloads = hold_requests(page, f"**/api/vms/{vm_uuid}")
     release(page, f"**/api/vms/{vm_uuid}/disks/vda/resize", held)
     expect(page.locator("#disk-status")).to_contain_text("vda is now 2 GiB")
-    while not reloads:
-        page.wait_for_timeout(50)
+    wait_for_arrival(page, reloads)
     expect(resize).to_be_disabled()
     release(page, f"**/api/vms/{vm_uuid}", reloads)
     expect(resize).to_be_enabled()
@@ -304,8 +299,7 @@ def test_a_vm_deleted_while_a_cards_request_runs_keeps_its_console_link_off(
     expect(console_link).to_have_attribute("href", f"/vms/{vm_uuid}/console")
     held = hold_requests(page, f"**/api/vms/{vm_uuid}/media")
     page.locator("#media-eject").click()
-    while not held:
-        page.wait_for_timeout(50)
+    wait_for_arrival(page, held)
     assert api.delete(f"/api/vms/{vm_uuid}", params={"delete_disks": "true"}).status_code in (200, 204)
     expect(page.locator("body")).to_have_attribute("data-state", "deleted")
     expect(console_link).not_to_have_attribute("href", re.compile("."))

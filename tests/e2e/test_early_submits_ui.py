@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.helpers import PLAIN_USER_PASSWORD, hold_requests, start_limen
+from tests.e2e.helpers import PLAIN_USER_PASSWORD, hold_requests, start_limen, wait_for_arrival
 from tests.support.server import LimenProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -37,8 +37,7 @@ def test_signing_in_before_the_script_is_ready_keeps_the_password_out_of_the_add
     page.wait_for_timeout(300)  # a native submit would have left by now
     assert "password" not in page.url and PASSWORD.split()[0] not in page.url, page.url
     expect(page.locator("#login-password")).to_have_value(PASSWORD)
-    while not held:
-        page.wait_for_timeout(50)
+    wait_for_arrival(page, held)
     held[0].continue_()
     page.wait_for_url(f"{server.base_url}/tokens")
     expect(page.locator("h1")).to_have_text("API tokens")
@@ -56,8 +55,7 @@ def test_a_token_asked_for_before_the_page_knows_its_user_is_made_once_it_does(
     assert page.url == f"{server.base_url}/tokens", page.url
     expect(page.locator("#token-name")).to_have_value("made before the page was ready")
     expect(page.locator("#secret-panel")).to_be_hidden()
-    while not held:
-        page.wait_for_timeout(50)
+    wait_for_arrival(page, held)
     for route in held:
         route.continue_()
     page.unroute("**/api/me")

@@ -16,7 +16,13 @@ import pytest
 from playwright.sync_api import Page, Route, expect
 
 from tests.conftest import DEMO_ISO
-from tests.e2e.helpers import PLAIN_USER_PASSWORD, hold_requests, new_stopped_vm, start_limen
+from tests.e2e.helpers import (
+    PLAIN_USER_PASSWORD,
+    hold_requests,
+    new_stopped_vm,
+    start_limen,
+    wait_for_arrival,
+)
 from tests.support.server import LimenProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -40,12 +46,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimenProcess]:
     process = start_limen(tmp_path_factory.mktemp("limen-pages-before-ready"))
     yield process
     process.stop()
-
-
-def wait_for(page: Page, arrived: list[Route] | list[str]) -> None:
-    """Waits until a held request (or an asked address) has arrived; the test's own timeout bounds it."""
-    while not arrived:
-        page.wait_for_timeout(50)
 
 
 def answer(page: Page, url: str, body: object, status: int = 200) -> None:
@@ -108,14 +108,14 @@ def test_a_create_held_from_before_the_script_waits_for_the_image_list(
     page.fill("#name", "pages-made")
     page.click("#submit")
     page.wait_for_function("() => document.getElementById('create-form').dataset.heldSubmit !== undefined")
-    wait_for(page, script)
+    wait_for_arrival(page, script)
     script[0].continue_()
-    wait_for(page, images)
+    wait_for_arrival(page, images)
     page.wait_for_timeout(300)  # a create sent without the list would have been by now
     assert sent == []
     expect(page.locator("#submit")).to_be_disabled()  # taken: the press is under way
     images[0].fulfill(status=200, content_type="application/json", body=json.dumps([DEMO_IMAGE]))
-    wait_for(page, leaving)
+    wait_for_arrival(page, leaving)
     assert len(sent) == 1 and sent[0]["iso"] == DEMO_ISO, sent
 
 
@@ -129,7 +129,7 @@ def test_vcpus_typed_before_the_script_stay_above_the_cap_flagged(
     answer(page, "**/api/quota", FOUR_VCPUS_AT_MOST)
     page.goto(f"{server.base_url}/vms/new", wait_until="commit")
     page.fill("#vcpus", "8")
-    wait_for(page, script)
+    wait_for_arrival(page, script)
     script[0].continue_()
     expect(page.locator("#vcpus-quota")).to_be_visible()
     expect(page.locator("#vcpus")).to_have_value("8")
@@ -147,7 +147,7 @@ def test_a_created_vms_button_stays_off_while_the_page_leaves(
     page.goto(f"{server.base_url}/vms/new")
     page.fill("#name", "pages-made")
     page.click("#submit")
-    wait_for(page, leaving)
+    wait_for_arrival(page, leaving)
     expect(page.locator("#form-status")).to_contain_text("Created pages-made.")
     expect(page.locator("#submit")).to_be_disabled()
     came_back(page)
@@ -167,7 +167,7 @@ def test_the_sign_in_button_stays_off_while_the_page_leaves(
     page.fill("#login-name", plain_user)
     page.fill("#login-password", PASSWORD)
     page.click("#login-submit")
-    wait_for(page, leaving)
+    wait_for_arrival(page, leaving)
     expect(page.locator("#login-submit")).to_be_disabled()
     came_back(page)
     expect(page.locator("#login-submit")).to_be_enabled()
@@ -182,7 +182,7 @@ def test_a_language_chosen_before_the_menus_script_applies(server: LimenProcess,
     script = hold_requests(page, "**/static/js/language-menu.js")
     page.goto(f"{server.base_url}/login", wait_until="commit")
     page.select_option("#language-menu", "ko")
-    wait_for(page, script)
+    wait_for_arrival(page, script)
     script[0].continue_()
     page.unroute("**/static/js/language-menu.js")  # the page in Korean loads it as usual
     expect(page.locator("html")).to_have_attribute("lang", "ko")
@@ -204,7 +204,7 @@ def test_everyones_tokens_answered_after_yours_are_not_shown(
     page.route(lambda url: url.endswith("/api/tokens?all=true"), lambda route: everyones.append(route))
     expect(page.locator("#all-toggle-row")).to_be_visible()
     page.check("#all-toggle")
-    wait_for(page, everyones)
+    wait_for_arrival(page, everyones)
     page.uncheck("#all-toggle")
     expect(page.locator("#tokens-note")).to_contain_text("(yours)")
     answered_late(page, everyones[0])
@@ -239,7 +239,7 @@ def test_show_more_is_not_undone_by_the_timers_late_answer(
     page.route("**/api/vm-actions?limit=*", actions)
     page.goto(f"{server.base_url}/audit")
     expect(page.locator("#action-rows tr")).to_have_count(100)
-    wait_for(page, held)
+    wait_for_arrival(page, held)
     page.click("#actions-more")
     expect(page.locator("#action-rows tr")).to_have_count(200)
     timers = held[0]
@@ -262,7 +262,7 @@ def test_the_consoles_connect_button_is_off_until_the_page_connects(
         script = hold_requests(page, "**/static/js/console-page.js")
         page.goto(f"{server.base_url}/vms/{vm_id}/console", wait_until="commit")
         expect(page.locator("#btn-connect")).to_be_disabled()
-        wait_for(page, script)
+        wait_for_arrival(page, script)
         script[0].continue_()
         expect(page.locator("#btn-connect")).to_be_enabled()  # by the page's connect, whatever it meets
         expect(page.locator("#btn-connect")).to_have_attribute("data-action", re.compile(r"."))
@@ -278,7 +278,7 @@ def confirm_and_hold(page: Page, deleting: str, row: str, confirm: str) -> list[
                lambda route: held.append(route) if route.request.method == "DELETE" else route.fallback())
     page.locator(f"{row} button").click()
     page.click(confirm)
-    wait_for(page, held)
+    wait_for_arrival(page, held)
     return held
 
 
@@ -359,7 +359,7 @@ def test_an_images_delete_stays_off_when_a_list_asked_before_it_comes_back(
     expect(page.locator(f"{row} button")).to_be_enabled()
     page.unroute("**/api/isos")
     reads = hold_requests(page, "**/api/isos")
-    wait_for(page, reads)  # the checksum's timer asked again
+    wait_for_arrival(page, reads)  # the checksum's timer asked again
     held = confirm_and_hold(page, f"/api/isos/{DEMO_ISO}", row, "#iso-delete-confirm")
     reads[0].fulfill(status=200, content_type="application/json", body=json.dumps([pending]))
     page.wait_for_timeout(300)  # the read's drawing is done by now
