@@ -298,6 +298,133 @@ def test_a_tokens_revoke_is_off_while_it_runs(
     expect(page.locator(row)).to_have_attribute("data-revoked", "true")
 
 
+def hold_first_read(page: Page, url: str) -> list[Route]:
+    """Holds the page's next GET of ``url`` (a Playwright glob) at the network; those after it go on."""
+    held: list[Route] = []
+    page.route(url, lambda route: held.append(route)
+               if route.request.method == "GET" and not held else route.fallback())
+    return held
+
+
+def answer_now_deliver_later(page: Page, route: Route) -> Callable[[], None]:
+    """Has the server answer a held request now, and gives the page that answer only when the function
+    returned is called (then waits for its drawing): a read the server answered before what the test does
+    next, arriving after it."""
+    answered = route.fetch()
+
+    def deliver() -> None:
+        route.fulfill(response=answered)
+        page.wait_for_timeout(300)  # the answer's drawing, had it been kept, is done by now
+
+    return deliver
+
+
+def test_a_tokens_list_read_while_a_revoke_runs_keeps_its_button_off(
+    server: LimenProcess, admin_api: httpx.Client, signed_in_page: Callable[..., Page]
+) -> None:
+    # Creating a token reads the list again; that read, answered while another token's revoke ran, drew the
+    # row with its Revoke on again (a second press was refused: NOT_FOUND).
+    made = admin_api.post("/api/tokens", json={"name": f"pages-{uuid.uuid4().hex[:6]}"})
+    assert made.status_code == 201, made.text
+    row = f"tr[data-token='{made.json()['id']}']"
+    page = signed_in_page(server, next_path="/tokens")
+    expect(page.locator(f"{row} button")).to_be_enabled()
+    created = f"made meanwhile {uuid.uuid4().hex[:6]}"
+    reads = hold_first_read(page, "**/api/tokens")
+    page.fill("#token-name", created)
+    page.click("#token-create")
+    wait_for(page, reads)
+    revoking = confirm_and_hold(page, f"/api/tokens/{made.json()['id']}", row, "#revoke-confirm")
+    answered_late(page, reads[0])
+    expect(page.locator("#token-rows")).to_contain_text(created)
+    expect(page.locator(f"{row} button")).to_be_disabled()
+    revoking[0].continue_()
+    expect(page.locator(row)).to_have_attribute("data-revoked", "true")
+
+
+def test_a_tokens_list_read_before_a_revoke_finished_does_not_bring_the_token_back(
+    server: LimenProcess, admin_api: httpx.Client, signed_in_page: Callable[..., Page]
+) -> None:
+    made = admin_api.post("/api/tokens", json={"name": f"pages-{uuid.uuid4().hex[:6]}"})
+    assert made.status_code == 201, made.text
+    row = f"tr[data-token='{made.json()['id']}']"
+    page = signed_in_page(server, next_path="/tokens")
+    expect(page.locator(f"{row} button")).to_be_enabled()
+    created = f"made meanwhile {uuid.uuid4().hex[:6]}"
+    reads = hold_first_read(page, "**/api/tokens")
+    page.fill("#token-name", created)
+    page.click("#token-create")
+    wait_for(page, reads)
+    deliver = answer_now_deliver_later(page, reads[0])
+    page.locator(f"{row} button").click()
+    page.click("#revoke-confirm")
+    expect(page.locator(row)).to_have_attribute("data-revoked", "true")
+    deliver()
+    expect(page.locator(row)).to_have_attribute("data-revoked", "true")
+    expect(page.locator("#token-rows")).to_contain_text(created)
+
+
+def create_user_holding_its_read(page: Page, name: str) -> Route:
+    """Creates user ``name`` in the page's form; the list's read that follows is held: its route."""
+    reads = hold_first_read(page, "**/api/users")
+    page.fill("#new-name", name)
+    page.fill("#new-password", PASSWORD)
+    page.click("#create-submit")
+    wait_for(page, reads)
+    return reads[0]
+
+
+def hold_change(page: Page, path: str, row: str, action: str) -> Route:
+    """Presses the row's button for ``action`` (one without a dialog) and holds the PUT that follows."""
+    held: list[Route] = []
+    page.route(lambda url: url.endswith(path),
+               lambda route: held.append(route) if route.request.method == "PUT" else route.fallback())
+    page.locator(f"{row} [data-action='{action}']").click()
+    wait_for(page, held)
+    return held[0]
+
+
+def test_a_users_list_read_while_a_change_runs_keeps_the_rows_buttons_off(
+    server: LimenProcess, admin_api: httpx.Client, plain_user: str, signed_in_page: Callable[..., Page]
+) -> None:
+    # Creating a user reads the list again; that read, answered while a change of another user ran, gave
+    # that user's row its buttons back.
+    page = signed_in_page(server, next_path="/users")
+    row = f"tr[data-user='{plain_user}']"
+    expect(page.locator(f"{row} [data-action='disable']")).to_be_enabled()
+    created = f"bob-{uuid.uuid4().hex[:6]}"
+    try:
+        read = create_user_holding_its_read(page, created)
+        disabling = hold_change(page, f"/api/users/{plain_user}/disabled", row, "disable")
+        answered_late(page, read)
+        expect(page.locator(f"tr[data-user='{created}']")).to_have_count(1)
+        expect(page.locator(f"{row} [data-action='unlock']")).to_be_disabled()
+        disabling.continue_()
+        expect(page.locator(row)).to_have_attribute("data-disabled", "true")
+        expect(page.locator(f"{row} [data-action='unlock']")).to_be_enabled()
+    finally:
+        admin_api.delete(f"/api/users/{created}")
+
+
+def test_a_users_list_read_before_a_delete_finished_does_not_bring_the_user_back(
+    server: LimenProcess, admin_api: httpx.Client, plain_user: str, signed_in_page: Callable[..., Page]
+) -> None:
+    page = signed_in_page(server, next_path="/users")
+    row = f"tr[data-user='{plain_user}']"
+    expect(page.locator(f"{row} [data-action='delete']")).to_be_enabled()
+    created = f"bob-{uuid.uuid4().hex[:6]}"
+    try:
+        deliver = answer_now_deliver_later(page, create_user_holding_its_read(page, created))
+        page.locator(f"{row} [data-action='delete']").click()
+        page.click("#delete-confirm")
+        expect(page.locator(row)).to_have_count(0)
+        deliver()
+        expect(page.locator(row)).to_have_count(0)
+        expect(page.locator(f"tr[data-user='{created}']")).to_have_count(1)
+    finally:
+        admin_api.delete(f"/api/users/{created}")
+
+
 def test_an_images_delete_is_off_while_it_runs(server: LimenProcess, signed_in_page: Callable[..., Page]) -> None:
     page = signed_in_page(server)
     answer(page, "**/api/isos", [DEMO_IMAGE])

@@ -40,6 +40,9 @@ const ui = {
 let me = null;
 let tokens = [];
 let revoking = null;
+// The tokens whose revoke is on its way: a list read meanwhile (the one after a create) is drawn with their
+// Revoke off, or a second press re-opened the dialog and was refused (NOT_FOUND) after the first did it.
+const revokingNow = new Set();
 let revokePlace = null; // where the keyboard was: the row loses its button, the focus must not fall to <body>
 
 function asBox(exc, what) {
@@ -59,6 +62,7 @@ function tokenRow(token) {
     : h("span", { class: "badge running", dataset: { state: "active" }, text: t("tokens.active") });
   const actions = revoked ? h("span", { class: "refresh-note", text: t("tokens.revoked_when", { when: when(token.revoked_at) }) })
     : h("button", { class: "btn small danger", type: "button", dataset: { action: "revoke" },
+                    disabled: revokingNow.has(token.id),
                     "aria-label": t("tokens.revoke_label", { name: token.name }), onclick: () => askRevoke(token),
                     text: t("tokens.revoke_button") });
   return h(
@@ -217,6 +221,7 @@ function wireRevoke() {
     if (!token || ui.dialog.returnValue !== "revoke") return;
     ui.dialog.returnValue = "";
     const { release } = disableRow(ui.rows, "token", String(token.id));
+    revokingNow.add(token.id);
     let failure = null;
     try {
       await api("DELETE", `/api/tokens/${encodeURIComponent(token.id)}`);
@@ -224,6 +229,7 @@ function wireRevoke() {
     } catch (exc) {
       failure = exc;
     }
+    revokingNow.delete(token.id);
     await refresh(); // also after a refusal: the list as it is now
     release();
     // Beside the list's own error, if it could not be read: that one's Retry is the way back.

@@ -6,7 +6,7 @@
 // Every value from the server is shown as text.
 
 import { api, ApiError } from "./api.js";
-import { disableRow, errorBox, h, placeOf, redrawKeepingPlace, returnToPlace, spinner, takeForm } from "./dom.js";
+import { errorBox, h, placeOf, redrawKeepingPlace, returnToPlace, spinner, takeForm } from "./dom.js";
 import { mountUserMenu } from "./session.js";
 import { quotaBody, quotaFields, quotaRefusalText } from "./user-quota.js";
 import { fieldErrorText, formatDateTime, localizedError, refusalText, t } from "./i18n.js";
@@ -44,6 +44,9 @@ let deleting = null;
 let deletePlace = null; // where the keyboard was: the row goes, the focus must not fall to <body>
 let editingQuota = null; // {user, quota}
 const notes = new Map(); // user name -> {kind, text}: the last result shown in the user's row
+// User name -> what their row says while a change of theirs runs: a list read meanwhile (the one after a
+// create, or another row's change) is drawn with that row's controls still off, not pressable twice.
+const busy = new Map();
 
 const userPath = (name, suffix = "") => `/api/users/${encodeURIComponent(name)}${suffix}`;
 
@@ -135,7 +138,7 @@ function actionsCell(user) {
 }
 
 function userRow(user) {
-  return h(
+  const row = h(
     "tr", { dataset: { user: user.name, role: user.role, disabled: String(user.disabled) } },
     nameCell(user),
     roleCell(user),
@@ -143,6 +146,8 @@ function userRow(user) {
     h("td", { "data-label": t("col.created"), text: formatDateTime(user.created_at) }),
     actionsCell(user),
   );
+  if (busy.has(user.name)) showBusy(row, busy.get(user.name));
+  return row;
 }
 
 function render() {
@@ -155,13 +160,21 @@ function render() {
     + (waiting ? t("users.note_waiting", { count: waiting }) : "");
 }
 
+// Each refresh's number: only the latest one's answer is shown. A read asked before a change (the one after a
+// create) and answered after the change's own read brought a deleted user back.
+let refreshes = 0;
+
 async function refresh() {
+  const number = ++refreshes;
+  let answer;
   try {
-    users = await api("GET", "/api/users");
+    answer = await api("GET", "/api/users");
   } catch (exc) {
-    showLoadError(exc);
+    if (number === refreshes) showLoadError(exc);
     return;
   }
+  if (number !== refreshes) return;
+  users = answer;
   ui.error.replaceChildren();
   ui.admin.hidden = false;
   render();
@@ -190,12 +203,23 @@ function rowOf(name) {
   return [...ui.rows.children].find((row) => row.dataset.user === name) || null;
 }
 
-function setRowBusy(name, text) {
-  const { row } = disableRow(ui.rows, "user", name);
-  if (!row) return;
+function showBusy(row, text) {
+  for (const control of row.querySelectorAll("button, select")) control.disabled = true;
   const status = row.querySelector(".row-status");
   status.className = "row-status";
   status.replaceChildren(spinner(), text);
+}
+
+/** Turns off the user's row while a change of theirs runs, saying ``text`` in it, until setRowDone(). */
+function setRowBusy(name, text) {
+  busy.set(name, text);
+  const row = rowOf(name);
+  if (row) showBusy(row, text);
+}
+
+/** The change is done: the row is drawn with its controls by the list read next. */
+function setRowDone(name) {
+  busy.delete(name);
 }
 
 /** Runs one change of ``user``, notes its result in the user's row and reloads the list. */
@@ -210,6 +234,7 @@ async function change(user, what, done, method, path, body) {
     notes.set(user.name, { kind: "error", body: box });
     announce(`${box.error}: ${box.details || ""}`);
   }
+  setRowDone(user.name);
   await refresh();
 }
 
@@ -225,6 +250,7 @@ async function unlock(user) {
   } catch (exc) {
     notes.set(user.name, { kind: "error", body: asBox(exc, t("users.unlock")) });
   }
+  setRowDone(user.name);
   await refresh();
 }
 
@@ -242,6 +268,7 @@ async function approve(user) {
       notes.set(user.name, { kind: "error", body: asBox(exc, t("users.approve")) });
     }
   }
+  setRowDone(user.name);
   await refresh();
 }
 
@@ -272,6 +299,7 @@ function wireDelete() {
     } catch (exc) {
       notes.set(user.name, { kind: "error", body: asBox(exc, t("users.delete_verb")) });
     }
+    setRowDone(user.name);
     await refresh();
     returnToPlace(deletePlace, ui.rows, document.querySelector("main h1"));
   });
@@ -301,11 +329,13 @@ async function openQuota(user) {
   try {
     quota = await api("GET", userPath(user.name, "/quota"));
   } catch (exc) {
+    setRowDone(user.name);
     if (isMissingRoute(exc)) quotaRoute = false;
     else notes.set(user.name, { kind: "error", body: asBox(exc, t("users.loading_quota_what")) });
     await refresh();
     return;
   }
+  setRowDone(user.name);
   notes.delete(user.name);
   render();
   editingQuota = { user, quota };
