@@ -507,9 +507,26 @@ def test_a_page_that_cannot_read_who_is_signed_in_says_so_and_retries(
     page.reload()
     box = page.locator("main > .page-cannot-start")
     expect(box).to_contain_text("DATABASE_UNAVAILABLE")
+    # Create looked ready and did nothing: off, and looking it, until the page can work.
+    expect(page.locator("#token-create")).to_be_disabled()
+    expect(page.locator("#token-name")).to_be_disabled()
     page.unroute("**/api/me")
     box.get_by_role("button", name="Retry").click()
     expect(box).to_have_count(0)
     page.fill("#token-name", "after the retry")
     page.click("#token-create")
     expect(page.locator("#secret-panel")).to_be_visible()
+
+
+@pytest.mark.parametrize("path", ["/tokens", "/users", "/isos", "/volumes"])
+def test_a_page_that_cannot_read_who_is_signed_in_offers_only_retry(
+    server: LimenProcess, signed_in_page: Callable[..., Page], path: str
+) -> None:
+    page = signed_in_page(server, next_path=path)
+    answer(page, "**/api/me", {"error": "limen's database did not answer", "code": "DATABASE_UNAVAILABLE",
+                               "details": "", "message": "Try again in a moment."}, status=503)
+    page.reload()
+    expect(page.locator("main > .page-cannot-start")).to_be_visible()
+    controls = page.locator("main :is(button, input, select, textarea):visible")
+    expect(controls.and_(page.locator(":enabled"))).to_have_count(1)
+    expect(controls.and_(page.locator(":enabled"))).to_have_text("Retry")

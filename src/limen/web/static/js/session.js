@@ -28,7 +28,8 @@ export function roleName(role) {
  * the user, or to null when nobody is signed in (the page is on its way to /login) or limen cannot be
  * reached. ``reread``: asks who is signed in anew rather than as the page knew it (:func:`remountUserMenu`).
  * ``needed``: the page can do nothing without the user (its controls wait for it), so when limen cannot be
- * reached the page says so at its top, with Retry: it stood at "Loading…" with its form holding every press. */
+ * reached the page says so at its top, with Retry, and turns its forms off: it stood at "Loading…" with its
+ * form holding every press. */
 export async function mountUserMenu({ reread = false, needed = false } = {}) {
   let user;
   try {
@@ -37,6 +38,9 @@ export async function mountUserMenu({ reread = false, needed = false } = {}) {
     const leaving = exc instanceof ApiError && exc.status === 401; // on its way to the sign-in page
     const main = document.querySelector("main");
     if (needed && !leaving && main) {
+      // Its forms are wired only once the user is known: a press would be held (early-submits.js) and go
+      // nowhere, so they are off, and look it, until Retry loads the page anew.
+      for (const control of main.querySelectorAll("form :is(button, input, select, textarea)")) control.disabled = true;
       main.prepend(errorBox(asBox(exc), {
         extraClass: "notice error page-cannot-start",
         actions: [h("button", { class: "btn small", type: "button", text: t("console.retry"),
