@@ -285,7 +285,7 @@ def test_a_disk_over_the_quota_is_flagged_before_submit(
     sign_in(phone, server.base_url, user, PASSWORD, next_path="/vms/new")
     expect(phone.locator("#disk_gib-quota")).to_contain_text("최대 1 GiB")  # read: its first read caps the value
     phone.locator("#disk_gib").fill("4")
-    expect(phone.locator("#disk_gib-error")).to_have_text("할당량을 넘습니다. 최대 1 GiB까지 가능합니다.")
+    expect(phone.locator("#disk_gib-error")).to_have_text("할당량을 초과합니다. 최대 1 GiB까지 가능합니다.")
     save_screenshot(phone, "create-disk-over-quota-ko-390")
 
 
@@ -301,7 +301,7 @@ def test_a_value_typed_before_the_first_quota_read_is_kept_and_flagged(
         assert admin.put(f"/api/users/{user}/quota", json={"vcpus": 4}).status_code == 200
     for viewport, language, said, shot in (
         (DESKTOP, "en", "Over the quota: at most 4.", "create-typed-before-quota-1280"),
-        (PHONE, "ko", "할당량을 넘습니다. 최대 4까지 가능합니다.", "create-typed-before-quota-ko-390"),
+        (PHONE, "ko", "할당량을 초과합니다. 최대 4까지 가능합니다.", "create-typed-before-quota-ko-390"),
     ):
         page = new_page(viewport)
         page.context.add_cookies([{"name": "limen_lang", "value": language, "url": server.base_url}])

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import {
-  actionName, fieldErrorText, localizedError, quotaText, sessionEndText, tWith, useLanguage,
+  actionName, fieldErrorText, localizedError, quotaText, sessionEndText, t, tWith, useLanguage,
 } from "../../src/limen/web/static/js/i18n.js";
 import { catalogue } from "./catalogue.mjs";
 
@@ -63,14 +63,38 @@ test("a quota refusal says its numbers and what to free in the message, not only
 });
 
 test("a Korean quota refusal names the resource once, without brackets inside brackets", () => {
-  // It read "내 할당량(실행 중인 메모리(MiB))을 초과합니다".
+  // It read "내 할당량(실행 중인 메모리(MiB))을 초과합니다", then "실행 중인 메모리(MiB)에 대한 내 할당량을 초과합니다".
   const quota = { scope: "user 'alice'", resource: "memory_mib", limit: 512, usage: 0, requested: 1024, free: 512 };
   try {
     useLanguage("ko", catalogue("ko"));
-    assert.equal(quotaText(quota), "실행 중인 메모리(MiB)에 대한 내 할당량을 초과합니다. 한도 512에 1,024만큼 "
-      + "필요하므로 이 한도로는 할 수 없습니다. 512 이하로 요청하세요.");
+    assert.equal(quotaText(quota), "이 작업은 내 할당량을 초과합니다. 실행 중인 메모리(MiB) 한도가 512이므로 "
+      + "1,024만큼은 할당할 수 없습니다. 512 이하로 요청하세요.");
+    const over = { scope: "system-wide", resource: "vcpus", limit: 8, usage: 6, requested: 4, free: 2 };
+    assert.equal(quotaText(over), "이 작업은 시스템 전체 할당량을 초과합니다. 실행 중인 vCPU 한도는 8, 사용량은 6이며 "
+      + "4만큼 더 필요합니다. 실행 중인 가상 머신을 중지하거나 vCPU를 줄여 2만큼 확보하세요.");
   } finally {
     useLanguage("en", catalogue("en")); // the other test files share this process and expect English
+  }
+});
+
+test("the New VM form's Korean quota advice reads as one kind of sentence", () => {
+  // It read "최대 4: 내 할당량(실행 중인 vCPU) 기준, 현재 1 사용 중." and "할당량을 넘습니다.".
+  try {
+    useLanguage("ko", catalogue("ko"));
+    assert.equal(t("new.cap_vcpus", { limit: 4, scope: t("quota.scope_your"), usage: 1 }),
+                 "내 할당량에 따라 최대 4개까지 가능합니다. 현재 실행 중인 vCPU는 1개입니다.");
+    assert.equal(t("new.cap_memory", { limit: 2048, scope: t("quota.scope_system"), usage: 512 }),
+                 "시스템 전체 할당량에 따라 최대 2048 MiB까지 가능합니다. 현재 실행 중인 메모리는 512 MiB입니다.");
+    assert.equal(t("new.cap_disk", { left: 3, scope: t("quota.scope_your"), usage: 7, limit: 10 }),
+                 "내 할당량에 따라 최대 3 GiB까지 가능합니다. 디스크는 10 GiB 중 7 GiB 사용 중입니다.");
+    assert.equal(t("new.no_disk_left", { scope: t("quota.scope_your"), usage: 10, limit: 10 }),
+                 "내 디스크 할당량이 남지 않아 디스크를 만들 수 없습니다(10 GiB 중 10 GiB 사용 중). "
+                 + "가상 머신을 디스크와 함께 삭제하세요.");
+    assert.equal(t("new.over_cap", { max: "4" }), "할당량을 초과합니다. 최대 4까지 가능합니다.");
+    assert.equal(t("new.vms_full", { scope: t("quota.scope_your"), limit: 2, usage: 2 }),
+                 "가상 머신을 만들 수 없습니다. 내 할당량은 2대까지인데 이미 2대가 있습니다. 먼저 하나를 삭제하세요.");
+  } finally {
+    useLanguage("en", catalogue("en"));
   }
 });
 
