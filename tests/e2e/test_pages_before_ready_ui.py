@@ -333,7 +333,7 @@ def test_a_tokens_list_read_while_a_revoke_runs_keeps_its_button_off(
     reads = hold_first_read(page, "**/api/tokens")
     page.fill("#token-name", created)
     page.click("#token-create")
-    wait_for(page, reads)
+    wait_for_arrival(page, reads)
     revoking = confirm_and_hold(page, f"/api/tokens/{made.json()['id']}", row, "#revoke-confirm")
     answered_late(page, reads[0])
     expect(page.locator("#token-rows")).to_contain_text(created)
@@ -354,7 +354,7 @@ def test_a_tokens_list_read_before_a_revoke_finished_does_not_bring_the_token_ba
     reads = hold_first_read(page, "**/api/tokens")
     page.fill("#token-name", created)
     page.click("#token-create")
-    wait_for(page, reads)
+    wait_for_arrival(page, reads)
     deliver = answer_now_deliver_later(page, reads[0])
     page.locator(f"{row} button").click()
     page.click("#revoke-confirm")
@@ -370,7 +370,7 @@ def create_user_holding_its_read(page: Page, name: str) -> Route:
     page.fill("#new-name", name)
     page.fill("#new-password", PASSWORD)
     page.click("#create-submit")
-    wait_for(page, reads)
+    wait_for_arrival(page, reads)
     return reads[0]
 
 
@@ -380,7 +380,7 @@ def hold_change(page: Page, path: str, row: str, action: str) -> Route:
     page.route(lambda url: url.endswith(path),
                lambda route: held.append(route) if route.request.method == "PUT" else route.fallback())
     page.locator(f"{row} [data-action='{action}']").click()
-    wait_for(page, held)
+    wait_for_arrival(page, held)
     return held[0]
 
 
@@ -510,6 +510,7 @@ def test_a_page_that_cannot_read_who_is_signed_in_says_so_and_retries(
     # Create looked ready and did nothing: off, and looking it, until the page can work.
     expect(page.locator("#token-create")).to_be_disabled()
     expect(page.locator("#token-name")).to_be_disabled()
+    expect(page.locator("#tokens-note")).to_have_text("Cannot load the tokens")  # not "Loading…" under it
     page.unroute("**/api/me")
     box.get_by_role("button", name="Retry").click()
     expect(box).to_have_count(0)

@@ -240,7 +240,10 @@ function wireRevoke() {
 
 async function main() {
   me = await mountUserMenu({ needed: true });
-  if (!me) return;
+  if (!me) {
+    ui.note.textContent = t("tokens.cannot_load"); // not "Loading…" under the error box that says why
+    return;
+  }
   ui.allRow.hidden = me.role !== "admin";
   ui.all.addEventListener("change", refresh);
   wireCreate();
