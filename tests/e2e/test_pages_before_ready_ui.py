@@ -249,6 +249,31 @@ def test_show_more_is_not_undone_by_the_timers_late_answer(
     assert page.locator("#action-rows tr").count() == 200
 
 
+def test_the_audit_timers_answer_is_shown_on_a_server_slower_than_the_timer(
+    server: LimenProcess, signed_in_page: Callable[..., Page]
+) -> None:
+    # Only the latest read is drawn: had the timer asked again every 3 s whether or not its read was answered,
+    # each read would have made the one before it stale, and on a server slower than that none was shown.
+    page = signed_in_page(server)
+    answered: list[Route] = []
+    held: list[Route] = []
+
+    def actions(route: Route) -> None:
+        if answered:  # the timer's reads, after the page's first
+            held.append(route)
+            return
+        answered.append(route)
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(fake_actions(100)))
+
+    page.route("**/api/vm-actions?limit=*", actions)
+    page.goto(f"{server.base_url}/audit")
+    expect(page.locator("#action-rows tr")).to_have_count(100)
+    wait_for_arrival(page, held)
+    page.wait_for_timeout(3500)  # longer than the page's 3-second timer, its read still unanswered
+    held[0].fulfill(status=200, content_type="application/json", body=json.dumps(fake_actions(3)))
+    expect(page.locator("#action-rows tr")).to_have_count(3)
+
+
 # -- the console's toolbar -------------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@
 import { api, ApiError } from "./api.js";
 import { errorBox, formatBytes, h, placeOf, redrawKeepingPlace, returnToPlace } from "./dom.js";
 import { actionDetailsText, actionResultText, sessionEndDetailsText } from "./action-details.js";
+import { latestRead, STALE } from "./latest-read.js";
 import { mountUserMenu } from "./session.js";
 import {
   actionName, clientError, formatDateTime, formatNumber, formatTime, sessionEndText, t, tWith,
@@ -157,41 +158,43 @@ for (const list of ["sessions", "actions"]) {
   });
 }
 
-// Each refresh's number, and the one whose answer the page shows: an answer older than that is dropped.
-// Answers come in any order, and the timer's, asked for fewer rows, arriving after "Show more"'s took the
-// rows just shown away again. (Not "only the latest": on a server slower than the timer none would show.)
-let refreshes = 0;
-let drawnRefresh = 0;
+// Only the latest read's answer is shown: the timer's, asked for 100 rows and answered after "Show more"'s
+// 200, took the rows just shown away again. The timer is set after each answer (not setInterval), so reads
+// never pile up on a server slower than it, each making the one before it stale: none would be shown.
+const readLists = latestRead((sessions, actions) => Promise.all([
+  api("GET", `/api/console-sessions?limit=${sessions}`), api("GET", `/api/vm-actions?limit=${actions}`),
+]));
+let refreshTimer = null;
 
 async function refresh() {
-  const number = ++refreshes;
+  clearTimeout(refreshTimer);
+  let lists;
   try {
-    const [sessions, actions] = await Promise.all([
-      api("GET", `/api/console-sessions?limit=${shown.sessions}`), api("GET", `/api/vm-actions?limit=${shown.actions}`),
-    ]);
-    if (number < drawnRefresh) return;
-    drawnRefresh = number;
-    // Every few seconds: a keyboard user on a row's button keeps it (the rows are drawn anew).
-    redrawKeepingPlace(ui.sessions, "session", () => ui.sessions.replaceChildren(
-      ...(sessions.length ? sessions.map(sessionRow) : [noneRow(9, "audit.no_sessions")])), ui.sessionTable);
-    ui.actions.replaceChildren(...(actions.length ? actions.map(actionRow) : [noneRow(6, "audit.no_actions")]));
-    sayCut("sessions", sessions.length);
-    sayCut("actions", actions.length);
-    ui.error.replaceChildren();
-    const whose = user && user.role === "admin" ? "audit.note_everyone" : "audit.note_yours";
-    ui.note.textContent = t(whose, { at: formatTime(new Date()) });
+    lists = await readLists(shown.sessions, shown.actions);
   } catch (exc) {
-    if (number < drawnRefresh) return;
     const box = exc instanceof ApiError ? exc.body : clientError("CLIENT_ERROR", String(exc));
     ui.error.replaceChildren(errorBox(box));
+    refreshTimer = setTimeout(refresh, REFRESH_MS);
+    return;
   }
+  if (lists === STALE) return; // the latest read, still on its way, draws and sets the timer
+  const [sessions, actions] = lists;
+  // Every few seconds: a keyboard user on a row's button keeps it (the rows are drawn anew).
+  redrawKeepingPlace(ui.sessions, "session", () => ui.sessions.replaceChildren(
+    ...(sessions.length ? sessions.map(sessionRow) : [noneRow(9, "audit.no_sessions")])), ui.sessionTable);
+  ui.actions.replaceChildren(...(actions.length ? actions.map(actionRow) : [noneRow(6, "audit.no_actions")]));
+  sayCut("sessions", sessions.length);
+  sayCut("actions", actions.length);
+  ui.error.replaceChildren();
+  const whose = user && user.role === "admin" ? "audit.note_everyone" : "audit.note_yours";
+  ui.note.textContent = t(whose, { at: formatTime(new Date()) });
+  refreshTimer = setTimeout(refresh, REFRESH_MS);
 }
 
 async function main() {
   user = await mountUserMenu();
   wireEndDialog();
   await refresh();
-  setInterval(refresh, REFRESH_MS);
 }
 
 main();

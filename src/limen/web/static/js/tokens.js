@@ -5,6 +5,7 @@
 
 import { api, ApiError } from "./api.js";
 import { disableRow, errorBox, h, placeOf, redrawKeepingPlace, returnToPlace, spinner, takeForm } from "./dom.js";
+import { latestRead, STALE } from "./latest-read.js";
 import { mountUserMenu } from "./session.js";
 import { fieldErrorText, formatDateTime, formatNumber, t, tWith } from "./i18n.js";
 
@@ -78,17 +79,15 @@ function tokenRow(token) {
   );
 }
 
-// Each refresh's number: only the latest one's answer is shown. Answers come in any order, and everyone's
-// tokens arriving after the answer for "Every user's tokens" unchecked were listed without their owners.
-let refreshes = 0;
+// Only the latest read's answer is shown: everyone's tokens arriving after the answer for "Every user's
+// tokens" unchecked were listed without their owners.
+const readTokens = latestRead((all) => api("GET", all ? "/api/tokens?all=true" : "/api/tokens"));
 
 async function refresh() {
-  const number = ++refreshes;
   let answer;
   try {
-    answer = await api("GET", showingAll() ? "/api/tokens?all=true" : "/api/tokens");
+    answer = await readTokens(showingAll());
   } catch (exc) {
-    if (number !== refreshes) return;
     ui.error.replaceChildren(errorBox(asBox(exc, t("tokens.loading")), {
       extraClass: "notice error",
       actions: [h("button", { class: "btn small", type: "button", onclick: refresh, text: t("console.retry") })],
@@ -96,7 +95,7 @@ async function refresh() {
     ui.note.textContent = t("tokens.cannot_load");
     return;
   }
-  if (number !== refreshes) return;
+  if (answer === STALE) return;
   tokens = answer;
   ui.error.replaceChildren();
   ui.ownerHead.hidden = !showingAll();

@@ -7,6 +7,7 @@
 
 import { api, ApiError } from "./api.js";
 import { errorBox, h, placeOf, redrawKeepingPlace, returnToPlace, spinner, takeForm } from "./dom.js";
+import { latestRead, STALE } from "./latest-read.js";
 import { mountUserMenu } from "./session.js";
 import { quotaBody, quotaFields, quotaRefusalText } from "./user-quota.js";
 import { fieldErrorText, formatDateTime, localizedError, refusalText, t } from "./i18n.js";
@@ -160,20 +161,19 @@ function render() {
     + (waiting ? t("users.note_waiting", { count: waiting }) : "");
 }
 
-// Each refresh's number: only the latest one's answer is shown. A read asked before a change (the one after a
-// create) and answered after the change's own read brought a deleted user back.
-let refreshes = 0;
+// Only the latest read's answer is shown: a read asked before a change (the one after a create) and answered
+// after the change's own read brought a deleted user back.
+const readUsers = latestRead(() => api("GET", "/api/users"));
 
 async function refresh() {
-  const number = ++refreshes;
   let answer;
   try {
-    answer = await api("GET", "/api/users");
+    answer = await readUsers();
   } catch (exc) {
-    if (number === refreshes) showLoadError(exc);
+    showLoadError(exc);
     return;
   }
-  if (number !== refreshes) return;
+  if (answer === STALE) return;
   users = answer;
   ui.error.replaceChildren();
   ui.admin.hidden = false;
