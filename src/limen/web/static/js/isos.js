@@ -3,6 +3,7 @@
 
 import { api, ApiError, asBox, CSRF_HEADER, loginUrl } from "./api.js";
 import { disableRow, errorBox, formatBytes, h, placeOf, redrawKeepingPlace, returnToPlace, takeForm } from "./dom.js";
+import { latestRead, STALE } from "./latest-read.js";
 import { mountUserMenu } from "./session.js";
 import { RateMeter, uploadFigures } from "./upload-progress.js";
 import { fieldErrorText, formatDateTime, formatNumber, localizedError, t, tWith } from "./i18n.js";
@@ -86,19 +87,30 @@ function isoRow(iso) {
   );
 }
 
+// Only the latest read's answer is shown: the checksum timer's read, asked before a delete and answered after
+// the delete's own read, drew the deleted image again.
+const readImages = latestRead(async () => {
+  let limit = null;
+  const images = await api("GET", "/api/isos", undefined, {
+    onResponse: (response) => {
+      limit = Number(response.headers.get(MAX_HEADER));
+    },
+  });
+  return { images, limit: Number.isFinite(limit) && limit > 0 ? limit : null };
+});
+
 async function refresh() {
   clearTimeout(refreshTimer);
+  let answer;
   try {
-    isos = await api("GET", "/api/isos", undefined, {
-      onResponse: (response) => {
-        const limit = Number(response.headers.get(MAX_HEADER));
-        maxBytes = Number.isFinite(limit) && limit > 0 ? limit : null;
-      },
-    });
+    answer = await readImages();
   } catch (exc) {
     ui.error.replaceChildren(problem(asBox(exc)));
     return;
   }
+  if (answer === STALE) return; // the latest read, still on its way, draws and sets the timer
+  isos = answer.images;
+  maxBytes = answer.limit;
   redrawKeepingPlace(ui.rows, "iso", () => ui.rows.replaceChildren(...isos.map(isoRow)),
                      document.querySelector("main h1"));
   ui.empty.hidden = isos.length > 0;
