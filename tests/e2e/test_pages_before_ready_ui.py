@@ -547,6 +547,31 @@ def test_an_images_list_read_before_its_delete_does_not_bring_it_back(
     assert page.locator(row).count() == 0
 
 
+def test_a_disks_list_read_before_another_delete_finished_does_not_bring_that_disk_back(
+    server: LimenProcess, signed_in_page: Callable[..., Page]
+) -> None:
+    # Two deletes on their way: the first one's read, answered after the second one's, drew the second disk
+    # again, its Delete on (a press was refused: VOLUME_NOT_FOUND).
+    first, second = KEPT_DISK, {**KEPT_DISK, "name": "pages-kept-disk1.qcow2", "path": "/pool/pages-kept-disk1.qcow2"}
+    page = signed_in_page(server)
+    answer(page, "**/api/volumes", [first, second])
+    page.goto(f"{server.base_url}/volumes")
+    rows = [f"tr[data-volume='{disk['host']}/{disk['name']}']" for disk in (first, second)]
+    deleting_first = confirm_and_hold(page, f"/api/volumes/{first['name']}", rows[0], "#volume-delete-confirm")
+    deleting_second = confirm_and_hold(page, f"/api/volumes/{second['name']}", rows[1], "#volume-delete-confirm")
+    page.unroute("**/api/volumes")
+    reads = hold_requests(page, "**/api/volumes")
+    deleting_first[0].fulfill(status=204)
+    wait_for_arrival(page, reads)  # the first delete's read, asked while the second one runs
+    page.unroute("**/api/volumes")
+    answer(page, "**/api/volumes", [])
+    deleting_second[0].fulfill(status=204)
+    expect(page.locator(KEPT_DISK_ROW)).to_have_count(0)
+    reads[0].fulfill(status=200, content_type="application/json", body=json.dumps([second]))
+    page.wait_for_timeout(300)  # the late answer's drawing, had it been kept, is done by now
+    expect(page.locator(KEPT_DISK_ROW)).to_have_count(0)
+
+
 def test_a_page_that_cannot_read_who_is_signed_in_says_so_and_retries(
     server: LimenProcess, plain_user: str, signed_in_page: Callable[..., Page]
 ) -> None:

@@ -3,6 +3,7 @@
 
 import { api, asBox } from "./api.js";
 import { disableRow, errorBox, formatBytes, h, placeOf, redrawKeepingPlace, returnToPlace } from "./dom.js";
+import { latestRead, STALE } from "./latest-read.js";
 import { mountUserMenu } from "./session.js";
 import { formatNumber, t, tWith } from "./i18n.js";
 
@@ -65,15 +66,20 @@ function usedRow(volume) {
   );
 }
 
+// Only the latest read's answer is shown: with two deletes on their way, the first one's read, answered after
+// the second one's, drew the second disk again, its Delete on.
+const readVolumes = latestRead(() => api("GET", "/api/volumes"));
+
 async function refresh() {
   let volumes;
   try {
-    volumes = await api("GET", "/api/volumes");
+    volumes = await readVolumes();
   } catch (exc) {
     ui.error.replaceChildren(errorBox(asBox(exc), { extraClass: "notice error" }));
     ui.note.textContent = "";
     return;
   }
+  if (volumes === STALE) return;
   const unused = volumes.filter((volume) => !volume.in_use);
   redrawKeepingPlace(ui.unused, "volume", () => ui.unused.replaceChildren(...unused.map(unusedRow)),
                      document.querySelector("main h1"));
