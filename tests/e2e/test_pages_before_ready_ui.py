@@ -38,6 +38,7 @@ KEPT_DISK = {
     "name": "pages-kept-disk0.qcow2", "host": "local", "path": "/pool/pages-kept-disk0.qcow2", "format": "qcow2",
     "capacity_bytes": 2**30, "allocation_bytes": 200704, "used_by": [], "backing_for": [], "in_use": False,
 }
+SECOND_KEPT_DISK = {**KEPT_DISK, "name": "pages-kept-disk1.qcow2", "path": "/pool/pages-kept-disk1.qcow2"}
 MADE_VM = {"uuid": "0f0e0d0c-0b0a-4908-8706-050403020100", "name": "pages-made"}
 
 
@@ -547,12 +548,35 @@ def test_an_images_list_read_before_its_delete_does_not_bring_it_back(
     assert page.locator(row).count() == 0
 
 
+def test_a_disks_delete_stays_off_when_another_deletes_read_comes_back(
+    server: LimenProcess, signed_in_page: Callable[..., Page]
+) -> None:
+    # Two deletes on their way: the first one's read, answered while the second ran, drew the second disk
+    # with its Delete on (a second press re-opened the dialog and was refused: VOLUME_NOT_FOUND).
+    first, second = KEPT_DISK, SECOND_KEPT_DISK
+    page = signed_in_page(server)
+    answer(page, "**/api/volumes", [first, second])
+    page.goto(f"{server.base_url}/volumes")
+    first_row, row = (f"tr[data-volume='{disk['host']}/{disk['name']}']" for disk in (first, second))
+    deleting_first = confirm_and_hold(page, f"/api/volumes/{first['name']}", first_row, "#volume-delete-confirm")
+    deleting_second = confirm_and_hold(page, f"/api/volumes/{second['name']}", row, "#volume-delete-confirm")
+    page.unroute("**/api/volumes")
+    answer(page, "**/api/volumes", [second])
+    deleting_first[0].fulfill(status=204)
+    expect(page.locator(KEPT_DISK_ROW)).to_have_count(1)
+    expect(page.locator(f"{row} button")).to_be_disabled()
+    page.unroute("**/api/volumes")
+    answer(page, "**/api/volumes", [])
+    deleting_second[0].fulfill(status=204)
+    expect(page.locator(KEPT_DISK_ROW)).to_have_count(0)
+
+
 def test_a_disks_list_read_before_another_delete_finished_does_not_bring_that_disk_back(
     server: LimenProcess, signed_in_page: Callable[..., Page]
 ) -> None:
     # Two deletes on their way: the first one's read, answered after the second one's, drew the second disk
     # again, its Delete on (a press was refused: VOLUME_NOT_FOUND).
-    first, second = KEPT_DISK, {**KEPT_DISK, "name": "pages-kept-disk1.qcow2", "path": "/pool/pages-kept-disk1.qcow2"}
+    first, second = KEPT_DISK, SECOND_KEPT_DISK
     page = signed_in_page(server)
     answer(page, "**/api/volumes", [first, second])
     page.goto(f"{server.base_url}/volumes")

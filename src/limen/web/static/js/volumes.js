@@ -23,6 +23,9 @@ const ui = {
 };
 
 let deleting = null;
+// The disks whose delete is on its way: a list read meanwhile (another delete's) is drawn with their Delete
+// off, or a second press re-opened the dialog and was refused (VOLUME_NOT_FOUND) after the first did it.
+const deletingNow = new Set();
 let deletePlace = null; // where the keyboard was: the row goes, the focus must not fall to <body>
 
 const key = (volume) => `${volume.host}/${volume.name}`;
@@ -44,7 +47,7 @@ function unusedRow(volume) {
     sizeCell(volume.capacity_bytes, t("col.size")),
     sizeCell(volume.allocation_bytes, t("volumes.col_allocated")),
     h("td", { class: "cell-actions" }, h("button", {
-      class: "btn small danger", type: "button", dataset: { action: "delete" },
+      class: "btn small danger", type: "button", dataset: { action: "delete" }, disabled: deletingNow.has(key(volume)),
       "aria-label": t("list.action_label", { action: t("users.delete_verb"), name: volume.name }),
       onclick: () => askDelete(volume), text: t("action.delete.label"), // "Delete…": it asks first
     })),
@@ -108,6 +111,7 @@ function askDelete(volume) {
 async function deleteVolume(volume) {
   ui.error.replaceChildren();
   const { release } = disableRow(ui.unused, "volume", key(volume));
+  deletingNow.add(key(volume));
   try {
     await api("DELETE", `/api/volumes/${encodeURIComponent(volume.name)}?host=${encodeURIComponent(volume.host)}`);
     ui.toast.textContent = t("volumes.deleted_toast", { name: volume.name });
@@ -115,6 +119,7 @@ async function deleteVolume(volume) {
     ui.error.replaceChildren(errorBox(asBox(exc), { extraClass: "notice error" }));
     ui.error.scrollIntoView({ block: "nearest" });
   }
+  deletingNow.delete(key(volume));
   await refresh();
   release();
   returnToPlace(deletePlace, ui.unused, document.querySelector("main h1"));
