@@ -13,9 +13,9 @@ export const STALE = Symbol("stale read");
  * call will. Arguments are passed to `read` as given.
  *
  * Not "the newest answer so far": an older read whose answer came before the newer one's would be drawn in
- * between, a view already out of date (a row just deleted, with its button on again). A caller must not
- * ask again before each read settles, or nothing would ever be drawn: a timer is set after an answer, not
- * with setInterval.
+ * between, a view already out of date (a row just deleted, with its button on again). The price: calls that
+ * keep coming faster than the reads are answered draw nothing, so a page's timer is set after each answer,
+ * never with setInterval (on a server slower than the period every read would be overtaken).
  */
 export function latestRead(read) {
   let calls = 0;
