@@ -6,9 +6,10 @@ leaks into tests/integration or tests/e2e when one run takes them all),
   hash, and an app-client test hashes at least once (its admin).
 - an already migrated schema for every new SQLite file: the migrations run once into a template (kept in
   pytest's cache for the next runs), and ``Database.migrate`` on a new, empty file copies the template's
-  bytes into it (~1 ms against ~60 ms for Alembic). A file that is not empty (a test that builds an older
-  revision first, or a database in use) is migrated by Alembic as before, so the migrations themselves stay
-  tested.
+  bytes into it (~1 ms against ~60 ms for Alembic); so does a file SQLite only opened, which holds no table
+  (a command reads the host registry before its audit trail migrates). A file with a schema (a test that
+  builds an older revision first, or a database in use) is migrated by Alembic as before, so the migrations
+  themselves stay tested.
 
 and, after collection, what was imported is frozen out of the garbage collector's walks (which then run less
 often). Node's tests of the browser scripts run beside collection (tests/unit/test_web_js.py reads their
@@ -110,16 +111,27 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def _new_sqlite_file(database: Database) -> Path | None:
-    """The database's file when it is SQLite and nothing has been written to it yet; else None."""
+    """The database's file when it is SQLite and holds no schema yet: nothing written to it, or only opened
+    (a command reads the host registry before its audit trail migrates: SQLite wrote its header, WAL mode);
+    else None."""
     if database.url.get_backend_name() != "sqlite" or database.url.database in (None, "", ":memory:"):
         return None
     path = Path(database.url.database)
-    if not path.exists() or path.stat().st_size != 0:
+    if not path.is_file() or (path.stat().st_size != 0 and not _schema_never_made(path)):
         return None
-    companions = [path.with_name(path.name + suffix) for suffix in ("-wal", "-journal")]
+    # A WAL or journal with content, or another connection's shared memory: not this file's whole state.
+    companions = [path.with_name(path.name + suffix) for suffix in ("-wal", "-journal", "-shm")]
     if any(companion.exists() and companion.stat().st_size != 0 for companion in companions):
         return None
     return path
+
+
+def _schema_never_made(path: Path) -> bool:
+    """Whether the SQLite file at ``path`` never held a table: its header's schema cookie (bytes 40-43), which
+    every change of the schema increments, is still 0."""
+    with path.open("rb") as file:
+        header = file.read(100)
+    return header.startswith(b"SQLite format 3\0") and header[40:44] == bytes(4)
 
 
 @pytest.fixture(scope="package", autouse=True)
@@ -136,6 +148,7 @@ def migrated_template_database(pytestconfig: pytest.Config) -> Iterator[None]:
         self.engine.dispose()  # no connection may have seen the empty file
         with path.open("r+b") as file:  # writing into the file keeps its owner-only mode
             file.write(template_bytes)
+            file.truncate()
         return []
 
     with pytest.MonkeyPatch.context() as patch:
