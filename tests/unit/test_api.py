@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -123,15 +123,40 @@ async def test_a_snapshot_asked_while_its_vm_is_being_deleted_is_not_taken(
     monkeypatch.setattr(hypervisor, "delete_vm", held_delete)
     delete = asyncio.create_task(client.delete("/api/vms/snap-del"))
     await deleting.wait()
+    deletion = hypervisor.operations.running_for_ident("snap-del")
+    assert deletion is not None and not deletion.ended.is_set()
+    deletion.ended = ended = WaitersCounted()  # nothing waits for it yet
     snapshot = asyncio.create_task(client.post("/api/vms/snap-del/snapshots", json={"name": "late"}))
     # A revert waits as well: it went on beside the deletion, and answered for the snapshot, not the VM.
     revert = asyncio.create_task(client.post("/api/vms/snap-del/snapshots/early/revert"))
-    await asyncio.wait({snapshot, revert}, timeout=2)  # time enough to answer for requests that do not wait
+    # The deletion goes on once both wait for its end, or once either answered without waiting (refused below).
+    both_wait = asyncio.create_task(ended.waited_by(2))
+    await asyncio.wait({snapshot, revert, both_wait}, return_when=asyncio.FIRST_COMPLETED)
+    both_wait.cancel()
     go_on.set()
     deleted = await delete
     assert deleted.status_code == 200, deleted.text
     assert_error(await snapshot, 404, "VM_NOT_FOUND")
     assert_error(await revert, 404, "VM_NOT_FOUND")
+
+
+class WaitersCounted(asyncio.Event):
+    """An event that counts the calls waiting for it: :meth:`waited_by` returns once that many have begun to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiters_count = 0
+        self._counted = asyncio.Condition()
+
+    async def wait(self) -> Literal[True]:
+        async with self._counted:
+            self._waiters_count += 1
+            self._counted.notify_all()
+        return await super().wait()
+
+    async def waited_by(self, count: int) -> None:
+        async with self._counted:
+            await self._counted.wait_for(lambda: self._waiters_count >= count)
 
 
 class HeldSnapshotWork:
