@@ -6,6 +6,7 @@ press sent the change twice)."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -307,3 +308,61 @@ def test_a_vm_deleted_while_a_cards_request_runs_keeps_its_console_link_off(
     expect(page.locator("#media-status")).to_contain_text("VM_NOT_FOUND")
     expect(console_link).not_to_have_attribute("href", re.compile("."))
     expect(console_link).to_have_attribute("aria-disabled", "true")
+
+
+def hold_gets(page: Page, url: str, answering: list[object] | None = None) -> list[Route]:
+    """Holds the page's GETs to ``url`` (a Playwright glob) as :func:`hold_requests` does; other methods go on.
+    While ``answering`` holds a body, GETs are answered with it (JSON) instead: the test empties it to hold."""
+    held: list[Route] = []
+
+    def route(route: Route) -> None:
+        if route.request.method != "GET":
+            route.fallback()
+        elif answering:
+            fulfil_json(route, answering[0])
+        else:
+            held.append(route)
+
+    page.route(url, route)
+    return held
+
+
+def wait_for_count(page: Page, arrived: list[Route], count: int) -> None:
+    """Waits until ``count`` requests held by :func:`hold_gets` have arrived."""
+    while len(arrived) < count:
+        page.wait_for_timeout(50)
+
+
+def fulfil_json(route: Route, body: object) -> None:
+    route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
+
+
+def test_an_older_read_of_the_snapshots_does_not_bring_a_deleted_one_back(
+    server: LimenProcess, api: httpx.Client, new_vm: Callable[..., dict[str, object]],
+    signed_in_page: Callable[..., Page]
+) -> None:
+    """A snapshot taken in another tab had the list read again while Delete was confirmed here; that read,
+    answered after the delete's own, drew the deleted snapshot again with its buttons on."""
+    vm_uuid = str(new_vm()["uuid"])
+    doomed = {"name": "doomed", "parent": None, "description": "", "created_at": "2026-01-02T03:04:05Z",
+              "vm_state": "shutoff", "with_memory": False, "current": True}
+    page = signed_in_page(server)
+    answering: list[object] = [[doomed]]
+    lists = hold_gets(page, f"**/api/vms/{vm_uuid}/snapshots", answering)
+    page.route(f"**/api/vms/{vm_uuid}/snapshots/doomed", lambda route: route.fulfill(status=204))
+    page.goto(f"{server.base_url}/vms/{vm_uuid}")
+    page.wait_for_selector('body[data-events="live"]')
+    row = "#snapshot-tree li[data-snapshot=doomed]"
+    expect(page.locator(f"{row} button[data-action=delete]")).to_be_enabled()
+    answering.clear()
+    taken = api.post(f"/api/vms/{vm_uuid}/snapshots", json={"name": "elsewhere"})  # its end is an event here
+    assert taken.status_code == 202, taken.text
+    wait_for_count(page, lists, 1)
+    page.locator(f"{row} button[data-action=delete]").click()
+    page.locator("#snapshot-dialog-ok").click()
+    wait_for_count(page, lists, 2)
+    fulfil_json(lists[1], [])
+    expect(page.locator(row)).to_have_count(0)
+    fulfil_json(lists[0], [doomed])
+    page.wait_for_timeout(SETTLE_MS)  # the late answer's drawing, had it been kept, is done by now
+    expect(page.locator(row)).to_have_count(0)

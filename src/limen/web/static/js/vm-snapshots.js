@@ -13,6 +13,7 @@
 import { api, ApiError } from "./api.js";
 import { errorBox, h, placeOf, redrawKeepingPlace, returnToPlace, spinner, takeForm } from "./dom.js";
 import { formatDateTime, refusalText, t, tWith } from "./i18n.js";
+import { latestRead, STALE } from "./latest-read.js";
 
 const OPERATION_POLL_MS = 500;
 const RESULT_SHOWN_MS = 5000;
@@ -117,14 +118,23 @@ export function mountSnapshots() {
     applyEnabled();
   }
 
+  // Only the latest read of the list is drawn: it is read again after each change and on each of the VM's
+  // snapshot events, and a read asked before a delete, answered after the delete's own read, drew the deleted
+  // snapshot again with its buttons on.
+  const readSnapshots = latestRead(() => api("GET", path()));
+
   async function load() {
     if (!vm) return;
+    let answer;
     try {
-      snapshots = await api("GET", path());
-      renderTree();
+      answer = await readSnapshots();
     } catch (exc) {
       showError(bodyOf(exc, t("snapshots.load")), t("snapshots.cannot_load"));
+      return;
     }
+    if (answer === STALE) return; // the latest read, still on its way, draws
+    snapshots = answer;
+    renderTree();
   }
 
   // -- taking one ------------------------------------------------------------------------------------
