@@ -337,6 +337,37 @@ def fulfil_json(route: Route, body: object) -> None:
     route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
 
 
+def page_comes_back(page: Page) -> None:
+    """What the browser says when the tab is shown again: the page reads the VM anew."""
+    page.evaluate("() => document.dispatchEvent(new Event('visibilitychange'))")
+
+
+def test_an_older_read_of_the_actions_does_not_take_the_newest_off(
+    server: LimenProcess, api: httpx.Client, new_vm: Callable[..., dict[str, object]],
+    signed_in_page: Callable[..., Page]
+) -> None:
+    """A read of the VM's recent actions asked before a change was recorded, answered after the read that
+    shows it, took the change off the list again."""
+    vm_uuid = str(new_vm()["uuid"])
+    page = signed_in_page(server, next_path=f"/vms/{vm_uuid}")
+    page.wait_for_selector('body[data-events="live"]')
+    before = len(api.get("/api/vm-actions", params={"vm": vm_uuid}).json())
+    expect(page.locator("#action-rows tr")).to_have_count(before)
+    reads = hold_gets(page, "**/api/vm-actions?*")
+    page_comes_back(page)
+    wait_for_count(page, reads, 1)
+    older = reads[0].fetch()  # the list as it was when asked
+    assert api.patch(f"/api/vms/{vm_uuid}", json={"autostart": True}).status_code == 200  # in another tab
+    page_comes_back(page)
+    wait_for_count(page, reads, 2)
+    for newer in reads[1:]:
+        newer.continue_()
+    expect(page.locator("#action-rows tr")).to_have_count(before + 1)
+    reads[0].fulfill(response=older)
+    page.wait_for_timeout(SETTLE_MS)  # the late answer's drawing, had it been kept, is done by now
+    expect(page.locator("#action-rows tr")).to_have_count(before + 1)
+
+
 def test_an_older_read_of_the_snapshots_does_not_bring_a_deleted_one_back(
     server: LimenProcess, api: httpx.Client, new_vm: Callable[..., dict[str, object]],
     signed_in_page: Callable[..., Page]

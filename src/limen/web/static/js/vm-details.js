@@ -12,6 +12,7 @@ import {
   errorBox, formatBytes, formatDuration, formatMemory, h, spinner, STATE_LABELS, takeForm, vmBadge, vmUptime,
 } from "./dom.js";
 import { actionDetailsText, actionResultText } from "./action-details.js";
+import { latestRead, STALE } from "./latest-read.js";
 import { mountUserMenu, remountUserMenu } from "./session.js";
 import { VmEvents } from "./vm-events.js";
 import { OwnerControl } from "./vm-owner.js";
@@ -824,15 +825,21 @@ async function reload() {
   loadActions();
 }
 
+// Only the latest read of the actions is drawn: one asked before an action was recorded, answered after the
+// read that shows it, took the newest action off the list again.
+const readActions = latestRead((uuid) => api("GET", `/api/vm-actions?vm=${encodeURIComponent(uuid)}&limit=${ACTIONS_SHOWN}`));
+
 async function loadActions() {
   if (!vm) return;
+  let actions;
   try {
-    const actions = await api("GET", `/api/vm-actions?vm=${encodeURIComponent(vm.uuid)}&limit=${ACTIONS_SHOWN}`);
-    renderActions(actions);
+    actions = await readActions(vm.uuid);
   } catch {
-    /* the audit trail is secondary here: the audit page shows its errors */
+    return; // the audit trail is secondary here: the audit page shows its errors
   }
+  if (actions !== STALE) renderActions(actions);
 }
+
 
 async function loadIsos() {
   try {
