@@ -342,6 +342,39 @@ def page_comes_back(page: Page) -> None:
     page.evaluate("() => document.dispatchEvent(new Event('visibilitychange'))")
 
 
+def test_an_older_read_of_the_vm_does_not_show_it_running_again_after_a_stop(
+    server: LimenProcess, api: httpx.Client, new_vm: Callable[..., dict[str, object]],
+    signed_in_page: Callable[..., Page]
+) -> None:
+    """Stop's reload and its follow-up (a look, a while later, whether the guest ignored the shutdown) were
+    both on their way when the VM stopped; answered after the read that showed it stopped, each drew it
+    running again, Stop on, and the follow-up said it still ran and offered Force stop."""
+    vm_uuid = str(new_vm()["uuid"])
+    shown = api.get(f"/api/vms/{vm_uuid}").json()
+    running, stopped = {**shown, "state": "running"}, {**shown, "state": "stopped"}
+    page = signed_in_page(server)
+    answering: list[object] = [running]
+    reads = hold_gets(page, f"**/api/vms/{vm_uuid}", answering)
+    page.route(f"**/api/vms/{vm_uuid}/stop", lambda route: fulfil_json(route, running))  # the guest goes on
+    page.goto(f"{server.base_url}/vms/{vm_uuid}?stop_follow_up=1")
+    page.wait_for_selector('body[data-events="live"]')
+    expect(page.locator("#fact-state")).to_have_text("running")
+    answering.clear()
+    page.locator("#vm-actions button[data-action=stop]").click()
+    wait_for_count(page, reads, 2)  # Stop's reload, then its follow-up a second later
+    page_comes_back(page)
+    wait_for_count(page, reads, 3)
+    fulfil_json(reads[2], stopped)  # the guest shut down after all
+    expect(page.locator("#fact-state")).to_have_text("stopped")
+    expect(page.locator("#vm-actions button[data-action=stop]")).to_be_disabled()
+    fulfil_json(reads[1], running)
+    fulfil_json(reads[0], running)
+    page.wait_for_timeout(SETTLE_MS)  # the late answers' drawing, had it been kept, is done by now
+    expect(page.locator("#fact-state")).to_have_text("stopped")
+    expect(page.locator("#vm-actions button[data-action=stop]")).to_be_disabled()
+    expect(page.locator("[data-follow-up=stop]")).to_have_count(0)
+
+
 def test_an_older_read_of_the_actions_does_not_take_the_newest_off(
     server: LimenProcess, api: httpx.Client, new_vm: Callable[..., dict[str, object]],
     signed_in_page: Callable[..., Page]

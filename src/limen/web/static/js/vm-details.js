@@ -534,17 +534,12 @@ async function runAction(action, { deleteDisks = false } = {}) {
 /** A guest may ignore the ACPI shutdown Stop asks for (GRUB does): if the VM still runs a while later, say
  * so and offer Force stop (through its confirmation). */
 async function followUpStop() {
-  let current;
-  try {
-    current = await api("GET", apiPath());
-  } catch {
-    return; // gone or unreachable: the page's own reload says so
-  }
-  if (busy !== null || gone || !ACTIVE_STATES.has(current.state)) return;
-  render(current);
+  // The page's own reload: a read of its own, answered after a reload that showed the VM stopped, drew it
+  // running again (and said it still ran). Overtaken, or failed (said by the reload), it says nothing.
+  if (!(await reloadNow()) || busy !== null || gone || !ACTIVE_STATES.has(vm.state)) return;
   const force = h("button", {
     class: "btn small danger", type: "button", dataset: { action: "follow-up-force-stop" }, text: t("details.force_stop_label"),
-    "aria-label": t("list.action_label", { action: t("action.force_stop.label"), name: current.name }), onclick: () => onAction("force-stop"),
+    "aria-label": t("list.action_label", { action: t("action.force_stop.label"), name: vm.name }), onclick: () => onAction("force-stop"),
   });
   const dismiss = h("button", { class: "btn small", type: "button", text: t("list.dismiss"),
                                 onclick: () => ui.actionStatus.replaceChildren() });
@@ -788,19 +783,35 @@ function scheduleReload(delay) {
   reloadTimer = setTimeout(reload, delay);
 }
 
-/** Reloads the VM now (instead of a reload scheduled); resolves once the page shows it. */
+/** Reloads the VM now (instead of a reload scheduled); resolves to whether the page shows its answer. */
 function reloadNow() {
   clearTimeout(reloadTimer);
   return reload();
 }
 
+// Only the latest read of the VM is drawn: the page reads it again on each event, after each change and while
+// polling, and those reads overlap. An older read answered after a newer one drew the VM as it was before
+// (running again after a stop, with Stop on).
+const readVm = latestRead(() => api("GET", apiPath(), undefined, { timeoutMs: 10000 }));
+let readsOnTheirWay = 0;
+let readAgain = false; // the event stream asked for a reload while a read was on its way
+
+/** The event stream's reloads (its polling every 2 s while it is down, "ready", "resync") wait for a read on
+ * its way and follow it: each would overtake it, and on a server slower than the polling none was drawn. */
+function reloadForStream() {
+  if (readsOnTheirWay > 0) readAgain = true;
+  else scheduleReload(0);
+}
+
 async function reload() {
   reloadTimer = null;
-  if (gone) return;
+  if (gone) return false;
   const askedAt = Date.now();
+  readsOnTheirWay += 1;
   try {
-    const current = await api("GET", apiPath(), undefined, { timeoutMs: 10000 });
-    if (gone) return;
+    const current = await readVm();
+    if (current === STALE) return false; // the latest read, still on its way, draws (and reads the actions)
+    if (gone) return false;
     // Older than the last pushed change: keep its state (the reload that change scheduled brings the rest).
     render(lastEventAt > askedAt ? { ...current, state: vm.state } : current);
     ui.loadError.replaceChildren();
@@ -808,7 +819,7 @@ async function reload() {
   } catch (exc) {
     if (exc instanceof ApiError && exc.code === "VM_NOT_FOUND" && vm) {
       markGone();
-      return;
+      return false;
     }
     if (exc instanceof ApiError && exc.code === "VM_NOT_FOUND") {
       // Never there, or not this user's: nothing of the page applies (its buttons and forms would act on
@@ -821,8 +832,17 @@ async function reload() {
       ...localizedError(body), error: t("details.cannot_load", { error: localizedError(body).error }),
     }, { localize: false, actions: [h("a", { class: "btn small", href: "/", text: t("details.back_to_list") })] })));
     if (!vm) ui.name.textContent = vmId;
+    loadActions();
+    return false;
+  } finally {
+    readsOnTheirWay -= 1;
+    if (readsOnTheirWay === 0 && readAgain) {
+      readAgain = false;
+      scheduleReload(0);
+    }
   }
   loadActions();
+  return true;
 }
 
 // Only the latest read of the actions is drawn: one asked before an action was recorded, answered after the
@@ -839,7 +859,6 @@ async function loadActions() {
   }
   if (actions !== STALE) renderActions(actions);
 }
-
 
 async function loadIsos() {
   try {
@@ -912,7 +931,7 @@ function knowUser(user) {
 mountUserMenu().then(knowUser);
 reload().then(loadIsos);
 events = new VmEvents({
-  reload: () => scheduleReload(0),
+  reload: reloadForStream,
   onEvent: onVmEvent,
   onEnded: () => remountUserMenu().then(knowUser),
   onStatus: (live) => {
