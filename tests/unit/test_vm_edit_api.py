@@ -268,6 +268,26 @@ async def test_a_lone_surrogate_in_a_body_is_refused_before_any_work(users: User
     assert [a["action"] for a in rows if a["action"] != "create"] == ["set_owner"]  # the pair's refusal only
 
 
+async def test_a_key_given_twice_in_a_body_is_refused_before_any_work(users: Users, alices_vm: str) -> None:
+    """Python's json keeps the last of two: {"name": "a", "name": "b"} made VM b, while a proxy or filter in
+    front of limen that reads the first would have checked a."""
+    headers = {**users.headers["root"], "Content-Type": "application/json"}
+    bodies = [
+        ("POST", "/api/vms", '{"name": "twice-a", "name": "twice-b", "memory_mib": 64}', "name"),
+        ("PATCH", f"/api/vms/{alices_vm}", '{"memory_mib": 96, "memory_mib": 128}', "memory_mib"),
+        ("POST", "/api/tokens", '{"name": "t", "user": {"name": "bob", "name": "root"}}', "name"),  # nested
+    ]
+    for method, path, body, key in bodies:
+        answer = await users.client.request(method, path, headers=headers, content=body.encode())
+        error = assert_error(answer, 400, "INVALID_REQUEST")
+        assert f"the key '{key}' is given twice in one object" in error["details"], (path, error)
+    listed = (await users.as_("root", "GET", "/api/vms")).json()
+    assert not {"twice-a", "twice-b"} & {vm["name"] for vm in listed}
+    assert (await users.as_("root", "GET", f"/api/vms/{alices_vm}")).json()["memory_mib"] == 64
+    rows = [a for a in (await users.as_("root", "GET", "/api/vm-actions")).json() if a["vm_name"] == alices_vm]
+    assert [a["action"] for a in rows] == ["create"]
+
+
 async def test_a_vm_deleted_without_its_disks_leaves_its_name_free_for_a_new_one(users: Users) -> None:
     """The kept disk held NAME-disk0.qcow2, and a new VM of the name was refused (VM_ALREADY_EXISTS, though
     none existed, with a virsh command a user cannot run) for as long as the disk stayed."""

@@ -21,7 +21,7 @@ from limen import end_details
 from limen.api.deps import AccessDep, AdminUser, CurrentUser
 from limen.api.schemas import ErrorBody
 from limen.api.services import services_of
-from limen.api.unicode_body import UnicodeCheckedRoute
+from limen.api.strict_json import StrictJsonRoute
 from limen.audit import DEFAULT_LIMIT, MAX_LIMIT
 from limen.auth.revocation import Revocation
 from limen.db.models import ACTION_TARGET_MAX
@@ -29,7 +29,7 @@ from limen.errors import ErrorCode, LimenError
 
 log = logging.getLogger("limen.audit")
 
-router = APIRouter(route_class=UnicodeCheckedRoute, tags=["audit"])
+router = APIRouter(route_class=StrictJsonRoute, tags=["audit"])
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 403, 404)}
 
 

@@ -20,7 +20,7 @@ from limen.api.body_rules import body_rules
 from limen.api.deps import AccessDep, CurrentUser
 from limen.api.error_responses import error_response
 from limen.api.schemas import ErrorBody
-from limen.api.unicode_body import UnicodeCheckedRoute
+from limen.api.strict_json import StrictJsonRoute
 from limen.auth.browser_sessions import COOKIE_NAME
 from limen.auth.names import name_key
 from limen.auth.principal import AuthMethod, require_admin, token_credential
@@ -34,7 +34,7 @@ from limen.i18n import LANGUAGE_COOKIE, LANGUAGE_COOKIE_MAX_AGE
 
 log = logging.getLogger("limen.auth")
 
-router = APIRouter(route_class=UnicodeCheckedRoute, prefix="/api", tags=["access"])
+router = APIRouter(route_class=StrictJsonRoute, prefix="/api", tags=["access"])
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 403, 404, 422, 429)}
 # What holds a secret (the CSRF token beside who is signed in, a token's secret) is kept by no cache, the
 # browser's disk cache included.

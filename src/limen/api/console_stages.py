@@ -14,11 +14,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from limen.api.services import services_of
-from limen.api.unicode_body import UnicodeCheckedRoute
+from limen.api.strict_json import StrictJsonRoute
 from limen.console.stage_table import CONSOLE_KINDS
 from limen.settings import Settings
 
-router = APIRouter(route_class=UnicodeCheckedRoute)
+router = APIRouter(route_class=StrictJsonRoute)
 
 
 def console_stage_table(settings: Settings) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from limen.api.deps import AccessDep, CurrentUser, HypervisorDep, SettingsDep
 from limen.api.schemas import ErrorBody
-from limen.api.unicode_body import UnicodeCheckedRoute
+from limen.api.strict_json import StrictJsonRoute
 from limen.auth.access import Access
 from limen.auth.browser_sessions import COOKIE_NAME
 from limen.auth.credentials import authenticate
@@ -43,7 +43,7 @@ from limen.hypervisor.vm_feed import Subscription, SubscriptionEnded, VmEvent, V
 
 log = logging.getLogger("limen.api")
 
-router = APIRouter(route_class=UnicodeCheckedRoute, tags=["events"])
+router = APIRouter(route_class=StrictJsonRoute, tags=["events"])
 
 RETRY_MS = 2000  # how soon a browser reconnects after the stream drops
 SEND_TIMEOUT = 10.0  # a client that takes longer to accept one event is dropped

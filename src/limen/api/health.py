@@ -12,12 +12,12 @@ from limen import __version__
 from limen.api.deps import HypervisorDep, SettingsDep
 from limen.api.schemas import Health
 from limen.api.services import services_of
-from limen.api.unicode_body import UnicodeCheckedRoute
+from limen.api.strict_json import StrictJsonRoute
 from limen.errors import ErrorCode, LimenError
 from limen.metrics import Metrics
 from limen.settings import Settings
 
-router = APIRouter(route_class=UnicodeCheckedRoute, tags=["health"])
+router = APIRouter(route_class=StrictJsonRoute, tags=["health"])
 
 
 @router.get("/healthz", response_model=Health)

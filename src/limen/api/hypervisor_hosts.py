@@ -17,14 +17,14 @@ from limen import host_registry
 from limen.api.body_rules import body_rules
 from limen.api.deps import AccessDep, AdminUser, HypervisorDep
 from limen.api.schemas import ErrorBody
-from limen.api.unicode_body import UnicodeCheckedRoute
+from limen.api.strict_json import StrictJsonRoute
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.hosts import DEFAULT_HOST, HostLink
 from limen.hypervisor.models import HostFigures
 
 log = logging.getLogger("limen.api")
-router = APIRouter(route_class=UnicodeCheckedRoute, prefix="/api/hosts", tags=["hosts"])
+router = APIRouter(route_class=StrictJsonRoute, prefix="/api/hosts", tags=["hosts"])
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 422)}
 
 

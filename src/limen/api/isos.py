@@ -21,7 +21,7 @@ from limen.api.deps import AdminUser, CurrentUser, HypervisorDep, SettingsDep
 from limen.api.error_responses import error_response
 from limen.api.schemas import ErrorBody, IsoDeleted, IsoOut
 from limen.api.services import services_of
-from limen.api.unicode_body import UnicodeCheckedRoute
+from limen.api.strict_json import StrictJsonRoute
 from limen.errors import ErrorCode, LimenError
 from limen.isos import (
     IsoUpload,
@@ -37,7 +37,7 @@ from limen.settings import Settings
 
 log = logging.getLogger("limen.api")
 
-router = APIRouter(route_class=UnicodeCheckedRoute, prefix="/api/isos", tags=["isos"])
+router = APIRouter(route_class=StrictJsonRoute, prefix="/api/isos", tags=["isos"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (400, 401, 403, 408, 409, 413, 422)
 }

@@ -17,11 +17,11 @@ from pydantic import BaseModel, Field
 
 from limen.api.deps import AccessDep, CurrentUser, HypervisorDep
 from limen.api.schemas import ErrorBody
-from limen.api.unicode_body import UnicodeCheckedRoute
+from limen.api.strict_json import StrictJsonRoute
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.operations import Operation
 
-router = APIRouter(route_class=UnicodeCheckedRoute, prefix="/api/operations", tags=["operations"])
+router = APIRouter(route_class=StrictJsonRoute, prefix="/api/operations", tags=["operations"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 404)}
 

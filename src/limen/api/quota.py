@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from limen.api.deps import AccessDep, AdminUser, CurrentUser, HypervisorDep
 from limen.api.schemas import ErrorBody
 from limen.api.services import services_of
-from limen.api.unicode_body import UnicodeCheckedRoute
+from limen.api.strict_json import StrictJsonRoute
 from limen.auth.principal import Principal
 from limen.auth.users import lookup_user
 from limen.errors import ErrorCode, LimenError
@@ -34,7 +34,7 @@ from limen.quota.limits import GIB
 
 log = logging.getLogger("limen.api")
 
-router = APIRouter(route_class=UnicodeCheckedRoute, tags=["quota"])
+router = APIRouter(route_class=StrictJsonRoute, tags=["quota"])
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 403, 404, 422)}
 
 

@@ -21,14 +21,14 @@ from limen.api.body_rules import body_rules
 from limen.api.deps import AccessDep
 from limen.api.error_responses import error_response
 from limen.api.schemas import ErrorBody
-from limen.api.unicode_body import UnicodeCheckedRoute
+from limen.api.strict_json import StrictJsonRoute
 from limen.auth.ratelimit import TooManyAttempts
 from limen.auth.users import check_name_and_password
 from limen.errors import ErrorCode, LimenError
 
 log = logging.getLogger("limen.auth")
 
-router = APIRouter(route_class=UnicodeCheckedRoute, prefix="/api", tags=["access"])
+router = APIRouter(route_class=StrictJsonRoute, prefix="/api", tags=["access"])
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (403, 409, 422, 429)}
 
 

@@ -13,12 +13,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from limen.api.deps import AccessibleVm, CurrentUser, HypervisorDep, SettingsDep
 from limen.api.schemas import ErrorBody
 from limen.api.services import services_of
-from limen.api.unicode_body import UnicodeCheckedRoute
+from limen.api.strict_json import StrictJsonRoute
 from limen.hypervisor.stats import read_host
 from limen.stats_history import FIELDS, VmHistory
 from limen.stats_sampler import StatsSampler
 
-router = APIRouter(route_class=UnicodeCheckedRoute, tags=["stats"])
+router = APIRouter(route_class=StrictJsonRoute, tags=["stats"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (400, 401, 404, 422, 503)}
 Resolution = Literal["auto", "fine", "coarse"]

@@ -26,14 +26,14 @@ from limen.api.authenticate_first import has_body
 from limen.api.deps import ConsoleVm, CurrentUser, access_of, console_vm, current_user
 from limen.api.error_responses import error_response
 from limen.api.schemas import ErrorBody
-from limen.api.unicode_body import UnicodeCheckedRoute
+from limen.api.strict_json import StrictJsonRoute
 from limen.auth.principal import Principal
 from limen.errors import LimenError
 from limen.hypervisor.models import Vm
 
 log = logging.getLogger("limen.auth")
 
-router = APIRouter(route_class=UnicodeCheckedRoute, tags=["console"])
+router = APIRouter(route_class=StrictJsonRoute, tags=["console"])
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 503)}
 NO_STORE = {"Cache-Control": "no-store"}
 

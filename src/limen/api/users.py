@@ -19,7 +19,7 @@ from limen.action_details import owner_details
 from limen.api.body_rules import body_rules
 from limen.api.deps import AccessDep, AdminUser, HypervisorDep
 from limen.api.schemas import ErrorBody, VmOut
-from limen.api.unicode_body import UnicodeCheckedRoute
+from limen.api.strict_json import StrictJsonRoute
 from limen.auth.revocation import Revocation
 from limen.auth.users import UserInfo, check_name_and_password, find_user_by_key
 from limen.db.models import Role
@@ -29,7 +29,7 @@ from limen.hypervisor.ownership import set_owner
 
 log = logging.getLogger("limen.auth")
 
-router = APIRouter(route_class=UnicodeCheckedRoute, tags=["access"])
+router = APIRouter(route_class=StrictJsonRoute, tags=["access"])
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (401, 403, 404, 409, 422)}
 
 

@@ -15,14 +15,14 @@ from limen.api.body_rules import body_rules
 from limen.api.deps import AccessDep, AccessibleVm, CurrentUser, HypervisorDep
 from limen.api.quota import QuotaDep, quota_for_disk_growth
 from limen.api.schemas import DiskResize, ErrorBody, VmOut
-from limen.api.unicode_body import UnicodeCheckedRoute
+from limen.api.strict_json import StrictJsonRoute
 from limen.errors import Refusals
 from limen.hypervisor.editing import check_disk_size, resize_disk
 from limen.hypervisor.vm_feed import VmEventType
 
 log = logging.getLogger("limen.api")
 
-router = APIRouter(route_class=UnicodeCheckedRoute, prefix="/api/vms", tags=["vms"])
+router = APIRouter(route_class=StrictJsonRoute, prefix="/api/vms", tags=["vms"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 422, 503)

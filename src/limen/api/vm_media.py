@@ -15,14 +15,14 @@ from limen.api.body_rules import body_rules
 from limen.api.deps import AccessDep, AccessibleVm, CurrentUser, HypervisorDep
 from limen.api.schemas import ErrorBody, MediaIn, MediaOut, VmOut
 from limen.api.services import services_of
-from limen.api.unicode_body import UnicodeCheckedRoute
+from limen.api.strict_json import StrictJsonRoute
 from limen.hypervisor.editing import change_media, finish_install
 from limen.hypervisor.vm_feed import VmEventType
 from limen.isos import resolve_iso
 
 log = logging.getLogger("limen.api")
 
-router = APIRouter(route_class=UnicodeCheckedRoute, prefix="/api/vms", tags=["vms"])
+router = APIRouter(route_class=StrictJsonRoute, prefix="/api/vms", tags=["vms"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 422, 503)

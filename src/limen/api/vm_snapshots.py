@@ -23,7 +23,7 @@ from limen.api.deps import AccessDep, AccessibleVm, CurrentUser, HypervisorDep
 from limen.api.operations import OperationOut, refuse_busy_vm
 from limen.api.quota import QuotaDep, quota_for_revert
 from limen.api.schemas import ErrorBody, SnapshotOut
-from limen.api.unicode_body import UnicodeCheckedRoute
+from limen.api.strict_json import StrictJsonRoute
 from limen.errors import ErrorCode, LimenError, Refusals
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.operations import SNAPSHOT_DELETION, SNAPSHOT_REVERT, Operation
@@ -42,7 +42,7 @@ from limen.hypervisor.vm_feed import VmEventType
 
 log = logging.getLogger("limen.api")
 
-router = APIRouter(route_class=UnicodeCheckedRoute, prefix="/api/vms", tags=["snapshots"])
+router = APIRouter(route_class=StrictJsonRoute, prefix="/api/vms", tags=["snapshots"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 422, 503)

@@ -27,7 +27,7 @@ from limen.api.operations import refuse_busy_vm
 from limen.api.quota import QuotaDep, new_vm_footprint, quota_for_edit, quota_for_start
 from limen.api.schemas import ErrorBody, VmCreate, VmDeleted, VmMigrate, VmOut, VmPatch
 from limen.api.services import services_of
-from limen.api.unicode_body import UnicodeCheckedRoute
+from limen.api.strict_json import StrictJsonRoute
 from limen.auth.revocation import Revocation
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import VmSpec
@@ -37,7 +37,7 @@ from limen.hypervisor.vm_feed import VmEventType
 
 log = logging.getLogger("limen.api")
 
-router = APIRouter(route_class=UnicodeCheckedRoute, prefix="/api/vms", tags=["vms"])
+router = APIRouter(route_class=StrictJsonRoute, prefix="/api/vms", tags=["vms"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 422, 503)

@@ -16,14 +16,14 @@ from fastapi import APIRouter, Query
 from limen.action_details import volume_details
 from limen.api.deps import AccessDep, AdminUser, HypervisorDep
 from limen.api.schemas import ErrorBody, VolumeDeleted, VolumeOut
-from limen.api.unicode_body import UnicodeCheckedRoute
+from limen.api.strict_json import StrictJsonRoute
 from limen.hypervisor.hosts import DEFAULT_HOST
 from limen.hypervisor.volumes import delete_volume, list_volumes
 from limen.volume_claims import refuse_claimed
 
 log = logging.getLogger("limen.api")
 
-router = APIRouter(route_class=UnicodeCheckedRoute, prefix="/api/volumes", tags=["volumes"])
+router = APIRouter(route_class=StrictJsonRoute, prefix="/api/volumes", tags=["volumes"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 503)
