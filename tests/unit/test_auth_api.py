@@ -90,13 +90,18 @@ async def refusing_world(world: World) -> World:
     ],
 )
 async def test_anonymous_requests_are_unauthorized(refusing_world: World, method: str, path: str) -> None:
-    body = assert_error(await refusing_world.client.request(method, path, json={}), 401, "UNAUTHORIZED")
+    answer = await refusing_world.client.request(method, path, json={})
+    body = assert_error(answer, 401, "UNAUTHORIZED")
     assert body["message"] == "Sign in (or send a valid API token), then retry."
+    # A 401 says how to authenticate (RFC 9110): a bearer token, a scheme no browser asks a password for.
+    assert answer.headers["www-authenticate"] == 'Bearer realm="limen"'
 
 
 @pytest.mark.parametrize("header", ["Bearer limen_made-up-token-000000000000000", "Bearer ", "Basic YTpi", "Bearer x"])
 async def test_bad_bearer_is_unauthorized(refusing_world: World, header: str) -> None:
-    assert_error(await refusing_world.client.get("/api/me", headers={"Authorization": header}), 401, "UNAUTHORIZED")
+    answer = await refusing_world.client.get("/api/me", headers={"Authorization": header})
+    assert_error(answer, 401, "UNAUTHORIZED")
+    assert answer.headers["www-authenticate"] == 'Bearer realm="limen"'
 
 
 # -- sign-in ----------------------------------------------------------------------------------------------

@@ -37,7 +37,14 @@ def with_request_id(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+# What a 401 must say (RFC 9110, 15.5.2): how to authenticate. An API token as a bearer token; a browser
+# signs in with its form instead, and asks no password for this scheme (as it would for Basic).
+UNAUTHORIZED_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="limen"'}
+
+
 def error_response(error: LimenError, headers: dict[str, str] | None = None) -> JSONResponse:
+    if error.code.http_status == 401:
+        headers = {**UNAUTHORIZED_CHALLENGE, **(headers or {})}
     return JSONResponse(with_request_id(error.to_dict()), status_code=error.code.http_status, headers=headers)
 
 
