@@ -152,6 +152,14 @@ async def test_host_stats(users: Users) -> None:
     assert body["storage_pool"]["name"] == "limen-test"
 
 
+async def test_host_stats_count_only_the_running_vms_the_user_may_see(users: Users, alices_vm: dict[str, Any]) -> None:
+    # Bob counted every user's running VMs: a VM one may not see does not exist, not even as a count.
+    users.sampler.history.record([counters(alices_vm, 0, 0)], at=4_000_000.0)
+    running = {name: (await users.get(name, "/api/host/stats")).json()["running_vms"] for name in ("bob", "alice")}
+    assert running == {"bob": 0, "alice": 1}
+    assert (await users.get("root", "/api/host/stats")).json()["running_vms"] >= 1  # every VM's
+
+
 async def test_metrics_label_vms_by_uuid_and_name_only(users: Users, alices_vm: dict[str, Any]) -> None:
     users.sampler.history.record([counters(alices_vm, 0, 0)], at=3_000_000.0)
     users.sampler.history.record([counters(alices_vm, 5, 0)], at=3_000_005.0)

@@ -14,6 +14,8 @@ from limen.api.deps import AccessibleVm, CurrentUser, HypervisorDep, SettingsDep
 from limen.api.schemas import ErrorBody
 from limen.api.services import services_of
 from limen.api.strict_json import StrictJsonRoute
+from limen.auth.principal import Principal
+from limen.hypervisor import Hypervisor
 from limen.hypervisor.stats import read_host
 from limen.stats_history import FIELDS, VmHistory
 from limen.stats_sampler import StatsSampler
@@ -72,13 +74,20 @@ async def vm_stats(
     return body
 
 
-@router.get("/api/stats/vms", responses=_ERRORS)
-async def latest_vm_stats(principal: CurrentUser, sampler: SamplerDep, hypervisor: HypervisorDep) -> dict[str, Any]:
-    """The latest figures of every running VM the user may see, by UUID (for the VM list)."""
+async def _running_seen_by(principal: Principal, sampler: StatsSampler, hypervisor: Hypervisor) -> list[VmHistory]:
+    """The running VMs' histories ``principal`` may see: a VM one may not see does not exist, not even as a
+    count."""
     running = sampler.history.running()
     if not principal.is_admin and running:
         visible = {vm.uuid for vm in await hypervisor.list_vms() if principal.may_access(vm.owner)}
         running = [history for history in running if history.uuid in visible]
+    return running
+
+
+@router.get("/api/stats/vms", responses=_ERRORS)
+async def latest_vm_stats(principal: CurrentUser, sampler: SamplerDep, hypervisor: HypervisorDep) -> dict[str, Any]:
+    """The latest figures of every running VM the user may see, by UUID (for the VM list)."""
+    running = await _running_seen_by(principal, sampler, hypervisor)
     return {
         "enabled": sampler.enabled, "interval": sampler.interval,
         "vms": {history.uuid: {"vcpus": history.vcpus, **_latest(history)} for history in running},
@@ -86,10 +95,11 @@ async def latest_vm_stats(principal: CurrentUser, sampler: SamplerDep, hyperviso
 
 
 @router.get("/api/host/stats", responses=_ERRORS)
-async def host_stats(_principal: CurrentUser, sampler: SamplerDep, hypervisor: HypervisorDep,
+async def host_stats(principal: CurrentUser, sampler: SamplerDep, hypervisor: HypervisorDep,
                      settings: SettingsDep) -> dict[str, Any]:
     """The host's CPUs and CPU % (busy share of all CPUs over the last sampling interval; null while
-    sampling is off or before two samples), memory, and the space of limen's storage pool."""
+    sampling is off or before two samples), memory, the space of limen's storage pool, and how many of the
+    VMs the user may see run (``running_vms``: an administrator's count is every VM's)."""
     figures = await hypervisor.connection.call("host_stats", lambda conn: read_host(conn, settings.storage_pool))
     return {
         "cpus": figures.cpus,
@@ -102,5 +112,5 @@ async def host_stats(_principal: CurrentUser, sampler: SamplerDep, hypervisor: H
             "allocation_bytes": figures.pool_allocation_bytes,
             "available_bytes": figures.pool_available_bytes,
         },
-        "running_vms": len(sampler.history.running()),
+        "running_vms": len(await _running_seen_by(principal, sampler, hypervisor)),
     }
