@@ -3,7 +3,8 @@ libvirt and the access database and runs this instance's crash recovery (:mod:`l
 
 Every route needs a signed-in user except ``/healthz``, ``/readyz``, ``/metrics`` (its own token rule),
 ``/api/login``, ``/api/register``, ``/api/registration``, ``/api/error-codes``, ``/api/console-stages``,
-the pages and the static files (the pages ask the API, which answers 401, and the scripts then go to ``/login``)."""
+the API's description (``/api/openapi.json``, ``/api/docs``: the same for every copy of limen), the pages and
+the static files (the pages ask the API, which answers 401, and the scripts then go to ``/login``)."""
 
 from __future__ import annotations
 
