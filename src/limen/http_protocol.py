@@ -94,6 +94,10 @@ class _UpgradeTailParser(httptools.HttpRequestParser):
     it: httptools stops there and tells only their offset, which uvicorn drops."""
 
     upgrade_tail = b""
+    # What httptools found wrong with bytes that are not HTTP/1.1 ("Invalid method encountered", "Duplicate
+    # Content-Length", …: its own words, none of the client's bytes), which uvicorn drops for a fixed text.
+    refusal: str | None = None
+    invalid_url = False
 
     def feed_data(self, data: bytes | bytearray | memoryview | array[int]) -> None:
         try:
@@ -101,6 +105,19 @@ class _UpgradeTailParser(httptools.HttpRequestParser):
         except httptools.HttpParserUpgrade as upgrade:
             self.upgrade_tail = memoryview(data)[upgrade.args[0]:].tobytes()
             raise
+        except httptools.HttpParserError as error:
+            self.refusal = str(error)[:200] or None
+            self.invalid_url = isinstance(error, httptools.HttpParserInvalidURLError)
+            raise
+
+
+def _not_http_details(parser: _UpgradeTailParser) -> str:
+    details = "the request line or a header is not valid HTTP/1.1"
+    if parser.refusal:
+        details = f"{details}: {parser.refusal}"
+    if parser.invalid_url:
+        details = f"{details} (a path's non-ASCII characters must be percent-encoded)"
+    return details
 
 
 class DeadlineHttpProtocol(HttpToolsProtocol):
@@ -266,8 +283,7 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
         log.info("request not HTTP/1.1", extra={
             "event": "request_malformed", "client": self.client[0] if self.client else None,
         })
-        self._drop(LimenError(ErrorCode.INVALID_REQUEST, "the request line or a header is not valid HTTP/1.1 (a path's "
-                                                         "non-ASCII characters must be percent-encoded)"), answer=True)
+        self._drop(LimenError(ErrorCode.INVALID_REQUEST, _not_http_details(self._parser)), answer=True)
 
     def _drop_head_too_large(self) -> None:
         log.info("request head too large", extra={

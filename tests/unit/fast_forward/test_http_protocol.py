@@ -238,6 +238,23 @@ async def test_bytes_that_are_not_http_get_the_json_error_and_the_close(connect:
     assert drops == ["INVALID_REQUEST"]
 
 
+@pytest.mark.parametrize(("head", "said"), [
+    (b"BREW /pot HTTP/1.1\r\nHost: limen\r\n\r\n", "Invalid method encountered"),
+    (b"POST / HTTP/1.1\r\nHost: limen\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+     "Transfer-Encoding can't be present with Content-Length"),
+    (b"POST / HTTP/1.1\r\nHost: limen\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "Duplicate Content-Length"),
+    (b"POST / HTTP/1.1\r\nHost: limen\r\nContent-Length: -1\r\n\r\n", "Invalid character in Content-Length"),
+])
+async def test_bytes_that_are_not_http_are_told_what_is_wrong(connect: Connect, head: bytes, said: str) -> None:
+    # Every one was told its path's non-ASCII characters must be percent-encoded, though its path had none.
+    protocol, transport = connect(App())
+    protocol.data_received(head)
+    await settle()
+    status, body = transport.answer()
+    assert status == 400 and body["code"] == "INVALID_REQUEST"
+    assert said in body["details"] and "percent-encoded" not in body["details"], body
+
+
 async def test_a_websocket_upgrade_leaves_the_deadlines_behind(connect: Connect) -> None:
     protocol, transport = connect(App())
     protocol.data_received(
