@@ -34,6 +34,7 @@ DEMO_ISO = "limen-grub-demo.iso"
 # Tests keep their volumes in a pool of their own, away from the user's.
 TEST_POOL = "limen-test"
 TEST_POOL_DIR = Path("/var/lib/limen/test-pool")
+TEST_HOST = "limen.test"
 
 
 def settings_in(directory: Path, **overrides: Any) -> Settings:
@@ -49,6 +50,9 @@ def settings_in(directory: Path, **overrides: Any) -> Settings:
         "storage_pool": TEST_POOL,
         "storage_pool_dir": TEST_POOL_DIR,
         "virt_type": "qemu",
+        # In-process clients speak to the app as http://limen.test (app_client, tests.support.access); limen
+        # answers only to its own names even on loopback (limen.auth.site), so the tests name that one.
+        "allowed_hosts": (TEST_HOST,),
     }
     if on_postgresql():  # LIMEN_TEST_DATABASE=postgresql: a database of this test's own on the cluster
         base["database_url"] = database_url_for(Path(overrides.get("data_dir", base["data_dir"])))
@@ -148,7 +152,7 @@ async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with app.router.lifespan_context(app):
         headers = {"Authorization": f"Bearer {await admin_token(services_of(app).access)}"}
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://limen.test", headers=headers) as client:
+        async with httpx.AsyncClient(transport=transport, base_url=f"http://{TEST_HOST}", headers=headers) as client:
             yield client
 
 

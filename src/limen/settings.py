@@ -159,7 +159,7 @@ class Settings(BaseSettings):
     # The address users open, e.g. https://limen.example:8443 (a reverse proxy's, if one is in front):
     # the server's own origin and a host name it answers to. None: both come from host and port.
     public_url: str | None = None
-    # More host names (or addresses) limen answers to when it listens beyond loopback; "*" for any.
+    # More host names (or addresses) limen answers to, on loopback too (limen.auth.site); "*" for any.
     # Comma-separated in the environment.
     allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     # Origins (scheme://host[:port]) allowed to open the console and to send cookie-authenticated

@@ -1,7 +1,7 @@
 """The server's own origin comes from its settings (LIMEN_PUBLIC_URL, else the listen address), never
-from a request's Host header; listening beyond loopback, limen answers only to its own host names
-(HOST_NOT_ALLOWED: 400 JSON over HTTP, an error frame and close 4010 on the console). Against a running
-``limen serve``; "beyond loopback" is a listen on 0.0.0.0 (the tests still connect over loopback).
+from a request's Host header; limen answers only to its own host names, on loopback too (HOST_NOT_ALLOWED:
+400 JSON over HTTP, an error frame and close 4010 on the console). Against a running ``limen serve``;
+"beyond loopback" is a listen on 0.0.0.0 (the tests still connect over loopback).
 """
 
 from __future__ import annotations
@@ -91,15 +91,33 @@ def test_on_loopback_the_host_header_no_longer_makes_the_origin(loopback: tuple[
     was taken for limen's own."""
     server, _ = loopback
     rebound = _login(server, host=f"evil.example:{server.port}", origin=f"http://evil.example:{server.port}")
-    assert (rebound.status_code, rebound.json()["code"]) == (403, "ORIGIN_NOT_ALLOWED")
+    assert (rebound.status_code, rebound.json()["code"]) == (400, "HOST_NOT_ALLOWED")  # see below
+    foreign = _login(server, host=f"localhost:{server.port}", origin=f"http://evil.example:{server.port}")
+    assert (foreign.status_code, foreign.json()["code"]) == (403, "ORIGIN_NOT_ALLOWED")
     for own in (f"http://127.0.0.1:{server.port}", f"http://localhost:{server.port}"):
         assert _login(server, host=f"127.0.0.1:{server.port}", origin=own).status_code == 200, own
-    # On loopback no Host is refused (only this machine can connect); scripts send no Origin.
-    assert _login(server, host="anything.example", origin=None).status_code == 200
+    # Scripts send no Origin.
+    assert _login(server, host=f"localhost:{server.port}", origin=None).status_code == 200
 
 
-async def test_the_console_refuses_an_unknown_host_with_a_frame_and_4010(public: tuple[LimenProcess, str]) -> None:
-    server, token = public
+def test_on_loopback_an_unknown_host_is_refused(loopback: tuple[LimenProcess, str]) -> None:
+    """Only this machine connects, but its browser runs any page: a DNS-rebinding one sends its own name."""
+    server, token = loopback
+    for host in (f"rebind.evil.example:{server.port}", "anything.example"):
+        for path in ("/metrics", "/readyz", "/api/vms"):
+            refused = httpx.get(f"{server.base_url}{path}", timeout=10,
+                                headers={"Host": host, "Authorization": f"Bearer {token}"})
+            assert (refused.status_code, refused.json()["code"]) == (400, "HOST_NOT_ALLOWED"), (host, path)
+        assert _login(server, host=host, origin=None).json()["code"] == "HOST_NOT_ALLOWED"
+    for host in (f"127.0.0.1:{server.port}", f"localhost:{server.port}", f"[::1]:{server.port}", "127.0.0.2"):
+        answer = httpx.get(f"{server.base_url}/metrics", headers={"Host": host}, timeout=10)
+        assert answer.status_code == 200, (host, answer.text)
+
+
+@pytest.mark.parametrize("listen", ["public", "loopback"])
+async def test_the_console_refuses_an_unknown_host_with_a_frame_and_4010(listen: str,
+                                                                          request: pytest.FixtureRequest) -> None:
+    server, token = request.getfixturevalue(listen)
     auth = {"Authorization": f"Bearer {token}"}
     console = await RawConsole.open(server.port, "/api/vms/vm/console", auth, host="evil.example")
     try:
@@ -112,7 +130,8 @@ async def test_the_console_refuses_an_unknown_host_with_a_frame_and_4010(public:
     finally:
         console.close()
     # Its own name gets past the host check (to the next verdict: this VM's VNC port has no server).
-    console = await RawConsole.open(server.port, "/api/vms/vm/console", auth, host="limen.example:8443")
+    own = "limen.example:8443" if listen == "public" else f"localhost:{server.port}"
+    console = await RawConsole.open(server.port, "/api/vms/vm/console", auth, host=own)
     try:
         await console.until(TEXT)
         assert json.loads(await console.until(TEXT)).get("code") != "HOST_NOT_ALLOWED"

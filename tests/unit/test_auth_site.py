@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from limen.auth.site import Site, host_of, interface_addresses, listen_names
 from limen.errors import ErrorCode, LimenError
 from limen.settings import Settings, SettingsError, load_settings
+from tests.support.access import make_access
 
 ADDRESSES = ["127.0.0.1", "192.0.2.10", "2001:db8::10"]
 
@@ -23,13 +25,42 @@ def refused(check: Callable[[], None]) -> ErrorCode:
     return caught.value.code
 
 
-def test_a_loopback_listen_is_its_address_and_localhost_and_checks_no_host() -> None:
+def test_a_loopback_listen_is_its_address_and_localhost() -> None:
     own = site(host="127.0.0.1", port=8080)
     assert own.origins == {"http://127.0.0.1:8080", "http://localhost:8080"}
-    assert own.hosts is None
-    own.check_host("evil.example")  # nothing beyond this machine can connect
     assert site(host="::1", port=9000).origins == {"http://[::1]:9000", "http://localhost:9000"}
     assert site(host="localhost", port=80).origins == {"http://localhost", "http://127.0.0.1"}
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1", "::1", "localhost"])
+@pytest.mark.parametrize("foreign", ["evil.example", "rebound.evil.example:8080", "localhost.evil.example",
+                                     "192.0.2.10", "", None])
+def test_a_loopback_listen_refuses_a_foreign_host(listen: str, foreign: str | None) -> None:
+    """Only this machine connects there, but its browser runs any page: one whose name DNS re-points at
+    127.0.0.1 (DNS rebinding) sends its own name as the Host."""
+    own = site(host=listen, port=8080)
+    assert refused(lambda: own.check_host(foreign)) is ErrorCode.HOST_NOT_ALLOWED
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1", "::1", "localhost"])
+def test_a_loopback_listen_answers_to_the_loopback_names(listen: str) -> None:
+    """localhost, and any loopback IP literal (a page there is limen's own), with or without a port."""
+    own = site(host=listen, port=8080)
+    for name in ("localhost", "LOCALHOST:8080", "127.0.0.1", "127.0.0.1:8080", "[::1]:8080", "[::1]",
+                 "127.0.0.2:8080"):
+        own.check_host(name)
+
+
+def test_a_loopback_listen_answers_to_the_public_url_and_the_allowed_hosts() -> None:
+    """limen on loopback behind nginx or HAProxy gets the public name in the Host."""
+    own = site(host="127.0.0.1", public_url="https://limen.example:8443", allowed_hosts="limen.lan")
+    own.check_host("limen.example:8443")
+    own.check_host("limen.lan")
+    own.check_host("127.0.0.1:8080")
+    assert refused(lambda: own.check_host("evil.example")) is ErrorCode.HOST_NOT_ALLOWED
+    anything = site(host="127.0.0.1", allowed_hosts="*")  # the operator's explicit opt-out
+    assert anything.hosts is None
+    anything.check_host("evil.example")
 
 
 def test_the_public_url_is_the_origin_and_a_host() -> None:
@@ -50,6 +81,17 @@ def test_a_wildcard_listen_answers_to_the_machines_names_and_addresses() -> None
     own.check_host("[2001:db8::10]:9000")
     own.check_host("192.0.2.10")
     assert refused(lambda: own.check_host("rebound.evil.example:9000")) is ErrorCode.HOST_NOT_ALLOWED
+
+
+@pytest.mark.parametrize(("listen", "warned"), [("127.0.0.1", False), ("0.0.0.0", True)])
+async def test_only_a_listen_beyond_loopback_warns_without_a_public_url(
+        listen: str, warned: bool, make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture) -> None:
+    """On loopback the Host is checked too, but the listen address's names are all a browser there uses."""
+    caplog.set_level(logging.WARNING, logger="limen")
+    access = make_access(make_settings(host=listen))
+    await access.start()
+    await access.close()
+    assert any(getattr(record, "event", None) == "public_url_missing" for record in caplog.records) is warned
 
 
 def test_a_specific_address_is_itself_and_allowed_hosts_add_to_it() -> None:

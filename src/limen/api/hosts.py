@@ -1,5 +1,5 @@
 """Refuses HTTP requests whose ``Host`` names no address of this server (HOST_NOT_ALLOWED, 400, JSON),
-when limen listens beyond loopback: a DNS-rebinding page then cannot talk to limen under its own name.
+on loopback too: a DNS-rebinding page then cannot talk to limen under its own name.
 Which names pass is :class:`limen.auth.site.Site`'s to say.
 
 WebSocket requests pass through: the console checks the Host itself in its check_vm stage, so that a

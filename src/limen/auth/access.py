@@ -115,7 +115,7 @@ class Access:
             "login_throttle_store": "redis" if self.settings.redis_url else "database",
             "own_origins": sorted(self.site.origins), "host_check": self.site.hosts is not None,
         })
-        if self.site.hosts is not None and self.settings.public_url is None:
+        if self.site.hosts is not None and not self.site.loopback_listen and self.settings.public_url is None:
             log.warning("limen listens beyond loopback without LIMEN_PUBLIC_URL: it answers only to the listen "
                         "address's names; set LIMEN_PUBLIC_URL to the address users open", extra={
                             "event": "public_url_missing", "hosts": sorted(self.site.hosts)})

@@ -3,7 +3,7 @@
 The endpoint accepts the upgrade first (so a refusal is a proper error frame and close code, never a bare
 1006), then calls :func:`admit_console`. Order, and what each step can refuse with::
 
-    0. Host names this server                  HOST_NOT_ALLOWED (only checked beyond loopback)
+    0. Host names this server                  HOST_NOT_ALLOWED (:class:`~limen.auth.site.Site`)
     1. Origin allowed                          ORIGIN_NOT_ALLOWED
     2. some credential present: ?ticket=, the session cookie, or Authorization: Bearer
                                                UNAUTHORIZED

@@ -6,9 +6,12 @@ client (or a DNS-rebinding page) chose to write. Built once at start-up (:meth:`
     own origins   LIMEN_PUBLIC_URL's origin; without it, http://NAME:PORT for each NAME of the listen
                   address (below) and each of LIMEN_ALLOWED_HOSTS. LIMEN_ALLOWED_ORIGINS, when set,
                   replaces them (limen.auth.http.check_origin).
-    host names    checked only when limen listens beyond loopback: LIMEN_PUBLIC_URL's host,
-                  LIMEN_ALLOWED_HOSTS ("*" turns the check off) and the names of the listen address;
-                  anything else is HOST_NOT_ALLOWED. On loopback nothing but this machine can connect.
+    host names    LIMEN_PUBLIC_URL's host, LIMEN_ALLOWED_HOSTS ("*" turns the check off) and the names
+                  of the listen address; on a loopback listen also any loopback IP literal (127.0.0.2,
+                  [::1]); anything else is HOST_NOT_ALLOWED. Checked on loopback too: only this machine
+                  can connect there, but a browser on it runs any page, and a page whose name its DNS
+                  re-points at 127.0.0.1 (DNS rebinding) would otherwise read limen under its own origin.
+                  An IP literal is no such name: the page it opens is limen's own.
 
 The names of the listen address (``LIMEN_HOST``): a loopback address is itself and ``localhost``
 (``127.0.0.1`` gives http://127.0.0.1:PORT and http://localhost:PORT); a wildcard (``0.0.0.0``, ``::``)
@@ -59,8 +62,10 @@ def host_of(header: str) -> str:
 
 def is_loopback(host: str) -> bool:
     host = normalize_host(host)
-    if host == "localhost":
-        return True
+    return host == "localhost" or _is_loopback_ip(host)
+
+
+def _is_loopback_ip(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -110,7 +115,8 @@ def _origin(scheme: str, host: str, port: int) -> str:
 @dataclass(frozen=True, slots=True)
 class Site:
     origins: frozenset[str]  # normalized, as limen.auth.http.normalize_origin makes them
-    hosts: frozenset[str] | None  # None: any Host is answered (loopback listen, or "*" allowed)
+    hosts: frozenset[str] | None  # None: any Host is answered ("*" allowed)
+    loopback_listen: bool  # then any loopback IP literal is a name of this server too
 
     @classmethod
     def of(cls, settings: Settings, *, addresses: Callable[[], Iterable[str]] = interface_addresses,
@@ -126,16 +132,17 @@ class Site:
             scheme = "https" if settings.tls else "http"
             origins = frozenset(_origin(scheme, host, settings.port) for host in [*listen, *allowed])
             public_host = []
-        beyond_loopback = settings.host.strip() in WILDCARDS or not is_loopback(settings.host)
-        if not beyond_loopback or ANY_HOST in settings.allowed_hosts:
-            return cls(origins, None)
-        return cls(origins, frozenset([*public_host, *allowed, *listen]))
+        loopback_listen = settings.host.strip() not in WILDCARDS and is_loopback(settings.host)
+        if ANY_HOST in settings.allowed_hosts:
+            return cls(origins, None, loopback_listen)
+        return cls(origins, frozenset([*public_host, *allowed, *listen]), loopback_listen)
 
     def check_host(self, host_header: str | None) -> None:
         """HOST_NOT_ALLOWED unless the Host header names this server (always passes when unchecked)."""
         if self.hosts is None:
             return
-        if host_header and host_of(host_header) in self.hosts:
+        host = host_of(host_header) if host_header else ""
+        if host in self.hosts or (self.loopback_listen and _is_loopback_ip(host)):
             return
         shown = (host_header or "")[:100].encode("unicode_escape").decode()
         raise LimenError(ErrorCode.HOST_NOT_ALLOWED,
