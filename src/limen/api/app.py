@@ -35,6 +35,7 @@ from limen.api import (
 from limen.api.access import install_access
 from limen.api.authenticate_first import AuthenticateFirst
 from limen.api.body_limit import BodyLimit
+from limen.api.browser_security import BrowserSecurityHeaders
 from limen.api.deps import document_credentials
 from limen.api.error_responses import install_error_handlers
 from limen.api.hosts import HostCheck
@@ -158,6 +159,7 @@ def create_app(
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(ConsoleRoute)  # outermost of ours: the console's WebSocket skips the router
     app.add_middleware(StrictTransportSecurity)  # HSTS on every answer sent over limen's own TLS
+    app.add_middleware(BrowserSecurityHeaders)  # CSP, no framing, no-store on the API: every HTTP answer
     install_error_handlers(app)
     include_routes(
         app,

@@ -7,13 +7,17 @@ same page with every URL local. Swagger UI is the copy bundled in limen's packag
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
+import re
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
+from limen.api.browser_security import content_security_policy
 from limen.errors import ErrorCode, LimenError
 from limen.settings import Settings
 from limen.web.npm_assets import bundled
@@ -53,6 +57,17 @@ def limen_docs_page(page: str) -> str:
             .replace("<body>", f"<body>\n{WAY_BACK}", 1))
 
 
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+
+
+def docs_page_policy(page: str) -> str:
+    """limen's Content Security Policy, letting the page's inline scripts run by their hashes: Swagger UI
+    is started by one that FastAPI writes, and the rest of limen's pages allow none."""
+    hashes = [base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+              for script in _INLINE_SCRIPT.findall(page)]
+    return content_security_policy(" ".join(["'self'", *(f"'sha256-{digest}'" for digest in hashes)]))
+
+
 def install_api_docs(app: FastAPI, settings: Settings) -> None:
     """Serves the page at ``/api/docs`` and the Swagger UI files it uses under ``/static/swagger-ui``.
 
@@ -90,6 +105,7 @@ def install_api_docs(app: FastAPI, settings: Settings) -> None:
             swagger_favicon_url="/static/img/limen-32.png",
             swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
         )
-        return HTMLResponse(limen_docs_page(bytes(page.body).decode()))
+        html = limen_docs_page(bytes(page.body).decode())
+        return HTMLResponse(html, headers={"Content-Security-Policy": docs_page_policy(html)})
 
     app.add_api_route(API_DOCS_URL, api_docs, include_in_schema=False, response_class=HTMLResponse)
