@@ -313,7 +313,7 @@ def test_the_api_docs_follow_the_colour_scheme_and_stay_readable(
             expect(page.locator(".opblock.is-open .parameters-col_description input")).to_be_enabled()
             page.locator("section.models h4").click()  # the schemas, listed
             expect(page.locator("section.models .json-schema-2020-12").first).to_be_visible()
-            page.wait_for_function("document.getAnimations().length === 0")  # Swagger UI's buttons fade
+            page.wait_for_function("() => document.getAnimations().length === 0")  # Swagger UI's buttons fade
             (_, text, background), *texts = page.evaluate(TEXTS_AND_BACKGROUNDS)
             if scheme == "dark":
                 assert contrast(background, (0, 0, 0)) < 2 and contrast(text, (255, 255, 255)) < 2, (text, background)
