@@ -58,12 +58,14 @@ _HOOKS = (
 
 
 def error_answer(error: LimenError) -> bytes:
-    """A whole HTTP/1.1 response carrying ``error`` as the JSON error, closing the connection."""
+    """A whole HTTP/1.1 response carrying ``error`` as the JSON error, closing the connection; like the
+    app's errors (:mod:`limen.api.browser_security`), never sniffed as another type nor cached."""
     body = json.dumps(error.to_dict()).encode()
     status = error.code.http_status
     return (
         f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
-        f"content-type: application/json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n"
+        "x-content-type-options: nosniff\r\ncache-control: no-store\r\n\r\n"
     ).encode() + body
 
 

@@ -235,6 +235,7 @@ async def test_bytes_that_are_not_http_get_the_json_error_and_the_close(connect:
     status, body = transport.answer()
     assert status == 400 and body["code"] == "INVALID_REQUEST" and "percent-encoded" in body["details"]
     assert b"content-type: application/json" in transport.written
+    assert b"x-content-type-options: nosniff" in transport.written and b"cache-control: no-store" in transport.written
     assert drops == ["INVALID_REQUEST"]
 
 
