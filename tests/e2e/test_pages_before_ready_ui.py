@@ -345,11 +345,11 @@ def answer_now_deliver_later(page: Page, route: Route) -> Callable[[], None]:
     return deliver
 
 
-def test_a_tokens_list_read_while_a_revoke_runs_keeps_its_button_off(
+def a_create_with_its_list_read_held(
     server: LimenProcess, admin_api: httpx.Client, signed_in_page: Callable[..., Page]
-) -> None:
-    # Creating a token reads the list again; that read, answered while another token's revoke ran, drew the
-    # row with its Revoke on again (a second press was refused: NOT_FOUND).
+) -> tuple[Page, str, str, list[Route]]:
+    """The tokens page listing a token of the test's, on which a second token was just created, with the list
+    read that follows the create held: (the page, the first token's id, the second's name, the held read)."""
     made = admin_api.post("/api/tokens", json={"name": f"pages-{uuid.uuid4().hex[:6]}"})
     assert made.status_code == 201, made.text
     row = f"tr[data-token='{made.json()['id']}']"
@@ -360,7 +360,17 @@ def test_a_tokens_list_read_while_a_revoke_runs_keeps_its_button_off(
     page.fill("#token-name", created)
     page.click("#token-create")
     wait_for_arrival(page, reads)
-    revoking = confirm_and_hold(page, f"/api/tokens/{made.json()['id']}", row, "#revoke-confirm")
+    return page, str(made.json()["id"]), created, reads
+
+
+def test_a_tokens_list_read_while_a_revoke_runs_keeps_its_button_off(
+    server: LimenProcess, admin_api: httpx.Client, signed_in_page: Callable[..., Page]
+) -> None:
+    # Creating a token reads the list again; that read, answered while another token's revoke ran, drew the
+    # row with its Revoke on again (a second press was refused: NOT_FOUND).
+    page, token_id, created, reads = a_create_with_its_list_read_held(server, admin_api, signed_in_page)
+    row = f"tr[data-token='{token_id}']"
+    revoking = confirm_and_hold(page, f"/api/tokens/{token_id}", row, "#revoke-confirm")
     answered_late(page, reads[0])
     expect(page.locator("#token-rows")).to_contain_text(created)
     expect(page.locator(f"{row} button")).to_be_disabled()
@@ -371,16 +381,8 @@ def test_a_tokens_list_read_while_a_revoke_runs_keeps_its_button_off(
 def test_a_tokens_list_read_before_a_revoke_finished_does_not_bring_the_token_back(
     server: LimenProcess, admin_api: httpx.Client, signed_in_page: Callable[..., Page]
 ) -> None:
-    made = admin_api.post("/api/tokens", json={"name": f"pages-{uuid.uuid4().hex[:6]}"})
-    assert made.status_code == 201, made.text
-    row = f"tr[data-token='{made.json()['id']}']"
-    page = signed_in_page(server, next_path="/tokens")
-    expect(page.locator(f"{row} button")).to_be_enabled()
-    created = f"made meanwhile {uuid.uuid4().hex[:6]}"
-    reads = hold_first_read(page, "**/api/tokens")
-    page.fill("#token-name", created)
-    page.click("#token-create")
-    wait_for_arrival(page, reads)
+    page, token_id, created, reads = a_create_with_its_list_read_held(server, admin_api, signed_in_page)
+    row = f"tr[data-token='{token_id}']"
     deliver = answer_now_deliver_later(page, reads[0])
     page.locator(f"{row} button").click()
     page.click("#revoke-confirm")

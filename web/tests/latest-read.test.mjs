@@ -16,6 +16,14 @@ function heldReads() {
 /** What a call of the wrapper came to: {answer} or {error}. */
 const outcome = (promise) => promise.then((answer) => ({ answer }), (error) => ({ error }));
 
+/** Two calls of one wrapper, the second made before the first's read settled: their outcomes, and the
+ * reads' settle functions (calls[0] the earlier's). */
+function twoOverlapping() {
+  const { read, calls } = heldReads();
+  const latest = latestRead(read);
+  return { calls, earlier: outcome(latest()), later: outcome(latest()) };
+}
+
 test("a single read gives its answer, and its arguments reach the read", async () => {
   const { read, calls } = heldReads();
   const latest = latestRead(read);
@@ -26,10 +34,7 @@ test("a single read gives its answer, and its arguments reach the read", async (
 });
 
 test("an earlier read answered after a later one is stale", async () => {
-  const { read, calls } = heldReads();
-  const latest = latestRead(read);
-  const earlier = outcome(latest());
-  const later = outcome(latest());
+  const { calls, earlier, later } = twoOverlapping();
   calls[1].resolve(["after the delete"]);
   assert.deepEqual(await later, { answer: ["after the delete"] });
   calls[0].resolve(["before the delete", "deleted.iso"]);
@@ -37,10 +42,7 @@ test("an earlier read answered after a later one is stale", async () => {
 });
 
 test("an earlier read answered first is stale too: the later one is on its way", async () => {
-  const { read, calls } = heldReads();
-  const latest = latestRead(read);
-  const earlier = outcome(latest());
-  const later = outcome(latest());
+  const { calls, earlier, later } = twoOverlapping();
   calls[0].resolve(["before the delete"]);
   assert.deepEqual(await earlier, { answer: STALE });
   calls[1].resolve(["after the delete"]);
@@ -48,10 +50,7 @@ test("an earlier read answered first is stale too: the later one is on its way",
 });
 
 test("an earlier read's error after a later answer is stale, not thrown", async () => {
-  const { read, calls } = heldReads();
-  const latest = latestRead(read);
-  const earlier = outcome(latest());
-  const later = outcome(latest());
+  const { calls, earlier, later } = twoOverlapping();
   calls[1].resolve(["drawn"]);
   calls[0].reject(new Error("timed out"));
   assert.deepEqual(await earlier, { answer: STALE });
@@ -59,10 +58,7 @@ test("an earlier read's error after a later answer is stale, not thrown", async 
 });
 
 test("a later read's error after an earlier answer is thrown; the earlier answer is stale", async () => {
-  const { read, calls } = heldReads();
-  const latest = latestRead(read);
-  const earlier = outcome(latest());
-  const later = outcome(latest());
+  const { calls, earlier, later } = twoOverlapping();
   const refused = new Error("HYPERVISOR_UNAVAILABLE");
   calls[0].resolve(["out of date"]);
   calls[1].reject(refused);
