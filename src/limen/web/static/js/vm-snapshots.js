@@ -122,8 +122,17 @@ export function mountSnapshots() {
   // snapshot events, and a read asked before a delete, answered after the delete's own read, drew the deleted
   // snapshot again with its buttons on.
   const readSnapshots = latestRead(() => api("GET", path()));
+  let latestLoad = null;
 
-  async function load() {
+  /** Reads the list and draws it; resolves once the list as drawn is at least as new as this call's read
+   * (an overtaken load waits for the one that overtook it): a change's end puts the keyboard back on the
+   * list then, not on the list from before it, whose buttons were still off. */
+  function load() {
+    latestLoad = loadOnce();
+    return latestLoad;
+  }
+
+  async function loadOnce() {
     if (!vm) return;
     let answer;
     try {
@@ -132,7 +141,10 @@ export function mountSnapshots() {
       showError(bodyOf(exc, t("snapshots.load")), t("snapshots.cannot_load"));
       return;
     }
-    if (answer === STALE) return; // the latest read, still on its way, draws
+    if (answer === STALE) {
+      await latestLoad; // the latest read, still on its way, draws
+      return;
+    }
     snapshots = answer;
     renderTree();
   }
