@@ -46,6 +46,7 @@ from websockets.http11 import Request
 from websockets.protocol import State
 
 from limen.console.client_protocol import INVALID_FRAME_PAYLOAD_DATA, PROTOCOL_ERROR_EXTENSION, WHAT_THE_CLIENT_DID
+from limen.console.pacing import CONNECTIONS_LOST, when_paced
 from limen.console.pump import Traffic
 from limen.console.splice import SPLICE_EXTENSION, Splice
 from limen.errors import ErrorCode, LimenError
@@ -297,6 +298,15 @@ class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
             self._splice.client_gone()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # In a close storm the loop learns of thousands of lost sockets in one poll, and what each loss
+        # wakes (the session's tasks, then its teardown) would all run before the next poll, holding up the
+        # live sessions' traffic for hundreds of milliseconds: the loss is told to the session a few
+        # connections a loop iteration (limen.console.pacing). Until then the connection only refuses to send
+        # (ClientDisconnected, as once it is told) instead of writing to a closed transport.
+        self.disconnected = True
+        when_paced(self.loop, CONNECTIONS_LOST, lambda: self._tell_lost(exc))
+
+    def _tell_lost(self, exc: Exception | None) -> None:
         if self._splice is not None:
             self._splice.client_gone()
         super().connection_lost(exc)
