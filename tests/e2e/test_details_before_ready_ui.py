@@ -2,7 +2,7 @@
 Chromium against a real ``limen serve`` and VMs defined in real QEMU (never started): no control acts before
 the page knows the VM (a press sent the markup's default boot order, removed the VM's owner, or failed on the
 missing VM and left every control dead), and a card's buttons wait for the answer to their request (a second
-press sent the change twice)."""
+press sent the change twice). The CD card's list of images is read again when the user comes back to the page."""
 
 from __future__ import annotations
 
@@ -430,3 +430,32 @@ def test_an_older_read_of_the_snapshots_does_not_bring_a_deleted_one_back(
     fulfil_json(lists[0], [doomed])
     page.wait_for_timeout(SETTLE_MS)  # the late answer's drawing, had it been kept, is done by now
     expect(page.locator(row)).to_have_count(0)
+
+
+def test_the_cd_list_is_read_again_when_the_user_comes_back_and_keeps_their_pick(
+    server: LimenProcess, api: httpx.Client, new_vm: Callable[..., dict[str, object]],
+    signed_in_page: Callable[..., Page]
+) -> None:
+    """The image list was read once, with the page: an image uploaded in another tab was not offered until the
+    page was loaded again."""
+    picked, uploaded_later = (f"limen-test-{uuid.uuid4().hex[:8]}.iso" for _ in range(2))
+    try:
+        assert api.post("/api/isos", params={"name": picked}, content=b"\x02" * 4096).status_code == 201
+        vm = new_vm()
+        page = signed_in_page(server, next_path=f"/vms/{vm['uuid']}")
+        select = page.locator("#iso-select")
+        expect(select).to_be_enabled()
+        expect(select).to_have_value(DEMO_ISO)  # the VM's own medium
+        select.select_option(picked)
+        assert api.post("/api/isos", params={"name": uploaded_later}, content=b"\x02" * 4096).status_code == 201
+        # The user comes back to the tab (the browser tells the page so).
+        page.evaluate("() => document.dispatchEvent(new Event('visibilitychange'))")
+        expect(select.locator(f"option[value='{uploaded_later}']")).to_be_attached()
+        expect(select).to_have_value(picked)
+        assert api.delete(f"/api/isos/{uploaded_later}").status_code == 200
+        page.evaluate("() => window.dispatchEvent(new Event('focus'))")
+        expect(select.locator(f"option[value='{uploaded_later}']")).to_have_count(0)
+        expect(select).to_have_value(picked)
+    finally:
+        for name in (picked, uploaded_later):
+            api.delete(f"/api/isos/{name}")

@@ -305,16 +305,21 @@ function fillIsoSelect(current) {
   const want = [h("option", { value: "", text: names.length ? t("details.choose_iso") : t("details.no_isos") }),
                 ...names.map((n) => h("option", { value: n, text: n }))];
   const signature = names.join("\n");
+  const picked = ui.isoSelect.value;
   const rebuilt = ui.isoSelect.dataset.signature !== signature;
   if (rebuilt) {
     ui.isoSelect.replaceChildren(...want);
     ui.isoSelect.dataset.signature = signature;
   }
-  // As for the boot order: the user's pick stands until the VM's own medium changes.
+  // As for the boot order: the user's pick stands until the VM's own medium changes (a new list of images
+  // keeps it while it is still in the list).
   const shown = current || "";
-  if (rebuilt || ui.isoSelect.dataset.shown !== shown) {
-    ui.isoSelect.value = current && names.includes(current) ? current : "";
+  const inserted = current && names.includes(current) ? current : "";
+  if (ui.isoSelect.dataset.shown !== shown) {
+    ui.isoSelect.value = inserted;
     ui.isoSelect.dataset.shown = shown;
+  } else if (rebuilt) {
+    ui.isoSelect.value = picked && names.includes(picked) ? picked : inserted;
   }
 }
 
@@ -860,13 +865,24 @@ async function loadActions() {
   if (actions !== STALE) renderActions(actions);
 }
 
+const readIsos = latestRead(() => api("GET", "/api/isos"));
+
 async function loadIsos() {
+  let answer;
   try {
-    isos = await api("GET", "/api/isos");
+    answer = await readIsos();
   } catch {
-    isos = [];
+    answer = isos === null ? [] : STALE; // a failed re-read keeps the list the page has
   }
+  if (answer === STALE) return;
+  isos = answer;
   if (vm) renderMedia();
+}
+
+// The image library changes elsewhere (an upload in another tab, another admin's delete): it is read again
+// whenever the user comes back to this page, so the CD list offers what is there now.
+function loadIsosOnReturn() {
+  if (document.visibilityState === "visible" && isos !== null && !gone) loadIsos();
 }
 
 function markGone() {
@@ -930,6 +946,7 @@ function knowUser(user) {
 
 mountUserMenu().then(knowUser);
 reload().then(loadIsos);
+window.addEventListener("focus", loadIsosOnReturn); // back from another window, which hid nothing
 events = new VmEvents({
   reload: reloadForStream,
   onEvent: onVmEvent,
@@ -945,5 +962,7 @@ setInterval(() => {
   if (uptimeSince && shown) shown.textContent = formatDuration(uptimeSince.seconds + (Date.now() - uptimeSince.at) / 1000);
 }, UPTIME_TICK_MS);
 document.addEventListener("visibilitychange", () => {
-  if (document.visibilityState === "visible") scheduleReload(0);
+  if (document.visibilityState !== "visible") return;
+  scheduleReload(0);
+  loadIsosOnReturn();
 });
