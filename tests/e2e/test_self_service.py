@@ -262,10 +262,13 @@ def test_a_disk_over_the_quota_is_flagged_before_submit(
     user = f"disk-{uuid.uuid4().hex[:6]}"
     token = provision_user(server.database_url, user, PASSWORD)
     with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=20) as admin:
-        assert admin.put(f"/api/users/{user}/quota", json={"disk_gib": 3}).status_code == 200
+        assert admin.put(f"/api/users/{user}/quota", json={"disk_gib": 3, "memory_mib": 16384}).status_code == 200
     page = sign_in(new_page(), server.base_url, user, PASSWORD, next_path="/vms/new")
     disk, said = page.locator("#disk_gib"), page.locator("#disk_gib-error")
     expect(page.locator("#disk_gib-quota")).to_contain_text("At most 3 GiB")
+    # Figures with the language's digit grouping, as the users page writes them ("16384 MiB" before).
+    expect(page.locator("#memory_mib-quota")).to_contain_text("At most 16,384 MiB")
+    expect(page.locator("#quota [data-resource='memory_mib']")).to_contain_text("of 16,384 MiB")
     disk.fill("5")
     expect(said).to_have_text("Over the quota: at most 3 GiB.")
     expect(disk).to_have_attribute("aria-invalid", "true")
@@ -284,6 +287,7 @@ def test_a_disk_over_the_quota_is_flagged_before_submit(
     phone.context.add_cookies([{"name": "limen_lang", "value": "ko", "url": server.base_url}])
     sign_in(phone, server.base_url, user, PASSWORD, next_path="/vms/new")
     expect(phone.locator("#disk_gib-quota")).to_contain_text("최대 1 GiB")  # read: its first read caps the value
+    expect(phone.locator("#memory_mib-quota")).to_contain_text("최대 16,384 MiB")
     phone.locator("#disk_gib").fill("4")
     expect(phone.locator("#disk_gib-error")).to_have_text("할당량을 초과합니다. 최대 1 GiB까지 가능합니다.")
     save_screenshot(phone, "create-disk-over-quota-ko-390")

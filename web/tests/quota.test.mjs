@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { headroom } from "../../src/limen/web/static/js/quota.js";
+import { headroom, quotaAmount } from "../../src/limen/web/static/js/quota.js";
 
 const NONE = { vms: null, vcpus: null, memory_mib: null, disk_gib: null };
 
@@ -25,4 +25,10 @@ test("the tighter limit wins, and what is left never goes below zero", () => {
   assert.deepEqual(room.vcpus, { scope: "the system-wide", limit: 2, usage: 2, left: 0 });
   assert.equal(room.memory_mib, null);
   assert.equal(room.disk_gib.left, 7.5);
+});
+
+test("figures are written as the page's language writes numbers, disks to a tenth", () => {
+  assert.equal(quotaAmount(16384), "16,384"); // was "16384 MiB of 65536 MiB" beside "100,000" on the users page
+  assert.equal(quotaAmount(2.5), "2.5");
+  assert.equal(quotaAmount(0), "0");
 });

@@ -2,7 +2,7 @@
 // GET /api/quota answers {user, limits, usage, system: {limits, usage}}; a null limit is no limit.
 
 import { h } from "./dom.js";
-import { t } from "./i18n.js";
+import { formatNumber, t } from "./i18n.js";
 
 export const RESOURCES = [
   { key: "vms", label: t("quota.vms"), unit: "" },
@@ -10,6 +10,11 @@ export const RESOURCES = [
   { key: "memory_mib", label: t("quota.memory"), unit: " MiB" },
   { key: "disk_gib", label: t("quota.disk"), unit: " GiB" },
 ];
+
+/** A quota figure as the page's language writes it: "16,384", "2.5" (disks are measured to a tenth of a GiB). */
+export function quotaAmount(value) {
+  return formatNumber(value, { maximumFractionDigits: 1 });
+}
 
 /** "your" / "the system-wide" (headroom's scopes) in the page's language. */
 export function scopeName(scope) {
@@ -46,7 +51,7 @@ export function quotaBars(quota) {
     if (!entry) continue;
     const share = entry.limit > 0 ? Math.min(1, entry.usage / entry.limit) : 1;
     const level = share >= 1 ? "full" : share >= 0.8 ? "high" : "ok";
-    const text = t("quota.of", { usage: `${entry.usage}${unit}`, limit: `${entry.limit}${unit}` });
+    const text = t("quota.of", { usage: `${quotaAmount(entry.usage)}${unit}`, limit: `${quotaAmount(entry.limit)}${unit}` });
     bars.push(h("div", { class: `quota-bar ${level}`, "data-resource": key },
       h("div", { class: "quota-label" }, h("span", { text: label }), h("span", { class: "quota-value", text })),
       h("div", {

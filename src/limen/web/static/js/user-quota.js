@@ -5,7 +5,8 @@
 // Resources the server adds later appear by themselves (any number-or-null key of "override").
 
 import { h } from "./dom.js";
-import { formatNumber, refusalText, t } from "./i18n.js";
+import { refusalText, t } from "./i18n.js";
+import { quotaAmount } from "./quota.js";
 
 // Catalogue keys, said when asked: in the language the page has then.
 const LABELS = {
@@ -37,7 +38,7 @@ export function quotaRefusalText(fields) {
 
 function amount(value) {
   if (value === null || value === undefined) return t("userquota.no_limit");
-  return formatNumber(value, { maximumFractionDigits: 1 }); // "100,000", as the page's language writes it
+  return quotaAmount(value); // "100,000", as the page's language writes it
 }
 
 /** [key, override] of every resource an administrator can set: a number, or null for the default. */

@@ -4,7 +4,7 @@
 
 import { api, ApiError } from "./api.js";
 import { errorBox, formatBytes, h, spinner, takeForm } from "./dom.js";
-import { headroom, scopeName, showQuota } from "./quota.js";
+import { headroom, quotaAmount, scopeName, showQuota } from "./quota.js";
 import { mountUserMenu, remountUserMenu } from "./session.js";
 import { VmEvents } from "./vm-events.js";
 import { clientError, fieldErrorText, formatNumber, lang, localizedError, quotaText, refusalText, t } from "./i18n.js";
@@ -207,27 +207,25 @@ function flagOverCap(field) {
 export function applyQuota(quota, { keepValues = false } = {}) {
   showQuota(document.getElementById("quota"), quota);
   const room = headroom(quota);
+  // The hints' figures as the page writes numbers; the caps themselves stay numbers.
+  const figures = (entry) => ({ scope: scopeName(entry.scope), limit: quotaAmount(entry.limit),
+    usage: quotaAmount(entry.usage) });
   const vcpus = room.vcpus;
-  capField("vcpus", vcpus ? vcpus.limit : null,
-    vcpus ? t("new.cap_vcpus", { limit: vcpus.limit, scope: scopeName(vcpus.scope), usage: vcpus.usage }) : "",
-    keepValues);
+  capField("vcpus", vcpus ? vcpus.limit : null, vcpus ? t("new.cap_vcpus", figures(vcpus)) : "", keepValues);
   const memory = room.memory_mib;
-  capField("memory_mib", memory ? memory.limit : null,
-    memory ? t("new.cap_memory", { limit: memory.limit, scope: scopeName(memory.scope), usage: memory.usage }) : "",
+  capField("memory_mib", memory ? memory.limit : null, memory ? t("new.cap_memory", figures(memory)) : "",
     keepValues);
   const disk = room.disk_gib;
   const diskLeft = disk ? Math.floor(disk.left) : null;
   capField("disk_gib", diskLeft, !disk ? "" : diskLeft >= 1
-    ? t("new.cap_disk", { left: diskLeft, scope: scopeName(disk.scope), usage: disk.usage, limit: disk.limit })
-    : t("new.no_disk_left", { scope: scopeName(disk.scope), usage: disk.usage, limit: disk.limit }),
+    ? t("new.cap_disk", { ...figures(disk), left: quotaAmount(diskLeft) })
+    : t("new.no_disk_left", figures(disk)),
     keepValues);
   const vms = room.vms;
   vmsFull = Boolean(vms && vms.left < 1);
   const note = document.getElementById("quota-note");
   note.hidden = !vmsFull;
-  note.textContent = vmsFull
-    ? t("new.vms_full", { scope: scopeName(vms.scope), limit: vms.limit, usage: vms.usage })
-    : "";
+  note.textContent = vmsFull ? t("new.vms_full", figures(vms)) : "";
   submit.disabled = vmsFull || submitting; // a quota read while a create is under way leaves it disabled
   for (const field of Object.keys(CAPPED)) flagOverCap(field);
 }
