@@ -143,3 +143,25 @@ test("stop closes the stream and every timer", () => {
   assert.equal(calls.reload, 1);
   assert.deepEqual(calls.status, [true, false]);
 });
+
+test("a poll waits for its reload's answer: a slow server is not asked again meanwhile", async () => {
+  FakeEventSource.made = [];
+  const timers = new FakeTimers();
+  const answers = [];
+  const events = new VmEvents({
+    reload: () => new Promise((resolve) => { answers.push(resolve); }),
+    EventSourceImpl: FakeEventSource,
+    timers,
+  }).start();
+  timers.advance(POLL_MS * 5);
+  assert.equal(answers.length, 1, "one read on its way: no second one");
+  answers[0]();
+  await Promise.resolve();
+  timers.advance(POLL_MS);
+  assert.equal(answers.length, 2, "the next poll comes POLL_MS after the answer");
+  events.stop();
+  answers[1]();
+  await Promise.resolve();
+  timers.advance(POLL_MS * 3);
+  assert.equal(answers.length, 2, "stopped meanwhile: no poll after the answer");
+});

@@ -1,7 +1,7 @@
 // Live VM changes pushed by limen (GET /api/events, Server-Sent Events), and polling only while that
 // stream is down. Pages say what to do with a change; this module decides when they must reload:
 //
-//   stream opening or down   → reload() every POLL_MS (the fallback)
+//   stream opening or down   → reload() POLL_MS after the last one's answer (the fallback)
 //   "ready"                  → live: polling stops, one reload() covers what changed before the stream
 //   "vm" {type, uuid, name, state, owner, at} → onEvent(change)
 //   "resync"                 → reload() (the server could not replay what this page missed)
@@ -106,12 +106,30 @@ export class VmEvents {
 
   startPolling() {
     if (this.pollTimer === null && !this.stopped) {
-      this.pollTimer = this.timers.setInterval(() => this.reload(), POLL_MS);
+      this.pollTimer = this.timers.setTimeout(() => this.poll(), POLL_MS);
     }
   }
 
+  // The next poll is set once this one's reload has its answer, not every POLL_MS whatever happens: a page
+  // draws only its newest read (latest-read.js), so on a server slower than POLL_MS every read would be
+  // overtaken by the next and nothing drawn, while the reads piled up on the server.
+  poll() {
+    const round = this.pollTimer;
+    const next = () => {
+      if (this.pollTimer === round && !this.stopped) this.pollTimer = this.timers.setTimeout(() => this.poll(), POLL_MS);
+    };
+    let answer;
+    try {
+      answer = this.reload();
+    } catch {
+      answer = undefined; // the page shows its own errors; polling goes on
+    }
+    if (answer && typeof answer.then === "function") answer.then(next, next);
+    else next();
+  }
+
   stopPolling() {
-    if (this.pollTimer !== null) this.timers.clearInterval(this.pollTimer);
+    if (this.pollTimer !== null) this.timers.clearTimeout(this.pollTimer);
     this.pollTimer = null;
   }
 }
