@@ -306,6 +306,14 @@ class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
         self.disconnected = True
         when_paced(self.loop, CONNECTIONS_LOST, lambda: self._tell_lost(exc))
 
+    def shutdown(self) -> None:
+        if self.disconnected:
+            # The server stops while this connection's loss waits for its turn (connection_lost): its socket is
+            # gone, so there is no close frame to send (uvloop raises on a write to a closed transport).
+            self.stop_keepalive()
+            return
+        super().shutdown()
+
     def _tell_lost(self, exc: Exception | None) -> None:
         if self._splice is not None:
             self._splice.client_gone()
@@ -328,6 +336,7 @@ class NoSpliceWebSocketProtocol(BoundedCloseWebSocketProtocol):
 UVICORN_METHODS = (
     "run_asgi", "send_500_response", "keepalive_timeout", "handle_connect", "send_receive_event_to_app",
     "pause_writing", "resume_writing", "handle_close", "connection_lost", "handle_parser_exception", "send",
+    "shutdown", "stop_keepalive",
 )
 UVICORN_ATTRIBUTES = (
     "loop", "transport", "disconnected", "close_sent", "queue", "read_paused", "writable", "frames",
