@@ -8,7 +8,6 @@ The database is the list's one home (so every limen process on it sees the same 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import re
@@ -18,6 +17,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from limen.cancellation import cancel_and_wait
 from limen.db.database import Database
 from limen.db.models import HypervisorHost
 from limen.errors import ErrorCode, LimenError, Refusals, Rule, ValidationFailed, rule
@@ -203,6 +203,4 @@ class HostSync:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task, "the host registry's sync")

@@ -39,6 +39,7 @@ from limen.action_details import (
     removed_details,
 )
 from limen.audit import OK, AuditLog, VmActionInfo
+from limen.cancellation import cancel_and_wait
 from limen.errors import CreateNotBegun, ErrorCode, LimenError
 from limen.hypervisor import Hypervisor, VmSpec
 from limen.hypervisor.leftovers import CreateMark, remove_create_leftovers
@@ -115,9 +116,7 @@ class Recovery:
 
     async def stop(self) -> None:
         if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+            await cancel_and_wait(self._loop, "the recovery loop")
             self._loop = None
         try:
             await self.registry.stopped()

@@ -13,14 +13,13 @@ starts to fail (False) and when it works again (True): what the others appended 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from limen.cancellation import stop_requested
+from limen.cancellation import cancel_and_wait, stop_requested
 from limen.redis_client import open_redis, redis_unavailable
 
 log = logging.getLogger("limen.auth")  # the logger its lines have always named (log filters may select it)
@@ -118,9 +117,7 @@ class SharedStream:
     async def close(self) -> None:
         self._closing = True
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._reader, READ_BLOCK_MS / 1000 + 1)
+            await cancel_and_wait(self._reader, f"the reader of the {self.entries}", READ_BLOCK_MS / 1000 + 1)
         self._reader = None
         await self._redis.aclose()
 

@@ -31,7 +31,7 @@ import json
 import logging
 from typing import Any
 
-from limen.cancellation import stop_requested
+from limen.cancellation import cancel_and_wait, stop_requested
 from limen.hypervisor.models import VmState
 from limen.hypervisor.operations import (
     KEEP_FINISHED_SECONDS,
@@ -193,14 +193,10 @@ class VmEventRelay:
         with contextlib.suppress(ValueError):
             self._feed.sharers.remove(self._share)
         if self._sender is not None:
-            self._sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sender
+            await cancel_and_wait(self._sender, "the VM-event relay's sender")
             self._sender = None
         await self._stream.close()
         if self._reposting is not None:
-            self._reposting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reposting
+            await cancel_and_wait(self._reposting, "the VM-event relay's reposting")
             self._reposting = None
         await self._board.aclose()

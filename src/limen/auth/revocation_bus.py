@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from limen.auth.revocation import Revocation
-from limen.cancellation import stop_requested
+from limen.cancellation import cancel_and_wait, stop_requested
 from limen.redis_stream import SharedStream
 
 log = logging.getLogger("limen.auth")
@@ -184,14 +184,10 @@ class RedisRevocationBus(LocalRevocationBus):
     async def close(self) -> None:
         self._closing = True
         if self._unheard_rechecks is not None:
-            self._unheard_rechecks.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._unheard_rechecks
+            await cancel_and_wait(self._unheard_rechecks, "the revocation bus's access rechecks")
             self._unheard_rechecks = None
         if self._resender is not None:
-            self._resender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._resender
+            await cancel_and_wait(self._resender, "the revocation bus's resender")
         self._resender = None
         if self._unsent:
             log.error("%d revocations never reached the other limen instances (Redis did not take them before "

@@ -14,7 +14,6 @@ instead of dropping them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,6 +23,7 @@ from urllib.parse import urlsplit
 
 import libvirt
 
+from limen.cancellation import cancel_and_wait
 from limen.errors import ErrorCode, HypervisorUnavailable, LimenError
 from limen.hypervisor.connection import LibvirtConnection
 from limen.hypervisor.models import Vm
@@ -231,9 +231,7 @@ class HostPool:
     async def close(self) -> None:
         self._closed = True
         if self._prober is not None:
-            self._prober.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._prober
+            await cancel_and_wait(self._prober, "the hosts' prober")
         await asyncio.gather(*(link.connection.close() for link in self.links), return_exceptions=True)
 
     # -- routing --------------------------------------------------------------------------------------
