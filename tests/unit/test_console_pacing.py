@@ -6,12 +6,12 @@ import asyncio
 from collections import Counter
 
 from limen.console import pacing
-from limen.console.pacing import TeardownPacer
+from limen.console.pacing import TurnPacer
 
 
 async def test_at_most_per_turn_teardowns_run_in_one_loop_iteration_and_every_one_runs() -> None:
     loop = asyncio.get_running_loop()
-    pacer = TeardownPacer(loop, per_turn=4)
+    pacer = TurnPacer(loop, per_turn=4)
     iteration = 0
     ran_in: list[int] = []
 
@@ -39,7 +39,7 @@ async def test_at_most_per_turn_teardowns_run_in_one_loop_iteration_and_every_on
 
 
 async def test_a_teardown_cancelled_while_waiting_gives_its_place_away() -> None:
-    pacer = TeardownPacer(asyncio.get_running_loop(), per_turn=1)
+    pacer = TurnPacer(asyncio.get_running_loop(), per_turn=1)
     first, waiting, after = (asyncio.create_task(pacer.turn()) for _ in range(3))
     await asyncio.sleep(0)  # all three asked in this iteration: the first got the place, two wait
     assert first.done() and not waiting.done() and not after.done()
@@ -51,7 +51,7 @@ async def test_a_teardown_cancelled_while_waiting_gives_its_place_away() -> None
 
 async def test_callbacks_run_at_most_per_turn_an_iteration_in_order_and_a_failing_one_stops_none() -> None:
     loop = asyncio.get_running_loop()
-    pacer = TeardownPacer(loop, per_turn=3)
+    pacer = TurnPacer(loop, per_turn=3)
     iteration = 0
     ran_in: list[tuple[int, int]] = []
     reported: list[dict[str, object]] = []

@@ -43,7 +43,7 @@ def _grant(place: asyncio.Future[None]) -> bool:
     return True
 
 
-class TeardownPacer:
+class TurnPacer:
     """The turns of one lane of one event loop. Only used from that loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, per_turn: int = TEARDOWNS_PER_TURN) -> None:
@@ -102,10 +102,10 @@ class TeardownPacer:
             self._schedule_reset()
 
 
-_pacers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, TeardownPacer]] = weakref.WeakKeyDictionary()
+_pacers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, TurnPacer]] = weakref.WeakKeyDictionary()
 
 
-def pacer(lane: str, loop: asyncio.AbstractEventLoop | None = None) -> TeardownPacer:
+def pacer(lane: str, loop: asyncio.AbstractEventLoop | None = None) -> TurnPacer:
     """``lane``'s pacer on ``loop`` (default: the running one)."""
     loop = loop or asyncio.get_running_loop()
     lanes = _pacers.get(loop)
@@ -113,7 +113,7 @@ def pacer(lane: str, loop: asyncio.AbstractEventLoop | None = None) -> TeardownP
         lanes = _pacers[loop] = {}
     found = lanes.get(lane)
     if found is None:
-        found = lanes[lane] = TeardownPacer(loop, _PER_TURN[lane])
+        found = lanes[lane] = TurnPacer(loop, _PER_TURN[lane])
     return found
 
 
