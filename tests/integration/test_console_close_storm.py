@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,34 +33,14 @@ from tests.support.console import (
     driver_uri,
     read_frames,
     running_console,
+    ws_protocols,
 )
 from tests.support.fake_vnc import BANNER, RfbServer
+from tests.support.loop_turns import LoopTurns
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("no_leaks"), pytest.mark.same_on_any_database]
 
 BROWSERS = 40
-
-
-class LoopTurns:
-    """Counts the iterations of the running loop: a task that takes one step each."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    @contextlib.asynccontextmanager
-    async def counting(self) -> AsyncIterator[LoopTurns]:
-        async def tick() -> None:
-            while True:
-                await asyncio.sleep(0)
-                self.count += 1
-
-        ticker = asyncio.create_task(tick())
-        try:
-            yield self
-        finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
 
 
 @contextlib.contextmanager
@@ -130,8 +110,7 @@ async def test_a_connection_whose_socket_is_gone_sends_nothing_before_its_sessio
         settings = make_settings(libvirt_uri=driver_uri(tmp_path, [FakeDomain("vm", vnc.port)]))
         async with running_console(settings) as server, contextlib.AsyncExitStack() as stack:
             (browser,) = await open_in_proxy_stage(stack, server, 1)
-            (protocol,) = [c for c in server.server.server_state.connections
-                           if isinstance(c, BoundedCloseWebSocketProtocol)]
+            (protocol,) = ws_protocols(server)
             monkeypatch.setattr(ws_protocol, "when_paced", hold)
             browser.transport.abort()
             deadline = time.monotonic() + 10

@@ -39,6 +39,7 @@ from tests.support.console import (
     client,
     driver_uri,
     read_frames,
+    ws_protocols,
 )
 from tests.support.fake_vnc import BANNER, StreamServer, deterministic_chunk
 
@@ -243,10 +244,6 @@ def raw_upgrade(port: int, headers: dict[str, str]) -> socket.socket:
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n".encode()
     )
     return sock
-
-
-def ws_protocols(server: ConsoleServer) -> list[BoundedCloseWebSocketProtocol]:
-    return [c for c in server.server.server_state.connections if isinstance(c, BoundedCloseWebSocketProtocol)]
 
 
 async def test_a_browser_that_stops_reading_holds_at_most_a_high_water_mark_and_a_read(

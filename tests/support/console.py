@@ -34,7 +34,7 @@ from limen.api.app import create_app
 from limen.api.services import services_of
 from limen.auth.access import Access
 from limen.console.registry import ConsoleSessions
-from limen.console.ws_protocol import uvicorn_ws_options
+from limen.console.ws_protocol import BoundedCloseWebSocketProtocol, uvicorn_ws_options
 from limen.http_protocol import uvicorn_http_options
 from limen.hypervisor import Hypervisor, Vm, VmSpec
 from limen.server import LimenServer
@@ -215,6 +215,11 @@ class ConsoleServer:
                     f"{len(self.server.server_state.tasks)} tasks"
                 )
             await asyncio.sleep(0.02)
+
+
+def ws_protocols(server: ConsoleServer) -> list[BoundedCloseWebSocketProtocol]:
+    """The server's open WebSocket connections (limen's own protocol)."""
+    return [c for c in server.server.server_state.connections if isinstance(c, BoundedCloseWebSocketProtocol)]
 
 
 @asynccontextmanager

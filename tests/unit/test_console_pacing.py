@@ -7,30 +7,21 @@ from collections import Counter
 
 from limen.console import pacing
 from limen.console.pacing import TurnPacer
+from tests.support.loop_turns import LoopTurns
 
 
 async def test_at_most_per_turn_teardowns_run_in_one_loop_iteration_and_every_one_runs() -> None:
     loop = asyncio.get_running_loop()
     pacer = TurnPacer(loop, per_turn=4)
-    iteration = 0
+    turns = LoopTurns()
     ran_in: list[int] = []
-
-    async def tick() -> None:  # counts loop iterations: one step per iteration
-        nonlocal iteration
-        while True:
-            await asyncio.sleep(0)
-            iteration += 1
 
     async def teardown() -> None:
         await pacer.turn()
-        ran_in.append(iteration)
+        ran_in.append(turns.count)
 
-    ticker = asyncio.create_task(tick())
-    try:
-        async with asyncio.timeout(2):
-            await asyncio.gather(*(teardown() for _ in range(30)))
-    finally:
-        ticker.cancel()
+    async with turns.counting(), asyncio.timeout(2):
+        await asyncio.gather(*(teardown() for _ in range(30)))
     assert len(ran_in) == 30
     per_iteration = {turn: ran_in.count(turn) for turn in set(ran_in)}
     assert max(per_iteration.values()) <= 4
@@ -52,7 +43,7 @@ async def test_a_teardown_cancelled_while_waiting_gives_its_place_away() -> None
 async def test_callbacks_run_at_most_per_turn_an_iteration_in_order_and_a_failing_one_stops_none() -> None:
     loop = asyncio.get_running_loop()
     pacer = TurnPacer(loop, per_turn=3)
-    iteration = 0
+    turns = LoopTurns()
     ran_in: list[tuple[int, int]] = []
     reported: list[dict[str, object]] = []
     loop.set_exception_handler(lambda _loop, context: reported.append(context))
@@ -60,28 +51,20 @@ async def test_callbacks_run_at_most_per_turn_an_iteration_in_order_and_a_failin
     all_ran = asyncio.Event()
 
     def callback(index: int) -> None:
-        ran_in.append((index, iteration))
+        ran_in.append((index, turns.count))
         if len(ran_in) == 20:
             all_ran.set()
         if index == 4:
             raise RuntimeError("a broken callback")
 
-    async def tick() -> None:
-        nonlocal iteration
-        while True:
-            await asyncio.sleep(0)
-            iteration += 1
-
-    ticker = asyncio.create_task(tick())
-    await asyncio.sleep(0)  # the ticker steps first in every iteration from now on
     try:
-        for index in range(20):
-            pacer.call(lambda index=index: callback(index))
-        assert [index for index, _ in ran_in] == [0, 1, 2]  # this turn's places: called at once
-        async with asyncio.timeout(2):
-            await all_ran.wait()
+        async with turns.counting():
+            for index in range(20):
+                pacer.call(lambda index=index: callback(index))
+            assert [index for index, _ in ran_in] == [0, 1, 2]  # this turn's places: called at once
+            async with asyncio.timeout(2):
+                await all_ran.wait()
     finally:
-        ticker.cancel()
         loop.set_exception_handler(None)
     assert [index for index, _ in ran_in] == list(range(20))
     per_iteration = Counter(turn for _, turn in ran_in)

@@ -116,7 +116,8 @@ export class VmEvents {
   poll() {
     const round = this.pollTimer;
     const next = () => {
-      if (this.pollTimer === round && !this.stopped) this.pollTimer = this.timers.setTimeout(() => this.poll(), POLL_MS);
+      // Still this round's: stopPolling() (and so stop()) cleared it, a new start made another.
+      if (this.pollTimer === round) this.pollTimer = this.timers.setTimeout(() => this.poll(), POLL_MS);
     };
     let answer;
     try {
