@@ -1,5 +1,5 @@
 """How ``limen serve`` runs CPython's cyclic garbage collector: the start's objects frozen, full
-collections spaced by the heap they walk.
+collections spaced by the heap they walk and the garbage they find.
 
 Why: a collection walks every tracked object of the generations it collects. A started server holds
 ≈ 160,000 of them (modules, routes, SQLAlchemy, pydantic, i18n catalogues), which live as long as the
@@ -19,19 +19,28 @@ What, once the server has started (:func:`tune_collector`):
    Young collections are unchanged, so a cycle that dies young (most do: a session's handshake leaves
    ≈ 20 objects of cyclic garbage, collected in the youngest generations) is freed as soon as before.
 3. after every full collection, :class:`FullCollectionSpacing` sets ``threshold2`` so that the next one
-   waits until as many tracked objects have been allocated (and not freed) as the last one left alive,
-   and never sooner than (2). With a fixed spacing, a heap that grows by live objects (9,000 consoles
-   admitted, bench/RESULTS.md round 17) was walked whole every 350,000 objects: 5 full collections,
-   0.2 s to 1 s each as the heap grew, 20 % of the admission's CPU, each finding about a thousand
-   objects to free. Spaced by the heap, the walks cost a bounded share of the allocations whatever the
-   heap's size (Go's collector paces itself the same way by default).
+   waits until the cyclic garbage expected by then is as much as the heap the last one left alive, at the
+   rate that collection found garbage among what had reached the oldest generation since the one before
+   (:func:`next_full_spacing`): never sooner than as many allocated tracked objects as it left alive, never
+   later than :data:`MAX_STRETCH` times that, and never sooner than (2). With a fixed spacing, a heap that
+   grows by live objects (9,000 consoles admitted, bench/RESULTS.md round 17) was walked whole every
+   350,000 objects: 5 full collections, 0.2 s to 1 s each as the heap grew, 20 % of the admission's CPU,
+   each finding about a thousand objects to free. Spaced by the heap alone (rounds 17–25: the next after as
+   many objects as the last left alive, Go's default pacing), such a storm still ran four, walking 2.5
+   million objects in 1.4 s (0.16 ms of CPU an admitted console, the longest 0.75 s) and finding ≈ 2,000
+   objects each: Go's collector must walk the heap to free any garbage at all, CPython's full collection
+   only frees the cycles that outlived the young generations, which reference counting and the young
+   collections leave rare. So the garbage such a collection finds is measured, and sets the next one's
+   spacing: after the first full collection of a storm (≈ 1 % garbage) the next waits for 16 times the heap
+   it left (bench/RESULTS.md, round 26).
 
 The memory this may hold: cyclic garbage that reached the oldest generation (the cycles of sessions that
-ended after living through two young collections) waits for the next full collection, which now comes
-once the tracked objects allocated and not freed since the last one reach the larger of what that one
-left alive and ``700 × 10 × 50`` = 350,000 (≈ 100 MB at the ≈ 290 B a tracked object costs here, buffers
-included); with CPython's defaults that was 70,000 objects or a quarter of the heap. So the garbage
-waiting is bounded by the live heap: at worst the collected heap doubles before it is freed.
+ended after living through two young collections) waits for the next full collection, which comes once
+the tracked objects allocated and not freed since the last one reach ``700 × 10 × 50`` = 350,000 (≈ 100 MB
+at the ≈ 290 B a tracked object costs here, buffers included) or the spacing above, whichever is more. At
+the rate the last collection found, that is as much garbage as the live heap (at worst the collected heap
+doubles, as CPython's own quarter rule allows more often); should everything allocated from then on be
+garbage that outlives the young generations, at most :data:`MAX_STRETCH` times the heap the last one left.
 """
 
 from __future__ import annotations
@@ -41,6 +50,9 @@ from dataclasses import dataclass
 
 # Collections of the middle generation between two full collections, at least (CPython's default: 10).
 FULL_COLLECTION_EVERY = 50
+# The most a full collection that found little garbage may stretch the next one's spacing, as a multiple of the
+# heap it left alive: the bound on the garbage that may wait, should what arrives next be all garbage.
+MAX_STRETCH = 16
 
 
 @dataclass(frozen=True)
@@ -70,12 +82,12 @@ def tune_collector() -> CollectorState:
 
 
 class FullCollectionSpacing:
-    """A ``gc.callbacks`` entry: after each full collection, the next waits for as many (net) allocations of
-    tracked objects as the collection left alive in the oldest generation, and at least ``floor`` middle
-    collections (module docstring, 3)."""
+    """A ``gc.callbacks`` entry: after each full collection, the next waits for the (net) allocations of tracked
+    objects given by :func:`next_full_spacing`, and at least ``floor`` middle collections (module docstring, 3)."""
 
     def __init__(self, floor: int) -> None:
         self.floor = floor
+        self.alive_after_last = 0  # what the previous full collection left (after the freeze: nothing)
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase != "stop" or info["generation"] != 2:
@@ -83,4 +95,23 @@ class FullCollectionSpacing:
         young, middle, _ = gc.get_threshold()
         # Listing the generation costs about 1 % of the collection that just walked it.
         alive = len(gc.get_objects(generation=2))
-        gc.set_threshold(young, middle, max(self.floor, alive // max(1, young * middle)))
+        found = info["collected"] + info["uncollectable"]
+        arrived = alive + found - self.alive_after_last
+        self.alive_after_last = alive
+        spacing = next_full_spacing(alive=alive, found=found, arrived=arrived)
+        gc.set_threshold(young, middle, max(self.floor, spacing // max(1, young * middle)))
+
+
+def next_full_spacing(*, alive: int, found: int, arrived: int) -> int:
+    """How many tracked objects to allocate before the next full collection (module docstring, 3).
+
+    ``alive``: what this full collection left; ``found``: the cyclic garbage it freed; ``arrived``: how much
+    more the oldest generation held for it than the previous one left, i.e. what reached it since, the garbage
+    included (less what reference counting freed there meanwhile, which only makes the rate found higher).
+    At the rate this collection found garbage among what arrived, the next waits until the garbage expected
+    by then is as much as the heap left alive: never sooner than ``alive`` allocations (every one of them
+    garbage), never later than :data:`MAX_STRETCH` × ``alive``.
+    """
+    if found * MAX_STRETCH <= max(arrived, 0):
+        return alive * MAX_STRETCH
+    return max(alive, alive * max(arrived, 0) // found)

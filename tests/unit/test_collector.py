@@ -12,7 +12,14 @@ from collections.abc import Callable, Iterator
 import pytest
 import uvicorn
 
-from limen.collector import FULL_COLLECTION_EVERY, CollectorState, FullCollectionSpacing, tune_collector
+from limen.collector import (
+    FULL_COLLECTION_EVERY,
+    MAX_STRETCH,
+    CollectorState,
+    FullCollectionSpacing,
+    next_full_spacing,
+    tune_collector,
+)
 from limen.settings import Settings
 
 
@@ -81,6 +88,43 @@ def test_after_a_full_collection_the_next_waits_for_as_many_new_objects_as_it_le
     gc.collect()
     assert gc.get_threshold()[2] < 200_000 // (100 * 10)  # the heap is small again: so is the spacing
     assert gc.get_threshold()[:2] == (100, 10)  # young collections untouched
+
+
+def test_a_heap_that_grew_by_live_objects_stretches_the_next_full_collection_and_one_full_of_garbage_does_not(
+    restored_collector: None,
+) -> None:
+    """An admission storm's heap is its live sessions: a full collection that finds almost no garbage among
+    what arrived since the last one is followed by one MAX_STRETCH times later (bench/RESULTS.md, round 26);
+    one that finds the arrivals were garbage waits only as many objects as it left alive, as before."""
+    gc.set_threshold(100, 10, 10)
+    tune_collector()
+    gc.collect()  # the previous full collection: what is alive now is what the next one starts from
+    alive = [[] for _ in range(100_000)]  # tracked objects that stay: the sessions of a storm
+    gc.collect()
+    assert gc.get_threshold()[2] >= MAX_STRETCH * 100_000 // (100 * 10)
+
+    garbage = [cycle() for _ in range(100_000)]  # 400,000 tracked objects (two nodes and their dicts)...
+    gc.collect(1)  # ...that reach the oldest generation with the live ones...
+    del garbage  # ...and die there as cycles
+    gc.collect()
+    threshold = gc.get_threshold()[2]
+    assert 100_000 // (100 * 10) <= threshold < 2 * len(gc.get_objects(generation=2)) // (100 * 10)
+    del alive
+
+
+def test_the_next_full_collection_waits_for_the_garbage_expected_to_match_the_heap_left_alive() -> None:
+    # Nothing found among what arrived: the longest stretch.
+    assert next_full_spacing(alive=160_000, found=0, arrived=160_000) == MAX_STRETCH * 160_000
+    # About 1 % garbage (an admission storm's first full collection): still the longest stretch.
+    assert next_full_spacing(alive=160_000, found=2_000, arrived=162_000) == MAX_STRETCH * 160_000
+    # A quarter garbage: the garbage expected after four times the heap is the heap.
+    assert next_full_spacing(alive=100_000, found=25_000, arrived=100_000) == 400_000
+    # All of it garbage, or more garbage than arrived: as many as it left alive, never sooner.
+    assert next_full_spacing(alive=100_000, found=100_000, arrived=100_000) == 100_000
+    assert next_full_spacing(alive=100_000, found=50_000, arrived=10_000) == 100_000
+    # The heap shrank since the last one (sessions ended, freed by reference counting): nothing to go by.
+    assert next_full_spacing(alive=10_000, found=5_000, arrived=-1_000_000) == 10_000
+    assert next_full_spacing(alive=10_000, found=0, arrived=-1_000_000) == MAX_STRETCH * 10_000
 
 
 def test_a_larger_setting_of_full_collections_is_kept(restored_collector: None) -> None:
