@@ -18,7 +18,7 @@ stage deadline, WebSocket writes by ``settings.console_write_timeout``, the stre
 (backpressure) and the optional idle timeout.
 
 A console kind subclasses :class:`ConsoleDriver` with how to perform each of its effects
-(``_effects``), its client reader and what to release (``vnc_session.py`` for VNC, ``serial_session.py``
+(``EFFECTS``), its client reader and what to release (``vnc_session.py`` for VNC, ``serial_session.py``
 for the serial console).
 """
 
@@ -30,9 +30,10 @@ import logging
 import time
 import uuid as uuid_module
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from types import MappingProxyType
+from typing import Any, ClassVar, Protocol
 
 from limen import end_details
 from limen.console import messages
@@ -145,6 +146,9 @@ class ConsoleDriver(ABC):
     raises. ``log_label`` starts every log line (``grep -i vnc`` finds the VNC console's)."""
 
     log_label = "console"
+    # How the kind performs each effect, by the effect's type: its methods' functions, called with the session.
+    # One table for the class: a live session holds no bound methods of its own for it.
+    EFFECTS: ClassVar[Mapping[type[Effect], Callable[[Any, Any], Awaitable[Result]]]] = MappingProxyType({})
     # Who may open it, asked around the VM's look-up (the endpoint's; None in tests that admit anyone).
     _admission: Admission | None = None
 
@@ -186,7 +190,6 @@ class ConsoleDriver(ABC):
         self._tasks: list[asyncio.Task[Any]] = []  # the runners of the session (see _serve)
         self._running = 0  # how many of them have not returned yet
         self._wake: asyncio.Future[None] | None = None  # resolved by the first ending or the last runner
-        self._effects: dict[type[Effect], Callable[[Any], Awaitable[Result]]] = {}
 
     # -- public ---------------------------------------------------------------------------------------
 
@@ -353,10 +356,10 @@ class ConsoleDriver(ABC):
 
     async def _perform(self, effect: Effect) -> Result:
         """One effect within what is left of the current stage; its failure or timeout as a result."""
-        run = self._effects[type(effect)]
+        run = self.EFFECTS[type(effect)]
         try:
             async with asyncio.timeout(self.machine.remaining()):
-                return await run(effect)
+                return await run(self, effect)
         except TimeoutError:
             return TimedOut()
         except LimenError as exc:

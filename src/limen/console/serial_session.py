@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from limen import end_details
@@ -113,16 +114,6 @@ class SerialSession(ConsoleDriver):
         self._holders = holders
         self._port: SerialPort | None = None
         self._holding = contextlib.ExitStack()
-        self._effects.update({
-            LookUpVm: self._look_up_vm,
-            CheckSerialDevice: self._check_serial_device,
-            StartVm: self._start_vm,
-            FindPortHolder: self._find_port_holder,
-            TakeOverPort: self._take_over_port,
-            OpenSerial: self._open_serial,
-            RunSerialProxy: self._run_proxy,
-            ExplainStreamEnd: self._explain_stream_end,
-        })
 
     # -- the effects ------------------------------------------------------------------------------------
 
@@ -159,6 +150,17 @@ class SerialSession(ConsoleDriver):
     async def _explain_stream_end(self, effect: ExplainStreamEnd) -> Result:
         stopped = await self._vm_stopped_within(effect.uuid, effect.grace)
         return StreamEndExplained(vm_stopped=stopped, how=self._how_the_vm_ended())
+
+    EFFECTS = MappingProxyType({
+        LookUpVm: ConsoleDriver._look_up_vm,
+        CheckSerialDevice: _check_serial_device,
+        StartVm: ConsoleDriver._start_vm,
+        FindPortHolder: _find_port_holder,
+        TakeOverPort: _take_over_port,
+        OpenSerial: _open_serial,
+        RunSerialProxy: _run_proxy,
+        ExplainStreamEnd: _explain_stream_end,
+    })
 
     # -- the client → guest direction -------------------------------------------------------------------
 

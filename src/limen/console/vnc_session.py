@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from limen.console.driver import (
@@ -83,15 +84,6 @@ class ConsoleSession(ConsoleDriver):
         self._vnc_writer: asyncio.StreamWriter | None = None
         self._held_input: bytes | None = None  # a client message that came before the proxy stage
         self._spliced = False  # the proxy stage runs in the WebSocket protocol (the fast path)
-        self._effects.update({
-            LookUpVm: self._look_up_vm,
-            StartVm: self._start_vm,
-            Pause: self._pause,
-            ConnectVnc: self._connect_vnc,
-            ReadBanner: self._read_banner,
-            RunProxy: self._run_proxy,
-            ExplainVncClose: self._explain_vnc_close,
-        })
 
     # -- the effects ------------------------------------------------------------------------------------
 
@@ -140,6 +132,16 @@ class ConsoleSession(ConsoleDriver):
     async def _explain_vnc_close(self, effect: ExplainVncClose) -> Result:
         stopped = await self._vm_stopped_within(effect.uuid, effect.grace)
         return VncCloseExplained(vm_stopped=stopped, how=self._how_the_vm_ended())
+
+    EFFECTS = MappingProxyType({
+        LookUpVm: ConsoleDriver._look_up_vm,
+        StartVm: ConsoleDriver._start_vm,
+        Pause: _pause,
+        ConnectVnc: _connect_vnc,
+        ReadBanner: _read_banner,
+        RunProxy: _run_proxy,
+        ExplainVncClose: _explain_vnc_close,
+    })
 
     # -- the client → VNC direction --------------------------------------------------------------------
 
