@@ -131,9 +131,9 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._parser = _UpgradeTailParser(self)
-        self._parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn sets its own
-        self.parser = self._parser
+        parser = _UpgradeTailParser(self)
+        parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn sets its own
+        self.parser = parser
         self.reading = RequestReading(self.read_timeout, MAX_HEAD_BYTES)
         self._timer: asyncio.TimerHandle | None = None
         self._messages_begun = 0
@@ -285,7 +285,8 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
         log.info("request not HTTP/1.1", extra={
             "event": "request_malformed", "client": self.client[0] if self.client else None,
         })
-        self._drop(LimenError(ErrorCode.INVALID_REQUEST, _not_http_details(self._parser)), answer=True)
+        details = _not_http_details(cast(_UpgradeTailParser, self.parser))
+        self._drop(LimenError(ErrorCode.INVALID_REQUEST, details), answer=True)
 
     def _drop_head_too_large(self) -> None:
         log.info("request head too large", extra={
@@ -298,8 +299,15 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
     def handle_websocket_upgrade(self) -> None:
         self.reading.request_done()
         self._cancel_timer()
-        tail, self._parser.upgrade_tail = self._parser.upgrade_tail, b""
+        parser = cast(_UpgradeTailParser, self.parser)
+        tail, parser.upgrade_tail = parser.upgrade_tail, b""
         super().handle_websocket_upgrade()  # the transport delivers to the WebSocket protocol from now on
+        # This protocol's work is over. Its parser (holding its callbacks) and its flow control refer back to
+        # it: let go of both, so that reference counting frees it rather than the cyclic collector (every
+        # console left a dozen objects of cyclic garbage here; uvicorn lets go of the parser only when a
+        # connection it kept is lost).
+        self.parser = None  # type: ignore[assignment]
+        self.flow = None  # type: ignore[assignment]
         if tail and not self.transport.is_closing():
             # A client that wrote its first frames with the upgrade: they are the WebSocket's first bytes,
             # before any that come later, exactly as if they had come after the 101.

@@ -132,6 +132,7 @@ class ConsoleAdmission:
         return None
 
     def session_ended(self, session: AuditedSession) -> None:
+        self.session = None  # nothing to end any more, and no cycle back to the session (it observes us)
         if not self._started or self._end is not None:
             return
         self._begin_record_start()  # a session that ended within the delay: its row now, before the end's

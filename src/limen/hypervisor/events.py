@@ -138,6 +138,7 @@ class VmWatch:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._hub.remove(self)
+        self._end_callbacks.clear()  # they are the watcher's (its bound methods): no cycle back to it is left
 
 
 class LifecycleHub:

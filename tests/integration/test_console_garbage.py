@@ -1,0 +1,72 @@
+"""A console that has ended leaves no cyclic garbage: reference counting frees all of it at once.
+
+Every ended console used to leave ≈ 80 objects that only CPython's cyclic collector could free: its session
+and its admission pointing at each other, the session's VM watch holding the session's callback, and the HTTP
+protocol the WebSocket was upgraded from, held by its own parser and flow control. They reached the oldest
+generation of a busy server, where a full collection found them, and a full collection that finds garbage
+spaces the next one less (limen.collector): after 900 consoles, the admission storm that followed walked its
+heap twice more (bench/RESULTS.md, round 26).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from limen.settings import Settings
+from tests.support.console import (
+    ConsoleTranscript,
+    FakeDomain,
+    Records,
+    client,
+    driver_uri,
+    read_frames,
+    running_console,
+)
+from tests.support.fake_vnc import BANNER, RfbServer
+
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("no_leaks"), pytest.mark.same_on_any_database]
+
+
+@contextlib.contextmanager
+def cyclic_garbage() -> Iterator[Counter[str]]:
+    """Counts, by type, of limen's objects that only the cyclic collector would have freed within the block."""
+    found: Counter[str] = Counter()
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds unreachable goes to gc.garbage, not away
+    try:
+        yield found
+        gc.collect()
+        found.update(f"{type(obj).__module__}.{type(obj).__qualname__}" for obj in gc.garbage
+                     if type(obj).__module__.startswith("limen"))
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
+async def test_consoles_that_ended_every_way_leave_no_cyclic_garbage(
+    tmp_path: Path, make_settings: Callable[..., Settings], console_log: Records,
+) -> None:
+    async with RfbServer() as vnc:
+        settings = make_settings(libvirt_uri=driver_uri(tmp_path, [FakeDomain("vm", vnc.port)]))
+        async with running_console(settings) as server:
+            with cyclic_garbage() as found:
+                for ending in ("close", "abort", "close", "abort"):
+                    async with client(server.url("vm")) as browser:
+                        transcript = ConsoleTranscript()
+                        await read_frames(browser, transcript, time.monotonic(), until_binary=1)
+                        assert transcript.binary == [BANNER]  # in the proxy stage, spliced
+                        if ending == "abort":
+                            browser.transport.abort()  # the browser's tab killed
+                # Ended, and their audit rows written: nothing of theirs is still in use.
+                await server.wait_idle()
+                rows = await server.access.audit.console_sessions()
+                assert [row.end_code for row in rows] == ["OK"] * 4
+    assert [end["reason"] for end in console_log.events("console_end")] == ["client_closed"] * 4
+    assert found == Counter()
