@@ -2,7 +2,8 @@
 
 Every ended console used to leave ≈ 80 objects that only CPython's cyclic collector could free: its session
 and its admission pointing at each other, the session's VM watch holding the session's callback, and the HTTP
-protocol the WebSocket was upgraded from, held by its own parser and flow control. They reached the oldest
+protocol the WebSocket was upgraded from, held by its own parser and flow control, and the WebSocket protocol,
+whose scope offers its own methods (the splice). They reached the oldest
 generation of a busy server, where a full collection found them, and a full collection that finds garbage
 spaces the next one less (limen.collector): after 900 consoles, the admission storm that followed walked its
 heap twice more (bench/RESULTS.md, round 26).
@@ -13,12 +14,14 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from limen.console.ws_protocol import BoundedCloseWebSocketProtocol
 from limen.settings import Settings
 from tests.support.console import (
     ConsoleTranscript,
@@ -28,6 +31,7 @@ from tests.support.console import (
     driver_uri,
     read_frames,
     running_console,
+    ws_protocols,
 )
 from tests.support.fake_vnc import BANNER, RfbServer
 
@@ -57,11 +61,13 @@ async def test_consoles_that_ended_every_way_leave_no_cyclic_garbage(
         settings = make_settings(libvirt_uri=driver_uri(tmp_path, [FakeDomain("vm", vnc.port)]))
         async with running_console(settings) as server:
             with cyclic_garbage() as found:
+                connections: list[weakref.ref[BoundedCloseWebSocketProtocol]] = []
                 for ending in ("close", "abort", "close", "abort"):
                     async with client(server.url("vm")) as browser:
                         transcript = ConsoleTranscript()
                         await read_frames(browser, transcript, time.monotonic(), until_binary=1)
                         assert transcript.binary == [BANNER]  # in the proxy stage, spliced
+                        connections += [weakref.ref(protocol) for protocol in ws_protocols(server)]
                         if ending == "abort":
                             browser.transport.abort()  # the browser's tab killed
                 # Ended, and their audit rows written: nothing of theirs is still in use.
@@ -70,3 +76,5 @@ async def test_consoles_that_ended_every_way_leave_no_cyclic_garbage(
                 assert [row.end_code for row in rows] == ["OK"] * 4
     assert [end["reason"] for end in console_log.events("console_end")] == ["client_closed"] * 4
     assert found == Counter()
+    # Not kept alive either (a timer bounding a close that already happened held each for 2 s): freed.
+    assert len(connections) == 4 and [connection() for connection in connections] == [None] * 4

@@ -73,8 +73,11 @@ class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
         if not self.disconnected and self.transport is not None:
             self.transport.abort()
 
+    _close_timer: asyncio.TimerHandle | None = None
+
     def _bound_close(self) -> None:
-        self.loop.call_later(CLOSE_GRACE, self._abort_if_open)
+        if self._close_timer is None and not self.disconnected:  # a socket already gone has nothing to bound
+            self._close_timer = self.loop.call_later(CLOSE_GRACE, self._abort_if_open)
 
     async def run_asgi(self) -> None:
         try:
@@ -320,6 +323,14 @@ class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
         super().connection_lost(exc)
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
+        # Nothing is left to bound, and the scope's extension holds this protocol's methods (a cycle through
+        # it): let go of both, so reference counting frees the connection now, not the cyclic collector later.
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope.get("extensions", {}).pop(SPLICE_EXTENSION, None)
 
 
 class NoSpliceWebSocketProtocol(BoundedCloseWebSocketProtocol):
