@@ -16,8 +16,9 @@ What, once the server has started (:func:`tune_collector`):
    as garbage is freed by the collection before the freeze.
 2. ``threshold2`` 10 → :data:`FULL_COLLECTION_EVERY`: a full collection is considered after that many
    collections of the middle generation instead of 10 (CPython's quarter rule still applies on top).
-   Young collections are unchanged, so a cycle that dies young (most do: a session's handshake leaves
-   ≈ 20 objects of cyclic garbage, collected in the youngest generations) is freed as soon as before.
+   Young collections are unchanged, so a cycle that dies young is freed as soon as before. (A console
+   leaves none: what refers back to a session, a connection or a protocol is let go when it is over,
+   tests/integration/test_console_garbage.py.)
 3. after every full collection, :class:`FullCollectionSpacing` sets ``threshold2`` so that the next one
    waits until the cyclic garbage expected by then is as much as the heap the last one left alive, at the
    rate that collection found garbage among what had reached the oldest generation since the one before
