@@ -11,12 +11,10 @@ heap twice more (bench/RESULTS.md, round 26).
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,29 +27,15 @@ from tests.support.console import (
     Records,
     client,
     driver_uri,
+    read_console,
     read_frames,
     running_console,
     ws_protocols,
 )
-from tests.support.fake_vnc import BANNER, RfbServer
+from tests.support.fake_vnc import BANNER, RfbServer, refused_port
+from tests.support.garbage import cyclic_garbage
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("no_leaks"), pytest.mark.same_on_any_database]
-
-
-@contextlib.contextmanager
-def cyclic_garbage() -> Iterator[Counter[str]]:
-    """Counts, by type, of limen's objects that only the cyclic collector would have freed within the block."""
-    found: Counter[str] = Counter()
-    gc.collect()
-    gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds unreachable goes to gc.garbage, not away
-    try:
-        yield found
-        gc.collect()
-        found.update(f"{type(obj).__module__}.{type(obj).__qualname__}" for obj in gc.garbage
-                     if type(obj).__module__.startswith("limen"))
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
 
 
 async def test_consoles_that_ended_every_way_leave_no_cyclic_garbage(
@@ -78,3 +62,19 @@ async def test_consoles_that_ended_every_way_leave_no_cyclic_garbage(
     assert found == Counter()
     # Not kept alive either (a timer bounding a close that already happened held each for 2 s): freed.
     assert len(connections) == 4 and [connection() for connection in connections] == [None] * 4
+
+
+async def test_consoles_that_failed_leave_no_cyclic_garbage(
+    tmp_path: Path, make_settings: Callable[..., Settings], console_log: Records,
+) -> None:
+    """An ended session keeps its error (for the close and the audit row), and a raised error its frames."""
+    port = refused_port()
+    settings = make_settings(libvirt_uri=driver_uri(tmp_path, [FakeDomain("refused", port)]))
+    async with running_console(settings) as server:
+        with cyclic_garbage() as found:
+            missing = await read_console(server.url("no-such-vm"))
+            refused = await read_console(server.url("refused"))
+            await server.wait_idle()
+    assert [missing.close_reason, refused.close_reason] == ["VM_NOT_FOUND", "VNC_CONNECTION_FAILED"]
+    assert [end["reason"] for end in console_log.events("console_end")] == ["VM_NOT_FOUND", "VNC_CONNECTION_FAILED"]
+    assert found == Counter()

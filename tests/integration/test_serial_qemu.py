@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -29,6 +30,7 @@ from tests.support.console import (
     running_console,
     running_vm_with_a_stopped_snapshot,
 )
+from tests.support.garbage import cyclic_garbage
 from tests.support.qemu_process import qemu_pid
 from tests.support.serial import SerialReader, serial_demo_iso_dir, serial_url
 
@@ -104,17 +106,23 @@ async def test_serial_session_survives_the_vnc_console(
 ) -> None:
     hv = serial_server.hypervisor
     vm = await hv.start_vm((await demo_vm(hv, vm_names())).uuid)
-    async with client(serial_url(serial_server.url(vm.uuid))) as serial_ws:
-        reader = SerialReader(serial_ws)
-        await reader.until_status(CONNECTED, 20)
-        await grub_prompt(reader)
-        async with client(serial_server.url(vm.uuid)) as vnc_ws:  # the screen opens beside it
-            screen = ConsoleTranscript()
-            await asyncio.wait_for(read_frames(vnc_ws, screen, time.monotonic(), until_binary=1), 20)
-            assert screen.binary[0].startswith(b"RFB ")
-            await echo_limen(reader)  # the serial console still works while the screen is open
-        await echo_limen(reader)  # and after it closed
-        assert serial_ws.close_code is None
+    with cyclic_garbage() as found:
+        async with client(serial_url(serial_server.url(vm.uuid))) as serial_ws:
+            reader = SerialReader(serial_ws)
+            await reader.until_status(CONNECTED, 20)
+            await grub_prompt(reader)
+            async with client(serial_server.url(vm.uuid)) as vnc_ws:  # the screen opens beside it
+                screen = ConsoleTranscript()
+                await asyncio.wait_for(read_frames(vnc_ws, screen, time.monotonic(), until_binary=1), 20)
+                assert screen.binary[0].startswith(b"RFB ")
+                await echo_limen(reader)  # the serial console still works while the screen is open
+            await echo_limen(reader)  # and after it closed
+            assert serial_ws.close_code is None
+        await serial_server.wait_idle()
+        await wait_streams_released()
+    # Both kinds of console, their stream and their connections were freed by reference counting when they
+    # ended, not left to the cyclic collector (test_console_garbage.py has why).
+    assert found == Counter()
 
 
 async def test_vm_stop_ends_the_serial_session_with_vm_stopped(

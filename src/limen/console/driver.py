@@ -263,6 +263,8 @@ class ConsoleDriver(ABC):
         :meth:`run` (and nothing is returned); otherwise the actions to carry out now."""
         if isinstance(result, ClientLeft) and result.broke_protocol is None:
             result = ClientLeft(self._client.protocol_error())  # whichever part heard of the leaving
+        elif isinstance(result, EffectFailed):
+            _drop_tracebacks(result.error)
         actions = self.machine.receive(result)
         self._note_stages()
         if not self.machine.live:
@@ -303,6 +305,9 @@ class ConsoleDriver(ABC):
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # Done: a cancelled runner's error holds its frame, which holds this session (a cycle through
+            # the list); let go of them so reference counting frees the session once it has ended.
+            tasks.clear()
         if self.machine.live:  # every runner returned without an ending: a bug in one of them
             self._feed(EffectFailed(LimenError(ErrorCode.INTERNAL_ERROR, end_details.CONSOLE_WORK_ENDED_EARLY)))
 
@@ -602,3 +607,16 @@ class ConsoleDriver(ABC):
         self.end_reason = error.code.name if error is not None else "client_closed"
         log.info("%s session ended: %s", self.log_label, self.end_reason,
                  extra=self._fields("console_end", reason=self.end_reason))
+
+
+def _drop_tracebacks(error: BaseException) -> None:
+    """Lets go of the tracebacks of ``error`` and of what caused it. The machine keeps the error until the
+    session ends (for its close and its audit row) and needs only its code and details; a traceback holds the
+    frames it passed through, among them the session's own, a cycle that only the cyclic collector would
+    free (tests/integration/test_console_garbage.py). Errors worth a traceback were logged where caught."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.__traceback__ = None
+        current = current.__cause__ or current.__context__
