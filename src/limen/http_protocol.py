@@ -222,6 +222,13 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
         super().connection_lost(exc)
+        # The request cycle (whose on_response is this protocol's method), the flow control and requests
+        # pipelined behind it refer back to this protocol: let go of them, so that reference counting frees
+        # the connection rather than the cyclic collector. A cycle still running keeps what it uses itself
+        # (its transport, its flow control), and uvicorn starts no pipelined request on a lost connection.
+        self.cycle = None  # type: ignore[assignment]
+        self.flow = None  # type: ignore[assignment]
+        self.pipeline.clear()
 
     def data_received(self, data: bytes) -> None:
         begun = self._messages_begun

@@ -11,6 +11,7 @@ heap twice more (bench/RESULTS.md, round 26).
 
 from __future__ import annotations
 
+import asyncio
 import time
 import weakref
 from collections import Counter
@@ -77,4 +78,22 @@ async def test_consoles_that_failed_leave_no_cyclic_garbage(
             await server.wait_idle()
     assert [missing.close_reason, refused.close_reason] == ["VM_NOT_FOUND", "VNC_CONNECTION_FAILED"]
     assert [end["reason"] for end in console_log.events("console_end")] == ["VM_NOT_FOUND", "VNC_CONNECTION_FAILED"]
+    assert found == Counter()
+
+
+async def test_http_connections_that_ended_leave_no_cyclic_garbage(
+    tmp_path: Path, make_settings: Callable[..., Settings],
+) -> None:
+    """A browser's or a script's HTTP connection: its protocol, flow control and request cycle, once it is lost."""
+    settings = make_settings(libvirt_uri=driver_uri(tmp_path, []))
+    async with running_console(settings) as server:
+        with cyclic_garbage() as found:
+            for request in (b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",  # kept alive, then dropped
+                            b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"):
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                writer.write(request)
+                assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+                writer.close()
+                await writer.wait_closed()
+            await server.wait_idle()
     assert found == Counter()
