@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from starlette.middleware.errors import ServerErrorMiddleware
 
+from limen.api.app import create_app
 from limen.console import endpoint
 from limen.console.endpoint import CONSOLE_PATH, ConsoleRoute
+from limen.settings import Settings
 
 
 @pytest.mark.parametrize(("path", "vm_id"), [
@@ -46,3 +50,11 @@ async def test_console_websockets_skip_the_stack_and_the_rest_go_down_it(monkeyp
         await route({"type": kind, "path": path, "headers": []}, nothing, nothing)
     assert consoles == [("vm1", {"vm_id": "vm1"}), ("vm2", {"vm_id": "vm2"})]
     assert below == [("http", "/api/vms/vm1/console"), ("websocket", "/api/events")]
+
+
+def test_the_app_puts_the_route_outside_every_middleware(make_settings: Callable[..., Settings]) -> None:
+    """Each middleware passes a WebSocket through untouched, and would be a coroutine frame every console
+    keeps for its whole life (bench/RESULTS.md, round 26): the route is the app's outermost layer."""
+    stack = create_app(make_settings()).build_middleware_stack()
+    assert isinstance(stack, ConsoleRoute)
+    assert isinstance(stack.app, ServerErrorMiddleware)  # Starlette's own outermost, next

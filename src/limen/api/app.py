@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from limen.api import (
     console_stages,
@@ -66,6 +67,15 @@ from limen.web.routes import SCREENSHOT_TTL, install_web
 from limen.web.screenshots import ScreenshotCache
 
 
+class LimenApp(FastAPI):
+    """FastAPI with the console's WebSocket route (:class:`ConsoleRoute`) outside every middleware: each of them
+    passes a WebSocket through untouched, and would be one more coroutine frame that every console keeps, and
+    resumes through, for as long as it lives."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return ConsoleRoute(super().build_middleware_stack())
+
+
 def create_app(
     settings: Settings, hypervisor: Hypervisor | None = None, access: Access | None = None
 ) -> FastAPI:
@@ -112,7 +122,7 @@ def create_app(
         finally:
             await guard.close()
 
-    app = FastAPI(
+    app = LimenApp(
         title="limen",
         summary="A VM manager over libvirt whose browser console never hangs",
         version="0.1.0",
@@ -149,15 +159,14 @@ def create_app(
         serial_holders=SerialHolders(),
         host_sync=host_sync,
     )
-    # Innermost first. A request meets: the console's shortcut, its request id, the Host check, the body
-    # limit, then authentication of requests with a body (before anything reads it), the console ticket's
-    # shortcut, then the routes.
+    # Innermost first. A request meets (after the console's shortcut, LimenApp): its request id, the Host check,
+    # the body limit, then authentication of requests with a body (before anything reads it), the console
+    # ticket's shortcut, then the routes.
     app.add_middleware(ConsoleTicketRoute)
     app.add_middleware(AuthenticateFirst)
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(HostCheck, site=guard.site)  # inside the request context: its errors carry the id
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
-    app.add_middleware(ConsoleRoute)  # outermost of ours: the console's WebSocket skips the router
     app.add_middleware(StrictTransportSecurity)  # HSTS on every answer sent over limen's own TLS
     app.add_middleware(BrowserSecurityHeaders)  # CSP, no framing, no-store on the API: every HTTP answer
     install_error_handlers(app)

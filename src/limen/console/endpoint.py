@@ -11,6 +11,7 @@ required (noVNC offers none). ``?notices=1`` asks for text notices during the pr
 :class:`ConsoleRoute` is an ASGI middleware that sends WebSocket requests for exactly these two paths
 straight to :func:`console`, past the router and the exception/exit-stack layers (measured: they were
 a sixth of the set-up's samples); anything else, and every HTTP request, goes down the stack as before.
+``limen.api.app.LimenApp`` puts it outside every middleware (each passes a WebSocket through untouched).
 The router keeps the same routes, so an app without the middleware behaves the same, only slower.
 
 The app provides what :class:`ConsoleServices` names at ``app.state.services`` (``create_app``'s
