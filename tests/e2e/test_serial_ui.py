@@ -4,7 +4,6 @@ and the screen's VNC console keeps running beside it."""
 
 from __future__ import annotations
 
-import contextlib
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,8 +14,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import DEMO_ISO, QEMU_URI
-from tests.e2e.helpers import PHONE, save_screenshot, start_limen
-from tests.support.libvirt_cleanup import remove_domain
+from tests.e2e.helpers import PHONE, delete_through_limen, save_screenshot, start_limen
 from tests.support.serial import serial_demo_iso_dir
 from tests.support.server import LimenProcess
 
@@ -41,17 +39,6 @@ def vm_uuid(server: LimenProcess) -> Iterator[str]:
             yield created.json()["uuid"]
     finally:
         delete_through_limen(server, name)
-
-
-def delete_through_limen(server: LimenProcess, name: str) -> None:
-    """Deletes the VM through limen, which releases the serial console it may still hold before the undefine
-    (libvirt 9.0 deadlocks when a console stream's abort meets the undefine: this test's libvirtd once did),
-    then removes whatever is left."""
-    with contextlib.suppress(httpx.HTTPError), httpx.Client(
-        base_url=server.base_url, timeout=60, headers=server.auth_headers
-    ) as api:
-        api.delete(f"/api/vms/{name}")
-    remove_domain(QEMU_URI, name)
 
 
 def terminal_rows(page: Page) -> list[str]:
