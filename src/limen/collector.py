@@ -113,6 +113,7 @@ def next_full_spacing(*, alive: int, found: int, arrived: int) -> int:
     by then is as much as the heap left alive: never sooner than ``alive`` allocations (every one of them
     garbage), never later than :data:`MAX_STRETCH` × ``alive``.
     """
-    if found * MAX_STRETCH <= max(arrived, 0):
+    arrived = max(arrived, 0)  # the heap shrank since the last one: nothing to go by but what it found
+    if found * MAX_STRETCH <= arrived:
         return alive * MAX_STRETCH
-    return max(alive, alive * max(arrived, 0) // found)
+    return max(alive, alive * arrived // found)

@@ -222,12 +222,18 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
         super().connection_lost(exc)
-        # The request cycle (whose on_response is this protocol's method), the flow control and requests
-        # pipelined behind it refer back to this protocol: let go of them, so that reference counting frees
-        # the connection rather than the cyclic collector. A cycle still running keeps what it uses itself
-        # (its transport, its flow control), and uvicorn starts no pipelined request on a lost connection.
-        self.cycle = None  # type: ignore[assignment]
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """Once the connection is lost or handed to the WebSocket protocol, drops what refers back to this
+        protocol: its parser (holding its callbacks), its flow control, its request cycle (whose on_response is
+        its method) and requests pipelined behind it. Reference counting then frees the connection rather than
+        the cyclic collector (every console left a dozen objects of cyclic garbage here; uvicorn lets go only of
+        the parser, and only on a loss). A cycle still running keeps what it uses itself (its transport, its flow
+        control), and uvicorn starts no pipelined request on a lost connection."""
+        self.parser = None  # type: ignore[assignment]
         self.flow = None  # type: ignore[assignment]
+        self.cycle = None  # type: ignore[assignment]
         self.pipeline.clear()
 
     def data_received(self, data: bytes) -> None:
@@ -309,12 +315,7 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
         parser = cast(_UpgradeTailParser, self.parser)
         tail, parser.upgrade_tail = parser.upgrade_tail, b""
         super().handle_websocket_upgrade()  # the transport delivers to the WebSocket protocol from now on
-        # This protocol's work is over. Its parser (holding its callbacks) and its flow control refer back to
-        # it: let go of both, so that reference counting frees it rather than the cyclic collector (every
-        # console left a dozen objects of cyclic garbage here; uvicorn lets go of the parser only when a
-        # connection it kept is lost).
-        self.parser = None  # type: ignore[assignment]
-        self.flow = None  # type: ignore[assignment]
+        self._let_go()  # this protocol's work is over
         if tail and not self.transport.is_closing():
             # A client that wrote its first frames with the upgrade: they are the WebSocket's first bytes,
             # before any that come later, exactly as if they had come after the 101.
