@@ -547,6 +547,26 @@ def check_targets(systems: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
     return checks
 
 
+def machine_bounds(systems: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """What raw TCP (no proxy at all) reaches in the same run, for the two targets it bounds: no proxy's 8
+    streams can pass raw TCP's own, and no proxy's probe can pass the machine's own stall during its storm."""
+    raw, websockify = systems.get("raw") or {}, systems.get("websockify") or {}
+
+    def ratio(a: Any, b: Any) -> float | None:
+        return round(a / b, 3) if isinstance(a, int | float) and isinstance(b, int | float) and b else None
+
+    return {
+        "raw_8_streams_vs_websockify": ratio(_get(raw, "stream_8", "gb_per_s"),
+                                             _get(websockify, "stream_8", "gb_per_s")),
+        "raw_storm_rtt_p99_vs_quiet": ratio(_get(raw, "storms", "close_storm", "rtt_during_ms", "p99"),
+                                            _get(raw, "storms", "rtt_quiet_ms", "p99")),
+    }
+
+
+def render_bounds(bounds: dict[str, float | None]) -> str:
+    return "\n".join(f"  {name:<34} {value!s:>10}" for name, value in bounds.items())
+
+
 def render_table(rows: list[tuple[str, dict[str, str]]], names: list[str]) -> str:
     headers = ["", *names]
     table = [[label, *(cells.get(name, "-") for name in names)] for label, cells in rows]
@@ -691,6 +711,9 @@ def run(plan: Plan, names: list[str], out: Path | None, work: Path | None = None
     print(render_table(rows, names))
     print("\nlimen against issues 5 and 16's targets:")
     print(render_targets(results["targets"]))
+    results["bounds"] = machine_bounds(results["systems"])
+    print("\nraw TCP in the same run (no proxy: what targets 3 and 4 ask of limen, the machine itself may not reach):")
+    print(render_bounds(results["bounds"]))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2) + "\n")
