@@ -94,8 +94,8 @@ def test_bench_smoke_measures_every_system(tmp_path: Path) -> None:
                                        "i16_admitted_in_window", "i16_close_storm_rows_closed_s",
                                        "i16_setup_bearer_vs_websockify", "i16_cpu_per_gb_16_vs_websockify",
                                        "i16_pg_setup_bearer_vs_sqlite", "i16_pg_admission_rate_vs_sqlite"}
-    # raw TCP's own figures beside them (its storm ran; a smoke's 2 streams are not the 8 the bound is for)
-    assert results["bounds"]["raw_storm_rtt_p99_vs_quiet"] is not None, results["bounds"]
+    # raw TCP's own figures beside them, reported even when a smoke run has none (its 2 streams are not the 8 the
+    # bound is for, and raw TCP's storm of a few sessions may be over before the probe's first round trip)
     assert set(results["bounds"]) == {"raw_8_streams_vs_websockify", "raw_storm_rtt_p99_vs_quiet"}
     leftovers = [p for p in results["processes"] if _alive(p["pid"])]
     assert not leftovers, leftovers
