@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import bindparam, delete, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError, InvalidRequestError
 from sqlalchemy.orm import Session
 
 from limen.auth.names import COMMAND_LINE_PREFIX, clean_name, name_key
@@ -113,6 +113,31 @@ def _require_user(session: Session, name: str) -> User:
     return user
 
 
+def _user_to_change(session: Session, name: str) -> User:
+    """The user ``name`` for a change: read once every change to users already under way has committed
+    (USER_NOT_FOUND if one deleted them), holding off the next until this transaction ends. So what the change
+    checks next (the last enabled administrator) counts what is committed, and two changes at once cannot
+    both pass the check: two administrators demoting each other at once left none.
+
+    SQLite: pysqlite begins a transaction only at its first write, so the reads before it saw no snapshot of
+    their own; a first write (the user's row, unchanged) takes the database's one write lock, waiting out
+    the writer before it. PostgreSQL: the rows of the user and of every enabled administrator, locked in one
+    order (so two such changes never wait for each other's locks)."""
+    user = _require_user(session, name)
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(User).where(User.id == user.id).values(name=User.name)
+                        .execution_options(synchronize_session=False))
+    else:
+        session.execute(select(User.id).where(or_(
+            User.id == user.id, and_(User.role == Role.ADMIN.value, User.disabled.is_(False)),
+        )).order_by(User.id).with_for_update())
+    try:
+        session.refresh(user)  # as the change that committed first left them
+    except InvalidRequestError:  # that change deleted them
+        raise LimenError(ErrorCode.USER_NOT_FOUND, f"no user named {name!r}") from None
+    return user
+
+
 class AccountNotUsable(LimenError):
     """The right password for an account that cannot sign in: said only to whoever proved it is theirs."""
 
@@ -205,7 +230,8 @@ class Users:
     def _keep_an_admin_in(session: Session, user: User) -> None:
         """LAST_ADMINISTRATOR when ``user`` is the last enabled administrator, whom a change is about to take
         away (a demotion, a disabling, a deletion). Counted in the changing transaction, from the API and the
-        command line alike: two demotions at once cannot both pass, nor can a command line go round it."""
+        command line alike, once the change holds the users (:func:`_user_to_change`): two demotions at once
+        cannot both pass, nor can a command line go round it."""
         if user.role == Role.ADMIN.value and not user.disabled:
             others = session.scalar(select(func.count()).select_from(User).where(
                 User.role == Role.ADMIN.value, User.disabled.is_(False), User.id != user.id))
@@ -215,7 +241,7 @@ class Users:
 
     @staticmethod
     def _set_role(session: Session, name: str, role: Role) -> UserInfo:
-        user = _require_user(session, name)
+        user = _user_to_change(session, name)
         if role is not Role.ADMIN:
             Users._keep_an_admin_in(session, user)
         user.role = role.value
@@ -229,7 +255,7 @@ class Users:
 
     async def set_disabled(self, name: str, disabled: bool) -> UserInfo:
         def run(session: Session) -> UserInfo:
-            user = _require_user(session, name)
+            user = _user_to_change(session, name)
             if disabled:
                 self._keep_an_admin_in(session, user)
             user.disabled = disabled
@@ -244,13 +270,13 @@ class Users:
     async def set_language(self, name: str, language: str | None) -> None:
         """Keeps ``language`` (validated by the caller) as ``name``'s UI language; None forgets the choice."""
         def run(session: Session) -> None:
-            _require_user(session, name).language = language
+            _user_to_change(session, name).language = language
 
         await self.db.run(run)
 
     async def set_approved(self, name: str, approved: bool) -> UserInfo:
         def run(session: Session) -> UserInfo:
-            user = _require_user(session, name)
+            user = _user_to_change(session, name)
             if not approved:
                 self._keep_an_admin_in(session, user)
             user.approved = approved
@@ -263,10 +289,14 @@ class Users:
         """The user ``name``, if they may be deleted (``by`` None is the command line): FORBIDDEN for
         yourself, LAST_ADMINISTRATOR for the last enabled administrator."""
         user = _require_user(session, name)
+        Users._check_deletable(session, user, by=by)
+        return user
+
+    @staticmethod
+    def _check_deletable(session: Session, user: User, *, by: str | None) -> None:
         if by is not None and by == user.name:
             raise LimenError(ErrorCode.FORBIDDEN, "you cannot delete yourself; ask another administrator")
         Users._keep_an_admin_in(session, user)
-        return user
 
     async def check_deletable(self, name: str, *, by: str | None) -> UserInfo:
         """What :meth:`delete` would refuse, asked before anything else changes (their VMs' owner)."""
@@ -277,7 +307,8 @@ class Users:
         """Deletes the user with their API tokens and sign-ins (audit rows keep their name). ``by`` None is
         the command line. Refuses deleting yourself (FORBIDDEN) or the last enabled administrator
         (LAST_ADMINISTRATOR); the count is taken in the deleting transaction."""
-        user = Users.deletable_in(session, name, by=by)
+        user = _user_to_change(session, name)
+        Users._check_deletable(session, user, by=by)
         info = UserInfo.of(user)
         # Explicitly, not only by ON DELETE CASCADE: a database without foreign keys enforced keeps nothing.
         session.execute(delete(ApiToken).where(ApiToken.user_id == user.id))
@@ -293,7 +324,7 @@ class Users:
         password_hash = self.passwords.hash(password)
 
         def run(session: Session) -> None:
-            _require_user(session, name).password_hash = password_hash
+            _user_to_change(session, name).password_hash = password_hash
 
         self.db.run_sync(run)
 
