@@ -261,6 +261,8 @@ def user_delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Us
         user = directory.db.run_sync(lambda session: Users.delete_in(session, name, by=None))
         _tell_servers(directory, Revocation.user_changed(
             user.name, end_details.user_deleted(user.name, None)))
+        # Again: a VM given to them (owner change, create) after the first pass and before they went.
+        asyncio.run(_release_vms(directory, user.name))
         return user
 
     user = _run(ctx, run)

@@ -35,7 +35,7 @@ from limen.auth.tickets import MemoryTicketStore
 from limen.db import Role
 from limen.db.models import Base
 from limen.settings import Settings
-from tests.support.access import FakeClock, access_client, make_access
+from tests.support.access import FakeClock, access_client, admin_token, make_access
 
 # The running instance's heartbeat row: written by its own task all along, and what recovery reads as "me".
 KEPT_TABLES = frozenset({"limen_instances"})
@@ -97,3 +97,13 @@ async def shared_app(settings: Settings) -> AsyncIterator[SharedApp]:
     access = make_access(settings, clock)
     async with access_client(settings, access) as (client, app):
         yield SharedApp(client, app, access, clock)
+
+
+@asynccontextmanager
+async def admin_shared_app(settings: Settings) -> AsyncIterator[SharedApp]:
+    """:func:`shared_app` whose client is signed in as an administrator (an API token in every request), kept
+    as it starts: what most modules of API tests share."""
+    async with shared_app(settings) as shared:
+        shared.client.headers["Authorization"] = f"Bearer {await admin_token(shared.access)}"
+        shared.keep_as_start()
+        yield shared

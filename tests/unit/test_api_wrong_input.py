@@ -12,8 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import settings_in
-from tests.support.access import admin_token
-from tests.support.shared_app import SharedApp, shared_app
+from tests.support.shared_app import SharedApp, admin_shared_app
 
 ERROR_FIELDS = {"error", "code", "details", "message"}
 # Values of every JSON type but the right one, and the strings that break naive code.
@@ -24,9 +23,7 @@ ODD_PATH_VALUES = ["a" * 300, "한글", "..", "%00", "-1", "x y"]
 
 @pytest.fixture(scope="module")
 async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SharedApp]:
-    async with shared_app(settings_in(tmp_path_factory.mktemp("wrong-input"))) as shared:
-        shared.client.headers["Authorization"] = f"Bearer {await admin_token(shared.access)}"
-        shared.keep_as_start()
+    async with admin_shared_app(settings_in(tmp_path_factory.mktemp("wrong-input"))) as shared:
         yield shared
 
 

@@ -23,7 +23,7 @@ from limen.api.strict_json import StrictJsonRoute
 from limen.auth.revocation import Revocation
 from limen.auth.users import UserInfo, check_name_and_password, find_user_by_key
 from limen.db.models import Role
-from limen.deleted_owners import release_vms_of
+from limen.deleted_owners import release_if_owner_gone, release_vms_of
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor.ownership import set_owner
 
@@ -183,6 +183,11 @@ async def delete_user(name: str, admin: AdminUser, access: AccessDep, hypervisor
     released = await release_vms_of(hypervisor, access.audit, kept.name, actor=admin.name)
     user = await access.users.delete(name, by=admin.name)
     await access.revocations.publish(Revocation.user_changed(user.name, because))
+    try:  # again: a VM given to them (owner change, create) after that pass and before they went
+        released += await release_vms_of(hypervisor, access.audit, user.name, actor=admin.name)
+    except LimenError as exc:  # they are deleted; a VM given to them later finds them gone anyway
+        log.warning("a deleted user's VMs were not looked at again", extra={
+            "event": "user_delete_release_again", "target": user.name, "code": exc.code.name})
     log.info("user deleted", extra={"event": "user_delete", "user": admin.name, "target": user.name,
                                     "vms_released": [vm.uuid for vm in released]})
     return UserOut.of(user)
@@ -199,6 +204,9 @@ async def set_vm_owner(
         vm = await hypervisor.get_vm(vm_id)
         target.vm_name, target.vm_uuid = vm.name, vm.uuid
         vm = await set_owner(hypervisor, vm.uuid, owner)
+        if owner is not None and await release_if_owner_gone(access.users, hypervisor, access.audit, owner,
+                                                             actor=admin.name):
+            raise LimenError(ErrorCode.USER_NOT_FOUND, f"no user named {owner!r}: deleted as the VM was given to them")
     await access.revocations.publish(Revocation.vm_changed(
         vm.uuid, end_details.vm_owner_changed(vm.name, owner, admin.name)))
     log.info("VM owner set", extra={"event": "vm_owner", "user": admin.name, "vm_uuid": vm.uuid, "owner": owner})

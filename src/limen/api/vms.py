@@ -29,6 +29,7 @@ from limen.api.schemas import ErrorBody, VmCreate, VmDeleted, VmMigrate, VmOut, 
 from limen.api.services import services_of
 from limen.api.strict_json import StrictJsonRoute
 from limen.auth.revocation import Revocation
+from limen.deleted_owners import release_if_owner_gone
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import VmSpec
 from limen.hypervisor.editing import VmEdit, check_edit, edit_vm
@@ -81,7 +82,7 @@ def _edit(body: VmPatch) -> VmEdit:
 @router.post("", response_model=VmOut, status_code=201, responses=_ERRORS)
 async def create_vm(
     body: VmCreate, principal: CurrentUser, hypervisor: HypervisorDep, recovery: RecoveryDep, quota: QuotaDep,
-    services: ServicesDep,
+    services: ServicesDep, access: AccessDep,
 ) -> VmOut:
     """The new VM is owned by the user who creates it. Its audit row is written before any libvirt work,
     so that a create lost with its server is undone later (or on a retry of the name).
@@ -98,6 +99,8 @@ async def create_vm(
                 quota.reserving(footprint, hypervisor.list_vms, must_fit_alone=True)):
         vm = await hypervisor.create_vm(spec, create_token=intent.token, volume_name=intent.volume)
         intent.vm_uuid = vm.uuid
+    if await release_if_owner_gone(access.users, hypervisor, access.audit, principal.name, actor=principal.name):
+        vm = await hypervisor.get_vm(vm.uuid)  # its creator was deleted as it was made: it has no owner
     log.info("VM created", extra={"event": "vm_create", "vm_uuid": vm.uuid, "vm_name": vm.name,
                                   "user": principal.name})
     return VmOut.of(vm)
