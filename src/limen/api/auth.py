@@ -121,12 +121,12 @@ async def login(body: LoginBody, request: Request, response: Response, access: A
         log.warning("sign-in failed", extra={"event": "login_failed", "client": address})
         raise LimenError(ErrorCode.INVALID_CREDENTIALS, "no enabled user has this name and password")
     await attempt.succeeded()
-    session = await access.sessions.create(principal.name)
+    session = await access.sessions.create(principal.name)  # INVALID_CREDENTIALS if deleted meanwhile
     response.set_cookie(
         COOKIE_NAME, session.cookie, max_age=int(access.settings.session_ttl), path="/", httponly=True,
         samesite="strict", secure=access.cookie_secure(request),
     )
-    language = await access.users.language(principal.name)
+    language = session.language
     if language is not None:  # the pages render in it from now on, in this browser too
         _remember_language(response, request, access, language)
     log.info("signed in", extra={"event": "login", "user": principal.name, "client": address})

@@ -22,6 +22,7 @@ from limen.auth.users import find_user
 from limen.clock import Clock, utc_now
 from limen.db import Database
 from limen.db.models import BrowserSession, Role, User
+from limen.errors import ErrorCode, LimenError
 
 COOKIE_NAME = "limen_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -37,6 +38,7 @@ class NewSession:
     cookie: str = field(repr=False)
     csrf_token: str = field(repr=False)
     expires_at: datetime
+    language: str | None  # the UI language the user chose (None: the browser's), read with the session's row
 
 
 class BrowserSessions:
@@ -55,11 +57,12 @@ class BrowserSessions:
         def run(session: Session) -> NewSession:
             session.execute(delete(BrowserSession).where(BrowserSession.expires_at <= now))
             user = find_user(session, user_name)
-            assert user is not None, "create() is called right after the user signed in"
+            if user is None:  # deleted since the password was checked (argon2's time): nobody to sign in
+                raise LimenError(ErrorCode.INVALID_CREDENTIALS, "no enabled user has this name and password")
             row = BrowserSession(id_hash=_hash(cookie), user_id=user.id, csrf_token=csrf_token, created_at=now,
                                  expires_at=now + self.ttl)
             session.add(row)
-            return NewSession(cookie=cookie, csrf_token=csrf_token, expires_at=row.expires_at)
+            return NewSession(cookie=cookie, csrf_token=csrf_token, expires_at=row.expires_at, language=user.language)
 
         return await self.db.run(run)
 

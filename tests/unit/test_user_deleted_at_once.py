@@ -1,5 +1,6 @@
-"""A VM given to a user at the moment that user is deleted: never left owned by the deleted name, which a user
-made later with that name (any case) would then own.
+"""Requests about a user that run at the moment that user is deleted: a VM given to them is never left owned
+by the deleted name (which a user made later with that name, in any case, would then own), and a sign-in
+whose password was being checked is refused, not a 500.
 
 A deletion takes the user's name off their VMs, then deletes the user. An owner change (or a create by that
 user) which wrote the name between the two, or after both, left the VM owned by nobody who exists, and by the
@@ -96,3 +97,23 @@ async def test_a_vm_created_by_a_user_deleted_meanwhile_is_left_with_no_owner(
     assert created.status_code == 201, created.text
     assert (await owners(shared))["bobs-vm"] is None
     assert (await shared.client.delete("/api/vms/bobs-vm")).status_code == 200
+
+
+async def test_a_sign_in_of_a_user_deleted_as_their_password_was_checked_is_refused_not_a_500(
+        shared: SharedApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The password check takes argon2's time; an administrator deleting the user meanwhile made the sign-in's
+    session for nobody fail an assertion (a 500)."""
+    await shared.access.users.create("bob", PASSWORD, Role.USER)
+    users = shared.access.users
+    checking = users.authenticate
+
+    async def checked_then_deleted(name: str, password: str) -> Any:
+        principal = await checking(name, password)
+        await delete_bob_meanwhile(shared)
+        return principal
+
+    monkeypatch.setattr(users, "authenticate", checked_then_deleted)
+    signed_in = await shared.client.post("/api/login", json={"name": "bob", "password": PASSWORD},
+                                         headers={"Authorization": ""})
+    assert signed_in.status_code == 401 and signed_in.json()["code"] == "INVALID_CREDENTIALS", signed_in.text
+    assert "set-cookie" not in signed_in.headers
