@@ -122,7 +122,9 @@ def _user_to_change(session: Session, name: str) -> User:
     SQLite: pysqlite begins a transaction only at its first write, so the reads before it saw no snapshot of
     their own; a first write (the user's row, unchanged) takes the database's one write lock, waiting out
     the writer before it. PostgreSQL: the rows of the user and of every enabled administrator, locked in one
-    order (so two such changes never wait for each other's locks)."""
+    order (so two such changes never wait for each other's locks), with FOR NO KEY UPDATE: a deletion's own
+    lock waits for it, while a sign-in's new session or a new token, whose reference to the user takes a key
+    share, does not (taking the stronger lock first made them wait in the opposite order to a deletion)."""
     user = _require_user(session, name)
     if session.get_bind().dialect.name == "sqlite":
         session.execute(update(User).where(User.id == user.id).values(name=User.name)
@@ -130,7 +132,7 @@ def _user_to_change(session: Session, name: str) -> User:
     else:
         session.execute(select(User.id).where(or_(
             User.id == user.id, and_(User.role == Role.ADMIN.value, User.disabled.is_(False)),
-        )).order_by(User.id).with_for_update())
+        )).order_by(User.id).with_for_update(key_share=True))  # NO KEY UPDATE: rows pointing at them may still be added
     try:
         session.refresh(user)  # as the change that committed first left them
     except InvalidRequestError:  # that change deleted them
