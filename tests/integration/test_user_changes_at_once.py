@@ -3,8 +3,9 @@ PostgreSQL pass): each is checked against what the other committed, never agains
 
 Two administrators demoting, disabling or deleting each other at once both passed the last-administrator
 check (each counted the other) and left limen with none; a change to a user another request deleted at the
-same moment failed with a 500 (its UPDATE matched no row). The threads are made to meet where the race was:
-both have read what they change before either writes."""
+same moment failed with a 500 (its UPDATE matched no row), as did a token or a quota written for a user
+deleted after it was looked up (the row's reference to the user). The threads are made to meet where the race
+was: both have read what they change before either writes."""
 
 from __future__ import annotations
 
@@ -18,12 +19,16 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select
 
+from limen.auth import tokens as tokens_module
 from limen.auth import users as users_module
 from limen.auth.passwords import Passwords
+from limen.auth.tokens import Tokens
 from limen.auth.users import Users
 from limen.db import Database, Role
 from limen.db.models import User
 from limen.errors import ErrorCode, LimenError
+from limen.quota import Limits, QuotaLedger
+from tests.conftest import settings_in
 from tests.support.databases import database_url_for
 
 PASSWORD = "correct horse battery staple"
@@ -128,3 +133,28 @@ def test_a_change_to_a_user_deleted_at_the_same_moment_finds_them_gone(
     assert outcomes["promote"] is ErrorCode.USER_NOT_FOUND, outcomes
     assert not isinstance(outcomes["delete"], Exception | ErrorCode), outcomes
     assert enabled_admins(users) == ["ann"]
+
+
+def test_a_token_or_a_quota_for_a_user_deleted_meanwhile_is_user_not_found(
+        users: Users, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both found the user, then wrote a row pointing at them: a user deleted in between made that write
+    fail on the reference (a 500)."""
+    users.create_sync("carol", PASSWORD, Role.USER)
+    carol = users.db.run_sync(lambda session: session.scalars(select(User.id).where(User.name == "carol")).one())
+    found = tokens_module.lookup_user
+
+    def found_then_deleted(session: object, name: str) -> User | None:
+        user = found(session, name)  # type: ignore[arg-type]
+        users.db.run_sync(lambda other: Users.delete_in(other, name, by=None))  # another request's, committed
+        return user
+
+    monkeypatch.setattr(tokens_module, "lookup_user", found_then_deleted)
+    with pytest.raises(LimenError) as refused:
+        Tokens(users.db, time.time).create_sync("carol", "laptop")
+    assert refused.value.code is ErrorCode.USER_NOT_FOUND
+
+    # The quota: the API found the user (its id), then the user went before the override was written.
+    ledger = QuotaLedger(users.db, settings_in(tmp_path), time.time, instance_id="test")
+    with pytest.raises(LimenError) as refused:
+        asyncio.run(ledger.set_override(carol, Limits(vms=1)))
+    assert refused.value.code is ErrorCode.USER_NOT_FOUND

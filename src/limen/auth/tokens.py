@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from limen.auth.names import clean_name
@@ -88,7 +89,10 @@ class Tokens:
             created_at=utc_now(self.clock),
         )
         session.add(token)
-        session.flush()
+        try:
+            session.flush()
+        except IntegrityError:  # the user was deleted since the lookup above: the token would point at nobody
+            raise LimenError(ErrorCode.USER_NOT_FOUND, f"no user named {owner!r}") from None
         return NewToken(info=_info(token, user.name), secret=secret)
 
     async def create(self, owner: str, name: str) -> NewToken:

@@ -31,7 +31,7 @@ import anyio.from_thread
 import anyio.lowlevel
 from anyio.lowlevel import EventLoopToken
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from limen.auth.principal import Principal
@@ -108,6 +108,10 @@ class QuotaLedger:
                 session.add(row)
             row.max_vms, row.max_vcpus = limits.vms, limits.vcpus
             row.max_memory_mib, row.max_disk_gib = limits.memory_mib, limits.disk_gib
+            try:
+                session.flush()
+            except IntegrityError:  # the user was deleted since the caller found them
+                raise LimenError(ErrorCode.USER_NOT_FOUND, "the user was deleted as their quota was set") from None
 
         await self.db.run(run)
 
