@@ -476,6 +476,11 @@ def summarize(systems: dict[str, dict[str, Any]], plan: Plan) -> list[tuple[str,
     return rows
 
 
+def ratio(a: Any, b: Any) -> float | None:
+    """a ÷ b to three places, or None when either was not measured."""
+    return round(a / b, 3) if isinstance(a, int | float) and isinstance(b, int | float) and b else None
+
+
 def check_targets(systems: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Issue 5's targets for limen, each with the measured value and whether it is met."""
     # The real ``limen serve``; failing that, the first limen variant measured.
@@ -486,9 +491,6 @@ def check_targets(systems: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
 
     def check(name: str, value: Any, goal: str, met: Callable[[Any], bool]) -> None:
         checks[name] = {"value": value, "target": goal, "met": None if value is None else bool(met(value))}
-
-    def ratio(a: Any, b: Any) -> float | None:
-        return round(a / b, 3) if isinstance(a, int | float) and isinstance(b, int | float) and b else None
 
     check("setup_p50_ms", _get(limen, "setup", "setup_ms", "p50"), "<= 3 ms", lambda v: v <= 3)
     check("first_status_p99_ms", _get(limen, "setup", "first_status_ms", "p99"), "<= 2 ms", lambda v: v <= 2)
@@ -551,9 +553,6 @@ def machine_bounds(systems: dict[str, dict[str, Any]]) -> dict[str, float | None
     """What raw TCP (no proxy at all) reaches in the same run, for the two targets it bounds: no proxy's 8
     streams can pass raw TCP's own, and no proxy's probe can pass the machine's own stall during its storm."""
     raw, websockify = systems.get("raw") or {}, systems.get("websockify") or {}
-
-    def ratio(a: Any, b: Any) -> float | None:
-        return round(a / b, 3) if isinstance(a, int | float) and isinstance(b, int | float) and b else None
 
     return {
         "raw_8_streams_vs_websockify": ratio(_get(raw, "stream_8", "gb_per_s"),

@@ -19,7 +19,6 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select
 
-from limen.auth import tokens as tokens_module
 from limen.auth import users as users_module
 from limen.auth.passwords import Passwords
 from limen.auth.tokens import Tokens
@@ -139,22 +138,26 @@ def test_a_token_or_a_quota_for_a_user_deleted_meanwhile_is_user_not_found(
         users: Users, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Both found the user, then wrote a row pointing at them: a user deleted in between made that write
     fail on the reference (a 500)."""
-    users.create_sync("carol", PASSWORD, Role.USER)
-    carol = users.db.run_sync(lambda session: session.scalars(select(User.id).where(User.name == "carol")).one())
-    found = tokens_module.lookup_user
+    read = users_module._require_user
+    deleting: list[str] = []
 
-    def found_then_deleted(session: object, name: str) -> User | None:
-        user = found(session, name)  # type: ignore[arg-type]
-        users.db.run_sync(lambda other: Users.delete_in(other, name, by=None))  # another request's, committed
+    def read_then_deleted(session: object, name: str) -> User:
+        user = read(session, name)  # type: ignore[arg-type]
+        if name == "carol" and not deleting:  # another request's deletion, committed (not this one's own read)
+            deleting.append(name)
+            users.db.run_sync(lambda other: Users.delete_in(other, name, by=None))
         return user
 
-    monkeypatch.setattr(tokens_module, "lookup_user", found_then_deleted)
+    monkeypatch.setattr(users_module, "_require_user", read_then_deleted)
+    users.create_sync("carol", PASSWORD, Role.USER)
     with pytest.raises(LimenError) as refused:
         Tokens(users.db, time.time).create_sync("carol", "laptop")
     assert refused.value.code is ErrorCode.USER_NOT_FOUND
 
-    # The quota: the API found the user (its id), then the user went before the override was written.
+    # The quota: the same, between finding the user and writing their override.
+    users.create_sync("carol", PASSWORD, Role.USER)
+    deleting.clear()
     ledger = QuotaLedger(users.db, settings_in(tmp_path), time.time, instance_id="test")
     with pytest.raises(LimenError) as refused:
-        asyncio.run(ledger.set_override(carol, Limits(vms=1)))
+        asyncio.run(ledger.set_override("carol", Limits(vms=1)))
     assert refused.value.code is ErrorCode.USER_NOT_FOUND

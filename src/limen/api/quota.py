@@ -23,8 +23,6 @@ from limen.api.schemas import ErrorBody
 from limen.api.services import services_of
 from limen.api.strict_json import StrictJsonRoute
 from limen.auth.principal import Principal
-from limen.auth.users import lookup_user
-from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.models import DiskDevice, Vm
 from limen.hypervisor.snapshots import SnapshotInfo
@@ -117,13 +115,10 @@ async def put_user_quota(name: str, body: QuotaOverride, admin: AdminUser, acces
                          hypervisor: HypervisorDep) -> UserQuotaOut:
     """Sets all four overrides at once (a resource left out or null: back to the default). Lowering a limit
     below what the user uses takes nothing away; it refuses the user's further increases."""
-    user = await access.db.run(lambda session: lookup_user(session, name))
-    if user is None:
-        raise LimenError(ErrorCode.USER_NOT_FOUND, f"no user named {name!r}")
-    await quota.set_override(user.id, Limits(body.vms, body.vcpus, body.memory_mib, body.disk_gib))
-    log.info("quota set", extra={"event": "user_quota", "user": admin.name, "target": user.name,
+    kept = await quota.set_override(name, Limits(body.vms, body.vcpus, body.memory_mib, body.disk_gib))
+    log.info("quota set", extra={"event": "user_quota", "user": admin.name, "target": kept,
                                  "quota": body.model_dump()})
-    return await _user_quota(user.name, quota, hypervisor)
+    return await _user_quota(kept, quota, hypervisor)
 
 
 # -- the guard around VM changes ---------------------------------------------------------------------

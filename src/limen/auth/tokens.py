@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from limen.auth.names import clean_name
 from limen.auth.principal import AuthMethod, Principal, token_credential
 from limen.auth.principal_cache import PrincipalCache
-from limen.auth.users import lookup_user
+from limen.auth.users import lookup_user, user_to_change
 from limen.clock import Clock, utc_now
 from limen.db import Database
 from limen.db.models import TOKEN_NAME_MAX, ApiToken, Role, User
@@ -80,19 +79,14 @@ class Tokens:
 
     def _create(self, session: Session, owner: str, name: str) -> NewToken:
         name = clean_token_name(name)
-        user = lookup_user(session, owner)
-        if user is None:
-            raise LimenError(ErrorCode.USER_NOT_FOUND, f"no user named {owner!r}")
+        user = user_to_change(session, owner)  # USER_NOT_FOUND, also for one deleted as this runs
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         token = ApiToken(
             user_id=user.id, name=name, prefix=secret[:SHOWN_PREFIX_LENGTH], secret_hash=secret_hash(secret),
             created_at=utc_now(self.clock),
         )
         session.add(token)
-        try:
-            session.flush()
-        except IntegrityError:  # the user was deleted since the lookup above: the token would point at nobody
-            raise LimenError(ErrorCode.USER_NOT_FOUND, f"no user named {owner!r}") from None
+        session.flush()
         return NewToken(info=_info(token, user.name), secret=secret)
 
     async def create(self, owner: str, name: str) -> NewToken:

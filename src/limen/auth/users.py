@@ -113,11 +113,12 @@ def _require_user(session: Session, name: str) -> User:
     return user
 
 
-def _user_to_change(session: Session, name: str) -> User:
-    """The user ``name`` for a change: read once every change to users already under way has committed
-    (USER_NOT_FOUND if one deleted them), holding off the next until this transaction ends. So what the change
-    checks next (the last enabled administrator) counts what is committed, and two changes at once cannot
-    both pass the check: two administrators demoting each other at once left none.
+def user_to_change(session: Session, name: str) -> User:
+    """The user ``name`` for a change to them or to a row about them (a token, a quota): read once every
+    change to users already under way has committed (USER_NOT_FOUND if one deleted them), holding off the next
+    until this transaction ends. So what the change checks next (the last enabled administrator) counts what
+    is committed, two changes at once cannot both pass the check (two administrators demoting each other at
+    once left none), and no row is written pointing at a user deleted meanwhile.
 
     SQLite: pysqlite begins a transaction only at its first write, so the reads before it saw no snapshot of
     their own; a first write (the user's row, unchanged) takes the database's one write lock, waiting out
@@ -232,7 +233,7 @@ class Users:
     def _keep_an_admin_in(session: Session, user: User) -> None:
         """LAST_ADMINISTRATOR when ``user`` is the last enabled administrator, whom a change is about to take
         away (a demotion, a disabling, a deletion). Counted in the changing transaction, from the API and the
-        command line alike, once the change holds the users (:func:`_user_to_change`): two demotions at once
+        command line alike, once the change holds the users (:func:`user_to_change`): two demotions at once
         cannot both pass, nor can a command line go round it."""
         if user.role == Role.ADMIN.value and not user.disabled:
             others = session.scalar(select(func.count()).select_from(User).where(
@@ -243,7 +244,7 @@ class Users:
 
     @staticmethod
     def _set_role(session: Session, name: str, role: Role) -> UserInfo:
-        user = _user_to_change(session, name)
+        user = user_to_change(session, name)
         if role is not Role.ADMIN:
             Users._keep_an_admin_in(session, user)
         user.role = role.value
@@ -257,7 +258,7 @@ class Users:
 
     async def set_disabled(self, name: str, disabled: bool) -> UserInfo:
         def run(session: Session) -> UserInfo:
-            user = _user_to_change(session, name)
+            user = user_to_change(session, name)
             if disabled:
                 self._keep_an_admin_in(session, user)
             user.disabled = disabled
@@ -272,13 +273,13 @@ class Users:
     async def set_language(self, name: str, language: str | None) -> None:
         """Keeps ``language`` (validated by the caller) as ``name``'s UI language; None forgets the choice."""
         def run(session: Session) -> None:
-            _user_to_change(session, name).language = language
+            user_to_change(session, name).language = language
 
         await self.db.run(run)
 
     async def set_approved(self, name: str, approved: bool) -> UserInfo:
         def run(session: Session) -> UserInfo:
-            user = _user_to_change(session, name)
+            user = user_to_change(session, name)
             if not approved:
                 self._keep_an_admin_in(session, user)
             user.approved = approved
@@ -309,7 +310,7 @@ class Users:
         """Deletes the user with their API tokens and sign-ins (audit rows keep their name). ``by`` None is
         the command line. Refuses deleting yourself (FORBIDDEN) or the last enabled administrator
         (LAST_ADMINISTRATOR); the count is taken in the deleting transaction."""
-        user = _user_to_change(session, name)
+        user = user_to_change(session, name)
         Users._check_deletable(session, user, by=by)
         info = UserInfo.of(user)
         # Explicitly, not only by ON DELETE CASCADE: a database without foreign keys enforced keeps nothing.
@@ -326,7 +327,7 @@ class Users:
         password_hash = self.passwords.hash(password)
 
         def run(session: Session) -> None:
-            _user_to_change(session, name).password_hash = password_hash
+            user_to_change(session, name).password_hash = password_hash
 
         self.db.run_sync(run)
 

@@ -31,11 +31,11 @@ import anyio.from_thread
 import anyio.lowlevel
 from anyio.lowlevel import EventLoopToken
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from limen.auth.principal import Principal
-from limen.auth.users import lookup_user
+from limen.auth.users import lookup_user, user_to_change
 from limen.clock import Clock, utc_now
 from limen.db import Database
 from limen.db.models import QuotaLock, QuotaReservation, Role, UserQuota
@@ -100,20 +100,19 @@ class QuotaLedger:
 
         return await self.db.run(run)
 
-    async def set_override(self, user_id: int, limits: Limits) -> None:
-        def run(session: Session) -> None:
-            row = session.get(UserQuota, user_id)
+    async def set_override(self, user_name: str, limits: Limits) -> str:
+        """Sets the user's override (any case finds them; USER_NOT_FOUND); returns their name as kept."""
+        def run(session: Session) -> str:
+            user = user_to_change(session, user_name)  # also serializes two overrides of one user
+            row = session.get(UserQuota, user.id)
             if row is None:
-                row = UserQuota(user_id=user_id)
+                row = UserQuota(user_id=user.id)
                 session.add(row)
             row.max_vms, row.max_vcpus = limits.vms, limits.vcpus
             row.max_memory_mib, row.max_disk_gib = limits.memory_mib, limits.disk_gib
-            try:
-                session.flush()
-            except IntegrityError:  # the user was deleted since the caller found them
-                raise LimenError(ErrorCode.USER_NOT_FOUND, "the user was deleted as their quota was set") from None
+            return user.name
 
-        await self.db.run(run)
+        return await self.db.run(run)
 
     # -- usage -------------------------------------------------------------------------------------
 
