@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DEMO_ISO, ISO_DIR
+from tests.support.extra_host import pick_address
 
 # The script has 300 s (libvirt probes QEMU twice, as libvirt-qemu; slow on a busy host).
 pytestmark = [pytest.mark.integration, pytest.mark.same_on_any_database,  # file modes: no database in it
@@ -49,20 +50,23 @@ def test_qemu_as_libvirt_qemu_reaches_the_pool_and_the_iso_library_after_an_upgr
         pytest.skip("no libvirt-qemu user")
     iso = tmp_path / "demo.iso"
     shutil.copyfile(ISO_DIR / DEMO_ISO, iso)
+    vnc_min, vnc_max = pick_address()[1]
     done = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "bash", str(SCRIPT), str(tmp_path / "work"),
-         str(tmp_path / "cache"), str(iso), LIMEN, str(_free_port())],
+         str(tmp_path / "cache"), str(iso), LIMEN, str(_free_port()), str(vnc_min), str(vnc_max)],
         capture_output=True, text=True, timeout=300, check=False)
     said = [line for line in done.stdout.splitlines() if ": " in line]
-    assert [line.split(": ", 1)[0] for line in said] == ["doctor", "modes", "doctor", "vm", "boot", "iso after"], (
-        done.stdout, done.stderr)
-    before, modes, after, vm, boot, iso_after = (line.split(": ", 1)[1] for line in said)
+    assert [line.split(": ", 1)[0] for line in said] == [
+        "doctor", "modes", "doctor", "vm", "vnc", "boot", "iso after"], (done.stdout, done.stderr)
+    before, modes, after, vm, vnc, boot, iso_after = (line.split(": ", 1)[1] for line in said)
     assert before.startswith("fail") and "cannot pass through /var/lib/limen to /var/lib/limen/pool" in before
     # The ISO an older limen uploaded 0600 is opened to reading, as QEMU reads it without relabelling.
     assert modes.split() == ["/var/lib/limen", "711", "/var/lib/limen/isos", "711", "/var/lib/limen/isos/demo.iso",
                              "644"]
     assert after.startswith("pass") and "runs as libvirt-qemu" in after
     assert vm == "started as libvirt-qemu", vm
+    # Its display is in a range of its own, never on the real libvirtd's 5900+ (vnc://127.0.0.1:N, port 5900+N).
+    assert vnc_min <= 5900 + int(vnc.rsplit(":", 1)[1]) <= vnc_max, vnc
     assert int(boot.split()[0]) > 0, boot
     # libvirt gave it to libvirt-qemu (0600) when the VM started and, as shared read-only media, never back:
     # limen's own user could no longer read it. Not relabelled, it stays limen's (here root's) and 0644.

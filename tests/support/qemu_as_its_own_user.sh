@@ -4,15 +4,20 @@
 # directory of WORK's laid out as a packaged install made it before (data dir and ISO library 0700). It says,
 # a line each: doctor's QEMU file access check; then runs `limen serve` once (an upgrade's first start) and
 # says the modes, the check again, whether a VM (as limen defines it) with a pool disk and a library ISO starts,
-# as whom, and boots from the ISO, and the ISO's owner and mode after the VM stopped.
+# as whom, on which display, and boots from the ISO, and the ISO's owner and mode after the VM stopped.
 # (One start only: libvirt probes QEMU again for each, ~45 s here, as /dev/kvm is not libvirt-qemu's.)
-# Arguments: WORK CACHE ISO LIMEN PORT. CACHE is libvirt's /var/cache/libvirt there (its probes of QEMU), so
-# that the real libvirtd's is not written over.
+# Arguments: WORK CACHE ISO LIMEN PORT VNC_MIN VNC_MAX. CACHE is libvirt's /var/cache/libvirt there (its probes
+# of QEMU), so that the real libvirtd's is not written over. VNC_MIN–VNC_MAX is its VM's display port range:
+# the two libvirtds share the network and neither knows the other's ports, so on the default 5900+ one's
+# check that a port is free and its QEMU's bind could straddle the other's (a VM of the real libvirtd then
+# failed to start: "Failed to find an available port").
 set -u
-WORK=$1 CACHE=$2 ISO=$3 LIMEN=$4 PORT=$5
+WORK=$1 CACHE=$2 ISO=$3 LIMEN=$4 PORT=$5 VNC_MIN=$6 VNC_MAX=$7
 mkdir -p "$WORK"/{run,lib/qemu,log/qemu,etc/qemu,etc/storage,state} "$CACHE"
 cp /etc/libvirt/qemu.conf /etc/libvirt/libvirt.conf "$WORK/etc/"  # not the real libvirtd's VMs and pools
 sed -i -E 's/^[# ]*(user|group)[[:space:]]*=.*/\1 = "libvirt-qemu"/' "$WORK/etc/qemu.conf"
+sed -i -E '/^[[:space:]]*remote_display_port_(min|max)[[:space:]]*=/d' "$WORK/etc/qemu.conf"
+printf 'remote_display_port_min = %d\nremote_display_port_max = %d\n' "$VNC_MIN" "$VNC_MAX" >>"$WORK/etc/qemu.conf"
 mount --bind "$WORK/run" /run/libvirt
 mount --bind "$WORK/lib" /var/lib/libvirt
 mount --bind "$WORK/etc" /etc/libvirt
@@ -54,6 +59,7 @@ iso_read_bytes() {
 start_vm() {
   if virsh -c qemu:///system create "$WORK/vm.xml" >"$WORK/create.out" 2>&1; then
     echo "vm: started as $(ps -o user= -p "$(cat /run/libvirt/qemu/limen-test-qemu-user.pid)")"
+    echo "vnc: $(virsh -c qemu:///system domdisplay limen-test-qemu-user)"
     # The firmware boots from the CD-ROM: QEMU reads the ISO (it boots the ISO, not only opens it).
     for _ in $(seq 600); do [ "$(iso_read_bytes)" -gt 0 ] 2>/dev/null && break; sleep 0.1; done
     echo "boot: $(iso_read_bytes) bytes read from the ISO"
