@@ -22,6 +22,7 @@ import asyncio
 import functools
 import logging
 import math
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -289,8 +290,16 @@ class Database:
 
     async def ping(self, timeout: float) -> None:
         """Raises if the database does not answer ``SELECT 1`` within ``timeout`` seconds (TimeoutError), in a
-        thread left behind if the database hangs (:func:`in_daemon_thread`)."""
-        await in_daemon_thread(self.check_answers, timeout, name="limen-database-ping")
+        thread left behind if the database hangs (:func:`in_daemon_thread`). A new connection's own bound
+        (libpq's ``connect_timeout``, :func:`postgresql_bounds`: never shorter than the server's deadline) is
+        the same silence: when it ends first, that is a TimeoutError too, not the driver's error (/readyz
+        said the one or the other of a hung PostgreSQL, as the two bounds of 2 s came)."""
+        try:
+            await in_daemon_thread(self.check_answers, timeout, name="limen-database-ping")
+        except DBAPIError as exc:
+            if _connection_start_timed_out(exc):
+                raise TimeoutError(f"no answer from {self.redacted_url} while connecting") from exc
+            raise
 
     def check_answers(self) -> None:
         """Raises if the database does not answer ``SELECT 1`` (however long that takes to find out)."""
@@ -301,6 +310,13 @@ class Database:
         if self._workers is not None:
             self._workers.close()
         self.engine.dispose()
+
+
+def _connection_start_timed_out(exc: DBAPIError) -> bool:
+    """The driver gave up on a new connection's start after its ``connect_timeout`` (psycopg's
+    ConnectionTimeout; psycopg is only imported when a PostgreSQL URL is used)."""
+    errors = sys.modules.get("psycopg.errors")
+    return errors is not None and isinstance(exc.orig, errors.ConnectionTimeout)
 
 
 async def in_daemon_thread(work: Callable[[], T], timeout: float, *, name: str) -> T:
