@@ -564,10 +564,19 @@ HUNG_CALL_GRACE = 0.5
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    arguments = list(argv) if argv is not None else sys.argv[1:]
+    not_text = next((index for index, argument in enumerate(arguments, 1) if not is_utf8_text(argument)), None)
+    if not_text is not None:
+        # Bytes that are not UTF-8 (a name typed in another encoding, a file named so) reach Python as lone
+        # surrogates, which neither the database nor the terminal nor the log takes: every command would fail
+        # its own way, some after doing part of their work. Refused first, as a usage error, for all of them.
+        shown = os.fsencode(arguments[not_text - 1]).decode("utf-8", "backslashreplace")
+        print(say("cli.argument_not_utf8", position=not_text, argument=shown), file=sys.stderr)
+        sys.exit(2)
     command = localized_command(app, cli_language())  # --help in the reader's language
     code: int | str | None = 0
     try:
-        command(args=list(argv) if argv is not None else None, standalone_mode=True)
+        command(args=arguments, standalone_mode=True)
     except SystemExit as exc:
         # Typer/click exits 2 on usage errors already; keep their codes.
         code = exc.code
@@ -582,6 +591,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"limen: {exc.strerror or exc}{f': {where}' if where else ''}", file=sys.stderr)
         code = 1
     exit_past_hung_libvirt_calls(code)
+
+
+def is_utf8_text(argument: str) -> bool:
+    """Whether a command-line argument was UTF-8 (Python decodes other bytes to lone surrogates)."""
+    try:
+        argument.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def exit_past_hung_libvirt_calls(code: int | str | None, grace: float = HUNG_CALL_GRACE) -> NoReturn:
