@@ -23,7 +23,7 @@ def cli_language() -> str:
     return language_from_environment(os.environ)
 
 
-def say(key: str, **params: object) -> str:
+def say(key: str, /, **params: object) -> str:
     """The catalogue text of ``key`` in the command line's language."""
     return translate(cli_language(), key, **params)
 

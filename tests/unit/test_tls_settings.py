@@ -15,8 +15,10 @@ from fastapi.responses import PlainTextResponse
 
 from limen.api.transport_security import StrictTransportSecurity
 from limen.auth.site import Site
+from limen.cli import app
 from limen.settings import Settings, SettingsError, load_settings
 from tests.support.certificates import make_certificate
+from tests.support.cli import CliRunner
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -87,3 +89,31 @@ def test_nginx_waits_longer_than_three_console_pings_and_event_keepalives() -> N
     defaults = Settings.model_validate({})
     for directive in ("proxy_read_timeout", "proxy_send_timeout"):
         assert _seconds(directive) > 3 * max(defaults.console_ping_interval, defaults.events_keepalive)
+
+
+@pytest.fixture(scope="module")
+def unservable_pairs(tmp_path_factory: pytest.TempPathFactory, pem_files: tuple[Path, Path]) -> list[tuple[Path, Path]]:
+    """A certificate with another's key, the two swapped, and the key encrypted."""
+    cert, key = pem_files
+    directory = tmp_path_factory.mktemp("unservable")
+    _, other_key = make_certificate(directory)
+    locked = directory / "encrypted.key"
+    subprocess.run(["openssl", "pkey", "-in", str(key), "-aes256", "-passout", "pass:secret", "-out", str(locked)],
+                   check=True, capture_output=True, timeout=60)
+    return [(cert, other_key), (key, cert), (cert, locked)]
+
+
+@pytest.mark.parametrize(("language", "said"), [
+    ("en", ("is not the key of the certificate", "are not a PEM certificate and its key", "is encrypted")),
+    ("ko", ("키가 인증서와 짝이 맞지 않습니다", "PEM 인증서와 그 키가 아닙니다", "키가 암호로 보호되어 있습니다")),
+])
+def test_limen_serve_says_why_a_pair_cannot_serve_tls_in_each_language(
+    tmp_path: Path, unservable_pairs: list[tuple[Path, Path]], language: str, said: tuple[str, str, str],
+) -> None:
+    """The command line says these problems as it says any setting's: their texts name the key file
+    ``{key}``, which the translation took for its own argument (a TypeError's traceback instead)."""
+    for (cert, key), words in zip(unservable_pairs, said, strict=True):
+        result = CliRunner().invoke(app, ["--data-dir", str(tmp_path / "data"), "serve", "--tls-cert", str(cert),
+                                          "--tls-key", str(key)], env={"LIMEN_LANG": language})
+        assert isinstance(result.exception, SystemExit) and result.exit_code == 2, result.exception
+        assert words in result.stderr and "LIMEN_TLS_KEY" in result.stderr, result.stderr

@@ -85,9 +85,10 @@ def script_json(value: object) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def translate(lang: str, key: str, **params: object) -> str:
+def translate(lang: str, key: str, /, **params: object) -> str:
     """The text of ``key`` in ``lang`` with its ``{placeholders}`` filled; English if ``lang`` lacks it
-    (the unit test keeps that from happening), the key itself if no language has it."""
+    (the unit test keeps that from happening), the key itself if no language has it. ``lang`` and ``key``
+    are positional only: a placeholder may be called either (a TLS problem's ``{key}`` is the key file)."""
     text = catalogue(lang).get(key)
     if text is None:
         text = catalogue(DEFAULT_LANGUAGE).get(key, key)
