@@ -245,8 +245,10 @@ def open_backup(file: Path, work: Path) -> Backup:
                     config = extracted.read(2**20)
                 elif match := _VM_MEMBER.match(member.name):
                     vm_xml[match.group(1)] = extracted.read(2**20).decode()
-    except (OSError, tarfile.TarError, EOFError, UnicodeDecodeError, json.JSONDecodeError, zlib.error) as exc:
-        # One line: tarfile lists every compression it tried, a line each.
+    except (OSError, tarfile.TarError, EOFError, UnicodeDecodeError, json.JSONDecodeError, RecursionError,
+            zlib.error) as exc:
+        # One line: tarfile lists every compression it tried, a line each. RecursionError: a manifest nested
+        # deeper than Python's json reads.
         raise BackupError(f"{file} is not a readable limen backup: {(str(exc).splitlines() or [''])[0]}") from None
     if manifest is None or database is None:
         raise BackupError(f"{file} is not a limen backup (no {MANIFEST if manifest is None else 'database'})")

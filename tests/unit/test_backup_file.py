@@ -65,3 +65,22 @@ def test_a_newer_schema_and_a_non_backup_are_refused(tmp_path: Path) -> None:
     (tmp_path / "junk").write_bytes(b"\x00" * 1000)
     with pytest.raises(BackupError, match=r"not a (readable )?limen backup"):
         open_backup(tmp_path / "junk", work)
+
+
+@pytest.mark.parametrize("manifest", [
+    b"[" * 100_000 + b"]" * 100_000,  # deeper than Python's json reads: a RecursionError's traceback
+    b'{"format": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    b'{"format": 1, "limen_version": "x", "schema_revision": null, "created_at": "x", "database": "sqlite", '
+    b'"vms": [1, 2]}',
+    b'{"format": 1, "vms": 5}',
+    b"\xff\xfe",
+    b'{"format": NaN}',
+])
+def test_a_manifest_limen_cannot_read_is_refused_with_a_message(tmp_path: Path, manifest: bytes) -> None:
+    file, work = tmp_path / "b.limen", tmp_path / "work"
+    work.mkdir()
+    with tarfile.open(file, "w:gz") as tar:
+        _member(tar, "manifest.json", manifest)
+        _member(tar, "limen.db", b"x")
+    with pytest.raises(BackupError, match=r"limen backup|manifest"):
+        open_backup(file, work)
