@@ -309,6 +309,8 @@ async def check_rfb(ctx: Context) -> Said:
 
 TOKEN_FIX = said("fix.token")
 START_SERVER_FIX = said("fix.start_server")
+# A console ticket's answer, or an error's, is a few hundred bytes; a server that sends more is not limen.
+ANSWER_MAX_BYTES = 1 << 16
 SEE_LOG_FIX = said("fix.see_log")
 
 
@@ -325,37 +327,51 @@ def client_tls(settings: Settings) -> ssl.SSLContext:
 def _request_ticket(server_url: str, vm_uuid: str, token: str, timeout: float,
                     tls: ssl.SSLContext | None = None) -> str:
     """``POST /api/vms/{uuid}/console-ticket`` with the token; the ticket. CheckFailed on refusal."""
-    request = urllib.request.Request(
-        f"{server_url.rstrip('/')}/api/vms/{vm_uuid}/console-ticket", method="POST", data=b"",
-        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-    )
     try:
+        request = urllib.request.Request(
+            f"{server_url.rstrip('/')}/api/vms/{vm_uuid}/console-ticket", method="POST", data=b"",
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=timeout, context=tls) as response:
-            ticket: str = json.loads(response.read())["ticket"]
-            return ticket
+            ticket = _json_object(response.read(ANSWER_MAX_BYTES)).get("ticket")
     except urllib.error.HTTPError as exc:
-        try:
-            body = json.loads(exc.read())
-        except ValueError:
-            body = {}
+        body = _json_object(exc.read(ANSWER_MAX_BYTES))
         code = body.get("code", f"HTTP {exc.code}")
         fix = TOKEN_FIX if exc.code == 401 else _server_advice(body)
         raise CheckFailed(said("ticket_refused", code=code, details=body.get("details", "")), fix) from None
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         # URLError wraps the socket's own error ("Connection refused"): that is what tells the reader why.
+        # ValueError: a URL urllib cannot use; HTTPException: something at that address that does not speak HTTP.
         reason = getattr(exc, "reason", None) or exc
         why = getattr(reason, "strerror", None) or str(reason)
         raise CheckFailed(said("ticket_unreachable", url=server_url, error=f"{type(exc).__name__}: {why}"[:200]),
                           _unreachable_fix(server_url, reason)) from None
+    if not isinstance(ticket, str) or not ticket:
+        # Another service at that address (a page, another API's JSON): not a server to start, a URL to correct.
+        raise CheckFailed(said("no_ticket_in_answer", url=server_url), said("fix.server_url"))
+    return ticket
+
+
+def _json_object(raw: bytes) -> Mapping[str, Any]:
+    """``raw`` as a JSON object; empty when it is none (an HTML page, a list, text that is not UTF-8, nesting
+    deeper than Python's json reads): what the server said is then unknown, never a traceback."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _unreachable_fix(server_url: str, reason: object) -> Said:
-    """What to do about a server the ticket request did not reach: an untrusted certificate, or plain HTTP to
-    a server that speaks TLS, is not a server to start (which was all the doctor said)."""
+    """What to do about a server the ticket request did not reach: an untrusted certificate, plain HTTP to a
+    server that speaks TLS, or a URL that is none or leads to something that speaks no HTTP, is not a server
+    to start (which was all the doctor said)."""
     if isinstance(reason, ssl.SSLCertVerificationError):
         return said("fix.trust_certificate")
     if server_url.startswith("http://") and isinstance(reason, ConnectionResetError | http.client.RemoteDisconnected):
         return said("fix.use_https", url="https://" + server_url.removeprefix("http://"))
+    if isinstance(reason, ValueError | http.client.HTTPException):  # not a URL, or no HTTP server behind it
+        return said("fix.server_url")
     return START_SERVER_FIX
 
 
