@@ -352,7 +352,7 @@ def _request_ticket(server_url: str, vm_uuid: str, token: str, timeout: float,
     return ticket
 
 
-def _json_object(raw: bytes) -> Mapping[str, Any]:
+def _json_object(raw: str | bytes) -> dict[str, Any]:
     """``raw`` as a JSON object; empty when it is none (an HTML page, a list, text that is not UTF-8, nesting
     deeper than Python's json reads): what the server said is then unknown, never a traceback."""
     try:
@@ -404,7 +404,10 @@ async def check_console_websocket(ctx: Context) -> Said:
                 async for frame in ws:
                     if isinstance(frame, bytes):
                         raise CheckFailed(said("binary_early"), said("fix.upgrade"))
-                    message = json.loads(frame)
+                    message = _json_object(frame)
+                    if not message:  # a WebSocket server, but not limen's console
+                        raise CheckFailed(said("not_limen_frame", url=url, frame=repr(frame[:80])),
+                                          said("fix.server_url"))
                     if message.get("type") == "error":
                         code = message.get("code")
                         fix = TOKEN_FIX if code == "UNAUTHORIZED" else _server_advice(message)
@@ -438,10 +441,7 @@ def _console_errors(log_dir: Path, vm: Vm, limit: int = 5) -> list[dict[str, Any
         for line in lines:
             if '"code"' not in line:
                 continue
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
+            entry = _json_object(line)  # another program's lines in the log directory are skipped
             if entry.get("vm_uuid") != vm.uuid and entry.get("vm_name") != vm.name:
                 continue
             if (entry.get("code") and entry.get("code") not in ORDINARY_ENDS

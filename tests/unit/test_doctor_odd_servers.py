@@ -6,15 +6,30 @@ ended the doctor with a TypeError's or RecursionError's, after the checks before
 from __future__ import annotations
 
 import http.server
+import json
 import socket
 import socketserver
 import threading
-from collections.abc import Iterator
-from typing import ClassVar
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, ClassVar, cast
 
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
-from limen.doctor import START_SERVER_FIX, CheckFailed, _request_ticket
+from limen.doctor import (
+    START_SERVER_FIX,
+    CheckFailed,
+    Context,
+    _console_errors,
+    _request_ticket,
+    check_console_websocket,
+)
+from limen.logs import LOG_FILE_NAME
+from limen.settings import Settings
+
+UUID = "0b7c6a2e-5a41-4f0e-9a55-111111111111"
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 
@@ -51,12 +66,12 @@ def server() -> Iterator[str]:
 
 def failure(url: str) -> CheckFailed:
     with pytest.raises(CheckFailed) as failed:
-        _request_ticket(url, "0b7c6a2e-5a41-4f0e-9a55-111111111111", "token", timeout=10)
+        _request_ticket(url, UUID, "token", timeout=10)
     return failed.value
 
 
 def test_limens_answer_gives_its_ticket(server: str) -> None:
-    assert _request_ticket(f"{server}/limen", "0b7c6a2e-5a41-4f0e-9a55-111111111111", "token", timeout=10) == "t-1"
+    assert _request_ticket(f"{server}/limen", UUID, "token", timeout=10) == "t-1"
 
 
 @pytest.mark.parametrize("path", ["/page", "/list", "/deep", "/not-utf8", "/number", "/empty"])
@@ -92,3 +107,29 @@ def test_something_that_speaks_no_http_or_no_url_says_to_correct_the_url() -> No
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     assert failure(f"http://127.0.0.1:{port}").fix is START_SERVER_FIX  # nothing listens: start the server
+
+
+@pytest.mark.parametrize("frame", ["hello", "[1, 2]", "[" * 5000 + "]" * 5000])
+async def test_a_websocket_server_that_is_not_limens_console_says_so(
+    frame: str, make_settings: Callable[..., Settings], tmp_path: Path,
+) -> None:
+    async def say_something_else(connection: ServerConnection) -> None:
+        await connection.send(frame)
+        await connection.wait_closed()
+
+    async with serve(say_something_else, "127.0.0.1", 0) as other:
+        port = other.sockets[0].getsockname()[1]
+        context = Context(settings=make_settings(log_dir=tmp_path), hypervisor=cast(Any, None), vm_id="web",
+                          server_url=f"http://127.0.0.1:{port}", vm=cast(Any, SimpleNamespace(uuid=UUID)))
+        with pytest.raises(CheckFailed) as failed:
+            await check_console_websocket(context)
+    assert "a message limen's console does not send" in str(failed.value.detail)
+    assert "--server with limen's own URL" in str(failed.value.fix)
+
+
+def test_other_programs_lines_in_the_log_directory_are_skipped(tmp_path: Path) -> None:
+    ours = {"event": "console_error", "code": "VNC_CONNECT_FAILED", "vm_uuid": UUID}
+    (tmp_path / LOG_FILE_NAME).write_text("\n".join([
+        '["code", 1]', '"code"', "[" * 5000 + '"code"' + "]" * 5000, '{"code": "x"', json.dumps(ours)]) + "\n")
+    vm = cast(Any, SimpleNamespace(uuid=UUID, name="web"))
+    assert _console_errors(tmp_path, vm) == [ours]
