@@ -184,10 +184,14 @@ def check_backup_target(out: Path) -> None:
         return
     if stat.S_ISDIR(mode):
         raise BackupError(f"{out} is a directory: give the backup file's name (e.g. {out / 'limen.backup'})")
-    what = ("a symbolic link" if stat.S_ISLNK(mode) else "a named pipe" if stat.S_ISFIFO(mode)
-            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not an ordinary file")
-    raise BackupError(f"{out} is {what}: a backup is written as an ordinary file in its place, so it is "
-                      f"refused there; give the name of a new or ordinary file")
+    raise BackupError(f"{out} is {_kind_of_file(mode)}: a backup is written as an ordinary file in its place, so it "
+                      f"is refused there; give the name of a new or ordinary file")
+
+
+def _kind_of_file(mode: int) -> str:
+    return ("a symbolic link" if stat.S_ISLNK(mode) else "a named pipe" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a directory" if stat.S_ISDIR(mode)
+            else "not an ordinary file")
 
 
 def _copy_sqlite(source: Path, copy: Path) -> str | None:
@@ -226,6 +230,10 @@ def open_backup(file: Path, work: Path) -> Backup:
     config: bytes | None = None
     vm_xml: dict[str, str] = {}
     try:
+        mode = file.stat().st_mode  # a link to a backup is read as the backup
+        if not stat.S_ISREG(mode):
+            # Read as an archive, /dev/zero never ended, and a pipe cannot be read as one (tarfile seeks).
+            raise BackupError(f"{file} is {_kind_of_file(mode)}: a backup is read from an ordinary file")
         with tarfile.open(file, mode="r:*") as tar:
             for member in tar:
                 if not member.isfile() or member.size > MAX_MEMBER_BYTES:

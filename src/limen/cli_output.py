@@ -89,7 +89,7 @@ _PARSER_LANGUAGE = "en"  # tomllib's
 def file_problem_text(lang: str, file: Path, problem: FileProblem) -> str:
     """Why the settings ``file`` cannot be read, in ``lang``. The TOML parser speaks English: its words are
     the English text's reason; another language says where it stopped in its own words."""
-    if problem.kind in ("missing", "directory"):
+    if problem.kind in ("missing", "directory", "not_ordinary"):
         return translate(lang, f"cli.settings.file_{problem.kind}", file=str(file))
     reason = problem.reason
     if problem.kind == "not_toml" and lang != _PARSER_LANGUAGE:

@@ -459,7 +459,7 @@ class FileProblem:
     stopped: ``line`` and ``column``, or both None at the end of the file) or otherwise ``unreadable``;
     ``reason`` says it in English (the parser's or the system's words)."""
 
-    kind: Literal["missing", "directory", "not_toml", "unreadable"]
+    kind: Literal["missing", "directory", "not_ordinary", "not_toml", "unreadable"]
     reason: str
     line: int | None = None
     column: int | None = None
@@ -552,6 +552,10 @@ def _settings_class(config_file: Path | None, *, environment: bool) -> type[Sett
     if config_file is not None and config_file.is_dir():
         raise SettingsError(f"--config ({config_file}): is a directory, not a settings file", file=config_file,
                             file_problem=FileProblem("directory", "is a directory"))
+    if config_file is not None and config_file.exists() and not config_file.is_file():
+        # A device or a named pipe: /dev/zero was said to be missing, and reading one would not end.
+        raise SettingsError(f"--config ({config_file}): is not an ordinary file", file=config_file,
+                            file_problem=FileProblem("not_ordinary", "is not an ordinary file"))
     if config_file is not None and not config_file.is_file():
         raise SettingsError(f"--config ({config_file}): no such file", file=config_file,
                             file_problem=FileProblem("missing", "no such file"))

@@ -5,6 +5,7 @@ no backup is refused with a message."""
 from __future__ import annotations
 
 import io
+import os
 import sqlite3
 import tarfile
 from collections.abc import Sequence
@@ -84,3 +85,15 @@ def test_a_manifest_limen_cannot_read_is_refused_with_a_message(tmp_path: Path, 
         _member(tar, "limen.db", b"x")
     with pytest.raises(BackupError, match=r"limen backup|manifest"):
         open_backup(file, work)
+
+
+def test_a_device_a_pipe_or_a_directory_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    """Read as an archive, /dev/zero never ended; a named pipe cannot be read as one."""
+    work = tmp_path / "work"
+    work.mkdir()
+    pipe = tmp_path / "backup.limen"
+    os.mkfifo(pipe)
+    for file, kind in ((Path("/dev/zero"), "a device"), (pipe, "a named pipe"), (tmp_path, "a directory")):
+        with pytest.raises(BackupError, match=rf"is {kind}: a backup is read from an ordinary file"):
+            open_backup(file, work)
+    assert list(work.iterdir()) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import ssl
 from collections.abc import Iterator
@@ -256,6 +257,18 @@ def test_a_settings_file_that_is_a_directory_is_called_one(tmp_path: Path) -> No
             command = args if args[:1] == ("config",) else (*args, "config", "show")
             code, _, err = run(tmp_path, {**env, **more}, *command)
             assert (code, err.strip()) == (2, f"limen: --config ({tmp_path}): {said}"), (args, err)
+
+
+def test_a_settings_file_that_is_a_device_or_a_pipe_is_called_one(tmp_path: Path) -> None:
+    # /dev/zero was said to be missing; a named pipe would have been read until a writer came and went.
+    pipe = tmp_path / "settings.toml"
+    os.mkfifo(pipe)
+    for env, said in ((ENGLISH, "is not an ordinary file (a device or a named pipe): give a TOML settings file"),
+                      (KOREAN, "일반 파일이 아닙니다(장치나 명명된 파이프). TOML 설정 파일을 지정하세요")):
+        for path in (Path("/dev/zero"), pipe):
+            for command in (("config", "check", str(path)), ("--config", str(path), "config", "show")):
+                code, _, err = run(tmp_path, env, *command)
+                assert (code, err.strip()) == (2, f"limen: --config ({path}): {said}"), (command, err)
 
 
 def test_english_by_default_and_limen_lang_wins(tmp_path: Path) -> None:
