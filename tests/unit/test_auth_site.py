@@ -6,7 +6,10 @@ import logging
 from collections.abc import Callable
 
 import pytest
+from starlette.requests import HTTPConnection
+from starlette.types import Message, Receive, Scope, Send
 
+from limen.api.hosts import HostCheck
 from limen.auth.site import Site, host_of, interface_addresses, listen_names
 from limen.errors import ErrorCode, LimenError
 from limen.settings import Settings, SettingsError, load_settings
@@ -134,3 +137,37 @@ def test_host_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     settings: Settings = load_settings(None)
     assert settings.public_url == "https://limen.example:8443"
     assert settings.allowed_hosts == ("limen.lan", "192.0.2.10", "[2001:db8::1]")
+
+
+async def test_a_request_with_two_host_headers_is_refused_over_http_and_at_the_console(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """HTTP/1.1 asks a server to refuse it (400): limen read the first line, and a proxy in front of it might
+    route by the other ("127.0.0.1:8080" then "evil.example" passed)."""
+    own = site(host="127.0.0.1", port=8080)
+    own.check_host_headers(["127.0.0.1:8080"])
+    for lines in (["127.0.0.1:8080", "evil.example"], ["127.0.0.1:8080", "127.0.0.1:8080"], ["evil.example"], []):
+        assert refused(lambda lines=lines: own.check_host_headers(lines)) is ErrorCode.HOST_NOT_ALLOWED, lines
+    site(host="127.0.0.1", allowed_hosts="*").check_host_headers(["a.example", "b.example"])  # the opt-out
+
+    answered: list[int] = []
+
+    async def application(scope: Scope, receive: Receive, send: Send) -> None:
+        answered.append(200)
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            answered.append(message["status"])
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    for lines in ([b"127.0.0.1:8080", b"evil.example"], [b"127.0.0.1:8080"]):
+        scope: Scope = {"type": "http", "method": "GET", "path": "/api/vms", "query_string": b"",
+                        "headers": [(b"host", line) for line in lines]}
+        await HostCheck(application, own)(scope, receive, send)
+    assert answered == [400, 200]
+    console = {"type": "websocket", "path": "/api/vms/web/console", "query_string": b"",
+               "headers": [(b"host", b"127.0.0.1:8080"), (b"host", b"evil.example")]}
+    access = make_access(make_settings(host="127.0.0.1", port=8080))
+    assert refused(lambda: access.check_host(HTTPConnection(console))) is ErrorCode.HOST_NOT_ALLOWED

@@ -22,9 +22,9 @@ class HostCheck:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.site.hosts is not None:
-            host = next((value for name, value in scope["headers"] if name == b"host"), None)
+            hosts = [value.decode("latin-1") for name, value in scope["headers"] if name == b"host"]
             try:
-                self.site.check_host(host.decode("latin-1") if host is not None else None)
+                self.site.check_host_headers(hosts)
             except LimenError as refusal:
                 await error_response(refusal)(scope, receive, send)
                 return

@@ -144,7 +144,7 @@ class Access:
 
     def check_host(self, conn: HTTPConnection) -> None:
         """HOST_NOT_ALLOWED unless the request's Host names this server; see :class:`Site`."""
-        self.site.check_host(conn.headers.get("host"))
+        self.site.check_host_headers(conn.headers.getlist("host"))
 
     def check_origin(self, conn: HTTPConnection) -> None:
         """ORIGIN_NOT_ALLOWED unless the request's Origin (if any) is allowed; see :func:`http.check_origin`."""

@@ -26,7 +26,7 @@ import fcntl
 import ipaddress
 import socket
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -136,6 +136,15 @@ class Site:
         if ANY_HOST in settings.allowed_hosts:
             return cls(origins, None, loopback_listen)
         return cls(origins, frozenset([*public_host, *allowed, *listen]), loopback_listen)
+
+    def check_host_headers(self, host_headers: Sequence[str]) -> None:
+        """:meth:`check_host` for a request's Host header lines: more than one is HOST_NOT_ALLOWED too (HTTP/1.1
+        says 400): this server would read the first, and a proxy in front of it might route by another."""
+        if self.hosts is not None and len(host_headers) > 1:
+            shown = ", ".join(repr(value[:100].encode("unicode_escape").decode()) for value in host_headers[:3])
+            raise LimenError(ErrorCode.HOST_NOT_ALLOWED, f"the request has {len(host_headers)} Host headers ({shown}); "
+                             "it must have one")
+        self.check_host(host_headers[0] if host_headers else None)
 
     def check_host(self, host_header: str | None) -> None:
         """HOST_NOT_ALLOWED unless the Host header names this server (always passes when unchecked)."""
