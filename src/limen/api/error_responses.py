@@ -11,7 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from limen.api.body_rules import body_model, rule_refusals
 from limen.db.database import database_unavailable
@@ -150,3 +151,21 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, _unexpected_error)
+    app.router.default = _no_route(app.router.default)
+
+
+def _no_route(default: ASGIApp) -> ASGIApp:
+    """The router's answer to an address none of its routes has: a WebSocket upgrade there gets the 404
+    NOT_FOUND of the one error schema, as an HTTP request does, instead of Starlette's close before the
+    handshake, which uvicorn answers 403 with no body (a script's mistyped console address read as a
+    refusal). Servers without the ASGI denial-response extension still get that close."""
+
+    async def no_route(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and "websocket.http.response" in scope.get("extensions", {}):
+            shown = str(scope.get("path", ""))[:200].encode("unicode_escape").decode()
+            refusal = error_response(LimenError(ErrorCode.NOT_FOUND, f"no WebSocket at {shown}"))
+            await WebSocket(scope, receive, send).send_denial_response(refusal)
+            return
+        await default(scope, receive, send)
+
+    return no_route

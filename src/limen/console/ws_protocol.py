@@ -134,6 +134,11 @@ class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
 
     async def send(self, message: Any) -> None:
         await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
+            # The upgrade was answered with an HTTP response instead (a denial, as the router's 404): that
+            # ends the handshake too, which uvicorn's protocol does not note, and it logged the app's normal
+            # return as an error ("ASGI callable returned without completing handshake").
+            self.handshake_complete = True
         if self._held_before_accept is not None and self.handshake_complete:
             self.loop.call_soon(self._receive_held)
 
