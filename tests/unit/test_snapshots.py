@@ -7,6 +7,7 @@ import asyncio
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,8 +34,10 @@ from limen.hypervisor.snapshots import (
     tree_order,
     unsupported_reason,
 )
-from limen.hypervisor.vm_feed import VmEventType, VmFacts, VmFeed
+from limen.hypervisor.vm_feed import VmEvent, VmEventType, VmFacts, VmFeed
 from limen.settings import Settings
+from tests.support.console import node_with_a_qcow2_vm
+from tests.support.replicas import replica
 
 SnapshotAct = Callable[[Hypervisor, str, str], Awaitable[object]]
 
@@ -432,3 +435,31 @@ async def test_a_snapshot_deleted_under_a_request_is_the_same_missing_snapshot(
             ErrorCode.SNAPSHOT_NOT_FOUND, "VM 'test' has no snapshot named 'going'")
     finally:
         await hypervisor.close()
+
+
+async def test_a_snapshots_end_is_announced_once_its_operation_answers_it(
+    make_settings: Callable[..., Settings], tmp_path: Path,
+) -> None:
+    """A client that heard ``snapshot_done`` and asked for the operation found it still running: the end was
+    announced from the work, before the operation ended (after the audit row's write). The event now comes
+    after, with the operation as it answers (its finished_at too)."""
+    settings = make_settings(libvirt_uri=node_with_a_qcow2_vm(tmp_path, "pictured"))
+    told: list[tuple[str, str | None, bool]] = []
+    async with replica(settings) as (client, services):
+        operations = services.hypervisor.operations
+
+        def as_the_end_is_told(event: VmEvent) -> bool:  # called as the event is published
+            if event.type is not VmEventType.SNAPSHOT_DONE or event.operation is None:
+                return False
+            found = operations.get(event.operation["id"])
+            told.append((event.operation["state"], found.state.value if found else None,
+                         event.operation["finished_at"] is not None))
+            return True
+
+        with services.hypervisor.feed.subscribe(as_the_end_is_told) as heard:
+            started = await client.post("/api/vms/pictured/snapshots", json={"name": "first"})
+            assert started.status_code == 202, started.text
+            assert await heard.next_event(timeout=10) is not None
+        polled = (await client.get(f"/api/operations/{started.json()['id']}")).json()
+    assert told == [("done", "done", True)]
+    assert polled["state"] == "done"

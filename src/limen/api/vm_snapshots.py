@@ -110,9 +110,12 @@ async def post_snapshot(
                                      "the VM's snapshot list shows whether libvirt finished it") from None
 
         # A deletion of the VM that began during the checks is waited for here, and answers VM_NOT_FOUND.
+        async def announce_end(operation: Operation) -> None:  # done or failed, as the operation says now
+            await hypervisor.announce(operation.vm_uuid, VmEventType.SNAPSHOT_DONE, operation=operation.payload())
+
         operation = await operations.start(
             kind="snapshot", vm_uuid=vm.uuid, vm_name=vm.name, vm_owner=vm.owner, user=principal.name,
-            subject=body.name, work=work, busy=ErrorCode.SNAPSHOT_IN_PROGRESS)
+            subject=body.name, work=work, busy=ErrorCode.SNAPSHOT_IN_PROGRESS, on_end=announce_end)
         handover.append(stack.pop_all())
     await operations.post_start(operation)  # a poll on another replica right after this answer finds it
     log.info("VM snapshot started", extra={"event": "vm_snapshot_start", "vm_uuid": vm.uuid, "vm_name": vm.name,
@@ -122,18 +125,15 @@ async def post_snapshot(
 
 
 async def _take(hypervisor: Hypervisor, operation: Operation, body: SnapshotIn) -> None:
-    """The operation's work: takes the snapshot, announcing its start and its end on the event stream."""
+    """The operation's work: takes the snapshot, announcing its start on the event stream (its end is announced
+    once the operation has ended: ``announce_end``)."""
     await hypervisor.announce(operation.vm_uuid, VmEventType.SNAPSHOT_PROGRESS, operation=operation.payload())
     try:
         snap = await take_snapshot(hypervisor, operation.vm_uuid, body.name, body.description)
     except LimenError as exc:
-        failed = {**operation.payload(), "state": "failed", "error": exc.to_dict()}
-        await hypervisor.announce(operation.vm_uuid, VmEventType.SNAPSHOT_DONE, operation=failed)
         log.warning("VM snapshot failed: %s", exc, extra={"event": "vm_snapshot_failed", "vm_uuid": operation.vm_uuid,
                                                            "snapshot": body.name, "operation": operation.id})
         raise
-    done = {**operation.payload(), "state": "done", "progress": 100}
-    await hypervisor.announce(operation.vm_uuid, VmEventType.SNAPSHOT_DONE, operation=done)
     log.info("VM snapshot taken", extra={"event": "vm_snapshot", "vm_uuid": operation.vm_uuid,
                                          "vm_name": operation.vm_name, "snapshot": snap.name,
                                          "with_memory": snap.with_memory, "operation": operation.id,

@@ -294,15 +294,17 @@ class Operations:
         self._forget_old()
 
     async def start(self, *, kind: str, vm_uuid: str, vm_name: str, vm_owner: str | None, user: str, subject: str,
-                    work: Work, busy: ErrorCode) -> Operation:
+                    work: Work, busy: ErrorCode, on_end: Work | None = None) -> Operation:
         """Runs ``work(operation)`` in a task and returns the operation, once :meth:`check_idle` lets it start.
 
         ``busy`` is the error when an operation of the VM still runs. ``work`` ends the operation by
         returning (done) or raising (failed: a LimenError's body; anything else is INTERNAL_ERROR).
+        ``on_end(operation)`` runs once the operation has ended here (not when limen stops it): an end announced
+        from there is never heard before :meth:`get` answers it (a client that heard "done" polled "running").
         """
         operation = await self._begin(kind=kind, vm_uuid=vm_uuid, vm_name=vm_name, vm_owner=vm_owner, user=user,
                                       subject=subject, busy=busy)
-        task = asyncio.create_task(self._run(operation, work), name=f"operation-{operation.id}")
+        task = asyncio.create_task(self._run(operation, work, on_end), name=f"operation-{operation.id}")
         self._tasks[operation.id] = task
         task.add_done_callback(lambda _task: self._tasks.pop(operation.id, None))
         return operation
@@ -338,7 +340,7 @@ class Operations:
         self._operations[operation.id] = operation
         return operation
 
-    async def _run(self, operation: Operation, work: Work) -> None:
+    async def _run(self, operation: Operation, work: Work, on_end: Work | None) -> None:
         try:
             await work(operation)
         except asyncio.CancelledError as exc:
@@ -350,6 +352,8 @@ class Operations:
             self._end(operation, exc)
         else:
             self._end(operation, None)
+        if on_end is not None and not self._closed:  # once limen stops, its event streams end anyway
+            await on_end(operation)
 
     def _end(self, operation: Operation, failure: BaseException | None) -> None:
         """Ends the operation as done, or failed with the error body of ``failure``."""
