@@ -57,6 +57,16 @@ _HOOKS = (
 )
 
 
+def absolute_form_authority(target: bytes) -> bytes | None:
+    """The host (and port) a request target in absolute form names (``http://limen.lan:8080/api/vms`` →
+    ``limen.lan:8080``, without any ``user@``), or None for the origin form (``/api/vms``) and ``*``."""
+    scheme, separator, rest = target.partition(b"://")
+    if not separator or scheme.lower() not in (b"http", b"https"):
+        return None
+    authority = rest.split(b"/", 1)[0].split(b"?", 1)[0].split(b"#", 1)[0]
+    return authority.rpartition(b"@")[2]
+
+
 def error_answer(error: LimenError) -> bytes:
     """A whole HTTP/1.1 response carrying ``error`` as the JSON error, closing the connection; like the
     app's errors (:mod:`limen.api.browser_security`), never sniffed as another type nor cached."""
@@ -271,6 +281,13 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
             # uvicorn answers through send_400_response, below.
             self._head_too_large = True
             raise _HeadTooLarge
+        authority = absolute_form_authority(self.url)
+        if authority is not None:
+            # HTTP/1.1 (RFC 9112, 3.2.2): a request target in absolute form names the host, and its Host header
+            # is ignored. uvicorn keeps only the target's path, so the Host check read the header instead
+            # (GET http://evil.example/… with Host: 127.0.0.1 passed). The same list is the scope's headers.
+            self.headers[:] = [(name, value) for name, value in self.headers if name != b"host"]
+            self.headers.append((b"host", authority))
         super().on_headers_complete()
         self.reading.head_done(self.loop.time())
         self._schedule()
