@@ -60,6 +60,8 @@ _HOOKS = (
 def absolute_form_authority(target: bytes) -> bytes | None:
     """The host (and port) a request target in absolute form names (``http://limen.lan:8080/api/vms`` →
     ``limen.lan:8080``, without any ``user@``), or None for the origin form (``/api/vms``) and ``*``."""
+    if target.startswith(b"/"):  # the origin form, every browser's: nothing to scan
+        return None
     scheme, separator, rest = target.partition(b"://")
     if not separator or scheme.lower() not in (b"http", b"https"):
         return None

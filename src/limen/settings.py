@@ -549,14 +549,14 @@ def _config_file(config_file: Path | None) -> Path | None:
 def _settings_class(config_file: Path | None, *, environment: bool) -> type[Settings]:
     if config_file is None and environment:
         return Settings
-    if config_file is not None and config_file.is_dir():
-        raise SettingsError(f"--config ({config_file}): is a directory, not a settings file", file=config_file,
-                            file_problem=FileProblem("directory", "is a directory"))
-    if config_file is not None and config_file.exists() and not config_file.is_file():
-        # A device or a named pipe: /dev/zero was said to be missing, and reading one would not end.
-        raise SettingsError(f"--config ({config_file}): is not an ordinary file", file=config_file,
-                            file_problem=FileProblem("not_ordinary", "is not an ordinary file"))
-    if config_file is not None and not config_file.is_file():
+    if config_file is not None and not config_file.is_file():  # one stat for the file that is there
+        if config_file.is_dir():
+            raise SettingsError(f"--config ({config_file}): is a directory, not a settings file", file=config_file,
+                                file_problem=FileProblem("directory", "is a directory"))
+        if config_file.exists():
+            # A device or a named pipe: /dev/zero was said to be missing, and reading one would not end.
+            raise SettingsError(f"--config ({config_file}): is not an ordinary file", file=config_file,
+                                file_problem=FileProblem("not_ordinary", "is not an ordinary file"))
         raise SettingsError(f"--config ({config_file}): no such file", file=config_file,
                             file_problem=FileProblem("missing", "no such file"))
     return _chosen_settings_class(config_file, environment)

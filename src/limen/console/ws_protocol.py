@@ -134,7 +134,8 @@ class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
 
     async def send(self, message: Any) -> None:
         await super().send(message)
-        if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
+        if (not self.handshake_complete and message["type"] == "websocket.http.response.body"
+                and not message.get("more_body", False)):  # an open console's sends stop at the first test
             # The upgrade was answered with an HTTP response instead (a denial, as the router's 404): that
             # ends the handshake too, which uvicorn's protocol does not note, and it logged the app's normal
             # return as an error ("ASGI callable returned without completing handshake").
