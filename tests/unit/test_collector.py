@@ -25,17 +25,15 @@ from limen.settings import Settings
 
 @pytest.fixture
 def restored_collector() -> Iterator[None]:
-    """A collector no server has tuned yet, and the test run's own state back afterwards (tests/unit/conftest.py
-    tunes it too). A server that an earlier test of the same process started left its spacing callback in
-    gc.callbacks, which would move the thresholds at tune_collector's first collection."""
+    """A collector no server has tuned yet, and the test run's thresholds and callbacks back afterwards
+    (tests/unit/conftest.py tunes it too). A server that an earlier test of the same process started left its
+    spacing callback in gc.callbacks, which would move the thresholds at tune_collector's first collection.
+    What a test froze stays frozen, as what the conftest froze after collection does: the run's own objects."""
     thresholds = gc.get_threshold()
-    frozen_before = gc.get_freeze_count()
     callbacks = list(gc.callbacks)
     gc.callbacks[:] = [callback for callback in callbacks if not isinstance(callback, FullCollectionSpacing)]
     yield
     gc.callbacks[:] = callbacks
-    if not frozen_before:
-        gc.unfreeze()
     gc.set_threshold(*thresholds)
 
 
@@ -54,12 +52,11 @@ def test_the_start_is_frozen_full_collections_are_spaced_and_later_cycles_are_st
     restored_collector: None,
 ) -> None:
     gc.set_threshold(700, 10, 10)  # CPython's defaults, as a server starts with
-    made_at_start = Node()
+    made_at_start = [Node() for _ in range(1_000)]  # 2,000 tracked objects: each node and its __dict__
     state = tune_collector()
-    # At most what was frozen: a frozen object whose last reference goes (another thread's) leaves the count.
-    assert state.frozen >= 1 and 0 < gc.get_freeze_count() <= state.frozen
-    # Frozen: no collection walks it again (get_objects lists the collected generations only).
-    assert not any(obj is made_at_start for obj in gc.get_objects())
+    assert state.frozen >= 2_000  # what this call froze, not what earlier freezes (the conftest's) hold
+    # Frozen: no collection walks them again (get_objects lists the collected generations only).
+    assert not {id(node) for node in made_at_start} & {id(obj) for obj in gc.get_objects()}
     assert state.thresholds_before == (700, 10, 10)
     assert gc.get_threshold() == state.thresholds == (700, 10, FULL_COLLECTION_EVERY)  # young ones as before
 
@@ -77,8 +74,10 @@ def test_after_a_full_collection_the_next_waits_for_as_many_new_objects_as_it_le
     """An admission storm grows the heap by live sessions: with a fixed spacing each full collection walked
     it all again, finding almost nothing (bench/RESULTS.md, round 17)."""
     gc.set_threshold(100, 10, 10)  # a small young generation, so that a small heap is many of its collections
-    tune_collector()
-    tune_collector()  # a second server in the same process
+    made_before = [Node() for _ in range(100)]
+    first = tune_collector()
+    second = tune_collector()  # a second server in the same process...
+    assert first.frozen >= 2 * len(made_before) > second.frozen  # ...freezes only what was made since
     assert sum(isinstance(callback, FullCollectionSpacing) for callback in gc.callbacks) == 1
     assert gc.get_threshold() == (100, 10, FULL_COLLECTION_EVERY)
     alive = [[] for _ in range(200_000)]  # tracked objects that stay: the sessions of a storm
