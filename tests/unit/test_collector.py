@@ -52,9 +52,9 @@ def test_the_start_is_frozen_full_collections_are_spaced_and_later_cycles_are_st
     restored_collector: None,
 ) -> None:
     gc.set_threshold(700, 10, 10)  # CPython's defaults, as a server starts with
-    made_at_start = [Node() for _ in range(1_000)]  # 2,000 tracked objects: each node and its __dict__
+    made_at_start = [Node() for _ in range(1_000)]
     state = tune_collector()
-    assert state.frozen >= 2_000  # what this call froze, not what earlier freezes (the conftest's) hold
+    assert state.frozen >= len(made_at_start)  # what this call froze, not what earlier freezes (the conftest's) hold
     # Frozen: no collection walks them again (get_objects lists the collected generations only).
     assert not {id(node) for node in made_at_start} & {id(obj) for obj in gc.get_objects()}
     assert state.thresholds_before == (700, 10, 10)
@@ -77,7 +77,7 @@ def test_after_a_full_collection_the_next_waits_for_as_many_new_objects_as_it_le
     made_before = [Node() for _ in range(100)]
     first = tune_collector()
     second = tune_collector()  # a second server in the same process...
-    assert first.frozen >= 2 * len(made_before) > second.frozen  # ...freezes only what was made since
+    assert first.frozen >= len(made_before) > second.frozen  # ...freezes only what was made since
     assert sum(isinstance(callback, FullCollectionSpacing) for callback in gc.callbacks) == 1
     assert gc.get_threshold() == (100, 10, FULL_COLLECTION_EVERY)
     alive = [[] for _ in range(200_000)]  # tracked objects that stay: the sessions of a storm
