@@ -92,6 +92,10 @@ class ErrorCode(Enum):
         409, 4016, "Disk volume in use",
         "A VM uses this volume (the details name it): delete that VM, or its snapshots that keep the volume, first.",
     )
+    WEBSOCKET_REQUIRED = ErrorSpec(
+        426, 4017, "WebSocket required",
+        "This address is a WebSocket: open the console from limen's pages, or connect with a WebSocket client.",
+    )
     SNAPSHOT_NOT_FOUND = ErrorSpec(
         404, 4020, "Snapshot not found",
         "Use a snapshot name from the VM's list of snapshots (it may have been deleted).",

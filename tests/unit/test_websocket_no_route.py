@@ -1,5 +1,6 @@
 """A WebSocket upgrade to an address limen has no WebSocket at (a script's mistyped console address) is
-answered like any request to an unknown address: 404 NOT_FOUND in the one error schema, before any upgrade.
+answered like any request to an unknown address: 404 NOT_FOUND in the one error schema, before any upgrade;
+an HTTP request to a WebSocket's address gets 426 WEBSOCKET_REQUIRED.
 It was Starlette's close before the handshake, which uvicorn sends as a 403 with no body: a refusal that
 said nothing, to a client that had made a typing mistake."""
 
@@ -14,6 +15,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from limen.settings import Settings
+from tests.conftest import app_client
 from tests.support.console import ConsoleServer
 
 
@@ -38,3 +40,19 @@ async def test_an_upgrade_to_no_websocket_gets_the_404_error_and_the_console_sti
         await server.stop()
     # uvicorn took the answer for an unfinished handshake and logged an error for each
     assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []
+
+
+async def test_a_request_to_a_websockets_address_gets_426_not_a_404(make_settings: Callable[..., Settings]) -> None:
+    """A console's address opened in a browser's address bar, or fetched with curl, is where a WebSocket is:
+    it said 404 "Check the address", which is right, to someone who then looked for a typo."""
+    async with app_client(make_settings()) as client:
+        for path in ("/api/vms/web/console", "/api/vms/web/serial", "/api/vms/%ED%95%9C/console"):
+            for method in ("GET", "POST"):
+                response = await client.request(method, path)
+                assert response.status_code == 426, (method, path, response.text)
+                assert response.headers["upgrade"] == "websocket"  # RFC 9110: the protocol it takes
+                body = response.json()
+                assert body["code"] == "WEBSOCKET_REQUIRED" and "takes WebSocket upgrades only" in body["details"]
+        for path in ("/api/vms/web/consol", "/api/vms/web/console/x", "/api/console"):  # no WebSocket's address
+            response = await client.get(path)
+            assert response.status_code == 404 and response.json()["code"] == "NOT_FOUND", path

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
@@ -151,14 +152,16 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, _unexpected_error)
-    app.router.default = _no_route(app.router.default)
+    app.router.default = _no_route(app.router.default, app.router.routes)
 
 
-def _no_route(default: ASGIApp) -> ASGIApp:
-    """The router's answer to an address none of its routes has: a WebSocket upgrade there gets the 404
-    NOT_FOUND of the one error schema, as an HTTP request does, instead of Starlette's close before the
+def _no_route(default: ASGIApp, routes: Sequence[BaseRoute]) -> ASGIApp:
+    """The router's answer to an address none of its routes has for the request: a WebSocket upgrade there gets
+    the 404 NOT_FOUND of the one error schema, as an HTTP request does, instead of Starlette's close before the
     handshake, which uvicorn answers 403 with no body (a script's mistyped console address read as a
-    refusal). Servers without the ASGI denial-response extension still get that close."""
+    refusal). Servers without the ASGI denial-response extension still get that close. An HTTP request to a
+    WebSocket's address (a console's, opened in a browser's address bar or with curl) gets 426
+    WEBSOCKET_REQUIRED, not a 404 that says the address is wrong."""
 
     async def no_route(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and "websocket.http.response" in scope.get("extensions", {}):
@@ -166,6 +169,18 @@ def _no_route(default: ASGIApp) -> ASGIApp:
             refusal = error_response(LimenError(ErrorCode.NOT_FOUND, f"no WebSocket at {shown}"))
             await WebSocket(scope, receive, send).send_denial_response(refusal)
             return
+        if scope["type"] == "http" and _websocket_at(routes, scope):
+            shown = str(scope.get("path", ""))[:200].encode("unicode_escape").decode()
+            refusal = error_response(LimenError(ErrorCode.WEBSOCKET_REQUIRED, f"{shown} takes WebSocket upgrades only"),
+                                     headers={"Upgrade": "websocket"})  # RFC 9110, 15.5.22: the protocol to use
+            await refusal(scope, receive, send)
+            return
         await default(scope, receive, send)
 
     return no_route
+
+
+def _websocket_at(routes: Sequence[BaseRoute], scope: Scope) -> bool:
+    """Whether one of ``routes`` is a WebSocket whose address is this HTTP request's."""
+    as_upgrade = {**scope, "type": "websocket"}
+    return any(isinstance(route, WebSocketRoute) and route.matches(as_upgrade)[0] is Match.FULL for route in routes)

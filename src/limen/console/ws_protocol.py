@@ -30,8 +30,11 @@ Use with ``uvicorn.Config(..., **uvicorn_ws_options(settings))``.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import functools
+import http
 import inspect
+import json
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -40,10 +43,12 @@ from typing import Any, cast
 import websockets.http11
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.datastructures import Headers
 from websockets.exceptions import InvalidState, SecurityError
 from websockets.frames import Frame
-from websockets.http11 import Request
+from websockets.http11 import Request, Response
 from websockets.protocol import State
+from websockets.typing import StatusLike
 
 from limen.console.client_protocol import INVALID_FRAME_PAYLOAD_DATA, PROTOCOL_ERROR_EXTENSION, WHAT_THE_CLIENT_DID
 from limen.console.pacing import CONNECTIONS_LOST, when_paced
@@ -54,6 +59,18 @@ from limen.http_protocol import MAX_HEAD_BYTES, error_answer
 from limen.settings import Settings
 
 log = logging.getLogger("limen.console")
+
+# The code of each status websockets' ServerProtocol.accept refuses an upgrade with (a status not here is
+# limen's own failure): a missing or malformed key, a version but 13 (400), a method but GET (405, and websockets
+# adds "Allow: GET"), a Connection or Upgrade header without the upgrade (426, with "Upgrade: websocket"); and
+# uvicorn's own use of it: an app that closed before accepting (403).
+REFUSAL_CODES = {
+    http.HTTPStatus.BAD_REQUEST: ErrorCode.INVALID_REQUEST,
+    http.HTTPStatus.FORBIDDEN: ErrorCode.FORBIDDEN,
+    http.HTTPStatus.METHOD_NOT_ALLOWED: ErrorCode.METHOD_NOT_ALLOWED,
+    http.HTTPStatus.UPGRADE_REQUIRED: ErrorCode.WEBSOCKET_REQUIRED,
+    http.HTTPStatus.HTTP_VERSION_NOT_SUPPORTED: ErrorCode.INVALID_REQUEST,
+}
 
 # Time a client gets, once the app is done with its connection, to read what is left and the close.
 CLOSE_GRACE = 2.0
@@ -173,9 +190,34 @@ class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
         self.transport.close()
         self._bound_close()
 
+    def _refuse_upgrade(self, status: StatusLike, text: str) -> Response:
+        """The answer to an upgrade websockets' checks refused (or uvicorn's 500 and 403 before an accept): the
+        JSON error of its status's code, with websockets' reason as the details (:data:`REFUSAL_CODES`)."""
+        code = REFUSAL_CODES.get(http.HTTPStatus(status), ErrorCode.INTERNAL_ERROR)
+        reason = self.conn.handshake_exc
+        details = f"the WebSocket upgrade was refused: {reason}" if reason is not None else (
+            text.strip() or http.HTTPStatus(status).phrase)
+        if reason is not None:
+            log.info("websocket upgrade refused", extra={
+                "event": "websocket_upgrade_refused", "reason": str(reason),
+                "client": self.client[0] if self.client else None,
+            })
+        body = json.dumps(LimenError(code, details).to_dict()).encode()
+        headers = Headers([
+            ("Date", email.utils.formatdate(usegmt=True)), ("Connection", "close"),
+            ("Content-Length", str(len(body))), ("Content-Type", "application/json"),
+            ("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store"),
+        ])
+        status = code.http_status
+        return Response(status, http.HTTPStatus(status).phrase, headers, body)
+
     # -- the splice (the console's proxy stage) -------------------------------------------------------
 
     def handle_connect(self, event: Request) -> None:
+        # websockets' own checks of the upgrade (a Sec-WebSocket-Key, version 13, GET) answer what they refuse
+        # through its ServerProtocol.reject, in plain text, which uvicorn sends as it is: limen's JSON error
+        # instead. An instance attribute shadows the method, as websockets itself does for select_subprotocol.
+        setattr(self.conn, "reject", self._refuse_upgrade)  # noqa: B010 (mypy refuses assigning to a method)
         super().handle_connect(event)
         # The app's task was created but has not run yet: the scope can still be completed.
         if self.offers_splice and self.response.status_code == 101:

@@ -342,3 +342,42 @@ async def test_a_head_just_under_its_size_in_one_chunk_is_served(connect: Connec
     protocol.data_received(head.replace(b"X-Big: ", b"X-Big: " + b"b" * (MAX_HEAD_BYTES - len(head) - 100)))
     await settle()
     assert transport.answer() == (200, b"ok")
+
+
+KEY, VERSION = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", b"Sec-WebSocket-Version: 13\r\n"
+UPGRADE_HEADERS = b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+
+
+@pytest.mark.parametrize(("head", "status", "code", "said", "header"), [
+    (b"GET /ws HTTP/1.1\r\nHost: limen\r\n" + UPGRADE_HEADERS + b"Sec-WebSocket-Key: nope\r\n" + VERSION,
+     400, "INVALID_REQUEST", "invalid Sec-WebSocket-Key header: nope", None),
+    (b"GET /ws HTTP/1.1\r\nHost: limen\r\n" + UPGRADE_HEADERS + VERSION,
+     400, "INVALID_REQUEST", "missing Sec-WebSocket-Key header", None),
+    (b"GET /ws HTTP/1.1\r\nHost: limen\r\n" + UPGRADE_HEADERS + KEY + KEY + VERSION,
+     400, "INVALID_REQUEST", "invalid Sec-WebSocket-Key header: multiple values", None),
+    (b"GET /ws HTTP/1.1\r\nHost: limen\r\n" + UPGRADE_HEADERS + KEY,
+     400, "INVALID_REQUEST", "missing Sec-WebSocket-Version header", None),
+    (b"GET /ws HTTP/1.1\r\nHost: limen\r\n" + UPGRADE_HEADERS + KEY + b"Sec-WebSocket-Version: 8\r\n",
+     400, "INVALID_REQUEST", "invalid Sec-WebSocket-Version header: 8", None),
+    (b"POST /ws HTTP/1.1\r\nHost: limen\r\nContent-Length: 0\r\n" + UPGRADE_HEADERS + KEY + VERSION,
+     405, "METHOD_NOT_ALLOWED", "unsupported HTTP method: POST", b"Allow: GET"),
+    (b"GET /ws HTTP/1.1\r\nHost: limen\r\nUpgrade: websocket\r\n" + UPGRADE_HEADERS + KEY + VERSION,
+     426, "WEBSOCKET_REQUIRED", "invalid Upgrade header: websocket, websocket", b"Upgrade: websocket"),
+], ids=["a malformed key", "no key", "two keys", "no version", "version 8", "POST", "two Upgrade headers"])
+async def test_an_upgrade_websockets_refuses_gets_limens_json_error_and_never_reaches_the_app(
+    connect: Connect, head: bytes, status: int, code: str, said: str, header: bytes | None,
+) -> None:
+    # websockets answered these in plain text ("Failed to open a WebSocket connection: ..."): a script reading
+    # the error schema, as it does for every other refusal, found no code.
+    app = App()
+    protocol, transport = connect(app)
+    protocol.data_received(head + b"\r\n")
+    await settle()
+    assert transport.closed and app.scope == {}
+    answered_status, body = transport.answer()
+    assert answered_status == status and body["code"] == code, body
+    assert body["details"] == f"the WebSocket upgrade was refused: {said}" and set(body) == {
+        "error", "code", "details", "message"}
+    answer_head = bytes(transport.written).partition(b"\r\n\r\n")[0].split(b"\r\n")
+    assert b"Content-Type: application/json" in answer_head and b"Connection: close" in answer_head
+    assert header is None or header in answer_head
