@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("base", frozenset({
         "limen", "clock", "errors", "settings", "private_files", "logs", "isos", "stats_history", "metrics",
         "request_reading", "http_protocol", "i18n", "action_details", "end_details", "collector", "url_redaction",
-        "qemu_access", "redis_client", "redis_stream", "sizes", "cancellation",
+        "qemu_access", "redis_client", "redis_stream", "sizes", "cancellation", "client_text",
     })),
     ("hypervisor/db", frozenset({"hypervisor", "db", "audit", "instances", "stats_sampler", "backup_postgres"})),
     ("auth", frozenset({"auth", "quota", "recovery", "volume_claims", "host_registry", "deleted_owners", "backup",

@@ -33,7 +33,7 @@ async def test_an_upgrade_to_no_websocket_gets_the_404_error_and_the_console_sti
             assert response.status_code == 404, path
             assert response.headers["content-type"] == "application/json"
             body = json.loads(response.body)
-            assert body["code"] == "NOT_FOUND" and body["details"].startswith("no WebSocket at /"), body
+            assert body["code"] == "NOT_FOUND" and body["details"].startswith("no WebSocket at '/"), body
         async with connect(server.url("web"), additional_headers=server.auth_headers) as console:
             assert json.loads(await console.recv())["type"] in ("status", "error")  # upgraded: the console speaks
     finally:

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from limen.api.body_rules import body_model, rule_refusals
+from limen.client_text import quoted
 from limen.db.database import database_unavailable
 from limen.errors import ErrorCode, LimenError, Rule, rule
 from limen.logs import current_request_id
@@ -165,12 +166,12 @@ def _no_route(default: ASGIApp, routes: Sequence[BaseRoute]) -> ASGIApp:
 
     async def no_route(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and "websocket.http.response" in scope.get("extensions", {}):
-            shown = str(scope.get("path", ""))[:200].encode("unicode_escape").decode()
+            shown = quoted(str(scope.get("path", "")), 200)
             refusal = error_response(LimenError(ErrorCode.NOT_FOUND, f"no WebSocket at {shown}"))
             await WebSocket(scope, receive, send).send_denial_response(refusal)
             return
         if scope["type"] == "http" and _websocket_at(routes, scope):
-            shown = str(scope.get("path", ""))[:200].encode("unicode_escape").decode()
+            shown = quoted(str(scope.get("path", "")), 200)
             refusal = error_response(LimenError(ErrorCode.WEBSOCKET_REQUIRED, f"{shown} takes WebSocket upgrades only"),
                                      headers={"Upgrade": "websocket"})  # RFC 9110, 15.5.22: the protocol to use
             await refusal(scope, receive, send)

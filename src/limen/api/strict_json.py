@@ -20,6 +20,8 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
+from limen.client_text import quoted
+
 _LONE_SURROGATE_MAX = 0xDFFF
 _LONE_SURROGATE_MIN = 0xD800
 
@@ -66,8 +68,8 @@ class _StrictJsonRequest(Request):
             try:
                 value = json.loads(document, object_pairs_hook=_object_without_duplicates)
             except _DuplicateKey as duplicate:
-                shown = duplicate.key[:100].encode("unicode_escape").decode()
-                raise json.JSONDecodeError(f"the key {shown!r} is given twice in one object", document, 0) from None
+                raise json.JSONDecodeError(f"the key {quoted(duplicate.key)} is given twice in one object",
+                                           document, 0) from None
             where = lone_surrogate_at(value)
             if where is not None:
                 # FastAPI answers a JSONDecodeError as an invalid body (error_responses: INVALID_REQUEST).

@@ -13,6 +13,7 @@ import ipaddress
 from collections.abc import Collection, Iterable, Sequence
 from urllib.parse import urlsplit
 
+from limen.client_text import header_text, quoted
 from limen.errors import ErrorCode, LimenError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -119,5 +120,4 @@ def check_origin(origin: str | None, *, own: Collection[str], allowed: Sequence[
     normalized = normalize_origin(origin)
     permitted = {normalize_origin(item) for item in allowed} if allowed else set(own)
     if normalized is None or normalized not in permitted:
-        shown = origin[:100].encode("unicode_escape").decode()
-        raise LimenError(ErrorCode.ORIGIN_NOT_ALLOWED, f"origin {shown!r} is not allowed")
+        raise LimenError(ErrorCode.ORIGIN_NOT_ALLOWED, f"origin {quoted(header_text(origin))} is not allowed")

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from limen.client_text import header_text, quoted
 from limen.errors import ErrorCode, LimenError
 from limen.settings import Settings
 
@@ -141,7 +142,7 @@ class Site:
         """:meth:`check_host` for a request's Host header lines: more than one is HOST_NOT_ALLOWED too (HTTP/1.1
         says 400): this server would read the first, and a proxy in front of it might route by another."""
         if self.hosts is not None and len(host_headers) > 1:
-            shown = ", ".join(repr(value[:100].encode("unicode_escape").decode()) for value in host_headers[:3])
+            shown = ", ".join(quoted(header_text(value)) for value in host_headers[:3])
             raise LimenError(ErrorCode.HOST_NOT_ALLOWED, f"the request has {len(host_headers)} Host headers ({shown}); "
                              "it must have one")
         self.check_host(host_headers[0] if host_headers else None)
@@ -153,7 +154,6 @@ class Site:
         host = host_of(host_header) if host_header else ""
         if host in self.hosts or (self.loopback_listen and _is_loopback_ip(host)):
             return
-        shown = (host_header or "")[:100].encode("unicode_escape").decode()
         raise LimenError(ErrorCode.HOST_NOT_ALLOWED,
-                         f"the Host header {shown!r} names no address of this server "
+                         f"the Host header {quoted(header_text(host_header or ''))} names no address of this server "
                          "(LIMEN_PUBLIC_URL, LIMEN_ALLOWED_HOSTS)")
