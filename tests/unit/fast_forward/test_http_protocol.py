@@ -363,7 +363,10 @@ UPGRADE_HEADERS = b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
      405, "METHOD_NOT_ALLOWED", "unsupported HTTP method: POST", b"Allow: GET"),
     (b"GET /ws HTTP/1.1\r\nHost: limen\r\nUpgrade: websocket\r\n" + UPGRADE_HEADERS + KEY + VERSION,
      426, "WEBSOCKET_REQUIRED", "invalid Upgrade header: websocket, websocket", b"Upgrade: websocket"),
-], ids=["a malformed key", "no key", "two keys", "no version", "version 8", "POST", "two Upgrade headers"])
+    (b"GET /ws HTTP/1.1\r\nHost: limen\r\nOrigin: http://limen\r\nOrigin: http://evil\r\n" + UPGRADE_HEADERS + KEY
+     + VERSION, 400, "INVALID_REQUEST", "invalid Origin header: multiple values", None),
+], ids=["a malformed key", "no key", "two keys", "no version", "version 8", "POST", "two Upgrade headers",
+        "two Origin headers"])
 async def test_an_upgrade_websockets_refuses_gets_limens_json_error_and_never_reaches_the_app(
     connect: Connect, head: bytes, status: int, code: str, said: str, header: bytes | None,
 ) -> None:
