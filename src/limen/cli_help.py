@@ -5,10 +5,11 @@ argument's) when :mod:`limen.cli` is imported, in English: those stay the one En
 has a command's help as ``cli.help.<path>`` (``cli.help`` for ``limen`` itself, ``cli.help.vm.create``) and a
 parameter's as ``cli.help.<path>:<parameter>`` (``cli.help.vm.create:memory``, ``cli.help:config``); the
 English catalogue repeats the docstrings and a unit test keeps the two equal. :func:`localized_command`
-puts the reader's language in the tree before it runs. Which texts are translated: the command list and the
-most-used commands (``serve``, ``doctor``, ``vm`` and its everyday subcommands, ``volumes``); others stay
-English. click's own words (``Usage:``, ``Options``, ``Show this message and exit.``) stay English: click
-takes them from gettext, and limen ships no message catalogue for click. In every language a flag (an option
+puts the reader's language in the tree before it runs. Every command and parameter is translated (a unit test
+finds any help text Korean lacks), and so is the help option's own "Show this message and exit."
+(``cli.option_help``, which click gives every command). The rest of click's words (``Usage:``, the panels'
+``Options``/``Commands`` titles) stay English: typer fixes them when it is imported, from gettext, and limen
+ships no message catalogue for click. In every language a flag (an option
 that takes no value: ``--json``, ``--force``, ``--help``) shows no type beside it (:func:`flags_without_a_type`).
 """
 
@@ -21,6 +22,10 @@ from typing import Any
 import typer
 
 from limen.i18n import DEFAULT_LANGUAGE, catalogue
+
+# The help option's text (click's "Show this message and exit."): not under cli.help, which holds the commands'
+# own texts and their parameters' (the help option is none of theirs).
+HELP_OPTION_KEY = "cli.option_help"
 
 
 def help_key(path: tuple[str, ...], parameter: str | None = None) -> str:
@@ -60,6 +65,7 @@ def localized_command(app: typer.Typer, lang: str) -> Any:
         return root
     texts = catalogue(lang)
     for path, command in walk(root):
+        command.get_help_option(typer.Context(command)).help = texts[HELP_OPTION_KEY]
         text = texts.get(help_key(path))
         if text is not None:
             command.help = text

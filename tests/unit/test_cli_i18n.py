@@ -421,6 +421,34 @@ def test_help_of_the_volumes_commands_in_korean(monkeypatch: pytest.MonkeyPatch,
     assert "The host whose pool holds it" in help_of(monkeypatch, capsys, ENGLISH, "volumes", "delete")
 
 
+def test_every_commands_help_and_every_parameters_has_korean() -> None:
+    """Commands added after the first translation (vm media/set/resize-disk/finish-install/snapshot, iso, user,
+    token, host, config) said their help in English under LANG=ko_KR.UTF-8, beside Korean ones in one list."""
+    import typer.main
+
+    from limen.cli_help import help_key, walk
+    from limen.i18n import catalogue
+
+    korean = catalogue("ko")
+    untranslated = [key for path, command in walk(typer.main.get_command(app))
+                    for key, text in [(help_key(path), command.help),
+                                      *((help_key(path, p.name), getattr(p, "help", None)) for p in command.params)]
+                    if text and key not in korean]
+    assert untranslated == []
+
+
+def test_help_of_the_later_commands_and_the_help_option_in_korean(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vm = help_of(monkeypatch, capsys, KOREAN, "vm")
+    assert "가상 머신의 CD를 보거나" in vm and "디스크를 늘립니다" in vm and "Grow a disk" not in vm
+    assert "이 도움말을 보여 주고 끝냄" in vm and "Show this message and exit." not in vm
+    create = help_of(monkeypatch, capsys, KOREAN, "vm", "snapshot", "create")
+    assert "스냅샷을 만듭니다" in create and "스냅샷과 함께 남길 설명" in create
+    assert "API 토큰을 폐기합니다" in help_of(monkeypatch, capsys, KOREAN, "token")
+    assert "Show this message and exit." in help_of(monkeypatch, capsys, ENGLISH, "vm")
+
+
 @pytest.mark.parametrize("env", [ENGLISH, KOREAN], ids=["en", "ko"])
 def test_help_shows_no_type_beside_a_flag_and_no_unasked_no_x_twin(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], env: dict[str, str]
