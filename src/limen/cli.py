@@ -42,7 +42,7 @@ from limen.cli_help import localized_command
 from limen.cli_hosts import host_app
 from limen.cli_hypervisor import run_on_hypervisor
 from limen.cli_isos import iso_app
-from limen.cli_output import cli_language, error_text, say, say_errors_as_json, table
+from limen.cli_output import cli_language, error_text, moment, say, say_errors_as_json, table
 from limen.cli_progress import working
 from limen.cli_snapshots import snapshot_app
 from limen.cli_state import CliState, cli_state
@@ -161,7 +161,7 @@ def _print_vm(state: CliState, vm: VmOut) -> None:
         (say("cli.field.iso"), vm.iso or "-"), (say("cli.field.cdrom"), cdrom),
         (say("cli.field.boot_order"), ", ".join(vm.boot_order) or "-"),
         (say("cli.field.autostart"), say("cli.yes") if vm.autostart else say("cli.no")),
-        (say("cli.field.created"), vm.created_at.isoformat() if vm.created_at else "-"),
+        (say("cli.field.created"), moment(vm.created_at) if vm.created_at else "-"),
     ]
     fields += [
         (say("cli.field.disk", target=d.target), f"{d.path or say('cli.empty')} ({say(f'cli.device.{d.device}')}"

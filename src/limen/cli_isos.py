@@ -22,7 +22,7 @@ from rich.text import Text
 
 from limen.api.schemas import IsoOut
 from limen.cli_hypervisor import with_hypervisor
-from limen.cli_output import failed, say, table
+from limen.cli_output import failed, moment, say, table
 from limen.cli_state import cli_state
 from limen.errors import LimenError
 from limen.isos import IsoImage, IsoUpload, check_room, delete_iso, list_isos
@@ -50,7 +50,7 @@ def iso_list(ctx: typer.Context) -> None:
     if state.as_json:
         typer.echo(json.dumps([_out(i) for i in isos], indent=2))
     else:
-        rows = [[i.name, format_size(i.size_bytes), i.modified.strftime("%Y-%m-%d %H:%M"),
+        rows = [[i.name, format_size(i.size_bytes), moment(i.modified),
                  i.sha256[:16] if i.sha256 else "-"] for i in isos]
         typer.echo(table(rows, ["cli.col.name", "cli.col.size", "cli.col.modified", "cli.col.sha256"]) if rows
                    else say("cli.no_isos", dir=settings.iso_dir))

@@ -10,6 +10,7 @@ import json
 import math
 import os
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import typer
@@ -130,6 +131,13 @@ def failed(exc: LimenError) -> typer.Exit:
     """Says ``exc`` on stderr (:func:`error_text`) and returns the exit (code 1) for the command to raise."""
     typer.echo(error_text(exc), err=True)
     return typer.Exit(1)
+
+
+def moment(when: datetime) -> str:
+    """A time as the command line's tables show it: this machine's local time to the minute, as ``ls -l`` does
+    (user and token lists showed ``2026-12-07T16:09:43.983004+00:00``, the ISO list ``2026-12-07 16:09`` in UTC).
+    ``--json`` keeps the exact UTC time."""
+    return when.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
 def table(rows: Sequence[Sequence[str]], header_keys: Sequence[str]) -> str:

@@ -17,7 +17,7 @@ from limen.api.schemas import SnapshotOut
 from limen.audit import ActionTarget
 from limen.cli_audit import run_audited
 from limen.cli_hypervisor import run_on_hypervisor
-from limen.cli_output import say
+from limen.cli_output import moment, say
 from limen.cli_progress import working
 from limen.cli_state import cli_state
 from limen.hypervisor import Hypervisor
@@ -47,7 +47,7 @@ def snapshot_state(vm_state: str) -> str:
 
 def _describe(snap: SnapshotOut) -> str:
     kind = say("cli.snapshot.kind_memory") if snap.with_memory else snapshot_state(snap.vm_state)
-    return f"{snap.name} ({kind}, {snap.created_at:%Y-%m-%d %H:%M:%S})"
+    return f"{snap.name} ({kind}, {moment(snap.created_at)})"
 
 
 @snapshot_app.command("list")

@@ -35,7 +35,7 @@ from limen.auth.throttle_store import ThrottleStore, make_throttle_store, thrott
 from limen.auth.tokens import TokenInfo, Tokens
 from limen.auth.users import UserInfo, Users, find_user_by_key
 from limen.cli_audit import command_line_actor
-from limen.cli_output import failed, say, table
+from limen.cli_output import failed, moment, say, table
 from limen.cli_state import cli_state
 from limen.clock import system_clock
 from limen.db import Database
@@ -157,7 +157,7 @@ def user_list(ctx: typer.Context) -> None:
     # Every user's status said (an active one's cell was empty).
     rows = [[u.name, say(f"cli.role.{u.role.value}"),
              say("cli.user.disabled" if u.disabled else "cli.user.pending" if not u.approved else "cli.user.active"),
-             u.created_at.isoformat()] for u in users]
+             moment(u.created_at)] for u in users]
     typer.echo(table(rows, ["cli.col.name", "cli.col.role", "cli.col.status", "cli.col.created"]) if rows
                else say("cli.no_users"))
 
@@ -341,8 +341,8 @@ def token_list(
         typer.echo(json.dumps([_token_dict(token) for token in tokens], indent=2, ensure_ascii=False))
         return
     rows = [
-        [str(t.id), t.name, t.owner, t.prefix + "…", t.created_at.isoformat(),
-         t.last_used_at.isoformat() if t.last_used_at else "-",
+        [str(t.id), t.name, t.owner, t.prefix + "…", moment(t.created_at),
+         moment(t.last_used_at) if t.last_used_at else "-",
          say("cli.token.revoked") if t.revoked_at else say("cli.token.active")]
         for t in tokens
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -61,7 +62,8 @@ def test_create_list_and_duplicate(cli: typer.Typer, tmp_path: Path) -> None:
     assert [(u["name"], u["role"]) for u in json.loads(out)] == sorted([(NASTY, "user"), ("root", "admin")])
     assert {u["approved"] for u in json.loads(out)} == {True}
     code, out, _ = run(cli, "user", "list")  # every status said: an active user's cell was empty
-    assert code == 0 and [line.split()[-2] for line in out.splitlines()[1:] if line] == ["active", "active"], out
+    assert code == 0 and [line.split()[-3] for line in out.splitlines()[1:] if line] == ["active", "active"], out
+    assert all(re.search(r"  \d{4}-\d\d-\d\d \d\d:\d\d$", line) for line in out.splitlines()[1:]), out  # to the minute
     assert authenticate(tmp_path, NASTY, "pw-from-stdin")
     assert authenticate(tmp_path, "root", "prompted-pw")
 
