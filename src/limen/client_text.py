@@ -15,11 +15,17 @@ def quoted(text: str, limit: int = 100) -> str:
     return repr(text[:limit]) + ("…" if len(text) > limit else "")
 
 
+def printable(text: str, limit: int = 100) -> str:
+    """:func:`quoted` without the quotes: for a message that already says where the client's text is."""
+    return repr(text[:limit])[1:-1] + ("…" if len(text) > limit else "")
+
+
 def header_text(value: str) -> str:
     """A header value as ASGI gives it (its bytes, one character each, as Latin-1) as the text its sender
-    wrote: browsers and curl send UTF-8; bytes that are not UTF-8 show as U+FFFD."""
+    wrote: browsers and curl send UTF-8. A byte that is not UTF-8 stays itself, as a lone surrogate that
+    :func:`quoted` shows as ``\\udcXX`` (the byte XX): two different bytes never read alike."""
     try:
         raw = value.encode("latin-1")
     except UnicodeEncodeError:  # already text (not from a header's bytes)
         return value
-    return raw.decode("utf-8", "replace")
+    return raw.decode("utf-8", "surrogateescape")

@@ -10,7 +10,7 @@ import pytest
 
 from limen.auth.http import check_origin
 from limen.auth.site import Site
-from limen.client_text import header_text, quoted
+from limen.client_text import header_text, printable, quoted
 from limen.errors import LimenError
 from limen.settings import Settings, load_settings
 from tests.conftest import app_client
@@ -27,11 +27,13 @@ def test_readable_text_stays_as_typed_and_what_is_not_printable_is_escaped_once(
     assert quoted("evil\u202etxt.exe") == r"'evil\u202etxt.exe'"  # a right-to-left override cannot turn the line
     assert quoted("\udcff") == r"'\udcff'"
     assert quoted("가" * 101) == "'" + "가" * 100 + "'…" and quoted("ab", 1) == "'a'…"
+    assert printable("한\x9c글", 2) == r"한\x9c…"
 
 
 def test_a_headers_bytes_read_as_the_utf8_its_sender_wrote() -> None:
     assert header_text(as_asgi_header("http://한국.kr")) == "http://한국.kr"
-    assert header_text("caf\xe9") == "caf\ufffd"  # a Latin-1 byte that is not UTF-8
+    # Bytes that are not UTF-8 stay themselves: two of them never read alike
+    assert quoted(header_text("caf\xe9")) == r"'caf\udce9'" != quoted(header_text("caf\xe8"))
     assert header_text("이름") == "이름"  # already text
 
 

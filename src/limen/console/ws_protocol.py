@@ -50,6 +50,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.typing import StatusLike
 
+from limen.client_text import header_text, printable
 from limen.console.client_protocol import INVALID_FRAME_PAYLOAD_DATA, PROTOCOL_ERROR_EXTENSION, WHAT_THE_CLIENT_DID
 from limen.console.pacing import CONNECTIONS_LOST, when_paced
 from limen.console.pump import Traffic
@@ -193,15 +194,20 @@ class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
     def _refuse_upgrade(self, status: StatusLike, text: str) -> Response:
         """The answer to an upgrade websockets' checks refused (or uvicorn's 500 and 403 before an accept): the
         JSON error of its status's code, with websockets' reason as the details (:data:`REFUSAL_CODES`)."""
-        code = REFUSAL_CODES.get(http.HTTPStatus(status), ErrorCode.INTERNAL_ERROR)
+        refused = REFUSAL_CODES.get(http.HTTPStatus(status))
         reason = self.conn.handshake_exc
-        details = f"the WebSocket upgrade was refused: {reason}" if reason is not None else (
-            text.strip() or http.HTTPStatus(status).phrase)
-        if reason is not None:
+        if refused is None:  # limen's own failure (a crash in websockets or the app): what it was is for the log
+            code, details = ErrorCode.INTERNAL_ERROR, http.HTTPStatus(status).phrase
+        elif reason is not None:
+            # websockets' reason quotes the header's value, its bytes read as Latin-1
+            shown = printable(header_text(str(reason)), 300)
+            code, details = refused, f"the WebSocket upgrade was refused: {shown}"
             log.info("websocket upgrade refused", extra={
-                "event": "websocket_upgrade_refused", "reason": str(reason),
+                "event": "websocket_upgrade_refused", "reason": shown,
                 "client": self.client[0] if self.client else None,
             })
+        else:
+            code, details = refused, text.strip() or http.HTTPStatus(status).phrase
         body = json.dumps(LimenError(code, details).to_dict()).encode()
         headers = Headers([
             ("Date", email.utils.formatdate(usegmt=True)), ("Connection", "close"),
@@ -371,14 +377,16 @@ class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
         super().connection_lost(exc)
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
-        # Nothing is left to bound, and the scope's extension holds this protocol's methods (a cycle through
-        # it): let go of both, so reference counting frees the connection now, not the cyclic collector later.
+        # Nothing is left to bound, and the scope's extension and websockets' reject (handle_connect) hold this
+        # protocol's methods (cycles through it): let go of them, so reference counting frees the connection
+        # now, not the cyclic collector later.
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
         scope = getattr(self, "scope", None)
         if scope is not None:
             scope.get("extensions", {}).pop(SPLICE_EXTENSION, None)
+        vars(self.conn).pop("reject", None)
 
 
 class NoSpliceWebSocketProtocol(BoundedCloseWebSocketProtocol):

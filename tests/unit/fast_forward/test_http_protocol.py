@@ -351,6 +351,8 @@ UPGRADE_HEADERS = b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
 @pytest.mark.parametrize(("head", "status", "code", "said", "header"), [
     (b"GET /ws HTTP/1.1\r\nHost: limen\r\n" + UPGRADE_HEADERS + b"Sec-WebSocket-Key: nope\r\n" + VERSION,
      400, "INVALID_REQUEST", "invalid Sec-WebSocket-Key header: nope", None),
+    (b"GET /ws HTTP/1.1\r\nHost: limen\r\n" + UPGRADE_HEADERS + "Sec-WebSocket-Key: 한국\r\n".encode() + VERSION,
+     400, "INVALID_REQUEST", "invalid Sec-WebSocket-Key header: 한국", None),  # as typed, not as Latin-1
     (b"GET /ws HTTP/1.1\r\nHost: limen\r\n" + UPGRADE_HEADERS + VERSION,
      400, "INVALID_REQUEST", "missing Sec-WebSocket-Key header", None),
     (b"GET /ws HTTP/1.1\r\nHost: limen\r\n" + UPGRADE_HEADERS + KEY + KEY + VERSION,
@@ -365,8 +367,8 @@ UPGRADE_HEADERS = b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
      426, "WEBSOCKET_REQUIRED", "invalid Upgrade header: websocket, websocket", b"Upgrade: websocket"),
     (b"GET /ws HTTP/1.1\r\nHost: limen\r\nOrigin: http://limen\r\nOrigin: http://evil\r\n" + UPGRADE_HEADERS + KEY
      + VERSION, 400, "INVALID_REQUEST", "invalid Origin header: multiple values", None),
-], ids=["a malformed key", "no key", "two keys", "no version", "version 8", "POST", "two Upgrade headers",
-        "two Origin headers"])
+], ids=["a malformed key", "a Korean key", "no key", "two keys", "no version", "version 8", "POST",
+        "two Upgrade headers", "two Origin headers"])
 async def test_an_upgrade_websockets_refuses_gets_limens_json_error_and_never_reaches_the_app(
     connect: Connect, head: bytes, status: int, code: str, said: str, header: bytes | None,
 ) -> None:
