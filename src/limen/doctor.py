@@ -335,7 +335,7 @@ def _request_ticket(server_url: str, vm_uuid: str, token: str, timeout: float,
         with urllib.request.urlopen(request, timeout=timeout, context=tls) as response:
             ticket = _json_object(response.read(ANSWER_MAX_BYTES)).get("ticket")
     except urllib.error.HTTPError as exc:
-        body = _json_object(exc.read(ANSWER_MAX_BYTES))
+        body = _json_object(_refusal_body(exc))
         code = body.get("code", f"HTTP {exc.code}")
         fix = TOKEN_FIX if exc.code == 401 else _server_advice(body)
         raise CheckFailed(said("ticket_refused", code=code, details=body.get("details", "")), fix) from None
@@ -352,6 +352,15 @@ def _request_ticket(server_url: str, vm_uuid: str, token: str, timeout: float,
     return ticket
 
 
+def _refusal_body(refusal: urllib.error.HTTPError) -> bytes:
+    """The body of a refusal, at most ANSWER_MAX_BYTES; empty when it cannot be read (a chunked body cut short or
+    malformed): the refusal's status still says what happened."""
+    try:
+        return refusal.read(ANSWER_MAX_BYTES)
+    except (OSError, http.client.HTTPException):
+        return b""
+
+
 def _json_object(raw: str | bytes) -> dict[str, Any]:
     """``raw`` as a JSON object; empty when it is none (an HTML page, a list, text that is not UTF-8, nesting
     deeper than Python's json reads): what the server said is then unknown, never a traceback."""
@@ -366,6 +375,8 @@ def _unreachable_fix(server_url: str, reason: object) -> Said:
     """What to do about a server the ticket request did not reach: an untrusted certificate, plain HTTP to a
     server that speaks TLS, or a URL that is none or leads to something that speaks no HTTP, is not a server
     to start (which was all the doctor said)."""
+    if not server_url.lower().startswith(("http://", "https://")):  # "localhost:8080" is scheme "localhost"
+        return said("fix.server_url")
     if isinstance(reason, ssl.SSLCertVerificationError):
         return said("fix.trust_certificate")
     if server_url.startswith("http://") and isinstance(reason, ConnectionResetError | http.client.RemoteDisconnected):

@@ -43,6 +43,10 @@ class _Answers(http.server.BaseHTTPRequestHandler):
     }
 
     def do_POST(self) -> None:
+        if self.path.startswith("/refused-broken/"):  # a chunked body that is not chunks: reading it raises
+            self.wfile.write(b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+            self.close_connection = True
+            return
         code, body = self.answers[self.path.split("/api/")[0]]
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
@@ -82,7 +86,7 @@ def test_an_answer_without_a_ticket_says_the_server_is_not_limen(server: str, pa
 
 
 @pytest.mark.parametrize(("path", "status"), [("/refused-list", 403), ("/refused-deep", 403),
-                                              ("/refused-page", 500)])
+                                              ("/refused-page", 500), ("/refused-broken", 500)])
 def test_a_refusal_that_is_no_limen_error_says_its_http_status(server: str, path: str, status: int) -> None:
     assert f"HTTP {status}" in str(failure(f"{server}{path}").detail)
 
@@ -101,11 +105,12 @@ def test_something_that_speaks_no_http_or_no_url_says_to_correct_the_url() -> No
         threading.Thread(target=answer_as_ssh, daemon=True).start()
         failed = failure(f"http://127.0.0.1:{other.getsockname()[1]}")
     assert "BadStatusLine" in str(failed.detail) and "--server with limen's own URL" in str(failed.fix)
-    for url in ("limen.lan", "http://exa mple"):
-        assert "--server with limen's own URL" in str(failure(url).fix), url
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
+    # Without a scheme "localhost:8080" is a URL of scheme "localhost", which urllib cannot open: not a server to start
+    for url in ("limen.lan", "http://exa mple", f"localhost:{port}", f"127.0.0.1:{port}"):
+        assert "--server with limen's own URL" in str(failure(url).fix), url
     assert failure(f"http://127.0.0.1:{port}").fix is START_SERVER_FIX  # nothing listens: start the server
 
 
