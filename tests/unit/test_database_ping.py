@@ -62,3 +62,20 @@ async def test_the_doctor_waits_for_the_database_its_own_timeout(
         await check_database(context)
     assert waited == [7]
     assert "7 s" in str(failed.value.detail)
+
+
+async def test_a_pool_whose_every_connection_is_held_is_a_timeout_too(tmp_path: Path) -> None:
+    """On PostgreSQL the pool's pool_timeout is the database timeout, the ping's own bound: with every connection
+    held by calls the database does not answer, /readyz said SQLAlchemy's "QueuePool limit ... reached" or "no
+    answer", whichever bound ended first."""
+    from sqlalchemy import create_engine
+
+    database = Database(f"sqlite:///{tmp_path / 'limen.db'}")
+    database.engine.dispose()
+    database.engine = create_engine(database.url, pool_size=1, max_overflow=0, pool_timeout=0.1)  # a small pool
+    try:
+        # its one connection held; the pool's bound ends first here, always
+        with database.engine.connect(), pytest.raises(TimeoutError, match=r"no connection to .* came free in time"):
+            await database.ping(10)
+    finally:
+        database.close()

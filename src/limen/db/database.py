@@ -293,13 +293,18 @@ class Database:
         thread left behind if the database hangs (:func:`in_daemon_thread`). A new connection's own bound
         (libpq's ``connect_timeout``, :func:`postgresql_bounds`: never shorter than the server's deadline) is
         the same silence: when it ends first, that is a TimeoutError too, not the driver's error (/readyz
-        said the one or the other of a hung PostgreSQL, as the two bounds of 2 s came)."""
+        said the one or the other of a hung PostgreSQL, as the two bounds of 2 s came); so is a pool whose every
+        connection stays held for its ``pool_timeout``, the same bound."""
         try:
             await in_daemon_thread(self.check_answers, timeout, name="limen-database-ping")
         except DBAPIError as exc:
             if _connection_start_timed_out(exc):
                 raise TimeoutError(f"no answer from {self.redacted_url} while connecting") from exc
             raise
+        except PoolTimeout as exc:
+            # Every connection of the pool held (by calls a hung database does not answer) for its pool_timeout,
+            # the same bound as the ping's own: the same silence, whichever ended first.
+            raise TimeoutError(f"no connection to {self.redacted_url} came free in time") from exc
 
     def check_answers(self) -> None:
         """Raises if the database does not answer ``SELECT 1`` (however long that takes to find out)."""
