@@ -45,7 +45,12 @@ def test_the_console_opened_from_the_details_page_fetches_no_novnc_module(
     console.wait_for()
     page.wait_for_load_state("networkidle")  # the prefetch is done while the user reads the page
     console.click()
-    page.wait_for_function("() => !['loading', 'connecting'].includes(document.body.dataset.consoleState)")
+    # The console page, not the details page whose body has no console state (which the test below read as
+    # settled), nor the console page's document before its body is parsed (null: the check threw, CI run on
+    # 6b4e335 under load).
+    page.wait_for_url(f"**/vms/{vm_uuid}/console")
+    page.wait_for_function("() => document.body !== null"
+                           " && !['loading', 'connecting'].includes(document.body.dataset.consoleState)")
     transfers = page.evaluate(NOVNC_TRANSFERS)
     # One module, noVNC joined by `make web`, fetched ahead by the details page: nothing transferred now.
     assert [name.rsplit("/", 1)[1] for name, _ in transfers] == [NOVNC_JOINED], transfers
