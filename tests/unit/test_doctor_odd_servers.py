@@ -105,13 +105,16 @@ def test_something_that_speaks_no_http_or_no_url_says_to_correct_the_url() -> No
         threading.Thread(target=answer_as_ssh, daemon=True).start()
         failed = failure(f"http://127.0.0.1:{other.getsockname()[1]}")
     assert "BadStatusLine" in str(failed.detail) and "--server with limen's own URL" in str(failed.fix)
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    # Without a scheme "localhost:8080" is a URL of scheme "localhost", which urllib cannot open: not a server to start
-    for url in ("limen.lan", "http://exa mple", f"localhost:{port}", f"127.0.0.1:{port}"):
-        assert "--server with limen's own URL" in str(failure(url).fix), url
-    assert failure(f"http://127.0.0.1:{port}").fix is START_SERVER_FIX  # nothing listens: start the server
+    # A port bound and never listened on refuses connections, and no other program can take it meanwhile (a
+    # port closed before the connection could have been).
+    with socket.socket() as refusing:
+        refusing.bind(("127.0.0.1", 0))
+        port = refusing.getsockname()[1]
+        # Without a scheme "localhost:8080" is a URL of scheme "localhost", which urllib cannot open: no server
+        # to start
+        for url in ("limen.lan", "http://exa mple", f"localhost:{port}", f"127.0.0.1:{port}"):
+            assert "--server with limen's own URL" in str(failure(url).fix), url
+        assert failure(f"http://127.0.0.1:{port}").fix is START_SERVER_FIX  # nothing listens: start the server
 
 
 @pytest.mark.parametrize("frame", ["hello", "[1, 2]", "[" * 5000 + "]" * 5000])
