@@ -69,16 +69,22 @@ def absolute_form_authority(target: bytes) -> bytes | None:
     return authority.rpartition(b"@")[2]
 
 
-def error_answer(error: LimenError) -> bytes:
-    """A whole HTTP/1.1 response carrying ``error`` as the JSON error, closing the connection; like the
-    app's errors (:mod:`limen.api.browser_security`), never sniffed as another type nor cached."""
+def error_answer_parts(error: LimenError) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The status, headers and body of a response carrying ``error`` as the JSON error, closing the connection;
+    like the app's errors (:mod:`limen.api.browser_security`), never sniffed as another type nor cached. Written
+    by :func:`error_answer` here, and as websockets' response to an upgrade it refuses (limen.console.ws_protocol).
+    """
     body = json.dumps(error.to_dict()).encode()
-    status = error.code.http_status
-    return (
-        f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
-        f"content-type: application/json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n"
-        "x-content-type-options: nosniff\r\ncache-control: no-store\r\n\r\n"
-    ).encode() + body
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Connection", "close"),
+               ("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store")]
+    return error.code.http_status, headers, body
+
+
+def error_answer(error: LimenError) -> bytes:
+    """A whole HTTP/1.1 response carrying ``error`` (:func:`error_answer_parts`)."""
+    status, headers, body = error_answer_parts(error)
+    head = "".join(f"{name.lower()}: {value}\r\n" for name, value in headers)
+    return f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n{head}\r\n".encode() + body
 
 
 class _ReportingFlowControl(FlowControl):

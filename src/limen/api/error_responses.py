@@ -165,13 +165,12 @@ def _no_route(default: ASGIApp, routes: Sequence[BaseRoute]) -> ASGIApp:
     WEBSOCKET_REQUIRED, not a 404 that says the address is wrong."""
 
     async def no_route(scope: Scope, receive: Receive, send: Send) -> None:
+        shown = quoted(str(scope.get("path", "")), 200)
         if scope["type"] == "websocket" and "websocket.http.response" in scope.get("extensions", {}):
-            shown = quoted(str(scope.get("path", "")), 200)
             refusal = error_response(LimenError(ErrorCode.NOT_FOUND, f"no WebSocket at {shown}"))
             await WebSocket(scope, receive, send).send_denial_response(refusal)
             return
         if scope["type"] == "http" and _websocket_at(routes, scope):
-            shown = quoted(str(scope.get("path", "")), 200)
             refusal = error_response(LimenError(ErrorCode.WEBSOCKET_REQUIRED, f"{shown} takes WebSocket upgrades only"),
                                      headers={"Upgrade": "websocket"})  # RFC 9110, 15.5.22: the protocol to use
             await refusal(scope, receive, send)

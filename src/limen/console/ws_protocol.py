@@ -34,7 +34,6 @@ import email.utils
 import functools
 import http
 import inspect
-import json
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -56,7 +55,7 @@ from limen.console.pacing import CONNECTIONS_LOST, when_paced
 from limen.console.pump import Traffic
 from limen.console.splice import SPLICE_EXTENSION, Splice
 from limen.errors import ErrorCode, LimenError
-from limen.http_protocol import MAX_HEAD_BYTES, error_answer
+from limen.http_protocol import MAX_HEAD_BYTES, error_answer, error_answer_parts
 from limen.settings import Settings
 
 log = logging.getLogger("limen.console")
@@ -208,14 +207,9 @@ class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
             })
         else:
             code, details = refused, text.strip() or http.HTTPStatus(status).phrase
-        body = json.dumps(LimenError(code, details).to_dict()).encode()
-        headers = Headers([
-            ("Date", email.utils.formatdate(usegmt=True)), ("Connection", "close"),
-            ("Content-Length", str(len(body))), ("Content-Type", "application/json"),
-            ("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store"),
-        ])
-        status = code.http_status
-        return Response(status, http.HTTPStatus(status).phrase, headers, body)
+        status, headers, body = error_answer_parts(LimenError(code, details))
+        return Response(status, http.HTTPStatus(status).phrase,
+                        Headers([("Date", email.utils.formatdate(usegmt=True)), *headers]), body)
 
     # -- the splice (the console's proxy stage) -------------------------------------------------------
 
