@@ -530,6 +530,8 @@ def test_an_iso_a_snapshot_keeps_is_held_and_a_revert_without_it_leaves_the_vm_a
     missing = assert_error(api.post(f"/api/vms/{name}/snapshots/with-cd/revert"), 409, "SNAPSHOT_ISO_MISSING")
     assert iso in missing["details"]
     assert api.get(f"/api/vms/{name}").json()["state"] == "running"  # left alone
+    assert api.get("/api/isos").status_code == 200
+    assert not (Path(cdrom).parent / f".{iso}.sha256").exists()  # the listing took the checksum of the image rm'd
 
 
 def test_a_running_vms_snapshot_taken_with_another_disc_says_how_to_delete_it(

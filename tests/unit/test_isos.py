@@ -97,6 +97,18 @@ def test_listing_hides_limens_own_files_and_dangling_links(iso_dir: Path) -> Non
     assert [iso.name for iso in list_isos(iso_dir)] == ["boot.iso"]
 
 
+def test_the_listing_removes_the_checksums_of_images_deleted_by_hand_and_only_those(iso_dir: Path) -> None:
+    (iso_dir / "kept.img").write_bytes(b"k")
+    (iso_dir / "dangling.iso").symlink_to(iso_dir / "nowhere.iso")  # limen's delete still removes it and its checksum
+    for name in ("boot.iso", "kept.img", "dangling.iso", "gone.iso", "gone.img"):  # the last two were `rm`ed
+        checksum_path(iso_dir / name).write_text(f"{'a' * 64} 1 1\n")
+    (iso_dir / ".notes.sha256").write_text("someone else's")  # names no image: not limen's
+    (iso_dir / ".x.iso.upload-abc").write_bytes(b"partial")
+    assert [iso.name for iso in list_isos(iso_dir)] == ["boot.iso", "kept.img"]
+    assert sorted(p.name for p in iso_dir.iterdir() if p.name.startswith(".")) == [
+        ".boot.iso.sha256", ".dangling.iso.sha256", ".kept.img.sha256", ".notes.sha256", ".x.iso.upload-abc"]
+
+
 # -- uploads ------------------------------------------------------------------------------------------
 
 def test_an_upload_appears_complete_with_its_checksum(iso_dir: Path) -> None:

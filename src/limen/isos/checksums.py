@@ -55,6 +55,15 @@ def remove_checksum(image: Path) -> None:
     checksum_path(image).unlink(missing_ok=True)
 
 
+def checked_image(entry: Path) -> Path | None:
+    """The image ``entry`` would be the checksum file of (``.NAME.sha256`` → ``NAME``), or None for any other
+    name."""
+    name = entry.name
+    if len(name) > len(".sha256") + 1 and name.startswith(".") and name.endswith(".sha256"):
+        return entry.with_name(name[1:-len(".sha256")])
+    return None
+
+
 def hash_file(path: Path, stop: threading.Event | None = None) -> str | None:
     """The SHA-256 of the file at ``path``, read a chunk at a time; None if ``stop`` was set meanwhile."""
     digest = hashlib.sha256()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from limen.errors import ErrorCode, LimenError, Rule, ValidationFailed, rule
-from limen.isos.checksums import read_checksum, remove_checksum
+from limen.isos.checksums import checked_image, read_checksum, remove_checksum
 
 ISO_SUFFIXES = (".iso", ".img")
 # Room under the file system's 255-byte name limit for the ".NAME.upload-<random>" of an upload.
@@ -90,7 +90,11 @@ def list_image(entry: Path) -> IsoImage | None:
 
 
 def list_isos(iso_dir: Path) -> list[IsoImage]:
-    """Boot images directly inside ``iso_dir`` (links included, e.g. to ISOs that packages ship)."""
+    """Boot images directly inside ``iso_dir`` (links included, e.g. to ISOs that packages ship).
+
+    The checksum file of an image deleted by hand (``rm``, not limen) is removed on the way: nothing else
+    would, and each such image left one behind for good.
+    """
     if not iso_dir.is_dir():
         return []
     images = []
@@ -99,7 +103,17 @@ def list_isos(iso_dir: Path) -> list[IsoImage]:
             image = list_image(entry)
             if image is not None:
                 images.append(image)
+        else:
+            _remove_if_orphan_checksum(entry)
     return images
+
+
+def _remove_if_orphan_checksum(entry: Path) -> None:
+    image = checked_image(entry)
+    # Only a checksum file of an image name limen would list; the image is looked for now, not in the listing
+    # read before: an upload links its image before it writes the checksum, so one seen here has its image.
+    if image is not None and name_problem(image.name) is None and not os.path.lexists(image):
+        entry.unlink(missing_ok=True)
 
 
 def resolve_iso(iso_dir: Path, name: str) -> Path:
