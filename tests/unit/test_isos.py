@@ -109,6 +109,12 @@ def test_the_listing_removes_the_checksums_of_images_deleted_by_hand_and_only_th
         ".boot.iso.sha256", ".dangling.iso.sha256", ".kept.img.sha256", ".notes.sha256", ".x.iso.upload-abc"]
 
 
+def test_a_checksum_file_the_listing_cannot_remove_leaves_the_listing_whole(iso_dir: Path) -> None:
+    (iso_dir / ".gone.iso.sha256").mkdir()  # unlink fails as on a directory limen may only read (root may write any)
+    assert [iso.name for iso in list_isos(iso_dir)] == ["boot.iso"]
+    assert (iso_dir / ".gone.iso.sha256").is_dir()
+
+
 # -- uploads ------------------------------------------------------------------------------------------
 
 def test_an_upload_appears_complete_with_its_checksum(iso_dir: Path) -> None:

@@ -113,7 +113,10 @@ def _remove_if_orphan_checksum(entry: Path) -> None:
     # Only a checksum file of an image name limen would list; the image is looked for now, not in the listing
     # read before: an upload links its image before it writes the checksum, so one seen here has its image.
     if image is not None and name_problem(image.name) is None and not os.path.lexists(image):
-        entry.unlink(missing_ok=True)
+        try:
+            entry.unlink(missing_ok=True)
+        except OSError:
+            pass  # a directory limen may only read (or a directory of that name) is still listed
 
 
 def resolve_iso(iso_dir: Path, name: str) -> Path:
