@@ -430,7 +430,9 @@ async def check_console_websocket(ctx: Context) -> Said:
     except TimeoutError:
         raise CheckFailed(said("no_verdict", seconds=f"{bound:g}", url=url), said("fix.see_session_log")) from None
     except (OSError, websockets.WebSocketException) as exc:
-        raise CheckFailed(said("cannot_open", url=url, error=exc), START_SERVER_FIX) from None
+        # As the ticket's request would have said (it is made only with a token): "localhost:8080" is a URL
+        # to correct, not a server to start.
+        raise CheckFailed(said("cannot_open", url=url, error=exc), _unreachable_fix(ctx.server_url, exc)) from None
     raise CheckFailed(said("closed_after", statuses=statuses), said("fix.see_session_log"))
 
 

@@ -135,6 +135,22 @@ async def test_a_websocket_server_that_is_not_limens_console_says_so(
     assert "--server with limen's own URL" in str(failed.value.fix)
 
 
+async def test_the_console_check_without_a_token_says_to_correct_a_url_without_its_scheme(
+    make_settings: Callable[..., Settings], tmp_path: Path,
+) -> None:
+    # Without a token no ticket is asked for first: the WebSocket's own failure said to start the server.
+    with socket.socket() as refusing:
+        refusing.bind(("127.0.0.1", 0))
+        port = refusing.getsockname()[1]
+        for url, fix in ((f"localhost:{port}", "--server with limen's own URL"),
+                         (f"http://127.0.0.1:{port}", str(START_SERVER_FIX))):
+            context = Context(settings=make_settings(log_dir=tmp_path), hypervisor=cast(Any, None), vm_id="web",
+                              server_url=url, vm=cast(Any, SimpleNamespace(uuid=UUID)))
+            with pytest.raises(CheckFailed) as failed:
+                await check_console_websocket(context)
+            assert fix in str(failed.value.fix), url
+
+
 def test_other_programs_lines_in_the_log_directory_are_skipped(tmp_path: Path) -> None:
     ours = {"event": "console_error", "code": "VNC_CONNECT_FAILED", "vm_uuid": UUID}
     (tmp_path / LOG_FILE_NAME).write_text("\n".join([
