@@ -10,7 +10,7 @@ import json
 import math
 import os
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -136,8 +136,14 @@ def failed(exc: LimenError) -> typer.Exit:
 def moment(when: datetime) -> str:
     """A time as the command line's tables show it: this machine's local time to the minute, as ``ls -l`` does
     (user and token lists showed ``2026-12-07T16:09:43.983004+00:00``, the ISO list ``2026-12-07 16:09`` in UTC).
-    ``--json`` keeps the exact UTC time."""
-    return when.astimezone().strftime("%Y-%m-%d %H:%M")
+    ``--json`` keeps the exact UTC time. A time without a zone (a domain's metadata edited by hand) is UTC, as
+    limen writes them; one local time cannot show (the year 1's first hours west of UTC) is shown in UTC."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    try:  # isoformat, not strftime: its years have four digits however small (strftime's %Y wrote year 1 "1")
+        return when.astimezone().isoformat(" ", "minutes")[:16]
+    except (OverflowError, ValueError):
+        return when.astimezone(UTC).isoformat(" ", "minutes")[:16] + " UTC"
 
 
 def table(rows: Sequence[Sequence[str]], header_keys: Sequence[str]) -> str:
