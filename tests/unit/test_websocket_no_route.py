@@ -50,7 +50,8 @@ async def test_a_request_to_a_websockets_address_gets_426_not_a_404(make_setting
             for method in ("GET", "POST"):
                 response = await client.request(method, path)
                 assert response.status_code == 426, (method, path, response.text)
-                assert response.headers["upgrade"] == "websocket"  # RFC 9110: the protocol it takes
+                # RFC 9110: the protocol it takes, named in Connection too
+                assert (response.headers["upgrade"], response.headers["connection"]) == ("websocket", "Upgrade")
                 body = response.json()
                 assert body["code"] == "WEBSOCKET_REQUIRED" and "takes WebSocket upgrades only" in body["details"]
         for path in ("/api/vms/web/consol", "/api/vms/web/console/x", "/api/console"):  # no WebSocket's address

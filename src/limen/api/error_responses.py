@@ -172,7 +172,8 @@ def _no_route(default: ASGIApp, routes: Sequence[BaseRoute]) -> ASGIApp:
             return
         if scope["type"] == "http" and _websocket_at(routes, scope):
             refusal = error_response(LimenError(ErrorCode.WEBSOCKET_REQUIRED, f"{shown} takes WebSocket upgrades only"),
-                                     headers={"Upgrade": "websocket"})  # RFC 9110, 15.5.22: the protocol to use
+                                     # RFC 9110, 15.5.22 and 7.8: the protocol to use, named in Connection too
+                                     headers={"Upgrade": "websocket", "Connection": "Upgrade"})
             await refusal(scope, receive, send)
             return
         await default(scope, receive, send)

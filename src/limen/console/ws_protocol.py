@@ -208,6 +208,9 @@ class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
         else:
             code, details = refused, text.strip() or http.HTTPStatus(status).phrase
         status, headers, body = error_answer_parts(LimenError(code, details))
+        if code is ErrorCode.WEBSOCKET_REQUIRED:  # websockets adds its Upgrade, whose sender names it here too
+            headers = [("Connection", "Upgrade, close") if name == "Connection" else (name, value)
+                       for name, value in headers]
         return Response(status, http.HTTPStatus(status).phrase,
                         Headers([("Date", email.utils.formatdate(usegmt=True)), *headers]), body)
 

@@ -384,5 +384,7 @@ async def test_an_upgrade_websockets_refuses_gets_limens_json_error_and_never_re
     assert body["details"] == f"the WebSocket upgrade was refused: {said}" and set(body) == {
         "error", "code", "details", "message"}
     answer_head = bytes(transport.written).partition(b"\r\n\r\n")[0].split(b"\r\n")
-    assert b"Content-Type: application/json" in answer_head and b"Connection: close" in answer_head
+    # RFC 9110, 7.8: a 426's Upgrade is named in its Connection
+    connection = b"Connection: Upgrade, close" if status == 426 else b"Connection: close"
+    assert b"Content-Type: application/json" in answer_head and connection in answer_head
     assert header is None or header in answer_head
