@@ -3,8 +3,9 @@
 Why: details quoted such text escaped to ASCII first, then in quotes by ``repr``, which escaped the escapes: a
 Korean JSON key given twice read ``'\\\\uc774\\\\ub984'`` and a Korean Host header ``'\\\\xed\\\\x95\\\\x9c…'``, to
 users who had typed 이름 and 한국. Now readable text stays as it is; what is not printable (control characters, a
-right-to-left override, a lone surrogate) is escaped once, so a detail still shows exactly what came and cannot
-rearrange the line it is printed in.
+right-to-left override or isolate, a zero-width character, a lone surrogate) is escaped once, so a detail
+still shows exactly what came and no invisible character reorders the line it is printed in. Right-to-left
+letters (Hebrew, Arabic) stay letters: as in any text, they show in their own direction.
 """
 
 from __future__ import annotations
