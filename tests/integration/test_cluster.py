@@ -284,18 +284,22 @@ def test_the_browser_types_into_grub_on_a_vm_of_each_host_through_haproxy(
             serial.close()
 
 
-def _holder_pid(cluster: dict[str, Any], vm_uuid: str, within: float = 10.0) -> int:
-    """The PID of the replica holding the VM's open console (its session row names its instance). The row may
-    come a moment after the page says connected: session rows are written in batches (a few milliseconds'
-    linger, longer on a loaded PostgreSQL), and the page was asked at once after its reconnect."""
+def _holder_pid(cluster: dict[str, Any], vm_uuid: str, within: float = 10.0, *, not_pid: int | None = None) -> int:
+    """The PID of the replica holding the VM's open console (its session row names its instance), other than
+    ``not_pid``'s (a replica that was stopped: its row's end may still wait in its batch). The row may come a
+    moment after the page says connected: session rows are written in batches (a few milliseconds' linger,
+    longer on a loaded PostgreSQL), and the page was asked at once after its reconnect."""
     deadline = time.monotonic() + within
+    open_rows = [ConsoleSessionRecord.vm_uuid == vm_uuid, ConsoleSessionRecord.ended_at.is_(None)]
+    if not_pid is not None:
+        open_rows.append(LimenInstance.pid != not_pid)
     db = Database(cluster["database_url"])
     try:
         while True:
             row = db.fetch_one_sync(
                 select(LimenInstance.pid)
                 .join(ConsoleSessionRecord, ConsoleSessionRecord.instance_id == LimenInstance.id)
-                .where(ConsoleSessionRecord.vm_uuid == vm_uuid, ConsoleSessionRecord.ended_at.is_(None))
+                .where(*open_rows)
                 .order_by(ConsoleSessionRecord.started_at.desc()))
             if row is not None or time.monotonic() > deadline:
                 break
@@ -352,7 +356,7 @@ def test_sigterm_of_the_replica_holding_the_browsers_console_moves_it_to_the_oth
               f"codes {codes}")
         assert codes[:1] == ["SERVER_SHUTDOWN"], (codes, states)
         assert took < RECONNECT_BOUND + SLACK, f"live again {took:.2f} s after the console ended"
-        now_holder = _holder_pid(cluster, vm["uuid"])
+        now_holder = _holder_pid(cluster, vm["uuid"], not_pid=holder)
         assert now_holder in pids - {holder}
         # Live: what is typed now reaches the guest, through the other replica.
         _type_and_read_back(chromium_page, serial, "Hi! Still HERE after SIGTERM")

@@ -433,8 +433,12 @@ def test_every_commands_help_and_every_parameters_has_korean() -> None:
     untranslated = [key for path, command in walk(typer.main.get_command(app))
                     for key, text in [(help_key(path), command.help),
                                       *((help_key(path, p.name), getattr(p, "help", None)) for p in command.params)]
-                    if text and key not in korean]
+                    if text and not _hangul(korean.get(key, ""))]  # an English copy is no translation
     assert untranslated == []
+
+
+def _hangul(text: str) -> bool:
+    return any("\uac00" <= char <= "\ud7a3" for char in text)
 
 
 def test_help_of_the_later_commands_and_the_help_option_in_korean(
