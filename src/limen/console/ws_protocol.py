@@ -43,7 +43,7 @@ import websockets.http11
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.datastructures import Headers
-from websockets.exceptions import InvalidState, SecurityError
+from websockets.exceptions import InvalidMethod, InvalidState, SecurityError
 from websockets.frames import Frame
 from websockets.http11 import Request, Response
 from websockets.protocol import State
@@ -211,6 +211,8 @@ class BoundedCloseWebSocketProtocol(WebSocketsSansIOProtocol):
         if code is ErrorCode.WEBSOCKET_REQUIRED:  # websockets adds its Upgrade, whose sender names it here too
             headers = [("Connection", "Upgrade, close") if name == "Connection" else (name, value)
                        for name, value in headers]
+        if isinstance(reason, InvalidMethod) and reason.method == "HEAD":
+            body = b""  # RFC 9110, 9.3.2: the answer to HEAD has no content (its headers say what GET's would)
         return Response(status, http.HTTPStatus(status).phrase,
                         Headers([("Date", email.utils.formatdate(usegmt=True)), *headers]), body)
 

@@ -388,3 +388,13 @@ async def test_an_upgrade_websockets_refuses_gets_limens_json_error_and_never_re
     connection = b"Connection: Upgrade, close" if status == 426 else b"Connection: close"
     assert b"Content-Type: application/json" in answer_head and connection in answer_head
     assert header is None or header in answer_head
+
+
+async def test_a_head_upgrade_gets_its_405_without_content(connect: Connect) -> None:
+    app = App()
+    protocol, transport = connect(app)
+    protocol.data_received(b"HEAD /ws HTTP/1.1\r\nHost: limen\r\n" + UPGRADE_HEADERS + KEY + VERSION + b"\r\n")
+    await settle()
+    assert transport.closed and app.scope == {}
+    head, _, content = bytes(transport.written).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 405 ") and b"Allow: GET" in head.split(b"\r\n") and content == b""
