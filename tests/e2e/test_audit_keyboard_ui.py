@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from websockets.sync.client import connect
 
-from tests.e2e.helpers import new_running_vm, save_screenshot, sign_in, start_limen
+from tests.e2e.helpers import hold_requests, new_running_vm, save_screenshot, sign_in, start_limen, wait_for_arrival
 from tests.support.access import TEST_ADMIN
 from tests.support.server import LimenProcess
 
@@ -75,3 +75,32 @@ def test_the_keyboard_keeps_its_place_across_the_refresh_and_after_end_session(
         expect(page.locator("#session-rows tr", has_text=running_vm)).to_have_attribute("data-live", "false")
         page.wait_for_timeout(REFRESH_S * 1000 * 1.2)
         assert focused(page) == "session-table"  # no other row has a control: the table, named by its caption
+
+
+def test_end_session_stays_pressed_while_on_its_way_and_its_failure_stays_on_screen(
+    server: LimenProcess, running_vm: str, new_page: Callable[..., Page]
+) -> None:
+    # The rows are drawn anew every 3 s: the button came back enabled while the request was on its way (a
+    # second press sent a second one), and a failure, written in the lists' error box, was emptied by the
+    # read right after it.
+    with connect(f"{server.ws_url}/api/vms/{running_vm}/console", additional_headers=server.auth_headers) as ws:
+        while isinstance(frame := ws.recv(timeout=30), str):
+            json.loads(frame)
+        page = sign_in(new_page(), server.base_url, next_path="/audit")
+        held = hold_requests(page, "**/api/console-sessions/*")
+        button = page.locator('#session-rows tr[data-live="true"] button[data-action="terminate"]')
+        button.click()
+        page.locator("#end-confirm").click()
+        wait_for_arrival(page, held)
+        page.wait_for_timeout(REFRESH_S * 1000 * 1.5)  # at least one redraw while it is on its way
+        expect(button).to_be_disabled()
+        held[0].fulfill(status=503, content_type="application/json", body=json.dumps({
+            "error": "Database unavailable", "code": "DATABASE_UNAVAILABLE", "details": "held by the test",
+            "message": "Try again in a moment."}))
+        failure = page.locator("#audit-action-error .error-box")
+        expect(failure).to_have_attribute("data-code", "DATABASE_UNAVAILABLE")
+        page.wait_for_timeout(REFRESH_S * 1000 * 1.5)
+        expect(failure).to_be_visible()
+        expect(button).to_be_enabled()  # the session is still live: it may be asked again
+        failure.get_by_role("button", name="Dismiss").click()
+        expect(failure).to_have_count(0)

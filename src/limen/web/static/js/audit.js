@@ -18,7 +18,8 @@ const MOST_ROWS = 1000;
 const shown = { sessions: FIRST_ROWS, actions: FIRST_ROWS };
 const ui = {
   note: document.getElementById("audit-note"),
-  error: document.getElementById("audit-error"),
+  error: document.getElementById("audit-error"), // the lists' own: cleared by each read that works
+  actionError: document.getElementById("audit-action-error"), // End session's: kept until dismissed
   toast: document.getElementById("audit-toast"),
   sessions: document.getElementById("session-rows"),
   sessionTable: document.getElementById("session-table"),
@@ -31,6 +32,9 @@ const ui = {
 };
 let user = null;
 let ending = null; // the session the end dialog asks about, and the keyboard's place when it was asked
+// Sessions whose End session is on its way: their buttons stay disabled through the redraws meanwhile (a
+// redraw every few seconds made the button anew, and it could be pressed again).
+const endingNow = new Set();
 
 function when(value) {
   return formatDateTime(value);
@@ -57,6 +61,7 @@ function sessionRow(session) {
   if (session.live && user && user.role === "admin") {
     actions.push(h("button", {
       class: "btn small danger", type: "button", dataset: { action: "terminate" },
+      disabled: endingNow.has(session.id),
       onclick: (event) => askEnd(session, event.currentTarget), text: t("audit.end_session"),
     }));
   }
@@ -124,15 +129,22 @@ function wireEndDialog() {
 async function terminate(session, place) {
   const button = ui.sessions.querySelector(`tr[data-session="${CSS.escape(String(session.id))}"] [data-action="terminate"]`);
   if (button) button.disabled = true;
+  endingNow.add(session.id);
+  ui.actionError.replaceChildren();
   try {
     const result = await api("DELETE", `/api/console-sessions/${encodeURIComponent(session.id)}`);
     ui.toast.textContent = result && result.closed
       ? t("audit.server_lost", { user: session.user, vm: session.vm_name })
       : t("audit.ending", { user: session.user, vm: session.vm_name });
   } catch (exc) {
+    // Not in the lists' error box: the read right after (and each one every few seconds) empties that one,
+    // and the failure was gone before anyone could read it.
     const box = exc instanceof ApiError ? exc.body : clientError("CLIENT_ERROR", String(exc));
-    ui.error.replaceChildren(errorBox(box));
+    const dismiss = h("button", { class: "btn small dismiss", type: "button", text: t("list.dismiss"),
+      onclick: () => ui.actionError.replaceChildren() });
+    ui.actionError.replaceChildren(errorBox(box, { actions: [dismiss] }));
   }
+  endingNow.delete(session.id);
   await refresh();
   returnToPlace(place, ui.sessions, ui.sessionTable);
 }
