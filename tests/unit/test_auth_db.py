@@ -42,7 +42,7 @@ def test_migrations_make_the_models_schema_and_rerun_as_no_ops(tmp_path: Path) -
     with db.engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
         tables = set(inspect(connection).get_table_names())
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0008_audit_target_names"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0009_reservation_uuids"
     assert {"users", "api_tokens", "browser_sessions", "console_sessions", "vm_actions"} <= tables
     db.close()
 

@@ -6,17 +6,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 
+from limen.api.quota import quota_for_start
 from limen.audit import AuditLog
 from limen.auth.passwords import Passwords
+from limen.auth.principal import AuthMethod, Principal
 from limen.auth.users import Users
 from limen.db import Database
 from limen.db.database import MIGRATIONS_DIR
+from limen.db.models import Role
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.models import Vm, VmState
 from limen.instances import InstanceRegistry, ProcessIdentity
@@ -103,3 +108,66 @@ def test_users_from_before_are_approved_and_the_lock_row_exists(tmp_path: Path) 
             assert connection.execute(text("SELECT id, generation FROM quota_lock")).all() == [(1, 0)]
     finally:
         db.close()
+
+
+# -- one VM, whatever it is named by then -------------------------------------------------------------
+
+def _bobs(uuid: str, name: str, state: VmState, vcpus: int) -> Vm:
+    return Vm(uuid=uuid, name=name, state=state, vcpus=vcpus, memory_mib=64, owner="bob")
+
+
+async def _ledger_with_bob(settings: Settings) -> tuple[Database, QuotaLedger]:
+    db = Database(settings.db_url)
+    db.migrate()
+    clock = FakeClock(T0.timestamp())
+    await Users(db, Passwords(CHEAP_HASHER), clock).create("bob", "bob's long password")
+    return db, QuotaLedger(db, settings, clock, instance_id="i-1")
+
+
+async def test_a_start_and_a_rename_to_more_vcpus_at_once_count_as_one_vm(
+    make_settings: Callable[..., Settings]
+) -> None:
+    # bob may run 4 vCPUs and runs 3. A start of his 1-vCPU VM passed its check; a rename of that VM with 4
+    # vCPUs came before libvirt started it: the start's reservation named the old name, the rename's the
+    # new, and they counted as two VMs, one stopped: both passed, and the VM started with 4 (7 running).
+    db, ledger = await _ledger_with_bob(make_settings(quota_vcpus=4))
+    starting = _bobs("u-a", "n-a", VmState.STOPPED, 1)
+    in_libvirt = [_bobs("u-b", "n-b", VmState.RUNNING, 3), starting]
+
+    async def list_vms() -> list[Vm]:
+        return list(in_libvirt)
+
+    try:
+        async with ledger.reserving(Footprint.of_vm(starting).started(), list_vms):
+            renamed = Footprint(name="n-x", owner="bob", running=False, vcpus=4, memory_mib=64, disk_bytes=0,
+                                uuid="u-a")
+            with pytest.raises(QuotaExceeded):
+                async with ledger.reserving(renamed, list_vms, must_fit_alone=True):
+                    pass
+    finally:
+        db.close()
+
+
+async def test_a_start_of_a_vm_read_running_holds_its_vcpus_until_it_is_done(
+    make_settings: Callable[..., Settings]
+) -> None:
+    # The start's request read the VM running and reserved nothing; the VM was stopped and another of 4 vCPUs
+    # started meanwhile, then libvirt started the first: 8 running against a limit of 4.
+    db, ledger = await _ledger_with_bob(make_settings(quota_vcpus=4))
+    read_running = _bobs("u-a", "a", VmState.RUNNING, 4)
+    in_libvirt = [_bobs("u-a", "a", VmState.STOPPED, 4), _bobs("u-b", "b", VmState.STOPPED, 4)]
+    hypervisor = cast(Hypervisor, SimpleNamespace(list_vms=lambda: _listed(in_libvirt)))
+    bob = Principal(name="bob", role=Role.USER, method=AuthMethod.TOKEN)
+    try:
+        async with quota_for_start(ledger, hypervisor, bob, read_running):
+            with pytest.raises(QuotaExceeded):
+                async with quota_for_start(ledger, hypervisor, bob, in_libvirt[1]):
+                    pass
+        async with quota_for_start(ledger, hypervisor, bob, in_libvirt[1]):  # done (it failed): b fits
+            pass
+    finally:
+        db.close()
+
+
+async def _listed(vms: list[Vm]) -> list[Vm]:
+    return list(vms)

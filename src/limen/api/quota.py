@@ -127,9 +127,9 @@ async def put_user_quota(name: str, body: QuotaOverride, admin: AdminUser, acces
 @asynccontextmanager
 async def quota_for_start(quota: QuotaLedger, hypervisor: Hypervisor, principal: Principal,
                           vm: Vm) -> AsyncIterator[None]:
-    if vm.is_active:  # already running: start refuses it (VM_ALREADY_RUNNING) and nothing is added
-        yield
-        return
+    """Reserved even for a VM that was running when the request read it: it may be stopped before the start
+    reaches libvirt, and another VM's start checked meanwhile must count it as running (it counted neither).
+    A VM still running adds nothing: its reservation and its footprint are one VM."""
     async with quota.reserving(Footprint.of_vm(vm).started(), hypervisor.list_vms,
                                owner_limited=owner_limited(principal, vm.owner)):
         yield

@@ -54,7 +54,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # The newest revision of the migrations: what ``alembic_version`` holds in a database at head. Written here
 # so that finding a database at head (every command and every start) reads one row and loads no Alembic,
 # ~0.16 s of each command's start; tests/unit/test_schema_head.py fails if a migration is added without it.
-SCHEMA_HEAD = "0008_audit_target_names"
+SCHEMA_HEAD = "0009_reservation_uuids"
 # PostgreSQL advisory-lock key of schema migrations (any 64-bit number; this one spells "limenmig").
 MIGRATION_LOCK_KEY = int.from_bytes(b"limenmig", "big") & 0x7FFF_FFFF_FFFF_FFFF
 # A bounded network database's pool (SQLAlchemy's defaults, written out): as many worker threads as

@@ -224,6 +224,8 @@ class QuotaReservation(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_name: Mapped[str | None] = mapped_column(String(NAME_MAX), nullable=True)  # the VM's owner
     vm_name: Mapped[str] = mapped_column(String(NAME_MAX))
+    # The VM's UUID; none for a VM being created (libvirt gives it one when it is defined).
+    vm_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
     running: Mapped[bool] = mapped_column(Boolean)
     vcpus: Mapped[int] = mapped_column(Integer)
     memory_mib: Mapped[int] = mapped_column(Integer)

@@ -9,7 +9,8 @@ transaction:
 2. reads the reservations of changes that passed their check and are not done yet
    (``quota_reservations``), then what libvirt shows (every VM, with its owner from the domain metadata) —
    in that order, as a change that is done deletes its reservation without the lock; a reservation and the
-   VM libvirt shows under its name are merged by taking the larger of each resource, never added;
+   VM libvirt shows of the same UUID (a VM being created: of its name) are merged by taking the larger of
+   each resource, never added;
 3. checks the owner's limits and the system-wide ones (:mod:`limen.quota.limits`) and, if the change fits,
    records its reservation before the lock is released at commit.
 
@@ -119,12 +120,12 @@ class QuotaLedger:
     @staticmethod
     def _reservations(session: Session) -> list[Footprint]:
         return [Footprint(name=row.vm_name, owner=row.user_name, running=row.running, vcpus=row.vcpus,
-                          memory_mib=row.memory_mib, disk_bytes=row.disk_bytes)
+                          memory_mib=row.memory_mib, disk_bytes=row.disk_bytes, uuid=row.vm_uuid)
                 for row in session.scalars(select(QuotaReservation))]
 
     @staticmethod
     def _footprints(vms: list[Vm], reservations: list[Footprint]) -> dict[str, Footprint]:
-        footprints = {vm.name: Footprint.of_vm(vm) for vm in vms}
+        footprints = {vm.uuid: Footprint.of_vm(vm) for vm in vms}
         for reserved in reservations:
             footprints = with_change(footprints, reserved)
         return footprints
@@ -200,7 +201,7 @@ class QuotaLedger:
         if must_fit_alone:
             check_alone(self.system, change, scope=SYSTEM_WIDE)
         check(self.system, Usage.of(before.values()), Usage.of(after.values()), scope=SYSTEM_WIDE)
-        row = QuotaReservation(user_name=change.owner, vm_name=change.name, running=change.running,
+        row = QuotaReservation(user_name=change.owner, vm_name=change.name, vm_uuid=change.uuid, running=change.running,
                                vcpus=change.vcpus, memory_mib=change.memory_mib, disk_bytes=change.disk_bytes,
                                instance_id=self.instance_id, created_at=utc_now(self.clock))
         session.add(row)

@@ -65,6 +65,10 @@ class Footprint:
     vcpus: int
     memory_mib: int
     disk_bytes: int
+    # Which VM: a change to an existing VM is its VM by UUID whatever its name is by then (a start checked
+    # under the old name and a rename to a bigger VM at once were two VMs, and both passed); None for a VM
+    # being created, its VM by name once libvirt lists it.
+    uuid: str | None = None
 
     @classmethod
     def of_vm(cls, vm: Vm) -> Footprint:
@@ -73,6 +77,7 @@ class Footprint:
             vcpus=max(vm.vcpus, vm.pending.vcpus or 0) if vm.is_active else vm.vcpus,
             memory_mib=max(vm.memory_mib, vm.pending.memory_mib or 0) if vm.is_active else vm.memory_mib,
             disk_bytes=sum(disk.capacity_bytes or 0 for disk in vm.disks if disk.device is DiskDevice.DISK),
+            uuid=vm.uuid,
         )
 
     def merged(self, other: Footprint) -> Footprint:
@@ -148,11 +153,21 @@ def check(limits: Limits, before: Usage, after: Usage, *, scope: str) -> None:
             raise QuotaExceeded(scope=scope, resource=resource, limit=limit, usage=old, requested=new - old)
 
 
+def footprint_key(footprints: dict[str, Footprint], change: Footprint) -> str:
+    """Where ``change`` goes in ``footprints`` (keyed by :func:`footprint_key`): its VM's UUID; for a VM being
+    created, the listed VM of its name once libvirt shows it, else its name."""
+    if change.uuid is not None:
+        return change.uuid
+    return next((key for key, footprint in footprints.items() if footprint.name == change.name),
+                f"new:{change.name}")
+
+
 def with_change(footprints: dict[str, Footprint], change: Footprint) -> dict[str, Footprint]:
     """``footprints`` with ``change`` merged into its VM (added, if the VM is new)."""
     changed = dict(footprints)
-    existing = changed.get(change.name)
-    changed[change.name] = existing.merged(change) if existing is not None else change
+    key = footprint_key(changed, change)
+    existing = changed.get(key)
+    changed[key] = existing.merged(change) if existing is not None else change
     return changed
 
 
