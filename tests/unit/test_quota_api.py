@@ -88,3 +88,27 @@ async def test_a_refused_create_or_start_records_which_quota_refused_it(
         assert create["details"] == "VMs quota: 3 over 2"
         assert create["details_phrases"] == [
             {"kind": "quota", "resource": "VMs", "needed": "3", "unit": "", "limit": "2"}]
+
+
+async def test_a_vm_set_to_start_with_the_host_counts_as_running(make_settings: Callable[..., Settings]) -> None:
+    # libvirt starts autostart VMs when the host starts, past every check: a user kept stopped VMs within the
+    # quota, set autostart on all of them, and after a reboot ran them all (8 of 4 vCPUs here).
+    settings = make_settings(quota_vcpus=4)
+    access = make_access(settings)
+    async with access_client(settings, access) as (client, _app):
+        await access.users.create("ada", "ada's long password")
+        ada = {"Authorization": f"Bearer {(await access.tokens.create('ada', 'tests')).secret}"}
+        for name in ("a", "b"):
+            made = await client.post("/api/vms", json={"name": name, "vcpus": 4, "memory_mib": 64}, headers=ada)
+            assert made.status_code == 201, made.text
+        assert (await client.get("/api/quota", headers=ada)).json()["usage"]["vcpus"] == 0
+        assert (await client.patch("/api/vms/a", json={"autostart": True}, headers=ada)).status_code == 200
+        assert (await client.get("/api/quota", headers=ada)).json()["usage"]["vcpus"] == 4
+        refused = assert_error(await client.patch("/api/vms/b", json={"autostart": True}, headers=ada), 409,
+                               "QUOTA_EXCEEDED")
+        assert refused["quota"]["resource"] == "vcpus" and "autostart" in refused["details"]
+        assert_error(await client.post("/api/vms/b/start", headers=ada), 409, "QUOTA_EXCEEDED")
+        assert (await client.post("/api/vms/a/start", headers=ada)).status_code == 200  # already counted
+        assert (await client.post("/api/vms/a/stop?force=true", headers=ada)).status_code == 200
+        assert (await client.patch("/api/vms/a", json={"autostart": False}, headers=ada)).status_code == 200
+        assert (await client.patch("/api/vms/b", json={"autostart": True}, headers=ada)).status_code == 200

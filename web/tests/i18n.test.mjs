@@ -52,7 +52,7 @@ test("a quota refusal says its numbers and what to free in the message, not only
     quota: { scope: "user 'alice'", resource: "memory_mib", limit: 4096, usage: 3072, requested: 2048, free: 1024 },
   };
   assert.equal(localizedError(refused).message, "Over your quota of running memory (MiB): the limit is "
-    + "4,096, 3,072 in use, and this needs 2,048 more. Free 1,024: stop a running VM or give it less memory.");
+    + "4,096, 3,072 in use, and this needs 2,048 more. Free 1,024: stop a running VM, turn off a stopped one's autostart or give it less memory.");
   const never = { ...refused, quota: { scope: "system-wide", resource: "vcpus", limit: 2, usage: 0, requested: 4, free: 2 } };
   assert.equal(localizedError(never).message, "Over the system-wide quota of running vCPUs: the limit is 2 and this "
     + "needs 4, so it could never fit. Ask for at most 2.");
@@ -71,7 +71,7 @@ test("a Korean quota refusal names the resource once, without brackets inside br
       + "1,024만큼은 할당할 수 없습니다. 512 이하로 요청하세요.");
     const over = { scope: "system-wide", resource: "vcpus", limit: 8, usage: 6, requested: 4, free: 2 };
     assert.equal(quotaText(over), "이 작업은 시스템 전체 할당량을 초과합니다. 실행 중인 vCPU 한도는 8, 사용량은 6이며 "
-      + "4만큼 더 필요합니다. 실행 중인 가상 머신을 중지하거나 vCPU를 줄여 2만큼 확보하세요.");
+      + "4만큼 더 필요합니다. 실행 중인 가상 머신을 중지하거나, 중지된 가상 머신의 자동 시작을 끄거나, vCPU를 줄여 2만큼 확보하세요.");
   } finally {
     useLanguage("en", catalogue("en")); // the other test files share this process and expect English
   }

@@ -136,12 +136,17 @@ async def quota_for_start(quota: QuotaLedger, hypervisor: Hypervisor, principal:
 
 
 def quota_for_edit(quota: QuotaLedger, hypervisor: Hypervisor, principal: Principal, vm: Vm, *,
-                   vcpus: int | None, memory_mib: int | None) -> contextlib.AbstractAsyncContextManager[None]:
+                   vcpus: int | None, memory_mib: int | None,
+                   autostart: bool | None = None) -> contextlib.AbstractAsyncContextManager[None]:
     """A running VM's new vCPUs and memory count at once (they apply at its next start, which must fit);
-    a stopped VM's must fit the limits on their own."""
-    if vcpus is None and memory_mib is None:
+    a stopped VM's must fit the limits on their own. Autostart switched on counts the VM as running (it
+    will run when the host starts, unchecked): it must fit beside what runs, as a start must."""
+    starts_with_host = autostart is True and not vm.autostart
+    if vcpus is None and memory_mib is None and not starts_with_host:
         return contextlib.nullcontext()
-    change = replace(Footprint.of_vm(vm), vcpus=vcpus or vm.vcpus, memory_mib=memory_mib or vm.memory_mib)
+    current = Footprint.of_vm(vm)
+    change = replace(current, vcpus=vcpus or vm.vcpus, memory_mib=memory_mib or vm.memory_mib,
+                     running=current.running or starts_with_host)
     return quota.reserving(change, hypervisor.list_vms, must_fit_alone=True,
                            owner_limited=owner_limited(principal, vm.owner))
 

@@ -131,7 +131,8 @@ async def patch_vm(
     async with access.audit.recording(principal.name, "edit", vm.name, vm_uuid=vm.uuid,
                                       details=edit_details(body.model_dump(exclude_unset=True))) as target:
         await check_edit(hypervisor, edit, host=vm.host)  # every field refused at once, sane numbers before the quota
-        async with quota_for_edit(quota, hypervisor, principal, vm, vcpus=body.vcpus, memory_mib=body.memory_mib):
+        async with quota_for_edit(quota, hypervisor, principal, vm, vcpus=body.vcpus, memory_mib=body.memory_mib,
+                                  autostart=body.autostart):
             edited = await edit_vm(hypervisor, vm.uuid, edit)
         target.details = edited.summary
     log.info("VM changed", extra={"event": "vm_edit", "vm_uuid": vm.uuid, "vm_name": edited.vm.name,

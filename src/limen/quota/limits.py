@@ -28,8 +28,8 @@ RESOURCES = ("vms", "vcpus", "memory_mib", "disk_gib")
 _NAMES = {"vms": "VMs", "vcpus": "vCPUs", "memory_mib": "memory (MiB)", "disk_gib": "disk (GiB)"}
 _HOW_TO_FREE = {
     "vms": "delete a VM",
-    "vcpus": "stop a running VM or give it fewer vCPUs",
-    "memory_mib": "stop a running VM or give it less memory",
+    "vcpus": "stop a running VM, turn off a stopped one's autostart or give it fewer vCPUs",
+    "memory_mib": "stop a running VM, turn off a stopped one's autostart or give it less memory",
     "disk_gib": "delete a VM with its disks",
 }
 
@@ -72,8 +72,10 @@ class Footprint:
 
     @classmethod
     def of_vm(cls, vm: Vm) -> Footprint:
+        # A VM set to start with the host counts as running: libvirt starts it when the host (or libvirtd)
+        # starts, past every check, so a user's stopped autostart VMs all ran at once after a reboot.
         return cls(
-            name=vm.name, owner=vm.owner, running=vm.is_active,
+            name=vm.name, owner=vm.owner, running=vm.is_active or vm.autostart,
             vcpus=max(vm.vcpus, vm.pending.vcpus or 0) if vm.is_active else vm.vcpus,
             memory_mib=max(vm.memory_mib, vm.pending.memory_mib or 0) if vm.is_active else vm.memory_mib,
             disk_bytes=sum(disk.capacity_bytes or 0 for disk in vm.disks if disk.device is DiskDevice.DISK),
