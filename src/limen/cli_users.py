@@ -168,7 +168,16 @@ def user_passwd(
 ) -> None:
     """Set a user's password."""
     password = _read_password(password_stdin)
-    _run(ctx, lambda d: d.users.set_password_sync(name, password))
+
+    def run(directory: _Directory) -> None:
+        user, ended = directory.users.set_password_sync(name, password)
+        # Their browsers are signed out (done in the database); running servers forget the sessions they
+        # remembered, and end the consoles those sessions opened.
+        touch_credentials_stamp(directory.settings.data_dir)
+        for credential in ended:
+            _tell_servers(directory, Revocation.credential_revoked(credential, end_details.password_reset_cli(user)))
+
+    _run(ctx, run)
     typer.echo(say("cli.password_changed", name=repr(name)))
 
 

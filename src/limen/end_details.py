@@ -88,6 +88,7 @@ WORDINGS: Mapping[str, str] = {
     "user_deleted": "user {user!r} deleted by {by!r}",
     "user_deleted_cli": "user {user!r} deleted from the command line",
     "signed_out": "user {user!r} signed out",
+    "password_reset_cli": "the password of user {user!r} was set from the command line",
     "token_revoked": "API token {token:d} revoked by {by!r}",
     "token_revoked_cli": "API token {token:d} revoked from the command line",
     "session_ended_by_admin": "an administrator ({by!r}) ended the session",
@@ -158,6 +159,10 @@ def user_deleted(user: str, by: str | None) -> str:
 
 def signed_out(user: str) -> str:
     return WORDINGS["signed_out"].format(user=user)
+
+
+def password_reset_cli(user: str) -> str:
+    return WORDINGS["password_reset_cli"].format(user=user)
 
 
 def token_revoked(token_id: int, by: str | None) -> str:

@@ -85,6 +85,36 @@ def test_ensure_admin_prints_a_password_once(cli: typer.Typer, tmp_path: Path) -
     assert code == 0 and authenticate(tmp_path, "admin", "a-new-password")
 
 
+def test_a_password_set_from_the_command_line_signs_the_user_out_everywhere(cli: typer.Typer, tmp_path: Path) -> None:
+    # A password is reset because someone else may know it, and may be signed in with it: their browser
+    # stayed signed in for the session's 12 hours. API tokens stay (each is its own secret).
+    run(cli, "user", "create", "bob", "--password-stdin", stdin="bobs-old-password\n")
+    token = run(cli, "--json", "token", "create", "--user", "bob", "script")[1]
+
+    async def sign_in_twice() -> list[str]:
+        access = Access(load_settings(None, data_dir=tmp_path / "data"))
+        await access.start()
+        try:
+            return [(await access.sessions.create("bob")).cookie for _ in range(2)]
+        finally:
+            await access.close()
+
+    async def still_signed_in(cookies: list[str]) -> list[bool]:
+        access = Access(load_settings(None, data_dir=tmp_path / "data"))
+        await access.start()
+        try:
+            return [await access.sessions.resolve(cookie) is not None for cookie in cookies]
+        finally:
+            await access.close()
+
+    cookies = asyncio.run(sign_in_twice())
+    assert asyncio.run(still_signed_in(cookies)) == [True, True]
+    assert run(cli, "user", "passwd", "bob", "--password-stdin", stdin="bobs-new-password\n")[0] == 0
+    assert asyncio.run(still_signed_in(cookies)) == [False, False]
+    assert authenticate(tmp_path, "bob", "bobs-new-password")
+    assert [t["name"] for t in json.loads(run(cli, "--json", "token", "list")[1])] == [json.loads(token)["name"]]
+
+
 def test_ensure_admin_creates_one_only_when_none_is_enabled(cli: typer.Typer) -> None:
     run(cli, "user", "create", "alice", "--password-stdin", stdin="alice-password\n")
     code, out, _ = run(cli, "user", "ensure-admin")

@@ -59,6 +59,8 @@ _WORDINGS: list[tuple[partial[str], str, list[dict[str, str]]]] = [
     (partial(end_details.user_deleted, "bob", None), "user 'bob' deleted from the command line",
      [{"kind": "user_deleted_cli", "user": "bob"}]),
     (partial(end_details.signed_out, "bob"), "user 'bob' signed out", [{"kind": "signed_out", "user": "bob"}]),
+    (partial(end_details.password_reset_cli, "bob"), "the password of user 'bob' was set from the command line",
+     [{"kind": "password_reset_cli", "user": "bob"}]),
     (partial(end_details.token_revoked, 12, "bob"), "API token 12 revoked by 'bob'",
      [{"kind": "token_revoked", "token": "12", "by": "bob"}]),
     (partial(end_details.token_revoked, 12, None), "API token 12 revoked from the command line",

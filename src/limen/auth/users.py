@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from limen.auth.names import COMMAND_LINE_PREFIX, clean_name, name_key
 from limen.auth.passwords import Passwords, validate_password
-from limen.auth.principal import AuthMethod, Principal
+from limen.auth.principal import AuthMethod, Principal, browser_credential
 from limen.auth.principal_cache import PrincipalCache
 from limen.clock import Clock, utc_now
 from limen.db import Database
@@ -322,14 +322,25 @@ class Users:
     async def delete(self, name: str, *, by: str | None) -> UserInfo:
         return await self._changing(lambda session: self.delete_in(session, name, by=by))
 
-    def set_password_sync(self, name: str, password: str) -> None:
+    def set_password_sync(self, name: str, password: str) -> tuple[str, list[str]]:
+        """Sets the user's password and signs them out everywhere (a password is reset because it may be
+        known to someone else, whose browser was signed in with it): their name as kept, and the credentials
+        of the browser sessions ended, for the consoles those opened. API tokens stay: each is its own secret.
+        """
         validate_password(password)
         password_hash = self.passwords.hash(password)
 
-        def run(session: Session) -> None:
-            user_to_change(session, name).password_hash = password_hash
+        def run(session: Session) -> tuple[str, list[str]]:
+            user = user_to_change(session, name)
+            user.password_hash = password_hash
+            ended = session.scalars(select(BrowserSession.id_hash).where(BrowserSession.user_id == user.id)).all()
+            session.execute(delete(BrowserSession).where(BrowserSession.user_id == user.id))
+            return user.name, [browser_credential(id_hash) for id_hash in ended]
 
-        self.db.run_sync(run)
+        try:
+            return self.db.run_sync(run)
+        finally:
+            self.cache.forget_all()
 
     @staticmethod
     def admin_exists_in(session: Session) -> bool:
