@@ -488,3 +488,23 @@ def test_a_field_put_back_after_a_refusal_is_no_longer_marked(
     page.get_by_role("button", name="Save settings").click()
     expect(page.locator("#settings-status")).to_have_text("Nothing changed.")
     expect(page.locator("#settings-form [aria-invalid]")).to_have_count(0)
+
+
+def test_values_a_save_was_refused_for_stay_through_a_live_update(
+    server: LimenProcess, api: httpx.Client, signed_in_page: Callable[..., Page], vm_name: Callable[..., str]
+) -> None:
+    # After a refused save the next live update put the VM's old values back in every field, while the error
+    # still spoke of the typed ones; saving again then said "Nothing changed".
+    renamed = vm_name()
+    vm = create(api, vm_name())
+    page = signed_in_page(server)
+    page.goto(f"{server.base_url}/vms/{vm['uuid']}")
+    wait_live(page)
+    memory = page.get_by_label("Memory (MiB)")
+    expect(memory).to_have_value(str(vm["memory_mib"]))
+    memory.fill("99999999")
+    page.get_by_role("button", name="Save settings").click()
+    expect(memory).to_have_attribute("aria-invalid", "true")
+    assert api.patch(f"/api/vms/{vm['uuid']}", json={"name": renamed}).status_code == 200  # another tab
+    expect(page.locator("#set-name")).to_have_value(renamed)  # the update came
+    expect(memory).to_have_value("99999999")

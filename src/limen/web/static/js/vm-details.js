@@ -641,9 +641,12 @@ function changeMedia(iso, force = false) {
   });
 }
 
-async function patchVm(statusEl, what, body) {
+async function patchVm(statusEl, what, body, { refillSettings = false } = {}) {
   const result = await request(statusEl, what, t("details.saving"), "PATCH", apiPath(), body);
   if (result === null) return false;
+  // Saved: every settings field takes the VM's values now (a name as the server kept it). Only then: after a
+  // refusal the fields keep what was typed, which the error speaks of, through every redraw meanwhile.
+  if (refillSettings) settingsShownFor = null;
   if (result.uuid) render(result);
   showStatus(statusEl, "ok", t("details.saved"));
   return true;
@@ -661,7 +664,7 @@ function unmarkSettings() {
 async function saveSettings(body) {
   unmarkSettings();
   const what = t("details.save_settings_of", { name: vm.name });
-  if (await whileCardBusy("settings", () => patchVm(ui.settingsStatus, what, body))) return;
+  if (await whileCardBusy("settings", () => patchVm(ui.settingsStatus, what, body, { refillSettings: true }))) return;
   const refused = (lastRefusal instanceof ApiError ? lastRefusal.fields : [])
     .map((refusal) => document.getElementById(SETTINGS_INPUTS[refusal.field]))
     .filter(Boolean);
@@ -708,7 +711,6 @@ function wireForms() {
       showStatus(ui.settingsStatus, "", t("details.nothing_changed"));
       return;
     }
-    settingsShownFor = null;
     saveSettings(body);
   });
   ui.resizeCancel.addEventListener("click", () => ui.resize.close("cancel"));
