@@ -208,9 +208,19 @@ export class SerialTab {
     if (!text) return;
     try {
       await navigator.clipboard.writeText(text);
+      return;
     } catch {
-      // no clipboard permission: the browser's own copy (context menu) still works on the selection
+      // No Clipboard API (a page over plain http) or no permission: the browser's copy command, which the
+      // focused terminal answers with its selection. Copy did nothing there, and said nothing.
     }
+    this.term.focus();
+    let copied = false;
+    try {
+      copied = document.execCommand("copy");
+    } catch {
+      copied = false;
+    }
+    if (!copied) this.setStatus(() => t("serial.no_clipboard_copy"), "error");
   }
 
   async pasteFromClipboard() {

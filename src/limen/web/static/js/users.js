@@ -232,7 +232,8 @@ async function change(user, what, done, method, path, body) {
   } catch (exc) {
     const box = asBox(exc, what);
     notes.set(user.name, { kind: "error", body: box });
-    announce(`${box.error}: ${box.details || ""}`);
+    const shown = localizedError(box); // the server's title and details are English
+    announce(`${user.name}: ${shown.error}. ${shown.message || ""}`.trim());
   }
   setRowDone(user.name);
   await refresh();

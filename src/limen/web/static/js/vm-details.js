@@ -510,7 +510,9 @@ async function runAction(action, { deleteDisks = false } = {}) {
   document.body.dataset.pending = action;
   applyEnabled();
   const path = action === "delete" ? apiPath(`?delete_disks=${deleteDisks}`) : apiPath(`/${spec.path}`);
-  const result = await request(ui.actionStatus, `${spec.label.replace("…", "")} ${vm.name}`, spec.busy,
+  // As the list names it, in the page's language's order ("web-1 시작", not "시작 web-1").
+  const what = t("list.action_label", { action: spec.label.replace("…", ""), name: vm.name });
+  const result = await request(ui.actionStatus, what, spec.busy,
                                spec.method, path);
   busy = null;
   delete document.body.dataset.pending;

@@ -124,7 +124,7 @@ function figureText(graph) {
   const parts = graph.lines
     .map((line) => [line.label, series.latest(line.field)])
     .filter(([, value]) => value !== null)
-    .map(([label, value]) => `${graph.unit(value, lang)} ${label}`);
+    .map(([label, value]) => t("graphs.figure", { value: graph.unit(value, lang), label })); // "vCPU 대비 12%"
   return parts.length ? parts.join(" · ") : null;
 }
 

@@ -378,8 +378,11 @@ async function runAction(row, action, { deleteDisks = false } = {}) {
       class: "btn small dismiss", type: "button", text: t("list.dismiss"),
       "aria-label": t("list.dismiss_error", { name: vm.name }), onclick: () => row.status.replaceChildren(),
     });
-    setRowStatus(row, errorBox({ ...body, error: `${spec.label.replace("…", "")} ${vm.name}: ${body.error}` },
-                               { actions: [dismiss] }));
+    // The title translated first, then prefixed (errorBox translated it again, by its code, and the Korean
+    // page lost which VM and action failed), the prefix in the page's language's order.
+    const shown = localizedError(body);
+    const what = t("list.action_label", { action: spec.label.replace("…", ""), name: vm.name });
+    setRowStatus(row, errorBox({ ...shown, error: `${what}: ${shown.error}` }, { actions: [dismiss], localize: false }));
   }
   scheduleRefresh(0);
 }

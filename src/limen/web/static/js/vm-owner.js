@@ -10,6 +10,14 @@ import { t } from "./i18n.js";
 const NONE = "";
 const RESULT_SHOWN_MS = 5000;
 
+/** A user as the owner select lists them: the name, and whether they are an administrator or disabled, in the
+ * page's language (the notes were English on the Korean page). */
+export function ownerOptionText(user) {
+  const notes = [user.role === "admin" ? t("role.admin") : "", user.disabled ? t("owner.note_disabled") : ""]
+    .filter(Boolean);
+  return notes.length ? t("owner.option_notes", { name: user.name, notes: notes.join(", ") }) : user.name;
+}
+
 export class OwnerControl {
   /** slot: the element to fill; onChanged(vm): called with the VM after its owner changed. */
   constructor(slot, { onChanged = () => {} } = {}) {
@@ -80,10 +88,7 @@ export class OwnerControl {
     if (owner !== NONE && !names.includes(owner)) {
       options.push(h("option", { value: owner, text: t("owner.no_such_user", { owner }) }));
     }
-    for (const user of this.users) {
-      const notes = [user.role === "admin" ? "admin" : "", user.disabled ? "disabled" : ""].filter(Boolean);
-      options.push(h("option", { value: user.name, text: notes.length ? `${user.name} (${notes.join(", ")})` : user.name }));
-    }
+    for (const user of this.users) options.push(h("option", { value: user.name, text: ownerOptionText(user) }));
     this.select.replaceChildren(...options);
     this.select.value = owner;
     this.select.disabled = this.gone;

@@ -20,6 +20,20 @@ const RESULT_SHOWN_MS = 5000;
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
 /** Parents before children: [{snapshot, children}] roots, siblings oldest first (as the API orders them). */
+// The page's word for the VM state libvirt saved with a snapshot ("paused" and "disk-snapshot" showed as
+// they came, in English, on the Korean page).
+const SNAPSHOT_VM_STATES = { running: "running", blocked: "running", paused: "paused", shutdown: "shutting_down",
+                             crashed: "crashed", pmsuspended: "suspended" };
+
+/** What a snapshot holds, in the page's language: memory too, or its disks and the state the VM was in. */
+export function snapshotKind(s) {
+  if (s.with_memory) return t("snapshots.with_memory");
+  if (s.vm_state === "shutoff") return t("snapshots.disks_stopped");
+  if (s.vm_state === "disk-snapshot") return t("snapshots.disks_only");
+  const known = SNAPSHOT_VM_STATES[s.vm_state];
+  return t("snapshots.disks_state", { state: known ? t(`snapshots.vm_state.${known}`) : s.vm_state });
+}
+
 export function snapshotTree(snapshots) {
   const nodes = new Map(snapshots.map((s) => [s.name, { snapshot: s, children: [] }]));
   const roots = [];
@@ -89,8 +103,7 @@ export function mountSnapshots() {
   // -- the tree --------------------------------------------------------------------------------------
 
   function nodeElement({ snapshot: s, follows, branches }) {
-    const kind = s.with_memory ? t("snapshots.with_memory") : s.vm_state === "shutoff" ? t("snapshots.disks_stopped")
-      : t("snapshots.disks_state", { state: s.vm_state });
+    const kind = snapshotKind(s);
     return h("li", { dataset: { snapshot: s.name }, class: [s.current ? "current" : "", follows ? "follows" : ""].join(" ").trim() },
       h("div", { class: "snapshot-node" },
         h("div", { class: "snapshot-text" },
