@@ -632,3 +632,26 @@ def test_a_page_that_cannot_read_who_is_signed_in_offers_only_retry(
     controls = page.locator("main :is(button, input, select, textarea):visible")
     expect(controls.and_(page.locator(":enabled"))).to_have_count(1)
     expect(controls.and_(page.locator(":enabled"))).to_have_text("Retry")
+
+
+def test_a_failed_reread_of_the_images_keeps_the_list_and_the_image_chosen(
+    server: LimenProcess, signed_in_page: Callable[..., Page]
+) -> None:
+    # Coming back to the tab reads the images again; when that read failed the list became "None (the ISO list
+    # is unavailable)" and Create made a VM without the image chosen. The error stayed after a later read
+    # worked.
+    page = signed_in_page(server)
+    answer(page, "**/api/isos", [DEMO_IMAGE, {**DEMO_IMAGE, "name": "other.iso"}])
+    page.goto(f"{server.base_url}/vms/new")
+    page.locator("#iso").select_option("other.iso")
+    page.unroute("**/api/isos")
+    answer(page, "**/api/isos", {"error": "Internal error", "code": "INTERNAL_ERROR", "details": "held",
+                                 "message": "See limen's log."}, status=500)
+    page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")  # back to the tab
+    expect(page.locator("#iso-error")).to_be_visible()
+    expect(page.locator("#iso")).to_have_value("other.iso")
+    page.unroute("**/api/isos")
+    answer(page, "**/api/isos", [DEMO_IMAGE, {**DEMO_IMAGE, "name": "other.iso"}])
+    page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    expect(page.locator("#iso-error")).to_be_hidden()
+    expect(page.locator("#iso")).to_have_value("other.iso")

@@ -253,8 +253,11 @@ async function loadIsos() {
     if (chosen !== null) isoSelect.value = isos.some((iso) => iso.name === chosen) ? chosen : "";
     else if (demo) isoSelect.value = demo.name;
     isosLoaded = true;
+    document.getElementById("iso-error").hidden = true; // a failure said before is over
   } catch (exc) {
-    isoSelect.replaceChildren(h("option", { value: "", text: t("new.iso_unavailable") }));
+    // A list read before stays, with the image chosen from it: a failed re-read (on coming back to the tab)
+    // replaced it with "no image", and Create then made a VM without the chosen one.
+    if (!isosLoaded) isoSelect.replaceChildren(h("option", { value: "", text: t("new.iso_unavailable") }));
     const slot = document.getElementById("iso-error");
     slot.textContent = exc instanceof ApiError
       ? t("new.iso_list_failed", { reason: `${localizedError(exc.body).error} — ${localizedError(exc.body).message} (${exc.code})` })
