@@ -220,13 +220,16 @@ class AuditLog:
         return await self.db.run(run)
 
     async def console_sessions(
-        self, *, user: str | None = None, live_only: bool = False, limit: int = DEFAULT_LIMIT
+        self, *, user: str | None = None, since: datetime | None = None, live_only: bool = False,
+        limit: int = DEFAULT_LIMIT,
     ) -> list[ConsoleSessionInfo]:
-        """Newest first; ``user`` None means everyone's."""
+        """Newest first; ``user`` None means everyone's; ``since``: only those started then or later."""
         query = select(ConsoleSessionRecord).order_by(ConsoleSessionRecord.started_at.desc(),
                                                       ConsoleSessionRecord.id)
         if user is not None:
             query = query.where(ConsoleSessionRecord.user_name == user)
+        if since is not None:
+            query = query.where(ConsoleSessionRecord.started_at >= since)
         if live_only:
             query = query.where(ConsoleSessionRecord.ended_at.is_(None))
         query = query.limit(max(1, min(limit, MAX_LIMIT)))
@@ -428,12 +431,15 @@ class AuditLog:
 
         return await self.db.run(run)
 
-    async def vm_actions(self, *, user: str | None = None, vm: str | None = None,
+    async def vm_actions(self, *, user: str | None = None, since: datetime | None = None, vm: str | None = None,
                          limit: int = DEFAULT_LIMIT) -> list[VmActionInfo]:
-        """Newest first; ``user`` keeps one user's actions, ``vm`` one VM's (its UUID or its name)."""
+        """Newest first; ``user`` keeps one user's actions, ``since`` those done then or later, ``vm`` one VM's
+        (its UUID or its name)."""
         query = select(VmAction).order_by(VmAction.at.desc(), VmAction.id.desc())
         if user is not None:
             query = query.where(VmAction.user_name == user)
+        if since is not None:
+            query = query.where(VmAction.at >= since)
         if vm is not None:
             query = query.where(or_(VmAction.vm_uuid == vm, VmAction.vm_name == vm))
         query = query.limit(max(1, min(limit, MAX_LIMIT)))

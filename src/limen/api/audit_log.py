@@ -23,6 +23,8 @@ from limen.api.schemas import ErrorBody
 from limen.api.services import services_of
 from limen.api.strict_json import StrictJsonRoute
 from limen.audit import DEFAULT_LIMIT, MAX_LIMIT
+from limen.auth.access import Access
+from limen.auth.principal import Principal
 from limen.auth.revocation import Revocation
 from limen.db.models import ACTION_TARGET_MAX
 from limen.errors import ErrorCode, LimenError
@@ -87,6 +89,15 @@ class VmActionOut(BaseModel):
     finished_at: datetime | None = Field(None, description="None while the action runs")
 
 
+async def _own_rows(principal: Principal, access: Access) -> dict[str, Any]:
+    """Which audit rows a user sees: everyone's for an administrator; for a user, those of their name since
+    their account was made. Rows keep a deleted user's name: a new user given that name saw the old one's
+    sessions (client addresses, credentials) and actions."""
+    if principal.is_admin:
+        return {}
+    return {"user": principal.name, "since": (await access.users.get(principal.name)).created_at}
+
+
 @router.get("/api/console-sessions", response_model=list[ConsoleSessionOut], responses=_ERRORS)
 async def list_console_sessions(
     request: Request,
@@ -99,9 +110,7 @@ async def list_console_sessions(
 
     A live session's row holds its bytes only once it ends; for sessions live in this limen process the
     answer shows the bytes so far (a session another instance holds shows 0 until it ends)."""
-    sessions = await access.audit.console_sessions(
-        user=None if principal.is_admin else principal.name, live_only=live, limit=limit
-    )
+    sessions = await access.audit.console_sessions(**await _own_rows(principal, access), live_only=live, limit=limit)
     registry = services_of(request).console_sessions
     answer = []
     for info in sessions:
@@ -148,6 +157,5 @@ async def list_vm_actions(
                            description="Only this VM's actions (UUID or name; or a volume's name: its deletions)"),
 ) -> list[VmActionOut]:
     """Newest first. Admins see every action; users see the actions they did."""
-    actions = await access.audit.vm_actions(user=None if principal.is_admin else principal.name, vm=vm,
-                                            limit=limit)
+    actions = await access.audit.vm_actions(**await _own_rows(principal, access), vm=vm, limit=limit)
     return [VmActionOut.model_validate(info) for info in actions]
