@@ -8,12 +8,13 @@ Screenshots of each page at 1280 and 390 px go to test-artifacts/."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, Route, expect
 
 from tests.e2e.helpers import PHONE, PLAIN_USER_PASSWORD, save_screenshot, sign_in, start_limen
 from tests.support.server import LimenProcess
@@ -442,3 +443,29 @@ def test_admin_sets_a_users_quota_in_its_dialog(
     expect(phone.locator("#quota-dialog")).to_be_visible()
     assert_fits(phone)
     save_screenshot(phone, "users-quota-dialog-390")
+
+
+def test_a_quota_save_is_sent_once_and_its_failure_after_escape_is_said_in_the_row(
+    server: LimenProcess, plain_user: str, signed_in_page: Callable[..., Page]
+) -> None:
+    # Save stayed enabled while its PUT was on its way (a second press sent a second), and a failure that came
+    # after Escape closed the dialog was written into the closed dialog, never seen.
+    page = signed_in_page(server, next_path="/users")
+    row = user_row(page, plain_user)
+    held: list[Route] = []
+    page.route("**/quota", lambda route: held.append(route) if route.request.method == "PUT" else route.fallback())
+    row.locator("button[data-action=quota]").click()
+    page.fill("#quota-vms", "4")
+    page.click("#quota-save")
+    page.wait_for_function("() => document.getElementById('quota-save').disabled")
+    while not held:
+        page.wait_for_timeout(50)
+    page.keyboard.press("Escape")
+    expect(page.locator("#quota-dialog")).to_be_hidden()
+    held[0].fulfill(status=503, content_type="application/json", body=json.dumps({
+        "error": "Database unavailable", "code": "DATABASE_UNAVAILABLE", "details": "held by the test",
+        "message": "Try again in a moment."}))
+    expect(row.locator(".error-box")).to_have_attribute("data-code", "DATABASE_UNAVAILABLE")
+    assert len(held) == 1
+    row.locator("button[data-action=quota]").click()
+    expect(page.locator("#quota-save")).to_be_enabled()

@@ -508,3 +508,21 @@ def test_values_a_save_was_refused_for_stay_through_a_live_update(
     assert api.patch(f"/api/vms/{vm['uuid']}", json={"name": renamed}).status_code == 200  # another tab
     expect(page.locator("#set-name")).to_have_value(renamed)  # the update came
     expect(memory).to_have_value("99999999")
+
+
+def test_a_delete_confirmed_for_a_vm_deleted_meanwhile_says_so(
+    server: LimenProcess, api: httpx.Client, signed_in_page: Callable[..., Page], vm_name: Callable[..., str]
+) -> None:
+    # The live update took the row away while its Delete dialog was open; confirming acted on the removed row,
+    # and nothing showed anywhere.
+    name = vm_name()
+    vm = create(api, name)
+    page = signed_in_page(server)
+    row = page.locator(f'tr[data-vm-name="{name}"]')
+    row.get_by_label(f"More actions for {name}").click()
+    row.get_by_role("button", name=f"Delete {name}").click()
+    expect(page.locator("#delete-confirm")).to_be_visible()
+    assert api.delete(f"/api/vms/{vm['uuid']}", params={"delete_disks": "true"}).status_code == 200  # elsewhere
+    expect(row).to_have_count(0)
+    page.locator("#delete-confirm").click()
+    expect(page.locator("#list-result .notice")).to_contain_text(f"{name} is no longer in the list")

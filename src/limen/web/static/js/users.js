@@ -36,6 +36,7 @@ const ui = {
   quotaFields: $("quota-fields"),
   quotaError: $("quota-error"),
   quotaCancel: $("quota-cancel"),
+  quotaSave: $("quota-save"),
 };
 
 let me = null;
@@ -366,14 +367,23 @@ function wireQuota() {
       return;
     }
     ui.quotaError.replaceChildren(h("div", { class: "row-status" }, spinner(), t("details.saving")));
+    ui.quotaSave.disabled = true; // one PUT at a time
     try {
       await api("PUT", userPath(user.name, "/quota"), body);
     } catch (exc) {
-      const box = localizedError(asBox(exc, t("users.saving_quota")));
-      const refused = exc instanceof ApiError ? quotaRefusalText(exc.fields) : null;
-      ui.quotaError.replaceChildren(errorBox(refused ? { ...box, message: refused } : box,
-                                             { extraClass: "notice error", localize: false }));
+      const raw = asBox(exc, t("users.saving_quota"));
+      if (ui.quotaDialog.open) {
+        const box = localizedError(raw);
+        const refused = exc instanceof ApiError ? quotaRefusalText(exc.fields) : null;
+        ui.quotaError.replaceChildren(errorBox(refused ? { ...box, message: refused } : box,
+                                               { extraClass: "notice error", localize: false }));
+      } else { // closed (Escape) while it was on its way: said in the user's row instead of the hidden dialog
+        notes.set(user.name, { kind: "error", body: raw });
+        render();
+      }
       return;
+    } finally {
+      ui.quotaSave.disabled = false;
     }
     ui.quotaDialog.close("saved");
     notes.set(user.name, { kind: "ok", text: t("users.quota_saved") });

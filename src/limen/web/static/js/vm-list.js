@@ -464,19 +464,28 @@ function wireDialog() {
   ui.force.addEventListener("close", () => {
     const [row, action] = forceTarget || [];
     forceTarget = null;
-    if (row && ui.force.returnValue === "confirm") runAction(row, action);
-    else if (row) row.moreSummary.focus();
+    if (row && ui.force.returnValue === "confirm") {
+      if (!goneMeanwhile(row)) runAction(row, action);
+    } else if (row) row.moreSummary.focus();
   });
   ui.dialogCancel.addEventListener("click", () => ui.dialog.close("cancel"));
   ui.dialog.addEventListener("close", () => {
     const row = deleteTarget;
     deleteTarget = null;
     if (row && ui.dialog.returnValue === "delete") {
-      runAction(row, "delete", { deleteDisks: ui.dialogDisks.checked });
+      if (!goneMeanwhile(row)) runAction(row, "delete", { deleteDisks: ui.dialogDisks.checked });
     } else if (row) {
       row.moreSummary.focus();
     }
   });
+}
+
+/** Whether the row a dialog asked about left the list while it was open (the VM was deleted elsewhere): then
+ * that is said where the page says results; the action went to the removed row, and nothing showed. */
+function goneMeanwhile(row) {
+  if (rows.get(row.vm.uuid) === row) return false;
+  announce(t("list.gone_meanwhile", { name: row.vm.name }));
+  return true;
 }
 
 // -- CPU and memory figures ------------------------------------------------------------------------
