@@ -526,3 +526,18 @@ def test_a_delete_confirmed_for_a_vm_deleted_meanwhile_says_so(
     expect(row).to_have_count(0)
     page.locator("#delete-confirm").click()
     expect(page.locator("#list-result .notice")).to_contain_text(f"{name} is no longer in the list")
+
+
+def test_autostart_switched_elsewhere_shows_at_once(
+    server: LimenProcess, api: httpx.Client, signed_in_page: Callable[..., Page], vm_name: Callable[..., str]
+) -> None:
+    # libvirt sends no event for an autostart change: another tab's page kept showing it off until a reload.
+    vm = create(api, vm_name())
+    page = signed_in_page(server)
+    page.goto(f"{server.base_url}/vms/{vm['uuid']}")
+    wait_live(page)
+    autostart = page.get_by_label("Start with the host (autostart)")
+    expect(autostart).not_to_be_checked()
+    assert api.patch(f"/api/vms/{vm['uuid']}", json={"autostart": True}).status_code == 200
+    expect(autostart).to_be_checked(timeout=3000)  # the stream's event, not the 30-s poll
+    expect(page.locator("#facts dt:text-is('Autostart') + dd")).to_have_text("yes")

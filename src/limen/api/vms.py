@@ -135,6 +135,8 @@ async def patch_vm(
                                   autostart=body.autostart):
             edited = await edit_vm(hypervisor, vm.uuid, edit)
         target.details = edited.summary
+    if edited.vm.autostart != vm.autostart:  # libvirt announces no autostart change: other pages heard nothing
+        await hypervisor.announce(vm.uuid, VmEventType.CHANGED)
     log.info("VM changed", extra={"event": "vm_edit", "vm_uuid": vm.uuid, "vm_name": edited.vm.name,
                                   "changes": list(edited.changes), "user": principal.name})
     return VmOut.of(edited.vm)
