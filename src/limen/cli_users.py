@@ -172,8 +172,7 @@ def user_passwd(
     def run(directory: _Directory) -> None:
         user, ended = directory.users.set_password_sync(name, password)
         # Their browsers are signed out (done in the database); running servers forget the sessions they
-        # remembered, and end the consoles those sessions opened.
-        touch_credentials_stamp(directory.settings.data_dir)
+        # remembered, and end the consoles those sessions opened. No sign-in ended: nothing to forget.
         for credential in ended:
             _tell_servers(directory, Revocation.credential_revoked(credential, end_details.password_reset_cli(user)))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,15 @@ def running_vm(server: LimenProcess) -> Iterator[str]:
         yield name
 
 
+@contextmanager
+def live_console(server: LimenProcess, vm: str) -> Iterator[None]:
+    """A console of ``vm`` open (past its status frames: its first screen bytes came) for the block."""
+    with connect(f"{server.ws_url}/api/vms/{vm}/console", additional_headers=server.auth_headers) as ws:
+        while isinstance(frame := ws.recv(timeout=30), str):
+            json.loads(frame)
+        yield
+
+
 def focused(page: Page) -> str:
     return str(page.evaluate("document.activeElement === document.body ? 'BODY' : "
                              "(document.activeElement.id || document.activeElement.dataset.action || "
@@ -43,9 +53,7 @@ def focused(page: Page) -> str:
 def test_the_keyboard_keeps_its_place_across_the_refresh_and_after_end_session(
     server: LimenProcess, running_vm: str, new_page: Callable[..., Page]
 ) -> None:
-    with connect(f"{server.ws_url}/api/vms/{running_vm}/console", additional_headers=server.auth_headers) as ws:
-        while isinstance(frame := ws.recv(timeout=30), str):
-            json.loads(frame)
+    with live_console(server, running_vm):
         page = sign_in(new_page(), server.base_url, next_path="/audit")
         button = page.locator('#session-rows tr[data-live="true"] button[data-action="terminate"]')
         expect(button).to_have_count(1)
@@ -83,9 +91,7 @@ def test_end_session_stays_pressed_while_on_its_way_and_its_failure_stays_on_scr
     # The rows are drawn anew every 3 s: the button came back enabled while the request was on its way (a
     # second press sent a second one), and a failure, written in the lists' error box, was emptied by the
     # read right after it.
-    with connect(f"{server.ws_url}/api/vms/{running_vm}/console", additional_headers=server.auth_headers) as ws:
-        while isinstance(frame := ws.recv(timeout=30), str):
-            json.loads(frame)
+    with live_console(server, running_vm):
         page = sign_in(new_page(), server.base_url, next_path="/audit")
         held = hold_requests(page, "**/api/console-sessions/*")
         button = page.locator('#session-rows tr[data-live="true"] button[data-action="terminate"]')

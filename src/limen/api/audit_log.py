@@ -89,13 +89,13 @@ class VmActionOut(BaseModel):
     finished_at: datetime | None = Field(None, description="None while the action runs")
 
 
-async def _own_rows(principal: Principal, access: Access) -> dict[str, Any]:
-    """Which audit rows a user sees: everyone's for an administrator; for a user, those of their name since
-    their account was made. Rows keep a deleted user's name: a new user given that name saw the old one's
-    sessions (client addresses, credentials) and actions."""
+async def _own_rows(principal: Principal, access: Access) -> tuple[str | None, datetime | None]:
+    """Whose audit rows, and since when, a user sees: everyone's for an administrator (None, None); for a user,
+    those of their name since their account was made. Rows keep a deleted user's name: a new user given that
+    name saw the old one's sessions (client addresses, credentials) and actions."""
     if principal.is_admin:
-        return {}
-    return {"user": principal.name, "since": (await access.users.get(principal.name)).created_at}
+        return None, None
+    return principal.name, (await access.users.get(principal.name)).created_at
 
 
 @router.get("/api/console-sessions", response_model=list[ConsoleSessionOut], responses=_ERRORS)
@@ -110,7 +110,8 @@ async def list_console_sessions(
 
     A live session's row holds its bytes only once it ends; for sessions live in this limen process the
     answer shows the bytes so far (a session another instance holds shows 0 until it ends)."""
-    sessions = await access.audit.console_sessions(**await _own_rows(principal, access), live_only=live, limit=limit)
+    user, since = await _own_rows(principal, access)
+    sessions = await access.audit.console_sessions(user=user, since=since, live_only=live, limit=limit)
     registry = services_of(request).console_sessions
     answer = []
     for info in sessions:
@@ -157,5 +158,6 @@ async def list_vm_actions(
                            description="Only this VM's actions (UUID or name; or a volume's name: its deletions)"),
 ) -> list[VmActionOut]:
     """Newest first. Admins see every action; users see the actions they did."""
-    actions = await access.audit.vm_actions(**await _own_rows(principal, access), vm=vm, limit=limit)
+    user, since = await _own_rows(principal, access)
+    actions = await access.audit.vm_actions(user=user, since=since, vm=vm, limit=limit)
     return [VmActionOut.model_validate(info) for info in actions]

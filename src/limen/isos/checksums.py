@@ -16,8 +16,11 @@ from limen.isos.tempfiles import exclusive_temp_file
 READ_CHUNK = 1 << 20
 
 
+CHECKSUM_SUFFIX = ".sha256"
+
+
 def checksum_path(image: Path) -> Path:
-    return image.with_name(f".{image.name}.sha256")
+    return image.with_name(f".{image.name}{CHECKSUM_SUFFIX}")
 
 
 def read_checksum(image: Path, info: os.stat_result) -> str | None:
@@ -59,8 +62,8 @@ def checked_image(entry: Path) -> Path | None:
     """The image ``entry`` would be the checksum file of (``.NAME.sha256`` → ``NAME``), or None for any other
     name."""
     name = entry.name
-    if len(name) > len(".sha256") + 1 and name.startswith(".") and name.endswith(".sha256"):
-        return entry.with_name(name[1:-len(".sha256")])
+    if len(name) > len(CHECKSUM_SUFFIX) + 1 and name.startswith(".") and name.endswith(CHECKSUM_SUFFIX):
+        return entry.with_name(name[1:-len(CHECKSUM_SUFFIX)])
     return None
 
 

@@ -155,8 +155,8 @@ def check(limits: Limits, before: Usage, after: Usage, *, scope: str) -> None:
             raise QuotaExceeded(scope=scope, resource=resource, limit=limit, usage=old, requested=new - old)
 
 
-def footprint_key(footprints: dict[str, Footprint], change: Footprint) -> str:
-    """Where ``change`` goes in ``footprints`` (keyed by :func:`footprint_key`): its VM's UUID; for a VM being
+def _key_of(footprints: dict[str, Footprint], change: Footprint) -> str:
+    """Where ``change`` goes in ``footprints`` (keyed by :func:`_key_of`): its VM's UUID; for a VM being
     created, the listed VM of its name once libvirt shows it, else its name."""
     if change.uuid is not None:
         return change.uuid
@@ -167,7 +167,7 @@ def footprint_key(footprints: dict[str, Footprint], change: Footprint) -> str:
 def with_change(footprints: dict[str, Footprint], change: Footprint) -> dict[str, Footprint]:
     """``footprints`` with ``change`` merged into its VM (added, if the VM is new)."""
     changed = dict(footprints)
-    key = footprint_key(changed, change)
+    key = _key_of(changed, change)
     existing = changed.get(key)
     changed[key] = existing.merged(change) if existing is not None else change
     return changed

@@ -145,6 +145,12 @@ export function stageStatus(stage, message) {
   return t(key, { port: port ? port[1] : "?" });
 }
 
+/** A VM's button or error title, "Start web-1" ("web-1 시작"): its action's label (a dialog's "…" dropped) and the
+ * VM's name, in the page's language's order. */
+export function actionOnVm(label, name) {
+  return t("list.action_label", { action: label.replace("…", ""), name });
+}
+
 /** A VM action of the audit trail (its `action`, e.g. "finish-install") in the page's language; an action
  * the catalogue does not know (a newer server's) as it came. */
 export function actionName(action) {

@@ -21,7 +21,7 @@ import { deletedText, handToList } from "./vm-deleted.js";
 import { showDiskChoice } from "./vm-delete-disks.js";
 import { STOP_FOLLOW_UP_MS, stillRunningText } from "./stop-follow-up.js";
 import { NO_CONSOLE_PLACEHOLDER, NO_CONSOLE_REASON, SERIAL_ONLY, showConsoleLink } from "./vm-graphics.js";
-import { actionName, formatDateTime, formatTime, has, lang, localizedError, ruleText, t } from "./i18n.js";
+import { actionName, actionOnVm, formatDateTime, formatTime, has, lang, localizedError, ruleText, t } from "./i18n.js";
 
 const SCREENSHOT_MS = 3000;
 const SCREEN_WIDTH = 800;
@@ -454,8 +454,8 @@ function applyEnabled() {
     buttons.console.setAttribute("aria-disabled", "true");
   }
   for (const [action, button] of Object.entries(buttons)) {
-    const label = action === "console" ? t("console.title") : ACTIONS[action].label.replace("…", "");
-    button.setAttribute("aria-label", t("list.action_label", { action: label, name: vm.name })); // as the list says it
+    const label = action === "console" ? t("console.title") : ACTIONS[action].label;
+    button.setAttribute("aria-label", actionOnVm(label, vm.name)); // as the list says it
   }
   const mediaBlocked = blocked || cardsBusy.has("media");
   for (const control of [ui.isoSelect, ui.bootSelect, ui.bootSave, ui.finishInstallBtn]) control.disabled = mediaBlocked;
@@ -510,10 +510,7 @@ async function runAction(action, { deleteDisks = false } = {}) {
   document.body.dataset.pending = action;
   applyEnabled();
   const path = action === "delete" ? apiPath(`?delete_disks=${deleteDisks}`) : apiPath(`/${spec.path}`);
-  // As the list names it, in the page's language's order ("web-1 시작", not "시작 web-1").
-  const what = t("list.action_label", { action: spec.label.replace("…", ""), name: vm.name });
-  const result = await request(ui.actionStatus, what, spec.busy,
-                               spec.method, path);
+  const result = await request(ui.actionStatus, actionOnVm(spec.label, vm.name), spec.busy, spec.method, path);
   busy = null;
   delete document.body.dataset.pending;
   if (result === null) {

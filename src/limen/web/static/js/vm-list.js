@@ -15,7 +15,7 @@ import { POLL_MS, VmEvents } from "./vm-events.js";
 import { deletedText, takeHandedOver } from "./vm-deleted.js";
 import { showDiskChoice } from "./vm-delete-disks.js";
 import { NO_CONSOLE_PLACEHOLDER, showConsoleLink } from "./vm-graphics.js";
-import { clientError, formatTime, lang, localizedError, t, tWith } from "./i18n.js";
+import { actionOnVm, clientError, formatTime, lang, localizedError, t, tWith } from "./i18n.js";
 
 
 const REFRESH_MS = POLL_MS;
@@ -177,7 +177,7 @@ function updateRow(row, vm) {
   row.moreSummary.setAttribute("aria-label", t("list.more_for", { name: vm.name }));
   row.console.setAttribute("aria-label", t("list.open_console", { name: vm.name }));
   for (const [action, button] of Object.entries(row.buttons)) {
-    button.setAttribute("aria-label", t("list.action_label", { action: ACTIONS[action].label.replace("…", ""), name: vm.name }));
+    button.setAttribute("aria-label", actionOnVm(ACTIONS[action].label, vm.name));
   }
   const active = ACTIVE_STATES.has(vm.state);
   row.buttons.start.hidden = active;
@@ -379,10 +379,10 @@ async function runAction(row, action, { deleteDisks = false } = {}) {
       "aria-label": t("list.dismiss_error", { name: vm.name }), onclick: () => row.status.replaceChildren(),
     });
     // The title translated first, then prefixed (errorBox translated it again, by its code, and the Korean
-    // page lost which VM and action failed), the prefix in the page's language's order.
+    // page lost which VM and action failed).
     const shown = localizedError(body);
-    const what = t("list.action_label", { action: spec.label.replace("…", ""), name: vm.name });
-    setRowStatus(row, errorBox({ ...shown, error: `${what}: ${shown.error}` }, { actions: [dismiss], localize: false }));
+    setRowStatus(row, errorBox({ ...shown, error: `${actionOnVm(spec.label, vm.name)}: ${shown.error}` },
+                               { actions: [dismiss], localize: false }));
   }
   scheduleRefresh(0);
 }

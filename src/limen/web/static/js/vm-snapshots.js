@@ -19,7 +19,6 @@ const OPERATION_POLL_MS = 500;
 const RESULT_SHOWN_MS = 5000;
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
-/** Parents before children: [{snapshot, children}] roots, siblings oldest first (as the API orders them). */
 // The page's word for the VM state libvirt saved with a snapshot ("paused" and "disk-snapshot" showed as
 // they came, in English, on the Korean page).
 const SNAPSHOT_VM_STATES = { running: "running", blocked: "running", paused: "paused", shutdown: "shutting_down",
@@ -34,6 +33,7 @@ export function snapshotKind(s) {
   return t("snapshots.disks_state", { state: known ? t(`snapshots.vm_state.${known}`) : s.vm_state });
 }
 
+/** Parents before children: [{snapshot, children}] roots, siblings oldest first (as the API orders them). */
 export function snapshotTree(snapshots) {
   const nodes = new Map(snapshots.map((s) => [s.name, { snapshot: s, children: [] }]));
   const roots = [];
