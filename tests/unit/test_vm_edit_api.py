@@ -4,6 +4,7 @@ JSON error schema, refusals, pending changes in the answers, and the audit trail
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -266,6 +267,30 @@ async def test_a_lone_surrogate_in_a_body_is_refused_before_any_work(users: User
     rows = [a for a in (await users.as_("root", "GET", "/api/vm-actions")).json() if a["vm_name"] == alices_vm]
     assert [a for a in rows if a["result_code"] == "STARTED"] == []
     assert [a["action"] for a in rows if a["action"] != "create"] == ["set_owner"]  # the pair's refusal only
+
+
+async def test_a_body_that_is_not_utf8_is_refused_not_altered(users: Users, alices_vm: str) -> None:
+    """Latin-1's "café" (caf\\xe9) was decoded with a replacement character and kept as "caf\ufffd": the
+    snapshot's description changed without a word. Refused whole, naming the byte."""
+    headers = {**users.headers["root"], "Content-Type": "application/json"}
+    body = b'{"name": "latin1", "description": "caf\xe9"}'
+    answer = await users.client.request("POST", f"/api/vms/{alices_vm}/snapshots", headers=headers, content=body)
+    error = assert_error(answer, 400, "INVALID_REQUEST")
+    assert "the byte at offset 38 (0xe9) is not UTF-8" in error["details"], error
+    listed = (await users.as_("root", "GET", f"/api/vms/{alices_vm}/snapshots")).json()
+    assert [s for s in listed if s["name"] == "latin1"] == []
+    # The same text in UTF-8 is welcome, and kept as sent.
+    body = '{"name": "utf8", "description": "café 카페"}'.encode()
+    answer = await users.client.request("POST", f"/api/vms/{alices_vm}/snapshots", headers=headers, content=body)
+    assert answer.status_code == 202, answer.text
+    for _ in range(200):
+        operation = (await users.as_("root", "GET", f"/api/operations/{answer.json()['id']}")).json()
+        if operation["state"] != "running":
+            break
+        await asyncio.sleep(0.05)
+    assert operation["state"] == "done", operation
+    listed = (await users.as_("root", "GET", f"/api/vms/{alices_vm}/snapshots")).json()
+    assert [s["description"] for s in listed if s["name"] == "utf8"] == ["café 카페"], listed
 
 
 async def test_a_key_given_twice_in_a_body_is_refused_before_any_work(users: Users, alices_vm: str) -> None:

@@ -7,6 +7,9 @@ the answer FastAPI gives any body that is not JSON. Every route of limen's API r
   Python's ``json`` turns into a ``str`` no encoder takes. pydantic passes such a string through unless a
   field has a length bound, so it reached argon2, SQLite or libvirt and failed there as a 500, after the work
   had begun (an owner change left its audit row ``STARTED``).
+- Bytes that are not UTF-8 (``caf\xe9``, Latin-1's "café"): RFC 8259 allows only UTF-8 between systems.
+  Decoded with replacement characters, they were kept as ``caf\ufffd`` in a description or a password,
+  changed without a word.
 - A key given twice in one object (``{"name": "a", "name": "b"}``): Python's ``json`` keeps the last, while a
   proxy or filter in front of limen that reads the first would have checked what limen does not act on.
 """
@@ -64,7 +67,13 @@ def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 class _StrictJsonRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            document = (await self.body()).decode("utf-8", "replace")
+            raw = await self.body()
+            try:
+                document = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                byte = f"the byte at offset {error.start} (0x{raw[error.start]:02x})"
+                raise json.JSONDecodeError(f"{byte} is not UTF-8: send the body as UTF-8 text",
+                                           raw.decode("utf-8", "replace"), 0) from None
             try:
                 value = json.loads(document, object_pairs_hook=_object_without_duplicates)
             except _DuplicateKey as duplicate:
