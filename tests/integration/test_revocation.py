@@ -500,9 +500,9 @@ async def ticket_from(issuer: World, holder: World, token: str) -> Console:
     return await holder.open("bobs", ticket=await issuer.ticket("bobs", token=token))
 
 
-async def run_limen(tmp_path: Path, redis_url: str, *args: str) -> float:
-    """Runs a ``limen`` command on the server's data dir and Redis; returns how long it took (the revocation
-    goes out just before it exits)."""
+async def run_limen(tmp_path: Path, redis_url: str, *args: str, stdin: bytes | None = None) -> float:
+    """Runs a ``limen`` command on the server's data dir and Redis (``stdin`` its input); returns how long it
+    took (the revocation goes out just before it exits)."""
     from tests.conftest import QEMU_URI, TEST_POOL, TEST_POOL_DIR
 
     started = time.monotonic()
@@ -512,8 +512,9 @@ async def run_limen(tmp_path: Path, redis_url: str, *args: str) -> float:
                      "LIMEN_LOG_DIR": str(tmp_path / "log-cli"), "LIMEN_LIBVIRT_URI": QEMU_URI,
                      "LIMEN_STORAGE_POOL": TEST_POOL, "LIMEN_STORAGE_POOL_DIR": str(TEST_POOL_DIR),
                      "LIMEN_VIRT_TYPE": "qemu"}),
+        stdin=asyncio.subprocess.PIPE if stdin is not None else None,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    _, err = await command.communicate()
+    _, err = await command.communicate(stdin)
     assert command.returncode == 0, err
     return time.monotonic() - started
 
@@ -521,9 +522,10 @@ async def run_limen(tmp_path: Path, redis_url: str, *args: str) -> float:
 async def test_the_command_lines_changes_end_the_consoles_of_a_running_server(
     limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str], tmp_path: Path
 ) -> None:
-    """`limen user set-role`, `limen user delete` and `limen vm delete`, run beside a server that shares
-    their database and Redis: each ends the consoles it took the right from, within the bound of the
-    command's exit, with ACCESS_REVOKED and its reason (a deleted VM's before it is destroyed)."""
+    """`limen user passwd`, `limen user set-role`, `limen user delete` and `limen vm delete`, run beside a
+    server that shares their database and Redis: each ends the consoles it took the right from, within the
+    bound of the command's exit, with ACCESS_REVOKED and its reason (a deleted VM's before it is destroyed).
+    A password set ends the consoles of the user's browser sign-ins, not those of their API tokens."""
     with redis_server(tmp_path) as redis_url:
         database_url = database_url_for(tmp_path / "data")
         server = limen_server(LIMEN_REDIS_URL=redis_url)
@@ -531,9 +533,11 @@ async def test_the_command_lines_changes_end_the_consoles_of_a_running_server(
         dave = provision_user(database_url, "dave", "dave-password-1", Role.ADMIN)
         vms = await make_vms(server, {"bobs": vm_names(), "spare": vm_names()}, {"bobs": "bob", "spare": "carol"})
         world = World(server, database_url, vms, tokens)
+        carols_cookie, _ = await world.sign_in("carol")
         try:
-            daves, bobs, carols, admins_spare, admins = await open_all(
+            carols_browser, daves, bobs, carols, admins_spare, admins = await open_all(
                 world,
+                lambda: world.open("spare", cookie=carols_cookie),
                 lambda: world.open("bobs", token=dave),
                 lambda: world.open("bobs", token=tokens["bob"]),
                 lambda: world.open("spare", token=tokens["carol"]),
@@ -543,6 +547,8 @@ async def test_the_command_lines_changes_end_the_consoles_of_a_running_server(
             spare_name = (await world.row(carols.session_id, ended=False))["vm_name"]
             revoked, gone = ErrorCode.ACCESS_REVOKED, ErrorCode.VM_NOT_FOUND
             steps: list[tuple[tuple[str, ...], list[Console], str, ErrorCode]] = [
+                (("user", "passwd", "carol", "--password-stdin"), [carols_browser],
+                 "the password of user 'carol' was set from the command line", revoked),
                 (("user", "set-role", "dave", "user"), [daves],
                  "user 'dave' is no longer an administrator (changed from the command line)", revoked),
                 (("user", "delete", "bob"), [bobs], "user 'bob' deleted from the command line", revoked),
@@ -553,12 +559,14 @@ async def test_the_command_lines_changes_end_the_consoles_of_a_running_server(
                 since = time.monotonic()
                 for console in ended:  # the command's start takes seconds on a loaded machine: see above
                     console.watcher = asyncio.create_task(error_frame_after(console, since, patience=90))
-                took = await run_limen(tmp_path, redis_url, *args)
+                took = await run_limen(tmp_path, redis_url, *args, stdin=b"carols-new-password\n")
                 for console in ended:
                     await ends_with_access_revoked(console, since, made_after=took, code=code)
                     row = await world.row(console.session_id)
                     assert (row["end_code"], row["end_details"]) == (code.name, because), row
                 assert admins.ws.close_code is None
+                if "passwd" in args:
+                    assert carols.ws.close_code is None  # her API token's console
             await still_streams(admins)  # once: its RFB handshake can be begun only once
         finally:
             for console in world.consoles:
