@@ -85,9 +85,10 @@ def test_good_names_and_descriptions_pass() -> None:
     for name in ("a", "before-upgrade", "v1.2_3", "x" * 63):
         check_snapshot_name(name)
     check_description("two\nlines\tand ünïcode " * 10)
+    check_description("\ufffd 한글 \U0001f600")  # the replacement character and a pair are characters
 
 
-@pytest.mark.parametrize("description", ["x" * 1001, "bell\a", "nul\0"])
+@pytest.mark.parametrize("description", ["x" * 1001, "bell\a", "nul\0", "a\uffffb", "\ufffe"])
 def test_descriptions_are_bounded_and_printable(description: str) -> None:
     with pytest.raises(ValidationFailed) as raised:
         check_description(description)
