@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sqlite3
+import subprocess
 import threading
 import time
 import uuid
@@ -166,6 +167,43 @@ def test_start_edit_and_disk_growth_are_checked(
     usage = api.get("/api/quota").json()["usage"]
     assert usage == {"vms": 2, "vcpus": 1, "memory_mib": 32, "disk_gib": 2}
     api.post(f"/api/vms/{small}/stop", params={"force": "true"})
+
+
+def test_a_disk_outside_every_storage_pool_counts_and_its_growth_is_checked(
+    limen_server: Callable[..., LimenProcess], vm_names: Callable[[], str], tmp_path: Path
+) -> None:
+    """A VM defined outside limen, its disk a file no pool holds, given to a user: the disk counted as 0
+    bytes, and its growth was not checked at all (a user with 6 GiB grew such a disk to 2 TB)."""
+    import libvirt
+
+    from tests.conftest import QEMU_URI
+
+    server = limen_server()
+    headers = new_user(server, {"vcpus": 1, "memory_mib": 256, "disk_gib": 2})
+    api = httpx.Client(base_url=server.base_url, headers=headers, timeout=60)
+    name, image = vm_names(), tmp_path / "outside-every-pool.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "1G"], check=True)
+    conn = libvirt.open(QEMU_URI)
+    try:
+        conn.defineXML(f"""<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>
+          <os><type arch='x86_64'>hvm</type></os>
+          <devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+            <source file='{image}'/><target dev='vda' bus='virtio'/></disk></devices></domain>""")
+    finally:
+        conn.close()
+    given = httpx.put(f"{server.base_url}/api/vms/{name}/owner", json={"owner": api.get("/api/me").json()["name"]},
+                      headers=server.auth_headers, timeout=30)
+    assert given.status_code == 200, given.text
+    (disk,) = [d for d in api.get(f"/api/vms/{name}").json()["disks"] if d["device"] == "disk"]
+    assert disk["capacity_bytes"] == 1 << 30, disk
+    assert api.get("/api/quota").json()["usage"]["disk_gib"] == 1
+    assert api.post(f"/api/vms/{name}/start").status_code == 200
+    body = error(api.post(f"/api/vms/{name}/disks/vda/resize", json={"size_gib": 2000}), "disk_gib")
+    assert (body["quota"]["usage"], body["quota"]["requested"]) == (1, 1999), body
+    grown = api.post(f"/api/vms/{name}/disks/vda/resize", json={"size_gib": 2})
+    assert grown.status_code == 200, grown.text
+    assert api.get("/api/quota").json()["usage"]["disk_gib"] == 2
+    api.post(f"/api/vms/{name}/stop", params={"force": "true"})
 
 
 def test_the_consoles_auto_start_is_checked_too(

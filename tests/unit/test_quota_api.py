@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import libvirt
+import pytest
+
 from limen.api.services import services_of
 from limen.hypervisor.ownership import set_owner
 from limen.settings import Settings
@@ -112,3 +115,42 @@ async def test_a_vm_set_to_start_with_the_host_counts_as_running(make_settings: 
         assert (await client.post("/api/vms/a/stop?force=true", headers=ada)).status_code == 200
         assert (await client.patch("/api/vms/a", json={"autostart": False}, headers=ada)).status_code == 200
         assert (await client.patch("/api/vms/b", json={"autostart": True}, headers=ada)).status_code == 200
+
+
+async def test_a_disk_no_pool_holds_counts_and_its_growth_is_checked(
+        make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test driver's VM's disk is a file no storage pool holds (a VM defined outside limen): it counted
+    as 0 bytes and its growth was not checked, so a user grew such a disk past any limit. Its size now comes
+    from the image (libvirt's block info); one libvirt cannot say counts as 0 bytes, and a growth is checked
+    for the disk's whole new size."""
+    settings = make_settings()
+    access = make_access(settings)
+    async with access_client(settings, access) as (client, app):
+        admin = {"Authorization": f"Bearer {await admin_token(access)}"}
+        await access.users.create("Ada", "ada's long password")
+        ada = {"Authorization": f"Bearer {(await access.tokens.create('Ada', 'tests')).secret}"}
+        await set_owner(services_of(app).hypervisor, "test", "Ada")
+        try:
+            assert (await client.put("/api/users/Ada/quota", json={"disk_gib": 1030}, headers=admin)).status_code == 200
+            (disk,) = [d for d in (await client.get("/api/vms/test", headers=ada)).json()["disks"]
+                       if d["device"] == "disk"]
+            assert disk["capacity_bytes"] == 1099506450432, disk  # the test driver's figure: 1023.995 GiB
+            usage = (await client.get("/api/quota", headers=ada)).json()["usage"]
+            assert usage["disk_gib"] == 1024 and type(usage["disk_gib"]) is int, usage
+            grow = {"size_gib": 1040}
+            body = assert_error(await client.post("/api/vms/test/disks/vda/resize", json=grow, headers=ada), 409,
+                                "QUOTA_EXCEEDED")
+            assert (body["quota"]["resource"], body["quota"]["usage"]) == ("disk_gib", 1024), body
+
+            def unknown(*_args: object) -> None:
+                raise libvirt.libvirtError("block info unavailable")
+
+            monkeypatch.setattr(libvirt.virDomain, "blockInfo", unknown)
+            (disk,) = [d for d in (await client.get("/api/vms/test", headers=ada)).json()["disks"]
+                       if d["device"] == "disk"]
+            assert disk["capacity_bytes"] is None, disk
+            body = assert_error(await client.post("/api/vms/test/disks/vda/resize", json=grow, headers=ada), 409,
+                                "QUOTA_EXCEEDED")
+            assert (body["quota"]["usage"], body["quota"]["requested"]) == (0, 1040), body
+        finally:
+            await set_owner(services_of(app).hypervisor, "test", None)

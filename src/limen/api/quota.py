@@ -170,9 +170,10 @@ def quota_for_disk_growth(quota: QuotaLedger, hypervisor: Hypervisor, principal:
                           target: str, new_bytes: int) -> contextlib.AbstractAsyncContextManager[None]:
     disk = next((d for d in vm.disks if d.device is DiskDevice.DISK and d.target == target), None)
     current = Footprint.of_vm(vm)
-    if disk is None or disk.capacity_bytes is None or new_bytes <= disk.capacity_bytes:
+    if disk is None or new_bytes <= (disk.capacity_bytes or 0):
         return contextlib.nullcontext()  # the resize itself refuses (DISK_NOT_FOUND, DISK_SHRINK_REFUSED)
-    change = replace(current, disk_bytes=current.disk_bytes - disk.capacity_bytes + new_bytes)
+    # A disk whose size libvirt could not say counts as 0 bytes in the usage: its whole new size is checked.
+    change = replace(current, disk_bytes=current.disk_bytes - (disk.capacity_bytes or 0) + new_bytes)
     return quota.reserving(change, hypervisor.list_vms, owner_limited=owner_limited(principal, vm.owner))
 
 

@@ -383,11 +383,15 @@ class Hypervisor:
             capacity = allocation = None
             if disk.device is DiskDevice.DISK and disk.path:
                 volume = storage.volume_at(conn, disk.path)
-                if volume is not None:
-                    try:
+                try:
+                    if volume is not None:
                         _kind, capacity, allocation = (int(value) for value in volume.info())
-                    except libvirt.libvirtError:
-                        capacity = allocation = None
+                    else:
+                        # A disk no storage pool holds (a VM defined outside limen): its image's own figures.
+                        # Unknown, it counted as 0 bytes, and its owner grew it past the disk quota.
+                        capacity, allocation, _physical = (int(value) for value in dom.blockInfo(disk.target, 0))
+                except libvirt.libvirtError:
+                    capacity = allocation = None
             disks.append(Disk(device=disk.device, target=disk.target, path=disk.path, capacity_bytes=capacity,
                               allocation_bytes=allocation, bus=disk.bus))
         name = dom.name()

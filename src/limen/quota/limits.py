@@ -123,7 +123,9 @@ class Usage:
 
 
 def _rounded(value: float) -> float:
-    return int(value) if float(value).is_integer() else round(value, 2)
+    # Rounded first: 1023.995 GiB was shown as 1024.0, a float where clients read whole numbers as integers.
+    rounded = round(value, 2)
+    return int(rounded) if float(rounded).is_integer() else rounded
 
 
 class QuotaExceeded(LimenError):
