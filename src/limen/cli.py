@@ -236,7 +236,7 @@ def serve(
 
     from limen.api.app import create_app
     from limen.logs import configure_logging
-    from limen.server import database_problem, open_listener
+    from limen.server import database_problem, migrate_schema, open_listener
     from limen.server import serve as run_server
 
     settings = cli_state(ctx).settings(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key)
@@ -262,6 +262,11 @@ def serve(
         typer.echo(say(f"cli.serve.no_database.{fault.value}", url=redacted_url(settings.db_url), reason=reason,
                        data_dir=settings.data_dir), err=True)
         raise typer.Exit(1)
+    try:
+        migrate_schema(settings)  # DATABASE_MIGRATION_FAILED is said in one line too
+    except LimenError:
+        listener.close()
+        raise
     if settings.redis_url:
         # A Redis that does not answer: said as the command line says errors, not as the application's
         # start-up traceback.

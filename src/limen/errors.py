@@ -219,6 +219,12 @@ class ErrorCode(Enum):
         "Database of a newer limen",
         "Run the limen version that upgraded the database, or restore a backup taken before the upgrade.",
     )
+    DATABASE_MIGRATION_FAILED = ErrorSpec(
+        503,
+        4309,
+        "Database upgrade failed",
+        "The database was left as it was. Do what the details say, or restore a backup, then start limen again.",
+    )
     # The command line's `limen backup` / `limen restore` (no HTTP route makes one; the status and close code
     # only keep the tables whole).
     BACKUP_FAILED = ErrorSpec(

@@ -190,6 +190,17 @@ def database_problem(settings: Settings, timeout: float) -> tuple[str, DatabaseF
             database_fault(settings.db_url, settings.data_dir, failure))
 
 
+def migrate_schema(settings: Settings) -> None:
+    """Brings the database's schema to this limen's before the server starts (the app's start then finds it
+    there): a migration that fails is said as the command line says errors (DATABASE_MIGRATION_FAILED), not
+    as the application's start-up traceback. Unbounded: a large table's copy takes as long as it takes."""
+    database = Database(settings.db_url)
+    try:
+        database.migrate()
+    finally:
+        database.close()
+
+
 def serve(app: FastAPI, settings: Settings, *, listener: socket.socket | None = None,
           on_started: Callable[[], None] | None = None) -> None:
     raise_fd_limit()

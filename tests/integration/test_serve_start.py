@@ -85,6 +85,40 @@ def test_a_database_of_a_newer_limen_is_one_line_from_serve_the_commands_and_doc
     assert "newer than this limen knows" in doctor.stdout and "restore a backup" in doctor.stdout, doctor.stdout
 
 
+def test_a_migration_that_fails_is_one_line_from_serve_and_the_commands_and_leaves_the_schema(tmp_path: Path) -> None:
+    """A migration the database's rows refuse (0003's unique index of pending creates, over two of one name)
+    was the application's start-up traceback from ``serve``, a message blaming the data directory's
+    permissions from every command, and a schema half-migrated that every later start failed on."""
+    from sqlalchemy import text
+
+    from limen.db import Database
+
+    data = tmp_path / "data"
+    database = Database(f"sqlite:///{data / 'limen.db'}")
+    database.migrate("0002_safety")
+    with database.engine.begin() as connection:
+        for _ in range(2):
+            connection.execute(text(
+                "INSERT INTO vm_actions (user_name, vm_name, action, at, result_code, details) "
+                "VALUES ('ada', 'web', 'create', '2026-12-01 00:00:00', 'STARTED', '')"))
+    database.close()
+    environment = {**os.environ, "LIMEN_LANG": "en", "LIMEN_DATA_DIR": str(data),
+                   "LIMEN_LOG_DIR": str(tmp_path / "log"), "LIMEN_LIBVIRT_URI": "test:///default"}
+    started = serve(tmp_path, "--port", str(free_port()))
+    listed = subprocess.run([str(LIMEN_BIN), "user", "list"], env=environment, capture_output=True, text=True,
+                            timeout=60)
+    for done in (started, listed):
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 2, done.stderr
+        assert ("could not be migrated from 0002_safety to 0009_reservation_uuids (UNIQUE constraint failed: "
+                "vm_actions.vm_name); it is left at 0002_safety") in done.stderr, done.stderr
+        assert "[DATABASE_MIGRATION_FAILED]" in done.stderr, done.stderr
+    with sqlite3.connect(data / "limen.db") as left:
+        assert left.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002_safety",)]
+        columns = [row[1] for row in left.execute("PRAGMA table_info(limen_instances)")]
+        assert "process_key" not in columns, columns
+
+
 def test_a_redis_that_does_not_answer_is_said_by_serve_and_doctor(tmp_path: Path) -> None:
     """With LIMEN_REDIS_URL on a Redis that is down, serve printed Starlette's 20-line start-up traceback (exit
     3), and doctor passed every check though nobody could sign in."""

@@ -47,6 +47,42 @@ def test_migrations_make_the_models_schema_and_rerun_as_no_ops(tmp_path: Path) -
     db.close()
 
 
+def test_a_migration_that_fails_leaves_the_schema_as_it_was_and_can_be_run_again(tmp_path: Path) -> None:
+    """SQLite runs each statement of its own without an explicit transaction (Python's driver begins one only
+    before INSERT, UPDATE and DELETE): a migration that failed, or was killed, half-way had committed its
+    first steps, so that every start after it failed on them ("duplicate column name: process_key") and
+    only a repair by hand brought the database back. Here 0003's unique index of pending creates fails on
+    two pending creates of one name, after its first step added a column."""
+    path = tmp_path / "limen.db"
+    db = Database(f"sqlite:///{path}")
+    db.migrate("0002_safety")
+    with db.engine.begin() as connection:
+        for _ in range(2):
+            connection.execute(text(
+                "INSERT INTO vm_actions (user_name, vm_name, action, at, result_code, details) "
+                "VALUES ('ada', 'web', 'create', '2026-12-01 00:00:00', 'STARTED', '')"))
+
+    def schema() -> list[tuple[str, str]]:
+        with db.engine.connect() as connection:
+            rows = connection.execute(text("SELECT name, sql FROM sqlite_master"))
+            return sorted((row.name, row.sql) for row in rows)
+
+    before = schema()
+    with pytest.raises(LimenError) as failed:
+        db.migrate()
+    assert failed.value.code is ErrorCode.DATABASE_MIGRATION_FAILED
+    assert str(failed.value.details).startswith(
+        f"the schema of sqlite:///{path} could not be migrated from 0002_safety to 0009_reservation_uuids "
+        "(UNIQUE constraint failed: vm_actions.vm_name); it is left at 0002_safety"), failed.value.details
+    assert schema() == before
+    assert db._revisions() == ["0002_safety"]
+    with db.engine.begin() as connection:
+        connection.execute(text("DELETE FROM vm_actions WHERE id = 2"))
+    db.migrate()
+    assert db._revisions() == ["0009_reservation_uuids"]
+    db.close()
+
+
 async def test_names_are_stored_and_returned_exactly(access: Access) -> None:
     user = await access.users.create(NASTY, "a-long-password", Role.USER)
     assert user.name == NASTY and user.created_at.tzinfo is UTC

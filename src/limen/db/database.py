@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio.to_thread
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Engine, Row, make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
@@ -193,6 +193,7 @@ class Database:
         config = _alembic_config()
         sqlite = self.url.get_backend_name() == "sqlite"
         with self.engine.connect() as connection:
+            driver: Any = None
             if sqlite:
                 # SQLite's batch migrations copy a table, drop the old one and rename the copy; with foreign
                 # keys on, that drop cascades to every row pointing at it (copying `users` deleted every API
@@ -200,21 +201,36 @@ class Database:
                 # ignores it), checked after, on again for the pool.
                 connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
                 connection.commit()
+                # Python's sqlite3 begins a transaction only before INSERT, UPDATE and DELETE: each CREATE,
+                # ALTER and DROP committed on its own, and a migration that failed or was killed half-way left
+                # its first steps behind an unchanged alembic_version, which every start then failed on. With
+                # the driver's own handling off, the BEGIN below holds the whole upgrade (SQLite's DDL is
+                # transactional); commit() and rollback() still end it.
+                driver = connection.connection.driver_connection
+                legacy_isolation = driver.isolation_level
+                driver.isolation_level = None
             try:
                 with connection.begin():
+                    if sqlite:
+                        connection.exec_driver_sql("BEGIN IMMEDIATE")  # the writer's lock now, not mid-way
                     if self.url.get_backend_name() == "postgresql":
                         # Replicas starting together migrate one at a time: a transaction-scoped advisory
                         # lock (released at commit or rollback, also when the process dies); the others
                         # wait, then find the schema at head. PostgreSQL's DDL is transactional.
                         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
                     config.attributes["connection"] = connection
-                    command.upgrade(config, revision)
+                    try:
+                        command.upgrade(config, revision)
+                    except (IntegrityError, ProgrammingError) as exc:  # what the rows or schema hold, not access
+                        raise self._migration_failed(before, revision, str(exc.orig).strip()) from exc
                     if sqlite:
                         broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
                         if broken:
-                            raise RuntimeError(f"the migration left rows pointing at nothing: {broken[:5]}")
+                            raise self._migration_failed(before, revision,
+                                                         f"it left rows pointing at nothing: {broken[:5]}")
             finally:
                 if sqlite:
+                    driver.isolation_level = legacy_isolation
                     connection.exec_driver_sql("PRAGMA foreign_keys=ON")
                     connection.commit()
         after = self._revisions()
@@ -223,6 +239,16 @@ class Database:
                 "event": "schema_migrated", "from_revision": ", ".join(before) or None,
                 "to_revision": ", ".join(after), "database": self.redacted_url})
         return before if before and after != before else []
+
+    def _migration_failed(self, before: list[str], revision: str, reason: str) -> LimenError:
+        """DATABASE_MIGRATION_FAILED, raised inside the migration's transaction, which rolls it back whole: it
+        was worded as a data directory to fix (its owner, its permissions), which it is not."""
+        was = ", ".join(before) or "no schema"
+        target = SCHEMA_HEAD if revision == "head" else revision
+        first_line = reason.splitlines()[0] if reason else "no reason given"
+        return LimenError(ErrorCode.DATABASE_MIGRATION_FAILED, (
+            f"the schema of {self.redacted_url} could not be migrated from {was} to {target} ({first_line}); "
+            f"it is left at {was}"))
 
     def _revisions(self) -> list[str]:
         try:
