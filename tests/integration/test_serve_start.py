@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.databases import a_migration_refuses
 from tests.support.net import free_port
 from tests.support.server import LIMEN_BIN
 
@@ -25,6 +26,23 @@ def serve(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess
                    "LIMEN_LOG_DIR": str(tmp_path / "log"), "LIMEN_LIBVIRT_URI": "test:///default", **env}
     return subprocess.run([str(LIMEN_BIN), "serve", *args], env=environment, capture_output=True, text=True,
                           timeout=60)
+
+
+def command_environment(tmp_path: Path, data: Path) -> dict[str, str]:
+    return {**os.environ, "LIMEN_LANG": "en", "LIMEN_DATA_DIR": str(data), "LIMEN_LOG_DIR": str(tmp_path / "log"),
+            "LIMEN_LIBVIRT_URI": "test:///default"}
+
+
+def serve_and_list(tmp_path: Path, data: Path) -> tuple[subprocess.CompletedProcess[str], ...]:
+    """``limen serve`` and ``limen user list`` on the database in ``data``, both expected to fail as the command
+    line says an error: what, then the code's advice (two lines), with exit code 1."""
+    started = serve(tmp_path, "--port", str(free_port()), LIMEN_DATA_DIR=str(data))
+    listed = subprocess.run([str(LIMEN_BIN), "user", "list"], env=command_environment(tmp_path, data),
+                            capture_output=True, text=True, timeout=60)
+    for done in (started, listed):
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 2, done.stderr
+    return started, listed
 
 
 def test_a_start_that_cannot_happen_says_why_in_one_line(tmp_path: Path) -> None:
@@ -69,18 +87,12 @@ def test_a_database_of_a_newer_limen_is_one_line_from_serve_the_commands_and_doc
     with sqlite3.connect(data / "limen.db") as made:
         made.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
         made.execute("INSERT INTO alembic_version VALUES ('0099_from_the_future')")
-    environment = {**os.environ, "LIMEN_LANG": "en", "LIMEN_DATA_DIR": str(data),
-                   "LIMEN_LOG_DIR": str(tmp_path / "log"), "LIMEN_LIBVIRT_URI": "test:///default"}
-    started = serve(tmp_path, "--port", str(free_port()))
-    listed = subprocess.run([str(LIMEN_BIN), "user", "list"], env=environment, capture_output=True, text=True,
-                            timeout=60)
+    started, listed = serve_and_list(tmp_path, data)
     for done in (started, listed):
-        assert done.returncode == 1, done.stderr
-        # The command line's error: what, then the code's advice (two lines).
-        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 2, done.stderr
         assert "schema '0099_from_the_future' is newer than this limen knows" in done.stderr, done.stderr
         assert "restore a backup taken before the upgrade. [DATABASE_SCHEMA_NEWER]" in done.stderr, done.stderr
-    doctor = subprocess.run([str(LIMEN_BIN), "doctor"], env=environment, capture_output=True, text=True, timeout=120)
+    doctor = subprocess.run([str(LIMEN_BIN), "doctor"], env=command_environment(tmp_path, data), capture_output=True,
+                            text=True, timeout=120)
     assert doctor.returncode != 0
     assert "newer than this limen knows" in doctor.stdout and "restore a backup" in doctor.stdout, doctor.stdout
 
@@ -89,27 +101,10 @@ def test_a_migration_that_fails_is_one_line_from_serve_and_the_commands_and_leav
     """A migration the database's rows refuse (0003's unique index of pending creates, over two of one name)
     was the application's start-up traceback from ``serve``, a message blaming the data directory's
     permissions from every command, and a schema half-migrated that every later start failed on."""
-    from sqlalchemy import text
-
-    from limen.db import Database
-
     data = tmp_path / "data"
-    database = Database(f"sqlite:///{data / 'limen.db'}")
-    database.migrate("0002_safety")
-    with database.engine.begin() as connection:
-        for _ in range(2):
-            connection.execute(text(
-                "INSERT INTO vm_actions (user_name, vm_name, action, at, result_code, details) "
-                "VALUES ('ada', 'web', 'create', '2026-12-01 00:00:00', 'STARTED', '')"))
-    database.close()
-    environment = {**os.environ, "LIMEN_LANG": "en", "LIMEN_DATA_DIR": str(data),
-                   "LIMEN_LOG_DIR": str(tmp_path / "log"), "LIMEN_LIBVIRT_URI": "test:///default"}
-    started = serve(tmp_path, "--port", str(free_port()))
-    listed = subprocess.run([str(LIMEN_BIN), "user", "list"], env=environment, capture_output=True, text=True,
-                            timeout=60)
+    a_migration_refuses(data / "limen.db").close()
+    started, listed = serve_and_list(tmp_path, data)
     for done in (started, listed):
-        assert done.returncode == 1, done.stderr
-        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 2, done.stderr
         assert ("could not be migrated from 0002_safety to 0009_reservation_uuids (UNIQUE constraint failed: "
                 "vm_actions.vm_name); it is left at 0002_safety") in done.stderr, done.stderr
         assert "[DATABASE_MIGRATION_FAILED]" in done.stderr, done.stderr

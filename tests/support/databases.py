@@ -12,11 +12,14 @@ import os
 from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, text
 
 from tests.support.postgres import new_database, postgres_server
+
+if TYPE_CHECKING:
+    from limen.db import Database
 
 SQLITE, POSTGRESQL = "sqlite", "postgresql"
 _cluster = ExitStack()
@@ -86,3 +89,19 @@ def integrity(data_dir: Path) -> str:
     if on_postgresql():
         return "ok" if fetch_all(data_dir, "SELECT 1") == [(1,)] else "no answer"
     return str(fetch_all(data_dir, "PRAGMA integrity_check")[0][0])
+
+
+def a_migration_refuses(path: Path) -> Database:
+    """A SQLite database at ``path`` on schema 0002 whose rows the next migration refuses: two pending creates
+    of one VM name, which 0003's unique index of pending creates does not take (after its first step added a
+    column)."""
+    from limen.db import Database
+
+    database = Database(f"sqlite:///{path}")
+    database.migrate("0002_safety")
+    with database.engine.begin() as connection:
+        for _ in range(2):
+            connection.execute(text(
+                "INSERT INTO vm_actions (user_name, vm_name, action, at, result_code, details) "
+                "VALUES ('ada', 'web', 'create', '2026-12-01 00:00:00', 'STARTED', '')"))
+    return database

@@ -18,6 +18,7 @@ from limen.db import Base, Database, Role
 from limen.errors import ErrorCode, LimenError, ValidationFailed
 from limen.settings import Settings
 from tests.support.access import FakeClock, make_access
+from tests.support.databases import a_migration_refuses
 
 NASTY = "O'Brien \"q\" <script>alert(1)</script>; DROP TABLE users;-- Ωμ🐧"
 
@@ -54,13 +55,7 @@ def test_a_migration_that_fails_leaves_the_schema_as_it_was_and_can_be_run_again
     only a repair by hand brought the database back. Here 0003's unique index of pending creates fails on
     two pending creates of one name, after its first step added a column."""
     path = tmp_path / "limen.db"
-    db = Database(f"sqlite:///{path}")
-    db.migrate("0002_safety")
-    with db.engine.begin() as connection:
-        for _ in range(2):
-            connection.execute(text(
-                "INSERT INTO vm_actions (user_name, vm_name, action, at, result_code, details) "
-                "VALUES ('ada', 'web', 'create', '2026-12-01 00:00:00', 'STARTED', '')"))
+    db = a_migration_refuses(path)
 
     def schema() -> list[tuple[str, str]]:
         with db.engine.connect() as connection:
