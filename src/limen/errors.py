@@ -144,6 +144,10 @@ class ErrorCode(Enum):
         "Snapshots need every disk of the VM in qcow2 format. Convert raw disks (qemu-img convert -O qcow2) "
         "with the VM stopped, or back up its disk files instead.",
     )
+    VM_MOVING = ErrorSpec(
+        409, 4110, "VM is moving",
+        "The VM is being moved to another host. Wait until the move is done, then retry.",
+    )
     SNAPSHOT_IN_PROGRESS = ErrorSpec(
         409, 4121, "Snapshot in progress",
         "A snapshot of this VM is being taken, reverted to or deleted. Wait until that is done (a snapshot being "

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import struct
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -138,6 +139,57 @@ def test_placement_puts_vms_on_both_hosts_and_the_list_merges_them(api: httpx.Cl
     assert started.json()["vnc"]["host"] == consoles[EXTRA]
     assert api.delete(f"/api/vms/{third['name']}").status_code == 200
     assert api.get(f"/api/vms/{third['name']}").json()["code"] == "VM_NOT_FOUND"
+
+
+def test_a_vm_started_while_it_moves_cold_is_not_moved_and_keeps_its_disk(
+        api: httpx.Client, names: Callable[[], str], extra_host: ExtraHost, server: LimenProcess) -> None:
+    """Nothing holds a stopped VM while limen streams its disks to another host: started meanwhile (here with
+    libvirt, as another limen or virsh would), its copy was torn, yet the move went on and removed the
+    source's disk from under the running VM, leaving it defined on both hosts. Now limen's own start, delete
+    and snapshot are refused meanwhile (VM_MOVING); a start by other means fails the move, saying so, the
+    target's copy is removed, and the VM runs on where it was with its disk."""
+    vm = _create(api, names(), host="local", disk_gib=1)
+    disk = vm["disks"][0]["path"]
+    # Data to stream, so that the copy lasts long enough to start the VM during it.
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 768M", disk], check=True,
+                   capture_output=True, timeout=120)
+    volume_name = Path(disk).name
+
+    def copying() -> bool:
+        conn = libvirt.open(extra_host.uri)
+        try:
+            return any(volume.name() == volume_name for pool in conn.listAllStoragePools()
+                       for volume in pool.listAllVolumes())
+        finally:
+            conn.close()
+
+    with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=server.base_url, timeout=120,
+                                                     headers=server.auth_headers) as mover:
+        moving = pool.submit(mover.post, f"/api/vms/{vm['name']}/migrate", json={"host": EXTRA})
+        deadline = time.monotonic() + 60
+        while not copying():
+            assert time.monotonic() < deadline and not moving.done(), "the target's volume never came"
+            time.sleep(0.05)
+        # limen's own changes are refused while it moves (an operation of the VM).
+        for refused in (api.post(f"/api/vms/{vm['name']}/start"), api.delete(f"/api/vms/{vm['name']}"),
+                        api.post(f"/api/vms/{vm['name']}/snapshots", json={"name": "meanwhile"})):
+            assert refused.status_code == 409 and refused.json()["code"] == "VM_MOVING", refused.text
+            assert f"migrate '{EXTRA}' still runs on VM" in refused.json()["details"], refused.text
+        source = libvirt.open(QEMU_URI)
+        try:
+            source.lookupByName(vm["name"]).create()
+        finally:
+            source.close()
+        answer = moving.result(timeout=120)
+    assert answer.status_code == 409, answer.text
+    error = answer.json()
+    assert error["code"] == "VM_OPERATION_FAILED", error
+    assert "changed while its disks were copied (it was started" in error["details"], error
+    assert not domain_exists(extra_host.uri, vm["name"]) and not copying()
+    there = api.get(f"/api/vms/{vm['name']}").json()
+    assert (there["host"], there["state"]) == ("local", "running"), there
+    assert volume_exists(QEMU_URI, disk)
+    api.post(f"/api/vms/{vm['name']}/stop", params={"force": "true"})
 
 
 def test_host_errors(api: httpx.Client, extra_host: ExtraHost, tmp_path: Path, server: LimenProcess) -> None:

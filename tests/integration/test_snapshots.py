@@ -348,7 +348,8 @@ def test_a_snapshot_in_progress_holds_other_changes_of_its_vm(
     api: httpx.Client, vm_names: Callable[[], str], domain: Callable[[str], _Domain]
 ) -> None:
     """QEMU stopped (SIGSTOP) holds ``savevm`` as a long memory save would: the request answers at once, the
-    operation runs, and every other snapshot change and the VM's deletion are refused until it ends."""
+    operation runs, and every other snapshot change, the VM's deletion, a start and an edit are refused until
+    it ends."""
     name = vm_names()
     _create(api, name, disk_gib=1, iso=DEMO_ISO)
     assert api.post(f"/api/vms/{name}/start").status_code == 200
@@ -368,7 +369,9 @@ def test_a_snapshot_in_progress_holds_other_changes_of_its_vm(
         for refused in (api.post(f"/api/vms/{name}/snapshots", json={"name": "other"}),
                         api.post(f"/api/vms/{name}/snapshots/earlier/revert"),
                         api.delete(f"/api/vms/{name}/snapshots/earlier"),
-                        api.delete(f"/api/vms/{name}")):
+                        api.delete(f"/api/vms/{name}"),
+                        api.post(f"/api/vms/{name}/start"),
+                        api.patch(f"/api/vms/{name}", json={"memory_mib": 96})):
             error = assert_error(refused, 409, "SNAPSHOT_IN_PROGRESS")
             assert operation["id"] in error["details"]
     finally:
@@ -379,7 +382,9 @@ def test_a_snapshot_in_progress_holds_other_changes_of_its_vm(
                if a["vm_name"] == name]
     # The refusals are in the audit trail too, newest first, then the snapshot's own row (written when it
     # began, completed when it ended).
-    assert actions[:5] == [("delete", "SNAPSHOT_IN_PROGRESS", ""),
+    assert actions[:7] == [("edit", "SNAPSHOT_IN_PROGRESS", ""),
+                           ("start", "SNAPSHOT_IN_PROGRESS", ""),
+                           ("delete", "SNAPSHOT_IN_PROGRESS", ""),
                            ("snapshot-delete", "SNAPSHOT_IN_PROGRESS", "earlier"),
                            ("revert", "SNAPSHOT_IN_PROGRESS", "earlier"),
                            ("snapshot", "SNAPSHOT_IN_PROGRESS", "other"),  # the name it asked for (was "")

@@ -19,7 +19,7 @@ from limen.api.deps import AccessDep, CurrentUser, HypervisorDep
 from limen.api.schemas import ErrorBody
 from limen.api.strict_json import StrictJsonRoute
 from limen.errors import ErrorCode, LimenError
-from limen.hypervisor.operations import Operation
+from limen.hypervisor.operations import VM_MIGRATION, Operation
 
 router = APIRouter(route_class=StrictJsonRoute, prefix="/api/operations", tags=["operations"])
 
@@ -46,7 +46,7 @@ class OperationOut(BaseModel):
 
 def refuse_busy_vm(action: str) -> Any:
     """A dependency: SNAPSHOT_IN_PROGRESS, before the VM is read, for a VM a snapshot is being taken of,
-    reverted to or deleted. While libvirt does it, reading the VM may wait as long (libvirt holds the domain for
+    reverted to or deleted; VM_MOVING for one being moved to another host. While libvirt does it, reading the VM may wait as long (libvirt holds the domain for
     it), so asking first keeps these requests from waiting for nothing. Only who may see the VM learns of it:
     to others it is missing, as the route answers them. The refusal is recorded as the route's ``action``, as
     the route's own refusals are: a delete tried during a snapshot shows in the audit trail. A VM being deleted
@@ -59,8 +59,8 @@ def refuse_busy_vm(action: str) -> Any:
         if running is None or not (principal.name == running.user or principal.may_access(running.vm_owner)):
             return
         try:
-            await hypervisor.operations.check_idle(running.vm_uuid, running.vm_name,
-                                                   ErrorCode.SNAPSHOT_IN_PROGRESS)
+            busy = ErrorCode.VM_MOVING if running.kind == VM_MIGRATION else ErrorCode.SNAPSHOT_IN_PROGRESS
+            await hypervisor.operations.check_idle(running.vm_uuid, running.vm_name, busy)
         except LimenError as refused:
             await access.audit.vm_action(user=principal.name, action=action, vm_name=running.vm_name,
                                          vm_uuid=running.vm_uuid, result_code=refused.code.name,

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from limen.action_details import resize_details, resized_details
 from limen.api.body_rules import body_rules
 from limen.api.deps import AccessDep, AccessibleVm, CurrentUser, HypervisorDep
+from limen.api.operations import refuse_busy_vm
 from limen.api.quota import QuotaDep, quota_for_disk_growth
 from limen.api.schemas import DiskResize, ErrorBody, VmOut
 from limen.api.strict_json import StrictJsonRoute
@@ -42,7 +43,8 @@ async def _resize_rules(_request: Request, body: DiskResize, _failed: frozenset[
     refusals.raise_any()
 
 
-@router.post("/{vm_id}/disks/{target}/resize", response_model=VmOut, responses=_ERRORS)
+@router.post("/{vm_id}/disks/{target}/resize", response_model=VmOut, responses=_ERRORS,
+             dependencies=[refuse_busy_vm("resize-disk")])
 async def post_resize_disk(
     target: str, body: DiskResize, vm: AccessibleVm, principal: CurrentUser, access: AccessDep,
     hypervisor: HypervisorDep, quota: QuotaDep,

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Request
 from limen.action_details import media_details, power_details
 from limen.api.body_rules import body_rules
 from limen.api.deps import AccessDep, AccessibleVm, CurrentUser, HypervisorDep
+from limen.api.operations import refuse_busy_vm
 from limen.api.schemas import ErrorBody, MediaIn, MediaOut, VmOut
 from limen.api.services import services_of
 from limen.api.strict_json import StrictJsonRoute
@@ -42,7 +43,8 @@ async def get_media(vm: AccessibleVm) -> MediaOut:
     return MediaOut.of(vm)
 
 
-@router.put("/{vm_id}/media", response_model=MediaOut, responses=_ERRORS)
+@router.put("/{vm_id}/media", response_model=MediaOut, responses=_ERRORS,
+            dependencies=[refuse_busy_vm("media")])
 async def put_media(
     body: MediaIn, vm: AccessibleVm, principal: CurrentUser, access: AccessDep, hypervisor: HypervisorDep
 ) -> MediaOut:
@@ -64,7 +66,8 @@ async def put_media(
     return MediaOut.of(edited.vm)
 
 
-@router.post("/{vm_id}/finish-install", response_model=VmOut, responses=_ERRORS)
+@router.post("/{vm_id}/finish-install", response_model=VmOut, responses=_ERRORS,
+             dependencies=[refuse_busy_vm("finish-install")])
 async def post_finish_install(
     vm: AccessibleVm,
     principal: CurrentUser,

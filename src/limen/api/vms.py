@@ -33,7 +33,7 @@ from limen.deleted_owners import release_if_owner_gone
 from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import VmSpec
 from limen.hypervisor.editing import VmEdit, check_edit, edit_vm
-from limen.hypervisor.operations import VM_DELETION
+from limen.hypervisor.operations import VM_DELETION, VM_MIGRATION
 from limen.hypervisor.vm_feed import VmEventType
 
 log = logging.getLogger("limen.api")
@@ -115,7 +115,7 @@ async def get_vm(vm: AccessibleVm) -> VmOut:
 CONSOLES_END_WAIT = 1.0
 
 
-@router.patch("/{vm_id}", response_model=VmOut, responses=_ERRORS)
+@router.patch("/{vm_id}", response_model=VmOut, responses=_ERRORS, dependencies=[refuse_busy_vm("edit")])
 async def patch_vm(
     body: VmPatch, vm: AccessibleVm, principal: CurrentUser, access: AccessDep, hypervisor: HypervisorDep,
     quota: QuotaDep,
@@ -177,7 +177,7 @@ async def delete_vm(
     return VmDeleted(deleted=vm_id, deleted_volumes=volumes)
 
 
-@router.post("/{vm_id}/start", response_model=VmOut, responses=_ERRORS)
+@router.post("/{vm_id}/start", response_model=VmOut, responses=_ERRORS, dependencies=[refuse_busy_vm("start")])
 async def start_vm(
     vm: AccessibleVm, principal: CurrentUser, access: AccessDep, hypervisor: HypervisorDep, quota: QuotaDep
 ) -> VmOut:
@@ -230,10 +230,16 @@ async def migrate_vm(
 ) -> VmOut:
     """Admins: moves the VM to another host. A running VM moves live (libvirt migration, its disks copied
     while it runs); a stopped one cold (its disks streamed through limen, then defined there). Refused
-    (VM_OPERATION_FAILED) for a VM with snapshots, which do not move."""
+    (VM_HAS_SNAPSHOTS) for a VM with snapshots, which do not move."""
     await services.host_sync.sync_once()  # the registry's hosts now (a target drained elsewhere just now)
-    async with access.audit.recording(admin.name, "migrate", vm.name, vm_uuid=vm.uuid,
-                                      details=migrate_details(vm.host, body.host)):
+    # An operation of the VM throughout: a start, an edit, a snapshot or a deletion meanwhile is refused
+    # (VM_MOVING). A cold move started, deleted or snapshotted by other means (virsh, another limen) fails
+    # instead (limen.hypervisor.migration.check_unchanged).
+    async with (access.audit.recording(admin.name, "migrate", vm.name, vm_uuid=vm.uuid,
+                                       details=migrate_details(vm.host, body.host)),
+                hypervisor.operations.running(kind=VM_MIGRATION, vm_uuid=vm.uuid, vm_name=vm.name,
+                                              vm_owner=vm.owner, user=admin.name, subject=body.host,
+                                              busy=ErrorCode.SNAPSHOT_IN_PROGRESS)):
         moved = await hypervisor.migrate_vm(vm.uuid, body.host)
     await hypervisor.announce(moved.uuid, VmEventType.CHANGED)
     log.info("VM migrated", extra={"event": "vm_migrate", "vm_uuid": vm.uuid, "vm_name": vm.name,

@@ -7,6 +7,11 @@ both connections (the target is a local URI such as qemu:///system, which a remo
 reach). A stopped VM moves cold: its disks are streamed through limen's connections (libvirt's volume
 download and upload), then it is defined on the target. Either way the VM's VNC listens on the target's
 console address afterwards, and its volumes on the source are deleted once the target has it.
+
+Nothing holds a stopped VM while its disks stream (libvirt has no job for it, and another limen, or
+``virsh``, may start it): before the target's definition and again before the source's is removed, the
+source is checked to be as it was (stopped, without snapshots, each disk's volume unmodified since). A VM that
+changed is not moved: a copy of a disk written meanwhile is torn, and the source's disks would have gone.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class SourceDisk:
     volume_name: str
     capacity_bytes: int
     format: str
+    modified: str | None = None  # the volume's mtime as its pool tells it (None: the pool does not say)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +87,51 @@ def read_departure(conn: libvirt.virConnect, dom: libvirt.virDomain) -> Departur
                              f"disk {target.get('dev')} ({path}) is in no storage pool; limen moves pool volumes only")
         disks.append(SourceDisk(target=target.get("dev", ""), path=path, volume_name=volume.name(),
                                 capacity_bytes=int(volume.info()[1]),
-                                format=driver.get("type", "raw") if driver is not None else "raw"))
+                                format=driver.get("type", "raw") if driver is not None else "raw",
+                                modified=_modified(volume)))
     return Departure(uuid=dom.UUIDString(), name=dom.name(), running=bool(dom.isActive()), xml=xml,
                      disks=tuple(disks))
+
+
+def _modified(volume: libvirt.virStorageVol) -> str | None:
+    return ET.fromstring(volume.XMLDesc(0)).findtext("target/timestamps/mtime")
+
+
+def check_unchanged(conn: libvirt.virConnect, departure: Departure) -> libvirt.virDomain:
+    """The stopped VM on its source host as :func:`read_departure` found it, or VM_OPERATION_FAILED saying
+    what changed: started, given a snapshot, or a disk written (its volume's mtime moved)."""
+    dom = conn.lookupByUUIDString(departure.uuid)
+    changed = []
+    if dom.isActive():
+        changed.append("it was started")
+    if dom.snapshotNum(0) > 0:
+        changed.append("a snapshot was taken of it")
+    for disk in departure.disks:
+        volume = storage.volume_at(conn, disk.path)
+        if volume is None:
+            changed.append(f"its disk {disk.target} was deleted")
+        elif disk.modified is not None and _modified(volume) != disk.modified:
+            changed.append(f"its disk {disk.target} was written")
+    if changed:
+        raise LimenError(ErrorCode.VM_OPERATION_FAILED, (
+            f"VM {departure.name!r} changed while its disks were copied ({', '.join(changed)}): it was not "
+            "moved and stays where it was; move it again"))
+    return dom
+
+
+def leave_source(conn: libvirt.virConnect, departure: Departure) -> None:
+    """The cold move's last step on the source: the VM, checked unchanged once more, is undefined there (its
+    volumes are removed after, by the caller, only once this succeeded)."""
+    check_unchanged(conn, departure).undefine()
+
+
+def undefine_arrival(conn: libvirt.virConnect, departure: Departure) -> None:
+    """Undoes a cold move's definition on the target (its volumes are removed apart)."""
+    try:
+        conn.lookupByUUIDString(departure.uuid).undefine()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+            raise
 
 
 def make_volumes(conn: libvirt.virConnect, departure: Departure, arrival: Arrival) -> dict[str, str]:
@@ -177,6 +225,7 @@ def copy_cold(conn: libvirt.virConnect, departure: Departure, arrival: Arrival, 
                     except libvirt.libvirtError:
                         pass
                 raise
+        check_unchanged(conn, departure)
         target.defineXML(xml)
     finally:
         target.close()

@@ -61,6 +61,7 @@ KEEP_HEARD_RUNNING_SECONDS = 3600.0
 VM_DELETION = "delete"
 SNAPSHOT_REVERT = "revert"
 SNAPSHOT_DELETION = "snapshot-delete"
+VM_MIGRATION = "migrate"  # a move to another host: other changes of the VM are refused with VM_MOVING
 KEEP_LOST_INSTANCES = 1024  # instances remembered as lost (one a crash): bounded memory
 
 

@@ -844,6 +844,14 @@ class Hypervisor:
                 await self.hosts.on_host(
                     source, "migrate_vm", lambda conn: migration.copy_cold(conn, departure, arrival, xml, paths),
                     subject=ident, timeout=MIGRATE_TIMEOUT)
+                try:
+                    await self.hosts.on_host(source, "migrate_vm",
+                                             lambda conn: migration.leave_source(conn, departure), subject=ident)
+                except LimenError:
+                    # Still the source's (it changed, or could not be undefined): the target's copy goes.
+                    await self._quietly(host, "migrate_cleanup",
+                                        lambda conn: migration.undefine_arrival(conn, departure))
+                    raise
                 self._remember_moved(departure, host)
         except LimenError as exc:
             # A timeout leaves the outcome unknown (libvirt may still finish): then nothing is removed.
@@ -857,9 +865,7 @@ class Hypervisor:
             progress.cancel()
         self.feed.publish(VmEventType.CHANGED, facts, share=True,
                           operation=_migration_operation(source, host, "done", 100))
-        # The target has it now: the source's definition (a cold move leaves it) and disks go.
-        if not departure.running:
-            await self._quietly(source, "migrate_cleanup", lambda conn: _lookup(conn, departure.uuid).undefine())
+        # The target has it now (and a cold move's source definition is gone): the source's disks go.
         await self._quietly(source, "migrate_cleanup",
                             lambda conn: migration.remove_volumes(conn, [disk.path for disk in departure.disks]))
         log.info("VM moved", extra={"event": "vm_migrate_end", "vm_uuid": departure.uuid, "vm_name": departure.name,
