@@ -80,6 +80,12 @@ def migrate_target(details: str) -> str | None:
     return matched["target"] if matched is not None else None
 
 
+def migrate_hosts(details: str) -> tuple[str, ...]:
+    """Both hosts of a move whose details :func:`migrate_details` wrote (source, target); () for other words."""
+    matched = _MIGRATE.fullmatch(details)
+    return (matched["source"], matched["target"]) if matched is not None else ()
+
+
 def volume_details(host: str, capacity_bytes: int | None = None) -> str:
     """A pool volume's deletion (its name is the row's ``vm_name``): its host, and once deleted its size."""
     return f"on host {host}" if capacity_bytes is None else f"on host {host}, {capacity_bytes} bytes"

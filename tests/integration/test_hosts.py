@@ -146,7 +146,7 @@ def test_a_vm_started_while_it_moves_cold_is_not_moved_and_keeps_its_disk(
     """Nothing holds a stopped VM while limen streams its disks to another host: started meanwhile (here with
     libvirt, as another limen or virsh would), its copy was torn, yet the move went on and removed the
     source's disk from under the running VM, leaving it defined on both hosts. Now limen's own start, delete
-    and snapshot are refused meanwhile (VM_MOVING); a start by other means fails the move, saying so, the
+    and snapshot are refused meanwhile (VM_MOVING), and so is the target host's removal; a start by other means fails the move, saying so, the
     target's copy is removed, and the VM runs on where it was with its disk."""
     vm = _create(api, names(), host="local", disk_gib=1)
     disk = vm["disks"][0]["path"]
@@ -175,6 +175,10 @@ def test_a_vm_started_while_it_moves_cold_is_not_moved_and_keeps_its_disk(
                         api.post(f"/api/vms/{vm['name']}/snapshots", json={"name": "meanwhile"})):
             assert refused.status_code == 409 and refused.json()["code"] == "VM_MOVING", refused.text
             assert f"migrate '{EXTRA}' still runs on VM" in refused.json()["details"], refused.text
+        # Nor may its target host go (it was removed, and the VM arrived there listed nowhere).
+        kept = api.delete(f"/api/hosts/{EXTRA}")
+        assert kept.status_code == 409 and kept.json()["code"] == "HOST_IN_USE", kept.text
+        assert f"is moving from local to {EXTRA}: retry once it is done" in kept.json()["details"], kept.text
         source = libvirt.open(QEMU_URI)
         try:
             source.lookupByName(vm["name"]).create()

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from limen import host_registry
+from limen.action_details import migrate_hosts
 from limen.api.body_rules import body_rules
 from limen.api.deps import AccessDep, AdminUser, HypervisorDep
 from limen.api.schemas import ErrorBody
@@ -92,9 +93,15 @@ async def add_host(body: HostIn, admin: AdminUser, access: AccessDep, hypervisor
 
 @router.delete("/{name}", status_code=204, responses=_ERRORS)
 async def remove_host(name: str, admin: AdminUser, access: AccessDep, hypervisor: HypervisorDep) -> None:
-    """Refused (HOST_IN_USE) for the default host and for a host that has VMs (or had them when it last
-    answered)."""
+    """Refused (HOST_IN_USE) for the default host, for a host that has VMs (or had them when it last
+    answered) and for one a move (of any replica) goes to or from."""
     await refuse_busy_host(hypervisor, name)
+    # A move's VM is on neither host's list for a while (its target's definition comes last): removing the
+    # target then left the VM defined there and listed nowhere, removing the source its copy behind.
+    for action in await access.audit.pending_actions("migrate"):
+        if name in migrate_hosts(action.details):
+            raise LimenError(ErrorCode.HOST_IN_USE, f"VM {action.vm_name!r} is moving {action.details}: retry once "
+                                                    "it is done")
     await access.db.in_thread(functools.partial(host_registry.remove_host, access.db, name))
     await hypervisor.hosts.discard(name)
     log.info("host removed", extra={"event": "host_remove", "host": name, "user": admin.name})

@@ -46,8 +46,10 @@ class OperationOut(BaseModel):
 
 def refuse_busy_vm(action: str) -> Any:
     """A dependency: SNAPSHOT_IN_PROGRESS, before the VM is read, for a VM a snapshot is being taken of,
-    reverted to or deleted; VM_MOVING for one being moved to another host. While libvirt does it, reading the VM may wait as long (libvirt holds the domain for
-    it), so asking first keeps these requests from waiting for nothing. Only who may see the VM learns of it:
+    reverted to or deleted; VM_MOVING for one being moved to another host. While libvirt does it, reading the
+    VM may wait as long (libvirt holds the domain for it), so asking first keeps these requests from waiting
+    for nothing; a cold move holds nothing in libvirt, and a start or a change meanwhile was lost or tore the
+    copy. Only who may see the VM learns of it:
     to others it is missing, as the route answers them. The refusal is recorded as the route's ``action``, as
     the route's own refusals are: a delete tried during a snapshot shows in the audit trail. A VM being deleted
     is waited for (:meth:`Operations.check_idle`): VM_NOT_FOUND, recorded the same way, once the deletion is
