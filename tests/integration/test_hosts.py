@@ -146,8 +146,9 @@ def test_a_vm_started_while_it_moves_cold_is_not_moved_and_keeps_its_disk(
     """Nothing holds a stopped VM while limen streams its disks to another host: started meanwhile (here with
     libvirt, as another limen or virsh would), its copy was torn, yet the move went on and removed the
     source's disk from under the running VM, leaving it defined on both hosts. Now limen's own start, delete
-    and snapshot are refused meanwhile (VM_MOVING), and so is the target host's removal; a start by other means fails the move, saying so, the
-    target's copy is removed, and the VM runs on where it was with its disk."""
+    and snapshot are refused meanwhile (VM_MOVING), and so is the target host's removal; a start by other
+    means fails the move, saying so, the target's copy is removed, and the VM runs on where it was with its
+    disk."""
     vm = _create(api, names(), host="local", disk_gib=1)
     disk = vm["disks"][0]["path"]
     # Data to stream, so that the copy lasts long enough to start the VM during it.
@@ -422,6 +423,8 @@ def test_migration_live_both_ways_and_cold(api: httpx.Client, names: Callable[[]
     # Running, from the default host to the other: peer to peer (qemu+tcp target), its disk copied live.
     vm = _create(api, names(), host="local", iso=DEMO_ISO, disk_gib=1)
     assert api.post(f"/api/vms/{vm['name']}/start").status_code == 200
+    # Set to start with its host, wherever that is (libvirt's migration and define dropped it).
+    assert api.patch(f"/api/vms/{vm['name']}", json={"autostart": True}).json()["autostart"] is True
     old_disk = vm["disks"][0]["path"]
     events = SseStream(f"{server.base_url}/api/events", server.auth_headers).start()
     try:
@@ -440,7 +443,7 @@ def test_migration_live_both_ways_and_cold(api: httpx.Client, names: Callable[[]
                               "to_host": EXTRA, "error": None}
     assert all(op["progress"] is None or 0 <= op["progress"] <= 99 for op in operations[:-1])
     there = moved.json()
-    assert (there["host"], there["state"], there["uuid"]) == (EXTRA, "running", vm["uuid"])
+    assert (there["host"], there["state"], there["uuid"], there["autostart"]) == (EXTRA, "running", vm["uuid"], True)
     assert there["vnc"]["host"] == extra_host.address
     assert not domain_exists(QEMU_URI, vm["name"]) and not volume_exists(QEMU_URI, old_disk)
     assert domain_exists(extra_host.uri, vm["name"])
@@ -455,9 +458,10 @@ def test_migration_live_both_ways_and_cold(api: httpx.Client, names: Callable[[]
 
     # Stopped: cold, its disk streamed through limen.
     cold = _create(api, names(), host=EXTRA, disk_gib=1)
+    assert api.patch(f"/api/vms/{cold['name']}", json={"autostart": True}).json()["autostart"] is True
     moved = api.post(f"/api/vms/{cold['name']}/migrate", json={"host": "local"})
     assert moved.status_code == 200, moved.text
-    assert (moved.json()["host"], moved.json()["state"]) == ("local", "stopped")
+    assert (moved.json()["host"], moved.json()["state"], moved.json()["autostart"]) == ("local", "stopped", True)
     assert volume_exists(QEMU_URI, moved.json()["disks"][0]["path"])
     assert not domain_exists(extra_host.uri, cold["name"])
     assert api.get(f"/api/vms/{cold['name']}").json()["host"] == "local"

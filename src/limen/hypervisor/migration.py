@@ -52,6 +52,7 @@ class Departure:
     running: bool
     xml: str  # the persistent definition
     disks: tuple[SourceDisk, ...]
+    autostart: bool = False  # libvirt keeps it beside the definition: neither a migration nor a define carries it
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +91,7 @@ def read_departure(conn: libvirt.virConnect, dom: libvirt.virDomain) -> Departur
                                 format=driver.get("type", "raw") if driver is not None else "raw",
                                 modified=_modified(volume)))
     return Departure(uuid=dom.UUIDString(), name=dom.name(), running=bool(dom.isActive()), xml=xml,
-                     disks=tuple(disks))
+                     disks=tuple(disks), autostart=bool(dom.autostart()))
 
 
 def _modified(volume: libvirt.virStorageVol) -> str | None:

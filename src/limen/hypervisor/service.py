@@ -868,6 +868,9 @@ class Hypervisor:
         # The target has it now (and a cold move's source definition is gone): the source's disks go.
         await self._quietly(source, "migrate_cleanup",
                             lambda conn: migration.remove_volumes(conn, [disk.path for disk in departure.disks]))
+        if departure.autostart:  # it arrived with autostart off, and stayed so unnoticed
+            await self._quietly(host, "migrate_autostart",
+                                lambda conn: _lookup(conn, departure.uuid).setAutostart(1))
         log.info("VM moved", extra={"event": "vm_migrate_end", "vm_uuid": departure.uuid, "vm_name": departure.name,
                                     "host": host})
         return await self.get_vm(departure.uuid)
