@@ -354,6 +354,21 @@ async def test_a_rename_to_a_name_on_another_host_is_refused(two_hosts: Hypervis
     with pytest.raises(LimenError) as taken:
         await edit_vm(two_hosts, "shared-name-a", VmEdit(name="gamma"))
     assert taken.value.code is ErrorCode.VM_ALREADY_EXISTS and "'other'" in taken.value.details
+    # Its own name in other letters is its own.
+    assert (await edit_vm(two_hosts, "shared-name-a", VmEdit(name="Shared-Name-A"))).vm.name == "Shared-Name-A"
+
+
+async def test_a_rename_to_a_name_on_a_host_down_now_is_refused(two_hosts: Hypervisor) -> None:
+    """A rename asked only the hosts that answered: with the other host down, a VM took the name of one of
+    its VMs (create refused the name), and two VMs had one name once it came back."""
+    await two_hosts.list_vms()  # each host's list is remembered
+    other = two_hosts.hosts.get("other")
+    other.available, other.last_error = False, "test: marked down"
+    for name in ("gamma", "GAMMA"):
+        with pytest.raises(LimenError) as taken:
+            await edit_vm(two_hosts, "shared-name-a", VmEdit(name=name))
+        assert taken.value.code is ErrorCode.VM_ALREADY_EXISTS and "unavailable" in taken.value.details
+    assert (await two_hosts.get_vm("shared-name-a")).name == "shared-name-a"
 
 
 def test_the_vm_commands_see_every_registered_host(tmp_path: Path) -> None:

@@ -256,10 +256,13 @@ async def edit_vm(hypervisor: Hypervisor, ident: str, edit: VmEdit) -> Edited:
     host = await hypervisor.hosts.locate(ident) if hypervisor.hosts.several else None
     await check_edit(hypervisor, edit, host=host)
     if edit.name is not None and hypervisor.hosts.several:
-        # Names are unique across hosts; the VM's own host checks again below, under the VM's lock.
-        holder = await hypervisor.hosts.find(edit.name)
-        if holder is not None and (await hypervisor.get_vm(ident)).name != edit.name:
-            raise LimenError(ErrorCode.VM_ALREADY_EXISTS, f"a VM named {edit.name!r} exists on host {holder!r}")
+        # Names are unique across hosts, as at create: those of a host down now (as it last listed them)
+        # too, and none while a host never listed may hold it (a rename asked only the hosts that answered,
+        # and two VMs had one name once the other came back). The VM's own host checks again below, under
+        # the VM's lock.
+        vm = await hypervisor.get_vm(ident)
+        if vm.name != edit.name:
+            await hypervisor.check_name_free(edit.name, own_uuid=vm.uuid)
 
     def run(conn: libvirt.virConnect) -> Edited:
         dom = _lookup(conn, ident)

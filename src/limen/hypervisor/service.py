@@ -648,17 +648,19 @@ class Hypervisor:
                                                             f"appeared in pool {self.settings.storage_pool!r} "
                                                             "meanwhile: create it again")
 
-    async def check_name_free(self, name: str) -> None:
-        """VM_ALREADY_EXISTS if a VM of that name exists. :meth:`create_vm` checks the same again; asking first
-        lets a caller record its intent knowing that whatever appears under the name afterwards is its own
-        work (its disk volume too: :meth:`free_volume_name`)."""
-        check = functools.partial(refuse_taken_name, name=name)
+    async def check_name_free(self, name: str, *, own_uuid: str | None = None) -> None:
+        """VM_ALREADY_EXISTS if a VM of that name exists (other than ``own_uuid``, a VM being renamed).
+        :meth:`create_vm` checks the same again; asking first lets a caller record its intent knowing that
+        whatever appears under the name afterwards is its own work (its disk volume too:
+        :meth:`free_volume_name`)."""
+        check = functools.partial(refuse_taken_name, name=name, own_uuid=own_uuid)
         if not self.hosts.several:
             await self.hosts.default.connection.call("check_name", check, subject=name)
             return
         # Names are unique across hosts: every host that answers is asked, and what the others listed last.
         for link in self.hosts.links:
-            if not link.available and any(vm.name == name for vm in link.known_vms):
+            if not link.available and any(vm.name.casefold() == name.casefold() and vm.uuid != own_uuid
+                                          for vm in link.known_vms):
                 raise LimenError(ErrorCode.VM_ALREADY_EXISTS,
                                  f"a VM named {name!r} is on host {link.name!r} (unavailable now)")
         for link in self.hosts.never_listed_unavailable():
@@ -668,9 +670,9 @@ class Hypervisor:
         links = [link for link in self.hosts.links if link.available or link.name == DEFAULT_HOST]
         answers = await asyncio.gather(
             *(link.connection.call("check_name", check, subject=name) for link in links), return_exceptions=True)
-        for answer in answers:
+        for link, answer in zip(links, answers, strict=True):
             if isinstance(answer, LimenError) and answer.code is ErrorCode.VM_ALREADY_EXISTS:
-                raise answer
+                raise LimenError(ErrorCode.VM_ALREADY_EXISTS, f"{answer.details} on host {link.name!r}")
         for answer in answers:
             if isinstance(answer, BaseException):
                 raise answer
