@@ -41,7 +41,7 @@ def check_host(name: str | None, uri: str | None, console_address: str | None) -
         if name is not None and not HOST_NAME_PATTERN.fullmatch(name):
             raise ValidationFailed("name", "must start with a letter or digit and hold only letters a–z, A–Z, "
                                            "digits, '_', '.', '-' (at most 63 characters)", rule=rule(Rule.HOST_NAME))
-        if name == DEFAULT_HOST:
+        if name is not None and name.casefold() == DEFAULT_HOST:  # host names are one name in any case
             raise ValidationFailed("name", f"{DEFAULT_HOST!r} is the default host (LIMEN_LIBVIRT_URI)")
     with refusals.check():
         if uri is not None and not _is_libvirt_uri(uri):

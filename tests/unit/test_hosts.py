@@ -264,6 +264,7 @@ def test_the_registry_checks_and_keeps_hosts(tmp_path: Path) -> None:
     db.migrate()
     try:
         for name, uri, field in (("bad name", "qemu:///system", "name"), (DEFAULT_HOST, "qemu:///system", "name"),
+                                 ("LOCAL", "qemu:///system", "name"),
                                  ("h" * 64, "qemu:///system", "name"), ("ok", "http://example.com/", "uri"),
                                  ("ok", "qemu+tcp://a b/system", "uri"),
                                  # libvirt takes no password from a URI: one would only be shown everywhere.
