@@ -35,6 +35,7 @@ from limen import __version__, backup_postgres
 from limen.db.database import SQLITE_COMPANIONS, Database, known_revisions
 from limen.db.models import LimenInstance
 from limen.instances import EVER, InstanceInfo, process_gone, this_process, why_gone
+from limen.private_files import new_private_file
 from limen.settings import Settings
 from limen.url_redaction import redacted_url
 
@@ -151,7 +152,7 @@ def write_backup(settings: Settings, out: Path, *, config_file: Path | None,
             # The revision as the dump holds it: the same snapshot as the rows.
             revision = _postgres(lambda: backup_postgres.revision_in(copy))
         else:
-            copy = Path(work) / DATABASE
+            copy = new_private_file(Path(work), DATABASE)
             revision = _copy_sqlite(sqlite_file(settings), copy)
         manifest = Manifest(
             format=BACKUP_FORMAT, limen_version=__version__, schema_revision=revision,
@@ -195,7 +196,7 @@ def _kind_of_file(mode: int) -> str:
 
 
 def _copy_sqlite(source: Path, copy: Path) -> str | None:
-    """Copies the database; returns the copy's schema revision."""
+    """Copies the database into ``copy`` (made owner-only beforehand); returns the copy's schema revision."""
     if not source.is_file():
         raise BackupError(f"no database at {source}: nothing to back up")
     # Read-only, and SQLite's backup API in one step: the copy is one consistent moment of the database
@@ -362,7 +363,7 @@ def restore_database(settings: Settings, backup: Backup, *, now: datetime | None
 def _restore_postgres(settings: Settings, backup: Backup, stamp: str) -> Path:
     """Dumps the current database beside the data (``limen-before-restore-<time>.pgdump``), then replaces it."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    kept = settings.data_dir / f"limen-before-restore-{stamp}.pgdump"
+    kept = new_private_file(settings.data_dir, f"limen-before-restore-{stamp}", ".pgdump")
     _postgres(lambda: backup_postgres.dump(settings.db_url, kept))
     _postgres(lambda: backup_postgres.replace_with(settings.db_url, backup.database, backup.database.parent))
     return kept
@@ -394,25 +395,37 @@ def _give(path: Path, owner: tuple[int, int]) -> None:
         os.chown(path, *owner)
 
 
+def _fresh_incoming(target: Path) -> Path:
+    """``.<database>.restoring``, made empty and owner-only, the backup's database is copied to before it takes
+    the database's place. One a killed restore left is removed first, with its journal: written over, a
+    half-written one failed the restore ("database disk image is malformed"), and its journal would be rolled
+    back into the new copy."""
+    incoming = target.with_name(f".{target.name}.restoring")
+    for leftover in (incoming, *(Path(f"{incoming}{companion}") for companion in SQLITE_COMPANIONS)):
+        leftover.unlink(missing_ok=True)
+    return new_private_file(incoming.parent, incoming.name)
+
+
 def _replace_sqlite(target: Path, backup: Backup, stamp: str) -> Path | None:
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     owner = _owner_of(target)
     kept: Path | None = None
     if target.exists():
-        kept = target.with_name(f"{target.name}.before-restore-{stamp}")
+        # Both copies are full databases under names anyone can guess, in a directory QEMU may pass through
+        # (0711): made owner-only before SQLite writes them (it keeps a file's mode, and gives its journal the
+        # same). A second restore within the second keeps its own copy, not the first one's over it.
+        kept = new_private_file(target.parent, f"{target.name}.before-restore-{stamp}")
         # Checkpointed into one file (no -wal beside the copy), then set aside.
         with sqlite3.connect(target) as current, sqlite3.connect(kept) as aside:
             current.backup(aside)
         current.close()
         aside.close()
-        os.chmod(kept, 0o600)
         _give(kept, owner)
-    incoming = target.with_name(f".{target.name}.restoring")
+    incoming = _fresh_incoming(target)
     with sqlite3.connect(f"file:{backup.database}?mode=ro", uri=True) as source, sqlite3.connect(incoming) as copy:
         source.backup(copy)
     source.close()
     copy.close()
-    os.chmod(incoming, 0o600)
     _give(incoming, owner)
     for companion in SQLITE_COMPANIONS:  # the old database's log must not be replayed onto the new one
         Path(f"{target}{companion}").unlink(missing_ok=True)

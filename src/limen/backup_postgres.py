@@ -21,6 +21,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
 
+from limen.private_files import create_private_file
+
 # A dump of a big audit trail takes a while; a server that does not answer ends the command.
 DUMP_TIMEOUT = 3600.0
 _ALEMBIC_ROW = re.compile(r"^COPY [\w.\"]*alembic_version \(version_num\) FROM stdin;\n([^\n\\]*)\n", re.M)
@@ -78,11 +80,14 @@ def _run(command: list[str], env: dict[str, str], what: str, **more: object) -> 
 
 
 def dump(url: str, out: Path) -> None:
-    """One consistent snapshot of the database (pg_dump runs in one repeatable-read transaction) into ``out``."""
+    """One consistent snapshot of the database (pg_dump runs in one repeatable-read transaction) into ``out``,
+    owner-only (0600) from its first byte: pg_dump writes into the file made here (and keeps its mode), where
+    the one it creates itself had the umask's mode, 0644 as a rule, every password hash in it readable by all
+    local users until the dump ended."""
+    create_private_file(out)
     with libpq_arguments(url) as (uri, env):
         _run(["pg_dump", "--format=custom", "--no-owner", "--no-acl", "--file", str(out), "--dbname", uri],
              env, "cannot dump the database")
-    os.chmod(out, 0o600)
 
 
 def revision_in(dump_file: Path) -> str | None:

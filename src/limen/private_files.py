@@ -11,6 +11,7 @@ One exception: a directory QEMU must pass through (:func:`traversable_dir`) is `
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import stat
 from dataclasses import dataclass
@@ -83,6 +84,25 @@ def create_private_file(path: Path) -> Tightened | None:
     except FileExistsError:
         return private_file(path)
     return None
+
+
+def new_private_file(directory: Path, name: str, suffix: str = "") -> Path:
+    """Creates ``directory/<name><suffix>`` empty and ``0600``, never over a file (or a link) already there: a
+    taken name gets ``-2``, ``-3``… before ``suffix``. Returns the file made. For a copy another program then
+    writes (SQLite, pg_dump): one they create themselves gets the umask's mode, ``0644`` as a rule, and is
+    readable by every local user while it is written."""
+    for number in itertools.count(1):
+        path = directory / f"{name}{f'-{number}' if number > 1 else ''}{suffix}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+        except FileExistsError:
+            continue
+        try:
+            os.fchmod(fd, PRIVATE_FILE_MODE)  # a umask that takes the owner's write bit would leave it unwritable
+        finally:
+            os.close(fd)
+        return path
+    raise AssertionError("unreachable")  # itertools.count never ends
 
 
 def open_private_append(path: Path, encoding: str) -> io.TextIOWrapper:

@@ -8,15 +8,36 @@ import logging
 import os
 import pwd
 import sqlite3
+import stat
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
-from limen.backup import open_backup
+from limen.backup import open_backup, restore_database
 from limen.cli import app
 from limen.db.database import SCHEMA_HEAD, Database
+from limen.settings import load_settings
 from tests.support.cli import CliRunner
 from tests.support.console import FakeDomain, driver_uri
+
+
+class WatchedConnection(sqlite3.Connection):
+    """A connection that notes, as it closes, the mode of its file and of the directory holding it: SQLite has
+    written the file then, and nothing else has been done to it yet."""
+
+    modes: ClassVar[dict[Path, tuple[int, int]]] = {}
+
+    def __init__(self, database: str | Path, *args: Any, **kwargs: Any) -> None:
+        super().__init__(database, *args, **kwargs)
+        self.file = None if str(database).startswith("file:") else Path(database)  # file: URIs are read-only
+
+    def close(self) -> None:
+        if self.file is not None and self.file.exists():
+            self.modes[self.file] = (stat.S_IMODE(self.file.stat().st_mode),
+                                     stat.S_IMODE(self.file.parent.stat().st_mode))
+        super().close()
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -66,6 +87,76 @@ def test_settings_travel_with_the_backup_and_are_written_only_as_a_new_file(tmp_
     assert f"written to {written}" in stdout
     with sqlite3.connect(data / "limen.db") as connection:
         assert connection.execute("SELECT user_name, details FROM vm_actions").fetchall() == [("Zoë", "kept")]
+
+
+def test_each_copy_of_the_database_is_owner_only_while_it_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite gives a file it creates the umask's mode: a restore's copies of the replaced database
+    (limen.db.before-restore-<time>) and of the incoming one (.limen.db.restoring) were 0644 under the usual
+    umask 022 while SQLite wrote them, readable by every local user under names anyone can guess, until a
+    chmod after the copy. The backup's copy is written in a directory of its own, 0700."""
+    data, config = migrated_data_dir(tmp_path)
+    out = tmp_path / "b.limen"
+    real_connect = sqlite3.connect
+    monkeypatch.setattr(WatchedConnection, "modes", {})
+    monkeypatch.setattr(sqlite3, "connect", lambda database, *args, **kwargs: real_connect(
+        database, *args, factory=WatchedConnection, **kwargs))
+    previous = os.umask(0o022)
+    try:
+        code, _, err = run("--config", str(config), "backup", str(out), "--no-vms")
+        assert code == 0, err
+        code, _, err = run("--config", str(config), "restore", str(out))
+        assert code == 0, err
+    finally:
+        os.umask(previous)
+    written = {path.name if path.parent == data else f"{path.parent.name[:14]}/{path.name}": modes
+               for path, modes in WatchedConnection.modes.items() if path != data / "limen.db"}
+    kept = next(path.name for path in data.glob("limen.db.before-restore-*"))
+    assert written == {".limen-backup-/limen.db": (0o600, 0o700), kept: (0o600, 0o700),
+                       ".limen.db.restoring": (0o600, 0o700)}, written
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
+def test_a_restore_killed_half_way_does_not_fail_the_next_one(tmp_path: Path) -> None:
+    """A killed restore leaves .limen.db.restoring half written: the next one copied the backup over it and
+    failed ("file is not a database"); the leftover, and its journal, are removed first now."""
+    data, config = migrated_data_dir(tmp_path)
+    out = tmp_path / "b.limen"
+    assert run("--config", str(config), "backup", str(out), "--no-vms")[0] == 0
+    (data / ".limen.db.restoring").write_bytes(b"the first pages of a database" * 100)
+    (data / ".limen.db.restoring-journal").write_bytes(b"its journal")
+    code, _, err = run("--config", str(config), "restore", str(out))
+    assert code == 0, err
+    assert sorted(path.name for path in data.iterdir() if "restoring" in path.name) == []
+
+
+def test_two_restores_within_a_second_keep_each_ones_replaced_database(tmp_path: Path) -> None:
+    """The replaced database is kept as limen.db.before-restore-<time>, to the second: a second restore within
+    that second wrote its copy over the first one's, and the database as it was before both was lost."""
+    data, config = migrated_data_dir(tmp_path)
+    out = tmp_path / "b.limen"
+    assert run("--config", str(config), "backup", str(out), "--no-vms")[0] == 0
+    with sqlite3.connect(data / "limen.db") as connection:  # after the backup: only the first kept copy has it
+        connection.execute("INSERT INTO vm_actions (user_name, vm_name, action, at, result_code, details) "
+                           "VALUES ('zoe', 'vm', 'start', '2026-01-01 00:00:00', 'OK', 'before both')")
+    connection.close()
+    (tmp_path / "work").mkdir()
+    backup = open_backup(out, tmp_path / "work")
+    settings = load_settings(config)
+    moment = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
+    first = restore_database(settings, backup, now=moment).kept
+    second = restore_database(settings, backup, now=moment.replace(microsecond=900_000)).kept
+    assert first is not None and second is not None
+    assert (first.name, second.name) == ("limen.db.before-restore-20260501T120000Z",
+                                         "limen.db.before-restore-20260501T120000Z-2")
+    details = []
+    for kept in (first, second):
+        with sqlite3.connect(kept) as connection:
+            details.append(connection.execute("SELECT details FROM vm_actions").fetchall())
+        connection.close()
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert details == [[("before both",)], []]
 
 
 def test_a_backup_holds_the_vms_of_every_registered_host_and_names_each_ones_host(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from limen.backup_postgres import PostgresToolError, libpq_arguments
+from limen.backup_postgres import PostgresToolError, dump, libpq_arguments
 
 
 @pytest.mark.parametrize(
@@ -51,3 +51,25 @@ def test_the_environment_is_a_copy_for_the_child() -> None:
     with libpq_arguments("postgresql+psycopg://limen:pw@db/limen") as (_uri, env):
         env["PGPASSWORD"] = "changed"
     assert os.environ.get("PGPASSWORD") != "changed"
+
+
+def test_a_dump_is_owner_only_while_pg_dump_writes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pg_dump creates its --file with the umask's mode: a backup's dump and a restore's copy of the replaced
+    database (limen-before-restore-<time>.pgdump, a name anyone can guess), every password hash in them, were
+    0644 under the usual umask 022 until the dump had ended."""
+    programs = tmp_path / "bin"
+    programs.mkdir()
+    fake = programs / "pg_dump"  # writes its --file as pg_dump does, and notes the file's mode meanwhile
+    fake.write_text('#!/bin/sh\nwhile [ "$1" != --file ]; do shift; done\nprintf PGDMP > "$2"\n'
+                    'stat -c %a "$2" > "$2.mode"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{programs}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "limen.pgdump"
+    previous = os.umask(0o022)
+    try:
+        dump("postgresql+psycopg://limen@db.example/limen", out)
+    finally:
+        os.umask(previous)
+    assert out.read_bytes() == b"PGDMP"
+    assert Path(f"{out}.mode").read_text().strip() == "600"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
