@@ -35,7 +35,7 @@ from limen import __version__, backup_postgres
 from limen.db.database import SQLITE_COMPANIONS, Database, known_revisions
 from limen.db.models import LimenInstance
 from limen.instances import EVER, InstanceInfo, process_gone, this_process, why_gone
-from limen.private_files import new_private_file
+from limen.private_files import new_private_file, private_file
 from limen.settings import Settings
 from limen.url_redaction import redacted_url
 
@@ -326,11 +326,13 @@ def serving_instances(settings: Settings) -> list[str]:
 
 @dataclass(frozen=True)
 class Restored:
-    """What :func:`restore_database` did: where the replaced database is kept (None if there was none), and
-    the schema revisions the backup's database was migrated from ([] when it was at this version's)."""
+    """What :func:`restore_database` did: where the replaced database is kept (None if there was none), the
+    schema revisions the backup's database was migrated from ([] when it was at this version's), and why
+    SQLite could not read the replaced database, when it was kept as it was rather than copied (None: copied)."""
 
     kept: Path | None
     migrated_from: list[str]
+    kept_unreadable: str | None = None
 
 
 def restore_database(settings: Settings, backup: Backup, *, now: datetime | None = None) -> Restored:
@@ -345,7 +347,7 @@ def restore_database(settings: Settings, backup: Backup, *, now: datetime | None
                           f"{lost_after:g} s)")
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     restore = _restore_postgres if kind == POSTGRESQL else _restore_sqlite
-    kept = restore(settings, backup, stamp)
+    kept, kept_unreadable = restore(settings, backup, stamp)
     db = Database(settings.db_url)
     try:
         migrated_from = db.migrate()
@@ -357,19 +359,19 @@ def restore_database(settings: Settings, backup: Backup, *, now: datetime | None
             update(LimenInstance).where(LimenInstance.stopped_at.is_(None)).values(stopped_at=restored_at)))
     finally:
         db.close()
-    return Restored(kept, migrated_from)
+    return Restored(kept, migrated_from, kept_unreadable)
 
 
-def _restore_postgres(settings: Settings, backup: Backup, stamp: str) -> Path:
+def _restore_postgres(settings: Settings, backup: Backup, stamp: str) -> tuple[Path, None]:
     """Dumps the current database beside the data (``limen-before-restore-<time>.pgdump``), then replaces it."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     kept = new_private_file(settings.data_dir, f"limen-before-restore-{stamp}", ".pgdump")
     _postgres(lambda: backup_postgres.dump(settings.db_url, kept))
     _postgres(lambda: backup_postgres.replace_with(settings.db_url, backup.database, backup.database.parent))
-    return kept
+    return kept, None
 
 
-def _restore_sqlite(settings: Settings, backup: Backup, stamp: str) -> Path | None:
+def _restore_sqlite(settings: Settings, backup: Backup, stamp: str) -> tuple[Path | None, str | None]:
     target = sqlite_file(settings)
     try:
         return _replace_sqlite(target, backup, stamp)
@@ -406,20 +408,34 @@ def _fresh_incoming(target: Path) -> Path:
     return new_private_file(incoming.parent, incoming.name)
 
 
-def _replace_sqlite(target: Path, backup: Backup, stamp: str) -> Path | None:
+def _replace_sqlite(target: Path, backup: Backup, stamp: str) -> tuple[Path | None, str | None]:
+    """Puts the backup's database at ``target``; returns where the one it replaced is kept and, if SQLite
+    could not read that one, why (it is kept as it was then, not copied)."""
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     owner = _owner_of(target)
     kept: Path | None = None
+    unreadable: str | None = None
     if target.exists():
         # Both copies are full databases under names anyone can guess, in a directory QEMU may pass through
         # (0711): made owner-only before SQLite writes them (it keeps a file's mode, and gives its journal the
         # same). A second restore within the second keeps its own copy, not the first one's over it.
         kept = new_private_file(target.parent, f"{target.name}.before-restore-{stamp}")
         # Checkpointed into one file (no -wal beside the copy), then set aside.
-        with sqlite3.connect(target) as current, sqlite3.connect(kept) as aside:
+        current, aside = sqlite3.connect(target), sqlite3.connect(kept)
+        try:
             current.backup(aside)
-        current.close()
-        aside.close()
+        except sqlite3.DatabaseError as exc:
+            # Garbage or a damaged file is what a restore is for: it was refused ("cannot write the database
+            # at …: file is not a database"). Kept as it is instead, its log with it, for whoever wants to look.
+            if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+                raise
+            unreadable = str(exc)
+        finally:
+            current.close()
+            aside.close()
+        if unreadable is not None:
+            _move_with_companions(target, kept)
+            private_file(kept)
         _give(kept, owner)
     incoming = _fresh_incoming(target)
     with sqlite3.connect(f"file:{backup.database}?mode=ro", uri=True) as source, sqlite3.connect(incoming) as copy:
@@ -430,4 +446,14 @@ def _replace_sqlite(target: Path, backup: Backup, stamp: str) -> Path | None:
     for companion in SQLITE_COMPANIONS:  # the old database's log must not be replayed onto the new one
         Path(f"{target}{companion}").unlink(missing_ok=True)
     os.replace(incoming, target)
-    return kept
+    return kept, unreadable
+
+
+def _move_with_companions(database: Path, to: Path) -> None:
+    """Renames ``database`` and its -wal, -shm and -journal, those it has, to ``to`` and the same suffixes."""
+    for companion in SQLITE_COMPANIONS:  # the copy's own, if the failed copy left one, are not the database's
+        Path(f"{to}{companion}").unlink(missing_ok=True)
+    os.replace(database, to)
+    for companion in SQLITE_COMPANIONS:
+        if Path(f"{database}{companion}").exists():
+            os.replace(f"{database}{companion}", f"{to}{companion}")

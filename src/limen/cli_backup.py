@@ -198,7 +198,8 @@ def _log_restore(file: Path, backup: Backup, restored: Restored) -> None:
         "backup_made": backup.manifest.created_at, "backup_limen_version": backup.manifest.limen_version,
         "backup_schema": backup.manifest.schema_revision,
         "migrated_from": ", ".join(restored.migrated_from) or None,
-        "kept": str(restored.kept) if restored.kept is not None else None})
+        "kept": str(restored.kept) if restored.kept is not None else None,
+        "kept_unreadable": restored.kept_unreadable})
 
 
 def restore_command(
@@ -247,7 +248,9 @@ def restore_command(
                  made=backup.manifest.created_at)]
     if restored_as.migrated_from:
         lines.append(say("cli.restore.migrated", revision=", ".join(restored_as.migrated_from), schema=SCHEMA_HEAD))
-    if kept is not None:
+    if kept is not None and restored_as.kept_unreadable is not None:
+        lines.append(say("cli.restore.kept_unreadable", path=kept, reason=restored_as.kept_unreadable))
+    elif kept is not None:
         lines.append(say("cli.restore.kept", path=kept))
     if backup.config is not None and settings_to is not None:
         lines.append(say("cli.restore.settings_written", name=backup.manifest.config_file, path=settings_to))
@@ -258,6 +261,6 @@ def restore_command(
     # The backup's VMs asked for (--vms: all; --vm: those) that libvirt already had, so were left as they are.
     asked = [held.name for held in backup.manifest.vms if vms and (not vm or held.name in vm)]
     _report(state.as_json, backup.manifest, "\n".join(lines), file=str(file), kept=str(kept) if kept else None,
-            migrated_from=restored_as.migrated_from,
+            kept_unreadable=restored_as.kept_unreadable, migrated_from=restored_as.migrated_from,
             settings_written=str(settings_to) if settings_to is not None and backup.config is not None else None,
             defined=defined, skipped=[name for name in asked if name not in defined])

@@ -159,6 +159,30 @@ def test_two_restores_within_a_second_keep_each_ones_replaced_database(tmp_path:
     assert details == [[("before both",)], []]
 
 
+def test_a_database_sqlite_cannot_read_is_replaced_and_kept_as_it_was(tmp_path: Path) -> None:
+    """A damaged database is what a restore is for, and the restore refused it: "cannot write the database at
+    …: file is not a database (check LIMEN_DATA_DIR: its owner, permissions and free space)"."""
+    data, config = migrated_data_dir(tmp_path)
+    out = tmp_path / "b.limen"
+    assert run("--config", str(config), "backup", str(out), "--no-vms")[0] == 0
+    for number, how in enumerate(([], ["--json"])):
+        (data / "limen.db").write_bytes(b"not a database" * 100)
+        (data / "limen.db-wal").write_bytes(b"a log")  # never replayed onto the restored database
+        code, stdout, err = run("--config", str(config), *how, "restore", str(out))
+        assert code == 0, err
+        kept = sorted(data.glob("limen.db.before-restore-*"))[number]
+        assert kept.read_bytes() == b"not a database" * 100 and stat.S_IMODE(kept.stat().st_mode) == 0o600
+        if how:
+            said = json.loads(stdout)
+            assert (said["kept"], said["kept_unreadable"]) == (str(kept), "file is not a database")
+        else:
+            assert f"could not be read (file is not a database): it is kept as it was at {kept}" in stdout, stdout
+        assert not (data / "limen.db-wal").exists()
+        with sqlite3.connect(data / "limen.db") as connection:
+            assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [(SCHEMA_HEAD,)]
+        connection.close()
+
+
 def test_a_backup_holds_the_vms_of_every_registered_host_and_names_each_ones_host(tmp_path: Path) -> None:
     # Only the default host's VMs were in the backup, without a word: restoring "--vms" lost the others.
     local = driver_uri(tmp_path, [FakeDomain("on-local", None, running=False)])

@@ -185,7 +185,7 @@ KOREAN_RESULTS = (
     "cli.iso_deleted", "cli.iso_uploaded", "cli.snapshot_taken", "cli.snapshot_reverted", "cli.snapshot_deleted",
     "cli.host.added", "cli.host.removed", "cli.host.drains", "cli.host.takes_new", "cli.unlocked",
     "cli.address_unlocked", "cli.vm_no_owner", "cli.admin_created", "cli.restore.done", "cli.restore.kept",
-    "cli.restore.settings_written",
+    "cli.restore.kept_unreadable", "cli.restore.settings_written",
 )
 # The terse endings of a done thing ("삭제함", "만듦", "씀", "꺼냄", "되돌림", "넣음", "끔").
 TERSE_ENDING = re.compile(r"(?:함|듦|씀|냄|림|넣음|끔)(?=$|[\s.:·(,])")
