@@ -32,7 +32,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from limen import __version__, backup_postgres
-from limen.db.database import SQLITE_COMPANIONS, Database, known_revisions
+from limen.db.database import SCHEMA_HEAD, SQLITE_COMPANIONS, Database, known_revisions
 from limen.db.models import LimenInstance
 from limen.instances import EVER, InstanceInfo, process_gone, this_process, why_gone
 from limen.private_files import new_private_file, private_file
@@ -351,6 +351,10 @@ def restore_database(settings: Settings, backup: Backup, *, now: datetime | None
     db = Database(settings.db_url)
     try:
         migrated_from = db.migrate()
+    except Exception as exc:  # Alembic's, the database's or limen's: said in one line, not a traceback
+        db.close()  # before the file is put back
+        raise BackupError(_migration_failed(settings, backup, kept, kept_unreadable, exc)) from None
+    try:
         # The instances that served when the backup was made serve the database they were backed up from,
         # not this copy: marked stopped, or a second restore right after was refused, naming them, until
         # their heartbeats ran out. What they held is closed by the next start's sweep, as for any stopped one.
@@ -360,6 +364,39 @@ def restore_database(settings: Settings, backup: Backup, *, now: datetime | None
     finally:
         db.close()
     return Restored(kept, migrated_from, kept_unreadable)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _migration_failed(settings: Settings, backup: Backup, kept: Path | None, kept_unreadable: str | None,
+                      exc: Exception) -> str:
+    """Puts the replaced database back, the restored one's migration having failed, and says all of it: the
+    restore printed Alembic's traceback and left the backup's database in place, unmigrated (each start of
+    limen failed on it), without a word of where the replaced one was kept. A migration runs in one
+    transaction; what is put back is the whole file (SQLite) or is restored in one transaction (PostgreSQL)."""
+    failed = (f"the backup's database (schema {backup.manifest.schema_revision}) could not be migrated to this "
+              f"version's ({SCHEMA_HEAD}): {_first_line(exc)}")
+    try:
+        if database_kind(settings) == POSTGRESQL:
+            assert kept is not None  # a dump is made before every PostgreSQL restore
+            _postgres(lambda: backup_postgres.replace_with(settings.db_url, kept, backup.database.parent))
+            return f"{failed}; the database it replaced is back in place (its dump is kept at {kept})"
+        target = sqlite_file(settings)
+        for companion in SQLITE_COMPANIONS:
+            Path(f"{target}{companion}").unlink(missing_ok=True)
+        if kept is None:
+            target.unlink(missing_ok=True)
+            return f"{failed}; it is removed again (there was no database before)"
+        if kept_unreadable is not None:
+            _move_with_companions(kept, target)
+        else:
+            os.replace(kept, target)  # the copy made before the restore: the database as it was, whole
+        return f"{failed}; the database it replaced is back in place, as it was"
+    except (OSError, BackupError) as again:
+        where = f": the database it replaced is kept at {kept}" if kept is not None else ""
+        return f"{failed}; putting the replaced database back failed too ({_first_line(again)}){where}"
 
 
 def _restore_postgres(settings: Settings, backup: Backup, stamp: str) -> tuple[Path, None]:

@@ -122,6 +122,37 @@ def test_an_older_schema_is_migrated_after_the_restore(postgres: str, tmp_path: 
     assert query(target, "SELECT version_num FROM alembic_version") == {known_revisions()[-1]}
 
 
+def test_a_restore_whose_migration_fails_puts_the_replaced_database_back(
+    postgres: str, database: str, tmp_path: Path
+) -> None:
+    """An older backup whose rows a later migration refuses (two unfinished creations of one VM, against the
+    third schema's unique index): the restore printed Alembic's traceback and left the backup's unmigrated
+    database in place. The replaced one is restored from its dump now, in one transaction."""
+    from limen.db import Database
+
+    old = new_database(postgres)
+    db = Database(old)
+    db.migrate("0002_safety")
+    db.close()
+    engine = create_engine(old)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO vm_actions (user_name, vm_name, action, at, result_code, details) "
+                                    "VALUES ('zoe', 'web', 'create', now(), 'OK', ''), "
+                                    "('zoe', 'web', 'create', now(), 'OK', '')"))
+    finally:
+        engine.dispose()
+    out = tmp_path / "old.limen"
+    assert limen(tmp_path, old, "backup", str(out), "--no-vms").returncode == 0
+    failed = limen(tmp_path, database, "restore", str(out))
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
+    (kept,) = (tmp_path / "data").glob("limen-before-restore-*.pgdump")
+    assert "could not be migrated to this version's" in failed.stderr
+    assert f"the database it replaced is back in place (its dump is kept at {kept})" in failed.stderr
+    assert token_names(database) == {"before-backup"}
+    assert query(database, "SELECT version_num FROM alembic_version") == {known_revisions()[-1]}
+
+
 @pytest.mark.parametrize("damage", ["newer schema", "damaged dump", "sqlite backup"])
 def test_a_refused_restore_changes_nothing(database: str, tmp_path: Path, damage: str) -> None:
     out = tmp_path / "backup.limen"

@@ -280,6 +280,58 @@ def older_schema_backup(tmp_path: Path) -> tuple[Path, Path]:
     return data, out
 
 
+def backup_a_later_migration_refuses(tmp_path: Path) -> Path:
+    """A backup of the second schema holding two unfinished creations of one VM, which the third schema's
+    unique index refuses: its migration fails as any might (rows it cannot take, a full disk)."""
+    old = tmp_path / "old"
+    old.mkdir()
+    db = Database(f"sqlite:///{old / 'limen.db'}")
+    db.migrate("0002_safety")
+    db.close()
+    with sqlite3.connect(old / "limen.db") as connection:
+        connection.executemany("INSERT INTO vm_actions (user_name, vm_name, action, at, result_code, details) "
+                               "VALUES ('zoe', 'web', 'create', ?, 'OK', '')",
+                               [("2026-01-01 00:00:00",), ("2026-01-01 00:00:01",)])
+    connection.close()
+    out = tmp_path / "old.limen"
+    code, _, err = run("--data-dir", str(old), "--log-dir", str(tmp_path / "log"), "backup", str(out), "--no-vms")
+    assert code == 0, err
+    return out
+
+
+def test_a_restore_whose_migration_fails_puts_the_replaced_database_back(tmp_path: Path) -> None:
+    """The restore printed Alembic's traceback and left the backup's unmigrated database in place (each start
+    of limen failed on it), without a word of where the one it replaced was kept."""
+    out = backup_a_later_migration_refuses(tmp_path)
+    data, config = migrated_data_dir(tmp_path)
+    with sqlite3.connect(data / "limen.db") as connection:
+        connection.execute("INSERT INTO vm_actions (user_name, vm_name, action, at, result_code, details) "
+                           "VALUES ('zoe', 'vm', 'start', '2026-01-01 00:00:00', 'OK', 'before the restore')")
+    connection.close()
+    code, _, err = run("--config", str(config), "--log-dir", str(tmp_path / "log"), "restore", str(out))
+    assert code == 1 and "Traceback" not in err, err
+    assert (f"the backup's database (schema 0002_safety) could not be migrated to this version's ({SCHEMA_HEAD}): "
+            "(sqlite3.IntegrityError) UNIQUE constraint failed: vm_actions.vm_name; the database it replaced is "
+            "back in place, as it was") in err, err
+    assert len(err.strip().splitlines()) <= 3, err  # the progress line, the error, its advice
+    with sqlite3.connect(data / "limen.db") as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [(SCHEMA_HEAD,)]
+        assert connection.execute("SELECT details FROM vm_actions").fetchall() == [("before the restore",)]
+    connection.close()
+    assert sorted(path.name for path in data.iterdir()) == ["limen.db"]
+    # One SQLite could not read, kept as it was (not copied), is renamed back.
+    (data / "limen.db").write_bytes(b"not a database" * 100)
+    code, _, err = run("--config", str(config), "--log-dir", str(tmp_path / "log"), "restore", str(out))
+    assert code == 1 and "the database it replaced is back in place, as it was" in err, err
+    assert sorted(path.name for path in data.iterdir()) == ["limen.db"]
+    assert (data / "limen.db").read_bytes() == b"not a database" * 100
+    # No database before: none after either (limen makes a new one at its next start, as before the restore).
+    empty = tmp_path / "empty"
+    code, _, err = run("--data-dir", str(empty), "--log-dir", str(tmp_path / "log"), "restore", str(out))
+    assert code == 1 and "it is removed again (there was no database before)" in err, err
+    assert list(empty.iterdir()) == []
+
+
 @pytest.mark.parametrize(("env", "said"), [
     ({"LANG": "C.UTF-8", "LC_ALL": "", "LC_MESSAGES": "", "LIMEN_LANG": ""},
      f"was on an older schema (0001_access) and is migrated to this version's ({SCHEMA_HEAD})"),
