@@ -12,16 +12,20 @@ to this version's schema.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
 import re
+import shutil
 import sqlite3
 import stat
 import tarfile
 import tempfile
+import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +53,14 @@ CONFIG = "config.toml"
 _VM_MEMBER = re.compile(r"^vms/([0-9a-f-]{36})\.xml$")
 # Largest member read from a backup: a limen database of millions of audit rows, not an arbitrary file.
 MAX_MEMBER_BYTES = 8 * 2**30
+# A backup is made in a directory of its own beside its file (a full copy of the database in it), locked by
+# its process (WORK_LOCK) from within two system calls of its making until it is removed.
+WORK_PREFIX = ".limen-backup-"
+WORK_LOCK = "in-use.lock"
+# A work directory changed this recently (seconds) is left alone even unlocked: its backup may be between them.
+_JUST_MADE = 60.0
+# One without a lock file, which a limen before these locks left, is removed once no backup can be at work in it.
+_MADE_BEFORE_LOCKS = 86400.0
 
 
 class BackupError(Exception):
@@ -145,7 +157,9 @@ def write_backup(settings: Settings, out: Path, *, config_file: Path | None,
     check_backup_target(out)
     kind = database_kind(settings)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".limen-backup-", dir=out.parent) as work:
+    _remove_stale_work_dirs(out.parent)
+    with tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=out.parent) as work, \
+            _locked_new_file(Path(work) / WORK_LOCK):
         if kind == POSTGRESQL:
             copy = Path(work) / PG_DATABASE
             _postgres(lambda: backup_postgres.dump(settings.db_url, copy))
@@ -171,6 +185,49 @@ def write_backup(settings: Settings, out: Path, *, config_file: Path | None,
                 _add_bytes(tar, f"vms/{vm.uuid}.xml", xml.encode())
         os.replace(partial, out)
     return manifest
+
+
+@contextmanager
+def _locked_new_file(path: Path) -> Iterator[None]:
+    """Creates ``path`` (empty, 0600) and holds an exclusive flock on it until the block ends. The kernel lets
+    go of it when the process ends, however it ends: a lock that is free was left by a process that is gone."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _lock_is_free(lock: Path) -> bool | None:
+    """Whether no process holds ``lock``'s flock (see :func:`_locked_new_file`); None: there is no such file."""
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def _remove_stale_work_dirs(directory: Path) -> None:
+    """Removes the work directories that backups killed before their end left in ``directory``: each holds a
+    full copy of the database, and was left there for good. One whose backup is at work is locked."""
+    now = time.time()
+    for work in directory.glob(f"{WORK_PREFIX}*"):
+        try:
+            info = work.lstat()
+            if not stat.S_ISDIR(info.st_mode) or now - info.st_mtime < _JUST_MADE:
+                continue
+            free = _lock_is_free(work / WORK_LOCK)
+            if free or (free is None and now - info.st_mtime > _MADE_BEFORE_LOCKS):
+                shutil.rmtree(work)
+        except OSError:  # another user's, or removed meanwhile by another backup: this backup goes on
+            continue
 
 
 def check_backup_target(out: Path) -> None:
@@ -434,15 +491,19 @@ def _give(path: Path, owner: tuple[int, int]) -> None:
         os.chown(path, *owner)
 
 
-def _fresh_incoming(target: Path) -> Path:
+@contextmanager
+def _incoming(target: Path) -> Iterator[Path]:
     """``.<database>.restoring``, made empty and owner-only, the backup's database is copied to before it takes
-    the database's place. One a killed restore left is removed first, with its journal: written over, a
-    half-written one failed the restore ("database disk image is malformed"), and its journal would be rolled
-    back into the new copy."""
+    the database's place; locked while the block runs. One a killed restore left (its lock free) is removed
+    first, with its journal: written over, a half-written one failed the restore ("file is not a database"),
+    and its journal would be rolled back into the new copy. One whose restore is at work is refused."""
     incoming = target.with_name(f".{target.name}.restoring")
+    if _lock_is_free(incoming) is False:
+        raise BackupError(f"another limen restore is writing {incoming} now: let it end, then run this one again")
     for leftover in (incoming, *(Path(f"{incoming}{companion}") for companion in SQLITE_COMPANIONS)):
         leftover.unlink(missing_ok=True)
-    return new_private_file(incoming.parent, incoming.name)
+    with _locked_new_file(incoming):
+        yield incoming
 
 
 def _replace_sqlite(target: Path, backup: Backup, stamp: str) -> tuple[Path | None, str | None]:
@@ -452,37 +513,38 @@ def _replace_sqlite(target: Path, backup: Backup, stamp: str) -> tuple[Path | No
     owner = _owner_of(target)
     kept: Path | None = None
     unreadable: str | None = None
-    if target.exists():
-        # Both copies are full databases under names anyone can guess, in a directory QEMU may pass through
-        # (0711): made owner-only before SQLite writes them (it keeps a file's mode, and gives its journal the
-        # same). A second restore within the second keeps its own copy, not the first one's over it.
-        kept = new_private_file(target.parent, f"{target.name}.before-restore-{stamp}")
-        # Checkpointed into one file (no -wal beside the copy), then set aside.
-        current, aside = sqlite3.connect(target), sqlite3.connect(kept)
-        try:
-            current.backup(aside)
-        except sqlite3.DatabaseError as exc:
-            # Garbage or a damaged file is what a restore is for: it was refused ("cannot write the database
-            # at …: file is not a database"). Kept as it is instead, its log with it, for whoever wants to look.
-            if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
-                raise
-            unreadable = str(exc)
-        finally:
-            current.close()
-            aside.close()
-        if unreadable is not None:
-            _move_with_companions(target, kept)
-            private_file(kept)
-        _give(kept, owner)
-    incoming = _fresh_incoming(target)
-    with sqlite3.connect(f"file:{backup.database}?mode=ro", uri=True) as source, sqlite3.connect(incoming) as copy:
-        source.backup(copy)
-    source.close()
-    copy.close()
-    _give(incoming, owner)
-    for companion in SQLITE_COMPANIONS:  # the old database's log must not be replayed onto the new one
-        Path(f"{target}{companion}").unlink(missing_ok=True)
-    os.replace(incoming, target)
+    with _incoming(target) as incoming:  # first: one refused (a restore at work already) has done nothing
+        if target.exists():
+            # Both copies are full databases under names anyone can guess, in a directory QEMU may pass
+            # through (0711): made owner-only before SQLite writes them (it keeps a file's mode, and gives its
+            # journal the same). A second restore within the second keeps its own copy, not the first one's.
+            kept = new_private_file(target.parent, f"{target.name}.before-restore-{stamp}")
+            # Checkpointed into one file (no -wal beside the copy), then set aside.
+            current, aside = sqlite3.connect(target), sqlite3.connect(kept)
+            try:
+                current.backup(aside)
+            except sqlite3.DatabaseError as exc:
+                # Garbage or a damaged file is what a restore is for: it was refused ("cannot write the
+                # database at …: file is not a database"). Kept as it is instead, its log with it.
+                if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+                    raise
+                unreadable = str(exc)
+            finally:
+                current.close()
+                aside.close()
+            if unreadable is not None:
+                _move_with_companions(target, kept)
+                private_file(kept)
+            _give(kept, owner)
+        with sqlite3.connect(f"file:{backup.database}?mode=ro", uri=True) as source, \
+                sqlite3.connect(incoming) as copy:
+            source.backup(copy)
+        source.close()
+        copy.close()
+        _give(incoming, owner)
+        for companion in SQLITE_COMPANIONS:  # the old database's log must not be replayed onto the new one
+            Path(f"{target}{companion}").unlink(missing_ok=True)
+        os.replace(incoming, target)
     return kept, unreadable
 
 

@@ -3,19 +3,23 @@ given with --config travels in the backup and --settings-to writes it as a new f
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import pwd
+import signal
 import sqlite3
 import stat
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
-from limen.backup import open_backup, restore_database
+from limen import backup as backup_module
+from limen.backup import WORK_LOCK, open_backup, restore_database, write_backup
 from limen.cli import app
 from limen.db.database import SCHEMA_HEAD, Database
 from limen.settings import load_settings
@@ -129,6 +133,58 @@ def test_a_restore_killed_half_way_does_not_fail_the_next_one(tmp_path: Path) ->
     code, _, err = run("--config", str(config), "restore", str(out))
     assert code == 0, err
     assert sorted(path.name for path in data.iterdir() if "restoring" in path.name) == []
+
+
+def test_a_restore_is_refused_while_another_one_writes_its_copy(tmp_path: Path) -> None:
+    """The copy a restore is writing (.limen.db.restoring) was removed by a second restore run meanwhile,
+    which took it for one a killed restore left: two restores replaced the database at once."""
+    data, config = migrated_data_dir(tmp_path)
+    out = tmp_path / "b.limen"
+    assert run("--config", str(config), "backup", str(out), "--no-vms")[0] == 0
+    fd = os.open(data / ".limen.db.restoring", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as the restore at work holds it
+        code, _, err = run("--config", str(config), "restore", str(out))
+    finally:
+        os.close(fd)
+    assert code == 1 and f"another limen restore is writing {data / '.limen.db.restoring'} now" in err, err
+    assert sorted(path.name for path in data.iterdir()) == [".limen.db.restoring", "limen.db"]
+
+
+def test_a_backup_removes_the_work_directories_that_killed_backups_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed `limen backup` left its work directory, .limen-backup-XXXX/ with a full copy of the database,
+    beside the backup file for good. The next backup there removes each whose backup is gone."""
+    _data, config = migrated_data_dir(tmp_path)
+    out = tmp_path / "backups" / "b.limen"
+    settings = load_settings(config)
+    child = os.fork()
+    if child == 0:  # a backup killed as it copies the database
+        try:
+            monkeypatch.setattr(backup_module, "_copy_sqlite", lambda *_: os.kill(os.getpid(), signal.SIGKILL))
+            write_backup(settings, out, config_file=None, vm_xml={})
+        finally:
+            os._exit(1)
+    assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == -signal.SIGKILL
+    (killed,) = out.parent.glob(".limen-backup-*")
+    at_work, older_limens, just_made = (out.parent / f".limen-backup-{name}"
+                                        for name in ("at-work", "of-an-older-limen", "just-made"))
+    for work in (at_work, older_limens, just_made):
+        work.mkdir()
+        (work / "limen.db").write_bytes(b"a copy")
+    lock = os.open(at_work / WORK_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # as its backup holds it
+    for work, age in ((killed, 120), (at_work, 120), (older_limens, 2 * 86400)):
+        os.utime(work, (time.time() - age, time.time() - age))
+    try:
+        code, _, err = run("--config", str(config), "backup", str(out), "--no-vms")
+    finally:
+        os.close(lock)
+    assert code == 0, err
+    # Left: the one at work, and one just made (its backup may not have locked it yet).
+    assert sorted(path.name for path in out.parent.iterdir()) == [".limen-backup-at-work",
+                                                                 ".limen-backup-just-made", "b.limen"]
 
 
 def test_two_restores_within_a_second_keep_each_ones_replaced_database(tmp_path: Path) -> None:
