@@ -37,7 +37,7 @@ from limen.errors import ErrorCode, LimenError
 from limen.hypervisor import Hypervisor
 from limen.hypervisor.hosts import DEFAULT_HOST
 from limen.logs import logging_to_file
-from limen.settings import Settings
+from limen.settings import Settings, settings_file_in_use
 
 log = logging.getLogger("limen.restore")
 
@@ -154,7 +154,8 @@ def backup_command(
         with working(say("cli.progress.backing_up", database=database_label(settings), file=file),
                      as_json=state.as_json):
             vm_xml = asyncio.run(_vm_xml(settings)) if vms else {}
-            manifest = write_backup(settings, file, config_file=state.config, vm_xml=vm_xml)
+            # The file the settings were read from, --config's or LIMEN_CONFIG's (only --config's was kept).
+            manifest = write_backup(settings, file, config_file=settings_file_in_use(state.config), vm_xml=vm_xml)
     except BackupError as exc:
         raise _fail(str(exc)) from None
     except LimenError as exc:
@@ -172,7 +173,7 @@ def _report(as_json: bool, manifest: Manifest, line: str, **more: Any) -> None:
 
 def _check_settings_target(backup: Backup, target: Path) -> None:
     if backup.config is None:
-        raise BackupError("the backup holds no settings file (it was made without --config)")
+        raise BackupError("the backup holds no settings file (it was made without --config or LIMEN_CONFIG)")
     if target.exists():
         raise BackupError(f"{target} exists; --settings-to writes a new file only")
     if not target.parent.is_dir():

@@ -540,7 +540,8 @@ def _describe(error: dict[str, Any]) -> SettingProblem:
 SettingSource = Literal["flag", "env", "file", "default"]
 
 
-def _config_file(config_file: Path | None) -> Path | None:
+def settings_file_in_use(config_file: Path | None) -> Path | None:
+    """The settings file limen reads: ``config_file`` (``--config``), else ``$LIMEN_CONFIG``, else none."""
     if config_file is None and os.environ.get(f"{ENV_PREFIX}CONFIG"):
         return Path(os.environ[f"{ENV_PREFIX}CONFIG"])
     return config_file
@@ -590,7 +591,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     ``config_file`` defaults to ``$LIMEN_CONFIG`` when that is set.
     """
     given = {key: value for key, value in overrides.items() if value is not None}
-    config_file = _config_file(config_file)
+    config_file = settings_file_in_use(config_file)
     settings_cls = _settings_class(config_file, environment=True)
     in_file = _file_keys(config_file)
     if not in_file:
@@ -649,7 +650,7 @@ def _describe_file_key(error: dict[str, Any], *, prefix: str = "") -> SettingPro
 def setting_sources(config_file: Path | None = None, **overrides: Any) -> dict[str, SettingSource]:
     """Where each setting :func:`load_settings` (same arguments) takes comes from, strongest source first:
     a CLI flag, a ``LIMEN_*`` variable, the TOML file, else its default (or a value derived from others)."""
-    config_file = _config_file(config_file)
+    config_file = settings_file_in_use(config_file)
     in_file = _file_keys(config_file)
     # pydantic-settings matches variable names without regard to case, so this does too.
     in_environment = {name.lower() for name in os.environ}

@@ -1,5 +1,6 @@
 """``limen backup`` / ``limen restore`` through the CLI on a real SQLite file (no daemon): the settings file
-given with --config travels in the backup and --settings-to writes it as a new file only; the rows come back."""
+given with --config or LIMEN_CONFIG travels in the backup and --settings-to writes it as a new file only; the
+rows come back."""
 
 from __future__ import annotations
 
@@ -91,6 +92,18 @@ def test_settings_travel_with_the_backup_and_are_written_only_as_a_new_file(tmp_
     assert f"written to {written}" in stdout
     with sqlite3.connect(data / "limen.db") as connection:
         assert connection.execute("SELECT user_name, details FROM vm_actions").fetchall() == [("Zoë", "kept")]
+
+
+def test_the_settings_file_named_by_limen_config_travels_with_the_backup_too(tmp_path: Path) -> None:
+    """A backup holds the settings file limen was started with; one named by LIMEN_CONFIG, not --config, was
+    left out (and `restore --settings-to` said the backup held none)."""
+    _data, config = migrated_data_dir(tmp_path, "port = 9443\n")
+    out = tmp_path / "b.limen"
+    result = CliRunner().invoke(app, ["backup", str(out), "--no-vms"], env={"LIMEN_CONFIG": str(config)})
+    assert result.exit_code == 0, result.stderr
+    (tmp_path / "work").mkdir()
+    backup = open_backup(out, tmp_path / "work")
+    assert (backup.config, backup.manifest.config_file) == (config.read_bytes(), str(config))
 
 
 def test_each_copy_of_the_database_is_owner_only_while_it_is_written(
