@@ -269,6 +269,33 @@ class Settings(BaseSettings):
                           "sqlite:///PATH or postgresql://USER@HOST/DATABASE", backend=backend)
         return value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        # What redis-py takes, checked here: `limen serve` ended in its traceback ("Redis URL must specify one
+        # of the following schemes", "Port out of range 0-65535") and `limen config check` said the file was
+        # fine. Its schemes in its case; a port it would not take for 6379 silently (0); a socket's path.
+        if value is None:
+            return value
+        not_redis = refused("limen_not_redis_url",
+                            "is not a Redis URL: redis://HOST[:PORT][/DB], rediss://HOST[:PORT][/DB] or unix:///PATH")
+        bad_port = refused("limen_redis_port", "the port is not a number from 1 to 65535")
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise not_redis
+        try:
+            parts = urlsplit(value)
+        except ValueError:  # an IPv6 address's [ never closed
+            raise not_redis from None
+        try:
+            port = parts.port
+        except ValueError:  # urllib's English words ("Port out of range 0-65535") are no setting's reason
+            raise bad_port from None
+        if port is not None and not 1 <= port <= 65535:
+            raise bad_port
+        if parts.scheme == "unix" and (parts.hostname or not parts.path):  # unix://tmp/s was the socket /s
+            raise not_redis
+        return value
+
     @property
     def tls(self) -> bool:
         """limen itself terminates TLS (tls_cert and tls_key are set)."""

@@ -128,3 +128,34 @@ def test_check_of_a_missing_or_malformed_file_exits_2(tmp_path: Path) -> None:
     broken.write_text("port = = 1\n")
     code, _, err = invoke("config", "check", str(broken))
     assert code == 2 and "broken.toml" in err
+
+
+@pytest.mark.parametrize(("url", "said"), [
+    ("notaurl", "is not a Redis URL: redis://HOST[:PORT][/DB], rediss://HOST[:PORT][/DB] or unix:///PATH"),
+    ("http://cache.example:6379", "is not a Redis URL"),
+    ("unix://run/redis.sock", "is not a Redis URL"),  # the socket /redis.sock on "host" run, to redis-py
+    ("redis://:s3cret@cache.example:99999/0", "the port in \"redis://:***@cache.example:99999/0\" is not a number"),
+    ("redis://cache.example:0", "is not a number from 1 to 65535"),  # redis-py took 6379 instead, silently
+    ("rediss://cache.example:tls", "is not a number from 1 to 65535"),
+])
+def test_a_redis_url_redis_cannot_use_is_said_by_serve_and_config_check(tmp_path: Path, url: str, said: str) -> None:
+    """`limen serve` ended in redis-py's traceback ("Redis URL must specify one of the following schemes",
+    "Port out of range 0-65535"), and `limen config check` said a file holding such a URL was fine."""
+    code, _, err = invoke("--data-dir", str(tmp_path / "data"), "--log-dir", str(tmp_path / "log"), "serve",
+                          env={"LIMEN_REDIS_URL": url})
+    assert code == 2 and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 2 and "\n  LIMEN_REDIS_URL (redis_url): " in err, err
+    assert said in err and "s3cret" not in err, err
+    config = tmp_path / "limen.toml"
+    config.write_text(f"redis_url = {json.dumps(url)}\n")
+    code, out, err = invoke("config", "check", str(config))
+    assert code == 2 and out == "" and "\n  redis_url: " in err and said in err, err
+
+
+@pytest.mark.parametrize("url", ["redis://cache.example:6379/0", "rediss://:s3cret@cache.example/1",
+                                 "redis://[::1]:6380", "unix:///run/redis/redis.sock?db=2", "redis://"])
+def test_a_redis_url_redis_takes_passes_config_check(tmp_path: Path, url: str) -> None:
+    config = tmp_path / "limen.toml"
+    config.write_text(f"redis_url = {json.dumps(url)}\n")
+    code, out, err = invoke("config", "check", str(config))
+    assert (code, out.strip()) == (0, f"{config}: OK"), err
