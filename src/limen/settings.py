@@ -267,6 +267,12 @@ class Settings(BaseSettings):
         if backend not in ("sqlite", "postgresql"):
             raise refused("limen_database_backend", "limen keeps its data in SQLite or PostgreSQL, not {backend}: "
                           "sqlite:///PATH or postgresql://USER@HOST/DATABASE", backend=backend)
+        if backend == "sqlite" and _in_memory(url.database, url.query):
+            # Each process had a database of its own that ended with it: `user ensure-admin` made an admin
+            # nobody else saw, and `serve` served an empty one.
+            raise refused("limen_database_in_memory", "is a database in memory, which no other limen process "
+                          "sees and which ends with its process: sqlite:///PATH, or leave it out for "
+                          "<data dir>/limen.db")
         return value
 
     @field_validator("redis_url")
@@ -600,6 +606,17 @@ def _chosen_settings_class(config_file: Path | None, environment: bool) -> type[
         read_environment = environment
 
     return ChosenSettings
+
+
+def _in_memory(database: str | None, query: Mapping[str, str | Sequence[str]]) -> bool:
+    """Whether a SQLite URL's database lives in memory: none named (``sqlite://``), ``:memory:``, or a URI
+    filename (``uri=true``) of ``file::memory:`` or ``mode=memory``."""
+    if not database or database == ":memory:":
+        return True
+    if query.get("uri") != "true":
+        return False
+    mode = query.get("mode") or ()
+    return database.startswith("file::memory:") or "memory" in ((mode,) if isinstance(mode, str) else mode)
 
 
 def data_dir_database_url(data_dir: Path) -> str:

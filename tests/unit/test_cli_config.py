@@ -159,3 +159,19 @@ def test_a_redis_url_redis_takes_passes_config_check(tmp_path: Path, url: str) -
     config.write_text(f"redis_url = {json.dumps(url)}\n")
     code, out, err = invoke("config", "check", str(config))
     assert (code, out.strip()) == (0, f"{config}: OK"), err
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite:///file::memory:?uri=true",
+                                 "sqlite:///file:limen?mode=memory&uri=true"])
+def test_a_sqlite_database_in_memory_is_refused(tmp_path: Path, url: str) -> None:
+    """Each process had a database of its own, ended with it: `limen user ensure-admin` said it made an admin
+    nobody else ever saw, and `limen serve` served an empty database."""
+    code, _, err = invoke("--data-dir", str(tmp_path / "data"), "user", "ensure-admin", env={"LIMEN_DATABASE_URL": url})
+    assert code == 2 and "\n  LIMEN_DATABASE_URL (database_url): " in err, err
+    assert "is a database in memory, which no other limen process sees" in err and "Traceback" not in err, err
+    config = tmp_path / "limen.toml"
+    config.write_text(f"database_url = {json.dumps(url)}\n")
+    code, _, err = invoke("config", "check", str(config))
+    assert code == 2 and "\n  database_url: " in err and "is a database in memory" in err, err
+    config.write_text(f"database_url = {json.dumps(f'sqlite:///{tmp_path}/limen.db')}\n")
+    assert invoke("config", "check", str(config))[0] == 0
