@@ -500,10 +500,13 @@ def _incoming(target: Path) -> Iterator[Path]:
     incoming = target.with_name(f".{target.name}.restoring")
     if _lock_is_free(incoming) is False:
         raise BackupError(f"another limen restore is writing {incoming} now: let it end, then run this one again")
-    for leftover in (incoming, *(Path(f"{incoming}{companion}") for companion in SQLITE_COMPANIONS)):
-        leftover.unlink(missing_ok=True)
+    _remove_with_companions(incoming)
     with _locked_new_file(incoming):
-        yield incoming
+        try:
+            yield incoming
+        except BaseException:  # a restore that failed leaves no copy of its own behind
+            _remove_with_companions(incoming)
+            raise
 
 
 def _replace_sqlite(target: Path, backup: Backup, stamp: str) -> tuple[Path | None, str | None]:
@@ -527,6 +530,8 @@ def _replace_sqlite(target: Path, backup: Backup, stamp: str) -> tuple[Path | No
                 # Garbage or a damaged file is what a restore is for: it was refused ("cannot write the
                 # database at …: file is not a database"). Kept as it is instead, its log with it.
                 if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+                    aside.close()
+                    _remove_with_companions(kept)  # half a copy, the database itself untouched: not "kept"
                     raise
                 unreadable = str(exc)
             finally:
@@ -546,6 +551,11 @@ def _replace_sqlite(target: Path, backup: Backup, stamp: str) -> tuple[Path | No
             Path(f"{target}{companion}").unlink(missing_ok=True)
         os.replace(incoming, target)
     return kept, unreadable
+
+
+def _remove_with_companions(database: Path) -> None:
+    for path in (database, *(Path(f"{database}{companion}") for companion in SQLITE_COMPANIONS)):
+        path.unlink(missing_ok=True)
 
 
 def _move_with_companions(database: Path, to: Path) -> None:

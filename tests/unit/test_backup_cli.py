@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import pwd
+import resource
 import signal
 import sqlite3
 import stat
@@ -250,6 +251,32 @@ def test_a_database_sqlite_cannot_read_is_replaced_and_kept_as_it_was(tmp_path: 
         with sqlite3.connect(data / "limen.db") as connection:
             assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [(SCHEMA_HEAD,)]
         connection.close()
+
+
+def test_a_restore_that_cannot_copy_the_database_aside_leaves_no_half_copy(tmp_path: Path) -> None:
+    """A data directory that cannot take the copy (full, here a file size limit) failed the restore, rightly,
+    and left the half-written copy as limen.db.before-restore-<time>, named as the database it had replaced
+    (which is untouched), and an empty .limen.db.restoring."""
+    data, config = migrated_data_dir(tmp_path)
+    out = tmp_path / "b.limen"
+    assert run("--config", str(config), "backup", str(out), "--no-vms")[0] == 0
+    backed_up = (data / "limen.db").stat().st_size
+    with sqlite3.connect(data / "limen.db") as connection:  # the database grows past what the limit lets through
+        connection.executemany("INSERT INTO vm_actions (user_name, vm_name, action, at, result_code, details) "
+                               "VALUES ('zoe', 'vm', 'start', '2026-01-01 00:00:00', 'OK', ?)",
+                               [("x" * 200,)] * 2000)
+    connection.close()
+    child = os.fork()
+    if child == 0:  # the limit is the whole process's
+        try:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past it fails (EFBIG), not the process
+            resource.setrlimit(resource.RLIMIT_FSIZE, (2 * backed_up, 2 * backed_up))
+            code, _, err = run("--config", str(config), "restore", str(out))
+            os._exit(0 if code == 1 and "cannot write the database at" in err else 3)
+        finally:
+            os._exit(4)
+    assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0
+    assert sorted(path.name for path in data.iterdir() if "restor" in path.name) == []
 
 
 def test_a_backup_holds_the_vms_of_every_registered_host_and_names_each_ones_host(tmp_path: Path) -> None:
