@@ -469,8 +469,10 @@ def _restore_sqlite(settings: Settings, backup: Backup, stamp: str) -> tuple[Pat
     target = sqlite_file(settings)
     try:
         return _replace_sqlite(target, backup, stamp)
-    except sqlite3.Error as exc:  # an unwritable or full data directory: said in one line, nothing replaced
-        raise BackupError(f"cannot write the database at {target}: {exc} (check LIMEN_DATA_DIR: its owner, "
+    except (sqlite3.Error, OSError) as exc:  # an unwritable or full data directory: one line, nothing replaced
+        # OSError: the copies are made, locked and removed by limen itself now, no longer only by SQLite.
+        why = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename else str(exc)
+        raise BackupError(f"cannot write the database at {target}: {why} (check LIMEN_DATA_DIR: its owner, "
                           f"permissions and free space)") from None
 
 
