@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 from limen import __version__, backup_postgres
 from limen.db.database import SCHEMA_HEAD, SQLITE_COMPANIONS, Database, known_revisions
 from limen.db.models import LimenInstance
+from limen.errors import MigrationFailed
 from limen.instances import EVER, InstanceInfo, process_gone, this_process, why_gone
 from limen.private_files import new_private_file, private_file
 from limen.settings import Settings
@@ -433,8 +434,9 @@ def _migration_failed(settings: Settings, backup: Backup, kept: Path | None, kep
     restore printed Alembic's traceback and left the backup's database in place, unmigrated (each start of
     limen failed on it), without a word of where the replaced one was kept. A migration runs in one
     transaction; what is put back is the whole file (SQLite) or is restored in one transaction (PostgreSQL)."""
+    reason = exc.reason if isinstance(exc, MigrationFailed) else _first_line(exc)
     failed = (f"the backup's database (schema {backup.manifest.schema_revision}) could not be migrated to this "
-              f"version's ({SCHEMA_HEAD}): {_first_line(exc)}")
+              f"version's ({SCHEMA_HEAD}): {reason}")
     try:
         if database_kind(settings) == POSTGRESQL:
             assert kept is not None  # a dump is made before every PostgreSQL restore

@@ -448,6 +448,15 @@ class NothingListens(LimenError):
         super().__init__(ErrorCode.VNC_CONNECTION_FAILED, details)
 
 
+class MigrationFailed(LimenError):
+    """DATABASE_MIGRATION_FAILED; ``reason`` is the database's own word on it (a restore says it in its own
+    sentence)."""
+
+    def __init__(self, details: str, reason: str) -> None:
+        super().__init__(ErrorCode.DATABASE_MIGRATION_FAILED, details)
+        self.reason = reason
+
+
 class CreateNotBegun(HypervisorUnavailable):
     """A create whose host did not answer before any of the create's work in libvirt began: nothing of it can
     be there, so there is nothing to look for (on a host that does not answer) or to undo."""

@@ -407,7 +407,7 @@ def test_a_restore_whose_migration_fails_puts_the_replaced_database_back(tmp_pat
     code, _, err = run("--config", str(config), "--log-dir", str(tmp_path / "log"), "restore", str(out))
     assert code == 1 and "Traceback" not in err, err
     assert (f"the backup's database (schema 0002_safety) could not be migrated to this version's ({SCHEMA_HEAD}): "
-            "(sqlite3.IntegrityError) UNIQUE constraint failed: vm_actions.vm_name; the database it replaced is "
+            "UNIQUE constraint failed: vm_actions.vm_name; the database it replaced is "
             "back in place, as it was") in err, err
     assert len(err.strip().splitlines()) <= 3, err  # the progress line, the error, its advice
     with sqlite3.connect(data / "limen.db") as connection:

@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
 
 from limen.db.workers import DatabaseWorkers, answer_from_this_thread
-from limen.errors import ErrorCode, LimenError
+from limen.errors import ErrorCode, LimenError, MigrationFailed
 from limen.private_files import Tightened, create_private_file, private_dir, private_file
 from limen.settings import data_dir_database_url
 from limen.url_redaction import redacted_url
@@ -240,15 +240,15 @@ class Database:
                 "to_revision": ", ".join(after), "database": self.redacted_url})
         return before if before and after != before else []
 
-    def _migration_failed(self, before: list[str], revision: str, reason: str) -> LimenError:
+    def _migration_failed(self, before: list[str], revision: str, reason: str) -> MigrationFailed:
         """DATABASE_MIGRATION_FAILED, raised inside the migration's transaction, which rolls it back whole: it
         was worded as a data directory to fix (its owner, its permissions), which it is not."""
         was = ", ".join(before) or "no schema"
         target = SCHEMA_HEAD if revision == "head" else revision
         first_line = reason.splitlines()[0] if reason else "no reason given"
-        return LimenError(ErrorCode.DATABASE_MIGRATION_FAILED, (
+        return MigrationFailed(
             f"the schema of {self.redacted_url} could not be migrated from {was} to {target} ({first_line}); "
-            f"it is left at {was}"))
+            f"it is left at {was}", first_line)
 
     def _revisions(self) -> list[str]:
         try:
