@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -42,7 +44,26 @@ def pool_directory(conn: libvirt.virConnect, name: str) -> Path | None:
 def ensure_pool(conn: libvirt.virConnect, name: str, directory: Path) -> libvirt.virStoragePool:
     """The pool named ``name``, defined, built and started first if it is not yet. A pool of that name defined
     before (by an earlier setting, another limen on the same libvirt) keeps its own directory: said in the log,
-    and by ``limen doctor``."""
+    and by ``limen doctor``.
+
+    Callers at once on one connection (the first moves into a host without the pool) take turns here, a
+    host's turns apart from another's (a hung host holds only its own); against another process doing the
+    same, a pool defined or started meanwhile is taken as it is. 8 of 9 moves at once into a new host failed
+    ("storage pool is already active", "already exists with uuid")."""
+    with _ensuring_lock:
+        turns = _ensuring.setdefault(conn, threading.Lock())
+    with turns:
+        try:
+            return _ensure_pool(conn, name, directory)
+        except libvirt.libvirtError:
+            return _ensure_pool(conn, name, directory)  # another process's pool, defined or started meanwhile
+
+
+_ensuring: weakref.WeakKeyDictionary[libvirt.virConnect, threading.Lock] = weakref.WeakKeyDictionary()
+_ensuring_lock = threading.Lock()
+
+
+def _ensure_pool(conn: libvirt.virConnect, name: str, directory: Path) -> libvirt.virStoragePool:
     try:
         pool = conn.storagePoolLookupByName(name)
     except libvirt.libvirtError as exc:
