@@ -62,6 +62,24 @@ async def test_the_list_merges_every_host_and_names_each_vms_host(two_hosts: Hyp
     assert listed == {"alpha": DEFAULT_HOST, "shared-name-a": DEFAULT_HOST, "beta": "other", "gamma": "other"}
 
 
+async def test_a_vm_on_two_hosts_at_once_is_listed_once_where_it_was_last_seen(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """During a live move the target holds the VM's incoming copy beside the VM: it was listed twice, to its
+    owner too, for as long as the move took."""
+    moving = "5a1e5a1e-0000-4000-8000-00000000d0d0"
+    local = driver_uri(tmp_path, [FakeDomain("moving", 5901, uuid=moving)])
+    other = driver_uri(tmp_path, [FakeDomain("moving", None, running=False, uuid=moving)])
+    hv = Hypervisor(make_settings(libvirt_uri=local, libvirt_timeout=TIMEOUT))
+    hv.hosts.add(HostConfig("other", other))
+    await hv.open()
+    try:
+        assert [(vm.name, vm.host) for vm in await hv.list_vms()] == [("moving", DEFAULT_HOST)]
+        hv.hosts.remember(moving, "other")  # as the move's end remembers its target
+        assert [(vm.name, vm.host) for vm in await hv.list_vms()] == [("moving", "other")]
+    finally:
+        await hv.close()
+
+
 async def test_a_vm_is_found_on_its_host_by_name_or_uuid(two_hosts: Hypervisor) -> None:
     beta = await two_hosts.get_vm("beta")  # nothing remembered yet: every host is asked
     assert beta.host == "other"

@@ -344,19 +344,28 @@ class HostPool:
         links = self.links
         answers: Sequence[list[Vm] | BaseException] = await asyncio.gather(
             *(self._list_one(link, read) for link in links), return_exceptions=True)
-        merged: list[Vm] = []
+        merged: dict[str, tuple[Vm, str]] = {}  # VM UUID → the VM, the host that listed it
+        listed: list[tuple[Vm, str]] = []
         for link, answer in zip(links, answers, strict=True):
             if isinstance(answer, list):
                 link.known_vms, link.listed = answer, True
-                for vm in answer:
-                    self.remember(vm.uuid, link.name)
-                    self.remember(vm.name, link.name)
-                merged.extend(answer)
+                listed.extend((vm, link.name) for vm in answer)
             elif isinstance(answer, LimenError) and answer.code is ErrorCode.HYPERVISOR_UNAVAILABLE:
-                merged.extend(replace(vm, host_available=False) for vm in link.known_vms)
+                listed.extend((replace(vm, host_available=False), link.name) for vm in link.known_vms)
             else:
                 raise answer
-        return sorted(merged, key=lambda vm: vm.name)
+        for vm, host in listed:
+            # One VM on two hosts: during a live move, the target's incoming copy (paused) beside the VM; it
+            # was listed twice, to its owner too. The host it was last seen on is the one it is on until the
+            # move ends (limen.hypervisor.service remembers the target then).
+            shown = merged.get(vm.uuid)
+            if shown is None or (shown[1] != host and self._where.get(vm.uuid) == host):
+                merged[vm.uuid] = (vm, host)
+        for vm, host in merged.values():
+            if vm.host_available:
+                self.remember(vm.uuid, host)
+                self.remember(vm.name, host)
+        return sorted((vm for vm, _host in merged.values()), key=lambda vm: vm.name)
 
     async def _list_one(self, link: HostLink, read: Callable[[HostLink], Awaitable[list[Vm]]]) -> list[Vm]:
         self.check_usable(link, "list_vms")
