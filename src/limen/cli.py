@@ -46,7 +46,7 @@ from limen.cli_output import cli_language, error_text, moment, say, say_errors_a
 from limen.cli_progress import working
 from limen.cli_snapshots import snapshot_app
 from limen.cli_state import CliState, cli_state
-from limen.cli_users import run_directory, token_app, user_app
+from limen.cli_users import run_directory, take_untold_revocations, token_app, user_app
 from limen.cli_volumes import volume_app
 from limen.db import Database
 from limen.db.models import ConsoleSessionRecord
@@ -594,6 +594,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         # traceback; the commands say their own failures, this is what none of them foresaw.
         where = " → ".join(str(path) for path in (exc.filename, exc.filename2) if path)
         print(f"limen: {exc.strerror or exc}{f': {where}' if where else ''}", file=sys.stderr)
+        code = 1
+    if take_untold_revocations() and code in (0, None):
+        print(say("cli.revocation_untold"), file=sys.stderr)  # the change stands; its reach does not
         code = 1
     exit_past_hung_libvirt_calls(code)
 

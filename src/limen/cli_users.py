@@ -102,9 +102,24 @@ def _no_database(settings: Settings, exc: BaseException) -> typer.Exit:
 
 def _tell_servers(directory: _Directory, revocation: Revocation) -> None:
     """Ends the consoles the change took the right from, on running servers that share this Redis; running
-    servers on this host without one forget the principals they remembered (the credentials stamp)."""
+    servers on this host without one forget the principals they remembered (the credentials stamp). One Redis
+    did not take is counted (:func:`take_untold_revocations`): the command says so at its end, and exits 1."""
     touch_credentials_stamp(directory.settings.data_dir)
-    publish_from_command_line(directory.settings.redis_url, revocation)
+    redis_url = directory.settings.redis_url
+    if redis_url and not publish_from_command_line(redis_url, revocation):
+        _untold.append(revocation)
+
+
+_untold: list[Revocation] = []
+
+
+def take_untold_revocations() -> int:
+    """How many of this command's revocations Redis did not take (forgotten then: the next command counts its
+    own): the servers that read it never heard them. A command that could not reach Redis said it had made
+    the change and exited 0, while the consoles it should have ended stayed open on every replica."""
+    count = len(_untold)
+    _untold.clear()
+    return count
 
 
 def _read_password(from_stdin: bool) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 from pathlib import Path
@@ -16,6 +17,7 @@ from limen.cli import CliState
 from limen.cli_users import token_app, user_app
 from limen.settings import load_settings
 from tests.support.cli import CliRunner
+from tests.support.net import free_port
 
 NASTY = "O'Brien \"q\" <script>alert(1)</script>; DROP TABLE users;-- Ωμ🐧"
 
@@ -113,6 +115,32 @@ def test_a_password_set_from_the_command_line_signs_the_user_out_everywhere(cli:
     assert asyncio.run(still_signed_in(cookies)) == [False, False]
     assert authenticate(tmp_path, "bob", "bobs-new-password")
     assert [t["name"] for t in json.loads(run(cli, "--json", "token", "list")[1])] == [json.loads(token)["name"]]
+
+
+def test_a_change_running_servers_could_not_be_told_of_exits_1_saying_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """With LIMEN_REDIS_URL on a Redis the command cannot reach, `limen user set-role` made the change, said
+    so and exited 0: a script offboarding a user took the consoles for ended, while every replica kept them."""
+    from limen.cli import main
+
+    for name, value in {"LIMEN_DATA_DIR": str(tmp_path / "data"), "LIMEN_LOG_DIR": str(tmp_path / "log"),
+                        "LIMEN_LANG": "en", "LIMEN_LIBVIRT_URI": "test:///default"}.items():
+        monkeypatch.setenv(name, value)
+
+    def limen(*args: str) -> tuple[int | str | None, str]:
+        with pytest.raises(SystemExit) as exited:
+            main(list(args))
+        return exited.value.code, capsys.readouterr().err
+
+    for name in ("admin", "dave"):
+        monkeypatch.setattr("sys.stdin", io.StringIO("a-long-password\n"))
+        assert limen("user", "create", name, "--admin", "--password-stdin")[0] == 0
+    monkeypatch.setenv("LIMEN_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    code, said = limen("user", "set-role", "dave", "user")
+    assert code == 1, said
+    assert "could not be told through Redis" in said and "stay open" in said, said
+    monkeypatch.delenv("LIMEN_REDIS_URL")
+    assert limen("user", "set-role", "dave", "admin")[0] == 0  # told nothing untold of the one before
 
 
 def test_ensure_admin_creates_one_only_when_none_is_enabled(cli: typer.Typer) -> None:
