@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -468,6 +469,32 @@ async def test_a_move_to_the_vms_own_host_names_the_vm_and_the_host(
     body = refused.json()
     assert refused.status_code == 409 and body["code"] == "VM_ALREADY_ON_HOST", refused.text
     assert "'beta'" in body["details"] and "'edge'" in body["details"] and beta["uuid"] not in body["details"]
+
+
+async def test_moves_take_turns_two_at_a_time(two_hosts: Hypervisor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each move holds one of its source host's libvirt threads for as long as it lasts: 9 at once left the
+    host's prober none, and the host was marked unavailable (ending its other VMs' consoles) until they were
+    done. Here each copy ends in a refusal, after a moment with a thread held."""
+    under_way, most = 0, 0
+    lock = threading.Lock()
+
+    def slow_copy(*_args: object) -> None:
+        nonlocal under_way, most
+        with lock:
+            under_way += 1
+            most = max(most, under_way)
+        time.sleep(0.1)
+        with lock:
+            under_way -= 1
+        raise LimenError(ErrorCode.VM_OPERATION_FAILED, "test: copied nothing")
+
+    monkeypatch.setattr(migration, "copy_cold", slow_copy)
+    names = [f"mover-{index}" for index in range(5)]
+    for name in names:
+        await two_hosts.create_vm(VmSpec(name=name, memory_mib=64, host=DEFAULT_HOST))
+    ended = await asyncio.gather(*(two_hosts.migrate_vm(name, "other") for name in names), return_exceptions=True)
+    assert all(isinstance(end, LimenError) and end.details == "test: copied nothing" for end in ended), ended
+    assert most == 2
 
 
 async def test_a_503_for_a_host_that_does_not_answer_names_the_host(

@@ -62,6 +62,10 @@ from limen.settings import Settings
 
 # A live move copies the disks as the VM runs; a cold one streams them through limen.
 MIGRATE_TIMEOUT = 600.0
+# Moves under way at once; the others wait their turn. Each holds one of its source host's libvirt threads
+# (limen.hypervisor.connection) for as long as it lasts: 9 at once left none for the host's prober, which
+# marked the host unavailable (ending the consoles of its other VMs) until they were done.
+MOVES_AT_ONCE = 2
 VM_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 MIN_MEMORY_MIB = 32
 MAX_DISK_GIB = 2048
@@ -311,6 +315,7 @@ class Hypervisor:
         self.events.listeners.append(self._feed_source.on_lifecycle)
         # Long operations (snapshots of running VMs) in the background, polled by id.
         self.operations = Operations()
+        self._moves = asyncio.Semaphore(MOVES_AT_ONCE)
         self.hosts.availability_listeners.append(self._announce_host)
         # The console admission's recent reads of running VMs, forgotten at every change (console_cache.py).
         self.console_cache = ConsoleVmCache()
@@ -801,7 +806,12 @@ class Hypervisor:
                 if isinstance(answer, HostFigures)}
 
     async def migrate_vm(self, ident: str, host: str) -> Vm:
-        """Moves the VM to ``host`` (:mod:`limen.hypervisor.migration`): live when it runs, cold when not."""
+        """Moves the VM to ``host`` (:mod:`limen.hypervisor.migration`): live when it runs, cold when not;
+        at most :data:`MOVES_AT_ONCE` at a time."""
+        async with self._moves:
+            return await self._move(ident, host)
+
+    async def _move(self, ident: str, host: str) -> Vm:
         parse_vm_id(ident)
         target = self.hosts.get(host)
         if target.config.draining:
