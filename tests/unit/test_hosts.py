@@ -22,7 +22,7 @@ from limen.api.hypervisor_hosts import refuse_busy_host
 from limen.cli import app
 from limen.db import Database
 from limen.errors import ErrorCode, LimenError
-from limen.hypervisor import Hypervisor, VmSpec, hosts, migration
+from limen.hypervisor import Hypervisor, VmSpec, hosts, migration, storage
 from limen.hypervisor.editing import VmEdit, edit_vm
 from limen.hypervisor.hosts import DEFAULT_HOST, HostConfig
 from limen.hypervisor.models import StreamRelease
@@ -495,6 +495,27 @@ async def test_moves_take_turns_two_at_a_time(two_hosts: Hypervisor, monkeypatch
     ended = await asyncio.gather(*(two_hosts.migrate_vm(name, "other") for name in names), return_exceptions=True)
     assert all(isinstance(end, LimenError) and end.details == "test: copied nothing" for end in ended), ended
     assert most == 2
+
+
+async def test_a_move_onto_a_volume_an_interrupted_move_left_says_how_to_clear_it(two_hosts: Hypervisor) -> None:
+    """A move interrupted (limen stopped, a host that hung) can leave the VM's volume copy on the target: the
+    next move failed with libvirt's "storage volume ... exists already" alone."""
+    made = await two_hosts.create_vm(VmSpec(name="cold-mover", memory_mib=64, disk_gib=1, host=DEFAULT_HOST))
+    (disk,) = [d for d in made.disks if d.device == "disk"]
+    volume = Path(str(disk.path)).name
+    settings = two_hosts.settings
+
+    def leave_a_copy(conn: libvirt.virConnect) -> None:
+        pool = storage.ensure_pool(conn, settings.storage_pool, settings.pool_dir)
+        pool.createXML(f"<volume><name>{volume}</name><capacity>1024</capacity></volume>", 0)
+
+    await two_hosts.hosts.on_host("other", "test", leave_a_copy)
+    with pytest.raises(LimenError) as refused:
+        await two_hosts.migrate_vm("cold-mover", "other")
+    assert refused.value.code is ErrorCode.VM_OPERATION_FAILED
+    assert f"host 'other' holds a volume named {volume!r} already" in refused.value.details
+    assert f"limen volumes delete {volume} --host other" in refused.value.details
+    assert (await two_hosts.get_vm("cold-mover")).host == DEFAULT_HOST
 
 
 async def test_a_503_for_a_host_that_does_not_answer_names_the_host(

@@ -63,6 +63,7 @@ class Arrival:
     pool_name: str
     pool_dir: Path
     address: str
+    host: str = ""  # its name in limen
 
 
 def is_network_uri(uri: str) -> bool:
@@ -145,11 +146,28 @@ def make_volumes(conn: libvirt.virConnect, departure: Departure, arrival: Arriva
             ET.SubElement(volume, "name").text = disk.volume_name
             ET.SubElement(volume, "capacity", unit="bytes").text = str(disk.capacity_bytes)
             ET.SubElement(ET.SubElement(volume, "target"), "format", type=disk.format)
+            if _holds_volume(pool, disk.volume_name):
+                # Most often a copy an interrupted move (limen stopped, a host that hung) left there: said
+                # with the way out, where it was libvirt's "storage volume ... exists already" alone.
+                raise LimenError(ErrorCode.VM_OPERATION_FAILED, (
+                    f"host {arrival.host!r} holds a volume named {disk.volume_name!r} already (a copy an "
+                    "interrupted move left?): if no VM uses it, delete it (the Volumes page, or limen volumes "
+                    f"delete {disk.volume_name} --host {arrival.host}), then move the VM again"))
             made[disk.path] = pool.createXML(ET.tostring(volume, encoding="unicode"), 0).path()
-    except libvirt.libvirtError:
+    except (libvirt.libvirtError, LimenError):
         remove_volumes(conn, list(made.values()))
         raise
     return made
+
+
+def _holds_volume(pool: libvirt.virStoragePool, name: str) -> bool:
+    try:
+        pool.storageVolLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+            return False
+        raise
+    return True
 
 
 def remove_volumes(conn: libvirt.virConnect, paths: list[str]) -> None:

@@ -829,7 +829,7 @@ class Hypervisor:
         arrival = migration.Arrival(
             uri=target.config.uri, pool_name=self.settings.storage_pool,
             pool_dir=self.settings.pool_dir if local else REMOTE_POOL_DIR,
-            address=target.console_address or "127.0.0.1")
+            address=target.console_address or "127.0.0.1", host=host)
         vnc_listen = self.settings.vnc_listen if local else (target.console_address or self.settings.vnc_listen)
         paths = await self.hosts.on_host(
             host, "migrate_vm", lambda conn: migration.make_volumes(conn, departure, arrival),
