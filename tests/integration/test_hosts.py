@@ -159,8 +159,8 @@ def test_a_vm_started_while_it_moves_cold_is_not_moved_and_keeps_its_disk(
     def copying() -> bool:
         conn = libvirt.open(extra_host.uri)
         try:
-            return any(volume.name() == volume_name for pool in conn.listAllStoragePools()
-                       for volume in pool.listAllVolumes())
+            active = conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)  # others list none
+            return any(volume.name() == volume_name for pool in active for volume in pool.listAllVolumes())
         finally:
             conn.close()
 
