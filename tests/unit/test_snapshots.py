@@ -18,6 +18,7 @@ from limen.hypervisor.operations import (
     SNAPSHOT_DELETION,
     SNAPSHOT_REVERT,
     VM_DELETION,
+    VM_MIGRATION,
     Operation,
     Operations,
     OperationState,
@@ -404,6 +405,18 @@ async def test_a_request_run_operation_refuses_others_and_is_never_shown(kind: s
         assert busy.value.details == f"{kind} 'before' still runs on VM 'vm-u1'"
         assert operations.started_here() == [] and operations.get(held.id) is None
     assert operations.running_for("u1") is None
+
+
+async def test_whatever_meets_a_move_is_vm_moving() -> None:
+    """A second move (or a snapshot) that got past the route's first check before the move began was refused
+    with the code it brought along, SNAPSHOT_IN_PROGRESS, for a VM that was moving."""
+    operations = Operations()
+    async with operations.running(kind=VM_MIGRATION, vm_uuid="u1", vm_name="vm-u1", vm_owner="alice",
+                                  user="root", subject="edge", busy=ErrorCode.SNAPSHOT_IN_PROGRESS):
+        with pytest.raises(LimenError) as busy:
+            await _start(operations, _never_runs)
+        assert busy.value.code is ErrorCode.VM_MOVING
+        assert busy.value.details == "migrate 'edge' still runs on VM 'vm-u1'"
 
 
 async def _never_runs(operation: Operation) -> None:

@@ -19,7 +19,7 @@ from limen.api.deps import AccessDep, CurrentUser, HypervisorDep
 from limen.api.schemas import ErrorBody
 from limen.api.strict_json import StrictJsonRoute
 from limen.errors import ErrorCode, LimenError
-from limen.hypervisor.operations import VM_MIGRATION, Operation
+from limen.hypervisor.operations import Operation
 
 router = APIRouter(route_class=StrictJsonRoute, prefix="/api/operations", tags=["operations"])
 
@@ -61,8 +61,7 @@ def refuse_busy_vm(action: str) -> Any:
         if running is None or not (principal.name == running.user or principal.may_access(running.vm_owner)):
             return
         try:
-            busy = ErrorCode.VM_MOVING if running.kind == VM_MIGRATION else ErrorCode.SNAPSHOT_IN_PROGRESS
-            await hypervisor.operations.check_idle(running.vm_uuid, running.vm_name, busy)
+            await hypervisor.operations.check_idle(running.vm_uuid, running.vm_name, ErrorCode.SNAPSHOT_IN_PROGRESS)
         except LimenError as refused:
             await access.audit.vm_action(user=principal.name, action=action, vm_name=running.vm_name,
                                          vm_uuid=running.vm_uuid, result_code=refused.code.name,

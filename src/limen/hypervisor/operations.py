@@ -192,14 +192,16 @@ class Operations:
                      and (op.vm_name == ident or op.vm_uuid == folded)), None)
 
     async def check_idle(self, vm_uuid: str, vm_name: str, busy: ErrorCode) -> None:
-        """Returns once no operation of the VM runs here: ``busy`` while one does, but a deletion of the VM is
-        waited for, and is VM_NOT_FOUND once done (a deletion that failed left the VM: the check goes on).
-        Between this return and the caller's next await, no operation of the VM can start."""
+        """Returns once no operation of the VM runs here: ``busy`` while one does (VM_MOVING while it moves to
+        another host, whatever ``busy`` says), but a deletion of the VM is waited for, and is VM_NOT_FOUND once
+        done (a deletion that failed left the VM: the check goes on). Between this return and the caller's
+        next await, no operation of the VM can start."""
         while (running := self.running_for(vm_uuid)) is not None:
             if running.kind != VM_DELETION:
                 what = f"{running.kind} {running.subject!r}"
                 named = f"operation {running.id} ({what})" if running.shown else what  # an id only if it can be polled
-                raise LimenError(busy, f"{named} still runs on VM {vm_name!r}")
+                code = ErrorCode.VM_MOVING if running.kind == VM_MIGRATION else busy
+                raise LimenError(code, f"{named} still runs on VM {vm_name!r}")
             await running.ended.wait()
             if running.state is OperationState.DONE:
                 raise LimenError(ErrorCode.VM_NOT_FOUND, f"VM {vm_name!r} was deleted meanwhile")
