@@ -518,6 +518,26 @@ async def test_a_move_onto_a_volume_an_interrupted_move_left_says_how_to_clear_i
     assert (await two_hosts.get_vm("cold-mover")).host == DEFAULT_HOST
 
 
+async def test_a_cold_move_whose_last_step_timed_out_keeps_the_targets_copy(
+        two_hosts: Hypervisor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The source's undefine that timed out may still have gone through: undoing the target's definition then
+    left the VM defined nowhere. A refusal (the VM changed meanwhile) still undoes it."""
+    undone: list[str] = []
+    monkeypatch.setattr(migration, "copy_cold", lambda *_args: None)
+    monkeypatch.setattr(migration, "undefine_arrival", lambda _conn, departure: undone.append(departure.name))
+    await two_hosts.create_vm(VmSpec(name="slow-leaver", memory_mib=64, host=DEFAULT_HOST))
+    for code, undoes in ((ErrorCode.HYPERVISOR_UNAVAILABLE, False), (ErrorCode.VM_OPERATION_FAILED, True)):
+        def leave(_conn: libvirt.virConnect, _departure: migration.Departure, failed: ErrorCode = code) -> None:
+            raise LimenError(failed, "test: the last step")
+
+        monkeypatch.setattr(migration, "leave_source", leave)
+        undone.clear()
+        with pytest.raises(LimenError) as ended:
+            await two_hosts.migrate_vm("slow-leaver", "other")
+        assert ended.value.code is code
+        assert undone == (["slow-leaver"] if undoes else []), code
+
+
 async def test_a_503_for_a_host_that_does_not_answer_names_the_host(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:

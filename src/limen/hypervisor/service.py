@@ -859,10 +859,12 @@ class Hypervisor:
                 try:
                     await self.hosts.on_host(source, "migrate_vm",
                                              lambda conn: migration.leave_source(conn, departure), subject=ident)
-                except LimenError:
-                    # Still the source's (it changed, or could not be undefined): the target's copy goes.
-                    await self._quietly(host, "migrate_cleanup",
-                                        lambda conn: migration.undefine_arrival(conn, departure))
+                except LimenError as exc:
+                    # Still the source's (it changed, or could not be undefined): the target's copy goes. Not
+                    # after a timeout: the source's undefine may have gone through, and the VM would be nowhere.
+                    if exc.code is not ErrorCode.HYPERVISOR_UNAVAILABLE:
+                        await self._quietly(host, "migrate_cleanup",
+                                            lambda conn: migration.undefine_arrival(conn, departure))
                     raise
                 self._remember_moved(departure, host)
         except LimenError as exc:
