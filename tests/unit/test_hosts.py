@@ -8,6 +8,7 @@ import contextlib
 import json
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +29,7 @@ from limen.hypervisor.hosts import DEFAULT_HOST, HostConfig
 from limen.hypervisor.models import StreamRelease
 from limen.hypervisor.serial_stream import OPEN_STREAMS, LibvirtSerialPorts
 from limen.settings import Settings
+from tests.conftest import TEST_DRIVER_URI
 from tests.support.cli import CliRunner
 from tests.support.console import FakeDomain, driver_uri
 from tests.support.hanging_libvirt import hanging_libvirt
@@ -536,6 +538,37 @@ async def test_a_cold_move_whose_last_step_timed_out_keeps_the_targets_copy(
             await two_hosts.migrate_vm("slow-leaver", "other")
         assert ended.value.code is code
         assert undone == (["slow-leaver"] if undoes else []), code
+
+
+def test_a_vm_started_between_the_moves_last_check_and_its_undefine_is_kept_defined() -> None:
+    """The cold move checks its VM was left alone, then undefines it on the source: a start in between (the
+    console's, virsh's) left it running transient, and its disks were deleted after."""
+    conn = libvirt.open(TEST_DRIVER_URI)
+    name = f"racer-{uuid.uuid4().hex[:8]}"
+    dom = conn.defineXML(f"<domain type='test'><name>{name}</name><memory>65536</memory>"
+                         "<os><type>hvm</type></os></domain>")
+    try:
+        departure = migration.read_departure(conn, dom)
+        checked = migration.check_unchanged
+
+        def started_right_after_the_check(conn_: libvirt.virConnect, left: migration.Departure) -> libvirt.virDomain:
+            found = checked(conn_, left)
+            found.create()
+            return found
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(migration, "check_unchanged", started_right_after_the_check)
+            with pytest.raises(LimenError) as refused:
+                migration.leave_source(conn, departure)
+        assert refused.value.code is ErrorCode.VM_OPERATION_FAILED and "was started" in refused.value.details
+        kept = conn.lookupByName(name)
+        assert kept.isPersistent() and kept.isActive()
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.lookupByName(name).destroy()
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.lookupByName(name).undefine()
+        conn.close()
 
 
 async def test_a_503_for_a_host_that_does_not_answer_names_the_host(

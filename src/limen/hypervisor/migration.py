@@ -123,8 +123,21 @@ def check_unchanged(conn: libvirt.virConnect, departure: Departure) -> libvirt.v
 
 def leave_source(conn: libvirt.virConnect, departure: Departure) -> None:
     """The cold move's last step on the source: the VM, checked unchanged once more, is undefined there (its
-    volumes are removed after, by the caller, only once this succeeded)."""
-    check_unchanged(conn, departure).undefine()
+    volumes are removed after, by the caller, only once this succeeded). One started between that check and
+    the undefine runs on, transient: it is defined again as it was, and the move fails."""
+    dom = check_unchanged(conn, departure)
+    dom.undefine()
+    try:
+        started = bool(dom.isActive())
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+            raise
+        return  # gone, as it should be
+    if started:
+        conn.defineXML(departure.xml)
+        raise LimenError(ErrorCode.VM_OPERATION_FAILED, (
+            f"VM {departure.name!r} was started as its move ended: it was not moved and stays where it was; "
+            "move it again"))
 
 
 def undefine_arrival(conn: libvirt.virConnect, departure: Departure) -> None:
