@@ -48,6 +48,15 @@ def refused(kind: str, english: str, **values: object) -> PydanticCustomError:
     return PydanticCustomError(kind, english, values)
 
 
+def _bad_port(kind: str) -> PydanticCustomError:
+    return refused(kind, "the port is not a number from 1 to 65535")
+
+
+def _port_in_range(port: int | None) -> bool:
+    """A URL's port, None when it names none, is one a client can dial (0 would silently be the default's)."""
+    return port is None or 1 <= port <= 65535
+
+
 def tls_pair_problem(cert: Path, key: Path) -> PydanticCustomError | None:
     """Why ``cert`` and ``key`` cannot serve TLS together (see :func:`refused`), or None. Checked with the
     settings, so that ``limen serve`` says it before it says it serves (else a traceback from uvicorn's start)."""
@@ -253,7 +262,7 @@ class Settings(BaseSettings):
     def _database_url(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        bad_port = refused("limen_database_port", "the port is not a number from 1 to 65535")
+        bad_port = _bad_port("limen_database_port")
         try:
             url = make_url(value)
         except ArgumentError:
@@ -261,7 +270,7 @@ class Settings(BaseSettings):
                           "is not a database URL: sqlite:///PATH or postgresql://USER@HOST/DATABASE") from None
         except ValueError:  # SQLAlchemy's int() of the port: its English words are no setting's reason
             raise bad_port from None
-        if url.port is not None and not 1 <= url.port <= 65535:
+        if not _port_in_range(url.port):
             raise bad_port
         backend = url.get_backend_name()
         if backend not in ("sqlite", "postgresql"):
@@ -285,7 +294,7 @@ class Settings(BaseSettings):
             return value
         not_redis = refused("limen_not_redis_url",
                             "is not a Redis URL: redis://HOST[:PORT][/DB], rediss://HOST[:PORT][/DB] or unix:///PATH")
-        bad_port = refused("limen_redis_port", "the port is not a number from 1 to 65535")
+        bad_port = _bad_port("limen_redis_port")
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise not_redis
         try:
@@ -296,7 +305,7 @@ class Settings(BaseSettings):
             port = parts.port
         except ValueError:  # urllib's English words ("Port out of range 0-65535") are no setting's reason
             raise bad_port from None
-        if port is not None and not 1 <= port <= 65535:
+        if not _port_in_range(port):
             raise bad_port
         if parts.scheme == "unix" and (parts.hostname or not parts.path):  # unix://tmp/s was the socket /s
             raise not_redis
