@@ -74,16 +74,16 @@ def migrate_details(source: object, target: object) -> str:
     return f"from {source} to {target}"
 
 
-def migrate_target(details: str) -> str | None:
-    """The target host of a move whose details :func:`migrate_details` wrote; None for any other words."""
-    matched = _MIGRATE.fullmatch(details)
-    return matched["target"] if matched is not None else None
-
-
 def migrate_hosts(details: str) -> tuple[str, ...]:
     """Both hosts of a move whose details :func:`migrate_details` wrote (source, target); () for other words."""
     matched = _MIGRATE.fullmatch(details)
     return (matched["source"], matched["target"]) if matched is not None else ()
+
+
+def migrate_target(details: str) -> str | None:
+    """The target host of a move whose details :func:`migrate_details` wrote; None for any other words."""
+    hosts = migrate_hosts(details)
+    return hosts[1] if hosts else None
 
 
 def volume_details(host: str, capacity_bytes: int | None = None) -> str:
