@@ -443,15 +443,12 @@ def _migration_failed(settings: Settings, backup: Backup, kept: Path | None, kep
             _postgres(lambda: backup_postgres.replace_with(settings.db_url, kept, backup.database.parent))
             return f"{failed}; the database it replaced is back in place (its dump is kept at {kept})"
         target = sqlite_file(settings)
-        for companion in SQLITE_COMPANIONS:
-            Path(f"{target}{companion}").unlink(missing_ok=True)
         if kept is None:
-            target.unlink(missing_ok=True)
+            _remove_with_companions(target)
             return f"{failed}; it is removed again (there was no database before)"
-        if kept_unreadable is not None:
-            _move_with_companions(kept, target)
-        else:
-            os.replace(kept, target)  # the copy made before the restore: the database as it was, whole
+        # The copy made before the restore (the database as it was, whole), or a database SQLite could not
+        # read, kept as it was with whatever -wal or -journal it had.
+        _move_with_companions(kept, target)
         return f"{failed}; the database it replaced is back in place, as it was"
     except (OSError, BackupError) as again:
         where = f": the database it replaced is kept at {kept}" if kept is not None else ""
