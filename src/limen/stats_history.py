@@ -11,15 +11,22 @@ first), so the whole is bounded.
 Rates come from two readings of monotonic counters: ``(counter now - counter before) / seconds between``,
 each counter against its own last reading: libvirt leaves out what a VM busy with a job (a screenshot)
 cannot answer at once, and the rate after such a gap spans it. A counter that went backwards (the VM
-restarted) or a first reading gives no rate (NaN; ``null`` in JSON).
+restarted) or a first reading gives no rate (NaN; ``null`` in JSON), as does a reading from another host
+than the last one: during a live move the VM runs on the source while its incoming copy is listed on the
+target, and their counters, alternating, gave the source's lifetime total over one interval (36,000 %).
+The seconds between come from a steady clock (one that never steps), the series' times from the wall clock;
+a wall clock set back starts the VM's series afresh (its points stay in order, as the pages need).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+log = logging.getLogger("limen.stats")
 
 # The series kept per VM, in the order of the rings' columns.
 FIELDS = (
@@ -41,7 +48,7 @@ MAX_VMS = 2048
 NAN = float("nan")
 # The monotonic counters of a Reading, whose rates are figures.
 COUNTERS = ("cpu_time_ns", "disk_read_bytes", "disk_write_bytes", "net_rx_bytes", "net_tx_bytes")
-# A counter's last reading, as (value, wall time).
+# A counter's last reading, as (value, steady time).
 Known = Mapping[str, tuple[int, float]]
 
 
@@ -80,7 +87,7 @@ def _kib(value: int | None) -> float:
 
 
 def known_counters(reading: Reading, at: float, known: Known | None = None) -> dict[str, tuple[int, float]]:
-    """``known`` updated with the counters ``reading`` (taken at ``at``) has."""
+    """``known`` updated with the counters ``reading`` (taken at steady time ``at``) has."""
     updated = dict(known or {})
     for counter in COUNTERS:
         value = getattr(reading, counter)
@@ -90,7 +97,8 @@ def known_counters(reading: Reading, at: float, known: Known | None = None) -> d
 
 
 def sample_values(known: Known, now: Reading, at: float) -> tuple[float, ...]:
-    """The :data:`FIELDS` of ``now`` (read at ``at``), each rate against its counter's reading in ``known``."""
+    """The :data:`FIELDS` of ``now`` (read at steady time ``at``), each rate against its counter's reading in
+    ``known``."""
 
     def per_second(counter: str) -> float:
         before = known.get(counter)
@@ -139,6 +147,10 @@ class Ring:
         start = (self._next - self.count) % self.capacity
         return range(start, start + self.count)
 
+    @property
+    def newest(self) -> float | None:
+        return self._times[(self._next - 1) % self.capacity] if self.count else None
+
     def latest(self) -> tuple[float, tuple[float, ...]] | None:
         if not self.count:
             return None
@@ -184,6 +196,7 @@ class VmHistory:
         self.uuid = uuid
         self.name = name
         self.vcpus = 0
+        self._ring_sizes = (fine_points, coarse_points)
         self.fine = Ring(fine_points)
         self.coarse = Ring(coarse_points)
         self.coarse_step = coarse_step
@@ -193,11 +206,19 @@ class VmHistory:
         self._known: Known = {}
         self._average = _Average()
 
-    def record(self, reading: Reading, at: float) -> None:
-        known = self._known if self.running else {}  # a VM that was stopped starts its rates afresh
-        values = sample_values(known, reading, at)
-        self._known = known_counters(reading, at, known)
+    def record(self, reading: Reading, at: float, *, host: str = "", steady: float | None = None) -> None:
+        """``reading``, read by ``host``'s round at wall time ``at`` and steady time ``steady`` (``at`` if
+        not given)."""
+        steady = at if steady is None else steady
+        newest = self.fine.newest
+        if newest is not None and at < newest:  # the wall clock was set back
+            self._start_series_afresh()
+        # A VM that was stopped, or read by another host than last time, starts its rates afresh.
+        known = self._known if self.running and host == self.host else {}
+        values = sample_values(known, reading, steady)
+        self._known = known_counters(reading, steady, known)
         self.name, self.vcpus, self.running, self.last_seen = reading.name, reading.vcpus, True, at
+        self.host = host
         self.fine.append(at, values)
         step = math.floor(at / self.coarse_step) * self.coarse_step
         if self._average.step is not None and step != self._average.step:
@@ -205,6 +226,11 @@ class VmHistory:
             self._average = _Average()
         self._average.step = step
         self._average.add(values)
+
+    def _start_series_afresh(self) -> None:
+        fine_points, coarse_points = self._ring_sizes
+        self.fine, self.coarse = Ring(fine_points), Ring(coarse_points)
+        self._average = _Average()
 
     def stopped(self) -> None:
         self.running = False
@@ -221,29 +247,42 @@ class StatsHistory:
         self.stopped_retention = stopped_retention
         self.max_vms = max_vms
         self.vms: dict[str, VmHistory] = {}
+        self.full = False  # a VM went without history for want of room (said once in the log)
         self.rounds = 0
         self.last_round: float | None = None
 
-    def record(self, readings: Iterable[Reading], at: float, *, host: str = "") -> None:
-        """One host's round: its running VMs. Only VMs last seen on ``host`` and missing from ``readings``
-        count as stopped (another host's VMs are that host's round's business)."""
+    def record(self, readings: Iterable[Reading], at: float, *, host: str = "", steady: float | None = None) -> None:
+        """One host's round: its running VMs, read at wall time ``at`` and steady time ``steady``. Only VMs
+        last seen on ``host`` and missing from ``readings`` count as stopped (another host's VMs are that
+        host's round's business)."""
         seen: set[str] = set()
         for reading in readings:
             seen.add(reading.uuid)
-            history = self.vms.get(reading.uuid)
-            if history is None:
-                fine, coarse, step = self._ring_sizes
-                history = self.vms[reading.uuid] = VmHistory(
-                    reading.uuid, reading.name, fine_points=fine, coarse_points=coarse, coarse_step=step)
-            history.record(reading, at)
-            history.host = host
+            history = self.vms.get(reading.uuid) or self._new_history(reading)
+            if history is not None:
+                history.record(reading, at, host=host, steady=steady)
         self._stop_missing(host, seen, at)
-        if len(self.vms) > self.max_vms:
-            by_age = sorted(self.vms.values(), key=lambda h: (h.running, h.last_seen))
-            for history in by_age[: len(self.vms) - self.max_vms]:
-                del self.vms[history.uuid]
         self.rounds += 1
         self.last_round = at
+
+    def _new_history(self, reading: Reading) -> VmHistory | None:
+        """A history for a VM first seen, in place of the longest-stopped one when :attr:`max_vms` are kept;
+        None when every one kept is running. A running VM is never dropped for a new one: with more running
+        VMs than the limit, each round dropped some (those of equal age first seen) and took them back the
+        next, so every VM's history was wiped in turn."""
+        if len(self.vms) >= self.max_vms:
+            stopped = [history for history in self.vms.values() if not history.running]
+            if not stopped:
+                if not self.full:
+                    self.full = True
+                    log.warning("resource history is kept for %d running VMs at most; VMs started later have "
+                                "none", self.max_vms, extra={"event": "stats_history_full", "max_vms": self.max_vms})
+                return None
+            del self.vms[min(stopped, key=lambda history: history.last_seen).uuid]
+        fine, coarse, step = self._ring_sizes
+        history = self.vms[reading.uuid] = VmHistory(
+            reading.uuid, reading.name, fine_points=fine, coarse_points=coarse, coarse_step=step)
+        return history
 
     def _stop_missing(self, host: str, seen: set[str], at: float) -> None:
         for uuid, history in list(self.vms.items()):

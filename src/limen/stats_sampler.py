@@ -40,6 +40,15 @@ class Round:
     host_cpu: HostCpuTimes | None
 
 
+@dataclass(frozen=True, slots=True)
+class _TimedRound:
+    """A round and when libvirt read it: the middle of the call, on the wall clock and on the steady one."""
+
+    round: Round
+    at: float
+    steady: float
+
+
 def read_round(conn: libvirt.virConnect) -> Round:
     """Runs in a worker thread: the bulk VM stats call and the host's CPU times."""
     return Round(read_running_vms(conn), read_host_cpu(conn))
@@ -47,10 +56,11 @@ def read_round(conn: libvirt.virConnect) -> Round:
 
 class StatsSampler:
     """Samples every ``interval`` seconds while started: ``hosts``' every available host (or the one
-    connection given). ``clock`` gives wall time (the series' times)."""
+    connection given). ``clock`` gives wall time (the series' times), ``steady_clock`` the seconds between
+    readings (the rates' divisor: it never steps)."""
 
     def __init__(self, hosts: HostPool | LibvirtConnection, interval: float, *, history: StatsHistory | None = None,
-                 clock: Callable[[], float] = time.time,
+                 clock: Callable[[], float] = time.time, steady_clock: Callable[[], float] = time.monotonic,
                  read: Callable[[libvirt.virConnect], Round] = read_round) -> None:
         self.hosts = hosts
         self.interval = interval
@@ -59,6 +69,7 @@ class StatsSampler:
         self.host_cpu_percents: dict[str, float | None] = {}
         self.failures = 0
         self._clock = clock
+        self._steady_clock = steady_clock
         self._read = read
         self._host_cpu: dict[str, HostCpuTimes | None] = {}
         self._task: asyncio.Task[None] | None = None
@@ -134,7 +145,7 @@ class StatsSampler:
 
     async def _sample_host(self, name: str, connection: LibvirtConnection) -> None:
         try:
-            round_ = await connection.call("sample_stats", self._read)
+            timed = await connection.call("sample_stats", self._timed_read)
         except LimenError as exc:
             self.failures += 1
             log.warning("resource sampling of host %s failed: %s", name, exc,
@@ -145,9 +156,17 @@ class StatsSampler:
             log.exception("resource sampling of host %s failed", name,
                           extra={"event": "stats_sample_failed", "host": name})
             return
-        self.history.record(round_.readings, self._clock(), host=name)
-        self.host_cpu_percents[name] = host_cpu_percent(self._host_cpu.get(name), round_.host_cpu)
-        self._host_cpu[name] = round_.host_cpu
+        self.history.record(timed.round.readings, timed.at, host=name, steady=timed.steady)
+        self.host_cpu_percents[name] = host_cpu_percent(self._host_cpu.get(name), timed.round.host_cpu)
+        self._host_cpu[name] = timed.round.host_cpu
+
+    def _timed_read(self, conn: libvirt.virConnect) -> _TimedRound:
+        """Runs in the host's worker thread: the read, timed where it happens. Timed when the event loop got
+        the answer back, a read slowed by its host (a busy QEMU monitor) or a wait for the loop counted
+        against the rates around it: 50 % read as 14 % and then 376 %."""
+        wall, steady = self._clock(), self._steady_clock()
+        round_ = self._read(conn)
+        return _TimedRound(round_, (wall + self._clock()) / 2, (steady + self._steady_clock()) / 2)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -183,3 +183,56 @@ def test_one_hosts_round_stops_only_that_hosts_vms() -> None:
     vm = history.get("a-1")
     assert vm is not None and vm.running and vm.host == "b"
     assert history.rounds == 6
+
+
+def test_a_vm_read_by_two_hosts_at_once_gets_no_rate_across_them() -> None:
+    """A live move: the VM runs on the source while its incoming copy is listed on the target, and the
+    two hosts' rounds alternate. Each host's counters against the other's gave the source's lifetime CPU
+    time over one interval (36,000 %)."""
+    history = StatsHistory()
+    source_cpu, target_cpu = 5000.0, 0.0
+    for round_ in range(6):
+        at = 1000.0 + round_ * 5.0
+        source_cpu += 2.5  # 50 % of one core on the source
+        history.record([reading(source_cpu)], at=at, host="source")
+        history.record([reading(target_cpu)], at=at + 0.01, host="target")
+    vm = history.get("u-1")
+    assert vm is not None
+    assert all(value is None or value <= 100.0 * vm.vcpus for value in vm.fine.since(0)["cpu_percent"])
+    # Once only the target reads it (the move is over), its rates come back.
+    history.record([reading(target_cpu + 1.0)], at=1040.0, host="target")
+    history.record([reading(target_cpu + 2.0)], at=1045.0, host="target")
+    assert vm.fine.since(1040.0)["cpu_percent"] == [20.0]
+
+
+def test_rates_divide_by_the_steady_clock_and_a_clock_set_back_starts_the_series_afresh() -> None:
+    history = StatsHistory()
+    # The wall clock jumps forward 100 s between two reads 5 steady seconds apart: still 50 %.
+    history.record([reading(0.0)], at=1000.0, steady=10.0)
+    history.record([reading(2.5)], at=1105.0, steady=15.0)
+    vm = history.get("u-1")
+    assert vm is not None and vm.fine.since(0)["cpu_percent"] == [None, 50.0]
+    # Then set back 300 s: the points stay in time order (the page asks for those after its newest).
+    history.record([reading(5.0)], at=805.0, steady=20.0)
+    history.record([reading(7.5)], at=810.0, steady=25.0)
+    series = vm.fine.since(0)
+    assert series["t"] == [805.0, 810.0]
+    assert series["cpu_percent"] == [50.0, 50.0]  # the rates carry on: the steady clock did not step
+    assert vm.coarse.since(0)["t"] == sorted(vm.coarse.since(0)["t"])
+
+
+def test_running_vms_past_the_limit_keep_theirs_and_the_later_ones_get_none() -> None:
+    """With more running VMs than the limit, each round dropped some running VMs (those first seen
+    earliest of an equal age) to take new ones and took them back the next: every history was wiped in
+    turn. The longest-stopped still make room."""
+    history = StatsHistory(max_vms=4, fine_points=16, coarse_points=4)
+    uuids = [f"u-{i}" for i in range(5)]
+    for round_ in range(10):
+        history.record([reading(round_ * 0.5, uuid=uuid) for uuid in uuids], at=1000.0 + round_ * 5.0)
+    kept = sorted(history.vms)
+    assert kept == uuids[:4] and history.full
+    assert all(history.vms[uuid].fine.count == 10 for uuid in kept)
+    # u-0 stops (missing from a round, after which its room is the longest-stopped's): u-4 takes it.
+    for at in (1050.0, 1055.0):
+        history.record([reading(5.0, uuid=uuid) for uuid in uuids[1:]], at=at)
+    assert sorted(history.vms) == uuids[1:]

@@ -124,3 +124,29 @@ async def test_a_round_is_one_bulk_call_made_off_the_event_loop() -> None:
     assert counting[0].bulk_calls[0] != threading.get_ident()  # in the connection's worker thread
     assert ticks >= 5, ticks  # the loop ran on while libvirt answered (≈ 20 ticks in 0.2 s)
     assert sampler.history.rounds == 1
+
+
+async def test_a_rate_counts_the_time_between_reads_as_libvirt_made_them() -> None:
+    """A VM at a steady 50 % of one core, and one read that its host took 2.6 s to answer, its counters
+    taken halfway through. Timed when the answer came back, the rates around it read 14 % and 376 %."""
+    connection = LibvirtConnection(TEST_DRIVER, 5.0)
+    steady = [100.0]
+
+    def read(conn: libvirt.virConnect) -> Round:
+        slow = 1.3 if len(cpu) == 2 else 0.0
+        steady[0] += slow
+        cpu.append(Reading("u-1", "vm", 1, int(steady[0] * 0.5e9)))
+        steady[0] += slow
+        return Round([cpu[-1]], None)
+
+    cpu: list[Reading] = []
+    sampler = StatsSampler(connection, 1.0, read=read, clock=lambda: steady[0], steady_clock=lambda: steady[0])
+    try:
+        for _ in range(5):
+            await sampler.sample_once()
+            steady[0] += 1.0  # the interval
+    finally:
+        await connection.close()
+    vm = sampler.history.get("u-1")
+    assert vm is not None
+    assert vm.fine.since(0)["cpu_percent"] == [None, 50.0, 50.0, 50.0, 50.0]
