@@ -46,6 +46,17 @@ test("points older than the window are dropped", () => {
   assert.deepEqual(series.columns.cpu_percent, [3, 4, 5]);
 });
 
+test("an answer with nothing newer than the points held replaces them: the server's clock was set back", () => {
+  // Held up to 1010; the server's clock then went back 300 s and its series began anew. Merged as before,
+  // nothing came until the server's clock passed 1010 again: an hour set back froze the graphs for an hour.
+  const series = new SeriesWindow(3600);
+  series.merge(answer([1000, 1005, 1010], [10, 20, 30]));
+  series.merge(answer([705, 710], [40, 50]));
+  assert.deepEqual(series.t, [705, 710]);
+  assert.deepEqual(series.columns.cpu_percent, [40, 50]);
+  assert.equal(series.since(), 710);
+});
+
 test("bad answers change nothing", () => {
   const series = new SeriesWindow(10);
   series.merge(undefined);

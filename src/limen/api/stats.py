@@ -16,6 +16,7 @@ from limen.api.services import services_of
 from limen.api.strict_json import StrictJsonRoute
 from limen.auth.principal import Principal
 from limen.hypervisor import Hypervisor
+from limen.hypervisor.models import VmState
 from limen.hypervisor.stats import read_host
 from limen.stats_history import FIELDS, VmHistory
 from limen.stats_sampler import StatsSampler
@@ -69,6 +70,11 @@ async def vm_stats(
                                   and ring.count == ring.capacity):
         ring = history.coarse
     fine = ring is history.fine
+    newest = ring.newest
+    if newest is not None and since > newest:
+        # The caller holds points this series does not (the clock was set back and the series began anew, or
+        # another server of a cluster answered before): the whole series, which the page takes in their place.
+        since = 0.0
     body.update(resolution="fine" if fine else "coarse", step=sampler.interval if fine else history.coarse_step,
                 series=ring.since(since), latest=_latest(history))
     return body
@@ -112,5 +118,14 @@ async def host_stats(principal: CurrentUser, sampler: SamplerDep, hypervisor: Hy
             "allocation_bytes": figures.pool_allocation_bytes,
             "available_bytes": figures.pool_available_bytes,
         },
-        "running_vms": len(await _running_seen_by(principal, sampler, hypervisor)),
+        "running_vms": await _running_count(principal, sampler, hypervisor),
     }
+
+
+async def _running_count(principal: Principal, sampler: StatsSampler, hypervisor: Hypervisor) -> int:
+    """How many of the VMs ``principal`` may see run: from the sampler's last rounds, or, with sampling off
+    or before its first round, from libvirt's list (it said 0 with VMs running)."""
+    if sampler.enabled and sampler.history.rounds:
+        return len(await _running_seen_by(principal, sampler, hypervisor))
+    vms = await hypervisor.list_vms()
+    return sum(1 for vm in vms if vm.state == VmState.RUNNING and principal.may_access(vm.owner))

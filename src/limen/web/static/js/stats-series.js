@@ -25,9 +25,13 @@ export class SeriesWindow {
     return this.t.length ? this.t[this.t.length - 1] : 0;
   }
 
-  // Adds the points of an answer's `series` newer than those held, then trims to the window.
+  // Adds the points of an answer's `series` newer than those held, then trims to the window. An answer with
+  // points but none newer than those held is the server's whole series anew (its clock was set back, or
+  // another server answered): it replaces what is held, which would otherwise hide every point until the
+  // server's clock passed the newest one held again.
   merge(series) {
     const times = series && Array.isArray(series.t) ? series.t : [];
+    if (times.length && this.t.length && !(times[times.length - 1] > this.t[this.t.length - 1])) this.clear();
     const last = this.t.length ? this.t[this.t.length - 1] : -Infinity;
     times.forEach((t, i) => {
       if (!(t > last)) return;
