@@ -217,7 +217,8 @@ def test_a_stop_the_guest_obeys_is_not_followed_up(
     expect(row).to_have_attribute("data-state", "running")
     # The VM is powered off (as a guest that obeys would be) before the follow-up looks.
     row.get_by_role("button", name=f"Stop {name}", exact=True).click()
-    expect(row.locator(".row-status")).to_contain_text("Shutdown requested")
+    # The stop's answer, not its speed, is what is tested: under CI's load it once took longer than 5 s.
+    expect(row.locator(".row-status")).to_contain_text("Shutdown requested", timeout=20_000)
     assert api.post(f"/api/vms/{name}/stop?force=true").status_code == 200
     deadline = time.monotonic() + FOLLOW_UP_SECONDS + 30
     while not held and time.monotonic() < deadline:

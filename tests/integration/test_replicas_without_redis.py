@@ -55,7 +55,8 @@ async def test_a_token_revoked_on_one_replica_while_redis_is_down_stops_working_
     # remembered principal), and B's event stream and console of it stayed open until Redis came back.
     database_url = database_url_for(tmp_path / "shared")
     with ExitStack() as stack:
-        redis_url = stack.enter_context(redis_server(tmp_path))
+        redis_running = stack.enter_context(ExitStack())  # Redis alone: stopped midway
+        redis_url = redis_running.enter_context(redis_server(tmp_path))
         async with RfbServer() as vnc:
             node = driver_uri(tmp_path, [FakeDomain("unheard", vnc=vnc.port)])
             common = {"LIMEN_REDIS_URL": redis_url, "LIMEN_LIBVIRT_URI": node, "LIMEN_DATABASE_URL": database_url}
@@ -79,7 +80,9 @@ async def test_a_token_revoked_on_one_replica_while_redis_is_down_stops_working_
             assert transcript.statuses[-1] == PROXY_STATUS, transcript
             console = asyncio.create_task(read_frames(ws, transcript, time.monotonic()))
 
-            stack.close()  # Redis stops (and refuses connections)
+            # Redis stops (and refuses connections). Stopped with the whole stack, the event stream watched
+            # below was closed first, by this test, and its `ended` was then sometimes never read.
+            redis_running.close()
             await asyncio.sleep(0.5)
             async with httpx.AsyncClient(base_url=a.base_url, headers=a.auth_headers, timeout=30) as on_a:
                 (token,) = tokens
