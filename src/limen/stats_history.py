@@ -201,6 +201,9 @@ class VmHistory:
         self.coarse = Ring(coarse_points)
         self.coarse_step = coarse_step
         self.running = False
+        # Its host's rounds have failed or been missing since its last reading (libvirt down, the host
+        # unavailable or hung): its figures are its last, not current ones.
+        self.stale = False
         self.last_seen = 0.0  # wall time of the last reading
         self.host = ""  # the host whose round read it last (a migrated VM moves with its readings)
         self._known: Known = {}
@@ -218,7 +221,7 @@ class VmHistory:
         values = sample_values(known, reading, steady)
         self._known = known_counters(reading, steady, known)
         self.name, self.vcpus, self.running, self.last_seen = reading.name, reading.vcpus, True, at
-        self.host = host
+        self.host, self.stale = host, False
         self.fine.append(at, values)
         step = math.floor(at / self.coarse_step) * self.coarse_step
         if self._average.step is not None and step != self._average.step:
@@ -295,6 +298,13 @@ class StatsHistory:
         """The hosts whose rounds read the VMs kept."""
         return {history.host for history in self.vms.values()}
 
+    def host_unread(self, host: str) -> None:
+        """``host``'s round failed or was not made: its VMs keep their history, their figures are stale
+        until it reads them again. Not a round."""
+        for history in self.vms.values():
+            if history.host == host:
+                history.stale = True
+
     def host_gone(self, host: str, at: float) -> None:
         """``host`` is no longer sampled (removed from the registry): its VMs count as stopped, and go after
         the retention like any stopped VM's. Not a round."""
@@ -304,4 +314,6 @@ class StatsHistory:
         return self.vms.get(uuid)
 
     def running(self) -> list[VmHistory]:
-        return [history for history in self.vms.values() if history.running]
+        """The VMs running at their host's last round, their figures current (stale ones left out: their
+        host's last figures were served as current, and /metrics alerts on absent or stuck series missed it)."""
+        return [history for history in self.vms.values() if history.running and not history.stale]

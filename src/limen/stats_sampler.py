@@ -8,7 +8,9 @@ the other hosts' rounds; it is not asked again while that read is out. A host th
 unavailable is skipped (the pool's prober brings it back); its VMs keep their history meanwhile.
 
 A failed read (libvirt down, past its timeout) loses that host's round only; the VMs keep their history and
-the next round starts their rates afresh where a counter went backwards.
+the next round starts their rates afresh where a counter went backwards. Until a host is read again (its
+read failed, it is unavailable, or its read has been out for two ticks), its VMs' figures are stale: kept, but
+neither in /metrics nor among the running VMs' latest figures.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class StatsSampler:
         self._host_cpu: dict[str, HostCpuTimes | None] = {}
         self._task: asyncio.Task[None] | None = None
         self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._ticks_waited: dict[str, int] = {}  # ticks a host's read has been out past its own
 
     @property
     def enabled(self) -> bool:
@@ -128,9 +131,19 @@ class StatsSampler:
             for gone in self.history.hosts() - known:
                 self.history.host_gone(gone, self._clock())
         started = []
-        for name, connection in self._targets():
+        targets = self._targets()
+        read = {name for name, _ in targets}
+        for unavailable in self.history.hosts() - read:
+            self.history.host_unread(unavailable)
+        for name, connection in targets:
             if name in self.in_flight:
-                continue  # still waiting on the last one (a slow or hung host): not a second thread on it
+                # Still waiting on the last one (a slow or hung host): not a second thread on it. A read one
+                # tick late is a slow host; two, and its VMs' figures are no longer current.
+                self._ticks_waited[name] = waited = self._ticks_waited.get(name, 0) + 1
+                if waited >= 2:
+                    self.history.host_unread(name)
+                continue
+            self._ticks_waited.pop(name, None)
             task = asyncio.create_task(self._sample_host(name, connection), name=f"limen-stats-{name}")
             self._in_flight[name] = task
             started.append(task)
@@ -148,11 +161,13 @@ class StatsSampler:
             timed = await connection.call("sample_stats", self._timed_read)
         except LimenError as exc:
             self.failures += 1
+            self.history.host_unread(name)
             log.warning("resource sampling of host %s failed: %s", name, exc,
                         extra={"event": "stats_sample_failed", "host": name})
             return
         except Exception:  # a bug in one read must not end sampling for the life of the server
             self.failures += 1
+            self.history.host_unread(name)
             log.exception("resource sampling of host %s failed", name,
                           extra={"event": "stats_sample_failed", "host": name})
             return

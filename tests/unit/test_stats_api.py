@@ -139,6 +139,23 @@ async def test_a_since_past_the_series_end_answers_the_whole_series(users: Users
     assert (await users.get("alice", path, params={"since": 999_705})).json()["series"]["t"] == []  # nothing new
 
 
+async def test_a_vm_whose_host_is_not_read_is_stale_and_out_of_the_current_figures(
+    users: Users, alices_vm: dict[str, Any]
+) -> None:
+    history = users.sampler.history
+    history.record([counters(alices_vm, cpu_s=0.0, rx=0)], at=4_000_000.0)
+    history.record([counters(alices_vm, cpu_s=2.5, rx=0)], at=4_000_005.0)
+    history.host_unread("")  # its host's read failed
+    path = f"/api/vms/{alices_vm['uuid']}/stats"
+    body = (await users.get("alice", path)).json()
+    assert (body["running"], body["stale"], len(body["series"]["t"])) == (True, True, 2)  # its history kept
+    assert alices_vm["uuid"] not in (await users.get("alice", "/api/stats/vms")).json()["vms"]
+    assert alices_vm["uuid"] not in (await users.client.get("/metrics")).text
+    history.record([counters(alices_vm, cpu_s=5.0, rx=0)], at=4_000_010.0)
+    assert (await users.get("alice", path)).json()["stale"] is False
+    assert alices_vm["uuid"] in (await users.get("alice", "/api/stats/vms")).json()["vms"]
+
+
 async def test_latest_figures_of_the_vms_one_may_see(users: Users, alices_vm: dict[str, Any]) -> None:
     users.sampler.history.record([counters(alices_vm, 0, 0)], at=2_000_000.0)
     users.sampler.history.record([counters(alices_vm, 1, 0)], at=2_000_005.0)

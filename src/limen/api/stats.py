@@ -61,6 +61,7 @@ async def vm_stats(
     body: dict[str, Any] = {
         "vm_uuid": vm.uuid, "enabled": sampler.enabled, "interval": sampler.interval,
         "running": bool(history and history.running), "vcpus": history.vcpus if history else None,
+        "stale": bool(history and history.running and history.stale),
     }
     if history is None:
         body.update(resolution="fine", step=sampler.interval, series={"t": [], **{name: [] for name in FIELDS}})

@@ -159,6 +159,7 @@ function describe(body) {
   if (!body.enabled) return t("graphs.off");
   const every = t("graphs.every", { seconds: body.interval });
   if (!body.running) return series.t.length ? t("graphs.stopped_last", { every }) : t("graphs.not_running");
+  if (body.stale) return t("graphs.stale");
   return t("graphs.live", { every });
 }
 
