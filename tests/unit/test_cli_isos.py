@@ -8,6 +8,7 @@ from pathlib import Path
 
 from limen.cli import app
 from tests.support.cli import CliRunner
+from tests.unit.test_isos import put_latin1_named_image
 
 
 def limen(iso_dir: Path, *args: str) -> tuple[int, str, str]:
@@ -71,3 +72,14 @@ def test_the_size_limit_applies(tmp_path: Path) -> None:
     result = runner.invoke(app, ["--iso-dir", str(iso_dir), "iso", "upload", str(source)])
     assert result.exit_code == 1 and "[PAYLOAD_TOO_LARGE]" in result.stderr
     assert not iso_dir.exists() or list(iso_dir.iterdir()) == []
+
+
+def test_list_skips_a_name_not_in_utf8(tmp_path: Path) -> None:
+    iso_dir = tmp_path / "isos"
+    iso_dir.mkdir()
+    (iso_dir / "ok.iso").write_bytes(b"ok")
+    put_latin1_named_image(iso_dir)
+    for args in (["--json", "iso", "list"], ["iso", "list"]):
+        code, out, err = limen(iso_dir, *args)
+        assert code == 0, err
+        assert "ok.iso" in out and "caf" not in out

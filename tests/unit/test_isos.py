@@ -26,6 +26,7 @@ from limen.isos import (
 )
 from limen.isos.background import BackgroundChecksums
 from limen.isos.checksums import checksum_path, hash_file, read_checksum, write_checksum
+from tests.conftest import app_client, settings_in
 
 
 @pytest.fixture
@@ -40,6 +41,37 @@ def iso_dir(tmp_path: Path) -> Path:
 def test_lists_only_images(iso_dir: Path) -> None:
     assert [(iso.name, iso.size_bytes, iso.sha256) for iso in list_isos(iso_dir)] == [("boot.iso", 10, None)]
     assert list_isos(iso_dir / "absent") == []
+
+
+def put_latin1_named_image(iso_dir: Path) -> None:
+    with open(os.path.join(os.fsencode(iso_dir), b"caf\xe9.iso"), "wb") as file:
+        file.write(b"x")
+
+
+def test_a_name_not_in_utf8_is_skipped_logged_once_and_refused(
+    iso_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file named in other bytes (Latin-1 caf\xe9.iso) reads with a lone surrogate, which no JSON answer can
+    carry: listing it made GET /api/isos a 500 for everyone."""
+    put_latin1_named_image(iso_dir)
+    unreadable = os.fsdecode(b"caf\xe9.iso")
+    assert name_problem(unreadable) is not None
+    with caplog.at_level("WARNING", logger="limen.isos"):
+        assert [iso.name for iso in list_isos(iso_dir)] == ["boot.iso"]
+        assert [iso.name for iso in list_isos(iso_dir)] == ["boot.iso"]
+    logged = [record for record in caplog.records if getattr(record, "event", None) == "iso_name_not_utf8"]
+    assert [record.iso for record in logged] == ["caf\\xe9.iso"]  # type: ignore[attr-defined]
+    with pytest.raises(ValidationFailed) as caught:
+        resolve_iso(iso_dir, unreadable)
+    assert caught.value.rule == {"kind": "file_name"}
+
+
+async def test_the_api_lists_beside_a_name_not_in_utf8(iso_dir: Path, tmp_path: Path) -> None:
+    put_latin1_named_image(iso_dir)
+    async with app_client(settings_in(tmp_path, iso_dir=iso_dir)) as client:
+        answer = await client.get("/api/isos")
+    assert answer.status_code == 200, answer.text
+    assert [iso["name"] for iso in answer.json()] == ["boot.iso"]
 
 
 def test_resolves_a_plain_name(iso_dir: Path) -> None:

@@ -1,11 +1,13 @@
 """The ISO directory: which boot images it holds, which names are acceptable, deleting one.
 
-Names are plain file names ending in ``.iso`` or ``.img``. Names starting with a dot are limen's own
-(uploads in progress, checksum files) and are never listed nor accepted.
+Names are plain file names ending in ``.iso`` or ``.img``, in UTF-8. Names starting with a dot are limen's
+own (uploads in progress, checksum files) and are never listed nor accepted; a file whose name is other
+bytes (a Latin-1 ``caf\xe9.iso``) is not listed either (logged once), as no answer could carry its name.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import unicodedata
@@ -17,6 +19,8 @@ from typing import Any, NamedTuple
 
 from limen.errors import ErrorCode, LimenError, Rule, ValidationFailed, rule
 from limen.isos.checksums import checked_image, read_checksum, remove_checksum
+
+log = logging.getLogger("limen.isos")
 
 ISO_SUFFIXES = (".iso", ".img")
 # Room under the file system's 255-byte name limit for the ".NAME.upload-<random>" of an upload.
@@ -45,15 +49,27 @@ def name_problem(name: str) -> NameProblem | None:
     or None when it can."""
     if not name or name in (".", "..") or Path(name).name != name or "/" in name:
         return NameProblem(f"{name!r} is not a file name inside the ISO directory", rule(Rule.FILE_NAME))
+    if not _is_utf8(name):
+        return NameProblem(f"{name!r} is not valid UTF-8", rule(Rule.FILE_NAME))
     if any(ord(char) < 32 or ord(char) == 127 for char in name):
         return NameProblem(f"{name!r} contains control characters", rule(Rule.NO_CONTROL_CHARS))
     if name.startswith("."):
         return NameProblem(f"{name!r} starts with a dot (hidden names are limen's own)", rule(Rule.HIDDEN_NAME))
-    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
         return NameProblem(f"the name is longer than {MAX_NAME_BYTES} bytes", rule(Rule.MAX_BYTES, max=MAX_NAME_BYTES))
     if Path(name).suffix.lower() not in ISO_SUFFIXES:
         return NameProblem(f"{name!r} is not an .iso or .img file", rule(Rule.ISO_SUFFIX))
     return None
+
+
+def _is_utf8(name: str) -> bool:
+    """Whether ``name`` is Unicode text: a file name of other bytes (``caf\\xe9.iso``, Latin-1) reads from the
+    directory with lone surrogates in it, which no JSON answer, log line or terminal can carry."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_new_name(name: str) -> None:
@@ -99,13 +115,28 @@ def list_isos(iso_dir: Path) -> list[IsoImage]:
         return []
     images = []
     for entry in sorted(iso_dir.iterdir()):
-        if name_problem(entry.name) is None:
+        if not _is_utf8(entry.name):
+            if not entry.name.startswith(".") and entry.suffix.lower() in ISO_SUFFIXES:
+                _log_unreadable_once(entry)  # an image by its looks: say why it is not listed
+        elif name_problem(entry.name) is None:
             image = list_image(entry)
             if image is not None:
                 images.append(image)
         else:
             _remove_if_orphan_checksum(entry)
     return images
+
+
+# The names not in UTF-8 already logged: the listing is asked for often, a name logged once is enough.
+_logged_unreadable: set[Path] = set()
+
+
+def _log_unreadable_once(entry: Path) -> None:
+    if entry not in _logged_unreadable:
+        _logged_unreadable.add(entry)
+        shown = os.fsencode(entry.name).decode("utf-8", "backslashreplace")
+        log.warning("ISO directory entry skipped: its name is not valid UTF-8 (rename it to list it)",
+                    extra={"event": "iso_name_not_utf8", "iso": shown})
 
 
 def _remove_if_orphan_checksum(entry: Path) -> None:
