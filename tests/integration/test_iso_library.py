@@ -56,13 +56,20 @@ def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
     return predicate()
 
 
-def start_partial_upload(server: LimenProcess, name: str, declared: int, send: int) -> socket.socket:
-    """A raw HTTP upload that declares ``declared`` bytes and sends ``send`` of them; the socket stays open."""
+def start_partial_upload(
+    server: LimenProcess, name: str, declared: int, send: int, *, authorization: str | None = "admin",
+    query: str | None = None,
+) -> socket.socket:
+    """A raw HTTP upload that declares ``declared`` bytes and sends ``send`` of them; the socket stays open.
+    ``authorization``: the admin's (the default), another header value, or None for an anonymous client;
+    ``query`` replaces ``name=NAME``."""
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    if authorization == "admin":
+        authorization = server.auth_headers["Authorization"]
+    credential = "" if authorization is None else f"Authorization: {authorization}\r\n"
     head = (
-        f"POST /api/isos?name={name} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        f"Authorization: {server.auth_headers['Authorization']}\r\n"
-        f"Content-Type: application/octet-stream\r\nContent-Length: {declared}\r\n\r\n"
+        f"POST /api/isos?{f'name={name}' if query is None else query} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"{credential}Content-Type: application/octet-stream\r\nContent-Length: {declared}\r\n\r\n"
     )
     sock.sendall(head.encode())
     block = b"\x5a" * 65536
@@ -74,7 +81,8 @@ def start_partial_upload(server: LimenProcess, name: str, declared: int, send: i
     return sock
 
 
-def read_response(sock: socket.socket) -> tuple[int, bytes]:
+def read_response(sock: socket.socket, head_lines: list[bytes] | None = None) -> tuple[int, bytes]:
+    """The status and body of the answer; its header lines (lower case) are added to ``head_lines``."""
     data = b""
     while b"\r\n\r\n" not in data:
         piece = sock.recv(65536)
@@ -83,6 +91,8 @@ def read_response(sock: socket.socket) -> tuple[int, bytes]:
         data += piece
     head, _, body = data.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
+    if head_lines is not None:
+        head_lines += head.lower().split(b"\r\n")[1:]
     for line in head.split(b"\r\n")[1:]:
         key, _, value = line.partition(b":")
         if key.strip().lower() == b"content-length":
@@ -204,6 +214,29 @@ def test_a_stalled_upload_times_out_and_leaves_no_file(
         status, body = read_response(sock)
     assert status == 408 and b"REQUEST_TIMEOUT" in body
     assert wait_until(lambda: everything_in(iso_dir) == [], 2)
+
+
+def test_uploads_refused_before_the_body_close_the_connection(
+    api: tuple[LimenProcess, httpx.Client], iso_dir: Path
+) -> None:
+    """An anonymous client, a non-admin and a request without a name are refused at once, and the connection
+    is closed: the server does not go on reading (and discarding) the gigabyte the client declared."""
+    server, client = api
+    assert client.post("/api/users", json={"name": "plain", "password": "a long password"}).status_code == 201
+    secret = client.post("/api/tokens", json={"name": "plain", "user": "plain"}).json()["secret"]
+    for authorization, query, status in ((None, None, 401), (f"Bearer {secret}", None, 403), ("admin", "", 422)):
+        with start_partial_upload(server, "refused.iso", declared=GIB, send=MIB, authorization=authorization,
+                                  query=query) as sock:
+            head: list[bytes] = []
+            answer, body = read_response(sock, head)
+            assert answer == status, body
+            assert b"connection: close" in head
+            sock.settimeout(5)
+            try:
+                assert sock.recv(65536) == b""  # closed, the rest of the gigabyte never sent
+            except ConnectionResetError:
+                pass  # closed with the client's unread bytes still in the server's buffer
+    assert everything_in(iso_dir) == []
 
 
 def test_over_the_limit_is_refused_and_leaves_no_file(

@@ -12,7 +12,8 @@ in the scope (``PRINCIPAL_SCOPE_KEY``), where the dependency takes it instead of
 
 Requests without a body pass untouched; so do routes that need no user (``POST /api/login``: the body
 limit bounds what it reads) and routes that read their body after their dependencies ran (a streamed
-upload): the dependency has authenticated them already.
+upload): the dependency has authenticated them already, and its refusal closes the connection
+(:mod:`limen.api.body_limit`), so the body is not read either.
 """
 
 from __future__ import annotations
@@ -21,15 +22,11 @@ from fastapi.routing import APIRoute
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from limen.api.body_limit import CLOSE_CONNECTION, declared_length, has_unsized_body
+from limen.api.body_limit import CLOSE_CONNECTION, has_body
 from limen.api.deps import PRINCIPAL_SCOPE_KEY, access_of, needs_user
 from limen.api.error_responses import error_response
 from limen.auth.credentials import authenticate_request
 from limen.errors import LimenError
-
-
-def has_body(scope: Scope) -> bool:
-    return bool(declared_length(scope)) or has_unsized_body(scope)
 
 
 def route_needs_user(scope: Scope) -> bool:

@@ -10,7 +10,10 @@ Either way the 413 carries ``Connection: close``: the rest of the body is never 
 cannot carry another request. (Should an application have started its answer before the limit passed,
 nothing can be sent; it just gets the disconnect.)
 
-The one exemption, written only here: :data:`UNLIMITED_BODY_ROUTES`.
+The one exemption, written only here: :data:`UNLIMITED_BODY_ROUTES`. Its bodies are not counted, but an
+answer that starts before its body was read whole (a refusal: 401, 403, a 422 for a missing parameter, one
+of the route's own) carries ``Connection: close`` likewise: the server closes the connection instead of
+reading and discarding what may be gigabytes of body.
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ def has_unsized_body(scope: Scope) -> bool:
     return any(name == b"transfer-encoding" for name, _ in scope["headers"])
 
 
+def has_body(scope: Scope) -> bool:
+    return bool(declared_length(scope)) or has_unsized_body(scope)
+
+
 def too_large(limit: int) -> LimenError:
     return LimenError(
         ErrorCode.PAYLOAD_TOO_LARGE, f"the request body is larger than {limit} bytes (LIMEN_MAX_BODY_BYTES)"
@@ -55,8 +62,11 @@ class BodyLimit:
         self.limit = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (scope["method"], scope["path"]) in UNLIMITED_BODY_ROUTES:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if (scope["method"], scope["path"]) in UNLIMITED_BODY_ROUTES:
+            await self._closing_unless_read(scope, receive, send)
             return
         length = declared_length(scope)
         if length is not None and length > self.limit:
@@ -67,6 +77,25 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         await self._counting(scope, receive, send)
+
+    async def _closing_unless_read(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Passes the request through; an answer starting before the whole body came says ``Connection: close``."""
+        body_read = not has_body(scope)
+
+        async def watched_receive() -> Message:
+            nonlocal body_read
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                body_read = True
+            return message
+
+        async def closing_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and not body_read:
+                headers = [(name, value) for name, value in message.get("headers", []) if name.lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, watched_receive, closing_send)
 
     async def _counting(self, scope: Scope, receive: Receive, send: Send) -> None:
         received = 0

@@ -4,8 +4,9 @@ An upload is ``POST /api/isos?name=NAME`` with the raw image as the body (not mu
 read as it arrives and written to a temp file in a worker thread, a batch at a time, so memory stays
 at about two batches whatever the size; the image appears under its name only once complete (see
 :mod:`limen.isos.upload`). A client that drops, stalls for ``iso_upload_idle_timeout`` or passes
-``max_iso_bytes`` leaves nothing behind. Refusals sent before the whole body arrived close the
-connection, so the server does not go on reading an upload it has refused.
+``max_iso_bytes`` leaves nothing behind. Refusals sent before the whole body arrived (the route's own,
+and an anonymous client's 401, a non-admin's 403, a 422 for a missing ``name``) close the connection
+(:mod:`limen.api.body_limit`), so the server does not go on reading an upload it has refused.
 """
 
 from __future__ import annotations
@@ -138,7 +139,6 @@ async def upload_iso(
 ) -> Response | IsoOut:
     """Admins: the raw image as the body (``curl --data-binary @FILE``); answers its name, size and
     SHA-256. Refused at once when Content-Length is over ``LIMEN_MAX_ISO_BYTES`` or the name is taken."""
-    body_done = False
     try:
         check_new_name(name)
         content_type = request.headers.get("content-type", "").lower()
@@ -152,7 +152,6 @@ async def upload_iso(
         upload = await asyncio.to_thread(IsoUpload, settings.iso_dir, name, settings.max_iso_bytes)
         with upload:
             await _receive_into(upload, request, settings.iso_upload_idle_timeout)
-            body_done = True
             image = await asyncio.to_thread(upload.commit)
     except _ClientGone:
         log.warning("ISO upload dropped by the client", extra={"event": "iso_upload_dropped", "iso": name,
@@ -161,7 +160,7 @@ async def upload_iso(
     except LimenError as exc:
         log.info("ISO upload refused", extra={"event": "iso_upload_refused", "iso": name, "code": exc.code.name,
                                               "user": principal.name})
-        return error_response(exc, headers=None if body_done else {"Connection": "close"})
+        return error_response(exc)  # before the whole body came, with Connection: close (limen.api.body_limit)
     log.info("ISO uploaded", extra={"event": "iso_upload", "iso": image.name, "size_bytes": image.size_bytes,
                                     "sha256": image.sha256, "user": principal.name})
     return IsoOut.of(image)

@@ -22,7 +22,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from limen.api.authenticate_first import has_body
+from limen.api.body_limit import has_body
 from limen.api.deps import ConsoleVm, CurrentUser, access_of, console_vm, current_user
 from limen.api.error_responses import error_response
 from limen.api.schemas import ErrorBody
