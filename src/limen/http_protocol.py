@@ -13,11 +13,13 @@ that are not HTTP/1.1 at all get 400 INVALID_REQUEST (uvicorn's own answer is pl
 application, if it was waiting for the body, sees ``http.disconnect``. Nothing of a dropped connection
 stays: its one timer is cancelled with it.
 
-Kept-alive connections waiting for their next request keep uvicorn's own ``timeout_keep_alive``. A
-WebSocket upgrade is subject to the header deadline like any request; once the headers are in, the
-connection goes to the WebSocket protocol (``limen.console.ws_protocol``) with no deadline of ours. What
-the client sent after the upgrade's head in the same read (frames written before the 101 came) goes to
-the WebSocket protocol too, as the first bytes from the socket: uvicorn hands over only the head.
+A streamed upload (an ISO) has a body rule of its own: a byte within ``LIMEN_ISO_UPLOAD_IDLE_TIMEOUT``,
+so a client may pause it. Kept-alive connections waiting for their next request keep uvicorn's own
+``timeout_keep_alive``. A WebSocket upgrade is subject to the header deadline like any request; once
+the headers are in, the connection goes to the WebSocket protocol (``limen.console.ws_protocol``) with
+no deadline of ours. What the client sent after the upgrade's head in the same read (frames written
+before the 101 came) goes to the WebSocket protocol too, as the first bytes from the socket: uvicorn
+hands over only the head.
 
 Written for uvicorn 0.54 (pinned in requirements.lock); :func:`uvicorn_http_options` checks at start
 that the hooks it overrides still exist. Use with ``uvicorn.Config(..., **uvicorn_http_options(settings))``.
@@ -37,6 +39,7 @@ import httptools
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from limen.api.body_limit import UNLIMITED_BODY_ROUTES
 from limen.errors import ErrorCode, LimenError
 from limen.request_reading import ReadPhase, RequestReading
 from limen.settings import Settings
@@ -144,6 +147,9 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with request-reading deadlines; see the module docstring."""
 
     read_timeout = 10.0  # set from the settings by uvicorn_http_options
+    # How long a streamed upload (limen.api.body_limit.UNLIMITED_BODY_ROUTES: an ISO) may send nothing; it
+    # may pause (a laptop's network changing) but need not keep up BODY_PROGRESS_BYTES. Set likewise.
+    upload_idle_timeout = 60.0
     # Told the error code of every request dropped here (limen.metrics counts them).
     drop_observers: tuple[Callable[[str], None], ...] = ()
 
@@ -159,6 +165,7 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
         # with their separators): a head that came whole in one read is measured here.
         self._head_bytes = 0
         self._head_too_large = False
+        self._streamed_upload = False  # the current request is one of UNLIMITED_BODY_ROUTES
 
     # -- the deadline's timer: set when the deadline comes nearer, re-checked when it fires -------------
 
@@ -186,13 +193,17 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
         log.info("request too slow", extra={
             "event": "request_too_slow", "phase": phase.value, "client": self.client[0] if self.client else None,
         })
-        if phase is ReadPhase.BODY:
+        setting = "LIMEN_REQUEST_READ_TIMEOUT"
+        if phase is ReadPhase.BODY and self._streamed_upload:
+            what = f"body sent nothing for {self.reading.body_timeout:g} s"
+            setting = "LIMEN_ISO_UPLOAD_IDLE_TIMEOUT"
+        elif phase is ReadPhase.BODY:
             # Not "no progress": a body trickling in a byte a second progresses, only too slowly.
-            what = (f"body came slower than {self.reading.body_progress_bytes // 1024} KiB in "
-                    f"{self.read_timeout:g} s")
+            what = (f"body came slower than {self.reading.body_progress // 1024} KiB in "
+                    f"{self.reading.body_timeout:g} s")
         else:
             what = f"line and headers were not complete within {self.read_timeout:g} s"
-        error = LimenError(ErrorCode.REQUEST_TIMEOUT, f"the request's {what} (LIMEN_REQUEST_READ_TIMEOUT)")
+        error = LimenError(ErrorCode.REQUEST_TIMEOUT, f"the request's {what} ({setting})")
         self._drop(error, answer=self._messages_begun > 0)  # a connection that never sent a byte is just closed
 
     def _nothing_answered(self) -> bool:
@@ -297,7 +308,12 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
             self.headers[:] = [(name, value) for name, value in self.headers if name != b"host"]
             self.headers.append((b"host", authority))
         super().on_headers_complete()
-        self.reading.head_done(self.loop.time())
+        # (An upgrade has no path in its scope: uvicorn hands it over before reading one.)
+        self._streamed_upload = (self.scope["method"], self.scope.get("path")) in UNLIMITED_BODY_ROUTES
+        if self._streamed_upload:
+            self.reading.head_done(self.loop.time(), body_timeout=self.upload_idle_timeout, body_progress=1)
+        else:
+            self.reading.head_done(self.loop.time())
         self._schedule()
 
     def on_body(self, body: bytes) -> None:
@@ -356,6 +372,7 @@ def uvicorn_http_options(settings: Settings, on_drop: Callable[[str], None] | No
 
     class ConfiguredHttpProtocol(DeadlineHttpProtocol):
         read_timeout = settings.request_read_timeout
+        upload_idle_timeout = settings.iso_upload_idle_timeout
         drop_observers = () if on_drop is None else (on_drop,)
 
     return {"http": ConfiguredHttpProtocol}

@@ -10,6 +10,9 @@ says by when the rest must have come (``deadline``), in loop time given by the c
     BODY      the headers were complete                    send ``BODY_PROGRESS_BYTES`` more (or the rest);
                                                            each time it has, it gets ``timeout`` again
 
+A request may bring a body rule of its own (:meth:`RequestReading.head_done`): an ISO upload, which a
+client may pause, must send a byte within ``LIMEN_ISO_UPLOAD_IDLE_TIMEOUT`` instead.
+
 While the server itself stops reading (flow control: the application has not taken what came, or a
 pipelined request waits its turn), there is no deadline; when reading resumes, the current phase's
 clock starts again. So only a client that is slow is dropped, never one the server keeps waiting.
@@ -43,13 +46,16 @@ class RequestReading:
         self.head_bytes = 0
         self._clock_start = 0.0  # when the current phase's clock (re)started
         self._unprogressed = 0  # body bytes since the body's clock last restarted
+        # The current request's body rule: the connection's unless head_done was given one.
+        self.body_timeout = timeout
+        self.body_progress = body_progress_bytes
 
     @property
     def deadline(self) -> float | None:
         """Loop time by which the client must have made the progress its phase asks; None: no deadline."""
         if self.phase is ReadPhase.WAITING or self.paused:
             return None
-        return self._clock_start + self.timeout
+        return self._clock_start + (self.body_timeout if self.phase is ReadPhase.BODY else self.timeout)
 
     def overdue(self, now: float) -> bool:
         deadline = self.deadline
@@ -69,14 +75,18 @@ class RequestReading:
         self.head_bytes += size
         return self.head_bytes <= self.max_head_bytes
 
-    def head_done(self, now: float) -> None:
+    def head_done(self, now: float, *, body_timeout: float | None = None, body_progress: int | None = None) -> None:
+        """The headers are in; the body must send ``body_progress`` bytes within ``body_timeout`` (by default
+        the connection's ``body_progress_bytes`` within ``timeout``)."""
         self.phase = ReadPhase.BODY
         self._clock_start = now
         self._unprogressed = 0
+        self.body_timeout = self.timeout if body_timeout is None else body_timeout
+        self.body_progress = self.body_progress_bytes if body_progress is None else body_progress
 
     def body_received(self, size: int, now: float) -> None:
         self._unprogressed += size
-        if self._unprogressed >= self.body_progress_bytes:
+        if self._unprogressed >= self.body_progress:
             self._unprogressed = 0
             self._clock_start = now
 

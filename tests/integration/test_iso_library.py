@@ -239,6 +239,30 @@ def test_uploads_refused_before_the_body_close_the_connection(
     assert everything_in(iso_dir) == []
 
 
+def test_an_upload_may_pause_for_its_idle_timeout_and_is_dropped_after_it(
+    limen_server: Callable[..., LimenProcess], iso_dir: Path, tmp_path: Path
+) -> None:
+    """The ISO idle timeout, not the general body deadline (LIMEN_REQUEST_READ_TIMEOUT), rules an upload: a
+    pause longer than the latter is fine; one past the former is the server's timeout, logged as such."""
+    server = limen_server(LIMEN_ISO_DIR=str(iso_dir), LIMEN_ISO_UPLOAD_IDLE_TIMEOUT="3",
+                          LIMEN_REQUEST_READ_TIMEOUT="1")
+    with start_partial_upload(server, "paused.iso", declared=2 * MIB, send=MIB) as sock:
+        time.sleep(2)
+        sock.sendall(b"\x5a" * MIB)
+        status, body = read_response(sock)
+    assert status == 201, body
+    assert b'"sha256":"%s"' % hashlib.sha256(b"\x5a" * (2 * MIB)).hexdigest().encode() in body
+    with start_partial_upload(server, "stalled.iso", declared=2 * MIB, send=MIB) as sock:
+        started = time.monotonic()
+        status, body = read_response(sock)
+    assert status == 408 and b"LIMEN_ISO_UPLOAD_IDLE_TIMEOUT" in body, body
+    assert time.monotonic() - started > 2.5
+    log = tmp_path / "log" / "limen.log"  # the limen_server fixture's LIMEN_LOG_DIR
+    assert wait_until(lambda: "iso_upload_timeout" in log.read_text(errors="replace"), 5)
+    assert "iso_upload_dropped" not in log.read_text(errors="replace")
+    assert everything_in(iso_dir) == [".paused.iso.sha256", "paused.iso"]
+
+
 def test_over_the_limit_is_refused_and_leaves_no_file(
     limen_server: Callable[..., LimenProcess], iso_dir: Path
 ) -> None:

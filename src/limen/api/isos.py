@@ -24,6 +24,7 @@ from limen.api.schemas import ErrorBody, IsoDeleted, IsoOut
 from limen.api.services import services_of
 from limen.api.strict_json import StrictJsonRoute
 from limen.errors import ErrorCode, LimenError
+from limen.http_protocol import DROPPED_STATUS_SCOPE_KEY
 from limen.isos import (
     IsoUpload,
     check_new_name,
@@ -79,7 +80,8 @@ async def get_isos(
 
 
 class _ClientGone(Exception):
-    """The client closed the connection before the whole body arrived."""
+    """The connection ended before the whole body arrived: the client closed it, or the server dropped it
+    (a deadline of limen.http_protocol, which says so in the scope)."""
 
 
 async def _receive_into(upload: IsoUpload, request: Request, idle_timeout: float) -> None:
@@ -95,7 +97,8 @@ async def _receive_into(upload: IsoUpload, request: Request, idle_timeout: float
                     message: Message = await request.receive()
             except TimeoutError:
                 raise LimenError(
-                    ErrorCode.REQUEST_TIMEOUT, f"no data for {idle_timeout:g} s after {received} bytes"
+                    ErrorCode.REQUEST_TIMEOUT,
+                    f"no data for {idle_timeout:g} s after {received} bytes (LIMEN_ISO_UPLOAD_IDLE_TIMEOUT)",
                 ) from None
             if message["type"] == "http.disconnect":
                 raise _ClientGone
@@ -115,6 +118,11 @@ async def _receive_into(upload: IsoUpload, request: Request, idle_timeout: float
     finally:
         if writing is not None and not writing.done():
             await asyncio.wait([writing])  # the temp file is deleted only after its last write
+
+
+def _log_timeout(name: str, user: str, status: int) -> None:
+    log.warning("ISO upload timed out", extra={"event": "iso_upload_timeout", "iso": name, "status": status,
+                                               "user": user})
 
 
 def _declared_length(request: Request) -> int | None:
@@ -154,10 +162,17 @@ async def upload_iso(
             await _receive_into(upload, request, settings.iso_upload_idle_timeout)
             image = await asyncio.to_thread(upload.commit)
     except _ClientGone:
+        dropped_status = request.scope.get(DROPPED_STATUS_SCOPE_KEY)
+        if dropped_status is not None:  # the server's deadline (limen.http_protocol), not the client, ended it
+            _log_timeout(name, principal.name, dropped_status)
+            return Response(status_code=dropped_status)
         log.warning("ISO upload dropped by the client", extra={"event": "iso_upload_dropped", "iso": name,
                                                                 "user": principal.name})
         return Response(status_code=CLIENT_CLOSED_REQUEST)
     except LimenError as exc:
+        if exc.code is ErrorCode.REQUEST_TIMEOUT:  # this route's own idle timer, which may beat the protocol's
+            _log_timeout(name, principal.name, exc.code.http_status)
+            return error_response(exc)
         log.info("ISO upload refused", extra={"event": "iso_upload_refused", "iso": name, "code": exc.code.name,
                                               "user": principal.name})
         return error_response(exc)  # before the whole body came, with Connection: close (limen.api.body_limit)

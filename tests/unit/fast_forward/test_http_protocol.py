@@ -195,6 +195,56 @@ async def test_a_body_that_keeps_coming_is_read_however_long_it_takes(connect: C
     assert drops == []
 
 
+@pytest.fixture
+def connect_upload(make_settings: Callable[..., Settings]) -> Connect:
+    """As ``connect``, with the ISO upload's idle timeout three times the general read timeout."""
+    settings = make_settings(request_read_timeout=TIMEOUT, iso_upload_idle_timeout=TIMEOUT * 3)
+
+    def make(app: App) -> tuple[DeadlineHttpProtocol, FakeTransport]:
+        config = uvicorn.Config(app, lifespan="off", log_config=None, proxy_headers=False,
+                                **uvicorn_http_options(settings))
+        config.load()
+        protocol = config.http_protocol_class(config=config, server_state=ServerState(), app_state={})
+        transport = FakeTransport()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        return protocol, transport
+
+    return make
+
+
+UPLOAD_HEAD = b"POST /api/isos?name=x.iso HTTP/1.1\r\nHost: limen\r\nContent-Length: 20\r\n\r\n"
+
+
+async def test_an_iso_upload_may_pause_for_its_idle_timeout_not_the_read_timeout(connect_upload: Connect) -> None:
+    app = App()
+    protocol, transport = connect_upload(app)
+    protocol.data_received(UPLOAD_HEAD + b"x" * 10)
+    await settle(TIMEOUT * 2)  # past LIMEN_REQUEST_READ_TIMEOUT, within LIMEN_ISO_UPLOAD_IDLE_TIMEOUT
+    assert not transport.closed
+    protocol.data_received(b"x" * 10)
+    await settle(TIMEOUT / 2)
+    assert transport.answer() == (200, b"ok") and app.body == 20 and not transport.closed
+
+
+async def test_an_iso_upload_that_sends_nothing_for_its_idle_timeout_gets_408_naming_it(
+    connect_upload: Connect,
+) -> None:
+    app = App()
+    protocol, transport = connect_upload(app)
+    protocol.data_received(UPLOAD_HEAD + b"x" * 10)
+    await settle(TIMEOUT * 2.5)
+    protocol.data_received(b"x")  # a byte is enough: the rule is idleness, not a rate
+    await settle(TIMEOUT * 2.5)
+    assert not transport.closed
+    await settle(TIMEOUT)
+    assert transport.closed and app.saw_disconnect
+    status, body = transport.answer()
+    assert status == 408 and "sent nothing for" in body["details"]
+    assert "LIMEN_ISO_UPLOAD_IDLE_TIMEOUT" in body["details"]
+    assert app.scope[DROPPED_STATUS_SCOPE_KEY] == 408
+
+
 async def test_no_deadline_while_the_server_does_not_read(connect: Connect) -> None:
     app = App(read_delay=TIMEOUT * 4)  # an app busy elsewhere before it reads the body
     protocol, transport = connect(app)
