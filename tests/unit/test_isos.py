@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -199,6 +200,31 @@ def test_serve_makes_the_librarys_images_readable_by_all_and_writable_by_limen_o
     assert _mode(iso_dir.parent / "secret.iso") == 0o600
     assert share_library_images(iso_dir) == {}
     assert share_library_images(iso_dir / "missing") == {}
+
+
+def disk_full(image: Path, digest: str) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_checksum_that_cannot_be_stored_leaves_the_upload_published(
+    iso_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("limen.isos.upload.write_checksum", disk_full)
+    with IsoUpload(iso_dir, "full.iso", 100) as upload:
+        upload.write(b"data")
+        image = upload.commit()
+    assert image.sha256 == hashlib.sha256(b"data").hexdigest()
+    assert (iso_dir / "full.iso").read_bytes() == b"data" and not checksum_path(iso_dir / "full.iso").exists()
+
+
+async def test_the_api_answers_201_when_only_the_checksum_could_not_be_stored(
+    iso_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("limen.isos.upload.write_checksum", disk_full)
+    async with app_client(settings_in(tmp_path, iso_dir=iso_dir)) as client:
+        answer = await client.post("/api/isos?name=full.iso", content=b"data")
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["sha256"] == hashlib.sha256(b"data").hexdigest()
 
 
 def test_an_empty_upload_is_refused_and_leaves_nothing(iso_dir: Path) -> None:

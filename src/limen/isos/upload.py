@@ -15,8 +15,10 @@ Methods may be called from any thread, one at a time; :meth:`abort` may race a :
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
+import logging
 import os
 import shutil
 import threading
@@ -28,6 +30,8 @@ from limen.isos.checksums import write_checksum
 from limen.isos.library import IsoImage, check_new_name, list_image
 from limen.isos.sharing import share_new_image
 from limen.isos.tempfiles import exclusive_temp_file
+
+log = logging.getLogger("limen.isos")
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -97,7 +101,8 @@ class IsoUpload:
 
     def commit(self) -> IsoImage:
         """Syncs the file and publishes it under its name; ISO_ALREADY_EXISTS if that name was taken
-        meanwhile, INVALID_REQUEST if no byte came (the upload is then discarded)."""
+        meanwhile, INVALID_REQUEST if no byte came (the upload is then discarded). Once published, a failure
+        to store its checksum is logged only: the image is there, with the SHA-256 answered."""
         with self._lock:
             if self._done:
                 raise LimenError(ErrorCode.INTERNAL_ERROR, "commit of a finished ISO upload")
@@ -112,11 +117,17 @@ class IsoUpload:
                 raise already_exists(self.name) from None
             self._discard()
             digest = self._digest.hexdigest()
-            write_checksum(self.target, digest)
-            _sync_directory(self.target.parent)
+            try:
+                write_checksum(self.target, digest)
+                _sync_directory(self.target.parent)
+            except OSError as exc:
+                # The image is published whole: an error now (the disk full for the checksum's few bytes) must
+                # not answer as if it were not. The checksum is computed again in the background.
+                log.warning("ISO checksum not stored", extra={"event": "iso_checksum_not_stored",
+                                                              "iso": self.name, "error": str(exc)})
         image = list_image(self.target)
         assert image is not None  # just created
-        return image
+        return dataclasses.replace(image, sha256=digest)
 
     def abort(self) -> None:
         """Deletes the temp file (no-op after commit or a previous abort)."""
