@@ -280,15 +280,27 @@ def test_an_existing_name_is_never_replaced(iso_dir: Path) -> None:
 def test_the_sweep_spares_live_uploads_and_fresh_empty_files(iso_dir: Path) -> None:
     live = IsoUpload(iso_dir, "live.iso", max_bytes=100)
     live.write(b"data")
-    stale = iso_dir / ".dead.iso.upload-123"
+    stale = iso_dir / ".dead.iso.upload-0123456789ab"
     stale.write_bytes(b"left by a killed process")
-    fresh = iso_dir / ".new.iso.upload-456"
+    fresh = iso_dir / ".new.iso.upload-456789abcdef"
     fresh.touch()
     assert sweep_stale_temp_files(iso_dir) == [stale]
     assert live.temp.exists() and fresh.exists()
     assert sweep_stale_temp_files(iso_dir, now=time.time() + 60) == [fresh]
     live.abort()
     assert sorted(p.name for p in iso_dir.iterdir()) == ["boot.iso", "notes.txt"]
+
+
+def test_the_sweep_keeps_files_whose_names_only_look_like_temp_files(iso_dir: Path) -> None:
+    """An image may be named x.upload-1.iso: its checksum file .x.upload-1.iso.sha256 is no temp file."""
+    with IsoUpload(iso_dir, "x.upload-1.iso", max_bytes=100) as upload:
+        upload.write(b"data")
+        upload.commit()
+    (iso_dir / ".notes.upload-later").write_bytes(b"someone's own")
+    kept = sorted(p.name for p in iso_dir.iterdir())
+    assert ".x.upload-1.iso.sha256" in kept
+    assert sweep_stale_temp_files(iso_dir, now=time.time() + 60) == []
+    assert sorted(p.name for p in iso_dir.iterdir()) == kept
 
 
 def test_a_checksum_of_a_changed_image_is_stale(iso_dir: Path) -> None:

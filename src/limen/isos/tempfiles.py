@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import secrets
 import time
 from pathlib import Path
 
 TEMP_MARK = ".upload-"
+_TOKEN_BYTES = 6  # the random part: 12 hex digits
+# Exactly the names exclusive_temp_file makes: an image's own name may hold ".upload-" (x.upload-1.iso, whose
+# checksum file .x.upload-1.iso.sha256 the sweep must leave alone).
+_TEMP_NAME = re.compile(rf"\..+{re.escape(TEMP_MARK)}[0-9a-f]{{{2 * _TOKEN_BYTES}}}", re.DOTALL)
 # A file this fresh and still empty may have been created by a live process that has not yet locked it.
 _GRACE_SECONDS = 10.0
 
@@ -21,7 +26,7 @@ _GRACE_SECONDS = 10.0
 def exclusive_temp_file(target: Path) -> tuple[Path, int]:
     """A new, empty, locked temp file beside ``target`` (hidden, never listed): its path and descriptor."""
     while True:
-        temp = target.with_name(f".{target.name}{TEMP_MARK}{secrets.token_hex(6)}")
+        temp = target.with_name(f".{target.name}{TEMP_MARK}{secrets.token_hex(_TOKEN_BYTES)}")
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except FileExistsError:
@@ -31,7 +36,7 @@ def exclusive_temp_file(target: Path) -> tuple[Path, int]:
 
 
 def is_temp_name(name: str) -> bool:
-    return name.startswith(".") and TEMP_MARK in name
+    return _TEMP_NAME.fullmatch(name) is not None
 
 
 def sweep_stale_temp_files(directory: Path, *, now: float | None = None) -> list[Path]:
