@@ -232,7 +232,16 @@ def test_an_empty_upload_is_refused_and_leaves_nothing(iso_dir: Path) -> None:
     with IsoUpload(iso_dir, "empty.iso", max_bytes=100) as upload, pytest.raises(LimenError) as refused:
         upload.commit()
     assert refused.value.code is ErrorCode.INVALID_REQUEST and "empty" in refused.value.details
+    # The curl command it suggests is one the route takes: --data-binary sends a form, which it refuses.
+    assert "curl -X POST -T FILE" in refused.value.details and "--data" not in refused.value.details
     assert sorted(p.name for p in iso_dir.iterdir()) == ["boot.iso", "notes.txt"]
+
+
+async def test_the_upload_route_documents_a_curl_command_it_takes(tmp_path: Path) -> None:
+    async with app_client(settings_in(tmp_path)) as client:
+        spec = (await client.get("/api/openapi.json")).json()
+    described = spec["paths"]["/api/isos"]["post"]["description"]
+    assert "curl -X POST -T FILE" in described and "--data" not in described
 
 
 def test_leaving_an_upload_unfinished_deletes_it(iso_dir: Path) -> None:

@@ -34,7 +34,7 @@ from limen.isos import (
     sweep_stale_temp_files,
 )
 from limen.isos.background import BackgroundChecksums
-from limen.isos.upload import empty_image, too_large
+from limen.isos.upload import CURL_UPLOAD, empty_image, too_large
 from limen.settings import Settings
 
 log = logging.getLogger("limen.api")
@@ -145,13 +145,14 @@ async def upload_iso(
     settings: SettingsDep,
     name: str = Query(description="File name of the new image: NAME.iso or NAME.img, no path"),
 ) -> Response | IsoOut:
-    """Admins: the raw image as the body (``curl --data-binary @FILE``); answers its name, size and
+    """Admins: the raw image as the body (``curl -X POST -T FILE``, not multipart); answers its name, size and
     SHA-256. Refused at once when Content-Length is over ``LIMEN_MAX_ISO_BYTES`` or the name is taken."""
     try:
         check_new_name(name)
         content_type = request.headers.get("content-type", "").lower()
         if content_type.startswith(_FORM_TYPES):
-            raise LimenError(ErrorCode.INVALID_REQUEST, f"send the image as the raw body, not as {content_type}")
+            raise LimenError(ErrorCode.INVALID_REQUEST,
+                             f"send the image as the raw body ({CURL_UPLOAD}), not as {content_type}")
         declared = _declared_length(request)
         if declared == 0:
             raise empty_image()

@@ -56,11 +56,16 @@ def check_room(iso_dir: Path, size: int, max_bytes: int) -> None:
         raise LimenError(ErrorCode.PAYLOAD_TOO_LARGE, f"the ISO directory's disk has {free} bytes free, not {size}")
 
 
+# How to send an image with curl: -T streams the file as it is (--data-binary would send it as a form, which
+# the route refuses, and read it whole into memory first).
+CURL_UPLOAD = "curl -X POST -T FILE"
+
+
 def empty_image() -> LimenError:
     """An upload with no bytes: nothing boots from it, and it would take the name (curl -d @FILE of a missing
     file, a form's empty field)."""
     return LimenError(ErrorCode.INVALID_REQUEST, "the image is empty (0 bytes): send the file's contents as the "
-                                                 "body (curl --data-binary @FILE)")
+                                                 f"body ({CURL_UPLOAD})")
 
 
 class IsoUpload:
