@@ -44,9 +44,15 @@ test("time left reads as a person would say it", () => {
   assert.equal(formatTimeLeft(3720), "1 h 2 min");
 });
 
+test("once the whole file is sent, the upload is past cancelling: the server may have kept it", () => {
+  assert.equal(uploadFigures(12 * MIB - 1, 12 * MIB, MIB).sent, false);
+  assert.equal(uploadFigures(12 * MIB, 12 * MIB, MIB).sent, true);
+  assert.equal(uploadFigures(0, 0, null).sent, false); // nothing known yet
+});
+
 test("the figures under the bar: bytes, percent, rate, time left", () => {
   assert.deepEqual(uploadFigures(3 * MIB, 12 * MIB, 1.5 * MIB), {
-    percent: 25, text: "3 MiB of 12 MiB (25%) · 1.5 MiB/s · 6 s left",
+    percent: 25, sent: false, text: "3 MiB of 12 MiB (25%) · 1.5 MiB/s · 6 s left",
   });
   assert.equal(uploadFigures(0, 12 * MIB, null).text, "0 B of 12 MiB (0%) · measuring… · time left unknown");
   assert.equal(uploadFigures(5, 0, null).percent, 0);

@@ -38,7 +38,7 @@ const ui = {
 let user = null;
 let isos = [];
 let maxBytes = null;
-let upload = null; // {xhr, meter, name, total} while one runs
+let upload = null; // {xhr, meter, name, total, sent} while one runs
 let refreshTimer = null;
 let deleting = null;
 // The images whose delete is on its way: a list that was being read meanwhile (the checksum's timer) is drawn
@@ -172,7 +172,24 @@ function showProgress(loaded, total) {
   upload.meter.sample(loaded);
   const figures = uploadFigures(loaded, total, upload.meter.rate);
   ui.bar.value = figures.percent;
-  ui.figures.textContent = loaded >= total ? t("isos.saving", { size: formatBytes(total) }) : figures.text;
+  ui.figures.textContent = figures.sent ? t("isos.saving", { size: formatBytes(total) }) : figures.text;
+  if (figures.sent) bodySent();
+}
+
+/** The whole file has left the browser: the server is saving it and may have kept it already, so Cancel, which
+ * said nothing would be kept, goes. */
+function bodySent() {
+  upload.sent = true;
+  ui.cancel.hidden = true;
+}
+
+/** An upload aborted after its body was sent (Cancel pressed as it went): the list says whether it was kept. */
+async function cancelledAfterSending(name) {
+  await refresh();
+  const kept = isos.some((iso) => iso.name === name);
+  ui.result.replaceChildren(h("div", {
+    class: "notice info", role: "status", text: t(kept ? "isos.cancelled_kept" : "isos.cancelled", { name }),
+  }));
 }
 
 function finish(status, text) {
@@ -213,7 +230,7 @@ function finish(status, text) {
 
 function startUpload(file, name) {
   const xhr = new XMLHttpRequest();
-  upload = { xhr, meter: new RateMeter(), name, total: file.size };
+  upload = { xhr, meter: new RateMeter(), name, total: file.size, sent: false };
   xhr.open("POST", `/api/isos?name=${encodeURIComponent(name)}`);
   xhr.setRequestHeader("Accept", "application/json");
   xhr.setRequestHeader("Content-Type", "application/octet-stream");
@@ -221,9 +238,15 @@ function startUpload(file, name) {
   xhr.upload.addEventListener("progress", (event) => showProgress(event.loaded, event.total || file.size));
   xhr.addEventListener("load", () => finish(xhr.status, xhr.responseText));
   xhr.addEventListener("error", () => finish(0, ""));
+  xhr.upload.addEventListener("load", () => upload && upload.xhr === xhr && bodySent());
   xhr.addEventListener("abort", () => {
+    const sent = upload !== null && upload.sent;
     upload = null;
     setUploading(false);
+    if (sent) {
+      cancelledAfterSending(name);
+      return;
+    }
     ui.result.replaceChildren(h("div", {
       class: "notice info", role: "status", text: t("isos.cancelled", { name }),
     }));

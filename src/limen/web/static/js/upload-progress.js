@@ -41,13 +41,15 @@ export function formatTimeLeft(seconds) {
   return t("duration.h_min", { h: Math.floor(m / 60), m: m % 60 });
 }
 
-/** {percent, text} of an upload: "12 MiB of 40 MiB · 5.1 MiB/s · 6 s left". */
+/** {percent, text, sent} of an upload: "12 MiB of 40 MiB · 5.1 MiB/s · 6 s left". ``sent``: the whole file has
+ * left the browser, so the server may be keeping it already and cancelling would not undo the upload. */
 export function uploadFigures(loaded, total, rate) {
   const percent = total > 0 ? Math.min(100, (loaded / total) * 100) : 0;
   const left = rate && rate > 0 ? (total - loaded) / rate : null;
   const speed = rate === null ? t("upload.measuring") : `${formatBytes(rate)}/s`;
   return {
     percent,
+    sent: total > 0 && loaded >= total,
     text: t("upload.figures", { loaded: formatBytes(loaded), total: formatBytes(total), percent: Math.floor(percent),
                                 speed, left: left === null ? t("upload.left_unknown")
                                   : t("upload.left", { time: formatTimeLeft(left) }) }),
