@@ -6,6 +6,7 @@ import os
 import stat
 import threading
 import time
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -225,6 +226,32 @@ async def test_the_api_answers_201_when_only_the_checksum_could_not_be_stored(
         answer = await client.post("/api/isos?name=full.iso", content=b"data")
     assert answer.status_code == 201, answer.text
     assert answer.json()["sha256"] == hashlib.sha256(b"data").hexdigest()
+
+
+def test_names_that_read_alike_are_one_image(iso_dir: Path) -> None:
+    """A name in NFD (as macOS spells 한글) and its NFC twin read the same: they are one image, kept in NFC."""
+    nfd, nfc = unicodedata.normalize("NFD", "한글.iso"), unicodedata.normalize("NFC", "한글.iso")
+    assert nfd != nfc
+    with IsoUpload(iso_dir, nfd, max_bytes=100) as upload:
+        upload.write(b"first")
+        assert upload.commit().name == nfc
+    for again in (nfc, nfd):
+        with pytest.raises(LimenError) as refused:
+            IsoUpload(iso_dir, again, max_bytes=100)
+        assert refused.value.code is ErrorCode.ISO_ALREADY_EXISTS
+    (iso_dir / unicodedata.normalize("NFD", "é.iso")).write_bytes(b"copied by hand")
+    with pytest.raises(LimenError) as refused:
+        IsoUpload(iso_dir, "é.iso", max_bytes=100)
+    assert refused.value.code is ErrorCode.ISO_ALREADY_EXISTS
+
+
+async def test_the_api_refuses_the_nfc_twin_of_an_nfd_upload(iso_dir: Path, tmp_path: Path) -> None:
+    nfd = unicodedata.normalize("NFD", "한글.iso")
+    async with app_client(settings_in(tmp_path, iso_dir=iso_dir)) as client:
+        made = await client.post("/api/isos", params={"name": nfd}, content=b"first")
+        assert made.status_code == 201 and made.json()["name"] == "한글.iso", made.text
+        again = await client.post("/api/isos", params={"name": "한글.iso"}, content=b"second")
+    assert again.status_code == 409 and again.json()["code"] == "ISO_ALREADY_EXISTS", again.text
 
 
 def test_an_empty_upload_is_refused_and_leaves_nothing(iso_dir: Path) -> None:

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import threading
+import unicodedata
 from pathlib import Path
 from types import TracebackType
 
@@ -68,14 +69,29 @@ def empty_image() -> LimenError:
                                                  f"body ({CURL_UPLOAD})")
 
 
+def _twin_of(iso_dir: Path, name: str) -> str | None:
+    """An image in ``iso_dir`` that reads as ``name`` though spelled in other code points (NFD ``한글.iso`` as
+    macOS writes it, beside an NFC ``name``); None when there is none."""
+    try:
+        entries = os.listdir(iso_dir)
+    except OSError:
+        return None  # no directory yet: nothing in it
+    return next((entry for entry in entries if unicodedata.normalize("NFC", entry) == name), None)
+
+
 class IsoUpload:
+    """A new image, named in Unicode NFC (as user names are): a name that reads like an existing image's is that
+    image's, ISO_ALREADY_EXISTS, whichever code points either was spelled in."""
+
     def __init__(self, iso_dir: Path, name: str, max_bytes: int) -> None:
         check_new_name(name)
+        name = unicodedata.normalize("NFC", name)
         self.name = name
         self.max_bytes = max_bytes
         self.target = iso_dir / name
-        if os.path.lexists(self.target):
-            raise already_exists(name)
+        twin = name if os.path.lexists(self.target) else _twin_of(iso_dir, name)
+        if twin is not None:
+            raise already_exists(twin)
         iso_dir.mkdir(parents=True, exist_ok=True)
         self.temp, self._fd = exclusive_temp_file(self.target)
         share_new_image(self._fd)
