@@ -39,9 +39,8 @@ import httptools
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from limen.api.body_limit import UNLIMITED_BODY_ROUTES
 from limen.errors import ErrorCode, LimenError
-from limen.request_reading import ReadPhase, RequestReading
+from limen.request_reading import UNLIMITED_BODY_ROUTES, ReadPhase, RequestReading
 from limen.settings import Settings
 
 log = logging.getLogger("limen.http")
@@ -147,7 +146,7 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with request-reading deadlines; see the module docstring."""
 
     read_timeout = 10.0  # set from the settings by uvicorn_http_options
-    # How long a streamed upload (limen.api.body_limit.UNLIMITED_BODY_ROUTES: an ISO) may send nothing; it
+    # How long a streamed upload (limen.request_reading.UNLIMITED_BODY_ROUTES: an ISO) may send nothing; it
     # may pause (a laptop's network changing) but need not keep up BODY_PROGRESS_BYTES. Set likewise.
     upload_idle_timeout = 60.0
     # Told the error code of every request dropped here (limen.metrics counts them).

@@ -28,6 +28,11 @@ from enum import Enum
 # Bytes of body a client must send within each timeout: 16 KiB per 10 s is 1.6 KB/s, which any real
 # client passes and a trickle of a byte every few seconds does not.
 BODY_PROGRESS_BYTES = 16 * 1024
+# (method, path) of the streamed uploads: bodies of any size (limen.api.body_limit leaves them alone) that
+# may pause (limen.http_protocol's body rule for them). POST /api/isos streams an ISO to disk and bounds it
+# with its own settings (LIMEN_MAX_ISO_BYTES, LIMEN_ISO_UPLOAD_IDLE_TIMEOUT); it is authenticated before a
+# byte is read like every route that needs a user (limen.api.authenticate_first).
+UNLIMITED_BODY_ROUTES: frozenset[tuple[str, str]] = frozenset({("POST", "/api/isos")})
 
 
 class ReadPhase(Enum):

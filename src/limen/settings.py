@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
 
     # -- requests ------------------------------------------------------------------------------------
-    # POST /api/isos streams to disk under its own limit (limen.api.body_limit.UNLIMITED_BODY_ROUTES).
+    # POST /api/isos streams to disk under its own limit (limen.request_reading.UNLIMITED_BODY_ROUTES).
     max_body_bytes: int = Field(2**20, ge=1024, le=2**31, description="Largest request body accepted, bytes")
     request_read_timeout: float = Field(
         10.0, gt=0, le=300, description="Seconds a request's line and headers may take, or its body may stall"

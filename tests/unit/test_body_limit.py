@@ -7,7 +7,8 @@ from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
-from limen.api.body_limit import UNLIMITED_BODY_ROUTES, BodyLimit
+from limen.api.body_limit import BodyLimit
+from limen.request_reading import UNLIMITED_BODY_ROUTES
 
 LIMIT = 4096
 

@@ -22,11 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from limen.api.error_responses import error_response
 from limen.errors import ErrorCode, LimenError
-
-# (method, path) whose bodies this middleware leaves alone. POST /api/isos streams an ISO to disk and
-# bounds it with its own setting (LIMEN_MAX_ISO_BYTES); it is authenticated before a byte is read like
-# every route that needs a user (limen.api.authenticate_first).
-UNLIMITED_BODY_ROUTES: frozenset[tuple[str, str]] = frozenset({("POST", "/api/isos")})
+from limen.request_reading import UNLIMITED_BODY_ROUTES
 
 CLOSE_CONNECTION = {"Connection": "close"}
 
