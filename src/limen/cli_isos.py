@@ -112,10 +112,10 @@ def iso_upload(
     except LimenError as exc:
         raise failed(exc) from None
     except KeyboardInterrupt:
-        typer.echo(f"limen: upload of {target_name} cancelled; nothing was kept", err=True)
+        typer.echo(say("cli.iso_upload_cancelled", name=target_name), err=True)
         raise typer.Exit(130) from None
     except OSError as exc:
-        typer.echo(f"limen: cannot copy {file}: {exc}", err=True)
+        typer.echo(say("cli.iso_upload_unreadable", file=file, reason=exc.strerror or exc), err=True)
         raise typer.Exit(1) from None
     if state.as_json:
         typer.echo(json.dumps(_out(image), indent=2))

@@ -419,20 +419,21 @@ def test_cli_upload_shows_a_progress_bar_on_a_terminal(iso_dir: Path, tmp_path: 
     assert "0:00:0" in screen  # time left
 
 
-def test_cli_upload_interrupted_leaves_nothing(iso_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("language", "said"), [("en", "cancelled; nothing was kept"), ("ko", "업로드를 취소했습니다")])
+def test_cli_upload_interrupted_leaves_nothing(iso_dir: Path, tmp_path: Path, language: str, said: str) -> None:
     source = tmp_path / "interrupted.iso"
     with source.open("wb") as file:
         file.truncate(8 * GIB)
     # Ctrl-C as a terminal sends it. A run started in the background (`make test &`) ignores SIGINT, and a
     # child inherits that (Python then installs no KeyboardInterrupt handler): the child gets it back.
     proc = subprocess.Popen([LIMEN, "--iso-dir", str(iso_dir), "iso", "upload", str(source)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "LIMEN_LANG": language},
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert wait_until(lambda: any(path.stat().st_size for path in iso_dir.glob(".*.upload-*")), 20)
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
-    assert b"cancelled; nothing was kept" in err
+    assert said in err.decode(), err.decode()  # in the reader's language (it was English in Korean too)
     assert everything_in(iso_dir) == []
 
 
