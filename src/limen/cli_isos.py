@@ -25,7 +25,7 @@ from limen.cli_hypervisor import with_hypervisor
 from limen.cli_output import failed, moment, say, table
 from limen.cli_state import cli_state
 from limen.errors import LimenError
-from limen.isos import IsoImage, IsoUpload, check_room, delete_iso, list_isos
+from limen.isos import CdromSource, IsoImage, IsoUpload, check_room, delete_iso, list_isos
 from limen.sizes import format_size
 
 T = TypeVar("T")
@@ -133,8 +133,10 @@ def iso_delete(
     settings = state.settings()
 
     try:
-        in_use = asyncio.run(with_hypervisor(settings, lambda hypervisor: hypervisor.cdrom_sources()))
-        delete_iso(settings.iso_dir, name, in_use)
+        def cdrom_sources() -> list[CdromSource]:
+            return asyncio.run(with_hypervisor(settings, lambda hypervisor: hypervisor.cdrom_sources()))
+
+        delete_iso(settings.iso_dir, name, cdrom_sources(), cdrom_sources)
     except LimenError as exc:
         raise failed(exc) from None
     typer.echo(json.dumps({"deleted": name}) if state.as_json else say("cli.iso_deleted", name=name))

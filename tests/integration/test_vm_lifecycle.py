@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from limen.errors import ErrorCode, LimenError
-from limen.hypervisor import Hypervisor, VmSpec
+from limen.errors import ErrorCode, LimenError, ValidationFailed
+from limen.hypervisor import Hypervisor, VmSpec, editing
 from limen.hypervisor.connection import LibvirtConnection
 from limen.settings import Settings
 from tests.conftest import DEMO_ISO, QEMU_URI, TEST_POOL, TEST_POOL_DIR
@@ -212,3 +213,37 @@ def test_parallel_deletes_of_a_running_vm_one_wins_the_rest_find_it_gone(
     codes = sorted(answer.json().get("code", "OK") for answer in answers)
     assert codes == ["OK"] + ["VM_NOT_FOUND"] * 9, [answer.text for answer in answers]
     assert not domain_exists(QEMU_URI, name)
+
+
+async def test_a_disc_deleted_as_it_goes_in_is_taken_out_again(
+    make_settings: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    vm_names: Callable[[], str]
+) -> None:
+    """The image's delete read the CD-ROMs after this change checked the image and before it put it in the
+    drive: both answered success, and the drive named a deleted file."""
+    iso_dir = tmp_path / "raced-isos"
+    iso_dir.mkdir()
+    for image in ("first.iso", "raced.iso"):
+        (iso_dir / image).write_bytes(b"image")
+    raced_images = Hypervisor(make_settings(libvirt_uri=QEMU_URI, iso_dir=iso_dir))
+    await raced_images.open()
+    try:
+        await _a_disc_deleted_as_it_goes_in(raced_images, monkeypatch, vm_names())
+    finally:
+        await raced_images.close()
+
+
+async def _a_disc_deleted_as_it_goes_in(raced_images: Hypervisor, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    vm = await raced_images.create_vm(VmSpec(name=name, memory_mib=64, iso="first.iso"))
+    real = editing.with_disc
+
+    def deleted_meanwhile(cdrom: ET.Element, iso_path: str | None) -> str:
+        if iso_path is not None and iso_path.endswith("raced.iso"):
+            Path(iso_path).unlink(missing_ok=True)
+        return real(cdrom, iso_path)
+
+    monkeypatch.setattr(editing, "with_disc", deleted_meanwhile)
+    with pytest.raises(ValidationFailed) as caught:
+        await editing.change_media(raced_images, vm.uuid, "raced.iso")
+    assert caught.value.field == "iso"
+    assert Path((await raced_images.get_vm(vm.uuid)).iso_path or "").name == "first.iso"

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import libvirt
 import pytest
 
 from limen.errors import ErrorCode, LimenError, ValidationFailed
-from limen.hypervisor import Hypervisor, LifecycleKind, VmSpec, VmState, VmWatch, parse_vm_id
+from limen.hypervisor import Hypervisor, LifecycleKind, VmSpec, VmState, VmWatch, parse_vm_id, service
+from limen.hypervisor.domain_xml import DomainPlan
 from limen.hypervisor.service import act_on_running
 from limen.hypervisor.vm_feed import Subscription, VmEvent, VmEventType
 from limen.settings import Settings
@@ -260,3 +262,36 @@ def test_a_vm_stopped_between_the_check_and_the_act_is_not_running() -> None:
     finally:
         dom.create()  # as the driver's other users expect it
         conn.close()
+
+
+@pytest.fixture
+async def raced_images(make_settings: Callable[..., Settings], tmp_path: Path) -> AsyncIterator[Hypervisor]:
+    """A hypervisor whose ISO directory holds first.iso and raced.iso (deleted mid-request by the tests)."""
+    iso_dir = tmp_path / "raced-isos"
+    iso_dir.mkdir()
+    for name in ("first.iso", "raced.iso"):
+        (iso_dir / name).write_bytes(b"image")
+    hypervisor = Hypervisor(make_settings(iso_dir=iso_dir))
+    await hypervisor.open()
+    yield hypervisor
+    await hypervisor.close()
+
+
+async def test_a_create_whose_image_is_deleted_before_its_definition_is_undone(
+    raced_images: Hypervisor, monkeypatch: pytest.MonkeyPatch, vm_names: Callable[[], str]
+) -> None:
+    """The image's delete read the CD-ROMs after this create checked the image and before it defined the VM:
+    both answered success, and the VM's CD-ROM named a deleted file."""
+    real = service.build_domain_xml
+
+    def deleted_meanwhile(plan: DomainPlan) -> str:
+        (raced_images.settings.iso_dir / "raced.iso").unlink()
+        return real(plan)
+
+    monkeypatch.setattr(service, "build_domain_xml", deleted_meanwhile)
+    name = vm_names()
+    with pytest.raises(ValidationFailed) as caught:
+        await raced_images.create_vm(VmSpec(name=name, memory_mib=64, iso="raced.iso"))
+    assert (caught.value.field, caught.value.to_dict()["rule"]["kind"]) == ("iso", "iso_missing")
+    assert name not in [vm.name for vm in await raced_images.list_vms()]
+

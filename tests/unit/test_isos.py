@@ -23,6 +23,7 @@ from limen.isos import (
     list_isos,
     name_problem,
     resolve_iso,
+    restore_parked_images,
     share_library_images,
     sweep_stale_temp_files,
 )
@@ -424,3 +425,51 @@ async def test_closing_stops_the_work(iso_dir: Path) -> None:
     checksums.request(list_isos(iso_dir))  # after close: nothing starts
     assert checksums._queue == []
     assert list_isos(iso_dir)[0].sha256 is None
+
+
+def test_a_delete_that_meets_a_new_holder_on_its_second_look_puts_the_image_back(iso_dir: Path) -> None:
+    """A VM created from the image (or given it) after the delete's first look at the CD-ROMs, before its
+    unlink: both answered success, and the VM's CD-ROM named a deleted file."""
+    image = iso_dir / "raced.iso"
+    image.write_bytes(b"raced image")
+    write_checksum(image, "c" * 64)
+    seen_while_parked: list[list[str]] = []
+
+    def new_vm_holds_it() -> list[CdromSource]:
+        seen_while_parked.append(sorted(path.name for path in iso_dir.iterdir()))
+        return [CdromSource("made-meanwhile", str(image))]
+
+    with pytest.raises(IsoInUse) as held:
+        delete_iso(iso_dir, "raced.iso", [], new_vm_holds_it)
+    assert held.value.to_dict()["vms"] == ["made-meanwhile"]
+    assert image.read_bytes() == b"raced image" and checksum_path(image).exists()
+    # While the second look ran, the image was under a hidden name: nothing could be given it then.
+    (parked_view,) = seen_while_parked
+    assert "raced.iso" not in parked_view and any(name.startswith(".raced.iso.deleting-") for name in parked_view)
+    assert [path.name for path in iso_dir.iterdir() if "raced" in path.name and not path.name.endswith(".sha256")] \
+        == ["raced.iso"]
+
+    def fails() -> list[CdromSource]:
+        raise LimenError(ErrorCode.HYPERVISOR_UNAVAILABLE, "libvirt went away")
+
+    with pytest.raises(LimenError):
+        delete_iso(iso_dir, "raced.iso", [], fails)
+    assert image.read_bytes() == b"raced image"  # a second look that failed deletes nothing
+    delete_iso(iso_dir, "raced.iso", [], list)
+    assert not image.exists() and not checksum_path(image).exists()
+    assert [path.name for path in iso_dir.iterdir() if "raced" in path.name] == []
+
+
+def test_an_image_a_killed_delete_left_parked_gets_its_name_back(iso_dir: Path, tmp_path: Path) -> None:
+    (iso_dir / ".kept.iso.deleting-0123456789ab").write_bytes(b"kept")
+    (iso_dir / ".taken.iso.deleting-0123456789ab").write_bytes(b"old")
+    (iso_dir / "taken.iso").write_bytes(b"uploaded since")
+    target = tmp_path / "target.iso"
+    target.write_bytes(b"t")
+    (iso_dir / ".link.iso.deleting-0123456789ab").symlink_to(target)
+    restored = restore_parked_images(iso_dir, now=time.time() + 3600)
+    assert sorted(path.name for path in restored) == ["kept.iso", "link.iso", "taken.iso"]
+    assert (iso_dir / "kept.iso").read_bytes() == b"kept"
+    assert (iso_dir / "taken.iso").read_bytes() == b"uploaded since"  # never replaced
+    assert (iso_dir / "link.iso").is_symlink()
+    assert not [path for path in iso_dir.iterdir() if ".deleting-" in path.name]

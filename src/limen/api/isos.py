@@ -26,11 +26,13 @@ from limen.api.strict_json import StrictJsonRoute
 from limen.errors import ErrorCode, LimenError
 from limen.http_protocol import DROPPED_STATUS_SCOPE_KEY
 from limen.isos import (
+    CdromSource,
     IsoUpload,
     check_new_name,
     check_room,
     delete_iso,
     list_isos,
+    restore_parked_images,
     sweep_stale_temp_files,
 )
 from limen.isos.background import BackgroundChecksums
@@ -65,6 +67,10 @@ async def start_iso_library(settings: Settings, checksums: BackgroundChecksums) 
     if removed:
         log.info("stale ISO upload files removed", extra={"event": "iso_temp_swept",
                                                          "files": [path.name for path in removed]})
+    restored = await asyncio.to_thread(restore_parked_images, settings.iso_dir)
+    if restored:
+        log.warning("ISOs a killed delete left parked are back under their names", extra={
+            "event": "iso_parked_restored", "isos": [path.name for path in restored]})
     checksums.request(await asyncio.to_thread(list_isos, settings.iso_dir))
 
 
@@ -187,6 +193,11 @@ async def remove_iso(name: str, principal: AdminUser, settings: SettingsDep, hyp
     """Admins. Refused with ISO_IN_USE (the answer's ``vms`` names them) while a VM's CD-ROM holds the
     image; a link is removed, never its target."""
     cdroms = await hypervisor.cdrom_sources()
-    await asyncio.to_thread(delete_iso, settings.iso_dir, name, cdroms)
+    loop = asyncio.get_running_loop()
+
+    def recheck() -> list[CdromSource]:  # in delete_iso's thread, once the image is parked
+        return asyncio.run_coroutine_threadsafe(hypervisor.cdrom_sources(), loop).result()
+
+    await asyncio.to_thread(delete_iso, settings.iso_dir, name, cdroms, recheck)
     log.info("ISO deleted", extra={"event": "iso_delete", "iso": name, "user": principal.name})
     return IsoDeleted(deleted=name)

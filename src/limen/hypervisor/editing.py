@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -190,6 +191,17 @@ def _media_timeout(hypervisor: Hypervisor) -> float:
     return hypervisor.settings.libvirt_timeout + LIBVIRT_TRAY_WAIT * 2
 
 
+def _deleted_meanwhile(iso_path: str | None) -> bool:
+    """The image just put in a drive was deleted since it was checked: that delete read the CD-ROMs before
+    the change. (A delete parks the image, then reads them again: it meets the change, or the change sees
+    the image gone.)"""
+    return iso_path is not None and not os.path.isfile(iso_path)
+
+
+def _gone(iso: str | None) -> ValidationFailed:
+    return ValidationFailed("iso", f"no image named {iso!r}", rule=rule(Rule.ISO_MISSING))
+
+
 async def change_media(hypervisor: Hypervisor, ident: str, iso: str | None, *, force: bool = False) -> Edited:
     """Puts ISO ``iso`` (a file name in the ISO directory) in the VM's CD-ROM drive, or ejects it (None).
 
@@ -218,12 +230,18 @@ async def change_media(hypervisor: Hypervisor, ident: str, iso: str | None, *, f
                 except NoFreeTarget as exc:
                     raise LimenError(ErrorCode.VM_OPERATION_FAILED, f"cannot add a CD-ROM drive: {exc}") from None
                 dom.attachDeviceFlags(drive, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+                if _deleted_meanwhile(iso_path):
+                    dom.detachDeviceFlags(drive, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+                    raise _gone(iso)
                 return Edited(hypervisor._snapshot(dom), (cd_drive_added_details(iso),))
             source = cdrom.find("source")
             before = source.get("file") if source is not None else None
             if before == iso_path:
                 return Edited(hypervisor._snapshot(dom), ())
             _change_disc(dom, cdrom, iso_path, active=active, force=force)
+            if _deleted_meanwhile(iso_path):
+                _change_disc(dom, cdrom, before, active=active, force=True)
+                raise _gone(iso)
             was = before.rsplit("/", 1)[-1] if before else "empty"
             now = iso if iso is not None else "ejected"
             return Edited(hypervisor._snapshot(dom), (change_details("cd", was, now, forced=force),))

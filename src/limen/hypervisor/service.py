@@ -729,6 +729,10 @@ class Hypervisor:
                         create_token=create_token,
                     )
                     domain = conn.defineXML(build_domain_xml(plan))
+                    if iso_path is not None and not iso_path.is_file():
+                        # Deleted since it was checked: that delete read the CD-ROMs before this definition.
+                        # (A delete parks the image, then reads them again: it meets this VM, or this sees it gone.)
+                        raise ValidationFailed("iso", f"no image named {spec.iso!r}", rule=rule(Rule.ISO_MISSING))
                     if cancelled.is_set():  # the caller gave up waiting: it was told this failed
                         raise LimenError(ErrorCode.HYPERVISOR_UNAVAILABLE, "create timed out")
                     return self._snapshot(domain)

@@ -21,7 +21,7 @@ from limen.isos.library import (
     resolve_iso,
 )
 from limen.isos.sharing import share_library_images
-from limen.isos.tempfiles import sweep_stale_temp_files
+from limen.isos.tempfiles import restore_parked_images, sweep_stale_temp_files
 from limen.isos.upload import IsoUpload, check_room
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "list_isos",
     "name_problem",
     "resolve_iso",
+    "restore_parked_images",
     "share_library_images",
     "sweep_stale_temp_files",
 ]

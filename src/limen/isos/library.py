@@ -11,7 +11,7 @@ import logging
 import os
 import stat
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 from limen.errors import ErrorCode, LimenError, Rule, ValidationFailed, rule
 from limen.isos.checksums import checked_image, read_checksum, remove_checksum
+from limen.isos.tempfiles import ParkedImage
 
 log = logging.getLogger("limen.isos")
 
@@ -182,18 +183,22 @@ class CdromSource(NamedTuple):
     snapshot: str | None = None
 
 
-def holders_of(path: Path, cdroms: Iterable[CdromSource]) -> list[tuple[str, str | None]]:
-    """(VM name, snapshot name or None) of every drive and snapshot that holds the ISO at ``path``, sorted.
+def holders_of(
+    path: Path, cdroms: Iterable[CdromSource], *, now_at: Path | None = None
+) -> list[tuple[str, str | None]]:
+    """(VM name, snapshot name or None) of every drive and snapshot that holds the ISO at ``path``, sorted;
+    ``now_at``: where its file is now (parked by its delete), if not at ``path``.
 
     A CD-ROM holds the image when it names this very path, or (for an image that is not a link) the same
     file by another path. A VM that names a link's target directly does not hold the link: deleting the
     link leaves it untouched.
     """
     own = os.path.abspath(path)
-    is_link = path.is_symlink()
+    file = now_at or path
+    is_link = file.is_symlink()
     holders = {
         (cdrom.vm, cdrom.snapshot) for cdrom in cdroms
-        if os.path.abspath(cdrom.path) == own or (not is_link and _same_file(cdrom.path, path))
+        if os.path.abspath(cdrom.path) == own or (not is_link and _same_file(cdrom.path, file))
     }
     return sorted(holders, key=lambda holder: (holder[0], holder[1] or ""))
 
@@ -214,10 +219,14 @@ class IsoInUse(LimenError):
         return {**super().to_dict(), "vms": self.vms, "snapshots": self.snapshots}
 
 
-def delete_iso(iso_dir: Path, name: str, cdroms: Iterable[CdromSource]) -> None:
+def delete_iso(iso_dir: Path, name: str, cdroms: Iterable[CdromSource],
+               recheck: Callable[[], Iterable[CdromSource]] | None = None) -> None:
     """Deletes ISO ``name`` (a link: the link only) and its checksum.
 
     ISO_NOT_FOUND for an unknown name; ISO_IN_USE, naming them, while a VM's CD-ROM or a snapshot holds it.
+    ``cdroms`` are every CD-ROM's image, read before; ``recheck`` reads them again once the image is parked
+    under a hidden name (no new VM can be given it then): a VM created from it, or given it, between the
+    first read and the delete held a deleted file (both answered success). Met then, the image is put back.
     """
     problem = name_problem(name)
     if problem is not None:
@@ -229,7 +238,19 @@ def delete_iso(iso_dir: Path, name: str, cdroms: Iterable[CdromSource]) -> None:
     if holders:
         raise IsoInUse(name, holders)
     try:
-        path.unlink()
+        if recheck is None:
+            path.unlink()
+        else:
+            parked = ParkedImage(path)
+            try:
+                holders = holders_of(path, recheck(), now_at=parked.hidden)
+            except BaseException:
+                parked.put_back()
+                raise
+            if holders:
+                parked.put_back()
+                raise IsoInUse(name, holders)
+            parked.remove()
     except FileNotFoundError:
         raise LimenError(ErrorCode.ISO_NOT_FOUND, f"iso: {name!r} was deleted meanwhile") from None
     remove_checksum(path)

@@ -66,3 +66,92 @@ def sweep_stale_temp_files(directory: Path, *, now: float | None = None) -> list
         finally:
             os.close(fd)
     return removed
+
+
+# An image being deleted: ``.NAME.deleting-<random>``, for the moment its delete checks the CD-ROMs again.
+PARK_MARK = ".deleting-"
+_PARKED_NAME = re.compile(rf"\.(?P<name>.+){re.escape(PARK_MARK)}[0-9a-f]{{{2 * _TOKEN_BYTES}}}", re.DOTALL)
+# A parked link cannot be locked (its delete holds no file of it): one parked this recently may be a live
+# delete's, in another limen process.
+_PARKED_LINK_GRACE_SECONDS = 60.0
+
+
+class ParkedImage:
+    """An image moved under a hidden name while its delete makes sure nothing took it meanwhile: no listing
+    shows it and no new VM can be given it (:func:`limen.isos.library.resolve_iso` finds no file). Locked while
+    parked (an image, not a link), so that a sweep tells a live delete's from a killed one's."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.hidden = path.with_name(f".{path.name}{PARK_MARK}{secrets.token_hex(_TOKEN_BYTES)}")
+        self._fd: int | None = None
+        if not path.is_symlink():
+            self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pass  # another delete of it holds it: the rename below decides which one goes on
+        try:
+            os.rename(path, self.hidden)
+        except BaseException:
+            self._close()
+            raise
+
+    def put_back(self) -> None:
+        """Its name again: without replacing an image uploaded under it meanwhile (then this one goes)."""
+        try:
+            os.link(self.hidden, self.path, follow_symlinks=False)
+        except FileExistsError:
+            pass
+        self.remove()
+
+    def remove(self) -> None:
+        try:
+            self.hidden.unlink(missing_ok=True)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def restore_parked_images(directory: Path, *, now: float | None = None) -> list[Path]:
+    """Gives the images a killed limen left parked (its delete did not finish, nor answer) their names back;
+    one whose name an image has taken meanwhile is removed. Returns the names restored or removed."""
+    handled: list[Path] = []
+    if not directory.is_dir():
+        return handled
+    now = time.time() if now is None else now
+    for entry in directory.iterdir():
+        matched = _PARKED_NAME.fullmatch(entry.name)
+        if matched is None:
+            continue
+        try:
+            if entry.is_symlink():
+                if now - entry.lstat().st_ctime < _PARKED_LINK_GRACE_SECONDS:
+                    continue
+                fd = None
+            else:
+                fd = os.open(entry, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(fd)
+                    continue  # held: a delete in progress
+        except OSError:
+            continue
+        try:
+            try:
+                os.link(entry, directory / matched["name"], follow_symlinks=False)
+            except FileExistsError:
+                pass
+            entry.unlink(missing_ok=True)
+            handled.append(directory / matched["name"])
+        except OSError:
+            continue
+        finally:
+            if fd is not None:
+                os.close(fd)
+    return handled
