@@ -192,15 +192,15 @@ export class SerialTab {
       return false;
     }
     if (event.type !== "keydown" || !event.ctrlKey || !event.shiftKey) return true;
-    if (event.code === "KeyC") {
-      this.copy();
-      return false;
-    }
-    if (event.code === "KeyV") {
-      this.pasteFromClipboard();
-      return false;
-    }
-    return true;
+    if (event.code !== "KeyC" && event.code !== "KeyV") return true;
+    // Returning false only keeps xterm off the key; the browser still acted on it: Ctrl+Shift+V pasted as
+    // plain text into xterm's textarea (the guest got the text twice, with the paste below), and
+    // Ctrl+Shift+C opened desktop Chrome's element inspector.
+    event.preventDefault();
+    event.stopPropagation();
+    if (event.code === "KeyC") this.copy();
+    else this.pasteFromClipboard();
+    return false;
   }
 
   async copy() {

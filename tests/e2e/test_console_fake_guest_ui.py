@@ -1,0 +1,101 @@
+"""The console page's keyboard paths in Chromium against a real ``limen serve`` whose VM (libvirt's test
+driver) points its VNC graphics at a fake RFB server that records the key events it gets; the Serial tab's
+WebSocket is played in the page by a fake that records what the terminal sends. No guest runs: what is
+checked is what the page sends, key by key."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.e2e.helpers import start_limen
+from tests.e2e.test_console_clipboard_ui import ThreadedRfbServer
+from tests.support.console import FakeDomain, driver_uri
+from tests.support.fake_vnc import RfbServer
+from tests.support.server import LimenProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.same_on_any_database]
+
+VM = "limen-test-keys"
+
+# The serial console's WebSocket, played in the page: it says "connected" as the server does and keeps what
+# the terminal sends in window.serialSent. Every other WebSocket (the screen's) is the browser's own.
+FAKE_SERIAL_SOCKET = """
+(() => {
+  const Real = window.WebSocket;
+  window.serialSent = [];
+  class FakeSerial extends EventTarget {
+    constructor(url) {
+      super();
+      this.url = url;
+      this.readyState = 0;
+      this.binaryType = "arraybuffer";
+      setTimeout(() => {
+        this.readyState = 1;
+        this.dispatchEvent(new Event("open"));
+        const frame = { type: "status", message: "Serial console connected", stage: "proxy" };
+        this.dispatchEvent(new MessageEvent("message", { data: JSON.stringify(frame) }));
+      }, 50);
+    }
+    send(data) { window.serialSent.push(String(data)); }
+    close() { this.readyState = 3; }
+  }
+  window.WebSocket = function WebSocket(url, protocols) {
+    return String(url).includes("/serial") ? new FakeSerial(url) : new Real(url, protocols);
+  };
+  Object.assign(window.WebSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+})();
+"""
+
+
+@pytest.fixture(scope="module")
+def vnc() -> Iterator[RfbServer]:
+    with ThreadedRfbServer(RfbServer(update_interval=0.1)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, vnc: RfbServer) -> Iterator[LimenProcess]:
+    tmp = tmp_path_factory.mktemp("limen-fake-guest")
+    process = start_limen(tmp, LIMEN_LIBVIRT_URI=driver_uri(Path(tmp), [FakeDomain(VM, vnc=vnc.port)]))
+    yield process
+    process.stop()
+
+
+def open_console(page: Page, server: LimenProcess, query: str = "") -> None:
+    page.goto(f"{server.base_url}/vms/{VM}/console{query}")
+    page.wait_for_selector('body[data-console-state="connected"]', timeout=20_000)
+
+
+def serial_sent(page: Page) -> str:
+    return "".join(page.evaluate("window.serialSent"))
+
+
+def wait_until(ready: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.1)
+
+
+def test_ctrl_shift_v_in_the_serial_tab_pastes_once(
+    server: LimenProcess, signed_in_page: Callable[..., Page]
+) -> None:
+    # xterm's key handler returning false did not cancel the browser's own "paste as plain text": the
+    # terminal got a native paste and the page's paste sent the clipboard again, so the guest got it twice.
+    page = signed_in_page(server)
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.base_url)
+    page.add_init_script(FAKE_SERIAL_SOCKET)
+    open_console(page, server)
+    page.click("#tab-serial")
+    expect(page.locator("#serial-status")).to_contain_text("Serial console connected", timeout=20_000)
+    page.evaluate("navigator.clipboard.writeText('echo once')")
+    page.locator("#serial-term .xterm-helper-textarea").focus()
+    page.keyboard.press("Control+Shift+V")
+    wait_until(lambda: "echo once" in serial_sent(page), "the pasted text")
+    page.wait_for_timeout(500)  # a second copy would come right after
+    assert serial_sent(page) == "echo once"
