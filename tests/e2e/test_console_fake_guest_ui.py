@@ -99,3 +99,28 @@ def test_ctrl_shift_v_in_the_serial_tab_pastes_once(
     wait_until(lambda: "echo once" in serial_sent(page), "the pasted text")
     page.wait_for_timeout(500)  # a second copy would come right after
     assert serial_sent(page) == "echo once"
+
+
+def keysym_state(vnc: RfbServer, keysym: int) -> bool | None:
+    """Whether the guest last got ``keysym`` pressed (True) or released (False); None: never."""
+    events = [down for down, key in list(vnc.key_events) if key == keysym]
+    return events[-1] if events else None
+
+
+def test_a_key_held_while_a_toolbar_button_takes_the_focus_is_released(
+    server: LimenProcess, vnc: RfbServer, signed_in_page: Callable[..., Page]
+) -> None:
+    # noVNC releases held keys only when the window loses the focus: a click on the toolbar with a key held
+    # (Shift, an arrow) left it pressed in the guest, which then repeated it or typed capitals.
+    page = signed_in_page(server)
+    open_console(page, server)
+    page.locator("#screen canvas").click()
+    page.keyboard.down("Shift")
+    page.keyboard.down("ArrowRight")
+    wait_until(lambda: keysym_state(vnc, 0xFF53) is True, "ArrowRight pressed")  # XK_Right
+    assert keysym_state(vnc, 0xFFE1) is True  # XK_Shift_L
+    page.locator("#btn-scale").click()
+    wait_until(lambda: keysym_state(vnc, 0xFF53) is False, "ArrowRight released", timeout=3.0)
+    assert keysym_state(vnc, 0xFFE1) is False
+    page.keyboard.up("ArrowRight")
+    page.keyboard.up("Shift")

@@ -790,13 +790,18 @@ function screenHasFocus() {
   return ui.screen.contains(document.activeElement) && document.activeElement !== ui.screen;
 }
 
+/** Releases every key noVNC holds down in the VM (its listener for the window's blur event does it). */
+function releaseHeldKeys() {
+  window.dispatchEvent(new Event("blur"));
+}
+
 /**
  * Leaves the screen: releases every key noVNC holds down in the VM, then moves the focus to the toolbar.
  * noVNC releases them on the window's blur event; the chord's own last key never reached it (this runs
  * in the capture phase, before noVNC's listener), so no modifier stays pressed in the guest.
  */
 function leaveConsole() {
-  window.dispatchEvent(new Event("blur"));
+  releaseHeldKeys();
   if (rfb) rfb.blur();
   const target = ui.keys.disabled ? ui.scale : ui.keys;
   target.focus();
@@ -965,7 +970,10 @@ function wireFocusHint() {
       setState("connected", () => t("console.focused", { chord: LEAVE_CHORD_LABEL }), "ok");
     }
   });
-  ui.screen.addEventListener("focusout", () => {
+  ui.screen.addEventListener("focusout", (event) => {
+    // The focus went to the toolbar (a click, say) with a key held: noVNC releases keys only when the
+    // window loses the focus, so the key stayed pressed in the VM (repeating, or Shift typing capitals).
+    if (!ui.screen.contains(event.relatedTarget)) releaseHeldKeys();
     clearTimeout(hintTimer);
     ui.leaveHint.hidden = true;
     if (ui.body.dataset.consoleState === "connected" && typing === null) {
