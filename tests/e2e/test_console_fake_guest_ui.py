@@ -124,3 +124,32 @@ def test_a_key_held_while_a_toolbar_button_takes_the_focus_is_released(
     assert keysym_state(vnc, 0xFFE1) is False
     page.keyboard.up("ArrowRight")
     page.keyboard.up("Shift")
+
+
+XK_SHIFT_L = 0xFFE1
+
+
+def test_paste_as_typing_follows_the_guests_caps_lock(
+    server: LimenProcess, vnc: RfbServer, signed_in_page: Callable[..., Page]
+) -> None:
+    # With the guest's Caps Lock LED on, "Hi!" typed as Shift+H, i, Shift+1 arrived as "hI!": the guest
+    # applies Caps Lock to letters. Now letters take Shift the other way round while QEMU says it is on.
+    vnc.led_state = 4  # Caps Lock on
+    try:
+        page = signed_in_page(server)
+        open_console(page, server)
+        page.wait_for_timeout(500)  # a few updates: the LED state has come
+        before = len(vnc.key_events)
+        page.get_by_role("button", name="Paste as typing").click()
+        page.get_by_label("Text to type").fill("Hi!")
+        page.get_by_role("button", name="Type it").click()
+        expect(page.locator("#conn-status")).to_have_text("Connected · typed 3 characters", timeout=10_000)
+        wait_until(lambda: len(vnc.key_events) >= before + 10, "the keys at the VNC server", timeout=5.0)
+        page.wait_for_timeout(200)
+        assert vnc.key_events[before:] == [
+            (True, ord("H")), (False, ord("H")),
+            (True, XK_SHIFT_L), (True, ord("i")), (False, ord("i")), (False, XK_SHIFT_L),
+            (True, XK_SHIFT_L), (True, ord("!")), (False, ord("!")), (False, XK_SHIFT_L),
+        ]
+    finally:
+        vnc.led_state = 0

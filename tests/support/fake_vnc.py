@@ -135,6 +135,9 @@ class RfbServer(FakeVncServer):
         self.key_events: list[tuple[bool, int]] = []
         self.pointer_events: list[tuple[int, int, int]] = []
         self.client_version = b""
+        # QEMU's LED state pseudo-encoding (-261): bit 2 Caps Lock, bit 1 Num Lock, bit 0 Scroll Lock; sent
+        # with the next update whenever it changes, to a client that asked for it. None: not sent.
+        self.led_state: int | None = None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(BANNER)
@@ -147,13 +150,15 @@ class RfbServer(FakeVncServer):
                      + struct.pack("!I", len(self.NAME)) + self.NAME)
         await writer.drain()
         frame = 0
+        encodings: tuple[int, ...] = ()
+        led_sent: int | None = None
         while True:
             kind = (await reader.readexactly(1))[0]
             if kind == 0:  # SetPixelFormat
                 await reader.readexactly(19)
             elif kind == 2:  # SetEncodings
                 _pad, count = struct.unpack("!BH", await reader.readexactly(3))
-                await reader.readexactly(4 * count)
+                encodings = struct.unpack(f"!{count}i", await reader.readexactly(4 * count))
             elif kind == 3:  # FramebufferUpdateRequest
                 await reader.readexactly(9)
                 if self.update_interval:
@@ -162,6 +167,10 @@ class RfbServer(FakeVncServer):
                 pixels = bytes([frame % 256, 0x40, 0x80, 0]) * (self.WIDTH * self.HEIGHT)
                 writer.write(struct.pack("!BxH", 0, 1)
                              + struct.pack("!HHHHi", 0, 0, self.WIDTH, self.HEIGHT, 0) + pixels)
+                led = self.led_state
+                if led is not None and led != led_sent and -261 in encodings:
+                    writer.write(struct.pack("!BxH", 0, 1) + struct.pack("!HHHHi", 0, 0, 0, 0, -261) + bytes([led]))
+                    led_sent = led
                 if self.server_cut_text is not None and self.updates_sent == 0:
                     writer.write(struct.pack("!B3xI", 3, len(self.server_cut_text)) + self.server_cut_text)
                 await writer.drain()

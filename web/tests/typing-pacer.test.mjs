@@ -102,3 +102,11 @@ test("cancelled while a key drains, no progress is reported for it", async () =>
   );
   assert.deepEqual(progress, [1]);
 });
+
+test("each key follows the guest's Caps Lock as it is when the key goes", async () => {
+  const link = fakeLink();
+  let capsOn = true;
+  const progress = (done) => { if (done === 1) capsOn = false; }; // the person turned it off after the first
+  await typeKeys(planTyping("Ab").keys, { ...link, pacing: PACING, capsLock: () => capsOn, onProgress: progress });
+  assert.deepEqual(link.sent, [[0x41, "KeyA", true], [0x41, "KeyA", false], [0x62, "KeyB", true], [0x62, "KeyB", false]]);
+});

@@ -65,3 +65,13 @@ test("a long list of refused characters is cut, saying how many more", () => {
   assert.match(message, /а \(U\+0430\), б \(U\+0431\), в \(U\+0432\) and 16 more\./);
   assert.match(refusalMessage(["é"]), /1 character cannot/);
 });
+
+test("with the guest's Caps Lock on, letters take Shift the other way round; other keys do not", () => {
+  // The guest applies its Caps Lock to the keys it gets: "Hi!" typed as Shift+H, i, Shift+1 came out "hI!".
+  const { keys } = planTyping("Hi!1");
+  assert.deepEqual(keyEvents(keys[0], true), [[0x48, "KeyH", true], [0x48, "KeyH", false]]);
+  assert.deepEqual(keyEvents(keys[1], true), [SHIFT_DOWN, [0x69, "KeyI", true], [0x69, "KeyI", false], SHIFT_UP]);
+  assert.deepEqual(keyEvents(keys[2], true), [SHIFT_DOWN, [0x21, "Digit1", true], [0x21, "Digit1", false], SHIFT_UP]);
+  assert.deepEqual(keyEvents(keys[3], true), [[0x31, "Digit1", true], [0x31, "Digit1", false]]);
+  assert.deepEqual(keyEvents(keys[1], false), keyEvents(keys[1]));
+});

@@ -738,6 +738,8 @@ async function typeText(keys) {
       sleep: (ms) => new Promise((resolve) => { setTimeout(resolve, ms); }),
       now: () => performance.now(),
       cancelled: () => job.cancelled || session !== rfb,
+      // The guest's Caps Lock LED as QEMU reports it (noVNC 1.7's state; null: unknown, typed as off).
+      capsLock: () => session._remoteCapsLock === true,
       onProgress: (done, total) => {
         if (done % 10 === 0 || done === total) {
           setState("connected", () => t("console.typing_progress", { done, total }), "busy");

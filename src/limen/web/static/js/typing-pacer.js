@@ -33,17 +33,18 @@ export class TypingCancelled extends Error {}
  * Types planned ``keys`` (from planTyping) with ``send(keysym, code, down)``; ``pending()`` tells the
  * bytes the socket has not written yet; ``screenUpdates()`` counts the messages the VNC server sent so far;
  * ``sleep(ms)`` waits; ``now()`` reads a clock in milliseconds.
- * ``onProgress(done, total)`` after each key;
+ * ``capsLock()`` tells whether the guest's Caps Lock is on now (asked before each key: the person may
+ * toggle it meanwhile); ``onProgress(done, total)`` after each key;
  * ``cancelled()`` stops before the next key and before reporting a key sent while it became true (throws
  * TypingCancelled). Resolves with the gap it ended at.
  */
 export async function typeKeys(keys, { send, pending, screenUpdates, sleep, now, onProgress = () => {},
-  cancelled = () => false, pacing = PACING }) {
+  cancelled = () => false, capsLock = () => false, pacing = PACING }) {
   let gap = pacing.baseGapMs;
   for (let index = 0; index < keys.length; index += 1) {
     if (cancelled()) throw new TypingCancelled(`cancelled after ${index} of ${keys.length} keys`);
     const updatesBefore = screenUpdates();
-    for (const [keysym, code, down] of keyEvents(keys[index])) send(keysym, code, down);
+    for (const [keysym, code, down] of keyEvents(keys[index], capsLock())) send(keysym, code, down);
     const sent = now();
     while (pending() > 0) {
       const waited = now() - sent;

@@ -75,9 +75,14 @@ export function refusalMessage(refused, limit = 12) {
   return t(refused.length === 1 ? "paste.refused_one" : "paste.refused", { count: refused.length, named, more });
 }
 
-/** The key events for one planned key: ``[keysym, code, down]`` each, Shift around a shifted key. */
-export function keyEvents(key) {
+/**
+ * The key events for one planned key: ``[keysym, code, down]`` each, Shift around a shifted key. With the
+ * guest's Caps Lock on (``capsLock``), a letter's Shift is the other way round: the guest applies its own
+ * Caps Lock to the key, so "Hi" planned as Shift+H, i arrived as "hI".
+ */
+export function keyEvents(key, capsLock = false) {
   const press = [[key.keysym, key.code, true], [key.keysym, key.code, false]];
-  if (!key.shift) return press;
+  const letter = /^[a-z]$/i.test(key.char);
+  if (key.shift === (capsLock && letter)) return press;
   return [[KEYSYM.Shift_L, "ShiftLeft", true], ...press, [KEYSYM.Shift_L, "ShiftLeft", false]];
 }
