@@ -5,6 +5,7 @@ checked is what the page sends, key by key."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -153,3 +154,49 @@ def test_paste_as_typing_follows_the_guests_caps_lock(
         ]
     finally:
         vnc.led_state = 0
+
+
+def typed_xs(vnc: RfbServer, since: int) -> int:
+    return sum(1 for down, key in list(vnc.key_events)[since:] if down and key == ord("x"))
+
+
+def start_typing(page: Page, text: str) -> None:
+    page.get_by_role("button", name="Paste as typing").click()
+    page.get_by_label("Text to type").fill(text)
+    page.get_by_role("button", name="Type it").click()
+
+
+def test_a_paste_being_typed_can_be_stopped_and_an_end_says_how_far_it_got(
+    server: LimenProcess, vnc: RfbServer, signed_in_page: Callable[..., Page]
+) -> None:
+    # Only a newer paste or the console's end stopped a paste, and silently: 10,000 characters into a prompt
+    # that echoes nothing ran for most of an hour. While it types, "Paste as typing" is its Stop.
+    page = signed_in_page(server)
+    open_console(page, server)
+    before = len(vnc.key_events)
+    start_typing(page, "x" * 200)
+    stop = page.get_by_role("button", name="Stop typing")
+    expect(stop).to_be_visible()
+    wait_until(lambda: typed_xs(vnc, before) >= 5, "five keys typed")
+    stop.click()
+    status = page.locator("#conn-status")
+    expect(status).to_have_text(re.compile(r"^Connected · typing stopped after \d+ of 200 characters$"))
+    page.wait_for_timeout(1000)  # a key on its way arrives; none after it
+    sent = int(re.findall(r"\d+", status.inner_text())[0])
+    assert 5 <= sent < 200
+    assert typed_xs(vnc, before) == sent
+    expect(page.get_by_role("button", name="Paste as typing")).to_have_attribute("aria-haspopup", "dialog")
+
+    # Cut short by the console's end (here the Disconnect button): the panel the end shows says so.
+    before = len(vnc.key_events)
+    start_typing(page, "x" * 150)
+    wait_until(lambda: typed_xs(vnc, before) >= 3, "three keys typed")
+    page.locator("#btn-connect").click()
+    cut = page.locator("#typing-cut")
+    expect(cut).to_have_text(re.compile(r"^Typing stopped after \d+ of 150 characters: the rest was not typed\.$"))
+    page.wait_for_timeout(500)
+    # The count is what the page sent; the last key, sent as Disconnect was pressed, may not reach the VNC
+    # server (the session's proxy ends with the browser's close).
+    sent = int(re.findall(r"\d+", cut.inner_text())[0])
+    assert sent - 1 <= typed_xs(vnc, before) <= sent
+    expect(page.locator("#btn-paste")).to_have_text("Paste as typing")

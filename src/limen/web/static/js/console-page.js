@@ -91,6 +91,7 @@ const ui = {
   overlay: document.getElementById("overlay"),
   title: document.getElementById("panel-title"),
   sub: document.getElementById("panel-sub"),
+  typingCut: document.getElementById("typing-cut"),
   stages: document.getElementById("stages"),
   extra: document.getElementById("panel-extra"),
   keys: document.getElementById("btn-keys"),
@@ -125,7 +126,7 @@ let rfb = null;
 let attempt = 0; // consecutive automatic reconnects
 let backoffTimer = null;
 let elapsedTicker = null;
-let typing = null; // the paste being typed: { cancelled }
+let typing = null; // the paste being typed: { cancelled, sent, total }
 let vncSocket = null; // the WebSocket noVNC speaks over: its bufferedAmount paces typing
 // A console whose handshake ended before noVNC's module was ready (the page imports it only once its first
 // socket is made, see main): its VNC frames are held in order and given to noVNC once it attaches.
@@ -436,7 +437,7 @@ function startRfb(socket, heldFrames) {
 }
 
 function teardown() {
-  stopTyping();
+  sayTypingCut(stopTyping()); // said on the panel the end shows: the paste did not finish
   dropHeldSocket();
   vncSocket = null;
   if (rfb) {
@@ -715,19 +716,55 @@ function fitPopout() {
   if (fitted) ui.body.dataset.fittedTo = `${fitted.width}x${fitted.height}`;
 }
 
+/** Stops the paste being typed, if any: ``{sent, total}`` of it then, else null. */
 function stopTyping() {
-  if (typing !== null) typing.cancelled = true;
+  const job = typing;
   typing = null;
+  if (job === null) return null;
+  job.cancelled = true;
+  showPasteButton();
+  return { sent: job.sent, total: job.total };
+}
+
+/** The panel's line for a paste an end cut short (``cut`` from stopTyping), or none. */
+function sayTypingCut(cut) {
+  ui.typingCut.hidden = cut === null;
+  sayIn("typing-cut", ui.typingCut, () => (cut === null ? "" : t("console.typing_cut", {
+    done: formatNumber(cut.sent), total: formatNumber(cut.total) })));
+}
+
+/** While a paste is typed, the toolbar's "Paste as typing" is its Stop (a long paste ran its course, up to
+ * an hour into a prompt that echoes nothing); its catalogue keys follow, for a language switch. */
+function showPasteButton() {
+  const stop = typing !== null;
+  ui.paste.dataset.i18n = stop ? "console.paste_stop" : "console.paste";
+  ui.paste.dataset.i18nTitle = stop ? "console.paste_stop_title" : "console.paste_title";
+  ui.paste.textContent = t(ui.paste.dataset.i18n);
+  ui.paste.title = t(ui.paste.dataset.i18nTitle);
+  if (stop) ui.paste.removeAttribute("aria-haspopup");
+  else ui.paste.setAttribute("aria-haspopup", "dialog");
+}
+
+/** Stops the paste being typed (its Stop button, a newer paste): what was typed stays; the status says how much. */
+function onStopTyping() {
+  const cut = stopTyping();
+  if (cut !== null) {
+    setState("connected", () => t("console.typing_cancelled", {
+      done: formatNumber(cut.sent), total: formatNumber(cut.total) }), "ok");
+  }
 }
 
 /**
  * Types planned keys into the VM one character at a time (typing-pacer.js says why and how fast), with
- * Shift pressed and released around shifted characters. A newer paste or a disconnect stops it.
+ * Shift pressed and released around shifted characters. Its Stop, a newer paste or a disconnect stops it,
+ * saying after how many characters.
  */
 async function typeText(keys) {
-  stopTyping();
-  const job = { cancelled: false };
+  onStopTyping();
+  sayTypingCut(null);
+  const job = { cancelled: false, sent: 0, total: keys.length };
   typing = job;
+  showPasteButton();
   const session = rfb;
   const socket = vncSocket;
   try {
@@ -738,6 +775,7 @@ async function typeText(keys) {
       sleep: (ms) => new Promise((resolve) => { setTimeout(resolve, ms); }),
       now: () => performance.now(),
       cancelled: () => job.cancelled || session !== rfb,
+      onSent: (sent) => { job.sent = sent; },
       // The guest's Caps Lock LED as QEMU reports it (noVNC 1.7's state; null: unknown, typed as off).
       capsLock: () => session._remoteCapsLock === true,
       onProgress: (done, total) => {
@@ -752,7 +790,10 @@ async function typeText(keys) {
     if (session === rfb) setState("connected", () => t("console.typing_stopped", { reason }), "bad");
     return;
   } finally {
-    if (typing === job) typing = null;
+    if (typing === job) {
+      typing = null;
+      showPasteButton();
+    }
   }
   if (session !== rfb) return;
   // The keys the person presses next belong to the screen, unless they went to another control meanwhile
@@ -997,6 +1038,10 @@ function wireToolbar() {
     watchScreenSize(ui.screen, () => { if (rfb) fitPopout(); });
   }
   ui.paste.addEventListener("click", () => {
+    if (typing !== null) {
+      onStopTyping();
+      return;
+    }
     ui.pasteError.hidden = true;
     ui.pasteText.removeAttribute("aria-invalid");
     ui.pasteDialog.showModal();

@@ -34,17 +34,19 @@ export class TypingCancelled extends Error {}
  * bytes the socket has not written yet; ``screenUpdates()`` counts the messages the VNC server sent so far;
  * ``sleep(ms)`` waits; ``now()`` reads a clock in milliseconds.
  * ``capsLock()`` tells whether the guest's Caps Lock is on now (asked before each key: the person may
- * toggle it meanwhile); ``onProgress(done, total)`` after each key;
+ * toggle it meanwhile); ``onSent(sent, total)`` as soon as a key's events are sent (the count a stop says:
+ * the key is the guest's from then on); ``onProgress(done, total)`` after each key;
  * ``cancelled()`` stops before the next key and before reporting a key sent while it became true (throws
  * TypingCancelled). Resolves with the gap it ended at.
  */
 export async function typeKeys(keys, { send, pending, screenUpdates, sleep, now, onProgress = () => {},
-  cancelled = () => false, capsLock = () => false, pacing = PACING }) {
+  cancelled = () => false, capsLock = () => false, onSent = () => {}, pacing = PACING }) {
   let gap = pacing.baseGapMs;
   for (let index = 0; index < keys.length; index += 1) {
     if (cancelled()) throw new TypingCancelled(`cancelled after ${index} of ${keys.length} keys`);
     const updatesBefore = screenUpdates();
     for (const [keysym, code, down] of keyEvents(keys[index], capsLock())) send(keysym, code, down);
+    onSent(index + 1, keys.length);
     const sent = now();
     while (pending() > 0) {
       const waited = now() - sent;
