@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
-from tests.e2e.helpers import start_limen
+from tests.e2e.helpers import PHONE, save_screenshot, sign_in, start_limen
 from tests.e2e.test_console_clipboard_ui import ThreadedRfbServer
 from tests.support.console import FakeDomain, driver_uri
 from tests.support.fake_vnc import RfbServer
@@ -200,3 +200,40 @@ def test_a_paste_being_typed_can_be_stopped_and_an_end_says_how_far_it_got(
     sent = int(re.findall(r"\d+", cut.inner_text())[0])
     assert sent - 1 <= typed_xs(vnc, before) <= sent
     expect(page.locator("#btn-paste")).to_have_text("Paste as typing")
+
+
+def test_a_touch_device_has_a_keyboard_button_whose_input_goes_to_the_vm(
+    server: LimenProcess, vnc: RfbServer, browser: Browser, signed_in_page: Callable[..., Page]
+) -> None:
+    # Tapping the screen focuses noVNC's canvas, which opens no on-screen keyboard: a phone could not type.
+    desktop = signed_in_page(server)
+    open_console(desktop, server)
+    expect(desktop.locator("#btn-keyboard")).to_be_hidden()
+    desktop.close()
+
+    context = browser.new_context(viewport=PHONE, has_touch=True, is_mobile=True)
+    try:
+        page = sign_in(context.new_page(), server.base_url)
+        open_console(page, server)
+        keyboard = page.get_by_role("button", name="Keyboard", exact=True)
+        expect(keyboard).to_be_visible()
+        save_screenshot(page, "console-touch-keyboard-phone")
+        before = len(vnc.key_events)
+        keyboard.tap()
+        expect(page.locator("#touch-input")).to_be_focused()
+        page.keyboard.type("Hi")
+        page.keyboard.press("Backspace")
+        page.keyboard.press("Enter")
+        wait_until(lambda: len(vnc.key_events) >= before + 10, "the keys at the VNC server", timeout=5.0)
+        page.wait_for_timeout(300)
+        assert vnc.key_events[before:] == [
+            (True, XK_SHIFT_L), (True, ord("H")), (False, ord("H")), (False, XK_SHIFT_L),
+            (True, ord("i")), (False, ord("i")),
+            (True, 0xFF08), (False, 0xFF08),  # XK_BackSpace
+            (True, 0xFF0D), (False, 0xFF0D),  # XK_Return
+        ]
+        # What no US key types is not sent, and said so.
+        page.keyboard.insert_text("é")
+        expect(page.locator("#conn-status")).to_have_text("Not sent: é (U+00E9) (no key on a US keyboard types it)")
+    finally:
+        context.close()

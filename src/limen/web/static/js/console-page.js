@@ -14,7 +14,8 @@ import {
 } from "./console-popout.js";
 import { comboEvents, isLeaveChord, LEAVE_CHORD_LABEL, SEND_KEYS } from "./key-combos.js";
 import { typeKeys, TypingCancelled } from "./typing-pacer.js";
-import { describeChar, planTyping, refusalMessage } from "./us-keyboard.js";
+import { FILLER, inputKeys, refills } from "./touch-keyboard.js";
+import { describeChar, keyEvents, KEYSYM, planTyping, refusalMessage } from "./us-keyboard.js";
 import { VmEvents } from "./vm-events.js";
 import { SerialTab } from "./serial-console.js";
 import {
@@ -99,6 +100,8 @@ const ui = {
   clipboard: document.getElementById("btn-clipboard"),
   leaveHint: document.getElementById("leave-hint"),
   paste: document.getElementById("btn-paste"),
+  keyboard: document.getElementById("btn-keyboard"),
+  touchInput: document.getElementById("touch-input"),
   scale: document.getElementById("btn-scale"),
   fullscreen: document.getElementById("btn-fullscreen"),
   popout: document.getElementById("btn-popout"),
@@ -170,6 +173,7 @@ function setState(state, text, tone = "") {
 function setConnected(connected) {
   ui.keys.disabled = !connected;
   ui.paste.disabled = !connected;
+  ui.keyboard.disabled = !connected;
   ui.clipboard.disabled = !connected;
   if (!connected) closeKeysMenu(false);
 }
@@ -1002,6 +1006,45 @@ function wireClipboard() {
   ui.clipClose.addEventListener("click", () => ui.clipDialog.close());
 }
 
+/**
+ * On a touch device, the toolbar's Keyboard: tapping the screen focuses noVNC's canvas, which opens no
+ * on-screen keyboard, so the button focuses a textarea whose input goes to the VM as keys (touch-keyboard.js).
+ */
+function wireTouchKeyboard() {
+  if (!window.matchMedia("(any-pointer: coarse)").matches && !(navigator.maxTouchPoints > 0)) return;
+  const input = ui.touchInput;
+  let last = FILLER;
+  const refill = () => {
+    input.value = FILLER;
+    last = FILLER;
+    input.setSelectionRange(FILLER.length, FILLER.length);
+  };
+  ui.keyboard.hidden = false;
+  input.hidden = false;
+  ui.keyboard.addEventListener("click", () => {
+    input.focus({ preventScroll: true });
+    refill();
+  });
+  input.addEventListener("input", (event) => {
+    const { backspaces, text } = inputKeys(last, input.value);
+    last = input.value;
+    if (!event.isComposing && refills(last)) refill();
+    if (!rfb) return;
+    for (let i = 0; i < backspaces; i += 1) {
+      rfb.sendKey(KEYSYM.BackSpace, "Backspace", true);
+      rfb.sendKey(KEYSYM.BackSpace, "Backspace", false);
+    }
+    const { keys, refused } = planTyping(text);
+    const capsLock = rfb._remoteCapsLock === true;
+    for (const key of keys) {
+      for (const [keysym, code, down] of keyEvents(key, capsLock)) rfb.sendKey(keysym, code, down);
+    }
+    if (refused.length > 0) {
+      setState("connected", () => t("console.keyboard_refused", { named: refused.map(describeChar).join(", ") }), "bad");
+    }
+  });
+}
+
 /** Tells whether keys go to the VM: only while the screen has the focus. */
 function wireFocusHint() {
   let hintTimer = null;
@@ -1169,6 +1212,7 @@ async function main() {
   serialTab.wire(); // the Serial tab works even without noVNC
   wireToolbar();
   wireFocusHint();
+  wireTouchKeyboard();
   // One read now, then the VM's changes as they happen (GET /api/events; polled only while it is down).
   refreshVm();
   new VmEvents({ reload: refreshVm, onEvent: onVmEvent }).start();
