@@ -55,7 +55,7 @@ from limen.errors import LimenError
 from limen.host_registry import read_registered_hosts, sync_pool
 from limen.hypervisor import Hypervisor, Vm, VmState
 from limen.hypervisor.hosts import HostConfig
-from limen.hypervisor.service import detect_virt_type
+from limen.hypervisor.service import accelerated_virt_type
 from limen.i18n import DEFAULT_LANGUAGE, display_width, error_keys, pad, translate
 from limen.logs import LOG_FILE_NAME
 from limen.private_files import PRIVATE_DIR_MODE
@@ -204,11 +204,9 @@ async def check_qemu_file_access(ctx: Context) -> Said:
     if urlsplit(ctx.settings.libvirt_uri).netloc:
         return said("qemu_access_remote")
 
-    def capabilities(conn: Any) -> str:
-        return str(conn.getCapabilities())
-
-    caps = ctx.extra.get("capabilities") or await ctx.hypervisor.connection.call("capabilities", capabilities)
-    owner = qemu_owner(str(caps), detect_virt_type() if ctx.settings.virt_type == "auto" else ctx.settings.virt_type)
+    caps = await host_capabilities(ctx)
+    configured = ctx.settings.virt_type
+    owner = qemu_owner(caps, accelerated_virt_type(caps) if configured == "auto" else configured)
     if owner is None:
         return said("qemu_access_unknown")
     if owner.uid == 0:
@@ -473,12 +471,20 @@ async def check_console_log(ctx: Context) -> Said:
     return said("console_errors", summary=summary)
 
 
-async def check_qemu(ctx: Context) -> Said:
+async def host_capabilities(ctx: Context) -> str:
+    """The host's libvirt capabilities XML, read once for every check (seconds to get on a busy host)."""
+
     def capabilities(conn: Any) -> str:
         return str(conn.getCapabilities())
 
-    caps = await ctx.hypervisor.connection.call("capabilities", capabilities)
-    ctx.extra["capabilities"] = caps  # seconds to get on a busy host: read once
+    caps = ctx.extra.get("capabilities")
+    if caps is None:
+        caps = ctx.extra["capabilities"] = await ctx.hypervisor.connection.call("capabilities", capabilities)
+    return str(caps)
+
+
+async def check_qemu(ctx: Context) -> Said:
+    caps = await host_capabilities(ctx)
     if "<domain type='qemu'" not in caps and "<domain type=\"qemu\"" not in caps:
         raise CheckFailed(said("no_qemu"), said("fix.qemu"))
     emulator = shutil.which("qemu-system-x86_64")
@@ -486,7 +492,8 @@ async def check_qemu(ctx: Context) -> Said:
 
 
 async def check_acceleration(ctx: Context) -> Said:
-    kind = detect_virt_type()
+    """Whether the host's libvirt offers KVM (its capabilities: QEMU opens /dev/kvm, not limen)."""
+    kind = accelerated_virt_type(await host_capabilities(ctx))
     configured = ctx.settings.virt_type
     if kind == "kvm":
         return said("kvm_ok", kind="kvm" if configured == "auto" else configured)

@@ -124,7 +124,7 @@ class Settings(BaseSettings):
 
     # -- new VMs -------------------------------------------------------------------------------------
     vnc_listen: str = "127.0.0.1"
-    # auto: KVM when /dev/kvm can be opened, else TCG (libvirt type 'qemu').
+    # auto: KVM when the VM's host's libvirt offers it (its capabilities), else TCG (libvirt type 'qemu').
     virt_type: VirtType = "auto"
 
     # -- libvirt -------------------------------------------------------------------------------------

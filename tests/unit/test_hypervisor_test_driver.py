@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from limen.errors import ErrorCode, LimenError, ValidationFailed
 from limen.hypervisor import Hypervisor, LifecycleKind, VmSpec, VmState, VmWatch, parse_vm_id, service
 from limen.hypervisor.domain_xml import DomainPlan
-from limen.hypervisor.service import act_on_running
+from limen.hypervisor.service import accelerated_virt_type, act_on_running
 from limen.hypervisor.vm_feed import Subscription, VmEvent, VmEventType
 from limen.settings import Settings
 from tests.conftest import DEMO_ISO
@@ -295,3 +296,34 @@ async def test_a_create_whose_image_is_deleted_before_its_definition_is_undone(
     assert (caught.value.field, caught.value.to_dict()["rule"]["kind"]) == ("iso", "iso_missing")
     assert name not in [vm.name for vm in await raced_images.list_vms()]
 
+
+
+def _capabilities(*guests: tuple[str, str, tuple[str, ...]]) -> str:
+    """Capabilities XML as libvirt writes it: the host's arch, and per guest its OS type, arch and domain types."""
+    described = "".join(
+        f"<guest><os_type>{os_type}</os_type><arch name='{arch}'>"
+        + "".join(f"<domain type='{kind}'/>" for kind in kinds) + "</arch></guest>"
+        for os_type, arch, kinds in guests)
+    return f"<capabilities><host><cpu><arch>x86_64</arch></cpu></host>{described}</capabilities>"
+
+
+def test_kvm_is_what_the_hosts_libvirt_offers_not_what_limens_process_may_open() -> None:
+    """limen run as its service user (not in the kvm group) could not open /dev/kvm, and gave every new VM
+    TCG on a host whose libvirt (its QEMU) had KVM; a remote host was judged by limen's machine."""
+    assert accelerated_virt_type(_capabilities(("hvm", "i686", ("qemu", "kvm")),
+                                               ("hvm", "x86_64", ("qemu", "kvm")))) == "kvm"
+    assert accelerated_virt_type(_capabilities(("hvm", "x86_64", ("qemu",)))) == "qemu"
+    assert accelerated_virt_type(_capabilities(("hvm", "aarch64", ("kvm",)), ("hvm", "x86_64", ("qemu",)))) == "qemu"
+
+
+async def test_an_auto_domain_type_comes_from_the_hosts_capabilities(
+    make_settings: Callable[..., Settings], vm_names: Callable[[], str]
+) -> None:
+    hypervisor = Hypervisor(make_settings(virt_type="auto"))
+    await hypervisor.open()
+    try:
+        vm = await hypervisor.create_vm(VmSpec(name=vm_names(), memory_mib=64))
+        xml = await hypervisor.connection.call("xml", lambda conn: conn.lookupByUUIDString(vm.uuid).XMLDesc(0))
+    finally:
+        await hypervisor.close()
+    assert ET.fromstring(xml).get("type") == "qemu"  # the test driver offers no KVM, whatever /dev/kvm here says

@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import re
 import threading
 import time
 import uuid as uuid_module
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
@@ -102,14 +102,19 @@ def vm_not_found(ident: str) -> LimenError:
     return LimenError(ErrorCode.VM_NOT_FOUND, f"no VM with {kind} {value!r}")
 
 
-def detect_virt_type() -> str:
-    """'kvm' when /dev/kvm can be opened for use, else 'qemu' (TCG)."""
-    try:
-        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return "qemu"
-    os.close(fd)
-    return "kvm"
+def accelerated_virt_type(capabilities_xml: str) -> str:
+    """'kvm' when a host's libvirt offers KVM for full-virtualisation guests of the host's own architecture
+    (its capabilities), else 'qemu' (TCG). Asked of libvirt, whose QEMU opens /dev/kvm, not of limen's own
+    process: run as the service's user (not in the kvm group), limen could not open it, and every new VM got
+    TCG on a host with KVM; a remote host's VMs were judged by limen's machine."""
+    capabilities = ET.fromstring(capabilities_xml)
+    host_arch = capabilities.findtext("host/cpu/arch")
+    for guest in capabilities.iterfind("guest"):
+        arch = guest.find("arch")
+        if (guest.findtext("os_type") == "hvm" and arch is not None and arch.get("name") == host_arch
+                and arch.find("domain[@type='kvm']") is not None):
+            return "kvm"
+    return "qemu"
 
 
 def check_name(name: str, field: str = "name") -> None:
@@ -316,6 +321,7 @@ class Hypervisor:
         # Long operations (snapshots of running VMs) in the background, polled by id.
         self.operations = Operations()
         self._moves = asyncio.Semaphore(MOVES_AT_ONCE)
+        self._virt_types: dict[str, str] = {}  # LIMEN_VIRT_TYPE=auto's answer, by host
         self.hosts.availability_listeners.append(self._announce_host)
         # The console admission's recent reads of running VMs, forgotten at every change (console_cache.py).
         self.console_cache = ConsoleVmCache()
@@ -570,10 +576,15 @@ class Hypervisor:
 
     # -- creating and deleting ---------------------------------------------------------------------
 
-    def _virt_type(self) -> str:
-        if self.settings.virt_type == "auto":
-            return detect_virt_type()
-        return self.settings.virt_type
+    def _virt_type(self, conn: libvirt.virConnect, host: str) -> str:
+        """The domain type of host ``host``'s new VMs (in its worker thread): LIMEN_VIRT_TYPE, or with ``auto``
+        what its libvirt offers, read once per host (capabilities take a while on a busy host)."""
+        if self.settings.virt_type != "auto":
+            return self.settings.virt_type
+        known = self._virt_types.get(host)
+        if known is None:
+            known = self._virt_types[host] = accelerated_virt_type(conn.getCapabilities())
+        return known
 
     async def check_hardware(self, *, vcpus: int | None = None, memory_mib: int | None = None,
                              host: str | None = None, placed: bool = False) -> None:
@@ -717,7 +728,7 @@ class Hypervisor:
                         disk_path = volume.path()
                     plan = DomainPlan(
                         name=spec.name,
-                        virt_type=self._virt_type(),
+                        virt_type=self._virt_type(conn, link.name),
                         vcpus=spec.vcpus,
                         memory_mib=spec.memory_mib,
                         vnc_listen=vnc_listen,
