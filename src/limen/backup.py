@@ -264,6 +264,10 @@ def _copy_sqlite(source: Path, copy: Path) -> str | None:
         revision = _revision_of(writer)
     reader.close()
     writer.close()
+    if revision is None:
+        # A file limen never wrote (no schema: made empty by something that opened it): its backup would be
+        # restored over a real database as if it were one.
+        raise BackupError(f"the database at {source} holds nothing of limen's (no schema): nothing to back up")
     return revision
 
 
@@ -331,7 +335,12 @@ def check_restorable(backup: Backup, kind: str = SQLITE) -> None:
     than ``kind`` (this limen's), or a damaged database."""
     known = known_revisions()
     revision = backup.manifest.schema_revision
-    if revision is not None and revision not in known:
+    if revision is None:
+        # Made from a file limen never wrote (an older limen backed up the empty one its registry read made):
+        # restored, it put an empty database in place of the real one.
+        raise BackupError("the backup holds no limen database (it was made from an empty file, no schema): "
+                          "nothing to restore from it")
+    if revision not in known:
         raise BackupError(f"the backup's schema {revision!r} (limen {backup.manifest.limen_version}) is newer than "
                           f"this limen {__version__} knows (up to {known[-1]!r}): restore it with that version")
     if backup.manifest.database != kind:

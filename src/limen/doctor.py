@@ -554,8 +554,11 @@ async def check_disk_space(ctx: Context) -> Said:
 
 
 async def check_database(ctx: Context) -> Said:
-    from limen.db.database import Database, DatabaseFault, database_fault
+    from limen.db.database import Database, DatabaseFault, database_fault, missing_sqlite_file
 
+    not_made = missing_sqlite_file(ctx.settings.db_url)
+    if not_made is not None:  # opening it would make an empty one, which a backup then took for limen's
+        return said("db_not_made", path=str(not_made))
     database: Database | None = None
     try:
         database = Database(ctx.settings.db_url)

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from limen.cancellation import cancel_and_wait
-from limen.db.database import Database
+from limen.db.database import Database, missing_sqlite_file
 from limen.db.models import HypervisorHost
 from limen.errors import ErrorCode, LimenError, Refusals, Rule, ValidationFailed, rule
 from limen.hypervisor.hosts import DEFAULT_HOST, HostConfig, HostPool
@@ -154,9 +154,13 @@ def set_draining(db: Database, name: str, draining: bool) -> HostConfig:
 
 def read_registered_hosts(db_url: str) -> list[HostConfig]:
     """The registry as a process without a database of its own reads it (a command, ``doctor``): a database
-    without limen's schema yet (``limen serve`` makes it) holds no hosts."""
+    without limen's schema yet (``limen serve`` makes it) holds no hosts, and one not made yet is not made
+    here: an empty SQLite file made by reading it let `limen backup` (with a data directory that had none, in
+    a cron job without the service's settings) back it up as if it were limen's, and exit 0."""
     from sqlalchemy import inspect
 
+    if missing_sqlite_file(db_url) is not None:
+        return []
     database = Database(db_url)
     try:
         if not inspect(database.engine).has_table(HypervisorHost.__tablename__):

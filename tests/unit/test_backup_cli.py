@@ -303,6 +303,7 @@ def test_a_vm_whose_name_was_taken_since_is_refused_before_the_database_is_repla
     """The backup's VM is gone and another VM has its name now: libvirt refused to define it only after the
     database had been replaced ("the database is restored …, but what follows it failed"), half done."""
     backed_up = FakeDomain("web", None, running=False)
+    migrated_data_dir(tmp_path)
     base = ["--data-dir", str(tmp_path / "data"), "--log-dir", str(tmp_path / "log")]
     out = tmp_path / "b.limen"
     code, _, err = run(*base, "--libvirt-uri", driver_uri(tmp_path, [backed_up]), "backup", str(out))
@@ -510,3 +511,21 @@ def test_a_restore_under_json_says_what_it_restored(tmp_path: Path) -> None:
     assert sorted(vm["name"] for vm in said["vms"]) == ["gone", "still-here"]
     assert said["kept"].startswith(str(data / "limen.db.before-restore-"))
     assert err == ""  # no progress line under --json
+
+
+def test_a_backup_where_limen_has_no_database_makes_none_and_fails(tmp_path: Path) -> None:
+    """A backup run without the service's settings (a cron job, a data directory that holds no database) read
+    the host registry first, which made an empty SQLite file, then backed that up (schema None, exit 0):
+    every night's backup was empty, and restoring one put an empty database over the real one."""
+    data = tmp_path / "data"
+    out = tmp_path / "b.limen"
+    code, _, err = run("--data-dir", str(data), "--log-dir", str(tmp_path / "log"), "--libvirt-uri",
+                       driver_uri(tmp_path, [FakeDomain("web", None, running=False)]), "backup", str(out))
+    assert code == 1 and "nothing to back up" in err, err
+    assert not (data / "limen.db").exists() and not out.exists()
+    # A database file limen never wrote (no schema) is no database of limen's either.
+    data.mkdir(exist_ok=True)
+    sqlite3.connect(data / "limen.db").close()
+    code, _, err = run("--data-dir", str(data), "--log-dir", str(tmp_path / "log"), "backup", str(out), "--no-vms")
+    assert code == 1 and "holds nothing of limen's" in err, err
+    assert not out.exists()

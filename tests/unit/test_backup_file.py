@@ -57,11 +57,16 @@ def test_only_a_backups_members_are_read(tmp_path: Path) -> None:
     check_restorable(backup)
 
 
-def test_a_newer_schema_and_a_non_backup_are_refused(tmp_path: Path) -> None:
+def test_a_newer_schema_an_empty_database_and_a_non_backup_are_refused(tmp_path: Path) -> None:
     file, work = tmp_path / "b.limen", tmp_path / "work"
     work.mkdir()
     _backup(file, tmp_path, "0042_future")
     with pytest.raises(BackupError, match=r"'0042_future'.*newer"):
+        check_restorable(open_backup(file, work))
+    # An older limen's backup of an empty file (no schema): restored, it replaced the real database.
+    (tmp_path / "empty").mkdir()
+    _backup(file, tmp_path / "empty", None)
+    with pytest.raises(BackupError, match=r"holds no limen database"):
         check_restorable(open_backup(file, work))
     (tmp_path / "junk").write_bytes(b"\x00" * 1000)
     with pytest.raises(BackupError, match=r"not a (readable )?limen backup"):

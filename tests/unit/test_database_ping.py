@@ -55,8 +55,9 @@ async def test_the_doctor_waits_for_the_database_its_own_timeout(
         waited.append(timeout)
         raise TimeoutError
 
-    monkeypatch.setattr(Database, "ping", no_answer)
     settings = make_settings(libvirt_timeout=1, database_timeout=7)
+    Database(settings.db_url).close()  # made (a database the doctor finds none of is not asked)
+    monkeypatch.setattr(Database, "ping", no_answer)
     context = Context(settings=settings, hypervisor=cast(Any, None), vm_id=None, server_url="http://127.0.0.1:1")
     with pytest.raises(CheckFailed) as failed:
         await check_database(context)
@@ -79,3 +80,12 @@ async def test_a_pool_whose_every_connection_is_held_is_a_timeout_too(tmp_path: 
             await database.ping(10)
     finally:
         database.close()
+
+
+async def test_the_doctor_makes_no_database_where_there_is_none(make_settings: Callable[..., Settings]) -> None:
+    """Asked, it made an empty limen.db and said 'answers': a backup then took that file for limen's."""
+    settings = make_settings()
+    context = Context(settings=settings, hypervisor=cast(Any, None), vm_id=None, server_url="http://127.0.0.1:1")
+    said = await check_database(context)
+    assert "no database at" in str(said) and "yet" in str(said)
+    assert not (settings.data_dir / "limen.db").exists()

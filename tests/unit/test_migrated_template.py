@@ -4,6 +4,7 @@ registry before its audit trail migrates it, and each such command ran every mig
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,6 @@ from alembic import command
 
 from limen.db import Database
 from limen.db.database import SCHEMA_HEAD
-from limen.host_registry import read_registered_hosts
 
 
 def refuse_alembic(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -24,7 +24,9 @@ def refuse_alembic(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_file_sqlite_only_opened_gets_the_template(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"sqlite:///{tmp_path / 'limen.db'}"
-    assert read_registered_hosts(url) == []  # SQLite wrote the file's header, and no table
+    opened = sqlite3.connect(tmp_path / "limen.db")  # as any SQLite client leaves it: the file's header, no table
+    opened.execute("PRAGMA journal_mode=WAL")
+    opened.close()
     assert (tmp_path / "limen.db").stat().st_size != 0
     refuse_alembic(monkeypatch)
     database = Database(url)

@@ -105,6 +105,16 @@ def known_revisions() -> list[str]:
 
 
 
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file of SQLite database ``url`` when it does not exist yet (opening it would make an empty one),
+    else None (it exists, or the database is not a SQLite file)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
+
+
 def database_unavailable(exc: BaseException) -> LimenError | None:
     """DATABASE_UNAVAILABLE (503) when ``exc`` says the database did not answer (PostgreSQL stopped, its
     connection dropped, SQLite busy past its timeout, no connection of the pool free in time: nothing of the
