@@ -106,13 +106,17 @@ def known_revisions() -> list[str]:
 
 
 def missing_sqlite_file(url: str) -> Path | None:
-    """The file of SQLite database ``url`` when it does not exist yet (opening it would make an empty one),
-    else None (it exists, or the database is not a SQLite file)."""
+    """The file of SQLite database ``url`` when it does not exist yet but could be made (opening it would make
+    an empty one), else None: it exists, it cannot be made where it is named (a file stands where a directory
+    above it should: opening it says what is wrong), or the database is not a SQLite file."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return None
     path = Path(parsed.database)
-    return None if path.exists() else path
+    if path.exists():
+        return None
+    above = next((parent for parent in path.parents if parent.exists()), None)
+    return path if above is not None and above.is_dir() else None
 
 
 def database_unavailable(exc: BaseException) -> LimenError | None:
