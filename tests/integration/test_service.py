@@ -143,3 +143,38 @@ def test_limen_admin_runs_a_command_on_the_services_settings(tmp_path: Path) -> 
     made = run("user", "ensure-admin")
     assert made.returncode == 0, made.stderr
     assert server_db.exists() and not (tmp_path / "data" / "limen.db").exists()
+
+
+def test_limen_admin_reads_the_environment_file_as_systemd_does(tmp_path: Path) -> None:
+    """systemd's EnvironmentFile= trims blanks around the = and the value, skips indentation, ends a line at
+    its \\r (CRLF files) and removes quotes; limen-admin dropped "KEY = value" and indented lines and kept
+    the \\r, so LIMEN_DATABASE_URL reached the service and not `limen-admin user ensure-admin`, which made
+    the administrator in a SQLite file the server never reads."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    server_db, log = tmp_path / "server.db", tmp_path / "log"
+    (etc / "limen.env").write_bytes(
+        ("# the service's, written on Windows\r\n"
+         f"LIMEN_DATABASE_URL = sqlite:///{server_db}  \r\n"
+         f"    LIMEN_DATA_DIR={tmp_path / 'data'}\r\n"
+         f'\tLIMEN_LOG_DIR = "{log} \\"x\\""\r\n'  # systemd's escapes in double quotes
+         f"; LIMEN_PORT=1\r\nLIMEN_ISO_DIR='{tmp_path / 'iso dir'}'\r\nLIMEN_METRICS_TOKEN=pg$ecret-1\r\n").encode())
+    environment = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LIMEN": str(LIMEN_BIN), "LIMEN_ETC": str(etc),
+                   "LIMEN_USER": subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()}
+    admin = UNIT.parent / "limen-admin"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(admin), *args], env=environment, capture_output=True, text=True, timeout=60)
+
+    shown = run("--json", "config", "show")
+    assert shown.returncode == 0, shown.stderr
+    settings = json.loads(shown.stdout)
+    assert settings["database_url"] == {"value": f"sqlite:///{server_db}", "source": "env"}
+    assert settings["data_dir"] == {"value": str(tmp_path / "data"), "source": "env"}
+    assert settings["log_dir"]["value"] == f'{log} "x"'
+    assert settings["iso_dir"]["value"] == str(tmp_path / "iso dir")
+    assert settings["port"]["source"] == "default"  # a comment
+    assert settings["metrics_token"]["source"] == "env"
+    made = run("user", "ensure-admin")
+    assert made.returncode == 0, made.stderr
+    assert server_db.exists() and not (tmp_path / "data" / "limen.db").exists()
