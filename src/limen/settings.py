@@ -409,6 +409,17 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _public_url_of_tls(self) -> Settings:
+        # limen serving HTTPS itself answers no http:// address: with one as public_url, `config check` passed,
+        # `serve` started, and every browser's sign-in was refused (ORIGIN_NOT_ALLOWED: its https:// origin is
+        # not the http:// one named).
+        if self.tls and self.public_url is not None and self.public_url.startswith("http://"):
+            raise refused("limen_public_url_not_https", "public_url {url} is an http:// address, but limen serves "
+                          "HTTPS itself (tls_cert and tls_key): give its https:// address, or browsers' sign-ins "
+                          "are refused", url=repr(self.public_url))
+        return self
+
+    @model_validator(mode="after")
     def _derive_pool_dir(self) -> Settings:
         if self.storage_pool_dir is None:
             object.__setattr__(self, "storage_pool_dir", self.data_dir / "pool")

@@ -16,7 +16,7 @@ from fastapi.responses import PlainTextResponse
 from limen.api.transport_security import StrictTransportSecurity
 from limen.auth.site import Site
 from limen.cli import app
-from limen.settings import Settings, SettingsError, load_settings
+from limen.settings import Settings, SettingsError, check_settings_file, load_settings
 from tests.support.certificates import make_certificate
 from tests.support.cli import CliRunner
 
@@ -117,3 +117,24 @@ def test_limen_serve_says_why_a_pair_cannot_serve_tls_in_each_language(
                                           "--tls-key", str(key)], env={"LIMEN_LANG": language})
         assert isinstance(result.exception, SystemExit) and result.exit_code == 2, result.exception
         assert words in result.stderr and "LIMEN_TLS_KEY" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(("language", "said"), [
+    ("en", "public_url 'http://limen.example:8443' is an http:// address, but limen serves HTTPS itself"),
+    ("ko", "public_url이 http:// 주소입니다"),
+])
+def test_tls_with_an_http_public_url_is_refused_naming_public_url(
+    tmp_path: Path, pem_files: tuple[Path, Path], language: str, said: str,
+) -> None:
+    # `config check` passed it and `serve` started; then every browser's sign-in was refused (ORIGIN_NOT_ALLOWED).
+    cert, key = pem_files
+    with pytest.raises(SettingsError, match=re.escape("public_url 'http://limen.example:8443' is an http:// address")):
+        load_settings(None, tls_cert=cert, tls_key=key, public_url="http://limen.example:8443")
+    config = tmp_path / "limen.toml"
+    config.write_text(f'tls_cert = "{cert}"\ntls_key = "{key}"\npublic_url = "http://limen.example:8443"\n')
+    with pytest.raises(SettingsError, match="public_url"):
+        check_settings_file(config)
+    result = CliRunner().invoke(app, ["config", "check", str(config)], env={"LIMEN_LANG": language})
+    assert result.exit_code == 2 and said in result.stderr and "Traceback" not in result.stderr, result.stderr
+    config.write_text(f'tls_cert = "{cert}"\ntls_key = "{key}"\npublic_url = "https://limen.example:8443"\n')
+    assert check_settings_file(config).public_url == "https://limen.example:8443"
