@@ -716,8 +716,11 @@ def setting_sources(config_file: Path | None = None, **overrides: Any) -> dict[s
     a CLI flag, a ``LIMEN_*`` variable, the TOML file, else its default (or a value derived from others)."""
     config_file = settings_file_in_use(config_file)
     in_file = _file_keys(config_file)
-    # pydantic-settings matches variable names without regard to case, so this does too.
-    in_environment = {name.lower() for name in os.environ}
+    # pydantic-settings matches variable names without regard to case, so this does too; and an empty variable
+    # (LIMEN_PORT= in an environment file) it takes for unset (env_ignore_empty): `config show` said such a
+    # setting came from the environment while its value was the file's.
+    ignore_empty = Settings.model_config.get("env_ignore_empty", False)
+    in_environment = {name.lower() for name, value in os.environ.items() if value or not ignore_empty}
     sources: dict[str, SettingSource] = {}
     for name in Settings.model_fields:
         if overrides.get(name) is not None:

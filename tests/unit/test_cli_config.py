@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from limen.cli import app
+from limen.settings import setting_sources
 from tests.support.cli import CliRunner
 
 ENGLISH = {"LANG": "C.UTF-8", "LC_ALL": "", "LC_MESSAGES": "", "LIMEN_LANG": ""}
@@ -41,6 +42,19 @@ def test_show_names_flag_env_file_and_default(tmp_path: Path) -> None:
     assert shown["log_level"] == {"value": "info", "source": "default"}
     assert shown["allowed_hosts"] == {"value": [], "source": "default"}
     assert set(shown) >= {"libvirt_uri", "database_url", "tls_cert", "quota_vms"}
+
+
+def test_an_empty_variable_is_no_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # LIMEN_PORT= is unset to the settings (the file's 9999 is used), yet `config show` said it came from env.
+    config = tmp_path / "limen.toml"
+    config.write_text("port = 9999\n")
+    monkeypatch.setenv("LIMEN_PORT", "")
+    monkeypatch.setenv("LIMEN_LOG_LEVEL", "")
+    sources = setting_sources(config)
+    assert (sources["port"], sources["log_level"]) == ("file", "default")
+    code, out, err = invoke("--config", str(config), "--json", "config", "show", env={"LIMEN_PORT": ""})
+    assert code == 0, err
+    assert json.loads(out)["port"] == {"value": 9999, "source": "file"}
 
 
 def test_show_masks_secrets_and_credentials_in_urls(tmp_path: Path) -> None:
