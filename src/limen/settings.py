@@ -57,6 +57,13 @@ def _port_in_range(port: int | None) -> bool:
     return port is None or 1 <= port <= 65535
 
 
+# OpenSSL's reasons for a key that is not the certificate's: another key of its type (KEY_VALUES_MISMATCH), or
+# of another type (an RSA key with an EC certificate: NO_CERTIFICATE_ASSIGNED, no certificate for an RSA key),
+# which was said as "not a PEM certificate and its key (NO_CERTIFICATE_ASSIGNED)".
+_KEY_NOT_OF_CERTIFICATE = ("KEY_VALUES_MISMATCH", "KEY_TYPE_MISMATCH", "PRIVATE_KEY_MISMATCH",
+                           "NO_CERTIFICATE_ASSIGNED")
+
+
 def tls_pair_problem(cert: Path, key: Path) -> PydanticCustomError | None:
     """Why ``cert`` and ``key`` cannot serve TLS together (see :func:`refused`), or None. Checked with the
     settings, so that ``limen serve`` says it before it says it serves (else a traceback from uvicorn's start)."""
@@ -71,7 +78,7 @@ def tls_pair_problem(cert: Path, key: Path) -> PydanticCustomError | None:
         if encrypted:
             return refused("limen_key_encrypted", "{key} is encrypted: limen needs the key without a passphrase "
                            "(openssl pkey -in {key_path} -out PLAIN_KEY)", key=repr(str(key)), key_path=str(key))
-        if "KEY_VALUES_MISMATCH" in reason:
+        if any(mismatch in reason for mismatch in _KEY_NOT_OF_CERTIFICATE):
             return refused("limen_key_mismatch", "{key} is not the key of the certificate {cert}",
                            key=repr(str(key)), cert=repr(str(cert)))
         return refused("limen_not_pem", "{cert} and {key} are not a PEM certificate and its key ({why})",

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from limen.cli import app
 from limen.settings import setting_sources
+from tests.support.certificates import make_certificate
 from tests.support.cli import CliRunner
 
 ENGLISH = {"LANG": "C.UTF-8", "LC_ALL": "", "LC_MESSAGES": "", "LIMEN_LANG": ""}
@@ -189,3 +191,16 @@ def test_a_sqlite_database_in_memory_is_refused(tmp_path: Path, url: str) -> Non
     assert code == 2 and "\n  database_url: " in err and "is a database in memory" in err, err
     config.write_text(f"database_url = {json.dumps(f'sqlite:///{tmp_path}/limen.db')}\n")
     assert invoke("config", "check", str(config))[0] == 0
+
+
+def test_a_key_of_another_type_than_the_certificate_is_said_to_be_not_its_key(tmp_path: Path) -> None:
+    # An RSA key with an EC certificate was "not a PEM certificate and its key (NO_CERTIFICATE_ASSIGNED)".
+    cert, _ = make_certificate(tmp_path)
+    rsa_key = tmp_path / "rsa.key"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out",
+                    str(rsa_key)], check=True, capture_output=True, timeout=60)
+    config = tmp_path / "limen.toml"
+    config.write_text(f"tls_cert = {json.dumps(str(cert))}\ntls_key = {json.dumps(str(rsa_key))}\n")
+    code, out, err = invoke("config", "check", str(config))
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    assert f"\n  tls_key: '{rsa_key}' is not the key of the certificate '{cert}'" in err, err
