@@ -323,8 +323,9 @@ class Settings(BaseSettings):
         """limen itself terminates TLS (tls_cert and tls_key are set)."""
         return self.tls_cert is not None and self.tls_key is not None
 
+    # tls_key = "" was read as ".": "'.' is not a readable key file".
     @field_validator("data_dir", "log_dir", "iso_dir", "storage_pool_dir", "novnc_dir", "swagger_ui_dir",
-                     "uplot_dir", "tls_cert", mode="before")
+                     "uplot_dir", "tls_cert", "tls_key", mode="before")
     @classmethod
     def _path_not_empty(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():

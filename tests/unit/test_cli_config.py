@@ -204,3 +204,15 @@ def test_a_key_of_another_type_than_the_certificate_is_said_to_be_not_its_key(tm
     code, out, err = invoke("config", "check", str(config))
     assert code == 2 and out == "" and "Traceback" not in err, err
     assert f"\n  tls_key: '{rsa_key}' is not the key of the certificate '{cert}'" in err, err
+
+
+@pytest.mark.parametrize("empty", ["tls_cert", "tls_key"])
+def test_an_empty_tls_path_is_said_to_be_empty(tmp_path: Path, empty: str) -> None:
+    # tls_key = "" was read as ".": "'.' is not a readable key file".
+    cert, key = make_certificate(tmp_path)
+    paths = {"tls_cert": cert, "tls_key": key, empty: ""}
+    config = tmp_path / "limen.toml"
+    config.write_text("".join(f"{name} = {json.dumps(str(path))}\n" for name, path in paths.items()))
+    code, out, err = invoke("config", "check", str(config))
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    assert f"\n  {empty}: must be a path, not empty (leave it out for the default)" in err and "'.'" not in err, err
