@@ -15,7 +15,7 @@ import re
 import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Annotated, Any, ClassVar, Literal, get_args
 from urllib.parse import urlsplit
 
@@ -323,13 +323,16 @@ class Settings(BaseSettings):
         """limen itself terminates TLS (tls_cert and tls_key are set)."""
         return self.tls_cert is not None and self.tls_key is not None
 
-    # tls_key = "" was read as ".": "'.' is not a readable key file".
+    # tls_key = "" was read as ".": "'.' is not a readable key file". A NUL character (TOML's "\u0000") passed
+    # `config check`, then `serve` ended in a traceback (ValueError: embedded null byte): no system call takes it.
     @field_validator("data_dir", "log_dir", "iso_dir", "storage_pool_dir", "novnc_dir", "swagger_ui_dir",
                      "uplot_dir", "tls_cert", "tls_key", mode="before")
     @classmethod
     def _path_not_empty(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
             raise refused("limen_empty_path", "must be a path, not empty (leave it out for the default)")
+        if isinstance(value, str | PurePath) and "\0" in str(value):
+            raise refused("limen_path_nul", "must be a path without a NUL character")
         return value
 
     @field_validator("stats_interval")

@@ -216,3 +216,15 @@ def test_an_empty_tls_path_is_said_to_be_empty(tmp_path: Path, empty: str) -> No
     code, out, err = invoke("config", "check", str(config))
     assert code == 2 and out == "" and "Traceback" not in err, err
     assert f"\n  {empty}: must be a path, not empty (leave it out for the default)" in err and "'.'" not in err, err
+
+
+@pytest.mark.parametrize("setting", ["data_dir", "log_dir", "iso_dir", "storage_pool_dir", "novnc_dir", "tls_key"])
+def test_a_nul_character_in_a_path_is_refused_by_config_check_and_serve(tmp_path: Path, setting: str) -> None:
+    # It passed `config check`; `serve` then ended in a traceback (ValueError: embedded null byte).
+    config = tmp_path / "limen.toml"
+    config.write_text(f'{setting} = "{tmp_path}/a\\u0000b"\n')
+    said = f'{setting}: "{tmp_path}/a\\u0000b" must be a path without a NUL character'
+    code, out, err = invoke("config", "check", str(config))
+    assert code == 2 and out == "" and f"\n  {said}" in err and "Traceback" not in err, err
+    code, _, err = invoke("--config", str(config), "serve")
+    assert code == 2 and f"\n  {config}: {said}" in err and "Traceback" not in err, err
