@@ -502,18 +502,25 @@ async def check_acceleration(ctx: Context) -> Said:
     return said("tcg")
 
 
+def dialled_address(host: str) -> str:
+    """Where this machine reaches a server listening on ``host``: a wildcard (0.0.0.0, ``::``) is no address to
+    dial nor a Host limen answers to (HOST_NOT_ALLOWED), its loopback address is both."""
+    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host.strip(), host)
+
+
 async def check_listen_port(ctx: Context) -> Said:
     host, port = ctx.settings.host, ctx.settings.port
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+    dialled = dialled_address(host)
+    with socket.socket(socket.AF_INET6 if ":" in dialled else socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(1)
-        in_use = sock.connect_ex((host, port)) == 0
+        in_use = sock.connect_ex((dialled, port)) == 0
     if not in_use:
         return said("port_free", host=host, port=port)
     # Is it limen? Asked as these settings would serve first, then the other way: a limen serving with TLS,
     # asked by a doctor run without the TLS settings, was called "another program".
     configured = ctx.settings.tls
     for tls in (configured, not configured):
-        if await _limen_answers(host, port, tls=tls):
+        if await _limen_answers(dialled, port, tls=tls):
             if tls == configured:
                 return said("port_limen", host=host, port=port)
             return said("port_limen_tls" if tls else "port_limen_plain", host=host, port=port)
@@ -529,7 +536,7 @@ async def _limen_answers(host: str, port: int, *, tls: bool) -> bool:
             if unchecked is not None:
                 unchecked.check_hostname, unchecked.verify_mode = False, ssl.CERT_NONE
             reader, writer = await asyncio.open_connection(host, port, ssl=unchecked)
-            writer.write(f"GET /healthz HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+            writer.write(f"GET /healthz HTTP/1.0\r\nHost: {host_in_url(host)}\r\n\r\n".encode())
             await writer.drain()
             # Headers and body may come in separate reads (over TLS, separate records): read to the end.
             answer = b""
@@ -824,6 +831,6 @@ def render_json(results: list[CheckResult]) -> str:
 
 
 def default_server_url(settings: Settings) -> str:
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    host = dialled_address(settings.host)
     scheme = "https" if settings.tls else "http"
     return os.environ.get("LIMEN_SERVER_URL", f"{scheme}://{host_in_url(host)}:{settings.port}")

@@ -8,14 +8,14 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import libvirt
 import pytest
 from sqlalchemy.engine import make_url
 
 from limen.db import Database
-from limen.doctor import Outcome, all_passed, diagnose, render_table
+from limen.doctor import Context, Outcome, all_passed, check_listen_port, diagnose, render_table
 from limen.host_registry import add_host
 from limen.hypervisor.storage import pool_xml
 from limen.settings import Settings
@@ -323,3 +323,13 @@ async def test_a_storage_pool_that_keeps_its_disks_elsewhere_is_named_with_its_f
     finally:
         pool.undefine()
         pin.close()
+
+
+async def test_a_wildcard_listen_address_is_asked_on_loopback(make_settings: Callable[..., Settings]) -> None:
+    """LIMEN_HOST=0.0.0.0 (the README's direct-TLS set-up): the doctor dialled 0.0.0.0 with ``Host: 0.0.0.0``,
+    limen answered HOST_NOT_ALLOWED, and the listen port was "taken by another program" (exit 1). The test's
+    server listens on loopback, which a wildcard listen includes; its app judges Host as LIMEN_HOST=0.0.0.0."""
+    async with running_console(make_settings(host="0.0.0.0")) as console:
+        settings = make_settings(host="0.0.0.0", port=console.port)
+        said = await check_listen_port(Context(settings, cast(Any, None), None, server_url=""))
+    assert str(said) == f"limen already serves on 0.0.0.0:{console.port}"
