@@ -40,6 +40,37 @@ def raise_fd_limit() -> int:
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+class LimenConfig(uvicorn.Config):
+    """uvicorn's configuration, and the bound on a client's TLS handshake: uvicorn creates its servers without
+    one, so asyncio's 60 s applied (an idle connection closed after LIMEN_REQUEST_READ_TIMEOUT over plain HTTP
+    stayed six times as long over TLS)."""
+
+    def __init__(self, app: Any, *, ssl_handshake_timeout: float | None = None, **options: Any) -> None:
+        super().__init__(app, **options)
+        self.ssl_handshake_timeout = ssl_handshake_timeout
+
+
+@contextlib.contextmanager
+def tls_handshakes_bounded(loop: asyncio.AbstractEventLoop, timeout: float | None) -> Iterator[None]:
+    """While uvicorn creates its servers (``loop.create_server``, no ``ssl_handshake_timeout`` of its own), those
+    with TLS get ``timeout`` as that bound; the loop is as it was afterwards."""
+    if timeout is None:
+        yield
+        return
+    create_server = loop.create_server
+
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("ssl") is not None:
+            kwargs.setdefault("ssl_handshake_timeout", timeout)
+        return create_server(*args, **kwargs)
+
+    loop.create_server = bounded  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del loop.create_server  # the instance's attribute: the loop's own method again
+
+
 class LimenServer(uvicorn.Server):
     """uvicorn's server, stopping in the order a replica behind a load balancer needs: on SIGTERM ``/readyz``
     answers 503 at once (``Services.shutting_down``), the listening sockets close (new connections go to
@@ -58,7 +89,9 @@ class LimenServer(uvicorn.Server):
     on_started: Callable[[], None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
+        handshake = self.config.ssl_handshake_timeout if isinstance(self.config, LimenConfig) else None
+        with tls_handshakes_bounded(asyncio.get_running_loop(), handshake):
+            await super().startup(sockets)
         if not self.should_exit:
             # Started: what exists now lives as long as the process; collections need not walk it again.
             state = tune_collector()
@@ -120,7 +153,7 @@ class LimenServer(uvicorn.Server):
             await asyncio.wait(closing, timeout=CLOSE_GRACE)
 
 
-def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn.Config:
+def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> LimenConfig:
     metrics = services_of(app).metrics
     options: dict[str, Any] = {
         "host": settings.host,
@@ -137,8 +170,10 @@ def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicor
     if settings.tls:  # HTTPS and WSS on the one port; a plain-HTTP client there fails its TLS handshake
         options["ssl_certfile"] = str(settings.tls_cert)
         options["ssl_keyfile"] = str(settings.tls_key)
+        # A handshake is part of reading the first request: bounded as its line and headers are.
+        options["ssl_handshake_timeout"] = settings.request_read_timeout
     options.update(overrides)
-    return uvicorn.Config(app, **options)
+    return LimenConfig(app, **options)
 
 
 def open_listener(settings: Settings) -> socket.socket:

@@ -37,7 +37,7 @@ from limen.console.registry import ConsoleSessions
 from limen.console.ws_protocol import BoundedCloseWebSocketProtocol, uvicorn_ws_options
 from limen.http_protocol import uvicorn_http_options
 from limen.hypervisor import Hypervisor, Vm, VmSpec
-from limen.server import LimenServer
+from limen.server import LimenServer, uvicorn_config
 from limen.settings import Settings
 from tests.support.access import admin_token, make_access
 
@@ -156,15 +156,19 @@ _SERVER_AUTH: dict[str, dict[str, str]] = {}
 class ConsoleServer:
     """The app under uvicorn on a free loopback port, in the running loop."""
 
-    def __init__(self, settings: Settings, hypervisor: Hypervisor | None = None, access: Access | None = None) -> None:
+    def __init__(self, settings: Settings, hypervisor: Hypervisor | None = None, access: Access | None = None,
+                 *, as_served: bool = False) -> None:
+        """``as_served``: uvicorn configured as ``limen serve`` configures it (:func:`limen.server.uvicorn_config`:
+        HTTPS and WSS with the settings' LIMEN_TLS_CERT and KEY, among the rest)."""
         self.settings = settings
         self.access = access or make_access(settings)
         self.app = console_app(settings, hypervisor, self.access)
         self.auth_headers: dict[str, str] = {}
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on",
-            timeout_graceful_shutdown=5, **uvicorn_http_options(settings), **uvicorn_ws_options(settings),
-        )
+        config = uvicorn_config(self.app, settings, host="127.0.0.1", port=0, lifespan="on") if as_served else (
+            uvicorn.Config(
+                self.app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on",
+                timeout_graceful_shutdown=5, **uvicorn_http_options(settings), **uvicorn_ws_options(settings),
+            ))
         self.server = LimenServer(config)
         self._task: asyncio.Task[None] | None = None
         self.port = 0

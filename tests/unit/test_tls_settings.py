@@ -4,8 +4,11 @@ the console's pings and the event stream's keep-alives."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -19,6 +22,7 @@ from limen.cli import app
 from limen.settings import Settings, SettingsError, check_settings_file, load_settings
 from tests.support.certificates import make_certificate
 from tests.support.cli import CliRunner
+from tests.support.console import ConsoleServer
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -77,6 +81,26 @@ async def test_hsts_only_on_answers_sent_over_tls() -> None:
     for base, expected in (("https://limen.test", "max-age=31536000"), ("http://limen.test", None)):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=wrapped), base_url=base) as client:
             assert (await client.get("/")).headers.get("strict-transport-security") == expected
+
+
+async def test_a_tls_handshake_is_bounded_by_the_request_read_timeout(
+    make_settings: Callable[..., Settings], pem_files: tuple[Path, Path]
+) -> None:
+    """A connection that sends nothing was closed after LIMEN_REQUEST_READ_TIMEOUT over plain HTTP but after
+    asyncio's 60 s over TLS: uvicorn gave its handshake no bound."""
+    settings = make_settings(tls_cert=pem_files[0], tls_key=pem_files[1], request_read_timeout=1)
+    server = await ConsoleServer(settings, as_served=True).start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        began = time.monotonic()
+        try:
+            async with asyncio.timeout(6):
+                assert await reader.read() == b""  # closed by the server, not a byte sent
+        finally:
+            writer.close()
+        assert time.monotonic() - began < 3
+    finally:
+        await server.stop()
 
 
 def _seconds(directive: str) -> float:
