@@ -1,6 +1,6 @@
-"""TLS: limen serving HTTPS and WSS itself with a certificate made here (cookies Secure, HSTS, plain HTTP
-refused), and deploy/nginx.conf run by Debian's nginx in front of a plain-HTTP limen. Both: Chromium signs
-in and opens a console over wss://."""
+"""TLS: limen serving HTTPS and WSS itself with a certificate made here (cookies Secure, HSTS but not for
+localhost, plain HTTP refused), and deploy/nginx.conf run by Debian's nginx in front of a plain-HTTP limen.
+Both: Chromium signs in and opens a console over wss://."""
 
 from __future__ import annotations
 
@@ -35,6 +35,10 @@ NGINX_CONF = ROOT / "deploy" / "nginx.conf"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
+# A name limen answers to that is not this machine's own (localhost, loopback addresses): HSTS is sent to it.
+PUBLIC_NAME = "limen.test"
+
+
 def trusting(cert: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(cert))
 
@@ -56,7 +60,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def tls_server(certificate: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LimenProcess]:
     cert, key = certificate
     process = start(tmp_path_factory.mktemp("limen-tls"), scheme="https",
-                    LIMEN_TLS_CERT=str(cert), LIMEN_TLS_KEY=str(key))
+                    LIMEN_TLS_CERT=str(cert), LIMEN_TLS_KEY=str(key), LIMEN_ALLOWED_HOSTS=PUBLIC_NAME)
     yield process
     process.stop()
 
@@ -110,9 +114,13 @@ def open_console_over_wss(page: Page, base_url: str, vm_id: str, shot: str) -> N
 def test_https_sets_secure_cookies_and_hsts(tls_server: LimenProcess, certificate: tuple[Path, Path]) -> None:
     cert, _ = certificate
     with httpx.Client(base_url=tls_server.base_url, verify=trusting(cert), timeout=10) as client:
-        health = client.get("/healthz")
+        health = client.get("/healthz", headers={"Host": f"{PUBLIC_NAME}:{tls_server.port}"})
         assert health.status_code == 200
         assert health.headers["strict-transport-security"] == "max-age=31536000"
+        # Not to this machine's own names: it would force HTTPS on every http://localhost:* service for a year.
+        for own in ("127.0.0.1", "localhost"):
+            local = client.get("/healthz", headers={"Host": f"{own}:{tls_server.port}"})
+            assert local.status_code == 200 and "strict-transport-security" not in local.headers
         login = client.post("/api/login", json={"name": TEST_ADMIN, "password": TEST_ADMIN_PASSWORD},
                             headers={"Origin": tls_server.base_url})
         assert login.status_code == 200, login.text

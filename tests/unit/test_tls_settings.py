@@ -83,6 +83,21 @@ async def test_hsts_only_on_answers_sent_over_tls() -> None:
             assert (await client.get("/")).headers.get("strict-transport-security") == expected
 
 
+@pytest.mark.parametrize("host", ["localhost:8443", "LOCALHOST.", "dev.localhost", "127.0.0.1:8443", "127.0.0.2",
+                                  "[::1]:8443"])
+async def test_no_hsts_for_localhost_or_a_loopback_address(host: str) -> None:
+    """A browser keeps HSTS per host, not per port: limen's, sent to https://localhost:PORT, made Chromium force
+    HTTPS for a year on every http://localhost:* service of the machine."""
+    app = FastAPI()
+    app.add_api_route("/", lambda: PlainTextResponse("hi"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=StrictTransportSecurity(app)),
+                                 base_url="https://limen.test") as client:
+        assert "strict-transport-security" not in (await client.get("/", headers={"Host": host})).headers
+        # The machine's public name still gets it.
+        assert (await client.get("/", headers={"Host": "limen.example:8443"})).headers[
+            "strict-transport-security"] == "max-age=31536000"
+
+
 async def test_a_tls_handshake_is_bounded_by_the_request_read_timeout(
     make_settings: Callable[..., Settings], pem_files: tuple[Path, Path]
 ) -> None:

@@ -167,7 +167,7 @@ def create_app(
     app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(HostCheck, site=guard.site)  # inside the request context: its errors carry the id
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
-    app.add_middleware(StrictTransportSecurity)  # HSTS on every answer sent over limen's own TLS
+    app.add_middleware(StrictTransportSecurity)  # HSTS on answers over limen's own TLS (not to localhost)
     app.add_middleware(BrowserSecurityHeaders)  # CSP, no framing, no-store on the API: every HTTP answer
     install_error_handlers(app)
     include_routes(
