@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import functools
 import http.client
+import ipaddress
 import json
 import os
 import shutil
@@ -312,10 +313,44 @@ ANSWER_MAX_BYTES = 1 << 16
 SEE_LOG_FIX = said("fix.see_log")
 
 
-def client_tls(settings: Settings) -> ssl.SSLContext:
+class _NamedTls(ssl.SSLContext):
+    """A client context that checks the server's certificate against ``name`` (when set) whatever address it
+    dials: urllib and asyncio give it the URL's host as ``server_hostname``."""
+
+    name: str | None = None
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        if self.name is not None:
+            kwargs["server_hostname"] = self.name
+        return super().wrap_socket(*args, **kwargs)
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        if self.name is not None:
+            kwargs["server_hostname"] = self.name
+        return super().wrap_bio(*args, **kwargs)
+
+
+def certificate_name(settings: Settings, server_url: str) -> str | None:
+    """The name limen's certificate must have, when it is not ``server_url``'s host: LIMEN_PUBLIC_URL's host
+    when that is https and the doctor reaches this machine by an address or as localhost (its own way in,
+    https://127.0.0.1:PORT, which a certificate for limen.example does not name: browsers use the public URL)."""
+    public = urlsplit(settings.public_url or "")
+    dialled = urlsplit(server_url).hostname
+    if public.scheme != "https" or not public.hostname or dialled is None:
+        return None
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(dialled)
+        return public.hostname
+    return public.hostname if dialled == "localhost" else None
+
+
+def client_tls(settings: Settings, server_url: str = "") -> ssl.SSLContext:
     """What the doctor trusts when it talks to limen over HTTPS/WSS: the system's CAs and limen's own
-    certificate (self-signed ones included)."""
-    context = ssl.create_default_context()
+    certificate (self-signed ones included); the certificate's name is checked as :func:`certificate_name`
+    says, else as ``server_url``'s host."""
+    context = _NamedTls(ssl.PROTOCOL_TLS_CLIENT)  # as ssl.create_default_context(): names and chain checked
+    context.load_default_certs()
+    context.name = certificate_name(settings, server_url)
     if settings.tls_cert is not None:
         with contextlib.suppress(OSError, ssl.SSLError):
             context.load_verify_locations(cafile=str(settings.tls_cert))
@@ -376,12 +411,23 @@ def _unreachable_fix(server_url: str, reason: object) -> Said:
     if not server_url.lower().startswith(("http://", "https://")):  # "localhost:8080" is scheme "localhost"
         return said("fix.server_url")
     if isinstance(reason, ssl.SSLCertVerificationError):
-        return said("fix.trust_certificate")
+        return _certificate_fix(reason)
     if server_url.startswith("http://") and isinstance(reason, ConnectionResetError | http.client.RemoteDisconnected):
         return said("fix.use_https", url="https://" + server_url.removeprefix("http://"))
     if isinstance(reason, ValueError | http.client.HTTPException):  # not a URL, or no HTTP server behind it
         return said("fix.server_url")
     return START_SERVER_FIX
+
+
+# OpenSSL's verify codes (X509_V_ERR_*) that have a fix of their own; any other: the certificate is not trusted.
+_CERTIFICATE_FIXES: Final = {9: "fix.certificate_not_yet_valid", 10: "fix.certificate_expired",
+                             62: "fix.certificate_name", 64: "fix.certificate_name"}
+
+
+def _certificate_fix(refusal: ssl.SSLCertVerificationError) -> Said:
+    """What to do about the certificate the server showed, by why it was refused: an expired one or one for
+    another name was told to be trusted (set LIMEN_TLS_CERT to it, which was already so)."""
+    return said(_CERTIFICATE_FIXES.get(getattr(refusal, "verify_code", 0), "fix.trust_certificate"))
 
 
 def _server_advice(answer: Mapping[str, Any]) -> Said:
@@ -404,11 +450,11 @@ async def check_console_websocket(ctx: Context) -> Said:
     target = url
     if ctx.token:
         ticket = await asyncio.to_thread(_request_ticket, ctx.server_url, ctx.vm.uuid, ctx.token, 5.0,
-                                         client_tls(ctx.settings))
+                                         client_tls(ctx.settings, ctx.server_url))
         target, how = f"{url}?ticket={ticket}", said("with_ticket")
     try:
         async with asyncio.timeout(bound):
-            tls: dict[str, Any] = {"ssl": client_tls(ctx.settings)} if target.startswith("wss:") else {}
+            tls: dict[str, Any] = {"ssl": client_tls(ctx.settings, ctx.server_url)} if target.startswith("wss:") else {}
             async with websockets.connect(target, open_timeout=5, close_timeout=1, max_size=None, **tls) as ws:
                 async for frame in ws:
                     if isinstance(frame, bytes):

@@ -20,6 +20,7 @@ from limen.host_registry import add_host
 from limen.hypervisor.storage import pool_xml
 from limen.settings import Settings
 from tests.conftest import QEMU_URI, TEST_POOL, TEST_POOL_DIR
+from tests.support.certificates import make_certificate
 from tests.support.console import ConsoleServer, FakeDomain, driver_uri, running_console
 from tests.support.databases import cli_env, on_postgresql
 from tests.support.fake_vnc import GarbageServer, RfbServer, SilentServer, refused_port
@@ -333,3 +334,41 @@ async def test_a_wildcard_listen_address_is_asked_on_loopback(make_settings: Cal
         settings = make_settings(host="0.0.0.0", port=console.port)
         said = await check_listen_port(Context(settings, cast(Any, None), None, server_url=""))
     assert str(said) == f"limen already serves on 0.0.0.0:{console.port}"
+
+
+async def _console_check_over_tls(make_settings: Callable[..., Settings], tmp_path: Path, cert: Path, key: Path,
+                                  **settings: Any) -> Any:
+    """The console WebSocket check, with a token, against an in-process limen serving HTTPS and WSS with
+    ``cert`` (as ``limen serve`` does), dialled on https://127.0.0.1:PORT as the doctor dials it."""
+    async with RfbServer() as vnc:
+        tls = make_settings(libvirt_uri=driver_uri(tmp_path, [FakeDomain("secure", vnc.port)]), tls_cert=cert,
+                            tls_key=key, **settings)
+        server = await ConsoleServer(tls, as_served=True).start()
+        try:
+            results = await _diagnose(tls, "secure", f"https://127.0.0.1:{server.port}", token_of(server))
+        finally:
+            await server.stop()
+    return next(result for result in results if result.name == "console WebSocket")
+
+
+async def test_the_certificate_is_checked_for_the_public_name_browsers_use(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """A real certificate names the public host only (limen.example): the doctor, dialling 127.0.0.1, failed
+    it ("IP address mismatch") and told to set LIMEN_TLS_CERT to it, which was already so."""
+    cert, key = make_certificate(tmp_path, names=("DNS:limen.example",))
+    check = await _console_check_over_tls(make_settings, tmp_path, cert, key,
+                                          public_url="https://limen.example:8443")
+    assert check.outcome is Outcome.PASS, (check.detail, check.fix)
+    # Without LIMEN_PUBLIC_URL the name is the dialled address's: not the certificate's, and said so.
+    check = await _console_check_over_tls(make_settings, tmp_path, cert, key)
+    assert check.outcome is Outcome.FAIL and "does not name the host browsers use" in check.fix, check.fix
+
+
+async def test_an_expired_certificate_is_said_to_be_expired(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """It was told to be trusted (set LIMEN_TLS_CERT to it), as any refused certificate was."""
+    cert, key = make_certificate(tmp_path, expired=True)
+    check = await _console_check_over_tls(make_settings, tmp_path, cert, key)
+    assert check.outcome is Outcome.FAIL and "has expired: renew it" in check.fix, (check.detail, check.fix)
