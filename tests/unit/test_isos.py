@@ -473,3 +473,18 @@ def test_an_image_a_killed_delete_left_parked_gets_its_name_back(iso_dir: Path, 
     assert (iso_dir / "taken.iso").read_bytes() == b"uploaded since"  # never replaced
     assert (iso_dir / "link.iso").is_symlink()
     assert not [path for path in iso_dir.iterdir() if ".deleting-" in path.name]
+
+
+def test_a_dangling_link_that_holds_a_name_is_said_with_the_way_to_remove_it(iso_dir: Path, tmp_path: Path) -> None:
+    """A link whose target went (its package removed) is in no listing, and an upload of its name said only
+    'an ISO named … exists', an image nobody could see or find to delete."""
+    (iso_dir / "dangling.iso").symlink_to(tmp_path / "removed-by-apt.iso")
+    assert "dangling.iso" not in [image.name for image in list_isos(iso_dir)]
+    with pytest.raises(LimenError) as taken:
+        IsoUpload(iso_dir, "dangling.iso", 1 << 20)
+    assert taken.value.code is ErrorCode.ISO_ALREADY_EXISTS
+    assert "points nowhere" in taken.value.details and "DELETE /api/isos/dangling.iso" in taken.value.details
+    delete_iso(iso_dir, "dangling.iso", [])
+    with IsoUpload(iso_dir, "dangling.iso", 1 << 20) as upload:
+        upload.write(b"now an image")
+        assert upload.commit().name == "dangling.iso"

@@ -37,7 +37,15 @@ log = logging.getLogger("limen.isos")
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-def already_exists(name: str) -> LimenError:
+def already_exists(iso_dir: Path, name: str) -> LimenError:
+    """ISO_ALREADY_EXISTS for ``name`` in ``iso_dir``; a link there that points nowhere (its package removed),
+    which no listing shows, is named as such, with the way to remove it."""
+    path = iso_dir / name
+    if path.is_symlink() and not path.exists():
+        return LimenError(ErrorCode.ISO_ALREADY_EXISTS,
+                          f"a link named {name!r} that points nowhere ({os.readlink(path)}) holds the name; the "
+                          f"list does not show it: delete it (DELETE /api/isos/{name}, or limen iso delete), "
+                          "then upload again")
     return LimenError(ErrorCode.ISO_ALREADY_EXISTS, f"an ISO named {name!r} exists")
 
 
@@ -91,7 +99,7 @@ class IsoUpload:
         self.target = iso_dir / name
         twin = name if os.path.lexists(self.target) else _twin_of(iso_dir, name)
         if twin is not None:
-            raise already_exists(twin)
+            raise already_exists(iso_dir, twin)
         iso_dir.mkdir(parents=True, exist_ok=True)
         self.temp, self._fd = exclusive_temp_file(self.target)
         share_new_image(self._fd)
@@ -135,7 +143,7 @@ class IsoUpload:
                 os.link(self.temp, self.target)  # unlike rename, never replaces an existing file
             except FileExistsError:
                 self._discard()
-                raise already_exists(self.name) from None
+                raise already_exists(self.target.parent, self.name) from None
             self._discard()
             digest = self._digest.hexdigest()
             try:
