@@ -437,12 +437,18 @@ def test_a_delete_that_meets_a_new_holder_on_its_second_look_puts_the_image_back
 
     def new_vm_holds_it() -> list[CdromSource]:
         seen_while_parked.append(sorted(path.name for path in iso_dir.iterdir()))
+        # Meanwhile a listing (which removes the checksums of images gone) keeps this one's, and an upload
+        # cannot take the name the delete may give back.
+        assert "raced.iso" not in [iso.name for iso in list_isos(iso_dir)]
+        with pytest.raises(LimenError) as taken:
+            IsoUpload(iso_dir, "raced.iso", 1 << 20)
+        assert taken.value.code is ErrorCode.ISO_ALREADY_EXISTS and "being deleted" in taken.value.details
         return [CdromSource("made-meanwhile", str(image))]
 
     with pytest.raises(IsoInUse) as held:
         delete_iso(iso_dir, "raced.iso", [], new_vm_holds_it)
     assert held.value.to_dict()["vms"] == ["made-meanwhile"]
-    assert image.read_bytes() == b"raced image" and checksum_path(image).exists()
+    assert image.read_bytes() == b"raced image" and read_checksum(image, image.stat()) == "c" * 64
     # While the second look ran, the image was under a hidden name: nothing could be given it then.
     (parked_view,) = seen_while_parked
     assert "raced.iso" not in parked_view and any(name.startswith(".raced.iso.deleting-") for name in parked_view)
@@ -467,7 +473,7 @@ def test_an_image_a_killed_delete_left_parked_gets_its_name_back(iso_dir: Path, 
     target = tmp_path / "target.iso"
     target.write_bytes(b"t")
     (iso_dir / ".link.iso.deleting-0123456789ab").symlink_to(target)
-    restored = restore_parked_images(iso_dir, now=time.time() + 3600)
+    restored = restore_parked_images(iso_dir)
     assert sorted(path.name for path in restored) == ["kept.iso", "link.iso", "taken.iso"]
     assert (iso_dir / "kept.iso").read_bytes() == b"kept"
     assert (iso_dir / "taken.iso").read_bytes() == b"uploaded since"  # never replaced

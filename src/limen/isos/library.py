@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from limen.errors import ErrorCode, LimenError, Rule, ValidationFailed, rule
 from limen.isos.checksums import checked_image, read_checksum, remove_checksum
-from limen.isos.tempfiles import ParkedImage
+from limen.isos.tempfiles import ParkedImage, parked_twin
 
 log = logging.getLogger("limen.isos")
 
@@ -144,7 +144,9 @@ def _remove_if_orphan_checksum(entry: Path) -> None:
     image = checked_image(entry)
     # Only a checksum file of an image name limen would list; the image is looked for now, not in the listing
     # read before: an upload links its image before it writes the checksum, so one seen here has its image.
-    if image is not None and name_problem(image.name) is None and not os.path.lexists(image):
+    # Nor one whose image its delete has parked for a moment (it may yet be put back).
+    if (image is not None and name_problem(image.name) is None and not os.path.lexists(image)
+            and not parked_twin(image.parent, image.name)):
         try:
             entry.unlink(missing_ok=True)
         except OSError:

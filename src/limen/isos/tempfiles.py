@@ -11,6 +11,7 @@ import fcntl
 import os
 import re
 import secrets
+import stat
 import time
 from pathlib import Path
 
@@ -71,9 +72,6 @@ def sweep_stale_temp_files(directory: Path, *, now: float | None = None) -> list
 # An image being deleted: ``.NAME.deleting-<random>``, for the moment its delete checks the CD-ROMs again.
 PARK_MARK = ".deleting-"
 _PARKED_NAME = re.compile(rf"\.(?P<name>.+){re.escape(PARK_MARK)}[0-9a-f]{{{2 * _TOKEN_BYTES}}}", re.DOTALL)
-# A parked link cannot be locked (its delete holds no file of it): one parked this recently may be a live
-# delete's, in another limen process.
-_PARKED_LINK_GRACE_SECONDS = 60.0
 
 
 class ParkedImage:
@@ -85,12 +83,12 @@ class ParkedImage:
         self.path = path
         self.hidden = path.with_name(f".{path.name}{PARK_MARK}{secrets.token_hex(_TOKEN_BYTES)}")
         self._fd: int | None = None
-        if not path.is_symlink():
-            self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        if stat.S_ISREG(path.lstat().st_mode):  # not a link, nor a pipe an open would wait on
             try:
+                self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                pass  # another delete of it holds it: the rename below decides which one goes on
+                pass  # unreadable to limen, or another delete of it holds it: the rename below decides
         try:
             os.rename(path, self.hidden)
         except BaseException:
@@ -117,24 +115,33 @@ class ParkedImage:
             self._fd = None
 
 
-def restore_parked_images(directory: Path, *, now: float | None = None) -> list[Path]:
+def parked_twin(directory: Path, name: str) -> bool:
+    """Whether image ``name`` of ``directory`` is parked by its delete right now (its name free meanwhile)."""
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return False
+    return any((matched := _PARKED_NAME.fullmatch(entry)) is not None and matched["name"] == name
+               for entry in entries)
+
+
+def restore_parked_images(directory: Path) -> list[Path]:
     """Gives the images a killed limen left parked (its delete did not finish, nor answer) their names back;
-    one whose name an image has taken meanwhile is removed. Returns the names restored or removed."""
+    one whose name an image has taken meanwhile is removed. Returns the names restored or removed. A parked
+    image a live delete holds (its lock) is left to it; a parked link, which has no lock, is given back:
+    were its delete alive (another limen on this directory), the link stays, which loses nothing."""
     handled: list[Path] = []
     if not directory.is_dir():
         return handled
-    now = time.time() if now is None else now
     for entry in directory.iterdir():
         matched = _PARKED_NAME.fullmatch(entry.name)
         if matched is None:
             continue
         try:
-            if entry.is_symlink():
-                if now - entry.lstat().st_ctime < _PARKED_LINK_GRACE_SECONDS:
-                    continue
+            if not stat.S_ISREG(entry.lstat().st_mode):
                 fd = None
             else:
-                fd = os.open(entry, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                fd = os.open(entry, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError:

@@ -30,7 +30,7 @@ from limen.errors import ErrorCode, LimenError
 from limen.isos.checksums import write_checksum
 from limen.isos.library import IsoImage, check_new_name, list_image
 from limen.isos.sharing import share_new_image
-from limen.isos.tempfiles import exclusive_temp_file
+from limen.isos.tempfiles import exclusive_temp_file, parked_twin
 
 log = logging.getLogger("limen.isos")
 
@@ -100,6 +100,8 @@ class IsoUpload:
         twin = name if os.path.lexists(self.target) else _twin_of(iso_dir, name)
         if twin is not None:
             raise already_exists(iso_dir, twin)
+        if parked_twin(iso_dir, name):  # its delete may put it back: an image in its place would take its VMs
+            raise LimenError(ErrorCode.ISO_ALREADY_EXISTS, f"an ISO named {name!r} is being deleted: try again")
         iso_dir.mkdir(parents=True, exist_ok=True)
         self.temp, self._fd = exclusive_temp_file(self.target)
         share_new_image(self._fd)
