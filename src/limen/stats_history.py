@@ -207,6 +207,7 @@ class VmHistory:
         self.last_seen = 0.0  # wall time of the last reading
         self.host = ""  # the host whose round read it last (a migrated VM moves with its readings)
         self._known: Known = {}
+        self._last_steady = -math.inf  # the steady time of the last reading recorded
         self._average = _Average()
 
     def record(self, reading: Reading, at: float, *, host: str = "", steady: float | None = None) -> None:
@@ -214,8 +215,13 @@ class VmHistory:
         not given)."""
         steady = at if steady is None else steady
         newest = self.fine.newest
-        if newest is not None and at < newest:  # the wall clock was set back
-            self._start_series_afresh()
+        if newest is not None and at < newest:
+            if steady <= self._last_steady:
+                # A late reading, not a clock set back: one host's slow round came back after another host's
+                # later one (a live move lists the VM on both). Taken as a clock step, it wiped the history.
+                return
+            self._start_series_afresh()  # the wall clock was set back
+        self._last_steady = steady
         # A VM that was stopped, or read by another host than last time, starts its rates afresh.
         known = self._known if self.running and host == self.host else {}
         values = sample_values(known, reading, steady)

@@ -131,8 +131,9 @@ async def test_a_since_past_the_series_end_answers_the_whole_series(users: Users
     """The page asks for the points after the newest it holds; after the server's clock was set back the
     series began anew before that time, and each answer was empty until the clock passed it again."""
     history = users.sampler.history
-    for at in (1_000_000.0, 1_000_005.0, 1_000_010.0, 999_700.0, 999_705.0):  # set back 315 s
-        history.record([counters(alices_vm, cpu_s=0.0, rx=0)], at=at)
+    # Set back 315 s after the third reading (the steady clock, which never steps, goes on).
+    for steady, at in enumerate((1_000_000.0, 1_000_005.0, 1_000_010.0, 999_700.0, 999_705.0)):
+        history.record([counters(alices_vm, cpu_s=0.0, rx=0)], at=at, steady=steady * 5.0)
     path = f"/api/vms/{alices_vm['uuid']}/stats"
     body = (await users.get("alice", path, params={"since": 1_000_010})).json()
     assert body["series"]["t"] == [999_700.0, 999_705.0]

@@ -236,3 +236,15 @@ def test_running_vms_past_the_limit_keep_theirs_and_the_later_ones_get_none() ->
     for at in (1050.0, 1055.0):
         history.record([reading(5.0, uuid=uuid) for uuid in uuids[1:]], at=at)
     assert sorted(history.vms) == uuids[1:]
+
+
+def test_a_late_reading_from_a_slower_hosts_round_is_dropped_not_taken_for_a_clock_set_back() -> None:
+    """During a live move both hosts read the VM; the source's slow round came back after the target's next
+    one, with an earlier time: taken for a clock set back, it wiped an hour of history."""
+    history = StatsHistory()
+    for i in range(600):
+        history.record([reading(i * 0.25)], at=1000.0 + i * 5, host="a", steady=1000.0 + i * 5)
+    history.record([reading(0.0)], at=4000.05, host="b", steady=4000.05)
+    history.record([reading(150.0)], at=3999.5, host="a", steady=3999.5)  # read before b's, answered after
+    vm = history.get("u-1")
+    assert vm is not None and vm.fine.count == 601 and vm.host == "b"
